@@ -1,0 +1,105 @@
+//! The one error type of raftwal.
+//!
+//! Owns: every way an operation can fail, each with the context an operator needs (file, offset,
+//! index). Must never: lose the underlying `io::Error`, or describe damage without naming where it is.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in raftwal.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O call failed; `op` says what raftwal was doing.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Another `DiskStorage` (in this or another process) holds the directory's lock.
+    #[error("{} is locked by another DiskStorage (in this or another process)", path.display())]
+    Locked { path: PathBuf },
+
+    /// Bytes on disk that fail a checksum or a range check.
+    #[error("corrupt {} at offset {offset}: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// A file the log needs is not there (a missing middle file, a missing snapshot file).
+    #[error("missing {}: {reason}", path.display())]
+    MissingFile { path: PathBuf, reason: String },
+
+    /// The directory was written by a format this build does not understand.
+    #[error("{} has format version {found}; this build reads up to {supported}", path.display())]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    /// The requested index is at or below the snapshot: its entry is gone.
+    #[error("index {index} is compacted (first index is {first_index})")]
+    Compacted { index: u64, first_index: u64 },
+
+    /// The requested index is above the last index.
+    #[error("index {index} is unavailable (last index is {last_index})")]
+    Unavailable { index: u64, last_index: u64 },
+
+    /// A snapshot at or below the current one.
+    #[error("snapshot at index {index} is out of date (current snapshot index is {current})")]
+    SnapshotOutOfDate { index: u64, current: u64 },
+
+    /// No snapshot at or above the requested index exists yet.
+    #[error("no snapshot at or above index {requested} (current snapshot index is {available})")]
+    SnapshotTemporarilyUnavailable { requested: u64, available: u64 },
+
+    /// Entries passed to `save` that do not fit the log: a gap, a hole, or below the first index.
+    #[error("invalid append: {0}")]
+    InvalidAppend(String),
+
+    /// An argument out of the range the format can hold (e.g. an entry larger than 4 GiB).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Error> for raft::Error {
+    fn from(e: Error) -> raft::Error {
+        use raft::StorageError;
+        let se = match e {
+            Error::Compacted { .. } => StorageError::Compacted,
+            Error::Unavailable { .. } => StorageError::Unavailable,
+            Error::SnapshotOutOfDate { .. } => StorageError::SnapshotOutOfDate,
+            Error::SnapshotTemporarilyUnavailable { .. } => {
+                StorageError::SnapshotTemporarilyUnavailable
+            }
+            other => StorageError::Other(Box::new(other)),
+        };
+        raft::Error::Store(se)
+    }
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

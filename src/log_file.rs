@@ -1,0 +1,644 @@
+//! One `NNNNN.wal` log file: the slot array, the file header, the payload area and its map.
+//!
+//! Owns: the byte layout of a log file (see docs/FORMAT.md), the memory map, growth of the file by
+//! `fallocate` before any byte is written through the map, the CRC32C of each entry, and the
+//! per-file "verified" watermark. Must never: decide which file an index belongs to, which files
+//! exist or what a damaged slot means for the log (that is `wal` and `recovery`).
+//!
+//! Layout (little-endian):
+//! ```text
+//! [0, 960_000)            30,000 slots of 32 bytes; slot k holds index base + k
+//! [960_000, 960_036)      file header (magic, version, flags, file id, base index, CRC32C)
+//! [960_036, 1 MiB)        zero
+//! [1 MiB, ..)             payloads, in slot order, back to back
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use memmap2::MmapMut;
+use raft::prelude::{Entry, EntryType};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// Entries per log file; the log rotates to a new file after this many.
+pub(crate) const SLOTS_PER_FILE: u64 = 30_000;
+/// Bytes per slot.
+pub(crate) const SLOT_SIZE: usize = 32;
+/// Bytes of the slot array.
+pub(crate) const SLOT_AREA: usize = SLOTS_PER_FILE as usize * SLOT_SIZE;
+/// Offset of the first payload byte: payloads start after the first MiB.
+pub(crate) const PAYLOAD_START: u64 = 1 << 20;
+/// Payload space reserved when a file is created.
+const INITIAL_PAYLOAD_RESERVE: u64 = 4 << 20;
+/// Largest single growth step of the payload area.
+const MAX_GROWTH_STEP: u64 = 64 << 20;
+
+// Slot fields: each offset is the previous one plus the previous field's size.
+const SLOT_TERM: usize = 0;
+const SLOT_INDEX: usize = SLOT_TERM + 8;
+const SLOT_OFFSET: usize = SLOT_INDEX + 8; // 6 bytes: payload start within the file
+const SLOT_TYPE: usize = SLOT_OFFSET + 6;
+const SLOT_FLAGS: usize = SLOT_TYPE + 1;
+const SLOT_DATA_LEN: usize = SLOT_FLAGS + 1;
+const SLOT_CRC: usize = SLOT_DATA_LEN + 4;
+const _: () = assert!(SLOT_CRC + 4 == SLOT_SIZE);
+
+/// Slot flag: the payload carries a context (`data ‖ u32 context_len ‖ context`).
+const FLAG_CONTEXT: u8 = 1;
+/// Largest value the 6-byte offset field holds.
+const MAX_OFFSET: u64 = (1 << 48) - 1;
+
+// File header fields, stored at HEADER_OFFSET.
+const HEADER_OFFSET: usize = SLOT_AREA;
+const HDR_MAGIC: usize = 0;
+const HDR_VERSION: usize = HDR_MAGIC + 8;
+const HDR_FLAGS: usize = HDR_VERSION + 4;
+const HDR_FILE_ID: usize = HDR_FLAGS + 4;
+const HDR_BASE_INDEX: usize = HDR_FILE_ID + 8;
+const HDR_CRC: usize = HDR_BASE_INDEX + 8;
+const HEADER_SIZE: usize = HDR_CRC + 4;
+const _: () = assert!(HEADER_OFFSET + HEADER_SIZE <= PAYLOAD_START as usize);
+
+const FILE_MAGIC: &[u8; 8] = b"RWALLOG\0";
+/// Version of the log file layout.
+pub(crate) const LOG_FORMAT_VERSION: u32 = 1;
+
+/// The file name of log file `id`.
+pub(crate) fn file_name(id: u64) -> String {
+    format!("{id:05}.wal")
+}
+
+/// The id of a log file name, or `None` for any other name.
+pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".wal")?;
+    if digits.len() < 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The decoded fields of one slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub term: u64,
+    pub index: u64,
+    pub offset: u64,
+    pub entry_type: u8,
+    pub flags: u8,
+    pub data_len: u32,
+    pub crc: u32,
+}
+
+impl Slot {
+    fn decode(b: &[u8; SLOT_SIZE]) -> Slot {
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+        let mut off = [0u8; 8];
+        off[..6].copy_from_slice(&b[SLOT_OFFSET..SLOT_OFFSET + 6]);
+        Slot {
+            term: u64_at(SLOT_TERM),
+            index: u64_at(SLOT_INDEX),
+            offset: u64::from_le_bytes(off),
+            entry_type: b[SLOT_TYPE],
+            flags: b[SLOT_FLAGS],
+            data_len: u32::from_le_bytes([
+                b[SLOT_DATA_LEN],
+                b[SLOT_DATA_LEN + 1],
+                b[SLOT_DATA_LEN + 2],
+                b[SLOT_DATA_LEN + 3],
+            ]),
+            crc: u32::from_le_bytes([
+                b[SLOT_CRC],
+                b[SLOT_CRC + 1],
+                b[SLOT_CRC + 2],
+                b[SLOT_CRC + 3],
+            ]),
+        }
+    }
+
+    /// Encodes every field but the CRC.
+    fn encode_fields(&self, b: &mut [u8; SLOT_SIZE]) {
+        b[SLOT_TERM..SLOT_TERM + 8].copy_from_slice(&self.term.to_le_bytes());
+        b[SLOT_INDEX..SLOT_INDEX + 8].copy_from_slice(&self.index.to_le_bytes());
+        b[SLOT_OFFSET..SLOT_OFFSET + 6].copy_from_slice(&self.offset.to_le_bytes()[..6]);
+        b[SLOT_TYPE] = self.entry_type;
+        b[SLOT_FLAGS] = self.flags;
+        b[SLOT_DATA_LEN..SLOT_DATA_LEN + 4].copy_from_slice(&self.data_len.to_le_bytes());
+    }
+}
+
+fn entry_type_code(t: EntryType) -> u8 {
+    match t {
+        EntryType::EntryNormal => 0,
+        EntryType::EntryConfChange => 1,
+        EntryType::EntryConfChangeV2 => 2,
+    }
+}
+
+fn entry_type_from_code(c: u8) -> Option<EntryType> {
+    match c {
+        0 => Some(EntryType::EntryNormal),
+        1 => Some(EntryType::EntryConfChange),
+        2 => Some(EntryType::EntryConfChangeV2),
+        _ => None,
+    }
+}
+
+/// Bytes an entry's payload takes in the payload area.
+pub(crate) fn payload_len(e: &Entry) -> u64 {
+    let ctx = if e.context.is_empty() {
+        0
+    } else {
+        4 + e.context.len() as u64
+    };
+    e.data.len() as u64 + ctx
+}
+
+/// A slot whose fields passed the range checks, with the payload's extent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CheckedSlot {
+    pub slot: Slot,
+    /// Where the context length (if any) and context start.
+    pub data_end: u64,
+    /// One past the last payload byte.
+    pub payload_end: u64,
+}
+
+/// One open log file, mapped read-write over its whole (fallocated) length.
+pub(crate) struct LogFile {
+    path: PathBuf,
+    id: u64,
+    base: u64,
+    file: File,
+    map: MmapMut,
+    /// Slots `[0, verified)` have had their CRC checked (or were written) since open.
+    verified: AtomicU32,
+    /// Written through the map since the last flush.
+    dirty: bool,
+}
+
+impl LogFile {
+    /// Creates log file `id` whose slot 0 holds `base`: written under a temporary name, header
+    /// and zeroed slot array made durable, renamed, directory fsynced.
+    pub(crate) fn create(dir: &Path, id: u64, base: u64) -> Result<LogFile> {
+        let path = dir.join(file_name(id));
+        let tmp = dir.join(format!("{}.tmp", file_name(id)));
+        {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(|e| Error::io("create", &tmp, e))?;
+            fsutil::allocate(&file, &tmp, PAYLOAD_START + INITIAL_PAYLOAD_RESERVE)?;
+            let header = encode_header(id, base);
+            file.write_all_at(&header, HEADER_OFFSET as u64)
+                .map_err(|e| Error::io("write header", &tmp, e))?;
+            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+        fsutil::sync_dir(dir)?;
+        let mut f = LogFile::open(&path, id)?;
+        f.verified = AtomicU32::new(0);
+        Ok(f)
+    }
+
+    /// Opens and maps an existing log file and checks its header. Slots are not checked here.
+    pub(crate) fn open(path: &Path, id: u64) -> Result<LogFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        if len < PAYLOAD_START {
+            return Err(Error::corrupt(
+                path,
+                len,
+                format!("log file is {len} bytes, shorter than its {PAYLOAD_START}-byte slot area"),
+            ));
+        }
+        // SAFETY: the map is over a file this process opened read-write and holds the directory
+        // lock for, so no other raftwal instance writes it. It is only touched within its length
+        // (bounds-checked slices), and the file is never shrunk while mapped: it only grows by
+        // fallocate before a remap, so no access can fault past the end of the file.
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap", path, e))?;
+        let base = decode_header(path, &map[HEADER_OFFSET..HEADER_OFFSET + HEADER_SIZE], id)?;
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            id,
+            base,
+            file,
+            map,
+            verified: AtomicU32::new(0),
+            dirty: false,
+        })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes of the file (and of the map).
+    pub(crate) fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    fn slot_bytes(&self, k: u32) -> &[u8; SLOT_SIZE] {
+        let at = k as usize * SLOT_SIZE;
+        // The slot area lies within the map: open checked len >= PAYLOAD_START > SLOT_AREA, and
+        // callers pass k < SLOTS_PER_FILE. A failed conversion cannot happen for a 32-byte slice.
+        let s: &[u8] = &self.map[at..at + SLOT_SIZE];
+        s.try_into().unwrap_or(&[0; SLOT_SIZE])
+    }
+
+    /// The raw fields of slot `k` (no checks). `k < SLOTS_PER_FILE`.
+    pub(crate) fn slot(&self, k: u32) -> Slot {
+        Slot::decode(self.slot_bytes(k))
+    }
+
+    /// True when every byte of slot `k` is zero (never written, or cut).
+    pub(crate) fn slot_is_zero(&self, k: u32) -> bool {
+        self.slot_bytes(k).iter().all(|&b| b == 0)
+    }
+
+    fn slot_offset_in_file(k: u32) -> u64 {
+        k as u64 * SLOT_SIZE as u64
+    }
+
+    /// Range checks of slot `k`: it holds index `base + k`, a known type and a payload inside the
+    /// file. Does not read the payload.
+    pub(crate) fn check_slot(&self, k: u32) -> Result<CheckedSlot> {
+        let s = self.slot(k);
+        let at = Self::slot_offset_in_file(k);
+        let expected = self.base + k as u64;
+        if s.index != expected {
+            return Err(Error::corrupt(
+                &self.path,
+                at,
+                format!("slot {k} holds index {} where index {expected} belongs", s.index),
+            ));
+        }
+        if entry_type_from_code(s.entry_type).is_none() || s.flags & !FLAG_CONTEXT != 0 {
+            return Err(Error::corrupt(
+                &self.path,
+                at,
+                format!(
+                    "slot {k} (index {expected}) has unknown type {} or flags {:#x}",
+                    s.entry_type, s.flags
+                ),
+            ));
+        }
+        let len = self.len();
+        let data_end = s.offset.checked_add(s.data_len as u64);
+        let data_end = match data_end {
+            Some(end) if s.offset >= PAYLOAD_START && end <= len => end,
+            _ => {
+                return Err(Error::corrupt(
+                    &self.path,
+                    at,
+                    format!(
+                        "slot {k} (index {expected}) points at payload [{}, +{}) outside [{PAYLOAD_START}, {len})",
+                        s.offset, s.data_len
+                    ),
+                ))
+            }
+        };
+        let payload_end = if s.flags & FLAG_CONTEXT != 0 {
+            if data_end + 4 > len {
+                return Err(Error::corrupt(
+                    &self.path,
+                    data_end,
+                    format!("context length of index {expected} lies past the end of the file"),
+                ));
+            }
+            let d = data_end as usize;
+            let ctx_len = u32::from_le_bytes([
+                self.map[d],
+                self.map[d + 1],
+                self.map[d + 2],
+                self.map[d + 3],
+            ]) as u64;
+            match (data_end + 4).checked_add(ctx_len) {
+                Some(end) if end <= len => end,
+                _ => {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        data_end,
+                        format!("context of index {expected} ({ctx_len} bytes) lies past the end of the file"),
+                    ))
+                }
+            }
+        } else {
+            data_end
+        };
+        Ok(CheckedSlot {
+            slot: s,
+            data_end,
+            payload_end,
+        })
+    }
+
+    /// Range checks and the CRC32C of slot `k` and its payload.
+    pub(crate) fn verify_slot(&self, k: u32) -> Result<CheckedSlot> {
+        let c = self.check_slot(k)?;
+        let b = self.slot_bytes(k);
+        let crc = crc32c::crc32c(&b[..SLOT_CRC]);
+        let crc = crc32c::crc32c_append(
+            crc,
+            &self.map[c.slot.offset as usize..c.payload_end as usize],
+        );
+        if crc != c.slot.crc {
+            return Err(Error::corrupt(
+                &self.path,
+                Self::slot_offset_in_file(k),
+                format!(
+                    "checksum mismatch for index {} (slot {k}, payload at {}): stored {:#010x}, computed {crc:#010x}",
+                    c.slot.index, c.slot.offset, c.slot.crc
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Slots `[0, n)` are known good (recovery checked them).
+    pub(crate) fn set_verified(&self, n: u32) {
+        self.verified.store(n, Ordering::Release);
+    }
+
+    /// Reads slots `[lo, hi)` as entries, checking each one's CRC unless it is below the verified
+    /// watermark. Stops early (returning what it has) once `budget` says so.
+    pub(crate) fn read_entries(
+        &self,
+        lo: u32,
+        hi: u32,
+        out: &mut Vec<Entry>,
+        mut keep_going: impl FnMut(&Entry) -> bool,
+    ) -> Result<bool> {
+        let verified = self.verified.load(Ordering::Acquire);
+        let mut done = lo;
+        let mut more = true;
+        for k in lo..hi {
+            let c = if k < verified {
+                self.check_slot(k)?
+            } else {
+                self.verify_slot(k)?
+            };
+            let e = self.entry_from(&c);
+            if !keep_going(&e) {
+                more = false;
+                break;
+            }
+            out.push(e);
+            done = k + 1;
+        }
+        if lo <= verified && done > verified {
+            self.verified.fetch_max(done, Ordering::AcqRel);
+        }
+        Ok(more)
+    }
+
+    fn entry_from(&self, c: &CheckedSlot) -> Entry {
+        let s = &c.slot;
+        let mut e = Entry::default();
+        // check_slot accepted only known type codes.
+        e.entry_type = entry_type_from_code(s.entry_type).unwrap_or(EntryType::EntryNormal);
+        e.term = s.term;
+        e.index = s.index;
+        e.data = Bytes::copy_from_slice(&self.map[s.offset as usize..c.data_end as usize]);
+        if s.flags & FLAG_CONTEXT != 0 {
+            e.context = Bytes::copy_from_slice(&self.map[c.data_end as usize + 4..c.payload_end as usize]);
+        }
+        e
+    }
+
+    /// Makes sure the file (and map) is at least `end` bytes, growing it with fallocate first so
+    /// that no write through the map can hit an unallocated block (SIGBUS on a full disk).
+    fn ensure_len(&mut self, end: u64) -> Result<()> {
+        let len = self.len();
+        if end <= len {
+            return Ok(());
+        }
+        let step = (len - PAYLOAD_START).clamp(INITIAL_PAYLOAD_RESERVE, MAX_GROWTH_STEP);
+        let want = end.max(len + step).next_multiple_of(1 << 20);
+        fsutil::allocate(&self.file, &self.path, want)?;
+        // SAFETY: as in `open`; the file is now `want` bytes, all allocated, and the old map is
+        // replaced (dropped) before any further access, under `&mut self`.
+        let map =
+            unsafe { MmapMut::map_mut(&self.file) }.map_err(|e| Error::io("mmap", &self.path, e))?;
+        self.map = map;
+        Ok(())
+    }
+
+    /// Writes `entries` into slots starting at `first_slot`, their payloads from byte `cursor` on.
+    /// Payloads are written before slots. Returns the new payload cursor. The caller guarantees
+    /// the entries fit in the file's slot array and carry the indexes of their slots.
+    pub(crate) fn write_entries(&mut self, first_slot: u32, entries: &[Entry], cursor: u64) -> Result<u64> {
+        let total: u64 = entries.iter().map(payload_len).sum();
+        let end = cursor + total;
+        if end > MAX_OFFSET {
+            return Err(Error::InvalidArgument(format!(
+                "log file {} would grow past {MAX_OFFSET} bytes",
+                self.path.display()
+            )));
+        }
+        self.ensure_len(end)?;
+        self.dirty = true;
+        let mut at = cursor as usize;
+        let mut slots = Vec::with_capacity(entries.len());
+        for e in entries {
+            let start = at;
+            let data = &e.data[..];
+            self.map[at..at + data.len()].copy_from_slice(data);
+            at += data.len();
+            let mut flags = 0;
+            if !e.context.is_empty() {
+                flags |= FLAG_CONTEXT;
+                let ctx = &e.context[..];
+                self.map[at..at + 4].copy_from_slice(&(ctx.len() as u32).to_le_bytes());
+                at += 4;
+                self.map[at..at + ctx.len()].copy_from_slice(ctx);
+                at += ctx.len();
+            }
+            let slot = Slot {
+                term: e.term,
+                index: e.index,
+                offset: start as u64,
+                entry_type: entry_type_code(e.entry_type),
+                flags,
+                data_len: data.len() as u32,
+                crc: 0,
+            };
+            let mut b = [0u8; SLOT_SIZE];
+            slot.encode_fields(&mut b);
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..SLOT_CRC]), &self.map[start..at]);
+            b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
+            slots.push(b);
+        }
+        let s0 = first_slot as usize * SLOT_SIZE;
+        for (i, b) in slots.iter().enumerate() {
+            self.map[s0 + i * SLOT_SIZE..s0 + (i + 1) * SLOT_SIZE].copy_from_slice(b);
+        }
+        let n = first_slot + entries.len() as u32;
+        if self.verified.load(Ordering::Acquire) >= first_slot {
+            self.verified.store(n, Ordering::Release);
+        }
+        Ok(at as u64)
+    }
+
+    /// Zeroes slots `[from, to)`: they no longer hold entries.
+    pub(crate) fn zero_slots(&mut self, from: u32, to: u32) {
+        if from >= to {
+            return;
+        }
+        self.dirty = true;
+        self.map[from as usize * SLOT_SIZE..to as usize * SLOT_SIZE].fill(0);
+        self.verified.fetch_min(from, Ordering::AcqRel);
+    }
+
+    /// Rewrites slot `k` (a checked Normal entry) so that it reads back with empty data, keeping
+    /// its index, term, type and context; the payload bytes stay, the CRC is recomputed.
+    pub(crate) fn clear_data(&mut self, k: u32) -> Result<()> {
+        let c = self.verify_slot(k)?;
+        if c.slot.entry_type != entry_type_code(EntryType::EntryNormal) || c.slot.data_len == 0 {
+            return Ok(());
+        }
+        let mut s = c.slot;
+        s.offset = c.data_end;
+        s.data_len = 0;
+        let mut b = [0u8; SLOT_SIZE];
+        s.encode_fields(&mut b);
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&b[..SLOT_CRC]),
+            &self.map[s.offset as usize..c.payload_end as usize],
+        );
+        b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
+        let at = k as usize * SLOT_SIZE;
+        self.map[at..at + SLOT_SIZE].copy_from_slice(&b);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Flushes what was written through the map (one fdatasync) if anything was.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.dirty {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+fn encode_header(id: u64, base: u64) -> [u8; HEADER_SIZE] {
+    let mut h = [0u8; HEADER_SIZE];
+    h[HDR_MAGIC..HDR_MAGIC + 8].copy_from_slice(FILE_MAGIC);
+    h[HDR_VERSION..HDR_VERSION + 4].copy_from_slice(&LOG_FORMAT_VERSION.to_le_bytes());
+    h[HDR_FLAGS..HDR_FLAGS + 4].copy_from_slice(&0u32.to_le_bytes());
+    h[HDR_FILE_ID..HDR_FILE_ID + 8].copy_from_slice(&id.to_le_bytes());
+    h[HDR_BASE_INDEX..HDR_BASE_INDEX + 8].copy_from_slice(&base.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..HDR_CRC]);
+    h[HDR_CRC..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a file header and returns the base index.
+fn decode_header(path: &Path, h: &[u8], id: u64) -> Result<u64> {
+    let at = HEADER_OFFSET as u64;
+    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or([0; 8]));
+    if &h[HDR_MAGIC..HDR_MAGIC + 8] != FILE_MAGIC {
+        return Err(Error::corrupt(path, at, "bad log file magic"));
+    }
+    let crc = crc32c::crc32c(&h[..HDR_CRC]);
+    if crc != u32_at(HDR_CRC) {
+        return Err(Error::corrupt(path, at, "log file header checksum mismatch"));
+    }
+    let version = u32_at(HDR_VERSION);
+    if version > LOG_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: LOG_FORMAT_VERSION,
+        });
+    }
+    if u32_at(HDR_FLAGS) != 0 {
+        return Err(Error::corrupt(
+            path,
+            at + HDR_FLAGS as u64,
+            format!("unknown log file flags {:#x}", u32_at(HDR_FLAGS)),
+        ));
+    }
+    let file_id = u64_at(HDR_FILE_ID);
+    if file_id != id {
+        return Err(Error::corrupt(
+            path,
+            at + HDR_FILE_ID as u64,
+            format!("header names file id {file_id}, the file name says {id}"),
+        ));
+    }
+    let base = u64_at(HDR_BASE_INDEX);
+    if base == 0 {
+        return Err(Error::corrupt(path, at + HDR_BASE_INDEX as u64, "base index 0"));
+    }
+    Ok(base)
+}
+
+/// True when the header area of a mapped file is all zero (created but never given a header).
+pub(crate) fn header_is_zero(path: &Path) -> Result<bool> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut h = [0u8; HEADER_SIZE];
+    match file.read_exact_at(&mut h, HEADER_OFFSET as u64) {
+        Ok(()) => Ok(h.iter().all(|&b| b == 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(true),
+        Err(e) => Err(Error::io("read header", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(file_name(7), "00007.wal");
+        assert_eq!(parse_file_name("00007.wal"), Some(7));
+        assert_eq!(parse_file_name("123456.wal"), Some(123456));
+        assert_eq!(parse_file_name("7.wal"), None);
+        assert_eq!(parse_file_name("00007.wal.tmp"), None);
+        assert_eq!(parse_file_name("abcde.wal"), None);
+    }
+
+    #[test]
+    fn slot_fields_round_trip() {
+        let s = Slot {
+            term: 9,
+            index: 1 << 40,
+            offset: MAX_OFFSET,
+            entry_type: 2,
+            flags: FLAG_CONTEXT,
+            data_len: u32::MAX,
+            crc: 0,
+        };
+        let mut b = [0u8; SLOT_SIZE];
+        s.encode_fields(&mut b);
+        assert_eq!(Slot::decode(&b), s);
+    }
+}

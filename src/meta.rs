@@ -1,0 +1,306 @@
+//! The `wal.meta` page: raft id, group id, checkpoint, hard state, conf state, snapshot metadata.
+//!
+//! Owns: the byte layout of `wal.meta` and its crash-atomic update. The file holds two copies
+//! ("regions") of the state, each with a sequence number and a CRC32C; an update writes the copy
+//! that does not hold the newest state, so a torn write can only damage the older copy, and on
+//! open the newest valid copy wins. Must never: overwrite the copy holding the newest durable
+//! state, or decide what the state means for the log (that is `storage`).
+//!
+//! Region layout (little-endian), regions at offsets 0 and `file_len / 2`:
+//! ```text
+//! 0   magic "RWALMETA"      8
+//! 8   format version u32    4
+//! 12  flags u32             4   (0: plaintext)
+//! 16  sequence u64          8   (newest valid copy wins)
+//! 24  record length u32     4
+//! 28  CRC32C u32            4   (over bytes [0, 28) and the record)
+//! 32  record                    (protobuf MetaRecord, proto/raftwal.proto)
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::proto::MetaRecord;
+
+/// Name of the meta page file in a WAL directory.
+pub(crate) const META_FILE: &str = "wal.meta";
+/// Version of the meta page layout (and of the directory's format as a whole).
+pub(crate) const META_FORMAT_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"RWALMETA";
+/// Smallest region: one page.
+const MIN_REGION: usize = 4096;
+
+const R_MAGIC: usize = 0;
+const R_VERSION: usize = R_MAGIC + 8;
+const R_FLAGS: usize = R_VERSION + 4;
+const R_SEQ: usize = R_FLAGS + 4;
+const R_LEN: usize = R_SEQ + 8;
+const R_CRC: usize = R_LEN + 4;
+const R_RECORD: usize = R_CRC + 4;
+
+/// Keys of the integer values kept in the meta page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetaInfo {
+    /// This node's raft id.
+    RaftId,
+    /// The raft group this log belongs to.
+    GroupId,
+    /// The application's checkpoint (typically the applied index).
+    CheckpointIndex,
+    /// Index of the current snapshot (read-only: set by snapshots).
+    SnapshotIndex,
+    /// Term of the current snapshot (read-only: set by snapshots).
+    SnapshotTerm,
+}
+
+/// The mapped `wal.meta` file.
+pub(crate) struct MetaFile {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    map: MmapMut,
+    /// Region (0 or 1) holding the newest state.
+    current: usize,
+    seq: u64,
+    dirty: bool,
+}
+
+impl MetaFile {
+    fn region_size(&self) -> usize {
+        self.map.len() / 2
+    }
+
+    /// Creates `wal.meta` holding `record` (durably: temporary file, fsync, rename, dir fsync).
+    pub(crate) fn create(dir: &Path, record: &MetaRecord) -> Result<MetaFile> {
+        Self::write_new(dir, record, 1)?;
+        let (meta, _) = Self::open(dir)?;
+        Ok(meta)
+    }
+
+    /// Writes a fresh `wal.meta` with `record` in region 0 under sequence `seq`.
+    fn write_new(dir: &Path, record: &MetaRecord, seq: u64) -> Result<()> {
+        let body = record.encode_to_vec();
+        let region = (R_RECORD + body.len()).next_power_of_two().max(MIN_REGION);
+        let mut bytes = vec![0u8; region * 2];
+        encode_region(&mut bytes[..region], seq, &body);
+        fsutil::write_atomic(dir, META_FILE, &bytes)
+    }
+
+    /// Opens `wal.meta` and returns it with the newest valid copy of the state.
+    pub(crate) fn open(dir: &Path) -> Result<(MetaFile, MetaRecord)> {
+        let path = dir.join(META_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
+        if len < (2 * MIN_REGION) as u64 || len % 2 != 0 || len > (1 << 40) {
+            return Err(Error::corrupt(
+                &path,
+                len,
+                format!(
+                    "wal.meta is {len} bytes; it must be an even size of at least {}",
+                    2 * MIN_REGION
+                ),
+            ));
+        }
+        // SAFETY: the file is ours (the directory lock is held), opened read-write, and never
+        // resized while mapped: growth writes a new file and renames it over, then remaps.
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap", &path, e))?;
+        let region = map.len() / 2;
+        let a = decode_region(&path, &map[..region], 0);
+        let b = decode_region(&path, &map[region..], region as u64);
+        let (current, seq, record) = match (a, b) {
+            (Ok((sa, ra)), Ok((sb, rb))) => {
+                if sa >= sb {
+                    (0, sa, ra)
+                } else {
+                    (1, sb, rb)
+                }
+            }
+            (Ok((sa, ra)), Err(_)) => (0, sa, ra),
+            (Err(_), Ok((sb, rb))) => (1, sb, rb),
+            (Err(ea), Err(eb)) => {
+                // A newer format is reported as such rather than as damage.
+                for e in [ea, eb] {
+                    if let Error::UnsupportedVersion { .. } = e {
+                        return Err(e);
+                    }
+                }
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    "neither copy of the meta state is valid (bad magic or checksum in both regions)",
+                ));
+            }
+        };
+        Ok((
+            MetaFile {
+                dir: dir.to_path_buf(),
+                path,
+                file,
+                map,
+                current,
+                seq,
+                dirty: false,
+            },
+            record,
+        ))
+    }
+
+    /// Writes `record` into the copy that does not hold the newest state (through the map; durable
+    /// after [`MetaFile::flush`]). A record too large for a region rewrites the file larger,
+    /// durably.
+    pub(crate) fn store(&mut self, record: &MetaRecord) -> Result<()> {
+        let body = record.encode_to_vec();
+        let region = self.region_size();
+        if R_RECORD + body.len() > region {
+            // Flush first so that the file swap never replaces unflushed state with older state.
+            self.flush()?;
+            Self::write_new(&self.dir, record, self.seq + 1)?;
+            let (grown, _) = Self::open(&self.dir)?;
+            *self = grown;
+            return Ok(());
+        }
+        let next = 1 - self.current;
+        let seq = self.seq + 1;
+        encode_region(&mut self.map[next * region..(next + 1) * region], seq, &body);
+        self.current = next;
+        self.seq = seq;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Makes the last stored state durable.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.dirty {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+fn encode_region(r: &mut [u8], seq: u64, body: &[u8]) {
+    let mut h = [0u8; R_RECORD];
+    h[R_MAGIC..R_MAGIC + 8].copy_from_slice(MAGIC);
+    h[R_VERSION..R_VERSION + 4].copy_from_slice(&META_FORMAT_VERSION.to_le_bytes());
+    h[R_FLAGS..R_FLAGS + 4].copy_from_slice(&0u32.to_le_bytes());
+    h[R_SEQ..R_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+    h[R_LEN..R_LEN + 4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..R_CRC]), body);
+    h[R_CRC..R_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    // Record first, header (with the checksum that covers it) second.
+    r[R_RECORD..R_RECORD + body.len()].copy_from_slice(body);
+    r[..R_RECORD].copy_from_slice(&h);
+}
+
+/// Checks one region and decodes its record; `at` is the region's offset in the file.
+fn decode_region(path: &Path, r: &[u8], at: u64) -> Result<(u64, MetaRecord)> {
+    let u32_at = |o: usize| u32::from_le_bytes([r[o], r[o + 1], r[o + 2], r[o + 3]]);
+    if &r[R_MAGIC..R_MAGIC + 8] != MAGIC {
+        return Err(Error::corrupt(path, at, "bad meta magic"));
+    }
+    let len = u32_at(R_LEN) as usize;
+    if R_RECORD + len > r.len() {
+        return Err(Error::corrupt(
+            path,
+            at + R_LEN as u64,
+            format!("record length {len} exceeds the region"),
+        ));
+    }
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&r[..R_CRC]),
+        &r[R_RECORD..R_RECORD + len],
+    );
+    if crc != u32_at(R_CRC) {
+        return Err(Error::corrupt(path, at + R_CRC as u64, "meta copy checksum mismatch"));
+    }
+    let version = u32_at(R_VERSION);
+    if version > META_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: META_FORMAT_VERSION,
+        });
+    }
+    if u32_at(R_FLAGS) != 0 {
+        return Err(Error::corrupt(
+            path,
+            at + R_FLAGS as u64,
+            format!("unknown meta flags {:#x}", u32_at(R_FLAGS)),
+        ));
+    }
+    let seq = u64::from_le_bytes(r[R_SEQ..R_SEQ + 8].try_into().unwrap_or([0; 8]));
+    let record = MetaRecord::decode(&r[R_RECORD..R_RECORD + len])
+        .map_err(|e| Error::corrupt(path, at + R_RECORD as u64, format!("meta record: {e}")))?;
+    Ok((seq, record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(raft_id: u64) -> MetaRecord {
+        MetaRecord {
+            raft_id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn newest_valid_copy_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1)).unwrap();
+        m.store(&record(2)).unwrap();
+        m.store(&record(3)).unwrap();
+        m.flush().unwrap();
+        drop(m);
+        let (_, r) = MetaFile::open(dir.path()).unwrap();
+        assert_eq!(r.raft_id, 3);
+    }
+
+    #[test]
+    fn torn_newest_copy_falls_back_to_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1)).unwrap();
+        m.store(&record(2)).unwrap();
+        m.flush().unwrap();
+        let newest = m.current * m.region_size();
+        drop(m);
+        let path = dir.path().join(META_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[newest + R_RECORD] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, r) = MetaFile::open(dir.path()).unwrap();
+        assert_eq!(r.raft_id, 1);
+    }
+
+    #[test]
+    fn large_record_grows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1)).unwrap();
+        let mut big = record(5);
+        big.conf_state = Some(crate::proto::ConfStateRecord {
+            voters: (0..2000).collect(),
+            ..Default::default()
+        });
+        m.store(&big).unwrap();
+        m.store(&record(6)).unwrap();
+        m.flush().unwrap();
+        drop(m);
+        let (_, r) = MetaFile::open(dir.path()).unwrap();
+        assert_eq!(r.raft_id, 6);
+    }
+}

@@ -1,0 +1,502 @@
+//! `DiskStorage`: the facade raft-rs talks to, and the order of writes that makes it safe.
+//!
+//! Owns: the public API, the directory lock, validation of every request before anything is
+//! written, and the durable write order of `save`: payloads, then slots, then (when syncing) a
+//! flush of the log, and only then the hard state and snapshot in the meta page — so a durable
+//! commit index never points past durable entries. Files are removed only after the meta page
+//! that makes them obsolete is durable. Must never: write anything for a request it rejects,
+//! hold the lock after drop, or panic on any input.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use fs2::FileExt;
+use parking_lot::RwLock;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, Storage};
+
+use crate::error::{Error, Result};
+use crate::meta::{MetaFile, MetaInfo};
+use crate::options::Options;
+use crate::proto::{ConfStateRecord, HardStateRecord, MetaRecord, SnapshotRecord};
+use crate::recovery;
+use crate::snap;
+use crate::wal::Wal;
+
+/// Name of the lock file in a WAL directory.
+const LOCK_FILE: &str = "LOCK";
+
+/// A Raft log, hard state and snapshot stored in one directory. Implements [`raft::Storage`].
+///
+/// All methods take `&self` (but [`DiskStorage::close`]); readers run in parallel, writers one at
+/// a time. Dropping it flushes and releases the directory lock, as `close` does.
+pub struct DiskStorage {
+    dir: PathBuf,
+    opts: Options,
+    inner: RwLock<Inner>,
+    /// Holds the directory's exclusive lock; released when dropped (after `inner`).
+    _lock: File,
+}
+
+struct Inner {
+    meta_file: MetaFile,
+    meta: MetaRecord,
+    /// `meta` has changes not yet stored in the meta page.
+    meta_dirty: bool,
+    wal: Wal,
+    snapshot_data: Bytes,
+}
+
+impl Inner {
+    fn snapshot_index(&self) -> u64 {
+        self.meta.snapshot.as_ref().map_or(0, |s| s.index)
+    }
+
+    fn snapshot_term(&self) -> u64 {
+        self.meta.snapshot.as_ref().map_or(0, |s| s.term)
+    }
+
+    fn first_index(&self) -> u64 {
+        self.snapshot_index() + 1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.wal.last().max(self.snapshot_index())
+    }
+
+    /// Stores the meta state in the meta page (through the map).
+    fn store_meta(&mut self) -> Result<()> {
+        self.meta_file.store(&self.meta)?;
+        self.meta_dirty = false;
+        Ok(())
+    }
+
+    /// Log first, meta page second.
+    fn sync(&mut self) -> Result<()> {
+        self.wal.flush()?;
+        if self.meta_dirty {
+            self.store_meta()?;
+        }
+        self.meta_file.flush()
+    }
+}
+
+impl DiskStorage {
+    /// Opens the WAL in `dir` with default [`Options`], creating it (and `dir`) if needed.
+    pub fn open<P: AsRef<Path>>(dir: P) -> Result<DiskStorage, Error> {
+        Self::open_with(dir, Options::default())
+    }
+
+    /// Opens the WAL in `dir`, creating it (and `dir`) if needed, recovering it otherwise.
+    pub fn open_with<P: AsRef<Path>>(dir: P, opts: Options) -> Result<DiskStorage, Error> {
+        let dir = dir.as_ref().to_path_buf();
+        if opts.encryption_key.is_some() {
+            return Err(Error::InvalidArgument(
+                "encryption at rest is not supported by this build; refusing to write plaintext under a key"
+                    .to_string(),
+            ));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        if let Err(e) = lock.try_lock_exclusive() {
+            if e.kind() == fs2::lock_contended_error().kind() {
+                return Err(Error::Locked { path: dir });
+            }
+            return Err(Error::io("lock", &lock_path, e));
+        }
+        let r = recovery::recover(&dir, opts.recovery_mode)?;
+        Ok(DiskStorage {
+            dir,
+            opts,
+            inner: RwLock::new(Inner {
+                meta_file: r.meta_file,
+                meta: r.meta,
+                meta_dirty: false,
+                wal: r.wal,
+                snapshot_data: r.snapshot_data,
+            }),
+            _lock: lock,
+        })
+    }
+
+    /// Persists what a raft-rs `Ready` asks for: a newer snapshot first (it replaces the log),
+    /// then the entries (overwriting any conflicting suffix), then a non-default hard state.
+    /// Invalid requests (stale snapshot, gap, entries below the first index or not contiguous)
+    /// are an error and change nothing.
+    pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
+        let mut inner = self.inner.write();
+        let snap_index = snap.get_metadata().index;
+        let installing = snap_index > 0;
+        if installing && snap_index <= inner.snapshot_index() {
+            return Err(Error::SnapshotOutOfDate {
+                index: snap_index,
+                current: inner.snapshot_index(),
+            });
+        }
+        let (first, last) = if installing {
+            (snap_index + 1, snap_index)
+        } else {
+            (inner.first_index(), inner.last_index())
+        };
+        validate_entries(entries, first, last)?;
+
+        let sync = self.opts.sync_writes;
+        if installing {
+            self.install_snapshot(&mut inner, snap)?;
+        }
+        if !entries.is_empty() {
+            inner.wal.append(entries, sync)?;
+            if sync {
+                inner.wal.flush()?;
+            }
+        }
+        if *hs != HardState::default() {
+            let record = HardStateRecord::from(hs);
+            if inner.meta.hard_state.as_ref() != Some(&record) {
+                inner.meta.hard_state = Some(record);
+                inner.store_meta()?;
+            }
+        }
+        if sync {
+            inner.sync()?;
+        }
+        Ok(())
+    }
+
+    /// A snapshot received from the leader replaces the log: its data file is made durable, then
+    /// the meta page naming it (with the snapshot's conf state), then the old files go.
+    fn install_snapshot(&self, inner: &mut Inner, snap: &Snapshot) -> Result<()> {
+        let md = snap.get_metadata();
+        let cs = ConfStateRecord::from(md.get_conf_state());
+        let record = self.write_snapshot_file(md.index, md.term, &cs, &snap.data)?;
+        // Log files up to now belong to the replaced log.
+        let first_file_id = inner.wal.next_file_id();
+        inner.wal.flush()?;
+        inner.meta.snapshot = Some(record);
+        inner.meta.conf_state = Some(cs);
+        inner.meta.first_file_id = first_file_id;
+        inner.store_meta()?;
+        inner.meta_file.flush()?;
+        inner.wal.reset(first_file_id)?;
+        inner.snapshot_data = snap.data.clone();
+        self.remove_old_snapshot_files(inner)
+    }
+
+    fn write_snapshot_file(
+        &self,
+        index: u64,
+        term: u64,
+        cs: &ConfStateRecord,
+        data: &[u8],
+    ) -> Result<SnapshotRecord> {
+        let data_crc32c = if data.is_empty() {
+            0
+        } else {
+            snap::write(&self.dir, index, term, cs, data)?
+        };
+        Ok(SnapshotRecord {
+            index,
+            term,
+            conf_state: Some(cs.clone()),
+            data_len: data.len() as u64,
+            data_crc32c,
+        })
+    }
+
+    fn remove_old_snapshot_files(&self, inner: &Inner) -> Result<()> {
+        let keep = inner
+            .meta
+            .snapshot
+            .as_ref()
+            .filter(|s| s.data_len > 0)
+            .map(|s| snap::file_name(s.term, s.index));
+        snap::remove_others(&self.dir, keep.as_deref())
+    }
+
+    /// Replaces the current conf state (the one `initial_state()` returns).
+    pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), Error> {
+        let mut inner = self.inner.write();
+        inner.meta.conf_state = Some(ConfStateRecord::from(cs));
+        inner.store_meta()?;
+        if self.opts.sync_writes {
+            inner.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Takes a snapshot at `index` (which must be in the log) holding `data`: entries up to
+    /// `index` become compacted and log files whose entries all lie below it are removed. The
+    /// snapshot records `cs`, or the current conf state when `None`; the current conf state is
+    /// left alone.
+    pub fn create_snapshot(
+        &self,
+        index: u64,
+        cs: Option<&ConfState>,
+        data: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let data = data.into();
+        let mut inner = self.inner.write();
+        if index < inner.first_index() {
+            return Err(Error::SnapshotOutOfDate {
+                index,
+                current: inner.snapshot_index(),
+            });
+        }
+        if index > inner.last_index() {
+            return Err(Error::Unavailable {
+                index,
+                last_index: inner.last_index(),
+            });
+        }
+        let term = inner.wal.term(index)?;
+        let cs = match cs {
+            Some(cs) => ConfStateRecord::from(cs),
+            None => inner.meta.conf_state.clone().unwrap_or_default(),
+        };
+        let record = self.write_snapshot_file(index, term, &cs, &data)?;
+        // The log below the snapshot must not go before the meta page that covers it is durable,
+        // whatever the sync policy.
+        inner.wal.flush()?;
+        inner.meta.snapshot = Some(record);
+        inner.store_meta()?;
+        inner.meta_file.flush()?;
+        inner.snapshot_data = data;
+        inner.wal.remove_files_below(index)?;
+        self.remove_old_snapshot_files(&inner)
+    }
+
+    /// The checkpoint index the application stored with `set_uint(MetaInfo::CheckpointIndex, _)`.
+    pub fn checkpoint(&self) -> Result<u64, Error> {
+        Ok(self.inner.read().meta.checkpoint_index)
+    }
+
+    /// Sets raft id, group id or checkpoint index in memory; durable with the next flushed write,
+    /// `sync()`, `close()` or drop. Snapshot index and term are set by snapshots only: setting
+    /// them here is ignored.
+    pub fn set_uint(&self, key: MetaInfo, value: u64) {
+        let mut inner = self.inner.write();
+        let slot = match key {
+            MetaInfo::RaftId => &mut inner.meta.raft_id,
+            MetaInfo::GroupId => &mut inner.meta.group_id,
+            MetaInfo::CheckpointIndex => &mut inner.meta.checkpoint_index,
+            MetaInfo::SnapshotIndex | MetaInfo::SnapshotTerm => return,
+        };
+        if *slot != value {
+            *slot = value;
+            inner.meta_dirty = true;
+        }
+    }
+
+    /// Reads one of the meta page's integers.
+    pub fn uint(&self, key: MetaInfo) -> u64 {
+        let inner = self.inner.read();
+        match key {
+            MetaInfo::RaftId => inner.meta.raft_id,
+            MetaInfo::GroupId => inner.meta.group_id,
+            MetaInfo::CheckpointIndex => inner.meta.checkpoint_index,
+            MetaInfo::SnapshotIndex => inner.snapshot_index(),
+            MetaInfo::SnapshotTerm => inner.snapshot_term(),
+        }
+    }
+
+    /// Drops the data of Normal entries below `index`: they keep index, term and type and read
+    /// back with empty data. Other entry types are untouched.
+    pub fn truncate_entries_until(&self, index: u64) -> Result<(), Error> {
+        let mut inner = self.inner.write();
+        inner.wal.clear_data_below(index)?;
+        if self.opts.sync_writes {
+            inner.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Number of entries in the log (`last_index() + 1 - first_index()`).
+    pub fn num_entries(&self) -> usize {
+        let inner = self.inner.read();
+        (inner.last_index() + 1 - inner.first_index()) as usize
+    }
+
+    /// Number of `.wal` files in the directory.
+    pub fn num_log_files(&self) -> usize {
+        self.inner.read().wal.num_files()
+    }
+
+    /// Makes everything written so far durable: the log, then the meta page.
+    pub fn sync(&self) -> Result<(), Error> {
+        self.inner.write().sync()
+    }
+
+    /// Syncs and releases the directory lock.
+    pub fn close(self) -> Result<(), Error> {
+        self.sync()
+        // Drop releases the lock; its own sync finds nothing left to do.
+    }
+
+    /// The directory this storage lives in.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check_range(inner: &Inner, index: u64) -> Result<()> {
+        if index < inner.first_index() {
+            return Err(Error::Compacted {
+                index,
+                first_index: inner.first_index(),
+            });
+        }
+        if index > inner.last_index() {
+            return Err(Error::Unavailable {
+                index,
+                last_index: inner.last_index(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DiskStorage {
+    fn drop(&mut self) {
+        // Errors cannot be returned from drop; `close()` is the way to see them.
+        let _ = self.inner.get_mut().sync();
+    }
+}
+
+/// Checks that `entries` are contiguous and increasing, start at or after `first` and leave no
+/// gap after `last`.
+fn validate_entries(entries: &[Entry], first: u64, last: u64) -> Result<()> {
+    let Some(e0) = entries.first() else {
+        return Ok(());
+    };
+    if e0.index < first {
+        return Err(Error::InvalidAppend(format!(
+            "first entry has index {} below the first index {first}",
+            e0.index
+        )));
+    }
+    if e0.index > last + 1 {
+        return Err(Error::InvalidAppend(format!(
+            "first entry has index {} but the log ends at {last}: it would leave a gap",
+            e0.index
+        )));
+    }
+    for (i, w) in entries.windows(2).enumerate() {
+        if w[1].index != w[0].index + 1 {
+            return Err(Error::InvalidAppend(format!(
+                "entry {} has index {} after index {}: entries must be contiguous",
+                i + 1,
+                w[1].index,
+                w[0].index
+            )));
+        }
+    }
+    for e in entries {
+        if e.data.len() > u32::MAX as usize || e.context.len() > (u32::MAX - 4) as usize {
+            return Err(Error::InvalidArgument(format!(
+                "entry {} is larger than the 4 GiB an entry may hold",
+                e.index
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Storage for DiskStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let inner = self.inner.read();
+        let hs = inner
+            .meta
+            .hard_state
+            .as_ref()
+            .map(HardState::from)
+            .unwrap_or_default();
+        let cs = inner
+            .meta
+            .conf_state
+            .as_ref()
+            .map(ConfState::from)
+            .unwrap_or_default();
+        Ok(RaftState::new(hs, cs))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let inner = self.inner.read();
+        if low < inner.first_index() {
+            return Err(Error::Compacted {
+                index: low,
+                first_index: inner.first_index(),
+            }
+            .into());
+        }
+        if high > inner.last_index() + 1 {
+            return Err(Error::Unavailable {
+                index: high - 1,
+                last_index: inner.last_index(),
+            }
+            .into());
+        }
+        if low >= high {
+            if low > high {
+                return Err(Error::InvalidArgument(format!("entries({low}, {high}): low > high")).into());
+            }
+            return Ok(Vec::new());
+        }
+        Ok(inner.wal.entries(low, high, max_size.into())?)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let inner = self.inner.read();
+        if idx == inner.snapshot_index() {
+            return Ok(inner.snapshot_term());
+        }
+        Self::check_range(&inner, idx)?;
+        Ok(inner.wal.term(idx)?)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.inner.read().first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.inner.read().last_index())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let inner = self.inner.read();
+        let Some(s) = inner.meta.snapshot.as_ref().filter(|s| s.index > 0) else {
+            return Err(Error::SnapshotTemporarilyUnavailable {
+                requested: request_index,
+                available: 0,
+            }
+            .into());
+        };
+        if s.index < request_index {
+            return Err(Error::SnapshotTemporarilyUnavailable {
+                requested: request_index,
+                available: s.index,
+            }
+            .into());
+        }
+        let mut md = SnapshotMetadata::default();
+        md.index = s.index;
+        md.term = s.term;
+        md.set_conf_state(s.conf_state.as_ref().map(ConfState::from).unwrap_or_default());
+        let mut snap = Snapshot::default();
+        snap.set_metadata(md);
+        snap.data = inner.snapshot_data.clone();
+        Ok(snap)
+    }
+}

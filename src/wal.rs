@@ -1,0 +1,274 @@
+//! The log as an ordered run of log files: which file and slot an index lives in, appends with
+//! rotation, cutting a conflicting suffix, and removing files below a snapshot.
+//!
+//! Every file but the last is full (30,000 entries), and file `k` of the run starts at
+//! `files[0].base + 30,000 * k`, so finding an index is arithmetic: no scan, no per-entry index on
+//! the heap. Owns: that invariant, the payload cursor of the last file, and the order of file
+//! creation and removal. Must never: know about hard state, snapshots or the meta page (that is
+//! `storage`), or flush on its own initiative (the caller says when).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use raft::prelude::Entry;
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::log_file::{self, LogFile, PAYLOAD_START, SLOTS_PER_FILE};
+
+/// The open log files of one directory.
+pub(crate) struct Wal {
+    dir: PathBuf,
+    files: VecDeque<LogFile>,
+    /// Id the next created file gets.
+    next_file_id: u64,
+    /// Last index held by the files (`files[0].base - 1` when they hold none; 0 without files).
+    last: u64,
+    /// Where the next payload goes in the last file.
+    cursor: u64,
+}
+
+impl Wal {
+    /// A run of files checked by recovery: contiguous ids, arithmetic bases, every file but the
+    /// last full, and the last holding `[base, last]` with payloads ending at `cursor`.
+    pub(crate) fn from_parts(
+        dir: &Path,
+        files: VecDeque<LogFile>,
+        next_file_id: u64,
+        last: u64,
+        cursor: u64,
+    ) -> Wal {
+        Wal {
+            dir: dir.to_path_buf(),
+            files,
+            next_file_id,
+            last,
+            cursor,
+        }
+    }
+
+    pub(crate) fn num_files(&self) -> usize {
+        self.files.len()
+    }
+
+    pub(crate) fn files(&self) -> impl Iterator<Item = &LogFile> {
+        self.files.iter()
+    }
+
+    pub(crate) fn next_file_id(&self) -> u64 {
+        self.next_file_id
+    }
+
+    /// First index held in the files (meaningful only when `last >= first`).
+    pub(crate) fn first(&self) -> u64 {
+        self.files.front().map_or(self.last + 1, |f| f.base())
+    }
+
+    /// Last index held in the files.
+    pub(crate) fn last(&self) -> u64 {
+        self.last
+    }
+
+    fn contains(&self, index: u64) -> bool {
+        !self.files.is_empty() && index >= self.first() && index <= self.last
+    }
+
+    /// File position and slot of `index`, which must be held.
+    fn locate(&self, index: u64) -> (usize, u32) {
+        let rel = index - self.first();
+        ((rel / SLOTS_PER_FILE) as usize, (rel % SLOTS_PER_FILE) as u32)
+    }
+
+    /// Term of a held index, read from its slot (the payload is not touched).
+    pub(crate) fn term(&self, index: u64) -> Result<u64> {
+        if !self.contains(index) {
+            return Err(Error::Unavailable {
+                index,
+                last_index: self.last,
+            });
+        }
+        let (pos, k) = self.locate(index);
+        let s = self.files[pos].slot(k);
+        if s.index != index {
+            return Err(Error::corrupt(
+                self.files[pos].path(),
+                k as u64 * log_file::SLOT_SIZE as u64,
+                format!("slot {k} holds index {} where index {index} belongs", s.index),
+            ));
+        }
+        Ok(s.term)
+    }
+
+    /// Entries `[lo, hi)` (all held), checksums verified, cut to the longest prefix whose total
+    /// `compute_size()` fits `max_size` (at least one entry).
+    pub(crate) fn entries(&self, lo: u64, hi: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
+        let mut out = Vec::with_capacity(((hi - lo) as usize).min(1024));
+        if lo >= hi {
+            return Ok(out);
+        }
+        if !self.contains(lo) || !self.contains(hi - 1) {
+            return Err(Error::Unavailable {
+                index: hi - 1,
+                last_index: self.last,
+            });
+        }
+        let mut size = 0u64;
+        let mut budget = |e: &Entry| match max_size {
+            None | Some(u64::MAX) => true,
+            Some(max) => {
+                let first = size == 0;
+                size += u64::from(protobuf::Message::compute_size(e));
+                first || size <= max
+            }
+        };
+        let mut index = lo;
+        while index < hi {
+            let (pos, k) = self.locate(index);
+            let in_file = (SLOTS_PER_FILE - k as u64).min(hi - index);
+            let f = &self.files[pos];
+            if !f.read_entries(k, k + in_file as u32, &mut out, &mut budget)? {
+                break;
+            }
+            index += in_file;
+        }
+        Ok(out)
+    }
+
+    /// Appends `entries` (contiguous, increasing). The first may be at or below `last + 1`: every
+    /// held entry from its index on is cut first, across files. A first index past `last + 1` is
+    /// only passed when everything held is covered by a snapshot: the files are dropped and the log
+    /// restarts there. Returns whether anything was cut (the caller flushes the cut before the
+    /// new entries when it syncs).
+    pub(crate) fn append(&mut self, entries: &[Entry], sync: bool) -> Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let start = first.index;
+        if start <= self.last && !self.files.is_empty() && start >= self.first() {
+            self.cut_from(start)?;
+            if sync {
+                self.flush()?;
+            }
+        } else if start != self.last + 1 || self.files.is_empty() {
+            let next = self.next_file_id;
+            self.reset(next)?;
+        }
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let index = rest[0].index;
+            let need_file = match self.files.back() {
+                None => true,
+                Some(f) => index - f.base() >= SLOTS_PER_FILE,
+            };
+            if need_file {
+                self.rotate(index)?;
+            }
+            let f = self.files.back_mut().ok_or_else(|| {
+                Error::InvalidArgument("log has no file after rotation".to_string())
+            })?;
+            let k = (index - f.base()) as u32;
+            let fit = (SLOTS_PER_FILE - k as u64).min(rest.len() as u64) as usize;
+            self.cursor = f.write_entries(k, &rest[..fit], self.cursor)?;
+            self.last = rest[fit - 1].index;
+            rest = &rest[fit..];
+        }
+        Ok(())
+    }
+
+    /// Starts a new last file whose slot 0 holds `base`.
+    fn rotate(&mut self, base: u64) -> Result<()> {
+        let f = LogFile::create(&self.dir, self.next_file_id, base)?;
+        self.next_file_id += 1;
+        self.files.push_back(f);
+        self.cursor = PAYLOAD_START;
+        Ok(())
+    }
+
+    /// Cuts every held entry at or after `index` (which is held). Files after the one holding it
+    /// are removed first, so a crash never leaves a sealed file that is not full.
+    fn cut_from(&mut self, index: u64) -> Result<()> {
+        let (pos, k) = self.locate(index);
+        if pos + 1 < self.files.len() {
+            while self.files.len() > pos + 1 {
+                if let Some(f) = self.files.pop_back() {
+                    let path = f.path().to_path_buf();
+                    drop(f);
+                    std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                }
+            }
+            fsutil::sync_dir(&self.dir)?;
+        }
+        let f = &mut self.files[pos];
+        let used = (self.last - f.base() + 1).min(SLOTS_PER_FILE) as u32;
+        self.cursor = if k == 0 {
+            PAYLOAD_START
+        } else {
+            f.check_slot(k - 1)?.payload_end
+        };
+        f.zero_slots(k, used);
+        self.next_file_id = f.id() + 1;
+        self.last = index - 1;
+        Ok(())
+    }
+
+    /// Removes every file whose entries are all below `index` (the file holding `index` stays).
+    pub(crate) fn remove_files_below(&mut self, index: u64) -> Result<()> {
+        let mut removed = false;
+        while self.files.len() > 1 && self.files[0].base() + SLOTS_PER_FILE <= index {
+            if let Some(f) = self.files.pop_front() {
+                let path = f.path().to_path_buf();
+                drop(f);
+                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                removed = true;
+            }
+        }
+        if removed {
+            fsutil::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every file; the next file created gets id `next_file_id`.
+    pub(crate) fn reset(&mut self, next_file_id: u64) -> Result<()> {
+        let removed = !self.files.is_empty();
+        while let Some(f) = self.files.pop_front() {
+            let path = f.path().to_path_buf();
+            drop(f);
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        }
+        if removed {
+            fsutil::sync_dir(&self.dir)?;
+        }
+        self.next_file_id = self.next_file_id.max(next_file_id);
+        self.last = 0;
+        self.cursor = PAYLOAD_START;
+        Ok(())
+    }
+
+    /// Makes Normal entries below `index` read back with empty data.
+    pub(crate) fn clear_data_below(&mut self, index: u64) -> Result<()> {
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let end = index.min(self.last + 1);
+        let mut i = self.first();
+        while i < end {
+            let (pos, k) = self.locate(i);
+            let in_file = (SLOTS_PER_FILE - k as u64).min(end - i);
+            let f = &mut self.files[pos];
+            for s in k..k + in_file as u32 {
+                f.clear_data(s)?;
+            }
+            i += in_file;
+        }
+        Ok(())
+    }
+
+    /// fdatasync of every file written since its last flush.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        for f in self.files.iter_mut() {
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
