@@ -231,7 +231,9 @@ fn scan_tail(f: &mut LogFile, mode: RecoveryMode) -> Result<(u64, u64)> {
             break;
         }
         match f.verify_slot(good) {
-            Ok(c) if c.slot.offset == cursor && c.slot.term >= prev_term => {
+            // A payload starts where the previous one ended, or later: `truncate_entries_until`
+            // moves a cleared entry's offset past its dropped data.
+            Ok(c) if c.slot.offset >= cursor && c.slot.term >= prev_term => {
                 cursor = c.payload_end;
                 prev_term = c.slot.term;
                 good += 1;
@@ -241,7 +243,7 @@ fn scan_tail(f: &mut LogFile, mode: RecoveryMode) -> Result<(u64, u64)> {
                     f.path(),
                     good as u64 * SLOT_SIZE as u64,
                     format!(
-                        "slot {good} (index {}) breaks the log: payload at {} where {cursor} was expected, or term {} after term {prev_term}",
+                        "slot {good} (index {}) breaks the log: payload at {} before the previous payload's end {cursor}, or term {} after term {prev_term}",
                         c.slot.index, c.slot.offset, c.slot.term
                     ),
                 ));
