@@ -292,7 +292,10 @@ impl LogFile {
             return Err(Error::corrupt(
                 &self.path,
                 at,
-                format!("slot {k} holds index {} where index {expected} belongs", s.index),
+                format!(
+                    "slot {k} holds index {} where index {expected} belongs",
+                    s.index
+                ),
             ));
         }
         if entry_type_from_code(s.entry_type).is_none() || s.flags & !FLAG_CONTEXT != 0 {
@@ -416,16 +419,20 @@ impl LogFile {
 
     fn entry_from(&self, c: &CheckedSlot) -> Entry {
         let s = &c.slot;
-        let mut e = Entry::default();
-        // check_slot accepted only known type codes.
-        e.entry_type = entry_type_from_code(s.entry_type).unwrap_or(EntryType::EntryNormal);
-        e.term = s.term;
-        e.index = s.index;
-        e.data = Bytes::copy_from_slice(&self.map[s.offset as usize..c.data_end as usize]);
-        if s.flags & FLAG_CONTEXT != 0 {
-            e.context = Bytes::copy_from_slice(&self.map[c.data_end as usize + 4..c.payload_end as usize]);
+        let context = if s.flags & FLAG_CONTEXT != 0 {
+            Bytes::copy_from_slice(&self.map[c.data_end as usize + 4..c.payload_end as usize])
+        } else {
+            Bytes::new()
+        };
+        Entry {
+            // check_slot accepted only known type codes.
+            entry_type: entry_type_from_code(s.entry_type).unwrap_or(EntryType::EntryNormal),
+            term: s.term,
+            index: s.index,
+            data: Bytes::copy_from_slice(&self.map[s.offset as usize..c.data_end as usize]),
+            context,
+            ..Default::default()
         }
-        e
     }
 
     /// Makes sure the file (and map) is at least `end` bytes, growing it with fallocate first so
@@ -440,8 +447,8 @@ impl LogFile {
         fsutil::allocate(&self.file, &self.path, want)?;
         // SAFETY: as in `open`; the file is now `want` bytes, all allocated, and the old map is
         // replaced (dropped) before any further access, under `&mut self`.
-        let map =
-            unsafe { MmapMut::map_mut(&self.file) }.map_err(|e| Error::io("mmap", &self.path, e))?;
+        let map = unsafe { MmapMut::map_mut(&self.file) }
+            .map_err(|e| Error::io("mmap", &self.path, e))?;
         self.map = map;
         Ok(())
     }
@@ -449,7 +456,12 @@ impl LogFile {
     /// Writes `entries` into slots starting at `first_slot`, their payloads from byte `cursor` on.
     /// Payloads are written before slots. Returns the new payload cursor. The caller guarantees
     /// the entries fit in the file's slot array and carry the indexes of their slots.
-    pub(crate) fn write_entries(&mut self, first_slot: u32, entries: &[Entry], cursor: u64) -> Result<u64> {
+    pub(crate) fn write_entries(
+        &mut self,
+        first_slot: u32,
+        entries: &[Entry],
+        cursor: u64,
+    ) -> Result<u64> {
         let total: u64 = entries.iter().map(payload_len).sum();
         let end = cursor + total;
         if end > MAX_OFFSET {
@@ -569,7 +581,11 @@ fn decode_header(path: &Path, h: &[u8], id: u64) -> Result<u64> {
     }
     let crc = crc32c::crc32c(&h[..HDR_CRC]);
     if crc != u32_at(HDR_CRC) {
-        return Err(Error::corrupt(path, at, "log file header checksum mismatch"));
+        return Err(Error::corrupt(
+            path,
+            at,
+            "log file header checksum mismatch",
+        ));
     }
     let version = u32_at(HDR_VERSION);
     if version > LOG_FORMAT_VERSION {
@@ -596,7 +612,11 @@ fn decode_header(path: &Path, h: &[u8], id: u64) -> Result<u64> {
     }
     let base = u64_at(HDR_BASE_INDEX);
     if base == 0 {
-        return Err(Error::corrupt(path, at + HDR_BASE_INDEX as u64, "base index 0"));
+        return Err(Error::corrupt(
+            path,
+            at + HDR_BASE_INDEX as u64,
+            "base index 0",
+        ));
     }
     Ok(base)
 }

@@ -173,7 +173,11 @@ impl MetaFile {
         }
         let next = 1 - self.current;
         let seq = self.seq + 1;
-        encode_region(&mut self.map[next * region..(next + 1) * region], seq, &body);
+        encode_region(
+            &mut self.map[next * region..(next + 1) * region],
+            seq,
+            &body,
+        );
         self.current = next;
         self.seq = seq;
         self.dirty = true;
@@ -220,12 +224,13 @@ fn decode_region(path: &Path, r: &[u8], at: u64) -> Result<(u64, MetaRecord)> {
             format!("record length {len} exceeds the region"),
         ));
     }
-    let crc = crc32c::crc32c_append(
-        crc32c::crc32c(&r[..R_CRC]),
-        &r[R_RECORD..R_RECORD + len],
-    );
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&r[..R_CRC]), &r[R_RECORD..R_RECORD + len]);
     if crc != u32_at(R_CRC) {
-        return Err(Error::corrupt(path, at + R_CRC as u64, "meta copy checksum mismatch"));
+        return Err(Error::corrupt(
+            path,
+            at + R_CRC as u64,
+            "meta copy checksum mismatch",
+        ));
     }
     let version = u32_at(R_VERSION);
     if version > META_FORMAT_VERSION {

@@ -3,9 +3,11 @@
 //! Owns: the generated types and conversions to and from raft's types. Must never: decode a record
 //! whose checksum has not been verified.
 
-#![allow(clippy::all)]
-
-include!(concat!(env!("OUT_DIR"), "/raftwal.rs"));
+#[allow(clippy::all)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/raftwal.rs"));
+}
+pub(crate) use generated::*;
 
 use raft::prelude::{ConfState, HardState};
 
@@ -21,11 +23,12 @@ impl From<&HardState> for HardStateRecord {
 
 impl From<&HardStateRecord> for HardState {
     fn from(r: &HardStateRecord) -> Self {
-        let mut hs = HardState::default();
-        hs.term = r.term;
-        hs.vote = r.vote;
-        hs.commit = r.commit;
-        hs
+        HardState {
+            term: r.term,
+            vote: r.vote,
+            commit: r.commit,
+            ..Default::default()
+        }
     }
 }
 
@@ -43,12 +46,13 @@ impl From<&ConfState> for ConfStateRecord {
 
 impl From<&ConfStateRecord> for ConfState {
     fn from(r: &ConfStateRecord) -> Self {
-        let mut cs = ConfState::default();
-        cs.voters = r.voters.clone();
-        cs.learners = r.learners.clone();
-        cs.voters_outgoing = r.voters_outgoing.clone();
-        cs.learners_next = r.learners_next.clone();
-        cs.auto_leave = r.auto_leave;
-        cs
+        ConfState {
+            voters: r.voters.clone(),
+            learners: r.learners.clone(),
+            voters_outgoing: r.voters_outgoing.clone(),
+            learners_next: r.learners_next.clone(),
+            auto_leave: r.auto_leave,
+            ..Default::default()
+        }
     }
 }

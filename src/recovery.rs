@@ -114,12 +114,21 @@ fn list_log_files(dir: &Path) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
-fn recover_log(dir: &Path, mode: RecoveryMode, meta: &MetaRecord, mut ids: Vec<u64>) -> Result<Wal> {
+fn recover_log(
+    dir: &Path,
+    mode: RecoveryMode,
+    meta: &MetaRecord,
+    mut ids: Vec<u64>,
+) -> Result<Wal> {
     let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
     let first_file_id = meta.first_file_id.max(1);
 
     // Files of a log that a received snapshot replaced.
-    let stale: Vec<u64> = ids.iter().copied().filter(|&id| id < first_file_id).collect();
+    let stale: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|&id| id < first_file_id)
+        .collect();
     if !stale.is_empty() {
         for id in &stale {
             fsutil::remove_file(dir, &dir.join(log_file::file_name(*id)))?;
@@ -147,7 +156,10 @@ fn recover_log(dir: &Path, mode: RecoveryMode, meta: &MetaRecord, mut ids: Vec<u
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
         if len < PAYLOAD_START || log_file::header_is_zero(&path)? {
-            if mode == RecoveryMode::AbsoluteConsistency && len > 0 && !log_file::header_is_zero(&path)? {
+            if mode == RecoveryMode::AbsoluteConsistency
+                && len > 0
+                && !log_file::header_is_zero(&path)?
+            {
                 return Err(Error::corrupt(
                     &path,
                     len,
@@ -205,9 +217,12 @@ fn recover_log(dir: &Path, mode: RecoveryMode, meta: &MetaRecord, mut ids: Vec<u
         f.verify_slot(SLOTS_PER_FILE as u32 - 1)?;
     }
 
-    let (last, cursor) = scan_tail(files.back_mut().ok_or_else(|| {
-        Error::InvalidArgument("no last file".to_string())
-    })?, mode)?;
+    let (last, cursor) = scan_tail(
+        files
+            .back_mut()
+            .ok_or_else(|| Error::InvalidArgument("no last file".to_string()))?,
+        mode,
+    )?;
     let wal_first = files.front().map_or(0, |f| f.base());
     if last >= wal_first && last > snap_index && wal_first > snap_index + 1 {
         return Err(Error::MissingFile {

@@ -98,7 +98,13 @@ pub(crate) fn path(dir: &Path, term: u64, index: u64) -> PathBuf {
 
 /// Reads and verifies the snapshot file for `term`/`index`, which must hold `data_len` bytes
 /// with CRC32C `data_crc`.
-pub(crate) fn read(dir: &Path, index: u64, term: u64, data_len: u64, data_crc: u32) -> Result<Bytes> {
+pub(crate) fn read(
+    dir: &Path,
+    index: u64,
+    term: u64,
+    data_len: u64,
+    data_crc: u32,
+) -> Result<Bytes> {
     let path = path(dir, term, index);
     let mut f = match File::open(&path) {
         Ok(f) => f,
@@ -122,9 +128,13 @@ pub(crate) fn read(dir: &Path, index: u64, term: u64, data_len: u64, data_crc: u
         ));
     }
     let mut header = vec![0u8; HEADER_BLOCK];
-    f.read_exact(&mut header).map_err(|e| Error::io("read", &path, e))?;
+    f.read_exact(&mut header)
+        .map_err(|e| Error::io("read", &path, e))?;
     let env = decode_header(&path, &header)?;
-    if env.index != index || env.term != term || env.data_len != data_len || env.data_crc32c != data_crc
+    if env.index != index
+        || env.term != term
+        || env.data_len != data_len
+        || env.data_crc32c != data_crc
     {
         return Err(Error::corrupt(
             &path,
@@ -136,13 +146,16 @@ pub(crate) fn read(dir: &Path, index: u64, term: u64, data_len: u64, data_crc: u
         ));
     }
     let mut data = Vec::with_capacity(data_len as usize);
-    f.read_to_end(&mut data).map_err(|e| Error::io("read", &path, e))?;
+    f.read_to_end(&mut data)
+        .map_err(|e| Error::io("read", &path, e))?;
     let crc = crc32c::crc32c(&data);
     if data.len() as u64 != data_len || crc != data_crc {
         return Err(Error::corrupt(
             &path,
             HEADER_BLOCK as u64,
-            format!("snapshot data checksum mismatch: stored {data_crc:#010x}, computed {crc:#010x}"),
+            format!(
+                "snapshot data checksum mismatch: stored {data_crc:#010x}, computed {crc:#010x}"
+            ),
         ));
     }
     Ok(Bytes::from(data))
@@ -162,11 +175,19 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
     }
     let n = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
     if 16 + n + 4 > h.len() {
-        return Err(Error::corrupt(path, 12, format!("envelope length {n} exceeds the header")));
+        return Err(Error::corrupt(
+            path,
+            12,
+            format!("envelope length {n} exceeds the header"),
+        ));
     }
     let stored = u32::from_le_bytes([h[16 + n], h[17 + n], h[18 + n], h[19 + n]]);
     if crc32c::crc32c(&h[..16 + n]) != stored {
-        return Err(Error::corrupt(path, 16 + n as u64, "snapshot header checksum mismatch"));
+        return Err(Error::corrupt(
+            path,
+            16 + n as u64,
+            "snapshot header checksum mismatch",
+        ));
     }
     SnapshotEnvelope::decode(&h[16..16 + n])
         .map_err(|e| Error::corrupt(path, 16, format!("snapshot envelope: {e}")))

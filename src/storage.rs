@@ -450,7 +450,9 @@ impl Storage for DiskStorage {
         }
         if low >= high {
             if low > high {
-                return Err(Error::InvalidArgument(format!("entries({low}, {high}): low > high")).into());
+                return Err(
+                    Error::InvalidArgument(format!("entries({low}, {high}): low > high")).into(),
+                );
             }
             return Ok(Vec::new());
         }
@@ -490,10 +492,17 @@ impl Storage for DiskStorage {
             }
             .into());
         }
-        let mut md = SnapshotMetadata::default();
-        md.index = s.index;
-        md.term = s.term;
-        md.set_conf_state(s.conf_state.as_ref().map(ConfState::from).unwrap_or_default());
+        let mut md = SnapshotMetadata {
+            index: s.index,
+            term: s.term,
+            ..Default::default()
+        };
+        md.set_conf_state(
+            s.conf_state
+                .as_ref()
+                .map(ConfState::from)
+                .unwrap_or_default(),
+        );
         let mut snap = Snapshot::default();
         snap.set_metadata(md);
         snap.data = inner.snapshot_data.clone();

@@ -51,10 +51,6 @@ impl Wal {
         self.files.len()
     }
 
-    pub(crate) fn files(&self) -> impl Iterator<Item = &LogFile> {
-        self.files.iter()
-    }
-
     pub(crate) fn next_file_id(&self) -> u64 {
         self.next_file_id
     }
@@ -76,7 +72,10 @@ impl Wal {
     /// File position and slot of `index`, which must be held.
     fn locate(&self, index: u64) -> (usize, u32) {
         let rel = index - self.first();
-        ((rel / SLOTS_PER_FILE) as usize, (rel % SLOTS_PER_FILE) as u32)
+        (
+            (rel / SLOTS_PER_FILE) as usize,
+            (rel % SLOTS_PER_FILE) as u32,
+        )
     }
 
     /// Term of a held index, read from its slot (the payload is not touched).
@@ -93,7 +92,10 @@ impl Wal {
             return Err(Error::corrupt(
                 self.files[pos].path(),
                 k as u64 * log_file::SLOT_SIZE as u64,
-                format!("slot {k} holds index {} where index {index} belongs", s.index),
+                format!(
+                    "slot {k} holds index {} where index {index} belongs",
+                    s.index
+                ),
             ));
         }
         Ok(s.term)

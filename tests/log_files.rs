@@ -94,7 +94,12 @@ fn check_range(s: &DiskStorage, lo: u64, hi: u64, term: impl Fn(u64) -> u64, whe
         let got = s
             .entries(i, end + 1, NO_LIMIT, ctx())
             .unwrap_or_else(|e| panic!("{when}: entries({i}, {}): {e:?}", end + 1));
-        assert_eq!(got.len() as u64, end - i + 1, "{when}: entries({i}, {})", end + 1);
+        assert_eq!(
+            got.len() as u64,
+            end - i + 1,
+            "{when}: entries({i}, {})",
+            end + 1
+        );
         for (k, e) in got.iter().enumerate() {
             let idx = i + k as u64;
             let want = gen_entry(idx, term(idx));
@@ -173,7 +178,11 @@ fn log_rotates_to_a_new_file_every_30000_entries() {
         last = upto;
         assert_eq!(s.last_index(), Ok(upto));
         assert_eq!(s.num_entries(), upto as usize, "num_entries at {upto}");
-        assert_eq!(s.num_log_files(), files, "num_log_files after {upto} entries");
+        assert_eq!(
+            s.num_log_files(),
+            files,
+            "num_log_files after {upto} entries"
+        );
     }
     s.sync().unwrap();
     assert_eq!(wal_files(dir.path()), 4);
@@ -242,14 +251,29 @@ fn entry_fields_round_trip_exactly() {
     // empty everything
     add(EntryType::EntryNormal, 1, vec![], vec![]);
     // conf change with a real encoded-looking payload and a context
-    add(EntryType::EntryConfChange, 1, vec![8, 0, 16, 2], b"cc-context".to_vec());
+    add(
+        EntryType::EntryConfChange,
+        1,
+        vec![8, 0, 16, 2],
+        b"cc-context".to_vec(),
+    );
     add(EntryType::EntryConfChangeV2, 2, vec![0xFF; 33], vec![]);
-    add(EntryType::EntryConfChangeV2, 2, vec![], b"only context".to_vec());
+    add(
+        EntryType::EntryConfChangeV2,
+        2,
+        vec![],
+        b"only context".to_vec(),
+    );
     add(EntryType::EntryConfChange, 2, vec![], vec![]);
     add(EntryType::EntryNormal, 3, vec![], vec![0]);
     add(EntryType::EntryNormal, 3, vec![0; 1], vec![]);
     // all byte values
-    add(EntryType::EntryNormal, 3, (0..=255u8).collect(), (0..=255u8).rev().collect());
+    add(
+        EntryType::EntryNormal,
+        3,
+        (0..=255u8).collect(),
+        (0..=255u8).rev().collect(),
+    );
     // a large payload (several pages) and a large context
     add(
         EntryType::EntryNormal,
@@ -257,14 +281,23 @@ fn entry_fields_round_trip_exactly() {
         (0..300_000u32).map(|i| (i * 7 + 3) as u8).collect(),
         vec![0x5A; 70_000],
     );
-    add(EntryType::EntryNormal, u64::MAX / 2, b"after the big one".to_vec(), vec![]);
+    add(
+        EntryType::EntryNormal,
+        u64::MAX / 2,
+        b"after the big one".to_vec(),
+        vec![],
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open(dir.path()).unwrap();
     // One entry per save, then check, so each is also written at the log's tail.
     for e in &ents {
-        s.save(&HardState::default(), std::slice::from_ref(e), &Snapshot::default())
-            .unwrap();
+        s.save(
+            &HardState::default(),
+            std::slice::from_ref(e),
+            &Snapshot::default(),
+        )
+        .unwrap();
     }
     let check = |s: &DiskStorage, when: &str| {
         assert_eq!(all_entries(s), ents, "{when}");
@@ -354,16 +387,24 @@ fn overwrite_at_file_boundary_keeps_file_count_consistent() {
     assert_eq!(s.num_log_files(), 3);
 
     // Overwrite starting at the first entry of the second file.
-    s.save(&HardState::default(), &[gen_entry(PER_FILE + 1, 2)], &Snapshot::default())
-        .unwrap();
+    s.save(
+        &HardState::default(),
+        &[gen_entry(PER_FILE + 1, 2)],
+        &Snapshot::default(),
+    )
+    .unwrap();
     assert_eq!(s.last_index(), Ok(PER_FILE + 1));
     assert_eq!(s.num_log_files(), 2);
     assert_eq!(s.term(PER_FILE + 1), Ok(2));
     assert_eq!(s.term(PER_FILE), Ok(1));
 
     // Overwrite starting at the last entry of the first file.
-    s.save(&HardState::default(), &[gen_entry(PER_FILE, 3)], &Snapshot::default())
-        .unwrap();
+    s.save(
+        &HardState::default(),
+        &[gen_entry(PER_FILE, 3)],
+        &Snapshot::default(),
+    )
+    .unwrap();
     assert_eq!(s.last_index(), Ok(PER_FILE));
     assert_eq!(s.num_log_files(), 1);
     assert_eq!(s.term(PER_FILE), Ok(3));
@@ -380,8 +421,12 @@ fn overwrite_at_file_boundary_keeps_file_count_consistent() {
         Ok(vec![gen_entry(PER_FILE, 3)])
     );
     // Rotate again.
-    s.save(&HardState::default(), &[gen_entry(PER_FILE + 1, 3)], &Snapshot::default())
-        .unwrap();
+    s.save(
+        &HardState::default(),
+        &[gen_entry(PER_FILE + 1, 3)],
+        &Snapshot::default(),
+    )
+    .unwrap();
     assert_eq!(s.num_log_files(), 2);
     s.close().unwrap();
     let s = DiskStorage::open(dir.path()).unwrap();
@@ -410,8 +455,16 @@ fn create_snapshot_deletes_files_wholly_below_snapshot_and_keeps_the_one_contain
     assert_eq!(s.num_log_files(), 3);
 
     let check_at = |s: &DiskStorage, snap: u64, files: usize, last: u64, when: &str| {
-        assert_eq!(s.num_log_files(), files, "{when}: num_log_files at S={snap}");
-        assert_eq!(wal_files(dir.path()), files, "{when}: .wal files at S={snap}");
+        assert_eq!(
+            s.num_log_files(),
+            files,
+            "{when}: num_log_files at S={snap}"
+        );
+        assert_eq!(
+            wal_files(dir.path()),
+            files,
+            "{when}: .wal files at S={snap}"
+        );
         assert_eq!(s.first_index(), Ok(snap + 1), "{when}: first_index");
         assert_eq!(s.last_index(), Ok(last), "{when}: last_index");
         assert_eq!(s.term(snap), Ok(term_of(snap)), "{when}: term(S)");
@@ -434,19 +487,23 @@ fn create_snapshot_deletes_files_wholly_below_snapshot_and_keeps_the_one_contain
     };
 
     // 29,999 is in the first file, which also holds 30,000: nothing is deleted.
-    s.create_snapshot(29_999, None, format!("state@{}", 29_999)).unwrap();
+    s.create_snapshot(29_999, None, format!("state@{}", 29_999))
+        .unwrap();
     check_at(&s, 29_999, 3, 70_000, "S=29999");
     // 45,000: the first file (1..=30,000) is wholly below it and goes.
-    s.create_snapshot(45_000, None, format!("state@{}", 45_000)).unwrap();
+    s.create_snapshot(45_000, None, format!("state@{}", 45_000))
+        .unwrap();
     check_at(&s, 45_000, 2, 70_000, "S=45000");
     s.close().unwrap();
     let s = DiskStorage::open_with(dir.path(), fast()).unwrap();
     check_at(&s, 45_000, 2, 70_000, "S=45000 reopened");
     // 60,001: the second file (30,001..=60,000) goes, the third (which holds 60,001) stays.
-    s.create_snapshot(60_001, None, format!("state@{}", 60_001)).unwrap();
+    s.create_snapshot(60_001, None, format!("state@{}", 60_001))
+        .unwrap();
     check_at(&s, 60_001, 1, 70_000, "S=60001");
     // At last_index: the file holding it stays; the log is empty but continues after it.
-    s.create_snapshot(70_000, None, format!("state@{}", 70_000)).unwrap();
+    s.create_snapshot(70_000, None, format!("state@{}", 70_000))
+        .unwrap();
     check_at(&s, 70_000, 1, 70_000, "S=70000");
     assert_eq!(s.entries(70_001, 70_001, NO_LIMIT, ctx()), Ok(vec![]));
     append_range(&s, 70_001, 70_010, term_of);
@@ -475,7 +532,10 @@ fn bad_batches() -> Vec<(&'static str, Vec<Entry>)> {
         ("gap after last_index", vec![e(22)]),
         ("gap after last_index, batch", vec![e(25), e(26), e(27)]),
         ("non-contiguous batch", vec![e(21), e(23)]),
-        ("non-contiguous at the end", vec![e(21), e(22), e(23), e(25)]),
+        (
+            "non-contiguous at the end",
+            vec![e(21), e(22), e(23), e(25)],
+        ),
         ("overwrite then non-contiguous", vec![e(15), e(16), e(18)]),
         ("decreasing indexes", vec![e(21), e(20)]),
         ("decreasing overwrite", vec![e(18), e(17), e(16)]),
@@ -502,7 +562,11 @@ fn rejected_check(s: &DiskStorage, when: &str) {
     assert_eq!(all_entries(s), want, "{when}");
     assert_eq!(s.term(10), Ok(1), "{when}");
     assert_eq!(s.term(21), unavailable(), "{when}");
-    assert_eq!(s.initial_state().unwrap().hard_state, hs(3, 1, 15), "{when}");
+    assert_eq!(
+        s.initial_state().unwrap().hard_state,
+        hs(3, 1, 15),
+        "{when}"
+    );
 }
 
 #[test]
@@ -519,8 +583,12 @@ fn save_rejects_gaps_holes_disorder_and_compacted_starts_and_changes_nothing() {
     let s = DiskStorage::open(dir.path()).unwrap();
     rejected_check(&s, "reopened");
     // The store still accepts a good append afterwards.
-    s.save(&HardState::default(), &[gen_entry(21, 2)], &Snapshot::default())
-        .unwrap();
+    s.save(
+        &HardState::default(),
+        &[gen_entry(21, 2)],
+        &Snapshot::default(),
+    )
+    .unwrap();
     assert_eq!(s.last_index(), Ok(21));
     s.close().unwrap();
 }
@@ -548,7 +616,9 @@ fn save_rejects_bad_batch_spanning_file_boundary_and_changes_nothing() {
     append_range(&s, 1, PER_FILE - 10, |_| 1);
     s.sync().unwrap();
     // Would overwrite from PER_FILE - 20 and cross into a second file, but is broken at its end.
-    let mut batch: Vec<Entry> = (PER_FILE - 20..PER_FILE + 100).map(|i| gen_entry(i, 2)).collect();
+    let mut batch: Vec<Entry> = (PER_FILE - 20..PER_FILE + 100)
+        .map(|i| gen_entry(i, 2))
+        .collect();
     batch.push(gen_entry(PER_FILE + 200, 2));
     assert!(s
         .save(&HardState::default(), &batch, &Snapshot::default())
@@ -603,7 +673,9 @@ fn received_snapshot_replaces_the_log() {
             assert_eq!(snap.data, Bytes::from_static(b"snapdata"), "{what} {when}");
             assert_eq!(
                 s.snapshot(s_idx + 1, 0),
-                Err(RaftError::Store(StorageError::SnapshotTemporarilyUnavailable)),
+                Err(RaftError::Store(
+                    StorageError::SnapshotTemporarilyUnavailable
+                )),
                 "{what} {when}"
             );
             assert_eq!(s.uint(MetaInfo::SnapshotIndex), s_idx, "{what} {when}");
@@ -614,21 +686,36 @@ fn received_snapshot_replaces_the_log() {
         let s = DiskStorage::open(dir.path()).unwrap();
         check(&s, "reopened");
         // The log continues at S+1.
-        s.save(&HardState::default(), &[gen_entry(s_idx + 1, 5)], &Snapshot::default())
-            .unwrap();
+        s.save(
+            &HardState::default(),
+            &[gen_entry(s_idx + 1, 5)],
+            &Snapshot::default(),
+        )
+        .unwrap();
         assert_eq!(s.last_index(), Ok(s_idx + 1));
         // A received snapshot that is not newer is refused.
         assert_eq!(
-            r(s.save(&HardState::default(), &[], &snapshot(s_idx, 5, conf.clone(), b"x"))),
+            r(s.save(
+                &HardState::default(),
+                &[],
+                &snapshot(s_idx, 5, conf.clone(), b"x")
+            )),
             Err(RaftError::Store(StorageError::SnapshotOutOfDate)),
             "{what}"
         );
         assert_eq!(
-            r(s.save(&HardState::default(), &[], &snapshot(s_idx - 1, 5, conf.clone(), b"x"))),
+            r(s.save(
+                &HardState::default(),
+                &[],
+                &snapshot(s_idx - 1, 5, conf.clone(), b"x")
+            )),
             Err(RaftError::Store(StorageError::SnapshotOutOfDate)),
             "{what}"
         );
-        assert_eq!(s.snapshot(0, 0).unwrap().data, Bytes::from_static(b"snapdata"));
+        assert_eq!(
+            s.snapshot(0, 0).unwrap().data,
+            Bytes::from_static(b"snapdata")
+        );
         s.close().unwrap();
     }
 }
@@ -645,8 +732,12 @@ fn save_applies_snapshot_first_then_entries_at_snapshot_index_plus_one() {
             s.save(&hs(1, 0, 1), &batch, &Snapshot::default()).unwrap();
         }
         let ents: Vec<Entry> = (s_idx + 1..=s_idx + 5).map(|i| gen_entry(i, 3)).collect();
-        s.save(&hs(3, 2, s_idx + 2), &ents, &snapshot(s_idx, 3, conf.clone(), b"both"))
-            .unwrap();
+        s.save(
+            &hs(3, 2, s_idx + 2),
+            &ents,
+            &snapshot(s_idx, 3, conf.clone(), b"both"),
+        )
+        .unwrap();
         let check = |s: &DiskStorage, when: &str| {
             assert_eq!(s.first_index(), Ok(s_idx + 1), "pre={pre} {when}");
             assert_eq!(s.last_index(), Ok(s_idx + 5), "pre={pre} {when}");
@@ -655,7 +746,10 @@ fn save_applies_snapshot_first_then_entries_at_snapshot_index_plus_one() {
             let st = s.initial_state().unwrap();
             assert_eq!(st.hard_state, hs(3, 2, s_idx + 2), "pre={pre} {when}");
             assert_eq!(st.conf_state, conf, "pre={pre} {when}");
-            assert_eq!(s.snapshot(s_idx, 0).unwrap().data, Bytes::from_static(b"both"));
+            assert_eq!(
+                s.snapshot(s_idx, 0).unwrap().data,
+                Bytes::from_static(b"both")
+            );
         };
         check(&s, "live");
         s.close().unwrap();
@@ -673,15 +767,24 @@ fn save_applies_snapshot_first_then_entries_at_snapshot_index_plus_one() {
 fn default_hard_state_is_not_written_and_non_default_replaces_stored() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open(dir.path()).unwrap();
-    s.save(&hs(2, 1, 0), &[gen_entry(1, 2), gen_entry(2, 2)], &Snapshot::default())
-        .unwrap();
+    s.save(
+        &hs(2, 1, 0),
+        &[gen_entry(1, 2), gen_entry(2, 2)],
+        &Snapshot::default(),
+    )
+    .unwrap();
     assert_eq!(s.initial_state().unwrap().hard_state, hs(2, 1, 0));
     // Default hard state with entries: the stored one stays.
-    s.save(&HardState::default(), &[gen_entry(3, 2)], &Snapshot::default())
-        .unwrap();
+    s.save(
+        &HardState::default(),
+        &[gen_entry(3, 2)],
+        &Snapshot::default(),
+    )
+    .unwrap();
     assert_eq!(s.initial_state().unwrap().hard_state, hs(2, 1, 0));
     // Default hard state alone: nothing happens.
-    s.save(&HardState::default(), &[], &Snapshot::default()).unwrap();
+    s.save(&HardState::default(), &[], &Snapshot::default())
+        .unwrap();
     assert_eq!(s.initial_state().unwrap().hard_state, hs(2, 1, 0));
     s.close().unwrap();
 
@@ -695,7 +798,8 @@ fn default_hard_state_is_not_written_and_non_default_replaces_stored() {
 
     let s = DiskStorage::open(dir.path()).unwrap();
     assert_eq!(s.initial_state().unwrap().hard_state, hs(3, 0, 3));
-    s.save(&HardState::default(), &[], &Snapshot::default()).unwrap();
+    s.save(&HardState::default(), &[], &Snapshot::default())
+        .unwrap();
     drop(s);
     let s = DiskStorage::open(dir.path()).unwrap();
     assert_eq!(s.initial_state().unwrap().hard_state, hs(3, 0, 3));
@@ -761,9 +865,13 @@ fn create_snapshot_without_conf_state_records_current_conf_state() {
     s.save(&hs(1, 1, 10), &batch, &Snapshot::default()).unwrap();
     s.set_conf_state(&first).unwrap();
     s.create_snapshot(4, None, "four").unwrap();
-    assert_eq!(s.snapshot(4, 0).unwrap().get_metadata().get_conf_state(), &first);
+    assert_eq!(
+        s.snapshot(4, 0).unwrap().get_metadata().get_conf_state(),
+        &first
+    );
     s.set_conf_state(&second).unwrap();
-    s.create_snapshot(8, None, Bytes::from_static(b"eight")).unwrap();
+    s.create_snapshot(8, None, Bytes::from_static(b"eight"))
+        .unwrap();
     let check = |s: &DiskStorage, when: &str| {
         let snap = s.snapshot(8, 0).unwrap();
         assert_eq!(snap.get_metadata().index, 8, "{when}");
@@ -797,8 +905,12 @@ fn truncate_entries_until_empties_normal_entry_data_below_index_only() {
             e
         })
         .collect();
-    assert!(ents.iter().any(|e| e.entry_type == EntryType::EntryConfChange && e.index < 16));
-    assert!(ents.iter().any(|e| e.entry_type == EntryType::EntryConfChangeV2 && e.index < 16));
+    assert!(ents
+        .iter()
+        .any(|e| e.entry_type == EntryType::EntryConfChange && e.index < 16));
+    assert!(ents
+        .iter()
+        .any(|e| e.entry_type == EntryType::EntryConfChangeV2 && e.index < 16));
     s.save(&hs(3, 1, 30), &ents, &Snapshot::default()).unwrap();
     s.truncate_entries_until(16).unwrap();
 
@@ -839,12 +951,17 @@ fn truncate_entries_until_is_not_mistaken_for_tail_damage_on_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open(dir.path()).unwrap();
     let ents: Vec<Entry> = (1..=30).map(|i| gen_entry(i, 1)).collect();
-    s.save(&HardState::default(), &ents, &Snapshot::default()).unwrap();
+    s.save(&HardState::default(), &ents, &Snapshot::default())
+        .unwrap();
     s.truncate_entries_until(16).unwrap();
     s.close().unwrap();
 
     let s = DiskStorage::open(dir.path()).unwrap();
-    assert_eq!(s.last_index(), Ok(30), "entries lost at reopen after truncate_entries_until");
+    assert_eq!(
+        s.last_index(),
+        Ok(30),
+        "entries lost at reopen after truncate_entries_until"
+    );
     assert_eq!(s.entries(16, 31, NO_LIMIT, ctx()), Ok(ents[15..].to_vec()));
     s.close().unwrap();
     let strict = Options {
@@ -852,7 +969,11 @@ fn truncate_entries_until_is_not_mistaken_for_tail_damage_on_reopen() {
         ..Default::default()
     };
     let s = DiskStorage::open_with(dir.path(), strict);
-    assert!(s.is_ok(), "strict open after truncate_entries_until: {:?}", s.err());
+    assert!(
+        s.is_ok(),
+        "strict open after truncate_entries_until: {:?}",
+        s.err()
+    );
     s.unwrap().close().unwrap();
 }
 
@@ -922,8 +1043,12 @@ fn snapshot_uints_reflect_the_current_snapshot() {
     assert_eq!(s.uint(MetaInfo::SnapshotIndex), 7);
     assert_eq!(s.uint(MetaInfo::SnapshotTerm), 3);
     // A received snapshot.
-    s.save(&HardState::default(), &[], &snapshot(50, 6, cs(&[1], &[]), b"fifty"))
-        .unwrap();
+    s.save(
+        &HardState::default(),
+        &[],
+        &snapshot(50, 6, cs(&[1], &[]), b"fifty"),
+    )
+    .unwrap();
     assert_eq!(s.uint(MetaInfo::SnapshotIndex), 50);
     assert_eq!(s.uint(MetaInfo::SnapshotTerm), 6);
     s.close().unwrap();
@@ -945,7 +1070,10 @@ fn second_open_of_same_directory_fails_until_first_is_closed_or_dropped() {
         .unwrap();
 
     let second = DiskStorage::open(dir.path());
-    assert!(second.is_err(), "second open while the first is open must fail");
+    assert!(
+        second.is_err(),
+        "second open while the first is open must fail"
+    );
     assert!(
         matches!(second, Err(Error::Locked { .. })),
         "expected Error::Locked, got {:?}",
@@ -954,8 +1082,12 @@ fn second_open_of_same_directory_fails_until_first_is_closed_or_dropped() {
     assert!(DiskStorage::open_with(dir.path(), fast()).is_err());
     // The failed opens did not disturb the first store.
     assert_eq!(a.last_index(), Ok(1));
-    a.save(&HardState::default(), &[gen_entry(2, 1)], &Snapshot::default())
-        .unwrap();
+    a.save(
+        &HardState::default(),
+        &[gen_entry(2, 1)],
+        &Snapshot::default(),
+    )
+    .unwrap();
     a.close().unwrap();
 
     let b = DiskStorage::open(dir.path()).expect("open after close");
@@ -994,7 +1126,10 @@ fn unsynced_writes_are_readable_at_once_and_survive_close_and_drop() {
     let st = s.initial_state().unwrap();
     assert_eq!(st.hard_state, hs(1, 1, 50));
     assert_eq!(st.conf_state, cs(&[1, 2], &[]));
-    assert_eq!(s.snapshot(40, 0).unwrap().data, Bytes::from_static(b"forty"));
+    assert_eq!(
+        s.snapshot(40, 0).unwrap().data,
+        Bytes::from_static(b"forty")
+    );
 
     // Dropped without close(): drop does what close does.
     let more: Vec<Entry> = (101..=150).map(|i| gen_entry(i, 2)).collect();
@@ -1024,8 +1159,12 @@ fn disk_storage_is_shared_between_threads() {
         let s = Arc::clone(&s);
         std::thread::spawn(move || {
             for i in 1..=200u64 {
-                s.save(&HardState::default(), &[gen_entry(i, 1)], &Snapshot::default())
-                    .unwrap();
+                s.save(
+                    &HardState::default(),
+                    &[gen_entry(i, 1)],
+                    &Snapshot::default(),
+                )
+                .unwrap();
             }
         })
     };
@@ -1077,9 +1216,16 @@ fn unknown_files_in_directory_are_ignored_by_open() {
 
     // Left alone.
     for (name, body) in unknown {
-        assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), body, "{name}");
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            body,
+            "{name}"
+        );
     }
-    assert_eq!(std::fs::read(dir.path().join("later.txt")).unwrap(), b"added later");
+    assert_eq!(
+        std::fs::read(dir.path().join("later.txt")).unwrap(),
+        b"added later"
+    );
     assert!(dir.path().join("misc").is_dir());
     let names: BTreeSet<String> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -58,7 +58,9 @@ fn snap_out_of_date<T>() -> raft::Result<T> {
 }
 
 fn snap_temp_unavailable<T>() -> raft::Result<T> {
-    Err(RaftError::Store(StorageError::SnapshotTemporarilyUnavailable))
+    Err(RaftError::Store(
+        StorageError::SnapshotTemporarilyUnavailable,
+    ))
 }
 
 /// Converts a `raftwal` result into a `raft` result so it can be compared with `StorageError`s.
@@ -303,8 +305,15 @@ fn test_storage_entries_max_size_matches_raft_limit_size() {
         |s, when| {
             for lo in 3..=12u64 {
                 for hi in lo..=13u64 {
-                    for max in [0, 1, sizes[0], sizes[0] + sizes[1], total / 2, total - 1, total]
-                    {
+                    for max in [
+                        0,
+                        1,
+                        sizes[0],
+                        sizes[0] + sizes[1],
+                        total / 2,
+                        total - 1,
+                        total,
+                    ] {
                         let mut want = ents[(lo - 3) as usize..(hi - 3) as usize].to_vec();
                         raft::util::limit_size(&mut want, Some(max));
                         let got = s.entries(lo, hi, max, ctx()).unwrap();
@@ -326,8 +335,12 @@ fn test_storage_last_index() {
 
     let s = DiskStorage::open(dir.path()).unwrap();
     assert_eq!(s.last_index(), Ok(5));
-    s.save(&HardState::default(), &[new_entry(6, 5)], &Snapshot::default())
-        .unwrap();
+    s.save(
+        &HardState::default(),
+        &[new_entry(6, 5)],
+        &Snapshot::default(),
+    )
+    .unwrap();
     assert_eq!(s.last_index(), Ok(6));
     s.close().unwrap();
 
@@ -435,7 +448,8 @@ fn test_storage_create_snapshot() {
     // MemStorage's third case (snapshot(6) returns a snapshot at 6 built from the commit index)
     // has no equivalent: the stored snapshot is older than the request, so it is
     // SnapshotTemporarilyUnavailable.
-    let tests: Vec<(u64, u64, Option<(u64, u64)>)> = vec![
+    type Case = (u64, u64, Option<(u64, u64)>);
+    let tests: Vec<Case> = vec![
         (4, 0, Some((4, 4))),
         (4, 3, Some((4, 4))),
         (4, 4, Some((4, 4))),
