@@ -179,7 +179,6 @@ impl DiskStorage {
         let record = self.write_snapshot_file(md.index, md.term, &cs, &snap.data)?;
         // Log files up to now belong to the replaced log.
         let first_file_id = inner.wal.next_file_id();
-        inner.wal.flush()?;
         inner.meta.snapshot = Some(record);
         inner.meta.conf_state = Some(cs);
         inner.meta.first_file_id = first_file_id;
