@@ -30,14 +30,24 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Removes a file and makes the removal durable. A file already gone is not an error.
-pub(crate) fn remove_file(dir: &Path, path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("remove", path, e)),
+/// Removes files and makes the removals durable (one directory fsync). A file already gone is
+/// not an error.
+pub(crate) fn remove_files<'a>(
+    dir: &Path,
+    paths: impl IntoIterator<Item = &'a Path>,
+) -> Result<()> {
+    let mut removed = false;
+    for path in paths {
+        match fs::remove_file(path) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", path, e)),
+        }
     }
-    sync_dir(dir)
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Reserves disk blocks for the first `len` bytes of `file` (extending it), so that writes through

@@ -119,6 +119,22 @@ impl MetaFile {
         let region = map.len() / 2;
         let a = decode_region(&path, &map[..region], 0);
         let b = decode_region(&path, &map[region..], region as u64);
+        // A copy written by a newer format is refused, even when the other copy is readable:
+        // falling back to it would roll the state back.
+        for r in [&a, &b] {
+            if let Err(Error::UnsupportedVersion {
+                path,
+                found,
+                supported,
+            }) = r
+            {
+                return Err(Error::UnsupportedVersion {
+                    path: path.clone(),
+                    found: *found,
+                    supported: *supported,
+                });
+            }
+        }
         let (current, seq, record) = match (a, b) {
             (Ok((sa, ra)), Ok((sb, rb))) => {
                 if sa >= sb {
@@ -129,13 +145,7 @@ impl MetaFile {
             }
             (Ok((sa, ra)), Err(_)) => (0, sa, ra),
             (Err(_), Ok((sb, rb))) => (1, sb, rb),
-            (Err(ea), Err(eb)) => {
-                // A newer format is reported as such rather than as damage.
-                for e in [ea, eb] {
-                    if let Error::UnsupportedVersion { .. } = e {
-                        return Err(e);
-                    }
-                }
+            (Err(_), Err(_)) => {
                 return Err(Error::corrupt(
                     &path,
                     0,

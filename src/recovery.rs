@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
@@ -32,11 +32,14 @@ pub(crate) struct Recovered {
 }
 
 /// Opens (or initialises) the WAL in `dir`, whose lock the caller holds.
+///
+/// Nothing on disk changes until every check has passed: a failed open leaves the directory as
+/// it found it (the evidence, and whatever a stricter or later open could still salvage).
 pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
-    let ids = list_log_files(dir)?;
+    let listing = list_dir(dir)?;
     let (meta_file, meta) = if dir.join(META_FILE).exists() {
         MetaFile::open(dir)?
-    } else if let Some(&id) = ids.first() {
+    } else if let Some(&id) = listing.ids.first() {
         return Err(Error::MissingFile {
             path: dir.join(META_FILE),
             reason: format!(
@@ -53,9 +56,9 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     };
 
     let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
-    let wal = recover_log(dir, mode, &meta, ids)?;
+    let mut plan = plan_log(dir, mode, &meta, listing.ids)?;
 
-    let last_index = wal.last().max(snap_index);
+    let last_index = plan.last.max(snap_index);
     let commit = meta.hard_state.as_ref().map_or(0, |h| h.commit);
     if commit > last_index {
         return Err(Error::corrupt(
@@ -66,75 +69,98 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             ),
         ));
     }
-
     let snapshot_data = match &meta.snapshot {
-        Some(s) if s.data_len > 0 => {
-            let data = snap::read(dir, s.index, s.term, s.data_len, s.data_crc32c)?;
-            snap::remove_others(dir, Some(&snap::file_name(s.term, s.index)))?;
-            data
-        }
-        _ => {
-            snap::remove_others(dir, None)?;
-            Bytes::new()
-        }
+        Some(s) if s.data_len > 0 => snap::read(dir, s.index, s.term, s.data_len, s.data_crc32c)?,
+        _ => Bytes::new(),
     };
+
+    // Every check passed: now tidy up.
+    let doomed = listing.leftovers.iter().chain(&plan.remove);
+    fsutil::remove_files(dir, doomed.map(PathBuf::as_path))?;
+    if let Some(f) = plan.files.back_mut() {
+        let good = (plan.last + 1 - f.base()) as u32;
+        if plan.cut_tail {
+            f.zero_slots(good, SLOTS_PER_FILE as u32);
+            f.flush()?;
+        }
+        f.set_verified(good);
+    }
+    let keep = meta
+        .snapshot
+        .as_ref()
+        .filter(|s| s.data_len > 0)
+        .map(|s| snap::file_name(s.term, s.index));
+    snap::remove_others(dir, keep.as_deref())?;
+
     Ok(Recovered {
         meta_file,
         meta,
-        wal,
+        wal: Wal::from_parts(dir, plan.files, plan.next_file_id, plan.last, plan.cursor),
         snapshot_data,
     })
 }
 
-/// Ids of the `NNNNN.wal` files in `dir`, sorted. Leftover temporary log files are removed; any
-/// other file is ignored.
-fn list_log_files(dir: &Path) -> Result<Vec<u64>> {
+/// What is in the directory: log file ids (sorted) and leftover temporary files of ours.
+struct Listing {
+    ids: Vec<u64>,
+    leftovers: Vec<PathBuf>,
+}
+
+/// Lists `NNNNN.wal` files and our `.tmp` leftovers; any other entry is ignored.
+fn list_dir(dir: &Path) -> Result<Listing> {
     let mut ids = Vec::new();
-    let mut removed = false;
+    let mut leftovers = Vec::new();
     let rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
     for ent in rd {
         let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
+        let is_file = ent.file_type().map(|t| t.is_file()).unwrap_or(false);
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
+        if !is_file {
+            continue;
+        }
         if let Some(id) = log_file::parse_file_name(name) {
             ids.push(id);
         } else if name
             .strip_suffix(".tmp")
             .is_some_and(|n| log_file::parse_file_name(n).is_some() || n == META_FILE)
         {
-            let p = dir.join(name);
-            fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
-            removed = true;
+            leftovers.push(dir.join(name));
         }
     }
-    if removed {
-        fsutil::sync_dir(dir)?;
-    }
     ids.sort_unstable();
-    Ok(ids)
+    Ok(Listing { ids, leftovers })
 }
 
-fn recover_log(
+/// The log as recovery found it, and the changes to make once every check has passed.
+struct LogPlan {
+    files: VecDeque<LogFile>,
+    next_file_id: u64,
+    /// Last good index held by the files.
+    last: u64,
+    /// Payload cursor after the last good entry.
+    cursor: u64,
+    /// The tail holds damage after `last`: zero its slots from there.
+    cut_tail: bool,
+    /// Files to remove: obsolete, or an empty tail.
+    remove: Vec<PathBuf>,
+}
+
+fn plan_log(
     dir: &Path,
     mode: RecoveryMode,
     meta: &MetaRecord,
     mut ids: Vec<u64>,
-) -> Result<Wal> {
+) -> Result<LogPlan> {
     let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
     let first_file_id = meta.first_file_id.max(1);
+    let mut remove = Vec::new();
 
     // Files of a log that a received snapshot replaced.
-    let stale: Vec<u64> = ids
-        .iter()
-        .copied()
-        .filter(|&id| id < first_file_id)
-        .collect();
-    if !stale.is_empty() {
-        for id in &stale {
-            fsutil::remove_file(dir, &dir.join(log_file::file_name(*id)))?;
-        }
-        ids.retain(|&id| id >= first_file_id);
+    for id in ids.iter().filter(|&&id| id < first_file_id) {
+        remove.push(dir.join(log_file::file_name(*id)));
     }
+    ids.retain(|&id| id >= first_file_id);
     for w in ids.windows(2) {
         if w[1] != w[0] + 1 {
             return Err(Error::MissingFile {
@@ -148,46 +174,25 @@ fn recover_log(
         }
     }
 
-    // A last file without even a header is what a crash during creation can leave (creation
-    // renames a finished file into place, so this takes outside interference): an empty tail.
+    // A last file without a header (shorter than its slot area, or a header area of zeroes) is
+    // what a crash during creation can leave: an empty tail, in either mode. A header that is
+    // there but damaged is damage, like any other file's.
     if let Some(&id) = ids.last() {
         let path = dir.join(log_file::file_name(id));
         let len = fs::metadata(&path)
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
         if len < PAYLOAD_START || log_file::header_is_zero(&path)? {
-            if mode == RecoveryMode::AbsoluteConsistency
-                && len > 0
-                && !log_file::header_is_zero(&path)?
-            {
-                return Err(Error::corrupt(
-                    &path,
-                    len,
-                    format!("last log file is {len} bytes, shorter than its slot area"),
-                ));
-            }
-            fsutil::remove_file(dir, &path)?;
+            remove.push(path);
             ids.pop();
         }
     }
 
-    let mut files = VecDeque::with_capacity(ids.len());
-    let n = ids.len();
+    let mut files: VecDeque<LogFile> = VecDeque::with_capacity(ids.len());
     for (pos, &id) in ids.iter().enumerate() {
         let path = dir.join(log_file::file_name(id));
-        let f = match LogFile::open(&path, id) {
-            Ok(f) => f,
-            Err(Error::Corrupt { .. })
-                if pos + 1 == n && mode == RecoveryMode::TolerateTailCorruption =>
-            {
-                // The last file's header is damaged: nothing in it can be trusted.
-                fsutil::remove_file(dir, &path)?;
-                break;
-            }
-            Err(e) => return Err(e),
-        };
+        let f = LogFile::open(&path, id)?;
         if let Some(first) = files.front() {
-            let first: &LogFile = first;
             let expected = first.base() + SLOTS_PER_FILE * pos as u64;
             if f.base() != expected {
                 return Err(Error::corrupt(
@@ -203,26 +208,32 @@ fn recover_log(
         }
         files.push_back(f);
     }
-
-    // Ids continue after the last file kept (a removed damaged tail file leaves no gap).
+    // Ids continue after the last file kept (a removed empty tail leaves no gap).
     let next_file_id = files.back().map_or(first_file_id, |f| f.id() + 1);
-    if files.is_empty() {
-        return Ok(Wal::from_parts(dir, files, next_file_id, 0, PAYLOAD_START));
-    }
+    let Some(tail) = files.back() else {
+        return Ok(LogPlan {
+            files,
+            next_file_id,
+            last: 0,
+            cursor: PAYLOAD_START,
+            cut_tail: false,
+            remove,
+        });
+    };
 
-    // Sealed files: full, first and last slot intact.
-    let sealed = files.len() - 1;
-    for f in files.iter().take(sealed) {
+    // Sealed files: full, first and last slot intact. Their payloads are not read here.
+    for f in files.iter().take(files.len() - 1) {
         f.verify_slot(0)?;
         f.verify_slot(SLOTS_PER_FILE as u32 - 1)?;
     }
 
-    let (last, cursor) = scan_tail(
-        files
-            .back_mut()
-            .ok_or_else(|| Error::InvalidArgument("no last file".to_string()))?,
-        mode,
-    )?;
+    let scan = scan_tail(tail);
+    let cut_tail = match scan.damage {
+        Some(e) if mode == RecoveryMode::AbsoluteConsistency => return Err(e),
+        Some(_) => true,
+        None => false,
+    };
+    let last = tail.base() + scan.good as u64 - 1;
     let wal_first = files.front().map_or(0, |f| f.base());
     if last >= wal_first && last > snap_index && wal_first > snap_index + 1 {
         return Err(Error::MissingFile {
@@ -232,11 +243,28 @@ fn recover_log(
             ),
         });
     }
-    Ok(Wal::from_parts(dir, files, next_file_id, last, cursor))
+    Ok(LogPlan {
+        files,
+        next_file_id,
+        last,
+        cursor: scan.cursor,
+        cut_tail,
+        remove,
+    })
 }
 
-/// Scans the last file's slots: returns the last good index and the payload cursor after it.
-fn scan_tail(f: &mut LogFile, mode: RecoveryMode) -> Result<(u64, u64)> {
+/// Where the tail file's log ends.
+struct TailScan {
+    /// Slots `[0, good)` hold the log.
+    good: u32,
+    /// Payload cursor after slot `good - 1`.
+    cursor: u64,
+    /// What ended the log, when it was not a clean end (an empty slot with only empty ones after).
+    damage: Option<Error>,
+}
+
+/// Scans the tail file's slots (reading only; the caller decides what to do about damage).
+fn scan_tail(f: &LogFile) -> TailScan {
     let mut cursor = PAYLOAD_START;
     let mut prev_term = 0;
     let mut good = 0u32;
@@ -280,13 +308,9 @@ fn scan_tail(f: &mut LogFile, mode: RecoveryMode) -> Result<(u64, u64)> {
             ));
         }
     }
-    if let Some(e) = damage {
-        if mode == RecoveryMode::AbsoluteConsistency {
-            return Err(e);
-        }
-        f.zero_slots(good, SLOTS_PER_FILE as u32);
-        f.flush()?;
+    TailScan {
+        good,
+        cursor,
+        damage,
     }
-    f.set_verified(good);
-    Ok((f.base() + good as u64 - 1, cursor))
 }

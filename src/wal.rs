@@ -190,16 +190,8 @@ impl Wal {
     /// are removed first, so a crash never leaves a sealed file that is not full.
     fn cut_from(&mut self, index: u64) -> Result<()> {
         let (pos, k) = self.locate(index);
-        if pos + 1 < self.files.len() {
-            while self.files.len() > pos + 1 {
-                if let Some(f) = self.files.pop_back() {
-                    let path = f.path().to_path_buf();
-                    drop(f);
-                    std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
-                }
-            }
-            fsutil::sync_dir(&self.dir)?;
-        }
+        let later: Vec<LogFile> = self.files.drain(pos + 1..).collect();
+        self.remove(later)?;
         let f = &mut self.files[pos];
         let used = (self.last - f.base() + 1).min(SLOTS_PER_FILE) as u32;
         self.cursor = if k == 0 {
@@ -215,32 +207,27 @@ impl Wal {
 
     /// Removes every file whose entries are all below `index` (the file holding `index` stays).
     pub(crate) fn remove_files_below(&mut self, index: u64) -> Result<()> {
-        let mut removed = false;
-        while self.files.len() > 1 && self.files[0].base() + SLOTS_PER_FILE <= index {
-            if let Some(f) = self.files.pop_front() {
-                let path = f.path().to_path_buf();
-                drop(f);
-                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
-                removed = true;
-            }
-        }
-        if removed {
-            fsutil::sync_dir(&self.dir)?;
-        }
-        Ok(())
+        let below = self
+            .files
+            .iter()
+            .take(self.files.len().saturating_sub(1))
+            .take_while(|f| f.base() + SLOTS_PER_FILE <= index)
+            .count();
+        let doomed: Vec<LogFile> = self.files.drain(..below).collect();
+        self.remove(doomed)
+    }
+
+    /// Unmaps and removes `files`, then fsyncs the directory once.
+    fn remove(&self, files: Vec<LogFile>) -> Result<()> {
+        let paths: Vec<PathBuf> = files.iter().map(|f| f.path().to_path_buf()).collect();
+        drop(files);
+        fsutil::remove_files(&self.dir, paths.iter().map(PathBuf::as_path))
     }
 
     /// Removes every file; the next file created gets id `next_file_id`.
     pub(crate) fn reset(&mut self, next_file_id: u64) -> Result<()> {
-        let removed = !self.files.is_empty();
-        while let Some(f) = self.files.pop_front() {
-            let path = f.path().to_path_buf();
-            drop(f);
-            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
-        }
-        if removed {
-            fsutil::sync_dir(&self.dir)?;
-        }
+        let all: Vec<LogFile> = self.files.drain(..).collect();
+        self.remove(all)?;
         self.next_file_id = self.next_file_id.max(next_file_id);
         self.last = 0;
         self.cursor = PAYLOAD_START;
