@@ -405,7 +405,8 @@ fn torn_tail_is_cut_in_default_mode_and_refused_in_absolute_mode() {
     assert!(!gen_entry(N).context.is_empty());
 
     let slot_at = (N - 1) * SLOT;
-    let damages: [(&str, Box<dyn Fn(&Path)>); 3] = [
+    type Damage<'a> = (&'a str, Box<dyn Fn(&Path)>);
+    let damages: [Damage; 3] = [
         (
             "second half of the last slot zeroed",
             Box::new(move |p| zero_at(p, slot_at + 16, 16)),
@@ -492,7 +493,12 @@ fn zeroed_sector_in_tail_cuts_at_first_zeroed_slot_and_never_resurrects_later_sl
     // after it.
     let d = copy_of(base.path());
     let e = must_fail(d.path(), RecoveryMode::AbsoluteConsistency, "absolute");
-    assert_corrupt(&e, &file, &[4096..8192 + SLOT], "absolute");
+    assert_corrupt(
+        &e,
+        &file,
+        std::slice::from_ref(&(4096..8192 + SLOT)),
+        "absolute",
+    );
 
     // Default: cut at the first zeroed slot.
     let d = copy_of(base.path());
@@ -585,7 +591,7 @@ fn failed_default_open_keeps_valid_slots_after_the_cut() {
     assert_corrupt(
         &e,
         &log_name(1),
-        &[4096..8192 + SLOT],
+        std::slice::from_ref(&(4096..8192 + SLOT)),
         "strict open after the failed one",
     );
 }
@@ -783,7 +789,12 @@ fn sealed_header_bit_flip_is_an_error() {
             let when = format!("{file} header byte {byte}, {mode:?}");
             let d = copy_of(damaged.path());
             let e = must_fail(d.path(), mode, &when);
-            assert_corrupt(&e, &file, &[HEADER_AT..HEADER_AT + HEADER_LEN], &when);
+            assert_corrupt(
+                &e,
+                &file,
+                std::slice::from_ref(&(HEADER_AT..HEADER_AT + HEADER_LEN)),
+                &when,
+            );
         }
     }
 }
