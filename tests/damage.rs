@@ -1130,7 +1130,7 @@ fn snapshot_file_damage_is_an_error_naming_it() {
             let d = copy_of(base.path());
             xor_at(&rel(d.path()), at, 0x10);
             let e = must_fail(d.path(), mode, &when);
-            assert_corrupt(&e, name, &[0..len], &when);
+            assert_corrupt(&e, name, std::slice::from_ref(&(0..len)), &when);
         }
     }
     // Truncated.
