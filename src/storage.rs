@@ -147,6 +147,19 @@ impl DiskStorage {
             (inner.first_index(), inner.last_index())
         };
         validate_entries(entries, first, last)?;
+        // A durable commit index must never point past durable entries: refuse a save that
+        // would leave it there (raft-rs never asks for one; open would refuse the result).
+        let commit = if *hs != HardState::default() {
+            hs.commit
+        } else {
+            inner.meta.hard_state.as_ref().map_or(0, |h| h.commit)
+        };
+        let new_last = entries.last().map_or(last, |e| e.index);
+        if commit > new_last {
+            return Err(Error::InvalidAppend(format!(
+                "the commit index {commit} would be past the last index {new_last}: committed entries cannot be cut or skipped"
+            )));
+        }
 
         let sync = self.opts.sync_writes;
         if installing {
