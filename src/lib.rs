@@ -31,6 +31,7 @@
 mod error;
 mod fsutil;
 mod log_file;
+mod map;
 mod meta;
 mod options;
 mod proto;

@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use memmap2::MmapMut;
 use raft::prelude::{Entry, EntryType};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::map::FileMap;
 
 /// Entries per log file; the log rotates to a new file after this many.
 pub(crate) const SLOTS_PER_FILE: u64 = 30_000;
@@ -174,7 +174,10 @@ pub(crate) struct LogFile {
     id: u64,
     base: u64,
     file: File,
-    map: MmapMut,
+    map: FileMap,
+    /// Where the next payload goes. Payload bytes below it are frozen: handed-out entries may
+    /// reference them, so they are never rewritten (a cut suffix's space is not reused).
+    payload_end: u64,
     /// Slots `[0, verified)` have had their CRC checked (or were written) since open.
     verified: AtomicU32,
     /// Written through the map since the last flush.
@@ -203,9 +206,7 @@ impl LogFile {
         }
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
         fsutil::sync_dir(dir)?;
-        let mut f = LogFile::open(&path, id)?;
-        f.verified = AtomicU32::new(0);
-        Ok(f)
+        LogFile::open(&path, id)
     }
 
     /// Opens and maps an existing log file and checks its header. Slots are not checked here.
@@ -226,18 +227,20 @@ impl LogFile {
                 format!("log file is {len} bytes, shorter than its {PAYLOAD_START}-byte slot area"),
             ));
         }
-        // SAFETY: the map is over a file this process opened read-write and holds the directory
-        // lock for, so no other raftwal instance writes it. It is only touched within its length
-        // (bounds-checked slices), and the file is never shrunk while mapped: it only grows by
-        // fallocate before a remap, so no access can fault past the end of the file.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap", path, e))?;
-        let base = decode_header(path, &map[HEADER_OFFSET..HEADER_OFFSET + HEADER_SIZE], id)?;
+        // The file only ever grows (fallocate, then remap), so the map never reaches past its end.
+        let map = FileMap::new(&file, path, PAYLOAD_START as usize)?;
+        let base = decode_header(
+            path,
+            &map.bytes()[HEADER_OFFSET..HEADER_OFFSET + HEADER_SIZE],
+            id,
+        )?;
         Ok(LogFile {
             path: path.to_path_buf(),
             id,
             base,
             file,
             map,
+            payload_end: PAYLOAD_START,
             verified: AtomicU32::new(0),
             dirty: false,
         })
@@ -264,7 +267,7 @@ impl LogFile {
         let at = k as usize * SLOT_SIZE;
         // The slot area lies within the map: open checked len >= PAYLOAD_START > SLOT_AREA, and
         // callers pass k < SLOTS_PER_FILE. A failed conversion cannot happen for a 32-byte slice.
-        let s: &[u8] = &self.map[at..at + SLOT_SIZE];
+        let s: &[u8] = &self.map.bytes()[at..at + SLOT_SIZE];
         s.try_into().unwrap_or(&[0; SLOT_SIZE])
     }
 
@@ -332,12 +335,8 @@ impl LogFile {
                 ));
             }
             let d = data_end as usize;
-            let ctx_len = u32::from_le_bytes([
-                self.map[d],
-                self.map[d + 1],
-                self.map[d + 2],
-                self.map[d + 3],
-            ]) as u64;
+            let m = self.map.bytes();
+            let ctx_len = u32::from_le_bytes([m[d], m[d + 1], m[d + 2], m[d + 3]]) as u64;
             match (data_end + 4).checked_add(ctx_len) {
                 Some(end) if end <= len => end,
                 _ => {
@@ -365,7 +364,7 @@ impl LogFile {
         let crc = crc32c::crc32c(&b[..SLOT_CRC]);
         let crc = crc32c::crc32c_append(
             crc,
-            &self.map[c.slot.offset as usize..c.payload_end as usize],
+            &self.map.bytes()[c.slot.offset as usize..c.payload_end as usize],
         );
         if crc != c.slot.crc {
             return Err(Error::corrupt(
@@ -380,13 +379,17 @@ impl LogFile {
         Ok(c)
     }
 
-    /// Slots `[0, n)` are known good (recovery checked them).
-    pub(crate) fn set_verified(&self, n: u32) {
+    /// Slots `[0, n)` are known good and the next payload goes at `payload_end` (what recovery
+    /// found; for a sealed file, the end of its last payload). Only at open.
+    pub(crate) fn set_recovered(&mut self, n: u32, payload_end: u64) {
         self.verified.store(n, Ordering::Release);
+        self.payload_end = payload_end;
+        self.map.set_frozen(payload_end as usize);
     }
 
     /// Reads slots `[lo, hi)` as entries, checking each one's CRC unless it is below the verified
-    /// watermark. Stops early (returning what it has) once `budget` says so.
+    /// watermark. `keep_going` sees each entry before it is pushed and can stop the read (it
+    /// returns `Ok(false)` then).
     pub(crate) fn read_entries(
         &self,
         lo: u32,
@@ -403,7 +406,7 @@ impl LogFile {
             } else {
                 self.verify_slot(k)?
             };
-            let e = self.entry_from(&c);
+            let e = self.entry_from(k, &c)?;
             if !keep_going(&e) {
                 more = false;
                 break;
@@ -417,22 +420,36 @@ impl LogFile {
         Ok(more)
     }
 
-    fn entry_from(&self, c: &CheckedSlot) -> Entry {
+    /// Builds the entry of a checked slot. Data and context are zero-copy views of the map.
+    fn entry_from(&self, k: u32, c: &CheckedSlot) -> Result<Entry> {
         let s = &c.slot;
+        let view = |start: u64, end: u64| {
+            self.map.payload(start as usize, end as usize).ok_or_else(|| {
+                Error::corrupt(
+                    &self.path,
+                    start,
+                    format!(
+                        "slot {k} (index {}) points at payload [{start}, {end}) past the written payloads ({})",
+                        s.index,
+                        self.map.frozen()
+                    ),
+                )
+            })
+        };
         let context = if s.flags & FLAG_CONTEXT != 0 {
-            Bytes::copy_from_slice(&self.map[c.data_end as usize + 4..c.payload_end as usize])
+            view(c.data_end + 4, c.payload_end)?
         } else {
             Bytes::new()
         };
-        Entry {
+        Ok(Entry {
             // check_slot accepted only known type codes.
             entry_type: entry_type_from_code(s.entry_type).unwrap_or(EntryType::EntryNormal),
             term: s.term,
             index: s.index,
-            data: Bytes::copy_from_slice(&self.map[s.offset as usize..c.data_end as usize]),
+            data: view(s.offset, c.data_end)?,
             context,
             ..Default::default()
-        }
+        })
     }
 
     /// Makes sure the file (and map) is at least `end` bytes, growing it with fallocate first so
@@ -445,25 +462,16 @@ impl LogFile {
         let step = (len - PAYLOAD_START).clamp(INITIAL_PAYLOAD_RESERVE, MAX_GROWTH_STEP);
         let want = end.max(len + step).next_multiple_of(1 << 20);
         fsutil::allocate(&self.file, &self.path, want)?;
-        // SAFETY: as in `open`; the file is now `want` bytes, all allocated, and the old map is
-        // replaced (dropped) before any further access, under `&mut self`.
-        let map = unsafe { MmapMut::map_mut(&self.file) }
-            .map_err(|e| Error::io("mmap", &self.path, e))?;
-        self.map = map;
-        Ok(())
+        self.map.remap(&self.file, &self.path)
     }
 
-    /// Writes `entries` into slots starting at `first_slot`, their payloads from byte `cursor` on.
-    /// Payloads are written before slots. Returns the new payload cursor. The caller guarantees
-    /// the entries fit in the file's slot array and carry the indexes of their slots.
-    pub(crate) fn write_entries(
-        &mut self,
-        first_slot: u32,
-        entries: &[Entry],
-        cursor: u64,
-    ) -> Result<u64> {
+    /// Writes `entries` into slots starting at `first_slot`; their payloads go after the last
+    /// payload written to this file. Payloads are written before slots. The caller guarantees
+    /// the entries fit in the slot array and carry the indexes of their slots.
+    pub(crate) fn write_entries(&mut self, first_slot: u32, entries: &[Entry]) -> Result<()> {
+        let start = self.payload_end;
         let total: u64 = entries.iter().map(payload_len).sum();
-        let end = cursor + total;
+        let end = start + total;
         if end > MAX_OFFSET {
             return Err(Error::InvalidArgument(format!(
                 "log file {} would grow past {MAX_OFFSET} bytes",
@@ -472,56 +480,63 @@ impl LogFile {
         }
         self.ensure_len(end)?;
         self.dirty = true;
-        let mut at = cursor as usize;
-        let mut slots = Vec::with_capacity(entries.len());
+
+        // Payloads, back to back, and the slots describing them (built on the stack/heap first,
+        // written after every payload byte is in place).
+        let mut slots = Vec::with_capacity(entries.len() * SLOT_SIZE);
+        let mut at = start as usize;
         for e in entries {
-            let start = at;
-            let data = &e.data[..];
-            self.map[at..at + data.len()].copy_from_slice(data);
-            at += data.len();
+            let p0 = at;
+            self.map.write(at, &e.data, &self.path)?;
+            at += e.data.len();
             let mut flags = 0;
             if !e.context.is_empty() {
                 flags |= FLAG_CONTEXT;
-                let ctx = &e.context[..];
-                self.map[at..at + 4].copy_from_slice(&(ctx.len() as u32).to_le_bytes());
+                self.map
+                    .write(at, &(e.context.len() as u32).to_le_bytes(), &self.path)?;
                 at += 4;
-                self.map[at..at + ctx.len()].copy_from_slice(ctx);
-                at += ctx.len();
+                self.map.write(at, &e.context, &self.path)?;
+                at += e.context.len();
             }
             let slot = Slot {
                 term: e.term,
                 index: e.index,
-                offset: start as u64,
+                offset: p0 as u64,
                 entry_type: entry_type_code(e.entry_type),
                 flags,
-                data_len: data.len() as u32,
+                data_len: e.data.len() as u32,
                 crc: 0,
             };
             let mut b = [0u8; SLOT_SIZE];
             slot.encode_fields(&mut b);
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..SLOT_CRC]), &self.map[start..at]);
+            let crc =
+                crc32c::crc32c_append(crc32c::crc32c(&b[..SLOT_CRC]), &self.map.bytes()[p0..at]);
             b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
-            slots.push(b);
+            slots.extend_from_slice(&b);
         }
-        let s0 = first_slot as usize * SLOT_SIZE;
-        for (i, b) in slots.iter().enumerate() {
-            self.map[s0 + i * SLOT_SIZE..s0 + (i + 1) * SLOT_SIZE].copy_from_slice(b);
-        }
+        self.payload_end = at as u64;
+        self.map.freeze(at);
+        self.map
+            .write(first_slot as usize * SLOT_SIZE, &slots, &self.path)?;
         let n = first_slot + entries.len() as u32;
         if self.verified.load(Ordering::Acquire) >= first_slot {
             self.verified.store(n, Ordering::Release);
         }
-        Ok(at as u64)
+        Ok(())
     }
 
-    /// Zeroes slots `[from, to)`: they no longer hold entries.
-    pub(crate) fn zero_slots(&mut self, from: u32, to: u32) {
+    /// Zeroes slots `[from, to)`: they no longer hold entries. Their payload space is not reused.
+    pub(crate) fn zero_slots(&mut self, from: u32, to: u32) -> Result<()> {
         if from >= to {
-            return;
+            return Ok(());
         }
         self.dirty = true;
-        self.map[from as usize * SLOT_SIZE..to as usize * SLOT_SIZE].fill(0);
         self.verified.fetch_min(from, Ordering::AcqRel);
+        self.map.zero(
+            from as usize * SLOT_SIZE,
+            (to - from) as usize * SLOT_SIZE,
+            &self.path,
+        )
     }
 
     /// Rewrites slot `k` (a checked Normal entry) so that it reads back with empty data, keeping
@@ -538,13 +553,11 @@ impl LogFile {
         s.encode_fields(&mut b);
         let crc = crc32c::crc32c_append(
             crc32c::crc32c(&b[..SLOT_CRC]),
-            &self.map[s.offset as usize..c.payload_end as usize],
+            &self.map.bytes()[s.offset as usize..c.payload_end as usize],
         );
         b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
-        let at = k as usize * SLOT_SIZE;
-        self.map[at..at + SLOT_SIZE].copy_from_slice(&b);
         self.dirty = true;
-        Ok(())
+        self.map.write(k as usize * SLOT_SIZE, &b, &self.path)
     }
 
     /// Flushes what was written through the map (one fdatasync) if anything was.

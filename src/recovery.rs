@@ -80,10 +80,10 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     if let Some(f) = plan.files.back_mut() {
         let good = (plan.last + 1 - f.base()) as u32;
         if plan.cut_tail {
-            f.zero_slots(good, SLOTS_PER_FILE as u32);
+            f.zero_slots(good, SLOTS_PER_FILE as u32)?;
             f.flush()?;
         }
-        f.set_verified(good);
+        f.set_recovered(good, plan.tail_payload_end);
     }
     let keep = meta
         .snapshot
@@ -95,7 +95,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     Ok(Recovered {
         meta_file,
         meta,
-        wal: Wal::from_parts(dir, plan.files, plan.next_file_id, plan.last, plan.cursor),
+        wal: Wal::from_parts(dir, plan.files, plan.next_file_id, plan.last),
         snapshot_data,
     })
 }
@@ -138,8 +138,8 @@ struct LogPlan {
     next_file_id: u64,
     /// Last good index held by the files.
     last: u64,
-    /// Payload cursor after the last good entry.
-    cursor: u64,
+    /// Where the tail file's next payload goes: after its last good entry's.
+    tail_payload_end: u64,
     /// The tail holds damage after `last`: zero its slots from there.
     cut_tail: bool,
     /// Files to remove: obsolete, or an empty tail.
@@ -210,22 +210,29 @@ fn plan_log(
     }
     // Ids continue after the last file kept (a removed empty tail leaves no gap).
     let next_file_id = files.back().map_or(first_file_id, |f| f.id() + 1);
-    let Some(tail) = files.back() else {
+    if files.is_empty() {
         return Ok(LogPlan {
             files,
             next_file_id,
             last: 0,
-            cursor: PAYLOAD_START,
+            tail_payload_end: PAYLOAD_START,
             cut_tail: false,
             remove,
         });
-    };
+    }
 
     // Sealed files: full, first and last slot intact. Their payloads are not read here.
-    for f in files.iter().take(files.len() - 1) {
+    let sealed = files.len() - 1;
+    for f in files.iter_mut().take(sealed) {
         f.verify_slot(0)?;
-        f.verify_slot(SLOTS_PER_FILE as u32 - 1)?;
+        let last_slot = f.verify_slot(SLOTS_PER_FILE as u32 - 1)?;
+        f.set_recovered(0, last_slot.payload_end);
     }
+    let Some(tail) = files.back() else {
+        return Err(Error::InvalidArgument(
+            "no log file left to scan".to_string(),
+        ));
+    };
 
     let scan = scan_tail(tail);
     let cut_tail = match scan.damage {
@@ -247,7 +254,7 @@ fn plan_log(
         files,
         next_file_id,
         last,
-        cursor: scan.cursor,
+        tail_payload_end: scan.cursor,
         cut_tail,
         remove,
     })

@@ -3,7 +3,7 @@
 //!
 //! Every file but the last is full (30,000 entries), and file `k` of the run starts at
 //! `files[0].base + 30,000 * k`, so finding an index is arithmetic: no scan, no per-entry index on
-//! the heap. Owns: that invariant, the payload cursor of the last file, and the order of file
+//! the heap. Owns: that invariant and the order of file
 //! creation and removal. Must never: know about hard state, snapshots or the meta page (that is
 //! `storage`), or flush on its own initiative (the caller says when).
 
@@ -14,7 +14,7 @@ use raft::prelude::Entry;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::log_file::{self, LogFile, PAYLOAD_START, SLOTS_PER_FILE};
+use crate::log_file::{self, LogFile, SLOTS_PER_FILE};
 
 /// The open log files of one directory.
 pub(crate) struct Wal {
@@ -24,26 +24,22 @@ pub(crate) struct Wal {
     next_file_id: u64,
     /// Last index held by the files (`files[0].base - 1` when they hold none; 0 without files).
     last: u64,
-    /// Where the next payload goes in the last file.
-    cursor: u64,
 }
 
 impl Wal {
     /// A run of files checked by recovery: contiguous ids, arithmetic bases, every file but the
-    /// last full, and the last holding `[base, last]` with payloads ending at `cursor`.
+    /// last full, and the last holding `[base, last]`.
     pub(crate) fn from_parts(
         dir: &Path,
         files: VecDeque<LogFile>,
         next_file_id: u64,
         last: u64,
-        cursor: u64,
     ) -> Wal {
         Wal {
             dir: dir.to_path_buf(),
             files,
             next_file_id,
             last,
-            cursor,
         }
     }
 
@@ -170,7 +166,7 @@ impl Wal {
             })?;
             let k = (index - f.base()) as u32;
             let fit = (SLOTS_PER_FILE - k as u64).min(rest.len() as u64) as usize;
-            self.cursor = f.write_entries(k, &rest[..fit], self.cursor)?;
+            f.write_entries(k, &rest[..fit])?;
             self.last = rest[fit - 1].index;
             rest = &rest[fit..];
         }
@@ -182,7 +178,6 @@ impl Wal {
         let f = LogFile::create(&self.dir, self.next_file_id, base)?;
         self.next_file_id += 1;
         self.files.push_back(f);
-        self.cursor = PAYLOAD_START;
         Ok(())
     }
 
@@ -194,12 +189,7 @@ impl Wal {
         self.remove(later)?;
         let f = &mut self.files[pos];
         let used = (self.last - f.base() + 1).min(SLOTS_PER_FILE) as u32;
-        self.cursor = if k == 0 {
-            PAYLOAD_START
-        } else {
-            f.check_slot(k - 1)?.payload_end
-        };
-        f.zero_slots(k, used);
+        f.zero_slots(k, used)?;
         self.next_file_id = f.id() + 1;
         self.last = index - 1;
         Ok(())
@@ -230,7 +220,6 @@ impl Wal {
         self.remove(all)?;
         self.next_file_id = self.next_file_id.max(next_file_id);
         self.last = 0;
-        self.cursor = PAYLOAD_START;
         Ok(())
     }
 
