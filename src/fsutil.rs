@@ -51,8 +51,8 @@ pub(crate) fn remove_files<'a>(
 }
 
 /// Reserves disk blocks for the first `len` bytes of `file` (extending it), so that writes through
-/// a map of that range never need a block the filesystem cannot give (SIGBUS on a full disk).
-/// A full disk or a file-size limit comes back as an error here instead.
+/// that range never need a block the filesystem cannot give: a full disk is an error here, before
+/// any byte of a save is written (as does a file-size limit).
 pub(crate) fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
     let current = file
         .metadata()

@@ -191,7 +191,7 @@ fn plan_log(
     let mut files: VecDeque<LogFile> = VecDeque::with_capacity(ids.len());
     for (pos, &id) in ids.iter().enumerate() {
         let path = dir.join(log_file::file_name(id));
-        let f = LogFile::open(&path, id)?;
+        let f = LogFile::open(&path, id, pos + 1 == ids.len())?;
         if let Some(first) = files.front() {
             let expected = first.base() + SLOTS_PER_FILE * pos as u64;
             if f.base() != expected {
