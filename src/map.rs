@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::{Advice, MmapOptions, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 
@@ -64,9 +64,6 @@ impl FileMap {
             .len(len.max(reserve))
             .map_raw(file)
             .map_err(|e| Error::io("mmap", path, e))?;
-        // Fault pages in one at a time: readahead would put file pages in large folios, and a
-        // write to one byte of a large folio makes fdatasync write the whole folio back.
-        let _ = raw.advise(Advice::Random);
         let raw = Arc::new(raw);
         let view = Bytes::from_owner(MapOwner {
             map: raw.clone(),
