@@ -24,6 +24,8 @@ pub(crate) struct Wal {
     next_file_id: u64,
     /// Last index held by the files (`files[0].base - 1` when they hold none; 0 without files).
     last: u64,
+    /// A file was created since the directory was last fsynced.
+    dir_dirty: bool,
 }
 
 impl Wal {
@@ -40,6 +42,7 @@ impl Wal {
             files,
             next_file_id,
             last,
+            dir_dirty: false,
         }
     }
 
@@ -178,6 +181,7 @@ impl Wal {
         let f = LogFile::create(&self.dir, self.next_file_id, base)?;
         self.next_file_id += 1;
         self.files.push_back(f);
+        self.dir_dirty = true;
         Ok(())
     }
 
@@ -246,6 +250,10 @@ impl Wal {
     pub(crate) fn flush(&mut self) -> Result<()> {
         for f in self.files.iter_mut() {
             f.flush()?;
+        }
+        if self.dir_dirty {
+            fsutil::sync_dir(&self.dir)?;
+            self.dir_dirty = false;
         }
         Ok(())
     }
