@@ -293,6 +293,7 @@ impl LogFile {
         self.map.len() as u64
     }
 
+    #[inline]
     fn slot_bytes(&self, k: u32) -> &[u8; SLOT_SIZE] {
         let at = k as usize * SLOT_SIZE;
         // The slot area lies within the map: open checked len >= PAYLOAD_START > SLOT_AREA, and
@@ -304,6 +305,17 @@ impl LogFile {
     /// The raw fields of slot `k` (no checks). `k < SLOTS_PER_FILE`.
     pub(crate) fn slot(&self, k: u32) -> Slot {
         Slot::decode(self.slot_bytes(k))
+    }
+
+    /// Term and index fields of slot `k` (no other field is decoded). `k < SLOTS_PER_FILE`.
+    #[inline]
+    pub(crate) fn slot_term(&self, k: u32) -> (u64, u64) {
+        let b = self.slot_bytes(k);
+        let mut term = [0u8; 8];
+        let mut index = [0u8; 8];
+        term.copy_from_slice(&b[SLOT_TERM..SLOT_TERM + 8]);
+        index.copy_from_slice(&b[SLOT_INDEX..SLOT_INDEX + 8]);
+        (u64::from_le_bytes(term), u64::from_le_bytes(index))
     }
 
     /// True when every byte of slot `k` is zero (never written, or cut).

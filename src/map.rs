@@ -111,6 +111,7 @@ impl FileMap {
     }
 
     /// `[0, len)`, for reading (slots, checksums). Excludes writers by borrowing `self`.
+    #[inline]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.view
     }

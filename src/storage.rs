@@ -476,6 +476,12 @@ impl Storage for DiskStorage {
         if idx == inner.snapshot_index() {
             return Ok(inner.snapshot_term());
         }
+        // The common case first, with no error value built on its path.
+        if idx > inner.snapshot_index() && idx <= inner.wal.last() {
+            if let Some(term) = inner.wal.term_of_held(idx) {
+                return Ok(term);
+            }
+        }
         Self::check_range(&inner, idx)?;
         Ok(inner.wal.term(idx)?)
     }

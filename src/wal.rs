@@ -55,6 +55,7 @@ impl Wal {
     }
 
     /// First index held in the files (meaningful only when `last >= first`).
+    #[inline]
     pub(crate) fn first(&self) -> u64 {
         self.files.front().map_or(self.last + 1, |f| f.base())
     }
@@ -64,17 +65,31 @@ impl Wal {
         self.last
     }
 
+    #[inline]
     fn contains(&self, index: u64) -> bool {
         !self.files.is_empty() && index >= self.first() && index <= self.last
     }
 
     /// File position and slot of `index`, which must be held.
+    #[inline]
     fn locate(&self, index: u64) -> (usize, u32) {
         let rel = index - self.first();
         (
             (rel / SLOTS_PER_FILE) as usize,
             (rel % SLOTS_PER_FILE) as u32,
         )
+    }
+
+    /// Term of a held index, or `None` if `index` is not held or its slot holds another index
+    /// ([`Wal::term`] says which).
+    #[inline]
+    pub(crate) fn term_of_held(&self, index: u64) -> Option<u64> {
+        if !self.contains(index) {
+            return None;
+        }
+        let (pos, k) = self.locate(index);
+        let (term, held) = self.files[pos].slot_term(k);
+        (held == index).then_some(term)
     }
 
     /// Term of a held index, read from its slot (the payload is not touched).
@@ -86,18 +101,16 @@ impl Wal {
             });
         }
         let (pos, k) = self.locate(index);
-        let s = self.files[pos].slot(k);
-        if s.index != index {
+        let f = &self.files[pos];
+        let (term, held) = f.slot_term(k);
+        if held != index {
             return Err(Error::corrupt(
-                self.files[pos].path(),
+                f.path(),
                 k as u64 * log_file::SLOT_SIZE as u64,
-                format!(
-                    "slot {k} holds index {} where index {index} belongs",
-                    s.index
-                ),
+                format!("slot {k} holds index {held} where index {index} belongs"),
             ));
         }
-        Ok(s.term)
+        Ok(term)
     }
 
     /// Entries `[lo, hi)` (all held), checksums verified, cut to the longest prefix whose total
