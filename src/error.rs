@@ -58,6 +58,15 @@ pub enum Error {
     #[error("no snapshot at or above index {requested} (current snapshot index is {available})")]
     SnapshotTemporarilyUnavailable { requested: u64, available: u64 },
 
+    /// The directory has no snapshot (its snapshot index is 0).
+    #[error("{} has no snapshot", path.display())]
+    NoSnapshot { path: PathBuf },
+
+    /// A backup archive that fails verification: unknown or missing members, a hash mismatch,
+    /// truncation, trailing bytes, an unreadable `meta.json`.
+    #[error("invalid snapshot archive {}: {reason}", path.display())]
+    InvalidArchive { path: PathBuf, reason: String },
+
     /// Entries passed to `save` that do not fit the log: a gap, a hole, or below the first index.
     #[error("invalid append: {0}")]
     InvalidAppend(String),

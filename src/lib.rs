@@ -30,6 +30,7 @@
 
 mod error;
 mod fsutil;
+pub mod inspect;
 mod log_file;
 mod map;
 mod meta;
@@ -43,4 +44,5 @@ mod wal;
 pub use error::{Error, Result};
 pub use meta::MetaInfo;
 pub use options::{Options, RecoveryMode};
+pub use snap::SnapshotReader;
 pub use storage::DiskStorage;

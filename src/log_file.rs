@@ -91,6 +91,17 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// How a log file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The last file: appended to, so address space is reserved for it to grow.
+    Append,
+    /// A full file: read, and written only if a conflicting append cuts back into it.
+    Sealed,
+    /// Inspection tools: opened read-only, never written.
+    ReadOnly,
+}
+
 /// The decoded fields of one slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Slot {
@@ -233,17 +244,16 @@ impl LogFile {
             file.write_all_at(&encode_header(id, base), HEADER_OFFSET as u64)
                 .map_err(|e| Error::io("write header", &path, e))?;
         }
-        let mut f = LogFile::open(&path, id, true)?;
+        let mut f = LogFile::open(&path, id, Access::Append)?;
         f.dirty = true;
         Ok(f)
     }
 
     /// Opens and maps an existing log file and checks its header. Slots are not checked here.
-    /// `active`: the file will be appended to, so address space is reserved for it to grow.
-    pub(crate) fn open(path: &Path, id: u64, active: bool) -> Result<LogFile> {
+    pub(crate) fn open(path: &Path, id: u64, access: Access) -> Result<LogFile> {
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(access != Access::ReadOnly)
             .open(path)
             .map_err(|e| Error::io("open", path, e))?;
         let len = file
@@ -257,7 +267,11 @@ impl LogFile {
                 format!("log file is {len} bytes, shorter than its {PAYLOAD_START}-byte slot area"),
             ));
         }
-        let reserve = if active { ACTIVE_MAP_RESERVE } else { 0 };
+        let reserve = if access == Access::Append {
+            ACTIVE_MAP_RESERVE
+        } else {
+            0
+        };
         let map = FileMap::new(&file, path, len as usize, reserve, PAYLOAD_START as usize)?;
         let base = decode_header(
             path,

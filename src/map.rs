@@ -60,10 +60,15 @@ impl FileMap {
         reserve: usize,
         payload_start: usize,
     ) -> Result<FileMap> {
-        let raw = MmapOptions::new()
-            .len(len.max(reserve))
-            .map_raw(file)
-            .map_err(|e| Error::io("mmap", path, e))?;
+        let mut opts = MmapOptions::new();
+        opts.len(len.max(reserve));
+        // A file opened read-only (inspection tools) gets a read-only map; writes to such a
+        // file fail in `write` (EBADF) and never reach the map.
+        let raw = match opts.map_raw(file) {
+            Err(e) if e.raw_os_error() == Some(libc_eacces()) => opts.map_raw_read_only(file),
+            other => other,
+        }
+        .map_err(|e| Error::io("mmap", path, e))?;
         let raw = Arc::new(raw);
         let view = Bytes::from_owner(MapOwner {
             map: raw.clone(),
@@ -209,4 +214,9 @@ impl FileMap {
         }
         Ok(())
     }
+}
+
+/// EACCES: what mmap says when asked for a writable shared map of a read-only file.
+fn libc_eacces() -> i32 {
+    rustix::io::Errno::ACCESS.raw_os_error()
 }

@@ -103,56 +103,11 @@ impl MetaFile {
             .metadata()
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
-        if len < (2 * MIN_REGION) as u64 || len % 2 != 0 || len > (1 << 40) {
-            return Err(Error::corrupt(
-                &path,
-                len,
-                format!(
-                    "wal.meta is {len} bytes; it must be an even size of at least {}",
-                    2 * MIN_REGION
-                ),
-            ));
-        }
+        check_len(&path, len)?;
         // SAFETY: the file is ours (the directory lock is held), opened read-write, and never
         // resized while mapped: growth writes a new file and renames it over, then remaps.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap", &path, e))?;
-        let region = map.len() / 2;
-        let a = decode_region(&path, &map[..region], 0);
-        let b = decode_region(&path, &map[region..], region as u64);
-        // A copy written by a newer format is refused, even when the other copy is readable:
-        // falling back to it would roll the state back.
-        for r in [&a, &b] {
-            if let Err(Error::UnsupportedVersion {
-                path,
-                found,
-                supported,
-            }) = r
-            {
-                return Err(Error::UnsupportedVersion {
-                    path: path.clone(),
-                    found: *found,
-                    supported: *supported,
-                });
-            }
-        }
-        let (current, seq, record) = match (a, b) {
-            (Ok((sa, ra)), Ok((sb, rb))) => {
-                if sa >= sb {
-                    (0, sa, ra)
-                } else {
-                    (1, sb, rb)
-                }
-            }
-            (Ok((sa, ra)), Err(_)) => (0, sa, ra),
-            (Err(_), Ok((sb, rb))) => (1, sb, rb),
-            (Err(_), Err(_)) => {
-                return Err(Error::corrupt(
-                    &path,
-                    0,
-                    "neither copy of the meta state is valid (bad magic or checksum in both regions)",
-                ));
-            }
-        };
+        let (current, seq, record) = newest_copy(&path, &map)?;
         Ok((
             MetaFile {
                 dir: dir.to_path_buf(),
@@ -203,6 +158,61 @@ impl MetaFile {
             self.dirty = false;
         }
         Ok(())
+    }
+}
+
+/// Reads the newest valid state of `dir`'s `wal.meta` without mapping or changing anything.
+pub(crate) fn read_only(dir: &Path) -> Result<MetaRecord> {
+    let path = dir.join(META_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    check_len(&path, bytes.len() as u64)?;
+    Ok(newest_copy(&path, &bytes)?.2)
+}
+
+fn check_len(path: &Path, len: u64) -> Result<()> {
+    if len < (2 * MIN_REGION) as u64 || len % 2 != 0 || len > (1 << 40) {
+        return Err(Error::corrupt(
+            path,
+            len,
+            format!(
+                "wal.meta is {len} bytes; it must be an even size of at least {}",
+                2 * MIN_REGION
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Picks the newest valid copy: (region, sequence, record).
+fn newest_copy(path: &Path, bytes: &[u8]) -> Result<(usize, u64, MetaRecord)> {
+    let region = bytes.len() / 2;
+    let a = decode_region(path, &bytes[..region], 0);
+    let b = decode_region(path, &bytes[region..], region as u64);
+    // A copy written by a newer format is refused, even when the other copy is readable:
+    // falling back to it would roll the state back.
+    for r in [&a, &b] {
+        if let Err(Error::UnsupportedVersion {
+            path,
+            found,
+            supported,
+        }) = r
+        {
+            return Err(Error::UnsupportedVersion {
+                path: path.clone(),
+                found: *found,
+                supported: *supported,
+            });
+        }
+    }
+    match (a, b) {
+        (Ok((sa, ra)), Ok((sb, rb))) => Ok(if sa >= sb { (0, sa, ra) } else { (1, sb, rb) }),
+        (Ok((sa, ra)), Err(_)) => Ok((0, sa, ra)),
+        (Err(_), Ok((sb, rb))) => Ok((1, sb, rb)),
+        (Err(_), Err(_)) => Err(Error::corrupt(
+            path,
+            0,
+            "neither copy of the meta state is valid (bad magic or checksum in both regions)",
+        )),
     }
 }
 

@@ -12,11 +12,9 @@ use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::log_file::{self, LogFile, PAYLOAD_START, SLOTS_PER_FILE, SLOT_SIZE};
+use crate::log_file::{self, Access, LogFile, PAYLOAD_START, SLOTS_PER_FILE, SLOT_SIZE};
 use crate::meta::{MetaFile, META_FILE};
 use crate::options::RecoveryMode;
 use crate::proto::MetaRecord;
@@ -28,7 +26,8 @@ pub(crate) struct Recovered {
     pub meta_file: MetaFile,
     pub meta: MetaRecord,
     pub wal: Wal,
-    pub snapshot_data: Bytes,
+    /// Damaged snapshot files (not the current one) renamed `.broken`.
+    pub broken_snapshot_files: Vec<PathBuf>,
 }
 
 /// Opens (or initialises) the WAL in `dir`, whose lock the caller holds.
@@ -56,7 +55,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     };
 
     let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
-    let mut plan = plan_log(dir, mode, &meta, listing.ids)?;
+    let mut plan = plan_log(dir, mode, &meta, listing.ids, false)?;
 
     let last_index = plan.last.max(snap_index);
     let commit = meta.hard_state.as_ref().map_or(0, |h| h.commit);
@@ -69,17 +68,19 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             ),
         ));
     }
-    let snapshot_data = match &meta.snapshot {
-        Some(s) if s.data_len > 0 => snap::read(dir, s.index, s.term, s.data_len, s.data_crc32c)?,
-        _ => Bytes::new(),
-    };
+    // The snapshot the meta page names must be whole: read and checked to its last byte
+    // (streamed, so a snapshot of any size takes one buffer of memory).
+    if let Some(s) = meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
+        let mut reader = snap::SnapshotReader::open(dir, s)?;
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| reader.error_from(e))?;
+    }
 
     // Every check passed: now tidy up.
     let doomed = listing.leftovers.iter().chain(&plan.remove);
     fsutil::remove_files(dir, doomed.map(PathBuf::as_path))?;
     if let Some(f) = plan.files.back_mut() {
         let good = (plan.last + 1 - f.base()) as u32;
-        if plan.cut_tail {
+        if plan.tail_damage.is_some() {
             f.zero_slots(good, SLOTS_PER_FILE as u32)?;
             f.flush()?;
         }
@@ -90,24 +91,24 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         .as_ref()
         .filter(|s| s.data_len > 0)
         .map(|s| snap::file_name(s.term, s.index));
-    snap::remove_others(dir, keep.as_deref())?;
+    let broken_snapshot_files = snap::tidy(dir, keep.as_deref(), true)?;
 
     Ok(Recovered {
         meta_file,
         meta,
         wal: Wal::from_parts(dir, plan.files, plan.next_file_id, plan.last),
-        snapshot_data,
+        broken_snapshot_files,
     })
 }
 
 /// What is in the directory: log file ids (sorted) and leftover temporary files of ours.
-struct Listing {
-    ids: Vec<u64>,
-    leftovers: Vec<PathBuf>,
+pub(crate) struct Listing {
+    pub ids: Vec<u64>,
+    pub leftovers: Vec<PathBuf>,
 }
 
 /// Lists `NNNNN.wal` files and our `.tmp` leftovers; any other entry is ignored.
-fn list_dir(dir: &Path) -> Result<Listing> {
+pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
     let mut ids = Vec::new();
     let mut leftovers = Vec::new();
     let rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
@@ -133,24 +134,28 @@ fn list_dir(dir: &Path) -> Result<Listing> {
 }
 
 /// The log as recovery found it, and the changes to make once every check has passed.
-struct LogPlan {
-    files: VecDeque<LogFile>,
-    next_file_id: u64,
+pub(crate) struct LogPlan {
+    pub files: VecDeque<LogFile>,
+    pub next_file_id: u64,
     /// Last good index held by the files.
-    last: u64,
+    pub last: u64,
     /// Where the tail file's next payload goes: after its last good entry's.
-    tail_payload_end: u64,
-    /// The tail holds damage after `last`: zero its slots from there.
-    cut_tail: bool,
+    pub tail_payload_end: u64,
+    /// What ended the tail, when it was damage (only in tolerate mode): the slots from `last`
+    /// on are to be zeroed.
+    pub tail_damage: Option<Error>,
     /// Files to remove: obsolete, or an empty tail.
-    remove: Vec<PathBuf>,
+    pub remove: Vec<PathBuf>,
 }
 
-fn plan_log(
+/// Works out which files hold the log and where it ends, changing nothing on disk. With
+/// `read_only` the files are opened read-only (inspection tools).
+pub(crate) fn plan_log(
     dir: &Path,
     mode: RecoveryMode,
     meta: &MetaRecord,
     mut ids: Vec<u64>,
+    read_only: bool,
 ) -> Result<LogPlan> {
     let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
     let first_file_id = meta.first_file_id.max(1);
@@ -191,7 +196,12 @@ fn plan_log(
     let mut files: VecDeque<LogFile> = VecDeque::with_capacity(ids.len());
     for (pos, &id) in ids.iter().enumerate() {
         let path = dir.join(log_file::file_name(id));
-        let f = LogFile::open(&path, id, pos + 1 == ids.len())?;
+        let access = match (read_only, pos + 1 == ids.len()) {
+            (true, _) => Access::ReadOnly,
+            (false, true) => Access::Append,
+            (false, false) => Access::Sealed,
+        };
+        let f = LogFile::open(&path, id, access)?;
         if let Some(first) = files.front() {
             let expected = first.base() + SLOTS_PER_FILE * pos as u64;
             if f.base() != expected {
@@ -216,7 +226,7 @@ fn plan_log(
             next_file_id,
             last: 0,
             tail_payload_end: PAYLOAD_START,
-            cut_tail: false,
+            tail_damage: None,
             remove,
         });
     }
@@ -235,10 +245,9 @@ fn plan_log(
     };
 
     let scan = scan_tail(tail);
-    let cut_tail = match scan.damage {
+    let tail_damage = match scan.damage {
         Some(e) if mode == RecoveryMode::AbsoluteConsistency => return Err(e),
-        Some(_) => true,
-        None => false,
+        other => other,
     };
     let last = tail.base() + scan.good as u64 - 1;
     let wal_first = files.front().map_or(0, |f| f.base());
@@ -255,7 +264,7 @@ fn plan_log(
         next_file_id,
         last,
         tail_payload_end: scan.cursor,
-        cut_tail,
+        tail_damage,
         remove,
     })
 }

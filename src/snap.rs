@@ -1,9 +1,11 @@
-//! Snapshot data files: `snap/<term>-<index>.snap`.
+//! Snapshot data files: `snap/<term>-<index>.snap`, written and read as streams.
 //!
 //! Owns: the layout of a snapshot file (a 4 KiB header block holding a checksummed
-//! `SnapshotEnvelope`, then the data) and its durable creation (temporary name, fsync, rename,
-//! directory fsync). Must never: name a file in the meta page (that is `storage`, and only once
-//! the file is durable), or hand out data whose checksum failed.
+//! `SnapshotEnvelope`, then the data), its durable creation (temporary name, fsync, rename,
+//! directory fsync) from any `Read` in bounded memory, verified streaming reads, and the
+//! housekeeping of `snap/` (older files removed, damaged ones renamed `.broken`). Must never:
+//! name a file in the meta page (that is `storage`, and only once the file is durable), or let a
+//! reader finish without its checksum checked.
 //!
 //! Header block (little-endian):
 //! ```text
@@ -18,48 +20,119 @@
 //! ```
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::proto::{ConfStateRecord, SnapshotEnvelope};
+use raft::prelude::{ConfState, SnapshotMetadata};
+
+use crate::proto::{ConfStateRecord, SnapshotEnvelope, SnapshotRecord};
 
 /// Directory of snapshot files inside a WAL directory.
 pub(crate) const SNAP_DIR: &str = "snap";
 const MAGIC: &[u8; 8] = b"RWALSNAP";
 const SNAP_FORMAT_VERSION: u32 = 1;
 /// Size of the header block; data starts here.
-const HEADER_BLOCK: usize = 4096;
+pub(crate) const HEADER_BLOCK: usize = 4096;
+/// Buffer size for streaming data in and out.
+const CHUNK: usize = 256 << 10;
 
 /// File name of the snapshot at `term`/`index`.
 pub(crate) fn file_name(term: u64, index: u64) -> String {
     format!("{term:016x}-{index:016x}.snap")
 }
 
-/// Writes a snapshot file durably and returns the data's CRC32C.
-pub(crate) fn write(
+/// Path of the snapshot file for `term`/`index`.
+pub(crate) fn path(dir: &Path, term: u64, index: u64) -> PathBuf {
+    dir.join(SNAP_DIR).join(file_name(term, index))
+}
+
+/// What a durable snapshot file holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Written {
+    pub data_len: u64,
+    pub data_crc32c: u32,
+}
+
+/// Streams `data` into a new snapshot file for `term`/`index` and makes it durable. Memory use is
+/// one buffer, whatever the size of the data. Empty data leaves no file (`data_len` 0).
+pub(crate) fn write_from(
     dir: &Path,
     index: u64,
     term: u64,
     conf_state: &ConfStateRecord,
-    data: &[u8],
-) -> Result<u32> {
+    mut data: impl Read,
+) -> Result<Written> {
     let snap_dir = dir.join(SNAP_DIR);
     if !snap_dir.exists() {
         fs::create_dir(&snap_dir).map_err(|e| Error::io("create directory", &snap_dir, e))?;
         fsutil::sync_dir(dir)?;
     }
-    let data_crc32c = crc32c::crc32c(data);
+    let name = file_name(term, index);
+    let tmp = snap_dir.join(format!("{name}.tmp"));
+    let path = snap_dir.join(&name);
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let result = (|| {
+        f.write_all(&[0u8; HEADER_BLOCK])
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut crc = 0u32;
+        let mut len = 0u64;
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read snapshot data for", &path, e)),
+            };
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            f.write_all(&buf[..n])
+                .map_err(|e| Error::io("write", &tmp, e))?;
+            len += n as u64;
+        }
+        let written = Written {
+            data_len: len,
+            data_crc32c: crc,
+        };
+        let header = encode_header(index, term, conf_state, written)?;
+        f.seek(SeekFrom::Start(0))
+            .and_then(|_| f.write_all(&header))
+            .map_err(|e| Error::io("write header", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        Ok(written)
+    })();
+    drop(f);
+    let written = match result {
+        Ok(w) if w.data_len > 0 => w,
+        Ok(w) => {
+            fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+            return Ok(w);
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+    fsutil::sync_dir(&snap_dir)?;
+    Ok(written)
+}
+
+fn encode_header(
+    index: u64,
+    term: u64,
+    conf_state: &ConfStateRecord,
+    w: Written,
+) -> Result<Vec<u8>> {
     let envelope = SnapshotEnvelope {
         index,
         term,
         conf_state: Some(conf_state.clone()),
-        data_len: data.len() as u64,
-        data_crc32c,
+        data_len: w.data_len,
+        data_crc32c: w.data_crc32c,
     }
     .encode_to_vec();
     if 16 + envelope.len() + 4 > HEADER_BLOCK {
@@ -75,90 +148,7 @@ pub(crate) fn write(
     header[16..16 + envelope.len()].copy_from_slice(&envelope);
     let crc = crc32c::crc32c(&header[..16 + envelope.len()]);
     header[16 + envelope.len()..20 + envelope.len()].copy_from_slice(&crc.to_le_bytes());
-
-    let name = file_name(term, index);
-    let tmp = snap_dir.join(format!("{name}.tmp"));
-    let path = snap_dir.join(&name);
-    {
-        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(&header)
-            .and_then(|_| f.write_all(data))
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-    }
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-    fsutil::sync_dir(&snap_dir)?;
-    Ok(data_crc32c)
-}
-
-/// Path of the snapshot file for `term`/`index`.
-pub(crate) fn path(dir: &Path, term: u64, index: u64) -> PathBuf {
-    dir.join(SNAP_DIR).join(file_name(term, index))
-}
-
-/// Reads and verifies the snapshot file for `term`/`index`, which must hold `data_len` bytes
-/// with CRC32C `data_crc`.
-pub(crate) fn read(
-    dir: &Path,
-    index: u64,
-    term: u64,
-    data_len: u64,
-    data_crc: u32,
-) -> Result<Bytes> {
-    let path = path(dir, term, index);
-    let mut f = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::MissingFile {
-                path,
-                reason: format!("the meta page names this file for the snapshot at index {index}"),
-            })
-        }
-        Err(e) => return Err(Error::io("open", &path, e)),
-    };
-    let len = f.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
-    if len != HEADER_BLOCK as u64 + data_len {
-        return Err(Error::corrupt(
-            &path,
-            len,
-            format!(
-                "snapshot file is {len} bytes, expected {} (header + {data_len} bytes of data)",
-                HEADER_BLOCK as u64 + data_len
-            ),
-        ));
-    }
-    let mut header = vec![0u8; HEADER_BLOCK];
-    f.read_exact(&mut header)
-        .map_err(|e| Error::io("read", &path, e))?;
-    let env = decode_header(&path, &header)?;
-    if env.index != index
-        || env.term != term
-        || env.data_len != data_len
-        || env.data_crc32c != data_crc
-    {
-        return Err(Error::corrupt(
-            &path,
-            16,
-            format!(
-                "snapshot header says index {} term {} len {} crc {:#x}; the meta page expects index {index} term {term} len {data_len} crc {data_crc:#x}",
-                env.index, env.term, env.data_len, env.data_crc32c
-            ),
-        ));
-    }
-    let mut data = Vec::with_capacity(data_len as usize);
-    f.read_to_end(&mut data)
-        .map_err(|e| Error::io("read", &path, e))?;
-    let crc = crc32c::crc32c(&data);
-    if data.len() as u64 != data_len || crc != data_crc {
-        return Err(Error::corrupt(
-            &path,
-            HEADER_BLOCK as u64,
-            format!(
-                "snapshot data checksum mismatch: stored {data_crc:#010x}, computed {crc:#010x}"
-            ),
-        ));
-    }
-    Ok(Bytes::from(data))
+    Ok(header)
 }
 
 fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
@@ -193,28 +183,268 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
         .map_err(|e| Error::corrupt(path, 16, format!("snapshot envelope: {e}")))
 }
 
-/// Removes every snapshot file (and leftover temporary file) except `keep`.
-pub(crate) fn remove_others(dir: &Path, keep: Option<&str>) -> Result<()> {
+/// A snapshot file's data as a stream. Its header was checked on open; the data's length and
+/// CRC32C are checked as it is read, and a mismatch is an error from the read that reaches the
+/// end (so a consumer that reads to the end never takes damaged data for good).
+pub(crate) struct FileReader {
+    path: PathBuf,
+    file: File,
+    envelope: SnapshotEnvelope,
+    left: u64,
+    crc: u32,
+}
+
+impl FileReader {
+    /// Opens `path` and checks its header (and, when given, that it matches what the meta page
+    /// expects: index, term, length, CRC).
+    pub(crate) fn open(path: &Path, expect: Option<(u64, u64, u64, u32)>) -> Result<FileReader> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::MissingFile {
+                    path: path.to_path_buf(),
+                    reason: "the meta page names this snapshot file".to_string(),
+                })
+            }
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        if len < HEADER_BLOCK as u64 {
+            return Err(Error::corrupt(
+                path,
+                len,
+                format!(
+                    "snapshot file is {len} bytes, shorter than its {HEADER_BLOCK}-byte header"
+                ),
+            ));
+        }
+        let mut header = vec![0u8; HEADER_BLOCK];
+        file.read_exact(&mut header)
+            .map_err(|e| Error::io("read", path, e))?;
+        let env = decode_header(path, &header)?;
+        if let Some((index, term, data_len, data_crc)) = expect {
+            if (env.index, env.term, env.data_len, env.data_crc32c)
+                != (index, term, data_len, data_crc)
+            {
+                return Err(Error::corrupt(
+                    path,
+                    16,
+                    format!(
+                        "snapshot header says index {} term {} len {} crc {:#x}; the meta page expects index {index} term {term} len {data_len} crc {data_crc:#x}",
+                        env.index, env.term, env.data_len, env.data_crc32c
+                    ),
+                ));
+            }
+        }
+        if len != HEADER_BLOCK as u64 + env.data_len {
+            return Err(Error::corrupt(
+                path,
+                len,
+                format!(
+                    "snapshot file is {len} bytes, its header says {} (header + {} bytes of data)",
+                    HEADER_BLOCK as u64 + env.data_len,
+                    env.data_len
+                ),
+            ));
+        }
+        Ok(FileReader {
+            path: path.to_path_buf(),
+            file,
+            left: env.data_len,
+            envelope: env,
+            crc: 0,
+        })
+    }
+
+    /// Reads (and so verifies) the rest of the data, discarding it.
+    pub(crate) fn verify_to_end(&mut self) -> Result<()> {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.error_from(e)),
+            }
+        }
+    }
+
+    /// Turns an error from `read` back into a typed error naming the file.
+    pub(crate) fn error_from(&self, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::InvalidData {
+            Error::corrupt(&self.path, HEADER_BLOCK as u64, e.to_string())
+        } else {
+            Error::io("read", &self.path, e)
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} ended {} bytes early", self.path.display(), self.left),
+            ));
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.left -= n as u64;
+        if self.left == 0 && self.crc != self.envelope.data_crc32c {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot data checksum mismatch in {}: stored {:#010x}, computed {:#010x}",
+                    self.path.display(),
+                    self.envelope.data_crc32c,
+                    self.crc
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Tidies `snap/` once `keep` (the current snapshot file, if any) is durable and named by the
+/// meta page: other snapshot files and leftover temporary files are removed, but a file that
+/// fails its checks (its header; with `deep`, its data too) is renamed `<name>.broken` and
+/// returned instead, for an operator to look at. Only files named like ours are touched.
+pub(crate) fn tidy(dir: &Path, keep: Option<&str>, deep: bool) -> Result<Vec<PathBuf>> {
     let snap_dir = dir.join(SNAP_DIR);
     let rd = match fs::read_dir(&snap_dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("read directory", &snap_dir, e)),
     };
-    let mut removed = false;
+    let mut broken = Vec::new();
+    let mut changed = false;
     for ent in rd {
         let ent = ent.map_err(|e| Error::io("read directory", &snap_dir, e))?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
-        let ours = name.ends_with(".snap") || name.ends_with(".snap.tmp");
-        if ours && Some(name) != keep {
-            let p = snap_dir.join(name);
+        if Some(name) == keep {
+            continue;
+        }
+        let p = snap_dir.join(name);
+        if name.ends_with(".snap.tmp") {
             fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
-            removed = true;
+            changed = true;
+        } else if name.ends_with(".snap") {
+            let damaged =
+                FileReader::open(&p, None).and_then(
+                    |mut r| {
+                        if deep {
+                            r.verify_to_end()
+                        } else {
+                            Ok(())
+                        }
+                    },
+                );
+            if damaged.is_err() {
+                let to = snap_dir.join(format!("{name}.broken"));
+                fs::rename(&p, &to).map_err(|e| Error::io("rename", &p, e))?;
+                broken.push(to);
+            } else {
+                fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+            }
+            changed = true;
         }
     }
-    if removed {
+    if changed {
         fsutil::sync_dir(&snap_dir)?;
     }
-    Ok(())
+    Ok(broken)
+}
+
+/// The current snapshot of a WAL directory: metadata, and the data as a stream whose length and
+/// CRC32C are checked as it is read (a read that reaches the end of damaged data fails with
+/// `io::ErrorKind::InvalidData` instead of returning its last bytes).
+pub struct SnapshotReader {
+    metadata: SnapshotMetadata,
+    len: u64,
+    file: Option<FileReader>,
+}
+
+impl SnapshotReader {
+    /// Opens the snapshot `record` describes in `dir` (no file when its data is empty).
+    pub(crate) fn open(dir: &Path, record: &SnapshotRecord) -> Result<SnapshotReader> {
+        let mut metadata = SnapshotMetadata {
+            index: record.index,
+            term: record.term,
+            ..Default::default()
+        };
+        metadata.set_conf_state(
+            record
+                .conf_state
+                .as_ref()
+                .map(ConfState::from)
+                .unwrap_or_default(),
+        );
+        let file = if record.data_len > 0 {
+            Some(FileReader::open(
+                &path(dir, record.term, record.index),
+                Some((
+                    record.index,
+                    record.term,
+                    record.data_len,
+                    record.data_crc32c,
+                )),
+            )?)
+        } else {
+            None
+        };
+        Ok(SnapshotReader {
+            metadata,
+            len: record.data_len,
+            file,
+        })
+    }
+
+    /// Index, term and conf state of the snapshot.
+    pub fn metadata(&self) -> &SnapshotMetadata {
+        &self.metadata
+    }
+
+    /// Bytes of data.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for a snapshot without data.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The snapshot file, if the snapshot has data.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(FileReader::path)
+    }
+
+    /// Turns an error from `read` into a typed error naming the file.
+    pub(crate) fn error_from(&self, e: io::Error) -> Error {
+        match &self.file {
+            Some(f) => f.error_from(e),
+            None => Error::io("read", PathBuf::new(), e),
+        }
+    }
+}
+
+impl Read for SnapshotReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.read(buf),
+            None => Ok(0),
+        }
+    }
 }

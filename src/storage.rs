@@ -8,11 +8,12 @@
 //! hold the lock after drop, or panic on any input.
 
 use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use fs2::FileExt;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage};
 
@@ -21,7 +22,7 @@ use crate::meta::{MetaFile, MetaInfo};
 use crate::options::Options;
 use crate::proto::{ConfStateRecord, HardStateRecord, MetaRecord, SnapshotRecord};
 use crate::recovery;
-use crate::snap;
+use crate::snap::{self, SnapshotReader};
 use crate::wal::Wal;
 
 /// Name of the lock file in a WAL directory.
@@ -35,6 +36,8 @@ pub struct DiskStorage {
     dir: PathBuf,
     opts: Options,
     inner: RwLock<Inner>,
+    /// Snapshot files found damaged and renamed `.broken`.
+    broken: Mutex<Vec<PathBuf>>,
     /// Holds the directory's exclusive lock; released when dropped (after `inner`).
     _lock: File,
 }
@@ -45,7 +48,6 @@ struct Inner {
     /// `meta` has changes not yet stored in the meta page.
     meta_dirty: bool,
     wal: Wal,
-    snapshot_data: Bytes,
 }
 
 impl Inner {
@@ -121,8 +123,8 @@ impl DiskStorage {
                 meta: r.meta,
                 meta_dirty: false,
                 wal: r.wal,
-                snapshot_data: r.snapshot_data,
             }),
+            broken: Mutex::new(r.broken_snapshot_files),
             _lock: lock,
         })
     }
@@ -163,7 +165,7 @@ impl DiskStorage {
 
         let sync = self.opts.sync_writes;
         if installing {
-            self.install_snapshot(&mut inner, snap)?;
+            self.install_snapshot(&mut inner, snap.get_metadata(), &snap.data[..])?;
         }
         if !entries.is_empty() {
             inner.wal.append(entries, sync)?;
@@ -186,10 +188,14 @@ impl DiskStorage {
 
     /// A snapshot received from the leader replaces the log: its data file is made durable, then
     /// the meta page naming it (with the snapshot's conf state), then the old files go.
-    fn install_snapshot(&self, inner: &mut Inner, snap: &Snapshot) -> Result<()> {
-        let md = snap.get_metadata();
+    fn install_snapshot(
+        &self,
+        inner: &mut Inner,
+        md: &SnapshotMetadata,
+        data: impl Read,
+    ) -> Result<()> {
         let cs = ConfStateRecord::from(md.get_conf_state());
-        let record = self.write_snapshot_file(md.index, md.term, &cs, &snap.data)?;
+        let record = self.write_snapshot_file(md.index, md.term, &cs, data)?;
         // Log files up to now belong to the replaced log.
         let first_file_id = inner.wal.next_file_id();
         inner.meta.snapshot = Some(record);
@@ -198,39 +204,38 @@ impl DiskStorage {
         inner.store_meta()?;
         inner.meta_file.flush()?;
         inner.wal.reset(first_file_id)?;
-        inner.snapshot_data = snap.data.clone();
-        self.remove_old_snapshot_files(inner)
+        self.tidy_snapshot_files(inner)
     }
 
+    /// Streams `data` into a durable snapshot file (none for empty data) and describes it.
     fn write_snapshot_file(
         &self,
         index: u64,
         term: u64,
         cs: &ConfStateRecord,
-        data: &[u8],
+        data: impl Read,
     ) -> Result<SnapshotRecord> {
-        let data_crc32c = if data.is_empty() {
-            0
-        } else {
-            snap::write(&self.dir, index, term, cs, data)?
-        };
+        let written = snap::write_from(&self.dir, index, term, cs, data)?;
         Ok(SnapshotRecord {
             index,
             term,
             conf_state: Some(cs.clone()),
-            data_len: data.len() as u64,
-            data_crc32c,
+            data_len: written.data_len,
+            data_crc32c: written.data_crc32c,
         })
     }
 
-    fn remove_old_snapshot_files(&self, inner: &Inner) -> Result<()> {
+    /// Removes snapshot files other than the current one (damaged ones are kept as `.broken`).
+    fn tidy_snapshot_files(&self, inner: &Inner) -> Result<()> {
         let keep = inner
             .meta
             .snapshot
             .as_ref()
             .filter(|s| s.data_len > 0)
             .map(|s| snap::file_name(s.term, s.index));
-        snap::remove_others(&self.dir, keep.as_deref())
+        let broken = snap::tidy(&self.dir, keep.as_deref(), false)?;
+        self.broken.lock().extend(broken);
+        Ok(())
     }
 
     /// Replaces the current conf state (the one `initial_state()` returns).
@@ -254,8 +259,60 @@ impl DiskStorage {
         cs: Option<&ConfState>,
         data: impl Into<Bytes>,
     ) -> Result<(), Error> {
-        let data = data.into();
+        let data: Bytes = data.into();
+        self.create_snapshot_from(index, cs, &data[..])
+    }
+
+    /// [`DiskStorage::create_snapshot`] with the data streamed from `data`, in bounded memory:
+    /// a multi-gigabyte state machine is never held whole. Raft keeps running meanwhile (the
+    /// data is written without holding the storage's lock); if the log moved under the snapshot
+    /// in the meantime (a newer snapshot, or the entry at `index` overwritten), nothing changes
+    /// and the result is an error.
+    pub fn create_snapshot_from<R: Read>(
+        &self,
+        index: u64,
+        cs: Option<&ConfState>,
+        data: R,
+    ) -> Result<(), Error> {
+        let (term, cs) = {
+            let inner = self.inner.read();
+            Self::check_snapshot_index(&inner, index)?;
+            let cs = match cs {
+                Some(cs) => ConfStateRecord::from(cs),
+                None => inner.meta.conf_state.clone().unwrap_or_default(),
+            };
+            (inner.wal.term(index)?, cs)
+        };
+        let record = self.write_snapshot_file(index, term, &cs, data)?;
         let mut inner = self.inner.write();
+        let still = Self::check_snapshot_index(&inner, index)
+            .and_then(|_| inner.wal.term(index))
+            .and_then(|t| {
+                if t == term {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidArgument(format!(
+                        "entry {index} changed term ({term} -> {t}) while its snapshot was written"
+                    )))
+                }
+            });
+        if let Err(e) = still {
+            if record.data_len > 0 {
+                let _ = std::fs::remove_file(snap::path(&self.dir, term, index));
+            }
+            return Err(e);
+        }
+        // The log below the snapshot must not go before the meta page that covers it is durable,
+        // whatever the sync policy.
+        inner.wal.flush()?;
+        inner.meta.snapshot = Some(record);
+        inner.store_meta()?;
+        inner.meta_file.flush()?;
+        inner.wal.remove_files_below(index)?;
+        self.tidy_snapshot_files(&inner)
+    }
+
+    fn check_snapshot_index(inner: &Inner, index: u64) -> Result<()> {
         if index < inner.first_index() {
             return Err(Error::SnapshotOutOfDate {
                 index,
@@ -268,21 +325,55 @@ impl DiskStorage {
                 last_index: inner.last_index(),
             });
         }
-        let term = inner.wal.term(index)?;
-        let cs = match cs {
-            Some(cs) => ConfStateRecord::from(cs),
-            None => inner.meta.conf_state.clone().unwrap_or_default(),
+        Ok(())
+    }
+
+    /// Installs a snapshot whose data is streamed from `data`, as if received from a leader
+    /// through [`DiskStorage::save`]: it replaces the log, and its conf state becomes the
+    /// current one. For snapshots too large to hold in memory (restores, state transfer).
+    pub fn install_snapshot_from<R: Read>(
+        &self,
+        metadata: &SnapshotMetadata,
+        data: R,
+    ) -> Result<(), Error> {
+        let mut inner = self.inner.write();
+        if metadata.index == 0 {
+            return Err(Error::InvalidArgument(
+                "a snapshot to install needs an index above 0".to_string(),
+            ));
+        }
+        if metadata.index <= inner.snapshot_index() {
+            return Err(Error::SnapshotOutOfDate {
+                index: metadata.index,
+                current: inner.snapshot_index(),
+            });
+        }
+        let commit = inner.meta.hard_state.as_ref().map_or(0, |h| h.commit);
+        if commit > metadata.index {
+            return Err(Error::InvalidAppend(format!(
+                "the commit index {commit} is past the snapshot's index {}: committed entries cannot be replaced",
+                metadata.index
+            )));
+        }
+        self.install_snapshot(&mut inner, metadata, data)
+    }
+
+    /// The current snapshot: its metadata and its data as a stream, verified as it is read.
+    /// `Error::NoSnapshot` when there is none.
+    pub fn snapshot_reader(&self) -> Result<SnapshotReader, Error> {
+        let inner = self.inner.read();
+        let Some(s) = inner.meta.snapshot.as_ref().filter(|s| s.index > 0) else {
+            return Err(Error::NoSnapshot {
+                path: self.dir.clone(),
+            });
         };
-        let record = self.write_snapshot_file(index, term, &cs, &data)?;
-        // The log below the snapshot must not go before the meta page that covers it is durable,
-        // whatever the sync policy.
-        inner.wal.flush()?;
-        inner.meta.snapshot = Some(record);
-        inner.store_meta()?;
-        inner.meta_file.flush()?;
-        inner.snapshot_data = data;
-        inner.wal.remove_files_below(index)?;
-        self.remove_old_snapshot_files(&inner)
+        SnapshotReader::open(&self.dir, s)
+    }
+
+    /// Snapshot files that open found damaged (or that a later cleanup did) and renamed
+    /// `<name>.broken` instead of removing them.
+    pub fn broken_snapshot_files(&self) -> Vec<PathBuf> {
+        self.broken.lock().clone()
     }
 
     /// The checkpoint index the application stored with `set_uint(MetaInfo::CheckpointIndex, _)`.
@@ -510,20 +601,14 @@ impl Storage for DiskStorage {
             }
             .into());
         }
-        let mut md = SnapshotMetadata {
-            index: s.index,
-            term: s.term,
-            ..Default::default()
-        };
-        md.set_conf_state(
-            s.conf_state
-                .as_ref()
-                .map(ConfState::from)
-                .unwrap_or_default(),
-        );
+        let mut reader = SnapshotReader::open(&self.dir, s)?;
+        let mut data = Vec::with_capacity(s.data_len.min(1 << 30) as usize);
+        reader
+            .read_to_end(&mut data)
+            .map_err(|e| reader.error_from(e))?;
         let mut snap = Snapshot::default();
-        snap.set_metadata(md);
-        snap.data = inner.snapshot_data.clone();
+        snap.set_metadata(reader.metadata().clone());
+        snap.data = data.into();
         Ok(snap)
     }
 }

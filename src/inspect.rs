@@ -1,0 +1,318 @@
+//! Read-only access to a WAL directory, for operator tools (`raftwal inspect`, `verify`, `dump`,
+//! `snapshot save`).
+//!
+//! Owns: opening a directory without the lock and without changing a byte (files opened
+//! read-only, nothing created, removed or repaired), a summary of what is there, a full check of
+//! every checksum, and reads of entries and of the snapshot. Must never: write, create, rename or
+//! remove anything; it describes damage instead (the tail's damage in `Summary::tail_damage`).
+//!
+//! It reads the directory as open would in `TolerateTailCorruption` mode, so a damaged tail is
+//! reported rather than refused; anything open would refuse in every mode is an error here too.
+
+use std::path::{Path, PathBuf};
+
+use raft::prelude::{ConfState, Entry, HardState};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::log_file::{self, LogFile, SLOTS_PER_FILE};
+use crate::meta::{self, META_FORMAT_VERSION};
+use crate::options::RecoveryMode;
+use crate::proto::{ConfStateRecord, MetaRecord};
+use crate::recovery;
+use crate::snap::{self, SnapshotReader};
+
+/// A conf state, as tools print it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ConfStateInfo {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub voters_outgoing: Vec<u64>,
+    pub learners_next: Vec<u64>,
+    pub auto_leave: bool,
+}
+
+impl From<&ConfStateRecord> for ConfStateInfo {
+    fn from(c: &ConfStateRecord) -> Self {
+        ConfStateInfo {
+            voters: c.voters.clone(),
+            learners: c.learners.clone(),
+            voters_outgoing: c.voters_outgoing.clone(),
+            learners_next: c.learners_next.clone(),
+            auto_leave: c.auto_leave,
+        }
+    }
+}
+
+impl From<&ConfState> for ConfStateInfo {
+    fn from(c: &ConfState) -> Self {
+        ConfStateInfo::from(&ConfStateRecord::from(c))
+    }
+}
+
+/// The hard state, as tools print it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HardStateInfo {
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+}
+
+/// The current snapshot's metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotInfo {
+    pub index: u64,
+    pub term: u64,
+    pub conf_state: ConfStateInfo,
+    pub data_len: u64,
+    pub data_crc32c: u32,
+    /// The snapshot data file, when the snapshot has data.
+    pub file: Option<PathBuf>,
+}
+
+/// One log file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogFileInfo {
+    pub name: String,
+    pub id: u64,
+    /// Index slot 0 holds.
+    pub base_index: u64,
+    /// Entries the file holds (from its base index on).
+    pub entries: u64,
+    /// Last index it holds (`base_index - 1` when it holds none).
+    pub last_index: u64,
+    pub size_bytes: u64,
+}
+
+/// What a WAL directory holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub dir: PathBuf,
+    pub format_version: u32,
+    pub raft_id: u64,
+    pub group_id: u64,
+    pub checkpoint_index: u64,
+    pub hard_state: HardStateInfo,
+    pub conf_state: ConfStateInfo,
+    pub snapshot: Option<SnapshotInfo>,
+    /// First index `entries()` can return (snapshot index + 1).
+    pub first_index: u64,
+    pub last_index: u64,
+    pub files: Vec<LogFileInfo>,
+    /// Damage that ends the last file early (open would cut it there by default).
+    pub tail_damage: Option<String>,
+    /// Files in the directory that open would remove (obsolete, empty tail, leftovers).
+    pub leftover_files: Vec<PathBuf>,
+}
+
+/// What [`Inspector::verify`] checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub files_checked: u64,
+    pub entries_checked: u64,
+    pub payload_bytes_checked: u64,
+    pub snapshot_bytes_checked: u64,
+}
+
+/// A WAL directory opened read-only.
+pub struct Inspector {
+    dir: PathBuf,
+    meta: MetaRecord,
+    files: Vec<LogFile>,
+    last: u64,
+    summary: Summary,
+}
+
+impl Inspector {
+    /// Opens `dir` read-only. A missing directory or `wal.meta` is an error; nothing is created.
+    pub fn open<P: AsRef<Path>>(dir: P) -> Result<Inspector> {
+        let dir = dir.as_ref().to_path_buf();
+        let listing = recovery::list_dir(&dir)?;
+        let meta = meta::read_only(&dir)?;
+        let plan = recovery::plan_log(
+            &dir,
+            RecoveryMode::TolerateTailCorruption,
+            &meta,
+            listing.ids,
+            true,
+        )?;
+        let files: Vec<LogFile> = plan.files.into_iter().collect();
+        let snap = meta.snapshot.as_ref().filter(|s| s.index > 0);
+        let snap_index = snap.map_or(0, |s| s.index);
+        let last = plan.last;
+        let file_infos = files
+            .iter()
+            .enumerate()
+            .map(|(pos, f)| {
+                let entries = if pos + 1 == files.len() {
+                    (last + 1).saturating_sub(f.base())
+                } else {
+                    SLOTS_PER_FILE
+                };
+                LogFileInfo {
+                    name: log_file::file_name(f.id()),
+                    id: f.id(),
+                    base_index: f.base(),
+                    entries,
+                    last_index: f.base() + entries - 1,
+                    size_bytes: f.len(),
+                }
+            })
+            .collect();
+        let summary = Summary {
+            dir: dir.clone(),
+            format_version: META_FORMAT_VERSION,
+            raft_id: meta.raft_id,
+            group_id: meta.group_id,
+            checkpoint_index: meta.checkpoint_index,
+            hard_state: meta
+                .hard_state
+                .as_ref()
+                .map(|h| HardStateInfo {
+                    term: h.term,
+                    vote: h.vote,
+                    commit: h.commit,
+                })
+                .unwrap_or_default(),
+            conf_state: meta
+                .conf_state
+                .as_ref()
+                .map(ConfStateInfo::from)
+                .unwrap_or_default(),
+            snapshot: snap.map(|s| SnapshotInfo {
+                index: s.index,
+                term: s.term,
+                conf_state: s
+                    .conf_state
+                    .as_ref()
+                    .map(ConfStateInfo::from)
+                    .unwrap_or_default(),
+                data_len: s.data_len,
+                data_crc32c: s.data_crc32c,
+                file: (s.data_len > 0).then(|| snap::path(&dir, s.term, s.index)),
+            }),
+            first_index: snap_index + 1,
+            last_index: last.max(snap_index),
+            files: file_infos,
+            tail_damage: plan.tail_damage.as_ref().map(Error::to_string),
+            leftover_files: listing.leftovers.into_iter().chain(plan.remove).collect(),
+        };
+        Ok(Inspector {
+            dir,
+            meta,
+            files,
+            last,
+            summary,
+        })
+    }
+
+    /// What the directory holds.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// The stored hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.meta
+            .hard_state
+            .as_ref()
+            .map(HardState::from)
+            .unwrap_or_default()
+    }
+
+    /// Checks every checksum: every slot and payload of every file up to the end of the log, and
+    /// the snapshot file to its last byte. `progress` is told how many bytes were checked as it
+    /// goes. The first damage is the error, naming the file and offset; damage that ends the tail
+    /// counts (open would cut the log there).
+    pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for (pos, f) in self.files.iter().enumerate() {
+            let n = if pos + 1 == self.files.len() {
+                (self.last + 1).saturating_sub(f.base())
+            } else {
+                SLOTS_PER_FILE
+            };
+            for k in 0..n as u32 {
+                let c = f.verify_slot(k)?;
+                let bytes = c.payload_end - c.slot.offset;
+                report.entries_checked += 1;
+                report.payload_bytes_checked += bytes;
+                progress(bytes + log_file::SLOT_SIZE as u64);
+            }
+            report.files_checked += 1;
+        }
+        if let Some(damage) = self.summary.tail_damage.as_ref() {
+            return Err(Error::corrupt(
+                self.files
+                    .last()
+                    .map_or_else(|| self.dir.clone(), |f| f.path().to_path_buf()),
+                0,
+                damage.clone(),
+            ));
+        }
+        if let Some(s) = self.meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
+            let mut reader = SnapshotReader::open(&self.dir, s)?;
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n =
+                    std::io::Read::read(&mut reader, &mut buf).map_err(|e| reader.error_from(e))?;
+                if n == 0 {
+                    break;
+                }
+                report.snapshot_bytes_checked += n as u64;
+                progress(n as u64);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Total bytes [`Inspector::verify`] reads (for a progress bar's length).
+    pub fn verify_len(&self) -> u64 {
+        let files: u64 = self.files.iter().map(LogFile::len).sum();
+        files + self.meta.snapshot.as_ref().map_or(0, |s| s.data_len)
+    }
+
+    /// Entries `[lo, hi)`, checksums verified. Indexes outside `[first_index, last_index]` are
+    /// an error (`Compacted`, `Unavailable`).
+    pub fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>> {
+        if lo < self.summary.first_index {
+            return Err(Error::Compacted {
+                index: lo,
+                first_index: self.summary.first_index,
+            });
+        }
+        if hi > self.last + 1 || lo > hi {
+            return Err(Error::Unavailable {
+                index: hi.saturating_sub(1),
+                last_index: self.summary.last_index,
+            });
+        }
+        let mut out = Vec::with_capacity((hi - lo).min(1 << 16) as usize);
+        let Some(first) = self.files.first() else {
+            return Ok(out);
+        };
+        let mut index = lo;
+        while index < hi {
+            let rel = index - first.base();
+            let (pos, k) = (
+                (rel / SLOTS_PER_FILE) as usize,
+                (rel % SLOTS_PER_FILE) as u32,
+            );
+            let in_file = (SLOTS_PER_FILE - k as u64).min(hi - index);
+            let f = &self.files[pos];
+            f.read_entries(k, k + in_file as u32, &mut out, |_| true)?;
+            index += in_file;
+        }
+        Ok(out)
+    }
+
+    /// The current snapshot as a verified stream. `Error::NoSnapshot` when there is none.
+    pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
+        match self.meta.snapshot.as_ref().filter(|s| s.index > 0) {
+            Some(s) => SnapshotReader::open(&self.dir, s),
+            None => Err(Error::NoSnapshot {
+                path: self.dir.clone(),
+            }),
+        }
+    }
+}
