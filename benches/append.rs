@@ -1,6 +1,10 @@
-//! Core engine benchmarks: append (synced and not), `entries()` on a hot cache, `term()`.
+//! Core engine benchmarks (criterion): append over payload size x entries per save x sync
+//! policy, `entries()` on a hot cache, `term()` at random indexes, open of a 1 M-entry log, and
+//! `create_snapshot` with file cleanup.
 //!
-//! `cargo bench --bench append`. Payloads are random (incompressible) bytes.
+//! `cargo bench --bench append` (a filter narrows it: `cargo bench --bench append -- synced`).
+//! Payloads are random (incompressible) bytes. Side-by-side ratios against raft-engine,
+//! MemStorage and the raw device are in `benches/compare.rs`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use raft::prelude::{Entry, HardState, Snapshot};
@@ -35,7 +39,7 @@ fn batch(rng: &mut Rng, first: u64, n: usize, size: usize) -> Vec<Entry> {
         .collect()
 }
 
-fn append(c: &mut Criterion, name: &str, size: usize, per_save: usize, sync: bool) {
+fn append(c: &mut Criterion, size: usize, per_save: usize, sync: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = Options {
         sync_writes: sync,
@@ -46,8 +50,19 @@ fn append(c: &mut Criterion, name: &str, size: usize, per_save: usize, sync: boo
     let mut next = 1u64;
     let hs = HardState::default();
     let snap = Snapshot::default();
+    let name = format!(
+        "{}_{}_x{per_save}",
+        if sync { "synced" } else { "unsynced" },
+        match size {
+            s if s >= 1024 => format!("{}KiB", s / 1024),
+            s => format!("{s}B"),
+        }
+    );
     let mut g = c.benchmark_group("append");
     g.throughput(Throughput::Elements(per_save as u64));
+    if sync || size * per_save > (1 << 20) {
+        g.sample_size(20);
+    }
     g.bench_function(name, |b| {
         b.iter_batched(
             || {
@@ -63,9 +78,13 @@ fn append(c: &mut Criterion, name: &str, size: usize, per_save: usize, sync: boo
 }
 
 fn appends(c: &mut Criterion) {
-    append(c, "synced_1KiB_x64", 1024, 64, true);
-    append(c, "synced_128B_x1", 128, 1, true);
-    append(c, "unsynced_128B_x256", 128, 256, false);
+    for sync in [true, false] {
+        for size in [128, 1024, 16 << 10] {
+            for per_save in [1, 64, 256] {
+                append(c, size, per_save, sync);
+            }
+        }
+    }
 }
 
 fn reads(c: &mut Criterion) {
@@ -100,5 +119,71 @@ fn reads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, appends, reads);
+/// Opening a cleanly closed log of 1 M entries of 256 B (30+ files): recovery reads headers,
+/// the first and last slot of sealed files and the tail file, not every payload.
+fn open_1m(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let opts = Options {
+            sync_writes: false,
+            ..Default::default()
+        };
+        let store = DiskStorage::open_with(dir.path(), opts).expect("open");
+        let mut rng = Rng(7);
+        for first in (1..=1_000_000u64).step_by(10_000) {
+            let es = batch(&mut rng, first, 10_000, 256);
+            store
+                .save(&HardState::default(), &es, &Snapshot::default())
+                .expect("save");
+        }
+        store.close().expect("close");
+    }
+    let mut g = c.benchmark_group("open");
+    g.sample_size(20);
+    g.bench_function("open_1M_x256B", |b| {
+        b.iter(|| {
+            let s = DiskStorage::open(dir.path()).expect("open");
+            assert_eq!(s.last_index().expect("last"), 1_000_000);
+            s
+        })
+    });
+    g.finish();
+}
+
+/// `create_snapshot` at the end of a 90,000-entry log (3 files): snapshot file written and
+/// synced, meta page updated, the two files below it removed.
+fn snapshot_with_cleanup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot");
+    g.sample_size(10);
+    g.bench_function("create_snapshot_64KiB_removing_2_files", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let opts = Options {
+                    sync_writes: false,
+                    ..Default::default()
+                };
+                let store = DiskStorage::open_with(dir.path(), opts).expect("open");
+                let mut rng = Rng(11);
+                for first in (1..=90_000u64).step_by(10_000) {
+                    let es = batch(&mut rng, first, 10_000, 64);
+                    store
+                        .save(&HardState::default(), &es, &Snapshot::default())
+                        .expect("save");
+                }
+                store.sync().expect("sync");
+                (dir, store, rng.bytes(64 << 10))
+            },
+            |(dir, store, data)| {
+                store.create_snapshot(89_999, None, data).expect("snapshot");
+                assert_eq!(store.num_log_files(), 1);
+                (dir, store)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, appends, reads, open_1m, snapshot_with_cleanup);
 criterion_main!(benches);
