@@ -222,7 +222,10 @@ impl LogFile {
     /// is dirty, and the caller makes it and the directory entry durable with its next flush
     /// (until then a crash can leave the file without its header, which open treats as an
     /// empty tail; the header lies in one 512-byte sector, so it is never torn).
-    pub(crate) fn create(dir: &Path, id: u64, base: u64) -> Result<LogFile> {
+    ///
+    /// `payload_hint`: payload bytes to reserve up front (the previous file's use, so that a
+    /// steady workload does not grow each new file step by step); at least 4 MiB, at most 1 GiB.
+    pub(crate) fn create(dir: &Path, id: u64, base: u64, payload_hint: u64) -> Result<LogFile> {
         let path = dir.join(file_name(id));
         {
             let file = OpenOptions::new()
@@ -231,7 +234,10 @@ impl LogFile {
                 .create_new(true)
                 .open(&path)
                 .map_err(|e| Error::io("create", &path, e))?;
-            fsutil::allocate(&file, &path, PAYLOAD_START + INITIAL_PAYLOAD_RESERVE)?;
+            let reserve = payload_hint
+                .clamp(INITIAL_PAYLOAD_RESERVE, 1 << 30)
+                .next_multiple_of(1 << 20);
+            fsutil::allocate(&file, &path, PAYLOAD_START + reserve)?;
             if ZERO_SLOT_AREA {
                 // One page per write: the page cache then holds the area in single pages, and
                 // a slot write dirties one page, not a large folio written back whole.
@@ -300,6 +306,11 @@ impl LogFile {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Payload bytes written to this file so far.
+    pub(crate) fn payload_used(&self) -> u64 {
+        self.payload_end - PAYLOAD_START
     }
 
     /// Bytes of the file (and of the map).

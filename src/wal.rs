@@ -191,7 +191,8 @@ impl Wal {
 
     /// Starts a new last file whose slot 0 holds `base`.
     fn rotate(&mut self, base: u64) -> Result<()> {
-        let f = LogFile::create(&self.dir, self.next_file_id, base)?;
+        let hint = self.files.back().map_or(0, LogFile::payload_used);
+        let f = LogFile::create(&self.dir, self.next_file_id, base, hint)?;
         self.next_file_id += 1;
         self.files.push_back(f);
         self.dir_dirty = true;
