@@ -71,7 +71,7 @@ fn full_disk_child() {
         assert_eq!(e, &entry(e.index));
     }
     // Space is back: the same save now succeeds, and more after it.
-    set_fsize_limit(libc::RLIM_INFINITY as u64);
+    set_fsize_limit(libc::RLIM_INFINITY);
     for _ in 0..8 {
         let batch: Vec<Entry> = (last + 1..=last + 64).map(entry).collect();
         store
