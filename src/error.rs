@@ -58,6 +58,10 @@ pub enum Error {
     #[error("no snapshot at or above index {requested} (current snapshot index is {available})")]
     SnapshotTemporarilyUnavailable { requested: u64, available: u64 },
 
+    /// The encryption key does not fit the store: missing, wrong, or given for a plaintext store.
+    #[error("{}: {reason}", path.display())]
+    Encryption { path: PathBuf, reason: String },
+
     /// The directory has no snapshot (its snapshot index is 0).
     #[error("{} has no snapshot", path.display())]
     NoSnapshot { path: PathBuf },

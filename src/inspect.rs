@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use raft::prelude::{ConfState, Entry, HardState};
 use serde::Serialize;
 
+use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::log_file::{self, LogFile, SLOTS_PER_FILE};
 use crate::meta::{self, META_FORMAT_VERSION};
@@ -117,6 +118,7 @@ pub struct VerifyReport {
 /// A WAL directory opened read-only.
 pub struct Inspector {
     dir: PathBuf,
+    cipher: Option<Cipher>,
     meta: MetaRecord,
     files: Vec<LogFile>,
     last: u64,
@@ -126,15 +128,22 @@ pub struct Inspector {
 impl Inspector {
     /// Opens `dir` read-only. A missing directory or `wal.meta` is an error; nothing is created.
     pub fn open<P: AsRef<Path>>(dir: P) -> Result<Inspector> {
+        Self::open_with_key(dir, None)
+    }
+
+    /// [`Inspector::open`] for an encrypted store (`key`: its encryption key).
+    pub fn open_with_key<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<Inspector> {
         let dir = dir.as_ref().to_path_buf();
+        let cipher = key.as_ref().map(Cipher::new);
         let listing = recovery::list_dir(&dir)?;
-        let meta = meta::read_only(&dir)?;
+        let meta = meta::read_only(&dir, cipher.as_ref())?;
         let plan = recovery::plan_log(
             &dir,
             RecoveryMode::TolerateTailCorruption,
             &meta,
             listing.ids,
             true,
+            cipher.as_ref(),
         )?;
         let files: Vec<LogFile> = plan.files.into_iter().collect();
         let snap = meta.snapshot.as_ref().filter(|s| s.index > 0);
@@ -199,6 +208,7 @@ impl Inspector {
         };
         Ok(Inspector {
             dir,
+            cipher,
             meta,
             files,
             last,
@@ -251,7 +261,7 @@ impl Inspector {
             ));
         }
         if let Some(s) = self.meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
-            let mut reader = SnapshotReader::open(&self.dir, s)?;
+            let mut reader = SnapshotReader::open(&self.dir, s, self.cipher.as_ref())?;
             let mut buf = vec![0u8; 256 << 10];
             loop {
                 let n =
@@ -309,7 +319,7 @@ impl Inspector {
     /// The current snapshot as a verified stream. `Error::NoSnapshot` when there is none.
     pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
         match self.meta.snapshot.as_ref().filter(|s| s.index > 0) {
-            Some(s) => SnapshotReader::open(&self.dir, s),
+            Some(s) => SnapshotReader::open(&self.dir, s, self.cipher.as_ref()),
             None => Err(Error::NoSnapshot {
                 path: self.dir.clone(),
             }),

@@ -28,6 +28,7 @@
 //! # Ok::<(), raftwal::Error>(())
 //! ```
 
+mod crypto;
 mod error;
 mod fsutil;
 pub mod inspect;

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use bytes::Bytes;
 use raft::prelude::{Entry, EntryType};
 
+use crate::crypto::{self, Cipher};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::map::FileMap;
@@ -57,6 +58,13 @@ const _: () = assert!(SLOT_CRC + 4 == SLOT_SIZE);
 
 /// Slot flag: the payload carries a context (`data ‖ u32 context_len ‖ context`).
 const FLAG_CONTEXT: u8 = 1;
+/// Slot flag: the payload is sealed (`u32 context_len ‖ nonce ‖ AES-256-GCM(data ‖ context) ‖
+/// tag`); set exactly in encrypted stores.
+const FLAG_SEALED: u8 = 2;
+/// Slot flag: `truncate_entries_until` dropped the data: the entry reads back with empty data
+/// (its payload bytes stay, still covered by the CRC).
+const FLAG_DATA_DROPPED: u8 = 4;
+const KNOWN_FLAGS: u8 = FLAG_CONTEXT | FLAG_SEALED | FLAG_DATA_DROPPED;
 /// Largest value the 6-byte offset field holds.
 const MAX_OFFSET: u64 = (1 << 48) - 1;
 
@@ -74,6 +82,8 @@ const _: () = assert!(HEADER_OFFSET + HEADER_SIZE <= PAYLOAD_START as usize);
 const _: () = assert!(HEADER_OFFSET % 512 + HEADER_SIZE <= 512);
 
 const FILE_MAGIC: &[u8; 8] = b"RWALLOG\0";
+/// Header flag: payloads are sealed with the store's key.
+const HDR_FLAG_ENCRYPTED: u32 = 1;
 /// Version of the log file layout.
 pub(crate) const LOG_FORMAT_VERSION: u32 = 1;
 
@@ -168,6 +178,16 @@ fn entry_type_from_code(c: u8) -> Option<EntryType> {
     }
 }
 
+/// Associated data of a sealed payload: the entry's index, term and type, so a payload moved to
+/// another slot (or a slot rewritten around an old payload) fails to open.
+fn entry_aad(s: &Slot) -> [u8; 17] {
+    let mut aad = [0u8; 17];
+    aad[..8].copy_from_slice(&s.index.to_le_bytes());
+    aad[8..16].copy_from_slice(&s.term.to_le_bytes());
+    aad[16] = s.entry_type;
+    aad
+}
+
 /// Bytes an entry's payload takes in the payload area.
 pub(crate) fn payload_len(e: &Entry) -> u64 {
     let ctx = if e.context.is_empty() {
@@ -214,6 +234,8 @@ pub(crate) struct LogFile {
     verified: AtomicU32,
     /// Written since the last flush.
     dirty: bool,
+    /// Seals payloads when the store is encrypted.
+    cipher: Option<Cipher>,
 }
 
 impl LogFile {
@@ -225,7 +247,13 @@ impl LogFile {
     ///
     /// `payload_hint`: payload bytes to reserve up front (the previous file's use, so that a
     /// steady workload does not grow each new file step by step); at least 4 MiB, at most 1 GiB.
-    pub(crate) fn create(dir: &Path, id: u64, base: u64, payload_hint: u64) -> Result<LogFile> {
+    pub(crate) fn create(
+        dir: &Path,
+        id: u64,
+        base: u64,
+        payload_hint: u64,
+        cipher: Option<&Cipher>,
+    ) -> Result<LogFile> {
         let path = dir.join(file_name(id));
         {
             let file = OpenOptions::new()
@@ -247,16 +275,24 @@ impl LogFile {
                         .map_err(|e| Error::io("zero slot area", &path, e))?;
                 }
             }
-            file.write_all_at(&encode_header(id, base), HEADER_OFFSET as u64)
-                .map_err(|e| Error::io("write header", &path, e))?;
+            file.write_all_at(
+                &encode_header(id, base, cipher.is_some()),
+                HEADER_OFFSET as u64,
+            )
+            .map_err(|e| Error::io("write header", &path, e))?;
         }
-        let mut f = LogFile::open(&path, id, Access::Append)?;
+        let mut f = LogFile::open(&path, id, Access::Append, cipher)?;
         f.dirty = true;
         Ok(f)
     }
 
     /// Opens and maps an existing log file and checks its header. Slots are not checked here.
-    pub(crate) fn open(path: &Path, id: u64, access: Access) -> Result<LogFile> {
+    pub(crate) fn open(
+        path: &Path,
+        id: u64,
+        access: Access,
+        cipher: Option<&Cipher>,
+    ) -> Result<LogFile> {
         let file = OpenOptions::new()
             .read(true)
             .write(access != Access::ReadOnly)
@@ -283,6 +319,7 @@ impl LogFile {
             path,
             &map.bytes()[HEADER_OFFSET..HEADER_OFFSET + HEADER_SIZE],
             id,
+            cipher.is_some(),
         )?;
         Ok(LogFile {
             path: path.to_path_buf(),
@@ -293,6 +330,7 @@ impl LogFile {
             payload_end: PAYLOAD_START,
             verified: AtomicU32::new(0),
             dirty: false,
+            cipher: cipher.cloned(),
         })
     }
 
@@ -365,10 +403,31 @@ impl LogFile {
         if s.index != self.base + k as u64 {
             return Err(SlotFault::WrongIndex(s));
         }
-        if s.entry_type > MAX_ENTRY_TYPE || s.flags & !FLAG_CONTEXT != 0 {
+        let sealed = s.flags & FLAG_SEALED != 0;
+        if s.entry_type > MAX_ENTRY_TYPE
+            || s.flags & !KNOWN_FLAGS != 0
+            || sealed != self.cipher.is_some()
+            || (sealed && s.flags & FLAG_CONTEXT != 0)
+        {
             return Err(SlotFault::UnknownTypeOrFlags(s));
         }
         let len = self.len();
+        if sealed {
+            let o = s.offset as usize;
+            let Some(b) = self.map.bytes().get(o..o.saturating_add(4)) else {
+                return Err(SlotFault::PayloadOutOfRange(s));
+            };
+            let ctx_len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
+            let sealed_len = crypto::OVERHEAD as u64 + s.data_len as u64 + ctx_len;
+            return match (s.offset + 4).checked_add(sealed_len) {
+                Some(end) if s.offset >= PAYLOAD_START && end <= len => Ok(CheckedSlot {
+                    slot: s,
+                    data_end: s.offset + 4,
+                    payload_end: end,
+                }),
+                _ => Err(SlotFault::ContextOutOfRange(s, ctx_len)),
+            };
+        }
         let data_end = match s.offset.checked_add(s.data_len as u64) {
             Some(end) if s.offset >= PAYLOAD_START && end <= len => end,
             _ => return Err(SlotFault::PayloadOutOfRange(s)),
@@ -504,18 +563,35 @@ impl LogFile {
     #[inline]
     fn entry_from(&self, c: &CheckedSlot) -> Option<Entry> {
         let s = &c.slot;
-        let context = if s.flags & FLAG_CONTEXT != 0 {
-            self.map
-                .payload(c.data_end as usize + 4, c.payload_end as usize)?
+        let (data, context) = if let Some(cipher) = &self.cipher {
+            // Sealed: opened (and so authenticated) on every read; the plaintext is a copy.
+            let sealed = self
+                .map
+                .bytes()
+                .get(c.data_end as usize..c.payload_end as usize)?;
+            let plain = Bytes::from(cipher.open(&entry_aad(s), sealed)?);
+            let split = (s.data_len as usize).min(plain.len());
+            (plain.slice(..split), plain.slice(split..))
         } else {
-            Bytes::new()
+            let context = if s.flags & FLAG_CONTEXT != 0 {
+                self.map
+                    .payload(c.data_end as usize + 4, c.payload_end as usize)?
+            } else {
+                Bytes::new()
+            };
+            let data = self.map.payload(s.offset as usize, c.data_end as usize)?;
+            (data, context)
         };
         Some(Entry {
             // extent() accepted only known type codes.
             entry_type: entry_type_from_code(s.entry_type).unwrap_or(EntryType::EntryNormal),
             term: s.term,
             index: s.index,
-            data: self.map.payload(s.offset as usize, c.data_end as usize)?,
+            data: if s.flags & FLAG_DATA_DROPPED != 0 {
+                Bytes::new()
+            } else {
+                data
+            },
             context,
             ..Default::default()
         })
@@ -527,7 +603,7 @@ impl LogFile {
             &self.path,
             c.slot.offset,
             format!(
-                "slot {k} (index {}) points at payload [{}, {}) past the written payloads ({})",
+                "slot {k} (index {}): payload [{}, {}) past the written payloads ({}), or it fails authentication",
                 c.slot.index,
                 c.slot.offset,
                 c.payload_end,
@@ -566,6 +642,9 @@ impl LogFile {
         self.ensure_len(end)?;
         self.dirty = true;
 
+        if let Some(cipher) = self.cipher.clone() {
+            return self.write_sealed(first_slot, entries, &cipher);
+        }
         // Payloads, back to back, in one vectored write; then the slots describing them. Each
         // CRC is computed from the caller's buffers, never read back.
         let ctx_lens: Vec<[u8; 4]> = entries
@@ -622,6 +701,63 @@ impl LogFile {
         Ok(())
     }
 
+    /// [`LogFile::write_entries`] for an encrypted store: each payload sealed under a fresh
+    /// nonce, bound to its entry's index, term and type.
+    fn write_sealed(&mut self, first_slot: u32, entries: &[Entry], cipher: &Cipher) -> Result<()> {
+        let start = self.payload_end;
+        let mut payloads = Vec::new();
+        let mut slots = Vec::with_capacity(entries.len() * SLOT_SIZE);
+        for e in entries {
+            let offset = start + payloads.len() as u64;
+            let mut slot = Slot {
+                term: e.term,
+                index: e.index,
+                offset,
+                entry_type: entry_type_code(e.entry_type),
+                flags: FLAG_SEALED,
+                data_len: e.data.len() as u32,
+                crc: 0,
+            };
+            let p0 = payloads.len();
+            payloads.extend_from_slice(&(e.context.len() as u32).to_le_bytes());
+            payloads.extend_from_slice(&cipher.seal(&entry_aad(&slot), &[&e.data, &e.context]));
+            let mut b = [0u8; SLOT_SIZE];
+            slot.crc = 0;
+            slot.encode_fields(&mut b);
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..SLOT_CRC]), &payloads[p0..]);
+            b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
+            slots.extend_from_slice(&b);
+        }
+        let end = start + payloads.len() as u64;
+        if end > MAX_OFFSET {
+            return Err(Error::InvalidArgument(format!(
+                "log file {} would grow past {MAX_OFFSET} bytes",
+                self.path.display()
+            )));
+        }
+        self.ensure_len(end)?;
+        self.dirty = true;
+        self.map.write(
+            &self.file,
+            start as usize,
+            &mut [IoSlice::new(&payloads)],
+            &self.path,
+        )?;
+        self.payload_end = end;
+        self.map.freeze(end as usize);
+        self.map.write(
+            &self.file,
+            first_slot as usize * SLOT_SIZE,
+            &mut [IoSlice::new(&slots)],
+            &self.path,
+        )?;
+        let n = first_slot + entries.len() as u32;
+        if self.verified.load(Ordering::Acquire) >= first_slot {
+            self.verified.store(n, Ordering::Release);
+        }
+        Ok(())
+    }
+
     /// Zeroes slots `[from, to)`: they no longer hold entries. Their payload space is not reused.
     pub(crate) fn zero_slots(&mut self, from: u32, to: u32) -> Result<()> {
         if from >= to {
@@ -637,16 +773,21 @@ impl LogFile {
         )
     }
 
-    /// Rewrites slot `k` (a checked Normal entry) so that it reads back with empty data, keeping
-    /// its index, term, type and context; the payload bytes stay, the CRC is recomputed.
+    /// Marks slot `k` (a checked Normal entry) so that it reads back with empty data, keeping its
+    /// index, term, type and context; the payload bytes stay, the CRC is recomputed.
     pub(crate) fn clear_data(&mut self, k: u32) -> Result<()> {
         let c = self.verify_slot(k)?;
-        if c.slot.entry_type != entry_type_code(EntryType::EntryNormal) || c.slot.data_len == 0 {
+        let s = c.slot;
+        if s.entry_type != entry_type_code(EntryType::EntryNormal)
+            || s.data_len == 0
+            || s.flags & FLAG_DATA_DROPPED != 0
+        {
             return Ok(());
         }
-        let mut s = c.slot;
-        s.offset = c.data_end;
-        s.data_len = 0;
+        let s = Slot {
+            flags: s.flags | FLAG_DATA_DROPPED,
+            ..s
+        };
         let mut b = [0u8; SLOT_SIZE];
         s.encode_fields(&mut b);
         let crc = crc32c::crc32c_append(
@@ -675,11 +816,12 @@ impl LogFile {
     }
 }
 
-fn encode_header(id: u64, base: u64) -> [u8; HEADER_SIZE] {
+fn encode_header(id: u64, base: u64, encrypted: bool) -> [u8; HEADER_SIZE] {
+    let flags = if encrypted { HDR_FLAG_ENCRYPTED } else { 0 };
     let mut h = [0u8; HEADER_SIZE];
     h[HDR_MAGIC..HDR_MAGIC + 8].copy_from_slice(FILE_MAGIC);
     h[HDR_VERSION..HDR_VERSION + 4].copy_from_slice(&LOG_FORMAT_VERSION.to_le_bytes());
-    h[HDR_FLAGS..HDR_FLAGS + 4].copy_from_slice(&0u32.to_le_bytes());
+    h[HDR_FLAGS..HDR_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
     h[HDR_FILE_ID..HDR_FILE_ID + 8].copy_from_slice(&id.to_le_bytes());
     h[HDR_BASE_INDEX..HDR_BASE_INDEX + 8].copy_from_slice(&base.to_le_bytes());
     let crc = crc32c::crc32c(&h[..HDR_CRC]);
@@ -687,8 +829,9 @@ fn encode_header(id: u64, base: u64) -> [u8; HEADER_SIZE] {
     h
 }
 
-/// Checks a file header and returns the base index.
-fn decode_header(path: &Path, h: &[u8], id: u64) -> Result<u64> {
+/// Checks a file header (including that it is encrypted exactly when a key is given) and
+/// returns the base index.
+fn decode_header(path: &Path, h: &[u8], id: u64, encrypted: bool) -> Result<u64> {
     let at = HEADER_OFFSET as u64;
     let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
     let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or([0; 8]));
@@ -711,12 +854,23 @@ fn decode_header(path: &Path, h: &[u8], id: u64) -> Result<u64> {
             supported: LOG_FORMAT_VERSION,
         });
     }
-    if u32_at(HDR_FLAGS) != 0 {
+    let flags = u32_at(HDR_FLAGS);
+    if flags & !HDR_FLAG_ENCRYPTED != 0 {
         return Err(Error::corrupt(
             path,
             at + HDR_FLAGS as u64,
-            format!("unknown log file flags {:#x}", u32_at(HDR_FLAGS)),
+            format!("unknown log file flags {flags:#x}"),
         ));
+    }
+    if (flags & HDR_FLAG_ENCRYPTED != 0) != encrypted {
+        return Err(Error::Encryption {
+            path: path.to_path_buf(),
+            reason: if encrypted {
+                "log file is plaintext but the store is opened with a key".to_string()
+            } else {
+                "log file is encrypted but no key was given".to_string()
+            },
+        });
     }
     let file_id = u64_at(HDR_FILE_ID);
     if file_id != id {

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use memmap2::MmapMut;
 use prost::Message;
 
+use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::proto::MetaRecord;
@@ -32,6 +33,8 @@ pub(crate) const META_FILE: &str = "wal.meta";
 /// Version of the meta page layout (and of the directory's format as a whole).
 pub(crate) const META_FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"RWALMETA";
+/// Region flag: the record is sealed with the store's key (AES-256-GCM).
+const FLAG_ENCRYPTED: u32 = 1;
 /// Smallest region: one page.
 const MIN_REGION: usize = 4096;
 
@@ -68,6 +71,8 @@ pub(crate) struct MetaFile {
     current: usize,
     seq: u64,
     dirty: bool,
+    /// Seals the record when the store is encrypted.
+    cipher: Option<Cipher>,
 }
 
 impl MetaFile {
@@ -76,23 +81,27 @@ impl MetaFile {
     }
 
     /// Creates `wal.meta` holding `record` (durably: temporary file, fsync, rename, dir fsync).
-    pub(crate) fn create(dir: &Path, record: &MetaRecord) -> Result<MetaFile> {
-        Self::write_new(dir, record, 1)?;
-        let (meta, _) = Self::open(dir)?;
+    pub(crate) fn create(
+        dir: &Path,
+        record: &MetaRecord,
+        cipher: Option<&Cipher>,
+    ) -> Result<MetaFile> {
+        Self::write_new(dir, record, 1, cipher)?;
+        let (meta, _) = Self::open(dir, cipher)?;
         Ok(meta)
     }
 
     /// Writes a fresh `wal.meta` with `record` in region 0 under sequence `seq`.
-    fn write_new(dir: &Path, record: &MetaRecord, seq: u64) -> Result<()> {
-        let body = record.encode_to_vec();
+    fn write_new(dir: &Path, record: &MetaRecord, seq: u64, cipher: Option<&Cipher>) -> Result<()> {
+        let body = record_body(record, seq, cipher);
         let region = (R_RECORD + body.len()).next_power_of_two().max(MIN_REGION);
         let mut bytes = vec![0u8; region * 2];
-        encode_region(&mut bytes[..region], seq, &body);
+        encode_region(&mut bytes[..region], seq, &body, cipher.is_some());
         fsutil::write_atomic(dir, META_FILE, &bytes)
     }
 
     /// Opens `wal.meta` and returns it with the newest valid copy of the state.
-    pub(crate) fn open(dir: &Path) -> Result<(MetaFile, MetaRecord)> {
+    pub(crate) fn open(dir: &Path, cipher: Option<&Cipher>) -> Result<(MetaFile, MetaRecord)> {
         let path = dir.join(META_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -107,7 +116,7 @@ impl MetaFile {
         // SAFETY: the file is ours (the directory lock is held), opened read-write, and never
         // resized while mapped: growth writes a new file and renames it over, then remaps.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap", &path, e))?;
-        let (current, seq, record) = newest_copy(&path, &map)?;
+        let (current, seq, record) = newest_copy(&path, &map, cipher)?;
         Ok((
             MetaFile {
                 dir: dir.to_path_buf(),
@@ -117,6 +126,7 @@ impl MetaFile {
                 current,
                 seq,
                 dirty: false,
+                cipher: cipher.cloned(),
             },
             record,
         ))
@@ -126,22 +136,24 @@ impl MetaFile {
     /// after [`MetaFile::flush`]). A record too large for a region rewrites the file larger,
     /// durably.
     pub(crate) fn store(&mut self, record: &MetaRecord) -> Result<()> {
-        let body = record.encode_to_vec();
+        let seq = self.seq + 1;
+        let body = record_body(record, seq, self.cipher.as_ref());
         let region = self.region_size();
         if R_RECORD + body.len() > region {
             // Flush first so that the file swap never replaces unflushed state with older state.
             self.flush()?;
-            Self::write_new(&self.dir, record, self.seq + 1)?;
-            let (grown, _) = Self::open(&self.dir)?;
+            let cipher = self.cipher.clone();
+            Self::write_new(&self.dir, record, seq, cipher.as_ref())?;
+            let (grown, _) = Self::open(&self.dir, cipher.as_ref())?;
             *self = grown;
             return Ok(());
         }
         let next = 1 - self.current;
-        let seq = self.seq + 1;
         encode_region(
             &mut self.map[next * region..(next + 1) * region],
             seq,
             &body,
+            self.cipher.is_some(),
         );
         self.current = next;
         self.seq = seq;
@@ -162,11 +174,11 @@ impl MetaFile {
 }
 
 /// Reads the newest valid state of `dir`'s `wal.meta` without mapping or changing anything.
-pub(crate) fn read_only(dir: &Path) -> Result<MetaRecord> {
+pub(crate) fn read_only(dir: &Path, cipher: Option<&Cipher>) -> Result<MetaRecord> {
     let path = dir.join(META_FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
     check_len(&path, bytes.len() as u64)?;
-    Ok(newest_copy(&path, &bytes)?.2)
+    Ok(newest_copy(&path, &bytes, cipher)?.2)
 }
 
 fn check_len(path: &Path, len: u64) -> Result<()> {
@@ -184,24 +196,37 @@ fn check_len(path: &Path, len: u64) -> Result<()> {
 }
 
 /// Picks the newest valid copy: (region, sequence, record).
-fn newest_copy(path: &Path, bytes: &[u8]) -> Result<(usize, u64, MetaRecord)> {
+fn newest_copy(
+    path: &Path,
+    bytes: &[u8],
+    cipher: Option<&Cipher>,
+) -> Result<(usize, u64, MetaRecord)> {
     let region = bytes.len() / 2;
-    let a = decode_region(path, &bytes[..region], 0);
-    let b = decode_region(path, &bytes[region..], region as u64);
+    let a = decode_region(path, &bytes[..region], 0, cipher);
+    let b = decode_region(path, &bytes[region..], region as u64, cipher);
     // A copy written by a newer format is refused, even when the other copy is readable:
-    // falling back to it would roll the state back.
+    // falling back to it would roll the state back. A key that does not fit is reported as
+    // such, not as damage.
     for r in [&a, &b] {
-        if let Err(Error::UnsupportedVersion {
-            path,
-            found,
-            supported,
-        }) = r
-        {
-            return Err(Error::UnsupportedVersion {
-                path: path.clone(),
-                found: *found,
-                supported: *supported,
-            });
+        match r {
+            Err(Error::UnsupportedVersion {
+                path,
+                found,
+                supported,
+            }) => {
+                return Err(Error::UnsupportedVersion {
+                    path: path.clone(),
+                    found: *found,
+                    supported: *supported,
+                })
+            }
+            Err(Error::Encryption { path, reason }) => {
+                return Err(Error::Encryption {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                })
+            }
+            _ => {}
         }
     }
     match (a, b) {
@@ -216,11 +241,29 @@ fn newest_copy(path: &Path, bytes: &[u8]) -> Result<(usize, u64, MetaRecord)> {
     }
 }
 
-fn encode_region(r: &mut [u8], seq: u64, body: &[u8]) {
+/// The record bytes a region stores: the protobuf record, sealed when the store is encrypted.
+fn record_body(record: &MetaRecord, seq: u64, cipher: Option<&Cipher>) -> Vec<u8> {
+    let plain = record.encode_to_vec();
+    match cipher {
+        Some(c) => c.seal(&meta_aad(seq), &[&plain]),
+        None => plain,
+    }
+}
+
+/// Associated data of a sealed meta record: binds it to its sequence number.
+fn meta_aad(seq: u64) -> [u8; 20] {
+    let mut aad = [0u8; 20];
+    aad[..12].copy_from_slice(b"raftwal-meta");
+    aad[12..].copy_from_slice(&seq.to_le_bytes());
+    aad
+}
+
+fn encode_region(r: &mut [u8], seq: u64, body: &[u8], encrypted: bool) {
+    let flags = if encrypted { FLAG_ENCRYPTED } else { 0 };
     let mut h = [0u8; R_RECORD];
     h[R_MAGIC..R_MAGIC + 8].copy_from_slice(MAGIC);
     h[R_VERSION..R_VERSION + 4].copy_from_slice(&META_FORMAT_VERSION.to_le_bytes());
-    h[R_FLAGS..R_FLAGS + 4].copy_from_slice(&0u32.to_le_bytes());
+    h[R_FLAGS..R_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
     h[R_SEQ..R_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
     h[R_LEN..R_LEN + 4].copy_from_slice(&(body.len() as u32).to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..R_CRC]), body);
@@ -231,7 +274,12 @@ fn encode_region(r: &mut [u8], seq: u64, body: &[u8]) {
 }
 
 /// Checks one region and decodes its record; `at` is the region's offset in the file.
-fn decode_region(path: &Path, r: &[u8], at: u64) -> Result<(u64, MetaRecord)> {
+fn decode_region(
+    path: &Path,
+    r: &[u8],
+    at: u64,
+    cipher: Option<&Cipher>,
+) -> Result<(u64, MetaRecord)> {
     let u32_at = |o: usize| u32::from_le_bytes([r[o], r[o + 1], r[o + 2], r[o + 3]]);
     if &r[R_MAGIC..R_MAGIC + 8] != MAGIC {
         return Err(Error::corrupt(path, at, "bad meta magic"));
@@ -260,15 +308,43 @@ fn decode_region(path: &Path, r: &[u8], at: u64) -> Result<(u64, MetaRecord)> {
             supported: META_FORMAT_VERSION,
         });
     }
-    if u32_at(R_FLAGS) != 0 {
+    let flags = u32_at(R_FLAGS);
+    if flags & !FLAG_ENCRYPTED != 0 {
         return Err(Error::corrupt(
             path,
             at + R_FLAGS as u64,
-            format!("unknown meta flags {:#x}", u32_at(R_FLAGS)),
+            format!("unknown meta flags {flags:#x}"),
         ));
     }
     let seq = u64::from_le_bytes(r[R_SEQ..R_SEQ + 8].try_into().unwrap_or([0; 8]));
-    let record = MetaRecord::decode(&r[R_RECORD..R_RECORD + len])
+    let body = &r[R_RECORD..R_RECORD + len];
+    let plain;
+    let body = match (flags & FLAG_ENCRYPTED != 0, cipher) {
+        (false, None) => body,
+        (true, Some(c)) => {
+            plain = c
+                .open(&meta_aad(seq), body)
+                .ok_or_else(|| Error::Encryption {
+                    path: path.to_path_buf(),
+                    reason: "the key does not open the meta page (wrong key, or altered data)"
+                        .to_string(),
+                })?;
+            &plain[..]
+        }
+        (true, None) => {
+            return Err(Error::Encryption {
+                path: path.to_path_buf(),
+                reason: "the store is encrypted: open it with its key".to_string(),
+            })
+        }
+        (false, Some(_)) => {
+            return Err(Error::Encryption {
+                path: path.to_path_buf(),
+                reason: "the store is not encrypted: refusing to open it with a key".to_string(),
+            })
+        }
+    };
+    let record = MetaRecord::decode(body)
         .map_err(|e| Error::corrupt(path, at + R_RECORD as u64, format!("meta record: {e}")))?;
     Ok((seq, record))
 }
@@ -287,19 +363,19 @@ mod tests {
     #[test]
     fn newest_valid_copy_wins() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = MetaFile::create(dir.path(), &record(1)).unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1), None).unwrap();
         m.store(&record(2)).unwrap();
         m.store(&record(3)).unwrap();
         m.flush().unwrap();
         drop(m);
-        let (_, r) = MetaFile::open(dir.path()).unwrap();
+        let (_, r) = MetaFile::open(dir.path(), None).unwrap();
         assert_eq!(r.raft_id, 3);
     }
 
     #[test]
     fn torn_newest_copy_falls_back_to_previous() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = MetaFile::create(dir.path(), &record(1)).unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1), None).unwrap();
         m.store(&record(2)).unwrap();
         m.flush().unwrap();
         let newest = m.current * m.region_size();
@@ -308,14 +384,14 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[newest + R_RECORD] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, r) = MetaFile::open(dir.path()).unwrap();
+        let (_, r) = MetaFile::open(dir.path(), None).unwrap();
         assert_eq!(r.raft_id, 1);
     }
 
     #[test]
     fn large_record_grows_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = MetaFile::create(dir.path(), &record(1)).unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1), None).unwrap();
         let mut big = record(5);
         big.conf_state = Some(crate::proto::ConfStateRecord {
             voters: (0..2000).collect(),
@@ -325,7 +401,7 @@ mod tests {
         m.store(&record(6)).unwrap();
         m.flush().unwrap();
         drop(m);
-        let (_, r) = MetaFile::open(dir.path()).unwrap();
+        let (_, r) = MetaFile::open(dir.path(), None).unwrap();
         assert_eq!(r.raft_id, 6);
     }
 }

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log_file::{self, Access, LogFile, PAYLOAD_START, SLOTS_PER_FILE, SLOT_SIZE};
@@ -34,10 +35,14 @@ pub(crate) struct Recovered {
 ///
 /// Nothing on disk changes until every check has passed: a failed open leaves the directory as
 /// it found it (the evidence, and whatever a stricter or later open could still salvage).
-pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+pub(crate) fn recover(
+    dir: &Path,
+    mode: RecoveryMode,
+    cipher: Option<&Cipher>,
+) -> Result<Recovered> {
     let listing = list_dir(dir)?;
     let (meta_file, meta) = if dir.join(META_FILE).exists() {
-        MetaFile::open(dir)?
+        MetaFile::open(dir, cipher)?
     } else if let Some(&id) = listing.ids.first() {
         return Err(Error::MissingFile {
             path: dir.join(META_FILE),
@@ -51,11 +56,11 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             first_file_id: 1,
             ..Default::default()
         };
-        (MetaFile::create(dir, &fresh)?, fresh)
+        (MetaFile::create(dir, &fresh, cipher)?, fresh)
     };
 
     let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
-    let mut plan = plan_log(dir, mode, &meta, listing.ids, false)?;
+    let mut plan = plan_log(dir, mode, &meta, listing.ids, false, cipher)?;
 
     let last_index = plan.last.max(snap_index);
     let commit = meta.hard_state.as_ref().map_or(0, |h| h.commit);
@@ -71,7 +76,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     // The snapshot the meta page names must be whole: read and checked to its last byte
     // (streamed, so a snapshot of any size takes one buffer of memory).
     if let Some(s) = meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
-        let mut reader = snap::SnapshotReader::open(dir, s)?;
+        let mut reader = snap::SnapshotReader::open(dir, s, cipher)?;
         std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| reader.error_from(e))?;
     }
 
@@ -96,7 +101,13 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     Ok(Recovered {
         meta_file,
         meta,
-        wal: Wal::from_parts(dir, plan.files, plan.next_file_id, plan.last),
+        wal: Wal::from_parts(
+            dir,
+            plan.files,
+            plan.next_file_id,
+            plan.last,
+            cipher.cloned(),
+        ),
         broken_snapshot_files,
     })
 }
@@ -156,6 +167,7 @@ pub(crate) fn plan_log(
     meta: &MetaRecord,
     mut ids: Vec<u64>,
     read_only: bool,
+    cipher: Option<&Cipher>,
 ) -> Result<LogPlan> {
     let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
     let first_file_id = meta.first_file_id.max(1);
@@ -201,7 +213,7 @@ pub(crate) fn plan_log(
             (false, true) => Access::Append,
             (false, false) => Access::Sealed,
         };
-        let f = LogFile::open(&path, id, access)?;
+        let f = LogFile::open(&path, id, access, cipher)?;
         if let Some(first) = files.front() {
             let expected = first.base() + SLOTS_PER_FILE * pos as u64;
             if f.base() != expected {

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+use crate::crypto::{self, Cipher};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use raft::prelude::{ConfState, SnapshotMetadata};
@@ -53,8 +54,39 @@ pub(crate) fn path(dir: &Path, term: u64, index: u64) -> PathBuf {
 /// What a durable snapshot file holds.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Written {
+    /// Bytes stored after the header (sealed chunks in an encrypted store).
     pub data_len: u64,
     pub data_crc32c: u32,
+    /// Bytes of data before sealing.
+    pub plain_len: u64,
+}
+
+/// Plaintext bytes per sealed chunk of an encrypted snapshot.
+const SEAL_CHUNK: usize = 64 << 10;
+
+/// Associated data of a sealed snapshot chunk: which snapshot, which chunk, and whether it is the
+/// last one (so chunks cannot be reordered, dropped or moved between snapshots undetected).
+fn chunk_aad(index: u64, term: u64, chunk: u64, last: bool) -> [u8; 25] {
+    let mut aad = [0u8; 25];
+    aad[..8].copy_from_slice(&index.to_le_bytes());
+    aad[8..16].copy_from_slice(&term.to_le_bytes());
+    aad[16..24].copy_from_slice(&chunk.to_le_bytes());
+    aad[24] = last as u8;
+    aad
+}
+
+/// Fills `buf` from `r` as far as it goes (short only at the end of the stream).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Streams `data` into a new snapshot file for `term`/`index` and makes it durable. Memory use is
@@ -65,6 +97,7 @@ pub(crate) fn write_from(
     term: u64,
     conf_state: &ConfStateRecord,
     mut data: impl Read,
+    cipher: Option<&Cipher>,
 ) -> Result<Written> {
     let snap_dir = dir.join(SNAP_DIR);
     if !snap_dir.exists() {
@@ -78,26 +111,50 @@ pub(crate) fn write_from(
     let result = (|| {
         f.write_all(&[0u8; HEADER_BLOCK])
             .map_err(|e| Error::io("write", &tmp, e))?;
-        let mut buf = vec![0u8; CHUNK];
         let mut crc = 0u32;
         let mut len = 0u64;
-        loop {
-            let n = match data.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("read snapshot data for", &path, e)),
-            };
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            f.write_all(&buf[..n])
-                .map_err(|e| Error::io("write", &tmp, e))?;
-            len += n as u64;
+        let mut plain_len = 0u64;
+        let mut store = |bytes: &[u8]| -> Result<()> {
+            crc = crc32c::crc32c_append(crc, bytes);
+            len += bytes.len() as u64;
+            f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))
+        };
+        let read_err = |e| Error::io("read snapshot data for", &path, e);
+        match cipher {
+            None => {
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    let n = read_full(&mut data, &mut buf).map_err(read_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    plain_len += n as u64;
+                    store(&buf[..n])?;
+                }
+            }
+            Some(cipher) => {
+                // One chunk read ahead, so each sealed chunk knows whether it is the last.
+                let mut cur = vec![0u8; SEAL_CHUNK];
+                let mut next = vec![0u8; SEAL_CHUNK];
+                let mut n = read_full(&mut data, &mut cur).map_err(read_err)?;
+                let mut chunk = 0u64;
+                while n > 0 {
+                    let m = read_full(&mut data, &mut next).map_err(read_err)?;
+                    let aad = chunk_aad(index, term, chunk, m == 0);
+                    store(&cipher.seal(&aad, &[&cur[..n]]))?;
+                    plain_len += n as u64;
+                    chunk += 1;
+                    std::mem::swap(&mut cur, &mut next);
+                    n = m;
+                }
+            }
         }
         let written = Written {
             data_len: len,
             data_crc32c: crc,
+            plain_len,
         };
-        let header = encode_header(index, term, conf_state, written)?;
+        let header = encode_header(index, term, conf_state, written, cipher.is_some())?;
         f.seek(SeekFrom::Start(0))
             .and_then(|_| f.write_all(&header))
             .map_err(|e| Error::io("write header", &tmp, e))?;
@@ -126,6 +183,7 @@ fn encode_header(
     term: u64,
     conf_state: &ConfStateRecord,
     w: Written,
+    sealed: bool,
 ) -> Result<Vec<u8>> {
     let envelope = SnapshotEnvelope {
         index,
@@ -133,6 +191,8 @@ fn encode_header(
         conf_state: Some(conf_state.clone()),
         data_len: w.data_len,
         data_crc32c: w.data_crc32c,
+        sealed,
+        plain_len: w.plain_len,
     }
     .encode_to_vec();
     if 16 + envelope.len() + 4 > HEADER_BLOCK {
@@ -190,14 +250,42 @@ pub(crate) struct FileReader {
     path: PathBuf,
     file: File,
     envelope: SnapshotEnvelope,
+    /// Stored bytes not read yet.
     left: u64,
     crc: u32,
+    /// For sealed data: the key, and the opened chunk being served.
+    cipher: Option<Cipher>,
+    chunk: Vec<u8>,
+    chunk_pos: usize,
+    chunk_no: u64,
+    plain_left: u64,
 }
 
 impl FileReader {
     /// Opens `path` and checks its header (and, when given, that it matches what the meta page
     /// expects: index, term, length, CRC).
-    pub(crate) fn open(path: &Path, expect: Option<(u64, u64, u64, u32)>) -> Result<FileReader> {
+    /// Sealed data needs `cipher` (the store's key); without one only the stored bytes' length
+    /// and CRC can be checked ([`FileReader::verify_to_end`]).
+    pub(crate) fn open(
+        path: &Path,
+        expect: Option<(u64, u64, u64, u32)>,
+        cipher: Option<&Cipher>,
+    ) -> Result<FileReader> {
+        Self::open_inner(path, expect, cipher, true)
+    }
+
+    /// Opens a snapshot file to check its header and stored bytes (length, CRC32C) only: no
+    /// key needed, sealed or not.
+    pub(crate) fn open_unkeyed(path: &Path) -> Result<FileReader> {
+        Self::open_inner(path, None, None, false)
+    }
+
+    fn open_inner(
+        path: &Path,
+        expect: Option<(u64, u64, u64, u32)>,
+        cipher: Option<&Cipher>,
+        check_key: bool,
+    ) -> Result<FileReader> {
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -250,20 +338,43 @@ impl FileReader {
                 ),
             ));
         }
+        if check_key && env.sealed && cipher.is_none() {
+            return Err(Error::Encryption {
+                path: path.to_path_buf(),
+                reason: "the snapshot is encrypted: reading it needs the store's key".to_string(),
+            });
+        }
+        if check_key && !env.sealed && cipher.is_some() {
+            return Err(Error::Encryption {
+                path: path.to_path_buf(),
+                reason: "the snapshot is plaintext in a store opened with a key".to_string(),
+            });
+        }
         Ok(FileReader {
             path: path.to_path_buf(),
             file,
             left: env.data_len,
+            plain_left: env.plain_len,
             envelope: env,
             crc: 0,
+            cipher: cipher.cloned(),
+            chunk: Vec::new(),
+            chunk_pos: 0,
+            chunk_no: 0,
         })
     }
 
-    /// Reads (and so verifies) the rest of the data, discarding it.
+    /// Reads (and so verifies) the rest of the stored bytes, discarding them: length and CRC32C
+    /// (and, for sealed data, every chunk's authentication when the key is known).
     pub(crate) fn verify_to_end(&mut self) -> Result<()> {
         let mut buf = vec![0u8; CHUNK];
         loop {
-            match self.read(&mut buf) {
+            let r = if self.envelope.sealed && self.cipher.is_none() {
+                self.read_stored(&mut buf)
+            } else {
+                self.read(&mut buf)
+            };
+            match r {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -286,8 +397,9 @@ impl FileReader {
     }
 }
 
-impl Read for FileReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl FileReader {
+    /// Reads stored bytes (plaintext data, or sealed chunks), checking the CRC at the end.
+    fn read_stored(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
             return Ok(0);
         }
@@ -312,6 +424,71 @@ impl Read for FileReader {
                 ),
             ));
         }
+        Ok(n)
+    }
+
+    /// Reads and opens the next sealed chunk into `self.chunk`.
+    fn next_chunk(&mut self, cipher: &Cipher) -> io::Result<()> {
+        let plain = self.plain_left.min(SEAL_CHUNK as u64) as usize;
+        let mut sealed = vec![0u8; plain + crypto::OVERHEAD];
+        let mut got = 0;
+        while got < sealed.len() {
+            let n = self.read_stored(&mut sealed[got..])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: sealed data ends early", self.path.display()),
+                ));
+            }
+            got += n;
+        }
+        let last = self.plain_left <= SEAL_CHUNK as u64;
+        let aad = chunk_aad(self.envelope.index, self.envelope.term, self.chunk_no, last);
+        match cipher.open(&aad, &sealed) {
+            Some(p) if p.len() == plain => {
+                self.chunk = p;
+                self.chunk_pos = 0;
+                self.chunk_no += 1;
+                self.plain_left -= plain as u64;
+                Ok(())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: snapshot chunk {} fails authentication (altered, or another key)",
+                    self.path.display(),
+                    self.chunk_no
+                ),
+            )),
+        }
+    }
+}
+
+impl Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(cipher) = self.cipher.clone() else {
+            return self.read_stored(buf);
+        };
+        if self.chunk_pos == self.chunk.len() {
+            if self.plain_left == 0 {
+                // Every chunk was opened; the stored bytes must be used up too (and the CRC
+                // checked on the way).
+                return match self.left {
+                    0 => Ok(0),
+                    n => Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: {n} stored bytes after the last chunk",
+                            self.path.display()
+                        ),
+                    )),
+                };
+            }
+            self.next_chunk(&cipher)?;
+        }
+        let n = buf.len().min(self.chunk.len() - self.chunk_pos);
+        buf[..n].copy_from_slice(&self.chunk[self.chunk_pos..self.chunk_pos + n]);
+        self.chunk_pos += n;
         Ok(n)
     }
 }
@@ -341,16 +518,13 @@ pub(crate) fn tidy(dir: &Path, keep: Option<&str>, deep: bool) -> Result<Vec<Pat
             fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
             changed = true;
         } else if name.ends_with(".snap") {
-            let damaged =
-                FileReader::open(&p, None).and_then(
-                    |mut r| {
-                        if deep {
-                            r.verify_to_end()
-                        } else {
-                            Ok(())
-                        }
-                    },
-                );
+            let damaged = FileReader::open_unkeyed(&p).and_then(|mut r| {
+                if deep {
+                    r.verify_to_end()
+                } else {
+                    Ok(())
+                }
+            });
             if damaged.is_err() {
                 let to = snap_dir.join(format!("{name}.broken"));
                 fs::rename(&p, &to).map_err(|e| Error::io("rename", &p, e))?;
@@ -378,7 +552,11 @@ pub struct SnapshotReader {
 
 impl SnapshotReader {
     /// Opens the snapshot `record` describes in `dir` (no file when its data is empty).
-    pub(crate) fn open(dir: &Path, record: &SnapshotRecord) -> Result<SnapshotReader> {
+    pub(crate) fn open(
+        dir: &Path,
+        record: &SnapshotRecord,
+        cipher: Option<&Cipher>,
+    ) -> Result<SnapshotReader> {
         let mut metadata = SnapshotMetadata {
             index: record.index,
             term: record.term,
@@ -400,13 +578,18 @@ impl SnapshotReader {
                     record.data_len,
                     record.data_crc32c,
                 )),
+                cipher,
             )?)
         } else {
             None
         };
         Ok(SnapshotReader {
             metadata,
-            len: record.data_len,
+            len: if cipher.is_some() {
+                record.plain_len
+            } else {
+                record.data_len
+            },
             file,
         })
     }

@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage};
 
+use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::meta::{MetaFile, MetaInfo};
 use crate::options::Options;
@@ -38,6 +39,8 @@ pub struct DiskStorage {
     inner: RwLock<Inner>,
     /// Snapshot files found damaged and renamed `.broken`.
     broken: Mutex<Vec<PathBuf>>,
+    /// The store's key, when it is encrypted.
+    cipher: Option<Cipher>,
     /// Holds the directory's exclusive lock; released when dropped (after `inner`).
     _lock: File,
 }
@@ -93,12 +96,6 @@ impl DiskStorage {
     /// Opens the WAL in `dir`, creating it (and `dir`) if needed, recovering it otherwise.
     pub fn open_with<P: AsRef<Path>>(dir: P, opts: Options) -> Result<DiskStorage, Error> {
         let dir = dir.as_ref().to_path_buf();
-        if opts.encryption_key.is_some() {
-            return Err(Error::InvalidArgument(
-                "encryption at rest is not supported by this build; refusing to write plaintext under a key"
-                    .to_string(),
-            ));
-        }
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -114,7 +111,8 @@ impl DiskStorage {
             }
             return Err(Error::io("lock", &lock_path, e));
         }
-        let r = recovery::recover(&dir, opts.recovery_mode)?;
+        let cipher = opts.encryption_key.as_ref().map(Cipher::new);
+        let r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
         Ok(DiskStorage {
             dir,
             opts,
@@ -125,6 +123,7 @@ impl DiskStorage {
                 wal: r.wal,
             }),
             broken: Mutex::new(r.broken_snapshot_files),
+            cipher,
             _lock: lock,
         })
     }
@@ -215,13 +214,14 @@ impl DiskStorage {
         cs: &ConfStateRecord,
         data: impl Read,
     ) -> Result<SnapshotRecord> {
-        let written = snap::write_from(&self.dir, index, term, cs, data)?;
+        let written = snap::write_from(&self.dir, index, term, cs, data, self.cipher.as_ref())?;
         Ok(SnapshotRecord {
             index,
             term,
             conf_state: Some(cs.clone()),
             data_len: written.data_len,
             data_crc32c: written.data_crc32c,
+            plain_len: written.plain_len,
         })
     }
 
@@ -367,7 +367,7 @@ impl DiskStorage {
                 path: self.dir.clone(),
             });
         };
-        SnapshotReader::open(&self.dir, s)
+        SnapshotReader::open(&self.dir, s, self.cipher.as_ref())
     }
 
     /// Snapshot files that open found damaged (or that a later cleanup did) and renamed
@@ -601,7 +601,7 @@ impl Storage for DiskStorage {
             }
             .into());
         }
-        let mut reader = SnapshotReader::open(&self.dir, s)?;
+        let mut reader = SnapshotReader::open(&self.dir, s, self.cipher.as_ref())?;
         let mut data = Vec::with_capacity(s.data_len.min(1 << 30) as usize);
         reader
             .read_to_end(&mut data)

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use raft::prelude::Entry;
 
+use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log_file::{self, LogFile, SLOTS_PER_FILE};
@@ -26,6 +27,8 @@ pub(crate) struct Wal {
     last: u64,
     /// A file was created since the directory was last fsynced.
     dir_dirty: bool,
+    /// The store's key, for the files it creates.
+    cipher: Option<Cipher>,
 }
 
 impl Wal {
@@ -36,6 +39,7 @@ impl Wal {
         files: VecDeque<LogFile>,
         next_file_id: u64,
         last: u64,
+        cipher: Option<Cipher>,
     ) -> Wal {
         Wal {
             dir: dir.to_path_buf(),
@@ -43,6 +47,7 @@ impl Wal {
             next_file_id,
             last,
             dir_dirty: false,
+            cipher,
         }
     }
 
@@ -192,7 +197,13 @@ impl Wal {
     /// Starts a new last file whose slot 0 holds `base`.
     fn rotate(&mut self, base: u64) -> Result<()> {
         let hint = self.files.back().map_or(0, LogFile::payload_used);
-        let f = LogFile::create(&self.dir, self.next_file_id, base, hint)?;
+        let f = LogFile::create(
+            &self.dir,
+            self.next_file_id,
+            base,
+            hint,
+            self.cipher.as_ref(),
+        )?;
         self.next_file_id += 1;
         self.files.push_back(f);
         self.dir_dirty = true;
