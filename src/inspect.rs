@@ -145,7 +145,11 @@ impl Inspector {
             true,
             cipher.as_ref(),
         )?;
-        let files: Vec<LogFile> = plan.files.into_iter().collect();
+        let mut files: Vec<LogFile> = plan.files.into_iter().collect();
+        if let Some(tail) = files.last_mut() {
+            // Payloads up to the tail's last good entry may be read; none is verified yet.
+            tail.set_recovered(0, plan.tail_payload_end);
+        }
         let snap = meta.snapshot.as_ref().filter(|s| s.index > 0);
         let snap_index = snap.map_or(0, |s| s.index);
         let last = plan.last;
@@ -276,10 +280,23 @@ impl Inspector {
         Ok(report)
     }
 
-    /// Total bytes [`Inspector::verify`] reads (for a progress bar's length).
+    /// Total bytes [`Inspector::verify`] reports to its progress callback (for a progress bar's
+    /// length): every entry's slot and payload, and the snapshot data.
     pub fn verify_len(&self) -> u64 {
-        let files: u64 = self.files.iter().map(LogFile::len).sum();
-        files + self.meta.snapshot.as_ref().map_or(0, |s| s.data_len)
+        let files: u64 = self
+            .files
+            .iter()
+            .zip(&self.summary.files)
+            .map(|(f, info)| f.payload_used() + info.entries * log_file::SLOT_SIZE as u64)
+            .sum();
+        let snapshot = self.meta.snapshot.as_ref().map_or(0, |s| {
+            if self.cipher.is_some() {
+                s.plain_len
+            } else {
+                s.data_len
+            }
+        });
+        files + snapshot
     }
 
     /// Entries `[lo, hi)`, checksums verified. Indexes outside `[first_index, last_index]` are

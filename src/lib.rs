@@ -28,6 +28,7 @@
 //! # Ok::<(), raftwal::Error>(())
 //! ```
 
+pub mod archive;
 mod crypto;
 mod error;
 mod fsutil;

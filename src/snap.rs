@@ -215,14 +215,6 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
     if &h[..8] != MAGIC {
         return Err(Error::corrupt(path, 0, "bad snapshot file magic"));
     }
-    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version > SNAP_FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-            supported: SNAP_FORMAT_VERSION,
-        });
-    }
     let n = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
     if 16 + n + 4 > h.len() {
         return Err(Error::corrupt(
@@ -231,6 +223,7 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
             format!("envelope length {n} exceeds the header"),
         ));
     }
+    // The checksum first: a damaged version field is damage, not a newer format.
     let stored = u32::from_le_bytes([h[16 + n], h[17 + n], h[18 + n], h[19 + n]]);
     if crc32c::crc32c(&h[..16 + n]) != stored {
         return Err(Error::corrupt(
@@ -238,6 +231,14 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
             16 + n as u64,
             "snapshot header checksum mismatch",
         ));
+    }
+    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if version > SNAP_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SNAP_FORMAT_VERSION,
+        });
     }
     SnapshotEnvelope::decode(&h[16..16 + n])
         .map_err(|e| Error::corrupt(path, 16, format!("snapshot envelope: {e}")))

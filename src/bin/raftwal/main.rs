@@ -1,25 +1,113 @@
 //! `raftwal`: the operator CLI for raftwal directories.
 //!
-//! The operator commands (inspect, verify, dump, snapshot save/status/verify/restore) are the
-//! subject of the snapshots issue; until they land this binary only reports its version, and
-//! refuses anything else with a non-zero exit code rather than pretending to act.
+//! ```text
+//! raftwal inspect DIR [--json]                 meta page, snapshot, files, index ranges, sizes
+//! raftwal verify DIR [--json]                  every checksum of every file and the snapshot
+//! raftwal dump DIR [--from I] [--to J] [--json]  entries I..=J as text, or JSON lines
+//! raftwal snapshot save DIR OUT.tar.gz         the directory's snapshot as a backup archive
+//! raftwal snapshot status FILE [--json]        an archive's index, term, membership, size, sha256
+//! raftwal snapshot verify FILE [--json]        every hash in an archive
+//! raftwal snapshot restore FILE NEW_DIR [--raft-id N] [--voters 1,2,3]
+//! ```
+//!
+//! Exit codes: 0 success; 1 damage found (a checksum, a missing file, an invalid archive);
+//! 2 anything else (bad arguments, a missing directory, an index out of range, I/O errors, a
+//! refused target). Errors are one line on stderr, `raftwal: <message>`; results go to stdout.
+//!
+//! Owns: argument parsing and dispatch, and turning every outcome into an exit code. Must never:
+//! change a WAL directory from a read command (`inspect`, `verify`, `dump`, `snapshot status`,
+//! `snapshot verify` only read, through `raftwal::inspect` and `raftwal::archive`), or panic.
 
+mod dump;
+mod inspect;
+mod output;
+mod snapshot;
+mod verify;
+
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+
+use output::{CmdResult, Failure};
+
+/// Inspect, verify, dump, back up and restore raftwal WAL directories.
+///
+/// Exit codes: 0 success, 1 damage found, 2 bad input or any other error.
+#[derive(Parser)]
+#[command(name = "raftwal", version)]
+struct Cli {
+    /// Key of an encrypted store: a file holding 32 raw bytes or 64 hex digits (also
+    /// RAFTWAL_KEY_FILE).
+    #[arg(long, global = true, value_name = "PATH", env = "RAFTWAL_KEY_FILE")]
+    key_file: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Inspect(inspect::Args),
+    Verify(verify::Args),
+    Dump(dump::Args),
+    #[command(subcommand)]
+    Snapshot(snapshot::Command),
+}
+
+fn run(cli: Cli) -> CmdResult {
+    if let Some(path) = &cli.key_file {
+        output::set_key(output::read_key(path)?);
+    }
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Dump(a) => dump::run(a),
+        Command::Snapshot(c) => snapshot::run(c),
+    }
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version") | Some("-V") => {
-            println!("raftwal {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    // A bug must still end in one line, not a backtrace.
+    panic::set_hook(Box::new(|info| {
+        let info = info.to_string().replace('\n', " ");
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "raftwal: internal error (a bug, please report it): {info}"
+        );
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match panic::catch_unwind(AssertUnwindSafe(|| run(cli))) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(failure)) => failure.report(),
+        Err(_) => ExitCode::from(2),
+    }
+}
+
+/// Help and version go out as clap writes them; an argument error becomes one line with the
+/// command's usage (exit code 2).
+fn usage_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(e.exit_code().clamp(0, 255) as u8)
         }
-        Some(cmd) => {
-            eprintln!("raftwal: unknown command '{cmd}'");
-            ExitCode::from(2)
-        }
-        None => {
-            eprintln!("usage: raftwal --version");
-            ExitCode::from(2)
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            let usage = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Usage: "))
+                .map(|u| format!(" (usage: {u})"))
+                .unwrap_or_default();
+            Failure::usage(format!("{message}{usage}")).report()
         }
     }
 }

@@ -1,0 +1,317 @@
+//! What every command shares: the failure type and its exit code, stdout for results, progress
+//! bars on stderr, and the small formatters (sizes, hex, data previews, conf states).
+//!
+//! Owns: the exit code policy (0 ok, 1 damage found, 2 anything else) and the rule that stdout
+//! carries only results (text or JSON) while stderr carries errors and progress. Must never:
+//! draw a progress bar unless stderr is a terminal, or let a closed pipe turn into a panic.
+
+use std::fmt::Write as _;
+use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use raftwal::inspect::ConfStateInfo;
+
+/// Work smaller than this finishes in about a second: no progress bar.
+const PROGRESS_MIN_BYTES: u64 = 64 << 20;
+/// A bar over a known total of bytes.
+const BYTES_TEMPLATE: &str = "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})";
+/// A bar over a known number of entries.
+const ITEMS_TEMPLATE: &str = "{msg} [{bar:40}] {human_pos}/{human_len} entries ({eta})";
+/// A counter of bytes whose total is not known up front.
+const OPEN_TEMPLATE: &str = "{msg} {spinner} {bytes} of state ({bytes_per_sec})";
+
+/// Why a command stopped early, and the exit code that says so.
+#[derive(Debug)]
+pub struct Failure {
+    /// One line for stderr; `None` when there is nothing to say (stdout was closed by a reader
+    /// such as `head`, which is not an error).
+    message: Option<String>,
+    code: u8,
+}
+
+impl Failure {
+    /// Bad input from the operator (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            message: Some(message.into()),
+            code: 2,
+        }
+    }
+
+    /// Writing results to stdout failed. A closed pipe ends the command quietly.
+    pub fn stdout(e: io::Error) -> Failure {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            Failure {
+                message: None,
+                code: 0,
+            }
+        } else {
+            Failure::usage(format!("write to stdout: {e}"))
+        }
+    }
+
+    /// Prints the message (one line on stderr) and returns the exit code.
+    pub fn report(self) -> ExitCode {
+        if let Some(m) = self.message {
+            // The message is one line even when an error carries a newline inside.
+            let m = m.replace('\n', " ");
+            let _ = writeln!(io::stderr().lock(), "raftwal: {m}");
+        }
+        ExitCode::from(self.code)
+    }
+}
+
+impl From<raftwal::Error> for Failure {
+    /// Damage found on disk or in an archive is exit code 1; every other error (a missing
+    /// directory, an index out of range, an I/O error, a refused target) is exit code 2.
+    fn from(e: raftwal::Error) -> Failure {
+        let code = match e {
+            raftwal::Error::Corrupt { .. }
+            | raftwal::Error::MissingFile { .. }
+            | raftwal::Error::InvalidArchive { .. } => 1,
+            _ => 2,
+        };
+        Failure {
+            message: Some(e.to_string()),
+            code,
+        }
+    }
+}
+
+/// What commands return.
+pub type CmdResult = Result<(), Failure>;
+
+/// Buffered stdout, for results only.
+pub struct Out(BufWriter<StdoutLock<'static>>);
+
+impl Out {
+    pub fn new() -> Out {
+        Out(BufWriter::with_capacity(64 << 10, io::stdout().lock()))
+    }
+
+    /// Writes one line.
+    pub fn line(&mut self, s: impl std::fmt::Display) -> CmdResult {
+        writeln!(self.0, "{s}").map_err(Failure::stdout)
+    }
+
+    /// Writes `value` as pretty JSON on its own.
+    pub fn json_pretty(&mut self, value: &impl serde::Serialize) -> CmdResult {
+        serde_json::to_writer_pretty(&mut self.0, value).map_err(|e| Failure::stdout(e.into()))?;
+        self.line("")
+    }
+
+    /// Writes `value` as one line of JSON (for JSON lines output).
+    pub fn json_line(&mut self, value: &impl serde::Serialize) -> CmdResult {
+        serde_json::to_writer(&mut self.0, value).map_err(|e| Failure::stdout(e.into()))?;
+        self.line("")
+    }
+
+    pub fn finish(mut self) -> CmdResult {
+        self.0.flush().map_err(Failure::stdout)
+    }
+}
+
+/// A progress bar on stderr, shown only for large work on a terminal (never on stdout, so
+/// `--json` output and pipes stay clean).
+pub struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    /// A bar over `total` bytes, labelled `what`.
+    pub fn bytes(total: u64, what: &str) -> Progress {
+        Progress::new(
+            Some(total),
+            total >= PROGRESS_MIN_BYTES,
+            what,
+            BYTES_TEMPLATE,
+        )
+    }
+
+    /// A counter of the bytes of `archive`'s `state.bin` processed: their total is known only
+    /// once the archive is read, so it shows bytes and rate; shown when the archive is large.
+    pub fn archive(archive: &Path, what: &str) -> Progress {
+        let len = std::fs::metadata(archive).map_or(0, |m| m.len());
+        Progress::new(None, len >= PROGRESS_MIN_BYTES, what, OPEN_TEMPLATE)
+    }
+
+    /// A bar over `total` items (entries), labelled `what`; shown when `large`.
+    pub fn items(total: u64, large: bool, what: &str) -> Progress {
+        Progress::new(Some(total), large, what, ITEMS_TEMPLATE)
+    }
+
+    fn new(total: Option<u64>, large: bool, what: &str, template: &str) -> Progress {
+        if !large || !io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        Progress(Some(bar))
+    }
+
+    /// Adds `n` to the position.
+    pub fn inc(&self, n: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(n);
+        }
+    }
+
+    /// Removes the bar from the terminal.
+    pub fn finish(self) {
+        if let Some(bar) = self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `1536` → `"1.5 KiB"`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Lower-case hex of every byte.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A short, one-line view of `bytes`: quoted and escaped when its first `max` bytes are
+/// printable UTF-8, `0x`-prefixed hex otherwise; `...` when cut.
+pub fn preview(bytes: &[u8], max: usize) -> String {
+    let cut = bytes.len() > max;
+    let head = &bytes[..bytes.len().min(max)];
+    let text = match std::str::from_utf8(head) {
+        Ok(s) => Some(s),
+        // A multi-byte character split by the cut: keep what precedes it.
+        Err(e) if cut && e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).ok()
+        }
+        Err(_) => None,
+    };
+    let more = if cut { "..." } else { "" };
+    match text {
+        Some(s)
+            if !s
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) =>
+        {
+            format!("\"{}\"{more}", s.escape_debug())
+        }
+        _ => format!("0x{}{more}", hex(head)),
+    }
+}
+
+/// `[1, 2, 3]` → `"1,2,3"`; empty → `"-"`.
+pub fn ids(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return "-".to_string();
+    }
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A conf state on one line; the joint-consensus fields only when they are set.
+pub fn conf_state(c: &ConfStateInfo) -> String {
+    let mut s = format!("voters {} learners {}", ids(&c.voters), ids(&c.learners));
+    if !c.voters_outgoing.is_empty() || !c.learners_next.is_empty() || c.auto_leave {
+        let _ = write!(
+            s,
+            " voters_outgoing {} learners_next {} auto_leave {}",
+            ids(&c.voters_outgoing),
+            ids(&c.learners_next),
+            c.auto_leave
+        );
+    }
+    s
+}
+
+static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Remembers the store key given with `--key-file`.
+pub fn set_key(key: [u8; 32]) {
+    let _ = KEY.set(key);
+}
+
+/// Reads a key file: 32 raw bytes, or 64 hex digits (surrounding whitespace ignored).
+pub fn read_key(path: &std::path::Path) -> Result<[u8; 32], Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::usage(format!("key file {}: {e}", path.display())))?;
+    if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
+        return Ok(raw);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let hex = text.trim();
+    let mut key = [0u8; 32];
+    let ok = hex.len() == 64
+        && hex.is_ascii()
+        && key.iter_mut().enumerate().all(|(i, b)| {
+            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map(|v| *b = v)
+                .is_ok()
+        });
+    if ok {
+        Ok(key)
+    } else {
+        Err(Failure::usage(format!(
+            "key file {}: expected 32 raw bytes or 64 hex digits",
+            path.display()
+        )))
+    }
+}
+
+/// The `--key-file` key, if one was given.
+pub fn key() -> Option<[u8; 32]> {
+    KEY.get().copied()
+}
+
+/// Opens a WAL directory read-only, with the `--key-file` key when one was given.
+pub fn open_inspector(dir: &std::path::Path) -> Result<raftwal::inspect::Inspector, Failure> {
+    Ok(raftwal::inspect::Inspector::open_with_key(dir, key())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_quotes_text_and_hexes_binary() {
+        assert_eq!(preview(b"", 8), "\"\"");
+        assert_eq!(preview(b"set a=1", 32), "\"set a=1\"");
+        assert_eq!(preview(b"line\n\"q\"", 32), "\"line\\n\\\"q\\\"\"");
+        assert_eq!(preview(b"abcdefgh", 4), "\"abcd\"...");
+        assert_eq!(preview(&[0, 1, 0xff], 8), "0x0001ff");
+        assert_eq!(preview(&[0, 1, 0xff], 2), "0x0001...");
+        // "é" is two bytes; a cut in its middle keeps the text before it.
+        assert_eq!(preview("aé".as_bytes(), 2), "\"a\"...");
+    }
+
+    #[test]
+    fn progress_templates_parse() {
+        for t in [BYTES_TEMPLATE, ITEMS_TEMPLATE, OPEN_TEMPLATE] {
+            assert!(ProgressStyle::with_template(t).is_ok(), "{t}");
+        }
+    }
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
+    }
+}

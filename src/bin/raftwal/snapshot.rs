@@ -1,0 +1,228 @@
+//! `raftwal snapshot save|status|verify|restore`: backup archives of a directory's snapshot.
+//!
+//! Owns: the arguments and the printing; the archive itself (its members, hashes, refusal
+//! rules) is `raftwal::archive`. Must never: overwrite an existing file or directory, or change
+//! the directory it saves from or the archive it reads.
+
+use std::path::{Path, PathBuf};
+
+use raftwal::archive::{self, ArchiveMeta, ArchiveStatus, RestoreOptions};
+use serde::Serialize;
+
+use crate::output::{self, CmdResult, Failure, Out, Progress};
+
+/// Backup archives of a directory's snapshot: save, status, verify, restore.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Write the directory's current snapshot to a new archive (.tar.gz); never overwrites
+    Save {
+        /// The WAL directory (holding wal.meta)
+        dir: PathBuf,
+        /// The archive to create (must not exist)
+        out: PathBuf,
+    },
+    /// Show an archive's index, term, membership, size and sha256 (read-only)
+    Status {
+        /// The archive
+        file: PathBuf,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every hash in an archive; exit code 1 if it is damaged (read-only)
+    Verify {
+        /// The archive
+        file: PathBuf,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a new WAL directory whose snapshot is the archive's (verified first)
+    Restore {
+        /// The archive
+        file: PathBuf,
+        /// The directory to create; an existing non-empty one is refused
+        new_dir: PathBuf,
+        /// Raft id to record in the new directory's meta page
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        raft_id: Option<u64>,
+        /// New membership: the voters of the restored snapshot's conf state
+        #[arg(long, value_name = "1,2,3", value_delimiter = ',', num_args = 1,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        voters: Option<Vec<u64>>,
+    },
+}
+
+pub fn run(cmd: Command) -> CmdResult {
+    match cmd {
+        Command::Save { dir, out } => save(&dir, &out),
+        Command::Status { file, json } => status(&file, json),
+        Command::Verify { file, json } => verify(&file, json),
+        Command::Restore {
+            file,
+            new_dir,
+            raft_id,
+            voters,
+        } => restore(&file, &new_dir, raft_id, voters),
+    }
+}
+
+fn save(dir: &Path, out_path: &Path) -> CmdResult {
+    let snapshot_len = crate::output::open_inspector(dir)?
+        .summary()
+        .snapshot
+        .as_ref()
+        .map_or(0, |s| s.data_len);
+    let progress = Progress::bytes(snapshot_len, "save");
+    let result =
+        archive::save_dir_snapshot_with_key(dir, crate::output::key(), out_path, &mut |n| {
+            progress.inc(n)
+        });
+    progress.finish();
+    let meta = result?;
+    let mut out = Out::new();
+    out.line(format!(
+        "saved snapshot index {} term {} ({}, {} bytes of state) to {}",
+        meta.index,
+        meta.term,
+        conf_state(&meta),
+        meta.size,
+        out_path.display()
+    ))?;
+    out.finish()
+}
+
+/// An archive's status as `--json` prints it: the archive's own fields, then its metadata.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    archive: &'a Path,
+    archive_bytes: u64,
+    archive_sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(flatten)]
+    meta: &'a ArchiveMeta,
+}
+
+fn status(file: &Path, json: bool) -> CmdResult {
+    // An archive is described only once it has been checked whole: damage is exit code 1 here too.
+    print_status(file, &checked(file, "status")?, json, None)
+}
+
+fn verify(file: &Path, json: bool) -> CmdResult {
+    print_status(file, &checked(file, "verify")?, json, Some(true))
+}
+
+/// The archive, verified whole, with a progress bar for a large one.
+fn checked(file: &Path, what: &str) -> Result<ArchiveStatus, Failure> {
+    let progress = Progress::archive(file, what);
+    let result = archive::verify_archive(file, &mut |n| progress.inc(n));
+    progress.finish();
+    Ok(result?)
+}
+
+fn print_status(file: &Path, s: &ArchiveStatus, json: bool, ok: Option<bool>) -> CmdResult {
+    let mut out = Out::new();
+    if json {
+        out.json_pretty(&StatusJson {
+            archive: file,
+            archive_bytes: s.archive_bytes,
+            archive_sha256: &s.archive_sha256,
+            ok,
+            meta: &s.meta,
+        })?;
+        return out.finish();
+    }
+    let m = &s.meta;
+    out.line(format!("archive         {}", file.display()))?;
+    out.line(format!("archive bytes   {}", s.archive_bytes))?;
+    out.line(format!("archive sha256  {}", s.archive_sha256))?;
+    out.line(format!("format version  {}", m.format_version))?;
+    out.line(format!("index           {}", m.index))?;
+    out.line(format!("term            {}", m.term))?;
+    out.line(format!("conf state      {}", conf_state(m)))?;
+    out.line(format!(
+        "state size      {} bytes ({})",
+        m.size,
+        output::human_bytes(m.size)
+    ))?;
+    out.line(format!("state sha256    {}", m.state_sha256))?;
+    out.line(format!(
+        "created         {} (unix {})",
+        utc(m.created_unix_secs),
+        m.created_unix_secs
+    ))?;
+    if ok == Some(true) {
+        out.line("verify          ok")?;
+    }
+    out.finish()
+}
+
+fn restore(
+    file: &Path,
+    new_dir: &Path,
+    raft_id: Option<u64>,
+    voters: Option<Vec<u64>>,
+) -> CmdResult {
+    let progress = Progress::archive(file, "restore (verify, then install)");
+    let opts = RestoreOptions { raft_id, voters };
+    let result = archive::restore(file, new_dir, &opts, &mut |n| progress.inc(n));
+    progress.finish();
+    let meta = result?;
+    let membership = match &opts.voters {
+        Some(v) => format!(
+            "voters {} (the archive has {})",
+            output::ids(v),
+            conf_state(&meta)
+        ),
+        None => conf_state(&meta),
+    };
+    let mut out = Out::new();
+    out.line(format!(
+        "restored snapshot index {} term {} ({} bytes of state) into {}: {membership}{}",
+        meta.index,
+        meta.term,
+        meta.size,
+        new_dir.display(),
+        raft_id.map_or(String::new(), |id| format!(", raft id {id}"))
+    ))?;
+    out.finish()
+}
+
+/// The archive's conf state on one line.
+fn conf_state(m: &ArchiveMeta) -> String {
+    output::conf_state(&(&m.conf_state).into())
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD hh:mm:ss UTC` (civil-from-days, H. Hinnant).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+    }
+}

@@ -1,0 +1,669 @@
+//! End-to-end tests of the `raftwal` binary: each test runs the built binary on real directories
+//! written with the library, and checks its stdout, stderr and exit code, and what it left on disk.
+//!
+//! The rules (SPEC §3, the snapshots issue): read commands (`inspect`, `verify`, `dump`,
+//! `snapshot status|verify`) never create or change anything and a missing directory is an
+//! error; `verify` names the first damage by file and offset; `snapshot restore` refuses a
+//! non-empty target and a damaged archive and writes nothing then; bad input is one line on
+//! stderr and a non-zero exit code, never a panic. Exit codes: 0 ok, 1 damage, 2 anything else.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use protobuf::Message as _;
+use raft::prelude::*;
+use raft::Storage;
+use raftwal::{DiskStorage, MetaInfo, Options};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------------
+// the directory under test (written once, shared by every test that only reads it)
+// ---------------------------------------------------------------------------------------------
+
+/// Entries 1..=LAST: three files' worth (30,000 per file), the first removed by the snapshot.
+const LAST: u64 = 65_000;
+const SNAP_INDEX: u64 = 40_000;
+const SLOT: u64 = 32;
+
+fn term_of(index: u64) -> u64 {
+    1 + index / 10_000
+}
+
+/// Every 1000th entry (at ...003) is a conf change, every 1000th (at ...007) has binary data and
+/// a context; the others are text commands.
+fn entry(index: u64) -> Entry {
+    let mut e = Entry::default();
+    e.index = index;
+    e.term = term_of(index);
+    match index % 1000 {
+        3 => {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(ConfChangeType::AddLearnerNode);
+            cc.node_id = 4;
+            e.set_entry_type(EntryType::EntryConfChange);
+            e.data = cc.write_to_bytes().unwrap().into();
+        }
+        7 => {
+            e.data = vec![0u8, 1, 2, 0xfe, 0xff].into();
+            e.context = b"ctx".to_vec().into();
+        }
+        _ => {
+            e.data = format!("put user:{index} visits={}", index * 7)
+                .into_bytes()
+                .into()
+        }
+    }
+    e
+}
+
+fn snapshot_data() -> Vec<u8> {
+    (0..300_000u32)
+        .map(|k| (k.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+fn write_dir(dir: &Path, last: u64, snapshot_at: Option<u64>) {
+    let store = DiskStorage::open_with(
+        dir,
+        Options {
+            sync_writes: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    store.set_uint(MetaInfo::RaftId, 1);
+    let mut cs = ConfState::default();
+    cs.voters = vec![1, 2, 3];
+    store.set_conf_state(&cs).unwrap();
+    let mut lo = 1;
+    while lo <= last {
+        let hi = (lo + 5_000).min(last + 1);
+        let entries: Vec<Entry> = (lo..hi).map(entry).collect();
+        let mut hs = HardState::default();
+        hs.term = term_of(hi - 1);
+        hs.vote = 1;
+        hs.commit = hi - 1;
+        store.save(&hs, &entries, &Snapshot::default()).unwrap();
+        lo = hi;
+    }
+    if let Some(at) = snapshot_at {
+        store.create_snapshot(at, None, snapshot_data()).unwrap();
+    }
+    store.close().unwrap();
+}
+
+/// The shared directory: 65,000 entries, a snapshot at 40,000 with 300,000 bytes of data.
+fn wal() -> &'static Path {
+    static DIR: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("wal");
+        write_dir(&dir, LAST, Some(SNAP_INDEX));
+        (tmp, dir)
+    })
+    .1
+}
+
+/// A copy of the shared directory, to damage.
+fn wal_copy(tmp: &TempDir) -> PathBuf {
+    let to = tmp.path().join("copy");
+    copy_tree(wal(), &to);
+    to
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for ent in fs::read_dir(from).unwrap() {
+        let ent = ent.unwrap();
+        let target = to.join(ent.file_name());
+        if ent.file_type().unwrap().is_dir() {
+            copy_tree(&ent.path(), &target);
+        } else {
+            fs::copy(ent.path(), target).unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// running the binary
+// ---------------------------------------------------------------------------------------------
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn raftwal<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let run = Run {
+        code: out.status.code().expect("raftwal was killed by a signal"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    };
+    assert!(
+        !run.stderr.contains("panicked") && !run.stderr.contains("backtrace"),
+        "raftwal panicked: {}",
+        run.stderr
+    );
+    run
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Succeeds, with nothing on stderr.
+fn ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let run = raftwal(args);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_eq!(run.stderr, "");
+    run.stdout
+}
+
+/// Fails with `code`: one line on stderr, `raftwal: ...`, nothing on stdout. Returns the line.
+fn fails<S: AsRef<std::ffi::OsStr>>(args: &[S], code: i32) -> String {
+    let run = raftwal(args);
+    assert_eq!(
+        run.code, code,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr.lines().count(), 1, "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.starts_with("raftwal: "),
+        "stderr: {}",
+        run.stderr
+    );
+    run.stderr
+}
+
+/// Every file and directory under `root`: size, mtime, CRC32C of the bytes.
+fn tree_state(root: &Path) -> BTreeMap<PathBuf, (u64, SystemTime, u32)> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let meta = fs::metadata(&dir).unwrap();
+        out.insert(dir.clone(), (0, meta.modified().unwrap(), 0));
+        for ent in fs::read_dir(&dir).unwrap() {
+            let path = ent.unwrap().path();
+            let meta = fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path);
+            } else {
+                let crc = crc32c::crc32c(&fs::read(&path).unwrap());
+                out.insert(path, (meta.len(), meta.modified().unwrap(), crc));
+            }
+        }
+    }
+    out
+}
+
+fn inspect_json(dir: &Path) -> Value {
+    serde_json::from_str(&ok(&["inspect", p(dir), "--json"])).unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Flips one bit of the byte at `offset`.
+fn flip(path: &Path, offset: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x20;
+    f.write_all_at(&b, offset).unwrap();
+}
+
+/// Where the payload of `index` starts in the log file whose slot 0 holds `base`.
+fn payload_offset(file: &Path, base: u64, index: u64) -> u64 {
+    let f = fs::File::open(file).unwrap();
+    let mut slot = [0u8; SLOT as usize];
+    f.read_exact_at(&mut slot, (index - base) * SLOT).unwrap();
+    let mut offset = [0u8; 8];
+    offset[..6].copy_from_slice(&slot[16..22]);
+    u64::from_le_bytes(offset)
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn inspect_reports_meta_snapshot_and_files() {
+    let text = ok(&["inspect", p(wal())]);
+    for expected in [
+        "raft id         1",
+        "hard state      term 7 vote 1 commit 65000",
+        "conf state      voters 1,2,3 learners -",
+        "snapshot        index 40000 term 5",
+        "300000 bytes",
+        "first index 40001, last index 65000 (25000 entries)",
+        "index 30001..=60000",
+        "index 60001..=65000",
+        "tail damage     none",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    let j = inspect_json(wal());
+    assert_eq!(j["raft_id"], 1);
+    assert_eq!(j["format_version"], 1);
+    assert_eq!(j["hard_state"]["commit"], LAST);
+    assert_eq!(j["conf_state"]["voters"], serde_json::json!([1, 2, 3]));
+    assert_eq!(j["snapshot"]["index"], SNAP_INDEX);
+    assert_eq!(j["snapshot"]["term"], term_of(SNAP_INDEX));
+    assert_eq!(j["snapshot"]["data_len"], 300_000);
+    assert_eq!(j["first_index"], SNAP_INDEX + 1);
+    assert_eq!(j["last_index"], LAST);
+    assert_eq!(j["tail_damage"], Value::Null);
+    let files = j["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "the snapshot removed the first file");
+    assert_eq!(files[0]["base_index"], 30_001);
+    assert_eq!(files[0]["entries"], 30_000);
+    assert_eq!(files[1]["last_index"], LAST);
+    assert!(files[1]["size_bytes"].as_u64().unwrap() > 1 << 20);
+}
+
+#[test]
+fn inspect_reports_a_damaged_tail_and_verify_fails_on_it() {
+    let tmp = TempDir::new().unwrap();
+    let dir = wal_copy(&tmp);
+    let tail = dir.join(inspect_json(&dir)["files"][1]["name"].as_str().unwrap());
+    flip(&tail, payload_offset(&tail, 60_001, 64_000));
+
+    let j = inspect_json(&dir);
+    assert!(j["tail_damage"].as_str().unwrap().contains("64000"), "{j}");
+    assert_eq!(j["last_index"], 63_999);
+    let text = ok(&["inspect", p(&dir)]);
+    assert!(!text.contains("tail damage     none"), "{text}");
+    let err = fails(&["verify", p(&dir)], 1);
+    assert!(
+        err.contains(tail.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn verify_checks_every_file_and_the_snapshot() {
+    let text = ok(&["verify", p(wal())]);
+    assert!(text.trim_end().ends_with(": ok"), "{text}");
+    assert!(text.contains("checked 2 files, 35000 entries"), "{text}");
+    assert!(text.contains("snapshot 300000 bytes"), "{text}");
+
+    let j: Value = serde_json::from_str(&ok(&["verify", p(wal()), "--json"])).unwrap();
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["files_checked"], 2);
+    assert_eq!(j["entries_checked"], 35_000);
+    assert_eq!(j["snapshot_bytes_checked"], 300_000);
+}
+
+#[test]
+fn verify_names_the_damaged_file_and_offset_with_exit_code_1() {
+    let tmp = TempDir::new().unwrap();
+    let dir = wal_copy(&tmp);
+    let sealed = inspect_json(&dir)["files"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = dir.join(&sealed);
+    // A payload byte of a sealed file: open does not read it, verify must.
+    flip(&path, payload_offset(&path, 30_001, 45_000) + 3);
+
+    let err = fails(&["verify", p(&dir)], 1);
+    assert!(err.contains(&sealed), "{err}");
+    assert!(err.contains("at offset "), "{err}");
+    assert!(err.contains("45000"), "{err}");
+    fails(&["verify", p(&dir), "--json"], 1);
+    // Reading the damaged entry is refused too; entries before it are still served.
+    fails(&["dump", p(&dir), "--from", "44990", "--to", "45010"], 1);
+    ok(&["dump", p(&dir), "--from", "44990", "--to", "44999"]);
+}
+
+#[test]
+fn verify_reports_a_damaged_snapshot_file() {
+    let tmp = TempDir::new().unwrap();
+    let dir = wal_copy(&tmp);
+    let snap = inspect_json(&dir)["snapshot"]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap = dir.join("snap").join(Path::new(&snap).file_name().unwrap());
+    flip(&snap, 4096 + 150_000);
+    let err = fails(&["verify", p(&dir)], 1);
+    assert!(err.contains(".snap"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// dump
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dump_prints_one_text_line_per_entry() {
+    let text = ok(&["dump", p(wal()), "--from", "40001", "--to", "40010"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 10);
+    assert_eq!(
+        lines[0],
+        "index=40001 term=5 type=EntryNormal data_len=28 data=\"put user:40001 visits=280007\" context_len=0"
+    );
+    assert!(
+        lines[2].starts_with("index=40003 term=5 type=EntryConfChange "),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[2].ends_with("conf_change=\"AddLearnerNode 4\""),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(
+        lines[6],
+        "index=40007 term=5 type=EntryNormal data_len=5 data=0x000102feff context_len=3 context=\"ctx\""
+    );
+    assert!(lines[9].starts_with("index=40010 "));
+}
+
+#[test]
+fn dump_json_lines_carry_data_and_context_in_hex_across_files() {
+    // 59,995..=60,005 spans the sealed file and the tail file.
+    let text = ok(&[
+        "dump",
+        p(wal()),
+        "--from",
+        "59995",
+        "--to",
+        "60005",
+        "--json",
+    ]);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 11);
+    for (j, index) in lines.iter().zip(59_995..) {
+        let e = entry(index);
+        assert_eq!(j["index"], index);
+        assert_eq!(j["term"], e.term);
+        assert_eq!(j["entry_type"], format!("{:?}", e.get_entry_type()));
+        assert_eq!(j["data_hex"], hex(&e.data));
+        assert_eq!(j["context_hex"], hex(&e.context));
+    }
+}
+
+#[test]
+fn dump_defaults_to_the_whole_log() {
+    let text = ok(&["dump", p(wal())]);
+    assert_eq!(text.lines().count() as u64, LAST - SNAP_INDEX);
+    assert!(text.starts_with("index=40001 "));
+    assert!(text.lines().last().unwrap().starts_with("index=65000 "));
+}
+
+#[test]
+fn dump_outside_the_log_is_an_error_with_exit_code_2() {
+    let dir = p(wal());
+    for (from, to) in [
+        ("10", "20"),
+        ("40000", "40001"),
+        ("64999", "65001"),
+        ("50", "40"),
+    ] {
+        let err = fails(&["dump", dir, "--from", from, "--to", to], 2);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    fails(&["dump", dir, "--to", "70000"], 2);
+    fails(&["dump", dir, "--from", "1", "--json"], 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// snapshot archives
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn snapshot_save_status_verify_restore_round_trip() {
+    let tmp = TempDir::new().unwrap();
+    let archive = tmp.path().join("backup.tar.gz");
+    let before = tree_state(wal());
+    let saved = ok(&["snapshot", "save", p(wal()), p(&archive)]);
+    assert!(saved.contains("index 40000 term 5"), "{saved}");
+    assert_eq!(tree_state(wal()), before, "save changed the WAL directory");
+
+    let data = snapshot_data();
+    let status = ok(&["snapshot", "status", p(&archive)]);
+    assert!(status.contains("index           40000"), "{status}");
+    assert!(status.contains(&sha256_hex(&data)), "{status}");
+    let j: Value =
+        serde_json::from_str(&ok(&["snapshot", "status", p(&archive), "--json"])).unwrap();
+    let bytes = fs::read(&archive).unwrap();
+    assert_eq!(j["index"], SNAP_INDEX);
+    assert_eq!(j["term"], term_of(SNAP_INDEX));
+    assert_eq!(j["conf_state"]["voters"], serde_json::json!([1, 2, 3]));
+    assert_eq!(j["size"], data.len());
+    assert_eq!(j["state_sha256"], sha256_hex(&data));
+    assert_eq!(j["archive_bytes"], bytes.len());
+    assert_eq!(j["archive_sha256"], sha256_hex(&bytes));
+
+    let verified = ok(&["snapshot", "verify", p(&archive)]);
+    assert!(verified.contains("ok"), "{verified}");
+    let j: Value =
+        serde_json::from_str(&ok(&["snapshot", "verify", p(&archive), "--json"])).unwrap();
+    assert_eq!(j["ok"], true);
+
+    // With new membership and raft id.
+    let restored = tmp.path().join("restored");
+    ok(&[
+        "snapshot",
+        "restore",
+        p(&archive),
+        p(&restored),
+        "--raft-id",
+        "9",
+        "--voters",
+        "4,5,6",
+    ]);
+    {
+        let store = DiskStorage::open(&restored).unwrap();
+        let snap = store.snapshot(0, 0).unwrap();
+        assert_eq!(snap.get_metadata().index, SNAP_INDEX);
+        assert_eq!(snap.get_metadata().term, term_of(SNAP_INDEX));
+        assert_eq!(snap.get_metadata().get_conf_state().voters, vec![4, 5, 6]);
+        assert_eq!(&snap.data[..], &data[..]);
+        assert_eq!(store.uint(MetaInfo::RaftId), 9);
+        assert_eq!(store.first_index().unwrap(), SNAP_INDEX + 1);
+        assert_eq!(store.last_index().unwrap(), SNAP_INDEX);
+        let state = store.initial_state().unwrap();
+        assert_eq!(state.conf_state.voters, vec![4, 5, 6]);
+    }
+    ok(&["verify", p(&restored)]);
+
+    // Into an existing empty directory, membership as archived.
+    let empty = tmp.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    ok(&["snapshot", "restore", p(&archive), p(&empty)]);
+    let store = DiskStorage::open(&empty).unwrap();
+    let snap = store.snapshot(0, 0).unwrap();
+    assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+    assert_eq!(&snap.data[..], &data[..]);
+}
+
+#[test]
+fn snapshot_save_never_overwrites() {
+    let tmp = TempDir::new().unwrap();
+    let archive = tmp.path().join("backup.tar.gz");
+    fs::write(&archive, b"precious").unwrap();
+    let run = raftwal(&["snapshot", "save", p(wal()), p(&archive)]);
+    assert_ne!(run.code, 0);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert_eq!(fs::read(&archive).unwrap(), b"precious");
+}
+
+#[test]
+fn snapshot_save_of_a_directory_without_snapshot_is_an_error() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("wal");
+    write_dir(&dir, 100, None);
+    let archive = tmp.path().join("backup.tar.gz");
+    fails(&["snapshot", "save", p(&dir), p(&archive)], 2);
+    assert!(!archive.exists());
+}
+
+#[test]
+fn snapshot_restore_refuses_a_non_empty_target() {
+    let tmp = TempDir::new().unwrap();
+    let archive = tmp.path().join("backup.tar.gz");
+    ok(&["snapshot", "save", p(wal()), p(&archive)]);
+    let target = tmp.path().join("target");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("keep.txt"), b"keep").unwrap();
+    let before = tree_state(&target);
+    let run = raftwal(&["snapshot", "restore", p(&archive), p(&target)]);
+    assert_ne!(run.code, 0);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert_eq!(tree_state(&target), before, "restore touched the target");
+
+    // A live WAL directory is non-empty too.
+    let before = tree_state(wal());
+    let run = raftwal(&["snapshot", "restore", p(&archive), p(wal())]);
+    assert_ne!(run.code, 0);
+    assert_eq!(tree_state(wal()), before);
+}
+
+#[test]
+fn snapshot_verify_and_restore_refuse_a_damaged_archive() {
+    let tmp = TempDir::new().unwrap();
+    let archive = tmp.path().join("backup.tar.gz");
+    ok(&["snapshot", "save", p(wal()), p(&archive)]);
+    let len = fs::metadata(&archive).unwrap().len();
+
+    let flipped = tmp.path().join("flipped.tar.gz");
+    fs::copy(&archive, &flipped).unwrap();
+    flip(&flipped, len / 2);
+    fails(&["snapshot", "verify", p(&flipped)], 1);
+    let target = tmp.path().join("from-flipped");
+    let run = raftwal(&["snapshot", "restore", p(&flipped), p(&target)]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        !target.exists(),
+        "restore wrote before verifying the archive"
+    );
+
+    let truncated = tmp.path().join("truncated.tar.gz");
+    fs::write(&truncated, &fs::read(&archive).unwrap()[..len as usize / 2]).unwrap();
+    fails(&["snapshot", "verify", p(&truncated)], 1);
+    let target = tmp.path().join("from-truncated");
+    let run = raftwal(&["snapshot", "restore", p(&truncated), p(&target)]);
+    assert_ne!(run.code, 0);
+    assert!(!target.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// read commands change nothing; missing input; bad arguments
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn read_commands_change_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let archive = tmp.path().join("backup.tar.gz");
+    ok(&["snapshot", "save", p(wal()), p(&archive)]);
+    let dir = p(wal());
+    let wal_before = tree_state(wal());
+    let tmp_before = tree_state(tmp.path());
+    ok(&["inspect", dir]);
+    ok(&["inspect", dir, "--json"]);
+    ok(&["verify", dir]);
+    ok(&["dump", dir, "--from", "40001", "--to", "40100"]);
+    ok(&["dump", dir, "--from", "64000", "--json"]);
+    ok(&["snapshot", "status", p(&archive)]);
+    ok(&["snapshot", "verify", p(&archive), "--json"]);
+    assert_eq!(tree_state(wal()), wal_before);
+    assert_eq!(tree_state(tmp.path()), tmp_before);
+}
+
+#[test]
+fn a_missing_directory_or_archive_is_an_error_and_is_not_created() {
+    let tmp = TempDir::new().unwrap();
+    let missing = tmp.path().join("missing");
+    let m = p(&missing);
+    for args in [
+        vec!["inspect", m],
+        vec!["inspect", m, "--json"],
+        vec!["verify", m],
+        vec!["dump", m],
+        vec!["dump", m, "--from", "1", "--to", "2"],
+        vec!["snapshot", "status", m],
+        vec!["snapshot", "verify", m],
+        vec!["snapshot", "save", m, p(&tmp.path().join("out.tar.gz"))],
+    ] {
+        let err = fails(&args, 2);
+        assert!(err.contains("missing"), "{args:?}: {err}");
+        assert!(!missing.exists(), "{args:?} created {m}");
+    }
+    assert!(!tmp.path().join("out.tar.gz").exists());
+
+    // A directory without wal.meta: an error, and wal.meta is not created.
+    let empty = tmp.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    for cmd in ["inspect", "verify", "dump"] {
+        let err = fails(&[cmd, p(&empty)], 2);
+        assert!(err.contains("wal.meta"), "{cmd}: {err}");
+        assert_eq!(
+            fs::read_dir(&empty).unwrap().count(),
+            0,
+            "{cmd} created a file"
+        );
+    }
+}
+
+#[test]
+fn bad_arguments_are_one_line_and_exit_code_2() {
+    let dir = p(wal());
+    let tmp = TempDir::new().unwrap();
+    let (a, b) = (tmp.path().join("a.tar.gz"), tmp.path().join("b"));
+    let (a, b) = (p(&a), p(&b));
+    for args in [
+        vec!["frobnicate"],
+        vec!["inspect"],
+        vec!["inspect", dir, "--yaml"],
+        vec!["dump", dir, "--from", "abc"],
+        vec!["dump", dir, "--from", "-1"],
+        vec!["snapshot", "frobnicate"],
+        vec!["snapshot", "restore", a, b, "--voters", "1,x"],
+        vec!["snapshot", "restore", a, b, "--voters", "1,2,2"],
+        vec!["snapshot", "restore", a, b, "--raft-id", "0"],
+    ] {
+        fails(&args, 2);
+    }
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    // No command at all: the help, on stderr, exit code 2.
+    let run = raftwal::<&str>(&[]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("Usage: raftwal"), "{}", run.stderr);
+    // Help and version are not errors.
+    assert!(ok(&["--help"]).contains("inspect"));
+    assert!(ok(&["--version"]).starts_with("raftwal "));
+}
