@@ -295,7 +295,7 @@ pub fn write_archive<W: Write>(
 ) -> Result<ArchiveMeta, Error> {
     let md = reader.metadata().clone();
     if md.index == 0 {
-        return Err(Error::InvalidArgument(
+        return Err(Error::EmptySnapshot(
             "an archive needs a snapshot with an index above 0".to_string(),
         ));
     }

@@ -66,6 +66,10 @@ pub enum Error {
     #[error("{} has no snapshot", path.display())]
     NoSnapshot { path: PathBuf },
 
+    /// A snapshot with index 0 where a real one is needed (to install, to restore).
+    #[error("empty snapshot (index 0): {0}")]
+    EmptySnapshot(String),
+
     /// A backup archive that fails verification: unknown or missing members, a hash mismatch,
     /// truncation, trailing bytes, an unreadable `meta.json`.
     #[error("invalid snapshot archive {}: {reason}", path.display())]

@@ -338,7 +338,7 @@ impl DiskStorage {
     ) -> Result<(), Error> {
         let mut inner = self.inner.write();
         if metadata.index == 0 {
-            return Err(Error::InvalidArgument(
+            return Err(Error::EmptySnapshot(
                 "a snapshot to install needs an index above 0".to_string(),
             ));
         }

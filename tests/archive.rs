@@ -1529,3 +1529,16 @@ mod arbitrary {
         }
     }
 }
+
+#[test]
+fn installing_an_empty_snapshot_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = raftwal::DiskStorage::open(dir.path()).unwrap();
+    let md = raft::prelude::SnapshotMetadata::default();
+    let e = store.install_snapshot_from(&md, &b"state"[..]).unwrap_err();
+    assert!(matches!(e, Error::EmptySnapshot(_)), "{e:?}");
+    assert!(matches!(
+        store.snapshot_reader(),
+        Err(Error::NoSnapshot { .. })
+    ));
+}
