@@ -156,6 +156,15 @@ impl DiskStorage {
             inner.meta.hard_state.as_ref().map_or(0, |h| h.commit)
         };
         let new_last = entries.last().map_or(last, |e| e.index);
+        let stored_commit = inner.meta.hard_state.as_ref().map_or(0, |h| h.commit);
+        if let Some(e0) = entries.first().filter(|e| !installing && e.index <= last) {
+            if e0.index <= stored_commit {
+                return Err(Error::InvalidAppend(format!(
+                    "entries from index {} would overwrite committed entries (commit index {stored_commit})",
+                    e0.index
+                )));
+            }
+        }
         if commit > new_last {
             return Err(Error::InvalidAppend(format!(
                 "the commit index {commit} would be past the last index {new_last}: committed entries cannot be cut or skipped"
@@ -167,16 +176,15 @@ impl DiskStorage {
             self.install_snapshot(&mut inner, snap.get_metadata(), &snap.data[..])?;
         }
         if !entries.is_empty() {
-            inner.wal.append(entries, sync)?;
-            if sync {
-                inner.wal.flush()?;
-            }
+            inner.wal.append(entries)?;
         }
         if *hs != HardState::default() {
             let record = HardStateRecord::from(hs);
             if inner.meta.hard_state.as_ref() != Some(&record) {
                 inner.meta.hard_state = Some(record);
-                inner.store_meta()?;
+                // Stored in the meta page only by `sync`, after the log is flushed: written
+                // earlier, the kernel could write the page back before the entries it commits.
+                inner.meta_dirty = true;
             }
         }
         if sync {
@@ -242,7 +250,7 @@ impl DiskStorage {
     pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), Error> {
         let mut inner = self.inner.write();
         inner.meta.conf_state = Some(ConfStateRecord::from(cs));
-        inner.store_meta()?;
+        inner.meta_dirty = true;
         if self.opts.sync_writes {
             inner.sync()?;
         }

@@ -156,18 +156,20 @@ impl Wal {
     /// Appends `entries` (contiguous, increasing). The first may be at or below `last + 1`: every
     /// held entry from its index on is cut first, across files. A first index past `last + 1` is
     /// only passed when everything held is covered by a snapshot: the files are dropped and the log
-    /// restarts there. Returns whether anything was cut (the caller flushes the cut before the
-    /// new entries when it syncs).
-    pub(crate) fn append(&mut self, entries: &[Entry], sync: bool) -> Result<()> {
+    /// restarts there.
+    ///
+    /// Two flushes happen here whatever the sync policy, because a power loss must still leave a
+    /// log that opens and is a prefix of one this node held: a cut is flushed before the entries
+    /// that replace it (else old and new entries could mix), and a full file is flushed before
+    /// the next file is created (else a file could exist after a sealed file that is not whole).
+    pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
         let start = first.index;
         if start <= self.last && !self.files.is_empty() && start >= self.first() {
             self.cut_from(start)?;
-            if sync {
-                self.flush()?;
-            }
+            self.flush()?;
         } else if start != self.last + 1 || self.files.is_empty() {
             let next = self.next_file_id;
             self.reset(next)?;
@@ -180,6 +182,7 @@ impl Wal {
                 Some(f) => index - f.base() >= SLOTS_PER_FILE,
             };
             if need_file {
+                self.flush()?;
                 self.rotate(index)?;
             }
             let f = self.files.back_mut().ok_or_else(|| {
