@@ -84,6 +84,10 @@ const _: () = assert!(HEADER_OFFSET % 512 + HEADER_SIZE <= 512);
 const FILE_MAGIC: &[u8; 8] = b"RWALLOG\0";
 /// Header flag: payloads are sealed with the store's key.
 const HDR_FLAG_ENCRYPTED: u32 = 1;
+/// Header flag: this file was created before the file ahead of it was flushed (a rotation
+/// without `sync_writes`), so a power loss may have left that file's end unwritten: recovery may
+/// treat it as tail. Cleared once everything before it is durable.
+const HDR_FLAG_PREV_UNFLUSHED: u32 = 2;
 /// Version of the log file layout.
 pub(crate) const LOG_FORMAT_VERSION: u32 = 1;
 
@@ -236,6 +240,8 @@ pub(crate) struct LogFile {
     dirty: bool,
     /// Seals payloads when the store is encrypted.
     cipher: Option<Cipher>,
+    /// The header says the file ahead of this one may not have been flushed when it was made.
+    prev_unflushed: bool,
 }
 
 impl LogFile {
@@ -253,6 +259,7 @@ impl LogFile {
         base: u64,
         payload_hint: u64,
         cipher: Option<&Cipher>,
+        prev_unflushed: bool,
     ) -> Result<LogFile> {
         let path = dir.join(file_name(id));
         {
@@ -276,7 +283,7 @@ impl LogFile {
                 }
             }
             file.write_all_at(
-                &encode_header(id, base, cipher.is_some()),
+                &encode_header(id, base, cipher.is_some(), prev_unflushed),
                 HEADER_OFFSET as u64,
             )
             .map_err(|e| Error::io("write header", &path, e))?;
@@ -315,7 +322,7 @@ impl LogFile {
             0
         };
         let map = FileMap::new(&file, path, len as usize, reserve, PAYLOAD_START as usize)?;
-        let base = decode_header(
+        let (base, prev_unflushed) = decode_header(
             path,
             &map.bytes()[HEADER_OFFSET..HEADER_OFFSET + HEADER_SIZE],
             id,
@@ -331,7 +338,36 @@ impl LogFile {
             verified: AtomicU32::new(0),
             dirty: false,
             cipher: cipher.cloned(),
+            prev_unflushed,
         })
+    }
+
+    /// Written since its last flush.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Created before the file ahead of it was flushed (see `HDR_FLAG_PREV_UNFLUSHED`).
+    pub(crate) fn prev_unflushed(&self) -> bool {
+        self.prev_unflushed
+    }
+
+    /// Everything before this file is durable now: clears the flag (made durable by this file's
+    /// next flush).
+    pub(crate) fn clear_prev_unflushed(&mut self) -> Result<()> {
+        if !self.prev_unflushed {
+            return Ok(());
+        }
+        let header = encode_header(self.id, self.base, self.cipher.is_some(), false);
+        self.map.write(
+            &self.file,
+            HEADER_OFFSET,
+            &mut [IoSlice::new(&header)],
+            &self.path,
+        )?;
+        self.prev_unflushed = false;
+        self.dirty = true;
+        Ok(())
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -816,8 +852,11 @@ impl LogFile {
     }
 }
 
-fn encode_header(id: u64, base: u64, encrypted: bool) -> [u8; HEADER_SIZE] {
-    let flags = if encrypted { HDR_FLAG_ENCRYPTED } else { 0 };
+fn encode_header(id: u64, base: u64, encrypted: bool, prev_unflushed: bool) -> [u8; HEADER_SIZE] {
+    let mut flags = if encrypted { HDR_FLAG_ENCRYPTED } else { 0 };
+    if prev_unflushed {
+        flags |= HDR_FLAG_PREV_UNFLUSHED;
+    }
     let mut h = [0u8; HEADER_SIZE];
     h[HDR_MAGIC..HDR_MAGIC + 8].copy_from_slice(FILE_MAGIC);
     h[HDR_VERSION..HDR_VERSION + 4].copy_from_slice(&LOG_FORMAT_VERSION.to_le_bytes());
@@ -830,8 +869,8 @@ fn encode_header(id: u64, base: u64, encrypted: bool) -> [u8; HEADER_SIZE] {
 }
 
 /// Checks a file header (including that it is encrypted exactly when a key is given) and
-/// returns the base index.
-fn decode_header(path: &Path, h: &[u8], id: u64, encrypted: bool) -> Result<u64> {
+/// returns the base index and whether the previous file may be unflushed.
+fn decode_header(path: &Path, h: &[u8], id: u64, encrypted: bool) -> Result<(u64, bool)> {
     let at = HEADER_OFFSET as u64;
     let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
     let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or([0; 8]));
@@ -855,7 +894,7 @@ fn decode_header(path: &Path, h: &[u8], id: u64, encrypted: bool) -> Result<u64>
         });
     }
     let flags = u32_at(HDR_FLAGS);
-    if flags & !HDR_FLAG_ENCRYPTED != 0 {
+    if flags & !(HDR_FLAG_ENCRYPTED | HDR_FLAG_PREV_UNFLUSHED) != 0 {
         return Err(Error::corrupt(
             path,
             at + HDR_FLAGS as u64,
@@ -888,7 +927,7 @@ fn decode_header(path: &Path, h: &[u8], id: u64, encrypted: bool) -> Result<u64>
             "base index 0",
         ));
     }
-    Ok(base)
+    Ok((base, flags & HDR_FLAG_PREV_UNFLUSHED != 0))
 }
 
 /// True when the header area of a mapped file is all zero (created but never given a header).

@@ -244,12 +244,39 @@ pub(crate) fn plan_log(
     }
 
     // Sealed files: full, first and last slot intact. Their payloads are not read here.
+    //
+    // One exception makes the file before the last part of the tail: without `sync_writes`, a
+    // full file is not flushed before the next one is created, so a power loss during the save
+    // that rotated can leave the next file on disk while the end of the full one is not. The
+    // next file's header says so (until a flush makes everything durable and clears it). Then,
+    // in tolerate mode, the full file is scanned like a tail and cut where it breaks, and the
+    // last file, which follows the cut, goes. Without that flag it is damage, as always.
     let sealed = files.len() - 1;
-    for f in files.iter_mut().take(sealed) {
-        f.verify_slot(0)?;
-        let last_slot = f.verify_slot(SLOTS_PER_FILE as u32 - 1)?;
-        f.set_recovered(0, last_slot.payload_end);
+    let last_may_follow_torn = files.back().is_some_and(LogFile::prev_unflushed);
+    let mut torn_before_last = None;
+    for (pos, f) in files.iter_mut().take(sealed).enumerate() {
+        let check = f
+            .verify_slot(0)
+            .and_then(|_| f.verify_slot(SLOTS_PER_FILE as u32 - 1));
+        match check {
+            Ok(last_slot) => f.set_recovered(0, last_slot.payload_end),
+            Err(e @ Error::Corrupt { .. })
+                if pos + 1 == sealed
+                    && last_may_follow_torn
+                    && mode == RecoveryMode::TolerateTailCorruption =>
+            {
+                torn_before_last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
     }
+    if torn_before_last.is_some() {
+        if let Some(last) = files.pop_back() {
+            remove.push(last.path().to_path_buf());
+        }
+    }
+    // Ids continue after the last file kept (a removed file leaves no gap).
+    let next_file_id = files.back().map_or(first_file_id, |f| f.id() + 1);
     let Some(tail) = files.back() else {
         return Err(Error::InvalidArgument(
             "no log file left to scan".to_string(),

@@ -158,11 +158,11 @@ impl Wal {
     /// only passed when everything held is covered by a snapshot: the files are dropped and the log
     /// restarts there.
     ///
-    /// Two flushes happen here whatever the sync policy, because a power loss must still leave a
-    /// log that opens and is a prefix of one this node held: a cut is flushed before the entries
-    /// that replace it (else old and new entries could mix), and a full file is flushed before
-    /// the next file is created (else a file could exist after a sealed file that is not whole).
-    pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<()> {
+    /// A cut is flushed before the entries that replace it whatever the sync policy (else a power
+    /// loss could mix old and new entries into a log no node held). With `sync`, a full file is
+    /// also flushed before the next one is created, so no file ever exists after a sealed file
+    /// that is not whole; without it, recovery treats a torn file before the last as tail.
+    pub(crate) fn append(&mut self, entries: &[Entry], sync: bool) -> Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -182,8 +182,16 @@ impl Wal {
                 Some(f) => index - f.base() >= SLOTS_PER_FILE,
             };
             if need_file {
-                self.flush()?;
-                self.rotate(index)?;
+                // With `sync`, the full file is made durable before the next one exists.
+                // Without, the new file's header says so, and recovery may treat the full
+                // file as tail until a flush clears the flag.
+                let prev_unflushed = if sync {
+                    self.flush()?;
+                    false
+                } else {
+                    self.files.back().is_some_and(LogFile::is_dirty)
+                };
+                self.rotate(index, prev_unflushed)?;
             }
             let f = self.files.back_mut().ok_or_else(|| {
                 Error::InvalidArgument("log has no file after rotation".to_string())
@@ -198,7 +206,7 @@ impl Wal {
     }
 
     /// Starts a new last file whose slot 0 holds `base`.
-    fn rotate(&mut self, base: u64) -> Result<()> {
+    fn rotate(&mut self, base: u64, prev_unflushed: bool) -> Result<()> {
         let hint = self.files.back().map_or(0, LogFile::payload_used);
         let f = LogFile::create(
             &self.dir,
@@ -206,6 +214,7 @@ impl Wal {
             base,
             hint,
             self.cipher.as_ref(),
+            prev_unflushed,
         )?;
         self.next_file_id += 1;
         self.files.push_back(f);
@@ -282,6 +291,13 @@ impl Wal {
         if self.dir_dirty {
             fsutil::sync_dir(&self.dir)?;
             self.dir_dirty = false;
+        }
+        // Every file is durable now: no file needs its predecessor treated as tail any more.
+        if let Some(last) = self.files.back_mut() {
+            if last.prev_unflushed() {
+                last.clear_prev_unflushed()?;
+                last.flush()?;
+            }
         }
         Ok(())
     }
