@@ -176,7 +176,7 @@ impl DiskStorage {
             self.install_snapshot(&mut inner, snap.get_metadata(), &snap.data[..])?;
         }
         if !entries.is_empty() {
-            inner.wal.append(entries)?;
+            inner.wal.append(entries, sync)?;
         }
         if *hs != HardState::default() {
             let record = HardStateRecord::from(hs);
