@@ -315,8 +315,16 @@ impl Inspector {
             });
         }
         let mut out = Vec::with_capacity((hi - lo).min(1 << 16) as usize);
-        let Some(first) = self.files.first() else {
+        if lo == hi {
             return Ok(out);
+        }
+        // The files must hold the range (a damaged directory can hold less than the meta page
+        // says: entries below the first file's base are then unavailable, not a wrap-around).
+        let Some(first) = self.files.first().filter(|f| lo >= f.base()) else {
+            return Err(Error::Unavailable {
+                index: lo,
+                last_index: self.summary.last_index,
+            });
         };
         let mut index = lo;
         while index < hi {
