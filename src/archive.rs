@@ -66,53 +66,8 @@ const SUMS_LIMIT: u64 = 64 << 10;
 /// gzip level: snapshot data is often already compact, and a backup should not take long.
 const GZIP_LEVEL: u32 = 1;
 
-/// A conf state as `meta.json` holds it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfStateJson {
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
-    pub voters_outgoing: Vec<u64>,
-    pub learners_next: Vec<u64>,
-    pub auto_leave: bool,
-}
-
-impl From<&ConfState> for ConfStateJson {
-    fn from(cs: &ConfState) -> Self {
-        ConfStateJson {
-            voters: cs.voters.clone(),
-            learners: cs.learners.clone(),
-            voters_outgoing: cs.voters_outgoing.clone(),
-            learners_next: cs.learners_next.clone(),
-            auto_leave: cs.auto_leave,
-        }
-    }
-}
-
-impl From<&ConfStateJson> for ConfState {
-    fn from(c: &ConfStateJson) -> Self {
-        ConfState {
-            voters: c.voters.clone(),
-            learners: c.learners.clone(),
-            voters_outgoing: c.voters_outgoing.clone(),
-            learners_next: c.learners_next.clone(),
-            auto_leave: c.auto_leave,
-            ..Default::default()
-        }
-    }
-}
-
-impl From<&ConfStateJson> for ConfStateInfo {
-    fn from(c: &ConfStateJson) -> Self {
-        ConfStateInfo {
-            voters: c.voters.clone(),
-            learners: c.learners.clone(),
-            voters_outgoing: c.voters_outgoing.clone(),
-            learners_next: c.learners_next.clone(),
-            auto_leave: c.auto_leave,
-        }
-    }
-}
+/// A conf state as `meta.json` holds it: the inspector's, strict about unknown fields.
+pub type ConfStateJson = ConfStateInfo;
 
 /// What an archive describes: `meta.json`'s contents plus the SHA-256 of `state.bin` (from
 /// `SHA256SUMS`, checked against the data).

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use raft::prelude::{ConfState, Entry, HardState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
@@ -23,8 +23,9 @@ use crate::proto::{ConfStateRecord, MetaRecord};
 use crate::recovery;
 use crate::snap::{self, SnapshotReader};
 
-/// A conf state, as tools print it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// A conf state, as tools print it (and as backup archives store it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConfStateInfo {
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
@@ -48,6 +49,19 @@ impl From<&ConfStateRecord> for ConfStateInfo {
 impl From<&ConfState> for ConfStateInfo {
     fn from(c: &ConfState) -> Self {
         ConfStateInfo::from(&ConfStateRecord::from(c))
+    }
+}
+
+impl From<&ConfStateInfo> for ConfState {
+    fn from(c: &ConfStateInfo) -> Self {
+        ConfState {
+            voters: c.voters.clone(),
+            learners: c.learners.clone(),
+            voters_outgoing: c.voters_outgoing.clone(),
+            learners_next: c.learners_next.clone(),
+            auto_leave: c.auto_leave,
+            ..Default::default()
+        }
     }
 }
 

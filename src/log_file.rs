@@ -666,21 +666,12 @@ impl LogFile {
     /// payload written to this file. Payloads are written before slots. The caller guarantees
     /// the entries fit in the slot array and carry the indexes of their slots.
     pub(crate) fn write_entries(&mut self, first_slot: u32, entries: &[Entry]) -> Result<()> {
-        let start = self.payload_end;
-        let total: u64 = entries.iter().map(payload_len).sum();
-        let end = start + total;
-        if end > MAX_OFFSET {
-            return Err(Error::InvalidArgument(format!(
-                "log file {} would grow past {MAX_OFFSET} bytes",
-                self.path.display()
-            )));
-        }
-        self.ensure_len(end)?;
-        self.dirty = true;
-
         if let Some(cipher) = self.cipher.clone() {
             return self.write_sealed(first_slot, entries, &cipher);
         }
+        let start = self.payload_end;
+        let total: u64 = entries.iter().map(payload_len).sum();
+        self.reserve(start + total)?;
         // Payloads, back to back, in one vectored write; then the slots describing them. Each
         // CRC is computed from the caller's buffers, never read back.
         let ctx_lens: Vec<[u8; 4]> = entries
@@ -720,21 +711,7 @@ impl LogFile {
             b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
             slots.extend_from_slice(&b);
         }
-        self.map
-            .write(&self.file, start as usize, &mut bufs, &self.path)?;
-        self.payload_end = at;
-        self.map.freeze(at as usize);
-        self.map.write(
-            &self.file,
-            first_slot as usize * SLOT_SIZE,
-            &mut [IoSlice::new(&slots)],
-            &self.path,
-        )?;
-        let n = first_slot + entries.len() as u32;
-        if self.verified.load(Ordering::Acquire) >= first_slot {
-            self.verified.store(n, Ordering::Release);
-        }
-        Ok(())
+        self.write_payloads_then_slots(first_slot, entries.len(), &mut bufs, at, &slots)
     }
 
     /// [`LogFile::write_entries`] for an encrypted store: each payload sealed under a fresh
@@ -765,29 +742,45 @@ impl LogFile {
             slots.extend_from_slice(&b);
         }
         let end = start + payloads.len() as u64;
+        self.reserve(end)?;
+        let mut bufs = [IoSlice::new(&payloads)];
+        self.write_payloads_then_slots(first_slot, entries.len(), &mut bufs, end, &slots)
+    }
+
+    /// Makes room for payloads up to `end` (the format's limit, then fallocate) before anything
+    /// of a save is written.
+    fn reserve(&mut self, end: u64) -> Result<()> {
         if end > MAX_OFFSET {
             return Err(Error::InvalidArgument(format!(
                 "log file {} would grow past {MAX_OFFSET} bytes",
                 self.path.display()
             )));
         }
-        self.ensure_len(end)?;
+        self.ensure_len(end)
+    }
+
+    /// Writes `payloads` at the payload end and then `slots` (the `n` slots from `first_slot`
+    /// describing them), in that order, and moves the payload end to `end`.
+    fn write_payloads_then_slots(
+        &mut self,
+        first_slot: u32,
+        n: usize,
+        payloads: &mut [IoSlice<'_>],
+        end: u64,
+        slots: &[u8],
+    ) -> Result<()> {
         self.dirty = true;
-        self.map.write(
-            &self.file,
-            start as usize,
-            &mut [IoSlice::new(&payloads)],
-            &self.path,
-        )?;
+        self.map
+            .write(&self.file, self.payload_end as usize, payloads, &self.path)?;
         self.payload_end = end;
         self.map.freeze(end as usize);
         self.map.write(
             &self.file,
             first_slot as usize * SLOT_SIZE,
-            &mut [IoSlice::new(&slots)],
+            &mut [IoSlice::new(slots)],
             &self.path,
         )?;
-        let n = first_slot + entries.len() as u32;
+        let n = first_slot + n as u32;
         if self.verified.load(Ordering::Acquire) >= first_slot {
             self.verified.store(n, Ordering::Release);
         }

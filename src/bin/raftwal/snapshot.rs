@@ -191,7 +191,7 @@ fn restore(
 
 /// The archive's conf state on one line.
 fn conf_state(m: &ArchiveMeta) -> String {
-    output::conf_state(&(&m.conf_state).into())
+    output::conf_state(&m.conf_state)
 }
 
 /// Seconds since the epoch as `YYYY-MM-DD hh:mm:ss UTC` (civil-from-days, H. Hinnant).
