@@ -151,6 +151,7 @@ impl Inspector {
         let cipher = key.as_ref().map(Cipher::new);
         let listing = recovery::list_dir(&dir)?;
         let meta = meta::read_only(&dir, cipher.as_ref())?;
+        recovery::check_meta_bounds(&dir, &meta)?;
         let plan = recovery::plan_log(
             &dir,
             RecoveryMode::TolerateTailCorruption,
@@ -310,7 +311,7 @@ impl Inspector {
                 s.data_len
             }
         });
-        files + snapshot
+        files.saturating_add(snapshot)
     }
 
     /// Entries `[lo, hi)`, checksums verified. Indexes outside `[first_index, last_index]` are

@@ -27,6 +27,11 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::map::FileMap;
 
+/// Largest index the engine accepts anywhere (2^62): far past any real log, and low enough that
+/// index arithmetic (a file's base plus its slots, a snapshot index plus one) cannot overflow
+/// on values read from a damaged or forged directory.
+pub(crate) const MAX_INDEX: u64 = 1 << 62;
+
 /// Entries per log file; the log rotates to a new file after this many.
 pub(crate) const SLOTS_PER_FILE: u64 = 30_000;
 /// Bytes per slot.
@@ -913,11 +918,11 @@ fn decode_header(path: &Path, h: &[u8], id: u64, encrypted: bool) -> Result<(u64
         ));
     }
     let base = u64_at(HDR_BASE_INDEX);
-    if base == 0 {
+    if base == 0 || base > MAX_INDEX {
         return Err(Error::corrupt(
             path,
             at + HDR_BASE_INDEX as u64,
-            "base index 0",
+            format!("base index {base} outside [1, {MAX_INDEX}]"),
         ));
     }
     Ok((base, flags & HDR_FLAG_PREV_UNFLUSHED != 0))

@@ -59,6 +59,7 @@ pub(crate) fn recover(
         (MetaFile::create(dir, &fresh, cipher)?, fresh)
     };
 
+    check_meta_bounds(dir, &meta)?;
     let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
     let mut plan = plan_log(dir, mode, &meta, listing.ids, false, cipher)?;
 
@@ -110,6 +111,27 @@ pub(crate) fn recover(
         ),
         broken_snapshot_files,
     })
+}
+
+/// Indexes in the meta page must be in the range the engine does arithmetic on.
+pub(crate) fn check_meta_bounds(dir: &Path, meta: &MetaRecord) -> Result<()> {
+    let snap = meta.snapshot.as_ref().map_or(0, |s| s.index);
+    let commit = meta.hard_state.as_ref().map_or(0, |h| h.commit);
+    let first_file_id = meta.first_file_id;
+    if snap > log_file::MAX_INDEX
+        || commit > log_file::MAX_INDEX
+        || first_file_id > log_file::MAX_INDEX
+    {
+        return Err(Error::corrupt(
+            dir.join(META_FILE),
+            0,
+            format!(
+                "meta page holds an index past {}: snapshot {snap}, commit {commit}, first file {first_file_id}",
+                log_file::MAX_INDEX
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What is in the directory: log file ids (sorted) and leftover temporary files of ours.
@@ -215,13 +237,15 @@ pub(crate) fn plan_log(
         };
         let f = LogFile::open(&path, id, access, cipher)?;
         if let Some(first) = files.front() {
-            let expected = first.base() + SLOTS_PER_FILE * pos as u64;
-            if f.base() != expected {
+            let expected = (pos as u64)
+                .checked_mul(SLOTS_PER_FILE)
+                .and_then(|n| first.base().checked_add(n));
+            if Some(f.base()) != expected {
                 return Err(Error::corrupt(
                     &path,
                     log_file::SLOT_AREA as u64,
                     format!(
-                        "file starts at index {} but follows {} so it must start at {expected}",
+                        "file starts at index {} but follows {} so it must start at {expected:?}",
                         f.base(),
                         log_file::file_name(first.id())
                     ),
@@ -290,7 +314,9 @@ pub(crate) fn plan_log(
     };
     let last = tail.base() + scan.good as u64 - 1;
     let wal_first = files.front().map_or(0, |f| f.base());
-    if last >= wal_first && last > snap_index && wal_first > snap_index + 1 {
+    // The files must hold every index from the snapshot on up to `last` (an empty last file
+    // claims the indexes before its base: the files before it must be there).
+    if last > snap_index && wal_first > snap_index + 1 {
         return Err(Error::MissingFile {
             path: dir.join(log_file::file_name(first_file_id)),
             reason: format!(

@@ -328,13 +328,12 @@ impl FileReader {
                 ));
             }
         }
-        if len != HEADER_BLOCK as u64 + env.data_len {
+        if Some(len) != (HEADER_BLOCK as u64).checked_add(env.data_len) {
             return Err(Error::corrupt(
                 path,
                 len,
                 format!(
-                    "snapshot file is {len} bytes, its header says {} (header + {} bytes of data)",
-                    HEADER_BLOCK as u64 + env.data_len,
+                    "snapshot file is {len} bytes, its header says {HEADER_BLOCK} + {} bytes of data",
                     env.data_len
                 ),
             ));
@@ -509,6 +508,9 @@ pub(crate) fn tidy(dir: &Path, keep: Option<&str>, deep: bool) -> Result<Vec<Pat
     let mut changed = false;
     for ent in rd {
         let ent = ent.map_err(|e| Error::io("read directory", &snap_dir, e))?;
+        if !ent.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            continue;
+        }
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
         if Some(name) == keep {
