@@ -19,6 +19,7 @@ use raft::{GetEntriesContext, RaftState, Storage};
 
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
+use crate::log_file::MAX_INDEX;
 use crate::meta::{MetaFile, MetaInfo};
 use crate::options::Options;
 use crate::proto::{ConfStateRecord, HardStateRecord, MetaRecord, SnapshotRecord};
@@ -135,6 +136,14 @@ impl DiskStorage {
     pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
         let mut inner = self.inner.write();
         let snap_index = snap.get_metadata().index;
+        let top = entries
+            .last()
+            .map_or(snap_index, |e| e.index.max(snap_index));
+        if top > MAX_INDEX {
+            return Err(Error::InvalidArgument(format!(
+                "index {top} is past the largest index the log holds ({MAX_INDEX})"
+            )));
+        }
         let installing = snap_index > 0;
         if installing && snap_index <= inner.snapshot_index() {
             return Err(Error::SnapshotOutOfDate {
@@ -345,6 +354,12 @@ impl DiskStorage {
         data: R,
     ) -> Result<(), Error> {
         let mut inner = self.inner.write();
+        if metadata.index > MAX_INDEX {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot index {} is past the largest index the log holds ({MAX_INDEX})",
+                metadata.index
+            )));
+        }
         if metadata.index == 0 {
             return Err(Error::EmptySnapshot(
                 "a snapshot to install needs an index above 0".to_string(),

@@ -647,24 +647,6 @@ struct Oracle<'a> {
     t: &'a Template,
     img: &'a Img,
     appended: Vec<Entry>,
-    /// Check the known findings too (see `known_gap`); off while fuzzing, so the fuzzer looks
-    /// past them.
-    strict: bool,
-    /// Base index of the first log file, as the inspector reports it.
-    first_file_base: Option<u64>,
-}
-
-/// Known finding (docs/RELIABILITY.md, "last_index past the files"): with the first log file missing and the next one's
-/// first slot damaged, a tolerant open reports a `last_index` that covers indexes no file holds,
-/// and reads of them are `Unavailable`. True when no log file of the image holds `i`.
-fn known_gap(img: &Img, i: u64) -> bool {
-    !img.iter().any(|(name, node)| match (wal_id(name), node) {
-        (Some(_), Node::File(f)) => {
-            let base = f.u64_at(HEADER_AT + 24);
-            i >= base && i - base < PER_FILE
-        }
-        _ => false,
-    })
 }
 
 /// True if `e` is the template's entry at its index, an entry appended since, or what some
@@ -1417,12 +1399,6 @@ const READ_ALL_MAX: u64 = 70_000;
 
 fn read_store(s: &DiskStorage, o: &Oracle) -> Result<Seen, String> {
     let (t, img) = (o.t, o.img);
-    // an error for an index inside the range: a corruption error is allowed, `Compacted` or
-    // `Unavailable` is not (but for the known finding when not strict)
-    let allowed = |i: u64, e: &raft::Error| -> bool {
-        !out_of_range_kind(e)
-            || (!o.strict && (known_gap(img, i) || o.first_file_base.is_some_and(|b| i < b)))
-    };
     let first = s.first_index().map_err(|e| format!("first_index: {e}"))?;
     let last = s.last_index().map_err(|e| format!("last_index: {e}"))?;
     ensure!(first >= 1, "first_index {first}");
@@ -1485,7 +1461,7 @@ fn read_store(s: &DiskStorage, o: &Oracle) -> Result<Seen, String> {
             }
             Err(e) => {
                 ensure!(
-                    allowed(i, &e),
+                    !out_of_range_kind(&e),
                     "entries({i}, {}) inside [first_index {first}, last_index {last}]: {}",
                     i + 1,
                     kind_of(&e)
@@ -1515,7 +1491,7 @@ fn read_store(s: &DiskStorage, o: &Oracle) -> Result<Seen, String> {
             }
             Err(err) => {
                 ensure!(
-                    allowed(i, &err),
+                    !out_of_range_kind(&err),
                     "term({i}) inside [first_index {first}, last_index {last}]: {}",
                     kind_of(&err)
                 );
@@ -1560,7 +1536,7 @@ fn read_store(s: &DiskStorage, o: &Oracle) -> Result<Seen, String> {
                 }
                 Err(e) => {
                     ensure!(
-                        allowed(lo, &e),
+                        !out_of_range_kind(&e),
                         "entries({lo}, {hi}) inside [first_index {first}, last_index {last}]: {}",
                         kind_of(&e)
                     );
@@ -1716,8 +1692,6 @@ fn append_and_reopen(s: DiskStorage, seen: &Seen, o: &Oracle, dir: &Path) -> Res
         t: o.t,
         img: o.img,
         appended: new.clone(),
-        strict: o.strict,
-        first_file_base: o.first_file_base,
     };
     let after = read_store(&s, &o)?;
     ensure!(
@@ -1759,18 +1733,9 @@ pub struct Stats {
     pub inspected: bool,
 }
 
-/// Runs one fuzz input, looking past the known findings (see `known_gap`). `Err` describes a violated property (a panic in the engine propagates
+/// Runs one fuzz input. `Err` describes a violated property (a panic in the engine propagates
 /// as a panic).
 pub fn run(data: &[u8]) -> Result<Stats, String> {
-    run_with(data, false)
-}
-
-/// Runs one fuzz input with every check, the known findings included.
-pub fn run_strict(data: &[u8]) -> Result<Stats, String> {
-    run_with(data, true)
-}
-
-fn run_with(data: &[u8], strict: bool) -> Result<Stats, String> {
     let mut r = Reader::new(data);
     let t = template(r.u8() & 1 == 1);
     let mut img = t.img.clone();
@@ -1783,12 +1748,10 @@ fn run_with(data: &[u8], strict: bool) -> Result<Stats, String> {
         mutations: m.ops,
         ..Stats::default()
     };
-    let mut o = Oracle {
+    let o = Oracle {
         t,
         img: &img,
         appended: Vec::new(),
-        strict,
-        first_file_base: None,
     };
 
     // 1. read-only inspection
@@ -1798,7 +1761,6 @@ fn run_with(data: &[u8], strict: bool) -> Result<Stats, String> {
             let _ = insp.verify_len();
             let _ = insp.hard_state();
             let sum = insp.summary().clone();
-            o.first_file_base = sum.files.first().map(|f| f.base_index);
             if sum.last_index + 1 >= sum.first_index
                 && sum.last_index + 1 - sum.first_index <= READ_ALL_MAX
             {
@@ -1826,8 +1788,6 @@ fn run_with(data: &[u8], strict: bool) -> Result<Stats, String> {
     };
     stats.inspected = inspected.is_some();
 
-    let unchanged_checked = true;
-
     // 2. strict open
     let before = dir_state(&dir);
     let strict = match DiskStorage::open_with(&dir, opts(RecoveryMode::AbsoluteConsistency, t.key))
@@ -1844,7 +1804,7 @@ fn run_with(data: &[u8], strict: bool) -> Result<Stats, String> {
         Err(e) => {
             let after = dir_state(&dir);
             ensure!(
-                !unchanged_checked || after == before,
+                after == before,
                 "a failed strict open changed the directory (error: {e}): {}",
                 diff_states(&before, &after)
             );
@@ -1892,7 +1852,7 @@ fn run_with(data: &[u8], strict: bool) -> Result<Stats, String> {
         Err(e) => {
             let after = dir_state(&dir);
             ensure!(
-                !unchanged_checked || after == before,
+                after == before,
                 "a failed tolerant open changed the directory (error: {e}): {}",
                 diff_states(&before, &after)
             );
