@@ -24,8 +24,7 @@
 //! [`save_dir_snapshot_with_key`]); [`restore_with_store_options`] can encrypt the restored
 //! store under a key again.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -315,29 +314,6 @@ pub fn write_archive<W: Write>(
     Ok(meta_json.into_meta(state_sha))
 }
 
-/// `path` with `suffix` appended to its file name.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = OsString::from(path.as_os_str());
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// The directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn already_exists(path: &Path, op: &'static str) -> Error {
-    Error::io(
-        op,
-        path,
-        io::Error::new(io::ErrorKind::AlreadyExists, "file exists"),
-    )
-}
-
 /// Saves the snapshot of the WAL directory `dir` (read-only, via [`Inspector`]) as a new archive
 /// `out`: written as `out.tmp` (which must not exist), fsynced, then moved to `out` without ever
 /// replacing an existing file, and the directory fsynced. An existing `out` is refused
@@ -358,68 +334,29 @@ pub fn save_dir_snapshot_with_key(
     out: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveMeta, Error> {
-    if fs::symlink_metadata(out).is_ok() {
-        return Err(already_exists(out, "refuse to overwrite"));
-    }
+    fsutil::refuse_existing(out)?;
     let inspector = Inspector::open_with_key(dir, key)?;
     let mut reader = inspector.snapshot_reader()?;
-    let tmp = with_suffix(out, ".tmp");
-    let mut file = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(Error::io(
-                "create (left by an interrupted save? remove it)",
-                &tmp,
-                e,
-            ))
-        }
-        Err(e) => return Err(Error::io("create", &tmp, e)),
-    };
-    let written = write_archive(&mut file, &mut reader, progress)
-        .map_err(|e| match e {
-            Error::Io { op, path, source } if path.as_os_str().is_empty() => Error::Io {
-                op,
-                path: tmp.clone(),
-                source,
-            },
-            other => other,
-        })
-        .and_then(|meta| {
-            file.sync_all()
-                .map_err(|e| Error::io("fsync", &tmp, e))
-                .map(|_| meta)
-        });
-    drop(file);
-    let meta = match written.and_then(|meta| move_no_replace(&tmp, out).map(|_| meta)) {
-        Ok(meta) => meta,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    fsutil::sync_dir(&parent_dir(out))?;
+    let mut new = fsutil::NewFile::create(out)?;
+    let meta = write_archive(new.file(), &mut reader, progress)
+        .map_err(|e| with_path(e, new.tmp_path()))?;
+    new.commit()?;
     Ok(meta)
 }
 
-/// Moves `from` to `to` unless `to` exists: a hard link (which refuses an existing target)
-/// then removal of `from`; where links are not supported, a check then a rename.
-fn move_no_replace(from: &Path, to: &Path) -> Result<()> {
-    match fs::hard_link(from, to) {
-        Ok(()) => {
-            // `to` is complete now; a temporary name left behind (a second link to the same
-            // file) is refused by the next save to that name, which says why.
-            let _ = fs::remove_file(from);
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(already_exists(to, "refuse to overwrite"))
-        }
-        Err(_) => {
-            if fs::symlink_metadata(to).is_ok() {
-                return Err(already_exists(to, "refuse to overwrite"));
-            }
-            fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
-        }
+/// An `Error::Io` with an empty path (from [`write_archive`]) given `path`.
+fn with_path(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Io {
+            op,
+            path: p,
+            source,
+        } if p.as_os_str().is_empty() => Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        },
+        other => other,
     }
 }
 
@@ -1142,7 +1079,7 @@ pub fn restore_with_store_options(
     }
     match install(archive, new_dir, opts, store, &verified, progress) {
         Ok(()) => {
-            fsutil::sync_dir(&parent_dir(new_dir))?;
+            fsutil::sync_dir(&fsutil::parent_dir(new_dir))?;
             Ok(verified.status.meta)
         }
         Err(e) => {

@@ -82,6 +82,20 @@ pub enum Error {
     /// An argument out of the range the format can hold (e.g. an entry larger than 4 GiB).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// Talking to a node over the network failed: resolving or connecting to `addr`, a reset
+    /// or closed connection, a timeout, or bytes that break the protocol (`op` says which step).
+    #[error("{op} {addr}: {source}")]
+    Network {
+        op: &'static str,
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The node at `addr` answered with an error of its own (e.g. it has no snapshot yet).
+    #[error("{addr} refused the snapshot pull: {reason}")]
+    Remote { addr: String, reason: String },
 }
 
 impl Error {

@@ -1,10 +1,13 @@
 //! Small filesystem helpers shared by the modules that own files.
 //!
-//! Owns: directory fsync, file creation by temp-name + rename. Must never: decide what a file means.
+//! Owns: directory fsync, file creation by temp-name + rename, and [`NewFile`]: a new file that
+//! is written under a temporary name and never replaces an existing one. Must never: decide what
+//! a file means.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::Path;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -30,6 +33,135 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// `path` with `suffix` appended to its file name.
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = OsString::from(path.as_os_str());
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `Error::Io` of kind `AlreadyExists` for `path`.
+pub(crate) fn already_exists(path: &Path, op: &'static str) -> Error {
+    Error::io(
+        op,
+        path,
+        io::Error::new(io::ErrorKind::AlreadyExists, "file exists"),
+    )
+}
+
+/// Refuses an existing `path` (even a dangling symlink): `Error::Io` of kind `AlreadyExists`,
+/// "refuse to overwrite".
+pub(crate) fn refuse_existing(path: &Path) -> Result<()> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(already_exists(path, "refuse to overwrite"));
+    }
+    Ok(())
+}
+
+/// A file being created as `<out>.tmp`, to become `out` only by [`NewFile::commit`]: fsynced,
+/// moved to `out` without ever replacing an existing file, and the directory fsynced. Dropped
+/// without a commit (an error, a panic), it removes the temporary file, so a failure leaves
+/// neither `out` nor `<out>.tmp` behind.
+pub(crate) struct NewFile {
+    out: PathBuf,
+    tmp: PathBuf,
+    file: File,
+    /// Set once the file is `out`: nothing to remove then.
+    committed: bool,
+}
+
+impl NewFile {
+    /// Creates `<out>.tmp`. An existing `out` is refused (`Error::Io` of kind `AlreadyExists`,
+    /// "refuse to overwrite"), and so is an existing `<out>.tmp` (left by an interrupted save:
+    /// it is not removed, the error says so).
+    pub(crate) fn create(out: &Path) -> Result<NewFile> {
+        refuse_existing(out)?;
+        let tmp = with_suffix(out, ".tmp");
+        let file = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(Error::io(
+                    "create (left by an interrupted save? remove it)",
+                    &tmp,
+                    e,
+                ))
+            }
+            Err(e) => return Err(Error::io("create", &tmp, e)),
+        };
+        Ok(NewFile {
+            out: out.to_path_buf(),
+            tmp,
+            file,
+            committed: false,
+        })
+    }
+
+    /// The temporary file's path (`<out>.tmp`).
+    pub(crate) fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The open temporary file, to write.
+    pub(crate) fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Flushes the temporary file's data to disk.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.tmp, e))
+    }
+
+    /// Fsyncs the temporary file, moves it to `out` unless `out` exists (which is refused, and
+    /// the temporary file removed), then fsyncs the directory. Once the move is done, `out` stays
+    /// even if the directory fsync fails (that error is returned).
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.sync()?;
+        move_no_replace(&self.tmp, &self.out)?;
+        self.committed = true;
+        sync_dir(&parent_dir(&self.out))
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Moves `from` to `to` unless `to` exists: a hard link (which refuses an existing target)
+/// then removal of `from`; where links are not supported, a check then a rename.
+fn move_no_replace(from: &Path, to: &Path) -> Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => {
+            // `to` is complete now; a temporary name left behind (a second link to the same
+            // file) is refused by the next save to that name, which says why.
+            let _ = fs::remove_file(from);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(already_exists(to, "refuse to overwrite"))
+        }
+        Err(_) => {
+            if fs::symlink_metadata(to).is_ok() {
+                return Err(already_exists(to, "refuse to overwrite"));
+            }
+            fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
+        }
+    }
+}
+
 /// Removes files and makes the removals durable (one directory fsync). A file already gone is
 /// not an error.
 pub(crate) fn remove_files<'a>(
@@ -40,7 +172,7 @@ pub(crate) fn remove_files<'a>(
     for path in paths {
         match fs::remove_file(path) {
             Ok(()) => removed = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", path, e)),
         }
     }

@@ -30,6 +30,7 @@
 
 pub mod archive;
 mod crypto;
+pub mod endpoint;
 mod error;
 mod fsutil;
 pub mod inspect;

@@ -9,15 +9,19 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
+use std::io::Read;
+use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::thread;
 use std::time::SystemTime;
 
 use protobuf::Message as _;
 use raft::prelude::*;
 use raft::Storage;
+use raftwal::endpoint::{serve_archive, PULL_MAGIC};
 use raftwal::{DiskStorage, MetaInfo, Options};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -579,6 +583,126 @@ fn snapshot_verify_and_restore_refuse_a_damaged_archive() {
     let run = raftwal(&["snapshot", "restore", p(&truncated), p(&target)]);
     assert_ne!(run.code, 0);
     assert!(!target.exists());
+}
+
+#[test]
+fn snapshot_save_with_endpoint_pulls_from_a_running_node() {
+    let tmp = TempDir::new().unwrap();
+    let node_dir = tmp.path().join("node");
+    write_dir(&node_dir, 100, Some(80));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // The node holds its directory open (and locked) and answers two pulls.
+    let node = thread::spawn(move || {
+        let store = DiskStorage::open(&node_dir).unwrap();
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut magic = [0u8; 8];
+            conn.read_exact(&mut magic).unwrap();
+            assert_eq!(magic, PULL_MAGIC);
+            let mut reader = store.snapshot_reader().unwrap();
+            serve_archive(&mut conn, &mut reader, &mut |_| {}).unwrap();
+        }
+    });
+
+    let archive = tmp.path().join("pulled.tar.gz");
+    let saved = ok(&["snapshot", "save", "--endpoint", &addr, p(&archive)]);
+    assert!(saved.contains("saved snapshot index 80 term 1"), "{saved}");
+    assert!(saved.contains("300000 bytes of state"), "{saved}");
+    assert!(saved.contains(&addr), "{saved}");
+    let verified = ok(&["snapshot", "verify", p(&archive)]);
+    assert!(verified.contains("verify          ok"), "{verified}");
+    assert!(
+        verified.contains(&sha256_hex(&snapshot_data())),
+        "{verified}"
+    );
+
+    let archive2 = tmp.path().join("pulled-2.tar.gz");
+    let j: Value = serde_json::from_str(&ok(&[
+        "snapshot",
+        "save",
+        "--endpoint",
+        &addr,
+        "--timeout",
+        "5",
+        p(&archive2),
+        "--json",
+    ]))
+    .unwrap();
+    node.join().unwrap();
+    let bytes = fs::read(&archive2).unwrap();
+    assert_eq!(j["endpoint"], addr.as_str());
+    assert_eq!(j["archive"], p(&archive2));
+    assert_eq!(j["index"], 80);
+    assert_eq!(j["term"], 1);
+    assert_eq!(j["conf_state"]["voters"], serde_json::json!([1, 2, 3]));
+    assert_eq!(j["size"], 300_000);
+    assert_eq!(j["state_sha256"], sha256_hex(&snapshot_data()));
+    assert_eq!(j["archive_bytes"], bytes.len());
+    assert_eq!(j["archive_sha256"], sha256_hex(&bytes));
+
+    // Never over an existing file (refused before connecting: the node has stopped).
+    let before = fs::read(&archive).unwrap();
+    fails(&["snapshot", "save", "--endpoint", &addr, p(&archive)], 2);
+    assert_eq!(fs::read(&archive).unwrap(), before);
+}
+
+#[test]
+fn snapshot_save_with_endpoint_and_nothing_listening_names_the_address() {
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let tmp = TempDir::new().unwrap();
+    let archive = tmp.path().join("pulled.tar.gz");
+    let err = fails(
+        &[
+            "snapshot",
+            "save",
+            "--endpoint",
+            &addr,
+            "--timeout",
+            "2",
+            p(&archive),
+        ],
+        2,
+    );
+    assert!(err.contains(&addr), "{err}");
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn snapshot_save_takes_a_directory_or_an_endpoint_not_both() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out.tar.gz");
+    let (dir, out) = (p(wal()), p(&out));
+    let err = fails(
+        &["snapshot", "save", "--endpoint", "127.0.0.1:1", dir, out],
+        2,
+    );
+    assert!(err.contains("--endpoint"), "{err}");
+    fails(&["snapshot", "save", "--timeout", "5", dir, out], 2);
+    fails(&["snapshot", "save", out], 2);
+    fails(&["snapshot", "save", "--endpoint", "127.0.0.1:1"], 2);
+    fails(
+        &[
+            "snapshot",
+            "save",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--timeout",
+            "0",
+            out,
+        ],
+        2,
+    );
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    // The directory form is unchanged, and has --json too.
+    let j: Value = serde_json::from_str(&ok(&["snapshot", "save", dir, out, "--json"])).unwrap();
+    assert_eq!(j["index"], SNAP_INDEX);
+    assert_eq!(j["dir"], dir);
+    assert_eq!(j["archive"], out);
+    assert_eq!(j.get("endpoint"), None);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 //! raftwal inspect DIR [--json]                 meta page, snapshot, files, index ranges, sizes
 //! raftwal verify DIR [--json]                  every checksum of every file and the snapshot
 //! raftwal dump DIR [--from I] [--to J] [--json]  entries I..=J as text, or JSON lines
-//! raftwal snapshot save DIR OUT.tar.gz         the directory's snapshot as a backup archive
+//! raftwal snapshot save DIR OUT.tar.gz [--json]  the directory's snapshot as a backup archive
+//! raftwal snapshot save --endpoint ADDR OUT.tar.gz [--timeout SECS] [--json]
+//!                                              the same, pulled from a running node over TCP
 //! raftwal snapshot status FILE [--json]        an archive's index, term, membership, size, sha256
 //! raftwal snapshot verify FILE [--json]        every hash in an archive
 //! raftwal snapshot restore FILE NEW_DIR [--raft-id N] [--voters 1,2,3]
@@ -101,7 +103,19 @@ fn usage_error(e: clap::Error) -> ExitCode {
         _ => {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            let message = first.strip_prefix("error: ").unwrap_or(first);
+            let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+            // "the following required arguments were not provided:" lists them indented below.
+            if message.ends_with(':') {
+                let listed: Vec<&str> = text
+                    .lines()
+                    .skip(1)
+                    .take_while(|l| l.starts_with("  "))
+                    .map(str::trim)
+                    .collect();
+                if !listed.is_empty() {
+                    message = format!("{message} {}", listed.join(", "));
+                }
+            }
             let usage = text
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("Usage: "))

@@ -21,6 +21,8 @@ const BYTES_TEMPLATE: &str = "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})";
 const ITEMS_TEMPLATE: &str = "{msg} [{bar:40}] {human_pos}/{human_len} entries ({eta})";
 /// A counter of bytes whose total is not known up front.
 const OPEN_TEMPLATE: &str = "{msg} {spinner} {bytes} of state ({bytes_per_sec})";
+/// A counter of bytes received over the network, whose total is not known up front.
+const RECEIVED_TEMPLATE: &str = "{msg} {spinner} {bytes} received ({bytes_per_sec})";
 
 /// Why a command stopped early, and the exit code that says so.
 #[derive(Debug)]
@@ -115,7 +117,12 @@ impl Out {
 
 /// A progress bar on stderr, shown only for large work on a terminal (never on stdout, so
 /// `--json` output and pipes stay clean).
-pub struct Progress(Option<ProgressBar>);
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    /// For work whose size is not known up front: the bar is drawn only once its position
+    /// reaches this.
+    reveal_at: Option<u64>,
+}
 
 impl Progress {
     /// A bar over `total` bytes, labelled `what`.
@@ -135,6 +142,17 @@ impl Progress {
         Progress::new(None, len >= PROGRESS_MIN_BYTES, what, OPEN_TEMPLATE)
     }
 
+    /// A counter of bytes received (an archive pulled from a node), labelled `what`: its total
+    /// is not known, so it is drawn once as many bytes as make large work have come in.
+    pub fn received(what: &str) -> Progress {
+        let mut p = Progress::new(None, true, what, RECEIVED_TEMPLATE);
+        if let Some(bar) = &p.bar {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+            p.reveal_at = Some(PROGRESS_MIN_BYTES);
+        }
+        p
+    }
+
     /// A bar over `total` items (entries), labelled `what`; shown when `large`.
     pub fn items(total: u64, large: bool, what: &str) -> Progress {
         Progress::new(Some(total), large, what, ITEMS_TEMPLATE)
@@ -142,26 +160,37 @@ impl Progress {
 
     fn new(total: Option<u64>, large: bool, what: &str, template: &str) -> Progress {
         if !large || !io::stderr().is_terminal() {
-            return Progress(None);
+            return Progress {
+                bar: None,
+                reveal_at: None,
+            };
         }
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(what.to_string());
-        Progress(Some(bar))
+        Progress {
+            bar: Some(bar),
+            reveal_at: None,
+        }
     }
 
     /// Adds `n` to the position.
     pub fn inc(&self, n: u64) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.inc(n);
+            if let Some(at) = self.reveal_at {
+                if bar.is_hidden() && bar.position() >= at {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
+            }
         }
     }
 
     /// Removes the bar from the terminal.
     pub fn finish(self) {
-        if let Some(bar) = self.0 {
+        if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
     }
@@ -302,7 +331,12 @@ mod tests {
 
     #[test]
     fn progress_templates_parse() {
-        for t in [BYTES_TEMPLATE, ITEMS_TEMPLATE, OPEN_TEMPLATE] {
+        for t in [
+            BYTES_TEMPLATE,
+            ITEMS_TEMPLATE,
+            OPEN_TEMPLATE,
+            RECEIVED_TEMPLATE,
+        ] {
             assert!(ProgressStyle::with_template(t).is_ok(), "{t}");
         }
     }

@@ -1,25 +1,45 @@
-//! `raftwal snapshot save|status|verify|restore`: backup archives of a directory's snapshot.
+//! `raftwal snapshot save|status|verify|restore`: backup archives of a directory's snapshot, or
+//! of a running node's (`save --endpoint`).
 //!
 //! Owns: the arguments and the printing; the archive itself (its members, hashes, refusal
-//! rules) is `raftwal::archive`. Must never: overwrite an existing file or directory, or change
+//! rules) is `raftwal::archive`, the pull from a node `raftwal::endpoint`. Must never: overwrite an existing file or directory, or change
 //! the directory it saves from or the archive it reads.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use raftwal::archive::{self, ArchiveMeta, ArchiveStatus, RestoreOptions};
+use raftwal::endpoint;
 use serde::Serialize;
 
 use crate::output::{self, CmdResult, Failure, Out, Progress};
 
+/// How long `save --endpoint` waits to connect, or on any read or write, by default.
+const PULL_TIMEOUT_SECS: u64 = 30;
+
 /// Backup archives of a directory's snapshot: save, status, verify, restore.
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Write the directory's current snapshot to a new archive (.tar.gz); never overwrites
+    /// Write the current snapshot of a directory, or of a running node (--endpoint), to a new
+    /// archive (.tar.gz); never overwrites
+    #[command(allow_missing_positional = true)]
     Save {
-        /// The WAL directory (holding wal.meta)
-        dir: PathBuf,
+        /// The WAL directory (holding wal.meta); not with --endpoint
+        #[arg(required_unless_present = "endpoint", conflicts_with = "endpoint")]
+        dir: Option<PathBuf>,
         /// The archive to create (must not exist)
         out: PathBuf,
+        /// Pull the archive from a running node listening at ADDR (host:port) instead
+        #[arg(long, value_name = "ADDR")]
+        endpoint: Option<String>,
+        /// With --endpoint: give up after SECS seconds without progress (to connect, or on
+        /// any read or write) [default: 30]
+        #[arg(long, value_name = "SECS", conflicts_with = "dir",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Show an archive's index, term, membership, size and sha256 (read-only)
     Status {
@@ -55,7 +75,23 @@ pub enum Command {
 
 pub fn run(cmd: Command) -> CmdResult {
     match cmd {
-        Command::Save { dir, out } => save(&dir, &out),
+        Command::Save {
+            dir,
+            out,
+            endpoint,
+            timeout,
+            json,
+        } => match (dir, endpoint) {
+            (None, Some(endpoint)) => {
+                let timeout = Duration::from_secs(timeout.unwrap_or(PULL_TIMEOUT_SECS));
+                pull(&endpoint, timeout, &out, json)
+            }
+            (Some(dir), None) => save(&dir, &out, json),
+            // clap requires exactly one of them.
+            _ => Err(Failure::usage(
+                "snapshot save needs either a directory or --endpoint, not both",
+            )),
+        },
         Command::Status { file, json } => status(&file, json),
         Command::Verify { file, json } => verify(&file, json),
         Command::Restore {
@@ -67,7 +103,24 @@ pub fn run(cmd: Command) -> CmdResult {
     }
 }
 
-fn save(dir: &Path, out_path: &Path) -> CmdResult {
+/// What `snapshot save --json` prints: where the archive came from and went, what is in it.
+#[derive(Serialize)]
+struct SaveJson<'a> {
+    archive: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dir: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<&'a str>,
+    /// Known when the archive was verified after it was written (a pull).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    archive_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    archive_sha256: Option<&'a str>,
+    #[serde(flatten)]
+    meta: &'a ArchiveMeta,
+}
+
+fn save(dir: &Path, out_path: &Path, json: bool) -> CmdResult {
     let snapshot_len = crate::output::open_inspector(dir)?
         .summary()
         .snapshot
@@ -81,11 +134,52 @@ fn save(dir: &Path, out_path: &Path) -> CmdResult {
     progress.finish();
     let meta = result?;
     let mut out = Out::new();
+    if json {
+        out.json_pretty(&SaveJson {
+            archive: out_path,
+            dir: Some(dir),
+            endpoint: None,
+            archive_bytes: None,
+            archive_sha256: None,
+            meta: &meta,
+        })?;
+        return out.finish();
+    }
     out.line(format!(
         "saved snapshot index {} term {} ({}, {} bytes of state) to {}",
         meta.index,
         meta.term,
         conf_state(&meta),
+        meta.size,
+        out_path.display()
+    ))?;
+    out.finish()
+}
+
+/// `snapshot save --endpoint`: the archive pulled from a running node, verified before it is kept.
+fn pull(endpoint: &str, timeout: Duration, out_path: &Path, json: bool) -> CmdResult {
+    let progress = Progress::received("pull");
+    let result = endpoint::pull_archive(endpoint, out_path, timeout, &mut |n| progress.inc(n));
+    progress.finish();
+    let status = result?;
+    let meta = &status.meta;
+    let mut out = Out::new();
+    if json {
+        out.json_pretty(&SaveJson {
+            archive: out_path,
+            dir: None,
+            endpoint: Some(endpoint),
+            archive_bytes: Some(status.archive_bytes),
+            archive_sha256: Some(&status.archive_sha256),
+            meta,
+        })?;
+        return out.finish();
+    }
+    out.line(format!(
+        "saved snapshot index {} term {} ({}, {} bytes of state) from {endpoint} to {}",
+        meta.index,
+        meta.term,
+        conf_state(meta),
         meta.size,
         out_path.display()
     ))?;

@@ -1,0 +1,559 @@
+//! Pulling a snapshot archive from a running node over TCP (`raftwal::endpoint`).
+//!
+//! Every test runs a real server on 127.0.0.1 (port 0) in a thread: either a node that holds a
+//! `DiskStorage` open and answers with `serve_archive` / `serve_error`, or a raw server that
+//! sends chosen bytes (half an archive, a flipped byte, junk, nothing at all). The client's rules:
+//! a pull that succeeds leaves `OUT` holding an archive that verifies and restores to the
+//! node's snapshot; any failure is a typed error naming the address (or the file) and leaves
+//! neither `OUT` nor `OUT.tmp`; an existing file is never touched; nothing waits past its timeout.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use raft::prelude::*;
+use raft::{Storage, StorageError};
+use raftwal::archive::{self, ArchiveMeta, RestoreOptions};
+use raftwal::endpoint::{
+    self, pull_archive, serve_archive, serve_error, MAX_ERROR_MESSAGE, PULL_MAGIC,
+};
+use raftwal::{DiskStorage, Error};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+const LAST: u64 = 100;
+const SNAP_AT: u64 = 60;
+const SNAP_TERM: u64 = 3;
+const DATA_LEN: usize = 300 << 10;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `DATA_LEN` bytes of xorshift output: incompressible, so the archive is about as large.
+fn snapshot_data() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..DATA_LEN)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A store with entries 1..=LAST (term 3), voters 1,2,3, and a snapshot at SNAP_AT holding
+/// `snapshot_data()`.
+fn node_store(dir: &Path) -> DiskStorage {
+    let store = DiskStorage::open(dir).unwrap();
+    let entries: Vec<Entry> = (1..=LAST)
+        .map(|i| {
+            let mut e = Entry::default();
+            e.index = i;
+            e.term = SNAP_TERM;
+            e.data = format!("put k{i}").into_bytes().into();
+            e
+        })
+        .collect();
+    let mut hs = HardState::default();
+    hs.term = SNAP_TERM;
+    hs.commit = LAST;
+    store.save(&hs, &entries, &Snapshot::default()).unwrap();
+    let mut cs = ConfState::default();
+    cs.voters = vec![1, 2, 3];
+    store.set_conf_state(&cs).unwrap();
+    store
+        .create_snapshot(SNAP_AT, None, snapshot_data())
+        .unwrap();
+    store
+}
+
+/// The exact bytes a node would stream after status 0.
+fn archive_bytes() -> Vec<u8> {
+    let tmp = TempDir::new().unwrap();
+    let store = node_store(tmp.path());
+    let mut bytes = Vec::new();
+    archive::write_archive(
+        &mut bytes,
+        &mut store.snapshot_reader().unwrap(),
+        &mut |_| {},
+    )
+    .unwrap();
+    bytes
+}
+
+/// A listener on a free port of 127.0.0.1, and its address.
+fn listen() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+/// Reads what a client sends first; it must be the magic.
+fn read_magic(conn: &mut TcpStream) {
+    let mut magic = [0u8; 8];
+    conn.read_exact(&mut magic).unwrap();
+    assert_eq!(magic, PULL_MAGIC);
+}
+
+/// A server that accepts one connection and hands it to `handler`.
+fn serve_one<T: Send + 'static>(
+    handler: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (String, JoinHandle<T>) {
+    let (listener, addr) = listen();
+    let handle = thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        handler(conn)
+    });
+    (addr, handle)
+}
+
+/// A server that reads the magic, sends `answer`, and closes the connection. A client that went
+/// away early is not the server's failure.
+fn serve_raw(answer: Vec<u8>) -> (String, JoinHandle<()>) {
+    serve_one(move |mut conn| {
+        read_magic(&mut conn);
+        let _ = conn.write_all(&answer);
+    })
+}
+
+/// A node: a `DiskStorage` held open (so its directory is locked, as in a running node) that
+/// answers one pull with `serve_archive`. Returns what the server sent.
+fn serve_node() -> (String, JoinHandle<ArchiveMeta>) {
+    serve_one(|mut conn| {
+        let tmp = TempDir::new().unwrap();
+        let store = node_store(tmp.path());
+        read_magic(&mut conn);
+        let mut reader = store.snapshot_reader().unwrap();
+        serve_archive(&mut conn, &mut reader, &mut |_| {}).unwrap()
+    })
+}
+
+/// A directory for `OUT`, and `OUT` in it.
+fn out_path(tmp: &TempDir) -> PathBuf {
+    tmp.path().join("pulled.tar.gz")
+}
+
+/// Nothing was left behind: no `OUT`, no `OUT.tmp`, nothing else in the directory.
+fn assert_nothing_left(tmp: &TempDir) {
+    let left: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The address of a port nothing listens on (bound, then released).
+fn free_port_addr() -> String {
+    listen().1
+}
+
+// ---------------------------------------------------------------------------------------------
+// success
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_pull_saves_an_archive_that_verifies_and_restores_to_the_snapshot() {
+    let (addr, server) = serve_node();
+    let tmp = TempDir::new().unwrap();
+    let out = out_path(&tmp);
+    let mut received = 0u64;
+    let status = pull_archive(&addr, &out, TIMEOUT, &mut |n| received += n).unwrap();
+    let sent = server.join().unwrap();
+
+    let data = snapshot_data();
+    assert_eq!(
+        status.meta, sent,
+        "the client's archive is not the one the node sent"
+    );
+    assert_eq!(status.meta.index, SNAP_AT);
+    assert_eq!(status.meta.term, SNAP_TERM);
+    assert_eq!(status.meta.conf_state.voters, vec![1, 2, 3]);
+    assert_eq!(status.meta.size, DATA_LEN as u64);
+    assert_eq!(status.meta.state_sha256, sha256_hex(&data));
+
+    let bytes = fs::read(&out).unwrap();
+    assert_eq!(status.archive_bytes, bytes.len() as u64);
+    assert_eq!(status.archive_sha256, sha256_hex(&bytes));
+    assert_eq!(
+        received,
+        bytes.len() as u64,
+        "progress did not count every byte"
+    );
+    assert_eq!(archive::verify_archive(&out, &mut |_| {}).unwrap(), status);
+    assert!(
+        !tmp.path().join("pulled.tar.gz.tmp").exists(),
+        "OUT.tmp was left behind"
+    );
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+
+    let restored = tmp.path().join("restored");
+    archive::restore(&out, &restored, &RestoreOptions::default(), &mut |_| {}).unwrap();
+    let store = DiskStorage::open(&restored).unwrap();
+    let snap = store.snapshot(0, 0).unwrap();
+    assert_eq!(snap.get_metadata().index, SNAP_AT);
+    assert_eq!(snap.get_metadata().term, SNAP_TERM);
+    assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+    assert!(snap.data[..] == data[..], "restored snapshot data differs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the node says no
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_error_answer_is_error_remote_with_the_nodes_message() {
+    let (addr, server) = serve_one(|mut conn| {
+        read_magic(&mut conn);
+        serve_error(&mut conn, "node 3 has no snapshot yet\n(try node 1)").unwrap();
+    });
+    let tmp = TempDir::new().unwrap();
+    let err = pull_archive(&addr, &out_path(&tmp), TIMEOUT, &mut |_| {}).unwrap_err();
+    server.join().unwrap();
+    match &err {
+        Error::Remote { addr: a, reason } => {
+            assert_eq!(a, &addr);
+            assert!(reason.contains("node 3 has no snapshot yet"), "{reason}");
+            assert!(
+                !reason.contains('\n'),
+                "a control character got through: {reason:?}"
+            );
+        }
+        other => panic!("expected Error::Remote, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains(&addr) && text.contains("no snapshot yet"),
+        "{text}"
+    );
+    assert!(matches!(
+        raft::Error::from(err),
+        raft::Error::Store(StorageError::Other(_))
+    ));
+    assert_nothing_left(&tmp);
+}
+
+#[test]
+fn a_long_error_message_is_cut_at_a_character_boundary_and_still_read() {
+    // 'é' is two bytes: 40,000 of them are 80,000 bytes, over the limit, and the limit falls
+    // on a character boundary only if serve_error looks for one.
+    let message = "é".repeat(40_000);
+    let (addr, server) = serve_one(move |mut conn| {
+        read_magic(&mut conn);
+        serve_error(&mut conn, &message).unwrap();
+    });
+    let tmp = TempDir::new().unwrap();
+    let err = pull_archive(&addr, &out_path(&tmp), TIMEOUT, &mut |_| {}).unwrap_err();
+    server.join().unwrap();
+    let Error::Remote { reason, .. } = err else {
+        panic!("expected Error::Remote, got {err:?}");
+    };
+    assert_eq!(reason, "é".repeat(MAX_ERROR_MESSAGE / 2));
+    assert_nothing_left(&tmp);
+}
+
+#[test]
+fn an_error_length_over_the_limit_is_refused_without_reading_it() {
+    let mut answer = vec![endpoint::STATUS_ERROR];
+    answer.extend_from_slice(&u32::MAX.to_be_bytes());
+    answer.extend_from_slice(b"short");
+    let (addr, server) = serve_raw(answer);
+    let tmp = TempDir::new().unwrap();
+    let err = pull_archive(&addr, &out_path(&tmp), TIMEOUT, &mut |_| {}).unwrap_err();
+    server.join().unwrap();
+    assert!(
+        matches!(&err, Error::Network { addr: a, source, .. }
+            if a == &addr && source.kind() == io::ErrorKind::InvalidData),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("limit"), "{err}");
+    assert_nothing_left(&tmp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// damaged or cut streams
+// ---------------------------------------------------------------------------------------------
+
+/// Pulls from a raw server sending `answer`; returns the error (the pull must fail) after
+/// checking that nothing was left behind.
+fn pull_fails(answer: Vec<u8>) -> (String, Error) {
+    let (addr, server) = serve_raw(answer);
+    let tmp = TempDir::new().unwrap();
+    let err = pull_archive(&addr, &out_path(&tmp), TIMEOUT, &mut |_| {}).unwrap_err();
+    server.join().unwrap();
+    assert_nothing_left(&tmp);
+    (addr, err)
+}
+
+#[test]
+fn the_archive_bytes_alone_do_pull_so_the_damaged_cases_below_fail_for_their_damage() {
+    let mut answer = vec![endpoint::STATUS_ARCHIVE];
+    answer.extend_from_slice(&archive_bytes());
+    let (addr, server) = serve_raw(answer);
+    let tmp = TempDir::new().unwrap();
+    let status = pull_archive(&addr, &out_path(&tmp), TIMEOUT, &mut |_| {}).unwrap();
+    server.join().unwrap();
+    assert_eq!(status.meta.index, SNAP_AT);
+}
+
+#[test]
+fn a_server_that_closes_half_way_through_the_archive_is_an_error() {
+    let bytes = archive_bytes();
+    let mut answer = vec![endpoint::STATUS_ARCHIVE];
+    answer.extend_from_slice(&bytes[..bytes.len() / 2]);
+    let (_, err) = pull_fails(answer);
+    match &err {
+        Error::InvalidArchive { path, reason } => {
+            assert!(path.ends_with("pulled.tar.gz"), "{err}");
+            assert!(reason.contains("127.0.0.1"), "{err}");
+            assert!(reason.contains("truncated"), "{err}");
+        }
+        other => panic!("expected Error::InvalidArchive, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_flipped_byte_in_the_stream_is_an_error() {
+    let mut bytes = archive_bytes();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    let mut answer = vec![endpoint::STATUS_ARCHIVE];
+    answer.extend_from_slice(&bytes);
+    let (_, err) = pull_fails(answer);
+    assert!(matches!(err, Error::InvalidArchive { .. }), "{err:?}");
+}
+
+#[test]
+fn status_0_and_nothing_else_or_junk_is_an_error() {
+    let (_, err) = pull_fails(vec![endpoint::STATUS_ARCHIVE]);
+    assert!(matches!(err, Error::InvalidArchive { .. }), "{err:?}");
+    let mut junk = vec![endpoint::STATUS_ARCHIVE];
+    junk.extend_from_slice(&[0x5a; 100_000]);
+    let (_, err) = pull_fails(junk);
+    assert!(matches!(err, Error::InvalidArchive { .. }), "{err:?}");
+}
+
+#[test]
+fn a_bad_status_byte_is_an_error_naming_the_address() {
+    // An HTTP server, say.
+    let (addr, err) = pull_fails(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec());
+    assert!(
+        matches!(&err, Error::Network { addr: a, source, .. }
+            if a == &addr && source.kind() == io::ErrorKind::InvalidData),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&addr) && text.contains("0x48"), "{text}");
+
+    for status in [2u8, 0xff] {
+        let (_, err) = pull_fails(vec![status, 0, 0, 0, 0]);
+        assert!(matches!(err, Error::Network { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn a_server_that_closes_without_answering_is_an_error() {
+    let (addr, err) = pull_fails(Vec::new());
+    assert!(
+        matches!(&err, Error::Network { source, .. }
+            if source.kind() == io::ErrorKind::UnexpectedEof),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&addr), "{err}");
+}
+
+#[test]
+fn a_status_1_cut_short_is_an_error() {
+    let (_, err) = pull_fails(vec![endpoint::STATUS_ERROR, 0, 0]);
+    assert!(matches!(err, Error::Network { .. }), "{err:?}");
+    let (_, err) = pull_fails(vec![endpoint::STATUS_ERROR, 0, 0, 0, 10, b'a']);
+    assert!(matches!(err, Error::Network { .. }), "{err:?}");
+}
+
+#[test]
+fn a_connection_reset_mid_archive_is_an_error() {
+    // The server never reads the request: closing with unread bytes resets the connection.
+    let bytes = archive_bytes();
+    let (addr, server) = serve_one(move |mut conn| {
+        thread::sleep(Duration::from_millis(100));
+        let _ = conn.write_all(&[endpoint::STATUS_ARCHIVE]);
+        let _ = conn.write_all(&bytes[..bytes.len() / 3]);
+    });
+    let tmp = TempDir::new().unwrap();
+    let err = pull_archive(&addr, &out_path(&tmp), TIMEOUT, &mut |_| {}).unwrap_err();
+    server.join().unwrap();
+    assert!(
+        matches!(err, Error::Network { .. } | Error::InvalidArchive { .. }),
+        "{err:?}"
+    );
+    assert_nothing_left(&tmp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// no node, existing files, timeouts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn nothing_listening_is_an_error_naming_the_address() {
+    let addr = free_port_addr();
+    let tmp = TempDir::new().unwrap();
+    let err = pull_archive(&addr, &out_path(&tmp), TIMEOUT, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, Error::Network { addr: a, source, .. }
+            if a == &addr && source.kind() == io::ErrorKind::ConnectionRefused),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&addr), "{err}");
+    assert_nothing_left(&tmp);
+
+    // An address that does not resolve.
+    let err = pull_archive(
+        "no-such-host.invalid:7001",
+        &out_path(&tmp),
+        TIMEOUT,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no-such-host.invalid:7001"),
+        "{err}"
+    );
+    assert_nothing_left(&tmp);
+}
+
+#[test]
+fn an_existing_out_or_out_tmp_is_refused_before_connecting_and_left_untouched() {
+    let (listener, addr) = listen();
+    listener.set_nonblocking(true).unwrap();
+    let tmp = TempDir::new().unwrap();
+    let out = out_path(&tmp);
+
+    fs::write(&out, b"precious").unwrap();
+    let err = pull_archive(&addr, &out, TIMEOUT, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, source, .. }
+            if path == &out && source.kind() == io::ErrorKind::AlreadyExists),
+        "{err:?}"
+    );
+    assert_eq!(fs::read(&out).unwrap(), b"precious");
+    assert!(!tmp.path().join("pulled.tar.gz.tmp").exists());
+    fs::remove_file(&out).unwrap();
+
+    // A leftover OUT.tmp (an interrupted pull): refused, not removed, no OUT.
+    let leftover = tmp.path().join("pulled.tar.gz.tmp");
+    fs::write(&leftover, b"half").unwrap();
+    let err = pull_archive(&addr, &out, TIMEOUT, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, source, .. }
+            if path == &leftover && source.kind() == io::ErrorKind::AlreadyExists),
+        "{err:?}"
+    );
+    assert_eq!(fs::read(&leftover).unwrap(), b"half");
+    assert!(!out.exists());
+
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        "the client connected although it refused the target"
+    );
+}
+
+/// A server that reads the request, sends `first`, then neither sends nor closes until the
+/// test releases it.
+fn serve_stalled(first: Vec<u8>) -> (String, JoinHandle<()>, mpsc::Sender<()>) {
+    let (release, wait) = mpsc::channel::<()>();
+    let (addr, server) = serve_one(move |mut conn| {
+        read_magic(&mut conn);
+        conn.write_all(&first).unwrap();
+        let _ = wait.recv();
+    });
+    (addr, server, release)
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    let (addr, server, release) = serve_stalled(Vec::new());
+    let tmp = TempDir::new().unwrap();
+    let started = Instant::now();
+    let err =
+        pull_archive(&addr, &out_path(&tmp), Duration::from_secs(1), &mut |_| {}).unwrap_err();
+    let took = started.elapsed();
+    release.send(()).unwrap();
+    server.join().unwrap();
+    assert!(
+        matches!(&err, Error::Network { addr: a, source, .. }
+            if a == &addr && source.kind() == io::ErrorKind::TimedOut),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
+    assert_nothing_left(&tmp);
+}
+
+#[test]
+fn a_server_that_stalls_mid_archive_times_out() {
+    let bytes = archive_bytes();
+    let mut first = vec![endpoint::STATUS_ARCHIVE];
+    first.extend_from_slice(&bytes[..bytes.len() / 2]);
+    let (addr, server, release) = serve_stalled(first);
+    let tmp = TempDir::new().unwrap();
+    let started = Instant::now();
+    let err =
+        pull_archive(&addr, &out_path(&tmp), Duration::from_secs(1), &mut |_| {}).unwrap_err();
+    let took = started.elapsed();
+    release.send(()).unwrap();
+    server.join().unwrap();
+    assert!(
+        matches!(&err, Error::Network { source, .. } if source.kind() == io::ErrorKind::TimedOut),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert_nothing_left(&tmp);
+}
+
+#[test]
+fn a_zero_timeout_is_an_invalid_argument() {
+    let tmp = TempDir::new().unwrap();
+    let err = pull_archive(
+        &free_port_addr(),
+        &out_path(&tmp),
+        Duration::ZERO,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert_nothing_left(&tmp);
+}
+
+#[test]
+fn the_server_writes_the_documented_bytes() {
+    let mut wire = Vec::new();
+    serve_error(&mut wire, "no snapshot").unwrap();
+    assert_eq!(wire, b"\x01\x00\x00\x00\x0bno snapshot");
+
+    let tmp = TempDir::new().unwrap();
+    let store = node_store(&tmp.path().join("node"));
+    let mut wire = Vec::new();
+    let meta = serve_archive(
+        &mut wire,
+        &mut store.snapshot_reader().unwrap(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(wire[0], endpoint::STATUS_ARCHIVE);
+    let file = tmp.path().join("wire.tar.gz");
+    fs::write(&file, &wire[1..]).unwrap();
+    let status = archive::verify_archive(&file, &mut |_| {}).unwrap();
+    assert_eq!(status.meta, meta);
+}
