@@ -1,0 +1,127 @@
+//! Starting a raftwal-kv node process: recover its directory, open its port, link its peers,
+//! then run the raft loop on this thread until the process is killed.
+//!
+//! It owns the wiring between the pieces (runtime, channels, shared state) and nothing else.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::node::{self, Config, Node, Shared};
+use crate::server;
+use crate::wire::NodeStatus;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct NodeArgs {
+    /// This node's raft id (1, 2, ...).
+    #[arg(long)]
+    pub id: u64,
+    /// Its raftwal directory (created when missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Every voter's address, this node's included: `1=127.0.0.1:7001,2=...`.
+    #[arg(long, value_parser = parse_peers)]
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Snapshot and compact after this many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Raft tick (election after 10-20 ticks without a leader, heartbeats every 2).
+    #[arg(long, default_value_t = 50)]
+    pub tick_ms: u64,
+}
+
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id.parse().map_err(|e| format!("{part:?}: bad id: {e}"))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| format!("{part:?}: bad address: {e}"))?;
+        if id == 0 || peers.insert(id, addr).is_some() {
+            return Err(format!("{part:?}: ids must be unique and above 0"));
+        }
+    }
+    Ok(peers)
+}
+
+pub fn peers_arg(peers: &BTreeMap<u64, SocketAddr>) -> String {
+    peers
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs a node; returns only on a fatal error.
+pub fn run_node(args: NodeArgs) -> Result<(), String> {
+    let listen = *args
+        .peers
+        .get(&args.id)
+        .ok_or_else(|| format!("--peers has no address for this node's id {}", args.id))?;
+    let cfg = Config {
+        id: args.id,
+        dir: args.dir.clone(),
+        peers: args.peers.clone(),
+        snapshot_every: args.snapshot_every,
+        tick: Duration::from_millis(args.tick_ms.max(1)),
+    };
+    let started = Instant::now();
+    let (store, sm, applied) = node::recover(&cfg)?;
+    let recovered = started.elapsed();
+    let snapshot_index = store.uint(raftwal::MetaInfo::SnapshotIndex);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let listener = runtime.block_on(bind(listen))?;
+    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    let shared = Arc::new(Shared {
+        id: args.id,
+        peers: args.peers.clone(),
+        sm: RwLock::new(sm),
+        status: Mutex::new(NodeStatus::default()),
+        leader: AtomicU64::new(0),
+        events: events_tx,
+    });
+    let mut outbox = HashMap::new();
+    {
+        let _guard = runtime.enter();
+        for (&id, &addr) in &args.peers {
+            if id != args.id {
+                outbox.insert(id, server::peer_link(shared.clone(), id, addr));
+            }
+        }
+        runtime.spawn(server::serve(listener, shared.clone()));
+    }
+    let node = Node::new(&cfg, store, applied, shared, outbox)?;
+    eprintln!(
+        "node {} listening on {listen}: recovered to applied index {applied} (snapshot {snapshot_index}) in {:.1} ms",
+        args.id,
+        recovered.as_secs_f64() * 1e3
+    );
+    node.run(events_rx, cfg.tick)
+}
+
+/// Binds the node's port, retrying for a while if a previous incarnation still holds it.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    let start = Instant::now();
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(format!("bind {addr}: {e}")),
+        }
+    }
+}

@@ -1,0 +1,647 @@
+//! One raftwal-kv node's raft loop: a raft-rs `RawNode` over `raftwal::DiskStorage`, driven by
+//! a single thread.
+//!
+//! It owns the `RawNode` and its storage, recovery at start (snapshot + log replay up to the
+//! checkpoint), the Ready cycle (send, persist, apply), writes and ReadIndex reads waiting for
+//! their outcome, and snapshots with log compaction. Everything else reaches it as an [`Event`]
+//! on one channel, so a burst of proposals shares one `save` (one fdatasync).
+//!
+//! It never does network I/O (messages go to the peer senders' channels) and never waits on a
+//! client: answers go into oneshot channels that may already be closed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use raft::prelude::*;
+use raft::{Config as RaftConfig, GetEntriesContext, RawNode, ReadOnlyOption, StateRole, Storage};
+use raftwal::{DiskStorage, MetaInfo, SnapshotReader};
+use tokio::sync::{mpsc::UnboundedSender, oneshot};
+
+use crate::state::{Command, Op, StateMachine};
+use crate::wire::{NodeStatus, Request, Response, Session};
+
+/// How long a write or a strong read may wait inside raft before it is answered "retry".
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: u64,
+    pub dir: PathBuf,
+    /// Every voter, this node included: id -> the address it listens on.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Snapshot (and compact the log) once this many entries were applied since the last one.
+    pub snapshot_every: u64,
+    pub tick: Duration,
+}
+
+pub enum Event {
+    Raft(Box<Message>),
+    Propose {
+        op: Op,
+        session: Option<Session>,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A `Strong` read or list, served after ReadIndex.
+    Read {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A point-in-time snapshot at the applied index, for `raftwal snapshot save --endpoint`.
+    PullSnapshot {
+        reply: oneshot::Sender<Result<SnapshotReader, String>>,
+    },
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    Unreachable {
+        to: u64,
+    },
+}
+
+/// What the network side reads without going through the raft thread.
+pub struct Shared {
+    pub id: u64,
+    pub peers: BTreeMap<u64, SocketAddr>,
+    pub sm: RwLock<StateMachine>,
+    pub status: Mutex<NodeStatus>,
+    /// The leader this node knows of (0: none).
+    pub leader: AtomicU64,
+    pub events: Sender<Event>,
+}
+
+impl Shared {
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+}
+
+type Reply = oneshot::Sender<Response>;
+
+pub struct Node {
+    raw: RawNode<DiskStorage>,
+    shared: Arc<Shared>,
+    outbox: HashMap<u64, UnboundedSender<Message>>,
+    snapshot_every: u64,
+    /// Writes proposed here, by request number.
+    proposals: HashMap<u64, (Instant, Reply)>,
+    next_req: u64,
+    /// Strong reads waiting for the quorum's answer to their ReadIndex, by context.
+    reads_in_flight: HashMap<u64, (Instant, Request, Reply)>,
+    /// Strong reads with a read index, waiting for the state machine to reach it.
+    reads_to_apply: Vec<(u64, Request, Reply)>,
+    /// Strong reads that came before this leader committed an entry of its term.
+    reads_deferred: Vec<(Instant, Request, Reply)>,
+    snapshots_taken: u64,
+    snapshots_installed: u64,
+}
+
+fn raft_config(id: u64, applied: u64) -> RaftConfig {
+    RaftConfig {
+        id,
+        election_tick: 10,
+        heartbeat_tick: 2,
+        applied,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: ReadOnlyOption::Safe,
+        ..Default::default()
+    }
+}
+
+/// Opens the node's directory and rebuilds its state machine: the snapshot, then the log up
+/// to the checkpoint (the applied index persisted by the previous run). Returns what raft
+/// starts from.
+pub fn recover(cfg: &Config) -> Result<(DiskStorage, StateMachine, u64), String> {
+    let ctx = |what: &str, e: raftwal::Error| format!("{}: {what}: {e}", cfg.dir.display());
+    let store = DiskStorage::open(&cfg.dir).map_err(|e| ctx("open", e))?;
+    match store.uint(MetaInfo::RaftId) {
+        0 => store.set_uint(MetaInfo::RaftId, cfg.id),
+        id if id != cfg.id => {
+            return Err(format!(
+                "{} belongs to raft id {id}, not {}",
+                cfg.dir.display(),
+                cfg.id
+            ))
+        }
+        _ => {}
+    }
+    let state = store
+        .initial_state()
+        .map_err(|e| format!("{}: initial state: {e}", cfg.dir.display()))?;
+    if !state.initialized() {
+        let voters: Vec<u64> = cfg.peers.keys().copied().collect();
+        store
+            .set_conf_state(&ConfState::from((voters, vec![])))
+            .map_err(|e| ctx("set conf state", e))?;
+    }
+    let snapshot_index = store.uint(MetaInfo::SnapshotIndex);
+    let mut sm = StateMachine::default();
+    if snapshot_index > 0 {
+        let reader = store.snapshot_reader().map_err(|e| ctx("snapshot", e))?;
+        sm = StateMachine::decode(reader)?;
+        if sm.applied != snapshot_index {
+            return Err(format!(
+                "{}: the snapshot at index {snapshot_index} holds a state applied to {}",
+                cfg.dir.display(),
+                sm.applied
+            ));
+        }
+    }
+    let checkpoint = store
+        .checkpoint()
+        .map_err(|e| ctx("checkpoint", e))?
+        .min(state.hard_state.commit)
+        .max(snapshot_index);
+    while sm.applied < checkpoint {
+        let entries = store
+            .entries(
+                sm.applied + 1,
+                checkpoint + 1,
+                Some(4 << 20),
+                GetEntriesContext::empty(false),
+            )
+            .map_err(|e| format!("{}: replay from {}: {e}", cfg.dir.display(), sm.applied + 1))?;
+        for e in &entries {
+            apply_entry(&mut sm, e);
+        }
+    }
+    Ok((store, sm, checkpoint))
+}
+
+/// Applies one committed entry; returns the command's origin, request and outcome.
+fn apply_entry(sm: &mut StateMachine, e: &Entry) -> Option<(u64, u64, Response)> {
+    if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+        sm.apply_other(e.index);
+        return None;
+    }
+    match serde_json::from_slice::<Command>(&e.data) {
+        Ok(cmd) => {
+            let outcome = sm.apply(e.index, &cmd);
+            Some((cmd.origin, cmd.req, outcome.response()))
+        }
+        Err(err) => {
+            // Every replica skips the same bytes the same way, so they stay identical.
+            eprintln!("entry {}: not a command ({err}); skipped", e.index);
+            sm.apply_other(e.index);
+            None
+        }
+    }
+}
+
+impl Node {
+    pub fn new(
+        cfg: &Config,
+        store: DiskStorage,
+        applied: u64,
+        shared: Arc<Shared>,
+        outbox: HashMap<u64, UnboundedSender<Message>>,
+    ) -> Result<Node, String> {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config(cfg.id, applied), store, &logger)
+            .map_err(|e| format!("start raft: {e}"))?;
+        let node = Node {
+            raw,
+            shared,
+            outbox,
+            snapshot_every: cfg.snapshot_every.max(1),
+            proposals: HashMap::new(),
+            next_req: 1,
+            reads_in_flight: HashMap::new(),
+            reads_to_apply: Vec::new(),
+            reads_deferred: Vec::new(),
+            snapshots_taken: 0,
+            snapshots_installed: 0,
+        };
+        node.publish_status();
+        Ok(node)
+    }
+
+    /// Runs until the event channel closes (the process is being torn down) or storage fails.
+    pub fn run(mut self, events: Receiver<Event>, tick: Duration) -> Result<(), String> {
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match events.recv_timeout(wait) {
+                Ok(ev) => {
+                    self.handle(ev);
+                    // Take everything already queued, so one Ready (one fsync) covers it all.
+                    while let Ok(ev) = events.try_recv() {
+                        self.handle(ev);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if Instant::now() >= next_tick {
+                self.raw.tick();
+                next_tick += tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + tick;
+                }
+                self.expire();
+            }
+            self.on_ready()?;
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Raft(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    eprintln!("node {}: step: {e}", self.shared.id);
+                }
+            }
+            Event::Propose { op, session, reply } => {
+                if !self.is_leader() {
+                    let _ = reply.send(Response::retryable(format!(
+                        "node {} is not the leader (leader: {})",
+                        self.shared.id, self.raw.raft.leader_id
+                    )));
+                    return;
+                }
+                let req = self.next_req;
+                self.next_req += 1;
+                let cmd = Command {
+                    origin: self.shared.id,
+                    req,
+                    session,
+                    op,
+                };
+                let data = match serde_json::to_vec(&cmd) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = reply.send(Response::fatal(format!("encode command: {e}")));
+                        return;
+                    }
+                };
+                match self.raw.propose(vec![], data) {
+                    Ok(()) => {
+                        self.proposals.insert(req, (Instant::now(), reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Response::retryable(format!("proposal dropped: {e}")));
+                    }
+                }
+            }
+            Event::Read { request, reply } => {
+                if !self.is_leader() {
+                    let _ = reply.send(Response::retryable(format!(
+                        "node {} is not the leader",
+                        self.shared.id
+                    )));
+                } else if !self.raw.raft.commit_to_current_term() {
+                    // raft-rs drops a ReadIndex until the leader has committed in its term.
+                    self.reads_deferred.push((Instant::now(), request, reply));
+                } else {
+                    self.read_index(Instant::now(), request, reply);
+                }
+            }
+            Event::PullSnapshot { reply } => {
+                let _ = reply.send(self.snapshot_for_pull());
+            }
+            Event::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            Event::Unreachable { to } => self.raw.report_unreachable(to),
+        }
+    }
+
+    fn read_index(&mut self, since: Instant, request: Request, reply: Reply) {
+        let ctx = self.next_req;
+        self.next_req += 1;
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        self.reads_in_flight.insert(ctx, (since, request, reply));
+    }
+
+    /// Answers "retry" to everything that waited too long inside raft.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let late = |t: &Instant| now.duration_since(*t) > REQUEST_TIMEOUT;
+        let old: Vec<u64> = self
+            .proposals
+            .iter()
+            .filter(|(_, (t, _))| late(t))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in old {
+            if let Some((_, reply)) = self.proposals.remove(&k) {
+                let _ = reply.send(Response::retryable(
+                    "the write was not applied in time; its outcome is unknown (retry with its session)",
+                ));
+            }
+        }
+        let old: Vec<u64> = self
+            .reads_in_flight
+            .iter()
+            .filter(|(_, (t, _, _))| late(t))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in old {
+            if let Some((_, _, reply)) = self.reads_in_flight.remove(&k) {
+                let _ = reply.send(Response::retryable(
+                    "the leader could not confirm its leadership for a read in time",
+                ));
+            }
+        }
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_deferred)
+            .into_iter()
+            .partition(|(t, _, _)| late(t));
+        self.reads_deferred = keep;
+        for (_, _, reply) in old {
+            let _ = reply.send(Response::retryable(
+                "the new leader did not commit an entry of its term in time",
+            ));
+        }
+    }
+
+    /// Everything in flight fails when leadership is lost: nothing here can complete it.
+    fn lost_leadership(&mut self) {
+        let msg = format!(
+            "node {} lost leadership before answering; a write's outcome is unknown (retry with its session)",
+            self.shared.id
+        );
+        for (_, (_, reply)) in self.proposals.drain() {
+            let _ = reply.send(Response::retryable(msg.clone()));
+        }
+        for (_, (_, _, reply)) in self.reads_in_flight.drain() {
+            let _ = reply.send(Response::retryable(msg.clone()));
+        }
+        for (_, _, reply) in self.reads_to_apply.drain(..) {
+            let _ = reply.send(Response::retryable(msg.clone()));
+        }
+        for (_, _, reply) in self.reads_deferred.drain(..) {
+            let _ = reply.send(Response::retryable(msg.clone()));
+        }
+    }
+
+    fn send(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            match self.outbox.get(&to) {
+                Some(tx) => {
+                    if tx.send(m).is_err() {
+                        self.raw.report_unreachable(to);
+                    }
+                }
+                None => eprintln!("node {}: no address for node {to}", self.shared.id),
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), String> {
+        if !self.raw.has_ready() {
+            self.serve_reads();
+            return Ok(());
+        }
+        let was_leader = self.is_leader();
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            self.shared.leader.store(ss.leader_id, Ordering::Release);
+            if ss.raft_state == StateRole::Leader && !was_leader {
+                eprintln!(
+                    "node {}: leader at term {}",
+                    self.shared.id, self.raw.raft.term
+                );
+            }
+        }
+        let msgs = rd.take_messages();
+        self.send(msgs);
+        for rs in rd.take_read_states() {
+            let ctx = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes);
+            if let Some((_, request, reply)) =
+                ctx.ok().and_then(|c| self.reads_in_flight.remove(&c))
+            {
+                self.reads_to_apply.push((rs.index, request, reply));
+            }
+        }
+        let snapshot = rd.snapshot().clone();
+        if !snapshot.is_empty() || !rd.entries().is_empty() || rd.hs().is_some() {
+            let hs = rd.hs().cloned().unwrap_or_default();
+            self.raw
+                .store()
+                .save(&hs, rd.entries(), &snapshot)
+                .map_err(|e| format!("save: {e}"))?;
+        }
+        if !snapshot.is_empty() {
+            self.install(&snapshot)?;
+        }
+        let committed = rd.take_committed_entries();
+        self.apply(committed);
+        let msgs = rd.take_persisted_messages();
+        self.send(msgs);
+        let mut light = self.raw.advance(rd);
+        let msgs = light.take_messages();
+        self.send(msgs);
+        let committed = light.take_committed_entries();
+        self.apply(committed);
+        self.raw.advance_apply();
+        if was_leader && !self.is_leader() {
+            self.lost_leadership();
+        }
+        if self.is_leader()
+            && !self.reads_deferred.is_empty()
+            && self.raw.raft.commit_to_current_term()
+        {
+            for (since, request, reply) in std::mem::take(&mut self.reads_deferred) {
+                self.read_index(since, request, reply);
+            }
+        }
+        self.serve_reads();
+        self.maybe_snapshot()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn install(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let index = snapshot.get_metadata().index;
+        let new = StateMachine::decode(&snapshot.data[..])
+            .map_err(|e| format!("snapshot at {index} from the leader: {e}"))?;
+        self.shared.sm.write().replace(new);
+        self.raw.store().set_uint(MetaInfo::CheckpointIndex, index);
+        self.snapshots_installed += 1;
+        eprintln!(
+            "node {}: installed a snapshot at index {index} ({} bytes)",
+            self.shared.id,
+            snapshot.data.len()
+        );
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
+        let mut answers = Vec::new();
+        {
+            let shared = self.shared.clone();
+            let mut sm = shared.sm.write();
+            for e in &entries {
+                if e.index <= sm.applied {
+                    continue; // already in the state (restored from a snapshot or replayed)
+                }
+                match e.get_entry_type() {
+                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                        self.apply_conf_change(e);
+                        sm.apply_other(e.index);
+                    }
+                    EntryType::EntryNormal => {
+                        if let Some((origin, req, resp)) = apply_entry(&mut sm, e) {
+                            if origin == self.shared.id {
+                                answers.push((req, resp));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.raw.store().set_uint(MetaInfo::CheckpointIndex, last);
+        for (req, resp) in answers {
+            if let Some((_, reply)) = self.proposals.remove(&req) {
+                let _ = reply.send(resp);
+            }
+        }
+    }
+
+    fn apply_conf_change(&mut self, e: &Entry) {
+        use protobuf::Message as _;
+        let cs = if e.get_entry_type() == EntryType::EntryConfChange {
+            ConfChange::parse_from_bytes(&e.data)
+                .map_err(|err| err.to_string())
+                .and_then(|cc| {
+                    self.raw
+                        .apply_conf_change(&cc)
+                        .map_err(|err| err.to_string())
+                })
+        } else {
+            ConfChangeV2::parse_from_bytes(&e.data)
+                .map_err(|err| err.to_string())
+                .and_then(|cc| {
+                    self.raw
+                        .apply_conf_change(&cc)
+                        .map_err(|err| err.to_string())
+                })
+        };
+        match cs.and_then(|cs| {
+            self.raw
+                .store()
+                .set_conf_state(&cs)
+                .map_err(|err| err.to_string())
+        }) {
+            Ok(()) => {}
+            Err(err) => eprintln!("node {}: conf change at {}: {err}", self.shared.id, e.index),
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        if self.reads_to_apply.is_empty() {
+            return;
+        }
+        let sm = self.shared.sm.read();
+        let applied = sm.applied;
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_to_apply)
+            .into_iter()
+            .partition(|(index, _, _)| *index <= applied);
+        self.reads_to_apply = wait;
+        for (_, request, reply) in ready {
+            let _ = reply.send(local_read(&sm, &request));
+        }
+    }
+
+    /// Snapshots the state machine through the engine once enough was applied since the last
+    /// one; the engine compacts the log below it and removes the files it no longer needs.
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
+        let applied = self.shared.sm.read().applied;
+        let last = self.raw.store().uint(MetaInfo::SnapshotIndex);
+        if applied < last + self.snapshot_every {
+            return Ok(());
+        }
+        self.snapshot_at_applied()
+    }
+
+    fn snapshot_at_applied(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        let sm = self.shared.sm.read();
+        let applied = sm.applied;
+        if applied <= self.raw.store().uint(MetaInfo::SnapshotIndex) {
+            return Ok(());
+        }
+        self.raw
+            .store()
+            .create_snapshot_from(applied, None, sm.snapshot_stream())
+            .map_err(|e| format!("snapshot at {applied}: {e}"))?;
+        drop(sm);
+        self.snapshots_taken += 1;
+        eprintln!(
+            "node {}: snapshot at index {applied} in {:.1} ms; {} log file(s) left",
+            self.shared.id,
+            started.elapsed().as_secs_f64() * 1e3,
+            self.raw.store().num_log_files()
+        );
+        Ok(())
+    }
+
+    fn snapshot_for_pull(&mut self) -> Result<SnapshotReader, String> {
+        self.snapshot_at_applied()?;
+        self.publish_status();
+        self.raw
+            .store()
+            .snapshot_reader()
+            .map_err(|e| e.to_string())
+    }
+
+    fn publish_status(&self) {
+        let r = &self.raw.raft;
+        let store = self.raw.store();
+        let sm = self.shared.sm.read();
+        let status = NodeStatus {
+            id: self.shared.id,
+            role: format!("{:?}", r.state),
+            leader: r.leader_id,
+            term: r.term,
+            commit: r.raft_log.committed,
+            applied: sm.applied,
+            first_index: store.first_index().unwrap_or(0),
+            last_index: store.last_index().unwrap_or(0),
+            snapshot_index: store.uint(MetaInfo::SnapshotIndex),
+            log_files: store.num_log_files(),
+            snapshots_taken: self.snapshots_taken,
+            snapshots_installed: self.snapshots_installed,
+            keys: sm.len(),
+        };
+        drop(sm);
+        *self.shared.status.lock() = status;
+    }
+}
+
+/// Answers a read or list from the local state machine.
+pub fn local_read(sm: &StateMachine, request: &Request) -> Response {
+    match request {
+        Request::Read { key, .. } => Response::Value {
+            item: sm.get(key),
+            applied: sm.applied,
+        },
+        Request::List { prefix, .. } => Response::Items {
+            items: sm.list(prefix),
+            applied: sm.applied,
+        },
+        other => Response::fatal(format!("not a read: {other:?}")),
+    }
+}

@@ -1,0 +1,224 @@
+//! A raftwal-kv cluster of local processes on loopback, for the demo and the tests: start,
+//! SIGKILL and restart nodes, and wait for a leader or for the replicas to converge.
+//!
+//! It owns the child processes (all killed when it is dropped) and their directories under one
+//! root; it never reaches into a node except through its port.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::app::peers_arg;
+use crate::client::Client;
+use crate::wire::NodeStatus;
+
+pub struct LocalCluster {
+    /// The program to run as a node, and the arguments before the node's own.
+    exe: PathBuf,
+    prefix: Vec<String>,
+    root: PathBuf,
+    peers: BTreeMap<u64, SocketAddr>,
+    children: BTreeMap<u64, Child>,
+    pub snapshot_every: u64,
+}
+
+/// A loopback port below the kernel's ephemeral range (so no outgoing connection takes it
+/// while its node is down) that nothing listens on now.
+fn free_port(taken: &[u16]) -> std::io::Result<u16> {
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 10_000 + (h.finish() % 20_000) as u16;
+        if taken.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free loopback port found",
+    ))
+}
+
+impl LocalCluster {
+    /// A cluster of `n` nodes under `root` (not started).
+    pub fn new(
+        exe: PathBuf,
+        prefix: Vec<String>,
+        root: &Path,
+        n: u64,
+        snapshot_every: u64,
+    ) -> std::io::Result<LocalCluster> {
+        let mut ports = Vec::new();
+        let mut peers = BTreeMap::new();
+        for id in 1..=n {
+            let port = free_port(&ports)?;
+            ports.push(port);
+            peers.insert(id, SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        Ok(LocalCluster {
+            exe,
+            prefix,
+            root: root.to_path_buf(),
+            peers,
+            children: BTreeMap::new(),
+            snapshot_every,
+        })
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.peers.keys().copied().collect()
+    }
+
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.peers[&id]
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.peers.values().copied().collect()
+    }
+
+    pub fn dir(&self, id: u64) -> PathBuf {
+        self.root.join(format!("node-{id}"))
+    }
+
+    pub fn log(&self, id: u64) -> PathBuf {
+        self.root.join(format!("node-{id}.log"))
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.children.contains_key(&id)
+    }
+
+    pub fn start_all(&mut self) -> std::io::Result<()> {
+        for id in self.ids() {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn start(&mut self, id: u64) -> std::io::Result<()> {
+        if self.is_running(id) {
+            return Ok(());
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(id))?;
+        let child = Command::new(&self.exe)
+            .args(&self.prefix)
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--dir")
+            .arg(self.dir(id))
+            .arg("--peers")
+            .arg(peers_arg(&self.peers))
+            .arg("--snapshot-every")
+            .arg(self.snapshot_every.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.children.insert(id, child);
+        Ok(())
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.children.remove(&id) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Fails if a node process exited on its own (it should run until killed).
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        for (id, c) in self.children.iter_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                let log = fs::read_to_string(self.root.join(format!("node-{id}.log")))
+                    .unwrap_or_default();
+                // From the panic message on when there is one, else the last lines.
+                let lines: Vec<&str> = log.lines().collect();
+                let from = lines
+                    .iter()
+                    .rposition(|l| l.contains("panicked at"))
+                    .unwrap_or(lines.len().saturating_sub(15));
+                let end = lines.len().min(from + 15);
+                return Err(format!(
+                    "node {id} exited by itself ({status}); its log:\n{}",
+                    lines[from..end].join("\n")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn status(&self, id: u64) -> Option<NodeStatus> {
+        let mut c = Client::pinned(self.addr(id));
+        c.deadline = Duration::from_millis(500);
+        c.attempt_timeout = Duration::from_millis(500);
+        c.status().await.ok()
+    }
+
+    /// Waits until every running node names the same leader, itself running.
+    pub async fn wait_leader(&mut self, timeout: Duration) -> Result<u64, String> {
+        let start = Instant::now();
+        loop {
+            self.check_alive()?;
+            let mut leaders = Vec::new();
+            for id in self.children.keys() {
+                leaders.push(self.status(*id).await.map_or(0, |s| s.leader));
+            }
+            if let Some(&l) = leaders.first() {
+                if l != 0 && self.is_running(l) && leaders.iter().all(|&x| x == l) {
+                    return Ok(l);
+                }
+            }
+            if start.elapsed() > timeout {
+                return Err(format!("no agreed leader after {timeout:?}: {leaders:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied the same index, at least `at_least`.
+    pub async fn wait_converged(
+        &mut self,
+        at_least: u64,
+        timeout: Duration,
+    ) -> Result<u64, String> {
+        let start = Instant::now();
+        loop {
+            self.check_alive()?;
+            let mut applied = Vec::new();
+            for id in self.children.keys() {
+                applied.push(self.status(*id).await.map_or(0, |s| s.applied));
+            }
+            if let Some(&a) = applied.first() {
+                if a >= at_least && applied.iter().all(|&x| x == a) {
+                    return Ok(a);
+                }
+            }
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "replicas did not converge to >= {at_least} in {timeout:?}: {applied:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            self.kill(id);
+        }
+    }
+}

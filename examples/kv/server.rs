@@ -1,0 +1,397 @@
+//! A raftwal-kv node's network side (tokio): the listener, the peer links, client requests,
+//! forwarding to the leader, and snapshot pulls.
+//!
+//! It owns sockets and the forwarding connection. It reads the state machine for eventual
+//! reads and watches, and hands everything that needs raft (writes, strong reads, raft
+//! messages, snapshots) to the raft thread as a [`node::Event`]. It never touches storage.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
+
+use crate::client::Conn;
+use crate::node::{local_read, Event, Shared};
+use crate::state::Op;
+use crate::wire::{
+    read_frame, write_frame, ClientFrame, Consistency, Request, Response, ServerFrame,
+    CLIENT_MAGIC, PEER_MAGIC,
+};
+
+/// How long a request may wait for a leader to be known.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How long a request may wait inside raft (a bit more than the raft thread's own limit).
+const RAFT_WAIT: Duration = Duration::from_secs(7);
+
+pub struct Net {
+    shared: Arc<Shared>,
+    /// The connection requests are forwarded on, and the leader it goes to.
+    forward: tokio::sync::Mutex<Option<(u64, Arc<Conn>)>>,
+}
+
+/// Accepts connections until the process ends.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let net = Arc::new(Net {
+        shared,
+        forward: tokio::sync::Mutex::new(None),
+    });
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let net = net.clone();
+                tokio::spawn(async move { net.connection(stream).await });
+            }
+            Err(e) => {
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+impl Net {
+    async fn connection(self: Arc<Self>, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let mut magic = [0u8; 8];
+        match tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut magic)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        if magic == PEER_MAGIC {
+            self.peer_in(stream).await;
+        } else if magic == CLIENT_MAGIC {
+            self.client(stream).await;
+        } else if magic == raftwal::endpoint::PULL_MAGIC {
+            self.pull(stream).await;
+        }
+    }
+
+    /// Raft messages from a peer, handed to the raft thread.
+    async fn peer_in(&self, stream: TcpStream) {
+        let mut r = BufReader::with_capacity(256 << 10, stream);
+        let mut buf = Vec::new();
+        while let Ok(true) = read_frame(&mut r, &mut buf).await {
+            match Message::parse_from_bytes(&buf) {
+                Ok(m) => {
+                    if self.shared.events.send(Event::Raft(Box::new(m))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("node {}: bad raft message from a peer: {e}", self.shared.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn client(self: Arc<Self>, stream: TcpStream) {
+        let (r, w) = stream.into_split();
+        let (tx, mut rx) = unbounded_channel::<ServerFrame>();
+        let writer = tokio::spawn(async move {
+            let mut w = BufWriter::new(w);
+            while let Some(frame) = rx.recv().await {
+                let Ok(body) = serde_json::to_vec(&frame) else {
+                    continue;
+                };
+                if write_frame(&mut w, &body).await.is_err() {
+                    return;
+                }
+                // Flush once the queue is drained: answers that are ready together share a write.
+                if rx.is_empty() && w.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        while let Ok(true) = read_frame(&mut r, &mut buf).await {
+            let frame: ClientFrame = match serde_json::from_slice(&buf) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.send(ServerFrame {
+                        id: 0,
+                        response: Response::fatal(format!("bad request frame: {e}")),
+                    });
+                    break;
+                }
+            };
+            let net = self.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move { net.request(frame, tx).await });
+        }
+        drop(tx);
+        let _ = writer.await;
+    }
+
+    async fn request(&self, frame: ClientFrame, tx: UnboundedSender<ServerFrame>) {
+        let id = frame.id;
+        if let Request::Watch { prefix } = frame.request {
+            self.watch(id, prefix, tx).await;
+            return;
+        }
+        let response = self.answer(frame).await;
+        let _ = tx.send(ServerFrame { id, response });
+    }
+
+    async fn answer(&self, frame: ClientFrame) -> Response {
+        let request = frame.request;
+        match &request {
+            Request::Status => return Response::Status(self.shared.status.lock().clone()),
+            Request::Read {
+                consistency: Consistency::Eventual,
+                ..
+            }
+            | Request::List {
+                consistency: Consistency::Eventual,
+                ..
+            } => return local_read(&self.shared.sm.read(), &request),
+            _ => {}
+        }
+        let leader = match self.wait_leader().await {
+            Some(l) => l,
+            None => return Response::retryable("no leader is known (an election may be running)"),
+        };
+        if leader == self.shared.id {
+            return self.to_raft(request).await;
+        }
+        if frame.forwarded {
+            return Response::retryable(format!(
+                "node {} is not the leader (node {leader} is)",
+                self.shared.id
+            ));
+        }
+        self.forward(leader, request).await
+    }
+
+    async fn wait_leader(&self) -> Option<u64> {
+        let start = Instant::now();
+        loop {
+            let l = self.shared.leader();
+            if l != 0 {
+                return Some(l);
+            }
+            if start.elapsed() > LEADER_WAIT {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn to_raft(&self, request: Request) -> Response {
+        let (reply, answer) = oneshot::channel();
+        let ev = match request {
+            Request::Write {
+                key,
+                value,
+                expected_version,
+                session,
+            } => Event::Propose {
+                op: Op::Put {
+                    key,
+                    value,
+                    expected: expected_version,
+                },
+                session,
+                reply,
+            },
+            Request::Delete {
+                key,
+                expected_version,
+                session,
+            } => Event::Propose {
+                op: Op::Delete {
+                    key,
+                    expected: expected_version,
+                },
+                session,
+                reply,
+            },
+            request @ (Request::Read { .. } | Request::List { .. }) => {
+                Event::Read { request, reply }
+            }
+            other => return Response::fatal(format!("not a raft request: {other:?}")),
+        };
+        if self.shared.events.send(ev).is_err() {
+            return Response::retryable("the node is shutting down");
+        }
+        match tokio::time::timeout(RAFT_WAIT, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Response::retryable("the node dropped the request"),
+            Err(_) => Response::retryable("no outcome in time; a write's outcome is unknown"),
+        }
+    }
+
+    /// Passes a request to the leader over one connection, re-established when the leader
+    /// changes or the connection breaks.
+    async fn forward(&self, leader: u64, request: Request) -> Response {
+        let Some(&addr) = self.shared.peers.get(&leader) else {
+            return Response::retryable(format!("no address for leader {leader}"));
+        };
+        let conn = {
+            let mut slot = self.forward.lock().await;
+            match &*slot {
+                Some((l, c)) if *l == leader && !c.is_closed() => c.clone(),
+                _ => match Conn::connect(addr, Duration::from_secs(1)).await {
+                    Ok(c) => {
+                        *slot = Some((leader, c.clone()));
+                        c
+                    }
+                    Err(e) => {
+                        return Response::retryable(format!("forward to leader {leader}: {e}"))
+                    }
+                },
+            }
+        };
+        match conn
+            .call(request, true, RAFT_WAIT + Duration::from_secs(1))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => Response::retryable(format!(
+                "forwarded to leader {leader}: {e}; a write's outcome is unknown"
+            )),
+        }
+    }
+
+    async fn watch(&self, id: u64, prefix: String, tx: UnboundedSender<ServerFrame>) {
+        let (events_tx, mut events) = unbounded_channel();
+        let applied = self.shared.sm.write().watch(prefix, events_tx);
+        if tx
+            .send(ServerFrame {
+                id,
+                response: Response::Watching { applied },
+            })
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return };
+                    if tx.send(ServerFrame { id, response: Response::Event(ev) }).is_err() {
+                        return;
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    }
+
+    /// `raftwal snapshot save --endpoint`: a snapshot at the applied index, as an archive.
+    async fn pull(&self, stream: TcpStream) {
+        let (reply, answer) = oneshot::channel();
+        let reader = if self
+            .shared
+            .events
+            .send(Event::PullSnapshot { reply })
+            .is_err()
+        {
+            Err("the node is shutting down".to_string())
+        } else {
+            answer
+                .await
+                .unwrap_or_else(|_| Err("the node dropped the request".to_string()))
+        };
+        let Ok(stream) = stream.into_std() else {
+            return;
+        };
+        let id = self.shared.id;
+        let _ = tokio::task::spawn_blocking(move || {
+            if stream.set_nonblocking(false).is_err() {
+                return;
+            }
+            let result = match reader {
+                Ok(mut reader) => {
+                    raftwal::endpoint::serve_archive(&stream, &mut reader, &mut |_| {}).map(
+                        |meta| {
+                            eprintln!(
+                                "node {id}: served a snapshot archive at index {}",
+                                meta.index
+                            )
+                        },
+                    )
+                }
+                Err(message) => raftwal::endpoint::serve_error(&stream, &message),
+            };
+            if let Err(e) = result {
+                eprintln!("node {id}: snapshot pull: {e}");
+            }
+        })
+        .await;
+    }
+}
+
+/// Starts the link that carries raft messages to peer `to`: connects (and reconnects) and
+/// writes each message as a frame. While the peer is unreachable its messages are dropped and
+/// raft is told, so it probes again later instead of waiting.
+pub fn peer_link(shared: Arc<Shared>, to: u64, addr: SocketAddr) -> UnboundedSender<Message> {
+    let (tx, rx) = unbounded_channel();
+    tokio::spawn(peer_out(shared, to, addr, rx));
+    tx
+}
+
+async fn peer_out(
+    shared: Arc<Shared>,
+    to: u64,
+    addr: SocketAddr,
+    mut rx: UnboundedReceiver<Message>,
+) {
+    let mut conn: Option<BufWriter<TcpStream>> = None;
+    let mut retry_at = Instant::now();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(m) = rx.try_recv() {
+            batch.push(m);
+        }
+        if conn.is_none() && Instant::now() >= retry_at {
+            conn = connect_peer(addr).await;
+            if conn.is_none() {
+                retry_at = Instant::now() + Duration::from_millis(200);
+            }
+        }
+        let ok = match conn.as_mut() {
+            Some(w) => write_batch(w, &batch).await,
+            None => false,
+        };
+        if !ok {
+            conn = None;
+            let _ = shared.events.send(Event::Unreachable { to });
+        }
+        for m in &batch {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                let _ = shared.events.send(Event::SnapshotSent { to, ok });
+            }
+        }
+    }
+}
+
+async fn connect_peer(addr: SocketAddr) -> Option<BufWriter<TcpStream>> {
+    let stream = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    let mut w = BufWriter::with_capacity(256 << 10, stream);
+    w.write_all(&PEER_MAGIC).await.ok()?;
+    Some(w)
+}
+
+async fn write_batch(w: &mut BufWriter<TcpStream>, batch: &[Message]) -> bool {
+    for m in batch {
+        let Ok(body) = m.write_to_bytes() else {
+            return false;
+        };
+        if write_frame(w, &body).await.is_err() {
+            return false;
+        }
+    }
+    w.flush().await.is_ok()
+}

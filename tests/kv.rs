@@ -1,0 +1,568 @@
+//! raftwal-kv end to end: real node processes on loopback, killed with SIGKILL.
+//!
+//! This test binary has no libtest harness: run with `node ...` it *is* a kv node (the same
+//! code as `examples/kv`), otherwise it runs the scenarios below one after another, starting
+//! itself as the nodes. `cargo test --test kv [NAME]` runs the scenarios whose name contains
+//! NAME.
+
+#![allow(dead_code)] // the example's modules carry what the demo and CLI use too
+
+#[path = "../examples/kv/app.rs"]
+mod app;
+#[path = "../examples/kv/client.rs"]
+mod client;
+#[path = "../examples/kv/node.rs"]
+mod node;
+#[path = "../examples/kv/procs.rs"]
+mod procs;
+#[path = "../examples/kv/server.rs"]
+mod server;
+#[path = "../examples/kv/state.rs"]
+mod state;
+#[path = "../examples/kv/wire.rs"]
+mod wire;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use parking_lot::Mutex;
+
+use client::{Client, ClientError};
+use procs::LocalCluster;
+use state::{Command, Op, Outcome, StateMachine};
+use wire::{Consistency, Session};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+#[derive(Parser)]
+struct NodeCli {
+    #[command(flatten)]
+    args: app::NodeArgs,
+}
+
+fn cluster(root: &std::path::Path, snapshot_every: u64) -> Result<LocalCluster> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    LocalCluster::new(exe, vec!["node".into()], root, 3, snapshot_every).map_err(|e| e.to_string())
+}
+
+fn e2s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+// ---- the state machine alone -------------------------------------------------------------
+
+fn put(key: &str, value: &str, expected: Option<u64>, session: Option<(u64, u64)>) -> Command {
+    Command {
+        origin: 1,
+        req: 0,
+        session: session.map(|(client, seq)| Session { client, seq }),
+        op: Op::Put {
+            key: key.into(),
+            value: value.into(),
+            expected,
+        },
+    }
+}
+
+async fn state_machine_cas_sessions_and_snapshot_encoding() -> Result {
+    let mut sm = StateMachine::default();
+    let check = |got: Outcome, want: Outcome| {
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("got {got:?}, want {want:?}"))
+        }
+    };
+    check(
+        sm.apply(1, &put("a", "1", Some(0), Some((7, 1)))),
+        Outcome::Written { version: 1 },
+    )?;
+    // A stale compare-and-swap fails and changes nothing.
+    check(
+        sm.apply(2, &put("a", "2", Some(0), None)),
+        Outcome::CasFailed {
+            key: "a".into(),
+            expected: 0,
+            current: 1,
+        },
+    )?;
+    // A retried session write answers its first outcome and applies nothing.
+    check(
+        sm.apply(3, &put("a", "9", None, Some((7, 1)))),
+        Outcome::Written { version: 1 },
+    )?;
+    if sm.get("a").map(|i| i.value) != Some("1".into()) {
+        return Err("a retried write was applied twice".into());
+    }
+    sm.apply(4, &put("ab", "x", None, None));
+    sm.apply(5, &put("b", "y", None, None));
+    let delete = Command {
+        origin: 1,
+        req: 0,
+        session: None,
+        op: Op::Delete {
+            key: "ab".into(),
+            expected: Some(3),
+        },
+    };
+    check(
+        sm.apply(6, &delete),
+        Outcome::CasFailed {
+            key: "ab".into(),
+            expected: 3,
+            current: 4,
+        },
+    )?;
+    if sm.list("a").len() != 2 || sm.list("").len() != 3 || !sm.list("c").is_empty() {
+        return Err(format!("list: {:?}", sm.list("")));
+    }
+    let mut bytes = Vec::new();
+    sm.snapshot_stream().read_to_end(&mut bytes).map_err(e2s)?;
+    let back = StateMachine::decode(&bytes[..])?;
+    if back.fingerprint() != sm.fingerprint() || back.sessions() != sm.sessions() {
+        return Err("the snapshot did not round-trip".into());
+    }
+    // Every truncation and every extra byte is an error, never a different state.
+    for cut in 0..bytes.len() {
+        if StateMachine::decode(&bytes[..cut]).is_ok() {
+            return Err(format!("a snapshot cut at {cut} bytes decoded"));
+        }
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    if StateMachine::decode(&longer[..]).is_ok() {
+        return Err("a snapshot with a trailing byte decoded".into());
+    }
+    Ok(())
+}
+
+// ---- a live cluster ------------------------------------------------------------------------
+
+/// Concurrent clients increment counters with compare-and-swap while nodes are killed with
+/// SIGKILL (the leader among them) and restarted, some kept down until the leader compacted
+/// past their log so they can only catch up by snapshot. Every counter must end equal to its
+/// acknowledged increments, and every replica must hold the same data.
+async fn cas_increments_survive_kills_and_restarts() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    // Small snapshots: compaction runs often, so restarted nodes catch up by snapshot.
+    let mut c = cluster(root.path(), 150)?;
+    c.start_all().map_err(e2s)?;
+    c.wait_leader(Duration::from_secs(20)).await?;
+
+    const KEYS: usize = 3;
+    const CLIENTS: usize = 6;
+    let acked: Arc<Mutex<[u64; KEYS]>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for n in 0..CLIENTS {
+        let mut client = Client::new(c.addrs());
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0u64;
+            let mut i = n;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("counter/{}", i % KEYS);
+                i += 1;
+                let (value, version) = match client.read(&key, Consistency::Strong).await {
+                    Ok(Some(item)) => (item.value.parse::<u64>().map_err(e2s)?, item.version),
+                    Ok(None) => (0, 0),
+                    Err(e) => return Err(format!("client {n}: read {key}: {e}")),
+                };
+                match client
+                    .write_cas(&key, &(value + 1).to_string(), Some(version))
+                    .await
+                {
+                    Ok(_) => acked.lock()[(i - 1) % KEYS] += 1,
+                    Err(ClientError::CasFailed { .. }) => conflicts += 1,
+                    Err(e) => return Err(format!("client {n}: write {key}: {e}")),
+                }
+            }
+            Ok::<_, String>((conflicts, client.retries))
+        }));
+    }
+
+    // Faults, one at a time; each node is back and caught up before the next one.
+    let mut kills = 0;
+    let mut lagged = 0;
+    let mut installed = 0;
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let leader = c.wait_leader(Duration::from_secs(20)).await?;
+        let victim = if round % 2 == 0 {
+            leader
+        } else {
+            c.ids().into_iter().find(|&i| i != leader).unwrap_or(1)
+        };
+        c.kill(victim);
+        kills += 1;
+        // What the killed node holds, read from its directory (the inspector changes nothing).
+        let before = raftwal::inspect::Inspector::open(c.dir(victim))
+            .map_err(e2s)?
+            .summary()
+            .last_index;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let lagged_now = round >= 3;
+        if lagged_now {
+            // Keep it down until the leader's log starts past what it holds: it can only
+            // catch up by snapshot.
+            let start = Instant::now();
+            loop {
+                let leader = c.wait_leader(Duration::from_secs(20)).await?;
+                if c.status(leader)
+                    .await
+                    .is_some_and(|s| s.snapshot_index > before)
+                {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    return Err(format!(
+                        "the leader never compacted past node {victim}'s last index {before}"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            lagged += 1;
+        }
+        c.start(victim).map_err(e2s)?;
+        let leader = c.wait_leader(Duration::from_secs(20)).await?;
+        let commit = c.status(leader).await.map_or(0, |s| s.commit);
+        let start = Instant::now();
+        loop {
+            c.check_alive()?;
+            if let Some(s) = c.status(victim).await.filter(|s| s.applied >= commit) {
+                if lagged_now && s.snapshots_installed == 0 {
+                    return Err(format!(
+                        "node {victim} was down past the leader's compaction yet caught up without a snapshot"
+                    ));
+                }
+                installed += s.snapshots_installed;
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(format!("node {victim} did not catch up to {commit}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut conflicts = 0;
+    let mut retries = 0;
+    for t in tasks {
+        let (c, r) = t.await.map_err(e2s)??;
+        conflicts += c;
+        retries += r;
+    }
+    let acked = *acked.lock();
+    let total: u64 = acked.iter().sum();
+    if total < 60 {
+        return Err(format!(
+            "only {total} increments were acknowledged: the cluster barely worked"
+        ));
+    }
+    let mut reader = Client::new(c.addrs());
+    let mut last = 0;
+    for (k, want) in acked.iter().enumerate() {
+        let key = format!("counter/{k}");
+        let item = reader.read(&key, Consistency::Strong).await.map_err(e2s)?;
+        let got = item
+            .as_ref()
+            .map_or(Ok(0), |i| i.value.parse::<u64>())
+            .map_err(e2s)?;
+        if got != *want {
+            return Err(format!(
+                "{key} is {got} but {want} increments were acknowledged"
+            ));
+        }
+        last = last.max(item.map_or(0, |i| i.version));
+    }
+    c.wait_converged(last, Duration::from_secs(20)).await?;
+    let mut lists = BTreeMap::new();
+    for id in c.ids() {
+        let items = Client::pinned(c.addr(id))
+            .list("counter/", Consistency::Eventual)
+            .await
+            .map_err(e2s)?;
+        lists.insert(id, items);
+    }
+    let first = lists.values().next().cloned().unwrap_or_default();
+    if lists.values().any(|l| *l != first) {
+        return Err(format!("replicas differ: {lists:?}"));
+    }
+    println!(
+        "    {total} acknowledged increments {acked:?}, {conflicts} CAS conflicts, {retries} client retries, {kills} SIGKILLs, {installed} snapshot installs ({lagged} nodes kept down past a compaction)"
+    );
+    Ok(())
+}
+
+/// What a client sees through a follower: forwarded writes, strong reads, watch events,
+/// compare-and-swap errors, and forwarding that follows a new leader.
+async fn follower_forwards_and_watches() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.start_all().map_err(e2s)?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let followers: Vec<u64> = c.ids().into_iter().filter(|&i| i != leader).collect();
+    let (f1, f2) = (followers[0], followers[1]);
+    let mut via = Client::pinned(c.addr(f1));
+    let mut watch = Client::pinned(c.addr(f2)).watch("w/").await.map_err(e2s)?;
+
+    let v1 = via.write_cas("w/a", "1", Some(0)).await.map_err(e2s)?;
+    match via.write_cas("w/a", "x", Some(0)).await {
+        Err(ClientError::CasFailed {
+            expected: 0,
+            current,
+            ..
+        }) if current == v1 => {}
+        other => return Err(format!("create over an existing key: {other:?}")),
+    }
+    let strong = via.read("w/a", Consistency::Strong).await.map_err(e2s)?;
+    if strong.as_ref().map(|i| (i.value.as_str(), i.version)) != Some(("1", v1)) {
+        return Err(format!("strong read through a follower: {strong:?}"));
+    }
+    let v2 = via.write_cas("w/a", "2", Some(v1)).await.map_err(e2s)?;
+    match via.delete_cas("w/a", Some(v1)).await {
+        Err(ClientError::CasFailed { current, .. }) if current == v2 => {}
+        other => return Err(format!("delete with a stale version: {other:?}")),
+    }
+    via.write_cas("other/b", "not watched", None)
+        .await
+        .map_err(e2s)?;
+    let v3 = via.delete_cas("w/a", Some(v2)).await.map_err(e2s)?;
+    if via
+        .read("w/a", Consistency::Strong)
+        .await
+        .map_err(e2s)?
+        .is_some()
+    {
+        return Err("a deleted key reads back".into());
+    }
+    // The watch sees exactly the changes under its prefix, in order.
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .map_err(|_| "watch event timed out".to_string())?
+            .ok_or("watch closed")?;
+        events.push((e.key, e.value, e.version));
+    }
+    let want = vec![
+        ("w/a".to_string(), Some("1".to_string()), v1),
+        ("w/a".to_string(), Some("2".to_string()), v2),
+        ("w/a".to_string(), None, v3),
+    ];
+    if events != want {
+        return Err(format!("watch saw {events:?}, want {want:?}"));
+    }
+
+    // The leader dies: the follower's forwarding connection must find the new one.
+    c.kill(leader);
+    let v4 = via.write_cas("w/after", "x", Some(0)).await.map_err(e2s)?;
+    let new_leader = c.wait_leader(Duration::from_secs(20)).await?;
+    if new_leader == leader {
+        return Err("the killed leader is still named leader".into());
+    }
+    let got = Client::pinned(c.addr(f2))
+        .read("w/after", Consistency::Strong)
+        .await
+        .map_err(e2s)?;
+    if got.map(|i| i.version) != Some(v4) {
+        return Err("a write forwarded after the leader change is missing".into());
+    }
+    // Eventual reads on the follower catch up without going through the leader.
+    let start = Instant::now();
+    while Client::pinned(c.addr(f1))
+        .read("w/after", Consistency::Eventual)
+        .await
+        .map_err(e2s)?
+        .is_none()
+    {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err("an eventual read never caught up".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// `raftwal snapshot save --endpoint` against a running node, then a new cluster restored
+/// from that archive: same data, and it takes writes. Also: a whole cluster SIGKILLed and
+/// restarted recovers from its own directories.
+async fn snapshot_pull_restore_and_full_restart() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.start_all().map_err(e2s)?;
+    c.wait_leader(Duration::from_secs(20)).await?;
+    let mut client = Client::new(c.addrs());
+    let mut want = BTreeMap::new();
+    for i in 0..200 {
+        let key = format!("k/{i:03}");
+        let v = client
+            .write_cas(&key, &format!("v{i}"), Some(0))
+            .await
+            .map_err(e2s)?;
+        want.insert(key, (format!("v{i}"), v));
+    }
+
+    // Every node stopped at once, no flush: each recovers from its own directory.
+    for id in c.ids() {
+        c.kill(id);
+    }
+    c.start_all().map_err(e2s)?;
+    c.wait_leader(Duration::from_secs(20)).await?;
+    let last = want.values().map(|(_, v)| *v).max().unwrap_or(0);
+    c.wait_converged(last, Duration::from_secs(20)).await?;
+    let list = |items: Vec<wire::Item>| -> BTreeMap<String, (String, u64)> {
+        items
+            .into_iter()
+            .map(|i| (i.key, (i.value, i.version)))
+            .collect()
+    };
+    for id in c.ids() {
+        let got = Client::pinned(c.addr(id))
+            .list("k/", Consistency::Eventual)
+            .await
+            .map_err(e2s)?;
+        if list(got) != want {
+            return Err(format!("node {id} lost data over a full-cluster SIGKILL"));
+        }
+    }
+
+    // Pull an archive from a running follower, as `raftwal snapshot save --endpoint` does.
+    let out = root.path().join("backup.tar.gz");
+    let addr = c.addr(2).to_string();
+    let status = tokio::task::spawn_blocking({
+        let out = out.clone();
+        move || raftwal::endpoint::pull_archive(&addr, &out, Duration::from_secs(30), &mut |_| {})
+    })
+    .await
+    .map_err(e2s)?
+    .map_err(e2s)?;
+    if status.meta.index < last {
+        return Err(format!(
+            "the pulled snapshot is at {} before the last write {last}",
+            status.meta.index
+        ));
+    }
+    drop(c);
+
+    // A new cluster from the archive: every node restored with its own id, fresh ports.
+    let root2 = tempfile::tempdir().map_err(e2s)?;
+    let mut c2 = cluster(root2.path(), 10_000)?;
+    for id in c2.ids() {
+        let opts = raftwal::archive::RestoreOptions {
+            raft_id: Some(id),
+            voters: Some(c2.ids()),
+        };
+        raftwal::archive::restore(&out, &c2.dir(id), &opts, &mut |_| {}).map_err(e2s)?;
+    }
+    c2.start_all().map_err(e2s)?;
+    c2.wait_leader(Duration::from_secs(20)).await?;
+    let mut client = Client::new(c2.addrs());
+    let got = client.list("k/", Consistency::Strong).await.map_err(e2s)?;
+    if list(got) != want {
+        return Err("the restored cluster's data differs from the original's".into());
+    }
+    let v = client
+        .write_cas("k/new", "after restore", Some(0))
+        .await
+        .map_err(e2s)?;
+    if v <= status.meta.index {
+        return Err(format!(
+            "a write after restore got version {v}, not above the snapshot {}",
+            status.meta.index
+        ));
+    }
+    c2.wait_converged(v, Duration::from_secs(20)).await?;
+    Ok(())
+}
+
+// ---- the runner ----------------------------------------------------------------------------
+
+type Scenario = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result>>>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("node") {
+        let cli = NodeCli::parse_from(args.iter().skip(1));
+        return match app::run_node(cli.args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("node: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let filters: Vec<&String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let scenarios: [(&str, Scenario); 4] = [
+        ("state_machine_cas_sessions_and_snapshot_encoding", || {
+            Box::pin(state_machine_cas_sessions_and_snapshot_encoding())
+        }),
+        ("follower_forwards_and_watches", || {
+            Box::pin(follower_forwards_and_watches())
+        }),
+        ("snapshot_pull_restore_and_full_restart", || {
+            Box::pin(snapshot_pull_restore_and_full_restart())
+        }),
+        ("cas_increments_survive_kills_and_restarts", || {
+            Box::pin(cas_increments_survive_kills_and_restarts())
+        }),
+    ];
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, scenario) in scenarios {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        let start = Instant::now();
+        let result = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(90), scenario())
+                .await
+                .unwrap_or_else(|_| Err("timed out after 90 s".into()))
+        });
+        match result {
+            Ok(()) => println!(
+                "test {name} ... ok ({:.1} s)",
+                start.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                println!(
+                    "test {name} ... FAILED ({:.1} s)\n    {e}",
+                    start.elapsed().as_secs_f64()
+                );
+                failed.push(name);
+            }
+        }
+    }
+    println!(
+        "\nkv: {} passed, {} failed",
+        ran - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
