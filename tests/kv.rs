@@ -390,6 +390,68 @@ async fn follower_forwards_and_watches() -> Result {
     Ok(())
 }
 
+/// Connections that send junk — unknown magic, oversized or cut frames, bad JSON, bad raft
+/// protobuf, a pull abandoned at once — are dropped; the node keeps serving.
+async fn junk_connections_leave_the_node_serving() -> Result {
+    use tokio::io::AsyncWriteExt;
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.start_all().map_err(e2s)?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let mut junk: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        b"RWKV".to_vec(),
+        [&wire::CLIENT_MAGIC[..], &u32::MAX.to_be_bytes()].concat(),
+        [&wire::CLIENT_MAGIC[..], &5u32.to_be_bytes(), b"{\"id\""].concat(),
+        [&wire::CLIENT_MAGIC[..], &3u32.to_be_bytes(), b"{x}"].concat(),
+        [&wire::PEER_MAGIC[..], &8u32.to_be_bytes(), &[0xff; 8]].concat(),
+        [&wire::PEER_MAGIC[..], &(100u32 << 20).to_be_bytes()].concat(),
+        raftwal::endpoint::PULL_MAGIC.to_vec(),
+        Vec::new(),
+    ];
+    // A well-formed raft message addressed to another node, and one from a stranger.
+    for (from, to) in [(leader, 99), (77, leader)] {
+        use protobuf::Message as _;
+        let mut m = raft::eraftpb::Message::default();
+        m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+        m.from = from;
+        m.to = to;
+        m.term = 1_000_000;
+        m.commit = 1_000_000;
+        let body = m.write_to_bytes().map_err(e2s)?;
+        junk.push(
+            [
+                &wire::PEER_MAGIC[..],
+                &(body.len() as u32).to_be_bytes(),
+                &body,
+            ]
+            .concat(),
+        );
+    }
+    for id in c.ids() {
+        for bytes in &junk {
+            let mut s = tokio::net::TcpStream::connect(c.addr(id))
+                .await
+                .map_err(e2s)?;
+            s.write_all(bytes).await.map_err(e2s)?;
+            drop(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.check_alive()?;
+    let mut client = Client::new(c.addrs());
+    let v = client
+        .write_cas("after/junk", "ok", Some(0))
+        .await
+        .map_err(e2s)?;
+    c.wait_converged(v, Duration::from_secs(20)).await?;
+    let term = c.status(leader).await.map_or(0, |s| s.term);
+    if term >= 1_000_000 {
+        return Err("a stranger's message moved the leader's term".into());
+    }
+    Ok(())
+}
+
 /// `raftwal snapshot save --endpoint` against a running node, then a new cluster restored
 /// from that archive: same data, and it takes writes. Also: a whole cluster SIGKILLed and
 /// restarted recovers from its own directories.
@@ -433,16 +495,21 @@ async fn snapshot_pull_restore_and_full_restart() -> Result {
         }
     }
 
-    // Pull an archive from a running follower, as `raftwal snapshot save --endpoint` does.
+    // Pull an archive from a running follower with the operator CLI, as a user would.
     let out = root.path().join("backup.tar.gz");
-    let addr = c.addr(2).to_string();
-    let status = tokio::task::spawn_blocking({
-        let out = out.clone();
-        move || raftwal::endpoint::pull_archive(&addr, &out, Duration::from_secs(30), &mut |_| {})
-    })
-    .await
-    .map_err(e2s)?
-    .map_err(e2s)?;
+    let pulled = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .args(["snapshot", "save", "--endpoint"])
+        .arg(c.addr(2).to_string())
+        .arg(&out)
+        .output()
+        .map_err(e2s)?;
+    if !pulled.status.success() {
+        return Err(format!(
+            "raftwal snapshot save --endpoint failed: {}",
+            String::from_utf8_lossy(&pulled.stderr)
+        ));
+    }
+    let status = raftwal::archive::verify_archive(&out, &mut |_| {}).map_err(e2s)?;
     if status.meta.index < last {
         return Err(format!(
             "the pulled snapshot is at {} before the last write {last}",
@@ -503,12 +570,15 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 4] = [
+    let scenarios: [(&str, Scenario); 5] = [
         ("state_machine_cas_sessions_and_snapshot_encoding", || {
             Box::pin(state_machine_cas_sessions_and_snapshot_encoding())
         }),
         ("follower_forwards_and_watches", || {
             Box::pin(follower_forwards_and_watches())
+        }),
+        ("junk_connections_leave_the_node_serving", || {
+            Box::pin(junk_connections_leave_the_node_serving())
         }),
         ("snapshot_pull_restore_and_full_restart", || {
             Box::pin(snapshot_pull_restore_and_full_restart())

@@ -72,12 +72,21 @@ impl Net {
         }
     }
 
-    /// Raft messages from a peer, handed to the raft thread.
+    /// Raft messages from a peer, handed to the raft thread. Peers are trusted as raft-rs trusts
+    /// them (no authentication here, as in etcd without TLS): a message must only come from a
+    /// listed peer and be addressed to this node, which stops a misdirected connection.
     async fn peer_in(&self, stream: TcpStream) {
         let mut r = BufReader::with_capacity(256 << 10, stream);
         let mut buf = Vec::new();
         while let Ok(true) = read_frame(&mut r, &mut buf).await {
             match Message::parse_from_bytes(&buf) {
+                Ok(m) if m.to != self.shared.id || !self.shared.peers.contains_key(&m.from) => {
+                    eprintln!(
+                        "node {}: dropped a raft message from {} to {}: not a peer's message to this node",
+                        self.shared.id, m.from, m.to
+                    );
+                    return;
+                }
                 Ok(m) => {
                     if self.shared.events.send(Event::Raft(Box::new(m))).is_err() {
                         return;
