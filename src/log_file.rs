@@ -230,6 +230,10 @@ pub(crate) struct CheckedSlot {
 }
 
 /// One open log file, mapped read-write over its whole (fallocated) length.
+/// Saves whose payloads total at most this many bytes are staged into one buffer and written
+/// with one `pwrite`; larger ones go straight from the entries' buffers with `pwritev`.
+const STAGE_LIMIT: u64 = 256 << 10;
+
 pub(crate) struct LogFile {
     path: PathBuf,
     id: u64,
@@ -247,6 +251,15 @@ pub(crate) struct LogFile {
     cipher: Option<Cipher>,
     /// The header says the file ahead of this one may not have been flushed when it was made.
     prev_unflushed: bool,
+}
+
+/// Buffers the writer reuses from save to save (one per log, not per file): small payloads
+/// copied back to back (one buffer for the kernel to copy instead of one iovec per entry), and
+/// the encoded slots.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    stage: Vec<u8>,
+    slots: Vec<u8>,
 }
 
 impl LogFile {
@@ -670,53 +683,92 @@ impl LogFile {
     /// Writes `entries` into slots starting at `first_slot`; their payloads go after the last
     /// payload written to this file. Payloads are written before slots. The caller guarantees
     /// the entries fit in the slot array and carry the indexes of their slots.
-    pub(crate) fn write_entries(&mut self, first_slot: u32, entries: &[Entry]) -> Result<()> {
+    pub(crate) fn write_entries(
+        &mut self,
+        first_slot: u32,
+        entries: &[Entry],
+        scratch: &mut Scratch,
+    ) -> Result<()> {
         if let Some(cipher) = self.cipher.clone() {
             return self.write_sealed(first_slot, entries, &cipher);
         }
         let start = self.payload_end;
         let total: u64 = entries.iter().map(payload_len).sum();
         self.reserve(start + total)?;
-        // Payloads, back to back, in one vectored write; then the slots describing them. Each
-        // CRC is computed from the caller's buffers, never read back.
-        let ctx_lens: Vec<[u8; 4]> = entries
-            .iter()
-            .map(|e| (e.context.len() as u32).to_le_bytes())
-            .collect();
-        let mut bufs = Vec::with_capacity(entries.len() * 3);
-        let mut slots = Vec::with_capacity(entries.len() * SLOT_SIZE);
+        // Payloads, back to back, then the slots describing them. Each CRC is computed from
+        // the caller's buffers, never read back. Small payloads are staged into one buffer:
+        // the kernel's per-iovec cost is larger than a memcpy of a few hundred bytes.
+        let staged = total <= STAGE_LIMIT && entries.len() > 1;
+        let mut stage = std::mem::take(&mut scratch.stage);
+        let mut slots = std::mem::take(&mut scratch.slots);
+        stage.clear();
+        slots.clear();
+        // Context lengths must outlive the iovecs that point at them (unstaged path only).
+        let ctx_lens: Vec<[u8; 4]> = if !staged && entries.iter().any(|e| !e.context.is_empty()) {
+            entries
+                .iter()
+                .map(|e| (e.context.len() as u32).to_le_bytes())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut bufs = Vec::with_capacity(if staged { 1 } else { entries.len() * 3 });
         let mut at = start;
-        for (e, ctx_len) in entries.iter().zip(&ctx_lens) {
-            let mut slot = Slot {
+        for (i, e) in entries.iter().enumerate() {
+            let ctx_len = (e.context.len() as u32).to_le_bytes();
+            let slot = Slot {
                 term: e.term,
                 index: e.index,
                 offset: at,
                 entry_type: entry_type_code(e.entry_type),
-                flags: 0,
+                flags: if e.context.is_empty() {
+                    0
+                } else {
+                    FLAG_CONTEXT
+                },
                 data_len: e.data.len() as u32,
                 crc: 0,
             };
-            if !e.data.is_empty() {
+            if staged {
+                stage.extend_from_slice(&e.data);
+            } else if !e.data.is_empty() {
                 bufs.push(IoSlice::new(&e.data));
             }
             at += e.data.len() as u64;
             if !e.context.is_empty() {
-                slot.flags = FLAG_CONTEXT;
-                bufs.push(IoSlice::new(ctx_len));
-                bufs.push(IoSlice::new(&e.context));
+                if staged {
+                    stage.extend_from_slice(&ctx_len);
+                    stage.extend_from_slice(&e.context);
+                } else if let Some(len) = ctx_lens.get(i) {
+                    bufs.push(IoSlice::new(len));
+                    bufs.push(IoSlice::new(&e.context));
+                }
                 at += 4 + e.context.len() as u64;
             }
             let mut b = [0u8; SLOT_SIZE];
             slot.encode_fields(&mut b);
             let mut crc = crc32c::crc32c_append(crc32c::crc32c(&b[..SLOT_CRC]), &e.data);
             if !e.context.is_empty() {
-                crc = crc32c::crc32c_append(crc, ctx_len);
+                crc = crc32c::crc32c_append(crc, &ctx_len);
                 crc = crc32c::crc32c_append(crc, &e.context);
             }
             b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
             slots.extend_from_slice(&b);
         }
-        self.write_payloads_then_slots(first_slot, entries.len(), &mut bufs, at, &slots)
+        if staged {
+            bufs.push(IoSlice::new(&stage));
+        }
+        let written =
+            self.write_payloads_then_slots(first_slot, entries.len(), &mut bufs, at, &slots);
+        drop(bufs);
+        // Keep the buffers for the next save unless one batch made them unusually large.
+        if stage.capacity() <= 2 * STAGE_LIMIT as usize {
+            scratch.stage = stage;
+        }
+        if slots.capacity() <= 1 << 20 {
+            scratch.slots = slots;
+        }
+        written
     }
 
     /// [`LogFile::write_entries`] for an encrypted store: each payload sealed under a fresh

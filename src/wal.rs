@@ -15,7 +15,7 @@ use raft::prelude::Entry;
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::log_file::{self, LogFile, SLOTS_PER_FILE};
+use crate::log_file::{self, LogFile, Scratch, SLOTS_PER_FILE};
 
 /// The open log files of one directory.
 pub(crate) struct Wal {
@@ -29,6 +29,8 @@ pub(crate) struct Wal {
     dir_dirty: bool,
     /// The store's key, for the files it creates.
     cipher: Option<Cipher>,
+    /// The writer's reusable buffers.
+    scratch: Scratch,
 }
 
 impl Wal {
@@ -48,6 +50,7 @@ impl Wal {
             last,
             dir_dirty: false,
             cipher,
+            scratch: Scratch::default(),
         }
     }
 
@@ -198,7 +201,7 @@ impl Wal {
             })?;
             let k = (index - f.base()) as u32;
             let fit = (SLOTS_PER_FILE - k as u64).min(rest.len() as u64) as usize;
-            f.write_entries(k, &rest[..fit])?;
+            f.write_entries(k, &rest[..fit], &mut self.scratch)?;
             self.last = rest[fit - 1].index;
             rest = &rest[fit..];
         }
