@@ -194,7 +194,7 @@ impl Wal {
                 } else {
                     self.files.back().is_some_and(LogFile::is_dirty)
                 };
-                self.rotate(index, prev_unflushed)?;
+                self.rotate(index, prev_unflushed, sync)?;
             }
             let f = self.files.back_mut().ok_or_else(|| {
                 Error::InvalidArgument("log has no file after rotation".to_string())
@@ -209,7 +209,9 @@ impl Wal {
     }
 
     /// Starts a new last file whose slot 0 holds `base`.
-    fn rotate(&mut self, base: u64, prev_unflushed: bool) -> Result<()> {
+    /// Starts the next file at `base`. `synced`: the writes that follow will each be flushed,
+    /// so the new file's slot area is written as real zeroes first (see `LogFile::create`).
+    fn rotate(&mut self, base: u64, prev_unflushed: bool, synced: bool) -> Result<()> {
         let hint = self.files.back().map_or(0, LogFile::payload_used);
         let f = LogFile::create(
             &self.dir,
@@ -218,6 +220,7 @@ impl Wal {
             hint,
             self.cipher.as_ref(),
             prev_unflushed,
+            synced,
         )?;
         self.next_file_id += 1;
         self.files.push_back(f);
