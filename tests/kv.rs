@@ -390,6 +390,88 @@ async fn follower_forwards_and_watches() -> Result {
     Ok(())
 }
 
+/// A fourth node added to a running, compacted cluster: the conf change goes through the
+/// leader, the new node starts with `--join`, catches up by snapshot, then counts in the
+/// quorum (a write succeeds with one of the first three nodes down) and recovers its own
+/// directory after a SIGKILL.
+async fn new_node_joins_by_snapshot() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 100)?;
+    c.start_all().map_err(e2s)?;
+    c.wait_leader(Duration::from_secs(20)).await?;
+    let mut client = Client::new(c.addrs());
+    let mut want = BTreeMap::new();
+    for i in 0..300 {
+        let key = format!("j/{i:03}");
+        let v = client.write_cas(&key, "x", Some(0)).await.map_err(e2s)?;
+        want.insert(key, v);
+    }
+    let new = c.reserve_node().map_err(e2s)?;
+    let (index, voters) = client
+        .add_node(new, &c.addr(new).to_string())
+        .await
+        .map_err(e2s)?;
+    if voters != vec![1, 2, 3, new] {
+        return Err(format!("voters after adding node {new}: {voters:?}"));
+    }
+    c.start(new).map_err(e2s)?;
+    let start = Instant::now();
+    let joined = loop {
+        c.check_alive()?;
+        if let Some(s) = c.status(new).await.filter(|s| s.applied >= index) {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap_or(1);
+            return Err(format!(
+                "node {new} did not catch up to the conf change at {index}: {:?}\nits log:\n{}\nthe leader's log:\n{}",
+                c.status(new).await,
+                c.log_tail(new, 10),
+                c.log_tail(leader, 10)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if joined.snapshots_installed == 0 || joined.voters != voters {
+        return Err(format!(
+            "node {new} joined without a snapshot or with the wrong voters: {joined:?}"
+        ));
+    }
+    let got: BTreeMap<String, u64> = Client::pinned(c.addr(new))
+        .list("j/", Consistency::Eventual)
+        .await
+        .map_err(e2s)?
+        .into_iter()
+        .map(|i| (i.key, i.version))
+        .collect();
+    if got != want {
+        return Err(format!(
+            "node {new} holds {} of the {} keys",
+            got.len(),
+            want.len()
+        ));
+    }
+    // Four voters: a quorum is three, so one of the first three may be down.
+    c.kill(1);
+    let mut client = Client::new(c.addrs());
+    let v = client
+        .write_cas("j/with-1-down", "x", Some(0))
+        .await
+        .map_err(e2s)?;
+    // The new node restarts from its own directory, still a member.
+    c.kill(new);
+    c.start(new).map_err(e2s)?;
+    c.start(1).map_err(e2s)?;
+    c.wait_converged(v, Duration::from_secs(20)).await?;
+    for id in c.ids() {
+        let s = c.status(id).await.ok_or("status")?;
+        if s.voters != vec![1, 2, 3, new] {
+            return Err(format!("node {id} sees voters {:?}", s.voters));
+        }
+    }
+    Ok(())
+}
+
 /// Connections that send junk — unknown magic, oversized or cut frames, bad JSON, bad raft
 /// protobuf, a pull abandoned at once — are dropped; the node keeps serving.
 async fn junk_connections_leave_the_node_serving() -> Result {
@@ -570,12 +652,15 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("state_machine_cas_sessions_and_snapshot_encoding", || {
             Box::pin(state_machine_cas_sessions_and_snapshot_encoding())
         }),
         ("follower_forwards_and_watches", || {
             Box::pin(follower_forwards_and_watches())
+        }),
+        ("new_node_joins_by_snapshot", || {
+            Box::pin(new_node_joins_by_snapshot())
         }),
         ("junk_connections_leave_the_node_serving", || {
             Box::pin(junk_connections_leave_the_node_serving())

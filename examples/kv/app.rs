@@ -3,7 +3,7 @@
 //!
 //! It owns the wiring between the pieces (runtime, channels, shared state) and nothing else.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -24,9 +24,14 @@ pub struct NodeArgs {
     /// Its raftwal directory (created when missing).
     #[arg(long)]
     pub dir: PathBuf,
-    /// Every voter's address, this node's included: `1=127.0.0.1:7001,2=...`.
+    /// The addresses of the nodes to start with, this node's included:
+    /// `1=127.0.0.1:7001,2=...`. A new cluster's voters are exactly these.
     #[arg(long, value_parser = parse_peers)]
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// Join a running cluster that added this node (`kv add-node`): start with no membership
+    /// and wait for the leader's snapshot. `--peers` then names a few running nodes and this one.
+    #[arg(long)]
+    pub join: bool,
     /// Snapshot and compact after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
@@ -70,6 +75,7 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         id: args.id,
         dir: args.dir.clone(),
         peers: args.peers.clone(),
+        join: args.join,
         snapshot_every: args.snapshot_every,
         tick: Duration::from_millis(args.tick_ms.max(1)),
     };
@@ -83,26 +89,30 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let listener = runtime.block_on(bind(listen))?;
+    // The nodes named on the command line, and those the state machine learned from conf changes.
+    let mut peers = args.peers.clone();
+    for (id, addr) in sm.members() {
+        match addr.parse() {
+            Ok(a) => {
+                peers.entry(*id).or_insert(a);
+            }
+            Err(e) => eprintln!(
+                "node {}: member {id} has a bad address {addr:?}: {e}",
+                args.id
+            ),
+        }
+    }
     let (events_tx, events_rx) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
         id: args.id,
-        peers: args.peers.clone(),
+        peers: RwLock::new(peers),
         sm: RwLock::new(sm),
         status: Mutex::new(NodeStatus::default()),
         leader: AtomicU64::new(0),
         events: events_tx,
     });
-    let mut outbox = HashMap::new();
-    {
-        let _guard = runtime.enter();
-        for (&id, &addr) in &args.peers {
-            if id != args.id {
-                outbox.insert(id, server::peer_link(shared.clone(), id, addr));
-            }
-        }
-        runtime.spawn(server::serve(listener, shared.clone()));
-    }
-    let node = Node::new(&cfg, store, applied, shared, outbox)?;
+    runtime.spawn(server::serve(listener, shared.clone()));
+    let node = Node::new(&cfg, store, applied, shared, runtime.handle().clone())?;
     eprintln!(
         "node {} listening on {listen}: recovered to applied index {applied} (snapshot {snapshot_index}) in {:.1} ms",
         args.id,

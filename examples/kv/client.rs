@@ -367,6 +367,21 @@ impl Client {
         written(r)
     }
 
+    /// Adds node `id` listening on `addr` as a voter; returns the conf change's index and the
+    /// voters after it. Start the node with `--join` afterwards.
+    pub async fn add_node(&mut self, id: u64, addr: &str) -> Result<(u64, Vec<u64>), ClientError> {
+        match self
+            .call(Request::AddNode {
+                id,
+                addr: addr.to_string(),
+            })
+            .await?
+        {
+            Response::Membership { index, voters } => Ok((index, voters)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn status(&mut self) -> Result<NodeStatus, ClientError> {
         match self.call(Request::Status).await? {
             Response::Status(s) => Ok(s),

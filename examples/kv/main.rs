@@ -93,6 +93,14 @@ enum Cmd {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Add a node as a voter; then start it with `node --join`.
+    AddNode {
+        #[command(flatten)]
+        at: Endpoints,
+        id: u64,
+        /// The address it will listen on.
+        addr: SocketAddr,
+    },
     /// Each endpoint's raft and storage status.
     Status {
         #[command(flatten)]
@@ -153,6 +161,12 @@ async fn client_command(cmd: Cmd) -> Result<(), ClientError> {
                 }
             }
             println!("the node closed the watch");
+        }
+        Cmd::AddNode { at, id, addr } => {
+            let (index, voters) = Client::new(at.endpoints)
+                .add_node(id, &addr.to_string())
+                .await?;
+            println!("node {id} ({addr}) added at index {index}; voters now {voters:?}");
         }
         Cmd::Status { at } => {
             for a in at.endpoints {

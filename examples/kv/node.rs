@@ -33,8 +33,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Config {
     pub id: u64,
     pub dir: PathBuf,
-    /// Every voter, this node included: id -> the address it listens on.
+    /// The nodes this one knows of at start, itself included: id -> the address it listens on.
+    /// A new cluster's voters are exactly these; nodes added later are learned from the log.
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// This node was added to a running cluster (`Request::AddNode`): it starts with no
+    /// membership and waits for the leader's snapshot instead of bootstrapping one.
+    pub join: bool,
     /// Snapshot (and compact the log) once this many entries were applied since the last one.
     pub snapshot_every: u64,
     pub tick: Duration,
@@ -50,6 +54,12 @@ pub enum Event {
     /// A `Strong` read or list, served after ReadIndex.
     Read {
         request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    /// Adds a voter (leader only).
+    AddNode {
+        id: u64,
+        addr: SocketAddr,
         reply: oneshot::Sender<Response>,
     },
     /// A point-in-time snapshot at the applied index, for `raftwal snapshot save --endpoint`.
@@ -68,7 +78,8 @@ pub enum Event {
 /// What the network side reads without going through the raft thread.
 pub struct Shared {
     pub id: u64,
-    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Every node this one knows of, itself included; grows as conf changes add nodes.
+    pub peers: RwLock<BTreeMap<u64, SocketAddr>>,
     pub sm: RwLock<StateMachine>,
     pub status: Mutex<NodeStatus>,
     /// The leader this node knows of (0: none).
@@ -88,6 +99,15 @@ pub struct Node {
     raw: RawNode<DiskStorage>,
     shared: Arc<Shared>,
     outbox: HashMap<u64, UnboundedSender<Message>>,
+    /// Where peer links run (they are started as nodes are learned).
+    rt: tokio::runtime::Handle,
+    /// Joined a running cluster and has no membership yet: it must start from the leader's
+    /// snapshot, never from an append of the log's first entries.
+    uninitialized: bool,
+    /// The conf change in flight from this leader: (node added, since, answer).
+    pending_conf: Option<(u64, Instant, Reply)>,
+    /// Snapshot at the next chance whatever the log length (a node was just added).
+    snapshot_due: bool,
     snapshot_every: u64,
     /// Writes proposed here, by request number.
     proposals: HashMap<u64, (Instant, Reply)>,
@@ -137,7 +157,7 @@ pub fn recover(cfg: &Config) -> Result<(DiskStorage, StateMachine, u64), String>
     let state = store
         .initial_state()
         .map_err(|e| format!("{}: initial state: {e}", cfg.dir.display()))?;
-    if !state.initialized() {
+    if !state.initialized() && !cfg.join {
         let voters: Vec<u64> = cfg.peers.keys().copied().collect();
         store
             .set_conf_state(&ConfState::from((voters, vec![])))
@@ -171,10 +191,39 @@ pub fn recover(cfg: &Config) -> Result<(DiskStorage, StateMachine, u64), String>
             )
             .map_err(|e| format!("{}: replay from {}: {e}", cfg.dir.display(), sm.applied + 1))?;
         for e in &entries {
+            if let Some((id, addr)) = added_member(e) {
+                sm.add_member(id, addr);
+            }
             apply_entry(&mut sm, e);
         }
     }
     Ok((store, sm, checkpoint))
+}
+
+/// The node a conf change entry adds, with the address its context carries.
+fn added_member(e: &Entry) -> Option<(u64, String)> {
+    use protobuf::Message as _;
+    let changes: Vec<(ConfChangeType, u64, Vec<u8>)> = match e.get_entry_type() {
+        EntryType::EntryConfChange => {
+            let cc = ConfChange::parse_from_bytes(&e.data).ok()?;
+            vec![(cc.get_change_type(), cc.node_id, cc.context.to_vec())]
+        }
+        EntryType::EntryConfChangeV2 => {
+            let cc = ConfChangeV2::parse_from_bytes(&e.data).ok()?;
+            let ctx = cc.context.to_vec();
+            cc.get_changes()
+                .iter()
+                .map(|c| (c.get_change_type(), c.node_id, ctx.clone()))
+                .collect()
+        }
+        EntryType::EntryNormal => return None,
+    };
+    changes.into_iter().find_map(|(ty, id, ctx)| match ty {
+        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode if !ctx.is_empty() => {
+            String::from_utf8(ctx).ok().map(|a| (id, a))
+        }
+        _ => None,
+    })
 }
 
 /// Applies one committed entry; returns the command's origin, request and outcome.
@@ -203,15 +252,23 @@ impl Node {
         store: DiskStorage,
         applied: u64,
         shared: Arc<Shared>,
-        outbox: HashMap<u64, UnboundedSender<Message>>,
+        rt: tokio::runtime::Handle,
     ) -> Result<Node, String> {
+        let uninitialized = !store
+            .initial_state()
+            .map_err(|e| format!("initial state: {e}"))?
+            .initialized();
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_config(cfg.id, applied), store, &logger)
             .map_err(|e| format!("start raft: {e}"))?;
-        let node = Node {
+        let mut node = Node {
             raw,
             shared,
-            outbox,
+            outbox: HashMap::new(),
+            rt,
+            uninitialized,
+            pending_conf: None,
+            snapshot_due: false,
             snapshot_every: cfg.snapshot_every.max(1),
             proposals: HashMap::new(),
             next_req: 1,
@@ -221,8 +278,29 @@ impl Node {
             snapshots_taken: 0,
             snapshots_installed: 0,
         };
+        let known: Vec<(u64, SocketAddr)> = node
+            .shared
+            .peers
+            .read()
+            .iter()
+            .map(|(&id, &a)| (id, a))
+            .collect();
+        for (id, addr) in known {
+            node.link(id, addr);
+        }
         node.publish_status();
         Ok(node)
+    }
+
+    /// Starts the link to peer `id` unless there is one (or it is this node).
+    fn link(&mut self, id: u64, addr: SocketAddr) {
+        if id == self.shared.id || self.outbox.contains_key(&id) {
+            return;
+        }
+        self.shared.peers.write().insert(id, addr);
+        let _guard = self.rt.enter();
+        let tx = crate::server::peer_link(self.shared.clone(), id, addr);
+        self.outbox.insert(id, tx);
     }
 
     /// Runs until the event channel closes (the process is being torn down) or storage fails.
@@ -260,6 +338,15 @@ impl Node {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Raft(m) => {
+                // With an empty log this node rejects appends that start past index 1, which
+                // walks the leader back to its compacted start and makes it send a snapshot.
+                // One starting at index 1 would be accepted, but the log from index 1 lacks
+                // the bootstrap membership (it lives in the snapshot or the meta page, not in
+                // an entry): wait for a snapshot instead.
+                if self.uninitialized && m.get_msg_type() == MessageType::MsgAppend && m.index == 0
+                {
+                    return;
+                }
                 if let Err(e) = self.raw.step(*m) {
                     eprintln!("node {}: step: {e}", self.shared.id);
                 }
@@ -309,6 +396,7 @@ impl Node {
                     self.read_index(Instant::now(), request, reply);
                 }
             }
+            Event::AddNode { id, addr, reply } => self.add_node(id, addr, reply),
             Event::PullSnapshot { reply } => {
                 let _ = reply.send(self.snapshot_for_pull());
             }
@@ -321,6 +409,35 @@ impl Node {
                 self.raw.report_snapshot(to, status);
             }
             Event::Unreachable { to } => self.raw.report_unreachable(to),
+        }
+    }
+
+    /// Proposes adding voter `id` at `addr`. Once it is applied every replica snapshots, so the
+    /// new node starts from a snapshot whose membership includes it (raft-rs refuses one that
+    /// does not), whichever node leads by then.
+    fn add_node(&mut self, id: u64, addr: SocketAddr, reply: Reply) {
+        if !self.is_leader() {
+            let _ = reply.send(Response::retryable(format!(
+                "node {} is not the leader",
+                self.shared.id
+            )));
+            return;
+        }
+        if self.pending_conf.is_some() {
+            let _ = reply.send(Response::retryable(
+                "another membership change is in flight",
+            ));
+            return;
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = id;
+        cc.context = addr.to_string().into_bytes().into();
+        match self.raw.propose_conf_change(vec![], cc) {
+            Ok(()) => self.pending_conf = Some((id, Instant::now(), reply)),
+            Err(e) => {
+                let _ = reply.send(Response::retryable(format!("conf change dropped: {e}")));
+            }
         }
     }
 
@@ -361,6 +478,13 @@ impl Node {
                 ));
             }
         }
+        if self.pending_conf.as_ref().is_some_and(|(_, t, _)| late(t)) {
+            if let Some((_, _, reply)) = self.pending_conf.take() {
+                let _ = reply.send(Response::retryable(
+                    "the membership change was not applied in time; check the status before retrying",
+                ));
+            }
+        }
         let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_deferred)
             .into_iter()
             .partition(|(t, _, _)| late(t));
@@ -388,6 +512,9 @@ impl Node {
             let _ = reply.send(Response::retryable(msg.clone()));
         }
         for (_, _, reply) in self.reads_deferred.drain(..) {
+            let _ = reply.send(Response::retryable(msg.clone()));
+        }
+        if let Some((_, _, reply)) = self.pending_conf.take() {
             let _ = reply.send(Response::retryable(msg.clone()));
         }
     }
@@ -474,8 +601,16 @@ impl Node {
         let index = snapshot.get_metadata().index;
         let new = StateMachine::decode(&snapshot.data[..])
             .map_err(|e| format!("snapshot at {index} from the leader: {e}"))?;
+        let members: Vec<(u64, String)> =
+            new.members().iter().map(|(&i, a)| (i, a.clone())).collect();
         self.shared.sm.write().replace(new);
         self.raw.store().set_uint(MetaInfo::CheckpointIndex, index);
+        self.uninitialized = false;
+        for (id, addr) in members {
+            if let Ok(addr) = addr.parse() {
+                self.link(id, addr);
+            }
+        }
         self.snapshots_installed += 1;
         eprintln!(
             "node {}: installed a snapshot at index {index} ({} bytes)",
@@ -499,6 +634,12 @@ impl Node {
                 }
                 match e.get_entry_type() {
                     EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                        if let Some((id, addr)) = added_member(e) {
+                            sm.add_member(id, addr.clone());
+                            if let Ok(addr) = addr.parse() {
+                                self.link(id, addr);
+                            }
+                        }
                         self.apply_conf_change(e);
                         sm.apply_other(e.index);
                     }
@@ -539,13 +680,38 @@ impl Node {
                         .map_err(|err| err.to_string())
                 })
         };
-        match cs.and_then(|cs| {
+        let result = cs.and_then(|cs| {
             self.raw
                 .store()
                 .set_conf_state(&cs)
+                .map(|()| {
+                    let mut v = cs.voters.clone();
+                    v.sort_unstable();
+                    v
+                })
                 .map_err(|err| err.to_string())
-        }) {
-            Ok(()) => {}
+        });
+        let added = added_member(e).map(|(id, _)| id);
+        match result {
+            Ok(voters) => {
+                eprintln!(
+                    "node {}: membership at index {}: voters {voters:?}",
+                    self.shared.id, e.index
+                );
+                // Every replica snapshots past the change, so whichever becomes leader can
+                // send the new node a snapshot it accepts.
+                if added.is_some() {
+                    self.snapshot_due = true;
+                }
+                if added.is_some() && self.pending_conf.as_ref().map(|p| p.0) == added {
+                    if let Some((_, _, reply)) = self.pending_conf.take() {
+                        let _ = reply.send(Response::Membership {
+                            index: e.index,
+                            voters,
+                        });
+                    }
+                }
+            }
             Err(err) => eprintln!("node {}: conf change at {}: {err}", self.shared.id, e.index),
         }
     }
@@ -570,9 +736,10 @@ impl Node {
     fn maybe_snapshot(&mut self) -> Result<(), String> {
         let applied = self.shared.sm.read().applied;
         let last = self.raw.store().uint(MetaInfo::SnapshotIndex);
-        if applied < last + self.snapshot_every {
+        if applied < last + self.snapshot_every && !self.snapshot_due {
             return Ok(());
         }
+        self.snapshot_due = false;
         self.snapshot_at_applied()
     }
 
@@ -625,6 +792,11 @@ impl Node {
             snapshots_taken: self.snapshots_taken,
             snapshots_installed: self.snapshots_installed,
             keys: sm.len(),
+            voters: {
+                let mut v: Vec<u64> = r.prs().conf().voters().ids().iter().collect();
+                v.sort_unstable();
+                v
+            },
         };
         drop(sm);
         *self.shared.status.lock() = status;

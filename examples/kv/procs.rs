@@ -22,6 +22,8 @@ pub struct LocalCluster {
     prefix: Vec<String>,
     root: PathBuf,
     peers: BTreeMap<u64, SocketAddr>,
+    /// The nodes the cluster was created with; the others join a running cluster.
+    initial: Vec<u64>,
     children: BTreeMap<u64, Child>,
     pub snapshot_every: u64,
 }
@@ -66,10 +68,23 @@ impl LocalCluster {
             exe,
             prefix,
             root: root.to_path_buf(),
+            initial: peers.keys().copied().collect(),
             peers,
             children: BTreeMap::new(),
             snapshot_every,
         })
+    }
+
+    /// Reserves a port for a new node (to add with `Client::add_node`, then `start`, which
+    /// starts it with `--join`); returns its id.
+    #[allow(dead_code)] // used by tests/kv.rs
+    pub fn reserve_node(&mut self) -> std::io::Result<u64> {
+        let taken: Vec<u16> = self.peers.values().map(|a| a.port()).collect();
+        let port = free_port(&taken)?;
+        let id = self.peers.keys().max().map_or(1, |m| m + 1);
+        self.peers
+            .insert(id, SocketAddr::from(([127, 0, 0, 1], port)));
+        Ok(id)
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -92,6 +107,14 @@ impl LocalCluster {
         self.root.join(format!("node-{id}.log"))
     }
 
+    /// The last `n` lines of node `id`'s log (for error messages).
+    #[allow(dead_code)] // used by tests/kv.rs
+    pub fn log_tail(&self, id: u64, n: usize) -> String {
+        let log = fs::read_to_string(self.log(id)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     pub fn is_running(&self, id: u64) -> bool {
         self.children.contains_key(&id)
     }
@@ -111,14 +134,25 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.log(id))?;
-        let child = Command::new(&self.exe)
-            .args(&self.prefix)
+        // The initial nodes and this one; nodes added later are learned from the log.
+        let peers: BTreeMap<u64, SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(i, _)| self.initial.contains(i) || **i == id)
+            .map(|(i, a)| (*i, *a))
+            .collect();
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(&self.prefix)
             .arg("--id")
             .arg(id.to_string())
             .arg("--dir")
             .arg(self.dir(id))
             .arg("--peers")
-            .arg(peers_arg(&self.peers))
+            .arg(peers_arg(&peers));
+        if !self.initial.contains(&id) {
+            cmd.arg("--join");
+        }
+        let child = cmd
             .arg("--snapshot-every")
             .arg(self.snapshot_every.to_string())
             .stdin(Stdio::null())

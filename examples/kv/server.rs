@@ -80,7 +80,10 @@ impl Net {
         let mut buf = Vec::new();
         while let Ok(true) = read_frame(&mut r, &mut buf).await {
             match Message::parse_from_bytes(&buf) {
-                Ok(m) if m.to != self.shared.id || !self.shared.peers.contains_key(&m.from) => {
+                Ok(m)
+                    if m.to != self.shared.id
+                        || !self.shared.peers.read().contains_key(&m.from) =>
+                {
                     eprintln!(
                         "node {}: dropped a raft message from {} to {}: not a peer's message to this node",
                         self.shared.id, m.from, m.to
@@ -222,6 +225,11 @@ impl Net {
                 session,
                 reply,
             },
+            Request::AddNode { id, addr } => match addr.parse() {
+                Ok(addr) if id > 0 => Event::AddNode { id, addr, reply },
+                Ok(_) => return Response::fatal("node ids start at 1"),
+                Err(e) => return Response::fatal(format!("bad address {addr:?}: {e}")),
+            },
             request @ (Request::Read { .. } | Request::List { .. }) => {
                 Event::Read { request, reply }
             }
@@ -240,7 +248,7 @@ impl Net {
     /// Passes a request to the leader over one connection, re-established when the leader
     /// changes or the connection breaks.
     async fn forward(&self, leader: u64, request: Request) -> Response {
-        let Some(&addr) = self.shared.peers.get(&leader) else {
+        let Some(addr) = self.shared.peers.read().get(&leader).copied() else {
             return Response::retryable(format!("no address for leader {leader}"));
         };
         let conn = {

@@ -8,7 +8,8 @@
 //! Snapshot encoding, all integers little-endian:
 //!
 //! ```text
-//! "RWKVSM01" | applied u64 | sessions u64 | sessions x (client u64, seq u64, outcome)
+//! "RWKVSM02" | applied u64 | sessions u64 | sessions x (client u64, seq u64, outcome)
+//!            | members u64 | members x (id u64, addr_len u32, addr)
 //!            | items u64 | items x (key_len u32, key, value_len u32, value, version u64)
 //! outcome = 0u8, version u64 | 1u8, expected u64, current u64, key_len u32, key
 //! ```
@@ -21,7 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::wire::{Item, Response, Session, WatchEvent};
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RWKVSM01";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RWKVSM02";
 /// Largest key or value a snapshot may declare (a damaged length must not allocate wildly).
 const MAX_FIELD: usize = 64 << 20;
 
@@ -96,6 +97,9 @@ pub struct StateMachine {
     map: BTreeMap<String, Value>,
     /// client -> (last applied seq, its outcome)
     sessions: BTreeMap<u64, (u64, Outcome)>,
+    /// Addresses of the nodes added by conf changes (id -> `host:port`), so that every
+    /// replica, and a node restored from a snapshot, knows where its peers listen.
+    members: BTreeMap<u64, String>,
     watchers: Vec<Watcher>,
 }
 
@@ -131,6 +135,15 @@ impl StateMachine {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Records where node `id` listens (from an applied conf change adding it).
+    pub fn add_member(&mut self, id: u64, addr: String) {
+        self.members.insert(id, addr);
+    }
+
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.members
     }
 
     /// Registers a watch; it sees every change applied after the returned index.
@@ -225,6 +238,7 @@ impl StateMachine {
     pub fn replace(&mut self, new: StateMachine) {
         let old = std::mem::replace(&mut self.map, new.map);
         self.sessions = new.sessions;
+        self.members = new.members;
         self.applied = new.applied;
         if self.watchers.is_empty() {
             return;
@@ -270,6 +284,11 @@ impl StateMachine {
                     put_str(&mut buf, key);
                 }
             }
+        }
+        buf.extend_from_slice(&(self.members.len() as u64).to_le_bytes());
+        for (id, addr) in &self.members {
+            buf.extend_from_slice(&id.to_le_bytes());
+            put_str(&mut buf, addr);
         }
         buf.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
         SnapshotStream {
@@ -320,6 +339,13 @@ impl StateMachine {
                 k => return Err(format!("kv snapshot: {what} has unknown outcome kind {k}")),
             };
             sm.sessions.insert(client, (seq, outcome));
+        }
+        let members = get_u64(&mut r).map_err(|e| bad("member count", e))?;
+        for i in 0..members {
+            let what = format!("member {i}");
+            let id = get_u64(&mut r).map_err(|e| bad(&what, e))?;
+            let addr = get_str(&mut r).map_err(|e| bad(&what, e))?;
+            sm.members.insert(id, addr);
         }
         let items = get_u64(&mut r).map_err(|e| bad("item count", e))?;
         for i in 0..items {

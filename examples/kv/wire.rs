@@ -109,6 +109,12 @@ pub enum Request {
         prefix: String,
     },
     Status,
+    /// Adds node `id`, listening on `addr`, as a voter (a raft conf change through the
+    /// leader). Start that node with `--join` once the change is applied.
+    AddNode {
+        id: u64,
+        addr: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -157,6 +163,7 @@ pub struct NodeStatus {
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub keys: usize,
+    pub voters: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +186,11 @@ pub enum Response {
         key: String,
         expected: u64,
         current: u64,
+    },
+    /// A conf change applied at raft index `index`; the voters after it.
+    Membership {
+        index: u64,
+        voters: Vec<u64>,
     },
     /// The watch is registered; changes applied after `applied` follow as `Event`s.
     Watching {
