@@ -393,7 +393,7 @@ async fn follower_forwards_and_watches() -> Result {
 /// A fourth node added to a running, compacted cluster: the conf change goes through the
 /// leader, the new node starts with `--join`, catches up by snapshot, then counts in the
 /// quorum (a write succeeds with one of the first three nodes down) and recovers its own
-/// directory after a SIGKILL.
+/// directory after a SIGKILL; removed again, the three others carry on.
 async fn new_node_joins_by_snapshot() -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
     let mut c = cluster(root.path(), 100)?;
@@ -468,6 +468,35 @@ async fn new_node_joins_by_snapshot() -> Result {
         if s.voters != vec![1, 2, 3, new] {
             return Err(format!("node {id} sees voters {:?}", s.voters));
         }
+    }
+    // Removed again: three voters, and the cluster still takes writes with one of them down.
+    let (_, voters) = client.remove_node(new).await.map_err(e2s)?;
+    if voters != vec![1, 2, 3] {
+        return Err(format!("voters after removing node {new}: {voters:?}"));
+    }
+    c.kill(new);
+    c.kill(2);
+    let v = client
+        .write_cas("j/after-remove", "x", Some(0))
+        .await
+        .map_err(e2s)?;
+    c.start(2).map_err(e2s)?;
+    let start = Instant::now();
+    loop {
+        let mut ok = true;
+        for id in [1, 2, 3] {
+            ok &= c
+                .status(id)
+                .await
+                .is_some_and(|s| s.applied >= v && s.voters == vec![1, 2, 3]);
+        }
+        if ok {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err("the three remaining voters did not converge after the removal".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }

@@ -382,6 +382,14 @@ impl Client {
         }
     }
 
+    /// Removes voter `id`; returns the conf change's index and the voters after it.
+    pub async fn remove_node(&mut self, id: u64) -> Result<(u64, Vec<u64>), ClientError> {
+        match self.call(Request::RemoveNode { id }).await? {
+            Response::Membership { index, voters } => Ok((index, voters)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn status(&mut self) -> Result<NodeStatus, ClientError> {
         match self.call(Request::Status).await? {
             Response::Status(s) => Ok(s),

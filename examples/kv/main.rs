@@ -101,6 +101,12 @@ enum Cmd {
         /// The address it will listen on.
         addr: SocketAddr,
     },
+    /// Remove a voter (stop its process afterwards).
+    RemoveNode {
+        #[command(flatten)]
+        at: Endpoints,
+        id: u64,
+    },
     /// Each endpoint's raft and storage status.
     Status {
         #[command(flatten)]
@@ -167,6 +173,10 @@ async fn client_command(cmd: Cmd) -> Result<(), ClientError> {
                 .add_node(id, &addr.to_string())
                 .await?;
             println!("node {id} ({addr}) added at index {index}; voters now {voters:?}");
+        }
+        Cmd::RemoveNode { at, id } => {
+            let (index, voters) = Client::new(at.endpoints).remove_node(id).await?;
+            println!("node {id} removed at index {index}; voters now {voters:?}");
         }
         Cmd::Status { at } => {
             for a in at.endpoints {

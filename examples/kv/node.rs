@@ -56,10 +56,10 @@ pub enum Event {
         request: Request,
         reply: oneshot::Sender<Response>,
     },
-    /// Adds a voter (leader only).
-    AddNode {
+    /// Adds voter `id` listening on `addr`, or removes it (`addr: None`); leader only.
+    ChangeVoters {
         id: u64,
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
         reply: oneshot::Sender<Response>,
     },
     /// A point-in-time snapshot at the applied index, for `raftwal snapshot save --endpoint`.
@@ -194,36 +194,52 @@ pub fn recover(cfg: &Config) -> Result<(DiskStorage, StateMachine, u64), String>
             if let Some((id, addr)) = added_member(e) {
                 sm.add_member(id, addr);
             }
+            if let Some(id) = removed_member(e) {
+                sm.remove_member(id);
+            }
             apply_entry(&mut sm, e);
         }
     }
     Ok((store, sm, checkpoint))
 }
 
+/// The changes a conf change entry makes: (type, node, context).
+fn conf_changes(e: &Entry) -> Vec<(ConfChangeType, u64, Vec<u8>)> {
+    use protobuf::Message as _;
+    match e.get_entry_type() {
+        EntryType::EntryConfChange => ConfChange::parse_from_bytes(&e.data)
+            .map(|cc| vec![(cc.get_change_type(), cc.node_id, cc.context.to_vec())])
+            .unwrap_or_default(),
+        EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&e.data)
+            .map(|cc| {
+                let ctx = cc.context.to_vec();
+                cc.get_changes()
+                    .iter()
+                    .map(|c| (c.get_change_type(), c.node_id, ctx.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        EntryType::EntryNormal => Vec::new(),
+    }
+}
+
 /// The node a conf change entry adds, with the address its context carries.
 fn added_member(e: &Entry) -> Option<(u64, String)> {
-    use protobuf::Message as _;
-    let changes: Vec<(ConfChangeType, u64, Vec<u8>)> = match e.get_entry_type() {
-        EntryType::EntryConfChange => {
-            let cc = ConfChange::parse_from_bytes(&e.data).ok()?;
-            vec![(cc.get_change_type(), cc.node_id, cc.context.to_vec())]
-        }
-        EntryType::EntryConfChangeV2 => {
-            let cc = ConfChangeV2::parse_from_bytes(&e.data).ok()?;
-            let ctx = cc.context.to_vec();
-            cc.get_changes()
-                .iter()
-                .map(|c| (c.get_change_type(), c.node_id, ctx.clone()))
-                .collect()
-        }
-        EntryType::EntryNormal => return None,
-    };
-    changes.into_iter().find_map(|(ty, id, ctx)| match ty {
-        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode if !ctx.is_empty() => {
-            String::from_utf8(ctx).ok().map(|a| (id, a))
-        }
-        _ => None,
-    })
+    conf_changes(e)
+        .into_iter()
+        .find_map(|(ty, id, ctx)| match ty {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode if !ctx.is_empty() => {
+                String::from_utf8(ctx).ok().map(|a| (id, a))
+            }
+            _ => None,
+        })
+}
+
+/// The node a conf change entry removes.
+fn removed_member(e: &Entry) -> Option<u64> {
+    conf_changes(e)
+        .into_iter()
+        .find_map(|(ty, id, _)| (ty == ConfChangeType::RemoveNode).then_some(id))
 }
 
 /// Applies one committed entry; returns the command's origin, request and outcome.
@@ -396,7 +412,7 @@ impl Node {
                     self.read_index(Instant::now(), request, reply);
                 }
             }
-            Event::AddNode { id, addr, reply } => self.add_node(id, addr, reply),
+            Event::ChangeVoters { id, addr, reply } => self.change_voters(id, addr, reply),
             Event::PullSnapshot { reply } => {
                 let _ = reply.send(self.snapshot_for_pull());
             }
@@ -415,7 +431,9 @@ impl Node {
     /// Proposes adding voter `id` at `addr`. Once it is applied every replica snapshots, so the
     /// new node starts from a snapshot whose membership includes it (raft-rs refuses one that
     /// does not), whichever node leads by then.
-    fn add_node(&mut self, id: u64, addr: SocketAddr, reply: Reply) {
+    /// Removing a voter (`addr: None`) drops its link once applied; a leader that removes
+    /// itself steps down, as raft-rs does.
+    fn change_voters(&mut self, id: u64, addr: Option<SocketAddr>, reply: Reply) {
         if !self.is_leader() {
             let _ = reply.send(Response::retryable(format!(
                 "node {} is not the leader",
@@ -430,9 +448,14 @@ impl Node {
             return;
         }
         let mut cc = ConfChange::default();
-        cc.set_change_type(ConfChangeType::AddNode);
         cc.node_id = id;
-        cc.context = addr.to_string().into_bytes().into();
+        match addr {
+            Some(addr) => {
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.context = addr.to_string().into_bytes().into();
+            }
+            None => cc.set_change_type(ConfChangeType::RemoveNode),
+        }
         match self.raw.propose_conf_change(vec![], cc) {
             Ok(()) => self.pending_conf = Some((id, Instant::now(), reply)),
             Err(e) => {
@@ -640,6 +663,11 @@ impl Node {
                                 self.link(id, addr);
                             }
                         }
+                        if let Some(id) = removed_member(e) {
+                            sm.remove_member(id);
+                            // Dropping the sender ends the link's task.
+                            self.outbox.remove(&id);
+                        }
                         self.apply_conf_change(e);
                         sm.apply_other(e.index);
                     }
@@ -691,6 +719,9 @@ impl Node {
                 })
                 .map_err(|err| err.to_string())
         });
+        let changed = added_member(e)
+            .map(|(id, _)| id)
+            .or_else(|| removed_member(e));
         let added = added_member(e).map(|(id, _)| id);
         match result {
             Ok(voters) => {
@@ -703,7 +734,7 @@ impl Node {
                 if added.is_some() {
                     self.snapshot_due = true;
                 }
-                if added.is_some() && self.pending_conf.as_ref().map(|p| p.0) == added {
+                if changed.is_some() && self.pending_conf.as_ref().map(|p| p.0) == changed {
                     if let Some((_, _, reply)) = self.pending_conf.take() {
                         let _ = reply.send(Response::Membership {
                             index: e.index,

@@ -225,8 +225,17 @@ impl Net {
                 session,
                 reply,
             },
+            Request::RemoveNode { id } => Event::ChangeVoters {
+                id,
+                addr: None,
+                reply,
+            },
             Request::AddNode { id, addr } => match addr.parse() {
-                Ok(addr) if id > 0 => Event::AddNode { id, addr, reply },
+                Ok(addr) if id > 0 => Event::ChangeVoters {
+                    id,
+                    addr: Some(addr),
+                    reply,
+                },
                 Ok(_) => return Response::fatal("node ids start at 1"),
                 Err(e) => return Response::fatal(format!("bad address {addr:?}: {e}")),
             },

@@ -142,6 +142,11 @@ impl StateMachine {
         self.members.insert(id, addr);
     }
 
+    /// Forgets node `id` (a conf change removed it).
+    pub fn remove_member(&mut self, id: u64) {
+        self.members.remove(&id);
+    }
+
     pub fn members(&self) -> &BTreeMap<u64, String> {
         &self.members
     }

@@ -115,6 +115,10 @@ pub enum Request {
         id: u64,
         addr: String,
     },
+    /// Removes voter `id` (a raft conf change through the leader).
+    RemoveNode {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
