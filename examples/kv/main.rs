@@ -157,7 +157,10 @@ async fn client_command(cmd: Cmd) -> Result<(), ClientError> {
             }
         }
         Cmd::Watch { at, prefix } => {
-            let first = at.endpoints[0];
+            let first = *at
+                .endpoints
+                .first()
+                .ok_or_else(|| ClientError::Refused("no endpoint given".into()))?;
             let mut w = Client::pinned(first).watch(&prefix).await?;
             println!("watching {prefix:?} on {first} from index {}", w.applied);
             while let Some(e) = w.next().await {
