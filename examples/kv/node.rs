@@ -70,9 +70,53 @@ pub enum Event {
         to: u64,
         ok: bool,
     },
+    /// The background snapshot finished: (milliseconds taken, log files left) or the error.
+    SnapshotDone {
+        index: u64,
+        result: Result<(f64, usize), String>,
+    },
     Unreachable {
         to: u64,
     },
+}
+
+/// The node's `DiskStorage`, shared between raft (which owns a `RawNode<Store>`) and the
+/// thread that writes snapshots in the background.
+#[derive(Clone)]
+pub struct Store(Arc<DiskStorage>);
+
+impl std::ops::Deref for Store {
+    type Target = DiskStorage;
+    fn deref(&self) -> &DiskStorage {
+        &self.0
+    }
+}
+
+impl Storage for Store {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.0.initial_state()
+    }
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.0.entries(low, high, max_size, context)
+    }
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.0.term(idx)
+    }
+    fn first_index(&self) -> raft::Result<u64> {
+        self.0.first_index()
+    }
+    fn last_index(&self) -> raft::Result<u64> {
+        self.0.last_index()
+    }
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        self.0.snapshot(request_index, to)
+    }
 }
 
 /// What the network side reads without going through the raft thread.
@@ -96,7 +140,7 @@ impl Shared {
 type Reply = oneshot::Sender<Response>;
 
 pub struct Node {
-    raw: RawNode<DiskStorage>,
+    raw: RawNode<Store>,
     shared: Arc<Shared>,
     outbox: HashMap<u64, UnboundedSender<Message>>,
     /// Where peer links run (they are started as nodes are learned).
@@ -108,6 +152,10 @@ pub struct Node {
     pending_conf: Option<(u64, Instant, Reply)>,
     /// Snapshot at the next chance whatever the log length (a node was just added).
     snapshot_due: bool,
+    /// A background snapshot is being written (at most one at a time).
+    snapshot_in_flight: bool,
+    /// Snapshot pulls waiting for a snapshot at or above their index.
+    pulls: Vec<(u64, oneshot::Sender<Result<SnapshotReader, String>>)>,
     snapshot_every: u64,
     /// Writes proposed here, by request number.
     proposals: HashMap<u64, (Instant, Reply)>,
@@ -275,8 +323,12 @@ impl Node {
             .map_err(|e| format!("initial state: {e}"))?
             .initialized();
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&raft_config(cfg.id, applied), store, &logger)
-            .map_err(|e| format!("start raft: {e}"))?;
+        let raw = RawNode::new(
+            &raft_config(cfg.id, applied),
+            Store(Arc::new(store)),
+            &logger,
+        )
+        .map_err(|e| format!("start raft: {e}"))?;
         let mut node = Node {
             raw,
             shared,
@@ -285,6 +337,8 @@ impl Node {
             uninitialized,
             pending_conf: None,
             snapshot_due: false,
+            snapshot_in_flight: false,
+            pulls: Vec::new(),
             snapshot_every: cfg.snapshot_every.max(1),
             proposals: HashMap::new(),
             next_req: 1,
@@ -344,6 +398,7 @@ impl Node {
                 self.expire();
             }
             self.on_ready()?;
+            self.maybe_snapshot()?;
         }
     }
 
@@ -414,7 +469,10 @@ impl Node {
             }
             Event::ChangeVoters { id, addr, reply } => self.change_voters(id, addr, reply),
             Event::PullSnapshot { reply } => {
-                let _ = reply.send(self.snapshot_for_pull());
+                // Served from a snapshot at least as new as what is applied now.
+                let applied = self.shared.sm.read().applied;
+                self.pulls.push((applied, reply));
+                self.serve_pulls();
             }
             Event::SnapshotSent { to, ok } => {
                 let status = if ok {
@@ -425,6 +483,34 @@ impl Node {
                 self.raw.report_snapshot(to, status);
             }
             Event::Unreachable { to } => self.raw.report_unreachable(to),
+            Event::SnapshotDone { index, result } => {
+                self.snapshot_in_flight = false;
+                if let Err(e) = &result {
+                    // Pulls waiting for a snapshot that could not be written are told why
+                    // (unless a newer snapshot serves them anyway, below).
+                    let stored = self.raw.store().uint(MetaInfo::SnapshotIndex);
+                    let (failed, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pulls)
+                        .into_iter()
+                        .partition(|(min, _)| *min > stored);
+                    self.pulls = keep;
+                    for (_, reply) in failed {
+                        let _ = reply.send(Err(format!("snapshot at index {index}: {e}")));
+                    }
+                }
+                self.serve_pulls();
+                self.publish_status();
+                match result {
+                    Ok((ms, files)) => {
+                        self.snapshots_taken += 1;
+                        eprintln!(
+                            "node {}: snapshot at index {index} in {ms:.1} ms (in the background); {files} log file(s) left",
+                            self.shared.id
+                        );
+                    }
+                    // E.g. a newer snapshot from the leader was installed meanwhile.
+                    Err(e) => eprintln!("node {}: snapshot at index {index}: {e}", self.shared.id),
+                }
+            }
         }
     }
 
@@ -615,7 +701,6 @@ impl Node {
             }
         }
         self.serve_reads();
-        self.maybe_snapshot()?;
         self.publish_status();
         Ok(())
     }
@@ -764,45 +849,63 @@ impl Node {
 
     /// Snapshots the state machine through the engine once enough was applied since the last
     /// one; the engine compacts the log below it and removes the files it no longer needs.
+    /// The state is copied at its applied index here (a pause proportional to its size, not
+    /// to the disk) and streamed to disk by a background thread while raft keeps running: the
+    /// engine holds no lock while it writes, and checks the index again before it commits.
     fn maybe_snapshot(&mut self) -> Result<(), String> {
+        if self.snapshot_in_flight {
+            return Ok(());
+        }
         let applied = self.shared.sm.read().applied;
         let last = self.raw.store().uint(MetaInfo::SnapshotIndex);
-        if applied < last + self.snapshot_every && !self.snapshot_due {
+        if applied <= last || (applied < last + self.snapshot_every && !self.snapshot_due) {
             return Ok(());
         }
         self.snapshot_due = false;
-        self.snapshot_at_applied()
-    }
-
-    fn snapshot_at_applied(&mut self) -> Result<(), String> {
-        let started = Instant::now();
-        let sm = self.shared.sm.read();
-        let applied = sm.applied;
-        if applied <= self.raw.store().uint(MetaInfo::SnapshotIndex) {
-            return Ok(());
+        let copy = self.shared.sm.read().snapshot_copy();
+        let index = copy.applied;
+        let store = self.raw.store().clone();
+        let events = self.shared.events.clone();
+        self.snapshot_in_flight = true;
+        let spawned = std::thread::Builder::new()
+            .name(format!("snapshot-{index}"))
+            .spawn(move || {
+                let started = Instant::now();
+                let result = store
+                    .create_snapshot_from(index, None, copy.snapshot_stream())
+                    .map(|()| (started.elapsed().as_secs_f64() * 1e3, store.num_log_files()))
+                    .map_err(|e| e.to_string());
+                let _ = events.send(Event::SnapshotDone { index, result });
+            });
+        if let Err(e) = spawned {
+            self.snapshot_in_flight = false;
+            return Err(format!("start the snapshot thread: {e}"));
         }
-        self.raw
-            .store()
-            .create_snapshot_from(applied, None, sm.snapshot_stream())
-            .map_err(|e| format!("snapshot at {applied}: {e}"))?;
-        drop(sm);
-        self.snapshots_taken += 1;
-        eprintln!(
-            "node {}: snapshot at index {applied} in {:.1} ms; {} log file(s) left",
-            self.shared.id,
-            started.elapsed().as_secs_f64() * 1e3,
-            self.raw.store().num_log_files()
-        );
         Ok(())
     }
 
-    fn snapshot_for_pull(&mut self) -> Result<SnapshotReader, String> {
-        self.snapshot_at_applied()?;
-        self.publish_status();
-        self.raw
-            .store()
-            .snapshot_reader()
-            .map_err(|e| e.to_string())
+    /// Answers the pulls the stored snapshot is new enough for; asks for a snapshot for the
+    /// others.
+    fn serve_pulls(&mut self) {
+        if self.pulls.is_empty() {
+            return;
+        }
+        let stored = self.raw.store().uint(MetaInfo::SnapshotIndex);
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pulls)
+            .into_iter()
+            .partition(|(min, _)| *min <= stored);
+        self.pulls = wait;
+        for (_, reply) in ready {
+            let _ = reply.send(
+                self.raw
+                    .store()
+                    .snapshot_reader()
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        if !self.pulls.is_empty() {
+            self.snapshot_due = true;
+        }
     }
 
     fn publish_status(&self) {

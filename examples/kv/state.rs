@@ -137,6 +137,18 @@ impl StateMachine {
         self.map.len()
     }
 
+    /// A copy of the replicated data (not the watches), for a snapshot written while this
+    /// one keeps applying.
+    pub fn snapshot_copy(&self) -> StateMachine {
+        StateMachine {
+            applied: self.applied,
+            map: self.map.clone(),
+            sessions: self.sessions.clone(),
+            members: self.members.clone(),
+            watchers: Vec::new(),
+        }
+    }
+
     /// Records where node `id` listens (from an applied conf change adding it).
     pub fn add_member(&mut self, id: u64, addr: String) {
         self.members.insert(id, addr);
