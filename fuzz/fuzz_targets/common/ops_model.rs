@@ -1,9 +1,14 @@
 //! Fuzz target logic `ops_model`: a sequence of operations decoded from the input bytes is run on
-//! a `DiskStorage` (`sync_writes: false`) and on an in-memory reference model of SPEC §4 (the
-//! model of `tests/model.rs`, re-implemented here so the fuzz crate and the replay test share it);
-//! after every operation the outcome (Ok / error kind) and everything observable are compared:
-//! first/last index, terms, entries (also with a size limit), initial state, snapshot, the meta
-//! integers.
+//! a `DiskStorage` (`sync_writes: false`) and on an in-memory reference model of SPEC §4 (§6 for
+//! bad input); after every operation the outcome (Ok / error kind) and everything observable are
+//! compared: first/last index, terms, entries (also with a size limit), initial state, snapshot,
+//! the meta integers.
+//!
+//! This is the project's only reference model. The fuzz target, the corpus replay
+//! (`tests/fuzz_corpus.rs`) and the proptest model test (`tests/model.rs`) all include it with
+//! `#[path]`; the `pub(crate)` items (the operations, [`run_case`], [`Harness`], the builders,
+//! [`Model`], [`check_state`]) are what `tests/model.rs` uses to generate operations with proptest
+//! and to run fixed sequences.
 //!
 //! Input layout (every read past the end yields zeroes):
 //! ```text
@@ -41,7 +46,7 @@ const FULL_CHECK_MAX: usize = 1_500;
 /// Deterministic entry: small payload derived from (index, seed); some carry a context, some are
 /// conf changes (so `truncate_entries_until` has entries to leave alone); `big` payloads are
 /// up to 2 KiB.
-fn make_entry(index: u64, term: u64, seed: u8, big: bool) -> Entry {
+pub(crate) fn make_entry(index: u64, term: u64, seed: u8, big: bool) -> Entry {
     let mut e = Entry::default();
     e.index = index;
     e.term = term;
@@ -66,14 +71,16 @@ fn make_entry(index: u64, term: u64, seed: u8, big: bool) -> Entry {
     e
 }
 
-fn make_entries(start: u64, count: usize, term: u64, seed: u8) -> Vec<Entry> {
+/// `count` entries from `start`; seeds `15, 31, ...` (`seed % 16 == 15`) give payloads of up to
+/// 2 KiB when the batch has at most 64 entries.
+pub(crate) fn make_entries(start: u64, count: usize, term: u64, seed: u8) -> Vec<Entry> {
     let big = seed % 16 == 15 && count <= 64;
     (0..count as u64)
         .map(|k| make_entry(start + k, term, seed, big))
         .collect()
 }
 
-fn snap_data(len: usize, seed: u64) -> Bytes {
+pub(crate) fn snap_data(len: usize, seed: u64) -> Bytes {
     Bytes::from(
         (0..len)
             .map(|k| (k as u64).wrapping_mul(31).wrapping_add(seed) as u8)
@@ -81,7 +88,7 @@ fn snap_data(len: usize, seed: u64) -> Bytes {
     )
 }
 
-fn make_snapshot(index: u64, term: u64, cs: ConfState, data: Bytes) -> Snapshot {
+pub(crate) fn make_snapshot(index: u64, term: u64, cs: ConfState, data: Bytes) -> Snapshot {
     let mut s = Snapshot::default();
     s.mut_metadata().index = index;
     s.mut_metadata().term = term;
@@ -90,7 +97,22 @@ fn make_snapshot(index: u64, term: u64, cs: ConfState, data: Bytes) -> Snapshot 
     s
 }
 
-fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+/// `auto_leave` is kept only with outgoing voters (a joint configuration).
+pub(crate) fn conf_state(
+    voters: &[u64],
+    learners: &[u64],
+    outgoing: &[u64],
+    auto_leave: bool,
+) -> ConfState {
+    let mut cs = ConfState::default();
+    cs.voters = voters.to_vec();
+    cs.learners = learners.to_vec();
+    cs.voters_outgoing = outgoing.to_vec();
+    cs.auto_leave = auto_leave && !outgoing.is_empty();
+    cs
+}
+
+pub(crate) fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
     let mut hs = HardState::default();
     hs.term = term;
     hs.vote = vote;
@@ -114,17 +136,17 @@ fn ids(mask: u8, base: u64) -> Vec<u64> {
 // =============================================================================================
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum ErrKind {
+pub(crate) enum ErrKind {
     /// Any error (the spec only says "an error").
     Any,
     Unavailable,
     SnapshotOutOfDate,
 }
 
-type Outcome = Result<(), ErrKind>;
+pub(crate) type Outcome = Result<(), ErrKind>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReopenHow {
+pub(crate) enum ReopenHow {
     /// sync + close, open again.
     Close,
     /// drop (which must do what close does), open again.
@@ -133,8 +155,9 @@ enum ReopenHow {
     Strict,
 }
 
+/// A concrete operation (exact indexes and entries), run on both the engine and the model.
 #[derive(Clone, Debug)]
-enum Action {
+pub(crate) enum Action {
     Save {
         hs: HardState,
         entries: Vec<Entry>,
@@ -219,7 +242,7 @@ impl Action {
 // =============================================================================================
 
 #[derive(Clone, Debug, Default)]
-struct Model {
+pub(crate) struct Model {
     snap_index: u64,
     snap_term: u64,
     snap_data: Bytes,
@@ -333,7 +356,7 @@ impl Model {
         }
     }
 
-    fn save(&mut self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Outcome {
+    pub(crate) fn save(&mut self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Outcome {
         // Work on a copy: any error leaves the model exactly as it was.
         let mut m = self.clone();
         let meta = snap.get_metadata();
@@ -349,6 +372,11 @@ impl Model {
             }
             let start = entries[0].index;
             if start < m.first() || start > m.last() + 1 {
+                return Err(ErrKind::Any);
+            }
+            // Committed entries are never overwritten (raft-rs never asks): an overwrite that
+            // starts at or below the stored commit index is refused, whatever the new hard state.
+            if start <= m.last() && start <= self.hs.commit {
                 return Err(ErrKind::Any);
             }
             let keep = (start - m.first()) as usize;
@@ -373,7 +401,8 @@ impl Model {
 // Comparing the engine with the model
 // =============================================================================================
 
-fn kind_of(e: &raft::Error) -> String {
+/// The `StorageError` kind of an error, `Other(...)` for anything else.
+pub(crate) fn kind_of(e: &raft::Error) -> String {
     match e {
         raft::Error::Store(StorageError::Compacted) => "Compacted".into(),
         raft::Error::Store(StorageError::Unavailable) => "Unavailable".into(),
@@ -465,7 +494,7 @@ fn check_range(s: &DiskStorage, m: &Model, lo: u64, hi: u64) -> Result<Vec<Entry
 
 /// Compares everything observable. With `full`, every entry and term is read; otherwise (large
 /// logs) the head, the tail and a pseudo-random window.
-fn check_state(s: &DiskStorage, m: &Model, salt: u64, full: bool) -> Result<(), String> {
+pub(crate) fn check_state(s: &DiskStorage, m: &Model, salt: u64, full: bool) -> Result<(), String> {
     let first = m.first();
     let last = m.last();
     let n = m.entries.len() as u64;
@@ -682,7 +711,7 @@ fn check_state(s: &DiskStorage, m: &Model, salt: u64, full: bool) -> Result<(), 
 // Harness: runs concrete actions on engine + model
 // =============================================================================================
 
-fn opts(mode: RecoveryMode, key: Option<[u8; 32]>) -> Options {
+pub(crate) fn opts(mode: RecoveryMode, key: Option<[u8; 32]>) -> Options {
     Options {
         sync_writes: false,
         recovery_mode: mode,
@@ -690,17 +719,20 @@ fn opts(mode: RecoveryMode, key: Option<[u8; 32]>) -> Options {
     }
 }
 
-struct Harness {
+/// A `DiskStorage` in a scratch directory and the model, kept in step by [`Harness::run`].
+pub(crate) struct Harness {
     dir: tempfile::TempDir,
     key: Option<[u8; 32]>,
     store: Option<DiskStorage>,
     model: Model,
     history: Vec<String>,
     step: u64,
+    stats: Stats,
 }
 
 impl Harness {
-    fn new(key: Option<[u8; 32]>) -> Result<Harness, String> {
+    /// A fresh store (encrypted with `key`, if any) and an empty model.
+    pub(crate) fn new(key: Option<[u8; 32]>) -> Result<Harness, String> {
         let dir = scratch_dir("raftwal-fuzz-ops");
         let store =
             DiskStorage::open_with(dir.path(), opts(RecoveryMode::TolerateTailCorruption, key))
@@ -712,6 +744,7 @@ impl Harness {
             model: Model::default(),
             history: Vec::new(),
             step: 0,
+            stats: Stats::default(),
         })
     }
 
@@ -753,8 +786,10 @@ impl Harness {
         Ok(())
     }
 
-    /// Runs one action on both sides, compares the outcome, then the whole state.
-    fn run(&mut self, a: &Action, full: bool) -> Result<(), String> {
+    /// Runs one action on both sides, compares the outcome, then the whole state (every entry
+    /// and term with `full`, else sampled above `FULL_CHECK_MAX` live entries). `Err` describes
+    /// the divergence, with the last actions.
+    pub(crate) fn run(&mut self, a: &Action, full: bool) -> Result<(), String> {
         self.history.push(a.summary());
         self.step += 1;
         let want = self.model.apply(a);
@@ -793,7 +828,25 @@ impl Harness {
             )));
         }
         let salt = self.step;
-        check_state(self.store()?, &self.model, salt, full).map_err(|e| self.fail(e))
+        check_state(self.store()?, &self.model, salt, full).map_err(|e| self.fail(e))?;
+        self.stats.actions += 1;
+        self.stats.max_last = self.stats.max_last.max(self.model.last());
+        self.stats.max_files = self.stats.max_files.max(self.store()?.num_log_files());
+        Ok(())
+    }
+
+    /// What is on disk is what the model says: closes, reopens with
+    /// `RecoveryMode::AbsoluteConsistency` and compares everything (with `full`, or for logs of
+    /// at most 5,000 entries; sampled otherwise, to keep the debug-mode replay fast), then
+    /// closes. Returns the statistics of the actions run before.
+    pub(crate) fn finish(mut self, full: bool) -> Result<Stats, String> {
+        let stats = self.stats;
+        let full = full || self.model.entries.len() <= 5_000;
+        self.run(&Action::Reopen(ReopenHow::Strict), full)?;
+        let s = self.store.take().ok_or("no store at the end")?;
+        s.close()
+            .map_err(|e| self.fail(format!("final close(): {e}")))?;
+        Ok(stats)
     }
 }
 
@@ -803,7 +856,7 @@ impl Harness {
 
 /// Where an append starts.
 #[derive(Clone, Copy, Debug)]
-enum Pos {
+pub(crate) enum Pos {
     /// `last_index() + 1`.
     End,
     /// `last_index() + 1 - k`, not below the commit index: overwrite a short suffix.
@@ -811,27 +864,32 @@ enum Pos {
     /// Anywhere in `[max(first, commit + 1), last + 1]`.
     Anywhere(u32),
     /// Anywhere in `[first, last + 1]`, committed entries included (raft-rs never does this;
-    /// the engine must still behave like the model: refuse only a commit left past the log).
+    /// the engine must refuse it when it would overwrite a committed entry or leave the commit
+    /// index past the log, and change nothing).
     AnywhereRaw(u32),
 }
 
+/// A hard state, resolved against the log the save leaves behind: the term at least the last
+/// entry's (+ `term_bump`), `vote % 4`, a commit index within the log.
 #[derive(Clone, Copy, Debug)]
-struct HsGen {
-    term_bump: u8,
-    vote: u8,
-    commit: u32,
+pub(crate) struct HsGen {
+    pub(crate) term_bump: u8,
+    pub(crate) vote: u8,
+    pub(crate) commit: u32,
 }
 
+/// A conf state: bit masks of voters 1..=8, learners 11..=18, outgoing voters 1..=8.
 #[derive(Clone, Copy, Debug)]
-struct CsGen {
-    voters: u8,
-    learners: u8,
-    outgoing: u8,
-    auto_leave: bool,
+pub(crate) struct CsGen {
+    pub(crate) voters: u8,
+    pub(crate) learners: u8,
+    pub(crate) outgoing: u8,
+    pub(crate) auto_leave: bool,
 }
 
+/// An invalid `save` (§6): the engine must refuse it and change nothing.
 #[derive(Clone, Copy, Debug)]
-enum Bad {
+pub(crate) enum Bad {
     /// Starts past `last_index() + 1`.
     Gap(u8),
     /// Starts below `first_index()`.
@@ -846,8 +904,10 @@ enum Bad {
     SnapshotBelowCommit(u8),
 }
 
+/// An abstract operation (decoded from fuzz input, or generated by `tests/model.rs`), resolved
+/// against the model's current state into an [`Action`] by [`resolve`].
 #[derive(Clone, Copy, Debug)]
-enum Op {
+pub(crate) enum Op {
     Append {
         at: Pos,
         count: usize,
@@ -1054,12 +1114,12 @@ impl Decoder<'_> {
 
 impl CsGen {
     fn resolve(&self) -> ConfState {
-        let mut cs = ConfState::default();
-        cs.voters = ids(self.voters, 1);
-        cs.learners = ids(self.learners, 11);
-        cs.voters_outgoing = ids(self.outgoing, 1);
-        cs.auto_leave = self.auto_leave && !cs.voters_outgoing.is_empty();
-        cs
+        conf_state(
+            &ids(self.voters, 1),
+            &ids(self.learners, 11),
+            &ids(self.outgoing, 1),
+            self.auto_leave,
+        )
     }
 }
 
@@ -1140,8 +1200,7 @@ fn resolve(op: &Op, m: &Model) -> Action {
                 }
                 Bad::SnapshotThenGap(pos) => {
                     let s_idx = m.snap_index.max(m.hs.commit) + 1 + u64::from(pos % 50);
-                    let mut cs = ConfState::default();
-                    cs.voters = vec![5];
+                    let cs = conf_state(&[5], &[], &[], false);
                     snap = make_snapshot(s_idx, term, cs, snap_data(20, s_idx));
                     make_entries(s_idx + 2, count, term, 3)
                 }
@@ -1153,8 +1212,7 @@ fn resolve(op: &Op, m: &Model) -> Action {
                     // only invalid when the commit index is above the snapshot: otherwise it
                     // is an ordinary (valid or stale) snapshot, which the model also handles
                     let s_idx = m.hs.commit.saturating_sub(1 + u64::from(k % 8)).max(1);
-                    let mut cs = ConfState::default();
-                    cs.voters = vec![6];
+                    let cs = conf_state(&[6], &[], &[], false);
                     snap = make_snapshot(s_idx, term, cs, snap_data(8, s_idx));
                     hs = HardState::default();
                     Vec::new()
@@ -1201,8 +1259,7 @@ fn resolve(op: &Op, m: &Model) -> Action {
             } else {
                 (1 + u64::from(pos) % m.snap_index, m.snap_term)
             };
-            let mut cs = ConfState::default();
-            cs.voters = vec![9];
+            let cs = conf_state(&[9], &[], &[], false);
             Action::Save {
                 hs: HardState::default(),
                 entries: vec![],
@@ -1288,16 +1345,26 @@ fn resolve(op: &Op, m: &Model) -> Action {
     }
 }
 
-/// What one input did (for the replay test's summary).
+/// What one run did (for the test summaries): actions run (before the final check), the highest
+/// last index and the most log files seen at once after an action.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub actions: usize,
     pub max_last: u64,
+    pub max_files: usize,
 }
 
-/// Runs one fuzz input. `Err` describes a divergence between the engine and the model (a panic
-/// in the engine propagates as a panic).
-pub fn run(data: &[u8]) -> Result<Stats, String> {
+/// One run: an optional prefill (one `save` of entries `1..=n`, term 1, seed 42, commit `n / 2`),
+/// then the ops, on a store encrypted with `key` if set.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Case {
+    pub(crate) prefill: Option<usize>,
+    pub(crate) key: Option<[u8; 32]>,
+    pub(crate) ops: Vec<Op>,
+}
+
+/// Decodes a fuzz input (layout in the module docs).
+fn decode(data: &[u8]) -> Case {
     let mut d = Decoder {
         r: Reader::new(data),
         entries_left: MAX_ENTRIES,
@@ -1305,11 +1372,28 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
     };
     let p = d.r.u8();
     let key = (p & 0x10 != 0).then_some([0x5a; 32]);
-    let mut h = Harness::new(key)?;
-    let mut stats = Stats::default();
+    let mut prefill = None;
     if p % 8 == 7 {
         let n = 28_000 + usize::from(d.r.u16()) % 3_001;
         d.entries_left -= n;
+        prefill = Some(n);
+    }
+    // the prefill counts as one of the `MAX_OPS` actions
+    let max_ops = MAX_OPS - usize::from(prefill.is_some());
+    let mut ops = Vec::new();
+    while !d.r.is_empty() && ops.len() < max_ops {
+        ops.push(d.op());
+    }
+    Case { prefill, key, ops }
+}
+
+/// Runs a case: each op is resolved against the model's state at that point, run on both sides
+/// and followed by a comparison ([`Harness::run`]), then [`Harness::finish`]. `full`: compare
+/// every entry and term after every action (the fuzz inputs run with `false`: large logs are
+/// sampled).
+pub(crate) fn run_case(case: &Case, full: bool) -> Result<Stats, String> {
+    let mut h = Harness::new(case.key)?;
+    if let Some(n) = case.prefill {
         let entries = make_entries(1, n, 1, 42);
         h.run(
             &Action::Save {
@@ -1317,23 +1401,18 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
                 entries,
                 snap: Snapshot::default(),
             },
-            false,
+            full,
         )?;
-        stats.actions += 1;
     }
-    while !d.r.is_empty() && stats.actions < MAX_OPS {
-        let op = d.op();
-        let a = resolve(&op, &h.model);
-        h.run(&a, false)?;
-        stats.actions += 1;
-        stats.max_last = stats.max_last.max(h.model.last());
+    for op in &case.ops {
+        let a = resolve(op, &h.model);
+        h.run(&a, full)?;
     }
-    // what is on disk is what the model says: close, reopen strictly, compare everything
-    // (sampled for logs of more than 5,000 entries, to keep the debug-mode replay fast)
-    let full = h.model.entries.len() <= 5_000;
-    h.run(&Action::Reopen(ReopenHow::Strict), full)?;
-    let s = h.store.take().ok_or("no store at the end")?;
-    s.close()
-        .map_err(|e| h.fail(format!("final close(): {e}")))?;
-    Ok(stats)
+    h.finish(full)
+}
+
+/// Runs one fuzz input. `Err` describes a divergence between the engine and the model (a panic
+/// in the engine propagates as a panic).
+pub fn run(data: &[u8]) -> Result<Stats, String> {
+    run_case(&decode(data), false)
 }
