@@ -138,6 +138,30 @@ async fn state_machine_cas_sessions_and_snapshot_encoding() -> Result {
     if StateMachine::decode(&longer[..]).is_ok() {
         return Err("a snapshot with a trailing byte decoded".into());
     }
+
+    // A snapshot installed under a watch: the watch sees the difference as changes.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    sm.watch("a".into(), tx);
+    let mut newer = StateMachine::default();
+    newer.apply(10, &put("a", "changed", None, None)); // changed
+    newer.apply(11, &put("aa", "new", None, None)); // added
+    newer.apply(12, &put("b", "y", None, None)); // not watched; "ab" is gone
+    sm.replace(newer);
+    let mut seen = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        seen.push((e.key, e.value, e.version));
+    }
+    seen.sort();
+    let want = vec![
+        ("a".to_string(), Some("changed".to_string()), 10),
+        ("aa".to_string(), Some("new".to_string()), 11),
+        ("ab".to_string(), None, 12),
+    ];
+    if seen != want {
+        return Err(format!(
+            "a watch across a snapshot install saw {seen:?}, want {want:?}"
+        ));
+    }
     Ok(())
 }
 
