@@ -127,8 +127,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
     loop {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => return Ok(l),
-            Err(e) if start.elapsed() < Duration::from_secs(10) => {
-                let _ = e;
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => return Err(format!("bind {addr}: {e}")),

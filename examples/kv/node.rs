@@ -238,13 +238,14 @@ pub fn recover(cfg: &Config) -> Result<(DiskStorage, StateMachine, u64), String>
                 GetEntriesContext::empty(false),
             )
             .map_err(|e| format!("{}: replay from {}: {e}", cfg.dir.display(), sm.applied + 1))?;
+        if entries.is_empty() {
+            return Err(format!(
+                "{}: no entries from {} although the checkpoint is {checkpoint}",
+                cfg.dir.display(),
+                sm.applied + 1
+            ));
+        }
         for e in &entries {
-            if let Some((id, addr)) = added_member(e) {
-                sm.add_member(id, addr);
-            }
-            if let Some(id) = removed_member(e) {
-                sm.remove_member(id);
-            }
             apply_entry(&mut sm, e);
         }
     }
@@ -271,42 +272,76 @@ fn conf_changes(e: &Entry) -> Vec<(ConfChangeType, u64, Vec<u8>)> {
     }
 }
 
-/// The node a conf change entry adds, with the address its context carries.
-fn added_member(e: &Entry) -> Option<(u64, String)> {
+/// A conf change's effect on who the peers are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum MemberChange {
+    /// Node `id` joins, listening at the address its change carried in its context.
+    Added(u64, String),
+    Removed(u64),
+}
+
+/// The member a conf change entry adds (with an address) or removes, if any.
+fn member_change(e: &Entry) -> Option<MemberChange> {
     conf_changes(e)
         .into_iter()
         .find_map(|(ty, id, ctx)| match ty {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode if !ctx.is_empty() => {
-                String::from_utf8(ctx).ok().map(|a| (id, a))
+                String::from_utf8(ctx)
+                    .ok()
+                    .map(|a| MemberChange::Added(id, a))
             }
+            ConfChangeType::RemoveNode => Some(MemberChange::Removed(id)),
             _ => None,
         })
 }
 
-/// The node a conf change entry removes.
-fn removed_member(e: &Entry) -> Option<u64> {
-    conf_changes(e)
-        .into_iter()
-        .find_map(|(ty, id, _)| (ty == ConfChangeType::RemoveNode).then_some(id))
+/// What applying an entry to the state machine leaves for the node to do.
+enum Applied {
+    Nothing,
+    /// A command: the node that proposed it answers its client.
+    Command {
+        origin: u64,
+        req: u64,
+        response: Response,
+    },
+    /// A conf change: raft must apply it, and the peer links follow the member change.
+    ConfChange(Option<MemberChange>),
 }
 
-/// Applies one committed entry; returns the command's origin, request and outcome.
-fn apply_entry(sm: &mut StateMachine, e: &Entry) -> Option<(u64, u64, Response)> {
-    if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-        sm.apply_other(e.index);
-        return None;
-    }
-    match serde_json::from_slice::<Command>(&e.data) {
-        Ok(cmd) => {
-            let outcome = sm.apply(e.index, &cmd);
-            Some((cmd.origin, cmd.req, outcome.response()))
-        }
-        Err(err) => {
-            // Every replica skips the same bytes the same way, so they stay identical.
-            eprintln!("entry {}: not a command ({err}); skipped", e.index);
+/// Applies one committed entry to the state machine — commands, and the member addresses conf
+/// changes carry — the same way on replay at start and live.
+fn apply_entry(sm: &mut StateMachine, e: &Entry) -> Applied {
+    match e.get_entry_type() {
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+            let change = member_change(e);
+            match &change {
+                Some(MemberChange::Added(id, addr)) => sm.add_member(*id, addr.clone()),
+                Some(MemberChange::Removed(id)) => sm.remove_member(*id),
+                None => {}
+            }
             sm.apply_other(e.index);
-            None
+            Applied::ConfChange(change)
         }
+        EntryType::EntryNormal if e.data.is_empty() => {
+            sm.apply_other(e.index); // a new leader's empty entry
+            Applied::Nothing
+        }
+        EntryType::EntryNormal => match serde_json::from_slice::<Command>(&e.data) {
+            Ok(cmd) => {
+                let outcome = sm.apply(e.index, &cmd);
+                Applied::Command {
+                    origin: cmd.origin,
+                    req: cmd.req,
+                    response: outcome.response(),
+                }
+            }
+            Err(err) => {
+                // Every replica skips the same bytes the same way, so they stay identical.
+                eprintln!("entry {}: not a command ({err}); skipped", e.index);
+                sm.apply_other(e.index);
+                Applied::Nothing
+            }
+        },
     }
 }
 
@@ -740,28 +775,31 @@ impl Node {
                 if e.index <= sm.applied {
                     continue; // already in the state (restored from a snapshot or replayed)
                 }
-                match e.get_entry_type() {
-                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                        if let Some((id, addr)) = added_member(e) {
-                            sm.add_member(id, addr.clone());
-                            if let Ok(addr) = addr.parse() {
-                                self.link(id, addr);
-                            }
+                match apply_entry(&mut sm, e) {
+                    Applied::Nothing => {}
+                    Applied::Command {
+                        origin,
+                        req,
+                        response,
+                    } => {
+                        if origin == self.shared.id {
+                            answers.push((req, response));
                         }
-                        if let Some(id) = removed_member(e) {
-                            sm.remove_member(id);
-                            // Dropping the sender ends the link's task.
-                            self.outbox.remove(&id);
-                        }
-                        self.apply_conf_change(e);
-                        sm.apply_other(e.index);
                     }
-                    EntryType::EntryNormal => {
-                        if let Some((origin, req, resp)) = apply_entry(&mut sm, e) {
-                            if origin == self.shared.id {
-                                answers.push((req, resp));
+                    Applied::ConfChange(change) => {
+                        match &change {
+                            Some(MemberChange::Added(id, addr)) => {
+                                if let Ok(addr) = addr.parse() {
+                                    self.link(*id, addr);
+                                }
                             }
+                            // Dropping the sender ends the link's task.
+                            Some(MemberChange::Removed(id)) => {
+                                self.outbox.remove(id);
+                            }
+                            None => {}
                         }
+                        self.apply_conf_change(e, change.as_ref());
                     }
                 }
             }
@@ -774,7 +812,7 @@ impl Node {
         }
     }
 
-    fn apply_conf_change(&mut self, e: &Entry) {
+    fn apply_conf_change(&mut self, e: &Entry, change: Option<&MemberChange>) {
         use protobuf::Message as _;
         let cs = if e.get_entry_type() == EntryType::EntryConfChange {
             ConfChange::parse_from_bytes(&e.data)
@@ -804,10 +842,9 @@ impl Node {
                 })
                 .map_err(|err| err.to_string())
         });
-        let changed = added_member(e)
-            .map(|(id, _)| id)
-            .or_else(|| removed_member(e));
-        let added = added_member(e).map(|(id, _)| id);
+        let changed = change.map(|c| match c {
+            MemberChange::Added(id, _) | MemberChange::Removed(id) => *id,
+        });
         match result {
             Ok(voters) => {
                 eprintln!(
@@ -816,7 +853,7 @@ impl Node {
                 );
                 // Every replica snapshots past the change, so whichever becomes leader can
                 // send the new node a snapshot it accepts.
-                if added.is_some() {
+                if matches!(change, Some(MemberChange::Added(..))) {
                     self.snapshot_due = true;
                 }
                 if changed.is_some() && self.pending_conf.as_ref().map(|p| p.0) == changed {
