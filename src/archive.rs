@@ -639,6 +639,24 @@ impl ArchiveReader {
         Ok(data)
     }
 
+    /// Reads the first member, `meta.json` (with its padding): its bytes and their SHA-256.
+    fn read_meta(&mut self) -> Result<(Vec<u8>, String)> {
+        self.next_member(META_MEMBER, 0)?;
+        let bytes = self.read_small(META_LIMIT)?;
+        let sha = sha256_hex(&bytes);
+        Ok((bytes, sha))
+    }
+
+    /// Once all of `state.bin` is read: its padding, then `SHA256SUMS` checked against
+    /// `meta_sha` and `state_sha`, then [`ArchiveReader::finish`].
+    fn finish_with_sums(mut self, meta_sha: &str, state_sha: &str) -> Result<Finished> {
+        self.end_member()?;
+        self.next_member(SUMS_MEMBER, 2)?;
+        let sums = self.read_small(SUMS_LIMIT)?;
+        check_sums(&self.path, &sums, meta_sha, state_sha)?;
+        self.finish()
+    }
+
     /// Checks the end: the two zero blocks of the tar end-of-archive marker, nothing but zero
     /// padding after them, the gzip trailer (CRC and length), and no byte after the gzip stream.
     fn finish(mut self) -> Result<Finished> {
@@ -826,9 +844,7 @@ struct Verified {
 /// otherwise).
 fn verify_full(path: &Path, hash_file: bool, progress: &mut dyn FnMut(u64)) -> Result<Verified> {
     let mut r = ArchiveReader::open(path, hash_file)?;
-    r.next_member(META_MEMBER, 0)?;
-    let meta_bytes = r.read_small(META_LIMIT)?;
-    let meta_sha = sha256_hex(&meta_bytes);
+    let (meta_bytes, meta_sha) = r.read_meta()?;
     let meta = parse_meta(path, &meta_bytes)?;
 
     let size = r.next_member(STATE_MEMBER, 1)?;
@@ -849,13 +865,8 @@ fn verify_full(path: &Path, hash_file: bool, progress: &mut dyn FnMut(u64)) -> R
         progress(n as u64);
     }
     drop(buf);
-    r.end_member()?;
     let state_sha = hex(&sha.finalize());
-
-    r.next_member(SUMS_MEMBER, 2)?;
-    let sums = r.read_small(SUMS_LIMIT)?;
-    check_sums(path, &sums, &meta_sha, &state_sha)?;
-    let end = r.finish()?;
+    let end = r.finish_with_sums(&meta_sha, &state_sha)?;
     Ok(Verified {
         status: ArchiveStatus {
             meta: meta.into_meta(state_sha),
@@ -1100,9 +1111,7 @@ fn install(
     let meta = &verified.status.meta;
     // The members' hashes are checked again; the whole file's is not needed for that.
     let mut r = ArchiveReader::open(archive, false)?;
-    r.next_member(META_MEMBER, 0)?;
-    let meta_bytes = r.read_small(META_LIMIT)?;
-    let meta_sha = sha256_hex(&meta_bytes);
+    let (_, meta_sha) = r.read_meta()?;
     if meta_sha != verified.meta_sha {
         return Err(r.invalid("meta.json changed since the archive was verified"));
     }
@@ -1134,11 +1143,7 @@ fn install(
     if let Err(e) = storage.install_snapshot_from(&md, &mut stream) {
         return Err(stream.failure.take().unwrap_or(e));
     }
-    r.end_member()?;
-    r.next_member(SUMS_MEMBER, 2)?;
-    let sums = r.read_small(SUMS_LIMIT)?;
-    check_sums(archive, &sums, &verified.meta_sha, &meta.state_sha256)?;
-    r.finish()?;
+    r.finish_with_sums(&verified.meta_sha, &meta.state_sha256)?;
 
     if let Some(id) = opts.raft_id {
         storage.set_uint(MetaInfo::RaftId, id);

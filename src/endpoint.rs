@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use crate::archive::{self, ArchiveMeta, ArchiveStatus};
 use crate::error::{Error, Result};
-use crate::fsutil::{self, NewFile};
+use crate::fsutil::NewFile;
 use crate::snap::SnapshotReader;
 
 /// What a client sends first: "a snapshot archive, please".
@@ -268,9 +268,9 @@ pub fn pull_archive(
             "a snapshot pull needs a timeout above zero".to_string(),
         ));
     }
-    fsutil::refuse_existing(out)?;
-    // Created first, so that a leftover `<out>.tmp` is refused before the node does any work; it
-    // is removed when `new` is dropped without a commit, on every error below.
+    // Created first (it refuses an existing `out`, and a leftover `<out>.tmp`) so that nothing
+    // reaches the node for a refused target; it is removed when `new` is dropped without a
+    // commit, on every error below.
     let mut new = NewFile::create(out)?;
     let mut conn = connect(addr, timeout)?;
     conn.write_all(&PULL_MAGIC)

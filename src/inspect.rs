@@ -255,13 +255,8 @@ impl Inspector {
     /// counts (open would cut the log there).
     pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        for (pos, f) in self.files.iter().enumerate() {
-            let n = if pos + 1 == self.files.len() {
-                (self.last + 1).saturating_sub(f.base())
-            } else {
-                SLOTS_PER_FILE
-            };
-            for k in 0..n as u32 {
+        for (f, info) in self.files.iter().zip(&self.summary.files) {
+            for k in 0..info.entries as u32 {
                 let c = f.verify_slot(k)?;
                 let bytes = c.payload_end - c.slot.offset;
                 report.entries_checked += 1;
@@ -349,7 +344,12 @@ impl Inspector {
                 (rel % SLOTS_PER_FILE) as u32,
             );
             let in_file = (SLOTS_PER_FILE - k as u64).min(hi - index);
-            let f = &self.files[pos];
+            let Some(f) = self.files.get(pos) else {
+                return Err(Error::Unavailable {
+                    index,
+                    last_index: self.summary.last_index,
+                });
+            };
             f.read_entries(k, k + in_file as u32, &mut out, |_| true)?;
             index += in_file;
         }

@@ -157,6 +157,15 @@ fn reg(name: &str, data: &[u8]) -> M {
     }
 }
 
+/// `meta.json`, `state.bin` and `SHA256SUMS` as regular members, in this order.
+fn three(meta: &[u8], state: &[u8], sums: &[u8]) -> [M; 3] {
+    [
+        reg("meta.json", meta),
+        reg("state.bin", state),
+        reg("SHA256SUMS", sums),
+    ]
+}
+
 /// The members of an archive, read with the `tar` crate (test archives are small).
 fn members_of(path: &Path) -> Vec<M> {
     let f = File::open(path).unwrap();
@@ -602,15 +611,7 @@ fn restore_refuses_a_damaged_archive_and_creates_nothing() {
     let f = fixture();
     let (meta, mut state, sums_) = good_members(&f);
     state[1234] ^= 1;
-    let bad = handmade(
-        &f,
-        "bad.tar.gz",
-        &[
-            reg("meta.json", &meta),
-            reg("state.bin", &state),
-            reg("SHA256SUMS", &sums_),
-        ],
-    );
+    let bad = handmade(&f, "bad.tar.gz", &three(&meta, &state, &sums_));
     // Missing target (and parent): not created.
     let target = f.path("parent").join("restored");
     assert!(matches!(
@@ -676,11 +677,7 @@ fn restore_fails_and_cleans_up_if_the_archive_changes_after_verification() {
     let mut other = state.clone();
     other[77] ^= 0x10;
     // A valid archive of its own, with the same meta.json but other data.
-    let swapped = gzip(&tar_bytes(&[
-        reg("meta.json", &meta),
-        reg("state.bin", &other),
-        reg("SHA256SUMS", &sums(&meta, &other)),
-    ]));
+    let swapped = gzip(&tar_bytes(&three(&meta, &other, &sums(&meta, &other))));
     let staged = write_file(&f, "staged.tar.gz", &swapped);
     archive::verify_archive(&staged, &mut |_| {}).unwrap();
 
@@ -730,25 +727,13 @@ fn a_handmade_archive_of_the_same_members_verifies() {
     // The hand-built archives below differ from a good one only by their defect.
     let f = fixture();
     let (meta, state, s) = good_members(&f);
-    let p = handmade(
-        &f,
-        "same.tar.gz",
-        &[
-            reg("meta.json", &meta),
-            reg("state.bin", &state),
-            reg("SHA256SUMS", &s),
-        ],
-    );
+    let p = handmade(&f, "same.tar.gz", &three(&meta, &state, &s));
     assert_eq!(
         archive::verify_archive(&p, &mut |_| {}).unwrap().meta,
         f.meta
     );
     // Zero blocks after the end-of-archive marker (record padding, as GNU tar writes) are fine.
-    let mut t = tar_bytes(&[
-        reg("meta.json", &meta),
-        reg("state.bin", &state),
-        reg("SHA256SUMS", &s),
-    ]);
+    let mut t = tar_bytes(&three(&meta, &state, &s));
     t.resize(t.len().next_multiple_of(10240) + 10240, 0);
     let p = write_file(&f, "padded.tar.gz", &gzip(&t));
     archive::verify_archive(&p, &mut |_| {}).unwrap();
@@ -757,11 +742,7 @@ fn a_handmade_archive_of_the_same_members_verifies() {
     let p = handmade(
         &f,
         "binary-sums.tar.gz",
-        &[
-            reg("meta.json", &meta),
-            reg("state.bin", &state),
-            reg("SHA256SUMS", b.as_bytes()),
-        ],
+        &three(&meta, &state, b.as_bytes()),
     );
     archive::verify_archive(&p, &mut |_| {}).unwrap();
 }
@@ -771,11 +752,7 @@ fn an_unknown_extra_member_is_refused_wherever_it_is() {
     let f = fixture();
     let (meta, state, s) = good_members(&f);
     let extra = reg("extra.txt", b"hello");
-    let good = [
-        reg("meta.json", &meta),
-        reg("state.bin", &state),
-        reg("SHA256SUMS", &s),
-    ];
+    let good = three(&meta, &state, &s);
     for at in 0..=3 {
         let mut ms = good.to_vec();
         ms.insert(at, extra.clone());
@@ -793,11 +770,7 @@ fn an_unknown_extra_member_is_refused_wherever_it_is() {
 fn a_missing_member_is_refused() {
     let f = fixture();
     let (meta, state, s) = good_members(&f);
-    let good = [
-        reg("meta.json", &meta),
-        reg("state.bin", &state),
-        reg("SHA256SUMS", &s),
-    ];
+    let good = three(&meta, &state, &s);
     for (i, needle) in [(0, "meta.json"), (1, "state.bin"), (2, "SHA256SUMS")] {
         let mut ms = good.to_vec();
         ms.remove(i);
@@ -869,11 +842,7 @@ fn a_mismatched_hash_in_sha256sums_is_refused() {
         let p = handmade(
             &f,
             &format!("hash{i}.tar.gz"),
-            &[
-                reg("meta.json", &meta),
-                reg("state.bin", &state),
-                reg("SHA256SUMS", text.as_bytes()),
-            ],
+            &three(&meta, &state, text.as_bytes()),
         );
         expect_invalid(&f, &p, needle);
     }
@@ -927,11 +896,7 @@ fn a_bad_sha256sums_is_refused() {
         let p = handmade(
             &f,
             &format!("sums-{name}.tar.gz"),
-            &[
-                reg("meta.json", &meta),
-                reg("state.bin", &state),
-                reg("SHA256SUMS", sums_text.as_bytes()),
-            ],
+            &three(&meta, &state, sums_text.as_bytes()),
         );
         expect_invalid(&f, &p, needle);
     }
@@ -939,22 +904,14 @@ fn a_bad_sha256sums_is_refused() {
     let p = handmade(
         &f,
         "sums-binary.tar.gz",
-        &[
-            reg("meta.json", &meta),
-            reg("state.bin", &state),
-            reg("SHA256SUMS", &[0xff, 0xfe, b'\n']),
-        ],
+        &three(&meta, &state, &[0xff, 0xfe, b'\n']),
     );
     expect_invalid(&f, &p, "not UTF-8");
     // Too large to be what it claims.
     let p = handmade(
         &f,
         "sums-huge.tar.gz",
-        &[
-            reg("meta.json", &meta),
-            reg("state.bin", &state),
-            reg("SHA256SUMS", &vec![b'a'; 100_000]),
-        ],
+        &three(&meta, &state, &vec![b'a'; 100_000]),
     );
     expect_invalid(&f, &p, "at most");
 }
@@ -966,15 +923,7 @@ fn a_flipped_byte_in_state_bin_is_a_hash_mismatch() {
     for at in [0, state.len() / 2, state.len() - 1] {
         let mut bad = state.clone();
         bad[at] ^= 0x80;
-        let p = handmade(
-            &f,
-            &format!("flip{at}.tar.gz"),
-            &[
-                reg("meta.json", &meta),
-                reg("state.bin", &bad),
-                reg("SHA256SUMS", &s),
-            ],
-        );
+        let p = handmade(&f, &format!("flip{at}.tar.gz"), &three(&meta, &bad, &s));
         expect_invalid(&f, &p, "mismatch for state.bin");
     }
     // And in meta.json (still valid JSON: a digit of the creation time).
@@ -1001,15 +950,7 @@ fn with_meta(f: &Fixture, name: &str, edit: impl FnOnce(&mut serde_json::Value))
     let mut v: serde_json::Value = serde_json::from_slice(&meta).unwrap();
     edit(&mut v);
     let meta = serde_json::to_vec(&v).unwrap();
-    handmade(
-        f,
-        name,
-        &[
-            reg("meta.json", &meta),
-            reg("state.bin", &state),
-            reg("SHA256SUMS", &sums(&meta, &state)),
-        ],
-    )
+    handmade(f, name, &three(&meta, &state, &sums(&meta, &state)))
 }
 
 #[test]
@@ -1066,11 +1007,7 @@ fn a_bad_meta_json_is_refused() {
         let p = handmade(
             &f,
             &format!("garbage{i}.tar.gz"),
-            &[
-                reg("meta.json", garbage),
-                reg("state.bin", &state),
-                reg("SHA256SUMS", &sums(garbage, &state)),
-            ],
+            &three(garbage, &state, &sums(garbage, &state)),
         );
         expect_invalid(&f, &p, "meta.json is not valid");
     }
@@ -1079,11 +1016,7 @@ fn a_bad_meta_json_is_refused() {
     let p = handmade(
         &f,
         "meta-huge.tar.gz",
-        &[
-            reg("meta.json", &big),
-            reg("state.bin", &state),
-            reg("SHA256SUMS", &sums(&big, &state)),
-        ],
+        &three(&big, &state, &sums(&big, &state)),
     );
     expect_invalid(&f, &p, "at most");
 }
@@ -1119,11 +1052,7 @@ fn a_tar_stream_cut_inside_the_gzip_stream_is_refused() {
     // The gzip stream is whole, but the tar inside it is cut.
     let f = fixture();
     let (meta, state, s) = good_members(&f);
-    let t = tar_bytes(&[
-        reg("meta.json", &meta),
-        reg("state.bin", &state),
-        reg("SHA256SUMS", &s),
-    ]);
+    let t = tar_bytes(&three(&meta, &state, &s));
     let n = t.len();
     for (cut, needle) in [
         (0, "meta.json"),
@@ -1164,11 +1093,7 @@ fn bytes_after_the_gzip_stream_are_refused() {
 fn data_after_the_tar_end_of_archive_is_refused() {
     let f = fixture();
     let (meta, state, s) = good_members(&f);
-    let good = [
-        reg("meta.json", &meta),
-        reg("state.bin", &state),
-        reg("SHA256SUMS", &s),
-    ];
+    let good = three(&meta, &state, &s);
     let t = tar_bytes(&good);
     let n = t.len();
     // Garbage after both zero blocks.
@@ -1278,11 +1203,7 @@ fn members_that_are_not_regular_files_are_refused() {
 fn a_damaged_tar_header_is_refused() {
     let f = fixture();
     let (meta, state, s) = good_members(&f);
-    let t = tar_bytes(&[
-        reg("meta.json", &meta),
-        reg("state.bin", &state),
-        reg("SHA256SUMS", &s),
-    ]);
+    let t = tar_bytes(&three(&meta, &state, &s));
     let state_header = 512 + meta.len().next_multiple_of(512);
     // A byte of the mtime field (covered by nothing but the header checksum).
     let mut b = t.clone();
@@ -1361,11 +1282,7 @@ fn things_that_are_not_archives_are_refused() {
     let f = fixture();
     let (meta, state, s) = good_members(&f);
     // A plain (uncompressed) tar.
-    let t = tar_bytes(&[
-        reg("meta.json", &meta),
-        reg("state.bin", &state),
-        reg("SHA256SUMS", &s),
-    ]);
+    let t = tar_bytes(&three(&meta, &state, &s));
     let p = write_file(&f, "plain.tar", &t);
     expect_invalid(&f, &p, "gzip");
     // An empty file.

@@ -133,27 +133,17 @@ fn save(dir: &Path, out_path: &Path, json: bool) -> CmdResult {
         });
     progress.finish();
     let meta = result?;
-    let mut out = Out::new();
-    if json {
-        out.json_pretty(&SaveJson {
+    print_saved(
+        &SaveJson {
             archive: out_path,
             dir: Some(dir),
             endpoint: None,
             archive_bytes: None,
             archive_sha256: None,
             meta: &meta,
-        })?;
-        return out.finish();
-    }
-    out.line(format!(
-        "saved snapshot index {} term {} ({}, {} bytes of state) to {}",
-        meta.index,
-        meta.term,
-        conf_state(&meta),
-        meta.size,
-        out_path.display()
-    ))?;
-    out.finish()
+        },
+        json,
+    )
 }
 
 /// `snapshot save --endpoint`: the archive pulled from a running node, verified before it is kept.
@@ -162,26 +152,37 @@ fn pull(endpoint: &str, timeout: Duration, out_path: &Path, json: bool) -> CmdRe
     let result = endpoint::pull_archive(endpoint, out_path, timeout, &mut |n| progress.inc(n));
     progress.finish();
     let status = result?;
-    let meta = &status.meta;
-    let mut out = Out::new();
-    if json {
-        out.json_pretty(&SaveJson {
+    print_saved(
+        &SaveJson {
             archive: out_path,
             dir: None,
             endpoint: Some(endpoint),
             archive_bytes: Some(status.archive_bytes),
             archive_sha256: Some(&status.archive_sha256),
-            meta,
-        })?;
+            meta: &status.meta,
+        },
+        json,
+    )
+}
+
+/// What `snapshot save` prints, from a directory or (`--endpoint`) from a node.
+fn print_saved(saved: &SaveJson, json: bool) -> CmdResult {
+    let mut out = Out::new();
+    if json {
+        out.json_pretty(saved)?;
         return out.finish();
     }
+    let meta = saved.meta;
+    let from = saved
+        .endpoint
+        .map_or(String::new(), |e| format!(" from {e}"));
     out.line(format!(
-        "saved snapshot index {} term {} ({}, {} bytes of state) from {endpoint} to {}",
+        "saved snapshot index {} term {} ({}, {} bytes of state){from} to {}",
         meta.index,
         meta.term,
         conf_state(meta),
         meta.size,
-        out_path.display()
+        saved.archive.display()
     ))?;
     out.finish()
 }
