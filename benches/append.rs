@@ -7,37 +7,13 @@
 //! MemStorage and the raw device are in `benches/compare.rs`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use raft::prelude::{Entry, HardState, Snapshot};
+use raft::prelude::{HardState, Snapshot};
 use raft::{GetEntriesContext, Storage};
 use raftwal::{DiskStorage, Options};
 
-/// A small xorshift generator: deterministic, incompressible payloads without extra crates.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-fn batch(rng: &mut Rng, first: u64, n: usize, size: usize) -> Vec<Entry> {
-    (0..n as u64)
-        .map(|i| {
-            let mut e = Entry::default();
-            e.index = first + i;
-            e.term = 1;
-            e.data = rng.bytes(size).into();
-            e
-        })
-        .collect()
-}
+#[path = "common/payload.rs"]
+mod payload;
+use payload::{batch, Rng};
 
 fn append(c: &mut Criterion, size: usize, per_save: usize, sync: bool) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -46,42 +46,15 @@ const REGION: u64 = 1;
 /// size), so that it writes about as many bytes as the engines do.
 const RAW_HEADER: usize = 32;
 
-/// A small xorshift generator: deterministic, incompressible payloads without extra crates.
-struct Rng(u64);
+#[path = "common/payload.rs"]
+mod payload;
+use payload::{batch, Rng};
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
-
     /// Uniform-ish in `lo..=hi`.
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
-}
-
-fn batch(rng: &mut Rng, first: u64, n: usize, size: usize) -> Vec<Entry> {
-    (0..n as u64)
-        .map(|i| {
-            let mut e = Entry::default();
-            e.index = first + i;
-            e.term = 1;
-            e.data = rng.bytes(size).into();
-            e
-        })
-        .collect()
 }
 
 /// What the raw contender writes for one save: per entry a 32-byte header (term, index, offset,

@@ -134,6 +134,12 @@ fn readers_never_see_altered_entries_while_a_writer_appends_overwrites_and_snaps
     let mut last = 0u64;
     let mut snap_at = 0u64;
     for round in 0..400u64 {
+        // Pace the writer so the readers run throughout however the threads are scheduled:
+        // round k starts once the readers made k / 2 reads (unless one of them stopped).
+        while reads.load(Ordering::Relaxed) < round / 2 && !readers.iter().any(|r| r.is_finished())
+        {
+            thread::yield_now();
+        }
         let n = 50 + (round * 37) % 400;
         let start = if round % 7 == 3 && last > snap_at + 10 {
             term += 1;

@@ -39,32 +39,36 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs every file of `dirs` through `run`; returns the failures (file: message).
-fn replay<S>(
-    dirs: &[&str],
-    mut run: impl FnMut(&[u8]) -> Result<S, String>,
-) -> (usize, Vec<String>) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut n = 0;
+/// The crate's root: corpus directories are relative to it.
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file of the directories `dirs` (relative to the crate's root).
+fn corpus(dirs: &[&str]) -> Vec<PathBuf> {
+    dirs.iter()
+        .flat_map(|d| corpus_files(&root().join(d)))
+        .collect()
+}
+
+/// Runs every file of `files` through `run`; returns the failures (file: message).
+fn replay<S>(files: &[PathBuf], mut run: impl FnMut(&[u8]) -> Result<S, String>) -> Vec<String> {
     let mut failures = Vec::new();
-    for d in dirs {
-        for f in corpus_files(&root.join(d)) {
-            let data = fs::read(&f).expect("read a corpus file");
-            n += 1;
-            let name = f.strip_prefix(root).unwrap_or(&f).display().to_string();
-            let t0 = Instant::now();
-            let r = catch_unwind(AssertUnwindSafe(|| run(&data)));
-            if std::env::var_os("RAFTWAL_FUZZ_TIMES").is_some() {
-                eprintln!("{:8.3}s {name}", t0.elapsed().as_secs_f64());
-            }
-            match r {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => failures.push(format!("{name}: {e}")),
-                Err(p) => failures.push(format!("{name}: panicked: {}", panic_message(&*p))),
-            }
+    for f in files {
+        let data = fs::read(f).expect("read a corpus file");
+        let name = f.strip_prefix(root()).unwrap_or(f).display().to_string();
+        let t0 = Instant::now();
+        let r = catch_unwind(AssertUnwindSafe(|| run(&data)));
+        if std::env::var_os("RAFTWAL_FUZZ_TIMES").is_some() {
+            eprintln!("{:8.3}s {name}", t0.elapsed().as_secs_f64());
+        }
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => failures.push(format!("{name}: {e}")),
+            Err(p) => failures.push(format!("{name}: panicked: {}", panic_message(&*p))),
         }
     }
-    (n, failures)
+    failures
 }
 
 fn check(target: &str, n: usize, failures: &[String], started: Instant) {
@@ -88,17 +92,21 @@ fn check(target: &str, n: usize, failures: &[String], started: Instant) {
 #[test]
 fn open_dir_corpus() {
     let started = Instant::now();
-    let mut mutations = 0;
-    let mut opened = 0;
-    let (n, failures) = replay(&["fuzz/corpus/open_dir"], |data| {
+    let (mut mutations, mut inspected, mut strict, mut tolerant) = (0, 0, 0, 0);
+    let files = corpus(&["fuzz/corpus/open_dir"]);
+    let failures = replay(&files, |data| {
         let s = common::open_dir::run(data)?;
         mutations += s.mutations;
-        opened += usize::from(s.tolerant_opened);
-        let _ = (s.strict_opened, s.inspected);
+        inspected += usize::from(s.inspected);
+        strict += usize::from(s.strict_opened);
+        tolerant += usize::from(s.tolerant_opened);
         Ok(())
     });
-    eprintln!("open_dir: {mutations} mutations applied, {opened} directories opened");
-    check("open_dir", n, &failures, started);
+    eprintln!(
+        "open_dir: {mutations} mutations applied; directories inspected {inspected}, opened \
+         strictly {strict}, opened tolerantly {tolerant}"
+    );
+    check("open_dir", files.len(), &failures, started);
 }
 
 #[test]
@@ -106,14 +114,15 @@ fn ops_model_corpus() {
     let started = Instant::now();
     let mut actions = 0;
     let mut max_last = 0;
-    let (n, failures) = replay(&["fuzz/corpus/ops_model"], |data| {
+    let files = corpus(&["fuzz/corpus/ops_model"]);
+    let failures = replay(&files, |data| {
         let s = common::ops_model::run(data)?;
         actions += s.actions;
         max_last = max_last.max(s.max_last);
         Ok(())
     });
     eprintln!("ops_model: {actions} actions, highest last index {max_last}");
-    check("ops_model", n, &failures, started);
+    check("ops_model", files.len(), &failures, started);
 }
 
 /// Reproducers of what the fuzzers found (fuzz/artifacts-kept/<target>/, docs/RELIABILITY.md),
@@ -121,10 +130,16 @@ fn ops_model_corpus() {
 #[test]
 fn past_findings() {
     let started = Instant::now();
-    let (n1, mut failures) = replay(&["fuzz/artifacts-kept/open_dir"], common::open_dir::run);
-    let (n2, f2) = replay(&["fuzz/artifacts-kept/ops_model"], common::ops_model::run);
-    failures.extend(f2);
-    check("past findings", n1 + n2, &failures, started);
+    let open_dir = corpus(&["fuzz/artifacts-kept/open_dir"]);
+    let ops_model = corpus(&["fuzz/artifacts-kept/ops_model"]);
+    let mut failures = replay(&open_dir, common::open_dir::run);
+    failures.extend(replay(&ops_model, common::ops_model::run));
+    check(
+        "past findings",
+        open_dir.len() + ops_model.len(),
+        &failures,
+        started,
+    );
 }
 
 /// `RAFTWAL_FUZZ_REPLAY=<file or directory>` with `RAFTWAL_FUZZ_TARGET=open_dir|ops_model`
@@ -142,20 +157,13 @@ fn replay_from_env() {
         vec![path]
     };
     let target = std::env::var("RAFTWAL_FUZZ_TARGET").unwrap_or_else(|_| "open_dir".into());
-    let mut failures = Vec::new();
-    for f in &files {
-        let data = fs::read(f).expect("read an input");
-        let r = catch_unwind(AssertUnwindSafe(|| match target.as_str() {
-            "ops_model" => common::ops_model::run(&data).map(|_| ()),
-            _ => common::open_dir::run(&data).map(|_| ()),
-        }));
-        match r {
-            Ok(Ok(())) => eprintln!("{}: ok", f.display()),
-            Ok(Err(e)) => failures.push(format!("{}: {e}", f.display())),
-            Err(p) => failures.push(format!("{}: panicked: {}", f.display(), panic_message(&*p))),
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let started = Instant::now();
+    let failures = match target.as_str() {
+        "open_dir" => replay(&files, common::open_dir::run),
+        "ops_model" => replay(&files, common::ops_model::run),
+        other => panic!("RAFTWAL_FUZZ_TARGET={other}: want open_dir or ops_model"),
+    };
+    check(&target, files.len(), &failures, started);
 }
 
 /// The empty input is the intact template directory / an empty operation list: both must pass

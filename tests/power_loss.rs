@@ -1337,6 +1337,19 @@ fn test_root() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
+/// A test root holding `work`, a store directory created and closed (all of its files on disk),
+/// and the path `scratch`, where mixed directories are built.
+fn created_store() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let root = test_root();
+    let work = root.path().join("work");
+    let scratch = root.path().join("mix");
+    DiskStorage::open(&work)
+        .expect("create")
+        .close()
+        .expect("close");
+    (root, work, scratch)
+}
+
 /// Feeds an operation's flushes to `disk` and checks a crash point during each of them, then one
 /// after the operation returned if anything is still pending. `accept` holds while the operation
 /// runs; `after` once it returned. `op` names the operation, `short` its versions.
@@ -1396,13 +1409,7 @@ fn crash_points(
 #[test]
 fn power_loss_synced_saves() {
     let started = Instant::now();
-    let root = test_root();
-    let work = root.path().join("work");
-    let scratch = root.path().join("mix");
-    DiskStorage::open(&work)
-        .expect("create")
-        .close()
-        .expect("close");
+    let (_root, work, scratch) = created_store();
     let store = DiskStorage::open(&work).expect("open");
     let mut disk = Disk::durable(&capture(&work), "created");
     let mut rng = Rng(0x005E_ED0F_9017);
@@ -1564,13 +1571,7 @@ fn power_loss_synced_saves() {
 #[test]
 fn power_loss_unsynced_batches() {
     let started = Instant::now();
-    let root = test_root();
-    let work = root.path().join("work");
-    let scratch = root.path().join("mix");
-    DiskStorage::open(&work)
-        .expect("create")
-        .close()
-        .expect("close");
+    let (_root, work, scratch) = created_store();
     let store = DiskStorage::open_with(&work, unsynced()).expect("open");
     let mut disk = Disk::durable(&capture(&work), "created");
     let mut rng = Rng(0xC0FF_EE0F_9017);

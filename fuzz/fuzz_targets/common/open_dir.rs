@@ -251,33 +251,44 @@ enum Node {
 /// Relative path -> node. Parent directories of files are created as needed.
 type Img = BTreeMap<String, Node>;
 
-fn read_image(dir: &Path) -> Img {
-    fn walk(root: &Path, rel: &str, img: &mut Img) {
-        let p = if rel.is_empty() {
-            root.to_path_buf()
+/// Calls `visit(relative path, entry)` for every entry under `root`, parents before their
+/// children; `visit` returning `true` descends into that entry (a directory).
+fn walk_dir(root: &Path, rel: &str, visit: &mut impl FnMut(&str, &fs::DirEntry) -> bool) {
+    let p = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let Ok(rd) = fs::read_dir(&p) else { return };
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let r = if rel.is_empty() {
+            name
         } else {
-            root.join(rel)
+            format!("{rel}/{name}")
         };
-        let Ok(rd) = fs::read_dir(&p) else { return };
-        for ent in rd.flatten() {
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let Ok(ft) = ent.file_type() else { continue };
-            if ft.is_dir() {
-                img.insert(r.clone(), Node::Dir);
-                walk(root, &r, img);
-            } else if name != "LOCK" {
-                let b = fs::read(root.join(&r)).unwrap_or_default();
-                img.insert(r, Node::File(FileImg::from_bytes(b)));
-            }
+        if visit(&r, &ent) {
+            walk_dir(root, &r, visit);
         }
     }
+}
+
+fn read_image(dir: &Path) -> Img {
     let mut img = Img::new();
-    walk(dir, "", &mut img);
+    walk_dir(dir, "", &mut |r, ent| {
+        let Ok(ft) = ent.file_type() else {
+            return false;
+        };
+        if ft.is_dir() {
+            img.insert(r.to_string(), Node::Dir);
+            return true;
+        }
+        if ent.file_name() != "LOCK" {
+            let b = fs::read(dir.join(r)).unwrap_or_default();
+            img.insert(r.to_string(), Node::File(FileImg::from_bytes(b)));
+        }
+        false
+    });
     img
 }
 
@@ -319,49 +330,37 @@ fn write_image(img: &Img, dir: &Path) -> Result<(), String> {
 type DirState = Vec<(String, bool, u64, u64, i64, i64, u32)>;
 
 fn dir_state(dir: &Path) -> DirState {
-    fn walk(root: &Path, rel: &str, out: &mut DirState) {
-        use std::os::unix::fs::MetadataExt;
-        let p = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(rel)
-        };
-        let Ok(rd) = fs::read_dir(&p) else { return };
-        for ent in rd.flatten() {
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if name == "LOCK" && rel.is_empty() {
-                continue;
-            }
-            let Ok(md) = ent.metadata() else { continue };
-            if md.is_dir() {
-                out.push((r.clone(), true, 0, 0, 0, 0, 0));
-                walk(root, &r, out);
-                continue;
-            }
-            let small = md.len() <= 65_536;
-            let crc = if small {
-                crc32c::crc32c(&fs::read(root.join(&r)).unwrap_or_default())
-            } else {
-                0
-            };
-            out.push((
-                r,
-                false,
-                md.len(),
-                md.ino(),
-                md.mtime(),
-                md.mtime_nsec(),
-                crc,
-            ));
+    use std::os::unix::fs::MetadataExt;
+    let mut out = DirState::new();
+    walk_dir(dir, "", &mut |r, ent| {
+        // the top-level lock file
+        if r == "LOCK" {
+            return false;
         }
-    }
-    let mut out = Vec::new();
-    walk(dir, "", &mut out);
+        let Ok(md) = ent.metadata() else {
+            return false;
+        };
+        if md.is_dir() {
+            out.push((r.to_string(), true, 0, 0, 0, 0, 0));
+            return true;
+        }
+        let small = md.len() <= 65_536;
+        let crc = if small {
+            crc32c::crc32c(&fs::read(dir.join(r)).unwrap_or_default())
+        } else {
+            0
+        };
+        out.push((
+            r.to_string(),
+            false,
+            md.len(),
+            md.ino(),
+            md.mtime(),
+            md.mtime_nsec(),
+            crc,
+        ));
+        false
+    });
     out.sort();
     out
 }
