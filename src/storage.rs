@@ -42,6 +42,13 @@ pub struct DiskStorage {
     broken: Mutex<Vec<PathBuf>>,
     /// The store's key, when it is encrypted.
     cipher: Option<Cipher>,
+    /// Held by everything that writes a snapshot file or tidies the snapshot directory
+    /// (`create_snapshot_from`, which writes outside `inner`'s lock, and the installs through
+    /// `save` and `install_snapshot_from`): two writers at the same term and index would share
+    /// a temporary file, a tidy could remove one in progress, and a loser's cleanup could
+    /// remove the file the winner's meta page names. Always taken before `inner`, never while
+    /// holding it.
+    snap_writer: Mutex<()>,
     /// Holds the directory's exclusive lock; released when dropped (after `inner`).
     _lock: File,
 }
@@ -125,6 +132,7 @@ impl DiskStorage {
             }),
             broken: Mutex::new(r.broken_snapshot_files),
             cipher,
+            snap_writer: Mutex::new(()),
             _lock: lock,
         })
     }
@@ -134,8 +142,10 @@ impl DiskStorage {
     /// Invalid requests (stale snapshot, gap, entries below the first index or not contiguous)
     /// are an error and change nothing.
     pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
-        let mut inner = self.inner.write();
         let snap_index = snap.get_metadata().index;
+        // A snapshot file is written only while holding `snap_writer` (taken before `inner`).
+        let _writer = (snap_index > 0).then(|| self.snap_writer.lock());
+        let mut inner = self.inner.write();
         let top = entries
             .last()
             .map_or(snap_index, |e| e.index.max(snap_index));
@@ -159,13 +169,13 @@ impl DiskStorage {
         validate_entries(entries, first, last)?;
         // A durable commit index must never point past durable entries: refuse a save that
         // would leave it there (raft-rs never asks for one; open would refuse the result).
+        let stored_commit = inner.meta.hard_state.as_ref().map_or(0, |h| h.commit);
         let commit = if *hs != HardState::default() {
             hs.commit
         } else {
-            inner.meta.hard_state.as_ref().map_or(0, |h| h.commit)
+            stored_commit
         };
         let new_last = entries.last().map_or(last, |e| e.index);
-        let stored_commit = inner.meta.hard_state.as_ref().map_or(0, |h| h.commit);
         if let Some(e0) = entries.first().filter(|e| !installing && e.index <= last) {
             if e0.index <= stored_commit {
                 return Err(Error::InvalidAppend(format!(
@@ -291,6 +301,7 @@ impl DiskStorage {
         cs: Option<&ConfState>,
         data: R,
     ) -> Result<(), Error> {
+        let _writer = self.snap_writer.lock();
         let (term, cs) = {
             let inner = self.inner.read();
             Self::check_snapshot_index(&inner, index)?;
@@ -314,7 +325,12 @@ impl DiskStorage {
                 }
             });
         if let Err(e) = still {
-            if record.data_len > 0 {
+            let named = inner
+                .meta
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| (s.term, s.index) == (term, index));
+            if record.data_len > 0 && !named {
                 let _ = std::fs::remove_file(snap::path(&self.dir, term, index));
             }
             return Err(e);
@@ -353,6 +369,7 @@ impl DiskStorage {
         metadata: &SnapshotMetadata,
         data: R,
     ) -> Result<(), Error> {
+        let _writer = self.snap_writer.lock();
         let mut inner = self.inner.write();
         if metadata.index > MAX_INDEX {
             return Err(Error::InvalidArgument(format!(
@@ -591,7 +608,7 @@ impl Storage for DiskStorage {
             return Ok(inner.snapshot_term());
         }
         // The common case first, with no error value built on its path.
-        if idx > inner.snapshot_index() && idx <= inner.wal.last() {
+        if idx > inner.snapshot_index() {
             if let Some(term) = inner.wal.term_of_held(idx) {
                 return Ok(term);
             }
