@@ -9,7 +9,7 @@
 //! number), so ciphertext moved elsewhere fails to open. Must never: return plaintext whose tag
 //! failed, or seal without a fresh nonce.
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::aead::{Aead, AeadCore, AeadInPlace, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
 /// Bytes a sealed message adds to its plaintext: nonce and tag.
@@ -40,17 +40,23 @@ impl Cipher {
     /// returns `nonce ‖ ciphertext ‖ tag`.
     pub(crate) fn seal(&self, aad: &[u8], plaintext: &[&[u8]]) -> Vec<u8> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let msg: Vec<u8> = plaintext.concat();
-        // Encryption fails only for messages beyond GCM's limit (64 GiB); entries are < 4 GiB
-        // and snapshot chunks are small, so the empty fallback is never taken, and if it were,
-        // the result would fail to open (too short) rather than leak anything.
-        let ct = self
-            .aead
-            .encrypt(&nonce, Payload { msg: &msg, aad })
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        let len: usize = plaintext.iter().map(|p| p.len()).sum();
+        // One buffer: the nonce, then the plaintext encrypted in place, then the tag.
+        let mut out = Vec::with_capacity(OVERHEAD + len);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        for p in plaintext {
+            out.extend_from_slice(p);
+        }
+        // Encryption fails only for messages beyond GCM's limit (64 GiB); entries are < 4 GiB
+        // and snapshot chunks are small, so the fallback (the nonce alone) is never taken, and
+        // if it were, the result would fail to open (too short) rather than leak anything.
+        match self
+            .aead
+            .encrypt_in_place_detached(&nonce, aad, &mut out[NONCE_LEN..])
+        {
+            Ok(tag) => out.extend_from_slice(&tag),
+            Err(_) => out.truncate(NONCE_LEN),
+        }
         out
     }
 

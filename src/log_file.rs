@@ -452,6 +452,7 @@ impl LogFile {
 
     /// Range checks of slot `k`: it holds index `base + k`, a known type and a payload inside the
     /// file. Does not read the payload.
+    #[inline]
     pub(crate) fn check_slot(&self, k: u32) -> Result<CheckedSlot> {
         self.extent(k).map_err(|fault| self.slot_error(k, fault))
     }
@@ -595,10 +596,7 @@ impl LogFile {
         let mut more = true;
         for k in lo..hi {
             let c = if k < verified {
-                match self.extent(k) {
-                    Ok(c) => c,
-                    Err(fault) => return Err(self.slot_error(k, fault)),
-                }
+                self.check_slot(k)?
             } else {
                 self.verify_slot(k)?
             };
@@ -695,8 +693,9 @@ impl LogFile {
         entries: &[Entry],
         scratch: &mut Scratch,
     ) -> Result<()> {
-        if let Some(cipher) = self.cipher.clone() {
-            return self.write_sealed(first_slot, entries, &cipher);
+        if let Some(cipher) = &self.cipher {
+            let (payloads, slots) = seal_entries(cipher, self.payload_end, entries);
+            return self.write_sealed(first_slot, entries.len(), &payloads, &slots);
         }
         let start = self.payload_end;
         let total: u64 = entries.iter().map(payload_len).sum();
@@ -718,7 +717,11 @@ impl LogFile {
         } else {
             Vec::new()
         };
-        let mut bufs = Vec::with_capacity(if staged { 1 } else { entries.len() * 3 });
+        let mut bufs = if staged {
+            Vec::new()
+        } else {
+            Vec::with_capacity(entries.len() * 3)
+        };
         let mut at = start;
         for (i, e) in entries.iter().enumerate() {
             let ctx_len = (e.context.len() as u32).to_le_bytes();
@@ -761,11 +764,15 @@ impl LogFile {
             b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
             slots.extend_from_slice(&b);
         }
-        if staged {
-            bufs.push(IoSlice::new(&stage));
-        }
+        let mut one;
+        let payloads: &mut [IoSlice<'_>] = if staged {
+            one = [IoSlice::new(&stage)];
+            &mut one
+        } else {
+            &mut bufs
+        };
         let written =
-            self.write_payloads_then_slots(first_slot, entries.len(), &mut bufs, at, &slots);
+            self.write_payloads_then_slots(first_slot, entries.len(), payloads, at, &slots);
         drop(bufs);
         // Keep the buffers for the next save unless one batch made them unusually large.
         if stage.capacity() <= 2 * STAGE_LIMIT as usize {
@@ -777,37 +784,18 @@ impl LogFile {
         written
     }
 
-    /// [`LogFile::write_entries`] for an encrypted store: each payload sealed under a fresh
-    /// nonce, bound to its entry's index, term and type.
-    fn write_sealed(&mut self, first_slot: u32, entries: &[Entry], cipher: &Cipher) -> Result<()> {
-        let start = self.payload_end;
-        let mut payloads = Vec::new();
-        let mut slots = Vec::with_capacity(entries.len() * SLOT_SIZE);
-        for e in entries {
-            let offset = start + payloads.len() as u64;
-            let mut slot = Slot {
-                term: e.term,
-                index: e.index,
-                offset,
-                entry_type: entry_type_code(e.entry_type),
-                flags: FLAG_SEALED,
-                data_len: e.data.len() as u32,
-                crc: 0,
-            };
-            let p0 = payloads.len();
-            payloads.extend_from_slice(&(e.context.len() as u32).to_le_bytes());
-            payloads.extend_from_slice(&cipher.seal(&entry_aad(&slot), &[&e.data, &e.context]));
-            let mut b = [0u8; SLOT_SIZE];
-            slot.crc = 0;
-            slot.encode_fields(&mut b);
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..SLOT_CRC]), &payloads[p0..]);
-            b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
-            slots.extend_from_slice(&b);
-        }
-        let end = start + payloads.len() as u64;
+    /// Writes the output of [`seal_entries`] for the `n` entries from `first_slot`.
+    fn write_sealed(
+        &mut self,
+        first_slot: u32,
+        n: usize,
+        payloads: &[u8],
+        slots: &[u8],
+    ) -> Result<()> {
+        let end = self.payload_end + payloads.len() as u64;
         self.reserve(end)?;
-        let mut bufs = [IoSlice::new(&payloads)];
-        self.write_payloads_then_slots(first_slot, entries.len(), &mut bufs, end, &slots)
+        let mut bufs = [IoSlice::new(payloads)];
+        self.write_payloads_then_slots(first_slot, n, &mut bufs, end, slots)
     }
 
     /// Makes room for payloads up to `end` (the format's limit, then fallocate) before anything
@@ -906,6 +894,34 @@ impl LogFile {
         }
         Ok(())
     }
+}
+
+/// Seals `entries` (for an encrypted store) as payloads that start at file offset `start`:
+/// each under a fresh nonce, bound to its entry's index, term and type. Returns the payload
+/// bytes and the encoded slots describing them.
+fn seal_entries(cipher: &Cipher, start: u64, entries: &[Entry]) -> (Vec<u8>, Vec<u8>) {
+    let mut payloads = Vec::new();
+    let mut slots = Vec::with_capacity(entries.len() * SLOT_SIZE);
+    for e in entries {
+        let slot = Slot {
+            term: e.term,
+            index: e.index,
+            offset: start + payloads.len() as u64,
+            entry_type: entry_type_code(e.entry_type),
+            flags: FLAG_SEALED,
+            data_len: e.data.len() as u32,
+            crc: 0,
+        };
+        let p0 = payloads.len();
+        payloads.extend_from_slice(&(e.context.len() as u32).to_le_bytes());
+        payloads.extend_from_slice(&cipher.seal(&entry_aad(&slot), &[&e.data, &e.context]));
+        let mut b = [0u8; SLOT_SIZE];
+        slot.encode_fields(&mut b);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..SLOT_CRC]), &payloads[p0..]);
+        b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
+        slots.extend_from_slice(&b);
+    }
+    (payloads, slots)
 }
 
 fn encode_header(id: u64, base: u64, encrypted: bool, prev_unflushed: bool) -> [u8; HEADER_SIZE] {

@@ -427,8 +427,8 @@ impl FileReader {
         Ok(n)
     }
 
-    /// Reads and opens the next sealed chunk into `self.chunk`.
-    fn next_chunk(&mut self, cipher: &Cipher) -> io::Result<()> {
+    /// Reads and opens (with `self.cipher`) the next sealed chunk into `self.chunk`.
+    fn next_chunk(&mut self) -> io::Result<()> {
         let plain = self.plain_left.min(SEAL_CHUNK as u64) as usize;
         let mut sealed = vec![0u8; plain + crypto::OVERHEAD];
         let mut got = 0;
@@ -444,7 +444,8 @@ impl FileReader {
         }
         let last = self.plain_left <= SEAL_CHUNK as u64;
         let aad = chunk_aad(self.envelope.index, self.envelope.term, self.chunk_no, last);
-        match cipher.open(&aad, &sealed) {
+        let opened = self.cipher.as_ref().and_then(|c| c.open(&aad, &sealed));
+        match opened {
             Some(p) if p.len() == plain => {
                 self.chunk = p;
                 self.chunk_pos = 0;
@@ -466,9 +467,9 @@ impl FileReader {
 
 impl Read for FileReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(cipher) = self.cipher.clone() else {
+        if self.cipher.is_none() {
             return self.read_stored(buf);
-        };
+        }
         if self.chunk_pos == self.chunk.len() {
             if self.plain_left == 0 {
                 // Every chunk was opened; the stored bytes must be used up too (and the CRC
@@ -484,7 +485,7 @@ impl Read for FileReader {
                     )),
                 };
             }
-            self.next_chunk(&cipher)?;
+            self.next_chunk()?;
         }
         let n = buf.len().min(self.chunk.len() - self.chunk_pos);
         buf[..n].copy_from_slice(&self.chunk[self.chunk_pos..self.chunk_pos + n]);

@@ -124,10 +124,10 @@ impl Wal {
     /// Entries `[lo, hi)` (all held), checksums verified, cut to the longest prefix whose total
     /// `compute_size()` fits `max_size` (at least one entry).
     pub(crate) fn entries(&self, lo: u64, hi: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
-        let mut out = Vec::with_capacity(((hi - lo) as usize).min(1024));
         if lo >= hi {
-            return Ok(out);
+            return Ok(Vec::new());
         }
+        let mut out = Vec::with_capacity(((hi - lo) as usize).min(1024));
         if !self.contains(lo) || !self.contains(hi - 1) {
             return Err(Error::Unavailable {
                 index: hi - 1,
