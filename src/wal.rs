@@ -208,9 +208,8 @@ impl Wal {
         Ok(())
     }
 
-    /// Starts a new last file whose slot 0 holds `base`.
-    /// Starts the next file at `base`. `synced`: the writes that follow will each be flushed,
-    /// so the new file's slot area is written as real zeroes first (see `LogFile::create`).
+    /// Starts the next file, whose slot 0 holds `base`. `synced`: the writes that follow will each be flushed,
+    /// so the new file's first MiB is written as real zeroes first (see `LogFile::create`).
     fn rotate(&mut self, base: u64, prev_unflushed: bool, synced: bool) -> Result<()> {
         let hint = self.files.back().map_or(0, LogFile::payload_used);
         let f = LogFile::create(
