@@ -969,8 +969,16 @@ fn out_path() -> PathBuf {
 }
 
 fn main() {
-    // cargo passes `--bench` (and maybe filters); only `--quick` means anything here.
-    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    // cargo passes `--bench`; `--quick` picks the small sizes, and any other argument not
+    // starting with `-` keeps only the workloads whose names contain it (e.g. `synced_append`).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let filters: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
     let cfg = Cfg::new(quick);
     let started = Instant::now();
     eprintln!(
@@ -980,74 +988,88 @@ fn main() {
 
     let synced = [C::Raftwal, C::RaftEngine, C::Raw, C::RawPrealloc];
     let mut ws = Vec::new();
-    ws.push(append_workload(
-        "synced_append_1KiB_x64",
-        "1 KiB entries, 64 per save, durable (fdatasync) per save",
-        cfg.synced_rounds,
-        AppendLoad::new(0x5EED_0001, cfg.w1_saves, 64, 1024, true),
-        64,
-        &synced,
-    ));
-    ws.push(append_workload(
-        "synced_append_128B_x1",
-        "128 B entries, 1 per save, durable (fdatasync) per save; fsync-bound",
-        cfg.synced_rounds,
-        AppendLoad::new(0x5EED_0002, cfg.w2_saves, 1, 128, true),
-        1,
-        &synced,
-    ));
-    ws.push(append_workload(
-        "unsynced_append_128B_x256",
-        "128 B entries, 256 per save, not synced (raftwal sync_writes: false, \
-         raft-engine write(.., false), raw without fdatasync)",
-        cfg.unsynced_rounds,
-        AppendLoad::new(0x5EED_0003, cfg.w3_saves, 256, 128, false),
-        256,
-        &[C::Raftwal, C::RaftEngine, C::Raw, C::Mem],
-    ));
-    let (w4, w5) = reads(&cfg);
-    ws.push(w4);
-    ws.push(w5);
-    ws.push(open_workload(&cfg));
+    if wanted("synced_append_1KiB_x64") {
+        ws.push(append_workload(
+            "synced_append_1KiB_x64",
+            "1 KiB entries, 64 per save, durable (fdatasync) per save",
+            cfg.synced_rounds,
+            AppendLoad::new(0x5EED_0001, cfg.w1_saves, 64, 1024, true),
+            64,
+            &synced,
+        ));
+    }
+    if wanted("synced_append_128B_x1") {
+        ws.push(append_workload(
+            "synced_append_128B_x1",
+            "128 B entries, 1 per save, durable (fdatasync) per save; fsync-bound",
+            cfg.synced_rounds,
+            AppendLoad::new(0x5EED_0002, cfg.w2_saves, 1, 128, true),
+            1,
+            &synced,
+        ));
+    }
+    if wanted("unsynced_append_128B_x256") {
+        ws.push(append_workload(
+            "unsynced_append_128B_x256",
+            "128 B entries, 256 per save, not synced (raftwal sync_writes: false, \
+             raft-engine write(.., false), raw without fdatasync)",
+            cfg.unsynced_rounds,
+            AppendLoad::new(0x5EED_0003, cfg.w3_saves, 256, 128, false),
+            256,
+            &[C::Raftwal, C::RaftEngine, C::Raw, C::Mem],
+        ));
+    }
+    if wanted("entries_64x1KiB_hot") || wanted("term_random") {
+        let (w4, w5) = reads(&cfg);
+        ws.push(w4);
+        ws.push(w5);
+    }
+    if wanted("open_1M_256B") {
+        ws.push(open_workload(&cfg));
+    }
 
-    let by = |name: &str| ws.iter().find(|w| w.name == name).expect("workload");
+    let by = |name: &str| ws.iter().find(|w| w.name == name);
     let mut targets = Vec::new();
-    let w1 = by("synced_append_1KiB_x64");
-    targets.push(ratio_target(w1, "raft-engine", 1.3));
-    targets.push(ratio_target(w1, "raw", 0.8));
-    let w2 = by("synced_append_128B_x1");
-    targets.push(ratio_target(w2, "raft-engine", 1.0));
-    let (p_wal, p_eng) = (
-        w2.row("raftwal").p99_us.expect("p99"),
-        w2.row("raft-engine").p99_us.expect("p99"),
-    );
-    targets.push(Target {
-        workload: w2.name,
-        what: "p99 per save <= raft-engine's".to_string(),
-        value: format!("{p_wal:.0} us vs {p_eng:.0} us"),
-        met: p_wal <= p_eng,
-    });
-    targets.push(ratio_target(
-        by("unsynced_append_128B_x256"),
-        "raft-engine",
-        3.0,
-    ));
-    let w4 = by("entries_64x1KiB_hot");
-    targets.push(ratio_target(w4, "raft-engine", 2.0));
-    targets.push(ratio_target(w4, "MemStorage", 0.7));
-    targets.push(ratio_target(by("term_random"), "MemStorage", 1.0));
-    let w6 = by("open_1M_256B");
-    let (t_wal, t_eng) = (w6.row("raftwal").run_ms, w6.row("raft-engine").run_ms);
-    targets.push(Target {
-        workload: w6.name,
-        what: "open time <= 0.5x raft-engine's".to_string(),
-        value: format!(
-            "{t_wal:.1} ms vs {t_eng:.1} ms = {:.2}x ({:.2}x faster)",
-            t_wal / t_eng,
-            t_eng / t_wal
-        ),
-        met: t_wal <= 0.5 * t_eng,
-    });
+    if let Some(w1) = by("synced_append_1KiB_x64") {
+        targets.push(ratio_target(w1, "raft-engine", 1.3));
+        targets.push(ratio_target(w1, "raw", 0.8));
+    }
+    if let Some(w2) = by("synced_append_128B_x1") {
+        targets.push(ratio_target(w2, "raft-engine", 1.0));
+        let (p_wal, p_eng) = (
+            w2.row("raftwal").p99_us.expect("p99"),
+            w2.row("raft-engine").p99_us.expect("p99"),
+        );
+        targets.push(Target {
+            workload: w2.name,
+            what: "p99 per save <= raft-engine's".to_string(),
+            value: format!("{p_wal:.0} us vs {p_eng:.0} us"),
+            met: p_wal <= p_eng,
+        });
+    }
+    if let Some(w3) = by("unsynced_append_128B_x256") {
+        targets.push(ratio_target(w3, "raft-engine", 3.0));
+    }
+    if let Some(w4) = by("entries_64x1KiB_hot") {
+        targets.push(ratio_target(w4, "raft-engine", 2.0));
+        targets.push(ratio_target(w4, "MemStorage", 0.7));
+    }
+    if let Some(w5) = by("term_random") {
+        targets.push(ratio_target(w5, "MemStorage", 1.0));
+    }
+    if let Some(w6) = by("open_1M_256B") {
+        let (t_wal, t_eng) = (w6.row("raftwal").run_ms, w6.row("raft-engine").run_ms);
+        targets.push(Target {
+            workload: w6.name,
+            what: "open time <= 0.5x raft-engine's".to_string(),
+            value: format!(
+                "{t_wal:.1} ms vs {t_eng:.1} ms = {:.2}x ({:.2}x faster)",
+                t_wal / t_eng,
+                t_eng / t_wal
+            ),
+            met: t_wal <= 0.5 * t_eng,
+        });
+    }
 
     println!();
     println!(
@@ -1114,6 +1136,14 @@ fn main() {
     );
     for w in &ws {
         root.insert(w.name.to_string(), workload_json(w, &targets));
+    }
+    if !filters.is_empty() {
+        println!();
+        println!(
+            "a filtered run ({}): target/compare.json left as it was",
+            filters.join(", ")
+        );
+        return;
     }
     let path = out_path();
     if let Some(d) = path.parent() {
