@@ -271,6 +271,8 @@ impl LogFile {
     ///
     /// `payload_hint`: payload bytes to reserve up front (the previous file's use, so that a
     /// steady workload does not grow each new file step by step); at least 4 MiB, at most 1 GiB.
+    /// Without room for it the file starts with its first MiB alone. A file that cannot be made
+    /// whole is removed again before the error returns.
     ///
     /// `zero_slot_area`: write the whole first MiB (the slot area, the header's page and the
     /// pages up to the first payload byte) as real zeroes, one page per write, instead of
@@ -294,17 +296,21 @@ impl LogFile {
         zero_slot_area: bool,
     ) -> Result<LogFile> {
         let path = dir.join(file_name(id));
-        {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| Error::io("create", &path, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        let lay_out = || -> Result<()> {
             let reserve = payload_hint
                 .clamp(INITIAL_PAYLOAD_RESERVE, 1 << 30)
                 .next_multiple_of(1 << 20);
-            fsutil::allocate(&file, &path, PAYLOAD_START + reserve)?;
+            if fsutil::allocate(&file, &path, PAYLOAD_START + reserve).is_err() {
+                // No room for the reserve: the first MiB is enough to start with, and
+                // `ensure_len` grows the file by what each save needs.
+                fsutil::allocate(&file, &path, PAYLOAD_START)?;
+            }
             if zero_slot_area {
                 // One page per write: the page cache then holds the area in single pages, and
                 // a slot write dirties one page, not a large folio written back whole. Up to
@@ -319,11 +325,21 @@ impl LogFile {
                 &encode_header(id, base, cipher.is_some(), prev_unflushed),
                 HEADER_OFFSET as u64,
             )
-            .map_err(|e| Error::io("write header", &path, e))?;
+            .map_err(|e| Error::io("write header", &path, e))
+        };
+        match lay_out().and_then(|()| LogFile::open(&path, id, Access::Append, cipher)) {
+            Ok(mut f) => {
+                f.dirty = true;
+                Ok(f)
+            }
+            Err(e) => {
+                // Nothing names the half-made file yet (open would drop it as an empty tail):
+                // remove it now, so that the next attempt can create it again.
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
         }
-        let mut f = LogFile::open(&path, id, Access::Append, cipher)?;
-        f.dirty = true;
-        Ok(f)
     }
 
     /// Opens and maps an existing log file and checks its header. Slots are not checked here.
@@ -700,11 +716,20 @@ impl LogFile {
         let heading = (used.saturating_mul(SLOTS_PER_FILE) / slots_after.clamp(1, SLOTS_PER_FILE))
             .saturating_mul(9)
             / 8;
-        let want = end
+        let need = end.next_multiple_of(1 << 20);
+        let mut want = end
             .max(len + step)
             .max(PAYLOAD_START + heading.min(MAX_PROJECTED_PAYLOAD))
             .next_multiple_of(1 << 20);
-        fsutil::allocate(&self.file, &self.path, want)?;
+        if let Err(e) = fsutil::allocate(&self.file, &self.path, want) {
+            if want <= need {
+                return Err(e);
+            }
+            // No room for the whole step (a full disk, a quota, a file-size limit): grow by
+            // what this save needs, so the last space gets used; a second failure is the error.
+            want = need;
+            fsutil::allocate(&self.file, &self.path, want)?;
+        }
         self.map
             .grow(&self.file, &self.path, want as usize, ACTIVE_MAP_RESERVE)
     }

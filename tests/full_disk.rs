@@ -1,7 +1,8 @@
 //! Running out of space: when the file system refuses more space (here: a file-size limit,
 //! RLIMIT_FSIZE, in a child process, which makes fallocate fail with EFBIG the way a full disk
 //! makes it fail with ENOSPC), `save` returns an error, the log is exactly as before that save,
-//! nothing dies of SIGBUS or SIGXFSZ, and the store works again once space is back.
+//! nothing dies of SIGBUS or SIGXFSZ, and the store works again once space is back; also when
+//! the space runs out just as a new log file is due.
 
 use std::process::Command;
 
@@ -11,6 +12,7 @@ use raft::{GetEntriesContext, Storage};
 use raftwal::DiskStorage;
 
 const CHILD_ENV: &str = "RAFTWAL_FULL_DISK_CHILD_DIR";
+const ROTATION_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_ROTATION_CHILD_DIR";
 const LIMIT: u64 = 24 << 20;
 
 fn entry(index: u64) -> Entry {
@@ -58,6 +60,15 @@ fn full_disk_child() {
         assert!(last < 100_000, "the file-size limit never bit");
     };
     println!("save failed after index {last}: {err}");
+    // The space was used: a file grows by more than a save needs when it can, but never stops
+    // short of the limit because a larger step did not fit (24 MiB file, 1 MiB of slots and
+    // header, 256 KiB saves, growth in whole MiB).
+    assert!(
+        last * 4096 >= LIMIT - (3 << 20),
+        "saves stopped at index {last} ({} KiB of payloads) under a {} MiB limit: {err}",
+        last * 4,
+        LIMIT >> 20
+    );
     assert_eq!(
         store.last_index().unwrap(),
         last,
@@ -91,26 +102,111 @@ fn full_disk_child() {
     println!("CHILD-OK {last}");
 }
 
+/// Runs in the child: space runs out exactly when the first file is full, so the next save must
+/// create the second file. With no room even for its first MiB the save fails and leaves no
+/// half-made file behind (the next try creates it again); with room for a little, the file
+/// starts small and grows by what each save needs.
 #[test]
-fn save_fails_cleanly_when_space_runs_out_and_works_again_after() {
+fn full_disk_at_rotation_child() {
+    let Some(dir) = std::env::var_os(ROTATION_CHILD_ENV) else {
+        return;
+    };
+    // SAFETY: as in `full_disk_child`.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let small = |index: u64| {
+        let mut e = entry(index);
+        e.data = Bytes::from(vec![(index % 251) as u8; 128]);
+        e
+    };
+    let store = DiskStorage::open(&dir).unwrap();
+    let save = |from: u64, n: u64| {
+        let batch: Vec<Entry> = (from..from + n).map(small).collect();
+        store.save(&HardState::default(), &batch, &Snapshot::default())
+    };
+    let mut last = 0;
+    while last < 30_000 {
+        save(last + 1, 100).unwrap();
+        last += 100;
+    }
+    let files = || {
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files(), ["00001.wal"]);
+
+    // Less than a first MiB: the new file cannot be made.
+    set_fsize_limit(512 << 10);
+    let err = save(last + 1, 100).unwrap_err();
+    println!("rotation failed: {err}");
+    assert_eq!(store.last_index().unwrap(), last);
+    assert_eq!(files(), ["00001.wal"], "a half-made file was left behind");
+
+    // Room for 2 MiB: the file starts with its first MiB and grows 1 MiB at a time.
+    set_fsize_limit(2 << 20);
+    let err = loop {
+        match save(last + 1, 100) {
+            Ok(()) => last += 100,
+            Err(e) => break e,
+        }
+        assert!(last < 100_000, "the file-size limit never bit");
+    };
+    println!("save failed after index {last}: {err}");
+    assert!(
+        last >= 30_000 + 7_000,
+        "the second file took only {} entries of 128 B under a 2 MiB limit: {err}",
+        last - 30_000
+    );
+    assert_eq!(files(), ["00001.wal", "00002.wal"]);
+
+    set_fsize_limit(libc::RLIM_INFINITY);
+    save(last + 1, 100).unwrap();
+    last += 100;
+    store.close().unwrap();
+    let store = DiskStorage::open(&dir).unwrap();
+    assert_eq!(store.last_index().unwrap(), last);
+    let es = store
+        .entries(1, last + 1, None, GetEntriesContext::empty(false))
+        .unwrap();
+    assert_eq!(es.len() as u64, last);
+    for e in &es {
+        assert_eq!(e, &small(e.index));
+    }
+    println!("CHILD-OK {last}");
+}
+
+/// Runs test `name` of this binary in a child process with `env` naming a fresh directory.
+fn run_child(name: &str, env: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "full_disk_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_ENV, dir.path())
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(env, dir.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.contains("CHILD-OK"),
         "child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
+    stdout
+}
+
+#[test]
+fn space_running_out_when_a_new_file_is_due_fails_cleanly_and_recovers() {
+    let stdout = run_child("full_disk_at_rotation_child", ROTATION_CHILD_ENV);
+    assert!(stdout.contains("rotation failed"), "{stdout}");
+}
+
+#[test]
+fn save_fails_cleanly_when_space_runs_out_and_works_again_after() {
+    let stdout = run_child("full_disk_child", CHILD_ENV);
     assert!(stdout.contains("save failed after index"), "{stdout}");
 }
