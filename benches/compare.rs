@@ -10,7 +10,9 @@
 //! region; the timed region is the save/write call itself (each call is timed for p50/p99).
 //!
 //! Prints a table per workload and a summary of the SPEC targets, and writes the same figures to
-//! `$CARGO_TARGET_DIR/compare.json` (else `target/compare.json` under the crate).
+//! `$CARGO_TARGET_DIR/compare.json` (else `target/compare.json` under the crate). Arguments that
+//! do not start with `-` keep only the workloads whose names contain one of them
+//! (`cargo bench --bench compare -- synced_append_1KiB`); such a run writes no JSON.
 
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
