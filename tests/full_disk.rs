@@ -36,30 +36,65 @@ fn set_fsize_limit(soft: u64) {
     }
 }
 
-/// Runs in the child: fills the limit, checks the failed save changed nothing, lifts the limit,
-/// carries on.
-#[test]
-fn full_disk_child() {
-    let Some(dir) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    // SAFETY: ignoring SIGXFSZ makes writes past the limit fail with EFBIG instead of killing
-    // the process; set before any other thread of this process touches files.
+/// The child's directory, from `env`; `None` in the parent. Makes writes past the file-size
+/// limit fail with EFBIG instead of killing the process.
+fn child_dir(env: &str) -> Option<std::ffi::OsString> {
+    let dir = std::env::var_os(env)?;
+    // SAFETY: ignoring a signal is a plain libc call, made before any other thread of this
+    // process touches files.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    set_fsize_limit(LIMIT);
-    let store = DiskStorage::open(&dir).unwrap();
-    let mut last = 0;
+    Some(dir)
+}
+
+/// Saves batches of `n` entries made by `make` after `last` until one is refused; returns the
+/// last index saved and the refusal, after checking the refused save changed nothing.
+fn save_until_refused(
+    store: &DiskStorage,
+    mut last: u64,
+    n: u64,
+    make: impl Fn(u64) -> Entry,
+) -> (u64, raftwal::Error) {
     let err = loop {
-        let batch: Vec<Entry> = (last + 1..=last + 64).map(entry).collect();
+        let batch: Vec<Entry> = (last + 1..=last + n).map(&make).collect();
         match store.save(&HardState::default(), &batch, &Snapshot::default()) {
-            Ok(()) => last += 64,
+            Ok(()) => last += n,
             Err(e) => break e,
         }
         assert!(last < 100_000, "the file-size limit never bit");
     };
     println!("save failed after index {last}: {err}");
+    assert_eq!(
+        store.last_index().unwrap(),
+        last,
+        "a failed save changed the log"
+    );
+    (last, err)
+}
+
+/// Checks `store` holds entries 1..=last, each as `make` made it.
+fn check_holds(store: &DiskStorage, last: u64, make: impl Fn(u64) -> Entry) {
+    assert_eq!(store.last_index().unwrap(), last);
+    let es = store
+        .entries(1, last + 1, None, GetEntriesContext::empty(false))
+        .unwrap();
+    assert_eq!(es.len() as u64, last);
+    for e in &es {
+        assert_eq!(e, &make(e.index));
+    }
+}
+
+/// Runs in the child: fills the limit, checks the failed save changed nothing, lifts the limit,
+/// carries on.
+#[test]
+fn full_disk_child() {
+    let Some(dir) = child_dir(CHILD_ENV) else {
+        return;
+    };
+    set_fsize_limit(LIMIT);
+    let store = DiskStorage::open(&dir).unwrap();
+    let (mut last, err) = save_until_refused(&store, 0, 64, entry);
     // The space was used: a file grows by more than a save needs when it can, but never stops
     // short of the limit because a larger step did not fit (24 MiB file, 1 MiB of slots and
     // header, 256 KiB saves, growth in whole MiB).
@@ -69,18 +104,7 @@ fn full_disk_child() {
         last * 4,
         LIMIT >> 20
     );
-    assert_eq!(
-        store.last_index().unwrap(),
-        last,
-        "a failed save changed the log"
-    );
-    let es = store
-        .entries(1, last + 1, None, GetEntriesContext::empty(false))
-        .unwrap();
-    assert_eq!(es.len() as u64, last);
-    for e in &es {
-        assert_eq!(e, &entry(e.index));
-    }
+    check_holds(&store, last, entry);
     // Space is back: the same save now succeeds, and more after it.
     set_fsize_limit(libc::RLIM_INFINITY);
     for _ in 0..8 {
@@ -91,14 +115,7 @@ fn full_disk_child() {
         last += 64;
     }
     store.close().unwrap();
-    let store = DiskStorage::open(&dir).unwrap();
-    assert_eq!(store.last_index().unwrap(), last);
-    let es = store
-        .entries(1, last + 1, None, GetEntriesContext::empty(false))
-        .unwrap();
-    for e in &es {
-        assert_eq!(e, &entry(e.index));
-    }
+    check_holds(&DiskStorage::open(&dir).unwrap(), last, entry);
     println!("CHILD-OK {last}");
 }
 
@@ -108,13 +125,9 @@ fn full_disk_child() {
 /// starts small and grows by what each save needs.
 #[test]
 fn full_disk_at_rotation_child() {
-    let Some(dir) = std::env::var_os(ROTATION_CHILD_ENV) else {
+    let Some(dir) = child_dir(ROTATION_CHILD_ENV) else {
         return;
     };
-    // SAFETY: as in `full_disk_child`.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
     let small = |index: u64| {
         let mut e = entry(index);
         e.data = Bytes::from(vec![(index % 251) as u8; 128]);
@@ -150,14 +163,7 @@ fn full_disk_at_rotation_child() {
 
     // Room for 2 MiB: the file starts with its first MiB and grows 1 MiB at a time.
     set_fsize_limit(2 << 20);
-    let err = loop {
-        match save(last + 1, 100) {
-            Ok(()) => last += 100,
-            Err(e) => break e,
-        }
-        assert!(last < 100_000, "the file-size limit never bit");
-    };
-    println!("save failed after index {last}: {err}");
+    let (mut last, err) = save_until_refused(&store, last, 100, small);
     assert!(
         last >= 30_000 + 7_000,
         "the second file took only {} entries of 128 B under a 2 MiB limit: {err}",
@@ -169,15 +175,7 @@ fn full_disk_at_rotation_child() {
     save(last + 1, 100).unwrap();
     last += 100;
     store.close().unwrap();
-    let store = DiskStorage::open(&dir).unwrap();
-    assert_eq!(store.last_index().unwrap(), last);
-    let es = store
-        .entries(1, last + 1, None, GetEntriesContext::empty(false))
-        .unwrap();
-    assert_eq!(es.len() as u64, last);
-    for e in &es {
-        assert_eq!(e, &small(e.index));
-    }
+    check_holds(&DiskStorage::open(&dir).unwrap(), last, small);
     println!("CHILD-OK {last}");
 }
 
