@@ -112,6 +112,21 @@ fn check_range(s: &DiskStorage, lo: u64, hi: u64, term: impl Fn(u64) -> u64, whe
 }
 
 /// Number of `NNNNN.wal` files in `dir`.
+/// Runs `check` on the live store, closes it, reopens `dir` with `opts`, runs `check` on the
+/// reopened store and returns it.
+fn check_live_then_reopened(
+    s: DiskStorage,
+    dir: &Path,
+    opts: Options,
+    check: impl Fn(&DiskStorage, &str),
+) -> DiskStorage {
+    check(&s, "live");
+    s.close().unwrap();
+    let s = DiskStorage::open_with(dir, opts).unwrap();
+    check(&s, "reopened");
+    s
+}
+
 fn wal_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -229,11 +244,9 @@ fn entries_round_trip_exactly_across_files_and_reopen() {
             );
         }
     };
-    check(&s, "live");
-    s.close().unwrap();
-    let s = DiskStorage::open(dir.path()).unwrap();
-    check(&s, "reopened");
-    s.close().unwrap();
+    check_live_then_reopened(s, dir.path(), Options::default(), check)
+        .close()
+        .unwrap();
 }
 
 #[test]
@@ -311,11 +324,9 @@ fn entry_fields_round_trip_exactly() {
             assert_eq!(s.term(e.index), Ok(e.term), "{when}: term({})", e.index);
         }
     };
-    check(&s, "live");
-    s.close().unwrap();
-    let s = DiskStorage::open(dir.path()).unwrap();
-    check(&s, "reopened");
-    s.close().unwrap();
+    check_live_then_reopened(s, dir.path(), Options::default(), check)
+        .close()
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,10 +372,7 @@ fn overwrite_across_files_discards_later_entries_and_files() {
         check_range(s, 40_000, 45_099, term, when);
         check_range(s, 1, 100, term, when);
     };
-    check(&s, "live");
-    s.close().unwrap();
-    let s = DiskStorage::open_with(dir.path(), fast()).unwrap();
-    check(&s, "reopened");
+    let s = check_live_then_reopened(s, dir.path(), fast(), check);
 
     // Growing again must not resurrect anything of the old term.
     append_range(&s, 45_100, 60_001, |_| 2);
@@ -628,11 +636,9 @@ fn save_rejects_bad_batch_spanning_file_boundary_and_changes_nothing() {
         assert_eq!(s.num_log_files(), 1, "{when}");
         check_range(s, PER_FILE - 100, PER_FILE - 10, |_| 1, when);
     };
-    check(&s, "live");
-    s.close().unwrap();
-    let s = DiskStorage::open(dir.path()).unwrap();
-    check(&s, "reopened");
-    s.close().unwrap();
+    check_live_then_reopened(s, dir.path(), Options::default(), check)
+        .close()
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -681,10 +687,7 @@ fn received_snapshot_replaces_the_log() {
             assert_eq!(s.uint(MetaInfo::SnapshotIndex), s_idx, "{what} {when}");
             assert_eq!(s.uint(MetaInfo::SnapshotTerm), 5, "{what} {when}");
         };
-        check(&s, "live");
-        s.close().unwrap();
-        let s = DiskStorage::open(dir.path()).unwrap();
-        check(&s, "reopened");
+        let s = check_live_then_reopened(s, dir.path(), Options::default(), check);
         // The log continues at S+1.
         s.save(
             &HardState::default(),
@@ -751,11 +754,9 @@ fn save_applies_snapshot_first_then_entries_at_snapshot_index_plus_one() {
                 Bytes::from_static(b"both")
             );
         };
-        check(&s, "live");
-        s.close().unwrap();
-        let s = DiskStorage::open(dir.path()).unwrap();
-        check(&s, "reopened");
-        s.close().unwrap();
+        check_live_then_reopened(s, dir.path(), Options::default(), check)
+            .close()
+            .unwrap();
     }
 }
 
@@ -848,11 +849,9 @@ fn create_snapshot_records_given_conf_state_in_metadata_only() {
         assert_eq!(snap.data, Bytes::from_static(b"five"), "{when}");
         assert_eq!(s.initial_state().unwrap().conf_state, current, "{when}");
     };
-    check(&s, "live");
-    s.close().unwrap();
-    let s = DiskStorage::open(dir.path()).unwrap();
-    check(&s, "reopened");
-    s.close().unwrap();
+    check_live_then_reopened(s, dir.path(), Options::default(), check)
+        .close()
+        .unwrap();
 }
 
 #[test]
@@ -880,11 +879,9 @@ fn create_snapshot_without_conf_state_records_current_conf_state() {
         assert_eq!(snap.data, Bytes::from_static(b"eight"), "{when}");
         assert_eq!(s.initial_state().unwrap().conf_state, second, "{when}");
     };
-    check(&s, "live");
-    s.close().unwrap();
-    let s = DiskStorage::open(dir.path()).unwrap();
-    check(&s, "reopened");
-    s.close().unwrap();
+    check_live_then_reopened(s, dir.path(), Options::default(), check)
+        .close()
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
