@@ -684,6 +684,39 @@ fn assert_converged(c: &Cluster, expected: &[String]) {
     }
 }
 
+/// In `trace`, the event right after `after` is the application of entry `next`.
+fn assert_next_applied(trace: &[Event], after: Event, next: u64, what: &str) {
+    let at = trace.iter().position(|e| *e == after).unwrap();
+    assert_eq!(trace.get(at + 1), Some(&Event::Entry(next)), "{what}");
+}
+
+/// Proposes `tail` through `leader` in batches of `batch` and runs until every live node applied
+/// it; then a few more ticks so heartbeats carry the final commit index to every follower. The
+/// leader must not have changed, and every node must hold `expected` followed by `tail`.
+fn finish_with(
+    c: &mut Cluster,
+    leader: u64,
+    expected: &mut Vec<String>,
+    tail: Vec<String>,
+    batch: usize,
+) {
+    c.propose_all(leader, &tail, batch).unwrap();
+    expected.extend(tail);
+    c.run_until(50, |c| {
+        c.live().all(|n| n.sm.applied == c.node(leader).sm.applied)
+    })
+    .unwrap();
+    for _ in 0..6 {
+        c.tick().unwrap();
+    }
+    assert_eq!(
+        c.leader(),
+        Some(leader),
+        "leadership changed during the test"
+    );
+    assert_converged(c, expected);
+}
+
 /// Stops every node, reopens every directory and checks that nothing was lost.
 fn assert_reopen_keeps_everything(c: &mut Cluster) {
     let before: Vec<(u64, HardState, u64, u64, Vec<LogRow>, StateMachine)> = c
@@ -821,34 +854,14 @@ fn follower_restart_catches_up_from_checkpoint() {
     );
 
     // Raft resumed exactly after the checkpoint.
-    let trace = &c.node(follower).trace;
-    let at = trace
-        .iter()
-        .position(|e| *e == Event::Restart(checkpoint))
-        .unwrap();
-    assert_eq!(
-        trace.get(at + 1),
-        Some(&Event::Entry(checkpoint + 1)),
-        "first entry applied after restart"
+    assert_next_applied(
+        &c.node(follower).trace,
+        Event::Restart(checkpoint),
+        checkpoint + 1,
+        "first entry applied after restart",
     );
 
-    let tail = items("c", 0..50);
-    c.propose_all(leader, &tail, 25).unwrap();
-    expected.extend(tail);
-    c.run_until(50, |c| {
-        c.live().all(|n| n.sm.applied == c.node(leader).sm.applied)
-    })
-    .unwrap();
-    // A few more ticks so heartbeats carry the final commit index to every follower.
-    for _ in 0..6 {
-        c.tick().unwrap();
-    }
-    assert_eq!(
-        c.leader(),
-        Some(leader),
-        "leadership changed during the test"
-    );
-    assert_converged(&c, &expected);
+    finish_with(&mut c, leader, &mut expected, items("c", 0..50), 25);
     for n in &c.nodes {
         assert_eq!(
             n.store().first_index().unwrap(),
@@ -984,32 +997,13 @@ fn lagging_follower_catches_up_by_snapshot() {
         IDS.to_vec()
     );
     // After the snapshot, raft applied exactly the entries that followed it.
-    let trace = &f.trace;
-    let at = trace
-        .iter()
-        .position(|e| *e == Event::Snapshot(snap_index))
-        .unwrap();
-    assert_eq!(
-        trace.get(at + 1),
-        Some(&Event::Entry(snap_index + 1)),
-        "first entry applied after the snapshot"
+    assert_next_applied(
+        &f.trace,
+        Event::Snapshot(snap_index),
+        snap_index + 1,
+        "first entry applied after the snapshot",
     );
 
-    let tail = items("d", 0..40);
-    c.propose_all(leader, &tail, 20).unwrap();
-    expected.extend(tail);
-    c.run_until(50, |c| {
-        c.live().all(|n| n.sm.applied == c.node(leader).sm.applied)
-    })
-    .unwrap();
-    for _ in 0..6 {
-        c.tick().unwrap();
-    }
-    assert_eq!(
-        c.leader(),
-        Some(leader),
-        "leadership changed during the test"
-    );
-    assert_converged(&c, &expected);
+    finish_with(&mut c, leader, &mut expected, items("d", 0..40), 20);
     assert_reopen_keeps_everything(&mut c);
 }
