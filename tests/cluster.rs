@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{Config, GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage};
+use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage};
 use raftwal::{DiskStorage, MetaInfo, Options};
 
 type Res<T> = Result<T, String>;
@@ -41,72 +41,10 @@ fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
 
-fn config(id: u64, applied: u64) -> Config {
-    Config {
-        id,
-        election_tick: 10,
-        heartbeat_tick: 3,
-        max_size_per_msg: 1024 * 1024,
-        max_inflight_msgs: 256,
-        applied,
-        ..Default::default()
-    }
-}
+#[path = "../examples/cluster/state_machine.rs"]
+mod state_machine;
 
-// ---------------------------------------------------------------------------------------------
-// State machine: every applied data entry, in order, with its index.
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug, Default, PartialEq)]
-struct StateMachine {
-    /// Index of the last entry applied (or of the snapshot installed).
-    applied: u64,
-    /// Every applied non-empty normal entry: (index, data).
-    data: Vec<(u64, Bytes)>,
-}
-
-impl StateMachine {
-    /// Snapshot payload: applied u64, count u64, then (index u64, len u32, bytes) per entry.
-    fn encode(&self) -> Bytes {
-        let mut out = Vec::new();
-        out.extend_from_slice(&self.applied.to_le_bytes());
-        out.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
-        for (i, d) in &self.data {
-            out.extend_from_slice(&i.to_le_bytes());
-            out.extend_from_slice(&(d.len() as u32).to_le_bytes());
-            out.extend_from_slice(d);
-        }
-        out.into()
-    }
-
-    fn decode(b: &[u8]) -> Res<StateMachine> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Res<&'a [u8]> {
-            if b.len() < n {
-                return Err(format!(
-                    "snapshot data truncated: need {n} bytes, have {}",
-                    b.len()
-                ));
-            }
-            let (h, t) = b.split_at(n);
-            *b = t;
-            Ok(h)
-        }
-        let mut b = b;
-        let u64_of = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap());
-        let applied = u64_of(take(&mut b, 8)?);
-        let n = u64_of(take(&mut b, 8)?);
-        let mut data = Vec::new();
-        for _ in 0..n {
-            let i = u64_of(take(&mut b, 8)?);
-            let len = u32::from_le_bytes(take(&mut b, 4)?.try_into().unwrap()) as usize;
-            data.push((i, Bytes::copy_from_slice(take(&mut b, len)?)));
-        }
-        if !b.is_empty() {
-            return Err(format!("{} trailing bytes in snapshot data", b.len()));
-        }
-        Ok(StateMachine { applied, data })
-    }
-}
+use state_machine::{config, StateMachine};
 
 /// What happened to a node's state machine, across all its incarnations.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -27,60 +27,19 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use raft::prelude::*;
-use raft::{Config, GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage};
+use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage};
 use raftwal::{DiskStorage, MetaInfo, Options};
+
+mod state_machine;
+
+use state_machine::{config, StateMachine};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 const IDS: [u64; 3] = [1, 2, 3];
 const WRITES: usize = 2_000;
 const BATCH: usize = 50;
-
-fn config(id: u64, applied: u64) -> Config {
-    Config {
-        id,
-        election_tick: 10,
-        heartbeat_tick: 3,
-        max_size_per_msg: 1024 * 1024,
-        max_inflight_msgs: 256,
-        applied,
-        ..Default::default()
-    }
-}
-
-/// The replicated state machine: every applied write, in order.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct StateMachine {
-    applied: u64,
-    writes: Vec<(u64, Bytes)>,
-}
-
-impl StateMachine {
-    fn decode(b: &[u8]) -> Result<StateMachine> {
-        // Snapshot payload: applied u64, count u64, then (index u64, len u32, bytes) per write.
-        // (This example never takes a snapshot, but a follower must still be able to install one.)
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
-            if b.len() < n {
-                return Err("snapshot data truncated".into());
-            }
-            let (h, t) = b.split_at(n);
-            *b = t;
-            Ok(h)
-        }
-        let mut b = b;
-        let applied = u64::from_le_bytes(take(&mut b, 8)?.try_into()?);
-        let n = u64::from_le_bytes(take(&mut b, 8)?.try_into()?);
-        let mut writes = Vec::new();
-        for _ in 0..n {
-            let i = u64::from_le_bytes(take(&mut b, 8)?.try_into()?);
-            let len = u32::from_le_bytes(take(&mut b, 4)?.try_into()?) as usize;
-            writes.push((i, Bytes::copy_from_slice(take(&mut b, len)?)));
-        }
-        Ok(StateMachine { applied, writes })
-    }
-}
 
 /// Decodes a conf change entry's data (raft-rs encodes it with rust-protobuf 2).
 fn decode_conf_change<M: protobuf::Message>(b: &[u8]) -> Result<M> {
@@ -120,7 +79,7 @@ fn start_node(
             GetEntriesContext::empty(false),
         )? {
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                sm.writes.push((e.index, e.data.clone()));
+                sm.data.push((e.index, e.data.clone()));
             }
             sm.applied = e.index;
         }
@@ -142,9 +101,7 @@ fn apply(raw: &mut RawNode<DiskStorage>, sm: &mut StateMachine, entries: Vec<Ent
             .into());
         }
         match e.get_entry_type() {
-            EntryType::EntryNormal if !e.data.is_empty() => {
-                sm.writes.push((e.index, e.data.clone()))
-            }
+            EntryType::EntryNormal if !e.data.is_empty() => sm.data.push((e.index, e.data.clone())),
             EntryType::EntryNormal => {} // a new leader's empty entry
             EntryType::EntryConfChange => {
                 let cs = raw.apply_conf_change(&decode_conf_change::<ConfChange>(&e.data)?)?;
@@ -452,7 +409,7 @@ fn main() -> Result<()> {
         "  reopened node {follower}: DiskStorage::open took {}; rebuilding its state machine ({} writes read back \
          from the log) and RawNode::new took {}",
         ms(open_time),
-        sm.writes.len(),
+        sm.data.len(),
         ms(start_time)
     );
     println!(
@@ -520,7 +477,7 @@ fn main() -> Result<()> {
             format!("{:?}", raw.raft.state),
             rs.hard_state.term,
             n.sm.applied,
-            n.sm.writes.len(),
+            n.sm.data.len(),
             s.first_index()?,
             s.last_index()?,
             rs.hard_state.commit,
@@ -543,7 +500,7 @@ fn main() -> Result<()> {
     let reference = &c.nodes[(leader - 1) as usize].sm;
     let same = c.nodes.iter().all(|n| n.sm == *reference);
     let expected: Vec<&[u8]> = writes.iter().map(|w| w.as_bytes()).collect();
-    let got: Vec<&[u8]> = reference.writes.iter().map(|(_, w)| w.as_ref()).collect();
+    let got: Vec<&[u8]> = reference.data.iter().map(|(_, w)| w.as_ref()).collect();
     println!(
         "\n[check] state machines identical on all 3 nodes: {}; every write applied once, in order: {}",
         if same { "yes" } else { "NO" },
