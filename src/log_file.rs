@@ -46,6 +46,9 @@ const INITIAL_PAYLOAD_RESERVE: u64 = 4 << 20;
 const MAX_GROWTH_STEP: u64 = 64 << 20;
 /// Payload space a file reserves at once from what its saves so far project (`ensure_len`).
 const MAX_PROJECTED_PAYLOAD: u64 = 1 << 30;
+/// Slots a file must have filled before its payload bytes per slot count as a projection (a
+/// few large entries early in a file say little about the rest).
+const MIN_SLOTS_TO_PROJECT: u64 = 1024;
 /// Granularity of the writes that zero a new file's slot area.
 const PAGE: usize = 4096;
 /// Address space reserved for a file being appended to, so it grows without a new mapping.
@@ -700,8 +703,8 @@ impl LogFile {
     /// slots in use once this save is written (the payloads up to `end` belong to them).
     ///
     /// A file grows at least by doubling (4 MiB up to 64 MiB steps), and at once to where it is
-    /// heading when that is further: its payload bytes per slot so far, times the slots of a
-    /// file, plus an eighth (at most 1 GiB of payloads). Each `fallocate` is placed on its own,
+    /// heading when that is further: once 1,024 slots are filled, its payload bytes per slot so
+    /// far, times the slots of a file, plus an eighth (at most 1 GiB of payloads). Each `fallocate` is placed on its own,
     /// so growing step by step leaves one extent per step; on ext4 a file with four extents
     /// made every flushed save allocate, free and discard an extent-tree block, the same thrash
     /// `create`'s `zero_slot_area` avoids below the payloads (seen with the block tracepoints
@@ -713,9 +716,13 @@ impl LogFile {
         }
         let step = (len - PAYLOAD_START).clamp(INITIAL_PAYLOAD_RESERVE, MAX_GROWTH_STEP);
         let used = end - PAYLOAD_START;
-        let heading = (used.saturating_mul(SLOTS_PER_FILE) / slots_after.clamp(1, SLOTS_PER_FILE))
-            .saturating_mul(9)
-            / 8;
+        let heading = if slots_after >= MIN_SLOTS_TO_PROJECT {
+            (used.saturating_mul(SLOTS_PER_FILE) / slots_after.min(SLOTS_PER_FILE))
+                .saturating_mul(9)
+                / 8
+        } else {
+            0
+        };
         let need = end.next_multiple_of(1 << 20);
         let mut want = end
             .max(len + step)
@@ -1139,6 +1146,16 @@ mod tests {
             lens[1] <= PAYLOAD_START + SLOTS_PER_FILE * 1024 * 5 / 4,
             "{lens:?}"
         );
+
+        // A few large entries early in a file project nothing: one 8 MiB entry grows the file
+        // to what it needs, not to 30,000 times its size.
+        let mut g = LogFile::create(dir.path(), 2, 1, 0, None, false, false).expect("create");
+        let mut e = Entry::default();
+        e.index = 1;
+        e.term = 1;
+        e.data = Bytes::from(vec![7u8; 8 << 20]);
+        g.write_entries(0, &[e], &mut scratch).expect("write");
+        assert_eq!(g.len(), 9 << 20, "one 8 MiB entry");
     }
 
     #[test]
