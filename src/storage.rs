@@ -141,6 +141,12 @@ impl DiskStorage {
     /// then the entries (overwriting any conflicting suffix), then a non-default hard state.
     /// Invalid requests (stale snapshot, gap, entries below the first index or not contiguous)
     /// are an error and change nothing.
+    ///
+    /// One rule goes beyond `MemStorage::append`: entries may not overwrite entries at or below
+    /// the stored commit index, and a save may not leave the commit index past the last entry
+    /// (`InvalidAppend`, nothing changed). raft-rs never asks for either (committed entries never
+    /// change); a crash in the middle of such an overwrite would leave a durable commit index
+    /// pointing past durable entries, which open refuses.
     pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
         let snap_index = snap.get_metadata().index;
         // A snapshot file is written only while holding `snap_writer` (taken before `inner`).
