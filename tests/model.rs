@@ -39,7 +39,7 @@ use common::ops_model::{
 
 /// `sync_writes: false`, plaintext, the default recovery mode.
 fn plain_opts() -> Options {
-    opts(RecoveryMode::TolerateTailCorruption, None)
+    opts(RecoveryMode::TolerateTailCorruption, None, false)
 }
 
 // =============================================================================================
@@ -164,14 +164,21 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 
 /// A case: an optional prefill that brings the log close to the first 30,000-entry boundary
 /// (so the random appends that follow cross it), an encrypted store one time in eight (sealing
-/// is slow in a debug build), then up to 28 random ops.
+/// is slow in a debug build), `sync_writes: true` (the default, every call flushed) one time
+/// in four, then up to 28 random ops.
 fn case_strategy() -> impl Strategy<Value = Case> {
     (
         proptest::option::weighted(0.7, 28_000usize..=31_000),
         proptest::option::weighted(0.125, Just([0x5a; 32])),
+        proptest::bool::weighted(0.25),
         proptest::collection::vec(op_strategy(), 1..=28),
     )
-        .prop_map(|(prefill, key, ops)| Case { prefill, key, ops })
+        .prop_map(|(prefill, key, sync, ops)| Case {
+            prefill,
+            key,
+            sync,
+            ops,
+        })
 }
 
 #[test]
@@ -240,7 +247,7 @@ fn append(start: u64, count: usize, term: u64, seed: u8, hs: Option<HardState>) 
 
 #[test]
 fn regression_overwrite_across_boundary_and_snapshot_via_save() {
-    let mut h = Harness::new(None).expect("a fresh store");
+    let mut h = Harness::new(None, false).expect("a fresh store");
     let steps: Vec<Action> = vec![
         // fill the first file almost completely, then cross the 30,000 boundary
         append(1, 29_995, 1, 1, Some(hard_state(1, 1, 100))),

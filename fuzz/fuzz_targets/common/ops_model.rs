@@ -1,5 +1,6 @@
 //! Fuzz target logic `ops_model`: a sequence of operations decoded from the input bytes is run on
-//! a `DiskStorage` (`sync_writes: false`) and on an in-memory reference model of SPEC §4 (§6 for
+//! a `DiskStorage` (`sync_writes: false`, or `true` when the input says so) and on an in-memory
+//! reference model of SPEC §4 (§6 for
 //! bad input); after every operation the outcome (Ok / error kind) and everything observable are
 //! compared: first/last index, terms, entries (also with a size limit), initial state, snapshot,
 //! the meta integers.
@@ -13,7 +14,8 @@
 //! Input layout (every read past the end yields zeroes):
 //! ```text
 //! byte 0        bits 0-2 = 7: write 28,000..31,000 entries first (crosses the first 30,000-entry
-//!               file boundary soon after), otherwise start empty; bit 4: the store is encrypted
+//!               file boundary soon after), otherwise start empty; bit 3: `sync_writes: true`
+//!               (every call flushes; the model is the same); bit 4: the store is encrypted
 //!               (`encryption_key` set; the model is the same)
 //! then ops      one opcode byte and its arguments each, until the input ends (at most 64 ops)
 //! ```
@@ -560,6 +562,15 @@ pub(crate) fn check_state(s: &DiskStorage, m: &Model, salt: u64, full: bool) -> 
             describe(&t)
         );
     }
+    if m.snap_index > 1 {
+        let t = s.term(0);
+        ensure!(
+            is_store_err(&t, "Compacted"),
+            "term(0) below the snapshot at {}: got {}, want Compacted",
+            m.snap_index,
+            describe(&t)
+        );
+    }
     let t = s.term(last + 1);
     ensure!(
         is_store_err(&t, "Unavailable"),
@@ -576,16 +587,15 @@ pub(crate) fn check_state(s: &DiskStorage, m: &Model, salt: u64, full: bool) -> 
             first_range = got;
         }
     }
-    if m.snap_index > 0 {
-        let r = s.entries(m.snap_index, last + 1, None, ctx());
-        ensure!(
-            is_store_err(&r, "Compacted"),
-            "entries({}, {}) starting at the snapshot index: got {}, want Compacted",
-            m.snap_index,
-            last + 1,
-            describe(&r.map(|v| v.len()))
-        );
-    }
+    // At the snapshot index (0 on a store that never had one: raft-rs's dummy entry).
+    let r = s.entries(m.snap_index, last + 1, None, ctx());
+    ensure!(
+        is_store_err(&r, "Compacted"),
+        "entries({}, {}) starting at the snapshot index: got {}, want Compacted",
+        m.snap_index,
+        last + 1,
+        describe(&r.map(|v| v.len()))
+    );
     let r = s.entries(first, last + 2, None, ctx());
     ensure!(
         is_store_err(&r, "Unavailable"),
@@ -674,6 +684,15 @@ pub(crate) fn check_state(s: &DiskStorage, m: &Model, salt: u64, full: bool) -> 
             }
         }
     }
+    if m.snap_index == 0 {
+        // raft-rs asks for `snapshot(0, _)`; without a snapshot it must not get an empty one.
+        let sn = s.snapshot(0, 0);
+        ensure!(
+            is_store_err(&sn, "SnapshotTemporarilyUnavailable"),
+            "snapshot(0, 0) without a snapshot: got {}, want SnapshotTemporarilyUnavailable",
+            describe(&sn.map(|x| x.get_metadata().index))
+        );
+    }
     let sn = s.snapshot(m.snap_index + 1, 0);
     ensure!(
         is_store_err(&sn, "SnapshotTemporarilyUnavailable"),
@@ -711,9 +730,9 @@ pub(crate) fn check_state(s: &DiskStorage, m: &Model, salt: u64, full: bool) -> 
 // Harness: runs concrete actions on engine + model
 // =============================================================================================
 
-pub(crate) fn opts(mode: RecoveryMode, key: Option<[u8; 32]>) -> Options {
+pub(crate) fn opts(mode: RecoveryMode, key: Option<[u8; 32]>, sync: bool) -> Options {
     Options {
-        sync_writes: false,
+        sync_writes: sync,
         recovery_mode: mode,
         encryption_key: key,
     }
@@ -723,6 +742,7 @@ pub(crate) fn opts(mode: RecoveryMode, key: Option<[u8; 32]>) -> Options {
 pub(crate) struct Harness {
     dir: tempfile::TempDir,
     key: Option<[u8; 32]>,
+    sync: bool,
     store: Option<DiskStorage>,
     model: Model,
     history: Vec<String>,
@@ -731,15 +751,19 @@ pub(crate) struct Harness {
 }
 
 impl Harness {
-    /// A fresh store (encrypted with `key`, if any) and an empty model.
-    pub(crate) fn new(key: Option<[u8; 32]>) -> Result<Harness, String> {
+    /// A fresh store (encrypted with `key`, if any; flushing every call with `sync`) and an
+    /// empty model.
+    pub(crate) fn new(key: Option<[u8; 32]>, sync: bool) -> Result<Harness, String> {
         let dir = scratch_dir("raftwal-fuzz-ops");
-        let store =
-            DiskStorage::open_with(dir.path(), opts(RecoveryMode::TolerateTailCorruption, key))
-                .map_err(|e| format!("open a fresh directory: {e}"))?;
+        let store = DiskStorage::open_with(
+            dir.path(),
+            opts(RecoveryMode::TolerateTailCorruption, key, sync),
+        )
+        .map_err(|e| format!("open a fresh directory: {e}"))?;
         Ok(Harness {
             dir,
             key,
+            sync,
             store: Some(store),
             model: Model::default(),
             history: Vec::new(),
@@ -780,7 +804,7 @@ impl Harness {
                 RecoveryMode::AbsoluteConsistency
             }
         };
-        let s = DiskStorage::open_with(path, opts(mode, self.key))
+        let s = DiskStorage::open_with(path, opts(mode, self.key, self.sync))
             .map_err(|e| format!("reopen: {e}"))?;
         self.store = Some(s);
         Ok(())
@@ -1113,13 +1137,18 @@ impl Decoder<'_> {
 }
 
 impl CsGen {
+    /// A joint configuration also gets `learners_next` (voters leaving for learners).
     fn resolve(&self) -> ConfState {
-        conf_state(
+        let mut cs = conf_state(
             &ids(self.voters, 1),
             &ids(self.learners, 11),
             &ids(self.outgoing, 1),
             self.auto_leave,
-        )
+        );
+        if !cs.voters_outgoing.is_empty() {
+            cs.learners_next = ids(self.learners, 21);
+        }
+        cs
     }
 }
 
@@ -1360,6 +1389,7 @@ pub struct Stats {
 pub(crate) struct Case {
     pub(crate) prefill: Option<usize>,
     pub(crate) key: Option<[u8; 32]>,
+    pub(crate) sync: bool,
     pub(crate) ops: Vec<Op>,
 }
 
@@ -1372,6 +1402,7 @@ fn decode(data: &[u8]) -> Case {
     };
     let p = d.r.u8();
     let key = (p & 0x10 != 0).then_some([0x5a; 32]);
+    let sync = p & 0x08 != 0;
     let mut prefill = None;
     if p % 8 == 7 {
         let n = 28_000 + usize::from(d.r.u16()) % 3_001;
@@ -1384,7 +1415,12 @@ fn decode(data: &[u8]) -> Case {
     while !d.r.is_empty() && ops.len() < max_ops {
         ops.push(d.op());
     }
-    Case { prefill, key, ops }
+    Case {
+        prefill,
+        key,
+        sync,
+        ops,
+    }
 }
 
 /// Runs a case: each op is resolved against the model's state at that point, run on both sides
@@ -1392,7 +1428,7 @@ fn decode(data: &[u8]) -> Case {
 /// every entry and term after every action (the fuzz inputs run with `false`: large logs are
 /// sampled).
 pub(crate) fn run_case(case: &Case, full: bool) -> Result<Stats, String> {
-    let mut h = Harness::new(case.key)?;
+    let mut h = Harness::new(case.key, case.sync)?;
     if let Some(n) = case.prefill {
         let entries = make_entries(1, n, 1, 42);
         h.run(
