@@ -1,16 +1,18 @@
 //! Encryption at rest: `Options { encryption_key: Some(key), .. }` seals payloads, the meta
 //! page's record and snapshot data with AES-256-GCM. Checked here: everything round-trips; no
 //! plaintext reaches the disk; a wrong or missing key (or a key for a plaintext store) is a clear
-//! error at open; altered ciphertext never reads back, even with its CRC fixed up; a nonce is
-//! never reused, also when a conflicting append rewrites an entry.
+//! error at open (and changes no file); altered or moved ciphertext never reads back, even with
+//! its CRC fixed up; no nonce repeats among the store's seals (entry payloads, also when a
+//! conflicting append rewrites an entry, meta records, snapshot chunks).
 
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{GetEntriesContext, Storage};
-use raftwal::{DiskStorage, Error, Options};
+use raft::{GetEntriesContext, Storage, StorageError};
+use raftwal::{DiskStorage, Error, Options, RecoveryMode};
 
 const KEY: [u8; 32] = [0x42; 32];
 const MARKER: &[u8] = b"PLAINTEXT-MARKER-7f3a";
@@ -107,21 +109,39 @@ fn encrypted_store_round_trips_and_writes_no_plaintext() {
     s.truncate_entries_until(120).unwrap();
     drop(s);
     let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
-    for e in all(&s) {
+    // Truncating data must not compact the log: the same 100 entries, still from index 101.
+    assert_eq!(s.first_index().unwrap(), 101);
+    assert_eq!(s.last_index().unwrap(), 200);
+    let got = all(&s);
+    assert_eq!(got.len(), 100);
+    let (mut dropped, mut kept_below) = (0, 0);
+    for (e, want_index) in got.iter().zip(101u64..) {
+        assert_eq!(e.index, want_index);
         let want = entry(e.index, 1);
+        assert_eq!(e.term, want.term);
+        assert_eq!(e.entry_type, want.entry_type);
         if e.index < 120 && want.entry_type == EntryType::EntryNormal {
-            assert!(e.data.is_empty());
+            assert!(e.data.is_empty(), "data of entry {} not dropped", e.index);
+            dropped += 1;
         } else {
             assert_eq!(e.data, want.data);
+            if e.index < 120 {
+                kept_below += 1;
+            }
         }
         assert_eq!(e.context, want.context);
     }
+    // Below 120: Normal entries (102, 103, 105, ...) lose their data, ConfChange ones (101, 104,
+    // ...) keep it; both branches must have run.
+    assert!(dropped > 0, "no entry had its data dropped");
+    assert!(kept_below > 0, "no entry below 120 kept its data");
 }
 
 #[test]
 fn wrong_missing_or_unexpected_key_is_a_clear_error_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    build(dir.path());
+    let es = build(dir.path());
+    let before = tree(dir.path());
     for opts in [keyed([0x43; 32]), Options::default()] {
         match DiskStorage::open_with(dir.path(), opts) {
             Err(Error::Encryption { reason, .. }) => assert!(!reason.is_empty()),
@@ -131,12 +151,49 @@ fn wrong_missing_or_unexpected_key_is_a_clear_error_at_open() {
     }
     let plain = tempfile::tempdir().unwrap();
     DiskStorage::open(plain.path()).unwrap().close().unwrap();
+    let plain_before = tree(plain.path());
     assert!(matches!(
         DiskStorage::open_with(plain.path(), keyed(KEY)),
         Err(Error::Encryption { .. })
     ));
-    // The right key still opens it: failed attempts changed nothing.
-    DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    // Failed attempts changed nothing: every file byte for byte, none added or removed.
+    assert_tree_eq(&before, &tree(dir.path()));
+    assert_tree_eq(&plain_before, &tree(plain.path()));
+    // And the right key still opens the store with its contents intact.
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    assert_eq!(s.first_index().unwrap(), 101);
+    assert_eq!(all(&s), es[100..].to_vec());
+    let rs = s.initial_state().unwrap();
+    assert_eq!((rs.hard_state.term, rs.hard_state.commit), (1, 150));
+    assert_eq!(rs.conf_state.voters, vec![1, 2, 3]);
+    assert_eq!(s.snapshot(0, 0).unwrap().get_metadata().index, 100);
+}
+
+/// Every file and directory under `dir` (the root excluded), files with their bytes.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(tree(&p));
+            out.insert(p, None);
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            out.insert(p, Some(bytes));
+        }
+    }
+    out
+}
+
+fn assert_tree_eq(
+    before: &BTreeMap<PathBuf, Option<Vec<u8>>>,
+    after: &BTreeMap<PathBuf, Option<Vec<u8>>>,
+) {
+    let names = |t: &BTreeMap<PathBuf, Option<Vec<u8>>>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(before), names(after), "files added or removed");
+    for (p, b) in before {
+        assert!(after[p] == *b, "{} changed", p.display());
+    }
 }
 
 /// Slot fields of slot `k` in a log file's bytes: (offset, data_len).
@@ -150,17 +207,70 @@ fn slot(bytes: &[u8], k: usize) -> (usize, usize) {
     )
 }
 
+/// End of slot `k`'s sealed payload: offset + context length (u32) + nonce, ciphertext and tag.
+fn payload_end(bytes: &[u8], k: usize) -> usize {
+    let (off, data_len) = slot(bytes, k);
+    let ctx_len = u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]]);
+    off + 4 + 28 + data_len + ctx_len as usize
+}
+
 /// Recomputes slot `k`'s CRC32C over its fields and its (possibly altered) sealed payload.
 fn fix_crc(bytes: &mut [u8], k: usize) {
     let (off, _) = slot(bytes, k);
-    let ctx_len = u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]]);
-    let data_len = slot(bytes, k).1;
-    let end = off + 4 + 28 + data_len + ctx_len as usize;
+    let end = payload_end(bytes, k);
     let crc = crc32c::crc32c_append(
         crc32c::crc32c(&bytes[k * 32..k * 32 + 28]),
         &bytes[off..end],
     );
     bytes[k * 32 + 28..k * 32 + 32].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Opens the store in `mode` and checks that recovery kept the whole log (101..=200): the slot
+/// CRCs are right, so nothing was cut or refused before any payload is opened.
+fn open_whole(dir: &Path, mode: RecoveryMode) -> DiskStorage {
+    let opts = Options {
+        recovery_mode: mode,
+        ..keyed(KEY)
+    };
+    let s = DiskStorage::open_with(dir, opts).unwrap_or_else(|e| panic!("open ({mode:?}): {e}"));
+    assert_eq!(s.first_index().unwrap(), 101, "{mode:?}");
+    assert_eq!(s.last_index().unwrap(), 200, "{mode:?}: log cut");
+    s
+}
+
+/// Asserts that reading entry `index` (slot `index - 1` of `original`, the undamaged file) fails
+/// AES-GCM authentication: `Error::Corrupt` for that entry, its payload lying inside the written
+/// payloads (so "past the written payloads" is ruled out and only authentication remains), and
+/// no checksum complaint. Its neighbours still read back.
+fn assert_fails_authentication(s: &DiskStorage, original: &[u8], index: u64) {
+    let k = index as usize - 1;
+    let err = s
+        .entries(index, index + 1, None, GetEntriesContext::empty(false))
+        .expect_err("altered entry read back");
+    let raft::Error::Store(StorageError::Other(inner)) = &err else {
+        panic!("wrong error: {err:?}");
+    };
+    let Some(Error::Corrupt { reason, .. }) = inner.downcast_ref::<Error>() else {
+        panic!("wrong error: {inner}");
+    };
+    let (off, end, written) = (
+        slot(original, k).0,
+        payload_end(original, k),
+        payload_end(original, 199),
+    );
+    assert!(end <= written);
+    let want = format!(
+        "slot {k} (index {index}): payload [{off}, {end}) past the written payloads ({written}), or it fails authentication"
+    );
+    assert_eq!(*reason, want);
+    for n in [index - 1, index + 1] {
+        assert_eq!(
+            s.entries(n, n + 1, None, GetEntriesContext::empty(false))
+                .unwrap(),
+            vec![entry(n, 1)],
+            "neighbour {n}"
+        );
+    }
 }
 
 #[test]
@@ -169,41 +279,57 @@ fn altered_ciphertext_never_reads_back_even_with_its_crc_fixed() {
     build(dir.path());
     let wal = dir.path().join("00001.wal");
     let original = std::fs::read(&wal).unwrap();
+    let modes = [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::AbsoluteConsistency,
+    ];
 
-    // A flipped ciphertext byte in entry 150 (slot 149), CRC recomputed to match.
+    // A flipped ciphertext byte in entry 150 (slot 149).
     let mut bytes = original.clone();
     let (off, _) = slot(&bytes, 149);
     bytes[off + 4 + 12 + 3] ^= 0x01;
+    // Control: without the CRC fix-up the flip is a checksum error at open, so the opens below
+    // succeeding show the fix-up is right and the read reaches AES-GCM.
+    std::fs::write(&wal, &bytes).unwrap();
+    let strict = Options {
+        recovery_mode: RecoveryMode::AbsoluteConsistency,
+        ..keyed(KEY)
+    };
+    match DiskStorage::open_with(dir.path(), strict) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("checksum"), "{reason}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a flipped byte without its CRC fixed passed the checksum"),
+    }
+    // With the CRC recomputed to match, only authentication can catch it.
     fix_crc(&mut bytes, 149);
     std::fs::write(&wal, &bytes).unwrap();
-    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
-    assert!(s
-        .entries(150, 151, None, GetEntriesContext::empty(false))
-        .is_err());
-    assert_eq!(
-        s.entries(149, 150, None, GetEntriesContext::empty(false))
-            .unwrap()[0],
-        entry(149, 1)
-    );
-    drop(s);
+    for mode in modes {
+        let s = open_whole(dir.path(), mode);
+        assert_fails_authentication(&s, &original, 150);
+    }
 
-    // Entry 151's sealed payload placed under slot 150 (both CRCs fixed): the associated data
-    // binds a payload to its index, so it does not open there.
+    // Entry 151's sealed payload (slot 150) copied over entry 150's (slot 149), slot 149's CRC
+    // fixed: the associated data binds a payload to its index, so it does not open there.
     let mut bytes = original.clone();
     let (a, _) = slot(&bytes, 149);
     let (b, _) = slot(&bytes, 150);
     let len_a = b - a;
     let (c, _) = slot(&bytes, 151);
     let len_b = c - b;
-    if len_a == len_b {
-        let moved = bytes[b..b + len_b].to_vec();
-        bytes[a..a + len_a].copy_from_slice(&moved);
-        fix_crc(&mut bytes, 149);
-        std::fs::write(&wal, &bytes).unwrap();
-        let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
-        assert!(s
-            .entries(150, 151, None, GetEntriesContext::empty(false))
-            .is_err());
+    // entry() gives 150 and 151 the same data length and no context, so the sealed payloads
+    // are the same length; the swap needs that.
+    assert_eq!(
+        (len_a, slot(&bytes, 149).1),
+        (len_b, slot(&bytes, 150).1),
+        "entries 150 and 151 must seal to payloads of the same length for the move"
+    );
+    let moved = bytes[b..b + len_b].to_vec();
+    bytes[a..a + len_a].copy_from_slice(&moved);
+    fix_crc(&mut bytes, 149);
+    std::fs::write(&wal, &bytes).unwrap();
+    for mode in modes {
+        let s = open_whole(dir.path(), mode);
+        assert_fails_authentication(&s, &original, 150);
     }
 }
 
@@ -240,4 +366,104 @@ fn a_rewritten_entry_never_reuses_a_nonce() {
         );
     }
     assert_eq!(all(&s), es);
+}
+
+/// Nonces of the sealed records in `wal.meta`'s two regions (at 0 and len / 2, record at 32):
+/// (sequence, nonce) of each region holding a record.
+fn meta_nonces(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+    let bytes = std::fs::read(dir.join("wal.meta")).unwrap();
+    let mut out = Vec::new();
+    for at in [0, bytes.len() / 2] {
+        if &bytes[at..at + 8] != b"RWALMETA" {
+            continue;
+        }
+        assert_eq!(bytes[at + 12] & 1, 1, "meta record at {at} not sealed");
+        let seq = u64::from_le_bytes(bytes[at + 16..at + 24].try_into().unwrap());
+        out.push((seq, bytes[at + 32..at + 44].to_vec()));
+    }
+    out
+}
+
+/// Nonces of the sealed chunks of the one snapshot file: after the 4096-byte header, chunks of
+/// `nonce (12) | ciphertext (64 KiB, the last shorter) | tag (16)`.
+fn snap_nonces(dir: &Path, plain_len: usize) -> Vec<Vec<u8>> {
+    let files: Vec<_> = files_under(&dir.join("snap"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let bytes = std::fs::read(&files[0]).unwrap();
+    let chunks = plain_len.div_ceil(64 << 10);
+    assert_eq!(bytes.len(), 4096 + plain_len + chunks * 28);
+    (0..chunks)
+        .map(|i| {
+            let at = 4096 + i * ((64 << 10) + 28);
+            bytes[at..at + 12].to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn meta_records_and_snapshot_chunks_never_reuse_a_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    // Every nonce seen in any seal of this store; a meta record is counted once per sequence.
+    let mut seen = HashSet::new();
+    let mut meta_seen = HashSet::new();
+    let mut fresh = |nonce: Vec<u8>, what: String| {
+        assert!(seen.insert(nonce), "nonce reused by {what}");
+    };
+    let mut meta = |fresh: &mut dyn FnMut(Vec<u8>, String)| {
+        for (seq, nonce) in meta_nonces(dir.path()) {
+            if meta_seen.insert((seq, nonce.clone())) {
+                fresh(nonce, format!("meta record {seq}"));
+            }
+        }
+    };
+    let entry_nonces = |fresh: &mut dyn FnMut(Vec<u8>, String), slots: std::ops::Range<usize>| {
+        let bytes = std::fs::read(dir.path().join("00001.wal")).unwrap();
+        for k in slots {
+            let (off, _) = slot(&bytes, k);
+            fresh(bytes[off + 4..off + 16].to_vec(), format!("slot {k}"));
+        }
+    };
+
+    let es: Vec<Entry> = (1..=100).map(|i| entry(i, 1)).collect();
+    let mut hs = HardState::default();
+    hs.term = 1;
+    s.save(&hs, &es, &Snapshot::default()).unwrap();
+    entry_nonces(&mut fresh, 0..100);
+    meta(&mut fresh);
+    // The meta record rewritten many times, also with unchanged content.
+    for commit in (5..=70).step_by(5) {
+        hs.commit = commit;
+        s.save(&hs, &[], &Snapshot::default()).unwrap();
+        meta(&mut fresh);
+        let mut cs = ConfState::default();
+        cs.voters = vec![1, 2, 3];
+        s.set_conf_state(&cs).unwrap();
+        meta(&mut fresh);
+    }
+    // The same snapshot data sealed twice (at two indexes).
+    let state = [MARKER; 20_000].concat();
+    for index in [50, 60] {
+        s.create_snapshot(index, None, state.clone()).unwrap();
+        let chunks = snap_nonces(dir.path(), state.len());
+        assert_eq!(chunks.len(), 7);
+        for (i, nonce) in chunks.into_iter().enumerate() {
+            fresh(nonce, format!("chunk {i} of snapshot {index}"));
+        }
+        meta(&mut fresh);
+    }
+    // A conflicting append rewriting entries 80..=100 with the same content.
+    s.save(&hs, &es[79..], &Snapshot::default()).unwrap();
+    entry_nonces(&mut fresh, 79..100);
+    meta(&mut fresh);
+    drop(fresh);
+    assert!(
+        meta_seen.len() >= 20,
+        "only {} meta records seen",
+        meta_seen.len()
+    );
+    assert_eq!(all(&s), es[60..].to_vec());
 }
