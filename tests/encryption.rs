@@ -459,7 +459,6 @@ fn meta_records_and_snapshot_chunks_never_reuse_a_nonce() {
     s.save(&hs, &es[79..], &Snapshot::default()).unwrap();
     entry_nonces(&mut fresh, 79..100);
     meta(&mut fresh);
-    drop(fresh);
     assert!(
         meta_seen.len() >= 20,
         "only {} meta records seen",
