@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage};
+use raft::{GetEntriesContext, RawNode, StateRole, Storage};
 use raftwal::{DiskStorage, MetaInfo, Options};
 
 type Res<T> = Result<T, String>;
@@ -41,10 +41,10 @@ fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
 
-#[path = "../examples/cluster/state_machine.rs"]
-mod state_machine;
+#[path = "../examples/cluster/shared.rs"]
+mod shared;
 
-use state_machine::{config, StateMachine};
+use shared::{config, report_delivery, StateMachine};
 
 /// What happened to a node's state machine, across all its incarnations.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -350,17 +350,7 @@ impl Cluster {
                     self.dropped += 1;
                 }
                 if let Some(sender) = self.node_mut(from).raw.as_mut() {
-                    if !delivered {
-                        sender.report_unreachable(to);
-                    }
-                    if is_snap {
-                        let status = if delivered {
-                            SnapshotStatus::Finish
-                        } else {
-                            SnapshotStatus::Failure
-                        };
-                        sender.report_snapshot(to, status);
-                    }
+                    report_delivery(sender, to, delivered, is_snap);
                 }
             }
             if !busy {

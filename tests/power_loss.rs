@@ -1617,17 +1617,21 @@ fn power_loss_synced_saves() {
         // Negative controls: directories the synced protocol never leaves, built by hand; the
         // checks must reject them, or they could not catch the engine leaving them either.
         let (d, m) = (&durable_dirs[k - 1], &durable_dirs[k]);
-        if k == 3 {
-            // The meta page after the save (commit 145), the log pages from before it (last
-            // index 140): what a meta page written before the log's flush completed leaves.
+        // The meta page after the save, every log page from before it.
+        let meta_new_log_old = || {
             let files = cands_of(&[("before", d), ("after", m)]);
-            let (desc, r) = check_custom(
+            check_custom(
                 &scratch,
                 files,
                 &accept,
                 |_| 0,
                 |f, _| usize::from(f == META),
-            );
+            )
+        };
+        if k == 3 {
+            // Commit 145 over the old log (last index 140): what a meta page written before the
+            // log's flush completed leaves.
+            let (desc, r) = meta_new_log_old();
             negative_controls.push(("meta page new, log pages old", desc, r));
         }
         if k == 6 {
@@ -1645,17 +1649,9 @@ fn power_loss_synced_saves() {
                 |f, off| usize::from(f != META && !(f == "00001.wal" && off < 2 * PAGE)),
             );
             negative_controls.push(("overwrite with its cut lost", desc, r));
-            // The meta page after the save (commit 155), the log pages from before it (last
-            // index 300): the commit index is within the old log, so only the pairing of the
-            // hard state with the whole new log rejects it.
-            let files = cands_of(&[("before", d), ("after", m)]);
-            let (desc, r) = check_custom(
-                &scratch,
-                files,
-                &accept,
-                |_| 0,
-                |f, _| usize::from(f == META),
-            );
+            // Commit 155 over the old log (last index 300): the commit index is within the old
+            // log, so only the pairing of the hard state with the whole new log rejects it.
+            let (desc, r) = meta_new_log_old();
             negative_controls.push(("meta page new (commit in the old log), log old", desc, r));
             // A flushed page lost: slot page 2 of the log before the step (entries 257..=300,
             // above the commit index 150) zeroed: acknowledged entries are gone.

@@ -28,12 +28,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use raft::prelude::*;
-use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage};
+use raft::{GetEntriesContext, RawNode, StateRole, Storage};
 use raftwal::{DiskStorage, MetaInfo, Options};
 
-mod state_machine;
+mod shared;
 
-use state_machine::{config, StateMachine};
+use shared::{config, report_delivery, StateMachine};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -202,17 +202,7 @@ impl Cluster {
                     self.dropped += 1;
                 }
                 if let Some(sender) = self.node(from).raw.as_mut() {
-                    if !delivered {
-                        sender.report_unreachable(to);
-                    }
-                    if snap {
-                        let st = if delivered {
-                            SnapshotStatus::Finish
-                        } else {
-                            SnapshotStatus::Failure
-                        };
-                        sender.report_snapshot(to, st);
-                    }
+                    report_delivery(sender, to, delivered, snap);
                 }
             }
         }

@@ -1,9 +1,10 @@
-//! The cluster example's replicated state machine (every applied data entry, in order, with its
-//! index), its snapshot encoding, and the raft-rs `Config` its nodes use. Shared with
-//! `tests/cluster.rs`, which drives the same kind of cluster deterministically.
+//! What the cluster example shares with `tests/cluster.rs` (which drives the same kind of cluster
+//! deterministically): the replicated state machine (every applied data entry, in order, with its
+//! index) and its snapshot encoding, the raft-rs `Config` the nodes use, and how a sender hears
+//! of a message's fate.
 
 use bytes::Bytes;
-use raft::Config;
+use raft::{Config, RawNode, SnapshotStatus, Storage};
 
 /// The raft-rs configuration of node `id`, resuming after `applied`.
 pub fn config(id: u64, applied: u64) -> Config {
@@ -15,6 +16,27 @@ pub fn config(id: u64, applied: u64) -> Config {
         max_inflight_msgs: 256,
         applied,
         ..Default::default()
+    }
+}
+
+/// Tells the sender of a message to `to` what became of it: an undelivered message reports `to`
+/// unreachable, and a snapshot message reports its status (raft-rs waits for it).
+pub fn report_delivery<S: Storage>(
+    sender: &mut RawNode<S>,
+    to: u64,
+    delivered: bool,
+    snapshot: bool,
+) {
+    if !delivered {
+        sender.report_unreachable(to);
+    }
+    if snapshot {
+        let status = if delivered {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        sender.report_snapshot(to, status);
     }
 }
 
