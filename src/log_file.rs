@@ -173,6 +173,18 @@ impl Slot {
     }
 }
 
+/// Writes the first MiB of a log file (slot area, header page and the pages up to the first
+/// payload) as zeroes, one page per write: the page cache then holds the area in single pages,
+/// and a slot write dirties one page, not a large folio written back whole.
+fn zero_first_mib(file: &File, path: &Path) -> Result<()> {
+    let zeroes = [0u8; PAGE];
+    for i in 0..PAYLOAD_START as usize / PAGE {
+        file.write_all_at(&zeroes, (i * PAGE) as u64)
+            .map_err(|e| Error::io("zero slot area", path, e))?;
+    }
+    Ok(())
+}
+
 fn entry_type_code(t: EntryType) -> u8 {
     match t {
         EntryType::EntryNormal => 0,
@@ -315,14 +327,7 @@ impl LogFile {
                 fsutil::allocate(&file, &path, PAYLOAD_START)?;
             }
             if zero_slot_area {
-                // One page per write: the page cache then holds the area in single pages, and
-                // a slot write dirties one page, not a large folio written back whole. Up to
-                // the payloads, so that the written extent joins the payloads' (see above).
-                let zeroes = [0u8; PAGE];
-                for i in 0..PAYLOAD_START as usize / PAGE {
-                    file.write_all_at(&zeroes, (i * PAGE) as u64)
-                        .map_err(|e| Error::io("zero slot area", &path, e))?;
-                }
+                zero_first_mib(&file, &path)?;
             }
             file.write_all_at(
                 &encode_header(id, base, cipher.is_some(), prev_unflushed),
@@ -343,6 +348,77 @@ impl LogFile {
                 Err(e)
             }
         }
+    }
+
+    /// Makes log file `id` (slot 0 holds `base`) out of the spare at `spare`, a log file that
+    /// cleanup took out of the log. Its first MiB is written as zeroes and flushed *before* it
+    /// takes its new name, so that name never shows stale slots or an old header; then it is
+    /// renamed (never over an existing file) and gets its header, made durable by the next
+    /// flush like a new file's (a crash before leaves a zero header: an empty tail). The
+    /// payload area keeps old bytes that no slot references; they are written blocks, so a
+    /// flushed save into them converts no extent (no inode write: the point of reusing it).
+    /// On error nothing of it is left: the spare and any renamed file are removed.
+    pub(crate) fn create_from_spare(
+        spare: &Path,
+        dir: &Path,
+        id: u64,
+        base: u64,
+        cipher: Option<&Cipher>,
+        prev_unflushed: bool,
+    ) -> Result<LogFile> {
+        let path = dir.join(file_name(id));
+        let mut renamed = false;
+        let mut make = || -> Result<LogFile> {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(spare)
+                .map_err(|e| Error::io("open", spare, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("stat", spare, e))?
+                .len();
+            if len < PAYLOAD_START {
+                return Err(Error::corrupt(
+                    spare,
+                    len,
+                    format!("spare log file is {len} bytes, shorter than its slot area"),
+                ));
+            }
+            zero_first_mib(&file, spare)?;
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", spare, e))?;
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                spare,
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| Error::io("rename", spare, e.into()))?;
+            renamed = true;
+            file.write_all_at(
+                &encode_header(id, base, cipher.is_some(), prev_unflushed),
+                HEADER_OFFSET as u64,
+            )
+            .map_err(|e| Error::io("write header", &path, e))?;
+            let mut f = LogFile::open(&path, id, Access::Append, cipher)?;
+            f.dirty = true;
+            Ok(f)
+        };
+        let made = make();
+        if made.is_err() {
+            let _ = std::fs::remove_file(if renamed { &path } else { spare });
+        }
+        made
+    }
+
+    /// Drops the file's handle and map; `true` when no handed-out entry references the map any
+    /// more (its bytes may then be reused without changing what a reader holds).
+    pub(crate) fn close(self) -> bool {
+        let watch = self.map.watch();
+        drop(self);
+        !watch.in_use()
     }
 
     /// Opens and maps an existing log file and checks its header. Slots are not checked here.

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::IoSlice;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw};
@@ -47,6 +47,18 @@ pub(crate) struct FileMap {
     /// Offsets in `[payload_start, frozen)` may be referenced by handed-out `Bytes`: never written.
     frozen: usize,
     payload_start: usize,
+    /// Mappings this map replaced when the file outgrew them (views may still hold them).
+    retired: Vec<Weak<MmapRaw>>,
+}
+
+/// Watches whether any view of a [`FileMap`] outlives it (see [`FileMap::watch`]).
+pub(crate) struct MapWatch(Vec<Weak<MmapRaw>>);
+
+impl MapWatch {
+    /// Some handed-out view still holds one of the watched mappings.
+    pub(crate) fn in_use(&self) -> bool {
+        self.0.iter().any(|w| w.strong_count() > 0)
+    }
 }
 
 impl FileMap {
@@ -80,7 +92,16 @@ impl FileMap {
             view,
             frozen: payload_start.min(len),
             payload_start,
+            retired: Vec::new(),
         })
+    }
+
+    /// A watch on every mapping this map has made. Once the `FileMap` is dropped, the watch is
+    /// [`MapWatch::in_use`] exactly while a handed-out view lives.
+    pub(crate) fn watch(&self) -> MapWatch {
+        let mut all = self.retired.clone();
+        all.push(Arc::downgrade(&self.raw));
+        MapWatch(all)
     }
 
     /// The file has grown to `len` bytes (already allocated). Within the reserved address space
@@ -105,8 +126,12 @@ impl FileMap {
             return Ok(());
         }
         let frozen = self.frozen;
+        let mut retired = std::mem::take(&mut self.retired);
+        retired.retain(|w| w.strong_count() > 0);
+        retired.push(Arc::downgrade(&self.raw));
         *self = FileMap::new(file, path, len, reserve, self.payload_start)?;
         self.frozen = frozen;
+        self.retired = retired;
         Ok(())
     }
 

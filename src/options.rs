@@ -22,9 +22,16 @@ pub struct Options {
     pub sync_writes: bool,
     /// What open does with a damaged tail. Default: [`RecoveryMode::TolerateTailCorruption`].
     pub recovery_mode: RecoveryMode,
-    /// Key for encryption at rest. Default `None` (plaintext). Not yet supported: a key is refused
-    /// at open rather than silently ignored.
+    /// Key for encryption at rest (AES-256-GCM). Default `None` (plaintext). A store is created
+    /// with or without a key and must always be opened the same way (else `Error::Encryption`).
     pub encryption_key: Option<[u8; 32]>,
+    /// `true` (default): with `sync_writes`, a log file that snapshot cleanup takes out of the log
+    /// is kept as a spare (`spare.wal`, one at most) and reused by the next new file, whose
+    /// flushed saves then write into blocks already written: no extent conversion, one device
+    /// request fewer per save (docs/PERFORMANCE.md). A file that a handed-out entry still
+    /// references is never reused. `false`: removed files are deleted. No effect without
+    /// `sync_writes` (the page cache absorbs the conversions).
+    pub recycle_log_files: bool,
 }
 
 impl Default for Options {
@@ -33,6 +40,7 @@ impl Default for Options {
             sync_writes: true,
             recovery_mode: RecoveryMode::TolerateTailCorruption,
             encryption_key: None,
+            recycle_log_files: true,
         }
     }
 }

@@ -120,7 +120,9 @@ impl DiskStorage {
             return Err(Error::io("lock", &lock_path, e));
         }
         let cipher = opts.encryption_key.as_ref().map(Cipher::new);
-        let r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
+        let mut r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
+        r.wal
+            .set_recycle(opts.sync_writes && opts.recycle_log_files);
         Ok(DiskStorage {
             dir,
             opts,

@@ -3,8 +3,9 @@
 //!
 //! Every file but the last is full (30,000 entries), and file `k` of the run starts at
 //! `files[0].base + 30,000 * k`, so finding an index is arithmetic: no scan, no per-entry index on
-//! the heap. Owns: that invariant and the order of file
-//! creation and removal. Must never: know about hard state, snapshots or the meta page (that is
+//! the heap. Owns: that invariant, the order of file creation and removal, and the spare: a file
+//! that cleanup would have removed, kept as [`SPARE_NAME`] for the next rotation to reuse (its
+//! blocks are already written, so flushed saves into it need no extent conversion). Must never: know about hard state, snapshots or the meta page (that is
 //! `storage`), or flush on its own initiative (the caller says when).
 
 use std::collections::VecDeque;
@@ -16,6 +17,10 @@ use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log_file::{self, LogFile, Scratch, SLOTS_PER_FILE};
+
+/// Name of the spare log file in a store's directory. Not a log file name (`parse_file_name`
+/// refuses it), so recovery and the tools never read it as part of the log.
+pub(crate) const SPARE_NAME: &str = "spare.wal";
 
 /// The open log files of one directory.
 pub(crate) struct Wal {
@@ -31,6 +36,11 @@ pub(crate) struct Wal {
     cipher: Option<Cipher>,
     /// The writer's reusable buffers.
     scratch: Scratch,
+    /// Keep one removed file as the spare and reuse it at the next rotation (a store that flushes
+    /// every save); see [`Wal::set_recycle`].
+    recycle: bool,
+    /// The spare file, when there is one.
+    spare: Option<PathBuf>,
 }
 
 impl Wal {
@@ -51,6 +61,21 @@ impl Wal {
             dir_dirty: false,
             cipher,
             scratch: Scratch::default(),
+            recycle: false,
+            spare: None,
+        }
+    }
+
+    /// Turns file recycling on or off. On: a spare left in the directory is adopted. Off: a
+    /// spare left by an earlier open is removed (best effort: it is not part of the log).
+    pub(crate) fn set_recycle(&mut self, recycle: bool) {
+        self.recycle = recycle;
+        let path = self.dir.join(SPARE_NAME);
+        if recycle {
+            self.spare = path.is_file().then_some(path);
+        } else {
+            self.spare = None;
+            let _ = std::fs::remove_file(path);
         }
     }
 
@@ -212,15 +237,30 @@ impl Wal {
     /// so the new file's first MiB is written as real zeroes first (see `LogFile::create`).
     fn rotate(&mut self, base: u64, prev_unflushed: bool, synced: bool) -> Result<()> {
         let hint = self.files.back().map_or(0, LogFile::payload_used);
-        let f = LogFile::create(
-            &self.dir,
-            self.next_file_id,
-            base,
-            hint,
-            self.cipher.as_ref(),
-            prev_unflushed,
-            synced,
-        )?;
+        let reused = match self.spare.take() {
+            Some(spare) if synced => LogFile::create_from_spare(
+                &spare,
+                &self.dir,
+                self.next_file_id,
+                base,
+                self.cipher.as_ref(),
+                prev_unflushed,
+            )
+            .ok(),
+            _ => None,
+        };
+        let f = match reused {
+            Some(f) => f,
+            None => LogFile::create(
+                &self.dir,
+                self.next_file_id,
+                base,
+                hint,
+                self.cipher.as_ref(),
+                prev_unflushed,
+                synced,
+            )?,
+        };
         self.next_file_id += 1;
         self.files.push_back(f);
         self.dir_dirty = true;
@@ -253,10 +293,33 @@ impl Wal {
         self.remove(doomed)
     }
 
-    /// Unmaps and removes `files`, then fsyncs the directory once.
-    fn remove(&self, files: Vec<LogFile>) -> Result<()> {
-        let paths: Vec<PathBuf> = files.iter().map(|f| f.path().to_path_buf()).collect();
-        drop(files);
+    /// Unmaps and removes `files`, then fsyncs the directory once. With recycling on and no
+    /// spare yet, the first file that no handed-out entry still references becomes the spare
+    /// instead (renamed; a file still referenced is removed, as its views must never change).
+    fn remove(&mut self, files: Vec<LogFile>) -> Result<()> {
+        let mut paths = Vec::with_capacity(files.len());
+        let mut renamed = false;
+        for f in files {
+            let path = f.path().to_path_buf();
+            let unreferenced = f.close();
+            if unreferenced && self.recycle && self.spare.is_none() {
+                let spare = self.dir.join(SPARE_NAME);
+                std::fs::rename(&path, &spare).map_err(|e| Error::io("rename", &path, e))?;
+                self.spare = Some(spare);
+                renamed = true;
+            } else {
+                paths.push(path);
+            }
+        }
+        if paths.is_empty() {
+            // Only a rename: it is durable with the directory (a crash before leaves the file
+            // under its old name, below the snapshot, which open removes).
+            if renamed {
+                fsutil::sync_dir(&self.dir)?;
+            }
+            return Ok(());
+        }
+        // Syncs the directory, the rename included.
         fsutil::remove_files(&self.dir, paths.iter().map(PathBuf::as_path))
     }
 

@@ -1661,6 +1661,7 @@ fn opts(mode: RecoveryMode, key: Option<[u8; 32]>) -> Options {
         sync_writes: false,
         recovery_mode: mode,
         encryption_key: key,
+        ..Options::default()
     }
 }
 

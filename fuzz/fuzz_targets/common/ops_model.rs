@@ -735,6 +735,7 @@ pub(crate) fn opts(mode: RecoveryMode, key: Option<[u8; 32]>, sync: bool) -> Opt
         sync_writes: sync,
         recovery_mode: mode,
         encryption_key: key,
+        ..Options::default()
     }
 }
 
