@@ -437,13 +437,18 @@ fn an_existing_out_or_out_tmp_is_refused_before_connecting_and_left_untouched() 
     let tmp = TempDir::new().unwrap();
     let out = out_path(&tmp);
 
+    // A pull into `out` must fail with "already exists" naming `existing`.
+    let refused = |existing: &Path| {
+        let err = pull_archive(&addr, &out, TIMEOUT, &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { path, source, .. }
+                if path == existing && source.kind() == io::ErrorKind::AlreadyExists),
+            "{err:?}"
+        );
+    };
+
     fs::write(&out, b"precious").unwrap();
-    let err = pull_archive(&addr, &out, TIMEOUT, &mut |_| {}).unwrap_err();
-    assert!(
-        matches!(&err, Error::Io { path, source, .. }
-            if path == &out && source.kind() == io::ErrorKind::AlreadyExists),
-        "{err:?}"
-    );
+    refused(&out);
     assert_eq!(fs::read(&out).unwrap(), b"precious");
     assert!(!tmp.path().join("pulled.tar.gz.tmp").exists());
     fs::remove_file(&out).unwrap();
@@ -451,12 +456,7 @@ fn an_existing_out_or_out_tmp_is_refused_before_connecting_and_left_untouched() 
     // A leftover OUT.tmp (an interrupted pull): refused, not removed, no OUT.
     let leftover = tmp.path().join("pulled.tar.gz.tmp");
     fs::write(&leftover, b"half").unwrap();
-    let err = pull_archive(&addr, &out, TIMEOUT, &mut |_| {}).unwrap_err();
-    assert!(
-        matches!(&err, Error::Io { path, source, .. }
-            if path == &leftover && source.kind() == io::ErrorKind::AlreadyExists),
-        "{err:?}"
-    );
+    refused(&leftover);
     assert_eq!(fs::read(&leftover).unwrap(), b"half");
     assert!(!out.exists());
 
