@@ -173,6 +173,28 @@ impl Slot {
     }
 }
 
+/// Opens an existing log file (read-write with `writable`) and returns it with its length, which
+/// must cover the slot area and header.
+fn open_sized(path: &Path, writable: bool) -> Result<(File, u64)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len < PAYLOAD_START {
+        return Err(Error::corrupt(
+            path,
+            len,
+            format!("log file is {len} bytes, shorter than its {PAYLOAD_START}-byte slot area"),
+        ));
+    }
+    Ok((file, len))
+}
+
 /// Writes the first MiB of a log file (slot area, header page and the pages up to the first
 /// payload) as zeroes, one page per write: the page cache then holds the area in single pages,
 /// and a slot write dirties one page, not a large folio written back whole.
@@ -369,22 +391,7 @@ impl LogFile {
         let path = dir.join(file_name(id));
         let mut renamed = false;
         let mut make = || -> Result<LogFile> {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(spare)
-                .map_err(|e| Error::io("open", spare, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| Error::io("stat", spare, e))?
-                .len();
-            if len < PAYLOAD_START {
-                return Err(Error::corrupt(
-                    spare,
-                    len,
-                    format!("spare log file is {len} bytes, shorter than its slot area"),
-                ));
-            }
+            let (file, _) = open_sized(spare, true)?;
             zero_first_mib(&file, spare)?;
             file.sync_data()
                 .map_err(|e| Error::io("fdatasync", spare, e))?;
@@ -428,22 +435,7 @@ impl LogFile {
         access: Access,
         cipher: Option<&Cipher>,
     ) -> Result<LogFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(access != Access::ReadOnly)
-            .open(path)
-            .map_err(|e| Error::io("open", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", path, e))?
-            .len();
-        if len < PAYLOAD_START {
-            return Err(Error::corrupt(
-                path,
-                len,
-                format!("log file is {len} bytes, shorter than its {PAYLOAD_START}-byte slot area"),
-            ));
-        }
+        let (file, len) = open_sized(path, access != Access::ReadOnly)?;
         let reserve = if access == Access::Append {
             ACTIVE_MAP_RESERVE
         } else {
