@@ -206,23 +206,13 @@ impl LocalCluster {
 
     /// Waits until every running node names the same leader, itself running.
     pub async fn wait_leader(&mut self, timeout: Duration) -> Result<u64, String> {
-        let start = Instant::now();
-        loop {
-            self.check_alive()?;
-            let mut leaders = Vec::new();
-            for id in self.children.keys() {
-                leaders.push(self.status(*id).await.map_or(0, |s| s.leader));
-            }
-            if let Some(&l) = leaders.first() {
-                if l != 0 && self.is_running(l) && leaders.iter().all(|&x| x == l) {
-                    return Ok(l);
-                }
-            }
-            if start.elapsed() > timeout {
-                return Err(format!("no agreed leader after {timeout:?}: {leaders:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.poll(
+            timeout,
+            "no agreed leader",
+            |s| s.leader,
+            |c, l| l != 0 && c.is_running(l),
+        )
+        .await
     }
 
     /// Waits until every running node has applied the same index, at least `at_least`.
@@ -231,22 +221,34 @@ impl LocalCluster {
         at_least: u64,
         timeout: Duration,
     ) -> Result<u64, String> {
+        let what = format!("replicas did not converge to >= {at_least}");
+        self.poll(timeout, &what, |s| s.applied, |_, a| a >= at_least)
+            .await
+    }
+
+    /// Polls every running node's `field` (0 for a node that does not answer) until all agree on
+    /// one value that `good` accepts, and returns it; `what` heads the error after `timeout`.
+    async fn poll(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        field: impl Fn(&NodeStatus) -> u64,
+        good: impl Fn(&LocalCluster, u64) -> bool,
+    ) -> Result<u64, String> {
         let start = Instant::now();
         loop {
             self.check_alive()?;
-            let mut applied = Vec::new();
+            let mut seen = Vec::new();
             for id in self.children.keys() {
-                applied.push(self.status(*id).await.map_or(0, |s| s.applied));
+                seen.push(self.status(*id).await.as_ref().map_or(0, &field));
             }
-            if let Some(&a) = applied.first() {
-                if a >= at_least && applied.iter().all(|&x| x == a) {
-                    return Ok(a);
+            if let Some(&v) = seen.first() {
+                if good(self, v) && seen.iter().all(|&x| x == v) {
+                    return Ok(v);
                 }
             }
             if start.elapsed() > timeout {
-                return Err(format!(
-                    "replicas did not converge to >= {at_least} in {timeout:?}: {applied:?}"
-                ));
+                return Err(format!("{what} after {timeout:?}: {seen:?}"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
