@@ -125,13 +125,13 @@ impl FileMap {
             });
             return Ok(());
         }
-        let frozen = self.frozen;
-        let mut retired = std::mem::take(&mut self.retired);
-        retired.retain(|w| w.strong_count() > 0);
-        retired.push(Arc::downgrade(&self.raw));
-        *self = FileMap::new(file, path, len, reserve, self.payload_start)?;
-        self.frozen = frozen;
-        self.retired = retired;
+        // The new mapping first: if it fails, `self` (and the mappings it watches) is unchanged.
+        let mut new = FileMap::new(file, path, len, reserve, self.payload_start)?;
+        new.frozen = self.frozen;
+        new.retired = std::mem::take(&mut self.retired);
+        new.retired.retain(|w| w.strong_count() > 0);
+        new.retired.push(Arc::downgrade(&self.raw));
+        *self = new;
         Ok(())
     }
 

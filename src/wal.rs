@@ -237,8 +237,10 @@ impl Wal {
     /// so the new file's first MiB is written as real zeroes first (see `LogFile::create`).
     fn rotate(&mut self, base: u64, prev_unflushed: bool, synced: bool) -> Result<()> {
         let hint = self.files.back().map_or(0, LogFile::payload_used);
-        let reused = match self.spare.take() {
-            Some(spare) if synced => LogFile::create_from_spare(
+        // A spare exists only with recycling on (a store that flushes every save). If it cannot
+        // be reused, it is gone (`create_from_spare` removes it) and a new file is made.
+        let reused = self.spare.take().and_then(|spare| {
+            LogFile::create_from_spare(
                 &spare,
                 &self.dir,
                 self.next_file_id,
@@ -246,9 +248,8 @@ impl Wal {
                 self.cipher.as_ref(),
                 prev_unflushed,
             )
-            .ok(),
-            _ => None,
-        };
+            .ok()
+        });
         let f = match reused {
             Some(f) => f,
             None => LogFile::create(
@@ -268,11 +269,20 @@ impl Wal {
     }
 
     /// Cuts every held entry at or after `index` (which is held). Files after the one holding it
-    /// are removed first, so a crash never leaves a sealed file that is not full.
+    /// are removed first, newest first and each removal durable before the next, so a crash
+    /// never leaves a sealed file that is not full, nor a gap in the run of files.
     fn cut_from(&mut self, index: u64) -> Result<()> {
         let (pos, k) = self.locate(index);
         let later: Vec<LogFile> = self.files.drain(pos + 1..).collect();
-        self.remove(later)?;
+        if !later.is_empty() {
+            // The files held now end with file `pos`, which is full: an error below must not
+            // leave `last` pointing into files no longer held.
+            self.last = self.files[pos].base() + SLOTS_PER_FILE - 1;
+            self.next_file_id = self.files[pos].id() + 1;
+        }
+        for f in later.into_iter().rev() {
+            self.remove(vec![f])?;
+        }
         let f = &mut self.files[pos];
         let used = (self.last - f.base() + 1).min(SLOTS_PER_FILE) as u32;
         f.zero_slots(k, used)?;
@@ -293,8 +303,8 @@ impl Wal {
         self.remove(doomed)
     }
 
-    /// Unmaps and removes `files`, then fsyncs the directory once. With recycling on and no
-    /// spare yet, the first file that no handed-out entry still references becomes the spare
+    /// Unmaps and removes `files` (in their order), then fsyncs the directory once. With recycling
+    /// on and no spare yet, the first file that no handed-out entry still references becomes the spare
     /// instead (renamed; a file still referenced is removed, as its views must never change).
     fn remove(&mut self, files: Vec<LogFile>) -> Result<()> {
         let mut paths = Vec::with_capacity(files.len());
@@ -304,12 +314,14 @@ impl Wal {
             let unreferenced = f.close();
             if unreferenced && self.recycle && self.spare.is_none() {
                 let spare = self.dir.join(SPARE_NAME);
-                std::fs::rename(&path, &spare).map_err(|e| Error::io("rename", &path, e))?;
-                self.spare = Some(spare);
-                renamed = true;
-            } else {
-                paths.push(path);
+                // The spare is only an optimisation: a file that cannot become it is removed.
+                if std::fs::rename(&path, &spare).is_ok() {
+                    self.spare = Some(spare);
+                    renamed = true;
+                    continue;
+                }
             }
+            paths.push(path);
         }
         if paths.is_empty() {
             // Only a rename: it is durable with the directory (a crash before leaves the file
