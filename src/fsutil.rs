@@ -203,6 +203,33 @@ pub(crate) fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
     }
 }
 
+/// [`allocate`]s `want` bytes, or, when that is refused (a full disk, a quota, a file-size
+/// limit), just `need`, so that the last space gets used; returns the length allocated. A
+/// refusal of `need` is the error.
+pub(crate) fn allocate_preferring(file: &File, path: &Path, want: u64, need: u64) -> Result<u64> {
+    match allocate(file, path, want) {
+        Ok(()) => Ok(want),
+        Err(e) if want <= need => Err(e),
+        Err(_) => allocate(file, path, need).map(|()| need),
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists, in one step (`RENAME_NOREPLACE`); where the file
+/// system lacks that flag, a check then a rename (callers hold the directory's lock, so nothing
+/// else creates `to` in between). Never a hard link: both names must never exist at once.
+pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            refuse_existing(to)?;
+            fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
+        }
+        Err(e) => Err(Error::io("rename", from, e.into())),
+    }
+}
+
 fn write_zeroes(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let zeroes = vec![0u8; 1 << 20];

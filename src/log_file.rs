@@ -343,11 +343,9 @@ impl LogFile {
             let reserve = payload_hint
                 .clamp(INITIAL_PAYLOAD_RESERVE, 1 << 30)
                 .next_multiple_of(1 << 20);
-            if fsutil::allocate(&file, &path, PAYLOAD_START + reserve).is_err() {
-                // No room for the reserve: the first MiB is enough to start with, and
-                // `ensure_len` grows the file by what each save needs.
-                fsutil::allocate(&file, &path, PAYLOAD_START)?;
-            }
+            // Without room for the reserve, the first MiB is enough to start with:
+            // `ensure_len` grows the file by what each save needs.
+            fsutil::allocate_preferring(&file, &path, PAYLOAD_START + reserve, PAYLOAD_START)?;
             if zero_slot_area {
                 zero_first_mib(&file, &path)?;
             }
@@ -395,14 +393,7 @@ impl LogFile {
             zero_first_mib(&file, spare)?;
             file.sync_data()
                 .map_err(|e| Error::io("fdatasync", spare, e))?;
-            rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                spare,
-                rustix::fs::CWD,
-                &path,
-                rustix::fs::RenameFlags::NOREPLACE,
-            )
-            .map_err(|e| Error::io("rename", spare, e.into()))?;
+            fsutil::rename_no_replace(spare, &path)?;
             renamed = true;
             file.write_all_at(
                 &encode_header(id, base, cipher.is_some(), prev_unflushed),
@@ -792,19 +783,12 @@ impl LogFile {
             0
         };
         let need = end.next_multiple_of(1 << 20);
-        let mut want = end
+        let want = end
             .max(len + step)
             .max(PAYLOAD_START + heading.min(MAX_PROJECTED_PAYLOAD))
             .next_multiple_of(1 << 20);
-        if let Err(e) = fsutil::allocate(&self.file, &self.path, want) {
-            if want <= need {
-                return Err(e);
-            }
-            // No room for the whole step (a full disk, a quota, a file-size limit): grow by
-            // what this save needs, so the last space gets used; a second failure is the error.
-            want = need;
-            fsutil::allocate(&self.file, &self.path, want)?;
-        }
+        // Without room for the whole step, by what this save needs.
+        let want = fsutil::allocate_preferring(&self.file, &self.path, want, need)?;
         self.map
             .grow(&self.file, &self.path, want as usize, ACTIVE_MAP_RESERVE)
     }
