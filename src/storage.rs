@@ -141,8 +141,9 @@ impl DiskStorage {
 
     /// Persists what a raft-rs `Ready` asks for: a newer snapshot first (it replaces the log),
     /// then the entries (overwriting any conflicting suffix), then a non-default hard state.
-    /// Invalid requests (stale snapshot, gap, entries below the first index or not contiguous)
-    /// are an error and change nothing.
+    /// Invalid requests (stale snapshot, gap, entries below the first index or not contiguous,
+    /// terms that decrease or start below the term of the entry or snapshot they follow) are an
+    /// error and change nothing: what `save` accepts, a reopen keeps.
     ///
     /// One rule goes beyond `MemStorage::append`: entries may not overwrite entries at or below
     /// the stored commit index, and a save may not leave the commit index past the last entry
@@ -175,6 +176,18 @@ impl DiskStorage {
             (inner.first_index(), inner.last_index())
         };
         validate_entries(entries, first, last)?;
+        if let Some(e0) = entries.first() {
+            // The term of the entry (or snapshot) the batch follows: raft never writes a lower
+            // one after it, and recovery reads a term drop as the end of the log.
+            let before = if installing {
+                snap.get_metadata().term
+            } else if e0.index - 1 == inner.snapshot_index() {
+                inner.snapshot_term()
+            } else {
+                inner.wal.term(e0.index - 1)?
+            };
+            validate_terms(entries, before)?;
+        }
         // A durable commit index must never point past durable entries: refuse a save that
         // would leave it there (raft-rs never asks for one; open would refuse the result).
         let stored_commit = inner.meta.hard_state.as_ref().map_or(0, |h| h.commit);
@@ -555,6 +568,22 @@ fn validate_entries(entries: &[Entry], first: u64, last: u64) -> Result<()> {
                 e.index
             )));
         }
+    }
+    Ok(())
+}
+
+/// Checks that the terms of `entries` never decrease, starting from `before`, the term of the
+/// entry (or snapshot) they follow.
+fn validate_terms(entries: &[Entry], before: u64) -> Result<()> {
+    let mut prev = before;
+    for e in entries {
+        if e.term < prev {
+            return Err(Error::InvalidAppend(format!(
+                "entry {} has term {} after term {prev}: terms must not decrease",
+                e.index, e.term
+            )));
+        }
+        prev = e.term;
     }
     Ok(())
 }

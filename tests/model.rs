@@ -110,6 +110,7 @@ fn bad_strategy() -> impl Strategy<Value = Bad> {
         any::<u32>().prop_map(Bad::SnapshotThenGap),
         any::<u8>().prop_map(Bad::CommitPast),
         any::<u8>().prop_map(Bad::SnapshotBelowCommit),
+        (pos_strategy(), any::<u16>()).prop_map(|(at, j)| Bad::TermDrop { at, j }),
     ]
 }
 

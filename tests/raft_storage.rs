@@ -573,6 +573,26 @@ fn test_storage_append() {
         // decreasing / repeated indexes
         (vec![new_entry(5, 6), new_entry(4, 6)], None),
         (vec![new_entry(6, 6), new_entry(6, 6)], None),
+        // terms that decrease inside the batch (raft never writes them; recovery reads a term
+        // drop as damage, so what save accepted would be cut on reopen)
+        (vec![new_entry(6, 6), new_entry(7, 5)], None),
+        (vec![new_entry(4, 6), new_entry(5, 5)], None),
+        // a first term below the term of the entry it follows (entry 5 has term 5)
+        (vec![new_entry(6, 4)], None),
+        (vec![new_entry(5, 3), new_entry(6, 6)], None),
+        // ... or below the snapshot's term (2) when it follows the snapshot
+        (vec![new_entry(3, 1)], None),
+        // equal terms are fine
+        (
+            vec![new_entry(6, 5), new_entry(7, 5)],
+            Some(vec![
+                new_entry(3, 3),
+                new_entry(4, 4),
+                new_entry(5, 5),
+                new_entry(6, 5),
+                new_entry(7, 5),
+            ]),
+        ),
     ];
     for (i, (entries, wentries)) in tests.into_iter().enumerate() {
         let want_ok = wentries.is_some();
@@ -696,4 +716,78 @@ fn test_storage_snapshot_request_index_above_stored_is_temporarily_unavailable()
             }
         },
     );
+}
+
+/// What `save` accepts, a reopen keeps, in both recovery modes: a batch whose terms decrease (or
+/// whose first term is below the term it follows, the snapshot's included) is `InvalidAppend`
+/// and changes nothing. The first case is the one raft-rs's own harness found: accepted, then cut
+/// on a clean reopen (default mode) or refused by open (`AbsoluteConsistency`).
+#[test]
+fn save_refuses_terms_that_decrease_and_what_it_accepts_survives_reopen() {
+    use raftwal::{Error, Options, RecoveryMode};
+    let snap = |i, t| new_snapshot(i, t, vec![1]);
+    // (setup saves, the save under test: (snapshot, entries))
+    type Save = (Snapshot, Vec<Entry>);
+    let cases: Vec<(&str, Vec<Save>, Save)> = vec![
+        (
+            "fresh store, terms 2 then 1",
+            vec![],
+            (Snapshot::default(), vec![new_entry(1, 2), new_entry(2, 1)]),
+        ),
+        (
+            "append below the last term",
+            vec![(Snapshot::default(), vec![new_entry(1, 3), new_entry(2, 3)])],
+            (Snapshot::default(), vec![new_entry(3, 2)]),
+        ),
+        (
+            "overwrite below the term of the entry before it",
+            vec![(Snapshot::default(), vec![new_entry(1, 3), new_entry(2, 4)])],
+            (Snapshot::default(), vec![new_entry(2, 2)]),
+        ),
+        (
+            "snapshot and entries in one save, entries below the snapshot's term",
+            vec![(Snapshot::default(), vec![new_entry(1, 1)])],
+            (snap(10, 5), vec![new_entry(11, 4)]),
+        ),
+        (
+            "snapshot and entries in one save, terms decrease after it",
+            vec![],
+            (snap(10, 5), vec![new_entry(11, 6), new_entry(12, 5)]),
+        ),
+        (
+            "entries after a stored snapshot, below its term",
+            vec![(snap(10, 5), vec![])],
+            (Snapshot::default(), vec![new_entry(11, 4)]),
+        ),
+    ];
+    for (what, setup, (snapshot, entries)) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DiskStorage::open(dir.path()).unwrap();
+        for (sn, es) in &setup {
+            s.save(&HardState::default(), es, sn).unwrap();
+        }
+        let before = (s.first_index(), s.last_index(), all_entries(&s));
+        let res = s.save(&HardState::default(), &entries, &snapshot);
+        assert!(
+            matches!(res, Err(Error::InvalidAppend(_))),
+            "{what}: save returned {res:?}"
+        );
+        let after = (s.first_index(), s.last_index(), all_entries(&s));
+        assert_eq!(after, before, "{what}: a refused save changed the log");
+        s.close().unwrap();
+        for mode in [
+            RecoveryMode::TolerateTailCorruption,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            let opts = Options {
+                recovery_mode: mode,
+                ..Default::default()
+            };
+            let s = DiskStorage::open_with(dir.path(), opts)
+                .unwrap_or_else(|e| panic!("{what}: reopen in {mode:?}: {e}"));
+            let reopened = (s.first_index(), s.last_index(), all_entries(&s));
+            assert_eq!(reopened, before, "{what}: reopened in {mode:?}");
+            s.close().unwrap();
+        }
+    }
 }
