@@ -104,13 +104,19 @@ pub(crate) fn file_name(id: u64) -> String {
     format!("{id:05}.wal")
 }
 
-/// The id of a log file name, or `None` for any other name.
+/// The id of a log file name, or `None` for any other name. Only the canonical name of an id
+/// counts (what [`file_name`] makes: 5 digits or more, no extra leading zero), and only ids in
+/// `[1, MAX_INDEX]`, bounded like indexes so that id arithmetic cannot overflow.
 pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".wal")?;
     if digits.len() < 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    let id: u64 = digits.parse().ok()?;
+    (1..=MAX_INDEX)
+        .contains(&id)
+        .then_some(id)
+        .filter(|&id| file_name(id) == name)
 }
 
 /// How a log file is opened.
@@ -1134,6 +1140,11 @@ mod tests {
         assert_eq!(parse_file_name("7.wal"), None);
         assert_eq!(parse_file_name("00007.wal.tmp"), None);
         assert_eq!(parse_file_name("abcde.wal"), None);
+        assert_eq!(parse_file_name("000007.wal"), None);
+        assert_eq!(parse_file_name("00000.wal"), None);
+        assert_eq!(parse_file_name(&file_name(MAX_INDEX)), Some(MAX_INDEX));
+        assert_eq!(parse_file_name(&file_name(MAX_INDEX + 1)), None);
+        assert_eq!(parse_file_name("18446744073709551615.wal"), None);
     }
 
     /// Where the file system reports the first hole at or after `from` (ext4 reports a

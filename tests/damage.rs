@@ -1237,6 +1237,51 @@ fn unknown_files_are_ignored() {
     }
 }
 
+/// Only canonical names are log files (`NNNNN.wal`, 5 digits or more, no extra leading zero,
+/// ids from 1 up to the largest index): a stray `000001.wal` beside `00001.wal` (the same id
+/// written another way), `00000.wal`, or ids near `u64::MAX` (which would overflow recovery's
+/// id arithmetic and could name, and delete, `00000.wal`) are unknown files: ignored, unchanged.
+#[test]
+fn non_canonical_and_out_of_range_log_file_names_are_ignored() {
+    const N: u64 = 300;
+    let base = tempfile::tempdir().unwrap();
+    build(base.path(), N, N);
+    let real = fs::read(base.path().join(log_name(1))).unwrap();
+    let strays = [
+        "000001.wal",
+        "000002.wal",
+        "0000000000000000000001.wal",
+        "00000.wal",
+        "18446744073709551615.wal",
+        "18446744073709551614.wal",
+        "4611686018427387905.wal",
+        "99999999999999999999999.wal",
+    ];
+    for f in strays {
+        // A copy of a real log file under each name: only its name keeps it out of the log.
+        fs::write(base.path().join(f), &real).unwrap();
+    }
+    for mode in MODES {
+        let when = format!("{mode:?}");
+        let d = copy_of(base.path());
+        let s = must_open(d.path(), mode, &when);
+        assert_eq!(check_prefix(&s, N, gen_entry, &when), N, "{when}");
+        assert_eq!(s.num_log_files(), 1, "{when}: the strays count as log files");
+        append(&s, N + 1, N + 3, gen_entry);
+        s.close().unwrap();
+        let s = must_open(d.path(), mode, &format!("{when}: reopen"));
+        assert_eq!(check_prefix(&s, N + 3, gen_entry, &when), N + 3, "{when}");
+        s.close().unwrap();
+        for f in strays {
+            assert_eq!(
+                fs::read(d.path().join(f)).ok().as_deref(),
+                Some(&real[..]),
+                "{when}: {f} was changed or removed"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // fuzz
 // ---------------------------------------------------------------------------------------------
