@@ -791,3 +791,85 @@ fn bad_arguments_are_one_line_and_exit_code_2() {
     assert!(ok(&["--help"]).contains("inspect"));
     assert!(ok(&["--version"]).starts_with("raftwal "));
 }
+
+/// Runs the binary with `RAFTWAL_KEY_FILE` set.
+fn raftwal_with_key_env<S: AsRef<std::ffi::OsStr>>(args: &[S], key_file: &Path) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .args(args)
+        .env("RAFTWAL_KEY_FILE", key_file)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().expect("raftwal was killed by a signal"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// An operator who gives a key to `snapshot restore` (`--key-file` or `RAFTWAL_KEY_FILE`) gets a
+/// store encrypted under it: it opens with the key only, and no file in it holds the state's
+/// bytes in plaintext.
+#[test]
+fn snapshot_restore_with_a_key_writes_an_encrypted_store() {
+    let tmp = TempDir::new().unwrap();
+    let key = [0x5au8; 32];
+    let key_file = tmp.path().join("key");
+    fs::write(&key_file, hex(&key)).unwrap();
+    let archive = tmp.path().join("backup.tar.gz");
+    ok(&["snapshot", "save", p(wal()), p(&archive)]);
+    // A recognisable state: every 64-byte window of it is unique enough to search for.
+    let data = snapshot_data();
+    let restored_by_flag = tmp.path().join("by-flag");
+    let restored_by_env = tmp.path().join("by-env");
+    ok(&[
+        "snapshot",
+        "restore",
+        p(&archive),
+        p(&restored_by_flag),
+        "--key-file",
+        p(&key_file),
+    ]);
+    let run = raftwal_with_key_env(
+        &["snapshot", "restore", p(&archive), p(&restored_by_env)],
+        &key_file,
+    );
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    for dir in [&restored_by_flag, &restored_by_env] {
+        let plain = DiskStorage::open(dir);
+        assert!(
+            matches!(plain, Err(raftwal::Error::Encryption { .. })),
+            "{}: opens without the key: {:?}",
+            dir.display(),
+            plain.as_ref().map(|_| ())
+        );
+        drop(plain);
+        let store = DiskStorage::open_with(
+            dir,
+            Options {
+                encryption_key: Some(key),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let snap = store.snapshot(0, 0).unwrap();
+        assert_eq!(snap.get_metadata().index, SNAP_INDEX);
+        assert_eq!(&snap.data[..], &data[..]);
+        store.close().unwrap();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for ent in fs::read_dir(&d).unwrap() {
+                let path = ent.unwrap().path();
+                if path.is_dir() {
+                    todo.push(path);
+                    continue;
+                }
+                let bytes = fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(64).any(|w| w == &data[1000..1064]),
+                    "{} holds the state in plaintext",
+                    path.display()
+                );
+            }
+        }
+    }
+}

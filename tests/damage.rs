@@ -1266,7 +1266,11 @@ fn non_canonical_and_out_of_range_log_file_names_are_ignored() {
         let d = copy_of(base.path());
         let s = must_open(d.path(), mode, &when);
         assert_eq!(check_prefix(&s, N, gen_entry, &when), N, "{when}");
-        assert_eq!(s.num_log_files(), 1, "{when}: the strays count as log files");
+        assert_eq!(
+            s.num_log_files(),
+            1,
+            "{when}: the strays count as log files"
+        );
         append(&s, N + 1, N + 3, gen_entry);
         s.close().unwrap();
         let s = must_open(d.path(), mode, &format!("{when}: reopen"));

@@ -261,7 +261,13 @@ fn restore(
 ) -> CmdResult {
     let progress = Progress::archive(file, "restore (verify, then install)");
     let opts = RestoreOptions { raft_id, voters };
-    let result = archive::restore(file, new_dir, &opts, &mut |n| progress.inc(n));
+    // With a key (`--key-file`, RAFTWAL_KEY_FILE) the new store is encrypted under it.
+    let store = raftwal::Options {
+        encryption_key: output::key(),
+        ..Default::default()
+    };
+    let result =
+        archive::restore_with_store_options(file, new_dir, &opts, &store, &mut |n| progress.inc(n));
     progress.finish();
     let meta = result?;
     let membership = match &opts.voters {
@@ -274,12 +280,17 @@ fn restore(
     };
     let mut out = Out::new();
     out.line(format!(
-        "restored snapshot index {} term {} ({} bytes of state) into {}: {membership}{}",
+        "restored snapshot index {} term {} ({} bytes of state) into {}: {membership}{}{}",
         meta.index,
         meta.term,
         meta.size,
         new_dir.display(),
-        raft_id.map_or(String::new(), |id| format!(", raft id {id}"))
+        raft_id.map_or(String::new(), |id| format!(", raft id {id}")),
+        if store.encryption_key.is_some() {
+            ", encrypted with the given key"
+        } else {
+            ""
+        }
     ))?;
     out.finish()
 }
