@@ -152,19 +152,13 @@ impl Inspector {
         let listing = recovery::list_dir(&dir)?;
         let meta = meta::read_only(&dir, cipher.as_ref())?;
         recovery::check_meta_bounds(&dir, &meta)?;
-        let plan = recovery::plan_log(
-            &dir,
-            RecoveryMode::TolerateTailCorruption,
-            &meta,
-            listing.ids,
-            true,
-            cipher.as_ref(),
-        )?;
-        let mut files: Vec<LogFile> = plan.files.into_iter().collect();
-        if let Some(tail) = files.last_mut() {
-            // Payloads up to the tail's last good entry may be read; none is verified yet.
-            tail.set_recovered(0, plan.tail_payload_end);
-        }
+        let scan = recovery::Scan {
+            mode: RecoveryMode::TolerateTailCorruption,
+            read_only: true,
+            whole_log: false,
+        };
+        let plan = recovery::plan_log(&dir, &meta, listing.ids, scan, cipher.as_ref())?;
+        let files: Vec<LogFile> = plan.files.into_iter().collect();
         let snap = meta.snapshot.as_ref().filter(|s| s.index > 0);
         let snap_index = snap.map_or(0, |s| s.index);
         let last = plan.last;

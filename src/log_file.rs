@@ -77,7 +77,7 @@ const KNOWN_FLAGS: u8 = FLAG_CONTEXT | FLAG_SEALED | FLAG_DATA_DROPPED;
 const MAX_OFFSET: u64 = (1 << 48) - 1;
 
 // File header fields, stored at HEADER_OFFSET.
-const HEADER_OFFSET: usize = SLOT_AREA;
+pub(crate) const HEADER_OFFSET: usize = SLOT_AREA;
 const HDR_MAGIC: usize = 0;
 const HDR_VERSION: usize = HDR_MAGIC + 8;
 const HDR_FLAGS: usize = HDR_VERSION + 4;
@@ -999,6 +999,13 @@ impl LogFile {
         )
     }
 
+    /// Flushes the file (one fdatasync) whether or not this process wrote to it: what another
+    /// process left in the page cache becomes durable too.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.dirty = true;
+        self.flush()
+    }
+
     /// Flushes what was written (one fdatasync) if anything was.
     pub(crate) fn flush(&mut self) -> Result<()> {
         if self.dirty {
@@ -1117,15 +1124,36 @@ fn decode_header(path: &Path, h: &[u8], id: u64, encrypted: bool) -> Result<(u64
     Ok((base, flags & HDR_FLAG_PREV_UNFLUSHED != 0))
 }
 
-/// True when the header area of a mapped file is all zero (created but never given a header).
-pub(crate) fn header_is_zero(path: &Path) -> Result<bool> {
+/// What a log file's header says, read without mapping the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeaderPeek {
+    /// No header: the file is shorter than its slot area, or its header bytes are all zero (a
+    /// file created, or made from the spare, whose header never reached the disk). The header
+    /// lies in one 512-byte sector, so a crash leaves all of it or none of it.
+    Absent,
+    /// A valid header; `prev_unflushed` as in `HDR_FLAG_PREV_UNFLUSHED`.
+    Present { prev_unflushed: bool },
+}
+
+/// Reads and checks the header of log file `id` at `path`; a header that is there but fails
+/// its checks is an error naming the file.
+pub(crate) fn peek_header(path: &Path, id: u64, encrypted: bool) -> Result<HeaderPeek> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut h = [0u8; HEADER_SIZE];
-    match file.read_exact_at(&mut h, HEADER_OFFSET as u64) {
-        Ok(()) => Ok(h.iter().all(|&b| b == 0)),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(true),
-        Err(e) => Err(Error::io("read header", path, e)),
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len < PAYLOAD_START {
+        return Ok(HeaderPeek::Absent);
     }
+    let mut h = [0u8; HEADER_SIZE];
+    file.read_exact_at(&mut h, HEADER_OFFSET as u64)
+        .map_err(|e| Error::io("read header", path, e))?;
+    if h.iter().all(|&b| b == 0) {
+        return Ok(HeaderPeek::Absent);
+    }
+    let (_, prev_unflushed) = decode_header(path, &h, id, encrypted)?;
+    Ok(HeaderPeek::Present { prev_unflushed })
 }
 
 #[cfg(test)]

@@ -161,6 +161,14 @@ impl MetaFile {
         Ok(())
     }
 
+    /// Flushes the file whether or not this process stored anything: a state that a killed
+    /// process stored but did not flush (still in the page cache) becomes durable before it is
+    /// acted on (a vote, say).
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.dirty = true;
+        self.flush()
+    }
+
     /// Makes the last stored state durable.
     pub(crate) fn flush(&mut self) -> Result<()> {
         if self.dirty {

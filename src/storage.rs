@@ -475,7 +475,9 @@ impl DiskStorage {
     /// back with empty data. Other entry types are untouched.
     pub fn truncate_entries_until(&self, index: u64) -> Result<(), Error> {
         let mut inner = self.inner.write();
-        inner.wal.clear_data_below(index)?;
+        // Entries at or below the snapshot are not part of the log: never read, never touched.
+        let first = inner.first_index();
+        inner.wal.clear_data(first, index)?;
         if self.opts.sync_writes {
             inner.sync()?;
         }

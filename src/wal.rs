@@ -344,13 +344,13 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes Normal entries below `index` read back with empty data.
-    pub(crate) fn clear_data_below(&mut self, index: u64) -> Result<()> {
+    /// Makes Normal entries in `[from, to)` (those held) read back with empty data.
+    pub(crate) fn clear_data(&mut self, from: u64, to: u64) -> Result<()> {
         if self.files.is_empty() {
             return Ok(());
         }
-        let end = index.min(self.last + 1);
-        let mut i = self.first();
+        let end = to.min(self.last + 1);
+        let mut i = from.max(self.first());
         while i < end {
             let (pos, k) = self.locate(i);
             let in_file = (SLOTS_PER_FILE - k as u64).min(end - i);

@@ -882,6 +882,219 @@ fn missing_tail_file_fails_iff_commit_points_past_the_remaining_log() {
     }
 }
 
+/// After a snapshot removed `00001.wal`, the first live file `00002.wal` deleted: the error names
+/// `00002.wal` (the file that should hold the entry after the snapshot), not `00001.wal`.
+#[test]
+fn missing_first_live_file_after_a_snapshot_is_an_error_naming_it() {
+    let base = build_big();
+    {
+        let s = must_open(
+            base.path(),
+            RecoveryMode::TolerateTailCorruption,
+            "snapshot",
+        );
+        s.create_snapshot(40_000, None, Bytes::from_static(b"state"))
+            .unwrap();
+        s.close().unwrap();
+    }
+    assert!(
+        !base.path().join(log_name(1)).exists(),
+        "the snapshot removed 00001.wal"
+    );
+    fs::remove_file(base.path().join(log_name(2))).unwrap();
+    for mode in MODES {
+        let d = copy_of(base.path());
+        let e = must_fail(d.path(), mode, &format!("{mode:?}"));
+        is_missing(&e, &log_name(2), &format!("{mode:?}"));
+    }
+    let e = raftwal::inspect::Inspector::open(base.path()).err();
+    let e = e.expect("the inspector opens a directory with a missing file");
+    is_missing(&e, &log_name(2), "inspector");
+}
+
+// ---------------------------------------------------------------------------------------------
+// damage below the snapshot, damage at or below the commit index
+// ---------------------------------------------------------------------------------------------
+
+/// Damage in entries at or below the snapshot index (still in a live file): they are not part of
+/// the log, so open succeeds in both modes with every live entry, nothing is cut, the store
+/// carries on (truncation and appends included), and `verify` still reports the damage.
+#[test]
+fn damage_below_the_snapshot_never_fails_open_nor_cuts_live_entries() {
+    const N: u64 = 500;
+    const SNAP: u64 = 400;
+    let base = tempfile::tempdir().unwrap();
+    build(base.path(), N, N);
+    {
+        let s = must_open(
+            base.path(),
+            RecoveryMode::TolerateTailCorruption,
+            "snapshot",
+        );
+        s.create_snapshot(SNAP, None, Bytes::from_static(b"state"))
+            .unwrap();
+        s.close().unwrap();
+    }
+    let wal = base.path().join(log_name(1));
+    let e3 = gen_entry(3);
+    type Damage = Box<dyn Fn(&Path)>;
+    let damages: Vec<(&str, Damage)> = vec![
+        (
+            "payload bit of entry 3",
+            Box::new(|d: &Path| {
+                let p = d.join(log_name(1));
+                let r = payload_range(&p, 2, &gen_entry(3));
+                xor_at(&p, r.start, 0x10)
+            }),
+        ),
+        (
+            "term field of slot 2",
+            Box::new(|d: &Path| xor_at(&d.join(log_name(1)), 2 * SLOT, 0x01)),
+        ),
+        (
+            "index field of slot 0",
+            Box::new(|d: &Path| xor_at(&d.join(log_name(1)), 8, 0x40)),
+        ),
+        (
+            "slot 5 zeroed",
+            Box::new(|d: &Path| zero_at(&d.join(log_name(1)), 5 * SLOT, SLOT as usize)),
+        ),
+        (
+            "slot 399 (the snapshot index) zeroed",
+            Box::new(|d: &Path| zero_at(&d.join(log_name(1)), 399 * SLOT, SLOT as usize)),
+        ),
+    ];
+    assert!(payload_range(&wal, 2, &e3).end > PAYLOAD_START);
+    for (what, damage) in &damages {
+        let damaged = copy_of(base.path());
+        damage(damaged.path());
+        for mode in MODES {
+            let when = format!("{what}, {mode:?}");
+            let d = copy_of(damaged.path());
+            let s = must_open(d.path(), mode, &when);
+            assert_eq!(s.first_index().unwrap(), SNAP + 1, "{when}");
+            assert_eq!(s.last_index().unwrap(), N, "{when}: live entries were cut");
+            check_range(&s, SNAP + 1, N, gen_entry, &when);
+            s.truncate_entries_until(450)
+                .unwrap_or_else(|e| panic!("{when}: truncate: {e}"));
+            append(&s, N + 1, N + 5, gen_entry);
+            s.close().unwrap();
+            let s = must_open(d.path(), mode, &format!("{when}: reopen"));
+            assert_eq!(s.last_index().unwrap(), N + 5, "{when}: reopen");
+            check_range(&s, 450, N + 5, gen_entry, &when);
+            s.close().unwrap();
+        }
+        let verify = raftwal::inspect::Inspector::open(damaged.path())
+            .unwrap_or_else(|e| panic!("{what}: inspector: {e}"))
+            .verify(&mut |_| {});
+        let e = verify
+            .err()
+            .unwrap_or_else(|| panic!("{what}: verify passed"));
+        assert_names(&e, &log_name(1), what);
+    }
+}
+
+/// The same in a sealed file: a snapshot at 40,000 removed `00001.wal`; slot 0 of `00002.wal`
+/// (index 30,001, compacted) damaged. Open checks a sealed file's first live slot, not slot 0.
+#[test]
+fn damage_below_the_snapshot_in_a_sealed_file_never_fails_open() {
+    let base = build_big();
+    {
+        let s = must_open(
+            base.path(),
+            RecoveryMode::TolerateTailCorruption,
+            "snapshot",
+        );
+        s.create_snapshot(40_000, None, Bytes::from_static(b"state"))
+            .unwrap();
+        s.close().unwrap();
+    }
+    let sealed = base.path().join(log_name(2));
+    let r = payload_range(&sealed, 0, &gen_entry(30_001));
+    xor_at(&sealed, r.start, 0x08);
+    xor_at(&sealed, 0, 0x01);
+    for mode in MODES {
+        let when = format!("{mode:?}");
+        let d = copy_of(base.path());
+        let s = must_open(d.path(), mode, &when);
+        assert_eq!(s.first_index().unwrap(), 40_001, "{when}");
+        assert_eq!(s.last_index().unwrap(), BIG, "{when}");
+        check_range(&s, 40_001, BIG, gen_entry, &when);
+        s.close().unwrap();
+    }
+}
+
+/// A flipped payload byte at an index at or below the durable commit index, in the last file:
+/// the tail scan finds it, but cutting there would drop committed entries, so open fails in both
+/// modes with an error naming the damaged `.wal` file, the slot's offset and the index (never
+/// `wal.meta`, which only points past it).
+#[test]
+fn damage_at_a_committed_index_fails_open_naming_the_wal_file_and_index() {
+    const N: u64 = 503;
+    const AT: u64 = 500;
+    let base = tempfile::tempdir().unwrap();
+    build(base.path(), N, N);
+    let wal = base.path().join(log_name(1));
+    let r = payload_range(&wal, AT - 1, &gen_entry(AT));
+    xor_at(&wal, r.start + 1, 0x02);
+    for mode in MODES {
+        let when = format!("{mode:?}");
+        let d = copy_of(base.path());
+        let e = must_fail(d.path(), mode, &when);
+        assert_corrupt(
+            &e,
+            &log_name(1),
+            &[(AT - 1) * SLOT..AT * SLOT, r.clone()],
+            &when,
+        );
+        let text = e.to_string();
+        assert!(text.contains(&format!("index {AT}")), "{when}: {text}");
+        assert!(
+            text.contains("commit"),
+            "{when}: says why it cannot be cut: {text}"
+        );
+        assert!(text.contains("repair"), "{when}: names the way out: {text}");
+        // Nothing was changed by the failed open.
+        assert_eq!(
+            fs::read(d.path().join(log_name(1))).unwrap(),
+            fs::read(&wal).unwrap(),
+            "{when}"
+        );
+    }
+    // Below the commit index it is no tail cut; above it, it is (default mode).
+    let d = copy_of(base.path());
+    set_commit_raw(d.path(), AT - 1);
+    let s = must_open(
+        d.path(),
+        RecoveryMode::TolerateTailCorruption,
+        "commit below the damage",
+    );
+    assert_eq!(s.last_index().unwrap(), AT - 1);
+    s.close().unwrap();
+}
+
+/// Lowers the stored commit index of a store whose log cannot be opened, by rewriting `wal.meta`
+/// through a fresh store on an empty copy (the meta page holds no log data).
+fn set_commit_raw(dir: &Path, commit: u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let s = must_open(
+            tmp.path(),
+            RecoveryMode::TolerateTailCorruption,
+            "meta donor",
+        );
+        let batch: Vec<Entry> = (1..=commit).map(gen_entry).collect();
+        s.save(
+            &hs(term_of(commit), 1, commit),
+            &batch,
+            &Snapshot::default(),
+        )
+        .unwrap();
+        s.close().unwrap();
+    }
+    fs::copy(tmp.path().join(META), dir.join(META)).unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // wal.meta
 // ---------------------------------------------------------------------------------------------

@@ -1733,6 +1733,19 @@ fn power_loss_unsynced_batches() {
             (t(2, 2, 300), make_entries(451, 470, 2, Size::Big)),
             (t(2, 2, 460), Vec::new()),
         ], 40),
+        // Rotations between flushes: a full file is not flushed before the next is created, so
+        // a power loss can leave a later file on disk while the end of an earlier one is not,
+        // and two rotations leave two unflushed files (the next's header may be lost too).
+        ("across one file boundary between flushes", vec![
+            (t(3, 3, 470), make_entries(471, 29_990, 3, Size::Tiny)),
+            (HardState::default(), make_entries(29_991, 30_100, 3, Size::Tiny)),
+            (t(3, 3, 29_000), Vec::new()),
+        ], 30),
+        ("across two file boundaries between flushes", vec![
+            (HardState::default(), make_entries(30_101, 59_950, 4, Size::Tiny)),
+            (t(4, 4, 30_100), make_entries(59_951, 60_050, 4, Size::Tiny)),
+            (HardState::default(), make_entries(60_051, 90_020, 4, Size::Tiny)),
+        ], 30),
     ];
     for (b, (what, saves, budget)) in batches.into_iter().enumerate() {
         let b = b + 1;
