@@ -25,7 +25,7 @@ use raft::prelude::{Entry, EntryType};
 use crate::crypto::{self, Cipher};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::map::FileMap;
+use crate::map::{FileCopy, FileMap, FileView};
 
 /// Largest index the engine accepts anywhere (2^62): far past any real log, and low enough that
 /// index arithmetic (a file's base plus its slots, a snapshot index plus one) cannot overflow
@@ -282,7 +282,8 @@ pub(crate) struct LogFile {
     id: u64,
     base: u64,
     file: File,
-    map: FileMap,
+    /// The file's bytes: mapped, or (read-only tools) copied.
+    map: FileView,
     /// Where the next payload goes. Payload bytes below it are frozen: handed-out entries may
     /// reference them, so they are never rewritten (a cut suffix's space is not reused).
     payload_end: u64,
@@ -438,10 +439,27 @@ impl LogFile {
         } else {
             0
         };
-        let map = FileMap::new(&file, path, len as usize, reserve, PAYLOAD_START as usize)?;
+        // The tools never map: a live node may rewrite what they read (module `map`).
+        let map = if access == Access::ReadOnly {
+            let own = file.try_clone().map_err(|e| Error::io("open", path, e))?;
+            FileView::Copied(FileCopy::new(
+                own,
+                path,
+                len as usize,
+                PAYLOAD_START as usize,
+            )?)
+        } else {
+            FileView::Mapped(FileMap::new(
+                &file,
+                path,
+                len as usize,
+                reserve,
+                PAYLOAD_START as usize,
+            )?)
+        };
         let (base, prev_unflushed) = decode_header(
             path,
-            &map.bytes()[HEADER_OFFSET..HEADER_OFFSET + HEADER_SIZE],
+            &map.head()[HEADER_OFFSET..HEADER_OFFSET + HEADER_SIZE],
             id,
             cipher.is_some(),
         )?;
@@ -476,7 +494,7 @@ impl LogFile {
             return Ok(());
         }
         let header = encode_header(self.id, self.base, self.cipher.is_some(), false);
-        self.map.write(
+        self.map.writable(&self.path)?.write(
             &self.file,
             HEADER_OFFSET,
             &mut [IoSlice::new(&header)],
@@ -514,7 +532,7 @@ impl LogFile {
         let at = k as usize * SLOT_SIZE;
         // The slot area lies within the map: open checked len >= PAYLOAD_START > SLOT_AREA, and
         // callers pass k < SLOTS_PER_FILE. A failed conversion cannot happen for a 32-byte slice.
-        let s: &[u8] = &self.map.bytes()[at..at + SLOT_SIZE];
+        let s: &[u8] = &self.map.head()[at..at + SLOT_SIZE];
         s.try_into().unwrap_or(&[0; SLOT_SIZE])
     }
 
@@ -568,7 +586,7 @@ impl LogFile {
         let len = self.len();
         if sealed {
             let o = s.offset as usize;
-            let Some(b) = self.map.bytes().get(o..o.saturating_add(4)) else {
+            let Some(b) = self.map.read(o, o.saturating_add(4)) else {
                 return Err(SlotFault::PayloadOutOfRange(s));
             };
             let ctx_len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
@@ -588,7 +606,7 @@ impl LogFile {
         };
         let payload_end = if s.flags & FLAG_CONTEXT != 0 {
             let d = data_end as usize;
-            let Some(b) = self.map.bytes().get(d..d + 4) else {
+            let Some(b) = self.map.read(d, d + 4) else {
                 return Err(SlotFault::ContextOutOfRange(s, 0));
             };
             let ctx_len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
@@ -609,6 +627,9 @@ impl LogFile {
     /// Describes a failed slot check (the cold path).
     #[cold]
     fn slot_error(&self, k: u32, fault: SlotFault) -> Error {
+        if let Some(e) = self.map.take_io_error() {
+            return Error::io("read", &self.path, e);
+        }
         let at = Self::slot_offset_in_file(k);
         let expected = self.base + k as u64;
         let len = self.len();
@@ -649,10 +670,14 @@ impl LogFile {
         let c = self.check_slot(k)?;
         let b = self.slot_bytes(k);
         let crc = crc32c::crc32c(&b[..SLOT_CRC]);
-        let crc = crc32c::crc32c_append(
-            crc,
-            &self.map.bytes()[c.slot.offset as usize..c.payload_end as usize],
-        );
+        // The checks above put the payload inside the file.
+        let Some(payload) = self
+            .map
+            .read(c.slot.offset as usize, c.payload_end as usize)
+        else {
+            return Err(self.unfrozen_error(k, &c));
+        };
+        let crc = crc32c::crc32c_append(crc, &payload);
         if crc != c.slot.crc {
             return Err(Error::corrupt(
                 &self.path,
@@ -716,11 +741,8 @@ impl LogFile {
         let s = &c.slot;
         let (data, context) = if let Some(cipher) = &self.cipher {
             // Sealed: opened (and so authenticated) on every read; the plaintext is a copy.
-            let sealed = self
-                .map
-                .bytes()
-                .get(c.data_end as usize..c.payload_end as usize)?;
-            let plain = Bytes::from(cipher.open(&entry_aad(s), sealed)?);
+            let sealed = self.map.read(c.data_end as usize, c.payload_end as usize)?;
+            let plain = Bytes::from(cipher.open(&entry_aad(s), &sealed)?);
             let split = (s.data_len as usize).min(plain.len());
             (plain.slice(..split), plain.slice(split..))
         } else {
@@ -750,6 +772,9 @@ impl LogFile {
 
     #[cold]
     fn unfrozen_error(&self, k: u32, c: &CheckedSlot) -> Error {
+        if let Some(e) = self.map.take_io_error() {
+            return Error::io("read", &self.path, e);
+        }
         Error::corrupt(
             &self.path,
             c.slot.offset,
@@ -794,9 +819,9 @@ impl LogFile {
             .max(PAYLOAD_START + heading.min(MAX_PROJECTED_PAYLOAD))
             .next_multiple_of(1 << 20);
         // Without room for the whole step, by what this save needs.
+        let map = self.map.writable(&self.path)?;
         let want = fsutil::allocate_preferring(&self.file, &self.path, want, need)?;
-        self.map
-            .grow(&self.file, &self.path, want as usize, ACTIVE_MAP_RESERVE)
+        map.grow(&self.file, &self.path, want as usize, ACTIVE_MAP_RESERVE)
     }
 
     /// Writes `entries` into slots starting at `first_slot`; their payloads go after the last
@@ -935,12 +960,12 @@ impl LogFile {
         end: u64,
         slots: &[u8],
     ) -> Result<()> {
+        let map = self.map.writable(&self.path)?;
         self.dirty = true;
-        self.map
-            .write(&self.file, self.payload_end as usize, payloads, &self.path)?;
+        map.write(&self.file, self.payload_end as usize, payloads, &self.path)?;
         self.payload_end = end;
-        self.map.freeze(end as usize);
-        self.map.write(
+        map.freeze(end as usize);
+        map.write(
             &self.file,
             first_slot as usize * SLOT_SIZE,
             &mut [IoSlice::new(slots)],
@@ -958,9 +983,10 @@ impl LogFile {
         if from >= to {
             return Ok(());
         }
+        let map = self.map.writable(&self.path)?;
         self.dirty = true;
         self.verified.fetch_min(from, Ordering::AcqRel);
-        self.map.zero(
+        map.zero(
             &self.file,
             from as usize * SLOT_SIZE,
             (to - from) as usize * SLOT_SIZE,
@@ -985,13 +1011,13 @@ impl LogFile {
         };
         let mut b = [0u8; SLOT_SIZE];
         s.encode_fields(&mut b);
-        let crc = crc32c::crc32c_append(
-            crc32c::crc32c(&b[..SLOT_CRC]),
-            &self.map.bytes()[s.offset as usize..c.payload_end as usize],
-        );
+        let Some(payload) = self.map.read(s.offset as usize, c.payload_end as usize) else {
+            return Err(self.unfrozen_error(k, &c));
+        };
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..SLOT_CRC]), &payload);
         b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
         self.dirty = true;
-        self.map.write(
+        self.map.writable(&self.path)?.write(
             &self.file,
             k as usize * SLOT_SIZE,
             &mut [IoSlice::new(&b)],

@@ -1,16 +1,23 @@
-//! A shared read-write memory map of one file, and the immutable `Bytes` views it hands out.
+//! How the bytes of a log file are read: a shared read-only memory map and the immutable
+//! `Bytes` views it hands out (the engine, which holds the directory lock), or copies made with
+//! `pread` (the read-only tools, which run beside a live node and so never map).
 //!
 //! Owns: every `unsafe` line of the engine's data path (the views of the map), all writes to a
 //! mapped file, and the rule that makes zero-copy reads sound: bytes below the *frozen* mark of
 //! the payload area never change once handed out. Writes below `PAYLOAD_START` (slots, header)
 //! are never handed out; writes at or above it must land at or past the frozen mark. The map is
-//! only read: writes go through `pwritev` into the same page cache. Must never: write to a frozen
-//! range, hand out a range that is not frozen, or touch bytes past the end of the file.
+//! only read (it is mapped read-only): writes go through `pwritev` into the same page cache.
+//! Must never: write to a frozen range, hand out a range that is not frozen, touch bytes past
+//! the end of the file, or map a file from a process that does not hold the directory's lock.
 
+use std::borrow::Cow;
 use std::fs::File;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw};
@@ -27,10 +34,15 @@ struct MapOwner {
 impl AsRef<[u8]> for MapOwner {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: `[0, len)` lies inside the live mapping owned by the Arc (which outlives the
-        // returned slice, borrowed from `self`) and inside the file, which never shrinks, so every
-        // byte is dereferenceable. Every handed-out `Bytes` derefs only to a sub-range below the
-        // frozen mark, which no write touches again; `FileMap::bytes` derefs the whole view only
-        // under `&FileMap`, which excludes the writer (`&mut FileMap`).
+        // returned slice, borrowed from `self`) and inside the file, which no process shrinks
+        // (raftwal never truncates a log file), so every byte is dereferenceable. The bytes do
+        // not change while the slice is borrowed: only the process holding the directory's
+        // lock maps or writes a log file (another `DiskStorage` is refused the lock; the
+        // read-only tools copy with `pread` and never write), and in it every handed-out
+        // `Bytes` derefs only to a sub-range below the frozen mark, which no write touches
+        // again, while `FileMap::bytes` derefs the whole view only under `&FileMap`, which
+        // excludes the writer (`&mut FileMap`). A file is reused (the spare) only once no
+        // view of any of its mappings is left (`MapWatch`).
         unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.len) }
     }
 }
@@ -74,13 +86,10 @@ impl FileMap {
     ) -> Result<FileMap> {
         let mut opts = MmapOptions::new();
         opts.len(len.max(reserve));
-        // A file opened read-only (inspection tools) gets a read-only map; writes to such a
-        // file fail in `write` (EBADF) and never reach the map.
-        let raw = match opts.map_raw(file) {
-            Err(e) if e.raw_os_error() == Some(libc_eacces()) => opts.map_raw_read_only(file),
-            other => other,
-        }
-        .map_err(|e| Error::io("mmap", path, e))?;
+        // Read-only: nothing is ever written through the map.
+        let raw = opts
+            .map_raw_read_only(file)
+            .map_err(|e| Error::io("mmap", path, e))?;
         let raw = Arc::new(raw);
         let view = Bytes::from_owner(MapOwner {
             map: raw.clone(),
@@ -241,7 +250,197 @@ impl FileMap {
     }
 }
 
-/// EACCES: what mmap says when asked for a writable shared map of a read-only file.
-fn libc_eacces() -> i32 {
-    rustix::io::Errno::ACCESS.raw_os_error()
+/// A log file read by copying (`pread`), never mapped: what the read-only tools use. The node
+/// that owns the directory may rewrite bytes while they run (cut slots, a spare file reused),
+/// and a copy is only ever a snapshot of them, never a view that changes under its reader.
+pub(crate) struct FileCopy {
+    file: File,
+    /// The file's length when it was opened.
+    len: usize,
+    /// `[0, head.len())` of the file (the slot area and header), copied at open.
+    head: Box<[u8]>,
+    /// The first I/O error a read met: reads only say "no", the error that reports the failed
+    /// read takes it from here.
+    io_error: Mutex<Option<io::Error>>,
+}
+
+impl FileCopy {
+    /// Copies the first `head_len` bytes of `file` (of length `len`, at least `head_len`).
+    pub(crate) fn new(file: File, path: &Path, len: usize, head_len: usize) -> Result<FileCopy> {
+        let mut head = vec![0u8; head_len.min(len)].into_boxed_slice();
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io("read", path, e))?;
+        Ok(FileCopy {
+            file,
+            len,
+            head,
+            io_error: Mutex::new(None),
+        })
+    }
+
+    /// A copy of `[start, end)`, or `None` if it is not inside the file or cannot be read.
+    fn copy(&self, start: usize, end: usize) -> Option<Vec<u8>> {
+        if start > end || end > self.len {
+            return None;
+        }
+        let mut buf = vec![0u8; end - start];
+        match self.file.read_exact_at(&mut buf, start as u64) {
+            Ok(()) => Some(buf),
+            Err(e) => {
+                self.io_error.lock().get_or_insert(e);
+                None
+            }
+        }
+    }
+}
+
+/// The bytes of one log file: mapped (the engine) or copied (the read-only tools).
+pub(crate) enum FileView {
+    Mapped(FileMap),
+    Copied(FileCopy),
+}
+
+impl FileView {
+    /// The file's length.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            FileView::Mapped(m) => m.len(),
+            FileView::Copied(c) => c.len,
+        }
+    }
+
+    /// The file's first bytes, up to its payload area (slots and header).
+    #[inline]
+    pub(crate) fn head(&self) -> &[u8] {
+        match self {
+            FileView::Mapped(m) => m.bytes(),
+            FileView::Copied(c) => &c.head,
+        }
+    }
+
+    /// `[start, end)` of the file, to read (checksums, lengths), or `None` if it is not inside
+    /// the file (or, copied, cannot be read: see [`FileView::take_io_error`]).
+    #[inline]
+    pub(crate) fn read(&self, start: usize, end: usize) -> Option<Cow<'_, [u8]>> {
+        match self {
+            FileView::Mapped(m) => m.bytes().get(start..end).map(Cow::Borrowed),
+            FileView::Copied(c) => c.copy(start, end).map(Cow::Owned),
+        }
+    }
+
+    /// Payload bytes `[start, end)` to hand out: a zero-copy view of the frozen part of the map,
+    /// or a copy.
+    #[inline]
+    pub(crate) fn payload(&self, start: usize, end: usize) -> Option<Bytes> {
+        match self {
+            FileView::Mapped(m) => m.payload(start, end),
+            FileView::Copied(c) => c.copy(start, end).map(Bytes::from),
+        }
+    }
+
+    /// The I/O error a copying read met, if any (taken: the next call says `None`).
+    pub(crate) fn take_io_error(&self) -> Option<io::Error> {
+        match self {
+            FileView::Mapped(_) => None,
+            FileView::Copied(c) => c.io_error.lock().take(),
+        }
+    }
+
+    /// Where the frozen part of the payload area ends (a copy is all frozen).
+    pub(crate) fn frozen(&self) -> usize {
+        match self {
+            FileView::Mapped(m) => m.frozen(),
+            FileView::Copied(c) => c.len,
+        }
+    }
+
+    /// The map, to write through its checks, or an error for a file the tools opened.
+    pub(crate) fn writable(&mut self, path: &Path) -> Result<&mut FileMap> {
+        match self {
+            FileView::Mapped(m) => Ok(m),
+            FileView::Copied(_) => Err(Error::io(
+                "write",
+                path,
+                io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only"),
+            )),
+        }
+    }
+
+    /// See [`FileMap::set_frozen`]; nothing to do for a copy.
+    pub(crate) fn set_frozen(&mut self, end: usize) {
+        if let FileView::Mapped(m) = self {
+            m.set_frozen(end);
+        }
+    }
+
+    /// See [`FileMap::watch`]; a copy is watched by nothing.
+    pub(crate) fn watch(&self) -> MapWatch {
+        match self {
+            FileView::Mapped(m) => m.watch(),
+            FileView::Copied(_) => MapWatch(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAYLOAD_START: usize = 1 << 20;
+
+    /// Growth past the reserved address space maps the file anew. Views of the old mapping
+    /// stay valid and unchanged, and the map's watch still sees them (the file must not be
+    /// reused while they live); once they are dropped, nothing is watched.
+    #[test]
+    fn growth_past_the_reserve_remaps_and_old_views_stay_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let len = PAYLOAD_START + (64 << 10);
+        file.set_len(len as u64).unwrap();
+        // No address space reserved past the file: the next growth must remap.
+        let mut map = FileMap::new(&file, &path, len, len, PAYLOAD_START).unwrap();
+        map.write(
+            &file,
+            PAYLOAD_START,
+            &mut [IoSlice::new(&[0xA5; 100])],
+            &path,
+        )
+        .unwrap();
+        map.freeze(PAYLOAD_START + 100);
+        let old = map.payload(PAYLOAD_START, PAYLOAD_START + 100).unwrap();
+        let first_mapping = Arc::downgrade(&map.raw);
+
+        let grown = 4 * len;
+        file.set_len(grown as u64).unwrap();
+        map.grow(&file, &path, grown, grown).unwrap();
+        assert_eq!(map.len(), grown);
+        assert!(
+            !Weak::ptr_eq(&first_mapping, &Arc::downgrade(&map.raw)),
+            "growth past the reserve did not map the file anew"
+        );
+        // Bytes written after the remap land past the frozen mark; the old view is unchanged.
+        let at = PAYLOAD_START + 100;
+        map.write(&file, at, &mut [IoSlice::new(&[0x5A; 100])], &path)
+            .unwrap();
+        map.freeze(at + 100);
+        assert_eq!(&old[..], &[0xA5; 100][..]);
+        assert_eq!(&map.payload(at, at + 100).unwrap()[..], &[0x5A; 100][..]);
+        assert!(map
+            .write(&file, PAYLOAD_START, &mut [IoSlice::new(&[1])], &path)
+            .is_err());
+
+        let watch = map.watch();
+        drop(map);
+        assert!(watch.in_use(), "a view of the retired mapping is alive");
+        assert_eq!(&old[..], &[0xA5; 100][..], "the view outlives the map");
+        drop(old);
+        assert!(!watch.in_use(), "nothing holds a mapping any more");
+    }
 }

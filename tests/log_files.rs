@@ -1150,12 +1150,43 @@ const _: () = {
 
 #[test]
 fn disk_storage_is_shared_between_threads() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const N: u64 = 200;
     let dir = tempfile::tempdir().unwrap();
     let s = Arc::new(DiskStorage::open_with(dir.path(), fast()).unwrap());
+    // Readers read whatever the log holds while the writer appends; the writer waits for two
+    // more reads before each save, so reads and writes interleave whatever the scheduling.
+    let reads = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, reads, done) = (Arc::clone(&s), Arc::clone(&reads), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut while_writing = 0u64;
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let last = s.last_index().unwrap();
+                    if last > 0 {
+                        check_range(&s, 1, last, |_| 1, "reader thread");
+                        assert_eq!(s.term(last), Ok(1), "reader thread: term({last})");
+                    }
+                    reads.fetch_add(1, Ordering::AcqRel);
+                    if finished {
+                        return while_writing;
+                    }
+                    while_writing += 1;
+                }
+            })
+        })
+        .collect();
     let writer = {
-        let s = Arc::clone(&s);
+        let (s, reads) = (Arc::clone(&s), Arc::clone(&reads));
         std::thread::spawn(move || {
-            for i in 1..=200u64 {
+            for i in 1..=N {
+                let want = 2 * i;
+                while reads.load(Ordering::Acquire) < want {
+                    std::thread::yield_now();
+                }
                 s.save(
                     &HardState::default(),
                     &[gen_entry(i, 1)],
@@ -1166,15 +1197,13 @@ fn disk_storage_is_shared_between_threads() {
         })
     };
     writer.join().unwrap();
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let s = Arc::clone(&s);
-            std::thread::spawn(move || check_range(&s, 1, 200, |_| 1, "reader thread"))
-        })
-        .collect();
-    for t in readers {
-        t.join().unwrap();
-    }
+    done.store(true, Ordering::Release);
+    let overlapping: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(
+        overlapping >= 2 * N,
+        "only {overlapping} reads ran while the writer wrote"
+    );
+    check_range(&s, 1, N, |_| 1, "after the writer");
     let s = Arc::try_unwrap(s).ok().expect("no other owners left");
     s.close().unwrap();
 }
