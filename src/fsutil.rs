@@ -1,8 +1,8 @@
 //! Small filesystem helpers shared by the modules that own files.
 //!
-//! Owns: directory fsync, file creation by temp-name + rename, and [`NewFile`]: a new file that
-//! is written under a temporary name and never replaces an existing one. Must never: decide what
-//! a file means.
+//! Owns: the directory lock, directory fsync, file creation by temp-name + rename, and
+//! [`NewFile`]: a new file that is written under a temporary name and never replaces an existing
+//! one. Must never: decide what a file means.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -10,6 +10,33 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// Name of the lock file in a WAL directory.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+/// Takes the exclusive lock of the WAL directory `dir` (which must exist), creating its lock
+/// file if needed. Held until the returned file is dropped. `Error::Locked` if another holder
+/// (in this or another process) has it.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    use fs2::FileExt;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| Error::io("open", &lock_path, e))?;
+    if let Err(e) = lock.try_lock_exclusive() {
+        if e.kind() == fs2::lock_contended_error().kind() {
+            return Err(Error::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
+        return Err(Error::io("lock", &lock_path, e));
+    }
+    Ok(lock)
+}
 
 /// Makes the directory's entries (creates, renames, removes) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {

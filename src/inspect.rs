@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::log_file::{self, LogFile, SLOTS_PER_FILE};
-use crate::meta::{self, META_FORMAT_VERSION};
+use crate::meta::{self, Copies, OtherCopy, META_FILE, META_FORMAT_VERSION};
 use crate::options::RecoveryMode;
 use crate::proto::{ConfStateRecord, MetaRecord};
 use crate::recovery;
@@ -114,10 +114,51 @@ pub struct Summary {
     pub first_index: u64,
     pub last_index: u64,
     pub files: Vec<LogFileInfo>,
-    /// Damage that ends the last file early (open would cut it there by default).
+    /// Damage that ends the log early (open would cut it there by default).
     pub tail_damage: Option<String>,
+    /// Why a default-mode open of the directory would fail (e.g. damage at or below the
+    /// durable commit index, which cannot be cut), or `None` when it would succeed.
+    pub open_error: Option<String>,
+    /// Which copy of the meta state is in use, and what the other one holds.
+    pub meta_copies: MetaCopiesInfo,
     /// Files in the directory that open would remove (obsolete, empty tail, leftovers).
     pub leftover_files: Vec<PathBuf>,
+}
+
+/// The two copies of the meta state in `wal.meta`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MetaCopiesInfo {
+    /// The copy holding the state in use: 1 or 2 (by position in the file).
+    pub in_use: u8,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// The other copy: `"older"`, `"never written"` or `"damaged"`.
+    pub other: String,
+    /// The other copy's sequence number, when it is valid.
+    pub other_sequence: Option<u64>,
+    /// What is wrong with the other copy, when it is damaged.
+    pub other_damage: Option<String>,
+}
+
+impl From<&Copies> for MetaCopiesInfo {
+    fn from(c: &Copies) -> Self {
+        let (other, other_sequence, other_damage) = match &c.other {
+            OtherCopy::Older { seq } => ("older", Some(*seq), None),
+            OtherCopy::Blank => ("never written", None, None),
+            OtherCopy::Damaged { offset, reason } => (
+                "damaged",
+                None,
+                Some(format!("at offset {offset}: {reason}")),
+            ),
+        };
+        MetaCopiesInfo {
+            in_use: c.current as u8 + 1,
+            sequence: c.seq,
+            other: other.to_string(),
+            other_sequence,
+            other_damage,
+        }
+    }
 }
 
 /// What [`Inspector::verify`] checked.
@@ -136,6 +177,11 @@ pub struct Inspector {
     meta: MetaRecord,
     files: Vec<LogFile>,
     last: u64,
+    /// Damage that ends the log early; and that a default-mode open refuses.
+    tail_damage: Option<Error>,
+    committed_damage: Option<Error>,
+    /// Damage in the meta copy not in use.
+    meta_damage: Option<Error>,
     summary: Summary,
 }
 
@@ -150,14 +196,17 @@ impl Inspector {
         let dir = dir.as_ref().to_path_buf();
         let cipher = key.as_ref().map(Cipher::new);
         let listing = recovery::list_dir(&dir)?;
-        let meta = meta::read_only(&dir, cipher.as_ref())?;
+        let (meta, copies) = meta::read_only(&dir, cipher.as_ref())?;
+        let meta_damage = copies.damage(&dir.join(META_FILE));
         recovery::check_meta_bounds(&dir, &meta)?;
         let scan = recovery::Scan {
             mode: RecoveryMode::TolerateTailCorruption,
             read_only: true,
             whole_log: false,
         };
-        let plan = recovery::plan_log(&dir, &meta, listing.ids, scan, cipher.as_ref())?;
+        let plan = recovery::plan_log(&dir, &meta, listing.ids, scan, cipher.as_ref())
+            .map_err(|e| copies.explain(e))?;
+        let committed_damage = plan.committed_damage.map(|e| copies.explain(e));
         let files: Vec<LogFile> = plan.files.into_iter().collect();
         let snap = meta.snapshot.as_ref().filter(|s| s.index > 0);
         let snap_index = snap.map_or(0, |s| s.index);
@@ -217,6 +266,8 @@ impl Inspector {
             last_index: last.max(snap_index),
             files: file_infos,
             tail_damage: plan.tail_damage.as_ref().map(Error::to_string),
+            open_error: committed_damage.as_ref().map(Error::to_string),
+            meta_copies: MetaCopiesInfo::from(&copies),
             leftover_files: listing.leftovers.into_iter().chain(plan.remove).collect(),
         };
         Ok(Inspector {
@@ -225,6 +276,9 @@ impl Inspector {
             meta,
             files,
             last,
+            tail_damage: plan.tail_damage,
+            committed_damage,
+            meta_damage,
             summary,
         })
     }
@@ -243,10 +297,12 @@ impl Inspector {
             .unwrap_or_default()
     }
 
-    /// Checks every checksum: every slot and payload of every file up to the end of the log, and
-    /// the snapshot file to its last byte. `progress` is told how many bytes were checked as it
-    /// goes. The first damage is the error, naming the file and offset; damage that ends the tail
-    /// counts (open would cut the log there).
+    /// Checks every checksum: every slot and payload of every file up to the end of the log
+    /// (entries at or below the snapshot index included), the snapshot file to its last byte,
+    /// and both copies of the meta state. `progress` is told how many bytes were checked as it
+    /// goes. The first damage is the error, naming the file and offset; damage that ends the
+    /// log counts (open would cut the log there, or refuse it), and so does a damaged copy of
+    /// the meta state that open does not use.
     pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         for (f, info) in self.files.iter().zip(&self.summary.files) {
@@ -259,14 +315,8 @@ impl Inspector {
             }
             report.files_checked += 1;
         }
-        if let Some(damage) = self.summary.tail_damage.as_ref() {
-            return Err(Error::corrupt(
-                self.files
-                    .last()
-                    .map_or_else(|| self.dir.clone(), |f| f.path().to_path_buf()),
-                0,
-                damage.clone(),
-            ));
+        if let Some(damage) = self.committed_damage.as_ref().or(self.tail_damage.as_ref()) {
+            return Err(same_damage(damage));
         }
         if let Some(s) = self.meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
             let mut reader = SnapshotReader::open(&self.dir, s, self.cipher.as_ref())?;
@@ -280,6 +330,9 @@ impl Inspector {
                 report.snapshot_bytes_checked += n as u64;
                 progress(n as u64);
             }
+        }
+        if let Some(damage) = self.meta_damage.as_ref() {
+            return Err(same_damage(damage));
         }
         Ok(report)
     }
@@ -358,5 +411,22 @@ impl Inspector {
                 path: self.dir.clone(),
             }),
         }
+    }
+}
+
+/// The damage `e` describes, as a new error of the same kind (errors are not `Clone`: an I/O
+/// error cannot be copied, but damage is only ever `Corrupt` or `MissingFile`).
+fn same_damage(e: &Error) -> Error {
+    match e {
+        Error::Corrupt {
+            path,
+            offset,
+            reason,
+        } => Error::corrupt(path, *offset, reason.clone()),
+        Error::MissingFile { path, reason } => Error::MissingFile {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        other => Error::InvalidArgument(other.to_string()),
     }
 }

@@ -40,6 +40,7 @@ mod meta;
 mod options;
 mod proto;
 mod recovery;
+pub mod repair;
 mod snap;
 mod storage;
 mod wal;

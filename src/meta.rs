@@ -61,15 +61,87 @@ pub enum MetaInfo {
     SnapshotTerm,
 }
 
+/// The copy of the meta state that open did not use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OtherCopy {
+    /// Valid, holding an older state (this sequence number).
+    Older { seq: u64 },
+    /// All zero: never written (a new `wal.meta` holds one copy).
+    Blank,
+    /// Written but invalid (`reason`, at `offset` in the file): a damaged copy, or an update
+    /// torn by a crash before it was acknowledged (the two look the same on disk).
+    Damaged { offset: u64, reason: String },
+}
+
+/// Which copy of the meta state is in use, and what the other one holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Copies {
+    /// Region (0 or 1) holding the state in use.
+    pub current: usize,
+    /// Its sequence number.
+    pub seq: u64,
+    pub other: OtherCopy,
+}
+
+impl Copies {
+    /// `e`, an error about the log found with the state of this copy, with a note when the
+    /// other copy is damaged: the state in use may be older than the log files, which is then
+    /// what is really wrong.
+    pub(crate) fn explain(&self, e: Error) -> Error {
+        let OtherCopy::Damaged { .. } = &self.other else {
+            return e;
+        };
+        let note = format!(
+            " (wal.meta's copy {} is damaged, so this is the state of copy {}, sequence {}, which may be older than the log files)",
+            2 - self.current,
+            self.current + 1,
+            self.seq
+        );
+        match e {
+            Error::Corrupt {
+                path,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                path,
+                offset,
+                reason: reason + &note,
+            },
+            Error::MissingFile { path, reason } => Error::MissingFile {
+                path,
+                reason: reason + &note,
+            },
+            other => other,
+        }
+    }
+
+    /// The damage in the other copy, as an error naming `wal.meta` at `path` and the copy.
+    pub(crate) fn damage(&self, path: &Path) -> Option<Error> {
+        let OtherCopy::Damaged { offset, reason } = &self.other else {
+            return None;
+        };
+        Some(Error::corrupt(
+            path,
+            *offset,
+            format!(
+                "copy {} of the meta state is damaged ({reason}); the state in use is copy {} (sequence {}). A crash that tore an update never acknowledged looks the same, but if copy {} held the newest state, that state is lost",
+                2 - self.current,
+                self.current + 1,
+                self.seq,
+                2 - self.current
+            ),
+        ))
+    }
+}
+
 /// The mapped `wal.meta` file.
 pub(crate) struct MetaFile {
     dir: PathBuf,
     path: PathBuf,
     file: File,
     map: MmapMut,
-    /// Region (0 or 1) holding the newest state.
-    current: usize,
-    seq: u64,
+    /// Which copy holds the newest state, and what the other holds.
+    copies: Copies,
     dirty: bool,
     /// Seals the record when the store is encrypted.
     cipher: Option<Cipher>,
@@ -78,6 +150,15 @@ pub(crate) struct MetaFile {
 impl MetaFile {
     fn region_size(&self) -> usize {
         self.map.len() / 2
+    }
+
+    /// Which copy is in use, and what the other one holds (as found at open, then as written).
+    pub(crate) fn copies(&self) -> &Copies {
+        &self.copies
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Creates `wal.meta` holding `record` (durably: temporary file, fsync, rename, dir fsync).
@@ -116,15 +197,14 @@ impl MetaFile {
         // SAFETY: the file is ours (the directory lock is held), opened read-write, and never
         // resized while mapped: growth writes a new file and renames it over, then remaps.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap", &path, e))?;
-        let (current, seq, record) = newest_copy(&path, &map, cipher)?;
+        let (copies, record) = newest_copy(&path, &map, cipher)?;
         Ok((
             MetaFile {
                 dir: dir.to_path_buf(),
                 path,
                 file,
                 map,
-                current,
-                seq,
+                copies,
                 dirty: false,
                 cipher: cipher.cloned(),
             },
@@ -136,7 +216,7 @@ impl MetaFile {
     /// after [`MetaFile::flush`]). A record too large for a region rewrites the file larger,
     /// durably.
     pub(crate) fn store(&mut self, record: &MetaRecord) -> Result<()> {
-        let seq = self.seq + 1;
+        let seq = self.copies.seq + 1;
         let body = record_body(record, seq, self.cipher.as_ref());
         let region = self.region_size();
         if R_RECORD + body.len() > region {
@@ -148,15 +228,20 @@ impl MetaFile {
             *self = grown;
             return Ok(());
         }
-        let next = 1 - self.current;
+        let next = 1 - self.copies.current;
         encode_region(
             &mut self.map[next * region..(next + 1) * region],
             seq,
             &body,
             self.cipher.is_some(),
         );
-        self.current = next;
-        self.seq = seq;
+        self.copies = Copies {
+            current: next,
+            seq,
+            other: OtherCopy::Older {
+                seq: self.copies.seq,
+            },
+        };
         self.dirty = true;
         Ok(())
     }
@@ -181,12 +266,14 @@ impl MetaFile {
     }
 }
 
-/// Reads the newest valid state of `dir`'s `wal.meta` without mapping or changing anything.
-pub(crate) fn read_only(dir: &Path, cipher: Option<&Cipher>) -> Result<MetaRecord> {
+/// Reads the newest valid state of `dir`'s `wal.meta` without mapping or changing anything,
+/// and which copy holds it.
+pub(crate) fn read_only(dir: &Path, cipher: Option<&Cipher>) -> Result<(MetaRecord, Copies)> {
     let path = dir.join(META_FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
     check_len(&path, bytes.len() as u64)?;
-    Ok(newest_copy(&path, &bytes, cipher)?.2)
+    let (copies, record) = newest_copy(&path, &bytes, cipher)?;
+    Ok((record, copies))
 }
 
 fn check_len(path: &Path, len: u64) -> Result<()> {
@@ -203,12 +290,8 @@ fn check_len(path: &Path, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// Picks the newest valid copy: (region, sequence, record).
-fn newest_copy(
-    path: &Path,
-    bytes: &[u8],
-    cipher: Option<&Cipher>,
-) -> Result<(usize, u64, MetaRecord)> {
+/// Picks the newest valid copy, and says what the other one holds.
+fn newest_copy(path: &Path, bytes: &[u8], cipher: Option<&Cipher>) -> Result<(Copies, MetaRecord)> {
     let region = bytes.len() / 2;
     let a = decode_region(path, &bytes[..region], 0, cipher);
     let b = decode_region(path, &bytes[region..], region as u64, cipher);
@@ -237,10 +320,31 @@ fn newest_copy(
             _ => {}
         }
     }
+    let other_of = |r: std::result::Result<&(u64, MetaRecord), &Error>, at: usize| match r {
+        Ok((seq, _)) => OtherCopy::Older { seq: *seq },
+        Err(_) if bytes[at..at + region].iter().all(|&b| b == 0) => OtherCopy::Blank,
+        Err(Error::Corrupt { offset, reason, .. }) => OtherCopy::Damaged {
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        Err(e) => OtherCopy::Damaged {
+            offset: at as u64,
+            reason: e.to_string(),
+        },
+    };
+    let pick = |current: usize, seq: u64, other: OtherCopy| Copies {
+        current,
+        seq,
+        other,
+    };
     match (a, b) {
-        (Ok((sa, ra)), Ok((sb, rb))) => Ok(if sa >= sb { (0, sa, ra) } else { (1, sb, rb) }),
-        (Ok((sa, ra)), Err(_)) => Ok((0, sa, ra)),
-        (Err(_), Ok((sb, rb))) => Ok((1, sb, rb)),
+        (Ok((sa, ra)), Ok((sb, rb))) => Ok(if sa >= sb {
+            (pick(0, sa, OtherCopy::Older { seq: sb }), ra)
+        } else {
+            (pick(1, sb, OtherCopy::Older { seq: sa }), rb)
+        }),
+        (Ok((sa, ra)), b @ Err(_)) => Ok((pick(0, sa, other_of(b.as_ref(), region)), ra)),
+        (a @ Err(_), Ok((sb, rb))) => Ok((pick(1, sb, other_of(a.as_ref(), 0)), rb)),
         (Err(_), Err(_)) => Err(Error::corrupt(
             path,
             0,
@@ -386,7 +490,7 @@ mod tests {
         let mut m = MetaFile::create(dir.path(), &record(1), None).unwrap();
         m.store(&record(2)).unwrap();
         m.flush().unwrap();
-        let newest = m.current * m.region_size();
+        let newest = m.copies.current * m.region_size();
         drop(m);
         let path = dir.path().join(META_FILE);
         let mut bytes = std::fs::read(&path).unwrap();

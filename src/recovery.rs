@@ -66,14 +66,23 @@ pub(crate) fn recover(
     };
 
     check_meta_bounds(dir, &meta)?;
+    // A damaged copy of the meta state may have held the newest state (a torn update looks the
+    // same): strict mode refuses it; the default falls back to the copy that is whole.
+    if mode == RecoveryMode::AbsoluteConsistency {
+        if let Some(e) = meta_file.copies().damage(meta_file.path()) {
+            return Err(e);
+        }
+    }
     let scan = Scan {
         mode,
         read_only: false,
         whole_log: false,
     };
-    let mut plan = plan_log(dir, &meta, listing.ids, scan, cipher)?;
+    let copies = meta_file.copies();
+    let mut plan =
+        plan_log(dir, &meta, listing.ids, scan, cipher).map_err(|e| copies.explain(e))?;
     if let Some(e) = plan.committed_damage.take() {
-        return Err(e);
+        return Err(copies.explain(e));
     }
     // The snapshot the meta page names must be whole: read and checked to its last byte
     // (streamed, so a snapshot of any size takes one buffer of memory).
@@ -98,6 +107,11 @@ pub(crate) fn recover(
         f.sync()?;
     }
     let mut meta_file = meta_file;
+    if meta_file.copies().damage(meta_file.path()).is_some() {
+        // Tolerated (strict mode refused it above): the damaged copy gets the state in use, so
+        // that the next update cannot leave the file with only the damaged copy and its own.
+        meta_file.store(&meta)?;
+    }
     meta_file.sync()?;
     let keep = meta
         .snapshot

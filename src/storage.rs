@@ -7,18 +7,18 @@
 //! that makes them obsolete is durable. Must never: write anything for a request it rejects,
 //! hold the lock after drop, or panic on any input.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use fs2::FileExt;
 use parking_lot::{Mutex, RwLock};
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage};
 
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::log_file::MAX_INDEX;
 use crate::meta::{MetaFile, MetaInfo};
 use crate::options::Options;
@@ -26,9 +26,6 @@ use crate::proto::{ConfStateRecord, HardStateRecord, MetaRecord, SnapshotRecord}
 use crate::recovery;
 use crate::snap::{self, SnapshotReader};
 use crate::wal::Wal;
-
-/// Name of the lock file in a WAL directory.
-const LOCK_FILE: &str = "LOCK";
 
 /// A Raft log, hard state and snapshot stored in one directory. Implements [`raft::Storage`].
 ///
@@ -105,20 +102,7 @@ impl DiskStorage {
     pub fn open_with<P: AsRef<Path>>(dir: P, opts: Options) -> Result<DiskStorage, Error> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
-        if let Err(e) = lock.try_lock_exclusive() {
-            if e.kind() == fs2::lock_contended_error().kind() {
-                return Err(Error::Locked { path: dir });
-            }
-            return Err(Error::io("lock", &lock_path, e));
-        }
+        let lock = fsutil::lock_dir(&dir)?;
         let cipher = opts.encryption_key.as_ref().map(Cipher::new);
         let mut r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
         r.wal

@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use protobuf::Message as _;
 use raft::prelude::*;
-use raft::Storage;
+use raft::{GetEntriesContext, Storage};
 use raftwal::endpoint::{serve_archive, PULL_MAGIC};
 use raftwal::{DiskStorage, MetaInfo, Options};
 use serde_json::Value;
@@ -290,23 +290,218 @@ fn inspect_reports_meta_snapshot_and_files() {
     assert!(files[1]["size_bytes"].as_u64().unwrap() > 1 << 20);
 }
 
+/// A copy of the shared directory whose stored commit index is `commit` (below the log's end).
+fn wal_copy_with_commit(tmp: &TempDir, commit: u64) -> PathBuf {
+    let dir = wal_copy(tmp);
+    let store = DiskStorage::open(&dir).unwrap();
+    let mut hs = store.initial_state().unwrap().hard_state;
+    hs.commit = commit;
+    store.save(&hs, &[], &Snapshot::default()).unwrap();
+    store.close().unwrap();
+    dir
+}
+
+/// Damage above the commit index is a tail: inspect reports it (exit 0: open would cut it),
+/// verify fails on it naming the file, and says so once.
 #[test]
 fn inspect_reports_a_damaged_tail_and_verify_fails_on_it() {
     let tmp = TempDir::new().unwrap();
-    let dir = wal_copy(&tmp);
+    let dir = wal_copy_with_commit(&tmp, 60_000);
     let tail = dir.join(inspect_json(&dir)["files"][1]["name"].as_str().unwrap());
     flip(&tail, payload_offset(&tail, 60_001, 64_000));
 
     let j = inspect_json(&dir);
     assert!(j["tail_damage"].as_str().unwrap().contains("64000"), "{j}");
     assert_eq!(j["last_index"], 63_999);
+    assert_eq!(j["open_error"], Value::Null);
     let text = ok(&["inspect", p(&dir)]);
     assert!(!text.contains("tail damage     none"), "{text}");
+    assert!(text.contains("open            ok"), "{text}");
     let err = fails(&["verify", p(&dir)], 1);
     assert!(
         err.contains(tail.file_name().unwrap().to_str().unwrap()),
         "{err}"
     );
+    // One message, not the damage wrapped in another "corrupt ... at offset 0".
+    assert_eq!(err.matches("corrupt ").count(), 1, "{err}");
+    assert!(!err.contains("at offset 0:"), "{err}");
+}
+
+/// Damage at a committed index (the shared directory commits everything): open would refuse
+/// it, so inspect prints its report, says that open will fail and why, and exits 1; verify
+/// fails naming the damaged file, offset and index.
+#[test]
+fn inspect_exits_1_when_open_will_fail_on_committed_damage() {
+    let tmp = TempDir::new().unwrap();
+    let dir = wal_copy(&tmp);
+    let tail = dir.join(inspect_json(&dir)["files"][1]["name"].as_str().unwrap());
+    let tail_name = tail.file_name().unwrap().to_str().unwrap().to_string();
+    flip(&tail, payload_offset(&tail, 60_001, 64_000));
+
+    let run = raftwal(&["inspect", p(&dir)]);
+    assert_eq!(
+        run.code, 1,
+        "stdout: {}
+stderr: {}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.contains("open            will fail"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("64000"), "{}", run.stdout);
+    assert!(
+        run.stderr.starts_with("raftwal: open will fail: "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&tail_name), "{}", run.stderr);
+    assert!(run.stderr.contains("commit index 65000"), "{}", run.stderr);
+    assert!(!run.stderr.contains("wal.meta"), "{}", run.stderr);
+    let run = raftwal(&["inspect", p(&dir), "--json"]);
+    assert_eq!(run.code, 1);
+    let j: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        j["open_error"].as_str().unwrap().contains("index 64000"),
+        "{j}"
+    );
+    let err = fails(&["verify", p(&dir)], 1);
+    assert!(err.contains(&tail_name), "{err}");
+    assert!(err.contains("index 64000"), "{err}");
+}
+
+/// `raftwal repair`: without `--accept-data-loss` it refuses (exit 1), says what it would drop
+/// and changes nothing; with it, the log is cut before the damage, the commit index lowered to
+/// match, and the directory opens in both recovery modes with every entry before the damage.
+/// Refused while a node holds the directory.
+#[test]
+fn repair_cuts_committed_damage_only_with_accept_data_loss() {
+    let tmp = TempDir::new().unwrap();
+    let dir = wal_copy(&tmp);
+    let tail = dir.join(inspect_json(&dir)["files"][1]["name"].as_str().unwrap());
+    flip(&tail, payload_offset(&tail, 60_001, 64_000));
+    assert!(
+        DiskStorage::open(&dir).is_err(),
+        "open refuses committed damage"
+    );
+
+    let before = tree_state(&dir);
+    let err = fails(&["repair", p(&dir)], 1);
+    assert!(err.contains("--accept-data-loss"), "{err}");
+    assert!(err.contains("after index 63999"), "{err}");
+    assert!(err.contains("from 65000 to 63999"), "{err}");
+    assert_eq!(
+        tree_state(&dir),
+        before,
+        "repair without the flag changed the directory"
+    );
+
+    let other = tmp.path().join("held");
+    copy_tree(&dir, &other);
+    let lock = fs::File::create(other.join("LOCK")).unwrap();
+    fs2::FileExt::lock_exclusive(&lock).unwrap();
+    let err = fails(&["repair", p(&other), "--accept-data-loss"], 2);
+    assert!(err.contains("locked"), "{err}");
+    drop(lock);
+
+    let text = ok(&["repair", p(&dir), "--accept-data-loss"]);
+    assert!(text.contains("repaired"), "{text}");
+    assert!(text.contains("lowered from 65000 to 63999"), "{text}");
+    for mode in [
+        raftwal::RecoveryMode::TolerateTailCorruption,
+        raftwal::RecoveryMode::AbsoluteConsistency,
+    ] {
+        let store = DiskStorage::open_with(
+            &dir,
+            Options {
+                recovery_mode: mode,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!(store.last_index().unwrap(), 63_999, "{mode:?}");
+        assert_eq!(store.initial_state().unwrap().hard_state.commit, 63_999);
+        let got = store
+            .entries(63_000, 64_000, None, GetEntriesContext::empty(false))
+            .unwrap();
+        let want: Vec<Entry> = (63_000..64_000).map(entry).collect();
+        assert_eq!(got, want, "{mode:?}");
+        store.close().unwrap();
+    }
+    ok(&["verify", p(&dir)]);
+    let again = ok(&["repair", p(&dir), "--accept-data-loss"]);
+    assert!(again.contains("nothing to repair"), "{again}");
+}
+
+/// After the snapshot removed `00001.wal`, the first live file deleted: every command names it.
+#[test]
+fn a_missing_first_live_file_is_named_by_every_command() {
+    let tmp = TempDir::new().unwrap();
+    let dir = wal_copy(&tmp);
+    let first = inspect_json(&dir)["files"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(first, "00002.wal");
+    fs::remove_file(dir.join(&first)).unwrap();
+    for cmd in ["inspect", "verify", "dump"] {
+        let err = fails(&[cmd, p(&dir)], 1);
+        assert!(
+            err.contains("missing") && err.contains(&first),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+/// The newest copy of the meta state damaged: open falls back to the older copy, so `verify`
+/// must say so (exit 1, naming wal.meta and the copy), and `inspect` shows which copy is used.
+#[test]
+fn verify_reports_a_damaged_meta_copy_and_inspect_shows_the_copy_in_use() {
+    let tmp = TempDir::new().unwrap();
+    // One more meta update, so that both copies hold the snapshot.
+    let dir = wal_copy_with_commit(&tmp, 64_000);
+    let j = inspect_json(&dir);
+    assert_eq!(j["meta_copies"]["other"], "older", "{j}");
+    let in_use = j["meta_copies"]["in_use"].as_u64().unwrap();
+    let text = ok(&["inspect", p(&dir)]);
+    assert!(
+        text.contains(&format!("meta copies     copy {in_use} in use")),
+        "{text}"
+    );
+    let meta = dir.join("wal.meta");
+    let region = fs::metadata(&meta).unwrap().len() / 2;
+    flip(&meta, (in_use - 1) * region + 40);
+
+    let err = fails(&["verify", p(&dir)], 1);
+    assert!(err.contains("wal.meta"), "{err}");
+    assert!(err.contains(&format!("copy {in_use}")), "{err}");
+    let j = inspect_json(&dir);
+    assert_eq!(j["meta_copies"]["in_use"], 3 - in_use, "{j}");
+    assert_eq!(j["meta_copies"]["other"], "damaged", "{j}");
+    let text = ok(&["inspect", p(&dir)]);
+    assert!(text.contains("DAMAGED"), "{text}");
+
+    // Where the older copy does not fit the files (it predates the snapshot that removed
+    // 00001.wal), the error says that open fell back to it.
+    let tmp = TempDir::new().unwrap();
+    let dir = wal_copy(&tmp);
+    let in_use = inspect_json(&dir)["meta_copies"]["in_use"]
+        .as_u64()
+        .unwrap();
+    flip(&meta_of(&dir), (in_use - 1) * region + 40);
+    let err = fails(&["inspect", p(&dir)], 1);
+    assert!(err.contains("00001.wal"), "{err}");
+    assert!(
+        err.contains(&format!("wal.meta's copy {in_use} is damaged")),
+        "{err}"
+    );
+    let e = DiskStorage::open(&dir).err().expect("open fails");
+    assert!(e.to_string().contains("wal.meta's copy"), "{e}");
+}
+
+fn meta_of(dir: &Path) -> PathBuf {
+    dir.join("wal.meta")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
-use raftwal::inspect::Summary;
+use raftwal::inspect::{MetaCopiesInfo, Summary};
 
-use crate::output::{self, CmdResult, Out};
+use crate::output::{self, CmdResult, Failure, Out};
 
 /// Show a WAL directory: meta page, snapshot, files, index ranges, sizes (read-only).
 #[derive(clap::Args)]
@@ -31,7 +31,12 @@ pub fn run(args: Args) -> CmdResult {
             out.line(line)?;
         }
     }
-    out.finish()
+    out.finish()?;
+    // The report is out; a directory that open refuses is damage (exit code 1).
+    match &summary.open_error {
+        Some(e) => Err(Failure::damage(format!("open will fail: {e}"))),
+        None => Ok(()),
+    }
 }
 
 /// The text report, line by line.
@@ -47,6 +52,7 @@ fn report(s: &Summary) -> Vec<String> {
             s.hard_state.term, s.hard_state.vote, s.hard_state.commit
         ),
         format!("conf state      {}", output::conf_state(&s.conf_state)),
+        format!("meta copies     {}", meta_copies(&s.meta_copies)),
     ];
     match &s.snapshot {
         None => lines.push("snapshot        none".to_string()),
@@ -100,6 +106,13 @@ fn report(s: &Summary) -> Vec<String> {
         "tail damage     {}",
         s.tail_damage.as_deref().unwrap_or("none")
     ));
+    lines.push(format!(
+        "open            {}",
+        match &s.open_error {
+            None => "ok (default recovery mode)".to_string(),
+            Some(e) => format!("will fail: {e}"),
+        }
+    ));
     if s.leftover_files.is_empty() {
         lines.push("leftover files  none".to_string());
     } else {
@@ -112,4 +125,19 @@ fn report(s: &Summary) -> Vec<String> {
         }
     }
     lines
+}
+
+/// Which copy of the meta state is in use, and what the other holds, on one line.
+fn meta_copies(m: &MetaCopiesInfo) -> String {
+    let other = match (&m.other_sequence, &m.other_damage) {
+        (Some(seq), _) => format!("older (sequence {seq})"),
+        (None, Some(damage)) => format!("DAMAGED {damage}"),
+        (None, None) => m.other.clone(),
+    };
+    format!(
+        "copy {} in use (sequence {}); copy {}: {other}",
+        m.in_use,
+        m.sequence,
+        3 - m.in_use
+    )
 }

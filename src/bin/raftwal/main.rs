@@ -10,6 +10,9 @@
 //! raftwal snapshot status FILE [--json]        an archive's index, term, membership, size, sha256
 //! raftwal snapshot verify FILE [--json]        every hash in an archive
 //! raftwal snapshot restore FILE NEW_DIR [--raft-id N] [--voters 1,2,3]
+//! raftwal repair DIR --accept-data-loss [--json]
+//!                                              cut the log at its first damage, lower the
+//!                                              commit index to match (drops committed entries)
 //! ```
 //!
 //! Exit codes: 0 success; 1 damage found (a checksum, a missing file, an invalid archive);
@@ -17,12 +20,14 @@
 //! refused target). Errors are one line on stderr, `raftwal: <message>`; results go to stdout.
 //!
 //! Owns: argument parsing and dispatch, and turning every outcome into an exit code. Must never:
-//! change a WAL directory from a read command (`inspect`, `verify`, `dump`, `snapshot status`,
+//! change a WAL directory but through `repair` (and only with `--accept-data-loss`), or from a
+//! read command (`inspect`, `verify`, `dump`, `snapshot status`,
 //! `snapshot verify` only read, through `raftwal::inspect` and `raftwal::archive`), or panic.
 
 mod dump;
 mod inspect;
 mod output;
+mod repair;
 mod snapshot;
 mod verify;
 
@@ -54,6 +59,7 @@ enum Command {
     Inspect(inspect::Args),
     Verify(verify::Args),
     Dump(dump::Args),
+    Repair(repair::Args),
     #[command(subcommand)]
     Snapshot(snapshot::Command),
 }
@@ -66,6 +72,7 @@ fn run(cli: Cli) -> CmdResult {
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Dump(a) => dump::run(a),
+        Command::Repair(a) => repair::run(a),
         Command::Snapshot(c) => snapshot::run(c),
     }
 }

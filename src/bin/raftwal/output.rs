@@ -42,6 +42,14 @@ impl Failure {
         }
     }
 
+    /// Damage found (exit code 1), described by `message`.
+    pub fn damage(message: impl Into<String>) -> Failure {
+        Failure {
+            message: Some(message.into()),
+            code: 1,
+        }
+    }
+
     /// Writing results to stdout failed. A closed pipe ends the command quietly.
     pub fn stdout(e: io::Error) -> Failure {
         if e.kind() == io::ErrorKind::BrokenPipe {

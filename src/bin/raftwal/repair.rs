@@ -1,0 +1,99 @@
+//! `raftwal repair DIR --accept-data-loss [--json]`: cuts the log at its first damage and lowers
+//! the stored commit index (and checkpoint) to the last entry left, for a directory that open
+//! refuses because the damage lies at or below the commit index. The node then catches up from
+//! its leader.
+//!
+//! Owns: the refusal without `--accept-data-loss` (exit code 1, nothing changed, the one-line
+//! message says what would be lost) and the report of what was done. Must never: change the
+//! directory without the flag, or while a node holds it (the library takes the lock).
+
+use std::path::PathBuf;
+
+use raftwal::repair::{self, RepairReport};
+
+use crate::output::{self, CmdResult, Failure, Out};
+
+/// Cut the log at its first damage and lower the commit index to match (loses data: needs
+/// --accept-data-loss; the node then catches up from its leader).
+#[derive(clap::Args)]
+pub struct Args {
+    /// The WAL directory (holding wal.meta)
+    dir: PathBuf,
+    /// Do it: drop every entry from the first damage on, committed ones included
+    #[arg(long)]
+    accept_data_loss: bool,
+    /// Print the report as JSON (raftwal::repair::RepairReport)
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> CmdResult {
+    if !args.dir.is_dir() {
+        return Err(Failure::usage(format!(
+            "{}: no such directory",
+            args.dir.display()
+        )));
+    }
+    let plan = repair::check(&args.dir, output::key())?;
+    if plan.needed && !args.accept_data_loss {
+        return Err(Failure::damage(format!(
+            "refusing to repair {} without --accept-data-loss: it would {}",
+            args.dir.display(),
+            what(&plan)
+        )));
+    }
+    let report = if plan.needed {
+        repair::repair(&args.dir, output::key())?
+    } else {
+        plan
+    };
+    let mut out = Out::new();
+    if args.json {
+        out.json_pretty(&report)?;
+    } else if report.done {
+        out.line(format!(
+            "repaired {}: {}",
+            args.dir.display(),
+            what(&report)
+        ))?;
+    } else {
+        out.line(format!(
+            "nothing to repair in {}: the log is whole up to index {} (commit index {})",
+            args.dir.display(),
+            report.last_index,
+            report.commit_before
+        ))?;
+    }
+    out.finish()
+}
+
+/// What a repair does (`r.done`) or would do, in one sentence.
+fn what(r: &RepairReport) -> String {
+    let (cut, lower, remove) = if r.done {
+        ("log cut", "lowered", "removed")
+    } else {
+        ("cut the log", "lower", "remove")
+    };
+    let mut s = format!("{cut} after index {}", r.last_index);
+    if let Some(d) = &r.damage {
+        s.push_str(&format!(" (first damage: {d})"));
+    }
+    if r.commit_after != r.commit_before {
+        s.push_str(&format!(
+            ", commit index {lower} from {} to {} ({} committed entries lost; the node catches up from its leader)",
+            r.commit_before,
+            r.commit_after,
+            r.committed_entries_lost()
+        ));
+    }
+    if r.checkpoint_after != r.checkpoint_before {
+        s.push_str(&format!(
+            ", checkpoint {lower} from {} to {}",
+            r.checkpoint_before, r.checkpoint_after
+        ));
+    }
+    if !r.removed_files.is_empty() {
+        s.push_str(&format!(", {remove} {} file(s)", r.removed_files.len()));
+    }
+    s
+}
