@@ -69,31 +69,37 @@ pub fn run(args: Args) -> CmdResult {
 
 /// What a repair does (`r.done`) or would do, in one sentence.
 fn what(r: &RepairReport) -> String {
-    let (cut, lower, remove) = if r.done {
-        ("log cut", "lowered", "removed")
-    } else {
-        ("cut the log", "lower", "remove")
+    let change = |what: &str, from: u64, to: u64| {
+        if r.done {
+            format!("{what} lowered from {from} to {to}")
+        } else {
+            format!("lower the {what} from {from} to {to}")
+        }
     };
-    let mut s = format!("{cut} after index {}", r.last_index);
+    let mut s = if r.done {
+        format!("log cut after index {}", r.last_index)
+    } else {
+        format!("cut the log after index {}", r.last_index)
+    };
     if let Some(d) = &r.damage {
         s.push_str(&format!(" (first damage: {d})"));
     }
     if r.commit_after != r.commit_before {
         s.push_str(&format!(
-            ", commit index {lower} from {} to {} ({} committed entries lost; the node catches up from its leader)",
-            r.commit_before,
-            r.commit_after,
+            ", {} ({} committed entries lost; the node catches up from its leader)",
+            change("commit index", r.commit_before, r.commit_after),
             r.committed_entries_lost()
         ));
     }
     if r.checkpoint_after != r.checkpoint_before {
         s.push_str(&format!(
-            ", checkpoint {lower} from {} to {}",
-            r.checkpoint_before, r.checkpoint_after
+            ", {}",
+            change("checkpoint", r.checkpoint_before, r.checkpoint_after)
         ));
     }
     if !r.removed_files.is_empty() {
-        s.push_str(&format!(", {remove} {} file(s)", r.removed_files.len()));
+        let verb = if r.done { "removed" } else { "remove" };
+        s.push_str(&format!(", {verb} {} file(s)", r.removed_files.len()));
     }
     s
 }
