@@ -48,6 +48,8 @@ const REGION: u64 = 1;
 /// size), so that it writes about as many bytes as the engines do.
 const RAW_HEADER: usize = 32;
 
+#[path = "common/multigroup.rs"]
+mod multigroup;
 #[path = "common/payload.rs"]
 mod payload;
 use payload::{batch, Rng};
@@ -110,6 +112,8 @@ struct Cfg {
     term_ops_engine: usize,
     open_entries: u64,
     open_rounds: usize,
+    /// Alternating runs of each multigroup workload.
+    multigroup_runs: usize,
 }
 
 impl Cfg {
@@ -131,6 +135,7 @@ impl Cfg {
                 term_ops_engine: 20_000,
                 open_entries: 200_000,
                 open_rounds: 5,
+                multigroup_runs: 2,
             }
         } else {
             Cfg {
@@ -149,6 +154,7 @@ impl Cfg {
                 term_ops_engine: 50_000,
                 open_entries: 1_000_000,
                 open_rounds: 9,
+                multigroup_runs: 5,
             }
         }
     }
@@ -163,6 +169,8 @@ enum C {
     Raw,
     RawPrealloc,
     Mem,
+    /// A `DiskStorage` per group (the multigroup workloads only).
+    PerGroup,
 }
 
 impl C {
@@ -174,6 +182,7 @@ impl C {
             C::Raw => "raw",
             C::RawPrealloc => "raw_prealloc",
             C::Mem => "MemStorage",
+            C::PerGroup => "disk_storage_per_group",
         }
     }
 }
@@ -456,6 +465,7 @@ fn run_append(c: C, w: &AppendLoad) -> Run {
             f.sync_data().expect("fdatasync");
             r
         }
+        C::PerGroup => unreachable!("the append workloads have one group"),
         C::Mem => {
             let store = MemStorage::new();
             let r = timed_calls(n, |i| store.wl().append(&w.batches[i]).expect("append"));
@@ -1025,6 +1035,14 @@ fn main() {
     // cargo passes `--bench`; `--quick` picks the small sizes, and any other argument not
     // starting with `-` keeps only the workloads whose names contain it (e.g. `synced_append`).
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--reopen") {
+        // The child process of the multigroup footprint measure.
+        let contender = &args[i + 1];
+        let root = std::path::PathBuf::from(&args[i + 2]);
+        let groups: u64 = args[i + 3].parse().expect("groups");
+        multigroup::reopen_child(contender, &root, groups);
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let filters: Vec<&str> = args
         .iter()
@@ -1097,6 +1115,49 @@ fn main() {
     if wanted("open_1M_256B") {
         ws.push(open_workload(&cfg));
     }
+    let mut footprint = Vec::new();
+    // (name, groups, rounds per run, descriptor soft limit)
+    let multigroups: [(&'static str, u64, u64, Option<u64>); 5] = [
+        ("multigroup_N1", 1, if cfg.quick { 400 } else { 2000 }, None),
+        (
+            "multigroup_N16",
+            16,
+            if cfg.quick { 100 } else { 500 },
+            None,
+        ),
+        (
+            "multigroup_N128",
+            128,
+            if cfg.quick { 40 } else { 200 },
+            None,
+        ),
+        (
+            "multigroup_N1024",
+            1024,
+            if cfg.quick { 10 } else { 50 },
+            None,
+        ),
+        (
+            "multigroup_N10000",
+            10_000,
+            if cfg.quick { 3 } else { 10 },
+            Some(1024),
+        ),
+    ];
+    for (name, groups, rounds, limit) in multigroups {
+        if wanted(name) {
+            let load = multigroup::Load::new(groups, rounds);
+            ws.push(multigroup::workload(
+                name,
+                &load,
+                cfg.multigroup_runs,
+                limit,
+            ));
+        }
+    }
+    if wanted("multigroup_footprint") || wanted("multigroup_N1024") {
+        footprint = multigroup::footprint(&multigroup::Load::new(1024, 50));
+    }
 
     let by = |name: &str| ws.iter().find(|w| w.name == name);
     let mut targets = Vec::new();
@@ -1127,6 +1188,31 @@ fn main() {
     if let Some(w5) = by("term_random") {
         targets.push(ratio_target(w5, "MemStorage", 1.0));
     }
+    for name in [
+        "multigroup_N16",
+        "multigroup_N128",
+        "multigroup_N1024",
+        "multigroup_N10000",
+    ] {
+        if let Some(w) = by(name) {
+            targets.push(ratio_target(w, "raft-engine", 1.0));
+            let (p_wal, p_eng) = (
+                w.row("raftwal").p99_us.expect("p99"),
+                w.row("raft-engine").p99_us.expect("p99"),
+            );
+            targets.push(Target {
+                workload: w.name,
+                what: "p99 per round <= raft-engine's".to_string(),
+                value: format!("{p_wal:.0} us vs {p_eng:.0} us"),
+                met: p_wal <= p_eng,
+            });
+        }
+    }
+    if let Some(w) = by("multigroup_N1") {
+        if w.rows.iter().any(|r| r.name == "disk_storage_per_group") {
+            targets.push(ratio_target(w, "disk_storage_per_group", 0.95));
+        }
+    }
     if let Some(w6) = by("open_1M_256B") {
         let (t_wal, t_eng) = (w6.row("raftwal").run_ms, w6.row("raft-engine").run_ms);
         targets.push(Target {
@@ -1152,6 +1238,13 @@ fn main() {
     );
     for w in &ws {
         print_workload(w);
+    }
+    if !footprint.is_empty() {
+        println!();
+        println!("== multigroup footprint: N = 1,024 after 50 rounds ==");
+        for l in &footprint {
+            println!("   {l}");
+        }
     }
 
     println!();

@@ -96,6 +96,32 @@ pub enum Error {
     /// The node at `addr` answered with an error of its own (e.g. it has no snapshot yet).
     #[error("{addr} refused the snapshot pull: {reason}")]
     Remote { addr: String, reason: String },
+
+    /// A part of an engine write failed: the group it was for, and why.
+    #[error("group {group_id}: {source}")]
+    Group {
+        group_id: u64,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// No group with this id in the engine.
+    #[error("no group {group_id} in the engine")]
+    UnknownGroup { group_id: u64 },
+
+    /// `create_group` of a group that exists.
+    #[error("group {group_id} exists")]
+    GroupExists { group_id: u64 },
+
+    /// The engine (or the group) was closed or removed: the handle no longer touches any file.
+    #[error("{what} is closed")]
+    Closed { what: String },
+
+    /// An engine write failed after its journal record was written (so the engine's memory may
+    /// no longer match its files): every later call fails until the engine is opened again,
+    /// which replays the journal.
+    #[error("the engine stopped after a failed write ({reason}); open it again")]
+    Poisoned { reason: String },
 }
 
 impl Error {
@@ -123,6 +149,10 @@ impl Error {
 impl From<Error> for raft::Error {
     fn from(e: Error) -> raft::Error {
         use raft::StorageError;
+        let e = match e {
+            Error::Group { source, .. } => *source,
+            other => other,
+        };
         let se = match e {
             Error::Compacted { .. } => StorageError::Compacted,
             Error::Unavailable { .. } => StorageError::Unavailable,

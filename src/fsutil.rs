@@ -209,9 +209,10 @@ pub(crate) fn remove_files<'a>(
     Ok(())
 }
 
-/// Reserves disk blocks for the first `len` bytes of `file` (extending it), so that writes through
-/// that range never need a block the filesystem cannot give: a full disk is an error here, before
-/// any byte of a save is written (as does a file-size limit).
+/// Extends `file` to `len` bytes, reserving disk blocks for the new bytes, so that writes
+/// through that range never need a block the filesystem cannot give: a full disk is an error
+/// here, before any byte of a save is written (as does a file-size limit). Bytes below the
+/// current length are left as they are (an engine group's sparse slot area stays sparse).
 pub(crate) fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
     let current = file
         .metadata()
@@ -220,11 +221,25 @@ pub(crate) fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
     if len <= current {
         return Ok(());
     }
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+    allocate_range(file, path, current, len - current)
+}
+
+/// Reserves disk blocks for `[offset, offset + len)` of `file` (extending it if that range
+/// ends past it); holes elsewhere stay holes.
+pub(crate) fn allocate_range(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len) {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::OPNOTSUPP => {
-            // Filesystems without fallocate: write zeroes over the new range, which allocates it.
-            write_zeroes(file, path, current, len)
+            // Filesystems without fallocate: write zeroes over the range, which allocates it
+            // (only where it is new: bytes inside the file may hold data).
+            let current = file
+                .metadata()
+                .map_err(|e| Error::io("stat", path, e))?
+                .len();
+            write_zeroes(file, path, offset.max(current), offset + len)
         }
         Err(e) => Err(Error::io("fallocate", path, e.into())),
     }

@@ -31,6 +31,7 @@
 pub mod archive;
 mod crypto;
 pub mod endpoint;
+mod engine;
 mod error;
 mod fsutil;
 pub mod inspect;
@@ -42,9 +43,11 @@ mod proto;
 mod recovery;
 pub mod repair;
 mod snap;
+mod state;
 mod storage;
 mod wal;
 
+pub use engine::{Engine, EngineOptions, GroupStorage, WriteBatch};
 pub use error::{Error, Result};
 pub use meta::MetaInfo;
 pub use options::{Options, RecoveryMode};

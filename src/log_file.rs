@@ -25,7 +25,7 @@ use raft::prelude::{Entry, EntryType};
 use crate::crypto::{self, Cipher};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::map::{FileCopy, FileMap, FileView};
+use crate::map::{FileCopy, FileMap, FileView, Sink};
 
 /// Largest index the engine accepts anywhere (2^62): far past any real log, and low enough that
 /// index arithmetic (a file's base plus its slots, a snapshot index plus one) cannot overflow
@@ -53,6 +53,16 @@ const MIN_SLOTS_TO_PROJECT: u64 = 1024;
 const PAGE: usize = 4096;
 /// Address space reserved for a file being appended to, so it grows without a new mapping.
 const ACTIVE_MAP_RESERVE: usize = 1 << 30;
+/// Address space reserved for each file of an engine group (thousands of groups share one
+/// process's address space and map count).
+const ENGINE_MAP_RESERVE: usize = 64 << 20;
+/// Payload space a new file of an engine group starts with: a group's disk use grows with its
+/// data, from a few pages.
+const ENGINE_INITIAL_RESERVE: u64 = 16 << 10;
+/// Largest growth step of an engine group file's payload area.
+const ENGINE_MAX_GROWTH: u64 = 4 << 20;
+/// Slot pages of an engine group file are allocated this many bytes at a time (512 slots).
+const ENGINE_SLOT_CHUNK: u64 = 16 << 10;
 
 // Slot fields: each offset is the previous one plus the previous field's size.
 const SLOT_TERM: usize = 0;
@@ -128,6 +138,40 @@ pub(crate) enum Access {
     Sealed,
     /// Inspection tools: opened read-only, never written.
     ReadOnly,
+    /// A file of an engine group: mapped writable, no descriptor kept (see [`Handle`]).
+    Detached,
+}
+
+/// How a new log file is laid out (see [`LogFile::create`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// A `DiskStorage` file whose saves are each flushed: its first MiB written as zeroes.
+    Synced,
+    /// A `DiskStorage` file flushed only by `sync()`: fallocated, nothing written ahead.
+    Unsynced,
+    /// A file of an engine group: sparse (slot pages and payload space are allocated as they
+    /// are needed, so a small group uses a few pages), detached from any descriptor.
+    Engine,
+}
+
+/// How a log file's bytes are written and flushed.
+enum Handle {
+    /// A `DiskStorage` file: its own descriptor; writes with `pwritev`, flushed with fdatasync.
+    Own(File),
+    /// A file of an engine group, which keeps no descriptor (an engine caps them however many
+    /// groups it hosts): writes are copied through the writable map into space allocated
+    /// beforehand ([`LogFile::make_room`]); a descriptor is opened for the moment when one is
+    /// needed (growth, a flush). The engine makes these files durable (its checkpoints).
+    Detached,
+}
+
+impl Handle {
+    fn sink(&self) -> Sink<'_> {
+        match self {
+            Handle::Own(f) => Sink::Fd(f),
+            Handle::Detached => Sink::Map,
+        }
+    }
 }
 
 /// The decoded fields of one slot.
@@ -199,6 +243,15 @@ fn open_sized(path: &Path, writable: bool) -> Result<(File, u64)> {
         ));
     }
     Ok((file, len))
+}
+
+/// Opens an existing log file read-write, for the moment a descriptor is needed.
+fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))
 }
 
 /// Writes the first MiB of a log file (slot area, header page and the pages up to the first
@@ -281,9 +334,12 @@ pub(crate) struct LogFile {
     path: PathBuf,
     id: u64,
     base: u64,
-    file: File,
+    handle: Handle,
     /// The file's bytes: mapped, or (read-only tools) copied.
     map: FileView,
+    /// Engine files: slots `[0, slots_allocated)` lie in allocated pages (the slot area is
+    /// sparse until written). Others: the whole slot area.
+    slots_allocated: u32,
     /// Where the next payload goes. Payload bytes below it are frozen: handed-out entries may
     /// reference them, so they are never rewritten (a cut suffix's space is not reused).
     payload_end: u64,
@@ -337,7 +393,7 @@ impl LogFile {
         payload_hint: u64,
         cipher: Option<&Cipher>,
         prev_unflushed: bool,
-        zero_slot_area: bool,
+        flavor: Flavor,
     ) -> Result<LogFile> {
         let path = dir.join(file_name(id));
         let file = OpenOptions::new()
@@ -347,13 +403,21 @@ impl LogFile {
             .open(&path)
             .map_err(|e| Error::io("create", &path, e))?;
         let lay_out = || -> Result<()> {
-            let reserve = payload_hint
-                .clamp(INITIAL_PAYLOAD_RESERVE, 1 << 30)
-                .next_multiple_of(1 << 20);
-            // Without room for the reserve, the first MiB is enough to start with:
-            // `ensure_len` grows the file by what each save needs.
-            fsutil::allocate_preferring(&file, &path, PAYLOAD_START + reserve, PAYLOAD_START)?;
-            if zero_slot_area {
+            if flavor == Flavor::Engine {
+                // Sparse: the header's page and a few pages of payload; slot pages come as
+                // they are needed (`make_room`).
+                let page = (HEADER_OFFSET as u64 / PAGE as u64) * PAGE as u64;
+                fsutil::allocate_range(&file, &path, page, PAGE as u64)?;
+                fsutil::allocate_range(&file, &path, PAYLOAD_START, ENGINE_INITIAL_RESERVE)?;
+            } else {
+                let reserve = payload_hint
+                    .clamp(INITIAL_PAYLOAD_RESERVE, 1 << 30)
+                    .next_multiple_of(1 << 20);
+                // Without room for the reserve, the first MiB is enough to start with:
+                // `ensure_len` grows the file by what each save needs.
+                fsutil::allocate_preferring(&file, &path, PAYLOAD_START + reserve, PAYLOAD_START)?;
+            }
+            if flavor == Flavor::Synced {
                 zero_first_mib(&file, &path)?;
             }
             file.write_all_at(
@@ -362,7 +426,12 @@ impl LogFile {
             )
             .map_err(|e| Error::io("write header", &path, e))
         };
-        match lay_out().and_then(|()| LogFile::open(&path, id, Access::Append, cipher)) {
+        let access = if flavor == Flavor::Engine {
+            Access::Detached
+        } else {
+            Access::Append
+        };
+        match lay_out().and_then(|()| LogFile::open(&path, id, access, cipher)) {
             Ok(mut f) => {
                 f.dirty = true;
                 Ok(f)
@@ -434,10 +503,10 @@ impl LogFile {
         cipher: Option<&Cipher>,
     ) -> Result<LogFile> {
         let (file, len) = open_sized(path, access != Access::ReadOnly)?;
-        let reserve = if access == Access::Append {
-            ACTIVE_MAP_RESERVE
-        } else {
-            0
+        let reserve = match access {
+            Access::Append => ACTIVE_MAP_RESERVE,
+            Access::Detached => ENGINE_MAP_RESERVE,
+            Access::Sealed | Access::ReadOnly => 0,
         };
         // The tools never map: a live node may rewrite what they read (module `map`).
         let map = if access == Access::ReadOnly {
@@ -455,6 +524,7 @@ impl LogFile {
                 len as usize,
                 reserve,
                 PAYLOAD_START as usize,
+                access == Access::Detached,
             )?)
         };
         let (base, prev_unflushed) = decode_header(
@@ -463,12 +533,20 @@ impl LogFile {
             id,
             cipher.is_some(),
         )?;
+        let (handle, slots_allocated) = if access == Access::Detached {
+            // The map keeps the file reachable; the descriptor goes (engines cap them).
+            drop(file);
+            (Handle::Detached, 0)
+        } else {
+            (Handle::Own(file), SLOTS_PER_FILE as u32)
+        };
         Ok(LogFile {
             path: path.to_path_buf(),
             id,
             base,
-            file,
+            handle,
             map,
+            slots_allocated,
             payload_end: PAYLOAD_START,
             verified: AtomicU32::new(0),
             dirty: false,
@@ -495,7 +573,7 @@ impl LogFile {
         }
         let header = encode_header(self.id, self.base, self.cipher.is_some(), false);
         self.map.writable(&self.path)?.write(
-            &self.file,
+            self.handle.sink(),
             HEADER_OFFSET,
             &mut [IoSlice::new(&header)],
             &self.path,
@@ -804,24 +882,67 @@ impl LogFile {
         if end <= len {
             return Ok(());
         }
-        let step = (len - PAYLOAD_START).clamp(INITIAL_PAYLOAD_RESERVE, MAX_GROWTH_STEP);
-        let used = end - PAYLOAD_START;
-        let heading = if slots_after >= MIN_SLOTS_TO_PROJECT {
-            (used.saturating_mul(SLOTS_PER_FILE) / slots_after.min(SLOTS_PER_FILE))
-                .saturating_mul(9)
-                / 8
-        } else {
-            0
-        };
         let need = end.next_multiple_of(1 << 20);
-        let want = end
-            .max(len + step)
-            .max(PAYLOAD_START + heading.min(MAX_PROJECTED_PAYLOAD))
-            .next_multiple_of(1 << 20);
+        let want = if let Handle::Detached = self.handle {
+            // An engine group's file grows with its data, an eighth at a time.
+            let used = end - PAYLOAD_START;
+            (end + (used / 8).clamp(ENGINE_INITIAL_RESERVE, ENGINE_MAX_GROWTH))
+                .next_multiple_of(PAGE as u64)
+        } else {
+            let step = (len - PAYLOAD_START).clamp(INITIAL_PAYLOAD_RESERVE, MAX_GROWTH_STEP);
+            let used = end - PAYLOAD_START;
+            let heading = if slots_after >= MIN_SLOTS_TO_PROJECT {
+                (used.saturating_mul(SLOTS_PER_FILE) / slots_after.min(SLOTS_PER_FILE))
+                    .saturating_mul(9)
+                    / 8
+            } else {
+                0
+            };
+            end.max(len + step)
+                .max(PAYLOAD_START + heading.min(MAX_PROJECTED_PAYLOAD))
+                .next_multiple_of(1 << 20)
+        };
+        let need = need.min(want);
+        let path = self.path.clone();
         // Without room for the whole step, by what this save needs.
+        let got = self.with_fd(|f| fsutil::allocate_preferring(f, &path, want, need))?;
         let map = self.map.writable(&self.path)?;
-        let want = fsutil::allocate_preferring(&self.file, &self.path, want, need)?;
-        map.grow(&self.file, &self.path, want as usize, ACTIVE_MAP_RESERVE)
+        let file = match &self.handle {
+            Handle::Own(f) => Some(f),
+            Handle::Detached => None,
+        };
+        match file {
+            Some(f) => map.grow(f, &self.path, got as usize, ACTIVE_MAP_RESERVE),
+            None => {
+                let f = open_rw(&self.path)?;
+                map.grow(&f, &self.path, got as usize, ENGINE_MAP_RESERVE)
+            }
+        }
+    }
+
+    /// Engine files: allocates the pages of slots `[0, end)` not yet allocated (a chunk at a
+    /// time), so that writing them through the map never needs a new block.
+    fn ensure_slots(&mut self, end: u32) -> Result<()> {
+        if end <= self.slots_allocated {
+            return Ok(());
+        }
+        let from = u64::from(self.slots_allocated) * SLOT_SIZE as u64 / ENGINE_SLOT_CHUNK
+            * ENGINE_SLOT_CHUNK;
+        let to = (u64::from(end) * SLOT_SIZE as u64)
+            .next_multiple_of(ENGINE_SLOT_CHUNK)
+            .min(SLOT_AREA as u64);
+        let path = self.path.clone();
+        self.with_fd(|f| fsutil::allocate_range(f, &path, from, to - from))?;
+        self.slots_allocated = (to / SLOT_SIZE as u64).min(SLOTS_PER_FILE) as u32;
+        Ok(())
+    }
+
+    /// Runs `f` on the file's descriptor: its own, or one opened for the moment (engine files).
+    fn with_fd<T>(&self, f: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+        match &self.handle {
+            Handle::Own(file) => f(file),
+            Handle::Detached => f(&open_rw(&self.path)?),
+        }
     }
 
     /// Writes `entries` into slots starting at `first_slot`; their payloads go after the last
@@ -960,13 +1081,15 @@ impl LogFile {
         end: u64,
         slots: &[u8],
     ) -> Result<()> {
+        self.ensure_slots(first_slot + n as u32)?;
         let map = self.map.writable(&self.path)?;
+        let sink = self.handle.sink();
         self.dirty = true;
-        map.write(&self.file, self.payload_end as usize, payloads, &self.path)?;
+        map.write(sink, self.payload_end as usize, payloads, &self.path)?;
         self.payload_end = end;
         map.freeze(end as usize);
         map.write(
-            &self.file,
+            sink,
             first_slot as usize * SLOT_SIZE,
             &mut [IoSlice::new(slots)],
             &self.path,
@@ -978,16 +1101,53 @@ impl LogFile {
         Ok(())
     }
 
+    /// Zeroes every written slot from `from` on (an engine group's file at open: slots past
+    /// the end its meta page records were written after it, and the journal writes them
+    /// again). Only the slot pages that hold data are touched (`SEEK_DATA`), so a sparse slot
+    /// area is not read.
+    pub(crate) fn clear_slots_from(&mut self, from: u32) -> Result<()> {
+        use rustix::fs::{seek, SeekFrom};
+        let end = SLOT_AREA as u64;
+        let mut at = u64::from(from) * SLOT_SIZE as u64;
+        let file = open_rw(&self.path)?;
+        while at < end {
+            let data = match seek(&file, SeekFrom::Data(at)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(e) => return Err(Error::io("seek data in", &self.path, e.into())),
+            };
+            if data >= end {
+                break;
+            }
+            let hole = match seek(&file, SeekFrom::Hole(data)) {
+                Ok(h) => h.min(end),
+                Err(e) => return Err(Error::io("seek hole in", &self.path, e.into())),
+            };
+            let (a, b) = (
+                (data.max(at) / SLOT_SIZE as u64) as u32,
+                hole.div_ceil(SLOT_SIZE as u64).min(SLOTS_PER_FILE) as u32,
+            );
+            // Only slots that are not all zero are written (a page of zeroes stays as it is).
+            let nonzero: Vec<u32> = (a..b).filter(|&k| !self.slot_is_zero(k)).collect();
+            if let (Some(&lo), Some(&hi)) = (nonzero.first(), nonzero.last()) {
+                self.zero_slots(lo, hi + 1)?;
+            }
+            at = hole;
+        }
+        Ok(())
+    }
+
     /// Zeroes slots `[from, to)`: they no longer hold entries. Their payload space is not reused.
     pub(crate) fn zero_slots(&mut self, from: u32, to: u32) -> Result<()> {
         if from >= to {
             return Ok(());
         }
+        self.ensure_slots(to)?;
         let map = self.map.writable(&self.path)?;
         self.dirty = true;
         self.verified.fetch_min(from, Ordering::AcqRel);
         map.zero(
-            &self.file,
+            self.handle.sink(),
             from as usize * SLOT_SIZE,
             (to - from) as usize * SLOT_SIZE,
             &self.path,
@@ -1018,7 +1178,7 @@ impl LogFile {
         b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
         self.dirty = true;
         self.map.writable(&self.path)?.write(
-            &self.file,
+            self.handle.sink(),
             k as usize * SLOT_SIZE,
             &mut [IoSlice::new(&b)],
             &self.path,
@@ -1035,9 +1195,8 @@ impl LogFile {
     /// Flushes what was written (one fdatasync) if anything was.
     pub(crate) fn flush(&mut self) -> Result<()> {
         if self.dirty {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+            let path = &self.path;
+            self.with_fd(|f| f.sync_data().map_err(|e| Error::io("fdatasync", path, e)))?;
             self.dirty = false;
         }
         Ok(())
@@ -1213,7 +1372,8 @@ mod tests {
         // An unwritten gap below the payloads costs an extent-tree block per flushed save on
         // ext4 (see `LogFile::create`): the first MiB must be written through.
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut f = LogFile::create(dir.path(), 1, 1, 0, None, false, true).expect("create");
+        let mut f =
+            LogFile::create(dir.path(), 1, 1, 0, None, false, Flavor::Synced).expect("create");
         f.flush().expect("flush");
         let hole = first_hole(f.path(), 0);
         assert!(
@@ -1222,7 +1382,8 @@ mod tests {
         );
         // An unsynced writer's file keeps its fallocated slot area (nothing is zeroed). Only
         // meaningful where the file system tells unwritten extents apart (ext4, xfs).
-        let mut g = LogFile::create(dir.path(), 2, 1, 0, None, false, false).expect("create");
+        let mut g =
+            LogFile::create(dir.path(), 2, 1, 0, None, false, Flavor::Unsynced).expect("create");
         g.flush().expect("flush");
         let hole = first_hole(g.path(), 0);
         assert!(hole < PAYLOAD_START || hole >= g.len(), "hole at {hole}");
@@ -1234,7 +1395,8 @@ mod tests {
         // file is heading for 30,000 KiB. One growth step must reserve all of it (each step
         // tends to be one more extent; see `ensure_len`), and filling the file needs no other.
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut f = LogFile::create(dir.path(), 1, 1, 0, None, false, false).expect("create");
+        let mut f =
+            LogFile::create(dir.path(), 1, 1, 0, None, false, Flavor::Unsynced).expect("create");
         let mut scratch = Scratch::default();
         let created = f.len();
         let mut lens = vec![created];
@@ -1266,7 +1428,8 @@ mod tests {
 
         // A few large entries early in a file project nothing: one 8 MiB entry grows the file
         // to what it needs, not to 30,000 times its size.
-        let mut g = LogFile::create(dir.path(), 2, 1, 0, None, false, false).expect("create");
+        let mut g =
+            LogFile::create(dir.path(), 2, 1, 0, None, false, Flavor::Unsynced).expect("create");
         let mut e = Entry::default();
         e.index = 1;
         e.term = 1;

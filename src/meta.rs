@@ -21,18 +21,34 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
-use prost::Message;
 
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::proto::MetaRecord;
+use crate::proto::{EngineRecord, MetaRecord};
 
 /// Name of the meta page file in a WAL directory.
 pub(crate) const META_FILE: &str = "wal.meta";
 /// Version of the meta page layout (and of the directory's format as a whole).
 pub(crate) const META_FORMAT_VERSION: u32 = 1;
-const MAGIC: &[u8; 8] = b"RWALMETA";
+/// A record kept in a two-copy page file: a group's `wal.meta` (`MetaRecord`) or an engine
+/// root's `engine.meta` (`EngineRecord`). Both use the region layout above, with their own magic.
+pub(crate) trait PageRecord: prost::Message + Default + Clone {
+    /// The region magic.
+    const MAGIC: &'static [u8; 8];
+    /// The file's name in its directory.
+    const FILE: &'static str;
+}
+
+impl PageRecord for MetaRecord {
+    const MAGIC: &'static [u8; 8] = b"RWALMETA";
+    const FILE: &'static str = META_FILE;
+}
+
+impl PageRecord for EngineRecord {
+    const MAGIC: &'static [u8; 8] = b"RWALROOT";
+    const FILE: &'static str = "engine.meta";
+}
 /// Region flag: the record is sealed with the store's key (AES-256-GCM).
 const FLAG_ENCRYPTED: u32 = 1;
 /// Smallest region: one page.
@@ -134,20 +150,22 @@ impl Copies {
     }
 }
 
-/// The mapped `wal.meta` file.
-pub(crate) struct MetaFile {
+/// The mapped `wal.meta` file (or, with `R = EngineRecord`, an engine root's `engine.meta`).
+pub(crate) struct MetaFile<R: PageRecord = MetaRecord> {
     dir: PathBuf,
     path: PathBuf,
-    file: File,
+    /// `None` once detached ([`MetaFile::detach`]): a descriptor is opened for each flush.
+    file: Option<File>,
     map: MmapMut,
     /// Which copy holds the newest state, and what the other holds.
     copies: Copies,
     dirty: bool,
     /// Seals the record when the store is encrypted.
     cipher: Option<Cipher>,
+    record: std::marker::PhantomData<R>,
 }
 
-impl MetaFile {
+impl<R: PageRecord> MetaFile<R> {
     fn region_size(&self) -> usize {
         self.map.len() / 2
     }
@@ -161,29 +179,25 @@ impl MetaFile {
         &self.path
     }
 
-    /// Creates `wal.meta` holding `record` (durably: temporary file, fsync, rename, dir fsync).
-    pub(crate) fn create(
-        dir: &Path,
-        record: &MetaRecord,
-        cipher: Option<&Cipher>,
-    ) -> Result<MetaFile> {
+    /// Creates the file holding `record` (durably: temporary file, fsync, rename, dir fsync).
+    pub(crate) fn create(dir: &Path, record: &R, cipher: Option<&Cipher>) -> Result<MetaFile<R>> {
         Self::write_new(dir, record, 1, cipher)?;
         let (meta, _) = Self::open(dir, cipher)?;
         Ok(meta)
     }
 
     /// Writes a fresh `wal.meta` with `record` in region 0 under sequence `seq`.
-    fn write_new(dir: &Path, record: &MetaRecord, seq: u64, cipher: Option<&Cipher>) -> Result<()> {
+    fn write_new(dir: &Path, record: &R, seq: u64, cipher: Option<&Cipher>) -> Result<()> {
         let body = record_body(record, seq, cipher);
         let region = (R_RECORD + body.len()).next_power_of_two().max(MIN_REGION);
         let mut bytes = vec![0u8; region * 2];
-        encode_region(&mut bytes[..region], seq, &body, cipher.is_some());
-        fsutil::write_atomic(dir, META_FILE, &bytes)
+        encode_region::<R>(&mut bytes[..region], seq, &body, cipher.is_some());
+        fsutil::write_atomic(dir, R::FILE, &bytes)
     }
 
-    /// Opens `wal.meta` and returns it with the newest valid copy of the state.
-    pub(crate) fn open(dir: &Path, cipher: Option<&Cipher>) -> Result<(MetaFile, MetaRecord)> {
-        let path = dir.join(META_FILE);
+    /// Opens the file and returns it with the newest valid copy of the state.
+    pub(crate) fn open(dir: &Path, cipher: Option<&Cipher>) -> Result<(MetaFile<R>, R)> {
+        let path = dir.join(R::FILE);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -197,25 +211,32 @@ impl MetaFile {
         // SAFETY: the file is ours (the directory lock is held), opened read-write, and never
         // resized while mapped: growth writes a new file and renames it over, then remaps.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap", &path, e))?;
-        let (copies, record) = newest_copy(&path, &map, cipher)?;
+        let (copies, record) = newest_copy::<R>(&path, &map, cipher)?;
         Ok((
             MetaFile {
                 dir: dir.to_path_buf(),
                 path,
-                file,
+                file: Some(file),
                 map,
                 copies,
                 dirty: false,
                 cipher: cipher.cloned(),
+                record: std::marker::PhantomData,
             },
             record,
         ))
     }
 
+    /// Drops the descriptor (the map keeps the file reachable): an engine group's meta page,
+    /// whose engine caps descriptors. Flushes then open one for the moment.
+    pub(crate) fn detach(&mut self) {
+        self.file = None;
+    }
+
     /// Writes `record` into the copy that does not hold the newest state (through the map; durable
     /// after [`MetaFile::flush`]). A record too large for a region rewrites the file larger,
     /// durably.
-    pub(crate) fn store(&mut self, record: &MetaRecord) -> Result<()> {
+    pub(crate) fn store(&mut self, record: &R) -> Result<()> {
         let seq = self.copies.seq + 1;
         let body = record_body(record, seq, self.cipher.as_ref());
         let region = self.region_size();
@@ -224,12 +245,16 @@ impl MetaFile {
             self.flush()?;
             let cipher = self.cipher.clone();
             Self::write_new(&self.dir, record, seq, cipher.as_ref())?;
-            let (grown, _) = Self::open(&self.dir, cipher.as_ref())?;
+            let detached = self.file.is_none();
+            let (mut grown, _) = Self::open(&self.dir, cipher.as_ref())?;
+            if detached {
+                grown.detach();
+            }
             *self = grown;
             return Ok(());
         }
         let next = 1 - self.copies.current;
-        encode_region(
+        encode_region::<R>(
             &mut self.map[next * region..(next + 1) * region],
             seq,
             &body,
@@ -257,9 +282,14 @@ impl MetaFile {
     /// Makes the last stored state durable.
     pub(crate) fn flush(&mut self) -> Result<()> {
         if self.dirty {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+            let synced = match &self.file {
+                Some(f) => f.sync_data(),
+                None => OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .and_then(|f| f.sync_data()),
+            };
+            synced.map_err(|e| Error::io("fdatasync", &self.path, e))?;
             self.dirty = false;
         }
         Ok(())
@@ -268,11 +298,11 @@ impl MetaFile {
 
 /// Reads the newest valid state of `dir`'s `wal.meta` without mapping or changing anything,
 /// and which copy holds it.
-pub(crate) fn read_only(dir: &Path, cipher: Option<&Cipher>) -> Result<(MetaRecord, Copies)> {
-    let path = dir.join(META_FILE);
+pub(crate) fn read_only<R: PageRecord>(dir: &Path, cipher: Option<&Cipher>) -> Result<(R, Copies)> {
+    let path = dir.join(R::FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
     check_len(&path, bytes.len() as u64)?;
-    let (copies, record) = newest_copy(&path, &bytes, cipher)?;
+    let (copies, record) = newest_copy::<R>(&path, &bytes, cipher)?;
     Ok((record, copies))
 }
 
@@ -291,7 +321,11 @@ fn check_len(path: &Path, len: u64) -> Result<()> {
 }
 
 /// Picks the newest valid copy, and says what the other one holds.
-fn newest_copy(path: &Path, bytes: &[u8], cipher: Option<&Cipher>) -> Result<(Copies, MetaRecord)> {
+fn newest_copy<R: PageRecord>(
+    path: &Path,
+    bytes: &[u8],
+    cipher: Option<&Cipher>,
+) -> Result<(Copies, R)> {
     let region = bytes.len() / 2;
     let a = decode_region(path, &bytes[..region], 0, cipher);
     let b = decode_region(path, &bytes[region..], region as u64, cipher);
@@ -320,7 +354,7 @@ fn newest_copy(path: &Path, bytes: &[u8], cipher: Option<&Cipher>) -> Result<(Co
             _ => {}
         }
     }
-    let other_of = |r: std::result::Result<&(u64, MetaRecord), &Error>, at: usize| match r {
+    let other_of = |r: std::result::Result<&(u64, R), &Error>, at: usize| match r {
         Ok((seq, _)) => OtherCopy::Older { seq: *seq },
         Err(_) if bytes[at..at + region].iter().all(|&b| b == 0) => OtherCopy::Blank,
         Err(Error::Corrupt { offset, reason, .. }) => OtherCopy::Damaged {
@@ -354,7 +388,7 @@ fn newest_copy(path: &Path, bytes: &[u8], cipher: Option<&Cipher>) -> Result<(Co
 }
 
 /// The record bytes a region stores: the protobuf record, sealed when the store is encrypted.
-fn record_body(record: &MetaRecord, seq: u64, cipher: Option<&Cipher>) -> Vec<u8> {
+fn record_body<R: PageRecord>(record: &R, seq: u64, cipher: Option<&Cipher>) -> Vec<u8> {
     let plain = record.encode_to_vec();
     match cipher {
         Some(c) => c.seal(&meta_aad(seq), &[&plain]),
@@ -370,10 +404,10 @@ fn meta_aad(seq: u64) -> [u8; 20] {
     aad
 }
 
-fn encode_region(r: &mut [u8], seq: u64, body: &[u8], encrypted: bool) {
+fn encode_region<R: PageRecord>(r: &mut [u8], seq: u64, body: &[u8], encrypted: bool) {
     let flags = if encrypted { FLAG_ENCRYPTED } else { 0 };
     let mut h = [0u8; R_RECORD];
-    h[R_MAGIC..R_MAGIC + 8].copy_from_slice(MAGIC);
+    h[R_MAGIC..R_MAGIC + 8].copy_from_slice(R::MAGIC);
     h[R_VERSION..R_VERSION + 4].copy_from_slice(&META_FORMAT_VERSION.to_le_bytes());
     h[R_FLAGS..R_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
     h[R_SEQ..R_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
@@ -386,14 +420,14 @@ fn encode_region(r: &mut [u8], seq: u64, body: &[u8], encrypted: bool) {
 }
 
 /// Checks one region and decodes its record; `at` is the region's offset in the file.
-fn decode_region(
+fn decode_region<R: PageRecord>(
     path: &Path,
     r: &[u8],
     at: u64,
     cipher: Option<&Cipher>,
-) -> Result<(u64, MetaRecord)> {
+) -> Result<(u64, R)> {
     let u32_at = |o: usize| u32::from_le_bytes([r[o], r[o + 1], r[o + 2], r[o + 3]]);
-    if &r[R_MAGIC..R_MAGIC + 8] != MAGIC {
+    if &r[R_MAGIC..R_MAGIC + 8] != R::MAGIC {
         return Err(Error::corrupt(path, at, "bad meta magic"));
     }
     let len = u32_at(R_LEN) as usize;
@@ -456,7 +490,7 @@ fn decode_region(
             })
         }
     };
-    let record = MetaRecord::decode(body)
+    let record = R::decode(body)
         .map_err(|e| Error::corrupt(path, at + R_RECORD as u64, format!("meta record: {e}")))?;
     Ok((seq, record))
 }
@@ -480,7 +514,7 @@ mod tests {
         m.store(&record(3)).unwrap();
         m.flush().unwrap();
         drop(m);
-        let (_, r) = MetaFile::open(dir.path(), None).unwrap();
+        let (_, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
         assert_eq!(r.raft_id, 3);
     }
 
@@ -496,7 +530,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[newest + R_RECORD] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, r) = MetaFile::open(dir.path(), None).unwrap();
+        let (_, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
         assert_eq!(r.raft_id, 1);
     }
 
@@ -513,7 +547,7 @@ mod tests {
         m.store(&record(6)).unwrap();
         m.flush().unwrap();
         drop(m);
-        let (_, r) = MetaFile::open(dir.path(), None).unwrap();
+        let (_, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
         assert_eq!(r.raft_id, 6);
     }
 }

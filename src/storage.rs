@@ -22,10 +22,10 @@ use crate::fsutil;
 use crate::log_file::MAX_INDEX;
 use crate::meta::{MetaFile, MetaInfo};
 use crate::options::Options;
-use crate::proto::{ConfStateRecord, HardStateRecord, MetaRecord, SnapshotRecord};
+use crate::proto::{ConfStateRecord, SnapshotRecord};
 use crate::recovery;
 use crate::snap::{self, SnapshotReader};
-use crate::wal::Wal;
+use crate::state::{self, LogView, State};
 
 /// A Raft log, hard state and snapshot stored in one directory. Implements [`raft::Storage`].
 ///
@@ -48,37 +48,35 @@ pub struct DiskStorage {
     snap_writer: Mutex<()>,
     /// Holds the directory's exclusive lock; released when dropped (after `inner`).
     _lock: File,
+    /// For the directory of an engine group: the engine root's lock, held so that no engine
+    /// opens the root meanwhile.
+    _engine_lock: Option<File>,
 }
 
+/// The log (`State`, which `Inner` dereferences to) and its meta page.
 struct Inner {
     meta_file: MetaFile,
-    meta: MetaRecord,
-    /// `meta` has changes not yet stored in the meta page.
-    meta_dirty: bool,
-    wal: Wal,
+    state: State,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Inner {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
 }
 
 impl Inner {
-    fn snapshot_index(&self) -> u64 {
-        self.meta.snapshot.as_ref().map_or(0, |s| s.index)
-    }
-
-    fn snapshot_term(&self) -> u64 {
-        self.meta.snapshot.as_ref().map_or(0, |s| s.term)
-    }
-
-    fn first_index(&self) -> u64 {
-        self.snapshot_index() + 1
-    }
-
-    fn last_index(&self) -> u64 {
-        self.wal.last().max(self.snapshot_index())
-    }
-
     /// Stores the meta state in the meta page (through the map).
     fn store_meta(&mut self) -> Result<()> {
-        self.meta_file.store(&self.meta)?;
-        self.meta_dirty = false;
+        self.meta_file.store(&self.state.meta)?;
+        self.state.meta_dirty = false;
         Ok(())
     }
 
@@ -103,6 +101,7 @@ impl DiskStorage {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = fsutil::lock_dir(&dir)?;
+        let engine_lock = engine_root_lock(&dir)?;
         let cipher = opts.encryption_key.as_ref().map(Cipher::new);
         let mut r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
         r.wal
@@ -112,14 +111,17 @@ impl DiskStorage {
             opts,
             inner: RwLock::new(Inner {
                 meta_file: r.meta_file,
-                meta: r.meta,
-                meta_dirty: false,
-                wal: r.wal,
+                state: State {
+                    meta: r.meta,
+                    meta_dirty: false,
+                    wal: r.wal,
+                },
             }),
             broken: Mutex::new(r.broken_snapshot_files),
             cipher,
             snap_writer: Mutex::new(()),
             _lock: lock,
+            _engine_lock: engine_lock,
         })
     }
 
@@ -139,62 +141,8 @@ impl DiskStorage {
         // A snapshot file is written only while holding `snap_writer` (taken before `inner`).
         let _writer = (snap_index > 0).then(|| self.snap_writer.lock());
         let mut inner = self.inner.write();
-        let top = entries
-            .last()
-            .map_or(snap_index, |e| e.index.max(snap_index));
-        if top > MAX_INDEX {
-            return Err(Error::InvalidArgument(format!(
-                "index {top} is past the largest index the log holds ({MAX_INDEX})"
-            )));
-        }
+        state::check_save(&inner.state, hs, entries, snap)?;
         let installing = snap_index > 0;
-        if installing && snap_index <= inner.snapshot_index() {
-            return Err(Error::SnapshotOutOfDate {
-                index: snap_index,
-                current: inner.snapshot_index(),
-            });
-        }
-        let (first, last) = if installing {
-            (snap_index + 1, snap_index)
-        } else {
-            (inner.first_index(), inner.last_index())
-        };
-        validate_entries(entries, first, last)?;
-        if let Some(e0) = entries.first() {
-            // The term of the entry (or snapshot) the batch follows: raft never writes a lower
-            // one after it, and recovery reads a term drop as the end of the log.
-            let before = if installing {
-                snap.get_metadata().term
-            } else if e0.index - 1 == inner.snapshot_index() {
-                inner.snapshot_term()
-            } else {
-                inner.wal.term(e0.index - 1)?
-            };
-            validate_terms(entries, before)?;
-        }
-        // A durable commit index must never point past durable entries: refuse a save that
-        // would leave it there (raft-rs never asks for one; open would refuse the result).
-        let stored_commit = inner.meta.hard_state.as_ref().map_or(0, |h| h.commit);
-        let commit = if *hs != HardState::default() {
-            hs.commit
-        } else {
-            stored_commit
-        };
-        let new_last = entries.last().map_or(last, |e| e.index);
-        if let Some(e0) = entries.first().filter(|e| !installing && e.index <= last) {
-            if e0.index <= stored_commit {
-                return Err(Error::InvalidAppend(format!(
-                    "entries from index {} would overwrite committed entries (commit index {stored_commit})",
-                    e0.index
-                )));
-            }
-        }
-        if commit > new_last {
-            return Err(Error::InvalidAppend(format!(
-                "the commit index {commit} would be past the last index {new_last}: committed entries cannot be cut or skipped"
-            )));
-        }
-
         let sync = self.opts.sync_writes;
         if installing {
             self.install_snapshot(&mut inner, snap.get_metadata(), &snap.data[..])?;
@@ -202,15 +150,9 @@ impl DiskStorage {
         if !entries.is_empty() {
             inner.wal.append(entries, sync)?;
         }
-        if *hs != HardState::default() {
-            let record = HardStateRecord::from(hs);
-            if inner.meta.hard_state.as_ref() != Some(&record) {
-                inner.meta.hard_state = Some(record);
-                // Stored in the meta page only by `sync`, after the log is flushed: written
-                // earlier, the kernel could write the page back before the entries it commits.
-                inner.meta_dirty = true;
-            }
-        }
+        // Stored in the meta page only by `sync`, after the log is flushed: written earlier,
+        // the kernel could write the page back before the entries it commits.
+        inner.set_hard_state(hs);
         if sync {
             inner.sync()?;
         }
@@ -470,8 +412,7 @@ impl DiskStorage {
 
     /// Number of entries in the log (`last_index() + 1 - first_index()`).
     pub fn num_entries(&self) -> usize {
-        let inner = self.inner.read();
-        (inner.last_index() + 1 - inner.first_index()) as usize
+        self.inner.read().num_entries()
     }
 
     /// Number of `.wal` files in the directory.
@@ -494,22 +435,42 @@ impl DiskStorage {
     pub fn path(&self) -> &Path {
         &self.dir
     }
+}
 
-    fn check_range(inner: &Inner, index: u64) -> Result<()> {
-        if index < inner.first_index() {
-            return Err(Error::Compacted {
-                index,
-                first_index: inner.first_index(),
-            });
-        }
-        if index > inner.last_index() {
-            return Err(Error::Unavailable {
-                index,
-                last_index: inner.last_index(),
-            });
-        }
-        Ok(())
+/// For a group directory of an engine root: takes the root's lock (refused while an engine
+/// has the root open) and checks that the engine was closed cleanly (else the group's latest
+/// state may be in the engine's journal only).
+fn engine_root_lock(dir: &Path) -> Result<Option<File>> {
+    match engine_root_of(dir) {
+        Some(root) => lock_engine_root(dir, &root).map(Some),
+        None => Ok(None),
     }
+}
+
+/// The engine root a directory is a group of (`ROOT/groups/<id>` with `ROOT/engine.meta`).
+fn engine_root_of(dir: &Path) -> Option<PathBuf> {
+    let parent = dir.parent()?;
+    if parent.file_name()? != "groups" {
+        return None;
+    }
+    let root = parent.parent()?;
+    root.join("engine.meta")
+        .is_file()
+        .then(|| root.to_path_buf())
+}
+
+fn lock_engine_root(dir: &Path, root: &Path) -> Result<File> {
+    use crate::proto::EngineRecord;
+    let lock = fsutil::lock_dir(root)?;
+    let (record, _) = crate::meta::read_only::<EngineRecord>(root, None)?;
+    if record.open {
+        return Err(Error::InvalidArgument(format!(
+            "{} is a group of the engine at {}, which was not closed cleanly: the group's latest state may be in the engine's journal; open the engine (Engine::open) to replay it",
+            dir.display(),
+            root.display()
+        )));
+    }
+    Ok(lock)
 }
 
 impl Drop for DiskStorage {
@@ -519,77 +480,9 @@ impl Drop for DiskStorage {
     }
 }
 
-/// Checks that `entries` are contiguous and increasing, start at or after `first` and leave no
-/// gap after `last`.
-fn validate_entries(entries: &[Entry], first: u64, last: u64) -> Result<()> {
-    let Some(e0) = entries.first() else {
-        return Ok(());
-    };
-    if e0.index < first {
-        return Err(Error::InvalidAppend(format!(
-            "first entry has index {} below the first index {first}",
-            e0.index
-        )));
-    }
-    if e0.index > last + 1 {
-        return Err(Error::InvalidAppend(format!(
-            "first entry has index {} but the log ends at {last}: it would leave a gap",
-            e0.index
-        )));
-    }
-    for (i, w) in entries.windows(2).enumerate() {
-        if w[1].index != w[0].index + 1 {
-            return Err(Error::InvalidAppend(format!(
-                "entry {} has index {} after index {}: entries must be contiguous",
-                i + 1,
-                w[1].index,
-                w[0].index
-            )));
-        }
-    }
-    for e in entries {
-        if e.data.len() > u32::MAX as usize || e.context.len() > (u32::MAX - 4) as usize {
-            return Err(Error::InvalidArgument(format!(
-                "entry {} is larger than the 4 GiB an entry may hold",
-                e.index
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Checks that the terms of `entries` never decrease, starting from `before`, the term of the
-/// entry (or snapshot) they follow.
-fn validate_terms(entries: &[Entry], before: u64) -> Result<()> {
-    let mut prev = before;
-    for e in entries {
-        if e.term < prev {
-            return Err(Error::InvalidAppend(format!(
-                "entry {} has term {} after term {prev}: terms must not decrease",
-                e.index, e.term
-            )));
-        }
-        prev = e.term;
-    }
-    Ok(())
-}
-
 impl Storage for DiskStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let inner = self.inner.read();
-        let hs = inner
-            .meta
-            .hard_state
-            .as_ref()
-            .map(HardState::from)
-            .unwrap_or_default();
-        let cs = inner
-            .meta
-            .conf_state
-            .as_ref()
-            .map(ConfState::from)
-            .unwrap_or_default();
-        Ok(RaftState::new(hs, cs))
+        Ok(self.inner.read().initial_state())
     }
 
     fn entries(
@@ -599,45 +492,11 @@ impl Storage for DiskStorage {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        let inner = self.inner.read();
-        if low < inner.first_index() {
-            return Err(Error::Compacted {
-                index: low,
-                first_index: inner.first_index(),
-            }
-            .into());
-        }
-        if high > inner.last_index() + 1 {
-            return Err(Error::Unavailable {
-                index: high - 1,
-                last_index: inner.last_index(),
-            }
-            .into());
-        }
-        if low >= high {
-            if low > high {
-                return Err(
-                    Error::InvalidArgument(format!("entries({low}, {high}): low > high")).into(),
-                );
-            }
-            return Ok(Vec::new());
-        }
-        Ok(inner.wal.entries(low, high, max_size.into())?)
+        Ok(self.inner.read().entries(low, high, max_size.into())?)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let inner = self.inner.read();
-        if idx == inner.snapshot_index() {
-            return Ok(inner.snapshot_term());
-        }
-        // The common case first, with no error value built on its path.
-        if idx > inner.snapshot_index() {
-            if let Some(term) = inner.wal.term_of_held(idx) {
-                return Ok(term);
-            }
-        }
-        Self::check_range(&inner, idx)?;
-        Ok(inner.wal.term(idx)?)
+        Ok(self.inner.read().term(idx)?)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -649,29 +508,9 @@ impl Storage for DiskStorage {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let inner = self.inner.read();
-        let Some(s) = inner.meta.snapshot.as_ref().filter(|s| s.index > 0) else {
-            return Err(Error::SnapshotTemporarilyUnavailable {
-                requested: request_index,
-                available: 0,
-            }
-            .into());
-        };
-        if s.index < request_index {
-            return Err(Error::SnapshotTemporarilyUnavailable {
-                requested: request_index,
-                available: s.index,
-            }
-            .into());
-        }
-        let mut reader = SnapshotReader::open(&self.dir, s, self.cipher.as_ref())?;
-        let mut data = Vec::with_capacity(s.data_len.min(1 << 30) as usize);
-        reader
-            .read_to_end(&mut data)
-            .map_err(|e| reader.error_from(e))?;
-        let mut snap = Snapshot::default();
-        snap.set_metadata(reader.metadata().clone());
-        snap.data = data.into();
-        Ok(snap)
+        Ok(self
+            .inner
+            .read()
+            .snapshot(&self.dir, self.cipher.as_ref(), request_index)?)
     }
 }

@@ -16,7 +16,7 @@ use raft::prelude::Entry;
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::log_file::{self, LogFile, Scratch, SLOTS_PER_FILE};
+use crate::log_file::{self, Flavor, LogFile, Scratch, SLOTS_PER_FILE};
 
 /// Name of the spare log file in a store's directory. Not a log file name (`parse_file_name`
 /// refuses it), so recovery and the tools never read it as part of the log.
@@ -41,6 +41,10 @@ pub(crate) struct Wal {
     recycle: bool,
     /// The spare file, when there is one.
     spare: Option<PathBuf>,
+    /// The log of an engine group: its files are sparse and detached (`Flavor::Engine`), the
+    /// engine's journal orders and persists its writes (no flush of its own, not even of a cut),
+    /// and no buffer is kept between saves (thousands of groups share a process).
+    engine: bool,
 }
 
 impl Wal {
@@ -63,7 +67,14 @@ impl Wal {
             scratch: Scratch::default(),
             recycle: false,
             spare: None,
+            engine: false,
         }
+    }
+
+    /// Makes this the log of an engine group (see the `engine` field).
+    pub(crate) fn set_engine(&mut self) {
+        self.engine = true;
+        self.recycle = false;
     }
 
     /// Turns file recycling on or off. On: a spare left in the directory is adopted. Off: a
@@ -81,6 +92,30 @@ impl Wal {
 
     pub(crate) fn num_files(&self) -> usize {
         self.files.len()
+    }
+
+    /// Ids of the first and last file (`(1, 0)`, an empty range, without files).
+    pub(crate) fn file_ids(&self) -> (u64, u64) {
+        match (self.files.front(), self.files.back()) {
+            (Some(a), Some(b)) => (a.id(), b.id()),
+            _ => (1, 0),
+        }
+    }
+
+    /// Id of the file holding `index`, if it is held.
+    pub(crate) fn file_id_of(&self, index: u64) -> Option<u64> {
+        if !self.contains(index) {
+            return None;
+        }
+        let (pos, _) = self.locate(index);
+        self.files.get(pos).map(LogFile::id)
+    }
+
+    /// Where the last file's next payload goes (`PAYLOAD_START` without files).
+    pub(crate) fn tail_payload_end(&self) -> u64 {
+        self.files.back().map_or(log_file::PAYLOAD_START, |f| {
+            f.payload_used() + log_file::PAYLOAD_START
+        })
     }
 
     pub(crate) fn next_file_id(&self) -> u64 {
@@ -197,7 +232,9 @@ impl Wal {
         let start = first.index;
         if start <= self.last && !self.files.is_empty() && start >= self.first() {
             self.cut_from(start)?;
-            self.flush()?;
+            if !self.engine {
+                self.flush()?;
+            }
         } else if start != self.last + 1 || self.files.is_empty() {
             let next = self.next_file_id;
             self.reset(next)?;
@@ -226,7 +263,11 @@ impl Wal {
             })?;
             let k = (index - f.base()) as u32;
             let fit = (SLOTS_PER_FILE - k as u64).min(rest.len() as u64) as usize;
-            f.write_entries(k, &rest[..fit], &mut self.scratch)?;
+            if self.engine {
+                f.write_entries(k, &rest[..fit], &mut Scratch::default())?;
+            } else {
+                f.write_entries(k, &rest[..fit], &mut self.scratch)?;
+            }
             self.last = rest[fit - 1].index;
             rest = &rest[fit..];
         }
@@ -259,7 +300,11 @@ impl Wal {
                 hint,
                 self.cipher.as_ref(),
                 prev_unflushed,
-                synced,
+                match (self.engine, synced) {
+                    (true, _) => Flavor::Engine,
+                    (false, true) => Flavor::Synced,
+                    (false, false) => Flavor::Unsynced,
+                },
             )?,
         };
         self.next_file_id += 1;

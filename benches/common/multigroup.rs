@@ -1,0 +1,379 @@
+//! The `multigroup` workload of `compare` (included with `#[path]`): N Raft groups in one
+//! process each append 4 entries of 1 KiB per round, with a hard state, the round durable
+//! before the next. raftwal: one `WriteBatch` per round, `Engine::write`. raft-engine 0.4
+//! (default config): one `LogBatch` with every group's entries and hard state,
+//! `write(&mut batch, true)`. DiskStorage per group (where descriptors allow): every group's
+//! `save` unsynced, then every group's `sync()` (one fdatasync each). Each round's write is
+//! timed (p50/p99 round latency).
+//!
+//! At N = 1,024 (after 50 rounds) the footprint is measured as well: allocated disk blocks,
+//! descriptors held while open, and, in a child process of this binary, the time to reopen and
+//! the resident memory after reopen.
+
+use std::path::Path;
+use std::time::Instant;
+
+use raft::prelude::{Entry, HardState};
+use raft_engine::{Engine as ReEngine, LogBatch};
+use raftwal::{DiskStorage, Engine, EngineOptions, Options, WriteBatch};
+
+use super::payload::Rng;
+use super::{alternate, engine_cfg, settle, timed_calls, tmpdir, to_workload, Run, Workload, C, M};
+
+/// Payloads cycled through (4 MiB of distinct random bytes: LZ4's 64 KiB window finds no
+/// repeats, so raft-engine's compression gains nothing, as with real commands).
+const POOL: usize = 4096;
+const ENTRY: usize = 1024;
+const PER_ROUND: u64 = 4;
+
+/// The entries every contender writes: per round, per group, 4 entries.
+pub struct Load {
+    pub groups: u64,
+    pub rounds: u64,
+    pool: Vec<bytes::Bytes>,
+}
+
+impl Load {
+    pub fn new(groups: u64, rounds: u64) -> Load {
+        let mut rng = Rng(0x5EED_0600 + groups);
+        Load {
+            groups,
+            rounds,
+            pool: (0..POOL).map(|_| rng.bytes(ENTRY).into()).collect(),
+        }
+    }
+
+    /// Group `g`'s entries of round `r` (groups are numbered from 1).
+    fn entries(&self, g: u64, r: u64) -> Vec<Entry> {
+        (0..PER_ROUND)
+            .map(|k| {
+                let index = r * PER_ROUND + k + 1;
+                let mut e = Entry::default();
+                e.index = index;
+                e.term = 1;
+                e.data = self.pool[((g * 7919 + index) as usize) % POOL].clone();
+                e
+            })
+            .collect()
+    }
+
+    fn hard_state(&self, r: u64) -> HardState {
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.vote = 1;
+        hs.commit = r * PER_ROUND;
+        hs
+    }
+
+    fn entries_per_run(&self) -> u64 {
+        self.groups * self.rounds * PER_ROUND
+    }
+}
+
+/// Options for the raftwal engine in the benchmark: the defaults.
+fn engine_opts() -> EngineOptions {
+    EngineOptions::default()
+}
+
+/// Writes the whole load into `root` with the raftwal engine; returns the per-round timings.
+fn run_engine(load: &Load, root: &Path) -> (f64, Vec<u64>) {
+    let e = Engine::open_with(root, engine_opts()).expect("engine open");
+    for g in 1..=load.groups {
+        e.create_group(g, 1).expect("create_group");
+    }
+    let mut b = WriteBatch::new();
+    let r = timed_calls(load.rounds as usize, |r| {
+        let r = r as u64;
+        let hs = load.hard_state(r);
+        for g in 1..=load.groups {
+            b.save(g, &hs, &load.entries(g, r), &Default::default());
+        }
+        e.write(&mut b).expect("engine write");
+    });
+    e.close().expect("close");
+    r
+}
+
+fn run_raft_engine(load: &Load, root: &Path) -> (f64, Vec<u64>) {
+    let engine = ReEngine::open(engine_cfg(root)).expect("raft-engine open");
+    let mut lb = LogBatch::default();
+    let r = timed_calls(load.rounds as usize, |r| {
+        let r = r as u64;
+        let hs = load.hard_state(r);
+        for g in 1..=load.groups {
+            lb.add_entries::<M>(g, &load.entries(g, r))
+                .expect("add_entries");
+            lb.put_message(g, b"hard_state".to_vec(), &hs)
+                .expect("put_message");
+        }
+        engine.write(&mut lb, true).expect("write");
+    });
+    r
+}
+
+fn run_per_group(load: &Load, root: &Path) -> (f64, Vec<u64>) {
+    let opts = Options {
+        sync_writes: false,
+        ..Default::default()
+    };
+    let stores: Vec<DiskStorage> = (1..=load.groups)
+        .map(|g| DiskStorage::open_with(root.join(g.to_string()), opts.clone()).expect("open"))
+        .collect();
+    let r = timed_calls(load.rounds as usize, |r| {
+        let r = r as u64;
+        let hs = load.hard_state(r);
+        for (i, s) in stores.iter().enumerate() {
+            s.save(&hs, &load.entries(i as u64 + 1, r), &Default::default())
+                .expect("save");
+        }
+        for s in &stores {
+            s.sync().expect("sync");
+        }
+    });
+    r
+}
+
+/// Descriptors this process may open (the soft limit).
+fn fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    r.rlim_cur
+}
+
+/// Sets the soft descriptor limit (at most the hard one); returns the previous soft limit.
+fn set_fd_limit(soft: u64) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        let old = r.rlim_cur;
+        r.rlim_cur = soft.min(r.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        old
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Allocated bytes under `path` (blocks, as `du` counts them).
+fn disk_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        total += m.blocks() * 512;
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                todo.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        }
+    }
+    total
+}
+
+/// One multigroup workload: the contenders alternate over `rounds` runs.
+pub fn workload(
+    name: &'static str,
+    load: &Load,
+    runs: usize,
+    fd_soft_limit: Option<u64>,
+) -> Workload {
+    let old = fd_soft_limit.map(set_fd_limit);
+    // DiskStorage per group holds 3 descriptors per group (directory lock, meta page, log file).
+    let per_group_fits = 3 * load.groups + 64 <= fd_limit();
+    let mut contenders = vec![C::Raftwal, C::RaftEngine];
+    if per_group_fits {
+        contenders.push(C::PerGroup);
+    }
+    eprintln!(
+        "{name}: {} groups x {} rounds x {PER_ROUND} x {ENTRY} B, {} runs{}",
+        load.groups,
+        load.rounds,
+        runs,
+        if per_group_fits {
+            ""
+        } else {
+            " (DiskStorage per group left out: not enough descriptors)"
+        }
+    );
+    let results = alternate(name, runs, &contenders, |c, _| {
+        let dir = tmpdir();
+        let (secs, lat) = match c {
+            C::Raftwal => run_engine(load, dir.path()),
+            C::RaftEngine => run_raft_engine(load, dir.path()),
+            C::PerGroup => run_per_group(load, dir.path()),
+            other => unreachable!("{:?} is not a multigroup contender", other.name()),
+        };
+        drop(dir);
+        settle();
+        Run {
+            secs,
+            entries: load.entries_per_run(),
+            ops: load.rounds,
+            payload_bytes: load.entries_per_run() * ENTRY as u64,
+            lat_ns: lat,
+        }
+    });
+    if let Some(old) = old {
+        set_fd_limit(old);
+    }
+    let mut w = to_workload(
+        name,
+        format!(
+            "{} groups each append {PER_ROUND} x {ENTRY} B per round with a hard state, the round \
+             durable before the next; {} rounds per run; latency per round{}",
+            load.groups,
+            load.rounds,
+            fd_soft_limit.map_or(String::new(), |l| format!(
+                "; run under a soft limit of {l} descriptors"
+            ))
+        ),
+        &results,
+        Some((load.groups * PER_ROUND) as usize),
+    );
+    w.notes.push(
+        "raftwal = Engine, one WriteBatch and one Engine::write per round; raft-engine = one \
+         LogBatch per round (entries + hard state per group), write(.., true); \
+         disk_storage_per_group = a DiskStorage per group, saves unsynced then one sync() per \
+         group per round"
+            .to_string(),
+    );
+    w
+}
+
+/// The footprint at `load` (N = 1,024 after 50 rounds): written once per contender, then
+/// measured (disk, descriptors while open) and reopened in a child process (time, RSS).
+pub fn footprint(load: &Load) -> Vec<String> {
+    let mut lines = Vec::new();
+    for c in [C::Raftwal, C::RaftEngine] {
+        let dir = tmpdir();
+        let root = dir.path().join("root");
+        let before = open_fds();
+        let held;
+        match c {
+            C::Raftwal => {
+                let e = Engine::open_with(&root, engine_opts()).expect("open");
+                for g in 1..=load.groups {
+                    e.create_group(g, 1).expect("create_group");
+                }
+                let mut b = WriteBatch::new();
+                for r in 0..load.rounds {
+                    let hs = load.hard_state(r);
+                    for g in 1..=load.groups {
+                        b.save(g, &hs, &load.entries(g, r), &Default::default());
+                    }
+                    e.write(&mut b).expect("write");
+                }
+                held = open_fds() - before;
+                let disk = disk_bytes(&root);
+                lines.push(format!(
+                    "raftwal: disk {:.1} MiB while open, {held} descriptors held",
+                    disk as f64 / (1 << 20) as f64
+                ));
+                e.close().expect("close");
+                lines.push(format!(
+                    "raftwal: disk {:.1} MiB after close",
+                    disk_bytes(&root) as f64 / (1 << 20) as f64
+                ));
+            }
+            C::RaftEngine => {
+                let engine = ReEngine::open(engine_cfg(&root)).expect("open");
+                let mut lb = LogBatch::default();
+                for r in 0..load.rounds {
+                    let hs = load.hard_state(r);
+                    for g in 1..=load.groups {
+                        lb.add_entries::<M>(g, &load.entries(g, r)).expect("add");
+                        lb.put_message(g, b"hard_state".to_vec(), &hs).expect("put");
+                    }
+                    engine.write(&mut lb, true).expect("write");
+                }
+                held = open_fds() - before;
+                lines.push(format!(
+                    "raft-engine: disk {:.1} MiB while open, {held} descriptors held",
+                    disk_bytes(&root) as f64 / (1 << 20) as f64
+                ));
+                drop(engine);
+                lines.push(format!(
+                    "raft-engine: disk {:.1} MiB after close",
+                    disk_bytes(&root) as f64 / (1 << 20) as f64
+                ));
+            }
+            _ => unreachable!(),
+        }
+        settle();
+        // Reopen in a child process: a clean measure of time and resident memory.
+        let out = std::process::Command::new(std::env::current_exe().expect("current_exe"))
+            .arg("--reopen")
+            .arg(c.name())
+            .arg(&root)
+            .arg(load.groups.to_string())
+            .output()
+            .expect("spawn reopen child");
+        lines.push(format!(
+            "{}: {}",
+            c.name(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ));
+    }
+    lines
+}
+
+/// The child of [`footprint`]: reopens `root` with `contender`, reads one entry of every group,
+/// and prints the time taken and the resident memory.
+pub fn reopen_child(contender: &str, root: &Path, groups: u64) {
+    let t = Instant::now();
+    match contender {
+        "raftwal" => {
+            let e = Engine::open_with(root, engine_opts()).expect("reopen");
+            let opened = t.elapsed();
+            for g in 1..=groups {
+                use raft::Storage;
+                let s = e.group(g).expect("group");
+                let last = s.last_index().expect("last_index");
+                s.term(last).expect("term");
+            }
+            report(opened, t.elapsed());
+            std::mem::forget(e);
+        }
+        _ => {
+            let e = ReEngine::open(engine_cfg(root)).expect("reopen");
+            let opened = t.elapsed();
+            for g in 1..=groups {
+                let last = e.last_index(g).expect("last_index");
+                e.get_entry::<M>(g, last).expect("get_entry");
+            }
+            report(opened, t.elapsed());
+            std::mem::forget(e);
+        }
+    }
+}
+
+fn report(opened: std::time::Duration, read: std::time::Duration) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or("VmRSS: ?")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("?")
+        .to_string();
+    println!(
+        "reopen {:.1} ms (and the last entry of every group read: {:.1} ms), resident {} KiB after",
+        opened.as_secs_f64() * 1e3,
+        read.as_secs_f64() * 1e3,
+        rss
+    );
+}

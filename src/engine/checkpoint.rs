@@ -1,0 +1,188 @@
+//! Checkpoints: making the groups' files durable so that the journal can be trimmed.
+//!
+//! A checkpoint, with the pipeline held only for its first step: (1) flushes the journal and
+//! captures, for every group changed since its meta page was written, the meta record of its
+//! state now, reflecting the journal up to `S`, the last applied record; (2) flushes the file
+//! system (`syncfs`: every group's files in one device flush); (3) stores the captured meta
+//! records (a group that made itself durable since, for a snapshot or a removal of files, is
+//! left alone: its page is newer); (4) flushes the file system again; (5) records `S` as the
+//! checkpoint in `engine.meta`, durably; (6) trims the journal up to `S`. A crash anywhere
+//! leaves every group either at its old meta page with the journal still holding everything
+//! after it, or at its new one.
+//!
+//! Owns: the background thread that runs checkpoints (when the journal has grown by
+//! `checkpoint_bytes`, and every few seconds while anything changed), and the final checkpoint
+//! of a clean close. Must never: record a checkpoint before every meta page it covers is
+//! durable, or let its thread outlive the engine.
+
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::commit::lead;
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::snap;
+
+/// How often the background thread looks for changes to checkpoint.
+const PERIOD: Duration = Duration::from_secs(5);
+
+/// The background checkpoint thread and how to wake or stop it.
+#[derive(Default)]
+pub(crate) struct Checkpointer {
+    signal: Mutex<Signal>,
+    cv: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Signal {
+    nudged: bool,
+    stop: bool,
+}
+
+impl Checkpointer {
+    /// Asks for a checkpoint soon (the journal has grown past `checkpoint_bytes`).
+    pub(crate) fn nudge(&self) {
+        self.signal.lock().nudged = true;
+        self.cv.notify_one();
+    }
+}
+
+/// Starts the background thread (it holds the engine only weakly, and only while it runs a
+/// checkpoint).
+pub(crate) fn start(shared: &Arc<Shared>) -> Result<()> {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let handle = std::thread::Builder::new()
+        .name("raftwal-checkpoint".to_string())
+        .spawn(move || background(weak))
+        .map_err(|e| Error::io("start the checkpoint thread for", &shared.root, e))?;
+    *shared.checkpointer.thread.lock() = Some(handle);
+    Ok(())
+}
+
+/// Stops the background thread and waits for it.
+pub(crate) fn stop(shared: &Shared) {
+    shared.checkpointer.signal.lock().stop = true;
+    shared.checkpointer.cv.notify_all();
+    if let Some(h) = shared.checkpointer.thread.lock().take() {
+        let _ = h.join();
+    }
+}
+
+fn background(weak: Weak<Shared>) {
+    let mut last = Instant::now();
+    loop {
+        let nudged = {
+            let Some(shared) = weak.upgrade() else { return };
+            let c = &shared.checkpointer;
+            let mut s = c.signal.lock();
+            if !s.stop && !s.nudged {
+                // Drop the engine while waiting: only the wait's end holds it again.
+                let cv = &c.cv;
+                let _ = cv.wait_for(&mut s, PERIOD);
+            }
+            if s.stop {
+                return;
+            }
+            std::mem::take(&mut s.nudged)
+        };
+        let Some(shared) = weak.upgrade() else { return };
+        let due = nudged || (last.elapsed() >= PERIOD && shared.journal.lock().appended() > 0);
+        if !due || shared.check_usable().is_err() {
+            continue;
+        }
+        if let Err(e) = run(&shared, false) {
+            // The groups' durable state is unknown after a failed flush: stop the engine.
+            shared.poison(&e);
+            return;
+        }
+        last = Instant::now();
+    }
+}
+
+/// Runs a checkpoint. `closing`: the caller holds the pipeline (close), and every group is
+/// captured.
+pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
+    // 1. Capture, with no commit under way.
+    let (seq, captured) = {
+        let _lead = (!closing).then(|| lead(shared));
+        shared.journal.lock().sync()?;
+        let seq = shared.applied_seq.load(Ordering::Acquire);
+        let groups = shared.groups.read();
+        let mut captured = Vec::new();
+        for g in groups.values() {
+            let mut st = g.state.write();
+            if let Some(gs) = st.as_mut().filter(|gs| gs.dirty) {
+                captured.push((
+                    Arc::clone(g),
+                    gs.meta_record(seq, g.incarnation),
+                    gs.s.wal.file_ids(),
+                ));
+                gs.dirty = false;
+            }
+        }
+        (seq, captured)
+    };
+    // 2. Every group's files, durable.
+    syncfs(shared)?;
+    // 3. The meta pages.
+    for (g, record, files) in &captured {
+        let mut st = g.state.write();
+        if let Some(gs) = st.as_mut().filter(|gs| gs.durable_seq < seq) {
+            gs.meta_file.store(record)?;
+            gs.durable_seq = seq;
+            gs.durable_files = *files;
+        }
+    }
+    // 4. The meta pages, durable.
+    if !captured.is_empty() {
+        syncfs(shared)?;
+    }
+    // 5. The checkpoint.
+    {
+        let mut root = shared.root_meta.lock();
+        let (file, record) = &mut *root;
+        if record.checkpoint_seq < seq || closing {
+            record.checkpoint_seq = record.checkpoint_seq.max(seq);
+            if closing {
+                record.open = false;
+            }
+            file.store(record)?;
+            file.flush()?;
+        }
+    }
+    // 6. The journal behind it, and snapshot files no meta page names any more.
+    shared.journal.lock().trim(seq)?;
+    for (g, record, _) in &captured {
+        if let Some(s) = record.snapshot.as_ref().filter(|s| s.data_len > 0) {
+            // Not while a snapshot of the group is being written (its file is not named yet).
+            let Some(_writer) = g.snap_writer.try_lock() else {
+                continue;
+            };
+            let st = g.state.read();
+            // Only while the group is open, and keeping a newer snapshot installed since.
+            if let Some(gs) = st.as_ref() {
+                let current =
+                    gs.s.meta
+                        .snapshot
+                        .as_ref()
+                        .map(|c| snap::file_name(c.term, c.index));
+                if current.as_deref() == Some(snap::file_name(s.term, s.index).as_str()) {
+                    snap::tidy(&g.dir, current.as_deref(), false)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Flushes the file system holding the engine root: every group's files in one call.
+fn syncfs(shared: &Shared) -> Result<()> {
+    let dir = File::open(&shared.root).map_err(|e| Error::io("open", &shared.root, e))?;
+    rustix::fs::syncfs(&dir).map_err(|e| Error::io("syncfs", &shared.root, e.into()))
+}

@@ -1,0 +1,447 @@
+//! The commit pipeline: group commit across callers and groups.
+//!
+//! Callers of `Engine::write` queue their batches; whoever finds no leader becomes it, takes
+//! every batch queued so far and makes them one commit: each batch is checked part by part
+//! against the state the parts (and batches) before it leave, a batch with an invalid part
+//! fails alone; snapshot files of installed snapshots are written; one journal record holding
+//! every accepted batch is appended and flushed once; then the parts are applied to the groups
+//! and every caller gets its result. Everything that must not interleave with a commit (group
+//! creation and removal, an application's snapshot, a checkpoint's capture, close) takes the
+//! lead the same way ([`lead`]).
+//!
+//! Owns: leadership, the checks of a commit against shadows of the groups' logs, and the order
+//! journal-then-apply. Must never: apply a part before the record holding it is written (and,
+//! with `sync_writes`, flushed), or leave a failed apply unreported (the engine is then
+//! stopped: its memory may no longer match its files).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLockReadGuard};
+use raft::prelude::Snapshot;
+
+use super::batch::{self, Part};
+use super::group::{Change, Group};
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::proto::{ConfStateRecord, SnapshotRecord};
+use crate::snap;
+use crate::state::{self, LogView};
+
+/// Who leads, and the batches waiting for a leader.
+#[derive(Default)]
+pub(crate) struct Queue {
+    leading: bool,
+    waiting: Vec<Arc<Waiter>>,
+}
+
+/// A caller's batch and, once its commit is done, its result.
+pub(crate) struct Waiter {
+    parts: Mutex<Vec<Part>>,
+    result: Mutex<Option<Result<()>>>,
+}
+
+/// Leadership of the pipeline: held, no commit runs. Released when dropped (a panic included).
+pub(crate) struct Lead<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut q = self.shared.pipeline.lock();
+        q.leading = false;
+        self.shared.pipeline_cv.notify_all();
+    }
+}
+
+/// Waits for the pipeline to be free and takes it.
+pub(crate) fn lead(shared: &Shared) -> Lead<'_> {
+    let mut q = shared.pipeline.lock();
+    while q.leading {
+        shared.pipeline_cv.wait(&mut q);
+    }
+    q.leading = true;
+    Lead { shared }
+}
+
+/// `Engine::write`: queues `parts` as one batch and returns its result once its commit is done.
+pub(crate) fn write(shared: &Shared, parts: Vec<Part>) -> Result<()> {
+    shared.check_usable()?;
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let me = Arc::new(Waiter {
+        parts: Mutex::new(parts),
+        result: Mutex::new(None),
+    });
+    let mut q = shared.pipeline.lock();
+    q.waiting.push(Arc::clone(&me));
+    loop {
+        if let Some(r) = me.result.lock().take() {
+            return r;
+        }
+        if !q.leading {
+            q.leading = true;
+            let batches = std::mem::take(&mut q.waiting);
+            drop(q);
+            {
+                let _lead = Lead { shared };
+                process(shared, &batches);
+            }
+            q = shared.pipeline.lock();
+            continue;
+        }
+        shared.pipeline_cv.wait(&mut q);
+    }
+}
+
+/// What a group's log looks like to the checks of a commit, once the parts before in the same
+/// commit are taken into account.
+#[derive(Clone)]
+struct Shadow {
+    snap_index: u64,
+    snap_term: u64,
+    last: u64,
+    commit: u64,
+    /// Indexes up to this one may be read from the group's log as it is.
+    base_upto: u64,
+    /// Terms of the entries this commit appended, from `appended_from` on.
+    appended_from: u64,
+    terms: Vec<u64>,
+}
+
+/// A shadow and the group it stands for, for term lookups below what the commit appended.
+struct View<'a> {
+    shadow: &'a Shadow,
+    group: &'a Group,
+}
+
+impl LogView for View<'_> {
+    fn snapshot_index(&self) -> u64 {
+        self.shadow.snap_index
+    }
+    fn snapshot_term(&self) -> u64 {
+        self.shadow.snap_term
+    }
+    fn last_index(&self) -> u64 {
+        self.shadow.last
+    }
+    fn commit(&self) -> u64 {
+        self.shadow.commit
+    }
+    fn term_in_log(&self, index: u64) -> Result<u64> {
+        let s = self.shadow;
+        if index >= s.appended_from {
+            if let Some(t) = s.terms.get((index - s.appended_from) as usize) {
+                return Ok(*t);
+            }
+        }
+        if index <= s.base_upto {
+            let st = self.group.state.read();
+            if let Some(gs) = st.as_ref() {
+                return gs.s.wal.term(index);
+            }
+        }
+        Err(Error::Unavailable {
+            index,
+            last_index: s.last,
+        })
+    }
+}
+
+impl Shadow {
+    fn of(group: &Group) -> Result<Shadow> {
+        let st = group.state.read();
+        let gs = st.as_ref().ok_or_else(|| Error::Closed {
+            what: format!("group {}", group.id),
+        })?;
+        let last = gs.s.last_index();
+        Ok(Shadow {
+            snap_index: gs.s.snapshot_index(),
+            snap_term: gs.s.snapshot_term(),
+            last,
+            commit: gs.s.commit(),
+            base_upto: last,
+            appended_from: u64::MAX,
+            terms: Vec::new(),
+        })
+    }
+
+    /// The shadow after `part` (which passed its checks).
+    fn apply(&mut self, part: &Part) {
+        if let Some(s) = &part.snapshot {
+            let md = s.get_metadata();
+            self.snap_index = md.index;
+            self.snap_term = md.term;
+            self.last = md.index;
+            self.base_upto = 0;
+            self.appended_from = u64::MAX;
+            self.terms.clear();
+        }
+        if let (Some(e0), Some(last)) = (part.entries.first(), part.entries.last()) {
+            let start = e0.index;
+            if self.appended_from != u64::MAX && start >= self.appended_from {
+                self.terms.truncate((start - self.appended_from) as usize);
+            } else {
+                self.base_upto = self.base_upto.min(start - 1);
+                self.appended_from = start;
+                self.terms.clear();
+            }
+            self.terms.extend(part.entries.iter().map(|e| e.term));
+            self.last = last.index;
+        }
+        if let Some(hs) = &part.hard_state {
+            self.commit = hs.commit;
+        }
+    }
+}
+
+/// Checks a batch's parts in order against `shadows` (the commit's view so far); returns the
+/// updated shadows of the groups it touches, or the first invalid part's error naming its
+/// group.
+fn check_batch(
+    groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
+    shadows: &HashMap<u64, Shadow>,
+    parts: &[Part],
+) -> Result<HashMap<u64, Shadow>> {
+    let mut mine: HashMap<u64, Shadow> = HashMap::new();
+    for part in parts {
+        let id = part.group_id;
+        let wrap = |e: Error| Error::Group {
+            group_id: id,
+            source: Box::new(e),
+        };
+        let group = groups
+            .get(&id)
+            .ok_or_else(|| wrap(Error::UnknownGroup { group_id: id }))?;
+        let shadow = match mine.entry(id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(match shadows.get(&id) {
+                Some(s) => s.clone(),
+                None => Shadow::of(group).map_err(wrap)?,
+            }),
+        };
+        let hs = part.hard_state.clone().unwrap_or_default();
+        let snap = part.snapshot.clone().unwrap_or_default();
+        state::check_save(&View { shadow, group }, &hs, &part.entries, &snap).map_err(wrap)?;
+        shadow.apply(part);
+    }
+    Ok(mine)
+}
+
+/// An error for each caller of a commit that failed as a whole (errors are not `Clone`).
+fn again(e: &Error, root: &std::path::Path) -> Error {
+    match e {
+        Error::Closed { what } => Error::Closed { what: what.clone() },
+        Error::Poisoned { reason } => Error::Poisoned {
+            reason: reason.clone(),
+        },
+        Error::Group { group_id, source } => Error::Group {
+            group_id: *group_id,
+            source: Box::new(again(source, root)),
+        },
+        other => Error::Io {
+            op: "commit to",
+            path: root.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
+/// Makes one commit of `batches` (the caller leads) and sets every batch's result.
+fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
+    let set = |w: &Waiter, r: Result<()>| *w.result.lock() = Some(r);
+    if let Err(e) = shared.check_usable() {
+        for w in batches {
+            set(w, Err(again(&e, &shared.root)));
+        }
+        return;
+    }
+    let groups = shared.groups.read();
+    let mut shadows: HashMap<u64, Shadow> = HashMap::new();
+    let mut accepted: Vec<(&Waiter, Vec<Part>)> = Vec::new();
+    for w in batches {
+        let parts = std::mem::take(&mut *w.parts.lock());
+        match check_batch(&groups, &shadows, &parts) {
+            Ok(mine) => {
+                shadows.extend(mine);
+                accepted.push((w, parts));
+            }
+            Err(e) => set(w, Err(e)),
+        }
+    }
+    if accepted.is_empty() {
+        return;
+    }
+    match commit(shared, &groups, &mut accepted) {
+        Ok(()) => {
+            for (w, _) in &accepted {
+                set(w, Ok(()));
+            }
+        }
+        Err(e) => {
+            for (w, _) in &accepted {
+                set(w, Err(again(&e, &shared.root)));
+            }
+        }
+    }
+    drop(groups);
+    let appended = shared.journal.lock().appended();
+    if appended >= shared.opts.checkpoint_bytes {
+        shared.checkpointer.nudge();
+    }
+}
+
+/// Writes the accepted batches as one journal record, flushes it (with `sync_writes`), and
+/// applies every part.
+fn commit(
+    shared: &Shared,
+    groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
+    accepted: &mut [(&Waiter, Vec<Part>)],
+) -> Result<()> {
+    // Installed snapshots' data goes to their files, durably, before the record names them.
+    let mut installs: Vec<Vec<Option<SnapshotRecord>>> = Vec::with_capacity(accepted.len());
+    for (_, parts) in accepted.iter() {
+        let mut recs = Vec::with_capacity(parts.len());
+        for part in parts {
+            recs.push(match &part.snapshot {
+                Some(s) => Some(write_snapshot_file(shared, groups, part.group_id, s)?),
+                None => None,
+            });
+        }
+        installs.push(recs);
+    }
+    check_space(shared, accepted)?;
+    let mut body = Vec::with_capacity(
+        accepted
+            .iter()
+            .flat_map(|(_, ps)| ps.iter())
+            .map(|p| 64 + batch::entries_len(&p.entries))
+            .sum(),
+    );
+    for ((_, parts), recs) in accepted.iter_mut().zip(&installs) {
+        for (part, rec) in parts.iter_mut().zip(recs) {
+            let g = groups.get(&part.group_id).ok_or(Error::UnknownGroup {
+                group_id: part.group_id,
+            })?;
+            if let Some(gs) = g.state.read().as_ref().filter(|gs| gs.ints_dirty) {
+                let m = &gs.s.meta;
+                part.ints = Some([m.raft_id, m.group_id, m.checkpoint_index]);
+            }
+            batch::encode(&mut body, part, g.incarnation, rec.as_ref());
+        }
+    }
+    let seq = {
+        let mut journal = shared.journal.lock();
+        let seq = journal.append(&body)?;
+        if shared.opts.sync_writes {
+            // A failed flush leaves the record's durability unknown: stop.
+            journal.sync().inspect_err(|e| shared.poison(e))?;
+        }
+        seq
+    };
+    for ((_, parts), recs) in accepted.iter().zip(&installs) {
+        for (part, rec) in parts.iter().zip(recs) {
+            apply_live(shared, groups, part, rec.as_ref(), seq)
+                .inspect_err(|e| shared.poison(e))?;
+        }
+    }
+    shared.applied_seq.store(seq, Ordering::Release);
+    Ok(())
+}
+
+/// Applies a live part (checked, journaled) to its group.
+fn apply_live(
+    shared: &Shared,
+    groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
+    part: &Part,
+    snapshot: Option<&SnapshotRecord>,
+    seq: u64,
+) -> Result<()> {
+    let g = groups.get(&part.group_id).ok_or(Error::UnknownGroup {
+        group_id: part.group_id,
+    })?;
+    let mut st = g.state.write();
+    let gs = st.as_mut().ok_or_else(|| Error::Closed {
+        what: format!("group {}", g.id),
+    })?;
+    let change = Change {
+        snapshot,
+        entries: &part.entries,
+        hard_state: part.hard_state.as_ref(),
+        conf_state: part.conf_state.as_ref().map(ConfStateRecord::from),
+        ints: part.ints,
+        truncate: part.truncate,
+    };
+    gs.apply(shared, &change, seq, g.incarnation)?;
+    if part.ints.is_some() {
+        gs.ints_dirty = false;
+    }
+    Ok(())
+}
+
+/// Writes an installed snapshot's data to the group's snapshot file (durable) and describes it.
+fn write_snapshot_file(
+    shared: &Shared,
+    groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
+    group_id: u64,
+    s: &Snapshot,
+) -> Result<SnapshotRecord> {
+    let g = groups
+        .get(&group_id)
+        .ok_or(Error::UnknownGroup { group_id })?;
+    let _writer = g.snap_writer.try_lock().ok_or_else(|| Error::Group {
+        group_id,
+        source: Box::new(Error::InvalidArgument(
+            "the application is writing a snapshot of this group: retry the install".to_string(),
+        )),
+    })?;
+    let md = s.get_metadata();
+    let cs = ConfStateRecord::from(md.get_conf_state());
+    let written = snap::write_from(
+        &g.dir,
+        md.index,
+        md.term,
+        &cs,
+        &s.data[..],
+        shared.cipher.as_ref(),
+    )?;
+    Ok(SnapshotRecord {
+        index: md.index,
+        term: md.term,
+        conf_state: Some(cs),
+        data_len: written.data_len,
+        data_crc32c: written.data_crc32c,
+        plain_len: written.plain_len,
+    })
+}
+
+/// Refuses a commit the disk has no room for, before anything of it is written: the groups'
+/// files are grown as the parts are applied, after the journal record, and a growth that
+/// failed then would stop the engine.
+fn check_space(shared: &Shared, accepted: &[(&Waiter, Vec<Part>)]) -> Result<()> {
+    let need: u64 = accepted
+        .iter()
+        .flat_map(|(_, ps)| ps.iter())
+        .map(|p| {
+            p.entries
+                .iter()
+                .map(|e| 2 * (e.data.len() + e.context.len()) as u64 + 128)
+                .sum::<u64>()
+        })
+        .sum();
+    let st = rustix::fs::statvfs(&shared.root)
+        .map_err(|e| Error::io("statvfs", &shared.root, e.into()))?;
+    let avail = st.f_bavail.saturating_mul(st.f_frsize);
+    // Room for the growth steps of the groups' files too.
+    let margin = 64 << 20;
+    if avail < need.saturating_add(margin) {
+        return Err(Error::io(
+            "reserve space for a commit in",
+            &shared.root,
+            std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+        ));
+    }
+    Ok(())
+}

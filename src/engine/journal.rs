@@ -1,0 +1,591 @@
+//! The engine's journal: one redo log shared by every group. Each commit appends one record
+//! holding every group's part of it and is made durable with one fdatasync, whatever the
+//! number of groups; the groups' own files are written without a flush and made durable by
+//! checkpoints, behind which the journal is trimmed. At open, the records after the last
+//! checkpoint are replayed into the groups.
+//!
+//! Owns: the segment files (`journal/<id>.jnl`, fixed size, fallocated, one spare recycled),
+//! the record framing (length, CRC32C, sequence number; the body sealed when the engine is
+//! encrypted), the scan at open and what counts as its torn tail. Must never: hand out a record
+//! whose checksum fails, return records out of sequence, or decide what a record means (that
+//! is `batch` and the engine).
+//!
+//! Layout (little-endian; docs/FORMAT.md "Engine roots"):
+//! ```text
+//! segment: [0, 4096) header, then records back to back, each padded to 8 bytes
+//! header:  0 magic "RWALJNL\0" 8 | 8 version u32 | 12 flags u32 (bit 0: bodies sealed)
+//!          | 16 segment id u64 | 24 first sequence number u64 | 32 CRC32C u32 (of [0, 32))
+//! record:  0 body length u32 | 4 CRC32C u32 (of [8, 16) and the body) | 8 sequence u64
+//!          | 16 body (plain, or nonce ‖ AES-256-GCM ciphertext ‖ tag with the sequence as AAD)
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::crypto::Cipher;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::options::RecoveryMode;
+
+/// Bytes of a segment's header page; records start after it.
+pub(crate) const SEGMENT_HEADER: u64 = 4096;
+const MAGIC: &[u8; 8] = b"RWALJNL\0";
+const VERSION: u32 = 1;
+const FLAG_SEALED: u32 = 1;
+
+// Header fields: each offset is the previous one plus the previous field's size.
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = H_MAGIC + 8;
+const H_FLAGS: usize = H_VERSION + 4;
+const H_ID: usize = H_FLAGS + 4;
+const H_FIRST_SEQ: usize = H_ID + 8;
+const H_CRC: usize = H_FIRST_SEQ + 8;
+const H_LEN: usize = H_CRC + 4;
+
+// Record fields.
+const R_LEN: usize = 0;
+const R_CRC: usize = R_LEN + 4;
+const R_SEQ: usize = R_CRC + 4;
+/// Bytes of a record's header.
+pub(crate) const RECORD_HEADER: usize = R_SEQ + 8;
+
+/// Name of the recycled segment.
+const SPARE: &str = "spare.jnl";
+
+/// The file name of segment `id`.
+fn segment_name(id: u64) -> String {
+    format!("{id:016}.jnl")
+}
+
+/// The id of a segment file name (canonical spelling only).
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".jnl")?;
+    if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&id| id > 0)
+}
+
+/// One record read back at open: its sequence number and its (opened) body.
+pub(crate) struct Record {
+    pub seq: u64,
+    pub body: Bytes,
+}
+
+/// A segment of the journal.
+struct Segment {
+    id: u64,
+    path: PathBuf,
+    /// Sequence number of the first record written to it.
+    first_seq: u64,
+}
+
+/// The segment records are appended to.
+struct Writer {
+    file: File,
+    path: PathBuf,
+    /// Where the next record goes.
+    offset: u64,
+    /// The segment's length (allocated).
+    len: u64,
+    /// Records written since its last flush.
+    dirty: bool,
+}
+
+/// The journal of an engine root.
+pub(crate) struct Journal {
+    dir: PathBuf,
+    /// Live segments, oldest first; the last one is written.
+    segments: Vec<Segment>,
+    writer: Option<Writer>,
+    /// A segment written before the one being written, whose records are not flushed yet.
+    unflushed_previous: Option<File>,
+    next_seq: u64,
+    segment_bytes: u64,
+    cipher: Option<Cipher>,
+    spare: Option<PathBuf>,
+    /// Bytes appended since the journal was last trimmed (the checkpoint trigger).
+    appended: u64,
+}
+
+/// What the scan at open found.
+pub(crate) struct Opened {
+    pub journal: Journal,
+    /// Records after the checkpoint, in sequence order.
+    pub records: Vec<Record>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`.
+    /// A torn end (a record with the next sequence number whose checksum fails) is cut in
+    /// `TolerateTailCorruption` and an error in `AbsoluteConsistency`; records missing in the
+    /// middle (a segment that ends before the next one begins) are an error in both.
+    pub(crate) fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        cipher: Option<Cipher>,
+        checkpoint_seq: u64,
+        mode: RecoveryMode,
+    ) -> Result<Opened> {
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let mut ids = Vec::new();
+        let mut spare = None;
+        for ent in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
+            let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
+            let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if let Some(id) = parse_segment_name(&name) {
+                ids.push(id);
+            } else if name == SPARE {
+                spare = Some(ent.path());
+            } else if name.ends_with(".jnl.tmp") {
+                let _ = fs::remove_file(ent.path());
+            }
+        }
+        ids.sort_unstable();
+        let mut segments = Vec::new();
+        let mut remove = Vec::new();
+        for (pos, &id) in ids.iter().enumerate() {
+            let path = dir.join(segment_name(id));
+            match read_header(&path, id, cipher.is_some())? {
+                Some(first_seq) => segments.push(Segment {
+                    id,
+                    path,
+                    first_seq,
+                }),
+                // Created but its header never reached the disk: only the newest can be so.
+                None if pos + 1 == ids.len() => remove.push(path),
+                None => {
+                    return Err(Error::corrupt(
+                        &path,
+                        0,
+                        "journal segment without a header before the last segment",
+                    ))
+                }
+            }
+        }
+        // Segments whose records all lie at or below the checkpoint are obsolete.
+        let keep_from = segments
+            .windows(2)
+            .position(|w| w[1].first_seq > checkpoint_seq + 1)
+            .unwrap_or(segments.len().saturating_sub(1));
+        for s in segments.drain(..keep_from) {
+            remove.push(s.path);
+        }
+
+        let mut records = Vec::new();
+        let mut expected = None::<u64>;
+        let mut tail = None::<(u64, bool)>; // where the last segment's records end; torn?
+        let n = segments.len();
+        for (pos, seg) in segments.iter().enumerate() {
+            let last = pos + 1 == n;
+            // Records up to the checkpoint may be gone (trimmed); none after it.
+            let e = expected.unwrap_or(checkpoint_seq + 1);
+            let skipped_only_checkpointed =
+                seg.first_seq > e && seg.first_seq <= checkpoint_seq + 1;
+            if seg.first_seq != e
+                && !skipped_only_checkpointed
+                && (expected.is_some() || seg.first_seq > e)
+            {
+                return Err(Error::corrupt(
+                    &seg.path,
+                    H_FIRST_SEQ as u64,
+                    format!(
+                        "journal segment starts at record {}, but record {e} is the next one after the checkpoint or the segment before: records are missing",
+                        seg.first_seq
+                    ),
+                ));
+            }
+            let bytes =
+                Bytes::from(fs::read(&seg.path).map_err(|e| Error::io("read", &seg.path, e))?);
+            let mut at = SEGMENT_HEADER as usize;
+            let mut want = seg.first_seq;
+            let end = loop {
+                match read_record(&bytes, at, want, cipher.as_ref(), &seg.path) {
+                    Scan::Record { body, next } => {
+                        if want > checkpoint_seq {
+                            records.push(Record { seq: want, body });
+                        }
+                        want += 1;
+                        at = next;
+                    }
+                    Scan::End => break (at, None),
+                    Scan::Torn(e) => break (at, Some(e)),
+                    Scan::Bad(e) => return Err(e),
+                }
+            };
+            if end.1.is_some() && want <= checkpoint_seq {
+                // Damage in a record the checkpoint covers: whatever followed it (records after
+                // the checkpoint included) cannot be read.
+                if let Some(e) = end.1 {
+                    return Err(e);
+                }
+            }
+            expected = Some(want);
+            match (end.1, last) {
+                (Some(e), true) => {
+                    if mode == RecoveryMode::AbsoluteConsistency {
+                        return Err(e);
+                    }
+                    tail = Some((end.0 as u64, true));
+                }
+                (None, true) => tail = Some((end.0 as u64, false)),
+                // A record that fails its checks before the last segment is damage: records
+                // after it (in the next segments) were acknowledged.
+                (Some(e), false) => return Err(e),
+                // An earlier segment ends where the next begins (checked above).
+                (None, false) => {}
+            }
+        }
+        let last_seq = expected
+            .map_or(checkpoint_seq, |e| e - 1)
+            .max(checkpoint_seq);
+
+        for p in &remove {
+            fs::remove_file(p).map_err(|e| Error::io("remove", p, e))?;
+        }
+        let mut journal = Journal {
+            dir: dir.to_path_buf(),
+            segments,
+            writer: None,
+            unflushed_previous: None,
+            next_seq: last_seq + 1,
+            segment_bytes,
+            cipher,
+            spare,
+            appended: 0,
+        };
+        // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
+        // record may hold older records with the next sequence numbers, so a new segment starts.
+        if let (Some((offset, false)), Some(seg)) = (tail, journal.segments.last()) {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&seg.path)
+                .map_err(|e| Error::io("open", &seg.path, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("stat", &seg.path, e))?
+                .len();
+            journal.writer = Some(Writer {
+                file,
+                path: seg.path.clone(),
+                offset,
+                len,
+                dirty: false,
+            });
+        }
+        Ok(Opened { journal, records })
+    }
+
+    /// Bytes appended since the journal was last trimmed.
+    pub(crate) fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    /// Appends a record holding `body` (sealed when the engine is encrypted) and returns its
+    /// sequence number. Nothing is flushed: see [`Journal::sync`].
+    pub(crate) fn append(&mut self, body: &[u8]) -> Result<u64> {
+        let seq = self.next_seq;
+        let sealed;
+        let stored: &[u8] = match &self.cipher {
+            Some(c) => {
+                sealed = c.seal(&seq.to_le_bytes(), &[body]);
+                &sealed
+            }
+            None => body,
+        };
+        if stored.len() > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "a commit of {} bytes is larger than a journal record holds (4 GiB)",
+                stored.len()
+            )));
+        }
+        let total = (RECORD_HEADER + stored.len()).next_multiple_of(8) as u64;
+        let fits = self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.offset + total <= w.len);
+        if !fits {
+            self.rotate(seq, total)?;
+        }
+        let w = self.writer.as_mut().ok_or_else(|| {
+            Error::InvalidArgument("journal has no segment to write after rotation".to_string())
+        })?;
+        let mut h = [0u8; RECORD_HEADER];
+        h[R_LEN..R_LEN + 4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+        h[R_SEQ..R_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[R_SEQ..]), stored);
+        h[R_CRC..R_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        let pad = [0u8; 8];
+        let pad = &pad[..total as usize - RECORD_HEADER - stored.len()];
+        let bufs = [
+            std::io::IoSlice::new(&h),
+            std::io::IoSlice::new(stored),
+            std::io::IoSlice::new(pad),
+        ];
+        write_all_vectored_at(&w.file, &bufs, w.offset, &w.path)?;
+        w.offset += total;
+        w.dirty = true;
+        self.next_seq += 1;
+        self.appended += total;
+        Ok(seq)
+    }
+
+    /// Makes every record appended so far durable (one fdatasync, two when the last append
+    /// started a segment while the one before it was unflushed).
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        if let Some(prev) = self.unflushed_previous.take() {
+            prev.sync_data()
+                .map_err(|e| Error::io("fdatasync", &self.dir, e))?;
+        }
+        if let Some(w) = self.writer.as_mut().filter(|w| w.dirty) {
+            w.file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &w.path, e))?;
+            w.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a segment for a record of `total` bytes with sequence number `seq`: the spare
+    /// renamed, or a new file fallocated; its header written and its name made durable.
+    fn rotate(&mut self, seq: u64, total: u64) -> Result<()> {
+        let id = self.segments.last().map_or(1, |s| s.id + 1);
+        let path = self.dir.join(segment_name(id));
+        let len = (SEGMENT_HEADER + total).max(self.segment_bytes);
+        let file = match self.spare.take() {
+            Some(spare) if len <= self.segment_bytes => {
+                fsutil::rename_no_replace(&spare, &path)?;
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("open", &path, e))?
+            }
+            other => {
+                self.spare = other;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("create", &path, e))?;
+                if let Err(e) = fsutil::allocate(&file, &path, len) {
+                    drop(file);
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+                file
+            }
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
+        let header = encode_header(id, seq, self.cipher.is_some());
+        file.write_all_at(&header, 0)
+            .map_err(|e| Error::io("write header", &path, e))?;
+        fsutil::sync_dir(&self.dir)?;
+        if let Some(old) = self.writer.take() {
+            if old.dirty {
+                self.unflushed_previous = Some(old.file);
+            }
+        }
+        self.segments.push(Segment {
+            id,
+            path: path.clone(),
+            first_seq: seq,
+        });
+        self.writer = Some(Writer {
+            file,
+            path,
+            offset: SEGMENT_HEADER,
+            len,
+            dirty: true,
+        });
+        Ok(())
+    }
+
+    /// Drops the segments whose records all lie at or below `seq` (a checkpoint covers them):
+    /// the first becomes the spare (when it has the usual size), the others are removed.
+    pub(crate) fn trim(&mut self, seq: u64) -> Result<()> {
+        let obsolete = self
+            .segments
+            .windows(2)
+            .take_while(|w| w[1].first_seq <= seq + 1)
+            .count();
+        for s in self.segments.drain(..obsolete) {
+            let reusable = fs::metadata(&s.path).is_ok_and(|m| m.len() == self.segment_bytes);
+            if self.spare.is_none() && reusable {
+                let spare = self.dir.join(SPARE);
+                if fs::rename(&s.path, &spare).is_ok() {
+                    self.spare = Some(spare);
+                    continue;
+                }
+            }
+            fs::remove_file(&s.path).map_err(|e| Error::io("remove", &s.path, e))?;
+        }
+        self.appended = 0;
+        Ok(())
+    }
+}
+
+/// What one position of a segment holds.
+enum Scan {
+    /// The record `want`, its body, and where the next one starts.
+    Record { body: Bytes, next: usize },
+    /// A clean end: zeroes, or a record from an earlier use of the file (another sequence
+    /// number).
+    End,
+    /// A record with the expected sequence number that fails its checks: torn.
+    Torn(Error),
+    /// A whole record that cannot be opened (a wrong key, altered bytes): never a torn write.
+    Bad(Error),
+}
+
+fn read_record(bytes: &Bytes, at: usize, want: u64, cipher: Option<&Cipher>, path: &Path) -> Scan {
+    let Some(h) = bytes.get(at..at + RECORD_HEADER) else {
+        return Scan::End;
+    };
+    let len = u32::from_le_bytes([h[R_LEN], h[R_LEN + 1], h[R_LEN + 2], h[R_LEN + 3]]) as usize;
+    let crc = u32::from_le_bytes([h[R_CRC], h[R_CRC + 1], h[R_CRC + 2], h[R_CRC + 3]]);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&h[R_SEQ..R_SEQ + 8]);
+    let seq = u64::from_le_bytes(seq);
+    if seq != want {
+        return Scan::End;
+    }
+    let torn = |reason: String| Scan::Torn(Error::corrupt(path, at as u64, reason));
+    let body_at = at + RECORD_HEADER;
+    let Some(stored) = bytes.get(body_at..body_at + len) else {
+        return torn(format!(
+            "journal record {seq} claims {len} bytes, past the end of its segment"
+        ));
+    };
+    let computed = crc32c::crc32c_append(crc32c::crc32c(&h[R_SEQ..]), stored);
+    if computed != crc {
+        return torn(format!(
+            "journal record {seq}: checksum mismatch (stored {crc:#010x}, computed {computed:#010x})"
+        ));
+    }
+    let body = match cipher {
+        Some(c) => match c.open(&seq.to_le_bytes(), stored) {
+            Some(plain) => Bytes::from(plain),
+            None => {
+                return Scan::Bad(Error::Encryption {
+                    path: path.to_path_buf(),
+                    reason: format!("journal record {seq} fails authentication with this key"),
+                })
+            }
+        },
+        None => bytes.slice(body_at..body_at + len),
+    };
+    Scan::Record {
+        body,
+        next: (body_at + len).next_multiple_of(8),
+    }
+}
+
+fn encode_header(id: u64, first_seq: u64, sealed: bool) -> [u8; H_LEN] {
+    let mut h = [0u8; H_LEN];
+    h[H_MAGIC..H_MAGIC + 8].copy_from_slice(MAGIC);
+    h[H_VERSION..H_VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
+    let flags = if sealed { FLAG_SEALED } else { 0 };
+    h[H_FLAGS..H_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    h[H_ID..H_ID + 8].copy_from_slice(&id.to_le_bytes());
+    h[H_FIRST_SEQ..H_FIRST_SEQ + 8].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..H_CRC]);
+    h[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// The first sequence number of segment `id` at `path`, or `None` when its header area is
+/// all zero (never written). A header that is there but wrong is an error naming the file.
+fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Option<u64>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut h = [0u8; H_LEN];
+    match file.read_exact_at(&mut h, 0) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(Error::io("read header", path, e)),
+    }
+    if h.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[o..o + 8]);
+        u64::from_le_bytes(b)
+    };
+    if &h[H_MAGIC..H_MAGIC + 8] != MAGIC {
+        return Err(Error::corrupt(path, 0, "bad journal segment magic"));
+    }
+    if crc32c::crc32c(&h[..H_CRC]) != u32_at(H_CRC) {
+        return Err(Error::corrupt(
+            path,
+            0,
+            "journal segment header checksum mismatch",
+        ));
+    }
+    if u32_at(H_VERSION) > VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: u32_at(H_VERSION),
+            supported: VERSION,
+        });
+    }
+    if (u32_at(H_FLAGS) & FLAG_SEALED != 0) != sealed {
+        return Err(Error::Encryption {
+            path: path.to_path_buf(),
+            reason: if sealed {
+                "journal segment is plaintext but the engine is opened with a key".to_string()
+            } else {
+                "journal segment is encrypted but no key was given".to_string()
+            },
+        });
+    }
+    if u64_at(H_ID) != id {
+        return Err(Error::corrupt(
+            path,
+            H_ID as u64,
+            format!(
+                "header names segment {}, the file name says {id}",
+                u64_at(H_ID)
+            ),
+        ));
+    }
+    Ok(Some(u64_at(H_FIRST_SEQ)))
+}
+
+/// `pwritev` of all of `bufs` at `offset`.
+fn write_all_vectored_at(
+    file: &File,
+    bufs: &[std::io::IoSlice<'_>],
+    offset: u64,
+    path: &Path,
+) -> Result<()> {
+    let mut bufs: Vec<std::io::IoSlice<'_>> =
+        bufs.iter().filter(|b| !b.is_empty()).copied().collect();
+    let mut slices = &mut bufs[..];
+    let mut at = offset;
+    while !slices.is_empty() {
+        let n = rustix::io::pwritev(file, slices, at)
+            .map_err(|e| Error::io("write", path, e.into()))?;
+        if n == 0 {
+            return Err(Error::io(
+                "write",
+                path,
+                std::io::Error::from(std::io::ErrorKind::WriteZero),
+            ));
+        }
+        at += n as u64;
+        std::io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}

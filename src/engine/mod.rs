@@ -1,0 +1,307 @@
+//! Many Raft groups in one process (multi-Raft): an [`Engine`] hosts any number of groups, each
+//! a [`GroupStorage`] (a `raft::Storage` with the rules of `DiskStorage`) whose log keeps the
+//! Dgraph shape in its own directory, and commits many groups' writes with one device flush.
+//!
+//! ```text
+//! ROOT/LOCK            held while an Engine has the root open
+//! ROOT/engine.meta     root state: checkpoint sequence number, next incarnation, open flag
+//! ROOT/journal/        the shared journal (module `journal`)
+//! ROOT/groups/<id>/    one directory per group: wal.meta, NNNNN.wal, snap/ (as a DiskStorage)
+//! ```
+//!
+//! The write path: [`Engine::write`] callers queue their batches; one of them (the leader)
+//! checks every part against the state the parts before it leave, appends one journal record
+//! holding all accepted batches, flushes the journal once, then applies the parts to the
+//! groups' files (through their maps, no flush) and wakes the callers (module `commit`). A
+//! background checkpoint makes the groups' files durable (one `syncfs`), stores each changed
+//! group's meta page with the journal position it reflects, and trims the journal behind it
+//! (module `checkpoint`). Open replays the journal after the last checkpoint (module
+//! `recovery`).
+//!
+//! Owns: the engine's lifecycle (open, close, drop), the group table, group creation and removal
+//! (atomic under a crash: a group directory is made under a temporary name and renamed), and
+//! the pipeline that serializes commits with everything that must not interleave with them.
+//! Must never: let a `GroupStorage` touch a file after the engine is closed, hold more
+//! descriptors than a handful whatever the number of groups, or flush a group's files on the
+//! commit path.
+
+mod batch;
+mod checkpoint;
+mod commit;
+mod group;
+mod journal;
+mod recovery;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+pub use batch::WriteBatch;
+pub use group::GroupStorage;
+
+use crate::crypto::Cipher;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::meta::MetaFile;
+use crate::options::RecoveryMode;
+use crate::proto::EngineRecord;
+use group::Group;
+use journal::Journal;
+
+/// Directory of the groups under an engine root.
+pub(crate) const GROUPS_DIR: &str = "groups";
+/// Directory of the journal under an engine root.
+pub(crate) const JOURNAL_DIR: &str = "journal";
+
+/// How an [`Engine`] is opened.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// `true` (default): [`Engine::write`] returns once every part of the batch is durable
+    /// (one journal flush per commit, shared by concurrent callers). `false`: nothing is flushed
+    /// until [`Engine::sync`] (or a group's `sync()`, close, drop).
+    pub sync_writes: bool,
+    /// What open does with a torn end of the journal: cut it (default), or refuse
+    /// (`AbsoluteConsistency`, which also refuses a damaged meta copy of any group).
+    pub recovery_mode: RecoveryMode,
+    /// Key for encryption at rest (AES-256-GCM) of the journal and every group. Default `None`.
+    pub encryption_key: Option<[u8; 32]>,
+    /// Descriptors the engine may hold at once (default 256). The engine keeps a handful (the
+    /// root's lock, the journal) whatever the number of groups: group files are kept as maps
+    /// without their descriptors and opened only for the moment a descriptor is needed.
+    pub max_open_files: usize,
+    /// Bytes of each journal segment file (default 32 MiB; a commit larger than that gets a
+    /// segment of its own size).
+    pub journal_segment_bytes: u64,
+    /// Journal bytes written since the last checkpoint after which a checkpoint runs in the
+    /// background (default 64 MiB): the journal's disk use and the replay at open stay about
+    /// this size.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            sync_writes: true,
+            recovery_mode: RecoveryMode::TolerateTailCorruption,
+            encryption_key: None,
+            max_open_files: 256,
+            journal_segment_bytes: 32 << 20,
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Many Raft groups' logs in one root directory, written with one journal flush per commit.
+/// `Send + Sync`: share it with an `Arc`. Dropping it does what [`Engine::close`] does.
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+/// What the engine's handles share.
+pub(crate) struct Shared {
+    pub root: PathBuf,
+    pub opts: EngineOptions,
+    pub cipher: Option<Cipher>,
+    pub groups: RwLock<BTreeMap<u64, Arc<Group>>>,
+    pub journal: Mutex<Journal>,
+    /// The commit pipeline: who leads, and the batches waiting.
+    pub pipeline: Mutex<commit::Queue>,
+    pub pipeline_cv: Condvar,
+    /// Every journal record up to this sequence number is applied to the groups.
+    pub applied_seq: AtomicU64,
+    /// `engine.meta`.
+    pub root_meta: Mutex<(MetaFile<EngineRecord>, EngineRecord)>,
+    pub closed: AtomicBool,
+    /// Why the engine stopped, after a write failed between its journal record and its apply.
+    pub poisoned: Mutex<Option<String>>,
+    pub checkpointer: checkpoint::Checkpointer,
+    /// The root's lock; released by close (handles may outlive the engine).
+    pub lock: Mutex<Option<File>>,
+}
+
+impl Shared {
+    /// An error for any call once the engine is closed or stopped.
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                what: format!("the engine at {}", self.root.display()),
+            });
+        }
+        if let Some(reason) = self.poisoned.lock().clone() {
+            return Err(Error::Poisoned { reason });
+        }
+        Ok(())
+    }
+
+    /// Stops the engine after a failure that left memory and files out of step.
+    pub(crate) fn poison(&self, e: &Error) {
+        let mut p = self.poisoned.lock();
+        if p.is_none() {
+            *p = Some(e.to_string());
+        }
+    }
+
+    pub(crate) fn group_dir(&self, group_id: u64) -> PathBuf {
+        group_dir(&self.root, group_id)
+    }
+}
+
+/// The directory of group `group_id` under `root`.
+pub(crate) fn group_dir(root: &Path, group_id: u64) -> PathBuf {
+    root.join(GROUPS_DIR).join(group_id.to_string())
+}
+
+impl Engine {
+    /// Opens the engine root `root` with default [`EngineOptions`], creating it if needed.
+    pub fn open<P: AsRef<Path>>(root: P) -> Result<Engine, Error> {
+        Self::open_with(root, EngineOptions::default())
+    }
+
+    /// Opens (or creates) the engine root `root`: takes its lock, opens every group (reading
+    /// its meta page and a few pages of its last file, never its whole slot area), replays the
+    /// journal after the last checkpoint, and starts the background checkpoint.
+    pub fn open_with<P: AsRef<Path>>(root: P, opts: EngineOptions) -> Result<Engine, Error> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(root.join(GROUPS_DIR))
+            .map_err(|e| Error::io("create directory", root.join(GROUPS_DIR), e))?;
+        if root.join(crate::meta::META_FILE).exists() {
+            return Err(Error::InvalidArgument(format!(
+                "{} is a DiskStorage directory (it has a wal.meta), not an engine root",
+                root.display()
+            )));
+        }
+        let lock = fsutil::lock_dir(&root)?;
+        let cipher = opts.encryption_key.as_ref().map(Cipher::new);
+        let shared = recovery::open(root, opts, cipher, lock)?;
+        let shared = Arc::new(shared);
+        checkpoint::start(&shared)?;
+        Ok(Engine { shared })
+    }
+
+    /// Creates group `group_id` (its directory and meta page holding `raft_id` and the group
+    /// id), durably: after a crash the group is whole or absent. An existing group is an error.
+    pub fn create_group(&self, group_id: u64, raft_id: u64) -> Result<GroupStorage, Error> {
+        self.shared.check_usable()?;
+        let _lead = commit::lead(&self.shared);
+        if self.shared.groups.read().contains_key(&group_id) {
+            return Err(Error::GroupExists { group_id });
+        }
+        let incarnation = {
+            let mut root = self.shared.root_meta.lock();
+            let (file, record) = &mut *root;
+            let n = record.next_incarnation.max(1);
+            record.next_incarnation = n + 1;
+            file.store(record)?;
+            file.flush()?;
+            n
+        };
+        let group = group::create(&self.shared, group_id, raft_id, incarnation)?;
+        let group = Arc::new(group);
+        self.shared
+            .groups
+            .write()
+            .insert(group_id, Arc::clone(&group));
+        Ok(GroupStorage::new(Arc::clone(&self.shared), group))
+    }
+
+    /// A handle to group `group_id`, if the engine has it.
+    pub fn group(&self, group_id: u64) -> Option<GroupStorage> {
+        if self.shared.check_usable().is_err() {
+            return None;
+        }
+        let g = self.shared.groups.read().get(&group_id).cloned()?;
+        Some(GroupStorage::new(Arc::clone(&self.shared), g))
+    }
+
+    /// The ids of the engine's groups, ascending.
+    pub fn group_ids(&self) -> Vec<u64> {
+        self.shared.groups.read().keys().copied().collect()
+    }
+
+    /// Removes group `group_id` and its files, durably (its directory is renamed away, then
+    /// deleted). Handles to it fail from then on.
+    pub fn remove_group(&self, group_id: u64) -> Result<(), Error> {
+        self.shared.check_usable()?;
+        let _lead = commit::lead(&self.shared);
+        let g = self
+            .shared
+            .groups
+            .write()
+            .remove(&group_id)
+            .ok_or(Error::UnknownGroup { group_id })?;
+        group::remove(&self.shared, &g)
+    }
+
+    /// Writes `batch` (emptied, whatever the outcome): every part is checked first, each against
+    /// the state the parts before it leave; an invalid part fails the whole batch
+    /// (`Error::Group` names the group) and nothing of it is written. With `sync_writes`, the
+    /// batch is durable when this returns. Calls from many threads at once are merged into
+    /// shared commits, one journal flush each.
+    pub fn write(&self, batch: &mut WriteBatch) -> Result<(), Error> {
+        commit::write(&self.shared, std::mem::take(&mut batch.parts))
+    }
+
+    /// Makes everything written so far durable (one journal flush).
+    pub fn sync(&self) -> Result<(), Error> {
+        self.shared.check_usable()?;
+        let _lead = commit::lead(&self.shared);
+        self.shared.journal.lock().sync()
+    }
+
+    /// The root directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.root
+    }
+
+    /// Syncs, checkpoints every group (each group directory then holds its whole state, and
+    /// opens with `DiskStorage::open`), stops the background checkpoint and releases the
+    /// root's lock. Handles still held fail from then on and never touch a file again.
+    pub fn close(self) -> Result<(), Error> {
+        close(&self.shared)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Errors cannot be returned from drop; `close()` is the way to see them.
+        let _ = close(&self.shared);
+    }
+}
+
+/// Closes the engine once (later calls find it closed and return Ok).
+fn close(shared: &Arc<Shared>) -> Result<()> {
+    if shared.closed.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    checkpoint::stop(shared);
+    let result = {
+        let _lead = commit::lead(shared);
+        let r = if shared.poisoned.lock().is_none() {
+            checkpoint::run(shared, true)
+        } else {
+            Ok(())
+        };
+        shared.closed.store(true, Ordering::Release);
+        r
+    };
+    // Every group's maps go now: a handle still held finds its group closed.
+    for g in shared.groups.read().values() {
+        g.close();
+    }
+    shared.groups.write().clear();
+    shared.lock.lock().take();
+    result
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("root", &self.shared.root)
+            .field("groups", &self.shared.groups.read().len())
+            .finish()
+    }
+}

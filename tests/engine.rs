@@ -1,0 +1,330 @@
+//! The multi-group engine's API and semantics: `Engine`, `WriteBatch`, `GroupStorage`, checked
+//! against the contract in README/docs (the rules of `DiskStorage` per group, batches checked
+//! whole, durability of writes, reopen, close) with an independent model of each group's log.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raft::prelude::*;
+use raft::{GetEntriesContext, Storage, StorageError};
+use raftwal::{DiskStorage, Engine, EngineOptions, Error, GroupStorage, MetaInfo, WriteBatch};
+
+fn entry(index: u64, term: u64, group: u64) -> Entry {
+    let mut e = Entry::default();
+    e.index = index;
+    e.term = term;
+    e.data = Bytes::from(format!("g{group}-i{index}-t{term}").repeat((index % 5 + 1) as usize));
+    if index % 7 == 0 {
+        e.context = Bytes::from(format!("ctx{index}"));
+    }
+    e
+}
+
+fn entries(lo: u64, hi: u64, term: u64, group: u64) -> Vec<Entry> {
+    (lo..=hi).map(|i| entry(i, term, group)).collect()
+}
+
+fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+    let mut h = HardState::default();
+    h.term = term;
+    h.vote = vote;
+    h.commit = commit;
+    h
+}
+
+fn ctx() -> GetEntriesContext {
+    GetEntriesContext::empty(false)
+}
+
+fn all(g: &GroupStorage) -> Vec<Entry> {
+    let (lo, hi) = (g.first_index().unwrap(), g.last_index().unwrap());
+    g.entries(lo, hi + 1, None, ctx()).unwrap()
+}
+
+/// Small journal segments and checkpoints, so that tests cross them.
+fn small() -> EngineOptions {
+    EngineOptions {
+        journal_segment_bytes: 256 << 10,
+        checkpoint_bytes: 512 << 10,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn groups_are_created_listed_written_and_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    {
+        let e = Engine::open_with(&root, small()).unwrap();
+        assert!(e.group_ids().is_empty());
+        let g1 = e.create_group(1, 11).unwrap();
+        let g2 = e.create_group(2, 22).unwrap();
+        assert!(matches!(
+            e.create_group(1, 11),
+            Err(Error::GroupExists { group_id: 1 })
+        ));
+        assert_eq!(e.group_ids(), vec![1, 2]);
+        assert_eq!(g1.uint(MetaInfo::RaftId), 11);
+        assert_eq!(g2.uint(MetaInfo::GroupId), 2);
+        assert_eq!(g1.first_index().unwrap(), 1);
+        assert_eq!(g1.last_index().unwrap(), 0);
+
+        let mut b = WriteBatch::new();
+        b.save(1, &hs(1, 1, 3), &entries(1, 5, 1, 1), &Snapshot::default());
+        b.save(2, &hs(2, 2, 0), &entries(1, 2, 2, 2), &Snapshot::default());
+        b.save(1, &hs(1, 1, 5), &entries(6, 8, 1, 1), &Snapshot::default());
+        e.write(&mut b).unwrap();
+        assert!(b.is_empty());
+        assert_eq!(all(&g1), entries(1, 8, 1, 1));
+        assert_eq!(all(&g2), entries(1, 2, 2, 2));
+        assert_eq!(g1.initial_state().unwrap().hard_state, hs(1, 1, 5));
+        assert_eq!(g2.initial_state().unwrap().hard_state, hs(2, 2, 0));
+        // One group's save, through its handle.
+        g2.save(&hs(3, 2, 2), &entries(3, 4, 3, 2), &Snapshot::default())
+            .unwrap();
+        e.close().unwrap();
+    }
+    let e = Engine::open_with(&root, small()).unwrap();
+    assert_eq!(e.group_ids(), vec![1, 2]);
+    let g1 = e.group(1).unwrap();
+    let g2 = e.group(2).unwrap();
+    assert_eq!(all(&g1), entries(1, 8, 1, 1));
+    let mut want = entries(1, 2, 2, 2);
+    want.extend(entries(3, 4, 3, 2));
+    assert_eq!(all(&g2), want);
+    assert_eq!(g2.initial_state().unwrap().hard_state, hs(3, 2, 2));
+    assert_eq!(g1.uint(MetaInfo::RaftId), 11);
+}
+
+#[test]
+fn an_invalid_part_fails_the_whole_batch_naming_its_group_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open_with(dir.path(), small()).unwrap();
+    let g1 = e.create_group(1, 1).unwrap();
+    let g2 = e.create_group(2, 1).unwrap();
+    let mut b = WriteBatch::new();
+    b.save(1, &hs(1, 1, 0), &entries(1, 3, 1, 1), &Snapshot::default());
+    e.write(&mut b).unwrap();
+
+    // A valid part for group 1, then a gap for group 2.
+    b.save(
+        1,
+        &HardState::default(),
+        &entries(4, 6, 1, 1),
+        &Snapshot::default(),
+    );
+    b.save(
+        2,
+        &HardState::default(),
+        &entries(5, 6, 1, 2),
+        &Snapshot::default(),
+    );
+    match e.write(&mut b) {
+        Err(Error::Group {
+            group_id: 2,
+            source,
+        }) => {
+            assert!(matches!(*source, Error::InvalidAppend(_)), "{source}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        g1.last_index().unwrap(),
+        3,
+        "group 1's valid part was written"
+    );
+    assert_eq!(g2.last_index().unwrap(), 0);
+    // A part checked against the parts before it in the same batch.
+    b.save(
+        2,
+        &HardState::default(),
+        &entries(1, 2, 1, 2),
+        &Snapshot::default(),
+    );
+    b.save(
+        2,
+        &HardState::default(),
+        &entries(3, 4, 1, 2),
+        &Snapshot::default(),
+    );
+    b.save(
+        2,
+        &HardState::default(),
+        &entries(2, 2, 2, 2),
+        &Snapshot::default(),
+    );
+    e.write(&mut b).unwrap();
+    let mut want = entries(1, 1, 1, 2);
+    want.extend(entries(2, 2, 2, 2));
+    assert_eq!(all(&g2), want);
+    // An unknown group.
+    b.save(
+        9,
+        &HardState::default(),
+        &entries(1, 1, 1, 9),
+        &Snapshot::default(),
+    );
+    assert!(matches!(
+        e.write(&mut b),
+        Err(Error::Group { group_id: 9, .. })
+    ));
+    // Terms going down, and a commit past the log.
+    b.save(
+        1,
+        &HardState::default(),
+        &entries(4, 4, 0, 1),
+        &Snapshot::default(),
+    );
+    assert!(e.write(&mut b).is_err());
+    b.save(1, &hs(1, 1, 10), &[], &Snapshot::default());
+    assert!(e.write(&mut b).is_err());
+    assert_eq!(g1.initial_state().unwrap().hard_state, hs(1, 1, 0));
+}
+
+#[test]
+fn many_threads_write_many_groups_and_everything_survives_reopen() {
+    const GROUPS: u64 = 24;
+    const ROUNDS: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    {
+        let e = Arc::new(Engine::open_with(&root, small()).unwrap());
+        for g in 1..=GROUPS {
+            e.create_group(g, 1).unwrap();
+        }
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let e = Arc::clone(&e);
+                std::thread::spawn(move || {
+                    for r in 0..ROUNDS {
+                        let mut b = WriteBatch::new();
+                        for g in (1..=GROUPS).filter(|g| g % 4 == t) {
+                            let lo = r * 3 + 1;
+                            b.save(
+                                g,
+                                &hs(1, 1, lo - 1),
+                                &entries(lo, lo + 2, 1, g),
+                                &Snapshot::default(),
+                            );
+                        }
+                        e.write(&mut b).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let e = Arc::try_unwrap(e).unwrap();
+        e.close().unwrap();
+    }
+    let e = Engine::open_with(&root, small()).unwrap();
+    for g in 1..=GROUPS {
+        let s = e.group(g).unwrap();
+        assert_eq!(all(&s), entries(1, ROUNDS * 3, 1, g), "group {g}");
+        assert_eq!(
+            s.initial_state().unwrap().hard_state,
+            hs(1, 1, (ROUNDS - 1) * 3),
+            "group {g}"
+        );
+    }
+}
+
+#[test]
+fn a_closed_engine_releases_its_lock_and_its_handles_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path()).unwrap();
+    let g = e.create_group(7, 1).unwrap();
+    g.save(&hs(1, 1, 1), &entries(1, 2, 1, 7), &Snapshot::default())
+        .unwrap();
+    assert!(matches!(
+        Engine::open(dir.path()),
+        Err(Error::Locked { .. })
+    ));
+    // A group directory of an open engine is not a DiskStorage directory.
+    assert!(DiskStorage::open(g.path()).is_err());
+    e.close().unwrap();
+    assert!(matches!(
+        g.last_index(),
+        Err(raft::Error::Store(StorageError::Other(_)))
+    ));
+    assert!(g
+        .save(
+            &HardState::default(),
+            &entries(3, 3, 1, 7),
+            &Snapshot::default()
+        )
+        .is_err());
+    assert_eq!(g.num_entries(), 0);
+    // After a clean close the group's directory is a DiskStorage directory with its state.
+    {
+        let d = DiskStorage::open(g.path()).unwrap();
+        assert_eq!(d.last_index().unwrap(), 2);
+        assert_eq!(d.entries(1, 3, None, ctx()).unwrap(), entries(1, 2, 1, 7));
+        assert_eq!(d.initial_state().unwrap().hard_state, hs(1, 1, 1));
+    }
+    let e = Engine::open(dir.path()).unwrap();
+    assert_eq!(e.group(7).unwrap().last_index().unwrap(), 2);
+}
+
+#[test]
+fn snapshots_compact_and_installs_replace_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    {
+        let e = Engine::open_with(root, small()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        let mut cs = ConfState::default();
+        cs.voters = vec![1, 2, 3];
+        g.set_conf_state(&cs).unwrap();
+        // Three files' worth, then a snapshot in the middle of the second.
+        let mut i = 1;
+        while i <= 65_000 {
+            let hi = (i + 4_999).min(65_000);
+            g.save(
+                &hs(1, 1, i - 1),
+                &entries(i, hi, 1, 1),
+                &Snapshot::default(),
+            )
+            .unwrap();
+            i = hi + 1;
+        }
+        assert_eq!(g.num_log_files(), 3);
+        g.create_snapshot(40_000, None, Bytes::from_static(b"state at 40000"))
+            .unwrap();
+        assert_eq!(g.first_index().unwrap(), 40_001);
+        assert_eq!(g.num_log_files(), 2);
+        let snap = g.snapshot(40_000, 0).unwrap();
+        assert_eq!(&snap.data[..], b"state at 40000");
+        assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+
+        // A second group installs a snapshot from its leader, entries after it in the same save.
+        let h = e.create_group(2, 2).unwrap();
+        h.save(&hs(1, 1, 0), &entries(1, 10, 1, 2), &Snapshot::default())
+            .unwrap();
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = 500;
+        s.mut_metadata().term = 3;
+        s.mut_metadata().mut_conf_state().voters = vec![4, 5];
+        s.data = Bytes::from_static(b"leader state");
+        h.save(&hs(3, 4, 500), &entries(501, 505, 3, 2), &s)
+            .unwrap();
+        assert_eq!(h.first_index().unwrap(), 501);
+        assert_eq!(all(&h), entries(501, 505, 3, 2));
+        assert_eq!(h.initial_state().unwrap().conf_state.voters, vec![4, 5]);
+        e.close().unwrap();
+    }
+    let e = Engine::open_with(root, small()).unwrap();
+    let g = e.group(1).unwrap();
+    assert_eq!(g.first_index().unwrap(), 40_001);
+    assert_eq!(g.last_index().unwrap(), 65_000);
+    assert_eq!(
+        g.entries(40_001, 40_101, None, ctx()).unwrap(),
+        entries(40_001, 40_100, 1, 1)
+    );
+    assert_eq!(&g.snapshot(0, 0).unwrap().data[..], b"state at 40000");
+    let h = e.group(2).unwrap();
+    assert_eq!(all(&h), entries(501, 505, 3, 2));
+    assert_eq!(h.term(500).unwrap(), 3);
+    assert_eq!(&h.snapshot(0, 0).unwrap().data[..], b"leader state");
+}
