@@ -240,6 +240,50 @@ async fn a_restarted_leader_answers_each_write_with_its_own_entry() -> Result {
     Ok(())
 }
 
+/// A leader deposed by a newer term fails its pending writes at once, as retryable (nothing
+/// here can complete them), and its log says when it took and lost leadership.
+async fn a_deposed_leader_fails_its_pending_writes_at_once() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    let peers = FakePeers::start(&c, 3).await?;
+    c.start(3).map_err(e2s)?;
+    let led = wait_status(&c, 3, "leader", |s| s.role == "Leader").await?;
+    let pending = call_once(c.addr(3), session_write("k", 1)).await?;
+    wait_status(&c, 3, "the write saved", |s| s.last_index > led.last_index).await?;
+    // Fake node 1 leads a newer term.
+    let mut heartbeat = raft::eraftpb::Message::default();
+    heartbeat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    heartbeat.term = led.term + 1;
+    peers.send(1, heartbeat);
+    let start = Instant::now();
+    let answer = pending.await.map_err(e2s)??;
+    let took = start.elapsed();
+    match &answer {
+        Response::Error {
+            message,
+            retryable: true,
+        } if message.contains("lost leadership") => {}
+        other => {
+            return Err(format!(
+                "the deposed leader answered its pending write after {took:?} with {other:?}, not at once with a retryable 'lost leadership'"
+            ))
+        }
+    }
+    let log = std::fs::read_to_string(c.log(3)).map_err(e2s)?;
+    for line in [
+        format!("node 3: leader at term {}", led.term),
+        format!("node 3: no longer leader of term {}", led.term),
+    ] {
+        if !log.contains(&line) {
+            return Err(format!(
+                "node 3's log never says {line:?}:\n{}",
+                c.log_tail(3, 10)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Concurrent clients increment counters with compare-and-swap while nodes are killed with
 /// SIGKILL (the leader among them) and restarted, some kept down until the leader compacted
 /// past their log so they can only catch up by snapshot. Every counter must end equal to its
@@ -778,7 +822,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("state_machine_cas_sessions_and_snapshot_encoding", || {
             Box::pin(state_machine_cas_sessions_and_snapshot_encoding())
         }),
@@ -786,6 +830,9 @@ fn main() -> ExitCode {
             "a_restarted_leader_answers_each_write_with_its_own_entry",
             || Box::pin(a_restarted_leader_answers_each_write_with_its_own_entry()),
         ),
+        ("a_deposed_leader_fails_its_pending_writes_at_once", || {
+            Box::pin(a_deposed_leader_fails_its_pending_writes_at_once())
+        }),
         ("follower_forwards_and_watches", || {
             Box::pin(follower_forwards_and_watches())
         }),

@@ -182,6 +182,10 @@ pub struct Node {
     reads_to_apply: Vec<(u64, Request, Reply)>,
     /// Strong reads that came before this leader committed an entry of its term.
     reads_deferred: Vec<(Instant, Request, Reply)>,
+    /// The term this node led when the loop last looked (`None`: it was not leading). raft
+    /// changes role inside `step` and `tick`, before the Ready that reports it, so a change is
+    /// found by comparing with this, never by reading the role twice within one Ready.
+    leading: Option<u64>,
     snapshots_taken: u64,
     snapshots_installed: u64,
 }
@@ -396,6 +400,7 @@ impl Node {
             reads_in_flight: HashMap::new(),
             reads_to_apply: Vec::new(),
             reads_deferred: Vec::new(),
+            leading: None,
             snapshots_taken: 0,
             snapshots_installed: 0,
         };
@@ -668,6 +673,29 @@ impl Node {
         }
     }
 
+    /// Logs leadership taken or lost since the last look; a lost one fails what was in flight.
+    fn notice_role_change(&mut self) {
+        let now = self.is_leader().then_some(self.raw.raft.term);
+        if now == self.leading {
+            return;
+        }
+        if let Some(term) = self.leading {
+            eprintln!(
+                "node {}: no longer leader of term {term} (now {:?} in term {}): failing {} pending write(s) and {} read(s)",
+                self.shared.id,
+                self.raw.raft.state,
+                self.raw.raft.term,
+                self.proposals.len(),
+                self.reads_in_flight.len() + self.reads_to_apply.len() + self.reads_deferred.len()
+            );
+            self.lost_leadership();
+        }
+        if let Some(term) = now {
+            eprintln!("node {}: leader at term {term}", self.shared.id);
+        }
+        self.leading = now;
+    }
+
     /// Everything in flight fails when leadership is lost: nothing here can complete it.
     fn lost_leadership(&mut self) {
         let msg = format!(
@@ -707,19 +735,13 @@ impl Node {
 
     fn on_ready(&mut self) -> Result<(), String> {
         if !self.raw.has_ready() {
+            self.notice_role_change();
             self.serve_reads();
             return Ok(());
         }
-        let was_leader = self.is_leader();
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
             self.shared.leader.store(ss.leader_id, Ordering::Release);
-            if ss.raft_state == StateRole::Leader && !was_leader {
-                eprintln!(
-                    "node {}: leader at term {}",
-                    self.shared.id, self.raw.raft.term
-                );
-            }
         }
         let msgs = rd.take_messages();
         self.send(msgs);
@@ -752,9 +774,8 @@ impl Node {
         let committed = light.take_committed_entries();
         self.apply(committed);
         self.raw.advance_apply();
-        if was_leader && !self.is_leader() {
-            self.lost_leadership();
-        }
+        // After applying: writes whose entries this Ready committed got their outcome first.
+        self.notice_role_change();
         if self.is_leader()
             && !self.reads_deferred.is_empty()
             && self.raw.raft.commit_to_current_term()
