@@ -11,6 +11,8 @@
 mod app;
 #[path = "../examples/kv/client.rs"]
 mod client;
+#[path = "kv/lin.rs"]
+mod lin;
 #[path = "../examples/kv/node.rs"]
 mod node;
 #[path = "kv/peers.rs"]
@@ -822,9 +824,12 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 8] = [
+    let scenarios: [(&str, Scenario); 9] = [
         ("state_machine_cas_sessions_and_snapshot_encoding", || {
             Box::pin(state_machine_cas_sessions_and_snapshot_encoding())
+        }),
+        ("linearizability_checker_on_hand_made_histories", || {
+            Box::pin(async { lin::check_hand_made_histories() })
         }),
         (
             "a_restarted_leader_answers_each_write_with_its_own_entry",
