@@ -13,6 +13,8 @@ mod app;
 mod client;
 #[path = "kv/lin.rs"]
 mod lin;
+#[path = "kv/linearizable.rs"]
+mod linearizable;
 #[path = "../examples/kv/node.rs"]
 mod node;
 #[path = "kv/peers.rs"]
@@ -824,7 +826,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 9] = [
+    let scenarios: [(&str, Scenario); 10] = [
         ("state_machine_cas_sessions_and_snapshot_encoding", || {
             Box::pin(state_machine_cas_sessions_and_snapshot_encoding())
         }),
@@ -852,6 +854,9 @@ fn main() -> ExitCode {
         }),
         ("cas_increments_survive_kills_and_restarts", || {
             Box::pin(cas_increments_survive_kills_and_restarts())
+        }),
+        ("linearizable_under_kills_pauses_and_restarts", || {
+            Box::pin(linearizable::linearizable_under_kills_pauses_and_restarts())
         }),
     ];
     let runtime = match tokio::runtime::Builder::new_multi_thread()
