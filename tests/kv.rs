@@ -826,7 +826,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 10] = [
+    let scenarios: [(&str, Scenario); 11] = [
         ("state_machine_cas_sessions_and_snapshot_encoding", || {
             Box::pin(state_machine_cas_sessions_and_snapshot_encoding())
         }),
@@ -857,6 +857,9 @@ fn main() -> ExitCode {
         }),
         ("linearizable_under_kills_pauses_and_restarts", || {
             Box::pin(linearizable::linearizable_under_kills_pauses_and_restarts())
+        }),
+        ("linearizable_across_snapshot_installs", || {
+            Box::pin(linearizable::linearizable_across_snapshot_installs())
         }),
     ];
     let runtime = match tokio::runtime::Builder::new_multi_thread()

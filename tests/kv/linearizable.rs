@@ -296,12 +296,151 @@ async fn nemesis(c: &mut LocalCluster, rng: &mut Rng) -> Result<Vec<String>> {
     Ok(done)
 }
 
-/// Clients on 4 keys with faults around them; every key's history must be linearizable, and
-/// every acknowledged write must be in the log at its version.
+/// Kills node `id` and waits until the leader's log starts past what it holds (returned), so it
+/// can only catch up by snapshot.
+async fn kill_until_compacted_past(c: &mut LocalCluster, id: u64) -> Result<u64> {
+    c.kill(id);
+    let held = raftwal::inspect::Inspector::open(c.dir(id))
+        .map_err(e2s)?
+        .summary()
+        .last_index;
+    let start = Instant::now();
+    loop {
+        let leader = c.wait_leader(Duration::from_secs(20)).await?;
+        if c.status(leader)
+            .await
+            .is_some_and(|s| s.snapshot_index > held)
+        {
+            return Ok(held);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err(format!(
+                "the leader never compacted past node {id}'s last index {held}"
+            ));
+        }
+        sleep_ms(20).await;
+    }
+}
+
+/// Kills node `id` and keeps it down until the leader's log starts past what it holds, so it
+/// can only catch up by snapshot; restarts it and waits until it has, by a snapshot.
+async fn kill_past_compaction(c: &mut LocalCluster, id: u64) -> Result<u64> {
+    let wait = Duration::from_secs(20);
+    let held = kill_until_compacted_past(c, id).await?;
+    c.start(id).map_err(e2s)?;
+    let leader = c.wait_leader(wait).await?;
+    let commit = c.status(leader).await.map_or(0, |s| s.commit);
+    let start = Instant::now();
+    loop {
+        c.check_alive()?;
+        if let Some(s) = c.status(id).await.filter(|s| s.applied >= commit) {
+            if s.snapshots_installed == 0 {
+                return Err(format!(
+                    "node {id} was down past the leader's compaction yet caught up without a snapshot"
+                ));
+            }
+            return Ok(held);
+        }
+        if start.elapsed() > wait {
+            return Err(format!("node {id} did not catch up to {commit}"));
+        }
+        sleep_ms(20).await;
+    }
+}
+
+/// Faults around snapshot installs (the log is compacted every 200 entries).
+async fn nemesis_with_snapshots(c: &mut LocalCluster, rng: &mut Rng) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let leader_wait = Duration::from_secs(20);
+    sleep_ms(1000).await;
+
+    let l = c.wait_leader(leader_wait).await?;
+    let f = other_than(c, l, rng);
+    let held = kill_past_compaction(c, f).await?;
+    done.push(format!(
+        "SIGKILL follower {f} (log to {held}) until the leader compacted past it, restart: caught up by snapshot"
+    ));
+    sleep_ms(1000).await;
+
+    let l = c.wait_leader(leader_wait).await?;
+    let held = kill_past_compaction(c, l).await?;
+    done.push(format!(
+        "SIGKILL leader {l} (log to {held}) until the new leader compacted past it, restart: caught up by snapshot"
+    ));
+    sleep_ms(1000).await;
+
+    let l = c.wait_leader(leader_wait).await?;
+    c.pause(l).map_err(e2s)?;
+    sleep_ms(2000).await;
+    c.resume(l).map_err(e2s)?;
+    done.push(format!("SIGSTOP leader {l} for 2 s"));
+    sleep_ms(1000).await;
+
+    // The lagging-voter cycle, the voter behind the leader's compaction: the restarted leader
+    // must send it a snapshot before anything commits.
+    let l = c.wait_leader(leader_wait).await?;
+    let lagging = other_than(c, l, rng);
+    let held = kill_until_compacted_past(c, lagging).await?;
+    sleep_ms(2000).await;
+    let rest: Vec<u64> = c.ids().into_iter().filter(|&i| i != lagging).collect();
+    for &id in &rest {
+        c.kill(id);
+    }
+    for &id in &rest {
+        c.start(id).map_err(e2s)?;
+    }
+    let l = first_leader(c, &rest).await?;
+    let f = third(c, l, lagging);
+    c.kill(f);
+    sleep_ms(400).await;
+    c.kill(l);
+    c.start(l).map_err(e2s)?;
+    sleep_ms(1500).await;
+    c.start(lagging).map_err(e2s)?;
+    sleep_ms(1000).await;
+    c.start(f).map_err(e2s)?;
+    done.push(format!(
+        "SIGKILL {lagging} (log to {held}); once the leader compacted past it and 2 s more, SIGKILL the others and restart them; SIGKILL follower {f} of leader {l}, 0.4 s later SIGKILL {l} and restart it at once; restart {lagging} 1.5 s later, {f} 1 s after that"
+    ));
+    sleep_ms(1500).await;
+
+    for id in c.ids() {
+        c.kill(id);
+    }
+    c.start_all().map_err(e2s)?;
+    done.push("SIGKILL all, restart".into());
+    sleep_ms(2000).await;
+    Ok(done)
+}
+
+/// Clients on 4 keys with kills, pauses and restarts around them (issue 12's fresh-leader
+/// cycle among them); every key's history must be linearizable, and every acknowledged write
+/// must be in the log at its version. The log is never compacted, so the audit reads them all.
 pub async fn linearizable_under_kills_pauses_and_restarts() -> Result {
+    run(Schedule::Faults).await
+}
+
+/// The same clients while nodes fall behind the leader's compacted log (a snapshot every 200
+/// entries) and catch up by snapshot, a lagging voter among them: retried writes stay
+/// exactly-once across snapshot installs. The audit reads the acknowledged writes that are
+/// still in a log.
+pub async fn linearizable_across_snapshot_installs() -> Result {
+    run(Schedule::Snapshots).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schedule {
+    Faults,
+    Snapshots,
+}
+
+async fn run(schedule: Schedule) -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
-    // No compaction: the audit reads every acknowledged write's entry from the logs.
-    let mut c = cluster(root.path(), 1_000_000)?;
+    let snapshot_every = match schedule {
+        Schedule::Faults => 1_000_000,
+        Schedule::Snapshots => 200,
+    };
+    let mut c = cluster(root.path(), snapshot_every)?;
     c.start_all().map_err(e2s)?;
     c.wait_leader(Duration::from_secs(20)).await?;
     let seed = seed();
@@ -311,7 +450,10 @@ pub async fn linearizable_under_kills_pauses_and_restarts() -> Result {
         .map(|n| tokio::spawn(client(n, c.addrs(), seed, origin, stop.clone())))
         .collect();
     let mut rng = Rng(seed);
-    let faults = nemesis(&mut c, &mut rng).await;
+    let faults = match schedule {
+        Schedule::Faults => nemesis(&mut c, &mut rng).await,
+        Schedule::Snapshots => nemesis_with_snapshots(&mut c, &mut rng).await,
+    };
     stop.store(true, Ordering::Relaxed);
     let mut records = Vec::new();
     for t in tasks {
@@ -343,8 +485,15 @@ pub async fn linearizable_under_kills_pauses_and_restarts() -> Result {
         c.kill(id);
     }
     let log = committed_log(&c)?;
-    let (report, audited) = match (verdict, audit(&records, &log)) {
-        (Ok(report), Ok(audited)) => (report, audited),
+    let (report, (audited, compacted)) = match (verdict, audit(&records, &log)) {
+        (Ok(report), Ok(audit)) if schedule == Schedule::Snapshots || audit.1 == 0 => {
+            (report, audit)
+        }
+        (Ok(_), Ok((_, compacted))) => {
+            return Err(format!(
+                "seed {seed}: audit: {compacted} acknowledged writes are in no log although none was compacted"
+            ))
+        }
         (verdict, audited) => {
             let mut errors = vec![format!("seed {seed}")];
             errors.extend(verdict.err());
@@ -366,21 +515,36 @@ pub async fn linearizable_under_kills_pauses_and_restarts() -> Result {
     );
     println!("    faults: {}", faults.join("; "));
     println!(
-        "    linearizable: every key ({} search steps, {check_secs:.2} s); audit: {audited} acknowledged writes and deletes found at their index among {} committed entries",
+        "    linearizable: every key ({} search steps, {check_secs:.2} s); audit: {audited} acknowledged writes and deletes found at their index among {} committed entries{}",
         report.steps,
-        log.len()
+        log.entries.len(),
+        if compacted > 0 {
+            format!(" ({compacted} more were below every node's snapshot)")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
 
-/// Every committed entry of every node (up to its stored commit index), checked to agree
-/// across nodes: index -> (a node holding it, the entry).
-fn committed_log(c: &LocalCluster) -> Result<BTreeMap<u64, (u64, Entry)>> {
+/// The committed entries the nodes' logs still hold (compaction removes those below a
+/// snapshot), checked to agree across nodes.
+struct CommittedLog {
+    /// index -> (a node holding it, the entry)
+    entries: BTreeMap<u64, (u64, Entry)>,
+    /// Below this index no node holds entries any more.
+    first: u64,
+}
+
+/// Every node's committed entries (up to its stored commit index).
+fn committed_log(c: &LocalCluster) -> Result<CommittedLog> {
     let mut log: BTreeMap<u64, (u64, Entry)> = BTreeMap::new();
+    let mut lowest = u64::MAX;
     for id in c.ids() {
         let dir = c.dir(id);
         let inspector = raftwal::inspect::Inspector::open(&dir).map_err(e2s)?;
         let first = inspector.summary().first_index;
+        lowest = lowest.min(first);
         let commit = inspector
             .hard_state()
             .commit
@@ -401,13 +565,18 @@ fn committed_log(c: &LocalCluster) -> Result<BTreeMap<u64, (u64, Entry)>> {
             }
         }
     }
-    Ok(log)
+    Ok(CommittedLog {
+        entries: log,
+        first: lowest,
+    })
 }
 
 /// Every write or delete acknowledged at version `n`: entry `n` of the log is that very
-/// command (key, value, expected version and session). Returns how many were checked.
-fn audit(records: &[Record], log: &BTreeMap<u64, (u64, Entry)>) -> Result<usize> {
+/// command (key, value, expected version and session). Returns how many were checked, and how
+/// many could not be because every node had compacted their entries away.
+fn audit(records: &[Record], log: &CommittedLog) -> Result<(usize, usize)> {
     let mut checked = 0;
+    let mut compacted = 0;
     for r in records {
         let Ret::Written(n) = r.op.ret else {
             continue;
@@ -424,7 +593,11 @@ fn audit(records: &[Record], log: &BTreeMap<u64, (u64, Entry)>) -> Result<usize>
             },
             Call::Read => continue,
         };
-        let Some((node, entry)) = log.get(&n) else {
+        if n < log.first {
+            compacted += 1;
+            continue;
+        }
+        let Some((node, entry)) = log.entries.get(&n) else {
             return Err(format!(
                 "{} was acknowledged at index {n}, which no node's log holds as committed",
                 r.op
@@ -439,5 +612,5 @@ fn audit(records: &[Record], log: &BTreeMap<u64, (u64, Entry)>) -> Result<usize>
         }
         checked += 1;
     }
-    Ok(checked)
+    Ok((checked, compacted))
 }
