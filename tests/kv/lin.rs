@@ -91,6 +91,10 @@ pub struct Report {
     pub keys: usize,
     pub ops: usize,
     pub unknown: usize,
+    /// Stretches searched on their own (cut where no operation was pending), and the most
+    /// operations one held.
+    pub stretches: usize,
+    pub longest: usize,
     /// Operations linearized during the search, backtracking included.
     pub steps: u64,
 }
@@ -106,10 +110,10 @@ pub fn check(ops: &[Op]) -> Result<Report, String> {
         keys: by_key.len(),
         ops: ops.len(),
         unknown: ops.iter().filter(|o| o.ret == Ret::Unknown).count(),
-        steps: 0,
+        ..Report::default()
     };
     for (key, ops) in by_key {
-        report.steps += check_key(&ops).map_err(|e| format!("key {key:?}: {e}"))?;
+        check_key(&ops, &mut report).map_err(|e| format!("key {key:?}: {e}"))?;
     }
     Ok(report)
 }
@@ -282,8 +286,14 @@ struct Event {
 
 const NIL: usize = usize::MAX;
 
-/// Wing-Gong search over one key's operations, with Lowe's memo. Returns the steps taken.
-fn check_key(ops: &[&Op]) -> Result<u64, String> {
+/// Checks one key's operations, adding what it searched to `report`.
+///
+/// The history is cut where no operation is pending (every earlier one completed before the
+/// next began) and each stretch is searched on its own, from the state the previous one must
+/// have ended in: writes and deletes take effect in index order, so a stretch ends in the
+/// effect of its highest acknowledged index. A stretch never ends after an operation with no
+/// definite answer (it stays pending to the end). This keeps each search's memo small.
+fn check_key(ops: &[&Op], report: &mut Report) -> Result<(), String> {
     // A read with no answer asserts nothing.
     let ops: Vec<&Op> = ops
         .iter()
@@ -300,9 +310,64 @@ fn check_key(ops: &[&Op]) -> Result<u64, String> {
             }
         }
     }
-    // Events by time; a call before a return at the same instant (they may overlap).
-    let mut times: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * ops.len());
-    for (id, op) in ops.iter().enumerate() {
+    let end = |op: &Op| {
+        if op.ret == Ret::Unknown {
+            u64::MAX
+        } else {
+            op.complete
+        }
+    };
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| ops[i].invoke);
+    let mut start = Reg::ABSENT;
+    let mut stretch: Vec<usize> = Vec::new();
+    let mut reach = 0;
+    let mut searched = |stretch: &[usize], start: Reg| -> Result<(), String> {
+        report.steps += search(&ops, stretch, start, &value_of)?;
+        report.stretches += 1;
+        report.longest = report.longest.max(stretch.len());
+        Ok(())
+    };
+    for i in order {
+        if !stretch.is_empty() && reach < ops[i].invoke {
+            searched(&stretch, start)?;
+            start = stretch
+                .iter()
+                .filter_map(|&j| match (&ops[j].call, &ops[j].ret) {
+                    (Call::Write { .. }, Ret::Written(n)) => Some((*n, Some(j))),
+                    (Call::Delete { .. }, Ret::Written(n)) => Some((*n, None)),
+                    _ => None,
+                })
+                .max()
+                .map_or(start, |(n, value)| Reg {
+                    value,
+                    version: Some(if value.is_some() { n } else { 0 }),
+                    last: n,
+                });
+            stretch.clear();
+        }
+        stretch.push(i);
+        reach = reach.max(end(ops[i]));
+    }
+    if !stretch.is_empty() {
+        searched(&stretch, start)?;
+    }
+    Ok(())
+}
+
+/// Wing-Gong search, with Lowe's memo, over the operations `stretch` (indexes into `ops`, the
+/// key's operations) from state `start`. Returns the steps taken.
+fn search(
+    ops: &[&Op],
+    stretch: &[usize],
+    start: Reg,
+    value_of: &HashMap<&str, usize>,
+) -> Result<u64, String> {
+    // Events by time; a call before a return at the same instant (they may overlap). Events
+    // and the memo's bits name an operation by its place in `stretch`.
+    let mut times: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * stretch.len());
+    for (id, &i) in stretch.iter().enumerate() {
+        let op = ops[i];
         let end = if op.ret == Ret::Unknown {
             u64::MAX
         } else {
@@ -324,7 +389,7 @@ fn check_key(ops: &[&Op]) -> Result<u64, String> {
         };
         n + 1
     ];
-    let mut return_at = vec![0; ops.len()];
+    let mut return_at = vec![0; stretch.len()];
     for (i, &(_, is_call, id)) in times.iter().enumerate() {
         let p = i + 1;
         ev[p] = Event {
@@ -362,8 +427,8 @@ fn check_key(ops: &[&Op]) -> Result<u64, String> {
         }
     };
 
-    let mut states: States = vec![Reg::ABSENT];
-    let mut done = vec![0u64; ops.len().div_ceil(64)];
+    let mut states: States = vec![start];
+    let mut done = vec![0u64; stretch.len().div_ceil(64)];
     let mut seen: HashSet<(Vec<u64>, States)> = HashSet::new();
     let mut stack: Vec<(usize, States)> = Vec::new();
     let mut steps = 0u64;
@@ -377,7 +442,7 @@ fn check_key(ops: &[&Op]) -> Result<u64, String> {
             return Err("the search ran off the end of its list".into());
         };
         if e.is_call {
-            let next = step_all(&states, ops[e.op], e.op, &value_of);
+            let next = step_all(&states, ops[stretch[e.op]], stretch[e.op], value_of);
             let mut fresh = false;
             if !next.is_empty() {
                 done[e.op / 64] |= 1 << (e.op % 64);
@@ -406,11 +471,16 @@ fn check_key(ops: &[&Op]) -> Result<u64, String> {
             }
             let Some((call, before)) = stack.pop() else {
                 let (count, states, open) = deepest;
-                let states: Vec<String> = states.iter().map(|r| r.describe(&ops)).collect();
-                let open: Vec<String> = open.iter().map(|&i| format!("  {}", ops[i])).collect();
+                let states: Vec<String> = states.iter().map(|r| r.describe(ops)).collect();
+                let open: Vec<String> = open
+                    .iter()
+                    .map(|&i| format!("  {}", ops[stretch[i]]))
+                    .collect();
+                let first = stretch.iter().map(|&i| ops[i].invoke).min().unwrap_or(0);
                 return Err(format!(
-                    "not linearizable: at most {count} of its {} operations can be ordered; the key then holds {} and none of these can come next:\n{}",
-                    ops.len(),
+                    "not linearizable: of the {} operations from {:.3} s (none pending then), at most {count} can be ordered; the key then holds {} and none of these can come next:\n{}",
+                    stretch.len(),
+                    first as f64 / 1e9,
                     states.join(" or "),
                     open.join("\n")
                 ));

@@ -515,7 +515,9 @@ async fn run(schedule: Schedule) -> Result {
     );
     println!("    faults: {}", faults.join("; "));
     println!(
-        "    linearizable: every key ({} search steps, {check_secs:.2} s); audit: {audited} acknowledged writes and deletes found at their index among {} committed entries{}",
+        "    linearizable: every key ({} stretches with nothing pending between them, the longest {} operations; {} search steps, {check_secs:.2} s); audit: {audited} acknowledged writes and deletes found at their index among {} committed entries{}",
+        report.stretches,
+        report.longest,
         report.steps,
         log.entries.len(),
         if compacted > 0 {
