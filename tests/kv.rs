@@ -11,8 +11,14 @@
 mod app;
 #[path = "../examples/kv/client.rs"]
 mod client;
+#[path = "kv/lin.rs"]
+mod lin;
+#[path = "kv/linearizable.rs"]
+mod linearizable;
 #[path = "../examples/kv/node.rs"]
 mod node;
+#[path = "kv/peers.rs"]
+mod peers;
 #[path = "../examples/kv/procs.rs"]
 mod procs;
 #[path = "../examples/kv/server.rs"]
@@ -32,10 +38,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use parking_lot::Mutex;
 
-use client::{Client, ClientError};
+use client::{Client, ClientError, Conn};
+use peers::{wait_status, FakePeers};
 use procs::LocalCluster;
 use state::{Command, Op, Outcome, StateMachine};
-use wire::{Consistency, Session};
+use wire::{Consistency, Request, Response, Session};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -166,6 +173,120 @@ async fn state_machine_cas_sessions_and_snapshot_encoding() -> Result {
 }
 
 // ---- a live cluster ------------------------------------------------------------------------
+
+/// An unconditional write of `key` under session (`client`, 1).
+fn session_write(key: &str, client: u64) -> Request {
+    Request::Write {
+        key: key.into(),
+        value: format!("from client {client}"),
+        expected_version: None,
+        session: Some(Session { client, seq: 1 }),
+    }
+}
+
+/// Sends `request` to the node at `addr` once (no retry) and waits up to 30 s for its answer.
+async fn call_once(
+    addr: std::net::SocketAddr,
+    request: Request,
+) -> Result<tokio::task::JoinHandle<Result<Response>>> {
+    let conn = Conn::connect(addr, Duration::from_secs(1)).await?;
+    Ok(tokio::spawn(async move {
+        conn.call(request, false, Duration::from_secs(30)).await
+    }))
+}
+
+/// A leader restarted at once answers each write with its own entry's outcome, never with the
+/// outcome of an entry its previous process proposed under the same request number. Node 3 is
+/// real, nodes 1 and 2 are played by the test, so the race is a script: the first process
+/// leads and proposes a k0 write that cannot commit; it is killed; the second process leads a
+/// newer term and proposes a k3 write; a peer then acknowledges the log up to the new leader's
+/// empty entry (which commits the k0 write with it), then up to the k3 write.
+async fn a_restarted_leader_answers_each_write_with_its_own_entry() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    let peers = FakePeers::start(&c, 3).await?;
+    c.start(3).map_err(e2s)?;
+    let first = wait_status(&c, 3, "leader", |s| s.role == "Leader").await?;
+    let _k0 = call_once(c.addr(3), session_write("k0", 1)).await?;
+    let k0_index = first.last_index + 1;
+    wait_status(&c, 3, "the k0 write saved", |s| s.last_index >= k0_index).await?;
+
+    c.kill(3);
+    peers.node_restarted();
+    c.start(3).map_err(e2s)?;
+    let second = wait_status(&c, 3, "leader in a newer term", |s| {
+        s.role == "Leader" && s.term > first.term
+    })
+    .await?;
+    let k3 = call_once(c.addr(3), session_write("k3", 2)).await?;
+    let k3_index = second.last_index + 1;
+    wait_status(&c, 3, "the k3 write saved", |s| s.last_index >= k3_index).await?;
+
+    // Commit up to the new term's empty entry: the k0 write commits with it, the k3 write not.
+    peers.ack(1, second.term, second.last_index);
+    wait_status(&c, 3, "applied the empty entry", |s| {
+        s.applied >= second.last_index
+    })
+    .await?;
+    let early = k3.is_finished();
+    peers.ack(1, second.term, k3_index);
+    let answer = k3.await.map_err(e2s)??;
+    if answer != (Response::Written { version: k3_index }) {
+        return Err(format!(
+            "the k3 write, entry {k3_index} of term {}, was answered {answer:?}{}; entry {k0_index} is the k0 write of the previous process",
+            second.term,
+            if early { " before its entry committed" } else { "" }
+        ));
+    }
+    if early {
+        return Err("the k3 write was answered before its entry committed".into());
+    }
+    Ok(())
+}
+
+/// A leader deposed by a newer term fails its pending writes at once, as retryable (nothing
+/// here can complete them), and its log says when it took and lost leadership.
+async fn a_deposed_leader_fails_its_pending_writes_at_once() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    let peers = FakePeers::start(&c, 3).await?;
+    c.start(3).map_err(e2s)?;
+    let led = wait_status(&c, 3, "leader", |s| s.role == "Leader").await?;
+    let pending = call_once(c.addr(3), session_write("k", 1)).await?;
+    wait_status(&c, 3, "the write saved", |s| s.last_index > led.last_index).await?;
+    // Fake node 1 leads a newer term.
+    let mut heartbeat = raft::eraftpb::Message::default();
+    heartbeat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    heartbeat.term = led.term + 1;
+    peers.send(1, heartbeat);
+    let start = Instant::now();
+    let answer = pending.await.map_err(e2s)??;
+    let took = start.elapsed();
+    match &answer {
+        Response::Error {
+            message,
+            retryable: true,
+        } if message.contains("lost leadership") => {}
+        other => {
+            return Err(format!(
+                "the deposed leader answered its pending write after {took:?} with {other:?}, not at once with a retryable 'lost leadership'"
+            ))
+        }
+    }
+    let log = std::fs::read_to_string(c.log(3)).map_err(e2s)?;
+    for line in [
+        format!("node 3: leader at term {}", led.term),
+        format!("node 3: no longer leader of term {}", led.term),
+    ] {
+        if !log.contains(&line) {
+            return Err(format!(
+                "node 3's log never says {line:?}:\n{}",
+                c.log_tail(3, 10)
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Concurrent clients increment counters with compare-and-swap while nodes are killed with
 /// SIGKILL (the leader among them) and restarted, some kept down until the leader compacted
@@ -705,9 +826,19 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 11] = [
         ("state_machine_cas_sessions_and_snapshot_encoding", || {
             Box::pin(state_machine_cas_sessions_and_snapshot_encoding())
+        }),
+        ("linearizability_checker_on_hand_made_histories", || {
+            Box::pin(async { lin::check_hand_made_histories() })
+        }),
+        (
+            "a_restarted_leader_answers_each_write_with_its_own_entry",
+            || Box::pin(a_restarted_leader_answers_each_write_with_its_own_entry()),
+        ),
+        ("a_deposed_leader_fails_its_pending_writes_at_once", || {
+            Box::pin(a_deposed_leader_fails_its_pending_writes_at_once())
         }),
         ("follower_forwards_and_watches", || {
             Box::pin(follower_forwards_and_watches())
@@ -723,6 +854,12 @@ fn main() -> ExitCode {
         }),
         ("cas_increments_survive_kills_and_restarts", || {
             Box::pin(cas_increments_survive_kills_and_restarts())
+        }),
+        ("linearizable_under_kills_pauses_and_restarts", || {
+            Box::pin(linearizable::linearizable_under_kills_pauses_and_restarts())
+        }),
+        ("linearizable_across_snapshot_installs", || {
+            Box::pin(linearizable::linearizable_across_snapshot_installs())
         }),
     ];
     let runtime = match tokio::runtime::Builder::new_multi_thread()

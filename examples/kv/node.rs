@@ -139,6 +139,21 @@ impl Shared {
 
 type Reply = oneshot::Sender<Response>;
 
+/// A write this process proposed, waiting for its entry to be applied.
+///
+/// It is keyed by the index raft appended it at and holds the term it was appended in: an
+/// applied entry answers it only if the entry has that term (and carries this node's id and the
+/// request number). One leader per term, and a leader only appends, so a committed entry at
+/// (index, term) is the very entry that leader appended there. Request numbers alone restart
+/// at 1 in every process: an entry proposed by this node's previous process, committed by this
+/// one, would otherwise answer a different write with its outcome.
+struct Proposal {
+    term: u64,
+    req: u64,
+    since: Instant,
+    reply: Reply,
+}
+
 pub struct Node {
     raw: RawNode<Store>,
     shared: Arc<Shared>,
@@ -157,8 +172,9 @@ pub struct Node {
     /// Snapshot pulls waiting for a snapshot at or above their index.
     pulls: Vec<(u64, oneshot::Sender<Result<SnapshotReader, String>>)>,
     snapshot_every: u64,
-    /// Writes proposed here, by request number.
-    proposals: HashMap<u64, (Instant, Reply)>,
+    /// Writes proposed by this process, by the index raft appended them at.
+    proposals: HashMap<u64, Proposal>,
+    /// Numbers this process's proposals (`Command::req`) and ReadIndex contexts.
     next_req: u64,
     /// Strong reads waiting for the quorum's answer to their ReadIndex, by context.
     reads_in_flight: HashMap<u64, (Instant, Request, Reply)>,
@@ -166,6 +182,10 @@ pub struct Node {
     reads_to_apply: Vec<(u64, Request, Reply)>,
     /// Strong reads that came before this leader committed an entry of its term.
     reads_deferred: Vec<(Instant, Request, Reply)>,
+    /// The term this node led when the loop last looked (`None`: it was not leading). raft
+    /// changes role inside `step` and `tick`, before the Ready that reports it, so a change is
+    /// found by comparing with this, never by reading the role twice within one Ready.
+    leading: Option<u64>,
     snapshots_taken: u64,
     snapshots_installed: u64,
 }
@@ -380,6 +400,7 @@ impl Node {
             reads_in_flight: HashMap::new(),
             reads_to_apply: Vec::new(),
             reads_deferred: Vec::new(),
+            leading: None,
             snapshots_taken: 0,
             snapshots_installed: 0,
         };
@@ -482,7 +503,19 @@ impl Node {
                 };
                 match self.raw.propose(vec![], data) {
                     Ok(()) => {
-                        self.proposals.insert(req, (Instant::now(), reply));
+                        // raft appended it to this leader's log, last, in its current term.
+                        let index = self.raw.raft.raft_log.last_index();
+                        let proposal = Proposal {
+                            term: self.raw.raft.term,
+                            req,
+                            since: Instant::now(),
+                            reply,
+                        };
+                        if let Some(old) = self.proposals.insert(index, proposal) {
+                            let _ = old.reply.send(Response::retryable(format!(
+                                "index {index} was proposed again before this write was applied there (retry with its session)"
+                            )));
+                        }
                     }
                     Err(e) => {
                         let _ = reply.send(Response::retryable(format!("proposal dropped: {e}")));
@@ -599,12 +632,12 @@ impl Node {
         let old: Vec<u64> = self
             .proposals
             .iter()
-            .filter(|(_, (t, _))| late(t))
+            .filter(|(_, p)| late(&p.since))
             .map(|(k, _)| *k)
             .collect();
         for k in old {
-            if let Some((_, reply)) = self.proposals.remove(&k) {
-                let _ = reply.send(Response::retryable(
+            if let Some(p) = self.proposals.remove(&k) {
+                let _ = p.reply.send(Response::retryable(
                     "the write was not applied in time; its outcome is unknown (retry with its session)",
                 ));
             }
@@ -640,14 +673,37 @@ impl Node {
         }
     }
 
+    /// Logs leadership taken or lost since the last look; a lost one fails what was in flight.
+    fn notice_role_change(&mut self) {
+        let now = self.is_leader().then_some(self.raw.raft.term);
+        if now == self.leading {
+            return;
+        }
+        if let Some(term) = self.leading {
+            eprintln!(
+                "node {}: no longer leader of term {term} (now {:?} in term {}): failing {} pending write(s) and {} read(s)",
+                self.shared.id,
+                self.raw.raft.state,
+                self.raw.raft.term,
+                self.proposals.len(),
+                self.reads_in_flight.len() + self.reads_to_apply.len() + self.reads_deferred.len()
+            );
+            self.lost_leadership();
+        }
+        if let Some(term) = now {
+            eprintln!("node {}: leader at term {term}", self.shared.id);
+        }
+        self.leading = now;
+    }
+
     /// Everything in flight fails when leadership is lost: nothing here can complete it.
     fn lost_leadership(&mut self) {
         let msg = format!(
             "node {} lost leadership before answering; a write's outcome is unknown (retry with its session)",
             self.shared.id
         );
-        for (_, (_, reply)) in self.proposals.drain() {
-            let _ = reply.send(Response::retryable(msg.clone()));
+        for (_, p) in self.proposals.drain() {
+            let _ = p.reply.send(Response::retryable(msg.clone()));
         }
         for (_, (_, _, reply)) in self.reads_in_flight.drain() {
             let _ = reply.send(Response::retryable(msg.clone()));
@@ -679,19 +735,13 @@ impl Node {
 
     fn on_ready(&mut self) -> Result<(), String> {
         if !self.raw.has_ready() {
+            self.notice_role_change();
             self.serve_reads();
             return Ok(());
         }
-        let was_leader = self.is_leader();
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
             self.shared.leader.store(ss.leader_id, Ordering::Release);
-            if ss.raft_state == StateRole::Leader && !was_leader {
-                eprintln!(
-                    "node {}: leader at term {}",
-                    self.shared.id, self.raw.raft.term
-                );
-            }
         }
         let msgs = rd.take_messages();
         self.send(msgs);
@@ -724,9 +774,8 @@ impl Node {
         let committed = light.take_committed_entries();
         self.apply(committed);
         self.raw.advance_apply();
-        if was_leader && !self.is_leader() {
-            self.lost_leadership();
-        }
+        // After applying: writes whose entries this Ready committed got their outcome first.
+        self.notice_role_change();
         if self.is_leader()
             && !self.reads_deferred.is_empty()
             && self.raw.raft.commit_to_current_term()
@@ -767,7 +816,9 @@ impl Node {
         let Some(last) = entries.last().map(|e| e.index) else {
             return;
         };
-        let mut answers = Vec::new();
+        // Applied entries at the indexes of writes proposed here: (index, term, what the entry
+        // was: (origin, req, outcome) for a command).
+        let mut settled = Vec::new();
         {
             let shared = self.shared.clone();
             let mut sm = shared.sm.write();
@@ -775,17 +826,20 @@ impl Node {
                 if e.index <= sm.applied {
                     continue; // already in the state (restored from a snapshot or replayed)
                 }
-                match apply_entry(&mut sm, e) {
-                    Applied::Nothing => {}
-                    Applied::Command {
-                        origin,
-                        req,
-                        response,
-                    } => {
-                        if origin == self.shared.id {
-                            answers.push((req, response));
-                        }
-                    }
+                let applied = apply_entry(&mut sm, e);
+                if self.proposals.contains_key(&e.index) {
+                    let command = match &applied {
+                        Applied::Command {
+                            origin,
+                            req,
+                            response,
+                        } => Some((*origin, *req, response.clone())),
+                        _ => None,
+                    };
+                    settled.push((e.index, e.term, command));
+                }
+                match applied {
+                    Applied::Nothing | Applied::Command { .. } => {}
                     Applied::ConfChange(change) => {
                         match &change {
                             Some(MemberChange::Added(id, addr)) => {
@@ -805,10 +859,31 @@ impl Node {
             }
         }
         self.raw.store().set_uint(MetaInfo::CheckpointIndex, last);
-        for (req, resp) in answers {
-            if let Some((_, reply)) = self.proposals.remove(&req) {
-                let _ = reply.send(resp);
-            }
+        for (index, term, command) in settled {
+            let Some(p) = self.proposals.remove(&index) else {
+                continue;
+            };
+            let response = match command {
+                Some((origin, req, response))
+                    if term == p.term && origin == self.shared.id && req == p.req =>
+                {
+                    response
+                }
+                _ => {
+                    if term == p.term {
+                        // Cannot happen: this process appended this very entry.
+                        eprintln!(
+                            "node {}: entry {index} of term {term} is not the write proposed there",
+                            self.shared.id
+                        );
+                    }
+                    Response::retryable(format!(
+                        "another entry (term {term}) was committed at index {index}, where this write was proposed in term {}: it was not applied there (retry with its session)",
+                        p.term
+                    ))
+                }
+            };
+            let _ = p.reply.send(response);
         }
     }
 

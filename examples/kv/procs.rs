@@ -1,10 +1,11 @@
 //! A raftwal-kv cluster of local processes on loopback, for the demo and the tests: start,
-//! SIGKILL and restart nodes, and wait for a leader or for the replicas to converge.
+//! SIGKILL, pause (SIGSTOP), resume and restart nodes, and wait for a leader or for the
+//! replicas to converge.
 //!
 //! It owns the child processes (all killed when it is dropped) and their directories under one
 //! root; it never reaches into a node except through its port.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
@@ -25,6 +26,8 @@ pub struct LocalCluster {
     /// The nodes the cluster was created with; the others join a running cluster.
     initial: Vec<u64>,
     children: BTreeMap<u64, Child>,
+    /// Running nodes stopped with SIGSTOP.
+    paused: BTreeSet<u64>,
     pub snapshot_every: u64,
 }
 
@@ -71,6 +74,7 @@ impl LocalCluster {
             initial: peers.keys().copied().collect(),
             peers,
             children: BTreeMap::new(),
+            paused: BTreeSet::new(),
             snapshot_every,
         })
     }
@@ -167,12 +171,46 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// SIGKILL: no flush, no goodbye.
+    /// SIGKILL: no flush, no goodbye (a paused node too).
     pub fn kill(&mut self, id: u64) {
+        self.paused.remove(&id);
         if let Some(mut c) = self.children.remove(&id) {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGSTOP: the node freezes where it is, sockets open, until [`LocalCluster::resume`].
+    #[allow(dead_code)] // used by tests/kv.rs
+    pub fn pause(&mut self, id: u64) -> std::io::Result<()> {
+        self.signal(id, libc::SIGSTOP)?;
+        self.paused.insert(id);
+        Ok(())
+    }
+
+    /// SIGCONT: a paused node goes on from where it stopped.
+    #[allow(dead_code)] // used by tests/kv.rs
+    pub fn resume(&mut self, id: u64) -> std::io::Result<()> {
+        self.signal(id, libc::SIGCONT)?;
+        self.paused.remove(&id);
+        Ok(())
+    }
+
+    pub fn is_paused(&self, id: u64) -> bool {
+        self.paused.contains(&id)
+    }
+
+    fn signal(&self, id: u64, signal: libc::c_int) -> std::io::Result<()> {
+        let Some(child) = self.children.get(&id) else {
+            return Err(std::io::Error::other(format!("node {id} is not running")));
+        };
+        let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+        // SAFETY: kill(2) takes two integers and touches no memory of ours. The child is not
+        // reaped while we hold its `Child`, so its pid cannot belong to another process.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Fails if a node process exited on its own (it should run until killed).
@@ -204,18 +242,20 @@ impl LocalCluster {
         c.status().await.ok()
     }
 
-    /// Waits until every running node names the same leader, itself running.
+    /// Waits until every running node that is not paused names the same leader, itself running
+    /// and not paused.
     pub async fn wait_leader(&mut self, timeout: Duration) -> Result<u64, String> {
         self.poll(
             timeout,
             "no agreed leader",
             |s| s.leader,
-            |c, l| l != 0 && c.is_running(l),
+            |c, l| l != 0 && c.is_running(l) && !c.is_paused(l),
         )
         .await
     }
 
-    /// Waits until every running node has applied the same index, at least `at_least`.
+    /// Waits until every running node that is not paused has applied the same index, at least
+    /// `at_least`.
     pub async fn wait_converged(
         &mut self,
         at_least: u64,
@@ -226,8 +266,9 @@ impl LocalCluster {
             .await
     }
 
-    /// Polls every running node's `field` (0 for a node that does not answer) until all agree on
-    /// one value that `good` accepts, and returns it; `what` heads the error after `timeout`.
+    /// Polls the `field` of every running node that is not paused (0 for a node that does not
+    /// answer) until all agree on one value that `good` accepts, and returns it; `what` heads the
+    /// error after `timeout`.
     async fn poll(
         &mut self,
         timeout: Duration,
@@ -239,7 +280,7 @@ impl LocalCluster {
         loop {
             self.check_alive()?;
             let mut seen = Vec::new();
-            for id in self.children.keys() {
+            for id in self.children.keys().filter(|id| !self.paused.contains(id)) {
                 seen.push(self.status(*id).await.as_ref().map_or(0, &field));
             }
             if let Some(&v) = seen.first() {

@@ -29,7 +29,9 @@ const MAX_FIELD: usize = 64 << 20;
 /// A write, as proposed and stored in the raft log (JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
-    /// The node that proposed it and its request number there: that node answers the client.
+    /// The node that proposed it, which answers the client, and the proposal's number in the
+    /// proposing process. Numbers restart at 1 in every process, so they name a proposal only
+    /// together with the entry's place in the log (see `node::Proposal`).
     pub origin: u64,
     pub req: u64,
     pub session: Option<Session>,

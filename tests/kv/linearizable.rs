@@ -1,0 +1,618 @@
+//! raftwal-kv checked from outside, as Jepsen would: clients on a few keys record every
+//! operation (invocation, completion, answer) while a nemesis kills, pauses and restarts nodes;
+//! then every key's history is checked for linearizability (`lin.rs`), and an audit reads the
+//! stopped nodes' logs and finds every acknowledged write at its version.
+//!
+//! It owns the workload, the fault schedule and the audit. It reads a node's directory only
+//! once every node is stopped.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::Entry;
+
+use crate::client::Client;
+use crate::lin::{self, Call, Ret};
+use crate::procs::LocalCluster;
+use crate::state::{Command, Op};
+use crate::wire::{Consistency, Request, Response, Session};
+use crate::{cluster, e2s, Result};
+
+const CLIENTS: u64 = 10;
+const KEYS: u64 = 4;
+
+/// One operation as recorded, and the session a write or delete carried (for the audit).
+struct Record {
+    op: lin::Op,
+    session: Option<Session>,
+}
+
+/// splitmix64: a small seeded generator, so a run's choices can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The seed: `KV_LIN_SEED` to replay a run's choices, else the clock.
+fn seed() -> u64 {
+    std::env::var("KV_LIN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
+fn since(origin: Instant) -> u64 {
+    origin.elapsed().as_nanos() as u64
+}
+
+/// Client `n`: until `stop`, one operation at a time on a random key: strong reads (40%),
+/// writes (20%), compare-and-swaps from the last version it saw of the key (25%), deletes
+/// (8%) and conditional deletes (7%). Every written value is unique. A write is retried under
+/// its session until a definite answer or the client's deadline (then its outcome is unknown).
+async fn client(
+    n: u64,
+    addrs: Vec<std::net::SocketAddr>,
+    seed: u64,
+    origin: Instant,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<Record>> {
+    let mut client = Client::new(addrs);
+    client.deadline = Duration::from_secs(15);
+    client.attempt_timeout = Duration::from_secs(1);
+    let mut rng = Rng(seed ^ n.wrapping_mul(0x1000_0000_01b3));
+    let mut known = [0u64; KEYS as usize];
+    let mut seq = 0;
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let k = rng.below(KEYS);
+        let key = format!("lin/{k}");
+        let expected = Some(known[k as usize]);
+        let call = match rng.below(100) {
+            0..40 => Call::Read,
+            40..60 => Call::Write {
+                value: format!("c{n}-{}", seq + 1),
+                expected: None,
+            },
+            60..85 => Call::Write {
+                value: format!("c{n}-{}", seq + 1),
+                expected,
+            },
+            85..93 => Call::Delete { expected: None },
+            _ => Call::Delete { expected },
+        };
+        let session = (call != Call::Read).then(|| {
+            seq += 1;
+            Session { client: n, seq }
+        });
+        let request = match &call {
+            Call::Read => Request::Read {
+                key: key.clone(),
+                consistency: Consistency::Strong,
+            },
+            Call::Write { value, expected } => Request::Write {
+                key: key.clone(),
+                value: value.clone(),
+                expected_version: *expected,
+                session,
+            },
+            Call::Delete { expected } => Request::Delete {
+                key: key.clone(),
+                expected_version: *expected,
+                session,
+            },
+        };
+        let invoke = since(origin);
+        let answer = client.call(request).await;
+        let complete = since(origin);
+        let ret = match (answer, &call) {
+            (Ok(Response::Value { item, .. }), Call::Read) => {
+                Ret::Value(item.map(|i| (i.value, i.version)))
+            }
+            (Ok(Response::Written { version }), Call::Write { .. } | Call::Delete { .. }) => {
+                Ret::Written(version)
+            }
+            (Ok(Response::CasFailed { current, .. }), Call::Write { .. } | Call::Delete { .. }) => {
+                Ret::CasFailed { current }
+            }
+            (Ok(other), _) => {
+                return Err(format!(
+                    "client {n}: {call:?} on {key:?} was answered {other:?}"
+                ))
+            }
+            (Err(_), _) => Ret::Unknown,
+        };
+        match (&call, &ret) {
+            (_, Ret::Value(v)) => known[k as usize] = v.as_ref().map_or(0, |(_, n)| *n),
+            (Call::Write { .. }, Ret::Written(v)) => known[k as usize] = *v,
+            (Call::Delete { .. }, Ret::Written(_)) => known[k as usize] = 0,
+            (_, Ret::CasFailed { current }) => known[k as usize] = *current,
+            _ => {}
+        }
+        out.push(Record {
+            op: lin::Op {
+                key,
+                client: n,
+                call,
+                ret,
+                invoke,
+                complete,
+            },
+            session,
+        });
+    }
+    Ok(out)
+}
+
+/// A running node other than `not`, chosen by `rng`.
+fn other_than(c: &LocalCluster, not: u64, rng: &mut Rng) -> u64 {
+    let others: Vec<u64> = c.ids().into_iter().filter(|&i| i != not).collect();
+    others[rng.below(others.len() as u64) as usize]
+}
+
+/// The node of a cluster of three that is neither `a` nor `b`.
+fn third(c: &LocalCluster, a: u64, b: u64) -> u64 {
+    c.ids().into_iter().find(|&i| i != a && i != b).unwrap_or(a)
+}
+
+/// The first of `ids` to say it leads, polled closely: its followers can then be paused before
+/// it commits much, so its proposals carry its process's first request numbers.
+async fn first_leader(c: &LocalCluster, ids: &[u64]) -> Result<u64> {
+    let start = Instant::now();
+    loop {
+        for &id in ids {
+            if c.status(id).await.is_some_and(|s| s.role == "Leader") {
+                return Ok(id);
+            }
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err("no node became leader in 20 s".into());
+        }
+        sleep_ms(5).await;
+    }
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// The faults, one after another with the clients running; returns what was done.
+async fn nemesis(c: &mut LocalCluster, rng: &mut Rng) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let leader_wait = Duration::from_secs(20);
+    sleep_ms(1000).await;
+
+    let l = c.wait_leader(leader_wait).await?;
+    c.kill(l);
+    sleep_ms(1000).await;
+    c.start(l).map_err(e2s)?;
+    done.push(format!("SIGKILL leader {l}, restart 1 s later"));
+    sleep_ms(1000).await;
+
+    let l = c.wait_leader(leader_wait).await?;
+    let f = other_than(c, l, rng);
+    c.pause(f).map_err(e2s)?;
+    sleep_ms(1500).await;
+    c.resume(f).map_err(e2s)?;
+    done.push(format!("SIGSTOP follower {f} for 1.5 s"));
+    sleep_ms(1000).await;
+
+    // Longer than an election timeout: the others elect a new leader, and this one comes back
+    // deposed, with requests pending.
+    let l = c.wait_leader(leader_wait).await?;
+    c.pause(l).map_err(e2s)?;
+    sleep_ms(2000).await;
+    c.resume(l).map_err(e2s)?;
+    done.push(format!("SIGSTOP leader {l} for 2 s"));
+    sleep_ms(1000).await;
+
+    let l = c.wait_leader(leader_wait).await?;
+    let f = other_than(c, l, rng);
+    c.kill(f);
+    c.start(f).map_err(e2s)?;
+    done.push(format!("SIGKILL follower {f}, restart at once"));
+    sleep_ms(1000).await;
+
+    // The fresh-leader cycle of issue 12: every process new (request numbers restart at 1), a
+    // leader whose proposals cannot commit (both followers paused), killed with one follower
+    // and restarted at once; clients gather on it while it waits for a quorum. The other
+    // follower goes on, the old leader's appends waiting in its socket.
+    for id in c.ids() {
+        c.kill(id);
+    }
+    c.start_all().map_err(e2s)?;
+    let l = first_leader(c, &c.ids()).await?;
+    let f1 = other_than(c, l, rng);
+    let f2 = third(c, l, f1);
+    c.pause(f1).map_err(e2s)?;
+    c.pause(f2).map_err(e2s)?;
+    sleep_ms(400).await;
+    c.kill(l);
+    c.kill(f1);
+    c.start(l).map_err(e2s)?;
+    sleep_ms(1500).await;
+    c.resume(f2).map_err(e2s)?;
+    sleep_ms(1000).await;
+    c.start(f1).map_err(e2s)?;
+    done.push(format!(
+        "SIGKILL all, restart; SIGSTOP followers {f1} and {f2} of leader {l}; 0.4 s later SIGKILL {l} and {f1}, restart {l} at once; SIGCONT {f2} 1.5 s later; restart {f1} 1 s after that"
+    ));
+    sleep_ms(1500).await;
+
+    // The same cycle, where the restarted leader's only possible voter lagged behind: nothing
+    // commits until that node has caught up, while the leader's new process already takes
+    // writes; then the previous process's proposals commit below them (this is the race that
+    // gave a write another write's answer).
+    for _ in 0..2 {
+        let l = c.wait_leader(leader_wait).await?;
+        let lagging = other_than(c, l, rng);
+        c.kill(lagging);
+        sleep_ms(5000).await;
+        let rest: Vec<u64> = c.ids().into_iter().filter(|&i| i != lagging).collect();
+        for &id in &rest {
+            c.kill(id);
+        }
+        for &id in &rest {
+            c.start(id).map_err(e2s)?;
+        }
+        let l = first_leader(c, &rest).await?;
+        let f = third(c, l, lagging);
+        c.kill(f);
+        sleep_ms(400).await;
+        c.kill(l);
+        c.start(l).map_err(e2s)?;
+        sleep_ms(1500).await;
+        c.start(lagging).map_err(e2s)?;
+        sleep_ms(1000).await;
+        c.start(f).map_err(e2s)?;
+        done.push(format!(
+            "SIGKILL {lagging}, 5 s later SIGKILL the others and restart them; SIGKILL follower {f} of leader {l}, 0.4 s later SIGKILL {l} and restart it at once; restart {lagging} 1.5 s later, {f} 1 s after that"
+        ));
+        sleep_ms(1500).await;
+    }
+
+    for id in c.ids() {
+        c.kill(id);
+    }
+    c.start_all().map_err(e2s)?;
+    done.push("SIGKILL all, restart".into());
+    sleep_ms(2000).await;
+    Ok(done)
+}
+
+/// Kills node `id` and waits until the leader's log starts past what it holds (returned), so it
+/// can only catch up by snapshot.
+async fn kill_until_compacted_past(c: &mut LocalCluster, id: u64) -> Result<u64> {
+    c.kill(id);
+    let held = raftwal::inspect::Inspector::open(c.dir(id))
+        .map_err(e2s)?
+        .summary()
+        .last_index;
+    let start = Instant::now();
+    loop {
+        let leader = c.wait_leader(Duration::from_secs(20)).await?;
+        if c.status(leader)
+            .await
+            .is_some_and(|s| s.snapshot_index > held)
+        {
+            return Ok(held);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err(format!(
+                "the leader never compacted past node {id}'s last index {held}"
+            ));
+        }
+        sleep_ms(20).await;
+    }
+}
+
+/// Kills node `id` and keeps it down until the leader's log starts past what it holds, so it
+/// can only catch up by snapshot; restarts it and waits until it has, by a snapshot.
+async fn kill_past_compaction(c: &mut LocalCluster, id: u64) -> Result<u64> {
+    let wait = Duration::from_secs(20);
+    let held = kill_until_compacted_past(c, id).await?;
+    c.start(id).map_err(e2s)?;
+    let leader = c.wait_leader(wait).await?;
+    let commit = c.status(leader).await.map_or(0, |s| s.commit);
+    let start = Instant::now();
+    loop {
+        c.check_alive()?;
+        if let Some(s) = c.status(id).await.filter(|s| s.applied >= commit) {
+            if s.snapshots_installed == 0 {
+                return Err(format!(
+                    "node {id} was down past the leader's compaction yet caught up without a snapshot"
+                ));
+            }
+            return Ok(held);
+        }
+        if start.elapsed() > wait {
+            return Err(format!("node {id} did not catch up to {commit}"));
+        }
+        sleep_ms(20).await;
+    }
+}
+
+/// Faults around snapshot installs (the log is compacted every 200 entries).
+async fn nemesis_with_snapshots(c: &mut LocalCluster, rng: &mut Rng) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let leader_wait = Duration::from_secs(20);
+    sleep_ms(1000).await;
+
+    let l = c.wait_leader(leader_wait).await?;
+    let f = other_than(c, l, rng);
+    let held = kill_past_compaction(c, f).await?;
+    done.push(format!(
+        "SIGKILL follower {f} (log to {held}) until the leader compacted past it, restart: caught up by snapshot"
+    ));
+    sleep_ms(1000).await;
+
+    let l = c.wait_leader(leader_wait).await?;
+    let held = kill_past_compaction(c, l).await?;
+    done.push(format!(
+        "SIGKILL leader {l} (log to {held}) until the new leader compacted past it, restart: caught up by snapshot"
+    ));
+    sleep_ms(1000).await;
+
+    let l = c.wait_leader(leader_wait).await?;
+    c.pause(l).map_err(e2s)?;
+    sleep_ms(2000).await;
+    c.resume(l).map_err(e2s)?;
+    done.push(format!("SIGSTOP leader {l} for 2 s"));
+    sleep_ms(1000).await;
+
+    // The lagging-voter cycle, the voter behind the leader's compaction: the restarted leader
+    // must send it a snapshot before anything commits.
+    let l = c.wait_leader(leader_wait).await?;
+    let lagging = other_than(c, l, rng);
+    let held = kill_until_compacted_past(c, lagging).await?;
+    sleep_ms(2000).await;
+    let rest: Vec<u64> = c.ids().into_iter().filter(|&i| i != lagging).collect();
+    for &id in &rest {
+        c.kill(id);
+    }
+    for &id in &rest {
+        c.start(id).map_err(e2s)?;
+    }
+    let l = first_leader(c, &rest).await?;
+    let f = third(c, l, lagging);
+    c.kill(f);
+    sleep_ms(400).await;
+    c.kill(l);
+    c.start(l).map_err(e2s)?;
+    sleep_ms(1500).await;
+    c.start(lagging).map_err(e2s)?;
+    sleep_ms(1000).await;
+    c.start(f).map_err(e2s)?;
+    done.push(format!(
+        "SIGKILL {lagging} (log to {held}); once the leader compacted past it and 2 s more, SIGKILL the others and restart them; SIGKILL follower {f} of leader {l}, 0.4 s later SIGKILL {l} and restart it at once; restart {lagging} 1.5 s later, {f} 1 s after that"
+    ));
+    sleep_ms(1500).await;
+
+    for id in c.ids() {
+        c.kill(id);
+    }
+    c.start_all().map_err(e2s)?;
+    done.push("SIGKILL all, restart".into());
+    sleep_ms(2000).await;
+    Ok(done)
+}
+
+/// Clients on 4 keys with kills, pauses and restarts around them (issue 12's fresh-leader
+/// cycle among them); every key's history must be linearizable, and every acknowledged write
+/// must be in the log at its version. The log is never compacted, so the audit reads them all.
+pub async fn linearizable_under_kills_pauses_and_restarts() -> Result {
+    run(Schedule::Faults).await
+}
+
+/// The same clients while nodes fall behind the leader's compacted log (a snapshot every 200
+/// entries) and catch up by snapshot, a lagging voter among them: retried writes stay
+/// exactly-once across snapshot installs. The audit reads the acknowledged writes that are
+/// still in a log.
+pub async fn linearizable_across_snapshot_installs() -> Result {
+    run(Schedule::Snapshots).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schedule {
+    Faults,
+    Snapshots,
+}
+
+async fn run(schedule: Schedule) -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let snapshot_every = match schedule {
+        Schedule::Faults => 1_000_000,
+        Schedule::Snapshots => 200,
+    };
+    let mut c = cluster(root.path(), snapshot_every)?;
+    c.start_all().map_err(e2s)?;
+    c.wait_leader(Duration::from_secs(20)).await?;
+    let seed = seed();
+    let origin = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (1..=CLIENTS)
+        .map(|n| tokio::spawn(client(n, c.addrs(), seed, origin, stop.clone())))
+        .collect();
+    let mut rng = Rng(seed);
+    let faults = match schedule {
+        Schedule::Faults => nemesis(&mut c, &mut rng).await,
+        Schedule::Snapshots => nemesis_with_snapshots(&mut c, &mut rng).await,
+    };
+    stop.store(true, Ordering::Relaxed);
+    let mut records = Vec::new();
+    for t in tasks {
+        records.extend(t.await.map_err(e2s)??);
+    }
+    let faults = faults.map_err(|e| format!("seed {seed}: {e}"))?;
+    let ops: Vec<lin::Op> = records.iter().map(|r| r.op.clone()).collect();
+    let definite = ops.iter().filter(|o| o.ret != Ret::Unknown).count();
+    if definite < 200 {
+        return Err(format!(
+            "seed {seed}: only {definite} operations had a definite answer: the cluster barely worked"
+        ));
+    }
+    let started = Instant::now();
+    let verdict = lin::check(&ops);
+    let check_secs = started.elapsed().as_secs_f64();
+
+    // The audit (whatever the verdict): every node stopped, its committed log read back.
+    let last = ops
+        .iter()
+        .filter_map(|o| match o.ret {
+            Ret::Written(n) => Some(n),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    c.wait_converged(last, Duration::from_secs(20)).await?;
+    for id in c.ids() {
+        c.kill(id);
+    }
+    let log = committed_log(&c)?;
+    let (report, (audited, compacted)) = match (verdict, audit(&records, &log)) {
+        (Ok(report), Ok(audit)) if schedule == Schedule::Snapshots || audit.1 == 0 => {
+            (report, audit)
+        }
+        (Ok(_), Ok((_, compacted))) => {
+            return Err(format!(
+                "seed {seed}: audit: {compacted} acknowledged writes are in no log although none was compacted"
+            ))
+        }
+        (verdict, audited) => {
+            let mut errors = vec![format!("seed {seed}")];
+            errors.extend(verdict.err());
+            errors.extend(audited.err().map(|e| format!("audit: {e}")));
+            return Err(errors.join("\n    "));
+        }
+    };
+
+    let count = |f: &dyn Fn(&lin::Op) -> bool| ops.iter().filter(|o| f(o)).count();
+    println!(
+        "    seed {seed}: {} operations by {CLIENTS} clients on {KEYS} keys ({} reads, {} writes, {} compare-and-swaps of which {} failed, {} deletes); {} with no definite answer",
+        ops.len(),
+        count(&|o| o.call == Call::Read),
+        count(&|o| matches!(o.call, Call::Write { expected: None, .. })),
+        count(&|o| matches!(o.call, Call::Write { expected: Some(_), .. } | Call::Delete { expected: Some(_) })),
+        count(&|o| matches!(o.ret, Ret::CasFailed { .. })),
+        count(&|o| matches!(o.call, Call::Delete { .. })),
+        report.unknown,
+    );
+    println!("    faults: {}", faults.join("; "));
+    println!(
+        "    linearizable: every key ({} stretches with nothing pending between them, the longest {} operations; {} search steps, {check_secs:.2} s); audit: {audited} acknowledged writes and deletes found at their index among {} committed entries{}",
+        report.stretches,
+        report.longest,
+        report.steps,
+        log.entries.len(),
+        if compacted > 0 {
+            format!(" ({compacted} more were below every node's snapshot)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// The committed entries the nodes' logs still hold (compaction removes those below a
+/// snapshot), checked to agree across nodes.
+struct CommittedLog {
+    /// index -> (a node holding it, the entry)
+    entries: BTreeMap<u64, (u64, Entry)>,
+    /// Below this index no node holds entries any more.
+    first: u64,
+}
+
+/// Every node's committed entries (up to its stored commit index).
+fn committed_log(c: &LocalCluster) -> Result<CommittedLog> {
+    let mut log: BTreeMap<u64, (u64, Entry)> = BTreeMap::new();
+    let mut lowest = u64::MAX;
+    for id in c.ids() {
+        let dir = c.dir(id);
+        let inspector = raftwal::inspect::Inspector::open(&dir).map_err(e2s)?;
+        let first = inspector.summary().first_index;
+        lowest = lowest.min(first);
+        let commit = inspector
+            .hard_state()
+            .commit
+            .min(inspector.summary().last_index);
+        let entries = inspector.entries(first, commit + 1).map_err(e2s)?;
+        for e in entries {
+            match log.get(&e.index) {
+                Some((other, f)) if f.term != e.term || f.data != e.data => {
+                    return Err(format!(
+                        "nodes {other} and {id} hold different committed entries at index {}",
+                        e.index
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    log.insert(e.index, (id, e));
+                }
+            }
+        }
+    }
+    Ok(CommittedLog {
+        entries: log,
+        first: lowest,
+    })
+}
+
+/// Every write or delete acknowledged at version `n`: entry `n` of the log is that very
+/// command (key, value, expected version and session). Returns how many were checked, and how
+/// many could not be because every node had compacted their entries away.
+fn audit(records: &[Record], log: &CommittedLog) -> Result<(usize, usize)> {
+    let mut checked = 0;
+    let mut compacted = 0;
+    for r in records {
+        let Ret::Written(n) = r.op.ret else {
+            continue;
+        };
+        let want = match &r.op.call {
+            Call::Write { value, expected } => Op::Put {
+                key: r.op.key.clone(),
+                value: value.clone(),
+                expected: *expected,
+            },
+            Call::Delete { expected } => Op::Delete {
+                key: r.op.key.clone(),
+                expected: *expected,
+            },
+            Call::Read => continue,
+        };
+        if n < log.first {
+            compacted += 1;
+            continue;
+        }
+        let Some((node, entry)) = log.entries.get(&n) else {
+            return Err(format!(
+                "{} was acknowledged at index {n}, which no node's log holds as committed",
+                r.op
+            ));
+        };
+        let cmd: Option<Command> = serde_json::from_slice(&entry.data).ok();
+        if cmd.as_ref().map(|c| (&c.op, c.session)) != Some((&want, r.session)) {
+            return Err(format!(
+                "{} (session {:?}) was acknowledged at index {n}, but entry {n} (on node {node}) holds {cmd:?}",
+                r.op, r.session
+            ));
+        }
+        checked += 1;
+    }
+    Ok((checked, compacted))
+}
