@@ -27,6 +27,25 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::map::{FileCopy, FileMap, FileView, Sink};
 
+/// The sink of a file's writes: its descriptor (opening a detached file's if needed).
+fn sink_of<'a>(handle: &'a mut Handle, path: &Path) -> Result<Sink<'a>> {
+    match handle {
+        Handle::Own(f) => Ok(Sink::Fd(f)),
+        Handle::Detached(fd) => {
+            if fd.is_none() {
+                *fd = Some(open_rw(path)?);
+            }
+            match fd {
+                Some(f) => Ok(Sink::Fd(f)),
+                None => Err(Error::InvalidArgument(format!(
+                    "no descriptor for {}",
+                    path.display()
+                ))),
+            }
+        }
+    }
+}
+
 /// Largest index the engine accepts anywhere (2^62): far past any real log, and low enough that
 /// index arithmetic (a file's base plus its slots, a snapshot index plus one) cannot overflow
 /// on values read from a damaged or forged directory.
@@ -61,8 +80,6 @@ const ENGINE_MAP_RESERVE: usize = 64 << 20;
 const ENGINE_INITIAL_RESERVE: u64 = 16 << 10;
 /// Largest growth step of an engine group file's payload area.
 const ENGINE_MAX_GROWTH: u64 = 4 << 20;
-/// Slot pages of an engine group file are allocated this many bytes at a time (512 slots).
-const ENGINE_SLOT_CHUNK: u64 = 16 << 10;
 
 // Slot fields: each offset is the previous one plus the previous field's size.
 const SLOT_TERM: usize = 0;
@@ -138,7 +155,7 @@ pub(crate) enum Access {
     Sealed,
     /// Inspection tools: opened read-only, never written.
     ReadOnly,
-    /// A file of an engine group: mapped writable, no descriptor kept (see [`Handle`]).
+    /// A file of an engine group: no descriptor kept while idle (see [`Handle`]).
     Detached,
 }
 
@@ -154,24 +171,16 @@ pub(crate) enum Flavor {
     Engine,
 }
 
-/// How a log file's bytes are written and flushed.
+/// How a log file's bytes are written and flushed. Either way, bytes go in with `pwritev`
+/// (never through the map, which is read-only).
 enum Handle {
-    /// A `DiskStorage` file: its own descriptor; writes with `pwritev`, flushed with fdatasync.
+    /// A `DiskStorage` file: its own descriptor, flushed with fdatasync.
     Own(File),
-    /// A file of an engine group, which keeps no descriptor (an engine caps them however many
-    /// groups it hosts): writes are copied through the writable map into space allocated
-    /// beforehand ([`LogFile::make_room`]); a descriptor is opened for the moment when one is
-    /// needed (growth, a flush). The engine makes these files durable (its checkpoints).
-    Detached,
-}
-
-impl Handle {
-    fn sink(&self) -> Sink<'_> {
-        match self {
-            Handle::Own(f) => Sink::Fd(f),
-            Handle::Detached => Sink::Map,
-        }
-    }
+    /// A file of an engine group, which keeps no descriptor while idle (an engine caps them
+    /// however many groups it hosts): one is opened when the file is written (and kept until
+    /// [`LogFile::release_fd`]), or for the moment of a flush. The engine makes these files
+    /// durable (its checkpoints).
+    Detached(Option<File>),
 }
 
 /// The decoded fields of one slot.
@@ -337,9 +346,6 @@ pub(crate) struct LogFile {
     handle: Handle,
     /// The file's bytes: mapped, or (read-only tools) copied.
     map: FileView,
-    /// Engine files: slots `[0, slots_allocated)` lie in allocated pages (the slot area is
-    /// sparse until written). Others: the whole slot area.
-    slots_allocated: u32,
     /// Where the next payload goes. Payload bytes below it are frozen: handed-out entries may
     /// reference them, so they are never rewritten (a cut suffix's space is not reused).
     payload_end: u64,
@@ -524,7 +530,6 @@ impl LogFile {
                 len as usize,
                 reserve,
                 PAYLOAD_START as usize,
-                access == Access::Detached,
             )?)
         };
         let (base, prev_unflushed) = decode_header(
@@ -533,12 +538,12 @@ impl LogFile {
             id,
             cipher.is_some(),
         )?;
-        let (handle, slots_allocated) = if access == Access::Detached {
+        let handle = if access == Access::Detached {
             // The map keeps the file reachable; the descriptor goes (engines cap them).
             drop(file);
-            (Handle::Detached, 0)
+            Handle::Detached(None)
         } else {
-            (Handle::Own(file), SLOTS_PER_FILE as u32)
+            Handle::Own(file)
         };
         Ok(LogFile {
             path: path.to_path_buf(),
@@ -546,7 +551,6 @@ impl LogFile {
             base,
             handle,
             map,
-            slots_allocated,
             payload_end: PAYLOAD_START,
             verified: AtomicU32::new(0),
             dirty: false,
@@ -572,8 +576,9 @@ impl LogFile {
             return Ok(());
         }
         let header = encode_header(self.id, self.base, self.cipher.is_some(), false);
+        let sink = sink_of(&mut self.handle, &self.path)?;
         self.map.writable(&self.path)?.write(
-            self.handle.sink(),
+            sink,
             HEADER_OFFSET,
             &mut [IoSlice::new(&header)],
             &self.path,
@@ -883,7 +888,7 @@ impl LogFile {
             return Ok(());
         }
         let need = end.next_multiple_of(1 << 20);
-        let want = if let Handle::Detached = self.handle {
+        let want = if let Handle::Detached(_) = self.handle {
             // An engine group's file grows with its data, an eighth at a time.
             let used = end - PAYLOAD_START;
             (end + (used / 8).clamp(ENGINE_INITIAL_RESERVE, ENGINE_MAX_GROWTH))
@@ -906,42 +911,30 @@ impl LogFile {
         let path = self.path.clone();
         // Without room for the whole step, by what this save needs.
         let got = self.with_fd(|f| fsutil::allocate_preferring(f, &path, want, need))?;
-        let map = self.map.writable(&self.path)?;
-        let file = match &self.handle {
-            Handle::Own(f) => Some(f),
-            Handle::Detached => None,
+        let reserve = match &self.handle {
+            Handle::Own(_) => ACTIVE_MAP_RESERVE,
+            Handle::Detached(_) => ENGINE_MAP_RESERVE,
         };
-        match file {
-            Some(f) => map.grow(f, &self.path, got as usize, ACTIVE_MAP_RESERVE),
-            None => {
-                let f = open_rw(&self.path)?;
-                map.grow(&f, &self.path, got as usize, ENGINE_MAP_RESERVE)
-            }
-        }
+        let Sink::Fd(f) = sink_of(&mut self.handle, &self.path)?;
+        self.map
+            .writable(&self.path)?
+            .grow(f, &self.path, got as usize, reserve)
     }
 
-    /// Engine files: allocates the pages of slots `[0, end)` not yet allocated (a chunk at a
-    /// time), so that writing them through the map never needs a new block.
-    fn ensure_slots(&mut self, end: u32) -> Result<()> {
-        if end <= self.slots_allocated {
-            return Ok(());
-        }
-        let from = u64::from(self.slots_allocated) * SLOT_SIZE as u64 / ENGINE_SLOT_CHUNK
-            * ENGINE_SLOT_CHUNK;
-        let to = (u64::from(end) * SLOT_SIZE as u64)
-            .next_multiple_of(ENGINE_SLOT_CHUNK)
-            .min(SLOT_AREA as u64);
-        let path = self.path.clone();
-        self.with_fd(|f| fsutil::allocate_range(f, &path, from, to - from))?;
-        self.slots_allocated = (to / SLOT_SIZE as u64).min(SLOTS_PER_FILE) as u32;
-        Ok(())
-    }
-
-    /// Runs `f` on the file's descriptor: its own, or one opened for the moment (engine files).
+    /// Runs `f` on the file's descriptor: its own, the one a detached file holds while it is
+    /// written, or one opened for the moment.
     fn with_fd<T>(&self, f: impl FnOnce(&File) -> Result<T>) -> Result<T> {
         match &self.handle {
-            Handle::Own(file) => f(file),
-            Handle::Detached => f(&open_rw(&self.path)?),
+            Handle::Own(file) | Handle::Detached(Some(file)) => f(file),
+            Handle::Detached(None) => f(&open_rw(&self.path)?),
+        }
+    }
+
+    /// Closes the descriptor a detached file opened to be written (engine files keep none
+    /// while idle).
+    pub(crate) fn release_fd(&mut self) {
+        if let Handle::Detached(fd) = &mut self.handle {
+            *fd = None;
         }
     }
 
@@ -1081,9 +1074,8 @@ impl LogFile {
         end: u64,
         slots: &[u8],
     ) -> Result<()> {
-        self.ensure_slots(first_slot + n as u32)?;
+        let sink = sink_of(&mut self.handle, &self.path)?;
         let map = self.map.writable(&self.path)?;
-        let sink = self.handle.sink();
         self.dirty = true;
         map.write(sink, self.payload_end as usize, payloads, &self.path)?;
         self.payload_end = end;
@@ -1142,12 +1134,12 @@ impl LogFile {
         if from >= to {
             return Ok(());
         }
-        self.ensure_slots(to)?;
+        let sink = sink_of(&mut self.handle, &self.path)?;
         let map = self.map.writable(&self.path)?;
         self.dirty = true;
         self.verified.fetch_min(from, Ordering::AcqRel);
         map.zero(
-            self.handle.sink(),
+            sink,
             from as usize * SLOT_SIZE,
             (to - from) as usize * SLOT_SIZE,
             &self.path,
@@ -1177,8 +1169,9 @@ impl LogFile {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..SLOT_CRC]), &payload);
         b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
         self.dirty = true;
+        let sink = sink_of(&mut self.handle, &self.path)?;
         self.map.writable(&self.path)?.write(
-            self.handle.sink(),
+            sink,
             k as usize * SLOT_SIZE,
             &mut [IoSlice::new(&b)],
             &self.path,

@@ -61,19 +61,13 @@ pub(crate) struct FileMap {
     payload_start: usize,
     /// Mappings this map replaced when the file outgrew them (views may still hold them).
     retired: Vec<Weak<MmapRaw>>,
-    /// The map is writable: bytes are copied in through it (files of an engine group, which
-    /// keep no descriptor); otherwise it is read-only and writes go through `pwritev`.
-    writable: bool,
 }
 
-/// Where [`FileMap::write`] puts bytes.
+/// Where [`FileMap::write`] puts bytes: `pwritev` on the mapped file's descriptor, into the
+/// page cache the map shares.
 #[derive(Clone, Copy)]
 pub(crate) enum Sink<'a> {
-    /// `pwritev` on the mapped file's descriptor, into the page cache the map shares.
     Fd(&'a File),
-    /// Copied through the (writable) map. The caller has allocated every byte it writes
-    /// (`fallocate`, or written before), so no store through the map needs a new block.
-    Map,
 }
 
 /// Watches whether any view of a [`FileMap`] outlives it (see [`FileMap::watch`]).
@@ -87,25 +81,22 @@ impl MapWatch {
 }
 
 impl FileMap {
-    /// Maps `file` (of length `len`) shared, read-only or (`writable`) read-write, reserving
-    /// `max(len, reserve)` bytes of address space. `payload_start` is where the area whose bytes
-    /// may be handed out begins; nothing is frozen yet.
+    /// Maps `file` (of length `len`) shared and read-only, reserving `max(len, reserve)` bytes
+    /// of address space. `payload_start` is where the area whose bytes may be handed out
+    /// begins; nothing is frozen yet.
     pub(crate) fn new(
         file: &File,
         path: &Path,
         len: usize,
         reserve: usize,
         payload_start: usize,
-        writable: bool,
     ) -> Result<FileMap> {
         let mut opts = MmapOptions::new();
         opts.len(len.max(reserve));
-        let raw = if writable {
-            opts.map_raw(file)
-        } else {
-            opts.map_raw_read_only(file)
-        }
-        .map_err(|e| Error::io("mmap", path, e))?;
+        // Read-only: nothing is ever written through the map.
+        let raw = opts
+            .map_raw_read_only(file)
+            .map_err(|e| Error::io("mmap", path, e))?;
         let raw = Arc::new(raw);
         let view = Bytes::from_owner(MapOwner {
             map: raw.clone(),
@@ -118,7 +109,6 @@ impl FileMap {
             frozen: payload_start.min(len),
             payload_start,
             retired: Vec::new(),
-            writable,
         })
     }
 
@@ -152,7 +142,7 @@ impl FileMap {
             return Ok(());
         }
         // The new mapping first: if it fails, `self` (and the mappings it watches) is unchanged.
-        let mut new = FileMap::new(file, path, len, reserve, self.payload_start, self.writable)?;
+        let mut new = FileMap::new(file, path, len, reserve, self.payload_start)?;
         new.frozen = self.frozen;
         new.retired = std::mem::take(&mut self.retired);
         new.retired.retain(|w| w.strong_count() > 0);
@@ -220,10 +210,9 @@ impl FileMap {
 
     /// Writes `bufs`, back to back, at offset `off` of the mapped file, through `sink`.
     ///
-    /// `Sink::Fd`: bytes go in with `pwritev` into the page cache the map shares, never through
-    /// the map: a write can then only fail with an error (no SIGBUS, whatever the disk does), and
-    /// a synced save measured ~20% faster than dirtying the same pages through the map.
-    /// `Sink::Map`: bytes are copied through the writable map, which needs no descriptor.
+    /// Bytes go in with `pwritev` into the page cache the map shares, never through the map: a
+    /// write can then only fail with an error (no SIGBUS, whatever the disk does), and a synced
+    /// save measured ~20% faster than dirtying the same pages through the map.
     pub(crate) fn write(
         &mut self,
         sink: Sink<'_>,
@@ -233,10 +222,7 @@ impl FileMap {
     ) -> Result<()> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         self.check_writable(off, len, path)?;
-        let file = match sink {
-            Sink::Fd(file) => file,
-            Sink::Map => return self.copy_in(off, bufs, path),
-        };
+        let Sink::Fd(file) = sink;
         let mut at = off as u64;
         let mut bufs = bufs;
         let mut left = len;
@@ -255,35 +241,6 @@ impl FileMap {
             at += written as u64;
             left -= written;
             IoSlice::advance_slices(&mut bufs, written);
-        }
-        Ok(())
-    }
-
-    /// Copies `bufs`, back to back, into the map at `off` (checked writable by the caller).
-    fn copy_in(&mut self, off: usize, bufs: &[IoSlice<'_>], path: &Path) -> Result<()> {
-        if !self.writable {
-            return Err(Error::io(
-                "write",
-                path,
-                io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "the file is mapped read-only",
-                ),
-            ));
-        }
-        let mut at = off;
-        for b in bufs {
-            // SAFETY: `[at, at + b.len())` lies inside `[off, off + len)`, which
-            // `check_writable` put inside the file and the live mapping (mapped writable), and
-            // either below the payload area or at or past the frozen mark: no handed-out `Bytes`
-            // covers it, and `&mut self` excludes every `bytes()` borrow, so no reference to these
-            // bytes exists while they change. No other process maps or writes the file (only the
-            // holder of the directory lock does). The caller allocated every byte written here
-            // (`Sink::Map`), so the stores never need a new block and cannot fault on a full disk.
-            unsafe {
-                std::ptr::copy_nonoverlapping(b.as_ptr(), self.raw.as_mut_ptr().add(at), b.len());
-            }
-            at += b.len();
         }
         Ok(())
     }
@@ -462,7 +419,7 @@ mod tests {
         let len = PAYLOAD_START + (64 << 10);
         file.set_len(len as u64).unwrap();
         // No address space reserved past the file: the next growth must remap.
-        let mut map = FileMap::new(&file, &path, len, len, PAYLOAD_START, false).unwrap();
+        let mut map = FileMap::new(&file, &path, len, len, PAYLOAD_START).unwrap();
         map.write(
             Sink::Fd(&file),
             PAYLOAD_START,

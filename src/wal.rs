@@ -94,6 +94,11 @@ impl Wal {
         self.files.len()
     }
 
+    /// Closes the descriptors the files of an engine group opened to be written.
+    pub(crate) fn release_fds(&mut self) {
+        self.files.iter_mut().for_each(LogFile::release_fd);
+    }
+
     /// Ids of the first and last file (`(1, 0)`, an empty range, without files).
     pub(crate) fn file_ids(&self) -> (u64, u64) {
         match (self.files.front(), self.files.back()) {
@@ -109,6 +114,16 @@ impl Wal {
         }
         let (pos, _) = self.locate(index);
         self.files.get(pos).map(LogFile::id)
+    }
+
+    /// Where file `id`'s next payload goes (`PAYLOAD_START` if it is not held).
+    pub(crate) fn payload_end_of(&self, id: u64) -> u64 {
+        self.files
+            .iter()
+            .find(|f| f.id() == id)
+            .map_or(log_file::PAYLOAD_START, |f| {
+                f.payload_used() + log_file::PAYLOAD_START
+            })
     }
 
     /// Where the last file's next payload goes (`PAYLOAD_START` without files).

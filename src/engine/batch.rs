@@ -113,18 +113,67 @@ fn type_code(t: EntryType) -> u8 {
     }
 }
 
-/// Bytes `encode` adds for a part with `entries` and no other section (for sizing buffers).
-pub(crate) fn entries_len(entries: &[Entry]) -> usize {
-    4 + entries
-        .iter()
-        .map(|e| 25 + e.data.len() + e.context.len())
-        .sum::<usize>()
+/// A journal record's body being built: the bytes it writes itself, and the pieces of the body
+/// in order (ranges of those bytes, and entry payloads written from the callers' buffers
+/// without a copy).
+#[derive(Default)]
+pub(crate) struct Body {
+    own: Vec<u8>,
+    /// `Ok(range of own)` or `Err(payload)`.
+    pieces: Vec<std::result::Result<std::ops::Range<usize>, Bytes>>,
+    /// Where the current run of own bytes started.
+    run: usize,
+}
+
+/// Payloads at least this long are written from their own buffer; shorter ones are copied
+/// (an iovec costs the kernel more than copying a few hundred bytes).
+const BY_REFERENCE: usize = 512;
+
+impl Body {
+    fn own(&mut self) -> &mut Vec<u8> {
+        &mut self.own
+    }
+
+    fn payload(&mut self, b: &Bytes) {
+        if b.len() < BY_REFERENCE {
+            self.own.extend_from_slice(b);
+            return;
+        }
+        let end = self.own.len();
+        if end > self.run {
+            self.pieces.push(Ok(self.run..end));
+        }
+        self.run = end;
+        self.pieces.push(Err(b.clone()));
+    }
+
+    /// The body's pieces, in order.
+    pub(crate) fn pieces(&mut self) -> Vec<&[u8]> {
+        let end = self.own.len();
+        if end > self.run {
+            self.pieces.push(Ok(self.run..end));
+            self.run = end;
+        }
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Ok(r) => &self.own[r.clone()],
+                Err(b) => &b[..],
+            })
+            .collect()
+    }
+
+    /// The body as one buffer (for tests).
+    #[cfg(test)]
+    pub(crate) fn concat(mut self) -> Vec<u8> {
+        self.pieces().concat()
+    }
 }
 
 /// Appends the journal form of `part` (of the group's `incarnation`; `snapshot`: the record
-/// describing its installed snapshot's file) to `out`.
+/// describing its installed snapshot's file) to `body`.
 pub(crate) fn encode(
-    out: &mut Vec<u8>,
+    body: &mut Body,
     part: &Part,
     incarnation: u64,
     snapshot: Option<&SnapshotRecord>,
@@ -148,6 +197,7 @@ pub(crate) fn encode(
     if part.truncate.is_some() {
         kinds |= KIND_TRUNCATE;
     }
+    let out = body.own();
     out.extend_from_slice(&part.group_id.to_le_bytes());
     out.extend_from_slice(&incarnation.to_le_bytes());
     out.push(kinds);
@@ -157,18 +207,19 @@ pub(crate) fn encode(
         out.extend_from_slice(&b);
     }
     if !part.entries.is_empty() {
-        out.reserve(entries_len(&part.entries));
         out.extend_from_slice(&(part.entries.len() as u32).to_le_bytes());
         for e in &part.entries {
+            let out = body.own();
             out.extend_from_slice(&e.index.to_le_bytes());
             out.extend_from_slice(&e.term.to_le_bytes());
             out.push(type_code(e.get_entry_type()));
             out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
             out.extend_from_slice(&(e.context.len() as u32).to_le_bytes());
-            out.extend_from_slice(&e.data);
-            out.extend_from_slice(&e.context);
+            body.payload(&e.data);
+            body.payload(&e.context);
         }
     }
+    let out = body.own();
     if let Some(hs) = &part.hard_state {
         for v in [hs.term, hs.vote, hs.commit] {
             out.extend_from_slice(&v.to_le_bytes());
@@ -304,10 +355,10 @@ mod tests {
             term: 2,
             ..Default::default()
         };
-        let mut body = Vec::new();
+        let mut body = Body::default();
         encode(&mut body, &part, 9, Some(&snap));
         encode(&mut body, &Part::default(), 1, None);
-        let parts = decode(&Bytes::from(body), 1).unwrap();
+        let parts = decode(&Bytes::from(body.concat()), 1).unwrap();
         assert_eq!(parts.len(), 2);
         let p = &parts[0];
         assert_eq!((p.group_id, p.incarnation), (42, 9));
@@ -324,14 +375,15 @@ mod tests {
     fn a_cut_record_is_an_error_not_a_panic() {
         let mut e = Entry::default();
         e.index = 1;
-        e.data = Bytes::from(vec![1u8; 100]);
+        e.data = Bytes::from(vec![1u8; 1000]);
         let part = Part {
             group_id: 1,
             entries: vec![e],
             ..Part::default()
         };
-        let mut body = Vec::new();
+        let mut body = Body::default();
         encode(&mut body, &part, 1, None);
+        let body = body.concat();
         for cut in 0..body.len() {
             let _ = decode(&Bytes::copy_from_slice(&body[..cut]), 1);
         }

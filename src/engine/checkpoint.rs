@@ -24,12 +24,21 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::commit::lead;
+use super::group::Group;
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::snap;
 
-/// How often the background thread looks for changes to checkpoint.
+/// How often a checkpoint runs while anything changed (more often when the journal grows by
+/// `checkpoint_bytes`).
 const PERIOD: Duration = Duration::from_secs(5);
+/// How often the tails are written into the groups' files.
+const WRITE_PERIOD: Duration = Duration::from_millis(20);
+/// Payload bytes of a group's tail written per hold of its lock.
+const WRITE_CHUNK: u64 = 256 << 10;
+/// The tails are written into the files once they hold this many payload bytes in all (and at
+/// every checkpoint): fewer, larger writes per group.
+pub(crate) const WRITE_THRESHOLD: u64 = 16 << 20;
 
 /// The background checkpoint thread and how to wake or stop it.
 #[derive(Default)]
@@ -82,9 +91,8 @@ fn background(weak: Weak<Shared>) {
             let c = &shared.checkpointer;
             let mut s = c.signal.lock();
             if !s.stop && !s.nudged {
-                // Drop the engine while waiting: only the wait's end holds it again.
                 let cv = &c.cv;
-                let _ = cv.wait_for(&mut s, PERIOD);
+                let _ = cv.wait_for(&mut s, WRITE_PERIOD);
             }
             if s.stop {
                 return;
@@ -92,38 +100,75 @@ fn background(weak: Weak<Shared>) {
             std::mem::take(&mut s.nudged)
         };
         let Some(shared) = weak.upgrade() else { return };
-        let due = nudged || (last.elapsed() >= PERIOD && shared.journal.lock().appended() > 0);
-        if !due || shared.check_usable().is_err() {
+        if shared.check_usable().is_err() {
             continue;
         }
-        if let Err(e) = run(&shared, false) {
-            // The groups' durable state is unknown after a failed flush: stop the engine.
+        let appended = shared.journal.lock().appended();
+        let checkpoint =
+            appended >= shared.opts.checkpoint_bytes || (last.elapsed() >= PERIOD && appended > 0);
+        let write =
+            checkpoint || nudged || shared.tail_bytes.load(Ordering::Acquire) >= WRITE_THRESHOLD;
+        let done = if checkpoint {
+            last = Instant::now();
+            run(&shared, false)
+        } else if write {
+            write_tails(&shared)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = done {
+            // The groups' files are in an unknown state after a failed write or flush: stop
+            // the engine (opening it again replays the journal).
             shared.poison(&e);
             return;
         }
-        last = Instant::now();
     }
+}
+
+/// Writes the tails of the groups that have one into their files (unflushed).
+pub(crate) fn write_tails(shared: &Shared) -> Result<()> {
+    let ids = std::mem::take(&mut *shared.unwritten.lock());
+    // Newest first: a commit applies its parts in the order the groups came (oldest first),
+    // so the commit and the writer meet on one group at most instead of following each
+    // other from group to group.
+    for id in ids.into_iter().rev() {
+        let Some(g) = shared.groups.read().get(&id).cloned() else {
+            continue;
+        };
+        // A bounded amount at a time: the group's log is held only to take from its tail.
+        while g.write_tail_op(shared, WRITE_CHUNK)? {}
+        g.release_fds();
+    }
+    Ok(())
 }
 
 /// Runs a checkpoint. `closing`: the caller holds the pipeline (close), and every group is
 /// captured.
 pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
+    // Most tails written before the pipeline is held, the rest under it.
+    write_tails(shared)?;
     // 1. Capture, with no commit under way.
     let (seq, captured) = {
         let _lead = (!closing).then(|| lead(shared));
         shared.journal.lock().sync()?;
         let seq = shared.applied_seq.load(Ordering::Acquire);
-        let groups = shared.groups.read();
+        let groups: Vec<Arc<Group>> = shared.groups.read().values().cloned().collect();
         let mut captured = Vec::new();
-        for g in groups.values() {
-            let mut st = g.state.write();
-            if let Some(gs) = st.as_mut().filter(|gs| gs.dirty) {
-                captured.push((
-                    Arc::clone(g),
-                    gs.meta_record(seq, g.incarnation),
-                    gs.s.wal.file_ids(),
-                ));
-                gs.dirty = false;
+        for g in groups {
+            let dirty = g.with_log(|log| Ok(log.dirty)).unwrap_or(false);
+            if !dirty {
+                continue;
+            }
+            g.write_tail(shared)?;
+            let got = g.with_both(|b| {
+                b.log.dirty = false;
+                Ok((
+                    b.files.meta_record(&b.log.meta, seq, g.incarnation),
+                    b.files.wal.file_ids(),
+                ))
+            });
+            if let Ok((record, files)) = got {
+                captured.push((g, record, files));
             }
         }
         (seq, captured)
@@ -132,11 +177,10 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     syncfs(shared)?;
     // 3. The meta pages.
     for (g, record, files) in &captured {
-        let mut st = g.state.write();
-        if let Some(gs) = st.as_mut().filter(|gs| gs.durable_seq < seq) {
-            gs.meta_file.store(record)?;
-            gs.durable_seq = seq;
-            gs.durable_files = *files;
+        let mut fg = g.files.write();
+        if let Some(f) = fg.as_mut().filter(|f| f.durable_seq < seq) {
+            f.store(record)?;
+            f.durable_files = *files;
         }
     }
     // 4. The meta pages, durable.
@@ -164,17 +208,14 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
             let Some(_writer) = g.snap_writer.try_lock() else {
                 continue;
             };
-            let st = g.state.read();
             // Only while the group is open, and keeping a newer snapshot installed since.
-            if let Some(gs) = st.as_ref() {
-                let current =
-                    gs.s.meta
-                        .snapshot
-                        .as_ref()
-                        .map(|c| snap::file_name(c.term, c.index));
-                if current.as_deref() == Some(snap::file_name(s.term, s.index).as_str()) {
-                    snap::tidy(&g.dir, current.as_deref(), false)?;
-                }
+            let current = g
+                .with_log(|log| Ok(log.meta.snapshot.clone()))
+                .ok()
+                .flatten()
+                .map(|c| snap::file_name(c.term, c.index));
+            if current.as_deref() == Some(snap::file_name(s.term, s.index).as_str()) {
+                snap::tidy(&g.dir, current.as_deref(), false)?;
             }
         }
     }

@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLockReadGuard};
 use raft::prelude::Snapshot;
 
 use super::batch::{self, Part};
-use super::group::{Change, Group};
+use super::group::{Change, Group, LogOf};
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::proto::{ConfStateRecord, SnapshotRecord};
@@ -138,10 +138,13 @@ impl LogView for View<'_> {
             }
         }
         if index <= s.base_upto {
-            let st = self.group.state.read();
-            if let Some(gs) = st.as_ref() {
-                return gs.s.wal.term(index);
-            }
+            return self.group.with_log(|log| {
+                LogOf {
+                    group: self.group,
+                    log,
+                }
+                .term_in_log(index)
+            });
         }
         Err(Error::Unavailable {
             index,
@@ -152,19 +155,17 @@ impl LogView for View<'_> {
 
 impl Shadow {
     fn of(group: &Group) -> Result<Shadow> {
-        let st = group.state.read();
-        let gs = st.as_ref().ok_or_else(|| Error::Closed {
-            what: format!("group {}", group.id),
-        })?;
-        let last = gs.s.last_index();
-        Ok(Shadow {
-            snap_index: gs.s.snapshot_index(),
-            snap_term: gs.s.snapshot_term(),
-            last,
-            commit: gs.s.commit(),
-            base_upto: last,
-            appended_from: u64::MAX,
-            terms: Vec::new(),
+        group.with_log(|log| {
+            let last = log.last_index();
+            Ok(Shadow {
+                snap_index: log.snapshot_index(),
+                snap_term: log.snapshot_term(),
+                last,
+                commit: log.commit(),
+                base_upto: last,
+                appended_from: u64::MAX,
+                terms: Vec::new(),
+            })
         })
     }
 
@@ -288,7 +289,9 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
     }
     drop(groups);
     let appended = shared.journal.lock().appended();
-    if appended >= shared.opts.checkpoint_bytes {
+    if appended >= shared.opts.checkpoint_bytes
+        || shared.tail_bytes.load(Ordering::Acquire) >= super::checkpoint::WRITE_THRESHOLD
+    {
         shared.checkpointer.nudge();
     }
 }
@@ -313,20 +316,14 @@ fn commit(
         installs.push(recs);
     }
     check_space(shared, accepted)?;
-    let mut body = Vec::with_capacity(
-        accepted
-            .iter()
-            .flat_map(|(_, ps)| ps.iter())
-            .map(|p| 64 + batch::entries_len(&p.entries))
-            .sum(),
-    );
+    let mut body = batch::Body::default();
     for ((_, parts), recs) in accepted.iter_mut().zip(&installs) {
         for (part, rec) in parts.iter_mut().zip(recs) {
             let g = groups.get(&part.group_id).ok_or(Error::UnknownGroup {
                 group_id: part.group_id,
             })?;
-            if let Some(gs) = g.state.read().as_ref().filter(|gs| gs.ints_dirty) {
-                let m = &gs.s.meta;
+            if let Some(log) = g.log.read().as_ref().filter(|log| log.ints_dirty) {
+                let m = &log.meta;
                 part.ints = Some([m.raft_id, m.group_id, m.checkpoint_index]);
             }
             batch::encode(&mut body, part, g.incarnation, rec.as_ref());
@@ -334,7 +331,7 @@ fn commit(
     }
     let seq = {
         let mut journal = shared.journal.lock();
-        let seq = journal.append(&body)?;
+        let seq = journal.append(&body.pieces())?;
         if shared.opts.sync_writes {
             // A failed flush leaves the record's durability unknown: stop.
             journal.sync().inspect_err(|e| shared.poison(e))?;
@@ -362,10 +359,6 @@ fn apply_live(
     let g = groups.get(&part.group_id).ok_or(Error::UnknownGroup {
         group_id: part.group_id,
     })?;
-    let mut st = g.state.write();
-    let gs = st.as_mut().ok_or_else(|| Error::Closed {
-        what: format!("group {}", g.id),
-    })?;
     let change = Change {
         snapshot,
         entries: &part.entries,
@@ -374,11 +367,7 @@ fn apply_live(
         ints: part.ints,
         truncate: part.truncate,
     };
-    gs.apply(shared, &change, seq, g.incarnation)?;
-    if part.ints.is_some() {
-        gs.ints_dirty = false;
-    }
-    Ok(())
+    g.apply(shared, &change, seq)
 }
 
 /// Writes an installed snapshot's data to the group's snapshot file (durable) and describes it.

@@ -1,31 +1,32 @@
-//! One group of an engine: its state in memory, how a commit's part changes it, and
-//! [`GroupStorage`], the `raft::Storage` handle raft-rs uses.
+//! One group of an engine: its log as raft sees it, its files, and how a commit's part, the
+//! writer and the group's own durable points change them.
+//!
+//! A group is two halves under two locks, always taken in this order: `log` (the meta record
+//! with every journaled change, and the tail of entries journaled but not yet in the files) and
+//! `files` (the log files and the meta page). A commit changes `log` only, so it never waits for
+//! file I/O; the writer moves the tail into the files holding `files` (and `log` only to take
+//! from the tail and to note what the files now hold), one writer at a time (`writing`).
 //!
 //! Owns: the group's durable point (the journal position its meta page reflects, and the files
-//! that page relies on), the rule that keeps it safe (a change that would remove a file the
-//! durable meta page relies on first makes the group's current state durable, so that replay
-//! from the journal always finds the files it needs), snapshots taken by the application, and
-//! group creation and removal on disk. Must never: flush on the commit path except for such a
-//! removal, or touch a file once the group is closed.
+//! that page relies on) and the rule that keeps it safe: a file the durable meta page relies on
+//! is removed only after a meta page that no longer relies on it is durable, so that replay from
+//! the journal always finds the files it needs. Must never: flush on the commit path (but for an
+//! installed snapshot or such a removal), or touch a file once the group is closed.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use raft::prelude::{ConfState, Entry, HardState, Snapshot};
-use raft::{GetEntriesContext, RaftState, Storage};
+use raft::prelude::{Entry, HardState};
 
-use super::batch::Part;
-use super::commit;
+use super::tail::Tail;
 use super::{Shared, GROUPS_DIR};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::meta::{MetaFile, MetaInfo};
-use crate::proto::{ConfStateRecord, EngineGroupRecord, MetaRecord, SnapshotRecord};
-use crate::snap;
-use crate::state::{LogView, State};
+use crate::meta::MetaFile;
+use crate::proto::{
+    ConfStateRecord, EngineGroupRecord, HardStateRecord, MetaRecord, SnapshotRecord,
+};
+use crate::state::LogView;
 use crate::wal::Wal;
 
 /// One group of an engine.
@@ -34,24 +35,38 @@ pub(crate) struct Group {
     pub dir: PathBuf,
     /// Tells this group apart from a removed one with the same id (journal parts carry it).
     pub incarnation: u64,
-    /// `None` once the group is closed (engine closed) or removed.
-    pub state: RwLock<Option<GroupState>>,
+    /// The log as raft sees it. `None` once the group is closed (engine closed) or removed.
+    pub log: RwLock<Option<GroupLog>>,
+    /// The files. Taken after `log` when both are held.
+    pub files: RwLock<Option<GroupFiles>>,
+    /// Held by whoever moves the tail into the files (taken before `log`).
+    pub writing: Mutex<()>,
     /// Held while a snapshot file of this group is written.
     pub snap_writer: Mutex<()>,
 }
 
-/// A group's state while its engine is open.
-pub(crate) struct GroupState {
-    pub s: State,
+/// A group's log as raft sees it.
+pub(crate) struct GroupLog {
+    /// The meta record with every journaled change (hard state, conf state, snapshot, ids).
+    pub meta: MetaRecord,
+    /// Entries journaled but not yet written to the files.
+    pub tail: Tail,
+    /// The files' last index (so that the log's last index needs no lock on the files).
+    pub files_last: u64,
+    /// Changed since the meta page was last written.
+    pub dirty: bool,
+    /// Raft id, group id or checkpoint changed (`set_uint`) since they were last journaled.
+    pub ints_dirty: bool,
+}
+
+/// A group's files.
+pub(crate) struct GroupFiles {
+    pub wal: Wal,
     pub meta_file: MetaFile,
     /// The journal position the group's durable meta page reflects.
     pub durable_seq: u64,
     /// Ids of the log files the durable meta page relies on (`first > last`: none).
     pub durable_files: (u64, u64),
-    /// Changed since the meta page was last written.
-    pub dirty: bool,
-    /// Raft id, group id or checkpoint changed (`set_uint`) since they were last journaled.
-    pub ints_dirty: bool,
 }
 
 /// What a commit's part does to a group, taken from a live batch or from a journal record.
@@ -64,104 +79,69 @@ pub(crate) struct Change<'a> {
     pub truncate: Option<u64>,
 }
 
-impl Group {
-    /// Drops the group's state (its maps): every handle finds it closed.
-    pub(crate) fn close(&self) {
-        self.state.write().take();
+impl GroupLog {
+    pub(crate) fn snapshot_index(&self) -> u64 {
+        self.meta.snapshot.as_ref().map_or(0, |s| s.index)
+    }
+
+    pub(crate) fn snapshot_term(&self) -> u64 {
+        self.meta.snapshot.as_ref().map_or(0, |s| s.term)
+    }
+
+    pub(crate) fn first_index(&self) -> u64 {
+        self.snapshot_index() + 1
+    }
+
+    pub(crate) fn last_index(&self) -> u64 {
+        self.tail
+            .last()
+            .unwrap_or_else(|| self.files_last.max(self.snapshot_index()))
+    }
+
+    pub(crate) fn commit(&self) -> u64 {
+        self.meta.hard_state.as_ref().map_or(0, |h| h.commit)
     }
 }
 
-impl GroupState {
-    /// The engine fields of the meta page for the state as it is now, reflecting the journal up
-    /// to `journal_seq`.
-    pub(crate) fn engine_record(&self, journal_seq: u64, incarnation: u64) -> EngineGroupRecord {
+impl GroupFiles {
+    /// The engine fields of the meta page for the files as they are now, reflecting the journal
+    /// up to `journal_seq`.
+    fn engine_record(&self, journal_seq: u64, incarnation: u64) -> EngineGroupRecord {
         EngineGroupRecord {
             journal_seq,
-            last_index: self.s.wal.last(),
-            tail_payload_end: self.s.wal.tail_payload_end(),
+            last_index: self.wal.last(),
+            tail_payload_end: self.wal.tail_payload_end(),
             incarnation,
-            last_file_id: self.s.wal.file_ids().1,
+            last_file_id: self.wal.file_ids().1,
         }
     }
 
-    /// The meta record to store for the state as it is now.
-    pub(crate) fn meta_record(&self, journal_seq: u64, incarnation: u64) -> MetaRecord {
-        let mut m = self.s.meta.clone();
+    /// `meta` with the engine fields of the files as they are now.
+    pub(crate) fn meta_record(
+        &self,
+        meta: &MetaRecord,
+        journal_seq: u64,
+        incarnation: u64,
+    ) -> MetaRecord {
+        let mut m = meta.clone();
         m.engine = Some(self.engine_record(journal_seq, incarnation));
         m
     }
 
-    /// Makes the group's current state durable on its own (its files flushed, then its meta
-    /// page written and flushed) as reflecting the journal up to `journal_seq`, so that a
-    /// change may then remove files the old meta page relied on. The journal is flushed first:
-    /// the group must never be durable ahead of it.
-    pub(crate) fn make_durable(
-        &mut self,
-        shared: &Shared,
-        journal_seq: u64,
-        incarnation: u64,
-    ) -> Result<()> {
-        shared.journal.lock().sync()?;
-        self.s.wal.flush()?;
-        let record = self.meta_record(journal_seq, incarnation);
-        self.meta_file.store(&record)?;
-        self.meta_file.flush()?;
-        self.s.meta_dirty = false;
-        self.durable_seq = journal_seq;
-        self.durable_files = self.s.wal.file_ids();
-        self.dirty = false;
+    /// Stores `record` in the meta page (not flushed) as the group's durable state to be.
+    pub(crate) fn store(&mut self, record: &MetaRecord) -> Result<()> {
+        self.meta_file.store(record)?;
+        if let Some(e) = &record.engine {
+            self.durable_seq = e.journal_seq;
+            self.durable_files = (self.wal.file_ids().0, e.last_file_id);
+        }
         Ok(())
     }
 
-    /// Applies `change` (part of journal record `seq`), which was checked against this state
-    /// (or is being replayed). Writes go to the files through their maps, unflushed.
-    pub(crate) fn apply(
-        &mut self,
-        shared: &Shared,
-        change: &Change<'_>,
-        seq: u64,
-        incarnation: u64,
-    ) -> Result<()> {
-        if let Some(rec) = change.snapshot {
-            // An installed snapshot replaces the log: every file goes.
-            if self.relies_on_files_after(0) {
-                self.make_durable(shared, seq - 1, incarnation)?;
-            }
-            let first_file_id = self.s.wal.next_file_id();
-            self.s.meta.snapshot = Some(rec.clone());
-            self.s.meta.conf_state = rec.conf_state.clone();
-            self.s.meta.first_file_id = first_file_id;
-            self.s.meta_dirty = true;
-            self.s.wal.reset(first_file_id)?;
-        }
-        if let Some(e0) = change.entries.first() {
-            // A cut removes the files after the one holding its first index.
-            if let Some(id) = self.s.wal.file_id_of(e0.index) {
-                if self.relies_on_files_after(id) {
-                    self.make_durable(shared, seq - 1, incarnation)?;
-                }
-            }
-            self.s.wal.append(change.entries, false)?;
-        }
-        if let Some(hs) = change.hard_state {
-            self.s.set_hard_state(hs);
-        }
-        if let Some(cs) = &change.conf_state {
-            self.s.meta.conf_state = Some(cs.clone());
-            self.s.meta_dirty = true;
-        }
-        if let Some([raft_id, group_id, checkpoint]) = change.ints {
-            self.s.meta.raft_id = raft_id;
-            self.s.meta.group_id = group_id;
-            self.s.meta.checkpoint_index = checkpoint;
-            self.s.meta_dirty = true;
-        }
-        if let Some(index) = change.truncate {
-            let first = self.s.first_index();
-            self.s.wal.clear_data(first, index)?;
-        }
-        self.dirty = true;
-        Ok(())
+    /// [`GroupFiles::store`], flushed.
+    fn store_durable(&mut self, record: &MetaRecord) -> Result<()> {
+        self.store(record)?;
+        self.meta_file.flush()
     }
 
     /// The durable meta page relies on a file with an id above `id` (that a change removing
@@ -169,6 +149,364 @@ impl GroupState {
     fn relies_on_files_after(&self, id: u64) -> bool {
         let (first, last) = self.durable_files;
         first <= last && last > id
+    }
+}
+
+/// The two halves of an open group, both locked.
+pub(crate) struct Both<'a> {
+    pub log: &'a mut GroupLog,
+    pub files: &'a mut GroupFiles,
+}
+
+impl Group {
+    /// Drops the group's state (its maps): every handle finds it closed.
+    pub(crate) fn close(&self) {
+        let _w = self.writing.lock();
+        self.log.write().take();
+        self.files.write().take();
+    }
+
+    fn closed(&self) -> Error {
+        Error::Closed {
+            what: format!("group {}", self.id),
+        }
+    }
+
+    /// Runs `f` on both halves, locked (`writing`, then `log`, then `files`).
+    pub(crate) fn with_both<T>(&self, f: impl FnOnce(Both<'_>) -> Result<T>) -> Result<T> {
+        let _w = self.writing.lock();
+        let mut lg = self.log.write();
+        let log = lg.as_mut().ok_or_else(|| self.closed())?;
+        let mut fg = self.files.write();
+        let files = fg.as_mut().ok_or_else(|| self.closed())?;
+        f(Both { log, files })
+    }
+
+    /// Runs `f` on the log (read lock).
+    pub(crate) fn with_log<T>(&self, f: impl FnOnce(&GroupLog) -> Result<T>) -> Result<T> {
+        let lg = self.log.read();
+        f(lg.as_ref().ok_or_else(|| self.closed())?)
+    }
+
+    /// Runs `f` on the files (read lock), for reads below the tail.
+    fn with_files<T>(&self, f: impl FnOnce(&GroupFiles) -> Result<T>) -> Result<T> {
+        let fg = self.files.read();
+        f(fg.as_ref().ok_or_else(|| self.closed())?)
+    }
+
+    /// The term of `index`, for `snapshot < index <= last` (the tail first, then the files).
+    pub(crate) fn term_in_log(&self, log: &GroupLog, index: u64) -> Result<u64> {
+        match log.tail.term(index) {
+            Some(t) => Ok(t),
+            None if log.tail.is_empty() || index < log.tail.start() => {
+                self.with_files(|f| f.wal.term(index))
+            }
+            None => Err(Error::Unavailable {
+                index,
+                last_index: log.last_index(),
+            }),
+        }
+    }
+
+    /// `raft::Storage::term`.
+    #[inline]
+    pub(crate) fn term(&self, log: &GroupLog, idx: u64) -> Result<u64> {
+        let snap = log.snapshot_index();
+        if idx == snap {
+            return Ok(log.snapshot_term());
+        }
+        if idx > snap {
+            if let Some(t) = log.tail.term(idx) {
+                return Ok(t);
+            }
+        }
+        if idx < log.first_index() {
+            return Err(Error::Compacted {
+                index: idx,
+                first_index: log.first_index(),
+            });
+        }
+        if idx > log.last_index() {
+            return Err(Error::Unavailable {
+                index: idx,
+                last_index: log.last_index(),
+            });
+        }
+        self.term_in_log(log, idx)
+    }
+
+    /// `raft::Storage::entries`: from the files below the tail, then from the tail.
+    pub(crate) fn entries(
+        &self,
+        log: &GroupLog,
+        low: u64,
+        high: u64,
+        max_size: Option<u64>,
+    ) -> Result<Vec<Entry>> {
+        if low < log.first_index() {
+            return Err(Error::Compacted {
+                index: low,
+                first_index: log.first_index(),
+            });
+        }
+        if high > log.last_index() + 1 {
+            return Err(Error::Unavailable {
+                index: high - 1,
+                last_index: log.last_index(),
+            });
+        }
+        if low >= high {
+            if low > high {
+                return Err(Error::InvalidArgument(format!(
+                    "entries({low}, {high}): low > high"
+                )));
+            }
+            return Ok(Vec::new());
+        }
+        let split = if log.tail.is_empty() {
+            high
+        } else {
+            log.tail.start().clamp(low, high)
+        };
+        let mut out = if low < split {
+            let files = self.with_files(|f| f.wal.entries(low, split, max_size))?;
+            if (files.len() as u64) < split - low {
+                // The size limit cut the read short inside the files.
+                return Ok(files);
+            }
+            files
+        } else {
+            Vec::with_capacity((high - low) as usize)
+        };
+        if split < high {
+            log.tail.read(split, high, &mut out);
+            if max_size.is_some_and(|m| m != u64::MAX) {
+                raft::util::limit_size(&mut out, max_size);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `change` (part of journal record `seq`), which was checked against the log (or
+    /// is being replayed): entries go to the tail, everything else to the log's meta record, but
+    /// an installed snapshot and `truncate_entries_until`, which change the files at once.
+    pub(crate) fn apply(&self, shared: &Shared, change: &Change<'_>, seq: u64) -> Result<()> {
+        if change.snapshot.is_some() || change.truncate.is_some() {
+            return self.with_both(|b| self.apply_both(shared, b, change, seq));
+        }
+        let mut lg = self.log.write();
+        let log = lg.as_mut().ok_or_else(|| self.closed())?;
+        let before = log.tail.bytes();
+        if !change.entries.is_empty() {
+            if log.tail.is_empty() {
+                shared.unwritten.lock().push(self.id);
+            }
+            log.tail.push(seq, change.entries);
+        }
+        apply_meta(log, change);
+        shared.account_tail(before, log.tail.bytes());
+        Ok(())
+    }
+
+    /// [`Group::apply`] of a change that touches the files.
+    fn apply_both(
+        &self,
+        shared: &Shared,
+        b: Both<'_>,
+        change: &Change<'_>,
+        seq: u64,
+    ) -> Result<()> {
+        let Both { log, files } = b;
+        let before = log.tail.bytes();
+        let r = (|| {
+            if let Some(rec) = change.snapshot {
+                self.install(shared, log, files, rec, seq)?;
+            }
+            if !change.entries.is_empty() {
+                if log.tail.is_empty() {
+                    shared.unwritten.lock().push(self.id);
+                }
+                log.tail.push(seq, change.entries);
+            }
+            apply_meta(log, change);
+            if let Some(index) = change.truncate {
+                let first = log.first_index();
+                log.tail.clear_data_below(index);
+                files.wal.clear_data(first, index)?;
+            }
+            Ok(())
+        })();
+        shared.account_tail(before, log.tail.bytes());
+        r
+    }
+
+    /// Installs a snapshot (its file written and durable): the meta page naming it (and the
+    /// journal replayed from its record on) is made durable first, then every log file goes
+    /// (as `DiskStorage` does).
+    fn install(
+        &self,
+        shared: &Shared,
+        log: &mut GroupLog,
+        files: &mut GroupFiles,
+        rec: &SnapshotRecord,
+        seq: u64,
+    ) -> Result<()> {
+        // The entries before it are replaced: the tail goes with the files.
+        let _ = log.tail.take();
+        let first_file_id = files.wal.next_file_id();
+        log.meta.snapshot = Some(rec.clone());
+        log.meta.conf_state = rec.conf_state.clone();
+        log.meta.first_file_id = first_file_id;
+        shared.journal.lock().sync()?;
+        let mut record = log.meta.clone();
+        record.engine = Some(EngineGroupRecord {
+            journal_seq: seq - 1,
+            last_index: rec.index,
+            tail_payload_end: 0,
+            incarnation: self.incarnation,
+            last_file_id: 0,
+        });
+        files.store_durable(&record)?;
+        files.wal.reset(first_file_id)?;
+        files.durable_files = (1, 0);
+        log.files_last = files.wal.last();
+        log.dirty = true;
+        Ok(())
+    }
+
+    /// Moves the tail's oldest operations (those that append to the first, up to about
+    /// `max_bytes`) into the files, unflushed; `false` when there was none. The commit path is
+    /// held back only while the operations are taken and while what the files hold is noted, not
+    /// during the write.
+    pub(crate) fn write_tail_op(&self, shared: &Shared, max_bytes: u64) -> Result<bool> {
+        let _w = self.writing.lock();
+        let mut lg = self.log.write();
+        let log = lg.as_mut().ok_or_else(|| self.closed())?;
+        let first_seq = log.tail.first_seq();
+        let before = log.tail.bytes();
+        let Some(op) = log.tail.pop(max_bytes) else {
+            return Ok(false);
+        };
+        shared.account_tail(before, log.tail.bytes());
+        let op_seq = first_seq.unwrap_or(op.seq);
+        let start = op.entries.first().map_or(0, |e| e.index);
+        let mut fg = self.files.write();
+        let files = fg.as_mut().ok_or_else(|| self.closed())?;
+        let destructive = files
+            .wal
+            .file_id_of(start)
+            .filter(|&id| files.relies_on_files_after(id));
+        if let Some(id) = destructive {
+            // An overwrite that removes files the durable meta page relies on: first a durable
+            // meta page that does not (the log as ending just before the overwrite, the journal
+            // replayed from the overwrite's record on). Done with both halves held (rare).
+            shared.journal.lock().sync()?;
+            files.wal.flush()?;
+            let mut record = log.meta.clone();
+            record.engine = Some(EngineGroupRecord {
+                journal_seq: op_seq - 1,
+                last_index: start - 1,
+                tail_payload_end: files.wal.payload_end_of(id),
+                incarnation: self.incarnation,
+                last_file_id: id,
+            });
+            files.store_durable(&record)?;
+            files.wal.append(&op.entries, false)?;
+            log.files_last = files.wal.last();
+            log.tail.written(log.files_last);
+            return Ok(true);
+        }
+        drop(lg);
+        // The write, with only the files held: commits go on meanwhile (the entries are still
+        // in the tail's view, which reads use until the files are noted below).
+        files.wal.append(&op.entries, false)?;
+        let last = files.wal.last();
+        drop(fg);
+        let mut lg = self.log.write();
+        let log = lg.as_mut().ok_or_else(|| self.closed())?;
+        log.files_last = last;
+        log.tail.written(last);
+        Ok(true)
+    }
+
+    /// Moves the whole tail into the files (unflushed) and closes the descriptors the writes
+    /// opened.
+    pub(crate) fn write_tail(&self, shared: &Shared) -> Result<()> {
+        while self.write_tail_op(shared, u64::MAX)? {}
+        self.release_fds();
+        Ok(())
+    }
+
+    /// Closes the descriptors the writer opened.
+    pub(crate) fn release_fds(&self) {
+        if let Some(f) = self.files.write().as_mut() {
+            f.wal.release_fds();
+        }
+    }
+
+    /// Makes the group's current state durable on its own, as reflecting the journal up to
+    /// `journal_seq`: the tail written, the files flushed, then the meta page written and
+    /// flushed. The journal is flushed first: the group must never be durable ahead of it.
+    /// `change` runs on both halves after the tail is written and before the meta page is
+    /// stored (a snapshot taken by the application).
+    pub(crate) fn make_durable(
+        &self,
+        shared: &Shared,
+        journal_seq: u64,
+        change: impl FnOnce(&mut GroupLog) -> Result<()>,
+    ) -> Result<()> {
+        self.write_tail(shared)?;
+        self.with_both(|Both { log, files }| {
+            change(log)?;
+            shared.journal.lock().sync()?;
+            files.wal.flush()?;
+            let record = files.meta_record(&log.meta, journal_seq, self.incarnation);
+            files.store_durable(&record)?;
+            log.dirty = false;
+            Ok(())
+        })
+    }
+}
+
+/// The meta changes of `change` (hard state, conf state, ids).
+fn apply_meta(log: &mut GroupLog, change: &Change<'_>) {
+    if let Some(hs) = change.hard_state.filter(|hs| **hs != HardState::default()) {
+        log.meta.hard_state = Some(HardStateRecord::from(hs));
+    }
+    if let Some(cs) = &change.conf_state {
+        log.meta.conf_state = Some(cs.clone());
+    }
+    if let Some([raft_id, group_id, checkpoint]) = change.ints {
+        log.meta.raft_id = raft_id;
+        log.meta.group_id = group_id;
+        log.meta.checkpoint_index = checkpoint;
+        log.ints_dirty = false;
+    }
+    log.dirty = true;
+}
+
+/// A group's log as the checks of a commit see it (no lock on the files but for terms below
+/// the tail).
+pub(crate) struct LogOf<'a> {
+    pub group: &'a Group,
+    pub log: &'a GroupLog,
+}
+
+impl LogView for LogOf<'_> {
+    fn snapshot_index(&self) -> u64 {
+        self.log.snapshot_index()
+    }
+    fn snapshot_term(&self) -> u64 {
+        self.log.snapshot_term()
+    }
+    fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+    fn commit(&self) -> u64 {
+        self.log.commit()
+    }
+    fn term_in_log(&self, index: u64) -> Result<u64> {
+        self.group.term_in_log(self.log, index)
     }
 }
 
@@ -215,24 +553,51 @@ pub(crate) fn create(
     meta_file.detach();
     let mut wal = Wal::from_parts(&dir, Default::default(), 1, 0, shared.cipher.clone());
     wal.set_engine();
-    Ok(Group {
-        id: group_id,
+    Ok(assemble(
+        group_id,
         dir,
         incarnation,
-        state: RwLock::new(Some(GroupState {
-            s: State {
-                meta,
-                meta_dirty: false,
-                wal,
-            },
-            meta_file,
-            durable_seq: journal_seq,
-            durable_files: (1, 0),
+        meta,
+        wal,
+        meta_file,
+        journal_seq,
+        (1, 0),
+    ))
+}
+
+/// A group from its parts, with an empty tail.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn assemble(
+    id: u64,
+    dir: PathBuf,
+    incarnation: u64,
+    meta: MetaRecord,
+    wal: Wal,
+    meta_file: MetaFile,
+    durable_seq: u64,
+    durable_files: (u64, u64),
+) -> Group {
+    let files_last = wal.last();
+    Group {
+        id,
+        dir,
+        incarnation,
+        log: RwLock::new(Some(GroupLog {
+            meta,
+            tail: Tail::default(),
+            files_last,
             dirty: false,
             ints_dirty: false,
         })),
+        files: RwLock::new(Some(GroupFiles {
+            wal,
+            meta_file,
+            durable_seq,
+            durable_files,
+        })),
+        writing: Mutex::new(()),
         snap_writer: Mutex::new(()),
-    })
+    }
 }
 
 /// Removes a group's files, durably: its directory is renamed away (`<id>.removing`), then
@@ -245,310 +610,4 @@ pub(crate) fn remove(shared: &Shared, g: &Group) -> Result<()> {
     fsutil::sync_dir(&groups)?;
     std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))?;
     fsutil::sync_dir(&groups)
-}
-
-/// A handle to one group of an [`crate::Engine`]: a `raft::Storage` with the rules of
-/// `DiskStorage`, and its inherent methods with the same meaning. Cheap to clone. After the
-/// engine is closed (or the group removed) every call returns an error and no file is touched.
-#[derive(Clone)]
-pub struct GroupStorage {
-    shared: Arc<Shared>,
-    group: Arc<Group>,
-}
-
-impl std::fmt::Debug for GroupStorage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupStorage")
-            .field("group_id", &self.group.id)
-            .field("dir", &self.group.dir)
-            .finish()
-    }
-}
-
-impl GroupStorage {
-    pub(crate) fn new(shared: Arc<Shared>, group: Arc<Group>) -> GroupStorage {
-        GroupStorage { shared, group }
-    }
-
-    /// The group's id.
-    pub fn group_id(&self) -> u64 {
-        self.group.id
-    }
-
-    /// The group's directory (in the shape of a `DiskStorage` directory).
-    pub fn path(&self) -> &Path {
-        &self.group.dir
-    }
-
-    fn closed(&self) -> Error {
-        Error::Closed {
-            what: format!("group {}", self.group.id),
-        }
-    }
-
-    /// Runs `f` on the group's state (read lock).
-    fn read<T>(&self, f: impl FnOnce(&GroupState) -> Result<T>) -> Result<T> {
-        self.shared.check_usable()?;
-        let st = self.group.state.read();
-        let gs = st.as_ref().ok_or_else(|| self.closed())?;
-        f(gs)
-    }
-
-    /// Runs `f` on the group's state (write lock).
-    fn write_state<T>(&self, f: impl FnOnce(&mut GroupState) -> Result<T>) -> Result<T> {
-        self.shared.check_usable()?;
-        let mut st = self.group.state.write();
-        let gs = st.as_mut().ok_or_else(|| self.closed())?;
-        f(gs)
-    }
-
-    /// Writes one part for this group as its own commit; an error is the part's own (not
-    /// wrapped in `Error::Group`).
-    fn commit(&self, part: Part) -> Result<()> {
-        commit::write(&self.shared, vec![part]).map_err(|e| match e {
-            Error::Group { source, .. } => *source,
-            other => other,
-        })
-    }
-
-    /// `DiskStorage::save` for this group: a one-part [`crate::WriteBatch`].
-    pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
-        self.commit(Part {
-            group_id: self.group.id,
-            hard_state: (*hs != HardState::default()).then(|| hs.clone()),
-            entries: entries.to_vec(),
-            snapshot: (snap.get_metadata().index > 0).then(|| snap.clone()),
-            ..Part::default()
-        })
-    }
-
-    /// Replaces the current conf state (the one `initial_state()` returns).
-    pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), Error> {
-        self.commit(Part {
-            group_id: self.group.id,
-            conf_state: Some(cs.clone()),
-            ..Part::default()
-        })
-    }
-
-    /// `DiskStorage::truncate_entries_until` for this group.
-    pub fn truncate_entries_until(&self, index: u64) -> Result<(), Error> {
-        self.commit(Part {
-            group_id: self.group.id,
-            truncate: Some(index),
-            ..Part::default()
-        })
-    }
-
-    /// `DiskStorage::create_snapshot` for this group.
-    pub fn create_snapshot(
-        &self,
-        index: u64,
-        cs: Option<&ConfState>,
-        data: impl Into<Bytes>,
-    ) -> Result<(), Error> {
-        let data: Bytes = data.into();
-        self.create_snapshot_from(index, cs, &data[..])
-    }
-
-    /// `DiskStorage::create_snapshot_from` for this group: the data is streamed into a durable
-    /// snapshot file without holding the group's lock; then, with commits held back, the group's
-    /// state is made durable with the snapshot in its meta page, and the files wholly below it
-    /// go.
-    pub fn create_snapshot_from<R: Read>(
-        &self,
-        index: u64,
-        cs: Option<&ConfState>,
-        data: R,
-    ) -> Result<(), Error> {
-        let _writer = self.group.snap_writer.lock();
-        let (term, cs) = self.read(|gs| {
-            check_snapshot_index(&gs.s, index)?;
-            let cs = match cs {
-                Some(cs) => ConfStateRecord::from(cs),
-                None => gs.s.meta.conf_state.clone().unwrap_or_default(),
-            };
-            Ok((gs.s.wal.term(index)?, cs))
-        })?;
-        let written = snap::write_from(
-            &self.group.dir,
-            index,
-            term,
-            &cs,
-            data,
-            self.shared.cipher.as_ref(),
-        )?;
-        let record = SnapshotRecord {
-            index,
-            term,
-            conf_state: Some(cs),
-            data_len: written.data_len,
-            data_crc32c: written.data_crc32c,
-            plain_len: written.plain_len,
-        };
-        self.shared.check_usable()?;
-        let _lead = commit::lead(&self.shared);
-        let incarnation = self.group.incarnation;
-        let applied = self
-            .shared
-            .applied_seq
-            .load(std::sync::atomic::Ordering::Acquire);
-        let dir = self.group.dir.clone();
-        let result = self.write_state(|gs| {
-            let still = check_snapshot_index(&gs.s, index)
-                .and_then(|_| gs.s.wal.term(index))
-                .and_then(|t| {
-                    if t == term {
-                        Ok(())
-                    } else {
-                        Err(Error::InvalidArgument(format!(
-                            "entry {index} changed term ({term} -> {t}) while its snapshot was written"
-                        )))
-                    }
-                });
-            if let Err(e) = still {
-                let named = gs
-                    .s
-                    .meta
-                    .snapshot
-                    .as_ref()
-                    .is_some_and(|s| (s.term, s.index) == (term, index));
-                if record.data_len > 0 && !named {
-                    let _ = std::fs::remove_file(snap::path(&dir, term, index));
-                }
-                return Err(e);
-            }
-            gs.s.meta.snapshot = Some(record);
-            // The files below the snapshot must not go before the meta page that covers it is
-            // durable: the group's state is made durable first, then they are removed.
-            gs.make_durable(&self.shared, applied, incarnation)?;
-            gs.s.wal.remove_files_below(index)?;
-            gs.durable_files = gs.s.wal.file_ids();
-            let keep = snap::file_name(term, index);
-            snap::tidy(&dir, Some(&keep), false)?;
-            Ok(())
-        });
-        if let Err(e) = &result {
-            if matches!(e, Error::Io { .. }) {
-                self.shared.poison(e);
-            }
-        }
-        result
-    }
-
-    /// The checkpoint index stored with `set_uint(MetaInfo::CheckpointIndex, _)`.
-    pub fn checkpoint(&self) -> Result<u64, Error> {
-        self.read(|gs| Ok(gs.s.meta.checkpoint_index))
-    }
-
-    /// Sets raft id, group id or checkpoint index in memory; durable with the group's next
-    /// journaled write or [`GroupStorage::sync`]. Snapshot index and term are set by snapshots
-    /// only: setting them is ignored, as is any call once the group is closed.
-    pub fn set_uint(&self, key: MetaInfo, value: u64) {
-        let _ = self.write_state(|gs| {
-            let slot = match key {
-                MetaInfo::RaftId => &mut gs.s.meta.raft_id,
-                MetaInfo::GroupId => &mut gs.s.meta.group_id,
-                MetaInfo::CheckpointIndex => &mut gs.s.meta.checkpoint_index,
-                MetaInfo::SnapshotIndex | MetaInfo::SnapshotTerm => return Ok(()),
-            };
-            if *slot != value {
-                *slot = value;
-                gs.ints_dirty = true;
-            }
-            Ok(())
-        });
-    }
-
-    /// Reads one of the meta page's integers (0 once the group is closed).
-    pub fn uint(&self, key: MetaInfo) -> u64 {
-        self.read(|gs| {
-            Ok(match key {
-                MetaInfo::RaftId => gs.s.meta.raft_id,
-                MetaInfo::GroupId => gs.s.meta.group_id,
-                MetaInfo::CheckpointIndex => gs.s.meta.checkpoint_index,
-                MetaInfo::SnapshotIndex => gs.s.snapshot_index(),
-                MetaInfo::SnapshotTerm => gs.s.snapshot_term(),
-            })
-        })
-        .unwrap_or(0)
-    }
-
-    /// Number of entries in the log (0 once the group is closed).
-    pub fn num_entries(&self) -> usize {
-        self.read(|gs| Ok(gs.s.num_entries())).unwrap_or(0)
-    }
-
-    /// Number of `.wal` files of the group (0 once the group is closed).
-    pub fn num_log_files(&self) -> usize {
-        self.read(|gs| Ok(gs.s.wal.num_files())).unwrap_or(0)
-    }
-
-    /// Makes everything written to the group so far durable (one journal flush), the meta
-    /// integers set with `set_uint` included.
-    pub fn sync(&self) -> Result<(), Error> {
-        let ints_dirty = self.read(|gs| Ok(gs.ints_dirty))?;
-        if ints_dirty {
-            self.commit(Part {
-                group_id: self.group.id,
-                ..Part::default()
-            })?;
-        }
-        self.shared.check_usable()?;
-        let _lead = commit::lead(&self.shared);
-        self.shared.journal.lock().sync()
-    }
-}
-
-/// `create_snapshot`'s index must be in the log.
-fn check_snapshot_index(s: &State, index: u64) -> Result<()> {
-    if index < s.first_index() {
-        return Err(Error::SnapshotOutOfDate {
-            index,
-            current: s.snapshot_index(),
-        });
-    }
-    if index > s.last_index() {
-        return Err(Error::Unavailable {
-            index,
-            last_index: s.last_index(),
-        });
-    }
-    Ok(())
-}
-
-impl Storage for GroupStorage {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(self.read(|gs| Ok(gs.s.initial_state()))?)
-    }
-
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        let max_size = max_size.into();
-        Ok(self.read(|gs| gs.s.entries(low, high, max_size))?)
-    }
-
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        Ok(self.read(|gs| gs.s.term(idx))?)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.read(|gs| Ok(gs.s.first_index()))?)
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.read(|gs| Ok(gs.s.last_index()))?)
-    }
-
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let cipher = self.shared.cipher.clone();
-        Ok(self.read(|gs| {
-            gs.s.snapshot(&self.group.dir, cipher.as_ref(), request_index)
-        })?)
-    }
 }

@@ -287,25 +287,25 @@ impl Journal {
         self.appended
     }
 
-    /// Appends a record holding `body` (sealed when the engine is encrypted) and returns its
-    /// sequence number. Nothing is flushed: see [`Journal::sync`].
-    pub(crate) fn append(&mut self, body: &[u8]) -> Result<u64> {
+    /// Appends a record whose body is `pieces` back to back (sealed when the engine is
+    /// encrypted) and returns its sequence number. Nothing is flushed: see [`Journal::sync`].
+    pub(crate) fn append(&mut self, pieces: &[&[u8]]) -> Result<u64> {
         let seq = self.next_seq;
         let sealed;
-        let stored: &[u8] = match &self.cipher {
+        let stored: &[&[u8]] = match &self.cipher {
             Some(c) => {
-                sealed = c.seal(&seq.to_le_bytes(), &[body]);
-                &sealed
+                sealed = [c.seal(&seq.to_le_bytes(), pieces)];
+                &[&sealed[0][..]]
             }
-            None => body,
+            None => pieces,
         };
-        if stored.len() > u32::MAX as usize {
+        let len: usize = stored.iter().map(|p| p.len()).sum();
+        if len > u32::MAX as usize {
             return Err(Error::InvalidArgument(format!(
-                "a commit of {} bytes is larger than a journal record holds (4 GiB)",
-                stored.len()
+                "a commit of {len} bytes is larger than a journal record holds (4 GiB)"
             )));
         }
-        let total = (RECORD_HEADER + stored.len()).next_multiple_of(8) as u64;
+        let total = (RECORD_HEADER + len).next_multiple_of(8) as u64;
         let fits = self
             .writer
             .as_ref()
@@ -317,18 +317,19 @@ impl Journal {
             Error::InvalidArgument("journal has no segment to write after rotation".to_string())
         })?;
         let mut h = [0u8; RECORD_HEADER];
-        h[R_LEN..R_LEN + 4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+        h[R_LEN..R_LEN + 4].copy_from_slice(&(len as u32).to_le_bytes());
         h[R_SEQ..R_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[R_SEQ..]), stored);
+        let crc = stored.iter().fold(crc32c::crc32c(&h[R_SEQ..]), |c, p| {
+            crc32c::crc32c_append(c, p)
+        });
         h[R_CRC..R_CRC + 4].copy_from_slice(&crc.to_le_bytes());
         let pad = [0u8; 8];
-        let pad = &pad[..total as usize - RECORD_HEADER - stored.len()];
-        let bufs = [
-            std::io::IoSlice::new(&h),
-            std::io::IoSlice::new(stored),
-            std::io::IoSlice::new(pad),
-        ];
-        write_all_vectored_at(&w.file, &bufs, w.offset, &w.path)?;
+        let pad = &pad[..total as usize - RECORD_HEADER - len];
+        let mut bufs = Vec::with_capacity(stored.len() + 2);
+        bufs.push(std::io::IoSlice::new(&h));
+        bufs.extend(stored.iter().map(|p| std::io::IoSlice::new(p)));
+        bufs.push(std::io::IoSlice::new(pad));
+        write_all_vectored_at(&w.file, &mut bufs, w.offset, &w.path)?;
         w.offset += total;
         w.dirty = true;
         self.next_seq += 1;
@@ -563,29 +564,29 @@ fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Option<u64>> {
     Ok(Some(u64_at(H_FIRST_SEQ)))
 }
 
-/// `pwritev` of all of `bufs` at `offset`.
+/// `pwritev` of all of `bufs` at `offset` (at most `IOV_MAX` buffers per call).
 fn write_all_vectored_at(
     file: &File,
-    bufs: &[std::io::IoSlice<'_>],
+    bufs: &mut Vec<std::io::IoSlice<'_>>,
     offset: u64,
     path: &Path,
 ) -> Result<()> {
-    let mut bufs: Vec<std::io::IoSlice<'_>> =
-        bufs.iter().filter(|b| !b.is_empty()).copied().collect();
+    bufs.retain(|b| !b.is_empty());
     let mut slices = &mut bufs[..];
     let mut at = offset;
     while !slices.is_empty() {
-        let n = rustix::io::pwritev(file, slices, at)
+        let n = slices.len().min(1024);
+        let written = rustix::io::pwritev(file, &slices[..n], at)
             .map_err(|e| Error::io("write", path, e.into()))?;
-        if n == 0 {
+        if written == 0 {
             return Err(Error::io(
                 "write",
                 path,
                 std::io::Error::from(std::io::ErrorKind::WriteZero),
             ));
         }
-        at += n as u64;
-        std::io::IoSlice::advance_slices(&mut slices, n);
+        at += written as u64;
+        std::io::IoSlice::advance_slices(&mut slices, written);
     }
     Ok(())
 }

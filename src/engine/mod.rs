@@ -29,8 +29,10 @@ mod batch;
 mod checkpoint;
 mod commit;
 mod group;
+mod handle;
 mod journal;
 mod recovery;
+mod tail;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -41,7 +43,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use batch::WriteBatch;
-pub use group::GroupStorage;
+pub use handle::GroupStorage;
 
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
@@ -119,6 +121,10 @@ pub(crate) struct Shared {
     /// Why the engine stopped, after a write failed between its journal record and its apply.
     pub poisoned: Mutex<Option<String>>,
     pub checkpointer: checkpoint::Checkpointer,
+    /// Groups whose tail holds entries not yet written to their files (the writer's work).
+    pub unwritten: Mutex<Vec<u64>>,
+    /// Payload bytes in all the groups' tails.
+    pub tail_bytes: AtomicU64,
     /// The root's lock; released by close (handles may outlive the engine).
     pub lock: Mutex<Option<File>>,
 }
@@ -142,6 +148,15 @@ impl Shared {
         let mut p = self.poisoned.lock();
         if p.is_none() {
             *p = Some(e.to_string());
+        }
+    }
+
+    /// Records that a group's tail went from `before` to `after` payload bytes.
+    pub(crate) fn account_tail(&self, before: u64, after: u64) {
+        if after >= before {
+            self.tail_bytes.fetch_add(after - before, Ordering::AcqRel);
+        } else {
+            self.tail_bytes.fetch_sub(before - after, Ordering::AcqRel);
         }
     }
 

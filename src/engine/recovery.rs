@@ -22,7 +22,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::batch;
 use super::checkpoint::Checkpointer;
-use super::group::{Change, Group, GroupState};
+use super::group::{self, Change, Group};
 use super::journal::Journal;
 use super::{commit, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
 use crate::crypto::Cipher;
@@ -33,7 +33,6 @@ use crate::meta::{MetaFile, PageRecord};
 use crate::options::RecoveryMode;
 use crate::proto::EngineRecord;
 use crate::recovery as dir_recovery;
-use crate::state::State;
 use crate::wal::Wal;
 
 /// Opens the engine root `root` (whose lock the caller holds in `lock`).
@@ -88,6 +87,8 @@ pub(crate) fn open(
         closed: AtomicBool::new(false),
         poisoned: Mutex::new(None),
         checkpointer: Checkpointer::default(),
+        unwritten: Mutex::new(Vec::new()),
+        tail_bytes: AtomicU64::new(0),
         lock: Mutex::new(Some(lock)),
     };
     replay(&shared, opened.records)?;
@@ -268,24 +269,16 @@ fn open_group(dir: &Path, id: u64, mode: RecoveryMode, cipher: Option<&Cipher>) 
     };
     let mut wal = Wal::from_parts(dir, files, next_file_id, wal_last, cipher.cloned());
     wal.set_engine();
-    Ok(Group {
+    Ok(group::assemble(
         id,
-        dir: dir.to_path_buf(),
-        incarnation: eng.incarnation,
-        state: RwLock::new(Some(GroupState {
-            s: State {
-                meta,
-                meta_dirty: false,
-                wal,
-            },
-            meta_file,
-            durable_seq: eng.journal_seq,
-            durable_files,
-            dirty: false,
-            ints_dirty: false,
-        })),
-        snap_writer: Mutex::new(()),
-    })
+        dir.to_path_buf(),
+        eng.incarnation,
+        meta,
+        wal,
+        meta_file,
+        eng.journal_seq,
+        durable_files,
+    ))
 }
 
 /// Applies the journal's records after the checkpoint to the groups they name, then zeroes the
@@ -300,9 +293,8 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             if g.incarnation != part.incarnation {
                 continue;
             }
-            let mut st = g.state.write();
-            let Some(gs) = st.as_mut() else { continue };
-            if rec.seq <= gs.durable_seq {
+            let durable_seq = g.files.read().as_ref().map_or(u64::MAX, |f| f.durable_seq);
+            if rec.seq <= durable_seq {
                 continue;
             }
             let change = Change {
@@ -313,7 +305,7 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
                 ints: part.ints,
                 truncate: part.truncate,
             };
-            gs.apply(shared, &change, rec.seq, g.incarnation)?;
+            g.apply(shared, &change, rec.seq)?;
         }
         shared
             .applied_seq

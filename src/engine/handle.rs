@@ -1,0 +1,384 @@
+//! [`GroupStorage`]: the handle to one group of an engine that raft-rs uses as its
+//! `raft::Storage`, with `DiskStorage`'s inherent methods.
+//!
+//! Owns: the mapping of `DiskStorage`'s calls onto the engine (a save is a one-part commit;
+//! reads lock the group's log, and its files only below the tail) and snapshots taken by the
+//! application. Must never: touch a file once the engine is closed or the group removed.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage};
+
+use super::batch::Part;
+use super::commit;
+use super::group::{Group, GroupLog};
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::meta::MetaInfo;
+use crate::proto::{ConfStateRecord, SnapshotRecord};
+use crate::snap::{self, SnapshotReader};
+
+/// A handle to one group of an [`crate::Engine`]: a `raft::Storage` with the rules of
+/// `DiskStorage`, and its inherent methods with the same meaning. Cheap to clone. After the
+/// engine is closed (or the group removed) every call returns an error and no file is touched.
+#[derive(Clone)]
+pub struct GroupStorage {
+    shared: Arc<Shared>,
+    group: Arc<Group>,
+}
+
+impl std::fmt::Debug for GroupStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupStorage")
+            .field("group_id", &self.group.id)
+            .field("dir", &self.group.dir)
+            .finish()
+    }
+}
+
+impl GroupStorage {
+    pub(crate) fn new(shared: Arc<Shared>, group: Arc<Group>) -> GroupStorage {
+        GroupStorage { shared, group }
+    }
+
+    /// The group's id.
+    pub fn group_id(&self) -> u64 {
+        self.group.id
+    }
+
+    /// The group's directory (in the shape of a `DiskStorage` directory).
+    pub fn path(&self) -> &Path {
+        &self.group.dir
+    }
+
+    /// Runs `f` on the group's log (read lock).
+    fn read<T>(&self, f: impl FnOnce(&GroupLog) -> Result<T>) -> Result<T> {
+        self.shared.check_usable()?;
+        self.group.with_log(f)
+    }
+
+    /// Writes one part for this group as its own commit; an error is the part's own (not
+    /// wrapped in `Error::Group`).
+    fn commit(&self, part: Part) -> Result<()> {
+        commit::write(&self.shared, vec![part]).map_err(|e| match e {
+            Error::Group { source, .. } => *source,
+            other => other,
+        })
+    }
+
+    /// `DiskStorage::save` for this group: a one-part [`crate::WriteBatch`].
+    pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
+        self.commit(Part {
+            group_id: self.group.id,
+            hard_state: (*hs != HardState::default()).then(|| hs.clone()),
+            entries: entries.to_vec(),
+            snapshot: (snap.get_metadata().index > 0).then(|| snap.clone()),
+            ..Part::default()
+        })
+    }
+
+    /// Replaces the current conf state (the one `initial_state()` returns).
+    pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), Error> {
+        self.commit(Part {
+            group_id: self.group.id,
+            conf_state: Some(cs.clone()),
+            ..Part::default()
+        })
+    }
+
+    /// `DiskStorage::truncate_entries_until` for this group.
+    pub fn truncate_entries_until(&self, index: u64) -> Result<(), Error> {
+        self.commit(Part {
+            group_id: self.group.id,
+            truncate: Some(index),
+            ..Part::default()
+        })
+    }
+
+    /// `DiskStorage::create_snapshot` for this group.
+    pub fn create_snapshot(
+        &self,
+        index: u64,
+        cs: Option<&ConfState>,
+        data: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let data: Bytes = data.into();
+        self.create_snapshot_from(index, cs, &data[..])
+    }
+
+    /// `DiskStorage::create_snapshot_from` for this group: the data is streamed into a durable
+    /// snapshot file without holding any lock; then, with commits held back, the group's state
+    /// is made durable with the snapshot in its meta page, and the files wholly below it go.
+    pub fn create_snapshot_from<R: Read>(
+        &self,
+        index: u64,
+        cs: Option<&ConfState>,
+        data: R,
+    ) -> Result<(), Error> {
+        let _writer = self.group.snap_writer.lock();
+        let (term, cs) = self.read(|log| {
+            self.check_snapshot_index(log, index)?;
+            let cs = match cs {
+                Some(cs) => ConfStateRecord::from(cs),
+                None => log.meta.conf_state.clone().unwrap_or_default(),
+            };
+            Ok((self.group.term(log, index)?, cs))
+        })?;
+        let written = snap::write_from(
+            &self.group.dir,
+            index,
+            term,
+            &cs,
+            data,
+            self.shared.cipher.as_ref(),
+        )?;
+        let record = SnapshotRecord {
+            index,
+            term,
+            conf_state: Some(cs),
+            data_len: written.data_len,
+            data_crc32c: written.data_crc32c,
+            plain_len: written.plain_len,
+        };
+        self.shared.check_usable()?;
+        let _lead = commit::lead(&self.shared);
+        let applied = self.shared.applied_seq.load(Ordering::Acquire);
+        let still = self.read(|log| {
+            self.check_snapshot_index(log, index)?;
+            let t = self.group.term(log, index)?;
+            if t != term {
+                return Err(Error::InvalidArgument(format!(
+                    "entry {index} changed term ({term} -> {t}) while its snapshot was written"
+                )));
+            }
+            Ok(())
+        });
+        if let Err(e) = still {
+            let named = self
+                .read(|log| {
+                    Ok(log
+                        .meta
+                        .snapshot
+                        .as_ref()
+                        .is_some_and(|s| (s.term, s.index) == (term, index)))
+                })
+                .unwrap_or(true);
+            if record.data_len > 0 && !named {
+                let _ = std::fs::remove_file(snap::path(&self.group.dir, term, index));
+            }
+            return Err(e);
+        }
+        // Every entry in the files, then the snapshot in the meta page, made durable: the files
+        // below it must not go before the meta page that covers them is durable.
+        let done = self
+            .group
+            .make_durable(&self.shared, applied, |log| {
+                log.meta.snapshot = Some(record);
+                Ok(())
+            })
+            .and_then(|()| {
+                self.group.with_both(|b| {
+                    b.files.wal.remove_files_below(index)?;
+                    b.files.durable_files = b.files.wal.file_ids();
+                    Ok(())
+                })
+            })
+            .and_then(|()| {
+                let keep = snap::file_name(term, index);
+                snap::tidy(&self.group.dir, Some(&keep), false).map(drop)
+            });
+        if let Err(e) = &done {
+            // The group's files may be part way: stop (opening again replays the journal).
+            if matches!(e, Error::Io { .. }) {
+                self.shared.poison(e);
+            }
+        }
+        done
+    }
+
+    fn check_snapshot_index(&self, log: &GroupLog, index: u64) -> Result<()> {
+        if index < log.first_index() {
+            return Err(Error::SnapshotOutOfDate {
+                index,
+                current: log.snapshot_index(),
+            });
+        }
+        if index > log.last_index() {
+            return Err(Error::Unavailable {
+                index,
+                last_index: log.last_index(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The current snapshot: its metadata and its data as a stream, verified as it is read.
+    pub fn snapshot_reader(&self) -> Result<SnapshotReader, Error> {
+        self.read(
+            |log| match log.meta.snapshot.as_ref().filter(|s| s.index > 0) {
+                Some(s) => SnapshotReader::open(&self.group.dir, s, self.shared.cipher.as_ref()),
+                None => Err(Error::NoSnapshot {
+                    path: self.group.dir.clone(),
+                }),
+            },
+        )
+    }
+
+    /// The checkpoint index stored with `set_uint(MetaInfo::CheckpointIndex, _)`.
+    pub fn checkpoint(&self) -> Result<u64, Error> {
+        self.read(|log| Ok(log.meta.checkpoint_index))
+    }
+
+    /// Sets raft id, group id or checkpoint index in memory; durable with the group's next
+    /// journaled write or [`GroupStorage::sync`]. Snapshot index and term are set by snapshots
+    /// only: setting them is ignored, as is any call once the group is closed.
+    pub fn set_uint(&self, key: MetaInfo, value: u64) {
+        if self.shared.check_usable().is_err() {
+            return;
+        }
+        let mut lg = self.group.log.write();
+        let Some(log) = lg.as_mut() else { return };
+        let slot = match key {
+            MetaInfo::RaftId => &mut log.meta.raft_id,
+            MetaInfo::GroupId => &mut log.meta.group_id,
+            MetaInfo::CheckpointIndex => &mut log.meta.checkpoint_index,
+            MetaInfo::SnapshotIndex | MetaInfo::SnapshotTerm => return,
+        };
+        if *slot != value {
+            *slot = value;
+            log.ints_dirty = true;
+        }
+    }
+
+    /// Reads one of the meta page's integers (0 once the group is closed).
+    pub fn uint(&self, key: MetaInfo) -> u64 {
+        self.read(|log| {
+            Ok(match key {
+                MetaInfo::RaftId => log.meta.raft_id,
+                MetaInfo::GroupId => log.meta.group_id,
+                MetaInfo::CheckpointIndex => log.meta.checkpoint_index,
+                MetaInfo::SnapshotIndex => log.snapshot_index(),
+                MetaInfo::SnapshotTerm => log.snapshot_term(),
+            })
+        })
+        .unwrap_or(0)
+    }
+
+    /// Number of entries in the log (0 once the group is closed).
+    pub fn num_entries(&self) -> usize {
+        self.read(|log| Ok((log.last_index() + 1 - log.first_index()) as usize))
+            .unwrap_or(0)
+    }
+
+    /// Number of `.wal` files of the group (0 once the group is closed). Entries still in the
+    /// engine's memory (journaled, not yet written to the group's files) may start a file only
+    /// once they are written.
+    pub fn num_log_files(&self) -> usize {
+        if self.shared.check_usable().is_err() {
+            return 0;
+        }
+        self.group
+            .files
+            .read()
+            .as_ref()
+            .map_or(0, |f| f.wal.num_files())
+    }
+
+    /// Makes everything written to the group so far durable (one journal flush), the meta
+    /// integers set with `set_uint` included.
+    pub fn sync(&self) -> Result<(), Error> {
+        let ints_dirty = self.read(|log| Ok(log.ints_dirty))?;
+        if ints_dirty {
+            self.commit(Part {
+                group_id: self.group.id,
+                ..Part::default()
+            })?;
+        }
+        self.shared.check_usable()?;
+        let _lead = commit::lead(&self.shared);
+        self.shared.journal.lock().sync()
+    }
+}
+
+impl Storage for GroupStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(self.read(|log| {
+            let hs = log
+                .meta
+                .hard_state
+                .as_ref()
+                .map(HardState::from)
+                .unwrap_or_default();
+            let cs = log
+                .meta
+                .conf_state
+                .as_ref()
+                .map(ConfState::from)
+                .unwrap_or_default();
+            Ok(RaftState::new(hs, cs))
+        })?)
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into();
+        Ok(self.read(|log| self.group.entries(log, low, high, max_size))?)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        Ok(self.read(|log| self.group.term(log, idx))?)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.read(|log| Ok(log.first_index()))?)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.read(|log| Ok(log.last_index()))?)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let reader = self.read(
+            |log| match log.meta.snapshot.as_ref().filter(|s| s.index > 0) {
+                Some(s) if s.index >= request_index => Ok(Some(SnapshotReader::open(
+                    &self.group.dir,
+                    s,
+                    self.shared.cipher.as_ref(),
+                )?)),
+                Some(s) => Err(Error::SnapshotTemporarilyUnavailable {
+                    requested: request_index,
+                    available: s.index,
+                }),
+                None => Err(Error::SnapshotTemporarilyUnavailable {
+                    requested: request_index,
+                    available: 0,
+                }),
+            },
+        )?;
+        let Some(mut reader) = reader else {
+            return Err(Error::SnapshotTemporarilyUnavailable {
+                requested: request_index,
+                available: 0,
+            }
+            .into());
+        };
+        let mut data = Vec::new();
+        reader
+            .read_to_end(&mut data)
+            .map_err(|e| reader.error_from(e))?;
+        let mut snap = Snapshot::default();
+        snap.set_metadata(reader.metadata().clone());
+        snap.data = data.into();
+        Ok(snap)
+    }
+}

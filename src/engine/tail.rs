@@ -1,0 +1,161 @@
+//! A group's tail: entries a commit has journaled (so they are durable) but not yet written to
+//! the group's log files. The commit path only appends here; the engine's writer copies the
+//! tail into the files in the background (fewer, larger writes, off the commit path), and
+//! before anything that needs the files to hold every entry (a checkpoint, a snapshot,
+//! `truncate_entries_until`, an installed snapshot).
+//!
+//! Owns: the journaled-but-unwritten entries of one group, in two forms: the operations in
+//! journal order (what the writer applies to the files, with their record's sequence number)
+//! and the log they leave (what reads and checks see past the files). Must never: hold an
+//! entry that was not journaled, or drop one that is not yet in the files.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use raft::prelude::{Entry, EntryType};
+
+/// One journaled append (or overwrite, from its first index on).
+pub(crate) struct Op {
+    pub seq: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// The entries of a group that are journaled but not in its files.
+#[derive(Default)]
+pub(crate) struct Tail {
+    ops: VecDeque<Op>,
+    /// The log the operations leave past the files: `entries[k]` has index `start + k`. Below
+    /// `start`, the files hold the log.
+    start: u64,
+    entries: VecDeque<Entry>,
+    bytes: u64,
+}
+
+impl Tail {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Payload bytes held (data and contexts of the operations).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The first index the tail holds (meaningful when it is not empty).
+    pub(crate) fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The last index the tail holds, if it holds any.
+    pub(crate) fn last(&self) -> Option<u64> {
+        (!self.entries.is_empty()).then(|| self.start + self.entries.len() as u64 - 1)
+    }
+
+    /// Adds journal record `seq`'s `entries` (contiguous, checked against the log).
+    pub(crate) fn push(&mut self, seq: u64, entries: &[Entry]) {
+        let Some(e0) = entries.first() else { return };
+        let i = e0.index;
+        if !self.entries.is_empty() && i >= self.start {
+            self.entries.truncate((i - self.start) as usize);
+        } else {
+            self.start = i;
+            self.entries.clear();
+        }
+        self.entries.extend(entries.iter().cloned());
+        self.bytes += entries
+            .iter()
+            .map(|e| (e.data.len() + e.context.len()) as u64)
+            .sum::<u64>();
+        self.ops.push_back(Op {
+            seq,
+            entries: entries.to_vec(),
+        });
+    }
+
+    /// Takes the operations, oldest first, and empties the tail.
+    pub(crate) fn take(&mut self) -> VecDeque<Op> {
+        self.entries.clear();
+        self.bytes = 0;
+        std::mem::take(&mut self.ops)
+    }
+
+    /// Takes the oldest operation and the ones after it that only append to it, up to about
+    /// `max_bytes` of payloads, merged into one (to write them into the files with one write);
+    /// the log view keeps their entries until [`Tail::written`] says the files hold them.
+    pub(crate) fn pop(&mut self, max_bytes: u64) -> Option<Op> {
+        let mut op = self.ops.pop_front()?;
+        let size = |es: &[Entry]| {
+            es.iter()
+                .map(|e| (e.data.len() + e.context.len()) as u64)
+                .sum::<u64>()
+        };
+        let mut taken = size(&op.entries);
+        while taken < max_bytes {
+            let next_index = op.entries.last().map_or(0, |e| e.index + 1);
+            let Some(next) = self.ops.front() else { break };
+            if next.entries.first().map(|e| e.index) != Some(next_index) {
+                break;
+            }
+            let Some(next) = self.ops.pop_front() else {
+                break;
+            };
+            taken += size(&next.entries);
+            op.seq = next.seq;
+            op.entries.extend(next.entries);
+        }
+        self.bytes -= taken;
+        Some(op)
+    }
+
+    /// The files now hold the log up to `files_last`, with every operation taken so far
+    /// applied: the view drops the entries the files hold that no operation left changes.
+    pub(crate) fn written(&mut self, files_last: u64) {
+        if self.ops.is_empty() {
+            self.entries.clear();
+            return;
+        }
+        let keep_from = self
+            .ops
+            .iter()
+            .filter_map(|o| o.entries.first().map(|e| e.index))
+            .min()
+            .unwrap_or(u64::MAX)
+            .min(files_last + 1)
+            .max(self.start);
+        let drop = ((keep_from - self.start) as usize).min(self.entries.len());
+        self.entries.drain(..drop);
+        self.start += drop as u64;
+    }
+
+    /// The sequence number of the oldest operation.
+    pub(crate) fn first_seq(&self) -> Option<u64> {
+        self.ops.front().map(|o| o.seq)
+    }
+
+    /// The term of `index`, if the tail holds it.
+    #[inline]
+    pub(crate) fn term(&self, index: u64) -> Option<u64> {
+        let k = index.checked_sub(self.start)?;
+        self.entries.get(k as usize).map(|e| e.term)
+    }
+
+    /// Entries `[lo, hi)`, all of which the tail holds, appended to `out`.
+    pub(crate) fn read(&self, lo: u64, hi: u64, out: &mut Vec<Entry>) {
+        let r: Range<usize> = (lo - self.start) as usize..(hi - self.start) as usize;
+        out.extend(self.entries.range(r).cloned());
+    }
+
+    /// Drops the data of Normal entries below `index` that the tail holds
+    /// (`truncate_entries_until`), in both forms.
+    pub(crate) fn clear_data_below(&mut self, index: u64) {
+        let clear = |e: &mut Entry| {
+            if e.index < index && e.get_entry_type() == EntryType::EntryNormal {
+                e.data = Default::default();
+            }
+        };
+        self.entries.iter_mut().for_each(clear);
+        for op in &mut self.ops {
+            op.entries.iter_mut().for_each(clear);
+        }
+    }
+}
