@@ -161,6 +161,23 @@ fn run(dir: &std::path::Path, arg: &str) {
         }
         _ => {}
     }
+    if let Some(rounds) = arg.strip_prefix("term-only-") {
+        let rounds: usize = rounds.parse().expect("term-only-N");
+        let mut ratios = Vec::new();
+        for _ in 0..rounds {
+            let (mut d, mut m) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                d.push(term_pass_disk(&disk, &idx));
+                m.push(term_pass_mem(&mem, &idx));
+            }
+            ratios.push(median(d) / median(m));
+        }
+        println!(
+            "term: {:.2}x MemStorage (median of {rounds} rounds)",
+            median(ratios)
+        );
+        return;
+    }
     let rounds: usize = arg
         .parse()
         .expect("mode: a number of rounds, disk, mem, term-*");
