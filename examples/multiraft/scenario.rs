@@ -161,13 +161,14 @@ pub fn run(o: &Options) -> Result<Report, String> {
     println!(
         "  node {RESTARTED} reopened: Engine::open {}, {} raft nodes rebuilt in {}; caught up in {} \
          (every group applied to its leader's commit index; {} entries behind at restart; {} \
-         groups caught up by a snapshot from their leader, the others by appends)",
+         of {} groups caught up by installing their leader's snapshot, the rest by appends)",
         ms(r.open_time),
         o.groups,
         ms(r.start_time),
         ms(r.catch_up),
         r.behind,
-        r.snapshots
+        r.snapshots,
+        o.groups
     );
 
     println!();
