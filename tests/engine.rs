@@ -329,3 +329,22 @@ fn snapshots_compact_and_installs_replace_the_log() {
     assert_eq!(h.term(500).unwrap(), 3);
     assert_eq!(&h.snapshot(0, 0).unwrap().data[..], b"leader state");
 }
+
+#[test]
+fn a_groups_id_is_the_engines_and_set_uint_cannot_change_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.create_group(3, 1).unwrap();
+        g.set_uint(MetaInfo::GroupId, 77);
+        assert_eq!(g.uint(MetaInfo::GroupId), 3);
+        g.save(&hs(1, 1, 0), &entries(1, 3, 1, 3), &Snapshot::default())
+            .unwrap();
+        e.close().unwrap();
+    }
+    let e = Engine::open(dir.path()).expect("reopen after set_uint(GroupId)");
+    assert_eq!(e.group_ids(), vec![3]);
+    let g = e.group(3).unwrap();
+    assert_eq!(g.uint(MetaInfo::GroupId), 3);
+    assert_eq!(all(&g), entries(1, 3, 1, 3));
+}
