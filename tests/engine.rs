@@ -331,6 +331,32 @@ fn snapshots_compact_and_installs_replace_the_log() {
 }
 
 #[test]
+fn set_uint_becomes_durable_with_close_and_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.create_group(4, 7).unwrap();
+        g.set_uint(MetaInfo::CheckpointIndex, 958);
+        g.set_uint(MetaInfo::RaftId, 8);
+        e.close().unwrap();
+    }
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.group(4).unwrap();
+        assert_eq!(g.uint(MetaInfo::CheckpointIndex), 958, "after close");
+        assert_eq!(g.uint(MetaInfo::RaftId), 8, "after close");
+        g.set_uint(MetaInfo::CheckpointIndex, 959);
+        drop(e);
+    }
+    let e = Engine::open(dir.path()).unwrap();
+    assert_eq!(
+        e.group(4).unwrap().uint(MetaInfo::CheckpointIndex),
+        959,
+        "after drop"
+    );
+}
+
+#[test]
 fn a_groups_id_is_the_engines_and_set_uint_cannot_change_it() {
     let dir = tempfile::tempdir().unwrap();
     {
