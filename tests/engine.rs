@@ -374,3 +374,32 @@ fn a_groups_id_is_the_engines_and_set_uint_cannot_change_it() {
     assert_eq!(g.uint(MetaInfo::GroupId), 3);
     assert_eq!(all(&g), entries(1, 3, 1, 3));
 }
+
+/// Only the application's own snapshot writing may make an install wait ("retry the install"):
+/// the background checkpoint tidying a group's snapshot files must not.
+#[test]
+fn a_background_checkpoint_never_makes_an_install_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EngineOptions {
+        // A checkpoint nudged by nearly every commit: they run back to back in the background.
+        checkpoint_bytes: 4 << 10,
+        ..small()
+    };
+    let e = Engine::open_with(dir.path(), opts).unwrap();
+    let g = e.create_group(1, 1).unwrap();
+    let started = std::time::Instant::now();
+    let mut index = 0;
+    for round in 0..3_000u64 {
+        if started.elapsed() > std::time::Duration::from_secs(2) {
+            break;
+        }
+        index += 10;
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = index;
+        s.mut_metadata().term = 1;
+        s.data = Bytes::from(vec![round as u8; 64]);
+        g.save(&hs(1, 1, index), &entries(index + 1, index + 3, 1, 1), &s)
+            .unwrap_or_else(|err| panic!("install {round} at {index}: {err}"));
+    }
+    assert_eq!(g.first_index().unwrap(), index + 1);
+}

@@ -205,6 +205,10 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     for (g, record, _) in &captured {
         if let Some(s) = record.snapshot.as_ref().filter(|s| s.data_len > 0) {
             // Not while a snapshot of the group is being written (its file is not named yet).
+            // The pipeline first: a commit installing a snapshot holds it while it writes the
+            // file, and refuses the install when it finds `snap_writer` taken (which must then
+            // mean the application's writer, never this tidy).
+            let _lead = (!closing).then(|| lead(shared));
             let Some(_writer) = g.snap_writer.try_lock() else {
                 continue;
             };
