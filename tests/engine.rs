@@ -403,3 +403,40 @@ fn a_background_checkpoint_never_makes_an_install_fail() {
     }
     assert_eq!(g.first_index().unwrap(), index + 1);
 }
+
+/// Removing a group while the background writer moves its tail into its files leaves the
+/// engine working.
+#[test]
+fn removing_groups_while_their_tails_are_written_leaves_the_engine_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EngineOptions {
+        // The writer and checkpoints nudged by nearly every commit.
+        checkpoint_bytes: 4 << 10,
+        ..small()
+    };
+    let e = Engine::open_with(dir.path(), opts).unwrap();
+    let keep = e.create_group(1_000, 1).unwrap();
+    let started = std::time::Instant::now();
+    let mut round = 0u64;
+    while started.elapsed() < std::time::Duration::from_secs(2) {
+        round += 1;
+        let mut b = WriteBatch::new();
+        for g in 1..=8 {
+            e.create_group(g, 1).unwrap();
+            b.save(g, &hs(1, 1, 0), &entries(1, 50, 1, g), &Snapshot::default());
+        }
+        e.write(&mut b)
+            .unwrap_or_else(|err| panic!("round {round}: {err}"));
+        for g in 1..=8 {
+            e.remove_group(g)
+                .unwrap_or_else(|err| panic!("round {round}: remove {g}: {err}"));
+        }
+        keep.save(
+            &hs(1, 1, 0),
+            &entries(round, round, 1, 1_000),
+            &Snapshot::default(),
+        )
+        .unwrap_or_else(|err| panic!("round {round}: the engine stopped: {err}"));
+    }
+    assert_eq!(keep.last_index().unwrap(), round);
+}

@@ -136,7 +136,16 @@ pub(crate) fn write_tails(shared: &Shared) -> Result<()> {
             continue;
         };
         // A bounded amount at a time: the group's log is held only to take from its tail.
-        while g.write_tail_op(shared, WRITE_CHUNK)? {}
+        loop {
+            match g.write_tail_op(shared, WRITE_CHUNK) {
+                Ok(true) => {}
+                Ok(false) => break,
+                // Removed since it was looked up (removal takes the pipeline, this does not):
+                // its tail and its files are gone with it, nothing was half written.
+                Err(Error::Closed { .. }) if g.log.read().is_none() => break,
+                Err(e) => return Err(e),
+            }
+        }
         g.release_fds();
     }
     Ok(())
