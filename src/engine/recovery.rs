@@ -61,13 +61,20 @@ pub(crate) fn open(
     }
 
     let groups = open_groups(&root, mode, cipher.as_ref())?;
+    let journal_dir = root.join(JOURNAL_DIR);
+    let new_journal = !journal_dir.exists();
     let opened = Journal::open(
-        &root.join(JOURNAL_DIR),
+        &journal_dir,
         opts.journal_segment_bytes,
         cipher.clone(),
         root_record.checkpoint_seq,
         mode,
     )?;
+    if new_journal {
+        // The journal's directory entry, durable before a record in it is acknowledged (the
+        // segments' names are made durable in it, but a power loss could lose the directory).
+        fsutil::sync_dir(&root)?;
+    }
     // Marked open before anything is replayed: from now on a group directory may depend on
     // the journal, and `DiskStorage::open` refuses it until a clean close.
     root_record.open = true;
