@@ -440,3 +440,60 @@ fn removing_groups_while_their_tails_are_written_leaves_the_engine_working() {
     }
     assert_eq!(keep.last_index().unwrap(), round);
 }
+
+/// A recycled journal segment (the spare renamed to the next id, its header rewritten) whose
+/// rename or new header did not reach the disk before a power loss: a file named for one segment
+/// with another segment's valid header. Nothing in it was acknowledged (a record is, only once
+/// its segment's name and header are durable), so open goes on without it, in both modes.
+#[test]
+fn a_recycled_segment_whose_rename_or_header_was_lost_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    {
+        let e = Engine::open_with(root, small()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 1, 0), &entries(1, 20, 1, 1), &Snapshot::default())
+            .unwrap();
+        e.close().unwrap();
+    }
+    let jdir = root.join("journal");
+    let mut segs: Vec<String> = std::fs::read_dir(&jdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.len() == 20 && n.ends_with(".jnl"))
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap().clone();
+    let id: u64 = last[..16].parse().unwrap();
+    // The next segment's name, the last one's header (the header write was lost); and a lower
+    // id's name with the last one's header (the rename away from it was lost).
+    for forged in [id + 1, id.saturating_sub(1).max(1)] {
+        let name = format!("{forged:016}.jnl");
+        if name == last {
+            continue;
+        }
+        std::fs::copy(jdir.join(&last), jdir.join(&name)).unwrap();
+        for mode in [
+            raftwal::RecoveryMode::AbsoluteConsistency,
+            raftwal::RecoveryMode::TolerateTailCorruption,
+        ] {
+            let e = Engine::open_with(
+                root,
+                EngineOptions {
+                    recovery_mode: mode,
+                    ..small()
+                },
+            )
+            .unwrap_or_else(|err| panic!("{name} holding {last}'s header, {mode:?}: {err}"));
+            let g = e.group(1).unwrap();
+            assert_eq!(g.entries(1, 21, None, ctx()).unwrap(), entries(1, 20, 1, 1));
+            // The journal goes on (the next rotation makes the same names again).
+            g.save(&hs(1, 1, 0), &entries(21, 21, 1, 1), &Snapshot::default())
+                .unwrap();
+            e.close().unwrap();
+            let e = Engine::open_with(root, small()).unwrap();
+            assert_eq!(all(&e.group(1).unwrap()), entries(1, 21, 1, 1));
+            e.close().unwrap();
+        }
+    }
+}

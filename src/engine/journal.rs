@@ -152,14 +152,19 @@ impl Journal {
         for (pos, &id) in ids.iter().enumerate() {
             let path = dir.join(segment_name(id));
             match read_header(&path, id, cipher.is_some())? {
-                Some(first_seq) => segments.push(Segment {
+                Header::Valid(first_seq) => segments.push(Segment {
                     id,
                     path,
                     first_seq,
                 }),
+                // A recycled segment whose rename or new header did not reach the disk: what it
+                // holds is its previous life's records (trimmed, so all at or below a durable
+                // checkpoint) or its next life's (none acknowledged: a record is, only once the
+                // directory names its segment and the segment's header is flushed with it).
+                Header::Recycled => remove.push(path),
                 // Created but its header never reached the disk: only the newest can be so.
-                None if pos + 1 == ids.len() => remove.push(path),
-                None => {
+                Header::Blank if pos + 1 == ids.len() => remove.push(path),
+                Header::Blank => {
                     return Err(Error::corrupt(
                         &path,
                         0,
@@ -505,18 +510,29 @@ fn encode_header(id: u64, first_seq: u64, sealed: bool) -> [u8; H_LEN] {
     h
 }
 
-/// The first sequence number of segment `id` at `path`, or `None` when its header area is
-/// all zero (never written). A header that is there but wrong is an error naming the file.
-fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Option<u64>> {
+/// What a segment file's header says.
+enum Header {
+    /// Its first sequence number.
+    Valid(u64),
+    /// All zero: never written.
+    Blank,
+    /// A valid header of another segment: the file was recycled (the spare renamed to the next
+    /// id and its header rewritten), and the rename or the new header is not on disk.
+    Recycled,
+}
+
+/// The header of segment `id` at `path`. A header that is there but wrong is an error naming
+/// the file.
+fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut h = [0u8; H_LEN];
     match file.read_exact_at(&mut h, 0) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Header::Blank),
         Err(e) => return Err(Error::io("read header", path, e)),
     }
     if h.iter().all(|&b| b == 0) {
-        return Ok(None);
+        return Ok(Header::Blank);
     }
     let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
     let u64_at = |o: usize| {
@@ -552,16 +568,9 @@ fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Option<u64>> {
         });
     }
     if u64_at(H_ID) != id {
-        return Err(Error::corrupt(
-            path,
-            H_ID as u64,
-            format!(
-                "header names segment {}, the file name says {id}",
-                u64_at(H_ID)
-            ),
-        ));
+        return Ok(Header::Recycled);
     }
-    Ok(Some(u64_at(H_FIRST_SEQ)))
+    Ok(Header::Valid(u64_at(H_FIRST_SEQ)))
 }
 
 /// `pwritev` of all of `bufs` at `offset` (at most `IOV_MAX` buffers per call).
