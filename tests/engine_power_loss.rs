@@ -906,8 +906,8 @@ fn power_loss_fresh_root() {
 #[test]
 fn power_loss_engine_root() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let a = run_script("deterministic", 0x5EED_0001, 90, u64::MAX / 2, 4);
-    let b = run_script("background", 0x5EED_0002, 60, 48 << 10, 3);
+    let a = run_script("deterministic", 0x5EED_0001, 100, u64::MAX / 2, 5);
+    let b = run_script("background", 0x5EED_0002, 70, 48 << 10, 4);
     report(&a);
     report(&b);
 }
