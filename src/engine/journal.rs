@@ -463,11 +463,22 @@ fn read_record(bytes: &Bytes, at: usize, want: u64, cipher: Option<&Cipher>, pat
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&h[R_SEQ..R_SEQ + 8]);
     let seq = u64::from_le_bytes(seq);
-    if seq != want {
-        return Scan::End;
-    }
     let torn = |reason: String| Scan::Torn(Error::corrupt(path, at as u64, reason));
     let body_at = at + RECORD_HEADER;
+    if seq != want {
+        // The record `want` whose sequence number field alone is damaged: its length and
+        // checksum hold for `want`. Anything else is the end (zeroes, or bytes of the segment's
+        // previous life).
+        let own = bytes.get(body_at..body_at + len).is_some_and(|stored| {
+            crc32c::crc32c_append(crc32c::crc32c(&want.to_le_bytes()), stored) == crc
+        });
+        if own {
+            return torn(format!(
+                "journal record {want}: its sequence number field reads {seq}"
+            ));
+        }
+        return Scan::End;
+    }
     let Some(stored) = bytes.get(body_at..body_at + len) else {
         return torn(format!(
             "journal record {seq} claims {len} bytes, past the end of its segment"
