@@ -304,6 +304,7 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             if rec.seq <= durable_seq {
                 continue;
             }
+            check_contiguous(g, &part, rec.seq)?;
             let change = Change {
                 snapshot: part.snapshot.as_ref(),
                 entries: &part.entries,
@@ -317,6 +318,27 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
         shared
             .applied_seq
             .store(rec.seq, std::sync::atomic::Ordering::Release);
+    }
+    Ok(())
+}
+
+/// A replayed part's entries must continue the group's log as its meta page left it: a gap
+/// means the meta page's state is older than the journal's (its newest copy lost to damage, and
+/// the records in between trimmed), and applying it would leave a log with a hole.
+fn check_contiguous(g: &Group, part: &batch::Decoded, seq: u64) -> Result<()> {
+    let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) else {
+        return Ok(());
+    };
+    let last = g.with_log(|log| Ok(log.last_index()))?;
+    if e0.index > last + 1 {
+        return Err(Error::corrupt(
+            g.dir.join(crate::meta::META_FILE),
+            0,
+            format!(
+                "journal record {seq} continues group {}'s log at index {}, but its meta page ends the log at {last}: the newest state of the meta page is lost",
+                g.id, e0.index
+            ),
+        ));
     }
     Ok(())
 }
