@@ -5,7 +5,7 @@
 //! with `#[path]` as tests/fuzz_corpus.rs does), so that CI exercises it without libFuzzer.
 //!
 //! `damage_in_every_position_class`: for every position class (a journal segment's header, a
-//! committed record, the header and the body of a record in the torn tail, bytes after the last
+//! committed record's header and the whole record, the header and the body of a record in the torn tail, bytes after the last
 //! record, one and both copies of `engine.meta`, one copy of a group's
 //! `wal.meta`, a slot and a payload of a group's `.wal` file) a number of seeded damaged roots,
 //! each opened in both modes and checked against the outcome its class must have.
@@ -23,8 +23,8 @@ mod common;
 use common::open_engine::{run, run_damage, template_summary, CLASSES};
 use common::util::splitmix;
 
-const PER_CLASS: u64 = 24;
-const RANDOM_INPUTS: u64 = 120;
+const PER_CLASS: u64 = 30;
+const RANDOM_INPUTS: u64 = 300;
 
 #[test]
 fn damage_in_every_position_class() {

@@ -633,9 +633,14 @@ fn run_case(case: u64) -> Result<Stats, String> {
     }
     h.check()?;
     if case == 0 {
-        if !h.models.contains_key(&1) {
-            h.models.insert(1, Model::for_group(1, 1));
-            let g = h.engine().create_group(1, 1).map_err(|e| e.to_string())?;
+        if let std::collections::btree_map::Entry::Vacant(v) = h.models.entry(1) {
+            v.insert(Model::for_group(1, 1));
+            let g = h
+                .engine
+                .as_ref()
+                .ok_or("no engine")?
+                .create_group(1, 1)
+                .map_err(|e| e.to_string())?;
             h.handles.insert(1, g);
         }
         let a = tag(

@@ -21,8 +21,8 @@
 //!
 //! [`run_damage`] (the regular test `tests/engine_damage.rs`): one damaged byte in a chosen
 //! position class, with the outcome SPEC §4/§9 gives for it:
-//! * a journal segment's header, a record of a segment before the last (committed data): an
-//!   error naming that segment, in both modes;
+//! * a journal segment's header, a record (its header or anywhere) of a segment before the last
+//!   (committed data): an error naming that segment, in both modes;
 //! * a record of the last segment (the torn tail), its header or its body: cut in
 //!   `TolerateTailCorruption` (every group exactly as after the writes before that record),
 //!   refused in `AbsoluteConsistency` naming the segment;
@@ -616,6 +616,7 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
     JournalHeader,
+    CommittedRecordHeader,
     CommittedRecord,
     TailRecordHeader,
     TailRecordBody,
@@ -627,8 +628,9 @@ pub enum Class {
     GroupPayload,
 }
 
-pub const CLASSES: [Class; 10] = [
+pub const CLASSES: [Class; 11] = [
     Class::JournalHeader,
+    Class::CommittedRecordHeader,
     Class::CommittedRecord,
     Class::TailRecordHeader,
     Class::TailRecordBody,
@@ -697,10 +699,15 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
             refused_naming(strict(&img)?, seg, "strict")?;
             refused_naming(tolerant(&img)?, seg, "tolerant")?;
         }
-        Class::CommittedRecord => {
+        Class::CommittedRecord | Class::CommittedRecordHeader => {
             let recs: Vec<&Rec> = t.records.iter().filter(|r| r.file != last_seg).collect();
             let rec = recs[pick(recs.len())];
-            xor(&mut img, &rec.file, rec.at + pick(rec.len), h);
+            let off = if class == Class::CommittedRecordHeader {
+                (splitmix(h) % REC_HEADER as u64) as usize
+            } else {
+                pick(rec.len)
+            };
+            xor(&mut img, &rec.file, rec.at + off, h);
             refused_naming(strict(&img)?, &rec.file, "strict")?;
             refused_naming(tolerant(&img)?, &rec.file, "tolerant")?;
         }
