@@ -285,8 +285,24 @@ fn on_flush(call: &'static str, fd: libc::c_int) {
         } else {
             Target::File(st.st_ino)
         };
-        let phase = PHASE.load(Ordering::SeqCst);
-        match capture(&rec.root, &rec.last) {
+        let before = PHASE.load(Ordering::SeqCst);
+        let c = capture(&rec.root, &rec.last);
+        let after = PHASE.load(Ordering::SeqCst);
+        // A flush of the background thread may capture while the script moves on: the page
+        // cache may then hold the next step's first writes, so the crash point is one during
+        // that step (its flushes wait for this one: the script moves on by one step at most).
+        let phase = match after - before {
+            0 => before,
+            1 if before % 2 == 0 => after,
+            1 => before,
+            _ => {
+                rec.error = Some(format!(
+                    "{call}: the script went from phase {before} to {after} during one capture"
+                ));
+                return;
+            }
+        };
+        match c {
             Ok(c) => {
                 rec.last = c.files.clone();
                 rec.events.push(Event {
