@@ -497,3 +497,50 @@ fn a_recycled_segment_whose_rename_or_header_was_lost_is_not_damage() {
         }
     }
 }
+
+/// A live segment (records after the checkpoint) copied under the next segment's name is not a
+/// recycled segment: open refuses it, naming it, rather than drop it with what it holds.
+#[test]
+fn a_live_segment_under_another_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let copy = dir.path().join("copy");
+    let opts = EngineOptions {
+        checkpoint_bytes: u64::MAX / 2,
+        ..small()
+    };
+    let e = Engine::open_with(&root, opts.clone()).unwrap();
+    let g = e.create_group(1, 1).unwrap();
+    g.save(&hs(1, 1, 0), &entries(1, 20, 1, 1), &Snapshot::default())
+        .unwrap();
+    // The root as a kill leaves it: the journal holds the records after the checkpoint.
+    std::fs::create_dir_all(copy.join("journal")).unwrap();
+    std::fs::copy(root.join("engine.meta"), copy.join("engine.meta")).unwrap();
+    let gdir = copy.join("groups").join("1");
+    std::fs::create_dir_all(&gdir).unwrap();
+    std::fs::copy(root.join("groups/1/wal.meta"), gdir.join("wal.meta")).unwrap();
+    let mut last = String::new();
+    for ent in std::fs::read_dir(root.join("journal")).unwrap() {
+        let name = ent.unwrap().file_name().into_string().unwrap();
+        std::fs::copy(
+            root.join("journal").join(&name),
+            copy.join("journal").join(&name),
+        )
+        .unwrap();
+        if name.ends_with(".jnl") && name.len() == 20 && name > last {
+            last = name;
+        }
+    }
+    drop(e);
+    let id: u64 = last[..16].parse().unwrap();
+    let forged = format!("{:016}.jnl", id + 1);
+    std::fs::copy(
+        copy.join("journal").join(&last),
+        copy.join("journal").join(&forged),
+    )
+    .unwrap();
+    match Engine::open_with(&copy, opts) {
+        Err(err) => assert!(err.to_string().contains(&forged), "{err}"),
+        Ok(_) => panic!("a copy of live segment {last} named {forged} was dropped"),
+    }
+}

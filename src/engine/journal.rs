@@ -161,7 +161,22 @@ impl Journal {
                 // holds is its previous life's records (trimmed, so all at or below a durable
                 // checkpoint) or its next life's (none acknowledged: a record is, only once the
                 // directory names its segment and the segment's header is flushed with it).
-                Header::Recycled => remove.push(path),
+                // Under a later name, its header is its previous life's: a header whose records
+                // are not all checkpointed is a live segment copied there, not a recycled one.
+                Header::Recycled { id: other, first_seq }
+                    if other > id || first_seq <= checkpoint_seq =>
+                {
+                    remove.push(path)
+                }
+                Header::Recycled { id: other, .. } => {
+                    return Err(Error::corrupt(
+                        &path,
+                        H_ID as u64,
+                        format!(
+                            "header names segment {other}, whose records are not all checkpointed; the file name says {id}"
+                        ),
+                    ))
+                }
                 // Created but its header never reached the disk: only the newest can be so.
                 Header::Blank if pos + 1 == ids.len() => remove.push(path),
                 Header::Blank => {
@@ -527,9 +542,10 @@ enum Header {
     Valid(u64),
     /// All zero: never written.
     Blank,
-    /// A valid header of another segment: the file was recycled (the spare renamed to the next
-    /// id and its header rewritten), and the rename or the new header is not on disk.
-    Recycled,
+    /// A valid header of another segment (its id and first sequence number): the file was
+    /// recycled (the spare renamed to the next id and its header rewritten), and the rename or
+    /// the new header is not on disk.
+    Recycled { id: u64, first_seq: u64 },
 }
 
 /// The header of segment `id` at `path`. A header that is there but wrong is an error naming
@@ -579,7 +595,10 @@ fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> {
         });
     }
     if u64_at(H_ID) != id {
-        return Ok(Header::Recycled);
+        return Ok(Header::Recycled {
+            id: u64_at(H_ID),
+            first_seq: u64_at(H_FIRST_SEQ),
+        });
     }
     Ok(Header::Valid(u64_at(H_FIRST_SEQ)))
 }
