@@ -9,7 +9,7 @@
 //!
 //! The child opens the root (`sync_writes: true`; journal segments of 256 KiB and checkpoints every
 //! MiB, so rounds rotate segments, recycle the spare and checkpoint in the background while they
-//! are killed) and runs a deterministic sequence of operations drawn by [`gen_op`] from its seed
+//! are killed) and runs a deterministic sequence of operations drawn by `Model::gen_op` from its seed
 //! and the model of the root the parent hands it (`model.txt`, written by the parent): batches of
 //! `Engine::write` with 1-6 parts across the groups (appends, overwrites of an uncommitted suffix
 //! with a higher term, hard states), one group's `GroupStorage::save`, received snapshots,
@@ -20,7 +20,7 @@
 //! The parent kills the child with SIGKILL at a seeded instant (after a number of
 //! acknowledgements, a few lines more, a short delay; or right after a `BEGIN`, with the operation
 //! in flight), drains the lines still in the pipe, and replays the same generator on its own
-//! model (this file's [`Model`], independent of the engine's code) to know what operations
+//! model (`Model` of tests/common/engine_ops.rs, independent of the engine's code) to know what operations
 //! `1..=acked` did and what the one in flight (`BEGIN` without `ACK`) would do. It then opens the
 //! root (in some rounds only after killing one to three more children during their `Engine::open`,
 //! that is during recovery) and checks every group:
