@@ -13,6 +13,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+// (some of the shared code serves only tests/model.rs and tests/engine_model.rs)
+#[allow(dead_code)]
 #[path = "../fuzz/fuzz_targets/common/mod.rs"]
 mod common;
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::commit::lead;
 use super::group::Group;
 use super::Shared;
 use crate::error::{Error, Result};
@@ -143,7 +144,16 @@ pub(crate) fn write_tails(shared: &Shared) -> Result<()> {
             continue;
         };
         // A bounded amount at a time: the group's log is held only to take from its tail.
-        while g.write_tail_op(shared, WRITE_CHUNK)? {}
+        loop {
+            match g.write_tail_op(shared, WRITE_CHUNK) {
+                Ok(true) => {}
+                Ok(false) => break,
+                // Removed since it was looked up (removal takes the pipeline, this does not):
+                // its tail and its files are gone with it, nothing was half written.
+                Err(Error::Closed { .. }) if g.log.read().is_none() => break,
+                Err(e) => return Err(e),
+            }
+        }
         g.release_fds();
     }
     Ok(())
@@ -184,8 +194,20 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     }
     // 6. The journal behind it, and snapshot files no meta page names any more.
     shared.journal.lock().trim(seq)?;
-    for (g, record, _) in &captured {
-        if let Some(s) = record.snapshot.as_ref().filter(|s| s.data_len > 0) {
+    // Only groups whose snapshot changed since their files were last tidied; with the pipeline
+    // held (once for all): a commit installing a snapshot holds it while it writes the file, and
+    // refuses the install when it finds `snap_writer` taken (which must then mean the
+    // application's writer, never this tidy).
+    let to_tidy: Vec<_> = captured
+        .iter()
+        .filter_map(|(g, record, _)| {
+            let s = record.snapshot.as_ref().filter(|s| s.data_len > 0)?;
+            (*g.tidied.lock() != (s.term, s.index)).then_some((g, (s.term, s.index)))
+        })
+        .collect();
+    if !to_tidy.is_empty() {
+        let _lead = (!closing).then(|| lead(shared));
+        for (g, (term, index)) in to_tidy {
             // Not while a snapshot of the group is being written (its file is not named yet).
             let Some(_writer) = g.snap_writer.try_lock() else {
                 continue;
@@ -196,8 +218,9 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
                 .ok()
                 .flatten()
                 .map(|c| snap::file_name(c.term, c.index));
-            if current.as_deref() == Some(snap::file_name(s.term, s.index).as_str()) {
+            if current.as_deref() == Some(snap::file_name(term, index).as_str()) {
                 snap::tidy(&g.dir, current.as_deref(), false)?;
+                *g.tidied.lock() = (term, index);
             }
         }
     }
@@ -267,7 +290,10 @@ fn record_seq(record: &MetaRecord) -> u64 {
     record.engine.as_ref().map_or(0, |e| e.journal_seq)
 }
 
-/// Flushes the file system holding the engine root: every group's files in one call.
+/// Flushes the file system holding the engine root: every group's files in one call. Through
+/// the C library's `syncfs` symbol (rustix's `use-libc` backend) rather than a raw system call,
+/// so that a test binary defining `syncfs` sees this flush as it sees `fdatasync` and `fsync`
+/// (tests/engine_power_loss.rs).
 fn syncfs(shared: &Shared) -> Result<()> {
     let dir = File::open(&shared.root).map_err(|e| Error::io("open", &shared.root, e))?;
     rustix::fs::syncfs(&dir).map_err(|e| Error::io("syncfs", &shared.root, e.into()))

@@ -43,6 +43,8 @@ pub(crate) struct Group {
     pub writing: Mutex<()>,
     /// Held while a snapshot file of this group is written.
     pub snap_writer: Mutex<()>,
+    /// The snapshot (term, index) the group's snapshot files were last tidied for.
+    pub tidied: Mutex<(u64, u64)>,
 }
 
 /// A group's log as raft sees it.
@@ -638,6 +640,7 @@ pub(crate) fn assemble(
         })),
         writing: Mutex::new(()),
         snap_writer: Mutex::new(()),
+        tidied: Mutex::new((0, 0)),
     }
 }
 

@@ -253,9 +253,11 @@ impl GroupStorage {
         self.read(|log| Ok(log.meta.checkpoint_index))
     }
 
-    /// Sets raft id, group id or checkpoint index in memory; durable with the group's next
-    /// journaled write or [`GroupStorage::sync`]. Snapshot index and term are set by snapshots
-    /// only: setting them is ignored, as is any call once the group is closed.
+    /// Sets raft id or checkpoint index in memory; durable with the group's next journaled
+    /// write, [`GroupStorage::sync`], or the engine's close (or drop). The group id is the
+    /// engine's (its directory's name, which open checks against the meta page), and snapshot
+    /// index and term are set by snapshots only: setting them is ignored, as is any call once
+    /// the group is closed.
     pub fn set_uint(&self, key: MetaInfo, value: u64) {
         if self.shared.check_usable().is_err() {
             return;
@@ -264,9 +266,8 @@ impl GroupStorage {
         let Some(log) = lg.as_mut() else { return };
         let slot = match key {
             MetaInfo::RaftId => &mut log.meta.raft_id,
-            MetaInfo::GroupId => &mut log.meta.group_id,
             MetaInfo::CheckpointIndex => &mut log.meta.checkpoint_index,
-            MetaInfo::SnapshotIndex | MetaInfo::SnapshotTerm => return,
+            MetaInfo::GroupId | MetaInfo::SnapshotIndex | MetaInfo::SnapshotTerm => return,
         };
         if *slot != value {
             *slot = value;

@@ -158,14 +158,34 @@ impl Journal {
         for (pos, &id) in ids.iter().enumerate() {
             let path = dir.join(segment_name(id));
             match read_header(&path, id, cipher.is_some())? {
-                Some(first_seq) => segments.push(Segment {
+                Header::Valid(first_seq) => segments.push(Segment {
                     id,
                     path,
                     first_seq,
                 }),
+                // A recycled segment whose rename or new header did not reach the disk: what it
+                // holds is its previous life's records (trimmed, so all at or below a durable
+                // checkpoint) or its next life's (none acknowledged: a record is, only once the
+                // directory names its segment and the segment's header is flushed with it).
+                // Under a later name, its header is its previous life's: a header whose records
+                // are not all checkpointed is a live segment copied there, not a recycled one.
+                Header::Recycled { id: other, first_seq }
+                    if other > id || first_seq <= checkpoint_seq =>
+                {
+                    unused.push((path, id))
+                }
+                Header::Recycled { id: other, .. } => {
+                    return Err(Error::corrupt(
+                        &path,
+                        H_ID as u64,
+                        format!(
+                            "header names segment {other}, whose records are not all checkpointed; the file name says {id}"
+                        ),
+                    ))
+                }
                 // Prepared (or created) but never written: only the newest can be so.
-                None if pos + 1 == ids.len() => unused.push((path, id)),
-                None => {
+                Header::Blank if pos + 1 == ids.len() => unused.push((path, id)),
+                Header::Blank => {
                     return Err(Error::corrupt(
                         &path,
                         0,
@@ -514,11 +534,22 @@ fn read_record(bytes: &Bytes, at: usize, want: u64, cipher: Option<&Cipher>, pat
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&h[R_SEQ..R_SEQ + 8]);
     let seq = u64::from_le_bytes(seq);
-    if seq != want {
-        return Scan::End;
-    }
     let torn = |reason: String| Scan::Torn(Error::corrupt(path, at as u64, reason));
     let body_at = at + RECORD_HEADER;
+    if seq != want {
+        // The record `want` whose sequence number field alone is damaged: its length and
+        // checksum hold for `want`. Anything else is the end (zeroes, or bytes of the segment's
+        // previous life).
+        let own = bytes.get(body_at..body_at + len).is_some_and(|stored| {
+            crc32c::crc32c_append(crc32c::crc32c(&want.to_le_bytes()), stored) == crc
+        });
+        if own {
+            return torn(format!(
+                "journal record {want}: its sequence number field reads {seq}"
+            ));
+        }
+        return Scan::End;
+    }
     let Some(stored) = bytes.get(body_at..body_at + len) else {
         return torn(format!(
             "journal record {seq} claims {len} bytes, past the end of its segment"
@@ -561,18 +592,30 @@ fn encode_header(id: u64, first_seq: u64, sealed: bool) -> [u8; H_LEN] {
     h
 }
 
-/// The first sequence number of segment `id` at `path`, or `None` when its header area is
-/// all zero (never written). A header that is there but wrong is an error naming the file.
-fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Option<u64>> {
+/// What a segment file's header says.
+enum Header {
+    /// Its first sequence number.
+    Valid(u64),
+    /// All zero: never written.
+    Blank,
+    /// A valid header of another segment (its id and first sequence number): the file was
+    /// recycled (the spare renamed to the next id and its header rewritten), and the rename or
+    /// the new header is not on disk.
+    Recycled { id: u64, first_seq: u64 },
+}
+
+/// The header of segment `id` at `path`. A header that is there but wrong is an error naming
+/// the file.
+fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut h = [0u8; H_LEN];
     match file.read_exact_at(&mut h, 0) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Header::Blank),
         Err(e) => return Err(Error::io("read header", path, e)),
     }
     if h.iter().all(|&b| b == 0) {
-        return Ok(None);
+        return Ok(Header::Blank);
     }
     let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
     let u64_at = |o: usize| {
@@ -608,16 +651,12 @@ fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Option<u64>> {
         });
     }
     if u64_at(H_ID) != id {
-        return Err(Error::corrupt(
-            path,
-            H_ID as u64,
-            format!(
-                "header names segment {}, the file name says {id}",
-                u64_at(H_ID)
-            ),
-        ));
+        return Ok(Header::Recycled {
+            id: u64_at(H_ID),
+            first_seq: u64_at(H_FIRST_SEQ),
+        });
     }
-    Ok(Some(u64_at(H_FIRST_SEQ)))
+    Ok(Header::Valid(u64_at(H_FIRST_SEQ)))
 }
 
 /// `pwritev` of all of `bufs` at `offset` (at most `IOV_MAX` buffers per call).

@@ -307,6 +307,23 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     shared.stopping.store(true, Ordering::Release);
     segments::stop(shared);
     checkpoint::stop(shared);
+    // Meta integers set since their group's last write (`set_uint`) are journaled first, as
+    // `GroupStorage::sync` does, so that the closing checkpoint stores them.
+    let ints: Vec<batch::Part> = shared
+        .groups
+        .read()
+        .values()
+        .filter(|g| g.with_log(|log| Ok(log.ints_dirty)).unwrap_or(false))
+        .map(|g| batch::Part {
+            group_id: g.id,
+            ..batch::Part::default()
+        })
+        .collect();
+    let journaled = if ints.is_empty() || shared.check_usable().is_err() {
+        Ok(())
+    } else {
+        commit::write(shared, ints)
+    };
     let result = {
         let _lead = commit::lead(shared);
         let r = if shared.poisoned.lock().is_none() {
@@ -323,7 +340,7 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     }
     shared.groups.write().clear();
     shared.lock.lock().take();
-    result
+    journaled.and(result)
 }
 
 impl std::fmt::Debug for Engine {

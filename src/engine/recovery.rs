@@ -61,14 +61,21 @@ pub(crate) fn open(
     }
 
     let groups = open_groups(&root, mode, cipher.as_ref())?;
+    let journal_dir = root.join(JOURNAL_DIR);
+    let new_journal = !journal_dir.exists();
     let opened = Journal::open(
-        &root.join(JOURNAL_DIR),
+        &journal_dir,
         opts.journal_segment_bytes,
         max_spares(&opts),
         cipher.clone(),
         root_record.checkpoint_seq,
         mode,
     )?;
+    if new_journal {
+        // The journal's directory entry, durable before a record in it is acknowledged (the
+        // segments' names are made durable in it, but a power loss could lose the directory).
+        fsutil::sync_dir(&root)?;
+    }
     // Marked open before anything is replayed: from now on a group directory may depend on
     // the journal, and `DiskStorage::open` refuses it until a clean close.
     root_record.open = true;
@@ -308,6 +315,7 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             if rec.seq <= durable_seq {
                 continue;
             }
+            check_contiguous(g, &part, rec.seq)?;
             let change = Change {
                 snapshot: part.snapshot.as_ref(),
                 entries: &part.entries,
@@ -321,6 +329,27 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
         shared
             .applied_seq
             .store(rec.seq, std::sync::atomic::Ordering::Release);
+    }
+    Ok(())
+}
+
+/// A replayed part's entries must continue the group's log as its meta page left it: a gap
+/// means the meta page's state is older than the journal's (its newest copy lost to damage, and
+/// the records in between trimmed), and applying it would leave a log with a hole.
+fn check_contiguous(g: &Group, part: &batch::Decoded, seq: u64) -> Result<()> {
+    let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) else {
+        return Ok(());
+    };
+    let last = g.with_log(|log| Ok(log.last_index()))?;
+    if e0.index > last + 1 {
+        return Err(Error::corrupt(
+            g.dir.join(crate::meta::META_FILE),
+            0,
+            format!(
+                "journal record {seq} continues group {}'s log at index {}, but its meta page ends the log at {last}: the newest state of the meta page is lost",
+                g.id, e0.index
+            ),
+        ));
     }
     Ok(())
 }

@@ -4,5 +4,6 @@
 //! runs under plain `cargo test` on a stable toolchain.
 
 pub mod open_dir;
+pub mod open_engine;
 pub mod ops_model;
 pub mod util;

@@ -28,7 +28,7 @@ use std::path::Path;
 use bytes::Bytes;
 use raft::prelude::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, Storage, StorageError};
-use raftwal::{DiskStorage, MetaInfo, Options, RecoveryMode};
+use raftwal::{DiskStorage, GroupStorage, MetaInfo, Options, RecoveryMode};
 
 use super::util::{scratch_dir, splitmix, Reader};
 
@@ -262,11 +262,20 @@ pub(crate) struct Model {
 }
 
 impl Model {
-    fn first(&self) -> u64 {
+    /// A fresh group of an engine: `create_group(group_id, raft_id)` sets both integers.
+    pub(crate) fn for_group(raft_id: u64, group_id: u64) -> Model {
+        Model {
+            raft_id,
+            group_id,
+            ..Model::default()
+        }
+    }
+
+    pub(crate) fn first(&self) -> u64 {
         self.snap_index + 1
     }
 
-    fn last(&self) -> u64 {
+    pub(crate) fn last(&self) -> u64 {
         self.snap_index + self.entries.len() as u64
     }
 
@@ -293,7 +302,7 @@ impl Model {
         self.truncated.clear();
     }
 
-    fn apply(&mut self, a: &Action) -> Outcome {
+    pub(crate) fn apply(&mut self, a: &Action) -> Outcome {
         match a {
             Action::Save { hs, entries, snap } => self.save(hs, entries, snap),
             Action::CreateSnapshot { index, cs, data } => {
@@ -411,6 +420,39 @@ impl Model {
 // Comparing the engine with the model
 // =============================================================================================
 
+/// What [`check_state`] reads: `raft::Storage` and the inherent counters of `DiskStorage`, which
+/// a `GroupStorage` of an `Engine` has with the same meaning (tests/engine_model.rs compares each
+/// group of an engine with its own model).
+pub(crate) trait Store: Storage {
+    fn num_entries(&self) -> usize;
+    fn uint(&self, key: MetaInfo) -> u64;
+    fn checkpoint(&self) -> Result<u64, raftwal::Error>;
+}
+
+impl Store for DiskStorage {
+    fn num_entries(&self) -> usize {
+        DiskStorage::num_entries(self)
+    }
+    fn uint(&self, key: MetaInfo) -> u64 {
+        DiskStorage::uint(self, key)
+    }
+    fn checkpoint(&self) -> Result<u64, raftwal::Error> {
+        DiskStorage::checkpoint(self)
+    }
+}
+
+impl Store for GroupStorage {
+    fn num_entries(&self) -> usize {
+        GroupStorage::num_entries(self)
+    }
+    fn uint(&self, key: MetaInfo) -> u64 {
+        GroupStorage::uint(self, key)
+    }
+    fn checkpoint(&self) -> Result<u64, raftwal::Error> {
+        GroupStorage::checkpoint(self)
+    }
+}
+
 /// The `StorageError` kind of an error, `Other(...)` for anything else.
 pub(crate) fn kind_of(e: &raft::Error) -> String {
     match e {
@@ -424,7 +466,7 @@ pub(crate) fn kind_of(e: &raft::Error) -> String {
     }
 }
 
-fn outcome_matches(want: &Outcome, got: &Result<(), raft::Error>) -> bool {
+pub(crate) fn outcome_matches(want: &Outcome, got: &Result<(), raft::Error>) -> bool {
     matches!(
         (want, got),
         (Ok(()), Ok(()))
@@ -478,7 +520,7 @@ fn entry_matches(got: &Entry, want: &Entry, truncated: bool) -> bool {
 }
 
 /// Reads `[lo, hi)` and compares it with the model.
-fn check_range(s: &DiskStorage, m: &Model, lo: u64, hi: u64) -> Result<Vec<Entry>, String> {
+fn check_range<S: Store>(s: &S, m: &Model, lo: u64, hi: u64) -> Result<Vec<Entry>, String> {
     let first = m.first();
     let got = match s.entries(lo, hi, None, ctx()) {
         Ok(v) => v,
@@ -504,7 +546,7 @@ fn check_range(s: &DiskStorage, m: &Model, lo: u64, hi: u64) -> Result<Vec<Entry
 
 /// Compares everything observable. With `full`, every entry and term is read; otherwise (large
 /// logs) the head, the tail and a pseudo-random window.
-pub(crate) fn check_state(s: &DiskStorage, m: &Model, salt: u64, full: bool) -> Result<(), String> {
+pub(crate) fn check_state<S: Store>(s: &S, m: &Model, salt: u64, full: bool) -> Result<(), String> {
     let first = m.first();
     let last = m.last();
     let n = m.entries.len() as u64;
@@ -1195,7 +1237,7 @@ fn resolve_pos(p: &Pos, m: &Model) -> u64 {
 }
 
 /// Turns a decoded op into a concrete action against the current model state.
-fn resolve(op: &Op, m: &Model) -> Action {
+pub(crate) fn resolve(op: &Op, m: &Model) -> Action {
     match *op {
         Op::Append {
             at,

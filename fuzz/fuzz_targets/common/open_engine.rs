@@ -1,0 +1,860 @@
+//! Fuzz target logic `open_engine`: open an engine root built from a valid template with damage.
+//!
+//! The template is made once per process by the library: an engine root (journal segments of
+//! 64 KiB) with four groups, written in two phases. Phase A (batches across the groups, a
+//! compaction with snapshot data, a conf state) ends with a clean close: the groups' files and
+//! meta pages hold it, the journal is trimmed behind the checkpoint (one segment becomes
+//! the spare). Phase B (40 more batches, about 3 KiB each) is written with
+//! `sync_writes: true`, and the root is imaged while the engine still has it open, as SIGKILL
+//! leaves it: phase B lives only in the journal (records after the checkpoint, over several
+//! segments, one of them the segment the close's trim recycled). The state every group showed after each phase B write is kept (the oracle for a
+//! cut tail). Payloads encode group, index and term (`payload`), so anything read back can be
+//! told genuine or not without the template.
+//!
+//! [`run`] (the fuzz target): the input is a list of mutations of the image's files (a byte
+//! xor-ed, bytes written, a range zeroed, a file truncated, extended with garbage, deleted, or
+//! copied under another journal segment's name); the result is opened in `AbsoluteConsistency`
+//! and in `TolerateTailCorruption`. Nothing may panic; open returns a root or a typed error;
+//! every group of an opened root is read in full, and every entry and snapshot read back must
+//! be genuine (its group's payload for its index and term, its group's snapshot data), terms
+//! must agree with entries, and a root opened strictly must be the one opened tolerantly.
+//!
+//! [`run_damage`] (the regular test `tests/engine_damage.rs`): one damaged byte in a chosen
+//! position class, with the outcome SPEC §4/§9 gives for it:
+//! * a journal segment's header, a record (its header or anywhere) of a segment before the last
+//!   (committed data): an error naming that segment, in both modes;
+//! * a record of the last segment (the torn tail), its header or its body: cut in
+//!   `TolerateTailCorruption` (every group exactly as after the writes before that record),
+//!   refused in `AbsoluteConsistency` naming the segment;
+//! * bytes after the last record: no effect in the default mode;
+//! * one copy of `engine.meta`: refused strictly naming it, the whole state tolerantly; both
+//!   copies: an error naming it in both modes;
+//! * one copy of a group's `wal.meta`: refused strictly naming it; tolerantly it opens, to the
+//!   newest state or (the damaged copy held it) to an older state of that group, genuine;
+//! * a slot or a payload of a group's `.wal` file holding phase A entries (durable, not
+//!   compacted): open, or reading the group, is an error naming that file, and the other groups
+//!   read back whole.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, Storage};
+use raftwal::{Engine, EngineOptions, RecoveryMode, WriteBatch};
+
+use super::util::{pb_decode, pb_varint, scratch_dir, splitmix, Reader};
+
+const SEGMENT: u64 = 64 << 10;
+const GROUPS: u64 = 4;
+const PHASE_B: usize = 40;
+const MAX_OPS: usize = 32;
+const MAX_FILE_LEN: usize = 8 << 20;
+/// Journal segment layout (docs/FORMAT.md "Engine roots").
+const SEG_HEADER: usize = 4096;
+const SEG_HEADER_LEN: usize = 36;
+const REC_HEADER: usize = 16;
+/// `.wal` layout: 32-byte slots from 0, payloads from 1 MiB.
+const SLOT: usize = 32;
+
+fn opts(mode: RecoveryMode) -> EngineOptions {
+    EngineOptions {
+        recovery_mode: mode,
+        journal_segment_bytes: SEGMENT,
+        checkpoint_bytes: u64::MAX / 2,
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// content
+// ---------------------------------------------------------------------------------------------
+
+/// The data of entry `index` of term `term` in group `gid`.
+pub fn payload(gid: u64, index: u64, term: u64) -> Bytes {
+    let mut v = format!("g{gid}/i{index}/t{term}/").into_bytes();
+    let h = splitmix(gid << 40 ^ index ^ term << 20);
+    v.extend((0..(h % 160) as usize).map(|k| (h >> (k % 8 * 8)) as u8 ^ k as u8));
+    Bytes::from(v)
+}
+
+fn entry(gid: u64, index: u64, term: u64) -> Entry {
+    let mut e = Entry::default();
+    e.index = index;
+    e.term = term;
+    e.data = payload(gid, index, term);
+    e
+}
+
+fn snap_data(gid: u64, index: u64) -> Bytes {
+    Bytes::from(format!("snapshot of group {gid} at {index}").repeat(40))
+}
+
+fn hard_state(term: u64, commit: u64) -> HardState {
+    let mut hs = HardState::default();
+    hs.term = term;
+    hs.vote = 1;
+    hs.commit = commit;
+    hs
+}
+
+fn ctx() -> GetEntriesContext {
+    GetEntriesContext::empty(false)
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)*) => {
+        if !$cond {
+            return Err(format!($($fmt)*));
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// what a group shows
+// ---------------------------------------------------------------------------------------------
+
+/// Everything a group shows through `raft::Storage`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    first: u64,
+    last: u64,
+    terms: Vec<u64>,
+    hs: (u64, u64, u64),
+    voters: Vec<u64>,
+    snap: Option<(u64, u64)>,
+}
+
+type RootView = BTreeMap<u64, View>;
+
+/// Reads group `gid` in full; every entry and the snapshot must be genuine.
+fn view<S: Storage>(s: &S, gid: u64) -> Result<View, String> {
+    let e = |what: &str, err: raft::Error| format!("group {gid}: {what}: {err}");
+    let first = s.first_index().map_err(|x| e("first_index", x))?;
+    let last = s.last_index().map_err(|x| e("last_index", x))?;
+    ensure!(
+        first <= last + 1,
+        "group {gid}: first {first} > last {last} + 1"
+    );
+    let mut terms = Vec::new();
+    let mut lo = first;
+    while lo <= last {
+        let hi = (lo + 1_000).min(last + 1);
+        let got = s
+            .entries(lo, hi, None, ctx())
+            .map_err(|x| e("entries", x))?;
+        ensure!(
+            got.len() as u64 == hi - lo,
+            "group {gid}: entries({lo}, {hi}) gave {}",
+            got.len()
+        );
+        for (k, en) in got.iter().enumerate() {
+            let i = lo + k as u64;
+            ensure!(
+                en.index == i && en.data == payload(gid, i, en.term) && en.context.is_empty(),
+                "group {gid}: entry {i} is not genuine: index {} term {} data {:?}",
+                en.index,
+                en.term,
+                String::from_utf8_lossy(&en.data[..en.data.len().min(20)])
+            );
+            let t = s.term(i).map_err(|x| e("term", x))?;
+            ensure!(
+                t == en.term,
+                "group {gid}: term({i}) = {t}, entry says {}",
+                en.term
+            );
+            terms.push(en.term);
+        }
+        lo = hi;
+    }
+    let st = s.initial_state().map_err(|x| e("initial_state", x))?;
+    let hs = &st.hard_state;
+    let snap = if first > 1 {
+        let sn = s.snapshot(0, 0).map_err(|x| e("snapshot", x))?;
+        let md = sn.get_metadata();
+        ensure!(
+            md.index == first - 1 && sn.data == snap_data(gid, md.index),
+            "group {gid}: the snapshot at {} ({} bytes) is not genuine",
+            md.index,
+            sn.data.len()
+        );
+        Some((md.index, md.term))
+    } else {
+        None
+    };
+    Ok(View {
+        first,
+        last,
+        terms,
+        hs: (hs.term, hs.vote, hs.commit),
+        voters: st.conf_state.voters.clone(),
+        snap,
+    })
+}
+
+fn view_root(e: &Engine) -> Result<RootView, String> {
+    let mut out = RootView::new();
+    for gid in e.group_ids() {
+        let g = e
+            .group(gid)
+            .ok_or(format!("group {gid} listed but absent"))?;
+        out.insert(gid, view(&g, gid)?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// the template
+// ---------------------------------------------------------------------------------------------
+
+/// Relative path -> content (`None`: a directory).
+type Img = BTreeMap<String, Option<Vec<u8>>>;
+
+/// One journal record in the image.
+#[derive(Clone, Debug)]
+struct Rec {
+    file: String,
+    at: usize,
+    len: usize,
+    seq: u64,
+}
+
+pub struct Template {
+    img: Img,
+    /// `views[k]`: every group after `k` phase B writes.
+    views: Vec<RootView>,
+    /// The live segments (name order) and their records after the checkpoint.
+    segments: Vec<String>,
+    records: Vec<Rec>,
+    checkpoint: u64,
+    /// For each group: its `.wal` files and the indexes of phase A entries in them that are
+    /// live (above the snapshot), with their slot position: (file, index, slot offset).
+    durable_slots: BTreeMap<u64, Vec<(String, u64, usize)>>,
+}
+
+fn template() -> &'static Template {
+    static T: OnceLock<Template> = OnceLock::new();
+    T.get_or_init(|| {
+        // A background checkpoint (every 5 s of an open engine) during phase B would leave
+        // fewer records after the checkpoint than the template needs: build it again.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match build_template() {
+                Ok(t) => return t,
+                Err(e) => last = e,
+            }
+        }
+        panic!("build the engine template: {last}")
+    })
+}
+
+fn write_batch(
+    e: &Engine,
+    r: &mut u64,
+    next: &mut BTreeMap<u64, u64>,
+    term: u64,
+) -> Result<(), String> {
+    let mut b = WriteBatch::new();
+    for gid in 1..=GROUPS {
+        *r = splitmix(*r);
+        // Most groups in every batch, group 1 in all: one journal record per batch.
+        if gid > 1 && *r % 4 == 0 {
+            continue;
+        }
+        let lo = next[&gid];
+        let n = 1 + *r % 8;
+        let es: Vec<Entry> = (lo..lo + n).map(|i| entry(gid, i, term)).collect();
+        b.save(
+            gid,
+            &hard_state(term, lo + n - 1),
+            &es,
+            &Snapshot::default(),
+        );
+        next.insert(gid, lo + n);
+    }
+    e.write(&mut b).map_err(|x| x.to_string())
+}
+
+fn build_template() -> Result<Template, String> {
+    let tmp = scratch_dir("raftwal-fuzz-engine-template");
+    let root = tmp.path().join("root");
+    let err = |x: raftwal::Error| x.to_string();
+    let mut r = 7u64;
+    let mut next: BTreeMap<u64, u64> = (1..=GROUPS).map(|g| (g, 1)).collect();
+    {
+        let e =
+            Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).map_err(err)?;
+        for gid in 1..=GROUPS {
+            e.create_group(gid, 10 + gid).map_err(err)?;
+        }
+        for _ in 0..30 {
+            write_batch(&e, &mut r, &mut next, 1)?;
+        }
+        let g2 = e.group(2).ok_or("group 2")?;
+        let at = next[&2] / 2;
+        g2.create_snapshot(at, None, snap_data(2, at))
+            .map_err(err)?;
+        let mut cs = ConfState::default();
+        cs.voters = vec![1, 2, 3];
+        e.group(1)
+            .ok_or("group 1")?
+            .set_conf_state(&cs)
+            .map_err(err)?;
+        // More than a segment: the close's trim leaves a spare, which phase B recycles.
+        for _ in 0..40 {
+            write_batch(&e, &mut r, &mut next, 1)?;
+        }
+        e.close().map_err(err)?;
+    }
+    let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).map_err(err)?;
+    let mut views = vec![view_root(&e)?];
+    for _ in 0..PHASE_B {
+        write_batch(&e, &mut r, &mut next, 2)?;
+        views.push(view_root(&e)?);
+    }
+    let img = read_image(&root);
+    e.close().map_err(err)?;
+
+    // The journal as the image holds it, decoded independently of the engine.
+    let checkpoint = root_checkpoint(&img).ok_or("engine.meta has no valid copy")?;
+    let mut names: Vec<String> = img
+        .keys()
+        .filter(|n| {
+            n.starts_with("journal/") && n.len() == "journal/".len() + 20 && n.ends_with(".jnl")
+        })
+        .cloned()
+        .collect();
+    names.sort();
+    let mut segments = Vec::new();
+    let mut records = Vec::new();
+    let mut want: Option<u64> = None;
+    for name in &names {
+        let Some(Some(b)) = img.get(name) else {
+            continue;
+        };
+        let first = u64::from_le_bytes(b[24..32].try_into().map_err(|_| "header")?);
+        let mut at = SEG_HEADER;
+        let mut seq = want.unwrap_or(first);
+        let mut live = false;
+        while at + REC_HEADER <= b.len() {
+            let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+            let s = u64::from_le_bytes(b[at + 8..at + 16].try_into().unwrap());
+            if s != seq || at + REC_HEADER + len > b.len() {
+                break;
+            }
+            if s > checkpoint {
+                live = true;
+                records.push(Rec {
+                    file: name.clone(),
+                    at,
+                    len: REC_HEADER + len,
+                    seq: s,
+                });
+            }
+            seq += 1;
+            at = (at + REC_HEADER + len).next_multiple_of(8);
+        }
+        want = Some(seq);
+        if live {
+            segments.push(name.clone());
+        }
+    }
+    if records.len() != PHASE_B || segments.len() < 2 {
+        return Err(format!(
+            "unexpected template journal: {} records after checkpoint {checkpoint} in {segments:?} (files {names:?})",
+            records.len()
+        ));
+    }
+    let mut durable_slots = BTreeMap::new();
+    for gid in 1..=GROUPS {
+        let v = &views[0][&gid];
+        let mut slots = Vec::new();
+        for (name, node) in &img {
+            let prefix = format!("groups/{gid}/");
+            let Some(file) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some(Some(b)) = node.as_ref().map(|b| (file.ends_with(".wal")).then_some(b)) else {
+                continue;
+            };
+            for k in 0..30_000usize {
+                let at = k * SLOT;
+                let Some(s) = b.get(at..at + SLOT) else { break };
+                let index = u64::from_le_bytes(s[8..16].try_into().unwrap());
+                if index == 0 {
+                    continue;
+                }
+                if index >= v.first && index <= v.last {
+                    slots.push((name.clone(), index, at));
+                }
+            }
+        }
+        durable_slots.insert(gid, slots);
+    }
+    if durable_slots.values().any(Vec::is_empty) {
+        return Err("a group has no durable slot in the template".into());
+    }
+    Ok(Template {
+        img,
+        views,
+        segments,
+        records,
+        checkpoint,
+        durable_slots,
+    })
+}
+
+fn read_image(root: &Path) -> Img {
+    fn walk(root: &Path, rel: &str, img: &mut Img) {
+        let dir = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let Ok(rd) = fs::read_dir(&dir) else { return };
+        for ent in rd.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(ft) = ent.file_type() else { continue };
+            if ft.is_dir() {
+                img.insert(r.clone(), None);
+                walk(root, &r, img);
+            } else if name != "LOCK" {
+                img.insert(r, Some(fs::read(ent.path()).unwrap_or_default()));
+            }
+        }
+    }
+    let mut img = Img::new();
+    walk(root, "", &mut img);
+    img
+}
+
+/// The regions of a meta file (`engine.meta`, `wal.meta`): (offset, length) of each copy that
+/// has its magic, and the checkpoint sequence of the newest valid `engine.meta` copy.
+fn regions(b: &[u8]) -> Vec<(usize, usize, u64, Option<Vec<u8>>)> {
+    let half = b.len() / 2;
+    let mut out = Vec::new();
+    for at in [0, half] {
+        let Some(h) = b.get(at..at + 32) else {
+            continue;
+        };
+        let seq = u64::from_le_bytes(h[16..24].try_into().unwrap());
+        let len = u32::from_le_bytes(h[24..28].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(h[28..32].try_into().unwrap());
+        let rec = b.get(at + 32..at + 32 + len).filter(|_| 32 + len <= half);
+        let valid = rec.filter(|r| crc32c::crc32c_append(crc32c::crc32c(&h[..28]), r) == crc);
+        out.push((
+            at,
+            32 + len.min(half.saturating_sub(32)),
+            seq,
+            valid.map(<[u8]>::to_vec),
+        ));
+    }
+    out
+}
+
+fn root_checkpoint(img: &Img) -> Option<u64> {
+    let Some(Some(b)) = img.get("engine.meta") else {
+        return None;
+    };
+    regions(b)
+        .into_iter()
+        .filter_map(|(_, _, seq, rec)| Some((seq, pb_varint(&pb_decode(&rec?)?, 1))))
+        .max()
+        .map(|(_, cp)| cp)
+}
+
+fn write_image(img: &Img, dir: &Path) -> Result<(), String> {
+    for (name, node) in img {
+        let p = dir.join(name);
+        match node {
+            None => fs::create_dir_all(&p).map_err(|e| format!("mkdir {name}: {e}"))?,
+            Some(b) => {
+                if let Some(parent) = p.parent() {
+                    fs::create_dir_all(parent).map_err(|e| format!("mkdir: {e}"))?;
+                }
+                let f = fs::File::create(&p).map_err(|e| format!("create {name}: {e}"))?;
+                const ZERO: [u8; 4096] = [0; 4096];
+                for (k, block) in b.chunks(4096).enumerate() {
+                    if block != &ZERO[..block.len()] {
+                        f.write_all_at(block, (k * 4096) as u64)
+                            .map_err(|e| format!("write {name}: {e}"))?;
+                    }
+                }
+                f.set_len(b.len() as u64)
+                    .map_err(|e| format!("set_len {name}: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// opening a damaged root
+// ---------------------------------------------------------------------------------------------
+
+/// What opening a damaged root gave in one mode.
+enum Opened {
+    Root(RootView),
+    Refused(String),
+    /// Open succeeded but reading a group failed (the message).
+    ReadError(String),
+}
+
+fn open_and_read(img: &Img, mode: RecoveryMode) -> Result<Opened, String> {
+    let tmp = scratch_dir("raftwal-fuzz-engine");
+    let dir = tmp.path().join("root");
+    write_image(img, &dir)?;
+    let e = match Engine::open_with(&dir, opts(mode)) {
+        Ok(e) => e,
+        Err(err) => return Ok(Opened::Refused(err.to_string())),
+    };
+    let r = match view_root(&e) {
+        Ok(v) => Opened::Root(v),
+        Err(msg)
+            if msg.contains("not genuine")
+                || msg.contains("disagrees")
+                || msg.contains("first") && msg.contains("> last") =>
+        {
+            return Err(msg)
+        }
+        Err(msg) => Opened::ReadError(msg),
+    };
+    // Close errors are allowed (a damaged file may fail a checkpoint); a panic is not.
+    let _ = e.close();
+    Ok(r)
+}
+
+/// What a fuzz input did.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Stats {
+    pub mutations: usize,
+    pub strict_opened: bool,
+    pub tolerant_opened: bool,
+}
+
+/// The fuzz target: mutations from `data` on the template, opened in both modes.
+pub fn run(data: &[u8]) -> Result<Stats, String> {
+    let t = template();
+    let mut img = t.img.clone();
+    let files: Vec<String> = img
+        .iter()
+        .filter(|(_, n)| n.is_some())
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut r = Reader::new(data);
+    let mut stats = Stats::default();
+    while !r.is_empty() && stats.mutations < MAX_OPS {
+        let op = r.u8();
+        let name = files[usize::from(r.u8()) % files.len()].clone();
+        // Offsets mostly near interesting places: the start, the payload area, the end.
+        let raw = r.u32() as usize;
+        let Some(Some(b)) = img.get_mut(&name) else {
+            continue;
+        };
+        let off = match r.u8() % 4 {
+            0 => raw % 4096,
+            1 => (1 << 20) + raw % 65_536,
+            2 => b.len().saturating_sub(1 + raw % 8192),
+            _ => raw % b.len().max(1),
+        };
+        stats.mutations += 1;
+        match op % 8 {
+            0 | 1 => {
+                let x = r.u8() | 1;
+                if let Some(v) = b.get_mut(off) {
+                    *v ^= x;
+                }
+            }
+            2 => {
+                let n = usize::from(r.u8() % 32);
+                let bytes = r.bytes(n).to_vec();
+                let end = (off + bytes.len()).min(MAX_FILE_LEN);
+                if b.len() < end {
+                    b.resize(end, 0);
+                }
+                b[off.min(end)..end].copy_from_slice(&bytes[..end - off.min(end)]);
+            }
+            3 => {
+                let n = usize::from(r.u16());
+                let end = (off + n).min(b.len());
+                if off < end {
+                    b[off..end].fill(0);
+                }
+            }
+            4 => b.truncate(off),
+            5 => {
+                let n = usize::from(r.u16() % 4096);
+                let g = r.u64();
+                b.extend((0..n).map(|k| (splitmix(g ^ k as u64) & 0xff) as u8));
+                b.truncate(MAX_FILE_LEN);
+            }
+            6 => {
+                img.remove(&name);
+            }
+            _ => {
+                // A copy under another journal segment's name (a recycled or stray segment).
+                let id = 1 + u64::from(r.u8() % 12);
+                let copy = b.clone();
+                img.insert(format!("journal/{id:016}.jnl"), Some(copy));
+            }
+        }
+    }
+    let strict = open_and_read(&img, RecoveryMode::AbsoluteConsistency)?;
+    let tolerant = open_and_read(&img, RecoveryMode::TolerateTailCorruption)?;
+    if let (Opened::Root(s), Opened::Root(t)) = (&strict, &tolerant) {
+        ensure!(
+            s == t,
+            "strict and tolerant opens differ:\n strict   {s:?}\n tolerant {t:?}"
+        );
+    }
+    stats.strict_opened = matches!(strict, Opened::Root(_));
+    stats.tolerant_opened = matches!(tolerant, Opened::Root(_));
+    Ok(stats)
+}
+
+// ---------------------------------------------------------------------------------------------
+// damage by position class, with the outcome it must have
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    JournalHeader,
+    CommittedRecordHeader,
+    CommittedRecord,
+    TailRecordHeader,
+    TailRecordBody,
+    AfterLastRecord,
+    RootMetaOneCopy,
+    RootMetaBothCopies,
+    GroupMetaOneCopy,
+    GroupSlot,
+    GroupPayload,
+}
+
+pub const CLASSES: [Class; 11] = [
+    Class::JournalHeader,
+    Class::CommittedRecordHeader,
+    Class::CommittedRecord,
+    Class::TailRecordHeader,
+    Class::TailRecordBody,
+    Class::AfterLastRecord,
+    Class::RootMetaOneCopy,
+    Class::RootMetaBothCopies,
+    Class::GroupMetaOneCopy,
+    Class::GroupSlot,
+    Class::GroupPayload,
+];
+
+/// What one damaged root gave (for the test's figures).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DamageStats {
+    pub cut: bool,
+    pub fell_back: bool,
+}
+
+fn xor(img: &mut Img, name: &str, off: usize, h: u64) {
+    if let Some(Some(b)) = img.get_mut(name) {
+        if let Some(v) = b.get_mut(off) {
+            *v ^= ((h >> 8) as u8) | 1;
+        }
+    }
+}
+
+fn names(msg: &str, file: &str) -> bool {
+    msg.contains(file)
+}
+
+/// Damages the template in `class` (position drawn from `n`) and checks the outcome.
+pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
+    let t = template();
+    let mut img = t.img.clone();
+    let h = splitmix(n ^ (class as u64) << 32);
+    let pick = |v: usize| (h % v.max(1) as u64) as usize;
+    let mut out = DamageStats::default();
+    let last_seg = t.segments.last().expect("segments").clone();
+    let full = t.views.last().expect("views");
+    let strict = |img: &Img| open_and_read(img, RecoveryMode::AbsoluteConsistency);
+    let tolerant = |img: &Img| open_and_read(img, RecoveryMode::TolerateTailCorruption);
+    let refused_naming = |o: Opened, file: &str, mode: &str| -> Result<(), String> {
+        match o {
+            Opened::Refused(m) if names(&m, file) => Ok(()),
+            Opened::Refused(m) => Err(format!(
+                "{mode}: refused, but the error does not name {file}: {m}"
+            )),
+            Opened::ReadError(m) => Err(format!("{mode}: opened, then a read failed: {m}")),
+            Opened::Root(_) => Err(format!("{mode}: opened; damage in {file} must be refused")),
+        }
+    };
+    let whole = |o: Opened, mode: &str| -> Result<(), String> {
+        match o {
+            Opened::Root(v) if v == *full => Ok(()),
+            Opened::Root(v) => Err(format!(
+                "{mode}: opened to another state:\n got  {v:?}\n want {full:?}"
+            )),
+            Opened::Refused(m) => Err(format!("{mode}: refused: {m}")),
+            Opened::ReadError(m) => Err(format!("{mode}: a read failed: {m}")),
+        }
+    };
+    match class {
+        Class::JournalHeader => {
+            let seg = &t.segments[pick(t.segments.len())];
+            xor(&mut img, seg, pick(SEG_HEADER_LEN), h);
+            refused_naming(strict(&img)?, seg, "strict")?;
+            refused_naming(tolerant(&img)?, seg, "tolerant")?;
+        }
+        Class::CommittedRecord | Class::CommittedRecordHeader => {
+            let recs: Vec<&Rec> = t.records.iter().filter(|r| r.file != last_seg).collect();
+            let rec = recs[pick(recs.len())];
+            let off = if class == Class::CommittedRecordHeader {
+                (splitmix(h) % REC_HEADER as u64) as usize
+            } else {
+                pick(rec.len)
+            };
+            xor(&mut img, &rec.file, rec.at + off, h);
+            refused_naming(strict(&img)?, &rec.file, "strict")?;
+            refused_naming(tolerant(&img)?, &rec.file, "tolerant")?;
+        }
+        Class::TailRecordHeader | Class::TailRecordBody => {
+            let recs: Vec<&Rec> = t.records.iter().filter(|r| r.file == last_seg).collect();
+            let rec = recs[pick(recs.len())];
+            let off = if class == Class::TailRecordHeader {
+                pick(REC_HEADER)
+            } else {
+                REC_HEADER + pick(rec.len - REC_HEADER)
+            };
+            xor(&mut img, &rec.file, rec.at + off, h);
+            refused_naming(strict(&img)?, &rec.file, "strict")?;
+            // Cut at that record: every group as after the writes before it.
+            let last_seq = t.records.last().expect("records").seq;
+            let k = PHASE_B - (last_seq - rec.seq) as usize - 1;
+            match tolerant(&img)? {
+                Opened::Root(v) if v == t.views[k] => out.cut = true,
+                Opened::Root(v) => {
+                    return Err(format!(
+                        "tolerant: record {} damaged; want the state after {k} of the writes after the checkpoint:\n got  {v:?}\n want {:?}",
+                        rec.seq, t.views[k]
+                    ))
+                }
+                Opened::Refused(m) => return Err(format!("tolerant: a torn tail was refused: {m}")),
+                Opened::ReadError(m) => return Err(format!("tolerant: a read failed: {m}")),
+            }
+        }
+        Class::AfterLastRecord => {
+            let rec = t.records.last().expect("records");
+            let end = (rec.at + rec.len).next_multiple_of(8);
+            let len = t.img[&rec.file].as_ref().map_or(0, Vec::len);
+            xor(&mut img, &rec.file, end + pick(len - end), h);
+            whole(tolerant(&img)?, "tolerant")?;
+            match strict(&img)? {
+                Opened::Refused(m) if names(&m, &rec.file) => {}
+                o => whole(o, "strict")?,
+            }
+        }
+        Class::RootMetaOneCopy | Class::RootMetaBothCopies => {
+            let name = "engine.meta";
+            let b = t.img[name].clone().expect("engine.meta");
+            let rs = regions(&b);
+            let both = class == Class::RootMetaBothCopies;
+            for (k, (at, len, _, _)) in rs.iter().enumerate() {
+                if both || k == pick(rs.len()) {
+                    xor(
+                        &mut img,
+                        name,
+                        at + (splitmix(h ^ k as u64) as usize) % len,
+                        h,
+                    );
+                }
+            }
+            refused_naming(strict(&img)?, name, "strict")?;
+            if both {
+                refused_naming(tolerant(&img)?, name, "tolerant")?;
+            } else {
+                whole(tolerant(&img)?, "tolerant")?;
+            }
+        }
+        Class::GroupMetaOneCopy => {
+            let gid = 1 + pick(GROUPS as usize) as u64;
+            let name = format!("groups/{gid}/wal.meta");
+            let b = t.img[&name].clone().ok_or("wal.meta")?;
+            let rs = regions(&b);
+            let (at, len, _, _) = rs[pick(rs.len())];
+            xor(&mut img, &name, at + (splitmix(h) as usize) % len, h);
+            refused_naming(strict(&img)?, &name, "strict")?;
+            match tolerant(&img)? {
+                Opened::Root(v) if v == *full => {}
+                // The newest copy damaged: the older one's state, genuine (checked by `view`),
+                // and the other groups whole.
+                Opened::Root(v) => {
+                    out.fell_back = true;
+                    for (g, w) in full {
+                        ensure!(
+                            *g == gid || v.get(g) == Some(w),
+                            "tolerant: group {g} changed by damage to {name}"
+                        );
+                    }
+                }
+                Opened::Refused(m) => {
+                    ensure!(
+                        names(&m, &name),
+                        "tolerant: refused without naming {name}: {m}"
+                    );
+                }
+                Opened::ReadError(m) => return Err(format!("tolerant: a read failed: {m}")),
+            }
+        }
+        Class::GroupSlot | Class::GroupPayload => {
+            let gid = 1 + pick(GROUPS as usize) as u64;
+            let slots = &t.durable_slots[&gid];
+            let (file, index, at) = slots[pick(slots.len())].clone();
+            let off = if class == Class::GroupSlot {
+                // Every byte of a slot is covered by its CRC or validated.
+                at + (splitmix(h) as usize) % SLOT
+            } else {
+                let b = t.img[&file].as_ref().ok_or("wal")?;
+                let mut o = [0u8; 8];
+                o[..6].copy_from_slice(&b[at + 16..at + 22]);
+                let p = u64::from_le_bytes(o) as usize;
+                let dl = u32::from_le_bytes(b[at + 24..at + 28].try_into().unwrap()) as usize;
+                p + (splitmix(h) as usize) % dl.max(1)
+            };
+            xor(&mut img, &file, off, h);
+            for (mode, o) in [("strict", strict(&img)?), ("tolerant", tolerant(&img)?)] {
+                match o {
+                    Opened::Refused(m) | Opened::ReadError(m) if names(&m, &file) => {}
+                    Opened::Refused(m) | Opened::ReadError(m) => {
+                        return Err(format!("{mode}: entry {index} of group {gid} damaged in {file}: the error does not name it: {m}"))
+                    }
+                    Opened::Root(v) => {
+                        return Err(format!(
+                            "{mode}: entry {index} of group {gid} damaged in {file} (offset {off}), yet every read succeeded (group view {:?})",
+                            v.get(&gid).map(|g| (g.first, g.last))
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The template's figures, for the test's summary: live segments, records after the
+/// checkpoint, the checkpoint.
+pub fn template_summary() -> String {
+    let t = template();
+    format!(
+        "{} groups, {} live journal segments, {} records after checkpoint {}, {} files",
+        GROUPS,
+        t.segments.len(),
+        t.records.len(),
+        t.checkpoint,
+        t.img.values().filter(|n| n.is_some()).count()
+    )
+}

@@ -1,0 +1,441 @@
+//! SIGKILL durability of an engine root (SPEC §9 "Faults", §6): "after SIGKILL ... every part of
+//! every durable commit is there, in its own group and no other; `create_group` and
+//! `remove_group` are atomic under a crash (the group is whole or absent); a second `Engine` on
+//! the same root, in this process or another, gets an error."
+//!
+//! `engine_sigkill_rounds` re-executes this test binary as a child process running only
+//! `engine_sigkill_child` (selected with `--exact`, switched on by an environment variable;
+//! without it the child test returns at once), as tests/sigkill.rs does for `DiskStorage`.
+//!
+//! The child opens the root (`sync_writes: true`; journal segments of 256 KiB and checkpoints every
+//! MiB, so rounds rotate segments, recycle the spare and checkpoint in the background while they
+//! are killed) and runs a deterministic sequence of operations drawn by `Model::gen_op` from its seed
+//! and the model of the root the parent hands it (`model.txt`, written by the parent): batches of
+//! `Engine::write` with 1-6 parts across the groups (appends, overwrites of an uncommitted suffix
+//! with a higher term, hard states), one group's `GroupStorage::save`, received snapshots,
+//! `create_snapshot` (compaction), `set_conf_state`, `create_group`, `remove_group`. Before each
+//! operation it prints `BEGIN n`, after it returned `ACK n` (one write per line). Entry payloads
+//! encode group, index and term; snapshot data encodes group and index; conf states the group.
+//!
+//! The parent kills the child with SIGKILL at a seeded instant (after a number of
+//! acknowledgements, a few lines more, a short delay; or right after a `BEGIN`, with the operation
+//! in flight), drains the lines still in the pipe, and replays the same generator on its own
+//! model (`Model` of tests/common/engine_ops.rs, independent of the engine's code) to know what operations
+//! `1..=acked` did and what the one in flight (`BEGIN` without `ACK`) would do. It then opens the
+//! root (in some rounds only after killing one to three more children during their `Engine::open`,
+//! that is during recovery) and checks every group:
+//!
+//! * the set of groups is the model's after the acknowledged operations; a group being created
+//!   in flight is absent or present and empty, one being removed is present (whole) or absent;
+//! * every group not touched by the operation in flight is exactly the model's: first and last
+//!   index, every entry (index, term, payload) and term, hard state, conf state, snapshot (index,
+//!   term, conf state, data); a group touched by it is exactly as before it or exactly as after;
+//! * every payload read is the one of its own group, index and term: an entry or snapshot of one
+//!   group found in another is named as such.
+//!
+//! The parent's model then takes the state found, and the next round's child starts from it. Some
+//! rounds the parent checks a copy of the killed root, so the next child itself recovers the root
+//! a kill left. While a child holds the root, `Engine::open` in the parent must fail (`Locked`),
+//! and the child checks the same within its own process. At the end the root is opened, checked
+//! and closed cleanly, and every group directory must open with `DiskStorage::open` holding its
+//! group's whole state.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use raftwal::{DiskStorage, Engine, EngineOptions, Error, Options, RecoveryMode};
+
+#[allow(dead_code)]
+#[path = "common/engine_ops.rs"]
+mod engine_ops;
+
+use engine_ops::{check_group, check_root, run_op, splitmix, Limits, Model, Op, Rng};
+
+const ENV_ROOT: &str = "RAFTWAL_ENGINE_SIGKILL_ROOT";
+const ENV_SEED: &str = "RAFTWAL_ENGINE_SIGKILL_SEED";
+const ENV_MODE: &str = "RAFTWAL_ENGINE_SIGKILL_MODE";
+const CHILD_TEST: &str = "engine_sigkill_child";
+
+const ROUNDS: u64 = 30;
+/// Group ids `1..=48`, between 8 and 32 of them at a time.
+const LIMITS: Limits = Limits {
+    max_id: 48,
+    min_live: 8,
+    max_live: 32,
+    big_percent: 10,
+};
+
+fn engine_opts() -> EngineOptions {
+    EngineOptions {
+        journal_segment_bytes: 256 << 10,
+        checkpoint_bytes: 1 << 20,
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the child
+// ---------------------------------------------------------------------------------------------
+
+fn line(s: &str) {
+    let out = std::io::stdout();
+    let mut o = out.lock();
+    // one write per line: a line in the pipe is a complete acknowledgement
+    o.write_all(format!("{s}\n").as_bytes()).unwrap();
+    o.flush().unwrap();
+}
+
+/// The child: opens the root and runs the operations of its seed from the parent's model (mode
+/// `write`), or only opens the root (mode `open`, killed during recovery). A no-op without the
+/// environment variable.
+#[test]
+fn engine_sigkill_child() {
+    let Ok(root) = std::env::var(ENV_ROOT) else {
+        return;
+    };
+    let root = PathBuf::from(root);
+    let seed: u64 = std::env::var(ENV_SEED).unwrap().parse().unwrap();
+    let mode = std::env::var(ENV_MODE).unwrap();
+    line("OPENING");
+    let e = Engine::open_with(&root, engine_opts()).expect("child: open");
+    line("OPENED");
+    if mode == "open" {
+        std::thread::sleep(Duration::from_secs(30));
+        return;
+    }
+    assert!(
+        matches!(Engine::open(&root), Err(Error::Locked { .. })),
+        "child: a second Engine on the root in the same process must be refused"
+    );
+    let mut model = Model::load(&model_path(&root));
+    let mut r = Rng(splitmix(seed));
+    let started = Instant::now();
+    for n in 1..=100_000u64 {
+        if started.elapsed() > Duration::from_secs(40) {
+            break;
+        }
+        let op = model.gen_op(&mut r, &LIMITS);
+        line(&format!("BEGIN {n}"));
+        run_op(&e, &op).unwrap_or_else(|err| panic!("child: operation {n} {op:?}: {err}"));
+        line(&format!("ACK {n}"));
+        model.apply(&op);
+    }
+    line("DONE");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the parent
+// ---------------------------------------------------------------------------------------------
+
+/// Where the parent hands its model to the child: beside the root, not in it.
+fn model_path(root: &Path) -> PathBuf {
+    root.with_extension("model.txt")
+}
+
+struct Spawned {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn spawn(root: &Path, seed: u64, mode: &str) -> Spawned {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut child = Command::new(exe)
+        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads", "1"])
+        .env(ENV_ROOT, root)
+        .env(ENV_SEED, seed.to_string())
+        .env(ENV_MODE, mode)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        loop {
+            let mut l = String::new();
+            match r.read_line(&mut l) {
+                Ok(0) | Err(_) => break,
+                // a line cut short by the kill is not an acknowledgement
+                Ok(_) if l.ends_with('\n') => {
+                    // The protocol's lines; anything else is libtest's own output (which puts
+                    // "test engine_sigkill_child ... " before the first of them).
+                    let l = l.trim_end();
+                    let ours = ["OPENING", "OPENED", "BEGIN ", "ACK ", "DONE"];
+                    if let Some(k) = ours.iter().filter_map(|p| l.find(p)).min() {
+                        if tx.send(l[k..].to_string()).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    Spawned {
+        child,
+        lines: rx,
+        stderr,
+    }
+}
+
+/// SIGKILLs the child and checks that it died of it.
+fn kill(mut s: Spawned, what: &str) -> Vec<String> {
+    s.child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+    let status = s.child.wait().expect("wait");
+    let rest: Vec<String> = s.lines.iter().collect();
+    let err = s.stderr.join().unwrap_or_default();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{what}: the child did not die of SIGKILL: {status:?}\n--- child stderr ---\n{err}"
+    );
+    rest
+}
+
+fn next_line(s: &mut Spawned, what: &str) -> String {
+    match s.lines.recv_timeout(Duration::from_secs(60)) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = s.child.kill();
+            let status = s.child.wait();
+            let err = std::mem::replace(&mut s.stderr, std::thread::spawn(String::new))
+                .join()
+                .unwrap_or_default();
+            panic!("{what}: the child stopped talking ({status:?})\n--- child stderr ---\n{err}")
+        }
+    }
+}
+
+/// What a killed writer acknowledged: the last `ACK` and the last `BEGIN`.
+#[derive(Default)]
+struct Acks {
+    acked: u64,
+    begun: u64,
+}
+
+impl Acks {
+    fn take(&mut self, l: &str, what: &str) {
+        if let Some(n) = l.strip_prefix("ACK ") {
+            self.acked = n.parse().unwrap();
+        } else if let Some(n) = l.strip_prefix("BEGIN ") {
+            self.begun = n.parse().unwrap();
+        } else {
+            assert!(
+                l != "DONE",
+                "{what}: the writer finished before it was killed"
+            );
+        }
+    }
+}
+
+/// Opens `root` and checks it ([`check_root`]); returns the model of what was found.
+fn verify(root: &Path, what: &str, before: &Model, inflight: Option<(&Op, &Model)>) -> Model {
+    let e = Engine::open_with(root, engine_opts())
+        .unwrap_or_else(|e| panic!("{what}: open after SIGKILL: {e}"));
+    let found = check_root(&e, before, inflight).unwrap_or_else(|err| panic!("{what}: {err}"));
+    e.close().unwrap_or_else(|e| panic!("{what}: close: {e}"));
+    found
+}
+
+/// Copies a root (its regular files and directories; the lock file too).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for ent in std::fs::read_dir(from).unwrap() {
+        let ent = ent.unwrap();
+        let (src, dst) = (ent.path(), to.join(ent.file_name()));
+        if ent.file_type().unwrap().is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+fn test_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("raftwal-engine-sigkill")
+            .tempdir_in(shm)
+        {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn engine_sigkill_rounds() {
+    let started = Instant::now();
+    let tmp = test_dir();
+    let root = tmp.path().join("root");
+    let mut model = Model::default();
+    let (mut in_flight_kills, mut recovery_kills, mut copies, mut ops) = (0, 0, 0, 0u64);
+    // Operations in flight found done, and found not done.
+    let (mut done, mut undone) = (0, 0);
+    for round in 0..ROUNDS {
+        let what = format!("round {round}");
+        let mut r = Rng(splitmix(0x5EED_0000 + round));
+        let seed = splitmix(round ^ 0xC0FFEE);
+        model.save(&model_path(&root));
+        let mut child = spawn(&root, seed, "write");
+        assert_eq!(next_line(&mut child, &what), "OPENING");
+        assert_eq!(next_line(&mut child, &what), "OPENED");
+        // Kill after `threshold` acknowledgements and `extra` more lines (then a short delay),
+        // or at the first BEGIN after the threshold, with its operation in flight.
+        let threshold = r.range(20, 1_200);
+        let extra = r.below(4);
+        let at_begin = r.chance(40);
+        let delay = Duration::from_micros(r.below(2_000));
+        let mut acks = Acks::default();
+        let mut after_threshold = None;
+        loop {
+            let l = next_line(&mut child, &what);
+            acks.take(&l, &what);
+            if acks.acked >= threshold {
+                let n = after_threshold.get_or_insert(0);
+                *n += 1;
+                if (at_begin && l.starts_with("BEGIN ")) || (!at_begin && *n > extra) {
+                    break;
+                }
+            }
+        }
+        if !at_begin {
+            std::thread::sleep(delay);
+        }
+        assert!(
+            matches!(
+                Engine::open_with(&root, engine_opts()),
+                Err(Error::Locked { .. })
+            ),
+            "{what}: a second Engine on the root of a running child must be refused"
+        );
+        for l in kill(child, &what) {
+            acks.take(&l, &what);
+        }
+        // The generator replayed: the acknowledged operations, and the one in flight.
+        let mut g = Rng(splitmix(seed));
+        let mut before = model.clone();
+        for _ in 0..acks.acked {
+            let op = before.gen_op(&mut g, &LIMITS);
+            before.apply(&op);
+        }
+        ops += acks.acked;
+        let inflight = (acks.begun > acks.acked).then(|| {
+            let op = before.gen_op(&mut g, &LIMITS);
+            let mut after = before.clone();
+            after.apply(&op);
+            (op, after)
+        });
+        in_flight_kills += usize::from(inflight.is_some());
+        // Kills during recovery: the next open must recover from those too.
+        let kills = if r.chance(35) { r.range(1, 3) } else { 0 };
+        for k in 0..kills {
+            let mut c = spawn(&root, 0, "open");
+            assert_eq!(next_line(&mut c, &what), "OPENING");
+            std::thread::sleep(Duration::from_micros(r.below(8_000)));
+            let rest = kill(c, &format!("{what}, recovery kill {k}"));
+            recovery_kills += usize::from(!rest.iter().any(|l| l == "OPENED"));
+        }
+        // Some rounds check a copy, and the next child recovers the killed root itself.
+        let check_copy = r.chance(40);
+        let checked = if check_copy {
+            copies += 1;
+            let copy = tmp.path().join(format!("copy{round}"));
+            copy_tree(&root, &copy);
+            std::fs::remove_file(copy.join("LOCK")).ok();
+            copy
+        } else {
+            root.clone()
+        };
+        let found = verify(
+            &checked,
+            &what,
+            &before,
+            inflight.as_ref().map(|(op, after)| (op, after)),
+        );
+        if check_copy {
+            std::fs::remove_dir_all(&checked).unwrap();
+        }
+        eprintln!(
+            "{what}: killed after {} acknowledged operations{}, {} groups, {} recovery kills, \
+             checked {}, {:.1?}",
+            acks.acked,
+            match &inflight {
+                Some((op, _)) => format!(" with a {} in flight", op.summary()),
+                None => String::new(),
+            },
+            found.groups.len(),
+            kills,
+            if check_copy { "a copy" } else { "the root" },
+            started.elapsed()
+        );
+        if let Some((_, after)) = &inflight {
+            if found == *after {
+                done += 1;
+            } else if found == before {
+                undone += 1;
+            }
+        }
+        model = found;
+    }
+    // A clean close: every group directory is a DiskStorage directory with its group's state.
+    let e = Engine::open_with(&root, engine_opts()).expect("final open");
+    assert_eq!(
+        e.group_ids(),
+        model.groups.keys().copied().collect::<Vec<_>>()
+    );
+    for (gid, g) in &model.groups {
+        check_group(&e.group(*gid).unwrap(), *gid, &[g])
+            .unwrap_or_else(|err| panic!("final: group {gid}: {err}"));
+    }
+    e.close().expect("final close");
+    for (gid, g) in &model.groups {
+        let dir = root.join("groups").join(gid.to_string());
+        let s = DiskStorage::open_with(
+            &dir,
+            Options {
+                recovery_mode: RecoveryMode::AbsoluteConsistency,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("DiskStorage::open of group {gid} after a clean close: {e}"));
+        check_group(&s, *gid, &[g])
+            .unwrap_or_else(|err| panic!("group {gid} as a DiskStorage: {err}"));
+        assert_eq!(
+            s.uint(raftwal::MetaInfo::RaftId),
+            g.raft_id,
+            "group {gid}'s raft id"
+        );
+        assert_eq!(
+            s.uint(raftwal::MetaInfo::GroupId),
+            *gid,
+            "group {gid}'s group id"
+        );
+        s.close().unwrap();
+    }
+    eprintln!(
+        "{ROUNDS} rounds, {ops} operations acknowledged, {in_flight_kills} kills with an operation \
+         in flight ({done} found done, {undone} not done), {recovery_kills} kills during \
+         recovery, {copies} copies checked, {} groups at the end, {:.1?}",
+        model.groups.len(),
+        started.elapsed()
+    );
+    assert!(
+        in_flight_kills > 0,
+        "no kill landed with an operation in flight"
+    );
+}
