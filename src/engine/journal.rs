@@ -155,7 +155,7 @@ impl Journal {
         let mut segments = Vec::new();
         // Segments no longer needed (once segment `id`): kept as spares or removed.
         let mut unused = Vec::new();
-        for (pos, &id) in ids.iter().enumerate() {
+        for &id in &ids {
             let path = dir.join(segment_name(id));
             match read_header(&path, id, cipher.is_some())? {
                 Header::Valid(first_seq) => segments.push(Segment {
@@ -183,15 +183,12 @@ impl Journal {
                         ),
                     ))
                 }
-                // Prepared (or created) but never written: only the newest can be so.
-                Header::Blank if pos + 1 == ids.len() => unused.push((path, id)),
-                Header::Blank => {
-                    return Err(Error::corrupt(
-                        &path,
-                        0,
-                        "journal segment without a header before the last segment",
-                    ))
-                }
+                // Prepared (or created) but never written: a record is acknowledged only once its
+                // segment's header is durable, so such a file holds none. The newest, usually;
+                // or a trimmed segment whose header was zeroed for its next use while its rename
+                // to a spare did not reach the disk. (A live segment lost this way leaves records
+                // missing, which the scan below refuses.)
+                Header::Blank => unused.push((path, id)),
             }
         }
         // Segments whose records all lie at or below the checkpoint are obsolete.
