@@ -9,6 +9,8 @@
 //! It reads the directory as open would in `TolerateTailCorruption` mode, so a damaged tail is
 //! reported rather than refused; anything open would refuse in every mode is an error here too.
 
+pub mod engine;
+
 use std::path::{Path, PathBuf};
 
 use raft::prelude::{ConfState, Entry, HardState};
