@@ -56,6 +56,18 @@ fn entries(lo: u64, hi: u64, term: u64, group: u64) -> Vec<Entry> {
     (lo..=hi).map(|i| entry(i, term, group)).collect()
 }
 
+/// Group 1's `truncate_entries_until`: its entries below read back with empty data.
+const TRUNCATED: u64 = 45;
+
+/// Group 1's entries `lo..=hi` as the history leaves them.
+fn group1(lo: u64, hi: u64) -> Vec<Entry> {
+    let mut es = entries(lo, hi, 1, 1);
+    for e in es.iter_mut().filter(|e| e.index < TRUNCATED) {
+        e.data = Bytes::new();
+    }
+    es
+}
+
 fn hs(term: u64, vote: u64, commit: u64) -> HardState {
     let mut h = HardState::default();
     h.term = term;
@@ -76,10 +88,11 @@ fn opts(key: Option<[u8; 32]>) -> EngineOptions {
 }
 
 /// The crash image's history. Journal records: 1 (batch A, then a clean close: the checkpoint);
-/// after the reopen 2 (B), 3 (C), 4 (D), 5 (E), which only the journal holds.
+/// after the reopen 2 (B), 3 (C), 4 (D), 5 (E), 6, 7, which only the journal holds.
 ///
 /// - group 1 (raft id 11): entries 1..=40 in A (commit 40), 41..=60 in B (commit 58), 61..=62
-///   in E (commit 60);
+///   in E (commit 60), then `truncate_entries_until(45)` (6) and a conf state, voters 1 and 2
+///   (7);
 /// - group 2 (raft id 22): 1..=10 in A (commit 5), then C overwrites 8..=12 with term 2;
 /// - group 7 (raft id 77): D installs a snapshot at index 100 (term 3, 3,000 bytes of data)
 ///   and appends 101..=103;
@@ -128,6 +141,11 @@ fn write_history(root: &Path, key: Option<[u8; 32]>) -> Result<Engine, ()> {
         &Snapshot::default(),
     );
     e.write(&mut b).unwrap();
+    let g1 = e.group(1).unwrap();
+    g1.truncate_entries_until(TRUNCATED).unwrap();
+    let mut cs = ConfState::default();
+    cs.voters = vec![1, 2];
+    g1.set_conf_state(&cs).unwrap();
     if start.elapsed().as_secs() >= CHILD_BUDGET_SECS {
         return Err(());
     }
@@ -154,7 +172,7 @@ fn crash_image_writer() {
 }
 
 /// A root written by [`write_history`] in a child process that exited with the engine open:
-/// what a crash leaves (the root marked open, records 2..=5 only in the journal).
+/// what a crash leaves (the root marked open, records 2..=7 only in the journal).
 fn crash_image(root: &Path, key: Option<[u8; 32]>) {
     for _ in 0..5 {
         let _ = fs::remove_dir_all(root);
@@ -390,12 +408,12 @@ fn inspect_root_reports_every_group_before_and_after_the_journal() {
     assert_eq!(doc["group_ids"], serde_json::json!([1, 2, 7]));
     assert_eq!(doc["open_error"], Value::Null);
     let j = &doc["journal"];
-    assert_eq!(j["records_after_checkpoint"], 4);
+    assert_eq!(j["records_after_checkpoint"], 6);
     assert_eq!(
         (j["first_seq"].clone(), j["last_seq"].clone()),
-        (2.into(), 5.into())
+        (2.into(), 7.into())
     );
-    assert_eq!(j["next_seq"], 6);
+    assert_eq!(j["next_seq"], 8);
     assert_eq!(j["torn_tail"], Value::Null);
     assert_eq!(j["lost_records"], Value::Null);
     assert_eq!(
@@ -403,7 +421,7 @@ fn inspect_root_reports_every_group_before_and_after_the_journal() {
         "group 8's part of record 2"
     );
     assert_eq!(j["segments"][0]["first_seq"], 1);
-    assert_eq!(j["segments"][0]["records"], 5);
+    assert_eq!(j["segments"][0]["records"], 7);
     assert_eq!(j["segments"][0]["state"], "live");
 
     let g1 = group(&doc, 1);
@@ -413,9 +431,18 @@ fn inspect_root_reports_every_group_before_and_after_the_journal() {
     assert_eq!(g1["in_files"]["hard_state"]["commit"], 40);
     assert_eq!(g1["files"][0]["name"], "00001.wal");
     assert_eq!(g1["files"][0]["entries"], 40);
-    assert_eq!(g1["journal"]["records"], 2);
+    assert_eq!(g1["journal"]["records"], 4);
     assert_eq!(g1["journal"]["entries"], 22);
     assert_eq!(g1["journal"]["entries_from"], 41);
+    assert_eq!(g1["journal"]["truncated_below"], TRUNCATED);
+    assert_eq!(
+        g1["in_files"]["conf_state"]["voters"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        g1["after_replay"]["conf_state"]["voters"],
+        serde_json::json!([1, 2])
+    );
     assert_eq!(g1["after_replay"]["raft_id"], 11);
     assert_eq!(g1["after_replay"]["first_index"], 1);
     assert_eq!(g1["after_replay"]["last_index"], 62);
@@ -443,11 +470,12 @@ fn inspect_root_reports_every_group_before_and_after_the_journal() {
     let text = ok(&["inspect", p(image())]);
     for expected in [
         "checkpoint      journal record 1",
-        "replay          4 records after the checkpoint (2..=5)",
+        "replay          6 records after the checkpoint (2..=7)",
         "groups          3 (1,2,7)",
         "group 1         raft id 11, incarnation 1",
         "  in its files  first index 1, last index 40 (40 entries), as of journal record 1",
-        "  in journal    2 records (2..=5), 22 entries",
+        "  in journal    4 records (2..=7), 22 entries",
+        "removed groups  1 part for groups that are gone",
         "from index 41 on, the log is in the journal",
         "  after replay  first index 1, last index 62 (62 entries)",
         "  hard state    term 1 vote 1 commit 60 (its files: term 1 vote 1 commit 40)",
@@ -537,9 +565,10 @@ fn verify_root_checks_the_journal_and_every_group() {
     let text = ok(&["verify", p(image())]);
     for expected in [
         "engine.meta     ok",
-        "journal         1 segment, 5 records (4 after the checkpoint)",
+        "journal         1 segment, 7 records (6 after the checkpoint)",
         "group 1         1 file, 40 entries",
-        "2 journal records: ok",
+        "4 journal records: ok",
+        "1 journal record: ok",
         "group 7         0 files, 0 entries, 0 payload bytes (0 B), snapshot 3000 bytes",
         "3 groups: ok",
     ] {
@@ -547,7 +576,7 @@ fn verify_root_checks_the_journal_and_every_group() {
     }
     let doc = json(&ok(&["verify", p(image()), "--json"]));
     assert_eq!(doc["ok"], true);
-    assert_eq!(doc["journal"]["records_checked"], 5);
+    assert_eq!(doc["journal"]["records_checked"], 7);
     assert_eq!(doc["groups"].as_array().unwrap().len(), 3);
     assert_eq!(doc["groups"][0]["entries_checked"], 40);
     let one = json(&ok(&["verify", p(image()), "--group", "2", "--json"]));
@@ -617,7 +646,7 @@ fn a_damaged_record_before_later_ones_is_reported_as_lost_records() {
     let doc = json(&run.stdout);
     let lost = doc["journal"]["lost_records"].as_str().unwrap();
     assert!(lost.contains(&format!("offset {at}")), "{lost}");
-    assert!(lost.contains("records 4..=5"), "{lost}");
+    assert!(lost.contains("records 4..=7"), "{lost}");
     assert!(
         run.stderr.contains("open will drop journal records"),
         "{}",
@@ -626,7 +655,7 @@ fn a_damaged_record_before_later_ones_is_reported_as_lost_records() {
     // Replay ends before the damaged record: group 2's overwrite is not applied.
     assert_eq!(group(&doc, 2)["after_replay"]["last_index"], 10);
     let run = fails(&["verify", p(&root)], 1);
-    assert!(run.stderr.contains("records 4..=5"), "{}", run.stderr);
+    assert!(run.stderr.contains("records 4..=7"), "{}", run.stderr);
     assert!(
         run.stdout
             .contains("journal         1 segment, 2 records (1 after the checkpoint)"),
@@ -642,19 +671,21 @@ fn a_torn_journal_tail_is_shown_and_fails_verify() {
     let tmp = TempDir::new().unwrap();
     let root = image_copy(&tmp);
     let seg = segment(&root);
-    let at = record_offsets(&seg)[&5];
-    flip(&seg, at + 16 + 30);
+    let at = record_offsets(&seg)[&7];
+    flip(&seg, at + 16 + 10);
     let doc = inspect_json(&root);
     let torn = doc["journal"]["torn_tail"].as_str().unwrap();
     assert!(
         torn.contains(&format!("0000000000000001.jnl at offset {at}")),
         "{torn}"
     );
-    assert!(torn.contains("journal record 5"), "{torn}");
+    assert!(torn.contains("journal record 7"), "{torn}");
     assert_eq!(doc["journal"]["lost_records"], Value::Null);
-    assert_eq!(doc["journal"]["last_seq"], 4);
-    // Group 1 as open will serve it: without record 5's entries.
-    assert_eq!(group(&doc, 1)["after_replay"]["last_index"], 60);
+    assert_eq!(doc["journal"]["last_seq"], 6);
+    // Group 1 as open will serve it: without record 7's conf state.
+    let g1 = &group(&doc, 1)["after_replay"];
+    assert_eq!(g1["conf_state"]["voters"], serde_json::json!([]));
+    assert_eq!(g1["last_index"], 62);
     let text = ok(&["inspect", p(&root)]);
     assert!(text.contains("(open cuts it)"), "{text}");
     let run = fails(&["verify", p(&root)], 1);
@@ -771,6 +802,60 @@ fn a_damaged_group_slot_fails_verify_and_dump() {
 // dump and snapshot save
 // ---------------------------------------------------------------------------------------------
 
+/// Clears flag bit 2 ("data dropped", docs/FORMAT.md) of every slot of `wal` that has it, with
+/// the slot's CRC32C recomputed: the file as it was before `truncate_entries_until` wrote it.
+fn undo_truncate(wal: &Path) -> usize {
+    let f = OpenOptions::new().read(true).write(true).open(wal).unwrap();
+    let mut undone = 0;
+    for k in 0..30_000u64 {
+        let mut slot = [0u8; 32];
+        f.read_exact_at(&mut slot, k * 32).unwrap();
+        if slot.iter().all(|&b| b == 0) {
+            break;
+        }
+        if slot[23] & 4 == 0 {
+            continue;
+        }
+        slot[23] &= !4;
+        let mut off = [0u8; 8];
+        off[..6].copy_from_slice(&slot[16..22]);
+        let offset = u64::from_le_bytes(off);
+        let data_len = u32::from_le_bytes(slot[24..28].try_into().unwrap()) as u64;
+        let mut end = offset + data_len;
+        if slot[23] & 1 != 0 {
+            let mut c = [0u8; 4];
+            f.read_exact_at(&mut c, end).unwrap();
+            end += 4 + u32::from_le_bytes(c) as u64;
+        }
+        let mut payload = vec![0u8; (end - offset) as usize];
+        f.read_exact_at(&mut payload, offset).unwrap();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&slot[..28]), &payload);
+        slot[28..].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&slot, k * 32).unwrap();
+        undone += 1;
+    }
+    undone
+}
+
+/// A `truncate_entries_until` that only the journal holds (its writes to the files lost, as in
+/// a power cut before a checkpoint) is applied to the files' entries too, as replay does.
+#[test]
+fn a_truncate_only_the_journal_holds_applies_to_the_files_entries() {
+    let tmp = TempDir::new().unwrap();
+    let root = image_copy(&tmp);
+    let undone = undo_truncate(&root.join("groups/1/00001.wal"));
+    assert!(undone > 0, "no slot had its data dropped");
+    ok(&["verify", p(&root), "--group", "1"]);
+    assert_eq!(dump_json(&root, "1", &[]), dump_lines(&group1(1, 62)));
+    let engine = Engine::open(&root).unwrap();
+    let g = engine.group(1).unwrap();
+    let served = g
+        .entries(1, 63, None, GetEntriesContext::empty(false))
+        .unwrap();
+    assert_eq!(served, group1(1, 62));
+    engine.close().unwrap();
+}
+
 /// `dump ROOT --group ID` serves the log as an opened engine would: from the files below what
 /// the journal replaced, then from the journal.
 #[test]
@@ -782,7 +867,7 @@ fn dump_group_reads_the_files_then_the_journal() {
         .collect();
     assert_eq!(lines, dump_lines(&expected));
     let lines = dump_json(image(), "1", &["--from", "38", "--to", "45"]);
-    assert_eq!(lines, dump_lines(&entries(38, 45, 1, 1)));
+    assert_eq!(lines, dump_lines(&group1(38, 45)));
     let text = ok(&["dump", p(image()), "--group", "7"]);
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(text.starts_with("index=101 term=3 "), "{text}");
@@ -992,7 +1077,7 @@ fn inspect_verify_and_dump_run_beside_a_live_engine() {
         let served = engine.group(1).unwrap().last_index().unwrap();
         assert_eq!(served, 62);
         assert!(verify.contains("3 groups: ok"), "{verify}");
-        assert_eq!(dump, dump_lines(&entries(39, 62, 1, 1)));
+        assert_eq!(dump, dump_lines(&group1(39, 62)));
         engine.close().unwrap();
         return;
     }

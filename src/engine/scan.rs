@@ -91,7 +91,7 @@ pub(crate) fn scan(
 ) -> Result<JournalScan> {
     let mut out = JournalScan {
         dir: dir.to_path_buf(),
-        next_seq: checkpoint_seq + 1,
+        next_seq: checkpoint_seq.saturating_add(1),
         ..JournalScan::default()
     };
     let listing = match fs::read_dir(dir) {
@@ -155,7 +155,7 @@ pub(crate) fn scan(
         .collect();
     let keep_from = with_header
         .windows(2)
-        .position(|w| out.segments[w[1]].first_seq > Some(checkpoint_seq + 1))
+        .position(|w| out.segments[w[1]].first_seq > Some(checkpoint_seq.saturating_add(1)))
         .unwrap_or(with_header.len().saturating_sub(1));
     for &i in &with_header[..keep_from] {
         out.segments[i].obsolete = true;
@@ -169,8 +169,9 @@ pub(crate) fn scan(
             let s = &out.segments[i];
             (s.path.clone(), s.first_seq.unwrap_or(0))
         };
-        let e = expected.unwrap_or(checkpoint_seq + 1);
-        let skipped_only_checkpointed = first_seq > e && first_seq <= checkpoint_seq + 1;
+        let e = expected.unwrap_or(checkpoint_seq.saturating_add(1));
+        let skipped_only_checkpointed =
+            first_seq > e && first_seq <= checkpoint_seq.saturating_add(1);
         if first_seq != e && !skipped_only_checkpointed && (expected.is_some() || first_seq > e) {
             out.damage = Some(Error::corrupt(
                 &path,
@@ -207,14 +208,14 @@ pub(crate) fn scan(
                             return match e {
                                 Error::Io { .. } | Error::Encryption { .. } => Err(e),
                                 e => {
-                                    out.next_seq = want + 1;
+                                    out.next_seq = want.saturating_add(1);
                                     out.damage = Some(e);
                                     Ok(out)
                                 }
                             };
                         }
                     }
-                    want += 1;
+                    want = want.saturating_add(1);
                     at = next;
                 }
                 Scan::End => break None,
@@ -222,7 +223,7 @@ pub(crate) fn scan(
                 Scan::Bad(e) => return Err(e),
             }
         };
-        out.next_seq = want.max(checkpoint_seq + 1);
+        out.next_seq = want.max(checkpoint_seq.saturating_add(1));
         match ended {
             // Damage in a record the checkpoint covers: what follows it cannot be read.
             Some(e) if want <= checkpoint_seq => {
@@ -279,9 +280,9 @@ fn lost_after_end(
     let (first_at, first_seq, mut next) = found;
     let mut last_seq = first_seq;
     while let Scan::Record { next: n, .. } =
-        journal::read_record(bytes, next, last_seq + 1, cipher, path)
+        journal::read_record(bytes, next, last_seq.saturating_add(1), cipher, path)
     {
-        last_seq += 1;
+        last_seq = last_seq.saturating_add(1);
         next = n;
     }
     let why = match torn {

@@ -1163,7 +1163,7 @@ impl Replay {
     }
 
     fn first_index(&self) -> u64 {
-        self.snapshot_index() + 1
+        self.snapshot_index().saturating_add(1)
     }
 
     fn last_index(&self) -> u64 {
@@ -1290,6 +1290,17 @@ impl Replay {
     /// What open's replay takes on trust and the commit checked: the part's entries are
     /// contiguous, start after the snapshot, and leave no gap after the log.
     fn check(&self, part: &Part) -> std::result::Result<(), String> {
+        if let Some(s) = part
+            .snapshot
+            .as_ref()
+            .filter(|s| s.index > log_file::MAX_INDEX)
+        {
+            return Err(format!(
+                "installs a snapshot at index {}, past {}",
+                s.index,
+                log_file::MAX_INDEX
+            ));
+        }
         let snap = part
             .snapshot
             .as_ref()
@@ -1306,7 +1317,7 @@ impl Replay {
             return Err(format!(
                 "has entries from index {}, but the group's log holds {}..={last} there (snapshot {snap}): {}",
                 e0.index,
-                snap + 1,
+                snap.saturating_add(1),
                 if e0.index <= snap { "below its first index" } else { "a gap" }
             ));
         }

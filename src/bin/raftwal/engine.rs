@@ -97,7 +97,7 @@ fn verify_lines(r: &EngineVerifyReport) -> Vec<String> {
     ));
     for g in &r.groups {
         lines.push(format!(
-            "{:<16}{}, {} entries, {} payload bytes ({}), snapshot {} bytes ({}), {} journal records: {}",
+            "{:<16}{}, {} entries, {} payload bytes ({}), snapshot {} bytes ({}), {}: {}",
             format!("group {}", g.group_id),
             count(g.files_checked, "file"),
             g.entries_checked,
@@ -105,7 +105,7 @@ fn verify_lines(r: &EngineVerifyReport) -> Vec<String> {
             output::human_bytes(g.payload_bytes_checked),
             g.snapshot_bytes_checked,
             output::human_bytes(g.snapshot_bytes_checked),
-            g.journal_records,
+            count(g.journal_records, "journal record"),
             outcome(&g.damage)
         ));
     }
@@ -246,8 +246,8 @@ fn journal(j: &JournalSummary, lines: &mut Vec<String>) {
     }
     if j.parts_for_removed_groups > 0 {
         lines.push(format!(
-            "removed groups  {} parts for groups that are gone (replay skips them)",
-            j.parts_for_removed_groups
+            "removed groups  {} for groups that are gone (replay skips them)",
+            count(j.parts_for_removed_groups, "part")
         ));
     }
 }
@@ -333,7 +333,7 @@ fn differs(after: String, files: String) -> String {
 }
 
 fn range(s: &GroupState) -> String {
-    let count = (s.last_index + 1).saturating_sub(s.first_index);
+    let count = s.last_index.saturating_add(1).saturating_sub(s.first_index);
     format!(
         "first index {}, last index {} ({count} entries)",
         s.first_index, s.last_index
@@ -367,10 +367,14 @@ fn log_files(files: &[LogFileInfo], lines: &mut Vec<String>) {
 fn in_journal(j: &GroupJournalInfo) -> String {
     let mut s = match (j.first_seq, j.last_seq) {
         (Some(a), Some(b)) => {
+            let seqs = if a == b {
+                a.to_string()
+            } else {
+                format!("{a}..={b}")
+            };
             let mut s = format!(
-                "{} record{} ({a}..={b}), {} entries ({})",
-                j.records,
-                if j.records == 1 { "" } else { "s" },
+                "{} ({seqs}), {} entries ({})",
+                count(j.records, "record"),
                 j.entries,
                 output::human_bytes(j.payload_bytes)
             );
@@ -391,14 +395,14 @@ fn in_journal(j: &GroupJournalInfo) -> String {
     };
     if j.parts_in_files > 0 {
         s.push_str(&format!(
-            " ({} parts already in its files)",
-            j.parts_in_files
+            " ({} already in its files)",
+            count(j.parts_in_files, "part")
         ));
     }
     if j.parts_for_earlier_incarnation > 0 {
         s.push_str(&format!(
-            " ({} parts for an earlier group with this id, skipped)",
-            j.parts_for_earlier_incarnation
+            " ({} for an earlier group with this id, skipped)",
+            count(j.parts_for_earlier_incarnation, "part")
         ));
     }
     s
