@@ -1083,3 +1083,84 @@ fn inspect_verify_and_dump_run_beside_a_live_engine() {
     }
     panic!("a checkpoint ran during every attempt");
 }
+
+/// The tools beside an engine at work (commits to three groups, checkpoints and journal trims
+/// every few commits, a snapshot of group 2 every five, which removes its older snapshot file):
+/// every run ends with exit code 0 (a moment's view, consistent, without false damage) and
+/// never a panic.
+#[test]
+fn the_tools_ride_out_an_engine_at_work() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("root");
+    let e = Arc::new(
+        Engine::open_with(
+            &root,
+            EngineOptions {
+                journal_segment_bytes: 64 << 10,
+                checkpoint_bytes: 128 << 10,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    for g in 1..=3 {
+        e.create_group(g, g).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (e, stop) = (Arc::clone(&e), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut next = [1u64; 4];
+            let mut b = WriteBatch::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for g in 1..=3u64 {
+                    let lo = next[g as usize];
+                    let es: Vec<Entry> = (lo..lo + 8)
+                        .map(|i| {
+                            let mut x = entry(i, 1, g);
+                            x.data = Bytes::from(vec![g as u8; 500]);
+                            x
+                        })
+                        .collect();
+                    b.save(g, &hs(1, 1, lo + 7), &es, &Snapshot::default());
+                    next[g as usize] += 8;
+                }
+                e.write(&mut b).unwrap();
+                n += 1;
+                if n % 5 == 0 {
+                    let g = e.group(2).unwrap();
+                    let last = g.last_index().unwrap();
+                    g.create_snapshot(last - 5, None, vec![9u8; 1000]).unwrap();
+                }
+            }
+            n
+        })
+    };
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    while start.elapsed().as_secs() < 4 {
+        for args in [
+            vec!["inspect", p(&root)],
+            vec!["verify", p(&root)],
+            vec!["dump", p(&root), "--group", "2", "--json"],
+        ] {
+            let run = raftwal(&args);
+            runs += 1;
+            if run.code != 0 {
+                failures.push(format!("{args:?}: exit {}: {}", run.code, run.stderr));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed: {failures:#?}",
+        failures.len()
+    );
+    assert!(commits > 10, "the engine barely wrote ({commits} commits)");
+}

@@ -79,8 +79,8 @@ pub struct EngineSummary {
     pub leftover_dirs: Vec<PathBuf>,
     /// Why a default open of the root would fail, or `None` when it would succeed.
     pub open_error: Option<String>,
-    /// `engine.meta` changed while the root was read, every time it was read: a moment's view
-    /// of a busy engine.
+    /// `engine.meta` changed while the journal was read (an engine at work): the report is a
+    /// moment's view, consistent, but the root has moved on since.
     pub changed_while_read: bool,
 }
 
@@ -231,6 +231,10 @@ pub struct GroupCheck {
     /// Journal records replayed into it (their checksums are the journal's).
     pub journal_records: u64,
     pub damage: Vec<String>,
+    /// The group changed while it was checked (a live engine took a snapshot, say, and removed
+    /// a file the check was reading): what was found missing or different there is not damage,
+    /// and the check stopped short.
+    pub changed_while_checked: bool,
 }
 
 /// An engine root opened read-only.
@@ -312,12 +316,13 @@ impl EngineInspector {
         let mut attempt = 1;
         loop {
             let report = self.verify_once(progress)?;
-            if report.ok || !self.read.record.open || attempt >= ATTEMPTS {
+            let settled = report.ok && report.groups.iter().all(|g| !g.changed_while_checked);
+            if settled || !self.read.record.open || attempt >= ATTEMPTS {
                 return Ok(report);
             }
             attempt += 1;
             std::thread::sleep(RETRY_PAUSE);
-            self.read = read_root(&self.root, self.cipher.as_ref(), self.read.only)?;
+            self.read = read_with_retries(&self.root, self.cipher.as_ref(), self.read.only)?;
             self.summary = self.read.summary();
         }
     }
@@ -391,14 +396,19 @@ impl EngineInspector {
             }
         };
         c.journal_records = g.replay.info.records;
+        // A file gone since the meta page was read is damage only if the group has not moved on.
+        let found = |e: Error| match e {
+            e if is_damage(&e) => Ok(e),
+            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => Ok(e),
+            e => Err(e),
+        };
         for f in &disk.files {
             let file = match LogFile::open(&f.path, f.id, Access::ReadOnly, self.cipher.as_ref()) {
                 Ok(file) => file,
-                Err(e) if is_damage(&e) => {
-                    c.damage.push(e.to_string());
+                Err(e) => {
+                    c.damage.push(found(e)?.to_string());
                     continue;
                 }
-                Err(e) => return Err(e),
             };
             for k in 0..f.entries as u32 {
                 match file.verify_slot(k) {
@@ -408,11 +418,10 @@ impl EngineInspector {
                         c.payload_bytes_checked += bytes;
                         progress(bytes + log_file::SLOT_SIZE as u64);
                     }
-                    Err(e) if is_damage(&e) => {
-                        c.damage.push(e.to_string());
+                    Err(e) => {
+                        c.damage.push(found(e)?.to_string());
                         break;
                     }
-                    Err(e) => return Err(e),
                 }
             }
             c.files_checked += 1;
@@ -426,9 +435,12 @@ impl EngineInspector {
         if let Some(s) = g.replay.meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
             match read_snapshot(&disk.dir, s, self.cipher.as_ref(), progress) {
                 Ok(n) => c.snapshot_bytes_checked = n,
-                Err(e) if is_damage(&e) => c.damage.push(e.to_string()),
-                Err(e) => return Err(e),
+                Err(e) => c.damage.push(found(e)?.to_string()),
             }
+        }
+        if !c.damage.is_empty() && self.read.record.open && moved_on(disk, self.cipher.as_ref()) {
+            c.damage.clear();
+            c.changed_while_checked = true;
         }
         c.ok = c.damage.is_empty();
         Ok(c)
@@ -540,6 +552,15 @@ fn read_with_retries(root: &Path, cipher: Option<&Cipher>, only: Option<u64>) ->
     }
 }
 
+/// Whether a group's meta page is no longer the one `disk` was read from (or is gone): a live
+/// engine changed the group under the reader.
+fn moved_on(disk: &GroupDisk, cipher: Option<&Cipher>) -> bool {
+    match meta::read_only::<MetaRecord>(&disk.dir, cipher) {
+        Ok((m, copies)) => m != disk.meta || copies.seq != disk.copies.seq,
+        Err(_) => true,
+    }
+}
+
 /// An error a live engine can cause by changing files under the reader.
 fn transient(e: &Error) -> bool {
     matches!(
@@ -575,7 +596,8 @@ struct RootRead {
     /// A part that names no possible group (an incarnation the root never gave out).
     part_damage: Option<Error>,
     parts_for_removed_groups: u64,
-    /// `engine.meta` was not the same after the read as before it.
+    /// `engine.meta` changed while the journal was read (a checkpoint ran, or a group was
+    /// created): harmless unless the journal looked damaged, which is read again.
     changed: bool,
 }
 
@@ -615,8 +637,7 @@ impl RootRead {
     /// Nothing to read again for: no damage, no torn record, no change under the reader.
     fn clean(&self) -> bool {
         let j = &self.journal;
-        !self.changed
-            && j.damage.is_none()
+        j.damage.is_none()
             && j.torn.is_none()
             && j.lost.is_none()
             && self.part_damage.is_none()
@@ -828,10 +849,55 @@ fn list_groups(root: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
     Ok((ids, leftovers))
 }
 
-/// Reads the root once: `engine.meta`, the groups, the journal (replayed into the groups), and
-/// `engine.meta` again to see whether it changed meanwhile.
+/// A journal record after the checkpoint, its parts decoded.
+struct Journaled {
+    seq: u64,
+    path: PathBuf,
+    offset: u64,
+    parts: Vec<Part>,
+}
+
+/// Reads the root once: `engine.meta`, the journal after its checkpoint, `engine.meta` again,
+/// then the groups, into which the journal's records are replayed.
+///
+/// The order makes a live engine's checkpoints harmless: the journal is read right after the
+/// checkpoint it starts from (a checkpoint that trims the journal meanwhile shows as records
+/// missing, and the root is read again), and the groups after it. A group whose meta page is
+/// newer than the records read (a checkpoint since) skips them; a record read is never trimmed
+/// before the meta pages reflecting it are durable, so none is missed.
 fn read_root(root: &Path, cipher: Option<&Cipher>, only: Option<u64>) -> Result<RootRead> {
     let (record, root_copies) = meta::read_only::<EngineRecord>(root, None)?;
+    let mut records = Vec::new();
+    let journal = scan::scan(
+        &root.join(scan::JOURNAL_DIR),
+        record.checkpoint_seq,
+        cipher,
+        &mut |rec: RecordAt<'_>| {
+            let parts = scan::decode_parts(&rec.body, rec.seq).map_err(|e| {
+                let reason = match e {
+                    Error::InvalidArgument(m) => m,
+                    other => other.to_string(),
+                };
+                Error::corrupt(rec.path, rec.offset, reason)
+            })?;
+            records.push(Journaled {
+                seq: rec.seq,
+                path: rec.path.to_path_buf(),
+                offset: rec.offset,
+                parts,
+            });
+            Ok(())
+        },
+    )?;
+    // Groups created while the journal was read have incarnations the first read did not know.
+    let (changed, next_incarnation) = match meta::read_only::<EngineRecord>(root, None) {
+        Ok((after, copies)) => (
+            after != record || copies.seq != root_copies.seq,
+            after.next_incarnation.max(record.next_incarnation),
+        ),
+        Err(_) => (true, record.next_incarnation),
+    };
+
     let (group_ids, leftover_dirs) = list_groups(root)?;
     if let Some(id) = only.filter(|id| !group_ids.contains(id)) {
         return Err(Error::UnknownGroup { group_id: id });
@@ -872,46 +938,28 @@ fn read_root(root: &Path, cipher: Option<&Cipher>, only: Option<u64>) -> Result<
 
     let mut part_damage = None;
     let mut removed = 0u64;
-    let next_incarnation = record.next_incarnation;
-    let journal = scan::scan(
-        &root.join(scan::JOURNAL_DIR),
-        record.checkpoint_seq,
-        cipher,
-        &mut |rec: RecordAt<'_>| {
-            let parts = scan::decode_parts(&rec.body, rec.seq).map_err(|e| {
-                let reason = match e {
-                    Error::InvalidArgument(m) => m,
-                    other => other.to_string(),
-                };
-                Error::corrupt(rec.path, rec.offset, reason)
-            })?;
-            for part in parts {
-                if part.incarnation == 0 || part.incarnation >= next_incarnation.max(1) {
-                    if part_damage.is_none() {
-                        part_damage = Some(Error::corrupt(
-                            rec.path,
-                            rec.offset,
-                            format!(
-                                "journal record {} holds a part for group {} of incarnation {}, which the root never gave out (its next incarnation is {next_incarnation})",
-                                rec.seq, part.group_id, part.incarnation
-                            ),
-                        ));
-                    }
-                    continue;
+    for mut rec in records {
+        for part in std::mem::take(&mut rec.parts) {
+            if part.incarnation == 0 || part.incarnation >= next_incarnation.max(1) {
+                if part_damage.is_none() {
+                    part_damage = Some(Error::corrupt(
+                        &rec.path,
+                        rec.offset,
+                        format!(
+                            "journal record {} holds a part for group {} of incarnation {}, which the root never gave out (its next incarnation is {next_incarnation})",
+                            rec.seq, part.group_id, part.incarnation
+                        ),
+                    ));
                 }
-                match groups.get_mut(&part.group_id) {
-                    Some(g) => g.replay.apply(&rec, part),
-                    None if !group_ids.contains(&part.group_id) => removed += 1,
-                    None => {}
-                }
+                continue;
             }
-            Ok(())
-        },
-    )?;
-    let changed = match meta::read_only::<EngineRecord>(root, None) {
-        Ok((after, copies)) => after != record || copies.seq != root_copies.seq,
-        Err(_) => true,
-    };
+            match groups.get_mut(&part.group_id) {
+                Some(g) => g.replay.apply(&rec, part),
+                None if !group_ids.contains(&part.group_id) => removed += 1,
+                None => {}
+            }
+        }
+    }
     Ok(RootRead {
         root: root.to_path_buf(),
         record,
@@ -1184,11 +1232,11 @@ impl Replay {
     }
 
     /// Applies a part of record `rec` (its incarnation is one the root gave out).
-    fn apply(&mut self, rec: &RecordAt<'_>, part: Part) {
+    fn apply(&mut self, rec: &Journaled, part: Part) {
         if part.incarnation > self.incarnation {
             if self.damage.is_none() {
                 self.damage = Some(Error::corrupt(
-                    rec.path,
+                    &rec.path,
                     rec.offset,
                     format!(
                         "journal record {} holds a part for incarnation {} of group {}, but the group's directory holds incarnation {}, an older one",
@@ -1211,7 +1259,7 @@ impl Replay {
         }
         if let Err(reason) = self.check(&part) {
             self.damage = Some(Error::corrupt(
-                rec.path,
+                &rec.path,
                 rec.offset,
                 format!(
                     "journal record {}: group {}'s part {reason}",
