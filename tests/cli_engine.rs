@@ -652,8 +652,17 @@ fn a_damaged_record_before_later_ones_is_reported_as_lost_records() {
         "{}",
         run.stderr
     );
+    assert_eq!(doc["journal"]["torn_tail"], Value::Null, "not a torn tail");
     // Replay ends before the damaged record: group 2's overwrite is not applied.
     assert_eq!(group(&doc, 2)["after_replay"]["last_index"], 10);
+    let run = fails(&["inspect", p(&root)], 1);
+    assert!(
+        run.stdout.contains(
+            "open            succeeds (default recovery mode), but drops the lost records above"
+        ),
+        "{}",
+        run.stdout
+    );
     let run = fails(&["verify", p(&root)], 1);
     assert!(run.stderr.contains("records 4..=7"), "{}", run.stderr);
     assert!(
@@ -662,6 +671,10 @@ fn a_damaged_record_before_later_ones_is_reported_as_lost_records() {
         "{}",
         run.stdout
     );
+    // What the engine does with it: opens, and serves group 2 without the overwrite.
+    let engine = Engine::open(&root).unwrap();
+    assert_eq!(engine.group(2).unwrap().last_index().unwrap(), 10);
+    engine.close().unwrap();
 }
 
 /// The last record damaged: a torn tail, which a default open cuts. `inspect` shows it (exit

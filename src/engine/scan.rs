@@ -69,7 +69,8 @@ pub(crate) struct JournalScan {
     pub records_read: u64,
     pub bytes_read: u64,
     /// A record with the next sequence number at the end of the last segment that fails its
-    /// checks: a write torn by a crash (or in flight), which open cuts by default.
+    /// checks, with nothing valid after it: a write torn by a crash (or in flight), which open
+    /// cuts by default.
     pub torn: Option<Error>,
     /// Valid records lying after the end of the last segment: a default open ends the journal
     /// before them and drops them.
@@ -241,6 +242,10 @@ pub(crate) fn scan(
         }
         if last {
             out.lost = lost_after_end(&bytes, at, want, cipher, &path, out.torn.as_ref());
+            if out.lost.is_some() {
+                // Not a torn tail: damage that later records follow (the loss names it).
+                out.torn = None;
+            }
         }
         expected = Some(want);
     }

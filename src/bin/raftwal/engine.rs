@@ -177,9 +177,12 @@ fn report(s: &EngineSummary) -> Vec<String> {
     }
     lines.push(format!(
         "open            {}",
-        match &s.open_error {
-            None => "ok (default recovery mode)".to_string(),
-            Some(e) => format!("will fail: {e}"),
+        match (&s.open_error, &s.journal.lost_records) {
+            (Some(e), _) => format!("will fail: {e}"),
+            (None, Some(_)) => {
+                "succeeds (default recovery mode), but drops the lost records above".to_string()
+            }
+            (None, None) => "ok (default recovery mode)".to_string(),
         }
     ));
     if s.changed_while_read {
@@ -229,8 +232,8 @@ fn journal(j: &JournalSummary, lines: &mut Vec<String>) {
     }
     let replay = match (j.first_seq, j.last_seq) {
         (Some(a), Some(b)) => format!(
-            "{} records after the checkpoint ({a}..={b}), {} bytes ({}); open replays them",
-            j.records_after_checkpoint,
+            "{} after the checkpoint ({a}..={b}), {} bytes ({}); open replays them",
+            count(j.records_after_checkpoint, "record"),
             j.bytes_after_checkpoint,
             output::human_bytes(j.bytes_after_checkpoint)
         ),
