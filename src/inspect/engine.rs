@@ -288,15 +288,23 @@ impl EngineInspector {
         &self.summary
     }
 
-    /// Total bytes [`EngineInspector::verify`] reports to its progress callback, about (the
-    /// groups' log files and snapshots).
+    /// About the bytes [`EngineInspector::verify`] reports to its progress callback (for a
+    /// progress bar's length): the groups' slots, their payload areas as allocated (payloads
+    /// are read, not their lengths, to know how much of it they use), and their snapshots.
     pub fn verify_len(&self) -> u64 {
         self.read
             .groups
             .values()
             .filter_map(|g| g.disk.as_ref().ok())
             .map(|d| {
-                let files: u64 = d.files.iter().map(|f| f.len).sum();
+                let files: u64 = d
+                    .files
+                    .iter()
+                    .map(|f| {
+                        let payloads = f.len.saturating_sub(log_file::PAYLOAD_START);
+                        payloads.saturating_add(f.entries * log_file::SLOT_SIZE as u64)
+                    })
+                    .fold(0u64, u64::saturating_add);
                 files.saturating_add(d.meta.snapshot.as_ref().map_or(0, |s| s.data_len))
             })
             .fold(0u64, u64::saturating_add)
