@@ -35,6 +35,8 @@ const KEY: [u8; 32] = [0x3c; 32];
 const CHILD_ROOT: &str = "RAFTWAL_TEST_CRASH_ROOT";
 /// Set (to anything) in that child when the root is to be encrypted with [`KEY`].
 const CHILD_KEY: &str = "RAFTWAL_TEST_CRASH_KEY";
+/// Set in that child to the journal segment size to use (default: the engine's).
+const CHILD_SEGMENT: &str = "RAFTWAL_TEST_CRASH_SEGMENT";
 /// The child gives up (and is run again) when its commits after the reopen took this long: a
 /// background checkpoint (every 5 s while anything changed) could have run.
 const CHILD_BUDGET_SECS: u64 = 3;
@@ -80,10 +82,12 @@ fn snapshot_data() -> Vec<u8> {
     (0..3000u32).map(|k| (k * 7 % 251) as u8).collect()
 }
 
-fn opts(key: Option<[u8; 32]>) -> EngineOptions {
+fn opts(key: Option<[u8; 32]>, segment_bytes: Option<u64>) -> EngineOptions {
+    let d = EngineOptions::default();
     EngineOptions {
         encryption_key: key,
-        ..Default::default()
+        journal_segment_bytes: segment_bytes.unwrap_or(d.journal_segment_bytes),
+        ..d
     }
 }
 
@@ -97,8 +101,12 @@ fn opts(key: Option<[u8; 32]>) -> EngineOptions {
 /// - group 7 (raft id 77): D installs a snapshot at index 100 (term 3, 3,000 bytes of data)
 ///   and appends 101..=103;
 /// - group 8: 1..=3 in A, 4..=5 in B, then removed (its part of B names a group that is gone).
-fn write_history(root: &Path, key: Option<[u8; 32]>) -> Result<Engine, ()> {
-    let e = Engine::open_with(root, opts(key)).unwrap();
+fn write_history(
+    root: &Path,
+    key: Option<[u8; 32]>,
+    segment_bytes: Option<u64>,
+) -> Result<Engine, ()> {
+    let e = Engine::open_with(root, opts(key, segment_bytes)).unwrap();
     for (g, raft) in [(1, 11), (2, 22), (7, 77), (8, 88)] {
         e.create_group(g, raft).unwrap();
     }
@@ -114,7 +122,7 @@ fn write_history(root: &Path, key: Option<[u8; 32]>) -> Result<Engine, ()> {
     e.write(&mut b).unwrap();
     e.close().unwrap();
 
-    let e = Engine::open_with(root, opts(key)).unwrap();
+    let e = Engine::open_with(root, opts(key, segment_bytes)).unwrap();
     let start = Instant::now();
     b.save(
         1,
@@ -161,7 +169,10 @@ fn crash_image_writer() {
         return;
     };
     let key = std::env::var_os(CHILD_KEY).map(|_| KEY);
-    match write_history(Path::new(&root), key) {
+    let segment = std::env::var(CHILD_SEGMENT)
+        .ok()
+        .and_then(|s| s.parse().ok());
+    match write_history(Path::new(&root), key, segment) {
         Ok(engine) => {
             // Exit with the engine open: no close, no checkpoint.
             std::mem::forget(engine);
@@ -173,7 +184,7 @@ fn crash_image_writer() {
 
 /// A root written by [`write_history`] in a child process that exited with the engine open:
 /// what a crash leaves (the root marked open, records 2..=7 only in the journal).
-fn crash_image(root: &Path, key: Option<[u8; 32]>) {
+fn crash_image(root: &Path, key: Option<[u8; 32]>, segment_bytes: Option<u64>) {
     for _ in 0..5 {
         let _ = fs::remove_dir_all(root);
         let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -186,6 +197,9 @@ fn crash_image(root: &Path, key: Option<[u8; 32]>) {
         .env(CHILD_ROOT, root);
         if key.is_some() {
             cmd.env(CHILD_KEY, "1");
+        }
+        if let Some(n) = segment_bytes {
+            cmd.env(CHILD_SEGMENT, n.to_string());
         }
         let out = cmd.output().unwrap();
         match out.status.code() {
@@ -208,7 +222,7 @@ fn image() -> &'static Path {
         .get_or_init(|| {
             let tmp = TempDir::new().unwrap();
             let root = tmp.path().join("root");
-            crash_image(&root, None);
+            crash_image(&root, None, None);
             (tmp, root)
         })
         .1
@@ -360,7 +374,7 @@ fn record_offsets(path: &Path) -> BTreeMap<u64, u64> {
     let bytes = fs::read(path).unwrap();
     let mut at = 4096usize;
     let mut out = BTreeMap::new();
-    loop {
+    while at + 16 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         let seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap());
         if seq == 0 {
@@ -369,6 +383,7 @@ fn record_offsets(path: &Path) -> BTreeMap<u64, u64> {
         out.insert(seq, at as u64);
         at = (at + 16 + len).next_multiple_of(8);
     }
+    out
 }
 
 /// Entries `lo..=hi` as `dump --json` prints them.
@@ -711,6 +726,79 @@ fn a_torn_journal_tail_is_shown_and_fails_verify() {
     assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
 }
 
+/// A journal of several segments (small ones): each is listed, those whose records all lie at or
+/// below the checkpoint as obsolete, the others live and continuous; the groups after replay
+/// are those of the one-segment image. After a clean close the trimmed segment is the spare.
+#[test]
+fn a_journal_of_several_segments_is_read_across_them() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("root");
+    crash_image(&root, None, Some(4096 + 600));
+    let doc = inspect_json(&root);
+    let segs = doc["journal"]["segments"].as_array().unwrap().clone();
+    assert!(segs.len() >= 3, "{segs:#?}");
+    assert_eq!(segs[0]["state"], "obsolete");
+    let live: Vec<&Value> = segs.iter().filter(|s| s["state"] == "live").collect();
+    assert!(live.len() >= 2, "{segs:#?}");
+    for w in live.windows(2) {
+        let next = w[0]["last_seq"].as_u64().unwrap() + 1;
+        assert_eq!(w[1]["first_seq"], next, "{segs:#?}");
+    }
+    assert_eq!(doc["journal"]["records_after_checkpoint"], 6);
+    let main = inspect_json(image());
+    for id in [1, 2, 7] {
+        let state = |doc: &Value| {
+            let mut s = group(doc, id)["after_replay"].clone();
+            s["snapshot"]["file"] = Value::Null;
+            s
+        };
+        assert_eq!(state(&doc), state(&main), "group {id}");
+    }
+    ok(&["verify", p(&root)]);
+
+    let closed = tmp.path().join("closed");
+    copy_tree(&root, &closed);
+    Engine::open_with(&closed, opts(None, Some(4096 + 600)))
+        .unwrap()
+        .close()
+        .unwrap();
+    let doc = inspect_json(&closed);
+    assert_eq!(doc["journal"]["segments"].as_array().unwrap().len(), 1);
+    assert!(doc["journal"]["spare"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("journal/spare.jnl"));
+    assert!(ok(&["inspect", p(&closed)]).contains(", spare.jnl present ("));
+}
+
+/// A damaged record in a segment before the last: records after it were acknowledged, so open
+/// fails (it never cuts there); the tools say so, naming the segment and offset.
+#[test]
+fn a_damaged_record_before_the_last_segment_fails_open() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("root");
+    crash_image(&root, None, Some(4096 + 600));
+    let doc = inspect_json(&root);
+    let segs = doc["journal"]["segments"].as_array().unwrap();
+    let live: Vec<&Value> = segs.iter().filter(|s| s["state"] == "live").collect();
+    assert!(live.len() >= 2, "{segs:#?}");
+    let name = live[0]["name"].as_str().unwrap();
+    let seg = root.join("journal").join(name);
+    let (seq, at) = record_offsets(&seg).into_iter().next().unwrap();
+    flip(&seg, at + 16 + 8);
+    let run = fails(&["inspect", p(&root)], 1);
+    let expected = format!("{name} at offset {at}: journal record {seq}: checksum mismatch");
+    assert!(
+        run.stderr.contains("open will fail: journal: corrupt"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    let run = fails(&["verify", p(&root)], 1);
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert!(Engine::open(&root).is_err());
+}
+
 /// A damaged meta copy not in use: `verify` names `wal.meta` (as for a WAL directory).
 #[test]
 fn a_damaged_group_meta_copy_fails_verify_naming_the_file() {
@@ -1031,7 +1119,7 @@ fn read_commands_change_nothing_in_a_root() {
 fn an_encrypted_root_is_read_with_its_key() {
     let tmp = TempDir::new().unwrap();
     let root = tmp.path().join("root");
-    crash_image(&root, Some(KEY));
+    crash_image(&root, Some(KEY), None);
     let key_file = tmp.path().join("key");
     fs::write(
         &key_file,
@@ -1071,7 +1159,7 @@ fn inspect_verify_and_dump_run_beside_a_live_engine() {
     for _ in 0..5 {
         let tmp = TempDir::new().unwrap();
         let root = tmp.path().join("root");
-        let Ok(engine) = write_history(&root, None) else {
+        let Ok(engine) = write_history(&root, None, None) else {
             continue;
         };
         let before = inspect_json(&root);
