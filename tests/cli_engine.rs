@@ -799,6 +799,76 @@ fn a_damaged_record_before_the_last_segment_fails_open() {
     assert!(Engine::open(&root).is_err());
 }
 
+/// Rewrites the incarnation of the first part of the record at `at` (docs/FORMAT.md: a part
+/// starts with group id u64 | incarnation u64), with the record's CRC32C (over its sequence
+/// number and body) made to match: a record open reads as whole.
+fn forge_incarnation(seg: &Path, at: u64, incarnation: u64) {
+    let f = OpenOptions::new().read(true).write(true).open(seg).unwrap();
+    let mut h = [0u8; 16];
+    f.read_exact_at(&mut h, at).unwrap();
+    let len = u32::from_le_bytes(h[..4].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len];
+    f.read_exact_at(&mut body, at + 16).unwrap();
+    body[8..16].copy_from_slice(&incarnation.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[8..16]), &body);
+    f.write_all_at(&crc.to_le_bytes(), at + 4).unwrap();
+    f.write_all_at(&body, at + 16).unwrap();
+}
+
+/// Each journal part names a group and its incarnation: a part for an earlier incarnation (a
+/// removed group with the same id) is skipped, as open skips it; a part for an incarnation the
+/// root never gave out, or newer than the group's, is damage that open would not notice.
+#[test]
+fn journal_parts_are_checked_against_the_groups_they_name() {
+    let tmp = TempDir::new().unwrap();
+    // Record 3 holds group 2's overwrite (group 2 is incarnation 2).
+    let earlier = tmp.path().join("earlier");
+    copy_tree(image(), &earlier);
+    let seg = segment(&earlier);
+    forge_incarnation(&seg, record_offsets(&seg)[&3], 1);
+    let doc = inspect_json(&earlier);
+    let g2 = group(&doc, 2);
+    assert_eq!(g2["journal"]["parts_for_earlier_incarnation"], 1);
+    assert_eq!(g2["after_replay"]["last_index"], 10);
+    assert_eq!(g2["damage"], Value::Null);
+    ok(&["verify", p(&earlier)]);
+
+    let never = tmp.path().join("never");
+    copy_tree(image(), &never);
+    let seg = segment(&never);
+    let at = record_offsets(&seg)[&3];
+    forge_incarnation(&seg, at, 9);
+    let run = fails(&["inspect", p(&never), "--json"], 1);
+    assert!(
+        run.stderr.contains("the journal is damaged"),
+        "{}",
+        run.stderr
+    );
+    let doc = json(&run.stdout);
+    let damage = doc["journal"]["damage"].as_str().unwrap();
+    assert!(damage.contains(&format!("at offset {at}")), "{damage}");
+    assert!(
+        damage.contains("incarnation 9, which the root never gave out"),
+        "{damage}"
+    );
+    let run = fails(&["verify", p(&never)], 1);
+    assert!(run.stderr.contains("never gave out"), "{}", run.stderr);
+
+    let newer = tmp.path().join("newer");
+    copy_tree(image(), &newer);
+    let seg = segment(&newer);
+    forge_incarnation(&seg, record_offsets(&seg)[&3], 4);
+    let run = fails(&["inspect", p(&newer), "--json"], 1);
+    let doc = json(&run.stdout);
+    let damage = group(&doc, 2)["damage"].as_str().unwrap();
+    assert!(damage.contains("incarnation 4 of group 2"), "{damage}");
+    assert!(
+        damage.contains("holds incarnation 2, an older one"),
+        "{damage}"
+    );
+    fails(&["verify", p(&newer)], 1);
+}
+
 /// A damaged meta copy not in use: `verify` names `wal.meta` (as for a WAL directory).
 #[test]
 fn a_damaged_group_meta_copy_fails_verify_naming_the_file() {

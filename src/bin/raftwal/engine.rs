@@ -17,7 +17,7 @@ use raftwal::inspect::{LogFileInfo, MetaCopiesInfo};
 use crate::output::{self, CmdResult, Failure, Out, Progress};
 
 /// `inspect ROOT`: the report, then exit code 1 when a default open would fail or lose
-/// acknowledged records, or a group is damaged.
+/// acknowledged records, or the journal or a group is damaged.
 pub fn inspect(root: &Path, group: Option<u64>, json: bool) -> CmdResult {
     let inspector = output::open_engine(root, group)?;
     let s = inspector.summary();
@@ -37,6 +37,9 @@ pub fn inspect(root: &Path, group: Option<u64>, json: bool) -> CmdResult {
         return Err(Failure::damage(format!(
             "open will drop journal records: {e}"
         )));
+    }
+    if let Some(e) = &s.journal.damage {
+        return Err(Failure::damage(format!("the journal is damaged: {e}")));
     }
     if let Some(g) = s.groups.iter().find(|g| g.damage.is_some()) {
         let d = g.damage.as_deref().unwrap_or_default();
