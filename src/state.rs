@@ -273,18 +273,22 @@ impl State {
     /// `raft::Storage::term`.
     #[inline]
     pub(crate) fn term(&self, idx: u64) -> Result<u64> {
-        let snap_index = self.snapshot_index();
-        if idx == snap_index {
-            return Ok(self.snapshot_term());
+        /// Every case but a held index past the snapshot, out of line: the common case then has
+        /// a small frame and no error value built on its path (docs/PERFORMANCE.md, reads).
+        #[inline(never)]
+        fn other(state: &State, idx: u64) -> Result<u64> {
+            if idx == state.snapshot_index() {
+                return Ok(state.snapshot_term());
+            }
+            state.check_range(idx)?;
+            state.wal.term(idx)
         }
-        // The common case first, with no error value built on its path.
-        if idx > snap_index {
+        if idx > self.snapshot_index() {
             if let Some(term) = self.wal.term_of_held(idx) {
                 return Ok(term);
             }
         }
-        self.check_range(idx)?;
-        self.wal.term(idx)
+        other(self, idx)
     }
 
     /// `raft::Storage::snapshot`: the stored snapshot (read from `dir`'s snapshot file) if it is

@@ -1,14 +1,17 @@
 //! Checkpoints: making the groups' files durable so that the journal can be trimmed.
 //!
-//! A checkpoint, with the pipeline held only for its first step: (1) flushes the journal and
-//! captures, for every group changed since its meta page was written, the meta record of its
-//! state now, reflecting the journal up to `S`, the last applied record; (2) flushes the file
-//! system (`syncfs`: every group's files in one device flush); (3) stores the captured meta
-//! records (a group that made itself durable since, for a snapshot or a removal of files, is
-//! left alone: its page is newer); (4) flushes the file system again; (5) records `S` as the
-//! checkpoint in `engine.meta`, durably; (6) trims the journal up to `S`. A crash anywhere
-//! leaves every group either at its old meta page with the journal still holding everything
-//! after it, or at its new one.
+//! A checkpoint, with commits going on throughout: (1) captures, group by group, the meta
+//! record of each changed group whose files hold its whole state (its tail written first, then
+//! the group held for the capture), with the journal position `S_g` it reflects (the group's
+//! last applied record); a group a commit added to meanwhile is left for the next checkpoint,
+//! and its durable meta page's position bounds this one; the checkpoint `S` is the engine's
+//! applied position when the capture began, lowered to those bounds; the journal is flushed;
+//! (2) flushes the file system (`syncfs`: every group's files in one device flush); (3) stores
+//! the captured meta records (a group that made itself durable since, for a snapshot or a
+//! removal of files, is left alone: its page is newer); (4) flushes the file system again; (5)
+//! records `S` as the checkpoint in `engine.meta`, durably; (6) trims the journal up to `S`.
+//! A crash anywhere leaves every group either at its old meta page or at its new one, with the
+//! journal holding every record after it that names the group.
 //!
 //! Owns: the background thread that runs checkpoints (when the journal has grown by
 //! `checkpoint_bytes`, and every few seconds while anything changed), and the final checkpoint
@@ -23,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::commit::lead;
 use super::group::Group;
 use super::Shared;
 use crate::error::{Error, Result};
+use crate::proto::MetaRecord;
 use crate::snap;
 
 /// How often a checkpoint runs while anything changed (more often when the journal grows by
@@ -39,6 +42,10 @@ const WRITE_CHUNK: u64 = 256 << 10;
 /// The tails are written into the files once they hold this many payload bytes in all (and at
 /// every checkpoint): fewer, larger writes per group.
 pub(crate) const WRITE_THRESHOLD: u64 = 16 << 20;
+
+/// Times a checkpoint writes a group's tail and tries to capture it before leaving it to the
+/// next checkpoint (commits keep adding to it).
+const CAPTURE_TRIES: usize = 3;
 
 /// The background checkpoint thread and how to wake or stop it.
 #[derive(Default)]
@@ -145,40 +152,16 @@ pub(crate) fn write_tails(shared: &Shared) -> Result<()> {
 /// Runs a checkpoint. `closing`: the caller holds the pipeline (close), and every group is
 /// captured.
 pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
-    // Most tails written before the pipeline is held, the rest under it.
+    // The tails, written in bounded pieces (commits wait for no more than one piece).
     write_tails(shared)?;
-    // 1. Capture, with no commit under way.
-    let (seq, captured) = {
-        let _lead = (!closing).then(|| lead(shared));
-        shared.journal.lock().sync()?;
-        let seq = shared.applied_seq.load(Ordering::Acquire);
-        let groups: Vec<Arc<Group>> = shared.groups.read().values().cloned().collect();
-        let mut captured = Vec::new();
-        for g in groups {
-            let dirty = g.with_log(|log| Ok(log.dirty)).unwrap_or(false);
-            if !dirty {
-                continue;
-            }
-            g.write_tail(shared)?;
-            let got = g.with_both(|b| {
-                b.log.dirty = false;
-                Ok((
-                    b.files.meta_record(&b.log.meta, seq, g.incarnation),
-                    b.files.wal.file_ids(),
-                ))
-            });
-            if let Ok((record, files)) = got {
-                captured.push((g, record, files));
-            }
-        }
-        (seq, captured)
-    };
-    // 2. Every group's files, durable.
+    // 1. Capture, group by group, with commits going on: each group's meta record as its
+    //    files hold it, and the journal position that record reflects.
+    let (seq, captured) = capture(shared)?;
     syncfs(shared)?;
     // 3. The meta pages.
     for (g, record, files) in &captured {
         let mut fg = g.files.write();
-        if let Some(f) = fg.as_mut().filter(|f| f.durable_seq < seq) {
+        if let Some(f) = fg.as_mut().filter(|f| f.durable_seq < record_seq(record)) {
             f.store(record)?;
             f.durable_files = *files;
         }
@@ -187,7 +170,6 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     if !captured.is_empty() {
         syncfs(shared)?;
     }
-    // 5. The checkpoint.
     {
         let mut root = shared.root_meta.lock();
         let (file, record) = &mut *root;
@@ -220,6 +202,69 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a checkpoint captured: per group, the meta record to store and the files it relies on.
+type Captured = Vec<(Arc<Group>, MetaRecord, (u64, u64))>;
+
+/// Captures every changed group's meta record, without holding the pipeline: the group's tail
+/// is written, then, with the group held, a record of its state is taken if the files hold all
+/// of it (else the group waits for the next checkpoint, still changed). Returns the checkpoint:
+/// the journal position up to which every group's state is in its files (once durable) or in
+/// a meta page already durable, and the records.
+fn capture(shared: &Shared) -> Result<(u64, Captured)> {
+    // Every record up to `seq` is applied; every record up to the last checkpoint that names a
+    // group is in that group's files and durable meta page.
+    let mut seq = shared.applied_seq.load(Ordering::Acquire);
+    let last_checkpoint = shared.root_meta.lock().1.checkpoint_seq;
+    let groups: Vec<Arc<Group>> = shared.groups.read().values().cloned().collect();
+    let mut captured = Vec::new();
+    for g in groups {
+        let dirty = g.with_log(|log| Ok(log.dirty)).unwrap_or(false);
+        if !dirty {
+            continue;
+        }
+        let mut got = Ok(Err(0));
+        for _ in 0..CAPTURE_TRIES {
+            g.write_tail(shared)?;
+            got = g.with_both(|b| {
+                if !b.log.tail.is_empty() {
+                    // A commit added to it since the tail was written.
+                    return Ok(Err(b.files.durable_seq.max(last_checkpoint)));
+                }
+                // No record after this is applied to the group yet (its log is held), and
+                // every record up to the engine's applied position is applied to it.
+                let at = b
+                    .log
+                    .applied_seq
+                    .max(shared.applied_seq.load(Ordering::Acquire));
+                b.log.dirty = false;
+                Ok(Ok((
+                    b.files.meta_record(&b.log.meta, at, g.incarnation),
+                    b.files.wal.file_ids(),
+                )))
+            });
+            if !matches!(got, Ok(Err(_))) {
+                break;
+            }
+        }
+        match got {
+            Ok(Ok((record, files))) => captured.push((g, record, files)),
+            // Left for the next checkpoint: the records after its durable page (or after the
+            // last checkpoint, which covered it) must stay in the journal.
+            Ok(Err(bound)) => seq = seq.min(bound),
+            // Closed or removed meanwhile: nothing of it to keep.
+            Err(_) => {}
+        }
+    }
+    // No group's meta page may be durable ahead of the journal.
+    shared.journal.lock().sync()?;
+    Ok((seq, captured))
+}
+
+/// The journal position a captured record reflects.
+fn record_seq(record: &MetaRecord) -> u64 {
+    record.engine.as_ref().map_or(0, |e| e.journal_seq)
 }
 
 /// Flushes the file system holding the engine root: every group's files in one call.

@@ -331,7 +331,15 @@ fn commit(
     }
     let seq = {
         let mut journal = shared.journal.lock();
-        let seq = journal.append(&body.pieces())?;
+        let pieces = body.pieces();
+        let len = pieces.iter().map(|p| p.len()).sum();
+        // The next segment is being prepared: wait for it rather than make one here.
+        while journal.must_wait(len) && !shared.stopping() {
+            shared
+                .journal_cv
+                .wait_for(&mut journal, std::time::Duration::from_millis(100));
+        }
+        let seq = journal.append(&pieces)?;
         if shared.opts.sync_writes {
             // A failed flush leaves the record's durability unknown: stop.
             journal.sync().inspect_err(|e| shared.poison(e))?;

@@ -55,6 +55,9 @@ pub(crate) struct GroupLog {
     pub files_last: u64,
     /// Changed since the meta page was last written.
     pub dirty: bool,
+    /// The last journal record applied to the group (or its meta page's position, if later):
+    /// the group's state reflects every record up to it that names the group, and none after.
+    pub applied_seq: u64,
     /// Raft id, group id or checkpoint changed (`set_uint`) since they were last journaled.
     pub ints_dirty: bool,
 }
@@ -304,6 +307,7 @@ impl Group {
             log.tail.push(seq, change.entries);
         }
         apply_meta(log, change);
+        log.applied_seq = log.applied_seq.max(seq);
         shared.account_tail(before, log.tail.bytes());
         Ok(())
     }
@@ -329,6 +333,7 @@ impl Group {
                 log.tail.push(seq, change.entries);
             }
             apply_meta(log, change);
+            log.applied_seq = log.applied_seq.max(seq);
             if let Some(index) = change.truncate {
                 let first = log.first_index();
                 log.tail.clear_data_below(index);
@@ -587,6 +592,7 @@ pub(crate) fn assemble(
             tail: Tail::default(),
             files_last,
             dirty: false,
+            applied_seq: durable_seq,
             ints_dirty: false,
         })),
         files: RwLock::new(Some(GroupFiles {

@@ -4,8 +4,8 @@
 //! checkpoints, behind which the journal is trimmed. At open, the records after the last
 //! checkpoint are replayed into the groups.
 //!
-//! Owns: the segment files (`journal/<id>.jnl`, fixed size, fallocated, one spare recycled),
-//! the record framing (length, CRC32C, sequence number; the body sealed when the engine is
+//! Owns: the segment files (`journal/<id>.jnl`, fixed size, every block written; the spares and
+//! the next segment are module `segments`), the record framing (length, CRC32C, sequence number; the body sealed when the engine is
 //! encrypted), the scan at open and what counts as its torn tail. Must never: hand out a record
 //! whose checksum fails, return records out of sequence, or decide what a record means (that
 //! is `batch` and the engine).
@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::segments::{self, Job, Next, Pool, Prepared};
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::options::RecoveryMode;
 
 /// Bytes of a segment's header page; records start after it.
@@ -52,8 +52,10 @@ pub(crate) const R_SEQ: usize = R_CRC + 4;
 /// Bytes of a record's header.
 pub(crate) const RECORD_HEADER: usize = R_SEQ + 8;
 
-/// Name of the recycled segment.
-pub(crate) const SPARE: &str = "spare.jnl";
+/// Records are written to the end of their last page, zeros after them: a write never covers
+/// part of a page the cache does not hold (which a recycled segment's would need read first).
+const PAGE: u64 = 4096;
+static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 
 /// The file name of segment `id`.
 fn segment_name(id: u64) -> String {
@@ -104,9 +106,9 @@ pub(crate) struct Journal {
     /// A segment written before the one being written, whose records are not flushed yet.
     unflushed_previous: Option<File>,
     next_seq: u64,
-    segment_bytes: u64,
     cipher: Option<Cipher>,
-    spare: Option<PathBuf>,
+    /// The spares and the next segment.
+    pool: Pool,
     /// Bytes appended since the journal was last trimmed (the checkpoint trigger).
     appended: u64,
 }
@@ -119,20 +121,22 @@ pub(crate) struct Opened {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`.
+    /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`
+    /// (keeping up to `max_spares` trimmed segments for reuse).
     /// A torn end (a record with the next sequence number whose checksum fails) is cut in
     /// `TolerateTailCorruption` and an error in `AbsoluteConsistency`; records missing in the
     /// middle (a segment that ends before the next one begins) are an error in both.
     pub(crate) fn open(
         dir: &Path,
         segment_bytes: u64,
+        max_spares: usize,
         cipher: Option<Cipher>,
         checkpoint_seq: u64,
         mode: RecoveryMode,
     ) -> Result<Opened> {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let mut ids = Vec::new();
-        let mut spare = None;
+        let mut spares = Vec::new();
         for ent in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
             let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
             let Some(name) = ent.file_name().to_str().map(str::to_string) else {
@@ -140,15 +144,17 @@ impl Journal {
             };
             if let Some(id) = parse_segment_name(&name) {
                 ids.push(id);
-            } else if name == SPARE {
-                spare = Some(ent.path());
+            } else if segments::is_spare_name(&name) {
+                spares.push(ent.path());
             } else if name.ends_with(".jnl.tmp") {
                 let _ = fs::remove_file(ent.path());
             }
         }
         ids.sort_unstable();
+        spares.sort();
         let mut segments = Vec::new();
-        let mut remove = Vec::new();
+        // Segments no longer needed (once segment `id`): kept as spares or removed.
+        let mut unused = Vec::new();
         for (pos, &id) in ids.iter().enumerate() {
             let path = dir.join(segment_name(id));
             match read_header(&path, id, cipher.is_some())? {
@@ -157,8 +163,8 @@ impl Journal {
                     path,
                     first_seq,
                 }),
-                // Created but its header never reached the disk: only the newest can be so.
-                None if pos + 1 == ids.len() => remove.push(path),
+                // Prepared (or created) but never written: only the newest can be so.
+                None if pos + 1 == ids.len() => unused.push((path, id)),
                 None => {
                     return Err(Error::corrupt(
                         &path,
@@ -174,7 +180,7 @@ impl Journal {
             .position(|w| w[1].first_seq > checkpoint_seq + 1)
             .unwrap_or(segments.len().saturating_sub(1));
         for s in segments.drain(..keep_from) {
-            remove.push(s.path);
+            unused.push((s.path, s.id));
         }
 
         let mut records = Vec::new();
@@ -245,20 +251,27 @@ impl Journal {
             .map_or(checkpoint_seq, |e| e - 1)
             .max(checkpoint_seq);
 
-        for p in &remove {
-            fs::remove_file(p).map_err(|e| Error::io("remove", p, e))?;
-        }
         let mut journal = Journal {
             dir: dir.to_path_buf(),
             segments,
             writer: None,
             unflushed_previous: None,
             next_seq: last_seq + 1,
-            segment_bytes,
             cipher,
-            spare,
+            pool: Pool {
+                dir: dir.to_path_buf(),
+                segment_bytes,
+                spares,
+                max_spares,
+                next: Next::Idle,
+                stalled: false,
+            },
             appended: 0,
         };
+        for (path, id) in unused {
+            let len = fs::metadata(&path).map_or(0, |m| m.len());
+            journal.pool.recycle(&path, id, len)?;
+        }
         // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
         // record may hold older records with the next sequence numbers, so a new segment starts.
         if let (Some((offset, false)), Some(seg)) = (tail, journal.segments.last()) {
@@ -323,12 +336,20 @@ impl Journal {
             crc32c::crc32c_append(c, p)
         });
         h[R_CRC..R_CRC + 4].copy_from_slice(&crc.to_le_bytes());
-        let pad = [0u8; 8];
-        let pad = &pad[..total as usize - RECORD_HEADER - len];
-        let mut bufs = Vec::with_capacity(stored.len() + 2);
+        // The padding to 8 bytes, and zeros to the end of the last page.
+        let end = w.offset + total;
+        let pad = (end.next_multiple_of(PAGE).min(w.len) - end) as usize + total as usize
+            - RECORD_HEADER
+            - len;
+        let mut bufs = Vec::with_capacity(stored.len() + 3);
         bufs.push(std::io::IoSlice::new(&h));
         bufs.extend(stored.iter().map(|p| std::io::IoSlice::new(p)));
-        bufs.push(std::io::IoSlice::new(pad));
+        let (a, b) = (
+            pad.min(ZERO_PAGE.len()),
+            pad.saturating_sub(ZERO_PAGE.len()),
+        );
+        bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..a]));
+        bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..b]));
         write_all_vectored_at(&w.file, &mut bufs, w.offset, &w.path)?;
         w.offset += total;
         w.dirty = true;
@@ -353,45 +374,87 @@ impl Journal {
         Ok(())
     }
 
-    /// Starts a segment for a record of `total` bytes with sequence number `seq`: the spare
-    /// renamed, or a new file fallocated; its header written and its name made durable.
-    fn rotate(&mut self, seq: u64, total: u64) -> Result<()> {
-        let id = self.segments.last().map_or(1, |s| s.id + 1);
-        let path = self.dir.join(segment_name(id));
-        let len = (SEGMENT_HEADER + total).max(self.segment_bytes);
-        let file = match self.spare.take() {
-            Some(spare) if len <= self.segment_bytes => {
-                fsutil::rename_no_replace(&spare, &path)?;
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| Error::io("open", &path, e))?
+    /// The id the next segment gets.
+    fn next_id(&self) -> u64 {
+        self.segments.last().map_or(1, |seg| seg.id + 1)
+    }
+
+    /// Whether an append of a record whose body is `body_len` bytes must wait for the segment
+    /// being prepared (it does not fit the current one).
+    pub(crate) fn must_wait(&self, body_len: usize) -> bool {
+        let sealed = if self.cipher.is_some() {
+            crate::crypto::OVERHEAD
+        } else {
+            0
+        };
+        let total = (RECORD_HEADER + body_len + sealed).next_multiple_of(8) as u64;
+        let fits = self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.offset + total <= w.len);
+        !fits && matches!(self.pool.next, Next::Preparing(_))
+    }
+
+    /// The preparation the thread should run now, if any (module `segments`).
+    pub(crate) fn begin_preparation(&mut self) -> Option<Job> {
+        if !self.pool.wants_preparation(self.writer.is_some()) {
+            return None;
+        }
+        let id = self.next_id();
+        Some(self.pool.begin(id, self.dir.join(segment_name(id)), false))
+    }
+
+    /// Takes the outcome of the thread's preparation.
+    pub(crate) fn finish_preparation(
+        &mut self,
+        result: std::result::Result<Prepared, (Error, Option<PathBuf>)>,
+    ) {
+        match result {
+            Ok(p) if matches!(self.pool.next, Next::Preparing(id) if id == p.id) => {
+                self.pool.next = Next::Ready(p);
             }
-            other => {
-                self.spare = other;
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(|e| Error::io("create", &path, e))?;
-                if let Err(e) = fsutil::allocate(&file, &path, len) {
-                    drop(file);
-                    let _ = fs::remove_file(&path);
-                    return Err(e);
+            Ok(_) => self.pool.next = Next::Idle,
+            Err((_, spare)) => {
+                // The commit path makes its segment itself (and reports what fails then).
+                if let Some(spare) = spare {
+                    self.pool.spares.insert(0, spare);
                 }
-                file
+                self.pool.next = Next::Idle;
+                self.pool.stalled = true;
+            }
+        }
+    }
+
+    /// Starts a segment for a record of `total` bytes with sequence number `seq`: the prepared
+    /// one when it is ready (nothing but its header to write), else one made here (a spare
+    /// renamed, or a new file allocated, and its name made durable).
+    fn rotate(&mut self, seq: u64, total: u64) -> Result<()> {
+        let id = self.next_id();
+        let need = SEGMENT_HEADER + total;
+        let p = match self.pool.take(id) {
+            Some(p) => p,
+            None => {
+                self.pool.stalled = false;
+                let job = self.pool.begin(id, self.dir.join(segment_name(id)), false);
+                let made = job.run();
+                self.pool.next = Next::Idle;
+                made?
             }
         };
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", &path, e))?
-            .len();
+        let Prepared {
+            id,
+            path,
+            file,
+            mut len,
+        } = p;
+        if len < need {
+            // A commit larger than a segment: the file grows to hold it.
+            crate::fsutil::allocate(&file, &path, need)?;
+            len = need;
+        }
         let header = encode_header(id, seq, self.cipher.is_some());
         file.write_all_at(&header, 0)
             .map_err(|e| Error::io("write header", &path, e))?;
-        fsutil::sync_dir(&self.dir)?;
         if let Some(old) = self.writer.take() {
             if old.dirty {
                 self.unflushed_previous = Some(old.file);
@@ -413,23 +476,16 @@ impl Journal {
     }
 
     /// Drops the segments whose records all lie at or below `seq` (a checkpoint covers them):
-    /// the first becomes the spare (when it has the usual size), the others are removed.
+    /// they become spares (as many as are kept, of the usual size), or are removed.
     pub(crate) fn trim(&mut self, seq: u64) -> Result<()> {
         let obsolete = self
             .segments
             .windows(2)
             .take_while(|w| w[1].first_seq <= seq + 1)
             .count();
-        for s in self.segments.drain(..obsolete) {
-            let reusable = fs::metadata(&s.path).is_ok_and(|m| m.len() == self.segment_bytes);
-            if self.spare.is_none() && reusable {
-                let spare = self.dir.join(SPARE);
-                if fs::rename(&s.path, &spare).is_ok() {
-                    self.spare = Some(spare);
-                    continue;
-                }
-            }
-            fs::remove_file(&s.path).map_err(|e| Error::io("remove", &s.path, e))?;
+        for seg in self.segments.drain(..obsolete) {
+            let len = fs::metadata(&seg.path).map_or(0, |m| m.len());
+            self.pool.recycle(&seg.path, seg.id, len)?;
         }
         self.appended = 0;
         Ok(())
@@ -595,4 +651,125 @@ fn write_all_vectored_at(
         std::io::IoSlice::advance_slices(&mut slices, written);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, checkpoint: u64) -> Opened {
+        Journal::open(
+            dir,
+            64 << 10,
+            2,
+            None,
+            checkpoint,
+            RecoveryMode::AbsoluteConsistency,
+        )
+        .expect("open")
+    }
+
+    /// Record `seq`'s body: its length and bytes derived from the sequence number.
+    fn body(seq: u64) -> Vec<u8> {
+        let len = 100 + (seq * 7919 % 20_000) as usize;
+        (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
+    }
+
+    /// What the preparing thread does, run here in line.
+    fn prepare(j: &mut Journal) {
+        if let Some(job) = j.begin_preparation() {
+            let r = job.run().map_err(|e| (e, None));
+            j.finish_preparation(r);
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn records_survive_rotations_recycled_segments_and_reopen() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let mut j = open(&dir, 0).journal;
+        let mut checkpoint = 0;
+        let mut recycled = 0;
+        for seq in 1..=400u64 {
+            if seq % 3 == 0 {
+                prepare(&mut j);
+            }
+            let got = j.append(&[&body(seq)]).expect("append");
+            assert_eq!(got, seq);
+            j.sync().expect("sync");
+            if seq % 50 == 0 {
+                // A checkpoint 10 records behind: the segments before it become spares.
+                checkpoint = seq - 10;
+                j.trim(checkpoint).expect("trim");
+                recycled += j.pool.spares.len();
+            }
+        }
+        assert!(recycled > 0, "no segment was ever kept as a spare");
+        drop(j);
+        let opened = open(&dir, checkpoint);
+        let seqs: Vec<u64> = opened.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (checkpoint + 1..=400).collect::<Vec<_>>());
+        for r in &opened.records {
+            assert_eq!(&r.body[..], &body(r.seq)[..], "record {}", r.seq);
+        }
+        // Appends go on after the reopen, into the segments (and spares) found.
+        let mut j = opened.journal;
+        for seq in 401..=500 {
+            prepare(&mut j);
+            assert_eq!(j.append(&[&body(seq)]).expect("append"), seq);
+        }
+        j.sync().expect("sync");
+        drop(j);
+        let opened = open(&dir, checkpoint);
+        assert_eq!(opened.records.last().map(|r| r.seq), Some(500));
+        assert_eq!(opened.records.len() as u64, 500 - checkpoint);
+    }
+
+    #[test]
+    fn a_record_is_followed_by_zeros_to_the_end_of_its_page() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        fs::create_dir_all(&dir).expect("mkdir");
+        // A spare whose old bytes are all 0xAA.
+        fs::write(dir.join(segments::spare_name(7)), vec![0xAA; 64 << 10]).expect("spare");
+        let mut j = open(&dir, 0).journal;
+        j.append(&[b"first"]).expect("append");
+        prepare(&mut j);
+        // The first segment was made on the commit path from the spare; its header and the
+        // first record's page hold nothing of the old bytes.
+        let path = dir.join(segment_name(1));
+        let bytes = fs::read(&path).expect("read");
+        let end = SEGMENT_HEADER as usize + (RECORD_HEADER + 5).next_multiple_of(8);
+        assert!(bytes[end..SEGMENT_HEADER as usize * 2]
+            .iter()
+            .all(|&b| b == 0));
+        assert!(bytes[SEGMENT_HEADER as usize * 2..]
+            .iter()
+            .all(|&b| b == 0xAA));
+    }
+
+    #[test]
+    fn a_prepared_segment_left_behind_becomes_a_spare_at_open() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let mut j = open(&dir, 0).journal;
+        j.append(&[b"one"]).expect("append");
+        j.sync().expect("sync");
+        prepare(&mut j);
+        assert!(matches!(j.pool.next, Next::Ready(_)));
+        drop(j);
+        assert_eq!(names(&dir), [segment_name(1), segment_name(2)]);
+        let opened = open(&dir, 0);
+        assert_eq!(opened.records.len(), 1);
+        assert_eq!(names(&dir), [segment_name(1), segments::spare_name(2)]);
+    }
 }

@@ -33,6 +33,7 @@ mod handle;
 mod journal;
 mod recovery;
 pub(crate) mod scan;
+mod segments;
 mod tail;
 
 use std::collections::BTreeMap;
@@ -111,6 +112,11 @@ pub(crate) struct Shared {
     pub cipher: Option<Cipher>,
     pub groups: RwLock<BTreeMap<u64, Arc<Group>>>,
     pub journal: Mutex<Journal>,
+    /// Signals changes of the journal's next segment (prepared, taken, stop).
+    pub journal_cv: Condvar,
+    pub preparer: segments::Preparer,
+    /// Set when close begins: the background threads stop.
+    pub stopping: AtomicBool,
     /// The commit pipeline: who leads, and the batches waiting.
     pub pipeline: Mutex<commit::Queue>,
     pub pipeline_cv: Condvar,
@@ -142,6 +148,11 @@ impl Shared {
             return Err(Error::Poisoned { reason });
         }
         Ok(())
+    }
+
+    /// Whether the engine is closing (or closed): background threads stop.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire)
     }
 
     /// Stops the engine after a failure that left memory and files out of step.
@@ -195,6 +206,7 @@ impl Engine {
         let shared = recovery::open(root, opts, cipher, lock)?;
         let shared = Arc::new(shared);
         checkpoint::start(&shared)?;
+        segments::start(&shared)?;
         Ok(Engine { shared })
     }
 
@@ -293,6 +305,8 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     if shared.closed.load(Ordering::Acquire) {
         return Ok(());
     }
+    shared.stopping.store(true, Ordering::Release);
+    segments::stop(shared);
     checkpoint::stop(shared);
     let result = {
         let _lead = commit::lead(shared);

@@ -64,6 +64,7 @@ pub(crate) fn open(
     let opened = Journal::open(
         &root.join(JOURNAL_DIR),
         opts.journal_segment_bytes,
+        max_spares(&opts),
         cipher.clone(),
         root_record.checkpoint_seq,
         mode,
@@ -80,6 +81,9 @@ pub(crate) fn open(
         cipher,
         groups: RwLock::new(groups),
         journal: Mutex::new(opened.journal),
+        journal_cv: Condvar::new(),
+        preparer: Default::default(),
+        stopping: AtomicBool::new(false),
         pipeline: Mutex::new(commit::Queue::default()),
         pipeline_cv: Condvar::new(),
         applied_seq: AtomicU64::new(root_record.checkpoint_seq),
@@ -93,6 +97,13 @@ pub(crate) fn open(
     };
     replay(&shared, opened.records)?;
     Ok(shared)
+}
+
+/// Spare segments kept: as many as a checkpoint frees (the journal then reuses its files
+/// instead of making new ones), at least one.
+fn max_spares(opts: &EngineOptions) -> usize {
+    let per_checkpoint = opts.checkpoint_bytes / opts.journal_segment_bytes.max(1);
+    (per_checkpoint as usize + 1).clamp(1, 16)
 }
 
 /// Opens every group under `root/groups`, removing what a crash during a creation or a

@@ -1,0 +1,723 @@
+//! One node: an `Engine` hosting every group, a raft thread driving one `RawNode<Store>` per
+//! group, and a writer thread that persists all groups' Readies with one `Engine::write`.
+//!
+//! The raft thread's loop (raft-rs async ready, as TiKV's store loop and StoreWriter do it):
+//! tick every group on time; step incoming messages and proposals; then, for every group with a
+//! Ready: send its messages at once (a leader's, which need no persistence), apply its committed
+//! entries (raft hands out only entries it knows are durable here), add its snapshot, entries
+//! and hard state to the one `WriteBatch` being collected for all groups, stage them in the
+//! group's [`Store`] so that raft can read them, keep its persisted messages and number, and
+//! call `advance_append_async`. When the writer is idle the batch goes to it; when the writer
+//! reports it durable, every Ready in it gets `on_persist_ready(number)` and its persisted
+//! messages are sent (the votes and append responses of followers, which must never leave before
+//! what they promise is on disk), in order. A Ready that persists nothing but follows an
+//! unfinished write of its group waits for that write in the same way.
+//!
+//! Owns: the node's engine, raft nodes and state machines, its writer thread, and the node's
+//! figures on the [`Board`]. Must never: send a persisted message before the batch holding its
+//! Ready is durable, call `step`/`propose` between a group's `ready()` and its
+//! `advance_append_async`, or call `Engine::write` from the raft thread.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use raft::prelude::*;
+use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
+use raftwal::{Engine, MetaInfo, WriteBatch};
+
+use crate::cluster::{Board, GroupView, Publication, Reply, Router};
+use crate::sm::StateMachine;
+use crate::store::Store;
+
+/// The voters of every group.
+pub const PEERS: [u64; 3] = [1, 2, 3];
+
+/// Events a node's raft thread handles, in arrival order.
+pub enum Event {
+    /// Raft messages from another node: (group id, message).
+    Raft(Vec<(u64, Message)>),
+    /// A client's proposal of a put to a group.
+    Propose { group: u64, id: u64, data: Vec<u8> },
+    /// The writer made batch `seq` durable (or failed).
+    Persisted {
+        seq: u64,
+        result: Result<(), String>,
+        took: Duration,
+    },
+    /// Stop ticking and refuse proposals (`true`), or resume (`false`).
+    Pause(bool),
+    /// Stop: finish and persist what is under way, close the engine.
+    Stop,
+}
+
+/// How a node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub root: PathBuf,
+    pub groups: u64,
+    pub tick: Duration,
+    /// Compact a group's log (snapshot of its state machine at the applied index) once this
+    /// many entries were applied since its last snapshot; 0: never.
+    pub compact_every: u64,
+}
+
+/// The raft-rs configuration of node `id` in a group, resuming after `applied`.
+fn raft_config(id: u64, applied: u64) -> Config {
+    Config {
+        id,
+        election_tick: 10,
+        heartbeat_tick: 2,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        pre_vote: true,
+        applied,
+        ..Default::default()
+    }
+}
+
+/// A node's figures, added up over its incarnations.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// `Engine::write` calls.
+    pub commits: u64,
+    /// Parts (one group's Ready each) written by them.
+    pub parts: u64,
+    /// Groups with a part in a commit, added up over the commits; the most in one commit.
+    pub groups: u64,
+    pub max_groups: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    /// Time spent inside `Engine::write`.
+    pub write_time: Duration,
+    /// The last `Engine::open`, and rebuilding every group's raft node after it.
+    pub open_time: Duration,
+    pub start_time: Duration,
+    /// Snapshots this node took of its state machines (compacting their logs), and snapshots
+    /// it installed from a leader.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+}
+
+/// A running node: its thread, ended by [`Event::Stop`].
+pub struct NodeHandle {
+    pub id: u64,
+    thread: JoinHandle<Result<Vec<StateMachine>, String>>,
+}
+
+impl NodeHandle {
+    /// Waits for the node's thread; returns every group's final state machine, by group id.
+    pub fn join(self) -> Result<Vec<StateMachine>, String> {
+        self.thread
+            .join()
+            .map_err(|_| format!("node {}: its raft thread panicked", self.id))?
+    }
+}
+
+/// Starts node `cfg.id`: its events arrive on `rx` (registered with the router by the caller),
+/// replies to clients go to `replies`.
+pub fn start(
+    cfg: NodeConfig,
+    rx: Receiver<Event>,
+    tx: Sender<Event>,
+    router: Arc<Router>,
+    board: Arc<Board>,
+    replies: Sender<Reply>,
+) -> NodeHandle {
+    let id = cfg.id;
+    let thread = std::thread::Builder::new()
+        .name(format!("raft-{id}"))
+        .spawn(move || {
+            let r = Node::open(cfg, tx, router, Arc::clone(&board), replies)
+                .and_then(|mut n| n.run(rx));
+            if let Err(e) = &r {
+                board.fail(id, e.clone());
+            }
+            r
+        })
+        .expect("spawn a node's raft thread");
+    NodeHandle { id, thread }
+}
+
+struct Group {
+    id: u64,
+    raw: RawNode<Store>,
+    sm: StateMachine,
+    /// Sequence number of the last batch holding a Ready of this group.
+    last_write: u64,
+    /// Proposals this node made as leader and has not applied yet.
+    proposed: HashSet<u64>,
+    /// Index of the group's last snapshot.
+    snapshot_index: u64,
+}
+
+/// A Ready handed to (or waiting for) a batch: what to do once the batch is durable.
+struct Pending {
+    group: usize,
+    number: u64,
+    messages: Vec<Message>,
+    /// The Ready added a part to the batch (else it only waits for the batch).
+    wrote: bool,
+    /// A snapshot to install into the state machine.
+    snapshot: Option<Snapshot>,
+}
+
+/// The batch being collected, or the one at the writer.
+struct Batch {
+    seq: u64,
+    wb: WriteBatch,
+    readies: Vec<Pending>,
+    /// Parts of `wb` (taken when the batch goes to the writer).
+    parts: u64,
+    entries: u64,
+    bytes: u64,
+}
+
+impl Batch {
+    fn new(seq: u64) -> Batch {
+        Batch {
+            seq,
+            wb: WriteBatch::new(),
+            readies: Vec::new(),
+            parts: 0,
+            entries: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Groups with a part in the batch.
+    fn groups(&self) -> u64 {
+        let groups: HashSet<usize> = self
+            .readies
+            .iter()
+            .filter(|p| p.wrote)
+            .map(|p| p.group)
+            .collect();
+        groups.len() as u64
+    }
+}
+
+/// A batch for the writer thread.
+struct Job {
+    seq: u64,
+    wb: WriteBatch,
+}
+
+struct Node {
+    id: u64,
+    tick: Duration,
+    compact_every: u64,
+    engine: Option<Arc<Engine>>,
+    groups: Vec<Group>,
+    writer: Option<(Sender<Job>, JoinHandle<()>)>,
+    collecting: Batch,
+    in_flight: Option<Batch>,
+    /// Every batch up to this one is durable.
+    durable: u64,
+    router: Arc<Router>,
+    board: Arc<Board>,
+    replies: Sender<Reply>,
+    /// Messages to send at the end of this round: (to, group, message).
+    outbox: Vec<(u64, u64, Message)>,
+    stats: Stats,
+    dirty: bool,
+    paused: bool,
+    /// Raft events handled since the last publication.
+    handled: u64,
+}
+
+fn err<E: std::fmt::Display>(what: String) -> impl FnOnce(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+impl Node {
+    /// Opens (or creates) the node's engine and every group, and starts the writer.
+    fn open(
+        cfg: NodeConfig,
+        tx: Sender<Event>,
+        router: Arc<Router>,
+        board: Arc<Board>,
+        replies: Sender<Reply>,
+    ) -> Result<Node, String> {
+        let id = cfg.id;
+        let t = Instant::now();
+        let engine = Engine::open(&cfg.root)
+            .map_err(err(format!("node {id}: open {}", cfg.root.display())))?;
+        let open_time = t.elapsed();
+        let t = Instant::now();
+        let fresh = engine.group_ids().is_empty();
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut groups = Vec::new();
+        for gid in 1..=cfg.groups {
+            let what = || format!("node {id} group {gid}");
+            let disk = match engine.group(gid) {
+                Some(g) => g,
+                None => {
+                    let g = engine.create_group(gid, id).map_err(err(what()))?;
+                    g.set_conf_state(&ConfState::from((PEERS.to_vec(), vec![])))
+                        .map_err(err(what()))?;
+                    g
+                }
+            };
+            // The state machine is in memory: it restarts from the group's snapshot (if any)
+            // and raft hands it every committed entry after that again.
+            let mut sm = StateMachine::default();
+            let snapshot_index = disk.uint(MetaInfo::SnapshotIndex);
+            if snapshot_index > 0 {
+                let snap = disk.snapshot(0, 0).map_err(err(what()))?;
+                sm = StateMachine::decode(&snap.data).map_err(err(what()))?;
+                sm.applied = snap.get_metadata().index;
+            }
+            let mut raw = RawNode::new(&raft_config(id, sm.applied), Store::new(disk), &logger)
+                .map_err(err(what()))?;
+            // A new cluster: each node campaigns for a third of the groups, so leadership
+            // starts balanced and without waiting for election timeouts.
+            if fresh && (gid - 1) % PEERS.len() as u64 + 1 == id {
+                raw.campaign().map_err(err(what()))?;
+            }
+            groups.push(Group {
+                id: gid,
+                raw,
+                sm,
+                last_write: 0,
+                proposed: HashSet::new(),
+                snapshot_index,
+            });
+        }
+        let start_time = t.elapsed();
+        let engine = Arc::new(engine);
+        let (jobs, jobs_rx) = mpsc::channel::<Job>();
+        let writer = {
+            let engine = Arc::clone(&engine);
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name(format!("writer-{id}"))
+                .spawn(move || writer(engine, jobs_rx, tx))
+                .map_err(err(format!("node {id}: spawn its writer")))?
+        };
+        let stats = Stats {
+            open_time,
+            start_time,
+            ..board.stats(id)
+        };
+        let mut node = Node {
+            id,
+            tick: cfg.tick,
+            compact_every: cfg.compact_every,
+            engine: Some(engine),
+            groups,
+            writer: Some((jobs, writer)),
+            collecting: Batch::new(1),
+            in_flight: None,
+            durable: 0,
+            router,
+            board,
+            replies,
+            outbox: Vec::new(),
+            stats,
+            dirty: true,
+            paused: false,
+            handled: 0,
+        };
+        node.publish(true);
+        Ok(node)
+    }
+
+    fn run(&mut self, rx: Receiver<Event>) -> Result<Vec<StateMachine>, String> {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let now = Instant::now();
+            if now >= next_tick && !self.paused {
+                for g in &mut self.groups {
+                    g.raw.tick();
+                }
+                next_tick += self.tick;
+                if next_tick < now {
+                    next_tick = now + self.tick; // fell behind: do not tick in a burst
+                }
+            }
+            let mut stop = false;
+            match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+                Ok(ev) => stop |= self.handle(ev)?,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            // Everything already queued joins this round (bounded, so ticks stay on time).
+            for _ in 0..4096 {
+                match rx.try_recv() {
+                    Ok(ev) => stop |= self.handle(ev)?,
+                    Err(_) => break,
+                }
+            }
+            if stop {
+                return self.shutdown(rx);
+            }
+            self.round()?;
+        }
+    }
+
+    /// Handles one event; `true` for [`Event::Stop`].
+    fn handle(&mut self, ev: Event) -> Result<bool, String> {
+        match ev {
+            Event::Raft(msgs) => {
+                self.handled += 1;
+                for (gid, m) in msgs {
+                    let Some(g) = self.group_mut(gid) else {
+                        continue;
+                    };
+                    // A stale or unexpected message is raft's to ignore; its error is not ours.
+                    let _ = g.raw.step(m);
+                }
+            }
+            Event::Propose { group, id, data } => {
+                let paused = self.paused;
+                let accepted = match self.group_mut(group) {
+                    Some(g) if g.raw.raft.state == StateRole::Leader && !paused => {
+                        let ok = g.raw.propose(vec![], data).is_ok();
+                        if ok {
+                            g.proposed.insert(id); // a retry of a pending id counts once
+                        }
+                        ok
+                    }
+                    _ => false,
+                };
+                if !accepted {
+                    let _ = self.replies.send(Reply::Rejected { id });
+                }
+            }
+            Event::Persisted { seq, result, took } => self.persisted(seq, result, took)?,
+            Event::Pause(p) => self.paused = p,
+            Event::Stop => return Ok(true),
+        }
+        self.dirty = true;
+        Ok(false)
+    }
+
+    fn group_mut(&mut self, gid: u64) -> Option<&mut Group> {
+        let i = gid.checked_sub(1)? as usize;
+        self.groups.get_mut(i)
+    }
+
+    /// One round after the events: every group's Ready, the batch to the writer if it is idle,
+    /// the messages out, the board.
+    fn round(&mut self) -> Result<(), String> {
+        for i in 0..self.groups.len() {
+            if self.groups[i].raw.has_ready() {
+                self.ready(i)?;
+                self.dirty = true;
+            }
+        }
+        self.submit()?;
+        self.flush();
+        self.publish(false);
+        Ok(())
+    }
+
+    /// Handles group `i`'s Ready (see the module comment for the order).
+    fn ready(&mut self, i: usize) -> Result<(), String> {
+        let g = &mut self.groups[i];
+        let gid = g.id;
+        let mut rd = g.raw.ready();
+        for m in rd.take_messages() {
+            self.outbox.push((m.to, gid, m));
+        }
+        if let Some(ss) = rd.ss() {
+            if ss.raft_state != StateRole::Leader {
+                // Deposed (or never leader): the client retries elsewhere. A proposal that
+                // still commits is applied twice; a put of the same value, so harmless.
+                for id in g.proposed.drain() {
+                    let _ = self.replies.send(Reply::Rejected { id });
+                }
+            }
+        }
+        let committed = rd.take_committed_entries();
+        apply(self.id, g, &committed, &self.replies)?;
+
+        let number = rd.number();
+        let messages = rd.take_persisted_messages();
+        let writes = !rd.snapshot().is_empty() || !rd.entries().is_empty() || rd.hs().is_some();
+        if writes {
+            let b = &mut self.collecting;
+            let hs = rd.hs().cloned().unwrap_or_default();
+            b.wb.save(gid, &hs, rd.entries(), rd.snapshot());
+            b.parts += 1;
+            b.entries += rd.entries().len() as u64;
+            b.bytes += rd
+                .entries()
+                .iter()
+                .map(|e| e.data.len() as u64)
+                .sum::<u64>();
+            g.raw.mut_store().stage(b.seq, rd.snapshot(), rd.entries());
+            g.last_write = b.seq;
+            let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
+            b.readies.push(Pending {
+                group: i,
+                number,
+                messages,
+                wrote: true,
+                snapshot,
+            });
+            g.raw.advance_append_async(rd);
+        } else if g.last_write > self.durable {
+            // Nothing to write, but an earlier write of the group is not durable yet.
+            let pending = Pending {
+                group: i,
+                number,
+                messages,
+                wrote: false,
+                snapshot: None,
+            };
+            match self.in_flight.as_mut() {
+                Some(b) if b.seq == g.last_write => b.readies.push(pending),
+                _ => self.collecting.readies.push(pending),
+            }
+            g.raw.advance_append_async(rd);
+        } else {
+            g.raw.advance_append_async(rd);
+            g.raw.on_persist_ready(number);
+            for m in messages {
+                self.outbox.push((m.to, gid, m));
+            }
+        }
+        if !committed.is_empty() {
+            g.raw.advance_apply_to(g.sm.applied);
+            if self.compact_every > 0 && g.sm.applied >= g.snapshot_index + self.compact_every {
+                // Applied entries are durable here, so the snapshot's index is in the log.
+                g.raw
+                    .store()
+                    .disk()
+                    .create_snapshot(g.sm.applied, None, g.sm.encode())
+                    .map_err(|e| {
+                        format!("node {} group {}: create_snapshot: {e}", self.id, g.id)
+                    })?;
+                g.snapshot_index = g.sm.applied;
+                self.stats.snapshots_taken += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the collected batch to the writer if none is there.
+    fn submit(&mut self) -> Result<(), String> {
+        if self.in_flight.is_some() || self.collecting.readies.is_empty() {
+            return Ok(());
+        }
+        let next = Batch::new(self.collecting.seq + 1);
+        let mut b = std::mem::replace(&mut self.collecting, next);
+        let job = Job {
+            seq: b.seq,
+            wb: std::mem::take(&mut b.wb),
+        };
+        let (jobs, _) = self.writer.as_ref().ok_or("the writer is gone")?;
+        jobs.send(job)
+            .map_err(|_| format!("node {}: its writer thread ended", self.id))?;
+        self.in_flight = Some(b);
+        Ok(())
+    }
+
+    /// Batch `seq` is durable: its Readies are persisted, their messages go.
+    fn persisted(
+        &mut self,
+        seq: u64,
+        result: Result<(), String>,
+        took: Duration,
+    ) -> Result<(), String> {
+        result.map_err(|e| format!("node {}: Engine::write of batch {seq}: {e}", self.id))?;
+        let b = self
+            .in_flight
+            .take()
+            .filter(|b| b.seq == seq)
+            .ok_or_else(|| format!("node {}: batch {seq} reported, not the one sent", self.id))?;
+        self.durable = seq;
+        let groups = b.groups();
+        let s = &mut self.stats;
+        s.commits += 1;
+        s.parts += b.parts;
+        s.groups += groups;
+        s.max_groups = s.max_groups.max(groups);
+        s.entries += b.entries;
+        s.bytes += b.bytes;
+        s.write_time += took;
+        for p in b.readies {
+            let g = &mut self.groups[p.group];
+            g.raw.mut_store().persisted(seq);
+            g.raw.on_persist_ready(p.number);
+            if let Some(snap) = p.snapshot {
+                let mut sm = StateMachine::decode(&snap.data)
+                    .map_err(|e| format!("node {} group {}: snapshot data: {e}", self.id, g.id))?;
+                sm.applied = snap.get_metadata().index;
+                g.sm = sm;
+                g.snapshot_index = g.sm.applied;
+                g.raw.advance_apply_to(g.sm.applied);
+                self.stats.snapshots_installed += 1;
+            }
+            for m in p.messages {
+                self.outbox.push((m.to, g.id, m));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the outbox, one event per destination; a down node is reported unreachable.
+    fn flush(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let mut by_node: Vec<Vec<(u64, Message)>> = vec![Vec::new(); PEERS.len()];
+        let mut snapshots = Vec::new();
+        for (to, gid, m) in self.outbox.drain(..) {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                snapshots.push((to, gid));
+            }
+            if let Some(v) = to.checked_sub(1).and_then(|i| by_node.get_mut(i as usize)) {
+                v.push((gid, m));
+            }
+        }
+        for (i, msgs) in by_node.into_iter().enumerate() {
+            if msgs.is_empty() {
+                continue;
+            }
+            let to = i as u64 + 1;
+            let gids: Vec<u64> = msgs.iter().map(|(g, _)| *g).collect();
+            if !self.router.send(to, Event::Raft(msgs)) {
+                for gid in gids {
+                    if let Some(g) = self.group_mut(gid) {
+                        g.raw.report_unreachable(to);
+                    }
+                }
+            }
+        }
+        // The transport hands a snapshot over whole or not at all.
+        for (to, gid) in snapshots {
+            let status = if self.router.is_up(to) {
+                SnapshotStatus::Finish
+            } else {
+                SnapshotStatus::Failure
+            };
+            if let Some(g) = self.group_mut(gid) {
+                g.raw.report_snapshot(to, status);
+            }
+        }
+    }
+
+    /// Puts every group's view and the node's figures on the board.
+    fn publish(&mut self, force: bool) {
+        if !self.dirty && !force {
+            return;
+        }
+        self.dirty = false;
+        let views = self
+            .groups
+            .iter()
+            .map(|g| GroupView {
+                leader: g.raw.raft.state == StateRole::Leader,
+                leader_id: g.raw.raft.leader_id,
+                term: g.raw.raft.term,
+                commit: g.raw.raft.raft_log.committed,
+                last_index: g.raw.raft.raft_log.last_index(),
+                applied: g.sm.applied,
+            })
+            .collect();
+        let busy = self.in_flight.is_some()
+            || !self.collecting.readies.is_empty()
+            || self.groups.iter().any(|g| g.raw.has_ready());
+        self.board.publish(
+            self.id,
+            Publication {
+                groups: views,
+                stats: self.stats.clone(),
+                paused: self.paused,
+                busy,
+                handled: std::mem::take(&mut self.handled),
+            },
+        );
+    }
+
+    /// Stops: what is collected and under way is persisted (raft messages arriving meanwhile
+    /// are dropped, proposals refused), the writer ends, the engine is closed.
+    fn shutdown(&mut self, rx: Receiver<Event>) -> Result<Vec<StateMachine>, String> {
+        self.router.unregister(self.id);
+        loop {
+            // Settle: every Ready persisted and handled, until raft has nothing more.
+            for i in 0..self.groups.len() {
+                if self.groups[i].raw.has_ready() {
+                    self.ready(i)?;
+                }
+            }
+            self.submit()?;
+            self.flush();
+            if self.in_flight.is_none() {
+                break;
+            }
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(Event::Persisted { seq, result, took }) => self.persisted(seq, result, took)?,
+                Ok(Event::Propose { id, .. }) => {
+                    let _ = self.replies.send(Reply::Rejected { id });
+                }
+                Ok(_) => {}
+                Err(_) => return Err(format!("node {}: no word from its writer", self.id)),
+            }
+        }
+        self.publish(true);
+        if let Some((jobs, thread)) = self.writer.take() {
+            drop(jobs);
+            thread
+                .join()
+                .map_err(|_| format!("node {}: its writer panicked", self.id))?;
+        }
+        let sms = self.groups.iter().map(|g| g.sm.clone()).collect();
+        self.groups.clear(); // the RawNodes and their GroupStorage handles
+        let engine = self.engine.take().ok_or("the engine is gone")?;
+        let engine = Arc::try_unwrap(engine)
+            .map_err(|_| format!("node {}: the engine is still shared", self.id))?;
+        engine
+            .close()
+            .map_err(err(format!("node {}: close the engine", self.id)))?;
+        self.board.down(self.id);
+        Ok(sms)
+    }
+}
+
+/// Applies committed entries to a group's state machine and answers the proposals this node
+/// made among them.
+fn apply(
+    node: u64,
+    g: &mut Group,
+    entries: &[Entry],
+    replies: &Sender<Reply>,
+) -> Result<(), String> {
+    for e in entries {
+        let put =
+            g.sm.apply(e)
+                .map_err(|err| format!("node {node} group {}: {err}", g.id))?;
+        if let Some(id) = put {
+            if g.proposed.remove(&id) {
+                let _ = replies.send(Reply::Applied { id });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The writer thread: one `Engine::write` per batch, reported to the raft thread.
+fn writer(engine: Arc<Engine>, jobs: Receiver<Job>, tx: Sender<Event>) {
+    while let Ok(mut job) = jobs.recv() {
+        let t = Instant::now();
+        let result = engine.write(&mut job.wb).map_err(|e| e.to_string());
+        let took = t.elapsed();
+        if tx
+            .send(Event::Persisted {
+                seq: job.seq,
+                result,
+                took,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}

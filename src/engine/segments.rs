@@ -1,0 +1,267 @@
+//! The journal's segment files before and after their use: recycled segments kept as spares,
+//! and the next segment prepared off the commit path.
+//!
+//! A commit that fills a segment moves on to the next one. Making that file on the commit path
+//! would cost a file creation, an allocation and a directory flush, and its first records
+//! would land in unwritten extents, whose conversion an `fdatasync` writes as well (one more
+//! device write per commit until the file is full). So a background thread (`raftwal-journal`)
+//! prepares the next segment as soon as the one before is taken:
+//!
+//! * named as the next segment (`<id>.jnl`), with its header page zero: open takes a newest
+//!   segment whose header is zero for one never written and removes it (module `journal`);
+//! * every block of it written: a spare (a segment the journal was trimmed of, renamed
+//!   `spare-<old id>.jnl`), or a new file filled with zeros;
+//! * its header page zero and its name durable before it is handed out (the zeroed header is
+//!   flushed before the rename, so a spare's old header is never found under the new name).
+//!
+//! Taking it at rotation then costs one header write, flushed with the commit's records.
+//!
+//! Owns: the spare files, the prepared segment and the thread that prepares it. Must never:
+//! hand out a file whose name is not durable or whose header is not zero, or let two segments
+//! be prepared under one id.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::journal::SEGMENT_HEADER;
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// Spare file name prefix (`spare-<16-digit id of the segment it was>.jnl`).
+const SPARE_PREFIX: &str = "spare-";
+/// Bytes written at a time when a new segment is filled with zeros.
+const FILL_CHUNK: usize = 1 << 20;
+/// How often the preparing thread looks for a stop when nothing wakes it.
+const IDLE: Duration = Duration::from_millis(200);
+
+/// The name of the spare that was segment `id`.
+pub(crate) fn spare_name(id: u64) -> String {
+    format!("{SPARE_PREFIX}{id:016}.jnl")
+}
+
+/// Whether `name` is a spare's file name.
+pub(crate) fn is_spare_name(name: &str) -> bool {
+    name.strip_prefix(SPARE_PREFIX)
+        .and_then(|rest| rest.strip_suffix(".jnl"))
+        .is_some_and(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A segment ready to be written: named, header page zero, blocks written, name durable.
+pub(crate) struct Prepared {
+    pub id: u64,
+    pub path: PathBuf,
+    pub file: File,
+    pub len: u64,
+}
+
+/// Where the next segment stands.
+pub(crate) enum Next {
+    /// Nothing prepared, nothing under way.
+    Idle,
+    /// The thread prepares segment `id` (no one else may make a file of that id).
+    Preparing(u64),
+    Ready(Prepared),
+}
+
+/// The spares and the prepared segment of a journal (kept under the journal's lock).
+pub(crate) struct Pool {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    /// Spare files, oldest first.
+    pub spares: Vec<PathBuf>,
+    /// Spares kept at most; a trimmed segment beyond them is removed.
+    pub max_spares: usize,
+    pub next: Next,
+    /// The last preparation failed: the thread waits for the next rotation before it tries
+    /// again (the commit path then makes its segment itself and reports what fails).
+    pub stalled: bool,
+}
+
+/// What the thread does for one preparation, decided under the journal's lock.
+pub(crate) struct Job {
+    id: u64,
+    path: PathBuf,
+    spare: Option<PathBuf>,
+    len: u64,
+    dir: PathBuf,
+    /// Write zeros over a new file (the thread does; the commit path, in a hurry, does not).
+    fill: bool,
+}
+
+impl Pool {
+    /// Whether the thread has work: a journal with a segment being written needs its next one.
+    pub(crate) fn wants_preparation(&self, writing: bool) -> bool {
+        writing && !self.stalled && matches!(self.next, Next::Idle)
+    }
+
+    /// Reserves segment `id` for the thread and hands it the work (a spare if there is one).
+    pub(crate) fn begin(&mut self, id: u64, path: PathBuf, fill: bool) -> Job {
+        self.next = Next::Preparing(id);
+        Job {
+            fill,
+            id,
+            path,
+            spare: (!self.spares.is_empty()).then(|| self.spares.remove(0)),
+            len: self.segment_bytes,
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Takes the prepared segment if it is segment `id`.
+    pub(crate) fn take(&mut self, id: u64) -> Option<Prepared> {
+        match std::mem::replace(&mut self.next, Next::Idle) {
+            Next::Ready(p) if p.id == id => Some(p),
+            other => {
+                self.next = other;
+                None
+            }
+        }
+    }
+
+    /// Keeps the trimmed segment at `path` (of `len` bytes, once segment `id`) as a spare, or
+    /// removes it.
+    pub(crate) fn recycle(&mut self, path: &Path, id: u64, len: u64) -> Result<()> {
+        if self.spares.len() < self.max_spares && len == self.segment_bytes {
+            let spare = self.dir.join(spare_name(id));
+            if fs::rename(path, &spare).is_ok() {
+                self.spares.push(spare);
+                return Ok(());
+            }
+        }
+        fs::remove_file(path).map_err(|e| Error::io("remove", path, e))
+    }
+}
+
+impl Job {
+    /// Makes the segment: the spare renamed (its header zeroed and flushed first), or a new
+    /// file allocated (and filled with zeros, when asked); then the directory flushed.
+    pub(crate) fn run(self) -> Result<Prepared> {
+        let file = match &self.spare {
+            Some(spare) => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(spare)
+                    .map_err(|e| Error::io("open", spare, e))?;
+                file.write_all_at(&[0u8; SEGMENT_HEADER as usize], 0)
+                    .map_err(|e| Error::io("write", spare, e))?;
+                file.sync_data()
+                    .map_err(|e| Error::io("fdatasync", spare, e))?;
+                fsutil::rename_no_replace(spare, &self.path)?;
+                file
+            }
+            None => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&self.path)
+                    .map_err(|e| Error::io("create", &self.path, e))?;
+                let made = if self.fill {
+                    fill(&file, &self.path, self.len)
+                } else {
+                    fsutil::allocate(&file, &self.path, self.len)
+                };
+                if let Err(e) = made {
+                    drop(file);
+                    let _ = fs::remove_file(&self.path);
+                    return Err(e);
+                }
+                file
+            }
+        };
+        fsutil::sync_dir(&self.dir)?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &self.path, e))?
+            .len();
+        Ok(Prepared {
+            id: self.id,
+            path: self.path,
+            file,
+            len,
+        })
+    }
+}
+
+/// Allocates `len` bytes of `file` and writes zeros over them (every block written, so that no
+/// later flush converts an extent), then flushes them.
+fn fill(file: &File, path: &Path, len: u64) -> Result<()> {
+    fsutil::allocate(file, path, len)?;
+    let zeros = vec![0u8; FILL_CHUNK];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(FILL_CHUNK as u64) as usize;
+        file.write_all_at(&zeros[..n], at)
+            .map_err(|e| Error::io("write", path, e))?;
+        at += n as u64;
+    }
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", path, e))
+}
+
+/// The preparing thread and how to stop it.
+#[derive(Default)]
+pub(crate) struct Preparer {
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Starts the thread (it holds the engine only weakly, and only while it prepares a segment).
+pub(crate) fn start(shared: &Arc<Shared>) -> Result<()> {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let handle = std::thread::Builder::new()
+        .name("raftwal-journal".to_string())
+        .spawn(move || background(weak))
+        .map_err(|e| Error::io("start the journal thread for", &shared.root, e))?;
+    *shared.preparer.thread.lock() = Some(handle);
+    Ok(())
+}
+
+/// Stops the thread and waits for it (the engine is marked stopping by the caller).
+pub(crate) fn stop(shared: &Shared) {
+    {
+        let _j = shared.journal.lock();
+        shared.journal_cv.notify_all();
+    }
+    if let Some(h) = shared.preparer.thread.lock().take() {
+        let _ = h.join();
+    }
+}
+
+fn background(weak: Weak<Shared>) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        let job = {
+            let mut j = shared.journal.lock();
+            if shared.stopping() {
+                return;
+            }
+            match j.begin_preparation() {
+                Some(job) => job,
+                None => {
+                    let _ = shared.journal_cv.wait_for(&mut j, IDLE);
+                    continue;
+                }
+            }
+        };
+        let result = job.run_checked();
+        let mut j = shared.journal.lock();
+        j.finish_preparation(result);
+        shared.journal_cv.notify_all();
+    }
+}
+
+impl Job {
+    /// [`Job::run`], keeping what is needed to undo the reservation when it fails.
+    fn run_checked(self) -> std::result::Result<Prepared, (Error, Option<PathBuf>)> {
+        let spare = self.spare.clone();
+        self.run().map_err(|e| (e, spare.filter(|p| p.exists())))
+    }
+}
