@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::journal::{self, Scan, RECORD_HEADER, R_SEQ, SEGMENT_HEADER};
+use super::segments;
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 
@@ -29,8 +30,8 @@ pub(crate) struct SegmentScan {
     pub id: u64,
     pub path: PathBuf,
     pub len: u64,
-    /// The first sequence number its header names; `None` when it has no header (created, its
-    /// header never written: open removes it when it is the last segment).
+    /// The first sequence number its header names; `None` when it has no header (prepared,
+    /// never written: open keeps it as a spare when it is the last segment).
     pub first_seq: Option<u64>,
     /// Records at or below the checkpoint only: open removes it without reading it.
     pub obsolete: bool,
@@ -58,8 +59,8 @@ pub(crate) struct JournalScan {
     pub dir: PathBuf,
     /// Segment files in id order, obsolete ones included.
     pub segments: Vec<SegmentScan>,
-    /// The recycled segment (`spare.jnl`) and its length, if there is one.
-    pub spare: Option<(PathBuf, u64)>,
+    /// The recycled segments (`spare-<id>.jnl`) and their lengths.
+    pub spares: Vec<(PathBuf, u64)>,
     /// One past the last record read (the sequence number the engine's next record gets).
     pub next_seq: u64,
     /// Records read after the checkpoint, and the bytes they take.
@@ -109,12 +110,13 @@ pub(crate) fn scan(
         };
         if let Some(id) = journal::parse_segment_name(&name) {
             ids.push(id);
-        } else if name == journal::SPARE {
+        } else if segments::is_spare_name(&name) {
             let len = ent.metadata().map_or(0, |m| m.len());
-            out.spare = Some((ent.path(), len));
+            out.spares.push((ent.path(), len));
         }
     }
     ids.sort_unstable();
+    out.spares.sort();
 
     // Headers first, as open reads them.
     for (pos, &id) in ids.iter().enumerate() {

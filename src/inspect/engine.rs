@@ -89,8 +89,8 @@ pub struct EngineSummary {
 pub struct JournalSummary {
     pub dir: PathBuf,
     pub segments: Vec<SegmentInfo>,
-    /// The recycled segment (`spare.jnl`), if there is one.
-    pub spare: Option<SpareInfo>,
+    /// The recycled segments (`spare-<id>.jnl`), which the journal reuses.
+    pub spares: Vec<SpareInfo>,
     /// Records after the checkpoint (what open replays), their range and the bytes they take.
     pub records_after_checkpoint: u64,
     pub first_seq: Option<u64>,
@@ -122,12 +122,12 @@ pub struct SegmentInfo {
     pub last_seq: Option<u64>,
     /// Where its records end.
     pub end_offset: u64,
-    /// `"live"`, `"obsolete"` (every record at or below the checkpoint: open removes it), or
-    /// `"no header"` (made but never written: open removes it).
+    /// `"live"`, `"obsolete"` (every record at or below the checkpoint: open recycles it), or
+    /// `"no header"` (prepared, never written: open recycles it).
     pub state: String,
 }
 
-/// The recycled journal segment.
+/// A recycled journal segment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SpareInfo {
     pub path: PathBuf,
@@ -687,10 +687,14 @@ impl RootRead {
         let journal = JournalSummary {
             dir: j.dir.clone(),
             segments,
-            spare: j.spare.as_ref().map(|(p, n)| SpareInfo {
-                path: p.clone(),
-                size_bytes: *n,
-            }),
+            spares: j
+                .spares
+                .iter()
+                .map(|(p, n)| SpareInfo {
+                    path: p.clone(),
+                    size_bytes: *n,
+                })
+                .collect(),
             records_after_checkpoint: after,
             first_seq,
             last_seq: first_seq.map(|_| j.next_seq - 1),

@@ -202,12 +202,14 @@ fn report(s: &EngineSummary) -> Vec<String> {
 }
 
 fn journal(j: &JournalSummary, lines: &mut Vec<String>) {
-    let spare = match &j.spare {
-        Some(sp) => format!(
-            ", spare.jnl present ({})",
-            output::human_bytes(sp.size_bytes)
+    let spare_bytes: u64 = j.spares.iter().map(|s| s.size_bytes).sum();
+    let spare = match j.spares.len() {
+        0 => ", no spare".to_string(),
+        n => format!(
+            ", {} ({})",
+            count(n as u64, "spare"),
+            output::human_bytes(spare_bytes)
         ),
-        None => ", no spare".to_string(),
     };
     lines.push(format!(
         "journal         {} in {}{spare}",
@@ -218,11 +220,12 @@ fn journal(j: &JournalSummary, lines: &mut Vec<String>) {
         let records = match (seg.first_seq, seg.last_seq) {
             (Some(a), Some(b)) => format!("records {a}..={b}"),
             (Some(a), None) => format!("from record {a}, none read"),
-            (None, _) => "no header".to_string(),
+            (None, _) => "no header (prepared)".to_string(),
         };
         let state = match seg.state.as_str() {
-            "live" => "live".to_string(),
-            other => format!("{other}: open removes it"),
+            "live" => "live",
+            "obsolete" => "obsolete: open recycles it",
+            _ => "never written: open recycles it",
         };
         lines.push(format!(
             "  {:<22} {:<26} {:>7} records  {:>12} bytes ({}), {state}",
