@@ -211,6 +211,17 @@ impl Group {
         }
     }
 
+    /// The term of `index` (`snapshot <= index <= last`) with both halves already held.
+    pub(crate) fn term_held(log: &GroupLog, files: &GroupFiles, index: u64) -> Result<u64> {
+        if index == log.snapshot_index() {
+            return Ok(log.snapshot_term());
+        }
+        match log.tail.term(index) {
+            Some(t) => Ok(t),
+            None => files.wal.term(index),
+        }
+    }
+
     /// `raft::Storage::term`.
     #[inline]
     pub(crate) fn term(&self, log: &GroupLog, idx: u64) -> Result<u64> {
@@ -449,29 +460,53 @@ impl Group {
         }
     }
 
-    /// Makes the group's current state durable on its own, as reflecting the journal up to
-    /// `journal_seq`: the tail written, the files flushed, then the meta page written and
-    /// flushed. The journal is flushed first: the group must never be durable ahead of it.
-    /// `change` runs on both halves after the tail is written and before the meta page is
-    /// stored (a snapshot taken by the application).
+    /// Makes the group's current state durable on its own, with `change` applied to it (a
+    /// snapshot taken by the application), without holding back commits to other groups: the
+    /// tail is written, then, with the group held and its tail empty (else the tail is written
+    /// again, a few times, before the caller is asked to hold the pipeline), `change` runs, the
+    /// files are flushed and the meta page is written and flushed, reflecting the group's last
+    /// applied journal record. The journal is flushed first: the group must never be durable
+    /// ahead of it. `Ok(false)`: commits kept adding to the tail, nothing was done.
     pub(crate) fn make_durable(
         &self,
         shared: &Shared,
-        journal_seq: u64,
-        change: impl FnOnce(&mut GroupLog) -> Result<()>,
-    ) -> Result<()> {
-        self.write_tail(shared)?;
-        self.with_both(|Both { log, files }| {
-            change(log)?;
-            shared.journal.lock().sync()?;
-            files.wal.flush()?;
-            let record = files.meta_record(&log.meta, journal_seq, self.incarnation);
-            files.store_durable(&record)?;
-            log.dirty = false;
-            Ok(())
-        })
+        change: impl FnOnce(&mut GroupLog, &GroupFiles) -> Result<()>,
+    ) -> Result<bool> {
+        let mut change = Some(change);
+        for _ in 0..DURABLE_TRIES {
+            self.write_tail(shared)?;
+            let done = self.with_both(|Both { log, files }| {
+                if !log.tail.is_empty() {
+                    return Ok(false);
+                }
+                if let Some(change) = change.take() {
+                    change(log, files)?;
+                }
+                shared.journal.lock().sync()?;
+                files.wal.flush()?;
+                // No record after this is applied to the group (it is held), and every record
+                // up to the engine's applied position is applied to it.
+                let at = log.applied_seq.max(
+                    shared
+                        .applied_seq
+                        .load(std::sync::atomic::Ordering::Acquire),
+                );
+                let record = files.meta_record(&log.meta, at, self.incarnation);
+                files.store_durable(&record)?;
+                log.dirty = false;
+                Ok(true)
+            })?;
+            if done {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
+
+/// Times [`Group::make_durable`] writes the tail and tries before it gives up (commits kept
+/// adding to the group).
+const DURABLE_TRIES: usize = 3;
 
 /// The meta changes of `change` (hard state, conf state, ids).
 fn apply_meta(log: &mut GroupLog, change: &Change<'_>) {

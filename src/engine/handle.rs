@@ -7,7 +7,6 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use raft::{GetEntriesContext, RaftState, Storage};
 
 use super::batch::Part;
 use super::commit;
-use super::group::{Group, GroupLog};
+use super::group::{Group, GroupFiles, GroupLog};
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::meta::MetaInfo;
@@ -112,8 +111,9 @@ impl GroupStorage {
     }
 
     /// `DiskStorage::create_snapshot_from` for this group: the data is streamed into a durable
-    /// snapshot file without holding any lock; then, with commits held back, the group's state
-    /// is made durable with the snapshot in its meta page, and the files wholly below it go.
+    /// snapshot file without holding any lock; then, with the group held (commits to other
+    /// groups go on), the group's state is made durable with the snapshot in its meta page, and
+    /// the files wholly below it go.
     pub fn create_snapshot_from<R: Read>(
         &self,
         index: u64,
@@ -146,19 +146,42 @@ impl GroupStorage {
             plain_len: written.plain_len,
         };
         self.shared.check_usable()?;
-        let _lead = commit::lead(&self.shared);
-        let applied = self.shared.applied_seq.load(Ordering::Acquire);
-        let still = self.read(|log| {
+        // The entry must still be what the snapshot was taken at when the group takes it.
+        let check = |log: &GroupLog, files: &GroupFiles| {
             self.check_snapshot_index(log, index)?;
-            let t = self.group.term(log, index)?;
+            let t = Group::term_held(log, files, index)?;
             if t != term {
                 return Err(Error::InvalidArgument(format!(
                     "entry {index} changed term ({term} -> {t}) while its snapshot was written"
                 )));
             }
             Ok(())
-        });
-        if let Err(e) = still {
+        };
+        let take = |log: &mut GroupLog, files: &GroupFiles| {
+            check(log, files)?;
+            log.meta.snapshot = Some(record.clone());
+            Ok(())
+        };
+        // Every entry in the files, then the snapshot in the meta page, made durable: the files
+        // below it must not go before the meta page that covers them is durable. Commits to
+        // other groups go on meanwhile; if commits to this one keep adding to its tail, they
+        // are held back for it.
+        let durable = match self.group.make_durable(&self.shared, take) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let _lead = commit::lead(&self.shared);
+                match self.group.make_durable(&self.shared, take) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(Error::InvalidArgument(format!(
+                        "group {}: its tail could not be written with commits held",
+                        self.group.id
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = durable {
             let named = self
                 .read(|log| {
                     Ok(log
@@ -171,22 +194,18 @@ impl GroupStorage {
             if record.data_len > 0 && !named {
                 let _ = std::fs::remove_file(snap::path(&self.group.dir, term, index));
             }
+            if matches!(e, Error::Io { .. }) {
+                // The group's files may be part way: stop (opening again replays the journal).
+                self.shared.poison(&e);
+            }
             return Err(e);
         }
-        // Every entry in the files, then the snapshot in the meta page, made durable: the files
-        // below it must not go before the meta page that covers them is durable.
         let done = self
             .group
-            .make_durable(&self.shared, applied, |log| {
-                log.meta.snapshot = Some(record);
+            .with_both(|b| {
+                b.files.wal.remove_files_below(index)?;
+                b.files.durable_files = b.files.wal.file_ids();
                 Ok(())
-            })
-            .and_then(|()| {
-                self.group.with_both(|b| {
-                    b.files.wal.remove_files_below(index)?;
-                    b.files.durable_files = b.files.wal.file_ids();
-                    Ok(())
-                })
             })
             .and_then(|()| {
                 let keep = snap::file_name(term, index);
