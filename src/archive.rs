@@ -344,6 +344,28 @@ pub fn save_dir_snapshot_with_key(
     Ok(meta)
 }
 
+/// Saves the current snapshot of group `group_id` of the engine root `root` (read-only, via
+/// [`EngineInspector`](crate::inspect::engine::EngineInspector): the snapshot as an opened
+/// engine would serve it, one installed through the journal included) as a new archive `out`,
+/// as [`save_dir_snapshot`] does for a WAL directory. `Error::UnknownGroup` when the root has
+/// no such group; `Error::NoSnapshot` when the group has no snapshot.
+pub fn save_engine_group_snapshot(
+    root: &Path,
+    group_id: u64,
+    key: Option<[u8; 32]>,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveMeta, Error> {
+    fsutil::refuse_existing(out)?;
+    let inspector = crate::inspect::engine::EngineInspector::open_group(root, key, group_id)?;
+    let mut reader = inspector.snapshot_reader()?;
+    let mut new = fsutil::NewFile::create(out)?;
+    let meta = write_archive(new.file(), &mut reader, progress)
+        .map_err(|e| with_path(e, new.tmp_path()))?;
+    new.commit()?;
+    Ok(meta)
+}
+
 /// An `Error::Io` with an empty path (from [`write_archive`]) given `path`.
 fn with_path(e: Error, path: &Path) -> Error {
     match e {

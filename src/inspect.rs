@@ -8,6 +8,10 @@
 //!
 //! It reads the directory as open would in `TolerateTailCorruption` mode, so a damaged tail is
 //! reported rather than refused; anything open would refuse in every mode is an error here too.
+//!
+//! An engine root (`raftwal::Engine`) is read by [`engine::EngineInspector`], with the same rules.
+
+pub mod engine;
 
 use std::path::{Path, PathBuf};
 

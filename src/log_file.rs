@@ -1418,6 +1418,28 @@ pub(crate) fn peek_header(path: &Path, id: u64, encrypted: bool) -> Result<Heade
     Ok(HeaderPeek::Present { prev_unflushed })
 }
 
+/// The base index and length of log file `id` at `path`, from its header alone (the read-only
+/// tools, which describe a file without copying its slot area); `None` when it has no header
+/// (as [`HeaderPeek::Absent`]). A header that is there but fails its checks is an error.
+pub(crate) fn peek_base(path: &Path, id: u64, encrypted: bool) -> Result<Option<(u64, u64)>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len < PAYLOAD_START {
+        return Ok(None);
+    }
+    let mut h = [0u8; HEADER_SIZE];
+    file.read_exact_at(&mut h, HEADER_OFFSET as u64)
+        .map_err(|e| Error::io("read header", path, e))?;
+    if h.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let (base, _) = decode_header(path, &h, id, encrypted)?;
+    Ok(Some((base, len)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

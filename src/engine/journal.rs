@@ -40,15 +40,15 @@ const FLAG_SEALED: u32 = 1;
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = H_MAGIC + 8;
 const H_FLAGS: usize = H_VERSION + 4;
-const H_ID: usize = H_FLAGS + 4;
-const H_FIRST_SEQ: usize = H_ID + 8;
+pub(crate) const H_ID: usize = H_FLAGS + 4;
+pub(crate) const H_FIRST_SEQ: usize = H_ID + 8;
 const H_CRC: usize = H_FIRST_SEQ + 8;
 const H_LEN: usize = H_CRC + 4;
 
 // Record fields.
 const R_LEN: usize = 0;
 const R_CRC: usize = R_LEN + 4;
-const R_SEQ: usize = R_CRC + 4;
+pub(crate) const R_SEQ: usize = R_CRC + 4;
 /// Bytes of a record's header.
 pub(crate) const RECORD_HEADER: usize = R_SEQ + 8;
 
@@ -63,7 +63,7 @@ fn segment_name(id: u64) -> String {
 }
 
 /// The id of a segment file name (canonical spelling only).
-fn parse_segment_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".jnl")?;
     if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -510,7 +510,7 @@ impl Journal {
 }
 
 /// What one position of a segment holds.
-enum Scan {
+pub(crate) enum Scan {
     /// The record `want`, its body, and where the next one starts.
     Record { body: Bytes, next: usize },
     /// A clean end: zeroes, or a record from an earlier use of the file (another sequence
@@ -522,7 +522,13 @@ enum Scan {
     Bad(Error),
 }
 
-fn read_record(bytes: &Bytes, at: usize, want: u64, cipher: Option<&Cipher>, path: &Path) -> Scan {
+pub(crate) fn read_record(
+    bytes: &Bytes,
+    at: usize,
+    want: u64,
+    cipher: Option<&Cipher>,
+    path: &Path,
+) -> Scan {
     let Some(h) = bytes.get(at..at + RECORD_HEADER) else {
         return Scan::End;
     };
@@ -590,7 +596,7 @@ fn encode_header(id: u64, first_seq: u64, sealed: bool) -> [u8; H_LEN] {
 }
 
 /// What a segment file's header says.
-enum Header {
+pub(crate) enum Header {
     /// Its first sequence number.
     Valid(u64),
     /// All zero: never written.
@@ -603,7 +609,7 @@ enum Header {
 
 /// The header of segment `id` at `path`. A header that is there but wrong is an error naming
 /// the file.
-fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> {
+pub(crate) fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut h = [0u8; H_LEN];
     match file.read_exact_at(&mut h, 0) {

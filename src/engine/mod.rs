@@ -32,6 +32,7 @@ mod group;
 mod handle;
 mod journal;
 mod recovery;
+pub(crate) mod scan;
 mod segments;
 mod tail;
 

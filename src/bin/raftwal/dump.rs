@@ -9,6 +9,9 @@
 //! `{"index","term","entry_type","data_hex","context_hex"}`, with data and context in full as
 //! lower-case hex.
 //!
+//! `raftwal dump ROOT --group ID [...]` dumps group `ID` of an engine root as an opened engine
+//! would serve it: from the group's files, then from the journal's records not yet in them.
+//!
 //! Owns: the range rules (outside `[first_index, last_index]` is an error before anything is
 //! printed) and the entry formats. Must never: hold the whole range in memory, or change the
 //! directory.
@@ -34,8 +37,11 @@ const PROGRESS_MIN_ENTRIES: u64 = 1_000_000;
 /// Print entries --from I to --to J (both included) as text, or JSON lines with --json (read-only).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The WAL directory (holding wal.meta)
+    /// The WAL directory (holding wal.meta), or an engine root (with --group)
     dir: PathBuf,
+    /// With an engine root: the group to dump (needed)
+    #[arg(long, value_name = "ID")]
+    group: Option<u64>,
     /// First index to print [default: the log's first index]
     #[arg(long, value_name = "I")]
     from: Option<u64>,
@@ -56,10 +62,40 @@ struct JsonEntry {
     context_hex: String,
 }
 
+/// Where the entries come from: a WAL directory, or one group of an engine root.
+enum Log {
+    Dir(raftwal::inspect::Inspector),
+    Group(raftwal::inspect::engine::EngineInspector),
+}
+
+impl Log {
+    fn open(args: &Args) -> Result<Log, Failure> {
+        if output::is_engine_root(&args.dir, args.group)? {
+            let id = output::need_group(&args.dir, args.group)?;
+            Ok(Log::Group(output::open_engine(&args.dir, Some(id))?))
+        } else {
+            Ok(Log::Dir(output::open_inspector(&args.dir)?))
+        }
+    }
+
+    fn first_last(&self) -> Result<(u64, u64), Failure> {
+        match self {
+            Log::Dir(i) => Ok((i.summary().first_index, i.summary().last_index)),
+            Log::Group(e) => Ok(e.first_last()?),
+        }
+    }
+
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, Failure> {
+        Ok(match self {
+            Log::Dir(i) => i.entries(lo, hi)?,
+            Log::Group(e) => e.entries(lo, hi)?,
+        })
+    }
+}
+
 pub fn run(args: Args) -> CmdResult {
-    let inspector = crate::output::open_inspector(&args.dir)?;
-    let s = inspector.summary();
-    let (first, last) = (s.first_index, s.last_index);
+    let log = Log::open(&args)?;
+    let (first, last) = log.first_last()?;
     let from = args.from.unwrap_or(first);
     let to = args.to.unwrap_or(last);
     if args.from.is_some() || args.to.is_some() {
@@ -87,7 +123,7 @@ pub fn run(args: Args) -> CmdResult {
     let mut lo = from;
     while lo <= to {
         let hi = to.saturating_add(1).min(lo.saturating_add(CHUNK));
-        for e in inspector.entries(lo, hi)? {
+        for e in log.entries(lo, hi)? {
             if args.json {
                 out.json_line(&JsonEntry {
                     index: e.index,

@@ -1,5 +1,7 @@
 //! `raftwal inspect DIR [--json]`: what a WAL directory holds — the meta page, the snapshot, each
 //! log file with its index range, entry count and size, and any tail damage or leftover files.
+//! On an engine root (`ROOT/engine.meta`), `raftwal inspect ROOT [--group ID] [--json]` reports
+//! the root, its journal and its groups (module `engine`).
 //!
 //! Owns: the text report's layout. `--json` prints `raftwal::inspect::Summary` as it is
 //! serialized. Must never: change the directory (it reads through `raftwal::inspect::Inspector`).
@@ -10,17 +12,25 @@ use raftwal::inspect::{MetaCopiesInfo, Summary};
 
 use crate::output::{self, CmdResult, Failure, Out};
 
-/// Show a WAL directory: meta page, snapshot, files, index ranges, sizes (read-only).
+/// Show a WAL directory: meta page, snapshot, files, index ranges, sizes; or an engine root:
+/// its journal and every group (read-only).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The WAL directory (holding wal.meta)
+    /// The WAL directory (holding wal.meta), or an engine root (holding engine.meta)
     dir: PathBuf,
-    /// Print the summary as JSON (raftwal::inspect::Summary)
+    /// With an engine root: report only this group
+    #[arg(long, value_name = "ID")]
+    group: Option<u64>,
+    /// Print the summary as JSON (raftwal::inspect::Summary, or
+    /// raftwal::inspect::engine::EngineSummary for an engine root)
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> CmdResult {
+    if output::is_engine_root(&args.dir, args.group)? {
+        return crate::engine::inspect(&args.dir, args.group, args.json);
+    }
     let inspector = crate::output::open_inspector(&args.dir)?;
     let summary = inspector.summary();
     let mut out = Out::new();
@@ -128,7 +138,7 @@ fn report(s: &Summary) -> Vec<String> {
 }
 
 /// Which copy of the meta state is in use, and what the other holds, on one line.
-fn meta_copies(m: &MetaCopiesInfo) -> String {
+pub fn meta_copies(m: &MetaCopiesInfo) -> String {
     let other = match (&m.other_sequence, &m.other_damage) {
         (Some(seq), _) => format!("older (sequence {seq})"),
         (None, Some(damage)) => format!("DAMAGED {damage}"),

@@ -5,6 +5,11 @@
 //! raftwal verify DIR [--json]                  every checksum of every file and the snapshot
 //! raftwal dump DIR [--from I] [--to J] [--json]  entries I..=J as text, or JSON lines
 //! raftwal snapshot save DIR OUT.tar.gz [--json]  the directory's snapshot as a backup archive
+//! raftwal inspect|verify ROOT [--group ID] [--json]
+//!                                              an engine root: engine.meta, the journal, every
+//!                                              group (or one) before and after replay
+//! raftwal dump ROOT --group ID [...]           a group's entries as an opened engine serves them
+//! raftwal snapshot save ROOT --group ID OUT.tar.gz [--json]
 //! raftwal snapshot save --endpoint ADDR OUT.tar.gz [--timeout SECS] [--json]
 //!                                              the same, pulled from a running node over TCP
 //! raftwal snapshot status FILE [--json]        an archive's index, term, membership, size, sha256
@@ -25,6 +30,7 @@
 //! `snapshot verify` only read, through `raftwal::inspect` and `raftwal::archive`), or panic.
 
 mod dump;
+mod engine;
 mod inspect;
 mod output;
 mod repair;
@@ -40,7 +46,7 @@ use clap::{Parser, Subcommand};
 
 use output::{CmdResult, Failure};
 
-/// Inspect, verify, dump, back up and restore raftwal WAL directories.
+/// Inspect, verify, dump, back up and restore raftwal WAL directories and engine roots.
 ///
 /// Exit codes: 0 success, 1 damage found, 2 bad input or any other error.
 #[derive(Parser)]

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use raftwal::inspect::engine::EngineInspector;
 use raftwal::inspect::ConfStateInfo;
 
 /// Work smaller than this finishes in about a second: no progress bar.
@@ -319,6 +320,58 @@ pub fn key() -> Option<[u8; 32]> {
 /// Opens a WAL directory read-only, with the `--key-file` key when one was given.
 pub fn open_inspector(dir: &std::path::Path) -> Result<raftwal::inspect::Inspector, Failure> {
     Ok(raftwal::inspect::Inspector::open_with_key(dir, key())?)
+}
+
+/// Whether `path` is an engine root, for a command given `--group` or not: `--group` with a
+/// WAL directory is a usage error.
+pub fn is_engine_root(path: &Path, group: Option<u64>) -> Result<bool, Failure> {
+    if raftwal::inspect::engine::is_engine_root(path) {
+        return Ok(true);
+    }
+    match group {
+        Some(_) => Err(Failure::usage(format!(
+            "--group needs an engine root, and {} is not one (it has no engine.meta)",
+            path.display()
+        ))),
+        None => Ok(false),
+    }
+}
+
+/// The group a command that reads one group's log is for: `--group ID` is needed with an
+/// engine root.
+pub fn need_group(root: &Path, group: Option<u64>) -> Result<u64, Failure> {
+    group.ok_or_else(|| {
+        Failure::usage(format!(
+            "{} is an engine root: name the group with --group ID (its groups: {})",
+            root.display(),
+            root_groups(root)
+        ))
+    })
+}
+
+/// Opens an engine root read-only (every group, or only `group`), with the `--key-file` key.
+pub fn open_engine(root: &Path, group: Option<u64>) -> Result<EngineInspector, Failure> {
+    let opened = match group {
+        None => EngineInspector::open_with_key(root, key()),
+        Some(id) => EngineInspector::open_group(root, key(), id),
+    };
+    opened.map_err(|e| engine_failure(root, e))
+}
+
+/// A failure about an engine root: an unknown group is named with the groups there are.
+pub fn engine_failure(root: &Path, e: raftwal::Error) -> Failure {
+    match e {
+        raftwal::Error::UnknownGroup { group_id } => Failure::usage(format!(
+            "no group {group_id} in the engine at {} (its groups: {})",
+            root.display(),
+            root_groups(root)
+        )),
+        e => e.into(),
+    }
+}
+
+fn root_groups(root: &Path) -> String {
+    ids(&raftwal::inspect::engine::group_ids(root).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! `raftwal snapshot save|status|verify|restore`: backup archives of a directory's snapshot, or
 //! of a running node's (`save --endpoint`).
 //!
+//! `save ROOT --group ID` saves group `ID` of an engine root: its snapshot as an opened engine
+//! would serve it (one installed through the journal included).
+//!
 //! Owns: the arguments and the printing; the archive itself (its members, hashes, refusal
 //! rules) is `raftwal::archive`, the pull from a node `raftwal::endpoint`. Must never: overwrite an existing file or directory, or change
 //! the directory it saves from or the archive it reads.
@@ -24,11 +27,15 @@ pub enum Command {
     /// archive (.tar.gz); never overwrites
     #[command(allow_missing_positional = true)]
     Save {
-        /// The WAL directory (holding wal.meta); not with --endpoint
+        /// The WAL directory (holding wal.meta), or an engine root with --group; not with
+        /// --endpoint
         #[arg(required_unless_present = "endpoint", conflicts_with = "endpoint")]
         dir: Option<PathBuf>,
         /// The archive to create (must not exist)
         out: PathBuf,
+        /// With an engine root: the group whose snapshot to save (needed)
+        #[arg(long, value_name = "ID", conflicts_with = "endpoint")]
+        group: Option<u64>,
         /// Pull the archive from a running node listening at ADDR (host:port) instead
         #[arg(long, value_name = "ADDR")]
         endpoint: Option<String>,
@@ -78,6 +85,7 @@ pub fn run(cmd: Command) -> CmdResult {
         Command::Save {
             dir,
             out,
+            group,
             endpoint,
             timeout,
             json,
@@ -86,7 +94,7 @@ pub fn run(cmd: Command) -> CmdResult {
                 let timeout = Duration::from_secs(timeout.unwrap_or(PULL_TIMEOUT_SECS));
                 pull(&endpoint, timeout, &out, json)
             }
-            (Some(dir), None) => save(&dir, &out, json),
+            (Some(dir), None) => save(&dir, group, &out, json),
             // clap requires exactly one of them.
             _ => Err(Failure::usage(
                 "snapshot save needs either a directory or --endpoint, not both",
@@ -109,6 +117,9 @@ struct SaveJson<'a> {
     archive: &'a Path,
     #[serde(skip_serializing_if = "Option::is_none")]
     dir: Option<&'a Path>,
+    /// The group of the engine root `dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint: Option<&'a str>,
     /// Known when the archive was verified after it was written (a pull).
@@ -120,7 +131,29 @@ struct SaveJson<'a> {
     meta: &'a ArchiveMeta,
 }
 
-fn save(dir: &Path, out_path: &Path, json: bool) -> CmdResult {
+fn save(dir: &Path, group: Option<u64>, out_path: &Path, json: bool) -> CmdResult {
+    if output::is_engine_root(dir, group)? {
+        let id = output::need_group(dir, group)?;
+        let progress = Progress::bytes(0, "save");
+        let result =
+            archive::save_engine_group_snapshot(dir, id, output::key(), out_path, &mut |n| {
+                progress.inc(n)
+            });
+        progress.finish();
+        let meta = result.map_err(|e| output::engine_failure(dir, e))?;
+        return print_saved(
+            &SaveJson {
+                archive: out_path,
+                dir: Some(dir),
+                group: Some(id),
+                endpoint: None,
+                archive_bytes: None,
+                archive_sha256: None,
+                meta: &meta,
+            },
+            json,
+        );
+    }
     let snapshot_len = crate::output::open_inspector(dir)?
         .summary()
         .snapshot
@@ -137,6 +170,7 @@ fn save(dir: &Path, out_path: &Path, json: bool) -> CmdResult {
         &SaveJson {
             archive: out_path,
             dir: Some(dir),
+            group: None,
             endpoint: None,
             archive_bytes: None,
             archive_sha256: None,
@@ -156,6 +190,7 @@ fn pull(endpoint: &str, timeout: Duration, out_path: &Path, json: bool) -> CmdRe
         &SaveJson {
             archive: out_path,
             dir: None,
+            group: None,
             endpoint: Some(endpoint),
             archive_bytes: Some(status.archive_bytes),
             archive_sha256: Some(&status.archive_sha256),
@@ -173,9 +208,11 @@ fn print_saved(saved: &SaveJson, json: bool) -> CmdResult {
         return out.finish();
     }
     let meta = saved.meta;
-    let from = saved
-        .endpoint
-        .map_or(String::new(), |e| format!(" from {e}"));
+    let from = match (saved.endpoint, saved.group) {
+        (Some(e), _) => format!(" from {e}"),
+        (None, Some(g)) => format!(" of group {g}"),
+        (None, None) => String::new(),
+    };
     out.line(format!(
         "saved snapshot index {} term {} ({}, {} bytes of state){from} to {}",
         meta.index,

@@ -1,6 +1,9 @@
 //! `raftwal verify DIR [--json]`: checks every checksum — every slot and payload of every log
 //! file, and the snapshot file to its last byte — and names the first damage by file and offset.
 //!
+//! On an engine root, `raftwal verify ROOT [--group ID] [--json]` checks `engine.meta`, the
+//! journal and every group (or one), and reports every damage it finds (module `engine`).
+//!
 //! Owns: reporting what was checked. Exit code 1 when damage is found (including a damaged tail,
 //! which open would cut). Must never: change the directory, or repair anything.
 
@@ -10,11 +13,15 @@ use serde::Serialize;
 
 use crate::output::{self, CmdResult, Out, Progress};
 
-/// Check every checksum in every log file and the snapshot; exit code 1 on damage (read-only).
+/// Check every checksum in every log file and the snapshot (of a WAL directory, or of an engine
+/// root's journal and groups); exit code 1 on damage (read-only).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The WAL directory (holding wal.meta)
+    /// The WAL directory (holding wal.meta), or an engine root (holding engine.meta)
     dir: PathBuf,
+    /// With an engine root: check the root's shared files and only this group
+    #[arg(long, value_name = "ID")]
+    group: Option<u64>,
     /// Print what was checked as JSON
     #[arg(long)]
     json: bool,
@@ -29,6 +36,9 @@ struct Report {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    if output::is_engine_root(&args.dir, args.group)? {
+        return crate::engine::verify(&args.dir, args.group, args.json);
+    }
     let inspector = crate::output::open_inspector(&args.dir)?;
     let progress = Progress::bytes(inspector.verify_len(), "verify");
     let result = inspector.verify(&mut |n| progress.inc(n));

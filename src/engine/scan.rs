@@ -1,0 +1,324 @@
+//! A read-only scan of an engine root's journal, for the operator tools (`raftwal inspect`,
+//! `verify`, `dump`, `snapshot save` on an engine root): what `Journal::open` would read, found
+//! the same way (segment headers, record framing and checksums through `journal`'s own decoding,
+//! the same continuity rules after the checkpoint), without its write side.
+//!
+//! Owns: the description of the journal as open would find it (live and obsolete segments, the
+//! records after the checkpoint, where the journal ends and why) and one thing open does not
+//! look for: valid records lying after the end of the last segment (a damaged record followed by
+//! records that were written after it), which a default open would drop. Must never: create,
+//! remove, rename, write or map a file (segments are read with `read`, into memory, one at a
+//! time), or take the root's lock; damage is described, never repaired.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::journal::{self, Header, Scan, RECORD_HEADER, R_SEQ, SEGMENT_HEADER};
+use super::segments;
+use crate::crypto::Cipher;
+use crate::error::{Error, Result};
+
+pub(crate) use super::batch::{decode as decode_parts, Decoded as Part};
+pub(crate) use super::recovery::parse_group_name;
+pub(crate) use super::{group_dir, GROUPS_DIR, JOURNAL_DIR};
+
+/// One segment file of the journal, as the scan found it.
+#[derive(Clone, Debug)]
+pub(crate) struct SegmentScan {
+    pub id: u64,
+    pub path: PathBuf,
+    pub len: u64,
+    /// The first sequence number its header names; `None` when it has no header (prepared,
+    /// never written: open keeps it as a spare when it is the last segment).
+    pub first_seq: Option<u64>,
+    /// Records at or below the checkpoint only: open removes it without reading it.
+    pub obsolete: bool,
+    /// Records read from it (checkpointed ones included).
+    pub records: u64,
+    /// Sequence number of the last record read from it.
+    pub last_seq: Option<u64>,
+    /// Where its records end (the offset of the first byte after the last record read).
+    pub end: u64,
+}
+
+/// A record after the checkpoint, handed to the scan's caller in sequence order.
+pub(crate) struct RecordAt<'a> {
+    pub seq: u64,
+    pub path: &'a Path,
+    /// Offset of the record's header in its segment.
+    pub offset: u64,
+    /// The body, opened (decrypted) when the engine is encrypted.
+    pub body: Bytes,
+}
+
+/// The journal as open would find it.
+#[derive(Debug, Default)]
+pub(crate) struct JournalScan {
+    pub dir: PathBuf,
+    /// Segment files in id order, obsolete ones included.
+    pub segments: Vec<SegmentScan>,
+    /// The recycled segments (`spare-<id>.jnl`) and their lengths.
+    pub spares: Vec<(PathBuf, u64)>,
+    /// One past the last record read (the sequence number the engine's next record gets).
+    pub next_seq: u64,
+    /// Records read after the checkpoint, and the bytes they take.
+    pub records_after_checkpoint: u64,
+    pub bytes_after_checkpoint: u64,
+    /// Records read in all (checkpointed ones in live segments included).
+    pub records_read: u64,
+    pub bytes_read: u64,
+    /// A record with the next sequence number at the end of the last segment that fails its
+    /// checks, with nothing valid after it: a write torn by a crash (or in flight), which open
+    /// cuts by default.
+    pub torn: Option<Error>,
+    /// Valid records lying after the end of the last segment: a default open ends the journal
+    /// before them and drops them.
+    pub lost: Option<Error>,
+    /// What makes open fail (the scan stops there).
+    pub damage: Option<Error>,
+}
+
+/// Reads the journal in `dir` as `Journal::open` would after checkpoint `checkpoint_seq`,
+/// calling `on_record` with every record after the checkpoint, in order. Damage that open
+/// refuses ends the scan and is returned in [`JournalScan::damage`] (with what was read before
+/// it), as is an error `on_record` returns; I/O errors, a key that does not fit and a newer
+/// format are errors.
+pub(crate) fn scan(
+    dir: &Path,
+    checkpoint_seq: u64,
+    cipher: Option<&Cipher>,
+    on_record: &mut dyn FnMut(RecordAt<'_>) -> Result<()>,
+) -> Result<JournalScan> {
+    let mut out = JournalScan {
+        dir: dir.to_path_buf(),
+        next_seq: checkpoint_seq.saturating_add(1),
+        ..JournalScan::default()
+    };
+    let listing = match fs::read_dir(dir) {
+        Ok(l) => l,
+        // A root whose journal was never made (open makes it).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    let mut ids = Vec::new();
+    for ent in listing {
+        let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
+        let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if let Some(id) = journal::parse_segment_name(&name) {
+            ids.push(id);
+        } else if segments::is_spare_name(&name) {
+            let len = ent.metadata().map_or(0, |m| m.len());
+            out.spares.push((ent.path(), len));
+        }
+    }
+    ids.sort_unstable();
+    out.spares.sort();
+
+    // Headers first, as open reads them.
+    for &id in &ids {
+        let path = dir.join(format!("{id:016}.jnl"));
+        let len = fs::metadata(&path)
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
+        let header = match journal::read_header(&path, id, cipher.is_some()) {
+            Ok(h) => h,
+            Err(e @ (Error::Corrupt { .. } | Error::MissingFile { .. })) => {
+                out.damage = Some(e);
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        // As open decides (module `journal`): a blank header, or a recycled segment's old one,
+        // marks a file that holds no record after the checkpoint.
+        let first_seq = match header {
+            Header::Valid(first) => Some(first),
+            Header::Blank => None,
+            Header::Recycled {
+                id: other,
+                first_seq,
+            } if other > id || first_seq <= checkpoint_seq => None,
+            Header::Recycled { id: other, .. } => {
+                out.damage = Some(Error::corrupt(
+                    &path,
+                    journal::H_ID as u64,
+                    format!(
+                        "header names segment {other}, whose records are not all checkpointed; the file name says {id}"
+                    ),
+                ));
+                return Ok(out);
+            }
+        };
+        out.segments.push(SegmentScan {
+            id,
+            path,
+            len,
+            first_seq,
+            obsolete: false,
+            records: 0,
+            last_seq: None,
+            end: SEGMENT_HEADER,
+        });
+    }
+    // Segments whose records all lie at or below the checkpoint are obsolete (as open decides,
+    // among the segments with a header).
+    let with_header: Vec<usize> = (0..out.segments.len())
+        .filter(|&i| out.segments[i].first_seq.is_some())
+        .collect();
+    let keep_from = with_header
+        .windows(2)
+        .position(|w| out.segments[w[1]].first_seq > Some(checkpoint_seq.saturating_add(1)))
+        .unwrap_or(with_header.len().saturating_sub(1));
+    for &i in &with_header[..keep_from] {
+        out.segments[i].obsolete = true;
+    }
+
+    let live: Vec<usize> = with_header[keep_from..].to_vec();
+    let mut expected = None::<u64>;
+    for (n, &i) in live.iter().enumerate() {
+        let last = n + 1 == live.len();
+        let (path, first_seq) = {
+            let s = &out.segments[i];
+            (s.path.clone(), s.first_seq.unwrap_or(0))
+        };
+        let e = expected.unwrap_or(checkpoint_seq.saturating_add(1));
+        let skipped_only_checkpointed =
+            first_seq > e && first_seq <= checkpoint_seq.saturating_add(1);
+        if first_seq != e && !skipped_only_checkpointed && (expected.is_some() || first_seq > e) {
+            out.damage = Some(Error::corrupt(
+                &path,
+                journal::H_FIRST_SEQ as u64,
+                format!(
+                    "journal segment starts at record {first_seq}, but record {e} is the next one after the checkpoint or the segment before: records are missing"
+                ),
+            ));
+            return Ok(out);
+        }
+        let bytes = Bytes::from(fs::read(&path).map_err(|e| Error::io("read", &path, e))?);
+        let mut at = SEGMENT_HEADER as usize;
+        let mut want = first_seq;
+        let ended = loop {
+            match journal::read_record(&bytes, at, want, cipher, &path) {
+                Scan::Record { body, next } => {
+                    let stored = (next - at) as u64;
+                    let seg = &mut out.segments[i];
+                    seg.records += 1;
+                    seg.last_seq = Some(want);
+                    seg.end = next as u64;
+                    out.records_read += 1;
+                    out.bytes_read += stored;
+                    if want > checkpoint_seq {
+                        out.records_after_checkpoint += 1;
+                        out.bytes_after_checkpoint += stored;
+                        let r = on_record(RecordAt {
+                            seq: want,
+                            path: &path,
+                            offset: at as u64,
+                            body,
+                        });
+                        if let Err(e) = r {
+                            return match e {
+                                Error::Io { .. } | Error::Encryption { .. } => Err(e),
+                                e => {
+                                    out.next_seq = want.saturating_add(1);
+                                    out.damage = Some(e);
+                                    Ok(out)
+                                }
+                            };
+                        }
+                    }
+                    want = want.saturating_add(1);
+                    at = next;
+                }
+                Scan::End => break None,
+                Scan::Torn(e) => break Some(e),
+                Scan::Bad(e) => return Err(e),
+            }
+        };
+        out.next_seq = want.max(checkpoint_seq.saturating_add(1));
+        match ended {
+            // Damage in a record the checkpoint covers: what follows it cannot be read.
+            Some(e) if want <= checkpoint_seq => {
+                out.damage = Some(e);
+                return Ok(out);
+            }
+            // A record that fails its checks before the last segment: records after it (in the
+            // next segments) were acknowledged.
+            Some(e) if !last => {
+                out.damage = Some(e);
+                return Ok(out);
+            }
+            Some(e) => out.torn = Some(e),
+            None => {}
+        }
+        if last {
+            out.lost = lost_after_end(&bytes, at, want, cipher, &path, out.torn.as_ref());
+            if out.lost.is_some() {
+                // Not a torn tail: damage that later records follow (the loss names it).
+                out.torn = None;
+            }
+        }
+        expected = Some(want);
+    }
+    Ok(out)
+}
+
+/// Looks past the end of the last segment's records (at `end`, where record `want` was
+/// expected) for valid records with later sequence numbers: evidence that records were written
+/// after the one that ends the journal there, which a default open would drop. Records are
+/// 8-byte aligned, so every aligned offset is a candidate; a recycled segment's old records
+/// have lower sequence numbers and never match.
+fn lost_after_end(
+    bytes: &Bytes,
+    end: usize,
+    want: u64,
+    cipher: Option<&Cipher>,
+    path: &Path,
+    torn: Option<&Error>,
+) -> Option<Error> {
+    let seq_at = |p: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(bytes.get(p + R_SEQ..p + R_SEQ + 8)?);
+        Some(u64::from_le_bytes(b))
+    };
+    let mut p = end.next_multiple_of(8);
+    let found = loop {
+        if p + RECORD_HEADER > bytes.len() {
+            return None;
+        }
+        if let Some(seq) = seq_at(p).filter(|&s| s >= want && s - want < 1 << 32) {
+            if let Scan::Record { next, .. } = journal::read_record(bytes, p, seq, cipher, path) {
+                break (p, seq, next);
+            }
+        }
+        p += 8;
+    };
+    let (first_at, first_seq, mut next) = found;
+    let mut last_seq = first_seq;
+    while let Scan::Record { next: n, .. } =
+        journal::read_record(bytes, next, last_seq.saturating_add(1), cipher, path)
+    {
+        last_seq = last_seq.saturating_add(1);
+        next = n;
+    }
+    let why = match torn {
+        Some(Error::Corrupt { reason, .. }) => format!("record {want} fails its checks: {reason}"),
+        Some(e) => format!("record {want} fails its checks: {e}"),
+        None => format!("no record {want} follows record {}", want.saturating_sub(1)),
+    };
+    let records = if first_seq == last_seq {
+        format!("record {first_seq}")
+    } else {
+        format!("records {first_seq}..={last_seq}")
+    };
+    Some(Error::corrupt(
+        path,
+        end as u64,
+        format!(
+            "the journal ends here ({why}), but {records} lie after it, from offset {first_at}: they were written later (with sync_writes, acknowledged), and a default open drops them"
+        ),
+    ))
+}
