@@ -53,8 +53,11 @@ pub(crate) struct GroupLog {
     pub meta: MetaRecord,
     /// Entries journaled but not yet written to the files.
     pub tail: Tail,
-    /// The files' last index (so that the log's last index needs no lock on the files).
+    /// The files' last index and its term (0 when the files hold none): the log's last index,
+    /// and the term a commit appending right after the files checks, need no lock on the files
+    /// (which the writer holds while it writes).
     pub files_last: u64,
+    pub files_last_term: u64,
     /// Changed since the meta page was last written.
     pub dirty: bool,
     /// The last journal record applied to the group (or its meta page's position, if later):
@@ -109,6 +112,18 @@ impl GroupLog {
 }
 
 impl GroupFiles {
+    /// The files' last index and its term (0 when the files hold none or it cannot be read,
+    /// which sends a term lookup to the files).
+    fn end(&self) -> (u64, u64) {
+        let last = self.wal.last();
+        let term = if last > 0 {
+            self.wal.term(last).unwrap_or(0)
+        } else {
+            0
+        };
+        (last, term)
+    }
+
     /// The engine fields of the meta page for the files as they are now, reflecting the journal
     /// up to `journal_seq`.
     fn engine_record(&self, journal_seq: u64, incarnation: u64) -> EngineGroupRecord {
@@ -203,6 +218,8 @@ impl Group {
     pub(crate) fn term_in_log(&self, log: &GroupLog, index: u64) -> Result<u64> {
         match log.tail.term(index) {
             Some(t) => Ok(t),
+            // The entry a commit appending after the files checks: no wait for the writer.
+            None if index == log.files_last && log.files_last_term != 0 => Ok(log.files_last_term),
             None if log.tail.is_empty() || index < log.tail.start() => {
                 self.with_files(|f| f.wal.term(index))
             }
@@ -387,7 +404,7 @@ impl Group {
         files.store_durable(&record)?;
         files.wal.reset(first_file_id)?;
         files.durable_files = (1, 0);
-        log.files_last = files.wal.last();
+        (log.files_last, log.files_last_term) = files.end();
         log.dirty = true;
         Ok(())
     }
@@ -430,7 +447,7 @@ impl Group {
             });
             files.store_durable(&record)?;
             files.wal.append(&op.entries, false)?;
-            log.files_last = files.wal.last();
+            (log.files_last, log.files_last_term) = files.end();
             log.tail.written(log.files_last);
             return Ok(true);
         }
@@ -438,11 +455,11 @@ impl Group {
         // The write, with only the files held: commits go on meanwhile (the entries are still
         // in the tail's view, which reads use until the files are noted below).
         files.wal.append(&op.entries, false)?;
-        let last = files.wal.last();
+        let (last, last_term) = files.end();
         drop(fg);
         let mut lg = self.log.write();
         let log = lg.as_mut().ok_or_else(|| self.closed())?;
-        log.files_last = last;
+        (log.files_last, log.files_last_term) = (last, last_term);
         log.tail.written(last);
         Ok(true)
     }
@@ -620,6 +637,11 @@ pub(crate) fn assemble(
     durable_files: (u64, u64),
 ) -> Group {
     let files_last = wal.last();
+    let files_last_term = if files_last > 0 {
+        wal.term(files_last).unwrap_or(0)
+    } else {
+        0
+    };
     Group {
         id,
         dir,
@@ -628,6 +650,7 @@ pub(crate) fn assemble(
             meta,
             tail: Tail::default(),
             files_last,
+            files_last_term,
             dirty: false,
             applied_seq: durable_seq,
             ints_dirty: false,
