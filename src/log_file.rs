@@ -183,6 +183,13 @@ enum Handle {
     Detached(Option<File>),
 }
 
+/// Widens the range `r` to cover `[from, to)`.
+fn widen(r: &mut Option<(u64, u64)>, from: u64, to: u64) {
+    if from < to {
+        *r = Some(r.map_or((from, to), |(a, b)| (a.min(from), b.max(to))));
+    }
+}
+
 /// The decoded fields of one slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Slot {
@@ -353,6 +360,9 @@ pub(crate) struct LogFile {
     verified: AtomicU32,
     /// Written since the last flush.
     dirty: bool,
+    /// Engine files: the byte ranges written (payloads, slots) whose write-back to the disk is
+    /// not started yet (see [`LogFile::release_fd`]).
+    unstarted: [Option<(u64, u64)>; 2],
     /// Seals payloads when the store is encrypted.
     cipher: Option<Cipher>,
     /// The header says the file ahead of this one may not have been flushed when it was made.
@@ -554,6 +564,7 @@ impl LogFile {
             payload_end: PAYLOAD_START,
             verified: AtomicU32::new(0),
             dirty: false,
+            unstarted: [None, None],
             cipher: cipher.cloned(),
             prev_unflushed,
         })
@@ -1015,9 +1026,20 @@ impl LogFile {
     }
 
     /// Closes the descriptor a detached file opened to be written (engine files keep none
-    /// while idle).
+    /// while idle), after starting the write-back of what was written through it: the pages go
+    /// to the disk now, a little at a time, rather than all at once in the engine's next
+    /// checkpoint flush, where they would hold up the commits' journal flushes (a flush waits
+    /// for the device's queue). `POSIX_FADV_DONTNEED` on exactly the ranges written starts
+    /// their write-back and drops nothing: every page in them is dirty (or mapped, which
+    /// is never dropped). Advice only: its failure changes nothing.
     pub(crate) fn release_fd(&mut self) {
         if let Handle::Detached(fd) = &mut self.handle {
+            if let Some(file) = fd.as_ref() {
+                for (from, to) in self.unstarted.iter_mut().filter_map(Option::take) {
+                    let len = std::num::NonZeroU64::new(to - from);
+                    let _ = rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed);
+                }
+            }
             *fd = None;
         }
     }
@@ -1158,6 +1180,15 @@ impl LogFile {
         end: u64,
         slots: &[u8],
     ) -> Result<()> {
+        if matches!(self.handle, Handle::Detached(_)) {
+            let slots_at = u64::from(first_slot) * SLOT_SIZE as u64;
+            widen(&mut self.unstarted[0], self.payload_end, end);
+            widen(
+                &mut self.unstarted[1],
+                slots_at,
+                slots_at + slots.len() as u64,
+            );
+        }
         let sink = sink_of(&mut self.handle, &self.path)?;
         let map = self.map.writable(&self.path)?;
         self.dirty = true;
