@@ -183,6 +183,9 @@ enum Handle {
     Detached(Option<File>),
 }
 
+/// Payload bytes of an engine file written between two starts of its write-back.
+const WRITEBACK_BYTES: u64 = 256 << 10;
+
 /// Widens the range `r` to cover `[from, to)`.
 fn widen(r: &mut Option<(u64, u64)>, from: u64, to: u64) {
     if from < to {
@@ -361,8 +364,9 @@ pub(crate) struct LogFile {
     /// Written since the last flush.
     dirty: bool,
     /// Engine files: the byte ranges written (payloads, slots) whose write-back to the disk is
-    /// not started yet (see [`LogFile::release_fd`]).
+    /// not started yet, and the payload offset past which it is (see [`LogFile::release_fd`]).
     unstarted: [Option<(u64, u64)>; 2],
+    writeback_at: u64,
     /// Seals payloads when the store is encrypted.
     cipher: Option<Cipher>,
     /// The header says the file ahead of this one may not have been flushed when it was made.
@@ -565,6 +569,10 @@ impl LogFile {
             verified: AtomicU32::new(0),
             dirty: false,
             unstarted: [None, None],
+            // Files of different groups, written at the same pace, start their write-back at
+            // different rounds (an offset from the file's path).
+            writeback_at: PAYLOAD_START
+                + u64::from(crc32c::crc32c(path.as_os_str().as_encoded_bytes())) % WRITEBACK_BYTES,
             cipher: cipher.cloned(),
             prev_unflushed,
         })
@@ -1026,15 +1034,21 @@ impl LogFile {
     }
 
     /// Closes the descriptor a detached file opened to be written (engine files keep none
-    /// while idle), after starting the write-back of what was written through it: the pages go
-    /// to the disk now, a little at a time, rather than all at once in the engine's next
-    /// checkpoint flush, where they would hold up the commits' journal flushes (a flush waits
-    /// for the device's queue). `POSIX_FADV_DONTNEED` on exactly the ranges written starts
-    /// their write-back and drops nothing: every page in them is dirty (or mapped, which
-    /// is never dropped). Advice only: its failure changes nothing.
+    /// while idle), after starting the write-back of what was written through it once that is
+    /// `WRITEBACK_BYTES` of payloads: the pages go to the disk in pieces of that size, file by
+    /// file at different times, rather than all at once in the engine's next checkpoint flush,
+    /// where they would hold up the commits' journal flushes (a flush waits for the device's
+    /// queue), and not in pieces so small that their number costs the device more than the
+    /// burst. `POSIX_FADV_DONTNEED` on exactly the ranges written starts their write-back and
+    /// drops nothing: every page in them is dirty (or mapped, which is never dropped). Advice
+    /// only: its failure changes nothing.
     pub(crate) fn release_fd(&mut self) {
         if let Handle::Detached(fd) = &mut self.handle {
-            if let Some(file) = fd.as_ref() {
+            if let Some(file) = fd
+                .as_ref()
+                .filter(|_| self.payload_end >= self.writeback_at)
+            {
+                self.writeback_at = self.payload_end + WRITEBACK_BYTES;
                 for (from, to) in self.unstarted.iter_mut().filter_map(Option::take) {
                     let len = std::num::NonZeroU64::new(to - from);
                     let _ = rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed);
