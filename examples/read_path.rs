@@ -7,12 +7,14 @@
 //! cargo run --release --example read_path                 # alternating, 5 rounds of 3 passes
 //! cargo run --release --example read_path -- 9            # 9 rounds
 //! # instruction counts of one pass (callgrind; counts only inside `read_pass_*`):
-//! valgrind --tool=callgrind --toggle-collect='*read_pass_disk*' \
+//! valgrind --tool=callgrind --toggle-collect='*read_pass*' \
 //!     target/release/examples/read_path disk
 //! ```
-//! Modes: a number of rounds (alternating; default 5), `disk`, `mem`, `term-disk`,
-//! `term-mem` (one pass of that contender alone, for callgrind: divide the count by 199,936
-//! entries or 5,000,000 lookups). `TERM_SPAN=n` draws the `term` indexes from `[1, n]`.
+//! Modes: a number of rounds (alternating; default 5), `disk`, `mem`, `group`, `term-disk`,
+//! `term-mem`, `term-group` (one pass of that contender alone, for callgrind: divide the count
+//! by 199,936 entries or 5,000,000 lookups). `TERM_SPAN=n` draws the `term` indexes from
+//! `[1, n]`. `group` is one group of an `Engine` holding the same entries (reopened: read from
+//! the group's files).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -20,7 +22,7 @@ use std::time::Instant;
 use raft::prelude::{Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, Storage};
-use raftwal::{DiskStorage, Options};
+use raftwal::{DiskStorage, Engine, EngineOptions, Options};
 
 const N: u64 = 200_000;
 const SIZE: usize = 1024;
@@ -62,20 +64,7 @@ fn ctx() -> GetEntriesContext {
 
 /// One pass of consecutive 64-entry windows over the whole log; entries/s.
 #[inline(never)]
-fn read_pass_disk(s: &DiskStorage) -> f64 {
-    let t0 = Instant::now();
-    let mut lo = 1;
-    while lo + WINDOW <= N + 1 {
-        let v = s.entries(lo, lo + WINDOW, None, ctx()).expect("entries");
-        assert_eq!(v.len(), WINDOW as usize);
-        black_box(v);
-        lo += WINDOW;
-    }
-    (lo - 1) as f64 / t0.elapsed().as_secs_f64()
-}
-
-#[inline(never)]
-fn read_pass_mem(s: &MemStorage) -> f64 {
+fn read_pass<S: Storage>(s: &S) -> f64 {
     let t0 = Instant::now();
     let mut lo = 1;
     while lo + WINDOW <= N + 1 {
@@ -95,16 +84,7 @@ fn term_indexes() -> Vec<u64> {
 }
 
 #[inline(never)]
-fn term_pass_disk(s: &DiskStorage, idx: &[u64]) -> f64 {
-    let t0 = Instant::now();
-    for &i in idx {
-        black_box(s.term(black_box(i)).expect("term"));
-    }
-    idx.len() as f64 / t0.elapsed().as_secs_f64()
-}
-
-#[inline(never)]
-fn term_pass_mem(s: &MemStorage, idx: &[u64]) -> f64 {
+fn term_pass<S: Storage>(s: &S, idx: &[u64]) -> f64 {
     let t0 = Instant::now();
     for &i in idx {
         black_box(s.term(black_box(i)).expect("term"));
@@ -140,23 +120,57 @@ fn run(dir: &std::path::Path, arg: &str) {
         first += PER_SAVE;
     }
     disk.sync().expect("sync");
+    // The same entries in one group of an Engine, read after a reopen (from the group's files,
+    // as most reads of a log that is not growing are).
+    let root = dir.join("engine");
+    {
+        let engine = Engine::open_with(
+            &root,
+            EngineOptions {
+                sync_writes: false,
+                ..Default::default()
+            },
+        )
+        .expect("engine open");
+        let g = engine.create_group(1, 1).expect("create_group");
+        let mut lo = 1;
+        while lo <= N {
+            let es = disk
+                .entries(lo, lo + PER_SAVE, None, ctx())
+                .expect("entries");
+            g.save(&HardState::default(), &es, &Snapshot::default())
+                .expect("group save");
+            lo += PER_SAVE;
+        }
+        engine.close().expect("engine close");
+    }
+    let engine = Engine::open(&root).expect("engine reopen");
+    let group = engine.group(1).expect("group 1");
     let idx = term_indexes();
 
     match arg {
         "disk" => {
-            eprintln!("disk: {:.1} M entries/s", read_pass_disk(&disk) / 1e6);
+            eprintln!("disk: {:.1} M entries/s", read_pass(&disk) / 1e6);
             return;
         }
         "mem" => {
-            eprintln!("mem: {:.1} M entries/s", read_pass_mem(&mem) / 1e6);
+            eprintln!("mem: {:.1} M entries/s", read_pass(&mem) / 1e6);
+            return;
+        }
+        "group" => {
+            eprintln!("group: {:.1} M entries/s", read_pass(&group) / 1e6);
+            return;
+        }
+        "term-group" => {
+            eprintln!("term group: {:.1} M/s", term_pass(&group, &idx) / 1e6);
             return;
         }
         "term-disk" => {
-            eprintln!("term disk: {:.1} M/s", term_pass_disk(&disk, &idx) / 1e6);
+            eprintln!("term disk: {:.1} M/s", term_pass(&disk, &idx) / 1e6);
             return;
         }
         "term-mem" => {
-            eprintln!("term mem: {:.1} M/s", term_pass_mem(&mem, &idx) / 1e6);
+            eprintln!("term mem: {:.1} M/s", term_pass(&mem, &idx) / 1e6);
             return;
         }
         _ => {}
@@ -167,8 +181,8 @@ fn run(dir: &std::path::Path, arg: &str) {
         for _ in 0..rounds {
             let (mut d, mut m) = (Vec::new(), Vec::new());
             for _ in 0..3 {
-                d.push(term_pass_disk(&disk, &idx));
-                m.push(term_pass_mem(&mem, &idx));
+                d.push(term_pass(&disk, &idx));
+                m.push(term_pass(&mem, &idx));
             }
             ratios.push(median(d) / median(m));
         }
@@ -186,40 +200,62 @@ fn run(dir: &std::path::Path, arg: &str) {
     while lo + WINDOW <= N + 1 {
         let a = disk.entries(lo, lo + WINDOW, None, ctx()).expect("entries");
         let b = mem.entries(lo, lo + WINDOW, None, ctx()).expect("entries");
-        assert!(a == b, "contenders disagree at {lo}");
+        let c = group
+            .entries(lo, lo + WINDOW, None, ctx())
+            .expect("entries");
+        assert!(a == b && b == c, "contenders disagree at {lo}");
         lo += WINDOW;
     }
     let (mut ratios, mut term_ratios) = (Vec::new(), Vec::new());
+    let (mut g_ratios, mut g_term_ratios) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Median of 3 passes per contender, the contenders alternating pass by pass (the
-        // order swapped every round).
-        let (mut d, mut m, mut td, mut tm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // order rotated every round).
+        let (mut d, mut m, mut g) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut td, mut tm, mut tg) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
-            if round % 2 == 0 {
-                d.push(read_pass_disk(&disk));
-                m.push(read_pass_mem(&mem));
-                td.push(term_pass_disk(&disk, &idx));
-                tm.push(term_pass_mem(&mem, &idx));
-            } else {
-                m.push(read_pass_mem(&mem));
-                d.push(read_pass_disk(&disk));
-                tm.push(term_pass_mem(&mem, &idx));
-                td.push(term_pass_disk(&disk, &idx));
+            for k in 0..3 {
+                match (k + round) % 3 {
+                    0 => {
+                        d.push(read_pass(&disk));
+                        td.push(term_pass(&disk, &idx));
+                    }
+                    1 => {
+                        m.push(read_pass(&mem));
+                        tm.push(term_pass(&mem, &idx));
+                    }
+                    _ => {
+                        g.push(read_pass(&group));
+                        tg.push(term_pass(&group, &idx));
+                    }
+                }
             }
         }
-        let (d, m, td, tm) = (median(d), median(m), median(td), median(tm));
+        let (d, m, g) = (median(d), median(m), median(g));
+        let (td, tm, tg) = (median(td), median(tm), median(tg));
         ratios.push(d / m);
         term_ratios.push(td / tm);
+        g_ratios.push(g / m);
+        g_term_ratios.push(tg / tm);
         println!(
-            "round {round}: entries disk {:.1} M/s mem {:.1} M/s = {:.2}x; term disk {:.1} M/s mem {:.1} M/s = {:.2}x",
+            "round {round}: entries disk {:.1} group {:.1} mem {:.1} M/s = {:.2}x, {:.2}x; term disk {:.1} group {:.1} mem {:.1} M/s = {:.2}x, {:.2}x",
             d / 1e6,
+            g / 1e6,
             m / 1e6,
             d / m,
+            g / m,
             td / 1e6,
+            tg / 1e6,
             tm / 1e6,
-            td / tm
+            td / tm,
+            tg / tm
         );
     }
+    println!(
+        "median ratio (GroupStorage): entries {:.2}x MemStorage, term {:.2}x MemStorage",
+        median(g_ratios),
+        median(g_term_ratios)
+    );
     println!(
         "median ratio: entries {:.2}x MemStorage, term {:.2}x MemStorage",
         median(ratios),

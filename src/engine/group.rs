@@ -241,6 +241,18 @@ impl Group {
         }
     }
 
+    /// `raft::Storage::term`'s common case: an index the files hold, with no tail, or `None`.
+    #[inline]
+    pub(crate) fn term_in_files(&self, idx: u64) -> Option<u64> {
+        let lg = self.log.read();
+        let log = lg.as_ref()?;
+        if idx <= log.snapshot_index() || idx > log.files_last || !log.tail.is_empty() {
+            return None;
+        }
+        let fg = self.files.read();
+        fg.as_ref()?.wal.term_of_held(idx)
+    }
+
     /// `raft::Storage::term`.
     #[inline]
     pub(crate) fn term(&self, log: &GroupLog, idx: u64) -> Result<u64> {

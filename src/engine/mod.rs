@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// Why the engine stopped, after a write failed between its journal record and its apply.
     pub poisoned: Mutex<Option<String>>,
+    /// `poisoned` is set (read on every call without taking its lock).
+    pub is_poisoned: AtomicBool,
     pub checkpointer: checkpoint::Checkpointer,
     /// Groups whose tail holds entries not yet written to their files (the writer's work).
     pub unwritten: Mutex<Vec<u64>>,
@@ -137,12 +139,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Neither closed nor stopped (two loads; [`Shared::check_usable`] says why not).
+    #[inline]
+    pub(crate) fn usable(&self) -> bool {
+        !self.closed.load(Ordering::Acquire) && !self.is_poisoned.load(Ordering::Acquire)
+    }
+
     /// An error for any call once the engine is closed or stopped.
     pub(crate) fn check_usable(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed {
                 what: format!("the engine at {}", self.root.display()),
             });
+        }
+        if !self.is_poisoned.load(Ordering::Acquire) {
+            return Ok(());
         }
         if let Some(reason) = self.poisoned.lock().clone() {
             return Err(Error::Poisoned { reason });
@@ -161,6 +172,7 @@ impl Shared {
         if p.is_none() {
             *p = Some(e.to_string());
         }
+        self.is_poisoned.store(true, Ordering::Release);
     }
 
     /// Records that a group's tail went from `before` to `after` payload bytes.

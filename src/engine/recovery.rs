@@ -97,6 +97,7 @@ pub(crate) fn open(
         root_meta: Mutex::new((root_meta, root_record)),
         closed: AtomicBool::new(false),
         poisoned: Mutex::new(None),
+        is_poisoned: AtomicBool::new(false),
         checkpointer: Checkpointer::default(),
         unwritten: Mutex::new(Vec::new()),
         tail_bytes: AtomicU64::new(0),
