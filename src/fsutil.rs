@@ -284,3 +284,32 @@ fn write_zeroes(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes all of `bufs`, back to back, at `offset` of `file` with `pwritev` (which takes at most
+/// IOV_MAX, 1024, buffers and may write short: it loops).
+pub(crate) fn pwritev_all(
+    file: &File,
+    bufs: &mut [io::IoSlice<'_>],
+    offset: u64,
+    path: &Path,
+) -> Result<()> {
+    let mut left: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut bufs = bufs;
+    let mut at = offset;
+    while left > 0 {
+        let n = bufs.len().min(1024);
+        let written = rustix::io::pwritev(file, &bufs[..n], at)
+            .map_err(|e| Error::io("write", path, e.into()))?;
+        if written == 0 {
+            return Err(Error::io(
+                "write",
+                path,
+                io::Error::from(io::ErrorKind::WriteZero),
+            ));
+        }
+        at += written as u64;
+        left -= written;
+        io::IoSlice::advance_slices(&mut bufs, written);
+    }
+    Ok(())
+}

@@ -223,26 +223,7 @@ impl FileMap {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         self.check_writable(off, len, path)?;
         let Sink::Fd(file) = sink;
-        let mut at = off as u64;
-        let mut bufs = bufs;
-        let mut left = len;
-        // pwritev takes at most IOV_MAX (1024) buffers and may write short: loop.
-        while left > 0 {
-            let n = bufs.len().min(1024);
-            let written = rustix::io::pwritev(file, &bufs[..n], at)
-                .map_err(|e| Error::io("write", path, e.into()))?;
-            if written == 0 {
-                return Err(Error::io(
-                    "write",
-                    path,
-                    std::io::Error::from(std::io::ErrorKind::WriteZero),
-                ));
-            }
-            at += written as u64;
-            left -= written;
-            IoSlice::advance_slices(&mut bufs, written);
-        }
-        Ok(())
+        crate::fsutil::pwritev_all(file, bufs, off as u64, path)
     }
 
     /// Sets `len` bytes from `off` to zero.

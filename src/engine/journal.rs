@@ -367,7 +367,7 @@ impl Journal {
         );
         bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..a]));
         bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..b]));
-        write_all_vectored_at(&w.file, &mut bufs, w.offset, &w.path)?;
+        crate::fsutil::pwritev_all(&w.file, &mut bufs, w.offset, &w.path)?;
         w.offset += total;
         w.dirty = true;
         self.next_seq += 1;
@@ -660,33 +660,6 @@ pub(crate) fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> 
         });
     }
     Ok(Header::Valid(u64_at(H_FIRST_SEQ)))
-}
-
-/// `pwritev` of all of `bufs` at `offset` (at most `IOV_MAX` buffers per call).
-fn write_all_vectored_at(
-    file: &File,
-    bufs: &mut Vec<std::io::IoSlice<'_>>,
-    offset: u64,
-    path: &Path,
-) -> Result<()> {
-    bufs.retain(|b| !b.is_empty());
-    let mut slices = &mut bufs[..];
-    let mut at = offset;
-    while !slices.is_empty() {
-        let n = slices.len().min(1024);
-        let written = rustix::io::pwritev(file, &slices[..n], at)
-            .map_err(|e| Error::io("write", path, e.into()))?;
-        if written == 0 {
-            return Err(Error::io(
-                "write",
-                path,
-                std::io::Error::from(std::io::ErrorKind::WriteZero),
-            ));
-        }
-        at += written as u64;
-        std::io::IoSlice::advance_slices(&mut slices, written);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
