@@ -252,7 +252,15 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
         }
         let mut got = Ok(Err(0));
         for _ in 0..CAPTURE_TRIES {
-            g.write_tail(shared)?;
+            if let Err(e) = g.write_tail(shared) {
+                // Removed since it was looked up (removal takes the pipeline, this does not):
+                // its tail and its files are gone with it, nothing was half written.
+                if g.log.read().is_none() {
+                    got = Err(e);
+                    break;
+                }
+                return Err(e);
+            }
             got = g.with_both(|b| {
                 if !b.log.tail.is_empty() {
                     // A commit added to it since the tail was written.
