@@ -766,6 +766,57 @@ mod tests {
             .all(|&b| b == 0xAA));
     }
 
+    /// A prepared segment left behind at open becomes a spare named after its id, and that id
+    /// is the next segment's again: the segment later made under it, once trimmed, must not be
+    /// renamed over the spare still waiting under that name (seen by the engine's SIGKILL
+    /// test: a listed spare that no longer existed failed a commit).
+    #[test]
+    fn a_spare_named_after_a_reused_id_is_never_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let mut j = open(&dir, 0).journal;
+        j.append(&[b"one"]).expect("append");
+        j.sync().expect("sync");
+        prepare(&mut j);
+        drop(j);
+        // Two older spares, listed (by name) before the one open makes of segment 2.
+        for id in [100, 101] {
+            fs::write(dir.join(segments::spare_name(id)), vec![0u8; 64 << 10]).expect("spare");
+        }
+        let opened = Journal::open(
+            &dir,
+            64 << 10,
+            4,
+            None,
+            0,
+            RecoveryMode::AbsoluteConsistency,
+        )
+        .expect("reopen");
+        let mut j = opened.journal;
+        for seq in 2..=300u64 {
+            assert_eq!(j.append(&[&body(seq)]).expect("append"), seq);
+            j.sync().expect("sync");
+            if seq % 7 == 0 {
+                j.trim(seq - 1).expect("trim");
+            }
+            let mut listed = j.pool.spares.clone();
+            for s in &listed {
+                assert!(
+                    s.exists(),
+                    "record {seq}: spare {} is listed but gone",
+                    s.display()
+                );
+            }
+            listed.sort();
+            listed.dedup();
+            assert_eq!(
+                listed.len(),
+                j.pool.spares.len(),
+                "record {seq}: a spare listed twice"
+            );
+        }
+    }
+
     #[test]
     fn a_prepared_segment_left_behind_becomes_a_spare_at_open() {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -127,10 +127,15 @@ impl Pool {
 
     /// Keeps the trimmed segment at `path` (of `len` bytes, once segment `id`) as a spare, or
     /// removes it.
+    ///
+    /// A segment id can be used twice (open turns a prepared, never written newest segment into
+    /// a spare, and the next segment takes its id again), so a spare of that name may still be
+    /// waiting: it is never replaced (that would leave it listed twice), the trimmed segment is
+    /// removed instead.
     pub(crate) fn recycle(&mut self, path: &Path, id: u64, len: u64) -> Result<()> {
         if self.spares.len() < self.max_spares && len == self.segment_bytes {
             let spare = self.dir.join(spare_name(id));
-            if fs::rename(path, &spare).is_ok() {
+            if !self.spares.contains(&spare) && fsutil::rename_no_replace(path, &spare).is_ok() {
                 self.spares.push(spare);
                 return Ok(());
             }
