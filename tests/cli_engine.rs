@@ -726,6 +726,104 @@ fn a_torn_journal_tail_is_shown_and_fails_verify() {
     assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
 }
 
+/// Opens the root at `from` in this process, runs `f`, and copies the root as a kill leaves it
+/// (the page cache, the lock aside) to `to`; again, from `from`, if that took so long that the
+/// engine's periodic checkpoint (every 5 s while anything changed) may have run.
+fn opened_and_killed(from: &Path, to: &Path, f: impl Fn(&Engine)) {
+    for _ in 0..5 {
+        let tmp = TempDir::new().unwrap();
+        let work = tmp.path().join("root");
+        copy_tree(from, &work);
+        let start = Instant::now();
+        let engine = Engine::open(&work).unwrap();
+        f(&engine);
+        let _ = fs::remove_dir_all(to);
+        fs::create_dir_all(to).unwrap();
+        for ent in fs::read_dir(&work).unwrap() {
+            let ent = ent.unwrap();
+            let target = to.join(ent.file_name());
+            if ent.file_type().unwrap().is_dir() {
+                copy_tree(&ent.path(), &target);
+            } else if ent.file_name() != "LOCK" {
+                fs::copy(ent.path(), target).unwrap();
+            }
+        }
+        let slow = start.elapsed().as_secs() >= CHILD_BUDGET_SECS;
+        drop(engine);
+        if !slow {
+            return;
+        }
+    }
+    panic!("five runs took longer than the checkpoint period");
+}
+
+/// A torn tail that a default open cut, then a commit and a crash: the segment holding the torn
+/// record ends there, and the next one (which that open started) starts at its sequence number.
+/// That is a cut, not damage: `inspect` shows it, `verify` passes, and the tools replay what
+/// open replays (in either mode).
+#[test]
+fn a_tail_cut_by_an_earlier_open_is_shown_and_is_not_damage() {
+    let tmp = TempDir::new().unwrap();
+    let torn = image_copy(&tmp);
+    let seg = segment(&torn);
+    let at = record_offsets(&seg)[&7];
+    flip(&seg, at + 16 + 10);
+    let root = tmp.path().join("cut");
+    opened_and_killed(&torn, &root, |e| {
+        let g = e.group(1).unwrap();
+        g.save(&hs(1, 1, 61), &entries(63, 64, 1, 1), &Snapshot::default())
+            .unwrap();
+    });
+    let doc = inspect_json(&root);
+    // Segment 1 holds the torn record, 2 is the one the cutting open started (3, if listed, is
+    // the next one prepared, never written).
+    let segs = doc["journal"]["segments"].as_array().unwrap();
+    assert_eq!(segs[0]["id"], 1, "{doc}");
+    assert_eq!(segs[1]["id"], 2, "{doc}");
+    assert!(segs[2..].iter().all(|s| s["first_seq"].is_null()), "{doc}");
+    let cut = segs[0]["cut"].as_str().unwrap();
+    assert!(
+        cut.contains(&format!("0000000000000001.jnl at offset {at}")) && cut.contains("record 7"),
+        "{cut}"
+    );
+    assert_eq!(segs[0]["last_seq"], 6);
+    assert_eq!(segs[1]["first_seq"], 7);
+    assert_eq!(segs[1]["cut"], Value::Null);
+    assert_eq!(doc["journal"]["last_seq"], 7);
+    assert_eq!(doc["journal"]["torn_tail"], Value::Null);
+    assert_eq!(doc["journal"]["damage"], Value::Null);
+    assert_eq!(doc["open_error"], Value::Null);
+    let g1 = &group(&doc, 1)["after_replay"];
+    assert_eq!(g1["last_index"], 64);
+    assert_eq!(g1["conf_state"]["voters"], serde_json::json!([]));
+    let text = ok(&["inspect", p(&root)]);
+    assert!(
+        text.contains("ends at a cut an earlier open made (the next segment starts there)"),
+        "{text}"
+    );
+    let verify = ok(&["verify", p(&root)]);
+    assert!(verify.ends_with(": ok\n"), "{verify}");
+    let dump = dump_json(&root, "1", &[]);
+    for mode in [
+        raftwal::RecoveryMode::AbsoluteConsistency,
+        raftwal::RecoveryMode::TolerateTailCorruption,
+    ] {
+        let copy = TempDir::new().unwrap();
+        copy_tree(&root, copy.path());
+        let opts = EngineOptions {
+            recovery_mode: mode,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open_with(copy.path(), opts).unwrap();
+        let g = engine.group(1).unwrap();
+        let served = g
+            .entries(1, 65, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(dump, dump_lines(&served), "{mode:?}");
+        engine.close().unwrap();
+    }
+}
+
 /// A journal of several segments (small ones): each is listed, those whose records all lie at or
 /// below the checkpoint as obsolete, the others live and continuous; the groups after replay
 /// are those of the one-segment image. After a clean close the trimmed segment is the spare.

@@ -111,6 +111,9 @@ pub(crate) struct Journal {
     pool: Pool,
     /// Bytes appended since the journal was last trimmed (the checkpoint trigger).
     appended: u64,
+    /// Open cut a torn tail, and the segment that makes the cut durable is not started yet
+    /// ([`Journal::seal_cut`]).
+    cut_pending: bool,
 }
 
 /// What the scan at open found.
@@ -125,7 +128,10 @@ impl Journal {
     /// (keeping up to `max_spares` trimmed segments for reuse).
     /// A torn end (a record with the next sequence number whose checksum fails) is cut in
     /// `TolerateTailCorruption` and an error in `AbsoluteConsistency`; records missing in the
-    /// middle (a segment that ends before the next one begins) are an error in both.
+    /// middle (a segment that ends before the next one begins) are an error in both. A torn
+    /// record at the end of a segment that the next segment starts at (by its sequence number)
+    /// is a cut an earlier open made ([`Journal::seal_cut`]): the end of that segment, in both
+    /// modes.
     pub(crate) fn open(
         dir: &Path,
         segment_bytes: u64,
@@ -258,8 +264,14 @@ impl Journal {
                 }
                 (None, true) => tail = Some((end.0 as u64, false)),
                 // A record that fails its checks before the last segment is damage: records
-                // after it (in the next segments) were acknowledged.
-                (Some(e), false) => return Err(e),
+                // after it (in the next segments) were acknowledged. Unless the next segment
+                // starts at that very record: an earlier open cut the journal there and started
+                // it (rotation never writes a record to a segment the next one starts at).
+                (Some(e), false) => {
+                    if segments[pos + 1].first_seq != want {
+                        return Err(e);
+                    }
+                }
                 // An earlier segment ends where the next begins (checked above).
                 (None, false) => {}
             }
@@ -284,13 +296,15 @@ impl Journal {
                 stalled: false,
             },
             appended: 0,
+            cut_pending: matches!(tail, Some((_, true))),
         };
         for (path, id) in unused {
             let len = fs::metadata(&path).map_or(0, |m| m.len());
             journal.pool.recycle(&path, id, len)?;
         }
         // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
-        // record may hold older records with the next sequence numbers, so a new segment starts.
+        // record may hold older records with the next sequence numbers, so a new segment starts
+        // ([`Journal::seal_cut`]).
         if let (Some((offset, false)), Some(seg)) = (tail, journal.segments.last()) {
             let file = OpenOptions::new()
                 .read(true)
@@ -310,6 +324,23 @@ impl Journal {
             });
         }
         Ok(Opened { journal, records })
+    }
+
+    /// Makes the cut of a torn tail durable (open, before anything new is acknowledged): starts
+    /// the next segment at the torn record's sequence number, its header flushed. Until then a
+    /// crash leaves the torn record at the end of the last segment, which the next open cuts
+    /// again (or refuses, in `AbsoluteConsistency`); from then on every open, in either mode,
+    /// finds it before a segment that starts at its sequence number, which ends its segment
+    /// there. The torn record's bytes, and any after it, stay where they are: nothing is
+    /// written to the segment that held them, so no instant of the cut leaves a mix of the two.
+    pub(crate) fn seal_cut(&mut self) -> Result<()> {
+        if !self.cut_pending {
+            return Ok(());
+        }
+        self.rotate(self.next_seq, 0)?;
+        self.sync()?;
+        self.cut_pending = false;
+        Ok(())
     }
 
     /// Bytes appended since the journal was last trimmed.

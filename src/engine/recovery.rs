@@ -103,6 +103,9 @@ pub(crate) fn open(
         lock: Mutex::new(Some(lock)),
     };
     replay(&shared, opened.records)?;
+    // A torn tail cut, durably, before anything new is acknowledged: appends after the cut
+    // must never sit behind a torn record that a later open would take for damage.
+    shared.journal.lock().seal_cut()?;
     Ok(shared)
 }
 

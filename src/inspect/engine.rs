@@ -125,6 +125,9 @@ pub struct SegmentInfo {
     /// `"live"`, `"obsolete"` (every record at or below the checkpoint: open recycles it), or
     /// `"no header"` (prepared, never written: open recycles it).
     pub state: String,
+    /// A torn record where its records end, which the next segment starts at: an earlier open
+    /// cut the journal there (not damage; what follows it in this segment is never read).
+    pub cut: Option<String>,
 }
 
 /// A recycled journal segment.
@@ -680,6 +683,7 @@ impl RootRead {
                     (Some(_), false) => "live",
                 }
                 .to_string(),
+                cut: s.cut.clone(),
             })
             .collect();
         let after = j.records_after_checkpoint;
