@@ -683,3 +683,202 @@ fn a_torn_tail_cut_by_open_stays_cut_through_more_writes_and_a_kill() {
         }
     }
 }
+
+/// Every file under `root` (the lock file aside) with its bytes.
+fn tree(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for ent in std::fs::read_dir(&dir).unwrap() {
+            let ent = ent.unwrap();
+            if ent.file_type().unwrap().is_dir() {
+                out.insert(ent.path(), Vec::new());
+                todo.push(ent.path());
+            } else if ent.file_name() != "LOCK" {
+                out.insert(ent.path(), std::fs::read(ent.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Flips a bit in the record of copy `copy` (1 or 2) of `wal.meta`.
+fn damage_meta_copy(meta: &std::path::Path, copy: usize) {
+    let mut b = std::fs::read(meta).unwrap();
+    let at = (copy - 1) * b.len() / 2 + 40;
+    b[at] ^= 0x10;
+    std::fs::write(meta, b).unwrap();
+}
+
+/// Which copy (1 or 2) of `wal.meta` holds the newest state, by the sequence numbers of the
+/// copies (docs/FORMAT.md: each copy starts with magic, version, flags, then the sequence u64).
+fn newest_meta_copy(meta: &std::path::Path) -> usize {
+    let b = std::fs::read(meta).unwrap();
+    let seq = |at: usize| u64::from_le_bytes(b[at + 16..at + 24].try_into().unwrap());
+    if seq(0) >= seq(b.len() / 2) {
+        1
+    } else {
+        2
+    }
+}
+
+const BOTH_MODES: [raftwal::RecoveryMode; 2] = [
+    raftwal::RecoveryMode::TolerateTailCorruption,
+    raftwal::RecoveryMode::AbsoluteConsistency,
+];
+
+/// Opens `root` in each of `modes` and expects a refusal whose message holds every one of
+/// `words`, with nothing under the root changed.
+fn refused_unchanged(root: &std::path::Path, modes: &[raftwal::RecoveryMode], words: &[&str]) {
+    for &mode in modes {
+        let before = tree(root);
+        let opts = EngineOptions {
+            recovery_mode: mode,
+            ..small()
+        };
+        match Engine::open_with(root, opts) {
+            Ok(e) => {
+                let g = e.group(1).unwrap();
+                panic!(
+                    "{mode:?}: opened, group 1 with first index {:?}, last index {:?}",
+                    g.first_index(),
+                    g.last_index()
+                );
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                for w in words {
+                    assert!(msg.contains(w), "{mode:?}: {w:?} not in: {msg}");
+                }
+            }
+        }
+        assert!(
+            tree(root) == before,
+            "{mode:?}: a refused open changed the root"
+        );
+    }
+}
+
+/// The newest copy of a group's meta page damaged, the other copy older than the checkpoint:
+/// the journal no longer holds what happened in between, so falling back would lose it (here
+/// every entry: the older copy is the group's creation). Open refuses in both modes, naming
+/// `wal.meta`, the copies, the position and the checkpoint, and changes nothing.
+#[test]
+fn a_meta_fallback_the_journal_cannot_make_whole_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let e = Engine::open_with(&root, small()).unwrap();
+    let g = e.create_group(1, 1).unwrap();
+    g.save(&hs(1, 1, 10), &entries(1, 10, 1, 1), &Snapshot::default())
+        .unwrap();
+    e.close().unwrap();
+    let meta = root.join("groups/1/wal.meta");
+    let newest = newest_meta_copy(&meta);
+    damage_meta_copy(&meta, newest);
+    refused_unchanged(
+        &root,
+        &BOTH_MODES,
+        &[
+            "groups/1/wal.meta",
+            &format!("copy {newest} of the meta state is damaged"),
+            &format!(
+                "copy {} (sequence 1) reflects the journal up to record 0",
+                3 - newest
+            ),
+            "the checkpoint, record 1",
+        ],
+    );
+}
+
+/// The newest copy of a group's meta page damaged, the other copy written after the checkpoint
+/// (both by snapshot installs): the journal holds every record after it, and replay brings the
+/// group back whole (the files and slots the newer state had are made again). AbsoluteConsistency
+/// refuses the damaged copy.
+#[test]
+fn a_meta_fallback_the_journal_makes_whole_opens_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let install = |index: u64| {
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = index;
+        s.mut_metadata().term = 1;
+        s.mut_metadata().mut_conf_state().voters = vec![1, index];
+        s.data = Bytes::from(format!("snapshot at {index}"));
+        s
+    };
+    run_and_kill(None, &image, |e| {
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 1, 5), &entries(1, 10, 1, 1), &Snapshot::default())
+            .unwrap();
+        g.save(&hs(1, 1, 20), &entries(21, 25, 1, 1), &install(20))
+            .unwrap();
+        g.save(&hs(1, 1, 22), &entries(26, 30, 1, 1), &Snapshot::default())
+            .unwrap();
+        g.save(&hs(1, 1, 40), &entries(41, 45, 1, 1), &install(40))
+            .unwrap();
+        g.save(&hs(1, 1, 43), &entries(46, 50, 1, 1), &Snapshot::default())
+            .unwrap();
+    });
+    let meta = image.join("groups/1/wal.meta");
+    damage_meta_copy(&meta, newest_meta_copy(&meta));
+    refused_unchanged(
+        &image,
+        &[raftwal::RecoveryMode::AbsoluteConsistency],
+        &["groups/1/wal.meta", "of the meta state is damaged"],
+    );
+    let e = Engine::open_with(&image, small()).unwrap();
+    let check = |e: &Engine| {
+        let g = e.group(1).unwrap();
+        assert_eq!(all(&g), entries(41, 50, 1, 1));
+        let st = g.initial_state().unwrap();
+        assert_eq!(st.hard_state, hs(1, 1, 43));
+        assert_eq!(st.conf_state.voters, vec![1, 40]);
+        let s = g.snapshot(0, 0).unwrap();
+        assert_eq!(s.get_metadata().index, 40);
+        assert_eq!(s.data, Bytes::from("snapshot at 40"));
+    };
+    check(&e);
+    e.close().unwrap();
+    let strict = EngineOptions {
+        recovery_mode: raftwal::RecoveryMode::AbsoluteConsistency,
+        ..small()
+    };
+    let e = Engine::open_with(&image, strict).unwrap();
+    check(&e);
+    e.close().unwrap();
+}
+
+/// The newest copy of a group's meta page damaged, where it held a snapshot the group took
+/// itself (`create_snapshot`, which the journal does not hold): the other copy is after the
+/// checkpoint, but falling back would lose the snapshot (the log would read from index 1 again
+/// and the snapshot file be tidied away). Open refuses in both modes and changes nothing.
+#[test]
+fn a_meta_fallback_that_would_lose_a_created_snapshot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    run_and_kill(None, &image, |e| {
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 1, 30), &entries(1, 30, 1, 1), &Snapshot::default())
+            .unwrap();
+        g.create_snapshot(20, None, Bytes::from("state at 20"))
+            .unwrap();
+    });
+    let meta = image.join("groups/1/wal.meta");
+    let newest = newest_meta_copy(&meta);
+    damage_meta_copy(&meta, newest);
+    let damaged = format!("copy {newest} of the meta state is damaged");
+    refused_unchanged(
+        &image,
+        &[raftwal::RecoveryMode::TolerateTailCorruption],
+        &[
+            "groups/1/wal.meta",
+            &damaged,
+            "holds a snapshot at index 20",
+        ],
+    );
+    refused_unchanged(
+        &image,
+        &[raftwal::RecoveryMode::AbsoluteConsistency],
+        &["groups/1/wal.meta", &damaged],
+    );
+}

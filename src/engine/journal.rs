@@ -114,6 +114,9 @@ pub(crate) struct Journal {
     /// Open cut a torn tail, and the segment that makes the cut durable is not started yet
     /// ([`Journal::seal_cut`]).
     cut_pending: bool,
+    /// What open found to tidy ([`Journal::tidy`]): segments no longer needed (path, id), and
+    /// leftover temporary files.
+    untidy: (Vec<(PathBuf, u64)>, Vec<PathBuf>),
 }
 
 /// What the scan at open found.
@@ -125,7 +128,9 @@ pub(crate) struct Opened {
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`
-    /// (keeping up to `max_spares` trimmed segments for reuse).
+    /// (keeping up to `max_spares` trimmed segments for reuse). Nothing in `dir` is changed
+    /// (but its creation): what open found to tidy is tidied by [`Journal::tidy`], once the
+    /// engine's open has checked everything else.
     /// A torn end (a record with the next sequence number whose checksum fails) is cut in
     /// `TolerateTailCorruption` and an error in `AbsoluteConsistency`; records missing in the
     /// middle (a segment that ends before the next one begins) are an error in both. A torn
@@ -143,6 +148,7 @@ impl Journal {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let mut ids = Vec::new();
         let mut spares = Vec::new();
+        let mut leftovers = Vec::new();
         for ent in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
             let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
             let Some(name) = ent.file_name().to_str().map(str::to_string) else {
@@ -153,7 +159,7 @@ impl Journal {
             } else if segments::is_spare_name(&name) {
                 spares.push(ent.path());
             } else if name.ends_with(".jnl.tmp") {
-                let _ = fs::remove_file(ent.path());
+                leftovers.push(ent.path());
             }
         }
         ids.sort_unstable();
@@ -297,11 +303,8 @@ impl Journal {
             },
             appended: 0,
             cut_pending: matches!(tail, Some((_, true))),
+            untidy: (unused, leftovers),
         };
-        for (path, id) in unused {
-            let len = fs::metadata(&path).map_or(0, |m| m.len());
-            journal.pool.recycle(&path, id, len)?;
-        }
         // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
         // record may hold older records with the next sequence numbers, so a new segment starts
         // ([`Journal::seal_cut`]).
@@ -324,6 +327,20 @@ impl Journal {
             });
         }
         Ok(Opened { journal, records })
+    }
+
+    /// Tidies what open found: segments no longer needed become spares (or are removed), and
+    /// leftover temporary files go.
+    pub(crate) fn tidy(&mut self) -> Result<()> {
+        let (unused, leftovers) = std::mem::take(&mut self.untidy);
+        for path in leftovers {
+            let _ = fs::remove_file(path);
+        }
+        for (path, id) in unused {
+            let len = fs::metadata(&path).map_or(0, |m| m.len());
+            self.pool.recycle(&path, id, len)?;
+        }
+        Ok(())
     }
 
     /// Makes the cut of a torn tail durable (open, before anything new is acknowledged): starts
@@ -725,7 +742,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path, checkpoint: u64) -> Opened {
-        Journal::open(
+        let mut opened = Journal::open(
             dir,
             64 << 10,
             2,
@@ -733,7 +750,9 @@ mod tests {
             checkpoint,
             RecoveryMode::AbsoluteConsistency,
         )
-        .expect("open")
+        .expect("open");
+        opened.journal.tidy().expect("tidy");
+        opened
     }
 
     /// Record `seq`'s body: its length and bytes derived from the sequence number.

@@ -21,7 +21,9 @@ use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 
 pub(crate) use super::batch::{decode as decode_parts, Decoded as Part};
-pub(crate) use super::recovery::parse_group_name;
+pub(crate) use super::recovery::{
+    check_fallback_snapshot_files, check_meta_fallback, parse_group_name,
+};
 pub(crate) use super::{group_dir, GROUPS_DIR, JOURNAL_DIR};
 
 /// One segment file of the journal, as the scan found it.
