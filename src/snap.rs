@@ -46,6 +46,19 @@ pub(crate) fn file_name(term: u64, index: u64) -> String {
     format!("{term:016x}-{index:016x}.snap")
 }
 
+/// The term and index a snapshot file's name says (canonical names only).
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    let (term, index) = name.strip_suffix(".snap")?.split_once('-')?;
+    let hex = |s: &str| {
+        (s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+    };
+    Some((hex(term)?, hex(index)?))
+}
+
 /// Path of the snapshot file for `term`/`index`.
 pub(crate) fn path(dir: &Path, term: u64, index: u64) -> PathBuf {
     dir.join(SNAP_DIR).join(file_name(term, index))

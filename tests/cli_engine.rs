@@ -726,6 +726,104 @@ fn a_torn_journal_tail_is_shown_and_fails_verify() {
     assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
 }
 
+/// Opens the root at `from` in this process, runs `f`, and copies the root as a kill leaves it
+/// (the page cache, the lock aside) to `to`; again, from `from`, if that took so long that the
+/// engine's periodic checkpoint (every 5 s while anything changed) may have run.
+fn opened_and_killed(from: &Path, to: &Path, f: impl Fn(&Engine)) {
+    for _ in 0..5 {
+        let tmp = TempDir::new().unwrap();
+        let work = tmp.path().join("root");
+        copy_tree(from, &work);
+        let start = Instant::now();
+        let engine = Engine::open(&work).unwrap();
+        f(&engine);
+        let _ = fs::remove_dir_all(to);
+        fs::create_dir_all(to).unwrap();
+        for ent in fs::read_dir(&work).unwrap() {
+            let ent = ent.unwrap();
+            let target = to.join(ent.file_name());
+            if ent.file_type().unwrap().is_dir() {
+                copy_tree(&ent.path(), &target);
+            } else if ent.file_name() != "LOCK" {
+                fs::copy(ent.path(), target).unwrap();
+            }
+        }
+        let slow = start.elapsed().as_secs() >= CHILD_BUDGET_SECS;
+        drop(engine);
+        if !slow {
+            return;
+        }
+    }
+    panic!("five runs took longer than the checkpoint period");
+}
+
+/// A torn tail that a default open cut, then a commit and a crash: the segment holding the torn
+/// record ends there, and the next one (which that open started) starts at its sequence number.
+/// That is a cut, not damage: `inspect` shows it, `verify` passes, and the tools replay what
+/// open replays (in either mode).
+#[test]
+fn a_tail_cut_by_an_earlier_open_is_shown_and_is_not_damage() {
+    let tmp = TempDir::new().unwrap();
+    let torn = image_copy(&tmp);
+    let seg = segment(&torn);
+    let at = record_offsets(&seg)[&7];
+    flip(&seg, at + 16 + 10);
+    let root = tmp.path().join("cut");
+    opened_and_killed(&torn, &root, |e| {
+        let g = e.group(1).unwrap();
+        g.save(&hs(1, 1, 61), &entries(63, 64, 1, 1), &Snapshot::default())
+            .unwrap();
+    });
+    let doc = inspect_json(&root);
+    // Segment 1 holds the torn record, 2 is the one the cutting open started (3, if listed, is
+    // the next one prepared, never written).
+    let segs = doc["journal"]["segments"].as_array().unwrap();
+    assert_eq!(segs[0]["id"], 1, "{doc}");
+    assert_eq!(segs[1]["id"], 2, "{doc}");
+    assert!(segs[2..].iter().all(|s| s["first_seq"].is_null()), "{doc}");
+    let cut = segs[0]["cut"].as_str().unwrap();
+    assert!(
+        cut.contains(&format!("0000000000000001.jnl at offset {at}")) && cut.contains("record 7"),
+        "{cut}"
+    );
+    assert_eq!(segs[0]["last_seq"], 6);
+    assert_eq!(segs[1]["first_seq"], 7);
+    assert_eq!(segs[1]["cut"], Value::Null);
+    assert_eq!(doc["journal"]["last_seq"], 7);
+    assert_eq!(doc["journal"]["torn_tail"], Value::Null);
+    assert_eq!(doc["journal"]["damage"], Value::Null);
+    assert_eq!(doc["open_error"], Value::Null);
+    let g1 = &group(&doc, 1)["after_replay"];
+    assert_eq!(g1["last_index"], 64);
+    assert_eq!(g1["conf_state"]["voters"], serde_json::json!([]));
+    let text = ok(&["inspect", p(&root)]);
+    assert!(
+        text.contains("ends at a cut an earlier open made (the next segment starts there)"),
+        "{text}"
+    );
+    let verify = ok(&["verify", p(&root)]);
+    assert!(verify.ends_with(": ok\n"), "{verify}");
+    let dump = dump_json(&root, "1", &[]);
+    for mode in [
+        raftwal::RecoveryMode::AbsoluteConsistency,
+        raftwal::RecoveryMode::TolerateTailCorruption,
+    ] {
+        let copy = TempDir::new().unwrap();
+        copy_tree(&root, copy.path());
+        let opts = EngineOptions {
+            recovery_mode: mode,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open_with(copy.path(), opts).unwrap();
+        let g = engine.group(1).unwrap();
+        let served = g
+            .entries(1, 65, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(dump, dump_lines(&served), "{mode:?}");
+        engine.close().unwrap();
+    }
+}
+
 /// A journal of several segments (small ones): each is listed, those whose records all lie at or
 /// below the checkpoint as obsolete, the others live and continuous; the groups after replay
 /// are those of the one-segment image. After a clean close the trimmed segment is the spare.
@@ -914,32 +1012,125 @@ fn a_damaged_group_meta_copy_fails_verify_naming_the_file() {
     ok(&["verify", p(&root), "--group", "1"]);
 }
 
-/// The meta copy in use damaged: the other copy is from the group's creation, so open would
-/// replay the journal onto an empty log (and remove the group's file): the tools say so.
+/// The meta copy in use damaged, the other copy from the group's creation (journal record 0),
+/// before the checkpoint (record 1): the journal no longer holds what the damaged copy held (40
+/// entries), so open refuses, in both modes, and changes nothing; the tools say the same,
+/// naming `wal.meta`, the copies, the position and the checkpoint.
 #[test]
-fn a_group_meta_fallback_that_breaks_replay_is_damage() {
+fn a_group_meta_fallback_the_journal_cannot_make_whole_is_refused() {
     let tmp = TempDir::new().unwrap();
     let root = image_copy(&tmp);
     let meta = root.join("groups/1/wal.meta");
     let region = fs::metadata(&meta).unwrap().len() / 2;
     flip(&meta, region + 40);
+    let words = [
+        "groups/1/wal.meta at offset",
+        "copy 2 of the meta state is damaged",
+        "copy 1 (sequence 1) reflects the journal up to record 0",
+        "only the records after the checkpoint, record 1",
+    ];
     let run = fails(&["inspect", p(&root), "--json"], 1);
-    assert!(run.stderr.contains("group 1 is damaged"), "{}", run.stderr);
-    let doc = json(&run.stdout);
-    let g1 = group(&doc, 1);
-    assert_eq!(g1["meta_copies"]["other"], "damaged");
-    assert_eq!(g1["in_files"]["last_index"], 0);
-    let damage = g1["damage"].as_str().unwrap();
-    assert!(damage.contains("from index 41"), "{damage}");
-    assert!(damage.contains("a gap"), "{damage}");
     assert!(
-        g1["leftover_files"][0]
-            .as_str()
-            .unwrap()
-            .ends_with("00001.wal"),
-        "{g1}"
+        run.stderr.contains("open will fail: group 1: corrupt"),
+        "{}",
+        run.stderr
     );
-    fails(&["verify", p(&root)], 1);
+    let doc = json(&run.stdout);
+    let damage = group(&doc, 1)["damage"].as_str().unwrap().to_string();
+    let open_error = doc["open_error"].as_str().unwrap().to_string();
+    let verify = fails(&["verify", p(&root)], 1);
+    for w in words {
+        assert!(damage.contains(w), "{w:?} not in {damage}");
+        assert!(open_error.contains(w), "{w:?} not in {open_error}");
+        assert!(verify.stderr.contains(w), "{w:?} not in {}", verify.stderr);
+    }
+    let files = |root: &Path| -> Vec<(PathBuf, u64, u32)> {
+        tree_state(root)
+            .into_iter()
+            .map(|(p, (len, _, crc))| (p, len, crc))
+            .collect()
+    };
+    let before = files(&root);
+    for mode in [
+        raftwal::RecoveryMode::TolerateTailCorruption,
+        raftwal::RecoveryMode::AbsoluteConsistency,
+    ] {
+        let opts = EngineOptions {
+            recovery_mode: mode,
+            ..EngineOptions::default()
+        };
+        match Engine::open_with(&root, opts) {
+            Ok(_) => panic!("{mode:?}: opened"),
+            Err(e) => {
+                let msg = e.to_string();
+                for w in words {
+                    assert!(msg.contains(w), "{mode:?}: {w:?} not in {msg}");
+                }
+            }
+        }
+        assert_eq!(
+            files(&root),
+            before,
+            "{mode:?}: a refused open changed the root"
+        );
+    }
+}
+
+/// The meta copy in use damaged, the other copy written after the checkpoint: group 7's
+/// copies are its two snapshot installs' (the image's, after record 3, and one more here, after
+/// record 7); the journal holds every record after the older one, and open brings the group
+/// back whole. The tools show it whole after replay, and `verify` reports the damaged copy.
+#[test]
+fn a_group_meta_fallback_the_journal_makes_whole_is_shown_whole() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("root");
+    let mut snap = Snapshot::default();
+    snap.data = Bytes::from(snapshot_data());
+    snap.mut_metadata().index = 200;
+    snap.mut_metadata().term = 4;
+    snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3, 4];
+    opened_and_killed(image(), &root, |e| {
+        let g = e.group(7).unwrap();
+        g.save(&hs(4, 1, 201), &entries(201, 202, 4, 7), &snap)
+            .unwrap();
+    });
+    let whole = group(&inspect_json(&root), 7)["after_replay"].clone();
+    assert_eq!(whole["last_index"], 202);
+    let meta = root.join("groups/7/wal.meta");
+    let newest = json(&ok(&["inspect", p(&root), "--group", "7", "--json"]))["groups"][0]
+        ["meta_copies"]["in_use"]
+        .as_u64()
+        .unwrap();
+    let region = fs::metadata(&meta).unwrap().len() / 2;
+    flip(&meta, (newest - 1) * region + 40);
+    let doc = inspect_json(&root);
+    let g7 = group(&doc, 7);
+    assert_eq!(g7["meta_copies"]["in_use"], 3 - newest, "{g7}");
+    assert_eq!(g7["meta_copies"]["other"], "damaged", "{g7}");
+    assert_eq!(g7["journal_seq"], 3);
+    assert_eq!(g7["after_replay"], whole);
+    assert_eq!(g7["damage"], Value::Null);
+    assert_eq!(doc["open_error"], Value::Null);
+    let verify = fails(&["verify", p(&root)], 1);
+    assert!(
+        verify.stderr.contains("groups/7/wal.meta at offset"),
+        "{}",
+        verify.stderr
+    );
+    let engine = Engine::open(&root).unwrap();
+    let g = engine.group(7).unwrap();
+    assert_eq!(
+        (g.first_index().unwrap(), g.last_index().unwrap()),
+        (201, 202)
+    );
+    let served = g
+        .entries(201, 203, None, GetEntriesContext::empty(false))
+        .unwrap();
+    assert_eq!(served, entries(201, 202, 4, 7));
+    let s = g.snapshot(0, 0).unwrap();
+    assert_eq!(s.get_metadata().index, 200);
+    assert_eq!(s.data, Bytes::from(snapshot_data()));
+    engine.close().unwrap();
 }
 
 /// A bit flipped in a slot of a group's log file: `verify` names the file and the slot's

@@ -544,3 +544,341 @@ fn a_live_segment_under_another_name_is_refused() {
         Ok(_) => panic!("a copy of live segment {last} named {forged} was dropped"),
     }
 }
+
+/// The root at `from` as a kill leaves it while an engine holds it: every file through the page
+/// cache (the lock file aside).
+fn kill_image(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for ent in std::fs::read_dir(from).unwrap() {
+        let ent = ent.unwrap();
+        let target = to.join(ent.file_name());
+        if ent.file_type().unwrap().is_dir() {
+            kill_image(&ent.path(), &target);
+        } else if ent.file_name() != "LOCK" {
+            std::fs::copy(ent.path(), target).unwrap();
+        }
+    }
+}
+
+/// Records of a journal segment as docs/FORMAT.md lays them out (a 4 KiB header, then
+/// `length u32 | crc u32 | sequence u64 | body` padded to 8 bytes): (sequence, offset, length).
+fn journal_records(segment: &std::path::Path) -> Vec<(u64, usize, usize)> {
+    let b = std::fs::read(segment).unwrap();
+    let first = u64::from_le_bytes(b[24..32].try_into().unwrap());
+    let (mut at, mut want, mut out) = (4096, first, Vec::new());
+    while at + 16 <= b.len() {
+        let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        let seq = u64::from_le_bytes(b[at + 8..at + 16].try_into().unwrap());
+        if seq != want || at + 16 + len > b.len() {
+            break;
+        }
+        out.push((seq, at, 16 + len));
+        want += 1;
+        at = (at + 16 + len).next_multiple_of(8);
+    }
+    out
+}
+
+/// The journal segments of a root, in id order.
+fn journal_segments(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segs: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_str().unwrap();
+            n.len() == 20 && n.ends_with(".jnl")
+        })
+        .collect();
+    segs.sort();
+    segs
+}
+
+/// Opens a copy of `from` (default mode, no checkpoint but the periodic one), runs `f` on it,
+/// and images it as a kill leaves it into `to`; again (from a fresh copy) if the whole took so
+/// long that the periodic checkpoint (every 5 s while anything changed) may have run.
+fn run_and_kill(from: Option<&std::path::Path>, to: &std::path::Path, f: impl Fn(&Engine)) {
+    let opts = EngineOptions {
+        checkpoint_bytes: u64::MAX / 2,
+        ..small()
+    };
+    for _ in 0..5 {
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("root");
+        if let Some(from) = from {
+            kill_image(from, &root);
+        }
+        let started = std::time::Instant::now();
+        let e = Engine::open_with(&root, opts.clone()).unwrap();
+        f(&e);
+        let _ = std::fs::remove_dir_all(to);
+        kill_image(&root, to);
+        let slow = started.elapsed() > std::time::Duration::from_secs(3);
+        drop(e);
+        if !slow {
+            return;
+        }
+    }
+    panic!("five runs took longer than the checkpoint period");
+}
+
+/// A torn journal tail that a default open cut stays cut: the writes acknowledged after that
+/// open and a kill before any checkpoint leave a root that opens, in both modes, with every
+/// acknowledged entry (the torn record's bytes must not fail every later open), and so does a
+/// kill right after the cutting open.
+#[test]
+fn a_torn_tail_cut_by_open_stays_cut_through_more_writes_and_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let torn = dir.path().join("torn");
+    run_and_kill(None, &torn, |e| {
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 1, 10), &entries(1, 10, 1, 1), &Snapshot::default())
+            .unwrap();
+        g.save(&hs(1, 1, 10), &entries(11, 20, 1, 1), &Snapshot::default())
+            .unwrap();
+    });
+    // The last record's body damaged: a torn tail.
+    let seg = journal_segments(&torn).pop().unwrap();
+    let &(seq, at, len) = journal_records(&seg).last().unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[at + len - 1] ^= 0x20;
+    std::fs::write(&seg, b).unwrap();
+    let strict = EngineOptions {
+        recovery_mode: raftwal::RecoveryMode::AbsoluteConsistency,
+        ..small()
+    };
+    match Engine::open_with(&torn, strict.clone()) {
+        Err(err) => assert!(err.to_string().contains(&format!("record {seq}")), "{err}"),
+        Ok(_) => panic!("a torn tail opened in AbsoluteConsistency"),
+    }
+
+    // A kill right after the open that cut it, and one after more writes.
+    let cut = dir.path().join("cut");
+    run_and_kill(Some(&torn), &cut, |e| {
+        assert_eq!(all(&e.group(1).unwrap()), entries(1, 10, 1, 1));
+    });
+    let written = dir.path().join("written");
+    run_and_kill(Some(&torn), &written, |e| {
+        let g = e.group(1).unwrap();
+        g.save(&hs(2, 1, 12), &entries(11, 15, 2, 1), &Snapshot::default())
+            .unwrap();
+        g.save(&hs(2, 1, 16), &entries(16, 16, 2, 1), &Snapshot::default())
+            .unwrap();
+    });
+    let mut want = entries(1, 10, 1, 1);
+    want.extend(entries(11, 16, 2, 1));
+    for (image, want) in [(&written, &want[..]), (&cut, &want[..10])] {
+        for opts in [small(), strict.clone()] {
+            let copy = tempfile::tempdir().unwrap();
+            kill_image(image, copy.path());
+            let e = Engine::open_with(copy.path(), opts.clone()).unwrap_or_else(|err| {
+                panic!("{} ({:?}): {err}", image.display(), opts.recovery_mode)
+            });
+            assert_eq!(all(&e.group(1).unwrap()), want, "{}", image.display());
+            e.close().unwrap();
+            let e = Engine::open_with(copy.path(), strict.clone()).unwrap_or_else(|err| {
+                panic!("{}, opened and closed, strictly: {err}", image.display())
+            });
+            assert_eq!(all(&e.group(1).unwrap()), want);
+            e.close().unwrap();
+        }
+    }
+}
+
+/// Every file under `root` (the lock file aside) with its bytes.
+fn tree(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for ent in std::fs::read_dir(&dir).unwrap() {
+            let ent = ent.unwrap();
+            if ent.file_type().unwrap().is_dir() {
+                out.insert(ent.path(), Vec::new());
+                todo.push(ent.path());
+            } else if ent.file_name() != "LOCK" {
+                out.insert(ent.path(), std::fs::read(ent.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Flips a bit in the record of copy `copy` (1 or 2) of `wal.meta`.
+fn damage_meta_copy(meta: &std::path::Path, copy: usize) {
+    let mut b = std::fs::read(meta).unwrap();
+    let at = (copy - 1) * b.len() / 2 + 40;
+    b[at] ^= 0x10;
+    std::fs::write(meta, b).unwrap();
+}
+
+/// Which copy (1 or 2) of `wal.meta` holds the newest state, by the sequence numbers of the
+/// copies (docs/FORMAT.md: each copy starts with magic, version, flags, then the sequence u64).
+fn newest_meta_copy(meta: &std::path::Path) -> usize {
+    let b = std::fs::read(meta).unwrap();
+    let seq = |at: usize| u64::from_le_bytes(b[at + 16..at + 24].try_into().unwrap());
+    if seq(0) >= seq(b.len() / 2) {
+        1
+    } else {
+        2
+    }
+}
+
+const BOTH_MODES: [raftwal::RecoveryMode; 2] = [
+    raftwal::RecoveryMode::TolerateTailCorruption,
+    raftwal::RecoveryMode::AbsoluteConsistency,
+];
+
+/// Opens `root` in each of `modes` and expects a refusal whose message holds every one of
+/// `words`, with nothing under the root changed.
+fn refused_unchanged(root: &std::path::Path, modes: &[raftwal::RecoveryMode], words: &[&str]) {
+    for &mode in modes {
+        let before = tree(root);
+        let opts = EngineOptions {
+            recovery_mode: mode,
+            ..small()
+        };
+        match Engine::open_with(root, opts) {
+            Ok(e) => {
+                let g = e.group(1).unwrap();
+                panic!(
+                    "{mode:?}: opened, group 1 with first index {:?}, last index {:?}",
+                    g.first_index(),
+                    g.last_index()
+                );
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                for w in words {
+                    assert!(msg.contains(w), "{mode:?}: {w:?} not in: {msg}");
+                }
+            }
+        }
+        assert!(
+            tree(root) == before,
+            "{mode:?}: a refused open changed the root"
+        );
+    }
+}
+
+/// The newest copy of a group's meta page damaged, the other copy older than the checkpoint:
+/// the journal no longer holds what happened in between, so falling back would lose it (here
+/// every entry: the older copy is the group's creation). Open refuses in both modes, naming
+/// `wal.meta`, the copies, the position and the checkpoint, and changes nothing.
+#[test]
+fn a_meta_fallback_the_journal_cannot_make_whole_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let e = Engine::open_with(&root, small()).unwrap();
+    let g = e.create_group(1, 1).unwrap();
+    g.save(&hs(1, 1, 10), &entries(1, 10, 1, 1), &Snapshot::default())
+        .unwrap();
+    e.close().unwrap();
+    let meta = root.join("groups/1/wal.meta");
+    let newest = newest_meta_copy(&meta);
+    damage_meta_copy(&meta, newest);
+    refused_unchanged(
+        &root,
+        &BOTH_MODES,
+        &[
+            "groups/1/wal.meta",
+            &format!("copy {newest} of the meta state is damaged"),
+            &format!(
+                "copy {} (sequence 1) reflects the journal up to record 0",
+                3 - newest
+            ),
+            "the checkpoint, record 1",
+        ],
+    );
+}
+
+/// The newest copy of a group's meta page damaged, the other copy written after the checkpoint
+/// (both by snapshot installs): the journal holds every record after it, and replay brings the
+/// group back whole (the files and slots the newer state had are made again). AbsoluteConsistency
+/// refuses the damaged copy.
+#[test]
+fn a_meta_fallback_the_journal_makes_whole_opens_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let install = |index: u64| {
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = index;
+        s.mut_metadata().term = 1;
+        s.mut_metadata().mut_conf_state().voters = vec![1, index];
+        s.data = Bytes::from(format!("snapshot at {index}"));
+        s
+    };
+    run_and_kill(None, &image, |e| {
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 1, 5), &entries(1, 10, 1, 1), &Snapshot::default())
+            .unwrap();
+        g.save(&hs(1, 1, 20), &entries(21, 25, 1, 1), &install(20))
+            .unwrap();
+        g.save(&hs(1, 1, 22), &entries(26, 30, 1, 1), &Snapshot::default())
+            .unwrap();
+        g.save(&hs(1, 1, 40), &entries(41, 45, 1, 1), &install(40))
+            .unwrap();
+        g.save(&hs(1, 1, 43), &entries(46, 50, 1, 1), &Snapshot::default())
+            .unwrap();
+    });
+    let meta = image.join("groups/1/wal.meta");
+    damage_meta_copy(&meta, newest_meta_copy(&meta));
+    refused_unchanged(
+        &image,
+        &[raftwal::RecoveryMode::AbsoluteConsistency],
+        &["groups/1/wal.meta", "of the meta state is damaged"],
+    );
+    let e = Engine::open_with(&image, small()).unwrap();
+    let check = |e: &Engine| {
+        let g = e.group(1).unwrap();
+        assert_eq!(all(&g), entries(41, 50, 1, 1));
+        let st = g.initial_state().unwrap();
+        assert_eq!(st.hard_state, hs(1, 1, 43));
+        assert_eq!(st.conf_state.voters, vec![1, 40]);
+        let s = g.snapshot(0, 0).unwrap();
+        assert_eq!(s.get_metadata().index, 40);
+        assert_eq!(s.data, Bytes::from("snapshot at 40"));
+    };
+    check(&e);
+    e.close().unwrap();
+    let strict = EngineOptions {
+        recovery_mode: raftwal::RecoveryMode::AbsoluteConsistency,
+        ..small()
+    };
+    let e = Engine::open_with(&image, strict).unwrap();
+    check(&e);
+    e.close().unwrap();
+}
+
+/// The newest copy of a group's meta page damaged, where it held a snapshot the group took
+/// itself (`create_snapshot`, which the journal does not hold): the other copy is after the
+/// checkpoint, but falling back would lose the snapshot (the log would read from index 1 again
+/// and the snapshot file be tidied away). Open refuses in both modes and changes nothing.
+#[test]
+fn a_meta_fallback_that_would_lose_a_created_snapshot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    run_and_kill(None, &image, |e| {
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 1, 30), &entries(1, 30, 1, 1), &Snapshot::default())
+            .unwrap();
+        g.create_snapshot(20, None, Bytes::from("state at 20"))
+            .unwrap();
+    });
+    let meta = image.join("groups/1/wal.meta");
+    let newest = newest_meta_copy(&meta);
+    damage_meta_copy(&meta, newest);
+    let damaged = format!("copy {newest} of the meta state is damaged");
+    refused_unchanged(
+        &image,
+        &[raftwal::RecoveryMode::TolerateTailCorruption],
+        &[
+            "groups/1/wal.meta",
+            &damaged,
+            "holds a snapshot at index 20",
+        ],
+    );
+    refused_unchanged(
+        &image,
+        &[raftwal::RecoveryMode::AbsoluteConsistency],
+        &["groups/1/wal.meta", &damaged],
+    );
+}

@@ -8,7 +8,10 @@
 //! committed record's header and the whole record, the header and the body of a record in the torn tail, bytes after the last
 //! record, one and both copies of `engine.meta`, one copy of a group's
 //! `wal.meta`, a slot and a payload of a group's `.wal` file) a number of seeded damaged roots,
-//! each opened in both modes and checked against the outcome its class must have.
+//! each opened in both modes and checked against the outcome its class must have; an open that
+//! refuses must change nothing. A damaged group meta copy has two outcomes, both covered: the
+//! group whole (also from an older copy, when the journal holds everything after it), or a
+//! refusal naming `wal.meta` (when it does not, or a snapshot the group took would be lost).
 //!
 //! `random_mutations_never_panic`: seeded random inputs for the fuzz target's own oracle (no
 //! panic, a root or a typed error, nothing read back that is not genuine, strict and tolerant
@@ -31,13 +34,14 @@ fn damage_in_every_position_class() {
     let started = Instant::now();
     eprintln!("template: {}", template_summary());
     let mut failures = Vec::new();
-    let (mut cut, mut fell_back) = (0, 0);
+    let (mut cut, mut fell_back, mut meta_refused) = (0, 0, 0);
     for class in CLASSES {
         for n in 0..PER_CLASS {
             match run_damage(class, n) {
                 Ok(s) => {
                     cut += usize::from(s.cut);
                     fell_back += usize::from(s.fell_back);
+                    meta_refused += usize::from(s.meta_refused);
                 }
                 Err(e) => failures.push(format!("{class:?} #{n}: {e}")),
             }
@@ -45,7 +49,8 @@ fn damage_in_every_position_class() {
     }
     eprintln!(
         "{} damaged roots ({PER_CLASS} per class, {} classes), {cut} torn tails cut, {fell_back} \
-         group meta pages fallen back to the older copy, {} failures, {:.1?}",
+         group meta pages fallen back to the older copy (whole), {meta_refused} refused, {} \
+         failures, {:.1?}",
         PER_CLASS * CLASSES.len() as u64,
         CLASSES.len(),
         failures.len(),
@@ -61,6 +66,11 @@ fn damage_in_every_position_class() {
             .cloned()
             .collect::<Vec<_>>()
             .join("\n\n")
+    );
+    assert!(
+        fell_back > 0 && meta_refused > 0,
+        "the group meta class covered {fell_back} fallbacks to the older copy and \
+         {meta_refused} refusals: both outcomes must be covered"
     );
 }
 

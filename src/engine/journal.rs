@@ -111,6 +111,12 @@ pub(crate) struct Journal {
     pool: Pool,
     /// Bytes appended since the journal was last trimmed (the checkpoint trigger).
     appended: u64,
+    /// Open cut a torn tail, and the segment that makes the cut durable is not started yet
+    /// ([`Journal::seal_cut`]).
+    cut_pending: bool,
+    /// What open found to tidy ([`Journal::tidy`]): segments no longer needed (path, id), and
+    /// leftover temporary files.
+    untidy: (Vec<(PathBuf, u64)>, Vec<PathBuf>),
 }
 
 /// What the scan at open found.
@@ -122,10 +128,15 @@ pub(crate) struct Opened {
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`
-    /// (keeping up to `max_spares` trimmed segments for reuse).
+    /// (keeping up to `max_spares` trimmed segments for reuse). Nothing in `dir` is changed
+    /// (but its creation): what open found to tidy is tidied by [`Journal::tidy`], once the
+    /// engine's open has checked everything else.
     /// A torn end (a record with the next sequence number whose checksum fails) is cut in
     /// `TolerateTailCorruption` and an error in `AbsoluteConsistency`; records missing in the
-    /// middle (a segment that ends before the next one begins) are an error in both.
+    /// middle (a segment that ends before the next one begins) are an error in both. A torn
+    /// record at the end of a segment that the next segment starts at (by its sequence number)
+    /// is a cut an earlier open made ([`Journal::seal_cut`]): the end of that segment, in both
+    /// modes.
     pub(crate) fn open(
         dir: &Path,
         segment_bytes: u64,
@@ -137,6 +148,7 @@ impl Journal {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let mut ids = Vec::new();
         let mut spares = Vec::new();
+        let mut leftovers = Vec::new();
         for ent in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
             let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
             let Some(name) = ent.file_name().to_str().map(str::to_string) else {
@@ -147,7 +159,7 @@ impl Journal {
             } else if segments::is_spare_name(&name) {
                 spares.push(ent.path());
             } else if name.ends_with(".jnl.tmp") {
-                let _ = fs::remove_file(ent.path());
+                leftovers.push(ent.path());
             }
         }
         ids.sort_unstable();
@@ -258,8 +270,14 @@ impl Journal {
                 }
                 (None, true) => tail = Some((end.0 as u64, false)),
                 // A record that fails its checks before the last segment is damage: records
-                // after it (in the next segments) were acknowledged.
-                (Some(e), false) => return Err(e),
+                // after it (in the next segments) were acknowledged. Unless the next segment
+                // starts at that very record: an earlier open cut the journal there and started
+                // it (rotation never writes a record to a segment the next one starts at).
+                (Some(e), false) => {
+                    if segments[pos + 1].first_seq != want {
+                        return Err(e);
+                    }
+                }
                 // An earlier segment ends where the next begins (checked above).
                 (None, false) => {}
             }
@@ -284,13 +302,12 @@ impl Journal {
                 stalled: false,
             },
             appended: 0,
+            cut_pending: matches!(tail, Some((_, true))),
+            untidy: (unused, leftovers),
         };
-        for (path, id) in unused {
-            let len = fs::metadata(&path).map_or(0, |m| m.len());
-            journal.pool.recycle(&path, id, len)?;
-        }
         // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
-        // record may hold older records with the next sequence numbers, so a new segment starts.
+        // record may hold older records with the next sequence numbers, so a new segment starts
+        // ([`Journal::seal_cut`]).
         if let (Some((offset, false)), Some(seg)) = (tail, journal.segments.last()) {
             let file = OpenOptions::new()
                 .read(true)
@@ -310,6 +327,37 @@ impl Journal {
             });
         }
         Ok(Opened { journal, records })
+    }
+
+    /// Tidies what open found: segments no longer needed become spares (or are removed), and
+    /// leftover temporary files go.
+    pub(crate) fn tidy(&mut self) -> Result<()> {
+        let (unused, leftovers) = std::mem::take(&mut self.untidy);
+        for path in leftovers {
+            let _ = fs::remove_file(path);
+        }
+        for (path, id) in unused {
+            let len = fs::metadata(&path).map_or(0, |m| m.len());
+            self.pool.recycle(&path, id, len)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the cut of a torn tail durable (open, before anything new is acknowledged): starts
+    /// the next segment at the torn record's sequence number, its header flushed. Until then a
+    /// crash leaves the torn record at the end of the last segment, which the next open cuts
+    /// again (or refuses, in `AbsoluteConsistency`); from then on every open, in either mode,
+    /// finds it before a segment that starts at its sequence number, which ends its segment
+    /// there. The torn record's bytes, and any after it, stay where they are: nothing is
+    /// written to the segment that held them, so no instant of the cut leaves a mix of the two.
+    pub(crate) fn seal_cut(&mut self) -> Result<()> {
+        if !self.cut_pending {
+            return Ok(());
+        }
+        self.rotate(self.next_seq, 0)?;
+        self.sync()?;
+        self.cut_pending = false;
+        Ok(())
     }
 
     /// Bytes appended since the journal was last trimmed.
@@ -667,7 +715,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path, checkpoint: u64) -> Opened {
-        Journal::open(
+        let mut opened = Journal::open(
             dir,
             64 << 10,
             2,
@@ -675,7 +723,9 @@ mod tests {
             checkpoint,
             RecoveryMode::AbsoluteConsistency,
         )
-        .expect("open")
+        .expect("open");
+        opened.journal.tidy().expect("tidy");
+        opened
     }
 
     /// Record `seq`'s body: its length and bytes derived from the sequence number.
@@ -793,6 +843,7 @@ mod tests {
         )
         .expect("reopen");
         let mut j = opened.journal;
+        j.tidy().expect("tidy");
         for seq in 2..=300u64 {
             assert_eq!(j.append(&[&body(seq)]).expect("append"), seq);
             j.sync().expect("sync");

@@ -9,9 +9,19 @@
 //! reflects are skipped), as the commit applied it. Slots past a group's recorded end, which
 //! writes after its meta page may have left, are zeroed before (only pages that hold data).
 //!
+//! A group whose other meta copy is damaged may be opened from an older state than its newest
+//! (the damaged copy may have held it): that is safe only when the journal still holds every
+//! record after the copy in use (its position at or after the root's checkpoint), so that replay
+//! brings the group back whole, and when no snapshot the group made on its own since (which the
+//! journal does not hold) is lost. Otherwise open refuses, in both modes, naming `wal.meta`.
+//!
+//! Everything is read and checked (the groups, the journal) before anything is changed (files
+//! removed, slots zeroed, journal segments recycled): an open that fails on damage changes
+//! nothing.
+//!
 //! Owns: what an engine root holds at open, and the order: groups as their meta pages say,
-//! then the journal. Must never: read a group's whole slot area, or apply a record before the
-//! groups it names are open.
+//! then the journal. Must never: read a group's whole slot area, apply a record before the
+//! groups it names are open, or change a file before every check has passed.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -29,9 +39,9 @@ use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log_file::{self, Access, LogFile, PAYLOAD_START, SLOTS_PER_FILE};
-use crate::meta::{MetaFile, PageRecord};
+use crate::meta::{Copies, MetaFile, OtherCopy, PageRecord};
 use crate::options::RecoveryMode;
-use crate::proto::EngineRecord;
+use crate::proto::{EngineGroupRecord, EngineRecord, MetaRecord, SnapshotRecord};
 use crate::recovery as dir_recovery;
 use crate::wal::Wal;
 
@@ -60,10 +70,10 @@ pub(crate) fn open(
         }
     }
 
-    let groups = open_groups(&root, mode, cipher.as_ref())?;
+    let read = read_groups(&root, mode, cipher.as_ref(), root_record.checkpoint_seq)?;
     let journal_dir = root.join(JOURNAL_DIR);
     let new_journal = !journal_dir.exists();
-    let opened = Journal::open(
+    let mut opened = Journal::open(
         &journal_dir,
         opts.journal_segment_bytes,
         max_spares(&opts),
@@ -71,6 +81,12 @@ pub(crate) fn open(
         root_record.checkpoint_seq,
         mode,
     )?;
+    for g in &read.groups {
+        check_fallback_snapshot(g, &opened.records)?;
+    }
+    // Every check passed: now the tidying.
+    let groups = finish_groups(&root, read, cipher.as_ref())?;
+    opened.journal.tidy()?;
     if new_journal {
         // The journal's directory entry, durable before a record in it is acknowledged (the
         // segments' names are made durable in it, but a power loss could lose the directory).
@@ -104,6 +120,9 @@ pub(crate) fn open(
         lock: Mutex::new(Some(lock)),
     };
     replay(&shared, opened.records)?;
+    // A torn tail cut, durably, before anything new is acknowledged: appends after the cut
+    // must never sit behind a torn record that a later open would take for damage.
+    shared.journal.lock().seal_cut()?;
     Ok(shared)
 }
 
@@ -114,15 +133,22 @@ fn max_spares(opts: &EngineOptions) -> usize {
     (per_checkpoint as usize + 1).clamp(1, 16)
 }
 
-/// Opens every group under `root/groups`, removing what a crash during a creation or a
-/// removal left.
-fn open_groups(
+/// The groups under `root/groups`, read and checked, and the leftovers of creations and
+/// removals cut short (which open removes).
+struct ReadGroups {
+    groups: Vec<ReadGroup>,
+    leftovers: Vec<PathBuf>,
+}
+
+/// Reads every group under `root/groups` (changing nothing).
+fn read_groups(
     root: &Path,
     mode: RecoveryMode,
     cipher: Option<&Cipher>,
-) -> Result<BTreeMap<u64, std::sync::Arc<Group>>> {
+    checkpoint_seq: u64,
+) -> Result<ReadGroups> {
     let dir = root.join(GROUPS_DIR);
-    let mut groups = BTreeMap::new();
+    let mut groups = Vec::new();
     let mut leftovers = Vec::new();
     for ent in fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))? {
         let ent = ent.map_err(|e| Error::io("read directory", &dir, e))?;
@@ -133,8 +159,7 @@ fn open_groups(
             continue;
         };
         if let Some(id) = parse_group_name(&name) {
-            let g = open_group(&ent.path(), id, mode, cipher)?;
-            groups.insert(id, std::sync::Arc::new(g));
+            groups.push(read_group(&ent.path(), id, mode, cipher, checkpoint_seq)?);
         } else if name
             .strip_suffix(".tmp")
             .or_else(|| name.strip_suffix(".removing"))
@@ -144,11 +169,26 @@ fn open_groups(
             leftovers.push(ent.path());
         }
     }
-    if !leftovers.is_empty() {
-        for p in &leftovers {
+    Ok(ReadGroups { groups, leftovers })
+}
+
+/// Opens the groups read, removing what their meta pages do not rely on and what a crash
+/// during a creation or a removal left.
+fn finish_groups(
+    root: &Path,
+    read: ReadGroups,
+    cipher: Option<&Cipher>,
+) -> Result<BTreeMap<u64, std::sync::Arc<Group>>> {
+    let mut groups = BTreeMap::new();
+    for g in read.groups {
+        let id = g.id;
+        groups.insert(id, std::sync::Arc::new(finish_group(g, cipher)?));
+    }
+    if !read.leftovers.is_empty() {
+        for p in &read.leftovers {
             fs::remove_dir_all(p).map_err(|e| Error::io("remove", p, e))?;
         }
-        fsutil::sync_dir(&dir)?;
+        fsutil::sync_dir(&root.join(GROUPS_DIR))?;
     }
     Ok(groups)
 }
@@ -159,15 +199,35 @@ pub(crate) fn parse_group_name(name: &str) -> Option<u64> {
     (id.to_string() == name).then_some(id)
 }
 
-/// Opens one group from its meta page: the files it relies on, mapped; files made after it
-/// removed. Reads the meta page, each file's header and nothing of the slot areas.
-fn open_group(dir: &Path, id: u64, mode: RecoveryMode, cipher: Option<&Cipher>) -> Result<Group> {
+/// One group read from its meta page, with what open changes in its directory (nothing is
+/// changed yet).
+struct ReadGroup {
+    id: u64,
+    dir: PathBuf,
+    meta_file: MetaFile,
+    meta: MetaRecord,
+    eng: EngineGroupRecord,
+    /// The files the meta page relies on, mapped.
+    files: std::collections::VecDeque<LogFile>,
+    next_file_id: u64,
+    wal_last: u64,
+    /// Files open removes: obsolete ones, files made after the meta page, `*.tmp` leftovers.
+    remove: Vec<PathBuf>,
+    /// The first slot of the last file past the log: slots from it on are zeroed.
+    clear_from: Option<u32>,
+}
+
+/// Reads one group from its meta page: the files it relies on, mapped (their headers read,
+/// nothing of the slot areas). A meta copy in use while the other one is damaged is checked
+/// against the journal's checkpoint ([`check_meta_fallback`]).
+fn read_group(
+    dir: &Path,
+    id: u64,
+    mode: RecoveryMode,
+    cipher: Option<&Cipher>,
+    checkpoint_seq: u64,
+) -> Result<ReadGroup> {
     let (mut meta_file, meta) = MetaFile::open(dir, cipher)?;
-    if mode == RecoveryMode::AbsoluteConsistency {
-        if let Some(e) = meta_file.copies().damage(meta_file.path()) {
-            return Err(e);
-        }
-    }
     meta_file.detach();
     dir_recovery::check_meta_bounds(dir, &meta)?;
     let Some(eng) = meta.engine else {
@@ -177,6 +237,12 @@ fn open_group(dir: &Path, id: u64, mode: RecoveryMode, cipher: Option<&Cipher>) 
             "the meta page of an engine group has no engine record",
         ));
     };
+    check_meta_fallback(meta_file.path(), meta_file.copies(), &eng, checkpoint_seq)?;
+    if mode == RecoveryMode::AbsoluteConsistency {
+        if let Some(e) = meta_file.copies().damage(meta_file.path()) {
+            return Err(e);
+        }
+    }
     if meta.group_id != id {
         return Err(Error::corrupt(
             meta_file.path(),
@@ -187,6 +253,40 @@ fn open_group(dir: &Path, id: u64, mode: RecoveryMode, cipher: Option<&Cipher>) 
             ),
         ));
     }
+    let copies = meta_file.copies().clone();
+    let files = read_files(dir, &meta, &eng, cipher).map_err(|e| copies.explain(e))?;
+    let (files, next_file_id, wal_last, remove, clear_from) = files;
+    Ok(ReadGroup {
+        id,
+        dir: dir.to_path_buf(),
+        meta_file,
+        meta,
+        eng,
+        files,
+        next_file_id,
+        wal_last,
+        remove,
+        clear_from,
+    })
+}
+
+/// What [`read_files`] finds: the files, the next file id, the files' last index, the files to
+/// remove and the first slot to clear.
+type FilesRead = (
+    std::collections::VecDeque<LogFile>,
+    u64,
+    u64,
+    Vec<PathBuf>,
+    Option<u32>,
+);
+
+/// The files a group's meta page relies on, mapped, and what open removes or clears.
+fn read_files(
+    dir: &Path,
+    meta: &MetaRecord,
+    eng: &EngineGroupRecord,
+    cipher: Option<&Cipher>,
+) -> Result<FilesRead> {
     let listing = dir_recovery::list_dir(dir)?;
     let first_file_id = meta.first_file_id.max(1);
     let mut remove: Vec<PathBuf> = listing.leftovers;
@@ -208,6 +308,7 @@ fn open_group(dir: &Path, id: u64, mode: RecoveryMode, cipher: Option<&Cipher>) 
     let mut files = std::collections::VecDeque::new();
     let mut next_file_id = first_file_id.max(tail_id + 1);
     let mut wal_last = 0;
+    let mut clear_from = None;
     if let Some(&first_id) = ids.first() {
         // Files wholly below the snapshot may be gone from the front; none may be missing
         // after the first one left.
@@ -269,28 +370,48 @@ fn open_group(dir: &Path, id: u64, mode: RecoveryMode, cipher: Option<&Cipher>) 
         // Slots past the recorded end were written after the meta page (the journal writes
         // them again, or they belong to records that never became durable): cleared, so that
         // nothing past the end of the log looks like entries.
-        if let Some(tail) = files.back_mut() {
-            let k = (wal_last + 1 - tail.base()).min(SLOTS_PER_FILE) as u32;
-            tail.clear_slots_from(k)?;
-        }
+        clear_from = files
+            .back()
+            .map(|tail| (wal_last + 1 - tail.base()).min(SLOTS_PER_FILE) as u32);
     } else if tail_id >= first_file_id && last > meta.snapshot.as_ref().map_or(0, |s| s.index) {
         return Err(Error::MissingFile {
             path: dir.join(log_file::file_name(tail_id)),
             reason: format!("the meta page says the log ends at index {last} in it"),
         });
     }
+    Ok((files, next_file_id, wal_last, remove, clear_from))
+}
+
+/// Opens a group read by [`read_group`]: the slots past its log cleared, the files its meta
+/// page does not rely on removed.
+fn finish_group(g: ReadGroup, cipher: Option<&Cipher>) -> Result<Group> {
+    let ReadGroup {
+        id,
+        dir,
+        meta_file,
+        meta,
+        eng,
+        mut files,
+        next_file_id,
+        wal_last,
+        remove,
+        clear_from,
+    } = g;
+    if let (Some(k), Some(tail)) = (clear_from, files.back_mut()) {
+        tail.clear_slots_from(k)?;
+    }
     if !remove.is_empty() {
-        fsutil::remove_files(dir, remove.iter().map(PathBuf::as_path))?;
+        fsutil::remove_files(&dir, remove.iter().map(PathBuf::as_path))?;
     }
     let durable_files = match (files.front(), files.back()) {
         (Some(a), Some(b)) => (a.id(), b.id()),
         _ => (1, 0),
     };
-    let mut wal = Wal::from_parts(dir, files, next_file_id, wal_last, cipher.cloned());
+    let mut wal = Wal::from_parts(&dir, files, next_file_id, wal_last, cipher.cloned());
     wal.set_engine();
     Ok(group::assemble(
         id,
-        dir.to_path_buf(),
+        dir,
         eng.incarnation,
         meta,
         wal,
@@ -298,6 +419,108 @@ fn open_group(dir: &Path, id: u64, mode: RecoveryMode, cipher: Option<&Cipher>) 
         eng.journal_seq,
         durable_files,
     ))
+}
+
+/// The copy of a group's meta page in use while the other copy is damaged: the damaged one
+/// may have held a newer state, whose changes replay must then bring back. It can only if the
+/// journal still holds every record after the copy in use, that is, if its position is at or
+/// after the root's checkpoint (the journal is trimmed up to it). Otherwise the error names
+/// `wal.meta`, the copies, the position and the checkpoint (in both modes).
+pub(crate) fn check_meta_fallback(
+    path: &Path,
+    copies: &Copies,
+    eng: &EngineGroupRecord,
+    checkpoint_seq: u64,
+) -> Result<()> {
+    let OtherCopy::Damaged { offset, reason } = &copies.other else {
+        return Ok(());
+    };
+    if eng.journal_seq >= checkpoint_seq {
+        return Ok(());
+    }
+    let (used, damaged) = (copies.current + 1, 2 - copies.current);
+    Err(Error::corrupt(
+        path,
+        *offset,
+        format!(
+            "copy {damaged} of the meta state is damaged ({reason}); copy {used} (sequence {}) reflects the journal up to record {}, but the journal holds only the records after the checkpoint, record {checkpoint_seq}: if copy {damaged} held the newest state, what records {}..={checkpoint_seq} changed in this group is in neither, so open does not fall back to copy {used} (a crash that tore an update never acknowledged looks the same)",
+            copies.seq,
+            eng.journal_seq,
+            eng.journal_seq + 1
+        ),
+    ))
+}
+
+/// With the other meta copy damaged, the group's snapshot after replay (`snapshot`: the copy
+/// in use's, or the last one the journal installs after it) must be the newest the group
+/// made: a snapshot the group took itself (`create_snapshot`) is in its meta page only, not
+/// in the journal, so a copy older than it (the damaged one held it) would lose it. Seen by
+/// the files: the snapshot named must have its file (a newer snapshot tidies older files
+/// away), and no snapshot file may be newer.
+pub(crate) fn check_fallback_snapshot_files(
+    dir: &Path,
+    copies: &Copies,
+    snapshot: Option<&SnapshotRecord>,
+) -> Result<()> {
+    let OtherCopy::Damaged { offset, .. } = &copies.other else {
+        return Ok(());
+    };
+    let path = dir.join(crate::meta::META_FILE);
+    let (used, damaged) = (copies.current + 1, 2 - copies.current);
+    let (term, index, data) = snapshot.map_or((0, 0, 0), |s| (s.term, s.index, s.data_len));
+    let refuse = |what: String| {
+        Error::corrupt(
+            &path,
+            *offset,
+            format!(
+                "copy {damaged} of the meta state is damaged; with copy {used} (sequence {}) and the journal, the group's snapshot is at index {index}, but {what}: copy {damaged} held a newer snapshot, which falling back would lose (a crash that tore an update never acknowledged looks the same)",
+                copies.seq
+            ),
+        )
+    };
+    let named = crate::snap::path(dir, term, index);
+    if data > 0 && !named.exists() {
+        return Err(refuse(format!("its file {} is gone", named.display())));
+    }
+    let snap_dir = dir.join(crate::snap::SNAP_DIR);
+    let listing = match fs::read_dir(&snap_dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read directory", &snap_dir, e)),
+    };
+    for ent in listing {
+        let ent = ent.map_err(|e| Error::io("read directory", &snap_dir, e))?;
+        let name = ent.file_name();
+        let Some((_, i)) = name.to_str().and_then(crate::snap::parse_file_name) else {
+            continue;
+        };
+        if i > index {
+            return Err(refuse(format!(
+                "{} holds a snapshot at index {i}",
+                ent.path().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_fallback_snapshot_files`] for a group read at open, with the snapshots the journal's
+/// records after its meta page install.
+fn check_fallback_snapshot(g: &ReadGroup, records: &[super::journal::Record]) -> Result<()> {
+    if !matches!(g.meta_file.copies().other, OtherCopy::Damaged { .. }) {
+        return Ok(());
+    }
+    let mut snapshot = g.meta.snapshot.clone();
+    for rec in records.iter().filter(|r| r.seq > g.eng.journal_seq) {
+        for part in batch::decode(&rec.body, rec.seq)? {
+            if part.group_id == g.id && part.incarnation == g.eng.incarnation {
+                if let Some(s) = part.snapshot {
+                    snapshot = Some(s);
+                }
+            }
+        }
+    }
+    check_fallback_snapshot_files(&g.dir, g.meta_file.copies(), snapshot.as_ref())
 }
 
 /// Applies the journal's records after the checkpoint to the groups they name, then zeroes the

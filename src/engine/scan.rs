@@ -21,7 +21,9 @@ use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 
 pub(crate) use super::batch::{decode as decode_parts, Decoded as Part};
-pub(crate) use super::recovery::parse_group_name;
+pub(crate) use super::recovery::{
+    check_fallback_snapshot_files, check_meta_fallback, parse_group_name,
+};
 pub(crate) use super::{group_dir, GROUPS_DIR, JOURNAL_DIR};
 
 /// One segment file of the journal, as the scan found it.
@@ -41,6 +43,10 @@ pub(crate) struct SegmentScan {
     pub last_seq: Option<u64>,
     /// Where its records end (the offset of the first byte after the last record read).
     pub end: u64,
+    /// A torn record at `end` that the next segment starts at: a cut an earlier open made
+    /// (`Journal::seal_cut`), the end of this segment in both modes, not damage. What the
+    /// record fails.
+    pub cut: Option<String>,
 }
 
 /// A record after the checkpoint, handed to the scan's caller in sequence order.
@@ -161,6 +167,7 @@ pub(crate) fn scan(
             records: 0,
             last_seq: None,
             end: SEGMENT_HEADER,
+            cut: None,
         });
     }
     // Segments whose records all lie at or below the checkpoint are obsolete (as open decides,
@@ -245,8 +252,13 @@ pub(crate) fn scan(
                 out.damage = Some(e);
                 return Ok(out);
             }
-            // A record that fails its checks before the last segment: records after it (in the
-            // next segments) were acknowledged.
+            // A record that fails its checks before the last segment, where the next segment
+            // starts: a cut an earlier open made (as open decides).
+            Some(e) if !last && out.segments[live[n + 1]].first_seq == Some(want) => {
+                out.segments[i].cut = Some(e.to_string());
+            }
+            // Any other record that fails its checks before the last segment: records after it
+            // (in the next segments) were acknowledged.
             Some(e) if !last => {
                 out.damage = Some(e);
                 return Ok(out);

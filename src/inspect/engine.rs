@@ -125,6 +125,9 @@ pub struct SegmentInfo {
     /// `"live"`, `"obsolete"` (every record at or below the checkpoint: open recycles it), or
     /// `"no header"` (prepared, never written: open recycles it).
     pub state: String,
+    /// A torn record where its records end, which the next segment starts at: an earlier open
+    /// cut the journal there (not damage; what follows it in this segment is never read).
+    pub cut: Option<String>,
 }
 
 /// A recycled journal segment.
@@ -680,6 +683,7 @@ impl RootRead {
                     (Some(_), false) => "live",
                 }
                 .to_string(),
+                cut: s.cut.clone(),
             })
             .collect();
         let after = j.records_after_checkpoint;
@@ -920,7 +924,7 @@ fn read_root(root: &Path, cipher: Option<&Cipher>, only: Option<u64>) -> Result<
         .filter(|&&id| only.is_none() || only == Some(id))
     {
         let dir = scan::group_dir(root, id);
-        let disk = match read_group(&dir, id, cipher) {
+        let disk = match read_group(&dir, id, cipher, record.checkpoint_seq) {
             Ok(d) => Ok(d),
             Err(e) if is_damage(&e) => Err(e),
             Err(e) => return Err(e),
@@ -972,6 +976,22 @@ fn read_root(root: &Path, cipher: Option<&Cipher>, only: Option<u64>) -> Result<
             }
         }
     }
+    // A group read from one meta copy while the other is damaged: open refuses it when the
+    // snapshot after replay is not the newest the group made (as open decides).
+    for g in groups.values_mut() {
+        let refused = match &g.disk {
+            Ok(d) => scan::check_fallback_snapshot_files(
+                &d.dir,
+                &d.copies,
+                g.replay.meta.snapshot.as_ref(),
+            )
+            .err(),
+            Err(_) => None,
+        };
+        if let Some(e) = refused {
+            g.disk = Err(e);
+        }
+    }
     Ok(RootRead {
         root: root.to_path_buf(),
         record,
@@ -987,10 +1007,16 @@ fn read_root(root: &Path, cipher: Option<&Cipher>, only: Option<u64>) -> Result<
     })
 }
 
-/// Reads a group's directory as `Engine::open` does: its meta page, and the files the page
+/// Reads a group's directory as `Engine::open` does: its meta page (a copy in use while the
+/// other is damaged checked against the checkpoint, `checkpoint_seq`), and the files the page
 /// relies on, by their headers (no slot area is read). Damage open refuses is an error
 /// (`Corrupt`, `MissingFile`), as are I/O errors and a key that does not fit.
-fn read_group(dir: &Path, id: u64, cipher: Option<&Cipher>) -> Result<GroupDisk> {
+fn read_group(
+    dir: &Path,
+    id: u64,
+    cipher: Option<&Cipher>,
+    checkpoint_seq: u64,
+) -> Result<GroupDisk> {
     let meta_path = dir.join(meta::META_FILE);
     let (meta, copies) = match meta::read_only::<MetaRecord>(dir, cipher) {
         Err(Error::Io { source, .. })
@@ -1011,6 +1037,7 @@ fn read_group(dir: &Path, id: u64, cipher: Option<&Cipher>) -> Result<GroupDisk>
             "the meta page of an engine group has no engine record",
         ));
     };
+    scan::check_meta_fallback(&meta_path, &copies, &eng, checkpoint_seq)?;
     if meta.group_id != id {
         return Err(Error::corrupt(
             &meta_path,
@@ -1033,6 +1060,28 @@ fn read_group(dir: &Path, id: u64, cipher: Option<&Cipher>) -> Result<GroupDisk>
             ),
         ));
     }
+    let (files, wal_last, leftovers) =
+        group_files(dir, &meta_path, &meta, &eng, cipher).map_err(|e| copies.explain(e))?;
+    Ok(GroupDisk {
+        dir: dir.to_path_buf(),
+        meta,
+        copies,
+        eng,
+        files,
+        wal_last,
+        leftovers,
+    })
+}
+
+/// The files a group's meta page relies on (by their headers), its files' last index, and the
+/// files open removes.
+fn group_files(
+    dir: &Path,
+    meta_path: &Path,
+    meta: &MetaRecord,
+    eng: &EngineGroupRecord,
+    cipher: Option<&Cipher>,
+) -> Result<(Vec<FileAt>, u64, Vec<PathBuf>)> {
     let listing = recovery::list_dir(dir)?;
     let first_file_id = meta.first_file_id.max(1);
     let tail_id = eng.last_file_id;
@@ -1101,7 +1150,7 @@ fn read_group(dir: &Path, id: u64, cipher: Option<&Cipher>) -> Result<GroupDisk>
             let held = (wal_last + 1).saturating_sub(tail.base);
             if held > SLOTS_PER_FILE {
                 return Err(Error::corrupt(
-                    &meta_path,
+                    meta_path,
                     0,
                     format!(
                         "the meta page says the log ends at index {last}, past the last slot of {} (index {})",
@@ -1118,15 +1167,7 @@ fn read_group(dir: &Path, id: u64, cipher: Option<&Cipher>) -> Result<GroupDisk>
             reason: format!("the meta page says the log ends at index {last} in it"),
         });
     }
-    Ok(GroupDisk {
-        dir: dir.to_path_buf(),
-        meta,
-        copies,
-        eng,
-        files,
-        wal_last,
-        leftovers,
-    })
+    Ok((files, wal_last, leftovers))
 }
 
 /// Reads a snapshot file to its last byte (checking its checksum), reporting bytes as read.

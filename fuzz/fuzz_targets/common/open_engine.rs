@@ -7,9 +7,13 @@
 //! the spare). Phase B (40 more batches, about 3 KiB each) is written with
 //! `sync_writes: true`, and the root is imaged while the engine still has it open, as SIGKILL
 //! leaves it: phase B lives only in the journal (records after the checkpoint, over several
-//! segments, one of them the segment the close's trim recycled). The state every group showed after each phase B write is kept (the oracle for a
-//! cut tail). Payloads encode group, index and term (`payload`), so anything read back can be
-//! told genuine or not without the template.
+//! segments, one of them the segment the close's trim recycled). Early in phase B, group 3
+//! receives two snapshots (each install writes its meta page, so both of its meta copies lie
+//! after the checkpoint) and group 4 takes one itself (`create_snapshot`: in its meta page
+//! only). Every group's state after each phase B write (the oracle for a cut tail) comes from
+//! [`Model`], an independent model of what the writes do, and the template is built only if the
+//! engine showed exactly that after every step. Payloads encode group, index and term
+//! (`payload`), so anything read back can be told genuine or not without the template.
 //!
 //! [`run`] (the fuzz target): the input is a list of mutations of the image's files (a byte
 //! xor-ed, bytes written, a range zeroed, a file truncated, extended with garbage, deleted, or
@@ -29,11 +33,18 @@
 //! * bytes after the last record: no effect in the default mode;
 //! * one copy of `engine.meta`: refused strictly naming it, the whole state tolerantly; both
 //!   copies: an error naming it in both modes;
-//! * one copy of a group's `wal.meta`: refused strictly naming it; tolerantly it opens, to the
-//!   newest state or (the damaged copy held it) to an older state of that group, genuine;
+//! * one copy of a group's `wal.meta`: refused strictly naming it. Tolerantly, the copy left
+//!   decides (read from the image's bytes): if it reflects the journal from before the
+//!   checkpoint, refused naming `wal.meta`, the damaged copy, its position and the checkpoint
+//!   (the journal cannot bring back what the damaged copy may have held); if a snapshot file of
+//!   the group is newer than the snapshot that copy and the journal's installs give, refused
+//!   naming that snapshot (a `create_snapshot` the damaged copy held); otherwise the whole
+//!   state, exactly (falling back to an older copy when the damaged one was the newest);
 //! * a slot or a payload of a group's `.wal` file holding phase A entries (durable, not
 //!   compacted): open, or reading the group, is an error naming that file, and the other groups
 //!   read back whole.
+//!
+//! An open refused in any class changes nothing in the root (every file compared).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -46,7 +57,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, Storage};
 use raftwal::{Engine, EngineOptions, RecoveryMode, WriteBatch};
 
-use super::util::{pb_decode, pb_varint, scratch_dir, splitmix, Reader};
+use super::util::{pb_decode, pb_sub, pb_varint, scratch_dir, splitmix, Reader};
 
 const SEGMENT: u64 = 64 << 10;
 const GROUPS: u64 = 4;
@@ -207,6 +218,97 @@ fn view_root(e: &Engine) -> Result<RootView, String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// the model: what the template's writes leave, independent of the engine
+// ---------------------------------------------------------------------------------------------
+
+/// One group as its writes leave it.
+#[derive(Clone, Debug)]
+struct ModelGroup {
+    /// Terms of the entries from `first` on.
+    first: u64,
+    terms: Vec<u64>,
+    hs: (u64, u64, u64),
+    voters: Vec<u64>,
+    snap: Option<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Model {
+    groups: BTreeMap<u64, ModelGroup>,
+}
+
+impl Model {
+    fn create(&mut self, gid: u64) {
+        let g = ModelGroup {
+            first: 1,
+            terms: Vec::new(),
+            hs: (0, 0, 0),
+            voters: Vec::new(),
+            snap: None,
+        };
+        self.groups.insert(gid, g);
+    }
+
+    fn group(&mut self, gid: u64) -> &mut ModelGroup {
+        self.groups.get_mut(&gid).expect("a created group")
+    }
+
+    /// Entries `lo..lo + n` of term `term` (overwriting from `lo`), then the hard state.
+    fn append(&mut self, gid: u64, lo: u64, n: u64, term: u64, hs: (u64, u64, u64)) {
+        let g = self.group(gid);
+        g.terms.truncate((lo - g.first) as usize);
+        g.terms.extend((0..n).map(|_| term));
+        g.hs = hs;
+    }
+
+    /// A snapshot the group takes at `index` (its conf state kept).
+    fn compact(&mut self, gid: u64, index: u64) {
+        let g = self.group(gid);
+        let term = g.terms[(index - g.first) as usize];
+        g.terms.drain(..=(index - g.first) as usize);
+        g.first = index + 1;
+        g.snap = Some((index, term));
+    }
+
+    /// A received snapshot: it replaces the log, its conf state becomes the group's.
+    fn install(&mut self, gid: u64, index: u64, term: u64, voters: &[u64]) {
+        let g = self.group(gid);
+        g.first = index + 1;
+        g.terms.clear();
+        g.snap = Some((index, term));
+        g.voters = voters.to_vec();
+    }
+
+    fn view(&self) -> RootView {
+        self.groups
+            .iter()
+            .map(|(&gid, g)| {
+                let v = View {
+                    first: g.first,
+                    last: g.first + g.terms.len() as u64 - 1,
+                    terms: g.terms.clone(),
+                    hs: g.hs,
+                    voters: g.voters.clone(),
+                    snap: g.snap,
+                };
+                (gid, v)
+            })
+            .collect()
+    }
+}
+
+/// Checks that the engine shows what the model says.
+fn agree(e: &Engine, model: &Model, step: &str) -> Result<RootView, String> {
+    let seen = view_root(e)?;
+    let want = model.view();
+    ensure!(
+        seen == want,
+        "template, {step}: the engine shows\n {seen:?}\nthe model says\n {want:?}"
+    );
+    Ok(want)
+}
+
+// ---------------------------------------------------------------------------------------------
 // the template
 // ---------------------------------------------------------------------------------------------
 
@@ -231,9 +333,20 @@ pub struct Template {
     records: Vec<Rec>,
     checkpoint: u64,
     /// For each group: its `.wal` files and the indexes of phase A entries in them that are
-    /// live (above the snapshot), with their slot position: (file, index, slot offset).
+    /// live (above the snapshot), with their slot position: (file, index, slot offset). Empty
+    /// for a group whose log a received snapshot replaced.
     durable_slots: BTreeMap<u64, Vec<(String, u64, usize)>>,
+    /// Snapshots received in phase B: (group, journal record, index).
+    installs: Vec<(u64, u64, u64)>,
 }
+
+/// Phase B: group 3 receives snapshots with these writes (1-based), group 4 takes one itself
+/// after this write; all early, so that their records are not in the last segment (the torn
+/// tail classes cut there, after them).
+const INSTALLS_AT: [usize; 2] = [2, 5];
+const COMPACT_AFTER: usize = 3;
+/// The conf state of the snapshots group 3 receives.
+const INSTALL_VOTERS: [u64; 4] = [1, 2, 3, 4];
 
 fn template() -> &'static Template {
     static T: OnceLock<Template> = OnceLock::new();
@@ -251,31 +364,45 @@ fn template() -> &'static Template {
     })
 }
 
+/// One batch across the groups (entries of `term`); group `install`, if any, receives a
+/// snapshot 5 past its last index first (its entries follow the snapshot). Returns the index
+/// of that snapshot.
 fn write_batch(
     e: &Engine,
     r: &mut u64,
     next: &mut BTreeMap<u64, u64>,
     term: u64,
-) -> Result<(), String> {
+    install: Option<u64>,
+    model: &mut Model,
+) -> Result<Option<u64>, String> {
     let mut b = WriteBatch::new();
+    let mut installed = None;
     for gid in 1..=GROUPS {
         *r = splitmix(*r);
         // Most groups in every batch, group 1 in all: one journal record per batch.
-        if gid > 1 && *r % 4 == 0 {
+        if gid > 1 && *r % 4 == 0 && install != Some(gid) {
             continue;
+        }
+        let mut snap = Snapshot::default();
+        if install == Some(gid) {
+            let index = next[&gid] + 4;
+            snap.mut_metadata().index = index;
+            snap.mut_metadata().term = term;
+            snap.mut_metadata().mut_conf_state().voters = INSTALL_VOTERS.to_vec();
+            snap.data = snap_data(gid, index);
+            model.install(gid, index, term, &INSTALL_VOTERS);
+            next.insert(gid, index + 1);
+            installed = Some(index);
         }
         let lo = next[&gid];
         let n = 1 + *r % 8;
         let es: Vec<Entry> = (lo..lo + n).map(|i| entry(gid, i, term)).collect();
-        b.save(
-            gid,
-            &hard_state(term, lo + n - 1),
-            &es,
-            &Snapshot::default(),
-        );
+        b.save(gid, &hard_state(term, lo + n - 1), &es, &snap);
+        model.append(gid, lo, n, term, (term, 1, lo + n - 1));
         next.insert(gid, lo + n);
     }
-    e.write(&mut b).map_err(|x| x.to_string())
+    e.write(&mut b).map_err(|x| x.to_string())?;
+    Ok(installed)
 }
 
 fn build_template() -> Result<Template, String> {
@@ -284,36 +411,53 @@ fn build_template() -> Result<Template, String> {
     let err = |x: raftwal::Error| x.to_string();
     let mut r = 7u64;
     let mut next: BTreeMap<u64, u64> = (1..=GROUPS).map(|g| (g, 1)).collect();
+    let mut model = Model::default();
     {
         let e =
             Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).map_err(err)?;
         for gid in 1..=GROUPS {
             e.create_group(gid, 10 + gid).map_err(err)?;
+            model.create(gid);
         }
         for _ in 0..30 {
-            write_batch(&e, &mut r, &mut next, 1)?;
+            write_batch(&e, &mut r, &mut next, 1, None, &mut model)?;
         }
         let g2 = e.group(2).ok_or("group 2")?;
         let at = next[&2] / 2;
         g2.create_snapshot(at, None, snap_data(2, at))
             .map_err(err)?;
+        model.compact(2, at);
         let mut cs = ConfState::default();
         cs.voters = vec![1, 2, 3];
         e.group(1)
             .ok_or("group 1")?
             .set_conf_state(&cs)
             .map_err(err)?;
+        model.group(1).voters = cs.voters.clone();
         // More than a segment: the close's trim leaves a spare, which phase B recycles.
         for _ in 0..40 {
-            write_batch(&e, &mut r, &mut next, 1)?;
+            write_batch(&e, &mut r, &mut next, 1, None, &mut model)?;
         }
+        agree(&e, &model, "after phase A")?;
         e.close().map_err(err)?;
     }
     let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).map_err(err)?;
-    let mut views = vec![view_root(&e)?];
-    for _ in 0..PHASE_B {
-        write_batch(&e, &mut r, &mut next, 2)?;
-        views.push(view_root(&e)?);
+    let mut views = vec![agree(&e, &model, "after the reopen")?];
+    let mut installs = Vec::new();
+    for k in 1..=PHASE_B {
+        let install = INSTALLS_AT.contains(&k).then_some(3);
+        if let Some(index) = write_batch(&e, &mut r, &mut next, 2, install, &mut model)? {
+            installs.push((3, k as u64, index));
+        }
+        if k == COMPACT_AFTER {
+            // Half of phase A's entries: the other half stay live in the files.
+            let at = views[0][&4].last / 2;
+            let g4 = e.group(4).ok_or("group 4")?;
+            g4.create_snapshot(at, None, snap_data(4, at))
+                .map_err(err)?;
+            model.compact(4, at);
+        }
+        views.push(agree(&e, &model, &format!("phase B write {k}"))?);
     }
     let img = read_image(&root);
     e.close().map_err(err)?;
@@ -368,9 +512,30 @@ fn build_template() -> Result<Template, String> {
             records.len()
         ));
     }
+    // Phase B write k is record checkpoint + k.
+    let installs: Vec<(u64, u64, u64)> = installs
+        .into_iter()
+        .map(|(gid, k, index)| (gid, checkpoint + k, index))
+        .collect();
+    let last_seg = segments.last().cloned().unwrap_or_default();
+    let early = INSTALLS_AT
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or(0)
+        .max(COMPACT_AFTER) as u64;
+    ensure!(
+        records
+            .iter()
+            .all(|r| r.seq > checkpoint + early || r.file != last_seg),
+        "template: phase B's snapshot records reach the last segment {last_seg}"
+    );
+    let full = views.last().ok_or("views")?;
     let mut durable_slots = BTreeMap::new();
     for gid in 1..=GROUPS {
+        // Phase A's entries that phase B did not compact (or replace).
         let v = &views[0][&gid];
+        let first = v.first.max(full[&gid].first);
         let mut slots = Vec::new();
         for (name, node) in &img {
             let prefix = format!("groups/{gid}/");
@@ -387,14 +552,15 @@ fn build_template() -> Result<Template, String> {
                 if index == 0 {
                     continue;
                 }
-                if index >= v.first && index <= v.last {
+                if index >= first && index <= v.last {
                     slots.push((name.clone(), index, at));
                 }
             }
         }
         durable_slots.insert(gid, slots);
     }
-    if durable_slots.values().any(Vec::is_empty) {
+    // Group 3's log was replaced by the snapshots it received; every other group has some.
+    if (1..=GROUPS).any(|g| g != 3 && durable_slots[&g].is_empty()) {
         return Err("a group has no durable slot in the template".into());
     }
     Ok(Template {
@@ -404,6 +570,7 @@ fn build_template() -> Result<Template, String> {
         records,
         checkpoint,
         durable_slots,
+        installs,
     })
 }
 
@@ -509,12 +676,31 @@ enum Opened {
 }
 
 fn open_and_read(img: &Img, mode: RecoveryMode) -> Result<Opened, String> {
+    open_and_read_checked(img, mode, false)
+}
+
+/// [`open_and_read`]; with `unchanged`, an open that fails must leave every file as it was.
+fn open_and_read_checked(img: &Img, mode: RecoveryMode, unchanged: bool) -> Result<Opened, String> {
     let tmp = scratch_dir("raftwal-fuzz-engine");
     let dir = tmp.path().join("root");
     write_image(img, &dir)?;
     let e = match Engine::open_with(&dir, opts(mode)) {
         Ok(e) => e,
-        Err(err) => return Ok(Opened::Refused(err.to_string())),
+        Err(err) => {
+            if unchanged {
+                let after = read_image(&dir);
+                let changed: Vec<&String> = img
+                    .keys()
+                    .chain(after.keys())
+                    .filter(|k| img.get(*k) != after.get(*k))
+                    .collect();
+                ensure!(
+                    changed.is_empty(),
+                    "{mode:?}: the open failed ({err}) but changed {changed:?}"
+                );
+            }
+            return Ok(Opened::Refused(err.to_string()));
+        }
     };
     let r = match view_root(&e) {
         Ok(v) => Opened::Root(v),
@@ -657,7 +843,10 @@ pub const CLASSES: [Class; 11] = [
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DamageStats {
     pub cut: bool,
+    /// The newest copy of a group's meta page damaged, and the group whole from the other.
     pub fell_back: bool,
+    /// A group's meta copy damaged, and open refused to use the other.
+    pub meta_refused: bool,
 }
 
 fn xor(img: &mut Img, name: &str, off: usize, h: u64) {
@@ -681,8 +870,9 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
     let mut out = DamageStats::default();
     let last_seg = t.segments.last().expect("segments").clone();
     let full = t.views.last().expect("views");
-    let strict = |img: &Img| open_and_read(img, RecoveryMode::AbsoluteConsistency);
-    let tolerant = |img: &Img| open_and_read(img, RecoveryMode::TolerateTailCorruption);
+    let strict = |img: &Img| open_and_read_checked(img, RecoveryMode::AbsoluteConsistency, true);
+    let tolerant =
+        |img: &Img| open_and_read_checked(img, RecoveryMode::TolerateTailCorruption, true);
     let refused_naming = |o: Opened, file: &str, mode: &str| -> Result<(), String> {
         match o {
             Opened::Refused(m) if names(&m, file) => Ok(()),
@@ -785,33 +975,72 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
             let name = format!("groups/{gid}/wal.meta");
             let b = t.img[&name].clone().ok_or("wal.meta")?;
             let rs = regions(&b);
-            let (at, len, _, _) = rs[pick(rs.len())];
+            // Drawn apart from the group (`pick` would tie the copy to the group's id).
+            let k = (splitmix(h ^ 0xC0B1) % rs.len() as u64) as usize;
+            let (at, len, seq, _) = rs[k];
             xor(&mut img, &name, at + (splitmix(h) as usize) % len, h);
             refused_naming(strict(&img)?, &name, "strict")?;
-            match tolerant(&img)? {
-                Opened::Root(v) if v == *full => {}
-                // The newest copy damaged: the older one's state, genuine (checked by `view`),
-                // and the other groups whole.
-                Opened::Root(v) => {
-                    out.fell_back = true;
-                    for (g, w) in full {
-                        ensure!(
-                            *g == gid || v.get(g) == Some(w),
-                            "tolerant: group {g} changed by damage to {name}"
-                        );
-                    }
-                }
-                Opened::Refused(m) => {
+            // What the copy left holds, read from its bytes.
+            let (_, _, other_seq, other) = &rs[1 - k];
+            let rec = other.as_deref().and_then(pb_decode).ok_or(format!(
+                "{name}: the template's copy {} is not valid",
+                2 - k
+            ))?;
+            let position = pb_sub(&rec, 8).map_or(0, |e| pb_varint(&e, 1));
+            let snapshot = pb_sub(&rec, 6).map_or(0, |s| pb_varint(&s, 1));
+            let damaged = format!("copy {} of the meta state is damaged", k + 1);
+            let refusal: Option<Vec<String>> = if position < t.checkpoint {
+                // The journal is trimmed up to the checkpoint: what the damaged copy may hold
+                // beyond this one is gone.
+                Some(vec![
+                    damaged,
+                    format!("reflects the journal up to record {position}"),
+                    format!("the checkpoint, record {}", t.checkpoint),
+                ])
+            } else {
+                // The snapshot after replay: the copy's, or the last one the journal installs
+                // after it; a newer snapshot file is one the damaged copy named.
+                let after = t
+                    .installs
+                    .iter()
+                    .filter(|(g, rec_seq, _)| *g == gid && *rec_seq > position)
+                    .map(|x| x.2)
+                    .next_back()
+                    .unwrap_or(snapshot);
+                snapshot_files(&t.img, gid)
+                    .into_iter()
+                    .find(|&i| i > after)
+                    .map(|i| vec![damaged, format!("holds a snapshot at index {i}")])
+            };
+            match (refusal, tolerant(&img)?) {
+                (Some(words), Opened::Refused(m)) => {
                     ensure!(
-                        names(&m, &name),
-                        "tolerant: refused without naming {name}: {m}"
+                        names(&m, &name) && words.iter().all(|w| m.contains(w.as_str())),
+                        "tolerant: copy {} damaged, the other at journal record {position} (checkpoint {}): refused, but not saying {words:?} about {name}: {m}",
+                        k + 1,
+                        t.checkpoint
                     );
+                    out.meta_refused = true;
                 }
-                Opened::ReadError(m) => return Err(format!("tolerant: a read failed: {m}")),
+                (Some(words), o) => {
+                    return Err(format!(
+                        "tolerant: copy {} damaged, the other at journal record {position} (checkpoint {}): must be refused ({words:?}), but {}",
+                        k + 1,
+                        t.checkpoint,
+                        describe(&o)
+                    ))
+                }
+                (None, o) => {
+                    whole(o, "tolerant")?;
+                    out.fell_back = seq > *other_seq;
+                }
             }
         }
         Class::GroupSlot | Class::GroupPayload => {
-            let gid = 1 + pick(GROUPS as usize) as u64;
+            let with_slots: Vec<u64> = (1..=GROUPS)
+                .filter(|g| !t.durable_slots[g].is_empty())
+                .collect();
+            let gid = with_slots[pick(with_slots.len())];
             let slots = &t.durable_slots[&gid];
             let (file, index, at) = slots[pick(slots.len())].clone();
             let off = if class == Class::GroupSlot {
@@ -843,6 +1072,27 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
         }
     }
     Ok(out)
+}
+
+/// The indexes of group `gid`'s snapshot files in `img` (`snap/<term>-<index>.snap`, hex).
+fn snapshot_files(img: &Img, gid: u64) -> Vec<u64> {
+    let prefix = format!("groups/{gid}/snap/");
+    img.iter()
+        .filter(|(_, n)| n.is_some())
+        .filter_map(|(k, _)| {
+            let name = k.strip_prefix(&prefix)?.strip_suffix(".snap")?;
+            let (_, index) = name.split_once('-')?;
+            u64::from_str_radix(index, 16).ok()
+        })
+        .collect()
+}
+
+fn describe(o: &Opened) -> String {
+    match o {
+        Opened::Root(_) => "it opened".to_string(),
+        Opened::Refused(m) => format!("it was refused otherwise: {m}"),
+        Opened::ReadError(m) => format!("it opened and a read failed: {m}"),
+    }
 }
 
 /// The template's figures, for the test's summary: live segments, records after the

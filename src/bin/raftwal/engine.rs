@@ -235,6 +235,12 @@ fn journal(j: &JournalSummary, lines: &mut Vec<String>) {
             seg.size_bytes,
             output::human_bytes(seg.size_bytes)
         ));
+        if let Some(cut) = &seg.cut {
+            lines.push(format!(
+                "  {:<22} ends at a cut an earlier open made (the next segment starts there): {cut}",
+                ""
+            ));
+        }
     }
     let replay = match (j.first_seq, j.last_seq) {
         (Some(a), Some(b)) => format!(
