@@ -68,7 +68,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use raftwal::{Engine, EngineOptions, RecoveryMode};
 
@@ -76,7 +76,7 @@ use raftwal::{Engine, EngineOptions, RecoveryMode};
 #[path = "common/engine_ops.rs"]
 mod engine_ops;
 
-use engine_ops::{check_root, run_op, splitmix, Limits, Model, Op, Part, Rng};
+use engine_ops::{check_root_window, run_op, splitmix, Limits, Model, Op, Part, Rng};
 
 const PAGE: usize = 4096;
 const LIMITS: Limits = Limits {
@@ -242,8 +242,8 @@ struct Event {
     call: &'static str,
     target: Target,
     capture: Capture,
-    /// [`PHASE`] when the flush began.
-    phase: usize,
+    /// [`PHASE`] when the capture began and when it ended (the script may move on meanwhile).
+    phase: (usize, usize),
 }
 
 struct Recorder {
@@ -285,23 +285,12 @@ fn on_flush(call: &'static str, fd: libc::c_int) {
         } else {
             Target::File(st.st_ino)
         };
+        // A flush of a background thread may capture while the script moves on (by a step
+        // at most when its steps flush, which wait for this one; by more without
+        // `sync_writes`): the crash point is one somewhere in between.
         let before = PHASE.load(Ordering::SeqCst);
         let c = capture(&rec.root, &rec.last);
-        let after = PHASE.load(Ordering::SeqCst);
-        // A flush of the background thread may capture while the script moves on: the page
-        // cache may then hold the next step's first writes, so the crash point is one during
-        // that step (its flushes wait for this one: the script moves on by one step at most).
-        let phase = match after - before {
-            0 => before,
-            1 if before % 2 == 0 => after,
-            1 => before,
-            _ => {
-                rec.error = Some(format!(
-                    "{call}: the script went from phase {before} to {after} during one capture"
-                ));
-                return;
-            }
-        };
+        let phase = (before, PHASE.load(Ordering::SeqCst));
         match c {
             Ok(c) => {
                 rec.last = c.files.clone();
@@ -351,7 +340,8 @@ pub extern "C" fn syncfs(fd: libc::c_int) -> libc::c_int {
 fn observe_now() {
     let mut g = recorder();
     let Some(rec) = g.as_mut() else { return };
-    let phase = PHASE.load(Ordering::SeqCst);
+    let now = PHASE.load(Ordering::SeqCst);
+    let phase = (now, now);
     match capture(&rec.root, &rec.last) {
         Ok(c) => {
             rec.last = c.files.clone();
@@ -620,27 +610,37 @@ fn opts(mode: RecoveryMode, checkpoint_bytes: u64) -> EngineOptions {
     }
 }
 
-/// What a crash point must give: the model after the steps that returned, and the step in
-/// flight with the model after it.
+/// What a crash point must give: each group in one of the states `window` gives it (the
+/// models after consecutive steps, from the last step that acknowledged everything before it
+/// to the step in flight), from its `floor` on (`engine_ops::check_root_window`).
 #[derive(Clone, Copy)]
 struct Accept<'a> {
-    before: &'a Model,
-    inflight: Option<(&'a Op, &'a Model)>,
+    window: &'a [Model],
+    floor: &'a BTreeMap<u64, usize>,
+    /// A strict open may refuse even the all-old and all-new mixes: the root held a torn tail
+    /// that no open has cut durably yet.
+    strict_may_refuse: bool,
+    /// A step is in flight: its journal record may be half written in what a background
+    /// thread's flush captured.
+    inflight: bool,
+    /// Every how many mixes the recovered root also takes a write (`check_mix`'s `cont`).
+    cont_every: usize,
 }
 
 /// Opens the mix in `dir` in `mode` and checks it; with `cont`, then writes to every group,
-/// closes, and opens strictly again. `Ok(false)`: a strict open refused it (allowed for `may_refuse`).
-fn check_mix(dir: &Path, mode: RecoveryMode, acc: Accept<'_>, cont: bool) -> Result<bool, String> {
+/// images the root as a kill would leave it then, closes, and opens both strictly again.
+fn check_mix(dir: &Path, mode: RecoveryMode, acc: Accept<'_>, cont: bool) -> Result<(), String> {
     let strict = mode == RecoveryMode::AbsoluteConsistency;
+    let opened = Instant::now();
     let e = match Engine::open_with(dir, opts(mode, u64::MAX / 2)) {
         Ok(e) => e,
         Err(err) if strict => return Err(format!("strict open refused: {err}")),
         Err(err) => return Err(format!("open: {err}")),
     };
-    let found = check_root(&e, acc.before, acc.inflight)?;
+    let found = check_root_window(&e, acc.window, acc.floor)?;
     if !cont {
         e.close().map_err(|err| format!("close: {err}"))?;
-        return Ok(true);
+        return Ok(());
     }
     let parts: Vec<Part> = found
         .groups
@@ -662,12 +662,59 @@ fn check_mix(dir: &Path, mode: RecoveryMode, acc: Accept<'_>, cont: bool) -> Res
     if !after.groups.is_empty() {
         run_op(&e, &op).map_err(|err| format!("a write after recovery: {err}"))?;
     }
+    // What a kill leaves now (the engine holds the root; no checkpoint can have run unless the
+    // machine stalled for seconds, when the image is not taken): what this open did must leave a
+    // root that opens, strictly too, whatever comes next (a cut made durable, say).
+    let image = dir.with_extension("killed");
+    let imaged = opened.elapsed() < Duration::from_secs(3) && {
+        copy_root(dir, &image);
+        true
+    };
     e.close().map_err(|err| format!("close: {err}"))?;
+    let none = BTreeMap::new();
     let e = Engine::open_with(dir, opts(RecoveryMode::AbsoluteConsistency, u64::MAX / 2))
         .map_err(|err| format!("strict open after recovery, a write and close: {err}"))?;
-    check_root(&e, &after, None).map_err(|err| format!("after recovery and a write: {err}"))?;
+    check_root_window(&e, std::slice::from_ref(&after), &none)
+        .map_err(|err| format!("after recovery and a write: {err}"))?;
     e.close().map_err(|err| format!("close: {err}"))?;
-    Ok(true)
+    if imaged {
+        let e = Engine::open_with(
+            &image,
+            opts(RecoveryMode::AbsoluteConsistency, u64::MAX / 2),
+        )
+        .map_err(|err| format!("strict open of a kill after recovery and a write: {err}"))?;
+        check_root_window(&e, std::slice::from_ref(&after), &none)
+            .map_err(|err| format!("a kill after recovery and a write: {err}"))?;
+        e.close().map_err(|err| format!("close: {err}"))?;
+        fs::remove_dir_all(&image).map_err(|err| format!("remove the image: {err}"))?;
+    }
+    Ok(())
+}
+
+/// Copies the root at `from` to `to` (the lock file aside), as a kill leaves it.
+///
+/// The engine may be open on `from` while it is copied, idle but for its journal thread, which
+/// may turn a spare into the next (blank) segment meanwhile: a file listed and then gone is
+/// skipped. A root without that spare, or without that blank segment, is one a kill leaves
+/// too (before the spare was kept; before the segment was prepared); every other file stays.
+fn copy_root(from: &Path, to: &Path) {
+    let _ = fs::remove_dir_all(to);
+    fs::create_dir_all(to).expect("create the image");
+    for ent in fs::read_dir(from).expect("read the root") {
+        let ent = ent.expect("an entry");
+        let target = to.join(ent.file_name());
+        if ent.file_type().expect("its type").is_dir() {
+            copy_root(&ent.path(), &target);
+        } else if ent.file_name() != "LOCK" {
+            match fs::copy(ent.path(), &target) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = fs::remove_file(&target);
+                }
+                Err(e) => panic!("copy {}: {e}", ent.path().display()),
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -713,7 +760,7 @@ fn run_point(
         mix.materialize(scratch);
         let extreme = k < 2;
         let strict = extreme || t.mixes % 4 == 0;
-        let cont = t.mixes % 8 == 3;
+        let cont = t.mixes % acc.cont_every == 3 % acc.cont_every;
         let mut results = Vec::new();
         let r = catch_unwind(AssertUnwindSafe(|| {
             check_mix(scratch, RecoveryMode::TolerateTailCorruption, acc, cont)
@@ -728,8 +775,15 @@ fn run_point(
                 check_mix(scratch, RecoveryMode::AbsoluteConsistency, acc, false)
             }))
             .unwrap_or_else(|_| Err("panicked".to_string()));
+            // The extremes open strictly, but where the root holds a torn tail no open has cut
+            // yet, or a record in flight a background flush captured half written.
+            let may_refuse = |e: &str| {
+                !extreme || acc.strict_may_refuse || acc.inflight && e.contains("journal record")
+            };
             match r {
-                Err(e) if !extreme && e.starts_with("strict open refused") => t.strict_refused += 1,
+                Err(e) if e.starts_with("strict open refused") && may_refuse(&e) => {
+                    t.strict_refused += 1
+                }
                 r => results.push(("strict", r)),
             }
         }
@@ -762,23 +816,113 @@ fn test_base() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+#[derive(Clone)]
 enum Step {
     Op(Op),
+    /// A close and an open (the first step opens, the last closes).
     Reopen,
+    /// `Engine::sync()`, or `GroupStorage::sync()` of a group.
+    Sync(Option<u64>),
 }
 
-/// Runs a script of `steps` seeded steps on a fresh root with every flush recorded, then checks
-/// a crash point at every flush and after every step.
-fn run_script(name: &str, seed: u64, steps: usize, checkpoint_bytes: u64, random: usize) -> Tally {
+impl Step {
+    /// Whether everything before it is durable once it returned, whatever `sync_writes` says.
+    fn acknowledges(&self) -> bool {
+        matches!(self, Step::Reopen | Step::Sync(_))
+    }
+}
+
+/// A script of seeded steps, its flushes recorded.
+struct Script<'a> {
+    name: &'a str,
+    seed: u64,
+    steps: usize,
+    checkpoint_bytes: u64,
+    /// Random mixes per crash point (besides all-old and all-new).
+    random: usize,
+    /// `EngineOptions::sync_writes`. Without it the script syncs now and then (`Engine::sync`,
+    /// `GroupStorage::sync`), and only a returned sync or close acknowledges what came before.
+    sync_writes: bool,
+    /// Without `sync_writes`: the percentage of steps that sync.
+    sync_percent: u64,
+    /// A root to start from; else a fresh root.
+    start: Option<Start<'a>>,
+    /// The steps, instead of seeded ones (and no reopens but the first open, the last close
+    /// and the plan's).
+    plan: Vec<Step>,
+    /// Every how many mixes the recovered root also takes a write.
+    cont_every: usize,
+}
+
+/// A root a script starts from: as durable (`durable`) and as the page cache holds it
+/// (`cache`, the same when nothing is pending), the models from the durable state to the
+/// cached one (what the steps in between left, the last one the cache's), and whether it holds
+/// a torn journal tail (a strict open may refuse it until an open has cut it).
+struct Start<'a> {
+    durable: &'a Path,
+    cache: &'a Path,
+    models: Vec<Model>,
+    torn: bool,
+}
+
+/// Makes the tree at `to` hold what `from` holds, writing files in place (their inodes kept)
+/// and removing what `from` does not have.
+fn overlay(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create a directory");
+    let names = |d: &Path| -> BTreeMap<std::ffi::OsString, bool> {
+        fs::read_dir(d)
+            .expect("read a directory")
+            .map(|e| {
+                let e = e.expect("an entry");
+                (e.file_name(), e.file_type().expect("its type").is_dir())
+            })
+            .collect()
+    };
+    let want = names(from);
+    for (name, is_dir) in names(to) {
+        if want.get(&name) != Some(&is_dir) && name != "LOCK" {
+            let p = to.join(&name);
+            if is_dir {
+                fs::remove_dir_all(p).expect("remove a directory");
+            } else {
+                fs::remove_file(p).expect("remove a file");
+            }
+        }
+    }
+    for (name, is_dir) in want {
+        if is_dir {
+            overlay(&from.join(&name), &to.join(&name));
+        } else if name != "LOCK" {
+            let bytes = fs::read(from.join(&name)).expect("read a file");
+            let p = to.join(&name);
+            if fs::read(&p).ok().as_ref() != Some(&bytes) {
+                fs::write(p, bytes).expect("write a file");
+            }
+        }
+    }
+}
+
+/// Runs a script with every flush recorded, then checks a crash point at every flush and after
+/// every step.
+fn run_script(sc: &Script<'_>) -> Tally {
+    let name = sc.name;
     let started = Instant::now();
     let base = test_base();
     let root = base.path().join("root");
     let scratch = base.path().join("scratch");
-    fs::create_dir_all(&root).unwrap();
+    match &sc.start {
+        Some(st) => copy_root(st.durable, &root),
+        None => fs::create_dir_all(&root).unwrap(),
+    }
     let root = fs::canonicalize(&root).unwrap();
     let mut disk = Disk::default();
     disk.observe(&capture(&root, &BTreeMap::new()).unwrap());
     disk.flushed(Target::Fs);
+    if let Some(st) = &sc.start {
+        // What the page cache holds beyond the durable state: pending.
+        overlay(st.cache, &root);
+        disk.observe(&capture(&root, &BTreeMap::new()).unwrap());
+    }
     PHASE.store(0, Ordering::SeqCst);
     *recorder() = Some(Recorder {
         root: root.clone(),
@@ -786,43 +930,82 @@ fn run_script(name: &str, seed: u64, steps: usize, checkpoint_bytes: u64, random
         events: Vec::new(),
         error: None,
     });
+    let open = || {
+        let o = EngineOptions {
+            sync_writes: sc.sync_writes,
+            ..opts(RecoveryMode::TolerateTailCorruption, sc.checkpoint_bytes)
+        };
+        Engine::open_with(&root, o).unwrap_or_else(|e| panic!("{name}: open: {e}"))
+    };
 
-    // Record: every step with its flushes; models[k] is the model after k steps.
-    let mut r = Rng(splitmix(seed));
-    let mut models = vec![Model::default()];
+    // Record: every step with its flushes; models[base + k] is the model after k steps (before
+    // them: the start's models, from its durable state on).
+    let mut r = Rng(splitmix(sc.seed));
+    let mut models = sc
+        .start
+        .as_ref()
+        .map_or_else(|| vec![Model::default()], |st| st.models.clone());
+    let base = models.len() - 1;
+    let first = models[base].clone();
     let mut script = Vec::new();
     PHASE.store(1, Ordering::SeqCst);
-    let mut engine = Some(
-        Engine::open_with(
-            &root,
-            opts(RecoveryMode::TolerateTailCorruption, checkpoint_bytes),
-        )
-        .unwrap(),
-    );
+    let mut engine = Some(open());
     script.push(Step::Reopen);
-    models.push(Model::default());
+    models.push(first);
     PHASE.store(2, Ordering::SeqCst);
     observe_now();
-    let mut next_reopen = r.range(10, 25);
+    let mut next_reopen = if sc.plan.is_empty() {
+        r.range(10, 25)
+    } else {
+        u64::MAX
+    };
+    let steps = if sc.plan.is_empty() {
+        sc.steps
+    } else {
+        sc.plan.len() + 1
+    };
     for k in 2..=steps {
         let m = models.last().unwrap().clone();
         PHASE.store(2 * k - 1, Ordering::SeqCst);
+        let e = engine.as_ref().unwrap();
         if k as u64 == next_reopen {
             next_reopen += r.range(10, 25);
             engine.take().unwrap().close().unwrap();
-            engine = Some(
-                Engine::open_with(
-                    &root,
-                    opts(RecoveryMode::TolerateTailCorruption, checkpoint_bytes),
-                )
-                .unwrap(),
-            );
+            engine = Some(open());
             script.push(Step::Reopen);
+            models.push(m);
+        } else if let Some(step) = sc.plan.get(k - 2) {
+            let mut after = m;
+            match step {
+                Step::Op(op) => {
+                    run_op(e, op)
+                        .unwrap_or_else(|err| panic!("{name}: step {k} {}: {err}", op.summary()));
+                    after.apply(op);
+                }
+                Step::Sync(None) => e.sync().unwrap(),
+                Step::Sync(Some(gid)) => e.group(*gid).unwrap().sync().unwrap(),
+                Step::Reopen => {
+                    engine.take().unwrap().close().unwrap();
+                    engine = Some(open());
+                }
+            }
+            script.push(step.clone());
+            models.push(after);
+        } else if !sc.sync_writes && r.chance(sc.sync_percent) {
+            let gid = (!m.groups.is_empty() && r.chance(40)).then(|| {
+                let ids: Vec<u64> = m.groups.keys().copied().collect();
+                ids[r.below(ids.len() as u64) as usize]
+            });
+            match gid {
+                Some(gid) => e.group(gid).unwrap().sync(),
+                None => e.sync(),
+            }
+            .unwrap_or_else(|err| panic!("{name}: step {k}, sync of {gid:?}: {err}"));
+            script.push(Step::Sync(gid));
             models.push(m);
         } else {
             let op = m.gen_op(&mut r, &LIMITS);
-            run_op(engine.as_ref().unwrap(), &op)
-                .unwrap_or_else(|e| panic!("{name}: step {k} {}: {e}", op.summary()));
+            run_op(e, &op).unwrap_or_else(|err| panic!("{name}: step {k} {}: {err}", op.summary()));
             let mut after = m;
             after.apply(&op);
             script.push(Step::Op(op));
@@ -845,45 +1028,74 @@ fn run_script(name: &str, seed: u64, steps: usize, checkpoint_bytes: u64, random
 
     // Check: the events in order, a crash point at each.
     let mut t = Tally::default();
-    let mut rng = Rng(splitmix(seed ^ 0x0DD5));
+    let mut rng = Rng(splitmix(sc.seed ^ 0x0DD5));
     let events = rec.events.len();
+    let mut widest = 0;
     for (n, ev) in rec.events.into_iter().enumerate() {
         disk.observe(&ev.capture);
-        let k = ev.phase.div_ceil(2);
-        let inflight = ev.phase % 2 == 1;
-        let (step, before) = if inflight {
-            (&script[k - 1], &models[k - 1])
+        // At the latest, step k in flight (models[base + k] after it) or k steps returned; at
+        // the earliest, `returned` steps returned.
+        let (first, last) = ev.phase;
+        let k = last.div_ceil(2);
+        let inflight = first != last || last % 2 == 1;
+        let returned = first / 2;
+        // Everything up to the last acknowledging step that returned must be there; every
+        // returned step with `sync_writes`.
+        let acked = if sc.sync_writes {
+            returned
         } else {
-            (&script[k.saturating_sub(1)], &models[k])
+            (1..=returned)
+                .rev()
+                .find(|&j| script[j - 1].acknowledges())
+                .unwrap_or(0)
         };
+        // In `models`: from the durable start until a step acknowledged it.
+        let lo = if acked == 0 { 0 } else { base + acked };
+        // A group created or removed since then is so for good (both are durable on return).
+        let mut floor = BTreeMap::new();
+        for j in acked + 1..=returned {
+            if let Step::Op(Op::Create { gid, .. } | Op::Remove { gid }) = &script[j - 1] {
+                floor.insert(*gid, base + j - lo);
+            }
+        }
+        widest = widest.max(base + k + 1 - lo);
         let acc = Accept {
-            before,
-            inflight: match step {
-                Step::Op(op) if inflight => Some((op, &models[k])),
-                _ => None,
-            },
+            window: &models[lo..=base + k],
+            floor: &floor,
+            strict_may_refuse: sc.start.as_ref().is_some_and(|s| s.torn) && first < 2,
+            inflight,
+            cont_every: sc.cont_every,
         };
-        let what = match step {
-            Step::Op(op) => op.summary(),
-            Step::Reopen => "open/close".to_string(),
+        let what = match script.get(k.max(1) - 1) {
+            Some(Step::Op(op)) => op.summary(),
+            Some(Step::Reopen) => "open/close".to_string(),
+            Some(Step::Sync(None)) => "Engine::sync".to_string(),
+            Some(Step::Sync(Some(g))) => format!("group {g}'s sync"),
+            None => String::new(),
         };
         let label = format!(
-            "{name}: event {n} ({} {:?}) {} step {k} ({what})",
+            "{name}: event {n} ({} {:?}) {} step {k} ({what}), acknowledged up to step {acked}",
             ev.call,
             ev.target,
             if inflight { "during" } else { "after" },
         );
-        if !matches!(ev.target, Target::Nothing) || disk.pending() {
-            run_point(&disk, &label, acc, &scratch, &mut rng, random, &mut t);
+        // A point where nothing is pending is the last flush's state, checked already; but for
+        // a root the script started from, the instant its open returned is checked anyway (what
+        // that open found must then be durable as it will be served, in both modes).
+        let opened = sc.start.is_some() && (first, last) == (2, 2);
+        if !matches!(ev.target, Target::Nothing) || disk.pending() || opened {
+            run_point(&disk, &label, acc, &scratch, &mut rng, sc.random, &mut t);
         }
         disk.flushed(ev.target);
         if t.violations.len() >= 20 {
             break;
         }
     }
+    let syncs = script.iter().filter(|s| matches!(s, Step::Sync(_))).count();
     eprintln!(
-        "{name}: {steps} steps, {events} events recorded in {recorded:.1?}; {} crash points, {} \
-         mixes ({} strict opens, {} refused), {} continued after recovery, {} violations, {:.1?}",
+        "{name}: {steps} steps ({syncs} syncs), {events} events recorded in {recorded:.1?}; {} \
+         crash points (up to {widest} states per group), {} mixes ({} strict opens, {} \
+         refused), {} continued after recovery, {} violations, {:.1?}",
         t.points,
         t.mixes,
         t.strict_opens,
@@ -912,18 +1124,320 @@ fn report(t: &Tally) {
 /// The recorder and the phase are process-wide: one test at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// A script with `sync_writes`, no background checkpoint, from a fresh root.
+fn synced(name: &str, seed: u64, steps: usize, random: usize) -> Script<'_> {
+    Script {
+        name,
+        seed,
+        steps,
+        checkpoint_bytes: u64::MAX / 2,
+        random,
+        sync_writes: true,
+        sync_percent: 0,
+        start: None,
+        plan: Vec::new(),
+        cont_every: 8,
+    }
+}
+
 /// A fresh root's first operations (open, groups created, the first writes), every crash point.
 #[test]
 fn power_loss_fresh_root() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    report(&run_script("fresh root", 0x5EED_0000, 8, u64::MAX / 2, 2));
+    report(&run_script(&synced("fresh root", 0x5EED_0000, 8, 2)));
 }
 
 #[test]
 fn power_loss_engine_root() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let a = run_script("deterministic", 0x5EED_0001, 100, u64::MAX / 2, 5);
-    let b = run_script("background", 0x5EED_0002, 70, 48 << 10, 4);
+    let a = run_script(&synced("deterministic", 0x5EED_0001, 100, 5));
+    let b = run_script(&Script {
+        checkpoint_bytes: 48 << 10,
+        ..synced("background", 0x5EED_0002, 70, 4)
+    });
     report(&a);
     report(&b);
+}
+
+/// `sync_writes: false`: what a returned `Engine::sync()`, `GroupStorage::sync()` or close
+/// acknowledged survives every mix; what came after may be lost, but only as a suffix of each
+/// group's history (each group in one of the states the steps since gave it). One script syncs
+/// every fourth step or so, one every eighth (longer stretches: several journal segments
+/// written between two syncs).
+#[test]
+fn power_loss_unsynced_writes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let a = run_script(&Script {
+        sync_writes: false,
+        sync_percent: 25,
+        ..synced("unsynced", 0x5EED_0003, 80, 4)
+    });
+    let b = run_script(&Script {
+        sync_writes: false,
+        sync_percent: 12,
+        ..synced("unsynced, rare syncs", 0x5EED_0004, 80, 3)
+    });
+    report(&a);
+    report(&b);
+}
+
+/// One part of a write: `n` entries of term 1 for group `gid` from `first`, commit `commit`.
+fn part(gid: u64, first: u64, n: usize, commit: u64) -> Part {
+    Part {
+        gid,
+        snapshot: None,
+        first,
+        terms: vec![1; n],
+        hs: (1, 1, commit),
+    }
+}
+
+/// Runs `ops` on an engine holding a copy of nothing (a fresh root at `work`) with `sync_writes`
+/// as asked, imaging the root as a kill leaves it into `images[k]` after the first
+/// `after[k]` operations (and `e.sync()` where `syncs` says, before the operation of that
+/// index). Again from scratch if it took so long that a periodic checkpoint may have run.
+/// Returns the models after each operation (the first: the empty root).
+fn prepare(
+    work: &Path,
+    sync_writes: bool,
+    ops: &[Op],
+    syncs: &[usize],
+    images: &[(&Path, usize)],
+) -> Vec<Model> {
+    for _ in 0..5 {
+        let _ = fs::remove_dir_all(work);
+        let started = Instant::now();
+        let o = EngineOptions {
+            sync_writes,
+            ..opts(RecoveryMode::TolerateTailCorruption, u64::MAX / 2)
+        };
+        let e = Engine::open_with(work, o).unwrap();
+        let mut models = vec![Model::default()];
+        for (k, op) in ops.iter().enumerate() {
+            if syncs.contains(&k) {
+                e.sync().unwrap();
+            }
+            for (to, n) in images {
+                if *n == k {
+                    copy_root(work, to);
+                }
+            }
+            run_op(&e, op).unwrap_or_else(|err| panic!("prepare: {}: {err}", op.summary()));
+            let mut m = models.last().unwrap().clone();
+            m.apply(op);
+            models.push(m);
+        }
+        for (to, n) in images {
+            if *n == ops.len() {
+                copy_root(work, to);
+            }
+        }
+        let slow = started.elapsed() > Duration::from_secs(3);
+        drop(e);
+        if !slow {
+            return models;
+        }
+    }
+    panic!("prepare: five runs took longer than the checkpoint period");
+}
+
+/// The records of a journal segment (docs/FORMAT.md: a 4 KiB header, then `length u32 | crc
+/// u32 | sequence u64 | body` padded to 8 bytes): (offset, length).
+fn segment_records(segment: &[u8]) -> Vec<(usize, usize)> {
+    let mut want = u64::from_le_bytes(segment[24..32].try_into().unwrap());
+    let (mut at, mut out) = (PAGE, Vec::new());
+    while at + 16 <= segment.len() {
+        let len = u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+        let seq = u64::from_le_bytes(segment[at + 8..at + 16].try_into().unwrap());
+        if seq != want || at + 16 + len > segment.len() {
+            break;
+        }
+        out.push((at, 16 + len));
+        want += 1;
+        at = (at + 16 + len).next_multiple_of(8);
+    }
+    out
+}
+
+/// A root with a torn journal tail (its last record's body damaged, the writes before it
+/// acknowledged): open cuts it, starting the next segment, durably; every instant of that, and
+/// of the writes after it, is a crash point (a strict open may refuse the tail until the cut is
+/// durable, and must open once the cutting open returned).
+#[test]
+fn power_loss_while_a_torn_tail_is_cut() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let base = test_base();
+    let torn = base.path().join("torn");
+    let ops = [
+        Op::Create {
+            gid: 1,
+            raft_id: 11,
+        },
+        Op::Create {
+            gid: 2,
+            raft_id: 21,
+        },
+        Op::Write(vec![part(1, 1, 5, 5)]),
+        Op::Write(vec![part(1, 6, 5, 8), part(2, 1, 3, 3)]),
+        Op::Write(vec![part(2, 4, 3, 6)]),
+    ];
+    let models = prepare(
+        &base.path().join("work"),
+        true,
+        &ops,
+        &[],
+        &[(&torn, ops.len())],
+    );
+    let jdir = torn.join("journal");
+    let mut segs: Vec<PathBuf> = fs::read_dir(&jdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == 20)
+        .collect();
+    segs.sort();
+    let seg = segs.pop().unwrap();
+    let mut b = fs::read(&seg).unwrap();
+    let &(at, len) = segment_records(&b).last().unwrap();
+    b[at + len - 1] ^= 0x40;
+    fs::write(&seg, b).unwrap();
+    let plan = vec![
+        Step::Op(Op::Write(vec![part(2, 4, 2, 4)])),
+        Step::Op(Op::Write(vec![part(1, 11, 3, 12), part(2, 6, 1, 6)])),
+    ];
+    report(&run_script(&Script {
+        start: Some(Start {
+            durable: &torn,
+            cache: &torn,
+            models: vec![models[ops.len() - 1].clone()],
+            torn: true,
+        }),
+        plan,
+        cont_every: 1,
+        ..synced("torn tail cut", 0x5EED_0005, 0, 4)
+    }));
+}
+
+/// A group created after writes that no sync made durable: its meta page names the journal
+/// position it starts at, which must be durable (else a power loss gives those sequence numbers
+/// to new records, which replay then skips for the group).
+#[test]
+fn power_loss_creating_a_group_after_unsynced_writes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let plan = vec![
+        Step::Op(Op::Create {
+            gid: 1,
+            raft_id: 11,
+        }),
+        Step::Op(Op::Write(vec![part(1, 1, 3, 0)])),
+        Step::Op(Op::Write(vec![part(1, 4, 3, 2)])),
+        Step::Op(Op::Create {
+            gid: 2,
+            raft_id: 21,
+        }),
+        Step::Op(Op::Write(vec![part(1, 7, 2, 6), part(2, 1, 2, 1)])),
+        Step::Sync(None),
+    ];
+    report(&run_script(&Script {
+        sync_writes: false,
+        plan,
+        cont_every: 1,
+        ..synced("group created after unsynced writes", 0x5EED_0006, 0, 4)
+    }));
+}
+
+/// An engine without `sync_writes` killed after writes over several journal segments that no
+/// sync made durable (what the page cache held then is pending, the durable state is its last
+/// sync's), then opened and written with syncs: what the open read is made durable before a
+/// record after it is acknowledged, so every mix after the first sync holds the killed
+/// engine's writes too.
+#[test]
+fn power_loss_after_a_kill_without_sync_writes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let base = test_base();
+    let (durable, cache) = (base.path().join("durable"), base.path().join("cache"));
+    let mut ops = vec![
+        Op::Create {
+            gid: 1,
+            raft_id: 11,
+        },
+        Op::Create {
+            gid: 2,
+            raft_id: 21,
+        },
+        Op::Write(vec![part(1, 1, 20, 10), part(2, 1, 20, 10)]),
+    ];
+    let synced_at = ops.len();
+    // Records of about 20 KiB (every 37th payload is 6 KB): journal segments of 32 KiB turn over.
+    let (mut next, mut next2) = (21, 21);
+    for _ in 0..8 {
+        ops.push(Op::Write(vec![
+            part(1, next, 120, next),
+            part(2, next2, 40, next2),
+        ]));
+        next += 120;
+        next2 += 40;
+    }
+    let models = prepare(
+        &base.path().join("work"),
+        false,
+        &ops,
+        &[synced_at],
+        &[(&durable, synced_at), (&cache, ops.len())],
+    );
+    // The journal's segments are named durably before they take a record (the engine prepares
+    // them and flushes the directory): in the killed engine's last state their names are
+    // durable, their records not (a prepared segment is zeros until then).
+    for ent in fs::read_dir(cache.join("journal")).unwrap() {
+        let ent = ent.unwrap();
+        let there = durable.join("journal").join(ent.file_name());
+        if !there.exists() {
+            let f = fs::File::create(there).unwrap();
+            f.set_len(ent.metadata().unwrap().len()).unwrap();
+        }
+    }
+    let plan = vec![
+        Step::Op(Op::Write(vec![part(1, next, 2, next)])),
+        Step::Sync(None),
+        Step::Op(Op::Write(vec![part(1, next + 2, 2, next)])),
+        Step::Sync(Some(1)),
+    ];
+    report(&run_script(&Script {
+        sync_writes: false,
+        start: Some(Start {
+            durable: &durable,
+            cache: &cache,
+            models: models[synced_at..].to_vec(),
+            torn: false,
+        }),
+        plan,
+        cont_every: 2,
+        ..synced("kill without sync_writes", 0x5EED_0007, 0, 4)
+    }));
+}
+
+/// `truncate_entries_until` without `sync_writes`, of entries the group's files hold durably,
+/// after a write no sync made durable: the files change in place only once the journal's
+/// records up to the truncation are durable (else a power loss could keep entries with their
+/// data cleared and lose the write before: a state the group never was in).
+#[test]
+fn power_loss_truncating_without_sync_writes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let plan = vec![
+        Step::Op(Op::Create {
+            gid: 1,
+            raft_id: 11,
+        }),
+        Step::Op(Op::Write(vec![part(1, 1, 12, 10)])),
+        Step::Reopen,
+        Step::Op(Op::Write(vec![part(1, 13, 1, 10)])),
+        Step::Op(Op::Truncate { gid: 1, index: 6 }),
+        Step::Op(Op::Write(vec![part(1, 14, 2, 12)])),
+        Step::Sync(Some(1)),
+    ];
+    report(&run_script(&Script {
+        sync_writes: false,
+        plan,
+        cont_every: 2,
+        ..synced("truncate without sync_writes", 0x5EED_0008, 0, 12)
+    }));
 }

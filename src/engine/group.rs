@@ -377,6 +377,9 @@ impl Group {
             apply_meta(log, change);
             log.applied_seq = log.applied_seq.max(seq);
             if let Some(index) = change.truncate {
+                // The files change in place: the record first (without `sync_writes` it may not
+                // be durable yet, and a power loss must not keep the change without it).
+                shared.journal.lock().sync()?;
                 let first = log.first_index();
                 log.tail.clear_data_below(index);
                 files.wal.clear_data(first, index)?;
@@ -464,6 +467,12 @@ impl Group {
             return Ok(true);
         }
         drop(lg);
+        if start <= files.wal.last() {
+            // An overwrite changes what the files hold in place: its record first (without
+            // `sync_writes` it may not be durable yet, and a power loss must not keep the new
+            // slots without it).
+            shared.journal.lock().sync()?;
+        }
         // The write, with only the files held: commits go on meanwhile (the entries are still
         // in the tail's view, which reads use until the files are noted below).
         files.wal.append(&op.entries, false)?;

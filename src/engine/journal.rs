@@ -13,8 +13,9 @@
 //! Layout (little-endian; docs/FORMAT.md "Engine roots"):
 //! ```text
 //! segment: [0, 4096) header, then records back to back, each padded to 8 bytes
-//! header:  0 magic "RWALJNL\0" 8 | 8 version u32 | 12 flags u32 (bit 0: bodies sealed)
-//!          | 16 segment id u64 | 24 first sequence number u64 | 32 CRC32C u32 (of [0, 32))
+//! header:  0 magic "RWALJNL\0" 8 | 8 version u32 | 12 flags u32 (bit 0: bodies sealed; bit 1:
+//!          started while the segment before held records not yet flushed) | 16 segment id u64
+//!          | 24 first sequence number u64 | 32 CRC32C u32 (of [0, 32))
 //! record:  0 body length u32 | 4 CRC32C u32 (of [8, 16) and the body) | 8 sequence u64
 //!          | 16 body (plain, or nonce ‖ AES-256-GCM ciphertext ‖ tag with the sequence as AAD)
 //! ```
@@ -35,6 +36,9 @@ pub(crate) const SEGMENT_HEADER: u64 = 4096;
 const MAGIC: &[u8; 8] = b"RWALJNL\0";
 const VERSION: u32 = 1;
 const FLAG_SEALED: u32 = 1;
+/// The segment was started while records of the segments before it were not flushed
+/// (`sync_writes: false`): a power loss may leave it with records missing before it.
+const FLAG_PREV_UNFLUSHED: u32 = 2;
 
 // Header fields: each offset is the previous one plus the previous field's size.
 const H_MAGIC: usize = 0;
@@ -83,6 +87,8 @@ struct Segment {
     path: PathBuf,
     /// Sequence number of the first record written to it.
     first_seq: u64,
+    /// Started while records before it were not flushed (its header's flag).
+    prev_unflushed: bool,
 }
 
 /// The segment records are appended to.
@@ -103,8 +109,9 @@ pub(crate) struct Journal {
     /// Live segments, oldest first; the last one is written.
     segments: Vec<Segment>,
     writer: Option<Writer>,
-    /// A segment written before the one being written, whose records are not flushed yet.
-    unflushed_previous: Option<File>,
+    /// Segments written before the one being written whose records are not flushed yet,
+    /// oldest first (more than one only without `sync_writes`).
+    unflushed: Vec<(File, PathBuf)>,
     next_seq: u64,
     cipher: Option<Cipher>,
     /// The spares and the next segment.
@@ -115,7 +122,7 @@ pub(crate) struct Journal {
     /// ([`Journal::seal_cut`]).
     cut_pending: bool,
     /// What open found to tidy ([`Journal::tidy`]): segments no longer needed (path, id), and
-    /// leftover temporary files.
+    /// leftover temporary files and segments after a torn end (removed).
     untidy: (Vec<(PathBuf, u64)>, Vec<PathBuf>),
 }
 
@@ -170,10 +177,14 @@ impl Journal {
         for &id in &ids {
             let path = dir.join(segment_name(id));
             match read_header(&path, id, cipher.is_some())? {
-                Header::Valid(first_seq) => segments.push(Segment {
+                Header::Valid {
+                    first_seq,
+                    prev_unflushed,
+                } => segments.push(Segment {
                     id,
                     path,
                     first_seq,
+                    prev_unflushed,
                 }),
                 // A recycled segment whose rename or new header did not reach the disk: what it
                 // holds is its previous life's records (trimmed, so all at or below a durable
@@ -215,9 +226,23 @@ impl Journal {
         let mut records = Vec::new();
         let mut expected = None::<u64>;
         let mut tail = None::<(u64, bool)>; // where the last segment's records end; torn?
+        let mut keep = segments.len(); // segments from here on lie after a torn end
         let n = segments.len();
         for (pos, seg) in segments.iter().enumerate() {
             let last = pos + 1 == n;
+            if let Some(want) = expected {
+                if follows(want, seg.first_seq, seg.prev_unflushed, checkpoint_seq)
+                    == Follow::AfterTornEnd
+                {
+                    let e = torn_end(&seg.path, want, seg.first_seq);
+                    if mode == RecoveryMode::AbsoluteConsistency {
+                        return Err(e);
+                    }
+                    keep = pos;
+                    tail = tail.map(|(at, _)| (at, true));
+                    break;
+                }
+            }
             // Records up to the checkpoint may be gone (trimmed); none after it.
             let e = expected.unwrap_or(checkpoint_seq + 1);
             let skipped_only_checkpointed =
@@ -261,20 +286,25 @@ impl Journal {
                 }
             }
             expected = Some(want);
+            // Where this segment's records end, should the journal end there.
+            tail = Some((end.0 as u64, end.1.is_some()));
             match (end.1, last) {
                 (Some(e), true) => {
                     if mode == RecoveryMode::AbsoluteConsistency {
                         return Err(e);
                     }
-                    tail = Some((end.0 as u64, true));
                 }
-                (None, true) => tail = Some((end.0 as u64, false)),
+                (None, true) => {}
                 // A record that fails its checks before the last segment is damage: records
                 // after it (in the next segments) were acknowledged. Unless the next segment
-                // starts at that very record: an earlier open cut the journal there and started
-                // it (rotation never writes a record to a segment the next one starts at).
+                // starts at that very record (an earlier open cut the journal there and started
+                // it: rotation never writes a record to a segment the next one starts at), or
+                // after it while this one was not flushed (a torn end, decided above).
                 (Some(e), false) => {
-                    if segments[pos + 1].first_seq != want {
+                    let next = &segments[pos + 1];
+                    if follows(want, next.first_seq, next.prev_unflushed, checkpoint_seq)
+                        == Follow::Damaged
+                    {
                         return Err(e);
                     }
                 }
@@ -282,6 +312,10 @@ impl Journal {
                 (None, false) => {}
             }
         }
+        // Segments after a torn end hold records never acknowledged: removed (as spares, their
+        // records' sequence numbers would come back in the records written from now on).
+        let after_end: Vec<PathBuf> = segments.drain(keep..).map(|s| s.path).collect();
+        leftovers.extend(after_end);
         let last_seq = expected
             .map_or(checkpoint_seq, |e| e - 1)
             .max(checkpoint_seq);
@@ -290,7 +324,7 @@ impl Journal {
             dir: dir.to_path_buf(),
             segments,
             writer: None,
-            unflushed_previous: None,
+            unflushed: Vec::new(),
             next_seq: last_seq + 1,
             cipher,
             pool: Pool {
@@ -343,6 +377,19 @@ impl Journal {
         Ok(())
     }
 
+    /// Makes what open found durable before anything new is acknowledged: every live segment
+    /// flushed (a killed engine without `sync_writes` may have left records only in the page
+    /// cache, and a record acknowledged from now on must never be durable while one before it
+    /// is not), then the cut of a torn end ([`Journal::seal_cut`]).
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        for seg in &self.segments {
+            File::open(&seg.path)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
+        }
+        self.seal_cut()
+    }
+
     /// Makes the cut of a torn tail durable (open, before anything new is acknowledged): starts
     /// the next segment at the torn record's sequence number, its header flushed. Until then a
     /// crash leaves the torn record at the end of the last segment, which the next open cuts
@@ -350,7 +397,7 @@ impl Journal {
     /// finds it before a segment that starts at its sequence number, which ends its segment
     /// there. The torn record's bytes, and any after it, stay where they are: nothing is
     /// written to the segment that held them, so no instant of the cut leaves a mix of the two.
-    pub(crate) fn seal_cut(&mut self) -> Result<()> {
+    fn seal_cut(&mut self) -> Result<()> {
         if !self.cut_pending {
             return Ok(());
         }
@@ -426,9 +473,11 @@ impl Journal {
     /// Makes every record appended so far durable (one fdatasync, two when the last append
     /// started a segment while the one before it was unflushed).
     pub(crate) fn sync(&mut self) -> Result<()> {
-        if let Some(prev) = self.unflushed_previous.take() {
-            prev.sync_data()
-                .map_err(|e| Error::io("fdatasync", &self.dir, e))?;
+        // Oldest first: a segment is durable only after every one before it.
+        while let Some((file, path)) = self.unflushed.first() {
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", path, e))?;
+            self.unflushed.remove(0);
         }
         if let Some(w) = self.writer.as_mut().filter(|w| w.dirty) {
             w.file
@@ -517,18 +566,21 @@ impl Journal {
             crate::fsutil::allocate(&file, &path, need)?;
             len = need;
         }
-        let header = encode_header(id, seq, self.cipher.is_some());
+        let prev_unflushed =
+            !self.unflushed.is_empty() || self.writer.as_ref().is_some_and(|w| w.dirty);
+        let header = encode_header(id, seq, self.cipher.is_some(), prev_unflushed);
         file.write_all_at(&header, 0)
             .map_err(|e| Error::io("write header", &path, e))?;
         if let Some(old) = self.writer.take() {
             if old.dirty {
-                self.unflushed_previous = Some(old.file);
+                self.unflushed.push((old.file, old.path));
             }
         }
         self.segments.push(Segment {
             id,
             path: path.clone(),
             first_seq: seq,
+            prev_unflushed,
         });
         self.writer = Some(Writer {
             file,
@@ -555,6 +607,48 @@ impl Journal {
         self.appended = 0;
         Ok(())
     }
+}
+
+/// How a segment goes on from the one before it, whose records end before record `want`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// It starts at `want`.
+    Continues,
+    /// It starts later, and it was started while records before it were not flushed: those in
+    /// between never reached the disk, and none from this segment on was acknowledged (an
+    /// acknowledgement flushes every segment before its record). The journal ends before it,
+    /// a torn end.
+    AfterTornEnd,
+    /// Records are missing before it that were durable: damage.
+    Damaged,
+}
+
+/// How a segment whose header says `first_seq` and `prev_unflushed` goes on from one whose
+/// records end before record `want`, after checkpoint `checkpoint_seq`.
+pub(crate) fn follows(
+    want: u64,
+    first_seq: u64,
+    prev_unflushed: bool,
+    checkpoint_seq: u64,
+) -> Follow {
+    if first_seq == want {
+        Follow::Continues
+    } else if first_seq > want && prev_unflushed && want > checkpoint_seq {
+        Follow::AfterTornEnd
+    } else {
+        Follow::Damaged
+    }
+}
+
+/// The torn end before segment `path` ([`Follow::AfterTornEnd`]).
+pub(crate) fn torn_end(path: &Path, want: u64, first_seq: u64) -> Error {
+    Error::corrupt(
+        path,
+        H_FIRST_SEQ as u64,
+        format!(
+            "journal segment starts at record {first_seq}, but the segment before ends before record {want}: it was started while records before it were not flushed, and records {want}..{first_seq} never reached the disk (a torn end: the journal ends before this segment, whose records were never acknowledged)"
+        ),
+    )
 }
 
 /// What one position of a segment holds.
@@ -630,11 +724,14 @@ pub(crate) fn read_record(
     }
 }
 
-fn encode_header(id: u64, first_seq: u64, sealed: bool) -> [u8; H_LEN] {
+fn encode_header(id: u64, first_seq: u64, sealed: bool, prev_unflushed: bool) -> [u8; H_LEN] {
     let mut h = [0u8; H_LEN];
     h[H_MAGIC..H_MAGIC + 8].copy_from_slice(MAGIC);
     h[H_VERSION..H_VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
-    let flags = if sealed { FLAG_SEALED } else { 0 };
+    let mut flags = if sealed { FLAG_SEALED } else { 0 };
+    if prev_unflushed {
+        flags |= FLAG_PREV_UNFLUSHED;
+    }
     h[H_FLAGS..H_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
     h[H_ID..H_ID + 8].copy_from_slice(&id.to_le_bytes());
     h[H_FIRST_SEQ..H_FIRST_SEQ + 8].copy_from_slice(&first_seq.to_le_bytes());
@@ -645,8 +742,12 @@ fn encode_header(id: u64, first_seq: u64, sealed: bool) -> [u8; H_LEN] {
 
 /// What a segment file's header says.
 pub(crate) enum Header {
-    /// Its first sequence number.
-    Valid(u64),
+    /// Its first sequence number, and whether it was started while records before it were not
+    /// flushed.
+    Valid {
+        first_seq: u64,
+        prev_unflushed: bool,
+    },
     /// All zero: never written.
     Blank,
     /// A valid header of another segment (its id and first sequence number): the file was
@@ -691,6 +792,14 @@ pub(crate) fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> 
             supported: VERSION,
         });
     }
+    let unknown = u32_at(H_FLAGS) & !(FLAG_SEALED | FLAG_PREV_UNFLUSHED);
+    if unknown != 0 {
+        return Err(Error::corrupt(
+            path,
+            H_FLAGS as u64,
+            format!("journal segment header has unknown flags {unknown:#x}"),
+        ));
+    }
     if (u32_at(H_FLAGS) & FLAG_SEALED != 0) != sealed {
         return Err(Error::Encryption {
             path: path.to_path_buf(),
@@ -707,7 +816,10 @@ pub(crate) fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> 
             first_seq: u64_at(H_FIRST_SEQ),
         });
     }
-    Ok(Header::Valid(u64_at(H_FIRST_SEQ)))
+    Ok(Header::Valid {
+        first_seq: u64_at(H_FIRST_SEQ),
+        prev_unflushed: u32_at(H_FLAGS) & FLAG_PREV_UNFLUSHED != 0,
+    })
 }
 
 #[cfg(test)]

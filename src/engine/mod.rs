@@ -230,6 +230,11 @@ impl Engine {
         if self.shared.groups.read().contains_key(&group_id) {
             return Err(Error::GroupExists { group_id });
         }
+        // The group's meta page names the journal position it starts at (replay skips the
+        // records up to it): every record up to it durable first. Without `sync_writes` they
+        // may not be, and after a power loss their sequence numbers would be given to new
+        // records, which replay would then skip for this group.
+        self.shared.journal.lock().sync()?;
         let incarnation = {
             let mut root = self.shared.root_meta.lock();
             let (file, record) = &mut *root;

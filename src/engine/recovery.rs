@@ -119,10 +119,13 @@ pub(crate) fn open(
         tail_bytes: AtomicU64::new(0),
         lock: Mutex::new(Some(lock)),
     };
+    // The journal as found, durable, and a torn end cut durably, before anything is replayed
+    // (replay may change a group's files in place, as the record it applies says: a record a
+    // killed engine left in the page cache only must be durable first) and before anything new
+    // is acknowledged (appends after the cut must never sit behind a torn record that a later
+    // open would take for damage).
+    shared.journal.lock().settle()?;
     replay(&shared, opened.records)?;
-    // A torn tail cut, durably, before anything new is acknowledged: appends after the cut
-    // must never sit behind a torn record that a later open would take for damage.
-    shared.journal.lock().seal_cut()?;
     Ok(shared)
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::journal::{self, Header, Scan, RECORD_HEADER, R_SEQ, SEGMENT_HEADER};
+use super::journal::{self, Follow, Header, Scan, RECORD_HEADER, R_SEQ, SEGMENT_HEADER};
 use super::segments;
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
@@ -47,6 +47,11 @@ pub(crate) struct SegmentScan {
     /// (`Journal::seal_cut`), the end of this segment in both modes, not damage. What the
     /// record fails.
     pub cut: Option<String>,
+    /// Its header says it was started while records before it were not flushed.
+    pub prev_unflushed: bool,
+    /// It lies after a torn end (records missing before it, or before a segment before it,
+    /// that was started unflushed): open removes it, with its records.
+    pub after_end: bool,
 }
 
 /// A record after the checkpoint, handed to the scan's caller in sequence order.
@@ -140,13 +145,16 @@ pub(crate) fn scan(
         };
         // As open decides (module `journal`): a blank header, or a recycled segment's old one,
         // marks a file that holds no record after the checkpoint.
-        let first_seq = match header {
-            Header::Valid(first) => Some(first),
-            Header::Blank => None,
+        let (first_seq, prev_unflushed) = match header {
+            Header::Valid {
+                first_seq,
+                prev_unflushed,
+            } => (Some(first_seq), prev_unflushed),
+            Header::Blank => (None, false),
             Header::Recycled {
                 id: other,
                 first_seq,
-            } if other > id || first_seq <= checkpoint_seq => None,
+            } if other > id || first_seq <= checkpoint_seq => (None, false),
             Header::Recycled { id: other, .. } => {
                 out.damage = Some(Error::corrupt(
                     &path,
@@ -168,6 +176,8 @@ pub(crate) fn scan(
             last_seq: None,
             end: SEGMENT_HEADER,
             cut: None,
+            prev_unflushed,
+            after_end: false,
         });
     }
     // Segments whose records all lie at or below the checkpoint are obsolete (as open decides,
@@ -187,10 +197,29 @@ pub(crate) fn scan(
     let mut expected = None::<u64>;
     for (n, &i) in live.iter().enumerate() {
         let last = n + 1 == live.len();
-        let (path, first_seq) = {
+        let (path, first_seq, prev_unflushed) = {
             let s = &out.segments[i];
-            (s.path.clone(), s.first_seq.unwrap_or(0))
+            (s.path.clone(), s.first_seq.unwrap_or(0), s.prev_unflushed)
         };
+        if let Some(want) = expected {
+            if journal::follows(want, first_seq, prev_unflushed, checkpoint_seq)
+                == Follow::AfterTornEnd
+            {
+                // A torn end (as open decides): this segment and the ones after it go, with
+                // their records (never acknowledged; valid ones are reported as lost).
+                for &j in &live[n..] {
+                    out.segments[j].after_end = true;
+                }
+                let end = journal::torn_end(&path, want, first_seq);
+                out.lost = records_after_end(&out.segments, &live[n..], want, cipher, &end)?;
+                if out.lost.is_none() && out.torn.is_none() {
+                    out.torn = Some(end);
+                } else if out.lost.is_some() {
+                    out.torn = None;
+                }
+                break;
+            }
+        }
         let e = expected.unwrap_or(checkpoint_seq.saturating_add(1));
         let skipped_only_checkpointed =
             first_seq > e && first_seq <= checkpoint_seq.saturating_add(1);
@@ -253,15 +282,18 @@ pub(crate) fn scan(
                 return Ok(out);
             }
             // A record that fails its checks before the last segment, where the next segment
-            // starts: a cut an earlier open made (as open decides).
-            Some(e) if !last && out.segments[live[n + 1]].first_seq == Some(want) => {
-                out.segments[i].cut = Some(e.to_string());
-            }
-            // Any other record that fails its checks before the last segment: records after it
-            // (in the next segments) were acknowledged.
+            // starts: a cut an earlier open made; or before a torn end (as open decides).
             Some(e) if !last => {
-                out.damage = Some(e);
-                return Ok(out);
+                let next = &out.segments[live[n + 1]];
+                let next_first = next.first_seq.unwrap_or(0);
+                match journal::follows(want, next_first, next.prev_unflushed, checkpoint_seq) {
+                    Follow::Continues => out.segments[i].cut = Some(e.to_string()),
+                    Follow::AfterTornEnd => out.torn = Some(e),
+                    Follow::Damaged => {
+                        out.damage = Some(e);
+                        return Ok(out);
+                    }
+                }
             }
             Some(e) => out.torn = Some(e),
             None => {}
@@ -276,6 +308,50 @@ pub(crate) fn scan(
         expected = Some(want);
     }
     Ok(out)
+}
+
+/// The valid records in the segments `after` (indexes into `segments`) that lie after a torn
+/// end (record `want` missing before them, `end` saying why), each segment read from its first
+/// record on: an error naming them, which a default open drops; `None` if there is none.
+fn records_after_end(
+    segments: &[SegmentScan],
+    after: &[usize],
+    want: u64,
+    cipher: Option<&Cipher>,
+    end: &Error,
+) -> Result<Option<Error>> {
+    let mut found: Option<(PathBuf, u64, u64)> = None;
+    for &j in after {
+        let s = &segments[j];
+        let Some(first) = s.first_seq else { continue };
+        let bytes = Bytes::from(fs::read(&s.path).map_err(|e| Error::io("read", &s.path, e))?);
+        let (mut at, mut seq) = (SEGMENT_HEADER as usize, first);
+        while let Scan::Record { next, .. } = journal::read_record(&bytes, at, seq, cipher, &s.path)
+        {
+            let f = found.get_or_insert((s.path.clone(), seq, seq));
+            f.2 = seq;
+            seq = seq.saturating_add(1);
+            at = next;
+        }
+    }
+    let why = match end {
+        Error::Corrupt { reason, .. } => reason.clone(),
+        e => e.to_string(),
+    };
+    Ok(found.map(|(path, a, b)| {
+        let records = if a == b {
+            format!("record {a}")
+        } else {
+            format!("records {a}..={b}")
+        };
+        Error::corrupt(
+            &path,
+            SEGMENT_HEADER,
+            format!(
+                "the journal ends before record {want} ({why}), but {records} lie after it, from this segment on: written later (never acknowledged if the segments before were not flushed), and a default open drops them"
+            ),
+        )
+    }))
 }
 
 /// Looks past the end of the last segment's records (at `end`, where record `want` was

@@ -122,8 +122,10 @@ pub struct SegmentInfo {
     pub last_seq: Option<u64>,
     /// Where its records end.
     pub end_offset: u64,
-    /// `"live"`, `"obsolete"` (every record at or below the checkpoint: open recycles it), or
-    /// `"no header"` (prepared, never written: open recycles it).
+    /// `"live"`, `"obsolete"` (every record at or below the checkpoint: open recycles it),
+    /// `"no header"` (prepared, never written: open recycles it), or `"after the end"` (after a
+    /// torn end: records before it never reached the disk while it was started unflushed; open
+    /// removes it).
     pub state: String,
     /// A torn record where its records end, which the next segment starts at: an earlier open
     /// cut the journal there (not damage; what follows it in this segment is never read).
@@ -680,6 +682,7 @@ impl RootRead {
                 state: match (s.first_seq, s.obsolete) {
                     (None, _) => "no header",
                     (Some(_), true) => "obsolete",
+                    (Some(_), false) if s.after_end => "after the end",
                     (Some(_), false) => "live",
                 }
                 .to_string(),

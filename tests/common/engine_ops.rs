@@ -127,6 +127,9 @@ pub struct Group {
     /// (term, vote, commit); (0, 0, 0) never stored.
     pub hs: (u64, u64, u64),
     pub voters: Vec<u64>,
+    /// `truncate_entries_until`: entries below it read back with empty data (normalized by
+    /// [`Group::cleared_to`]).
+    pub truncated: u64,
 }
 
 impl Group {
@@ -139,7 +142,13 @@ impl Group {
             terms: Vec::new(),
             hs: (0, 0, 0),
             voters: Vec::new(),
+            truncated: 0,
         }
+    }
+
+    /// Where the log's entries with their data cleared end: entries `[snap_index + 1, it)`.
+    pub fn cleared_to(&self) -> u64 {
+        self.truncated.clamp(self.snap_index + 1, self.last() + 1)
     }
     pub fn last(&self) -> u64 {
         self.snap_index + self.terms.len() as u64
@@ -194,6 +203,11 @@ pub enum Op {
     Remove {
         gid: u64,
     },
+    /// `GroupStorage::truncate_entries_until` (never generated: scripts name it).
+    Truncate {
+        gid: u64,
+        index: u64,
+    },
 }
 
 impl Op {
@@ -211,6 +225,9 @@ impl Op {
             Op::SetConfState { gid, .. } => format!("set_conf_state of group {gid}"),
             Op::Create { gid, .. } => format!("create_group({gid})"),
             Op::Remove { gid } => format!("remove_group({gid})"),
+            Op::Truncate { gid, index } => {
+                format!("truncate_entries_until({index}) of group {gid}")
+            }
         }
     }
 
@@ -222,7 +239,8 @@ impl Op {
             Op::CreateSnapshot { gid, .. }
             | Op::SetConfState { gid, .. }
             | Op::Create { gid, .. }
-            | Op::Remove { gid } => vec![*gid],
+            | Op::Remove { gid }
+            | Op::Truncate { gid, .. } => vec![*gid],
         };
         g.sort_unstable();
         g.dedup();
@@ -272,6 +290,10 @@ impl Model {
             }
             Op::Remove { gid } => {
                 self.groups.remove(gid);
+            }
+            Op::Truncate { gid, index } => {
+                let g = self.groups.get_mut(gid).expect("live");
+                g.truncated = g.truncated.max(*index);
             }
         }
     }
@@ -460,6 +482,7 @@ impl Model {
                     hs: (n(5), n(6), n(7)),
                     voters: list(f[8]),
                     terms,
+                    truncated: 0,
                 },
             );
         }
@@ -518,6 +541,7 @@ pub fn run_op(e: &Engine, op: &Op) -> Result<(), Error> {
         Op::SetConfState { gid, voters } => group(gid).set_conf_state(&conf_state(voters)),
         Op::Create { gid, raft_id } => e.create_group(*gid, *raft_id).map(drop),
         Op::Remove { gid } => e.remove_group(*gid),
+        Op::Truncate { gid, index } => group(gid).truncate_entries_until(*index),
     }
 }
 
@@ -528,6 +552,8 @@ pub fn check_group<S: Storage>(s: &S, gid: u64, want: &[&Group]) -> Result<usize
     let last = s.last_index().map_err(|e| format!("last_index: {e}"))?;
     let snap_index = first - 1;
     let mut terms = Vec::new();
+    // Entries read back with their data cleared (`truncate_entries_until`): a prefix.
+    let mut cleared_to = first;
     let mut lo = first;
     while lo <= last {
         let hi = (lo + 2_000).min(last + 1);
@@ -540,7 +566,11 @@ pub fn check_group<S: Storage>(s: &S, gid: u64, want: &[&Group]) -> Result<usize
         for (k, e) in got.iter().enumerate() {
             let i = lo + k as u64;
             let want = entry(gid, i, e.term);
-            if e.index != i || e.data != want.data || e.context != want.context {
+            let cleared = e.data.is_empty() && cleared_to == i;
+            if cleared {
+                cleared_to = i + 1;
+            }
+            if e.index != i || (e.data != want.data && !cleared) || e.context != want.context {
                 let tag = String::from_utf8_lossy(&e.data[..e.data.len().min(24)]).to_string();
                 return Err(format!(
                     "entry {i} (term {}) is not group {gid}'s entry {i} of its term: index {}, \
@@ -588,10 +618,12 @@ pub fn check_group<S: Storage>(s: &S, gid: u64, want: &[&Group]) -> Result<usize
         terms,
         hs,
         voters: st.conf_state.voters.clone(),
+        truncated: cleared_to,
     };
     for (k, w) in want.iter().enumerate() {
         let mut w = (*w).clone();
         w.raft_id = 0;
+        w.truncated = w.cleared_to();
         if w == seen {
             return Ok(k);
         }
@@ -608,7 +640,8 @@ pub fn check_group<S: Storage>(s: &S, gid: u64, want: &[&Group]) -> Result<usize
 
 pub fn show(g: &Group) -> String {
     format!(
-        "snapshot {}@t{} cs {:?}, log [{}, {}] last term {}, hs {:?}, cs {:?}",
+        "snapshot {}@t{} cs {:?}, log [{}, {}] last term {}, hs {:?}, cs {:?}, data cleared \
+         below {}",
         g.snap_index,
         g.snap_term,
         g.snap_voters,
@@ -616,7 +649,8 @@ pub fn show(g: &Group) -> String {
         g.last(),
         g.terms.last().copied().unwrap_or(0),
         g.hs,
-        g.voters
+        g.voters,
+        g.cleared_to()
     )
 }
 
@@ -661,6 +695,59 @@ pub fn check_root(
                 ));
             }
             continue;
+        }
+        if cands.is_empty() {
+            return Err(format!("group {gid} is there, but it was removed"));
+        }
+        let g = e
+            .group(gid)
+            .ok_or_else(|| format!("group {gid} is listed but group({gid}) is None"))?;
+        let k = check_group(&g, gid, &cands).map_err(|err| format!("group {gid}: {err}"))?;
+        found.groups.insert(gid, cands[k].clone());
+    }
+    Ok(found)
+}
+
+/// Checks the opened root `e` when each group may be in any of the states that `window` (the
+/// models after consecutive operations) gives it, from `floor[gid]` on for a group that has a
+/// floor (an operation on it that is durable when it returns, such as its creation or removal,
+/// returned there): the set of groups (a group absent in none of its states must be there, a
+/// group present in none must not), then every group ([`check_group`]) against its states.
+/// Returns the model of what was found.
+pub fn check_root_window(
+    e: &Engine,
+    window: &[Model],
+    floor: &BTreeMap<u64, usize>,
+) -> Result<Model, String> {
+    let ids = e.group_ids();
+    let mut all: Vec<u64> = window
+        .iter()
+        .flat_map(|m| m.groups.keys().copied())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    if let Some(gid) = ids.iter().find(|g| !all.contains(g)) {
+        return Err(format!("group {gid} is there, but no operation created it"));
+    }
+    let mut found = Model::default();
+    for gid in all {
+        let from = floor.get(&gid).copied().unwrap_or(0).min(window.len() - 1);
+        let states: Vec<Option<&Group>> =
+            window[from..].iter().map(|m| m.groups.get(&gid)).collect();
+        if !ids.contains(&gid) {
+            if states.iter().any(Option::is_none) {
+                continue;
+            }
+            return Err(format!(
+                "group {gid} is missing, but it exists in every state it may be in ({} of them)",
+                states.len()
+            ));
+        }
+        let mut cands: Vec<&Group> = Vec::new();
+        for g in states.into_iter().flatten() {
+            if !cands.contains(&g) {
+                cands.push(g);
+            }
         }
         if cands.is_empty() {
             return Err(format!("group {gid} is there, but it was removed"));

@@ -225,6 +225,7 @@ fn journal(j: &JournalSummary, lines: &mut Vec<String>) {
         let state = match seg.state.as_str() {
             "live" => "live",
             "obsolete" => "obsolete: open recycles it",
+            "after the end" => "after a torn end: open removes it",
             _ => "never written: open recycles it",
         };
         lines.push(format!(
