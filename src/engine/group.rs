@@ -19,6 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use raft::prelude::{Entry, HardState};
 
 use super::tail::Tail;
+use super::terms::TermRuns;
 use super::{Shared, GROUPS_DIR};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -58,6 +59,9 @@ pub(crate) struct GroupLog {
     /// (which the writer holds while it writes).
     pub files_last: u64,
     pub files_last_term: u64,
+    /// The files' terms from the first index on, once known (`term` answers from it under this
+    /// lock alone); `None` after open until a lookup builds it (module `terms`).
+    pub terms: Option<TermRuns>,
     /// Changed since the meta page was last written.
     pub dirty: bool,
     /// The last journal record applied to the group (or its meta page's position, if later):
@@ -88,6 +92,15 @@ pub(crate) struct Change<'a> {
 }
 
 impl GroupLog {
+    /// Notes in the term runs (if known) entries just written to the files.
+    fn note_terms(&mut self, entries: &[Entry]) {
+        let first = self.first_index();
+        if let Some(runs) = self.terms.as_mut() {
+            runs.written(entries);
+            runs.compact(first);
+        }
+    }
+
     pub(crate) fn snapshot_index(&self) -> u64 {
         self.meta.snapshot.as_ref().map_or(0, |s| s.index)
     }
@@ -244,13 +257,47 @@ impl Group {
     /// `raft::Storage::term`'s common case: an index the files hold, with no tail, or `None`.
     #[inline]
     pub(crate) fn term_in_files(&self, idx: u64) -> Option<u64> {
+        {
+            let lg = self.log.read();
+            let log = lg.as_ref()?;
+            if idx <= log.snapshot_index() || idx > log.files_last || !log.tail.is_empty() {
+                return None;
+            }
+            if let Some(runs) = &log.terms {
+                let t = runs.term(idx);
+                #[cfg(debug_assertions)]
+                if let Some(fg) = self.files.read().as_ref() {
+                    debug_assert_eq!(t, fg.wal.term_of_held(idx), "term runs at index {idx}");
+                }
+                return t;
+            }
+        }
+        self.build_terms();
         let lg = self.log.read();
         let log = lg.as_ref()?;
         if idx <= log.snapshot_index() || idx > log.files_last || !log.tail.is_empty() {
             return None;
         }
+        match &log.terms {
+            Some(runs) => runs.term(idx),
+            None => self.files.read().as_ref()?.wal.term_of_held(idx),
+        }
+    }
+
+    /// Builds the files' term runs (module `terms`) if they are not known and the files hold
+    /// the whole log (no tail).
+    #[cold]
+    fn build_terms(&self) {
+        let mut lg = self.log.write();
+        let Some(log) = lg.as_mut() else { return };
+        if log.terms.is_some() || !log.tail.is_empty() {
+            return;
+        }
         let fg = self.files.read();
-        fg.as_ref()?.wal.term_of_held(idx)
+        let Some(files) = fg.as_ref() else { return };
+        log.terms = TermRuns::build(log.first_index(), log.files_last, |i| {
+            files.wal.term_of_held(i)
+        });
     }
 
     /// `raft::Storage::term`.
@@ -420,6 +467,7 @@ impl Group {
         files.wal.reset(first_file_id)?;
         files.durable_files = (1, 0);
         (log.files_last, log.files_last_term) = files.end();
+        log.terms = Some(TermRuns::default());
         log.dirty = true;
         Ok(())
     }
@@ -463,6 +511,7 @@ impl Group {
             files.store_durable(&record)?;
             files.wal.append(&op.entries, false)?;
             (log.files_last, log.files_last_term) = files.end();
+            log.note_terms(&op.entries);
             log.tail.written(log.files_last);
             return Ok(true);
         }
@@ -481,6 +530,7 @@ impl Group {
         let mut lg = self.log.write();
         let log = lg.as_mut().ok_or_else(|| self.closed())?;
         (log.files_last, log.files_last_term) = (last, last_term);
+        log.note_terms(&op.entries);
         log.tail.written(last);
         Ok(true)
     }
@@ -672,6 +722,7 @@ pub(crate) fn assemble(
             tail: Tail::default(),
             files_last,
             files_last_term,
+            terms: None,
             dirty: false,
             applied_seq: durable_seq,
             ints_dirty: false,

@@ -35,6 +35,7 @@ mod recovery;
 pub(crate) mod scan;
 mod segments;
 mod tail;
+mod terms;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
