@@ -43,6 +43,7 @@ mod proto;
 mod recovery;
 pub mod repair;
 mod snap;
+mod snap_build;
 mod state;
 mod storage;
 mod wal;
@@ -52,4 +53,7 @@ pub use error::{Error, Result};
 pub use meta::MetaInfo;
 pub use options::{Options, RecoveryMode};
 pub use snap::SnapshotReader;
+pub use snap_build::{
+    BuildError, BuiltSnapshot, SnapshotBuildStatus, SnapshotBuilder, SnapshotRequest,
+};
 pub use storage::DiskStorage;
