@@ -499,7 +499,7 @@ impl DiskStorage {
     /// build is recorded ([`DiskStorage::snapshot_build_status`]) and the next call that needs a
     /// snapshot starts another.
     ///
-    /// Closing or dropping the last handle cancels a build ([`SnapshotRequest::cancelled`]),
+    /// Closing or dropping the last handle cancels a build ([`crate::SnapshotRequest::cancelled`]),
     /// stops a snapshot being written at its next chunk (nothing of it is kept), and waits for
     /// the build thread. `builder` must not own a handle to this store (the store would never
     /// close) nor wait for the thread that drops the last handle.

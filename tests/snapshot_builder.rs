@@ -13,6 +13,8 @@
 //!   (in the builder, and while its data is written), a request beyond the applied index, a
 //!   builder that answers an index the log does not hold.
 //! * Clones: one store, one lock, released when the last handle is dropped or closed.
+//! * The same builder on an engine group (`GroupStorage`): a stale snapshot rebuilt (after a
+//!   failure), and the engine's close cancelling a build.
 //!
 //! No assertion depends on timing: the cluster is driven by ticks in one thread, and the tests
 //! wait for a build to end (polling its status) before they look at its outcome.
@@ -732,4 +734,80 @@ fn disk_storage_is_a_clone_send_sync_handle() {
     fn check<T: Clone + Send + Sync + 'static>() {}
     check::<DiskStorage>();
     check::<raftwal::GroupStorage>();
+}
+
+// ---- The same builder on an engine group -------------------------------------------------------
+
+/// A group of a fresh engine holding entries 1..=10 and a snapshot at 3 listing voter 1.
+fn group_with_log(root: &Path) -> (raftwal::Engine, raftwal::GroupStorage) {
+    let engine = raftwal::Engine::open(root).unwrap();
+    let g = engine.create_group(7, 1).unwrap();
+    let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+    g.save(&HardState::default(), &ents, &Snapshot::default())
+        .unwrap();
+    g.set_conf_state(&voters(&[1])).unwrap();
+    g.create_snapshot(3, None, &b"at 3"[..]).unwrap();
+    (engine, g)
+}
+
+fn wait_group_idle(g: &raftwal::GroupStorage) {
+    let start = Instant::now();
+    while g.snapshot_build_status().running {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "a build never ended"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_group_rebuilds_a_snapshot_predating_its_conf_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, g) = group_with_log(dir.path());
+    let fail_once = AtomicBool::new(true);
+    g.set_snapshot_builder(move |req: &SnapshotRequest| {
+        if fail_once.swap(false, Ordering::SeqCst) {
+            return Err("not yet".into());
+        }
+        assert_eq!(req.stored_index, 3);
+        Ok(built(8, b"group at 8"))
+    });
+    assert_eq!(g.snapshot(0, 2).unwrap().get_metadata().index, 3);
+    g.set_conf_state(&voters(&[1, 2])).unwrap();
+    assert!(temporarily_unavailable(g.snapshot(0, 2)));
+    wait_group_idle(&g);
+    assert_eq!(g.snapshot_build_status().failed, 1);
+    assert!(temporarily_unavailable(g.snapshot(0, 2)));
+    wait_group_idle(&g);
+    let snap = g.snapshot(0, 2).unwrap();
+    assert_eq!(snap.get_metadata().index, 8);
+    assert_eq!(&snap.data[..], b"group at 8");
+    assert_eq!(g.first_index().unwrap(), 9);
+    engine.close().unwrap();
+    let engine = raftwal::Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.group(7).unwrap().uint(MetaInfo::SnapshotIndex), 8);
+}
+
+#[test]
+fn closing_the_engine_cancels_a_group_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, g) = group_with_log(dir.path());
+    let (started_tx, started) = mpsc::channel::<()>();
+    let started_tx = Mutex::new(started_tx);
+    g.set_snapshot_builder(move |req: &SnapshotRequest| {
+        let _ = started_tx.lock().unwrap().send(());
+        while !req.cancelled() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(built(9, b"too late"))
+    });
+    g.set_conf_state(&voters(&[1, 2])).unwrap();
+    assert!(temporarily_unavailable(g.snapshot(0, 2)));
+    started.recv().unwrap();
+    engine.close().unwrap();
+    assert!(!g.snapshot_build_status().running);
+    assert!(matches!(g.checkpoint(), Err(Error::Closed { .. })));
+    let engine = raftwal::Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.group(7).unwrap().uint(MetaInfo::SnapshotIndex), 3);
 }

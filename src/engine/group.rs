@@ -26,6 +26,7 @@ use crate::meta::MetaFile;
 use crate::proto::{
     ConfStateRecord, EngineGroupRecord, HardStateRecord, MetaRecord, SnapshotRecord,
 };
+use crate::snap_build::Builds;
 use crate::state::LogView;
 use crate::wal::Wal;
 
@@ -45,6 +46,9 @@ pub(crate) struct Group {
     pub snap_writer: Mutex<()>,
     /// The snapshot (term, index) the group's snapshot files were last tidied for.
     pub tidied: Mutex<(u64, u64)>,
+    /// The application's snapshot builder and its one build thread (stopped by close and
+    /// removal, before the group's files go).
+    pub builds: Builds,
 }
 
 /// A group's log as raft sees it.
@@ -676,6 +680,7 @@ pub(crate) fn assemble(
         writing: Mutex::new(()),
         snap_writer: Mutex::new(()),
         tidied: Mutex::new((0, 0)),
+        builds: Builds::default(),
     }
 }
 
