@@ -244,8 +244,13 @@ impl Builds {
         self.inner.cancel.store(true, Ordering::Release);
         let thread = self.inner.state.lock().thread.take();
         if let Some(t) = thread {
-            // A panic in the builder is caught inside the thread; nothing else can panic there.
-            let _ = t.join();
+            // A builder that (against its contract) owns the store's last handle drops it on
+            // the build thread itself when it is replaced: that thread cannot wait for itself,
+            // and is ending anyway.
+            if t.thread().id() != std::thread::current().id() {
+                // A panic in the builder is caught inside the thread; nothing else panics there.
+                let _ = t.join();
+            }
         }
     }
 }
