@@ -113,6 +113,13 @@ pub enum Error {
     #[error("group {group_id} exists")]
     GroupExists { group_id: u64 },
 
+    /// The application's [`crate::SnapshotBuilder`] failed (or panicked).
+    #[error("the snapshot builder failed: {source}")]
+    SnapshotBuild {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The engine (or the group) was closed or removed: the handle no longer touches any file.
     #[error("{what} is closed")]
     Closed { what: String },

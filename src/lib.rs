@@ -10,6 +10,8 @@
 //! * `snap/` — snapshot data files, CRC32C-checked.
 //!
 //! [`DiskStorage`] implements [`raft::Storage`]. See `docs/FORMAT.md` for every byte on disk.
+//! raftwal re-exports the `raft` crate it is built with (`raftwal::raft`), so an application
+//! that uses it gets the matching version.
 //!
 //! ```no_run
 //! use raft::prelude::*;
@@ -27,6 +29,72 @@
 //! assert_eq!(store.last_index().unwrap(), 1);
 //! # Ok::<(), raftwal::Error>(())
 //! ```
+//!
+//! # The Ready loop on `DiskStorage`
+//!
+//! `DiskStorage` is a cheap handle ([`Clone`]): give one to `RawNode::new` and keep another
+//! (`raw.store()` works too) for the calls below. The steps, for a node coming from
+//! `MemStorage`:
+//!
+//! 1. **Bootstrap.** A fresh directory is empty (`initial_state().initialized()` is false).
+//!    Either store the first membership with [`DiskStorage::set_conf_state`], or, as raft-rs's
+//!    `five_mem_node` does, `save` a snapshot at index 1 listing the first voter (then nodes
+//!    added later start from a snapshot). A directory that holds a node needs nothing: reopen
+//!    it, rebuild the state machine (the snapshot, then the log up to your applied index, kept
+//!    with `set_uint(MetaInfo::CheckpointIndex, applied)`), and start raft with
+//!    `Config { applied, .. }`.
+//! 2. **Each Ready.** Send `take_messages()` at once. Persist with one call:
+//!    `save(ready.hs().unwrap_or(&HardState::default()), ready.entries(), ready.snapshot())`
+//!    (a snapshot first, then the entries, then the hard state). Install a snapshot's data in
+//!    your state machine, apply `take_committed_entries()` (after a conf change:
+//!    `set_conf_state` with what `apply_conf_change` returns), and only then send
+//!    `take_persisted_messages()`.
+//! 3. **The LightReady** from `advance`: its `commit_index()` is part of the hard state, so
+//!    save `raw.raft.hard_state()` when it is `Some`; send its messages, apply its committed
+//!    entries, then `advance_apply()`.
+//! 4. **Async ready.** With `Options { sync_writes: false, .. }`, `save` only writes (raft can
+//!    read the entries back at once, as `advance_append_async` requires). Take several Readies,
+//!    calling `advance_append_async` after each; make them durable with one
+//!    [`DiskStorage::sync`]; then send their persisted messages and call
+//!    `on_persist_ready(last number)`. `examples/five_nodes.rs` runs both flows.
+//! 5. **Snapshots.** Call [`DiskStorage::create_snapshot`] (or `create_snapshot_from`, which
+//!    streams) at your applied index to compact the log: whenever it has grown enough, and,
+//!    unless a snapshot builder is registered, after each conf change that adds a node. raft
+//!    hands followers the stored snapshot; a node refuses one whose conf state does not list
+//!    it. With [`DiskStorage::set_snapshot_builder`] the store asks your builder for a new one
+//!    whenever the stored one is stale (see [`SnapshotBuilder`]).
+//!
+//! ```no_run
+//! use raftwal::raft::{prelude::*, RawNode};
+//! use raftwal::{DiskStorage, MetaInfo};
+//!
+//! fn on_ready(
+//!     raw: &mut RawNode<DiskStorage>,
+//!     send: &mut impl FnMut(Vec<Message>),
+//!     apply: &mut impl FnMut(&mut RawNode<DiskStorage>, Vec<Entry>) -> u64, // applied index
+//! ) -> Result<(), Box<dyn std::error::Error>> {
+//!     if !raw.has_ready() {
+//!         return Ok(());
+//!     }
+//!     let store = raw.store().clone();
+//!     let mut rd = raw.ready();
+//!     send(rd.take_messages());
+//!     store.save(rd.hs().unwrap_or(&HardState::default()), rd.entries(), rd.snapshot())?;
+//!     // (a snapshot in `rd` replaces the state machine here)
+//!     let applied = apply(raw, rd.take_committed_entries());
+//!     store.set_uint(MetaInfo::CheckpointIndex, applied);
+//!     send(rd.take_persisted_messages());
+//!     let mut light = raw.advance(rd);
+//!     if light.commit_index().is_some() {
+//!         store.save(&raw.raft.hard_state(), &[], &Snapshot::default())?;
+//!     }
+//!     send(light.take_messages());
+//!     let applied = apply(raw, light.take_committed_entries());
+//!     store.set_uint(MetaInfo::CheckpointIndex, applied);
+//!     raw.advance_apply();
+//!     Ok(())
+//! }
+//! ```
 
 pub mod archive;
 mod crypto;
@@ -43,6 +111,7 @@ mod proto;
 mod recovery;
 pub mod repair;
 mod snap;
+mod snap_build;
 mod state;
 mod storage;
 mod wal;
@@ -51,5 +120,11 @@ pub use engine::{Engine, EngineOptions, GroupStorage, WriteBatch};
 pub use error::{Error, Result};
 pub use meta::MetaInfo;
 pub use options::{Options, RecoveryMode};
+/// The raft-rs crate raftwal implements `raft::Storage` for (0.7): use it through here to get
+/// the matching version.
+pub use raft;
 pub use snap::SnapshotReader;
+pub use snap_build::{
+    BuildError, BuiltSnapshot, SnapshotBuildStatus, SnapshotBuilder, SnapshotRequest,
+};
 pub use storage::DiskStorage;

@@ -1,15 +1,18 @@
 //! `DiskStorage`: the facade raft-rs talks to, and the order of writes that makes it safe.
 //!
-//! Owns: the public API, the directory lock, validation of every request before anything is
-//! written, and the durable write order of `save`: payloads, then slots, then (when syncing) a
-//! flush of the log, and only then the hard state and snapshot in the meta page — so a durable
-//! commit index never points past durable entries. Files are removed only after the meta page
-//! that makes them obsolete is durable. Must never: write anything for a request it rejects,
-//! hold the lock after drop, or panic on any input.
+//! Owns: the public API, the handles (clones) of one store and the directory lock they share,
+//! validation of every request before anything is written, and the durable write order of
+//! `save`: payloads, then slots, then (when syncing) a flush of the log, and only then the hard
+//! state and snapshot in the meta page — so a durable commit index never points past durable
+//! entries. Files are removed only after the meta page that makes them obsolete is durable.
+//! Must never: write anything for a request it rejects, hold the lock (or leave a snapshot build
+//! running) once the last handle is dropped or closed, or panic on any input.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -25,13 +28,26 @@ use crate::options::Options;
 use crate::proto::{ConfStateRecord, SnapshotRecord};
 use crate::recovery;
 use crate::snap::{self, SnapshotReader};
+use crate::snap_build::{self, Builds, RequestFigures, SnapshotBuildStatus, SnapshotBuilder};
 use crate::state::{self, LogView, State};
 
 /// A Raft log, hard state and snapshot stored in one directory. Implements [`raft::Storage`].
 ///
-/// All methods take `&self` (but [`DiskStorage::close`]); readers run in parallel, writers one at
-/// a time. Dropping it flushes and releases the directory lock, as `close` does.
+/// A `DiskStorage` is a handle: [`Clone`] is cheap and every clone is the same store (so a
+/// `RawNode` and a snapshot thread can each hold one, no wrapper needed). All methods take
+/// `&self` (but [`DiskStorage::close`]); readers run in parallel, writers one at a time. The
+/// store stays open while any handle does: dropping or closing the last handle flushes,
+/// stops a snapshot build in progress (see [`DiskStorage::set_snapshot_builder`]) and
+/// releases the directory lock before it returns.
 pub struct DiskStorage {
+    s: Arc<Store>,
+    /// Counts as one of the store's handles (the build thread's own handle does not, so that
+    /// it never keeps the store open).
+    counted: bool,
+}
+
+/// The store every handle shares.
+struct Store {
     dir: PathBuf,
     opts: Options,
     inner: RwLock<Inner>,
@@ -46,11 +62,35 @@ pub struct DiskStorage {
     /// remove the file the winner's meta page names. Always taken before `inner`, never while
     /// holding it.
     snap_writer: Mutex<()>,
+    /// The application's snapshot builder and its one build thread.
+    builds: Builds,
+    /// Counted handles alive; the one that takes it to 0 closes the store.
+    handles: AtomicUsize,
     /// Holds the directory's exclusive lock; released when dropped (after `inner`).
     _lock: File,
     /// For the directory of an engine group: the engine root's lock, held so that no engine
     /// opens the root meanwhile.
     _engine_lock: Option<File>,
+}
+
+impl Clone for DiskStorage {
+    /// Another handle to the same store.
+    fn clone(&self) -> DiskStorage {
+        self.s.handles.fetch_add(1, Ordering::AcqRel);
+        DiskStorage {
+            s: Arc::clone(&self.s),
+            counted: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for DiskStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStorage")
+            .field("dir", &self.s.dir)
+            .field("handles", &self.s.handles.load(Ordering::Acquire))
+            .finish()
+    }
 }
 
 /// The log (`State`, which `Inner` dereferences to) and its meta page.
@@ -106,7 +146,7 @@ impl DiskStorage {
         let mut r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
         r.wal
             .set_recycle(opts.sync_writes && opts.recycle_log_files);
-        Ok(DiskStorage {
+        let store = Store {
             dir,
             opts,
             inner: RwLock::new(Inner {
@@ -120,8 +160,14 @@ impl DiskStorage {
             broken: Mutex::new(r.broken_snapshot_files),
             cipher,
             snap_writer: Mutex::new(()),
+            builds: Builds::default(),
+            handles: AtomicUsize::new(1),
             _lock: lock,
             _engine_lock: engine_lock,
+        };
+        Ok(DiskStorage {
+            s: Arc::new(store),
+            counted: true,
         })
     }
 
@@ -139,11 +185,11 @@ impl DiskStorage {
     pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
         let snap_index = snap.get_metadata().index;
         // A snapshot file is written only while holding `snap_writer` (taken before `inner`).
-        let _writer = (snap_index > 0).then(|| self.snap_writer.lock());
-        let mut inner = self.inner.write();
+        let _writer = (snap_index > 0).then(|| self.s.snap_writer.lock());
+        let mut inner = self.s.inner.write();
         state::check_save(&inner.state, hs, entries, snap)?;
         let installing = snap_index > 0;
-        let sync = self.opts.sync_writes;
+        let sync = self.s.opts.sync_writes;
         if installing {
             self.install_snapshot(&mut inner, snap.get_metadata(), &snap.data[..])?;
         }
@@ -188,7 +234,7 @@ impl DiskStorage {
         cs: &ConfStateRecord,
         data: impl Read,
     ) -> Result<SnapshotRecord> {
-        let written = snap::write_from(&self.dir, index, term, cs, data, self.cipher.as_ref())?;
+        let written = snap::write_from(&self.s.dir, index, term, cs, data, self.s.cipher.as_ref())?;
         Ok(SnapshotRecord {
             index,
             term,
@@ -207,17 +253,17 @@ impl DiskStorage {
             .as_ref()
             .filter(|s| s.data_len > 0)
             .map(|s| snap::file_name(s.term, s.index));
-        let broken = snap::tidy(&self.dir, keep.as_deref(), false)?;
-        self.broken.lock().extend(broken);
+        let broken = snap::tidy(&self.s.dir, keep.as_deref(), false)?;
+        self.s.broken.lock().extend(broken);
         Ok(())
     }
 
     /// Replaces the current conf state (the one `initial_state()` returns).
     pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), Error> {
-        let mut inner = self.inner.write();
+        let mut inner = self.s.inner.write();
         inner.meta.conf_state = Some(ConfStateRecord::from(cs));
         inner.meta_dirty = true;
-        if self.opts.sync_writes {
+        if self.s.opts.sync_writes {
             inner.sync()?;
         }
         Ok(())
@@ -248,9 +294,9 @@ impl DiskStorage {
         cs: Option<&ConfState>,
         data: R,
     ) -> Result<(), Error> {
-        let _writer = self.snap_writer.lock();
+        let _writer = self.s.snap_writer.lock();
         let (term, cs) = {
-            let inner = self.inner.read();
+            let inner = self.s.inner.read();
             Self::check_snapshot_index(&inner, index)?;
             let cs = match cs {
                 Some(cs) => ConfStateRecord::from(cs),
@@ -259,7 +305,7 @@ impl DiskStorage {
             (inner.wal.term(index)?, cs)
         };
         let record = self.write_snapshot_file(index, term, &cs, data)?;
-        let mut inner = self.inner.write();
+        let mut inner = self.s.inner.write();
         let still = Self::check_snapshot_index(&inner, index)
             .and_then(|_| inner.wal.term(index))
             .and_then(|t| {
@@ -278,7 +324,7 @@ impl DiskStorage {
                 .as_ref()
                 .is_some_and(|s| (s.term, s.index) == (term, index));
             if record.data_len > 0 && !named {
-                let _ = std::fs::remove_file(snap::path(&self.dir, term, index));
+                let _ = std::fs::remove_file(snap::path(&self.s.dir, term, index));
             }
             return Err(e);
         }
@@ -316,8 +362,8 @@ impl DiskStorage {
         metadata: &SnapshotMetadata,
         data: R,
     ) -> Result<(), Error> {
-        let _writer = self.snap_writer.lock();
-        let mut inner = self.inner.write();
+        let _writer = self.s.snap_writer.lock();
+        let mut inner = self.s.inner.write();
         if metadata.index > MAX_INDEX {
             return Err(Error::InvalidArgument(format!(
                 "snapshot index {} is past the largest index the log holds ({MAX_INDEX})",
@@ -348,31 +394,31 @@ impl DiskStorage {
     /// The current snapshot: its metadata and its data as a stream, verified as it is read.
     /// `Error::NoSnapshot` when there is none.
     pub fn snapshot_reader(&self) -> Result<SnapshotReader, Error> {
-        let inner = self.inner.read();
+        let inner = self.s.inner.read();
         let Some(s) = inner.meta.snapshot.as_ref().filter(|s| s.index > 0) else {
             return Err(Error::NoSnapshot {
-                path: self.dir.clone(),
+                path: self.s.dir.clone(),
             });
         };
-        SnapshotReader::open(&self.dir, s, self.cipher.as_ref())
+        SnapshotReader::open(&self.s.dir, s, self.s.cipher.as_ref())
     }
 
     /// Snapshot files that open found damaged (or that a later cleanup did) and renamed
     /// `<name>.broken` instead of removing them.
     pub fn broken_snapshot_files(&self) -> Vec<PathBuf> {
-        self.broken.lock().clone()
+        self.s.broken.lock().clone()
     }
 
     /// The checkpoint index the application stored with `set_uint(MetaInfo::CheckpointIndex, _)`.
     pub fn checkpoint(&self) -> Result<u64, Error> {
-        Ok(self.inner.read().meta.checkpoint_index)
+        Ok(self.s.inner.read().meta.checkpoint_index)
     }
 
     /// Sets raft id, group id or checkpoint index in memory; durable with the next flushed write,
     /// `sync()`, `close()` or drop. Snapshot index and term are set by snapshots only: setting
     /// them here is ignored.
     pub fn set_uint(&self, key: MetaInfo, value: u64) {
-        let mut inner = self.inner.write();
+        let mut inner = self.s.inner.write();
         let slot = match key {
             MetaInfo::RaftId => &mut inner.meta.raft_id,
             MetaInfo::GroupId => &mut inner.meta.group_id,
@@ -387,7 +433,7 @@ impl DiskStorage {
 
     /// Reads one of the meta page's integers.
     pub fn uint(&self, key: MetaInfo) -> u64 {
-        let inner = self.inner.read();
+        let inner = self.s.inner.read();
         match key {
             MetaInfo::RaftId => inner.meta.raft_id,
             MetaInfo::GroupId => inner.meta.group_id,
@@ -400,11 +446,11 @@ impl DiskStorage {
     /// Drops the data of Normal entries below `index`: they keep index, term and type and read
     /// back with empty data. Other entry types are untouched.
     pub fn truncate_entries_until(&self, index: u64) -> Result<(), Error> {
-        let mut inner = self.inner.write();
+        let mut inner = self.s.inner.write();
         // Entries at or below the snapshot are not part of the log: never read, never touched.
         let first = inner.first_index();
         inner.wal.clear_data(first, index)?;
-        if self.opts.sync_writes {
+        if self.s.opts.sync_writes {
             inner.sync()?;
         }
         Ok(())
@@ -412,28 +458,89 @@ impl DiskStorage {
 
     /// Number of entries in the log (`last_index() + 1 - first_index()`).
     pub fn num_entries(&self) -> usize {
-        self.inner.read().num_entries()
+        self.s.inner.read().num_entries()
     }
 
     /// Number of `.wal` files in the directory.
     pub fn num_log_files(&self) -> usize {
-        self.inner.read().wal.num_files()
+        self.s.inner.read().wal.num_files()
     }
 
     /// Makes everything written so far durable: the log, then the meta page.
     pub fn sync(&self) -> Result<(), Error> {
-        self.inner.write().sync()
+        self.s.inner.write().sync()
     }
 
-    /// Syncs and releases the directory lock.
-    pub fn close(self) -> Result<(), Error> {
+    /// Syncs, and gives up this handle. Other handles (clones) keep working: the store closes
+    /// with its last handle, closed or dropped, which stops a snapshot build in progress (see
+    /// [`DiskStorage::set_snapshot_builder`]) and releases the directory lock before it returns.
+    pub fn close(mut self) -> Result<(), Error> {
+        if !self.counted {
+            return self.sync();
+        }
+        // This handle no longer counts, whatever happens next: drop has nothing left to do.
+        self.counted = false;
+        if self.s.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.s.builds.stop();
+        }
         self.sync()
-        // Drop releases the lock; its own sync finds nothing left to do.
+        // When this was the last handle, the store goes with it (after the build thread, which
+        // was its only other owner): its drop releases the lock, its own sync finds nothing left.
+    }
+
+    /// Registers the application's snapshot builder (replacing any earlier one).
+    ///
+    /// From then on [`Storage::snapshot`] never hands raft a snapshot that no longer serves it:
+    /// when the stored snapshot is older than raft's `request_index`, or records another conf
+    /// state than the current one (it predates a conf change, so a node added since would refuse
+    /// it), it asks `builder` for one on a thread of its own, one build at a time, and returns
+    /// `SnapshotTemporarilyUnavailable` (raft tries again later) until the new snapshot is stored
+    /// with [`DiskStorage::create_snapshot_from`], which compacts the log as usual. A failed
+    /// build is recorded ([`DiskStorage::snapshot_build_status`]) and the next call that needs a
+    /// snapshot starts another.
+    ///
+    /// Closing or dropping the last handle cancels a build ([`crate::SnapshotRequest::cancelled`]),
+    /// stops a snapshot being written at its next chunk (nothing of it is kept), and waits for
+    /// the build thread. `builder` must not own a handle to this store (the store would never
+    /// close) nor wait for the thread that drops the last handle.
+    pub fn set_snapshot_builder(&self, builder: impl SnapshotBuilder) {
+        self.s.builds.set_builder(Arc::new(builder));
+    }
+
+    /// How the snapshot builds went: one running, stored, failed, and the last error.
+    pub fn snapshot_build_status(&self) -> SnapshotBuildStatus {
+        self.s.builds.status()
+    }
+
+    /// Starts a build for `request_index` (at most one at a time): the builder's snapshot is
+    /// written through a handle that does not keep the store open.
+    fn start_build(&self, request_index: u64) -> Result<()> {
+        let figures = {
+            let inner = self.s.inner.read();
+            RequestFigures {
+                request_index,
+                stored_index: inner.snapshot_index(),
+                conf_state: inner
+                    .meta
+                    .conf_state
+                    .as_ref()
+                    .map(ConfState::from)
+                    .unwrap_or_default(),
+                checkpoint: inner.meta.checkpoint_index,
+            }
+        };
+        let store = DiskStorage {
+            s: Arc::clone(&self.s),
+            counted: false,
+        };
+        self.s.builds.start(figures, move |built| {
+            store.create_snapshot_from(built.index, built.conf_state.as_ref(), built.data)
+        })
     }
 
     /// The directory this storage lives in.
     pub fn path(&self) -> &Path {
-        &self.dir
+        &self.s.dir
     }
 }
 
@@ -475,6 +582,16 @@ fn lock_engine_root(dir: &Path, root: &Path) -> Result<File> {
 
 impl Drop for DiskStorage {
     fn drop(&mut self) {
+        if self.counted && self.s.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last handle: the build thread goes first (it holds the store), then the
+            // store's own drop flushes and releases the lock.
+            self.s.builds.stop();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
         // Errors cannot be returned from drop; `close()` is the way to see them.
         let _ = self.inner.get_mut().sync();
     }
@@ -482,7 +599,7 @@ impl Drop for DiskStorage {
 
 impl Storage for DiskStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(self.inner.read().initial_state())
+        Ok(self.s.inner.read().initial_state())
     }
 
     fn entries(
@@ -492,25 +609,57 @@ impl Storage for DiskStorage {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        Ok(self.inner.read().entries(low, high, max_size.into())?)
+        Ok(self.s.inner.read().entries(low, high, max_size.into())?)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        Ok(self.inner.read().term(idx)?)
+        Ok(self.s.inner.read().term(idx)?)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.inner.read().first_index())
+        Ok(self.s.inner.read().first_index())
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.inner.read().last_index())
+        Ok(self.s.inner.read().last_index())
     }
 
+    /// The stored snapshot, with its data, if its index is at least `request_index`; otherwise
+    /// `SnapshotTemporarilyUnavailable` (raft asks again later).
+    ///
+    /// Without a snapshot builder this is all: the stored snapshot is the last one `save`
+    /// installed or `create_snapshot` took, with the conf state it recorded. raft-rs's
+    /// `MemStorage` builds its snapshot at the commit index with the current membership; here
+    /// the application must keep the stored one current instead. After applying a conf change
+    /// that adds a node, call `set_conf_state`, then `create_snapshot` at the applied index
+    /// (its conf state then lists the new node), before the new node needs a snapshot: a node
+    /// refuses a snapshot whose conf state does not list it ("attempted to restore snapshot
+    /// but it is not in the ConfState") and never joins.
+    ///
+    /// With a builder ([`DiskStorage::set_snapshot_builder`]), a stored snapshot older than
+    /// `request_index` or recording another conf state than the current one is not handed out:
+    /// a build starts (one at a time, off this thread) and the answer is
+    /// `SnapshotTemporarilyUnavailable` until its snapshot is stored.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Ok(self
-            .inner
-            .read()
-            .snapshot(&self.dir, self.cipher.as_ref(), request_index)?)
+        {
+            let inner = self.s.inner.read();
+            let stored = inner.meta.snapshot.as_ref();
+            let serves = snap_build::serves(
+                inner.snapshot_index(),
+                stored.and_then(|s| s.conf_state.as_ref()),
+                inner.meta.conf_state.as_ref(),
+                request_index,
+            );
+            if serves || !self.s.builds.has_builder() {
+                return Ok(inner.snapshot(&self.s.dir, self.s.cipher.as_ref(), request_index)?);
+            }
+        }
+        self.start_build(request_index)?;
+        let available = self.s.inner.read().snapshot_index();
+        Err(Error::SnapshotTemporarilyUnavailable {
+            requested: request_index,
+            available,
+        }
+        .into())
     }
 }

@@ -502,7 +502,7 @@ fn verify_reports_a_damaged_meta_copy_and_inspect_shows_the_copy_in_use() {
         err.contains(&format!("wal.meta's copy {in_use} is damaged")),
         "{err}"
     );
-    let e = DiskStorage::open(&dir).err().expect("open fails");
+    let e = DiskStorage::open(&dir).expect_err("open fails");
     assert!(e.to_string().contains("wal.meta's copy"), "{e}");
 }
 

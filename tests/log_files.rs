@@ -1204,7 +1204,7 @@ fn disk_storage_is_shared_between_threads() {
         "only {overlapping} reads ran while the writer wrote"
     );
     check_range(&s, 1, N, |_| 1, "after the writer");
-    let s = Arc::try_unwrap(s).ok().expect("no other owners left");
+    let s = Arc::try_unwrap(s).expect("no other owners left");
     s.close().unwrap();
 }
 

@@ -27,6 +27,7 @@ use crate::meta::MetaFile;
 use crate::proto::{
     ConfStateRecord, EngineGroupRecord, HardStateRecord, MetaRecord, SnapshotRecord,
 };
+use crate::snap_build::Builds;
 use crate::state::LogView;
 use crate::wal::Wal;
 
@@ -46,6 +47,9 @@ pub(crate) struct Group {
     pub snap_writer: Mutex<()>,
     /// The snapshot (term, index) the group's snapshot files were last tidied for.
     pub tidied: Mutex<(u64, u64)>,
+    /// The application's snapshot builder and its one build thread (stopped by close and
+    /// removal, before the group's files go).
+    pub builds: Builds,
 }
 
 /// A group's log as raft sees it.
@@ -736,6 +740,7 @@ pub(crate) fn assemble(
         writing: Mutex::new(()),
         snap_writer: Mutex::new(()),
         tidied: Mutex::new((0, 0)),
+        builds: Builds::default(),
     }
 }
 

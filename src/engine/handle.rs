@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::meta::MetaInfo;
 use crate::proto::{ConfStateRecord, SnapshotRecord};
 use crate::snap::{self, SnapshotReader};
+use crate::snap_build::{self, RequestFigures, SnapshotBuildStatus, SnapshotBuilder};
 
 /// A handle to one group of an [`crate::Engine`]: a `raft::Storage` with the rules of
 /// `DiskStorage`, and its inherent methods with the same meaning. Cheap to clone. After the
@@ -236,6 +237,42 @@ impl GroupStorage {
         Ok(())
     }
 
+    /// `DiskStorage::set_snapshot_builder` for this group: when raft asks `snapshot()` and the
+    /// stored snapshot is older than its request or records another conf state than the
+    /// current one, `builder` is asked for one on a thread of its own (one build at a time),
+    /// and `SnapshotTemporarilyUnavailable` is the answer until it is stored with
+    /// [`GroupStorage::create_snapshot_from`]. The engine's close (or the group's removal)
+    /// cancels a build and waits for its thread.
+    pub fn set_snapshot_builder(&self, builder: impl SnapshotBuilder) {
+        self.group.builds.set_builder(Arc::new(builder));
+    }
+
+    /// How the group's snapshot builds went: one running, stored, failed, and the last error.
+    pub fn snapshot_build_status(&self) -> SnapshotBuildStatus {
+        self.group.builds.status()
+    }
+
+    /// Starts a build for `request_index` (at most one at a time).
+    fn start_build(&self, request_index: u64) -> Result<()> {
+        let figures = self.read(|log| {
+            Ok(RequestFigures {
+                request_index,
+                stored_index: log.snapshot_index(),
+                conf_state: log
+                    .meta
+                    .conf_state
+                    .as_ref()
+                    .map(ConfState::from)
+                    .unwrap_or_default(),
+                checkpoint: log.meta.checkpoint_index,
+            })
+        })?;
+        let group = self.clone();
+        self.group.builds.start(figures, move |built| {
+            group.create_snapshot_from(built.index, built.conf_state.as_ref(), built.data)
+        })
+    }
+
     /// The current snapshot: its metadata and its data as a stream, verified as it is read.
     pub fn snapshot_reader(&self) -> Result<SnapshotReader, Error> {
         self.read(
@@ -382,7 +419,31 @@ impl Storage for GroupStorage {
         Ok(self.read(|log| Ok(log.last_index()))?)
     }
 
+    /// As `DiskStorage`'s: the stored snapshot if its index is at least `request_index`, else
+    /// `SnapshotTemporarilyUnavailable`; with a snapshot builder
+    /// ([`GroupStorage::set_snapshot_builder`]) a stale one (older than the request, or
+    /// predating the current conf state) starts a build instead of being handed out.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.group.builds.has_builder() {
+            let serves = self.read(|log| {
+                let stored = log.meta.snapshot.as_ref();
+                Ok(snap_build::serves(
+                    log.snapshot_index(),
+                    stored.and_then(|s| s.conf_state.as_ref()),
+                    log.meta.conf_state.as_ref(),
+                    request_index,
+                ))
+            })?;
+            if !serves {
+                self.start_build(request_index)?;
+                let available = self.read(|log| Ok(log.snapshot_index()))?;
+                return Err(Error::SnapshotTemporarilyUnavailable {
+                    requested: request_index,
+                    available,
+                }
+                .into());
+            }
+        }
         let reader = self.read(
             |log| match log.meta.snapshot.as_ref().filter(|s| s.index > 0) {
                 Some(s) if s.index >= request_index => Ok(Some(SnapshotReader::open(

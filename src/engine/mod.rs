@@ -272,6 +272,11 @@ impl Engine {
     /// deleted). Handles to it fail from then on.
     pub fn remove_group(&self, group_id: u64) -> Result<(), Error> {
         self.shared.check_usable()?;
+        // Its snapshot build ends first (it may need the commit pipeline to finish).
+        let group = self.shared.groups.read().get(&group_id).cloned();
+        if let Some(g) = group {
+            g.builds.stop();
+        }
         let _lead = commit::lead(&self.shared);
         let g = self
             .shared
@@ -323,6 +328,13 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     if shared.closed.load(Ordering::Acquire) {
         return Ok(());
     }
+    // Snapshot builds end first, while the engine still runs (a build's write may need the
+    // commit pipeline); their writes stop at the next chunk.
+    let groups: Vec<Arc<Group>> = shared.groups.read().values().cloned().collect();
+    for g in &groups {
+        g.builds.stop();
+    }
+    drop(groups);
     shared.stopping.store(true, Ordering::Release);
     segments::stop(shared);
     checkpoint::stop(shared);
