@@ -3,7 +3,7 @@
 //!
 //! Each case runs a random sequence of steps on one engine root and, beside it, on an independent
 //! in-memory model: one reference model of SPEC §4 per group (`Model` from
-//! `fuzz/fuzz_targets/common/ops_model.rs`, the model `tests/model.rs` and the `ops_model` fuzz
+//! `tests/fuzz/common/ops_model.rs`, the model `tests/model.rs` and the `ops_model` fuzz
 //! target check `DiskStorage` against, included here with `#[path]`), and the set of groups.
 //! The steps:
 //!
@@ -43,7 +43,7 @@ use raftwal::WriteBatch;
 use raftwal::{DiskStorage, Engine, EngineOptions, Error, GroupStorage, Options, RecoveryMode};
 
 #[allow(dead_code)]
-#[path = "../fuzz/fuzz_targets/common/mod.rs"]
+#[path = "fuzz/common/mod.rs"]
 mod common;
 
 use common::ops_model::{
