@@ -28,8 +28,10 @@
 //! # Ok::<(), raftwal::Error>(())
 //! ```
 
+#[cfg(feature = "archive")]
 pub mod archive;
 mod crypto;
+#[cfg(feature = "archive")]
 pub mod endpoint;
 mod engine;
 mod error;

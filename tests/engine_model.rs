@@ -625,7 +625,7 @@ fn action_summary(a: &Action) -> String {
 /// writes 29,990 entries to group 1 so that its appends cross the 30,000-entry file boundary.
 fn run_case(case: u64) -> Result<Stats, String> {
     let mut r = Rng(splitmix(0xE461_7E00 + case));
-    let sync = case % 3 == 0;
+    let sync = case.is_multiple_of(3);
     let key = (case % 4 == 3).then_some([0x5a; 32]);
     let mut h = Harness::new(sync, key);
     for _ in 0..r.range(2, 5) {

@@ -293,7 +293,7 @@ fn on_flush(call: &'static str, fd: libc::c_int) {
         // that step (its flushes wait for this one: the script moves on by one step at most).
         let phase = match after - before {
             0 => before,
-            1 if before % 2 == 0 => after,
+            1 if before.is_multiple_of(2) => after,
             1 => before,
             _ => {
                 rec.error = Some(format!(
@@ -712,7 +712,7 @@ fn run_point(
         t.mixes += 1;
         mix.materialize(scratch);
         let extreme = k < 2;
-        let strict = extreme || t.mixes % 4 == 0;
+        let strict = extreme || t.mixes.is_multiple_of(4);
         let cont = t.mixes % 8 == 3;
         let mut results = Vec::new();
         let r = catch_unwind(AssertUnwindSafe(|| {
