@@ -11,12 +11,22 @@
 //!
 //! [`DiskStorage`] implements [`raft::Storage`]. See `docs/FORMAT.md` for every byte on disk.
 //!
-//! ```no_run
+//! Cargo features, all on by default: `archive` (the `archive` and `endpoint` modules: backup
+//! archives and pulling one from a node), `cli` (the `raftwal` operator binary) and
+//! `default-logger` (raft-rs's own). With `default-features = false` this crate is the engine
+//! alone, and raft-rs is built with only its `protobuf-codec` feature.
+//!
+//! [`raft::Storage`]: https://docs.rs/raft/0.7/raft/storage/trait.Storage.html
+//!
+//! ```
 //! use raft::prelude::*;
 //! use raft::Storage;
 //! use raftwal::DiskStorage;
 //!
-//! let store = DiskStorage::open("/tmp/raft-1")?;
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path();
+//! // `path`: the group's directory, e.g. /var/lib/app/raft
+//! let store = DiskStorage::open(path)?;
 //! let mut e = Entry::default();
 //! e.index = 1;
 //! e.term = 1;
@@ -25,8 +35,10 @@
 //! hs.term = 1;
 //! store.save(&hs, &[e], &Snapshot::default())?;
 //! assert_eq!(store.last_index().unwrap(), 1);
-//! # Ok::<(), raftwal::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![warn(missing_docs)]
 
 #[cfg(feature = "archive")]
 pub mod archive;
