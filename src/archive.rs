@@ -74,11 +74,15 @@ pub type ConfStateJson = ConfStateInfo;
 pub struct ArchiveMeta {
     /// Archive format version ([`FORMAT_VERSION`]).
     pub format_version: u32,
+    /// The snapshot's index.
     pub index: u64,
+    /// The snapshot's term.
     pub term: u64,
+    /// The snapshot's conf state.
     pub conf_state: ConfStateJson,
     /// Bytes of `state.bin`.
     pub size: u64,
+    /// When the archive was written (seconds since the Unix epoch).
     pub created_unix_secs: u64,
     /// Hex SHA-256 of `state.bin`, as listed in `SHA256SUMS` (not stored in `meta.json`).
     pub state_sha256: String,
@@ -119,6 +123,7 @@ impl MetaJson {
 /// A verified archive.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ArchiveStatus {
+    /// What the archive describes.
     pub meta: ArchiveMeta,
     /// Hex SHA-256 of the whole archive file.
     pub archive_sha256: String,

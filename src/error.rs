@@ -12,59 +12,104 @@ pub enum Error {
     /// An I/O call failed; `op` says what raftwal was doing.
     #[error("{op} {}: {source}", path.display())]
     Io {
+        /// What raftwal was doing (e.g. "fsync", "create directory").
         op: &'static str,
+        /// The file or directory it was doing it to.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
 
     /// Another `DiskStorage` (in this or another process) holds the directory's lock.
     #[error("{} is locked by another DiskStorage (in this or another process)", path.display())]
-    Locked { path: PathBuf },
+    Locked {
+        /// The locked directory.
+        path: PathBuf,
+    },
 
     /// Bytes on disk that fail a checksum or a range check.
     #[error("corrupt {} at offset {offset}: {reason}", path.display())]
     Corrupt {
+        /// The damaged file.
         path: PathBuf,
+        /// Byte offset of the damage in the file.
         offset: u64,
+        /// What is wrong there.
         reason: String,
     },
 
     /// A file the log needs is not there (a missing middle file, a missing snapshot file).
     #[error("missing {}: {reason}", path.display())]
-    MissingFile { path: PathBuf, reason: String },
+    MissingFile {
+        /// The file that should be there.
+        path: PathBuf,
+        /// Why it is needed.
+        reason: String,
+    },
 
     /// The directory was written by a format this build does not understand.
     #[error("{} has format version {found}; this build reads up to {supported}", path.display())]
     UnsupportedVersion {
+        /// The file holding the version.
         path: PathBuf,
+        /// The version found.
         found: u32,
+        /// The newest version this build reads.
         supported: u32,
     },
 
     /// The requested index is at or below the snapshot: its entry is gone.
     #[error("index {index} is compacted (first index is {first_index})")]
-    Compacted { index: u64, first_index: u64 },
+    Compacted {
+        /// The index asked for.
+        index: u64,
+        /// The log's first index.
+        first_index: u64,
+    },
 
     /// The requested index is above the last index.
     #[error("index {index} is unavailable (last index is {last_index})")]
-    Unavailable { index: u64, last_index: u64 },
+    Unavailable {
+        /// The index asked for.
+        index: u64,
+        /// The log's last index.
+        last_index: u64,
+    },
 
     /// A snapshot at or below the current one.
     #[error("snapshot at index {index} is out of date (current snapshot index is {current})")]
-    SnapshotOutOfDate { index: u64, current: u64 },
+    SnapshotOutOfDate {
+        /// The offered snapshot's index.
+        index: u64,
+        /// The current snapshot's index.
+        current: u64,
+    },
 
     /// No snapshot at or above the requested index exists yet.
     #[error("no snapshot at or above index {requested} (current snapshot index is {available})")]
-    SnapshotTemporarilyUnavailable { requested: u64, available: u64 },
+    SnapshotTemporarilyUnavailable {
+        /// The `request_index` raft asked for.
+        requested: u64,
+        /// The index of the snapshot there is.
+        available: u64,
+    },
 
     /// The encryption key does not fit the store: missing, wrong, or given for a plaintext store.
     #[error("{}: {reason}", path.display())]
-    Encryption { path: PathBuf, reason: String },
+    Encryption {
+        /// The file whose encryption does not fit the key.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
 
     /// The directory has no snapshot (its snapshot index is 0).
     #[error("{} has no snapshot", path.display())]
-    NoSnapshot { path: PathBuf },
+    NoSnapshot {
+        /// The WAL directory.
+        path: PathBuf,
+    },
 
     /// A snapshot with index 0 where a real one is needed (to install, to restore).
     #[error("empty snapshot (index 0): {0}")]
@@ -73,7 +118,12 @@ pub enum Error {
     /// A backup archive that fails verification: unknown or missing members, a hash mismatch,
     /// truncation, trailing bytes, an unreadable `meta.json`.
     #[error("invalid snapshot archive {}: {reason}", path.display())]
-    InvalidArchive { path: PathBuf, reason: String },
+    InvalidArchive {
+        /// The archive.
+        path: PathBuf,
+        /// The first problem found.
+        reason: String,
+    },
 
     /// Entries passed to `save` that do not fit the log: a gap, a hole, or below the first index.
     #[error("invalid append: {0}")]
@@ -87,48 +137,71 @@ pub enum Error {
     /// or closed connection, a timeout, or bytes that break the protocol (`op` says which step).
     #[error("{op} {addr}: {source}")]
     Network {
+        /// The step that failed (e.g. "connect to").
         op: &'static str,
+        /// The node's address, as given.
         addr: String,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },
 
     /// The node at `addr` answered with an error of its own (e.g. it has no snapshot yet).
     #[error("{addr} refused the snapshot pull: {reason}")]
-    Remote { addr: String, reason: String },
+    Remote {
+        /// The node's address, as given.
+        addr: String,
+        /// The node's own message.
+        reason: String,
+    },
 
     /// A part of an engine write failed: the group it was for, and why.
     #[error("group {group_id}: {source}")]
     Group {
+        /// The group the failed part was for.
         group_id: u64,
+        /// Why it failed.
         #[source]
         source: Box<Error>,
     },
 
     /// No group with this id in the engine.
     #[error("no group {group_id} in the engine")]
-    UnknownGroup { group_id: u64 },
+    UnknownGroup {
+        /// The id asked for.
+        group_id: u64,
+    },
 
     /// `create_group` of a group that exists.
     #[error("group {group_id} exists")]
-    GroupExists { group_id: u64 },
+    GroupExists {
+        /// The id asked for.
+        group_id: u64,
+    },
 
     /// The application's [`crate::SnapshotBuilder`] failed (or panicked).
     #[error("the snapshot builder failed: {source}")]
     SnapshotBuild {
+        /// What the builder returned (or what its panic said).
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// The engine (or the group) was closed or removed: the handle no longer touches any file.
     #[error("{what} is closed")]
-    Closed { what: String },
+    Closed {
+        /// What was closed (the engine, or a group).
+        what: String,
+    },
 
     /// An engine write failed after its journal record was written (so the engine's memory may
     /// no longer match its files): every later call fails until the engine is opened again,
     /// which replays the journal.
     #[error("the engine stopped after a failed write ({reason}); open it again")]
-    Poisoned { reason: String },
+    Poisoned {
+        /// The failure that stopped it.
+        reason: String,
+    },
 }
 
 impl Error {

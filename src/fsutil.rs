@@ -4,10 +4,13 @@
 //! [`NewFile`]: a new file that is written under a temporary name and never replaces an existing
 //! one. Must never: decide what a file means.
 
+#[cfg(feature = "archive")]
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(feature = "archive")]
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
@@ -60,6 +63,7 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+#[cfg(feature = "archive")]
 /// `path` with `suffix` appended to its file name.
 pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = OsString::from(path.as_os_str());
@@ -67,6 +71,7 @@ pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+#[cfg(feature = "archive")]
 /// The directory holding `path` (`.` for a bare file name).
 pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
@@ -93,6 +98,7 @@ pub(crate) fn refuse_existing(path: &Path) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "archive")]
 /// A file being created as `<out>.tmp`, to become `out` only by [`NewFile::commit`]: fsynced,
 /// moved to `out` without ever replacing an existing file, and the directory fsynced. Dropped
 /// without a commit (an error, a panic), it removes the temporary file, so a failure leaves
@@ -105,6 +111,7 @@ pub(crate) struct NewFile {
     committed: bool,
 }
 
+#[cfg(feature = "archive")]
 impl NewFile {
     /// Creates `<out>.tmp`. An existing `out` is refused (`Error::Io` of kind `AlreadyExists`,
     /// "refuse to overwrite"), and so is an existing `<out>.tmp` (left by an interrupted save:
@@ -159,6 +166,7 @@ impl NewFile {
     }
 }
 
+#[cfg(feature = "archive")]
 impl Drop for NewFile {
     fn drop(&mut self) {
         if !self.committed {
@@ -167,6 +175,7 @@ impl Drop for NewFile {
     }
 }
 
+#[cfg(feature = "archive")]
 /// Moves `from` to `to` unless `to` exists: a hard link (which refuses an existing target)
 /// then removal of `from`; where links are not supported, a check then a rename.
 fn move_no_replace(from: &Path, to: &Path) -> Result<()> {

@@ -31,10 +31,15 @@ use crate::snap::{self, SnapshotReader};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfStateInfo {
+    /// Voters (of the incoming configuration, in a joint one).
     pub voters: Vec<u64>,
+    /// Learners.
     pub learners: Vec<u64>,
+    /// Voters of the outgoing configuration (empty unless joint).
     pub voters_outgoing: Vec<u64>,
+    /// Voters of the outgoing configuration that become learners on leaving the joint one.
     pub learners_next: Vec<u64>,
+    /// Whether raft leaves the joint configuration on its own.
     pub auto_leave: bool,
 }
 
@@ -72,18 +77,26 @@ impl From<&ConfStateInfo> for ConfState {
 /// The hard state, as tools print it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HardStateInfo {
+    /// Current term.
     pub term: u64,
+    /// Who this node voted for in `term` (0: nobody).
     pub vote: u64,
+    /// Commit index.
     pub commit: u64,
 }
 
 /// The current snapshot's metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SnapshotInfo {
+    /// Index of the last entry the snapshot covers.
     pub index: u64,
+    /// Term of that entry.
     pub term: u64,
+    /// The conf state at `index`.
     pub conf_state: ConfStateInfo,
+    /// Length of the snapshot data, in bytes (0: no data).
     pub data_len: u64,
+    /// CRC32C of the snapshot data.
     pub data_crc32c: u32,
     /// The snapshot data file, when the snapshot has data.
     pub file: Option<PathBuf>,
@@ -92,7 +105,9 @@ pub struct SnapshotInfo {
 /// One log file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogFileInfo {
+    /// File name (`NNNNN.wal`).
     pub name: String,
+    /// File id (the number in its name).
     pub id: u64,
     /// Index slot 0 holds.
     pub base_index: u64,
@@ -100,23 +115,34 @@ pub struct LogFileInfo {
     pub entries: u64,
     /// Last index it holds (`base_index - 1` when it holds none).
     pub last_index: u64,
+    /// File size, in bytes.
     pub size_bytes: u64,
 }
 
 /// What a WAL directory holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// The WAL directory.
     pub dir: PathBuf,
+    /// Format version of `wal.meta`.
     pub format_version: u32,
+    /// [`MetaInfo::RaftId`](crate::MetaInfo::RaftId).
     pub raft_id: u64,
+    /// [`MetaInfo::GroupId`](crate::MetaInfo::GroupId).
     pub group_id: u64,
+    /// [`MetaInfo::CheckpointIndex`](crate::MetaInfo::CheckpointIndex).
     pub checkpoint_index: u64,
+    /// The stored hard state.
     pub hard_state: HardStateInfo,
+    /// The current conf state (the one `initial_state()` returns).
     pub conf_state: ConfStateInfo,
+    /// The current snapshot, if there is one.
     pub snapshot: Option<SnapshotInfo>,
     /// First index `entries()` can return (snapshot index + 1).
     pub first_index: u64,
+    /// Last index of the log (as open would find it).
     pub last_index: u64,
+    /// The log files, oldest first.
     pub files: Vec<LogFileInfo>,
     /// Damage that ends the log early (open would cut it there by default).
     pub tail_damage: Option<String>,
@@ -168,9 +194,13 @@ impl From<&Copies> for MetaCopiesInfo {
 /// What [`Inspector::verify`] checked.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
+    /// Log files checked.
     pub files_checked: u64,
+    /// Entries whose slot and payload checksums were checked.
     pub entries_checked: u64,
+    /// Payload bytes checked.
     pub payload_bytes_checked: u64,
+    /// Snapshot data bytes checked.
     pub snapshot_bytes_checked: u64,
 }
 

@@ -13,12 +13,22 @@
 //! raftwal re-exports the `raft` crate it is built with (`raftwal::raft`), so an application
 //! that uses it gets the matching version.
 //!
-//! ```no_run
+//! Cargo features, all on by default: `archive` (the `archive` and `endpoint` modules: backup
+//! archives and pulling one from a node), `cli` (the `raftwal` operator binary) and
+//! `default-logger` (raft-rs's own). With `default-features = false` this crate is the engine
+//! alone, and raft-rs is built with only its `protobuf-codec` feature.
+//!
+//! [`raft::Storage`]: https://docs.rs/raft/0.7/raft/storage/trait.Storage.html
+//!
+//! ```
 //! use raft::prelude::*;
 //! use raft::Storage;
 //! use raftwal::DiskStorage;
 //!
-//! let store = DiskStorage::open("/tmp/raft-1")?;
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path();
+//! // `path`: the group's directory, e.g. /var/lib/app/raft
+//! let store = DiskStorage::open(path)?;
 //! let mut e = Entry::default();
 //! e.index = 1;
 //! e.term = 1;
@@ -27,7 +37,7 @@
 //! hs.term = 1;
 //! store.save(&hs, &[e], &Snapshot::default())?;
 //! assert_eq!(store.last_index().unwrap(), 1);
-//! # Ok::<(), raftwal::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # The Ready loop on `DiskStorage`
@@ -96,8 +106,12 @@
 //! }
 //! ```
 
+#![warn(missing_docs)]
+
+#[cfg(feature = "archive")]
 pub mod archive;
 mod crypto;
+#[cfg(feature = "archive")]
 pub mod endpoint;
 mod engine;
 mod error;

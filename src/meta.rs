@@ -307,7 +307,7 @@ pub(crate) fn read_only<R: PageRecord>(dir: &Path, cipher: Option<&Cipher>) -> R
 }
 
 fn check_len(path: &Path, len: u64) -> Result<()> {
-    if len < (2 * MIN_REGION) as u64 || len % 2 != 0 || len > (1 << 40) {
+    if len < (2 * MIN_REGION) as u64 || !len.is_multiple_of(2) || len > (1 << 40) {
         return Err(Error::corrupt(
             path,
             len,

@@ -24,6 +24,7 @@ use crate::recovery::{self, LogPlan, Scan};
 /// What a repair does (or, from [`check`], would do) to a directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RepairReport {
+    /// The WAL directory.
     pub dir: PathBuf,
     /// The first damage in the log (file, offset, what is wrong), when there is any.
     pub damage: Option<String>,
@@ -31,9 +32,13 @@ pub struct RepairReport {
     pub last_index: u64,
     /// Files removed: log files after the damage, and leftovers open would remove anyway.
     pub removed_files: Vec<PathBuf>,
+    /// The stored commit index before the repair.
     pub commit_before: u64,
+    /// The commit index after it (at most `last_index`).
     pub commit_after: u64,
+    /// The checkpoint index before the repair.
     pub checkpoint_before: u64,
+    /// The checkpoint index after it (at most `last_index`).
     pub checkpoint_after: u64,
     /// Anything changes at all (`false`: the log is whole and within its commit index).
     pub needed: bool,

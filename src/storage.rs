@@ -39,6 +39,8 @@ use crate::state::{self, LogView, State};
 /// store stays open while any handle does: dropping or closing the last handle flushes,
 /// stops a snapshot build in progress (see [`DiskStorage::set_snapshot_builder`]) and
 /// releases the directory lock before it returns.
+///
+/// [`raft::Storage`]: https://docs.rs/raft/0.7/raft/storage/trait.Storage.html
 pub struct DiskStorage {
     s: Arc<Store>,
     /// Counts as one of the store's handles (the build thread's own handle does not, so that
@@ -132,11 +134,50 @@ impl Inner {
 
 impl DiskStorage {
     /// Opens the WAL in `dir` with default [`Options`], creating it (and `dir`) if needed.
+    ///
+    /// What is saved is served back through [`raft::Storage`], also after a reopen:
+    ///
+    /// ```
+    /// use raft::prelude::{Entry, HardState, Snapshot};
+    /// use raft::{GetEntriesContext, Storage};
+    /// use raftwal::DiskStorage;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = DiskStorage::open(dir.path())?;
+    /// // A new directory holds an empty log, as `MemStorage::new()` does.
+    /// assert_eq!((store.first_index()?, store.last_index()?), (1, 0));
+    ///
+    /// let mut e = Entry::default();
+    /// (e.index, e.term, e.data) = (1, 2, b"put x=1".to_vec().into());
+    /// store.save(&HardState::default(), &[e], &Snapshot::default())?;
+    /// store.close()?;
+    ///
+    /// let store = DiskStorage::open(dir.path())?;
+    /// assert_eq!(store.term(1)?, 2);
+    /// let got = store.entries(1, 2, None, GetEntriesContext::empty(false))?;
+    /// assert_eq!(&got[0].data[..], b"put x=1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`raft::Storage`]: https://docs.rs/raft/0.7/raft/storage/trait.Storage.html
     pub fn open<P: AsRef<Path>>(dir: P) -> Result<DiskStorage, Error> {
         Self::open_with(dir, Options::default())
     }
 
     /// Opens the WAL in `dir`, creating it (and `dir`) if needed, recovering it otherwise.
+    ///
+    /// ```
+    /// use raftwal::{DiskStorage, Options, RecoveryMode};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = Options {
+    ///     sync_writes: false, // flushed by sync(), close() or drop
+    ///     recovery_mode: RecoveryMode::AbsoluteConsistency, // any damage is an error
+    ///     ..Options::default()
+    /// };
+    /// let store = DiskStorage::open_with(dir.path(), opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_with<P: AsRef<Path>>(dir: P, opts: Options) -> Result<DiskStorage, Error> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
@@ -182,6 +223,36 @@ impl DiskStorage {
     /// (`InvalidAppend`, nothing changed). raft-rs never asks for either (committed entries never
     /// change); a crash in the middle of such an overwrite would leave a durable commit index
     /// pointing past durable entries, which open refuses.
+    ///
+    /// In a raft-rs Ready loop it takes `ready.hs()` (or a default hard state), `ready.entries()`
+    /// and `ready.snapshot()` in one call:
+    ///
+    /// ```
+    /// use raft::prelude::{Entry, HardState, Snapshot};
+    /// use raft::Storage;
+    /// use raftwal::DiskStorage;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = DiskStorage::open(dir.path())?;
+    /// let entry = |index, term| {
+    ///     let mut e = Entry::default();
+    ///     (e.index, e.term) = (index, term);
+    ///     e
+    /// };
+    /// let mut hs = HardState::default();
+    /// (hs.term, hs.vote, hs.commit) = (1, 1, 2);
+    /// store.save(&hs, &[entry(1, 1), entry(2, 1), entry(3, 1)], &Snapshot::default())?;
+    /// assert_eq!(store.initial_state()?.hard_state, hs);
+    ///
+    /// // A new leader's entries replace the uncommitted suffix from index 3 on.
+    /// store.save(&HardState::default(), &[entry(3, 2), entry(4, 2)], &Snapshot::default())?;
+    /// assert_eq!((store.last_index()?, store.term(3)?), (4, 2));
+    ///
+    /// // A gap is refused, and nothing changes.
+    /// assert!(store.save(&HardState::default(), &[entry(6, 2)], &Snapshot::default()).is_err());
+    /// assert_eq!(store.last_index()?, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
         let snap_index = snap.get_metadata().index;
         // A snapshot file is written only while holding `snap_writer` (taken before `inner`).
@@ -273,6 +344,33 @@ impl DiskStorage {
     /// `index` become compacted and log files whose entries all lie below it are removed. The
     /// snapshot records `cs`, or the current conf state when `None`; the current conf state is
     /// left alone.
+    ///
+    /// ```
+    /// use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+    /// use raft::Storage;
+    /// use raftwal::DiskStorage;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = DiskStorage::open(dir.path())?;
+    /// let entries: Vec<Entry> = (1..=10)
+    ///     .map(|index| {
+    ///         let mut e = Entry::default();
+    ///         (e.index, e.term) = (index, 1);
+    ///         e
+    ///     })
+    ///     .collect();
+    /// store.save(&HardState::default(), &entries, &Snapshot::default())?;
+    /// store.set_conf_state(&ConfState::from((vec![1, 2, 3], vec![])))?;
+    ///
+    /// // The state machine has applied entry 8: its state replaces entries 1..=8.
+    /// store.create_snapshot(8, None, b"state at 8".to_vec())?;
+    /// assert_eq!((store.first_index()?, store.last_index()?), (9, 10));
+    /// let snap = store.snapshot(0, 0)?;
+    /// assert_eq!(snap.get_metadata().index, 8);
+    /// assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+    /// assert_eq!(&snap.data[..], b"state at 8");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_snapshot(
         &self,
         index: u64,
@@ -466,7 +564,24 @@ impl DiskStorage {
         self.s.inner.read().wal.num_files()
     }
 
-    /// Makes everything written so far durable: the log, then the meta page.
+    /// Makes everything written so far durable: the log, then the meta page. With
+    /// [`Options::sync_writes`] off, one `sync` covers many saves:
+    ///
+    /// ```
+    /// use raft::prelude::{Entry, HardState, Snapshot};
+    /// use raftwal::{DiskStorage, Options};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let opts = Options { sync_writes: false, ..Options::default() };
+    /// let store = DiskStorage::open_with(dir.path(), opts)?;
+    /// for index in 1..=100 {
+    ///     let mut e = Entry::default();
+    ///     (e.index, e.term) = (index, 1);
+    ///     store.save(&HardState::default(), &[e], &Snapshot::default())?; // page cache only
+    /// }
+    /// store.sync()?; // the 100 entries are durable now
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sync(&self) -> Result<(), Error> {
         self.s.inner.write().sync()
     }
@@ -474,6 +589,19 @@ impl DiskStorage {
     /// Syncs, and gives up this handle. Other handles (clones) keep working: the store closes
     /// with its last handle, closed or dropped, which stops a snapshot build in progress (see
     /// [`DiskStorage::set_snapshot_builder`]) and releases the directory lock before it returns.
+    /// Errors that dropping the last handle would swallow are returned here.
+    ///
+    /// ```
+    /// use raftwal::{DiskStorage, Error};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = DiskStorage::open(dir.path())?;
+    /// // The directory is locked while it is open, against this process too.
+    /// assert!(matches!(DiskStorage::open(dir.path()), Err(Error::Locked { .. })));
+    /// store.close()?;
+    /// let store = DiskStorage::open(dir.path())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(mut self) -> Result<(), Error> {
         if !self.counted {
             return self.sync();

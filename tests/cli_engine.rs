@@ -48,7 +48,7 @@ fn entry(index: u64, term: u64, group: u64) -> Entry {
     e.index = index;
     e.term = term;
     e.data = Bytes::from(format!("g{group} put k{index}={}", index * 7));
-    if index % 5 == 0 {
+    if index.is_multiple_of(5) {
         e.context = Bytes::from(format!("ctx{index}"));
     }
     e
@@ -1518,7 +1518,7 @@ fn the_tools_ride_out_an_engine_at_work() {
                 }
                 e.write(&mut b).unwrap();
                 n += 1;
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     let g = e.group(2).unwrap();
                     let last = g.last_index().unwrap();
                     g.create_snapshot(last - 5, None, vec![9u8; 1000]).unwrap();

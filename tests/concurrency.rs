@@ -32,7 +32,7 @@ fn entry(index: u64, term: u64) -> Entry {
     e.index = index;
     e.term = term;
     e.data = payload(index, term);
-    if index % 5 == 0 {
+    if index.is_multiple_of(5) {
         e.context = Bytes::from(format!("ctx-{index}-{term}"));
     }
     e
@@ -45,7 +45,7 @@ fn check(e: &Entry) {
         "altered data at index {}",
         e.index
     );
-    if e.index % 5 == 0 {
+    if e.index.is_multiple_of(5) {
         assert_eq!(
             e.context,
             Bytes::from(format!("ctx-{}-{}", e.index, e.term))

@@ -64,7 +64,7 @@ fn gen_entry(index: u64) -> Entry {
         7 => EntryType::EntryConfChangeV2,
         _ => EntryType::EntryNormal,
     };
-    let len = if index % 11 == 0 {
+    let len = if index.is_multiple_of(11) {
         0
     } else {
         8 + (index % 40) as usize
@@ -75,7 +75,7 @@ fn gen_entry(index: u64) -> Entry {
             .map(|k| (seed >> ((k % 8) * 8)) as u8 ^ (k as u8).wrapping_mul(31))
             .collect::<Vec<u8>>(),
     );
-    if index % 7 == 0 {
+    if index.is_multiple_of(7) {
         e.context = Bytes::from(format!("ctx-{index}").into_bytes());
     }
     e
@@ -87,7 +87,7 @@ fn gen_alt(index: u64) -> Entry {
     e.index = index;
     e.term = term_of(index) + 100;
     e.data = Bytes::from(format!("alt-{index}").into_bytes());
-    if index % 3 == 0 {
+    if index.is_multiple_of(3) {
         e.context = Bytes::from_static(b"alt-ctx");
     }
     e

@@ -34,7 +34,7 @@ fn entry(index: u64, term: u64) -> Entry {
         _ => EntryType::EntryConfChange,
     };
     e.data = Bytes::from([MARKER, &index.to_le_bytes()[..], &term.to_le_bytes()[..]].concat());
-    if index % 4 == 0 {
+    if index.is_multiple_of(4) {
         e.context = Bytes::from([b"ctx-".as_slice(), MARKER].concat());
     }
     e

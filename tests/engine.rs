@@ -14,7 +14,7 @@ fn entry(index: u64, term: u64, group: u64) -> Entry {
     e.index = index;
     e.term = term;
     e.data = Bytes::from(format!("g{group}-i{index}-t{term}").repeat((index % 5 + 1) as usize));
-    if index % 7 == 0 {
+    if index.is_multiple_of(7) {
         e.context = Bytes::from(format!("ctx{index}"));
     }
     e

@@ -1,7 +1,7 @@
 //! Damaged engine roots (SPEC §4 "Open/recovery", §9 "Faults": a torn end of the shared files is
 //! the tail, cut by default and an error in `AbsoluteConsistency`; damage to committed data is an
 //! error naming the damaged file; no method panics on any directory content), through the logic
-//! of the `open_engine` fuzz target (`fuzz/fuzz_targets/common/open_engine.rs`, included here
+//! of the `open_engine` fuzz target (`tests/fuzz/common/open_engine.rs`, included here
 //! with `#[path]` as tests/fuzz_corpus.rs does), so that CI exercises it without libFuzzer.
 //!
 //! `damage_in_every_position_class`: for every position class (a journal segment's header, a
@@ -20,7 +20,7 @@
 use std::time::Instant;
 
 #[allow(dead_code)]
-#[path = "../fuzz/fuzz_targets/common/mod.rs"]
+#[path = "fuzz/common/mod.rs"]
 mod common;
 
 use common::open_engine::{run, run_damage, template_summary, CLASSES};

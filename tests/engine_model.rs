@@ -3,7 +3,7 @@
 //!
 //! Each case runs a random sequence of steps on one engine root and, beside it, on an independent
 //! in-memory model: one reference model of SPEC §4 per group (`Model` from
-//! `fuzz/fuzz_targets/common/ops_model.rs`, the model `tests/model.rs` and the `ops_model` fuzz
+//! `tests/fuzz/common/ops_model.rs`, the model `tests/model.rs` and the `ops_model` fuzz
 //! target check `DiskStorage` against, included here with `#[path]`), and the set of groups.
 //! The steps:
 //!
@@ -43,7 +43,7 @@ use raftwal::WriteBatch;
 use raftwal::{DiskStorage, Engine, EngineOptions, Error, GroupStorage, Options, RecoveryMode};
 
 #[allow(dead_code)]
-#[path = "../fuzz/fuzz_targets/common/mod.rs"]
+#[path = "fuzz/common/mod.rs"]
 mod common;
 
 use common::ops_model::{
@@ -625,7 +625,7 @@ fn action_summary(a: &Action) -> String {
 /// writes 29,990 entries to group 1 so that its appends cross the 30,000-entry file boundary.
 fn run_case(case: u64) -> Result<Stats, String> {
     let mut r = Rng(splitmix(0xE461_7E00 + case));
-    let sync = case % 3 == 0;
+    let sync = case.is_multiple_of(3);
     let key = (case % 4 == 3).then_some([0x5a; 32]);
     let mut h = Harness::new(sync, key);
     for _ in 0..r.range(2, 5) {

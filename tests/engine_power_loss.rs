@@ -759,7 +759,7 @@ fn run_point(
         t.mixes += 1;
         mix.materialize(scratch);
         let extreme = k < 2;
-        let strict = extreme || t.mixes % 4 == 0;
+        let strict = extreme || t.mixes.is_multiple_of(4);
         let cont = t.mixes % acc.cont_every == 3 % acc.cont_every;
         let mut results = Vec::new();
         let r = catch_unwind(AssertUnwindSafe(|| {

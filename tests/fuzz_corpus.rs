@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`) through the same logic the
-//! cargo-fuzz targets run (`fuzz/fuzz_targets/common/`, included here with `#[path]`), so every
+//! Replays the committed fuzz corpora (`tests/fuzz/corpus/<target>/`) through the same logic the
+//! cargo-fuzz targets run (`tests/fuzz/common/`, included here with `#[path]`), so every
 //! input the fuzzers kept is checked under plain `cargo test` on a stable toolchain, without
 //! libFuzzer. See docs/RELIABILITY.md for how the corpora were grown.
 //!
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 // (some of the shared code serves only tests/model.rs and tests/engine_model.rs)
 #[allow(dead_code)]
-#[path = "../fuzz/fuzz_targets/common/mod.rs"]
+#[path = "fuzz/common/mod.rs"]
 mod common;
 
 fn corpus_files(dir: &Path) -> Vec<PathBuf> {
@@ -81,7 +81,7 @@ fn check(target: &str, n: usize, failures: &[String], started: Instant) {
     );
     assert!(
         n > 0,
-        "no corpus files for {target}: fuzz/corpus/{target}/ is empty"
+        "no corpus files for {target}: tests/fuzz/corpus/{target}/ is empty"
     );
     assert!(
         failures.is_empty(),
@@ -95,7 +95,7 @@ fn check(target: &str, n: usize, failures: &[String], started: Instant) {
 fn open_dir_corpus() {
     let started = Instant::now();
     let (mut mutations, mut inspected, mut strict, mut tolerant) = (0, 0, 0, 0);
-    let files = corpus(&["fuzz/corpus/open_dir"]);
+    let files = corpus(&["tests/fuzz/corpus/open_dir"]);
     let failures = replay(&files, |data| {
         let s = common::open_dir::run(data)?;
         mutations += s.mutations;
@@ -116,7 +116,7 @@ fn ops_model_corpus() {
     let started = Instant::now();
     let mut actions = 0;
     let mut max_last = 0;
-    let files = corpus(&["fuzz/corpus/ops_model"]);
+    let files = corpus(&["tests/fuzz/corpus/ops_model"]);
     let failures = replay(&files, |data| {
         let s = common::ops_model::run(data)?;
         actions += s.actions;
@@ -127,13 +127,13 @@ fn ops_model_corpus() {
     check("ops_model", files.len(), &failures, started);
 }
 
-/// Reproducers of what the fuzzers found (fuzz/artifacts-kept/<target>/, docs/RELIABILITY.md),
+/// Reproducers of what the fuzzers found (tests/fuzz/artifacts-kept/<target>/, docs/RELIABILITY.md),
 /// all fixed in the engine: they must keep passing.
 #[test]
 fn past_findings() {
     let started = Instant::now();
-    let open_dir = corpus(&["fuzz/artifacts-kept/open_dir"]);
-    let ops_model = corpus(&["fuzz/artifacts-kept/ops_model"]);
+    let open_dir = corpus(&["tests/fuzz/artifacts-kept/open_dir"]);
+    let ops_model = corpus(&["tests/fuzz/artifacts-kept/ops_model"]);
     let mut failures = replay(&open_dir, common::open_dir::run);
     failures.extend(replay(&ops_model, common::ops_model::run));
     check(

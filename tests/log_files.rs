@@ -52,7 +52,7 @@ fn gen_entry(index: u64, term: u64) -> Entry {
         5 => EntryType::EntryConfChangeV2,
         _ => EntryType::EntryNormal,
     };
-    let len = if index % 11 == 0 {
+    let len = if index.is_multiple_of(11) {
         0
     } else {
         (index % 61) as usize + 1
@@ -63,7 +63,7 @@ fn gen_entry(index: u64, term: u64) -> Entry {
             .map(|k| (seed >> ((k % 8) * 8)) as u8 ^ k as u8)
             .collect::<Vec<u8>>(),
     );
-    if index % 13 == 0 {
+    if index.is_multiple_of(13) {
         e.context = Bytes::from(format!("ctx-{index}-{term}").into_bytes());
     }
     e

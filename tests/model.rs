@@ -2,7 +2,7 @@
 //! (semantics) and §6 (bad input).
 //!
 //! The model, the operations and the engine-vs-model harness live in one place:
-//! `fuzz/fuzz_targets/common/ops_model.rs`, shared with the `ops_model` fuzz target and the corpus
+//! `tests/fuzz/common/ops_model.rs`, shared with the `ops_model` fuzz target and the corpus
 //! replay (`tests/fuzz_corpus.rs`), and included here with `#[path]` the same way. This file adds
 //! what proptest needs: strategies that generate the shared abstract [`Op`]s directly (cheap to
 //! generate and to shrink). Each op is resolved against the model's current state into a concrete
@@ -29,7 +29,7 @@ use raftwal::{DiskStorage, Options, RecoveryMode};
 
 // the whole fuzz common code, as tests/fuzz_corpus.rs includes it; the `open_dir` half is unused
 #[allow(dead_code)]
-#[path = "../fuzz/fuzz_targets/common/mod.rs"]
+#[path = "fuzz/common/mod.rs"]
 mod common;
 
 use common::ops_model::{

@@ -350,10 +350,14 @@ enum Size {
 fn make_entry(index: u64, term: u64, size: Size) -> Entry {
     let h = splitmix(index ^ term.rotate_left(40) ^ (size as u64).rotate_left(20));
     let (len, ctx) = match size {
-        Size::Tiny => ((h % 9) as usize, if h % 101 == 0 { 3 } else { 0 }),
+        Size::Tiny => ((h % 9) as usize, if h.is_multiple_of(101) { 3 } else { 0 }),
         Size::Small => (
             (h % 48) as usize,
-            if h % 3 == 0 { 1 + (h >> 8) % 40 } else { 0 },
+            if h.is_multiple_of(3) {
+                1 + (h >> 8) % 40
+            } else {
+                0
+            },
         ),
         Size::Mixed => (
             [0, 1, 100, 4095, 4097, 9000][(h % 6) as usize],
@@ -361,7 +365,7 @@ fn make_entry(index: u64, term: u64, size: Size) -> Entry {
         ),
         Size::Big => (
             5_000 + ((h >> 4) % 70_000) as usize,
-            if h % 4 == 0 { 33 } else { 0 },
+            if h.is_multiple_of(4) { 33 } else { 0 },
         ),
     };
     let mut e = Entry::default();

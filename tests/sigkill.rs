@@ -52,13 +52,13 @@ fn expected_entry(i: u64) -> Entry {
     e.index = i;
     e.term = term_of(i);
     // mostly 0-32 bytes; every 97th entry is 1,600 bytes
-    let reps = if i % 97 == 0 { 200 } else { i % 5 };
+    let reps = if i.is_multiple_of(97) { 200 } else { i % 5 };
     let mut data = Vec::with_capacity(reps as usize * 8);
     for _ in 0..reps {
         data.extend_from_slice(&i.to_le_bytes());
     }
     e.data = Bytes::from(data);
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         let n = (i % 8 + 1) as usize;
         e.context = Bytes::copy_from_slice(&(!i).to_le_bytes()[..n]);
     }
@@ -141,7 +141,7 @@ fn sigkill_child_writer() {
             o.write_all(format!("ACK {last}\n").as_bytes()).unwrap();
             o.flush().unwrap();
         }
-        if rng.next() % 25 == 0 {
+        if rng.next().is_multiple_of(25) {
             let first = store.first_index().expect("child: first_index");
             let i = last.saturating_sub(rng.range(500, 4_000));
             if i >= first {

@@ -15,7 +15,7 @@ fn entry(index: u64, term: u64, fill: u8, len: usize) -> Entry {
     e.index = index;
     e.term = term;
     e.data = Bytes::from(vec![fill; len]);
-    if index % 3 == 0 {
+    if index.is_multiple_of(3) {
         e.context = Bytes::from(vec![fill ^ 0xff; 7]);
     }
     e

@@ -274,7 +274,7 @@ impl Client {
                     retryable: true,
                 }) => {
                     last = format!("{}: {message}", conn.addr);
-                    if attempt % 3 == 0 {
+                    if attempt.is_multiple_of(3) {
                         self.next_node();
                     }
                 }

@@ -59,16 +59,20 @@ pub fn group_ids(root: &Path) -> Result<Vec<u64>> {
 /// one the inspector was opened for).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EngineSummary {
+    /// The engine root.
     pub root: PathBuf,
+    /// Format version of `engine.meta`.
     pub format_version: u32,
     /// Journal records up to this sequence number are in every group's files.
     pub checkpoint_seq: u64,
     /// Set while an engine has the root open, and left set by one that did not close cleanly
     /// (the tools cannot tell which: they never take the lock).
     pub open: bool,
+    /// The incarnation the next group created gets.
     pub next_incarnation: u64,
     /// The two copies of `engine.meta`.
     pub meta_copies: MetaCopiesInfo,
+    /// The shared journal.
     pub journal: JournalSummary,
     /// Every group under `groups/`, ascending.
     pub group_ids: Vec<u64>,
@@ -87,14 +91,19 @@ pub struct EngineSummary {
 /// The shared journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct JournalSummary {
+    /// The journal directory.
     pub dir: PathBuf,
+    /// The segment files, by id.
     pub segments: Vec<SegmentInfo>,
     /// The recycled segments (`spare-<id>.jnl`), which the journal reuses.
     pub spares: Vec<SpareInfo>,
-    /// Records after the checkpoint (what open replays), their range and the bytes they take.
+    /// Records after the checkpoint (what open replays).
     pub records_after_checkpoint: u64,
+    /// Sequence number of the first of them.
     pub first_seq: Option<u64>,
+    /// Sequence number of the last of them.
     pub last_seq: Option<u64>,
+    /// The bytes they take.
     pub bytes_after_checkpoint: u64,
     /// The sequence number the engine's next record gets.
     pub next_seq: u64,
@@ -112,13 +121,17 @@ pub struct JournalSummary {
 /// One journal segment file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SegmentInfo {
+    /// File name.
     pub name: String,
+    /// Segment id (the number in its name).
     pub id: u64,
+    /// File size, in bytes.
     pub size_bytes: u64,
     /// The first sequence number its header names (`None`: no header).
     pub first_seq: Option<u64>,
-    /// Records read from it, and the last one's sequence number.
+    /// Records read from it.
     pub records: u64,
+    /// The last one's sequence number.
     pub last_seq: Option<u64>,
     /// Where its records end.
     pub end_offset: u64,
@@ -135,33 +148,45 @@ pub struct SegmentInfo {
 /// A recycled journal segment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SpareInfo {
+    /// Its path.
     pub path: PathBuf,
+    /// File size, in bytes.
     pub size_bytes: u64,
 }
 
 /// A group's state: as its own files hold it, or after the journal's replay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupState {
+    /// [`MetaInfo::RaftId`](crate::MetaInfo::RaftId).
     pub raft_id: u64,
+    /// [`MetaInfo::GroupId`](crate::MetaInfo::GroupId).
     pub group_id: u64,
+    /// [`MetaInfo::CheckpointIndex`](crate::MetaInfo::CheckpointIndex).
     pub checkpoint_index: u64,
+    /// The hard state.
     pub hard_state: HardStateInfo,
+    /// The current conf state.
     pub conf_state: ConfStateInfo,
+    /// The current snapshot, if there is one.
     pub snapshot: Option<SnapshotInfo>,
+    /// First index `entries()` can return.
     pub first_index: u64,
+    /// Last index of the log.
     pub last_index: u64,
 }
 
 /// What the journal holds for a group beyond its files.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GroupJournalInfo {
-    /// Records after the group's meta page with a part for it (what open replays into it),
-    /// and their range.
+    /// Records after the group's meta page with a part for it (what open replays into it).
     pub records: u64,
+    /// Sequence number of the first of them.
     pub first_seq: Option<u64>,
+    /// Sequence number of the last of them.
     pub last_seq: Option<u64>,
-    /// Entries those parts carry (overwrites included) and their payload bytes.
+    /// Entries those parts carry (overwrites included).
     pub entries: u64,
+    /// Their payload bytes.
     pub payload_bytes: u64,
     /// After replay, the entries from this index on come from the journal, not the files.
     pub entries_from: Option<u64>,
@@ -178,11 +203,14 @@ pub struct GroupJournalInfo {
 /// One group of an engine root.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupSummary {
+    /// The group's id.
     pub group_id: u64,
+    /// Its directory (`groups/<id>`).
     pub dir: PathBuf,
     /// Tells this group from a removed one with the same id (`None`: its meta page is
     /// unreadable).
     pub incarnation: Option<u64>,
+    /// The two copies of its `wal.meta` (`None`: unreadable).
     pub meta_copies: Option<MetaCopiesInfo>,
     /// The journal record its meta page reflects: replay applies the later ones.
     pub journal_seq: Option<u64>,
@@ -204,11 +232,16 @@ pub struct GroupSummary {
 /// What [`EngineInspector::verify`] checked, and what it found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EngineVerifyReport {
+    /// The engine root.
     pub root: PathBuf,
+    /// No damage found anywhere (`damage` is empty).
     pub ok: bool,
-    /// Both copies of `engine.meta` valid (or the other never written).
+    /// Damage to a copy of `engine.meta` (`None`: both copies valid, or the other never
+    /// written).
     pub engine_meta_damage: Option<String>,
+    /// The journal's part.
     pub journal: JournalCheck,
+    /// Each group's part.
     pub groups: Vec<GroupCheck>,
     /// Every damage found, each naming its file and offset.
     pub damage: Vec<String>,
@@ -217,24 +250,36 @@ pub struct EngineVerifyReport {
 /// The journal's part of a verify.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct JournalCheck {
+    /// Live segments checked.
     pub segments_checked: u64,
+    /// Records whose checksums were checked.
     pub records_checked: u64,
+    /// Bytes of records checked.
     pub bytes_checked: u64,
+    /// Records after the checkpoint (what open replays).
     pub records_after_checkpoint: u64,
+    /// Damage found in the journal, each naming its file and offset.
     pub damage: Vec<String>,
 }
 
 /// One group's part of a verify.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GroupCheck {
+    /// The group's id.
     pub group_id: u64,
+    /// No damage found in it (`damage` is empty).
     pub ok: bool,
+    /// Log files checked.
     pub files_checked: u64,
+    /// Entries whose slot and payload checksums were checked.
     pub entries_checked: u64,
+    /// Payload bytes checked.
     pub payload_bytes_checked: u64,
+    /// Snapshot data bytes checked.
     pub snapshot_bytes_checked: u64,
     /// Journal records replayed into it (their checksums are the journal's).
     pub journal_records: u64,
+    /// Damage found in it, each naming its file and offset.
     pub damage: Vec<String>,
     /// The group changed while it was checked (a live engine took a snapshot, say, and removed
     /// a file the check was reading): what was found missing or different there is not damage,

@@ -62,7 +62,7 @@ impl Rng {
 pub fn payload(gid: u64, index: u64, term: u64) -> Bytes {
     let mut v = format!("g{gid}/i{index}/t{term}/").into_bytes();
     let h = splitmix(gid << 40 ^ index ^ term << 20);
-    let extra = if h % 37 == 0 {
+    let extra = if h.is_multiple_of(37) {
         6_000
     } else {
         (h % 64) as usize
@@ -76,7 +76,7 @@ pub fn entry(gid: u64, index: u64, term: u64) -> Entry {
     e.index = index;
     e.term = term;
     e.data = payload(gid, index, term);
-    if index % 5 == 0 {
+    if index.is_multiple_of(5) {
         e.context = Bytes::from(format!("c{gid}/{index}"));
     }
     e

@@ -104,7 +104,7 @@ fn gen_entry(index: u64) -> Entry {
         7 => EntryType::EntryConfChangeV2,
         _ => EntryType::EntryNormal,
     };
-    let len = if index % 11 == 0 {
+    let len = if index.is_multiple_of(11) {
         0
     } else {
         (index * 7 % 24) as usize
@@ -115,7 +115,7 @@ fn gen_entry(index: u64) -> Entry {
             .map(|k| (seed >> ((k % 8) * 8)) as u8 ^ (k as u8).wrapping_mul(31))
             .collect::<Vec<u8>>(),
     );
-    if index % 7 == 0 {
+    if index.is_multiple_of(7) {
         e.context = Bytes::from(format!("c{index}").into_bytes());
     }
     e
@@ -983,9 +983,13 @@ fn mutate(img: &mut Img, t: &Template, r: &mut Reader) -> Mutated {
                     0 => PER_FILE.wrapping_mul(id.wrapping_sub(1)).wrapping_add(1),
                     _ => value(r, cur),
                 };
-                let id = if r.u8() % 8 == 0 { value(r, id) } else { id };
-                let version = if r.u8() % 8 == 0 { r.u32() } else { 1 };
-                let flags = if r.u8() % 8 == 0 { r.u32() } else { 0 };
+                let id = if r.u8().is_multiple_of(8) {
+                    value(r, id)
+                } else {
+                    id
+                };
+                let version = if r.u8().is_multiple_of(8) { r.u32() } else { 1 };
+                let flags = if r.u8().is_multiple_of(8) { r.u32() } else { 0 };
                 forge_header(f, id, base, version, flags);
             }
             // forge a meta region (edited record, valid CRC)
@@ -1239,7 +1243,7 @@ fn forge_meta(img: &mut Img, t: &Template, r: &mut Reader) {
             6..=9 => {
                 let mut s = pb_sub(&rec, 6).unwrap_or_default();
                 let f = [1, 2, 4, 5][usize::from(field - 6)];
-                let v = if r.u8() % 3 == 0 {
+                let v = if r.u8().is_multiple_of(3) {
                     // what the snapshot file in the image holds now
                     match img.get(&t.snap_name) {
                         Some(Node::File(sf)) => {
@@ -1304,9 +1308,9 @@ fn forge_meta(img: &mut Img, t: &Template, r: &mut Reader) {
         0 => r.u64(),
         k => t.meta_seq.wrapping_add(u64::from(k)),
     };
-    let version = if r.u8() % 8 == 0 { r.u32() } else { 1 };
-    let flags = if r.u8() % 8 == 0 { r.u32() } else { 0 };
-    let len = if r.u8() % 16 == 0 {
+    let version = if r.u8().is_multiple_of(8) { r.u32() } else { 1 };
+    let flags = if r.u8().is_multiple_of(8) { r.u32() } else { 0 };
+    let len = if r.u8().is_multiple_of(16) {
         r.u32()
     } else {
         body.len() as u32

@@ -62,12 +62,12 @@ pub(crate) fn make_entry(index: u64, term: u64, seed: u8, big: bool) -> Entry {
         .map(|k| (index as u8).wrapping_add(k as u8).wrapping_mul(seed | 1))
         .collect();
     e.data = Bytes::from(data);
-    if (index + s) % 4 == 0 {
+    if (index + s).is_multiple_of(4) {
         e.context = Bytes::from(vec![seed, index as u8, (index >> 8) as u8]);
     }
-    if seed % 3 == 0 && index % 17 == 0 {
+    if seed.is_multiple_of(3) && index.is_multiple_of(17) {
         e.set_entry_type(EntryType::EntryConfChange);
-    } else if seed % 3 == 1 && index % 29 == 0 {
+    } else if seed % 3 == 1 && index.is_multiple_of(29) {
         e.set_entry_type(EntryType::EntryConfChangeV2);
     }
     e
@@ -1093,7 +1093,7 @@ impl Decoder<'_> {
         CsGen {
             voters,
             learners,
-            outgoing: if o % 4 == 0 { self.r.u8() } else { 0 },
+            outgoing: if o.is_multiple_of(4) { self.r.u8() } else { 0 },
             auto_leave: o & 0x80 != 0,
         }
     }
@@ -1174,7 +1174,7 @@ impl Decoder<'_> {
             },
             17 => Op::InstallSnapshotFrom {
                 pos: self.r.u32(),
-                below: self.r.u8() % 4 == 0,
+                below: self.r.u8().is_multiple_of(4),
                 data_len: self.snap_len(),
                 cs: self.cs(),
             },
