@@ -631,6 +631,8 @@ impl DiskStorage {
     /// stops a snapshot being written at its next chunk (nothing of it is kept), and waits for
     /// the build thread. `builder` must not own a handle to this store (the store would never
     /// close) nor wait for the thread that drops the last handle.
+    ///
+    /// [`Storage::snapshot`]: https://docs.rs/raft/0.7/raft/storage/trait.Storage.html#tymethod.snapshot
     pub fn set_snapshot_builder(&self, builder: impl SnapshotBuilder) {
         self.s.builds.set_builder(Arc::new(builder));
     }
