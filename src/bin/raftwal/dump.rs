@@ -50,7 +50,9 @@ pub struct Args {
     to: Option<u64>,
     /// One JSON object per line: index, term, entry_type, data_hex, context_hex
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    #[command(flatten)]
+    pub key: output::KeyArg,
 }
 
 #[derive(Serialize)]
@@ -120,20 +122,48 @@ pub fn run(args: Args) -> CmdResult {
         count >= PROGRESS_MIN_ENTRIES && !std::io::stdout().is_terminal(),
         "dump",
     );
+    let print = |out: &mut Out, e: &Entry| {
+        if args.json {
+            out.json_line(&JsonEntry {
+                index: e.index,
+                term: e.term,
+                entry_type: format!("{:?}", e.get_entry_type()),
+                data_hex: output::hex(&e.data),
+                context_hex: output::hex(&e.context),
+            })
+        } else {
+            out.line(text_line(e))
+        }
+    };
     let mut lo = from;
     while lo <= to {
         let hi = to.saturating_add(1).min(lo.saturating_add(CHUNK));
-        for e in log.entries(lo, hi)? {
-            if args.json {
-                out.json_line(&JsonEntry {
-                    index: e.index,
-                    term: e.term,
-                    entry_type: format!("{:?}", e.get_entry_type()),
-                    data_hex: output::hex(&e.data),
-                    context_hex: output::hex(&e.context),
-                })?;
-            } else {
-                out.line(text_line(&e))?;
+        match log.entries(lo, hi) {
+            Ok(chunk) => {
+                for e in &chunk {
+                    print(&mut out, e)?;
+                }
+            }
+            Err(chunk_error) => {
+                // Damage in this chunk: the entries before it one by one, then the error
+                // (of the first entry that cannot be read, which names it).
+                progress.finish();
+                let mut error = chunk_error;
+                for i in lo..hi {
+                    match log.entries(i, i + 1) {
+                        Ok(one) => {
+                            for e in &one {
+                                print(&mut out, e)?;
+                            }
+                        }
+                        Err(e) => {
+                            error = e;
+                            break;
+                        }
+                    }
+                }
+                out.finish()?;
+                return Err(error);
             }
         }
         progress.inc(hi - lo);
