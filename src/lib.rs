@@ -38,6 +38,7 @@ pub mod inspect;
 mod log_file;
 mod map;
 mod meta;
+pub mod metrics;
 mod options;
 mod proto;
 mod recovery;

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log_file::MAX_INDEX;
 use crate::meta::{MetaFile, MetaInfo};
+use crate::metrics::{self, Timer, Took};
 use crate::options::Options;
 use crate::proto::{ConfStateRecord, SnapshotRecord};
 use crate::recovery;
@@ -57,6 +58,8 @@ pub struct DiskStorage {
 struct Inner {
     meta_file: MetaFile,
     state: State,
+    /// Log files counted in the `raftwal_log_files` gauge.
+    files_counted: usize,
 }
 
 impl std::ops::Deref for Inner {
@@ -88,6 +91,13 @@ impl Inner {
         }
         self.meta_file.flush()
     }
+
+    /// Brings the `raftwal_log_files` gauge up to date with the files the log holds now.
+    fn count_files(&mut self) {
+        let now = self.state.wal.num_files();
+        metrics::log_files(now as i64 - self.files_counted as i64);
+        self.files_counted = now;
+    }
 }
 
 impl DiskStorage {
@@ -98,6 +108,7 @@ impl DiskStorage {
 
     /// Opens the WAL in `dir`, creating it (and `dir`) if needed, recovering it otherwise.
     pub fn open_with<P: AsRef<Path>>(dir: P, opts: Options) -> Result<DiskStorage, Error> {
+        let timer = Timer::start();
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = fsutil::lock_dir(&dir)?;
@@ -106,17 +117,21 @@ impl DiskStorage {
         let mut r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
         r.wal
             .set_recycle(opts.sync_writes && opts.recycle_log_files);
+        let mut inner = Inner {
+            meta_file: r.meta_file,
+            state: State {
+                meta: r.meta,
+                meta_dirty: false,
+                wal: r.wal,
+            },
+            files_counted: 0,
+        };
+        inner.count_files();
+        timer.took(Took::RecoveryDiskStorage);
         Ok(DiskStorage {
             dir,
             opts,
-            inner: RwLock::new(Inner {
-                meta_file: r.meta_file,
-                state: State {
-                    meta: r.meta,
-                    meta_dirty: false,
-                    wal: r.wal,
-                },
-            }),
+            inner: RwLock::new(inner),
             broken: Mutex::new(r.broken_snapshot_files),
             cipher,
             snap_writer: Mutex::new(()),
@@ -137,6 +152,7 @@ impl DiskStorage {
     /// change); a crash in the middle of such an overwrite would leave a durable commit index
     /// pointing past durable entries, which open refuses.
     pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
+        let timer = Timer::start();
         let snap_index = snap.get_metadata().index;
         // A snapshot file is written only while holding `snap_writer` (taken before `inner`).
         let _writer = (snap_index > 0).then(|| self.snap_writer.lock());
@@ -149,6 +165,8 @@ impl DiskStorage {
         }
         if !entries.is_empty() {
             inner.wal.append(entries, sync)?;
+            metrics::appended(entries.len(), metrics::payload_bytes(entries));
+            inner.count_files();
         }
         // Stored in the meta page only by `sync`, after the log is flushed: written earlier,
         // the kernel could write the page back before the entries it commits.
@@ -156,6 +174,7 @@ impl DiskStorage {
         if sync {
             inner.sync()?;
         }
+        timer.took(Took::Save);
         Ok(())
     }
 
@@ -167,6 +186,7 @@ impl DiskStorage {
         md: &SnapshotMetadata,
         data: impl Read,
     ) -> Result<()> {
+        let timer = Timer::start();
         let cs = ConfStateRecord::from(md.get_conf_state());
         let record = self.write_snapshot_file(md.index, md.term, &cs, data)?;
         // Log files up to now belong to the replaced log.
@@ -177,7 +197,10 @@ impl DiskStorage {
         inner.store_meta()?;
         inner.meta_file.flush()?;
         inner.wal.reset(first_file_id)?;
-        self.tidy_snapshot_files(inner)
+        inner.count_files();
+        self.tidy_snapshot_files(inner)?;
+        timer.took(Took::SnapshotInstall);
+        Ok(())
     }
 
     /// Streams `data` into a durable snapshot file (none for empty data) and describes it.
@@ -248,6 +271,7 @@ impl DiskStorage {
         cs: Option<&ConfState>,
         data: R,
     ) -> Result<(), Error> {
+        let timer = Timer::start();
         let _writer = self.snap_writer.lock();
         let (term, cs) = {
             let inner = self.inner.read();
@@ -289,7 +313,10 @@ impl DiskStorage {
         inner.store_meta()?;
         inner.meta_file.flush()?;
         inner.wal.remove_files_below(index)?;
-        self.tidy_snapshot_files(&inner)
+        inner.count_files();
+        self.tidy_snapshot_files(&inner)?;
+        timer.took(Took::SnapshotCreate);
+        Ok(())
     }
 
     fn check_snapshot_index(inner: &Inner, index: u64) -> Result<()> {
@@ -476,7 +503,9 @@ fn lock_engine_root(dir: &Path, root: &Path) -> Result<File> {
 impl Drop for DiskStorage {
     fn drop(&mut self) {
         // Errors cannot be returned from drop; `close()` is the way to see them.
-        let _ = self.inner.get_mut().sync();
+        let inner = self.inner.get_mut();
+        let _ = inner.sync();
+        metrics::log_files(-(inner.files_counted as i64));
     }
 }
 

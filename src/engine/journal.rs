@@ -426,14 +426,19 @@ impl Journal {
     /// Makes every record appended so far durable (one fdatasync, two when the last append
     /// started a segment while the one before it was unflushed).
     pub(crate) fn sync(&mut self) -> Result<()> {
+        use crate::metrics::{Synced, Timer};
         if let Some(prev) = self.unflushed_previous.take() {
+            let timer = Timer::start();
             prev.sync_data()
                 .map_err(|e| Error::io("fdatasync", &self.dir, e))?;
+            timer.fsync(Synced::Journal);
         }
         if let Some(w) = self.writer.as_mut().filter(|w| w.dirty) {
+            let timer = Timer::start();
             w.file
                 .sync_data()
                 .map_err(|e| Error::io("fdatasync", &w.path, e))?;
+            timer.fsync(Synced::Journal);
             w.dirty = false;
         }
         Ok(())
