@@ -425,3 +425,30 @@ fn dump_prints_the_good_entries_before_damage_then_the_error() {
     assert_eq!(lines[10]["ok"], false);
     assert_eq!(lines[10]["error"]["exit_code"], 1);
 }
+
+#[test]
+fn dump_over_damage_in_the_last_file_prints_the_entries_before_it_then_the_damage() {
+    let tmp = TempDir::new().unwrap();
+    // One file, committed to LAST: damage at 60 ends the log there and open would refuse it.
+    let dir = write_dir(&tmp, "wal");
+    let (file, at) = payload_of(&dir, 60);
+    flip(&file, at + 2);
+    for (args, from) in [
+        (vec!["dump", p(&dir)], SNAP_INDEX + 1),
+        (vec!["dump", p(&dir), "--from", "50", "--to", "70"], 50),
+    ] {
+        let run = fails(&args, 1);
+        let indexes: Vec<&str> = run
+            .stdout
+            .lines()
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let want: Vec<String> = (from..60).map(|i| format!("index={i}")).collect();
+        assert_eq!(indexes, want, "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains("damaged"), "{}", run.stderr);
+    }
+    // A range before the damage is whole: exit code 0.
+    let run = raftwal(&["dump", p(&dir), "--from", "30", "--to", "40"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), 11);
+}

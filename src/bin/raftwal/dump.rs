@@ -87,6 +87,20 @@ impl Log {
         }
     }
 
+    /// For a WAL directory whose log ends early at damage: that damage, and whether a default
+    /// open would fail on it (the damage is then at or below the commit index).
+    fn tail_damage(&self) -> Option<(&str, bool)> {
+        match self {
+            Log::Dir(i) => {
+                let s = i.summary();
+                s.tail_damage
+                    .as_deref()
+                    .map(|d| (d, s.open_error.is_some()))
+            }
+            Log::Group(_) => None,
+        }
+    }
+
     fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, Failure> {
         Ok(match self {
             Log::Dir(i) => i.entries(lo, hi)?,
@@ -99,7 +113,24 @@ pub fn run(args: Args) -> CmdResult {
     let log = Log::open(&args)?;
     let (first, last) = log.first_last()?;
     let from = args.from.unwrap_or(first);
-    let to = args.to.unwrap_or(last);
+    let mut to = args.to.unwrap_or(last);
+    // A log that ends early at damage: the entries up to it, then the damage (exit code 1),
+    // when the range asked for reaches past it, or when open would fail on it (damage at or
+    // below the commit index; a torn tail that open cuts is not part of the log).
+    let mut tail_failure = None;
+    if let Some((damage, open_fails)) = log.tail_damage() {
+        if (to > last && from <= last.saturating_add(1)) || (args.to.is_none() && open_fails) {
+            let failure = Failure::damage(format!(
+                "the log ends at index {last}, damaged after it: {damage}"
+            ));
+            if from > last {
+                // Nothing readable in the range: only the damage.
+                return Err(failure);
+            }
+            to = last;
+            tail_failure = Some(failure);
+        }
+    }
     if args.from.is_some() || args.to.is_some() {
         if from > to {
             return Err(Failure::usage(format!("--from {from} is after --to {to}")));
@@ -170,7 +201,8 @@ pub fn run(args: Args) -> CmdResult {
         lo = hi;
     }
     progress.finish();
-    out.finish()
+    out.finish()?;
+    tail_failure.map_or(Ok(()), Err)
 }
 
 /// One entry as a text line.
