@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log_file::MAX_INDEX;
 use crate::meta::{MetaFile, MetaInfo};
-use crate::metrics::{self, Timer, Took};
+use crate::metrics::{self, SaveMetrics, Timer, Took};
 use crate::options::Options;
 use crate::proto::{ConfStateRecord, SnapshotRecord};
 use crate::recovery;
@@ -47,6 +47,8 @@ pub struct DiskStorage {
     /// remove the file the winner's meta page names. Always taken before `inner`, never while
     /// holding it.
     snap_writer: Mutex<()>,
+    /// The handles `save` records its metrics through.
+    save_metrics: SaveMetrics,
     /// Holds the directory's exclusive lock; released when dropped (after `inner`).
     _lock: File,
     /// For the directory of an engine group: the engine root's lock, held so that no engine
@@ -138,6 +140,7 @@ impl DiskStorage {
             broken: Mutex::new(r.broken_snapshot_files),
             cipher,
             snap_writer: Mutex::new(()),
+            save_metrics: SaveMetrics::new(),
             _lock: lock,
             _engine_lock: engine_lock,
         })
@@ -168,7 +171,7 @@ impl DiskStorage {
         }
         if !entries.is_empty() {
             inner.wal.append(entries, sync)?;
-            metrics::appended(entries.len(), metrics::payload_bytes(entries));
+            self.save_metrics.appended(entries);
             inner.count_files();
         }
         // Stored in the meta page only by `sync`, after the log is flushed: written earlier,
@@ -177,7 +180,7 @@ impl DiskStorage {
         if sync {
             inner.sync()?;
         }
-        timer.took(Took::Save);
+        self.save_metrics.saved(timer);
         Ok(())
     }
 
