@@ -26,6 +26,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -56,6 +57,8 @@ const MEMBERS: [&str; 3] = [META_MEMBER, STATE_MEMBER, SUMS_MEMBER];
 
 /// Tar block size.
 const BLOCK: usize = 512;
+/// The first two bytes of every gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Buffer size for streaming.
 const CHUNK: usize = 256 << 10;
 /// Largest `meta.json` accepted (it is read into memory).
@@ -459,10 +462,30 @@ impl ArchiveReader {
             .metadata()
             .map_err(|e| Error::io("stat archive", path, e))?;
         if !meta.is_file() {
-            return Err(invalid(path, "not a regular file"));
+            // Not an archive at all (a directory, a device): bad input, not damage.
+            let what = if meta.is_dir() {
+                "a directory, not an archive file"
+            } else {
+                "not a regular file"
+            };
+            return Err(Error::io("open archive", path, io::Error::other(what)));
         }
         if meta.len() == 0 {
             return Err(invalid(path, "truncated: the file is empty"));
+        }
+        // gzip's two magic bytes (RFC 1952): anything else was never an archive.
+        let mut magic = [0u8; 2];
+        let n = file
+            .read_at(&mut magic, 0)
+            .map_err(|e| Error::io("read archive", path, e))?;
+        if magic[..n] != GZIP_MAGIC[..n] {
+            return Err(invalid(
+                path,
+                format!(
+                    "not a gzip archive (it starts with {}, not 1f8b)",
+                    hex(&magic[..n])
+                ),
+            ));
         }
         let tap = FileTap {
             file,
@@ -1068,6 +1091,13 @@ fn check_options(opts: &RestoreOptions) -> Result<()> {
         if sorted.len() != voters.len() {
             return Err(Error::InvalidArgument(format!(
                 "voters {voters:?} name a node twice"
+            )));
+        }
+    }
+    if let (Some(id), Some(voters)) = (opts.raft_id, &opts.voters) {
+        if !voters.contains(&id) {
+            return Err(Error::InvalidArgument(format!(
+                "raft id {id} is not among the voters {voters:?}: the restored node would not be a member of its own cluster"
             )));
         }
     }

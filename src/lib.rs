@@ -120,6 +120,7 @@ pub mod inspect;
 mod log_file;
 mod map;
 mod meta;
+pub mod metrics;
 mod options;
 mod proto;
 mod recovery;

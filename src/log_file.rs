@@ -1318,7 +1318,9 @@ impl LogFile {
     pub(crate) fn flush(&mut self) -> Result<()> {
         if self.dirty {
             let path = &self.path;
+            let timer = crate::metrics::Timer::start();
             self.with_fd(|f| f.sync_data().map_err(|e| Error::io("fdatasync", path, e)))?;
+            timer.fsync(crate::metrics::Synced::Log);
             self.dirty = false;
         }
         Ok(())

@@ -282,6 +282,7 @@ impl<R: PageRecord> MetaFile<R> {
     /// Makes the last stored state durable.
     pub(crate) fn flush(&mut self) -> Result<()> {
         if self.dirty {
+            let timer = crate::metrics::Timer::start();
             let synced = match &self.file {
                 Some(f) => f.sync_data(),
                 None => OpenOptions::new()
@@ -290,6 +291,7 @@ impl<R: PageRecord> MetaFile<R> {
                     .and_then(|f| f.sync_data()),
             };
             synced.map_err(|e| Error::io("fdatasync", &self.path, e))?;
+            timer.fsync(crate::metrics::Synced::Meta);
             self.dirty = false;
         }
         Ok(())

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::log_file::MAX_INDEX;
 use crate::meta::{MetaFile, MetaInfo};
+use crate::metrics::{self, SaveMetrics, Timer, Took};
 use crate::options::Options;
 use crate::proto::{ConfStateRecord, SnapshotRecord};
 use crate::recovery;
@@ -68,6 +69,8 @@ struct Store {
     builds: Builds,
     /// Counted handles alive; the one that takes it to 0 closes the store.
     handles: AtomicUsize,
+    /// The handles `save` records its metrics through.
+    save_metrics: SaveMetrics,
     /// Holds the directory's exclusive lock; released when dropped (after `inner`).
     _lock: File,
     /// For the directory of an engine group: the engine root's lock, held so that no engine
@@ -99,6 +102,8 @@ impl std::fmt::Debug for DiskStorage {
 struct Inner {
     meta_file: MetaFile,
     state: State,
+    /// Log files counted in the `raftwal_log_files` gauge.
+    files_counted: usize,
 }
 
 impl std::ops::Deref for Inner {
@@ -129,6 +134,16 @@ impl Inner {
             self.store_meta()?;
         }
         self.meta_file.flush()
+    }
+
+    /// Brings the `raftwal_log_files` gauge up to date with the files the log holds now.
+    fn count_files(&mut self) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
+        let now = self.state.wal.num_files();
+        metrics::log_files(now as i64 - self.files_counted as i64);
+        self.files_counted = now;
     }
 }
 
@@ -179,6 +194,7 @@ impl DiskStorage {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_with<P: AsRef<Path>>(dir: P, opts: Options) -> Result<DiskStorage, Error> {
+        let timer = Timer::start();
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = fsutil::lock_dir(&dir)?;
@@ -187,22 +203,27 @@ impl DiskStorage {
         let mut r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
         r.wal
             .set_recycle(opts.sync_writes && opts.recycle_log_files);
+        let mut inner = Inner {
+            meta_file: r.meta_file,
+            state: State {
+                meta: r.meta,
+                meta_dirty: false,
+                wal: r.wal,
+            },
+            files_counted: 0,
+        };
+        inner.count_files();
+        timer.took(Took::RecoveryDiskStorage);
         let store = Store {
             dir,
             opts,
-            inner: RwLock::new(Inner {
-                meta_file: r.meta_file,
-                state: State {
-                    meta: r.meta,
-                    meta_dirty: false,
-                    wal: r.wal,
-                },
-            }),
+            inner: RwLock::new(inner),
             broken: Mutex::new(r.broken_snapshot_files),
             cipher,
             snap_writer: Mutex::new(()),
             builds: Builds::default(),
             handles: AtomicUsize::new(1),
+            save_metrics: SaveMetrics::new(),
             _lock: lock,
             _engine_lock: engine_lock,
         };
@@ -254,6 +275,7 @@ impl DiskStorage {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
+        let timer = Timer::start();
         let snap_index = snap.get_metadata().index;
         // A snapshot file is written only while holding `snap_writer` (taken before `inner`).
         let _writer = (snap_index > 0).then(|| self.s.snap_writer.lock());
@@ -266,6 +288,8 @@ impl DiskStorage {
         }
         if !entries.is_empty() {
             inner.wal.append(entries, sync)?;
+            self.s.save_metrics.appended(entries);
+            inner.count_files();
         }
         // Stored in the meta page only by `sync`, after the log is flushed: written earlier,
         // the kernel could write the page back before the entries it commits.
@@ -273,6 +297,7 @@ impl DiskStorage {
         if sync {
             inner.sync()?;
         }
+        self.s.save_metrics.saved(timer);
         Ok(())
     }
 
@@ -284,6 +309,7 @@ impl DiskStorage {
         md: &SnapshotMetadata,
         data: impl Read,
     ) -> Result<()> {
+        let timer = Timer::start();
         let cs = ConfStateRecord::from(md.get_conf_state());
         let record = self.write_snapshot_file(md.index, md.term, &cs, data)?;
         // Log files up to now belong to the replaced log.
@@ -294,7 +320,10 @@ impl DiskStorage {
         inner.store_meta()?;
         inner.meta_file.flush()?;
         inner.wal.reset(first_file_id)?;
-        self.tidy_snapshot_files(inner)
+        inner.count_files();
+        self.tidy_snapshot_files(inner)?;
+        timer.took(Took::SnapshotInstall);
+        Ok(())
     }
 
     /// Streams `data` into a durable snapshot file (none for empty data) and describes it.
@@ -392,6 +421,7 @@ impl DiskStorage {
         cs: Option<&ConfState>,
         data: R,
     ) -> Result<(), Error> {
+        let timer = Timer::start();
         let _writer = self.s.snap_writer.lock();
         let (term, cs) = {
             let inner = self.s.inner.read();
@@ -433,7 +463,10 @@ impl DiskStorage {
         inner.store_meta()?;
         inner.meta_file.flush()?;
         inner.wal.remove_files_below(index)?;
-        self.tidy_snapshot_files(&inner)
+        inner.count_files();
+        self.tidy_snapshot_files(&inner)?;
+        timer.took(Took::SnapshotCreate);
+        Ok(())
     }
 
     fn check_snapshot_index(inner: &Inner, index: u64) -> Result<()> {
@@ -723,7 +756,9 @@ impl Drop for DiskStorage {
 impl Drop for Store {
     fn drop(&mut self) {
         // Errors cannot be returned from drop; `close()` is the way to see them.
-        let _ = self.inner.get_mut().sync();
+        let inner = self.inner.get_mut();
+        let _ = inner.sync();
+        metrics::log_files(-(inner.files_counted as i64));
     }
 }
 

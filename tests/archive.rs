@@ -1291,10 +1291,17 @@ fn things_that_are_not_archives_are_refused() {
     // gzip of something that is not tar.
     let p = write_file(&f, "text.gz", &gzip(&vec![b'a'; 5000]));
     expect_invalid(&f, &p, "no tar header");
-    // A directory.
+    // A directory is not an archive at all: an I/O error (bad input), not damage.
     let d = f.path("a-dir.tar.gz");
     fs::create_dir(&d).unwrap();
-    expect_invalid(&f, &d, "not a regular file");
+    let e = archive::verify_archive(&d, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&e, Error::Io { .. }) && e.to_string().contains("a directory"),
+        "{e:?}"
+    );
+    // Nor is a file that does not start as gzip does (here: text).
+    let p = write_file(&f, "notes.txt", b"not an archive\n");
+    expect_invalid(&f, &p, "not a gzip archive");
     // A missing file is an I/O error, not damage.
     let e = archive::verify_archive(&f.path("missing.tar.gz"), &mut |_| {}).unwrap_err();
     assert!(

@@ -1,9 +1,9 @@
 //! raftwal-kv end to end: real node processes on loopback, killed with SIGKILL.
 //!
 //! This test binary has no libtest harness: run with `node ...` it *is* a kv node (the same
-//! code as `examples/kv`), otherwise it runs the scenarios below one after another, starting
-//! itself as the nodes. `cargo test --test kv [NAME]` runs the scenarios whose name contains
-//! NAME.
+//! code as `examples/kv`), with `demo ...` it is `kv demo`, otherwise it runs the scenarios
+//! below one after another, starting itself as the nodes. `cargo test --test kv [NAME]` runs
+//! the scenarios whose name contains NAME.
 
 #![allow(dead_code)] // the example's modules carry what the demo and CLI use too
 
@@ -11,6 +11,8 @@
 mod app;
 #[path = "../examples/kv/client.rs"]
 mod client;
+#[path = "../examples/kv/demo.rs"]
+mod demo;
 #[path = "kv/lin.rs"]
 mod lin;
 #[path = "kv/linearizable.rs"]
@@ -50,6 +52,22 @@ type Result<T = ()> = std::result::Result<T, String>;
 struct NodeCli {
     #[command(flatten)]
     args: app::NodeArgs,
+}
+
+#[derive(Parser)]
+struct DemoCli {
+    #[command(flatten)]
+    args: demo::DemoArgs,
+}
+
+/// A node process, killed when this is dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn cluster(root: &std::path::Path, snapshot_every: u64) -> Result<LocalCluster> {
@@ -805,12 +823,233 @@ async fn snapshot_pull_restore_and_full_restart() -> Result {
     Ok(())
 }
 
+// ---- metrics ----------------------------------------------------------------------------------
+
+/// The body of an HTTP GET of `/metrics` at `addr`.
+async fn scrape(addr: std::net::SocketAddr) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), get)
+        .await
+        .map_err(|_| format!("scrape of {addr} timed out"))?
+        .map_err(|e| format!("scrape of {addr}: {e}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("scrape of {addr}: no HTTP response: {text:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("scrape of {addr}: {head}"));
+    }
+    Ok(body.to_string())
+}
+
+/// The value of the sample `name` whose labels include `label` (`""` for any) in a scrape.
+fn sample(scrape: &str, name: &str, label: &str) -> Result<f64> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']) && rest.contains(label))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no sample {name} {label} in the scrape:\n{scrape}"))
+}
+
+/// A node started with `--metrics-addr` serves the storage metrics in Prometheus text format,
+/// and its fsync histogram counts one more log fsync for every acknowledged write (each is
+/// appended and flushed before the next is sent).
+async fn a_node_serves_its_metrics_and_the_fsync_histogram_grows() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let port = procs::free_port(&[]).map_err(e2s)?;
+    let metrics_port = procs::free_port(&[port]).map_err(e2s)?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let log = std::fs::File::create(root.path().join("node-1.log")).map_err(e2s)?;
+    let child = std::process::Command::new(std::env::current_exe().map_err(e2s)?)
+        .args(["node", "--id", "1", "--dir"])
+        .arg(root.path().join("node-1"))
+        .arg("--peers")
+        .arg(format!("1={addr}"))
+        .arg("--metrics-addr")
+        .arg(metrics_addr.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(e2s)?)
+        .stderr(log)
+        .spawn()
+        .map_err(e2s)?;
+    let _node = Killed(child);
+    let mut client = Client::new(vec![addr]);
+    client
+        .write_cas("m/0", "first", Some(0))
+        .await
+        .map_err(e2s)?;
+    let before = scrape(metrics_addr).await?;
+    const FSYNC: &str = "raftwal_fsync_duration_seconds";
+    let fsyncs = sample(&before, &format!("{FSYNC}_count"), "file=\"log\"")?;
+    let saves = sample(&before, "raftwal_save_duration_seconds_count", "")?;
+    for i in 1..=20 {
+        client
+            .write_cas(&format!("m/{i}"), "v", Some(0))
+            .await
+            .map_err(e2s)?;
+    }
+    let after = scrape(metrics_addr).await?;
+    let fsyncs_after = sample(&after, &format!("{FSYNC}_count"), "file=\"log\"")?;
+    if fsyncs_after < fsyncs + 20.0 {
+        return Err(format!(
+            "20 writes moved the log fsync count from {fsyncs} to {fsyncs_after} only"
+        ));
+    }
+    // A histogram with buckets (what alerts are written against), not a summary.
+    sample(&after, &format!("{FSYNC}_bucket"), "le=\"0.001\"")?;
+    let saves_after = sample(&after, "raftwal_save_duration_seconds_count", "")?;
+    if saves_after < saves + 20.0 {
+        return Err(format!(
+            "20 writes moved the save count from {saves} to {saves_after}"
+        ));
+    }
+    let entries = sample(&after, "raftwal_appended_entries_total", "")?;
+    if entries < 21.0 {
+        return Err(format!("21 writes, {entries} entries appended"));
+    }
+    let recoveries = sample(
+        &after,
+        "raftwal_recovery_duration_seconds_count",
+        "kind=\"disk_storage\"",
+    )?;
+    if recoveries != 1.0 {
+        return Err(format!("{recoveries} recoveries measured for one open"));
+    }
+    if sample(&after, "raftwal_log_files", "")? < 1.0 {
+        return Err("the log files gauge is below 1".into());
+    }
+    Ok(())
+}
+
+// ---- the demo's directory ---------------------------------------------------------------------
+
+/// Runs this binary as `kv demo` with `args` and its temporary directories under `tmp`;
+/// returns whether it succeeded, its stdout and stderr, and the demo directories left in `tmp`.
+async fn run_demo(
+    tmp: &std::path::Path,
+    args: &[&str],
+) -> Result<(bool, String, Vec<std::path::PathBuf>)> {
+    let exe = std::env::current_exe().map_err(e2s)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args).env("TMPDIR", tmp);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .map_err(e2s)?
+        .map_err(e2s)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut left = Vec::new();
+    for ent in std::fs::read_dir(tmp).map_err(e2s)? {
+        let path = ent.map_err(e2s)?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("raftwal-kv-demo-"))
+        {
+            left.push(path);
+        }
+    }
+    Ok((out.status.success(), text, left))
+}
+
+/// `kv demo` keeps its directory, and names it, when it fails (here its nodes cannot start)
+/// and with `--keep`; it never names a directory it removed.
+async fn the_demo_keeps_its_directory_when_it_fails_and_with_keep() -> Result {
+    let tmp = tempfile::tempdir().map_err(e2s)?;
+    let (ok, text, left) = run_demo(tmp.path(), &["demo-with-broken-nodes"]).await?;
+    if ok {
+        return Err(format!(
+            "the demo succeeded with nodes that cannot start: {text}"
+        ));
+    }
+    let [dir] = &left[..] else {
+        return Err(format!("a failed demo left {left:?}: {text}"));
+    };
+    if !text.contains(&format!("kept for a look: {}", dir.display())) {
+        return Err(format!(
+            "the failed demo does not name {}: {text}",
+            dir.display()
+        ));
+    }
+    let log = std::fs::read_to_string(dir.join("node-1.log")).map_err(e2s)?;
+    if !log.contains("broken on purpose") {
+        return Err(format!("the kept directory lacks node 1's log: {log:?}"));
+    }
+    std::fs::remove_dir_all(dir).map_err(e2s)?;
+
+    let (ok, text, left) = run_demo(tmp.path(), &["demo", "--keep", "--writes", "16"]).await?;
+    if !ok {
+        return Err(format!("the demo failed: {text}"));
+    }
+    let [dir] = &left[..] else {
+        return Err(format!("a demo with --keep left {left:?}: {text}"));
+    };
+    if !text.contains(&format!("kept {}", dir.display())) || !dir.join("node-1").is_dir() {
+        return Err(format!(
+            "--keep: {} not named or empty: {text}",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 // ---- the runner ----------------------------------------------------------------------------
 
 type Scenario = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result>>>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    let demo = |prefix: &str, args: demo::DemoArgs| -> ExitCode {
+        let result = std::env::current_exe()
+            .map_err(e2s)
+            .and_then(|exe| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(e2s)
+                    .map(|rt| (exe, rt))
+            })
+            .and_then(|(exe, rt)| rt.block_on(demo::run(exe, vec![prefix.into()], args)));
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kv: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    };
+    match args.get(1).map(String::as_str) {
+        Some("demo") => return demo("node", DemoCli::parse_from(args.iter().skip(1)).args),
+        // The demo with nodes that exit at once: it fails.
+        Some("demo-with-broken-nodes") => {
+            let args = demo::DemoArgs {
+                keep: false,
+                writes: 16,
+            };
+            return demo("broken-node", args);
+        }
+        Some("broken-node") => {
+            eprintln!("node: broken on purpose (a test of the demo's failure)");
+            return ExitCode::FAILURE;
+        }
+        _ => {}
+    }
     if args.get(1).map(String::as_str) == Some("node") {
         let cli = NodeCli::parse_from(args.iter().skip(1));
         return match app::run_node(cli.args) {
@@ -826,7 +1065,15 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 11] = [
+    let scenarios: [(&str, Scenario); 13] = [
+        (
+            "a_node_serves_its_metrics_and_the_fsync_histogram_grows",
+            || Box::pin(a_node_serves_its_metrics_and_the_fsync_histogram_grows()),
+        ),
+        (
+            "the_demo_keeps_its_directory_when_it_fails_and_with_keep",
+            || Box::pin(the_demo_keeps_its_directory_when_it_fails_and_with_keep()),
+        ),
         ("state_machine_cas_sessions_and_snapshot_encoding", || {
             Box::pin(state_machine_cas_sessions_and_snapshot_encoding())
         }),

@@ -38,6 +38,38 @@ pub struct NodeArgs {
     /// Raft tick (election after 10-20 ticks without a leader, heartbeats every 2).
     #[arg(long, default_value_t = 50)]
     pub tick_ms: u64,
+    /// Serve the storage metrics (fsync, save, snapshot, recovery durations; entries, bytes,
+    /// log files) in Prometheus text format over HTTP at this address (any path, e.g. /metrics).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Histogram buckets of the `*_seconds` metrics: 100 µs to 10 s (an fsync that takes longer
+/// than a second is what operators alert on).
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Installs the process-wide metrics recorder and its HTTP listener at `addr` (on a thread of
+/// its own), before the store opens, so that its recovery is measured too.
+pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let fail = |e: metrics_exporter_prometheus::BuildError| format!("metrics on {addr}: {e}");
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(raftwal::metrics::ENGINE_COMMIT_WRITES.into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            )
+        })
+        .map_err(fail)?
+        .install()
+        .map_err(fail)?;
+    raftwal::metrics::describe();
+    Ok(())
 }
 
 pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
@@ -79,6 +111,9 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         snapshot_every: args.snapshot_every,
         tick: Duration::from_millis(args.tick_ms.max(1)),
     };
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr)?;
+    }
     let started = Instant::now();
     let (store, sm, applied) = node::recover(&cfg)?;
     let recovered = started.elapsed();

@@ -1,10 +1,11 @@
 //! `kv demo`: a three-node cluster on loopback, written to, broken with SIGKILL, healed, and
 //! checked: every acknowledged write must be on every node.
 //!
-//! It owns the demo's script and report; the cluster mechanics live in `procs`.
+//! It owns the demo's script and report, and its directory: removed when the demo succeeds,
+//! kept (and named) when it fails or with `--keep`. The cluster mechanics live in `procs`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,19 @@ use crate::procs::LocalCluster;
 use crate::wire::{Consistency, Item};
 
 const CLIENTS: usize = 8;
-const WRITES_PER_PHASE: usize = 2_400;
 const SNAPSHOT_EVERY: u64 = 1_000;
+
+/// `kv demo`'s options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DemoArgs {
+    /// Keep the cluster's directory (nodes' data and logs) after a successful run too; a failed
+    /// run always keeps it.
+    #[arg(long)]
+    pub keep: bool,
+    /// New keys written in each of the two write phases.
+    #[arg(long, default_value_t = 2_400, value_parser = clap::value_parser!(u64).range(8..))]
+    pub writes: u64,
+}
 
 type Acked = Arc<Mutex<BTreeMap<String, (String, u64)>>>;
 
@@ -45,8 +57,13 @@ impl Phase {
     }
 }
 
-/// `CLIENTS` concurrent clients create `WRITES_PER_PHASE` new keys under `prefix` between them.
-async fn write_phase(cluster: &LocalCluster, prefix: &str, acked: &Acked) -> Result<Phase, String> {
+/// `CLIENTS` concurrent clients create `writes` new keys under `prefix` between them.
+async fn write_phase(
+    cluster: &LocalCluster,
+    prefix: &str,
+    acked: &Acked,
+    writes: usize,
+) -> Result<Phase, String> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -55,7 +72,7 @@ async fn write_phase(cluster: &LocalCluster, prefix: &str, acked: &Acked) -> Res
         let prefix = prefix.to_string();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            for n in 0..WRITES_PER_PHASE / CLIENTS {
+            for n in 0..writes / CLIENTS {
                 let key = format!("{prefix}/{c}/{n:05}");
                 let value = format!("value {n} from client {c}");
                 let t = Instant::now();
@@ -81,18 +98,54 @@ async fn write_phase(cluster: &LocalCluster, prefix: &str, acked: &Acked) -> Res
     })
 }
 
-pub async fn run(exe: PathBuf, prefix: Vec<String>) -> Result<(), String> {
+/// Runs the demo in a new temporary directory, with `exe` and `prefix` as the node command.
+/// The directory is removed when the demo succeeds without `--keep`; otherwise it is kept and
+/// named (on stdout after a success, in the error after a failure).
+pub async fn run(exe: PathBuf, prefix: Vec<String>, args: DemoArgs) -> Result<(), String> {
     let root = tempfile::Builder::new()
         .prefix("raftwal-kv-demo-")
         .tempdir()
         .map_err(|e| format!("temporary directory: {e}"))?;
-    let mut cluster = LocalCluster::new(exe, prefix, root.path(), 3, SNAPSHOT_EVERY)
+    let result = script(exe, prefix, root.path(), &args).await;
+    if result.is_ok() && !args.keep {
+        let path = root.path().to_path_buf();
+        return root
+            .close()
+            .map_err(|e| format!("remove {}: {e}", path.display()));
+    }
+    // Every node process is gone (the cluster was dropped): what they left stays for a look.
+    let kept = root.keep();
+    match result {
+        Ok(()) => {
+            println!("kept {} (data and logs of every node)", kept.display());
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "{e}\nthe demo's directory is kept for a look: {} (data and logs of every node)",
+            kept.display()
+        )),
+    }
+}
+
+async fn script(
+    exe: PathBuf,
+    prefix: Vec<String>,
+    root: &Path,
+    args: &DemoArgs,
+) -> Result<(), String> {
+    let writes = usize::try_from(args.writes).unwrap_or(usize::MAX);
+    let mut cluster = LocalCluster::new(exe, prefix, root, 3, SNAPSHOT_EVERY)
         .map_err(|e| format!("ports: {e}"))?;
     let addrs: Vec<String> = cluster.addrs().iter().map(|a| a.to_string()).collect();
+    let fate = if args.keep {
+        "kept at the end"
+    } else {
+        "removed at the end unless the demo fails"
+    };
     println!(
-        "raftwal-kv demo: 3 node processes on {} (data and logs in {})",
+        "raftwal-kv demo: 3 node processes on {} (data and logs in {}, {fate})",
         addrs.join(", "),
-        root.path().display()
+        root.display()
     );
     let t = Instant::now();
     cluster.start_all().map_err(|e| format!("start: {e}"))?;
@@ -120,7 +173,7 @@ pub async fn run(exe: PathBuf, prefix: Vec<String>) -> Result<(), String> {
     });
 
     let acked: Acked = Arc::default();
-    let mut p1 = write_phase(&cluster, "demo/before", &acked).await?;
+    let mut p1 = write_phase(&cluster, "demo/before", &acked, writes).await?;
     println!("  phase 1, all nodes up: {}", p1.line());
 
     cluster.kill(victim);
@@ -131,7 +184,7 @@ pub async fn run(exe: PathBuf, prefix: Vec<String>) -> Result<(), String> {
         "  node {new_leader} elected leader {:.0} ms later",
         t.elapsed().as_secs_f64() * 1e3
     );
-    let mut p2 = write_phase(&cluster, "demo/during", &acked).await?;
+    let mut p2 = write_phase(&cluster, "demo/during", &acked, writes).await?;
     println!("  phase 2, node {victim} down: {}", p2.line());
 
     let leader_status = cluster.status(new_leader).await.ok_or("leader status")?;

@@ -4,7 +4,8 @@
 //! ```sh
 //! cargo run --release --example kv -- demo     # 3 processes on loopback, SIGKILL, checks
 //! cargo run --release --example kv -- node --id 1 --dir /tmp/kv1 \
-//!     --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+//!     --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --metrics-addr 127.0.0.1:9001
+//! curl -s 127.0.0.1:9001/metrics | grep fsync
 //! cargo run --release --example kv -- put --endpoints 127.0.0.1:7001 greeting hello
 //! ```
 //!
@@ -49,7 +50,8 @@ struct Endpoints {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start 3 nodes on loopback, write, SIGKILL one, write, restart it, check every write.
-    Demo,
+    /// Its directory is removed after a success, kept (and named) after a failure or --keep.
+    Demo(demo::DemoArgs),
     /// Run one node until it is killed.
     Node(app::NodeArgs),
     /// Read a key (eventual: from the node asked; --strong: linearizable, via the leader).
@@ -189,7 +191,7 @@ async fn client_command(cmd: Cmd) -> Result<(), ClientError> {
                 }
             }
         }
-        Cmd::Demo | Cmd::Node(_) => {}
+        Cmd::Demo(_) | Cmd::Node(_) => {}
     }
     Ok(())
 }
@@ -198,10 +200,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Node(args) => app::run_node(args),
-        Cmd::Demo => std::env::current_exe()
+        Cmd::Demo(args) => std::env::current_exe()
             .map_err(|e| format!("cannot find this program to start nodes: {e}"))
             .and_then(|exe| {
-                runtime().and_then(|rt| rt.block_on(demo::run(exe, vec!["node".into()])))
+                runtime().and_then(|rt| rt.block_on(demo::run(exe, vec!["node".into()], args)))
             }),
         cmd => runtime().and_then(|rt| rt.block_on(client_command(cmd)).map_err(|e| e.to_string())),
     };

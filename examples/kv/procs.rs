@@ -33,7 +33,7 @@ pub struct LocalCluster {
 
 /// A loopback port below the kernel's ephemeral range (so no outgoing connection takes it
 /// while its node is down) that nothing listens on now.
-fn free_port(taken: &[u16]) -> std::io::Result<u16> {
+pub fn free_port(taken: &[u16]) -> std::io::Result<u16> {
     for _ in 0..1000 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());

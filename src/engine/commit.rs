@@ -71,6 +71,14 @@ pub(crate) fn write(shared: &Shared, parts: Vec<Part>) -> Result<()> {
     if parts.is_empty() {
         return Ok(());
     }
+    let timer = crate::metrics::Timer::start();
+    queue(shared, parts)?;
+    timer.took(crate::metrics::Took::EngineWrite);
+    Ok(())
+}
+
+/// [`write`], unmeasured.
+fn queue(shared: &Shared, parts: Vec<Part>) -> Result<()> {
     let me = Arc::new(Waiter {
         parts: Mutex::new(parts),
         result: Mutex::new(None),
@@ -303,6 +311,7 @@ fn commit(
     groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
     accepted: &mut [(&Waiter, Vec<Part>)],
 ) -> Result<()> {
+    let timer = crate::metrics::Timer::start();
     // Installed snapshots' data goes to their files, durably, before the record names them.
     let mut installs: Vec<Vec<Option<SnapshotRecord>>> = Vec::with_capacity(accepted.len());
     for (_, parts) in accepted.iter() {
@@ -353,6 +362,20 @@ fn commit(
         }
     }
     shared.applied_seq.store(seq, Ordering::Release);
+    if cfg!(feature = "metrics") {
+        if installs.iter().flatten().any(Option::is_some) {
+            timer.took(crate::metrics::Took::SnapshotInstall);
+        }
+        let parts = accepted.iter().flat_map(|(_, parts)| parts);
+        let (entries, bytes) = parts.fold((0, 0), |(n, b), p| {
+            (
+                n + p.entries.len(),
+                b + crate::metrics::payload_bytes(&p.entries),
+            )
+        });
+        crate::metrics::appended(entries, bytes);
+        crate::metrics::engine_commit(accepted.len());
+    }
     Ok(())
 }
 

@@ -121,6 +121,19 @@ impl GroupStorage {
         cs: Option<&ConfState>,
         data: R,
     ) -> Result<(), Error> {
+        let timer = crate::metrics::Timer::start();
+        self.write_snapshot(index, cs, data)?;
+        timer.took(crate::metrics::Took::SnapshotCreate);
+        Ok(())
+    }
+
+    /// [`GroupStorage::create_snapshot_from`], unmeasured.
+    fn write_snapshot<R: Read>(
+        &self,
+        index: u64,
+        cs: Option<&ConfState>,
+        data: R,
+    ) -> Result<(), Error> {
         let _writer = self.group.snap_writer.lock();
         let (term, cs) = self.read(|log| {
             self.check_snapshot_index(log, index)?;

@@ -473,16 +473,21 @@ impl Journal {
     /// Makes every record appended so far durable (one fdatasync, two when the last append
     /// started a segment while the one before it was unflushed).
     pub(crate) fn sync(&mut self) -> Result<()> {
+        use crate::metrics::{Synced, Timer};
         // Oldest first: a segment is durable only after every one before it.
         while let Some((file, path)) = self.unflushed.first() {
+            let timer = Timer::start();
             file.sync_data()
                 .map_err(|e| Error::io("fdatasync", path, e))?;
+            timer.fsync(Synced::Journal);
             self.unflushed.remove(0);
         }
         if let Some(w) = self.writer.as_mut().filter(|w| w.dirty) {
+            let timer = Timer::start();
             w.file
                 .sync_data()
                 .map_err(|e| Error::io("fdatasync", &w.path, e))?;
+            timer.fsync(Synced::Journal);
             w.dirty = false;
         }
         Ok(())

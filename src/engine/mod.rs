@@ -205,6 +205,7 @@ impl Engine {
     /// its meta page and a few pages of its last file, never its whole slot area), replays the
     /// journal after the last checkpoint, and starts the background checkpoint.
     pub fn open_with<P: AsRef<Path>>(root: P, opts: EngineOptions) -> Result<Engine, Error> {
+        let timer = crate::metrics::Timer::start();
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(root.join(GROUPS_DIR))
             .map_err(|e| Error::io("create directory", root.join(GROUPS_DIR), e))?;
@@ -220,6 +221,8 @@ impl Engine {
         let shared = Arc::new(shared);
         checkpoint::start(&shared)?;
         segments::start(&shared)?;
+        crate::metrics::engine_groups(shared.groups.read().len() as i64);
+        timer.took(crate::metrics::Took::RecoveryEngine);
         Ok(Engine { shared })
     }
 
@@ -251,6 +254,7 @@ impl Engine {
             .groups
             .write()
             .insert(group_id, Arc::clone(&group));
+        crate::metrics::engine_groups(1);
         Ok(GroupStorage::new(Arc::clone(&self.shared), group))
     }
 
@@ -284,6 +288,7 @@ impl Engine {
             .write()
             .remove(&group_id)
             .ok_or(Error::UnknownGroup { group_id })?;
+        crate::metrics::engine_groups(-1);
         group::remove(&self.shared, &g)
     }
 
@@ -369,7 +374,10 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     for g in shared.groups.read().values() {
         g.close();
     }
-    shared.groups.write().clear();
+    let mut groups = shared.groups.write();
+    crate::metrics::engine_groups(-(groups.len() as i64));
+    groups.clear();
+    drop(groups);
     shared.lock.lock().take();
     journaled.and(result)
 }

@@ -50,7 +50,9 @@ pub struct Args {
     to: Option<u64>,
     /// One JSON object per line: index, term, entry_type, data_hex, context_hex
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    #[command(flatten)]
+    pub key: output::KeyArg,
 }
 
 #[derive(Serialize)]
@@ -85,6 +87,20 @@ impl Log {
         }
     }
 
+    /// For a WAL directory whose log ends early at damage: that damage, and whether a default
+    /// open would fail on it (the damage is then at or below the commit index).
+    fn tail_damage(&self) -> Option<(&str, bool)> {
+        match self {
+            Log::Dir(i) => {
+                let s = i.summary();
+                s.tail_damage
+                    .as_deref()
+                    .map(|d| (d, s.open_error.is_some()))
+            }
+            Log::Group(_) => None,
+        }
+    }
+
     fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, Failure> {
         Ok(match self {
             Log::Dir(i) => i.entries(lo, hi)?,
@@ -97,7 +113,24 @@ pub fn run(args: Args) -> CmdResult {
     let log = Log::open(&args)?;
     let (first, last) = log.first_last()?;
     let from = args.from.unwrap_or(first);
-    let to = args.to.unwrap_or(last);
+    let mut to = args.to.unwrap_or(last);
+    // A log that ends early at damage: the entries up to it, then the damage (exit code 1),
+    // when the range asked for reaches past it, or when open would fail on it (damage at or
+    // below the commit index; a torn tail that open cuts is not part of the log).
+    let mut tail_failure = None;
+    if let Some((damage, open_fails)) = log.tail_damage() {
+        if (to > last && from <= last.saturating_add(1)) || (args.to.is_none() && open_fails) {
+            let failure = Failure::damage(format!(
+                "the log ends at index {last}, damaged after it: {damage}"
+            ));
+            if from > last {
+                // Nothing readable in the range: only the damage.
+                return Err(failure);
+            }
+            to = last;
+            tail_failure = Some(failure);
+        }
+    }
     if args.from.is_some() || args.to.is_some() {
         if from > to {
             return Err(Failure::usage(format!("--from {from} is after --to {to}")));
@@ -120,27 +153,56 @@ pub fn run(args: Args) -> CmdResult {
         count >= PROGRESS_MIN_ENTRIES && !std::io::stdout().is_terminal(),
         "dump",
     );
+    let print = |out: &mut Out, e: &Entry| {
+        if args.json {
+            out.json_line(&JsonEntry {
+                index: e.index,
+                term: e.term,
+                entry_type: format!("{:?}", e.get_entry_type()),
+                data_hex: output::hex(&e.data),
+                context_hex: output::hex(&e.context),
+            })
+        } else {
+            out.line(text_line(e))
+        }
+    };
     let mut lo = from;
     while lo <= to {
         let hi = to.saturating_add(1).min(lo.saturating_add(CHUNK));
-        for e in log.entries(lo, hi)? {
-            if args.json {
-                out.json_line(&JsonEntry {
-                    index: e.index,
-                    term: e.term,
-                    entry_type: format!("{:?}", e.get_entry_type()),
-                    data_hex: output::hex(&e.data),
-                    context_hex: output::hex(&e.context),
-                })?;
-            } else {
-                out.line(text_line(&e))?;
+        match log.entries(lo, hi) {
+            Ok(chunk) => {
+                for e in &chunk {
+                    print(&mut out, e)?;
+                }
+            }
+            Err(chunk_error) => {
+                // Damage in this chunk: the entries before it one by one, then the error
+                // (of the first entry that cannot be read, which names it).
+                progress.finish();
+                let mut error = chunk_error;
+                for i in lo..hi {
+                    match log.entries(i, i + 1) {
+                        Ok(one) => {
+                            for e in &one {
+                                print(&mut out, e)?;
+                            }
+                        }
+                        Err(e) => {
+                            error = e;
+                            break;
+                        }
+                    }
+                }
+                out.finish()?;
+                return Err(error);
             }
         }
         progress.inc(hi - lo);
         lo = hi;
     }
     progress.finish();
-    out.finish()
+    out.finish()?;
+    tail_failure.map_or(Ok(()), Err)
 }
 
 /// One entry as a text line.

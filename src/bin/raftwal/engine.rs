@@ -14,41 +14,45 @@ use raftwal::inspect::engine::{
 };
 use raftwal::inspect::{LogFileInfo, MetaCopiesInfo};
 
-use crate::output::{self, CmdResult, Failure, Out, Progress};
+use crate::output::{self, count, CmdResult, Failure, Out, Progress};
 
 /// `inspect ROOT`: the report, then exit code 1 when a default open would fail or lose
 /// acknowledged records, or the journal or a group is damaged.
 pub fn inspect(root: &Path, group: Option<u64>, json: bool) -> CmdResult {
     let inspector = output::open_engine(root, group)?;
     let s = inspector.summary();
+    let failure = inspect_failure(s);
     let mut out = Out::new();
     if json {
-        out.json_pretty(s)?;
-    } else {
-        for line in report(s) {
-            out.line(line)?;
-        }
+        out.json_report(s, failure)?;
+        return out.finish();
+    }
+    for line in report(s) {
+        out.line(line)?;
     }
     out.finish()?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Why `inspect ROOT` exits 1, if it does.
+fn inspect_failure(s: &EngineSummary) -> Option<Failure> {
     if let Some(e) = &s.open_error {
-        return Err(Failure::damage(format!("open will fail: {e}")));
+        return Some(Failure::damage(format!("open will fail: {e}")));
     }
     if let Some(e) = &s.journal.lost_records {
-        return Err(Failure::damage(format!(
+        return Some(Failure::damage(format!(
             "open will drop journal records: {e}"
         )));
     }
     if let Some(e) = &s.journal.damage {
-        return Err(Failure::damage(format!("the journal is damaged: {e}")));
+        return Some(Failure::damage(format!("the journal is damaged: {e}")));
     }
-    if let Some(g) = s.groups.iter().find(|g| g.damage.is_some()) {
-        let d = g.damage.as_deref().unwrap_or_default();
-        return Err(Failure::damage(format!(
-            "group {} is damaged: {d}",
-            g.group_id
-        )));
-    }
-    Ok(())
+    let g = s.groups.iter().find(|g| g.damage.is_some())?;
+    let d = g.damage.as_deref().unwrap_or_default();
+    Some(Failure::damage(format!(
+        "group {} is damaged: {d}",
+        g.group_id
+    )))
 }
 
 /// `verify ROOT`: what was checked, component by component, then exit code 1 when anything is
@@ -59,23 +63,24 @@ pub fn verify(root: &Path, group: Option<u64>, json: bool) -> CmdResult {
     let result = inspector.verify(&mut |n| progress.inc(n));
     progress.finish();
     let report = result.map_err(|e| output::engine_failure(root, e))?;
-    let mut out = Out::new();
-    if json {
-        out.json_pretty(&report)?;
-    } else {
-        for line in verify_lines(&report) {
-            out.line(line)?;
-        }
-    }
-    out.finish()?;
-    match report.damage.first() {
-        None => Ok(()),
-        Some(first) if report.damage.len() == 1 => Err(Failure::damage(first.clone())),
-        Some(first) => Err(Failure::damage(format!(
+    let failure = match report.damage.first() {
+        None => None,
+        Some(first) if report.damage.len() == 1 => Some(Failure::damage(first.clone())),
+        Some(first) => Some(Failure::damage(format!(
             "{} damaged places; the first: {first}",
             report.damage.len()
         ))),
+    };
+    let mut out = Out::new();
+    if json {
+        out.json_report(&report, failure)?;
+        return out.finish();
     }
+    for line in verify_lines(&report) {
+        out.line(line)?;
+    }
+    out.finish()?;
+    failure.map_or(Ok(()), Err)
 }
 
 fn verify_lines(r: &EngineVerifyReport) -> Vec<String> {
@@ -128,11 +133,6 @@ fn verify_lines(r: &EngineVerifyReport) -> Vec<String> {
         }
     ));
     lines
-}
-
-/// `1 file`, `2 files`.
-fn count(n: u64, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 /// `ok`, or every damage found.

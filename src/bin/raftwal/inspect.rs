@@ -24,7 +24,9 @@ pub struct Args {
     /// Print the summary as JSON (raftwal::inspect::Summary, or
     /// raftwal::inspect::engine::EngineSummary for an engine root)
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    #[command(flatten)]
+    pub key: output::KeyArg,
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -33,20 +35,21 @@ pub fn run(args: Args) -> CmdResult {
     }
     let inspector = crate::output::open_inspector(&args.dir)?;
     let summary = inspector.summary();
+    // A directory that open refuses is damage (exit code 1), once the report is out.
+    let failure = summary
+        .open_error
+        .as_ref()
+        .map(|e| Failure::damage(format!("open will fail: {e}")));
     let mut out = Out::new();
     if args.json {
-        out.json_pretty(summary)?;
-    } else {
-        for line in report(summary) {
-            out.line(line)?;
-        }
+        out.json_report(summary, failure)?;
+        return out.finish();
+    }
+    for line in report(summary) {
+        out.line(line)?;
     }
     out.finish()?;
-    // The report is out; a directory that open refuses is damage (exit code 1).
-    match &summary.open_error {
-        Some(e) => Err(Failure::damage(format!("open will fail: {e}"))),
-        None => Ok(()),
-    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// The text report, line by line.

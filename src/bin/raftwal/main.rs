@@ -23,6 +23,13 @@
 //! Exit codes: 0 success; 1 damage found (a checksum, a missing file, an invalid archive);
 //! 2 anything else (bad arguments, a missing directory, an index out of range, I/O errors, a
 //! refused target). Errors are one line on stderr, `raftwal: <message>`; results go to stdout.
+//! With `--json`, a failure is also one JSON object on stdout,
+//! `{"ok": false, "error": {"kind", "message", "exit_code", "path"?, "offset"?}}` (inside the
+//! report for `inspect` and `verify`, the last line for `dump`).
+//!
+//! `--key-file PATH` (or `RAFTWAL_KEY_FILE`) gives the key of an encrypted store to the commands
+//! that read or write one: `inspect`, `verify`, `dump`, `repair`, `snapshot save DIR`,
+//! `snapshot restore` (archives and pulls are plaintext: the others take no key).
 //!
 //! Owns: argument parsing and dispatch, and turning every outcome into an exit code. Must never:
 //! change a WAL directory but through `repair` (and only with `--accept-data-loss`), or from a
@@ -48,14 +55,11 @@ use output::{CmdResult, Failure};
 
 /// Inspect, verify, dump, back up and restore raftwal WAL directories and engine roots.
 ///
-/// Exit codes: 0 success, 1 damage found, 2 bad input or any other error.
+/// Exit codes: 0 success, 1 damage found, 2 bad input or any other error. With --json, a
+/// failure is also one JSON object on stdout: {"ok": false, "error": {...}}.
 #[derive(Parser)]
 #[command(name = "raftwal", version)]
 struct Cli {
-    /// Key of an encrypted store: a file holding 32 raw bytes or 64 hex digits (also
-    /// RAFTWAL_KEY_FILE).
-    #[arg(long, global = true, value_name = "PATH", env = "RAFTWAL_KEY_FILE")]
-    key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,15 +74,25 @@ enum Command {
     Snapshot(snapshot::Command),
 }
 
-fn run(cli: Cli) -> CmdResult {
-    if let Some(path) = &cli.key_file {
-        output::set_key(output::read_key(path)?);
+impl Command {
+    /// Whether the command was asked for JSON output.
+    fn json(&self) -> bool {
+        match self {
+            Command::Inspect(a) => a.json,
+            Command::Verify(a) => a.json,
+            Command::Dump(a) => a.json,
+            Command::Repair(a) => a.json,
+            Command::Snapshot(c) => c.json(),
+        }
     }
-    match cli.command {
-        Command::Inspect(a) => inspect::run(a),
-        Command::Verify(a) => verify::run(a),
-        Command::Dump(a) => dump::run(a),
-        Command::Repair(a) => repair::run(a),
+}
+
+fn run(command: Command) -> CmdResult {
+    match command {
+        Command::Inspect(a) => a.key.load().and_then(|()| inspect::run(a)),
+        Command::Verify(a) => a.key.load().and_then(|()| verify::run(a)),
+        Command::Dump(a) => a.key.load().and_then(|()| dump::run(a)),
+        Command::Repair(a) => a.key.load().and_then(|()| repair::run(a)),
         Command::Snapshot(c) => snapshot::run(c),
     }
 }
@@ -96,16 +110,26 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    match panic::catch_unwind(AssertUnwindSafe(|| run(cli))) {
+    let json = cli.command.json();
+    match panic::catch_unwind(AssertUnwindSafe(|| run(cli.command))) {
         Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(failure)) => failure.report(),
-        Err(_) => ExitCode::from(2),
+        Ok(Err(failure)) => failure.report(json),
+        Err(_) => {
+            if json {
+                let failure = Failure::usage("internal error (a bug, please report it)");
+                let doc = serde_json::json!({ "ok": false, "error": failure.json() });
+                let _ = writeln!(std::io::stdout().lock(), "{doc}");
+            }
+            ExitCode::from(2)
+        }
     }
 }
 
 /// Help and version go out as clap writes them; an argument error becomes one line with the
-/// command's usage (exit code 2).
+/// command's usage (exit code 2), and a JSON object on stdout when `--json` is among the
+/// arguments.
 fn usage_error(e: clap::Error) -> ExitCode {
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
     match e.kind() {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
@@ -134,7 +158,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
                 .find_map(|l| l.trim().strip_prefix("Usage: "))
                 .map(|u| format!(" (usage: {u})"))
                 .unwrap_or_default();
-            Failure::usage(format!("{message}{usage}")).report()
+            Failure::usage(format!("{message}{usage}")).report(json)
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -32,23 +32,37 @@ pub struct Failure {
     /// such as `head`, which is not an error).
     message: Option<String>,
     code: u8,
+    /// What went wrong, for `--json`: `usage`, `damage`, or the library error's kind
+    /// (`io`, `corrupt`, `missing_file`, `invalid_archive`, ...).
+    kind: &'static str,
+    /// The file or directory the error names, when it names one.
+    path: Option<PathBuf>,
+    /// The offset in `path` where damage was found.
+    offset: Option<u64>,
+    /// Its JSON object is already on stdout (inside a report): `report` prints only the line.
+    printed: bool,
 }
 
 impl Failure {
-    /// Bad input from the operator (exit code 2).
-    pub fn usage(message: impl Into<String>) -> Failure {
+    fn new(message: impl Into<String>, code: u8, kind: &'static str) -> Failure {
         Failure {
             message: Some(message.into()),
-            code: 2,
+            code,
+            kind,
+            path: None,
+            offset: None,
+            printed: false,
         }
+    }
+
+    /// Bad input from the operator (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(message, 2, "usage")
     }
 
     /// Damage found (exit code 1), described by `message`.
     pub fn damage(message: impl Into<String>) -> Failure {
-        Failure {
-            message: Some(message.into()),
-            code: 1,
-        }
+        Failure::new(message, 1, "damage")
     }
 
     /// Writing results to stdout failed. A closed pipe ends the command quietly.
@@ -57,19 +71,54 @@ impl Failure {
             Failure {
                 message: None,
                 code: 0,
+                kind: "closed_stdout",
+                path: None,
+                offset: None,
+                printed: true,
             }
         } else {
-            Failure::usage(format!("write to stdout: {e}"))
+            Failure::new(format!("write to stdout: {e}"), 2, "io")
         }
     }
 
-    /// Prints the message (one line on stderr) and returns the exit code.
-    pub fn report(self) -> ExitCode {
-        if let Some(m) = self.message {
-            // The message is one line even when an error carries a newline inside.
-            let m = m.replace('\n', " ");
-            let _ = writeln!(io::stderr().lock(), "raftwal: {m}");
+    /// The failure as `--json` shows it: `{"kind", "message", "exit_code"}`, and `path` and
+    /// `offset` when the error names them.
+    pub fn json(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({
+            "kind": self.kind,
+            "message": self.line(),
+            "exit_code": self.code,
+        });
+        if let Some(path) = &self.path {
+            error["path"] = path.to_string_lossy().into();
         }
+        if let Some(offset) = self.offset {
+            error["offset"] = offset.into();
+        }
+        error
+    }
+
+    /// The message on one line, even when an error carries a newline inside.
+    fn line(&self) -> String {
+        self.message
+            .as_deref()
+            .unwrap_or_default()
+            .replace('\n', " ")
+    }
+
+    /// Prints the message (one line on stderr) and, with `json`, the failure as one object on
+    /// stdout, `{"ok": false, "error": {...}}` (unless a report carried it already); returns
+    /// the exit code.
+    pub fn report(self, json: bool) -> ExitCode {
+        if self.message.is_none() {
+            return ExitCode::from(self.code);
+        }
+        if json && !self.printed {
+            let doc = serde_json::json!({ "ok": false, "error": self.json() });
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "{doc}").and_then(|()| out.flush());
+        }
+        let _ = writeln!(io::stderr().lock(), "raftwal: {}", self.line());
         ExitCode::from(self.code)
     }
 }
@@ -78,15 +127,42 @@ impl From<raftwal::Error> for Failure {
     /// Damage found on disk or in an archive is exit code 1; every other error (a missing
     /// directory, an index out of range, an I/O error, a refused target) is exit code 2.
     fn from(e: raftwal::Error) -> Failure {
+        use raftwal::Error as E;
+        let (kind, path, offset) = match &e {
+            E::Io { path, .. } => ("io", Some(path), None),
+            E::Locked { path } => ("locked", Some(path), None),
+            E::Corrupt { path, offset, .. } => ("corrupt", Some(path), Some(*offset)),
+            E::MissingFile { path, .. } => ("missing_file", Some(path), None),
+            E::UnsupportedVersion { path, .. } => ("unsupported_version", Some(path), None),
+            E::Compacted { .. } => ("compacted", None, None),
+            E::Unavailable { .. } => ("unavailable", None, None),
+            E::SnapshotOutOfDate { .. } => ("snapshot_out_of_date", None, None),
+            E::SnapshotTemporarilyUnavailable { .. } => {
+                ("snapshot_temporarily_unavailable", None, None)
+            }
+            E::Encryption { path, .. } => ("encryption", Some(path), None),
+            E::NoSnapshot { path } => ("no_snapshot", Some(path), None),
+            E::EmptySnapshot(_) => ("empty_snapshot", None, None),
+            E::InvalidArchive { path, .. } => ("invalid_archive", Some(path), None),
+            E::InvalidAppend(_) => ("invalid_append", None, None),
+            E::InvalidArgument(_) => ("invalid_argument", None, None),
+            E::Network { .. } => ("network", None, None),
+            E::Remote { .. } => ("remote", None, None),
+            E::Group { .. } => ("group", None, None),
+            E::UnknownGroup { .. } => ("unknown_group", None, None),
+            E::GroupExists { .. } => ("group_exists", None, None),
+            E::Closed { .. } => ("closed", None, None),
+            E::Poisoned { .. } => ("poisoned", None, None),
+            E::SnapshotBuild { .. } => ("snapshot_build", None, None),
+        };
         let code = match e {
-            raftwal::Error::Corrupt { .. }
-            | raftwal::Error::MissingFile { .. }
-            | raftwal::Error::InvalidArchive { .. } => 1,
+            E::Corrupt { .. } | E::MissingFile { .. } | E::InvalidArchive { .. } => 1,
             _ => 2,
         };
         Failure {
-            message: Some(e.to_string()),
-            code,
+            path: path.cloned(),
+            offset,
+            ..Failure::new(e.to_string(), code, kind)
         }
     }
 }
@@ -111,6 +187,28 @@ impl Out {
     pub fn json_pretty(&mut self, value: &impl serde::Serialize) -> CmdResult {
         serde_json::to_writer_pretty(&mut self.0, value).map_err(|e| Failure::stdout(e.into()))?;
         self.line("")
+    }
+
+    /// Writes `value` as pretty JSON; with a `failure`, the same object also carries
+    /// `"ok": false` and the `"error"` (so `--json` prints one object), and the failure is
+    /// returned, marked as printed.
+    pub fn json_report(
+        &mut self,
+        value: &impl serde::Serialize,
+        failure: Option<Failure>,
+    ) -> CmdResult {
+        let Some(mut failure) = failure else {
+            return self.json_pretty(value);
+        };
+        let mut doc = serde_json::to_value(value).map_err(|e| Failure::stdout(e.into()))?;
+        if let serde_json::Value::Object(fields) = &mut doc {
+            fields.insert("ok".into(), false.into());
+            fields.insert("error".into(), failure.json());
+            failure.printed = true;
+        }
+        self.json_pretty(&doc)?;
+        self.0.flush().map_err(Failure::stdout)?;
+        Err(failure)
     }
 
     /// Writes `value` as one line of JSON (for JSON lines output).
@@ -220,6 +318,15 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// `1 file`, `2 files`; `1 entry`, `2 entries`.
+pub fn count(n: u64, what: &str) -> String {
+    match (n, what.strip_suffix('y')) {
+        (1, _) => format!("1 {what}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {what}s"),
+    }
+}
+
 /// Lower-case hex of every byte.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -280,9 +387,31 @@ pub fn conf_state(c: &ConfStateInfo) -> String {
 
 static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
 
-/// Remembers the store key given with `--key-file`.
-pub fn set_key(key: [u8; 32]) {
-    let _ = KEY.set(key);
+/// The environment variable that stands for `--key-file` where `--key-file` is accepted.
+pub const KEY_FILE_ENV: &str = "RAFTWAL_KEY_FILE";
+
+/// `--key-file`, for the commands that read or write an encrypted store.
+#[derive(clap::Args)]
+pub struct KeyArg {
+    /// Key of an encrypted store: a file holding 32 raw bytes or 64 hex digits [env:
+    /// RAFTWAL_KEY_FILE]
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl KeyArg {
+    /// Reads the key named by `--key-file`, or else by `RAFTWAL_KEY_FILE`, for [`key`].
+    pub fn load(&self) -> CmdResult {
+        let path = self.key_file.clone().or_else(|| {
+            std::env::var_os(KEY_FILE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        if let Some(path) = path {
+            let _ = KEY.set(read_key(&path)?);
+        }
+        Ok(())
+    }
 }
 
 /// Reads a key file: 32 raw bytes, or 64 hex digits (surrounding whitespace ignored).

@@ -24,7 +24,9 @@ pub struct Args {
     accept_data_loss: bool,
     /// Print the report as JSON (raftwal::repair::RepairReport)
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    #[command(flatten)]
+    pub key: output::KeyArg,
 }
 
 pub fn run(args: Args) -> CmdResult {

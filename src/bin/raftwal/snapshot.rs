@@ -23,16 +23,16 @@ const PULL_TIMEOUT_SECS: u64 = 30;
 /// Backup archives of a directory's snapshot: save, status, verify, restore.
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Write the current snapshot of a directory, or of a running node (--endpoint), to a new
-    /// archive (.tar.gz); never overwrites
-    #[command(allow_missing_positional = true)]
+    /// Write the current snapshot of a directory (DIR OUT), or of a running node
+    /// (--endpoint ADDR OUT), to a new archive (.tar.gz); never overwrites
     Save {
-        /// The WAL directory (holding wal.meta), or an engine root with --group; not with
-        /// --endpoint
-        #[arg(required_unless_present = "endpoint", conflicts_with = "endpoint")]
+        /// The WAL directory (holding wal.meta), or an engine root with --group; with
+        /// --endpoint, the one path given is OUT
+        #[arg(value_name = "DIR")]
         dir: Option<PathBuf>,
         /// The archive to create (must not exist)
-        out: PathBuf,
+        #[arg(value_name = "OUT")]
+        out: Option<PathBuf>,
         /// With an engine root: the group whose snapshot to save (needed)
         #[arg(long, value_name = "ID", conflicts_with = "endpoint")]
         group: Option<u64>,
@@ -41,12 +41,14 @@ pub enum Command {
         endpoint: Option<String>,
         /// With --endpoint: give up after SECS seconds without progress (to connect, or on
         /// any read or write) [default: 30]
-        #[arg(long, value_name = "SECS", conflicts_with = "dir",
-              value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
         timeout: Option<u64>,
         /// Print as JSON
         #[arg(long)]
         json: bool,
+        /// With DIR (not --endpoint: a node sends its snapshot decrypted)
+        #[command(flatten)]
+        key: output::KeyArg,
     },
     /// Show an archive's index, term, membership, size and sha256 (read-only)
     Status {
@@ -77,8 +79,26 @@ pub enum Command {
         #[arg(long, value_name = "1,2,3", value_delimiter = ',', num_args = 1,
               value_parser = clap::value_parser!(u64).range(1..))]
         voters: Option<Vec<u64>>,
+        /// With a key, the new store is encrypted under it
+        #[command(flatten)]
+        key: output::KeyArg,
     },
 }
+
+impl Command {
+    /// Whether the command was asked for JSON output.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Save { json, .. } | Command::Status { json, .. } => *json,
+            Command::Verify { json, .. } => *json,
+            Command::Restore { .. } => false,
+        }
+    }
+}
+
+/// The usage of `snapshot save`, for its own argument errors.
+const SAVE_USAGE: &str =
+    "raftwal snapshot save DIR OUT | raftwal snapshot save --endpoint ADDR OUT";
 
 pub fn run(cmd: Command) -> CmdResult {
     match cmd {
@@ -89,17 +109,36 @@ pub fn run(cmd: Command) -> CmdResult {
             endpoint,
             timeout,
             json,
-        } => match (dir, endpoint) {
-            (None, Some(endpoint)) => {
-                let timeout = Duration::from_secs(timeout.unwrap_or(PULL_TIMEOUT_SECS));
-                pull(&endpoint, timeout, &out, json)
+            key,
+        } => {
+            let usage = |m: &str| Failure::usage(format!("{m} (usage: {SAVE_USAGE})"));
+            match (endpoint, dir, out) {
+                (Some(_), Some(_), Some(_)) => Err(usage(
+                    "snapshot save takes a directory or --endpoint, not both",
+                )),
+                (Some(_), None, None) => Err(usage("missing OUT, the archive to create")),
+                (Some(_), _, _) if key.key_file.is_some() => Err(usage(
+                    "--key-file does not apply to --endpoint: the node sends its snapshot decrypted",
+                )),
+                // With --endpoint the one path given is OUT.
+                (Some(endpoint), Some(out), None) | (Some(endpoint), None, Some(out)) => {
+                    let timeout = Duration::from_secs(timeout.unwrap_or(PULL_TIMEOUT_SECS));
+                    pull(&endpoint, timeout, &out, json)
+                }
+                (None, _, _) if timeout.is_some() => {
+                    Err(usage("--timeout applies to --endpoint only"))
+                }
+                (None, Some(dir), Some(out)) => {
+                    key.load()?;
+                    save(&dir, group, &out, json)
+                }
+                (None, Some(dir), None) => Err(usage(&format!(
+                    "missing OUT, the archive to create from {}",
+                    dir.display()
+                ))),
+                (None, None, _) => Err(usage("missing DIR and OUT (or --endpoint ADDR OUT)")),
             }
-            (Some(dir), None) => save(&dir, group, &out, json),
-            // clap requires exactly one of them.
-            _ => Err(Failure::usage(
-                "snapshot save needs either a directory or --endpoint, not both",
-            )),
-        },
+        }
         Command::Status { file, json } => status(&file, json),
         Command::Verify { file, json } => verify(&file, json),
         Command::Restore {
@@ -107,7 +146,11 @@ pub fn run(cmd: Command) -> CmdResult {
             new_dir,
             raft_id,
             voters,
-        } => restore(&file, &new_dir, raft_id, voters),
+            key,
+        } => {
+            key.load()?;
+            restore(&file, &new_dir, raft_id, voters)
+        }
     }
 }
 
@@ -307,6 +350,16 @@ fn restore(
         archive::restore_with_store_options(file, new_dir, &opts, &store, &mut |n| progress.inc(n));
     progress.finish();
     let meta = result?;
+    if let (Some(id), None) = (raft_id, &opts.voters) {
+        let cs = &meta.conf_state;
+        if !cs.voters.contains(&id) && !cs.learners.contains(&id) {
+            // Restored anyway: the node may be added to the cluster later (a conf change).
+            eprintln!(
+                "raftwal: warning: raft id {id} is not a member of the archive's conf state ({}): give --voters to restore a new cluster's membership",
+                conf_state(&meta)
+            );
+        }
+    }
     let membership = match &opts.voters {
         Some(v) => format!(
             "voters {} (the archive has {})",

@@ -24,7 +24,9 @@ pub struct Args {
     group: Option<u64>,
     /// Print what was checked as JSON
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    #[command(flatten)]
+    pub key: output::KeyArg,
 }
 
 #[derive(Serialize)]
@@ -53,9 +55,9 @@ pub fn run(args: Args) -> CmdResult {
         })?;
     } else {
         out.line(format!(
-            "checked {} files, {} entries, {} payload bytes ({}), snapshot {} bytes ({}): ok",
-            checked.files_checked,
-            checked.entries_checked,
+            "checked {}, {}, {} payload bytes ({}), snapshot {} bytes ({}): ok",
+            output::count(checked.files_checked, "file"),
+            output::count(checked.entries_checked, "entry"),
             checked.payload_bytes_checked,
             output::human_bytes(checked.payload_bytes_checked),
             checked.snapshot_bytes_checked,
