@@ -266,12 +266,7 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
                     // A commit added to it since the tail was written.
                     return Ok(Err(b.files.durable_seq.max(last_checkpoint)));
                 }
-                // No record after this is applied to the group yet (its log is held), and
-                // every record up to the engine's applied position is applied to it.
-                let at = b
-                    .log
-                    .applied_seq
-                    .max(shared.applied_seq.load(Ordering::Acquire));
+                let at = super::group::reflected_seq(shared, b.log);
                 b.log.dirty = false;
                 Ok(Ok((
                     b.files.meta_record(&b.log.meta, at, g.incarnation),

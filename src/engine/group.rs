@@ -578,13 +578,7 @@ impl Group {
                 }
                 shared.journal.lock().sync()?;
                 files.wal.flush()?;
-                // No record after this is applied to the group (it is held), and every record
-                // up to the engine's applied position is applied to it.
-                let at = log.applied_seq.max(
-                    shared
-                        .applied_seq
-                        .load(std::sync::atomic::Ordering::Acquire),
-                );
+                let at = reflected_seq(shared, log);
                 let record = files.meta_record(&log.meta, at, self.incarnation);
                 files.store_durable(&record)?;
                 log.dirty = false;
@@ -595,6 +589,24 @@ impl Group {
             }
         }
         Ok(false)
+    }
+}
+
+/// The journal position a group's state reflects while its log is held (with an empty tail,
+/// its files hold that state): every record up to the engine's applied position is applied to
+/// it (a commit publishes its position after all its parts), and of the record being applied
+/// now, the one after, some parts may be and others not (a commit holds one group for one
+/// part at a time, and a record may hold several parts for a group). So that record is not
+/// reflected: replay applies it again, the parts already in the files included (an overwrite
+/// with the same entries, the same meta changes).
+pub(crate) fn reflected_seq(shared: &Shared, log: &GroupLog) -> u64 {
+    let engine = shared
+        .applied_seq
+        .load(std::sync::atomic::Ordering::Acquire);
+    if log.applied_seq > engine {
+        log.applied_seq - 1
+    } else {
+        engine
     }
 }
 
