@@ -18,6 +18,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
+#[path = "common/roots.rs"]
+mod roots;
+
 use bytes::Bytes;
 use raft::prelude::*;
 use raft::{GetEntriesContext, Storage};
@@ -754,16 +757,7 @@ fn opened_and_killed(from: &Path, to: &Path, f: impl Fn(&Engine)) {
         let engine = Engine::open(&work).unwrap();
         f(&engine);
         let _ = fs::remove_dir_all(to);
-        fs::create_dir_all(to).unwrap();
-        for ent in fs::read_dir(&work).unwrap() {
-            let ent = ent.unwrap();
-            let target = to.join(ent.file_name());
-            if ent.file_type().unwrap().is_dir() {
-                copy_tree(&ent.path(), &target);
-            } else if ent.file_name() != "LOCK" {
-                copy_file(&ent.path(), &target);
-            }
-        }
+        roots::kill_image(&work, to);
         let slow = start.elapsed().as_secs() >= CHILD_BUDGET_SECS;
         drop(engine);
         if !slow {

@@ -2,6 +2,9 @@
 //! against the contract in README/docs (the rules of `DiskStorage` per group, batches checked
 //! whole, durability of writes, reopen, close) with an independent model of each group's log.
 
+#[path = "common/roots.rs"]
+mod roots;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -553,26 +556,6 @@ fn a_live_segment_under_another_name_is_refused() {
     }
 }
 
-/// The root at `from` as a kill leaves it while an engine holds it: every file through the page
-/// cache (the lock file aside). A file gone between the listing and its copy is skipped: the
-/// journal thread may turn a spare into the next, blank segment meanwhile, and a root without
-/// either is one a kill leaves too.
-fn kill_image(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for ent in std::fs::read_dir(from).unwrap() {
-        let ent = ent.unwrap();
-        let target = to.join(ent.file_name());
-        if ent.file_type().unwrap().is_dir() {
-            kill_image(&ent.path(), &target);
-        } else if ent.file_name() != "LOCK" {
-            if let Err(e) = std::fs::copy(ent.path(), &target) {
-                assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "copy: {e}");
-                let _ = std::fs::remove_file(&target);
-            }
-        }
-    }
-}
-
 /// Records of a journal segment as docs/FORMAT.md lays them out (a 4 KiB header, then
 /// `length u32 | crc u32 | sequence u64 | body` padded to 8 bytes): (sequence, offset, length).
 fn journal_records(segment: &std::path::Path) -> Vec<(u64, usize, usize)> {
@@ -618,13 +601,13 @@ fn run_and_kill(from: Option<&std::path::Path>, to: &std::path::Path, f: impl Fn
         let work = tempfile::tempdir().unwrap();
         let root = work.path().join("root");
         if let Some(from) = from {
-            kill_image(from, &root);
+            roots::kill_image(from, &root);
         }
         let started = std::time::Instant::now();
         let e = Engine::open_with(&root, opts.clone()).unwrap();
         f(&e);
         let _ = std::fs::remove_dir_all(to);
-        kill_image(&root, to);
+        roots::kill_image(&root, to);
         let slow = started.elapsed() > std::time::Duration::from_secs(3);
         drop(e);
         if !slow {
@@ -682,7 +665,7 @@ fn a_torn_tail_cut_by_open_stays_cut_through_more_writes_and_a_kill() {
     for (image, want) in [(&written, &want[..]), (&cut, &want[..10])] {
         for opts in [small(), strict.clone()] {
             let copy = tempfile::tempdir().unwrap();
-            kill_image(image, copy.path());
+            roots::kill_image(image, copy.path());
             let e = Engine::open_with(copy.path(), opts.clone()).unwrap_or_else(|err| {
                 panic!("{} ({:?}): {err}", image.display(), opts.recovery_mode)
             });

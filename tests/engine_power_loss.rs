@@ -75,6 +75,8 @@ use raftwal::{Engine, EngineOptions, RecoveryMode};
 #[allow(dead_code)]
 #[path = "common/engine_ops.rs"]
 mod engine_ops;
+#[path = "common/roots.rs"]
+mod roots;
 
 use engine_ops::{check_root_window, run_op, splitmix, Limits, Model, Op, Part, Rng};
 
@@ -691,30 +693,11 @@ fn check_mix(dir: &Path, mode: RecoveryMode, acc: Accept<'_>, cont: bool) -> Res
     Ok(())
 }
 
-/// Copies the root at `from` to `to` (the lock file aside), as a kill leaves it.
-///
-/// The engine may be open on `from` while it is copied, idle but for its journal thread, which
-/// may turn a spare into the next (blank) segment meanwhile: a file listed and then gone is
-/// skipped. A root without that spare, or without that blank segment, is one a kill leaves
-/// too (before the spare was kept; before the segment was prepared); every other file stays.
+/// Copies the root at `from` to `to` (replacing it) as a kill leaves it
+/// ([`roots::kill_image`]).
 fn copy_root(from: &Path, to: &Path) {
     let _ = fs::remove_dir_all(to);
-    fs::create_dir_all(to).expect("create the image");
-    for ent in fs::read_dir(from).expect("read the root") {
-        let ent = ent.expect("an entry");
-        let target = to.join(ent.file_name());
-        if ent.file_type().expect("its type").is_dir() {
-            copy_root(&ent.path(), &target);
-        } else if ent.file_name() != "LOCK" {
-            match fs::copy(ent.path(), &target) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let _ = fs::remove_file(&target);
-                }
-                Err(e) => panic!("copy {}: {e}", ent.path().display()),
-            }
-        }
-    }
+    roots::kill_image(from, to);
 }
 
 #[derive(Default)]
