@@ -96,6 +96,13 @@ pub(crate) struct Change<'a> {
 }
 
 impl GroupLog {
+    /// Whether `idx` is a log index the files hold and the tail does not cover (the common
+    /// case of `raft::Storage::term`).
+    #[inline]
+    fn files_hold(&self, idx: u64) -> bool {
+        idx > self.snapshot_index() && idx <= self.files_last && self.tail.is_empty()
+    }
+
     /// Notes in the term runs (if known) entries just written to the files.
     fn note_terms(&mut self, entries: &[Entry]) {
         let first = self.first_index();
@@ -263,10 +270,7 @@ impl Group {
     pub(crate) fn term_in_files(&self, idx: u64) -> Option<u64> {
         {
             let lg = self.log.read();
-            let log = lg.as_ref()?;
-            if idx <= log.snapshot_index() || idx > log.files_last || !log.tail.is_empty() {
-                return None;
-            }
+            let log = lg.as_ref().filter(|log| log.files_hold(idx))?;
             if let Some(runs) = &log.terms {
                 let t = runs.term(idx);
                 #[cfg(debug_assertions)]
@@ -278,10 +282,7 @@ impl Group {
         }
         self.build_terms();
         let lg = self.log.read();
-        let log = lg.as_ref()?;
-        if idx <= log.snapshot_index() || idx > log.files_last || !log.tail.is_empty() {
-            return None;
-        }
+        let log = lg.as_ref().filter(|log| log.files_hold(idx))?;
         match &log.terms {
             Some(runs) => runs.term(idx),
             None => self.files.read().as_ref()?.wal.term_of_held(idx),
