@@ -102,6 +102,34 @@ pub struct SnapshotInfo {
     pub file: Option<PathBuf>,
 }
 
+impl From<&crate::proto::HardStateRecord> for HardStateInfo {
+    fn from(h: &crate::proto::HardStateRecord) -> Self {
+        HardStateInfo {
+            term: h.term,
+            vote: h.vote,
+            commit: h.commit,
+        }
+    }
+}
+
+impl SnapshotInfo {
+    /// The metadata of `s`, a snapshot of the store (or group) in `dir`.
+    pub(crate) fn of(dir: &Path, s: &crate::proto::SnapshotRecord) -> SnapshotInfo {
+        SnapshotInfo {
+            index: s.index,
+            term: s.term,
+            conf_state: s
+                .conf_state
+                .as_ref()
+                .map(ConfStateInfo::from)
+                .unwrap_or_default(),
+            data_len: s.data_len,
+            data_crc32c: s.data_crc32c,
+            file: (s.data_len > 0).then(|| snap::path(dir, s.term, s.index)),
+        }
+    }
+}
+
 /// One log file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogFileInfo {
@@ -273,29 +301,14 @@ impl Inspector {
             hard_state: meta
                 .hard_state
                 .as_ref()
-                .map(|h| HardStateInfo {
-                    term: h.term,
-                    vote: h.vote,
-                    commit: h.commit,
-                })
+                .map(HardStateInfo::from)
                 .unwrap_or_default(),
             conf_state: meta
                 .conf_state
                 .as_ref()
                 .map(ConfStateInfo::from)
                 .unwrap_or_default(),
-            snapshot: snap.map(|s| SnapshotInfo {
-                index: s.index,
-                term: s.term,
-                conf_state: s
-                    .conf_state
-                    .as_ref()
-                    .map(ConfStateInfo::from)
-                    .unwrap_or_default(),
-                data_len: s.data_len,
-                data_crc32c: s.data_crc32c,
-                file: (s.data_len > 0).then(|| snap::path(&dir, s.term, s.index)),
-            }),
+            snapshot: snap.map(|s| SnapshotInfo::of(&dir, s)),
             first_index: snap_index + 1,
             last_index: last.max(snap_index),
             files: file_infos,

@@ -36,7 +36,7 @@ use crate::log_file::{self, Access, LogFile, SLOTS_PER_FILE};
 use crate::meta::{self, Copies, META_FORMAT_VERSION};
 use crate::proto::{EngineGroupRecord, EngineRecord, HardStateRecord, MetaRecord, SnapshotRecord};
 use crate::recovery;
-use crate::snap::{self, SnapshotReader};
+use crate::snap::SnapshotReader;
 
 /// Reads of a root that is marked open and was not read clean (see the module comment).
 const ATTEMPTS: usize = 3;
@@ -850,29 +850,14 @@ fn state(dir: &Path, m: &MetaRecord, last_index: u64) -> GroupState {
         hard_state: m
             .hard_state
             .as_ref()
-            .map(|h| HardStateInfo {
-                term: h.term,
-                vote: h.vote,
-                commit: h.commit,
-            })
+            .map(HardStateInfo::from)
             .unwrap_or_default(),
         conf_state: m
             .conf_state
             .as_ref()
             .map(ConfStateInfo::from)
             .unwrap_or_default(),
-        snapshot: snap.map(|s| SnapshotInfo {
-            index: s.index,
-            term: s.term,
-            conf_state: s
-                .conf_state
-                .as_ref()
-                .map(ConfStateInfo::from)
-                .unwrap_or_default(),
-            data_len: s.data_len,
-            data_crc32c: s.data_crc32c,
-            file: (s.data_len > 0).then(|| snap::path(dir, s.term, s.index)),
-        }),
+        snapshot: snap.map(|s| SnapshotInfo::of(dir, s)),
         first_index: snap.map_or(0, |s| s.index) + 1,
         last_index,
     }
