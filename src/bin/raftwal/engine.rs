@@ -22,16 +22,7 @@ pub fn inspect(root: &Path, group: Option<u64>, json: bool) -> CmdResult {
     let inspector = output::open_engine(root, group)?;
     let s = inspector.summary();
     let failure = inspect_failure(s);
-    let mut out = Out::new();
-    if json {
-        out.json_report(s, failure)?;
-        return out.finish();
-    }
-    for line in report(s) {
-        out.line(line)?;
-    }
-    out.finish()?;
-    failure.map_or(Ok(()), Err)
+    Out::new().report(json, s, || report(s), failure)
 }
 
 /// Why `inspect ROOT` exits 1, if it does.
@@ -71,16 +62,7 @@ pub fn verify(root: &Path, group: Option<u64>, json: bool) -> CmdResult {
             report.damage.len()
         ))),
     };
-    let mut out = Out::new();
-    if json {
-        out.json_report(&report, failure)?;
-        return out.finish();
-    }
-    for line in verify_lines(&report) {
-        out.line(line)?;
-    }
-    out.finish()?;
-    failure.map_or(Ok(()), Err)
+    Out::new().report(json, &report, || verify_lines(&report), failure)
 }
 
 fn verify_lines(r: &EngineVerifyReport) -> Vec<String> {

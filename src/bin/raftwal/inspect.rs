@@ -40,16 +40,7 @@ pub fn run(args: Args) -> CmdResult {
         .open_error
         .as_ref()
         .map(|e| Failure::damage(format!("open will fail: {e}")));
-    let mut out = Out::new();
-    if args.json {
-        out.json_report(summary, failure)?;
-        return out.finish();
-    }
-    for line in report(summary) {
-        out.line(line)?;
-    }
-    out.finish()?;
-    failure.map_or(Ok(()), Err)
+    Out::new().report(args.json, summary, || report(summary), failure)
 }
 
 /// The text report, line by line.

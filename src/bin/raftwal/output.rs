@@ -192,6 +192,26 @@ impl Out {
     /// Writes `value` as pretty JSON; with a `failure`, the same object also carries
     /// `"ok": false` and the `"error"` (so `--json` prints one object), and the failure is
     /// returned, marked as printed.
+    /// Prints a command's report: `value` as one JSON document (with `ok` and `error` when
+    /// the command fails), or its text `lines`; then the command's result is `failure`.
+    pub fn report(
+        mut self,
+        json: bool,
+        value: &impl serde::Serialize,
+        lines: impl FnOnce() -> Vec<String>,
+        failure: Option<Failure>,
+    ) -> CmdResult {
+        if json {
+            self.json_report(value, failure)?;
+            return self.finish();
+        }
+        for line in lines() {
+            self.line(line)?;
+        }
+        self.finish()?;
+        failure.map_or(Ok(()), Err)
+    }
+
     pub fn json_report(
         &mut self,
         value: &impl serde::Serialize,
