@@ -4,9 +4,10 @@
 //!
 //! * `wal.meta` — raft id, group id, checkpoint, hard state, conf state and the current snapshot's
 //!   metadata, kept as two checksummed copies so a torn update never loses the previous state;
-//! * `NNNNN.wal` — log files; the first MiB of each is an array of 30,000 fixed 32-byte entry slots
-//!   (term, index, payload location, type, CRC32C), payloads follow. A file holds 30,000 entries,
-//!   then the log rotates;
+//! * `NNNNN.wal` — log files; the first MiB of each holds an array of 30,000 fixed 32-byte entry
+//!   slots (term, index, payload location, type, CRC32C; 960,000 bytes), then the file header,
+//!   then zeroes up to 1 MiB, where payloads start. A file holds 30,000 entries, then the log
+//!   rotates;
 //! * `snap/` — snapshot data files, CRC32C-checked.
 //!
 //! [`DiskStorage`] implements [`raft::Storage`]. See `docs/FORMAT.md` for every byte on disk.

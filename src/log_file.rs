@@ -344,11 +344,11 @@ pub(crate) struct CheckedSlot {
     pub payload_end: u64,
 }
 
-/// One open log file, mapped read-write over its whole (fallocated) length.
 /// Saves whose payloads total at most this many bytes are staged into one buffer and written
 /// with one `pwrite`; larger ones go straight from the entries' buffers with `pwritev`.
 const STAGE_LIMIT: u64 = 256 << 10;
 
+/// One open log file, mapped read-write over its whole (fallocated) length.
 pub(crate) struct LogFile {
     path: PathBuf,
     id: u64,
