@@ -1033,29 +1033,38 @@ impl LogFile {
         }
     }
 
-    /// Closes the descriptor a detached file opened to be written (engine files keep none
-    /// while idle), after starting the write-back of what was written through it once that is
-    /// `WRITEBACK_BYTES` of payloads: the pages go to the disk in pieces of that size, file by
-    /// file at different times, rather than all at once in the engine's next checkpoint flush,
-    /// where they would hold up the commits' journal flushes (a flush waits for the device's
-    /// queue), and not in pieces so small that their number costs the device more than the
-    /// burst. `POSIX_FADV_DONTNEED` on exactly the ranges written starts their write-back and
-    /// drops nothing: every page in them is dirty (or mapped, which is never dropped). Advice
-    /// only: its failure changes nothing.
-    pub(crate) fn release_fd(&mut self) {
-        if let Handle::Detached(fd) = &mut self.handle {
-            if let Some(file) = fd
-                .as_ref()
-                .filter(|_| self.payload_end >= self.writeback_at)
-            {
+    /// Starts the write-back of what was written through a detached file's descriptor once that
+    /// is `WRITEBACK_BYTES` of payloads: the pages go to the disk in pieces of that size, file
+    /// by file at different times, rather than all at once in the engine's next checkpoint
+    /// flush, where they would hold up the commits' journal flushes (a flush waits for the
+    /// device's queue), and not in pieces so small that their number costs the device more than
+    /// the burst. `POSIX_FADV_DONTNEED` on exactly the ranges written starts their write-back
+    /// and drops nothing: every page in them is dirty (or mapped, which is never dropped).
+    /// Advice only: its failure changes nothing.
+    pub(crate) fn start_writeback(&mut self) {
+        if let Handle::Detached(Some(file)) = &self.handle {
+            if self.payload_end >= self.writeback_at {
                 self.writeback_at = self.payload_end + WRITEBACK_BYTES;
                 for (from, to) in self.unstarted.iter_mut().filter_map(Option::take) {
                     let len = std::num::NonZeroU64::new(to - from);
                     let _ = rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed);
                 }
             }
+        }
+    }
+
+    /// Closes the descriptor a detached file opened to be written (engine files keep none
+    /// while idle), after [`LogFile::start_writeback`].
+    pub(crate) fn release_fd(&mut self) {
+        self.start_writeback();
+        if let Handle::Detached(fd) = &mut self.handle {
             *fd = None;
         }
+    }
+
+    /// Whether the file holds a descriptor it opened to be written.
+    pub(crate) fn holds_fd(&self) -> bool {
+        matches!(self.handle, Handle::Detached(Some(_)))
     }
 
     /// Writes `entries` into slots starting at `first_slot`; their payloads go after the last

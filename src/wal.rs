@@ -99,6 +99,21 @@ impl Wal {
         self.files.iter_mut().for_each(LogFile::release_fd);
     }
 
+    /// After a write: starts the write-back of what the last file was written (see
+    /// [`LogFile::start_writeback`]) and closes the descriptors of the files before it (written
+    /// again only by an overwrite). Returns whether the last file still holds a descriptor.
+    pub(crate) fn settle_fds(&mut self) -> bool {
+        let n = self.files.len();
+        for (i, f) in self.files.iter_mut().enumerate() {
+            if i + 1 == n {
+                f.start_writeback();
+            } else {
+                f.release_fd();
+            }
+        }
+        self.files.back().is_some_and(LogFile::holds_fd)
+    }
+
     /// Ids of the first and last file (`(1, 0)`, an empty range, without files).
     pub(crate) fn file_ids(&self) -> (u64, u64) {
         match (self.files.front(), self.files.back()) {

@@ -878,3 +878,72 @@ fn a_meta_fallback_that_would_lose_a_created_snapshot_is_refused() {
         &["groups/1/wal.meta", &damaged],
     );
 }
+
+/// The `.wal` files under `root` this process holds a descriptor of.
+fn open_log_files(root: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|d| std::fs::read_link(d.ok()?.path()).ok())
+        .filter(|p| p.starts_with(root) && p.extension().is_some_and(|x| x == "wal"))
+        .count()
+}
+
+#[test]
+fn groups_keep_write_descriptors_only_within_max_open_files() {
+    const GROUPS: u64 = 40;
+    // 16 of `max_open_files` are the engine's own; 8 groups may keep a descriptor.
+    const BUDGET: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let opts = EngineOptions {
+        max_open_files: 16 + BUDGET,
+        ..small()
+    };
+    let e = Engine::open_with(&root, opts.clone()).unwrap();
+    for g in 1..=GROUPS {
+        e.create_group(g, 1).unwrap();
+    }
+    let mut most = 0;
+    for r in 0..30u64 {
+        let mut b = WriteBatch::new();
+        for g in 1..=GROUPS {
+            let lo = r * 4 + 1;
+            let mut es = entries(lo, lo + 3, 1, g);
+            es.iter_mut()
+                .for_each(|x| x.data = Bytes::from(vec![g as u8; 4096]));
+            b.save(g, &hs(1, 1, lo + 3), &es, &Snapshot::default());
+        }
+        e.write(&mut b).unwrap();
+        most = most.max(open_log_files(&root));
+    }
+    // Every group made durable on its own (its tail written, then flushed): each write keeps
+    // the group's descriptor and closes the least recently written group's past the budget.
+    for g in 1..=GROUPS {
+        e.group(g)
+            .unwrap()
+            .create_snapshot(60, None, Bytes::from("state at 60"))
+            .unwrap();
+        let now = open_log_files(&root);
+        assert!(
+            now >= 1,
+            "group {g}: the written group keeps its descriptor"
+        );
+        most = most.max(now);
+    }
+    // The group the writer thread is writing holds its descriptor before it is noted (and
+    // closes a victim's), and one more for a moment while its map grows (the file opened to be
+    // mapped again).
+    assert!(most <= BUDGET + 2, "{most} log files open, budget {BUDGET}");
+    e.close().unwrap();
+    assert_eq!(open_log_files(&root), 0, "close keeps no descriptor");
+    let e = Engine::open_with(&root, opts).unwrap();
+    for g in 1..=GROUPS {
+        let s = e.group(g).unwrap();
+        assert_eq!(s.first_index().unwrap(), 61, "group {g}");
+        assert_eq!(s.last_index().unwrap(), 120, "group {g}");
+        assert_eq!(
+            s.entries(61, 62, None, ctx()).unwrap()[0].data,
+            Bytes::from(vec![g as u8; 4096])
+        );
+    }
+}

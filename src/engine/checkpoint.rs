@@ -157,7 +157,7 @@ pub(crate) fn write_tails(shared: &Shared) -> Result<()> {
                 Err(e) => return Err(e),
             }
         }
-        g.release_fds();
+        g.settle_fds(shared);
     }
     Ok(())
 }

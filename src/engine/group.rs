@@ -14,6 +14,7 @@
 //! installed snapshot or such a removal), or touch a file once the group is closed.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use raft::prelude::{Entry, HardState};
@@ -387,9 +388,17 @@ impl Group {
     /// Applies `change` (part of journal record `seq`), which was checked against the log (or
     /// is being replayed): entries go to the tail, everything else to the log's meta record, but
     /// an installed snapshot and `truncate_entries_until`, which change the files at once.
-    pub(crate) fn apply(&self, shared: &Shared, change: &Change<'_>, seq: u64) -> Result<()> {
+    pub(crate) fn apply(
+        self: &Arc<Self>,
+        shared: &Shared,
+        change: &Change<'_>,
+        seq: u64,
+    ) -> Result<()> {
         if change.snapshot.is_some() || change.truncate.is_some() {
-            return self.with_both(|b| self.apply_both(shared, b, change, seq));
+            let r = self.with_both(|b| self.apply_both(shared, b, change, seq));
+            // The change may have opened a descriptor: into the budget with it.
+            self.settle_fds(shared);
+            return r;
         }
         let mut lg = self.log.write();
         let log = lg.as_mut().ok_or_else(|| self.closed())?;
@@ -540,12 +549,24 @@ impl Group {
         Ok(true)
     }
 
-    /// Moves the whole tail into the files (unflushed) and closes the descriptors the writes
-    /// opened.
-    pub(crate) fn write_tail(&self, shared: &Shared) -> Result<()> {
+    /// Moves the whole tail into the files (unflushed).
+    pub(crate) fn write_tail(self: &Arc<Self>, shared: &Shared) -> Result<()> {
         while self.write_tail_op(shared, u64::MAX)? {}
-        self.release_fds();
+        self.settle_fds(shared);
         Ok(())
+    }
+
+    /// After writes: starts the write-back of what they wrote, keeps the last file's descriptor
+    /// (in the engine's budget of open files, module `fds`) and closes the others.
+    pub(crate) fn settle_fds(self: &Arc<Self>, shared: &Shared) {
+        let holds = self
+            .files
+            .write()
+            .as_mut()
+            .is_some_and(|f| f.wal.settle_fds());
+        if holds {
+            shared.open_files.written(self);
+        }
     }
 
     /// Closes the descriptors the writer opened.
@@ -563,7 +584,7 @@ impl Group {
     /// applied journal record. The journal is flushed first: the group must never be durable
     /// ahead of it. `Ok(false)`: commits kept adding to the tail, nothing was done.
     pub(crate) fn make_durable(
-        &self,
+        self: &Arc<Self>,
         shared: &Shared,
         change: impl FnOnce(&mut GroupLog, &GroupFiles) -> Result<()>,
     ) -> Result<bool> {
@@ -585,6 +606,9 @@ impl Group {
                 log.dirty = false;
                 Ok(true)
             })?;
+            // `change` may have opened a descriptor (or reopened one evicted since the tail
+            // was written): into the budget with it.
+            self.settle_fds(shared);
             if done {
                 return Ok(true);
             }
@@ -761,6 +785,7 @@ pub(crate) fn assemble(
 /// deleted. A crash part way leaves the renamed directory, which open deletes.
 pub(crate) fn remove(shared: &Shared, g: &Group) -> Result<()> {
     g.close();
+    shared.open_files.forget(g.id);
     let groups = shared.root.join(GROUPS_DIR);
     let doomed = groups.join(format!("{}.removing", g.id));
     fsutil::rename_no_replace(&g.dir, &doomed)?;

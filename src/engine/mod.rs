@@ -22,12 +22,13 @@
 //! (atomic under a crash: a group directory is made under a temporary name and renamed), and
 //! the pipeline that serializes commits with everything that must not interleave with them.
 //! Must never: let a `GroupStorage` touch a file after the engine is closed, hold more
-//! descriptors than a handful whatever the number of groups, or flush a group's files on the
+//! descriptors than `max_open_files` whatever the number of groups, or flush a group's files on the
 //! commit path.
 
 mod batch;
 mod checkpoint;
 mod commit;
+mod fds;
 mod group;
 mod handle;
 mod journal;
@@ -75,8 +76,9 @@ pub struct EngineOptions {
     /// Key for encryption at rest (AES-256-GCM) of the journal and every group. Default `None`.
     pub encryption_key: Option<[u8; 32]>,
     /// Descriptors the engine may hold at once (default 256). The engine keeps a handful (the
-    /// root's lock, the journal) whatever the number of groups: group files are kept as maps
-    /// without their descriptors and opened only for the moment a descriptor is needed.
+    /// root's lock, the journal) whatever the number of groups; group files are kept as maps,
+    /// and of the groups written most recently, up to `max_open_files` less 16, each keeps its
+    /// last file's descriptor; the others' are opened only for the moment one is needed.
     pub max_open_files: usize,
     /// Bytes of each journal segment file (default 32 MiB; a commit larger than that gets a
     /// segment of its own size).
@@ -133,6 +135,8 @@ pub(crate) struct Shared {
     pub checkpointer: checkpoint::Checkpointer,
     /// Groups whose tail holds entries not yet written to their files (the writer's work).
     pub unwritten: Mutex<Vec<u64>>,
+    /// The groups that keep their last file's descriptor between writes.
+    pub open_files: fds::OpenFiles,
     /// Payload bytes in all the groups' tails.
     pub tail_bytes: AtomicU64,
     /// The root's lock; released by close (handles may outlive the engine).

@@ -98,6 +98,7 @@ pub(crate) fn open(
     root_meta.store(&root_record)?;
     root_meta.flush()?;
 
+    let open_files = super::fds::OpenFiles::new(opts.max_open_files);
     let shared = Shared {
         root,
         opts,
@@ -116,6 +117,7 @@ pub(crate) fn open(
         is_poisoned: AtomicBool::new(false),
         checkpointer: Checkpointer::default(),
         unwritten: Mutex::new(Vec::new()),
+        open_files,
         tail_bytes: AtomicU64::new(0),
         lock: Mutex::new(Some(lock)),
     };

@@ -1,0 +1,66 @@
+//! The groups' write descriptors: which groups keep the descriptor of their last log file open
+//! between writes, least recently written first.
+//!
+//! The writer moves many groups' tails into their files every few milliseconds; opening and
+//! closing each file around each write cost two system calls per group per pass (about 29 per
+//! commit at 128 groups, docs/PERFORMANCE.md). So a written group keeps its last file's
+//! descriptor, and once more groups hold one than the budget (`max_open_files` less what the
+//! engine keeps for itself), the least recently written group's are closed.
+//!
+//! Owns: the order of the groups that hold descriptors. Must never: be taken with a group's lock
+//! held (it takes groups' locks to close their descriptors), or let the groups' descriptors
+//! exceed the budget by more than the groups being written at that moment (each noted once its
+//! write ends).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::group::Group;
+
+/// Descriptors `max_open_files` leaves to the engine itself: the root's lock, the journal's
+/// segments (current and prepared), `engine.meta`, one opened for a moment (a flush, a
+/// snapshot file, the root for `syncfs`, a file mapped again as it grows), and a group being
+/// written (its descriptors before it is noted here, its second file at a rotation).
+pub(crate) const RESERVED: usize = 16;
+
+/// The groups holding a write descriptor, least recently written first.
+pub(crate) struct OpenFiles {
+    order: Mutex<VecDeque<(u64, Weak<Group>)>>,
+    budget: usize,
+}
+
+impl OpenFiles {
+    pub(crate) fn new(max_open_files: usize) -> OpenFiles {
+        OpenFiles {
+            order: Mutex::new(VecDeque::new()),
+            budget: max_open_files.saturating_sub(RESERVED),
+        }
+    }
+
+    /// Notes that group `g` was just written and holds its descriptor; closes those of the
+    /// least recently written groups past the budget. Groups are held weakly (a removed group
+    /// closed its files), and not looked up in the engine's table, which a commit holds while
+    /// it applies.
+    pub(crate) fn written(&self, g: &Arc<Group>) {
+        // The victims are closed with the list held: no other group is noted meanwhile, so the
+        // descriptors never exceed the budget by more than the groups being written.
+        let mut order = self.order.lock();
+        if let Some(at) = order.iter().rposition(|(id, _)| *id == g.id) {
+            order.remove(at);
+        }
+        order.push_back((g.id, Arc::downgrade(g)));
+        let over = order.len().saturating_sub(self.budget);
+        for (_, victim) in order.drain(..over) {
+            if let Some(victim) = victim.upgrade() {
+                victim.release_fds();
+            }
+        }
+    }
+
+    /// Forgets group `id` (its descriptors were closed with it).
+    pub(crate) fn forget(&self, id: u64) {
+        self.order.lock().retain(|(g, _)| *g != id);
+    }
+}
