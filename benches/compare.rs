@@ -1,5 +1,5 @@
-//! Side-by-side comparison on the SPEC §5 workloads: raftwal vs raft-engine 0.4 (default config)
-//! vs a raw file (the device's ceiling) vs raft-rs `MemStorage`.
+//! Side-by-side comparison on the docs/DESIGN.md §5 workloads: raftwal vs raft-engine 0.4 (default
+//! config) vs a raw file (the device's ceiling) vs raft-rs `MemStorage`.
 //!
 //! `cargo bench --bench compare` (full, a few minutes) or `cargo bench --bench compare -- --quick`
 //! (smaller workloads, fewer runs). Every workload runs in this one process: the contenders take
@@ -9,10 +9,10 @@
 //! medians over the runs; ratios are ratios of those medians. Entries are built before the timed
 //! region; the timed region is the save/write call itself (each call is timed for p50/p99).
 //!
-//! Prints a table per workload and a summary of the SPEC targets, and writes the same figures to
-//! `$CARGO_TARGET_DIR/compare.json` (else `target/compare.json` under the crate). Arguments that
-//! do not start with `-` keep only the workloads whose names contain one of them
-//! (`cargo bench --bench compare -- synced_append_1KiB`); such a run writes no JSON.
+//! Prints a table per workload and a summary of the targets of docs/DESIGN.md §5 and §9, and writes
+//! the same figures to `$CARGO_TARGET_DIR/compare.json` (else `target/compare.json` under the
+//! crate). Arguments that do not start with `-` keep only the workloads whose names contain one of
+//! them (`cargo bench --bench compare -- synced_append_1KiB`); such a run writes no JSON.
 
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
@@ -561,7 +561,7 @@ fn append_workload(
     let mut w = to_workload(name, desc.to_string(), &runs, Some(per_save));
     if load.compact_every.is_some() {
         w.notes.push(
-            "not a SPEC §5 row: a log compacted behind the writer, as a raft node's is; the \
+            "not a DESIGN.md §5 row: a log compacted behind the writer, as a raft node's is; the \
              compaction is timed within the save that triggers it. raw and raw_prealloc do not \
              compact and write into fresh blocks (appended / fallocated), so a store reusing \
              written blocks may beat them while syncing every save (docs/PERFORMANCE.md)"
@@ -601,7 +601,7 @@ fn sync_sanity(w: &mut Workload) {
             } else {
                 format!(
                     "but not faster than raw_prealloc ({:.0}/s, preallocated pwrite + fdatasync): \
-                     consistent with SPEC §7 (an appending write changes the file size, so each \
+                     consistent with DESIGN.md §7 (an appending write changes the file size, so each \
                      fdatasync also commits metadata)",
                     pre
                 )
@@ -1248,7 +1248,7 @@ fn main() {
     }
 
     println!();
-    println!("== SPEC §5 targets ==");
+    println!("== targets (docs/DESIGN.md §5) ==");
     println!(
         "   {:<28} {:<34} {:<44} result",
         "workload", "target", "measured"

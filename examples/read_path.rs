@@ -1,7 +1,7 @@
-//! The read path measured as SPEC §5 describes, for profiling: 200,000 entries of 1 KiB written
-//! in saves of 1,000 (`sync_writes: false`, then `sync()`), the same entries put in MemStorage
-//! with `wl().append`, then consecutive 64-entry windows read over the whole log (`max_size`
-//! None), median of passes; and `term(i)` at random i.
+//! The read path measured as docs/DESIGN.md §5 describes, for profiling: 200,000 entries of 1 KiB
+//! written in saves of 1,000 (`sync_writes: false`, then `sync()`), the same entries put in
+//! MemStorage with `wl().append`, then consecutive 64-entry windows read over the whole log
+//! (`max_size` None), median of passes; and `term(i)` at random i.
 //!
 //! ```sh
 //! cargo run --release --example read_path                 # alternating, 5 rounds of 3 passes

@@ -1,7 +1,7 @@
 //! End-to-end tests of the `raftwal` binary: each test runs the built binary on real directories
 //! written with the library, and checks its stdout, stderr and exit code, and what it left on disk.
 //!
-//! The rules (SPEC §3, the snapshots issue): read commands (`inspect`, `verify`, `dump`,
+//! The rules (docs/DESIGN.md §3): read commands (`inspect`, `verify`, `dump`,
 //! `snapshot status|verify`) never create or change anything and a missing directory is an
 //! error; `verify` names the first damage by file and offset; `snapshot restore` refuses a
 //! non-empty target and a damaged archive and writes nothing then; bad input is one line on

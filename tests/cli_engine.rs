@@ -1,7 +1,7 @@
-//! End-to-end tests of the `raftwal` binary on engine roots (SPEC §9, Tools): `inspect|verify
-//! ROOT` report every group and the shared files, `--group ID` narrows `inspect`, `verify`,
-//! `dump` and `snapshot save` to one group, and a group is shown as an opened engine would
-//! serve it, entries only in the journal included.
+//! End-to-end tests of the `raftwal` binary on engine roots (docs/DESIGN.md §9, Tools):
+//! `inspect|verify ROOT` report every group and the shared files, `--group ID` narrows `inspect`,
+//! `verify`, `dump` and `snapshot save` to one group, and a group is shown as an opened engine
+//! would serve it, entries only in the journal included.
 //!
 //! The roots are written with the public API. Most tests read a crash image: a child process
 //! writes a root (a clean close, then more commits that only the journal holds) and exits

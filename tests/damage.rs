@@ -1,10 +1,10 @@
 //! Damage (corruption) tests: a real store is written, closed, damaged on disk with `std::fs`, and
 //! reopened (in both recovery modes where that matters, each on its own copy of the directory).
 //!
-//! The property every test keeps (SPEC §4 "Open/recovery", "Checksums", §6): open either returns
-//! an error that names the damaged file (and, for `Corrupt`, a plausible offset), or it succeeds
-//! and every entry it hands out is byte-identical to what was written — a valid prefix of the log,
-//! never altered data — and nothing panics.
+//! The property every test keeps (docs/DESIGN.md §4 "Open/recovery", "Checksums", §6): open either
+//! returns an error that names the damaged file (and, for `Corrupt`, a plausible offset), or it
+//! succeeds and every entry it hands out is byte-identical to what was written — a valid prefix of
+//! the log, never altered data — and nothing panics.
 //!
 //! Byte positions come from docs/FORMAT.md: slots of 32 bytes from offset 0, the log file header
 //! at 960,000, payloads from 1 MiB; `wal.meta` is two regions of `len / 2` bytes; snapshot data at

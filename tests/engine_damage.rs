@@ -1,12 +1,12 @@
-//! Damaged engine roots (SPEC §4 "Open/recovery", §9 "Faults": a torn end of the shared files is
-//! the tail, cut by default and an error in `AbsoluteConsistency`; damage to committed data is an
-//! error naming the damaged file; no method panics on any directory content), through the logic
-//! of the `open_engine` fuzz target (`tests/fuzz/common/open_engine.rs`, included here
+//! Damaged engine roots (docs/DESIGN.md §4 "Open/recovery", §9 "Faults": a torn end of the shared
+//! files is the tail, cut by default and an error in `AbsoluteConsistency`; damage to committed
+//! data is an error naming the damaged file; no method panics on any directory content), through
+//! the logic of the `open_engine` fuzz target (`tests/fuzz/common/open_engine.rs`, included here
 //! with `#[path]` as tests/fuzz_corpus.rs does), so that CI exercises it without libFuzzer.
 //!
 //! `damage_in_every_position_class`: for every position class (a journal segment's header, a
-//! committed record's header and the whole record, the header and the body of a record in the torn tail, bytes after the last
-//! record, one and both copies of `engine.meta`, one copy of a group's
+//! committed record's header and the whole record, the header and the body of a record in the torn
+//! tail, bytes after the last record, one and both copies of `engine.meta`, one copy of a group's
 //! `wal.meta`, a slot and a payload of a group's `.wal` file) a number of seeded damaged roots,
 //! each opened in both modes and checked against the outcome its class must have; an open that
 //! refuses must change nothing. A damaged group meta copy has two outcomes, both covered: the

@@ -1,8 +1,8 @@
-//! Model-based test of `raftwal::Engine` (SPEC §9 "Rules": every rule of §4 for each group, a
-//! batch checked whole, groups created and removed; §6 for bad input).
+//! Model-based test of `raftwal::Engine` (docs/DESIGN.md §9 "Rules": every rule of §4 for each
+//! group, a batch checked whole, groups created and removed; §6 for bad input).
 //!
 //! Each case runs a random sequence of steps on one engine root and, beside it, on an independent
-//! in-memory model: one reference model of SPEC §4 per group (`Model` from
+//! in-memory model: one reference model of docs/DESIGN.md §4 per group (`Model` from
 //! `tests/fuzz/common/ops_model.rs`, the model `tests/model.rs` and the `ops_model` fuzz
 //! target check `DiskStorage` against, included here with `#[path]`), and the set of groups.
 //! The steps:

@@ -1,6 +1,6 @@
-//! Power loss of an engine root (SPEC §9 "Faults": "after SIGKILL or a power loss, every part of
-//! every durable commit is there, in its own group and no other; a torn end of the shared files
-//! is the tail ...; `create_group` and `remove_group` are atomic under a crash"). SIGKILL
+//! Power loss of an engine root (docs/DESIGN.md §9 "Faults": "after SIGKILL or a power loss, every
+//! part of every durable commit is there, in its own group and no other; a torn end of the shared
+//! files is the tail ...; `create_group` and `remove_group` are atomic under a crash"). SIGKILL
 //! (tests/engine_sigkill.rs) keeps the page cache; a power loss keeps only what reached the disk.
 //! This test records every flush the engine makes while it runs a script of operations, builds
 //! roots that a power loss at each of those instants can leave behind, and opens each of them.

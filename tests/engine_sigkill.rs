@@ -1,5 +1,5 @@
-//! SIGKILL durability of an engine root (SPEC §9 "Faults", §6): "after SIGKILL ... every part of
-//! every durable commit is there, in its own group and no other; `create_group` and
+//! SIGKILL durability of an engine root (docs/DESIGN.md §9 "Faults", §6): "after SIGKILL ... every
+//! part of every durable commit is there, in its own group and no other; `create_group` and
 //! `remove_group` are atomic under a crash (the group is whole or absent); a second `Engine` on
 //! the same root, in this process or another, gets an error."
 //!
@@ -9,21 +9,21 @@
 //!
 //! The child opens the root (`sync_writes: true`; journal segments of 256 KiB and checkpoints every
 //! MiB, so rounds rotate segments, recycle the spare and checkpoint in the background while they
-//! are killed) and runs a deterministic sequence of operations drawn by `Model::gen_op` from its seed
-//! and the model of the root the parent hands it (`model.txt`, written by the parent): batches of
-//! `Engine::write` with 1-6 parts across the groups (appends, overwrites of an uncommitted suffix
-//! with a higher term, hard states), one group's `GroupStorage::save`, received snapshots,
+//! are killed) and runs a deterministic sequence of operations drawn by `Model::gen_op` from its
+//! seed and the model of the root the parent hands it (`model.txt`, written by the parent): batches
+//! of `Engine::write` with 1-6 parts across the groups (appends, overwrites of an uncommitted
+//! suffix with a higher term, hard states), one group's `GroupStorage::save`, received snapshots,
 //! `create_snapshot` (compaction), `set_conf_state`, `create_group`, `remove_group`. Before each
 //! operation it prints `BEGIN n`, after it returned `ACK n` (one write per line). Entry payloads
 //! encode group, index and term; snapshot data encodes group and index; conf states the group.
 //!
 //! The parent kills the child with SIGKILL at a seeded instant (after a number of
 //! acknowledgements, a few lines more, a short delay; or right after a `BEGIN`, with the operation
-//! in flight), drains the lines still in the pipe, and replays the same generator on its own
-//! model (`Model` of tests/common/engine_ops.rs, independent of the engine's code) to know what operations
-//! `1..=acked` did and what the one in flight (`BEGIN` without `ACK`) would do. It then opens the
-//! root (in some rounds only after killing one to three more children during their `Engine::open`,
-//! that is during recovery) and checks every group:
+//! in flight), drains the lines still in the pipe, and replays the same generator on its own model
+//! (`Model` of tests/common/engine_ops.rs, independent of the engine's code) to know what
+//! operations `1..=acked` did and what the one in flight (`BEGIN` without `ACK`) would do. It then
+//! opens the root (in some rounds only after killing one to three more children during their
+//! `Engine::open`, that is during recovery) and checks every group:
 //!
 //! * the set of groups is the model's after the acknowledged operations; a group being created
 //!   in flight is absent or present and empty, one being removed is present (whole) or absent;

@@ -1,6 +1,6 @@
 //! The log's index lives in the map, not on the heap: with 10 M entries in the log the heap stays
-//! under 32 MiB (SPEC §5). A counting global allocator tracks live heap bytes and their peak while
-//! the log is written, reopened and read.
+//! under 32 MiB (docs/DESIGN.md §5). A counting global allocator tracks live heap bytes and their
+//! peak while the log is written, reopened and read.
 
 use std::sync::atomic::Ordering;
 

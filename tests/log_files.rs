@@ -1,7 +1,7 @@
-//! Engine rules of raftwal beyond the raft-rs `Storage` contract (SPEC §2–§4): log file rotation,
-//! exact entry round-trip, overwrite and compaction across files, rejected appends, received
-//! snapshots, hard/conf state persistence, truncation of payloads, meta integers, the directory
-//! lock, unsynced writes, thread safety and tolerance of unknown files.
+//! Engine rules of raftwal beyond the raft-rs `Storage` contract (docs/DESIGN.md §2–§4): log file
+//! rotation, exact entry round-trip, overwrite and compaction across files, rejected appends,
+//! received snapshots, hard/conf state persistence, truncation of payloads, meta integers, the
+//! directory lock, unsynced writes, thread safety and tolerance of unknown files.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -1263,7 +1263,7 @@ fn unknown_files_in_directory_are_ignored_by_open() {
 
 #[test]
 fn open_in_missing_parent_directory_creates_it_or_fails_cleanly() {
-    // SPEC: `open` "creates or recovers"; it never panics.
+    // `open` creates or recovers, and never panics (docs/DESIGN.md §4, Errors).
     let base = tempfile::tempdir().unwrap();
     let path = base.path().join("a").join("b").join("group-1");
     match DiskStorage::open(&path) {

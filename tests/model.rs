@@ -1,5 +1,5 @@
-//! Model-based test of `raftwal::DiskStorage` against the in-memory reference model of SPEC §4
-//! (semantics) and §6 (bad input).
+//! Model-based test of `raftwal::DiskStorage` against the in-memory reference model of
+//! docs/DESIGN.md §4 (semantics) and §6 (bad input).
 //!
 //! The model, the operations and the engine-vs-model harness live in one place:
 //! `tests/fuzz/common/ops_model.rs`, shared with the `ops_model` fuzz target and the corpus
@@ -12,8 +12,8 @@
 //!
 //! Unlike the fuzz inputs (mostly tiny batches, at most 70,000 entries per input), the generated
 //! cases favour big batches: most start with a 28,000..31,000-entry prefill and 2,000..15,000-entry
-//! appends are common, so sequences cross the 30,000-entry file rotation. Entries have tiny payloads
-//! (up to 2 KiB for a few small batches), so that stays cheap.
+//! appends are common, so sequences cross the 30,000-entry file rotation. Entries have tiny
+//! payloads (up to 2 KiB for a few small batches), so that stays cheap.
 //!
 //! The proptest runner uses a fixed RNG seed, so every run checks the same cases.
 //! A fixed regression sequence ([`regression_overwrite_across_boundary_and_snapshot_via_save`])
@@ -360,7 +360,7 @@ fn regression_overwrite_across_boundary_and_snapshot_via_save() {
     }
 }
 
-/// `From<raftwal::Error> for raft::Error` maps the four storage errors (SPEC §4, Errors);
+/// `From<raftwal::Error> for raft::Error` maps the four storage errors (docs/DESIGN.md §4, Errors);
 /// the model (`ops_model::kind_of`, `outcome_matches`) relies on the same mapping when it compares
 /// error kinds.
 #[test]
@@ -403,9 +403,9 @@ fn error_mapping_is_spec() {
     s.close().unwrap();
 }
 
-/// SPEC §4 "A durable commit index must never point past durable entries" and §6 "a clear error
-/// and nothing lost": a `save` whose hard state commit would point past the log (a commit above
-/// the last entry, an overwrite below the commit, a received snapshot below the commit) must
+/// docs/DESIGN.md §4 "A durable commit index must never point past durable entries" and §6 "a clear
+/// error and nothing lost": a `save` whose hard state commit would point past the log (a commit
+/// above the last entry, an overwrite below the commit, a received snapshot below the commit) must
 /// either be refused (and change nothing) or leave a directory that still opens. It must not be
 /// accepted and then make the next `open` fail. (raft-rs never issues such a save. The random
 /// sequences above generate such saves too (`Pos::AnywhereRaw`, `Bad::CommitPast`,

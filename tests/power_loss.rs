@@ -1,4 +1,4 @@
-//! Power loss (SPEC §4 "write order gives safety" and "Sync policy", §6; docs/FORMAT.md
+//! Power loss (docs/DESIGN.md §4 "write order gives safety" and "Sync policy", §6; docs/FORMAT.md
 //! "Recovery"). SIGKILL (tests/sigkill.rs) keeps the page cache; a power loss keeps only what
 //! reached the disk. This test records every flush the engine makes, builds the directories a
 //! power loss at any instant can leave behind, and opens each of them.
@@ -732,9 +732,10 @@ struct State {
     name: String,
     log: Arc<Vec<Entry>>,
     hs: HardState,
-    /// The engine stores `hs` in the meta page only after the whole of `log` was flushed (SPEC
-    /// write order), so a directory giving `hs` must give all of `log`. When `false`, `hs` may sit
-    /// with any of the logs (it was durable before the operation, or see the unsynced test).
+    /// The engine stores `hs` in the meta page only after the whole of `log` was flushed
+    /// (docs/DESIGN.md write order), so a directory giving `hs` must give all of `log`. When
+    /// `false`, `hs` may sit with any of the logs (it was durable before the operation, or see the
+    /// unsynced test).
     whole_log: bool,
 }
 

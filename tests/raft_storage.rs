@@ -1,19 +1,21 @@
 //! Port of the raft-rs 0.7 `MemStorage` test suite (`raft/src/storage.rs`, `mod test`) to
-//! `raftwal::DiskStorage`, with the semantics of SPEC §4 where they differ from `MemStorage`.
+//! `raftwal::DiskStorage`, with the semantics of docs/DESIGN.md §4 where they differ from
+//! `MemStorage`.
 //!
 //! Every case is checked twice: on the live store, then again after `close()` and a fresh
 //! `DiskStorage::open` of the same directory (see [`check_reopen`]).
 //!
-//! Differences from `MemStorage` (SPEC §4):
-//! * raft-rs builds its base log `[3, 4, 5]` by assigning `entries` directly (no snapshot). Here the
-//!   base log is built by saving a snapshot at index 2 (term 2) together with entries 3..=5, so
+//! Differences from `MemStorage` (docs/DESIGN.md §4):
+//! * raft-rs builds its base log `[3, 4, 5]` by assigning `entries` directly (no snapshot). Here
+//!   the base log is built by saving a snapshot at index 2 (term 2) together with entries 3..=5, so
 //!   `first_index() == 3` as in raft-rs, but `term(2)` is the snapshot's term (2), not `Compacted`.
 //! * `MemStorage::compact(i)` keeps entries `>= i` (first index becomes `i`); the closest disk
 //!   operation is `create_snapshot(i - 1, ..)`, which compacts entries `<= i - 1`.
 //!   `create_snapshot` below `first_index()` is `SnapshotOutOfDate`, above `last_index()` is
 //!   `Unavailable` (`MemStorage::compact` silently ignores the first and panics on the second).
-//! * `MemStorage::snapshot` builds a snapshot from the commit index; `DiskStorage::snapshot` returns
-//!   the stored snapshot if it is at or above `request_index`, else `SnapshotTemporarilyUnavailable`.
+//! * `MemStorage::snapshot` builds a snapshot from the commit index; `DiskStorage::snapshot`
+//!   returns the stored snapshot if it is at or above `request_index`, else
+//!   `SnapshotTemporarilyUnavailable`.
 //! * Where `MemStorage::append` panics (gap, below first index), `save` returns `Err` and changes
 //!   nothing, on disk too.
 
@@ -168,7 +170,7 @@ fn test_storage_term() {
         (0, compacted()),
         (1, compacted()),
         // MemStorage (no snapshot) says Compacted here; with the snapshot at (2, 2) that builds
-        // the base log, SPEC says term(S) is the snapshot's term.
+        // the base log, docs/DESIGN.md §4 says term(S) is the snapshot's term.
         (2, Ok(2)),
         (3, Ok(3)),
         (4, Ok(4)),

@@ -1,5 +1,5 @@
-//! SIGKILL durability (SPEC §6): "A process killed at any instant (SIGKILL) reopens to a valid
-//! prefix that holds every entry whose `save` had returned in durable mode."
+//! SIGKILL durability (docs/DESIGN.md §6): "A process killed at any instant (SIGKILL) reopens to a
+//! valid prefix that holds every entry whose `save` had returned in durable mode."
 //!
 //! `sigkill_rounds` re-executes this test binary as a child process running only
 //! `sigkill_child_writer` (selected with `--exact`, switched on by an environment variable; without

@@ -2,11 +2,12 @@
 //! (tests/engine_sigkill.rs, tests/engine_power_loss.rs; included with `#[path]`): a seeded
 //! generator of valid operations on an engine root ([`Model::gen_op`]: batches across groups,
 //! saves, received snapshots, compaction, conf states, group creation and removal), the model of
-//! what the root holds after them (SPEC §4 per group, written for these tests, independent of the
-//! engine's code), how to run an operation on an `Engine` ([`run_op`]), and the check of an
-//! opened root against the model ([`check_root`]): every group exactly as the model says, a group
-//! that the operation in flight at a crash changes as before it or as after it, and every payload
-//! its own group's (entry payloads encode group, index and term; snapshot data group and index).
+//! what the root holds after them (docs/DESIGN.md §4 per group, written for these tests,
+//! independent of the engine's code), how to run an operation on an `Engine` ([`run_op`]), and the
+//! check of an opened root against the model ([`check_root`]): every group exactly as the model
+//! says, a group that the operation in flight at a crash changes as before it or as after it, and
+//! every payload its own group's (entry payloads encode group, index and term; snapshot data group
+//! and index).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -115,7 +116,7 @@ pub fn hard_state(h: (u64, u64, u64)) -> HardState {
 // the model (independent of the engine's code)
 // ---------------------------------------------------------------------------------------------
 
-/// One group as SPEC §4 says it is.
+/// One group as docs/DESIGN.md §4 says it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     pub raft_id: u64,

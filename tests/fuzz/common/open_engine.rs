@@ -24,7 +24,7 @@
 //! must agree with entries, and a root opened strictly must be the one opened tolerantly.
 //!
 //! [`run_damage`] (the regular test `tests/engine_damage.rs`): one damaged byte in a chosen
-//! position class, with the outcome SPEC §4/§9 gives for it:
+//! position class, with the outcome docs/DESIGN.md §4/§9 gives for it:
 //! * a journal segment's header, a record (its header or anywhere) of a segment before the last
 //!   (committed data): an error naming that segment, in both modes;
 //! * a record of the last segment (the torn tail), its header or its body: cut in

@@ -1,6 +1,6 @@
 //! Fuzz target logic `ops_model`: a sequence of operations decoded from the input bytes is run on
 //! a `DiskStorage` (`sync_writes: false`, or `true` when the input says so) and on an in-memory
-//! reference model of SPEC §4 (§6 for
+//! reference model of docs/DESIGN.md §4 (§6 for
 //! bad input); after every operation the outcome (Ok / error kind) and everything observable are
 //! compared: first/last index, terms, entries (also with a size limit), initial state, snapshot,
 //! the meta integers.
@@ -240,7 +240,7 @@ impl Action {
 }
 
 // =============================================================================================
-// Reference model (SPEC §4)
+// Reference model (docs/DESIGN.md §4)
 // =============================================================================================
 
 #[derive(Clone, Debug, Default)]
