@@ -396,16 +396,12 @@ impl LogFile {
     ///
     /// `zero_slot_area`: write the whole first MiB (the slot area, the header's page and the
     /// pages up to the first payload byte) as real zeroes, one page per write, instead of
-    /// leaving it a fallocated (unwritten) extent. A flushed write into an unwritten extent
-    /// also writes the extent's conversion (on ext4, an inode or extent block per flush): 304
-    /// us instead of 232 us per 66 KiB save measured here, so writers that flush every save
-    /// want it. All of the first MiB, not just the slots: with an unwritten gap between the
-    /// last slot page and the payloads, the file has one extent too many for the inode, and
-    /// every flushed payload write made ext4 allocate an extent block, free it again and
-    /// discard it (an extra device request per save: synced 1 KiB x 64 went from 0.74x to
-    /// 0.82x `raw` when the gap was closed). For unsynced writers the 256 writes cost more
-    /// than they save (about 10% of an unsynced 128 B append's time), and the page cache
-    /// absorbs the conversions.
+    /// leaving it a fallocated (unwritten) extent: a flushed write into an unwritten extent also
+    /// writes the extent's conversion, so writers that flush every save want it. All of the
+    /// first MiB, not just the slots: an unwritten gap before the payloads gives the file one
+    /// extent too many for the inode, and ext4 then allocates and frees an extent block on every
+    /// flushed save. Unsynced writers skip it: the page cache absorbs the conversions, and the
+    /// writes would cost them more than they save (figures in docs/PERFORMANCE.md).
     pub(crate) fn create(
         dir: &Path,
         id: u64,
@@ -978,13 +974,13 @@ impl LogFile {
     /// that a full disk fails here, before any byte of the save is written. `slots_after`: the
     /// slots in use once this save is written (the payloads up to `end` belong to them).
     ///
-    /// A file grows at least by doubling (4 MiB up to 64 MiB steps), and at once to where it is
-    /// heading when that is further: once 1,024 slots are filled, its payload bytes per slot so
-    /// far, times the slots of a file, plus an eighth (at most 1 GiB of payloads). Each `fallocate` is placed on its own,
-    /// so growing step by step leaves one extent per step; on ext4 a file with four extents
-    /// made every flushed save allocate, free and discard an extent-tree block, the same thrash
-    /// `create`'s `zero_slot_area` avoids below the payloads (seen with the block tracepoints
-    /// in the third growth step of a 1 KiB x 64 run).
+    /// A `DiskStorage` file grows at least by doubling (4 MiB up to 64 MiB steps), and at once to
+    /// where it is heading when that is further: once 1,024 slots are filled, its payload bytes
+    /// per slot so far, times the slots of a file, plus an eighth (at most 1 GiB of payloads).
+    /// Few large steps, because each `fallocate` is placed on its own and a file with four
+    /// extents makes ext4 allocate and free an extent-tree block on every flushed save (the
+    /// thrash `create`'s `zero_slot_area` avoids; docs/PERFORMANCE.md). An engine group's file
+    /// grows with its data, by an eighth of it at a time (a small group stays small).
     fn ensure_len(&mut self, end: u64, slots_after: u64) -> Result<()> {
         let len = self.len();
         if end <= len {

@@ -43,8 +43,7 @@ const WRITE_CHUNK: u64 = 256 << 10;
 /// The tails are written into the files once they hold this many payload bytes in all (and at
 /// every checkpoint). Small: the writes (and their write-back, started as each group is
 /// written) then reach the disk a little at a time, beside the commits' journal flushes,
-/// rather than in bursts that hold them up (16 MiB gave 1.5-1.8 ms p99 rounds at 16 groups,
-/// 1 MiB 0.7-1.3 ms; docs/PERFORMANCE.md).
+/// rather than in bursts that hold them up (docs/PERFORMANCE.md, "The writer's threshold").
 pub(crate) const WRITE_THRESHOLD: u64 = 1 << 20;
 
 /// Times a checkpoint writes a group's tail and tries to capture it before leaving it to the
