@@ -641,7 +641,7 @@ impl LogFile {
 
     /// Term and index fields of slot `k` (no other field is decoded). `k < SLOTS_PER_FILE`.
     #[inline]
-    pub(crate) fn slot_term(&self, k: u32) -> (u64, u64) {
+    pub(crate) fn slot_term_index(&self, k: u32) -> (u64, u64) {
         let b = self.slot_bytes(k);
         let mut term = [0u8; 8];
         let mut index = [0u8; 8];

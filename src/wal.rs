@@ -186,7 +186,7 @@ impl Wal {
             return None;
         }
         let (pos, k) = self.locate(index);
-        let (term, held) = self.files[pos].slot_term(k);
+        let (term, held) = self.files[pos].slot_term_index(k);
         (held == index).then_some(term)
     }
 
@@ -200,7 +200,7 @@ impl Wal {
         }
         let (pos, k) = self.locate(index);
         let f = &self.files[pos];
-        let (term, held) = f.slot_term(k);
+        let (term, held) = f.slot_term_index(k);
         if held != index {
             return Err(Error::corrupt(
                 f.path(),
