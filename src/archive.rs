@@ -143,17 +143,8 @@ pub struct RestoreOptions {
     pub voters: Option<Vec<u64>>,
 }
 
-fn hex(digest: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(digest.len() * 2);
-    for b in digest {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn invalid(path: &Path, reason: impl Into<String>) -> Error {
@@ -307,7 +298,7 @@ pub fn write_archive<W: Write>(
             source.left
         )));
     }
-    let state_sha = hex(&source.sha.finalize());
+    let state_sha = hex::encode(source.sha.finalize());
 
     let sums = format!("{meta_sha}  {META_MEMBER}\n{state_sha}  {STATE_MEMBER}\n");
     let mut h = member_header(sums.len() as u64, created_unix_secs);
@@ -483,7 +474,7 @@ impl ArchiveReader {
                 path,
                 format!(
                     "not a gzip archive (it starts with {}, not 1f8b)",
-                    hex(&magic[..n])
+                    hex::encode(&magic[..n])
                 ),
             ));
         }
@@ -520,26 +511,11 @@ impl ArchiveReader {
         }
     }
 
-    /// Reads until `buf` is full or the stream ends; returns how many bytes were read.
-    fn read_full(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut n = 0;
-        while n < buf.len() {
-            match self.gz.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
-    }
-
     /// Reads one tar block; `None` when the stream ends cleanly before it.
     fn read_block(&mut self, place: &str) -> Result<Option<[u8; BLOCK]>> {
         let mut block = [0u8; BLOCK];
-        let n = self
-            .read_full(&mut block)
-            .map_err(|e| self.read_error(e, place))?;
+        let n =
+            fsutil::read_full(&mut self.gz, &mut block).map_err(|e| self.read_error(e, place))?;
         match n {
             0 => Ok(None),
             BLOCK => Ok(Some(block)),
@@ -659,8 +635,7 @@ impl ArchiveReader {
         let mut pad = [0u8; BLOCK];
         let want = self.pad as usize;
         let place = format!("in the padding after {}", self.member);
-        let n = self
-            .read_full(&mut pad[..want])
+        let n = fsutil::read_full(&mut self.gz, &mut pad[..want])
             .map_err(|e| self.read_error(e, &place))?;
         if n != want {
             return Err(self.invalid(format!(
@@ -742,8 +717,7 @@ impl ArchiveReader {
         let mut buf = vec![0u8; 64 << 10];
         let mut after = 0u64;
         loop {
-            let n = self
-                .read_full(&mut buf)
+            let n = fsutil::read_full(&mut self.gz, &mut buf)
                 .map_err(|e| self.read_error(e, "after the tar end-of-archive marker"))?;
             if n == 0 {
                 break;
@@ -789,7 +763,10 @@ impl ArchiveReader {
         }
         let tap = rest.into_inner();
         Ok(Finished {
-            archive_sha256: tap.sha.map(|h| hex(&h.finalize())).unwrap_or_default(),
+            archive_sha256: tap
+                .sha
+                .map(|h| hex::encode(h.finalize()))
+                .unwrap_or_default(),
             archive_bytes: tap.bytes,
         })
     }
@@ -915,7 +892,7 @@ fn verify_full(path: &Path, hash_file: bool, progress: &mut dyn FnMut(u64)) -> R
         progress(n as u64);
     }
     drop(buf);
-    let state_sha = hex(&sha.finalize());
+    let state_sha = hex::encode(sha.finalize());
     let end = r.finish_with_sums(&meta_sha, &state_sha)?;
     Ok(Verified {
         status: ArchiveStatus {
@@ -977,7 +954,7 @@ impl Read for StateStream<'_, '_> {
         }
         match self.r.read_data(buf) {
             Ok(0) => {
-                let now = hex(&self.sha.clone().finalize());
+                let now = hex::encode(self.sha.clone().finalize());
                 if now != self.expected {
                     let e = self.r.invalid(format!(
                         "state.bin changed since it was verified: its SHA-256 is now {now}, was {}",

@@ -246,9 +246,9 @@ fn receive(
 
 /// Pulls a snapshot archive from the node at `addr` (`host:port`) into the new file `out`:
 /// connects (each resolved address in turn, `timeout` each), sends [`PULL_MAGIC`], reads the
-/// status, and streams the archive into `<out>.tmp`; that file is fsynced and verified whole
-/// with [`archive::verify_archive`], and only then moved to `out` (never replacing a file) and
-/// the directory fsynced. `timeout` is also the longest wait for any read or write on the
+/// status, and streams the archive into `<out>.tmp`; that file is verified whole with
+/// [`archive::verify_archive`] (read back through the page cache), and only then fsynced, moved
+/// to `out` (never replacing a file) and the directory fsynced. `timeout` is also the longest wait for any read or write on the
 /// connection. `progress(n)` is told of each `n` bytes of archive received.
 ///
 /// An existing `out` or `<out>.tmp` is refused before connecting (`Error::Io` of kind

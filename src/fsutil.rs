@@ -2,12 +2,12 @@
 //!
 //! Owns: the directory lock, directory fsync, file creation by temp-name + rename, and
 //! [`NewFile`]: a new file that is written under a temporary name and never replaces an existing
-//! one. Must never: decide what a file means.
+//! one; reading a stream until a buffer is full. Must never: decide what a file means.
 
 #[cfg(feature = "archive")]
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 #[cfg(feature = "archive")]
 use std::path::PathBuf;
@@ -321,4 +321,18 @@ pub(crate) fn pwritev_all(
         io::IoSlice::advance_slices(&mut bufs, written);
     }
     Ok(())
+}
+
+/// Fills `buf` from `r` as far as it goes (short only at the end of the stream).
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }

@@ -88,20 +88,6 @@ fn chunk_aad(index: u64, term: u64, chunk: u64, last: bool) -> [u8; 25] {
     aad
 }
 
-/// Fills `buf` from `r` as far as it goes (short only at the end of the stream).
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Streams `data` into a new snapshot file for `term`/`index` and makes it durable. Memory use is
 /// one buffer, whatever the size of the data. Empty data leaves no file (`data_len` 0).
 pub(crate) fn write_from(
@@ -137,7 +123,7 @@ pub(crate) fn write_from(
             None => {
                 let mut buf = vec![0u8; CHUNK];
                 loop {
-                    let n = read_full(&mut data, &mut buf).map_err(read_err)?;
+                    let n = fsutil::read_full(&mut data, &mut buf).map_err(read_err)?;
                     if n == 0 {
                         break;
                     }
@@ -149,10 +135,10 @@ pub(crate) fn write_from(
                 // One chunk read ahead, so each sealed chunk knows whether it is the last.
                 let mut cur = vec![0u8; SEAL_CHUNK];
                 let mut next = vec![0u8; SEAL_CHUNK];
-                let mut n = read_full(&mut data, &mut cur).map_err(read_err)?;
+                let mut n = fsutil::read_full(&mut data, &mut cur).map_err(read_err)?;
                 let mut chunk = 0u64;
                 while n > 0 {
-                    let m = read_full(&mut data, &mut next).map_err(read_err)?;
+                    let m = fsutil::read_full(&mut data, &mut next).map_err(read_err)?;
                     let aad = chunk_aad(index, term, chunk, m == 0);
                     store(&cipher.seal(&aad, &[&cur[..n]]))?;
                     plain_len += n as u64;

@@ -159,8 +159,8 @@ pub fn run(args: Args) -> CmdResult {
                 index: e.index,
                 term: e.term,
                 entry_type: format!("{:?}", e.get_entry_type()),
-                data_hex: output::hex(&e.data),
-                context_hex: output::hex(&e.context),
+                data_hex: hex::encode(&e.data),
+                context_hex: hex::encode(&e.context),
             })
         } else {
             out.line(text_line(e))

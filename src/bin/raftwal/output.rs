@@ -347,15 +347,6 @@ pub fn count(n: u64, what: &str) -> String {
     }
 }
 
-/// Lower-case hex of every byte.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 /// A short, one-line view of `bytes`: quoted and escaped when its first `max` bytes are
 /// printable UTF-8, `0x`-prefixed hex otherwise; `...` when cut.
 pub fn preview(bytes: &[u8], max: usize) -> String {
@@ -378,7 +369,7 @@ pub fn preview(bytes: &[u8], max: usize) -> String {
         {
             format!("\"{}\"{more}", s.escape_debug())
         }
-        _ => format!("0x{}{more}", hex(head)),
+        _ => format!("0x{}{more}", hex::encode(head)),
     }
 }
 
