@@ -160,7 +160,7 @@ impl NewFile {
     /// even if the directory fsync fails (that error is returned).
     pub(crate) fn commit(mut self) -> Result<()> {
         self.sync()?;
-        move_no_replace(&self.tmp, &self.out)?;
+        rename_no_replace(&self.tmp, &self.out)?;
         self.committed = true;
         sync_dir(&parent_dir(&self.out))
     }
@@ -171,29 +171,6 @@ impl Drop for NewFile {
     fn drop(&mut self) {
         if !self.committed {
             let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-#[cfg(feature = "archive")]
-/// Moves `from` to `to` unless `to` exists: a hard link (which refuses an existing target)
-/// then removal of `from`; where links are not supported, a check then a rename.
-fn move_no_replace(from: &Path, to: &Path) -> Result<()> {
-    match fs::hard_link(from, to) {
-        Ok(()) => {
-            // `to` is complete now; a temporary name left behind (a second link to the same
-            // file) is refused by the next save to that name, which says why.
-            let _ = fs::remove_file(from);
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(already_exists(to, "refuse to overwrite"))
-        }
-        Err(_) => {
-            if fs::symlink_metadata(to).is_ok() {
-                return Err(already_exists(to, "refuse to overwrite"));
-            }
-            fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
         }
     }
 }
@@ -265,14 +242,18 @@ pub(crate) fn allocate_preferring(file: &File, path: &Path, want: u64, need: u64
     }
 }
 
-/// Renames `from` to `to` unless `to` exists, in one step (`RENAME_NOREPLACE`); where the file
-/// system lacks that flag, a check then a rename (callers hold the directory's lock, so nothing
-/// else creates `to` in between). Never a hard link: both names must never exist at once.
+/// Renames `from` to `to` unless `to` exists (refused: `AlreadyExists`, "refuse to
+/// overwrite"), in one step (`RENAME_NOREPLACE`). Where the file system lacks that flag, a check
+/// then a rename: nothing else creates `to` in between when the caller holds the directory's
+/// lock (the engine's files); for a file the CLI writes at a path the user chose, that is the
+/// one window left. Never a hard link: both names must never exist at once (a journal segment
+/// or log file under two names is damage).
 pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
     use rustix::fs::{renameat_with, RenameFlags, CWD};
     use rustix::io::Errno;
     match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(already_exists(to, "refuse to overwrite")),
         Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
             refuse_existing(to)?;
             fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
