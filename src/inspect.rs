@@ -61,16 +61,22 @@ impl From<&ConfState> for ConfStateInfo {
     }
 }
 
-impl From<&ConfStateInfo> for ConfState {
+impl From<&ConfStateInfo> for ConfStateRecord {
     fn from(c: &ConfStateInfo) -> Self {
-        ConfState {
+        ConfStateRecord {
             voters: c.voters.clone(),
             learners: c.learners.clone(),
             voters_outgoing: c.voters_outgoing.clone(),
             learners_next: c.learners_next.clone(),
             auto_leave: c.auto_leave,
-            ..Default::default()
         }
+    }
+}
+
+/// Through the stored record: only src/proto.rs maps raft's `ConfState` field by field.
+impl From<&ConfStateInfo> for ConfState {
+    fn from(c: &ConfStateInfo) -> Self {
+        ConfState::from(&ConfStateRecord::from(c))
     }
 }
 
