@@ -947,3 +947,47 @@ fn groups_keep_write_descriptors_only_within_max_open_files() {
         );
     }
 }
+
+#[test]
+fn a_truncation_that_opens_a_file_keeps_it_within_max_open_files() {
+    const GROUPS: u64 = 40;
+    const BUDGET: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let opts = EngineOptions {
+        max_open_files: 16 + BUDGET,
+        ..small()
+    };
+    let e = Engine::open_with(&root, opts.clone()).unwrap();
+    for g in 1..=GROUPS {
+        let s = e.create_group(g, 1).unwrap();
+        s.save(&hs(1, 1, 20), &entries(1, 20, 1, g), &Snapshot::default())
+            .unwrap();
+        // Written and made durable on its own: the tail is in the files, the writer idle.
+        s.create_snapshot(5, None, Bytes::from("state at 5"))
+            .unwrap();
+    }
+    // Each truncation clears payloads in the group's file through a descriptor, most of them
+    // closed by now (only the last BUDGET groups written keep theirs).
+    let mut most = 0;
+    for g in 1..=GROUPS {
+        e.group(g).unwrap().truncate_entries_until(15).unwrap();
+        most = most.max(open_log_files(&root));
+    }
+    assert!(most <= BUDGET + 2, "{most} log files open, budget {BUDGET}");
+    e.close().unwrap();
+    let e = Engine::open_with(&root, opts).unwrap();
+    for g in 1..=GROUPS {
+        let got = all(&e.group(g).unwrap());
+        let want: Vec<Entry> = entries(6, 20, 1, g)
+            .into_iter()
+            .map(|mut x| {
+                if x.index < 15 {
+                    x.data = Bytes::new();
+                }
+                x
+            })
+            .collect();
+        assert_eq!(got, want, "group {g}");
+    }
+}
