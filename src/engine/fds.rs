@@ -1,11 +1,11 @@
 //! The groups' write descriptors: which groups keep the descriptor of their last log file open
 //! between writes, least recently written first.
 //!
-//! The writer moves many groups' tails into their files every few milliseconds; opening and
-//! closing each file around each write cost two system calls per group per pass (about 29 per
-//! commit at 128 groups, docs/PERFORMANCE.md). So a written group keeps its last file's
-//! descriptor, and once more groups hold one than the budget (`max_open_files` less what the
-//! engine keeps for itself), the least recently written group's are closed.
+//! The writer moves many groups' tails into their files every few milliseconds; opening and closing
+//! each file around each write cost two system calls per group written (about 29 opens and as many
+//! closes per commit at 128 groups, docs/PERFORMANCE.md). So a written group keeps its last file's
+//! descriptor, and once more groups hold one than the budget (`max_open_files` less what the engine
+//! keeps for itself), the least recently written group's are closed.
 //!
 //! Owns: the order of the groups that hold descriptors. Must never: be taken with a group's lock
 //! held (it takes groups' locks to close their descriptors), or let the groups' descriptors
@@ -23,7 +23,7 @@ use super::group::Group;
 /// segments (current and prepared), `engine.meta`, one opened for a moment (a flush, a
 /// snapshot file, the root for `syncfs`, a file mapped again as it grows), and a group being
 /// written (its descriptors before it is noted here, its second file at a rotation).
-pub(crate) const RESERVED: usize = 16;
+const RESERVED: usize = 16;
 
 /// The groups holding a write descriptor, least recently written first.
 pub(crate) struct OpenFiles {

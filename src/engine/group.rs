@@ -606,9 +606,6 @@ impl Group {
                 log.dirty = false;
                 Ok(true)
             })?;
-            // `change` may have opened a descriptor (or reopened one evicted since the tail
-            // was written): into the budget with it.
-            self.settle_fds(shared);
             if done {
                 return Ok(true);
             }
