@@ -1225,8 +1225,12 @@ fn prepare(
 }
 
 /// The records of a journal segment (docs/FORMAT.md: a 4 KiB header, then `length u32 | crc
-/// u32 | sequence u64 | body` padded to 8 bytes): (offset, length).
+/// u32 | sequence u64 | body` padded to 8 bytes): (offset, length). None for a segment whose
+/// header is zero (prepared, never written).
 fn segment_records(segment: &[u8]) -> Vec<(usize, usize)> {
+    if segment[..PAGE].iter().all(|&b| b == 0) {
+        return Vec::new();
+    }
     let mut want = u64::from_le_bytes(segment[24..32].try_into().unwrap());
     let (mut at, mut out) = (PAGE, Vec::new());
     while at + 16 <= segment.len() {
@@ -1246,6 +1250,11 @@ fn segment_records(segment: &[u8]) -> Vec<(usize, usize)> {
 /// acknowledged): open cuts it, starting the next segment, durably; every instant of that, and
 /// of the writes after it, is a crash point (a strict open may refuse the tail until the cut is
 /// durable, and must open once the cutting open returned).
+///
+/// Whether the journal's thread had named the next segment (zeros, header zero) when the root
+/// was copied depends on timing, so the image is taken without it and the cut is run both
+/// ways: without a prepared segment, and with one (made as the thread makes it: named as the
+/// next segment, every byte zero), which open must set aside while it cuts the segment before.
 #[test]
 fn power_loss_while_a_torn_tail_is_cut() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -1278,26 +1287,54 @@ fn power_loss_while_a_torn_tail_is_cut() {
         .filter(|p| p.file_name().unwrap().len() == 20)
         .collect();
     segs.sort();
-    let seg = segs.pop().unwrap();
-    let mut b = fs::read(&seg).unwrap();
-    let &(at, len) = segment_records(&b).last().unwrap();
+    // Newest first: a prepared segment (header zero) out of the image; the newest written one
+    // gets its last record damaged.
+    let (seg, mut b) = loop {
+        let seg = segs.pop().expect("a journal segment with records");
+        let b = fs::read(&seg).unwrap();
+        if b[..PAGE].iter().all(|&x| x == 0) {
+            fs::remove_file(&seg).unwrap();
+            continue;
+        }
+        break (seg, b);
+    };
+    let records = segment_records(&b);
+    // The three writes, one record each (creating a group writes its meta page, no record).
+    assert_eq!(records.len(), 3, "records of {}", seg.display());
+    let (at, len) = records[2];
     b[at + len - 1] ^= 0x40;
-    fs::write(&seg, b).unwrap();
-    let plan = vec![
-        Step::Op(Op::Write(vec![part(2, 4, 2, 4)])),
-        Step::Op(Op::Write(vec![part(1, 11, 3, 12), part(2, 6, 1, 6)])),
-    ];
-    report(&run_script(&Script {
-        start: Some(Start {
-            durable: &torn,
-            cache: &torn,
-            models: vec![models[ops.len() - 1].clone()],
-            torn: true,
-        }),
-        plan,
-        cont_every: 1,
-        ..synced("torn tail cut", 0x5EED_0005, 0, 4)
-    }));
+    fs::write(&seg, &b).unwrap();
+    let next_id: u64 = seg.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    for prepared in [false, true] {
+        let image = base.path().join(format!("torn-{prepared}"));
+        copy_root(&torn, &image);
+        if prepared {
+            let next = image
+                .join("journal")
+                .join(format!("{:016}.jnl", next_id + 1));
+            fs::write(next, vec![0u8; b.len()]).unwrap();
+        }
+        let plan = vec![
+            Step::Op(Op::Write(vec![part(2, 4, 2, 4)])),
+            Step::Op(Op::Write(vec![part(1, 11, 3, 12), part(2, 6, 1, 6)])),
+        ];
+        let name = if prepared {
+            "torn tail cut, next segment prepared"
+        } else {
+            "torn tail cut"
+        };
+        report(&run_script(&Script {
+            start: Some(Start {
+                durable: &image,
+                cache: &image,
+                models: vec![models[ops.len() - 1].clone()],
+                torn: true,
+            }),
+            plan,
+            cont_every: 1,
+            ..synced(name, 0x5EED_0005, 0, 4)
+        }));
+    }
 }
 
 /// A group created after writes that no sync made durable: its meta page names the journal
