@@ -575,14 +575,18 @@ fn journal_records(segment: &std::path::Path) -> Vec<(u64, usize, usize)> {
     out
 }
 
-/// The journal segments of a root, in id order.
-fn journal_segments(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// The journal segments of a root that hold a header (written), in id order. The journal's
+/// thread names the next segment ahead of its use, header zero (docs/FORMAT.md): such a file
+/// holds no record and is not among them.
+fn written_journal_segments(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut segs: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("journal"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let n = p.file_name().unwrap().to_str().unwrap();
-            n.len() == 20 && n.ends_with(".jnl")
+            n.len() == 20
+                && n.ends_with(".jnl")
+                && std::fs::read(p).unwrap().starts_with(b"RWALJNL\0")
         })
         .collect();
     segs.sort();
@@ -633,7 +637,7 @@ fn a_torn_tail_cut_by_open_stays_cut_through_more_writes_and_a_kill() {
             .unwrap();
     });
     // The last record's body damaged: a torn tail.
-    let seg = journal_segments(&torn).pop().unwrap();
+    let seg = written_journal_segments(&torn).pop().unwrap();
     let &(seq, at, len) = journal_records(&seg).last().unwrap();
     let mut b = std::fs::read(&seg).unwrap();
     b[at + len - 1] ^= 0x20;
