@@ -5,8 +5,8 @@
 //! checkpoint are replayed into the groups.
 //!
 //! Owns: the segment files (`journal/<id>.jnl`, fixed size, every block written; the spares and
-//! the next segment are module `segments`), the record framing (length, CRC32C, sequence number; the body sealed when the engine is
-//! encrypted), the scan at open and what counts as its torn tail. Must never: hand out a record
+//! the next segment are module `segments`; the record framing is module `record`), the scan at
+//! open and what counts as its torn tail. Must never: hand out a record
 //! whose checksum fails, return records out of sequence, or decide what a record means (that
 //! is `batch` and the engine).
 //!
@@ -16,8 +16,6 @@
 //! header:  0 magic "RWALJNL\0" 8 | 8 version u32 | 12 flags u32 (bit 0: bodies sealed; bit 1:
 //!          started while the segment before held records not yet flushed) | 16 segment id u64
 //!          | 24 first sequence number u64 | 32 CRC32C u32 (of [0, 32))
-//! record:  0 body length u32 | 4 CRC32C u32 (of [8, 16) and the body) | 8 sequence u64
-//!          | 16 body (plain, or nonce ‖ AES-256-GCM ciphertext ‖ tag with the sequence as AAD)
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -26,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::record::{self, Body, Scan, SegmentFile};
 use super::segments::{self, Job, Next, Pool, Prepared};
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
@@ -48,13 +47,6 @@ pub(crate) const H_ID: usize = H_FLAGS + 4;
 pub(crate) const H_FIRST_SEQ: usize = H_ID + 8;
 const H_CRC: usize = H_FIRST_SEQ + 8;
 const H_LEN: usize = H_CRC + 4;
-
-// Record fields.
-const R_LEN: usize = 0;
-const R_CRC: usize = R_LEN + 4;
-pub(crate) const R_SEQ: usize = R_CRC + 4;
-/// Bytes of a record's header.
-pub(crate) const RECORD_HEADER: usize = R_SEQ + 8;
 
 /// Records are written to the end of their last page, zeros after them: a write never covers
 /// part of a page the cache does not hold (which a recycled segment's would need read first).
@@ -260,12 +252,19 @@ impl Journal {
                     ),
                 ));
             }
-            let bytes =
-                Bytes::from(fs::read(&seg.path).map_err(|e| Error::io("read", &seg.path, e))?);
+            // Read as the records go; the bodies of records the checkpoint covers (their effect
+            // is in the groups' files, durably) are checked, not kept.
+            let file = File::open(&seg.path).map_err(|e| Error::io("open", &seg.path, e))?;
+            let mut src = SegmentFile::new(&file, &seg.path)?;
             let mut at = SEGMENT_HEADER as usize;
             let mut want = seg.first_seq;
             let end = loop {
-                match read_record(&bytes, at, want, cipher.as_ref(), &seg.path) {
+                let body = if want > checkpoint_seq {
+                    Body::Keep
+                } else {
+                    Body::Check
+                };
+                match record::read_record(&mut src, at, want, cipher.as_ref(), &seg.path, body) {
                     Scan::Record { body, next } => {
                         if want > checkpoint_seq {
                             records.push(Record { seq: want, body });
@@ -430,7 +429,7 @@ impl Journal {
                 "a commit of {len} bytes is larger than a journal record holds (4 GiB)"
             )));
         }
-        let total = (RECORD_HEADER + len).next_multiple_of(8) as u64;
+        let total = record::stored_len(len);
         let fits = self
             .writer
             .as_ref()
@@ -441,17 +440,11 @@ impl Journal {
         let w = self.writer.as_mut().ok_or_else(|| {
             Error::InvalidArgument("journal has no segment to write after rotation".to_string())
         })?;
-        let mut h = [0u8; RECORD_HEADER];
-        h[R_LEN..R_LEN + 4].copy_from_slice(&(len as u32).to_le_bytes());
-        h[R_SEQ..R_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
-        let crc = stored.iter().fold(crc32c::crc32c(&h[R_SEQ..]), |c, p| {
-            crc32c::crc32c_append(c, p)
-        });
-        h[R_CRC..R_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        let h = record::encode_header(seq, stored);
         // The padding to 8 bytes, and zeros to the end of the last page.
         let end = w.offset + total;
         let pad = (end.next_multiple_of(PAGE).min(w.len) - end) as usize + total as usize
-            - RECORD_HEADER
+            - record::RECORD_HEADER
             - len;
         let mut bufs = Vec::with_capacity(stored.len() + 3);
         bufs.push(std::io::IoSlice::new(&h));
@@ -506,7 +499,7 @@ impl Journal {
         } else {
             0
         };
-        let total = (RECORD_HEADER + body_len + sealed).next_multiple_of(8) as u64;
+        let total = record::stored_len(body_len + sealed);
         let fits = self
             .writer
             .as_ref()
@@ -654,79 +647,6 @@ pub(crate) fn torn_end(path: &Path, want: u64, first_seq: u64) -> Error {
             "journal segment starts at record {first_seq}, but the segment before ends before record {want}: it was started while records before it were not flushed, and records {want}..{first_seq} never reached the disk (a torn end: the journal ends before this segment, whose records were never acknowledged)"
         ),
     )
-}
-
-/// What one position of a segment holds.
-pub(crate) enum Scan {
-    /// The record `want`, its body, and where the next one starts.
-    Record { body: Bytes, next: usize },
-    /// A clean end: zeroes, or a record from an earlier use of the file (another sequence
-    /// number).
-    End,
-    /// A record with the expected sequence number that fails its checks: torn.
-    Torn(Error),
-    /// A whole record that cannot be opened (a wrong key, altered bytes): never a torn write.
-    Bad(Error),
-}
-
-pub(crate) fn read_record(
-    bytes: &Bytes,
-    at: usize,
-    want: u64,
-    cipher: Option<&Cipher>,
-    path: &Path,
-) -> Scan {
-    let Some(h) = bytes.get(at..at + RECORD_HEADER) else {
-        return Scan::End;
-    };
-    let len = u32::from_le_bytes([h[R_LEN], h[R_LEN + 1], h[R_LEN + 2], h[R_LEN + 3]]) as usize;
-    let crc = u32::from_le_bytes([h[R_CRC], h[R_CRC + 1], h[R_CRC + 2], h[R_CRC + 3]]);
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&h[R_SEQ..R_SEQ + 8]);
-    let seq = u64::from_le_bytes(seq);
-    let torn = |reason: String| Scan::Torn(Error::corrupt(path, at as u64, reason));
-    let body_at = at + RECORD_HEADER;
-    if seq != want {
-        // The record `want` whose sequence number field alone is damaged: its length and
-        // checksum hold for `want`. Anything else is the end (zeroes, or bytes of the segment's
-        // previous life).
-        let own = bytes.get(body_at..body_at + len).is_some_and(|stored| {
-            crc32c::crc32c_append(crc32c::crc32c(&want.to_le_bytes()), stored) == crc
-        });
-        if own {
-            return torn(format!(
-                "journal record {want}: its sequence number field reads {seq}"
-            ));
-        }
-        return Scan::End;
-    }
-    let Some(stored) = bytes.get(body_at..body_at + len) else {
-        return torn(format!(
-            "journal record {seq} claims {len} bytes, past the end of its segment"
-        ));
-    };
-    let computed = crc32c::crc32c_append(crc32c::crc32c(&h[R_SEQ..]), stored);
-    if computed != crc {
-        return torn(format!(
-            "journal record {seq}: checksum mismatch (stored {crc:#010x}, computed {computed:#010x})"
-        ));
-    }
-    let body = match cipher {
-        Some(c) => match c.open(&seq.to_le_bytes(), stored) {
-            Some(plain) => Bytes::from(plain),
-            None => {
-                return Scan::Bad(Error::Encryption {
-                    path: path.to_path_buf(),
-                    reason: format!("journal record {seq} fails authentication with this key"),
-                })
-            }
-        },
-        None => bytes.slice(body_at..body_at + len),
-    };
-    Scan::Record {
-        body,
-        next: (body_at + len).next_multiple_of(8),
-    }
 }
 
 fn encode_header(id: u64, first_seq: u64, sealed: bool, prev_unflushed: bool) -> [u8; H_LEN] {
@@ -924,7 +844,7 @@ mod tests {
         // first record's page hold nothing of the old bytes.
         let path = dir.join(segment_name(1));
         let bytes = fs::read(&path).expect("read");
-        let end = SEGMENT_HEADER as usize + (RECORD_HEADER + 5).next_multiple_of(8);
+        let end = SEGMENT_HEADER as usize + record::stored_len(5) as usize;
         assert!(bytes[end..SEGMENT_HEADER as usize * 2]
             .iter()
             .all(|&b| b == 0));

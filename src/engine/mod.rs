@@ -32,6 +32,7 @@ mod fds;
 mod group;
 mod handle;
 mod journal;
+mod record;
 mod recovery;
 pub(crate) mod scan;
 mod segments;

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::journal::{self, Follow, Header, Scan, RECORD_HEADER, R_SEQ, SEGMENT_HEADER};
+use super::journal::{self, Follow, Header, SEGMENT_HEADER};
+use super::record::{self, Scan, RECORD_HEADER};
 use super::segments;
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
@@ -237,7 +238,7 @@ pub(crate) fn scan(
         let mut at = SEGMENT_HEADER as usize;
         let mut want = first_seq;
         let ended = loop {
-            match journal::read_record(&bytes, at, want, cipher, &path) {
+            match record::read_in(&bytes, at, want, cipher, &path) {
                 Scan::Record { body, next } => {
                     let stored = (next - at) as u64;
                     let seg = &mut out.segments[i];
@@ -326,8 +327,7 @@ fn records_after_end(
         let Some(first) = s.first_seq else { continue };
         let bytes = Bytes::from(fs::read(&s.path).map_err(|e| Error::io("read", &s.path, e))?);
         let (mut at, mut seq) = (SEGMENT_HEADER as usize, first);
-        while let Scan::Record { next, .. } = journal::read_record(&bytes, at, seq, cipher, &s.path)
-        {
+        while let Scan::Record { next, .. } = record::read_in(&bytes, at, seq, cipher, &s.path) {
             let f = found.get_or_insert((s.path.clone(), seq, seq));
             f.2 = seq;
             seq = seq.saturating_add(1);
@@ -367,18 +367,14 @@ fn lost_after_end(
     path: &Path,
     torn: Option<&Error>,
 ) -> Option<Error> {
-    let seq_at = |p: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(bytes.get(p + R_SEQ..p + R_SEQ + 8)?);
-        Some(u64::from_le_bytes(b))
-    };
+    let seq_at = |p: usize| record::header_seq(bytes.get(p..p + RECORD_HEADER)?);
     let mut p = end.next_multiple_of(8);
     let found = loop {
         if p + RECORD_HEADER > bytes.len() {
             return None;
         }
         if let Some(seq) = seq_at(p).filter(|&s| s >= want && s - want < 1 << 32) {
-            if let Scan::Record { next, .. } = journal::read_record(bytes, p, seq, cipher, path) {
+            if let Scan::Record { next, .. } = record::read_in(bytes, p, seq, cipher, path) {
                 break (p, seq, next);
             }
         }
@@ -387,7 +383,7 @@ fn lost_after_end(
     let (first_at, first_seq, mut next) = found;
     let mut last_seq = first_seq;
     while let Scan::Record { next: n, .. } =
-        journal::read_record(bytes, next, last_seq.saturating_add(1), cipher, path)
+        record::read_in(bytes, next, last_seq.saturating_add(1), cipher, path)
     {
         last_seq = last_seq.saturating_add(1);
         next = n;
