@@ -319,8 +319,8 @@ impl Engine {
     }
 
     /// Syncs, checkpoints every group (each group directory then holds its whole state, and
-    /// opens with `DiskStorage::open`), stops the background checkpoint and releases the
-    /// root's lock. Handles still held fail from then on and never touch a file again.
+    /// opens with `DiskStorage::open`), removes the journal's spare segments, stops the
+    /// background checkpoint and releases the root's lock. Handles still held fail from then on and never touch a file again.
     pub fn close(self) -> Result<(), Error> {
         close(&self.shared)
     }
@@ -368,7 +368,7 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     let result = {
         let _lead = commit::lead(shared);
         let r = if shared.poisoned.lock().is_none() {
-            checkpoint::run(shared, true)
+            checkpoint::run(shared, true).and_then(|()| shared.journal.lock().release_spares())
         } else {
             Ok(())
         };

@@ -341,7 +341,13 @@ mod tests {
         for &len in &lens {
             // The header's length, its sequence number, the body's first and last bytes.
             damaged_at.extend(
-                [at, at + R_SEQ, at + RECORD_HEADER, at + RECORD_HEADER + len - 1].map(Some),
+                [
+                    at,
+                    at + R_SEQ,
+                    at + RECORD_HEADER,
+                    at + RECORD_HEADER + len - 1,
+                ]
+                .map(Some),
             );
             at += stored_len(len) as usize;
         }
@@ -353,10 +359,19 @@ mod tests {
             std::fs::write(&path, &b).unwrap();
             let file = File::open(&path).unwrap();
             let want = walk(&mut Bytes::from(b.clone()), 4096, 7, Body::Keep);
-            let kept = walk(&mut SegmentFile::new(&file, &path).unwrap(), 4096, 7, Body::Keep);
+            let kept = walk(
+                &mut SegmentFile::new(&file, &path).unwrap(),
+                4096,
+                7,
+                Body::Keep,
+            );
             assert_eq!(kept, want, "damage at {damage:?}");
-            let checked: Vec<String> =
-                walk(&mut SegmentFile::new(&file, &path).unwrap(), 4096, 7, Body::Check);
+            let checked: Vec<String> = walk(
+                &mut SegmentFile::new(&file, &path).unwrap(),
+                4096,
+                7,
+                Body::Check,
+            );
             let want_checked: Vec<String> = want
                 .iter()
                 .map(|s| match s.split_once(": ") {
