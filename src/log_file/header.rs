@@ -1,0 +1,179 @@
+//! The file header codec: the 36 bytes at `HEADER_OFFSET` (magic, version, flags, file id, base
+//! index, CRC32C), and reading a header without mapping the file (`peek_header`, `peek_base`).
+//!
+//! Owns: the header's byte layout, its flags and its checks. Must never: write a header into a
+//! file (the `LogFile` lifecycle in `mod.rs` does), or decide what a missing or failing header
+//! means for the log (that is `recovery`).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::slot::SLOT_AREA;
+use super::{MAX_INDEX, PAYLOAD_START};
+use crate::error::{Error, Result};
+
+// File header fields, stored at HEADER_OFFSET.
+pub(crate) const HEADER_OFFSET: usize = SLOT_AREA;
+const HDR_MAGIC: usize = 0;
+const HDR_VERSION: usize = HDR_MAGIC + 8;
+const HDR_FLAGS: usize = HDR_VERSION + 4;
+const HDR_FILE_ID: usize = HDR_FLAGS + 4;
+const HDR_BASE_INDEX: usize = HDR_FILE_ID + 8;
+const HDR_CRC: usize = HDR_BASE_INDEX + 8;
+pub(super) const HEADER_SIZE: usize = HDR_CRC + 4;
+const _: () = assert!(HEADER_OFFSET + HEADER_SIZE <= PAYLOAD_START as usize);
+// The header sits in one 512-byte sector, so a crash writes all of it or none of it.
+const _: () = assert!(HEADER_OFFSET % 512 + HEADER_SIZE <= 512);
+
+const FILE_MAGIC: &[u8; 8] = b"RWALLOG\0";
+/// Header flag: payloads are sealed with the store's key.
+const HDR_FLAG_ENCRYPTED: u32 = 1;
+/// Header flag: this file was created before the file ahead of it was flushed (a rotation
+/// without `sync_writes`), so a power loss may have left that file's end unwritten: recovery may
+/// treat it as tail. Cleared once everything before it is durable.
+const HDR_FLAG_PREV_UNFLUSHED: u32 = 2;
+/// Version of the log file layout.
+pub(crate) const LOG_FORMAT_VERSION: u32 = 1;
+
+pub(super) fn encode_header(
+    id: u64,
+    base: u64,
+    encrypted: bool,
+    prev_unflushed: bool,
+) -> [u8; HEADER_SIZE] {
+    let mut flags = if encrypted { HDR_FLAG_ENCRYPTED } else { 0 };
+    if prev_unflushed {
+        flags |= HDR_FLAG_PREV_UNFLUSHED;
+    }
+    let mut h = [0u8; HEADER_SIZE];
+    h[HDR_MAGIC..HDR_MAGIC + 8].copy_from_slice(FILE_MAGIC);
+    h[HDR_VERSION..HDR_VERSION + 4].copy_from_slice(&LOG_FORMAT_VERSION.to_le_bytes());
+    h[HDR_FLAGS..HDR_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    h[HDR_FILE_ID..HDR_FILE_ID + 8].copy_from_slice(&id.to_le_bytes());
+    h[HDR_BASE_INDEX..HDR_BASE_INDEX + 8].copy_from_slice(&base.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..HDR_CRC]);
+    h[HDR_CRC..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a file header (including that it is encrypted exactly when a key is given) and
+/// returns the base index and whether the previous file may be unflushed.
+pub(super) fn decode_header(
+    path: &Path,
+    h: &[u8],
+    id: u64,
+    encrypted: bool,
+) -> Result<(u64, bool)> {
+    let at = HEADER_OFFSET as u64;
+    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or([0; 8]));
+    if &h[HDR_MAGIC..HDR_MAGIC + 8] != FILE_MAGIC {
+        return Err(Error::corrupt(path, at, "bad log file magic"));
+    }
+    let crc = crc32c::crc32c(&h[..HDR_CRC]);
+    if crc != u32_at(HDR_CRC) {
+        return Err(Error::corrupt(
+            path,
+            at,
+            "log file header checksum mismatch",
+        ));
+    }
+    let version = u32_at(HDR_VERSION);
+    if version > LOG_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: LOG_FORMAT_VERSION,
+        });
+    }
+    let flags = u32_at(HDR_FLAGS);
+    if flags & !(HDR_FLAG_ENCRYPTED | HDR_FLAG_PREV_UNFLUSHED) != 0 {
+        return Err(Error::corrupt(
+            path,
+            at + HDR_FLAGS as u64,
+            format!("unknown log file flags {flags:#x}"),
+        ));
+    }
+    if (flags & HDR_FLAG_ENCRYPTED != 0) != encrypted {
+        return Err(Error::Encryption {
+            path: path.to_path_buf(),
+            reason: if encrypted {
+                "log file is plaintext but the store is opened with a key".to_string()
+            } else {
+                "log file is encrypted but no key was given".to_string()
+            },
+        });
+    }
+    let file_id = u64_at(HDR_FILE_ID);
+    if file_id != id {
+        return Err(Error::corrupt(
+            path,
+            at + HDR_FILE_ID as u64,
+            format!("header names file id {file_id}, the file name says {id}"),
+        ));
+    }
+    let base = u64_at(HDR_BASE_INDEX);
+    if base == 0 || base > MAX_INDEX {
+        return Err(Error::corrupt(
+            path,
+            at + HDR_BASE_INDEX as u64,
+            format!("base index {base} outside [1, {MAX_INDEX}]"),
+        ));
+    }
+    Ok((base, flags & HDR_FLAG_PREV_UNFLUSHED != 0))
+}
+
+/// What a log file's header says, read without mapping the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeaderPeek {
+    /// No header: the file is shorter than its slot area, or its header bytes are all zero (a
+    /// file created, or made from the spare, whose header never reached the disk). The header
+    /// lies in one 512-byte sector, so a crash leaves all of it or none of it.
+    Absent,
+    /// A valid header; `prev_unflushed` as in `HDR_FLAG_PREV_UNFLUSHED`.
+    Present { prev_unflushed: bool },
+}
+
+/// Reads and checks the header of log file `id` at `path`; a header that is there but fails
+/// its checks is an error naming the file.
+pub(crate) fn peek_header(path: &Path, id: u64, encrypted: bool) -> Result<HeaderPeek> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len < PAYLOAD_START {
+        return Ok(HeaderPeek::Absent);
+    }
+    let mut h = [0u8; HEADER_SIZE];
+    file.read_exact_at(&mut h, HEADER_OFFSET as u64)
+        .map_err(|e| Error::io("read header", path, e))?;
+    if h.iter().all(|&b| b == 0) {
+        return Ok(HeaderPeek::Absent);
+    }
+    let (_, prev_unflushed) = decode_header(path, &h, id, encrypted)?;
+    Ok(HeaderPeek::Present { prev_unflushed })
+}
+
+/// The base index and length of log file `id` at `path`, from its header alone (the read-only
+/// tools, which describe a file without copying its slot area); `None` when it has no header
+/// (as [`HeaderPeek::Absent`]). A header that is there but fails its checks is an error.
+pub(crate) fn peek_base(path: &Path, id: u64, encrypted: bool) -> Result<Option<(u64, u64)>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len < PAYLOAD_START {
+        return Ok(None);
+    }
+    let mut h = [0u8; HEADER_SIZE];
+    file.read_exact_at(&mut h, HEADER_OFFSET as u64)
+        .map_err(|e| Error::io("read header", path, e))?;
+    if h.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let (base, _) = decode_header(path, &h, id, encrypted)?;
+    Ok(Some((base, len)))
+}

@@ -1,0 +1,193 @@
+//! The slot codec: the 32-byte slot (term, index, payload offset, type, flags, data length,
+//! CRC32C), its flags and entry type codes, the range-checked form of a slot, and the one
+//! function that computes a slot's CRC32C.
+//!
+//! Owns: the byte layout of a slot (see docs/FORMAT.md) and what its CRC covers. Must never:
+//! touch a file or its map, or judge a slot against the file that holds it (its index, its
+//! payload's place: that is `read`).
+
+use raft::prelude::EntryType;
+
+/// Entries per log file; the log rotates to a new file after this many.
+pub(crate) const SLOTS_PER_FILE: u64 = 30_000;
+/// Bytes per slot.
+pub(crate) const SLOT_SIZE: usize = 32;
+/// Bytes of the slot array.
+pub(crate) const SLOT_AREA: usize = SLOTS_PER_FILE as usize * SLOT_SIZE;
+
+// Slot fields: each offset is the previous one plus the previous field's size.
+pub(super) const SLOT_TERM: usize = 0;
+pub(super) const SLOT_INDEX: usize = SLOT_TERM + 8;
+pub(super) const SLOT_OFFSET: usize = SLOT_INDEX + 8; // 6 bytes: payload start within the file
+const SLOT_TYPE: usize = SLOT_OFFSET + 6;
+const SLOT_FLAGS: usize = SLOT_TYPE + 1;
+pub(super) const SLOT_DATA_LEN: usize = SLOT_FLAGS + 1;
+pub(super) const SLOT_CRC: usize = SLOT_DATA_LEN + 4;
+const _: () = assert!(SLOT_CRC + 4 == SLOT_SIZE);
+
+/// Slot flag: the payload carries a context (`data ‖ u32 context_len ‖ context`).
+pub(super) const FLAG_CONTEXT: u8 = 1;
+/// Slot flag: the payload is sealed (`u32 context_len ‖ nonce ‖ AES-256-GCM(data ‖ context) ‖
+/// tag`); set exactly in encrypted stores.
+pub(super) const FLAG_SEALED: u8 = 2;
+/// Slot flag: `truncate_entries_until` dropped the data: the entry reads back with empty data
+/// (its payload bytes stay, still covered by the CRC).
+pub(super) const FLAG_DATA_DROPPED: u8 = 4;
+pub(super) const KNOWN_FLAGS: u8 = FLAG_CONTEXT | FLAG_SEALED | FLAG_DATA_DROPPED;
+/// Largest value the 6-byte offset field holds.
+pub(super) const MAX_OFFSET: u64 = (1 << 48) - 1;
+
+/// The decoded fields of one slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub term: u64,
+    pub index: u64,
+    pub offset: u64,
+    pub entry_type: u8,
+    pub flags: u8,
+    pub data_len: u32,
+    pub crc: u32,
+}
+
+impl Slot {
+    pub(super) fn decode(b: &[u8; SLOT_SIZE]) -> Slot {
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+        let mut off = [0u8; 8];
+        off[..6].copy_from_slice(&b[SLOT_OFFSET..SLOT_OFFSET + 6]);
+        Slot {
+            term: u64_at(SLOT_TERM),
+            index: u64_at(SLOT_INDEX),
+            offset: u64::from_le_bytes(off),
+            entry_type: b[SLOT_TYPE],
+            flags: b[SLOT_FLAGS],
+            data_len: u32::from_le_bytes([
+                b[SLOT_DATA_LEN],
+                b[SLOT_DATA_LEN + 1],
+                b[SLOT_DATA_LEN + 2],
+                b[SLOT_DATA_LEN + 3],
+            ]),
+            crc: u32::from_le_bytes([
+                b[SLOT_CRC],
+                b[SLOT_CRC + 1],
+                b[SLOT_CRC + 2],
+                b[SLOT_CRC + 3],
+            ]),
+        }
+    }
+
+    /// Encodes every field but the CRC.
+    pub(super) fn encode_fields(&self, b: &mut [u8; SLOT_SIZE]) {
+        b[SLOT_TERM..SLOT_TERM + 8].copy_from_slice(&self.term.to_le_bytes());
+        b[SLOT_INDEX..SLOT_INDEX + 8].copy_from_slice(&self.index.to_le_bytes());
+        b[SLOT_OFFSET..SLOT_OFFSET + 6].copy_from_slice(&self.offset.to_le_bytes()[..6]);
+        b[SLOT_TYPE] = self.entry_type;
+        b[SLOT_FLAGS] = self.flags;
+        b[SLOT_DATA_LEN..SLOT_DATA_LEN + 4].copy_from_slice(&self.data_len.to_le_bytes());
+    }
+}
+
+pub(super) fn entry_type_code(t: EntryType) -> u8 {
+    match t {
+        EntryType::EntryNormal => 0,
+        EntryType::EntryConfChange => 1,
+        EntryType::EntryConfChangeV2 => 2,
+    }
+}
+
+pub(super) fn entry_type_from_code(c: u8) -> Option<EntryType> {
+    match c {
+        0 => Some(EntryType::EntryNormal),
+        1 => Some(EntryType::EntryConfChange),
+        2 => Some(EntryType::EntryConfChangeV2),
+        _ => None,
+    }
+}
+
+/// Associated data of a sealed payload: the entry's index, term and type, so a payload moved to
+/// another slot (or a slot rewritten around an old payload) fails to open.
+pub(super) fn entry_aad(s: &Slot) -> [u8; 17] {
+    let mut aad = [0u8; 17];
+    aad[..8].copy_from_slice(&s.index.to_le_bytes());
+    aad[8..16].copy_from_slice(&s.term.to_le_bytes());
+    aad[16] = s.entry_type;
+    aad
+}
+
+/// Why a slot failed its range checks (turned into an `Error` off the hot path).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum SlotFault {
+    WrongIndex(Slot),
+    UnknownTypeOrFlags(Slot),
+    PayloadOutOfRange(Slot),
+    ContextOutOfRange(Slot, u64),
+}
+
+/// Highest entry type code.
+pub(super) const MAX_ENTRY_TYPE: u8 = 2;
+
+/// A slot whose fields passed the range checks, with the payload's extent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CheckedSlot {
+    pub slot: Slot,
+    /// Where the context length (if any) and context start.
+    pub data_end: u64,
+    /// One past the last payload byte.
+    pub payload_end: u64,
+}
+
+/// The CRC32C of a slot: over its bytes `[0, SLOT_CRC)` (every field but the CRC itself), then
+/// over each of `parts` in order (the payload bytes as they lie in the file).
+#[inline]
+pub(super) fn slot_crc(slot_bytes: &[u8; SLOT_SIZE], parts: &[&[u8]]) -> u32 {
+    parts
+        .iter()
+        .fold(crc32c::crc32c(&slot_bytes[..SLOT_CRC]), |crc, part| {
+            crc32c::crc32c_append(crc, part)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_fields_round_trip() {
+        let s = Slot {
+            term: 9,
+            index: 1 << 40,
+            offset: MAX_OFFSET,
+            entry_type: 2,
+            flags: FLAG_CONTEXT,
+            data_len: u32::MAX,
+            crc: 0,
+        };
+        let mut b = [0u8; SLOT_SIZE];
+        s.encode_fields(&mut b);
+        assert_eq!(Slot::decode(&b), s);
+    }
+
+    #[test]
+    fn slot_crc_covers_the_fields_then_each_part_in_order() {
+        let mut b = [0u8; SLOT_SIZE];
+        Slot {
+            term: 3,
+            index: 7,
+            offset: 1 << 20,
+            entry_type: 0,
+            flags: FLAG_CONTEXT,
+            data_len: 5,
+            crc: 0,
+        }
+        .encode_fields(&mut b);
+        let (data, ctx_len, ctx) = (&b"hello"[..], 3u32.to_le_bytes(), &b"ctx"[..]);
+        let fields = crc32c::crc32c(&b[..SLOT_CRC]);
+        assert_eq!(slot_crc(&b, &[]), fields);
+        assert_eq!(slot_crc(&b, &[data]), crc32c::crc32c_append(fields, data));
+        let mut whole = b.to_vec();
+        whole.truncate(SLOT_CRC);
+        whole.extend_from_slice(data);
+        whole.extend_from_slice(&ctx_len);
+        whole.extend_from_slice(ctx);
+        assert_eq!(slot_crc(&b, &[data, &ctx_len, ctx]), crc32c::crc32c(&whole));
+    }
+}
