@@ -6,9 +6,9 @@
 //!
 //! Owns: the segment files (`journal/<id>.jnl`, fixed size, every block written; the spares and
 //! the next segment are module `segments`; the record framing is module `record`), the scan at
-//! open and what counts as its torn tail. Must never: hand out a record
-//! whose checksum fails, return records out of sequence, or decide what a record means (that
-//! is `batch` and the engine).
+//! open and what counts as its torn tail. Must never: hand out a record whose checksum fails,
+//! return records out of sequence, or decide what a record means (that is `batch` and the
+//! engine).
 //!
 //! Layout (little-endian; docs/FORMAT.md "Engine roots"):
 //! ```text
@@ -17,36 +17,31 @@
 //!          started while the segment before held records not yet flushed) | 16 segment id u64
 //!          | 24 first sequence number u64 | 32 CRC32C u32 (of [0, 32))
 //! ```
+//!
+//! Files: this one (the journal, appends, flushes, rotation, trimming), `open` (reading the
+//! segments at open and what counts as their torn end), `header` (a segment's header page).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::record::{self, Body, Scan, SegmentFile};
-use super::segments::{self, Job, Next, Pool, Prepared};
+use super::record;
+use super::segments::{Job, Next, Pool, Prepared};
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
-use crate::options::RecoveryMode;
+
+mod header;
+mod open;
+
+pub(crate) use header::{read_header, Header, H_FIRST_SEQ, H_ID};
+pub(crate) use open::{follows, torn_end, Follow};
+
+use header::encode_header;
 
 /// Bytes of a segment's header page; records start after it.
 pub(crate) const SEGMENT_HEADER: u64 = 4096;
-const MAGIC: &[u8; 8] = b"RWALJNL\0";
-const VERSION: u32 = 1;
-const FLAG_SEALED: u32 = 1;
-/// The segment was started while records of the segments before it were not flushed
-/// (`sync_writes: false`): a power loss may leave it with records missing before it.
-const FLAG_PREV_UNFLUSHED: u32 = 2;
-
-// Header fields: each offset is the previous one plus the previous field's size.
-const H_MAGIC: usize = 0;
-const H_VERSION: usize = H_MAGIC + 8;
-const H_FLAGS: usize = H_VERSION + 4;
-pub(crate) const H_ID: usize = H_FLAGS + 4;
-pub(crate) const H_FIRST_SEQ: usize = H_ID + 8;
-const H_CRC: usize = H_FIRST_SEQ + 8;
-const H_LEN: usize = H_CRC + 4;
 
 /// Records are written to the end of their last page, zeros after them: a write never covers
 /// part of a page the cache does not hold (which a recycled segment's would need read first).
@@ -126,242 +121,6 @@ pub(crate) struct Opened {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`
-    /// (keeping up to `max_spares` trimmed segments for reuse). Nothing in `dir` is changed
-    /// (but its creation): what open found to tidy is tidied by [`Journal::tidy`], once the
-    /// engine's open has checked everything else.
-    /// A torn end (a record with the next sequence number whose checksum fails) is cut in
-    /// `TolerateTailCorruption` and an error in `AbsoluteConsistency`; records missing in the
-    /// middle (a segment that ends before the next one begins) are an error in both. A torn
-    /// record at the end of a segment that the next segment starts at (by its sequence number)
-    /// is a cut an earlier open made ([`Journal::seal_cut`]): the end of that segment, in both
-    /// modes.
-    pub(crate) fn open(
-        dir: &Path,
-        segment_bytes: u64,
-        max_spares: usize,
-        cipher: Option<Cipher>,
-        checkpoint_seq: u64,
-        mode: RecoveryMode,
-    ) -> Result<Opened> {
-        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        let mut ids = Vec::new();
-        let mut spares = Vec::new();
-        let mut leftovers = Vec::new();
-        for ent in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
-            let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
-            let Some(name) = ent.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if let Some(id) = parse_segment_name(&name) {
-                ids.push(id);
-            } else if segments::is_spare_name(&name) {
-                spares.push(ent.path());
-            } else if name.ends_with(".jnl.tmp") {
-                leftovers.push(ent.path());
-            }
-        }
-        ids.sort_unstable();
-        spares.sort();
-        let mut segments = Vec::new();
-        // Segments no longer needed (once segment `id`): kept as spares or removed.
-        let mut unused = Vec::new();
-        for &id in &ids {
-            let path = dir.join(segment_name(id));
-            match read_header(&path, id, cipher.is_some())? {
-                Header::Valid {
-                    first_seq,
-                    prev_unflushed,
-                } => segments.push(Segment {
-                    id,
-                    path,
-                    first_seq,
-                    prev_unflushed,
-                }),
-                // A recycled segment whose rename or new header did not reach the disk: what it
-                // holds is its previous life's records (trimmed, so all at or below a durable
-                // checkpoint) or its next life's (none acknowledged: a record is, only once the
-                // directory names its segment and the segment's header is flushed with it).
-                // Under a later name, its header is its previous life's: a header whose records
-                // are not all checkpointed is a live segment copied there, not a recycled one.
-                Header::Recycled { id: other, first_seq }
-                    if other > id || first_seq <= checkpoint_seq =>
-                {
-                    unused.push((path, id))
-                }
-                Header::Recycled { id: other, .. } => {
-                    return Err(Error::corrupt(
-                        &path,
-                        H_ID as u64,
-                        format!(
-                            "header names segment {other}, whose records are not all checkpointed; the file name says {id}"
-                        ),
-                    ))
-                }
-                // Prepared (or created) but never written: a record is acknowledged only once its
-                // segment's header is durable, so such a file holds none. The newest, usually;
-                // or a trimmed segment whose header was zeroed for its next use while its rename
-                // to a spare did not reach the disk. (A live segment lost this way leaves records
-                // missing, which the scan below refuses.)
-                Header::Blank => unused.push((path, id)),
-            }
-        }
-        // Segments whose records all lie at or below the checkpoint are obsolete.
-        let keep_from = segments
-            .windows(2)
-            .position(|w| w[1].first_seq > checkpoint_seq + 1)
-            .unwrap_or(segments.len().saturating_sub(1));
-        for s in segments.drain(..keep_from) {
-            unused.push((s.path, s.id));
-        }
-
-        let mut records = Vec::new();
-        let mut expected = None::<u64>;
-        let mut tail = None::<(u64, bool)>; // where the last segment's records end; torn?
-        let mut keep = segments.len(); // segments from here on lie after a torn end
-        let n = segments.len();
-        for (pos, seg) in segments.iter().enumerate() {
-            let last = pos + 1 == n;
-            if let Some(want) = expected {
-                if follows(want, seg.first_seq, seg.prev_unflushed, checkpoint_seq)
-                    == Follow::AfterTornEnd
-                {
-                    let e = torn_end(&seg.path, want, seg.first_seq);
-                    if mode == RecoveryMode::AbsoluteConsistency {
-                        return Err(e);
-                    }
-                    keep = pos;
-                    tail = tail.map(|(at, _)| (at, true));
-                    break;
-                }
-            }
-            // Records up to the checkpoint may be gone (trimmed); none after it.
-            let e = expected.unwrap_or(checkpoint_seq + 1);
-            let skipped_only_checkpointed =
-                seg.first_seq > e && seg.first_seq <= checkpoint_seq + 1;
-            if seg.first_seq != e
-                && !skipped_only_checkpointed
-                && (expected.is_some() || seg.first_seq > e)
-            {
-                return Err(Error::corrupt(
-                    &seg.path,
-                    H_FIRST_SEQ as u64,
-                    format!(
-                        "journal segment starts at record {}, but record {e} is the next one after the checkpoint or the segment before: records are missing",
-                        seg.first_seq
-                    ),
-                ));
-            }
-            // Read as the records go; the bodies of records the checkpoint covers (their effect
-            // is in the groups' files, durably) are checked, not kept.
-            let file = File::open(&seg.path).map_err(|e| Error::io("open", &seg.path, e))?;
-            let mut src = SegmentFile::new(&file, &seg.path)?;
-            let mut at = SEGMENT_HEADER as usize;
-            let mut want = seg.first_seq;
-            let end = loop {
-                let body = if want > checkpoint_seq {
-                    Body::Keep
-                } else {
-                    Body::Check
-                };
-                match record::read_record(&mut src, at, want, cipher.as_ref(), &seg.path, body) {
-                    Scan::Record { body, next } => {
-                        if want > checkpoint_seq {
-                            records.push(Record { seq: want, body });
-                        }
-                        want += 1;
-                        at = next;
-                    }
-                    Scan::End => break (at, None),
-                    Scan::Torn(e) => break (at, Some(e)),
-                    Scan::Bad(e) => return Err(e),
-                }
-            };
-            if end.1.is_some() && want <= checkpoint_seq {
-                // Damage in a record the checkpoint covers: whatever followed it (records after
-                // the checkpoint included) cannot be read.
-                if let Some(e) = end.1 {
-                    return Err(e);
-                }
-            }
-            expected = Some(want);
-            // Where this segment's records end, should the journal end there.
-            tail = Some((end.0 as u64, end.1.is_some()));
-            match (end.1, last) {
-                (Some(e), true) => {
-                    if mode == RecoveryMode::AbsoluteConsistency {
-                        return Err(e);
-                    }
-                }
-                (None, true) => {}
-                // A record that fails its checks before the last segment is damage: records
-                // after it (in the next segments) were acknowledged. Unless the next segment
-                // starts at that very record (an earlier open cut the journal there and started
-                // it: rotation never writes a record to a segment the next one starts at), or
-                // after it while this one was not flushed (a torn end, decided above).
-                (Some(e), false) => {
-                    let next = &segments[pos + 1];
-                    if follows(want, next.first_seq, next.prev_unflushed, checkpoint_seq)
-                        == Follow::Damaged
-                    {
-                        return Err(e);
-                    }
-                }
-                // An earlier segment ends where the next begins (checked above).
-                (None, false) => {}
-            }
-        }
-        // Segments after a torn end hold records never acknowledged: removed (as spares, their
-        // records' sequence numbers would come back in the records written from now on).
-        let after_end: Vec<PathBuf> = segments.drain(keep..).map(|s| s.path).collect();
-        leftovers.extend(after_end);
-        let last_seq = expected
-            .map_or(checkpoint_seq, |e| e - 1)
-            .max(checkpoint_seq);
-
-        let mut journal = Journal {
-            dir: dir.to_path_buf(),
-            segments,
-            writer: None,
-            unflushed: Vec::new(),
-            next_seq: last_seq + 1,
-            cipher,
-            pool: Pool {
-                dir: dir.to_path_buf(),
-                segment_bytes,
-                spares,
-                max_spares,
-                next: Next::Idle,
-                stalled: false,
-            },
-            appended: 0,
-            cut_pending: matches!(tail, Some((_, true))),
-            untidy: (unused, leftovers),
-        };
-        // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
-        // record may hold older records with the next sequence numbers, so a new segment starts
-        // ([`Journal::seal_cut`]).
-        if let (Some((offset, false)), Some(seg)) = (tail, journal.segments.last()) {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&seg.path)
-                .map_err(|e| Error::io("open", &seg.path, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| Error::io("stat", &seg.path, e))?
-                .len();
-            journal.writer = Some(Writer {
-                file,
-                path: seg.path.clone(),
-                offset,
-                len,
-                dirty: false,
-            });
-        }
-        Ok(Opened { journal, records })
-    }
-
     /// Tidies what open found: segments no longer needed become spares (or are removed), and
     /// leftover temporary files go.
     pub(crate) fn tidy(&mut self) -> Result<()> {
@@ -622,149 +381,13 @@ impl Journal {
     }
 }
 
-/// How a segment goes on from the one before it, whose records end before record `want`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Follow {
-    /// It starts at `want`.
-    Continues,
-    /// It starts later, and it was started while records before it were not flushed: those in
-    /// between never reached the disk, and none from this segment on was acknowledged (an
-    /// acknowledgement flushes every segment before its record). The journal ends before it,
-    /// a torn end.
-    AfterTornEnd,
-    /// Records are missing before it that were durable: damage.
-    Damaged,
-}
-
-/// How a segment whose header says `first_seq` and `prev_unflushed` goes on from one whose
-/// records end before record `want`, after checkpoint `checkpoint_seq`.
-pub(crate) fn follows(
-    want: u64,
-    first_seq: u64,
-    prev_unflushed: bool,
-    checkpoint_seq: u64,
-) -> Follow {
-    if first_seq == want {
-        Follow::Continues
-    } else if first_seq > want && prev_unflushed && want > checkpoint_seq {
-        Follow::AfterTornEnd
-    } else {
-        Follow::Damaged
-    }
-}
-
-/// The torn end before segment `path` ([`Follow::AfterTornEnd`]).
-pub(crate) fn torn_end(path: &Path, want: u64, first_seq: u64) -> Error {
-    Error::corrupt(
-        path,
-        H_FIRST_SEQ as u64,
-        format!(
-            "journal segment starts at record {first_seq}, but the segment before ends before record {want}: it was started while records before it were not flushed, and records {want}..{first_seq} never reached the disk (a torn end: the journal ends before this segment, whose records were never acknowledged)"
-        ),
-    )
-}
-
-fn encode_header(id: u64, first_seq: u64, sealed: bool, prev_unflushed: bool) -> [u8; H_LEN] {
-    let mut h = [0u8; H_LEN];
-    h[H_MAGIC..H_MAGIC + 8].copy_from_slice(MAGIC);
-    h[H_VERSION..H_VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
-    let mut flags = if sealed { FLAG_SEALED } else { 0 };
-    if prev_unflushed {
-        flags |= FLAG_PREV_UNFLUSHED;
-    }
-    h[H_FLAGS..H_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
-    h[H_ID..H_ID + 8].copy_from_slice(&id.to_le_bytes());
-    h[H_FIRST_SEQ..H_FIRST_SEQ + 8].copy_from_slice(&first_seq.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..H_CRC]);
-    h[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-/// What a segment file's header says.
-pub(crate) enum Header {
-    /// Its first sequence number, and whether it was started while records before it were not
-    /// flushed.
-    Valid {
-        first_seq: u64,
-        prev_unflushed: bool,
-    },
-    /// All zero: never written.
-    Blank,
-    /// A valid header of another segment (its id and first sequence number): the file was
-    /// recycled (the spare renamed to the next id and its header rewritten), and the rename or
-    /// the new header is not on disk.
-    Recycled { id: u64, first_seq: u64 },
-}
-
-/// The header of segment `id` at `path`. A header that is there but wrong is an error naming
-/// the file.
-pub(crate) fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut h = [0u8; H_LEN];
-    match file.read_exact_at(&mut h, 0) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Header::Blank),
-        Err(e) => return Err(Error::io("read header", path, e)),
-    }
-    if h.iter().all(|&b| b == 0) {
-        return Ok(Header::Blank);
-    }
-    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-    let u64_at = |o: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&h[o..o + 8]);
-        u64::from_le_bytes(b)
-    };
-    if &h[H_MAGIC..H_MAGIC + 8] != MAGIC {
-        return Err(Error::corrupt(path, 0, "bad journal segment magic"));
-    }
-    if crc32c::crc32c(&h[..H_CRC]) != u32_at(H_CRC) {
-        return Err(Error::corrupt(
-            path,
-            0,
-            "journal segment header checksum mismatch",
-        ));
-    }
-    if u32_at(H_VERSION) > VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: u32_at(H_VERSION),
-            supported: VERSION,
-        });
-    }
-    let unknown = u32_at(H_FLAGS) & !(FLAG_SEALED | FLAG_PREV_UNFLUSHED);
-    if unknown != 0 {
-        return Err(Error::corrupt(
-            path,
-            H_FLAGS as u64,
-            format!("journal segment header has unknown flags {unknown:#x}"),
-        ));
-    }
-    if (u32_at(H_FLAGS) & FLAG_SEALED != 0) != sealed {
-        return Err(Error::Encryption {
-            path: path.to_path_buf(),
-            reason: if sealed {
-                "journal segment is plaintext but the engine is opened with a key".to_string()
-            } else {
-                "journal segment is encrypted but no key was given".to_string()
-            },
-        });
-    }
-    if u64_at(H_ID) != id {
-        return Ok(Header::Recycled {
-            id: u64_at(H_ID),
-            first_seq: u64_at(H_FIRST_SEQ),
-        });
-    }
-    Ok(Header::Valid {
-        first_seq: u64_at(H_FIRST_SEQ),
-        prev_unflushed: u32_at(H_FLAGS) & FLAG_PREV_UNFLUSHED != 0,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::engine::segments;
+    use crate::options::RecoveryMode;
 
     fn open(dir: &Path, checkpoint: u64) -> Opened {
         let mut opened = Journal::open(

@@ -1,0 +1,300 @@
+//! The journal at open: its segments listed and checked in order, their records read (the
+//! bodies after the checkpoint kept), and where the journal ends.
+//!
+//! Owns: which segments are live, obsolete or after a torn end, how one segment goes on from
+//! the one before, and what counts as a torn end (cut in the default mode, an error in
+//! `AbsoluteConsistency`) or as damage. Must never: change a file (what open found to tidy is
+//! tidied by `Journal::tidy`, once the engine's open has checked everything else).
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use super::header::{read_header, Header, H_FIRST_SEQ, H_ID};
+use super::{
+    parse_segment_name, segment_name, Journal, Opened, Record, Segment, Writer, SEGMENT_HEADER,
+};
+use crate::crypto::Cipher;
+use crate::engine::record::{self, Body, Scan, SegmentFile};
+use crate::engine::segments::{self, Next, Pool};
+use crate::error::{Error, Result};
+use crate::options::RecoveryMode;
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`
+    /// (keeping up to `max_spares` trimmed segments for reuse). Nothing in `dir` is changed
+    /// (but its creation): what open found to tidy is tidied by [`Journal::tidy`], once the
+    /// engine's open has checked everything else.
+    /// A torn end (a record with the next sequence number whose checksum fails) is cut in
+    /// `TolerateTailCorruption` and an error in `AbsoluteConsistency`; records missing in the
+    /// middle (a segment that ends before the next one begins) are an error in both. A torn
+    /// record at the end of a segment that the next segment starts at (by its sequence number)
+    /// is a cut an earlier open made ([`Journal::seal_cut`]): the end of that segment, in both
+    /// modes.
+    pub(crate) fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        max_spares: usize,
+        cipher: Option<Cipher>,
+        checkpoint_seq: u64,
+        mode: RecoveryMode,
+    ) -> Result<Opened> {
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let mut ids = Vec::new();
+        let mut spares = Vec::new();
+        let mut leftovers = Vec::new();
+        for ent in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
+            let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
+            let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if let Some(id) = parse_segment_name(&name) {
+                ids.push(id);
+            } else if segments::is_spare_name(&name) {
+                spares.push(ent.path());
+            } else if name.ends_with(".jnl.tmp") {
+                leftovers.push(ent.path());
+            }
+        }
+        ids.sort_unstable();
+        spares.sort();
+        let mut segments = Vec::new();
+        // Segments no longer needed (once segment `id`): kept as spares or removed.
+        let mut unused = Vec::new();
+        for &id in &ids {
+            let path = dir.join(segment_name(id));
+            match read_header(&path, id, cipher.is_some())? {
+                Header::Valid {
+                    first_seq,
+                    prev_unflushed,
+                } => segments.push(Segment {
+                    id,
+                    path,
+                    first_seq,
+                    prev_unflushed,
+                }),
+                // A recycled segment whose rename or new header did not reach the disk: what it
+                // holds is its previous life's records (trimmed, so all at or below a durable
+                // checkpoint) or its next life's (none acknowledged: a record is, only once the
+                // directory names its segment and the segment's header is flushed with it).
+                // Under a later name, its header is its previous life's: a header whose records
+                // are not all checkpointed is a live segment copied there, not a recycled one.
+                Header::Recycled { id: other, first_seq }
+                    if other > id || first_seq <= checkpoint_seq =>
+                {
+                    unused.push((path, id))
+                }
+                Header::Recycled { id: other, .. } => {
+                    return Err(Error::corrupt(
+                        &path,
+                        H_ID as u64,
+                        format!(
+                            "header names segment {other}, whose records are not all checkpointed; the file name says {id}"
+                        ),
+                    ))
+                }
+                // Prepared (or created) but never written: a record is acknowledged only once its
+                // segment's header is durable, so such a file holds none. The newest, usually;
+                // or a trimmed segment whose header was zeroed for its next use while its rename
+                // to a spare did not reach the disk. (A live segment lost this way leaves records
+                // missing, which the scan below refuses.)
+                Header::Blank => unused.push((path, id)),
+            }
+        }
+        // Segments whose records all lie at or below the checkpoint are obsolete.
+        let keep_from = segments
+            .windows(2)
+            .position(|w| w[1].first_seq > checkpoint_seq + 1)
+            .unwrap_or(segments.len().saturating_sub(1));
+        for s in segments.drain(..keep_from) {
+            unused.push((s.path, s.id));
+        }
+
+        let mut records = Vec::new();
+        let mut expected = None::<u64>;
+        let mut tail = None::<(u64, bool)>; // where the last segment's records end; torn?
+        let mut keep = segments.len(); // segments from here on lie after a torn end
+        let n = segments.len();
+        for (pos, seg) in segments.iter().enumerate() {
+            let last = pos + 1 == n;
+            if let Some(want) = expected {
+                if follows(want, seg.first_seq, seg.prev_unflushed, checkpoint_seq)
+                    == Follow::AfterTornEnd
+                {
+                    let e = torn_end(&seg.path, want, seg.first_seq);
+                    if mode == RecoveryMode::AbsoluteConsistency {
+                        return Err(e);
+                    }
+                    keep = pos;
+                    tail = tail.map(|(at, _)| (at, true));
+                    break;
+                }
+            }
+            // Records up to the checkpoint may be gone (trimmed); none after it.
+            let e = expected.unwrap_or(checkpoint_seq + 1);
+            let skipped_only_checkpointed =
+                seg.first_seq > e && seg.first_seq <= checkpoint_seq + 1;
+            if seg.first_seq != e
+                && !skipped_only_checkpointed
+                && (expected.is_some() || seg.first_seq > e)
+            {
+                return Err(Error::corrupt(
+                    &seg.path,
+                    H_FIRST_SEQ as u64,
+                    format!(
+                        "journal segment starts at record {}, but record {e} is the next one after the checkpoint or the segment before: records are missing",
+                        seg.first_seq
+                    ),
+                ));
+            }
+            // Read as the records go; the bodies of records the checkpoint covers (their effect
+            // is in the groups' files, durably) are checked, not kept.
+            let file = File::open(&seg.path).map_err(|e| Error::io("open", &seg.path, e))?;
+            let mut src = SegmentFile::new(&file, &seg.path)?;
+            let mut at = SEGMENT_HEADER as usize;
+            let mut want = seg.first_seq;
+            let end = loop {
+                let body = if want > checkpoint_seq {
+                    Body::Keep
+                } else {
+                    Body::Check
+                };
+                match record::read_record(&mut src, at, want, cipher.as_ref(), &seg.path, body) {
+                    Scan::Record { body, next } => {
+                        if want > checkpoint_seq {
+                            records.push(Record { seq: want, body });
+                        }
+                        want += 1;
+                        at = next;
+                    }
+                    Scan::End => break (at, None),
+                    Scan::Torn(e) => break (at, Some(e)),
+                    Scan::Bad(e) => return Err(e),
+                }
+            };
+            if end.1.is_some() && want <= checkpoint_seq {
+                // Damage in a record the checkpoint covers: whatever followed it (records after
+                // the checkpoint included) cannot be read.
+                if let Some(e) = end.1 {
+                    return Err(e);
+                }
+            }
+            expected = Some(want);
+            // Where this segment's records end, should the journal end there.
+            tail = Some((end.0 as u64, end.1.is_some()));
+            match (end.1, last) {
+                (Some(e), true) => {
+                    if mode == RecoveryMode::AbsoluteConsistency {
+                        return Err(e);
+                    }
+                }
+                (None, true) => {}
+                // A record that fails its checks before the last segment is damage: records
+                // after it (in the next segments) were acknowledged. Unless the next segment
+                // starts at that very record (an earlier open cut the journal there and started
+                // it: rotation never writes a record to a segment the next one starts at), or
+                // after it while this one was not flushed (a torn end, decided above).
+                (Some(e), false) => {
+                    let next = &segments[pos + 1];
+                    if follows(want, next.first_seq, next.prev_unflushed, checkpoint_seq)
+                        == Follow::Damaged
+                    {
+                        return Err(e);
+                    }
+                }
+                // An earlier segment ends where the next begins (checked above).
+                (None, false) => {}
+            }
+        }
+        // Segments after a torn end hold records never acknowledged: removed (as spares, their
+        // records' sequence numbers would come back in the records written from now on).
+        let after_end: Vec<PathBuf> = segments.drain(keep..).map(|s| s.path).collect();
+        leftovers.extend(after_end);
+        let last_seq = expected
+            .map_or(checkpoint_seq, |e| e - 1)
+            .max(checkpoint_seq);
+
+        let mut journal = Journal {
+            dir: dir.to_path_buf(),
+            segments,
+            writer: None,
+            unflushed: Vec::new(),
+            next_seq: last_seq + 1,
+            cipher,
+            pool: Pool {
+                dir: dir.to_path_buf(),
+                segment_bytes,
+                spares,
+                max_spares,
+                next: Next::Idle,
+                stalled: false,
+            },
+            appended: 0,
+            cut_pending: matches!(tail, Some((_, true))),
+            untidy: (unused, leftovers),
+        };
+        // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
+        // record may hold older records with the next sequence numbers, so a new segment starts
+        // ([`Journal::seal_cut`]).
+        if let (Some((offset, false)), Some(seg)) = (tail, journal.segments.last()) {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&seg.path)
+                .map_err(|e| Error::io("open", &seg.path, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("stat", &seg.path, e))?
+                .len();
+            journal.writer = Some(Writer {
+                file,
+                path: seg.path.clone(),
+                offset,
+                len,
+                dirty: false,
+            });
+        }
+        Ok(Opened { journal, records })
+    }
+}
+
+/// How a segment goes on from the one before it, whose records end before record `want`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// It starts at `want`.
+    Continues,
+    /// It starts later, and it was started while records before it were not flushed: those in
+    /// between never reached the disk, and none from this segment on was acknowledged (an
+    /// acknowledgement flushes every segment before its record). The journal ends before it,
+    /// a torn end.
+    AfterTornEnd,
+    /// Records are missing before it that were durable: damage.
+    Damaged,
+}
+
+/// How a segment whose header says `first_seq` and `prev_unflushed` goes on from one whose
+/// records end before record `want`, after checkpoint `checkpoint_seq`.
+pub(crate) fn follows(
+    want: u64,
+    first_seq: u64,
+    prev_unflushed: bool,
+    checkpoint_seq: u64,
+) -> Follow {
+    if first_seq == want {
+        Follow::Continues
+    } else if first_seq > want && prev_unflushed && want > checkpoint_seq {
+        Follow::AfterTornEnd
+    } else {
+        Follow::Damaged
+    }
+}
+
+/// The torn end before segment `path` ([`Follow::AfterTornEnd`]).
+pub(crate) fn torn_end(path: &Path, want: u64, first_seq: u64) -> Error {
+    Error::corrupt(
+        path,
+        H_FIRST_SEQ as u64,
+        format!(
+            "journal segment starts at record {first_seq}, but the segment before ends before record {want}: it was started while records before it were not flushed, and records {want}..{first_seq} never reached the disk (a torn end: the journal ends before this segment, whose records were never acknowledged)"
+        ),
+    )
+}
