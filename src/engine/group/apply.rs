@@ -1,0 +1,289 @@
+//! A group changed: a commit's part applied to its log (entries to the tail, the rest to the
+//! meta record; an installed snapshot or a truncation to the files at once), the writer moving
+//! the tail into the files, and the group's durable points (`make_durable`, the journal
+//! position its state reflects).
+//!
+//! Owns: the order of those changes under the group's two locks, and the rule that a file the
+//! durable meta page relies on goes only after a page that no longer does is durable. Must
+//! never: flush on the commit path (but for an installed snapshot or such a removal), or take
+//! the `files` lock before the `log` lock.
+
+use std::sync::Arc;
+
+use raft::prelude::HardState;
+
+use crate::engine::terms::TermRuns;
+use crate::engine::Shared;
+use crate::error::Result;
+use crate::proto::{EngineGroupRecord, HardStateRecord, SnapshotRecord};
+
+use super::{Both, Change, Group, GroupFiles, GroupLog};
+
+impl Group {
+    /// Applies `change` (part of journal record `seq`), which was checked against the log (or
+    /// is being replayed): entries go to the tail, everything else to the log's meta record, but
+    /// an installed snapshot and `truncate_entries_until`, which change the files at once.
+    pub(crate) fn apply(
+        self: &Arc<Self>,
+        shared: &Shared,
+        change: &Change<'_>,
+        seq: u64,
+    ) -> Result<()> {
+        if change.snapshot.is_some() || change.truncate.is_some() {
+            let r = self.with_both(|b| self.apply_both(shared, b, change, seq));
+            // The change may have opened a descriptor: into the budget with it.
+            self.settle_fds(shared);
+            return r;
+        }
+        let mut lg = self.log.write();
+        let log = lg.as_mut().ok_or_else(|| self.closed())?;
+        let before = log.tail.bytes();
+        if !change.entries.is_empty() {
+            if log.tail.is_empty() {
+                shared.unwritten.lock().push(self.id);
+            }
+            log.tail.push(seq, change.entries);
+        }
+        apply_meta(log, change);
+        log.applied_seq = log.applied_seq.max(seq);
+        shared.account_tail(before, log.tail.bytes());
+        Ok(())
+    }
+
+    /// [`Group::apply`] of a change that touches the files.
+    fn apply_both(
+        &self,
+        shared: &Shared,
+        b: Both<'_>,
+        change: &Change<'_>,
+        seq: u64,
+    ) -> Result<()> {
+        let Both { log, files } = b;
+        let before = log.tail.bytes();
+        let r = (|| {
+            if let Some(rec) = change.snapshot {
+                self.install(shared, log, files, rec, seq)?;
+            }
+            if !change.entries.is_empty() {
+                if log.tail.is_empty() {
+                    shared.unwritten.lock().push(self.id);
+                }
+                log.tail.push(seq, change.entries);
+            }
+            apply_meta(log, change);
+            log.applied_seq = log.applied_seq.max(seq);
+            if let Some(index) = change.truncate {
+                // The files change in place: the record first (without `sync_writes` it may not
+                // be durable yet, and a power loss must not keep the change without it).
+                shared.journal.lock().sync()?;
+                let first = log.first_index();
+                log.tail.clear_data_below(index);
+                files.wal.clear_data(first, index)?;
+            }
+            Ok(())
+        })();
+        shared.account_tail(before, log.tail.bytes());
+        r
+    }
+
+    /// Installs a snapshot (its file written and durable): the meta page naming it (and the
+    /// journal replayed from its record on) is made durable first, then every log file goes
+    /// (as `DiskStorage` does).
+    fn install(
+        &self,
+        shared: &Shared,
+        log: &mut GroupLog,
+        files: &mut GroupFiles,
+        rec: &SnapshotRecord,
+        seq: u64,
+    ) -> Result<()> {
+        // The entries before it are replaced: the tail goes with the files.
+        let _ = log.tail.take();
+        let first_file_id = files.wal.next_file_id();
+        log.meta.snapshot = Some(rec.clone());
+        log.meta.conf_state = rec.conf_state.clone();
+        log.meta.first_file_id = first_file_id;
+        shared.journal.lock().sync()?;
+        let mut record = log.meta.clone();
+        record.engine = Some(EngineGroupRecord {
+            journal_seq: seq - 1,
+            last_index: rec.index,
+            tail_payload_end: 0,
+            incarnation: self.incarnation,
+            last_file_id: 0,
+        });
+        files.store_durable(&record)?;
+        files.wal.reset(first_file_id)?;
+        files.durable_files = (1, 0);
+        (log.files_last, log.files_last_term) = files.end();
+        log.terms = Some(TermRuns::default());
+        log.dirty = true;
+        Ok(())
+    }
+
+    /// Moves the tail's oldest operations (those that append to the first, up to about
+    /// `max_bytes`) into the files, unflushed; `false` when there was none. The commit path is
+    /// held back only while the operations are taken and while what the files hold is noted, not
+    /// during the write.
+    pub(crate) fn write_tail_op(&self, shared: &Shared, max_bytes: u64) -> Result<bool> {
+        let _w = self.writing.lock();
+        let mut lg = self.log.write();
+        let log = lg.as_mut().ok_or_else(|| self.closed())?;
+        let first_seq = log.tail.first_seq();
+        let before = log.tail.bytes();
+        let Some(op) = log.tail.pop(max_bytes) else {
+            return Ok(false);
+        };
+        shared.account_tail(before, log.tail.bytes());
+        let op_seq = first_seq.unwrap_or(op.seq);
+        let start = op.entries.first().map_or(0, |e| e.index);
+        let mut fg = self.files.write();
+        let files = fg.as_mut().ok_or_else(|| self.closed())?;
+        let destructive = files
+            .wal
+            .file_id_of(start)
+            .filter(|&id| files.relies_on_files_after(id));
+        if let Some(id) = destructive {
+            // An overwrite that removes files the durable meta page relies on: first a durable
+            // meta page that does not (the log as ending just before the overwrite, the journal
+            // replayed from the overwrite's record on). Done with both halves held (rare).
+            shared.journal.lock().sync()?;
+            files.wal.flush()?;
+            let mut record = log.meta.clone();
+            record.engine = Some(EngineGroupRecord {
+                journal_seq: op_seq - 1,
+                last_index: start - 1,
+                tail_payload_end: files.wal.payload_end_of(id),
+                incarnation: self.incarnation,
+                last_file_id: id,
+            });
+            files.store_durable(&record)?;
+            files.wal.append(&op.entries, false)?;
+            (log.files_last, log.files_last_term) = files.end();
+            log.note_terms(&op.entries);
+            log.tail.written(log.files_last);
+            return Ok(true);
+        }
+        drop(lg);
+        if start <= files.wal.last() {
+            // An overwrite changes what the files hold in place: its record first (without
+            // `sync_writes` it may not be durable yet, and a power loss must not keep the new
+            // slots without it).
+            shared.journal.lock().sync()?;
+        }
+        // The write, with only the files held: commits go on meanwhile (the entries are still
+        // in the tail's view, which reads use until the files are noted below).
+        files.wal.append(&op.entries, false)?;
+        let (last, last_term) = files.end();
+        drop(fg);
+        let mut lg = self.log.write();
+        let log = lg.as_mut().ok_or_else(|| self.closed())?;
+        (log.files_last, log.files_last_term) = (last, last_term);
+        log.note_terms(&op.entries);
+        log.tail.written(last);
+        Ok(true)
+    }
+
+    /// Moves the whole tail into the files (unflushed).
+    pub(crate) fn write_tail(self: &Arc<Self>, shared: &Shared) -> Result<()> {
+        while self.write_tail_op(shared, u64::MAX)? {}
+        self.settle_fds(shared);
+        Ok(())
+    }
+
+    /// After writes: starts the write-back of what they wrote, keeps the last file's descriptor
+    /// (in the engine's budget of open files, module `fds`) and closes the others.
+    pub(crate) fn settle_fds(self: &Arc<Self>, shared: &Shared) {
+        let holds = self
+            .files
+            .write()
+            .as_mut()
+            .is_some_and(|f| f.wal.settle_fds());
+        if holds {
+            shared.open_files.written(self);
+        }
+    }
+
+    /// Closes the descriptors the writer opened.
+    pub(crate) fn release_fds(&self) {
+        if let Some(f) = self.files.write().as_mut() {
+            f.wal.release_fds();
+        }
+    }
+
+    /// Makes the group's current state durable on its own, with `change` applied to it (a
+    /// snapshot taken by the application), without holding back commits to other groups: the
+    /// tail is written, then, with the group held and its tail empty (else the tail is written
+    /// again, a few times, before the caller is asked to hold the pipeline), `change` runs, the
+    /// files are flushed and the meta page is written and flushed, reflecting the group's last
+    /// applied journal record. The journal is flushed first: the group must never be durable
+    /// ahead of it. `Ok(false)`: commits kept adding to the tail, nothing was done.
+    pub(crate) fn make_durable(
+        self: &Arc<Self>,
+        shared: &Shared,
+        change: impl FnOnce(&mut GroupLog, &GroupFiles) -> Result<()>,
+    ) -> Result<bool> {
+        let mut change = Some(change);
+        for _ in 0..DURABLE_TRIES {
+            self.write_tail(shared)?;
+            let done = self.with_both(|Both { log, files }| {
+                if !log.tail.is_empty() {
+                    return Ok(false);
+                }
+                if let Some(change) = change.take() {
+                    change(log, files)?;
+                }
+                shared.journal.lock().sync()?;
+                files.wal.flush()?;
+                let at = reflected_seq(shared, log);
+                let record = files.meta_record(&log.meta, at, self.incarnation);
+                files.store_durable(&record)?;
+                log.dirty = false;
+                Ok(true)
+            })?;
+            if done {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The journal position a group's state reflects while its log is held (with an empty tail,
+/// its files hold that state): every record up to the engine's applied position is applied to
+/// it (a commit publishes its position after all its parts), and of the record being applied
+/// now, the one after, some parts may be and others not (a commit holds one group for one
+/// part at a time, and a record may hold several parts for a group). So that record is not
+/// reflected: replay applies it again, the parts already in the files included (an overwrite
+/// with the same entries, the same meta changes).
+pub(crate) fn reflected_seq(shared: &Shared, log: &GroupLog) -> u64 {
+    let engine = shared
+        .applied_seq
+        .load(std::sync::atomic::Ordering::Acquire);
+    if log.applied_seq > engine {
+        log.applied_seq - 1
+    } else {
+        engine
+    }
+}
+
+/// Times [`Group::make_durable`] writes the tail and tries before it gives up (commits kept
+/// adding to the group).
+const DURABLE_TRIES: usize = 3;
+
+/// The meta changes of `change` (hard state, conf state, ids).
+fn apply_meta(log: &mut GroupLog, change: &Change<'_>) {
+    if let Some(hs) = change.hard_state.filter(|hs| **hs != HardState::default()) {
+        log.meta.hard_state = Some(HardStateRecord::from(hs));
+    }
+    if let Some(cs) = &change.conf_state {
+        log.meta.conf_state = Some(cs.clone());
+    }
+    if let Some([raft_id, group_id, checkpoint]) = change.ints {
+        log.meta.raft_id = raft_id;
+        log.meta.group_id = group_id;
+        log.meta.checkpoint_index = checkpoint;
+        log.ints_dirty = false;
+    }
+    log.dirty = true;
+}

@@ -1,0 +1,132 @@
+//! A group's life: created durably under the engine root (its directory made under a
+//! temporary name with its meta page, then renamed), assembled from what open read, removed.
+//!
+//! Owns: the steps that make a creation or a removal durable and crash-safe. Must never: leave
+//! a directory under its final name before its meta page is durable.
+
+use std::path::PathBuf;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::engine::tail::Tail;
+use crate::engine::{Shared, GROUPS_DIR};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::meta::MetaFile;
+use crate::proto::{EngineGroupRecord, MetaRecord};
+use crate::snap_build::Builds;
+use crate::wal::Wal;
+
+use super::{Group, GroupFiles, GroupLog};
+/// Creates group `group_id` under the engine root, durably: its directory is made under a
+/// temporary name with its meta page, then renamed into place.
+pub(crate) fn create(
+    shared: &Shared,
+    group_id: u64,
+    raft_id: u64,
+    incarnation: u64,
+) -> Result<Group> {
+    let groups = shared.root.join(GROUPS_DIR);
+    let dir = shared.group_dir(group_id);
+    let tmp = groups.join(format!("{group_id}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io("create directory", &tmp, e))?;
+    let journal_seq = shared
+        .applied_seq
+        .load(std::sync::atomic::Ordering::Acquire);
+    let record = MetaRecord {
+        raft_id,
+        group_id,
+        first_file_id: 1,
+        engine: Some(EngineGroupRecord {
+            journal_seq,
+            incarnation,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let made = MetaFile::create(&tmp, &record, shared.cipher.as_ref())
+        .and_then(|m| {
+            drop(m);
+            fsutil::rename_no_replace(&tmp, &dir)
+        })
+        .and_then(|()| fsutil::sync_dir(&groups));
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let (mut meta_file, meta) = MetaFile::open(&dir, shared.cipher.as_ref())?;
+    meta_file.detach();
+    let mut wal = Wal::from_parts(&dir, Default::default(), 1, 0, shared.cipher.clone());
+    wal.set_engine();
+    Ok(assemble(
+        group_id,
+        dir,
+        incarnation,
+        meta,
+        wal,
+        meta_file,
+        journal_seq,
+        (1, 0),
+    ))
+}
+
+/// A group from its parts, with an empty tail.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn assemble(
+    id: u64,
+    dir: PathBuf,
+    incarnation: u64,
+    meta: MetaRecord,
+    wal: Wal,
+    meta_file: MetaFile,
+    durable_seq: u64,
+    durable_files: (u64, u64),
+) -> Group {
+    let files_last = wal.last();
+    let files_last_term = if files_last > 0 {
+        wal.term(files_last).unwrap_or(0)
+    } else {
+        0
+    };
+    Group {
+        id,
+        dir,
+        incarnation,
+        log: RwLock::new(Some(GroupLog {
+            meta,
+            tail: Tail::default(),
+            files_last,
+            files_last_term,
+            terms: None,
+            dirty: false,
+            applied_seq: durable_seq,
+            ints_dirty: false,
+        })),
+        files: RwLock::new(Some(GroupFiles {
+            wal,
+            meta_file,
+            durable_seq,
+            durable_files,
+        })),
+        writing: Mutex::new(()),
+        snap_writer: Mutex::new(()),
+        tidied: Mutex::new((0, 0)),
+        builds: Builds::default(),
+    }
+}
+
+/// Removes a group's files, durably: its directory is renamed away (`<id>.removing`), then
+/// deleted. A crash part way leaves the renamed directory, which open deletes.
+pub(crate) fn remove(shared: &Shared, g: &Group) -> Result<()> {
+    g.close();
+    shared.open_files.forget(g.id);
+    let groups = shared.root.join(GROUPS_DIR);
+    let doomed = groups.join(format!("{}.removing", g.id));
+    fsutil::rename_no_replace(&g.dir, &doomed)?;
+    fsutil::sync_dir(&groups)?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))?;
+    fsutil::sync_dir(&groups)
+}
