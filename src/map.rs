@@ -1,8 +1,9 @@
 //! How the bytes of a log file are read: a shared read-only memory map and the immutable
 //! `Bytes` views it hands out (the engine, which holds the directory lock), or copies made with
-//! `pread` (the read-only tools, which run beside a live node and so never map).
+//! `pread` (the read-only tools, which run beside a live node and so never map). And the one
+//! map written through: a meta page's (`wal.meta`, `engine.meta`: [`PageMap`]).
 //!
-//! Owns: every `unsafe` line of the engine's data path (the views of the map), all writes to a
+//! Owns: every `unsafe` line of the crate (the maps and the views of them), all writes to a
 //! mapped file, and the rule that makes zero-copy reads sound: bytes below the *frozen* mark of
 //! the payload area never change once handed out. Writes below `PAYLOAD_START` (slots, header)
 //! are never handed out; writes at or above it must land at or past the frozen mark. The map is
@@ -20,9 +21,44 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use bytes::Bytes;
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+
+/// A read-write shared map of a meta page file (`wal.meta`, `engine.meta`: two fixed-size
+/// copies, each written whole in turn). Its bytes are read and written only through `&self` /
+/// `&mut self`, so never while a write is under way.
+pub(crate) struct PageMap {
+    map: MmapMut,
+}
+
+impl PageMap {
+    /// Maps `file` (opened read-write) whole.
+    pub(crate) fn new(file: &File, path: &Path) -> Result<PageMap> {
+        // SAFETY: every byte of the mapping stays dereferenceable and is changed only through
+        // it: the file is the store's own (this process holds the directory's lock; other
+        // processes read meta pages with `read`, never a map, and never write them), and it is
+        // never resized while mapped (a record that outgrows its copy is written to a new file
+        // renamed over this one, which is then mapped anew: the old mapping keeps the old
+        // inode). Writes go through `&mut self` only, so no reference to the bytes is live
+        // meanwhile.
+        let map = unsafe { MmapMut::map_mut(file) }.map_err(|e| Error::io("mmap", path, e))?;
+        Ok(PageMap { map })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Bytes `range` to write in place (durable after the file's next flush).
+    pub(crate) fn bytes_mut(&mut self, range: std::ops::Range<usize>) -> &mut [u8] {
+        &mut self.map[range]
+    }
+}
 
 /// Keeps a mapping alive for as long as any `Bytes` view of it lives; the view covers the first
 /// `len` bytes, all inside the file when the view was made.
@@ -47,9 +83,9 @@ impl AsRef<[u8]> for MapOwner {
     }
 }
 
-/// A read-write shared map of a file. The mapping may reserve address space past the end of the
-/// file, so that the file can grow (by fallocate) without a new mapping; only `[0, len)`, the
-/// file's length, is ever touched.
+/// A read-only shared map of a log file. The mapping may reserve address space past the end of
+/// the file, so that the file can grow (by fallocate) without a new mapping; only `[0, len)`,
+/// the file's length, is ever touched.
 pub(crate) struct FileMap {
     raw: Arc<MmapRaw>,
     /// The file's length: the part of the mapping that may be touched.

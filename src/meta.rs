@@ -20,11 +20,11 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapMut;
 
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::map::PageMap;
 use crate::proto::{EngineRecord, MetaRecord};
 
 /// Name of the meta page file in a WAL directory.
@@ -156,7 +156,7 @@ pub(crate) struct MetaFile<R: PageRecord = MetaRecord> {
     path: PathBuf,
     /// `None` once detached ([`MetaFile::detach`]): a descriptor is opened for each flush.
     file: Option<File>,
-    map: MmapMut,
+    map: PageMap,
     /// Which copy holds the newest state, and what the other holds.
     copies: Copies,
     dirty: bool,
@@ -208,10 +208,8 @@ impl<R: PageRecord> MetaFile<R> {
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
         check_len(&path, len)?;
-        // SAFETY: the file is ours (the directory lock is held), opened read-write, and never
-        // resized while mapped: growth writes a new file and renames it over, then remaps.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mmap", &path, e))?;
-        let (copies, record) = newest_copy::<R>(&path, &map, cipher)?;
+        let map = PageMap::new(&file, &path)?;
+        let (copies, record) = newest_copy::<R>(&path, map.bytes(), cipher)?;
         Ok((
             MetaFile {
                 dir: dir.to_path_buf(),
@@ -255,7 +253,7 @@ impl<R: PageRecord> MetaFile<R> {
         }
         let next = 1 - self.copies.current;
         encode_region::<R>(
-            &mut self.map[next * region..(next + 1) * region],
+            self.map.bytes_mut(next * region..(next + 1) * region),
             seq,
             &body,
             self.cipher.is_some(),
