@@ -109,38 +109,35 @@
 
 #![warn(missing_docs)]
 
-#[cfg(feature = "archive")]
-pub mod archive;
-mod crypto;
-#[cfg(feature = "archive")]
-pub mod endpoint;
+// The tiers, bottom up: `sys` (files, maps, sealing), `store` (one group's log: DiskStorage and
+// its files), `engine` (many groups over one journal), `tools` (reading, verifying and backing
+// up a store or an engine root beside a live node). The crate-wide types are at the top.
 mod engine;
 mod error;
-mod fsutil;
-pub mod inspect;
-mod log_file;
-mod map;
-mod meta;
 pub mod metrics;
 mod options;
 mod proto;
-mod recovery;
-pub mod repair;
-mod snap;
-mod snap_build;
-mod state;
-mod storage;
-mod wal;
+mod store;
+mod sys;
+mod tools;
+
+#[cfg(feature = "archive")]
+pub use tools::archive;
+#[cfg(feature = "archive")]
+pub use tools::endpoint;
+pub use tools::inspect;
+
+pub use store::repair;
 
 pub use engine::{Engine, EngineOptions, GroupStorage, WriteBatch};
 pub use error::{Error, Result};
-pub use meta::MetaInfo;
 pub use options::{Options, RecoveryMode};
 /// The raft-rs crate raftwal implements `raft::Storage` for (0.7): use it through here to get
 /// the matching version.
 pub use raft;
-pub use snap::SnapshotReader;
-pub use snap_build::{
+pub use store::meta::MetaInfo;
+pub use store::snap::SnapshotReader;
+pub use store::snap_build::{
     BuildError, BuiltSnapshot, SnapshotBuildStatus, SnapshotBuilder, SnapshotRequest,
 };
-pub use storage::DiskStorage;
+pub use store::storage::DiskStorage;

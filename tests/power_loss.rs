@@ -62,10 +62,11 @@
 //! every size (with contexts and all entry types), hard-state-only and entries-only saves,
 //! overwrites of a suffix with a higher term (within a file, across files, from a file's first
 //! slot), and appends across the 30,000-entry file boundary. A `save` that returned is
-//! acknowledged. The engine's protocol (src/storage.rs `save`) flushes the cut of an overwrite,
-//! then the log, and only then writes and flushes the meta page, so a mix never combines the new
-//! hard state with unflushed log pages: at every flush point of a `save`, a mix giving its new
-//! hard state must give its whole new log (the old hard state goes with any acceptable log).
+//! acknowledged. The store's protocol (src/store/storage/ `save`) flushes the cut of an
+//! overwrite, then the log, and only then writes and flushes the meta page, so a mix never
+//! combines the new hard state with unflushed log pages: at every flush point of a `save`, a
+//! mix giving its new hard state must give its whole new log (the old hard state goes with any
+//! acceptable log).
 //! Should anything be left unflushed when a `save` returns, the mixes after it must give exactly
 //! what it was given.
 //!

@@ -2,7 +2,7 @@
 //! afterwards: not when its entry is overwritten by a conflicting append, not when the file
 //! grows, not when its file is removed by a snapshot or reused as the spare, not after the store
 //! is closed. (Growth past a map's reserved address space, which maps the file anew, is tested
-//! in `src/map.rs`: a log file would need more than 1 GiB of payloads to reach it here.) The
+//! in `src/sys/map.rs`: a log file would need more than 1 GiB of payloads to reach it here.) The
 //! read-only tools, which run beside a live node, hand out copies that never change either.
 
 use bytes::Bytes;

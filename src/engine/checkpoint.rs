@@ -31,7 +31,7 @@ use super::group::Group;
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::proto::MetaRecord;
-use crate::snap;
+use crate::store::snap;
 
 /// How often a checkpoint runs while anything changed (more often when the journal grows by
 /// `checkpoint_bytes`).

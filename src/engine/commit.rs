@@ -26,8 +26,8 @@ use super::group::{Change, Group, LogOf};
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::proto::{ConfStateRecord, SnapshotRecord};
-use crate::snap;
-use crate::state::{self, LogView};
+use crate::store::snap;
+use crate::store::state::{self, LogView};
 
 /// Who leads, and the batches waiting for a leader.
 #[derive(Default)]

@@ -18,10 +18,10 @@ use super::commit;
 use super::group::{Group, GroupFiles, GroupLog};
 use super::Shared;
 use crate::error::{Error, Result};
-use crate::meta::MetaInfo;
 use crate::proto::{ConfStateRecord, SnapshotRecord};
-use crate::snap::{self, SnapshotReader};
-use crate::snap_build::{self, RequestFigures, SnapshotBuildStatus, SnapshotBuilder};
+use crate::store::meta::MetaInfo;
+use crate::store::snap::{self, SnapshotReader};
+use crate::store::snap_build::{self, RequestFigures, SnapshotBuildStatus, SnapshotBuilder};
 
 /// A handle to one group of an [`crate::Engine`]: a `raft::Storage` with the rules of
 /// `DiskStorage`, and its inherent methods with the same meaning. Cheap to clone. After the

@@ -50,12 +50,12 @@ use parking_lot::{Condvar, Mutex, RwLock};
 pub use batch::WriteBatch;
 pub use handle::GroupStorage;
 
-use crate::crypto::Cipher;
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::meta::MetaFile;
 use crate::options::RecoveryMode;
 use crate::proto::EngineRecord;
+use crate::store::meta::MetaFile;
+use crate::sys::crypto::Cipher;
+use crate::sys::fsutil;
 use group::Group;
 use journal::Journal;
 
@@ -214,7 +214,7 @@ impl Engine {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(root.join(GROUPS_DIR))
             .map_err(|e| Error::io("create directory", root.join(GROUPS_DIR), e))?;
-        if root.join(crate::meta::META_FILE).exists() {
+        if root.join(crate::store::meta::META_FILE).exists() {
             return Err(Error::InvalidArgument(format!(
                 "{} is a DiskStorage directory (it has a wal.meta), not an engine root",
                 root.display()

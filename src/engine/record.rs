@@ -22,8 +22,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::crypto::Cipher;
 use crate::error::{Error, Result};
+use crate::sys::crypto::Cipher;
 
 const R_LEN: usize = 0;
 const R_CRC: usize = R_LEN + 4;

@@ -35,15 +35,15 @@ use super::checkpoint::Checkpointer;
 use super::group::{self, Change, Group};
 use super::journal::Journal;
 use super::{commit, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
-use crate::crypto::Cipher;
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::log_file::{self, Access, LogFile, PAYLOAD_START, SLOTS_PER_FILE};
-use crate::meta::{Copies, MetaFile, OtherCopy, PageRecord};
 use crate::options::RecoveryMode;
 use crate::proto::{EngineGroupRecord, EngineRecord, MetaRecord, SnapshotRecord};
-use crate::recovery as dir_recovery;
-use crate::wal::Wal;
+use crate::store::log_file::{self, Access, LogFile, PAYLOAD_START, SLOTS_PER_FILE};
+use crate::store::meta::{Copies, MetaFile, OtherCopy, PageRecord};
+use crate::store::recovery as dir_recovery;
+use crate::store::wal::Wal;
+use crate::sys::crypto::Cipher;
+use crate::sys::fsutil;
 
 /// Opens the engine root `root` (whose lock the caller holds in `lock`).
 pub(crate) fn open(
@@ -470,7 +470,7 @@ pub(crate) fn check_fallback_snapshot_files(
     let OtherCopy::Damaged { offset, .. } = &copies.other else {
         return Ok(());
     };
-    let path = dir.join(crate::meta::META_FILE);
+    let path = dir.join(crate::store::meta::META_FILE);
     let (used, damaged) = (copies.current + 1, 2 - copies.current);
     let (term, index, data) = snapshot.map_or((0, 0, 0), |s| (s.term, s.index, s.data_len));
     let refuse = |what: String| {
@@ -483,11 +483,11 @@ pub(crate) fn check_fallback_snapshot_files(
             ),
         )
     };
-    let named = crate::snap::path(dir, term, index);
+    let named = crate::store::snap::path(dir, term, index);
     if data > 0 && !named.exists() {
         return Err(refuse(format!("its file {} is gone", named.display())));
     }
-    let snap_dir = dir.join(crate::snap::SNAP_DIR);
+    let snap_dir = dir.join(crate::store::snap::SNAP_DIR);
     let listing = match fs::read_dir(&snap_dir) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -496,7 +496,7 @@ pub(crate) fn check_fallback_snapshot_files(
     for ent in listing {
         let ent = ent.map_err(|e| Error::io("read directory", &snap_dir, e))?;
         let name = ent.file_name();
-        let Some((_, i)) = name.to_str().and_then(crate::snap::parse_file_name) else {
+        let Some((_, i)) = name.to_str().and_then(crate::store::snap::parse_file_name) else {
             continue;
         };
         if i > index {
@@ -572,7 +572,7 @@ fn check_contiguous(g: &Group, part: &batch::Decoded, seq: u64) -> Result<()> {
     let last = g.with_log(|log| Ok(log.last_index()))?;
     if e0.index > last + 1 {
         return Err(Error::corrupt(
-            g.dir.join(crate::meta::META_FILE),
+            g.dir.join(crate::store::meta::META_FILE),
             0,
             format!(
                 "journal record {seq} continues group {}'s log at index {}, but its meta page ends the log at {last}: the newest state of the meta page is lost",

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use super::journal::{self, Follow, Header, SEGMENT_HEADER};
 use super::record::{self, Scan, RECORD_HEADER};
 use super::segments;
-use crate::crypto::Cipher;
 use crate::error::{Error, Result};
+use crate::sys::crypto::Cipher;
 
 pub(crate) use super::batch::{decode as decode_parts, Decoded as Part};
 pub(crate) use super::recovery::{

@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use super::journal::SEGMENT_HEADER;
 use super::Shared;
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::sys::fsutil;
 
 /// Spare file name prefix (`spare-<16-digit id of the segment it was>.jnl`).
 const SPARE_PREFIX: &str = "spare-";

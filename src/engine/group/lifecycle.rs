@@ -11,11 +11,11 @@ use parking_lot::{Mutex, RwLock};
 use crate::engine::tail::Tail;
 use crate::engine::{Shared, GROUPS_DIR};
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::meta::MetaFile;
 use crate::proto::{EngineGroupRecord, MetaRecord};
-use crate::snap_build::Builds;
-use crate::wal::Wal;
+use crate::store::meta::MetaFile;
+use crate::store::snap_build::Builds;
+use crate::store::wal::Wal;
+use crate::sys::fsutil;
 
 use super::{Group, GroupFiles, GroupLog};
 /// Creates group `group_id` under the engine root, durably: its directory is made under a

@@ -24,11 +24,11 @@ use raft::prelude::{Entry, HardState};
 use super::tail::Tail;
 use super::terms::TermRuns;
 use crate::error::{Error, Result};
-use crate::meta::MetaFile;
 use crate::proto::{ConfStateRecord, EngineGroupRecord, MetaRecord, SnapshotRecord};
-use crate::snap_build::Builds;
-use crate::state::LogView;
-use crate::wal::Wal;
+use crate::store::meta::MetaFile;
+use crate::store::snap_build::Builds;
+use crate::store::state::LogView;
+use crate::store::wal::Wal;
 
 mod apply;
 mod lifecycle;

@@ -29,8 +29,8 @@ use bytes::Bytes;
 
 use super::record;
 use super::segments::{Job, Next, Pool, Prepared};
-use crate::crypto::Cipher;
 use crate::error::{Error, Result};
+use crate::sys::crypto::Cipher;
 
 mod header;
 mod open;
@@ -229,7 +229,7 @@ impl Journal {
         );
         bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..a]));
         bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..b]));
-        crate::fsutil::pwritev_all(&w.file, &mut bufs, w.offset, &w.path)?;
+        crate::sys::fsutil::pwritev_all(&w.file, &mut bufs, w.offset, &w.path)?;
         w.offset += total;
         w.dirty = true;
         self.next_seq += 1;
@@ -269,7 +269,7 @@ impl Journal {
     /// being prepared (it does not fit the current one).
     pub(crate) fn must_wait(&self, body_len: usize) -> bool {
         let sealed = if self.cipher.is_some() {
-            crate::crypto::OVERHEAD
+            crate::sys::crypto::OVERHEAD
         } else {
             0
         };
@@ -335,7 +335,7 @@ impl Journal {
         } = p;
         if len < need {
             // A commit larger than a segment: the file grows to hold it.
-            crate::fsutil::allocate(&file, &path, need)?;
+            crate::sys::fsutil::allocate(&file, &path, need)?;
             len = need;
         }
         let prev_unflushed =

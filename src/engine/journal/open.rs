@@ -13,11 +13,11 @@ use super::header::{read_header, Header, H_FIRST_SEQ, H_ID};
 use super::{
     parse_segment_name, segment_name, Journal, Opened, Record, Segment, Writer, SEGMENT_HEADER,
 };
-use crate::crypto::Cipher;
 use crate::engine::record::{self, Body, Scan, SegmentFile};
 use crate::engine::segments::{self, Next, Pool};
 use crate::error::{Error, Result};
 use crate::options::RecoveryMode;
+use crate::sys::crypto::Cipher;
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`

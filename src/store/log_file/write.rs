@@ -1,0 +1,516 @@
+//! The write path of a `LogFile` and its growth policy: appending entries (payloads first, then
+//! the slots describing them), sealing them in encrypted stores, zeroing and rewriting slots,
+//! flushing, and reserving space with `fallocate` before any byte of a save is written.
+//!
+//! Owns: the order of the writes, how far a file grows at a time, and when an engine file's
+//! write-back starts. Must never: write through the map (bytes go in with `pwritev`), rewrite
+//! payload bytes below the payload end (handed-out entries may reference them), or choose which
+//! file or slot an entry goes to (that is `wal`).
+
+use std::fs::File;
+use std::io::IoSlice;
+use std::sync::atomic::Ordering;
+
+use raft::prelude::{Entry, EntryType};
+
+use super::slot::{
+    entry_aad, entry_type_code, slot_crc, Slot, FLAG_CONTEXT, FLAG_DATA_DROPPED, FLAG_SEALED,
+    MAX_OFFSET, SLOTS_PER_FILE, SLOT_AREA, SLOT_CRC, SLOT_SIZE,
+};
+use super::{open_rw, sink_of, Handle, LogFile, Scratch, PAGE, PAYLOAD_START};
+use crate::error::{Error, Result};
+use crate::sys::crypto::Cipher;
+use crate::sys::fsutil;
+use crate::sys::map::Sink;
+
+/// Payload space reserved when a file is created.
+pub(super) const INITIAL_PAYLOAD_RESERVE: u64 = 4 << 20;
+/// Largest single growth step of the payload area.
+const MAX_GROWTH_STEP: u64 = 64 << 20;
+/// Payload space a file reserves at once from what its saves so far project (`ensure_len`).
+const MAX_PROJECTED_PAYLOAD: u64 = 1 << 30;
+/// Slots a file must have filled before its payload bytes per slot count as a projection (a
+/// few large entries early in a file say little about the rest).
+const MIN_SLOTS_TO_PROJECT: u64 = 1024;
+/// Address space reserved for a file being appended to, so it grows without a new mapping.
+pub(super) const ACTIVE_MAP_RESERVE: usize = 1 << 30;
+/// Address space reserved for each file of an engine group (thousands of groups share one
+/// process's address space and map count).
+pub(super) const ENGINE_MAP_RESERVE: usize = 64 << 20;
+/// Payload space a new file of an engine group starts with: a group's disk use grows with its
+/// data, from a few pages.
+pub(super) const ENGINE_INITIAL_RESERVE: u64 = 16 << 10;
+/// Largest growth step of an engine group file's payload area.
+const ENGINE_MAX_GROWTH: u64 = 4 << 20;
+
+/// Payload bytes of an engine file written between two starts of its write-back.
+pub(super) const WRITEBACK_BYTES: u64 = 256 << 10;
+
+/// Widens the range `r` to cover `[from, to)`.
+fn widen(r: &mut Option<(u64, u64)>, from: u64, to: u64) {
+    if from < to {
+        *r = Some(r.map_or((from, to), |(a, b)| (a.min(from), b.max(to))));
+    }
+}
+
+/// Saves whose payloads total at most this many bytes are staged into one buffer and written
+/// with one `pwrite`; larger ones go straight from the entries' buffers with `pwritev`.
+const STAGE_LIMIT: u64 = 256 << 10;
+
+/// Bytes an entry's payload takes in the payload area.
+pub(crate) fn payload_len(e: &Entry) -> u64 {
+    let ctx = if e.context.is_empty() {
+        0
+    } else {
+        4 + e.context.len() as u64
+    };
+    e.data.len() as u64 + ctx
+}
+
+impl LogFile {
+    /// Makes sure the file (and map) is at least `end` bytes, growing it with fallocate first so
+    /// that a full disk fails here, before any byte of the save is written. `slots_after`: the
+    /// slots in use once this save is written (the payloads up to `end` belong to them).
+    ///
+    /// A `DiskStorage` file grows at least by doubling (4 MiB up to 64 MiB steps), and at once to
+    /// where it is heading when that is further: once 1,024 slots are filled, its payload bytes
+    /// per slot so far, times the slots of a file, plus an eighth (at most 1 GiB of payloads).
+    /// Few large steps, because each `fallocate` is placed on its own and a file with four
+    /// extents makes ext4 allocate and free an extent-tree block on every flushed save (the
+    /// thrash `create`'s `zero_slot_area` avoids; docs/PERFORMANCE.md). An engine group's file
+    /// grows with its data, by an eighth of it at a time (a small group stays small).
+    fn ensure_len(&mut self, end: u64, slots_after: u64) -> Result<()> {
+        let len = self.len();
+        if end <= len {
+            return Ok(());
+        }
+        let need = end.next_multiple_of(1 << 20);
+        let want = if let Handle::Detached(_) = self.handle {
+            // An engine group's file grows with its data, an eighth at a time.
+            let used = end - PAYLOAD_START;
+            (end + (used / 8).clamp(ENGINE_INITIAL_RESERVE, ENGINE_MAX_GROWTH))
+                .next_multiple_of(PAGE as u64)
+        } else {
+            let step = (len - PAYLOAD_START).clamp(INITIAL_PAYLOAD_RESERVE, MAX_GROWTH_STEP);
+            let used = end - PAYLOAD_START;
+            let heading = if slots_after >= MIN_SLOTS_TO_PROJECT {
+                (used.saturating_mul(SLOTS_PER_FILE) / slots_after.min(SLOTS_PER_FILE))
+                    .saturating_mul(9)
+                    / 8
+            } else {
+                0
+            };
+            end.max(len + step)
+                .max(PAYLOAD_START + heading.min(MAX_PROJECTED_PAYLOAD))
+                .next_multiple_of(1 << 20)
+        };
+        let need = need.min(want);
+        let path = self.path.clone();
+        // Without room for the whole step, by what this save needs.
+        let got = self.with_fd(|f| fsutil::allocate_preferring(f, &path, want, need))?;
+        let reserve = match &self.handle {
+            Handle::Own(_) => ACTIVE_MAP_RESERVE,
+            Handle::Detached(_) => ENGINE_MAP_RESERVE,
+        };
+        let Sink::Fd(f) = sink_of(&mut self.handle, &self.path)?;
+        self.map
+            .writable(&self.path)?
+            .grow(f, &self.path, got as usize, reserve)
+    }
+
+    /// Runs `f` on the file's descriptor: its own, the one a detached file holds while it is
+    /// written, or one opened for the moment.
+    fn with_fd<T>(&self, f: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+        match &self.handle {
+            Handle::Own(file) | Handle::Detached(Some(file)) => f(file),
+            Handle::Detached(None) => f(&open_rw(&self.path)?),
+        }
+    }
+
+    /// Starts the write-back of what was written through a detached file's descriptor once that
+    /// is `WRITEBACK_BYTES` of payloads: the pages go to the disk in pieces of that size, file
+    /// by file at different times, rather than all at once in the engine's next checkpoint
+    /// flush, where they would hold up the commits' journal flushes (a flush waits for the
+    /// device's queue), and not in pieces so small that their number costs the device more than
+    /// the burst. `POSIX_FADV_DONTNEED` on exactly the ranges written starts their write-back
+    /// and drops nothing: every page in them is dirty (or mapped, which is never dropped).
+    /// Advice only: its failure changes nothing.
+    pub(crate) fn start_writeback(&mut self) {
+        if let Handle::Detached(Some(file)) = &self.handle {
+            if self.payload_end >= self.writeback_at {
+                self.writeback_at = self.payload_end + WRITEBACK_BYTES;
+                for (from, to) in self.unstarted.iter_mut().filter_map(Option::take) {
+                    let len = std::num::NonZeroU64::new(to - from);
+                    let _ = rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed);
+                }
+            }
+        }
+    }
+
+    /// Closes the descriptor a detached file opened to be written (engine files keep none
+    /// while idle), after [`LogFile::start_writeback`].
+    pub(crate) fn release_fd(&mut self) {
+        self.start_writeback();
+        if let Handle::Detached(fd) = &mut self.handle {
+            *fd = None;
+        }
+    }
+
+    /// Whether the file holds a descriptor it opened to be written.
+    pub(crate) fn holds_fd(&self) -> bool {
+        matches!(self.handle, Handle::Detached(Some(_)))
+    }
+
+    /// Writes `entries` into slots starting at `first_slot`; their payloads go after the last
+    /// payload written to this file. Payloads are written before slots. The caller guarantees
+    /// the entries fit in the slot array and carry the indexes of their slots.
+    pub(crate) fn write_entries(
+        &mut self,
+        first_slot: u32,
+        entries: &[Entry],
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        if let Some(cipher) = &self.cipher {
+            let (payloads, slots) = seal_entries(cipher, self.payload_end, entries);
+            return self.write_sealed(first_slot, entries.len(), &payloads, &slots);
+        }
+        let start = self.payload_end;
+        let total: u64 = entries.iter().map(payload_len).sum();
+        self.reserve(start + total, u64::from(first_slot) + entries.len() as u64)?;
+        // Payloads, back to back, then the slots describing them. Each CRC is computed from
+        // the caller's buffers, never read back. Small payloads are staged into one buffer:
+        // the kernel's per-iovec cost is larger than a memcpy of a few hundred bytes.
+        let staged = total <= STAGE_LIMIT && entries.len() > 1;
+        let mut stage = std::mem::take(&mut scratch.stage);
+        let mut slots = std::mem::take(&mut scratch.slots);
+        stage.clear();
+        slots.clear();
+        // Context lengths must outlive the iovecs that point at them (unstaged path only).
+        let ctx_lens: Vec<[u8; 4]> = if !staged && entries.iter().any(|e| !e.context.is_empty()) {
+            entries
+                .iter()
+                .map(|e| (e.context.len() as u32).to_le_bytes())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut bufs = if staged {
+            Vec::new()
+        } else {
+            Vec::with_capacity(entries.len() * 3)
+        };
+        let mut at = start;
+        for (i, e) in entries.iter().enumerate() {
+            let ctx_len = (e.context.len() as u32).to_le_bytes();
+            let slot = Slot {
+                term: e.term,
+                index: e.index,
+                offset: at,
+                entry_type: entry_type_code(e.entry_type),
+                flags: if e.context.is_empty() {
+                    0
+                } else {
+                    FLAG_CONTEXT
+                },
+                data_len: e.data.len() as u32,
+                crc: 0,
+            };
+            if staged {
+                stage.extend_from_slice(&e.data);
+            } else if !e.data.is_empty() {
+                bufs.push(IoSlice::new(&e.data));
+            }
+            at += e.data.len() as u64;
+            if !e.context.is_empty() {
+                if staged {
+                    stage.extend_from_slice(&ctx_len);
+                    stage.extend_from_slice(&e.context);
+                } else if let Some(len) = ctx_lens.get(i) {
+                    bufs.push(IoSlice::new(len));
+                    bufs.push(IoSlice::new(&e.context));
+                }
+                at += 4 + e.context.len() as u64;
+            }
+            let mut b = [0u8; SLOT_SIZE];
+            slot.encode_fields(&mut b);
+            let crc = if e.context.is_empty() {
+                slot_crc(&b, &[&e.data])
+            } else {
+                slot_crc(&b, &[&e.data, &ctx_len, &e.context])
+            };
+            b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
+            slots.extend_from_slice(&b);
+        }
+        let mut one;
+        let payloads: &mut [IoSlice<'_>] = if staged {
+            one = [IoSlice::new(&stage)];
+            &mut one
+        } else {
+            &mut bufs
+        };
+        let written =
+            self.write_payloads_then_slots(first_slot, entries.len(), payloads, at, &slots);
+        drop(bufs);
+        // Keep the buffers for the next save unless one batch made them unusually large.
+        if stage.capacity() <= 2 * STAGE_LIMIT as usize {
+            scratch.stage = stage;
+        }
+        if slots.capacity() <= 1 << 20 {
+            scratch.slots = slots;
+        }
+        written
+    }
+
+    /// Writes the output of [`seal_entries`] for the `n` entries from `first_slot`.
+    fn write_sealed(
+        &mut self,
+        first_slot: u32,
+        n: usize,
+        payloads: &[u8],
+        slots: &[u8],
+    ) -> Result<()> {
+        let end = self.payload_end + payloads.len() as u64;
+        self.reserve(end, u64::from(first_slot) + n as u64)?;
+        let mut bufs = [IoSlice::new(payloads)];
+        self.write_payloads_then_slots(first_slot, n, &mut bufs, end, slots)
+    }
+
+    /// Makes room for payloads up to `end` (the format's limit, then fallocate) before anything
+    /// of a save is written; `slots_after` as in `ensure_len`.
+    fn reserve(&mut self, end: u64, slots_after: u64) -> Result<()> {
+        if end > MAX_OFFSET {
+            return Err(Error::InvalidArgument(format!(
+                "log file {} would grow past {MAX_OFFSET} bytes",
+                self.path.display()
+            )));
+        }
+        self.ensure_len(end, slots_after)
+    }
+
+    /// Writes `payloads` at the payload end and then `slots` (the `n` slots from `first_slot`
+    /// describing them), in that order, and moves the payload end to `end`.
+    fn write_payloads_then_slots(
+        &mut self,
+        first_slot: u32,
+        n: usize,
+        payloads: &mut [IoSlice<'_>],
+        end: u64,
+        slots: &[u8],
+    ) -> Result<()> {
+        if matches!(self.handle, Handle::Detached(_)) {
+            let slots_at = u64::from(first_slot) * SLOT_SIZE as u64;
+            widen(&mut self.unstarted[0], self.payload_end, end);
+            widen(
+                &mut self.unstarted[1],
+                slots_at,
+                slots_at + slots.len() as u64,
+            );
+        }
+        let sink = sink_of(&mut self.handle, &self.path)?;
+        let map = self.map.writable(&self.path)?;
+        self.dirty = true;
+        map.write(sink, self.payload_end as usize, payloads, &self.path)?;
+        self.payload_end = end;
+        map.freeze(end as usize);
+        map.write(
+            sink,
+            first_slot as usize * SLOT_SIZE,
+            &mut [IoSlice::new(slots)],
+            &self.path,
+        )?;
+        let n = first_slot + n as u32;
+        if self.verified.load(Ordering::Acquire) >= first_slot {
+            self.verified.store(n, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Zeroes every written slot from `from` on (an engine group's file at open: slots past
+    /// the end its meta page records were written after it, and the journal writes them
+    /// again). Only the slot pages that hold data are touched (`SEEK_DATA`), so a sparse slot
+    /// area is not read.
+    pub(crate) fn clear_slots_from(&mut self, from: u32) -> Result<()> {
+        use rustix::fs::{seek, SeekFrom};
+        let end = SLOT_AREA as u64;
+        let mut at = u64::from(from) * SLOT_SIZE as u64;
+        let file = open_rw(&self.path)?;
+        while at < end {
+            let data = match seek(&file, SeekFrom::Data(at)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(e) => return Err(Error::io("seek data in", &self.path, e.into())),
+            };
+            if data >= end {
+                break;
+            }
+            let hole = match seek(&file, SeekFrom::Hole(data)) {
+                Ok(h) => h.min(end),
+                Err(e) => return Err(Error::io("seek hole in", &self.path, e.into())),
+            };
+            let (a, b) = (
+                (data.max(at) / SLOT_SIZE as u64) as u32,
+                hole.div_ceil(SLOT_SIZE as u64).min(SLOTS_PER_FILE) as u32,
+            );
+            // Only slots that are not all zero are written (a page of zeroes stays as it is).
+            let nonzero: Vec<u32> = (a..b).filter(|&k| !self.slot_is_zero(k)).collect();
+            if let (Some(&lo), Some(&hi)) = (nonzero.first(), nonzero.last()) {
+                self.zero_slots(lo, hi + 1)?;
+            }
+            at = hole;
+        }
+        Ok(())
+    }
+
+    /// Zeroes slots `[from, to)`: they no longer hold entries. Their payload space is not reused.
+    pub(crate) fn zero_slots(&mut self, from: u32, to: u32) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let sink = sink_of(&mut self.handle, &self.path)?;
+        let map = self.map.writable(&self.path)?;
+        self.dirty = true;
+        self.verified.fetch_min(from, Ordering::AcqRel);
+        map.zero(
+            sink,
+            from as usize * SLOT_SIZE,
+            (to - from) as usize * SLOT_SIZE,
+            &self.path,
+        )
+    }
+
+    /// Marks slot `k` (a checked Normal entry) so that it reads back with empty data, keeping its
+    /// index, term, type and context; the payload bytes stay, the CRC is recomputed.
+    pub(crate) fn clear_data(&mut self, k: u32) -> Result<()> {
+        let c = self.verify_slot(k)?;
+        let s = c.slot;
+        if s.entry_type != entry_type_code(EntryType::EntryNormal)
+            || s.data_len == 0
+            || s.flags & FLAG_DATA_DROPPED != 0
+        {
+            return Ok(());
+        }
+        let s = Slot {
+            flags: s.flags | FLAG_DATA_DROPPED,
+            ..s
+        };
+        let mut b = [0u8; SLOT_SIZE];
+        s.encode_fields(&mut b);
+        let Some(payload) = self.map.read(s.offset as usize, c.payload_end as usize) else {
+            return Err(self.unfrozen_error(k, &c));
+        };
+        let crc = slot_crc(&b, &[&payload]);
+        b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
+        self.dirty = true;
+        let sink = sink_of(&mut self.handle, &self.path)?;
+        self.map.writable(&self.path)?.write(
+            sink,
+            k as usize * SLOT_SIZE,
+            &mut [IoSlice::new(&b)],
+            &self.path,
+        )
+    }
+
+    /// Flushes the file (one fdatasync) whether or not this process wrote to it: what another
+    /// process left in the page cache becomes durable too.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.dirty = true;
+        self.flush()
+    }
+
+    /// Flushes what was written (one fdatasync) if anything was.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.dirty {
+            let path = &self.path;
+            let timer = crate::metrics::Timer::start();
+            self.with_fd(|f| f.sync_data().map_err(|e| Error::io("fdatasync", path, e)))?;
+            timer.fsync(crate::metrics::Synced::Log);
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// Seals `entries` (for an encrypted store) as payloads that start at file offset `start`:
+/// each under a fresh nonce, bound to its entry's index, term and type. Returns the payload
+/// bytes and the encoded slots describing them.
+fn seal_entries(cipher: &Cipher, start: u64, entries: &[Entry]) -> (Vec<u8>, Vec<u8>) {
+    let mut payloads = Vec::new();
+    let mut slots = Vec::with_capacity(entries.len() * SLOT_SIZE);
+    for e in entries {
+        let slot = Slot {
+            term: e.term,
+            index: e.index,
+            offset: start + payloads.len() as u64,
+            entry_type: entry_type_code(e.entry_type),
+            flags: FLAG_SEALED,
+            data_len: e.data.len() as u32,
+            crc: 0,
+        };
+        let p0 = payloads.len();
+        payloads.extend_from_slice(&(e.context.len() as u32).to_le_bytes());
+        payloads.extend_from_slice(&cipher.seal(&entry_aad(&slot), &[&e.data, &e.context]));
+        let mut b = [0u8; SLOT_SIZE];
+        slot.encode_fields(&mut b);
+        let crc = slot_crc(&b, &[&payloads[p0..]]);
+        b[SLOT_CRC..].copy_from_slice(&crc.to_le_bytes());
+        slots.extend_from_slice(&b);
+    }
+    (payloads, slots)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::log_file::Flavor;
+
+    #[test]
+    fn a_growing_file_reserves_at_once_what_its_saves_project() {
+        // 1 KiB payloads, 64 per save: the first 4 MiB are full after 4,096 entries, and the
+        // file is heading for 30,000 KiB. One growth step must reserve all of it (each step
+        // tends to be one more extent; see `ensure_len`), and filling the file needs no other.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut f =
+            LogFile::create(dir.path(), 1, 1, 0, None, false, Flavor::Unsynced).expect("create");
+        let mut scratch = Scratch::default();
+        let created = f.len();
+        let mut lens = vec![created];
+        let mut next = 1u64;
+        while next <= SLOTS_PER_FILE {
+            let batch: Vec<Entry> = (next..(next + 64).min(SLOTS_PER_FILE + 1))
+                .map(|i| {
+                    let mut e = Entry::default();
+                    e.index = i;
+                    e.term = 1;
+                    e.data = Bytes::from(vec![i as u8; 1024]);
+                    e
+                })
+                .collect();
+            f.write_entries((next - 1) as u32, &batch, &mut scratch)
+                .expect("write");
+            next += batch.len() as u64;
+            if f.len() != *lens.last().expect("one length at least") {
+                lens.push(f.len());
+            }
+        }
+        assert_eq!(created, PAYLOAD_START + INITIAL_PAYLOAD_RESERVE);
+        assert_eq!(lens.len(), 2, "the file grew in steps: {lens:?}");
+        assert!(lens[1] >= PAYLOAD_START + SLOTS_PER_FILE * 1024, "{lens:?}");
+        assert!(
+            lens[1] <= PAYLOAD_START + SLOTS_PER_FILE * 1024 * 5 / 4,
+            "{lens:?}"
+        );
+
+        // A few large entries early in a file project nothing: one 8 MiB entry grows the file
+        // to what it needs, not to 30,000 times its size.
+        let mut g =
+            LogFile::create(dir.path(), 2, 1, 0, None, false, Flavor::Unsynced).expect("create");
+        let mut e = Entry::default();
+        e.index = 1;
+        e.term = 1;
+        e.data = Bytes::from(vec![7u8; 8 << 20]);
+        g.write_entries(0, &[e], &mut scratch).expect("write");
+        assert_eq!(g.len(), 9 << 20, "one 8 MiB entry");
+    }
+}

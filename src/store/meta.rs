@@ -1,0 +1,552 @@
+//! The `wal.meta` page: raft id, group id, checkpoint, hard state, conf state, snapshot metadata.
+//!
+//! Owns: the byte layout of `wal.meta` and its crash-atomic update. The file holds two copies
+//! ("regions") of the state, each with a sequence number and a CRC32C; an update writes the copy
+//! that does not hold the newest state, so a torn write can only damage the older copy, and on
+//! open the newest valid copy wins. Must never: overwrite the copy holding the newest durable
+//! state, or decide what the state means for the log (that is `storage`).
+//!
+//! Region layout (little-endian), regions at offsets 0 and `file_len / 2`:
+//! ```text
+//! 0   magic "RWALMETA"      8
+//! 8   format version u32    4
+//! 12  flags u32             4   (0: plaintext)
+//! 16  sequence u64          8   (newest valid copy wins)
+//! 24  record length u32     4
+//! 28  CRC32C u32            4   (over bytes [0, 28) and the record)
+//! 32  record                    (protobuf MetaRecord, proto/raftwal.proto)
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::proto::{EngineRecord, MetaRecord};
+use crate::sys::crypto::Cipher;
+use crate::sys::fsutil;
+use crate::sys::map::PageMap;
+
+/// Name of the meta page file in a WAL directory.
+pub(crate) const META_FILE: &str = "wal.meta";
+/// Version of the meta page layout (and of the directory's format as a whole).
+pub(crate) const META_FORMAT_VERSION: u32 = 1;
+/// A record kept in a two-copy page file: a group's `wal.meta` (`MetaRecord`) or an engine
+/// root's `engine.meta` (`EngineRecord`). Both use the region layout above, with their own magic.
+pub(crate) trait PageRecord: prost::Message + Default + Clone {
+    /// The region magic.
+    const MAGIC: &'static [u8; 8];
+    /// The file's name in its directory.
+    const FILE: &'static str;
+}
+
+impl PageRecord for MetaRecord {
+    const MAGIC: &'static [u8; 8] = b"RWALMETA";
+    const FILE: &'static str = META_FILE;
+}
+
+impl PageRecord for EngineRecord {
+    const MAGIC: &'static [u8; 8] = b"RWALROOT";
+    const FILE: &'static str = "engine.meta";
+}
+/// Region flag: the record is sealed with the store's key (AES-256-GCM).
+const FLAG_ENCRYPTED: u32 = 1;
+/// Smallest region: one page.
+const MIN_REGION: usize = 4096;
+
+const R_MAGIC: usize = 0;
+const R_VERSION: usize = R_MAGIC + 8;
+const R_FLAGS: usize = R_VERSION + 4;
+const R_SEQ: usize = R_FLAGS + 4;
+const R_LEN: usize = R_SEQ + 8;
+const R_CRC: usize = R_LEN + 4;
+const R_RECORD: usize = R_CRC + 4;
+
+/// Keys of the integer values kept in the meta page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetaInfo {
+    /// This node's raft id.
+    RaftId,
+    /// The raft group this log belongs to.
+    GroupId,
+    /// The application's checkpoint (typically the applied index).
+    CheckpointIndex,
+    /// Index of the current snapshot (read-only: set by snapshots).
+    SnapshotIndex,
+    /// Term of the current snapshot (read-only: set by snapshots).
+    SnapshotTerm,
+}
+
+/// The copy of the meta state that open did not use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OtherCopy {
+    /// Valid, holding an older state (this sequence number).
+    Older { seq: u64 },
+    /// All zero: never written (a new `wal.meta` holds one copy).
+    Blank,
+    /// Written but invalid (`reason`, at `offset` in the file): a damaged copy, or an update
+    /// torn by a crash before it was acknowledged (the two look the same on disk).
+    Damaged { offset: u64, reason: String },
+}
+
+/// Which copy of the meta state is in use, and what the other one holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Copies {
+    /// Region (0 or 1) holding the state in use.
+    pub current: usize,
+    /// Its sequence number.
+    pub seq: u64,
+    pub other: OtherCopy,
+}
+
+impl Copies {
+    /// `e`, an error about the log found with the state of this copy, with a note when the
+    /// other copy is damaged: the state in use may be older than the log files, which is then
+    /// what is really wrong.
+    pub(crate) fn explain(&self, e: Error) -> Error {
+        let OtherCopy::Damaged { .. } = &self.other else {
+            return e;
+        };
+        let note = format!(
+            " (wal.meta's copy {} is damaged, so this is the state of copy {}, sequence {}, which may be older than the log files)",
+            2 - self.current,
+            self.current + 1,
+            self.seq
+        );
+        match e {
+            Error::Corrupt {
+                path,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                path,
+                offset,
+                reason: reason + &note,
+            },
+            Error::MissingFile { path, reason } => Error::MissingFile {
+                path,
+                reason: reason + &note,
+            },
+            other => other,
+        }
+    }
+
+    /// The damage in the other copy, as an error naming `wal.meta` at `path` and the copy.
+    pub(crate) fn damage(&self, path: &Path) -> Option<Error> {
+        let OtherCopy::Damaged { offset, reason } = &self.other else {
+            return None;
+        };
+        Some(Error::corrupt(
+            path,
+            *offset,
+            format!(
+                "copy {} of the meta state is damaged ({reason}); the state in use is copy {} (sequence {}). A crash that tore an update never acknowledged looks the same, but if copy {} held the newest state, that state is lost",
+                2 - self.current,
+                self.current + 1,
+                self.seq,
+                2 - self.current
+            ),
+        ))
+    }
+}
+
+/// The mapped `wal.meta` file (or, with `R = EngineRecord`, an engine root's `engine.meta`).
+pub(crate) struct MetaFile<R: PageRecord = MetaRecord> {
+    dir: PathBuf,
+    path: PathBuf,
+    /// `None` once detached ([`MetaFile::detach`]): a descriptor is opened for each flush.
+    file: Option<File>,
+    map: PageMap,
+    /// Which copy holds the newest state, and what the other holds.
+    copies: Copies,
+    dirty: bool,
+    /// Seals the record when the store is encrypted.
+    cipher: Option<Cipher>,
+    record: std::marker::PhantomData<R>,
+}
+
+impl<R: PageRecord> MetaFile<R> {
+    fn region_size(&self) -> usize {
+        self.map.len() / 2
+    }
+
+    /// Which copy is in use, and what the other one holds (as found at open, then as written).
+    pub(crate) fn copies(&self) -> &Copies {
+        &self.copies
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the file holding `record` (durably: temporary file, fsync, rename, dir fsync).
+    pub(crate) fn create(dir: &Path, record: &R, cipher: Option<&Cipher>) -> Result<MetaFile<R>> {
+        Self::write_new(dir, record, 1, cipher)?;
+        let (meta, _) = Self::open(dir, cipher)?;
+        Ok(meta)
+    }
+
+    /// Writes a fresh `wal.meta` with `record` in region 0 under sequence `seq`.
+    fn write_new(dir: &Path, record: &R, seq: u64, cipher: Option<&Cipher>) -> Result<()> {
+        let body = record_body(record, seq, cipher);
+        let region = (R_RECORD + body.len()).next_power_of_two().max(MIN_REGION);
+        let mut bytes = vec![0u8; region * 2];
+        encode_region::<R>(&mut bytes[..region], seq, &body, cipher.is_some());
+        fsutil::write_atomic(dir, R::FILE, &bytes)
+    }
+
+    /// Opens the file and returns it with the newest valid copy of the state.
+    pub(crate) fn open(dir: &Path, cipher: Option<&Cipher>) -> Result<(MetaFile<R>, R)> {
+        let path = dir.join(R::FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
+        check_len(&path, len)?;
+        let map = PageMap::new(&file, &path)?;
+        let (copies, record) = newest_copy::<R>(&path, map.bytes(), cipher)?;
+        Ok((
+            MetaFile {
+                dir: dir.to_path_buf(),
+                path,
+                file: Some(file),
+                map,
+                copies,
+                dirty: false,
+                cipher: cipher.cloned(),
+                record: std::marker::PhantomData,
+            },
+            record,
+        ))
+    }
+
+    /// Drops the descriptor (the map keeps the file reachable): an engine group's meta page,
+    /// whose engine caps descriptors. Flushes then open one for the moment.
+    pub(crate) fn detach(&mut self) {
+        self.file = None;
+    }
+
+    /// Writes `record` into the copy that does not hold the newest state (through the map; durable
+    /// after [`MetaFile::flush`]). A record too large for a region rewrites the file larger,
+    /// durably.
+    pub(crate) fn store(&mut self, record: &R) -> Result<()> {
+        let seq = self.copies.seq + 1;
+        let body = record_body(record, seq, self.cipher.as_ref());
+        let region = self.region_size();
+        if R_RECORD + body.len() > region {
+            // Flush first so that the file swap never replaces unflushed state with older state.
+            self.flush()?;
+            let cipher = self.cipher.clone();
+            Self::write_new(&self.dir, record, seq, cipher.as_ref())?;
+            let detached = self.file.is_none();
+            let (mut grown, _) = Self::open(&self.dir, cipher.as_ref())?;
+            if detached {
+                grown.detach();
+            }
+            *self = grown;
+            return Ok(());
+        }
+        let next = 1 - self.copies.current;
+        encode_region::<R>(
+            self.map.bytes_mut(next * region..(next + 1) * region),
+            seq,
+            &body,
+            self.cipher.is_some(),
+        );
+        self.copies = Copies {
+            current: next,
+            seq,
+            other: OtherCopy::Older {
+                seq: self.copies.seq,
+            },
+        };
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Flushes the file whether or not this process stored anything: a state that a killed
+    /// process stored but did not flush (still in the page cache) becomes durable before it is
+    /// acted on (a vote, say).
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.dirty = true;
+        self.flush()
+    }
+
+    /// Makes the last stored state durable.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.dirty {
+            let timer = crate::metrics::Timer::start();
+            let synced = match &self.file {
+                Some(f) => f.sync_data(),
+                None => OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .and_then(|f| f.sync_data()),
+            };
+            synced.map_err(|e| Error::io("fdatasync", &self.path, e))?;
+            timer.fsync(crate::metrics::Synced::Meta);
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the newest valid state of `dir`'s `wal.meta` without mapping or changing anything,
+/// and which copy holds it.
+pub(crate) fn read_only<R: PageRecord>(dir: &Path, cipher: Option<&Cipher>) -> Result<(R, Copies)> {
+    let path = dir.join(R::FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    check_len(&path, bytes.len() as u64)?;
+    let (copies, record) = newest_copy::<R>(&path, &bytes, cipher)?;
+    Ok((record, copies))
+}
+
+fn check_len(path: &Path, len: u64) -> Result<()> {
+    if len < (2 * MIN_REGION) as u64 || !len.is_multiple_of(2) || len > (1 << 40) {
+        return Err(Error::corrupt(
+            path,
+            len,
+            format!(
+                "wal.meta is {len} bytes; it must be an even size of at least {}",
+                2 * MIN_REGION
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Picks the newest valid copy, and says what the other one holds.
+fn newest_copy<R: PageRecord>(
+    path: &Path,
+    bytes: &[u8],
+    cipher: Option<&Cipher>,
+) -> Result<(Copies, R)> {
+    let region = bytes.len() / 2;
+    let a = decode_region(path, &bytes[..region], 0, cipher);
+    let b = decode_region(path, &bytes[region..], region as u64, cipher);
+    // A copy written by a newer format is refused, even when the other copy is readable:
+    // falling back to it would roll the state back. A key that does not fit is reported as
+    // such, not as damage.
+    for r in [&a, &b] {
+        match r {
+            Err(Error::UnsupportedVersion {
+                path,
+                found,
+                supported,
+            }) => {
+                return Err(Error::UnsupportedVersion {
+                    path: path.clone(),
+                    found: *found,
+                    supported: *supported,
+                })
+            }
+            Err(Error::Encryption { path, reason }) => {
+                return Err(Error::Encryption {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                })
+            }
+            _ => {}
+        }
+    }
+    let other_of = |r: std::result::Result<&(u64, R), &Error>, at: usize| match r {
+        Ok((seq, _)) => OtherCopy::Older { seq: *seq },
+        Err(_) if bytes[at..at + region].iter().all(|&b| b == 0) => OtherCopy::Blank,
+        Err(Error::Corrupt { offset, reason, .. }) => OtherCopy::Damaged {
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        Err(e) => OtherCopy::Damaged {
+            offset: at as u64,
+            reason: e.to_string(),
+        },
+    };
+    let pick = |current: usize, seq: u64, other: OtherCopy| Copies {
+        current,
+        seq,
+        other,
+    };
+    match (a, b) {
+        (Ok((sa, ra)), Ok((sb, rb))) => Ok(if sa >= sb {
+            (pick(0, sa, OtherCopy::Older { seq: sb }), ra)
+        } else {
+            (pick(1, sb, OtherCopy::Older { seq: sa }), rb)
+        }),
+        (Ok((sa, ra)), b @ Err(_)) => Ok((pick(0, sa, other_of(b.as_ref(), region)), ra)),
+        (a @ Err(_), Ok((sb, rb))) => Ok((pick(1, sb, other_of(a.as_ref(), 0)), rb)),
+        (Err(_), Err(_)) => Err(Error::corrupt(
+            path,
+            0,
+            "neither copy of the meta state is valid (bad magic or checksum in both regions)",
+        )),
+    }
+}
+
+/// The record bytes a region stores: the protobuf record, sealed when the store is encrypted.
+fn record_body<R: PageRecord>(record: &R, seq: u64, cipher: Option<&Cipher>) -> Vec<u8> {
+    let plain = record.encode_to_vec();
+    match cipher {
+        Some(c) => c.seal(&meta_aad(seq), &[&plain]),
+        None => plain,
+    }
+}
+
+/// Associated data of a sealed meta record: binds it to its sequence number.
+fn meta_aad(seq: u64) -> [u8; 20] {
+    let mut aad = [0u8; 20];
+    aad[..12].copy_from_slice(b"raftwal-meta");
+    aad[12..].copy_from_slice(&seq.to_le_bytes());
+    aad
+}
+
+fn encode_region<R: PageRecord>(r: &mut [u8], seq: u64, body: &[u8], encrypted: bool) {
+    let flags = if encrypted { FLAG_ENCRYPTED } else { 0 };
+    let mut h = [0u8; R_RECORD];
+    h[R_MAGIC..R_MAGIC + 8].copy_from_slice(R::MAGIC);
+    h[R_VERSION..R_VERSION + 4].copy_from_slice(&META_FORMAT_VERSION.to_le_bytes());
+    h[R_FLAGS..R_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    h[R_SEQ..R_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+    h[R_LEN..R_LEN + 4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..R_CRC]), body);
+    h[R_CRC..R_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    // Record first, header (with the checksum that covers it) second.
+    r[R_RECORD..R_RECORD + body.len()].copy_from_slice(body);
+    r[..R_RECORD].copy_from_slice(&h);
+}
+
+/// Checks one region and decodes its record; `at` is the region's offset in the file.
+fn decode_region<R: PageRecord>(
+    path: &Path,
+    r: &[u8],
+    at: u64,
+    cipher: Option<&Cipher>,
+) -> Result<(u64, R)> {
+    let u32_at = |o: usize| u32::from_le_bytes([r[o], r[o + 1], r[o + 2], r[o + 3]]);
+    if &r[R_MAGIC..R_MAGIC + 8] != R::MAGIC {
+        return Err(Error::corrupt(path, at, "bad meta magic"));
+    }
+    let len = u32_at(R_LEN) as usize;
+    if R_RECORD + len > r.len() {
+        return Err(Error::corrupt(
+            path,
+            at + R_LEN as u64,
+            format!("record length {len} exceeds the region"),
+        ));
+    }
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&r[..R_CRC]), &r[R_RECORD..R_RECORD + len]);
+    if crc != u32_at(R_CRC) {
+        return Err(Error::corrupt(
+            path,
+            at + R_CRC as u64,
+            "meta copy checksum mismatch",
+        ));
+    }
+    let version = u32_at(R_VERSION);
+    if version > META_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: META_FORMAT_VERSION,
+        });
+    }
+    let flags = u32_at(R_FLAGS);
+    if flags & !FLAG_ENCRYPTED != 0 {
+        return Err(Error::corrupt(
+            path,
+            at + R_FLAGS as u64,
+            format!("unknown meta flags {flags:#x}"),
+        ));
+    }
+    let seq = u64::from_le_bytes(r[R_SEQ..R_SEQ + 8].try_into().unwrap_or([0; 8]));
+    let body = &r[R_RECORD..R_RECORD + len];
+    let plain;
+    let body = match (flags & FLAG_ENCRYPTED != 0, cipher) {
+        (false, None) => body,
+        (true, Some(c)) => {
+            plain = c
+                .open(&meta_aad(seq), body)
+                .ok_or_else(|| Error::Encryption {
+                    path: path.to_path_buf(),
+                    reason: "the key does not open the meta page (wrong key, or altered data)"
+                        .to_string(),
+                })?;
+            &plain[..]
+        }
+        (true, None) => {
+            return Err(Error::Encryption {
+                path: path.to_path_buf(),
+                reason: "the store is encrypted: open it with its key".to_string(),
+            })
+        }
+        (false, Some(_)) => {
+            return Err(Error::Encryption {
+                path: path.to_path_buf(),
+                reason: "the store is not encrypted: refusing to open it with a key".to_string(),
+            })
+        }
+    };
+    let record = R::decode(body)
+        .map_err(|e| Error::corrupt(path, at + R_RECORD as u64, format!("meta record: {e}")))?;
+    Ok((seq, record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(raft_id: u64) -> MetaRecord {
+        MetaRecord {
+            raft_id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn newest_valid_copy_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1), None).unwrap();
+        m.store(&record(2)).unwrap();
+        m.store(&record(3)).unwrap();
+        m.flush().unwrap();
+        drop(m);
+        let (_, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
+        assert_eq!(r.raft_id, 3);
+    }
+
+    #[test]
+    fn torn_newest_copy_falls_back_to_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1), None).unwrap();
+        m.store(&record(2)).unwrap();
+        m.flush().unwrap();
+        let newest = m.copies.current * m.region_size();
+        drop(m);
+        let path = dir.path().join(META_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[newest + R_RECORD] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
+        assert_eq!(r.raft_id, 1);
+    }
+
+    #[test]
+    fn large_record_grows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1), None).unwrap();
+        let mut big = record(5);
+        big.conf_state = Some(crate::proto::ConfStateRecord {
+            voters: (0..2000).collect(),
+            ..Default::default()
+        });
+        m.store(&big).unwrap();
+        m.store(&record(6)).unwrap();
+        m.flush().unwrap();
+        drop(m);
+        let (_, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
+        assert_eq!(r.raft_id, 6);
+    }
+}

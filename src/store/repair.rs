@@ -1,0 +1,155 @@
+//! `raftwal repair DIR --accept-data-loss`: the operator's way out of a log that open refuses
+//! because its damage lies at or below the durable commit index (a cut there would drop
+//! committed entries, so recovery never makes it on its own).
+//!
+//! Owns: finding the first damage anywhere in the log (every live entry of every file checked,
+//! payloads included, as open checks a tail), cutting the log there, and lowering the stored
+//! commit index and checkpoint to the last entry left; the node then catches up from its
+//! leader. [`check`] says what [`repair`] would do without changing anything. Must never: run
+//! without the directory lock, change anything before every check has passed, or touch the
+//! snapshot, the hard state's term and vote, or any entry before the first damage.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::options::RecoveryMode;
+use crate::store::log_file::SLOTS_PER_FILE;
+use crate::store::meta::{self, MetaFile};
+use crate::store::recovery::{self, LogPlan, Scan};
+use crate::sys::crypto::Cipher;
+use crate::sys::fsutil;
+
+/// What a repair does (or, from [`check`], would do) to a directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RepairReport {
+    /// The WAL directory.
+    pub dir: PathBuf,
+    /// The first damage in the log (file, offset, what is wrong), when there is any.
+    pub damage: Option<String>,
+    /// The last index that stays (the snapshot index when no entry does).
+    pub last_index: u64,
+    /// Files removed: log files after the damage, and leftovers open would remove anyway.
+    pub removed_files: Vec<PathBuf>,
+    /// The stored commit index before the repair.
+    pub commit_before: u64,
+    /// The commit index after it (at most `last_index`).
+    pub commit_after: u64,
+    /// The checkpoint index before the repair.
+    pub checkpoint_before: u64,
+    /// The checkpoint index after it (at most `last_index`).
+    pub checkpoint_after: u64,
+    /// Anything changes at all (`false`: the log is whole and within its commit index).
+    pub needed: bool,
+    /// The changes were made (`repair`), or only described (`check`).
+    pub done: bool,
+}
+
+impl RepairReport {
+    /// Committed entries the repair drops (its commit index falls by this much).
+    pub fn committed_entries_lost(&self) -> u64 {
+        self.commit_before - self.commit_after
+    }
+}
+
+/// What [`repair`] would do to `dir` (read-only: nothing is created or changed, no lock is
+/// taken). `key`: the store's encryption key, if it has one.
+pub fn check<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairReport> {
+    let dir = dir.as_ref();
+    let cipher = key.as_ref().map(Cipher::new);
+    let listing = recovery::list_dir(dir)?;
+    let (meta, _) = meta::read_only(dir, cipher.as_ref())?;
+    recovery::check_meta_bounds(dir, &meta)?;
+    let plan = plan(dir, &meta, listing.ids, true, cipher.as_ref())?;
+    Ok(report(dir, &meta, &plan, listing.leftovers, false))
+}
+
+/// Cuts the log in `dir` at its first damage and lowers the commit index and checkpoint to the
+/// last entry left (durably: the meta page first, so that a crash part way leaves a directory
+/// that opens, or that a second repair finishes). Takes the directory's lock: refused while a
+/// node has the directory open.
+pub fn repair<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairReport> {
+    let dir = dir.as_ref();
+    if !dir.join(meta::META_FILE).is_file() {
+        return Err(Error::MissingFile {
+            path: dir.join(meta::META_FILE),
+            reason: "not a raftwal directory (no meta page)".to_string(),
+        });
+    }
+    let _lock = fsutil::lock_dir(dir)?;
+    let cipher = key.as_ref().map(Cipher::new);
+    let listing = recovery::list_dir(dir)?;
+    let (mut meta_file, mut meta) = MetaFile::open(dir, cipher.as_ref())?;
+    recovery::check_meta_bounds(dir, &meta)?;
+    let mut plan = plan(dir, &meta, listing.ids, false, cipher.as_ref())?;
+    let r = report(dir, &meta, &plan, listing.leftovers, true);
+    if !r.needed {
+        return Ok(RepairReport { done: false, ..r });
+    }
+    if (r.commit_after, r.checkpoint_after) != (r.commit_before, r.checkpoint_before) {
+        if let Some(hs) = meta.hard_state.as_mut() {
+            hs.commit = r.commit_after;
+        }
+        meta.checkpoint_index = r.checkpoint_after;
+        meta_file.store(&meta)?;
+        meta_file.flush()?;
+    }
+    fsutil::remove_files(dir, r.removed_files.iter().map(PathBuf::as_path))?;
+    let last = plan.last;
+    if let Some(f) = plan.files.back_mut() {
+        if plan.tail_damage.is_some() {
+            f.zero_slots((last + 1 - f.base()) as u32, SLOTS_PER_FILE as u32)?;
+        }
+        f.sync()?;
+    }
+    Ok(r)
+}
+
+/// The log scanned whole, as open scans a tail, in the default recovery mode.
+fn plan(
+    dir: &Path,
+    meta: &crate::proto::MetaRecord,
+    ids: Vec<u64>,
+    read_only: bool,
+    cipher: Option<&Cipher>,
+) -> Result<LogPlan> {
+    let scan = Scan {
+        mode: RecoveryMode::TolerateTailCorruption,
+        read_only,
+        whole_log: true,
+    };
+    recovery::plan_log(dir, meta, ids, scan, cipher)
+}
+
+fn report(
+    dir: &Path,
+    meta: &crate::proto::MetaRecord,
+    plan: &LogPlan,
+    leftovers: Vec<PathBuf>,
+    done: bool,
+) -> RepairReport {
+    let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
+    let last_index = plan.last.max(snap_index);
+    let commit_before = meta.hard_state.as_ref().map_or(0, |h| h.commit);
+    let checkpoint_before = meta.checkpoint_index;
+    let removed_files: Vec<PathBuf> = leftovers.into_iter().chain(plan.remove.clone()).collect();
+    let commit_after = commit_before.min(last_index);
+    let checkpoint_after = checkpoint_before.min(last_index);
+    let needed = plan.tail_damage.is_some()
+        || !removed_files.is_empty()
+        || commit_after != commit_before
+        || checkpoint_after != checkpoint_before;
+    RepairReport {
+        dir: dir.to_path_buf(),
+        damage: plan.tail_damage.as_ref().map(Error::to_string),
+        last_index,
+        removed_files,
+        commit_before,
+        commit_after,
+        checkpoint_before,
+        checkpoint_after,
+        needed,
+        done: done && needed,
+    }
+}

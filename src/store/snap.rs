@@ -1,0 +1,636 @@
+//! Snapshot data files: `snap/<term>-<index>.snap`, written and read as streams.
+//!
+//! Owns: the layout of a snapshot file (a 4 KiB header block holding a checksummed
+//! `SnapshotEnvelope`, then the data), its durable creation (temporary name, fsync, rename,
+//! directory fsync) from any `Read` in bounded memory, verified streaming reads, and the
+//! housekeeping of `snap/` (older files removed, damaged ones renamed `.broken`). Must never:
+//! name a file in the meta page (that is `storage`, and only once the file is durable), or let a
+//! reader finish without its checksum checked.
+//!
+//! Header block (little-endian):
+//! ```text
+//! 0      magic "RWALSNAP"        8
+//! 8      format version u32      4
+//! 12     envelope length u32     4
+//! 16     envelope                n   (protobuf SnapshotEnvelope: index, term, conf state,
+//!                                     data length, data CRC32C)
+//! 16+n   CRC32C u32              4   (over bytes [0, 16+n))
+//! ..4096 zero
+//! 4096   data
+//! ```
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::sys::crypto::{self, Cipher};
+use crate::sys::fsutil;
+use raft::prelude::{ConfState, SnapshotMetadata};
+
+use crate::proto::{ConfStateRecord, SnapshotEnvelope, SnapshotRecord};
+
+/// Directory of snapshot files inside a WAL directory.
+pub(crate) const SNAP_DIR: &str = "snap";
+const MAGIC: &[u8; 8] = b"RWALSNAP";
+const SNAP_FORMAT_VERSION: u32 = 1;
+/// Size of the header block; data starts here.
+pub(crate) const HEADER_BLOCK: usize = 4096;
+/// Buffer size for streaming data in and out.
+const CHUNK: usize = 256 << 10;
+
+/// File name of the snapshot at `term`/`index`.
+pub(crate) fn file_name(term: u64, index: u64) -> String {
+    format!("{term:016x}-{index:016x}.snap")
+}
+
+/// The term and index a snapshot file's name says (canonical names only).
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    let (term, index) = name.strip_suffix(".snap")?.split_once('-')?;
+    let hex = |s: &str| {
+        (s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+    };
+    Some((hex(term)?, hex(index)?))
+}
+
+/// Path of the snapshot file for `term`/`index`.
+pub(crate) fn path(dir: &Path, term: u64, index: u64) -> PathBuf {
+    dir.join(SNAP_DIR).join(file_name(term, index))
+}
+
+/// What a durable snapshot file holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Written {
+    /// Bytes stored after the header (sealed chunks in an encrypted store).
+    pub data_len: u64,
+    pub data_crc32c: u32,
+    /// Bytes of data before sealing.
+    pub plain_len: u64,
+}
+
+/// Plaintext bytes per sealed chunk of an encrypted snapshot.
+const SEAL_CHUNK: usize = 64 << 10;
+
+/// Associated data of a sealed snapshot chunk: which snapshot, which chunk, and whether it is the
+/// last one (so chunks cannot be reordered, dropped or moved between snapshots undetected).
+fn chunk_aad(index: u64, term: u64, chunk: u64, last: bool) -> [u8; 25] {
+    let mut aad = [0u8; 25];
+    aad[..8].copy_from_slice(&index.to_le_bytes());
+    aad[8..16].copy_from_slice(&term.to_le_bytes());
+    aad[16..24].copy_from_slice(&chunk.to_le_bytes());
+    aad[24] = last as u8;
+    aad
+}
+
+/// Streams `data` into a new snapshot file for `term`/`index` and makes it durable. Memory use is
+/// one buffer, whatever the size of the data. Empty data leaves no file (`data_len` 0).
+pub(crate) fn write_from(
+    dir: &Path,
+    index: u64,
+    term: u64,
+    conf_state: &ConfStateRecord,
+    mut data: impl Read,
+    cipher: Option<&Cipher>,
+) -> Result<Written> {
+    let snap_dir = dir.join(SNAP_DIR);
+    if !snap_dir.exists() {
+        fs::create_dir(&snap_dir).map_err(|e| Error::io("create directory", &snap_dir, e))?;
+        fsutil::sync_dir(dir)?;
+    }
+    let name = file_name(term, index);
+    let tmp = snap_dir.join(format!("{name}.tmp"));
+    let path = snap_dir.join(&name);
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let result = (|| {
+        f.write_all(&[0u8; HEADER_BLOCK])
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        let mut crc = 0u32;
+        let mut len = 0u64;
+        let mut plain_len = 0u64;
+        let mut store = |bytes: &[u8]| -> Result<()> {
+            crc = crc32c::crc32c_append(crc, bytes);
+            len += bytes.len() as u64;
+            f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))
+        };
+        let read_err = |e| Error::io("read snapshot data for", &path, e);
+        match cipher {
+            None => {
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    let n = fsutil::read_full(&mut data, &mut buf).map_err(read_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    plain_len += n as u64;
+                    store(&buf[..n])?;
+                }
+            }
+            Some(cipher) => {
+                // One chunk read ahead, so each sealed chunk knows whether it is the last.
+                let mut cur = vec![0u8; SEAL_CHUNK];
+                let mut next = vec![0u8; SEAL_CHUNK];
+                let mut n = fsutil::read_full(&mut data, &mut cur).map_err(read_err)?;
+                let mut chunk = 0u64;
+                while n > 0 {
+                    let m = fsutil::read_full(&mut data, &mut next).map_err(read_err)?;
+                    let aad = chunk_aad(index, term, chunk, m == 0);
+                    store(&cipher.seal(&aad, &[&cur[..n]]))?;
+                    plain_len += n as u64;
+                    chunk += 1;
+                    std::mem::swap(&mut cur, &mut next);
+                    n = m;
+                }
+            }
+        }
+        let written = Written {
+            data_len: len,
+            data_crc32c: crc,
+            plain_len,
+        };
+        let header = encode_header(index, term, conf_state, written, cipher.is_some())?;
+        f.seek(SeekFrom::Start(0))
+            .and_then(|_| f.write_all(&header))
+            .map_err(|e| Error::io("write header", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        Ok(written)
+    })();
+    drop(f);
+    let written = match result {
+        Ok(w) if w.data_len > 0 => w,
+        Ok(w) => {
+            fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+            return Ok(w);
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+    fsutil::sync_dir(&snap_dir)?;
+    Ok(written)
+}
+
+fn encode_header(
+    index: u64,
+    term: u64,
+    conf_state: &ConfStateRecord,
+    w: Written,
+    sealed: bool,
+) -> Result<Vec<u8>> {
+    let envelope = SnapshotEnvelope {
+        index,
+        term,
+        conf_state: Some(conf_state.clone()),
+        data_len: w.data_len,
+        data_crc32c: w.data_crc32c,
+        sealed,
+        plain_len: w.plain_len,
+    }
+    .encode_to_vec();
+    if 16 + envelope.len() + 4 > HEADER_BLOCK {
+        return Err(Error::InvalidArgument(format!(
+            "snapshot conf state too large for the header block ({} bytes)",
+            envelope.len()
+        )));
+    }
+    let mut header = vec![0u8; HEADER_BLOCK];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&SNAP_FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&(envelope.len() as u32).to_le_bytes());
+    header[16..16 + envelope.len()].copy_from_slice(&envelope);
+    let crc = crc32c::crc32c(&header[..16 + envelope.len()]);
+    header[16 + envelope.len()..20 + envelope.len()].copy_from_slice(&crc.to_le_bytes());
+    Ok(header)
+}
+
+fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
+    if &h[..8] != MAGIC {
+        return Err(Error::corrupt(path, 0, "bad snapshot file magic"));
+    }
+    let n = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
+    if 16 + n + 4 > h.len() {
+        return Err(Error::corrupt(
+            path,
+            12,
+            format!("envelope length {n} exceeds the header"),
+        ));
+    }
+    // The checksum first: a damaged version field is damage, not a newer format.
+    let stored = u32::from_le_bytes([h[16 + n], h[17 + n], h[18 + n], h[19 + n]]);
+    if crc32c::crc32c(&h[..16 + n]) != stored {
+        return Err(Error::corrupt(
+            path,
+            16 + n as u64,
+            "snapshot header checksum mismatch",
+        ));
+    }
+    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if version > SNAP_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SNAP_FORMAT_VERSION,
+        });
+    }
+    SnapshotEnvelope::decode(&h[16..16 + n])
+        .map_err(|e| Error::corrupt(path, 16, format!("snapshot envelope: {e}")))
+}
+
+/// A snapshot file's data as a stream. Its header was checked on open; the data's length and
+/// CRC32C are checked as it is read, and a mismatch is an error from the read that reaches the
+/// end (so a consumer that reads to the end never takes damaged data for good).
+pub(crate) struct FileReader {
+    path: PathBuf,
+    file: File,
+    envelope: SnapshotEnvelope,
+    /// Stored bytes not read yet.
+    left: u64,
+    crc: u32,
+    /// For sealed data: the key, and the opened chunk being served.
+    cipher: Option<Cipher>,
+    chunk: Vec<u8>,
+    chunk_pos: usize,
+    chunk_no: u64,
+    plain_left: u64,
+}
+
+impl FileReader {
+    /// Opens `path` and checks its header (and, when given, that it matches what the meta page
+    /// expects: index, term, length, CRC).
+    /// Sealed data needs `cipher` (the store's key); without one only the stored bytes' length
+    /// and CRC can be checked ([`FileReader::verify_to_end`]).
+    pub(crate) fn open(
+        path: &Path,
+        expect: Option<(u64, u64, u64, u32)>,
+        cipher: Option<&Cipher>,
+    ) -> Result<FileReader> {
+        Self::open_inner(path, expect, cipher, true)
+    }
+
+    /// Opens a snapshot file to check its header and stored bytes (length, CRC32C) only: no
+    /// key needed, sealed or not.
+    pub(crate) fn open_unkeyed(path: &Path) -> Result<FileReader> {
+        Self::open_inner(path, None, None, false)
+    }
+
+    fn open_inner(
+        path: &Path,
+        expect: Option<(u64, u64, u64, u32)>,
+        cipher: Option<&Cipher>,
+        check_key: bool,
+    ) -> Result<FileReader> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::MissingFile {
+                    path: path.to_path_buf(),
+                    reason: "the meta page names this snapshot file".to_string(),
+                })
+            }
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        if len < HEADER_BLOCK as u64 {
+            return Err(Error::corrupt(
+                path,
+                len,
+                format!(
+                    "snapshot file is {len} bytes, shorter than its {HEADER_BLOCK}-byte header"
+                ),
+            ));
+        }
+        let mut header = vec![0u8; HEADER_BLOCK];
+        file.read_exact(&mut header)
+            .map_err(|e| Error::io("read", path, e))?;
+        let env = decode_header(path, &header)?;
+        if let Some((index, term, data_len, data_crc)) = expect {
+            if (env.index, env.term, env.data_len, env.data_crc32c)
+                != (index, term, data_len, data_crc)
+            {
+                return Err(Error::corrupt(
+                    path,
+                    16,
+                    format!(
+                        "snapshot header says index {} term {} len {} crc {:#x}; the meta page expects index {index} term {term} len {data_len} crc {data_crc:#x}",
+                        env.index, env.term, env.data_len, env.data_crc32c
+                    ),
+                ));
+            }
+        }
+        if Some(len) != (HEADER_BLOCK as u64).checked_add(env.data_len) {
+            return Err(Error::corrupt(
+                path,
+                len,
+                format!(
+                    "snapshot file is {len} bytes, its header says {HEADER_BLOCK} + {} bytes of data",
+                    env.data_len
+                ),
+            ));
+        }
+        if check_key && env.sealed && cipher.is_none() {
+            return Err(Error::Encryption {
+                path: path.to_path_buf(),
+                reason: "the snapshot is encrypted: reading it needs the store's key".to_string(),
+            });
+        }
+        if check_key && !env.sealed && cipher.is_some() {
+            return Err(Error::Encryption {
+                path: path.to_path_buf(),
+                reason: "the snapshot is plaintext in a store opened with a key".to_string(),
+            });
+        }
+        Ok(FileReader {
+            path: path.to_path_buf(),
+            file,
+            left: env.data_len,
+            plain_left: env.plain_len,
+            envelope: env,
+            crc: 0,
+            cipher: cipher.cloned(),
+            chunk: Vec::new(),
+            chunk_pos: 0,
+            chunk_no: 0,
+        })
+    }
+
+    /// Reads (and so verifies) the rest of the stored bytes, discarding them: length and CRC32C
+    /// (and, for sealed data, every chunk's authentication when the key is known).
+    pub(crate) fn verify_to_end(&mut self) -> Result<()> {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let r = if self.envelope.sealed && self.cipher.is_none() {
+                self.read_stored(&mut buf)
+            } else {
+                self.read(&mut buf)
+            };
+            match r {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.error_from(e)),
+            }
+        }
+    }
+
+    /// Turns an error from `read` back into a typed error naming the file.
+    pub(crate) fn error_from(&self, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::InvalidData {
+            Error::corrupt(&self.path, HEADER_BLOCK as u64, e.to_string())
+        } else {
+            Error::io("read", &self.path, e)
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl FileReader {
+    /// Reads stored bytes (plaintext data, or sealed chunks), checking the CRC at the end.
+    fn read_stored(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} ended {} bytes early", self.path.display(), self.left),
+            ));
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.left -= n as u64;
+        if self.left == 0 && self.crc != self.envelope.data_crc32c {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot data checksum mismatch in {}: stored {:#010x}, computed {:#010x}",
+                    self.path.display(),
+                    self.envelope.data_crc32c,
+                    self.crc
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// Reads and opens (with `self.cipher`) the next sealed chunk into `self.chunk`.
+    fn next_chunk(&mut self) -> io::Result<()> {
+        let plain = self.plain_left.min(SEAL_CHUNK as u64) as usize;
+        let mut sealed = vec![0u8; plain + crypto::OVERHEAD];
+        let mut got = 0;
+        while got < sealed.len() {
+            let n = self.read_stored(&mut sealed[got..])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: sealed data ends early", self.path.display()),
+                ));
+            }
+            got += n;
+        }
+        let last = self.plain_left <= SEAL_CHUNK as u64;
+        let aad = chunk_aad(self.envelope.index, self.envelope.term, self.chunk_no, last);
+        let opened = self.cipher.as_ref().and_then(|c| c.open(&aad, &sealed));
+        match opened {
+            Some(p) if p.len() == plain => {
+                self.chunk = p;
+                self.chunk_pos = 0;
+                self.chunk_no += 1;
+                self.plain_left -= plain as u64;
+                Ok(())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: snapshot chunk {} fails authentication (altered, or another key)",
+                    self.path.display(),
+                    self.chunk_no
+                ),
+            )),
+        }
+    }
+}
+
+impl Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cipher.is_none() {
+            return self.read_stored(buf);
+        }
+        if self.chunk_pos == self.chunk.len() {
+            if self.plain_left == 0 {
+                // Every chunk was opened; the stored bytes must be used up too (and the CRC
+                // checked on the way).
+                return match self.left {
+                    0 => Ok(0),
+                    n => Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: {n} stored bytes after the last chunk",
+                            self.path.display()
+                        ),
+                    )),
+                };
+            }
+            self.next_chunk()?;
+        }
+        let n = buf.len().min(self.chunk.len() - self.chunk_pos);
+        buf[..n].copy_from_slice(&self.chunk[self.chunk_pos..self.chunk_pos + n]);
+        self.chunk_pos += n;
+        Ok(n)
+    }
+}
+
+/// Tidies `snap/` once `keep` (the current snapshot file, if any) is durable and named by the
+/// meta page: other snapshot files and leftover temporary files are removed, but a file that
+/// fails its checks (its header; with `deep`, its data too) is renamed `<name>.broken` and
+/// returned instead, for an operator to look at. Only files named like ours are touched.
+pub(crate) fn tidy(dir: &Path, keep: Option<&str>, deep: bool) -> Result<Vec<PathBuf>> {
+    let snap_dir = dir.join(SNAP_DIR);
+    let rd = match fs::read_dir(&snap_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read directory", &snap_dir, e)),
+    };
+    let mut broken = Vec::new();
+    let mut changed = false;
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io("read directory", &snap_dir, e))?;
+        if !ent.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            continue;
+        }
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if Some(name) == keep {
+            continue;
+        }
+        let p = snap_dir.join(name);
+        if name.ends_with(".snap.tmp") {
+            fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+            changed = true;
+        } else if name.ends_with(".snap") {
+            let damaged = FileReader::open_unkeyed(&p).and_then(|mut r| {
+                if deep {
+                    r.verify_to_end()
+                } else {
+                    Ok(())
+                }
+            });
+            if damaged.is_err() {
+                let to = snap_dir.join(format!("{name}.broken"));
+                fs::rename(&p, &to).map_err(|e| Error::io("rename", &p, e))?;
+                broken.push(to);
+            } else {
+                fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+            }
+            changed = true;
+        }
+    }
+    if changed {
+        fsutil::sync_dir(&snap_dir)?;
+    }
+    Ok(broken)
+}
+
+/// The current snapshot of a WAL directory: metadata, and the data as a stream whose length and
+/// CRC32C are checked as it is read (a read that reaches the end of damaged data fails with
+/// `io::ErrorKind::InvalidData` instead of returning its last bytes).
+pub struct SnapshotReader {
+    metadata: SnapshotMetadata,
+    len: u64,
+    file: Option<FileReader>,
+}
+
+impl SnapshotReader {
+    /// Opens the snapshot `record` describes in `dir` (no file when its data is empty).
+    pub(crate) fn open(
+        dir: &Path,
+        record: &SnapshotRecord,
+        cipher: Option<&Cipher>,
+    ) -> Result<SnapshotReader> {
+        let mut metadata = SnapshotMetadata {
+            index: record.index,
+            term: record.term,
+            ..Default::default()
+        };
+        metadata.set_conf_state(
+            record
+                .conf_state
+                .as_ref()
+                .map(ConfState::from)
+                .unwrap_or_default(),
+        );
+        let file = if record.data_len > 0 {
+            Some(FileReader::open(
+                &path(dir, record.term, record.index),
+                Some((
+                    record.index,
+                    record.term,
+                    record.data_len,
+                    record.data_crc32c,
+                )),
+                cipher,
+            )?)
+        } else {
+            None
+        };
+        Ok(SnapshotReader {
+            metadata,
+            len: if cipher.is_some() {
+                record.plain_len
+            } else {
+                record.data_len
+            },
+            file,
+        })
+    }
+
+    /// Index, term and conf state of the snapshot.
+    pub fn metadata(&self) -> &SnapshotMetadata {
+        &self.metadata
+    }
+
+    /// Bytes of data.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for a snapshot without data.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The snapshot file, if the snapshot has data.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(FileReader::path)
+    }
+
+    /// Turns an error from `read` into a typed error naming the file.
+    pub(crate) fn error_from(&self, e: io::Error) -> Error {
+        match &self.file {
+            Some(f) => f.error_from(e),
+            None => Error::io("read", PathBuf::new(), e),
+        }
+    }
+}
+
+impl Read for SnapshotReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.read(buf),
+            None => Ok(0),
+        }
+    }
+}

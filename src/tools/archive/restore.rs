@@ -1,0 +1,289 @@
+//! Restoring a backup archive into a fresh WAL directory: the options and the target checked,
+//! the whole archive verified, then `state.bin` streamed out of it a second time (its hashes
+//! checked again) into `install_snapshot_from`, with the membership, raft id and hard state the
+//! restored node starts from.
+//!
+//! Owns: what a restore may write into (a missing or an empty directory) and undoing what a
+//! failed restore created.
+//! Must never: overwrite a non-empty directory, write anything for an archive that fails
+//! verification, install data whose hash it has not checked, or leave a half-restored
+//! directory behind.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use raft::prelude::{ConfState, HardState, Snapshot, SnapshotMetadata};
+use sha2::{Digest, Sha256};
+
+use super::read::{verify_full, ArchiveReader, Verified};
+use super::{ArchiveMeta, RestoreOptions, STATE_MEMBER};
+use crate::error::{Error, Result};
+use crate::options::Options;
+use crate::store::meta::MetaInfo;
+use crate::store::storage::DiskStorage;
+use crate::sys::fsutil;
+
+/// `state.bin` streamed out of the archive (second pass) into `install_snapshot_from`: its
+/// SHA-256 is checked again when it ends, and a mismatch is an error from the read that would
+/// have returned end of data, so a changed archive is never installed.
+struct StateStream<'a, 'p> {
+    r: &'a mut ArchiveReader,
+    sha: Sha256,
+    expected: &'a str,
+    progress: &'p mut dyn FnMut(u64),
+    /// The first error, typed (the engine wraps what `read` returns as an I/O error).
+    failure: Option<Error>,
+}
+
+impl StateStream<'_, '_> {
+    fn fail(&mut self, e: Error) -> io::Error {
+        let copy = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+        if self.failure.is_none() {
+            self.failure = Some(e);
+        }
+        copy
+    }
+}
+
+impl Read for StateStream<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match self.r.read_data(buf) {
+            Ok(0) => {
+                let now = hex::encode(self.sha.clone().finalize());
+                if now != self.expected {
+                    let e = self.r.invalid(format!(
+                        "state.bin changed since it was verified: its SHA-256 is now {now}, was {}",
+                        self.expected
+                    ));
+                    return Err(self.fail(e));
+                }
+                Ok(0)
+            }
+            Ok(n) => {
+                self.sha.update(&buf[..n]);
+                (self.progress)(n as u64);
+                Ok(n)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+}
+
+/// State of a restore target before restore touches it.
+enum Target {
+    /// It does not exist; these are it and its missing ancestors, deepest first.
+    Missing(Vec<PathBuf>),
+    /// An empty directory.
+    Empty,
+}
+
+fn refused(dir: &Path, why: &str) -> Error {
+    Error::io(
+        "refuse to restore into",
+        dir,
+        io::Error::new(io::ErrorKind::AlreadyExists, why.to_string()),
+    )
+}
+
+fn check_target(dir: &Path) -> Result<Target> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let mut rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+            match rd.next() {
+                None => Ok(Target::Empty),
+                Some(Ok(_)) => Err(refused(
+                    dir,
+                    "the directory is not empty (restore never overwrites)",
+                )),
+                Some(Err(e)) => Err(Error::io("read directory", dir, e)),
+            }
+        }
+        Ok(_) => Err(refused(dir, "it exists and is not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut missing = vec![dir.to_path_buf()];
+            let mut p = dir.parent();
+            while let Some(a) = p.filter(|a| !a.as_os_str().is_empty()) {
+                if fs::symlink_metadata(a).is_ok() {
+                    break;
+                }
+                missing.push(a.to_path_buf());
+                p = a.parent();
+            }
+            Ok(Target::Missing(missing))
+        }
+        Err(e) => Err(Error::io("stat", dir, e)),
+    }
+}
+
+/// Removes what a failed restore created.
+fn undo(dir: &Path, target: &Target) {
+    match target {
+        Target::Missing(created) => {
+            let _ = fs::remove_dir_all(dir);
+            for a in created.iter().skip(1) {
+                let _ = fs::remove_dir(a);
+            }
+        }
+        Target::Empty => {
+            if let Ok(rd) = fs::read_dir(dir) {
+                for ent in rd.flatten() {
+                    let p = ent.path();
+                    let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                    let _ = if is_dir {
+                        fs::remove_dir_all(&p)
+                    } else {
+                        fs::remove_file(&p)
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn check_options(opts: &RestoreOptions) -> Result<()> {
+    if opts.raft_id == Some(0) {
+        return Err(Error::InvalidArgument(
+            "raft id 0 is not a valid raft id".to_string(),
+        ));
+    }
+    if let Some(voters) = &opts.voters {
+        if voters.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a restore with new membership needs at least one voter".to_string(),
+            ));
+        }
+        if voters.contains(&0) {
+            return Err(Error::InvalidArgument(
+                "voter id 0 is not a valid raft id".to_string(),
+            ));
+        }
+        let mut sorted = voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != voters.len() {
+            return Err(Error::InvalidArgument(format!(
+                "voters {voters:?} name a node twice"
+            )));
+        }
+    }
+    if let (Some(id), Some(voters)) = (opts.raft_id, &opts.voters) {
+        if !voters.contains(&id) {
+            return Err(Error::InvalidArgument(format!(
+                "raft id {id} is not among the voters {voters:?}: the restored node would not be a member of its own cluster"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Restores the archive into a fresh WAL directory `new_dir`. In order: the options are checked;
+/// `new_dir` must be missing or an empty directory (never overwritten: `Error::Io` of kind
+/// `AlreadyExists` otherwise); the whole archive is verified (nothing is written if it fails);
+/// then a WAL directory is created with [`DiskStorage::open`] (default [`Options`]; see
+/// [`restore_with_store_options`]), the snapshot installed with
+/// `install_snapshot_from` streaming `state.bin` out of the archive a second time (the hashes of
+/// all three members and the archive's structure checked again: a changed file fails the
+/// restore), with the conf state replaced by `voters` (as voters only) when given,
+/// `MetaInfo::RaftId` set when given, and the hard state set to term = snapshot term, commit =
+/// snapshot index, so raft-rs starts from the snapshot. If anything fails once the directory
+/// exists, what restore created is removed. `progress(n)` is told of each `n` bytes of
+/// `state.bin` read, in both passes (2 × size in all). Returns the archive's metadata (with its
+/// own conf state, whatever `voters` says).
+pub fn restore(
+    archive: &Path,
+    new_dir: &Path,
+    opts: &RestoreOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveMeta, Error> {
+    restore_with_store_options(archive, new_dir, opts, &Options::default(), progress)
+}
+
+/// [`restore`] creating the new directory with `store` options: with an `encryption_key`, the
+/// restored store is encrypted at rest under it (and needs it to open).
+pub fn restore_with_store_options(
+    archive: &Path,
+    new_dir: &Path,
+    opts: &RestoreOptions,
+    store: &Options,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveMeta, Error> {
+    check_options(opts)?;
+    check_target(new_dir)?;
+    let verified = verify_full(archive, false, progress)?;
+    let target = check_target(new_dir)?;
+    if let Target::Missing(_) = target {
+        if let Err(e) = fs::create_dir_all(new_dir) {
+            undo(new_dir, &target);
+            return Err(Error::io("create directory", new_dir, e));
+        }
+    }
+    match install(archive, new_dir, opts, store, &verified, progress) {
+        Ok(()) => {
+            fsutil::sync_dir(&fsutil::parent_dir(new_dir))?;
+            Ok(verified.status.meta)
+        }
+        Err(e) => {
+            undo(new_dir, &target);
+            Err(e)
+        }
+    }
+}
+
+fn install(
+    archive: &Path,
+    new_dir: &Path,
+    opts: &RestoreOptions,
+    store: &Options,
+    verified: &Verified,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let meta = &verified.status.meta;
+    // The members' hashes are checked again; the whole file's is not needed for that.
+    let mut r = ArchiveReader::open(archive, false)?;
+    let (_, meta_sha) = r.read_meta()?;
+    if meta_sha != verified.meta_sha {
+        return Err(r.invalid("meta.json changed since the archive was verified"));
+    }
+    let size = r.next_member(STATE_MEMBER, 1)?;
+    if size != meta.size {
+        return Err(r.invalid("state.bin changed size since the archive was verified"));
+    }
+
+    let mut md = SnapshotMetadata::default();
+    md.index = meta.index;
+    md.term = meta.term;
+    let cs = match &opts.voters {
+        Some(voters) => ConfState {
+            voters: voters.clone(),
+            ..Default::default()
+        },
+        None => ConfState::from(&meta.conf_state),
+    };
+    md.set_conf_state(cs);
+
+    let storage = DiskStorage::open_with(new_dir, store.clone())?;
+    let mut stream = StateStream {
+        r: &mut r,
+        sha: Sha256::new(),
+        expected: &meta.state_sha256,
+        progress,
+        failure: None,
+    };
+    if let Err(e) = storage.install_snapshot_from(&md, &mut stream) {
+        return Err(stream.failure.take().unwrap_or(e));
+    }
+    r.finish_with_sums(&verified.meta_sha, &meta.state_sha256)?;
+
+    if let Some(id) = opts.raft_id {
+        storage.set_uint(MetaInfo::RaftId, id);
+    }
+    let mut hs = HardState::default();
+    hs.term = meta.term;
+    hs.commit = meta.index;
+    storage.save(&hs, &[], &Snapshot::default())?;
+    storage.close()
+}

@@ -1,0 +1,312 @@
+//! Pulling a backup archive from a running node over TCP (`raftwal snapshot save --endpoint`), in
+//! the spirit of `etcdctl snapshot save`. A running node holds its WAL directory locked, so the
+//! CLI cannot read it: the node streams the archive itself, out of
+//! [`DiskStorage::snapshot_reader`](crate::DiskStorage::snapshot_reader).
+//!
+//! The protocol, one pull per connection (the one integer in it is **big-endian**):
+//!
+//! ```text
+//! client -> server  8 bytes  magic "RWSNAP01" (PULL_MAGIC)
+//! server -> client  1 byte   status: 0 = an archive follows, 1 = an error follows
+//!   status 0:       ...      the archive: exactly the bytes `archive::write_archive` writes,
+//!                            up to the server closing the connection (no length up front: the
+//!                            archive is written as it is read from the snapshot)
+//!   status 1:       4 bytes  N, the message length, u32 big-endian (a client refuses N above
+//!                            65,536: MAX_ERROR_MESSAGE)
+//!                   N bytes  the message, UTF-8; then the server closes the connection
+//! ```
+//!
+//! The end of the archive is the end of the connection, so a server that stops half-way looks
+//! like a complete, shorter stream: the client catches that (and any changed byte) by verifying
+//! the whole archive — gzip trailer, tar end-of-archive marker, the SHA-256 of every member —
+//! before it keeps it.
+//!
+//! A node usually serves other protocols on the same port: it reads the first 8 bytes of a
+//! connection itself and, when they are [`PULL_MAGIC`], answers with [`serve_archive`] (or
+//! [`serve_error`], e.g. before its first snapshot) and closes the connection.
+//!
+//! Owns: the wire protocol, both sides; the client's rules for what it keeps. Must never: keep
+//! or leave behind a pulled archive that failed verification or was cut short (no `OUT`, no
+//! `OUT.tmp`), overwrite an existing file, wait on the network without a time limit, trust a
+//! length the server sends, or hold the archive in memory.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::store::snap::SnapshotReader;
+use crate::sys::fsutil::NewFile;
+use crate::tools::archive::{self, ArchiveMeta, ArchiveStatus};
+
+/// What a client sends first: "a snapshot archive, please".
+pub const PULL_MAGIC: [u8; 8] = *b"RWSNAP01";
+/// Status byte: an archive follows, up to the end of the connection.
+pub const STATUS_ARCHIVE: u8 = 0;
+/// Status byte: a u32 big-endian length and that many bytes of UTF-8 message follow.
+pub const STATUS_ERROR: u8 = 1;
+/// Longest error message a client reads; [`serve_error`] cuts longer ones to this.
+pub const MAX_ERROR_MESSAGE: usize = 64 << 10;
+
+/// Buffer size for receiving.
+const CHUNK: usize = 256 << 10;
+
+// ---------------------------------------------------------------------------------------------
+// server side
+// ---------------------------------------------------------------------------------------------
+
+/// An error writing to the client; the caller knows its peer (as for
+/// [`archive::write_archive`], the path is empty).
+fn send_failed(e: io::Error) -> Error {
+    Error::io("send snapshot pull answer", PathBuf::new(), e)
+}
+
+/// Answers a pull (the node has read [`PULL_MAGIC`]): status 0, then the archive of the snapshot
+/// `reader` streams, in bounded memory, then a flush. The caller closes the connection after it,
+/// whatever the result. `progress(n)` is told of each `n` bytes of snapshot data sent.
+///
+/// A reader with no snapshot (index 0) is answered with [`serve_error`] and is
+/// `Error::EmptySnapshot`. Once status 0 is sent, a failure (damaged snapshot data, a client that
+/// went away) can only cut the stream short, which the client detects; it is returned here as
+/// from [`archive::write_archive`] (errors writing to `out` are `Error::Io` with an empty path).
+pub fn serve_archive<W: Write>(
+    mut out: W,
+    reader: &mut SnapshotReader,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveMeta, Error> {
+    if reader.metadata().index == 0 {
+        let e = Error::EmptySnapshot("there is no snapshot to pull yet".to_string());
+        // The client is told why; the error returned is the reason, whether or not that worked.
+        let _ = serve_error(&mut out, &e.to_string());
+        return Err(e);
+    }
+    out.write_all(&[STATUS_ARCHIVE]).map_err(send_failed)?;
+    let meta = archive::write_archive(&mut out, reader, progress)?;
+    out.flush().map_err(send_failed)?;
+    Ok(meta)
+}
+
+/// Answers a pull with an error: status 1, the message's length (u32 big-endian) and the
+/// message, cut to [`MAX_ERROR_MESSAGE`] bytes (at a character boundary), then a flush. The
+/// caller closes the connection. Errors writing to `out` are `Error::Io` with an empty path.
+pub fn serve_error<W: Write>(mut out: W, message: &str) -> Result<(), Error> {
+    let mut end = message.len().min(MAX_ERROR_MESSAGE);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let body = &message.as_bytes()[..end];
+    // `end` is at most MAX_ERROR_MESSAGE (64 KiB), which fits a u32.
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut answer = Vec::with_capacity(5 + body.len());
+    answer.push(STATUS_ERROR);
+    answer.extend_from_slice(&len.to_be_bytes());
+    answer.extend_from_slice(body);
+    out.write_all(&answer).map_err(send_failed)?;
+    out.flush().map_err(send_failed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// client side
+// ---------------------------------------------------------------------------------------------
+
+/// `Error::Network` for step `op` with `addr`; a timeout says how long was waited.
+fn network(op: &'static str, addr: &str, e: io::Error, timeout: Duration) -> Error {
+    let source = match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("timed out: nothing within {timeout:?}"),
+        ),
+        _ => e,
+    };
+    Error::Network {
+        op,
+        addr: addr.to_string(),
+        source,
+    }
+}
+
+/// A protocol violation by the server.
+fn protocol(op: &'static str, addr: &str, reason: String) -> Error {
+    Error::Network {
+        op,
+        addr: addr.to_string(),
+        source: io::Error::new(io::ErrorKind::InvalidData, reason),
+    }
+}
+
+/// Resolves `addr` and connects to the first of its addresses that answers within `timeout`,
+/// with `timeout` as the read and write timeout of the connection.
+fn connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| network("resolve", addr, e, timeout))?
+        .collect();
+    let mut last = None;
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, timeout) {
+            Ok(conn) => {
+                conn.set_read_timeout(Some(timeout))
+                    .and_then(|()| conn.set_write_timeout(Some(timeout)))
+                    .map_err(|e| network("set timeouts on the connection to", addr, e, timeout))?;
+                return Ok(conn);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, "the name resolves to no address")
+    });
+    Err(network("connect to", addr, e, timeout))
+}
+
+/// `read_exact`, with a connection closed early described as `early`.
+fn read_exact(conn: &mut TcpStream, buf: &mut [u8], early: &str) -> io::Result<()> {
+    conn.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => io::Error::new(io::ErrorKind::UnexpectedEof, early),
+        _ => e,
+    })
+}
+
+/// Reads the rest of a status-1 answer into `Error::Remote` (or the error reading it).
+fn remote_error(conn: &mut TcpStream, addr: &str, timeout: Duration) -> Error {
+    const OP: &str = "read the error message from";
+    let mut len = [0u8; 4];
+    if let Err(e) = read_exact(
+        conn,
+        &mut len,
+        "the connection closed inside the error message's length",
+    ) {
+        return network(OP, addr, e, timeout);
+    }
+    let len = u32::from_be_bytes(len);
+    let Some(len) = usize::try_from(len)
+        .ok()
+        .filter(|&n| n <= MAX_ERROR_MESSAGE)
+    else {
+        return protocol(
+            OP,
+            addr,
+            format!(
+                "an error message of {len} bytes is longer than the {MAX_ERROR_MESSAGE}-byte limit"
+            ),
+        );
+    };
+    let mut message = vec![0u8; len];
+    if let Err(e) = read_exact(
+        conn,
+        &mut message,
+        "the connection closed inside the error message",
+    ) {
+        return network(OP, addr, e, timeout);
+    }
+    // The message goes to a terminal as one line: control characters are shown escaped.
+    let reason: String = String::from_utf8_lossy(&message)
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    Error::Remote {
+        addr: addr.to_string(),
+        reason: if reason.is_empty() {
+            "(no message)".to_string()
+        } else {
+            reason
+        },
+    }
+}
+
+/// Copies the connection to its end into `file`.
+fn receive(
+    conn: &mut TcpStream,
+    file: &mut impl Write,
+    tmp: &Path,
+    addr: &str,
+    timeout: Duration,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(network("receive the archive from", addr, e, timeout)),
+        };
+        file.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", tmp, e))?;
+        progress(n as u64);
+    }
+}
+
+/// Pulls a snapshot archive from the node at `addr` (`host:port`) into the new file `out`:
+/// connects (each resolved address in turn, `timeout` each), sends [`PULL_MAGIC`], reads the
+/// status, and streams the archive into `<out>.tmp`; that file is verified whole with
+/// [`archive::verify_archive`] (read back through the page cache), and only then fsynced, moved
+/// to `out` (never replacing a file) and the directory fsynced. `timeout` is also the longest wait for any read or write on the
+/// connection. `progress(n)` is told of each `n` bytes of archive received.
+///
+/// An existing `out` or `<out>.tmp` is refused before connecting (`Error::Io` of kind
+/// `AlreadyExists`). An error answer from the node is `Error::Remote` with its message; a failure
+/// to resolve, connect, send or receive, a timeout, or a status byte other than 0 or 1 is
+/// `Error::Network` naming `addr`; an archive that fails verification (cut short, a changed
+/// byte) is `Error::InvalidArchive` naming `out` and `addr`. On any error neither `out` nor
+/// `<out>.tmp` is left behind.
+pub fn pull_archive(
+    addr: &str,
+    out: &Path,
+    timeout: Duration,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveStatus, Error> {
+    if timeout.is_zero() {
+        return Err(Error::InvalidArgument(
+            "a snapshot pull needs a timeout above zero".to_string(),
+        ));
+    }
+    // Created first (it refuses an existing `out`, and a leftover `<out>.tmp`) so that nothing
+    // reaches the node for a refused target; it is removed when `new` is dropped without a
+    // commit, on every error below.
+    let mut new = NewFile::create(out)?;
+    let mut conn = connect(addr, timeout)?;
+    conn.write_all(&PULL_MAGIC)
+        .and_then(|()| conn.flush())
+        .map_err(|e| network("send the pull request to", addr, e, timeout))?;
+    let mut status = [0u8; 1];
+    read_exact(
+        &mut conn,
+        &mut status,
+        "the connection closed before the status byte (is it a raftwal node?)",
+    )
+    .map_err(|e| network("read the answer from", addr, e, timeout))?;
+    match status[0] {
+        STATUS_ARCHIVE => {}
+        STATUS_ERROR => return Err(remote_error(&mut conn, addr, timeout)),
+        other => {
+            return Err(protocol(
+                "read the answer from",
+                addr,
+                format!(
+                    "status byte 0x{other:02x} is neither 0 (archive) nor 1 (error): is it a raftwal node?"
+                ),
+            ))
+        }
+    }
+    let tmp = new.tmp_path().to_path_buf();
+    receive(&mut conn, new.file(), &tmp, addr, timeout, progress)?;
+    drop(conn);
+    // Verified through the page cache; `commit` fsyncs before the file takes its name.
+    let status = archive::verify_archive(&tmp, &mut |_| {}).map_err(|e| match e {
+        Error::InvalidArchive { reason, .. } => Error::InvalidArchive {
+            path: out.to_path_buf(),
+            reason: format!("as received from {addr} (not kept): {reason}"),
+        },
+        other => other,
+    })?;
+    new.commit()?;
+    Ok(status)
+}

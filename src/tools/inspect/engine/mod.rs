@@ -1,0 +1,217 @@
+//! Read-only access to an engine root (`ROOT/engine.meta`, `ROOT/journal/`, `ROOT/groups/<id>/`),
+//! for the operator tools: `raftwal inspect|verify ROOT` (every group and the shared files) and
+//! `--group ID` for `inspect`, `verify`, `dump` and `snapshot save`.
+//!
+//! A group's directory holds its state as of its meta page (which names the journal record it
+//! reflects); the journal holds what came after. Each group is read as `Engine::open` reads it
+//! (its meta page, the files that page relies on, their headers; never a slot area), then the
+//! journal's records after the checkpoint are replayed into it in memory, part by part, as open
+//! replays them: the state shown "after replay" is the group as an opened engine would serve it,
+//! and `dump` and `snapshot save` read the group that way (entries still only in the journal
+//! included).
+//!
+//! Owns: the description of an engine root as open would find it, what counts as damage there
+//! (what open refuses, journal records a default open would drop, parts that contradict the
+//! groups, and every checksum `verify` reads), and riding out a live engine: the tools run beside
+//! an engine holding the root's lock, so when the root is marked open and what was read is not
+//! clean (a checkpoint moved on, a record was in flight, a file went), it is read again, a few
+//! times, before anything is reported. Must never: take the lock, write, create, rename or
+//! remove anything, map a file (files are read with `pread` into copies), or panic on any
+//! content.
+//!
+//! This file owns the entry points: `is_engine_root`, `group_ids` and `EngineInspector` (opening
+//! a root or one group, the summary, one group's entries and snapshot). The rest lives in one
+//! file per concern: `report` (the report types, as `--json` prints them, and how a read of the
+//! root becomes a summary), `root` (one read of the root: `engine.meta`, the journal, the groups
+//! and the journal's parts dealt out to them), `group` (one group's directory as its meta page
+//! describes it, and entries read back from its files), `replay` (a group's log replayed in
+//! memory from the journal, and the checks on each part), `verify` (every checksum, for
+//! `verify`) and `retry` (reading again while a live engine changes the root).
+
+mod group;
+mod replay;
+mod report;
+mod retry;
+mod root;
+mod verify;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use raft::prelude::{Entry, EntryType};
+
+use crate::error::{Error, Result};
+use crate::proto::EngineRecord;
+use crate::store::meta;
+use crate::store::snap::SnapshotReader;
+use crate::sys::crypto::Cipher;
+
+use group::{read_files, GroupDisk, GroupRead};
+pub use report::{
+    EngineSummary, EngineVerifyReport, GroupCheck, GroupJournalInfo, GroupState, GroupSummary,
+    JournalCheck, JournalSummary, SegmentInfo, SpareInfo,
+};
+use retry::read_with_retries;
+use root::{list_groups, RootRead};
+
+/// Whether `path` is an engine root (it holds `engine.meta`) rather than a WAL directory.
+pub fn is_engine_root(path: &Path) -> bool {
+    path.join(<EngineRecord as meta::PageRecord>::FILE)
+        .is_file()
+}
+
+/// The ids of the groups under an engine root, ascending (directory names only: nothing is
+/// read).
+pub fn group_ids(root: &Path) -> Result<Vec<u64>> {
+    Ok(list_groups(root)?.0)
+}
+
+/// An engine root opened read-only.
+pub struct EngineInspector {
+    root: PathBuf,
+    cipher: Option<Cipher>,
+    read: RootRead,
+    summary: EngineSummary,
+}
+
+impl EngineInspector {
+    /// Opens the engine root `root` read-only (`key`: its encryption key, if it has one) and
+    /// reads every group. Nothing is created, changed or locked.
+    pub fn open_with_key<P: AsRef<Path>>(
+        root: P,
+        key: Option<[u8; 32]>,
+    ) -> Result<EngineInspector> {
+        Self::open_inner(root.as_ref(), key, None)
+    }
+
+    /// [`EngineInspector::open_with_key`] for one group: only group `group_id` is read and
+    /// reported, and its entries and snapshot can be read ([`EngineInspector::entries`],
+    /// [`EngineInspector::snapshot_reader`]) as an opened engine would serve them.
+    /// `Error::UnknownGroup` when the root has no such group.
+    pub fn open_group<P: AsRef<Path>>(
+        root: P,
+        key: Option<[u8; 32]>,
+        group_id: u64,
+    ) -> Result<EngineInspector> {
+        Self::open_inner(root.as_ref(), key, Some(group_id))
+    }
+
+    fn open_inner(
+        root: &Path,
+        key: Option<[u8; 32]>,
+        only: Option<u64>,
+    ) -> Result<EngineInspector> {
+        let cipher = key.as_ref().map(Cipher::new);
+        let read = read_with_retries(root, cipher.as_ref(), only)?;
+        let summary = read.summary();
+        Ok(EngineInspector {
+            root: root.to_path_buf(),
+            cipher,
+            read,
+            summary,
+        })
+    }
+
+    /// What the root holds.
+    pub fn summary(&self) -> &EngineSummary {
+        &self.summary
+    }
+
+    /// The group the inspector was opened for ([`EngineInspector::open_group`]).
+    fn only(&self) -> Result<(&GroupRead, &GroupDisk)> {
+        let g = self
+            .read
+            .only
+            .and_then(|id| self.read.groups.get(&id))
+            .ok_or_else(|| {
+                Error::InvalidArgument(
+                    "entries and snapshots are read from an inspector opened for one group"
+                        .to_string(),
+                )
+            })?;
+        match &g.disk {
+            Ok(d) => Ok((g, d)),
+            Err(e) => Err(same_damage(e)),
+        }
+    }
+
+    /// The first and last index of the group the inspector was opened for, after replay.
+    pub fn first_last(&self) -> Result<(u64, u64)> {
+        let (g, _) = self.only()?;
+        if let Some(e) = &g.replay.damage {
+            return Err(same_damage(e));
+        }
+        Ok((g.replay.first_index(), g.replay.last_index()))
+    }
+
+    /// Entries `[lo, hi)` of the group the inspector was opened for, as an opened engine would
+    /// serve them: from the group's files below what the journal replaced, then from the
+    /// journal. Checksums are verified (the files' slots and payloads; the journal's records
+    /// were checked when read). Outside `[first_index, last_index]` is an error (`Compacted`,
+    /// `Unavailable`).
+    pub fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>> {
+        let (g, disk) = self.only()?;
+        let (first, last) = self.first_last()?;
+        let rp = &g.replay;
+        if lo < first {
+            return Err(Error::Compacted {
+                index: lo,
+                first_index: first,
+            });
+        }
+        if hi > last.saturating_add(1) || lo > hi {
+            return Err(Error::Unavailable {
+                index: hi.saturating_sub(1),
+                last_index: last,
+            });
+        }
+        let mut out = Vec::with_capacity((hi - lo).min(1 << 16) as usize);
+        let split = rp.files_upper().saturating_add(1).clamp(lo, hi);
+        if lo < split {
+            read_files(disk, &g.files, lo, split, last, &mut out)?;
+            for e in out.iter_mut() {
+                if e.index < rp.truncated_below && e.get_entry_type() == EntryType::EntryNormal {
+                    e.data = Bytes::new();
+                }
+            }
+        }
+        if split < hi {
+            let kept = rp.kept.as_deref().unwrap_or(&[]);
+            let range = split
+                .checked_sub(rp.tail_start)
+                .map(|from| from as usize..(hi - rp.tail_start) as usize);
+            match range.and_then(|r| kept.get(r)) {
+                Some(es) => out.extend_from_slice(es),
+                None => {
+                    return Err(Error::Unavailable {
+                        index: split,
+                        last_index: last,
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The current snapshot of the group the inspector was opened for (after replay), as a
+    /// verified stream. `Error::NoSnapshot` when it has none.
+    pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
+        let (g, disk) = self.only()?;
+        match g.replay.meta.snapshot.as_ref().filter(|s| s.index > 0) {
+            Some(s) => SnapshotReader::open(&disk.dir, s, self.cipher.as_ref()),
+            None => Err(Error::NoSnapshot {
+                path: disk.dir.clone(),
+            }),
+        }
+    }
+}
+
+/// Damage (exit code 1 for the tools), as opposed to an error that stops the reading.
+fn is_damage(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { .. } | Error::MissingFile { .. })
+}
+
+/// A new error describing the same damage (errors are not `Clone`).
+fn same_damage(e: &Error) -> Error {
+    super::same_damage(e)
+}

@@ -1,0 +1,83 @@
+//! Riding out a live engine: the tools run beside an engine holding the root's lock, so when the
+//! root is marked open and what was read is not clean (a checkpoint moved on, a record was in
+//! flight, a file went), it is read again, a few times, with a pause between, before anything is
+//! reported.
+//!
+//! Owns: how many reads and how long between them, what counts as clean, which errors a live
+//! engine can cause, and whether a group's meta page moved on under the reader. Must never: read
+//! again a root that is not marked open, read again without bound, or take the lock (it waits
+//! for the engine, never stops it).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::group::GroupDisk;
+use super::root::{read_root, RootRead};
+use crate::error::{Error, Result};
+use crate::proto::{EngineRecord, MetaRecord};
+use crate::store::meta;
+use crate::sys::crypto::Cipher;
+
+/// Reads of a root that is marked open and was not read clean (see the module comment).
+pub(super) const ATTEMPTS: usize = 3;
+/// Pause between them: long enough for a record in flight or a checkpoint step to finish.
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Reads the root, again while it is marked open and what was read is not clean (a live engine
+/// moves on under the reader), at most [`ATTEMPTS`] times; the last read is what is reported.
+pub(super) fn read_with_retries(
+    root: &Path,
+    cipher: Option<&Cipher>,
+    only: Option<u64>,
+) -> Result<RootRead> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = attempt >= ATTEMPTS;
+        match read_root(root, cipher, only) {
+            Ok(r) if r.clean() || !r.record.open || last => return Ok(r),
+            Ok(_) => {}
+            Err(e) if last || !transient(&e) || !marked_open(root) => return Err(e),
+            Err(_) => {}
+        }
+        std::thread::sleep(RETRY_PAUSE);
+    }
+}
+
+/// Whether a group's meta page is no longer the one `disk` was read from (or is gone): a live
+/// engine changed the group under the reader.
+pub(super) fn moved_on(disk: &GroupDisk, cipher: Option<&Cipher>) -> bool {
+    match meta::read_only::<MetaRecord>(&disk.dir, cipher) {
+        Ok((m, copies)) => m != disk.meta || copies.seq != disk.copies.seq,
+        Err(_) => true,
+    }
+}
+
+/// An error a live engine can cause by changing files under the reader.
+fn transient(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Io { .. } | Error::Corrupt { .. } | Error::MissingFile { .. }
+    )
+}
+
+fn marked_open(root: &Path) -> bool {
+    meta::read_only::<EngineRecord>(root, None).is_ok_and(|(r, _)| r.open)
+}
+
+impl RootRead {
+    /// Nothing to read again for: no damage, no torn record, no change under the reader.
+    fn clean(&self) -> bool {
+        let j = &self.journal;
+        j.damage.is_none()
+            && j.torn.is_none()
+            && j.lost.is_none()
+            && self.part_damage.is_none()
+            && self.groups.values().all(|g| {
+                g.replay.damage.is_none()
+                    && g.disk
+                        .as_ref()
+                        .is_ok_and(|d| !matches!(d.copies.other, meta::OtherCopy::Damaged { .. }))
+            })
+    }
+}

@@ -1,0 +1,223 @@
+//! One read of an engine root: `engine.meta`, the journal's records after the checkpoint
+//! (through `crate::engine::scan`), `engine.meta` again, the groups under `groups/` (each read
+//! by `group`), then every journal part dealt out to the group it names (`replay` applies it).
+//!
+//! Owns: the order of the reads (what makes a live engine's checkpoints harmless, see
+//! `read_root`), the listing of `groups/` and its leftovers, and the damage only the whole root
+//! shows: a part for an incarnation the root never gave out, and a group read from one meta copy
+//! while the other is damaged whose snapshot after replay is not the newest it made. Must never:
+//! take the lock, write, create, rename or remove anything, or map a file; a read that is not
+//! clean is read again by `retry`, not here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::group::{read_group, GroupRead};
+use super::is_damage;
+use super::replay::Replay;
+use crate::engine::scan::{self, JournalScan, Part, RecordAt};
+use crate::error::{Error, Result};
+use crate::proto::EngineRecord;
+use crate::store::log_file::{Access, LogFile};
+use crate::store::meta::{self, Copies};
+use crate::sys::crypto::Cipher;
+
+/// One read of the root.
+pub(super) struct RootRead {
+    pub(super) root: PathBuf,
+    pub(super) record: EngineRecord,
+    pub(super) root_copies: Copies,
+    pub(super) group_ids: Vec<u64>,
+    pub(super) leftover_dirs: Vec<PathBuf>,
+    pub(super) only: Option<u64>,
+    pub(super) groups: BTreeMap<u64, GroupRead>,
+    pub(super) journal: JournalScan,
+    /// A part that names no possible group (an incarnation the root never gave out).
+    pub(super) part_damage: Option<Error>,
+    pub(super) parts_for_removed_groups: u64,
+    /// `engine.meta` changed while the journal was read (a checkpoint ran, or a group was
+    /// created): harmless unless the journal looked damaged, which is read again.
+    pub(super) changed: bool,
+}
+
+/// The groups under `root/groups` (canonical names, ascending) and the leftovers of creations
+/// and removals cut short.
+pub(super) fn list_groups(root: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
+    let dir = root.join(scan::GROUPS_DIR);
+    let mut ids = Vec::new();
+    let mut leftovers = Vec::new();
+    let listing = match fs::read_dir(&dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ids, leftovers)),
+        Err(e) => return Err(Error::io("read directory", &dir, e)),
+    };
+    for ent in listing {
+        let ent = ent.map_err(|e| Error::io("read directory", &dir, e))?;
+        if !ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let Some(name) = ent.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if let Some(id) = scan::parse_group_name(&name) {
+            ids.push(id);
+        } else if name
+            .strip_suffix(".tmp")
+            .or_else(|| name.strip_suffix(".removing"))
+            .and_then(scan::parse_group_name)
+            .is_some()
+        {
+            leftovers.push(ent.path());
+        }
+    }
+    ids.sort_unstable();
+    leftovers.sort();
+    Ok((ids, leftovers))
+}
+
+/// A journal record after the checkpoint, its parts decoded.
+pub(super) struct Journaled {
+    pub(super) seq: u64,
+    pub(super) path: PathBuf,
+    pub(super) offset: u64,
+    parts: Vec<Part>,
+}
+
+/// Reads the root once: `engine.meta`, the journal after its checkpoint, `engine.meta` again,
+/// then the groups, into which the journal's records are replayed.
+///
+/// The order makes a live engine's checkpoints harmless: the journal is read right after the
+/// checkpoint it starts from (a checkpoint that trims the journal meanwhile shows as records
+/// missing, and the root is read again), and the groups after it. A group whose meta page is
+/// newer than the records read (a checkpoint since) skips them; a record read is never trimmed
+/// before the meta pages reflecting it are durable, so none is missed.
+pub(super) fn read_root(
+    root: &Path,
+    cipher: Option<&Cipher>,
+    only: Option<u64>,
+) -> Result<RootRead> {
+    let (record, root_copies) = meta::read_only::<EngineRecord>(root, None)?;
+    let mut records = Vec::new();
+    let journal = scan::scan(
+        &root.join(scan::JOURNAL_DIR),
+        record.checkpoint_seq,
+        cipher,
+        &mut |rec: RecordAt<'_>| {
+            let parts = scan::decode_parts(&rec.body, rec.seq).map_err(|e| {
+                let reason = match e {
+                    Error::InvalidArgument(m) => m,
+                    other => other.to_string(),
+                };
+                Error::corrupt(rec.path, rec.offset, reason)
+            })?;
+            records.push(Journaled {
+                seq: rec.seq,
+                path: rec.path.to_path_buf(),
+                offset: rec.offset,
+                parts,
+            });
+            Ok(())
+        },
+    )?;
+    // Groups created while the journal was read have incarnations the first read did not know.
+    let (changed, next_incarnation) = match meta::read_only::<EngineRecord>(root, None) {
+        Ok((after, copies)) => (
+            after != record || copies.seq != root_copies.seq,
+            after.next_incarnation.max(record.next_incarnation),
+        ),
+        Err(_) => (true, record.next_incarnation),
+    };
+
+    let (group_ids, leftover_dirs) = list_groups(root)?;
+    if let Some(id) = only.filter(|id| !group_ids.contains(id)) {
+        return Err(Error::UnknownGroup { group_id: id });
+    }
+    let mut groups = BTreeMap::new();
+    for &id in group_ids
+        .iter()
+        .filter(|&&id| only.is_none() || only == Some(id))
+    {
+        let dir = scan::group_dir(root, id);
+        let disk = match read_group(&dir, id, cipher, record.checkpoint_seq) {
+            Ok(d) => Ok(d),
+            Err(e) if is_damage(&e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        let files = match (&disk, only) {
+            (Ok(d), Some(_)) => d
+                .files
+                .iter()
+                .map(|f| LogFile::open(&f.path, f.id, Access::ReadOnly, cipher))
+                .collect::<Result<Vec<_>>>()?,
+            _ => Vec::new(),
+        };
+        let replay = match &disk {
+            Ok(d) => Replay::new(d, only.is_some()),
+            Err(_) => Replay::default(),
+        };
+        groups.insert(
+            id,
+            GroupRead {
+                dir,
+                disk,
+                files,
+                replay,
+            },
+        );
+    }
+
+    let mut part_damage = None;
+    let mut removed = 0u64;
+    for mut rec in records {
+        for part in std::mem::take(&mut rec.parts) {
+            if part.incarnation == 0 || part.incarnation >= next_incarnation.max(1) {
+                if part_damage.is_none() {
+                    part_damage = Some(Error::corrupt(
+                        &rec.path,
+                        rec.offset,
+                        format!(
+                            "journal record {} holds a part for group {} of incarnation {}, which the root never gave out (its next incarnation is {next_incarnation})",
+                            rec.seq, part.group_id, part.incarnation
+                        ),
+                    ));
+                }
+                continue;
+            }
+            match groups.get_mut(&part.group_id) {
+                Some(g) => g.replay.apply(&rec, part),
+                None if !group_ids.contains(&part.group_id) => removed += 1,
+                None => {}
+            }
+        }
+    }
+    // A group read from one meta copy while the other is damaged: open refuses it when the
+    // snapshot after replay is not the newest the group made (as open decides).
+    for g in groups.values_mut() {
+        let refused = match &g.disk {
+            Ok(d) => scan::check_fallback_snapshot_files(
+                &d.dir,
+                &d.copies,
+                g.replay.meta.snapshot.as_ref(),
+            )
+            .err(),
+            Err(_) => None,
+        };
+        if let Some(e) = refused {
+            g.disk = Err(e);
+        }
+    }
+    Ok(RootRead {
+        root: root.to_path_buf(),
+        record,
+        root_copies,
+        group_ids,
+        leftover_dirs,
+        only,
+        groups,
+        journal,
+        part_damage,
+        parts_for_removed_groups: removed,
+        changed,
+    })
+}

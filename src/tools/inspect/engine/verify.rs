@@ -1,0 +1,210 @@
+//! `EngineInspector::verify`: every checksum of an engine root, and the report of what was
+//! found: both copies of `engine.meta`, the journal's records (checked as `root` read them), every
+//! part against its group, and each group's meta copies, slots, payloads and snapshot file, with
+//! the bytes read reported to a progress callback.
+//!
+//! Owns: what `verify` lists as damage (each naming its file and offset) and telling damage from
+//! a group a live engine changed while it was checked. Must never: stop at the first damage,
+//! report as damage what a live engine's work explains, or write, create, rename or remove
+//! anything.
+
+use std::path::Path;
+
+use super::group::GroupRead;
+use super::report::{EngineVerifyReport, GroupCheck, JournalCheck};
+use super::retry::{moved_on, read_with_retries, ATTEMPTS, RETRY_PAUSE};
+use super::{is_damage, EngineInspector};
+use crate::error::{Error, Result};
+use crate::proto::{EngineRecord, SnapshotRecord};
+use crate::store::log_file::{self, Access, LogFile};
+use crate::store::meta;
+use crate::store::snap::SnapshotReader;
+use crate::sys::crypto::Cipher;
+
+impl EngineInspector {
+    /// About the bytes [`EngineInspector::verify`] reports to its progress callback (for a
+    /// progress bar's length): the groups' slots, their payload areas as allocated (payloads
+    /// are read, not their lengths, to know how much of it they use), and their snapshots.
+    pub fn verify_len(&self) -> u64 {
+        self.read
+            .groups
+            .values()
+            .filter_map(|g| g.disk.as_ref().ok())
+            .map(|d| {
+                let files: u64 = d
+                    .files
+                    .iter()
+                    .map(|f| {
+                        let payloads = f.len.saturating_sub(log_file::PAYLOAD_START);
+                        payloads.saturating_add(f.entries * log_file::SLOT_SIZE as u64)
+                    })
+                    .fold(0u64, u64::saturating_add);
+                files.saturating_add(d.meta.snapshot.as_ref().map_or(0, |s| s.data_len))
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Checks everything: both copies of `engine.meta`, every record of every live journal
+    /// segment (checksum, sequence, framing), every journal part against the group it names,
+    /// and every group as `verify DIR` checks a directory (both meta copies, every slot and
+    /// payload of every file up to the end its meta page records, the snapshot file to its last
+    /// byte). A group's files lagging its journal is not damage. Damage does not stop the
+    /// check: the report lists all of it, each naming its file and offset.
+    ///
+    /// When damage is found in a root marked open (a live engine may have changed a file
+    /// while it was read), the root is read and checked again, a few times; the last check is
+    /// the report, and the summary is that read's.
+    pub fn verify(&mut self, progress: &mut dyn FnMut(u64)) -> Result<EngineVerifyReport> {
+        let mut attempt = 1;
+        loop {
+            let report = self.verify_once(progress)?;
+            let settled = report.ok && report.groups.iter().all(|g| !g.changed_while_checked);
+            if settled || !self.read.record.open || attempt >= ATTEMPTS {
+                return Ok(report);
+            }
+            attempt += 1;
+            std::thread::sleep(RETRY_PAUSE);
+            self.read = read_with_retries(&self.root, self.cipher.as_ref(), self.read.only)?;
+            self.summary = self.read.summary();
+        }
+    }
+
+    fn verify_once(&self, progress: &mut dyn FnMut(u64)) -> Result<EngineVerifyReport> {
+        let r = &self.read;
+        let engine_meta_damage = r
+            .root_copies
+            .damage(&r.root.join(<EngineRecord as meta::PageRecord>::FILE))
+            .map(|e| e.to_string());
+        let j = &r.journal;
+        let mut journal = JournalCheck {
+            segments_checked: j
+                .segments
+                .iter()
+                .filter(|s| !s.obsolete && s.first_seq.is_some())
+                .count() as u64,
+            records_checked: j.records_read,
+            bytes_checked: j.bytes_read,
+            records_after_checkpoint: j.records_after_checkpoint,
+            damage: Vec::new(),
+        };
+        // A torn record that later records follow is named by the loss it causes.
+        for e in [j.damage.as_ref(), j.lost.as_ref().or(j.torn.as_ref())]
+            .into_iter()
+            .flatten()
+        {
+            journal.damage.push(e.to_string());
+        }
+        if let Some(e) = &r.part_damage {
+            journal.damage.push(e.to_string());
+        }
+        let mut groups = Vec::new();
+        for (&id, g) in &r.groups {
+            groups.push(self.verify_group(id, g, progress)?);
+        }
+        let mut damage: Vec<String> = engine_meta_damage.iter().cloned().collect();
+        damage.extend(journal.damage.iter().cloned());
+        for g in &groups {
+            damage.extend(
+                g.damage
+                    .iter()
+                    .map(|d| format!("group {}: {d}", g.group_id)),
+            );
+        }
+        Ok(EngineVerifyReport {
+            root: r.root.clone(),
+            ok: damage.is_empty(),
+            engine_meta_damage,
+            journal,
+            groups,
+            damage,
+        })
+    }
+
+    fn verify_group(
+        &self,
+        id: u64,
+        g: &GroupRead,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<GroupCheck> {
+        let mut c = GroupCheck {
+            group_id: id,
+            ..GroupCheck::default()
+        };
+        let disk = match &g.disk {
+            Ok(d) => d,
+            Err(e) => {
+                c.damage.push(e.to_string());
+                return Ok(c);
+            }
+        };
+        c.journal_records = g.replay.info.records;
+        // A file gone since the meta page was read is damage only if the group has not moved on.
+        let found = |e: Error| match e {
+            e if is_damage(&e) => Ok(e),
+            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => Ok(e),
+            e => Err(e),
+        };
+        for f in &disk.files {
+            let file = match LogFile::open(&f.path, f.id, Access::ReadOnly, self.cipher.as_ref()) {
+                Ok(file) => file,
+                Err(e) => {
+                    c.damage.push(found(e)?.to_string());
+                    continue;
+                }
+            };
+            for k in 0..f.entries as u32 {
+                match file.verify_slot(k) {
+                    Ok(s) => {
+                        let bytes = s.payload_end - s.slot.offset;
+                        c.entries_checked += 1;
+                        c.payload_bytes_checked += bytes;
+                        progress(bytes + log_file::SLOT_SIZE as u64);
+                    }
+                    Err(e) => {
+                        c.damage.push(found(e)?.to_string());
+                        break;
+                    }
+                }
+            }
+            c.files_checked += 1;
+        }
+        if let Some(e) = disk.copies.damage(&disk.dir.join(meta::META_FILE)) {
+            c.damage.push(e.to_string());
+        }
+        if let Some(e) = &g.replay.damage {
+            c.damage.push(e.to_string());
+        }
+        if let Some(s) = g.replay.meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
+            match read_snapshot(&disk.dir, s, self.cipher.as_ref(), progress) {
+                Ok(n) => c.snapshot_bytes_checked = n,
+                Err(e) => c.damage.push(found(e)?.to_string()),
+            }
+        }
+        if !c.damage.is_empty() && self.read.record.open && moved_on(disk, self.cipher.as_ref()) {
+            c.damage.clear();
+            c.changed_while_checked = true;
+        }
+        c.ok = c.damage.is_empty();
+        Ok(c)
+    }
+}
+
+/// Reads a snapshot file to its last byte (checking its checksum), reporting bytes as read.
+fn read_snapshot(
+    dir: &Path,
+    s: &SnapshotRecord,
+    cipher: Option<&Cipher>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
+    let mut reader = SnapshotReader::open(dir, s, cipher)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0;
+    loop {
+        let n = std::io::Read::read(&mut reader, &mut buf).map_err(|e| reader.error_from(e))?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+        progress(n as u64);
+    }
+}
