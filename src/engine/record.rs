@@ -24,6 +24,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::sys::crypto::Cipher;
+use crate::sys::le;
 
 const R_LEN: usize = 0;
 const R_CRC: usize = R_LEN + 4;
@@ -51,9 +52,7 @@ pub(crate) fn encode_header(seq: u64, pieces: &[&[u8]]) -> [u8; RECORD_HEADER] {
 
 /// The sequence number field of the record header at the start of `h` (16 bytes or more).
 pub(crate) fn header_seq(h: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        h.get(R_SEQ..R_SEQ + 8)?.try_into().ok()?,
-    ))
+    (h.len() >= R_SEQ + 8).then(|| le::u64_at(h, R_SEQ))
 }
 
 /// What reading at a position of a segment found.
@@ -218,8 +217,8 @@ fn read(
     let Some(h) = src.range(at, at + RECORD_HEADER)? else {
         return Ok(Scan::End);
     };
-    let len = u32::from_le_bytes([h[R_LEN], h[R_LEN + 1], h[R_LEN + 2], h[R_LEN + 3]]) as usize;
-    let crc = u32::from_le_bytes([h[R_CRC], h[R_CRC + 1], h[R_CRC + 2], h[R_CRC + 3]]);
+    let len = le::u32_at(&h, R_LEN) as usize;
+    let crc = le::u32_at(&h, R_CRC);
     let seq = header_seq(&h).unwrap_or(0);
     let torn = |reason: String| Scan::Torn(Error::corrupt(path, at as u64, reason));
     let body_at = at + RECORD_HEADER;

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::proto::{EngineRecord, MetaRecord};
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
+use crate::sys::le;
 use crate::sys::map::PageMap;
 
 /// Name of the meta page file in a WAL directory.
@@ -425,7 +426,7 @@ fn decode_region<R: PageRecord>(
     at: u64,
     cipher: Option<&Cipher>,
 ) -> Result<(u64, R)> {
-    let u32_at = |o: usize| u32::from_le_bytes([r[o], r[o + 1], r[o + 2], r[o + 3]]);
+    let u32_at = |o: usize| le::u32_at(r, o);
     if &r[R_MAGIC..R_MAGIC + 8] != R::MAGIC {
         return Err(Error::corrupt(path, at, "bad meta magic"));
     }
@@ -461,7 +462,7 @@ fn decode_region<R: PageRecord>(
             format!("unknown meta flags {flags:#x}"),
         ));
     }
-    let seq = u64::from_le_bytes(r[R_SEQ..R_SEQ + 8].try_into().unwrap_or([0; 8]));
+    let seq = le::u64_at(r, R_SEQ);
     let body = &r[R_RECORD..R_RECORD + len];
     let plain;
     let body = match (flags & FLAG_ENCRYPTED != 0, cipher) {

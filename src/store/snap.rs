@@ -31,6 +31,7 @@ use crate::sys::fsutil;
 use raft::prelude::{ConfState, SnapshotMetadata};
 
 use crate::proto::{ConfStateRecord, SnapshotEnvelope, SnapshotRecord};
+use crate::sys::le;
 
 /// Directory of snapshot files inside a WAL directory.
 pub(crate) const SNAP_DIR: &str = "snap";
@@ -38,6 +39,14 @@ const MAGIC: &[u8; 8] = b"RWALSNAP";
 const SNAP_FORMAT_VERSION: u32 = 1;
 /// Size of the header block; data starts here.
 pub(crate) const HEADER_BLOCK: usize = 4096;
+// Header fields: each offset is the previous one plus the previous field's size; the CRC32C
+// follows the envelope (`H_ENVELOPE + n`).
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = H_MAGIC + 8;
+const H_ENVELOPE_LEN: usize = H_VERSION + 4;
+const H_ENVELOPE: usize = H_ENVELOPE_LEN + 4;
+/// Bytes of the header's CRC32C.
+const H_CRC_LEN: usize = 4;
 /// Buffer size for streaming data in and out.
 const CHUNK: usize = 256 << 10;
 
@@ -194,44 +203,50 @@ fn encode_header(
         plain_len: w.plain_len,
     }
     .encode_to_vec();
-    if 16 + envelope.len() + 4 > HEADER_BLOCK {
+    if H_ENVELOPE + envelope.len() + H_CRC_LEN > HEADER_BLOCK {
         return Err(Error::InvalidArgument(format!(
             "snapshot conf state too large for the header block ({} bytes)",
             envelope.len()
         )));
     }
     let mut header = vec![0u8; HEADER_BLOCK];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&SNAP_FORMAT_VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&(envelope.len() as u32).to_le_bytes());
-    header[16..16 + envelope.len()].copy_from_slice(&envelope);
-    let crc = crc32c::crc32c(&header[..16 + envelope.len()]);
-    header[16 + envelope.len()..20 + envelope.len()].copy_from_slice(&crc.to_le_bytes());
+    let crc_at = H_ENVELOPE + envelope.len();
+    header[H_MAGIC..H_VERSION].copy_from_slice(MAGIC);
+    header[H_VERSION..H_ENVELOPE_LEN].copy_from_slice(&SNAP_FORMAT_VERSION.to_le_bytes());
+    header[H_ENVELOPE_LEN..H_ENVELOPE].copy_from_slice(&(envelope.len() as u32).to_le_bytes());
+    header[H_ENVELOPE..crc_at].copy_from_slice(&envelope);
+    let crc = crc32c::crc32c(&header[..crc_at]);
+    header[crc_at..crc_at + H_CRC_LEN].copy_from_slice(&crc.to_le_bytes());
     Ok(header)
 }
 
 fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
-    if &h[..8] != MAGIC {
-        return Err(Error::corrupt(path, 0, "bad snapshot file magic"));
-    }
-    let n = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
-    if 16 + n + 4 > h.len() {
+    if h.get(H_MAGIC..H_VERSION) != Some(&MAGIC[..]) {
         return Err(Error::corrupt(
             path,
-            12,
+            H_MAGIC as u64,
+            "bad snapshot file magic",
+        ));
+    }
+    let n = le::u32_at(h, H_ENVELOPE_LEN) as usize;
+    let crc_at = H_ENVELOPE + n;
+    if crc_at + H_CRC_LEN > h.len() {
+        return Err(Error::corrupt(
+            path,
+            H_ENVELOPE_LEN as u64,
             format!("envelope length {n} exceeds the header"),
         ));
     }
     // The checksum first: a damaged version field is damage, not a newer format.
-    let stored = u32::from_le_bytes([h[16 + n], h[17 + n], h[18 + n], h[19 + n]]);
-    if crc32c::crc32c(&h[..16 + n]) != stored {
+    let stored = le::u32_at(h, crc_at);
+    if crc32c::crc32c(&h[..crc_at]) != stored {
         return Err(Error::corrupt(
             path,
-            16 + n as u64,
+            crc_at as u64,
             "snapshot header checksum mismatch",
         ));
     }
-    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    let version = le::u32_at(h, H_VERSION);
     if version > SNAP_FORMAT_VERSION {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
@@ -239,8 +254,8 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
             supported: SNAP_FORMAT_VERSION,
         });
     }
-    SnapshotEnvelope::decode(&h[16..16 + n])
-        .map_err(|e| Error::corrupt(path, 16, format!("snapshot envelope: {e}")))
+    SnapshotEnvelope::decode(&h[H_ENVELOPE..crc_at])
+        .map_err(|e| Error::corrupt(path, H_ENVELOPE as u64, format!("snapshot envelope: {e}")))
 }
 
 /// A snapshot file's data as a stream. Its header was checked on open; the data's length and

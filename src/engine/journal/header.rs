@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::sys::le;
 
 const MAGIC: &[u8; 8] = b"RWALJNL\0";
 const VERSION: u32 = 1;
@@ -76,12 +77,8 @@ pub(crate) fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> 
     if h.iter().all(|&b| b == 0) {
         return Ok(Header::Blank);
     }
-    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-    let u64_at = |o: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&h[o..o + 8]);
-        u64::from_le_bytes(b)
-    };
+    let u32_at = |o: usize| le::u32_at(&h, o);
+    let u64_at = |o: usize| le::u64_at(&h, o);
     if &h[H_MAGIC..H_MAGIC + 8] != MAGIC {
         return Err(Error::corrupt(path, 0, "bad journal segment magic"));
     }

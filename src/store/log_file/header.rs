@@ -12,6 +12,7 @@ use std::path::Path;
 use super::slot::SLOT_AREA;
 use super::{MAX_INDEX, PAYLOAD_START};
 use crate::error::{Error, Result};
+use crate::sys::le;
 
 // File header fields, stored at HEADER_OFFSET.
 pub(crate) const HEADER_OFFSET: usize = SLOT_AREA;
@@ -66,8 +67,8 @@ pub(super) fn decode_header(
     encrypted: bool,
 ) -> Result<(u64, bool)> {
     let at = HEADER_OFFSET as u64;
-    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-    let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |o: usize| le::u32_at(h, o);
+    let u64_at = |o: usize| le::u64_at(h, o);
     if &h[HDR_MAGIC..HDR_MAGIC + 8] != FILE_MAGIC {
         return Err(Error::corrupt(path, at, "bad log file magic"));
     }

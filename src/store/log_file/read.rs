@@ -18,6 +18,7 @@ use super::slot::{
 use super::{LogFile, PAYLOAD_START};
 use crate::error::{Error, Result};
 use crate::sys::crypto;
+use crate::sys::le;
 use crate::sys::map::{FileMap, FileView};
 
 impl LogFile {
@@ -39,11 +40,7 @@ impl LogFile {
     #[inline]
     pub(crate) fn slot_term_index(&self, k: u32) -> (u64, u64) {
         let b = self.slot_bytes(k);
-        let mut term = [0u8; 8];
-        let mut index = [0u8; 8];
-        term.copy_from_slice(&b[SLOT_TERM..SLOT_TERM + 8]);
-        index.copy_from_slice(&b[SLOT_INDEX..SLOT_INDEX + 8]);
-        (u64::from_le_bytes(term), u64::from_le_bytes(index))
+        (le::u64_at(b, SLOT_TERM), le::u64_at(b, SLOT_INDEX))
     }
 
     /// True when every byte of slot `k` is zero (never written, or cut).
@@ -83,7 +80,7 @@ impl LogFile {
             let Some(b) = self.map.read(o, o.saturating_add(4)) else {
                 return Err(SlotFault::PayloadOutOfRange(s));
             };
-            let ctx_len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
+            let ctx_len = le::u32_at(&b, 0) as u64;
             let sealed_len = crypto::OVERHEAD as u64 + s.data_len as u64 + ctx_len;
             return match (s.offset + 4).checked_add(sealed_len) {
                 Some(end) if s.offset >= PAYLOAD_START && end <= len => Ok(CheckedSlot {
@@ -103,7 +100,7 @@ impl LogFile {
             let Some(b) = self.map.read(d, d + 4) else {
                 return Err(SlotFault::ContextOutOfRange(s, 0));
             };
-            let ctx_len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
+            let ctx_len = le::u32_at(&b, 0) as u64;
             match (data_end + 4).checked_add(ctx_len) {
                 Some(end) if end <= len => end,
                 _ => return Err(SlotFault::ContextOutOfRange(s, ctx_len)),
@@ -269,11 +266,7 @@ impl LogFile {
         let first = self.base + lo as u64;
         for (i, b) in slots.chunks_exact(SLOT_SIZE).enumerate() {
             let k = lo + i as u32;
-            let u64_at = |o: usize| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&b[o..o + 8]);
-                u64::from_le_bytes(w)
-            };
+            let u64_at = |o: usize| le::u64_at(b, o);
             let index = first + i as u64;
             // The offset's 6 bytes, then type and flags: with no flag set and a known type,
             // the top 16 bits are the type code alone.

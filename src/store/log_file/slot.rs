@@ -8,6 +8,8 @@
 
 use raft::prelude::EntryType;
 
+use crate::sys::le;
+
 /// Entries per log file; the log rotates to a new file after this many.
 pub(crate) const SLOTS_PER_FILE: u64 = 30_000;
 /// Bytes per slot.
@@ -51,7 +53,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     pub(super) fn decode(b: &[u8; SLOT_SIZE]) -> Slot {
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+        let u64_at = |o: usize| le::u64_at(b, o);
         let mut off = [0u8; 8];
         off[..6].copy_from_slice(&b[SLOT_OFFSET..SLOT_OFFSET + 6]);
         Slot {
@@ -60,18 +62,8 @@ impl Slot {
             offset: u64::from_le_bytes(off),
             entry_type: b[SLOT_TYPE],
             flags: b[SLOT_FLAGS],
-            data_len: u32::from_le_bytes([
-                b[SLOT_DATA_LEN],
-                b[SLOT_DATA_LEN + 1],
-                b[SLOT_DATA_LEN + 2],
-                b[SLOT_DATA_LEN + 3],
-            ]),
-            crc: u32::from_le_bytes([
-                b[SLOT_CRC],
-                b[SLOT_CRC + 1],
-                b[SLOT_CRC + 2],
-                b[SLOT_CRC + 3],
-            ]),
+            data_len: le::u32_at(b, SLOT_DATA_LEN),
+            crc: le::u32_at(b, SLOT_CRC),
         }
     }
 
