@@ -7,7 +7,8 @@
 /// The `u32` at `at`.
 #[inline]
 pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
+    at.checked_add(4)
+        .and_then(|end| b.get(at..end))
         .and_then(|s| s.try_into().ok())
         .map_or(0, u32::from_le_bytes)
 }
@@ -15,7 +16,8 @@ pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
 /// The `u64` at `at`.
 #[inline]
 pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
+    at.checked_add(8)
+        .and_then(|end| b.get(at..end))
         .and_then(|s| s.try_into().ok())
         .map_or(0, u64::from_le_bytes)
 }
@@ -33,5 +35,6 @@ mod tests {
         assert_eq!(u32_at(&b, 6), 0);
         assert_eq!(u64_at(&b, 2), 0);
         assert_eq!(u64_at(&b, usize::MAX - 3), 0);
+        assert_eq!(u32_at(&b, usize::MAX - 1), 0);
     }
 }
