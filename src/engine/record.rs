@@ -70,7 +70,8 @@ pub(crate) enum Scan {
     Bad(Error),
 }
 
-/// Whether a record's body is handed out (its checksum is checked either way).
+/// Whether a record's body is handed out (its checksum is checked either way; only a kept
+/// body of a sealed journal is opened, and so authenticated).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Body {
     Keep,
@@ -237,34 +238,31 @@ fn read(
         }
         return Ok(Scan::End);
     }
+    // A kept body is read whole; a checked one only streamed through its checksum.
     let expected = crc32c::crc32c(&h[R_SEQ..]);
-    if body == Body::Check {
-        let Some(computed) = src.crc(body_at, body_at + len, expected)? else {
-            return Ok(torn(format!(
-                "journal record {seq} claims {len} bytes, past the end of its segment"
-            )));
-        };
-        if computed != crc {
-            return Ok(torn(format!(
-                "journal record {seq}: checksum mismatch (stored {crc:#010x}, computed {computed:#010x})"
-            )));
-        }
-        return Ok(Scan::Record {
-            body: Bytes::new(),
-            next,
-        });
-    }
-    let Some(stored) = src.range(body_at, body_at + len)? else {
+    let (computed, stored) = match body {
+        Body::Check => (src.crc(body_at, body_at + len, expected)?, None),
+        Body::Keep => match src.range(body_at, body_at + len)? {
+            Some(b) => (Some(crc32c::crc32c_append(expected, &b)), Some(b)),
+            None => (None, None),
+        },
+    };
+    let Some(computed) = computed else {
         return Ok(torn(format!(
             "journal record {seq} claims {len} bytes, past the end of its segment"
         )));
     };
-    let computed = crc32c::crc32c_append(expected, &stored);
     if computed != crc {
         return Ok(torn(format!(
             "journal record {seq}: checksum mismatch (stored {crc:#010x}, computed {computed:#010x})"
         )));
     }
+    let Some(stored) = stored else {
+        return Ok(Scan::Record {
+            body: Bytes::new(),
+            next,
+        });
+    };
     let body = match cipher {
         Some(c) => match c.open(&seq.to_le_bytes(), &stored) {
             Some(plain) => Bytes::from(plain),
