@@ -38,6 +38,15 @@ impl Group {
         let mut lg = self.log.write();
         let log = lg.as_mut().ok_or_else(|| self.closed())?;
         let before = log.tail.bytes();
+        self.apply_log(shared, log, change, seq);
+        shared.account_tail(before, log.tail.bytes());
+        Ok(())
+    }
+
+    /// The part of [`Group::apply`] every change makes to the log: its entries to the tail
+    /// (the group noted as unwritten when its tail was empty), its meta changes, the applied
+    /// position.
+    fn apply_log(&self, shared: &Shared, log: &mut GroupLog, change: &Change<'_>, seq: u64) {
         if !change.entries.is_empty() {
             if log.tail.is_empty() {
                 shared.unwritten.lock().push(self.id);
@@ -46,8 +55,6 @@ impl Group {
         }
         apply_meta(log, change);
         log.applied_seq = log.applied_seq.max(seq);
-        shared.account_tail(before, log.tail.bytes());
-        Ok(())
     }
 
     /// [`Group::apply`] of a change that touches the files.
@@ -64,14 +71,7 @@ impl Group {
             if let Some(rec) = change.snapshot {
                 self.install(shared, log, files, rec, seq)?;
             }
-            if !change.entries.is_empty() {
-                if log.tail.is_empty() {
-                    shared.unwritten.lock().push(self.id);
-                }
-                log.tail.push(seq, change.entries);
-            }
-            apply_meta(log, change);
-            log.applied_seq = log.applied_seq.max(seq);
+            self.apply_log(shared, log, change, seq);
             if let Some(index) = change.truncate {
                 // The files change in place: the record first (without `sync_writes` it may not
                 // be durable yet, and a power loss must not keep the change without it).
