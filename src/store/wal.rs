@@ -171,11 +171,7 @@ impl Wal {
     /// File position and slot of `index`, which must be held.
     #[inline]
     fn locate(&self, index: u64) -> (usize, u32) {
-        let rel = index - self.first();
-        (
-            (rel / SLOTS_PER_FILE) as usize,
-            (rel % SLOTS_PER_FILE) as u32,
-        )
+        locate(self.first(), index)
     }
 
     /// Term of a held index, or `None` if `index` is not held or its slot holds another index
@@ -225,7 +221,7 @@ impl Wal {
             });
         }
         let mut size = 0u64;
-        let mut budget = |e: &Entry| match max_size {
+        let budget = |e: &Entry| match max_size {
             None | Some(u64::MAX) => true,
             Some(max) => {
                 let first = size == 0;
@@ -233,16 +229,7 @@ impl Wal {
                 first || size <= max
             }
         };
-        let mut index = lo;
-        while index < hi {
-            let (pos, k) = self.locate(index);
-            let in_file = (SLOTS_PER_FILE - k as u64).min(hi - index);
-            let f = &self.files[pos];
-            if !f.read_entries(k, k + in_file as u32, &mut out, &mut budget)? {
-                break;
-            }
-            index += in_file;
-        }
+        read_range(|i| self.files.get(i), lo, hi, self.last, &mut out, budget)?;
         Ok(out)
     }
 
@@ -425,15 +412,11 @@ impl Wal {
             return Ok(());
         }
         let end = to.min(self.last + 1);
-        let mut i = from.max(self.first());
-        while i < end {
-            let (pos, k) = self.locate(i);
-            let in_file = (SLOTS_PER_FILE - k as u64).min(end - i);
+        for (pos, slots) in spans(self.first(), from.max(self.first()), end) {
             let f = &mut self.files[pos];
-            for s in k..k + in_file as u32 {
+            for s in slots {
                 f.clear_data(s)?;
             }
-            i += in_file;
         }
         Ok(())
     }
@@ -455,5 +438,93 @@ impl Wal {
             }
         }
         Ok(())
+    }
+}
+
+/// File position and slot of `index` in a run of consecutive files whose first file starts at
+/// index `first`: the one place an index is mapped to where it lies (files hold
+/// `SLOTS_PER_FILE` entries each, in order).
+#[inline]
+pub(crate) fn locate(first: u64, index: u64) -> (usize, u32) {
+    let rel = index - first;
+    (
+        (rel / SLOTS_PER_FILE) as usize,
+        (rel % SLOTS_PER_FILE) as u32,
+    )
+}
+
+/// The pieces of `[lo, hi)` (`lo >= first`) file by file, in a run of consecutive files whose
+/// first starts at index `first`: each file's position and the slots of the range in it.
+pub(crate) fn spans(
+    first: u64,
+    lo: u64,
+    hi: u64,
+) -> impl Iterator<Item = (usize, std::ops::Range<u32>)> {
+    let mut index = lo;
+    std::iter::from_fn(move || {
+        if index >= hi {
+            return None;
+        }
+        let (pos, k) = locate(first, index);
+        let in_file = (SLOTS_PER_FILE - u64::from(k)).min(hi - index);
+        index += in_file;
+        Some((pos, k..k + in_file as u32))
+    })
+}
+
+/// Reads entries `[lo, hi)` from the files `file(0)`, `file(1)`, ... (consecutive, the first
+/// starting at or below `lo`) into `out`, checksums verified; `keep_going` is asked of each entry read (false: stop there,
+/// and `Ok(false)`). A part of the range past the files is `Unavailable` (naming `last_index`,
+/// the log's last index): a damaged directory can hold fewer files than its meta page says.
+/// The read path of `Wal::entries` and of the read-only tools.
+pub(crate) fn read_range<'a>(
+    file: impl Fn(usize) -> Option<&'a LogFile>,
+    lo: u64,
+    hi: u64,
+    last_index: u64,
+    out: &mut Vec<Entry>,
+    mut keep_going: impl FnMut(&Entry) -> bool,
+) -> Result<bool> {
+    let unavailable = |index| Error::Unavailable { index, last_index };
+    let Some(first) = file(0).filter(|f| lo >= f.base()) else {
+        return Err(unavailable(lo));
+    };
+    for (pos, slots) in spans(first.base(), lo, hi) {
+        let f = file(pos).ok_or_else(|| {
+            unavailable(first.base() + pos as u64 * SLOTS_PER_FILE + u64::from(slots.start))
+        })?;
+        if !f.read_entries(slots.start, slots.end, out, &mut keep_going)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `spans` against the index-by-index mapping: every index of the range once, in order,
+    /// in the file and slot that `locate` gives, for ranges inside one file and across several.
+    #[test]
+    fn spans_cover_a_range_index_by_index() {
+        let n = SLOTS_PER_FILE;
+        for first in [1, 7, n * 3 + 1] {
+            for (lo, hi) in [(0, 1), (0, n), (5, n + 5), (n - 1, n + 1), (1, 3 * n + 2)] {
+                let (lo, hi) = (first + lo, first + hi);
+                let got: Vec<(usize, u32)> = spans(first, lo, hi)
+                    .flat_map(|(pos, slots)| slots.map(move |k| (pos, k)))
+                    .collect();
+                let want: Vec<(usize, u32)> = (lo..hi).map(|i| locate(first, i)).collect();
+                assert_eq!(got, want, "first {first}, [{lo}, {hi})");
+                let want_pieces = (lo..hi).map(|i| locate(first, i).0).collect::<Vec<_>>();
+                let mut pieces = want_pieces.clone();
+                pieces.dedup();
+                assert_eq!(spans(first, lo, hi).count(), pieces.len());
+            }
+        }
+        assert_eq!(spans(1, 5, 5).count(), 0);
+        assert_eq!(locate(1, n), (0, (n - 1) as u32));
+        assert_eq!(locate(1, n + 1), (1, 0));
     }
 }

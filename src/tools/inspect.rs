@@ -25,6 +25,7 @@ use crate::store::log_file::{self, LogFile, SLOTS_PER_FILE};
 use crate::store::meta::{self, Copies, OtherCopy, META_FILE, META_FORMAT_VERSION};
 use crate::store::recovery;
 use crate::store::snap::{self, SnapshotReader};
+use crate::store::wal;
 use crate::sys::crypto::Cipher;
 
 /// A conf state, as tools print it (and as backup archives store it).
@@ -430,29 +431,14 @@ impl Inspector {
         }
         // The files must hold the range (a damaged directory can hold less than the meta page
         // says: entries below the first file's base are then unavailable, not a wrap-around).
-        let Some(first) = self.files.first().filter(|f| lo >= f.base()) else {
-            return Err(Error::Unavailable {
-                index: lo,
-                last_index: self.summary.last_index,
-            });
-        };
-        let mut index = lo;
-        while index < hi {
-            let rel = index - first.base();
-            let (pos, k) = (
-                (rel / SLOTS_PER_FILE) as usize,
-                (rel % SLOTS_PER_FILE) as u32,
-            );
-            let in_file = (SLOTS_PER_FILE - k as u64).min(hi - index);
-            let Some(f) = self.files.get(pos) else {
-                return Err(Error::Unavailable {
-                    index,
-                    last_index: self.summary.last_index,
-                });
-            };
-            f.read_entries(k, k + in_file as u32, &mut out, |_| true)?;
-            index += in_file;
-        }
+        wal::read_range(
+            |i| self.files.get(i),
+            lo,
+            hi,
+            self.summary.last_index,
+            &mut out,
+            |_| true,
+        )?;
         Ok(out)
     }
 

@@ -19,6 +19,7 @@ use crate::proto::{EngineGroupRecord, MetaRecord};
 use crate::store::log_file::{self, LogFile, SLOTS_PER_FILE};
 use crate::store::meta::{self, Copies};
 use crate::store::recovery;
+use crate::store::wal;
 use crate::sys::crypto::Cipher;
 
 /// One group, as read.
@@ -229,23 +230,9 @@ pub(super) fn read_files(
         index,
         last_index: last,
     };
-    let Some(first) = files.first().filter(|f| lo >= f.base()) else {
-        return Err(unavailable(lo));
-    };
     if hi > disk.wal_last + 1 {
         return Err(unavailable(hi - 1));
     }
-    let mut index = lo;
-    while index < hi {
-        let rel = index - first.base();
-        let (pos, k) = (
-            (rel / SLOTS_PER_FILE) as usize,
-            (rel % SLOTS_PER_FILE) as u32,
-        );
-        let in_file = (SLOTS_PER_FILE - k as u64).min(hi - index);
-        let f = files.get(pos).ok_or_else(|| unavailable(index))?;
-        f.read_entries(k, k + in_file as u32, out, |_| true)?;
-        index += in_file;
-    }
+    wal::read_range(|i| files.get(i), lo, hi, last, out, |_| true)?;
     Ok(())
 }
