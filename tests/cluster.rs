@@ -3,7 +3,9 @@
 //! Each node is a `RawNode<DiskStorage>` in its own temporary directory. Messages travel through an
 //! in-memory queue that is drained completely between ticks, so as long as the leader is alive no
 //! follower ever reaches its election timeout: after the first election the leader never changes,
-//! and every assertion has one deterministic outcome. No assertion depends on timing.
+//! and every assertion has one deterministic outcome. No assertion depends on timing. Ready
+//! handling, state machine and raft config are the cluster example's (`examples/cluster/ready.rs`,
+//! `shared.rs`); this file adds the apply trace and the checks.
 //!
 //! Every node keeps a state machine (the applied data entries, in order, with their indexes) and an
 //! apply trace (every committed entry handed to it, and every snapshot installed, across restarts).
@@ -41,6 +43,8 @@ fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
 
+#[path = "../examples/cluster/ready.rs"]
+mod ready;
 #[path = "../examples/cluster/shared.rs"]
 mod shared;
 
@@ -90,11 +94,6 @@ fn check_trace(trace: &[Event]) -> Res<u64> {
         }
     }
     Ok(cur)
-}
-
-/// Decodes a conf change entry's data (raft-rs encodes it with rust-protobuf 2).
-fn decode_conf_change<M: protobuf::Message>(b: &[u8]) -> Res<M> {
-    M::parse_from_bytes(b).map_err(|e| format!("decode conf change: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,50 +175,45 @@ fn open_raw(id: u64, dir: &Path, opts: Options) -> Res<(RawNode<DiskStorage>, St
     Ok((raw, sm))
 }
 
-fn apply_entries(
-    raw: &mut RawNode<DiskStorage>,
-    sm: &mut StateMachine,
-    trace: &mut Vec<Event>,
-    entries: Vec<Entry>,
-) -> Res<()> {
-    let Some(last) = entries.last().map(|e| e.index) else {
-        return Ok(());
-    };
-    for e in entries {
-        trace.push(Event::Entry(e.index));
-        match e.get_entry_type() {
-            EntryType::EntryNormal => {
-                if !e.data.is_empty() {
-                    sm.data.push((e.index, e.data.clone()));
-                }
-            }
-            EntryType::EntryConfChange => {
-                let cc = decode_conf_change::<ConfChange>(&e.data)?;
-                let cs = raw
-                    .apply_conf_change(&cc)
-                    .map_err(err("apply_conf_change"))?;
-                raw.store()
-                    .set_conf_state(&cs)
-                    .map_err(err("set_conf_state"))?;
-            }
-            EntryType::EntryConfChangeV2 => {
-                let cc = decode_conf_change::<ConfChangeV2>(&e.data)?;
-                let cs = raw
-                    .apply_conf_change(&cc)
-                    .map_err(err("apply_conf_change"))?;
-                raw.store()
-                    .set_conf_state(&cs)
-                    .map_err(err("set_conf_state"))?;
-            }
+/// What a Ready changes in a node besides its store: the state machine, the apply trace, and
+/// the snapshots received.
+struct Applier<'a> {
+    sm: &'a mut StateMachine,
+    trace: &'a mut Vec<Event>,
+    snapshots_received: &'a mut Vec<(u64, u64)>,
+}
+
+impl ready::Apply for Applier<'_> {
+    type Error = String;
+
+    fn install(&mut self, snap: &Snapshot) -> Res<()> {
+        let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+        let restored = StateMachine::decode(&snap.data)?;
+        if restored.applied != index {
+            return Err(format!(
+                "snapshot {index} carries a state machine at {}",
+                restored.applied
+            ));
         }
-        sm.applied = e.index;
+        *self.sm = restored;
+        self.trace.push(Event::Snapshot(index));
+        self.snapshots_received.push((index, term));
+        Ok(())
     }
-    raw.store().set_uint(MetaInfo::CheckpointIndex, last);
-    Ok(())
+
+    /// Records every entry in the trace, which `check_trace` judges; applies data entries.
+    fn apply(&mut self, _: &RawNode<DiskStorage>, e: Entry, _: Option<&ConfState>) -> Res<()> {
+        self.trace.push(Event::Entry(e.index));
+        if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+            self.sm.data.push((e.index, e.data));
+        }
+        self.sm.applied = e.index;
+        Ok(())
+    }
 }
 
 impl Node {
-    /// Handles one Ready, raft-rs 0.7 style. Returns whether there was one.
+    /// Handles one Ready (`ready::handle_ready`). Returns whether there was one.
     fn handle_ready(&mut self, out: &mut VecDeque<Message>) -> Res<bool> {
         let Node {
             raw,
@@ -231,48 +225,12 @@ impl Node {
         let Some(raw) = raw.as_mut() else {
             return Ok(false);
         };
-        if !raw.has_ready() {
-            return Ok(false);
-        }
-        let mut rd = raw.ready();
-        // Messages a leader may send before its own log is persisted.
-        out.extend(rd.take_messages());
-        // Snapshot, entries and hard state: one save, snapshot first, hard state last.
-        if !rd.snapshot().is_empty() || !rd.entries().is_empty() || rd.hs().is_some() {
-            let hs = rd.hs().cloned().unwrap_or_default();
-            raw.store()
-                .save(&hs, rd.entries(), rd.snapshot())
-                .map_err(err("save"))?;
-        }
-        if !rd.snapshot().is_empty() {
-            let snap = rd.snapshot();
-            let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
-            let restored = StateMachine::decode(&snap.data)?;
-            if restored.applied != index {
-                return Err(format!(
-                    "snapshot {index} carries a state machine at {}",
-                    restored.applied
-                ));
-            }
-            *sm = restored;
-            trace.push(Event::Snapshot(index));
-            snapshots_received.push((index, term));
-            raw.store().set_uint(MetaInfo::CheckpointIndex, index);
-        }
-        apply_entries(raw, sm, trace, rd.take_committed_entries())?;
-        // Messages that must wait until the above is durable (votes, append responses).
-        out.extend(rd.take_persisted_messages());
-        let mut light = raw.advance(rd);
-        if light.commit_index().is_some() {
-            let hs = raw.raft.hard_state();
-            raw.store()
-                .save(&hs, &[], &Snapshot::default())
-                .map_err(err("save(commit)"))?;
-        }
-        out.extend(light.take_messages());
-        apply_entries(raw, sm, trace, light.take_committed_entries())?;
-        raw.advance_apply();
-        Ok(true)
+        let mut app = Applier {
+            sm,
+            trace,
+            snapshots_received,
+        };
+        Ok(ready::handle_ready(raw, &mut app, out)?.is_some())
     }
 
     fn raw(&self) -> &RawNode<DiskStorage> {

@@ -17,7 +17,8 @@
 //!   failure), and the engine's close cancelling a build.
 //!
 //! No assertion depends on timing: the cluster is driven by ticks in one thread, and the tests
-//! wait for a build to end (polling its status) before they look at its outcome.
+//! wait for a build to end (polling its status) before they look at its outcome. Its nodes handle
+//! their Readies with the cluster example's code (`examples/cluster/ready.rs`).
 
 use std::collections::VecDeque;
 use std::io::{Cursor, Read};
@@ -26,12 +27,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use protobuf::Message as _;
 use raft::prelude::*;
 use raft::{RawNode, StateRole, Storage, StorageError};
 use raftwal::{BuiltSnapshot, DiskStorage, Error, MetaInfo, SnapshotRequest};
 
 type Res<T> = Result<T, String>;
+
+#[path = "../examples/cluster/ready.rs"]
+mod ready;
 
 fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
@@ -183,63 +186,48 @@ fn start_node(dir: &Path, id: u64, mode: Mode) -> Res<Node> {
     Ok(Node { store, raw, sm })
 }
 
-impl Node {
-    fn apply(&mut self, entries: Vec<Entry>, mode: Mode) -> Res<()> {
-        for e in entries {
-            let mut sm = self.sm.lock().map_err(|_| "poisoned")?;
-            match e.get_entry_type() {
-                EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|e| e.to_string())?;
-                    let cs = self.raw.apply_conf_change(&cc).map_err(|e| e.to_string())?;
-                    self.store.set_conf_state(&cs).map_err(|e| e.to_string())?;
-                    sm.conf = cs;
-                    sm.applied = e.index;
-                    if mode == Mode::Recipe {
-                        self.store
-                            .create_snapshot(e.index, None, sm.encode())
-                            .map_err(|e| e.to_string())?;
-                    }
-                    continue;
-                }
-                EntryType::EntryNormal if !e.data.is_empty() => sm.puts.push(e.data.to_vec()),
-                _ => {}
-            }
-            sm.applied = e.index;
-        }
-        let applied = self.sm.lock().map_err(|_| "poisoned")?.applied;
-        self.store.set_uint(MetaInfo::CheckpointIndex, applied);
+/// A node's state machine under the shared Ready handling; in `Mode::Recipe`, a snapshot after
+/// each conf change.
+struct Applier<'a> {
+    sm: &'a Mutex<Sm>,
+    mode: Mode,
+}
+
+impl ready::Apply for Applier<'_> {
+    type Error = String;
+
+    fn install(&mut self, snap: &Snapshot) -> Res<()> {
+        let md = snap.get_metadata();
+        *self.sm.lock().map_err(|_| "poisoned")? =
+            Sm::decode(&snap.data, md.get_conf_state().clone())?;
         Ok(())
     }
 
-    /// One Ready, the sync way (`sync_writes` on): persist, apply, send.
+    fn apply(&mut self, raw: &RawNode<DiskStorage>, e: Entry, conf: Option<&ConfState>) -> Res<()> {
+        let mut sm = self.sm.lock().map_err(|_| "poisoned")?;
+        if let Some(cs) = conf {
+            sm.conf = cs.clone();
+            sm.applied = e.index;
+            if self.mode == Mode::Recipe {
+                raw.store()
+                    .create_snapshot(e.index, None, sm.encode())
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+        if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+            sm.puts.push(e.data.to_vec());
+        }
+        sm.applied = e.index;
+        Ok(())
+    }
+}
+
+impl Node {
+    /// One Ready, the sync way (`sync_writes` on): `ready::handle_ready`, the cluster example's.
     fn handle_ready(&mut self, out: &mut VecDeque<Message>, mode: Mode) -> Res<bool> {
-        if !self.raw.has_ready() {
-            return Ok(false);
-        }
-        let mut rd = self.raw.ready();
-        out.extend(rd.take_messages());
-        let hs = rd.hs().cloned().unwrap_or_default();
-        self.store
-            .save(&hs, rd.entries(), rd.snapshot())
-            .map_err(|e| e.to_string())?;
-        if !rd.snapshot().is_empty() {
-            let md = rd.snapshot().get_metadata();
-            let sm = Sm::decode(&rd.snapshot().data, md.get_conf_state().clone())?;
-            *self.sm.lock().map_err(|_| "poisoned")? = sm;
-        }
-        self.apply(rd.take_committed_entries(), mode)?;
-        out.extend(rd.take_persisted_messages());
-        let mut light = self.raw.advance(rd);
-        if light.commit_index().is_some() {
-            let hs = self.raw.raft.hard_state();
-            self.store
-                .save(&hs, &[], &Snapshot::default())
-                .map_err(|e| e.to_string())?;
-        }
-        out.extend(light.take_messages());
-        self.apply(light.take_committed_entries(), mode)?;
-        self.raw.advance_apply();
-        Ok(true)
+        let mut app = Applier { sm: &self.sm, mode };
+        Ok(ready::handle_ready(&mut self.raw, &mut app, out)?.is_some())
     }
 }
 

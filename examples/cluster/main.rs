@@ -8,10 +8,11 @@
 //!    membership (`set_conf_state` on a fresh directory) and elect a leader. Messages travel
 //!    through an in-memory queue in one thread; there is no network and no clock, only ticks.
 //! 2. The leader takes writes (`key=value` strings) in batches. Every `Ready` is handled the
-//!    raft-rs 0.7 way: leader messages go out at once; snapshot, entries and hard state are
-//!    persisted with one `DiskStorage::save` (durable: `sync_writes` is on); committed entries are
-//!    applied and the applied index is recorded with `set_uint(MetaInfo::CheckpointIndex, ..)`;
-//!    then the messages that had to wait for persistence go out, and `advance` follows.
+//!    raft-rs 0.7 way, by `ready.rs` (which the tests share): leader messages go out at once;
+//!    snapshot, entries and hard state are persisted with one `DiskStorage::save` (durable:
+//!    `sync_writes` is on); committed entries are applied and the applied index is recorded with
+//!    `set_uint(MetaInfo::CheckpointIndex, ..)`; then the messages that had to wait for
+//!    persistence go out, and `advance` follows.
 //! 3. Half-way through, a follower is stopped (its `DiskStorage` is dropped, which flushes it and
 //!    releases the directory lock), the others keep writing, then it is reopened from its
 //!    directory: its state machine is rebuilt from the log up to the stored checkpoint and raft
@@ -31,6 +32,7 @@ use raft::prelude::*;
 use raft::{GetEntriesContext, RawNode, StateRole, Storage};
 use raftwal::{DiskStorage, MetaInfo, Options};
 
+mod ready;
 mod shared;
 
 use shared::{config, report_delivery, StateMachine};
@@ -40,11 +42,6 @@ type Result<T> = std::result::Result<T, Box<dyn Error>>;
 const IDS: [u64; 3] = [1, 2, 3];
 const WRITES: usize = 2_000;
 const BATCH: usize = 50;
-
-/// Decodes a conf change entry's data (raft-rs encodes it with rust-protobuf 2).
-fn decode_conf_change<M: protobuf::Message>(b: &[u8]) -> Result<M> {
-    Ok(M::parse_from_bytes(b)?)
-}
 
 // ---- Nodes ------------------------------------------------------------------------------------
 
@@ -88,71 +85,54 @@ fn start_node(
     Ok((raw, sm))
 }
 
-fn apply(raw: &mut RawNode<DiskStorage>, sm: &mut StateMachine, entries: Vec<Entry>) -> Result<()> {
-    let Some(last) = entries.last().map(|e| e.index) else {
-        return Ok(());
-    };
-    for e in entries {
-        if e.index != sm.applied + 1 {
+/// The example's state machine under the shared Ready handling: data entries must come in
+/// order.
+impl ready::Apply for StateMachine {
+    type Error = Box<dyn Error>;
+
+    fn install(&mut self, snapshot: &Snapshot) -> Result<()> {
+        *self = StateMachine::decode(&snapshot.data)?;
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        raw: &RawNode<DiskStorage>,
+        e: Entry,
+        _conf: Option<&ConfState>,
+    ) -> Result<()> {
+        if e.index != self.applied + 1 {
             return Err(format!(
                 "node {}: entry {} applied after {}",
-                raw.raft.id, e.index, sm.applied
+                raw.raft.id, e.index, self.applied
             )
             .into());
         }
-        match e.get_entry_type() {
-            EntryType::EntryNormal if !e.data.is_empty() => sm.data.push((e.index, e.data.clone())),
-            EntryType::EntryNormal => {} // a new leader's empty entry
-            EntryType::EntryConfChange => {
-                let cs = raw.apply_conf_change(&decode_conf_change::<ConfChange>(&e.data)?)?;
-                raw.store().set_conf_state(&cs)?;
-            }
-            EntryType::EntryConfChangeV2 => {
-                let cs = raw.apply_conf_change(&decode_conf_change::<ConfChangeV2>(&e.data)?)?;
-                raw.store().set_conf_state(&cs)?;
-            }
+        // Conf changes are raft's (applied by the Ready handling); an empty normal entry is a
+        // new leader's.
+        if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+            self.data.push((e.index, e.data));
         }
-        sm.applied = e.index;
+        self.applied = e.index;
+        Ok(())
     }
-    raw.store().set_uint(MetaInfo::CheckpointIndex, last);
-    Ok(())
 }
 
 impl Node {
+    /// Handles one Ready (`ready::handle_ready`), counting its saves. Returns whether there was
+    /// one.
     fn handle_ready(&mut self, out: &mut VecDeque<Message>) -> Result<bool> {
         let Node { raw, sm, saves, .. } = self;
         let Some(raw) = raw.as_mut() else {
             return Ok(false);
         };
-        if !raw.has_ready() {
-            return Ok(false);
+        match ready::handle_ready(raw, sm, out)? {
+            Some(n) => {
+                *saves += n;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        let mut rd = raw.ready();
-        out.extend(rd.take_messages());
-        if !rd.snapshot().is_empty() || !rd.entries().is_empty() || rd.hs().is_some() {
-            let hs = rd.hs().cloned().unwrap_or_default();
-            raw.store().save(&hs, rd.entries(), rd.snapshot())?;
-            *saves += 1;
-        }
-        if !rd.snapshot().is_empty() {
-            *sm = StateMachine::decode(&rd.snapshot().data)?;
-            raw.store().set_uint(
-                MetaInfo::CheckpointIndex,
-                rd.snapshot().get_metadata().index,
-            );
-        }
-        apply(raw, sm, rd.take_committed_entries())?;
-        out.extend(rd.take_persisted_messages());
-        let mut light = raw.advance(rd);
-        if light.commit_index().is_some() {
-            raw.store()
-                .save(&raw.raft.hard_state(), &[], &Snapshot::default())?;
-            *saves += 1;
-        }
-        out.extend(light.take_messages());
-        apply(raw, sm, light.take_committed_entries())?;
-        raw.advance_apply();
-        Ok(true)
     }
 
     fn raw(&self) -> Result<&RawNode<DiskStorage>> {

@@ -1,7 +1,7 @@
 //! What the cluster example shares with `tests/cluster.rs` (which drives the same kind of cluster
 //! deterministically): the replicated state machine (every applied data entry, in order, with its
 //! index) and its snapshot encoding, the raft-rs `Config` the nodes use, and how a sender hears
-//! of a message's fate.
+//! of a message's fate. The Ready handling they share is in `ready.rs`.
 
 use bytes::Bytes;
 use raft::{Config, RawNode, SnapshotStatus, Storage};
