@@ -129,9 +129,32 @@ pub enum Error {
     #[error("invalid append: {0}")]
     InvalidAppend(String),
 
-    /// An argument out of the range the format can hold (e.g. an entry larger than 4 GiB).
+    /// An argument out of the range the format can hold (e.g. an entry larger than 4 GiB), or
+    /// a call the state it is made in does not allow (e.g. a snapshot whose entry changed while
+    /// it was written). Always the caller's doing, never a bug or damage: see
+    /// [`Error::Invariant`] for those.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// A bug in raftwal: an internal invariant does not hold (e.g. a write the engine produced
+    /// that its own files refuse, a group a commit checked that is gone when it is applied).
+    /// Neither the caller's arguments nor damage on disk explain it; please report it, with the
+    /// message. An engine that meets one while applying a commit stops
+    /// ([`Error::Poisoned`]); opening it again replays the journal.
+    #[error("internal error (a bug in raftwal, please report it): {0}")]
+    Invariant(String),
+
+    /// An I/O call on a stream the caller handed in (the writer of `archive::write_archive`, the
+    /// connection of `endpoint::serve_archive`) failed: raftwal knows no file or address for
+    /// it, the caller does. `op` says what raftwal was doing.
+    #[error("{op}: {source}")]
+    Stream {
+        /// What raftwal was doing (e.g. "write the archive").
+        op: &'static str,
+        /// The stream's error.
+        #[source]
+        source: io::Error,
+    },
 
     /// Talking to a node over the network failed: resolving or connecting to `addr`, a reset
     /// or closed connection, a timeout, or bytes that break the protocol (`op` says which step).
@@ -211,6 +234,12 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// A broken internal invariant ([`Error::Invariant`]): `what` says which, with the values
+    /// that show it.
+    pub(crate) fn invariant(what: impl Into<String>) -> Error {
+        Error::Invariant(what.into())
     }
 
     pub(crate) fn corrupt(

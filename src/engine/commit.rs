@@ -246,6 +246,7 @@ fn again(e: &Error, root: &std::path::Path) -> Error {
         Error::Poisoned { reason } => Error::Poisoned {
             reason: reason.clone(),
         },
+        Error::Invariant(what) => Error::Invariant(what.clone()),
         Error::Group { group_id, source } => Error::Group {
             group_id: *group_id,
             source: Box::new(again(source, root)),
@@ -256,6 +257,14 @@ fn again(e: &Error, root: &std::path::Path) -> Error {
             source: std::io::Error::other(other.to_string()),
         },
     }
+}
+
+/// A group whose part passed the commit's checks, missing when the commit writes or applies it:
+/// the groups are held from the checks on, and a removal takes the pipeline, so it is a bug.
+fn gone(group_id: u64) -> Error {
+    Error::invariant(format!(
+        "group {group_id} passed the commit's checks but is gone from the engine"
+    ))
 }
 
 /// Makes one commit of `batches` (the caller leads) and sets every batch's result.
@@ -328,9 +337,9 @@ fn commit(
     let mut body = batch::Body::default();
     for ((_, parts), recs) in accepted.iter_mut().zip(&installs) {
         for (part, rec) in parts.iter_mut().zip(recs) {
-            let g = groups.get(&part.group_id).ok_or(Error::UnknownGroup {
-                group_id: part.group_id,
-            })?;
+            let g = groups
+                .get(&part.group_id)
+                .ok_or_else(|| gone(part.group_id))?;
             if let Some(log) = g.log.read().as_ref().filter(|log| log.ints_dirty) {
                 let m = &log.meta;
                 part.ints = Some([m.raft_id, m.group_id, m.checkpoint_index]);
@@ -387,9 +396,9 @@ fn apply_live(
     snapshot: Option<&SnapshotRecord>,
     seq: u64,
 ) -> Result<()> {
-    let g = groups.get(&part.group_id).ok_or(Error::UnknownGroup {
-        group_id: part.group_id,
-    })?;
+    let g = groups
+        .get(&part.group_id)
+        .ok_or_else(|| gone(part.group_id))?;
     let change = Change {
         snapshot,
         entries: &part.entries,
@@ -408,9 +417,7 @@ fn write_snapshot_file(
     group_id: u64,
     s: &Snapshot,
 ) -> Result<SnapshotRecord> {
-    let g = groups
-        .get(&group_id)
-        .ok_or(Error::UnknownGroup { group_id })?;
+    let g = groups.get(&group_id).ok_or_else(|| gone(group_id))?;
     let _writer = g.snap_writer.try_lock().ok_or_else(|| Error::Group {
         group_id,
         source: Box::new(Error::InvalidArgument(

@@ -186,7 +186,7 @@ impl GroupStorage {
                 let _lead = commit::lead(&self.shared);
                 match self.group.make_durable(&self.shared, take) {
                     Ok(true) => Ok(()),
-                    Ok(false) => Err(Error::InvalidArgument(format!(
+                    Ok(false) => Err(Error::invariant(format!(
                         "group {}: its tail could not be written with commits held",
                         self.group.id
                     ))),

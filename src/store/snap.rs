@@ -636,7 +636,11 @@ impl SnapshotReader {
     pub(crate) fn error_from(&self, e: io::Error) -> Error {
         match &self.file {
             Some(f) => f.error_from(e),
-            None => Error::io("read", PathBuf::new(), e),
+            // A snapshot without data has no file, and its reader reads nothing: it cannot fail.
+            None => Error::invariant(format!(
+                "a read error from a snapshot without data (index {}): {e}",
+                self.metadata.index
+            )),
         }
     }
 }

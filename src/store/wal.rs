@@ -276,7 +276,10 @@ impl Wal {
                 self.rotate(index, prev_unflushed, sync)?;
             }
             let f = self.files.back_mut().ok_or_else(|| {
-                Error::InvalidArgument("log has no file after rotation".to_string())
+                Error::invariant(format!(
+                    "log {} has no file after rotation",
+                    self.dir.display()
+                ))
             })?;
             let k = (index - f.base()) as u32;
             let fit = (SLOTS_PER_FILE - k as u64).min(rest.len() as u64) as usize;

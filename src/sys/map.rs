@@ -234,14 +234,14 @@ impl FileMap {
         if inside && (below_payloads || off >= self.frozen) {
             return Ok(());
         }
-        Err(Error::corrupt(
-            path,
-            off as u64,
-            format!(
-                "refused write of {len} bytes: file is {} bytes, payloads frozen below {}",
-                self.len, self.frozen
-            ),
-        ))
+        // Every write is planned by the file's own writer (at its payload end, or in the slot
+        // area): one the map refuses is a bug, never damage on disk.
+        Err(Error::invariant(format!(
+            "refused write of {len} bytes at offset {off} of {}: file is {} bytes, payloads frozen below {}",
+            path.display(),
+            self.len,
+            self.frozen
+        )))
     }
 
     /// Writes `bufs`, back to back, at offset `off` of the mapped file, through `sink`.
@@ -468,14 +468,19 @@ mod tests {
         map.freeze(at + 100);
         assert_eq!(&old[..], &[0xA5; 100][..]);
         assert_eq!(&map.payload(at, at + 100).unwrap()[..], &[0x5A; 100][..]);
-        assert!(map
+        // A write into the frozen payloads is refused: a bug in its writer, not damage on disk.
+        let refused = map
             .write(
                 Sink::Fd(&file),
                 PAYLOAD_START,
                 &mut [IoSlice::new(&[1])],
-                &path
+                &path,
             )
-            .is_err());
+            .unwrap_err();
+        assert!(
+            matches!(&refused, Error::Invariant(m) if m.contains("refused write")),
+            "{refused:?}"
+        );
 
         let watch = map.watch();
         drop(map);

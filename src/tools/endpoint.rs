@@ -32,7 +32,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -56,10 +56,13 @@ const CHUNK: usize = 256 << 10;
 // server side
 // ---------------------------------------------------------------------------------------------
 
-/// An error writing to the client; the caller knows its peer (as for
-/// [`archive::write_archive`], the path is empty).
+/// An error writing to the client: the connection is the caller's, raftwal knows no address
+/// for it (as for [`archive::write_archive`], `Error::Stream`).
 fn send_failed(e: io::Error) -> Error {
-    Error::io("send snapshot pull answer", PathBuf::new(), e)
+    Error::Stream {
+        op: "send the snapshot pull answer",
+        source: e,
+    }
 }
 
 /// Answers a pull (the node has read [`PULL_MAGIC`]): status 0, then the archive of the snapshot
@@ -69,7 +72,7 @@ fn send_failed(e: io::Error) -> Error {
 /// A reader with no snapshot (index 0) is answered with [`serve_error`] and is
 /// `Error::EmptySnapshot`. Once status 0 is sent, a failure (damaged snapshot data, a client that
 /// went away) can only cut the stream short, which the client detects; it is returned here as
-/// from [`archive::write_archive`] (errors writing to `out` are `Error::Io` with an empty path).
+/// from [`archive::write_archive`] (errors writing to `out` are `Error::Stream`).
 pub fn serve_archive<W: Write>(
     mut out: W,
     reader: &mut SnapshotReader,
@@ -82,14 +85,15 @@ pub fn serve_archive<W: Write>(
         return Err(e);
     }
     out.write_all(&[STATUS_ARCHIVE]).map_err(send_failed)?;
-    let meta = archive::write_archive(&mut out, reader, progress)?;
+    let to_client = archive::Dest::Stream("send the snapshot archive");
+    let meta = archive::write_archive_to(&mut out, &to_client, reader, progress)?;
     out.flush().map_err(send_failed)?;
     Ok(meta)
 }
 
 /// Answers a pull with an error: status 1, the message's length (u32 big-endian) and the
 /// message, cut to [`MAX_ERROR_MESSAGE`] bytes (at a character boundary), then a flush. The
-/// caller closes the connection. Errors writing to `out` are `Error::Io` with an empty path.
+/// caller closes the connection. Errors writing to `out` are `Error::Stream`.
 pub fn serve_error<W: Write>(mut out: W, message: &str) -> Result<(), Error> {
     let mut end = message.len().min(MAX_ERROR_MESSAGE);
     while !message.is_char_boundary(end) {

@@ -454,7 +454,8 @@ impl Inspector {
 }
 
 /// The damage `e` describes, as a new error of the same kind (errors are not `Clone`: an I/O
-/// error cannot be copied, but damage is only ever `Corrupt` or `MissingFile`).
+/// error cannot be copied, but damage is only ever `Corrupt` or `MissingFile`; anything else
+/// kept as damage is a bug).
 fn same_damage(e: &Error) -> Error {
     match e {
         Error::Corrupt {
@@ -466,6 +467,6 @@ fn same_damage(e: &Error) -> Error {
             path: path.clone(),
             reason: reason.clone(),
         },
-        other => Error::InvalidArgument(other.to_string()),
+        other => Error::invariant(format!("kept as damage, but not damage: {other}")),
     }
 }

@@ -22,7 +22,7 @@
 //!
 //! Exit codes: 0 success; 1 damage found (a checksum, a missing file, an invalid archive);
 //! 2 anything else (bad arguments, a missing directory, an index out of range, I/O errors, a
-//! refused target). Errors are one line on stderr, `raftwal: <message>`; results go to stdout.
+//! refused target, an internal error: kind `invariant`, a bug in raftwal). Errors are one line on stderr, `raftwal: <message>`; results go to stdout.
 //! With `--json`, a failure is also one JSON object on stdout,
 //! `{"ok": false, "error": {"kind", "message", "exit_code", "path"?, "offset"?}}` (inside the
 //! report for `inspect` and `verify`, the last line for `dump`).

@@ -33,7 +33,7 @@ pub struct Failure {
     message: Option<String>,
     code: u8,
     /// What went wrong, for `--json`: `usage`, `damage`, or the library error's kind
-    /// (`io`, `corrupt`, `missing_file`, `invalid_archive`, ...).
+    /// (`io`, `corrupt`, `missing_file`, `invalid_archive`, `invariant`, ...).
     kind: &'static str,
     /// The file or directory the error names, when it names one.
     path: Option<PathBuf>,
@@ -125,7 +125,8 @@ impl Failure {
 
 impl From<raftwal::Error> for Failure {
     /// Damage found on disk or in an archive is exit code 1; every other error (a missing
-    /// directory, an index out of range, an I/O error, a refused target) is exit code 2.
+    /// directory, an index out of range, an I/O error, a refused target, a bug in raftwal:
+    /// `invariant`) is exit code 2.
     fn from(e: raftwal::Error) -> Failure {
         use raftwal::Error as E;
         let (kind, path, offset) = match &e {
@@ -146,6 +147,8 @@ impl From<raftwal::Error> for Failure {
             E::InvalidArchive { path, .. } => ("invalid_archive", Some(path), None),
             E::InvalidAppend(_) => ("invalid_append", None, None),
             E::InvalidArgument(_) => ("invalid_argument", None, None),
+            E::Invariant(_) => ("invariant", None, None),
+            E::Stream { .. } => ("stream", None, None),
             E::Network { .. } => ("network", None, None),
             E::Remote { .. } => ("remote", None, None),
             E::Group { .. } => ("group", None, None),
@@ -540,6 +543,46 @@ mod tests {
         ] {
             assert!(ProgressStyle::with_template(t).is_ok(), "{t}");
         }
+    }
+
+    /// Damage is exit code 1; a bug in raftwal is not damage: its own kind, exit code 2.
+    #[test]
+    fn error_kinds_and_exit_codes() {
+        let invariant = Failure::from(raftwal::Error::Invariant(
+            "journal has no segment to write after rotation".to_string(),
+        ));
+        let v = invariant.json();
+        assert_eq!(v["kind"], "invariant", "{v}");
+        assert_eq!(v["exit_code"], 2, "{v}");
+        assert!(v.get("path").is_none(), "{v}");
+        let message = v["message"].as_str().unwrap_or_default();
+        assert!(message.contains("a bug in raftwal"), "{message}");
+
+        let stream = Failure::from(raftwal::Error::Stream {
+            op: "write the archive",
+            source: io::Error::from(io::ErrorKind::BrokenPipe),
+        });
+        let v = stream.json();
+        assert_eq!(
+            (v["kind"].as_str(), v["exit_code"].as_u64()),
+            (Some("stream"), Some(2))
+        );
+        assert!(v.get("path").is_none(), "{v}");
+
+        let corrupt = Failure::from(raftwal::Error::Corrupt {
+            path: PathBuf::from("00001.wal"),
+            offset: 64,
+            reason: "checksum mismatch".to_string(),
+        });
+        let v = corrupt.json();
+        assert_eq!(
+            (v["kind"].as_str(), v["exit_code"].as_u64()),
+            (Some("corrupt"), Some(1))
+        );
+        assert_eq!(
+            (v["path"].as_str(), v["offset"].as_u64()),
+            (Some("00001.wal"), Some(64))
+        );
     }
 
     #[test]

@@ -211,9 +211,10 @@ impl Journal {
         if !fits {
             self.rotate(seq, total)?;
         }
-        let w = self.writer.as_mut().ok_or_else(|| {
-            Error::InvalidArgument("journal has no segment to write after rotation".to_string())
-        })?;
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::invariant("journal has no segment to write after rotation"))?;
         let h = record::encode_header(seq, stored);
         // The padding to 8 bytes, and zeros to the end of the last page.
         let end = w.offset + total;

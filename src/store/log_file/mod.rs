@@ -53,8 +53,8 @@ fn sink_of<'a>(handle: &'a mut Handle, path: &Path) -> Result<Sink<'a>> {
             }
             match fd {
                 Some(f) => Ok(Sink::Fd(f)),
-                None => Err(Error::InvalidArgument(format!(
-                    "no descriptor for {}",
+                None => Err(Error::invariant(format!(
+                    "no descriptor for {} right after opening it",
                     path.display()
                 ))),
             }

@@ -47,6 +47,7 @@ pub use restore::{restore, restore_with_store_options};
 pub use write::{
     save_dir_snapshot, save_dir_snapshot_with_key, save_engine_group_snapshot, write_archive,
 };
+pub(crate) use write::{write_archive_to, Dest};
 
 /// Version of the archive format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

@@ -8,7 +8,7 @@
 //! archive whose `state.bin` is not exactly the snapshot's data, read to its end.
 
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flate2::write::GzEncoder;
@@ -97,21 +97,44 @@ fn member_header(size: u64, mtime: u64) -> tar::Header {
     h
 }
 
-/// An error writing the archive; the caller knows the path (see `save_dir_snapshot`).
-fn write_error(e: io::Error) -> Error {
-    Error::io("write archive", PathBuf::new(), e)
+/// Where an archive is written, for the errors writing it: a file raftwal made (named), or a
+/// stream the caller handed in (which names no file: `op` says what was being written).
+pub(crate) enum Dest<'a> {
+    File(&'a Path),
+    Stream(&'static str),
+}
+
+impl Dest<'_> {
+    fn error(&self, e: io::Error) -> Error {
+        match *self {
+            Dest::File(path) => Error::io("write archive", path, e),
+            Dest::Stream(op) => Error::Stream { op, source: e },
+        }
+    }
 }
 
 /// Writes a tar.gz archive of the snapshot streamed by `reader` to `out`, in bounded memory.
 /// Members in this order: `meta.json`, `state.bin`, `SHA256SUMS` (`sha256sum` format:
 /// `"<hex>  meta.json\n<hex>  state.bin\n"`). `progress(n)` is called with each `n` bytes of
 /// state written. The reader is read to its end, so damaged snapshot data is an error (naming
-/// the snapshot file). Errors writing to `out` are `Error::Io` with an empty path.
+/// the snapshot file). Errors writing to `out` are `Error::Stream` (raftwal knows no name for
+/// it; the caller does).
 pub fn write_archive<W: Write>(
     out: W,
     reader: &mut SnapshotReader,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveMeta, Error> {
+    write_archive_to(out, &Dest::Stream("write the archive"), reader, progress)
+}
+
+/// [`write_archive`] to `out`, which `dest` describes in the errors writing to it.
+pub(crate) fn write_archive_to<W: Write>(
+    out: W,
+    dest: &Dest<'_>,
+    reader: &mut SnapshotReader,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveMeta, Error> {
+    let write_error = |e: io::Error| dest.error(e);
     let md = reader.metadata().clone();
     if md.index == 0 {
         return Err(Error::EmptySnapshot(
@@ -131,7 +154,7 @@ pub fn write_archive<W: Write>(
         created_unix_secs,
     };
     let mut meta_bytes = serde_json::to_vec_pretty(&meta_json)
-        .map_err(|e| Error::InvalidArgument(format!("encode meta.json: {e}")))?;
+        .map_err(|e| Error::invariant(format!("encode meta.json: {e}")))?;
     meta_bytes.push(b'\n');
     let meta_sha = sha256_hex(&meta_bytes);
 
@@ -159,7 +182,7 @@ pub fn write_archive<W: Write>(
     }
     appended.map_err(write_error)?;
     if source.left != 0 || !source.done {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::invariant(format!(
             "state.bin: {} bytes of the snapshot were not written",
             source.left
         )));
@@ -203,8 +226,8 @@ pub fn save_dir_snapshot_with_key(
     let inspector = Inspector::open_with_key(dir, key)?;
     let mut reader = inspector.snapshot_reader()?;
     let mut new = fsutil::NewFile::create(out)?;
-    let meta = write_archive(new.file(), &mut reader, progress)
-        .map_err(|e| with_path(e, new.tmp_path()))?;
+    let tmp = new.tmp_path().to_path_buf();
+    let meta = write_archive_to(new.file(), &Dest::File(&tmp), &mut reader, progress)?;
     new.commit()?;
     Ok(meta)
 }
@@ -226,24 +249,8 @@ pub fn save_engine_group_snapshot(
         crate::tools::inspect::engine::EngineInspector::open_group(root, key, group_id)?;
     let mut reader = inspector.snapshot_reader()?;
     let mut new = fsutil::NewFile::create(out)?;
-    let meta = write_archive(new.file(), &mut reader, progress)
-        .map_err(|e| with_path(e, new.tmp_path()))?;
+    let tmp = new.tmp_path().to_path_buf();
+    let meta = write_archive_to(new.file(), &Dest::File(&tmp), &mut reader, progress)?;
     new.commit()?;
     Ok(meta)
-}
-
-/// An `Error::Io` with an empty path (from [`write_archive`]) given `path`.
-fn with_path(e: Error, path: &Path) -> Error {
-    match e {
-        Error::Io {
-            op,
-            path: p,
-            source,
-        } if p.as_os_str().is_empty() => Error::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        },
-        other => other,
-    }
 }

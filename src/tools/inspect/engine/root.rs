@@ -106,7 +106,9 @@ pub(super) fn read_root(
         &mut |rec: RecordAt<'_>| {
             let parts = scan::decode_parts(&rec.body, rec.seq).map_err(|e| {
                 let reason = match e {
-                    Error::InvalidArgument(m) => m,
+                    // A record that does not parse although its checksum matches: a bug
+                    // (`Invariant`) for an open, damage at its place for the tools.
+                    Error::Invariant(m) => m,
                     other => other.to_string(),
                 };
                 Error::corrupt(rec.path, rec.offset, reason)
