@@ -22,24 +22,19 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 use tempfile::TempDir;
 
+#[path = "common/entries.rs"]
+mod entries;
+
+use entries::{term_every, text_entry};
+
 // ---------------------------------------------------------------------------------------------
 // a store with a snapshot
 // ---------------------------------------------------------------------------------------------
 
 const LAST: u64 = 100;
 const SNAP_AT: u64 = 60;
-
-fn term_of(index: u64) -> u64 {
-    1 + index / 25
-}
-
-fn entry(index: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term_of(index);
-    e.data = format!("entry {index}").into_bytes().into();
-    e
-}
+/// The log's term rises every 25 entries (`term_every(index, 25)`): five terms in 100 entries.
+const TERM_EVERY: u64 = 25;
 
 /// Snapshot data: `len` bytes, part text (compressible), part pseudo-random.
 fn snapshot_data(len: usize) -> Vec<u8> {
@@ -69,9 +64,11 @@ fn voters_123() -> ConfState {
 /// and a snapshot at 60 holding `data`.
 fn build_store(dir: &Path, data: &[u8]) {
     let s = DiskStorage::open(dir).unwrap();
-    let es: Vec<Entry> = (1..=LAST).map(entry).collect();
+    let es: Vec<Entry> = (1..=LAST)
+        .map(|i| text_entry(i, term_every(i, TERM_EVERY)))
+        .collect();
     let mut hs = HardState::default();
-    hs.term = term_of(LAST);
+    hs.term = term_every(LAST, TERM_EVERY);
     hs.vote = 1;
     hs.commit = LAST;
     s.save(&hs, &es, &Snapshot::default()).unwrap();
@@ -305,7 +302,7 @@ fn save_writes_meta_state_and_sums_in_order_and_verify_accepts_it() {
     );
     assert_eq!(meta["format_version"], 1);
     assert_eq!(meta["index"], SNAP_AT);
-    assert_eq!(meta["term"], term_of(SNAP_AT));
+    assert_eq!(meta["term"], term_every(SNAP_AT, TERM_EVERY));
     assert_eq!(meta["size"], f.data.len());
     assert_eq!(meta["conf_state"]["voters"], serde_json::json!([1, 2, 3]));
     assert_eq!(meta["conf_state"]["learners"], serde_json::json!([4]));
@@ -316,7 +313,7 @@ fn save_writes_meta_state_and_sums_in_order_and_verify_accepts_it() {
     let expect = ArchiveMeta {
         format_version: 1,
         index: SNAP_AT,
-        term: term_of(SNAP_AT),
+        term: term_every(SNAP_AT, TERM_EVERY),
         conf_state: ConfStateJson::from(&voters_123()),
         size: f.data.len() as u64,
         created_unix_secs: f.meta.created_unix_secs,
@@ -410,7 +407,9 @@ fn save_of_a_directory_without_a_snapshot_is_no_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let wal = tmp.path().join("wal");
     let s = DiskStorage::open(&wal).unwrap();
-    let es: Vec<Entry> = (1..=10).map(entry).collect();
+    let es: Vec<Entry> = (1..=10)
+        .map(|i| text_entry(i, term_every(i, TERM_EVERY)))
+        .collect();
     s.save(&HardState::default(), &es, &Snapshot::default())
         .unwrap();
     s.close().unwrap();
@@ -456,17 +455,17 @@ fn check_restored(dir: &Path, f: &Fixture, cs: &ConfState, raft_id: u64) -> Disk
     let s = DiskStorage::open(dir).unwrap();
     let snap = s.snapshot(SNAP_AT, 0).unwrap();
     assert_eq!(snap.get_metadata().index, SNAP_AT);
-    assert_eq!(snap.get_metadata().term, term_of(SNAP_AT));
+    assert_eq!(snap.get_metadata().term, term_every(SNAP_AT, TERM_EVERY));
     assert_eq!(snap.get_metadata().get_conf_state(), cs);
     assert!(snap.data[..] == f.data[..]);
     let st = s.initial_state().unwrap();
-    assert_eq!(st.hard_state.term, term_of(SNAP_AT));
+    assert_eq!(st.hard_state.term, term_every(SNAP_AT, TERM_EVERY));
     assert_eq!(st.hard_state.commit, SNAP_AT);
     assert_eq!(st.hard_state.vote, 0);
     assert_eq!(&st.conf_state, cs);
     assert_eq!(s.first_index().unwrap(), SNAP_AT + 1);
     assert_eq!(s.last_index().unwrap(), SNAP_AT);
-    assert_eq!(s.term(SNAP_AT).unwrap(), term_of(SNAP_AT));
+    assert_eq!(s.term(SNAP_AT).unwrap(), term_every(SNAP_AT, TERM_EVERY));
     assert_eq!(
         s.term(SNAP_AT - 1),
         Err(raft::Error::Store(StorageError::Compacted))
@@ -491,8 +490,8 @@ fn restore_round_trips_into_a_fresh_directory() {
     let s = check_restored(&dir, &f, &voters_123(), 0);
 
     // The log continues after the snapshot, and survives a reopen.
-    let mut e = entry(SNAP_AT + 1);
-    e.term = term_of(SNAP_AT) + 1;
+    let mut e = text_entry(SNAP_AT + 1, term_every(SNAP_AT + 1, TERM_EVERY));
+    e.term = term_every(SNAP_AT, TERM_EVERY) + 1;
     s.save(&HardState::default(), &[e], &Snapshot::default())
         .unwrap();
     drop(s);
@@ -550,7 +549,7 @@ fn restore_with_new_membership_and_raft_id_and_raft_starts_from_it() {
         node.raft.raft_log.committed > SNAP_AT,
         "the node made progress"
     );
-    assert_eq!(node.raft.term, term_of(SNAP_AT) + 1);
+    assert_eq!(node.raft.term, term_every(SNAP_AT, TERM_EVERY) + 1);
 
     // Other voter sets.
     let dir2 = f.path("restored2");
@@ -1326,7 +1325,9 @@ fn an_encrypted_store_saves_with_its_key_and_restores_under_a_key() {
     let data = snapshot_data(200_000);
     {
         let s = DiskStorage::open_with(&wal, keyed.clone()).unwrap();
-        let es: Vec<Entry> = (1..=LAST).map(entry).collect();
+        let es: Vec<Entry> = (1..=LAST)
+            .map(|i| text_entry(i, term_every(i, TERM_EVERY)))
+            .collect();
         s.save(&HardState::default(), &es, &Snapshot::default())
             .unwrap();
         s.set_conf_state(&voters_123()).unwrap();

@@ -18,7 +18,6 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::SystemTime;
 
-use protobuf::Message as _;
 use raft::prelude::*;
 use raft::{GetEntriesContext, Storage};
 use raftwal::endpoint::{serve_archive, PULL_MAGIC};
@@ -27,45 +26,26 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
+
+use entries::{command_entry, term_of};
+use layout::{
+    slot_of, slot_payload_offset, META_FILE, META_RECORD_AT, PAYLOADS_AT, SLOTS_PER_FILE, SLOT_LEN,
+    SNAP_DATA_AT,
+};
+
 // ---------------------------------------------------------------------------------------------
 // the directory under test (written once, shared by every test that only reads it)
 // ---------------------------------------------------------------------------------------------
 
-/// Entries 1..=LAST: three files' worth (30,000 per file), the first removed by the snapshot.
+/// Entries 1..=LAST (`command_entry(i, term_of(i))`: every 1000th entry, at ...003, is a conf
+/// change, every 1000th, at ...007, has binary data and a context; the others are text
+/// commands): three files' worth (30,000 per file), the first removed by the snapshot.
 const LAST: u64 = 65_000;
 const SNAP_INDEX: u64 = 40_000;
-const SLOT: u64 = 32;
-
-fn term_of(index: u64) -> u64 {
-    1 + index / 10_000
-}
-
-/// Every 1000th entry (at ...003) is a conf change, every 1000th (at ...007) has binary data and
-/// a context; the others are text commands.
-fn entry(index: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term_of(index);
-    match index % 1000 {
-        3 => {
-            let mut cc = ConfChange::default();
-            cc.set_change_type(ConfChangeType::AddLearnerNode);
-            cc.node_id = 4;
-            e.set_entry_type(EntryType::EntryConfChange);
-            e.data = cc.write_to_bytes().unwrap().into();
-        }
-        7 => {
-            e.data = vec![0u8, 1, 2, 0xfe, 0xff].into();
-            e.context = b"ctx".to_vec().into();
-        }
-        _ => {
-            e.data = format!("put user:{index} visits={}", index * 7)
-                .into_bytes()
-                .into()
-        }
-    }
-    e
-}
 
 fn snapshot_data() -> Vec<u8> {
     (0..300_000u32)
@@ -89,7 +69,7 @@ fn write_dir(dir: &Path, last: u64, snapshot_at: Option<u64>) {
     let mut lo = 1;
     while lo <= last {
         let hi = (lo + 5_000).min(last + 1);
-        let entries: Vec<Entry> = (lo..hi).map(entry).collect();
+        let entries: Vec<Entry> = (lo..hi).map(|i| command_entry(i, term_of(i))).collect();
         let mut hs = HardState::default();
         hs.term = term_of(hi - 1);
         hs.vote = 1;
@@ -249,11 +229,9 @@ fn flip(path: &Path, offset: u64) {
 /// Where the payload of `index` starts in the log file whose slot 0 holds `base`.
 fn payload_offset(file: &Path, base: u64, index: u64) -> u64 {
     let f = fs::File::open(file).unwrap();
-    let mut slot = [0u8; SLOT as usize];
-    f.read_exact_at(&mut slot, (index - base) * SLOT).unwrap();
-    let mut offset = [0u8; 8];
-    offset[..6].copy_from_slice(&slot[16..22]);
-    u64::from_le_bytes(offset)
+    let mut slot = [0u8; SLOT_LEN as usize];
+    f.read_exact_at(&mut slot, slot_of(base, index)).unwrap();
+    slot_payload_offset(&slot)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,9 +269,9 @@ fn inspect_reports_meta_snapshot_and_files() {
     let files = j["files"].as_array().unwrap();
     assert_eq!(files.len(), 2, "the snapshot removed the first file");
     assert_eq!(files[0]["base_index"], 30_001);
-    assert_eq!(files[0]["entries"], 30_000);
+    assert_eq!(files[0]["entries"], SLOTS_PER_FILE);
     assert_eq!(files[1]["last_index"], LAST);
-    assert!(files[1]["size_bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(files[1]["size_bytes"].as_u64().unwrap() > PAYLOADS_AT);
 }
 
 /// A copy of the shared directory whose stored commit index is `commit` (below the log's end).
@@ -437,7 +415,9 @@ fn repair_cuts_committed_damage_only_with_accept_data_loss() {
         let got = store
             .entries(63_000, 64_000, None, GetEntriesContext::empty(false))
             .unwrap();
-        let want: Vec<Entry> = (63_000..64_000).map(entry).collect();
+        let want: Vec<Entry> = (63_000..64_000)
+            .map(|i| command_entry(i, term_of(i)))
+            .collect();
         assert_eq!(got, want, "{mode:?}");
         store.close().unwrap();
     }
@@ -481,9 +461,9 @@ fn verify_reports_a_damaged_meta_copy_and_inspect_shows_the_copy_in_use() {
         text.contains(&format!("meta copies     copy {in_use} in use")),
         "{text}"
     );
-    let meta = dir.join("wal.meta");
+    let meta = dir.join(META_FILE);
     let region = fs::metadata(&meta).unwrap().len() / 2;
-    flip(&meta, (in_use - 1) * region + 40);
+    flip(&meta, (in_use - 1) * region + META_RECORD_AT + 8);
 
     let err = fails(&["verify", p(&dir)], 1);
     assert!(err.contains("wal.meta"), "{err}");
@@ -501,7 +481,7 @@ fn verify_reports_a_damaged_meta_copy_and_inspect_shows_the_copy_in_use() {
     let in_use = inspect_json(&dir)["meta_copies"]["in_use"]
         .as_u64()
         .unwrap();
-    flip(&meta_of(&dir), (in_use - 1) * region + 40);
+    flip(&meta_of(&dir), (in_use - 1) * region + META_RECORD_AT + 8);
     let err = fails(&["inspect", p(&dir)], 1);
     assert!(err.contains("00001.wal"), "{err}");
     assert!(
@@ -513,7 +493,7 @@ fn verify_reports_a_damaged_meta_copy_and_inspect_shows_the_copy_in_use() {
 }
 
 fn meta_of(dir: &Path) -> PathBuf {
-    dir.join("wal.meta")
+    dir.join(META_FILE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -567,7 +547,7 @@ fn verify_reports_a_damaged_snapshot_file() {
         .unwrap()
         .to_string();
     let snap = dir.join("snap").join(Path::new(&snap).file_name().unwrap());
-    flip(&snap, 4096 + 150_000);
+    flip(&snap, SNAP_DATA_AT + 150_000);
     let err = fails(&["verify", p(&dir)], 1);
     assert!(err.contains(".snap"), "{err}");
 }
@@ -620,7 +600,7 @@ fn dump_json_lines_carry_data_and_context_in_hex_across_files() {
         .collect();
     assert_eq!(lines.len(), 11);
     for (j, index) in lines.iter().zip(59_995..) {
-        let e = entry(index);
+        let e = command_entry(index, term_of(index));
         assert_eq!(j["index"], index);
         assert_eq!(j["term"], e.term);
         assert_eq!(j["entry_type"], format!("{:?}", e.get_entry_type()));

@@ -18,6 +18,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
 #[path = "common/roots.rs"]
 mod roots;
 
@@ -27,6 +31,14 @@ use raft::{GetEntriesContext, Storage};
 use raftwal::{Engine, EngineOptions, WriteBatch};
 use serde_json::Value;
 use tempfile::TempDir;
+
+use entries::entry_in_group;
+use layout::{
+    next_record_at, segment_name, slot_at, slot_data_len, slot_payload_offset, CONTEXT_LEN_LEN,
+    META_FILE, META_RECORD_AT, PART_INCARNATION_AT, RECORD_BODY_AT, RECORD_CRC_AT, RECORD_LEN_AT,
+    RECORD_SEQ_AT, SEGMENT_RECORDS_AT, SLOTS_PER_FILE, SLOT_CRC_AT, SLOT_FLAGS_AT,
+    SLOT_FLAG_CONTEXT, SLOT_FLAG_DATA_DROPPED, SLOT_LEN, SLOT_TERM_AT,
+};
 
 // ---------------------------------------------------------------------------------------------
 // the roots under test
@@ -46,19 +58,8 @@ const CHILD_BUDGET_SECS: u64 = 3;
 /// Exit code of a child that gave up.
 const CHILD_TOO_SLOW: i32 = 3;
 
-fn entry(index: u64, term: u64, group: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = Bytes::from(format!("g{group} put k{index}={}", index * 7));
-    if index.is_multiple_of(5) {
-        e.context = Bytes::from(format!("ctx{index}"));
-    }
-    e
-}
-
 fn entries(lo: u64, hi: u64, term: u64, group: u64) -> Vec<Entry> {
-    (lo..=hi).map(|i| entry(i, term, group)).collect()
+    (lo..=hi).map(|i| entry_in_group(i, term, group)).collect()
 }
 
 /// Group 1's `truncate_entries_until`: its entries below read back with empty data.
@@ -383,7 +384,7 @@ fn flip(path: &Path, offset: u64) {
 
 /// The journal's only segment in the crash image.
 fn segment(root: &Path) -> PathBuf {
-    root.join("journal").join("0000000000000001.jnl")
+    root.join("journal").join(segment_name(1))
 }
 
 /// Offsets of the records of a journal segment, by sequence number, read as docs/FORMAT.md
@@ -391,16 +392,17 @@ fn segment(root: &Path) -> PathBuf {
 /// padded to 8 bytes.
 fn record_offsets(path: &Path) -> BTreeMap<u64, u64> {
     let bytes = fs::read(path).unwrap();
-    let mut at = 4096usize;
+    let u = |at: u64, n: usize| bytes[at as usize..at as usize + n].to_vec();
+    let mut at = SEGMENT_RECORDS_AT;
     let mut out = BTreeMap::new();
-    while at + 16 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+    while (at + RECORD_BODY_AT) as usize <= bytes.len() {
+        let len = u32::from_le_bytes(u(at + RECORD_LEN_AT, 4).try_into().unwrap()) as u64;
+        let seq = u64::from_le_bytes(u(at + RECORD_SEQ_AT, 8).try_into().unwrap());
         if seq == 0 {
             return out;
         }
-        out.insert(seq, at as u64);
-        at = (at + 16 + len).next_multiple_of(8);
+        out.insert(seq, at);
+        at = next_record_at(at, len);
     }
     out
 }
@@ -627,7 +629,7 @@ fn a_damaged_checkpointed_journal_record_fails_open_and_verify() {
     let root = image_copy(&tmp);
     let seg = segment(&root);
     let at = record_offsets(&seg)[&1];
-    flip(&seg, at + 16 + 40);
+    flip(&seg, at + RECORD_BODY_AT + 40);
     let run = fails(&["inspect", p(&root)], 1);
     assert!(
         run.stderr.contains("open will fail: journal: corrupt"),
@@ -675,7 +677,7 @@ fn a_damaged_record_before_later_ones_is_reported_as_lost_records() {
     let root = image_copy(&tmp);
     let seg = segment(&root);
     let at = record_offsets(&seg)[&3];
-    flip(&seg, at + 16 + 20);
+    flip(&seg, at + RECORD_BODY_AT + 20);
     let run = fails(&["inspect", p(&root), "--json"], 1);
     let doc = json(&run.stdout);
     let lost = doc["journal"]["lost_records"].as_str().unwrap();
@@ -719,7 +721,7 @@ fn a_torn_journal_tail_is_shown_and_fails_verify() {
     let root = image_copy(&tmp);
     let seg = segment(&root);
     let at = record_offsets(&seg)[&7];
-    flip(&seg, at + 16 + 10);
+    flip(&seg, at + RECORD_BODY_AT + 10);
     let doc = inspect_json(&root);
     let torn = doc["journal"]["torn_tail"].as_str().unwrap();
     assert!(
@@ -777,7 +779,7 @@ fn a_tail_cut_by_an_earlier_open_is_shown_and_is_not_damage() {
     let torn = image_copy(&tmp);
     let seg = segment(&torn);
     let at = record_offsets(&seg)[&7];
-    flip(&seg, at + 16 + 10);
+    flip(&seg, at + RECORD_BODY_AT + 10);
     let root = tmp.path().join("cut");
     opened_and_killed(&torn, &root, |e| {
         let g = e.group(1).unwrap();
@@ -841,7 +843,7 @@ fn a_tail_cut_by_an_earlier_open_is_shown_and_is_not_damage() {
 fn a_journal_of_several_segments_is_read_across_them() {
     let tmp = TempDir::new().unwrap();
     let root = tmp.path().join("root");
-    crash_image(&root, None, Some(4096 + 600));
+    crash_image(&root, None, Some(SEGMENT_RECORDS_AT + 600));
     let doc = inspect_json(&root);
     let segs = doc["journal"]["segments"].as_array().unwrap().clone();
     assert!(segs.len() >= 3, "{segs:#?}");
@@ -867,7 +869,7 @@ fn a_journal_of_several_segments_is_read_across_them() {
     // A clean close leaves no spare (they would only hold disk space until the next open).
     let closed = tmp.path().join("closed");
     copy_tree(&root, &closed);
-    Engine::open_with(&closed, opts(None, Some(4096 + 600)))
+    Engine::open_with(&closed, opts(None, Some(SEGMENT_RECORDS_AT + 600)))
         .unwrap()
         .close()
         .unwrap();
@@ -890,7 +892,7 @@ fn a_journal_of_several_segments_is_read_across_them() {
     let mut segs: Vec<String> = fs::read_dir(spared.join("journal"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.len() == 20 && n.ends_with(".jnl"))
+        .filter(|n| n.len() == segment_name(1).len() && n.ends_with(".jnl"))
         .collect();
     segs.sort();
     let jdir = spared.join("journal");
@@ -915,7 +917,7 @@ fn a_journal_of_several_segments_is_read_across_them() {
 fn a_damaged_record_before_the_last_segment_fails_open() {
     let tmp = TempDir::new().unwrap();
     let root = tmp.path().join("root");
-    crash_image(&root, None, Some(4096 + 600));
+    crash_image(&root, None, Some(SEGMENT_RECORDS_AT + 600));
     let doc = inspect_json(&root);
     let segs = doc["journal"]["segments"].as_array().unwrap();
     let live: Vec<&Value> = segs.iter().filter(|s| s["state"] == "live").collect();
@@ -923,7 +925,7 @@ fn a_damaged_record_before_the_last_segment_fails_open() {
     let name = live[0]["name"].as_str().unwrap();
     let seg = root.join("journal").join(name);
     let (seq, at) = record_offsets(&seg).into_iter().next().unwrap();
-    flip(&seg, at + 16 + 8);
+    flip(&seg, at + RECORD_BODY_AT + 8);
     let run = fails(&["inspect", p(&root)], 1);
     let expected = format!("{name} at offset {at}: journal record {seq}: checksum mismatch");
     assert!(
@@ -942,15 +944,21 @@ fn a_damaged_record_before_the_last_segment_fails_open() {
 /// number and body) made to match: a record open reads as whole.
 fn forge_incarnation(seg: &Path, at: u64, incarnation: u64) {
     let f = OpenOptions::new().read(true).write(true).open(seg).unwrap();
-    let mut h = [0u8; 16];
+    let mut h = [0u8; RECORD_BODY_AT as usize];
     f.read_exact_at(&mut h, at).unwrap();
-    let len = u32::from_le_bytes(h[..4].try_into().unwrap()) as usize;
+    let (l, q, i) = (
+        RECORD_LEN_AT as usize,
+        RECORD_SEQ_AT as usize,
+        PART_INCARNATION_AT as usize,
+    );
+    let len = u32::from_le_bytes(h[l..l + 4].try_into().unwrap()) as usize;
     let mut body = vec![0u8; len];
-    f.read_exact_at(&mut body, at + 16).unwrap();
-    body[8..16].copy_from_slice(&incarnation.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[8..16]), &body);
-    f.write_all_at(&crc.to_le_bytes(), at + 4).unwrap();
-    f.write_all_at(&body, at + 16).unwrap();
+    f.read_exact_at(&mut body, at + RECORD_BODY_AT).unwrap();
+    body[i..i + 8].copy_from_slice(&incarnation.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[q..]), &body);
+    f.write_all_at(&crc.to_le_bytes(), at + RECORD_CRC_AT)
+        .unwrap();
+    f.write_all_at(&body, at + RECORD_BODY_AT).unwrap();
 }
 
 /// Each journal part names a group and its incarnation: a part for an earlier incarnation (a
@@ -1015,8 +1023,8 @@ fn a_damaged_group_meta_copy_fails_verify_naming_the_file() {
     let doc = inspect_json(&root);
     let copies = &group(&doc, 2)["meta_copies"];
     assert_eq!(copies["in_use"], 2);
-    let meta = root.join("groups/2/wal.meta");
-    flip(&meta, 40);
+    let meta = root.join("groups/2").join(META_FILE);
+    flip(&meta, META_RECORD_AT + 8);
     let run = fails(&["verify", p(&root)], 1);
     assert!(run.stderr.contains("group 2: corrupt"), "{}", run.stderr);
     assert!(
@@ -1050,9 +1058,9 @@ fn a_damaged_group_meta_copy_fails_verify_naming_the_file() {
 fn a_group_meta_fallback_the_journal_cannot_make_whole_is_refused() {
     let tmp = TempDir::new().unwrap();
     let root = image_copy(&tmp);
-    let meta = root.join("groups/1/wal.meta");
+    let meta = root.join("groups/1").join(META_FILE);
     let region = fs::metadata(&meta).unwrap().len() / 2;
-    flip(&meta, region + 40);
+    flip(&meta, region + META_RECORD_AT + 8);
     let words = [
         "groups/1/wal.meta at offset",
         "copy 2 of the meta state is damaged",
@@ -1126,13 +1134,13 @@ fn a_group_meta_fallback_the_journal_makes_whole_is_shown_whole() {
     });
     let whole = group(&inspect_json(&root), 7)["after_replay"].clone();
     assert_eq!(whole["last_index"], 202);
-    let meta = root.join("groups/7/wal.meta");
+    let meta = root.join("groups/7").join(META_FILE);
     let newest = json(&ok(&["inspect", p(&root), "--group", "7", "--json"]))["groups"][0]
         ["meta_copies"]["in_use"]
         .as_u64()
         .unwrap();
     let region = fs::metadata(&meta).unwrap().len() / 2;
-    flip(&meta, (newest - 1) * region + 40);
+    flip(&meta, (newest - 1) * region + META_RECORD_AT + 8);
     let doc = inspect_json(&root);
     let g7 = group(&doc, 7);
     assert_eq!(g7["meta_copies"]["in_use"], 3 - newest, "{g7}");
@@ -1170,7 +1178,7 @@ fn a_damaged_group_slot_fails_verify_and_dump() {
     let tmp = TempDir::new().unwrap();
     let root = image_copy(&tmp);
     let wal = root.join("groups/1/00001.wal");
-    flip(&wal, 4 * 32 + 2);
+    flip(&wal, slot_at(4) + SLOT_TERM_AT + 2);
     let run = fails(&["verify", p(&root)], 1);
     assert!(
         run.stderr.contains("groups/1/00001.wal at offset 128"),
@@ -1209,31 +1217,29 @@ fn a_damaged_group_slot_fails_verify_and_dump() {
 fn undo_truncate(wal: &Path) -> usize {
     let f = OpenOptions::new().read(true).write(true).open(wal).unwrap();
     let mut undone = 0;
-    for k in 0..30_000u64 {
-        let mut slot = [0u8; 32];
-        f.read_exact_at(&mut slot, k * 32).unwrap();
+    let (flags, crc_at) = (SLOT_FLAGS_AT as usize, SLOT_CRC_AT as usize);
+    for k in 0..SLOTS_PER_FILE {
+        let mut slot = [0u8; SLOT_LEN as usize];
+        f.read_exact_at(&mut slot, slot_at(k)).unwrap();
         if slot.iter().all(|&b| b == 0) {
             break;
         }
-        if slot[23] & 4 == 0 {
+        if slot[flags] & SLOT_FLAG_DATA_DROPPED == 0 {
             continue;
         }
-        slot[23] &= !4;
-        let mut off = [0u8; 8];
-        off[..6].copy_from_slice(&slot[16..22]);
-        let offset = u64::from_le_bytes(off);
-        let data_len = u32::from_le_bytes(slot[24..28].try_into().unwrap()) as u64;
-        let mut end = offset + data_len;
-        if slot[23] & 1 != 0 {
-            let mut c = [0u8; 4];
+        slot[flags] &= !SLOT_FLAG_DATA_DROPPED;
+        let offset = slot_payload_offset(&slot);
+        let mut end = offset + slot_data_len(&slot);
+        if slot[flags] & SLOT_FLAG_CONTEXT != 0 {
+            let mut c = [0u8; CONTEXT_LEN_LEN as usize];
             f.read_exact_at(&mut c, end).unwrap();
-            end += 4 + u32::from_le_bytes(c) as u64;
+            end += CONTEXT_LEN_LEN + u32::from_le_bytes(c) as u64;
         }
         let mut payload = vec![0u8; (end - offset) as usize];
         f.read_exact_at(&mut payload, offset).unwrap();
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&slot[..28]), &payload);
-        slot[28..].copy_from_slice(&crc.to_le_bytes());
-        f.write_all_at(&slot, k * 32).unwrap();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&slot[..crc_at]), &payload);
+        slot[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&slot, slot_at(k)).unwrap();
         undone += 1;
     }
     undone
@@ -1522,7 +1528,7 @@ fn the_tools_ride_out_an_engine_at_work() {
                     let lo = next[g as usize];
                     let es: Vec<Entry> = (lo..lo + 8)
                         .map(|i| {
-                            let mut x = entry(i, 1, g);
+                            let mut x = entry_in_group(i, 1, g);
                             x.data = Bytes::from(vec![g as u8; 500]);
                             x
                         })

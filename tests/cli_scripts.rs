@@ -17,18 +17,17 @@ use raftwal::{DiskStorage, MetaInfo, Options};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// Entries 1..=LAST in one log file; a snapshot at SNAP_INDEX.
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
+
+use entries::text_entry;
+use layout::{slot_of, slot_payload_offset, SLOT_LEN};
+
+/// Entries 1..=LAST (`text_entry`, term 1) in one log file; a snapshot at SNAP_INDEX.
 const LAST: u64 = 100;
 const SNAP_INDEX: u64 = 20;
-const SLOT: u64 = 32;
-
-fn entry(index: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = 1;
-    e.data = format!("put k{index}").into_bytes().into();
-    e
-}
 
 /// A WAL directory `tmp/name`: raft id 1, voters 1,2,3, entries 1..=LAST, snapshot at SNAP_INDEX.
 fn write_dir(tmp: &TempDir, name: &str) -> PathBuf {
@@ -50,7 +49,7 @@ fn write_dir_to(tmp: &TempDir, name: &str, last: u64) -> PathBuf {
     let mut cs = ConfState::default();
     cs.voters = vec![1, 2, 3];
     store.set_conf_state(&cs).unwrap();
-    let entries: Vec<Entry> = (1..=last).map(entry).collect();
+    let entries: Vec<Entry> = (1..=last).map(|i| text_entry(i, 1)).collect();
     let mut hs = HardState::default();
     hs.term = 1;
     hs.vote = 1;
@@ -135,11 +134,9 @@ fn payload_of(dir: &Path, index: u64) -> (PathBuf, u64) {
         .collect();
     files.sort();
     let f = fs::File::open(&files[0]).unwrap();
-    let mut slot = [0u8; SLOT as usize];
-    f.read_exact_at(&mut slot, (index - 1) * SLOT).unwrap();
-    let mut offset = [0u8; 8];
-    offset[..6].copy_from_slice(&slot[16..22]);
-    (files[0].clone(), u64::from_le_bytes(offset))
+    let mut slot = [0u8; SLOT_LEN as usize];
+    f.read_exact_at(&mut slot, slot_of(1, index)).unwrap();
+    (files[0].clone(), slot_payload_offset(&slot))
 }
 
 // ---------------------------------------------------------------------------------------------

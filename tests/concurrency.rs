@@ -11,9 +11,16 @@ use std::thread;
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{GetEntriesContext, Storage, StorageError};
+use raft::{Storage, StorageError};
 use raftwal::{DiskStorage, Options};
 
+#[path = "common/entries.rs"]
+mod entries;
+
+use entries::{ctx, entry_with_data};
+
+/// The data of entry `index` of term `term` (what `check` verifies): 16..=315 bytes derived
+/// from both. Entries at multiples of 5 also carry the context `ctx-<index>-<term>`.
 fn payload(index: u64, term: u64) -> Bytes {
     let len = 16 + (index * 7 + term) % 300;
     let mut v = Vec::with_capacity(len as usize);
@@ -25,17 +32,6 @@ fn payload(index: u64, term: u64) -> Bytes {
         v.push(x as u8);
     }
     v.into()
-}
-
-fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = payload(index, term);
-    if index.is_multiple_of(5) {
-        e.context = Bytes::from(format!("ctx-{index}-{term}"));
-    }
-    e
 }
 
 fn check(e: &Entry) {
@@ -96,7 +92,7 @@ fn readers_never_see_altered_entries_while_a_writer_appends_overwrites_and_snaps
                     }
                     let lo = first + x % (last - first + 1);
                     let hi = (lo + 1 + x % 200).min(last + 1);
-                    match store.entries(lo, hi, None, GetEntriesContext::empty(false)) {
+                    match store.entries(lo, hi, None, ctx()) {
                         Ok(es) => {
                             for (i, e) in es.iter().enumerate() {
                                 assert_eq!(e.index, lo + i as u64);
@@ -147,7 +143,15 @@ fn readers_never_see_altered_entries_while_a_writer_appends_overwrites_and_snaps
         } else {
             last + 1
         };
-        let batch: Vec<Entry> = (start..start + n).map(|i| entry(i, term)).collect();
+        let batch: Vec<Entry> = (start..start + n)
+            .map(|i| {
+                let mut e = entry_with_data(i, term, payload(i, term));
+                if i.is_multiple_of(5) {
+                    e.context = Bytes::from(format!("ctx-{i}-{term}"));
+                }
+                e
+            })
+            .collect();
         store
             .save(&HardState::default(), &batch, &Snapshot::default())
             .unwrap();

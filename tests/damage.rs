@@ -6,9 +6,9 @@
 //! succeeds and every entry it hands out is byte-identical to what was written — a valid prefix of
 //! the log, never altered data — and nothing panics.
 //!
-//! Byte positions come from docs/FORMAT.md: slots of 32 bytes from offset 0, the log file header
-//! at 960,000, payloads from 1 MiB; `wal.meta` is two regions of `len / 2` bytes; snapshot data at
-//! 4096 in `snap/<term>-<index>.snap`.
+//! Byte positions come from docs/FORMAT.md (tests/common/layout.rs): slots of 32 bytes from
+//! offset 0, the log file header at 960,000, payloads from 1 MiB; `wal.meta` is two regions of
+//! `len / 2` bytes; snapshot data at 4096 in `snap/<term>-<index>.snap`.
 
 use std::fs::{self, OpenOptions};
 use std::ops::Range;
@@ -20,78 +20,33 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use raft::prelude::*;
-use raft::{GetEntriesContext, Storage, StorageError};
+use raft::{Storage, StorageError};
 use raftwal::{DiskStorage, Error, Options, RecoveryMode};
 use tempfile::TempDir;
 
-// ---------------------------------------------------------------------------------------------
-// layout (docs/FORMAT.md)
-// ---------------------------------------------------------------------------------------------
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
 
-const PER_FILE: u64 = 30_000;
-const SLOT: u64 = 32;
-const SLOT_AREA: u64 = PER_FILE * SLOT;
-const HEADER_AT: u64 = 960_000;
-const HEADER_LEN: u64 = 36;
-const PAYLOAD_START: u64 = 1 << 20;
-const SNAP_DATA_AT: u64 = 4096;
+use entries::{alt_entry_at, ctx, entry_at, term_of};
+use layout::{
+    log_name, slot_data_len, slot_payload_offset, CONTEXT_LEN_LEN, FILE_BASE_AT, FILE_CRC_AT,
+    FILE_HEADER_AT, FILE_HEADER_LEN, FILE_ID_AT, FILE_MAGIC_AT, FILE_VERSION_AT, META_CRC_AT,
+    META_FILE, META_MAGIC_AT, META_MIN_REGION, META_RECORD_AT, META_RECORD_LEN_AT, META_SEQ_AT,
+    META_VERSION_AT, PAYLOADS_AT, SLOTS_PER_FILE, SLOT_AREA_LEN, SLOT_CRC_AT, SLOT_DATA_LEN_AT,
+    SLOT_FLAGS_AT, SLOT_INDEX_AT, SLOT_LEN, SLOT_OFFSET_AT, SLOT_TERM_AT, SNAP_DATA_AT,
+    SNAP_ENVELOPE_AT,
+};
 
 const MODES: [RecoveryMode; 2] = [
     RecoveryMode::TolerateTailCorruption,
     RecoveryMode::AbsoluteConsistency,
 ];
 
-fn log_name(id: u64) -> String {
-    format!("{id:05}.wal")
-}
-
 // ---------------------------------------------------------------------------------------------
-// entries
+// entries (tests/common/entries.rs: `entry_at`, and `alt_entry_at` written after a cut)
 // ---------------------------------------------------------------------------------------------
-
-fn term_of(index: u64) -> u64 {
-    1 + index / 1_000
-}
-
-/// A deterministic entry derived from its index: all entry types, empty and non-empty data,
-/// some with a context.
-fn gen_entry(index: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term_of(index);
-    e.entry_type = match index % 10 {
-        3 => EntryType::EntryConfChange,
-        7 => EntryType::EntryConfChangeV2,
-        _ => EntryType::EntryNormal,
-    };
-    let len = if index.is_multiple_of(11) {
-        0
-    } else {
-        8 + (index % 40) as usize
-    };
-    let seed = index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    e.data = Bytes::from(
-        (0..len)
-            .map(|k| (seed >> ((k % 8) * 8)) as u8 ^ (k as u8).wrapping_mul(31))
-            .collect::<Vec<u8>>(),
-    );
-    if index.is_multiple_of(7) {
-        e.context = Bytes::from(format!("ctx-{index}").into_bytes());
-    }
-    e
-}
-
-/// A different entry for the same index (written after a cut, to catch resurrected old slots).
-fn gen_alt(index: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term_of(index) + 100;
-    e.data = Bytes::from(format!("alt-{index}").into_bytes());
-    if index.is_multiple_of(3) {
-        e.context = Bytes::from_static(b"alt-ctx");
-    }
-    e
-}
 
 /// Bytes the entry's payload takes in the file.
 fn payload_len(e: &Entry) -> u64 {
@@ -99,7 +54,7 @@ fn payload_len(e: &Entry) -> u64 {
         + if e.context.is_empty() {
             0
         } else {
-            4 + e.context.len() as u64
+            CONTEXT_LEN_LEN + e.context.len() as u64
         }
 }
 
@@ -109,10 +64,6 @@ fn hs(term: u64, vote: u64, commit: u64) -> HardState {
     h.vote = vote;
     h.commit = commit;
     h
-}
-
-fn ctx() -> GetEntriesContext {
-    GetEntriesContext::empty(false)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,7 +111,7 @@ fn append(s: &DiskStorage, lo: u64, hi: u64, gen: fn(u64) -> Entry) {
     }
 }
 
-/// Writes entries `1..=n` (`gen_entry`), then a hard state with `commit` (if > 0), and closes.
+/// Writes entries `1..=n` (`entry_at`), then a hard state with `commit` (if > 0), and closes.
 /// Unsynced writes with one flush at close: fast, and what is on disk is the same.
 fn build(dir: &Path, n: u64, commit: u64) {
     let s = DiskStorage::open_with(
@@ -171,7 +122,7 @@ fn build(dir: &Path, n: u64, commit: u64) {
         },
     )
     .unwrap();
-    append(&s, 1, n, gen_entry);
+    append(&s, 1, n, entry_at);
     if commit > 0 {
         s.save(&hs(term_of(n), 1, commit), &[], &Snapshot::default())
             .unwrap();
@@ -349,19 +300,17 @@ struct SlotInfo {
 }
 
 fn slot_from(b: &[u8]) -> SlotInfo {
-    let mut off = [0u8; 8];
-    off[..6].copy_from_slice(&b[16..22]);
     SlotInfo {
-        term: u64_le(&b[0..]),
-        index: u64_le(&b[8..]),
-        offset: u64::from_le_bytes(off),
-        flags: b[23],
-        data_len: u32_le(&b[24..]) as u64,
+        term: u64_le(&b[SLOT_TERM_AT as usize..]),
+        index: u64_le(&b[SLOT_INDEX_AT as usize..]),
+        offset: slot_payload_offset(b),
+        flags: b[SLOT_FLAGS_AT as usize],
+        data_len: slot_data_len(b),
     }
 }
 
 fn read_slot(path: &Path, k: u64) -> SlotInfo {
-    slot_from(&read_at(path, k * SLOT, SLOT as usize))
+    slot_from(&read_at(path, k * SLOT_LEN, SLOT_LEN as usize))
 }
 
 /// The payload byte range `[start, end)` of slot `k`, checked against what was written.
@@ -401,10 +350,10 @@ fn torn_tail_is_cut_in_default_mode_and_refused_in_absolute_mode() {
     let base = tempfile::tempdir().unwrap();
     build(base.path(), N, 90);
     let file = log_name(1);
-    let last_payload = payload_range(&base.path().join(&file), N - 1, &gen_entry(N));
-    assert!(!gen_entry(N).context.is_empty());
+    let last_payload = payload_range(&base.path().join(&file), N - 1, &entry_at(N));
+    assert!(!entry_at(N).context.is_empty());
 
-    let slot_at = (N - 1) * SLOT;
+    let slot_at = (N - 1) * SLOT_LEN;
     type Damage<'a> = (&'a str, Box<dyn Fn(&Path)>);
     let damages: [Damage; 3] = [
         (
@@ -431,7 +380,7 @@ fn torn_tail_is_cut_in_default_mode_and_refused_in_absolute_mode() {
             match mode {
                 RecoveryMode::TolerateTailCorruption => {
                     let s = must_open(d.path(), mode, &when);
-                    let last = check_prefix(&s, N, gen_entry, &when);
+                    let last = check_prefix(&s, N, entry_at, &when);
                     assert_eq!(
                         last,
                         N - 1,
@@ -445,7 +394,7 @@ fn torn_tail_is_cut_in_default_mode_and_refused_in_absolute_mode() {
                         "{when}: term({N}) must be Unavailable after the cut"
                     );
                     // The store keeps working: new entries from N on, then a reopen.
-                    append(&s, N, N + 9, gen_entry);
+                    append(&s, N, N + 9, entry_at);
                     s.save(&hs(term_of(N + 9), 1, N + 9), &[], &Snapshot::default())
                         .unwrap();
                     s.close().unwrap();
@@ -455,7 +404,7 @@ fn torn_tail_is_cut_in_default_mode_and_refused_in_absolute_mode() {
                             m,
                             &format!("{when}: reopen after append in {m:?}"),
                         );
-                        let last = check_prefix(&s, N + 9, gen_entry, &when);
+                        let last = check_prefix(&s, N + 9, entry_at, &when);
                         assert_eq!(
                             last,
                             N + 9,
@@ -469,7 +418,7 @@ fn torn_tail_is_cut_in_default_mode_and_refused_in_absolute_mode() {
                     assert_corrupt(
                         &e,
                         &file,
-                        &[slot_at..slot_at + SLOT, last_payload.clone()],
+                        &[slot_at..slot_at + SLOT_LEN, last_payload.clone()],
                         &when,
                     );
                 }
@@ -483,7 +432,7 @@ fn torn_tail_is_cut_in_default_mode_and_refused_in_absolute_mode() {
 fn zeroed_sector_in_tail_cuts_at_first_zeroed_slot_and_never_resurrects_later_slots() {
     const N: u64 = 500;
     // Slots 128..256 (indexes 129..=256) are zeroed; slots 256..500 stay valid.
-    const FIRST_ZEROED: u64 = 4096 / SLOT; // slot 128 = index 129
+    const FIRST_ZEROED: u64 = 4096 / SLOT_LEN; // slot 128 = index 129
     let base = tempfile::tempdir().unwrap();
     build(base.path(), N, 100);
     let file = log_name(1);
@@ -496,7 +445,7 @@ fn zeroed_sector_in_tail_cuts_at_first_zeroed_slot_and_never_resurrects_later_sl
     assert_corrupt(
         &e,
         &file,
-        std::slice::from_ref(&(4096..8192 + SLOT)),
+        std::slice::from_ref(&(4096..8192 + SLOT_LEN)),
         "absolute",
     );
 
@@ -504,7 +453,7 @@ fn zeroed_sector_in_tail_cuts_at_first_zeroed_slot_and_never_resurrects_later_sl
     let d = copy_of(base.path());
     let mode = RecoveryMode::TolerateTailCorruption;
     let s = must_open(d.path(), mode, "default");
-    let last = check_prefix(&s, N, gen_entry, "default");
+    let last = check_prefix(&s, N, entry_at, "default");
     assert_eq!(
         last, FIRST_ZEROED,
         "default: the log ends before the zeroed sector"
@@ -517,13 +466,13 @@ fn zeroed_sector_in_tail_cuts_at_first_zeroed_slot_and_never_resurrects_later_sl
     }
     // Append different entries over the cut region; the old slots after them must stay gone.
     let new_last = FIRST_ZEROED + 12;
-    append(&s, FIRST_ZEROED + 1, new_last, gen_alt);
+    append(&s, FIRST_ZEROED + 1, new_last, alt_entry_at);
     s.close().unwrap();
     let expect = |i: u64| {
         if i <= FIRST_ZEROED {
-            gen_entry(i)
+            entry_at(i)
         } else {
-            gen_alt(i)
+            alt_entry_at(i)
         }
     };
     for m in MODES {
@@ -540,8 +489,8 @@ fn zeroed_sector_in_tail_cuts_at_first_zeroed_slot_and_never_resurrects_later_sl
     let p = d.path().join(&file);
     for k in [new_last, 255, 256, 300, N - 1] {
         assert_eq!(
-            read_at(&p, k * SLOT, SLOT as usize),
-            vec![0u8; SLOT as usize],
+            read_at(&p, k * SLOT_LEN, SLOT_LEN as usize),
+            vec![0u8; SLOT_LEN as usize],
             "slot {k} must be empty after the repair"
         );
     }
@@ -559,17 +508,17 @@ fn failed_default_open_keeps_valid_slots_after_the_cut() {
     build(d.path(), N, N);
     let p = d.path().join(log_name(1));
     zero_at(&p, 4096, 4096);
-    let before = read_at(&p, 0, SLOT_AREA as usize);
+    let before = read_at(&p, 0, SLOT_AREA_LEN as usize);
     let e = must_fail(
         d.path(),
         RecoveryMode::TolerateTailCorruption,
         "zeroed sector, commit = N",
     );
-    assert_names_one_of(&e, &[&log_name(1), "wal.meta"], "zeroed sector, commit = N");
-    let after = read_at(&p, 0, SLOT_AREA as usize);
-    let changed: Vec<u64> = (0..PER_FILE)
+    assert_names_one_of(&e, &[&log_name(1), META_FILE], "zeroed sector, commit = N");
+    let after = read_at(&p, 0, SLOT_AREA_LEN as usize);
+    let changed: Vec<u64> = (0..SLOTS_PER_FILE)
         .filter(|&k| {
-            let r = (k * SLOT) as usize..((k + 1) * SLOT) as usize;
+            let r = (k * SLOT_LEN) as usize..((k + 1) * SLOT_LEN) as usize;
             before[r.clone()] != after[r]
         })
         .collect();
@@ -591,7 +540,7 @@ fn failed_default_open_keeps_valid_slots_after_the_cut() {
     assert_corrupt(
         &e,
         &log_name(1),
-        std::slice::from_ref(&(4096..8192 + SLOT)),
+        std::slice::from_ref(&(4096..8192 + SLOT_LEN)),
         "strict open after the failed one",
     );
 }
@@ -605,7 +554,7 @@ fn failed_default_open_keeps_a_tail_file_with_a_damaged_header() {
     let d = tempfile::tempdir().unwrap();
     build(d.path(), N, N);
     let p = d.path().join(log_name(1));
-    xor_at(&p, HEADER_AT + 24, 0x01); // base index
+    xor_at(&p, FILE_HEADER_AT + FILE_BASE_AT, 0x01);
     let e = must_fail(
         d.path(),
         RecoveryMode::TolerateTailCorruption,
@@ -613,7 +562,7 @@ fn failed_default_open_keeps_a_tail_file_with_a_damaged_header() {
     );
     assert_names_one_of(
         &e,
-        &[&log_name(1), "wal.meta"],
+        &[&log_name(1), META_FILE],
         "tail header flipped, commit = N",
     );
     assert!(
@@ -628,7 +577,7 @@ fn failed_default_open_keeps_a_tail_file_with_a_damaged_header() {
 // ---------------------------------------------------------------------------------------------
 
 /// 3 files: 30,000 + 30,000 + 500 entries; commit = last.
-const BIG: u64 = 2 * PER_FILE + 500;
+const BIG: u64 = 2 * SLOTS_PER_FILE + 500;
 
 fn build_big() -> TempDir {
     let d = tempfile::tempdir().unwrap();
@@ -654,9 +603,9 @@ fn sealed_payload_bit_flip_is_never_returned_by_entries() {
     let p = base.path().join(&file);
     // 15,005: data bytes; 15,008: has a context, flip its last (context) byte.
     let (a, b) = (15_005u64, 15_008u64);
-    assert!(!gen_entry(a).data.is_empty() && !gen_entry(b).context.is_empty());
-    let ra = payload_range(&p, a - 1, &gen_entry(a));
-    let rb = payload_range(&p, b - 1, &gen_entry(b));
+    assert!(!entry_at(a).data.is_empty() && !entry_at(b).context.is_empty());
+    let ra = payload_range(&p, a - 1, &entry_at(a));
+    let rb = payload_range(&p, b - 1, &entry_at(b));
     xor_at(&p, ra.start + 3, 0x08);
     xor_at(&p, rb.end - 1, 0x01);
 
@@ -685,7 +634,7 @@ fn sealed_payload_bit_flip_is_never_returned_by_entries() {
                     "{when}: entries({lo}, {hi}) over damaged index {a}/{b} returned {} entries instead of an error{}",
                     got.len(),
                     got.iter()
-                        .find(|e| **e != gen_entry(e.index))
+                        .find(|e| **e != entry_at(e.index))
                         .map(|e| format!(", including ALTERED entry {}", e.index))
                         .unwrap_or_default()
                 ),
@@ -694,9 +643,9 @@ fn sealed_payload_bit_flip_is_never_returned_by_entries() {
         // Terms live in the (intact) slots.
         assert_eq!(s.term(a).unwrap(), term_of(a), "{when}");
         // Undamaged ranges, before, between and after, in the same file and the next ones.
-        check_range(&s, 1, a - 1, gen_entry, &when);
-        check_range(&s, a + 1, b - 1, gen_entry, &when);
-        check_range(&s, b + 1, BIG, gen_entry, &when);
+        check_range(&s, 1, a - 1, entry_at, &when);
+        check_range(&s, a + 1, b - 1, entry_at, &when);
+        check_range(&s, b + 1, BIG, entry_at, &when);
         // Still an error on a second try (no watermark lets it through).
         assert!(
             s.entries(a, a + 1, None, ctx()).is_err(),
@@ -715,17 +664,18 @@ fn sealed_payload_bit_flip_is_never_returned_by_entries() {
 fn sealed_first_or_last_slot_bit_flip_is_an_error() {
     let base = build_big();
     // (file id, slot, byte within the slot, mask)
+    let last = SLOTS_PER_FILE - 1;
     let cases = [
-        (1u64, 0u64, 0u64, 0x01u8),  // file 1 first slot: term
-        (1, PER_FILE - 1, 29, 0x80), // file 1 last slot: crc
-        (2, 0, 26, 0x04),            // file 2 first slot: data length
-        (2, PER_FILE - 1, 17, 0x02), // file 2 last slot: payload offset
-        (2, PER_FILE - 1, 8, 0x10),  // file 2 last slot: index
+        (1u64, 0u64, SLOT_TERM_AT, 0x01u8),  // file 1 first slot: term
+        (1, last, SLOT_CRC_AT + 1, 0x80),    // file 1 last slot: crc
+        (2, 0, SLOT_DATA_LEN_AT + 2, 0x04),  // file 2 first slot: data length
+        (2, last, SLOT_OFFSET_AT + 1, 0x02), // file 2 last slot: payload offset
+        (2, last, SLOT_INDEX_AT, 0x10),      // file 2 last slot: index
     ];
     for (id, k, byte, mask) in cases {
         let file = log_name(id);
         let damaged = copy_of(base.path());
-        xor_at(&damaged.path().join(&file), k * SLOT + byte, mask);
+        xor_at(&damaged.path().join(&file), k * SLOT_LEN + byte, mask);
         for mode in MODES {
             let when = format!("{file} slot {k} byte {byte}, {mode:?}");
             let d = copy_of(damaged.path());
@@ -734,7 +684,7 @@ fn sealed_first_or_last_slot_bit_flip_is_an_error() {
             assert_corrupt(
                 &e,
                 &file,
-                &[k * SLOT..k * SLOT + SLOT, PAYLOAD_START..u64::MAX],
+                &[k * SLOT_LEN..k * SLOT_LEN + SLOT_LEN, PAYLOADS_AT..u64::MAX],
                 &when,
             );
         }
@@ -747,10 +697,14 @@ fn sealed_first_or_last_slot_bit_flip_is_an_error() {
 fn sealed_middle_slot_bit_flip_is_never_returned_by_entries() {
     let base = build_big();
     let file = log_name(2);
-    let i = PER_FILE + 12_345;
-    let k = i - PER_FILE - 1;
+    let i = SLOTS_PER_FILE + 12_345;
+    let k = i - SLOTS_PER_FILE - 1;
     // Flip a data-length bit (bit 0 of the length: stays in range, only the CRC notices).
-    xor_at(&base.path().join(&file), k * SLOT + 24, 0x01);
+    xor_at(
+        &base.path().join(&file),
+        k * SLOT_LEN + SLOT_DATA_LEN_AT,
+        0x01,
+    );
     for mode in MODES {
         let when = format!("{mode:?}");
         let d = copy_of(base.path());
@@ -764,8 +718,8 @@ fn sealed_middle_slot_bit_flip_is_never_returned_by_entries() {
         if let Ok(got) = s.entries(i - 2, i + 2, None, ctx()) {
             panic!("{when}: entries over damaged slot {i} returned {got:?}");
         }
-        check_range(&s, i + 1, i + 500, gen_entry, &when);
-        check_range(&s, i - 500, i - 1, gen_entry, &when);
+        check_range(&s, i + 1, i + 500, entry_at, &when);
+        check_range(&s, i - 500, i - 1, entry_at, &when);
         s.close().unwrap();
     }
 }
@@ -776,15 +730,15 @@ fn sealed_header_bit_flip_is_an_error() {
     let base = build_big();
     // (file id, byte within the header, mask)
     for (id, byte, mask) in [
-        (1u64, 0u64, 0x20u8),
-        (1, 24, 0x01),
-        (2, 16, 0x01),
-        (2, 33, 0x10),
-        (2, 9, 0x02),
+        (1u64, FILE_MAGIC_AT, 0x20u8),
+        (1, FILE_BASE_AT, 0x01),
+        (2, FILE_ID_AT, 0x01),
+        (2, FILE_CRC_AT + 1, 0x10),
+        (2, FILE_VERSION_AT + 1, 0x02),
     ] {
         let file = log_name(id);
         let damaged = copy_of(base.path());
-        xor_at(&damaged.path().join(&file), HEADER_AT + byte, mask);
+        xor_at(&damaged.path().join(&file), FILE_HEADER_AT + byte, mask);
         for mode in MODES {
             let when = format!("{file} header byte {byte}, {mode:?}");
             let d = copy_of(damaged.path());
@@ -792,7 +746,7 @@ fn sealed_header_bit_flip_is_an_error() {
             assert_corrupt(
                 &e,
                 &file,
-                std::slice::from_ref(&(HEADER_AT..HEADER_AT + HEADER_LEN)),
+                std::slice::from_ref(&(FILE_HEADER_AT..FILE_HEADER_AT + FILE_HEADER_LEN)),
                 &when,
             );
         }
@@ -858,26 +812,31 @@ fn missing_tail_file_fails_iff_commit_points_past_the_remaining_log() {
             }
             (_, Err(e)) => panic!("{when}: open failed: {e}"),
         };
-        let last = check_prefix(&s, BIG, gen_entry, &when);
-        assert_eq!(last, 2 * PER_FILE, "{when}: the log ends with file 2");
+        let last = check_prefix(&s, BIG, entry_at, &when);
+        assert_eq!(last, 2 * SLOTS_PER_FILE, "{when}: the log ends with file 2");
         assert_eq!(
             s.initial_state().unwrap().hard_state.commit,
             50_000,
             "{when}"
         );
         // The store carries on: new entries go to a new third file and survive a reopen.
-        append(&s, 2 * PER_FILE + 1, 2 * PER_FILE + 10, gen_alt);
+        append(
+            &s,
+            2 * SLOTS_PER_FILE + 1,
+            2 * SLOTS_PER_FILE + 10,
+            alt_entry_at,
+        );
         s.close().unwrap();
         let s = must_open(dd.path(), mode, &format!("{when}: reopen"));
         let expect = |i: u64| {
-            if i <= 2 * PER_FILE {
-                gen_entry(i)
+            if i <= 2 * SLOTS_PER_FILE {
+                entry_at(i)
             } else {
-                gen_alt(i)
+                alt_entry_at(i)
             }
         };
-        let last = check_prefix(&s, 2 * PER_FILE + 10, expect, &when);
-        assert_eq!(last, 2 * PER_FILE + 10, "{when}: reopen");
+        let last = check_prefix(&s, 2 * SLOTS_PER_FILE + 10, expect, &when);
+        assert_eq!(last, 2 * SLOTS_PER_FILE + 10, "{when}: reopen");
         s.close().unwrap();
     }
 }
@@ -936,35 +895,35 @@ fn damage_below_the_snapshot_never_fails_open_nor_cuts_live_entries() {
         s.close().unwrap();
     }
     let wal = base.path().join(log_name(1));
-    let e3 = gen_entry(3);
+    let e3 = entry_at(3);
     type Damage = Box<dyn Fn(&Path)>;
     let damages: Vec<(&str, Damage)> = vec![
         (
             "payload bit of entry 3",
             Box::new(|d: &Path| {
                 let p = d.join(log_name(1));
-                let r = payload_range(&p, 2, &gen_entry(3));
+                let r = payload_range(&p, 2, &entry_at(3));
                 xor_at(&p, r.start, 0x10)
             }),
         ),
         (
             "term field of slot 2",
-            Box::new(|d: &Path| xor_at(&d.join(log_name(1)), 2 * SLOT, 0x01)),
+            Box::new(|d: &Path| xor_at(&d.join(log_name(1)), 2 * SLOT_LEN + SLOT_TERM_AT, 0x01)),
         ),
         (
             "index field of slot 0",
-            Box::new(|d: &Path| xor_at(&d.join(log_name(1)), 8, 0x40)),
+            Box::new(|d: &Path| xor_at(&d.join(log_name(1)), SLOT_INDEX_AT, 0x40)),
         ),
         (
             "slot 5 zeroed",
-            Box::new(|d: &Path| zero_at(&d.join(log_name(1)), 5 * SLOT, SLOT as usize)),
+            Box::new(|d: &Path| zero_at(&d.join(log_name(1)), 5 * SLOT_LEN, SLOT_LEN as usize)),
         ),
         (
             "slot 399 (the snapshot index) zeroed",
-            Box::new(|d: &Path| zero_at(&d.join(log_name(1)), 399 * SLOT, SLOT as usize)),
+            Box::new(|d: &Path| zero_at(&d.join(log_name(1)), 399 * SLOT_LEN, SLOT_LEN as usize)),
         ),
     ];
-    assert!(payload_range(&wal, 2, &e3).end > PAYLOAD_START);
+    assert!(payload_range(&wal, 2, &e3).end > PAYLOADS_AT);
     for (what, damage) in &damages {
         let damaged = copy_of(base.path());
         damage(damaged.path());
@@ -974,14 +933,14 @@ fn damage_below_the_snapshot_never_fails_open_nor_cuts_live_entries() {
             let s = must_open(d.path(), mode, &when);
             assert_eq!(s.first_index().unwrap(), SNAP + 1, "{when}");
             assert_eq!(s.last_index().unwrap(), N, "{when}: live entries were cut");
-            check_range(&s, SNAP + 1, N, gen_entry, &when);
+            check_range(&s, SNAP + 1, N, entry_at, &when);
             s.truncate_entries_until(450)
                 .unwrap_or_else(|e| panic!("{when}: truncate: {e}"));
-            append(&s, N + 1, N + 5, gen_entry);
+            append(&s, N + 1, N + 5, entry_at);
             s.close().unwrap();
             let s = must_open(d.path(), mode, &format!("{when}: reopen"));
             assert_eq!(s.last_index().unwrap(), N + 5, "{when}: reopen");
-            check_range(&s, 450, N + 5, gen_entry, &when);
+            check_range(&s, 450, N + 5, entry_at, &when);
             s.close().unwrap();
         }
         let verify = raftwal::inspect::Inspector::open(damaged.path())
@@ -1010,7 +969,7 @@ fn damage_below_the_snapshot_in_a_sealed_file_never_fails_open() {
         s.close().unwrap();
     }
     let sealed = base.path().join(log_name(2));
-    let r = payload_range(&sealed, 0, &gen_entry(30_001));
+    let r = payload_range(&sealed, 0, &entry_at(30_001));
     xor_at(&sealed, r.start, 0x08);
     xor_at(&sealed, 0, 0x01);
     for mode in MODES {
@@ -1019,7 +978,7 @@ fn damage_below_the_snapshot_in_a_sealed_file_never_fails_open() {
         let s = must_open(d.path(), mode, &when);
         assert_eq!(s.first_index().unwrap(), 40_001, "{when}");
         assert_eq!(s.last_index().unwrap(), BIG, "{when}");
-        check_range(&s, 40_001, BIG, gen_entry, &when);
+        check_range(&s, 40_001, BIG, entry_at, &when);
         s.close().unwrap();
     }
 }
@@ -1035,7 +994,7 @@ fn damage_at_a_committed_index_fails_open_naming_the_wal_file_and_index() {
     let base = tempfile::tempdir().unwrap();
     build(base.path(), N, N);
     let wal = base.path().join(log_name(1));
-    let r = payload_range(&wal, AT - 1, &gen_entry(AT));
+    let r = payload_range(&wal, AT - 1, &entry_at(AT));
     xor_at(&wal, r.start + 1, 0x02);
     for mode in MODES {
         let when = format!("{mode:?}");
@@ -1044,7 +1003,7 @@ fn damage_at_a_committed_index_fails_open_naming_the_wal_file_and_index() {
         assert_corrupt(
             &e,
             &log_name(1),
-            &[(AT - 1) * SLOT..AT * SLOT, r.clone()],
+            &[(AT - 1) * SLOT_LEN..AT * SLOT_LEN, r.clone()],
             &when,
         );
         let text = e.to_string();
@@ -1083,7 +1042,7 @@ fn set_commit_raw(dir: &Path, commit: u64) {
             RecoveryMode::TolerateTailCorruption,
             "meta donor",
         );
-        let batch: Vec<Entry> = (1..=commit).map(gen_entry).collect();
+        let batch: Vec<Entry> = (1..=commit).map(entry_at).collect();
         s.save(
             &hs(term_of(commit), 1, commit),
             &batch,
@@ -1092,22 +1051,20 @@ fn set_commit_raw(dir: &Path, commit: u64) {
         .unwrap();
         s.close().unwrap();
     }
-    fs::copy(tmp.path().join(META), dir.join(META)).unwrap();
+    fs::copy(tmp.path().join(META_FILE), dir.join(META_FILE)).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
 // wal.meta
 // ---------------------------------------------------------------------------------------------
 
-const META: &str = "wal.meta";
-
 /// Region offsets of `wal.meta` (newest first) by sequence number.
 fn meta_regions(dir: &Path) -> (u64, u64, u64) {
-    let p = dir.join(META);
+    let p = dir.join(META_FILE);
     let len = fs::metadata(&p).unwrap().len();
     let r = len / 2;
-    let seq0 = u64_le(&read_at(&p, 16, 8));
-    let seq1 = u64_le(&read_at(&p, r + 16, 8));
+    let seq0 = u64_le(&read_at(&p, META_SEQ_AT, 8));
+    let seq1 = u64_le(&read_at(&p, r + META_SEQ_AT, 8));
     assert_ne!(seq0, seq1, "both regions hold sequence {seq0}");
     if seq0 > seq1 {
         (0, r, r)
@@ -1120,7 +1077,7 @@ fn meta_regions(dir: &Path) -> (u64, u64, u64) {
 /// meta update (so the two regions hold them).
 fn build_meta_store(dir: &Path) {
     let s = must_open(dir, RecoveryMode::TolerateTailCorruption, "build");
-    let batch: Vec<Entry> = (1..=100).map(gen_entry).collect();
+    let batch: Vec<Entry> = (1..=100).map(entry_at).collect();
     s.save(&old_hs(), &batch, &Snapshot::default()).unwrap();
     s.save(&new_hs(), &[], &Snapshot::default()).unwrap();
     s.close().unwrap();
@@ -1140,14 +1097,14 @@ fn meta_truncated_is_an_error() {
     build_meta_store(base.path());
     let f = fs::OpenOptions::new()
         .write(true)
-        .open(base.path().join(META))
+        .open(base.path().join(META_FILE))
         .unwrap();
     f.set_len(100).unwrap();
     drop(f);
     for mode in MODES {
         let d = copy_of(base.path());
         let e = must_fail(d.path(), mode, &format!("{mode:?}"));
-        assert_names(&e, META, &format!("{mode:?}"));
+        assert_names(&e, META_FILE, &format!("{mode:?}"));
         assert!(matches!(e, Error::Corrupt { .. }), "{mode:?}: {e:?}");
     }
 }
@@ -1156,11 +1113,11 @@ fn meta_truncated_is_an_error() {
 fn meta_missing_with_log_files_is_an_error() {
     let base = tempfile::tempdir().unwrap();
     build_meta_store(base.path());
-    fs::remove_file(base.path().join(META)).unwrap();
+    fs::remove_file(base.path().join(META_FILE)).unwrap();
     for mode in MODES {
         let d = copy_of(base.path());
         let e = must_fail(d.path(), mode, &format!("{mode:?}"));
-        assert_names(&e, META, &format!("{mode:?}"));
+        assert_names(&e, META_FILE, &format!("{mode:?}"));
     }
 }
 
@@ -1176,38 +1133,38 @@ fn meta_one_region_flipped_opens_with_the_other_copy() {
         for mode in MODES {
             let when = format!("{what} region flipped, {mode:?}");
             let d = copy_of(base.path());
-            xor_at(&d.path().join(META), region + 32, 0x01);
+            xor_at(&d.path().join(META_FILE), region + META_RECORD_AT, 0x01);
             // Which copy held the newest state cannot be told from the damage (a torn
             // update looks the same): strict mode refuses, naming wal.meta and the copy;
             // `verify` reports it whatever the mode.
             let copy = format!("copy {}", region / meta_regions(base.path()).2 + 1);
-            let in_region = region..region + 4096;
+            let in_region = region..region + META_MIN_REGION;
             let in_region = std::slice::from_ref(&in_region);
             let e = raftwal::inspect::Inspector::open(d.path())
                 .unwrap()
                 .verify(&mut |_| {})
                 .err()
                 .unwrap_or_else(|| panic!("{when}: verify passed"));
-            assert_corrupt(&e, META, in_region, &when);
+            assert_corrupt(&e, META_FILE, in_region, &when);
             assert!(e.to_string().contains(&copy), "{when}: {e}");
             if mode == RecoveryMode::AbsoluteConsistency {
                 let e = must_fail(d.path(), mode, &when);
-                assert_corrupt(&e, META, in_region, &when);
+                assert_corrupt(&e, META_FILE, in_region, &when);
                 assert!(e.to_string().contains(&copy), "{when}: {e}");
                 continue;
             }
-            let good = fs::read(d.path().join(META)).unwrap();
+            let good = fs::read(d.path().join(META_FILE)).unwrap();
             let good_copy = if region == newest { older } else { newest };
             let s = must_open(d.path(), mode, &when);
             assert_eq!(s.initial_state().unwrap().hard_state, expect, "{when}");
-            check_prefix(&s, 100, gen_entry, &when);
+            check_prefix(&s, 100, entry_at, &when);
             assert_eq!(s.last_index().unwrap(), 100, "{when}");
             // The tolerated damage is mended at open: the damaged region now holds the state in
             // use (the newest copy), the copy open fell back to is untouched, and `verify`
             // passes beside the open store.
             let (n1, _, r) = meta_regions(d.path());
             assert_eq!(n1, region, "{when}: open did not rewrite the damaged copy");
-            let now = fs::read(d.path().join(META)).unwrap();
+            let now = fs::read(d.path().join(META_FILE)).unwrap();
             let span = good_copy as usize..(good_copy + r) as usize;
             assert_eq!(
                 now[span.clone()],
@@ -1237,26 +1194,35 @@ fn meta_both_regions_flipped_is_an_error() {
     let base = tempfile::tempdir().unwrap();
     build_meta_store(base.path());
     let (newest, older, _) = meta_regions(base.path());
-    xor_at(&base.path().join(META), newest + 33, 0x04);
-    xor_at(&base.path().join(META), older, 0x01); // magic
+    xor_at(
+        &base.path().join(META_FILE),
+        newest + META_RECORD_AT + 1,
+        0x04,
+    );
+    xor_at(&base.path().join(META_FILE), older + META_MAGIC_AT, 0x01);
     for mode in MODES {
         let when = format!("{mode:?}");
         let d = copy_of(base.path());
         let e = must_fail(d.path(), mode, &when);
-        assert_names(&e, META, &when);
+        assert_names(&e, META_FILE, &when);
         assert!(matches!(e, Error::Corrupt { .. }), "{when}: {e:?}");
     }
 }
 
 /// Sets the format version of the region at `region` to `version`, CRC recomputed.
 fn set_meta_version(path: &Path, region: u64, version: u32) {
-    let head = read_at(path, region, 32);
-    let len = u32_le(&head[24..]) as usize;
-    let record = read_at(path, region + 32, len);
+    let (v, l, c) = (
+        META_VERSION_AT as usize,
+        META_RECORD_LEN_AT as usize,
+        META_CRC_AT as usize,
+    );
+    let head = read_at(path, region, META_RECORD_AT as usize);
+    let len = u32_le(&head[l..]) as usize;
+    let record = read_at(path, region + META_RECORD_AT, len);
     let mut h = head.clone();
-    h[8..12].copy_from_slice(&version.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..28]), &record);
-    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h[v..v + 4].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..c]), &record);
+    h[c..c + 4].copy_from_slice(&crc.to_le_bytes());
     write_at(path, region, &h);
 }
 
@@ -1265,8 +1231,8 @@ fn meta_newer_format_version_is_unsupported() {
     let base = tempfile::tempdir().unwrap();
     build_meta_store(base.path());
     let (newest, older, _) = meta_regions(base.path());
-    set_meta_version(&base.path().join(META), newest, 99);
-    set_meta_version(&base.path().join(META), older, 99);
+    set_meta_version(&base.path().join(META_FILE), newest, 99);
+    set_meta_version(&base.path().join(META_FILE), older, 99);
     for mode in MODES {
         let when = format!("{mode:?}");
         let d = copy_of(base.path());
@@ -1276,7 +1242,7 @@ fn meta_newer_format_version_is_unsupported() {
                 found,
                 supported,
             } => {
-                assert!(path.ends_with(META), "{when}: {}", path.display());
+                assert!(path.ends_with(META_FILE), "{when}: {}", path.display());
                 assert_eq!(found, 99, "{when}");
                 assert_eq!(supported, 1, "{when}");
             }
@@ -1293,13 +1259,13 @@ fn meta_newer_format_version_in_newest_region_is_refused() {
     let base = tempfile::tempdir().unwrap();
     build_meta_store(base.path());
     let (newest, _, _) = meta_regions(base.path());
-    set_meta_version(&base.path().join(META), newest, 2);
+    set_meta_version(&base.path().join(META_FILE), newest, 2);
     for mode in MODES {
         let when = format!("{mode:?}");
         let d = copy_of(base.path());
         match open(d.path(), mode) {
             Err(Error::UnsupportedVersion { path, found, .. }) => {
-                assert!(path.ends_with(META), "{when}: {}", path.display());
+                assert!(path.ends_with(META_FILE), "{when}: {}", path.display());
                 assert_eq!(found, 2, "{when}");
             }
             Err(other) => panic!("{when}: expected UnsupportedVersion, got {other:?}"),
@@ -1322,7 +1288,7 @@ fn build_snap_store(dir: &Path) -> (PathBuf, Bytes) {
             .collect::<Vec<u8>>(),
     );
     let s = must_open(dir, RecoveryMode::TolerateTailCorruption, "build");
-    append(&s, 1, 200, gen_entry);
+    append(&s, 1, 200, entry_at);
     s.save(&hs(term_of(200), 1, 150), &[], &Snapshot::default())
         .unwrap();
     s.create_snapshot(120, None, data.clone()).unwrap();
@@ -1353,7 +1319,7 @@ fn snapshot_file_damage_is_an_error_naming_it() {
         assert_eq!(sn.get_metadata().index, 120);
         assert_eq!(sn.data, data);
         assert_eq!(s.first_index().unwrap(), 121);
-        check_range(&s, 121, 200, gen_entry, "intact");
+        check_range(&s, 121, 200, entry_at, "intact");
         s.close().unwrap();
     }
 
@@ -1362,7 +1328,7 @@ fn snapshot_file_damage_is_an_error_naming_it() {
     for (what, at) in [
         ("data byte", SNAP_DATA_AT + 4321),
         ("last data byte", len - 1),
-        ("header byte", 20),
+        ("header byte", SNAP_ENVELOPE_AT + 4),
     ] {
         for mode in MODES {
             let when = format!("{what} flipped, {mode:?}");
@@ -1418,13 +1384,13 @@ fn empty_trailing_log_file_is_an_empty_tail() {
                 }
                 (_, Err(e)) => panic!("{when}: open failed: {e}"),
             };
-            let last = check_prefix(&s, N, gen_entry, &when);
+            let last = check_prefix(&s, N, entry_at, &when);
             assert_eq!(last, N, "{when}: log intact");
-            append(&s, N + 1, N + 5, gen_entry);
+            append(&s, N + 1, N + 5, entry_at);
             s.close().unwrap();
             let s = must_open(d.path(), mode, &format!("{when}: reopen"));
             assert_eq!(
-                check_prefix(&s, N + 5, gen_entry, &when),
+                check_prefix(&s, N + 5, entry_at, &when),
                 N + 5,
                 "{when}: reopen"
             );
@@ -1459,11 +1425,11 @@ fn unknown_files_are_ignored() {
         let when = format!("{mode:?}");
         let d = copy_of(base.path());
         let s = must_open(d.path(), mode, &when);
-        assert_eq!(check_prefix(&s, N, gen_entry, &when), N, "{when}");
-        append(&s, N + 1, N + 3, gen_entry);
+        assert_eq!(check_prefix(&s, N, entry_at, &when), N, "{when}");
+        append(&s, N + 1, N + 3, entry_at);
         s.close().unwrap();
         let s = must_open(d.path(), mode, &format!("{when}: reopen"));
-        assert_eq!(check_prefix(&s, N + 3, gen_entry, &when), N + 3, "{when}");
+        assert_eq!(check_prefix(&s, N + 3, entry_at, &when), N + 3, "{when}");
         s.close().unwrap();
         for f in files {
             assert_eq!(
@@ -1505,16 +1471,16 @@ fn non_canonical_and_out_of_range_log_file_names_are_ignored() {
         let when = format!("{mode:?}");
         let d = copy_of(base.path());
         let s = must_open(d.path(), mode, &when);
-        assert_eq!(check_prefix(&s, N, gen_entry, &when), N, "{when}");
+        assert_eq!(check_prefix(&s, N, entry_at, &when), N, "{when}");
         assert_eq!(
             s.num_log_files(),
             1,
             "{when}: the strays count as log files"
         );
-        append(&s, N + 1, N + 3, gen_entry);
+        append(&s, N + 1, N + 3, entry_at);
         s.close().unwrap();
         let s = must_open(d.path(), mode, &format!("{when}: reopen"));
-        assert_eq!(check_prefix(&s, N + 3, gen_entry, &when), N + 3, "{when}");
+        assert_eq!(check_prefix(&s, N + 3, entry_at, &when), N + 3, "{when}");
         s.close().unwrap();
         for f in strays {
             assert_eq!(
@@ -1546,9 +1512,9 @@ fn template() -> &'static Template {
         let d = tempfile::tempdir().unwrap();
         build(d.path(), N, 0);
         let wal = fs::read(d.path().join(log_name(1))).unwrap();
-        let meta = fs::read(d.path().join(META)).unwrap();
-        let payload_end = PAYLOAD_START + (1..=N).map(|i| payload_len(&gen_entry(i))).sum::<u64>();
-        let last = payload_range(&d.path().join(log_name(1)), N - 1, &gen_entry(N));
+        let meta = fs::read(d.path().join(META_FILE)).unwrap();
+        let payload_end = PAYLOADS_AT + (1..=N).map(|i| payload_len(&entry_at(i))).sum::<u64>();
+        let last = payload_range(&d.path().join(log_name(1)), N - 1, &entry_at(N));
         assert_eq!(
             last.end, payload_end,
             "payloads are back to back from 1 MiB"
@@ -1566,7 +1532,7 @@ fn template() -> &'static Template {
 /// it is written sparse (only the non-zero regions), which reads back the same.
 fn write_damaged(t: &Template, flips: &[(u64, u8)]) -> TempDir {
     let d = tempfile::tempdir().unwrap();
-    fs::write(d.path().join(META), &t.meta).unwrap();
+    fs::write(d.path().join(META_FILE), &t.meta).unwrap();
     let mut wal = t.wal.clone();
     for &(at, mask) in flips {
         wal[at as usize] ^= mask;
@@ -1574,11 +1540,11 @@ fn write_damaged(t: &Template, flips: &[(u64, u8)]) -> TempDir {
     let p = d.path().join(log_name(1));
     let f = fs::File::create(&p).unwrap();
     f.set_len(wal.len() as u64).unwrap();
-    let slot_end = (t.n + 4) * SLOT;
+    let slot_end = (t.n + 4) * SLOT_LEN;
     for r in [
         0..slot_end,
-        HEADER_AT..HEADER_AT + HEADER_LEN,
-        PAYLOAD_START..t.payload_end + 64,
+        FILE_HEADER_AT..FILE_HEADER_AT + FILE_HEADER_LEN,
+        PAYLOADS_AT..t.payload_end + 64,
     ] {
         f.write_all_at(&wal[r.start as usize..r.end as usize], r.start)
             .unwrap();
@@ -1603,13 +1569,13 @@ proptest! {
         flips in proptest::collection::vec((any::<proptest::sample::Index>(), 1u8..=255u8), 1..=8)
     ) {
         let t = template();
-        let slot_span = (t.n + 2) * SLOT;
-        let payload_span = t.payload_end + 16 - PAYLOAD_START;
+        let slot_span = (t.n + 2) * SLOT_LEN;
+        let payload_span = t.payload_end + 16 - PAYLOADS_AT;
         let flips: Vec<(u64, u8)> = flips
             .iter()
             .map(|(ix, mask)| {
                 let p = ix.index((slot_span + payload_span) as usize) as u64;
-                let at = if p < slot_span { p } else { PAYLOAD_START + (p - slot_span) };
+                let at = if p < slot_span { p } else { PAYLOADS_AT + (p - slot_span) };
                 (at, *mask)
             })
             .collect();
@@ -1623,11 +1589,11 @@ proptest! {
             }
             Ok(s) => {
                 let when = format!("default, flips {flips:?}");
-                let last = check_prefix(&s, t.n, gen_entry, &when);
+                let last = check_prefix(&s, t.n, entry_at, &when);
                 // Reading every kept entry one by one, too (no batched path hides anything).
                 for i in 1..=last {
                     let e = s.entries(i, i + 1, None, ctx()).unwrap();
-                    prop_assert_eq!(&e[0], &gen_entry(i), "{}", when);
+                    prop_assert_eq!(&e[0], &entry_at(i), "{}", when);
                 }
                 s.close().unwrap();
                 // After the repair, the directory is consistent: a strict open agrees.
@@ -1643,7 +1609,7 @@ proptest! {
             Err(e) => assert_names(&e, &log_name(1), &format!("absolute, flips {flips:?}")),
             Ok(s) => {
                 let when = format!("absolute, flips {flips:?}");
-                let last = check_prefix(&s, t.n, gen_entry, &when);
+                let last = check_prefix(&s, t.n, entry_at, &when);
                 prop_assert_eq!(last, t.n, "{}: strict open succeeded but dropped entries", when);
                 s.close().unwrap();
             }

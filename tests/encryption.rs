@@ -14,30 +14,35 @@ use raft::prelude::*;
 use raft::{GetEntriesContext, Storage, StorageError};
 use raftwal::{DiskStorage, Error, Options, RecoveryMode};
 
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
+
+use entries::{marked_entry, MARKER};
+use layout::{log_name, META_FILE, META_MAGIC};
+
 const KEY: [u8; 32] = [0x42; 32];
-const MARKER: &[u8] = b"PLAINTEXT-MARKER-7f3a";
+
+// The layout (docs/FORMAT.md, tests/common/layout.rs) as offsets into a file's bytes.
+const SLOT_LEN: usize = layout::SLOT_LEN as usize;
+const SLOT_CRC_AT: usize = layout::SLOT_CRC_AT as usize;
+/// A sealed payload: context length (u32) | nonce | ciphertext | tag.
+const CONTEXT_LEN_LEN: usize = layout::CONTEXT_LEN_LEN as usize;
+const NONCE_LEN: usize = layout::NONCE_LEN as usize;
+const SEAL_LEN: usize = (layout::NONCE_LEN + layout::TAG_LEN) as usize;
+const CIPHERTEXT_AT: usize = layout::SEALED_CIPHERTEXT_AT as usize;
+const META_FLAGS_AT: usize = layout::META_FLAGS_AT as usize;
+const META_SEQ_AT: usize = layout::META_SEQ_AT as usize;
+const META_RECORD_AT: usize = layout::META_RECORD_AT as usize;
+const SNAP_DATA_AT: usize = layout::SNAP_DATA_AT as usize;
+const SNAP_CHUNK_LEN: usize = layout::SNAP_CHUNK_LEN as usize;
 
 fn keyed(key: [u8; 32]) -> Options {
     Options {
         encryption_key: Some(key),
         ..Default::default()
     }
-}
-
-fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.entry_type = match index % 3 {
-        0 => EntryType::EntryNormal,
-        1 => EntryType::EntryNormal,
-        _ => EntryType::EntryConfChange,
-    };
-    e.data = Bytes::from([MARKER, &index.to_le_bytes()[..], &term.to_le_bytes()[..]].concat());
-    if index.is_multiple_of(4) {
-        e.context = Bytes::from([b"ctx-".as_slice(), MARKER].concat());
-    }
-    e
 }
 
 fn all(s: &DiskStorage) -> Vec<Entry> {
@@ -65,7 +70,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 fn build(dir: &Path) -> Vec<Entry> {
     let s = DiskStorage::open_with(dir, keyed(KEY)).unwrap();
-    let es: Vec<Entry> = (1..=200).map(|i| entry(i, 1)).collect();
+    let es: Vec<Entry> = (1..=200).map(|i| marked_entry(i, 1)).collect();
     let mut hs = HardState::default();
     hs.term = 1;
     hs.commit = 150;
@@ -117,7 +122,7 @@ fn encrypted_store_round_trips_and_writes_no_plaintext() {
     let (mut dropped, mut kept_below) = (0, 0);
     for (e, want_index) in got.iter().zip(101u64..) {
         assert_eq!(e.index, want_index);
-        let want = entry(e.index, 1);
+        let want = marked_entry(e.index, 1);
         assert_eq!(e.term, want.term);
         assert_eq!(e.entry_type, want.entry_type);
         if e.index < 120 && want.entry_type == EntryType::EntryNormal {
@@ -198,12 +203,10 @@ fn assert_tree_eq(
 
 /// Slot fields of slot `k` in a log file's bytes: (offset, data_len).
 fn slot(bytes: &[u8], k: usize) -> (usize, usize) {
-    let s = &bytes[k * 32..k * 32 + 32];
-    let mut off = [0u8; 8];
-    off[..6].copy_from_slice(&s[16..22]);
+    let s = &bytes[k * SLOT_LEN..(k + 1) * SLOT_LEN];
     (
-        u64::from_le_bytes(off) as usize,
-        u32::from_le_bytes([s[24], s[25], s[26], s[27]]) as usize,
+        layout::slot_payload_offset(s) as usize,
+        layout::slot_data_len(s) as usize,
     )
 }
 
@@ -211,18 +214,19 @@ fn slot(bytes: &[u8], k: usize) -> (usize, usize) {
 fn payload_end(bytes: &[u8], k: usize) -> usize {
     let (off, data_len) = slot(bytes, k);
     let ctx_len = u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]]);
-    off + 4 + 28 + data_len + ctx_len as usize
+    off + CONTEXT_LEN_LEN + SEAL_LEN + data_len + ctx_len as usize
 }
 
 /// Recomputes slot `k`'s CRC32C over its fields and its (possibly altered) sealed payload.
 fn fix_crc(bytes: &mut [u8], k: usize) {
     let (off, _) = slot(bytes, k);
     let end = payload_end(bytes, k);
+    let at = k * SLOT_LEN;
     let crc = crc32c::crc32c_append(
-        crc32c::crc32c(&bytes[k * 32..k * 32 + 28]),
+        crc32c::crc32c(&bytes[at..at + SLOT_CRC_AT]),
         &bytes[off..end],
     );
-    bytes[k * 32 + 28..k * 32 + 32].copy_from_slice(&crc.to_le_bytes());
+    bytes[at + SLOT_CRC_AT..at + SLOT_LEN].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Opens the store in `mode` and checks that recovery kept the whole log (101..=200): the slot
@@ -267,7 +271,7 @@ fn assert_fails_authentication(s: &DiskStorage, original: &[u8], index: u64) {
         assert_eq!(
             s.entries(n, n + 1, None, GetEntriesContext::empty(false))
                 .unwrap(),
-            vec![entry(n, 1)],
+            vec![marked_entry(n, 1)],
             "neighbour {n}"
         );
     }
@@ -277,7 +281,7 @@ fn assert_fails_authentication(s: &DiskStorage, original: &[u8], index: u64) {
 fn altered_ciphertext_never_reads_back_even_with_its_crc_fixed() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
-    let wal = dir.path().join("00001.wal");
+    let wal = dir.path().join(log_name(1));
     let original = std::fs::read(&wal).unwrap();
     let modes = [
         RecoveryMode::TolerateTailCorruption,
@@ -287,7 +291,7 @@ fn altered_ciphertext_never_reads_back_even_with_its_crc_fixed() {
     // A flipped ciphertext byte in entry 150 (slot 149).
     let mut bytes = original.clone();
     let (off, _) = slot(&bytes, 149);
-    bytes[off + 4 + 12 + 3] ^= 0x01;
+    bytes[off + CIPHERTEXT_AT + 3] ^= 0x01;
     // Control: without the CRC fix-up the flip is a checksum error at open, so the opens below
     // succeeding show the fix-up is right and the read reaches AES-GCM.
     std::fs::write(&wal, &bytes).unwrap();
@@ -316,8 +320,8 @@ fn altered_ciphertext_never_reads_back_even_with_its_crc_fixed() {
     let len_a = b - a;
     let (c, _) = slot(&bytes, 151);
     let len_b = c - b;
-    // entry() gives 150 and 151 the same data length and no context, so the sealed payloads
-    // are the same length; the swap needs that.
+    // marked_entry() gives 150 and 151 the same data length and no context, so the sealed
+    // payloads are the same length; the swap needs that.
     assert_eq!(
         (len_a, slot(&bytes, 149).1),
         (len_b, slot(&bytes, 150).1),
@@ -341,19 +345,19 @@ fn a_rewritten_entry_never_reuses_a_nonce() {
         ..keyed(KEY)
     };
     let s = DiskStorage::open_with(dir.path(), opts).unwrap();
-    let es: Vec<Entry> = (1..=100).map(|i| entry(i, 1)).collect();
+    let es: Vec<Entry> = (1..=100).map(|i| marked_entry(i, 1)).collect();
     s.save(&HardState::default(), &es, &Snapshot::default())
         .unwrap();
     s.sync().unwrap();
-    let before = std::fs::read(dir.path().join("00001.wal")).unwrap();
+    let before = std::fs::read(dir.path().join(log_name(1))).unwrap();
     // The same entries again from 50 on (a conflicting append with identical content).
     s.save(&HardState::default(), &es[49..], &Snapshot::default())
         .unwrap();
     s.sync().unwrap();
-    let after = std::fs::read(dir.path().join("00001.wal")).unwrap();
+    let after = std::fs::read(dir.path().join(log_name(1))).unwrap();
     let nonce = |bytes: &[u8], k: usize| {
         let (off, _) = slot(bytes, k);
-        bytes[off + 4..off + 16].to_vec()
+        bytes[off + CONTEXT_LEN_LEN..off + CIPHERTEXT_AT].to_vec()
     };
     let mut seen = std::collections::HashSet::new();
     for k in 0..100 {
@@ -371,15 +375,21 @@ fn a_rewritten_entry_never_reuses_a_nonce() {
 /// Nonces of the sealed records in `wal.meta`'s two regions (at 0 and len / 2, record at 32):
 /// (sequence, nonce) of each region holding a record.
 fn meta_nonces(dir: &Path) -> Vec<(u64, Vec<u8>)> {
-    let bytes = std::fs::read(dir.join("wal.meta")).unwrap();
+    let bytes = std::fs::read(dir.join(META_FILE)).unwrap();
     let mut out = Vec::new();
     for at in [0, bytes.len() / 2] {
-        if &bytes[at..at + 8] != b"RWALMETA" {
+        if &bytes[at..at + 8] != META_MAGIC {
             continue;
         }
-        assert_eq!(bytes[at + 12] & 1, 1, "meta record at {at} not sealed");
-        let seq = u64::from_le_bytes(bytes[at + 16..at + 24].try_into().unwrap());
-        out.push((seq, bytes[at + 32..at + 44].to_vec()));
+        assert_eq!(
+            bytes[at + META_FLAGS_AT] & 1,
+            1,
+            "meta record at {at} not sealed"
+        );
+        let q = at + META_SEQ_AT;
+        let seq = u64::from_le_bytes(bytes[q..q + 8].try_into().unwrap());
+        let r = at + META_RECORD_AT;
+        out.push((seq, bytes[r..r + NONCE_LEN].to_vec()));
     }
     out
 }
@@ -393,12 +403,12 @@ fn snap_nonces(dir: &Path, plain_len: usize) -> Vec<Vec<u8>> {
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let bytes = std::fs::read(&files[0]).unwrap();
-    let chunks = plain_len.div_ceil(64 << 10);
-    assert_eq!(bytes.len(), 4096 + plain_len + chunks * 28);
+    let chunks = plain_len.div_ceil(SNAP_CHUNK_LEN);
+    assert_eq!(bytes.len(), SNAP_DATA_AT + plain_len + chunks * SEAL_LEN);
     (0..chunks)
         .map(|i| {
-            let at = 4096 + i * ((64 << 10) + 28);
-            bytes[at..at + 12].to_vec()
+            let at = SNAP_DATA_AT + i * (SNAP_CHUNK_LEN + SEAL_LEN);
+            bytes[at..at + NONCE_LEN].to_vec()
         })
         .collect()
 }
@@ -421,14 +431,17 @@ fn meta_records_and_snapshot_chunks_never_reuse_a_nonce() {
         }
     };
     let entry_nonces = |fresh: &mut dyn FnMut(Vec<u8>, String), slots: std::ops::Range<usize>| {
-        let bytes = std::fs::read(dir.path().join("00001.wal")).unwrap();
+        let bytes = std::fs::read(dir.path().join(log_name(1))).unwrap();
         for k in slots {
             let (off, _) = slot(&bytes, k);
-            fresh(bytes[off + 4..off + 16].to_vec(), format!("slot {k}"));
+            fresh(
+                bytes[off + CONTEXT_LEN_LEN..off + CIPHERTEXT_AT].to_vec(),
+                format!("slot {k}"),
+            );
         }
     };
 
-    let es: Vec<Entry> = (1..=100).map(|i| entry(i, 1)).collect();
+    let es: Vec<Entry> = (1..=100).map(|i| marked_entry(i, 1)).collect();
     let mut hs = HardState::default();
     hs.term = 1;
     s.save(&hs, &es, &Snapshot::default()).unwrap();

@@ -25,6 +25,11 @@ use raftwal::{DiskStorage, Error};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+#[path = "common/entries.rs"]
+mod entries;
+
+use entries::text_entry;
+
 const LAST: u64 = 100;
 const SNAP_AT: u64 = 60;
 const SNAP_TERM: u64 = 3;
@@ -55,15 +60,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// `snapshot_data()`.
 fn node_store(dir: &Path) -> DiskStorage {
     let store = DiskStorage::open(dir).unwrap();
-    let entries: Vec<Entry> = (1..=LAST)
-        .map(|i| {
-            let mut e = Entry::default();
-            e.index = i;
-            e.term = SNAP_TERM;
-            e.data = format!("put k{i}").into_bytes().into();
-            e
-        })
-        .collect();
+    let entries: Vec<Entry> = (1..=LAST).map(|i| text_entry(i, SNAP_TERM)).collect();
     let mut hs = HardState::default();
     hs.term = SNAP_TERM;
     hs.commit = LAST;

@@ -2,6 +2,10 @@
 //! against the contract in README/docs (the rules of `DiskStorage` per group, batches checked
 //! whole, durability of writes, reopen, close) with an independent model of each group's log.
 
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
 #[path = "common/roots.rs"]
 mod roots;
 
@@ -9,22 +13,24 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{GetEntriesContext, Storage, StorageError};
+use raft::{Storage, StorageError};
 use raftwal::{DiskStorage, Engine, EngineOptions, Error, GroupStorage, MetaInfo, WriteBatch};
 
-fn entry(index: u64, term: u64, group: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = Bytes::from(format!("g{group}-i{index}-t{term}").repeat((index % 5 + 1) as usize));
-    if index.is_multiple_of(7) {
-        e.context = Bytes::from(format!("ctx{index}"));
-    }
-    e
-}
+use entries::{ctx, entry_in_group};
+use layout::{segment_name, ENGINE_META_FILE, META_FILE, SEGMENT_MAGIC};
+
+// The layout (docs/FORMAT.md, tests/common/layout.rs) as offsets into a file's bytes.
+const SEGMENT_FIRST_SEQ_AT: usize = layout::SEGMENT_FIRST_SEQ_AT as usize;
+const SEGMENT_RECORDS_AT: usize = layout::SEGMENT_RECORDS_AT as usize;
+const RECORD_LEN_AT: usize = layout::RECORD_LEN_AT as usize;
+const RECORD_SEQ_AT: usize = layout::RECORD_SEQ_AT as usize;
+const RECORD_BODY_AT: usize = layout::RECORD_BODY_AT as usize;
+const RECORD_ALIGN: usize = layout::RECORD_ALIGN as usize;
+const META_SEQ_AT: usize = layout::META_SEQ_AT as usize;
+const META_RECORD_AT: usize = layout::META_RECORD_AT as usize;
 
 fn entries(lo: u64, hi: u64, term: u64, group: u64) -> Vec<Entry> {
-    (lo..=hi).map(|i| entry(i, term, group)).collect()
+    (lo..=hi).map(|i| entry_in_group(i, term, group)).collect()
 }
 
 fn hs(term: u64, vote: u64, commit: u64) -> HardState {
@@ -33,10 +39,6 @@ fn hs(term: u64, vote: u64, commit: u64) -> HardState {
     h.vote = vote;
     h.commit = commit;
     h
-}
-
-fn ctx() -> GetEntriesContext {
-    GetEntriesContext::empty(false)
 }
 
 fn all(g: &GroupStorage) -> Vec<Entry> {
@@ -518,10 +520,10 @@ fn a_live_segment_under_another_name_is_refused() {
         .unwrap();
     // The root as a kill leaves it: the journal holds the records after the checkpoint.
     std::fs::create_dir_all(copy.join("journal")).unwrap();
-    std::fs::copy(root.join("engine.meta"), copy.join("engine.meta")).unwrap();
+    std::fs::copy(root.join(ENGINE_META_FILE), copy.join(ENGINE_META_FILE)).unwrap();
     let gdir = copy.join("groups").join("1");
     std::fs::create_dir_all(&gdir).unwrap();
-    std::fs::copy(root.join("groups/1/wal.meta"), gdir.join("wal.meta")).unwrap();
+    std::fs::copy(root.join("groups/1").join(META_FILE), gdir.join(META_FILE)).unwrap();
     let mut last = String::new();
     for ent in std::fs::read_dir(root.join("journal")).unwrap() {
         let name = ent.unwrap().file_name().into_string().unwrap();
@@ -537,14 +539,14 @@ fn a_live_segment_under_another_name_is_refused() {
         // The newest segment written (the journal thread may have prepared the next one: its
         // header is zero).
         let written = std::fs::read(copy.join("journal").join(&name))
-            .is_ok_and(|b| b.starts_with(b"RWALJNL\0"));
-        if name.ends_with(".jnl") && name.len() == 20 && written && name > last {
+            .is_ok_and(|b| b.starts_with(SEGMENT_MAGIC));
+        if name.ends_with(".jnl") && name.len() == segment_name(1).len() && written && name > last {
             last = name;
         }
     }
     drop(e);
     let id: u64 = last[..16].parse().unwrap();
-    let forged = format!("{:016}.jnl", id + 1);
+    let forged = segment_name(id + 1);
     std::fs::copy(
         copy.join("journal").join(&last),
         copy.join("journal").join(&forged),
@@ -560,17 +562,19 @@ fn a_live_segment_under_another_name_is_refused() {
 /// `length u32 | crc u32 | sequence u64 | body` padded to 8 bytes): (sequence, offset, length).
 fn journal_records(segment: &std::path::Path) -> Vec<(u64, usize, usize)> {
     let b = std::fs::read(segment).unwrap();
-    let first = u64::from_le_bytes(b[24..32].try_into().unwrap());
-    let (mut at, mut want, mut out) = (4096, first, Vec::new());
-    while at + 16 <= b.len() {
-        let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-        let seq = u64::from_le_bytes(b[at + 8..at + 16].try_into().unwrap());
-        if seq != want || at + 16 + len > b.len() {
+    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let first = u64_at(SEGMENT_FIRST_SEQ_AT);
+    let (mut at, mut want, mut out) = (SEGMENT_RECORDS_AT, first, Vec::new());
+    while at + RECORD_BODY_AT <= b.len() {
+        let l = at + RECORD_LEN_AT;
+        let len = u32::from_le_bytes(b[l..l + 4].try_into().unwrap()) as usize;
+        let seq = u64_at(at + RECORD_SEQ_AT);
+        if seq != want || at + RECORD_BODY_AT + len > b.len() {
             break;
         }
-        out.push((seq, at, 16 + len));
+        out.push((seq, at, RECORD_BODY_AT + len));
         want += 1;
-        at = (at + 16 + len).next_multiple_of(8);
+        at = (at + RECORD_BODY_AT + len).next_multiple_of(RECORD_ALIGN);
     }
     out
 }
@@ -584,9 +588,9 @@ fn written_journal_segments(root: &std::path::Path) -> Vec<std::path::PathBuf> {
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let n = p.file_name().unwrap().to_str().unwrap();
-            n.len() == 20
+            n.len() == segment_name(1).len()
                 && n.ends_with(".jnl")
-                && std::fs::read(p).unwrap().starts_with(b"RWALJNL\0")
+                && std::fs::read(p).unwrap().starts_with(SEGMENT_MAGIC)
         })
         .collect();
     segs.sort();
@@ -705,7 +709,7 @@ fn tree(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf
 /// Flips a bit in the record of copy `copy` (1 or 2) of `wal.meta`.
 fn damage_meta_copy(meta: &std::path::Path, copy: usize) {
     let mut b = std::fs::read(meta).unwrap();
-    let at = (copy - 1) * b.len() / 2 + 40;
+    let at = (copy - 1) * b.len() / 2 + META_RECORD_AT + 8;
     b[at] ^= 0x10;
     std::fs::write(meta, b).unwrap();
 }
@@ -714,7 +718,10 @@ fn damage_meta_copy(meta: &std::path::Path, copy: usize) {
 /// copies (docs/FORMAT.md: each copy starts with magic, version, flags, then the sequence u64).
 fn newest_meta_copy(meta: &std::path::Path) -> usize {
     let b = std::fs::read(meta).unwrap();
-    let seq = |at: usize| u64::from_le_bytes(b[at + 16..at + 24].try_into().unwrap());
+    let seq = |at: usize| {
+        let q = at + META_SEQ_AT;
+        u64::from_le_bytes(b[q..q + 8].try_into().unwrap())
+    };
     if seq(0) >= seq(b.len() / 2) {
         1
     } else {
@@ -772,7 +779,7 @@ fn a_meta_fallback_the_journal_cannot_make_whole_is_refused_and_changes_nothing(
     g.save(&hs(1, 1, 10), &entries(1, 10, 1, 1), &Snapshot::default())
         .unwrap();
     e.close().unwrap();
-    let meta = root.join("groups/1/wal.meta");
+    let meta = root.join("groups/1").join(META_FILE);
     let newest = newest_meta_copy(&meta);
     damage_meta_copy(&meta, newest);
     refused_unchanged(
@@ -819,7 +826,7 @@ fn a_meta_fallback_the_journal_makes_whole_opens_whole() {
         g.save(&hs(1, 1, 43), &entries(46, 50, 1, 1), &Snapshot::default())
             .unwrap();
     });
-    let meta = image.join("groups/1/wal.meta");
+    let meta = image.join("groups/1").join(META_FILE);
     damage_meta_copy(&meta, newest_meta_copy(&meta));
     refused_unchanged(
         &image,
@@ -863,7 +870,7 @@ fn a_meta_fallback_that_would_lose_a_created_snapshot_is_refused() {
         g.create_snapshot(20, None, Bytes::from("state at 20"))
             .unwrap();
     });
-    let meta = image.join("groups/1/wal.meta");
+    let meta = image.join("groups/1").join(META_FILE);
     let newest = newest_meta_copy(&meta);
     damage_meta_copy(&meta, newest);
     let damaged = format!("copy {newest} of the meta state is damaged");

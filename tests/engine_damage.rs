@@ -1,7 +1,7 @@
 //! Damaged engine roots (docs/DESIGN.md §4 "Open/recovery", §9 "Faults": a torn end of the shared
 //! files is the tail, cut by default and an error in `AbsoluteConsistency`; damage to committed
 //! data is an error naming the damaged file; no method panics on any directory content), through
-//! the logic of the `open_engine` fuzz target (`tests/fuzz/common/open_engine.rs`, included here
+//! the logic of the `open_engine` fuzz target (`tests/common/fuzz/open_engine.rs`, included here
 //! with `#[path]` as tests/fuzz_corpus.rs does), so that CI exercises it without libFuzzer.
 //!
 //! `damage_in_every_position_class`: for every position class (a journal segment's header, a
@@ -19,12 +19,11 @@
 
 use std::time::Instant;
 
-#[allow(dead_code)]
-#[path = "fuzz/common/mod.rs"]
-mod common;
+#[path = "common/fuzz/mod.rs"]
+mod fuzz;
 
-use common::open_engine::{run, run_damage, template_summary, CLASSES};
-use common::util::splitmix;
+use fuzz::open_engine::{run, run_damage, template_summary, CLASSES};
+use fuzz::util::splitmix;
 
 const PER_CLASS: u64 = 30;
 const RANDOM_INPUTS: u64 = 300;

@@ -3,7 +3,7 @@
 //!
 //! Each case runs a random sequence of steps on one engine root and, beside it, on an independent
 //! in-memory model: one reference model of docs/DESIGN.md §4 per group (`Model` from
-//! `tests/fuzz/common/ops_model.rs`, the model `tests/model.rs` and the `ops_model` fuzz
+//! `tests/common/fuzz/ops_model.rs`, the model `tests/model.rs` and the `ops_model` fuzz
 //! target check `DiskStorage` against, included here with `#[path]`), and the set of groups.
 //! The steps:
 //!
@@ -42,15 +42,14 @@ use raft::Storage;
 use raftwal::WriteBatch;
 use raftwal::{DiskStorage, Engine, EngineOptions, Error, GroupStorage, Options, RecoveryMode};
 
-#[allow(dead_code)]
-#[path = "fuzz/common/mod.rs"]
-mod common;
+#[path = "common/fuzz/mod.rs"]
+mod fuzz;
 
-use common::ops_model::{
+use fuzz::ops_model::{
     check_state, hard_state, kind_of, make_entries, outcome_matches, resolve, Action, Bad, CsGen,
     HsGen, Model, Op, Pos, ReopenHow,
 };
-use common::util::{scratch_dir, splitmix};
+use fuzz::util::{scratch_dir, splitmix};
 
 const CASES: u64 = 16;
 const STEPS: usize = 120;

@@ -72,15 +72,25 @@ use std::time::{Duration, Instant};
 
 use raftwal::{Engine, EngineOptions, RecoveryMode};
 
-#[allow(dead_code)]
 #[path = "common/engine_ops.rs"]
 mod engine_ops;
+#[path = "common/layout.rs"]
+mod layout;
 #[path = "common/roots.rs"]
 mod roots;
 
 use engine_ops::{check_root_window, run_op, splitmix, Limits, Model, Op, Part, Rng};
+use layout::segment_name;
 
 const PAGE: usize = 4096;
+
+// The journal's layout (docs/FORMAT.md, tests/common/layout.rs) as offsets into a segment.
+const SEGMENT_FIRST_SEQ_AT: usize = layout::SEGMENT_FIRST_SEQ_AT as usize;
+const SEGMENT_RECORDS_AT: usize = layout::SEGMENT_RECORDS_AT as usize;
+const RECORD_LEN_AT: usize = layout::RECORD_LEN_AT as usize;
+const RECORD_SEQ_AT: usize = layout::RECORD_SEQ_AT as usize;
+const RECORD_BODY_AT: usize = layout::RECORD_BODY_AT as usize;
+const RECORD_ALIGN: usize = layout::RECORD_ALIGN as usize;
 const LIMITS: Limits = Limits {
     max_id: 10,
     min_live: 4,
@@ -1228,20 +1238,22 @@ fn prepare(
 /// u32 | sequence u64 | body` padded to 8 bytes): (offset, length). None for a segment whose
 /// header is zero (prepared, never written).
 fn segment_records(segment: &[u8]) -> Vec<(usize, usize)> {
-    if segment[..PAGE].iter().all(|&b| b == 0) {
+    if segment[..SEGMENT_RECORDS_AT].iter().all(|&b| b == 0) {
         return Vec::new();
     }
-    let mut want = u64::from_le_bytes(segment[24..32].try_into().unwrap());
-    let (mut at, mut out) = (PAGE, Vec::new());
-    while at + 16 <= segment.len() {
-        let len = u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
-        let seq = u64::from_le_bytes(segment[at + 8..at + 16].try_into().unwrap());
-        if seq != want || at + 16 + len > segment.len() {
+    let u64_at = |at: usize| u64::from_le_bytes(segment[at..at + 8].try_into().unwrap());
+    let mut want = u64_at(SEGMENT_FIRST_SEQ_AT);
+    let (mut at, mut out) = (SEGMENT_RECORDS_AT, Vec::new());
+    while at + RECORD_BODY_AT <= segment.len() {
+        let l = at + RECORD_LEN_AT;
+        let len = u32::from_le_bytes(segment[l..l + 4].try_into().unwrap()) as usize;
+        let seq = u64_at(at + RECORD_SEQ_AT);
+        if seq != want || at + RECORD_BODY_AT + len > segment.len() {
             break;
         }
-        out.push((at, 16 + len));
+        out.push((at, RECORD_BODY_AT + len));
         want += 1;
-        at = (at + 16 + len).next_multiple_of(8);
+        at = (at + RECORD_BODY_AT + len).next_multiple_of(RECORD_ALIGN);
     }
     out
 }
@@ -1284,7 +1296,7 @@ fn power_loss_while_a_torn_tail_is_cut() {
     let mut segs: Vec<PathBuf> = fs::read_dir(&jdir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().len() == 20)
+        .filter(|p| p.file_name().unwrap().len() == segment_name(1).len())
         .collect();
     segs.sort();
     // Newest first: a prepared segment (header zero) out of the image; the newest written one
@@ -1292,7 +1304,7 @@ fn power_loss_while_a_torn_tail_is_cut() {
     let (seg, mut b) = loop {
         let seg = segs.pop().expect("a journal segment with records");
         let b = fs::read(&seg).unwrap();
-        if b[..PAGE].iter().all(|&x| x == 0) {
+        if b[..SEGMENT_RECORDS_AT].iter().all(|&x| x == 0) {
             fs::remove_file(&seg).unwrap();
             continue;
         }
@@ -1309,9 +1321,7 @@ fn power_loss_while_a_torn_tail_is_cut() {
         let image = base.path().join(format!("torn-{prepared}"));
         copy_root(&torn, &image);
         if prepared {
-            let next = image
-                .join("journal")
-                .join(format!("{:016}.jnl", next_id + 1));
+            let next = image.join("journal").join(segment_name(next_id + 1));
             fs::write(next, vec![0u8; b.len()]).unwrap();
         }
         let plan = vec![

@@ -49,7 +49,6 @@ use std::time::{Duration, Instant};
 
 use raftwal::{DiskStorage, Engine, EngineOptions, Error, Options, RecoveryMode};
 
-#[allow(dead_code)]
 #[path = "common/engine_ops.rs"]
 mod engine_ops;
 

@@ -6,22 +6,21 @@
 
 use std::process::Command;
 
-use bytes::Bytes;
 use raft::prelude::*;
-use raft::{GetEntriesContext, Storage};
+use raft::Storage;
 use raftwal::DiskStorage;
+
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
+
+use entries::{ctx, filled_entry};
+use layout::SLOTS_PER_FILE;
 
 const CHILD_ENV: &str = "RAFTWAL_FULL_DISK_CHILD_DIR";
 const ROTATION_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_ROTATION_CHILD_DIR";
 const LIMIT: u64 = 24 << 20;
-
-fn entry(index: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = 1;
-    e.data = Bytes::from(vec![(index % 251) as u8; 4096]);
-    e
-}
 
 fn set_fsize_limit(soft: u64) {
     let mut lim = libc::rlimit {
@@ -76,9 +75,7 @@ fn save_until_refused(
 /// Checks `store` holds entries 1..=last, each as `make` made it.
 fn check_holds(store: &DiskStorage, last: u64, make: impl Fn(u64) -> Entry) {
     assert_eq!(store.last_index().unwrap(), last);
-    let es = store
-        .entries(1, last + 1, None, GetEntriesContext::empty(false))
-        .unwrap();
+    let es = store.entries(1, last + 1, None, ctx()).unwrap();
     assert_eq!(es.len() as u64, last);
     for e in &es {
         assert_eq!(e, &make(e.index));
@@ -94,7 +91,9 @@ fn full_disk_child() {
     };
     set_fsize_limit(LIMIT);
     let store = DiskStorage::open(&dir).unwrap();
-    let (mut last, err) = save_until_refused(&store, 0, 64, entry);
+    // 4 KiB of data per entry (term 1; the byte tells entries apart).
+    let big = |index: u64| filled_entry(index, 1, (index % 251) as u8, 4096);
+    let (mut last, err) = save_until_refused(&store, 0, 64, big);
     // The space was used: a file grows by more than a save needs when it can, but never stops
     // short of the limit because a larger step did not fit (24 MiB file, 1 MiB of slots and
     // header, 256 KiB saves, growth in whole MiB).
@@ -104,18 +103,18 @@ fn full_disk_child() {
         last * 4,
         LIMIT >> 20
     );
-    check_holds(&store, last, entry);
+    check_holds(&store, last, big);
     // Space is back: the same save now succeeds, and more after it.
     set_fsize_limit(libc::RLIM_INFINITY);
     for _ in 0..8 {
-        let batch: Vec<Entry> = (last + 1..=last + 64).map(entry).collect();
+        let batch: Vec<Entry> = (last + 1..=last + 64).map(big).collect();
         store
             .save(&HardState::default(), &batch, &Snapshot::default())
             .unwrap();
         last += 64;
     }
     store.close().unwrap();
-    check_holds(&DiskStorage::open(&dir).unwrap(), last, entry);
+    check_holds(&DiskStorage::open(&dir).unwrap(), last, big);
     println!("CHILD-OK {last}");
 }
 
@@ -128,18 +127,14 @@ fn full_disk_at_rotation_child() {
     let Some(dir) = child_dir(ROTATION_CHILD_ENV) else {
         return;
     };
-    let small = |index: u64| {
-        let mut e = entry(index);
-        e.data = Bytes::from(vec![(index % 251) as u8; 128]);
-        e
-    };
+    let small = |index: u64| filled_entry(index, 1, (index % 251) as u8, 128);
     let store = DiskStorage::open(&dir).unwrap();
     let save = |from: u64, n: u64| {
         let batch: Vec<Entry> = (from..from + n).map(small).collect();
         store.save(&HardState::default(), &batch, &Snapshot::default())
     };
     let mut last = 0;
-    while last < 30_000 {
+    while last < SLOTS_PER_FILE {
         save(last + 1, 100).unwrap();
         last += 100;
     }
@@ -165,9 +160,9 @@ fn full_disk_at_rotation_child() {
     set_fsize_limit(2 << 20);
     let (mut last, err) = save_until_refused(&store, last, 100, small);
     assert!(
-        last >= 30_000 + 7_000,
+        last >= SLOTS_PER_FILE + 7_000,
         "the second file took only {} entries of 128 B under a 2 MiB limit: {err}",
-        last - 30_000
+        last - SLOTS_PER_FILE
     );
     assert_eq!(files(), ["00001.wal", "00002.wal"]);
 

@@ -1,5 +1,5 @@
 //! Replays the committed fuzz corpora (`tests/fuzz/corpus/<target>/`) through the same logic the
-//! cargo-fuzz targets run (`tests/fuzz/common/`, included here with `#[path]`), so every
+//! cargo-fuzz targets run (`tests/common/fuzz/`, included here with `#[path]`), so every
 //! input the fuzzers kept is checked under plain `cargo test` on a stable toolchain, without
 //! libFuzzer. See docs/RELIABILITY.md for how the corpora were grown.
 //!
@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 // (some of the shared code serves only tests/model.rs and tests/engine_model.rs)
-#[allow(dead_code)]
-#[path = "fuzz/common/mod.rs"]
-mod common;
+#[path = "common/fuzz/mod.rs"]
+mod fuzz;
 
 fn corpus_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
@@ -97,7 +96,7 @@ fn open_dir_corpus() {
     let (mut mutations, mut inspected, mut strict, mut tolerant) = (0, 0, 0, 0);
     let files = corpus(&["tests/fuzz/corpus/open_dir"]);
     let failures = replay(&files, |data| {
-        let s = common::open_dir::run(data)?;
+        let s = fuzz::open_dir::run(data)?;
         mutations += s.mutations;
         inspected += usize::from(s.inspected);
         strict += usize::from(s.strict_opened);
@@ -118,7 +117,7 @@ fn ops_model_corpus() {
     let mut max_last = 0;
     let files = corpus(&["tests/fuzz/corpus/ops_model"]);
     let failures = replay(&files, |data| {
-        let s = common::ops_model::run(data)?;
+        let s = fuzz::ops_model::run(data)?;
         actions += s.actions;
         max_last = max_last.max(s.max_last);
         Ok(())
@@ -134,8 +133,8 @@ fn past_findings() {
     let started = Instant::now();
     let open_dir = corpus(&["tests/fuzz/artifacts-kept/open_dir"]);
     let ops_model = corpus(&["tests/fuzz/artifacts-kept/ops_model"]);
-    let mut failures = replay(&open_dir, common::open_dir::run);
-    failures.extend(replay(&ops_model, common::ops_model::run));
+    let mut failures = replay(&open_dir, fuzz::open_dir::run);
+    failures.extend(replay(&ops_model, fuzz::ops_model::run));
     check(
         "past findings",
         open_dir.len() + ops_model.len(),
@@ -161,8 +160,8 @@ fn replay_from_env() {
     let target = std::env::var("RAFTWAL_FUZZ_TARGET").unwrap_or_else(|_| "open_dir".into());
     let started = Instant::now();
     let failures = match target.as_str() {
-        "open_dir" => replay(&files, common::open_dir::run),
-        "ops_model" => replay(&files, common::ops_model::run),
+        "open_dir" => replay(&files, fuzz::open_dir::run),
+        "ops_model" => replay(&files, fuzz::ops_model::run),
         other => panic!("RAFTWAL_FUZZ_TARGET={other}: want open_dir or ops_model"),
     };
     check(&target, files.len(), &failures, started);
@@ -172,6 +171,6 @@ fn replay_from_env() {
 /// even before any corpus exists (this also checks the template itself).
 #[test]
 fn empty_inputs_pass() {
-    common::open_dir::run(&[]).expect("open_dir on the intact template");
-    common::ops_model::run(&[]).expect("ops_model with no operations");
+    fuzz::open_dir::run(&[]).expect("open_dir on the intact template");
+    fuzz::ops_model::run(&[]).expect("ops_model with no operations");
 }

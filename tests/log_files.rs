@@ -9,18 +9,20 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{Error as RaftError, GetEntriesContext, Storage, StorageError, NO_LIMIT};
+use raft::{Error as RaftError, Storage, StorageError, NO_LIMIT};
 use raftwal::{DiskStorage, Error, MetaInfo, Options};
 
-const PER_FILE: u64 = 30_000;
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
+
+use entries::{ctx, entry, term_of};
+use layout::{PAYLOADS_AT, SLOTS_PER_FILE, SPARE_FILE};
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
-
-fn ctx() -> GetEntriesContext {
-    GetEntriesContext::empty(false)
-}
 
 fn fast() -> Options {
     Options {
@@ -41,45 +43,12 @@ fn r<T>(res: Result<T, Error>) -> raft::Result<T> {
     res.map_err(RaftError::from)
 }
 
-/// A deterministic entry whose every field depends on `index` and `term`: all three entry types,
-/// empty and non-empty data, empty and non-empty context.
-fn gen_entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.entry_type = match index % 7 {
-        3 => EntryType::EntryConfChange,
-        5 => EntryType::EntryConfChangeV2,
-        _ => EntryType::EntryNormal,
-    };
-    let len = if index.is_multiple_of(11) {
-        0
-    } else {
-        (index % 61) as usize + 1
-    };
-    let seed = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ term.wrapping_mul(0xC2B2_AE3D);
-    e.data = Bytes::from(
-        (0..len)
-            .map(|k| (seed >> ((k % 8) * 8)) as u8 ^ k as u8)
-            .collect::<Vec<u8>>(),
-    );
-    if index.is_multiple_of(13) {
-        e.context = Bytes::from(format!("ctx-{index}-{term}").into_bytes());
-    }
-    e
-}
-
-/// Term used for the generated logs: changes every 10,000 entries so term(i) is not constant.
-fn term_of(index: u64) -> u64 {
-    1 + index / 10_000
-}
-
-/// Saves `gen_entry(i, term(i))` for `i` in `lo..=hi` in batches of 5,000.
+/// Saves `entry(i, term(i))` for `i` in `lo..=hi` in batches of 5,000.
 fn append_range(s: &DiskStorage, lo: u64, hi: u64, term: impl Fn(u64) -> u64) {
     let mut i = lo;
     while i <= hi {
         let end = (i + 4_999).min(hi);
-        let batch: Vec<Entry> = (i..=end).map(|j| gen_entry(j, term(j))).collect();
+        let batch: Vec<Entry> = (i..=end).map(|j| entry(j, term(j))).collect();
         s.save(&HardState::default(), &batch, &Snapshot::default())
             .unwrap_or_else(|e| panic!("save {i}..={end}: {e}"));
         i = end + 1;
@@ -102,7 +71,7 @@ fn check_range(s: &DiskStorage, lo: u64, hi: u64, term: impl Fn(u64) -> u64, whe
         );
         for (k, e) in got.iter().enumerate() {
             let idx = i + k as u64;
-            let want = gen_entry(idx, term(idx));
+            let want = entry(idx, term(idx));
             if *e != want {
                 panic!("{when}: entry {idx} differs:\n got  {e:?}\n want {want:?}");
             }
@@ -180,12 +149,12 @@ fn log_rotates_to_a_new_file_every_30000_entries() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open_with(dir.path(), fast()).unwrap();
     let steps: [(u64, usize); 6] = [
-        (PER_FILE, 1),
-        (PER_FILE + 1, 2),
-        (2 * PER_FILE, 2),
-        (2 * PER_FILE + 1, 3),
-        (3 * PER_FILE, 3),
-        (3 * PER_FILE + 1, 4),
+        (SLOTS_PER_FILE, 1),
+        (SLOTS_PER_FILE + 1, 2),
+        (2 * SLOTS_PER_FILE, 2),
+        (2 * SLOTS_PER_FILE + 1, 3),
+        (3 * SLOTS_PER_FILE, 3),
+        (3 * SLOTS_PER_FILE + 1, 4),
     ];
     let mut last = 0;
     for (upto, files) in steps {
@@ -216,7 +185,7 @@ fn log_rotates_to_a_new_file_every_30000_entries() {
 #[test]
 fn entries_round_trip_exactly_across_files_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let last = PER_FILE + 5_000;
+    let last = SLOTS_PER_FILE + 5_000;
     let s = DiskStorage::open_with(dir.path(), fast()).unwrap();
     append_range(&s, 1, last, term_of);
     s.sync().unwrap();
@@ -228,7 +197,7 @@ fn entries_round_trip_exactly_across_files_and_reopen() {
         assert_eq!(s.term(0), Ok(0), "{when}: term(0)");
         assert_eq!(s.term(last + 1), unavailable(), "{when}");
         // A range straddling the file boundary, with and without a size limit.
-        let want: Vec<Entry> = (29_990..30_010).map(|i| gen_entry(i, term_of(i))).collect();
+        let want: Vec<Entry> = (29_990..30_010).map(|i| entry(i, term_of(i))).collect();
         assert_eq!(
             s.entries(29_990, 30_010, NO_LIMIT, ctx()),
             Ok(want.clone()),
@@ -342,7 +311,7 @@ fn overwrite_across_files_discards_later_entries_and_files() {
     assert_eq!(s.num_log_files(), 3);
 
     // A conflicting batch from a new leader starting at 45,000 (in the second file).
-    let batch: Vec<Entry> = (45_000..45_100).map(|i| gen_entry(i, 2)).collect();
+    let batch: Vec<Entry> = (45_000..45_100).map(|i| entry(i, 2)).collect();
     s.save(&hs(2, 0, 0), &batch, &Snapshot::default()).unwrap();
     s.sync().unwrap();
 
@@ -391,47 +360,47 @@ fn overwrite_across_files_discards_later_entries_and_files() {
 fn overwrite_at_file_boundary_keeps_file_count_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open_with(dir.path(), fast()).unwrap();
-    append_range(&s, 1, 2 * PER_FILE + 10, |_| 1);
+    append_range(&s, 1, 2 * SLOTS_PER_FILE + 10, |_| 1);
     assert_eq!(s.num_log_files(), 3);
 
     // Overwrite starting at the first entry of the second file.
     s.save(
         &HardState::default(),
-        &[gen_entry(PER_FILE + 1, 2)],
+        &[entry(SLOTS_PER_FILE + 1, 2)],
         &Snapshot::default(),
     )
     .unwrap();
-    assert_eq!(s.last_index(), Ok(PER_FILE + 1));
+    assert_eq!(s.last_index(), Ok(SLOTS_PER_FILE + 1));
     assert_eq!(s.num_log_files(), 2);
-    assert_eq!(s.term(PER_FILE + 1), Ok(2));
-    assert_eq!(s.term(PER_FILE), Ok(1));
+    assert_eq!(s.term(SLOTS_PER_FILE + 1), Ok(2));
+    assert_eq!(s.term(SLOTS_PER_FILE), Ok(1));
 
     // Overwrite starting at the last entry of the first file.
     s.save(
         &HardState::default(),
-        &[gen_entry(PER_FILE, 3)],
+        &[entry(SLOTS_PER_FILE, 3)],
         &Snapshot::default(),
     )
     .unwrap();
-    assert_eq!(s.last_index(), Ok(PER_FILE));
+    assert_eq!(s.last_index(), Ok(SLOTS_PER_FILE));
     assert_eq!(s.num_log_files(), 1);
-    assert_eq!(s.term(PER_FILE), Ok(3));
-    assert_eq!(s.term(PER_FILE + 1), unavailable());
+    assert_eq!(s.term(SLOTS_PER_FILE), Ok(3));
+    assert_eq!(s.term(SLOTS_PER_FILE + 1), unavailable());
     s.sync().unwrap();
     s.close().unwrap();
 
     let s = DiskStorage::open(dir.path()).unwrap();
     assert_eq!(s.num_log_files(), 1);
     assert_eq!(wal_files(dir.path()), 1);
-    assert_eq!(s.last_index(), Ok(PER_FILE));
+    assert_eq!(s.last_index(), Ok(SLOTS_PER_FILE));
     assert_eq!(
-        s.entries(PER_FILE, PER_FILE + 1, NO_LIMIT, ctx()),
-        Ok(vec![gen_entry(PER_FILE, 3)])
+        s.entries(SLOTS_PER_FILE, SLOTS_PER_FILE + 1, NO_LIMIT, ctx()),
+        Ok(vec![entry(SLOTS_PER_FILE, 3)])
     );
     // Rotate again.
     s.save(
         &HardState::default(),
-        &[gen_entry(PER_FILE + 1, 3)],
+        &[entry(SLOTS_PER_FILE + 1, 3)],
         &Snapshot::default(),
     )
     .unwrap();
@@ -440,11 +409,11 @@ fn overwrite_at_file_boundary_keeps_file_count_consistent() {
     let s = DiskStorage::open(dir.path()).unwrap();
     assert_eq!(s.num_log_files(), 2);
     assert_eq!(
-        s.entries(PER_FILE - 1, PER_FILE + 2, NO_LIMIT, ctx()),
+        s.entries(SLOTS_PER_FILE - 1, SLOTS_PER_FILE + 2, NO_LIMIT, ctx()),
         Ok(vec![
-            gen_entry(PER_FILE - 1, 1),
-            gen_entry(PER_FILE, 3),
-            gen_entry(PER_FILE + 1, 3)
+            entry(SLOTS_PER_FILE - 1, 1),
+            entry(SLOTS_PER_FILE, 3),
+            entry(SLOTS_PER_FILE + 1, 3)
         ])
     );
     s.close().unwrap();
@@ -535,7 +504,7 @@ fn create_snapshot_deletes_files_wholly_below_snapshot_and_keeps_the_one_contain
 // ---------------------------------------------------------------------------------------------
 
 fn bad_batches() -> Vec<(&'static str, Vec<Entry>)> {
-    let e = |i: u64| gen_entry(i, 9);
+    let e = |i: u64| entry(i, 9);
     vec![
         ("gap after last_index", vec![e(22)]),
         ("gap after last_index, batch", vec![e(25), e(26), e(27)]),
@@ -558,13 +527,13 @@ fn bad_batches() -> Vec<(&'static str, Vec<Entry>)> {
 
 /// Store with entries 1..=20 (term 1), hard state (3, 1, 15), snapshot at 10: first_index 11.
 fn rejected_setup(s: &DiskStorage) {
-    let batch: Vec<Entry> = (1..=20).map(|i| gen_entry(i, 1)).collect();
+    let batch: Vec<Entry> = (1..=20).map(|i| entry(i, 1)).collect();
     s.save(&hs(3, 1, 15), &batch, &Snapshot::default()).unwrap();
     s.create_snapshot(10, None, "ten").unwrap();
 }
 
 fn rejected_check(s: &DiskStorage, when: &str) {
-    let want: Vec<Entry> = (11..=20).map(|i| gen_entry(i, 1)).collect();
+    let want: Vec<Entry> = (11..=20).map(|i| entry(i, 1)).collect();
     assert_eq!(s.first_index(), Ok(11), "{when}");
     assert_eq!(s.last_index(), Ok(20), "{when}");
     assert_eq!(all_entries(s), want, "{when}");
@@ -591,12 +560,8 @@ fn save_rejects_gaps_holes_disorder_and_compacted_starts_and_changes_nothing() {
     let s = DiskStorage::open(dir.path()).unwrap();
     rejected_check(&s, "reopened");
     // The store still accepts a good append afterwards.
-    s.save(
-        &HardState::default(),
-        &[gen_entry(21, 2)],
-        &Snapshot::default(),
-    )
-    .unwrap();
+    s.save(&HardState::default(), &[entry(21, 2)], &Snapshot::default())
+        .unwrap();
     assert_eq!(s.last_index(), Ok(21));
     s.close().unwrap();
 }
@@ -621,20 +586,20 @@ fn save_rejected_append_does_not_write_its_hard_state() {
 fn save_rejects_bad_batch_spanning_file_boundary_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open_with(dir.path(), fast()).unwrap();
-    append_range(&s, 1, PER_FILE - 10, |_| 1);
+    append_range(&s, 1, SLOTS_PER_FILE - 10, |_| 1);
     s.sync().unwrap();
-    // Would overwrite from PER_FILE - 20 and cross into a second file, but is broken at its end.
-    let mut batch: Vec<Entry> = (PER_FILE - 20..PER_FILE + 100)
-        .map(|i| gen_entry(i, 2))
+    // Would overwrite from SLOTS_PER_FILE - 20 and cross into a second file, but is broken at its end.
+    let mut batch: Vec<Entry> = (SLOTS_PER_FILE - 20..SLOTS_PER_FILE + 100)
+        .map(|i| entry(i, 2))
         .collect();
-    batch.push(gen_entry(PER_FILE + 200, 2));
+    batch.push(entry(SLOTS_PER_FILE + 200, 2));
     assert!(s
         .save(&HardState::default(), &batch, &Snapshot::default())
         .is_err());
     let check = |s: &DiskStorage, when: &str| {
-        assert_eq!(s.last_index(), Ok(PER_FILE - 10), "{when}");
+        assert_eq!(s.last_index(), Ok(SLOTS_PER_FILE - 10), "{when}");
         assert_eq!(s.num_log_files(), 1, "{when}");
-        check_range(s, PER_FILE - 100, PER_FILE - 10, |_| 1, when);
+        check_range(s, SLOTS_PER_FILE - 100, SLOTS_PER_FILE - 10, |_| 1, when);
     };
     check_live_then_reopened(s, dir.path(), Options::default(), check)
         .close()
@@ -651,7 +616,7 @@ fn received_snapshot_replaces_the_log() {
     for (s_idx, what) in [(50u64, "ahead of the log"), (10, "inside the log")] {
         let dir = tempfile::tempdir().unwrap();
         let s = DiskStorage::open(dir.path()).unwrap();
-        let batch: Vec<Entry> = (1..=20).map(|i| gen_entry(i, 1)).collect();
+        let batch: Vec<Entry> = (1..=20).map(|i| entry(i, 1)).collect();
         s.save(&hs(1, 1, 5), &batch, &Snapshot::default()).unwrap();
         s.set_conf_state(&cs(&[1], &[])).unwrap();
         s.save(
@@ -691,7 +656,7 @@ fn received_snapshot_replaces_the_log() {
         // The log continues at S+1.
         s.save(
             &HardState::default(),
-            &[gen_entry(s_idx + 1, 5)],
+            &[entry(s_idx + 1, 5)],
             &Snapshot::default(),
         )
         .unwrap();
@@ -731,10 +696,10 @@ fn save_applies_snapshot_first_then_entries_at_snapshot_index_plus_one() {
         let dir = tempfile::tempdir().unwrap();
         let s = DiskStorage::open(dir.path()).unwrap();
         if pre > 0 {
-            let batch: Vec<Entry> = (1..=pre).map(|i| gen_entry(i, 1)).collect();
+            let batch: Vec<Entry> = (1..=pre).map(|i| entry(i, 1)).collect();
             s.save(&hs(1, 0, 1), &batch, &Snapshot::default()).unwrap();
         }
-        let ents: Vec<Entry> = (s_idx + 1..=s_idx + 5).map(|i| gen_entry(i, 3)).collect();
+        let ents: Vec<Entry> = (s_idx + 1..=s_idx + 5).map(|i| entry(i, 3)).collect();
         s.save(
             &hs(3, 2, s_idx + 2),
             &ents,
@@ -770,18 +735,14 @@ fn default_hard_state_is_not_written_and_non_default_replaces_stored() {
     let s = DiskStorage::open(dir.path()).unwrap();
     s.save(
         &hs(2, 1, 0),
-        &[gen_entry(1, 2), gen_entry(2, 2)],
+        &[entry(1, 2), entry(2, 2)],
         &Snapshot::default(),
     )
     .unwrap();
     assert_eq!(s.initial_state().unwrap().hard_state, hs(2, 1, 0));
     // Default hard state with entries: the stored one stays.
-    s.save(
-        &HardState::default(),
-        &[gen_entry(3, 2)],
-        &Snapshot::default(),
-    )
-    .unwrap();
+    s.save(&HardState::default(), &[entry(3, 2)], &Snapshot::default())
+        .unwrap();
     assert_eq!(s.initial_state().unwrap().hard_state, hs(2, 1, 0));
     // Default hard state alone: nothing happens.
     s.save(&HardState::default(), &[], &Snapshot::default())
@@ -839,7 +800,7 @@ fn create_snapshot_records_given_conf_state_in_metadata_only() {
     let s = DiskStorage::open(dir.path()).unwrap();
     let current = cs(&[1, 2, 3], &[]);
     let given = cs(&[1, 2, 3, 4], &[5]);
-    let batch: Vec<Entry> = (1..=10).map(|i| gen_entry(i, 1)).collect();
+    let batch: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
     s.save(&hs(1, 1, 10), &batch, &Snapshot::default()).unwrap();
     s.set_conf_state(&current).unwrap();
     s.create_snapshot(5, Some(&given), "five").unwrap();
@@ -860,7 +821,7 @@ fn create_snapshot_without_conf_state_records_current_conf_state() {
     let s = DiskStorage::open(dir.path()).unwrap();
     let first = cs(&[1, 2, 3], &[]);
     let second = cs(&[2, 3], &[7]);
-    let batch: Vec<Entry> = (1..=10).map(|i| gen_entry(i, 1)).collect();
+    let batch: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
     s.save(&hs(1, 1, 10), &batch, &Snapshot::default()).unwrap();
     s.set_conf_state(&first).unwrap();
     s.create_snapshot(4, None, "four").unwrap();
@@ -892,10 +853,10 @@ fn create_snapshot_without_conf_state_records_current_conf_state() {
 fn truncate_entries_until_empties_normal_entry_data_below_index_only() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open(dir.path()).unwrap();
-    // Every entry has data (gen_entry leaves index % 11 == 0 empty; force data there).
+    // Every entry has data (entry leaves index % 11 == 0 empty; force data there).
     let ents: Vec<Entry> = (1..=30)
         .map(|i| {
-            let mut e = gen_entry(i, 1 + i / 10);
+            let mut e = entry(i, 1 + i / 10);
             if e.data.is_empty() {
                 e.data = Bytes::from_static(b"filled");
             }
@@ -947,7 +908,7 @@ fn truncate_entries_until_is_not_mistaken_for_tail_damage_on_reopen() {
     // by the commit-index check, so count the entries and open in strict mode too.
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open(dir.path()).unwrap();
-    let ents: Vec<Entry> = (1..=30).map(|i| gen_entry(i, 1)).collect();
+    let ents: Vec<Entry> = (1..=30).map(|i| entry(i, 1)).collect();
     s.save(&HardState::default(), &ents, &Snapshot::default())
         .unwrap();
     s.truncate_entries_until(16).unwrap();
@@ -1013,7 +974,7 @@ fn meta_uints_and_checkpoint_survive_close_and_reopen() {
     let s = DiskStorage::open(dir.path()).unwrap();
     check(&s, u64::MAX, 10, 43, "after sync + close");
     // Unrelated writes do not disturb them.
-    s.save(&hs(1, 1, 1), &[gen_entry(1, 1)], &Snapshot::default())
+    s.save(&hs(1, 1, 1), &[entry(1, 1)], &Snapshot::default())
         .unwrap();
     s.set_conf_state(&cs(&[1], &[])).unwrap();
     s.create_snapshot(1, None, "one").unwrap();
@@ -1030,7 +991,7 @@ fn snapshot_uints_reflect_the_current_snapshot() {
     let s = DiskStorage::open(dir.path()).unwrap();
     assert_eq!(s.uint(MetaInfo::SnapshotIndex), 0);
     assert_eq!(s.uint(MetaInfo::SnapshotTerm), 0);
-    let batch: Vec<Entry> = (1..=10).map(|i| gen_entry(i, i / 3 + 1)).collect();
+    let batch: Vec<Entry> = (1..=10).map(|i| entry(i, i / 3 + 1)).collect();
     s.save(&hs(4, 1, 10), &batch, &Snapshot::default()).unwrap();
     s.create_snapshot(7, None, "seven").unwrap();
     assert_eq!(s.uint(MetaInfo::SnapshotIndex), 7);
@@ -1063,7 +1024,7 @@ fn snapshot_uints_reflect_the_current_snapshot() {
 fn second_open_of_same_directory_fails_until_first_is_closed_or_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let a = DiskStorage::open(dir.path()).unwrap();
-    a.save(&hs(1, 1, 1), &[gen_entry(1, 1)], &Snapshot::default())
+    a.save(&hs(1, 1, 1), &[entry(1, 1)], &Snapshot::default())
         .unwrap();
 
     let second = DiskStorage::open(dir.path());
@@ -1079,12 +1040,8 @@ fn second_open_of_same_directory_fails_until_first_is_closed_or_dropped() {
     assert!(DiskStorage::open_with(dir.path(), fast()).is_err());
     // The failed opens did not disturb the first store.
     assert_eq!(a.last_index(), Ok(1));
-    a.save(
-        &HardState::default(),
-        &[gen_entry(2, 1)],
-        &Snapshot::default(),
-    )
-    .unwrap();
+    a.save(&HardState::default(), &[entry(2, 1)], &Snapshot::default())
+        .unwrap();
     a.close().unwrap();
 
     let b = DiskStorage::open(dir.path()).expect("open after close");
@@ -1105,7 +1062,7 @@ fn second_open_of_same_directory_fails_until_first_is_closed_or_dropped() {
 fn unsynced_writes_are_readable_at_once_and_survive_close_and_drop() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open_with(dir.path(), fast()).unwrap();
-    let batch: Vec<Entry> = (1..=100).map(|i| gen_entry(i, 1)).collect();
+    let batch: Vec<Entry> = (1..=100).map(|i| entry(i, 1)).collect();
     s.save(&hs(1, 1, 50), &batch, &Snapshot::default()).unwrap();
     // Readable without sync().
     assert_eq!(s.last_index(), Ok(100));
@@ -1129,7 +1086,7 @@ fn unsynced_writes_are_readable_at_once_and_survive_close_and_drop() {
     );
 
     // Dropped without close(): drop does what close does.
-    let more: Vec<Entry> = (101..=150).map(|i| gen_entry(i, 2)).collect();
+    let more: Vec<Entry> = (101..=150).map(|i| entry(i, 2)).collect();
     s.save(&hs(2, 1, 120), &more, &Snapshot::default()).unwrap();
     drop(s);
     let s = DiskStorage::open(dir.path()).unwrap();
@@ -1187,12 +1144,8 @@ fn disk_storage_is_shared_between_threads() {
                 while reads.load(Ordering::Acquire) < want {
                     std::thread::yield_now();
                 }
-                s.save(
-                    &HardState::default(),
-                    &[gen_entry(i, 1)],
-                    &Snapshot::default(),
-                )
-                .unwrap();
+                s.save(&HardState::default(), &[entry(i, 1)], &Snapshot::default())
+                    .unwrap();
             }
         })
     };
@@ -1228,7 +1181,7 @@ fn unknown_files_in_directory_are_ignored_by_open() {
     let s = DiskStorage::open(dir.path()).unwrap();
     assert_eq!(s.first_index(), Ok(1));
     assert_eq!(s.last_index(), Ok(0));
-    let batch: Vec<Entry> = (1..=10).map(|i| gen_entry(i, 1)).collect();
+    let batch: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
     s.save(&hs(1, 1, 10), &batch, &Snapshot::default()).unwrap();
     s.close().unwrap();
 
@@ -1270,7 +1223,7 @@ fn open_in_missing_parent_directory_creates_it_or_fails_cleanly() {
         Ok(s) => {
             assert!(path.is_dir());
             assert!(path.join("wal.meta").exists());
-            s.save(&hs(1, 1, 1), &[gen_entry(1, 1)], &Snapshot::default())
+            s.save(&hs(1, 1, 1), &[entry(1, 1)], &Snapshot::default())
                 .unwrap();
             s.close().unwrap();
             let s = DiskStorage::open(&path).unwrap();
@@ -1352,7 +1305,7 @@ fn check_reopened(dir: &Path, lo: u64, hi: u64, when: &str) {
 #[test]
 fn a_compacted_file_becomes_the_spare_and_the_next_new_file() {
     let dir = tempfile::tempdir().unwrap();
-    let spare = dir.path().join("spare.wal");
+    let spare = dir.path().join(SPARE_FILE);
     let s = DiskStorage::open(dir.path()).unwrap();
     append_range(&s, 1, 70_000, term_of);
     let first = inode(&dir.path().join("00001.wal"));
@@ -1377,7 +1330,7 @@ fn a_compacted_file_becomes_the_spare_and_the_next_new_file() {
     assert!(spare.exists());
     let big: Vec<Entry> = (95_001..=95_010)
         .map(|i| {
-            let mut e = gen_entry(i, term_of(i));
+            let mut e = entry(i, term_of(i));
             e.data = Bytes::from(vec![i as u8; 2 << 20]);
             e
         })
@@ -1394,7 +1347,7 @@ fn a_compacted_file_becomes_the_spare_and_the_next_new_file() {
 #[test]
 fn a_file_a_reader_still_holds_is_removed_not_reused() {
     let dir = tempfile::tempdir().unwrap();
-    let spare = dir.path().join("spare.wal");
+    let spare = dir.path().join(SPARE_FILE);
     let s = DiskStorage::open(dir.path()).unwrap();
     append_range(&s, 1, 40_000, term_of);
     // Views into file 1 (zero-copy: they map its pages).
@@ -1403,7 +1356,7 @@ fn a_file_a_reader_still_holds_is_removed_not_reused() {
     assert!(!spare.exists(), "a file with live views became the spare");
     assert!(!dir.path().join("00001.wal").exists());
     append_range(&s, 40_001, 95_000, term_of);
-    let want: Vec<Entry> = (100..200).map(|i| gen_entry(i, term_of(i))).collect();
+    let want: Vec<Entry> = (100..200).map(|i| entry(i, term_of(i))).collect();
     assert_eq!(held, want, "a held entry changed");
     // Once nothing holds file 2, it becomes the spare.
     drop(held);
@@ -1425,7 +1378,7 @@ fn unsynced_or_opted_out_stores_delete_compacted_files_and_a_leftover_spare() {
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let spare = dir.path().join("spare.wal");
+        let spare = dir.path().join(SPARE_FILE);
         std::fs::write(&spare, vec![7u8; 2 << 20]).unwrap();
         let s = DiskStorage::open_with(dir.path(), opts).unwrap();
         assert!(!spare.exists(), "{what}: a leftover spare stayed");
@@ -1442,7 +1395,7 @@ fn a_leftover_spare_is_reused_whatever_it_holds_and_a_short_one_is_dropped() {
     // A spare of stale slot-like garbage (every byte 0xA5), and one shorter than a slot area.
     for (len, reused) in [(3 << 20, true), (4096, false)] {
         let dir = tempfile::tempdir().unwrap();
-        let spare = dir.path().join("spare.wal");
+        let spare = dir.path().join(SPARE_FILE);
         std::fs::write(&spare, vec![0xA5u8; len]).unwrap();
         let garbage = inode(&spare);
         let s = DiskStorage::open(dir.path()).unwrap();
@@ -1469,9 +1422,9 @@ fn a_crash_while_the_spare_takes_its_new_name_leaves_an_empty_tail() {
     append_range(&s, 1, 65_000, term_of);
     s.create_snapshot(30_001, None, "s").unwrap();
     s.close().unwrap();
-    let spare = dir.path().join("spare.wal");
+    let spare = dir.path().join(SPARE_FILE);
     let mut bytes = std::fs::read(&spare).unwrap();
-    bytes[..1 << 20].fill(0);
+    bytes[..PAYLOADS_AT as usize].fill(0);
     std::fs::write(dir.path().join("00004.wal"), &bytes).unwrap();
     std::fs::remove_file(&spare).unwrap();
     check_reopened(dir.path(), 30_002, 65_000, "after the crash");

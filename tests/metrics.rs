@@ -9,13 +9,13 @@ use raft::prelude::*;
 use raftwal::{DiskStorage, Engine, WriteBatch};
 use tempfile::TempDir;
 
-fn entry(index: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = 1;
-    e.data = vec![7u8; 100].into();
-    e
-}
+#[path = "common/entries.rs"]
+mod entries;
+
+use entries::filled_entry;
+
+/// Every entry written here: 100 bytes of data, no context (the byte counts below rely on it).
+const DATA_LEN: usize = 100;
 
 fn hs(commit: u64) -> HardState {
     let mut hs = HardState::default();
@@ -46,7 +46,11 @@ fn disk_storage_counts_saves_entries_bytes_fsyncs_files_snapshots_and_opens() {
         let store = DiskStorage::open(tmp.path().join("a")).unwrap();
         for i in 1..=10 {
             store
-                .save(&hs(i - 1), &[entry(i)], &Snapshot::default())
+                .save(
+                    &hs(i - 1),
+                    &[filled_entry(i, 1, 7, DATA_LEN)],
+                    &Snapshot::default(),
+                )
                 .unwrap();
         }
         store.create_snapshot(5, None, b"state".to_vec()).unwrap();
@@ -90,8 +94,18 @@ fn the_log_files_gauge_follows_the_open_stores() {
     metrics::with_local_recorder(&recorder, || {
         let a = DiskStorage::open(tmp.path().join("a")).unwrap();
         let b = DiskStorage::open(tmp.path().join("b")).unwrap();
-        a.save(&hs(0), &[entry(1)], &Snapshot::default()).unwrap();
-        b.save(&hs(0), &[entry(1)], &Snapshot::default()).unwrap();
+        a.save(
+            &hs(0),
+            &[filled_entry(1, 1, 7, DATA_LEN)],
+            &Snapshot::default(),
+        )
+        .unwrap();
+        b.save(
+            &hs(0),
+            &[filled_entry(1, 1, 7, DATA_LEN)],
+            &Snapshot::default(),
+        )
+        .unwrap();
         let open = (a.num_log_files() + b.num_log_files()) as f64;
         assert_eq!(sample(&recorder, "raftwal_log_files", ""), open);
         drop(a);
@@ -111,8 +125,18 @@ fn the_engine_counts_writes_commits_journal_fsyncs_and_groups() {
         assert_eq!(sample(&recorder, "raftwal_engine_groups", ""), 2.0);
         for i in 1..=5 {
             let mut batch = WriteBatch::new();
-            batch.save(1, &hs(i - 1), &[entry(i)], &Snapshot::default());
-            batch.save(2, &hs(i - 1), &[entry(i)], &Snapshot::default());
+            batch.save(
+                1,
+                &hs(i - 1),
+                &[filled_entry(i, 1, 7, DATA_LEN)],
+                &Snapshot::default(),
+            );
+            batch.save(
+                2,
+                &hs(i - 1),
+                &[filled_entry(i, 1, 7, DATA_LEN)],
+                &Snapshot::default(),
+            );
             engine.write(&mut batch).unwrap();
         }
         engine.remove_group(2).unwrap();

@@ -2,7 +2,7 @@
 //! docs/DESIGN.md §4 (semantics) and §6 (bad input).
 //!
 //! The model, the operations and the engine-vs-model harness live in one place:
-//! `tests/fuzz/common/ops_model.rs`, shared with the `ops_model` fuzz target and the corpus
+//! `tests/common/fuzz/ops_model.rs`, shared with the `ops_model` fuzz target and the corpus
 //! replay (`tests/fuzz_corpus.rs`), and included here with `#[path]` the same way. This file adds
 //! what proptest needs: strategies that generate the shared abstract [`Op`]s directly (cheap to
 //! generate and to shrink). Each op is resolved against the model's current state into a concrete
@@ -27,12 +27,11 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 use raft::prelude::*;
 use raftwal::{DiskStorage, Options, RecoveryMode};
 
-// the whole fuzz common code, as tests/fuzz_corpus.rs includes it; the `open_dir` half is unused
-#[allow(dead_code)]
-#[path = "fuzz/common/mod.rs"]
-mod common;
+// the whole fuzz logic, as tests/fuzz_corpus.rs includes it; the `open_dir` half is unused
+#[path = "common/fuzz/mod.rs"]
+mod fuzz;
 
-use common::ops_model::{
+use fuzz::ops_model::{
     check_state, conf_state, hard_state, kind_of, make_entries, make_entry, make_snapshot, opts,
     run_case, snap_data, Action, Bad, Case, CsGen, Harness, HsGen, Model, Op, Pos, ReopenHow,
 };

@@ -11,6 +11,8 @@
 
 #[path = "../examples/multiraft/cluster.rs"]
 mod cluster;
+#[path = "common/entries.rs"]
+mod entries;
 #[path = "../examples/multiraft/node.rs"]
 mod node;
 #[path = "../examples/multiraft/scenario.rs"]
@@ -23,8 +25,10 @@ mod store;
 use std::time::{Duration, Instant};
 
 use raft::prelude::{Entry, HardState, Snapshot};
-use raft::{GetEntriesContext, StorageError};
+use raft::StorageError;
 use raftwal::{Engine, WriteBatch};
+
+use entries::{ctx, filled_entry};
 
 #[test]
 fn three_nodes_64_groups_restart_and_catch_up_by_snapshot() {
@@ -58,14 +62,6 @@ fn three_nodes_64_groups_restart_and_catch_up_by_snapshot() {
     );
 }
 
-fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = vec![index as u8; 10].into();
-    e
-}
-
 fn terms(es: &[Entry]) -> Vec<(u64, u64)> {
     es.iter().map(|e| (e.index, e.term)).collect()
 }
@@ -84,15 +80,16 @@ fn store_overlay_merges_staged_writes_over_the_durable_log() {
     let no_snap = Snapshot::default();
     g.save(
         &hs,
-        &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(),
+        &(1..=5)
+            .map(|i| filled_entry(i, 1, i as u8, 10))
+            .collect::<Vec<_>>(),
         &no_snap,
     )
     .expect("save 1..=5");
     let mut s = store::Store::new(g.clone());
-    let ctx = || GetEntriesContext::empty(false);
 
     // Batch 1 (at the writer): 4..=8 at term 2, conflicting with the durable 4..=5.
-    let b1: Vec<Entry> = (4..=8).map(|i| entry(i, 2)).collect();
+    let b1: Vec<Entry> = (4..=8).map(|i| filled_entry(i, 2, i as u8, 10)).collect();
     s.stage(1, &no_snap, &b1);
     assert_eq!(s.last_index().unwrap(), 8);
     assert_eq!((s.term(3).unwrap(), s.term(4).unwrap()), (1, 2));
@@ -112,7 +109,7 @@ fn store_overlay_merges_staged_writes_over_the_durable_log() {
     );
 
     // Batch 2 (collected meanwhile): 7..=7 at term 3 truncates the staged 8.
-    s.stage(2, &no_snap, &[entry(7, 3)]);
+    s.stage(2, &no_snap, &[filled_entry(7, 3, 7, 10)]);
     assert_eq!(s.last_index().unwrap(), 7);
     assert_eq!(
         terms(&s.entries(6, 8, None, ctx()).unwrap()),
@@ -152,7 +149,7 @@ fn store_overlay_merges_staged_writes_over_the_durable_log() {
         s.entries(7, 8, None, ctx()),
         Err(raft::Error::Store(StorageError::Compacted))
     ));
-    s.stage(3, &no_snap, &[entry(21, 4)]);
+    s.stage(3, &no_snap, &[filled_entry(21, 4, 21, 10)]);
     assert_eq!(
         terms(&s.entries(21, 22, None, ctx()).unwrap()),
         vec![(21, 4)]

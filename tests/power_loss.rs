@@ -108,32 +108,33 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{GetEntriesContext, Storage, StorageError};
+use raft::{Storage, StorageError};
 use raftwal::{DiskStorage, Options, RecoveryMode};
 
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
+
+use entries::ctx;
+use layout::{log_name, slot_at, META_FILE, SLOTS_PER_FILE, SLOT_AREA_LEN};
+
 // ---------------------------------------------------------------------------------------------
-// layout (docs/FORMAT.md) and granularity
+// layout (docs/FORMAT.md: tests/common/layout.rs) and granularity
 // ---------------------------------------------------------------------------------------------
 
 const PAGE: usize = 4096;
 const SECTOR: usize = 512;
-const FILE_ENTRIES: u64 = 30_000;
-const SLOT_SIZE: usize = 32;
-const SLOT_AREA: usize = 960_000;
-const META: &str = "wal.meta";
 static ZEROES: [u8; PAGE] = [0; PAGE];
-
-fn wal_name(id: u64) -> String {
-    format!("{id:05}.wal")
-}
 
 /// The log file holding `index` (no snapshots here: file 1 starts at index 1).
 fn file_of(index: u64) -> u64 {
-    1 + (index - 1) / FILE_ENTRIES
+    1 + (index - 1) / SLOTS_PER_FILE
 }
 
-fn slot_of(index: u64) -> usize {
-    ((index - 1) % FILE_ENTRIES) as usize
+/// The slot of `index` in its file.
+fn slot_of(index: u64) -> u64 {
+    (index - 1) % SLOTS_PER_FILE
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,10 +416,6 @@ fn show_entry(e: &Entry) -> String {
 
 fn show_hs(hs: &HardState) -> String {
     format!("(term {}, vote {}, commit {})", hs.term, hs.vote, hs.commit)
-}
-
-fn ctx() -> GetEntriesContext {
-    GetEntriesContext::empty(false)
 }
 
 fn synced(mode: RecoveryMode) -> Options {
@@ -1631,7 +1628,7 @@ fn power_loss_synced_saves() {
                 files,
                 &accept,
                 |_| 0,
-                |f, _| usize::from(f == META),
+                |f, _| usize::from(f == META_FILE),
             )
         };
         if k == 3 {
@@ -1652,7 +1649,7 @@ fn power_loss_synced_saves() {
                 files,
                 &accept,
                 |_| 1,
-                |f, off| usize::from(f != META && !(f == "00001.wal" && off < 2 * PAGE)),
+                |f, off| usize::from(f != META_FILE && !(f == "00001.wal" && off < 2 * PAGE)),
             );
             negative_controls.push(("overwrite with its cut lost", desc, r));
             // Commit 155 over the old log (last index 300): the commit index is within the old
@@ -1768,9 +1765,9 @@ fn power_loss_unsynced_batches() {
                 .filter(|&i| i <= log.len() as u64)
             {
                 // Inside this save the cut slots are zero before the new ones are written.
-                let name = wal_name(file_of(i));
+                let name = log_name(file_of(i));
                 let mut f = disk.live[&name].latest().expect("the cut file").to_vec();
-                f[slot_of(i) * SLOT_SIZE..SLOT_AREA].fill(0);
+                f[slot_at(slot_of(i)) as usize..SLOT_AREA_LEN as usize].fill(0);
                 disk.add_pending(
                     &name,
                     Ver {

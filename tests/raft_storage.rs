@@ -21,8 +21,13 @@
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{Error as RaftError, GetEntriesContext, Storage, StorageError, NO_LIMIT};
+use raft::{Error as RaftError, Storage, StorageError, NO_LIMIT};
 use raftwal::{DiskStorage, MetaInfo};
+
+#[path = "common/entries.rs"]
+mod entries;
+
+use entries::ctx;
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -41,10 +46,6 @@ fn new_snapshot(index: u64, term: u64, voters: Vec<u64>) -> Snapshot {
     s.mut_metadata().term = term;
     s.mut_metadata().mut_conf_state().voters = voters;
     s
-}
-
-fn ctx() -> GetEntriesContext {
-    GetEntriesContext::empty(false)
 }
 
 fn compacted<T>() -> raft::Result<T> {

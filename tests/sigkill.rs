@@ -29,23 +29,26 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{GetEntriesContext, Storage};
+use raft::Storage;
 use raftwal::DiskStorage;
+
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
+
+use entries::{ctx, term_of};
+use layout::SLOTS_PER_FILE;
 
 const ENV_DIR: &str = "RAFTWAL_SIGKILL_WRITER_DIR";
 const ENV_ROUND: &str = "RAFTWAL_SIGKILL_WRITER_ROUND";
 const CHILD_TEST: &str = "sigkill_child_writer";
 
-const FILE_ENTRIES: u64 = 30_000;
 const ROUNDS: u64 = 24;
 
 // ---------------------------------------------------------------------------------------------
 // deterministic content
 // ---------------------------------------------------------------------------------------------
-
-fn term_of(i: u64) -> u64 {
-    1 + i / 50_000
-}
 
 fn expected_entry(i: u64) -> Entry {
     let mut e = Entry::default();
@@ -93,7 +96,7 @@ impl Rng {
 }
 
 fn next_boundary(last: u64) -> u64 {
-    (last / FILE_ENTRIES + 1) * FILE_ENTRIES
+    (last / SLOTS_PER_FILE + 1) * SLOTS_PER_FILE
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -119,7 +122,7 @@ fn sigkill_child_writer() {
     // Bounded: the parent kills the child long before this.
     while started.elapsed() < Duration::from_secs(40) && saves < 100_000 {
         let to_boundary = next_boundary(last) - last; // >= 1
-        let since_boundary = last % FILE_ENTRIES;
+        let since_boundary = last % SLOTS_PER_FILE;
         let n = if to_boundary <= 1_200 || since_boundary < 600 {
             rng.range(1, 64)
         } else {
@@ -345,7 +348,7 @@ fn verify(dir: &std::path::Path, round: u64, acked: u64, snap_acked: u64) -> (u6
     while lo <= last {
         let hi = (lo + 4_096).min(last + 1);
         let got = s
-            .entries(lo, hi, None, GetEntriesContext::empty(false))
+            .entries(lo, hi, None, ctx())
             .unwrap_or_else(|e| panic!("round {round}: entries({lo}, {hi}): {e}"));
         assert_eq!(
             got.len() as u64,
@@ -420,8 +423,8 @@ fn sigkill_rounds() {
             res.acked
         );
         let (first, new_last) = verify(dir.path(), round, res.acked, res.snap_acked);
-        if new_last / FILE_ENTRIES > last / FILE_ENTRIES {
-            crossed += new_last / FILE_ENTRIES - last / FILE_ENTRIES;
+        if new_last / SLOTS_PER_FILE > last / SLOTS_PER_FILE {
+            crossed += new_last / SLOTS_PER_FILE - last / SLOTS_PER_FILE;
         }
         eprintln!(
             "round {round}: killed at acked {} (threshold {threshold}, boundary {boundary}); \
@@ -432,7 +435,7 @@ fn sigkill_rounds() {
         last = new_last;
     }
     assert!(
-        last > FILE_ENTRIES && crossed >= 1,
+        last > SLOTS_PER_FILE && crossed >= 1,
         "the rounds never crossed a 30,000-entry boundary (last index {last})"
     );
     eprintln!(

@@ -31,6 +31,11 @@ use raft::prelude::*;
 use raft::{RawNode, StateRole, Storage, StorageError};
 use raftwal::{BuiltSnapshot, DiskStorage, Error, MetaInfo, SnapshotRequest};
 
+#[path = "common/entries.rs"]
+mod entries;
+
+use entries::text_entry;
+
 type Res<T> = Result<T, String>;
 
 #[path = "../examples/cluster/ready.rs"]
@@ -38,14 +43,6 @@ mod ready;
 
 fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
-}
-
-fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = format!("e{index}").into_bytes().into();
-    e
 }
 
 fn snapshot_at(index: u64, term: u64, voters: Vec<u64>) -> Snapshot {
@@ -397,7 +394,7 @@ fn without_a_builder_a_snapshot_after_each_conf_change_lets_new_nodes_join() {
 /// A store holding entries 1..=10 (term 1) and a snapshot at 3 listing voter 1.
 fn store_with_log(dir: &Path) -> DiskStorage {
     let s = DiskStorage::open(dir).unwrap();
-    let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+    let ents: Vec<Entry> = (1..=10).map(|i| text_entry(i, 1)).collect();
     s.save(&HardState::default(), &ents, &Snapshot::default())
         .unwrap();
     s.set_conf_state(&voters(&[1])).unwrap();
@@ -692,7 +689,7 @@ fn clones_are_one_store_and_the_last_handle_releases_the_lock() {
         move || {
             c.save(
                 &HardState::default(),
-                &[entry(1, 1), entry(2, 1)],
+                &[text_entry(1, 1), text_entry(2, 1)],
                 &Snapshot::default(),
             )
             .unwrap();
@@ -709,8 +706,12 @@ fn clones_are_one_store_and_the_last_handle_releases_the_lock() {
         DiskStorage::open(dir.path()),
         Err(Error::Locked { .. })
     ));
-    b.save(&HardState::default(), &[entry(3, 1)], &Snapshot::default())
-        .unwrap();
+    b.save(
+        &HardState::default(),
+        &[text_entry(3, 1)],
+        &Snapshot::default(),
+    )
+    .unwrap();
     drop(b);
     let c = DiskStorage::open(dir.path()).unwrap();
     assert_eq!(c.last_index().unwrap(), 3);
@@ -730,7 +731,7 @@ fn disk_storage_is_a_clone_send_sync_handle() {
 fn group_with_log(root: &Path) -> (raftwal::Engine, raftwal::GroupStorage) {
     let engine = raftwal::Engine::open(root).unwrap();
     let g = engine.create_group(7, 1).unwrap();
-    let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+    let ents: Vec<Entry> = (1..=10).map(|i| text_entry(i, 1)).collect();
     g.save(&HardState::default(), &ents, &Snapshot::default())
         .unwrap();
     g.set_conf_state(&voters(&[1])).unwrap();

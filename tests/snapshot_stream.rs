@@ -28,7 +28,14 @@ use sha2::{Digest, Sha256};
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/entries.rs"]
+mod entries;
+#[path = "common/layout.rs"]
+mod layout;
+
 use counting_alloc::{LIVE, PEAK};
+use entries::text_entry;
+use layout::SNAP_DATA_AT;
 
 /// Tests here run one at a time, so that heap figures are not mixed up.
 fn serial() -> MutexGuard<'static, ()> {
@@ -109,19 +116,11 @@ fn hex(d: &[u8]) -> String {
 
 const SEED: u64 = 0x005e_ed0f_5aa5;
 
-fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = format!("entry {index}").into_bytes().into();
-    e
-}
-
 /// A store with entries 1..=20 (term 1 then 2 from 11), voters 1,2,3, and a snapshot at 15.
 fn store_with_snapshot(dir: &Path, data: impl Read) -> DiskStorage {
     let s = DiskStorage::open(dir).unwrap();
     let es: Vec<Entry> = (1..=20)
-        .map(|i| entry(i, if i <= 10 { 1 } else { 2 }))
+        .map(|i| text_entry(i, if i <= 10 { 1 } else { 2 }))
         .collect();
     let mut hs = HardState::default();
     hs.term = 2;
@@ -181,8 +180,6 @@ fn flip_byte(path: &Path, at: u64) {
     f.write_all_at(&b, at).unwrap();
     f.sync_all().unwrap();
 }
-
-const SNAP_DATA_AT: u64 = 4096;
 
 // ---------------------------------------------------------------------------------------------
 // the large snapshot

@@ -7,23 +7,16 @@
 
 use bytes::Bytes;
 use raft::prelude::*;
-use raft::{GetEntriesContext, Storage};
+use raft::Storage;
 use raftwal::{DiskStorage, Options};
 
-fn entry(index: u64, term: u64, fill: u8, len: usize) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = Bytes::from(vec![fill; len]);
-    if index.is_multiple_of(3) {
-        e.context = Bytes::from(vec![fill ^ 0xff; 7]);
-    }
-    e
-}
+#[path = "common/entries.rs"]
+mod entries;
+
+use entries::{ctx, filled_entry_with_context};
 
 fn read(s: &DiskStorage, lo: u64, hi: u64) -> Vec<Entry> {
-    s.entries(lo, hi, None, GetEntriesContext::empty(false))
-        .expect("entries")
+    s.entries(lo, hi, None, ctx()).expect("entries")
 }
 
 fn unsynced() -> Options {
@@ -37,12 +30,16 @@ fn unsynced() -> Options {
 fn views_survive_overwrite_of_their_entries() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open_with(dir.path(), unsynced()).unwrap();
-    let first: Vec<Entry> = (1..=100).map(|i| entry(i, 1, 0xAA, 300)).collect();
+    let first: Vec<Entry> = (1..=100)
+        .map(|i| filled_entry_with_context(i, 1, 0xAA, 300))
+        .collect();
     s.save(&HardState::default(), &first, &Snapshot::default())
         .unwrap();
     let held = read(&s, 1, 101);
     // A conflicting append from index 10 on, with other bytes of other lengths.
-    let second: Vec<Entry> = (10..=200).map(|i| entry(i, 2, 0x55, 100)).collect();
+    let second: Vec<Entry> = (10..=200)
+        .map(|i| filled_entry_with_context(i, 2, 0x55, 100))
+        .collect();
     s.save(&HardState::default(), &second, &Snapshot::default())
         .unwrap();
     assert_eq!(held, first, "views changed under an overwrite");
@@ -54,7 +51,9 @@ fn views_survive_overwrite_of_their_entries() {
 fn views_survive_file_growth_and_removal() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open_with(dir.path(), unsynced()).unwrap();
-    let first: Vec<Entry> = (1..=50).map(|i| entry(i, 1, i as u8, 4096)).collect();
+    let first: Vec<Entry> = (1..=50)
+        .map(|i| filled_entry_with_context(i, 1, i as u8, 4096))
+        .collect();
     s.save(&HardState::default(), &first, &Snapshot::default())
         .unwrap();
     let held = read(&s, 1, 51);
@@ -62,7 +61,9 @@ fn views_survive_file_growth_and_removal() {
     // address space), then rotate past it.
     let mut next = 51;
     while next <= 30_100 {
-        let batch: Vec<Entry> = (next..next + 1000).map(|i| entry(i, 1, 7, 600)).collect();
+        let batch: Vec<Entry> = (next..next + 1000)
+            .map(|i| filled_entry_with_context(i, 1, 7, 600))
+            .collect();
         s.save(&HardState::default(), &batch, &Snapshot::default())
             .unwrap();
         next += 1000;
@@ -81,7 +82,9 @@ fn views_survive_file_growth_and_removal() {
 fn views_survive_a_received_snapshot_replacing_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let s = DiskStorage::open_with(dir.path(), unsynced()).unwrap();
-    let first: Vec<Entry> = (1..=20).map(|i| entry(i, 1, 0x11, 128)).collect();
+    let first: Vec<Entry> = (1..=20)
+        .map(|i| filled_entry_with_context(i, 1, 0x11, 128))
+        .collect();
     s.save(&HardState::default(), &first, &Snapshot::default())
         .unwrap();
     let held = read(&s, 1, 21);
@@ -89,7 +92,9 @@ fn views_survive_a_received_snapshot_replacing_the_log() {
     snap.mut_metadata().index = 50;
     snap.mut_metadata().term = 3;
     snap.data = Bytes::from_static(b"leader state");
-    let after: Vec<Entry> = (51..=70).map(|i| entry(i, 3, 0x22, 128)).collect();
+    let after: Vec<Entry> = (51..=70)
+        .map(|i| filled_entry_with_context(i, 3, 0x22, 128))
+        .collect();
     s.save(&HardState::default(), &after, &snap).unwrap();
     assert_eq!(held, first);
     assert_eq!(read(&s, 51, 71), after);
@@ -108,7 +113,9 @@ fn inspector_reads_beside_a_live_node_never_change() {
         let mut i = lo;
         while i <= hi {
             let end = (i + 4_999).min(hi);
-            let batch: Vec<Entry> = (i..=end).map(|k| entry(k, 1, fill, 64)).collect();
+            let batch: Vec<Entry> = (i..=end)
+                .map(|k| filled_entry_with_context(k, 1, fill, 64))
+                .collect();
             s.save(&HardState::default(), &batch, &Snapshot::default())
                 .unwrap();
             i = end + 1;
@@ -117,7 +124,9 @@ fn inspector_reads_beside_a_live_node_never_change() {
     write(1, 30_100, 0x3C);
     let inspector = raftwal::inspect::Inspector::open(dir.path()).unwrap();
     let held = inspector.entries(1, 101).unwrap();
-    let want: Vec<Entry> = (1..=100).map(|i| entry(i, 1, 0x3C, 64)).collect();
+    let want: Vec<Entry> = (1..=100)
+        .map(|i| filled_entry_with_context(i, 1, 0x3C, 64))
+        .collect();
     assert_eq!(held, want);
     // 00001.wal leaves the log and becomes the spare, then the rotation into file 3 reuses it.
     s.create_snapshot(30_050, None, Bytes::from_static(b"state"))

@@ -6,8 +6,11 @@
 //! independent of the engine's code), how to run an operation on an `Engine` ([`run_op`]), and the
 //! check of an opened root against the model ([`check_root`]): every group exactly as the model
 //! says, a group that the operation in flight at a crash changes as before it or as after it, and
-//! every payload its own group's (entry payloads encode group, index and term; snapshot data group
-//! and index).
+//! every payload its own group's (entry payloads encode group, index and term:
+//! `entries::entry_in_group`; snapshot data group and index).
+//!
+//! Each includer uses part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +20,11 @@ use bytes::Bytes;
 use raft::prelude::*;
 use raft::{GetEntriesContext, Storage};
 use raftwal::{Engine, Error, WriteBatch};
+
+#[path = "entries.rs"]
+mod entries;
+
+use entries::entry_in_group;
 
 /// How many groups the generator keeps, and their ids.
 #[derive(Clone, Copy, Debug)]
@@ -56,31 +64,6 @@ impl Rng {
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
-}
-
-/// The payload of entry `index` of term `term` in group `gid`: a readable tag, then filler
-/// derived from the three (mostly short; every 37th is 6 KiB).
-pub fn payload(gid: u64, index: u64, term: u64) -> Bytes {
-    let mut v = format!("g{gid}/i{index}/t{term}/").into_bytes();
-    let h = splitmix(gid << 40 ^ index ^ term << 20);
-    let extra = if h.is_multiple_of(37) {
-        6_000
-    } else {
-        (h % 64) as usize
-    };
-    v.extend((0..extra).map(|k| (h >> (k % 8 * 8)) as u8 ^ k as u8));
-    Bytes::from(v)
-}
-
-pub fn entry(gid: u64, index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = payload(gid, index, term);
-    if index.is_multiple_of(5) {
-        e.context = Bytes::from(format!("c{gid}/{index}"));
-    }
-    e
 }
 
 /// The data of a snapshot of group `gid` at `index`.
@@ -500,7 +483,7 @@ pub fn part_parts(p: &Part) -> (HardState, Vec<Entry>, Snapshot) {
         .terms
         .iter()
         .enumerate()
-        .map(|(k, t)| entry(p.gid, p.first + k as u64, *t))
+        .map(|(k, t)| entry_in_group(p.first + k as u64, *t, p.gid))
         .collect();
     let mut snap = Snapshot::default();
     if let Some((i, t, v)) = &p.snapshot {
@@ -566,7 +549,7 @@ pub fn check_group<S: Storage>(s: &S, gid: u64, want: &[&Group]) -> Result<usize
         }
         for (k, e) in got.iter().enumerate() {
             let i = lo + k as u64;
-            let want = entry(gid, i, e.term);
+            let want = entry_in_group(i, e.term, gid);
             let cleared = e.data.is_empty() && cleared_to == i;
             if cleared {
                 cleared_to = i + 1;

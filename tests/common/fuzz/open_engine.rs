@@ -54,9 +54,11 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
-use raft::{GetEntriesContext, Storage};
+use raft::Storage;
 use raftwal::{Engine, EngineOptions, RecoveryMode, WriteBatch};
 
+use super::entries::ctx;
+use super::layout::{self, segment_name, ENGINE_META_FILE, LOCK_FILE, META_FILE, SLOTS_PER_FILE};
 use super::util::{pb_decode, pb_sub, pb_varint, scratch_dir, splitmix, Reader};
 
 const SEGMENT: u64 = 64 << 10;
@@ -64,12 +66,22 @@ const GROUPS: u64 = 4;
 const PHASE_B: usize = 40;
 const MAX_OPS: usize = 32;
 const MAX_FILE_LEN: usize = 8 << 20;
-/// Journal segment layout (docs/FORMAT.md "Engine roots").
-const SEG_HEADER: usize = 4096;
-const SEG_HEADER_LEN: usize = 36;
-const REC_HEADER: usize = 16;
-/// `.wal` layout: 32-byte slots from 0, payloads from 1 MiB.
-const SLOT: usize = 32;
+// The layout (docs/FORMAT.md, tests/common/layout.rs) as offsets into file images.
+const SEGMENT_RECORDS_AT: usize = layout::SEGMENT_RECORDS_AT as usize;
+const SEGMENT_HEADER_LEN: usize = layout::SEGMENT_HEADER_LEN as usize;
+const SEGMENT_FIRST_SEQ_AT: usize = layout::SEGMENT_FIRST_SEQ_AT as usize;
+const RECORD_LEN_AT: usize = layout::RECORD_LEN_AT as usize;
+const RECORD_SEQ_AT: usize = layout::RECORD_SEQ_AT as usize;
+/// A record's header: everything before its body.
+const RECORD_HEADER_LEN: usize = layout::RECORD_BODY_AT as usize;
+const RECORD_ALIGN: usize = layout::RECORD_ALIGN as usize;
+const SLOT_LEN: usize = layout::SLOT_LEN as usize;
+const SLOT_INDEX_AT: usize = layout::SLOT_INDEX_AT as usize;
+const PAYLOADS_AT: usize = layout::PAYLOADS_AT as usize;
+const META_SEQ_AT: usize = layout::META_SEQ_AT as usize;
+const META_RECORD_LEN_AT: usize = layout::META_RECORD_LEN_AT as usize;
+const META_CRC_AT: usize = layout::META_CRC_AT as usize;
+const META_RECORD_AT: usize = layout::META_RECORD_AT as usize;
 
 fn opts(mode: RecoveryMode) -> EngineOptions {
     EngineOptions {
@@ -84,7 +96,9 @@ fn opts(mode: RecoveryMode) -> EngineOptions {
 // content
 // ---------------------------------------------------------------------------------------------
 
-/// The data of entry `index` of term `term` in group `gid`.
+/// The data of entry `index` of term `term` in group `gid` in the template. (Not
+/// `entries::entry_in_group`: the committed corpus was grown against this template, so its
+/// entries stay what they were.)
 pub fn payload(gid: u64, index: u64, term: u64) -> Bytes {
     let mut v = format!("g{gid}/i{index}/t{term}/").into_bytes();
     let h = splitmix(gid << 40 ^ index ^ term << 20);
@@ -92,7 +106,7 @@ pub fn payload(gid: u64, index: u64, term: u64) -> Bytes {
     Bytes::from(v)
 }
 
-fn entry(gid: u64, index: u64, term: u64) -> Entry {
+fn template_entry(gid: u64, index: u64, term: u64) -> Entry {
     let mut e = Entry::default();
     e.index = index;
     e.term = term;
@@ -110,10 +124,6 @@ fn hard_state(term: u64, commit: u64) -> HardState {
     hs.vote = 1;
     hs.commit = commit;
     hs
-}
-
-fn ctx() -> GetEntriesContext {
-    GetEntriesContext::empty(false)
 }
 
 macro_rules! ensure {
@@ -396,7 +406,7 @@ fn write_batch(
         }
         let lo = next[&gid];
         let n = 1 + *r % 8;
-        let es: Vec<Entry> = (lo..lo + n).map(|i| entry(gid, i, term)).collect();
+        let es: Vec<Entry> = (lo..lo + n).map(|i| template_entry(gid, i, term)).collect();
         b.save(gid, &hard_state(term, lo + n - 1), &es, &snap);
         model.append(gid, lo, n, term, (term, 1, lo + n - 1));
         next.insert(gid, lo + n);
@@ -467,7 +477,9 @@ fn build_template() -> Result<Template, String> {
     let mut names: Vec<String> = img
         .keys()
         .filter(|n| {
-            n.starts_with("journal/") && n.len() == "journal/".len() + 20 && n.ends_with(".jnl")
+            n.starts_with("journal/")
+                && n.len() == "journal/".len() + segment_name(1).len()
+                && n.ends_with(".jnl")
         })
         .cloned()
         .collect();
@@ -479,14 +491,20 @@ fn build_template() -> Result<Template, String> {
         let Some(Some(b)) = img.get(name) else {
             continue;
         };
-        let first = u64::from_le_bytes(b[24..32].try_into().map_err(|_| "header")?);
-        let mut at = SEG_HEADER;
+        let first = u64::from_le_bytes(
+            b[SEGMENT_FIRST_SEQ_AT..SEGMENT_FIRST_SEQ_AT + 8]
+                .try_into()
+                .map_err(|_| "header")?,
+        );
+        let mut at = SEGMENT_RECORDS_AT;
         let mut seq = want.unwrap_or(first);
         let mut live = false;
-        while at + REC_HEADER <= b.len() {
-            let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-            let s = u64::from_le_bytes(b[at + 8..at + 16].try_into().unwrap());
-            if s != seq || at + REC_HEADER + len > b.len() {
+        while at + RECORD_HEADER_LEN <= b.len() {
+            let l = at + RECORD_LEN_AT;
+            let len = u32::from_le_bytes(b[l..l + 4].try_into().unwrap()) as usize;
+            let q = at + RECORD_SEQ_AT;
+            let s = u64::from_le_bytes(b[q..q + 8].try_into().unwrap());
+            if s != seq || at + RECORD_HEADER_LEN + len > b.len() {
                 break;
             }
             if s > checkpoint {
@@ -494,12 +512,12 @@ fn build_template() -> Result<Template, String> {
                 records.push(Rec {
                     file: name.clone(),
                     at,
-                    len: REC_HEADER + len,
+                    len: RECORD_HEADER_LEN + len,
                     seq: s,
                 });
             }
             seq += 1;
-            at = (at + REC_HEADER + len).next_multiple_of(8);
+            at = (at + RECORD_HEADER_LEN + len).next_multiple_of(RECORD_ALIGN);
         }
         want = Some(seq);
         if live {
@@ -545,10 +563,13 @@ fn build_template() -> Result<Template, String> {
             let Some(Some(b)) = node.as_ref().map(|b| (file.ends_with(".wal")).then_some(b)) else {
                 continue;
             };
-            for k in 0..30_000usize {
-                let at = k * SLOT;
-                let Some(s) = b.get(at..at + SLOT) else { break };
-                let index = u64::from_le_bytes(s[8..16].try_into().unwrap());
+            for k in 0..SLOTS_PER_FILE as usize {
+                let at = k * SLOT_LEN;
+                let Some(s) = b.get(at..at + SLOT_LEN) else {
+                    break;
+                };
+                let index =
+                    u64::from_le_bytes(s[SLOT_INDEX_AT..SLOT_INDEX_AT + 8].try_into().unwrap());
                 if index == 0 {
                     continue;
                 }
@@ -593,7 +614,7 @@ fn read_image(root: &Path) -> Img {
             if ft.is_dir() {
                 img.insert(r.clone(), None);
                 walk(root, &r, img);
-            } else if name != "LOCK" {
+            } else if name != LOCK_FILE {
                 img.insert(r, Some(fs::read(ent.path()).unwrap_or_default()));
             }
         }
@@ -609,17 +630,24 @@ fn regions(b: &[u8]) -> Vec<(usize, usize, u64, Option<Vec<u8>>)> {
     let half = b.len() / 2;
     let mut out = Vec::new();
     for at in [0, half] {
-        let Some(h) = b.get(at..at + 32) else {
+        let Some(h) = b.get(at..at + META_RECORD_AT) else {
             continue;
         };
-        let seq = u64::from_le_bytes(h[16..24].try_into().unwrap());
-        let len = u32::from_le_bytes(h[24..28].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(h[28..32].try_into().unwrap());
-        let rec = b.get(at + 32..at + 32 + len).filter(|_| 32 + len <= half);
-        let valid = rec.filter(|r| crc32c::crc32c_append(crc32c::crc32c(&h[..28]), r) == crc);
+        let seq = u64::from_le_bytes(h[META_SEQ_AT..META_SEQ_AT + 8].try_into().unwrap());
+        let len = u32::from_le_bytes(
+            h[META_RECORD_LEN_AT..META_RECORD_LEN_AT + 4]
+                .try_into()
+                .unwrap(),
+        ) as usize;
+        let crc = u32::from_le_bytes(h[META_CRC_AT..META_CRC_AT + 4].try_into().unwrap());
+        let rec = b
+            .get(at + META_RECORD_AT..at + META_RECORD_AT + len)
+            .filter(|_| META_RECORD_AT + len <= half);
+        let valid =
+            rec.filter(|r| crc32c::crc32c_append(crc32c::crc32c(&h[..META_CRC_AT]), r) == crc);
         out.push((
             at,
-            32 + len.min(half.saturating_sub(32)),
+            META_RECORD_AT + len.min(half.saturating_sub(META_RECORD_AT)),
             seq,
             valid.map(<[u8]>::to_vec),
         ));
@@ -628,7 +656,7 @@ fn regions(b: &[u8]) -> Vec<(usize, usize, u64, Option<Vec<u8>>)> {
 }
 
 fn root_checkpoint(img: &Img) -> Option<u64> {
-    let Some(Some(b)) = img.get("engine.meta") else {
+    let Some(Some(b)) = img.get(ENGINE_META_FILE) else {
         return None;
     };
     regions(b)
@@ -747,7 +775,7 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
         };
         let off = match r.u8() % 4 {
             0 => raw % 4096,
-            1 => (1 << 20) + raw % 65_536,
+            1 => PAYLOADS_AT + raw % 65_536,
             2 => b.len().saturating_sub(1 + raw % 8192),
             _ => raw % b.len().max(1),
         };
@@ -789,7 +817,7 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
                 // A copy under another journal segment's name (a recycled or stray segment).
                 let id = 1 + u64::from(r.u8() % 12);
                 let copy = b.clone();
-                img.insert(format!("journal/{id:016}.jnl"), Some(copy));
+                img.insert(format!("journal/{}", segment_name(id)), Some(copy));
             }
         }
     }
@@ -896,7 +924,7 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
     match class {
         Class::JournalHeader => {
             let seg = &t.segments[pick(t.segments.len())];
-            xor(&mut img, seg, pick(SEG_HEADER_LEN), h);
+            xor(&mut img, seg, pick(SEGMENT_HEADER_LEN), h);
             refused_naming(strict(&img)?, seg, "strict")?;
             refused_naming(tolerant(&img)?, seg, "tolerant")?;
         }
@@ -904,7 +932,7 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
             let recs: Vec<&Rec> = t.records.iter().filter(|r| r.file != last_seg).collect();
             let rec = recs[pick(recs.len())];
             let off = if class == Class::CommittedRecordHeader {
-                (splitmix(h) % REC_HEADER as u64) as usize
+                (splitmix(h) % RECORD_HEADER_LEN as u64) as usize
             } else {
                 pick(rec.len)
             };
@@ -916,9 +944,9 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
             let recs: Vec<&Rec> = t.records.iter().filter(|r| r.file == last_seg).collect();
             let rec = recs[pick(recs.len())];
             let off = if class == Class::TailRecordHeader {
-                pick(REC_HEADER)
+                pick(RECORD_HEADER_LEN)
             } else {
-                REC_HEADER + pick(rec.len - REC_HEADER)
+                RECORD_HEADER_LEN + pick(rec.len - RECORD_HEADER_LEN)
             };
             xor(&mut img, &rec.file, rec.at + off, h);
             refused_naming(strict(&img)?, &rec.file, "strict")?;
@@ -939,7 +967,7 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
         }
         Class::AfterLastRecord => {
             let rec = t.records.last().expect("records");
-            let end = (rec.at + rec.len).next_multiple_of(8);
+            let end = (rec.at + rec.len).next_multiple_of(RECORD_ALIGN);
             let len = t.img[&rec.file].as_ref().map_or(0, Vec::len);
             xor(&mut img, &rec.file, end + pick(len - end), h);
             whole(tolerant(&img)?, "tolerant")?;
@@ -949,7 +977,7 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
             }
         }
         Class::RootMetaOneCopy | Class::RootMetaBothCopies => {
-            let name = "engine.meta";
+            let name = ENGINE_META_FILE;
             let b = t.img[name].clone().expect("engine.meta");
             let rs = regions(&b);
             let both = class == Class::RootMetaBothCopies;
@@ -972,7 +1000,7 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
         }
         Class::GroupMetaOneCopy => {
             let gid = 1 + pick(GROUPS as usize) as u64;
-            let name = format!("groups/{gid}/wal.meta");
+            let name = format!("groups/{gid}/{META_FILE}");
             let b = t.img[&name].clone().ok_or("wal.meta")?;
             let rs = regions(&b);
             // Drawn apart from the group (`pick` would tie the copy to the group's id).
@@ -1045,13 +1073,12 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
             let (file, index, at) = slots[pick(slots.len())].clone();
             let off = if class == Class::GroupSlot {
                 // Every byte of a slot is covered by its CRC or validated.
-                at + (splitmix(h) as usize) % SLOT
+                at + (splitmix(h) as usize) % SLOT_LEN
             } else {
                 let b = t.img[&file].as_ref().ok_or("wal")?;
-                let mut o = [0u8; 8];
-                o[..6].copy_from_slice(&b[at + 16..at + 22]);
-                let p = u64::from_le_bytes(o) as usize;
-                let dl = u32::from_le_bytes(b[at + 24..at + 28].try_into().unwrap()) as usize;
+                let slot = &b[at..at + SLOT_LEN];
+                let p = layout::slot_payload_offset(slot) as usize;
+                let dl = layout::slot_data_len(slot) as usize;
                 p + (splitmix(h) as usize) % dl.max(1)
             };
             xor(&mut img, &file, off, h);

@@ -27,9 +27,10 @@ use std::path::Path;
 
 use bytes::Bytes;
 use raft::prelude::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
-use raft::{GetEntriesContext, Storage, StorageError};
+use raft::{Storage, StorageError};
 use raftwal::{DiskStorage, GroupStorage, MetaInfo, Options, RecoveryMode};
 
+use super::entries::ctx;
 use super::util::{scratch_dir, splitmix, Reader};
 
 /// Most ops decoded from one input.
@@ -120,10 +121,6 @@ pub(crate) fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
     hs.vote = vote;
     hs.commit = commit;
     hs
-}
-
-fn ctx() -> GetEntriesContext {
-    GetEntriesContext::empty(false)
 }
 
 fn ids(mask: u8, base: u64) -> Vec<u64> {

@@ -41,24 +41,28 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use raft::prelude::{ConfState, Entry, EntryType, HardState, Snapshot};
-use raft::{GetEntriesContext, Storage, StorageError};
+use raft::{Storage, StorageError};
 use raftwal::inspect::Inspector;
 use raftwal::{DiskStorage, MetaInfo, Options, RecoveryMode};
 
+use super::entries::{ctx, term_every};
+use super::layout::{
+    log_name, slot_at, snap_name, CONTEXT_LEN_LEN, FILE_BASE_AT, FILE_HEADER_AT, FILE_HEADER_LEN,
+    FILE_MAGIC, LOCK_FILE, META_CRC_AT, META_FILE, META_MAGIC, META_MIN_LEN, META_MIN_REGION,
+    META_RECORD_AT, META_RECORD_LEN_AT, META_SEQ_AT, PAYLOADS_AT, SLOTS_PER_FILE, SLOT_CRC_AT,
+    SLOT_DATA_LEN_AT, SLOT_FLAGS_AT, SLOT_FLAG_CONTEXT, SLOT_FLAG_DATA_DROPPED, SLOT_INDEX_AT,
+    SLOT_LEN, SLOT_OFFSET_AT, SLOT_OFFSET_LEN, SLOT_TERM_AT, SLOT_TYPE_AT, SNAP_DATA_AT,
+    SNAP_ENVELOPE_AT, SNAP_ENVELOPE_LEN_AT,
+};
 use super::util::{
     pb_decode, pb_encode, pb_set_sub, pb_set_varint, pb_sub, pb_varint, scratch_dir, PbMsg, PbVal,
     Reader,
 };
 
 // ---------------------------------------------------------------------------------------------
-// layout (docs/FORMAT.md)
+// limits (the layout, docs/FORMAT.md: tests/common/layout.rs)
 // ---------------------------------------------------------------------------------------------
 
-const PER_FILE: u64 = 30_000;
-const SLOT: u64 = 32;
-const HEADER_AT: u64 = 960_000;
-const PAYLOAD_START: u64 = 1 << 20;
-const SNAP_DATA_AT: u64 = 4096;
 /// Files never grow past this in the image.
 const MAX_FILE_LEN: u64 = 12 << 20;
 /// Most mutations decoded from one input.
@@ -78,27 +82,30 @@ const INTERESTING: [u64; 16] = [
     SNAP_AT - 1,
     SNAP_AT,
     SNAP_AT + 1,
-    PER_FILE,
-    PER_FILE + 1,
+    SLOTS_PER_FILE,
+    SLOTS_PER_FILE + 1,
     TOTAL - 1,
     TOTAL,
     TOTAL + 1,
-    2 * PER_FILE + 1,
+    2 * SLOTS_PER_FILE + 1,
     1 << 32,
     u64::MAX / 2,
     u64::MAX - 1,
     u64::MAX,
 ];
 
-fn term_of(index: u64) -> u64 {
-    1 + index / 97
+/// The template's term at `index`: a new term every 97 entries.
+fn template_term(index: u64) -> u64 {
+    term_every(index, 97)
 }
 
 /// A deterministic template entry: all entry types, empty and non-empty data, some contexts.
-fn gen_entry(index: u64) -> Entry {
+/// (Not `entries::entry`: the committed corpus was grown against this template, so its
+/// entries stay what they were.)
+fn template_entry(index: u64) -> Entry {
     let mut e = Entry::default();
     e.index = index;
-    e.term = term_of(index);
+    e.term = template_term(index);
     e.entry_type = match index % 10 {
         3 => EntryType::EntryConfChange,
         7 => EntryType::EntryConfChangeV2,
@@ -126,10 +133,6 @@ fn conf_state(voters: &[u64], learners: &[u64]) -> ConfState {
     cs.voters = voters.to_vec();
     cs.learners = learners.to_vec();
     cs
-}
-
-fn ctx() -> GetEntriesContext {
-    GetEntriesContext::empty(false)
 }
 
 fn kind_of(e: &raft::Error) -> String {
@@ -283,7 +286,7 @@ fn read_image(dir: &Path) -> Img {
             img.insert(r.to_string(), Node::Dir);
             return true;
         }
-        if ent.file_name() != "LOCK" {
+        if ent.file_name() != LOCK_FILE {
             let b = fs::read(dir.join(r)).unwrap_or_default();
             img.insert(r.to_string(), Node::File(FileImg::from_bytes(b)));
         }
@@ -447,9 +450,9 @@ fn build_template(key: Option<[u8; 32]>) -> Result<Template, String> {
         let mut i = 1;
         while i <= TOTAL {
             let n = 1_000.min(TOTAL + 1 - i);
-            let entries: Vec<Entry> = (i..i + n).map(gen_entry).collect();
+            let entries: Vec<Entry> = (i..i + n).map(template_entry).collect();
             let mut hs = HardState::default();
-            hs.term = term_of(i + n - 1);
+            hs.term = template_term(i + n - 1);
             hs.vote = 1;
             hs.commit = (i + n - 1).min(COMMIT);
             s.save(&hs, &entries, &Snapshot::default()).map_err(e)?;
@@ -484,7 +487,7 @@ fn build_template(key: Option<[u8; 32]>) -> Result<Template, String> {
     ];
     s.close().map_err(e)?;
     let img = read_image(dir);
-    let Some(Node::File(meta)) = img.get("wal.meta") else {
+    let Some(Node::File(meta)) = img.get(META_FILE) else {
         return Err("template has no wal.meta".into());
     };
     // (an encrypted record does not decode as protobuf: forged records then start empty)
@@ -493,7 +496,7 @@ fn build_template(key: Option<[u8; 32]>) -> Result<Template, String> {
         .max_by_key(|(seq, _)| *seq)
         .unwrap_or((2, PbMsg::new()));
     let md = snap.get_metadata();
-    let snap_name = format!("snap/{:016x}-{:016x}.snap", md.term, md.index);
+    let snap_name = format!("snap/{}", snap_name(md.term, md.index));
     if !img.contains_key(&snap_name) {
         return Err(format!("template has no {snap_name}"));
     }
@@ -531,23 +534,25 @@ fn meta_regions(f: &FileImg) -> Vec<(u64, PbMsg)> {
     let half = f.len / 2;
     let mut out = Vec::new();
     for at in [0, half] {
-        if f.read(at, 8).as_deref() != Some(b"RWALMETA") {
+        if f.read(at, 8).as_deref() != Some(META_MAGIC) {
             continue;
         }
-        let len = u64::from(f.u32_at(at + 24));
-        if 32 + len > half {
+        let len = u64::from(f.u32_at(at + META_RECORD_LEN_AT));
+        if META_RECORD_AT + len > half {
             continue;
         }
-        let Some(head) = f.read(at, 28) else { continue };
-        let Some(rec) = f.read(at + 32, len) else {
+        let Some(head) = f.read(at, META_CRC_AT) else {
+            continue;
+        };
+        let Some(rec) = f.read(at + META_RECORD_AT, len) else {
             continue;
         };
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head), &rec);
-        if crc != f.u32_at(at + 28) {
+        if crc != f.u32_at(at + META_CRC_AT) {
             continue;
         }
         if let Some(m) = pb_decode(&rec) {
-            out.push((f.u64_at(at + 16), m));
+            out.push((f.u64_at(at + META_SEQ_AT), m));
         }
     }
     out
@@ -555,8 +560,8 @@ fn meta_regions(f: &FileImg) -> Vec<(u64, PbMsg)> {
 
 /// Writes one meta region: header + record, with a correct CRC over both.
 fn encode_meta_region(seq: u64, version: u32, flags: u32, len: u32, rec: &[u8]) -> Vec<u8> {
-    let mut h = Vec::with_capacity(32 + rec.len());
-    h.extend_from_slice(b"RWALMETA");
+    let mut h = Vec::with_capacity(META_RECORD_AT as usize + rec.len());
+    h.extend_from_slice(META_MAGIC);
     h.extend_from_slice(&version.to_le_bytes());
     h.extend_from_slice(&flags.to_le_bytes());
     h.extend_from_slice(&seq.to_le_bytes());
@@ -570,24 +575,24 @@ fn encode_meta_region(seq: u64, version: u32, flags: u32, len: u32, rec: &[u8]) 
 /// Slot `k`'s payload extent as the engine computes it: (offset, data end, payload end), or
 /// `None` if a range check fails.
 fn slot_extent(f: &FileImg, k: u64) -> Option<(u64, u64, u64)> {
-    let at = k * SLOT;
+    let at = slot_at(k);
     let mut off = [0u8; 8];
-    for (j, b) in off.iter_mut().enumerate().take(6) {
-        *b = f.byte(at + 16 + j as u64);
+    for (j, b) in off.iter_mut().enumerate().take(SLOT_OFFSET_LEN as usize) {
+        *b = f.byte(at + SLOT_OFFSET_AT + j as u64);
     }
     let offset = u64::from_le_bytes(off);
-    let flags = f.byte(at + 23);
-    let data_len = u64::from(f.u32_at(at + 24));
+    let flags = f.byte(at + SLOT_FLAGS_AT);
+    let data_len = u64::from(f.u32_at(at + SLOT_DATA_LEN_AT));
     let data_end = offset.checked_add(data_len)?;
-    if offset < PAYLOAD_START || data_end > f.len {
+    if offset < PAYLOADS_AT || data_end > f.len {
         return None;
     }
-    let payload_end = if flags & 1 != 0 {
-        if data_end + 4 > f.len {
+    let payload_end = if flags & SLOT_FLAG_CONTEXT != 0 {
+        if data_end + CONTEXT_LEN_LEN > f.len {
             return None;
         }
         let c = u64::from(f.u32_at(data_end));
-        let end = data_end + 4 + c;
+        let end = data_end + CONTEXT_LEN_LEN + c;
         if end > f.len {
             return None;
         }
@@ -601,7 +606,7 @@ fn slot_extent(f: &FileImg, k: u64) -> Option<(u64, u64, u64)> {
 /// The CRC32C slot `k` should hold for its current fields and payload.
 fn slot_crc(f: &FileImg, k: u64) -> Option<u32> {
     let (offset, _, end) = slot_extent(f, k)?;
-    let head = f.read(k * SLOT, 28)?;
+    let head = f.read(slot_at(k), SLOT_CRC_AT)?;
     let payload = f.read(offset, end - offset)?;
     Some(crc32c::crc32c_append(crc32c::crc32c(&head), &payload))
 }
@@ -609,33 +614,36 @@ fn slot_crc(f: &FileImg, k: u64) -> Option<u32> {
 /// The entry slot `k` of a log file image holds, if every check passes (index = base + k,
 /// known type and flags, payload in range, CRC32C).
 fn slot_entry(f: &FileImg, base: u64, k: u64) -> Option<Entry> {
-    let at = k * SLOT;
-    if f.u64_at(at + 8) != base.checked_add(k)? {
+    let at = slot_at(k);
+    if f.u64_at(at + SLOT_INDEX_AT) != base.checked_add(k)? {
         return None;
     }
-    let ty = f.byte(at + 22);
-    let flags = f.byte(at + 23);
+    let ty = f.byte(at + SLOT_TYPE_AT);
+    let flags = f.byte(at + SLOT_FLAGS_AT);
     // bit 0 context, bit 2 data dropped; bit 1 (sealed) only in encrypted stores
-    if ty > 2 || flags & !(1 | 4) != 0 {
+    if ty > 2 || flags & !(SLOT_FLAG_CONTEXT | SLOT_FLAG_DATA_DROPPED) != 0 {
         return None;
     }
     let (offset, data_end, payload_end) = slot_extent(f, k)?;
-    if slot_crc(f, k)? != f.u32_at(at + 28) {
+    if slot_crc(f, k)? != f.u32_at(at + SLOT_CRC_AT) {
         return None;
     }
     let mut e = Entry::default();
-    e.term = f.u64_at(at);
+    e.term = f.u64_at(at + SLOT_TERM_AT);
     e.index = base + k;
     e.entry_type = match ty {
         0 => EntryType::EntryNormal,
         1 => EntryType::EntryConfChange,
         _ => EntryType::EntryConfChangeV2,
     };
-    if flags & 4 == 0 {
+    if flags & SLOT_FLAG_DATA_DROPPED == 0 {
         e.data = Bytes::from(f.read(offset, data_end - offset)?);
     }
-    if flags & 1 != 0 {
-        e.context = Bytes::from(f.read(data_end + 4, payload_end - data_end - 4)?);
+    if flags & SLOT_FLAG_CONTEXT != 0 {
+        e.context = Bytes::from(f.read(
+            data_end + CONTEXT_LEN_LEN,
+            payload_end - data_end - CONTEXT_LEN_LEN,
+        )?);
     }
     Some(e)
 }
@@ -659,9 +667,9 @@ fn genuine(o: &Oracle, e: &Entry) -> bool {
         let (Some(_), Node::File(f)) = (wal_id(name), node) else {
             return false;
         };
-        let base = f.u64_at(HEADER_AT + 24);
+        let base = f.u64_at(FILE_HEADER_AT + FILE_BASE_AT);
         e.index >= base
-            && e.index - base < PER_FILE
+            && e.index - base < SLOTS_PER_FILE
             && slot_entry(f, base, e.index - base).as_ref() == Some(e)
     })
 }
@@ -673,12 +681,12 @@ fn describe_slots(img: &Img, i: u64) -> String {
         let (Some(_), Node::File(f)) = (wal_id(name), node) else {
             continue;
         };
-        let base = f.u64_at(HEADER_AT + 24);
-        if i >= base && i - base < PER_FILE {
+        let base = f.u64_at(FILE_HEADER_AT + FILE_BASE_AT);
+        if i >= base && i - base < SLOTS_PER_FILE {
             let k = i - base;
             out.push_str(&format!(
                 "\n {name} slot {k}: {:?} -> {:?}",
-                f.read(k * SLOT, SLOT),
+                f.read(slot_at(k), SLOT_LEN),
                 slot_entry(f, base, k)
             ));
         }
@@ -692,7 +700,7 @@ fn genuine_snapshot(t: &Template, img: &Img, data: &[u8]) -> bool {
     if data == &t.snap.data[..] {
         return true;
     }
-    let Some(Node::File(meta)) = img.get("wal.meta") else {
+    let Some(Node::File(meta)) = img.get(META_FILE) else {
         return false;
     };
     let crc = u64::from(crc32c::crc32c(data));
@@ -757,9 +765,9 @@ fn slot_no(r: &mut Reader) -> u64 {
     let m = r.u8();
     let v = u64::from(r.u16());
     match m % 4 {
-        0 => v % PER_FILE,
+        0 => v % SLOTS_PER_FILE,
         1 | 2 => v % 512,
-        _ => PER_FILE - 1 - v % 512,
+        _ => SLOTS_PER_FILE - 1 - v % 512,
     }
 }
 
@@ -769,16 +777,16 @@ fn offset(r: &mut Reader, f: &FileImg) -> u64 {
     let m = r.u8();
     let o = match m % 8 {
         0 => u64::from(r.u32()),
-        1 => slot_no(r) * SLOT + u64::from(r.u8() % 32),
-        2 => u64::from(r.u16() % 512) * SLOT + u64::from(r.u8() % 32),
-        3 => HEADER_AT + u64::from(r.u8() % 64),
+        1 => slot_at(slot_no(r)) + u64::from(r.u8()) % SLOT_LEN,
+        2 => slot_at(u64::from(r.u16() % 512)) + u64::from(r.u8()) % SLOT_LEN,
+        3 => FILE_HEADER_AT + u64::from(r.u8() % 64),
         4 => {
             // into the payload of a slot
             let k = slot_no(r);
             let d = u64::from(r.u8());
-            slot_extent(f, k).map_or(PAYLOAD_START + d, |(o, _, _)| o + d % 64)
+            slot_extent(f, k).map_or(PAYLOADS_AT + d, |(o, _, _)| o + d % 64)
         }
-        5 => PAYLOAD_START + u64::from(r.u32() % (4 << 20)),
+        5 => PAYLOADS_AT + u64::from(r.u32() % (4 << 20)),
         6 => {
             // a meta region, a snapshot header
             let region = if r.bool() { len / 2 } else { 0 };
@@ -826,8 +834,8 @@ fn sanitize_name(b: &[u8]) -> String {
 /// Names the engine gives a meaning to (or could): a junk file with any other name must not
 /// change what open does.
 fn special_name(name: &str) -> bool {
-    name == "wal.meta"
-        || name == "LOCK"
+    name == META_FILE
+        || name == LOCK_FILE
         || name == "snap"
         || name.ends_with(".wal")
         || name.ends_with(".tmp")
@@ -852,7 +860,7 @@ fn wal_content(r: &mut Reader, t: &Template, id: u64) -> FileImg {
         4 => FileImg {
             // header never written: an empty tail
             data: Vec::new(),
-            len: PAYLOAD_START + u64::from(r.u8()) * 4096,
+            len: PAYLOADS_AT + u64::from(r.u8()) * 4096,
         },
         _ => {
             // an empty file with a valid header for its id and the arithmetic base
@@ -860,7 +868,9 @@ fn wal_content(r: &mut Reader, t: &Template, id: u64) -> FileImg {
                 data: Vec::new(),
                 len: 5 << 20,
             };
-            let base = PER_FILE.wrapping_mul(id.wrapping_sub(1)).wrapping_add(1);
+            let base = SLOTS_PER_FILE
+                .wrapping_mul(id.wrapping_sub(1))
+                .wrapping_add(1);
             forge_header(&mut f, id, base, 1, 0);
             f
         }
@@ -868,20 +878,20 @@ fn wal_content(r: &mut Reader, t: &Template, id: u64) -> FileImg {
 }
 
 fn forge_header(f: &mut FileImg, id: u64, base: u64, version: u32, flags: u32) {
-    let mut h = Vec::with_capacity(36);
-    h.extend_from_slice(b"RWALLOG\0");
+    let mut h = Vec::with_capacity(FILE_HEADER_LEN as usize);
+    h.extend_from_slice(FILE_MAGIC);
     h.extend_from_slice(&version.to_le_bytes());
     h.extend_from_slice(&flags.to_le_bytes());
     h.extend_from_slice(&id.to_le_bytes());
     h.extend_from_slice(&base.to_le_bytes());
     let crc = crc32c::crc32c(&h);
     h.extend_from_slice(&crc.to_le_bytes());
-    f.write(HEADER_AT, &h);
+    f.write(FILE_HEADER_AT, &h);
 }
 
 fn fix_slot_crc(f: &mut FileImg, k: u64) {
     if let Some(crc) = slot_crc(f, k) {
-        f.write(k * SLOT + 28, &crc.to_le_bytes());
+        f.write(slot_at(k) + SLOT_CRC_AT, &crc.to_le_bytes());
     }
 }
 
@@ -978,9 +988,11 @@ fn mutate(img: &mut Img, t: &Template, r: &mut Reader) -> Mutated {
                 let Some(n) = pick_wal(r, img) else { continue };
                 let id = wal_id(&n).unwrap_or(0);
                 let Some(f) = file_mut(img, &n) else { continue };
-                let cur = f.u64_at(HEADER_AT + 24);
+                let cur = f.u64_at(FILE_HEADER_AT + FILE_BASE_AT);
                 let base = match r.u8() % 4 {
-                    0 => PER_FILE.wrapping_mul(id.wrapping_sub(1)).wrapping_add(1),
+                    0 => SLOTS_PER_FILE
+                        .wrapping_mul(id.wrapping_sub(1))
+                        .wrapping_add(1),
                     _ => value(r, cur),
                 };
                 let id = if r.u8().is_multiple_of(8) {
@@ -1003,11 +1015,11 @@ fn mutate(img: &mut Img, t: &Template, r: &mut Reader) -> Mutated {
                 };
                 let (ka, kb) = (slot_no(r), slot_no(r));
                 let src = match img.get(&a) {
-                    Some(Node::File(f)) => f.read(ka * SLOT, SLOT),
+                    Some(Node::File(f)) => f.read(slot_at(ka), SLOT_LEN),
                     _ => None,
                 };
                 if let (Some(src), Some(f)) = (src, file_mut(img, &b)) {
-                    f.write(kb * SLOT, &src);
+                    f.write(slot_at(kb), &src);
                 }
             }
             // set a file's exact length
@@ -1016,11 +1028,11 @@ fn mutate(img: &mut Img, t: &Template, r: &mut Reader) -> Mutated {
                 let Some(f) = file_mut(img, &n) else { continue };
                 let len = match r.u8() % 6 {
                     0 => u64::from(r.u32()),
-                    1 => (PAYLOAD_START + u64::from(r.u8())).saturating_sub(128),
-                    2 => (8192 + u64::from(r.u8())).saturating_sub(128),
+                    1 => (PAYLOADS_AT + u64::from(r.u8())).saturating_sub(128),
+                    2 => (META_MIN_LEN + u64::from(r.u8())).saturating_sub(128),
                     3 => (f.len + u64::from(r.u8())).saturating_sub(128),
                     4 => SNAP_DATA_AT + u64::from(r.u16()),
-                    _ => HEADER_AT + u64::from(r.u8() % 40),
+                    _ => FILE_HEADER_AT + u64::from(r.u8() % 40),
                 };
                 f.set_len(len);
             }
@@ -1029,39 +1041,43 @@ fn mutate(img: &mut Img, t: &Template, r: &mut Reader) -> Mutated {
                 let Some(n) = pick_wal(r, img) else { continue };
                 let k = slot_no(r);
                 let Some(f) = file_mut(img, &n) else { continue };
-                let at = k * SLOT;
+                let at = slot_at(k);
                 for _ in 0..1 + r.u8() % 3 {
                     match r.u8() % 7 {
                         0 => {
-                            let v = value(r, f.u64_at(at));
-                            f.write(at, &v.to_le_bytes());
+                            let v = value(r, f.u64_at(at + SLOT_TERM_AT));
+                            f.write(at + SLOT_TERM_AT, &v.to_le_bytes());
                         }
                         1 => {
-                            let v = value(r, f.u64_at(at + 8));
-                            f.write(at + 8, &v.to_le_bytes());
+                            let v = value(r, f.u64_at(at + SLOT_INDEX_AT));
+                            f.write(at + SLOT_INDEX_AT, &v.to_le_bytes());
                         }
                         2 => {
-                            let cur = f.u64_at(at + 16) & 0xffff_ffff_ffff;
+                            let cur = f.u64_at(at + SLOT_OFFSET_AT) & 0xffff_ffff_ffff;
                             let v = value(r, cur);
-                            f.write(at + 16, &v.to_le_bytes()[..6]);
+                            f.write(
+                                at + SLOT_OFFSET_AT,
+                                &v.to_le_bytes()[..SLOT_OFFSET_LEN as usize],
+                            );
                         }
                         3 => {
                             let v = r.u8() % 5;
-                            f.write(at + 22, &[v]);
+                            f.write(at + SLOT_TYPE_AT, &[v]);
                         }
                         4 => {
                             let v = r.u8() % 9;
-                            f.write(at + 23, &[v]);
+                            f.write(at + SLOT_FLAGS_AT, &[v]);
                         }
                         5 => {
-                            let v = value(r, u64::from(f.u32_at(at + 24))) as u32;
-                            f.write(at + 24, &v.to_le_bytes());
+                            let v = value(r, u64::from(f.u32_at(at + SLOT_DATA_LEN_AT))) as u32;
+                            f.write(at + SLOT_DATA_LEN_AT, &v.to_le_bytes());
                         }
                         _ => {
                             // payload offset of another slot
                             let k2 = slot_no(r);
-                            if let Some(src) = f.read(k2 * SLOT + 16, 6) {
-                                f.write(at + 16, &src);
+                            if let Some(src) = f.read(slot_at(k2) + SLOT_OFFSET_AT, SLOT_OFFSET_LEN)
+                            {
+                                f.write(at + SLOT_OFFSET_AT, &src);
                             }
                         }
                     }
@@ -1071,7 +1087,7 @@ fn mutate(img: &mut Img, t: &Template, r: &mut Reader) -> Mutated {
             // rebuild wal.meta with another region size, template record in both regions
             14 => {
                 let shift = r.u8() % 4;
-                let region = 4096u64 << shift;
+                let region = META_MIN_REGION << shift;
                 let rec = pb_encode(&t.meta_record);
                 let mut f = FileImg {
                     data: Vec::new(),
@@ -1090,7 +1106,7 @@ fn mutate(img: &mut Img, t: &Template, r: &mut Reader) -> Mutated {
                         &encode_meta_region(s1, 1, 0, rec.len() as u32, &rec),
                     );
                 }
-                img.insert("wal.meta".into(), Node::File(f));
+                img.insert(META_FILE.into(), Node::File(f));
             }
             // write an interesting integer
             _ => {
@@ -1124,11 +1140,11 @@ fn add_extra(img: &mut Img, t: &Template, r: &mut Reader, m: &mut Mutated) {
         }
         1 => {
             let id = u64::from(r.u8() % 8);
-            (format!("{id:05}.wal"), Node::File(wal_content(r, t, id)))
+            (log_name(id), Node::File(wal_content(r, t, id)))
         }
         2 => {
             let id = r.u64();
-            (format!("{id:05}.wal"), Node::File(wal_content(r, t, id)))
+            (log_name(id), Node::File(wal_content(r, t, id)))
         }
         3 => {
             let names = [
@@ -1153,7 +1169,7 @@ fn add_extra(img: &mut Img, t: &Template, r: &mut Reader, m: &mut Mutated) {
                 }
             };
             (
-                format!("snap/{term:016x}-{index:016x}.snap"),
+                format!("snap/{}", snap_name(term, index)),
                 Node::File(content),
             )
         }
@@ -1315,11 +1331,11 @@ fn forge_meta(img: &mut Img, t: &Template, r: &mut Reader) {
     } else {
         body.len() as u32
     };
-    let Some(f) = file_mut(img, "wal.meta") else {
+    let Some(f) = file_mut(img, META_FILE) else {
         return;
     };
     let half = f.len / 2;
-    if 32 + body.len() as u64 > half {
+    if META_RECORD_AT + body.len() as u64 > half {
         return;
     }
     let region = encode_meta_region(seq, version, flags, len, &body);
@@ -1346,14 +1362,14 @@ fn forge_snap(img: &mut Img, r: &mut Reader) {
     let Some(f) = file_mut(img, &name) else {
         return;
     };
-    let n = u64::from(f.u32_at(12));
-    if 20 + n > SNAP_DATA_AT {
+    let n = u64::from(f.u32_at(SNAP_ENVELOPE_LEN_AT));
+    if SNAP_ENVELOPE_AT + n + 4 > SNAP_DATA_AT {
         return;
     }
     if mode > 0 {
         // re-encode the envelope: data length and CRC32C of the data the file holds now,
         // maybe index / term edited
-        let Some(env) = f.read(16, n).and_then(|b| pb_decode(&b)) else {
+        let Some(env) = f.read(SNAP_ENVELOPE_AT, n).and_then(|b| pb_decode(&b)) else {
             return;
         };
         let mut env = env;
@@ -1368,16 +1384,16 @@ fn forge_snap(img: &mut Img, r: &mut Reader) {
             pb_set_varint(&mut env, fld, v);
         }
         let body = pb_encode(&env);
-        if 20 + body.len() as u64 > SNAP_DATA_AT {
+        if SNAP_ENVELOPE_AT + body.len() as u64 + 4 > SNAP_DATA_AT {
             return;
         }
-        f.write(12, &(body.len() as u32).to_le_bytes());
-        f.write(16, &body);
+        f.write(SNAP_ENVELOPE_LEN_AT, &(body.len() as u32).to_le_bytes());
+        f.write(SNAP_ENVELOPE_AT, &body);
     }
-    let n = u64::from(f.u32_at(12));
-    if let Some(h) = f.read(0, 16 + n) {
+    let n = u64::from(f.u32_at(SNAP_ENVELOPE_LEN_AT));
+    if let Some(h) = f.read(0, SNAP_ENVELOPE_AT + n) {
         let crc = crc32c::crc32c(&h);
-        f.write(16 + n, &crc.to_le_bytes());
+        f.write(SNAP_ENVELOPE_AT + n, &crc.to_le_bytes());
     }
 }
 
@@ -1834,7 +1850,7 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
                     seen.last
                 );
             }
-            if img.contains_key("wal.meta") {
+            if img.contains_key(META_FILE) {
                 match inspected {
                     Some((f, l)) => ensure!(
                         (f, l) == (seen.first, seen.last),
