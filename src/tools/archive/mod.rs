@@ -157,3 +157,22 @@ fn invalid(path: &Path, reason: impl Into<String>) -> Error {
         reason: reason.into(),
     }
 }
+
+/// The first error a streaming `Read` adapter met, kept as it was made, while `read` hands its
+/// consumer (tar, a snapshot install) an `io::Error` copy: the typed error is what the caller
+/// gets once the consumer gives up.
+struct FirstError<E>(Option<E>);
+
+impl<E: std::fmt::Display> FirstError<E> {
+    /// Keeps `e` if it is the first, and returns a copy of it of `kind` for `read` to return.
+    fn keep(&mut self, e: E, kind: std::io::ErrorKind) -> std::io::Error {
+        let copy = std::io::Error::new(kind, e.to_string());
+        self.0.get_or_insert(e);
+        copy
+    }
+
+    /// The error kept, if any.
+    fn take(&mut self) -> Option<E> {
+        self.0.take()
+    }
+}

@@ -17,7 +17,7 @@ use raft::prelude::{ConfState, HardState, Snapshot, SnapshotMetadata};
 use sha2::{Digest, Sha256};
 
 use super::read::{verify_full, ArchiveReader, Verified};
-use super::{ArchiveMeta, RestoreOptions, STATE_MEMBER};
+use super::{ArchiveMeta, FirstError, RestoreOptions, STATE_MEMBER};
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::store::meta::MetaInfo;
@@ -33,16 +33,12 @@ struct StateStream<'a, 'p> {
     expected: &'a str,
     progress: &'p mut dyn FnMut(u64),
     /// The first error, typed (the engine wraps what `read` returns as an I/O error).
-    failure: Option<Error>,
+    failure: FirstError<Error>,
 }
 
 impl StateStream<'_, '_> {
     fn fail(&mut self, e: Error) -> io::Error {
-        let copy = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
-        if self.failure.is_none() {
-            self.failure = Some(e);
-        }
-        copy
+        self.failure.keep(e, io::ErrorKind::InvalidData)
     }
 }
 
@@ -271,7 +267,7 @@ fn install(
         sha: Sha256::new(),
         expected: &meta.state_sha256,
         progress,
-        failure: None,
+        failure: FirstError(None),
     };
     if let Err(e) = storage.install_snapshot_from(&md, &mut stream) {
         return Err(stream.failure.take().unwrap_or(e));

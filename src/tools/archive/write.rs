@@ -16,8 +16,8 @@ use flate2::Compression;
 use sha2::{Digest, Sha256};
 
 use super::{
-    sha256_hex, ArchiveMeta, ConfStateJson, MetaJson, CHUNK, FORMAT_VERSION, GZIP_LEVEL,
-    META_MEMBER, STATE_MEMBER, SUMS_MEMBER,
+    sha256_hex, ArchiveMeta, ConfStateJson, FirstError, MetaJson, CHUNK, FORMAT_VERSION,
+    GZIP_LEVEL, META_MEMBER, STATE_MEMBER, SUMS_MEMBER,
 };
 use crate::error::Error;
 use crate::store::snap::SnapshotReader;
@@ -32,17 +32,14 @@ struct StateSource<'a, 'p> {
     sha: Sha256,
     progress: &'p mut dyn FnMut(u64),
     /// The first error, kept to be turned into a typed error.
-    failure: Option<io::Error>,
+    failure: FirstError<io::Error>,
     done: bool,
 }
 
 impl StateSource<'_, '_> {
     fn fail(&mut self, e: io::Error) -> io::Error {
-        let copy = io::Error::new(e.kind(), e.to_string());
-        if self.failure.is_none() {
-            self.failure = Some(e);
-        }
-        copy
+        let kind = e.kind();
+        self.failure.keep(e, kind)
     }
 }
 
@@ -172,7 +169,7 @@ pub(crate) fn write_archive_to<W: Write>(
         left: size,
         sha: Sha256::new(),
         progress,
-        failure: None,
+        failure: FirstError(None),
         done: false,
     };
     let mut h = member_header(size, created_unix_secs);
