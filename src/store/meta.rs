@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::proto::{EngineRecord, MetaRecord};
+use crate::store::header::Checks;
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
 use crate::sys::le;
@@ -427,9 +428,12 @@ fn decode_region<R: PageRecord>(
     cipher: Option<&Cipher>,
 ) -> Result<(u64, R)> {
     let u32_at = |o: usize| le::u32_at(r, o);
-    if &r[R_MAGIC..R_MAGIC + 8] != R::MAGIC {
-        return Err(Error::corrupt(path, at, "bad meta magic"));
-    }
+    let check = Checks {
+        path,
+        at,
+        name: "meta copy",
+    };
+    check.magic(r.get(R_MAGIC..R_MAGIC + 8), R::MAGIC)?;
     let len = u32_at(R_LEN) as usize;
     if R_RECORD + len > r.len() {
         return Err(Error::corrupt(
@@ -439,29 +443,10 @@ fn decode_region<R: PageRecord>(
         ));
     }
     let crc = crc32c::crc32c_append(crc32c::crc32c(&r[..R_CRC]), &r[R_RECORD..R_RECORD + len]);
-    if crc != u32_at(R_CRC) {
-        return Err(Error::corrupt(
-            path,
-            at + R_CRC as u64,
-            "meta copy checksum mismatch",
-        ));
-    }
-    let version = u32_at(R_VERSION);
-    if version > META_FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-            supported: META_FORMAT_VERSION,
-        });
-    }
+    check.checksum(crc == u32_at(R_CRC), R_CRC)?;
+    check.version(u32_at(R_VERSION), META_FORMAT_VERSION)?;
     let flags = u32_at(R_FLAGS);
-    if flags & !FLAG_ENCRYPTED != 0 {
-        return Err(Error::corrupt(
-            path,
-            at + R_FLAGS as u64,
-            format!("unknown meta flags {flags:#x}"),
-        ));
-    }
+    check.flags(flags, FLAG_ENCRYPTED, R_FLAGS)?;
     let seq = le::u64_at(r, R_SEQ);
     let body = &r[R_RECORD..R_RECORD + len];
     let plain;

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use crate::error::{Error, Result};
+use crate::store::header::Checks;
 use crate::sys::crypto::{self, Cipher};
 use crate::sys::fsutil;
 use raft::prelude::{ConfState, SnapshotMetadata};
@@ -221,13 +222,12 @@ fn encode_header(
 }
 
 fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
-    if h.get(H_MAGIC..H_VERSION) != Some(&MAGIC[..]) {
-        return Err(Error::corrupt(
-            path,
-            H_MAGIC as u64,
-            "bad snapshot file magic",
-        ));
-    }
+    let check = Checks {
+        path,
+        at: 0,
+        name: "snapshot header",
+    };
+    check.magic(h.get(H_MAGIC..H_VERSION), &MAGIC[..])?;
     let n = le::u32_at(h, H_ENVELOPE_LEN) as usize;
     let crc_at = H_ENVELOPE + n;
     if crc_at + H_CRC_LEN > h.len() {
@@ -238,22 +238,11 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
         ));
     }
     // The checksum first: a damaged version field is damage, not a newer format.
-    let stored = le::u32_at(h, crc_at);
-    if crc32c::crc32c(&h[..crc_at]) != stored {
-        return Err(Error::corrupt(
-            path,
-            crc_at as u64,
-            "snapshot header checksum mismatch",
-        ));
-    }
-    let version = le::u32_at(h, H_VERSION);
-    if version > SNAP_FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-            supported: SNAP_FORMAT_VERSION,
-        });
-    }
+    check.checksum(
+        crc32c::crc32c(&h[..crc_at]) == le::u32_at(h, crc_at),
+        crc_at,
+    )?;
+    check.version(le::u32_at(h, H_VERSION), SNAP_FORMAT_VERSION)?;
     SnapshotEnvelope::decode(&h[H_ENVELOPE..crc_at])
         .map_err(|e| Error::corrupt(path, H_ENVELOPE as u64, format!("snapshot envelope: {e}")))
 }

@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::store::header::Checks;
 use crate::sys::le;
 
 const MAGIC: &[u8; 8] = b"RWALJNL\0";
@@ -79,41 +80,21 @@ pub(crate) fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> 
     }
     let u32_at = |o: usize| le::u32_at(&h, o);
     let u64_at = |o: usize| le::u64_at(&h, o);
-    if &h[H_MAGIC..H_MAGIC + 8] != MAGIC {
-        return Err(Error::corrupt(path, 0, "bad journal segment magic"));
-    }
-    if crc32c::crc32c(&h[..H_CRC]) != u32_at(H_CRC) {
-        return Err(Error::corrupt(
-            path,
-            0,
-            "journal segment header checksum mismatch",
-        ));
-    }
-    if u32_at(H_VERSION) > VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: u32_at(H_VERSION),
-            supported: VERSION,
-        });
-    }
-    let unknown = u32_at(H_FLAGS) & !(FLAG_SEALED | FLAG_PREV_UNFLUSHED);
-    if unknown != 0 {
-        return Err(Error::corrupt(
-            path,
-            H_FLAGS as u64,
-            format!("journal segment header has unknown flags {unknown:#x}"),
-        ));
-    }
-    if (u32_at(H_FLAGS) & FLAG_SEALED != 0) != sealed {
-        return Err(Error::Encryption {
-            path: path.to_path_buf(),
-            reason: if sealed {
-                "journal segment is plaintext but the engine is opened with a key".to_string()
-            } else {
-                "journal segment is encrypted but no key was given".to_string()
-            },
-        });
-    }
+    let check = Checks {
+        path,
+        at: 0,
+        name: "journal segment header",
+    };
+    check.magic(h.get(H_MAGIC..H_MAGIC + 8), MAGIC)?;
+    check.checksum(crc32c::crc32c(&h[..H_CRC]) == u32_at(H_CRC), H_CRC)?;
+    check.version(u32_at(H_VERSION), VERSION)?;
+    check.flags(u32_at(H_FLAGS), FLAG_SEALED | FLAG_PREV_UNFLUSHED, H_FLAGS)?;
+    check.sealed(
+        u32_at(H_FLAGS) & FLAG_SEALED != 0,
+        sealed,
+        "journal segment",
+        "engine",
+    )?;
     if u64_at(H_ID) != id {
         return Ok(Header::Recycled {
             id: u64_at(H_ID),

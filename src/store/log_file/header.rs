@@ -12,6 +12,7 @@ use std::path::Path;
 use super::slot::SLOT_AREA;
 use super::{MAX_INDEX, PAYLOAD_START};
 use crate::error::{Error, Result};
+use crate::store::header::Checks;
 use crate::sys::le;
 
 // File header fields, stored at HEADER_OFFSET.
@@ -69,43 +70,26 @@ pub(super) fn decode_header(
     let at = HEADER_OFFSET as u64;
     let u32_at = |o: usize| le::u32_at(h, o);
     let u64_at = |o: usize| le::u64_at(h, o);
-    if &h[HDR_MAGIC..HDR_MAGIC + 8] != FILE_MAGIC {
-        return Err(Error::corrupt(path, at, "bad log file magic"));
-    }
-    let crc = crc32c::crc32c(&h[..HDR_CRC]);
-    if crc != u32_at(HDR_CRC) {
-        return Err(Error::corrupt(
-            path,
-            at,
-            "log file header checksum mismatch",
-        ));
-    }
-    let version = u32_at(HDR_VERSION);
-    if version > LOG_FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-            supported: LOG_FORMAT_VERSION,
-        });
-    }
+    let check = Checks {
+        path,
+        at,
+        name: "log file header",
+    };
+    check.magic(h.get(HDR_MAGIC..HDR_MAGIC + 8), FILE_MAGIC)?;
+    check.checksum(crc32c::crc32c(&h[..HDR_CRC]) == u32_at(HDR_CRC), HDR_CRC)?;
+    check.version(u32_at(HDR_VERSION), LOG_FORMAT_VERSION)?;
     let flags = u32_at(HDR_FLAGS);
-    if flags & !(HDR_FLAG_ENCRYPTED | HDR_FLAG_PREV_UNFLUSHED) != 0 {
-        return Err(Error::corrupt(
-            path,
-            at + HDR_FLAGS as u64,
-            format!("unknown log file flags {flags:#x}"),
-        ));
-    }
-    if (flags & HDR_FLAG_ENCRYPTED != 0) != encrypted {
-        return Err(Error::Encryption {
-            path: path.to_path_buf(),
-            reason: if encrypted {
-                "log file is plaintext but the store is opened with a key".to_string()
-            } else {
-                "log file is encrypted but no key was given".to_string()
-            },
-        });
-    }
+    check.flags(
+        flags,
+        HDR_FLAG_ENCRYPTED | HDR_FLAG_PREV_UNFLUSHED,
+        HDR_FLAGS,
+    )?;
+    check.sealed(
+        flags & HDR_FLAG_ENCRYPTED != 0,
+        encrypted,
+        "log file",
+        "store",
+    )?;
     let file_id = u64_at(HDR_FILE_ID);
     if file_id != id {
         return Err(Error::corrupt(
