@@ -20,14 +20,10 @@ use entries::{ctx, entry_in_group};
 use layout::{segment_name, ENGINE_META_FILE, META_FILE, SEGMENT_MAGIC};
 
 // The layout (docs/FORMAT.md, tests/common/layout.rs) as offsets into a file's bytes.
-const SEGMENT_FIRST_SEQ_AT: usize = layout::SEGMENT_FIRST_SEQ_AT as usize;
-const SEGMENT_RECORDS_AT: usize = layout::SEGMENT_RECORDS_AT as usize;
-const RECORD_LEN_AT: usize = layout::RECORD_LEN_AT as usize;
-const RECORD_SEQ_AT: usize = layout::RECORD_SEQ_AT as usize;
-const RECORD_BODY_AT: usize = layout::RECORD_BODY_AT as usize;
-const RECORD_ALIGN: usize = layout::RECORD_ALIGN as usize;
-const META_SEQ_AT: usize = layout::META_SEQ_AT as usize;
-const META_RECORD_AT: usize = layout::META_RECORD_AT as usize;
+use layout::idx::{
+    META_RECORD_AT, META_SEQ_AT, RECORD_ALIGN, RECORD_BODY_AT, RECORD_LEN_AT, RECORD_SEQ_AT,
+    SEGMENT_FIRST_SEQ_AT, SEGMENT_RECORDS_AT,
+};
 
 fn entries(lo: u64, hi: u64, term: u64, group: u64) -> Vec<Entry> {
     (lo..=hi).map(|i| entry_in_group(i, term, group)).collect()

@@ -85,12 +85,10 @@ use layout::segment_name;
 const PAGE: usize = 4096;
 
 // The journal's layout (docs/FORMAT.md, tests/common/layout.rs) as offsets into a segment.
-const SEGMENT_FIRST_SEQ_AT: usize = layout::SEGMENT_FIRST_SEQ_AT as usize;
-const SEGMENT_RECORDS_AT: usize = layout::SEGMENT_RECORDS_AT as usize;
-const RECORD_LEN_AT: usize = layout::RECORD_LEN_AT as usize;
-const RECORD_SEQ_AT: usize = layout::RECORD_SEQ_AT as usize;
-const RECORD_BODY_AT: usize = layout::RECORD_BODY_AT as usize;
-const RECORD_ALIGN: usize = layout::RECORD_ALIGN as usize;
+use layout::idx::{
+    RECORD_ALIGN, RECORD_BODY_AT, RECORD_LEN_AT, RECORD_SEQ_AT, SEGMENT_FIRST_SEQ_AT,
+    SEGMENT_RECORDS_AT,
+};
 const LIMITS: Limits = Limits {
     max_id: 10,
     min_live: 4,

@@ -213,6 +213,18 @@ pub fn next_record_at(at: u64, body_len: u64) -> u64 {
     (at + RECORD_BODY_AT + body_len).next_multiple_of(RECORD_ALIGN)
 }
 
+/// The offsets a test indexes a segment's or a meta page's bytes with, as `usize`.
+pub mod idx {
+    pub const SEGMENT_FIRST_SEQ_AT: usize = super::SEGMENT_FIRST_SEQ_AT as usize;
+    pub const SEGMENT_RECORDS_AT: usize = super::SEGMENT_RECORDS_AT as usize;
+    pub const RECORD_LEN_AT: usize = super::RECORD_LEN_AT as usize;
+    pub const RECORD_SEQ_AT: usize = super::RECORD_SEQ_AT as usize;
+    pub const RECORD_BODY_AT: usize = super::RECORD_BODY_AT as usize;
+    pub const RECORD_ALIGN: usize = super::RECORD_ALIGN as usize;
+    pub const META_SEQ_AT: usize = super::META_SEQ_AT as usize;
+    pub const META_RECORD_AT: usize = super::META_RECORD_AT as usize;
+}
+
 // ---------------------------------------------------------------------------------------------
 // the numbers FORMAT.md prints, against the chains above
 // ---------------------------------------------------------------------------------------------
