@@ -247,6 +247,22 @@ fn again(e: &Error, root: &std::path::Path) -> Error {
             reason: reason.clone(),
         },
         Error::Invariant(what) => Error::Invariant(what.clone()),
+        Error::InvalidArgument(what) => Error::InvalidArgument(what.clone()),
+        // The file the failure is about (a journal segment, a snapshot file), not the root.
+        Error::Io { op, path, source } => Error::Io {
+            op,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Corrupt {
+            path,
+            offset,
+            reason,
+        } => Error::Corrupt {
+            path: path.clone(),
+            offset: *offset,
+            reason: reason.clone(),
+        },
         Error::Group { group_id, source } => Error::Group {
             group_id: *group_id,
             source: Box::new(again(source, root)),
@@ -471,4 +487,43 @@ fn check_space(shared: &Shared, accepted: &[(&Waiter, Vec<Part>)]) -> Result<()>
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    /// Every caller of a failed commit gets the error as it was made: the file an I/O error
+    /// names (a journal segment, not the root), and the kind the CLI maps to an exit code.
+    #[test]
+    fn each_caller_gets_the_commits_error_with_its_file_and_kind() {
+        let root = Path::new("/root-of-engine");
+        let seg = PathBuf::from("/root-of-engine/journal/0000000000000001.jnl");
+        let io = Error::Io {
+            op: "fdatasync",
+            path: seg.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::StorageFull, "no space"),
+        };
+        match again(&io, root) {
+            Error::Io { op, path, source } => {
+                assert_eq!((op, path), ("fdatasync", seg.clone()));
+                assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+            }
+            other => panic!("{other:?}"),
+        }
+        let big = Error::InvalidArgument("a commit of 5 GiB".to_string());
+        assert!(matches!(again(&big, root), Error::InvalidArgument(m) if m == "a commit of 5 GiB"));
+        let damage = Error::corrupt(&seg, 4096, "bad record");
+        match again(&damage, root) {
+            Error::Corrupt {
+                path,
+                offset,
+                reason,
+            } => {
+                assert_eq!((path, offset, reason.as_str()), (seg, 4096, "bad record"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
