@@ -123,28 +123,29 @@ pub(crate) enum HeaderPeek {
 /// Reads and checks the header of log file `id` at `path`; a header that is there but fails
 /// its checks is an error naming the file.
 pub(crate) fn peek_header(path: &Path, id: u64, encrypted: bool) -> Result<HeaderPeek> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
-    if len < PAYLOAD_START {
-        return Ok(HeaderPeek::Absent);
-    }
-    let mut h = [0u8; HEADER_SIZE];
-    file.read_exact_at(&mut h, HEADER_OFFSET as u64)
-        .map_err(|e| Error::io("read header", path, e))?;
-    if h.iter().all(|&b| b == 0) {
-        return Ok(HeaderPeek::Absent);
-    }
-    let (_, prev_unflushed) = decode_header(path, &h, id, encrypted)?;
-    Ok(HeaderPeek::Present { prev_unflushed })
+    Ok(match read_header(path)? {
+        None => HeaderPeek::Absent,
+        Some((h, _)) => {
+            let (_, prev_unflushed) = decode_header(path, &h, id, encrypted)?;
+            HeaderPeek::Present { prev_unflushed }
+        }
+    })
 }
 
 /// The base index and length of log file `id` at `path`, from its header alone (the read-only
 /// tools, which describe a file without copying its slot area); `None` when it has no header
 /// (as [`HeaderPeek::Absent`]). A header that is there but fails its checks is an error.
 pub(crate) fn peek_base(path: &Path, id: u64, encrypted: bool) -> Result<Option<(u64, u64)>> {
+    let Some((h, len)) = read_header(path)? else {
+        return Ok(None);
+    };
+    let (base, _) = decode_header(path, &h, id, encrypted)?;
+    Ok(Some((base, len)))
+}
+
+/// The header bytes of the log file at `path` and the file's length, without mapping it;
+/// `None` when the file is shorter than its slot area or its header bytes are all zero.
+fn read_header(path: &Path) -> Result<Option<([u8; HEADER_SIZE], u64)>> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = file
         .metadata()
@@ -156,9 +157,5 @@ pub(crate) fn peek_base(path: &Path, id: u64, encrypted: bool) -> Result<Option<
     let mut h = [0u8; HEADER_SIZE];
     file.read_exact_at(&mut h, HEADER_OFFSET as u64)
         .map_err(|e| Error::io("read header", path, e))?;
-    if h.iter().all(|&b| b == 0) {
-        return Ok(None);
-    }
-    let (base, _) = decode_header(path, &h, id, encrypted)?;
-    Ok(Some((base, len)))
+    Ok((!h.iter().all(|&b| b == 0)).then_some((h, len)))
 }
