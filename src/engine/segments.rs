@@ -2,15 +2,18 @@
 //! and the next segment prepared off the commit path.
 //!
 //! A commit that fills a segment moves on to the next one. Making that file on the commit path
-//! would cost a file creation, an allocation and a directory flush, and its first records
-//! would land in unwritten extents, whose conversion an `fdatasync` writes as well (one more
-//! device write per commit until the file is full). So a background thread (`raftwal-journal`)
-//! prepares the next segment as soon as the one before is taken:
+//! would cost a file creation, an allocation and a directory flush. So a background thread
+//! (`raftwal-journal`) prepares the next segment as soon as the one before is taken:
 //!
 //! * named as the next segment (`<id>.jnl`), with its header page zero: open takes a newest
 //!   segment whose header is zero for one never written and removes it (module `journal`);
-//! * every block of it written: a spare (a segment the journal was trimmed of, renamed
-//!   `spare-<old id>.jnl`), or a new file filled with zeros;
+//! * its blocks reserved: a spare (a segment the journal was trimmed of, renamed
+//!   `spare-<old id>.jnl`, every block written), or a new file allocated with `fallocate`.
+//!   A new file's blocks are unwritten extents, so until it is full each commit's flush also
+//!   writes their conversion (the inode-table block). Filling new files with zeros first was
+//!   measured and not kept (docs/PERFORMANCE.md, "Block-level traces"): fewer slow rounds, the
+//!   same p99, and rounds of 30-54 ms while the 32 MiB of zeros are flushed beside the
+//!   commits. Once checkpoints trim the journal, its segments are spares;
 //! * its header page zero and its name durable before it is handed out (the zeroed header is
 //!   flushed before the rename, so a spare's old header is never found under the new name).
 //!
@@ -36,8 +39,6 @@ use crate::sys::fsutil;
 
 /// Spare file name prefix (`spare-<16-digit id of the segment it was>.jnl`).
 const SPARE_PREFIX: &str = "spare-";
-/// Bytes written at a time when a new segment is filled with zeros.
-const FILL_CHUNK: usize = 1 << 20;
 /// How often the preparing thread looks for a stop when nothing wakes it.
 const IDLE: Duration = Duration::from_millis(200);
 
@@ -53,7 +54,7 @@ pub(crate) fn is_spare_name(name: &str) -> bool {
         .is_some_and(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// A segment ready to be written: named, header page zero, blocks written, name durable.
+/// A segment ready to be written: named, header page zero, blocks reserved, name durable.
 pub(crate) struct Prepared {
     pub id: u64,
     pub path: PathBuf,
@@ -91,8 +92,6 @@ pub(crate) struct Job {
     spare: Option<PathBuf>,
     len: u64,
     dir: PathBuf,
-    /// Write zeros over a new file (the thread does; the commit path, in a hurry, does not).
-    fill: bool,
 }
 
 impl Pool {
@@ -102,10 +101,9 @@ impl Pool {
     }
 
     /// Reserves segment `id` for the thread and hands it the work (a spare if there is one).
-    pub(crate) fn begin(&mut self, id: u64, path: PathBuf, fill: bool) -> Job {
+    pub(crate) fn begin(&mut self, id: u64, path: PathBuf) -> Job {
         self.next = Next::Preparing(id);
         Job {
-            fill,
             id,
             path,
             spare: (!self.spares.is_empty()).then(|| self.spares.remove(0)),
@@ -146,7 +144,7 @@ impl Pool {
 
 impl Job {
     /// Makes the segment: the spare renamed (its header zeroed and flushed first), or a new
-    /// file allocated (and filled with zeros, when asked); then the directory flushed.
+    /// file allocated; then the directory flushed.
     pub(crate) fn run(self) -> Result<Prepared> {
         let file = match &self.spare {
             Some(spare) => {
@@ -169,12 +167,7 @@ impl Job {
                     .create_new(true)
                     .open(&self.path)
                     .map_err(|e| Error::io("create", &self.path, e))?;
-                let made = if self.fill {
-                    fill(&file, &self.path, self.len)
-                } else {
-                    fsutil::allocate(&file, &self.path, self.len)
-                };
-                if let Err(e) = made {
+                if let Err(e) = fsutil::allocate(&file, &self.path, self.len) {
                     drop(file);
                     let _ = fs::remove_file(&self.path);
                     return Err(e);
@@ -194,22 +187,6 @@ impl Job {
             len,
         })
     }
-}
-
-/// Allocates `len` bytes of `file` and writes zeros over them (every block written, so that no
-/// later flush converts an extent), then flushes them.
-fn fill(file: &File, path: &Path, len: u64) -> Result<()> {
-    fsutil::allocate(file, path, len)?;
-    let zeros = vec![0u8; FILL_CHUNK];
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(FILL_CHUNK as u64) as usize;
-        file.write_all_at(&zeros[..n], at)
-            .map_err(|e| Error::io("write", path, e))?;
-        at += n as u64;
-    }
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync", path, e))
 }
 
 /// The preparing thread and how to stop it.

@@ -288,7 +288,7 @@ impl Journal {
             return None;
         }
         let id = self.next_id();
-        Some(self.pool.begin(id, self.dir.join(segment_name(id)), false))
+        Some(self.pool.begin(id, self.dir.join(segment_name(id))))
     }
 
     /// Takes the outcome of the thread's preparation.
@@ -322,7 +322,7 @@ impl Journal {
             Some(p) => p,
             None => {
                 self.pool.stalled = false;
-                let job = self.pool.begin(id, self.dir.join(segment_name(id)), false);
+                let job = self.pool.begin(id, self.dir.join(segment_name(id)));
                 let made = job.run();
                 self.pool.next = Next::Idle;
                 made?
