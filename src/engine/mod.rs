@@ -37,7 +37,6 @@ mod recovery;
 pub(crate) mod scan;
 mod segments;
 mod tail;
-mod terms;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -3,7 +3,8 @@
 //!
 //! `storage` is the facade raft-rs talks to (`DiskStorage`); `state` the log as raft sees it
 //! and the checks of a save (shared with the engine's groups); `wal` the run of log files;
-//! `log_file` one file; `meta` the meta page; `header` the checks every file header makes; `recovery` what open makes of a directory;
+//! `log_file` one file; `terms` the files' terms as runs; `meta` the meta page; `header` the
+//! checks every file header makes; `recovery` what open makes of a directory;
 //! `repair` the offline repair; `snap` and `snap_build` the snapshot files and the builder.
 //!
 //! Owns: a group's files and their rules (docs/FORMAT.md, from its start to "Engine roots"). Must never:
@@ -19,4 +20,5 @@ pub(crate) mod snap;
 pub(crate) mod snap_build;
 pub(crate) mod state;
 pub(crate) mod storage;
+pub(crate) mod terms;
 pub(crate) mod wal;

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use raft::prelude::HardState;
 
-use crate::engine::terms::TermRuns;
 use crate::engine::Shared;
 use crate::error::Result;
 use crate::proto::{EngineGroupRecord, HardStateRecord, SnapshotRecord};
+use crate::store::terms::TermRuns;
 
 use super::{Both, Change, Group, GroupFiles, GroupLog};
 

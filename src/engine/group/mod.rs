@@ -22,12 +22,12 @@ use parking_lot::{Mutex, RwLock};
 use raft::prelude::{Entry, HardState};
 
 use super::tail::Tail;
-use super::terms::TermRuns;
 use crate::error::{Error, Result};
 use crate::proto::{ConfStateRecord, EngineGroupRecord, MetaRecord, SnapshotRecord};
 use crate::store::meta::MetaFile;
 use crate::store::snap_build::Builds;
 use crate::store::state::LogView;
+use crate::store::terms::TermRuns;
 use crate::store::wal::Wal;
 
 mod apply;

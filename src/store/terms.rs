@@ -1,13 +1,16 @@
-//! The terms of a group's files as runs, so that `raft::Storage::term` on an index the files
-//! hold is answered under the group's log lock alone, without the files' lock or a slot read.
+//! The terms of a log's files as runs, so that `raft::Storage::term` on an index the files hold
+//! is answered without a slot read: a random index's slot is a cache and TLB miss in a slot
+//! area of megabytes, where a run table is a few cache lines (docs/PERFORMANCE.md, reads).
+//! Kept by an engine group (under its log lock, without the files' lock) and by a
+//! `DiskStorage`'s `wal`.
 //!
 //! A log's terms never decrease (`save` and `Engine::write` refuse a batch that would make them,
 //! docs/FORMAT.md), so the files' terms are a few runs: `(first index, term)` pairs, each run
 //! lasting until the next one starts, the last until the files' last index. The table is
-//! extended by every write to the files (with the entries written, under the log lock the
-//! writer takes to note them), cut where an overwrite starts, and emptied by an install. After
-//! open it is unknown until the first lookup that needs it builds it from the files (a binary
-//! search per run: a few slot reads, never the whole slot area).
+//! extended by every write to the files (with the entries written), cut where an overwrite
+//! starts, and emptied by an install. After open it is unknown until the first lookup that
+//! needs it builds it from the files (a binary search per run: a few slot reads, never the
+//! whole slot area).
 //!
 //! Owns: the run table. Must never: answer for an index past the files' last index, or keep a
 //! run past a point where the files changed without it.
