@@ -3,18 +3,23 @@
 //!
 //! Every file but the last is full (30,000 entries), and file `k` of the run starts at
 //! `files[0].base + 30,000 * k`, so finding an index is arithmetic: no scan, no per-entry index on
-//! the heap. Owns: that invariant, the order of file creation and removal, and the spare: a file
-//! that cleanup would have removed, kept as [`SPARE_NAME`] for the next rotation to reuse (its
-//! blocks are already written, so flushed saves into it need no extent conversion). Must never: know about hard state, snapshots or the meta page (that is
-//! `storage`), or flush on its own initiative (the caller says when).
+//! the heap. Owns: that invariant, the order of file creation and removal, the spare (a file
+//! that cleanup would have removed, kept as [`SPARE_NAME`] for the next rotation to reuse: its
+//! blocks are already written, so flushed saves into it need no extent conversion), and for a
+//! `DiskStorage` the run table of the files' terms (module `terms`), changed with the files.
+//! Must never: know about hard state, snapshots or the meta page (that is `storage`), flush on
+//! its own initiative (the caller says when), or build the run table from an entry it has not
+//! verified.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use raft::prelude::Entry;
 
 use crate::error::{Error, Result};
 use crate::store::log_file::{self, Flavor, LogFile, Scratch, SLOTS_PER_FILE};
+use crate::store::terms::TermRuns;
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
 
@@ -45,6 +50,13 @@ pub(crate) struct Wal {
     /// engine's journal orders and persists its writes (no flush of its own, not even of a cut),
     /// and no buffer is kept between saves (thousands of groups share a process).
     engine: bool,
+    /// Answer [`Wal::term_of_held`] from `terms` (a `DiskStorage`; an engine group keeps its
+    /// runs itself, under its own lock).
+    track_terms: bool,
+    /// The files' terms as runs (module `terms`): unset until the first lookup builds them,
+    /// `None` inside when that build met an entry it could not verify (lookups then read the
+    /// slots, as before).
+    terms: OnceLock<Option<TermRuns>>,
 }
 
 impl Wal {
@@ -68,7 +80,15 @@ impl Wal {
             recycle: false,
             spare: None,
             engine: false,
+            track_terms: false,
+            terms: OnceLock::new(),
         }
+    }
+
+    /// Answers [`Wal::term_of_held`] from a run table of the files' terms, built at the first
+    /// lookup and kept by every change to the files (a `DiskStorage`).
+    pub(crate) fn track_terms(&mut self) {
+        self.track_terms = true;
     }
 
     /// Makes this the log of an engine group (see the `engine` field).
@@ -175,15 +195,39 @@ impl Wal {
     }
 
     /// Term of a held index, or `None` if `index` is not held or its slot holds another index
-    /// ([`Wal::term`] says which).
+    /// ([`Wal::term`] says which). From the run table when it is kept ([`Wal::track_terms`]).
     #[inline]
     pub(crate) fn term_of_held(&self, index: u64) -> Option<u64> {
         if !self.contains(index) {
             return None;
         }
+        if self.track_terms {
+            if let Some(term) = self
+                .terms
+                .get_or_init(|| self.build_terms())
+                .as_ref()
+                .and_then(|runs| runs.term(index))
+            {
+                return Some(term);
+            }
+        }
         let (pos, k) = self.locate(index);
         let (term, held) = self.files[pos].slot_term_index(k);
         (held == index).then_some(term)
+    }
+
+    /// The run table of the files' terms, or `None` if an entry it needed did not verify.
+    #[cold]
+    fn build_terms(&self) -> Option<TermRuns> {
+        TermRuns::build(self.first(), self.last, |i| self.verified_term(i))
+    }
+
+    /// Term of held `index` from its entry read whole, checksum verified: what the run table is
+    /// built from, so that a damaged slot fails the build (lookups then read each index's own
+    /// slot) rather than lend a wrong term to a whole run.
+    fn verified_term(&self, index: u64) -> Option<u64> {
+        let read = self.entries(index, index + 1, None).ok()?;
+        read.first().filter(|e| e.index == index).map(|e| e.term)
     }
 
     /// Term of a held index, read from its slot (the payload is not touched).
@@ -243,6 +287,20 @@ impl Wal {
     /// also flushed before the next one is created, so no file ever exists after a sealed file
     /// that is not whole; without it, recovery treats a torn file before the last as tail.
     pub(crate) fn append(&mut self, entries: &[Entry], sync: bool) -> Result<()> {
+        let written = self.append_files(entries, sync);
+        if self.track_terms {
+            if written.is_err() {
+                // What the files hold is in doubt: the next lookup builds the table again.
+                self.terms = OnceLock::new();
+            } else if let Some(Some(runs)) = self.terms.get_mut() {
+                runs.written(entries);
+            }
+        }
+        written
+    }
+
+    /// [`Wal::append`] to the files (the run table aside).
+    fn append_files(&mut self, entries: &[Entry], sync: bool) -> Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -365,6 +423,10 @@ impl Wal {
             .take_while(|f| f.base() + SLOTS_PER_FILE <= index)
             .count();
         let doomed: Vec<LogFile> = self.files.drain(..below).collect();
+        let first = self.first();
+        if let Some(Some(runs)) = self.terms.get_mut() {
+            runs.compact(first);
+        }
         self.remove(doomed)
     }
 
@@ -402,10 +464,16 @@ impl Wal {
 
     /// Removes every file; the next file created gets id `next_file_id`.
     pub(crate) fn reset(&mut self, next_file_id: u64) -> Result<()> {
+        if self.track_terms {
+            self.terms = OnceLock::new();
+        }
         let all: Vec<LogFile> = self.files.drain(..).collect();
         self.remove(all)?;
         self.next_file_id = self.next_file_id.max(next_file_id);
         self.last = 0;
+        if self.track_terms {
+            self.terms = OnceLock::from(Some(TermRuns::default()));
+        }
         Ok(())
     }
 

@@ -204,6 +204,7 @@ impl DiskStorage {
         let mut r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
         r.wal
             .set_recycle(opts.sync_writes && opts.recycle_log_files);
+        r.wal.track_terms();
         let mut inner = Inner {
             meta_file: r.meta_file,
             state: State {
