@@ -283,8 +283,9 @@ impl State {
             state.check_range(idx)?;
             state.wal.term(idx)
         }
-        if idx > self.snapshot_index() {
-            if let Some(term) = self.wal.term_of_held(idx) {
+        let snap = self.snapshot_index();
+        if idx > snap {
+            if let Some(term) = self.wal.term_of_live(idx, snap + 1) {
                 return Ok(term);
             }
         }

@@ -194,40 +194,58 @@ impl Wal {
         locate(self.first(), index)
     }
 
-    /// Term of a held index, or `None` if `index` is not held or its slot holds another index
-    /// ([`Wal::term`] says which). From the run table when it is kept ([`Wal::track_terms`]).
+    /// [`Wal::term_of_held`] for an index at or after `live_from` (the first index the log
+    /// holds: the caller's snapshot index plus one), from the run table when it is kept
+    /// ([`Wal::track_terms`]). The table is built from `live_from` on: slots before it are not
+    /// part of the log, and open never checked them.
     #[inline]
-    pub(crate) fn term_of_held(&self, index: u64) -> Option<u64> {
-        if !self.contains(index) {
-            return None;
-        }
-        if self.track_terms {
+    pub(crate) fn term_of_live(&self, index: u64, live_from: u64) -> Option<u64> {
+        if self.track_terms && self.contains(index) {
             if let Some(term) = self
                 .terms
-                .get_or_init(|| self.build_terms())
+                .get_or_init(|| self.build_terms(live_from))
                 .as_ref()
                 .and_then(|runs| runs.term(index))
             {
                 return Some(term);
             }
         }
+        self.term_of_held(index)
+    }
+
+    /// Term of a held index, or `None` if `index` is not held or its slot holds another index
+    /// ([`Wal::term`] says which).
+    #[inline]
+    pub(crate) fn term_of_held(&self, index: u64) -> Option<u64> {
+        if !self.contains(index) {
+            return None;
+        }
         let (pos, k) = self.locate(index);
         let (term, held) = self.files[pos].slot_term_index(k);
         (held == index).then_some(term)
     }
 
-    /// The run table of the files' terms, or `None` if an entry it needed did not verify.
+    /// The run table of the files' terms from `live_from` on, or `None` if a slot it needed
+    /// did not verify. A binary search per run: each run costs about log2(entries) slot and
+    /// payload reads, once per open.
     #[cold]
-    fn build_terms(&self) -> Option<TermRuns> {
-        TermRuns::build(self.first(), self.last, |i| self.verified_term(i))
+    fn build_terms(&self, live_from: u64) -> Option<TermRuns> {
+        TermRuns::build(self.first().max(live_from), self.last, |i| {
+            self.verified_term(i)
+        })
     }
 
-    /// Term of held `index` from its entry read whole, checksum verified: what the run table is
-    /// built from, so that a damaged slot fails the build (lookups then read each index's own
-    /// slot) rather than lend a wrong term to a whole run.
+    /// Term of held `index` from its slot checked against its payload's checksum (whatever the
+    /// file's verified watermark says): what the run table is built from, so that a damaged
+    /// slot fails the build (lookups then read each index's own slot) rather than lend a
+    /// plausible wrong term to a whole run.
     fn verified_term(&self, index: u64) -> Option<u64> {
-        let read = self.entries(index, index + 1, None).ok()?;
-        read.first().filter(|e| e.index == index).map(|e| e.term)
+        if !self.contains(index) {
+            return None;
+        }
+        let (pos, k) = self.locate(index);
+        let checked = self.files[pos].verify_slot(k).ok()?;
+        (checked.slot.index == index).then_some(checked.slot.term)
     }
 
     /// Term of a held index, read from its slot (the payload is not touched).
