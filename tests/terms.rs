@@ -181,6 +181,17 @@ fn follow_the_model(opts: Options) {
     check(&store, &m, "the last reopen");
 }
 
+/// A store in a new directory holding entries `1..=n`, index `i` at term `term(i)`, closed.
+fn written(n: u64, term: impl Fn(u64) -> u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStorage::open(dir.path()).unwrap();
+    let es: Vec<Entry> = (1..=n).map(|i| entry(i, term(i))).collect();
+    store
+        .save(&HardState::default(), &es, &Snapshot::default())
+        .unwrap();
+    dir
+}
+
 /// Overwrites index `index`'s term in the first log file (base 1) with `term`: a plausible
 /// value (another run's term), the damage a binary search cannot tell from the truth.
 fn damage_term(dir: &Path, index: u64, term: u64) {
@@ -200,17 +211,12 @@ fn a_damaged_entry_never_lends_a_wrong_term_to_the_others() {
     let term = |i: u64| 1 + (i - 1) / 3_000;
     // The indexes the build's binary search reads first (the start, then the middles of the
     // first run's search: 15,501, 7,751, ...), run starts and ends, and some in between.
-    for target in [
+    let targets = [
         1, 2, 3_000, 3_001, 3_906, 7_751, 15_501, 15_502, 22_000, 29_999, 30_000,
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = DiskStorage::open(dir.path()).unwrap();
-            let es: Vec<Entry> = (1..=N).map(|i| entry(i, term(i))).collect();
-            store
-                .save(&HardState::default(), &es, &Snapshot::default())
-                .unwrap();
-        }
+    ];
+    let mut answered = 0;
+    for target in targets {
+        let dir = written(N, term);
         // The first run's term in a later run, a later run's in the first.
         let wrong = if term(target) == 1 { 6 } else { 1 };
         damage_term(dir.path(), target, wrong);
@@ -234,7 +240,10 @@ fn a_damaged_entry_never_lends_a_wrong_term_to_the_others() {
                 "index {i}, with index {target}'s slot damaged"
             );
         }
+        answered += 1;
     }
+    // Open may refuse the sealed file's first and last slots, never the ones inside it.
+    assert!(answered >= targets.len() - 2, "{answered} targets answered");
 }
 
 #[test]
@@ -242,13 +251,9 @@ fn damage_below_the_snapshot_never_reaches_the_live_terms() {
     // One file (open reads it entry by entry from the snapshot on; the compacted slots before
     // are not part of the log, never read, never damage), a snapshot inside it.
     let term = |i: u64| 1 + (i - 1) / 1_000;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = written(10_000, term);
     {
         let store = DiskStorage::open(dir.path()).unwrap();
-        let es: Vec<Entry> = (1..=10_000).map(|i| entry(i, term(i))).collect();
-        store
-            .save(&HardState::default(), &es, &Snapshot::default())
-            .unwrap();
         store
             .create_snapshot(2_000, None, b"state".to_vec())
             .unwrap();
@@ -272,14 +277,7 @@ fn after_reopen_term_is_answered_from_the_run_table() {
     // slot would return the slot's term. What this checks is that the table is built and used.
     const N: u64 = layout::SLOTS_PER_FILE + 1_000;
     let term = |i: u64| 1 + (i - 1) / 3_000;
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = DiskStorage::open(dir.path()).unwrap();
-        let es: Vec<Entry> = (1..=N).map(|i| entry(i, term(i))).collect();
-        store
-            .save(&HardState::default(), &es, &Snapshot::default())
-            .unwrap();
-    }
+    let dir = written(N, term);
     damage_term(dir.path(), 1_000, 5);
     let store = DiskStorage::open(dir.path()).unwrap();
     for i in 1..=N {
