@@ -252,7 +252,11 @@ fn again(e: &Error, root: &std::path::Path) -> Error {
         Error::Io { op, path, source } => Error::Io {
             op,
             path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
+            // An OS error keeps its errno (and so its text); any other its kind and text.
+            source: source.raw_os_error().map_or_else(
+                || std::io::Error::new(source.kind(), source.to_string()),
+                std::io::Error::from_raw_os_error,
+            ),
         },
         Error::Corrupt {
             path,
@@ -510,6 +514,15 @@ mod tests {
                 assert_eq!((op, path), ("fdatasync", seg.clone()));
                 assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
             }
+            other => panic!("{other:?}"),
+        }
+        let eio = Error::Io {
+            op: "fdatasync",
+            path: seg.clone(),
+            source: std::io::Error::from_raw_os_error(5),
+        };
+        match again(&eio, root) {
+            Error::Io { source, .. } => assert_eq!(source.raw_os_error(), Some(5)),
             other => panic!("{other:?}"),
         }
         let big = Error::InvalidArgument("a commit of 5 GiB".to_string());
