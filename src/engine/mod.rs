@@ -29,6 +29,7 @@ mod batch;
 mod checkpoint;
 mod commit;
 mod fds;
+mod flushes;
 mod group;
 mod handle;
 mod journal;
@@ -133,6 +134,8 @@ pub(crate) struct Shared {
     /// `poisoned` is set (read on every call without taking its lock).
     pub is_poisoned: AtomicBool,
     pub checkpointer: checkpoint::Checkpointer,
+    /// The commits' journal flushes, so the writer can start write-back between them.
+    pub flushes: flushes::Flushes,
     /// Groups whose tail holds entries not yet written to their files (the writer's work).
     pub unwritten: Mutex<Vec<u64>>,
     /// The groups that keep their last file's descriptor between writes.

@@ -116,6 +116,7 @@ pub(crate) fn open(
         poisoned: Mutex::new(None),
         is_poisoned: AtomicBool::new(false),
         checkpointer: Checkpointer::default(),
+        flushes: Default::default(),
         unwritten: Mutex::new(Vec::new()),
         open_files,
         tail_bytes: AtomicU64::new(0),

@@ -119,6 +119,11 @@ impl Wal {
         self.files.iter_mut().for_each(LogFile::release_fd);
     }
 
+    /// Whether [`Wal::settle_fds`] would start a write-back now.
+    pub(crate) fn writeback_due(&self) -> bool {
+        self.files.back().is_some_and(LogFile::writeback_due)
+    }
+
     /// After a write: starts the write-back of what the last file was written (see
     /// [`LogFile::start_writeback`]) and closes the descriptors of the files before it (written
     /// again only by an overwrite). Returns whether the last file still holds a descriptor.

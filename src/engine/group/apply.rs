@@ -191,9 +191,19 @@ impl Group {
         Ok(())
     }
 
-    /// After writes: starts the write-back of what they wrote, keeps the last file's descriptor
-    /// (in the engine's budget of open files, module `fds`) and closes the others.
+    /// After writes: starts the write-back of what they wrote (just after the commits' journal
+    /// flush in flight, if one is: module `flushes`), keeps the last file's descriptor (in the
+    /// engine's budget of open files, module `fds`) and closes the others.
     pub(crate) fn settle_fds(self: &Arc<Self>, shared: &Shared) {
+        // Waited for with no lock held: the group's readers and commits go on meanwhile.
+        let due = self
+            .files
+            .read()
+            .as_ref()
+            .is_some_and(|f| f.wal.writeback_due());
+        if due {
+            shared.flushes.wait_out();
+        }
         let holds = self
             .files
             .write()

@@ -147,6 +147,11 @@ impl LogFile {
         }
     }
 
+    /// Whether [`LogFile::start_writeback`] would start a write-back now.
+    pub(crate) fn writeback_due(&self) -> bool {
+        matches!(self.handle, Handle::Detached(Some(_))) && self.payload_end >= self.writeback_at
+    }
+
     /// Closes the descriptor a detached file opened to be written (engine files keep none
     /// while idle), after [`LogFile::start_writeback`].
     pub(crate) fn release_fd(&mut self) {
