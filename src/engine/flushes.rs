@@ -7,14 +7,16 @@
 //! its flush, and the writer, before it starts a write-back, waits a bounded time for the
 //! flush in flight to end.
 //!
-//! Owns: that mark. Must never: make a commit wait (the committer only sets and clears it) or
-//! let the writer wait without bound (a stalled flush must not stall the writer's progress).
+//! Owns: that mark. Must never: make a commit wait (the committer only sets and clears it; when
+//! it settles a group's files itself, after a snapshot or a truncation, its own flush has
+//! ended and nothing is in flight) or let the writer wait without bound (a stalled flush must
+//! not stall the writer's progress).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The longest the writer waits for a flush to end (a slow flush on this machine's disk takes
-/// a few milliseconds; past this, the write-back starts anyway).
+/// The longest the writer waits for a flush to end (the slow flushes in docs/PERFORMANCE.md
+/// take 1-3 ms; past this, the write-back starts anyway).
 const MAX_WAIT: Duration = Duration::from_millis(3);
 
 /// The committer's journal flushes, as the writer sees them.
