@@ -6,7 +6,8 @@
 //! last applied record); a group a commit added to meanwhile is left for the next checkpoint,
 //! and its durable meta page's position bounds this one; the checkpoint `S` is the engine's
 //! applied position when the capture began, lowered to those bounds; the journal is flushed;
-//! (2) flushes the file system (`syncfs`: every group's files in one device flush); (3) stores
+//! (2) starts the write-back of the captured groups' files a piece after each commit, then
+//! flushes the file system (`syncfs`: every group's files in one device flush); (3) stores
 //! the captured meta records (a group that made itself durable since, for a snapshot or a
 //! removal of files, is left alone: its page is newer); (4) flushes the file system again; (5)
 //! records `S` as the checkpoint in `engine.meta`, durably; (6) trims the journal up to `S`.
@@ -47,6 +48,10 @@ const WRITE_CHUNK: u64 = 256 << 10;
 /// write-back started at all; 64 KiB halved the p99 round at 16 groups, at the same
 /// throughput (docs/PERFORMANCE.md, "The writer's threshold").
 pub(crate) const WRITE_THRESHOLD: u64 = 64 << 10;
+
+/// The least write-back a checkpoint starts between two commits' flushes (a quarter MiB of
+/// another file's write-back costs a flush on this disk almost nothing: docs/PERFORMANCE.md).
+const MIN_PACED_BYTES: u64 = 256 << 10;
 
 /// Times a checkpoint writes a group's tail and tries to capture it before leaving it to the
 /// next checkpoint (commits keep adding to it).
@@ -171,6 +176,9 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     // 1. Capture, group by group, with commits going on: each group's meta record as its
     //    files hold it, and the journal position that record reflects.
     let (seq, captured) = capture(shared)?;
+    if !closing {
+        start_writeback_paced(shared, &captured)?;
+    }
     syncfs(shared)?;
     // 3. The meta pages.
     for (g, record, files) in &captured {
@@ -290,6 +298,34 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
     // No group's meta page may be durable ahead of the journal.
     shared.journal.lock().sync()?;
     Ok((seq, captured))
+}
+
+/// Starts the write-back of what the captured groups' files hold and have not started, a
+/// piece after each commit's journal flush, each about the size of that commit's record (at
+/// least [`MIN_PACED_BYTES`]); the tails keep being written meanwhile. Left to the `syncfs`,
+/// that write-back (about half a write-back step per file: 16 MiB at 128 groups) went to the
+/// device in one burst, and the commits' flushes queued behind it for 10-20 ms
+/// (docs/PERFORMANCE.md, "The checkpoint's flush, paced"). With no commit coming (an idle
+/// engine), the rest is started at once. Advice only: the `syncfs` makes it all durable.
+fn start_writeback_paced(shared: &Shared, captured: &Captured) -> Result<()> {
+    let mut paced = true;
+    let mut piece = 0;
+    shared.flushes.wait_out();
+    for (g, _, _) in captured {
+        if paced && piece >= MIN_PACED_BYTES.max(shared.flushes.last_bytes()) {
+            paced = shared.flushes.wait_next();
+            piece = 0;
+            if shared.tail_bytes.load(Ordering::Acquire) >= WRITE_THRESHOLD {
+                write_tails(shared)?;
+            }
+        }
+        piece += g
+            .files
+            .write()
+            .as_mut()
+            .map_or(0, |f| f.wal.start_writeback_now());
+    }
+    Ok(())
 }
 
 /// The journal position a captured record reflects.

@@ -380,7 +380,7 @@ fn commit(
         let seq = journal.append(&pieces)?;
         if shared.opts.sync_writes {
             // A failed flush leaves the record's durability unknown: stop.
-            let _flush = shared.flushes.start();
+            let _flush = shared.flushes.start(len as u64);
             journal.sync().inspect_err(|e| shared.poison(e))?;
         }
         seq

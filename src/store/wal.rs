@@ -119,6 +119,15 @@ impl Wal {
         self.files.iter_mut().for_each(LogFile::release_fd);
     }
 
+    /// Starts the write-back of everything written to the files and not yet started (see
+    /// [`LogFile::start_writeback_now`]); returns its bytes.
+    pub(crate) fn start_writeback_now(&mut self) -> u64 {
+        self.files
+            .iter_mut()
+            .map(LogFile::start_writeback_now)
+            .sum()
+    }
+
     /// Whether [`Wal::settle_fds`] would start a write-back now.
     pub(crate) fn writeback_due(&self) -> bool {
         self.files.back().is_some_and(LogFile::writeback_due)

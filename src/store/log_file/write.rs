@@ -147,6 +147,37 @@ impl LogFile {
         }
     }
 
+    /// Starts the write-back of everything written and not yet started, whatever the step
+    /// (an engine checkpoint, before its `syncfs`, so that the flush finds little left to
+    /// write; docs/PERFORMANCE.md, "The checkpoint's flush, paced"). A file without a
+    /// descriptor opens one for the moment. Returns the bytes whose write-back it started.
+    /// Advice only: a failure starts nothing and changes nothing.
+    pub(crate) fn start_writeback_now(&mut self) -> u64 {
+        if !matches!(self.handle, Handle::Detached(_)) || self.unstarted.iter().all(Option::is_none)
+        {
+            return 0;
+        }
+        let opened;
+        let file = match &self.handle {
+            Handle::Detached(Some(file)) => file,
+            _ => match open_rw(&self.path) {
+                Ok(f) => {
+                    opened = f;
+                    &opened
+                }
+                Err(_) => return 0,
+            },
+        };
+        self.writeback_at = self.payload_end + WRITEBACK_BYTES;
+        let mut started = 0;
+        for (from, to) in self.unstarted.iter_mut().filter_map(Option::take) {
+            started += to - from;
+            let len = std::num::NonZeroU64::new(to - from);
+            let _ = rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed);
+        }
+        started
+    }
+
     /// Whether [`LogFile::start_writeback`] would start a write-back now.
     pub(crate) fn writeback_due(&self) -> bool {
         matches!(self.handle, Handle::Detached(Some(_))) && self.payload_end >= self.writeback_at
@@ -469,6 +500,56 @@ mod tests {
 
     use super::*;
     use crate::store::log_file::Flavor;
+
+    fn entries(from: u64, n: u64, len: usize) -> Vec<Entry> {
+        (from..from + n)
+            .map(|i| {
+                let mut e = Entry::default();
+                e.index = i;
+                e.term = 1;
+                e.data = Bytes::from(vec![i as u8; len]);
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn write_back_now_starts_each_written_range_once_with_or_without_a_descriptor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut f =
+            LogFile::create(dir.path(), 1, 1, 0, None, false, Flavor::Engine).expect("create");
+        let mut scratch = Scratch::default();
+        assert_eq!(f.start_writeback_now(), 0, "nothing written");
+        // 10 entries of 1,000 bytes: their payloads (each padded to 8 bytes) and 10 slots.
+        f.write_entries(0, &entries(1, 10, 1000), &mut scratch)
+            .expect("write");
+        let payloads = f.payload_end - PAYLOAD_START;
+        assert!(payloads >= 10_000, "{payloads}");
+        assert!(f.holds_fd(), "a written engine file keeps its descriptor");
+        assert_eq!(
+            f.start_writeback_now(),
+            payloads + 10 * SLOT_SIZE as u64,
+            "the payloads and the slots written"
+        );
+        assert_eq!(f.start_writeback_now(), 0, "started once");
+        // Below a write-back step, dropping the descriptor starts nothing: the checkpoint's
+        // call opens one for the moment.
+        f.write_entries(10, &entries(11, 1, 1000), &mut scratch)
+            .expect("write");
+        f.release_fd();
+        assert!(!f.holds_fd());
+        assert_eq!(
+            f.start_writeback_now(),
+            f.payload_end - PAYLOAD_START - payloads + SLOT_SIZE as u64
+        );
+        assert_eq!(f.start_writeback_now(), 0);
+        // A DiskStorage file flushes its own writes: nothing to start.
+        let mut own =
+            LogFile::create(dir.path(), 2, 1, 0, None, false, Flavor::Unsynced).expect("create");
+        own.write_entries(0, &entries(1, 10, 1000), &mut scratch)
+            .expect("write");
+        assert_eq!(own.start_writeback_now(), 0);
+    }
 
     #[test]
     fn a_growing_file_reserves_at_once_what_its_saves_project() {
