@@ -176,7 +176,8 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     // 1. Capture, group by group, with commits going on: each group's meta record as its
     //    files hold it, and the journal position that record reflects.
     let (seq, captured) = capture(shared)?;
-    if !closing {
+    // Paced by the commits' flushes: without `sync_writes` there are none to pace it by.
+    if !closing && shared.opts.sync_writes {
         start_writeback_paced(shared, &captured)?;
     }
     syncfs(shared)?;
@@ -303,17 +304,18 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
 /// Starts the write-back of what the captured groups' files hold and have not started, a
 /// piece after each commit's journal flush, each about the size of that commit's record (at
 /// least [`MIN_PACED_BYTES`]); the tails keep being written meanwhile. Left to the `syncfs`,
-/// that write-back (about half a write-back step per file: 16 MiB at 128 groups) went to the
-/// device in one burst, and the commits' flushes queued behind it for 10-20 ms
-/// (docs/PERFORMANCE.md, "The checkpoint's flush, paced"). With no commit coming (an idle
-/// engine), the rest is started at once. Advice only: the `syncfs` makes it all durable.
+/// that write-back (about half a write-back step per file: 16-25 MiB at 128 groups) went to
+/// the device in one burst, a `syncfs` of 14-24 ms beside which commits took 3-7 ms
+/// (docs/PERFORMANCE.md, "The checkpoint's flush, paced"). With no commit within
+/// `MAX_WAIT_NEXT` (an idle engine), or the engine closing, the rest is started at once.
+/// Advice only: the `syncfs` makes it all durable.
 fn start_writeback_paced(shared: &Shared, captured: &Captured) -> Result<()> {
     let mut paced = true;
     let mut piece = 0;
     shared.flushes.wait_out();
     for (g, _, _) in captured {
         if paced && piece >= MIN_PACED_BYTES.max(shared.flushes.last_bytes()) {
-            paced = shared.flushes.wait_next();
+            paced = !shared.stopping() && shared.flushes.wait_next();
             piece = 0;
             if shared.tail_bytes.load(Ordering::Acquire) >= WRITE_THRESHOLD {
                 write_tails(shared)?;

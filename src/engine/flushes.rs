@@ -7,7 +7,8 @@
 //! its flush, and the writer, before it starts a write-back, waits a bounded time for the
 //! flush in flight to end.
 //!
-//! Owns: that mark. Must never: make a commit wait (the committer only sets and clears it; when
+//! Owns: that mark. Must never: make a commit wait (the committer only sets and clears it,
+//! under a lock the writer holds for a load and never while it sleeps; when
 //! it settles a group's files itself, after a snapshot or a truncation, its own flush has
 //! ended and nothing is in flight) or let the writer wait without bound (a stalled flush must
 //! not stall the writer's progress).
@@ -59,8 +60,8 @@ impl Flushes {
     }
 
     /// Waits for the next flush to end: the one in flight, or else the next one to start.
-    /// Returns false if none ended within [`MAX_WAIT_NEXT`] (no commits: the engine is idle).
-    /// Advice only, as [`Flushes::wait_out`].
+    /// Returns false if none ended within [`MAX_WAIT_NEXT`] (no commits for that long: the
+    /// engine is idle, or it commits without flushing). Advice only, as [`Flushes::wait_out`].
     pub(crate) fn wait_next(&self) -> bool {
         self.wait_next_for(MAX_WAIT_NEXT)
     }
@@ -71,7 +72,7 @@ impl Flushes {
         let seen = self.ended.load(Ordering::SeqCst);
         while self.ended.load(Ordering::SeqCst) == seen {
             if self.cv.wait_until(&mut guard, deadline).timed_out() {
-                return self.ended.load(Ordering::SeqCst) != seen;
+                return false;
             }
         }
         true
@@ -147,8 +148,9 @@ mod tests {
         // A flush that starts and ends after the wait began ends it.
         let waiter = {
             let f = f.clone();
-            // Far longer than the test can take: the wait must end by the flush, not the clock.
-            std::thread::spawn(move || f.wait_next_for(Duration::from_secs(600)))
+            // Far longer than the flushes below take to come: the wait must end by a flush's
+            // notice, not by the clock (a wait that misses every notice returns false).
+            std::thread::spawn(move || f.wait_next_for(Duration::from_secs(10)))
         };
         // Until the waiter has seen no flush end, keep flushing: each ends a wait begun before
         // it, and the waiter cannot miss them all.

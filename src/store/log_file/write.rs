@@ -150,8 +150,10 @@ impl LogFile {
     /// Starts the write-back of everything written and not yet started, whatever the step
     /// (an engine checkpoint, before its `syncfs`, so that the flush finds little left to
     /// write; docs/PERFORMANCE.md, "The checkpoint's flush, paced"). A file without a
-    /// descriptor opens one for the moment. Returns the bytes whose write-back it started.
-    /// Advice only: a failure starts nothing and changes nothing.
+    /// descriptor opens one for the moment (a file gone since, its group removed, starts
+    /// nothing). Returns the bytes whose write-back it started. Advice only: a range whose
+    /// advice fails is dropped from the ranges to start, as if started; the engine's next
+    /// flush writes it either way.
     pub(crate) fn start_writeback_now(&mut self) -> u64 {
         if !matches!(self.handle, Handle::Detached(_)) || self.unstarted.iter().all(Option::is_none)
         {
@@ -171,9 +173,10 @@ impl LogFile {
         self.writeback_at = self.payload_end + WRITEBACK_BYTES;
         let mut started = 0;
         for (from, to) in self.unstarted.iter_mut().filter_map(Option::take) {
-            started += to - from;
             let len = std::num::NonZeroU64::new(to - from);
-            let _ = rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed);
+            if rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed).is_ok() {
+                started += to - from;
+            }
         }
         started
     }
@@ -543,12 +546,13 @@ mod tests {
             f.payload_end - PAYLOAD_START - payloads + SLOT_SIZE as u64
         );
         assert_eq!(f.start_writeback_now(), 0);
-        // A DiskStorage file flushes its own writes: nothing to start.
-        let mut own =
-            LogFile::create(dir.path(), 2, 1, 0, None, false, Flavor::Unsynced).expect("create");
-        own.write_entries(0, &entries(1, 10, 1000), &mut scratch)
+        // The file gone (its group removed meanwhile) and no descriptor held: nothing started,
+        // no error, no panic.
+        f.write_entries(11, &entries(12, 1, 1000), &mut scratch)
             .expect("write");
-        assert_eq!(own.start_writeback_now(), 0);
+        f.release_fd();
+        std::fs::remove_file(&f.path).expect("remove");
+        assert_eq!(f.start_writeback_now(), 0);
     }
 
     #[test]
