@@ -9,8 +9,15 @@
 //! At N = 1,024 (after 50 rounds) the footprint is measured as well: allocated disk blocks,
 //! descriptors held while open, and, in a child process of this binary, the time to reopen and
 //! the resident memory after reopen.
+//!
+//! Beside each run's time the workload notes what the run cost the machine (`Usage`): CPU time
+//! of the whole process, and the bytes the disk under the run's directory wrote and the time it
+//! was busy (Linux's `/sys/dev/block/MAJOR:MINOR/stat`; left out where that is missing), to
+//! tell a run bound by the device from one bound by the processors.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use raft::prelude::{Entry, HardState};
@@ -84,7 +91,7 @@ fn run_engine(load: &Load, root: &Path) -> (f64, Vec<u64>) {
         e.create_group(g, 1).expect("create_group");
     }
     let mut b = WriteBatch::new();
-    let r = timed_calls(load.rounds as usize, |r| {
+    let r = measured(root, load.rounds as usize, |r| {
         let r = r as u64;
         let hs = load.hard_state(r);
         for g in 1..=load.groups {
@@ -99,7 +106,7 @@ fn run_engine(load: &Load, root: &Path) -> (f64, Vec<u64>) {
 fn run_raft_engine(load: &Load, root: &Path) -> (f64, Vec<u64>) {
     let engine = ReEngine::open(engine_cfg(root)).expect("raft-engine open");
     let mut lb = LogBatch::default();
-    timed_calls(load.rounds as usize, |r| {
+    measured(root, load.rounds as usize, |r| {
         let r = r as u64;
         let hs = load.hard_state(r);
         for g in 1..=load.groups {
@@ -120,7 +127,7 @@ fn run_per_group(load: &Load, root: &Path) -> (f64, Vec<u64>) {
     let stores: Vec<DiskStorage> = (1..=load.groups)
         .map(|g| DiskStorage::open_with(root.join(g.to_string()), opts.clone()).expect("open"))
         .collect();
-    timed_calls(load.rounds as usize, |r| {
+    measured(root, load.rounds as usize, |r| {
         let r = r as u64;
         let hs = load.hard_state(r);
         for (i, s) in stores.iter().enumerate() {
@@ -131,6 +138,100 @@ fn run_per_group(load: &Load, root: &Path) -> (f64, Vec<u64>) {
             s.sync().expect("sync");
         }
     })
+}
+
+/// What a run cost the machine: the process's CPU time (every contender's threads are this
+/// process's), and the device's bytes written and time busy (`None` where the device's counters
+/// cannot be read).
+#[derive(Clone, Copy)]
+struct Usage {
+    wall_s: f64,
+    cpu_s: f64,
+    device: Option<(u64, u64)>,
+}
+
+/// The usage of the last run measured (a run is one call of `measured` on this thread).
+static LAST_USAGE: Mutex<Option<Usage>> = Mutex::new(None);
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// (bytes written, milliseconds busy) so far of the block device holding `dir`.
+fn device_counters(dir: &Path) -> Option<(u64, u64)> {
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff),
+    );
+    let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
+    let f: Vec<u64> = stat
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields: writes completed at 4, sectors (512 B) written at 6, time with I/O in flight at 9.
+    Some((f.get(6)? * 512, *f.get(9)?))
+}
+
+/// `timed_calls`, with the run's usage left in `LAST_USAGE`.
+fn measured(dir: &Path, n: usize, f: impl FnMut(usize)) -> (f64, Vec<u64>) {
+    let (cpu0, dev0) = (cpu_seconds(), device_counters(dir));
+    let r = timed_calls(n, f);
+    let (cpu1, dev1) = (cpu_seconds(), device_counters(dir));
+    let device = dev0.zip(dev1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+    *LAST_USAGE.lock().expect("usage lock") = Some(Usage {
+        wall_s: r.0,
+        cpu_s: cpu1 - cpu0,
+        device,
+    });
+    r
+}
+
+/// A note of the contenders' median usage per run.
+fn usage_note(usages: &[(&'static str, Vec<Usage>)], payload: u64, rounds: u64) -> String {
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let parts: Vec<String> = usages
+        .iter()
+        .filter(|(_, u)| !u.is_empty())
+        .map(|(name, u)| {
+            let cores = med(u.iter().map(|u| u.cpu_s / u.wall_s).collect());
+            let per_round = med(u.iter().map(|u| u.cpu_s * 1e3 / rounds as f64).collect());
+            let mut line = format!("{name} CPU {per_round:.2} ms per round ({cores:.2} cores)");
+            if u.iter().all(|u| u.device.is_some()) {
+                let dev = |u: &Usage| u.device.unwrap_or_default();
+                let written = med(u.iter().map(|u| dev(u).0 as f64 / payload as f64).collect());
+                let busy = med(
+                    u.iter()
+                        .map(|u| dev(u).1 as f64 / (u.wall_s * 1e3) * 100.0)
+                        .collect(),
+                );
+                let rate = med(
+                    u.iter()
+                        .map(|u| dev(u).0 as f64 / u.wall_s / (1 << 20) as f64)
+                        .collect(),
+                );
+                line += &format!(
+                    ", device wrote {written:.2}x the payload ({rate:.0} MiB/s), busy {busy:.0}% of the run"
+                );
+            }
+            line
+        })
+        .collect();
+    format!(
+        "per run, medians, while timed (CPU of the whole process; the device's counters include \
+         anything else on it): {}",
+        parts.join("; ")
+    )
 }
 
 /// Descriptors this process may open (the soft limit).
@@ -208,7 +309,9 @@ pub fn workload(
             " (DiskStorage per group left out: not enough descriptors)"
         }
     );
-    let results = alternate(name, runs, &contenders, |c, _| {
+    let mut usages: Vec<(&'static str, Vec<Usage>)> =
+        contenders.iter().map(|c| (c.name(), Vec::new())).collect();
+    let results = alternate(name, runs, &contenders, |c, round| {
         let dir = tmpdir();
         let (secs, lat) = match c {
             C::Raftwal => run_engine(load, dir.path()),
@@ -218,6 +321,12 @@ pub fn workload(
         };
         drop(dir);
         settle();
+        // Round 0 is the warm-up, not counted.
+        if let Some(u) = LAST_USAGE.lock().expect("usage lock").take() {
+            if let Some((_, v)) = usages.iter_mut().find(|(n, _)| *n == c.name() && round > 0) {
+                v.push(u);
+            }
+        }
         Run {
             secs,
             entries: load.entries_per_run(),
@@ -250,6 +359,11 @@ pub fn workload(
          group per round"
             .to_string(),
     );
+    w.notes.push(usage_note(
+        &usages,
+        load.entries_per_run() * ENTRY as u64,
+        load.rounds,
+    ));
     w
 }
 
