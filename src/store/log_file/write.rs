@@ -46,6 +46,20 @@ const ENGINE_MAX_GROWTH: u64 = 4 << 20;
 /// Payload bytes of an engine file written between two starts of its write-back.
 pub(super) const WRITEBACK_BYTES: u64 = 256 << 10;
 
+/// Starts the write-back of `ranges` of `file` (`POSIX_FADV_DONTNEED` on each, see
+/// [`LogFile::start_writeback`]); returns the bytes of the ranges whose advice succeeded.
+fn advise_writeback(file: &File, ranges: [Option<(u64, u64)>; 2]) -> u64 {
+    ranges
+        .into_iter()
+        .flatten()
+        .filter(|&(from, to)| {
+            let len = std::num::NonZeroU64::new(to - from);
+            rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed).is_ok()
+        })
+        .map(|(from, to)| to - from)
+        .sum()
+}
+
 /// Widens the range `r` to cover `[from, to)`.
 fn widen(r: &mut Option<(u64, u64)>, from: u64, to: u64) {
     if from < to {
@@ -139,10 +153,7 @@ impl LogFile {
         if let Handle::Detached(Some(file)) = &self.handle {
             if self.payload_end >= self.writeback_at {
                 self.writeback_at = self.payload_end + WRITEBACK_BYTES;
-                for (from, to) in self.unstarted.iter_mut().filter_map(Option::take) {
-                    let len = std::num::NonZeroU64::new(to - from);
-                    let _ = rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed);
-                }
+                advise_writeback(file, std::mem::take(&mut self.unstarted));
             }
         }
     }
@@ -155,30 +166,18 @@ impl LogFile {
     /// advice fails is dropped from the ranges to start, as if started; the engine's next
     /// flush writes it either way.
     pub(crate) fn start_writeback_now(&mut self) -> u64 {
-        if !matches!(self.handle, Handle::Detached(_)) || self.unstarted.iter().all(Option::is_none)
-        {
+        if !matches!(self.handle, Handle::Detached(_)) || self.unstarted == [None, None] {
             return 0;
         }
-        let opened;
-        let file = match &self.handle {
-            Handle::Detached(Some(file)) => file,
-            _ => match open_rw(&self.path) {
-                Ok(f) => {
-                    opened = f;
-                    &opened
-                }
-                Err(_) => return 0,
-            },
-        };
-        self.writeback_at = self.payload_end + WRITEBACK_BYTES;
-        let mut started = 0;
-        for (from, to) in self.unstarted.iter_mut().filter_map(Option::take) {
-            let len = std::num::NonZeroU64::new(to - from);
-            if rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed).is_ok() {
-                started += to - from;
+        let ranges = self.unstarted;
+        match self.with_fd(|file| Ok(advise_writeback(file, ranges))) {
+            Ok(started) => {
+                self.unstarted = [None, None];
+                self.writeback_at = self.payload_end + WRITEBACK_BYTES;
+                started
             }
+            Err(_) => 0,
         }
-        started
     }
 
     /// Whether [`LogFile::start_writeback`] would start a write-back now.
@@ -568,15 +567,7 @@ mod tests {
         let mut lens = vec![created];
         let mut next = 1u64;
         while next <= SLOTS_PER_FILE {
-            let batch: Vec<Entry> = (next..(next + 64).min(SLOTS_PER_FILE + 1))
-                .map(|i| {
-                    let mut e = Entry::default();
-                    e.index = i;
-                    e.term = 1;
-                    e.data = Bytes::from(vec![i as u8; 1024]);
-                    e
-                })
-                .collect();
+            let batch = entries(next, 64.min(SLOTS_PER_FILE + 1 - next), 1024);
             f.write_entries((next - 1) as u32, &batch, &mut scratch)
                 .expect("write");
             next += batch.len() as u64;
