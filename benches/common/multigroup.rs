@@ -17,7 +17,6 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use raft::prelude::{Entry, HardState};
@@ -85,7 +84,7 @@ fn engine_opts() -> EngineOptions {
 }
 
 /// Writes the whole load into `root` with the raftwal engine; returns the per-round timings.
-fn run_engine(load: &Load, root: &Path) -> (f64, Vec<u64>) {
+fn run_engine(load: &Load, root: &Path) -> (f64, Vec<u64>, Usage) {
     let e = Engine::open_with(root, engine_opts()).expect("engine open");
     for g in 1..=load.groups {
         e.create_group(g, 1).expect("create_group");
@@ -103,7 +102,7 @@ fn run_engine(load: &Load, root: &Path) -> (f64, Vec<u64>) {
     r
 }
 
-fn run_raft_engine(load: &Load, root: &Path) -> (f64, Vec<u64>) {
+fn run_raft_engine(load: &Load, root: &Path) -> (f64, Vec<u64>, Usage) {
     let engine = ReEngine::open(engine_cfg(root)).expect("raft-engine open");
     let mut lb = LogBatch::default();
     measured(root, load.rounds as usize, |r| {
@@ -119,7 +118,7 @@ fn run_raft_engine(load: &Load, root: &Path) -> (f64, Vec<u64>) {
     })
 }
 
-fn run_per_group(load: &Load, root: &Path) -> (f64, Vec<u64>) {
+fn run_per_group(load: &Load, root: &Path) -> (f64, Vec<u64>, Usage) {
     let opts = Options {
         sync_writes: false,
         ..Default::default()
@@ -150,9 +149,6 @@ struct Usage {
     device: Option<(u64, u64)>,
 }
 
-/// The usage of the last run measured (a run is one call of `measured` on this thread).
-static LAST_USAGE: Mutex<Option<Usage>> = Mutex::new(None);
-
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage writes into the struct it is given.
     let ru = unsafe {
@@ -167,31 +163,27 @@ fn cpu_seconds() -> f64 {
 /// (bytes written, milliseconds busy) so far of the block device holding `dir`.
 fn device_counters(dir: &Path) -> Option<(u64, u64)> {
     let dev = std::fs::metadata(dir).ok()?.dev();
-    let (major, minor) = (
-        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
-        (dev & 0xff) | ((dev >> 12) & !0xff),
-    );
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
     let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
     let f: Vec<u64> = stat
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0))
         .collect();
-    // Fields: writes completed at 4, sectors (512 B) written at 6, time with I/O in flight at 9.
+    // Fields: sectors (512 B) written at 6, time with I/O in flight (ms) at 9.
     Some((f.get(6)? * 512, *f.get(9)?))
 }
 
-/// `timed_calls`, with the run's usage left in `LAST_USAGE`.
-fn measured(dir: &Path, n: usize, f: impl FnMut(usize)) -> (f64, Vec<u64>) {
+/// `timed_calls`, and what the calls cost the machine.
+fn measured(dir: &Path, n: usize, f: impl FnMut(usize)) -> (f64, Vec<u64>, Usage) {
     let (cpu0, dev0) = (cpu_seconds(), device_counters(dir));
-    let r = timed_calls(n, f);
+    let (secs, lat) = timed_calls(n, f);
     let (cpu1, dev1) = (cpu_seconds(), device_counters(dir));
-    let device = dev0.zip(dev1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
-    *LAST_USAGE.lock().expect("usage lock") = Some(Usage {
-        wall_s: r.0,
+    let usage = Usage {
+        wall_s: secs,
         cpu_s: cpu1 - cpu0,
-        device,
-    });
-    r
+        device: dev0.zip(dev1).map(|(a, b)| (b.0 - a.0, b.1 - a.1)),
+    };
+    (secs, lat, usage)
 }
 
 /// A note of the contenders' median usage per run.
@@ -313,7 +305,7 @@ pub fn workload(
         contenders.iter().map(|c| (c.name(), Vec::new())).collect();
     let results = alternate(name, runs, &contenders, |c, round| {
         let dir = tmpdir();
-        let (secs, lat) = match c {
+        let (secs, lat, usage) = match c {
             C::Raftwal => run_engine(load, dir.path()),
             C::RaftEngine => run_raft_engine(load, dir.path()),
             C::PerGroup => run_per_group(load, dir.path()),
@@ -322,9 +314,9 @@ pub fn workload(
         drop(dir);
         settle();
         // Round 0 is the warm-up, not counted.
-        if let Some(u) = LAST_USAGE.lock().expect("usage lock").take() {
-            if let Some((_, v)) = usages.iter_mut().find(|(n, _)| *n == c.name() && round > 0) {
-                v.push(u);
+        if round > 0 {
+            if let Some((_, v)) = usages.iter_mut().find(|(n, _)| *n == c.name()) {
+                v.push(usage);
             }
         }
         Run {
