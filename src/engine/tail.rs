@@ -32,8 +32,17 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
+    /// No operation is left to write. One the writer has taken may still be on its way into
+    /// the files: what reads see is [`Tail::files_hold_all`].
     pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The files hold the whole log: no entry past them in the view. An operation the writer
+    /// has taken stays in the view until [`Tail::written`] notes it in the files, so this is
+    /// false while it is being written (when [`Tail::is_empty`] is already true).
+    pub(crate) fn files_hold_all(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Payload bytes held (data and contexts of the operations).

@@ -105,7 +105,7 @@ impl GroupLog {
     /// case of `raft::Storage::term`).
     #[inline]
     fn files_hold(&self, idx: u64) -> bool {
-        idx > self.snapshot_index() && idx <= self.files_last && self.tail.is_empty()
+        idx > self.snapshot_index() && idx <= self.files_last && self.tail.files_hold_all()
     }
 
     /// Notes in the term runs (if known) entries just written to the files.
@@ -249,7 +249,7 @@ impl Group {
             Some(t) => Ok(t),
             // The entry a commit appending after the files checks: no wait for the writer.
             None if index == log.files_last && log.files_last_term != 0 => Ok(log.files_last_term),
-            None if log.tail.is_empty() || index < log.tail.start() => {
+            None if log.tail.files_hold_all() || index < log.tail.start() => {
                 self.with_files(|f| f.wal.term(index))
             }
             None => Err(Error::Unavailable {
@@ -300,7 +300,7 @@ impl Group {
     fn build_terms(&self) {
         let mut lg = self.log.write();
         let Some(log) = lg.as_mut() else { return };
-        if log.terms.is_some() || !log.tail.is_empty() {
+        if log.terms.is_some() || !log.tail.files_hold_all() {
             return;
         }
         let fg = self.files.read();
@@ -365,7 +365,7 @@ impl Group {
             }
             return Ok(Vec::new());
         }
-        let split = if log.tail.is_empty() {
+        let split = if log.tail.files_hold_all() {
             high
         } else {
             log.tail.start().clamp(low, high)
