@@ -215,6 +215,13 @@ impl Group {
         self.files.write().take();
     }
 
+    /// The payload bytes of the group's tail, if it holds any operation (an open group).
+    pub(crate) fn tail_held(&self) -> Option<u64> {
+        let lg = self.log.read();
+        let log = lg.as_ref()?;
+        (!log.tail.is_empty()).then(|| log.tail.bytes())
+    }
+
     fn closed(&self) -> Error {
         Error::Closed {
             what: format!("group {}", self.id),
