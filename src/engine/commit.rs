@@ -385,35 +385,39 @@ fn commit(
         }
         seq
     };
-    for ((_, parts), recs) in accepted.iter().zip(&installs) {
-        for (part, rec) in parts.iter().zip(recs) {
+    // Counted before the apply moves the entries into the tails.
+    let appended = cfg!(feature = "metrics").then(|| {
+        let parts = accepted.iter().flat_map(|(_, parts)| parts);
+        parts.fold((0, 0), |(n, b), p| {
+            (
+                n + p.entries.len(),
+                b + crate::metrics::payload_bytes(&p.entries),
+            )
+        })
+    });
+    for ((_, parts), recs) in accepted.iter_mut().zip(&installs) {
+        for (part, rec) in parts.iter_mut().zip(recs) {
             apply_live(shared, groups, part, rec.as_ref(), seq)
                 .inspect_err(|e| shared.poison(e))?;
         }
     }
     shared.applied_seq.store(seq, Ordering::Release);
-    if cfg!(feature = "metrics") {
+    if let Some((entries, bytes)) = appended {
         if installs.iter().flatten().any(Option::is_some) {
             timer.took(crate::metrics::Took::SnapshotInstall);
         }
-        let parts = accepted.iter().flat_map(|(_, parts)| parts);
-        let (entries, bytes) = parts.fold((0, 0), |(n, b), p| {
-            (
-                n + p.entries.len(),
-                b + crate::metrics::payload_bytes(&p.entries),
-            )
-        });
         crate::metrics::appended(entries, bytes);
         crate::metrics::engine_commit(accepted.len());
     }
     Ok(())
 }
 
-/// Applies a live part (checked, journaled) to its group.
+/// Applies a live part (checked, journaled) to its group; its entries move into the group's
+/// tail.
 fn apply_live(
     shared: &Shared,
     groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
-    part: &Part,
+    part: &mut Part,
     snapshot: Option<&SnapshotRecord>,
     seq: u64,
 ) -> Result<()> {
@@ -422,13 +426,13 @@ fn apply_live(
         .ok_or_else(|| gone(part.group_id))?;
     let change = Change {
         snapshot,
-        entries: &part.entries,
+        entries: std::mem::take(&mut part.entries),
         hard_state: part.hard_state.as_ref(),
         conf_state: part.conf_state.as_ref().map(ConfStateRecord::from),
         ints: part.ints,
         truncate: part.truncate,
     };
-    g.apply(shared, &change, seq)
+    g.apply(shared, change, seq)
 }
 
 /// Writes an installed snapshot's data to the group's snapshot file (durable) and describes it.

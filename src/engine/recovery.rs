@@ -534,7 +534,7 @@ fn check_fallback_snapshot(g: &ReadGroup, records: &[super::journal::Record]) ->
 fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
     let groups = shared.groups.read();
     for rec in records {
-        for part in batch::decode(&rec.body, rec.seq)? {
+        for mut part in batch::decode(&rec.body, rec.seq)? {
             let Some(g) = groups.get(&part.group_id) else {
                 continue;
             };
@@ -548,13 +548,13 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             check_contiguous(g, &part, rec.seq)?;
             let change = Change {
                 snapshot: part.snapshot.as_ref(),
-                entries: &part.entries,
+                entries: std::mem::take(&mut part.entries),
                 hard_state: part.hard_state.as_ref(),
                 conf_state: part.conf_state.clone(),
                 ints: part.ints,
                 truncate: part.truncate,
             };
-            g.apply(shared, &change, rec.seq)?;
+            g.apply(shared, change, rec.seq)?;
         }
         shared
             .applied_seq

@@ -60,8 +60,9 @@ impl Tail {
         (!self.entries.is_empty()).then(|| self.start + self.entries.len() as u64 - 1)
     }
 
-    /// Adds journal record `seq`'s `entries` (contiguous, checked against the log).
-    pub(crate) fn push(&mut self, seq: u64, entries: &[Entry]) {
+    /// Adds journal record `seq`'s `entries` (contiguous, checked against the log): the
+    /// operation keeps them, the view a copy of each (a few reference counts, not the bytes).
+    pub(crate) fn push(&mut self, seq: u64, entries: Vec<Entry>) {
         let Some(e0) = entries.first() else { return };
         let i = e0.index;
         if !self.entries.is_empty() && i >= self.start {
@@ -75,10 +76,7 @@ impl Tail {
             .iter()
             .map(|e| (e.data.len() + e.context.len()) as u64)
             .sum::<u64>();
-        self.ops.push_back(Op {
-            seq,
-            entries: entries.to_vec(),
-        });
+        self.ops.push_back(Op { seq, entries });
     }
 
     /// Takes the operations, oldest first, and empties the tail.

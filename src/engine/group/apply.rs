@@ -26,11 +26,11 @@ impl Group {
     pub(crate) fn apply(
         self: &Arc<Self>,
         shared: &Shared,
-        change: &Change<'_>,
+        mut change: Change<'_>,
         seq: u64,
     ) -> Result<()> {
         if change.snapshot.is_some() || change.truncate.is_some() {
-            let r = self.with_both(|b| self.apply_both(shared, b, change, seq));
+            let r = self.with_both(|b| self.apply_both(shared, b, &mut change, seq));
             // The change may have opened a descriptor: into the budget with it.
             self.settle_fds(shared);
             return r;
@@ -38,7 +38,7 @@ impl Group {
         let mut lg = self.log.write();
         let log = lg.as_mut().ok_or_else(|| self.closed())?;
         let before = log.tail.bytes();
-        self.apply_log(shared, log, change, seq);
+        self.apply_log(shared, log, &mut change, seq);
         shared.account_tail(before, log.tail.bytes());
         Ok(())
     }
@@ -46,12 +46,12 @@ impl Group {
     /// The part of [`Group::apply`] every change makes to the log: its entries to the tail
     /// (the group noted as unwritten when its tail was empty), its meta changes, the applied
     /// position.
-    fn apply_log(&self, shared: &Shared, log: &mut GroupLog, change: &Change<'_>, seq: u64) {
+    fn apply_log(&self, shared: &Shared, log: &mut GroupLog, change: &mut Change<'_>, seq: u64) {
         if !change.entries.is_empty() {
             if log.tail.is_empty() {
                 shared.unwritten.lock().push(self.id);
             }
-            log.tail.push(seq, change.entries);
+            log.tail.push(seq, std::mem::take(&mut change.entries));
         }
         apply_meta(log, change);
         log.applied_seq = log.applied_seq.max(seq);
@@ -62,7 +62,7 @@ impl Group {
         &self,
         shared: &Shared,
         b: Both<'_>,
-        change: &Change<'_>,
+        change: &mut Change<'_>,
         seq: u64,
     ) -> Result<()> {
         let Both { log, files } = b;

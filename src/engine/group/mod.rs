@@ -93,7 +93,8 @@ pub(crate) struct GroupFiles {
 /// What a commit's part does to a group, taken from a live batch or from a journal record.
 pub(crate) struct Change<'a> {
     pub snapshot: Option<&'a SnapshotRecord>,
-    pub entries: &'a [Entry],
+    /// Moved into the group's tail (not copied).
+    pub entries: Vec<Entry>,
     pub hard_state: Option<&'a HardState>,
     pub conf_state: Option<ConfStateRecord>,
     pub ints: Option<[u64; 3]>,
