@@ -61,9 +61,9 @@ pub(crate) const WRITE_THRESHOLD: u64 = 64 << 10;
 /// pass writes a few groups rather than all of them at once. Writing every group's tail at
 /// every pass (a round's few KiB per group, two `pwritev` per group per round) cost the writer
 /// more CPU than the commits took. At 128 groups, 16 KiB per group (with the writer's wait
-/// for a flush asleep, module `flushes`) took a quarter off the engine's CPU per round and
-/// raised its throughput from 0.67-0.84x raft-engine's to 0.80-0.92x (docs/PERFORMANCE.md,
-/// "Fewer, larger writes into the groups' files").
+/// for a flush asleep, module `flushes`) took about a sixth off the engine's CPU per round,
+/// and the median throughput went from 0.72x raft-engine's to 0.77x over 11 and 19 runs
+/// (docs/PERFORMANCE.md, "Fewer, larger writes into the groups' files").
 const GROUP_WRITE_BYTES: u64 = 16 << 10;
 
 /// Payload bytes all the tails may hold before a pass writes every tail whatever its size: the
