@@ -530,6 +530,26 @@ mod tests {
         assert_eq!(g.entries(6, 9, None, ctx()).expect("entries"), want[5..]);
     }
 
+    /// A removed group's tail leaves the engine's count of tail bytes with it (the count bounds
+    /// what the tails hold: a leak would make every pass write every tail).
+    #[test]
+    fn removing_a_group_takes_its_tail_out_of_the_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_by_hand(dir.path());
+        let shared = &engine.shared;
+        engine.create_group(1, 1).expect("group 1");
+        engine.create_group(2, 1).expect("group 2");
+        let mut b = WriteBatch::new();
+        b.save(1, &hs(2), &entries(1, 3, 1000), &Snapshot::default());
+        b.save(2, &hs(1), &entries(1, 2, 300), &Snapshot::default());
+        engine.write(&mut b).expect("write");
+        assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 2300);
+        engine.remove_group(1).expect("remove");
+        assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 300);
+        write_tails(shared, Pass::All).expect("full pass");
+        assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 0);
+    }
+
     #[test]
     fn a_due_pass_writes_the_tails_that_reached_their_figure_and_keeps_the_others() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -379,7 +379,7 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     };
     // Every group's maps go now: a handle still held finds its group closed.
     for g in shared.groups.read().values() {
-        g.close();
+        shared.account_tail(g.close(), 0);
     }
     let mut groups = shared.groups.write();
     crate::metrics::engine_groups(-(groups.len() as i64));

@@ -121,7 +121,8 @@ pub(crate) fn assemble(
 /// Removes a group's files, durably: its directory is renamed away (`<id>.removing`), then
 /// deleted. A crash part way leaves the renamed directory, which open deletes.
 pub(crate) fn remove(shared: &Shared, g: &Group) -> Result<()> {
-    g.close();
+    // Its tail goes with it, out of the engine's count.
+    shared.account_tail(g.close(), 0);
     shared.open_files.forget(g.id);
     let groups = shared.root.join(GROUPS_DIR);
     let doomed = groups.join(format!("{}.removing", g.id));

@@ -209,11 +209,13 @@ pub(crate) struct Both<'a> {
 }
 
 impl Group {
-    /// Drops the group's state (its maps): every handle finds it closed.
-    pub(crate) fn close(&self) {
+    /// Drops the group's state (its maps): every handle finds it closed. Returns the payload
+    /// bytes its tail held (for the engine's count of tail bytes).
+    pub(crate) fn close(&self) -> u64 {
         let _w = self.writing.lock();
-        self.log.write().take();
+        let held = self.log.write().take().map_or(0, |log| log.tail.bytes());
         self.files.write().take();
+        held
     }
 
     /// The payload bytes of the group's tail, if it holds any operation (an open group).
