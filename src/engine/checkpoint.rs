@@ -46,28 +46,21 @@ const PERIOD: Duration = Duration::from_secs(5);
 const WRITE_PERIOD: Duration = Duration::from_millis(20);
 /// Payload bytes of a group's tail written per hold of its lock.
 const WRITE_CHUNK: u64 = 256 << 10;
-/// The writer makes a pass once the tails hold this many payload bytes in all (and every
-/// checkpoint writes them all); a pass writes the tails that reached their group's figure
-/// ([`GROUP_WRITE_BYTES`]). Small: the writes (and their write-back, started as each group is
-/// written) then reach the disk a little at a time, beside the commits' journal flushes,
-/// rather than in bursts that hold them up. A pass of 1 MiB made slow rounds even with no
-/// write-back started at all; 64 KiB halved the p99 round at 16 groups, at the same
-/// throughput (docs/PERFORMANCE.md, "The writer's threshold").
+/// The writer makes a pass once a group's tail reached its figure ([`GROUP_WRITE_BYTES`]) and
+/// the tails hold this many payload bytes in all (every checkpoint writes them all). Small, so
+/// that the writes and their write-back reach the disk a little at a time beside the journal's
+/// flushes, not in bursts (docs/PERFORMANCE.md, "The writer's threshold").
 pub(crate) const WRITE_THRESHOLD: u64 = 64 << 10;
 
-/// A group's tail is written into its files once it holds at least this many payload bytes,
-/// and fewer than twice as many: the figure in between is the group's own, drawn from its id
-/// ([`group_write_bytes`]), so that groups fed alike reach theirs in different rounds and each
-/// pass writes a few groups rather than all of them at once. Writing every group's tail at
-/// every pass (a round's few KiB per group, two `pwritev` per group per round) cost the writer
-/// more CPU than the commits took. At 128 groups, 16 KiB per group (with the writer's wait
-/// for a flush asleep, module `flushes`) took about a sixth off the engine's CPU per round,
-/// and the median throughput went from 0.72x raft-engine's to 0.77x over 11 and 19 runs
+/// A group's tail is written once it holds this many payload bytes, up to twice as many: a
+/// figure of its own ([`group_write_bytes`]), so that groups fed alike come due in different
+/// rounds. Few, larger writes per file instead of two small ones per group and round
 /// (docs/PERFORMANCE.md, "Fewer, larger writes into the groups' files").
 const GROUP_WRITE_BYTES: u64 = 16 << 10;
 
-/// Payload bytes all the tails may hold before a pass writes every tail whatever its size: the
-/// bound on what the tails keep in memory (thousands of groups, each short of its figure).
+/// Payload bytes all the tails may hold before a pass writes tails whatever their size, until
+/// they hold half of it: a bound on what thousands of groups, each short of its figure, keep in
+/// memory (payloads only; each entry's own struct, held twice, comes on top).
 const TAILS_HELD_MAX: u64 = 64 << 20;
 
 /// The least write-back a checkpoint starts between two commits' flushes (a quarter MiB of
@@ -142,10 +135,13 @@ fn background(weak: Weak<Shared>) {
             continue;
         }
         let appended = shared.journal.lock().appended();
-        let checkpoint =
-            appended >= shared.opts.checkpoint_bytes || (last.elapsed() >= PERIOD && appended > 0);
-        let write =
-            checkpoint || nudged || shared.tail_bytes.load(Ordering::Acquire) >= WRITE_THRESHOLD;
+        let checkpoint = checkpoint_due(
+            appended,
+            shared.tail_bytes.load(Ordering::Acquire),
+            last.elapsed(),
+            shared.opts.checkpoint_bytes,
+        );
+        let write = checkpoint || nudged || writer_due(&shared);
         let done = if checkpoint {
             last = Instant::now();
             run(&shared, false)
@@ -176,13 +172,28 @@ pub(crate) enum Pass {
 /// The payload bytes at which group `id`'s tail is written in a [`Pass::Due`]: from
 /// [`GROUP_WRITE_BYTES`] up to twice that, spread over the ids by a fixed mix of their bits
 /// (neighbouring ids get unrelated figures).
-fn group_write_bytes(id: u64) -> u64 {
+pub(crate) fn group_write_bytes(id: u64) -> u64 {
     // The finalizer of SplitMix64: every bit of the id moves about half the bits of the result.
     let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
     GROUP_WRITE_BYTES + z % GROUP_WRITE_BYTES
+}
+
+/// Whether a checkpoint is due: the journal grew by `checkpoint_bytes` since the last one, or
+/// `PERIOD` passed with anything in the journal or the tails since (after a reopen the tails
+/// hold what replay put there, with nothing appended yet).
+fn checkpoint_due(appended: u64, tail_bytes: u64, since_last: Duration, every: u64) -> bool {
+    appended >= every || (since_last >= PERIOD && (appended > 0 || tail_bytes > 0))
+}
+
+/// Whether the writer has a [`Pass::Due`] to make: a group's tail reached its figure since the
+/// last pass began and the tails hold [`WRITE_THRESHOLD`] in all, or they hold
+/// [`TAILS_HELD_MAX`].
+pub(crate) fn writer_due(shared: &Shared) -> bool {
+    let held = shared.tail_bytes.load(Ordering::Acquire);
+    held >= TAILS_HELD_MAX || (held >= WRITE_THRESHOLD && shared.tails_due.load(Ordering::Acquire))
 }
 
 /// Writes the tails `pass` selects into their groups' files (unflushed); the groups whose tail
@@ -193,7 +204,12 @@ pub(crate) fn write_tails(shared: &Shared, pass: Pass) -> Result<()> {
 
 /// [`write_tails`], every tail written once the tails hold `held_max` payload bytes in all.
 fn write_tails_held(shared: &Shared, pass: Pass, held_max: u64) -> Result<()> {
-    let all = pass == Pass::All || shared.tail_bytes.load(Ordering::Acquire) >= held_max;
+    // Groups that reach their figure from now on make the next pass due.
+    shared.tails_due.store(false, Ordering::Release);
+    let all = pass == Pass::All;
+    // Past the bound, tails are written whatever their size, in the list's order, until the
+    // tails hold half the bound: not all at once.
+    let mut bounded = !all && shared.tail_bytes.load(Ordering::Acquire) >= held_max;
     let ids = std::mem::take(&mut *shared.unwritten.lock());
     let mut waiting = Vec::new();
     // Newest first: a commit applies its parts in the order the groups came (oldest first),
@@ -203,11 +219,14 @@ fn write_tails_held(shared: &Shared, pass: Pass, held_max: u64) -> Result<()> {
         let Some(g) = shared.groups.read().get(&id).cloned() else {
             continue;
         };
+        if bounded && shared.tail_bytes.load(Ordering::Acquire) < held_max / 2 {
+            bounded = false;
+        }
         match g.tail_held() {
             // Written meanwhile (a snapshot of the group), or the group closed: the next
             // commit to it lists it again.
             None => continue,
-            Some(bytes) if !all && bytes < group_write_bytes(id) => {
+            Some(bytes) if !all && !bounded && bytes < group_write_bytes(id) => {
                 waiting.push(id);
                 continue;
             }
@@ -227,8 +246,11 @@ fn write_tails_held(shared: &Shared, pass: Pass, held_max: u64) -> Result<()> {
         g.settle_fds(shared);
     }
     if !waiting.is_empty() {
-        // Back in front of the groups listed meanwhile, oldest first as they were.
+        // Back in front of the groups listed meanwhile, oldest first as they were; once (a
+        // group whose tail was emptied meanwhile, by a snapshot, may be listed again already).
         let mut listed = shared.unwritten.lock();
+        let again: std::collections::HashSet<u64> = listed.iter().copied().collect();
+        waiting.retain(|id| !again.contains(id));
         waiting.reverse();
         waiting.append(&mut listed);
         *listed = waiting;
@@ -385,7 +407,7 @@ fn start_writeback_paced(shared: &Shared, captured: &Captured) -> Result<()> {
         if paced && piece >= MIN_PACED_BYTES.max(shared.flushes.last_bytes()) {
             paced = !shared.stopping() && shared.flushes.wait_next();
             piece = 0;
-            if shared.tail_bytes.load(Ordering::Acquire) >= WRITE_THRESHOLD {
+            if writer_due(shared) {
                 write_tails(shared, Pass::Due)?;
             }
         }
@@ -548,6 +570,101 @@ mod tests {
         assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 300);
         write_tails(shared, Pass::All).expect("full pass");
         assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_checkpoint_comes_due_with_the_journal_or_with_time_and_anything_held() {
+        let every = 64 << 20;
+        let (soon, later) = (Duration::from_millis(10), PERIOD);
+        assert!(
+            checkpoint_due(every, 0, soon, every),
+            "the journal grew by its step"
+        );
+        assert!(
+            checkpoint_due(1, 0, later, every),
+            "time, with records appended"
+        );
+        assert!(
+            checkpoint_due(0, 100, later, every),
+            "time, with tails replayed at open and nothing appended since"
+        );
+        assert!(!checkpoint_due(0, 0, later, every), "nothing to do");
+        assert!(!checkpoint_due(1, 100, soon, every), "not yet");
+    }
+
+    /// The writer makes a pass only when some group's tail reached its figure: tails that are
+    /// many but each short of it (80 KB over 8 groups) make none, however often commits come.
+    #[test]
+    fn a_pass_comes_due_when_a_group_reaches_its_figure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_by_hand(dir.path());
+        let shared = &engine.shared;
+        let mut b = WriteBatch::new();
+        for id in 1..=8 {
+            engine.create_group(id, 1).expect("group");
+            b.save(id, &hs(1), &entries(1, 2, 10_000), &Snapshot::default());
+        }
+        engine.write(&mut b).expect("write");
+        assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 80_000);
+        assert!(!writer_due(shared), "no group reached its figure");
+        let mut b = WriteBatch::new();
+        b.save(3, &hs(2), &entries(2, 3, 30_000), &Snapshot::default());
+        engine.write(&mut b).expect("write");
+        assert!(writer_due(shared), "group 3 reached its figure");
+        write_tails(shared, Pass::Due).expect("due pass");
+        assert_eq!(shared.groups.read()[&3].tail_held(), None);
+        assert!(!writer_due(shared), "the pass wrote what was due");
+        assert_eq!(shared.unwritten.lock().len(), 7);
+    }
+
+    /// Tails replayed at open, each short of its figure and nothing committed since: the
+    /// background thread's timed checkpoint writes them (the journal's growth never will).
+    #[test]
+    fn tails_replayed_at_open_are_written_without_new_commits() {
+        fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+            std::fs::create_dir_all(to).expect("mkdir");
+            for e in std::fs::read_dir(from).expect("read_dir") {
+                let e = e.expect("entry");
+                let target = to.join(e.file_name());
+                if e.file_type().expect("type").is_dir() {
+                    copy_dir(&e.path(), &target);
+                } else {
+                    std::fs::copy(e.path(), &target).expect("copy");
+                }
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_by_hand(&dir.path().join("a"));
+        let mut b = WriteBatch::new();
+        for id in 1..=8 {
+            engine.create_group(id, 1).expect("group");
+            b.save(id, &hs(1), &entries(1, 2, 10_000), &Snapshot::default());
+        }
+        engine.write(&mut b).expect("write");
+        // The root as a crash would leave it: the records durable, the tails not written.
+        copy_dir(&dir.path().join("a"), &dir.path().join("b"));
+        drop(engine);
+        let engine = Engine::open(dir.path().join("b")).expect("open the copy");
+        let shared = &engine.shared;
+        assert_eq!(
+            shared.tail_bytes.load(Ordering::Acquire),
+            80_000,
+            "replayed"
+        );
+        // A bound for a liveness check, not a timing: the checkpoint comes after PERIOD.
+        let deadline = Instant::now() + PERIOD * 6;
+        while shared.tail_bytes.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 0, "written");
+        assert!(shared.unwritten.lock().is_empty());
+        for id in 1..=8 {
+            let g = engine.group(id).expect("group");
+            assert_eq!(
+                g.entries(1, 2, None, ctx()).expect("read"),
+                entries(1, 2, 10_000)
+            );
+        }
     }
 
     #[test]

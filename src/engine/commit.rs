@@ -326,9 +326,7 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
     }
     drop(groups);
     let appended = shared.journal.lock().appended();
-    if appended >= shared.opts.checkpoint_bytes
-        || shared.tail_bytes.load(Ordering::Acquire) >= super::checkpoint::WRITE_THRESHOLD
-    {
+    if appended >= shared.opts.checkpoint_bytes || super::checkpoint::writer_due(shared) {
         shared.checkpointer.nudge();
     }
 }

@@ -72,9 +72,7 @@ impl Flushes {
 
     /// Waits, up to [`MAX_WAIT`], for the flush in flight (if any) to end. Returns whether one
     /// was in flight. Advice to the writer only: nothing depends on it for correctness.
-    ///
-    /// The wait sleeps: spinning on `sched_yield` instead cost the writer 9.5% of the engine's
-    /// CPU at 128 groups (docs/PERFORMANCE.md, "Fewer, larger writes into the groups' files").
+    /// It sleeps: a `sched_yield` loop burned the writer's CPU (docs/PERFORMANCE.md).
     pub(crate) fn wait_out(&self) -> bool {
         let seen = self.ended.load(Ordering::SeqCst);
         if !self.in_flight.load(Ordering::SeqCst) {

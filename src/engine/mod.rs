@@ -142,6 +142,9 @@ pub(crate) struct Shared {
     pub open_files: fds::OpenFiles,
     /// Payload bytes in all the groups' tails.
     pub tail_bytes: AtomicU64,
+    /// A group's tail reached its figure (`checkpoint::group_write_bytes`) since the writer's
+    /// last pass began.
+    pub tails_due: AtomicBool,
     /// The root's lock; released by close (handles may outlive the engine).
     pub lock: Mutex<Option<File>>,
 }

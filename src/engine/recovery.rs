@@ -120,6 +120,7 @@ pub(crate) fn open(
         unwritten: Mutex::new(Vec::new()),
         open_files,
         tail_bytes: AtomicU64::new(0),
+        tails_due: AtomicBool::new(false),
         lock: Mutex::new(Some(lock)),
     };
     // The journal as found, durable, and a torn end cut durably, before anything is replayed

@@ -51,7 +51,14 @@ impl Group {
             if log.tail.is_empty() {
                 shared.unwritten.lock().push(self.id);
             }
+            let before = log.tail.bytes();
             log.tail.push(seq, std::mem::take(&mut change.entries));
+            let figure = crate::engine::checkpoint::group_write_bytes(self.id);
+            if before < figure && log.tail.bytes() >= figure {
+                shared
+                    .tails_due
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
         }
         apply_meta(log, change);
         log.applied_seq = log.applied_seq.max(seq);

@@ -72,11 +72,9 @@ fn widen(r: &mut Option<(u64, u64)>, from: u64, to: u64) {
 const STAGE_LIMIT: u64 = 256 << 10;
 
 /// An engine group's file stages a save's payloads only when they average fewer bytes than
-/// this; larger ones go straight from the entries' buffers. The engine's writer moves 16-32 KiB
-/// of a group's entries at a time, and staging them copied every byte once more in user space
-/// (4% of the engine's samples at 128 groups of 1 KiB entries; written without the stage, its
-/// CPU per round fell by about a tenth: docs/PERFORMANCE.md, "Fewer, larger writes into the
-/// groups' files"). A `DiskStorage` keeps staging (its tuning: docs/PERFORMANCE.md).
+/// this: the writer moves 16-32 KiB of a group's entries at a time, and staging them copied
+/// every byte once more (docs/PERFORMANCE.md, "Fewer, larger writes into the groups' files").
+/// A `DiskStorage` keeps staging.
 const ENGINE_STAGE_BELOW: u64 = 512;
 
 /// Bytes an entry's payload takes in the payload area.
