@@ -475,6 +475,17 @@ mod tests {
         engine
     }
 
+    /// Groups 1 to 8, each holding one entry of 10,000 bytes in its tail: 80,000 bytes in all
+    /// (past `WRITE_THRESHOLD`), each short of its figure.
+    fn short_of_their_figures(engine: &Engine) {
+        let mut b = WriteBatch::new();
+        for id in 1..=8 {
+            engine.create_group(id, 1).expect("group");
+            b.save(id, &hs(1), &entries(1, 2, 10_000), &Snapshot::default());
+        }
+        engine.write(&mut b).expect("write");
+    }
+
     #[test]
     fn each_group_has_its_own_figure_between_one_and_two_steps() {
         let figures: Vec<u64> = (1..=1024).map(group_write_bytes).collect();
@@ -599,12 +610,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = engine_by_hand(dir.path());
         let shared = &engine.shared;
-        let mut b = WriteBatch::new();
-        for id in 1..=8 {
-            engine.create_group(id, 1).expect("group");
-            b.save(id, &hs(1), &entries(1, 2, 10_000), &Snapshot::default());
-        }
-        engine.write(&mut b).expect("write");
+        short_of_their_figures(&engine);
         assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 80_000);
         assert!(!writer_due(shared), "no group reached its figure");
         let mut b = WriteBatch::new();
@@ -635,12 +641,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = engine_by_hand(&dir.path().join("a"));
-        let mut b = WriteBatch::new();
-        for id in 1..=8 {
-            engine.create_group(id, 1).expect("group");
-            b.save(id, &hs(1), &entries(1, 2, 10_000), &Snapshot::default());
-        }
-        engine.write(&mut b).expect("write");
+        short_of_their_figures(&engine);
         // The root as a crash would leave it: the records durable, the tails not written.
         copy_dir(&dir.path().join("a"), &dir.path().join("b"));
         drop(engine);

@@ -524,12 +524,16 @@ mod tests {
             .collect()
     }
 
+    /// A new engine group's log file (id 1, from index 1) in `dir`, and a writer's buffers.
+    fn engine_file(dir: &std::path::Path) -> (LogFile, Scratch) {
+        let f = LogFile::create(dir, 1, 1, 0, None, false, Flavor::Engine).expect("create");
+        (f, Scratch::default())
+    }
+
     #[test]
     fn write_back_now_starts_each_written_range_once_with_or_without_a_descriptor() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut f =
-            LogFile::create(dir.path(), 1, 1, 0, None, false, Flavor::Engine).expect("create");
-        let mut scratch = Scratch::default();
+        let (mut f, mut scratch) = engine_file(dir.path());
         assert_eq!(f.start_writeback_now(), 0, "nothing written");
         // 10 entries of 1,000 bytes: their payloads (each padded to 8 bytes) and 10 slots.
         f.write_entries(0, &entries(1, 10, 1000), &mut scratch)
@@ -569,9 +573,7 @@ mod tests {
     #[test]
     fn an_engine_file_reads_back_staged_and_unstaged_saves_alike() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut f =
-            LogFile::create(dir.path(), 1, 1, 0, None, false, Flavor::Engine).expect("create");
-        let mut scratch = Scratch::default();
+        let (mut f, mut scratch) = engine_file(dir.path());
         let mut all = Vec::new();
         let mut next = 1u64;
         // (entries, data bytes, context bytes): unstaged (1 KiB on average), staged (100 B),
