@@ -164,8 +164,8 @@ fn background(weak: Weak<Shared>) {
 pub(crate) enum Pass {
     /// Every tail (a checkpoint).
     All,
-    /// The tails that reached their group's figure ([`group_write_bytes`]); every tail once
-    /// the tails hold [`TAILS_HELD_MAX`] in all.
+    /// The tails that reached their group's figure ([`group_write_bytes`]); once the tails
+    /// hold [`TAILS_HELD_MAX`] in all, any tail, until they hold half of it.
     Due,
 }
 
@@ -202,7 +202,7 @@ pub(crate) fn write_tails(shared: &Shared, pass: Pass) -> Result<()> {
     write_tails_held(shared, pass, TAILS_HELD_MAX)
 }
 
-/// [`write_tails`], every tail written once the tails hold `held_max` payload bytes in all.
+/// [`write_tails`] with the bound of a [`Pass::Due`] at `held_max` payload bytes.
 fn write_tails_held(shared: &Shared, pass: Pass, held_max: u64) -> Result<()> {
     // Groups that reach their figure from now on make the next pass due.
     shared.tails_due.store(false, Ordering::Release);
@@ -246,16 +246,20 @@ fn write_tails_held(shared: &Shared, pass: Pass, held_max: u64) -> Result<()> {
         g.settle_fds(shared);
     }
     if !waiting.is_empty() {
-        // Back in front of the groups listed meanwhile, oldest first as they were; once (a
-        // group whose tail was emptied meanwhile, by a snapshot, may be listed again already).
-        let mut listed = shared.unwritten.lock();
-        let again: std::collections::HashSet<u64> = listed.iter().copied().collect();
-        waiting.retain(|id| !again.contains(id));
-        waiting.reverse();
-        waiting.append(&mut listed);
-        *listed = waiting;
+        relist(&mut shared.unwritten.lock(), waiting);
     }
     Ok(())
+}
+
+/// Puts the groups a pass left waiting (`waiting`, newest first, as the pass met them) back in
+/// front of the groups `listed` meanwhile, oldest first as they were, each once: a group whose
+/// tail was emptied meanwhile (by a snapshot) may be listed again already.
+fn relist(listed: &mut Vec<u64>, mut waiting: Vec<u64>) {
+    let again: std::collections::HashSet<u64> = listed.iter().copied().collect();
+    waiting.retain(|id| !again.contains(id));
+    waiting.reverse();
+    waiting.append(listed);
+    *listed = waiting;
 }
 
 /// Runs a checkpoint. `closing`: the caller holds the pipeline (close), and every group is
@@ -581,6 +585,17 @@ mod tests {
         assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 300);
         write_tails(shared, Pass::All).expect("full pass");
         assert_eq!(shared.tail_bytes.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn groups_left_waiting_go_back_first_oldest_first_and_once() {
+        // The pass met 9, 4, 2 (newest first); meanwhile 7 and 4 were listed.
+        let mut listed = vec![7, 4];
+        relist(&mut listed, vec![9, 4, 2]);
+        assert_eq!(listed, vec![2, 9, 7, 4]);
+        let mut listed = Vec::new();
+        relist(&mut listed, vec![3, 1]);
+        assert_eq!(listed, vec![1, 3]);
     }
 
     #[test]
