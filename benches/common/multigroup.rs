@@ -149,15 +149,10 @@ struct Usage {
     device: Option<(u64, u64)>,
 }
 
+/// CPU time of the whole process so far (every thread, user and system).
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the struct it is given.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// (bytes written, milliseconds busy) so far of the block device holding `dir`.
