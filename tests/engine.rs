@@ -998,3 +998,100 @@ fn a_truncation_that_opens_a_file_keeps_it_within_max_open_files() {
         assert_eq!(got, want, "group {g}");
     }
 }
+
+/// Everything a reopened root answers for each of its groups: ids, hard and conf states, the
+/// snapshot's index, the whole log.
+fn root_state(e: &Engine) -> Vec<(u64, HardState, u64, Vec<Entry>)> {
+    e.group_ids()
+        .into_iter()
+        .map(|id| {
+            let g = e.group(id).unwrap();
+            let rs = g.initial_state().unwrap();
+            let snap = g.snapshot(0, 0).map_or(0, |s| s.get_metadata().index);
+            (id, rs.hard_state, snap, all(&g))
+        })
+        .collect()
+}
+
+/// Open reads and prepares the groups on several threads (`recovery_threads`): a root of many
+/// groups, taken as a kill leaves it (journal records to replay, files written past their meta
+/// pages) and after a clean close, must open to the same state on one thread and on four, and
+/// a root with damaged groups must fail with the same error (the first damaged group in
+/// the directory's order, as on one thread).
+#[test]
+fn many_groups_open_alike_on_one_thread_and_on_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let on = |threads: usize| EngineOptions {
+        recovery_threads: threads,
+        ..small()
+    };
+    let e = Engine::open_with(&root, on(1)).unwrap();
+    let mut b = WriteBatch::new();
+    for gid in 1..=80u64 {
+        e.create_group(gid, 100 + gid).unwrap();
+    }
+    for round in 0..6u64 {
+        for gid in 1..=80u64 {
+            let n = 1 + (gid * 7 + round) % 5;
+            let lo = e.group(gid).unwrap().last_index().unwrap() + 1;
+            b.save(
+                gid,
+                &hs(round + 1, gid, lo - 1),
+                &entries(lo, lo + n - 1, round + 1, gid),
+                &Snapshot::default(),
+            );
+        }
+        e.write(&mut b).unwrap();
+    }
+    // Some groups take snapshots and compact; some are removed.
+    for gid in (3..=80u64).step_by(9) {
+        let g = e.group(gid).unwrap();
+        g.create_snapshot(4, None, Bytes::from(format!("state of {gid} at 4")))
+            .unwrap();
+        g.truncate_entries_until(4).unwrap();
+    }
+    for gid in [5u64, 40, 77] {
+        e.remove_group(gid).unwrap();
+    }
+    let killed = dir.path().join("killed");
+    roots::kill_image(&root, &killed);
+    e.close().unwrap();
+
+    for image in [&killed, &root] {
+        let mut states = Vec::new();
+        for threads in [1, 4, 1, 4] {
+            let copy = dir.path().join(format!("copy-{threads}-{}", states.len()));
+            roots::kill_image(image, &copy);
+            let e = Engine::open_with(&copy, on(threads)).unwrap();
+            let state = root_state(&e);
+            assert_eq!(state.len(), 77);
+            e.close().unwrap();
+            // And again after the close that open's threads prepared for.
+            let again = Engine::open_with(&copy, on(threads)).unwrap();
+            assert_eq!(root_state(&again), state);
+            states.push(state);
+        }
+        assert!(
+            states.windows(2).all(|w| w[0] == w[1]),
+            "{}",
+            image.display()
+        );
+    }
+
+    // Groups with both meta copies damaged, one in seven.
+    for gid in (2..=80u64).step_by(7).filter(|g| ![5, 40, 77].contains(g)) {
+        let meta = root.join("groups").join(gid.to_string()).join(META_FILE);
+        damage_meta_copy(&meta, 1);
+        damage_meta_copy(&meta, 2);
+    }
+    let errors: Vec<String> = [1, 4, 2, 4]
+        .into_iter()
+        .map(|threads| match Engine::open_with(&root, on(threads)) {
+            Ok(_) => panic!("opened a root with damaged groups on {threads} threads"),
+            Err(err) => err.to_string(),
+        })
+        .collect();
+    assert!(errors[0].contains(META_FILE), "{}", errors[0]);
+    assert!(errors.windows(2).all(|w| w[0] == w[1]), "{errors:?}");
+}

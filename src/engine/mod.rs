@@ -88,6 +88,10 @@ pub struct EngineOptions {
     /// background (default 64 MiB): the journal's disk use and the replay at open stay about
     /// this size.
     pub checkpoint_bytes: u64,
+    /// Threads open reads and prepares the groups on, the calling thread one of them (default
+    /// 4, and never more than the machine has cores; 0 or 1: the calling thread alone). Each
+    /// group is a dozen system calls on files of its own, so they overlap well.
+    pub recovery_threads: usize,
 }
 
 impl Default for EngineOptions {
@@ -99,6 +103,7 @@ impl Default for EngineOptions {
             max_open_files: 256,
             journal_segment_bytes: 32 << 20,
             checkpoint_bytes: 64 << 20,
+            recovery_threads: 4,
         }
     }
 }

@@ -70,7 +70,14 @@ pub(crate) fn open(
         }
     }
 
-    let read = read_groups(&root, mode, cipher.as_ref(), root_record.checkpoint_seq)?;
+    let threads = opts.recovery_threads;
+    let read = read_groups(
+        &root,
+        mode,
+        cipher.as_ref(),
+        root_record.checkpoint_seq,
+        threads,
+    )?;
     let journal_dir = root.join(JOURNAL_DIR);
     let new_journal = !journal_dir.exists();
     let mut opened = Journal::open(
@@ -85,7 +92,7 @@ pub(crate) fn open(
         check_fallback_snapshot(g, &opened.records)?;
     }
     // Every check passed: now the tidying.
-    let groups = finish_groups(&root, read, cipher.as_ref())?;
+    let groups = finish_groups(&root, read, cipher.as_ref(), threads)?;
     opened.journal.tidy()?;
     if new_journal {
         // The journal's directory entry, durable before a record in it is acknowledged (the
@@ -147,15 +154,18 @@ struct ReadGroups {
     leftovers: Vec<PathBuf>,
 }
 
-/// Reads every group under `root/groups` (changing nothing).
+/// Reads every group under `root/groups` (changing nothing), on up to `threads` threads
+/// ([`in_parallel`]). A damaged group fails it with the same error as on one thread: the
+/// first in the directory's order.
 fn read_groups(
     root: &Path,
     mode: RecoveryMode,
     cipher: Option<&Cipher>,
     checkpoint_seq: u64,
+    threads: usize,
 ) -> Result<ReadGroups> {
     let dir = root.join(GROUPS_DIR);
-    let mut groups = Vec::new();
+    let mut found = Vec::new();
     let mut leftovers = Vec::new();
     for ent in fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))? {
         let ent = ent.map_err(|e| Error::io("read directory", &dir, e))?;
@@ -166,7 +176,7 @@ fn read_groups(
             continue;
         };
         if let Some(id) = parse_group_name(&name) {
-            groups.push(read_group(&ent.path(), id, mode, cipher, checkpoint_seq)?);
+            found.push((ent.path(), id));
         } else if name
             .strip_suffix(".tmp")
             .or_else(|| name.strip_suffix(".removing"))
@@ -176,20 +186,77 @@ fn read_groups(
             leftovers.push(ent.path());
         }
     }
+    let groups = in_parallel(threads, found, |(path, id)| {
+        read_group(&path, id, mode, cipher, checkpoint_seq)
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
     Ok(ReadGroups { groups, leftovers })
 }
 
+/// `f` of every item, in the items' order, run on up to `threads` threads (no more than the
+/// machine has cores), the calling thread one of them. The threads take items one at a time
+/// from a shared queue, so a thread that cannot be started leaves its items to the others; a
+/// panic in `f` is passed on as it would be without the threads.
+fn in_parallel<T: Send, R: Send>(
+    threads: usize,
+    items: Vec<T>,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.min(cores).min(items.len());
+    if threads < 2 {
+        return items.into_iter().map(f).collect();
+    }
+    let n = items.len();
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let next = queue.lock().next();
+            let Some((i, item)) = next else { break };
+            done.push((i, f(item)));
+        }
+        done
+    };
+    let mut out: Vec<Option<R>> = std::iter::repeat_with(|| None).take(n).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("raftwal-open".into())
+                    .spawn_scoped(s, work)
+                    .ok()
+            })
+            .collect();
+        let mine = work();
+        for done in std::iter::once(Ok(mine)).chain(handles.into_iter().map(|h| h.join())) {
+            match done {
+                Ok(done) => {
+                    for (i, r) in done {
+                        out[i] = Some(r);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    // Every index was taken from the queue exactly once and its result stored above.
+    out.into_iter().flatten().collect()
+}
+
 /// Opens the groups read, removing what their meta pages do not rely on and what a crash
-/// during a creation or a removal left.
+/// during a creation or a removal left; the groups on up to `threads` threads.
 fn finish_groups(
     root: &Path,
     read: ReadGroups,
     cipher: Option<&Cipher>,
+    threads: usize,
 ) -> Result<BTreeMap<u64, std::sync::Arc<Group>>> {
     let mut groups = BTreeMap::new();
-    for g in read.groups {
-        let id = g.id;
-        groups.insert(id, std::sync::Arc::new(finish_group(g, cipher)?));
+    let finished = in_parallel(threads, read.groups, |g| (g.id, finish_group(g, cipher)));
+    for (id, g) in finished {
+        groups.insert(id, std::sync::Arc::new(g?));
     }
     if !read.leftovers.is_empty() {
         for p in &read.leftovers {
@@ -583,4 +650,48 @@ fn check_contiguous(g: &Group, part: &batch::Decoded, seq: u64) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_parallel;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Work that takes longer for some items than others, so that the threads finish their
+    /// items out of order.
+    fn uneven(x: u64) -> u64 {
+        let mut h = x;
+        for _ in 0..(x % 7) * 2_000 {
+            h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        }
+        std::hint::black_box(h);
+        x * 3
+    }
+
+    #[test]
+    fn every_item_is_done_once_and_comes_back_in_order() {
+        let want: Vec<u64> = (0..2_000).map(|x| x * 3).collect();
+        for threads in [0, 1, 2, 4, 64] {
+            let calls = AtomicUsize::new(0);
+            let got = in_parallel(threads, (0..2_000).collect(), |x| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                uneven(x)
+            });
+            assert_eq!(got, want, "{threads} threads");
+            assert_eq!(calls.load(Ordering::Relaxed), 2_000, "{threads} threads");
+        }
+        assert!(in_parallel(4, Vec::<u64>::new(), uneven).is_empty());
+        assert_eq!(in_parallel(4, vec![7], uneven), vec![21]);
+    }
+
+    #[test]
+    fn a_panic_in_a_thread_is_passed_on() {
+        let caught = std::panic::catch_unwind(|| {
+            in_parallel(4, (0..500u64).collect(), |x| {
+                assert!(x != 333, "item 333");
+                x
+            })
+        });
+        assert!(caught.is_err());
+    }
 }
