@@ -9,6 +9,8 @@
 
 use std::fs::File;
 use std::io::IoSlice;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use raft::prelude::{Entry, EntryType};
@@ -399,8 +401,9 @@ impl LogFile {
                 hole.div_ceil(SLOT_SIZE as u64).min(SLOTS_PER_FILE) as u32,
             );
             // Only slots that are not all zero are written (a page of zeroes stays as it is).
-            let nonzero: Vec<u32> = (a..b).filter(|&k| !self.slot_is_zero(k)).collect();
-            if let (Some(&lo), Some(&hi)) = (nonzero.first(), nonzero.last()) {
+            // They are read with `pread`, not through the map: touching the map would fault its
+            // pages in (and their neighbours), which cost a reopen more than the read.
+            if let Some((lo, hi)) = nonzero_slots(&file, &self.path, a, b)? {
                 self.zero_slots(lo, hi + 1)?;
             }
             at = hole;
@@ -505,6 +508,29 @@ fn seal_entries(cipher: &Cipher, start: u64, entries: &[Entry]) -> (Vec<u8>, Vec
     (payloads, slots)
 }
 
+/// The first and last slot in `[a, b)` of `file` that is not all zero, read with `pread`.
+fn nonzero_slots(file: &File, path: &Path, a: u32, b: u32) -> Result<Option<(u32, u32)>> {
+    const CHUNK: usize = 16 << 10;
+    let mut buf = [0u8; CHUNK];
+    let (mut lo, mut hi) = (None, None);
+    let mut k = a;
+    while k < b {
+        let n = ((b - k) as usize * SLOT_SIZE).min(CHUNK);
+        let at = u64::from(k) * SLOT_SIZE as u64;
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(|e| Error::io("read slots of", path, e))?;
+        for (i, slot) in buf[..n].chunks_exact(SLOT_SIZE).enumerate() {
+            if slot != [0u8; SLOT_SIZE] {
+                let s = k + i as u32;
+                lo.get_or_insert(s);
+                hi = Some(s);
+            }
+        }
+        k += (n / SLOT_SIZE) as u32;
+    }
+    Ok(lo.zip(hi))
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -528,6 +554,68 @@ mod tests {
     fn engine_file(dir: &std::path::Path) -> (LogFile, Scratch) {
         let f = LogFile::create(dir, 1, 1, 0, None, false, Flavor::Engine).expect("create");
         (f, Scratch::default())
+    }
+
+    /// Open clears the slots a group's file holds past the end its meta page records: every
+    /// slot from there on reads zero afterwards, those before it and the header are as they
+    /// were, and the slot pages that held nothing stay holes.
+    #[test]
+    fn clearing_slots_from_an_index_zeroes_every_written_slot_after_it_and_only_those() {
+        use rustix::fs::{seek, SeekFrom};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut f, mut scratch) = engine_file(dir.path());
+        // Slots 0..300 (three slot pages), then stale slots far past them: one in the middle
+        // of the area, and two in the last slot page (which the header shares).
+        f.write_entries(0, &entries(1, 300, 100), &mut scratch)
+            .expect("write");
+        let end = f.payload_end;
+        let path = f.path.clone();
+        drop(f);
+        let raw = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        for k in [15_000u64, 29_950, 29_999] {
+            raw.write_all_at(&[0xA5; SLOT_SIZE], k * SLOT_SIZE as u64)
+                .expect("stale slot");
+        }
+        let before = std::fs::read(&path).expect("read");
+        let mut g = LogFile::open(&path, 1, super::super::Access::Detached, None).expect("open");
+        g.set_recovered(0, end);
+        g.clear_slots_from(100).expect("clear");
+        drop(g);
+
+        let after = std::fs::read(&path).expect("read");
+        let cut = 100 * SLOT_SIZE;
+        assert_eq!(
+            after[..cut],
+            before[..cut],
+            "slots before the cut unchanged"
+        );
+        let area = SLOTS_PER_FILE as usize * SLOT_SIZE;
+        if let Some(at) = after[cut..area].iter().position(|&b| b != 0) {
+            panic!("slot {} not cleared", (cut + at) / SLOT_SIZE);
+        }
+        assert_eq!(
+            after[area..],
+            before[area..],
+            "header and payloads unchanged"
+        );
+        let g = LogFile::open(&path, 1, super::super::Access::Detached, None).expect("reopen");
+        for k in 0..100 {
+            g.verify_slot(k)
+                .expect("a slot before the cut still checks");
+        }
+        // Pages between the written ones are still holes.
+        let file = File::open(&path).expect("open");
+        let page = 4096u64;
+        let hole_at = 4 * page;
+        let data = seek(&file, SeekFrom::Data(hole_at)).expect("seek data");
+        assert_eq!(
+            data,
+            15_000 * SLOT_SIZE as u64 / page * page,
+            "a hole stays a hole"
+        );
     }
 
     #[test]
