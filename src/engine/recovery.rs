@@ -135,7 +135,13 @@ pub(crate) fn open(
     // killed engine left in the page cache only must be durable first) and before anything new
     // is acknowledged (appends after the cut must never sit behind a torn record that a later
     // open would take for damage).
-    shared.journal.lock().settle()?;
+    {
+        let mut journal = shared.journal.lock();
+        journal.settle()?;
+        if shared.opts.sync_writes {
+            journal.write_directly();
+        }
+    }
     replay(&shared, opened.records)?;
     Ok(shared)
 }

@@ -231,6 +231,8 @@ impl Journal {
             appended: 0,
             cut_pending: matches!(tail, Some((_, true))),
             untidy: (unused, leftovers),
+            direct: false,
+            direct_buf: Default::default(),
         };
         // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
         // record may hold older records with the next sequence numbers, so a new segment starts
@@ -251,6 +253,7 @@ impl Journal {
                 offset,
                 len,
                 dirty: false,
+                direct: None,
             });
         }
         Ok(Opened { journal, records })
