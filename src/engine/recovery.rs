@@ -71,23 +71,35 @@ pub(crate) fn open(
     }
 
     let threads = opts.recovery_threads;
-    let read = read_groups(
-        &root,
-        mode,
-        cipher.as_ref(),
-        root_record.checkpoint_seq,
-        threads,
-    )?;
+    let checkpoint_seq = root_record.checkpoint_seq;
     let journal_dir = root.join(JOURNAL_DIR);
     let new_journal = !journal_dir.exists();
-    let mut opened = Journal::open(
-        &journal_dir,
-        opts.journal_segment_bytes,
-        max_spares(&opts),
-        cipher.clone(),
-        root_record.checkpoint_seq,
-        mode,
-    )?;
+    let read_all = || read_groups(&root, mode, cipher.as_ref(), checkpoint_seq, threads);
+    let open_journal = || {
+        Journal::open(
+            &journal_dir,
+            opts.journal_segment_bytes,
+            max_spares(&opts),
+            cipher.clone(),
+            checkpoint_seq,
+            mode,
+        )
+    };
+    // An existing journal is read on a thread of its own while the groups are read: its read
+    // waits on the disk (direct appends leave no segment in the page cache), the groups' on
+    // system calls. A new journal's directory is made only once the groups have been read
+    // (an open that fails on damage changes nothing). The groups' error comes first, as
+    // without the thread.
+    let (read, mut opened) = if threads >= 2 && !new_journal {
+        let (read, opened) = beside(open_journal, read_all);
+        let read = read?;
+        let opened =
+            opened.ok_or_else(|| Error::invariant("the journal was read on no thread at open"))?;
+        (read, opened?)
+    } else {
+        let read = read_all()?;
+        (read, open_journal()?)
+    };
     for g in &read.groups {
         check_fallback_snapshot(g, &opened.records)?;
     }
@@ -144,6 +156,27 @@ pub(crate) fn open(
     }
     replay(&shared, opened.records)?;
     Ok(shared)
+}
+
+/// `a()` on a thread of its own while this thread runs `b()`; both results. When no thread can
+/// be started, `a()` runs here after `b()`. (`None` for `a` only if it ran nowhere, which the
+/// task's single taker rules out.)
+fn beside<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (B, Option<A>) {
+    let task = Mutex::new(Some(a));
+    let run = || task.lock().take().map(|f| f());
+    std::thread::scope(|s| {
+        let started = std::thread::Builder::new()
+            .name("raftwal-open".into())
+            .spawn_scoped(s, run)
+            .ok();
+        let rb = b();
+        let ra = match started.map(|h| h.join()) {
+            Some(Ok(ra)) => ra,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => None,
+        };
+        (rb, ra.or_else(run))
+    })
 }
 
 /// Spare segments kept: as many as a checkpoint frees (the journal then reuses its files
@@ -688,6 +721,27 @@ mod tests {
         }
         assert!(in_parallel(4, Vec::<u64>::new(), uneven).is_empty());
         assert_eq!(in_parallel(4, vec![7], uneven), vec![21]);
+    }
+
+    #[test]
+    fn beside_runs_both_and_gives_both_results() {
+        let other = std::sync::Mutex::new(None);
+        let (b, a) = super::beside(
+            || {
+                *other.lock().expect("lock") = Some(std::thread::current().id());
+                uneven(6)
+            },
+            || uneven(5),
+        );
+        assert_eq!((b, a), (15, Some(18)));
+        let ran_on = other.lock().expect("lock").expect("ran");
+        assert_ne!(
+            ran_on,
+            std::thread::current().id(),
+            "a ran on a thread of its own"
+        );
+        let caught = std::panic::catch_unwind(|| super::beside(|| panic!("a"), || 1));
+        assert!(caught.is_err(), "a panic in the thread is passed on");
     }
 
     #[test]
