@@ -88,9 +88,10 @@ pub struct EngineOptions {
     /// background (default 64 MiB): the journal's disk use and the replay at open stay about
     /// this size.
     pub checkpoint_bytes: u64,
-    /// Threads open reads and prepares the groups on, the calling thread one of them (default
-    /// 4, and never more than the machine has cores; 0 or 1: the calling thread alone). Each
-    /// group is a dozen system calls on files of its own, so they overlap well.
+    /// Threads open reads and prepares the groups on, the calling thread one of them, and
+    /// whether the journal is read on a thread of its own beside them (default 4, capped at the
+    /// machine's cores; 0 or 1: everything on the calling thread). Each group is a dozen system
+    /// calls on files of its own, so they overlap well.
     pub recovery_threads: usize,
 }
 

@@ -70,7 +70,9 @@ pub(crate) fn open(
         }
     }
 
-    let threads = opts.recovery_threads;
+    // No more threads than cores: each group's reads are system calls, not waits.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = opts.recovery_threads.min(cores);
     let checkpoint_seq = root_record.checkpoint_seq;
     let journal_dir = root.join(JOURNAL_DIR);
     let new_journal = !journal_dir.exists();
@@ -233,8 +235,8 @@ fn read_groups(
     Ok(ReadGroups { groups, leftovers })
 }
 
-/// `f` of every item, in the items' order, run on up to `threads` threads (no more than the
-/// machine has cores), the calling thread one of them. The threads take items one at a time
+/// `f` of every item, in the items' order, run on up to `threads` threads (the caller caps them
+/// at the machine's cores), the calling thread one of them. The threads take items one at a time
 /// from a shared queue, so a thread that cannot be started leaves its items to the others; a
 /// panic in `f` is passed on as it would be without the threads.
 fn in_parallel<T: Send, R: Send>(
@@ -242,8 +244,7 @@ fn in_parallel<T: Send, R: Send>(
     items: Vec<T>,
     f: impl Fn(T) -> R + Sync,
 ) -> Vec<R> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = threads.min(cores).min(items.len());
+    let threads = threads.min(items.len());
     if threads < 2 {
         return items.into_iter().map(f).collect();
     }
@@ -285,7 +286,9 @@ fn in_parallel<T: Send, R: Send>(
 }
 
 /// Opens the groups read, removing what their meta pages do not rely on and what a crash
-/// during a creation or a removal left; the groups on up to `threads` threads.
+/// during a creation or a removal left; the groups on up to `threads` threads. A group that
+/// fails here does not stop the others' preparation (each touches only its own files, and
+/// the open fails all the same, with the first failing group's error in directory order).
 fn finish_groups(
     root: &Path,
     read: ReadGroups,
@@ -746,12 +749,27 @@ mod tests {
 
     #[test]
     fn a_panic_in_a_thread_is_passed_on() {
+        use std::sync::atomic::AtomicBool;
+        // The calling thread waits (a bounded while) until a started thread has taken an item,
+        // and that thread panics: the panic must come back through the join.
+        let taken = AtomicBool::new(false);
         let caught = std::panic::catch_unwind(|| {
-            in_parallel(4, (0..500u64).collect(), |x| {
-                assert!(x != 333, "item 333");
+            in_parallel(2, (0..500u64).collect(), |x| {
+                if std::thread::current().name() == Some("raftwal-open") {
+                    taken.store(true, Ordering::SeqCst);
+                    panic!("item {x} on a started thread");
+                }
+                let since = std::time::Instant::now();
+                while !taken.load(Ordering::SeqCst) && since.elapsed().as_secs() < 10 {
+                    std::thread::yield_now();
+                }
                 x
             })
         });
+        assert!(
+            taken.load(Ordering::SeqCst),
+            "no started thread took an item"
+        );
         assert!(caught.is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! Journal appends with `O_DIRECT`: the record goes from one reused, page-aligned buffer to the
 //! device, past the page cache. A synced commit then copies its bytes once, into memory this
 //! process already holds, instead of into page-cache pages that must be allocated for it (and
-//! later written back and freed), and its `fdatasync` has no dirty pages to find.
+//! later written back and freed), and its `fdatasync` finds no record pages to write (only a
+//! new segment's header, written through the page cache at rotation).
 //!
 //! Records are packed back to back, so a record usually starts inside a page the one before it
 //! ended in. A direct write covers whole pages: it starts at that page with the bytes already
@@ -38,7 +39,10 @@ impl AlignedBuf {
         if self.bytes.len() < len + ALIGN {
             self.bytes = vec![0; (len + ALIGN).next_multiple_of(ALIGN)];
         }
-        let start = self.bytes.as_ptr().align_offset(ALIGN);
+        // The address rounded up to the alignment (plain arithmetic on the address, which
+        // `ALIGN` extra bytes always leave room for).
+        let addr = self.bytes.as_ptr() as usize;
+        let start = addr.next_multiple_of(ALIGN) - addr;
         &mut self.bytes[start..start + len]
     }
 }
@@ -84,19 +88,26 @@ impl Direct {
         next: u64,
         end: u64,
     ) -> std::io::Result<bool> {
-        let page = offset / ALIGN as u64 * ALIGN as u64;
-        let head = (offset - page) as usize;
-        if !end.is_multiple_of(ALIGN as u64) || next > end || next < offset {
+        if next < offset || next > end {
+            self.carry_at = None;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a record from {offset} to {next} does not end by {end}"),
+            ));
+        }
+        if !end.is_multiple_of(ALIGN as u64) {
             self.carry_at = None;
             return Ok(false);
         }
-        if head > 0 && self.carry_at != Some(page) {
+        let page = offset / ALIGN as u64 * ALIGN as u64;
+        let head = (offset - page) as usize;
+        let held = self.carry_at == Some(page) && self.carry.len() == head;
+        // Invalid until this write is whole.
+        self.carry_at = None;
+        if !held {
             self.carry.resize(head, 0);
             reader.read_exact_at(&mut self.carry, page)?;
         }
-        self.carry.truncate(head);
-        // Invalid until this write is whole.
-        self.carry_at = None;
         let total = (end - page) as usize;
         let mut source = Gather {
             parts: std::iter::once(&self.carry[..]).chain(pieces.iter().copied()),
@@ -110,7 +121,12 @@ impl Direct {
             let filled = source.fill(out);
             out[filled..].fill(0);
             let at = page + done as u64;
-            let n = self.file.write_at(out, at)?;
+            let n = loop {
+                match self.file.write_at(out, at) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    r => break r?,
+                }
+            };
             if n != len {
                 // A direct write is not split by the page cache: a short one is an error here
                 // rather than a loop over unaligned remainders.

@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Files: this one (the journal, appends, flushes, rotation, trimming), `open` (reading the
-//! segments at open and what counts as their torn end), `header` (a segment's header page).
+//! segments at open and what counts as their torn end), `header` (a segment's header page),
+//! `direct` (appends written with `O_DIRECT`).
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -118,6 +119,8 @@ pub(crate) struct Journal {
     direct: bool,
     /// The buffer of direct appends.
     direct_buf: direct::AlignedBuf,
+    /// Records appended directly (tests check that the direct path was taken).
+    direct_appends: u64,
 }
 
 /// What the scan at open found.
@@ -252,6 +255,7 @@ impl Journal {
                 page_end,
             ) {
                 Ok(true) => {
+                    self.direct_appends += 1;
                     w.offset += total;
                     w.dirty = true;
                     self.next_seq += 1;
@@ -521,24 +525,47 @@ mod tests {
     }
 
     /// Appends through the page cache and direct appends leave the same bytes in every file:
-    /// records of every size (a few bytes to one larger than a segment, and one written in
-    /// several direct pieces), rotations into recycled spares, and a reopen in the middle of a
-    /// page (the direct writer reads the bytes before the position back from the file).
+    /// records of every size (a few bytes to two pages; records ending exactly at the end of a
+    /// page; records larger than a segment, one growing it to a whole number of pages, which
+    /// goes direct, one to an odd size, which goes through the page cache), rotations into
+    /// recycled spares, and a reopen in the middle of a page (the direct writer reads the
+    /// bytes before the position back from the file).
     #[test]
     fn direct_appends_write_the_same_bytes_as_buffered_ones() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dirs = [tmp.path().join("buffered"), tmp.path().join("direct")];
-        let sizes = |seq: u64| match seq {
-            37 => 150 << 10,              // larger than a segment: a segment of its own
-            90 => 4096 - 16,              // ends a page exactly, with its header
-            _ => body(seq).len() % 9_000, // a few bytes to two pages
+        let page = PAGE as usize;
+        // The body length of record `seq`, from where the journal writes it (the same in both
+        // runs: the offsets are).
+        let size = |seq: u64, j: &Journal| -> usize {
+            let w = j.writer.as_ref();
+            match seq {
+                // Larger than a segment, the segment then a whole number of pages.
+                37 => 38 * page - SEGMENT_HEADER as usize - record::RECORD_HEADER,
+                // Larger than a segment, of an odd size.
+                38 => 100_001,
+                // Ending exactly at the end of a page (of the next segment if it does not fit).
+                s if s % 30 == 0 => {
+                    let at = w.map_or(SEGMENT_HEADER, |w| w.offset);
+                    let mut r = at.next_multiple_of(PAGE) - at;
+                    if r < 64 {
+                        r += PAGE;
+                    }
+                    if w.is_none_or(|w| at + r > w.len) {
+                        r = PAGE;
+                    }
+                    r as usize - record::RECORD_HEADER
+                }
+                _ => body(seq).len() % 9_000,
+            }
         };
-        let record = |seq: u64| -> Vec<u8> {
-            (0..sizes(seq))
+        let record = |seq: u64, len: usize| -> Vec<u8> {
+            (0..len)
                 .map(|i| (seq as usize * 131 + i * 7) as u8)
                 .collect()
         };
-        let mut directly = 0;
+        let mut lens = Vec::new();
+        let (mut directly, mut page_ends) = (0, 0);
         for (n, dir) in dirs.iter().enumerate() {
             let mut checkpoint = 0;
             let mut j = open(dir, 0).journal;
@@ -546,6 +573,7 @@ mod tests {
                 if seq == 1 || seq == 101 {
                     if seq == 101 {
                         // Reopen in the middle of a page.
+                        directly += j.direct_appends;
                         drop(j);
                         j = open(dir, checkpoint).journal;
                     }
@@ -556,9 +584,17 @@ mod tests {
                 if seq % 4 == 0 {
                     prepare(&mut j);
                 }
-                assert_eq!(j.append(&[&record(seq)[..]]).expect("append"), seq);
-                if n == 1 && j.writer.as_ref().is_some_and(|w| w.direct.is_some()) {
-                    directly += 1;
+                let len = size(seq, &j);
+                if n == 0 {
+                    lens.push(len);
+                } else {
+                    assert_eq!(lens[seq as usize - 1], len, "record {seq}");
+                }
+                assert_eq!(j.append(&[&record(seq, len)[..]]).expect("append"), seq);
+                if n == 1 && seq % 30 == 0 {
+                    let at = j.writer.as_ref().map_or(0, |w| w.offset);
+                    assert_eq!(at % PAGE, 0, "record {seq} ends a page");
+                    page_ends += 1;
                 }
                 j.sync().expect("sync");
                 if seq % 40 == 0 {
@@ -566,18 +602,24 @@ mod tests {
                     j.trim(checkpoint).expect("trim");
                 }
             }
+            if n == 1 {
+                directly += j.direct_appends;
+            }
             drop(j);
             let opened = open(dir, checkpoint);
             for r in &opened.records {
-                assert_eq!(&r.body[..], &record(r.seq)[..], "record {}", r.seq);
+                let want = record(r.seq, lens[r.seq as usize - 1]);
+                assert_eq!(&r.body[..], &want[..], "record {}", r.seq);
             }
             assert_eq!(opened.records.last().map(|r| r.seq), Some(160));
         }
-        // Where the file system takes direct writes, nearly every append went direct.
+        assert_eq!(page_ends, 5);
+        // Where the file system takes direct writes, every append but the odd-sized segment's
+        // went direct.
         let probe = tmp.path().join("probe");
         fs::write(&probe, b"").expect("probe");
         if direct::Direct::open(&probe).is_some() {
-            assert!(directly > 150, "only {directly} appends went direct");
+            assert_eq!(directly, 159, "appends written directly");
         }
         assert_eq!(names(&dirs[0]), names(&dirs[1]));
         for name in names(&dirs[0]) {
@@ -615,6 +657,8 @@ mod tests {
             assert_eq!(j.append(&[body]).expect("append"), seq);
             j.sync().expect("sync");
         }
+        let direct_taken = j.writer.as_ref().is_some_and(|w| w.direct.is_some());
+        let written_directly = j.direct_appends;
         drop(j);
         let opened = Journal::open(
             &dir,
@@ -626,6 +670,9 @@ mod tests {
         )
         .expect("reopen");
         let bodies: Vec<&[u8]> = opened.records.iter().map(|r| &r.body[..]).collect();
+        if direct_taken {
+            assert_eq!(written_directly, 3, "records written directly");
+        }
         assert_eq!(
             bodies,
             [&b"small record"[..], &big[..], &b"small record"[..]]

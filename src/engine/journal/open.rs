@@ -233,6 +233,7 @@ impl Journal {
             untidy: (unused, leftovers),
             direct: false,
             direct_buf: Default::default(),
+            direct_appends: 0,
         };
         // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
         // record may hold older records with the next sequence numbers, so a new segment starts

@@ -564,7 +564,7 @@ mod tests {
         use rustix::fs::{seek, SeekFrom};
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut f, mut scratch) = engine_file(dir.path());
-        // Slots 0..300 (three slot pages), then stale slots far past them: one in the middle
+        // Slots 0..300 (three slot pages), then stale slots far past them: a run in the middle
         // of the area, and two in the last slot page (which the header shares).
         f.write_entries(0, &entries(1, 300, 100), &mut scratch)
             .expect("write");
@@ -575,7 +575,8 @@ mod tests {
             .write(true)
             .open(&path)
             .expect("open");
-        for k in [15_000u64, 29_950, 29_999] {
+        // 600 stale slots in a row (more than one 16 KiB read), and two more.
+        for k in (15_000u64..15_600).chain([29_950, 29_999]) {
             raw.write_all_at(&[0xA5; SLOT_SIZE], k * SLOT_SIZE as u64)
                 .expect("stale slot");
         }
