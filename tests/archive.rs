@@ -1240,7 +1240,7 @@ fn a_flipped_byte_anywhere_in_the_file_is_refused_or_changes_nothing() {
     let contents = gunzip(&bytes);
     let n = bytes.len();
     let mut positions: Vec<usize> = (0..n).step_by(53).collect();
-    positions.extend(1..12);
+    positions.extend(0..12);
     positions.extend(n - 40..n);
     let mut refused = 0;
     let mut accepted = Vec::new();
@@ -1265,13 +1265,17 @@ fn a_flipped_byte_anywhere_in_the_file_is_refused_or_changes_nothing() {
     }
     println!("flips accepted (contents unchanged): {accepted:?}");
     assert!(refused > n / 53, "{refused}");
-    // Only bits that carry nothing: the gzip header's, and some in the encoding of the zeros
-    // that end the tar stream (a run of zeros copied from distance 1 or from distance 2 is
-    // the same run).
+    // Every accepted flip left the contents as they were (checked above): bits that carry
+    // nothing. Those are the gzip header's, and some in the encoding of runs of zeros, which
+    // the tar stream holds at its end and in the padding after each member (a run of zeros
+    // copied from distance 1 or from distance 2 is the same run). So they may sit anywhere in
+    // the deflate stream, and which ones the sampled positions hit changes from run to run:
+    // the archive's creation time (in its tar headers and meta.json) changes its compressed
+    // bytes. CI once accepted a flip at byte 12,879 of about 29,700, contents unchanged, which
+    // an older form of this check refused to allow. What is never accepted: the gzip magic
+    // and method, and the trailer (CRC-32 and length of the contents).
     assert!(
-        accepted
-            .iter()
-            .all(|&(at, bit)| (4..10).contains(&at) || (at, bit) == (3, 1) || at + 64 >= n),
+        accepted.iter().all(|&(at, _)| at >= 3 && at + 8 < n),
         "{accepted:?}"
     );
 }
