@@ -236,50 +236,47 @@ impl Journal {
             .as_mut()
             .ok_or_else(|| Error::invariant("journal has no segment to write after rotation"))?;
         let h = record::encode_header(seq, stored);
-        // The padding to 8 bytes, and zeros to the end of the last page.
+        // The record ends at `end`; zeros follow it to the end of its last page.
         let end = w.offset + total;
-        let pad = (end.next_multiple_of(PAGE).min(w.len) - end) as usize + total as usize
-            - record::RECORD_HEADER
-            - len;
-        if let Some(d) = w.direct.as_mut() {
-            let mut pieces = Vec::with_capacity(stored.len() + 1);
-            pieces.push(&h[..]);
-            pieces.extend_from_slice(stored);
-            let page_end = end.next_multiple_of(PAGE).min(w.len);
-            match d.write(
-                &mut self.direct_buf,
-                &w.file,
-                w.offset,
-                &pieces,
-                end,
-                page_end,
-            ) {
-                Ok(true) => {
-                    self.direct_appends += 1;
-                    w.offset += total;
-                    w.dirty = true;
-                    self.next_seq += 1;
-                    self.appended += total;
-                    return Ok(seq);
-                }
-                Ok(false) => {}
-                // Written through the page cache below, as every append after it.
-                Err(_) => {
-                    w.direct = None;
-                    self.direct = false;
+        let page_end = end.next_multiple_of(PAGE).min(w.len);
+        let direct = match w.direct.as_mut() {
+            Some(d) => {
+                let mut pieces = Vec::with_capacity(stored.len() + 1);
+                pieces.push(&h[..]);
+                pieces.extend_from_slice(stored);
+                match d.write(
+                    &mut self.direct_buf,
+                    &w.file,
+                    w.offset,
+                    &pieces,
+                    end,
+                    page_end,
+                ) {
+                    Ok(written) => written,
+                    // Written through the page cache below, as every append after it.
+                    Err(_) => {
+                        w.direct = None;
+                        self.direct = false;
+                        false
+                    }
                 }
             }
+            None => false,
+        };
+        if !direct {
+            let pad = (page_end - w.offset) as usize - record::RECORD_HEADER - len;
+            let mut bufs = Vec::with_capacity(stored.len() + 3);
+            bufs.push(std::io::IoSlice::new(&h));
+            bufs.extend(stored.iter().map(|p| std::io::IoSlice::new(p)));
+            let (a, b) = (
+                pad.min(ZERO_PAGE.len()),
+                pad.saturating_sub(ZERO_PAGE.len()),
+            );
+            bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..a]));
+            bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..b]));
+            crate::sys::fsutil::pwritev_all(&w.file, &mut bufs, w.offset, &w.path)?;
         }
-        let mut bufs = Vec::with_capacity(stored.len() + 3);
-        bufs.push(std::io::IoSlice::new(&h));
-        bufs.extend(stored.iter().map(|p| std::io::IoSlice::new(p)));
-        let (a, b) = (
-            pad.min(ZERO_PAGE.len()),
-            pad.saturating_sub(ZERO_PAGE.len()),
-        );
-        bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..a]));
-        bufs.push(std::io::IoSlice::new(&ZERO_PAGE[..b]));
-        crate::sys::fsutil::pwritev_all(&w.file, &mut bufs, w.offset, &w.path)?;
+        self.direct_appends += u64::from(direct);
         w.offset += total;
         w.dirty = true;
         self.next_seq += 1;
