@@ -443,10 +443,16 @@ mod tests {
     use crate::options::RecoveryMode;
 
     fn open(dir: &Path, checkpoint: u64) -> Opened {
+        open_sized(dir, 64 << 10, 2, checkpoint)
+    }
+
+    /// Opens (strictly) and tidies the journal in `dir` with segments of `segment_bytes` and
+    /// up to `spares` spares.
+    fn open_sized(dir: &Path, segment_bytes: u64, spares: usize, checkpoint: u64) -> Opened {
         let mut opened = Journal::open(
             dir,
-            64 << 10,
-            2,
+            segment_bytes,
+            spares,
             None,
             checkpoint,
             RecoveryMode::AbsoluteConsistency,
@@ -634,17 +640,7 @@ mod tests {
     fn a_record_larger_than_a_direct_piece_reads_back_whole() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("journal");
-        let opened = Journal::open(
-            &dir,
-            32 << 20,
-            1,
-            None,
-            0,
-            RecoveryMode::AbsoluteConsistency,
-        )
-        .expect("open");
-        let mut j = opened.journal;
-        j.tidy().expect("tidy");
+        let mut j = open_sized(&dir, 32 << 20, 1, 0).journal;
         j.write_directly();
         let big: Vec<u8> = (0..(19 << 20) + 12_345)
             .map(|i: usize| ((i * 31) >> 3) as u8)
@@ -657,15 +653,7 @@ mod tests {
         let direct_taken = j.writer.as_ref().is_some_and(|w| w.direct.is_some());
         let written_directly = j.direct_appends;
         drop(j);
-        let opened = Journal::open(
-            &dir,
-            32 << 20,
-            1,
-            None,
-            0,
-            RecoveryMode::AbsoluteConsistency,
-        )
-        .expect("reopen");
+        let opened = open_sized(&dir, 32 << 20, 1, 0);
         let bodies: Vec<&[u8]> = opened.records.iter().map(|r| &r.body[..]).collect();
         if direct_taken {
             assert_eq!(written_directly, 3, "records written directly");
@@ -716,17 +704,7 @@ mod tests {
         for id in [100, 101] {
             fs::write(dir.join(segments::spare_name(id)), vec![0u8; 64 << 10]).expect("spare");
         }
-        let opened = Journal::open(
-            &dir,
-            64 << 10,
-            4,
-            None,
-            0,
-            RecoveryMode::AbsoluteConsistency,
-        )
-        .expect("reopen");
-        let mut j = opened.journal;
-        j.tidy().expect("tidy");
+        let mut j = open_sized(&dir, 64 << 10, 4, 0).journal;
         for seq in 2..=300u64 {
             assert_eq!(j.append(&[&body(seq)]).expect("append"), seq);
             j.sync().expect("sync");
