@@ -33,6 +33,7 @@ mod flushes;
 mod group;
 mod handle;
 mod journal;
+mod open_threads;
 mod record;
 mod recovery;
 pub(crate) mod scan;
