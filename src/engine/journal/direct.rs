@@ -76,9 +76,10 @@ impl Direct {
     /// Writes `pieces` at `offset` followed by zeros to `end` (the end of the last page), through
     /// `buf`; the next record starts at `next` (the record's end, at most `end`). `reader` is a
     /// buffered descriptor of the same file, to read the carry when this writer does not hold
-    /// it. `Ok(false)`: nothing written, `end` is not page-aligned (a segment grown to an odd
-    /// size for one large record): write it through the page cache. An error: not known to be
-    /// written; the caller writes it through the page cache, and stops writing directly.
+    /// it. `Ok(false)`: nothing written, `end` is not page-aligned (a segment of an odd size,
+    /// as journals written before segments grew by whole pages may hold): write it through the
+    /// page cache. An error: not known to be written; the caller writes it through the page
+    /// cache, and stops writing directly.
     pub(super) fn write(
         &mut self,
         buf: &mut AlignedBuf,

@@ -363,7 +363,9 @@ impl Journal {
     /// renamed, or a new file allocated, and its name made durable).
     fn rotate(&mut self, seq: u64, total: u64) -> Result<()> {
         let id = self.next_id();
-        let need = SEGMENT_HEADER + total;
+        // A whole number of pages: the record's last page then ends inside the file, so it is
+        // written directly like any other (an odd size would send it through the page cache).
+        let need = (SEGMENT_HEADER + total).next_multiple_of(PAGE);
         let p = match self.pool.take(id) {
             Some(p) => p,
             None => {
@@ -529,10 +531,10 @@ mod tests {
 
     /// Appends through the page cache and direct appends leave the same bytes in every file:
     /// records of every size (a few bytes to two pages; records ending exactly at the end of a
-    /// page; records larger than a segment, one growing it to a whole number of pages, which
-    /// goes direct, one to an odd size, which goes through the page cache), rotations into
-    /// recycled spares, and a reopen in the middle of a page (the direct writer reads the
-    /// bytes before the position back from the file).
+    /// page; records larger than a segment, one filling its grown segment to the last byte, one
+    /// ending inside the last page of it), rotations into recycled spares, and a reopen in the
+    /// middle of a page (the direct writer reads the bytes before the position back from the
+    /// file).
     #[test]
     fn direct_appends_write_the_same_bytes_as_buffered_ones() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -543,9 +545,10 @@ mod tests {
         let size = |seq: u64, j: &Journal| -> usize {
             let w = j.writer.as_ref();
             match seq {
-                // Larger than a segment, the segment then a whole number of pages.
+                // Larger than a segment, filling the one grown for it to the last byte.
                 37 => 38 * page - SEGMENT_HEADER as usize - record::RECORD_HEADER,
-                // Larger than a segment, of an odd size.
+                // Larger than a segment, ending inside a page: the segment grows to the end
+                // of that page.
                 38 => 100_001,
                 // Ending exactly at the end of a page (of the next segment if it does not fit).
                 s if s % 30 == 0 => {
@@ -617,18 +620,19 @@ mod tests {
             assert_eq!(opened.records.last().map(|r| r.seq), Some(160));
         }
         assert_eq!(page_ends, 5);
-        // Where the file system takes direct writes, every append but the odd-sized segment's
-        // went direct.
+        // Where the file system takes direct writes, every append went direct, the ones that
+        // grew a segment too.
         let probe = tmp.path().join("probe");
         fs::write(&probe, b"").expect("probe");
         if direct::Direct::open(&probe).is_some() {
-            assert_eq!(directly, 159, "appends written directly");
+            assert_eq!(directly, 160, "appends written directly");
         }
         assert_eq!(names(&dirs[0]), names(&dirs[1]));
         for name in names(&dirs[0]) {
             let a = fs::read(dirs[0].join(&name)).expect("read");
             let b = fs::read(dirs[1].join(&name)).expect("read");
             assert_eq!(a.len(), b.len(), "{name}");
+            assert_eq!(a.len() % page, 0, "{name} holds a whole number of pages");
             if let Some(at) = (0..a.len()).find(|&i| a[i] != b[i]) {
                 panic!("{name} differs at byte {at}");
             }
