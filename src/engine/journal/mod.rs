@@ -88,6 +88,10 @@ struct Writer {
     offset: u64,
     /// The segment's length (allocated).
     len: u64,
+    /// Records end by here: `len`, or, in a segment grown for one record larger than a
+    /// segment, that record's end (it holds that record alone; its file ends at the end of
+    /// the record's last page, so that the record is written directly).
+    room: u64,
     /// Records written since its last flush.
     dirty: bool,
     /// Its direct descriptor, when appends bypass the page cache (module `direct`).
@@ -227,7 +231,7 @@ impl Journal {
         let fits = self
             .writer
             .as_ref()
-            .is_some_and(|w| w.offset + total <= w.len);
+            .is_some_and(|w| w.offset + total <= w.room);
         if !fits {
             self.rotate(seq, total)?;
         }
@@ -324,7 +328,7 @@ impl Journal {
         let fits = self
             .writer
             .as_ref()
-            .is_some_and(|w| w.offset + total <= w.len);
+            .is_some_and(|w| w.offset + total <= w.room);
         !fits && matches!(self.pool.next, Next::Preparing(_))
     }
 
@@ -363,9 +367,7 @@ impl Journal {
     /// renamed, or a new file allocated, and its name made durable).
     fn rotate(&mut self, seq: u64, total: u64) -> Result<()> {
         let id = self.next_id();
-        // A whole number of pages: the record's last page then ends inside the file, so it is
-        // written directly like any other (an odd size would send it through the page cache).
-        let need = (SEGMENT_HEADER + total).next_multiple_of(PAGE);
+        let need = SEGMENT_HEADER + total;
         let p = match self.pool.take(id) {
             Some(p) => p,
             None => {
@@ -382,10 +384,14 @@ impl Journal {
             file,
             mut len,
         } = p;
+        let mut room = len;
         if len < need {
-            // A commit larger than a segment: the file grows to hold it.
-            crate::sys::fsutil::allocate(&file, &path, need)?;
-            len = need;
+            // A commit larger than a segment: the file grows to hold it, to the end of its
+            // last page (a whole page, so that the record is written directly like any other;
+            // an odd size would send it through the page cache).
+            len = need.next_multiple_of(PAGE);
+            crate::sys::fsutil::allocate(&file, &path, len)?;
+            room = need;
         }
         let prev_unflushed =
             !self.unflushed.is_empty() || self.writer.as_ref().is_some_and(|w| w.dirty);
@@ -413,6 +419,7 @@ impl Journal {
             path,
             offset: SEGMENT_HEADER,
             len,
+            room,
             dirty: true,
             direct,
         });
@@ -557,7 +564,7 @@ mod tests {
                     if r < 64 {
                         r += PAGE;
                     }
-                    if w.is_none_or(|w| at + r > w.len) {
+                    if w.is_none_or(|w| at + r > w.room) {
                         r = PAGE;
                     }
                     r as usize - record::RECORD_HEADER
@@ -636,6 +643,39 @@ mod tests {
             if let Some(at) = (0..a.len()).find(|&i| a[i] != b[i]) {
                 panic!("{name} differs at byte {at}");
             }
+        }
+    }
+
+    /// A segment grown for a record larger than a segment holds that record alone, in the life
+    /// that wrote it and after a reopen: the next record starts the next segment, though the
+    /// grown file's last page has room after the record.
+    #[test]
+    fn a_segment_grown_for_a_large_record_holds_it_alone() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for reopen in [false, true] {
+            let dir = tmp.path().join(format!("journal-{reopen}"));
+            let mut j = open_sized(&dir, 1 << 20, 1, 0).journal;
+            assert_eq!(j.append(&[b"small"]).expect("append"), 1);
+            // Ends 100 bytes into a page of the grown segment.
+            let big = vec![7u8; (2 << 20) + 100 - record::RECORD_HEADER];
+            assert_eq!(j.append(&[&big]).expect("append"), 2);
+            j.sync().expect("sync");
+            if reopen {
+                drop(j);
+                j = open_sized(&dir, 1 << 20, 1, 0).journal;
+            }
+            assert_eq!(j.append(&[b"after"]).expect("append"), 3);
+            j.sync().expect("sync");
+            drop(j);
+            let ids: Vec<u64> = (1..=3).collect();
+            let want: Vec<String> = ids.iter().map(|&id| segment_name(id)).collect();
+            assert_eq!(names(&dir), want, "reopen {reopen}");
+            let grown = fs::metadata(dir.join(segment_name(2))).expect("stat").len();
+            assert_eq!(grown, SEGMENT_HEADER + (2 << 20) + PAGE, "reopen {reopen}");
+            let opened = open_sized(&dir, 1 << 20, 1, 0);
+            let seqs: Vec<u64> = opened.records.iter().map(|r| r.seq).collect();
+            assert_eq!(seqs, vec![1, 2, 3], "reopen {reopen}");
+            assert_eq!(opened.records[1].body.len(), big.len());
         }
     }
 

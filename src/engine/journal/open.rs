@@ -248,11 +248,15 @@ impl Journal {
                 .metadata()
                 .map_err(|e| Error::io("stat", &seg.path, e))?
                 .len();
+            // A segment larger than a segment's size was grown for one record and holds that
+            // record alone (docs/FORMAT.md, "Journal segment"): appends start the next one.
+            let room = if len > segment_bytes { offset } else { len };
             journal.writer = Some(Writer {
                 file,
                 path: seg.path.clone(),
                 offset,
                 len,
+                room,
                 dirty: false,
                 direct: None,
             });
