@@ -380,7 +380,10 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     let result = {
         let _lead = commit::lead(shared);
         let r = if shared.poisoned.lock().is_none() {
-            checkpoint::run(shared, true).and_then(|()| shared.journal.lock().release_spares())
+            checkpoint::run(shared, true).and_then(|()| {
+                let checkpoint = shared.root_meta.lock().1.checkpoint_seq;
+                shared.journal.lock().close_clean(checkpoint)
+            })
         } else {
             Ok(())
         };

@@ -50,6 +50,11 @@ pub(crate) const SEGMENT_HEADER: u64 = 4096;
 const PAGE: u64 = 4096;
 static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 
+/// Record bytes in the last segment from which a clean close starts a segment of its own
+/// ([`Journal::close_clean`]): reading fewer back at the next open costs less than the
+/// rotation's header write, flush and renames.
+const CLOSE_ROTATE_BYTES: u64 = 1 << 20;
+
 /// The file name of segment `id`.
 fn segment_name(id: u64) -> String {
     format!("{id:016}.jnl")
@@ -147,6 +152,27 @@ impl Journal {
             self.pool.recycle(&path, id, len)?;
         }
         Ok(())
+    }
+
+    /// A clean close, after its checkpoint `checkpoint`: when that covers every record and the
+    /// last segment holds [`CLOSE_ROTATE_BYTES`] of them or more, starts a segment holding only
+    /// its header (flushed), which makes every segment before it obsolete, and trims them; then
+    /// removes the spares ([`Journal::release_spares`]). The next open then has no record to
+    /// read back and check: after a close with `sync_writes` none of the last segment's records
+    /// is in the page cache (they were written directly), so that open read up to a segment
+    /// from the disk (docs/PERFORMANCE.md, "Reopen after a clean close"). Segment ids go on
+    /// from the last one, so a file of an older life is never taken for a newer one.
+    pub(crate) fn close_clean(&mut self, checkpoint: u64) -> Result<()> {
+        let held = self
+            .writer
+            .as_ref()
+            .map_or(0, |w| w.offset - SEGMENT_HEADER);
+        if held >= CLOSE_ROTATE_BYTES && checkpoint + 1 == self.next_seq {
+            self.rotate(self.next_seq, 0)?;
+            self.sync()?;
+            self.trim(checkpoint)?;
+        }
+        self.release_spares()
     }
 
     /// Removes the spares and the prepared next segment (a clean close: they speed up the
@@ -677,6 +703,60 @@ mod tests {
             assert_eq!(seqs, vec![1, 2, 3], "reopen {reopen}");
             assert_eq!(opened.records[1].body.len(), big.len());
         }
+    }
+
+    /// A clean close whose last segment holds 1 MiB of records or more leaves one segment, the
+    /// next id, holding only its header; the next open reads no record and appends go on with
+    /// the next sequence number. A smaller last segment is left as it is (its records are read
+    /// back and checked, as after any open). A crash between the new segment and the trim
+    /// leaves both, the older one obsolete.
+    #[test]
+    fn a_clean_close_starts_a_segment_of_its_own_once_the_last_holds_a_mebibyte() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let record = |seq: u64| -> Vec<u8> { vec![seq as u8; 40 << 10] };
+        // (records written before the close, whether the close starts a segment)
+        for (n, rotates) in [(10u64, false), (30, true)] {
+            let dir = tmp.path().join(format!("journal-{n}"));
+            let mut j = open_sized(&dir, 4 << 20, 1, 0).journal;
+            for seq in 1..=n {
+                if seq % 8 == 0 {
+                    prepare(&mut j);
+                }
+                assert_eq!(j.append(&[&record(seq)]).expect("append"), seq);
+                j.sync().expect("sync");
+            }
+            let last_id = j.segments.last().expect("a segment").id;
+            j.close_clean(n).expect("close");
+            drop(j);
+            let want_id = if rotates { last_id + 1 } else { last_id };
+            assert_eq!(names(&dir), vec![segment_name(want_id)], "{n} records");
+            let mut opened = open_sized(&dir, 4 << 20, 1, n);
+            assert!(opened.records.is_empty(), "{n} records");
+            let w = opened.journal.writer.as_ref().expect("a segment to write");
+            assert_eq!(w.offset == SEGMENT_HEADER, rotates, "{n} records");
+            assert_eq!(opened.journal.append(&[b"after"]).expect("append"), n + 1);
+            opened.journal.sync().expect("sync");
+            drop(opened);
+            let reopened = open_sized(&dir, 4 << 20, 1, n);
+            let seqs: Vec<u64> = reopened.records.iter().map(|r| r.seq).collect();
+            assert_eq!(seqs, vec![n + 1], "{n} records");
+            assert_eq!(&reopened.records[0].body[..], b"after");
+        }
+        // A crash after the new segment is durable and before the trim.
+        let dir = tmp.path().join("journal-crash");
+        let mut j = open_sized(&dir, 4 << 20, 1, 0).journal;
+        for seq in 1..=30 {
+            j.append(&[&record(seq)]).expect("append");
+        }
+        j.sync().expect("sync");
+        j.rotate(31, 0).expect("rotate");
+        j.sync().expect("sync");
+        drop(j);
+        let opened = open_sized(&dir, 4 << 20, 1, 30);
+        assert!(opened.records.is_empty());
+        let ids: Vec<u64> = opened.journal.segments.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![2]);
+        assert_eq!(opened.journal.next_seq, 31);
     }
 
     /// A record larger than a direct write's piece is written in several, in order.
