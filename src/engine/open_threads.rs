@@ -32,8 +32,8 @@ pub(crate) fn beside<A: Send, B>(
     })
 }
 
-/// `f` of every item, in the items' order, run on up to `threads` threads (the caller caps them
-/// at the machine's cores), the calling thread one of them. The threads take items one at a time
+/// `f` of every item, in the items' order, run on up to `threads` threads, the calling thread
+/// one of them. The threads take items one at a time
 /// from a shared queue, so a thread that cannot be started leaves its items to the others; a
 /// panic in `f` is passed on as it would be without the threads.
 pub(crate) fn in_parallel<T: Send, R: Send>(

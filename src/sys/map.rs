@@ -97,6 +97,8 @@ pub(crate) struct FileMap {
     payload_start: usize,
     /// Mappings this map replaced when the file outgrew them (views may still hold them).
     retired: Vec<Weak<MmapRaw>>,
+    /// Faults in `[0, payload_start)` read only their own page ([`FileMap::read_head_randomly`]).
+    random_head: bool,
 }
 
 /// Where [`FileMap::write`] puts bytes: `pwritev` on the mapped file's descriptor, into the
@@ -145,7 +147,20 @@ impl FileMap {
             frozen: payload_start.min(len),
             payload_start,
             retired: Vec::new(),
+            random_head: false,
         })
+    }
+
+    /// Tells the kernel that `[0, payload_start)` (the slots and the header) is read at random:
+    /// a fault there then reads its own page, not the readahead window around it (128 KiB or
+    /// more of mostly unwritten slots, and payloads). An engine group reads one or two slot
+    /// pages after a cold open (the term of its last entry); with readahead each cost about
+    /// 250 KiB read and resident (docs/PERFORMANCE.md, "Reopen from a cold cache"). Payloads
+    /// keep the readahead: they are read in runs. Advice only: a refusal changes nothing.
+    pub(crate) fn read_head_randomly(&mut self) {
+        self.random_head = true;
+        let head = self.payload_start.min(self.raw.len());
+        let _ = self.raw.advise_range(memmap2::Advice::Random, 0, head);
     }
 
     /// A watch on every mapping this map has made. Once the `FileMap` is dropped, the watch is
@@ -183,6 +198,9 @@ impl FileMap {
         new.retired = std::mem::take(&mut self.retired);
         new.retired.retain(|w| w.strong_count() > 0);
         new.retired.push(Arc::downgrade(&self.raw));
+        if self.random_head {
+            new.read_head_randomly();
+        }
         *self = new;
         Ok(())
     }
@@ -488,5 +506,77 @@ mod tests {
         assert_eq!(&old[..], &[0xA5; 100][..], "the view outlives the map");
         drop(old);
         assert!(!watch.in_use(), "nothing holds a mapping any more");
+    }
+}
+
+#[cfg(test)]
+mod advice_tests {
+    use super::*;
+
+    /// The `VmFlags` of the mapping that contains address `at`, from `/proc/self/smaps`.
+    fn vm_flags(at: usize) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = (a..b).contains(&at);
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return flags.split_whitespace().map(str::to_string).collect();
+                }
+            }
+        }
+        panic!("no mapping holds {at:#x}");
+    }
+
+    /// An engine file's map reads its slot area at random (`rr`: no readahead around a fault)
+    /// and its payloads in order, and keeps that when growth maps the file anew.
+    #[test]
+    fn the_slot_area_is_read_at_random_also_after_a_remap() {
+        const HEAD: usize = 1 << 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create");
+        let len = 2 * HEAD;
+        file.set_len(len as u64).expect("set_len");
+        let mut map = FileMap::new(&file, &path, len, len, HEAD).expect("map");
+        let base = map.raw.as_ptr() as usize;
+        assert!(
+            !vm_flags(base).contains(&"rr".to_string()),
+            "before the advice"
+        );
+        map.read_head_randomly();
+        for (at, random) in [(0, true), (HEAD - 1, true), (HEAD, false), (len - 1, false)] {
+            let flags = vm_flags(map.raw.as_ptr() as usize + at);
+            assert_eq!(
+                flags.contains(&"rr".to_string()),
+                random,
+                "byte {at}: {flags:?}"
+            );
+        }
+        // Past the reserve: a new mapping, advised the same.
+        file.set_len(4 * len as u64).expect("grow");
+        map.grow(&file, &path, 4 * len, 4 * len).expect("grow map");
+        assert_ne!(map.raw.as_ptr() as usize, base, "a new mapping");
+        for (at, random) in [(0, true), (HEAD - 1, true), (HEAD, false)] {
+            let flags = vm_flags(map.raw.as_ptr() as usize + at);
+            assert_eq!(
+                flags.contains(&"rr".to_string()),
+                random,
+                "grown, byte {at}: {flags:?}"
+            );
+        }
     }
 }

@@ -358,20 +358,20 @@ impl LogFile {
                 PAYLOAD_START as usize,
             )?)
         } else {
-            FileView::Mapped(FileMap::new(
-                &file,
-                path,
-                len as usize,
-                reserve,
-                PAYLOAD_START as usize,
-            )?)
+            let mut map = FileMap::new(&file, path, len as usize, reserve, PAYLOAD_START as usize)?;
+            if access == Access::Detached {
+                // An engine has many groups, each reading a slot page or two at a time.
+                map.read_head_randomly();
+            }
+            FileView::Mapped(map)
         };
-        let (base, prev_unflushed) = decode_header(
-            path,
-            &map.head()[HEADER_OFFSET..HEADER_OFFSET + HEADER_SIZE],
-            id,
-            cipher.is_some(),
-        )?;
+        // The header is read with `pread`, not through the map: a first touch of the map
+        // faults its page in with the kernel's readahead around it (128 KiB or more of slots
+        // and payloads), which made a cold open read about 250 KiB per group for 36 bytes.
+        let mut h = [0u8; HEADER_SIZE];
+        file.read_exact_at(&mut h, HEADER_OFFSET as u64)
+            .map_err(|e| Error::io("read header", path, e))?;
+        let (base, prev_unflushed) = decode_header(path, &h, id, cipher.is_some())?;
         let handle = if access == Access::Detached {
             // The map keeps the file reachable; the descriptor goes (engines cap them).
             drop(file);
