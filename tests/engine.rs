@@ -1159,3 +1159,89 @@ fn a_clean_close_leaves_the_next_open_no_record_to_read() {
     let e = Engine::open(&killed).unwrap();
     check(&e, &model);
 }
+
+/// Bytes of the records in the root's written journal segments (docs/FORMAT.md), read while
+/// the engine runs: a segment its checkpoint retires meanwhile counts as empty.
+fn journal_record_bytes(root: &std::path::Path) -> usize {
+    let mut total = 0;
+    for ent in std::fs::read_dir(root.join("journal")).unwrap() {
+        let p = ent.unwrap().path();
+        let n = p.file_name().unwrap().to_str().unwrap().to_string();
+        if n.len() != segment_name(1).len() || !n.ends_with(".jnl") {
+            continue;
+        }
+        let Ok(b) = std::fs::read(&p) else { continue };
+        if !b.starts_with(SEGMENT_MAGIC) {
+            continue;
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        let (mut at, mut want) = (SEGMENT_RECORDS_AT, u64_at(SEGMENT_FIRST_SEQ_AT));
+        while at + RECORD_BODY_AT <= b.len() {
+            let l = at + RECORD_LEN_AT;
+            let len = u32::from_le_bytes(b[l..l + 4].try_into().unwrap()) as usize;
+            if u64_at(at + RECORD_SEQ_AT) != want || at + RECORD_BODY_AT + len > b.len() {
+                break;
+            }
+            total += RECORD_BODY_AT + len;
+            want += 1;
+            at = (at + RECORD_BODY_AT + len).next_multiple_of(RECORD_ALIGN);
+        }
+    }
+    total
+}
+
+/// Commits wait while the journal holds sixteen checkpoints' worth of records after its last
+/// trim, whatever the groups' files lag: without `sync_writes` commits are far faster than
+/// checkpoints (each flushes the file system; without the wait the journal held 17-35 MiB
+/// here), and the journal's records on disk, counted from its files after every write, stay
+/// within that bound plus the record that crossed it and the partly retired first segment.
+/// Everything reopens whole, against a model.
+#[test]
+fn commits_wait_for_a_checkpoint_once_the_journal_holds_sixteen_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let opts = EngineOptions {
+        sync_writes: false,
+        checkpoint_bytes: 256 << 10,
+        ..small()
+    };
+    // Sixteen checkpoints' worth, the commit that crossed it (1 MiB of payloads and their
+    // framing), and the records below the last trim in the segment it left.
+    let commit = (1 << 20) + (64 << 10);
+    let bound = 16 * opts.checkpoint_bytes as usize + commit + opts.journal_segment_bytes as usize;
+    let e = Engine::open_with(&root, opts.clone()).unwrap();
+    let mut model: std::collections::BTreeMap<u64, Vec<Entry>> = Default::default();
+    for gid in 1..=16u64 {
+        e.create_group(gid, 300 + gid).unwrap();
+        model.insert(gid, Vec::new());
+    }
+    let (mut most, mut b) = (0, WriteBatch::new());
+    for _ in 0..100 {
+        for (gid, es) in model.iter_mut() {
+            let lo = es.len() as u64 + 1;
+            // 64 KiB a group, 1 MiB a commit.
+            let new: Vec<Entry> = entries(lo, lo + 3, 1, *gid)
+                .into_iter()
+                .map(|mut x| {
+                    let mut data = x.data.to_vec();
+                    data.resize(16 << 10, x.index as u8);
+                    x.data = data.into();
+                    x
+                })
+                .collect();
+            b.save(*gid, &hs(1, 1, lo - 1), &new, &Snapshot::default());
+            es.extend(new);
+        }
+        e.write(&mut b).unwrap();
+        most = most.max(journal_record_bytes(&root));
+    }
+    assert!(
+        most <= bound,
+        "the journal held {most} bytes of records; bound {bound}"
+    );
+    e.close().unwrap();
+    let e = Engine::open_with(&root, opts).unwrap();
+    for (gid, es) in &model {
+        assert_eq!(&all(&e.group(*gid).unwrap()), es, "group {gid}");
+    }
+}

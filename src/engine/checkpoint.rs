@@ -34,7 +34,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::commit::lead;
 use super::group::Group;
-use super::Shared;
+use super::{EngineOptions, Shared};
 use crate::error::{Error, Result};
 use crate::proto::MetaRecord;
 use crate::store::snap;
@@ -70,6 +70,18 @@ const MIN_PACED_BYTES: u64 = 256 << 10;
 /// Times a checkpoint writes a group's tail and tries to capture it before leaving it to the
 /// next checkpoint (commits keep adding to it).
 const CAPTURE_TRIES: usize = 3;
+
+/// Checkpoints' worth of journal records (`checkpoint_bytes` each) after the last trim at which
+/// a checkpoint is due however little was appended since, and commits wait for it to trim.
+const JOURNAL_HELD_CHECKPOINTS: u64 = 16;
+
+/// The journal records' bytes after its last trim at which commits wait ([`Journal::held`]).
+///
+/// [`Journal::held`]: super::journal::Journal::held
+pub(crate) fn journal_held_max(opts: &EngineOptions) -> u64 {
+    opts.checkpoint_bytes
+        .saturating_mul(JOURNAL_HELD_CHECKPOINTS)
+}
 
 /// The background checkpoint thread and how to wake or stop it.
 #[derive(Default)]
@@ -134,13 +146,18 @@ fn background(weak: Weak<Shared>) {
         if shared.check_usable().is_err() {
             continue;
         }
-        let appended = shared.journal.lock().appended();
-        let checkpoint = checkpoint_due(
-            appended,
-            shared.tail_bytes.load(Ordering::Acquire),
-            last.elapsed(),
-            shared.opts.checkpoint_bytes,
-        );
+        let (appended, held) = {
+            let j = shared.journal.lock();
+            (j.appended(), j.held())
+        };
+        // Commits wait while the journal holds this much (module `commit`).
+        let checkpoint = held >= journal_held_max(&shared.opts)
+            || checkpoint_due(
+                appended,
+                shared.tail_bytes.load(Ordering::Acquire),
+                last.elapsed(),
+                shared.opts.checkpoint_bytes,
+            );
         let write = checkpoint || nudged || writer_due(&shared);
         let done = if checkpoint {
             last = Instant::now();
@@ -299,8 +316,10 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
             file.flush()?;
         }
     }
-    // 6. The journal behind it, and snapshot files no meta page names any more.
+    // 6. The journal behind it (a commit waiting for room goes on), and snapshot files no meta
+    //    page names any more.
     shared.journal.lock().trim(seq)?;
+    shared.journal_cv.notify_all();
     // Only groups whose snapshot changed since their files were last tidied; with the pipeline
     // held (once for all): a commit installing a snapshot holds it while it writes the file, and
     // refuses the install when it finds `snap_writer` taken (which must then mean the

@@ -86,8 +86,10 @@ pub struct EngineOptions {
     /// segment of its own size).
     pub journal_segment_bytes: u64,
     /// Journal bytes written since the last checkpoint after which a checkpoint runs in the
-    /// background (default 64 MiB): the journal's disk use and the replay at open stay about
-    /// this size.
+    /// background (default 64 MiB). While a checkpoint runs, commits go on; once the journal
+    /// holds sixteen times this after its last trim (the groups' files have fallen that far
+    /// behind), commits wait for a checkpoint to trim it. So the journal's records, on disk
+    /// and replayed at open, stay under about sixteen times this size (1 GiB by default).
     pub checkpoint_bytes: u64,
     /// Threads open reads and prepares the groups on, the calling thread one of them, and
     /// whether the journal is read on a thread of its own beside them (default 16; 0 or 1:

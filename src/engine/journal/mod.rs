@@ -22,6 +22,7 @@
 //! segments at open and what counts as their torn end), `header` (a segment's header page),
 //! `direct` (appends written with `O_DIRECT`).
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -118,6 +119,10 @@ pub(crate) struct Journal {
     pool: Pool,
     /// Bytes appended since the journal was last trimmed (the checkpoint trigger).
     appended: u64,
+    /// The records after the last trim, oldest first (sequence number, bytes stored), and
+    /// their bytes in all ([`Journal::held`]).
+    held: VecDeque<(u64, u64)>,
+    held_bytes: u64,
     /// Open cut a torn tail, and the segment that makes the cut durable is not started yet
     /// ([`Journal::seal_cut`]).
     cut_pending: bool,
@@ -235,6 +240,19 @@ impl Journal {
         self.appended
     }
 
+    /// Bytes of the records after the checkpoint the journal was last trimmed to (those found
+    /// at open included): what the next open would replay, and about what the next trim
+    /// frees. Commits wait while it is too large (module `commit`).
+    pub(crate) fn held(&self) -> u64 {
+        self.held_bytes
+    }
+
+    /// Counts record `seq` of `bytes` (stored) as held.
+    fn hold(&mut self, seq: u64, bytes: u64) {
+        self.held.push_back((seq, bytes));
+        self.held_bytes += bytes;
+    }
+
     /// Appends a record whose body is `pieces` back to back (sealed when the engine is
     /// encrypted) and returns its sequence number. Nothing is flushed: see [`Journal::sync`].
     pub(crate) fn append(&mut self, pieces: &[&[u8]]) -> Result<u64> {
@@ -311,6 +329,7 @@ impl Journal {
         w.dirty = true;
         self.next_seq += 1;
         self.appended += total;
+        self.hold(seq, total);
         Ok(seq)
     }
 
@@ -465,6 +484,13 @@ impl Journal {
             self.pool.recycle(&seg.path, seg.id, len)?;
         }
         self.appended = 0;
+        while let Some(&(s, bytes)) = self.held.front() {
+            if s > seq {
+                break;
+            }
+            self.held.pop_front();
+            self.held_bytes -= bytes;
+        }
         Ok(())
     }
 }
@@ -670,6 +696,45 @@ mod tests {
                 panic!("{name} differs at byte {at}");
             }
         }
+    }
+
+    /// `held` counts the bytes of the records after the last trim, as the files lay them out:
+    /// each append adds the distance its record moved the write position; a trim drops the
+    /// records at or below its checkpoint; an open counts the records after its checkpoint.
+    #[test]
+    fn held_counts_the_records_after_the_last_trim() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let mut j = open_sized(&dir, 64 << 10, 1, 0).journal;
+        // (sequence number, bytes it took in its segment)
+        let mut took: Vec<(u64, u64)> = Vec::new();
+        for seq in 1..=60u64 {
+            let before = j.writer.as_ref().map(|w| (w.path.clone(), w.offset));
+            let body = vec![seq as u8; (seq as usize * 997) % 9_000];
+            assert_eq!(j.append(&[&body]).expect("append"), seq);
+            j.sync().expect("sync");
+            let w = j.writer.as_ref().expect("a segment");
+            let start = match before {
+                Some((path, offset)) if path == w.path => offset,
+                _ => SEGMENT_HEADER,
+            };
+            took.push((seq, w.offset - start));
+            let want: u64 = took.iter().map(|&(_, b)| b).sum();
+            assert_eq!(j.held(), want, "after record {seq}");
+            if seq % 20 == 0 {
+                let checkpoint = seq - 7;
+                j.trim(checkpoint).expect("trim");
+                took.retain(|&(s, _)| s > checkpoint);
+                let want: u64 = took.iter().map(|&(_, b)| b).sum();
+                assert_eq!(j.held(), want, "after the trim to {checkpoint}");
+            }
+        }
+        drop(j);
+        // Open with the last checkpoint, 53: the records after it.
+        let opened = open_sized(&dir, 64 << 10, 1, 53);
+        let want: u64 = took.iter().filter(|&&(s, _)| s > 53).map(|&(_, b)| b).sum();
+        assert_eq!(opened.journal.held(), want);
+        assert_eq!(opened.records.len(), 7);
     }
 
     /// A segment grown for a record larger than a segment holds that record alone, in the life

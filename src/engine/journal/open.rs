@@ -110,6 +110,7 @@ impl Journal {
         }
 
         let mut records = Vec::new();
+        let mut held = Vec::new(); // (seq, bytes stored) of the records kept
         let mut expected = None::<u64>;
         let mut tail = None::<(u64, bool)>; // where the last segment's records end; torn?
         let mut keep = segments.len(); // segments from here on lie after a torn end
@@ -162,6 +163,7 @@ impl Journal {
                     Scan::Record { body, next } => {
                         if want > checkpoint_seq {
                             records.push(Record { seq: want, body });
+                            held.push((want, (next - at) as u64));
                         }
                         want += 1;
                         at = next;
@@ -229,6 +231,8 @@ impl Journal {
                 stalled: false,
             },
             appended: 0,
+            held_bytes: held.iter().map(|&(_, bytes)| bytes).sum(),
+            held: held.into(),
             cut_pending: matches!(tail, Some((_, true))),
             untidy: (unused, leftovers),
             direct: false,
