@@ -367,6 +367,23 @@ impl FileView {
         }
     }
 
+    /// Bytes `[at, at + buf.len())` of the file's head into `buf`, without touching the map:
+    /// `pread` on `file` (the mapped file's descriptor), where a first touch of the map would
+    /// fault its page in with the kernel's readahead around it (docs/PERFORMANCE.md, "Reopen
+    /// from a cold cache"); a copy gives them from its head, read at open with the slots.
+    pub(crate) fn read_head(&self, file: &File, at: usize, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            FileView::Mapped(_) => file.read_exact_at(buf, at as u64),
+            FileView::Copied(c) => {
+                let from = c.head.get(at..at + buf.len()).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "past the copied head")
+                })?;
+                buf.copy_from_slice(from);
+                Ok(())
+            }
+        }
+    }
+
     /// `[start, end)` of the file, to read (checksums, lengths), or `None` if it is not inside
     /// the file (or, copied, cannot be read: see [`FileView::take_io_error`]).
     #[inline]
