@@ -454,22 +454,28 @@ mod tests {
 
     const PAYLOAD_START: usize = 1 << 20;
 
-    /// Growth past the reserved address space maps the file anew. Views of the old mapping
-    /// stay valid and unchanged, and the map's watch still sees them (the file must not be
-    /// reused while they live); once they are dropped, nothing is watched.
-    #[test]
-    fn growth_past_the_reserve_remaps_and_old_views_stay_watched() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+    /// A new file `f` of `len` bytes in `dir`, open to read and write.
+    fn sized_file(dir: &Path, len: usize) -> (std::path::PathBuf, File) {
+        let path = dir.join("f");
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&path)
-            .unwrap();
+            .expect("create");
+        file.set_len(len as u64).expect("set_len");
+        (path, file)
+    }
+
+    /// Growth past the reserved address space maps the file anew. Views of the old mapping
+    /// stay valid and unchanged, and the map's watch still sees them (the file must not be
+    /// reused while they live); once they are dropped, nothing is watched.
+    #[test]
+    fn growth_past_the_reserve_remaps_and_old_views_stay_watched() {
+        let dir = tempfile::tempdir().unwrap();
         let len = PAYLOAD_START + (64 << 10);
-        file.set_len(len as u64).unwrap();
+        let (path, file) = sized_file(dir.path(), len);
         // No address space reserved past the file: the next growth must remap.
         let mut map = FileMap::new(&file, &path, len, len, PAYLOAD_START).unwrap();
         map.write(
@@ -524,11 +530,6 @@ mod tests {
         drop(old);
         assert!(!watch.in_use(), "nothing holds a mapping any more");
     }
-}
-
-#[cfg(test)]
-mod advice_tests {
-    use super::*;
 
     /// The `VmFlags` of the mapping that contains address `at`, from `/proc/self/smaps`.
     fn vm_flags(at: usize) -> Vec<String> {
@@ -558,16 +559,8 @@ mod advice_tests {
     fn the_slot_area_is_read_at_random_also_after_a_remap() {
         const HEAD: usize = 1 << 20;
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("f");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("create");
         let len = 2 * HEAD;
-        file.set_len(len as u64).expect("set_len");
+        let (path, file) = sized_file(dir.path(), len);
         let mut map = FileMap::new(&file, &path, len, len, HEAD).expect("map");
         let base = map.raw.as_ptr() as usize;
         assert!(
