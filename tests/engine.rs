@@ -557,7 +557,11 @@ fn a_live_segment_under_another_name_is_refused() {
 /// Records of a journal segment as docs/FORMAT.md lays them out (a 4 KiB header, then
 /// `length u32 | crc u32 | sequence u64 | body` padded to 8 bytes): (sequence, offset, length).
 fn journal_records(segment: &std::path::Path) -> Vec<(u64, usize, usize)> {
-    let b = std::fs::read(segment).unwrap();
+    records_in(&std::fs::read(segment).unwrap())
+}
+
+/// [`journal_records`] of a segment's bytes `b`.
+fn records_in(b: &[u8]) -> Vec<(u64, usize, usize)> {
     let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
     let first = u64_at(SEGMENT_FIRST_SEQ_AT);
     let (mut at, mut want, mut out) = (SEGMENT_RECORDS_AT, first, Vec::new());
@@ -1171,20 +1175,8 @@ fn journal_record_bytes(root: &std::path::Path) -> usize {
             continue;
         }
         let Ok(b) = std::fs::read(&p) else { continue };
-        if !b.starts_with(SEGMENT_MAGIC) {
-            continue;
-        }
-        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
-        let (mut at, mut want) = (SEGMENT_RECORDS_AT, u64_at(SEGMENT_FIRST_SEQ_AT));
-        while at + RECORD_BODY_AT <= b.len() {
-            let l = at + RECORD_LEN_AT;
-            let len = u32::from_le_bytes(b[l..l + 4].try_into().unwrap()) as usize;
-            if u64_at(at + RECORD_SEQ_AT) != want || at + RECORD_BODY_AT + len > b.len() {
-                break;
-            }
-            total += RECORD_BODY_AT + len;
-            want += 1;
-            at = (at + RECORD_BODY_AT + len).next_multiple_of(RECORD_ALIGN);
+        if b.starts_with(SEGMENT_MAGIC) {
+            total += records_in(&b).iter().map(|r| r.2).sum::<usize>();
         }
     }
     total
