@@ -34,6 +34,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::commit::lead;
 use super::group::Group;
+use super::journal::Journal;
 use super::{EngineOptions, Shared};
 use crate::error::{Error, Result};
 use crate::proto::MetaRecord;
@@ -75,12 +76,13 @@ const CAPTURE_TRIES: usize = 3;
 /// a checkpoint is due however little was appended since, and commits wait for it to trim.
 const JOURNAL_HELD_CHECKPOINTS: u64 = 16;
 
-/// The journal records' bytes after its last trim at which commits wait ([`Journal::held`]).
-///
-/// [`Journal::held`]: super::journal::Journal::held
-pub(crate) fn journal_held_max(opts: &EngineOptions) -> u64 {
-    opts.checkpoint_bytes
-        .saturating_mul(JOURNAL_HELD_CHECKPOINTS)
+/// The journal holds [`JOURNAL_HELD_CHECKPOINTS`] checkpoints' worth of records after its last
+/// trim: a checkpoint is due, and commits wait for it (module `commit`).
+pub(crate) fn journal_full(opts: &EngineOptions, journal: &Journal) -> bool {
+    journal.held()
+        >= opts
+            .checkpoint_bytes
+            .saturating_mul(JOURNAL_HELD_CHECKPOINTS)
 }
 
 /// The background checkpoint thread and how to wake or stop it.
@@ -146,12 +148,11 @@ fn background(weak: Weak<Shared>) {
         if shared.check_usable().is_err() {
             continue;
         }
-        let (appended, held) = {
+        let (appended, full) = {
             let j = shared.journal.lock();
-            (j.appended(), j.held())
+            (j.appended(), journal_full(&shared.opts, &j))
         };
-        // Commits wait while the journal holds this much (module `commit`).
-        let checkpoint = held >= journal_held_max(&shared.opts)
+        let checkpoint = full
             || checkpoint_due(
                 appended,
                 shared.tail_bytes.load(Ordering::Acquire),

@@ -369,14 +369,13 @@ fn commit(
         let mut journal = shared.journal.lock();
         let pieces = body.pieces();
         let len = pieces.iter().map(|p| p.len()).sum();
-        // The next segment is being prepared: wait for it rather than make one here. And once
-        // the journal holds `journal_held_max` of records after its last trim, wait for a
-        // checkpoint (which that makes due) to trim it: its disk use and the replay at open
-        // stay bounded however far the groups' files fall behind (docs/PERFORMANCE.md, "A
-        // bounded journal"). A checkpoint trims before it needs the lead this commit holds.
-        let held_max = super::checkpoint::journal_held_max(&shared.opts);
+        // The next segment is being prepared: wait for it rather than make one here. And while
+        // the journal is full, wait for the checkpoint that makes due to trim it: its disk use
+        // and the replay at open stay bounded however far the groups' files fall behind
+        // (docs/PERFORMANCE.md, "A bounded journal"). A checkpoint trims before it needs the
+        // lead this commit holds.
         loop {
-            let full = journal.held() >= held_max;
+            let full = super::checkpoint::journal_full(&shared.opts, &journal);
             if !(full || journal.must_wait(len)) || shared.stopping() {
                 break;
             }

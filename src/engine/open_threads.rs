@@ -33,9 +33,9 @@ pub(crate) fn beside<A: Send, B>(
 }
 
 /// `f` of every item, in the items' order, run on up to `threads` threads, the calling thread
-/// one of them. The threads take items one at a time
-/// from a shared queue, so a thread that cannot be started leaves its items to the others; a
-/// panic in `f` is passed on as it would be without the threads.
+/// one of them. The threads take items one at a time from a shared queue, so a thread that
+/// cannot be started leaves its items to the others; a panic in `f` is passed on as it would be
+/// without the threads.
 pub(crate) fn in_parallel<T: Send, R: Send>(
     threads: usize,
     items: Vec<T>,

@@ -168,11 +168,11 @@ impl Journal {
     /// from the disk (docs/PERFORMANCE.md, "Reopen after a clean close"). Segment ids go on
     /// from the last one, so a file of an older life is never taken for a newer one.
     pub(crate) fn close_clean(&mut self, checkpoint: u64) -> Result<()> {
-        let held = self
+        let in_last = self
             .writer
             .as_ref()
             .map_or(0, |w| w.offset - SEGMENT_HEADER);
-        if held >= CLOSE_ROTATE_BYTES && checkpoint + 1 == self.next_seq {
+        if in_last >= CLOSE_ROTATE_BYTES && checkpoint + 1 == self.next_seq {
             self.rotate(self.next_seq, 0)?;
             self.sync()?;
             self.trim(checkpoint)?;
