@@ -1292,6 +1292,21 @@ fn new_groups_survive_a_kill_before_any_checkpoint_whatever_their_first_change()
     let e = Engine::open_with(&killed, small()).unwrap();
     assert_eq!(all(&e.group(1).unwrap()), entries(1, 2, 1, 1));
     e.close().unwrap();
-    let d = DiskStorage::open(killed.join("groups").join("1")).unwrap();
-    assert_eq!(d.entries(1, 3, None, ctx()).unwrap(), entries(1, 2, 1, 1));
+    // One at a time: a group's `DiskStorage` holds the root's lock.
+    let d = |gid: u64| DiskStorage::open(killed.join("groups").join(gid.to_string())).unwrap();
+    let d1 = d(1);
+    assert_eq!(d1.entries(1, 3, None, ctx()).unwrap(), entries(1, 2, 1, 1));
+    drop(d1);
+    let d2 = d(2);
+    assert_eq!(d2.snapshot(0, 1).unwrap().get_metadata().index, 10);
+    assert_eq!(
+        d2.entries(11, 13, None, ctx()).unwrap(),
+        entries(11, 12, 2, 2)
+    );
+    assert_eq!(d2.initial_state().unwrap().hard_state, hs(2, 1, 12));
+    drop(d2);
+    assert_eq!(
+        d(3).entries(1, 4, None, ctx()).unwrap(),
+        entries(1, 3, 1, 3)
+    );
 }
