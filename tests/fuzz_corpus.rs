@@ -7,6 +7,9 @@
 //!   read in full; nothing may panic, and nothing read may be altered data.
 //! - `ops_model`: an operation sequence runs on `DiskStorage` and on a reference model; they
 //!   must agree after every operation.
+//! - `open_engine`: a damaged image of a valid engine root (phase B in its journal only) is
+//!   opened in both recovery modes and every group read in full; nothing may panic, nothing
+//!   read may be altered data, and a root opened strictly must equal the one opened tolerantly.
 
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -126,6 +129,25 @@ fn ops_model_corpus() {
     check("ops_model", files.len(), &failures, started);
 }
 
+#[test]
+fn open_engine_corpus() {
+    let started = Instant::now();
+    let (mut mutations, mut strict, mut tolerant) = (0, 0, 0);
+    let files = corpus(&["tests/fuzz/corpus/open_engine"]);
+    let failures = replay(&files, |data| {
+        let s = fuzz::open_engine::run(data)?;
+        mutations += s.mutations;
+        strict += usize::from(s.strict_opened);
+        tolerant += usize::from(s.tolerant_opened);
+        Ok(())
+    });
+    eprintln!(
+        "open_engine: {mutations} mutations applied; roots opened strictly {strict}, opened \
+         tolerantly {tolerant}"
+    );
+    check("open_engine", files.len(), &failures, started);
+}
+
 /// Reproducers of what the fuzzers found (tests/fuzz/artifacts-kept/<target>/, docs/RELIABILITY.md),
 /// all fixed in the engine: they must keep passing.
 #[test]
@@ -143,7 +165,7 @@ fn past_findings() {
     );
 }
 
-/// `RAFTWAL_FUZZ_REPLAY=<file or directory>` with `RAFTWAL_FUZZ_TARGET=open_dir|ops_model`
+/// `RAFTWAL_FUZZ_REPLAY=<file or directory>` with `RAFTWAL_FUZZ_TARGET=open_dir|ops_model|open_engine`
 /// replays other inputs (e.g. a crash under fuzz/artifacts/), for a debuggable failure under
 /// plain `cargo test`. Does nothing without the variables.
 #[test]
@@ -162,15 +184,17 @@ fn replay_from_env() {
     let failures = match target.as_str() {
         "open_dir" => replay(&files, fuzz::open_dir::run),
         "ops_model" => replay(&files, fuzz::ops_model::run),
-        other => panic!("RAFTWAL_FUZZ_TARGET={other}: want open_dir or ops_model"),
+        "open_engine" => replay(&files, fuzz::open_engine::run),
+        other => panic!("RAFTWAL_FUZZ_TARGET={other}: want open_dir, ops_model or open_engine"),
     };
     check(&target, files.len(), &failures, started);
 }
 
-/// The empty input is the intact template directory / an empty operation list: both must pass
+/// The empty input is the intact template directory or image / an empty operation list: each must pass
 /// even before any corpus exists (this also checks the template itself).
 #[test]
 fn empty_inputs_pass() {
     fuzz::open_dir::run(&[]).expect("open_dir on the intact template");
     fuzz::ops_model::run(&[]).expect("ops_model with no operations");
+    fuzz::open_engine::run(&[]).expect("open_engine on the intact image");
 }
