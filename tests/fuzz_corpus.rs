@@ -93,59 +93,61 @@ fn check(target: &str, n: usize, failures: &[String], started: Instant) {
     );
 }
 
-#[test]
-fn open_dir_corpus() {
+/// Replays target `target`'s committed corpus (`tests/fuzz/corpus/<target>/`) through `run`,
+/// prints `summary` of what the passing inputs did, and fails on any input that failed.
+fn replay_corpus<S>(
+    target: &str,
+    run: impl Fn(&[u8]) -> Result<S, String>,
+    summary: impl FnOnce(&[S]) -> String,
+) {
     let started = Instant::now();
-    let (mut mutations, mut inspected, mut strict, mut tolerant) = (0, 0, 0, 0);
-    let files = corpus(&["tests/fuzz/corpus/open_dir"]);
+    let files = corpus(&[&format!("tests/fuzz/corpus/{target}")]);
+    let mut done = Vec::new();
     let failures = replay(&files, |data| {
-        let s = fuzz::open_dir::run(data)?;
-        mutations += s.mutations;
-        inspected += usize::from(s.inspected);
-        strict += usize::from(s.strict_opened);
-        tolerant += usize::from(s.tolerant_opened);
+        done.push(run(data)?);
         Ok(())
     });
-    eprintln!(
-        "open_dir: {mutations} mutations applied; directories inspected {inspected}, opened \
-         strictly {strict}, opened tolerantly {tolerant}"
-    );
-    check("open_dir", files.len(), &failures, started);
+    eprintln!("{target}: {}", summary(&done));
+    check(target, files.len(), &failures, started);
+}
+
+#[test]
+fn open_dir_corpus() {
+    replay_corpus("open_dir", fuzz::open_dir::run, |done| {
+        let count = |f: fn(&fuzz::open_dir::Stats) -> bool| done.iter().filter(|s| f(s)).count();
+        format!(
+            "{} mutations applied; directories inspected {}, opened strictly {}, opened \
+             tolerantly {}",
+            done.iter().map(|s| s.mutations).sum::<usize>(),
+            count(|s| s.inspected),
+            count(|s| s.strict_opened),
+            count(|s| s.tolerant_opened)
+        )
+    });
 }
 
 #[test]
 fn ops_model_corpus() {
-    let started = Instant::now();
-    let mut actions = 0;
-    let mut max_last = 0;
-    let files = corpus(&["tests/fuzz/corpus/ops_model"]);
-    let failures = replay(&files, |data| {
-        let s = fuzz::ops_model::run(data)?;
-        actions += s.actions;
-        max_last = max_last.max(s.max_last);
-        Ok(())
+    replay_corpus("ops_model", fuzz::ops_model::run, |done| {
+        format!(
+            "{} actions, highest last index {}",
+            done.iter().map(|s| s.actions).sum::<usize>(),
+            done.iter().map(|s| s.max_last).max().unwrap_or(0)
+        )
     });
-    eprintln!("ops_model: {actions} actions, highest last index {max_last}");
-    check("ops_model", files.len(), &failures, started);
 }
 
 #[test]
 fn open_engine_corpus() {
-    let started = Instant::now();
-    let (mut mutations, mut strict, mut tolerant) = (0, 0, 0);
-    let files = corpus(&["tests/fuzz/corpus/open_engine"]);
-    let failures = replay(&files, |data| {
-        let s = fuzz::open_engine::run(data)?;
-        mutations += s.mutations;
-        strict += usize::from(s.strict_opened);
-        tolerant += usize::from(s.tolerant_opened);
-        Ok(())
+    replay_corpus("open_engine", fuzz::open_engine::run, |done| {
+        let count = |f: fn(&fuzz::open_engine::Stats) -> bool| done.iter().filter(|s| f(s)).count();
+        format!(
+            "{} mutations applied; roots opened strictly {}, opened tolerantly {}",
+            done.iter().map(|s| s.mutations).sum::<usize>(),
+            count(|s| s.strict_opened),
+            count(|s| s.tolerant_opened)
+        )
     });
-    eprintln!(
-        "open_engine: {mutations} mutations applied; roots opened strictly {strict}, opened \
-         tolerantly {tolerant}"
-    );
-    check("open_engine", files.len(), &failures, started);
 }
 
 /// Reproducers of what the fuzzers found (tests/fuzz/artifacts-kept/<target>/, docs/RELIABILITY.md),
