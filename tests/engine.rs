@@ -536,7 +536,7 @@ fn a_live_segment_under_another_name_is_refused() {
         // header is zero).
         let written = std::fs::read(copy.join("journal").join(&name))
             .is_ok_and(|b| b.starts_with(SEGMENT_MAGIC));
-        if name.ends_with(".jnl") && name.len() == segment_name(1).len() && written && name > last {
+        if segment_named(&name) && written && name > last {
             last = name;
         }
     }
@@ -552,6 +552,12 @@ fn a_live_segment_under_another_name_is_refused() {
         Err(err) => assert!(err.to_string().contains(&forged), "{err}"),
         Ok(_) => panic!("a copy of live segment {last} named {forged} was dropped"),
     }
+}
+
+/// A journal segment's file name (docs/FORMAT.md: a 16-digit id, `.jnl`), not a spare's or a
+/// leftover's.
+fn segment_named(name: &str) -> bool {
+    name.len() == segment_name(1).len() && name.ends_with(".jnl")
 }
 
 /// Records of a journal segment as docs/FORMAT.md lays them out (a 4 KiB header, then
@@ -587,9 +593,7 @@ fn written_journal_segments(root: &std::path::Path) -> Vec<std::path::PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
-            let n = p.file_name().unwrap().to_str().unwrap();
-            n.len() == segment_name(1).len()
-                && n.ends_with(".jnl")
+            segment_named(p.file_name().unwrap().to_str().unwrap())
                 && std::fs::read(p).unwrap().starts_with(SEGMENT_MAGIC)
         })
         .collect();
@@ -1170,8 +1174,7 @@ fn journal_record_bytes(root: &std::path::Path) -> usize {
     let mut total = 0;
     for ent in std::fs::read_dir(root.join("journal")).unwrap() {
         let p = ent.unwrap().path();
-        let n = p.file_name().unwrap().to_str().unwrap().to_string();
-        if n.len() != segment_name(1).len() || !n.ends_with(".jnl") {
+        if !segment_named(p.file_name().unwrap().to_str().unwrap()) {
             continue;
         }
         let Ok(b) = std::fs::read(&p) else { continue };
