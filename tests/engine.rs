@@ -1313,3 +1313,94 @@ fn new_groups_survive_a_kill_before_any_checkpoint_whatever_their_first_change()
         entries(1, 3, 1, 3)
     );
 }
+
+/// Slots written past the end a group's meta page records (as a writer killed before its
+/// checkpoint leaves them) are found and zeroed by open, in every slot page that holds any; the
+/// last entry's term, read by open beside them, is the log's; and after a clean close each
+/// group's directory opens with `DiskStorage` holding exactly its log. Ends checked: inside a
+/// slot page, on a page's last slot, and a group without entries.
+#[test]
+fn slots_past_a_groups_recorded_end_are_zeroed_at_open_and_its_last_term_kept() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    // group -> (last index, term): 100 ends inside slot page 0; 128 on its last slot (the
+    // next slot starts page 1); 0 has no entries.
+    let ends = [(1u64, 100u64, 3u64), (2, 128, 5), (3, 0, 0)];
+    {
+        let e = Engine::open(&root).unwrap();
+        let mut b = WriteBatch::new();
+        for &(gid, last, term) in &ends {
+            e.create_group(gid, 10 + gid).unwrap();
+            let es = if last > 0 {
+                entries(1, last, term, gid)
+            } else {
+                vec![]
+            };
+            b.save(gid, &hs(term.max(1), 1, last), &es, &Snapshot::default());
+        }
+        e.write(&mut b).unwrap();
+        e.close().unwrap();
+    }
+    let slot = layout::SLOT_LEN;
+    let stale: [u64; 5] = [0, 1, 300, 20_000, layout::SLOTS_PER_FILE - 1];
+    for &(gid, last, _) in &ends {
+        let wal = root
+            .join("groups")
+            .join(gid.to_string())
+            .join(layout::log_name(1));
+        if last == 0 {
+            assert!(!wal.exists(), "group {gid} has no entries and no file");
+            continue;
+        }
+        let f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+        for k in stale.iter().map(|s| last + s) {
+            f.write_all_at(&[0xA5; 32][..slot as usize], k * slot)
+                .unwrap();
+        }
+    }
+    let check = |e: &Engine| {
+        for &(gid, last, term) in &ends {
+            let g = e.group(gid).unwrap();
+            assert_eq!(g.last_index().unwrap(), last, "group {gid}");
+            if last > 0 {
+                assert_eq!(g.term(last).unwrap(), term, "group {gid}");
+                assert_eq!(all(&g), entries(1, last, term, gid), "group {gid}");
+            }
+        }
+    };
+    let e = Engine::open(&root).unwrap();
+    check(&e);
+    // More entries after the zeroed ones, then a clean close.
+    let mut b = WriteBatch::new();
+    for &(gid, last, term) in &ends {
+        b.save(
+            gid,
+            &hs(term.max(1), 1, last),
+            &entries(last + 1, last + 2, term.max(1), gid),
+            &Snapshot::default(),
+        );
+    }
+    e.write(&mut b).unwrap();
+    e.close().unwrap();
+    for &(gid, last, term) in &ends {
+        let gdir = root.join("groups").join(gid.to_string());
+        let bytes = std::fs::read(gdir.join(layout::log_name(1))).unwrap();
+        let end = ((last + 2) * slot) as usize;
+        if let Some(at) = bytes[end..layout::SLOT_AREA_LEN as usize]
+            .iter()
+            .position(|&b| b != 0)
+        {
+            panic!(
+                "group {gid}: slot {} past the end not zeroed",
+                (end + at) / slot as usize
+            );
+        }
+        let d = DiskStorage::open(&gdir).unwrap();
+        assert_eq!(d.last_index().unwrap(), last + 2, "group {gid}");
+        let mut want = entries(1, last, term, gid);
+        want.extend(entries(last + 1, last + 2, term.max(1), gid));
+        let got = d.entries(1, last + 3, None, ctx()).unwrap();
+        assert_eq!(got, want, "group {gid}");
+    }
+}

@@ -7,7 +7,8 @@
 //! the root's checkpoint is applied, part by part, to the groups it names (the incarnation
 //! tells a removed group from a new one with the same id; records a group's meta page already
 //! reflects are skipped), as the commit applied it. Slots past a group's recorded end, which
-//! writes after its meta page may have left, are zeroed before (only pages that hold data).
+//! writes after its meta page may have left, are found while the group is read (only pages
+//! that hold data) and zeroed before.
 //!
 //! A group whose other meta copy is damaged may be opened from an older state than its newest
 //! (the damaged copy may have held it): that is safe only when the journal still holds every
@@ -39,7 +40,7 @@ use super::{commit, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
 use crate::error::{Error, Result};
 use crate::options::RecoveryMode;
 use crate::proto::{EngineGroupRecord, EngineRecord, MetaRecord, SnapshotRecord};
-use crate::store::log_file::{self, Access, LogFile, PAYLOAD_START, SLOTS_PER_FILE};
+use crate::store::log_file::{self, Access, LogFile, PastEnd, PAYLOAD_START, SLOTS_PER_FILE};
 use crate::store::meta::{Copies, MetaFile, OtherCopy, PageRecord};
 use crate::store::recovery as dir_recovery;
 use crate::store::wal::Wal;
@@ -227,6 +228,14 @@ fn finish_groups(
     threads: usize,
 ) -> Result<BTreeMap<u64, std::sync::Arc<Group>>> {
     let mut groups = BTreeMap::new();
+    // Threads only for groups whose files change: finishing the others is a few allocations
+    // each, which 1,024 groups did in 2 ms on one thread and 5 ms on 16 (docs/PERFORMANCE.md,
+    // "Reopen: the slots past the end read with the rest").
+    let threads = if read.groups.iter().any(ReadGroup::changes_files) {
+        threads
+    } else {
+        1
+    };
     let finished = in_parallel(threads, read.groups, |g| (g.id, finish_group(g, cipher)));
     for (id, g) in finished {
         groups.insert(id, std::sync::Arc::new(g?));
@@ -260,12 +269,20 @@ struct ReadGroup {
     wal_last: u64,
     /// Files open removes: obsolete ones, files made after the meta page, `*.tmp` leftovers.
     remove: Vec<PathBuf>,
-    /// The first slot of the last file past the log: slots from it on are zeroed.
-    clear_from: Option<u32>,
+    /// What lies past the log in its last file (slots open zeroes, the last entry's term).
+    past_end: Option<PastEnd>,
 }
 
-/// Reads one group from its meta page: the files it relies on, mapped (their headers read,
-/// nothing of the slot areas). A meta copy in use while the other one is damaged is checked
+impl ReadGroup {
+    /// Finishing it changes its files: files to remove, or slots past its log to zero.
+    fn changes_files(&self) -> bool {
+        !self.remove.is_empty() || self.past_end.as_ref().is_some_and(|p| !p.stale.is_empty())
+    }
+}
+
+/// Reads one group from its meta page: the files it relies on, mapped (their headers read, and
+/// in the last file the slot before the recorded end and the written slot pages past it, by
+/// `pread`: [`PastEnd`]). A meta copy in use while the other one is damaged is checked
 /// against the journal's checkpoint ([`check_meta_fallback`]).
 fn read_group(
     dir: &Path,
@@ -302,7 +319,7 @@ fn read_group(
     }
     let copies = meta_file.copies().clone();
     let files = read_files(dir, &meta, &eng, cipher).map_err(|e| copies.explain(e))?;
-    let (files, next_file_id, wal_last, remove, clear_from) = files;
+    let (files, next_file_id, wal_last, remove, past_end) = files;
     Ok(ReadGroup {
         id,
         dir: dir.to_path_buf(),
@@ -313,18 +330,18 @@ fn read_group(
         next_file_id,
         wal_last,
         remove,
-        clear_from,
+        past_end,
     })
 }
 
 /// What [`read_files`] finds: the files, the next file id, the files' last index, the files to
-/// remove and the first slot to clear.
+/// remove and what lies past the log in the last file.
 type FilesRead = (
     std::collections::VecDeque<LogFile>,
     u64,
     u64,
     Vec<PathBuf>,
-    Option<u32>,
+    Option<PastEnd>,
 );
 
 /// The files a group's meta page relies on, mapped, and what open removes or clears.
@@ -355,7 +372,7 @@ fn read_files(
     let mut files = std::collections::VecDeque::new();
     let mut next_file_id = first_file_id.max(tail_id + 1);
     let mut wal_last = 0;
-    let mut clear_from = None;
+    let mut past_end = None;
     if let Some(&first_id) = ids.first() {
         // Files wholly below the snapshot may be gone from the front; none may be missing
         // after the first one left.
@@ -369,12 +386,23 @@ fn read_files(
                     ),
                 });
             }
-            let f = LogFile::open(
-                &dir.join(log_file::file_name(want)),
-                want,
-                Access::Detached,
-                cipher,
-            )?;
+            let path = dir.join(log_file::file_name(want));
+            let f = if want == tail_id {
+                // Slots past the recorded end were written after the meta page (the journal
+                // writes them again, or they belong to records that never became durable):
+                // found now, on the descriptor the file is opened with, and zeroed once every
+                // group has been read, so that nothing past the end of the log looks like
+                // entries.
+                let first_base = files.front().map(LogFile::base);
+                let (f, past) = LogFile::open_engine_tail(&path, want, cipher, |base| {
+                    let end = last.max(first_base.unwrap_or(base).saturating_sub(1));
+                    (end + 1).saturating_sub(base).min(SLOTS_PER_FILE) as u32
+                })?;
+                past_end = Some(past);
+                f
+            } else {
+                LogFile::open(&path, want, Access::Detached, cipher)?
+            };
             if let Some(first) = files.front() {
                 let expected = LogFile::base(first) + SLOTS_PER_FILE * (want - first_id);
                 if f.base() != expected {
@@ -414,23 +442,17 @@ fn read_files(
         }
         next_file_id = tail_id + 1;
         wal_last = last.max(base - 1);
-        // Slots past the recorded end were written after the meta page (the journal writes
-        // them again, or they belong to records that never became durable): cleared, so that
-        // nothing past the end of the log looks like entries.
-        clear_from = files
-            .back()
-            .map(|tail| (wal_last + 1 - tail.base()).min(SLOTS_PER_FILE) as u32);
     } else if tail_id >= first_file_id && last > meta.snapshot.as_ref().map_or(0, |s| s.index) {
         return Err(Error::MissingFile {
             path: dir.join(log_file::file_name(tail_id)),
             reason: format!("the meta page says the log ends at index {last} in it"),
         });
     }
-    Ok((files, next_file_id, wal_last, remove, clear_from))
+    Ok((files, next_file_id, wal_last, remove, past_end))
 }
 
-/// Opens a group read by [`read_group`]: the slots past its log cleared, the files its meta
-/// page does not rely on removed.
+/// Opens a group read by [`read_group`]: the written slots past its log zeroed, the files its
+/// meta page does not rely on removed.
 fn finish_group(g: ReadGroup, cipher: Option<&Cipher>) -> Result<Group> {
     let ReadGroup {
         id,
@@ -442,10 +464,18 @@ fn finish_group(g: ReadGroup, cipher: Option<&Cipher>) -> Result<Group> {
         next_file_id,
         wal_last,
         remove,
-        clear_from,
+        past_end,
     } = g;
-    if let (Some(k), Some(tail)) = (clear_from, files.back_mut()) {
-        tail.clear_slots_from(k)?;
+    let mut last_term = None;
+    if let (Some(past), Some(tail)) = (past_end, files.back_mut()) {
+        for (lo, hi) in past.stale {
+            tail.zero_slots(lo, hi)?;
+        }
+        // The term of the log's last entry, as the files' lookup gives it (0 unless the slot
+        // holds that index), read with the slots past it.
+        last_term = past
+            .last_slot
+            .map(|(term, index)| if index == wal_last { term } else { 0 });
     }
     if !remove.is_empty() {
         fsutil::remove_files(&dir, remove.iter().map(PathBuf::as_path))?;
@@ -465,6 +495,7 @@ fn finish_group(g: ReadGroup, cipher: Option<&Cipher>) -> Result<Group> {
         meta_file,
         eng.journal_seq,
         durable_files,
+        last_term,
     ))
 }
 

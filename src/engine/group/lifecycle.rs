@@ -70,10 +70,12 @@ pub(crate) fn create(
         meta_file,
         journal_seq,
         (1, 0),
+        None,
     ))
 }
 
-/// A group from its parts, with an empty tail.
+/// A group from its parts, with an empty tail. `files_last_term`: the term of the files' last
+/// entry where the caller read it already (open); otherwise it is looked up in the files.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn assemble(
     id: u64,
@@ -84,12 +86,13 @@ pub(crate) fn assemble(
     meta_file: MetaFile,
     durable_seq: u64,
     durable_files: (u64, u64),
+    files_last_term: Option<u64>,
 ) -> Group {
     let files_last = wal.last();
-    let files_last_term = if files_last > 0 {
-        wal.term(files_last).unwrap_or(0)
-    } else {
-        0
+    let files_last_term = match files_last_term {
+        Some(term) => term,
+        None if files_last > 0 => wal.term(files_last).unwrap_or(0),
+        None => 0,
     };
     Group {
         id,

@@ -38,6 +38,7 @@ pub(crate) use header::{peek_base, peek_header, HeaderPeek, HEADER_OFFSET};
 pub(crate) use slot::{SLOTS_PER_FILE, SLOT_SIZE};
 
 use header::{decode_header, encode_header, HEADER_SIZE};
+pub(crate) use write::PastEnd;
 use write::{
     ACTIVE_MAP_RESERVE, ENGINE_INITIAL_RESERVE, ENGINE_MAP_RESERVE, INITIAL_PAYLOAD_RESERVE,
     WRITEBACK_BYTES,
@@ -342,6 +343,39 @@ impl LogFile {
         access: Access,
         cipher: Option<&Cipher>,
     ) -> Result<LogFile> {
+        Ok(LogFile::open_keeping(path, id, access, cipher)?.0)
+    }
+
+    /// Opens the last file of an engine group at open ([`LogFile::open`], detached) and looks
+    /// past the end of its log on the descriptor it was opened with, before that goes (read
+    /// only: [`PastEnd`]). `first_past(base)`: the first slot past the log, for the file's
+    /// first index `base` as its header gives it.
+    pub(crate) fn open_engine_tail(
+        path: &Path,
+        id: u64,
+        cipher: Option<&Cipher>,
+        first_past: impl FnOnce(u64) -> u32,
+    ) -> Result<(LogFile, PastEnd)> {
+        let (f, fd) = LogFile::open_keeping(path, id, Access::Detached, cipher)?;
+        let Some(fd) = fd else {
+            return Err(Error::invariant(format!(
+                "a detached open of {} returned no descriptor",
+                path.display()
+            )));
+        };
+        let from = first_past(f.base).min(SLOTS_PER_FILE as u32);
+        let past = f.past_end(&fd, from)?;
+        Ok((f, past))
+    }
+
+    /// [`LogFile::open`], and the descriptor of an [`Access::Detached`] file, which the file does
+    /// not keep (`None` for the other kinds: they keep theirs).
+    fn open_keeping(
+        path: &Path,
+        id: u64,
+        access: Access,
+        cipher: Option<&Cipher>,
+    ) -> Result<(LogFile, Option<File>)> {
         let (file, len) = open_sized(path, access != Access::ReadOnly)?;
         let reserve = match access {
             Access::Append => ACTIVE_MAP_RESERVE,
@@ -370,14 +404,14 @@ impl LogFile {
         map.read_head(&file, HEADER_OFFSET, &mut h)
             .map_err(|e| Error::io("read header", path, e))?;
         let (base, prev_unflushed) = decode_header(path, &h, id, cipher.is_some())?;
-        let handle = if access == Access::Detached {
-            // The map keeps the file reachable; the descriptor goes (engines cap them).
-            drop(file);
-            Handle::Detached(None)
+        let (handle, detached) = if access == Access::Detached {
+            // The map keeps the file reachable; the descriptor goes to the caller, who drops
+            // it (engines cap them).
+            (Handle::Detached(None), Some(file))
         } else {
-            Handle::Own(file)
+            (Handle::Own(file), None)
         };
-        Ok(LogFile {
+        let f = LogFile {
             path: path.to_path_buf(),
             id,
             base,
@@ -393,7 +427,8 @@ impl LogFile {
                 + u64::from(crc32c::crc32c(path.as_os_str().as_encoded_bytes())) % WRITEBACK_BYTES,
             cipher: cipher.cloned(),
             prev_unflushed,
-        })
+        };
+        Ok((f, detached))
     }
 
     /// Written since its last flush.

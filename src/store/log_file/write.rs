@@ -17,13 +17,27 @@ use raft::prelude::{Entry, EntryType};
 
 use super::slot::{
     entry_aad, entry_type_code, slot_crc, Slot, FLAG_CONTEXT, FLAG_DATA_DROPPED, FLAG_SEALED,
-    MAX_OFFSET, SLOTS_PER_FILE, SLOT_AREA, SLOT_CRC, SLOT_SIZE,
+    MAX_OFFSET, SLOTS_PER_FILE, SLOT_AREA, SLOT_CRC, SLOT_INDEX, SLOT_SIZE, SLOT_TERM,
 };
 use super::{open_rw, sink_of, Handle, LogFile, Scratch, PAGE, PAYLOAD_START};
 use crate::error::{Error, Result};
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
+use crate::sys::le;
 use crate::sys::map::Sink;
+
+/// What open finds past the end of an engine group's log in its last file
+/// ([`LogFile::past_end`]); nothing is changed yet.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PastEnd {
+    /// The slot before the first one past the end, as written: (term, index); `None` when the
+    /// log ends before this file.
+    pub(crate) last_slot: Option<(u64, u64)>,
+    /// Runs `[lo, hi)` of slots past the end that are not all zero (written after the meta
+    /// page: the journal writes them again, or they belong to records that never became
+    /// durable). Open zeroes them, so that nothing past the end of the log looks like entries.
+    pub(crate) stale: Vec<(u32, u32)>,
+}
 
 /// Payload space reserved when a file is created.
 pub(super) const INITIAL_PAYLOAD_RESERVE: u64 = 4 << 20;
@@ -374,17 +388,27 @@ impl LogFile {
         Ok(())
     }
 
-    /// Zeroes every written slot from `from` on (an engine group's file at open: slots past
-    /// the end its meta page records were written after it, and the journal writes them
-    /// again). Only the slot pages that hold data are touched (`SEEK_DATA`), so a sparse slot
-    /// area is not read.
-    pub(crate) fn clear_slots_from(&mut self, from: u32) -> Result<()> {
+    /// What lies past the end of an engine group's log in this, its last file, at open:
+    /// `from` is the first slot past the end its meta page records. Read only, on `file` (the
+    /// descriptor the file was opened with): the caller zeroes the runs found
+    /// ([`LogFile::zero_slots`]) once every group has been read. Only the slot pages that hold
+    /// data are read (`SEEK_DATA`), so a sparse slot area is not.
+    pub(crate) fn past_end(&self, file: &File, from: u32) -> Result<PastEnd> {
         use rustix::fs::{seek, SeekFrom};
+        let last_slot = match from.checked_sub(1) {
+            Some(k) => {
+                let mut b = [0u8; SLOT_SIZE];
+                file.read_exact_at(&mut b, u64::from(k) * SLOT_SIZE as u64)
+                    .map_err(|e| Error::io("read slot of", &self.path, e))?;
+                Some((le::u64_at(&b, SLOT_TERM), le::u64_at(&b, SLOT_INDEX)))
+            }
+            None => None,
+        };
         let end = SLOT_AREA as u64;
         let mut at = u64::from(from) * SLOT_SIZE as u64;
-        let file = open_rw(&self.path)?;
+        let mut stale = Vec::new();
         while at < end {
-            let data = match seek(&file, SeekFrom::Data(at)) {
+            let data = match seek(file, SeekFrom::Data(at)) {
                 Ok(d) => d,
                 Err(rustix::io::Errno::NXIO) => break,
                 Err(e) => return Err(Error::io("seek data in", &self.path, e.into())),
@@ -392,7 +416,7 @@ impl LogFile {
             if data >= end {
                 break;
             }
-            let hole = match seek(&file, SeekFrom::Hole(data)) {
+            let hole = match seek(file, SeekFrom::Hole(data)) {
                 Ok(h) => h.min(end),
                 Err(e) => return Err(Error::io("seek hole in", &self.path, e.into())),
             };
@@ -400,15 +424,14 @@ impl LogFile {
                 (data.max(at) / SLOT_SIZE as u64) as u32,
                 hole.div_ceil(SLOT_SIZE as u64).min(SLOTS_PER_FILE) as u32,
             );
-            // Only slots that are not all zero are written (a page of zeroes stays as it is).
-            // They are read with `pread`, not through the map: touching the map would fault its
-            // pages in (and their neighbours), which cost a reopen more than the read.
-            if let Some((lo, hi)) = nonzero_slots(&file, &self.path, a, b)? {
-                self.zero_slots(lo, hi + 1)?;
+            // Read with `pread`, not through the map: touching the map would fault its pages
+            // in (and their neighbours), which cost a reopen more than the read.
+            if let Some((lo, hi)) = nonzero_slots(file, &self.path, a, b)? {
+                stale.push((lo, hi + 1));
             }
             at = hole;
         }
-        Ok(())
+        Ok(PastEnd { last_slot, stale })
     }
 
     /// Zeroes slots `[from, to)`: they no longer hold entries. Their payload space is not reused.
@@ -560,14 +583,18 @@ mod tests {
     /// slot from there on reads zero afterwards, those before it and the header are as they
     /// were, and the slot pages that held nothing stay holes.
     #[test]
-    fn clearing_slots_from_an_index_zeroes_every_written_slot_after_it_and_only_those() {
+    fn zeroing_what_lies_past_an_index_clears_every_written_slot_after_it_and_only_those() {
         use rustix::fs::{seek, SeekFrom};
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut f, mut scratch) = engine_file(dir.path());
-        // Slots 0..300 (three slot pages), then stale slots far past them: a run in the middle
-        // of the area, and two in the last slot page (which the header shares).
-        f.write_entries(0, &entries(1, 300, 100), &mut scratch)
-            .expect("write");
+        // Slots 0..300 (three slot pages; the term grows every 64 entries), then stale slots
+        // far past them: a run in the middle of the area, and two in the last slot page (which
+        // the header shares).
+        let mut written = entries(1, 300, 100);
+        for e in &mut written {
+            e.term = 1 + e.index / 64;
+        }
+        f.write_entries(0, &written, &mut scratch).expect("write");
         let end = f.payload_end;
         let path = f.path.clone();
         drop(f);
@@ -581,9 +608,29 @@ mod tests {
                 .expect("stale slot");
         }
         let before = std::fs::read(&path).expect("read");
-        let mut g = LogFile::open(&path, 1, super::super::Access::Detached, None).expect("open");
+        let (mut g, past) = LogFile::open_engine_tail(&path, 1, None, |base| {
+            assert_eq!(base, 1, "the header's first index");
+            100
+        })
+        .expect("open");
+        let unchanged = std::fs::read(&path).expect("read");
+        assert!(unchanged == before, "looking past the end writes nothing");
+        assert_eq!(past.last_slot, Some((2, 100)), "slot 99: index 100, term 2");
+        let stale: Vec<u32> = past.stale.iter().flat_map(|&(lo, hi)| lo..hi).collect();
+        let nonzero: Vec<u32> = (100..SLOTS_PER_FILE as u32)
+            .filter(|&k| {
+                let at = k as usize * SLOT_SIZE;
+                before[at..at + SLOT_SIZE] != [0u8; SLOT_SIZE]
+            })
+            .collect();
+        assert_eq!(nonzero.len(), 200 + 600 + 2);
+        for k in &nonzero {
+            assert!(stale.contains(k), "written slot {k} past the end found");
+        }
         g.set_recovered(0, end);
-        g.clear_slots_from(100).expect("clear");
+        for &(lo, hi) in &past.stale {
+            g.zero_slots(lo, hi).expect("zero");
+        }
         drop(g);
 
         let after = std::fs::read(&path).expect("read");
