@@ -18,6 +18,7 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -157,7 +158,12 @@ pub(crate) struct MetaFile<R: PageRecord = MetaRecord> {
     path: PathBuf,
     /// `None` once detached ([`MetaFile::detach`]): a descriptor is opened for each flush.
     file: Option<File>,
-    map: PageMap,
+    /// Mapped at the first store: open reads a file of up to [`READ_AT_OPEN`] bytes with
+    /// `pread`, so that an engine group that does not change after an open never maps its page
+    /// (an open of 1,024 groups: docs/PERFORMANCE.md, "Reopen: fewer maps").
+    map: Option<PageMap>,
+    /// The file's length: both copies.
+    len: usize,
     /// Which copy holds the newest state, and what the other holds.
     copies: Copies,
     dirty: bool,
@@ -168,7 +174,45 @@ pub(crate) struct MetaFile<R: PageRecord = MetaRecord> {
 
 impl<R: PageRecord> MetaFile<R> {
     fn region_size(&self) -> usize {
-        self.map.len() / 2
+        self.len / 2
+    }
+
+    /// The map, made now if it is not yet (on the descriptor, or on one opened for the moment
+    /// when detached: the map keeps the file reachable). The file must still be the length open
+    /// found: only this process writes it, and a store that outgrows it replaces the file and
+    /// this `MetaFile` whole.
+    fn mapped(&mut self) -> Result<&mut PageMap> {
+        if self.map.is_none() {
+            let map = match &self.file {
+                Some(f) => PageMap::new(f, &self.path)?,
+                None => {
+                    let f = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&self.path)
+                        .map_err(|e| Error::io("open", &self.path, e))?;
+                    PageMap::new(&f, &self.path)?
+                }
+            };
+            if map.len() != self.len {
+                return Err(Error::corrupt(
+                    &self.path,
+                    map.len() as u64,
+                    format!(
+                        "the meta file is {} bytes, but was {} when opened",
+                        map.len(),
+                        self.len
+                    ),
+                ));
+            }
+            self.map = Some(map);
+        }
+        match self.map.as_mut() {
+            Some(m) => Ok(m),
+            None => Err(Error::invariant(
+                "a meta file's map is missing right after mapping it",
+            )),
+        }
     }
 
     /// Which copy is in use, and what the other one holds (as found at open, then as written).
@@ -209,14 +253,29 @@ impl<R: PageRecord> MetaFile<R> {
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
         check_len(&path, len)?;
-        let map = PageMap::new(&file, &path)?;
-        let (copies, record) = newest_copy::<R>(&path, map.bytes(), cipher)?;
+        // Small files (every record a store writes) are read; a larger one is mapped, so that
+        // a damaged length is never an allocation.
+        let (map, read) = if len <= READ_AT_OPEN {
+            let mut bytes = vec![0u8; len as usize];
+            file.read_exact_at(&mut bytes, 0)
+                .map_err(|e| Error::io("read", &path, e))?;
+            (None, Some(bytes))
+        } else {
+            (Some(PageMap::new(&file, &path)?), None)
+        };
+        let bytes = match (&map, &read) {
+            (_, Some(b)) => b.as_slice(),
+            (Some(m), None) => m.bytes(),
+            (None, None) => return Err(Error::invariant("a meta file neither read nor mapped")),
+        };
+        let (copies, record) = newest_copy::<R>(&path, bytes, cipher)?;
         Ok((
             MetaFile {
                 dir: dir.to_path_buf(),
                 path,
                 file: Some(file),
                 map,
+                len: len as usize,
                 copies,
                 dirty: false,
                 cipher: cipher.cloned(),
@@ -226,8 +285,9 @@ impl<R: PageRecord> MetaFile<R> {
         ))
     }
 
-    /// Drops the descriptor (the map keeps the file reachable): an engine group's meta page,
-    /// whose engine caps descriptors. Flushes then open one for the moment.
+    /// Drops the descriptor (the map, once made, keeps the file reachable): an engine group's
+    /// meta page, whose engine caps descriptors. Flushes, and the first store's map, then open
+    /// one for the moment.
     pub(crate) fn detach(&mut self) {
         self.file = None;
     }
@@ -253,11 +313,12 @@ impl<R: PageRecord> MetaFile<R> {
             return Ok(());
         }
         let next = 1 - self.copies.current;
+        let sealed = self.cipher.is_some();
         encode_region::<R>(
-            self.map.bytes_mut(next * region..(next + 1) * region),
+            self.mapped()?.bytes_mut(next * region..(next + 1) * region),
             seq,
             &body,
-            self.cipher.is_some(),
+            sealed,
         );
         self.copies = Copies {
             current: next,
@@ -306,6 +367,9 @@ pub(crate) fn read_only<R: PageRecord>(dir: &Path, cipher: Option<&Cipher>) -> R
     let (copies, record) = newest_copy::<R>(&path, &bytes, cipher)?;
     Ok((record, copies))
 }
+
+/// Meta files up to this length are read at open, not mapped (see `MetaFile::map`).
+const READ_AT_OPEN: u64 = 1 << 20;
 
 fn check_len(path: &Path, len: u64) -> Result<()> {
     if len < (2 * MIN_REGION) as u64 || !len.is_multiple_of(2) || len > (1 << 40) {
