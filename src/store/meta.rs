@@ -158,9 +158,10 @@ pub(crate) struct MetaFile<R: PageRecord = MetaRecord> {
     path: PathBuf,
     /// `None` once detached ([`MetaFile::detach`]): a descriptor is opened for each flush.
     file: Option<File>,
-    /// Mapped at the first store: open reads a file of up to [`READ_AT_OPEN`] bytes with
-    /// `pread`, so that an engine group that does not change after an open never maps its page
-    /// (an open of 1,024 groups: docs/PERFORMANCE.md, "Reopen: fewer maps").
+    /// Mapped at the first store of a file that keeps its descriptor (a `DiskStorage`'s): open
+    /// reads a file of up to [`READ_AT_OPEN`] bytes with `pread` (docs/PERFORMANCE.md,
+    /// "Reopen: fewer maps"), and a detached file is stored with `pwrite`, never mapped (one
+    /// larger than that, only a damaged one, is mapped at open to be read).
     map: Option<PageMap>,
     /// The file's length: both copies.
     len: usize,
@@ -178,9 +179,8 @@ impl<R: PageRecord> MetaFile<R> {
     }
 
     /// The map, made now if it is not yet (on the descriptor, or on one opened for the moment
-    /// when detached: the map keeps the file reachable). The file must still be the length open
-    /// found: only this process writes it, and a store that outgrows it replaces the file and
-    /// this `MetaFile` whole.
+    /// when detached). The file must still be the length open found: only this process writes
+    /// it, and a store that outgrows it replaces the file and this `MetaFile` whole.
     fn mapped(&mut self) -> Result<&mut PageMap> {
         if self.map.is_none() {
             let map = match &self.file {
@@ -285,15 +285,14 @@ impl<R: PageRecord> MetaFile<R> {
         ))
     }
 
-    /// Drops the descriptor (the map, once made, keeps the file reachable): an engine group's
-    /// meta page, whose engine caps descriptors. Flushes, and the first store's map, then open
-    /// one for the moment.
+    /// Drops the descriptor: an engine group's meta page, whose engine caps descriptors (and
+    /// the maps each group holds). Stores and flushes then open one for the moment.
     pub(crate) fn detach(&mut self) {
         self.file = None;
     }
 
-    /// Writes `record` into the copy that does not hold the newest state (through the map; durable
-    /// after [`MetaFile::flush`]). A record too large for a region rewrites the file larger,
+    /// Writes `record` into the copy that does not hold the newest state (through the map, or
+    /// with `pwrite` when detached; durable after [`MetaFile::flush`]). A record too large for a region rewrites the file larger,
     /// durably.
     pub(crate) fn store(&mut self, record: &R) -> Result<()> {
         let seq = self.copies.seq + 1;
@@ -314,12 +313,27 @@ impl<R: PageRecord> MetaFile<R> {
         }
         let next = 1 - self.copies.current;
         let sealed = self.cipher.is_some();
-        encode_region::<R>(
-            self.mapped()?.bytes_mut(next * region..(next + 1) * region),
-            seq,
-            &body,
-            sealed,
-        );
+        if self.map.is_none() && self.file.is_none() {
+            // A detached page (an engine group's) is written with `pwrite`, never mapped: the
+            // maps a group holds bound how many groups one process can host
+            // (docs/PERFORMANCE.md, "How many groups a process can host"). The same bytes as
+            // through a map: the record and its header, the rest of the region as it was.
+            let mut bytes = vec![0u8; R_RECORD + body.len()];
+            encode_region::<R>(&mut bytes, seq, &body, sealed);
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(|e| Error::io("open", &self.path, e))?;
+            f.write_all_at(&bytes, (next * region) as u64)
+                .map_err(|e| Error::io("write", &self.path, e))?;
+        } else {
+            encode_region::<R>(
+                self.mapped()?.bytes_mut(next * region..(next + 1) * region),
+                seq,
+                &body,
+                sealed,
+            );
+        }
         self.copies = Copies {
             current: next,
             seq,
