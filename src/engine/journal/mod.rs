@@ -5,10 +5,10 @@
 //! checkpoint are replayed into the groups.
 //!
 //! Owns: the segment files (`journal/<id>.jnl`, fixed size, every block written; the spares and
-//! the next segment are module `segments`; the record framing is module `record`), the scan at
-//! open and what counts as its torn tail. Must never: hand out a record whose checksum fails,
-//! return records out of sequence, or decide what a record means (that is `batch` and the
-//! engine).
+//! the next segment are module `segments`; the record framing is module `record`; the count of
+//! what it holds after its last trim is module `held`), the scan at open and what counts as its
+//! torn tail. Must never: hand out a record whose checksum fails, return records out of
+//! sequence, or decide what a record means (that is `batch` and the engine).
 //!
 //! Layout (little-endian; docs/FORMAT.md "Engine roots"):
 //! ```text
@@ -22,13 +22,13 @@
 //! segments at open and what counts as their torn end), `header` (a segment's header page),
 //! `direct` (appends written with `O_DIRECT`).
 
-use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use bytes::Bytes;
 
+use self::held::Held;
 use super::record;
 use super::segments::{Job, Next, Pool, Prepared};
 use crate::error::{Error, Result};
@@ -36,6 +36,7 @@ use crate::sys::crypto::Cipher;
 
 mod direct;
 mod header;
+mod held;
 mod open;
 
 pub(crate) use header::{read_header, Header, H_FIRST_SEQ, H_ID};
@@ -119,10 +120,8 @@ pub(crate) struct Journal {
     pool: Pool,
     /// Bytes appended since the journal was last trimmed (the checkpoint trigger).
     appended: u64,
-    /// The records after the last trim, oldest first (sequence number, bytes stored), and
-    /// their bytes in all ([`Journal::held`]).
-    held: VecDeque<(u64, u64)>,
-    held_bytes: u64,
+    /// The records after the last trim and their bytes ([`Journal::held`]).
+    held: Held,
     /// Open cut a torn tail, and the segment that makes the cut durable is not started yet
     /// ([`Journal::seal_cut`]).
     cut_pending: bool,
@@ -244,13 +243,7 @@ impl Journal {
     /// at open included): what the next open would replay, and about what the next trim
     /// frees. Commits wait while it is too large (module `commit`).
     pub(crate) fn held(&self) -> u64 {
-        self.held_bytes
-    }
-
-    /// Counts record `seq` of `bytes` (stored) as held.
-    fn hold(&mut self, seq: u64, bytes: u64) {
-        self.held.push_back((seq, bytes));
-        self.held_bytes += bytes;
+        self.held.bytes()
     }
 
     /// Appends a record whose body is `pieces` back to back (sealed when the engine is
@@ -329,7 +322,7 @@ impl Journal {
         w.dirty = true;
         self.next_seq += 1;
         self.appended += total;
-        self.hold(seq, total);
+        self.held.hold(seq, total);
         Ok(seq)
     }
 
@@ -484,13 +477,7 @@ impl Journal {
             self.pool.recycle(&seg.path, seg.id, len)?;
         }
         self.appended = 0;
-        while let Some(&(s, bytes)) = self.held.front() {
-            if s > seq {
-                break;
-            }
-            self.held.pop_front();
-            self.held_bytes -= bytes;
-        }
+        self.held.trim(seq);
         Ok(())
     }
 }
@@ -698,6 +685,26 @@ mod tests {
         }
     }
 
+    /// Tiny records (what unsynced commits of a few bytes append) are counted in runs: the
+    /// count's memory follows the bytes held, not the number of records (one entry a record
+    /// was 16 bytes each: a journal at its 1 GiB bound held tens of millions of them).
+    #[test]
+    fn the_held_count_of_tiny_records_keeps_a_run_a_mebibyte() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let mut j = open_sized(&dir, 1 << 20, 1, 0).journal;
+        for seq in 1..=60_000u64 {
+            assert_eq!(j.append(&[&seq.to_le_bytes()]).expect("append"), seq);
+        }
+        let bytes = j.held();
+        assert!(bytes > 60_000 * 8, "{bytes} bytes held");
+        assert!(
+            j.held.runs() as u64 <= bytes / held::RUN_BYTES + 1,
+            "{} runs for {bytes} bytes of 60,000 records",
+            j.held.runs()
+        );
+    }
+
     /// `held` counts the bytes of the records after the last trim, as the files lay them out:
     /// each append adds the distance its record moved the write position; a trim drops the
     /// records at or below its checkpoint; an open counts the records after its checkpoint.
@@ -706,6 +713,9 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("journal");
         let mut j = open_sized(&dir, 64 << 10, 1, 0).journal;
+        // A run a record: the exact count through the trims (module `held` tests the runs the
+        // journal keeps, never below the exact count and high by less than a run).
+        j.held = Held::new(0);
         // (sequence number, bytes it took in its segment)
         let mut took: Vec<(u64, u64)> = Vec::new();
         for seq in 1..=60u64 {

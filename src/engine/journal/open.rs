@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::header::{read_header, Header, H_FIRST_SEQ, H_ID};
+use super::held::{self, Held};
 use super::{
     parse_segment_name, segment_name, Journal, Opened, Record, Segment, Writer, SEGMENT_HEADER,
 };
@@ -110,7 +111,7 @@ impl Journal {
         }
 
         let mut records = Vec::new();
-        let mut held = Vec::new(); // (seq, bytes stored) of the records kept
+        let mut held = Held::new(held::RUN_BYTES); // the records kept
         let mut expected = None::<u64>;
         let mut tail = None::<(u64, bool)>; // where the last segment's records end; torn?
         let mut keep = segments.len(); // segments from here on lie after a torn end
@@ -163,7 +164,7 @@ impl Journal {
                     Scan::Record { body, next } => {
                         if want > checkpoint_seq {
                             records.push(Record { seq: want, body });
-                            held.push((want, (next - at) as u64));
+                            held.hold(want, (next - at) as u64);
                         }
                         want += 1;
                         at = next;
@@ -231,8 +232,7 @@ impl Journal {
                 stalled: false,
             },
             appended: 0,
-            held_bytes: held.iter().map(|&(_, bytes)| bytes).sum(),
-            held: held.into(),
+            held,
             cut_pending: matches!(tail, Some((_, true))),
             untidy: (unused, leftovers),
             direct: false,
