@@ -1315,46 +1315,66 @@ fn new_groups_survive_a_kill_before_any_checkpoint_whatever_their_first_change()
 }
 
 /// Slots written past the end a group's meta page records (as a writer killed before its
-/// checkpoint leaves them) are found and zeroed by open, in every slot page that holds any; the
-/// last entry's term, read by open beside them, is the log's; and after a clean close each
-/// group's directory opens with `DiskStorage` holding exactly its log. Ends checked: inside a
-/// slot page, on a page's last slot, and a group without entries.
+/// checkpoint leaves them) are found and zeroed by open, in every slot page that holds any (up
+/// to the last slot of the area, which shares its page with the header); the last entry's term,
+/// read by open beside them, is the log's; and after a clean close each group's directory opens
+/// with `DiskStorage` holding exactly its log. Ends checked: inside a slot page, on a page's
+/// last slot, a group without entries, and a log over two files (its end in the second).
 #[test]
 fn slots_past_a_groups_recorded_end_are_zeroed_at_open_and_its_last_term_kept() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    // group -> (last index, term): 100 ends inside slot page 0; 128 on its last slot (the
-    // next slot starts page 1); 0 has no entries.
-    let ends = [(1u64, 100u64, 3u64), (2, 128, 5), (3, 0, 0)];
+    let n = layout::SLOTS_PER_FILE;
+    // (group, last index, term): 100 ends inside slot page 0; 128 on its last slot (the next
+    // slot starts page 1); 0 has no entries; n + 10 ends at slot 9 of the second file.
+    let ends = [(1u64, 100u64, 3u64), (2, 128, 5), (3, 0, 0), (4, n + 10, 2)];
+    // The last file of a log ending at `last`, and its first index.
+    let tail = |last: u64| ((last.max(1) - 1) / n + 1, (last.max(1) - 1) / n * n + 1);
     {
         let e = Engine::open(&root).unwrap();
-        let mut b = WriteBatch::new();
         for &(gid, last, term) in &ends {
             e.create_group(gid, 10 + gid).unwrap();
+            let mut b = WriteBatch::new();
             let es = if last > 0 {
                 entries(1, last, term, gid)
             } else {
                 vec![]
             };
             b.save(gid, &hs(term.max(1), 1, last), &es, &Snapshot::default());
+            e.write(&mut b).unwrap();
         }
-        e.write(&mut b).unwrap();
         e.close().unwrap();
     }
     let slot = layout::SLOT_LEN;
-    let stale: [u64; 5] = [0, 1, 300, 20_000, layout::SLOTS_PER_FILE - 1];
     for &(gid, last, _) in &ends {
+        let (file, base) = tail(last);
         let wal = root
             .join("groups")
             .join(gid.to_string())
-            .join(layout::log_name(1));
+            .join(layout::log_name(file));
         if last == 0 {
             assert!(!wal.exists(), "group {gid} has no entries and no file");
             continue;
         }
+        assert_eq!(
+            std::fs::read_dir(wal.parent().unwrap())
+                .unwrap()
+                .filter(|d| d
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".wal"))
+                .count() as u64,
+            file,
+            "group {gid}: its log files"
+        );
+        // Slots of the last file: the first past the end and the next, one 300 further, one
+        // in the middle of the area and its last (in the header's page).
+        let past = last + 1 - base;
         let f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
-        for k in stale.iter().map(|s| last + s) {
+        for k in [past, past + 1, past + 300, 20_000, n - 1] {
             f.write_all_at(&[0xA5; 32][..slot as usize], k * slot)
                 .unwrap();
         }
@@ -1384,9 +1404,10 @@ fn slots_past_a_groups_recorded_end_are_zeroed_at_open_and_its_last_term_kept() 
     e.write(&mut b).unwrap();
     e.close().unwrap();
     for &(gid, last, term) in &ends {
+        let (file, base) = tail(last + 2);
         let gdir = root.join("groups").join(gid.to_string());
-        let bytes = std::fs::read(gdir.join(layout::log_name(1))).unwrap();
-        let end = ((last + 2) * slot) as usize;
+        let bytes = std::fs::read(gdir.join(layout::log_name(file))).unwrap();
+        let end = ((last + 3 - base) * slot) as usize;
         if let Some(at) = bytes[end..layout::SLOT_AREA_LEN as usize]
             .iter()
             .position(|&b| b != 0)

@@ -110,3 +110,116 @@ fn random_mutations_never_panic() {
             .join("\n\n")
     );
 }
+
+/// A group meta page with a valid checksum whose engine fields say the log ends where its last
+/// file cannot hold it (past the file's 30,000 slots, past the largest index, at `u64::MAX`), or
+/// name an impossible last file, is refused at open in both modes with an error naming
+/// `wal.meta`; nothing panics, now or on a read, and the refused open changes nothing. (Such a
+/// page once opened, then panicked on the first `term()` of its last index, and in a release
+/// build could zero the last file's slots first.)
+#[test]
+fn a_forged_log_end_in_a_group_meta_page_is_refused_naming_it() {
+    use fuzz::layout::{
+        META_CRC_AT, META_FILE, META_MAGIC, META_MIN_REGION, META_RECORD_AT, META_RECORD_LEN_AT,
+        META_SEQ_AT,
+    };
+    use fuzz::util::{pb_decode, pb_encode, pb_set_sub, pb_set_varint, pb_sub};
+    use raftwal::{Engine, EngineOptions, RecoveryMode, WriteBatch};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    {
+        let e = Engine::open(&root).unwrap();
+        e.create_group(1, 1).unwrap();
+        let es: Vec<raft::prelude::Entry> = (1..=10)
+            .map(|i| fuzz::entries::entry_in_group(i, 1, 1))
+            .collect();
+        let mut hs = raft::prelude::HardState::default();
+        hs.term = 1;
+        hs.commit = 10;
+        let mut b = WriteBatch::new();
+        b.save(1, &hs, &es, &Default::default());
+        e.write(&mut b).unwrap();
+        e.close().unwrap();
+    }
+    let meta = root.join("groups/1").join(META_FILE);
+    let clean = std::fs::read(&meta).unwrap();
+    let region = META_MIN_REGION as usize;
+    assert_eq!(clean.len(), 2 * region, "two regions of the least size");
+    // The newest copy: the higher sequence number of the two.
+    let seq_of = |r: usize| {
+        let at = r * region + META_SEQ_AT as usize;
+        u64::from_le_bytes(clean[at..at + 8].try_into().unwrap())
+    };
+    let newest = if seq_of(1) > seq_of(0) { 1 } else { 0 };
+    let len_at = newest * region + META_RECORD_LEN_AT as usize;
+    let len = u32::from_le_bytes(clean[len_at..len_at + 4].try_into().unwrap()) as usize;
+    let rec_at = newest * region + META_RECORD_AT as usize;
+    let rec = pb_decode(&clean[rec_at..rec_at + len]).expect("the meta record decodes");
+    let engine = pb_sub(&rec, 8).expect("an engine group's record has engine fields");
+    assert_eq!(fuzz::util::pb_varint(&engine, 2), 10, "the log ends at 10");
+
+    // (field of EngineGroupRecord, value): last_index = 2, last_file_id = 5.
+    for (field, value) in [
+        (2u32, 30_005u64),
+        (2, 30_000 + 1),
+        (2, (1 << 62) + 1),
+        (2, u64::MAX),
+        (5, u64::MAX),
+        (5, (1 << 62) + 1),
+    ] {
+        let mut eng = engine.clone();
+        pb_set_varint(&mut eng, field, value);
+        let mut forged_rec = rec.clone();
+        pb_set_sub(&mut forged_rec, 8, Some(&eng));
+        let body = pb_encode(&forged_rec);
+        let seq = seq_of(newest) + 1;
+        let mut h = Vec::new();
+        h.extend_from_slice(META_MAGIC);
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&seq.to_le_bytes());
+        h.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        assert_eq!(h.len() as u64, META_CRC_AT);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h), &body);
+        h.extend_from_slice(&crc.to_le_bytes());
+        h.extend_from_slice(&body);
+        let mut forged = clean.clone();
+        let other = (1 - newest) * region;
+        forged[other..other + h.len()].copy_from_slice(&h);
+        std::fs::write(&meta, &forged).unwrap();
+        for mode in [
+            RecoveryMode::TolerateTailCorruption,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            let opts = EngineOptions {
+                recovery_mode: mode,
+                ..Default::default()
+            };
+            match Engine::open_with(&root, opts) {
+                Ok(e) => panic!(
+                    "field {field} = {value}, {mode:?}: opened with groups {:?}",
+                    e.group_ids()
+                ),
+                Err(err) => {
+                    let msg = err.to_string();
+                    assert!(
+                        msg.contains("wal.meta"),
+                        "field {field} = {value}, {mode:?}: {msg}"
+                    );
+                }
+            }
+            assert!(
+                std::fs::read(&meta).unwrap() == forged,
+                "field {field} = {value}, {mode:?}: the refused open changed wal.meta"
+            );
+        }
+    }
+    // The genuine page opens whole again.
+    std::fs::write(&meta, &clean).unwrap();
+    let e = Engine::open(&root).unwrap();
+    let g = e.group(1).unwrap();
+    use raft::Storage;
+    assert_eq!(g.last_index().unwrap(), 10);
+    assert_eq!(g.term(10).unwrap(), 1);
+}

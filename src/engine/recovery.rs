@@ -88,6 +88,7 @@ pub(crate) fn open(
             cipher.clone(),
             checkpoint_seq,
             mode,
+            super::checkpoint::held_run_bytes(&opts),
         )
     };
     // An existing journal is read on a thread of its own while the groups are read: its read
@@ -301,6 +302,20 @@ fn read_group(
             "the meta page of an engine group has no engine record",
         ));
     };
+    // Bounded like the page's other indexes, so that no arithmetic on them overflows (a
+    // forged page with a valid checksum).
+    if eng.last_index > log_file::MAX_INDEX || eng.last_file_id > log_file::MAX_INDEX {
+        return Err(Error::corrupt(
+            meta_file.path(),
+            0,
+            format!(
+                "the meta page holds an index past {}: last index {}, last file {}",
+                log_file::MAX_INDEX,
+                eng.last_index,
+                eng.last_file_id
+            ),
+        ));
+    }
     check_meta_fallback(meta_file.path(), meta_file.copies(), &eng, checkpoint_seq)?;
     if mode == RecoveryMode::AbsoluteConsistency {
         if let Some(e) = meta_file.copies().damage(meta_file.path()) {
@@ -395,9 +410,20 @@ fn read_files(
                 // entries.
                 let first_base = files.front().map(LogFile::base);
                 let (f, past) = LogFile::open_engine_tail(&path, want, cipher, |base| {
-                    let end = last.max(first_base.unwrap_or(base).saturating_sub(1));
-                    (end + 1).saturating_sub(base).min(SLOTS_PER_FILE) as u32
+                    first_slot_past(last, first_base.unwrap_or(base), base)
                 })?;
+                if last >= f.base().saturating_add(SLOTS_PER_FILE) {
+                    return Err(Error::corrupt(
+                        dir.join(crate::store::meta::META_FILE),
+                        0,
+                        format!(
+                            "the meta page says the log ends at index {last} in {}, which holds indexes {} to {}",
+                            log_file::file_name(want),
+                            f.base(),
+                            f.base() + SLOTS_PER_FILE - 1
+                        ),
+                    ));
+                }
                 past_end = Some(past);
                 f
             } else {
@@ -449,6 +475,17 @@ fn read_files(
         });
     }
     Ok((files, next_file_id, wal_last, remove, past_end))
+}
+
+/// The first slot past the log in its last file, whose first index is `base`: the log ends at
+/// `last` (the meta page's) or, when that lies before the files, just before the first file's
+/// first index `first_base`. 0 when the log ends before this file (every written slot of it
+/// lies past the end); no more than the file's slots.
+fn first_slot_past(last: u64, first_base: u64, base: u64) -> u32 {
+    let end = last.max(first_base.saturating_sub(1));
+    end.saturating_add(1)
+        .saturating_sub(base)
+        .min(SLOTS_PER_FILE) as u32
 }
 
 /// Opens a group read by [`read_group`]: the written slots past its log zeroed, the files its
@@ -654,4 +691,32 @@ fn check_contiguous(g: &Group, part: &batch::Decoded, seq: u64) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first_slot_past, SLOTS_PER_FILE};
+
+    /// The first slot past the log in its last file: the log in that file alone, over several
+    /// files, ending in an earlier file, before every file (a snapshot past an empty log), and
+    /// at the edges of the index space.
+    #[test]
+    fn the_first_slot_past_the_log_in_its_last_file() {
+        let n = SLOTS_PER_FILE;
+        // One file from index 1: the log ends at 100, slot 99 holds it, slot 100 is past it.
+        assert_eq!(first_slot_past(100, 1, 1), 100);
+        assert_eq!(first_slot_past(0, 1, 1), 0);
+        assert_eq!(first_slot_past(n, 1, 1), n as u32);
+        // A second file (from n + 1) holding the end at n + 10: its slot 10 is past it.
+        assert_eq!(first_slot_past(n + 10, 1, n + 1), 10);
+        assert_eq!(first_slot_past(n, 1, n + 1), 0);
+        // The end lies in an earlier file than the last one: all of the last is past it.
+        assert_eq!(first_slot_past(5, 1, 2 * n + 1), 0);
+        // The log starts after a snapshot at 500 (first file from 501) and is empty.
+        assert_eq!(first_slot_past(0, 501, 501), 0);
+        assert_eq!(first_slot_past(499, 501, 501), 0);
+        // Never past the file's slots, never an overflow.
+        assert_eq!(first_slot_past(u64::MAX, 1, 1), n as u32);
+        assert_eq!(first_slot_past(0, 0, 0), 1);
+    }
 }

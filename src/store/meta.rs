@@ -160,8 +160,9 @@ pub(crate) struct MetaFile<R: PageRecord = MetaRecord> {
     file: Option<File>,
     /// Mapped at the first store of a file that keeps its descriptor (a `DiskStorage`'s): open
     /// reads a file of up to [`READ_AT_OPEN`] bytes with `pread` (docs/PERFORMANCE.md,
-    /// "Reopen: fewer maps"), and a detached file is stored with `pwrite`, never mapped (one
-    /// larger than that, only a damaged one, is mapped at open to be read).
+    /// "Reopen: fewer maps"), and a detached file is stored with `pwrite`, never mapped. A
+    /// larger file (a record of half a MiB or more, say a very large conf state; or a damaged
+    /// length) is mapped at open to be read, and then stored through that map.
     map: Option<PageMap>,
     /// The file's length: both copies.
     len: usize,
@@ -253,8 +254,8 @@ impl<R: PageRecord> MetaFile<R> {
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
         check_len(&path, len)?;
-        // Small files (every record a store writes) are read; a larger one is mapped, so that
-        // a damaged length is never an allocation.
+        // Small files (a record under half a MiB: every usual one) are read; a larger one is
+        // mapped, so that a damaged length is never an allocation.
         let (map, read) = if len <= READ_AT_OPEN {
             let mut bytes = vec![0u8; len as usize];
             file.read_exact_at(&mut bytes, 0)

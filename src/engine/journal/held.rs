@@ -1,17 +1,17 @@
 //! What the journal holds after its last trim ([`crate::engine::journal::Journal::held`]): the
 //! bytes of the records no checkpoint covers yet, which commits wait on once they reach the
-//! journal's bound (module `checkpoint`), counted in runs of consecutive records of about
-//! [`RUN_BYTES`] each, so that the count's memory stays small however small the records (one
-//! entry a record would be tens of millions of entries, hundreds of MiB, for tiny unsynced
-//! records in a journal at its 1 GiB bound).
+//! journal's bound (module `checkpoint`), counted in runs of consecutive records (a 64th of
+//! that bound, at most [`MAX_RUN_BYTES`]), so that the count's memory stays small however small
+//! the records (one entry a record would be tens of millions of entries, hundreds of MiB, for
+//! tiny unsynced records in a journal at its 1 GiB bound).
 //!
 //! Owns: that count. Must never: count a record twice, or drop a record above the checkpoint
 //! it is trimmed to (the count may be high, by less than a run, never low).
 
 use std::collections::VecDeque;
 
-/// Bytes of records after which a run is closed and the next record starts another.
-pub(crate) const RUN_BYTES: u64 = 1 << 20;
+/// The most bytes of records after which a run is closed and the next record starts another.
+pub(crate) const MAX_RUN_BYTES: u64 = 1 << 20;
 
 /// The records after the last trim, in runs.
 #[derive(Debug)]

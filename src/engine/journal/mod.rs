@@ -36,7 +36,7 @@ use crate::sys::crypto::Cipher;
 
 mod direct;
 mod header;
-mod held;
+pub(crate) mod held;
 mod open;
 
 pub(crate) use header::{read_header, Header, H_FIRST_SEQ, H_ID};
@@ -504,6 +504,7 @@ mod tests {
             None,
             checkpoint,
             RecoveryMode::AbsoluteConsistency,
+            held::MAX_RUN_BYTES,
         )
         .expect("open");
         opened.journal.tidy().expect("tidy");
@@ -699,7 +700,7 @@ mod tests {
         let bytes = j.held();
         assert!(bytes > 60_000 * 8, "{bytes} bytes held");
         assert!(
-            j.held.runs() as u64 <= bytes / held::RUN_BYTES + 1,
+            j.held.runs() as u64 <= bytes / held::MAX_RUN_BYTES + 1,
             "{} runs for {bytes} bytes of 60,000 records",
             j.held.runs()
         );

@@ -10,7 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::header::{read_header, Header, H_FIRST_SEQ, H_ID};
-use super::held::{self, Held};
+use super::held::Held;
 use super::{
     parse_segment_name, segment_name, Journal, Opened, Record, Segment, Writer, SEGMENT_HEADER,
 };
@@ -38,6 +38,7 @@ impl Journal {
         cipher: Option<Cipher>,
         checkpoint_seq: u64,
         mode: RecoveryMode,
+        held_run_bytes: u64,
     ) -> Result<Opened> {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let mut ids = Vec::new();
@@ -111,7 +112,7 @@ impl Journal {
         }
 
         let mut records = Vec::new();
-        let mut held = Held::new(held::RUN_BYTES); // the records kept
+        let mut held = Held::new(held_run_bytes); // the records kept
         let mut expected = None::<u64>;
         let mut tail = None::<(u64, bool)>; // where the last segment's records end; torn?
         let mut keep = segments.len(); // segments from here on lie after a torn end
