@@ -130,13 +130,23 @@ pub(crate) fn scan(
     ids.sort_unstable();
     out.spares.sort();
 
-    // Headers first, as open reads them.
+    // Every segment opened at once, and read through that descriptor from then on: a live
+    // engine's checkpoint may retire a segment (rename it to a spare, or remove it) while this
+    // scan runs, and the descriptor keeps reading the bytes the listing named.
+    let mut files = Vec::with_capacity(ids.len());
     for &id in &ids {
         let path = dir.join(format!("{id:016}.jnl"));
-        let len = fs::metadata(&path)
+        let file = fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        files.push((id, path, file));
+    }
+    // Headers first, as open reads them.
+    let mut opened = Vec::with_capacity(files.len());
+    for (id, path, file) in files {
+        let len = file
+            .metadata()
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
-        let header = match journal::read_header(&path, id, cipher.is_some()) {
+        let header = match journal::read_header_of(&file, &path, id, cipher.is_some()) {
             Ok(h) => h,
             Err(e @ (Error::Corrupt { .. } | Error::MissingFile { .. })) => {
                 out.damage = Some(e);
@@ -167,6 +177,7 @@ pub(crate) fn scan(
                 return Ok(out);
             }
         };
+        opened.push(file);
         out.segments.push(SegmentScan {
             id,
             path,
@@ -212,7 +223,8 @@ pub(crate) fn scan(
                     out.segments[j].after_end = true;
                 }
                 let end = journal::torn_end(&path, want, first_seq);
-                out.lost = records_after_end(&out.segments, &live[n..], want, cipher, &end)?;
+                out.lost =
+                    records_after_end(&out.segments, &opened, &live[n..], want, cipher, &end)?;
                 if out.lost.is_none() && out.torn.is_none() {
                     out.torn = Some(end);
                 } else if out.lost.is_some() {
@@ -234,7 +246,7 @@ pub(crate) fn scan(
             ));
             return Ok(out);
         }
-        let bytes = Bytes::from(fs::read(&path).map_err(|e| Error::io("read", &path, e))?);
+        let bytes = read_whole(&opened[i], &path)?;
         let mut at = SEGMENT_HEADER as usize;
         let mut want = first_seq;
         let ended = loop {
@@ -311,11 +323,39 @@ pub(crate) fn scan(
     Ok(out)
 }
 
-/// The valid records in the segments `after` (indexes into `segments`) that lie after a torn
-/// end (record `want` missing before them, `end` saying why), each segment read from its first
-/// record on: an error naming them, which a default open drops; `None` if there is none.
+/// Every byte of segment `path`, opened as `file`.
+fn read_whole(file: &fs::File, path: &Path) -> Result<Bytes> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut reader = std::io::BufReader::new(ReadAt { file, at: 0 });
+    reader
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(Bytes::from(buf))
+}
+
+/// Reads a file from offset 0 with `pread`, whatever its descriptor's position.
+struct ReadAt<'a> {
+    file: &'a fs::File,
+    at: u64,
+}
+
+impl std::io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// The valid records in the segments `after` (indexes into `segments` and `files`) that lie
+/// after a torn end (record `want` missing before them, `end` saying why), each segment read
+/// from its first record on: an error naming them, which a default open drops; `None` if there
+/// is none.
 fn records_after_end(
     segments: &[SegmentScan],
+    files: &[fs::File],
     after: &[usize],
     want: u64,
     cipher: Option<&Cipher>,
@@ -325,7 +365,7 @@ fn records_after_end(
     for &j in after {
         let s = &segments[j];
         let Some(first) = s.first_seq else { continue };
-        let bytes = Bytes::from(fs::read(&s.path).map_err(|e| Error::io("read", &s.path, e))?);
+        let bytes = read_whole(&files[j], &s.path)?;
         let (mut at, mut seq) = (SEGMENT_HEADER as usize, first);
         while let Scan::Record { next, .. } = record::read_in(&bytes, at, seq, cipher, &s.path) {
             let f = found.get_or_insert((s.path.clone(), seq, seq));

@@ -69,6 +69,11 @@ pub(crate) enum Header {
 /// the file.
 pub(crate) fn read_header(path: &Path, id: u64, sealed: bool) -> Result<Header> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    read_header_of(&file, path, id, sealed)
+}
+
+/// [`read_header`] of segment `path`, opened as `file`.
+pub(crate) fn read_header_of(file: &File, path: &Path, id: u64, sealed: bool) -> Result<Header> {
     let mut h = [0u8; H_LEN];
     match file.read_exact_at(&mut h, 0) {
         Ok(()) => {}

@@ -39,7 +39,7 @@ mod header;
 pub(crate) mod held;
 mod open;
 
-pub(crate) use header::{read_header, Header, H_FIRST_SEQ, H_ID};
+pub(crate) use header::{read_header_of, Header, H_FIRST_SEQ, H_ID};
 pub(crate) use open::{follows, torn_end, Follow};
 
 use header::encode_header;
