@@ -120,9 +120,9 @@ fn random_mutations_never_panic() {
 #[test]
 fn a_forged_log_end_in_a_group_meta_page_is_refused_naming_it() {
     use fuzz::layout::{
-        META_CRC_AT, META_FILE, META_MAGIC, META_MIN_REGION, META_RECORD_AT, META_RECORD_LEN_AT,
-        META_SEQ_AT,
+        META_FILE, META_MIN_REGION, META_RECORD_AT, META_RECORD_LEN_AT, META_SEQ_AT,
     };
+    use fuzz::open_dir::encode_meta_region;
     use fuzz::util::{pb_decode, pb_encode, pb_set_sub, pb_set_varint, pb_sub};
     use raftwal::{Engine, EngineOptions, RecoveryMode, WriteBatch};
 
@@ -173,17 +173,7 @@ fn a_forged_log_end_in_a_group_meta_page_is_refused_naming_it() {
         let mut forged_rec = rec.clone();
         pb_set_sub(&mut forged_rec, 8, Some(&eng));
         let body = pb_encode(&forged_rec);
-        let seq = seq_of(newest) + 1;
-        let mut h = Vec::new();
-        h.extend_from_slice(META_MAGIC);
-        h.extend_from_slice(&1u32.to_le_bytes());
-        h.extend_from_slice(&0u32.to_le_bytes());
-        h.extend_from_slice(&seq.to_le_bytes());
-        h.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        assert_eq!(h.len() as u64, META_CRC_AT);
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&h), &body);
-        h.extend_from_slice(&crc.to_le_bytes());
-        h.extend_from_slice(&body);
+        let h = encode_meta_region(seq_of(newest) + 1, 1, 0, body.len() as u32, &body);
         let mut forged = clean.clone();
         let other = (1 - newest) * region;
         forged[other..other + h.len()].copy_from_slice(&h);

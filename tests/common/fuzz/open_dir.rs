@@ -559,7 +559,7 @@ fn meta_regions(f: &FileImg) -> Vec<(u64, PbMsg)> {
 }
 
 /// Writes one meta region: header + record, with a correct CRC over both.
-fn encode_meta_region(seq: u64, version: u32, flags: u32, len: u32, rec: &[u8]) -> Vec<u8> {
+pub fn encode_meta_region(seq: u64, version: u32, flags: u32, len: u32, rec: &[u8]) -> Vec<u8> {
     let mut h = Vec::with_capacity(META_RECORD_AT as usize + rec.len());
     h.extend_from_slice(META_MAGIC);
     h.extend_from_slice(&version.to_le_bytes());
