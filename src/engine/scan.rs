@@ -130,18 +130,14 @@ pub(crate) fn scan(
     ids.sort_unstable();
     out.spares.sort();
 
-    // Every segment opened at once, and read through that descriptor from then on: a live
-    // engine's checkpoint may retire a segment (rename it to a spare, or remove it) while this
-    // scan runs, and the descriptor keeps reading the bytes the listing named.
-    let mut files = Vec::with_capacity(ids.len());
+    // Headers first, as open reads them. Each segment is read through the descriptor opened
+    // here from then on: a live engine's checkpoint may retire a segment (rename it to a
+    // spare, or remove it) while this scan runs, and the descriptor keeps reading the bytes
+    // the listing named.
+    let mut opened = Vec::with_capacity(ids.len());
     for &id in &ids {
         let path = dir.join(format!("{id:016}.jnl"));
         let file = fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        files.push((id, path, file));
-    }
-    // Headers first, as open reads them.
-    let mut opened = Vec::with_capacity(files.len());
-    for (id, path, file) in files {
         let len = file
             .metadata()
             .map_err(|e| Error::io("stat", &path, e))?
@@ -246,7 +242,7 @@ pub(crate) fn scan(
             ));
             return Ok(out);
         }
-        let bytes = read_whole(&opened[i], &path)?;
+        let bytes = read_whole(&opened[i], &out.segments[i])?;
         let mut at = SEGMENT_HEADER as usize;
         let mut want = first_seq;
         let ended = loop {
@@ -323,30 +319,14 @@ pub(crate) fn scan(
     Ok(out)
 }
 
-/// Every byte of segment `path`, opened as `file`.
-fn read_whole(file: &fs::File, path: &Path) -> Result<Bytes> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    let mut reader = std::io::BufReader::new(ReadAt { file, at: 0 });
-    reader
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io("read", path, e))?;
+/// Every byte of segment `s` (its length as the scan found it), read through `file`, the
+/// descriptor the scan opened it with.
+fn read_whole(file: &fs::File, s: &SegmentScan) -> Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; s.len as usize];
+    file.read_exact_at(&mut buf, 0)
+        .map_err(|e| Error::io("read", &s.path, e))?;
     Ok(Bytes::from(buf))
-}
-
-/// Reads a file from offset 0 with `pread`, whatever its descriptor's position.
-struct ReadAt<'a> {
-    file: &'a fs::File,
-    at: u64,
-}
-
-impl std::io::Read for ReadAt<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
 }
 
 /// The valid records in the segments `after` (indexes into `segments` and `files`) that lie
@@ -365,7 +345,7 @@ fn records_after_end(
     for &j in after {
         let s = &segments[j];
         let Some(first) = s.first_seq else { continue };
-        let bytes = read_whole(&files[j], &s.path)?;
+        let bytes = read_whole(&files[j], s)?;
         let (mut at, mut seq) = (SEGMENT_HEADER as usize, first);
         while let Scan::Record { next, .. } = record::read_in(&bytes, at, seq, cipher, &s.path) {
             let f = found.get_or_insert((s.path.clone(), seq, seq));
