@@ -179,41 +179,30 @@ impl<R: PageRecord> MetaFile<R> {
         self.len / 2
     }
 
-    /// The map, made now if it is not yet (on the descriptor, or on one opened for the moment
-    /// when detached). The file must still be the length open found: only this process writes
-    /// it, and a store that outgrows it replaces the file and this `MetaFile` whole.
-    fn mapped(&mut self) -> Result<&mut PageMap> {
-        if self.map.is_none() {
-            let map = match &self.file {
-                Some(f) => PageMap::new(f, &self.path)?,
-                None => {
-                    let f = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .open(&self.path)
-                        .map_err(|e| Error::io("open", &self.path, e))?;
-                    PageMap::new(&f, &self.path)?
-                }
-            };
-            if map.len() != self.len {
-                return Err(Error::corrupt(
-                    &self.path,
-                    map.len() as u64,
-                    format!(
-                        "the meta file is {} bytes, but was {} when opened",
-                        map.len(),
-                        self.len
-                    ),
-                ));
-            }
-            self.map = Some(map);
+    /// A map of the file on its descriptor, for a `MetaFile` that keeps one (a detached page
+    /// is stored with `pwrite`, never mapped). The file must still be the length open found:
+    /// only this process writes it, and a store that outgrows it replaces the file and this
+    /// `MetaFile` whole.
+    fn map_file(&self) -> Result<PageMap> {
+        let Some(f) = &self.file else {
+            return Err(Error::invariant(format!(
+                "a detached meta file, {}, about to be mapped",
+                self.path.display()
+            )));
+        };
+        let map = PageMap::new(f, &self.path)?;
+        if map.len() != self.len {
+            return Err(Error::corrupt(
+                &self.path,
+                map.len() as u64,
+                format!(
+                    "the meta file is {} bytes, but was {} when opened",
+                    map.len(),
+                    self.len
+                ),
+            ));
         }
-        match self.map.as_mut() {
-            Some(m) => Ok(m),
-            None => Err(Error::invariant(
-                "a meta file's map is missing right after mapping it",
-            )),
-        }
+        Ok(map)
     }
 
     /// Which copy is in use, and what the other one holds (as found at open, then as written).
@@ -256,18 +245,16 @@ impl<R: PageRecord> MetaFile<R> {
         check_len(&path, len)?;
         // Small files (a record under half a MiB: every usual one) are read; a larger one is
         // mapped, so that a damaged length is never an allocation.
-        let (map, read) = if len <= READ_AT_OPEN {
-            let mut bytes = vec![0u8; len as usize];
-            file.read_exact_at(&mut bytes, 0)
+        let mut map = None;
+        let read;
+        let bytes: &[u8] = if len <= READ_AT_OPEN {
+            let mut b = vec![0u8; len as usize];
+            file.read_exact_at(&mut b, 0)
                 .map_err(|e| Error::io("read", &path, e))?;
-            (None, Some(bytes))
+            read = b;
+            &read
         } else {
-            (Some(PageMap::new(&file, &path)?), None)
-        };
-        let bytes = match (&map, &read) {
-            (_, Some(b)) => b.as_slice(),
-            (Some(m), None) => m.bytes(),
-            (None, None) => return Err(Error::invariant("a meta file neither read nor mapped")),
+            map.insert(PageMap::new(&file, &path)?).bytes()
         };
         let (copies, record) = newest_copy::<R>(&path, bytes, cipher)?;
         Ok((
@@ -293,8 +280,8 @@ impl<R: PageRecord> MetaFile<R> {
     }
 
     /// Writes `record` into the copy that does not hold the newest state (through the map, or
-    /// with `pwrite` when detached; durable after [`MetaFile::flush`]). A record too large for a region rewrites the file larger,
-    /// durably.
+    /// with `pwrite` when detached; durable after [`MetaFile::flush`]). A record too large for
+    /// a region rewrites the file larger, durably.
     pub(crate) fn store(&mut self, record: &R) -> Result<()> {
         let seq = self.copies.seq + 1;
         let body = record_body(record, seq, self.cipher.as_ref());
@@ -328,8 +315,13 @@ impl<R: PageRecord> MetaFile<R> {
             f.write_all_at(&bytes, (next * region) as u64)
                 .map_err(|e| Error::io("write", &self.path, e))?;
         } else {
+            let map = match self.map.take() {
+                Some(m) => m,
+                None => self.map_file()?,
+            };
+            let map = self.map.insert(map);
             encode_region::<R>(
-                self.mapped()?.bytes_mut(next * region..(next + 1) * region),
+                map.bytes_mut(next * region..(next + 1) * region),
                 seq,
                 &body,
                 sealed,
