@@ -79,21 +79,20 @@ const JOURNAL_HELD_CHECKPOINTS: u64 = 16;
 /// The journal holds [`JOURNAL_HELD_CHECKPOINTS`] checkpoints' worth of records after its last
 /// trim: a checkpoint is due, and commits wait for it (module `commit`).
 pub(crate) fn journal_full(opts: &EngineOptions, journal: &Journal) -> bool {
-    journal.held()
-        >= opts
-            .checkpoint_bytes
-            .saturating_mul(JOURNAL_HELD_CHECKPOINTS)
+    journal.held() >= journal_bound(opts)
+}
+
+/// Bytes of records the journal holds after its last trim at which commits wait.
+fn journal_bound(opts: &EngineOptions) -> u64 {
+    opts.checkpoint_bytes
+        .saturating_mul(JOURNAL_HELD_CHECKPOINTS)
 }
 
 /// The runs the journal counts what it holds in (module `journal::held`): a 64th of the bound
 /// at which commits wait ([`journal_full`]), at most a MiB, so that what the count may exceed
 /// the records by (less than a run and a record) stays small beside that bound.
 pub(crate) fn held_run_bytes(opts: &EngineOptions) -> u64 {
-    (opts
-        .checkpoint_bytes
-        .saturating_mul(JOURNAL_HELD_CHECKPOINTS)
-        / 64)
-        .min(super::journal::held::MAX_RUN_BYTES)
+    (journal_bound(opts) / 64).min(super::journal::held::MAX_RUN_BYTES)
 }
 
 /// The background checkpoint thread and how to wake or stop it.
