@@ -467,7 +467,7 @@ fn read_files(
             });
         }
         next_file_id = tail_id + 1;
-        wal_last = last.max(base - 1);
+        wal_last = log_end(last, base);
     } else if tail_id >= first_file_id && last > meta.snapshot.as_ref().map_or(0, |s| s.index) {
         return Err(Error::MissingFile {
             path: dir.join(log_file::file_name(tail_id)),
@@ -477,13 +477,18 @@ fn read_files(
     Ok((files, next_file_id, wal_last, remove, past_end))
 }
 
-/// The first slot past the log in its last file, whose first index is `base`: the log ends at
-/// `last` (the meta page's) or, when that lies before the files, just before the first file's
-/// first index `first_base`. 0 when the log ends before this file (every written slot of it
-/// lies past the end); no more than the file's slots.
+/// Where a group's log ends: at `last` (its meta page's), or just before the first file's
+/// first index `first_base` when that lies after it (a snapshot past the log).
+fn log_end(last: u64, first_base: u64) -> u64 {
+    last.max(first_base.saturating_sub(1))
+}
+
+/// The first slot past the log ([`log_end`]) in its last file, whose first index is `base`: 0
+/// when the log ends before this file (every written slot of it lies past the end); no more
+/// than the file's slots.
 fn first_slot_past(last: u64, first_base: u64, base: u64) -> u32 {
-    let end = last.max(first_base.saturating_sub(1));
-    end.saturating_add(1)
+    log_end(last, first_base)
+        .saturating_add(1)
         .saturating_sub(base)
         .min(SLOTS_PER_FILE) as u32
 }
