@@ -41,7 +41,7 @@ mod segments;
 mod tail;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -156,7 +156,7 @@ pub(crate) struct Shared {
     /// last pass began.
     pub tails_due: AtomicBool,
     /// The root's lock; released by close (handles may outlive the engine).
-    pub lock: Mutex<Option<File>>,
+    pub lock: Mutex<Option<fsutil::DirLock>>,
 }
 
 impl Shared {

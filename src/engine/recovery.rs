@@ -25,7 +25,7 @@
 //! groups it names are open, or change a file before every check has passed.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
@@ -52,7 +52,7 @@ pub(crate) fn open(
     root: PathBuf,
     opts: EngineOptions,
     cipher: Option<Cipher>,
-    lock: File,
+    lock: fsutil::DirLock,
 ) -> Result<Shared> {
     let mode = opts.recovery_mode;
     let root_file = root.join(<EngineRecord as PageRecord>::FILE);

@@ -17,10 +17,24 @@ use crate::error::{Error, Result};
 /// Name of the lock file in a WAL directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
+/// A directory's lock ([`lock_dir`]): held until dropped.
+#[derive(Debug)]
+pub(crate) struct DirLock(File);
+
+impl Drop for DirLock {
+    /// Unlocks before the descriptor closes: a `flock` lock belongs to the open file
+    /// description, which a child process forked meanwhile (by any thread, between its fork
+    /// and its exec) still holds a copy of; closing this descriptor alone would leave the lock
+    /// held until that child execs or exits (tests/lock_fork.rs).
+    fn drop(&mut self) {
+        let _ = fs2::FileExt::unlock(&self.0);
+    }
+}
+
 /// Takes the exclusive lock of the WAL directory `dir` (which must exist), creating its lock
-/// file if needed. Held until the returned file is dropped. `Error::Locked` if another holder
+/// file if needed. Held until the returned lock is dropped. `Error::Locked` if another holder
 /// (in this or another process) has it.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
     use fs2::FileExt;
     let lock_path = dir.join(LOCK_FILE);
     let lock = OpenOptions::new()
@@ -38,7 +52,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         }
         return Err(Error::io("lock", &lock_path, e));
     }
-    Ok(lock)
+    Ok(DirLock(lock))
 }
 
 /// Makes the directory's entries (creates, renames, removes) durable.

@@ -11,7 +11,6 @@
 //! Files: this one (the store, open, save, the meta state, sync and close, `raft::Storage`),
 //! `snapshots` (creating, installing, reading and building snapshots).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -73,10 +72,10 @@ struct Store {
     /// The handles `save` records its metrics through.
     save_metrics: SaveMetrics,
     /// Holds the directory's exclusive lock; released when dropped (after `inner`).
-    _lock: File,
+    _lock: fsutil::DirLock,
     /// For the directory of an engine group: the engine root's lock, held so that no engine
     /// opens the root meanwhile.
-    _engine_lock: Option<File>,
+    _engine_lock: Option<fsutil::DirLock>,
 }
 
 impl Clone for DiskStorage {
@@ -432,7 +431,7 @@ impl DiskStorage {
 /// For a group directory of an engine root: takes the root's lock (refused while an engine
 /// has the root open) and checks that the engine was closed cleanly (else the group's latest
 /// state may be in the engine's journal only).
-fn engine_root_lock(dir: &Path) -> Result<Option<File>> {
+fn engine_root_lock(dir: &Path) -> Result<Option<fsutil::DirLock>> {
     match engine_root_of(dir) {
         Some(root) => lock_engine_root(dir, &root).map(Some),
         None => Ok(None),
@@ -451,7 +450,7 @@ fn engine_root_of(dir: &Path) -> Option<PathBuf> {
         .then(|| root.to_path_buf())
 }
 
-fn lock_engine_root(dir: &Path, root: &Path) -> Result<File> {
+fn lock_engine_root(dir: &Path, root: &Path) -> Result<fsutil::DirLock> {
     use crate::proto::EngineRecord;
     let lock = fsutil::lock_dir(root)?;
     let (record, _) = crate::store::meta::read_only::<EngineRecord>(root, None)?;
