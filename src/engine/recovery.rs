@@ -679,12 +679,27 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
 
 /// A replayed part's entries must continue the group's log as its meta page left it: a gap
 /// means the meta page's state is older than the journal's (its newest copy lost to damage, and
-/// the records in between trimmed), and applying it would leave a log with a hole.
+/// the records in between trimmed), and applying it would leave a log with a hole. Entries
+/// below the page's snapshot were never written after it (a write's entries start past the
+/// snapshot, and a snapshot taken later is in a later page): the page and the journal
+/// disagree, and applying them would leave a log that ends before it starts.
 fn check_contiguous(g: &Group, part: &batch::Decoded, seq: u64) -> Result<()> {
     let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) else {
         return Ok(());
     };
-    let last = g.with_log(|log| Ok(log.last_index()))?;
+    let (first, last) = g.with_log(|log| Ok((log.first_index(), log.last_index())))?;
+    if e0.index < first {
+        return Err(Error::corrupt(
+            g.dir.join(crate::store::meta::META_FILE),
+            0,
+            format!(
+                "journal record {seq} writes group {}'s entries from index {}, but its meta page puts the group's snapshot at {}: the meta page does not belong with the journal",
+                g.id,
+                e0.index,
+                first - 1
+            ),
+        ));
+    }
     if e0.index > last + 1 {
         return Err(Error::corrupt(
             g.dir.join(crate::store::meta::META_FILE),

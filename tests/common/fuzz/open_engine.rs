@@ -59,7 +59,10 @@ use raftwal::{Engine, EngineOptions, RecoveryMode, WriteBatch};
 
 use super::entries::ctx;
 use super::layout::{self, segment_name, ENGINE_META_FILE, LOCK_FILE, META_FILE, SLOTS_PER_FILE};
-use super::util::{pb_decode, pb_sub, pb_varint, scratch_dir, splitmix, Reader};
+use super::util::{
+    pb_decode, pb_encode, pb_set_sub, pb_set_varint, pb_sub, pb_varint, scratch_dir, splitmix,
+    PbMsg, Reader,
+};
 
 const SEGMENT: u64 = 64 << 10;
 const GROUPS: u64 = 4;
@@ -151,8 +154,11 @@ pub struct View {
 
 type RootView = BTreeMap<u64, View>;
 
-/// Reads group `gid` in full; every entry and the snapshot must be genuine.
-fn view<S: Storage>(s: &S, gid: u64) -> Result<View, String> {
+/// Reads group `gid` in full; every entry and the snapshot must be genuine. With `forged`
+/// (a meta page was rewritten with a valid checksum), a snapshot with no data is genuine too:
+/// a page may say so (`create_snapshot` with empty data), and nothing tells it from the page
+/// that was there.
+fn view<S: Storage>(s: &S, gid: u64, forged: bool) -> Result<View, String> {
     let e = |what: &str, err: raft::Error| format!("group {gid}: {what}: {err}");
     let first = s.first_index().map_err(|x| e("first_index", x))?;
     let last = s.last_index().map_err(|x| e("last_index", x))?;
@@ -197,7 +203,8 @@ fn view<S: Storage>(s: &S, gid: u64) -> Result<View, String> {
         let sn = s.snapshot(0, 0).map_err(|x| e("snapshot", x))?;
         let md = sn.get_metadata();
         ensure!(
-            md.index == first - 1 && sn.data == snap_data(gid, md.index),
+            md.index == first - 1
+                && (sn.data == snap_data(gid, md.index) || forged && sn.data.is_empty()),
             "group {gid}: the snapshot at {} ({} bytes) is not genuine",
             md.index,
             sn.data.len()
@@ -216,13 +223,13 @@ fn view<S: Storage>(s: &S, gid: u64) -> Result<View, String> {
     })
 }
 
-fn view_root(e: &Engine) -> Result<RootView, String> {
+fn view_root(e: &Engine, forged: bool) -> Result<RootView, String> {
     let mut out = RootView::new();
     for gid in e.group_ids() {
         let g = e
             .group(gid)
             .ok_or(format!("group {gid} listed but absent"))?;
-        out.insert(gid, view(&g, gid)?);
+        out.insert(gid, view(&g, gid, forged)?);
     }
     Ok(out)
 }
@@ -309,7 +316,7 @@ impl Model {
 
 /// Checks that the engine shows what the model says.
 fn agree(e: &Engine, model: &Model, step: &str) -> Result<RootView, String> {
-    let seen = view_root(e)?;
+    let seen = view_root(e, false)?;
     let want = model.view();
     ensure!(
         seen == want,
@@ -703,12 +710,17 @@ enum Opened {
     ReadError(String),
 }
 
-fn open_and_read(img: &Img, mode: RecoveryMode) -> Result<Opened, String> {
-    open_and_read_checked(img, mode, false)
+fn open_and_read(img: &Img, mode: RecoveryMode, forged: bool) -> Result<Opened, String> {
+    open_and_read_checked(img, mode, false, forged)
 }
 
 /// [`open_and_read`]; with `unchanged`, an open that fails must leave every file as it was.
-fn open_and_read_checked(img: &Img, mode: RecoveryMode, unchanged: bool) -> Result<Opened, String> {
+fn open_and_read_checked(
+    img: &Img,
+    mode: RecoveryMode,
+    unchanged: bool,
+    forged: bool,
+) -> Result<Opened, String> {
     let tmp = scratch_dir("raftwal-fuzz-engine");
     let dir = tmp.path().join("root");
     write_image(img, &dir)?;
@@ -730,7 +742,7 @@ fn open_and_read_checked(img: &Img, mode: RecoveryMode, unchanged: bool) -> Resu
             return Ok(Opened::Refused(err.to_string()));
         }
     };
-    let r = match view_root(&e) {
+    let r = match view_root(&e, forged) {
         Ok(v) => Opened::Root(v),
         Err(msg)
             if msg.contains("not genuine")
@@ -765,9 +777,17 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
         .collect();
     let mut r = Reader::new(data);
     let mut stats = Stats::default();
+    let mut forged = false;
     while !r.is_empty() && stats.mutations < MAX_OPS {
         let op = r.u8();
         let name = files[usize::from(r.u8()) % files.len()].clone();
+        if op >= FORGE_OP {
+            // A meta page copy rewritten with a forged field and a valid checksum.
+            stats.mutations += 1;
+            forged = true;
+            forge_meta(&mut img, &files, usize::from(op - FORGE_OP), &mut r);
+            continue;
+        }
         // Offsets mostly near interesting places: the start, the payload area, the end.
         let raw = r.u32() as usize;
         let Some(Some(b)) = img.get_mut(&name) else {
@@ -821,8 +841,8 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
             }
         }
     }
-    let strict = open_and_read(&img, RecoveryMode::AbsoluteConsistency)?;
-    let tolerant = open_and_read(&img, RecoveryMode::TolerateTailCorruption)?;
+    let strict = open_and_read(&img, RecoveryMode::AbsoluteConsistency, forged)?;
+    let tolerant = open_and_read(&img, RecoveryMode::TolerateTailCorruption, forged)?;
     if let (Opened::Root(s), Opened::Root(t)) = (&strict, &tolerant) {
         ensure!(
             s == t,
@@ -832,6 +852,156 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
     stats.strict_opened = matches!(strict, Opened::Root(_));
     stats.tolerant_opened = matches!(tolerant, Opened::Root(_));
     Ok(stats)
+}
+
+/// Operation bytes from this one on forge a meta page ([`forge_meta`]); below it, `op % 8`
+/// picks a byte-level mutation.
+pub const FORGE_OP: u8 = 0xf8;
+
+/// Values a forged field takes besides the input's own: the edges of the fields' ranges.
+const FORGED: [u64; 12] = [
+    0,
+    1,
+    2,
+    SLOTS_PER_FILE,
+    SLOTS_PER_FILE + 1,
+    2 * SLOTS_PER_FILE,
+    1 << 32,
+    1 << 62,
+    (1 << 62) + 1,
+    u64::MAX / 2,
+    u64::MAX - 1,
+    u64::MAX,
+];
+
+fn forged_value(r: &mut Reader, cur: u64) -> u64 {
+    match r.u8() % 4 {
+        0 => cur.wrapping_add(i64::from(r.u8() as i8) as u64),
+        1 => r.u64(),
+        2 => FORGED[usize::from(r.u8()) % FORGED.len()],
+        _ => u64::from(r.u8()),
+    }
+}
+
+/// Rewrites one or both copies of a meta page (`engine.meta`, or group `which`'s `wal.meta`)
+/// with a record whose fields the input changes and a valid checksum: what a bug in a writer,
+/// or a page copied from elsewhere, would leave. Open must refuse what cannot hold (naming the
+/// page) or open a root whose groups show only their own, genuine data.
+fn forge_meta(img: &mut Img, files: &[String], which: usize, r: &mut Reader) {
+    let metas: Vec<&String> = files
+        .iter()
+        .filter(|n| n.as_str() == ENGINE_META_FILE || n.ends_with(META_FILE))
+        .collect();
+    let Some(name) = metas.get(which % metas.len().max(1)).map(|n| (*n).clone()) else {
+        return;
+    };
+    let root = name == ENGINE_META_FILE;
+    let Some(Some(b)) = img.get_mut(&name) else {
+        return;
+    };
+    let regs = regions(b);
+    let copies = r.u8() % 3;
+    let Some(&(at, _, seq, _)) = regs.get(usize::from(copies % 2)).or(regs.first()) else {
+        return;
+    };
+    let Some(mut rec) = regs
+        .iter()
+        .find(|g| g.0 == at)
+        .and_then(|g| g.3.clone())
+        .or_else(|| regs.iter().find_map(|g| g.3.clone()))
+        .and_then(|v| pb_decode(&v))
+    else {
+        return;
+    };
+    for _ in 0..1 + r.u8() % 3 {
+        forge_field(&mut rec, root, r);
+    }
+    let body = pb_encode(&rec);
+    let seq = match r.u8() % 4 {
+        0 => seq,
+        k @ (1 | 2) => seq.wrapping_add(u64::from(k)),
+        _ => r.u64(),
+    };
+    let half = b.len() / 2;
+    if META_RECORD_AT + body.len() > half {
+        return;
+    }
+    let targets: &[usize] = match copies {
+        0 => &[0],
+        1 => &[1],
+        _ => &[0, 1],
+    };
+    for &k in targets {
+        let at = k * half;
+        // Copy 1 of a pair written together is the older one, as the engine leaves them.
+        let s = if targets.len() == 2 && k == 1 {
+            seq.wrapping_sub(1)
+        } else {
+            seq
+        };
+        let mut page = b[at..at + META_SEQ_AT].to_vec();
+        page.extend_from_slice(&s.to_le_bytes());
+        page.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&page), &body);
+        page.extend_from_slice(&crc.to_le_bytes());
+        page.extend_from_slice(&body);
+        b[at..at + page.len()].copy_from_slice(&page);
+    }
+}
+
+/// One field of a meta record (docs/FORMAT.md: `EngineRecord`, `MetaRecord` with its
+/// `EngineGroupRecord`) set to a forged value, or a sub-record dropped.
+fn forge_field(rec: &mut PbMsg, root: bool, r: &mut Reader) {
+    let pick = r.u8();
+    if root {
+        let f = 1 + u32::from(pick % 3);
+        let v = forged_value(r, pb_varint(rec, f));
+        pb_set_varint(rec, f, if f == 3 { v & 1 } else { v });
+        return;
+    }
+    // (sub-record, field): 0 is the record itself.
+    const FIELDS: [(u32, u32); 18] = [
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (0, 7),
+        (4, 1),
+        (4, 2),
+        (4, 3),
+        (6, 1),
+        (6, 2),
+        (6, 4),
+        (6, 5),
+        (6, 6),
+        (8, 1),
+        (8, 2),
+        (8, 3),
+        (8, 4),
+        (8, 5),
+        (8, 0),
+    ];
+    match FIELDS[usize::from(pick) % FIELDS.len()] {
+        (0, f) => {
+            let v = forged_value(r, pb_varint(rec, f));
+            pb_set_varint(rec, f, v);
+        }
+        // The engine's part dropped: the page of a DiskStorage directory.
+        (8, 0) => pb_set_sub(rec, 8, None),
+        (sub, f) => {
+            let mut m = pb_sub(rec, sub).unwrap_or_default();
+            let v = forged_value(r, pb_varint(&m, f));
+            pb_set_varint(
+                &mut m,
+                f,
+                if sub == 6 && f == 5 {
+                    v & 0xffff_ffff
+                } else {
+                    v
+                },
+            );
+            pb_set_sub(rec, sub, Some(&m));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -898,9 +1068,10 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
     let mut out = DamageStats::default();
     let last_seg = t.segments.last().expect("segments").clone();
     let full = t.views.last().expect("views");
-    let strict = |img: &Img| open_and_read_checked(img, RecoveryMode::AbsoluteConsistency, true);
+    let strict =
+        |img: &Img| open_and_read_checked(img, RecoveryMode::AbsoluteConsistency, true, false);
     let tolerant =
-        |img: &Img| open_and_read_checked(img, RecoveryMode::TolerateTailCorruption, true);
+        |img: &Img| open_and_read_checked(img, RecoveryMode::TolerateTailCorruption, true, false);
     let refused_naming = |o: Opened, file: &str, mode: &str| -> Result<(), String> {
         match o {
             Opened::Refused(m) if names(&m, file) => Ok(()),
