@@ -53,6 +53,9 @@ impl PageRecord for EngineRecord {
 }
 /// Region flag: the record is sealed with the store's key (AES-256-GCM).
 const FLAG_ENCRYPTED: u32 = 1;
+/// The largest sequence number a valid copy holds (a store a nanosecond would take 146 years
+/// to reach it); past it, the copy is damaged.
+const MAX_SEQ: u64 = 1 << 62;
 /// Smallest region: one page.
 const MIN_REGION: usize = 4096;
 
@@ -519,6 +522,15 @@ fn decode_region<R: PageRecord>(
     let flags = u32_at(R_FLAGS);
     check.flags(flags, FLAG_ENCRYPTED, R_FLAGS)?;
     let seq = le::u64_at(r, R_SEQ);
+    if seq > MAX_SEQ {
+        // Updates count up from 1, one a store: no page written by raftwal gets here, and
+        // the next update could not follow it (the newer copy must have the larger number).
+        return Err(Error::corrupt(
+            path,
+            at + R_SEQ as u64,
+            format!("meta copy sequence {seq} is past {MAX_SEQ}: no update can follow it"),
+        ));
+    }
     let body = &r[R_RECORD..R_RECORD + len];
     let plain;
     let body = match (flags & FLAG_ENCRYPTED != 0, cipher) {
@@ -588,6 +600,45 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let (_, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
         assert_eq!(r.raft_id, 1);
+    }
+
+    /// A valid copy whose sequence number leaves no room for the next update (a forged or
+    /// miswritten page) is a damaged copy: the other one is used, and updates after open take
+    /// sequence numbers that win at the next open. (Such a copy once opened; the next update
+    /// overflowed its sequence, a panic in a debug build, and in a release build wrapped to 0
+    /// so that the next open went back to the older state.)
+    #[test]
+    fn a_copy_with_no_sequence_left_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MetaFile::create(dir.path(), &record(1), None).unwrap();
+        m.store(&record(2)).unwrap();
+        m.flush().unwrap();
+        let (newest, region) = (m.copies.current, m.region_size());
+        drop(m);
+        // The older copy (raft id 1) rewritten with a valid checksum and sequence u64::MAX.
+        let path = dir.path().join(META_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let older = &mut bytes[(1 - newest) * region..(2 - newest) * region];
+        older[R_SEQ..R_SEQ + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let len = u32::from_le_bytes(older[R_LEN..R_LEN + 4].try_into().unwrap()) as usize;
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&older[..R_CRC]),
+            &older[R_RECORD..R_RECORD + len],
+        );
+        older[R_CRC..R_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut m, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
+        assert_eq!(r.raft_id, 2, "the copy past the last sequence was used");
+        assert!(
+            matches!(m.copies.other, OtherCopy::Damaged { .. }),
+            "the copy past the last sequence is not reported damaged: {:?}",
+            m.copies.other
+        );
+        m.store(&record(3)).unwrap();
+        m.flush().unwrap();
+        drop(m);
+        let (_, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
+        assert_eq!(r.raft_id, 3);
     }
 
     #[test]
