@@ -47,6 +47,10 @@ use crate::store::wal::Wal;
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
 
+/// The largest journal sequence number or incarnation a meta page may hold (a commit a
+/// nanosecond would take 146 years to reach it).
+const MAX_SEQ: u64 = 1 << 62;
+
 /// Opens the engine root `root` (whose lock the caller holds in `lock`).
 pub(crate) fn open(
     root: PathBuf,
@@ -70,6 +74,18 @@ pub(crate) fn open(
         if let Some(e) = root_meta.copies().damage(root_meta.path()) {
             return Err(e);
         }
+    }
+    // Bounded so that no arithmetic on them overflows (a forged page with a valid checksum):
+    // both count up from 0 and 1, one a commit and one a created group.
+    if root_record.checkpoint_seq > MAX_SEQ || root_record.next_incarnation > MAX_SEQ {
+        return Err(Error::corrupt(
+            root_meta.path(),
+            0,
+            format!(
+                "engine.meta holds a number past {MAX_SEQ}: checkpoint record {}, next incarnation {}",
+                root_record.checkpoint_seq, root_record.next_incarnation
+            ),
+        ));
     }
 
     // Not capped at the cores: from a cold cache each group's reads (directory, meta page,
@@ -304,15 +320,21 @@ fn read_group(
     };
     // Bounded like the page's other indexes, so that no arithmetic on them overflows (a
     // forged page with a valid checksum).
-    if eng.last_index > log_file::MAX_INDEX || eng.last_file_id > log_file::MAX_INDEX {
+    if eng.last_index > log_file::MAX_INDEX
+        || eng.last_file_id > log_file::MAX_INDEX
+        || eng.journal_seq > MAX_SEQ
+        || eng.incarnation > MAX_SEQ
+    {
         return Err(Error::corrupt(
             meta_file.path(),
             0,
             format!(
-                "the meta page holds an index past {}: last index {}, last file {}",
+                "the meta page holds a number past {}: last index {}, last file {}, journal record {}, incarnation {}",
                 log_file::MAX_INDEX,
                 eng.last_index,
-                eng.last_file_id
+                eng.last_file_id,
+                eng.journal_seq,
+                eng.incarnation
             ),
         ));
     }
