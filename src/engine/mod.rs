@@ -36,6 +36,7 @@ mod journal;
 mod open_threads;
 mod record;
 mod recovery;
+pub(crate) mod replayed;
 pub(crate) mod scan;
 mod segments;
 mod tail;

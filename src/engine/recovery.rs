@@ -36,6 +36,7 @@ use super::checkpoint::Checkpointer;
 use super::group::{self, Change, Group};
 use super::journal::Journal;
 use super::open_threads::{beside, in_parallel};
+use super::replayed;
 use super::{commit, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
 use crate::error::{Error, Result};
 use crate::options::RecoveryMode;
@@ -670,7 +671,14 @@ fn check_fallback_snapshot(g: &ReadGroup, records: &[super::journal::Record]) ->
 fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
     let groups = shared.groups.read();
     for rec in records {
-        for mut part in batch::decode(&rec.body, rec.seq)? {
+        let parts = batch::decode(&rec.body, rec.seq).map_err(|e| {
+            let reason = match e {
+                Error::Invariant(reason) => reason,
+                e => e.to_string(),
+            };
+            Error::corrupt(&*rec.segment, rec.at, reason)
+        })?;
+        for mut part in parts {
             let Some(g) = groups.get(&part.group_id) else {
                 continue;
             };
@@ -681,7 +689,12 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             if rec.seq <= durable_seq {
                 continue;
             }
+            replayed::check_shape(&part).map_err(|e| malformed(&rec, g.id, e))?;
+            let (snapshot, last) =
+                g.with_log(|log| Ok((log.snapshot_index(), log.last_index())))?;
+            replayed::settle(&mut part, snapshot);
             check_contiguous(g, &part, rec.seq)?;
+            replayed::check_commit(&part, last).map_err(|e| malformed(&rec, g.id, e))?;
             let change = Change {
                 snapshot: part.snapshot.as_ref(),
                 entries: std::mem::take(&mut part.entries),
@@ -699,29 +712,27 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
     Ok(())
 }
 
+/// A journal record whose checksum matches but whose part for group `group` no commit writes
+/// (`reason`, from [`replayed`]): an error naming its segment and offset.
+fn malformed(rec: &super::journal::Record, group: u64, reason: String) -> Error {
+    Error::corrupt(
+        &*rec.segment,
+        rec.at,
+        format!(
+            "journal record {}, its part for group {group}, holds {reason}, although its checksum matches",
+            rec.seq
+        ),
+    )
+}
+
 /// A replayed part's entries must continue the group's log as its meta page left it: a gap
 /// means the meta page's state is older than the journal's (its newest copy lost to damage, and
-/// the records in between trimmed), and applying it would leave a log with a hole. Entries
-/// below the page's snapshot were never written after it (a write's entries start past the
-/// snapshot, and a snapshot taken later is in a later page): the page and the journal
-/// disagree, and applying them would leave a log that ends before it starts.
+/// the records in between trimmed), and applying it would leave a log with a hole.
 fn check_contiguous(g: &Group, part: &batch::Decoded, seq: u64) -> Result<()> {
     let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) else {
         return Ok(());
     };
-    let (first, last) = g.with_log(|log| Ok((log.first_index(), log.last_index())))?;
-    if e0.index < first {
-        return Err(Error::corrupt(
-            g.dir.join(crate::store::meta::META_FILE),
-            0,
-            format!(
-                "journal record {seq} writes group {}'s entries from index {}, but its meta page puts the group's snapshot at {}: the meta page does not belong with the journal",
-                g.id,
-                e0.index,
-                first - 1
-            ),
-        ));
-    }
+    let last = g.with_log(|log| Ok(log.last_index()))?;
     if e0.index > last + 1 {
         return Err(Error::corrupt(
             g.dir.join(crate::store::meta::META_FILE),

@@ -75,6 +75,9 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 pub(crate) struct Record {
     pub seq: u64,
     pub body: Bytes,
+    /// The segment that holds it and its offset there, for errors about what it says.
+    pub segment: std::sync::Arc<std::path::Path>,
+    pub at: u64,
 }
 
 /// A segment of the journal.

@@ -155,6 +155,7 @@ impl Journal {
             let mut src = SegmentFile::new(&file, &seg.path)?;
             let mut at = SEGMENT_HEADER as usize;
             let mut want = seg.first_seq;
+            let segment: std::sync::Arc<Path> = std::sync::Arc::from(seg.path.as_path());
             let end = loop {
                 let body = if want > checkpoint_seq {
                     Body::Keep
@@ -164,7 +165,12 @@ impl Journal {
                 match record::read_record(&mut src, at, want, cipher.as_ref(), &seg.path, body) {
                     Scan::Record { body, next } => {
                         if want > checkpoint_seq {
-                            records.push(Record { seq: want, body });
+                            records.push(Record {
+                                seq: want,
+                                body,
+                                segment: segment.clone(),
+                                at: at as u64,
+                            });
                             held.hold(want, (next - at) as u64);
                         }
                         want += 1;

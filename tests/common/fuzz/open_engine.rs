@@ -75,6 +75,7 @@ const SEGMENT_HEADER_LEN: usize = layout::SEGMENT_HEADER_LEN as usize;
 const SEGMENT_FIRST_SEQ_AT: usize = layout::SEGMENT_FIRST_SEQ_AT as usize;
 const RECORD_LEN_AT: usize = layout::RECORD_LEN_AT as usize;
 const RECORD_SEQ_AT: usize = layout::RECORD_SEQ_AT as usize;
+const RECORD_CRC_AT: usize = layout::RECORD_CRC_AT as usize;
 /// A record's header: everything before its body.
 const RECORD_HEADER_LEN: usize = layout::RECORD_BODY_AT as usize;
 const RECORD_ALIGN: usize = layout::RECORD_ALIGN as usize;
@@ -180,8 +181,12 @@ fn view<S: Storage>(s: &S, gid: u64, forged: bool) -> Result<View, String> {
         );
         for (k, en) in got.iter().enumerate() {
             let i = lo + k as u64;
+            // A forged record may move a genuine entry to another index or term of its group.
+            let own = |d: &Bytes| d.starts_with(format!("g{gid}/").as_bytes());
             ensure!(
-                en.index == i && en.data == payload(gid, i, en.term) && en.context.is_empty(),
+                en.index == i
+                    && (en.data == payload(gid, i, en.term) || forged && own(&en.data))
+                    && en.context.is_empty(),
                 "group {gid}: entry {i} is not genuine: index {} term {} data {:?}",
                 en.index,
                 en.term,
@@ -193,12 +198,23 @@ fn view<S: Storage>(s: &S, gid: u64, forged: bool) -> Result<View, String> {
                 "group {gid}: term({i}) = {t}, entry says {}",
                 en.term
             );
+            ensure!(
+                terms.last().is_none_or(|&p| p <= en.term),
+                "group {gid}: entry {i} has term {} after term {:?}: terms never decrease",
+                en.term,
+                terms.last()
+            );
             terms.push(en.term);
         }
         lo = hi;
     }
     let st = s.initial_state().map_err(|x| e("initial_state", x))?;
     let hs = &st.hard_state;
+    ensure!(
+        hs.commit <= last,
+        "group {gid}: commit {} is past the last index {last}: raft would panic on it",
+        hs.commit
+    );
     let snap = if first > 1 {
         let sn = s.snapshot(0, 0).map_err(|x| e("snapshot", x))?;
         let md = sn.get_metadata();
@@ -724,6 +740,9 @@ fn open_and_read_checked(
     let tmp = scratch_dir("raftwal-fuzz-engine");
     let dir = tmp.path().join("root");
     write_image(img, &dir)?;
+    if mode == RecoveryMode::AbsoluteConsistency {
+        inspect(&dir)?;
+    }
     let e = match Engine::open_with(&dir, opts(mode)) {
         Ok(e) => e,
         Err(err) => {
@@ -758,6 +777,35 @@ fn open_and_read_checked(
     Ok(r)
 }
 
+/// The read-only tools on the damaged root (`raftwal inspect|verify|dump`: its own recovery,
+/// beside a live engine in real use): a report or a typed error, never a panic; and an open
+/// changes nothing.
+fn inspect(dir: &Path) -> Result<(), String> {
+    use raftwal::inspect::engine::EngineInspector;
+    let before = read_image(dir);
+    if let Ok(mut ins) = EngineInspector::open_once(dir, None, None) {
+        let _ = ins.verify(&mut |_| {});
+    }
+    for gid in 1..=GROUPS {
+        let Ok(ins) = EngineInspector::open_once(dir, None, Some(gid)) else {
+            continue;
+        };
+        if let Ok((first, last)) = ins.first_last() {
+            if first <= last {
+                let _ = ins.entries(first, last.min(first + 500) + 1);
+            }
+        }
+        if let Ok(mut r) = ins.snapshot_reader() {
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        }
+    }
+    ensure!(
+        read_image(dir) == before,
+        "the read-only tools changed the root"
+    );
+    Ok(())
+}
+
 /// What a fuzz input did.
 #[derive(Default, Debug, Clone, Copy)]
 pub struct Stats {
@@ -786,6 +834,13 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
             stats.mutations += 1;
             forged = true;
             forge_meta(&mut img, &files, usize::from(op - FORGE_OP), &mut r);
+            continue;
+        }
+        if op >= FORGE_RECORD_OP {
+            // A journal record with a forged field and a valid checksum.
+            stats.mutations += 1;
+            forged = true;
+            forge_record(&mut img, t, usize::from(op - FORGE_RECORD_OP), &mut r);
             continue;
         }
         // Offsets mostly near interesting places: the start, the payload area, the end.
@@ -854,9 +909,113 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
     Ok(stats)
 }
 
-/// Operation bytes from this one on forge a meta page ([`forge_meta`]); below it, `op % 8`
-/// picks a byte-level mutation.
+/// Operation bytes from this one on forge a meta page ([`forge_meta`]); from
+/// [`FORGE_RECORD_OP`] to it, a journal record ([`forge_record`]); below, `op % 8` picks a
+/// byte-level mutation.
 pub const FORGE_OP: u8 = 0xf8;
+pub const FORGE_RECORD_OP: u8 = 0xf0;
+
+/// The fixed-width fields of a journal record's body (docs/FORMAT.md, "Journal record"), as
+/// (offset in the body, width, what): what [`forge_record`] may change without moving a byte.
+fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let u32_at = |at: usize| {
+        body.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
+    while at + 17 <= body.len() {
+        // The group id is left alone: a part moved to another group with its incarnation is
+        // a record no check can tell from a genuine one.
+        out.push((at + 8, 8, "incarnation"));
+        let kinds = body[at + 16];
+        at += 17;
+        if kinds & 1 != 0 {
+            let Some(n) = u32_at(at) else { return out };
+            at += 4 + n;
+        }
+        if kinds & 2 != 0 {
+            let Some(n) = u32_at(at) else { return out };
+            at += 4;
+            for _ in 0..n {
+                if at + 25 > body.len() {
+                    return out;
+                }
+                out.push((at, 8, "entry index"));
+                out.push((at + 8, 8, "entry term"));
+                out.push((at + 16, 1, "entry type"));
+                let (dl, cl) = (u32_at(at + 17).unwrap_or(0), u32_at(at + 21).unwrap_or(0));
+                at += 25 + dl + cl;
+            }
+        }
+        if kinds & 4 != 0 {
+            out.push((at, 8, "hard state term"));
+            out.push((at + 8, 8, "hard state vote"));
+            out.push((at + 16, 8, "hard state commit"));
+            at += 24;
+        }
+        if kinds & 8 != 0 {
+            let Some(n) = u32_at(at) else { return out };
+            at += 4 + n;
+        }
+        if kinds & 16 != 0 {
+            out.push((at, 8, "raft id"));
+            out.push((at + 8, 8, "group id (ints)"));
+            out.push((at + 16, 8, "checkpoint index"));
+            at += 24;
+        }
+        if kinds & 32 != 0 {
+            out.push((at, 8, "truncate index"));
+            at += 8;
+        }
+    }
+    out.retain(|&(o, w, _)| o + w <= body.len());
+    out
+}
+
+/// Rewrites one to three fixed-width fields of live journal record `which` (an entry's index,
+/// term or type, a hard state, a part's incarnation, ...) and seals it with a valid checksum:
+/// what a writer's bug would leave. Open must refuse the record (naming its segment or the
+/// group's meta page) or open a root whose logs are logs: contiguous, terms that agree,
+/// commits within the log, every group's data its own.
+fn forge_record(img: &mut Img, t: &Template, which: usize, r: &mut Reader) {
+    let Some(rec) = t
+        .records
+        .get((which + usize::from(r.u8())) % t.records.len().max(1))
+    else {
+        return;
+    };
+    let Some(Some(b)) = img.get_mut(&rec.file) else {
+        return;
+    };
+    let body_at = rec.at + RECORD_HEADER_LEN;
+    let Some(body) = b.get(body_at..rec.at + rec.len) else {
+        return;
+    };
+    let fields = record_fields(body);
+    if fields.is_empty() {
+        return;
+    }
+    for _ in 0..1 + r.u8() % 3 {
+        let (off, width, _) = fields[usize::from(r.u16()) % fields.len()];
+        let at = body_at + off;
+        if width == 1 {
+            b[at] = match r.u8() % 3 {
+                0 => b[at].wrapping_add(1),
+                1 => 3,
+                _ => r.u8(),
+            };
+        } else {
+            let cur = u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+            b[at..at + 8].copy_from_slice(&forged_value(r, cur).to_le_bytes());
+        }
+    }
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&b[rec.at + RECORD_SEQ_AT..body_at]),
+        &b[body_at..rec.at + rec.len],
+    );
+    b[rec.at + RECORD_CRC_AT..rec.at + RECORD_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+}
 
 /// Values a forged field takes besides the input's own: the edges of the fields' ranges.
 const FORGED: [u64; 12] = [

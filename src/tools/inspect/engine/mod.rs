@@ -51,7 +51,7 @@ pub use report::{
     EngineSummary, EngineVerifyReport, GroupCheck, GroupJournalInfo, GroupState, GroupSummary,
     JournalCheck, JournalSummary, SegmentInfo, SpareInfo,
 };
-use retry::read_with_retries;
+use retry::{read_with_retries, ATTEMPTS};
 use root::{list_groups, RootRead};
 
 /// Whether `path` is an engine root (it holds `engine.meta`) rather than a WAL directory.
@@ -72,6 +72,9 @@ pub struct EngineInspector {
     cipher: Option<Cipher>,
     read: RootRead,
     summary: EngineSummary,
+    /// Reads of a root marked open that was not read clean ([`ATTEMPTS`]; 1 for a root no
+    /// engine is writing, [`EngineInspector::open_once`]).
+    attempts: usize,
 }
 
 impl EngineInspector {
@@ -81,7 +84,7 @@ impl EngineInspector {
         root: P,
         key: Option<[u8; 32]>,
     ) -> Result<EngineInspector> {
-        Self::open_inner(root.as_ref(), key, None)
+        Self::open_inner(root.as_ref(), key, None, ATTEMPTS)
     }
 
     /// [`EngineInspector::open_with_key`] for one group: only group `group_id` is read and
@@ -93,22 +96,38 @@ impl EngineInspector {
         key: Option<[u8; 32]>,
         group_id: u64,
     ) -> Result<EngineInspector> {
-        Self::open_inner(root.as_ref(), key, Some(group_id))
+        Self::open_inner(root.as_ref(), key, Some(group_id), ATTEMPTS)
+    }
+
+    /// [`EngineInspector::open_with_key`] (`group_id` `None`) or
+    /// [`EngineInspector::open_group`], for a root no engine is writing (a copy, a test's
+    /// image of a killed engine): what is read is not read again, however it looks, by the
+    /// open or by [`EngineInspector::verify`] (a root marked open and not clean is read again
+    /// after a pause otherwise, in case a live engine moved on under the reader).
+    #[doc(hidden)]
+    pub fn open_once<P: AsRef<Path>>(
+        root: P,
+        key: Option<[u8; 32]>,
+        group_id: Option<u64>,
+    ) -> Result<EngineInspector> {
+        Self::open_inner(root.as_ref(), key, group_id, 1)
     }
 
     fn open_inner(
         root: &Path,
         key: Option<[u8; 32]>,
         only: Option<u64>,
+        attempts: usize,
     ) -> Result<EngineInspector> {
         let cipher = key.as_ref().map(Cipher::new);
-        let read = read_with_retries(root, cipher.as_ref(), only)?;
+        let read = read_with_retries(root, cipher.as_ref(), only, attempts)?;
         let summary = read.summary();
         Ok(EngineInspector {
             root: root.to_path_buf(),
             cipher,
             read,
             summary,
+            attempts,
         })
     }
 

@@ -5,8 +5,8 @@
 //!
 //! Owns: how a part changes a group's state, which parts are skipped (already in the files, for
 //! an earlier incarnation), and the checks open's replay takes on trust (a part for an
-//! incarnation newer than the directory's, entries that are not contiguous, start at or below
-//! the snapshot or leave a gap). Must never: read a file (parts come decoded from `root`), or
+//! incarnation newer than the directory's, entries that leave a gap); the rules both replays
+//! apply are `engine::replayed`'s. Must never: read a file (parts come decoded from `root`), or
 //! let a part that contradicts one group's log stop the replay into another.
 
 use bytes::Bytes;
@@ -15,10 +15,10 @@ use raft::prelude::{Entry, EntryType};
 use super::group::GroupDisk;
 use super::report::GroupJournalInfo;
 use super::root::Journaled;
+use crate::engine::replayed;
 use crate::engine::scan::Part;
 use crate::error::Error;
 use crate::proto::{HardStateRecord, MetaRecord};
-use crate::store::log_file;
 
 /// A group's log replayed in memory from its meta page on, as `Engine::open` replays the
 /// journal into it: entries past the files (an overwrite cuts what follows, as the engine's
@@ -106,7 +106,8 @@ impl Replay {
         if self.damage.is_some() {
             return;
         }
-        if let Err(reason) = self.check(&part) {
+        let mut part = part;
+        if let Err(reason) = self.check(&mut part) {
             self.damage = Some(Error::corrupt(
                 &rec.path,
                 rec.offset,
@@ -184,48 +185,22 @@ impl Replay {
         }
     }
 
-    /// What open's replay takes on trust and the commit checked: the part's entries are
-    /// contiguous, start after the snapshot, and leave no gap after the log.
-    fn check(&self, part: &Part) -> std::result::Result<(), String> {
-        if let Some(s) = part
-            .snapshot
-            .as_ref()
-            .filter(|s| s.index > log_file::MAX_INDEX)
-        {
-            return Err(format!(
-                "installs a snapshot at index {}, past {}",
-                s.index,
-                log_file::MAX_INDEX
-            ));
-        }
-        let snap = part
-            .snapshot
-            .as_ref()
-            .map_or(self.snapshot_index(), |s| s.index);
-        let last = if part.snapshot.is_some() {
-            snap
-        } else {
-            self.last_index()
-        };
-        let Some(e0) = part.entries.first() else {
+    /// The rules open's replay applies ([`replayed`]: the part's own shape, the part settled
+    /// against the meta page's snapshot, its commit within the log), and what open takes on
+    /// trust: the entries leave no gap after the log.
+    fn check(&self, part: &mut Part) -> std::result::Result<(), String> {
+        replayed::check_shape(part)?;
+        let last = self.last_index();
+        replayed::settle(part, self.snapshot_index());
+        replayed::check_commit(part, last)?;
+        let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) else {
             return Ok(());
         };
-        if e0.index <= snap || e0.index > last.saturating_add(1) || e0.index > log_file::MAX_INDEX {
+        if e0.index > last.saturating_add(1) {
             return Err(format!(
-                "has entries from index {}, but the group's log holds {}..={last} there (snapshot {snap}): {}",
-                e0.index,
-                snap.saturating_add(1),
-                if e0.index <= snap { "below its first index" } else { "a gap" }
+                "has entries from index {}, but the group's log ends at {last}: a gap",
+                e0.index
             ));
-        }
-        for (k, e) in part.entries.iter().enumerate() {
-            if e.index != e0.index + k as u64 {
-                return Err(format!(
-                    "has entry {} where index {} belongs: its entries are not contiguous",
-                    e.index,
-                    e0.index + k as u64
-                ));
-            }
         }
         Ok(())
     }

@@ -24,16 +24,18 @@ pub(super) const ATTEMPTS: usize = 3;
 pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Reads the root, again while it is marked open and what was read is not clean (a live engine
-/// moves on under the reader), at most [`ATTEMPTS`] times; the last read is what is reported.
+/// moves on under the reader), at most `attempts` times ([`ATTEMPTS`] but in tests); the last
+/// read is what is reported.
 pub(super) fn read_with_retries(
     root: &Path,
     cipher: Option<&Cipher>,
     only: Option<u64>,
+    attempts: usize,
 ) -> Result<RootRead> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let last = attempt >= ATTEMPTS;
+        let last = attempt >= attempts;
         match read_root(root, cipher, only) {
             Ok(r) if r.clean() || !r.record.open || last => return Ok(r),
             Ok(_) => {}

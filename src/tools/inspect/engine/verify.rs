@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::group::GroupRead;
 use super::report::{EngineVerifyReport, GroupCheck, JournalCheck};
-use super::retry::{moved_on, read_with_retries, ATTEMPTS, RETRY_PAUSE};
+use super::retry::{moved_on, read_with_retries, RETRY_PAUSE};
 use super::{is_damage, EngineInspector};
 use crate::error::{Error, Result};
 use crate::proto::{EngineRecord, SnapshotRecord};
@@ -59,12 +59,17 @@ impl EngineInspector {
         loop {
             let report = self.verify_once(progress)?;
             let settled = report.ok && report.groups.iter().all(|g| !g.changed_while_checked);
-            if settled || !self.read.record.open || attempt >= ATTEMPTS {
+            if settled || !self.read.record.open || attempt >= self.attempts {
                 return Ok(report);
             }
             attempt += 1;
             std::thread::sleep(RETRY_PAUSE);
-            self.read = read_with_retries(&self.root, self.cipher.as_ref(), self.read.only)?;
+            self.read = read_with_retries(
+                &self.root,
+                self.cipher.as_ref(),
+                self.read.only,
+                self.attempts,
+            )?;
             self.summary = self.read.summary();
         }
     }

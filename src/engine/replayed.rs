@@ -1,0 +1,91 @@
+//! The rules a journal record's part meets when it is replayed: by `Engine::open` into a
+//! group, and by the tools' replay (`raftwal inspect|verify` on an engine root) into their
+//! picture of one, so that both take and refuse the same parts.
+//!
+//! Owns: what a part holds on its own when a commit wrote it ([`check_shape`]), how a part
+//! meets a group's meta page written after part of its record was applied ([`settle`]), and
+//! where its commit index may point ([`check_commit`]). Must never: read or change a file, or
+//! decide what a refusal names (each replay knows its record's segment and offset).
+//!
+//! A record's checksum says its bytes are the ones written; these rules say the bytes are ones
+//! a commit writes. A part that breaks one was written wrong (or forged with a valid checksum);
+//! applying it would leave a log raft cannot use (a hole, a log that ends before it starts, a
+//! commit past its end).
+
+use super::batch::Decoded;
+use crate::store::log_file::MAX_INDEX;
+
+/// What every part a commit journals satisfies on its own (the checks of `Engine::write`,
+/// docs/DESIGN.md §4): entries contiguous and increasing from index 1 or later, within the
+/// index space, with terms that never decrease; an installed snapshot within the index space,
+/// its entries right after it, their terms not below its term. The reason, if not.
+pub(crate) fn check_shape(part: &Decoded) -> Result<(), String> {
+    if let Some(s) = part.snapshot.as_ref().filter(|s| s.index > MAX_INDEX) {
+        return Err(format!("a snapshot at index {}, past {MAX_INDEX}", s.index));
+    }
+    let (Some(e0), Some(last)) = (part.entries.first(), part.entries.last()) else {
+        return Ok(());
+    };
+    if e0.index == 0 || last.index > MAX_INDEX {
+        return Err(format!(
+            "entries {} to {}, outside 1..={MAX_INDEX}",
+            e0.index, last.index
+        ));
+    }
+    for w in part.entries.windows(2) {
+        if w[1].index != w[0].index + 1 || w[1].term < w[0].term {
+            return Err(format!(
+                "entry {} (term {}) after entry {} (term {}): entries are contiguous and their terms never decrease",
+                w[1].index, w[1].term, w[0].index, w[0].term
+            ));
+        }
+    }
+    if let Some(s) = &part.snapshot {
+        if e0.index != s.index + 1 || e0.term < s.term {
+            return Err(format!(
+                "entries from {} (term {}) with a snapshot installed at {} (term {})",
+                e0.index, e0.term, s.index, s.term
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `part` as a group whose meta page puts its snapshot at `snapshot_index` takes it. A meta
+/// page may be written while a record is applied part by part (its journal position then is
+/// the record before, and replay applies the whole record again), after a `create_snapshot`
+/// that came in between: an install older than the page's snapshot is in the past (its file
+/// may be gone), and entries at or below the page's snapshot are compacted. Both are dropped.
+pub(crate) fn settle(part: &mut Decoded, snapshot_index: u64) {
+    if part
+        .snapshot
+        .as_ref()
+        .is_some_and(|s| s.index < snapshot_index)
+    {
+        part.snapshot = None;
+    }
+    if part.snapshot.is_none() {
+        part.entries.retain(|e| e.index > snapshot_index);
+    }
+}
+
+/// A settled part's commit index lies within the log it leaves behind (`last_index`: the
+/// group's before the part). DESIGN.md §4's write order: a durable commit never points past
+/// durable entries, and raft panics on a commit past its log.
+pub(crate) fn check_commit(part: &Decoded, last_index: u64) -> Result<(), String> {
+    let Some(hs) = part.hard_state.as_ref().filter(|hs| hs.commit > 0) else {
+        return Ok(());
+    };
+    let last = match (part.entries.last(), &part.snapshot) {
+        (Some(e), _) => e.index,
+        (None, Some(s)) => s.index,
+        (None, None) => last_index,
+    };
+    if hs.commit > last {
+        return Err(format!(
+            "a commit index {} past the log's last index {last}",
+            hs.commit
+        ));
+    }
+    Ok(())
+}
