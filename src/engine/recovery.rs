@@ -124,6 +124,7 @@ pub(crate) fn open(
         (read, open_journal()?)
     };
     for g in &read.groups {
+        check_incarnation(g, &root_meta, root_record.next_incarnation)?;
         check_fallback_snapshot(g, &opened.records)?;
     }
     // Every check passed: now the tidying.
@@ -594,6 +595,31 @@ pub(crate) fn check_meta_fallback(
     ))
 }
 
+/// A group's incarnation was given out before it was made: `engine.meta` holds the next one,
+/// durable before any group takes it (`Engine::create_group`). A group holding one at or past
+/// it means one of the two pages is damaged (or `engine.meta`'s newest copy is, and the older
+/// one in use predates the group); opening would give that incarnation out again, and a
+/// group made with it would take the journal's records of the group that holds it.
+fn check_incarnation(
+    g: &ReadGroup,
+    root_meta: &MetaFile<EngineRecord>,
+    next_incarnation: u64,
+) -> Result<()> {
+    if g.eng.incarnation < next_incarnation {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        root_meta.path(),
+        0,
+        format!(
+            "engine.meta gives out incarnation {next_incarnation} next, but group {}'s meta page ({}) holds incarnation {}, which it cannot have been given yet",
+            g.id,
+            g.meta_file.path().display(),
+            g.eng.incarnation
+        ),
+    ))
+}
+
 /// With the other meta copy damaged, the group's snapshot after replay (`snapshot`: the copy
 /// in use's, or the last one the journal installs after it) must be the newest the group
 /// made: a snapshot the group took itself (`create_snapshot`) is in its meta page only, not
@@ -670,6 +696,7 @@ fn check_fallback_snapshot(g: &ReadGroup, records: &[super::journal::Record]) ->
 /// slots past each replayed group's end that earlier writes may have left.
 fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
     let groups = shared.groups.read();
+    let next_incarnation = shared.root_meta.lock().1.next_incarnation;
     for rec in records {
         let parts = batch::decode(&rec.body, rec.seq).map_err(|e| {
             let reason = match e {
@@ -679,6 +706,16 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             Error::corrupt(&*rec.segment, rec.at, reason)
         })?;
         for mut part in parts {
+            if part.incarnation >= next_incarnation {
+                return Err(malformed(
+                    &rec,
+                    part.group_id,
+                    format!(
+                        "incarnation {}, which the root has not given out (engine.meta gives out {next_incarnation} next)",
+                        part.incarnation
+                    ),
+                ));
+            }
             let Some(g) = groups.get(&part.group_id) else {
                 continue;
             };

@@ -740,9 +740,11 @@ fn open_and_read_checked(
     let tmp = scratch_dir("raftwal-fuzz-engine");
     let dir = tmp.path().join("root");
     write_image(img, &dir)?;
-    if mode == RecoveryMode::AbsoluteConsistency {
-        inspect(&dir)?;
-    }
+    let tools = if mode == RecoveryMode::AbsoluteConsistency {
+        Some(inspect(&dir)?)
+    } else {
+        None
+    };
     let e = match Engine::open_with(&dir, opts(mode)) {
         Ok(e) => e,
         Err(err) => {
@@ -762,7 +764,21 @@ fn open_and_read_checked(
         }
     };
     let r = match view_root(&e, forged) {
-        Ok(v) => Opened::Root(v),
+        Ok(v) => {
+            if let Some(tools) = &tools {
+                for (gid, g) in &v {
+                    if let Some(&(f, l)) = tools.get(gid) {
+                        ensure!(
+                            (f, l) == (g.first, g.last),
+                            "group {gid}: the tools read {f}..={l}, the engine opened {}..={}",
+                            g.first,
+                            g.last
+                        );
+                    }
+                }
+            }
+            Opened::Root(v)
+        }
         Err(msg)
             if msg.contains("not genuine")
                 || msg.contains("disagrees")
@@ -777,12 +793,14 @@ fn open_and_read_checked(
     Ok(r)
 }
 
-/// The read-only tools on the damaged root (`raftwal inspect|verify|dump`: its own recovery,
-/// beside a live engine in real use): a report or a typed error, never a panic; and an open
-/// changes nothing.
-fn inspect(dir: &Path) -> Result<(), String> {
+/// The read-only tools on the damaged root (`raftwal inspect|verify|dump`: a recovery of their
+/// own, run beside a live engine in real use): a report or a typed error, never a panic, and
+/// nothing changed. Returns each group's log range as the tools read it: where the engine
+/// opens the same root strictly, it must show the same ranges (two recoveries, one answer).
+fn inspect(dir: &Path) -> Result<BTreeMap<u64, (u64, u64)>, String> {
     use raftwal::inspect::engine::EngineInspector;
     let before = read_image(dir);
+    let mut seen = BTreeMap::new();
     if let Ok(mut ins) = EngineInspector::open_once(dir, None, None) {
         let _ = ins.verify(&mut |_| {});
     }
@@ -791,6 +809,7 @@ fn inspect(dir: &Path) -> Result<(), String> {
             continue;
         };
         if let Ok((first, last)) = ins.first_last() {
+            seen.insert(gid, (first, last));
             if first <= last {
                 let _ = ins.entries(first, last.min(first + 500) + 1);
             }
@@ -803,7 +822,7 @@ fn inspect(dir: &Path) -> Result<(), String> {
         read_image(dir) == before,
         "the read-only tools changed the root"
     );
-    Ok(())
+    Ok(seen)
 }
 
 /// What a fuzz input did.
