@@ -963,7 +963,7 @@ fn forge_incarnation(seg: &Path, at: u64, incarnation: u64) {
 
 /// Each journal part names a group and its incarnation: a part for an earlier incarnation (a
 /// removed group with the same id) is skipped, as open skips it; a part for an incarnation the
-/// root never gave out, or newer than the group's, is damage that open would not notice.
+/// root never gave out, or newer than the group's, is damage, which open refuses.
 #[test]
 fn journal_parts_are_checked_against_the_groups_they_name() {
     let tmp = TempDir::new().unwrap();
@@ -985,11 +985,7 @@ fn journal_parts_are_checked_against_the_groups_they_name() {
     let at = record_offsets(&seg)[&3];
     forge_incarnation(&seg, at, 9);
     let run = fails(&["inspect", p(&never), "--json"], 1);
-    assert!(
-        run.stderr.contains("the journal is damaged"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("open will fail"), "{}", run.stderr);
     let doc = json(&run.stdout);
     let damage = doc["journal"]["damage"].as_str().unwrap();
     assert!(damage.contains(&format!("at offset {at}")), "{damage}");
@@ -999,12 +995,22 @@ fn journal_parts_are_checked_against_the_groups_they_name() {
     );
     let run = fails(&["verify", p(&never)], 1);
     assert!(run.stderr.contains("never gave out"), "{}", run.stderr);
+    let Err(err) = raftwal::Engine::open(&never) else {
+        panic!("open accepted a part for an incarnation never given out")
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("0000000000000001.jnl at offset {at}"))
+            && msg.contains("incarnation 9"),
+        "{msg}"
+    );
 
     let newer = tmp.path().join("newer");
     copy_tree(image(), &newer);
     let seg = segment(&newer);
     forge_incarnation(&seg, record_offsets(&seg)[&3], 4);
     let run = fails(&["inspect", p(&newer), "--json"], 1);
+    assert!(run.stderr.contains("open will fail"), "{}", run.stderr);
     let doc = json(&run.stdout);
     let damage = group(&doc, 2)["damage"].as_str().unwrap();
     assert!(damage.contains("incarnation 4 of group 2"), "{damage}");
@@ -1013,6 +1019,10 @@ fn journal_parts_are_checked_against_the_groups_they_name() {
         "{damage}"
     );
     fails(&["verify", p(&newer)], 1);
+    let Err(err) = raftwal::Engine::open(&newer) else {
+        panic!("open accepted a part for a newer incarnation than the group's")
+    };
+    assert!(err.to_string().contains("an older one"), "{err}");
 }
 
 /// A damaged meta copy not in use: `verify` names `wal.meta` (as for a WAL directory).

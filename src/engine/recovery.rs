@@ -76,18 +76,7 @@ pub(crate) fn open(
             return Err(e);
         }
     }
-    // Bounded so that no arithmetic on them overflows (a forged page with a valid checksum):
-    // both count up from 0 and 1, one a commit and one a created group.
-    if root_record.checkpoint_seq > MAX_SEQ || root_record.next_incarnation > MAX_SEQ {
-        return Err(Error::corrupt(
-            root_meta.path(),
-            0,
-            format!(
-                "engine.meta holds a number past {MAX_SEQ}: checkpoint record {}, next incarnation {}",
-                root_record.checkpoint_seq, root_record.next_incarnation
-            ),
-        ));
-    }
+    check_root_numbers(root_meta.path(), &root_record)?;
 
     // Not capped at the cores: from a cold cache each group's reads (directory, meta page,
     // header, a slot page) wait on the device, and the threads keep that many in flight
@@ -124,7 +113,13 @@ pub(crate) fn open(
         (read, open_journal()?)
     };
     for g in &read.groups {
-        check_incarnation(g, &root_meta, root_record.next_incarnation)?;
+        check_incarnation(
+            root_meta.path(),
+            g.id,
+            g.meta_file.path(),
+            g.eng.incarnation,
+            root_record.next_incarnation,
+        )?;
         check_fallback_snapshot(g, &opened.records)?;
     }
     // Every check passed: now the tidying.
@@ -322,24 +317,7 @@ fn read_group(
     };
     // Bounded like the page's other indexes, so that no arithmetic on them overflows (a
     // forged page with a valid checksum).
-    if eng.last_index > log_file::MAX_INDEX
-        || eng.last_file_id > log_file::MAX_INDEX
-        || eng.journal_seq > MAX_SEQ
-        || eng.incarnation > MAX_SEQ
-    {
-        return Err(Error::corrupt(
-            meta_file.path(),
-            0,
-            format!(
-                "the meta page holds a number past {}: last index {}, last file {}, journal record {}, incarnation {}",
-                log_file::MAX_INDEX,
-                eng.last_index,
-                eng.last_file_id,
-                eng.journal_seq,
-                eng.incarnation
-            ),
-        ));
-    }
+    check_group_numbers(meta_file.path(), &eng)?;
     check_meta_fallback(meta_file.path(), meta_file.copies(), &eng, checkpoint_seq)?;
     if mode == RecoveryMode::AbsoluteConsistency {
         if let Some(e) = meta_file.copies().damage(meta_file.path()) {
@@ -595,27 +573,67 @@ pub(crate) fn check_meta_fallback(
     ))
 }
 
-/// A group's incarnation was given out before it was made: `engine.meta` holds the next one,
-/// durable before any group takes it (`Engine::create_group`). A group holding one at or past
-/// it means one of the two pages is damaged (or `engine.meta`'s newest copy is, and the older
-/// one in use predates the group); opening would give that incarnation out again, and a
-/// group made with it would take the journal's records of the group that holds it.
-fn check_incarnation(
-    g: &ReadGroup,
-    root_meta: &MetaFile<EngineRecord>,
+/// `engine.meta`'s numbers, bounded so that no arithmetic on them overflows (a forged page
+/// with a valid checksum): both count up, one a commit and one a created group.
+pub(crate) fn check_root_numbers(path: &Path, r: &EngineRecord) -> Result<()> {
+    if r.checkpoint_seq > MAX_SEQ || r.next_incarnation > MAX_SEQ {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!(
+                "engine.meta holds a number past {MAX_SEQ}: checkpoint record {}, next incarnation {}",
+                r.checkpoint_seq, r.next_incarnation
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A group meta page's engine numbers, bounded like its other indexes (`path`: the page).
+pub(crate) fn check_group_numbers(path: &Path, eng: &EngineGroupRecord) -> Result<()> {
+    if eng.last_index > log_file::MAX_INDEX
+        || eng.last_file_id > log_file::MAX_INDEX
+        || eng.journal_seq > MAX_SEQ
+        || eng.incarnation > MAX_SEQ
+    {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!(
+                "the meta page holds a number past {}: last index {}, last file {}, journal record {}, incarnation {}",
+                log_file::MAX_INDEX,
+                eng.last_index,
+                eng.last_file_id,
+                eng.journal_seq,
+                eng.incarnation
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A group's incarnation was given out before it was made: `engine.meta` (`root_meta`) holds
+/// the next one, durable before any group takes it (`Engine::create_group`). A group holding
+/// one at or past it means one of the two pages is damaged (or `engine.meta`'s newest copy is,
+/// and the older one in use predates the group); opening would give that incarnation out
+/// again, and a group made with it would take the journal's records of the group that holds
+/// it.
+pub(crate) fn check_incarnation(
+    root_meta: &Path,
+    group_id: u64,
+    group_meta: &Path,
+    incarnation: u64,
     next_incarnation: u64,
 ) -> Result<()> {
-    if g.eng.incarnation < next_incarnation {
+    if incarnation < next_incarnation {
         return Ok(());
     }
     Err(Error::corrupt(
-        root_meta.path(),
+        root_meta,
         0,
         format!(
-            "engine.meta gives out incarnation {next_incarnation} next, but group {}'s meta page ({}) holds incarnation {}, which it cannot have been given yet",
-            g.id,
-            g.meta_file.path().display(),
-            g.eng.incarnation
+            "engine.meta gives out incarnation {next_incarnation} next, but group {group_id}'s meta page ({}) holds incarnation {incarnation}, which it cannot have been given yet",
+            group_meta.display()
         ),
     ))
 }
@@ -719,7 +737,21 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             let Some(g) = groups.get(&part.group_id) else {
                 continue;
             };
-            if g.incarnation != part.incarnation {
+            if part.incarnation > g.incarnation {
+                // The group's directory is made after its incarnation is given out, and its
+                // records after that: a part for a newer one than the directory's holds means
+                // one of the two is damaged.
+                return Err(malformed(
+                    &rec,
+                    g.id,
+                    format!(
+                        "incarnation {}, but the group's directory holds incarnation {}, an older one",
+                        part.incarnation, g.incarnation
+                    ),
+                ));
+            }
+            if part.incarnation < g.incarnation {
+                // For a group of that id removed since.
                 continue;
             }
             let durable_seq = g.files.read().as_ref().map_or(u64::MAX, |f| f.durable_seq);

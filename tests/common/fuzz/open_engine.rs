@@ -740,11 +740,6 @@ fn open_and_read_checked(
     let tmp = scratch_dir("raftwal-fuzz-engine");
     let dir = tmp.path().join("root");
     write_image(img, &dir)?;
-    let tools = if mode == RecoveryMode::AbsoluteConsistency {
-        Some(inspect(&dir)?)
-    } else {
-        None
-    };
     let e = match Engine::open_with(&dir, opts(mode)) {
         Ok(e) => e,
         Err(err) => {
@@ -764,21 +759,7 @@ fn open_and_read_checked(
         }
     };
     let r = match view_root(&e, forged) {
-        Ok(v) => {
-            if let Some(tools) = &tools {
-                for (gid, g) in &v {
-                    if let Some(&(f, l)) = tools.get(gid) {
-                        ensure!(
-                            (f, l) == (g.first, g.last),
-                            "group {gid}: the tools read {f}..={l}, the engine opened {}..={}",
-                            g.first,
-                            g.last
-                        );
-                    }
-                }
-            }
-            Opened::Root(v)
-        }
+        Ok(v) => Opened::Root(v),
         Err(msg)
             if msg.contains("not genuine")
                 || msg.contains("disagrees")
@@ -793,23 +774,56 @@ fn open_and_read_checked(
     Ok(r)
 }
 
+/// What the read-only tools made of a root: whether a default open would fail, and each
+/// group's state after replay (first, last, hard state, snapshot) where they could tell.
+struct ToolsView {
+    open_error: Option<String>,
+    groups: BTreeMap<u64, ToolsGroup>,
+}
+
+/// First and last index, hard state (term, vote, commit), snapshot (index, term).
+type ToolsGroup = (u64, u64, (u64, u64, u64), Option<(u64, u64)>);
+
 /// The read-only tools on the damaged root (`raftwal inspect|verify|dump`: a recovery of their
 /// own, run beside a live engine in real use): a report or a typed error, never a panic, and
-/// nothing changed. Returns each group's log range as the tools read it: where the engine
-/// opens the same root strictly, it must show the same ranges (two recoveries, one answer).
-fn inspect(dir: &Path) -> Result<BTreeMap<u64, (u64, u64)>, String> {
+/// nothing changed. What they say a default open does and what it would serve is checked
+/// against the engine's opens of the same root in [`run`] (two recoveries, one answer).
+fn inspect(img: &Img) -> Result<Option<ToolsView>, String> {
     use raftwal::inspect::engine::EngineInspector;
-    let before = read_image(dir);
-    let mut seen = BTreeMap::new();
-    if let Ok(mut ins) = EngineInspector::open_once(dir, None, None) {
+    let tmp = scratch_dir("raftwal-fuzz-tools");
+    let dir = tmp.path().join("root");
+    write_image(img, &dir)?;
+    let before = read_image(&dir);
+    let mut view = None;
+    if let Ok(mut ins) = EngineInspector::open_once(&dir, None, None) {
+        let sum = ins.summary();
+        view = Some(ToolsView {
+            open_error: sum.open_error.clone(),
+            groups: sum
+                .groups
+                .iter()
+                .filter_map(|g| {
+                    let st = g.after_replay.as_ref().filter(|_| g.damage.is_none())?;
+                    let hs = &st.hard_state;
+                    Some((
+                        g.group_id,
+                        (
+                            st.first_index,
+                            st.last_index,
+                            (hs.term, hs.vote, hs.commit),
+                            st.snapshot.as_ref().map(|s| (s.index, s.term)),
+                        ),
+                    ))
+                })
+                .collect(),
+        });
         let _ = ins.verify(&mut |_| {});
     }
     for gid in 1..=GROUPS {
-        let Ok(ins) = EngineInspector::open_once(dir, None, Some(gid)) else {
+        let Ok(ins) = EngineInspector::open_once(&dir, None, Some(gid)) else {
             continue;
         };
         if let Ok((first, last)) = ins.first_last() {
-            seen.insert(gid, (first, last));
             if first <= last {
                 let _ = ins.entries(first, last.min(first + 500) + 1);
             }
@@ -819,10 +833,44 @@ fn inspect(dir: &Path) -> Result<BTreeMap<u64, (u64, u64)>, String> {
         }
     }
     ensure!(
-        read_image(dir) == before,
+        read_image(&dir) == before,
         "the read-only tools changed the root"
     );
-    Ok(seen)
+    Ok(view)
+}
+
+/// The tools' view against what the engine did: a default open fails exactly when they say it
+/// would, and a group the engine opened strictly shows the state they read for it.
+fn compare_tools(tools: &ToolsView, strict: &Opened, tolerant: &Opened) -> Result<(), String> {
+    let refused = |o: &Opened| match o {
+        Opened::Refused(msg) => Some(msg.clone()),
+        _ => None,
+    };
+    ensure!(
+        tools.open_error.is_some() == refused(tolerant).is_some(),
+        "the tools say a default open {}, but it {}",
+        tools
+            .open_error
+            .as_ref()
+            .map_or("succeeds".to_string(), |m| format!("fails ({m})")),
+        refused(tolerant).map_or("succeeded".to_string(), |m| format!("failed: {m}"))
+    );
+    if let Opened::Root(v) = strict {
+        for (gid, g) in v {
+            let Some(&(first, last, hs, snap)) = tools.groups.get(gid) else {
+                continue;
+            };
+            ensure!(
+                (first, last, hs, snap) == (g.first, g.last, g.hs, g.snap),
+                "group {gid}: the tools read log {first}..={last}, hard state {hs:?}, snapshot {snap:?}; the engine opened {}..={}, {:?}, {:?}",
+                g.first,
+                g.last,
+                g.hs,
+                g.snap
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What a fuzz input did.
@@ -915,8 +963,12 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
             }
         }
     }
+    let tools = inspect(&img)?;
     let strict = open_and_read(&img, RecoveryMode::AbsoluteConsistency, forged)?;
     let tolerant = open_and_read(&img, RecoveryMode::TolerateTailCorruption, forged)?;
+    if let Some(tools) = &tools {
+        compare_tools(tools, &strict, &tolerant)?;
+    }
     if let (Opened::Root(s), Opened::Root(t)) = (&strict, &tolerant) {
         ensure!(
             s == t,

@@ -95,18 +95,7 @@ pub(super) fn read_group(
             ),
         ));
     }
-    if eng.last_index > log_file::MAX_INDEX || eng.last_file_id > log_file::MAX_INDEX {
-        return Err(Error::corrupt(
-            &meta_path,
-            0,
-            format!(
-                "the meta page's engine record holds an index past {}: last index {}, last file {}",
-                log_file::MAX_INDEX,
-                eng.last_index,
-                eng.last_file_id
-            ),
-        ));
-    }
+    scan::check_group_numbers(&meta_path, &eng)?;
     let (files, wal_last, leftovers) =
         group_files(dir, &meta_path, &meta, &eng, cipher).map_err(|e| copies.explain(e))?;
     Ok(GroupDisk {

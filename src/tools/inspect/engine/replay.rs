@@ -4,9 +4,9 @@
 //! read.
 //!
 //! Owns: how a part changes a group's state, which parts are skipped (already in the files, for
-//! an earlier incarnation), and the checks open's replay takes on trust (a part for an
+//! an earlier incarnation), and the checks open's replay makes as well (a part for an
 //! incarnation newer than the directory's, entries that leave a gap); the rules both replays
-//! apply are `engine::replayed`'s. Must never: read a file (parts come decoded from `root`), or
+//! apply to a part's content are `engine::replayed`'s. Must never: read a file (parts come decoded from `root`), or
 //! let a part that contradicts one group's log stop the replay into another.
 
 use bytes::Bytes;
@@ -186,8 +186,7 @@ impl Replay {
     }
 
     /// The rules open's replay applies ([`replayed`]: the part's own shape, the part settled
-    /// against the meta page's snapshot, its commit within the log), and what open takes on
-    /// trust: the entries leave no gap after the log.
+    /// against the meta page's snapshot, its commit within the log), and no gap after the log.
     fn check(&self, part: &mut Part) -> std::result::Result<(), String> {
         replayed::check_shape(part)?;
         let last = self.last_index();

@@ -311,6 +311,9 @@ impl RootRead {
             parts_for_removed_groups: self.parts_for_removed_groups,
         };
         let groups: Vec<GroupSummary> = self.groups.iter().map(|(&id, g)| g.summary(id)).collect();
+        // What `Engine::open` refuses: damage in the journal, a group it cannot read, a
+        // journal part it will not replay (for no possible group, or contradicting its group's
+        // log).
         let open_error = j
             .damage
             .as_ref()
@@ -319,6 +322,12 @@ impl RootRead {
                 self.groups
                     .iter()
                     .find_map(|(id, g)| g.disk.as_ref().err().map(|e| format!("group {id}: {e}")))
+            })
+            .or_else(|| self.part_damage.as_ref().map(|e| format!("journal: {e}")))
+            .or_else(|| {
+                self.groups.iter().find_map(|(id, g)| {
+                    g.replay.damage.as_ref().map(|e| format!("group {id}: {e}"))
+                })
             });
         EngineSummary {
             root: self.root.clone(),

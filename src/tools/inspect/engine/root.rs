@@ -98,6 +98,8 @@ pub(super) fn read_root(
     only: Option<u64>,
 ) -> Result<RootRead> {
     let (record, root_copies) = meta::read_only::<EngineRecord>(root, None)?;
+    let root_meta = root.join(<EngineRecord as meta::PageRecord>::FILE);
+    scan::check_root_numbers(&root_meta, &record)?;
     let mut records = Vec::new();
     let journal = scan::scan(
         &root.join(scan::JOURNAL_DIR),
@@ -141,7 +143,16 @@ pub(super) fn read_root(
         .filter(|&&id| only.is_none() || only == Some(id))
     {
         let dir = scan::group_dir(root, id);
-        let disk = match read_group(&dir, id, cipher, record.checkpoint_seq) {
+        let disk = match read_group(&dir, id, cipher, record.checkpoint_seq).and_then(|d| {
+            scan::check_incarnation(
+                &root_meta,
+                id,
+                &dir.join(meta::META_FILE),
+                d.eng.incarnation,
+                next_incarnation,
+            )?;
+            Ok(d)
+        }) {
             Ok(d) => Ok(d),
             Err(e) if is_damage(&e) => Err(e),
             Err(e) => return Err(e),
