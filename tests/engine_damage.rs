@@ -386,3 +386,87 @@ fn a_snapshot_taken_inside_a_replayed_record_compacts_its_entries() {
     assert_eq!(g.snapshot(0, 0).unwrap().get_metadata().index, 15);
     assert_eq!(g.initial_state().unwrap().hard_state.commit, 20);
 }
+
+/// `engine.meta`'s newest copy damaged, the older one in use (tolerant mode) may hold a next
+/// incarnation from before groups created since: open uses the older copy (the whole state)
+/// and gives out no incarnation a group on disk holds; strict mode refuses the damaged copy.
+#[test]
+fn an_older_engine_meta_copy_in_use_gives_out_no_incarnation_twice() {
+    use fuzz::layout::{
+        ENGINE_META_FILE, META_CRC_AT, META_RECORD_AT, META_RECORD_LEN_AT, META_SEQ_AT,
+    };
+    use fuzz::util::{pb_decode, pb_encode, pb_set_varint, pb_varint};
+    use raftwal::inspect::engine::EngineInspector;
+    use raftwal::{Engine, EngineOptions, RecoveryMode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    {
+        let e = Engine::open(&root).unwrap();
+        for id in 1..=3 {
+            e.create_group(id, 1).unwrap();
+        }
+        e.close().unwrap();
+    }
+    let path = root.join(ENGINE_META_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let region = bytes.len() / 2;
+    let seq_of = |b: &[u8], r: usize| {
+        let at = r * region + META_SEQ_AT as usize;
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    };
+    let newest = usize::from(seq_of(&bytes, 1) > seq_of(&bytes, 0));
+    let (n, o) = (newest * region, (1 - newest) * region);
+    let len = |b: &[u8], at: usize| {
+        let l = at + META_RECORD_LEN_AT as usize;
+        u32::from_le_bytes(b[l..l + 4].try_into().unwrap()) as usize
+    };
+    let rec_at = n + META_RECORD_AT as usize;
+    let mut rec = pb_decode(&bytes[rec_at..rec_at + len(&bytes, n)]).unwrap();
+    assert_eq!(
+        pb_varint(&rec, 2),
+        4,
+        "three groups made: incarnation 4 is next"
+    );
+    // The older copy: the newest's state with next incarnation 2 (as before groups 2 and 3),
+    // resealed; the newest copy damaged.
+    pb_set_varint(&mut rec, 2, 2);
+    let body = pb_encode(&rec);
+    let mut page = bytes[n..n + META_SEQ_AT as usize].to_vec();
+    page.extend_from_slice(&(seq_of(&bytes, newest) - 1).to_le_bytes());
+    page.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    assert_eq!(page.len(), META_CRC_AT as usize);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&page), &body);
+    page.extend_from_slice(&crc.to_le_bytes());
+    page.extend_from_slice(&body);
+    bytes[o..o + page.len()].copy_from_slice(&page);
+    bytes[rec_at] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let strict = EngineOptions {
+        recovery_mode: RecoveryMode::AbsoluteConsistency,
+        ..Default::default()
+    };
+    let Err(err) = Engine::open_with(&root, strict) else {
+        panic!("a strict open used the older engine.meta copy")
+    };
+    assert!(err.to_string().contains(ENGINE_META_FILE), "{err}");
+    let summary = EngineInspector::open_once(&root, None, None).unwrap();
+    assert_eq!(
+        summary.summary().open_error,
+        None,
+        "the tools say open fails"
+    );
+    let e = Engine::open(&root).unwrap();
+    assert_eq!(e.group_ids(), vec![1, 2, 3]);
+    e.create_group(4, 1).unwrap();
+    e.close().unwrap();
+    let next = EngineInspector::open_once(&root, None, None)
+        .unwrap()
+        .summary()
+        .next_incarnation;
+    // Groups 1-3 hold incarnations 1-3; group 4 must have taken 4 (not 2 again).
+    assert_eq!(next, 5, "group 4 took incarnation {}", next - 1);
+    let e = Engine::open(&root).unwrap();
+    assert_eq!(e.group_ids(), vec![1, 2, 3, 4]);
+}

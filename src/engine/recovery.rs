@@ -112,6 +112,20 @@ pub(crate) fn open(
         let read = read_all()?;
         (read, open_journal()?)
     };
+    // With engine.meta's newest copy damaged, the older one in use (tolerant mode) may
+    // predate groups created since: none of the incarnations on disk is given out again.
+    root_record.next_incarnation = next_incarnation_in_use(
+        root_meta.copies(),
+        root_record.next_incarnation,
+        read.groups.iter().map(|g| g.eng.incarnation).chain(
+            opened
+                .records
+                .iter()
+                .filter_map(|r| batch::decode(&r.body, r.seq).ok())
+                .flatten()
+                .map(|p| p.incarnation),
+        ),
+    );
     for g in &read.groups {
         check_incarnation(
             root_meta.path(),
@@ -610,6 +624,26 @@ pub(crate) fn check_group_numbers(path: &Path, eng: &EngineGroupRecord) -> Resul
         ));
     }
     Ok(())
+}
+
+/// `engine.meta`'s next incarnation as open uses it (`copies`: its two copies; `found`: the
+/// incarnations of the groups' pages and of the journal's parts). Its newest copy damaged, open
+/// (tolerant) uses the older one, which may hold a next incarnation from before groups created
+/// since: raised past every incarnation found (those within the bound), so that none is
+/// given out twice. Otherwise as the page holds it (what lies at or past it is damage).
+pub(crate) fn next_incarnation_in_use(
+    copies: &Copies,
+    next: u64,
+    found: impl IntoIterator<Item = u64>,
+) -> u64 {
+    if !matches!(copies.other, OtherCopy::Damaged { .. }) {
+        return next;
+    }
+    found
+        .into_iter()
+        .filter(|&i| i <= MAX_SEQ)
+        .map(|i| i + 1)
+        .fold(next, u64::max)
 }
 
 /// A group's incarnation was given out before it was made: `engine.meta` (`root_meta`) holds

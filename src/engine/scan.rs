@@ -24,7 +24,7 @@ use crate::sys::crypto::Cipher;
 pub(crate) use super::batch::{decode as decode_parts, Decoded as Part};
 pub(crate) use super::recovery::{
     check_fallback_snapshot_files, check_group_numbers, check_incarnation, check_meta_fallback,
-    check_root_numbers, parse_group_name,
+    check_root_numbers, next_incarnation_in_use, parse_group_name,
 };
 pub(crate) use super::{group_dir, GROUPS_DIR, JOURNAL_DIR};
 

@@ -143,16 +143,7 @@ pub(super) fn read_root(
         .filter(|&&id| only.is_none() || only == Some(id))
     {
         let dir = scan::group_dir(root, id);
-        let disk = match read_group(&dir, id, cipher, record.checkpoint_seq).and_then(|d| {
-            scan::check_incarnation(
-                &root_meta,
-                id,
-                &dir.join(meta::META_FILE),
-                d.eng.incarnation,
-                next_incarnation,
-            )?;
-            Ok(d)
-        }) {
+        let disk = match read_group(&dir, id, cipher, record.checkpoint_seq) {
             Ok(d) => Ok(d),
             Err(e) if is_damage(&e) => Err(e),
             Err(e) => return Err(e),
@@ -180,6 +171,31 @@ pub(super) fn read_root(
         );
     }
 
+    // The next incarnation as open uses it, and every group's below it (as open checks).
+    let next_incarnation = scan::next_incarnation_in_use(
+        &root_copies,
+        next_incarnation,
+        groups
+            .values()
+            .filter_map(|g| g.disk.as_ref().ok().map(|d| d.eng.incarnation))
+            .chain(
+                records
+                    .iter()
+                    .flat_map(|r| r.parts.iter().map(|p| p.incarnation)),
+            ),
+    );
+    for (&id, g) in groups.iter_mut() {
+        let Ok(d) = &g.disk else { continue };
+        if let Err(e) = scan::check_incarnation(
+            &root_meta,
+            id,
+            &g.dir.join(meta::META_FILE),
+            d.eng.incarnation,
+            next_incarnation,
+        ) {
+            g.disk = Err(e);
+        }
+    }
     let mut part_damage = None;
     let mut removed = 0u64;
     for mut rec in records {
