@@ -1005,6 +1005,18 @@ fn journal_parts_are_checked_against_the_groups_they_name() {
         "{msg}"
     );
 
+    // Incarnation 0: never given out (the first group gets 1).
+    let zero = tmp.path().join("zero");
+    copy_tree(image(), &zero);
+    let seg = segment(&zero);
+    forge_incarnation(&seg, record_offsets(&seg)[&3], 0);
+    let run = fails(&["inspect", p(&zero), "--json"], 1);
+    assert!(run.stderr.contains("open will fail"), "{}", run.stderr);
+    let Err(err) = raftwal::Engine::open(&zero) else {
+        panic!("open accepted a part for incarnation 0 (and dropped its entries)")
+    };
+    assert!(err.to_string().contains("incarnation 0"), "{err}");
+
     let newer = tmp.path().join("newer");
     copy_tree(image(), &newer);
     let seg = segment(&newer);

@@ -247,6 +247,23 @@ pub(crate) fn encode(
 /// authentication) passed, so it holds the bytes the engine wrote, which it cannot read back.
 /// The read-only tools, which locate problems rather than explain them, report it as damage at
 /// the record's place in its segment.
+/// [`decode`] of the record at `offset` in segment `path`: a body that does not parse although
+/// its checksum matches is damage at that place (an error naming the segment).
+pub(crate) fn decode_at(
+    body: &Bytes,
+    seq: u64,
+    path: &std::path::Path,
+    offset: u64,
+) -> Result<Vec<Decoded>> {
+    decode(body, seq).map_err(|e| {
+        let reason = match e {
+            Error::Invariant(reason) => reason,
+            e => e.to_string(),
+        };
+        Error::corrupt(path, offset, reason)
+    })
+}
+
 pub(crate) fn decode(body: &Bytes, seq: u64) -> Result<Vec<Decoded>> {
     let bad = |what: &str| {
         Error::invariant(format!(

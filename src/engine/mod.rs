@@ -264,6 +264,13 @@ impl Engine {
             let mut root = self.shared.root_meta.lock();
             let (file, record) = &mut *root;
             let n = record.next_incarnation.max(1);
+            if n >= recovery::MAX_SEQ {
+                return Err(Error::corrupt(
+                    file.path(),
+                    0,
+                    format!("engine.meta gives out incarnation {n} next: none is left"),
+                ));
+            }
             record.next_incarnation = n + 1;
             file.store(record)?;
             file.flush()?;

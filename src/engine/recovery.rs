@@ -49,8 +49,8 @@ use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
 
 /// The largest journal sequence number or incarnation a meta page may hold (a commit a
-/// nanosecond would take 146 years to reach it).
-const MAX_SEQ: u64 = 1 << 62;
+/// nanosecond would take 146 years to reach it), the bound of the pages' own sequence.
+pub(crate) use crate::store::meta::MAX_SEQ;
 
 /// Opens the engine root `root` (whose lock the caller holds in `lock`).
 pub(crate) fn open(
@@ -609,12 +609,13 @@ pub(crate) fn check_group_numbers(path: &Path, eng: &EngineGroupRecord) -> Resul
         || eng.last_file_id > log_file::MAX_INDEX
         || eng.journal_seq > MAX_SEQ
         || eng.incarnation > MAX_SEQ
+        || eng.incarnation == 0
     {
         return Err(Error::corrupt(
             path,
             0,
             format!(
-                "the meta page holds a number past {}: last index {}, last file {}, journal record {}, incarnation {}",
+                "the meta page holds a number out of its range (indexes and positions up to {}, incarnations from 1): last index {}, last file {}, journal record {}, incarnation {}",
                 log_file::MAX_INDEX,
                 eng.last_index,
                 eng.last_file_id,
@@ -629,8 +630,8 @@ pub(crate) fn check_group_numbers(path: &Path, eng: &EngineGroupRecord) -> Resul
 /// `engine.meta`'s next incarnation as open uses it (`copies`: its two copies; `found`: the
 /// incarnations of the groups' pages and of the journal's parts). Its newest copy damaged, open
 /// (tolerant) uses the older one, which may hold a next incarnation from before groups created
-/// since: raised past every incarnation found (those within the bound), so that none is
-/// given out twice. Otherwise as the page holds it (what lies at or past it is damage).
+/// since: raised past every incarnation found (those below the bound, so that it stays within
+/// it), so that none is given out twice. Otherwise as the page holds it (what lies at or past it is damage).
 pub(crate) fn next_incarnation_in_use(
     copies: &Copies,
     next: u64,
@@ -641,7 +642,7 @@ pub(crate) fn next_incarnation_in_use(
     }
     found
         .into_iter()
-        .filter(|&i| i <= MAX_SEQ)
+        .filter(|&i| i < MAX_SEQ)
         .map(|i| i + 1)
         .fold(next, u64::max)
 }
@@ -733,9 +734,12 @@ fn check_fallback_snapshot(g: &ReadGroup, records: &[super::journal::Record]) ->
     }
     let mut snapshot = g.meta.snapshot.clone();
     for rec in records.iter().filter(|r| r.seq > g.eng.journal_seq) {
-        for part in batch::decode(&rec.body, rec.seq)? {
+        for part in batch::decode_at(&rec.body, rec.seq, &rec.segment, rec.at)? {
             if part.group_id == g.id && part.incarnation == g.eng.incarnation {
-                if let Some(s) = part.snapshot {
+                // As replay takes it: an install older than the snapshot is in the past
+                // (`replayed::settle`).
+                let current = snapshot.as_ref().map_or(0, |s| s.index);
+                if let Some(s) = part.snapshot.filter(|s| s.index >= current) {
                     snapshot = Some(s);
                 }
             }
@@ -750,15 +754,9 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
     let groups = shared.groups.read();
     let next_incarnation = shared.root_meta.lock().1.next_incarnation;
     for rec in records {
-        let parts = batch::decode(&rec.body, rec.seq).map_err(|e| {
-            let reason = match e {
-                Error::Invariant(reason) => reason,
-                e => e.to_string(),
-            };
-            Error::corrupt(&*rec.segment, rec.at, reason)
-        })?;
+        let parts = batch::decode_at(&rec.body, rec.seq, &rec.segment, rec.at)?;
         for mut part in parts {
-            if part.incarnation >= next_incarnation {
+            if part.incarnation == 0 || part.incarnation >= next_incarnation {
                 return Err(malformed(
                     &rec,
                     part.group_id,
@@ -796,7 +794,7 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             let (snapshot, last) =
                 g.with_log(|log| Ok((log.snapshot_index(), log.last_index())))?;
             replayed::settle(&mut part, snapshot);
-            check_contiguous(g, &part, rec.seq)?;
+            check_contiguous(g, &part, &rec)?;
             replayed::check_commit(&part, last).map_err(|e| malformed(&rec, g.id, e))?;
             let change = Change {
                 snapshot: part.snapshot.as_ref(),
@@ -831,7 +829,7 @@ fn malformed(rec: &super::journal::Record, group: u64, reason: String) -> Error 
 /// A replayed part's entries must continue the group's log as its meta page left it: a gap
 /// means the meta page's state is older than the journal's (its newest copy lost to damage, and
 /// the records in between trimmed), and applying it would leave a log with a hole.
-fn check_contiguous(g: &Group, part: &batch::Decoded, seq: u64) -> Result<()> {
+fn check_contiguous(g: &Group, part: &batch::Decoded, rec: &super::journal::Record) -> Result<()> {
     let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) else {
         return Ok(());
     };
@@ -841,8 +839,12 @@ fn check_contiguous(g: &Group, part: &batch::Decoded, seq: u64) -> Result<()> {
             g.dir.join(crate::store::meta::META_FILE),
             0,
             format!(
-                "journal record {seq} continues group {}'s log at index {}, but its meta page ends the log at {last}: the newest state of the meta page is lost",
-                g.id, e0.index
+                "journal record {} ({} at offset {}) continues group {}'s log at index {}, but its meta page ends the log at {last}: the newest state of the meta page is lost (or the record is damaged)",
+                rec.seq,
+                rec.segment.display(),
+                rec.at,
+                g.id,
+                e0.index
             ),
         ));
     }

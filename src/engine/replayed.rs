@@ -26,7 +26,7 @@ pub(crate) fn check_shape(part: &Decoded) -> Result<(), String> {
     let (Some(e0), Some(last)) = (part.entries.first(), part.entries.last()) else {
         return Ok(());
     };
-    if e0.index == 0 || last.index > MAX_INDEX {
+    if e0.index == 0 || e0.index > MAX_INDEX || last.index > MAX_INDEX {
         return Err(format!(
             "entries {} to {}, outside 1..={MAX_INDEX}",
             e0.index, last.index
@@ -88,4 +88,58 @@ pub(crate) fn check_commit(part: &Decoded, last_index: u64) -> Result<(), String
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::prelude::Entry;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e
+    }
+
+    fn part(entries: &[(u64, u64)]) -> Decoded {
+        Decoded {
+            entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
+            ..Decoded::default()
+        }
+    }
+
+    /// What a commit never journals is refused, whatever the numbers (no overflow: a first
+    /// index at `u64::MAX` once overflowed the contiguity check); what it does is taken.
+    #[test]
+    fn a_parts_shape_is_checked_without_overflow() {
+        assert!(check_shape(&part(&[(5, 1), (6, 1), (7, 2)])).is_ok());
+        for bad in [
+            &[(u64::MAX, 1), (5, 1)][..],
+            &[(MAX_INDEX + 1, 1)],
+            &[(0, 1)],
+            &[(5, 1), (7, 1)],
+            &[(5, 2), (6, 1)],
+            &[(5, 1), (5, 1)],
+        ] {
+            assert!(check_shape(&part(bad)).is_err(), "{bad:?} taken");
+        }
+    }
+
+    /// Settled against a snapshot at 10: entries at or below it go, an older install goes.
+    #[test]
+    fn a_part_settles_against_the_pages_snapshot() {
+        let mut p = part(&[(8, 1), (9, 1), (10, 1), (11, 1), (12, 2)]);
+        settle(&mut p, 10);
+        let left: Vec<u64> = p.entries.iter().map(|e| e.index).collect();
+        assert_eq!(left, vec![11, 12]);
+        let mut p = part(&[(6, 1), (7, 1)]);
+        p.snapshot = Some(crate::proto::SnapshotRecord {
+            index: 5,
+            term: 1,
+            ..Default::default()
+        });
+        settle(&mut p, 10);
+        assert!(p.snapshot.is_none() && p.entries.is_empty());
+    }
 }

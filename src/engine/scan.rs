@@ -21,7 +21,7 @@ use super::segments;
 use crate::error::{Error, Result};
 use crate::sys::crypto::Cipher;
 
-pub(crate) use super::batch::{decode as decode_parts, Decoded as Part};
+pub(crate) use super::batch::{decode_at as decode_parts_at, Decoded as Part};
 pub(crate) use super::recovery::{
     check_fallback_snapshot_files, check_group_numbers, check_incarnation, check_meta_fallback,
     check_root_numbers, next_incarnation_in_use, parse_group_name,

@@ -55,7 +55,7 @@ impl PageRecord for EngineRecord {
 const FLAG_ENCRYPTED: u32 = 1;
 /// The largest sequence number a valid copy holds (a store a nanosecond would take 146 years
 /// to reach it); past it, the copy is damaged.
-const MAX_SEQ: u64 = 1 << 62;
+pub(crate) const MAX_SEQ: u64 = 1 << 62;
 /// Smallest region: one page.
 const MIN_REGION: usize = 4096;
 

@@ -49,7 +49,9 @@ pub struct EngineSummary {
     /// `groups/<id>.tmp` and `groups/<id>.removing`: a creation or removal cut short, which
     /// open deletes.
     pub leftover_dirs: Vec<PathBuf>,
-    /// Why a default open of the root would fail, or `None` when it would succeed.
+    /// Why a default open of the root would fail, or `None` when it would succeed. With one
+    /// group read ([`EngineInspector::open_group`](super::EngineInspector::open_group)), only
+    /// the journal and that group are judged: damage in another group is not seen.
     pub open_error: Option<String>,
     /// `engine.meta` changed while the journal was read (an engine at work): the report is a
     /// moment's view, consistent, but the root has moved on since.

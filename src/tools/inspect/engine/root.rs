@@ -106,15 +106,7 @@ pub(super) fn read_root(
         record.checkpoint_seq,
         cipher,
         &mut |rec: RecordAt<'_>| {
-            let parts = scan::decode_parts(&rec.body, rec.seq).map_err(|e| {
-                let reason = match e {
-                    // A record that does not parse although its checksum matches: a bug
-                    // (`Invariant`) for an open, damage at its place for the tools.
-                    Error::Invariant(m) => m,
-                    other => other.to_string(),
-                };
-                Error::corrupt(rec.path, rec.offset, reason)
-            })?;
+            let parts = scan::decode_parts_at(&rec.body, rec.seq, rec.path, rec.offset)?;
             records.push(Journaled {
                 seq: rec.seq,
                 path: rec.path.to_path_buf(),
