@@ -995,22 +995,22 @@ fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
         body.get(at..at + 4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
     };
-    while at + 17 <= body.len() {
+    'parts: while at + 17 <= body.len() {
         // The group id is left alone: a part moved to another group with its incarnation is
         // a record no check can tell from a genuine one.
         out.push((at + 8, 8, "incarnation"));
         let kinds = body[at + 16];
         at += 17;
         if kinds & 1 != 0 {
-            let Some(n) = u32_at(at) else { return out };
+            let Some(n) = u32_at(at) else { break 'parts };
             at += 4 + n;
         }
         if kinds & 2 != 0 {
-            let Some(n) = u32_at(at) else { return out };
+            let Some(n) = u32_at(at) else { break 'parts };
             at += 4;
             for _ in 0..n {
                 if at + 25 > body.len() {
-                    return out;
+                    break 'parts;
                 }
                 out.push((at, 8, "entry index"));
                 out.push((at + 8, 8, "entry term"));
@@ -1026,7 +1026,7 @@ fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
             at += 24;
         }
         if kinds & 8 != 0 {
-            let Some(n) = u32_at(at) else { return out };
+            let Some(n) = u32_at(at) else { break 'parts };
             at += 4 + n;
         }
         if kinds & 16 != 0 {
