@@ -631,7 +631,8 @@ pub(crate) fn check_group_numbers(path: &Path, eng: &EngineGroupRecord) -> Resul
 /// incarnations of the groups' pages and of the journal's parts). Its newest copy damaged, open
 /// (tolerant) uses the older one, which may hold a next incarnation from before groups created
 /// since: raised past every incarnation found (those below the bound, so that it stays within
-/// it), so that none is given out twice. Otherwise as the page holds it (what lies at or past it is damage).
+/// it), so that none is given out twice. Otherwise as the page holds it (what lies at or past
+/// it is damage).
 pub(crate) fn next_incarnation_in_use(
     copies: &Copies,
     next: u64,

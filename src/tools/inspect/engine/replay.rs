@@ -6,8 +6,9 @@
 //! Owns: how a part changes a group's state, which parts are skipped (already in the files, for
 //! an earlier incarnation), and the checks open's replay makes as well (a part for an
 //! incarnation newer than the directory's, entries that leave a gap); the rules both replays
-//! apply to a part's content are `engine::replayed`'s. Must never: read a file (parts come decoded from `root`), or
-//! let a part that contradicts one group's log stop the replay into another.
+//! apply to a part's content are `engine::replayed`'s. Must never: read a file (parts come
+//! decoded from `root`), or let a part that contradicts one group's log stop the replay into
+//! another.
 
 use bytes::Bytes;
 use raft::prelude::{Entry, EntryType};
