@@ -17,11 +17,17 @@
 //!
 //! [`run`] (the fuzz target): the input is a list of mutations of the image's files (a byte
 //! xor-ed, bytes written, a range zeroed, a file truncated, extended with garbage, deleted, or
-//! copied under another journal segment's name); the result is opened in `AbsoluteConsistency`
-//! and in `TolerateTailCorruption`. Nothing may panic; open returns a root or a typed error;
-//! every group of an opened root is read in full, and every entry and snapshot read back must
-//! be genuine (its group's payload for its index and term, its group's snapshot data), terms
-//! must agree with entries, and a root opened strictly must be the one opened tolerantly.
+//! copied under another journal segment's name), or, from operation byte `0xf0` on, a meta page
+//! copy or a live journal record rewritten with forged fields and a valid checksum
+//! ([`forge_meta`], [`forge_record`]); the result is opened in `AbsoluteConsistency` and in
+//! `TolerateTailCorruption`. Nothing may panic; open returns a root or a typed error; every
+//! group of an opened root is read in full, and every entry and snapshot read back must be
+//! genuine (its group's payload for its index and term, its group's snapshot data; with a
+//! forgery, its group's payload and any snapshot a page may name), terms must agree with
+//! entries and never decrease, the commit must lie within the log, and a root opened strictly
+//! must be the one opened tolerantly. The read-only tools ([`inspect`]) read the same root:
+//! no panic, no change, a default open predicted to fail exactly when it does, and each group
+//! of a strict open shown as it opened.
 //!
 //! [`run_damage`] (the regular test `tests/engine_damage.rs`): one damaged byte in a chosen
 //! position class, with the outcome docs/DESIGN.md §4/§9 gives for it:
