@@ -84,6 +84,8 @@ pub(super) fn read_group(
             "the meta page of an engine group has no engine record",
         ));
     };
+    // In open's order (`engine::recovery::read_group`), so that the first error is the same.
+    scan::check_group_numbers(&meta_path, &eng)?;
     scan::check_meta_fallback(&meta_path, &copies, &eng, checkpoint_seq)?;
     if meta.group_id != id {
         return Err(Error::corrupt(
@@ -95,7 +97,6 @@ pub(super) fn read_group(
             ),
         ));
     }
-    scan::check_group_numbers(&meta_path, &eng)?;
     let (files, wal_last, leftovers) =
         group_files(dir, &meta_path, &meta, &eng, cipher).map_err(|e| copies.explain(e))?;
     Ok(GroupDisk {
