@@ -240,15 +240,9 @@ pub(crate) fn encode(
     }
 }
 
-/// Reads the parts of a journal record's body (record `seq`, for error messages). Entry data
-/// and contexts are views of `body`.
-///
-/// A body that does not parse is [`Error::Invariant`]: its checksum (or, encrypted, its
-/// authentication) passed, so it holds the bytes the engine wrote, which it cannot read back.
-/// The read-only tools, which locate problems rather than explain them, report it as damage at
-/// the record's place in its segment.
 /// [`decode`] of the record at `offset` in segment `path`: a body that does not parse although
-/// its checksum matches is damage at that place (an error naming the segment).
+/// its checksum matches is damage at that place (an error naming the segment), for open's
+/// replay and the read-only tools alike.
 pub(crate) fn decode_at(
     body: &Bytes,
     seq: u64,
@@ -264,6 +258,12 @@ pub(crate) fn decode_at(
     })
 }
 
+/// Reads the parts of a journal record's body (record `seq`, for error messages). Entry data
+/// and contexts are views of `body`.
+///
+/// A body that does not parse is [`Error::Invariant`]: its checksum (or, encrypted, its
+/// authentication) passed, so it holds bytes the engine wrote and cannot read back. Callers
+/// that know the record's place use [`decode_at`], which reports it as damage there.
 pub(crate) fn decode(body: &Bytes, seq: u64) -> Result<Vec<Decoded>> {
     let bad = |what: &str| {
         Error::invariant(format!(

@@ -189,19 +189,18 @@ impl Replay {
     /// The rules open's replay applies ([`replayed`]: the part's own shape, the part settled
     /// against the meta page's snapshot, its commit within the log), and no gap after the log.
     fn check(&self, part: &mut Part) -> std::result::Result<(), String> {
+        // In open's order (`engine::recovery::replay`): shape, settle, gap, commit.
         replayed::check_shape(part)?;
         let last = self.last_index();
         replayed::settle(part, self.snapshot_index());
-        replayed::check_commit(part, last)?;
-        let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) else {
-            return Ok(());
-        };
-        if e0.index > last.saturating_add(1) {
-            return Err(format!(
-                "has entries from index {}, but the group's log ends at {last}: a gap",
-                e0.index
-            ));
+        if let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) {
+            if e0.index > last.saturating_add(1) {
+                return Err(format!(
+                    "has entries from index {}, but the group's log ends at {last}: a gap",
+                    e0.index
+                ));
+            }
         }
-        Ok(())
+        replayed::check_commit(part, last)
     }
 }
