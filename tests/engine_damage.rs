@@ -282,23 +282,25 @@ fn a_forged_log_end_in_a_group_meta_page_is_refused_naming_it() {
     assert_eq!(g.term(10).unwrap(), 1);
 }
 
-/// A meta page written while a record was applied part by part, after a `create_snapshot` that
-/// came in between, records the record before as its journal position, with a snapshot inside
-/// the entries the record appends: replay applies that record again, and the entries at or
-/// below the snapshot are compacted, not damage. The root (imaged while the engine has it
-/// open, as a kill leaves it, with the page's journal position set back by one record, which is
-/// what that interleaving writes) opens with the snapshot and the entries after it, and the
-/// tools' verify finds no damage. (An open once refused it: "entries from index 11, but its
-/// meta page puts the group's snapshot at 15".)
-#[test]
-fn a_snapshot_taken_inside_a_replayed_record_compacts_its_entries() {
+/// The root a `create_snapshot(15)` leaves when it comes between two parts of the application
+/// of record 2 (entries 11..20; with `install`, after a snapshot installed at 10, whose file
+/// the snapshot at 15 tidies away): group 1's page then records record 1 as its journal
+/// position. Made from a real root imaged while the engine has it open (as a kill leaves it),
+/// the page's journal position set back by one record; with `tear_other`, the page's other
+/// copy damaged. Returns the directory holding it, the image and the options to open it with.
+fn snapshot_inside_a_replayed_record(
+    install: bool,
+    tear_other: bool,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    raftwal::EngineOptions,
+) {
     use fuzz::layout::{
         META_FILE, META_MIN_REGION, META_RECORD_AT, META_RECORD_LEN_AT, META_SEQ_AT,
     };
     use fuzz::open_dir::encode_meta_region;
     use fuzz::util::{pb_decode, pb_encode, pb_set_sub, pb_set_varint, pb_sub, pb_varint};
-    use raft::Storage;
-    use raftwal::inspect::engine::EngineInspector;
     use raftwal::{Engine, EngineOptions, WriteBatch};
 
     fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
@@ -331,114 +333,8 @@ fn a_snapshot_taken_inside_a_replayed_record_compacts_its_entries() {
             .map(|i| fuzz::entries::entry_in_group(i, 1, 1))
             .collect();
         hs.commit = *range.end();
-        let mut b = WriteBatch::new();
-        b.save(1, &hs, &es, &Default::default());
-        e.write(&mut b).unwrap();
-    }
-    g.create_snapshot(15, None, &b"state at 15"[..]).unwrap();
-    copy_tree(&root, &image);
-    drop(g);
-    e.close().unwrap();
-
-    // The page's newest copy, its journal position set back by one record.
-    let meta = image.join("groups/1").join(META_FILE);
-    let mut bytes = std::fs::read(&meta).unwrap();
-    let region = bytes.len() / 2;
-    assert!(region >= META_MIN_REGION as usize);
-    let seq_of = |b: &[u8], r: usize| {
-        let at = r * region + META_SEQ_AT as usize;
-        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-    };
-    let newest = usize::from(seq_of(&bytes, 1) > seq_of(&bytes, 0));
-    let len_at = newest * region + META_RECORD_LEN_AT as usize;
-    let len = u32::from_le_bytes(bytes[len_at..len_at + 4].try_into().unwrap()) as usize;
-    let rec_at = newest * region + META_RECORD_AT as usize;
-    let mut rec = pb_decode(&bytes[rec_at..rec_at + len]).unwrap();
-    assert_eq!(
-        pb_varint(&pb_sub(&rec, 6).unwrap(), 1),
-        15,
-        "the page holds the snapshot"
-    );
-    let mut eng = pb_sub(&rec, 8).unwrap();
-    let position = pb_varint(&eng, 1);
-    pb_set_varint(&mut eng, 1, position - 1);
-    pb_set_sub(&mut rec, 8, Some(&eng));
-    let body = pb_encode(&rec);
-    let h = encode_meta_region(seq_of(&bytes, newest), 1, 0, body.len() as u32, &body);
-    bytes[newest * region..newest * region + h.len()].copy_from_slice(&h);
-    std::fs::write(&meta, &bytes).unwrap();
-
-    let report = EngineInspector::open_once(&image, None, None)
-        .unwrap()
-        .verify(&mut |_| {})
-        .unwrap();
-    assert!(report.ok, "verify found damage: {:?}", report.damage);
-    let e = Engine::open_with(&image, opts).unwrap();
-    let g = e.group(1).unwrap();
-    assert_eq!(
-        (g.first_index().unwrap(), g.last_index().unwrap()),
-        (16, 20)
-    );
-    let got = g.entries(16, 21, None, fuzz::entries::ctx()).unwrap();
-    let want: Vec<_> = (16..=20)
-        .map(|i| fuzz::entries::entry_in_group(i, 1, 1))
-        .collect();
-    assert_eq!(got, want);
-    assert_eq!(g.snapshot(0, 0).unwrap().get_metadata().index, 15);
-    assert_eq!(g.initial_state().unwrap().hard_state.commit, 20);
-}
-
-/// The same interleaving when the record installs a snapshot (at 10, with entries 11..20) and
-/// `create_snapshot(15)` then tidies its file away, with the page's other copy damaged (a
-/// torn later store): the install is in the past, so the check that a fallback loses no
-/// snapshot looks for the file of 15, not of 10. The root opens (tolerant mode) with the
-/// snapshot at 15 and entries 16..20, and the tools predict it. (An open once refused it:
-/// "the group's snapshot is at index 10, but its file ... is gone", while the tools said it
-/// opens.)
-#[test]
-fn an_install_older_than_the_pages_snapshot_is_past_even_from_the_older_copy() {
-    use fuzz::layout::{
-        META_FILE, META_MIN_REGION, META_RECORD_AT, META_RECORD_LEN_AT, META_SEQ_AT,
-    };
-    use fuzz::open_dir::encode_meta_region;
-    use fuzz::util::{pb_decode, pb_encode, pb_set_sub, pb_set_varint, pb_sub, pb_varint};
-    use raft::Storage;
-    use raftwal::inspect::engine::EngineInspector;
-    use raftwal::{Engine, EngineOptions, WriteBatch};
-
-    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for ent in std::fs::read_dir(from).unwrap() {
-            let ent = ent.unwrap();
-            let target = to.join(ent.file_name());
-            if ent.file_type().unwrap().is_dir() {
-                copy_tree(&ent.path(), &target);
-            } else if ent.file_name() != "LOCK" {
-                std::fs::copy(ent.path(), &target).unwrap();
-            }
-        }
-    }
-
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let image = dir.path().join("image");
-    let opts = EngineOptions {
-        checkpoint_bytes: u64::MAX / 2,
-        ..Default::default()
-    };
-    let e = Engine::open_with(&root, opts.clone()).unwrap();
-    let g = e.create_group(1, 1).unwrap();
-    let mut hs = raft::prelude::HardState::default();
-    hs.term = 1;
-    for range in [1..=10u64, 11..=20] {
-        let es: Vec<_> = range
-            .clone()
-            .map(|i| fuzz::entries::entry_in_group(i, 1, 1))
-            .collect();
-        hs.commit = *range.end();
-        // The second write installs a snapshot at 10 before its entries.
         let mut snap = raft::prelude::Snapshot::default();
-        if *range.start() == 11 {
+        if install && *range.start() == 11 {
             snap.mut_metadata().index = 10;
             snap.mut_metadata().term = 1;
             snap.mut_metadata().mut_conf_state().voters = vec![1];
@@ -479,21 +375,21 @@ fn an_install_older_than_the_pages_snapshot_is_past_even_from_the_older_copy() {
     let body = pb_encode(&rec);
     let h = encode_meta_region(seq_of(&bytes, newest), 1, 0, body.len() as u32, &body);
     bytes[newest * region..newest * region + h.len()].copy_from_slice(&h);
-    // The other copy torn.
-    bytes[(1 - newest) * region + META_RECORD_AT as usize] ^= 0x5a;
+    if tear_other {
+        bytes[(1 - newest) * region + META_RECORD_AT as usize] ^= 0x5a;
+    }
     std::fs::write(&meta, &bytes).unwrap();
-    assert!(
-        !image.join("groups/1/snap").read_dir().unwrap().any(|e| e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .contains("000a")),
-        "the snapshot file of 10 is still there"
-    );
+    (dir, image, opts)
+}
 
-    let tools = EngineInspector::open_once(&image, None, None).unwrap();
-    assert_eq!(tools.summary().open_error, None, "the tools say open fails");
-    let e = Engine::open_with(&image, opts).unwrap();
+/// Opens `image` (from [`snapshot_inside_a_replayed_record`]) and checks group 1: the snapshot
+/// at 15, entries 16..20 as written, commit 20.
+fn opens_with_the_snapshot_and_the_entries_after_it(
+    image: &std::path::Path,
+    opts: raftwal::EngineOptions,
+) {
+    use raft::Storage;
+    let e = raftwal::Engine::open_with(image, opts).unwrap();
     let g = e.group(1).unwrap();
     assert_eq!(
         (g.first_index().unwrap(), g.last_index().unwrap()),
@@ -506,6 +402,48 @@ fn an_install_older_than_the_pages_snapshot_is_past_even_from_the_older_copy() {
     assert_eq!(got, want);
     assert_eq!(g.snapshot(0, 0).unwrap().get_metadata().index, 15);
     assert_eq!(g.initial_state().unwrap().hard_state.commit, 20);
+}
+
+/// A meta page written while a record was applied part by part, after a `create_snapshot` that
+/// came in between, records the record before as its journal position, with a snapshot inside
+/// the entries the record appends: replay applies that record again, and the entries at or
+/// below the snapshot are compacted, not damage. The root (imaged while the engine has it
+/// open, as a kill leaves it, with the page's journal position set back by one record, which is
+/// what that interleaving writes) opens with the snapshot and the entries after it, and the
+/// tools' verify finds no damage. (An open once refused it: "entries from index 11, but its
+/// meta page puts the group's snapshot at 15".)
+#[test]
+fn a_snapshot_taken_inside_a_replayed_record_compacts_its_entries() {
+    let (_dir, image, opts) = snapshot_inside_a_replayed_record(false, false);
+    let report = raftwal::inspect::engine::EngineInspector::open_once(&image, None, None)
+        .unwrap()
+        .verify(&mut |_| {})
+        .unwrap();
+    assert!(report.ok, "verify found damage: {:?}", report.damage);
+    opens_with_the_snapshot_and_the_entries_after_it(&image, opts);
+}
+
+/// The same interleaving when the record installs a snapshot (at 10, with entries 11..20) and
+/// `create_snapshot(15)` then tidies its file away, with the page's other copy damaged (a
+/// torn later store): the install is in the past, so the check that a fallback loses no
+/// snapshot looks for the file of 15, not of 10. The root opens (tolerant mode) with the
+/// snapshot at 15 and entries 16..20, and the tools predict it. (An open once refused it:
+/// "the group's snapshot is at index 10, but its file ... is gone", while the tools said it
+/// opens.)
+#[test]
+fn an_install_older_than_the_pages_snapshot_is_past_even_from_the_older_copy() {
+    let (_dir, image, opts) = snapshot_inside_a_replayed_record(true, true);
+    assert!(
+        !image.join("groups/1/snap").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("000a")),
+        "the snapshot file of 10 is still there"
+    );
+    let tools = raftwal::inspect::engine::EngineInspector::open_once(&image, None, None).unwrap();
+    assert_eq!(tools.summary().open_error, None, "the tools say open fails");
+    opens_with_the_snapshot_and_the_entries_after_it(&image, opts);
 }
 
 /// `engine.meta`'s newest copy damaged, the older one in use (tolerant mode) may hold a next
