@@ -757,34 +757,12 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
     for rec in records {
         let parts = batch::decode_at(&rec.body, rec.seq, &rec.segment, rec.at)?;
         for mut part in parts {
-            if part.incarnation == 0 || part.incarnation >= next_incarnation {
-                return Err(malformed(
-                    &rec,
-                    part.group_id,
-                    format!(
-                        "incarnation {}, which the root has not given out (engine.meta gives out {next_incarnation} next)",
-                        part.incarnation
-                    ),
-                ));
-            }
+            replayed::check_given_out(&part, next_incarnation)
+                .map_err(|e| malformed(&rec, part.group_id, e))?;
             let Some(g) = groups.get(&part.group_id) else {
                 continue;
             };
-            if part.incarnation > g.incarnation {
-                // The group's directory is made after its incarnation is given out, and its
-                // records after that: a part for a newer one than the directory's holds means
-                // one of the two is damaged.
-                return Err(malformed(
-                    &rec,
-                    g.id,
-                    format!(
-                        "incarnation {}, but the group's directory holds incarnation {}, an older one",
-                        part.incarnation, g.incarnation
-                    ),
-                ));
-            }
-            if part.incarnation < g.incarnation {
-                // For a group of that id removed since.
+            if !replayed::is_for(&part, g.incarnation).map_err(|e| malformed(&rec, g.id, e))? {
                 continue;
             }
             let durable_seq = g.files.read().as_ref().map_or(u64::MAX, |f| f.durable_seq);
@@ -795,7 +773,7 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             let (snapshot, last) =
                 g.with_log(|log| Ok((log.snapshot_index(), log.last_index())))?;
             replayed::settle(&mut part, snapshot);
-            check_contiguous(g, &part, &rec)?;
+            check_contiguous(g, &part, &rec, last)?;
             replayed::check_commit(&part, last).map_err(|e| malformed(&rec, g.id, e))?;
             let change = Change {
                 snapshot: part.snapshot.as_ref(),
@@ -830,26 +808,25 @@ fn malformed(rec: &super::journal::Record, group: u64, reason: String) -> Error 
 /// A replayed part's entries must continue the group's log as its meta page left it: a gap
 /// means the meta page's state is older than the journal's (its newest copy lost to damage, and
 /// the records in between trimmed), and applying it would leave a log with a hole.
-fn check_contiguous(g: &Group, part: &batch::Decoded, rec: &super::journal::Record) -> Result<()> {
-    let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) else {
-        return Ok(());
-    };
-    let last = g.with_log(|log| Ok(log.last_index()))?;
-    if e0.index > last + 1 {
-        return Err(Error::corrupt(
+fn check_contiguous(
+    g: &Group,
+    part: &batch::Decoded,
+    rec: &super::journal::Record,
+    last: u64,
+) -> Result<()> {
+    replayed::check_continues(part, last).map_err(|reason| {
+        Error::corrupt(
             g.dir.join(crate::store::meta::META_FILE),
             0,
             format!(
-                "journal record {} ({} at offset {}) continues group {}'s log at index {}, but its meta page ends the log at {last}: the newest state of the meta page is lost (or the record is damaged)",
+                "journal record {} ({} at offset {}) holds group {}'s {reason}: the newest state of the meta page is lost (or the record is damaged)",
                 rec.seq,
                 rec.segment.display(),
                 rec.at,
-                g.id,
-                e0.index
+                g.id
             ),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 #[cfg(test)]

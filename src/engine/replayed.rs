@@ -2,8 +2,9 @@
 //! group, and by the tools' replay (`raftwal inspect|verify` on an engine root) into their
 //! picture of one, so that both take and refuse the same parts.
 //!
-//! Owns: what a part holds on its own when a commit wrote it ([`check_shape`]), how a part
-//! meets a group's meta page written after part of its record was applied ([`settle`]), and
+//! Owns: whose a part is ([`check_given_out`], [`is_for`]), what it holds on its own when a
+//! commit wrote it ([`check_shape`]), how it meets a group's meta page written after part of
+//! its record was applied ([`settle`]), that it continues the log ([`check_continues`]) and
 //! where its commit index may point ([`check_commit`]). Must never: read or change a file, or
 //! decide what a refusal names (each replay knows its record's segment and offset).
 //!
@@ -49,6 +50,44 @@ pub(crate) fn check_shape(part: &Decoded) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A part names an incarnation the root gave out: from 1 (the first group's), below
+/// `engine.meta`'s next one, which is durable before a group takes it.
+pub(crate) fn check_given_out(part: &Decoded, next_incarnation: u64) -> Result<(), String> {
+    let next = next_incarnation.max(1);
+    if part.incarnation == 0 || part.incarnation >= next {
+        return Err(format!(
+            "incarnation {}, which the root never gave out (its next incarnation is {next_incarnation})",
+            part.incarnation
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `part` is for the group whose directory holds `group_incarnation`: `false` for an
+/// earlier incarnation (a group of that id removed since; skipped); a newer one is damage (the
+/// directory is made after its incarnation is given out, its records after that).
+pub(crate) fn is_for(part: &Decoded, group_incarnation: u64) -> Result<bool, String> {
+    if part.incarnation > group_incarnation {
+        return Err(format!(
+            "incarnation {} of group {}, but the group's directory holds incarnation {group_incarnation}, an older one",
+            part.incarnation, part.group_id
+        ));
+    }
+    Ok(part.incarnation == group_incarnation)
+}
+
+/// A settled part's entries continue the log that ends at `last_index`: no gap (an install
+/// starts a log of its own).
+pub(crate) fn check_continues(part: &Decoded, last_index: u64) -> Result<(), String> {
+    match part.entries.first().filter(|_| part.snapshot.is_none()) {
+        Some(e0) if e0.index > last_index.saturating_add(1) => Err(format!(
+            "entries from index {}, but the group's log ends at {last_index}: a gap",
+            e0.index
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `part` as a group whose meta page puts its snapshot at `snapshot_index` takes it. A meta

@@ -83,22 +83,22 @@ impl Replay {
 
     /// Applies a part of record `rec` (its incarnation is one the root gave out).
     pub(super) fn apply(&mut self, rec: &Journaled, part: Part) {
-        if part.incarnation > self.incarnation {
-            if self.damage.is_none() {
-                self.damage = Some(Error::corrupt(
-                    &rec.path,
-                    rec.offset,
-                    format!(
-                        "journal record {} holds a part for incarnation {} of group {}, but the group's directory holds incarnation {}, an older one",
-                        rec.seq, part.incarnation, part.group_id, self.incarnation
-                    ),
-                ));
+        match replayed::is_for(&part, self.incarnation) {
+            Err(reason) => {
+                if self.damage.is_none() {
+                    self.damage = Some(Error::corrupt(
+                        &rec.path,
+                        rec.offset,
+                        format!("journal record {} holds a part for {reason}", rec.seq),
+                    ));
+                }
+                return;
             }
-            return;
-        }
-        if part.incarnation < self.incarnation {
-            self.info.parts_for_earlier_incarnation += 1;
-            return;
+            Ok(false) => {
+                self.info.parts_for_earlier_incarnation += 1;
+                return;
+            }
+            Ok(true) => {}
         }
         if rec.seq <= self.durable_seq {
             self.info.parts_in_files += 1;
@@ -193,14 +193,7 @@ impl Replay {
         replayed::check_shape(part)?;
         let last = self.last_index();
         replayed::settle(part, self.snapshot_index());
-        if let Some(e0) = part.entries.first().filter(|_| part.snapshot.is_none()) {
-            if e0.index > last.saturating_add(1) {
-                return Err(format!(
-                    "has entries from index {}, but the group's log ends at {last}: a gap",
-                    e0.index
-                ));
-            }
-        }
+        replayed::check_continues(part, last)?;
         replayed::check_commit(part, last)
     }
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use super::group::{read_group, GroupRead};
 use super::is_damage;
 use super::replay::Replay;
+use crate::engine::replayed;
 use crate::engine::scan::{self, JournalScan, Part, RecordAt};
 use crate::error::{Error, Result};
 use crate::proto::EngineRecord;
@@ -192,14 +193,14 @@ pub(super) fn read_root(
     let mut removed = 0u64;
     for mut rec in records {
         for part in std::mem::take(&mut rec.parts) {
-            if part.incarnation == 0 || part.incarnation >= next_incarnation.max(1) {
+            if let Err(reason) = replayed::check_given_out(&part, next_incarnation) {
                 if part_damage.is_none() {
                     part_damage = Some(Error::corrupt(
                         &rec.path,
                         rec.offset,
                         format!(
-                            "journal record {} holds a part for group {} of incarnation {}, which the root never gave out (its next incarnation is {next_incarnation})",
-                            rec.seq, part.group_id, part.incarnation
+                            "journal record {} holds a part for group {} of {reason}",
+                            rec.seq, part.group_id
                         ),
                     ));
                 }
