@@ -1194,13 +1194,28 @@ fn a_group_meta_fallback_the_journal_makes_whole_is_shown_whole() {
 }
 
 /// A bit flipped in a slot of a group's log file: `verify` names the file and the slot's
-/// offset; `dump` refuses to print the entry.
+/// offset; `dump` refuses to print the entry. The slot lies below the group's
+/// `truncate_entries_until(45)`, which open replays from the journal by sealing each slot below
+/// it again with its data dropped, each checked first: so open fails naming the file, and
+/// `inspect` says it will (it once said open succeeds).
 #[test]
 fn a_damaged_group_slot_fails_verify_and_dump() {
     let tmp = TempDir::new().unwrap();
     let root = image_copy(&tmp);
     let wal = root.join("groups/1/00001.wal");
     flip(&wal, slot_at(4) + SLOT_TERM_AT + 2);
+    let run = fails(&["inspect", p(&root), "--json"], 1);
+    assert!(run.stderr.contains("open will fail"), "{}", run.stderr);
+    let doc = json(&run.stdout);
+    let damage = group(&doc, 1)["damage"].as_str().unwrap();
+    assert!(damage.contains("00001.wal at offset 128"), "{damage}");
+    let Err(err) = raftwal::Engine::open(&root) else {
+        panic!("open replayed a truncation over a damaged slot")
+    };
+    assert!(
+        err.to_string().contains("groups/1/00001.wal at offset 128"),
+        "{err}"
+    );
     let run = fails(&["verify", p(&root)], 1);
     assert!(
         run.stderr.contains("groups/1/00001.wal at offset 128"),

@@ -16,7 +16,7 @@ use super::replay::Replay;
 use crate::engine::scan;
 use crate::error::{Error, Result};
 use crate::proto::{EngineGroupRecord, MetaRecord};
-use crate::store::log_file::{self, LogFile, SLOTS_PER_FILE};
+use crate::store::log_file::{self, Access, LogFile, SLOTS_PER_FILE};
 use crate::store::meta::{self, Copies};
 use crate::store::recovery;
 use crate::store::wal;
@@ -30,6 +30,9 @@ pub(super) struct GroupRead {
     /// Its log files, copied, when entries are to be read (one group only).
     pub(super) files: Vec<LogFile>,
     pub(super) replay: Replay,
+    /// Damage in the slots open's replay of a truncation checks and seals again
+    /// ([`check_cleared`]): open fails on it, but the group's other entries read back.
+    pub(super) cleared_damage: Option<Error>,
 }
 
 /// A group's directory as its meta page describes it.
@@ -205,6 +208,35 @@ fn group_files(
         });
     }
     Ok((files, wal_last, leftovers))
+}
+
+/// Checks the slots `[from, to)` of a group's files that open's replay of a
+/// `truncate_entries_until` seals again (`Replay::cleared`), as open checks each before it does
+/// (`LogFile::verify_slot`): the first damaged one is the error open gives.
+pub(super) fn check_cleared(
+    disk: &GroupDisk,
+    ranges: &[(u64, u64)],
+    cipher: Option<&Cipher>,
+) -> Result<()> {
+    for f in &disk.files {
+        let held = f.base..f.base.saturating_add(f.entries);
+        let wanted: Vec<(u64, u64)> = ranges
+            .iter()
+            .map(|&(from, to)| (from.max(held.start), to.min(held.end)))
+            .filter(|(from, to)| from < to)
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let file = LogFile::open(&f.path, f.id, Access::ReadOnly, cipher)?;
+        for (from, to) in wanted {
+            for index in from..to {
+                // `index - f.base` < `f.entries` <= SLOTS_PER_FILE: it fits a u32.
+                file.verify_slot((index - f.base) as u32)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Entries `[lo, hi)` from a group's files (`last`: the log's last index, for errors).

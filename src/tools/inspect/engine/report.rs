@@ -315,7 +315,7 @@ impl RootRead {
         let groups: Vec<GroupSummary> = self.groups.iter().map(|(&id, g)| g.summary(id)).collect();
         // What `Engine::open` refuses: damage in the journal, a group it cannot read, a
         // journal part it will not replay (for no possible group, or contradicting its group's
-        // log).
+        // log), a damaged slot that replaying a truncation checks.
         let open_error = j
             .damage
             .as_ref()
@@ -328,7 +328,10 @@ impl RootRead {
             .or_else(|| self.part_damage.as_ref().map(|e| format!("journal: {e}")))
             .or_else(|| {
                 self.groups.iter().find_map(|(id, g)| {
-                    g.replay.damage.as_ref().map(|e| format!("group {id}: {e}"))
+                    g.cleared_damage
+                        .as_ref()
+                        .or(g.replay.damage.as_ref())
+                        .map(|e| format!("group {id}: {e}"))
                 })
             });
         EngineSummary {
@@ -350,7 +353,8 @@ impl RootRead {
 
 impl GroupRead {
     fn summary(&self, id: u64) -> GroupSummary {
-        let damage = match (&self.disk, &self.replay.damage) {
+        let replayed = self.cleared_damage.as_ref().or(self.replay.damage.as_ref());
+        let damage = match (&self.disk, replayed) {
             (Err(e), _) | (Ok(_), Some(e)) => Some(e.to_string()),
             (Ok(_), None) => None,
         };

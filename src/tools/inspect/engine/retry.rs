@@ -77,6 +77,7 @@ impl RootRead {
             && self.part_damage.is_none()
             && self.groups.values().all(|g| {
                 g.replay.damage.is_none()
+                    && g.cleared_damage.is_none()
                     && g.disk
                         .as_ref()
                         .is_ok_and(|d| !matches!(d.copies.other, meta::OtherCopy::Damaged { .. }))

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::group::{read_group, GroupRead};
+use super::group::{check_cleared, read_group, GroupRead};
 use super::is_damage;
 use super::replay::Replay;
 use crate::engine::replayed;
@@ -160,6 +160,7 @@ pub(super) fn read_root(
                 disk,
                 files,
                 replay,
+                cleared_damage: None,
             },
         );
     }
@@ -211,6 +212,17 @@ pub(super) fn read_root(
                 None if !group_ids.contains(&part.group_id) => removed += 1,
                 None => {}
             }
+        }
+    }
+    // The slots open's replay of a truncation checks and seals again: damage there is the
+    // first error open meets in that group (the ranges end where its replay found damage).
+    for g in groups.values_mut() {
+        let Ok(d) = &g.disk else { continue };
+        if let Err(e) = check_cleared(d, &g.replay.cleared, cipher) {
+            if !is_damage(&e) {
+                return Err(e);
+            }
+            g.cleared_damage = Some(e);
         }
     }
     // A group read from one meta copy while the other is damaged: open refuses it when the
