@@ -387,7 +387,7 @@ fn check_len(path: &Path, len: u64) -> Result<()> {
             path,
             len,
             format!(
-                "wal.meta is {len} bytes; it must be an even size of at least {}",
+                "the meta page file is {len} bytes; it must be an even size of at least {}",
                 2 * MIN_REGION
             ),
         ));
@@ -584,6 +584,23 @@ mod tests {
         drop(m);
         let (_, r) = MetaFile::<MetaRecord>::open(dir.path(), None).unwrap();
         assert_eq!(r.raft_id, 3);
+    }
+
+    /// A meta page file of a size no page has is refused naming that file, whichever it is
+    /// (the message once said `wal.meta` for `engine.meta` too).
+    #[test]
+    fn a_page_file_of_the_wrong_size_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EngineRecord::FILE);
+        std::fs::write(&path, [0u8; 100]).unwrap();
+        let Err(err) = read_only::<EngineRecord>(dir.path(), None) else {
+            panic!("a 100-byte page file was read");
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("engine.meta") && !msg.contains("wal.meta"),
+            "{msg}"
+        );
     }
 
     #[test]
