@@ -187,8 +187,10 @@ fn view<S: Storage>(s: &S, gid: u64, forged: bool) -> Result<View, String> {
         );
         for (k, en) in got.iter().enumerate() {
             let i = lo + k as u64;
-            // A forged record may move a genuine entry to another index or term of its group.
-            let own = |d: &Bytes| d.starts_with(format!("g{gid}/").as_bytes());
+            // A forged record may move a genuine entry to another index or term of its group,
+            // or say that the entries below an index were applied (a truncation: they read
+            // back empty).
+            let own = |d: &Bytes| d.is_empty() || d.starts_with(format!("g{gid}/").as_bytes());
             ensure!(
                 en.index == i
                     && (en.data == payload(gid, i, en.term) || forged && own(&en.data))
@@ -896,6 +898,7 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
         .filter(|(_, n)| n.is_some())
         .map(|(k, _)| k.clone())
         .collect();
+    let mut recs = t.records.clone();
     let mut r = Reader::new(data);
     let mut stats = Stats::default();
     let mut forged = false;
@@ -913,7 +916,12 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
             // A journal record with a forged field and a valid checksum.
             stats.mutations += 1;
             forged = true;
-            forge_record(&mut img, t, usize::from(op - FORGE_RECORD_OP), &mut r);
+            forge_record(
+                &mut img,
+                &mut recs,
+                usize::from(op - FORGE_RECORD_OP),
+                &mut r,
+            );
             continue;
         }
         // Offsets mostly near interesting places: the start, the payload area, the end.
@@ -992,106 +1000,388 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
 pub const FORGE_OP: u8 = 0xf8;
 pub const FORGE_RECORD_OP: u8 = 0xf0;
 
-/// The fixed-width fields of a journal record's body (docs/FORMAT.md, "Journal record"), as
-/// (offset in the body, width, what): what [`forge_record`] may change without moving a byte.
-fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
-    let mut out = Vec::new();
-    let mut at = 0;
+// A part's kinds (docs/FORMAT.md, "Journal record"), in the order of their sections.
+const KIND_SNAPSHOT: u8 = 1;
+const KIND_ENTRIES: u8 = 2;
+const KIND_HARD_STATE: u8 = 4;
+const KIND_CONF_STATE: u8 = 8;
+const KIND_INTS: u8 = 16;
+const KIND_TRUNCATE: u8 = 32;
+
+/// Where one part of a record's body lies: its start, its kinds byte and each section present
+/// as (kind, start, end), all offsets into the body.
+struct PartLayout {
+    at: usize,
+    gid: u64,
+    kinds: u8,
+    sections: Vec<(u8, usize, usize)>,
+    end: usize,
+}
+
+/// The parts of a record's body as docs/FORMAT.md lays them out, read independently of the
+/// engine; stops at the first part that does not fit.
+fn layout_parts(body: &[u8]) -> Vec<PartLayout> {
     let u32_at = |at: usize| {
         body.get(at..at + 4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
     };
+    let mut out = Vec::new();
+    let mut at = 0;
     'parts: while at + 17 <= body.len() {
+        let gid = u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
+        let kinds = body[at + 16];
+        let mut p = PartLayout {
+            at,
+            gid,
+            kinds,
+            sections: Vec::new(),
+            end: 0,
+        };
+        let mut pos = at + 17;
+        for kind in [
+            KIND_SNAPSHOT,
+            KIND_ENTRIES,
+            KIND_HARD_STATE,
+            KIND_CONF_STATE,
+            KIND_INTS,
+            KIND_TRUNCATE,
+        ] {
+            if kinds & kind == 0 {
+                continue;
+            }
+            let start = pos;
+            pos += match kind {
+                KIND_SNAPSHOT | KIND_CONF_STATE => {
+                    let Some(n) = u32_at(pos) else { break 'parts };
+                    4 + n
+                }
+                KIND_ENTRIES => {
+                    let Some(n) = u32_at(pos) else { break 'parts };
+                    let mut e = pos + 4;
+                    for _ in 0..n {
+                        let (Some(dl), Some(cl)) = (u32_at(e + 17), u32_at(e + 21)) else {
+                            break 'parts;
+                        };
+                        e += 25 + dl + cl;
+                    }
+                    e - pos
+                }
+                KIND_HARD_STATE | KIND_INTS => 24,
+                _ => 8,
+            };
+            if pos > body.len() {
+                break 'parts;
+            }
+            p.sections.push((kind, start, pos));
+        }
+        p.end = pos;
+        at = pos;
+        out.push(p);
+    }
+    out
+}
+
+/// The fixed-width fields of a record's body, as (offset in the body, width, what): what
+/// [`forge_record`] may change without moving a byte. Lengths and counts are among them, so a
+/// record that says its sections are longer or shorter than they are is forged too.
+fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
+    let mut out = Vec::new();
+    for p in layout_parts(body) {
         // The group id is left alone: a part moved to another group with its incarnation is
         // a record no check can tell from a genuine one.
-        out.push((at + 8, 8, "incarnation"));
-        let kinds = body[at + 16];
-        at += 17;
-        if kinds & 1 != 0 {
-            let Some(n) = u32_at(at) else { break 'parts };
-            at += 4 + n;
-        }
-        if kinds & 2 != 0 {
-            let Some(n) = u32_at(at) else { break 'parts };
-            at += 4;
-            for _ in 0..n {
-                if at + 25 > body.len() {
-                    break 'parts;
+        out.push((p.at + 8, 8, "incarnation"));
+        for &(kind, at, end) in &p.sections {
+            match kind {
+                KIND_SNAPSHOT => out.push((at, 4, "snapshot length")),
+                KIND_CONF_STATE => out.push((at, 4, "conf state length")),
+                KIND_ENTRIES => {
+                    out.push((at, 4, "entry count"));
+                    let mut e = at + 4;
+                    while e + 25 <= end {
+                        out.push((e, 8, "entry index"));
+                        out.push((e + 8, 8, "entry term"));
+                        out.push((e + 16, 1, "entry type"));
+                        out.push((e + 17, 4, "entry data length"));
+                        out.push((e + 21, 4, "entry context length"));
+                        let n = |k: usize| {
+                            u32::from_le_bytes(body[k..k + 4].try_into().unwrap()) as usize
+                        };
+                        e += 25 + n(e + 17) + n(e + 21);
+                    }
                 }
-                out.push((at, 8, "entry index"));
-                out.push((at + 8, 8, "entry term"));
-                out.push((at + 16, 1, "entry type"));
-                let (dl, cl) = (u32_at(at + 17).unwrap_or(0), u32_at(at + 21).unwrap_or(0));
-                at += 25 + dl + cl;
+                KIND_HARD_STATE => {
+                    out.push((at, 8, "hard state term"));
+                    out.push((at + 8, 8, "hard state vote"));
+                    out.push((at + 16, 8, "hard state commit"));
+                }
+                KIND_INTS => {
+                    out.push((at, 8, "raft id"));
+                    out.push((at + 8, 8, "group id (ints)"));
+                    out.push((at + 16, 8, "checkpoint index"));
+                }
+                _ => out.push((at, 8, "truncate index")),
             }
-        }
-        if kinds & 4 != 0 {
-            out.push((at, 8, "hard state term"));
-            out.push((at + 8, 8, "hard state vote"));
-            out.push((at + 16, 8, "hard state commit"));
-            at += 24;
-        }
-        if kinds & 8 != 0 {
-            let Some(n) = u32_at(at) else { break 'parts };
-            at += 4 + n;
-        }
-        if kinds & 16 != 0 {
-            out.push((at, 8, "raft id"));
-            out.push((at + 8, 8, "group id (ints)"));
-            out.push((at + 16, 8, "checkpoint index"));
-            at += 24;
-        }
-        if kinds & 32 != 0 {
-            out.push((at, 8, "truncate index"));
-            at += 8;
         }
     }
     out.retain(|&(o, w, _)| o + w <= body.len());
     out
 }
 
-/// Rewrites one to three fixed-width fields of live journal record `which` (an entry's index,
-/// term or type, a hard state, a part's incarnation, ...) and seals it with a valid checksum:
-/// what a writer's bug would leave. Open must refuse the record (naming its segment or the
-/// group's meta page) or open a root whose logs are logs: contiguous, terms that agree,
-/// commits within the log, every group's data its own.
-fn forge_record(img: &mut Img, t: &Template, which: usize, r: &mut Reader) {
-    let Some(rec) = t
-        .records
-        .get((which + usize::from(r.u8())) % t.records.len().max(1))
-    else {
+/// Rewrites live journal record `which` (or one near it) as a writer's bug would leave it, with
+/// a valid checksum: one to three fixed-width fields changed in place (an entry's index, term or
+/// type, a length or count, a hard state, a part's incarnation, ...); or a snapshot's record
+/// (its index, term, data length and checksum, conf state) rewritten; or a section the part did
+/// not have added to it (a hard state, a conf state, the ids and checkpoint index, a truncation,
+/// a snapshot). A record whose length changes moves the records after it in its segment
+/// (`recs` follows them). Open must refuse the record (naming its segment or the group's meta
+/// page) or open a root whose logs are logs: contiguous, terms that agree, commits within the
+/// log, every group's data its own.
+fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
+    if recs.is_empty() {
+        return;
+    }
+    let mut k = (which + usize::from(r.u8())) % recs.len();
+    let mode = r.u8() % 4;
+    let body_of = |img: &Img, rec: &Rec| -> Option<Vec<u8>> {
+        let Some(Some(b)) = img.get(&rec.file) else {
+            return None;
+        };
+        b.get(rec.at + RECORD_HEADER_LEN..rec.at + rec.len)
+            .map(<[u8]>::to_vec)
+    };
+    if mode == 2 {
+        // The records that install a snapshot: the next one from `k` on.
+        let has_snapshot = |rec: &Rec| {
+            body_of(img, rec).is_some_and(|b| {
+                layout_parts(&b)
+                    .iter()
+                    .any(|p| p.kinds & KIND_SNAPSHOT != 0)
+            })
+        };
+        let Some(j) = (0..recs.len())
+            .map(|d| (k + d) % recs.len())
+            .find(|&j| has_snapshot(&recs[j]))
+        else {
+            return;
+        };
+        k = j;
+    }
+    let Some(mut body) = body_of(img, &recs[k]) else {
         return;
     };
+    match mode {
+        0 | 1 => {
+            let fields = record_fields(&body);
+            if fields.is_empty() {
+                return;
+            }
+            for _ in 0..1 + r.u8() % 3 {
+                let (at, width, _) = fields[usize::from(r.u16()) % fields.len()];
+                match width {
+                    1 => {
+                        body[at] = match r.u8() % 3 {
+                            0 => body[at].wrapping_add(1),
+                            1 => 3,
+                            _ => r.u8(),
+                        }
+                    }
+                    4 => {
+                        let cur = u32::from_le_bytes(body[at..at + 4].try_into().unwrap());
+                        let v = match r.u8() % 4 {
+                            0 => cur.wrapping_add(i32::from(r.u8() as i8) as u32),
+                            1 => 0,
+                            2 => u32::MAX,
+                            _ => r.u32(),
+                        };
+                        body[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                    }
+                    _ => {
+                        let cur = u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
+                        body[at..at + 8].copy_from_slice(&forged_value(r, cur).to_le_bytes());
+                    }
+                }
+            }
+        }
+        2 => {
+            let parts = layout_parts(&body);
+            let Some(&(_, at, end)) = parts
+                .iter()
+                .flat_map(|p| p.sections.iter())
+                .find(|s| s.0 == KIND_SNAPSHOT)
+            else {
+                return;
+            };
+            let Some(mut rec) = pb_decode(&body[at + 4..end]) else {
+                return;
+            };
+            for _ in 0..1 + r.u8() % 3 {
+                forge_snapshot_field(&mut rec, r);
+            }
+            let pb = pb_encode(&rec);
+            let mut section = (pb.len() as u32).to_le_bytes().to_vec();
+            section.extend_from_slice(&pb);
+            body.splice(at..end, section);
+        }
+        _ => {
+            let parts = layout_parts(&body);
+            if parts.is_empty() {
+                return;
+            }
+            let p = &parts[usize::from(r.u8()) % parts.len()];
+            const ADDED: [u8; 5] = [
+                KIND_HARD_STATE,
+                KIND_CONF_STATE,
+                KIND_INTS,
+                KIND_TRUNCATE,
+                KIND_SNAPSHOT,
+            ];
+            let kind = ADDED[usize::from(r.u8()) % ADDED.len()];
+            if p.kinds & kind != 0 {
+                return;
+            }
+            // The part's last entry index, a plausible value to start a forged one from.
+            let last = p
+                .sections
+                .iter()
+                .find(|s| s.0 == KIND_ENTRIES)
+                .and_then(|&(_, at, _)| body.get(at + 4..at + 12))
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+            let mut section = Vec::new();
+            let u64s = |section: &mut Vec<u8>, vs: &[u64]| {
+                for v in vs {
+                    section.extend_from_slice(&v.to_le_bytes());
+                }
+            };
+            match kind {
+                KIND_HARD_STATE => {
+                    let vs = [
+                        forged_value(r, 2),
+                        forged_value(r, 1),
+                        forged_value(r, last),
+                    ];
+                    u64s(&mut section, &vs);
+                }
+                KIND_INTS => {
+                    let vs = [
+                        forged_value(r, 1),
+                        forged_value(r, p.gid),
+                        forged_value(r, last),
+                    ];
+                    u64s(&mut section, &vs);
+                }
+                KIND_TRUNCATE => u64s(&mut section, &[forged_value(r, last)]),
+                KIND_CONF_STATE => {
+                    let mut cs = PbMsg::new();
+                    pb_set_varint(&mut cs, 1, forged_value(r, 1));
+                    let pb = pb_encode(&cs);
+                    section.extend_from_slice(&(pb.len() as u32).to_le_bytes());
+                    section.extend_from_slice(&pb);
+                }
+                _ => {
+                    let mut sn = PbMsg::new();
+                    pb_set_varint(&mut sn, 1, forged_value(r, last));
+                    pb_set_varint(&mut sn, 2, forged_value(r, 2));
+                    for _ in 0..r.u8() % 3 {
+                        forge_snapshot_field(&mut sn, r);
+                    }
+                    let pb = pb_encode(&sn);
+                    section.extend_from_slice(&(pb.len() as u32).to_le_bytes());
+                    section.extend_from_slice(&pb);
+                }
+            }
+            // Sections lie in the order of their kinds' bits.
+            let insert_at = p
+                .sections
+                .iter()
+                .find(|s| s.0 > kind)
+                .map_or(p.end, |s| s.1);
+            body[p.at + 16] |= kind;
+            body.splice(insert_at..insert_at, section);
+        }
+    }
+    put_record(img, recs, k, &body);
+}
+
+/// One field of a `SnapshotRecord` (proto/raftwal.proto) set to a forged value, or its conf
+/// state dropped.
+fn forge_snapshot_field(rec: &mut PbMsg, r: &mut Reader) {
+    // (sub-record, field): 0 is the record itself, 3 its conf state.
+    const FIELDS: [(u32, u32); 11] = [
+        (0, 1),
+        (0, 2),
+        (0, 4),
+        (0, 5),
+        (0, 6),
+        (3, 1),
+        (3, 2),
+        (3, 3),
+        (3, 4),
+        (3, 5),
+        (3, 0),
+    ];
+    match FIELDS[usize::from(r.u8()) % FIELDS.len()] {
+        (3, 0) => pb_set_sub(rec, 3, None),
+        (0, f) => {
+            let v = forged_value(r, pb_varint(rec, f));
+            pb_set_varint(rec, f, if f == 5 { v & 0xffff_ffff } else { v });
+        }
+        (sub, f) => {
+            let mut m = pb_sub(rec, sub).unwrap_or_default();
+            let v = forged_value(r, pb_varint(&m, f));
+            pb_set_varint(&mut m, f, if f == 5 { v & 1 } else { v });
+            pb_set_sub(rec, sub, Some(&m));
+        }
+    }
+}
+
+/// Writes `body` as live record `k`'s, sealed with a valid checksum. A body of another length
+/// moves the records after it in the segment (their positions in `recs` with them) and zeroes
+/// what follows the last to the end of its page, as the journal leaves a segment; a body that
+/// would no longer fit in the segment is not written.
+fn put_record(img: &mut Img, recs: &mut [Rec], k: usize, body: &[u8]) {
+    let rec = recs[k].clone();
     let Some(Some(b)) = img.get_mut(&rec.file) else {
         return;
     };
-    let body_at = rec.at + RECORD_HEADER_LEN;
-    let Some(body) = b.get(body_at..rec.at + rec.len) else {
+    let Ok(len) = u32::try_from(body.len()) else {
         return;
     };
-    let fields = record_fields(body);
-    if fields.is_empty() {
+    let old_end = (rec.at + rec.len).next_multiple_of(RECORD_ALIGN);
+    let after: Vec<usize> = (0..recs.len())
+        .filter(|&j| recs[j].file == rec.file && recs[j].at > rec.at)
+        .collect();
+    let tail_end = after
+        .iter()
+        .map(|&j| (recs[j].at + recs[j].len).next_multiple_of(RECORD_ALIGN))
+        .max()
+        .unwrap_or(old_end);
+    let mut out = b[..rec.at].to_vec();
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    header[RECORD_LEN_AT..RECORD_LEN_AT + 4].copy_from_slice(&len.to_le_bytes());
+    header[RECORD_SEQ_AT..RECORD_SEQ_AT + 8].copy_from_slice(&rec.seq.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[RECORD_SEQ_AT..]), body);
+    header[RECORD_CRC_AT..RECORD_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(body);
+    out.resize(out.len().next_multiple_of(RECORD_ALIGN), 0);
+    let moved_by = out.len() as isize - old_end as isize;
+    let Some(following) = b.get(old_end..tail_end) else {
+        return;
+    };
+    out.extend_from_slice(following);
+    let zero_to = out
+        .len()
+        .next_multiple_of(4096)
+        .max(tail_end.next_multiple_of(4096));
+    if zero_to > b.len() {
         return;
     }
-    for _ in 0..1 + r.u8() % 3 {
-        let (off, width, _) = fields[usize::from(r.u16()) % fields.len()];
-        let at = body_at + off;
-        if width == 1 {
-            b[at] = match r.u8() % 3 {
-                0 => b[at].wrapping_add(1),
-                1 => 3,
-                _ => r.u8(),
-            };
-        } else {
-            let cur = u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
-            b[at..at + 8].copy_from_slice(&forged_value(r, cur).to_le_bytes());
-        }
+    out.resize(zero_to, 0);
+    b[..zero_to].copy_from_slice(&out);
+    recs[k].len = RECORD_HEADER_LEN + body.len();
+    for j in after {
+        recs[j].at = recs[j].at.wrapping_add_signed(moved_by);
     }
-    let crc = crc32c::crc32c_append(
-        crc32c::crc32c(&b[rec.at + RECORD_SEQ_AT..body_at]),
-        &b[body_at..rec.at + rec.len],
-    );
-    b[rec.at + RECORD_CRC_AT..rec.at + RECORD_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Values a forged field takes besides the input's own: the edges of the fields' ranges.
