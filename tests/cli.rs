@@ -30,6 +30,8 @@ use tempfile::TempDir;
 mod entries;
 #[path = "common/layout.rs"]
 mod layout;
+#[path = "common/roots.rs"]
+mod roots;
 
 use entries::{command_entry, term_of};
 use layout::{
@@ -98,21 +100,8 @@ fn wal() -> &'static Path {
 /// A copy of the shared directory, to damage.
 fn wal_copy(tmp: &TempDir) -> PathBuf {
     let to = tmp.path().join("copy");
-    copy_tree(wal(), &to);
+    roots::kill_image(wal(), &to);
     to
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for ent in fs::read_dir(from).unwrap() {
-        let ent = ent.unwrap();
-        let target = to.join(ent.file_name());
-        if ent.file_type().unwrap().is_dir() {
-            copy_tree(&ent.path(), &target);
-        } else {
-            fs::copy(ent.path(), target).unwrap();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -385,7 +374,7 @@ fn repair_cuts_committed_damage_only_with_accept_data_loss() {
     );
 
     let other = tmp.path().join("held");
-    copy_tree(&dir, &other);
+    roots::kill_image(&dir, &other);
     let lock = fs::File::create(other.join("LOCK")).unwrap();
     fs2::FileExt::lock_exclusive(&lock).unwrap();
     let err = fails(&["repair", p(&other), "--accept-data-loss"], 2);

@@ -235,37 +235,8 @@ fn image() -> &'static Path {
 /// A copy of the crash image, to damage or to open.
 fn image_copy(tmp: &TempDir) -> PathBuf {
     let to = tmp.path().join("copy");
-    copy_tree(image(), &to);
+    roots::kill_image(image(), &to);
     to
-}
-
-/// Copies a tree. A file gone between the listing and its copy is skipped: beside a live
-/// engine, its journal thread may turn a spare into the next, blank segment meanwhile, and a
-/// root without either is one a kill leaves too.
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for ent in fs::read_dir(from).unwrap() {
-        let ent = ent.unwrap();
-        let target = to.join(ent.file_name());
-        if ent.file_type().unwrap().is_dir() {
-            copy_tree(&ent.path(), &target);
-        } else {
-            copy_file(&ent.path(), &target);
-        }
-    }
-}
-
-/// Copies a file, unless it is gone (see [`copy_tree`]).
-fn copy_file(from: &Path, to: &Path) {
-    if let Err(e) = fs::copy(from, to) {
-        assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::NotFound,
-            "copy {}: {e}",
-            from.display()
-        );
-        let _ = fs::remove_file(to);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -754,7 +725,7 @@ fn opened_and_killed(from: &Path, to: &Path, f: impl Fn(&Engine)) {
     for _ in 0..5 {
         let tmp = TempDir::new().unwrap();
         let work = tmp.path().join("root");
-        copy_tree(from, &work);
+        roots::kill_image(from, &work);
         let start = Instant::now();
         let engine = Engine::open(&work).unwrap();
         f(&engine);
@@ -821,7 +792,7 @@ fn a_tail_cut_by_an_earlier_open_is_shown_and_is_not_damage() {
         raftwal::RecoveryMode::TolerateTailCorruption,
     ] {
         let copy = TempDir::new().unwrap();
-        copy_tree(&root, copy.path());
+        roots::kill_image(&root, copy.path());
         let opts = EngineOptions {
             recovery_mode: mode,
             ..EngineOptions::default()
@@ -868,7 +839,7 @@ fn a_journal_of_several_segments_is_read_across_them() {
 
     // A clean close leaves no spare (they would only hold disk space until the next open).
     let closed = tmp.path().join("closed");
-    copy_tree(&root, &closed);
+    roots::kill_image(&root, &closed);
     Engine::open_with(&closed, opts(None, Some(SEGMENT_RECORDS_AT + 600)))
         .unwrap()
         .close()
@@ -888,7 +859,7 @@ fn a_journal_of_several_segments_is_read_across_them() {
     // A journal holding a spare: the obsolete first segment renamed as a checkpoint's trim
     // renames it (docs/FORMAT.md), which a crash before the next rotation leaves behind.
     let spared = tmp.path().join("spared");
-    copy_tree(&root, &spared);
+    roots::kill_image(&root, &spared);
     let mut segs: Vec<String> = fs::read_dir(spared.join("journal"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -969,7 +940,7 @@ fn journal_parts_are_checked_against_the_groups_they_name() {
     let tmp = TempDir::new().unwrap();
     // Record 3 holds group 2's overwrite (group 2 is incarnation 2).
     let earlier = tmp.path().join("earlier");
-    copy_tree(image(), &earlier);
+    roots::kill_image(image(), &earlier);
     let seg = segment(&earlier);
     forge_incarnation(&seg, record_offsets(&seg)[&3], 1);
     let doc = inspect_json(&earlier);
@@ -980,7 +951,7 @@ fn journal_parts_are_checked_against_the_groups_they_name() {
     ok(&["verify", p(&earlier)]);
 
     let never = tmp.path().join("never");
-    copy_tree(image(), &never);
+    roots::kill_image(image(), &never);
     let seg = segment(&never);
     let at = record_offsets(&seg)[&3];
     forge_incarnation(&seg, at, 9);
@@ -1007,7 +978,7 @@ fn journal_parts_are_checked_against_the_groups_they_name() {
 
     // Incarnation 0: never given out (the first group gets 1).
     let zero = tmp.path().join("zero");
-    copy_tree(image(), &zero);
+    roots::kill_image(image(), &zero);
     let seg = segment(&zero);
     forge_incarnation(&seg, record_offsets(&seg)[&3], 0);
     let run = fails(&["inspect", p(&zero), "--json"], 1);
@@ -1018,7 +989,7 @@ fn journal_parts_are_checked_against_the_groups_they_name() {
     assert!(err.to_string().contains("incarnation 0"), "{err}");
 
     let newer = tmp.path().join("newer");
-    copy_tree(image(), &newer);
+    roots::kill_image(image(), &newer);
     let seg = segment(&newer);
     forge_incarnation(&seg, record_offsets(&seg)[&3], 4);
     let run = fails(&["inspect", p(&newer), "--json"], 1);
@@ -1104,9 +1075,11 @@ fn a_group_meta_fallback_the_journal_cannot_make_whole_is_refused() {
         assert!(open_error.contains(w), "{w:?} not in {open_error}");
         assert!(verify.stderr.contains(w), "{w:?} not in {}", verify.stderr);
     }
+    // The lock file aside: open takes it first (the copy has none, as a kill's image).
     let files = |root: &Path| -> Vec<(PathBuf, u64, u32)> {
         tree_state(root)
             .into_iter()
+            .filter(|(p, _)| !p.ends_with("LOCK"))
             .map(|(p, (len, _, crc))| (p, len, crc))
             .collect()
     };

@@ -28,6 +28,8 @@ use tempfile::TempDir;
 mod entries;
 #[path = "common/layout.rs"]
 mod layout;
+#[path = "common/roots.rs"]
+mod roots;
 
 use entries::{alt_entry_at, ctx, entry_at, term_of};
 use layout::{
@@ -138,24 +140,10 @@ fn set_commit(dir: &Path, term: u64, commit: u64) {
     s.close().unwrap();
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).unwrap();
-    for ent in fs::read_dir(src).unwrap() {
-        let ent = ent.unwrap();
-        let from = ent.path();
-        let to = dst.join(ent.file_name());
-        if ent.file_type().unwrap().is_dir() {
-            copy_dir(&from, &to);
-        } else {
-            fs::copy(&from, &to).unwrap();
-        }
-    }
-}
-
 /// A fresh copy of `src` in its own temporary directory.
 fn copy_of(src: &Path) -> TempDir {
     let t = tempfile::tempdir().unwrap();
-    copy_dir(src, t.path());
+    roots::kill_image(src, t.path());
     t
 }
 

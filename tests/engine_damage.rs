@@ -21,6 +21,8 @@ use std::time::Instant;
 
 #[path = "common/fuzz/mod.rs"]
 mod fuzz;
+#[path = "common/roots.rs"]
+mod roots;
 
 use fuzz::open_engine::{run, run_damage, template_summary, CLASSES, FORGE_OP, FORGE_RECORD_OP};
 use fuzz::util::splitmix;
@@ -303,19 +305,6 @@ fn snapshot_inside_a_replayed_record(
     use fuzz::util::{pb_decode, pb_encode, pb_set_sub, pb_set_varint, pb_sub, pb_varint};
     use raftwal::{Engine, EngineOptions, WriteBatch};
 
-    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for ent in std::fs::read_dir(from).unwrap() {
-            let ent = ent.unwrap();
-            let target = to.join(ent.file_name());
-            if ent.file_type().unwrap().is_dir() {
-                copy_tree(&ent.path(), &target);
-            } else if ent.file_name() != "LOCK" {
-                std::fs::copy(ent.path(), &target).unwrap();
-            }
-        }
-    }
-
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let image = dir.path().join("image");
@@ -345,7 +334,7 @@ fn snapshot_inside_a_replayed_record(
         e.write(&mut b).unwrap();
     }
     g.create_snapshot(15, None, &b"state at 15"[..]).unwrap();
-    copy_tree(&root, &image);
+    roots::kill_image(&root, &image);
     drop(g);
     e.close().unwrap();
 

@@ -51,6 +51,8 @@ use raftwal::{DiskStorage, Engine, EngineOptions, Error, Options, RecoveryMode};
 
 #[path = "common/engine_ops.rs"]
 mod engine_ops;
+#[path = "common/roots.rs"]
+mod roots;
 
 use engine_ops::{check_group, check_root, run_op, splitmix, Limits, Model, Op, Rng};
 
@@ -249,20 +251,6 @@ fn verify(root: &Path, what: &str, before: &Model, inflight: Option<(&Op, &Model
     found
 }
 
-/// Copies a root (its regular files and directories; the lock file too).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for ent in std::fs::read_dir(from).unwrap() {
-        let ent = ent.unwrap();
-        let (src, dst) = (ent.path(), to.join(ent.file_name()));
-        if ent.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
-
 fn test_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
@@ -354,7 +342,7 @@ fn engine_sigkill_rounds() {
         let checked = if check_copy {
             copies += 1;
             let copy = tmp.path().join(format!("copy{round}"));
-            copy_tree(&root, &copy);
+            roots::kill_image(&root, &copy);
             std::fs::remove_file(copy.join("LOCK")).ok();
             copy
         } else {

@@ -1,5 +1,7 @@
-//! An engine root copied as a kill leaves it, for the engine's tests (included with `#[path]`
-//! by tests/engine.rs, tests/engine_power_loss.rs and tests/cli_engine.rs).
+//! A root (an engine's, or a `DiskStorage` directory) copied as a kill leaves it, for the tests
+//! that damage or reopen a copy (included with `#[path]` by tests/engine.rs,
+//! tests/engine_power_loss.rs, tests/engine_sigkill.rs, tests/engine_damage.rs,
+//! tests/cli_engine.rs, tests/cli.rs and tests/damage.rs).
 
 use std::fs;
 use std::io::ErrorKind;
