@@ -1,6 +1,6 @@
 //! Core engine benchmarks (criterion): append over payload size x entries per save x sync
-//! policy, `entries()` on a hot cache, `term()` at random indexes, open of a 1 M-entry log, and
-//! `create_snapshot` with file cleanup.
+//! policy, `entries()` on a hot cache, `term()` at random indexes, open of a 1 M-entry log,
+//! `create_snapshot` with file cleanup, and `truncate_entries_until` as an apply loop calls it.
 //!
 //! `cargo bench --bench append` (a filter narrows it: `cargo bench --bench append -- synced`).
 //! Payloads are random (incompressible) bytes. Side-by-side ratios against raft-engine,
@@ -161,5 +161,58 @@ fn snapshot_with_cleanup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, appends, reads, open_1m, snapshot_with_cleanup);
+/// An apply loop that drops the data it applied: 100 entries of 1 KiB saved, then
+/// `truncate_entries_until` up to them, on a log of about 29,000 entries that is never compacted
+/// (one 30,000-slot file; unsynced, so the figure is the call's own work). One iteration is one
+/// save and one truncation. A truncation reads only what it newly drops (docs/PERFORMANCE.md,
+/// "`truncate_entries_until` in an apply loop").
+fn truncate_in_an_apply_loop(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = Options {
+        sync_writes: false,
+        ..Default::default()
+    };
+    let store = DiskStorage::open_with(dir.path(), opts).expect("open");
+    let mut rng = Rng(17);
+    let (hs, snap) = (HardState::default(), Snapshot::default());
+    for first in (1..=28_000u64).step_by(1_000) {
+        let es = batch(&mut rng, first, 1_000, 1024);
+        store.save(&hs, &es, &snap).expect("save");
+    }
+    store.truncate_entries_until(28_001).expect("truncate");
+    let mut next = 28_001u64;
+    let mut g = c.benchmark_group("truncate");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("save_100x1KiB_then_truncate_them", |b| {
+        b.iter_batched(
+            || {
+                // Within the first file: start over below its end (an overwrite, which the
+                // next truncation clears again).
+                if next + 100 > 30_000 {
+                    next = 28_001;
+                }
+                let es = batch(&mut rng, next, 100, 1024);
+                next += 100;
+                (es, next)
+            },
+            |(es, until)| {
+                store.save(&hs, &es, &snap).expect("save");
+                store
+                    .truncate_entries_until(until)
+                    .expect("truncate_entries_until");
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    appends,
+    reads,
+    open_1m,
+    snapshot_with_cleanup,
+    truncate_in_an_apply_loop
+);
 criterion_main!(benches);

@@ -8,6 +8,8 @@ mod entries;
 mod layout;
 #[path = "common/roots.rs"]
 mod roots;
+#[path = "common/truncations.rs"]
+mod truncations;
 
 use std::sync::Arc;
 
@@ -1423,5 +1425,54 @@ fn slots_past_a_groups_recorded_end_are_zeroed_at_open_and_its_last_term_kept() 
         want.extend(entries(last + 1, last + 2, term.max(1), gid));
         let got = d.entries(1, last + 3, None, ctx()).unwrap();
         assert_eq!(got, want, "group {gid}");
+    }
+}
+
+/// A group of an `Engine` as a [`truncations::Log`]: its entries are written through the
+/// journal into the group's tail and, once it holds enough (1 KiB entries here) or at a close,
+/// into its files, so truncations clear both.
+struct TruncatedGroup {
+    root: tempfile::TempDir,
+    e: Option<Engine>,
+}
+
+impl TruncatedGroup {
+    fn g(&self) -> GroupStorage {
+        self.e.as_ref().expect("open").group(1).expect("group 1")
+    }
+}
+
+impl truncations::Log for TruncatedGroup {
+    fn append(&mut self, entries: &[Entry]) {
+        let mut b = WriteBatch::new();
+        b.save(1, &HardState::default(), entries, &Snapshot::default());
+        self.e.as_ref().expect("open").write(&mut b).unwrap();
+    }
+    fn truncate_until(&mut self, index: u64) {
+        self.g().truncate_entries_until(index).unwrap();
+    }
+    fn compact(&mut self, index: u64) {
+        self.g().create_snapshot(index, None, "snap").unwrap();
+    }
+    fn reopen(&mut self) {
+        self.e.take().expect("open").close().unwrap();
+        self.e = Some(Engine::open_with(self.root.path(), small()).unwrap());
+    }
+    fn read(&self) -> (u64, Vec<Entry>) {
+        let g = self.g();
+        (g.first_index().unwrap(), all(&g))
+    }
+}
+
+/// `truncate_entries_until` on a group against a model, through overwrites (below an earlier
+/// truncation too), compactions and reopens: as tests/log_files.rs checks `DiskStorage`.
+#[test]
+fn a_groups_truncations_follow_a_model_through_overwrites_and_reopens() {
+    for seed in 0..8 {
+        let root = tempfile::tempdir().unwrap();
+        let e = Engine::open_with(root.path(), small()).unwrap();
+        e.create_group(1, 1).unwrap();
+        let mut log = TruncatedGroup { root, e: Some(e) };
+        truncations::run(&mut log, seed, 120, 1024).unwrap();
     }
 }

@@ -16,6 +16,8 @@ use raftwal::{DiskStorage, Error, MetaInfo, Options};
 mod entries;
 #[path = "common/layout.rs"]
 mod layout;
+#[path = "common/truncations.rs"]
+mod truncations;
 
 use entries::{ctx, entry, term_of};
 use layout::{PAYLOADS_AT, SLOTS_PER_FILE, SPARE_FILE};
@@ -900,6 +902,53 @@ fn truncate_entries_until_empties_normal_entry_data_below_index_only() {
     let s = DiskStorage::open(dir.path()).unwrap();
     check(&s, 25, "reopened, second truncate");
     s.close().unwrap();
+}
+
+/// `DiskStorage` as a [`truncations::Log`].
+struct TruncatedDisk {
+    dir: tempfile::TempDir,
+    s: Option<DiskStorage>,
+}
+
+impl TruncatedDisk {
+    fn s(&self) -> &DiskStorage {
+        self.s.as_ref().expect("open")
+    }
+}
+
+impl truncations::Log for TruncatedDisk {
+    fn append(&mut self, entries: &[Entry]) {
+        self.s()
+            .save(&HardState::default(), entries, &Snapshot::default())
+            .unwrap();
+    }
+    fn truncate_until(&mut self, index: u64) {
+        self.s().truncate_entries_until(index).unwrap();
+    }
+    fn compact(&mut self, index: u64) {
+        self.s().create_snapshot(index, None, "snap").unwrap();
+    }
+    fn reopen(&mut self) {
+        self.s.take().expect("open").close().unwrap();
+        self.s = Some(DiskStorage::open(self.dir.path()).unwrap());
+    }
+    fn read(&self) -> (u64, Vec<Entry>) {
+        (self.s().first_index().unwrap(), all_entries(self.s()))
+    }
+}
+
+/// Truncations, overwrites (below an earlier truncation too), compactions and reopens in
+/// random order, against a model: an entry written again after a truncation keeps its data
+/// until a truncation past it. (A truncation does not read again what an earlier one cleared,
+/// unless something was written there since.)
+#[test]
+fn truncate_entries_until_follows_a_model_through_overwrites_and_reopens() {
+    for seed in 0..12 {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DiskStorage::open(dir.path()).unwrap();
+        let mut log = TruncatedDisk { dir, s: Some(s) };
+        truncations::run(&mut log, seed, 120, 24).unwrap();
+    }
 }
 
 #[test]

@@ -57,6 +57,12 @@ pub(crate) struct Wal {
     /// `None` inside when that build met an entry it could not verify (lookups then read the
     /// slots, as before).
     terms: OnceLock<Option<TermRuns>>,
+    /// Indexes `[from, to)` whose Normal entries [`Wal::clear_data`] has made read back empty,
+    /// each slot checked then, since this `Wal` was made: a later call starts past them, so
+    /// that `truncate_entries_until` called after every apply costs what it newly drops, not
+    /// the whole log again. An append at an index below `to` lowers it (what is written there
+    /// is new); a reset empties it.
+    cleared: (u64, u64),
 }
 
 impl Wal {
@@ -82,6 +88,7 @@ impl Wal {
             engine: false,
             track_terms: false,
             terms: OnceLock::new(),
+            cleared: (0, 0),
         }
     }
 
@@ -319,6 +326,10 @@ impl Wal {
     /// also flushed before the next one is created, so no file ever exists after a sealed file
     /// that is not whole; without it, recovery treats a torn file before the last as tail.
     pub(crate) fn append(&mut self, entries: &[Entry], sync: bool) -> Result<()> {
+        if let Some(e) = entries.first() {
+            // Written from `e.index` on (or, if the write fails, in doubt from there).
+            self.cleared.1 = self.cleared.1.min(e.index);
+        }
         let written = self.append_files(entries, sync);
         if self.track_terms {
             if written.is_err() {
@@ -499,6 +510,7 @@ impl Wal {
         if self.track_terms {
             self.terms = OnceLock::new();
         }
+        self.cleared = (0, 0);
         let all: Vec<LogFile> = self.files.drain(..).collect();
         self.remove(all)?;
         self.next_file_id = self.next_file_id.max(next_file_id);
@@ -509,18 +521,29 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes Normal entries in `[from, to)` (those held) read back with empty data.
+    /// Makes Normal entries in `[from, to)` (those held) read back with empty data, each slot
+    /// checked before it is sealed again; the indexes an earlier call cleared (and nothing has
+    /// written since) are not read again.
     pub(crate) fn clear_data(&mut self, from: u64, to: u64) -> Result<()> {
         if self.files.is_empty() {
             return Ok(());
         }
         let end = to.min(self.last + 1);
-        for (pos, slots) in spans(self.first(), from.max(self.first()), end) {
+        let lo = from.max(self.first());
+        let (done_from, done_to) = self.cleared;
+        let joins = done_from <= lo && lo <= done_to;
+        let start = if joins { done_to.max(lo) } else { lo };
+        if start >= end {
+            return Ok(());
+        }
+        // A failure leaves `cleared` as it was: the next call checks these slots again.
+        for (pos, slots) in spans(self.first(), start, end) {
             let f = &mut self.files[pos];
             for s in slots {
                 f.clear_data(s)?;
             }
         }
+        self.cleared = (if joins { done_from } else { lo }, end);
         Ok(())
     }
 
