@@ -1476,3 +1476,65 @@ fn a_groups_truncations_follow_a_model_through_overwrites_and_reopens() {
         truncations::run(&mut log, seed, 120, 1024).unwrap();
     }
 }
+
+/// A handle taken before `remove_group` and kept across a `create_group` with the same id
+/// writes nothing into the new group: every write through it fails (as it does before the id
+/// is taken again), and the new group, its handles and a reopen show only what was written to
+/// it. (Such a handle once wrote into the new group: commits looked the group up by id.)
+#[test]
+fn a_handle_kept_across_remove_and_create_writes_nothing_into_the_new_group() {
+    let root = tempfile::tempdir().unwrap();
+    let e = Engine::open_with(root.path(), small()).unwrap();
+    let old = e.create_group(7, 1).unwrap();
+    old.save(&hs(1, 1, 3), &entries(1, 3, 1, 7), &Snapshot::default())
+        .unwrap();
+    e.remove_group(7).unwrap();
+    assert!(old
+        .save(
+            &HardState::default(),
+            &entries(4, 4, 1, 7),
+            &Snapshot::default()
+        )
+        .is_err());
+    let new = e.create_group(7, 2).unwrap();
+    let before = (new.first_index().unwrap(), new.last_index().unwrap());
+    assert_eq!(before, (1, 0));
+    let wrote = [
+        (
+            "save",
+            old.save(&hs(1, 1, 1), &entries(1, 1, 1, 7), &Snapshot::default()),
+        ),
+        ("save of a hard state", {
+            old.save(&hs(5, 1, 0), &[], &Snapshot::default())
+        }),
+        ("set_conf_state", {
+            let mut cs = ConfState::default();
+            cs.voters = vec![9];
+            old.set_conf_state(&cs)
+        }),
+        ("truncate_entries_until", old.truncate_entries_until(1)),
+    ];
+    for (what, r) in wrote {
+        match r {
+            Err(Error::UnknownGroup { group_id: 7 }) => {}
+            other => panic!("{what} through the removed group's handle: {other:?}"),
+        }
+    }
+    let check = |g: &GroupStorage, when: &str| {
+        assert_eq!(g.first_index().unwrap(), 1, "{when}");
+        assert_eq!(g.last_index().unwrap(), 0, "{when}");
+        let st = g.initial_state().unwrap();
+        assert_eq!(st.hard_state, HardState::default(), "{when}");
+        assert!(st.conf_state.voters.is_empty(), "{when}");
+        assert_eq!(g.uint(MetaInfo::RaftId), 2, "{when}");
+    };
+    check(&new, "live");
+    new.save(&hs(1, 1, 2), &entries(1, 2, 1, 7), &Snapshot::default())
+        .unwrap();
+    e.close().unwrap();
+    let e = Engine::open_with(root.path(), small()).unwrap();
+    let g = e.group(7).unwrap();
+    assert_eq!(all(&g), entries(1, 2, 1, 7));
+    assert_eq!(g.initial_state().unwrap().hard_state, hs(1, 1, 2));
+    e.close().unwrap();
+}

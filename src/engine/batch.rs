@@ -90,6 +90,10 @@ pub(crate) struct Part {
     /// Raft id, group id and checkpoint index from the meta page (`set_uint`), carried when
     /// they changed since they were last journaled.
     pub ints: Option<[u64; 3]>,
+    /// Set by a `GroupStorage`: the part is for this incarnation of its group only. A handle
+    /// kept across `remove_group` and a `create_group` with the same id then writes nothing
+    /// into the new group. Not encoded (every journaled part carries its group's incarnation).
+    pub only_incarnation: Option<u64>,
 }
 
 /// A part read back from a journal record.

@@ -223,6 +223,7 @@ fn check_batch(
         };
         let group = groups
             .get(&id)
+            .filter(|g| part.only_incarnation.is_none_or(|n| n == g.incarnation))
             .ok_or_else(|| wrap(Error::UnknownGroup { group_id: id }))?;
         let shadow = match mine.entry(id) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),

@@ -62,9 +62,11 @@ impl GroupStorage {
         self.group.with_log(f)
     }
 
-    /// Writes one part for this group as its own commit; an error is the part's own (not
-    /// wrapped in `Error::Group`).
-    fn commit(&self, part: Part) -> Result<()> {
+    /// Writes one part for this group as its own commit (for this incarnation of the group
+    /// only: a removed group's handle writes nothing into a group created since with its id);
+    /// an error is the part's own (not wrapped in `Error::Group`).
+    fn commit(&self, mut part: Part) -> Result<()> {
+        part.only_incarnation = Some(self.group.incarnation);
         commit::write(&self.shared, vec![part]).map_err(|e| match e {
             Error::Group { source, .. } => *source,
             other => other,
