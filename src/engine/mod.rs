@@ -252,6 +252,8 @@ impl Engine {
     pub fn create_group(&self, group_id: u64, raft_id: u64) -> Result<GroupStorage, Error> {
         self.shared.check_usable()?;
         let _lead = commit::lead(&self.shared);
+        // Again: a commit this call waited for may have failed and stopped the engine.
+        self.shared.check_usable()?;
         if self.shared.groups.read().contains_key(&group_id) {
             return Err(Error::GroupExists { group_id });
         }
@@ -310,6 +312,8 @@ impl Engine {
             g.builds.stop();
         }
         let _lead = commit::lead(&self.shared);
+        // Again: a commit this call waited for may have failed and stopped the engine.
+        self.shared.check_usable()?;
         let g = self
             .shared
             .groups
@@ -419,5 +423,45 @@ impl std::fmt::Debug for Engine {
             .field("root", &self.shared.root)
             .field("groups", &self.shared.groups.read().len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit that fails poisons the engine while it leads the pipeline; a `create_group` or
+    /// `remove_group` that waited for it must not go on as if it had not (it would, for one,
+    /// give the new group's page a journal position below the failed commit's record, which
+    /// open replays). Both wait here behind a lead this test holds while it poisons the
+    /// engine, as a failing commit does: both fail, and nothing on disk changed.
+    #[test]
+    fn groups_are_neither_created_nor_removed_after_the_commit_they_waited_for_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        e.create_group(1, 1).unwrap();
+        std::thread::scope(|s| {
+            let lead = commit::lead(&e.shared);
+            let created = s.spawn(|| e.create_group(2, 2).map(|_| ()));
+            let removed = s.spawn(|| e.remove_group(1));
+            // Long enough for both to pass their first check and wait for the lead (were they
+            // slower, the first check would refuse them: the test would pass without
+            // testing the second).
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            e.shared.poison(&Error::Closed {
+                what: "a commit that failed".into(),
+            });
+            drop(lead);
+            assert!(
+                created.join().unwrap().is_err(),
+                "created on a poisoned engine"
+            );
+            assert!(
+                removed.join().unwrap().is_err(),
+                "removed on a poisoned engine"
+            );
+        });
+        assert!(dir.path().join("groups/1").is_dir());
+        assert!(!dir.path().join("groups/2").exists());
     }
 }
