@@ -1432,8 +1432,11 @@ fn slots_past_a_groups_recorded_end_are_zeroed_at_open_and_its_last_term_kept() 
 /// journal into the group's tail and, once it holds enough (1 KiB entries here) or at a close,
 /// into its files, so truncations clear both.
 struct TruncatedGroup {
-    root: tempfile::TempDir,
+    /// The first root's directory (kept until the test ends).
+    _root: tempfile::TempDir,
     e: Option<Engine>,
+    /// Kill images taken so far (the engine opened on the newest).
+    images: Vec<tempfile::TempDir>,
 }
 
 impl TruncatedGroup {
@@ -1455,8 +1458,18 @@ impl truncations::Log for TruncatedGroup {
         self.g().create_snapshot(index, None, "snap").unwrap();
     }
     fn reopen(&mut self) {
+        let e = self.e.take().expect("open");
+        let root = e.path().to_path_buf();
+        e.close().unwrap();
+        self.e = Some(Engine::open_with(&root, small()).unwrap());
+    }
+    fn crash(&mut self) {
+        let image = tempfile::tempdir().unwrap();
+        let root = image.path().join("root");
+        roots::kill_image(self.e.as_ref().expect("open").path(), &root);
         self.e.take().expect("open").close().unwrap();
-        self.e = Some(Engine::open_with(self.root.path(), small()).unwrap());
+        self.e = Some(Engine::open_with(&root, small()).unwrap());
+        self.images.push(image);
     }
     fn read(&self) -> (u64, Vec<Entry>) {
         let g = self.g();
@@ -1468,11 +1481,15 @@ impl truncations::Log for TruncatedGroup {
 /// truncation too), compactions and reopens: as tests/log_files.rs checks `DiskStorage`.
 #[test]
 fn a_groups_truncations_follow_a_model_through_overwrites_and_reopens() {
-    for seed in 0..8 {
+    for seed in 0..truncations::seeds(8) {
         let root = tempfile::tempdir().unwrap();
         let e = Engine::open_with(root.path(), small()).unwrap();
         e.create_group(1, 1).unwrap();
-        let mut log = TruncatedGroup { root, e: Some(e) };
+        let mut log = TruncatedGroup {
+            _root: root,
+            e: Some(e),
+            images: Vec::new(),
+        };
         truncations::run(&mut log, seed, 120, 1024).unwrap();
     }
 }

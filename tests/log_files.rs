@@ -16,6 +16,8 @@ use raftwal::{DiskStorage, Error, MetaInfo, Options};
 mod entries;
 #[path = "common/layout.rs"]
 mod layout;
+#[path = "common/roots.rs"]
+mod roots;
 #[path = "common/truncations.rs"]
 mod truncations;
 
@@ -908,6 +910,14 @@ fn truncate_entries_until_empties_normal_entry_data_below_index_only() {
 struct TruncatedDisk {
     dir: tempfile::TempDir,
     s: Option<DiskStorage>,
+    /// Kill images taken so far (the storage opened on the newest).
+    images: Vec<tempfile::TempDir>,
+}
+
+impl TruncatedDisk {
+    fn path(&self) -> &Path {
+        self.images.last().unwrap_or(&self.dir).path()
+    }
 }
 
 impl TruncatedDisk {
@@ -930,7 +940,14 @@ impl truncations::Log for TruncatedDisk {
     }
     fn reopen(&mut self) {
         self.s.take().expect("open").close().unwrap();
-        self.s = Some(DiskStorage::open(self.dir.path()).unwrap());
+        self.s = Some(DiskStorage::open(self.path()).unwrap());
+    }
+    fn crash(&mut self) {
+        let image = tempfile::tempdir().unwrap();
+        roots::kill_image(self.path(), image.path());
+        self.s.take().expect("open").close().unwrap();
+        self.images.push(image);
+        self.s = Some(DiskStorage::open(self.path()).unwrap());
     }
     fn read(&self) -> (u64, Vec<Entry>) {
         (self.s().first_index().unwrap(), all_entries(self.s()))
@@ -943,10 +960,14 @@ impl truncations::Log for TruncatedDisk {
 /// unless something was written there since.)
 #[test]
 fn truncate_entries_until_follows_a_model_through_overwrites_and_reopens() {
-    for seed in 0..12 {
+    for seed in 0..truncations::seeds(12) {
         let dir = tempfile::tempdir().unwrap();
         let s = DiskStorage::open(dir.path()).unwrap();
-        let mut log = TruncatedDisk { dir, s: Some(s) };
+        let mut log = TruncatedDisk {
+            dir,
+            s: Some(s),
+            images: Vec::new(),
+        };
         truncations::run(&mut log, seed, 120, 24).unwrap();
     }
 }

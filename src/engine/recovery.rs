@@ -754,6 +754,9 @@ fn check_fallback_snapshot(g: &ReadGroup, records: &[super::journal::Record]) ->
 fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
     let groups = shared.groups.read();
     let next_incarnation = shared.root_meta.lock().1.next_incarnation;
+    // Each group's highest replayed `truncate_entries_until`: its files' part is applied once
+    // replay ends (`Group::clear_files_below`).
+    let mut truncated: BTreeMap<u64, u64> = BTreeMap::new();
     for rec in records {
         let parts = batch::decode_at(&rec.body, rec.seq, &rec.segment, rec.at)?;
         for mut part in parts {
@@ -781,13 +784,23 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
                 hard_state: part.hard_state.as_ref(),
                 conf_state: part.conf_state.clone(),
                 ints: part.ints,
-                truncate: part.truncate,
+                truncate: None,
             };
             g.apply(shared, change, rec.seq)?;
+            if let Some(index) = part.truncate {
+                g.clear_tail_below(index)?;
+                let t = truncated.entry(g.id).or_default();
+                *t = (*t).max(index);
+            }
         }
         shared
             .applied_seq
             .store(rec.seq, std::sync::atomic::Ordering::Release);
+    }
+    for (id, index) in truncated {
+        if let Some(g) = groups.get(&id) {
+            g.clear_files_below(index)?;
+        }
     }
     Ok(())
 }

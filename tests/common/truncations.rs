@@ -1,5 +1,5 @@
 //! `truncate_entries_until` against an independent model, through random appends (overwrites
-//! included), compactions, truncations and reopens: the Normal entries below the highest index
+//! included), compactions, truncations, reopens and kills: the Normal entries below the highest index
 //! a truncation gave since each was written read back empty, every other entry as written.
 //! Included with `#[path]` by tests/log_files.rs (`DiskStorage`) and tests/engine.rs (a group
 //! of an `Engine`), each with its own [`Log`].
@@ -17,8 +17,20 @@ pub trait Log {
     fn compact(&mut self, index: u64);
     /// Closes and opens the storage again.
     fn reopen(&mut self);
+    /// Opens, in place of the storage, a copy of its files taken while it is open: what a kill
+    /// leaves (whatever was acknowledged is in it; an engine replays its journal).
+    fn crash(&mut self);
     /// `(first_index, entries [first, last])`.
     fn read(&self) -> (u64, Vec<Entry>);
+}
+
+/// How many seeds a test runs: `default`, or `RAFTWAL_TRUNCATION_SEEDS` (for longer runs by
+/// hand).
+pub fn seeds(default: u64) -> u64 {
+    std::env::var("RAFTWAL_TRUNCATION_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn splitmix(x: u64) -> u64 {
@@ -93,6 +105,10 @@ pub fn run(log: &mut impl Log, seed: u64, steps: usize, len: usize) -> Result<()
                 model.drain(..(at + 1 - first) as usize);
                 first = at + 1;
                 format!("compact to {at}")
+            }
+            _ if rand(2) == 0 => {
+                log.crash();
+                "kill".to_string()
             }
             _ => {
                 log.reopen();

@@ -85,12 +85,46 @@ impl Group {
                 shared.journal.lock().sync()?;
                 let first = log.first_index();
                 log.tail.clear_data_below(index);
-                files.wal.clear_data(first, index)?;
+                // The files' entries from the tail's first index on are the tail's to replace
+                // (after a written overwrite, their slots may be cleared already): not theirs
+                // to clear.
+                let files_to = match log.tail.last() {
+                    Some(_) => index.min(log.tail.start()),
+                    None => index,
+                };
+                files.wal.clear_data(first, files_to)?;
             }
             Ok(())
         })();
         shared.account_tail(before, log.tail.bytes());
         r
+    }
+
+    /// Replay's part of a `truncate_entries_until` applied at once: the tail's entries below
+    /// `index` (those the records before it pushed; the entries of later records keep their
+    /// data). The files' part waits for the end of replay ([`Group::clear_files_below`]).
+    pub(crate) fn clear_tail_below(&self, index: u64) -> Result<()> {
+        let mut lg = self.log.write();
+        let log = lg.as_mut().ok_or_else(|| self.closed())?;
+        log.tail.clear_data_below(index);
+        Ok(())
+    }
+
+    /// The files' part of the truncations open replayed (`index`, the highest): their Normal
+    /// entries below it and below the tail's start read back empty, each slot checked first.
+    /// Done once replay ends, because the files are as the writes after those records left
+    /// them: an overwrite written into them since cut the slots past it, which the page (not
+    /// stored since) still counts, and which the tail now replaces.
+    pub(crate) fn clear_files_below(&self, index: u64) -> Result<()> {
+        self.with_both(|b| {
+            let Both { log, files } = b;
+            let first = log.first_index();
+            let to = match log.tail.last() {
+                Some(_) => index.min(log.tail.start()),
+                None => index,
+            };
+            files.wal.clear_data(first, to)
+        })
     }
 
     /// Installs a snapshot (its file written and durable): the meta page naming it (and the

@@ -30,7 +30,7 @@ pub(super) struct GroupRead {
     /// Its log files, copied, when entries are to be read (one group only).
     pub(super) files: Vec<LogFile>,
     pub(super) replay: Replay,
-    /// Damage in the slots open's replay of a truncation checks and seals again
+    /// Damage in the slots open checks and seals again once it has replayed a truncation
     /// ([`check_cleared`]): open fails on it, but the group's other entries read back.
     pub(super) cleared_damage: Option<Error>,
 }
@@ -210,30 +210,24 @@ fn group_files(
     Ok((files, wal_last, leftovers))
 }
 
-/// Checks the slots `[from, to)` of a group's files that open's replay of a
-/// `truncate_entries_until` seals again (`Replay::cleared`), as open checks each before it does
+/// Checks the slots `[from, to)` of a group's files that open seals again after replaying a
+/// `truncate_entries_until` (`Replay::files_cleared`), as open checks each before it does
 /// (`LogFile::verify_slot`): the first damaged one is the error open gives.
 pub(super) fn check_cleared(
     disk: &GroupDisk,
-    ranges: &[(u64, u64)],
+    (from, to): (u64, u64),
     cipher: Option<&Cipher>,
 ) -> Result<()> {
     for f in &disk.files {
-        let held = f.base..f.base.saturating_add(f.entries);
-        let wanted: Vec<(u64, u64)> = ranges
-            .iter()
-            .map(|&(from, to)| (from.max(held.start), to.min(held.end)))
-            .filter(|(from, to)| from < to)
-            .collect();
-        if wanted.is_empty() {
+        let lo = from.max(f.base);
+        let hi = to.min(f.base.saturating_add(f.entries));
+        if lo >= hi {
             continue;
         }
         let file = LogFile::open(&f.path, f.id, Access::ReadOnly, cipher)?;
-        for (from, to) in wanted {
-            for index in from..to {
-                // `index - f.base` < `f.entries` <= SLOTS_PER_FILE: it fits a u32.
-                file.verify_slot((index - f.base) as u32)?;
-            }
+        for index in lo..hi {
+            // `index - f.base` < `f.entries` <= SLOTS_PER_FILE: it fits a u32.
+            file.verify_slot((index - f.base) as u32)?;
         }
     }
     Ok(())

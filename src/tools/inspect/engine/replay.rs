@@ -39,10 +39,6 @@ pub(super) struct Replay {
     pub(super) kept: Option<Vec<Entry>>,
     /// Normal entries below this index read back with empty data.
     pub(super) truncated_below: u64,
-    /// The files' slots `[from, to)` that open's replay of a `truncate_entries_until` seals
-    /// again with their data dropped, each checked first (`Wal::clear_data`): damage there
-    /// fails open, so the root checks them too (`group::check_cleared`).
-    pub(super) cleared: Vec<(u64, u64)>,
     pub(super) info: GroupJournalInfo,
     /// A part that contradicts the log (replay stops there for this group).
     pub(super) damage: Option<Error>,
@@ -178,12 +174,6 @@ impl Replay {
             self.meta.checkpoint_index = checkpoint;
         }
         if let Some(index) = part.truncate {
-            // As the engine applies it: the files' slots from the log's first index (after a
-            // snapshot this part installed) to the index or the files' end.
-            let to = index.min(self.files_last.saturating_add(1));
-            if self.files_last > 0 && self.first_index() < to {
-                self.cleared.push((self.first_index(), to));
-            }
             self.truncated_below = self.truncated_below.max(index);
             self.info.truncated_below = Some(self.truncated_below);
             if let Some(k) = &mut self.kept {
@@ -194,6 +184,18 @@ impl Replay {
                 }
             }
         }
+    }
+
+    /// The files' slots `[from, to)` that open seals again with their data dropped once its
+    /// replay has applied a `truncate_entries_until` (each checked first, `Wal::clear_data`):
+    /// from the log's first index to the highest replayed truncation, the files' end or the
+    /// tail's start, whichever comes first. Damage there fails open, so the root checks them
+    /// too (`group::check_cleared`).
+    pub(super) fn files_cleared(&self) -> Option<(u64, u64)> {
+        let to = self
+            .truncated_below
+            .min(self.files_upper().saturating_add(1));
+        (self.files_last > 0 && self.first_index() < to).then(|| (self.first_index(), to))
     }
 
     /// The rules open's replay applies ([`replayed`]: the part's own shape, the part settled

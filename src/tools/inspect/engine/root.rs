@@ -214,11 +214,17 @@ pub(super) fn read_root(
             }
         }
     }
-    // The slots open's replay of a truncation checks and seals again: damage there is the
-    // first error open meets in that group (the ranges end where its replay found damage).
+    // The slots open seals again once it has replayed a truncation (a group whose replay met
+    // damage fails open there first).
     for g in groups.values_mut() {
         let Ok(d) = &g.disk else { continue };
-        if let Err(e) = check_cleared(d, &g.replay.cleared, cipher) {
+        if g.replay.damage.is_some() {
+            continue;
+        }
+        let Some(range) = g.replay.files_cleared() else {
+            continue;
+        };
+        if let Err(e) = check_cleared(d, range, cipher) {
             if !is_damage(&e) {
                 return Err(e);
             }
