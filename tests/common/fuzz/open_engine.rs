@@ -161,11 +161,22 @@ pub struct View {
 
 type RootView = BTreeMap<u64, View>;
 
-/// Reads group `gid` in full; every entry and the snapshot must be genuine. With `forged`
-/// (a meta page was rewritten with a valid checksum), a snapshot with no data is genuine too:
-/// a page may say so (`create_snapshot` with empty data), and nothing tells it from the page
-/// that was there.
-fn view<S: Storage>(s: &S, gid: u64, forged: bool) -> Result<View, String> {
+/// What an input forged with valid checksums, which widens what reads may show.
+#[derive(Clone, Copy, Debug, Default)]
+struct Forged {
+    /// A meta page or a journal record.
+    any: bool,
+    /// For each group (by id), the highest index a forged truncation names (added to a record,
+    /// or its index changed): its Normal entries below it may read back empty.
+    truncated_below: [u64; GROUPS as usize + 1],
+}
+
+/// Reads group `gid` in full; every entry and the snapshot must be genuine. With a forgery (a
+/// meta page or a record rewritten with a valid checksum), an entry of the group's own moved
+/// to another index or term is genuine too, and so is a snapshot with no data: a page may say
+/// so (`create_snapshot` with empty data), and nothing tells it from the page that was there.
+/// Below a forged truncation of the group, so is a Normal entry with no data.
+fn view<S: Storage>(s: &S, gid: u64, forged: Forged) -> Result<View, String> {
     let e = |what: &str, err: raft::Error| format!("group {gid}: {what}: {err}");
     let first = s.first_index().map_err(|x| e("first_index", x))?;
     let last = s.last_index().map_err(|x| e("last_index", x))?;
@@ -190,10 +201,18 @@ fn view<S: Storage>(s: &S, gid: u64, forged: bool) -> Result<View, String> {
             // A forged record may move a genuine entry to another index or term of its group,
             // or say that the entries below an index were applied (a truncation: they read
             // back empty).
-            let own = |d: &Bytes| d.is_empty() || d.starts_with(format!("g{gid}/").as_bytes());
+            let own = |d: &Bytes| d.starts_with(format!("g{gid}/").as_bytes());
+            let truncated = forged
+                .truncated_below
+                .get(gid as usize)
+                .is_some_and(|&t| i < t)
+                && en.data.is_empty()
+                && en.get_entry_type() == raft::prelude::EntryType::EntryNormal;
             ensure!(
                 en.index == i
-                    && (en.data == payload(gid, i, en.term) || forged && own(&en.data))
+                    && (en.data == payload(gid, i, en.term)
+                        || forged.any && own(&en.data)
+                        || truncated)
                     && en.context.is_empty(),
                 "group {gid}: entry {i} is not genuine: index {} term {} data {:?}",
                 en.index,
@@ -228,7 +247,7 @@ fn view<S: Storage>(s: &S, gid: u64, forged: bool) -> Result<View, String> {
         let md = sn.get_metadata();
         ensure!(
             md.index == first - 1
-                && (sn.data == snap_data(gid, md.index) || forged && sn.data.is_empty()),
+                && (sn.data == snap_data(gid, md.index) || forged.any && sn.data.is_empty()),
             "group {gid}: the snapshot at {} ({} bytes) is not genuine",
             md.index,
             sn.data.len()
@@ -247,7 +266,7 @@ fn view<S: Storage>(s: &S, gid: u64, forged: bool) -> Result<View, String> {
     })
 }
 
-fn view_root(e: &Engine, forged: bool) -> Result<RootView, String> {
+fn view_root(e: &Engine, forged: Forged) -> Result<RootView, String> {
     let mut out = RootView::new();
     for gid in e.group_ids() {
         let g = e
@@ -340,7 +359,7 @@ impl Model {
 
 /// Checks that the engine shows what the model says.
 fn agree(e: &Engine, model: &Model, step: &str) -> Result<RootView, String> {
-    let seen = view_root(e, false)?;
+    let seen = view_root(e, Forged::default())?;
     let want = model.view();
     ensure!(
         seen == want,
@@ -734,7 +753,7 @@ enum Opened {
     ReadError(String),
 }
 
-fn open_and_read(img: &Img, mode: RecoveryMode, forged: bool) -> Result<Opened, String> {
+fn open_and_read(img: &Img, mode: RecoveryMode, forged: Forged) -> Result<Opened, String> {
     open_and_read_checked(img, mode, false, forged)
 }
 
@@ -743,7 +762,7 @@ fn open_and_read_checked(
     img: &Img,
     mode: RecoveryMode,
     unchanged: bool,
-    forged: bool,
+    forged: Forged,
 ) -> Result<Opened, String> {
     let tmp = scratch_dir("raftwal-fuzz-engine");
     let dir = tmp.path().join("root");
@@ -901,27 +920,31 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
     let mut recs = t.records.clone();
     let mut r = Reader::new(data);
     let mut stats = Stats::default();
-    let mut forged = false;
+    let mut forged = Forged::default();
     while !r.is_empty() && stats.mutations < MAX_OPS {
         let op = r.u8();
         let name = files[usize::from(r.u8()) % files.len()].clone();
         if op >= FORGE_OP {
             // A meta page copy rewritten with a forged field and a valid checksum.
             stats.mutations += 1;
-            forged = true;
+            forged.any = true;
             forge_meta(&mut img, &files, usize::from(op - FORGE_OP), &mut r);
             continue;
         }
         if op >= FORGE_RECORD_OP {
             // A journal record with a forged field and a valid checksum.
             stats.mutations += 1;
-            forged = true;
-            forge_record(
+            forged.any = true;
+            if let Some((gid, index)) = forge_record(
                 &mut img,
                 &mut recs,
                 usize::from(op - FORGE_RECORD_OP),
                 &mut r,
-            );
+            ) {
+                if let Some(t) = forged.truncated_below.get_mut(gid as usize) {
+                    *t = (*t).max(index);
+                }
+            }
             continue;
         }
         // Offsets mostly near interesting places: the start, the payload area, the end.
@@ -1135,10 +1158,16 @@ fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
 /// a snapshot). A record whose length changes moves the records after it in its segment
 /// (`recs` follows them). Open must refuse the record (naming its segment or the group's meta
 /// page) or open a root whose logs are logs: contiguous, terms that agree, commits within the
-/// log, every group's data its own.
-fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
+/// log, every group's data its own. Returns the group and index of a truncation it forged
+/// (the group's Normal entries below it may then read back empty).
+fn forge_record(
+    img: &mut Img,
+    recs: &mut [Rec],
+    which: usize,
+    r: &mut Reader,
+) -> Option<(u64, u64)> {
     if recs.is_empty() {
-        return;
+        return None;
     }
     let mut k = (which + usize::from(r.u8())) % recs.len();
     let mode = r.u8() % 4;
@@ -1158,25 +1187,21 @@ fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
                     .any(|p| p.kinds & KIND_SNAPSHOT != 0)
             })
         };
-        let Some(j) = (0..recs.len())
+        let j = (0..recs.len())
             .map(|d| (k + d) % recs.len())
-            .find(|&j| has_snapshot(&recs[j]))
-        else {
-            return;
-        };
+            .find(|&j| has_snapshot(&recs[j]))?;
         k = j;
     }
-    let Some(mut body) = body_of(img, &recs[k]) else {
-        return;
-    };
+    let mut body = body_of(img, &recs[k])?;
+    let mut truncation = None;
     match mode {
         0 | 1 => {
             let fields = record_fields(&body);
             if fields.is_empty() {
-                return;
+                return None;
             }
             for _ in 0..1 + r.u8() % 3 {
-                let (at, width, _) = fields[usize::from(r.u16()) % fields.len()];
+                let (at, width, what) = fields[usize::from(r.u16()) % fields.len()];
                 match width {
                     1 => {
                         body[at] = match r.u8() % 3 {
@@ -1197,23 +1222,26 @@ fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
                     }
                     _ => {
                         let cur = u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
-                        body[at..at + 8].copy_from_slice(&forged_value(r, cur).to_le_bytes());
+                        let v = forged_value(r, cur);
+                        body[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                        if what == "truncate index" {
+                            let gid = layout_parts(&body)
+                                .iter()
+                                .find(|p| p.at < at && at < p.end)
+                                .map_or(0, |p| p.gid);
+                            truncation = Some((gid, v));
+                        }
                     }
                 }
             }
         }
         2 => {
             let parts = layout_parts(&body);
-            let Some(&(_, at, end)) = parts
+            let &(_, at, end) = parts
                 .iter()
                 .flat_map(|p| p.sections.iter())
-                .find(|s| s.0 == KIND_SNAPSHOT)
-            else {
-                return;
-            };
-            let Some(mut rec) = pb_decode(&body[at + 4..end]) else {
-                return;
-            };
+                .find(|s| s.0 == KIND_SNAPSHOT)?;
+            let mut rec = pb_decode(&body[at + 4..end])?;
             for _ in 0..1 + r.u8() % 3 {
                 forge_snapshot_field(&mut rec, r);
             }
@@ -1225,7 +1253,7 @@ fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
         _ => {
             let parts = layout_parts(&body);
             if parts.is_empty() {
-                return;
+                return None;
             }
             let p = &parts[usize::from(r.u8()) % parts.len()];
             const ADDED: [u8; 5] = [
@@ -1237,10 +1265,10 @@ fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
             ];
             let kind = ADDED[usize::from(r.u8()) % ADDED.len()];
             if p.kinds & kind != 0 {
-                return;
+                return None;
             }
-            // The part's last entry index, a plausible value to start a forged one from.
-            let last = p
+            // The part's first entry index, a plausible value to start a forged one from.
+            let near = p
                 .sections
                 .iter()
                 .find(|s| s.0 == KIND_ENTRIES)
@@ -1257,7 +1285,7 @@ fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
                     let vs = [
                         forged_value(r, 2),
                         forged_value(r, 1),
-                        forged_value(r, last),
+                        forged_value(r, near),
                     ];
                     u64s(&mut section, &vs);
                 }
@@ -1265,11 +1293,15 @@ fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
                     let vs = [
                         forged_value(r, 1),
                         forged_value(r, p.gid),
-                        forged_value(r, last),
+                        forged_value(r, near),
                     ];
                     u64s(&mut section, &vs);
                 }
-                KIND_TRUNCATE => u64s(&mut section, &[forged_value(r, last)]),
+                KIND_TRUNCATE => {
+                    let v = forged_value(r, near);
+                    truncation = Some((p.gid, v));
+                    u64s(&mut section, &[v]);
+                }
                 KIND_CONF_STATE => {
                     let mut cs = PbMsg::new();
                     pb_set_varint(&mut cs, 1, forged_value(r, 1));
@@ -1279,7 +1311,7 @@ fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
                 }
                 _ => {
                     let mut sn = PbMsg::new();
-                    pb_set_varint(&mut sn, 1, forged_value(r, last));
+                    pb_set_varint(&mut sn, 1, forged_value(r, near));
                     pb_set_varint(&mut sn, 2, forged_value(r, 2));
                     for _ in 0..r.u8() % 3 {
                         forge_snapshot_field(&mut sn, r);
@@ -1300,6 +1332,7 @@ fn forge_record(img: &mut Img, recs: &mut [Rec], which: usize, r: &mut Reader) {
         }
     }
     put_record(img, recs, k, &body);
+    truncation
 }
 
 /// One field of a `SnapshotRecord` (proto/raftwal.proto) set to a forged value, or its conf
@@ -1356,9 +1389,11 @@ fn put_record(img: &mut Img, recs: &mut [Rec], k: usize, body: &[u8]) {
         .max()
         .unwrap_or(old_end);
     let mut out = b[..rec.at].to_vec();
+    // The header as the image holds it (an earlier mutation may have changed its sequence
+    // number), with the new length.
     let mut header = [0u8; RECORD_HEADER_LEN];
+    header.copy_from_slice(&b[rec.at..rec.at + RECORD_HEADER_LEN]);
     header[RECORD_LEN_AT..RECORD_LEN_AT + 4].copy_from_slice(&len.to_le_bytes());
-    header[RECORD_SEQ_AT..RECORD_SEQ_AT + 8].copy_from_slice(&rec.seq.to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&header[RECORD_SEQ_AT..]), body);
     header[RECORD_CRC_AT..RECORD_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&header);
@@ -1594,10 +1629,22 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
     let mut out = DamageStats::default();
     let last_seg = t.segments.last().expect("segments").clone();
     let full = t.views.last().expect("views");
-    let strict =
-        |img: &Img| open_and_read_checked(img, RecoveryMode::AbsoluteConsistency, true, false);
-    let tolerant =
-        |img: &Img| open_and_read_checked(img, RecoveryMode::TolerateTailCorruption, true, false);
+    let strict = |img: &Img| {
+        open_and_read_checked(
+            img,
+            RecoveryMode::AbsoluteConsistency,
+            true,
+            Forged::default(),
+        )
+    };
+    let tolerant = |img: &Img| {
+        open_and_read_checked(
+            img,
+            RecoveryMode::TolerateTailCorruption,
+            true,
+            Forged::default(),
+        )
+    };
     let refused_naming = |o: Opened, file: &str, mode: &str| -> Result<(), String> {
         match o {
             Opened::Refused(m) if names(&m, file) => Ok(()),
