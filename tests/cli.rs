@@ -100,7 +100,7 @@ fn wal() -> &'static Path {
 /// A copy of the shared directory, to damage.
 fn wal_copy(tmp: &TempDir) -> PathBuf {
     let to = tmp.path().join("copy");
-    roots::kill_image(wal(), &to);
+    roots::copy_tree(wal(), &to);
     to
 }
 
@@ -374,7 +374,7 @@ fn repair_cuts_committed_damage_only_with_accept_data_loss() {
     );
 
     let other = tmp.path().join("held");
-    roots::kill_image(&dir, &other);
+    roots::copy_tree(&dir, &other);
     let lock = fs::File::create(other.join("LOCK")).unwrap();
     fs2::FileExt::lock_exclusive(&lock).unwrap();
     let err = fails(&["repair", p(&other), "--accept-data-loss"], 2);

@@ -143,7 +143,7 @@ fn set_commit(dir: &Path, term: u64, commit: u64) {
 /// A fresh copy of `src` in its own temporary directory.
 fn copy_of(src: &Path) -> TempDir {
     let t = tempfile::tempdir().unwrap();
-    roots::kill_image(src, t.path());
+    roots::copy_tree(src, t.path());
     t
 }
 

@@ -343,7 +343,6 @@ fn engine_sigkill_rounds() {
             copies += 1;
             let copy = tmp.path().join(format!("copy{round}"));
             roots::kill_image(&root, &copy);
-            std::fs::remove_file(copy.join("LOCK")).ok();
             copy
         } else {
             root.clone()

@@ -1,7 +1,9 @@
-//! A root (an engine's, or a `DiskStorage` directory) copied as a kill leaves it, for the tests
-//! that damage or reopen a copy (included with `#[path]` by tests/engine.rs,
+//! A root (an engine's, or a `DiskStorage` directory) copied as a kill leaves it, or copied
+//! whole, for the tests that damage or reopen a copy (included with `#[path]` by tests/engine.rs,
 //! tests/engine_power_loss.rs, tests/engine_sigkill.rs, tests/engine_damage.rs,
-//! tests/cli_engine.rs, tests/cli.rs and tests/damage.rs).
+//! tests/cli_engine.rs, tests/cli.rs, tests/damage.rs and tests/log_files.rs; each uses part
+//! of it).
+#![allow(dead_code)]
 
 use std::fs;
 use std::io::ErrorKind;
@@ -15,16 +17,26 @@ use std::path::Path;
 /// without that spare, or without that blank segment, is one a kill leaves too (before the
 /// spare was kept; before the segment was prepared); every other file stays.
 pub fn kill_image(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("create the image");
+    copy(from, to, true);
+}
+
+/// Copies the directory tree at `from` into `to`, every file (the lock file too), failing on
+/// anything that does not copy: for a root or a directory nothing has open.
+pub fn copy_tree(from: &Path, to: &Path) {
+    copy(from, to, false);
+}
+
+fn copy(from: &Path, to: &Path, live: bool) {
+    fs::create_dir_all(to).expect("create the copy");
     for ent in fs::read_dir(from).expect("read the root") {
         let ent = ent.expect("an entry");
         let target = to.join(ent.file_name());
         if ent.file_type().expect("its type").is_dir() {
-            kill_image(&ent.path(), &target);
-        } else if ent.file_name() != "LOCK" {
+            copy(&ent.path(), &target, live);
+        } else if !live || ent.file_name() != "LOCK" {
             match fs::copy(ent.path(), &target) {
                 Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(e) if live && e.kind() == ErrorKind::NotFound => {
                     let _ = fs::remove_file(&target);
                 }
                 Err(e) => panic!("copy {}: {e}", ent.path().display()),
