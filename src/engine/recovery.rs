@@ -797,10 +797,18 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             .applied_seq
             .store(rec.seq, std::sync::atomic::Ordering::Release);
     }
-    for (id, index) in truncated {
-        if let Some(g) = groups.get(&id) {
-            g.clear_files_below(index)?;
-        }
+    // Every group's slots checked before any is written: an open that fails on a damaged one
+    // changes nothing. Each group's descriptor then goes into the budget, as a commit's does.
+    let truncated: Vec<(&std::sync::Arc<Group>, u64)> = truncated
+        .into_iter()
+        .filter_map(|(id, index)| Some((groups.get(&id)?, index)))
+        .collect();
+    for (g, index) in &truncated {
+        g.check_files_below(*index)?;
+    }
+    for (g, index) in truncated {
+        g.clear_files_below(index)?;
+        g.settle_fds(shared);
     }
     Ok(())
 }

@@ -115,15 +115,20 @@ impl Group {
     /// Done once replay ends, because the files are as the writes after those records left
     /// them: an overwrite written into them since cut the slots past it, which the page (not
     /// stored since) still counts, and which the tail now replaces.
+    /// Open checks every group's range first ([`Group::check_files_below`]), so that an open
+    /// that fails on a damaged slot has changed no group's files.
     pub(crate) fn clear_files_below(&self, index: u64) -> Result<()> {
         self.with_both(|b| {
-            let Both { log, files } = b;
-            let first = log.first_index();
-            let to = match log.tail.last() {
-                Some(_) => index.min(log.tail.start()),
-                None => index,
-            };
-            files.wal.clear_data(first, to)
+            let (first, to) = files_cleared(b.log, index);
+            b.files.wal.clear_data(first, to)
+        })
+    }
+
+    /// [`Group::clear_files_below`]'s checks of the slots, writing nothing.
+    pub(crate) fn check_files_below(&self, index: u64) -> Result<()> {
+        self.with_both(|b| {
+            let (first, to) = files_cleared(b.log, index);
+            b.files.wal.check_slots(first, to)
         })
     }
 
@@ -323,6 +328,16 @@ pub(crate) fn reflected_seq(shared: &Shared, log: &GroupLog) -> u64 {
 const DURABLE_TRIES: usize = 3;
 
 /// The meta changes of `change` (hard state, conf state, ids).
+/// The files' indexes a replayed truncation below `index` clears: from the log's first index,
+/// below the tail's start when the tail holds entries.
+fn files_cleared(log: &GroupLog, index: u64) -> (u64, u64) {
+    let to = match log.tail.last() {
+        Some(_) => index.min(log.tail.start()),
+        None => index,
+    };
+    (log.first_index(), to)
+}
+
 fn apply_meta(log: &mut GroupLog, change: &Change<'_>) {
     if let Some(hs) = change.hard_state.filter(|hs| **hs != HardState::default()) {
         log.meta.hard_state = Some(HardStateRecord::from(hs));
