@@ -1008,6 +1008,31 @@ fn journal_parts_are_checked_against_the_groups_they_name() {
     assert!(err.to_string().contains("an older one"), "{err}");
 }
 
+/// Open meets the damage of a replayed part (group 2's, in record 3) before it clears the
+/// files below a truncation (group 1's, record 6, over a damaged slot): the tools' "open will
+/// fail" names the part, as open does, not the slot of the group with the lower id (it once
+/// did).
+#[test]
+fn the_tools_name_the_damage_open_meets_first() {
+    let tmp = TempDir::new().unwrap();
+    let root = image_copy(&tmp);
+    flip(
+        &root.join("groups/1/00001.wal"),
+        slot_at(4) + SLOT_TERM_AT + 2,
+    );
+    let seg = segment(&root);
+    forge_incarnation(&seg, record_offsets(&seg)[&3], 4);
+    let Err(err) = raftwal::Engine::open(&root) else {
+        panic!("opened a root with a part for a newer incarnation")
+    };
+    assert!(err.to_string().contains("incarnation 4"), "{err}");
+    let run = fails(&["inspect", p(&root), "--json"], 1);
+    let doc = json(&run.stdout);
+    let open_error = doc["open_error"].as_str().unwrap();
+    assert!(open_error.contains("incarnation 4"), "{open_error}");
+    assert!(open_error.starts_with("group 2"), "{open_error}");
+}
+
 /// A damaged meta copy not in use: `verify` names `wal.meta` (as for a WAL directory).
 #[test]
 fn a_damaged_group_meta_copy_fails_verify_naming_the_file() {

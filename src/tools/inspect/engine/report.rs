@@ -327,10 +327,16 @@ impl RootRead {
             })
             .or_else(|| self.part_damage.as_ref().map(|e| format!("journal: {e}")))
             .or_else(|| {
+                // Open replays every record before it clears any group's files below a
+                // truncation: a part's damage in any group comes first.
+                self.groups.iter().find_map(|(id, g)| {
+                    g.replay.damage.as_ref().map(|e| format!("group {id}: {e}"))
+                })
+            })
+            .or_else(|| {
                 self.groups.iter().find_map(|(id, g)| {
                     g.cleared_damage
                         .as_ref()
-                        .or(g.replay.damage.as_ref())
                         .map(|e| format!("group {id}: {e}"))
                 })
             });
