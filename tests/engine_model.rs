@@ -527,8 +527,16 @@ impl Harness {
                 .map_err(|e| self.fail(format!("group {gid}: {e}")))?;
             self.stats.max_last = self.stats.max_last.max(m.last());
         }
+        // A write through a dead handle fails too, whatever group now has its id (a removed
+        // group's handle once wrote into the group created after it with the same id).
+        let mut cs = ConfState::default();
+        cs.voters = vec![99];
         for h in &self.dead {
-            if h.last_index().is_ok() || h.initial_state().is_ok() || h.sync().is_ok() {
+            if h.last_index().is_ok()
+                || h.initial_state().is_ok()
+                || h.sync().is_ok()
+                || h.set_conf_state(&cs).is_ok()
+            {
                 return Err(self.fail(format!(
                     "a handle of group {} of a closed engine or a removed group still works",
                     h.group_id()
