@@ -83,16 +83,9 @@ impl Group {
                 // The files change in place: the record first (without `sync_writes` it may not
                 // be durable yet, and a power loss must not keep the change without it).
                 shared.journal.lock().sync()?;
-                let first = log.first_index();
                 log.tail.clear_data_below(index);
-                // The files' entries from the tail's first index on are the tail's to replace
-                // (after a written overwrite, their slots may be cleared already): not theirs
-                // to clear.
-                let files_to = match log.tail.last() {
-                    Some(_) => index.min(log.tail.start()),
-                    None => index,
-                };
-                files.wal.clear_data(first, files_to)?;
+                let (first, to) = files_cleared(log, index);
+                files.wal.clear_data(first, to)?;
             }
             Ok(())
         })();
@@ -114,9 +107,9 @@ impl Group {
     /// entries below it and below the tail's start read back empty, each slot checked first.
     /// Done once replay ends, because the files are as the writes after those records left
     /// them: an overwrite written into them since cut the slots past it, which the page (not
-    /// stored since) still counts, and which the tail now replaces.
-    /// Open checks every group's range first ([`Group::check_files_below`]), so that an open
-    /// that fails on a damaged slot has changed no group's files.
+    /// stored since) still counts, and which the tail now replaces. Open checks every group's
+    /// range first ([`Group::check_files_below`]), so that an open that fails on a damaged
+    /// slot has changed no group's files.
     pub(crate) fn clear_files_below(&self, index: u64) -> Result<()> {
         self.with_both(|b| {
             let (first, to) = files_cleared(b.log, index);
@@ -327,9 +320,9 @@ pub(crate) fn reflected_seq(shared: &Shared, log: &GroupLog) -> u64 {
 /// adding to the group).
 const DURABLE_TRIES: usize = 3;
 
-/// The meta changes of `change` (hard state, conf state, ids).
-/// The files' indexes a replayed truncation below `index` clears: from the log's first index,
-/// below the tail's start when the tail holds entries.
+/// The files' indexes a truncation below `index` clears: from the log's first index, and below
+/// the tail's start when the tail holds entries (the files' entries from there on are the
+/// tail's to replace; after a written overwrite their slots may be cleared already).
 fn files_cleared(log: &GroupLog, index: u64) -> (u64, u64) {
     let to = match log.tail.last() {
         Some(_) => index.min(log.tail.start()),
@@ -338,6 +331,7 @@ fn files_cleared(log: &GroupLog, index: u64) -> (u64, u64) {
     (log.first_index(), to)
 }
 
+/// The meta changes of `change` (hard state, conf state, ids).
 fn apply_meta(log: &mut GroupLog, change: &Change<'_>) {
     if let Some(hs) = change.hard_state.filter(|hs| **hs != HardState::default()) {
         log.meta.hard_state = Some(HardStateRecord::from(hs));
