@@ -207,6 +207,20 @@ pub const PART_GROUP_AT: u64 = 0;
 pub const PART_INCARNATION_AT: u64 = PART_GROUP_AT + 8;
 /// The kinds (u8): bit 0 SNAPSHOT, 1 ENTRIES, 2 HARD_STATE, 3 CONF_STATE, 4 INTS, 5 TRUNCATE.
 pub const PART_KINDS_AT: u64 = PART_INCARNATION_AT + 8;
+/// The sections of the kinds present, in the order of their bits.
+pub const PART_SECTIONS_AT: u64 = PART_KINDS_AT + 1;
+pub const PART_KIND_SNAPSHOT: u8 = 1;
+pub const PART_KIND_ENTRIES: u8 = 2;
+pub const PART_KIND_HARD_STATE: u8 = 4;
+pub const PART_KIND_CONF_STATE: u8 = 8;
+pub const PART_KIND_INTS: u8 = 16;
+pub const PART_KIND_TRUNCATE: u8 = 32;
+/// An entry of an ENTRIES section (after its count u32): index u64, term u64, then its type.
+pub const PART_ENTRY_TYPE_AT: u64 = 16;
+/// The entry's data length (u32), then its context length (u32), then data and context.
+pub const PART_ENTRY_DATA_LEN_AT: u64 = PART_ENTRY_TYPE_AT + 1;
+pub const PART_ENTRY_CONTEXT_LEN_AT: u64 = PART_ENTRY_DATA_LEN_AT + 4;
+pub const PART_ENTRY_HEADER_LEN: u64 = PART_ENTRY_CONTEXT_LEN_AT + 4;
 
 /// Where the record after the one at `at` with body length `body_len` starts.
 pub fn next_record_at(at: u64, body_len: u64) -> u64 {
@@ -240,5 +254,6 @@ const _: () = {
     assert!(SNAP_ENVELOPE_AT == 16);
     assert!(SEGMENT_FIRST_SEQ_AT == 24 && SEGMENT_HEADER_LEN == 36);
     assert!(RECORD_BODY_AT == 16);
-    assert!(PART_KINDS_AT == 16);
+    assert!(PART_KINDS_AT == 16 && PART_SECTIONS_AT == 17);
+    assert!(PART_ENTRY_DATA_LEN_AT == 17 && PART_ENTRY_HEADER_LEN == 25);
 };

@@ -1023,13 +1023,19 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
 pub const FORGE_OP: u8 = 0xf8;
 pub const FORGE_RECORD_OP: u8 = 0xf0;
 
-// A part's kinds (docs/FORMAT.md, "Journal record"), in the order of their sections.
-const KIND_SNAPSHOT: u8 = 1;
-const KIND_ENTRIES: u8 = 2;
-const KIND_HARD_STATE: u8 = 4;
-const KIND_CONF_STATE: u8 = 8;
-const KIND_INTS: u8 = 16;
-const KIND_TRUNCATE: u8 = 32;
+// A part's layout (docs/FORMAT.md, "Journal record"; tests/common/layout.rs), as offsets.
+use layout::{
+    PART_KIND_CONF_STATE as KIND_CONF_STATE, PART_KIND_ENTRIES as KIND_ENTRIES,
+    PART_KIND_HARD_STATE as KIND_HARD_STATE, PART_KIND_INTS as KIND_INTS,
+    PART_KIND_SNAPSHOT as KIND_SNAPSHOT, PART_KIND_TRUNCATE as KIND_TRUNCATE,
+};
+const PART_INCARNATION_AT: usize = layout::PART_INCARNATION_AT as usize;
+const PART_KINDS_AT: usize = layout::PART_KINDS_AT as usize;
+const PART_SECTIONS_AT: usize = layout::PART_SECTIONS_AT as usize;
+const ENTRY_TYPE_AT: usize = layout::PART_ENTRY_TYPE_AT as usize;
+const ENTRY_DATA_LEN_AT: usize = layout::PART_ENTRY_DATA_LEN_AT as usize;
+const ENTRY_CONTEXT_LEN_AT: usize = layout::PART_ENTRY_CONTEXT_LEN_AT as usize;
+const ENTRY_HEADER_LEN: usize = layout::PART_ENTRY_HEADER_LEN as usize;
 
 /// Where one part of a record's body lies: its start, its kinds byte and each section present
 /// as (kind, start, end), all offsets into the body.
@@ -1050,9 +1056,9 @@ fn layout_parts(body: &[u8]) -> Vec<PartLayout> {
     };
     let mut out = Vec::new();
     let mut at = 0;
-    'parts: while at + 17 <= body.len() {
+    'parts: while at + PART_SECTIONS_AT <= body.len() {
         let gid = u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
-        let kinds = body[at + 16];
+        let kinds = body[at + PART_KINDS_AT];
         let mut p = PartLayout {
             at,
             gid,
@@ -1060,7 +1066,7 @@ fn layout_parts(body: &[u8]) -> Vec<PartLayout> {
             sections: Vec::new(),
             end: 0,
         };
-        let mut pos = at + 17;
+        let mut pos = at + PART_SECTIONS_AT;
         for kind in [
             KIND_SNAPSHOT,
             KIND_ENTRIES,
@@ -1082,10 +1088,13 @@ fn layout_parts(body: &[u8]) -> Vec<PartLayout> {
                     let Some(n) = u32_at(pos) else { break 'parts };
                     let mut e = pos + 4;
                     for _ in 0..n {
-                        let (Some(dl), Some(cl)) = (u32_at(e + 17), u32_at(e + 21)) else {
+                        let (Some(dl), Some(cl)) = (
+                            u32_at(e + ENTRY_DATA_LEN_AT),
+                            u32_at(e + ENTRY_CONTEXT_LEN_AT),
+                        ) else {
                             break 'parts;
                         };
-                        e += 25 + dl + cl;
+                        e += ENTRY_HEADER_LEN + dl + cl;
                     }
                     e - pos
                 }
@@ -1112,7 +1121,7 @@ fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
     for p in layout_parts(body) {
         // The group id is left alone: a part moved to another group with its incarnation is
         // a record no check can tell from a genuine one.
-        out.push((p.at + 8, 8, "incarnation"));
+        out.push((p.at + PART_INCARNATION_AT, 8, "incarnation"));
         for &(kind, at, end) in &p.sections {
             match kind {
                 KIND_SNAPSHOT => out.push((at, 4, "snapshot length")),
@@ -1120,16 +1129,18 @@ fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
                 KIND_ENTRIES => {
                     out.push((at, 4, "entry count"));
                     let mut e = at + 4;
-                    while e + 25 <= end {
+                    while e + ENTRY_HEADER_LEN <= end {
                         out.push((e, 8, "entry index"));
                         out.push((e + 8, 8, "entry term"));
-                        out.push((e + 16, 1, "entry type"));
-                        out.push((e + 17, 4, "entry data length"));
-                        out.push((e + 21, 4, "entry context length"));
+                        out.push((e + ENTRY_TYPE_AT, 1, "entry type"));
+                        out.push((e + ENTRY_DATA_LEN_AT, 4, "entry data length"));
+                        out.push((e + ENTRY_CONTEXT_LEN_AT, 4, "entry context length"));
                         let n = |k: usize| {
                             u32::from_le_bytes(body[k..k + 4].try_into().unwrap()) as usize
                         };
-                        e += 25 + n(e + 17) + n(e + 21);
+                        e += ENTRY_HEADER_LEN
+                            + n(e + ENTRY_DATA_LEN_AT)
+                            + n(e + ENTRY_CONTEXT_LEN_AT);
                     }
                 }
                 KIND_HARD_STATE => {
@@ -1327,7 +1338,7 @@ fn forge_record(
                 .iter()
                 .find(|s| s.0 > kind)
                 .map_or(p.end, |s| s.1);
-            body[p.at + 16] |= kind;
+            body[p.at + PART_KINDS_AT] |= kind;
             body.splice(insert_at..insert_at, section);
         }
     }
