@@ -31,6 +31,19 @@ fn entries(lo: u64, hi: u64, term: u64, group: u64) -> Vec<Entry> {
     (lo..=hi).map(|i| entry_in_group(i, term, group)).collect()
 }
 
+/// `es` as they read back after `truncate_entries_until(below)`: Normal entries below it with
+/// no data.
+fn truncated(es: Vec<Entry>, below: u64) -> Vec<Entry> {
+    es.into_iter()
+        .map(|mut x| {
+            if x.index < below && x.get_entry_type() == EntryType::EntryNormal {
+                x.data = Bytes::new();
+            }
+            x
+        })
+        .collect()
+}
+
 fn hs(term: u64, vote: u64, commit: u64) -> HardState {
     let mut h = HardState::default();
     h.term = term;
@@ -1002,16 +1015,7 @@ fn a_truncation_that_opens_a_file_keeps_it_within_max_open_files() {
     let e = Engine::open_with(&root, opts).unwrap();
     for g in 1..=GROUPS {
         let got = all(&e.group(g).unwrap());
-        let want: Vec<Entry> = entries(6, 20, 1, g)
-            .into_iter()
-            .map(|mut x| {
-                if x.index < 15 {
-                    x.data = Bytes::new();
-                }
-                x
-            })
-            .collect();
-        assert_eq!(got, want, "group {g}");
+        assert_eq!(got, truncated(entries(6, 20, 1, g), 15), "group {g}");
     }
 }
 
@@ -1080,15 +1084,7 @@ fn truncations_replayed_at_open_keep_descriptors_within_max_open_files() {
         "{held} log files open after open, budget {BUDGET}"
     );
     for g in 1..=GROUPS {
-        let want: Vec<Entry> = entries(1, 20, 1, g)
-            .into_iter()
-            .map(|mut x| {
-                if x.index < 15 {
-                    x.data = Bytes::new();
-                }
-                x
-            })
-            .collect();
+        let want = truncated(entries(1, 20, 1, g), 15);
         assert_eq!(all(&e.group(g).unwrap()), want, "group {g}");
     }
     e.close().unwrap();

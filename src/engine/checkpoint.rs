@@ -747,23 +747,11 @@ mod tests {
     /// background thread's timed checkpoint writes them (the journal's growth never will).
     #[test]
     fn tails_replayed_at_open_are_written_without_new_commits() {
-        fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-            std::fs::create_dir_all(to).expect("mkdir");
-            for e in std::fs::read_dir(from).expect("read_dir") {
-                let e = e.expect("entry");
-                let target = to.join(e.file_name());
-                if e.file_type().expect("type").is_dir() {
-                    copy_dir(&e.path(), &target);
-                } else {
-                    std::fs::copy(e.path(), &target).expect("copy");
-                }
-            }
-        }
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = engine_by_hand(&dir.path().join("a"));
         short_of_their_figures(&engine);
         // The root as a crash would leave it: the records durable, the tails not written.
-        copy_dir(&dir.path().join("a"), &dir.path().join("b"));
+        kill_image(&dir.path().join("a"), &dir.path().join("b"));
         drop(engine);
         let engine = Engine::open(dir.path().join("b")).expect("open the copy");
         let shared = &engine.shared;
