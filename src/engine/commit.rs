@@ -55,6 +55,16 @@ impl Drop for Lead<'_> {
     }
 }
 
+/// [`lead`] for a change that must not follow a failed commit: the engine checked usable
+/// before the wait (no wait for a stopped engine) and again once led (a commit that fails
+/// stops the engine while it leads, so a caller that waited behind it learns of it here).
+pub(crate) fn lead_usable(shared: &Shared) -> Result<Lead<'_>> {
+    shared.check_usable()?;
+    let lead = lead(shared);
+    shared.check_usable()?;
+    Ok(lead)
+}
+
 /// Waits for the pipeline to be free and takes it.
 pub(crate) fn lead(shared: &Shared) -> Lead<'_> {
     let mut q = shared.pipeline.lock();

@@ -250,10 +250,7 @@ impl Engine {
     /// Creates group `group_id` (its directory and meta page holding `raft_id` and the group
     /// id), durably: after a crash the group is whole or absent. An existing group is an error.
     pub fn create_group(&self, group_id: u64, raft_id: u64) -> Result<GroupStorage, Error> {
-        self.shared.check_usable()?;
-        let _lead = commit::lead(&self.shared);
-        // Again: a commit this call waited for may have failed and stopped the engine.
-        self.shared.check_usable()?;
+        let _lead = commit::lead_usable(&self.shared)?;
         if self.shared.groups.read().contains_key(&group_id) {
             return Err(Error::GroupExists { group_id });
         }
@@ -311,9 +308,7 @@ impl Engine {
         if let Some(g) = group {
             g.builds.stop();
         }
-        let _lead = commit::lead(&self.shared);
-        // Again: a commit this call waited for may have failed and stopped the engine.
-        self.shared.check_usable()?;
+        let _lead = commit::lead_usable(&self.shared)?;
         let g = self
             .shared
             .groups
