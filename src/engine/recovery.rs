@@ -17,8 +17,14 @@
 //! journal does not hold) is lost. Otherwise open refuses, in both modes, naming `wal.meta`.
 //!
 //! Everything is read and checked (the groups, the journal) before anything is changed (files
-//! removed, slots zeroed, journal segments recycled): an open that fails on damage changes
-//! nothing.
+//! removed, slots zeroed, journal segments recycled): an open that fails on damage found there
+//! changes nothing. Replay's own refusals come later: a part no commit writes (forged with a
+//! valid checksum), and a damaged slot below a replayed `truncate_entries_until` (every group's
+//! slots are checked before any is cleared). By then open has marked `engine.meta` open, made
+//! checkpointed segments spares, and carried out the snapshot installs replayed before the
+//! refused record (each group's meta page and files as the install leaves them). The next open
+//! finds the same records and meets the same refusal; what it changed is what that open would
+//! have changed first (docs/RELIABILITY.md).
 //!
 //! Owns: what an engine root holds at open, and the order: groups as their meta pages say,
 //! then the journal. Must never: read a group's whole slot area, apply a record before the
