@@ -6,8 +6,9 @@
 //! fails alone; snapshot files of installed snapshots are written; one journal record holding
 //! every accepted batch is appended and flushed once; then the parts are applied to the groups
 //! and every caller gets its result. Everything that must not interleave with a commit (group
-//! creation and removal, an application's snapshot, a checkpoint's capture, close) takes the
-//! lead the same way ([`lead`]).
+//! creation and removal, a checkpoint's tidy, close) takes the lead the same way ([`lead`]).
+//! An application's snapshot of one group waits only for the commits that name that group:
+//! a commit holds each group it names (`Group::checked`) from its checks to its apply.
 //!
 //! Owns: leadership, the checks of a commit against shadows of the groups' logs, and the order
 //! journal-then-apply. Must never: apply a part before the record holding it is written (and,
@@ -308,10 +309,23 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
         return;
     }
     let groups = shared.groups.read();
+    let taken: Vec<Vec<Part>> = batches
+        .iter()
+        .map(|w| std::mem::take(&mut *w.parts.lock()))
+        .collect();
+    // Every group the commit names held from its checks to its apply (`Group::checked`): an
+    // application's snapshot waits for the apply rather than change the log in between.
+    let mut ids: Vec<u64> = taken.iter().flatten().map(|p| p.group_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let checked: Vec<_> = ids
+        .iter()
+        .filter_map(|id| groups.get(id))
+        .map(|g| g.checked.read())
+        .collect();
     let mut shadows: HashMap<u64, Shadow> = HashMap::new();
     let mut accepted: Vec<(&Waiter, Vec<Part>)> = Vec::new();
-    for w in batches {
-        let parts = std::mem::take(&mut *w.parts.lock());
+    for (w, parts) in batches.iter().zip(taken) {
         match check_batch(&groups, &shadows, &parts) {
             Ok(mine) => {
                 shadows.extend(mine);
@@ -335,6 +349,7 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
             }
         }
     }
+    drop(checked);
     drop(groups);
     let appended = shared.journal.lock().appended();
     if appended >= shared.opts.checkpoint_bytes || super::checkpoint::writer_due(shared) {
@@ -417,6 +432,8 @@ fn commit(
             )
         })
     });
+    #[cfg(test)]
+    tests::pause_before_apply(&shared.root);
     for ((_, parts), recs) in accepted.iter_mut().zip(&installs) {
         for (part, rec) in parts.iter_mut().zip(recs) {
             apply_live(shared, groups, part, rec.as_ref(), seq)
@@ -521,9 +538,31 @@ fn check_space(shared: &Shared, accepted: &[(&Waiter, Vec<Part>)]) -> Result<()>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
+
+    /// Pauses for the next commit of the engines at some roots, once it is journaled and before
+    /// its parts are applied (the window in which its checks must still hold).
+    type Pause = (PathBuf, Box<dyn FnOnce() + Send>);
+    static PAUSES: Mutex<Vec<Pause>> = Mutex::new(Vec::new());
+
+    /// Makes the next commit of the engine at `root` run `f` between its journal record and its
+    /// apply (once; the commits of other roots, the other unit tests', go by).
+    pub(crate) fn pause_next_commit(root: &Path, f: impl FnOnce() + Send + 'static) {
+        PAUSES.lock().push((root.to_path_buf(), Box::new(f)));
+    }
+
+    pub(super) fn pause_before_apply(root: &Path) {
+        let f = {
+            let mut pauses = PAUSES.lock();
+            let at = pauses.iter().position(|(r, _)| r == root);
+            at.map(|i| pauses.swap_remove(i).1)
+        };
+        if let Some(f) = f {
+            f();
+        }
+    }
 
     /// Every caller of a failed commit gets the error as it was made: the file an I/O error
     /// names (a journal segment, not the root), and the kind the CLI maps to an exit code.

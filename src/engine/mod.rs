@@ -424,6 +424,7 @@ impl std::fmt::Debug for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raft::Storage;
 
     /// A commit that fails poisons the engine while it leads the pipeline; a `create_group` or
     /// `remove_group` that waited for it must not go on as if it had not (it would, for one,
@@ -458,5 +459,130 @@ mod tests {
         });
         assert!(dir.path().join("groups/1").is_dir());
         assert!(!dir.path().join("groups/2").exists());
+    }
+
+    fn entries(from: u64, to: u64, term: u64) -> Vec<raft::prelude::Entry> {
+        (from..=to)
+            .map(|index| {
+                let mut e = raft::prelude::Entry::default();
+                (e.index, e.term) = (index, term);
+                e.data = vec![index as u8; 64].into();
+                e
+            })
+            .collect()
+    }
+
+    fn hard_state(term: u64, commit: u64) -> raft::prelude::HardState {
+        let mut hs = raft::prelude::HardState::default();
+        (hs.term, hs.vote, hs.commit) = (term, 1, commit);
+        hs
+    }
+
+    /// Group 1 of a new engine at `root`, holding entries 1 to 100 of term 1.
+    fn engine_with_100(root: &Path) -> (Engine, GroupStorage) {
+        let e = Engine::open(root).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hard_state(1, 10), &entries(1, 100, 1), &Default::default())
+            .unwrap();
+        (e, g)
+    }
+
+    /// `batch` written while `create_snapshot(index)` of group 1 runs, the commit paused
+    /// between its journal record and its apply (for up to 2 s, or until the snapshot is done):
+    /// both results.
+    fn write_beside_snapshot(
+        e: &Engine,
+        g: &GroupStorage,
+        mut batch: WriteBatch,
+        index: u64,
+    ) -> (Result<(), Error>, Result<(), Error>) {
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let (reached, reached_rx) = channel();
+        let (done, done_rx) = channel::<()>();
+        commit::tests::pause_next_commit(&e.shared.root, move || {
+            let _ = reached.send(());
+            // Long enough for a snapshot free to take effect now to do so.
+            let _ = done_rx.recv_timeout(Duration::from_secs(2));
+        });
+        std::thread::scope(|s| {
+            let written = s.spawn(|| e.write(&mut batch));
+            reached_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the commit reached its apply");
+            let snapped = s.spawn(move || {
+                let r = g.create_snapshot(index, None, bytes::Bytes::from_static(b"state"));
+                let _ = done.send(());
+                r
+            });
+            (written.join().unwrap(), snapped.join().unwrap())
+        })
+    }
+
+    /// A commit is applied to the log it was checked against: an application's snapshot of
+    /// the group never takes effect in between. Here a commit overwrites entries 50 to 55 of a
+    /// log ending at 100 while `create_snapshot(100)` runs: in either order one fails (the
+    /// snapshot past the log's new end, or the overwrite below its first index). Once both
+    /// were acknowledged, leaving a first index of 101 above a last index of 55, a log no save
+    /// could extend, and a reopen dropped the acknowledged overwrite.
+    #[test]
+    fn a_snapshot_never_takes_effect_between_a_commits_checks_and_its_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, g) = engine_with_100(dir.path());
+        let mut b = WriteBatch::new();
+        b.save(
+            1,
+            &hard_state(2, 10),
+            &entries(50, 55, 2),
+            &Default::default(),
+        );
+        let (written, snapped) = write_beside_snapshot(&e, &g, b, 100);
+        assert!(written.is_ok(), "{written:?}");
+        assert!(
+            snapped.is_err(),
+            "the snapshot at 100 taken after the overwrite"
+        );
+        let (first, last) = (g.first_index().unwrap(), g.last_index().unwrap());
+        assert_eq!((first, last), (1, 55));
+        assert_eq!(g.term(55).unwrap(), 2);
+        e.close().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.group(1).unwrap();
+        assert_eq!((g.first_index().unwrap(), g.last_index().unwrap()), (1, 55));
+        assert_eq!(g.term(55).unwrap(), 2);
+    }
+
+    /// The same with an installed snapshot (at 60) committed while the application snapshots
+    /// at 80: once both were acknowledged and the group's snapshot went back from 80 to 60.
+    #[test]
+    fn a_snapshot_never_takes_effect_between_an_installs_checks_and_its_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, g) = engine_with_100(dir.path());
+        let mut snap = raft::prelude::Snapshot::default();
+        snap.mut_metadata().index = 60;
+        snap.mut_metadata().term = 1;
+        snap.mut_metadata().mut_conf_state().voters = vec![1];
+        snap.data = bytes::Bytes::from_static(b"installed at 60");
+        let mut b = WriteBatch::new();
+        b.save(1, &hard_state(1, 60), &[], &snap);
+        let (written, snapped) = write_beside_snapshot(&e, &g, b, 80);
+        assert!(written.is_ok(), "{written:?}");
+        assert!(
+            snapped.is_err(),
+            "the snapshot at 80 taken after the install at 60"
+        );
+        assert_eq!(
+            (g.first_index().unwrap(), g.last_index().unwrap()),
+            (61, 60)
+        );
+        assert_eq!(g.snapshot(0, 0).unwrap().get_metadata().index, 60);
+        e.close().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.group(1).unwrap();
+        assert_eq!(
+            (g.first_index().unwrap(), g.last_index().unwrap()),
+            (61, 60)
+        );
+        assert_eq!(g.snapshot(0, 0).unwrap().get_metadata().index, 60);
     }
 }

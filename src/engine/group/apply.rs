@@ -275,6 +275,9 @@ impl Group {
         let mut change = Some(change);
         for _ in 0..DURABLE_TRIES {
             self.write_tail(shared)?;
+            // No commit between its checks and its apply: `change` sees the log every commit
+            // was checked against, and none checked before it is applied after it.
+            let _checked = self.checked.write();
             let done = self.with_both(|Both { log, files }| {
                 if !log.tail.is_empty() {
                     return Ok(false);

@@ -114,6 +114,7 @@ pub(crate) fn assemble(
             durable_seq,
             durable_files,
         })),
+        checked: RwLock::new(()),
         writing: Mutex::new(()),
         snap_writer: Mutex::new(()),
         tidied: Mutex::new((0, 0)),

@@ -46,6 +46,12 @@ pub(crate) struct Group {
     pub log: RwLock<Option<GroupLog>>,
     /// The files. Taken after `log` when both are held.
     pub files: RwLock<Option<GroupFiles>>,
+    /// Held shared by a commit from its checks of a part for this group until the part is
+    /// applied, and exclusively by an application's snapshot while it takes effect
+    /// (`make_durable`): a snapshot never lands between a commit's checks and its apply, where
+    /// it would change the log the commit was checked against. Taken before every other lock
+    /// of the group.
+    pub checked: RwLock<()>,
     /// Held by whoever moves the tail into the files (taken before `log`).
     pub writing: Mutex<()>,
     /// Held while a snapshot file of this group is written.
