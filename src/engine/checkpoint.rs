@@ -332,9 +332,9 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     shared.journal.lock().trim(seq)?;
     shared.journal_cv.notify_all();
     // Only groups whose snapshot changed since their files were last tidied; with the pipeline
-    // held (once for all): a commit installing a snapshot holds it while it writes the file, and
-    // refuses the install when it finds `snap_writer` taken (which must then mean the
-    // application's writer, never this tidy).
+    // held (once for all): a commit installing a snapshot holds the group's `snap_writer` from
+    // its checks until the file is written, and refuses the install when it finds it taken
+    // (which must then mean the application's writer, never this tidy).
     let to_tidy: Vec<_> = captured
         .iter()
         .filter_map(|(g, record, _)| {

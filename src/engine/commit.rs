@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLockReadGuard};
+use parking_lot::{Mutex, MutexGuard, RwLockReadGuard};
 use raft::prelude::Snapshot;
 
 use super::batch::{self, Part};
@@ -325,10 +325,17 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
         .collect();
     let mut shadows: HashMap<u64, Shadow> = HashMap::new();
     let mut accepted: Vec<(&Waiter, Vec<Part>)> = Vec::new();
+    // The snapshot writers of the groups the accepted batches install into, held until their
+    // files are written: taken with the checks, so that one held by the application fails
+    // only the batch that installs into its group.
+    let mut writers: HashMap<u64, MutexGuard<'_, ()>> = HashMap::new();
     for (w, parts) in batches.iter().zip(taken) {
-        match check_batch(&groups, &shadows, &parts) {
-            Ok(mine) => {
+        let checked = check_batch(&groups, &shadows, &parts)
+            .and_then(|mine| Ok((mine, install_writers(&groups, &writers, &parts)?)));
+        match checked {
+            Ok((mine, mut held)) => {
                 shadows.extend(mine);
+                writers.extend(held.drain());
                 accepted.push((w, parts));
             }
             Err(e) => set(w, Err(e)),
@@ -349,6 +356,7 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
             }
         }
     }
+    drop(writers);
     drop(checked);
     drop(groups);
     let appended = shared.journal.lock().appended();
@@ -474,7 +482,35 @@ fn apply_live(
     g.apply(shared, change, seq)
 }
 
+/// The snapshot writers of the groups `parts` install into, but those in `held` (taken for an
+/// earlier batch of the commit): an error naming the group if the application holds one (it is
+/// writing a snapshot of that group; the install is refused, to be retried).
+fn install_writers<'g>(
+    groups: &'g RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
+    held: &HashMap<u64, MutexGuard<'g, ()>>,
+    parts: &[Part],
+) -> Result<HashMap<u64, MutexGuard<'g, ()>>> {
+    let mut mine = HashMap::new();
+    for part in parts.iter().filter(|p| p.snapshot.is_some()) {
+        let id = part.group_id;
+        if held.contains_key(&id) || mine.contains_key(&id) {
+            continue;
+        }
+        let g = groups.get(&id).ok_or_else(|| gone(id))?;
+        let writer = g.snap_writer.try_lock().ok_or_else(|| Error::Group {
+            group_id: id,
+            source: Box::new(Error::InvalidArgument(
+                "the application is writing a snapshot of this group: retry the install"
+                    .to_string(),
+            )),
+        })?;
+        mine.insert(id, writer);
+    }
+    Ok(mine)
+}
+
 /// Writes an installed snapshot's data to the group's snapshot file (durable) and describes it.
+/// The caller holds the group's snapshot writer ([`install_writers`]).
 fn write_snapshot_file(
     shared: &Shared,
     groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
@@ -482,12 +518,6 @@ fn write_snapshot_file(
     s: &Snapshot,
 ) -> Result<SnapshotRecord> {
     let g = groups.get(&group_id).ok_or_else(|| gone(group_id))?;
-    let _writer = g.snap_writer.try_lock().ok_or_else(|| Error::Group {
-        group_id,
-        source: Box::new(Error::InvalidArgument(
-            "the application is writing a snapshot of this group: retry the install".to_string(),
-        )),
-    })?;
     let md = s.get_metadata();
     let cs = ConfStateRecord::from(md.get_conf_state());
     let written = snap::write_from(
@@ -546,6 +576,11 @@ pub(crate) mod tests {
     /// its parts are applied (the window in which its checks must still hold).
     type Pause = (PathBuf, Box<dyn FnOnce() + Send>);
     static PAUSES: Mutex<Vec<Pause>> = Mutex::new(Vec::new());
+
+    /// Batches waiting for the pipeline (to tell when callers have queued behind a lead).
+    pub(crate) fn waiting(shared: &Shared) -> usize {
+        shared.pipeline.lock().waiting.len()
+    }
 
     /// Makes the next commit of the engine at `root` run `f` between its journal record and its
     /// apply (once; the commits of other roots, the other unit tests', go by).

@@ -552,6 +552,61 @@ mod tests {
         assert_eq!(g.term(55).unwrap(), 2);
     }
 
+    /// A caller's install refused because the application is writing a snapshot of that
+    /// group (its snapshot writer held) fails that caller alone: another caller's batch merged
+    /// into the same commit is written. Once the refusal came after the checks and failed the
+    /// whole commit, every caller in it with the install's error.
+    #[test]
+    fn a_refused_install_fails_its_own_batch_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, g1) = engine_with_100(dir.path());
+        let g2 = e.create_group(2, 2).unwrap();
+        // The application's snapshot of group 1 holds its writer while its data comes.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        struct Slow(std::sync::mpsc::Receiver<()>, bool);
+        impl std::io::Read for Slow {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if std::mem::replace(&mut self.1, true) {
+                    return Ok(0);
+                }
+                let _ = self.0.recv();
+                buf[0] = b'x';
+                Ok(1)
+            }
+        }
+        std::thread::scope(|s| {
+            let snapped = s.spawn(|| g1.create_snapshot_from(50, None, Slow(wait, false)));
+            let group1 = Arc::clone(&e.shared.groups.read()[&1]);
+            while !group1.snap_writer.is_locked() {
+                std::thread::yield_now();
+            }
+            let lead = commit::lead(&e.shared);
+            let mut snap = raft::prelude::Snapshot::default();
+            snap.mut_metadata().index = 200;
+            snap.mut_metadata().term = 2;
+            snap.data = bytes::Bytes::from_static(b"the leader's");
+            let mut install = WriteBatch::new();
+            install.save(1, &hard_state(2, 200), &[], &snap);
+            let e = &e;
+            let installed = s.spawn(move || e.write(&mut install));
+            let mut append = WriteBatch::new();
+            append.save(2, &hard_state(1, 1), &entries(1, 1, 1), &Default::default());
+            let appended = s.spawn(move || e.write(&mut append));
+            // Both queued behind the lead: one commit takes both.
+            while commit::tests::waiting(&e.shared) < 2 {
+                std::thread::yield_now();
+            }
+            drop(lead);
+            let (appended, installed) = (appended.join().unwrap(), installed.join().unwrap());
+            go.send(()).unwrap();
+            snapped.join().unwrap().unwrap();
+            assert!(appended.is_ok(), "{appended:?}");
+            assert!(installed.is_err(), "installed while the writer was held");
+        });
+        assert_eq!(g2.last_index().unwrap(), 1);
+        assert_eq!(g1.first_index().unwrap(), 51);
+    }
+
     /// The same with an installed snapshot (at 60) committed while the application snapshots
     /// at 80: once both were acknowledged and the group's snapshot went back from 80 to 60.
     #[test]
