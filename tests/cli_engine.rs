@@ -1607,3 +1607,74 @@ fn the_tools_ride_out_an_engine_at_work() {
     );
     assert!(commits > 10, "the engine barely wrote ({commits} commits)");
 }
+
+/// The journal gone from a root whose checkpoint it held records after (the crash image: its
+/// directory removed, or every segment in it): open refuses, naming the journal's directory,
+/// and the tools say so ("open will fail", `verify` exit 1) rather than report a root that
+/// opens without the records after the checkpoint.
+#[test]
+fn a_journal_gone_after_the_checkpoint_fails_open_and_the_tools() {
+    for whole_dir in [true, false] {
+        let tmp = TempDir::new().unwrap();
+        let root = image_copy(&tmp);
+        assert!(inspect_json(&root)["checkpoint_seq"].as_u64().unwrap() > 0);
+        let journal = root.join("journal");
+        if whole_dir {
+            fs::remove_dir_all(&journal).unwrap();
+        } else {
+            for ent in fs::read_dir(&journal).unwrap() {
+                fs::remove_file(ent.unwrap().path()).unwrap();
+            }
+        }
+        let copy = tmp.path().join("opened");
+        roots::copy_tree(&root, &copy);
+        let Err(err) = Engine::open(&copy) else {
+            panic!("opened without the journal's records")
+        };
+        assert!(err.to_string().contains("checkpoint"), "{err}");
+        let run = fails(&["inspect", p(&root), "--json"], 1);
+        let open_error = json(&run.stdout)["open_error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(open_error.starts_with("journal: "), "{open_error}");
+        assert!(
+            open_error.contains(p(&journal)) && open_error.contains("checkpoint"),
+            "{open_error}"
+        );
+        let run = fails(&["verify", p(&root)], 1);
+        assert!(run.stderr.contains("checkpoint"), "{}", run.stderr);
+    }
+}
+
+/// A group's `.wal` header and a checkpointed journal record both damaged: open reads the
+/// groups before the journal and names the `.wal` file; "open will fail" names it too (it once named the
+/// journal record).
+#[test]
+fn open_will_fail_names_a_groups_damage_before_the_journals() {
+    let tmp = TempDir::new().unwrap();
+    let root = image_copy(&tmp);
+    flip(
+        &root.join("groups/1").join(layout::log_name(1)),
+        layout::FILE_HEADER_AT + 20,
+    );
+    let seg = segment(&root);
+    // Record 1, below the checkpoint: damage, not a torn tail.
+    let at = record_offsets(&seg)[&1];
+    flip(&seg, at + layout::RECORD_BODY_AT + 3);
+    let copy = tmp.path().join("opened");
+    roots::copy_tree(&root, &copy);
+    let Err(err) = Engine::open(&copy) else {
+        panic!("opened a damaged root")
+    };
+    assert!(err.to_string().contains("00001.wal"), "{err}");
+    let run = fails(&["inspect", p(&root), "--json"], 1);
+    let open_error = json(&run.stdout)["open_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        open_error.starts_with("group 1: ") && open_error.contains("00001.wal"),
+        "{open_error}"
+    );
+}

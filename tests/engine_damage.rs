@@ -518,3 +518,148 @@ fn an_older_engine_meta_copy_in_use_gives_out_no_incarnation_twice() {
     let e = Engine::open(&root).unwrap();
     assert_eq!(e.group_ids(), vec![1, 2, 3, 4]);
 }
+
+/// Entries `from..=to` of term 1 for group 1, with a hard state committing them, in a batch.
+fn batch_of(from: u64, to: u64) -> raftwal::WriteBatch {
+    let es: Vec<raft::prelude::Entry> = (from..=to)
+        .map(|i| fuzz::entries::entry_in_group(i, 1, 1))
+        .collect();
+    let mut hs = raft::prelude::HardState::default();
+    (hs.term, hs.commit) = (1, to);
+    let mut b = raftwal::WriteBatch::new();
+    b.save(1, &hs, &es, &Default::default());
+    b
+}
+
+/// What a kill leaves of a root whose journal holds records after its checkpoint: entries
+/// 1 to 10 written and closed (the checkpoint), then 11 to 20 written, the engine still open.
+/// With `snapshot`, the group made itself durable at 15 (`create_snapshot`) before the kill.
+fn killed_after_the_checkpoint(dir: &std::path::Path, snapshot: bool) -> std::path::PathBuf {
+    let root = dir.join("root");
+    let e = raftwal::Engine::open(&root).unwrap();
+    e.create_group(1, 1).unwrap();
+    e.write(&mut batch_of(1, 10)).unwrap();
+    e.close().unwrap();
+    let e = raftwal::Engine::open(&root).unwrap();
+    e.write(&mut batch_of(11, 20)).unwrap();
+    if snapshot {
+        e.group(1)
+            .unwrap()
+            .create_snapshot(15, None, bytes::Bytes::from_static(b"at 15"))
+            .unwrap();
+    }
+    let image = dir.join("image");
+    roots::kill_image(&root, &image);
+    image
+}
+
+/// The journal gone from a root whose `engine.meta` names a checkpoint (the whole directory,
+/// its segments, or its segments left only as spares): every record after the checkpoint is
+/// lost, acknowledged entries 11 to 20 here. Open refuses in both modes, naming the journal's
+/// directory, and changes nothing; a journal started afresh would once open the root without
+/// them (and give their sequence numbers out again).
+#[test]
+fn a_journal_gone_from_a_root_with_a_checkpoint_is_refused_naming_it() {
+    use raftwal::{Engine, EngineOptions, Error, RecoveryMode};
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage); 3] = [
+        ("the directory removed", |j| {
+            std::fs::remove_dir_all(j).unwrap()
+        }),
+        ("its segments removed", |j| {
+            for ent in std::fs::read_dir(j).unwrap() {
+                std::fs::remove_file(ent.unwrap().path()).unwrap();
+            }
+        }),
+        ("its segments renamed as spares", |j| {
+            for ent in std::fs::read_dir(j).unwrap() {
+                let p = ent.unwrap().path();
+                let name = p.file_name().unwrap().to_str().unwrap().to_string();
+                if !name.starts_with("spare-") {
+                    std::fs::rename(&p, j.join(format!("spare-{name}"))).unwrap();
+                }
+            }
+        }),
+    ];
+    for (what, damage) in damages {
+        for mode in [
+            RecoveryMode::TolerateTailCorruption,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let image = killed_after_the_checkpoint(dir.path(), false);
+            let journal = image.join("journal");
+            damage(&journal);
+            let before = fuzz::open_engine::read_image(&image);
+            let opts = EngineOptions {
+                recovery_mode: mode,
+                ..Default::default()
+            };
+            match Engine::open_with(&image, opts) {
+                Err(Error::MissingFile { path, reason }) => {
+                    assert_eq!(path, journal, "{what}, {mode:?}: {reason}");
+                    assert!(reason.contains("checkpoint"), "{what}, {mode:?}: {reason}");
+                }
+                Err(e) => panic!("{what}, {mode:?}: another error: {e}"),
+                Ok(_) => panic!("{what}, {mode:?}: opened without entries 11 to 20"),
+            }
+            assert!(
+                before == fuzz::open_engine::read_image(&image),
+                "{what}, {mode:?}: the refused open changed the root"
+            );
+        }
+    }
+}
+
+/// With no checkpoint yet (a young root), the journal gone behind a group's meta page that
+/// reflects records in it (`create_snapshot` made the group durable): open refuses, naming
+/// the journal. The image with its journal opens whole.
+#[test]
+fn a_journal_gone_behind_a_groups_meta_page_is_refused_naming_it() {
+    use raft::Storage;
+    use raftwal::{Engine, Error};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let e = Engine::open(&root).unwrap();
+    e.create_group(1, 1).unwrap();
+    e.write(&mut batch_of(1, 10)).unwrap();
+    e.group(1)
+        .unwrap()
+        .create_snapshot(5, None, bytes::Bytes::from_static(b"at 5"))
+        .unwrap();
+    e.write(&mut batch_of(11, 20)).unwrap();
+    let image = dir.path().join("image");
+    roots::kill_image(&root, &image);
+    let whole = dir.path().join("whole");
+    roots::copy_tree(&image, &whole);
+    std::fs::remove_dir_all(image.join("journal")).unwrap();
+    match Engine::open(&image) {
+        Err(Error::MissingFile { path, reason }) => {
+            assert_eq!(path, image.join("journal"), "{reason}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("opened without entries 11 to 20"),
+    }
+    let e = Engine::open(&whole).unwrap();
+    assert_eq!(e.group(1).unwrap().last_index().unwrap(), 20);
+}
+
+/// A root made and never written has no journal segment, closed or killed (its first open
+/// marks `engine.meta` open before any segment exists): it opens, and so does one whose
+/// journal directory was never made.
+#[test]
+fn a_root_never_written_opens_without_a_segment() {
+    use raftwal::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let e = Engine::open(&root).unwrap();
+    e.create_group(1, 1).unwrap();
+    let image = dir.path().join("image");
+    roots::kill_image(&root, &image);
+    e.close().unwrap();
+    for r in [&root, &image] {
+        Engine::open(r).unwrap().close().unwrap();
+    }
+    std::fs::remove_dir_all(image.join("journal")).unwrap();
+    Engine::open(&image).unwrap().close().unwrap();
+}

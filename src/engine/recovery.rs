@@ -116,8 +116,19 @@ pub(crate) fn open(
         (read, opened?)
     } else {
         let read = read_all()?;
+        if new_journal {
+            // Refused before the directory is made (a refused open changes nothing).
+            check_journal_found(&journal_dir, checkpoint_seq, None, checkpoint_seq, &read)?;
+        }
         (read, open_journal()?)
     };
+    check_journal_found(
+        &journal_dir,
+        checkpoint_seq,
+        Some(opened.segment_files),
+        opened.journal.last_seq(),
+        &read,
+    )?;
     // With engine.meta's newest copy damaged, the older one in use (tolerant mode) may
     // predate groups created since: none of the incarnations on disk is given out again.
     root_record.next_incarnation = next_incarnation_in_use(
@@ -195,6 +206,40 @@ pub(crate) fn open(
     }
     replay(&shared, opened.records)?;
     Ok(shared)
+}
+
+/// The journal holds every record the root says it wrote: a segment file once `engine.meta`
+/// names a checkpoint ([`segments_missing`](super::journal::segments_missing)), and every
+/// record a group's meta page reflects ([`page_past_end`](super::journal::page_past_end);
+/// `last_seq`: the journal's last record, or its checkpoint). Lost segments are an error
+/// naming the journal's directory, rather than a journal started afresh without their
+/// records, which gives their sequence numbers out again. A root with no checkpoint and no
+/// page past the journal's end may have lost records all the same: nothing on disk tells it
+/// from one never written.
+fn check_journal_found(
+    dir: &Path,
+    checkpoint_seq: u64,
+    segment_files: Option<usize>,
+    last_seq: u64,
+    read: &ReadGroups,
+) -> Result<()> {
+    if let Some(e) = super::journal::segments_missing(dir, checkpoint_seq, segment_files) {
+        return Err(e);
+    }
+    let ahead = read
+        .groups
+        .iter()
+        .filter(|g| g.eng.journal_seq > last_seq)
+        .max_by_key(|g| g.eng.journal_seq);
+    match ahead {
+        Some(g) => Err(super::journal::page_past_end(
+            dir,
+            g.meta_file.path(),
+            g.eng.journal_seq,
+            last_seq,
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Spare segments kept: as many as a checkpoint frees (the journal then reuses its files

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::sys::crypto::Cipher;
 
 pub(crate) use super::batch::{decode_at as decode_parts_at, Decoded as Part};
+pub(crate) use super::journal::page_past_end;
 pub(crate) use super::recovery::{
     check_fallback_snapshot_files, check_group_numbers, check_incarnation, check_meta_fallback,
     check_root_numbers, next_incarnation_in_use, parse_group_name,
@@ -111,8 +112,12 @@ pub(crate) fn scan(
     };
     let listing = match fs::read_dir(dir) {
         Ok(l) => l,
-        // A root whose journal was never made (open makes it).
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        // A root whose journal was never made (open makes it), unless a checkpoint says it
+        // was.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.damage = journal::segments_missing(dir, checkpoint_seq, None);
+            return Ok(out);
+        }
         Err(e) => return Err(Error::io("read directory", dir, e)),
     };
     let mut ids = Vec::new();
@@ -130,6 +135,10 @@ pub(crate) fn scan(
     }
     ids.sort_unstable();
     out.spares.sort();
+    if let Some(e) = journal::segments_missing(dir, checkpoint_seq, Some(ids.len())) {
+        out.damage = Some(e);
+        return Ok(out);
+    }
 
     // Headers first, as open reads them. Each segment is read through the descriptor opened
     // here from then on: a live engine's checkpoint may retire a segment (rename it to a

@@ -40,7 +40,7 @@ pub(crate) mod held;
 mod open;
 
 pub(crate) use header::{read_header_of, Header, H_FIRST_SEQ, H_ID};
-pub(crate) use open::{follows, torn_end, Follow};
+pub(crate) use open::{follows, page_past_end, segments_missing, torn_end, Follow};
 
 use header::encode_header;
 
@@ -144,6 +144,8 @@ pub(crate) struct Opened {
     pub journal: Journal,
     /// Records after the checkpoint, in sequence order.
     pub records: Vec<Record>,
+    /// Files named like a segment, live or not (a blank or recycled header too).
+    pub segment_files: usize,
 }
 
 impl Journal {
@@ -235,6 +237,11 @@ impl Journal {
         if let Some(w) = self.writer.as_mut() {
             w.direct = direct::Direct::open(&w.path);
         }
+    }
+
+    /// The last record the journal holds (or the checkpoint it starts after, if later).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
     }
 
     /// Bytes appended since the journal was last trimmed.

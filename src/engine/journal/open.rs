@@ -272,7 +272,11 @@ impl Journal {
                 direct: None,
             });
         }
-        Ok(Opened { journal, records })
+        Ok(Opened {
+            journal,
+            records,
+            segment_files: ids.len(),
+        })
     }
 }
 
@@ -316,4 +320,42 @@ pub(crate) fn torn_end(path: &Path, want: u64, first_seq: u64) -> Error {
             "journal segment starts at record {first_seq}, but the segment before ends before record {want}: it was started while records before it were not flushed, and records {want}..{first_seq} never reached the disk (a torn end: the journal ends before this segment, whose records were never acknowledged)"
         ),
     )
+}
+
+/// The journal lost from a root whose `engine.meta` names checkpoint `checkpoint_seq`: from
+/// the first record on, the journal always has a segment file (the one written last is never
+/// trimmed, and the next is durable under its name before the one before it goes). `None`
+/// while it has one (`segment_files`: the files in `dir` named like a segment; `None` for a
+/// missing directory), or with no checkpoint yet (a root never written has none either).
+pub(crate) fn segments_missing(
+    dir: &Path,
+    checkpoint_seq: u64,
+    segment_files: Option<usize>,
+) -> Option<Error> {
+    if checkpoint_seq == 0 || segment_files.is_some_and(|n| n > 0) {
+        return None;
+    }
+    let found = match segment_files {
+        None => "the directory is missing",
+        Some(_) => "it holds no segment",
+    };
+    Some(Error::MissingFile {
+        path: dir.to_path_buf(),
+        reason: format!(
+            "engine.meta's checkpoint is at journal record {checkpoint_seq}, but {found}: the records after the checkpoint are lost"
+        ),
+    })
+}
+
+/// A group's meta page (`page`) that reflects journal record `page_seq`, past the end of the
+/// journal in `dir` (`last_seq`, or its checkpoint if later): a page is stored only once the
+/// journal is flushed up to the record it reflects, so segments that held records were lost.
+pub(crate) fn page_past_end(dir: &Path, page: &Path, page_seq: u64, last_seq: u64) -> Error {
+    Error::MissingFile {
+        path: dir.to_path_buf(),
+        reason: format!(
+            "{} reflects journal record {page_seq}, but the journal ends at record {last_seq}: the segments that held the records up to it are missing",
+            page.display()
+        ),
+    }
 }

@@ -645,7 +645,8 @@ fn build_template() -> Result<Template, String> {
     })
 }
 
-fn read_image(root: &Path) -> Img {
+/// Every file and directory under `root` (the lock file aside), with the files' bytes.
+pub fn read_image(root: &Path) -> Img {
     fn walk(root: &Path, rel: &str, img: &mut Img) {
         let dir = if rel.is_empty() {
             root.to_path_buf()

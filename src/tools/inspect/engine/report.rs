@@ -313,18 +313,25 @@ impl RootRead {
             parts_for_removed_groups: self.parts_for_removed_groups,
         };
         let groups: Vec<GroupSummary> = self.groups.iter().map(|(&id, g)| g.summary(id)).collect();
-        // What `Engine::open` refuses: damage in the journal, a group it cannot read, a
-        // journal part it will not replay (for no possible group, or contradicting its group's
-        // log), a damaged slot that replaying a truncation checks.
-        let open_error = j
-            .damage
-            .as_ref()
-            .map(|e| format!("journal: {e}"))
+        // What `Engine::open` refuses, in the order it meets it: a group it cannot read,
+        // damage in the journal, segments lost behind a group's meta page, a group the root's
+        // checks refuse (an incarnation, a snapshot lost with a meta copy), a journal part it
+        // will not replay (for no possible group, or contradicting its group's log), a damaged
+        // slot that replaying a truncation checks.
+        let group_error = |id: &u64, g: &super::group::GroupRead| {
+            g.disk.as_ref().err().map(|e| format!("group {id}: {e}"))
+        };
+        let open_error = self
+            .first_read_error
+            .and_then(|id| self.groups.get_key_value(&id))
+            .and_then(|(id, g)| group_error(id, g))
+            .or_else(|| j.damage.as_ref().map(|e| format!("journal: {e}")))
             .or_else(|| {
-                self.groups
-                    .iter()
-                    .find_map(|(id, g)| g.disk.as_ref().err().map(|e| format!("group {id}: {e}")))
+                self.journal_behind
+                    .as_ref()
+                    .map(|e| format!("journal: {e}"))
             })
+            .or_else(|| self.groups.iter().find_map(|(id, g)| group_error(id, g)))
             .or_else(|| self.part_damage.as_ref().map(|e| format!("journal: {e}")))
             .or_else(|| {
                 // Open replays every record before it clears any group's files below a

@@ -75,6 +75,7 @@ impl RootRead {
             && j.torn.is_none()
             && j.lost.is_none()
             && self.part_damage.is_none()
+            && self.journal_behind.is_none()
             && self.groups.values().all(|g| {
                 g.replay.damage.is_none()
                     && g.cleared_damage.is_none()

@@ -36,6 +36,11 @@ pub(super) struct RootRead {
     pub(super) journal: JournalScan,
     /// A part that names no possible group (an incarnation the root never gave out).
     pub(super) part_damage: Option<Error>,
+    /// The first group (in id order) that could not be read, before the root's own checks
+    /// (incarnations, snapshots) marked others: open meets it before the journal.
+    pub(super) first_read_error: Option<u64>,
+    /// A group's meta page reflecting a record past the journal's end: segments lost.
+    pub(super) journal_behind: Option<Error>,
     pub(super) parts_for_removed_groups: u64,
     /// `engine.meta` changed while the journal was read (a checkpoint ran, or a group was
     /// created): harmless unless the journal looked damaged, which is read again.
@@ -165,6 +170,14 @@ pub(super) fn read_root(
         );
     }
 
+    let first_read_error = groups
+        .iter()
+        .find(|(_, g)| g.disk.is_err())
+        .map(|(&id, _)| id);
+    let journal_behind = match &journal.damage {
+        None => page_past_journal(root, &journal, &groups, cipher)?,
+        Some(_) => None,
+    };
     // The next incarnation as open uses it, and every group's below it (as open checks).
     let next_incarnation = scan::next_incarnation_in_use(
         &root_copies,
@@ -257,7 +270,42 @@ pub(super) fn read_root(
         groups,
         journal,
         part_damage,
+        first_read_error,
+        journal_behind,
         parts_for_removed_groups: removed,
         changed,
     })
+}
+
+/// A group's meta page that reflects a record past the end of `journal` (as read): segments
+/// were lost (`scan::page_past_end`, which open refuses), unless a live
+/// engine made the group durable after the journal was read. So the journal's end is read
+/// again (with `engine.meta`'s checkpoint now, as a trim since may have taken the record):
+/// a page is stored only once the journal is flushed up to the record it reflects.
+fn page_past_journal(
+    root: &Path,
+    journal: &JournalScan,
+    groups: &BTreeMap<u64, GroupRead>,
+    cipher: Option<&Cipher>,
+) -> Result<Option<Error>> {
+    let last = journal.next_seq.saturating_sub(1);
+    let Some(d) = groups
+        .values()
+        .filter_map(|g| g.disk.as_ref().ok())
+        .filter(|d| d.eng.journal_seq > last)
+        .max_by_key(|d| d.eng.journal_seq)
+    else {
+        return Ok(None);
+    };
+    let (now, _) = meta::read_only::<EngineRecord>(root, None)?;
+    let again = scan::scan(&journal.dir, now.checkpoint_seq, cipher, &mut |_| Ok(()))?;
+    if again.damage.is_none() && d.eng.journal_seq < again.next_seq {
+        return Ok(None);
+    }
+    Ok(Some(scan::page_past_end(
+        &journal.dir,
+        &d.dir.join(meta::META_FILE),
+        d.eng.journal_seq,
+        last,
+    )))
 }
