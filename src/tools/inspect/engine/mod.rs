@@ -225,6 +225,32 @@ impl EngineInspector {
     }
 }
 
+impl EngineInspector {
+    /// [`EngineInspector::snapshot_reader`] beside a live engine: a group that made a newer
+    /// snapshot since it was read has removed the file of the one read, so the root is read
+    /// again (module `retry`), a few times, before a missing file is reported as such.
+    pub(crate) fn live_snapshot_reader(mut self) -> Result<SnapshotReader> {
+        let mut attempt = 1;
+        loop {
+            match self.snapshot_reader() {
+                Err(e @ Error::MissingFile { .. }) => {
+                    let cipher = self.cipher.as_ref();
+                    let moved = self.only().is_ok_and(|(_, d)| retry::moved_on(d, cipher));
+                    if !moved || attempt >= self.attempts {
+                        return Err(e);
+                    }
+                }
+                r => return r,
+            }
+            attempt += 1;
+            std::thread::sleep(retry::RETRY_PAUSE);
+            let only = self.read.only;
+            self.read = read_with_retries(&self.root, self.cipher.as_ref(), only, self.attempts)?;
+            self.summary = self.read.summary();
+        }
+    }
+}
+
 /// Damage (exit code 1 for the tools), as opposed to an error that stops the reading.
 fn is_damage(e: &Error) -> bool {
     matches!(e, Error::Corrupt { .. } | Error::MissingFile { .. })
@@ -233,4 +259,37 @@ fn is_damage(e: &Error) -> bool {
 /// A new error describing the same damage (errors are not `Clone`).
 fn same_damage(e: &Error) -> Error {
     super::same_damage(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineInspector;
+    use crate::Engine;
+    use bytes::Bytes;
+
+    /// An inspector's snapshot of a group, read before the group made a newer one and removed
+    /// the file of the one read (a live engine): the newer one is served, not a missing file
+    /// (`raftwal snapshot save --group` once failed so beside an engine taking snapshots).
+    #[test]
+    fn a_snapshot_replaced_after_the_read_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        let mut es = Vec::new();
+        for i in 1..=10 {
+            let mut en = raft::prelude::Entry::default();
+            (en.index, en.term) = (i, 1);
+            es.push(en);
+        }
+        let mut hs = raft::prelude::HardState::default();
+        (hs.term, hs.commit) = (1, 10);
+        g.save(&hs, &es, &Default::default()).unwrap();
+        g.create_snapshot(5, None, Bytes::from_static(b"at 5"))
+            .unwrap();
+        let inspector = EngineInspector::open_group(dir.path(), None, 1).unwrap();
+        g.create_snapshot(8, None, Bytes::from_static(b"at 8"))
+            .unwrap();
+        let reader = inspector.live_snapshot_reader().unwrap();
+        assert_eq!(reader.metadata().index, 8);
+    }
 }
