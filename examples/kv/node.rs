@@ -769,6 +769,17 @@ impl Node {
         let msgs = rd.take_persisted_messages();
         self.send(msgs);
         let mut light = self.raw.advance(rd);
+        if light.commit_index().is_some() {
+            // A commit raft reports here (a lone voter's, or after a conf change) is in no
+            // later Ready's hard state: saved now, before its entries are applied, or a
+            // restart would find a checkpoint and a snapshot past the durable commit, which
+            // raft refuses.
+            let hs = self.raw.raft.hard_state();
+            self.raw
+                .store()
+                .save(&hs, &[], &Snapshot::default())
+                .map_err(|e| format!("save(commit): {e}"))?;
+        }
         let msgs = light.take_messages();
         self.send(msgs);
         let committed = light.take_committed_entries();
