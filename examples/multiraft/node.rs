@@ -11,12 +11,17 @@
 //! reports it durable, every Ready in it gets `on_persist_ready(number)` and its persisted
 //! messages are sent (the votes and append responses of followers, which must never leave before
 //! what they promise is on disk), in order. A Ready that persists nothing but follows an
-//! unfinished write of its group waits for that write in the same way.
+//! unfinished write of its group waits for that write in the same way. A group's snapshot
+//! (its state machine at the applied index) is taken as it applies, and stored only once a
+//! durable hard state commits that index: the hard state that committed the entries is still
+//! in the batch when they are applied, and a snapshot durable ahead of it is one a kill leaves
+//! past the durable commit, which raft refuses to start from.
 //!
 //! Owns: the node's engine, raft nodes and state machines, its writer thread, and the node's
 //! figures on the [`Board`]. Must never: send a persisted message before the batch holding its
 //! Ready is durable, call `step`/`propose` between a group's `ready()` and its
-//! `advance_append_async`, or call `Engine::write` from the raft thread.
+//! `advance_append_async`, store a snapshot past the group's durable commit, or call
+//! `Engine::write` from the raft thread.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -61,8 +66,9 @@ pub struct NodeConfig {
     pub root: PathBuf,
     pub groups: u64,
     pub tick: Duration,
-    /// Compact a group's log (snapshot of its state machine at the applied index) once this
-    /// many entries were applied since its last snapshot; 0: never.
+    /// Compact a group's log (snapshot of its state machine at the applied index, stored once
+    /// that index is committed durably) once this many entries were applied since its last
+    /// snapshot; 0: never.
     pub compact_every: u64,
 }
 
@@ -153,6 +159,11 @@ struct Group {
     proposed: HashSet<u64>,
     /// Index of the group's last snapshot.
     snapshot_index: u64,
+    /// The commit index of the group's last durable hard state.
+    durable_commit: u64,
+    /// The state machine encoded at an applied index, to be stored as the group's snapshot
+    /// once a durable hard state commits that index ([`Node::snapshot_if_durable`]).
+    staged: Option<(u64, bytes::Bytes)>,
 }
 
 /// A Ready handed to (or waiting for) a batch: what to do once the batch is durable.
@@ -164,6 +175,8 @@ struct Pending {
     wrote: bool,
     /// A snapshot to install into the state machine.
     snapshot: Option<Snapshot>,
+    /// The commit index of the hard state the Ready wrote (0: none).
+    commit: u64,
 }
 
 /// The batch being collected, or the one at the writer.
@@ -279,6 +292,8 @@ impl Node {
             if fresh && (gid - 1) % PEERS.len() as u64 + 1 == id {
                 raw.campaign().map_err(err(what()))?;
             }
+            // What raft starts from is durable: its commit, the hard state's.
+            let durable_commit = raw.raft.hard_state().commit;
             groups.push(Group {
                 id: gid,
                 raw,
@@ -286,6 +301,8 @@ impl Node {
                 last_write: 0,
                 proposed: HashSet::new(),
                 snapshot_index,
+                durable_commit,
+                staged: None,
             });
         }
         let start_time = t.elapsed();
@@ -460,6 +477,7 @@ impl Node {
                 messages,
                 wrote: true,
                 snapshot,
+                commit: hs.commit,
             });
             g.raw.advance_append_async(rd);
         } else if g.last_write > self.durable {
@@ -470,6 +488,7 @@ impl Node {
                 messages,
                 wrote: false,
                 snapshot: None,
+                commit: 0,
             };
             match self.in_flight.as_mut() {
                 Some(b) if b.seq == g.last_write => b.readies.push(pending),
@@ -485,16 +504,48 @@ impl Node {
         }
         if !committed.is_empty() {
             g.raw.advance_apply_to(g.sm.applied);
-            if self.compact_every > 0 && g.sm.applied >= g.snapshot_index + self.compact_every {
-                // Applied entries are durable here, so the snapshot's index is in the log.
-                g.raw
-                    .store()
-                    .disk()
-                    .create_snapshot(g.sm.applied, None, g.sm.encode())
-                    .map_err(|e| {
-                        format!("node {} group {}: create_snapshot: {e}", self.id, g.id)
-                    })?;
-                g.snapshot_index = g.sm.applied;
+            let due = g.sm.applied >= g.snapshot_index + self.compact_every;
+            if self.compact_every > 0 && due && g.staged.is_none() {
+                // Taken now (the state at the applied index), stored once it is committed
+                // durably: the hard state committing these entries is only in the batch.
+                g.staged = Some((g.sm.applied, g.sm.encode()));
+            }
+            self.snapshot_if_durable(i)?;
+        }
+        Ok(())
+    }
+
+    /// Stores group `i`'s staged snapshot once a durable hard state commits its index. A
+    /// snapshot stored past the durable commit is one a kill can leave behind it, and raft
+    /// refuses to start from that ("hs.commit is out of range"); one a received snapshot has
+    /// overtaken is dropped.
+    fn snapshot_if_durable(&mut self, i: usize) -> Result<(), String> {
+        let g = &mut self.groups[i];
+        let Some(index) = g.staged.as_ref().map(|(index, _)| *index) else {
+            return Ok(());
+        };
+        if index <= g.snapshot_index {
+            g.staged = None;
+        } else if index <= g.durable_commit {
+            if let Some((index, data)) = g.staged.take() {
+                // Committed durably, so its entries are durable and in the log. Checked against
+                // the engine's own durable hard state as well (the runs' tests rely on it).
+                let disk = g.raw.store().disk();
+                let durable = disk
+                    .initial_state()
+                    .map_err(|e| format!("node {} group {}: {e}", self.id, g.id))?
+                    .hard_state
+                    .commit;
+                if durable < index {
+                    return Err(format!(
+                        "node {} group {}: a snapshot at {index} past the durable commit {durable}",
+                        self.id, g.id
+                    ));
+                }
+                disk.create_snapshot(index, None, data).map_err(|e| {
+                    format!("node {} group {}: create_snapshot: {e}", self.id, g.id)
+                })?;
+                g.snapshot_index = index;
                 self.stats.snapshots_taken += 1;
             }
         }
@@ -544,6 +595,7 @@ impl Node {
         s.write_time += took;
         for p in b.readies {
             let g = &mut self.groups[p.group];
+            g.durable_commit = g.durable_commit.max(p.commit);
             g.raw.mut_store().persisted(seq);
             g.raw.on_persist_ready(p.number);
             if let Some(snap) = p.snapshot {
@@ -558,6 +610,7 @@ impl Node {
             for m in p.messages {
                 self.outbox.push((m.to, g.id, m));
             }
+            self.snapshot_if_durable(p.group)?;
         }
         Ok(())
     }
