@@ -251,6 +251,8 @@ pub struct Inspector {
     committed_damage: Option<Error>,
     /// Damage in the meta copy not in use.
     meta_damage: Option<Error>,
+    /// The sequence number of the meta copy read.
+    meta_seq: u64,
     summary: Summary,
 }
 
@@ -333,8 +335,21 @@ impl Inspector {
             tail_damage: plan.tail_damage,
             committed_damage,
             meta_damage,
+            meta_seq: copies.seq,
             summary,
         })
+    }
+
+    /// Whether the directory's meta page is no longer the one this inspector read (or cannot
+    /// be read): a live store wrote since. Its files may then have changed under the reads
+    /// too (a file a snapshot made obsolete is recycled as the next one, in place), so damage
+    /// found is to be checked again on a new inspector before it is reported; damage found
+    /// while this is `false` is in the files as read.
+    pub fn changed_since_open(&self) -> bool {
+        match meta::read_only::<MetaRecord>(&self.dir, self.cipher.as_ref()) {
+            Ok((now, copies)) => now != self.meta || copies.seq != self.meta_seq,
+            Err(_) => true,
+        }
     }
 
     /// What the directory holds.
@@ -373,7 +388,7 @@ impl Inspector {
             return Err(same_damage(damage));
         }
         if let Some(s) = self.meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
-            let mut reader = SnapshotReader::open(&self.dir, s, self.cipher.as_ref())?;
+            let mut reader = open_snapshot(&self.dir, s, self.cipher.as_ref())?;
             let mut buf = vec![0u8; 256 << 10];
             loop {
                 let n =
@@ -443,15 +458,49 @@ impl Inspector {
     }
 
     /// The current snapshot as a verified stream. `Error::NoSnapshot` when there is none.
+    /// Beside a live store that replaced the snapshot read (and removed its file), the one its
+    /// meta page names now.
     pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
         match self.meta.snapshot.as_ref().filter(|s| s.index > 0) {
-            Some(s) => SnapshotReader::open(&self.dir, s, self.cipher.as_ref()),
+            Some(s) => open_snapshot(&self.dir, s, self.cipher.as_ref()),
             None => Err(Error::NoSnapshot {
                 path: self.dir.clone(),
             }),
         }
     }
 }
+
+/// The snapshot `read` (from the meta page of `dir` as read) as a verified stream, or, if its
+/// file is gone because a live store (or engine group) replaced it since, the newer one the
+/// meta page names now: read again as the store goes on taking snapshots, a bounded number of
+/// times (microseconds each, against the milliseconds a snapshot takes), before the missing
+/// file is reported as such.
+pub(crate) fn open_snapshot(
+    dir: &Path,
+    read: &crate::proto::SnapshotRecord,
+    cipher: Option<&Cipher>,
+) -> Result<SnapshotReader> {
+    let missing = match SnapshotReader::open(dir, read, cipher) {
+        Err(e @ Error::MissingFile { .. }) => e,
+        r => return r,
+    };
+    for _ in 0..REPLACED_SNAPSHOT_TRIES {
+        let Ok((now, _)) = meta::read_only::<MetaRecord>(dir, cipher) else {
+            break;
+        };
+        let Some(s) = now.snapshot.as_ref().filter(|s| s.index > read.index) else {
+            break;
+        };
+        match SnapshotReader::open(dir, s, cipher) {
+            Err(Error::MissingFile { .. }) => continue,
+            r => return r,
+        }
+    }
+    Err(missing)
+}
+
+/// Times [`open_snapshot`] reads a meta page again for a replaced snapshot.
+const REPLACED_SNAPSHOT_TRIES: usize = 100;
 
 /// The damage `e` describes, as a new error of the same kind (errors are not `Clone`: an I/O
 /// error cannot be copied, but damage is only ever `Corrupt` or `MissingFile`; anything else

@@ -101,6 +101,15 @@ impl Log {
         }
     }
 
+    /// A WAL directory whose meta page a live store rewrote since it was read (an engine
+    /// root's reads ride out a live engine on their own).
+    fn changed_since_open(&self) -> bool {
+        match self {
+            Log::Dir(i) => i.changed_since_open(),
+            Log::Group(_) => false,
+        }
+    }
+
     fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, Failure> {
         Ok(match self {
             Log::Dir(i) => i.entries(lo, hi)?,
@@ -108,6 +117,9 @@ impl Log {
         })
     }
 }
+
+/// Reads of a directory a live store changed while damage was found in it.
+const LIVE_ATTEMPTS: usize = 3;
 
 pub fn run(args: Args) -> CmdResult {
     let log = Log::open(&args)?;
@@ -166,10 +178,21 @@ pub fn run(args: Args) -> CmdResult {
             out.line(text_line(e))
         }
     };
+    let mut log = log;
+    let mut reread = 1;
     let mut lo = from;
     while lo <= to {
         let hi = to.saturating_add(1).min(lo.saturating_add(CHUNK));
-        match log.entries(lo, hi) {
+        let read = log.entries(lo, hi);
+        if read.is_err() && reread < LIVE_ATTEMPTS && log.changed_since_open() {
+            // A live store changed the directory under the read (a log file recycled in
+            // place): the same chunk from a new read of it.
+            reread += 1;
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            log = Log::open(&args)?;
+            continue;
+        }
+        match read {
             Ok(chunk) => {
                 for e in &chunk {
                     print(&mut out, e)?;

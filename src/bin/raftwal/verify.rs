@@ -37,15 +37,32 @@ struct Report {
     checked: raftwal::inspect::VerifyReport,
 }
 
+/// Reads of a directory a live store changed while damage was found in it.
+const LIVE_ATTEMPTS: usize = 3;
+
 pub fn run(args: Args) -> CmdResult {
     if output::is_engine_root(&args.dir, args.group)? {
         return crate::engine::verify(&args.dir, args.group, args.json);
     }
-    let inspector = crate::output::open_inspector(&args.dir)?;
-    let progress = Progress::bytes(inspector.verify_len(), "verify");
-    let result = inspector.verify(&mut |n| progress.inc(n));
-    progress.finish();
-    let checked = result?;
+    // Beside a live store, damage found may be a file it changed under the reads (a recycled
+    // log file, a replaced snapshot): checked again on a new read, a few times, while the
+    // store keeps changing the directory.
+    let mut attempt = 1;
+    let checked = loop {
+        let inspector = crate::output::open_inspector(&args.dir)?;
+        let progress = Progress::bytes(inspector.verify_len(), "verify");
+        let result = inspector.verify(&mut |n| progress.inc(n));
+        progress.finish();
+        match result {
+            Err(raftwal::Error::Corrupt { .. } | raftwal::Error::MissingFile { .. })
+                if attempt < LIVE_ATTEMPTS && inspector.changed_since_open() =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            r => break r?,
+        }
+    };
     let mut out = Out::new();
     if args.json {
         out.json_pretty(&Report {

@@ -244,7 +244,7 @@ pub fn save_engine_group_snapshot(
     fsutil::refuse_existing(out)?;
     let inspector =
         crate::tools::inspect::engine::EngineInspector::open_group(root, key, group_id)?;
-    let mut reader = inspector.live_snapshot_reader()?;
+    let mut reader = inspector.snapshot_reader()?;
     let mut new = fsutil::NewFile::create(out)?;
     let tmp = new.tmp_path().to_path_buf();
     let meta = write_archive_to(new.file(), &Dest::File(&tmp), &mut reader, progress)?;

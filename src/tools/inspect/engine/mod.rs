@@ -41,7 +41,7 @@ use bytes::Bytes;
 use raft::prelude::{Entry, EntryType};
 
 use crate::error::{Error, Result};
-use crate::proto::{EngineRecord, MetaRecord};
+use crate::proto::EngineRecord;
 use crate::store::meta;
 use crate::store::snap::SnapshotReader;
 use crate::sys::crypto::Cipher;
@@ -217,46 +217,14 @@ impl EngineInspector {
     pub fn snapshot_reader(&self) -> Result<SnapshotReader> {
         let (g, disk) = self.only()?;
         match g.replay.meta.snapshot.as_ref().filter(|s| s.index > 0) {
-            Some(s) => SnapshotReader::open(&disk.dir, s, self.cipher.as_ref()),
+            // Beside a live engine that replaced it since: the one the meta page names now.
+            Some(s) => super::open_snapshot(&disk.dir, s, self.cipher.as_ref()),
             None => Err(Error::NoSnapshot {
                 path: disk.dir.clone(),
             }),
         }
     }
 }
-
-impl EngineInspector {
-    /// [`EngineInspector::snapshot_reader`] beside a live engine: a group that made a newer
-    /// snapshot since it was read has removed the file of the one read. Its meta page then
-    /// names the newer one, which is opened instead (read again as the engine goes on taking
-    /// snapshots, a bounded number of times, before a missing file is reported as such).
-    pub(crate) fn live_snapshot_reader(&self) -> Result<SnapshotReader> {
-        let missing = match self.snapshot_reader() {
-            Err(e @ Error::MissingFile { .. }) => e,
-            r => return r,
-        };
-        let (g, disk) = self.only()?;
-        let cipher = self.cipher.as_ref();
-        let read_at = g.replay.meta.snapshot.as_ref().map_or(0, |s| s.index);
-        for _ in 0..LIVE_SNAPSHOT_TRIES {
-            let Ok((now, _)) = meta::read_only::<MetaRecord>(&disk.dir, cipher) else {
-                break;
-            };
-            let Some(s) = now.snapshot.as_ref().filter(|s| s.index > read_at) else {
-                break;
-            };
-            match SnapshotReader::open(&disk.dir, s, cipher) {
-                Err(Error::MissingFile { .. }) => continue,
-                r => return r,
-            }
-        }
-        Err(missing)
-    }
-}
-
-/// Times [`EngineInspector::live_snapshot_reader`] reads a group's meta page again (each read
-/// and open take microseconds; a snapshot, file and flushes, milliseconds).
-const LIVE_SNAPSHOT_TRIES: usize = 100;
 
 /// Damage (exit code 1 for the tools), as opposed to an error that stops the reading.
 fn is_damage(e: &Error) -> bool {
@@ -296,7 +264,7 @@ mod tests {
         let inspector = EngineInspector::open_group(dir.path(), None, 1).unwrap();
         g.create_snapshot(8, None, Bytes::from_static(b"at 8"))
             .unwrap();
-        let reader = inspector.live_snapshot_reader().unwrap();
+        let reader = inspector.snapshot_reader().unwrap();
         assert_eq!(reader.metadata().index, 8);
     }
 }
