@@ -410,7 +410,11 @@ fn commit(
         // lead this commit holds.
         loop {
             let full = super::checkpoint::journal_full(&shared.opts, &journal);
-            if !(full || journal.must_wait(len)) || shared.stopping() {
+            let preparing = journal.must_wait(len);
+            // Closing, no checkpoint will come to make room; but the segment being prepared
+            // will (the preparer finishes its job before it stops), and this commit must not
+            // make it too: the two would collide on its file.
+            if !preparing && (!full || shared.stopping()) {
                 break;
             }
             if full {

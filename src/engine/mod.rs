@@ -607,6 +607,61 @@ mod tests {
         assert_eq!(g1.first_index().unwrap(), 51);
     }
 
+    /// A commit that waits for the next journal segment while it is being prepared goes on
+    /// waiting when the engine starts to close: the preparer finishes that segment before it
+    /// stops, and a commit that made the same segment itself (as it once did, leaving its wait
+    /// when close began) collided with it (`create ...: File exists`), failing the write, and
+    /// the close after it.
+    #[test]
+    fn a_commit_waiting_for_a_segment_being_prepared_is_written_when_close_begins() {
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EngineOptions {
+            journal_segment_bytes: 64 << 10,
+            ..Default::default()
+        };
+        let e = Engine::open_with(dir.path(), opts).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        // The preparer makes the second segment and stops there until released.
+        let (paused, paused_rx) = channel();
+        let (release, release_rx) = channel::<()>();
+        segments::tests::pause_next_preparation(&e.shared.root, move || {
+            let _ = paused.send(());
+            let _ = release_rx.recv_timeout(Duration::from_secs(30));
+        });
+        let big = |from: u64, n: u64| {
+            (from..from + n)
+                .map(|index| {
+                    let mut en = raft::prelude::Entry::default();
+                    (en.index, en.term) = (index, 1);
+                    en.data = vec![7u8; 10 << 10].into();
+                    en
+                })
+                .collect::<Vec<_>>()
+        };
+        // The first segment, made by the commit; the preparer then makes the second.
+        g.save(&hard_state(1, 0), &big(1, 1), &Default::default())
+            .unwrap();
+        paused_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the preparer made the next segment");
+        std::thread::scope(|s| {
+            // 60 KiB more: past the first segment, so the commit waits for the second.
+            let written = s.spawn(|| g.save(&hard_state(1, 0), &big(2, 6), &Default::default()));
+            std::thread::sleep(Duration::from_millis(300));
+            let closed = s.spawn(|| close(&e.shared));
+            std::thread::sleep(Duration::from_millis(300));
+            release.send(()).unwrap();
+            let (written, closed) = (written.join().unwrap(), closed.join().unwrap());
+            assert!(
+                !matches!(written, Err(Error::Io { .. })),
+                "the write: {written:?}"
+            );
+            assert!(closed.is_ok(), "the close: {closed:?}");
+        });
+    }
+
     /// The same with an installed snapshot (at 60) committed while the application snapshots
     /// at 80: once both were acknowledged and the group's snapshot went back from 80 to 60.
     #[test]

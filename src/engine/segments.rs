@@ -234,6 +234,8 @@ fn background(weak: Weak<Shared>) {
             }
         };
         let result = job.run_checked();
+        #[cfg(test)]
+        tests::pause_after_job(&shared.root);
         let mut j = shared.journal.lock();
         j.finish_preparation(result);
         shared.journal_cv.notify_all();
@@ -245,5 +247,33 @@ impl Job {
     fn run_checked(self) -> std::result::Result<Prepared, (Error, Option<PathBuf>)> {
         let spare = self.spare.clone();
         self.run().map_err(|e| (e, spare.filter(|p| p.exists())))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::{Path, PathBuf};
+
+    use parking_lot::Mutex;
+
+    /// Pauses of the preparer of the engine at a root, once its next job has made its segment
+    /// and before the journal takes it (the window in which no one else may make that file).
+    type Pause = (PathBuf, Box<dyn FnOnce() + Send>);
+    static PAUSES: Mutex<Vec<Pause>> = Mutex::new(Vec::new());
+
+    /// Makes the preparer of the engine at `root` run `f` after its next job (once).
+    pub(crate) fn pause_next_preparation(root: &Path, f: impl FnOnce() + Send + 'static) {
+        PAUSES.lock().push((root.to_path_buf(), Box::new(f)));
+    }
+
+    pub(super) fn pause_after_job(root: &Path) {
+        let f = {
+            let mut pauses = PAUSES.lock();
+            let at = pauses.iter().position(|(r, _)| r == root);
+            at.map(|i| pauses.swap_remove(i).1)
+        };
+        if let Some(f) = f {
+            f();
+        }
     }
 }
