@@ -445,7 +445,7 @@ fn commit(
         })
     });
     #[cfg(test)]
-    tests::pause_before_apply(&shared.root);
+    tests::BEFORE_APPLY.pass(&shared.root);
     for ((_, parts), recs) in accepted.iter_mut().zip(&installs) {
         for (part, rec) in parts.iter_mut().zip(recs) {
             apply_live(shared, groups, part, rec.as_ref(), seq)
@@ -576,10 +576,10 @@ pub(crate) mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
 
-    /// Pauses for the next commit of the engines at some roots, once it is journaled and before
-    /// its parts are applied (the window in which its checks must still hold).
-    type Pause = (PathBuf, Box<dyn FnOnce() + Send>);
-    static PAUSES: Mutex<Vec<Pause>> = Mutex::new(Vec::new());
+    /// The point between a commit's journal record and its apply (the window in which its
+    /// checks must still hold).
+    pub(super) static BEFORE_APPLY: crate::engine::pauses::Pauses =
+        crate::engine::pauses::Pauses::new();
 
     /// Batches waiting for the pipeline (to tell when callers have queued behind a lead).
     pub(crate) fn waiting(shared: &Shared) -> usize {
@@ -589,18 +589,7 @@ pub(crate) mod tests {
     /// Makes the next commit of the engine at `root` run `f` between its journal record and its
     /// apply (once; the commits of other roots, the other unit tests', go by).
     pub(crate) fn pause_next_commit(root: &Path, f: impl FnOnce() + Send + 'static) {
-        PAUSES.lock().push((root.to_path_buf(), Box::new(f)));
-    }
-
-    pub(super) fn pause_before_apply(root: &Path) {
-        let f = {
-            let mut pauses = PAUSES.lock();
-            let at = pauses.iter().position(|(r, _)| r == root);
-            at.map(|i| pauses.swap_remove(i).1)
-        };
-        if let Some(f) = f {
-            f();
-        }
+        BEFORE_APPLY.add(root, f);
     }
 
     /// Every caller of a failed commit gets the error as it was made: the file an I/O error

@@ -34,6 +34,8 @@ mod group;
 mod handle;
 mod journal;
 mod open_threads;
+#[cfg(test)]
+mod pauses;
 mod record;
 mod recovery;
 pub(crate) mod replayed;

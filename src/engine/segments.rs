@@ -235,7 +235,7 @@ fn background(weak: Weak<Shared>) {
         };
         let result = job.run_checked();
         #[cfg(test)]
-        tests::pause_after_job(&shared.root);
+        tests::AFTER_JOB.pass(&shared.root);
         let mut j = shared.journal.lock();
         j.finish_preparation(result);
         shared.journal_cv.notify_all();
@@ -252,28 +252,16 @@ impl Job {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
-    use parking_lot::Mutex;
+    use crate::engine::pauses::Pauses;
 
-    /// Pauses of the preparer of the engine at a root, once its next job has made its segment
-    /// and before the journal takes it (the window in which no one else may make that file).
-    type Pause = (PathBuf, Box<dyn FnOnce() + Send>);
-    static PAUSES: Mutex<Vec<Pause>> = Mutex::new(Vec::new());
+    /// The point after the preparer's job made its segment and before the journal takes it
+    /// (the window in which no one else may make that file).
+    pub(super) static AFTER_JOB: Pauses = Pauses::new();
 
     /// Makes the preparer of the engine at `root` run `f` after its next job (once).
     pub(crate) fn pause_next_preparation(root: &Path, f: impl FnOnce() + Send + 'static) {
-        PAUSES.lock().push((root.to_path_buf(), Box::new(f)));
-    }
-
-    pub(super) fn pause_after_job(root: &Path) {
-        let f = {
-            let mut pauses = PAUSES.lock();
-            let at = pauses.iter().position(|(r, _)| r == root);
-            at.map(|i| pauses.swap_remove(i).1)
-        };
-        if let Some(f) = f {
-            f();
-        }
+        AFTER_JOB.add(root, f);
     }
 }
