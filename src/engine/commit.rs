@@ -318,7 +318,7 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
     let mut ids: Vec<u64> = taken.iter().flatten().map(|p| p.group_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let checked: Vec<_> = ids
+    let named: Vec<_> = ids
         .iter()
         .filter_map(|id| groups.get(id))
         .map(|g| g.checked.read())
@@ -330,12 +330,12 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
     // only the batch that installs into its group.
     let mut writers: HashMap<u64, MutexGuard<'_, ()>> = HashMap::new();
     for (w, parts) in batches.iter().zip(taken) {
-        let checked = check_batch(&groups, &shadows, &parts)
+        let outcome = check_batch(&groups, &shadows, &parts)
             .and_then(|mine| Ok((mine, install_writers(&groups, &writers, &parts)?)));
-        match checked {
-            Ok((mine, mut held)) => {
+        match outcome {
+            Ok((mine, new_writers)) => {
                 shadows.extend(mine);
-                writers.extend(held.drain());
+                writers.extend(new_writers);
                 accepted.push((w, parts));
             }
             Err(e) => set(w, Err(e)),
@@ -357,7 +357,7 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
         }
     }
     drop(writers);
-    drop(checked);
+    drop(named);
     drop(groups);
     let appended = shared.journal.lock().appended();
     if appended >= shared.opts.checkpoint_bytes || super::checkpoint::writer_due(shared) {

@@ -122,13 +122,16 @@ pub(crate) fn open(
         }
         (read, open_journal()?)
     };
-    check_journal_found(
-        &journal_dir,
-        checkpoint_seq,
-        Some(opened.segment_files),
-        opened.journal.last_seq(),
-        &read,
-    )?;
+    if !new_journal {
+        // An existing journal, once read (a new one was checked before it was made).
+        check_journal_found(
+            &journal_dir,
+            checkpoint_seq,
+            Some(opened.segment_files),
+            opened.journal.last_seq(),
+            &read,
+        )?;
+    }
     // With engine.meta's newest copy damaged, the older one in use (tolerant mode) may
     // predate groups created since: none of the incarnations on disk is given out again.
     root_record.next_incarnation = next_incarnation_in_use(
