@@ -309,6 +309,25 @@ fn inspect_json(root: &Path) -> Value {
     json(&ok(&["inspect", p(root), "--json"]))
 }
 
+/// What `inspect ROOT --json` says open will fail on (it exits 1).
+fn open_will_fail(root: &Path) -> String {
+    let run = fails(&["inspect", p(root), "--json"], 1);
+    json(&run.stdout)["open_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no open_error: {}", run.stdout))
+        .to_string()
+}
+
+/// The error of `Engine::open_with` on a copy of `root` made at `to` (the root itself stays
+/// as it is, for the tools); `what` says what an open that succeeds did wrong.
+fn open_copy_fails(root: &Path, to: &Path, opts: EngineOptions, what: &str) -> String {
+    roots::copy_tree(root, to);
+    match Engine::open_with(to, opts) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{what}"),
+    }
+}
+
 /// The summary of group `id` in an inspect document.
 fn group(doc: &Value, id: u64) -> &Value {
     doc["groups"]
@@ -705,28 +724,24 @@ fn a_damaged_record_a_group_page_reflects_fails_open_in_both_modes() {
         raftwal::RecoveryMode::TolerateTailCorruption,
         raftwal::RecoveryMode::AbsoluteConsistency,
     ] {
-        let copy = tmp.path().join(format!("{mode:?}"));
-        roots::copy_tree(&root, &copy);
         let opts = EngineOptions {
             recovery_mode: mode,
             ..Default::default()
         };
-        let Err(err) = Engine::open_with(&copy, opts) else {
-            panic!("{mode:?}: opened, cutting a record group 7's page reflects")
-        };
+        let err = open_copy_fails(
+            &root,
+            &tmp.path().join(format!("{mode:?}")),
+            opts,
+            &format!("{mode:?}: opened, cutting a record group 7's page reflects"),
+        );
         // Strictly, the damaged record itself; by default, the page that shows it durable.
-        let err = err.to_string();
         let named = match mode {
             raftwal::RecoveryMode::AbsoluteConsistency => "journal record 3: checksum mismatch",
             _ => "groups/7/wal.meta reflects journal record 3",
         };
         assert!(err.contains(named), "{mode:?}: {err}");
     }
-    let run = fails(&["inspect", p(&root), "--json"], 1);
-    let open_error = json(&run.stdout)["open_error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let open_error = open_will_fail(&root);
     assert!(
         open_error.contains("groups/7/wal.meta reflects journal record 3"),
         "{open_error}"
@@ -1675,17 +1690,14 @@ fn a_journal_gone_after_the_checkpoint_fails_open_and_the_tools() {
                 fs::remove_file(ent.unwrap().path()).unwrap();
             }
         }
-        let copy = tmp.path().join("opened");
-        roots::copy_tree(&root, &copy);
-        let Err(err) = Engine::open(&copy) else {
-            panic!("opened without the journal's records")
-        };
-        assert!(err.to_string().contains("checkpoint"), "{err}");
-        let run = fails(&["inspect", p(&root), "--json"], 1);
-        let open_error = json(&run.stdout)["open_error"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let err = open_copy_fails(
+            &root,
+            &tmp.path().join("opened"),
+            EngineOptions::default(),
+            "opened without the journal's records",
+        );
+        assert!(err.contains("checkpoint"), "{err}");
+        let open_error = open_will_fail(&root);
         assert!(open_error.starts_with("journal: "), "{open_error}");
         assert!(
             open_error.contains(p(&journal)) && open_error.contains("checkpoint"),
@@ -1711,17 +1723,14 @@ fn open_will_fail_names_a_groups_damage_before_the_journals() {
     // Record 1, below the checkpoint: damage, not a torn tail.
     let at = record_offsets(&seg)[&1];
     flip(&seg, at + layout::RECORD_BODY_AT + 3);
-    let copy = tmp.path().join("opened");
-    roots::copy_tree(&root, &copy);
-    let Err(err) = Engine::open(&copy) else {
-        panic!("opened a damaged root")
-    };
-    assert!(err.to_string().contains("00001.wal"), "{err}");
-    let run = fails(&["inspect", p(&root), "--json"], 1);
-    let open_error = json(&run.stdout)["open_error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = open_copy_fails(
+        &root,
+        &tmp.path().join("opened"),
+        EngineOptions::default(),
+        "opened a damaged root",
+    );
+    assert!(err.contains("00001.wal"), "{err}");
+    let open_error = open_will_fail(&root);
     assert!(
         open_error.starts_with("group 1: ") && open_error.contains("00001.wal"),
         "{open_error}"
