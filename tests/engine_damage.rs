@@ -533,8 +533,7 @@ fn batch_of(from: u64, to: u64) -> raftwal::WriteBatch {
 
 /// What a kill leaves of a root whose journal holds records after its checkpoint: entries
 /// 1 to 10 written and closed (the checkpoint), then 11 to 20 written, the engine still open.
-/// With `snapshot`, the group made itself durable at 15 (`create_snapshot`) before the kill.
-fn killed_after_the_checkpoint(dir: &std::path::Path, snapshot: bool) -> std::path::PathBuf {
+fn killed_after_the_checkpoint(dir: &std::path::Path) -> std::path::PathBuf {
     let root = dir.join("root");
     let e = raftwal::Engine::open(&root).unwrap();
     e.create_group(1, 1).unwrap();
@@ -542,15 +541,26 @@ fn killed_after_the_checkpoint(dir: &std::path::Path, snapshot: bool) -> std::pa
     e.close().unwrap();
     let e = raftwal::Engine::open(&root).unwrap();
     e.write(&mut batch_of(11, 20)).unwrap();
-    if snapshot {
-        e.group(1)
-            .unwrap()
-            .create_snapshot(15, None, bytes::Bytes::from_static(b"at 15"))
-            .unwrap();
-    }
     let image = dir.join("image");
     roots::kill_image(&root, &image);
     image
+}
+
+/// The reason of open's refusal of `opened`, which must name the journal directory `journal`
+/// as missing (`what`: the case, for the messages).
+fn journal_missing(
+    opened: raftwal::Result<raftwal::Engine>,
+    journal: &std::path::Path,
+    what: &str,
+) -> String {
+    match opened {
+        Err(raftwal::Error::MissingFile { path, reason }) => {
+            assert_eq!(path, journal, "{what}: {reason}");
+            reason
+        }
+        Err(e) => panic!("{what}: another error: {e}"),
+        Ok(_) => panic!("{what}: opened without entries 11 to 20"),
+    }
 }
 
 /// The journal gone from a root whose `engine.meta` names a checkpoint (the whole directory,
@@ -560,7 +570,7 @@ fn killed_after_the_checkpoint(dir: &std::path::Path, snapshot: bool) -> std::pa
 /// them (and give their sequence numbers out again).
 #[test]
 fn a_journal_gone_from_a_root_with_a_checkpoint_is_refused_naming_it() {
-    use raftwal::{Engine, EngineOptions, Error, RecoveryMode};
+    use raftwal::{Engine, EngineOptions, RecoveryMode};
     type Damage = fn(&std::path::Path);
     let damages: [(&str, Damage); 3] = [
         ("the directory removed", |j| {
@@ -587,7 +597,7 @@ fn a_journal_gone_from_a_root_with_a_checkpoint_is_refused_naming_it() {
             RecoveryMode::AbsoluteConsistency,
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let image = killed_after_the_checkpoint(dir.path(), false);
+            let image = killed_after_the_checkpoint(dir.path());
             let journal = image.join("journal");
             damage(&journal);
             let before = fuzz::open_engine::read_image(&image);
@@ -595,14 +605,9 @@ fn a_journal_gone_from_a_root_with_a_checkpoint_is_refused_naming_it() {
                 recovery_mode: mode,
                 ..Default::default()
             };
-            match Engine::open_with(&image, opts) {
-                Err(Error::MissingFile { path, reason }) => {
-                    assert_eq!(path, journal, "{what}, {mode:?}: {reason}");
-                    assert!(reason.contains("checkpoint"), "{what}, {mode:?}: {reason}");
-                }
-                Err(e) => panic!("{what}, {mode:?}: another error: {e}"),
-                Ok(_) => panic!("{what}, {mode:?}: opened without entries 11 to 20"),
-            }
+            let case = format!("{what}, {mode:?}");
+            let reason = journal_missing(Engine::open_with(&image, opts), &journal, &case);
+            assert!(reason.contains("checkpoint"), "{case}: {reason}");
             assert!(
                 before == fuzz::open_engine::read_image(&image),
                 "{what}, {mode:?}: the refused open changed the root"
@@ -617,7 +622,7 @@ fn a_journal_gone_from_a_root_with_a_checkpoint_is_refused_naming_it() {
 #[test]
 fn a_journal_gone_behind_a_groups_meta_page_is_refused_naming_it() {
     use raft::Storage;
-    use raftwal::{Engine, Error};
+    use raftwal::Engine;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let e = Engine::open(&root).unwrap();
@@ -633,13 +638,11 @@ fn a_journal_gone_behind_a_groups_meta_page_is_refused_naming_it() {
     let whole = dir.path().join("whole");
     roots::copy_tree(&image, &whole);
     std::fs::remove_dir_all(image.join("journal")).unwrap();
-    match Engine::open(&image) {
-        Err(Error::MissingFile { path, reason }) => {
-            assert_eq!(path, image.join("journal"), "{reason}");
-        }
-        Err(e) => panic!("another error: {e}"),
-        Ok(_) => panic!("opened without entries 11 to 20"),
-    }
+    journal_missing(
+        Engine::open(&image),
+        &image.join("journal"),
+        "no checkpoint",
+    );
     let e = Engine::open(&whole).unwrap();
     assert_eq!(e.group(1).unwrap().last_index().unwrap(), 20);
 }
