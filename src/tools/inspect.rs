@@ -346,10 +346,7 @@ impl Inspector {
     /// found is to be checked again on a new inspector before it is reported; damage found
     /// while this is `false` is in the files as read.
     pub fn changed_since_open(&self) -> bool {
-        match meta::read_only::<MetaRecord>(&self.dir, self.cipher.as_ref()) {
-            Ok((now, copies)) => now != self.meta || copies.seq != self.meta_seq,
-            Err(_) => true,
-        }
+        meta_moved_on(&self.dir, &self.meta, self.meta_seq, self.cipher.as_ref())
     }
 
     /// What the directory holds.
@@ -467,6 +464,20 @@ impl Inspector {
                 path: self.dir.clone(),
             }),
         }
+    }
+}
+
+/// Whether the meta page of `dir` is no longer the one read (`read`, from the copy of sequence
+/// `seq`), or cannot be read: a live store or engine group wrote since.
+pub(crate) fn meta_moved_on(
+    dir: &Path,
+    read: &MetaRecord,
+    seq: u64,
+    cipher: Option<&Cipher>,
+) -> bool {
+    match meta::read_only::<MetaRecord>(dir, cipher) {
+        Ok((now, copies)) => now != *read || copies.seq != seq,
+        Err(_) => true,
     }
 }
 

@@ -118,11 +118,8 @@ impl Log {
     }
 }
 
-/// Reads of a directory a live store changed while damage was found in it.
-const LIVE_ATTEMPTS: usize = 3;
-
 pub fn run(args: Args) -> CmdResult {
-    let log = Log::open(&args)?;
+    let mut log = Log::open(&args)?;
     let (first, last) = log.first_last()?;
     let from = args.from.unwrap_or(first);
     let mut to = args.to.unwrap_or(last);
@@ -178,17 +175,16 @@ pub fn run(args: Args) -> CmdResult {
             out.line(text_line(e))
         }
     };
-    let mut log = log;
     let mut reread = 1;
     let mut lo = from;
     while lo <= to {
         let hi = to.saturating_add(1).min(lo.saturating_add(CHUNK));
         let read = log.entries(lo, hi);
-        if read.is_err() && reread < LIVE_ATTEMPTS && log.changed_since_open() {
+        if read.is_err() && reread < output::LIVE_READS && log.changed_since_open() {
             // A live store changed the directory under the read (a log file recycled in
             // place): the same chunk from a new read of it.
             reread += 1;
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(output::LIVE_PAUSE);
             log = Log::open(&args)?;
             continue;
         }

@@ -16,6 +16,12 @@ use raftwal::inspect::ConfStateInfo;
 
 /// Work smaller than this finishes in about a second: no progress bar.
 const PROGRESS_MIN_BYTES: u64 = 64 << 20;
+
+/// Reads of a WAL directory that `verify` and `dump` make when they meet damage in one a live
+/// store changed since it was read (`Inspector::changed_since_open`), and the pause between
+/// them (the engine root's reads ride out a live engine the same way, in the library).
+pub const LIVE_READS: usize = 3;
+pub const LIVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 /// A bar over a known total of bytes.
 const BYTES_TEMPLATE: &str = "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})";
 /// A bar over a known number of entries.

@@ -37,9 +37,6 @@ struct Report {
     checked: raftwal::inspect::VerifyReport,
 }
 
-/// Reads of a directory a live store changed while damage was found in it.
-const LIVE_ATTEMPTS: usize = 3;
-
 pub fn run(args: Args) -> CmdResult {
     if output::is_engine_root(&args.dir, args.group)? {
         return crate::engine::verify(&args.dir, args.group, args.json);
@@ -55,10 +52,10 @@ pub fn run(args: Args) -> CmdResult {
         progress.finish();
         match result {
             Err(raftwal::Error::Corrupt { .. } | raftwal::Error::MissingFile { .. })
-                if attempt < LIVE_ATTEMPTS && inspector.changed_since_open() =>
+                if attempt < output::LIVE_READS && inspector.changed_since_open() =>
             {
                 attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                std::thread::sleep(output::LIVE_PAUSE);
             }
             r => break r?,
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::group::GroupDisk;
 use super::root::{read_root, RootRead};
 use crate::error::{Error, Result};
-use crate::proto::{EngineRecord, MetaRecord};
+use crate::proto::EngineRecord;
 use crate::store::meta;
 use crate::sys::crypto::Cipher;
 
@@ -49,10 +49,7 @@ pub(super) fn read_with_retries(
 /// Whether a group's meta page is no longer the one `disk` was read from (or is gone): a live
 /// engine changed the group under the reader.
 pub(super) fn moved_on(disk: &GroupDisk, cipher: Option<&Cipher>) -> bool {
-    match meta::read_only::<MetaRecord>(&disk.dir, cipher) {
-        Ok((m, copies)) => m != disk.meta || copies.seq != disk.copies.seq,
-        Err(_) => true,
-    }
+    crate::tools::inspect::meta_moved_on(&disk.dir, &disk.meta, disk.copies.seq, cipher)
 }
 
 /// An error a live engine can cause by changing files under the reader.
