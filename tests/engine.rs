@@ -1636,3 +1636,40 @@ fn a_handle_kept_across_remove_and_create_writes_nothing_into_the_new_group() {
     assert_eq!(g.initial_state().unwrap().hard_state, hs(1, 1, 2));
     e.close().unwrap();
 }
+
+/// As `DiskStorage` (tests/raft_storage.rs): a group snapshotted at its applied index before
+/// the hard state committing it is stored, then a Ready made before the snapshot stored after
+/// it (its commit still below), then the engine gone. A restarted raft must be able to start:
+/// the group reports at least its snapshot's index as the commit.
+#[test]
+fn a_snapshot_above_the_stored_commit_leaves_a_group_that_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open_with(dir.path(), small()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        let mut cs = ConfState::default();
+        cs.voters = vec![1];
+        g.set_conf_state(&cs).unwrap();
+        g.save(&hs(1, 1, 5), &entries(1, 10, 1, 1), &Snapshot::default())
+            .unwrap();
+        g.create_snapshot(8, None, Bytes::from_static(b"state at 8"))
+            .unwrap();
+        g.save(&hs(1, 1, 6), &[], &Snapshot::default()).unwrap();
+        drop(e);
+    }
+    let e = Engine::open_with(dir.path(), small()).unwrap();
+    let g = e.group(1).unwrap();
+    let state = g.initial_state().unwrap();
+    assert_eq!(
+        state.hard_state,
+        hs(1, 1, 8),
+        "the snapshot's index is committed"
+    );
+    let config = raft::Config {
+        id: 1,
+        ..Default::default()
+    };
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let node = raft::RawNode::new(&config, g, &logger).expect("the group's node restarts");
+    assert_eq!(node.raft.raft_log.committed, 8);
+}

@@ -640,7 +640,8 @@ fn received_snapshot_replaces_the_log() {
             assert_eq!(s.entries(5, s_idx + 1, NO_LIMIT, ctx()), compacted());
             let st = s.initial_state().unwrap();
             assert_eq!(st.conf_state, conf, "{what} {when}: conf state");
-            assert_eq!(st.hard_state, hs(1, 1, 5), "{what} {when}: hard state");
+            // The stored commit (5), raised to the snapshot's index: its entries are committed.
+            assert_eq!(st.hard_state, hs(1, 1, s_idx), "{what} {when}: hard state");
             let snap = s.snapshot(s_idx, 0).unwrap();
             assert_eq!(snap.get_metadata().index, s_idx, "{what} {when}");
             assert_eq!(snap.get_metadata().term, 5, "{what} {when}");

@@ -794,3 +794,45 @@ fn save_refuses_terms_that_decrease_and_what_it_accepts_survives_reopen() {
         }
     }
 }
+
+/// A node whose application snapshots at its applied index before the hard state committing
+/// that index is durable (raft-rs's async ready allows it: committed entries are applied while
+/// their Ready is still being persisted), and which is then killed. The commit a restarted raft
+/// reads must not lie below the snapshot, or `RawNode::new` panics ("hs.commit is out of
+/// range") and the node can never start again. Entries in a snapshot are committed, so the
+/// store reports at least the snapshot's index as the commit.
+#[test]
+fn a_snapshot_above_the_stored_commit_leaves_a_node_that_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = DiskStorage::open(dir.path()).unwrap();
+    s.set_conf_state(&ConfState {
+        voters: vec![1],
+        ..Default::default()
+    })
+    .unwrap();
+    let ents: Vec<Entry> = (1..=10).map(|i| new_entry(i, 1)).collect();
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.vote = 1;
+    hs.commit = 5;
+    s.save(&hs, &ents, &Snapshot::default()).unwrap();
+    // Applied up to 8 (raft's commit is 8 in memory; the Ready saying so is not yet stored).
+    s.create_snapshot(8, None, Bytes::from_static(b"state at 8"))
+        .unwrap();
+    drop(s); // killed before the next hard state
+
+    let s = DiskStorage::open(dir.path()).unwrap();
+    let state = s.initial_state().unwrap();
+    assert_eq!(
+        state.hard_state.commit, 8,
+        "the snapshot's index is committed"
+    );
+    assert_eq!((state.hard_state.term, state.hard_state.vote), (1, 1));
+    let config = raft::Config {
+        id: 1,
+        ..Default::default()
+    };
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let node = raft::RawNode::new(&config, s, &logger).expect("the node restarts");
+    assert_eq!(node.raft.raft_log.committed, 8);
+}

@@ -22,6 +22,7 @@ use crate::proto::{ConfStateRecord, SnapshotRecord};
 use crate::store::meta::MetaInfo;
 use crate::store::snap::{self, SnapshotReader};
 use crate::store::snap_build::{self, RequestFigures, SnapshotBuildStatus, SnapshotBuilder};
+use crate::store::state;
 
 /// A handle to one group of an [`crate::Engine`]: a `raft::Storage` with the rules of
 /// `DiskStorage`, and its inherent methods with the same meaning. Cheap to clone. After the
@@ -388,21 +389,7 @@ impl GroupStorage {
 
 impl Storage for GroupStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(self.read(|log| {
-            let hs = log
-                .meta
-                .hard_state
-                .as_ref()
-                .map(HardState::from)
-                .unwrap_or_default();
-            let cs = log
-                .meta
-                .conf_state
-                .as_ref()
-                .map(ConfState::from)
-                .unwrap_or_default();
-            Ok(RaftState::new(hs, cs))
-        })?)
+        Ok(self.read(|log| Ok(state::initial_state(&log.meta)))?)
     }
 
     fn entries(

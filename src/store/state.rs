@@ -28,6 +28,31 @@ pub(crate) struct State {
     pub wal: Wal,
 }
 
+/// `raft::Storage::initial_state` of a log whose meta record is `meta` (a `DiskStorage`'s or an
+/// engine group's).
+///
+/// The commit reported is at least the stored snapshot's index: every entry a snapshot holds
+/// was committed, and an application may snapshot at its applied index before the hard state
+/// committing it is stored (raft-rs's async ready applies committed entries while their Ready
+/// is persisted; a Ready made before the snapshot may even be stored after it). A commit below
+/// the snapshot would make a restarted raft panic ("hs.commit is out of range"), so the node
+/// could never start again. What is stored is left as it was written (docs/FORMAT.md).
+pub(crate) fn initial_state(meta: &MetaRecord) -> RaftState {
+    let mut hs = meta
+        .hard_state
+        .as_ref()
+        .map(HardState::from)
+        .unwrap_or_default();
+    let snapshot_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
+    hs.commit = hs.commit.max(snapshot_index);
+    let cs = meta
+        .conf_state
+        .as_ref()
+        .map(ConfState::from)
+        .unwrap_or_default();
+    RaftState::new(hs, cs)
+}
+
 /// What validating a save needs to know of a log.
 pub(crate) trait LogView {
     fn snapshot_index(&self) -> u64;
@@ -230,19 +255,7 @@ impl State {
 
     /// `raft::Storage::initial_state`.
     pub(crate) fn initial_state(&self) -> RaftState {
-        let hs = self
-            .meta
-            .hard_state
-            .as_ref()
-            .map(HardState::from)
-            .unwrap_or_default();
-        let cs = self
-            .meta
-            .conf_state
-            .as_ref()
-            .map(ConfState::from)
-            .unwrap_or_default();
-        RaftState::new(hs, cs)
+        initial_state(&self.meta)
     }
 
     /// `raft::Storage::entries`.
