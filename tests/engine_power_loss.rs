@@ -1469,3 +1469,143 @@ fn power_loss_truncating_without_sync_writes() {
         ..synced("truncate without sync_writes", 0x5EED_0008, 0, 12)
     }));
 }
+
+/// Records of an earlier life past a clean end (found by a review). Without `sync_writes`,
+/// record 2 (group 1) ends exactly at a page boundary and record 3 (group 2) starts the next
+/// page, both unflushed. A power loss keeps record 3's page but not record 2's (pages reach the
+/// disk in any order between flushes): open finds zeros where record 2 began, a clean end.
+/// Entry 2 of group 1 is then written again with the same size, acknowledged, and the engine
+/// killed or closed. Open once went on appending in that segment, so the new record ended where
+/// the old record 3 began, with the next sequence number and a valid checksum: the next open
+/// replayed it into group 2, which no acknowledged write ever touched and the open before had
+/// shown empty.
+#[test]
+fn power_loss_never_revives_a_record_left_past_a_clean_end() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    for closed in [false, true] {
+        revived_past_a_clean_end(closed);
+    }
+}
+
+fn revived_past_a_clean_end(closed: bool) {
+    fn entry(index: u64, data: Vec<u8>) -> raft::prelude::Entry {
+        let mut e = raft::prelude::Entry::default();
+        e.index = index;
+        e.term = 1;
+        e.data = data.into();
+        e
+    }
+    fn hs() -> raft::prelude::HardState {
+        let mut h = raft::prelude::HardState::default();
+        h.term = 1;
+        h.vote = 1;
+        h
+    }
+    fn only_segment(root: &Path) -> PathBuf {
+        let mut segs: Vec<PathBuf> = fs::read_dir(root.join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().len() == segment_name(1).len())
+            .collect();
+        assert_eq!(segs.len(), 1, "one segment: {segs:?}");
+        segs.pop().unwrap()
+    }
+    use raft::Storage;
+    let none = raft::prelude::Snapshot::default;
+    let ctx = || raft::GetEntriesContext::empty(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let opts = EngineOptions {
+        sync_writes: false,
+        checkpoint_bytes: 1 << 40,
+        ..EngineOptions::default()
+    };
+    let e = Engine::open_with(&a, opts).unwrap();
+    let g1 = e.create_group(1, 1).unwrap();
+    let g2 = e.create_group(2, 1).unwrap();
+    g1.save(&hs(), &[entry(1, vec![1; 100])], &none()).unwrap();
+    e.sync().unwrap();
+    let seg = only_segment(&a);
+    let durable = fs::read(&seg).unwrap();
+    let (at1, len1) = segment_records(&durable)[0];
+    let end1 = (at1 + len1).next_multiple_of(RECORD_ALIGN);
+    // A record's overhead over its entry's data, found by writing one (record 2); then how
+    // much data ends record 3 at a page boundary.
+    let page_end = (end1 + 2 * PAGE).next_multiple_of(PAGE);
+    let probe_len = 1000;
+    g1.save(&hs(), &[entry(2, vec![2; probe_len])], &none())
+        .unwrap();
+    let written = fs::read(&seg).unwrap();
+    let (at2, len2) = segment_records(&written)[1];
+    // (The entry's length takes two bytes of varint for `probe_len` and for `d2` alike.)
+    let overhead = len2 - probe_len;
+    assert_eq!(at2, end1);
+    let at3 = (at2 + len2).next_multiple_of(RECORD_ALIGN);
+    let d2 = page_end - at3 - overhead;
+    // Overwrite entry 2 with the size that ends at `page_end` (record 3 of this life), then
+    // group 2's entry (record 4, starting that page).
+    g1.save(&hs(), &[entry(2, vec![3; d2])], &none()).unwrap();
+    g2.save(&hs(), &[entry(1, b"never acknowledged".to_vec())], &none())
+        .unwrap();
+    let now = fs::read(&seg).unwrap();
+    let recs = segment_records(&now);
+    assert_eq!(recs.len(), 4, "{recs:?}");
+    assert_eq!(
+        recs[2].0 + recs[2].1,
+        page_end,
+        "record 3 ends at a page boundary"
+    );
+    assert_eq!(recs[3].0, page_end, "record 4 starts a page");
+    e.sync().unwrap();
+    drop((g1, g2));
+    std::mem::forget(e); // `a` is not touched again
+
+    // The power loss (a root where only record 1 had been flushed, then records 2-4 written):
+    // the pages from record 1's end to `page_end` as flushed (zeros), record 4's page kept.
+    copy_root(&a, &b);
+    let seg_b = b.join("journal").join(seg.file_name().unwrap());
+    let mut img = fs::read(&seg_b).unwrap();
+    let first_page = end1 / PAGE * PAGE;
+    img[first_page..page_end].copy_from_slice(&durable[first_page..page_end]);
+    fs::write(&seg_b, &img).unwrap();
+
+    let e = Engine::open(&b).unwrap();
+    let g1 = e.group(1).unwrap();
+    let g2 = e.group(2).unwrap();
+    assert_eq!(g1.last_index().unwrap(), 1);
+    assert_eq!(
+        g2.last_index().unwrap(),
+        0,
+        "group 2 empty after the power loss"
+    );
+    // Entry 2 again, the size that ends at `page_end` as record 2: acknowledged (synced).
+    // Record 3 was the overwrite: its sequence number follows, so write two records.
+    g1.save(&hs(), &[entry(2, vec![9; probe_len])], &none())
+        .unwrap();
+    g1.save(&hs(), &[entry(2, vec![8; d2])], &none()).unwrap();
+    drop((g1, g2));
+    if closed {
+        e.close().unwrap();
+        fs::rename(&b, &c).unwrap();
+    } else {
+        copy_root(&b, &c);
+        std::mem::forget(e);
+    }
+    let e = Engine::open(&c).unwrap();
+    let g1 = e.group(1).unwrap();
+    let g2 = e.group(2).unwrap();
+    assert_eq!(
+        g1.entries(2, 3, None, ctx()).unwrap()[0].data.to_vec(),
+        vec![8; d2]
+    );
+    assert_eq!(
+        g2.last_index().unwrap(),
+        0,
+        "closed {closed}: group 2 holds an entry no acknowledged write made (an earlier \
+         life's record past the end open found, reached by a record ending where it begins)"
+    );
+}

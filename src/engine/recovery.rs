@@ -101,6 +101,7 @@ pub(crate) fn open(
             checkpoint_seq,
             mode,
             super::checkpoint::held_run_bytes(&opts),
+            !root_record.open,
         )
     };
     // An existing journal is read on a thread of its own while the groups are read: its read

@@ -88,6 +88,13 @@ struct Segment {
     first_seq: u64,
     /// Started while records before it were not flushed (its header's flag).
     prev_unflushed: bool,
+    /// Found by open rather than started by this engine: once trimmed it is removed, never
+    /// kept as a spare. Past where its records end it may hold records of a life that
+    /// crashed, with sequence numbers still to come (their pages kept by a power loss, an
+    /// earlier one's lost): reused, a new record ending where one of them begins would bring
+    /// it back. A segment this engine started holds nothing after its records but what its
+    /// earlier lives left there (all trimmed, so numbered below anything still to come).
+    found: bool,
 }
 
 /// The segment records are appended to.
@@ -125,8 +132,8 @@ pub(crate) struct Journal {
     appended: u64,
     /// The records after the last trim and their bytes ([`Journal::held`]).
     held: Held,
-    /// Open cut a torn tail, and the segment that makes the cut durable is not started yet
-    /// ([`Journal::seal_cut`]).
+    /// Open found where the last segment's records end, torn, or after a crash, and the
+    /// segment that makes that end durable is not started yet ([`Journal::seal_cut`]).
     cut_pending: bool,
     /// What open found to tidy ([`Journal::tidy`]): segments no longer needed (path, id), and
     /// leftover temporary files and segments after a torn end (removed).
@@ -156,9 +163,10 @@ impl Journal {
         for path in leftovers {
             let _ = fs::remove_file(path);
         }
-        for (path, id) in unused {
-            let len = fs::metadata(&path).map_or(0, |m| m.len());
-            self.pool.recycle(&path, id, len)?;
+        // Removed, never kept as spares (`Segment::found`): a segment whose header is blank or
+        // recycled may hold records of its next life that a power loss kept without the header.
+        for (path, _) in unused {
+            fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
         }
         Ok(())
     }
@@ -202,7 +210,7 @@ impl Journal {
     /// Makes what open found durable before anything new is acknowledged: every live segment
     /// flushed (a killed engine without `sync_writes` may have left records only in the page
     /// cache, and a record acknowledged from now on must never be durable while one before it
-    /// is not), then the cut of a torn end ([`Journal::seal_cut`]).
+    /// is not), then the end open found ([`Journal::seal_cut`]).
     pub(crate) fn settle(&mut self) -> Result<()> {
         for seg in &self.segments {
             File::open(&seg.path)
@@ -212,13 +220,16 @@ impl Journal {
         self.seal_cut()
     }
 
-    /// Makes the cut of a torn tail durable (open, before anything new is acknowledged): starts
-    /// the next segment at the torn record's sequence number, its header flushed. Until then a
-    /// crash leaves the torn record at the end of the last segment, which the next open cuts
-    /// again (or refuses, in `AbsoluteConsistency`); from then on every open, in either mode,
-    /// finds it before a segment that starts at its sequence number, which ends its segment
-    /// there. The torn record's bytes, and any after it, stay where they are: nothing is
-    /// written to the segment that held them, so no instant of the cut leaves a mix of the two.
+    /// Makes the end open found durable (open, before anything new is acknowledged): starts
+    /// the next segment at the next sequence number, its header flushed, when the last
+    /// segment's records ended torn, or ended at all after a crash. Until then a crash leaves
+    /// a torn record at the end of the last segment, which the next open cuts again (or
+    /// refuses, in `AbsoluteConsistency`); from then on every open, in either mode, finds it
+    /// before a segment that starts at its sequence number, which ends its segment there. The
+    /// bytes after the end stay where they are: nothing is written to the segment that held
+    /// them, so no instant of the cut leaves a mix of the two, and no record of an earlier
+    /// life left after a clean end (its page kept by a power loss, an earlier one's lost) is
+    /// ever reached by a new record ending where it begins.
     fn seal_cut(&mut self) -> Result<()> {
         if !self.cut_pending {
             return Ok(());
@@ -456,6 +467,7 @@ impl Journal {
             path: path.clone(),
             first_seq: seq,
             prev_unflushed,
+            found: false,
         });
         let direct = if self.direct {
             direct::Direct::open(&path)
@@ -483,8 +495,12 @@ impl Journal {
             .take_while(|w| w[1].first_seq <= seq + 1)
             .count();
         for seg in self.segments.drain(..obsolete) {
-            let len = fs::metadata(&seg.path).map_or(0, |m| m.len());
-            self.pool.recycle(&seg.path, seg.id, len)?;
+            if seg.found {
+                fs::remove_file(&seg.path).map_err(|e| Error::io("remove", &seg.path, e))?;
+            } else {
+                let len = fs::metadata(&seg.path).map_or(0, |m| m.len());
+                self.pool.recycle(&seg.path, seg.id, len)?;
+            }
         }
         self.appended = 0;
         self.held.trim(seq);
@@ -515,6 +531,9 @@ mod tests {
             checkpoint,
             RecoveryMode::AbsoluteConsistency,
             held::MAX_RUN_BYTES,
+            // As after a clean close: appends go on in the last segment (after a crash a new
+            // one starts: tests/engine_power_loss.rs, `..._revives_a_record_left_past_...`).
+            true,
         )
         .expect("open");
         opened.journal.tidy().expect("tidy");
@@ -939,8 +958,10 @@ mod tests {
         }
     }
 
+    /// A segment found at open is never kept as a spare (`Segment::found`): a blank header
+    /// does not prove that no record of its next life reached the disk.
     #[test]
-    fn a_prepared_segment_left_behind_becomes_a_spare_at_open() {
+    fn a_prepared_segment_left_behind_is_removed_at_open() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("journal");
         let mut j = open(&dir, 0).journal;
@@ -952,6 +973,6 @@ mod tests {
         assert_eq!(names(&dir), [segment_name(1), segment_name(2)]);
         let opened = open(&dir, 0);
         assert_eq!(opened.records.len(), 1);
-        assert_eq!(names(&dir), [segment_name(1), segments::spare_name(2)]);
+        assert_eq!(names(&dir), [segment_name(1)]);
     }
 }

@@ -22,7 +22,8 @@ use crate::sys::crypto::Cipher;
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`
-    /// (keeping up to `max_spares` trimmed segments for reuse). Nothing in `dir` is changed
+    /// (keeping up to `max_spares` trimmed segments for reuse); `closed_cleanly`: the engine
+    /// that wrote it last was closed (`engine.meta` not marked open). Nothing in `dir` is changed
     /// (but its creation): what open found to tidy is tidied by [`Journal::tidy`], once the
     /// engine's open has checked everything else.
     /// A torn end (a record with the next sequence number whose checksum fails) is cut in
@@ -39,6 +40,7 @@ impl Journal {
         checkpoint_seq: u64,
         mode: RecoveryMode,
         held_run_bytes: u64,
+        closed_cleanly: bool,
     ) -> Result<Opened> {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let mut ids = Vec::new();
@@ -60,7 +62,7 @@ impl Journal {
         ids.sort_unstable();
         spares.sort();
         let mut segments = Vec::new();
-        // Segments no longer needed (once segment `id`): kept as spares or removed.
+        // Segments no longer needed (once segment `id`): removed (`Segment::found`).
         let mut unused = Vec::new();
         for &id in &ids {
             let path = dir.join(segment_name(id));
@@ -73,6 +75,7 @@ impl Journal {
                     path,
                     first_seq,
                     prev_unflushed,
+                    found: true,
                 }),
                 // A recycled segment whose rename or new header did not reach the disk: what it
                 // holds is its previous life's records (trimmed, so all at or below a durable
@@ -240,16 +243,26 @@ impl Journal {
             },
             appended: 0,
             held,
-            cut_pending: matches!(tail, Some((_, true))),
+            // New records go on in the last segment only after a clean close (every record
+            // written to it was flushed, so where its records end is where its writes ended).
+            // After a crash, past where its records end (clean or torn) it may hold records of
+            // that life with the next sequence numbers: a power loss keeps the pages of
+            // unflushed records in any order, so a record whose page was lost can lie before
+            // one whose page was kept. A new record ending where such a record begins would
+            // bring it back, so the first append starts a new segment ([`Journal::seal_cut`]).
+            cut_pending: match tail {
+                Some((_, torn)) => torn || !closed_cleanly,
+                None => false,
+            },
             untidy: (unused, leftovers),
             direct: false,
             direct_buf: Default::default(),
             direct_appends: 0,
         };
-        // Appends continue in the last segment, unless its tail was torn: the bytes after a torn
-        // record may hold older records with the next sequence numbers, so a new segment starts
-        // ([`Journal::seal_cut`]).
-        if let (Some((offset, false)), Some(seg)) = (tail, journal.segments.last()) {
+        // Appends continue in the last segment unless a new one must start (`cut_pending`).
+        if let (Some((offset, _)), Some(seg), false) =
+            (tail, journal.segments.last(), journal.cut_pending)
+        {
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
