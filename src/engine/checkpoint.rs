@@ -303,10 +303,14 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
         start_writeback_paced(shared, &captured)?;
     }
     syncfs(shared)?;
-    // 3. The meta pages.
+    // 3. The meta pages. Each relies on the files it was captured with, all still there: a
+    //    write that would have removed one stored a durable page of its own first, newer than
+    //    the captured one, which is then passed by (`GroupFiles::captured_files`).
     for (g, record, files) in &captured {
         let mut fg = g.files.write();
-        if let Some(f) = fg.as_mut().filter(|f| f.durable_seq < record_seq(record)) {
+        let Some(f) = fg.as_mut() else { continue };
+        f.captured_files = None;
+        if f.durable_seq < record_seq(record) {
             f.store(record)?;
             f.durable_files = *files;
         }
@@ -402,9 +406,11 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
                 }
                 let at = super::group::reflected_seq(shared, b.log);
                 b.log.dirty = false;
+                let files = b.files.wal.file_ids();
+                b.files.captured_files = Some(files);
                 Ok(Ok((
                     b.files.meta_record(&b.log.meta, at, g.incarnation),
-                    b.files.wal.file_ids(),
+                    files,
                 )))
             });
             if !matches!(got, Ok(Err(_))) {
@@ -835,5 +841,80 @@ mod tests {
                 .expect("read"),
             big_entries
         );
+    }
+
+    /// (Found by a review.) A checkpoint captures group 1's page (its log in files 1 and 2,
+    /// up to index 30,010) while an overwrite of 29,990..=29,999 is journaled and about to be
+    /// applied; the overwrite is applied once the page is captured, and the checkpoint's paced
+    /// write-back makes a `Pass::Due` that writes it into the files, removing file 2 (the
+    /// durable page of the group, made at its creation, relies on no file, so the write was
+    /// not taken for a destructive one). The checkpoint then stored the captured page, which
+    /// relies on file 2, and a kill after it left a root open refused ("MissingFile
+    /// 00002.wal"). Open must succeed and give the overwritten log.
+    #[test]
+    fn a_captured_page_never_relies_on_a_file_removed_before_it_is_stored() {
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let engine = engine_by_hand(&root);
+        let shared = &engine.shared;
+        let g = engine.create_group(1, 1).expect("group 1");
+        let mut lo = 1;
+        while lo < 30_011 {
+            let hi = (lo + 1000).min(30_011);
+            g.save(&hs(0), &entries(lo, hi, 100), &Snapshot::default())
+                .expect("save");
+            lo = hi;
+        }
+        // Groups captured after group 1, each leaving its write-back unstarted now and then:
+        // past a quarter MiB of them, the paced write-back waits and makes its `Pass::Due`.
+        let mut others = Vec::new();
+        for id in 2..=40 {
+            let o = engine.create_group(id, 1).expect("group");
+            o.save(&hs(0), &entries(1, 11, 4000), &Snapshot::default())
+                .expect("save");
+            others.push(o);
+        }
+        let over: Vec<Entry> = entries(29_990, 30_000, 8 << 10)
+            .into_iter()
+            .map(|mut e| {
+                e.term = 2;
+                e
+            })
+            .collect();
+        let group1 = Arc::clone(&shared.groups.read()[&1]);
+        let (reached, reached_rx) = channel();
+        crate::engine::commit::tests::pause_next_commit(&root, move || {
+            let _ = reached.send(());
+            // Applied once the checkpoint has captured group 1.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while group1.with_log(|l| Ok(l.dirty)).unwrap_or(false) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        });
+        std::thread::scope(|s| {
+            let w = s.spawn(|| {
+                let mut h = hs(0);
+                h.term = 2;
+                g.save(&h, &over, &Snapshot::default())
+            });
+            reached_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the overwrite journaled");
+            run(shared, false).expect("checkpoint");
+            w.join().expect("join").expect("overwrite");
+        });
+        assert!(
+            !root.join("groups/1/00002.wal").exists(),
+            "precondition: the checkpoint's paced pass wrote the overwrite (file 2 removed)"
+        );
+        let image = dir.path().join("image");
+        kill_image(&root, &image);
+        let e = Engine::open(&image).expect("open after the kill");
+        let g = e.group(1).expect("group 1");
+        assert_eq!(g.last_index().expect("last"), 29_999);
+        assert_eq!(g.term(29_989).expect("term"), 1);
+        assert_eq!(g.term(29_999).expect("term"), 2);
+        drop(others);
     }
 }

@@ -113,6 +113,7 @@ pub(crate) fn assemble(
             meta_file,
             durable_seq,
             durable_files,
+            captured_files: None,
         })),
         checked: RwLock::new(()),
         writing: Mutex::new(()),

@@ -94,6 +94,11 @@ pub(crate) struct GroupFiles {
     pub durable_seq: u64,
     /// Ids of the log files the durable meta page relies on (`first > last`: none).
     pub durable_files: (u64, u64),
+    /// Ids of the log files that a meta record captured by a running checkpoint relies on,
+    /// from its capture until the checkpoint stores it or passes it by (module `checkpoint`):
+    /// a write that would remove one of them first makes a durable page that does not, as for
+    /// `durable_files`, so the checkpoint never stores a page naming a removed file.
+    pub captured_files: Option<(u64, u64)>,
 }
 
 /// What a commit's part does to a group, taken from a live batch or from a journal record.
@@ -200,11 +205,12 @@ impl GroupFiles {
         self.meta_file.flush()
     }
 
-    /// The durable meta page relies on a file with an id above `id` (that a change removing
-    /// every file after `id` would take away).
+    /// The durable meta page, or one a checkpoint captured and has yet to store, relies on a
+    /// file with an id above `id` (that a change removing every file after `id` would take
+    /// away).
     fn relies_on_files_after(&self, id: u64) -> bool {
-        let (first, last) = self.durable_files;
-        first <= last && last > id
+        let after = |(first, last): (u64, u64)| first <= last && last > id;
+        after(self.durable_files) || self.captured_files.is_some_and(after)
     }
 }
 
