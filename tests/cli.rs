@@ -415,6 +415,51 @@ fn repair_cuts_committed_damage_only_with_accept_data_loss() {
     assert!(again.contains("nothing to repair"), "{again}");
 }
 
+/// A damaged header of a file in the middle of the log: verify names it and open refuses it
+/// (committed entries lie in and after it); `repair --accept-data-loss` cuts the log after the
+/// file before it and removes it and the files after it.
+#[test]
+fn repair_cuts_before_a_middle_file_with_a_damaged_header() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("wal");
+    write_dir(&dir, LAST, None);
+    let middle = dir.join(layout::log_name(2));
+    flip(&middle, layout::FILE_HEADER_AT + 20);
+    let err = fails(&["verify", p(&dir)], 1);
+    assert!(err.contains("00002.wal"), "{err}");
+    assert!(DiskStorage::open(&dir).is_err(), "open refuses the damage");
+
+    let err = fails(&["repair", p(&dir)], 1);
+    assert!(err.contains("cut the log after index 30000"), "{err}");
+    assert!(err.contains("00002.wal"), "{err}");
+    assert!(err.contains("remove 2 file(s)"), "{err}");
+    let text = ok(&["repair", p(&dir), "--accept-data-loss"]);
+    assert!(
+        text.contains("commit index lowered from 65000 to 30000"),
+        "{text}"
+    );
+    assert!(!middle.exists() && !dir.join(layout::log_name(3)).exists());
+    let store = DiskStorage::open_with(
+        &dir,
+        Options {
+            recovery_mode: raftwal::RecoveryMode::AbsoluteConsistency,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(store.last_index().unwrap(), 30_000);
+    assert_eq!(store.initial_state().unwrap().hard_state.commit, 30_000);
+    let got = store
+        .entries(29_990, 30_001, None, GetEntriesContext::empty(false))
+        .unwrap();
+    let want: Vec<Entry> = (29_990..30_001)
+        .map(|i| command_entry(i, term_of(i)))
+        .collect();
+    assert_eq!(got, want);
+    store.close().unwrap();
+    ok(&["verify", p(&dir)]);
+}
+
 /// After the snapshot removed `00001.wal`, the first live file deleted: every command names it.
 #[test]
 fn a_missing_first_live_file_is_named_by_every_command() {

@@ -194,7 +194,8 @@ pub(crate) struct Scan {
     /// Inspection tools: files opened read-only, and no entry counts as verified afterwards.
     pub read_only: bool,
     /// Every file is scanned entry by entry, payloads included, as a tail is (`repair`): the log
-    /// ends at the first damage anywhere.
+    /// ends at the first damage anywhere, a damaged file header included (the log then ends
+    /// after the file before it).
     pub whole_log: bool,
 }
 
@@ -314,8 +315,15 @@ pub(crate) fn plan_log(
         }
         // The first later file with a header, if any: files without one after the end of the
         // log are an empty tail (what a crash during rotation leaves), not damage.
-        let later = first_with_header(dir, &ids[pos + 1..], cipher.is_some())?;
-        if log_file::peek_header(&path, id, cipher.is_some())? == HeaderPeek::Absent {
+        let later = first_with_header(dir, &ids[pos + 1..], cipher.is_some(), scan.whole_log)?;
+        let header = match log_file::peek_header(&path, id, cipher.is_some()) {
+            Err(e @ Error::Corrupt { .. }) if scan.whole_log => {
+                tail_damage = Some(e);
+                break;
+            }
+            header => header?,
+        };
+        if header == HeaderPeek::Absent {
             if let Some(next) = later {
                 tail_damage = Some(Error::corrupt(
                     &path,
@@ -328,8 +336,15 @@ pub(crate) fn plan_log(
             }
             break;
         }
-        let mut f = LogFile::open(&path, id, access(true), cipher)?;
-        check_base(&f, files.back())?;
+        let opened = LogFile::open(&path, id, access(true), cipher)
+            .and_then(|f| check_base(&f, files.back()).map(|()| f));
+        let mut f = match opened {
+            Err(e @ Error::Corrupt { .. }) if scan.whole_log => {
+                tail_damage = Some(e);
+                break;
+            }
+            f => f?,
+        };
         let s = scan_file(&f, snap_index, prev_term);
         prev_term = s.last_term;
         f.set_recovered(if scan.read_only { 0 } else { s.good }, s.cursor);
@@ -431,12 +446,21 @@ fn tail_zone_start(dir: &Path, ids: &[u64], encrypted: bool) -> Result<usize> {
     Ok(0)
 }
 
-/// The first of `ids` whose file has a header.
-fn first_with_header(dir: &Path, ids: &[u64], encrypted: bool) -> Result<Option<u64>> {
+/// The first of `ids` whose file has a header. `damaged_counts`: a damaged header counts as
+/// one (the whole-log scan, which ends the log at the first damage, whatever follows it).
+fn first_with_header(
+    dir: &Path,
+    ids: &[u64],
+    encrypted: bool,
+    damaged_counts: bool,
+) -> Result<Option<u64>> {
     for &id in ids {
         let path = dir.join(log_file::file_name(id));
-        if log_file::peek_header(&path, id, encrypted)? != HeaderPeek::Absent {
-            return Ok(Some(id));
+        match log_file::peek_header(&path, id, encrypted) {
+            Ok(HeaderPeek::Absent) => {}
+            Ok(HeaderPeek::Present { .. }) => return Ok(Some(id)),
+            Err(Error::Corrupt { .. }) if damaged_counts => return Ok(Some(id)),
+            Err(e) => return Err(e),
         }
     }
     Ok(None)
