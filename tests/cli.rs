@@ -460,6 +460,30 @@ fn repair_cuts_before_a_middle_file_with_a_damaged_header() {
     ok(&["verify", p(&dir)]);
 }
 
+/// An empty last file (what a crash during a rotation leaves) is an ordinary tail, not damage:
+/// verify passes and repair, with or without the flag, has nothing to do (open removes it).
+#[test]
+fn an_empty_last_file_is_nothing_to_repair() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("wal");
+    write_dir(&dir, SLOTS_PER_FILE, None);
+    fs::write(dir.join(layout::log_name(2)), b"").unwrap();
+    ok(&["verify", p(&dir)]);
+    let before = tree_state(&dir);
+    for args in [
+        vec!["repair", p(&dir)],
+        vec!["repair", p(&dir), "--accept-data-loss"],
+    ] {
+        let text = ok(&args);
+        assert!(text.contains("nothing to repair"), "{text}");
+        assert!(text.contains("whole up to index 30000"), "{text}");
+    }
+    assert_eq!(tree_state(&dir), before, "repair changed the directory");
+    let json: Value = serde_json::from_str(&ok(&["repair", p(&dir), "--json"])).unwrap();
+    assert_eq!(json["needed"], false, "{json}");
+    assert_eq!(json["removed_files"], serde_json::json!([]), "{json}");
+}
+
 /// After the snapshot removed `00001.wal`, the first live file deleted: every command names it.
 #[test]
 fn a_missing_first_live_file_is_named_by_every_command() {

@@ -5,7 +5,8 @@
 //! Owns: finding the first damage anywhere in the log (every live entry of every file checked,
 //! payloads included, as open checks a tail), cutting the log there, and lowering the stored
 //! commit index and checkpoint to the last entry left; the node then catches up from its
-//! leader. [`check`] says what [`repair`] would do without changing anything. Must never: run
+//! leader. [`check`] says what [`repair`] would do without changing anything. What open tidies
+//! by itself (an empty tail, leftovers) is not a repair. Must never: run
 //! without the directory lock, change anything before every check has passed, or touch the
 //! snapshot, the hard state's term and vote, or any entry before the first damage.
 
@@ -30,7 +31,8 @@ pub struct RepairReport {
     pub damage: Option<String>,
     /// The last index that stays (the snapshot index when no entry does).
     pub last_index: u64,
-    /// Files removed: log files after the damage, and leftovers open would remove anyway.
+    /// Files removed (only by a repair that is `needed`): log files after the damage, and
+    /// leftovers open would remove anyway.
     pub removed_files: Vec<PathBuf>,
     /// The stored commit index before the repair.
     pub commit_before: u64,
@@ -40,7 +42,8 @@ pub struct RepairReport {
     pub checkpoint_before: u64,
     /// The checkpoint index after it (at most `last_index`).
     pub checkpoint_after: u64,
-    /// Anything changes at all (`false`: the log is whole and within its commit index).
+    /// Anything changes at all (`false`: the log is whole and within its commit index; an
+    /// empty tail or leftovers, which open removes by itself, are not a reason to repair).
     pub needed: bool,
     /// The changes were made (`repair`), or only described (`check`).
     pub done: bool,
@@ -133,13 +136,18 @@ fn report(
     let last_index = plan.last.max(snap_index);
     let commit_before = meta.hard_state.as_ref().map_or(0, |h| h.commit);
     let checkpoint_before = meta.checkpoint_index;
-    let removed_files: Vec<PathBuf> = leftovers.into_iter().chain(plan.remove.clone()).collect();
     let commit_after = commit_before.min(last_index);
     let checkpoint_after = checkpoint_before.min(last_index);
+    // Removing an empty tail, obsolete files or leftovers loses nothing, and open does it by
+    // itself: on their own they are not a repair.
     let needed = plan.tail_damage.is_some()
-        || !removed_files.is_empty()
         || commit_after != commit_before
         || checkpoint_after != checkpoint_before;
+    let removed_files = if needed {
+        leftovers.into_iter().chain(plan.remove.clone()).collect()
+    } else {
+        Vec::new()
+    };
     RepairReport {
         dir: dir.to_path_buf(),
         damage: plan.tail_damage.as_ref().map(Error::to_string),
