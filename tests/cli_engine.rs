@@ -1736,3 +1736,48 @@ fn open_will_fail_names_a_groups_damage_before_the_journals() {
         "{open_error}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// repair of a group directory
+// ---------------------------------------------------------------------------------------------
+
+/// Flips a payload byte of group 1's entry `index` (in its first file).
+fn flip_group1_payload(root: &Path, index: u64) {
+    let wal = root.join("groups/1").join(layout::log_name(1));
+    let f = fs::File::open(&wal).unwrap();
+    let mut slot = [0u8; SLOT_LEN as usize];
+    f.read_exact_at(&mut slot, slot_at(index - 1)).unwrap();
+    flip(&wal, slot_payload_offset(&slot) + 3);
+}
+
+/// `raftwal repair` on a group directory is refused, as `DiskStorage::open` is, while an engine
+/// has the root open and on a root an engine did not close cleanly (the group's latest state
+/// may be in the journal, which a repair of its files would not see); nothing changes.
+#[test]
+fn repair_is_refused_on_a_group_of_an_open_or_crashed_engine() {
+    let tmp = TempDir::new().unwrap();
+    let root = image_copy(&tmp);
+    let gdir = root.join("groups/1");
+    let before = tree_state(&root);
+    for args in [
+        vec!["repair", p(&gdir)],
+        vec!["repair", p(&gdir), "--accept-data-loss"],
+    ] {
+        let err = fails(&args, 2).stderr;
+        assert!(err.contains("not closed cleanly"), "{err}");
+    }
+    assert_eq!(tree_state(&root), before, "repair changed a crashed root");
+
+    Engine::open(&root).unwrap().close().unwrap();
+    flip_group1_payload(&root, 50);
+    let engine = Engine::open(&root).unwrap();
+    let before = tree_state(&gdir);
+    let err = fails(&["repair", p(&gdir), "--accept-data-loss"], 2).stderr;
+    assert!(err.contains("engine"), "{err}");
+    assert_eq!(
+        tree_state(&gdir),
+        before,
+        "repair changed a running engine's group"
+    );
+    engine.close().unwrap();
+}

@@ -19,6 +19,7 @@ use crate::options::RecoveryMode;
 use crate::store::log_file::SLOTS_PER_FILE;
 use crate::store::meta::{self, MetaFile};
 use crate::store::recovery::{self, LogPlan, Scan};
+use crate::store::storage;
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
 
@@ -57,9 +58,11 @@ impl RepairReport {
 }
 
 /// What [`repair`] would do to `dir` (read-only: nothing is created or changed, no lock is
-/// taken). `key`: the store's encryption key, if it has one.
+/// taken). `key`: the store's encryption key, if it has one. Refused, as [`repair`] is, for a
+/// group directory of an engine root that an engine has open or did not close cleanly.
 pub fn check<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairReport> {
     let dir = dir.as_ref();
+    storage::check_engine_group_closed(dir)?;
     let cipher = key.as_ref().map(Cipher::new);
     let listing = recovery::list_dir(dir)?;
     let (meta, _) = meta::read_only(dir, cipher.as_ref())?;
@@ -71,7 +74,9 @@ pub fn check<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairRepo
 /// Cuts the log in `dir` at its first damage and lowers the commit index and checkpoint to the
 /// last entry left (durably: the meta page first, so that a crash part way leaves a directory
 /// that opens, or that a second repair finishes). Takes the directory's lock: refused while a
-/// node has the directory open.
+/// node has the directory open; for a group directory of an engine root, the root's lock too
+/// (as `DiskStorage::open` does: refused while an engine has the root open, or when it did
+/// not close it cleanly).
 pub fn repair<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairReport> {
     let dir = dir.as_ref();
     if !dir.join(meta::META_FILE).is_file() {
@@ -81,6 +86,7 @@ pub fn repair<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairRep
         });
     }
     let _lock = fsutil::lock_dir(dir)?;
+    let _engine_lock = storage::engine_root_lock(dir)?;
     let cipher = key.as_ref().map(Cipher::new);
     let listing = recovery::list_dir(dir)?;
     let (mut meta_file, mut meta) = MetaFile::open(dir, cipher.as_ref())?;

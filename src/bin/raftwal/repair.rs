@@ -5,7 +5,8 @@
 //!
 //! Owns: the refusal without `--accept-data-loss` (exit code 1, nothing changed, the one-line
 //! message says what would be lost) and the report of what was done. Must never: change the
-//! directory without the flag, or while a node holds it (the library takes the lock).
+//! directory without the flag, or while a node or an engine holds it (the library takes the
+//! locks).
 
 use std::path::PathBuf;
 

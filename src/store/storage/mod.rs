@@ -430,11 +430,25 @@ impl DiskStorage {
 
 /// For a group directory of an engine root: takes the root's lock (refused while an engine
 /// has the root open) and checks that the engine was closed cleanly (else the group's latest
-/// state may be in the engine's journal only).
-fn engine_root_lock(dir: &Path) -> Result<Option<fsutil::DirLock>> {
+/// state may be in the engine's journal only). `DiskStorage::open` and `raftwal repair` take it.
+pub(crate) fn engine_root_lock(dir: &Path) -> Result<Option<fsutil::DirLock>> {
     match engine_root_of(dir) {
-        Some(root) => lock_engine_root(dir, &root).map(Some),
+        Some(root) => {
+            let lock = fsutil::lock_dir(&root)?;
+            check_engine_closed(dir, &root)?;
+            Ok(Some(lock))
+        }
         None => Ok(None),
+    }
+}
+
+/// For a group directory of an engine root: the check of [`engine_root_lock`] without the lock
+/// (the read-only tools take none). An engine marks its root open before it replays anything,
+/// so this refuses a running engine's group as well as a crashed one's.
+pub(crate) fn check_engine_group_closed(dir: &Path) -> Result<()> {
+    match engine_root_of(dir) {
+        Some(root) => check_engine_closed(dir, &root),
+        None => Ok(()),
     }
 }
 
@@ -450,18 +464,17 @@ fn engine_root_of(dir: &Path) -> Option<PathBuf> {
         .then(|| root.to_path_buf())
 }
 
-fn lock_engine_root(dir: &Path, root: &Path) -> Result<fsutil::DirLock> {
+fn check_engine_closed(dir: &Path, root: &Path) -> Result<()> {
     use crate::proto::EngineRecord;
-    let lock = fsutil::lock_dir(root)?;
     let (record, _) = crate::store::meta::read_only::<EngineRecord>(root, None)?;
     if record.open {
         return Err(Error::InvalidArgument(format!(
-            "{} is a group of the engine at {}, which was not closed cleanly: the group's latest state may be in the engine's journal; open the engine (Engine::open) to replay it",
+            "{} is a group of the engine at {}, which is open or was not closed cleanly: the group's latest state may be in the engine's journal; close the engine, or open it (Engine::open) to replay the journal and close it",
             dir.display(),
             root.display()
         )));
     }
-    Ok(lock)
+    Ok(())
 }
 
 impl Drop for DiskStorage {
