@@ -1781,3 +1781,44 @@ fn repair_is_refused_on_a_group_of_an_open_or_crashed_engine() {
     );
     engine.close().unwrap();
 }
+
+/// `raftwal repair --accept-data-loss` on a group of a cleanly closed root cuts the group's log
+/// and rewrites the engine fields of its meta page to match (`last_index`, `tail_payload_end`,
+/// `last_file_id`), which `Engine::open` trusts instead of scanning: the engine then serves the
+/// log up to the cut and takes appends after it. A clean close leaves no journal record after
+/// the checkpoint, so replay puts nothing back past the cut.
+#[test]
+fn repair_of_an_engine_group_rewrites_the_engine_fields_to_the_cut() {
+    let tmp = TempDir::new().unwrap();
+    let root = image_copy(&tmp);
+    Engine::open(&root).unwrap().close().unwrap();
+    flip_group1_payload(&root, 50);
+    let gdir = root.join("groups/1");
+    let text = ok(&["repair", p(&gdir), "--accept-data-loss"]);
+    assert!(text.contains("log cut after index 49"), "{text}");
+    assert!(
+        text.contains("commit index lowered from 60 to 49"),
+        "{text}"
+    );
+    let verify = ok(&["verify", p(&root)]);
+    assert!(verify.ends_with(": ok\n"), "{verify}");
+
+    let ctx = || GetEntriesContext::empty(false);
+    let engine = Engine::open(&root).unwrap();
+    let g = engine.group(1).unwrap();
+    assert_eq!(g.last_index().unwrap(), 49);
+    assert_eq!(g.initial_state().unwrap().hard_state.commit, 49);
+    assert_eq!(g.entries(1, 50, None, ctx()).unwrap(), group1(1, 49));
+    assert!(g.term(50).is_err(), "index 50 was cut");
+    g.save(&HardState::default(), &group1(50, 52), &Snapshot::default())
+        .unwrap();
+    drop(g);
+    engine.close().unwrap();
+    let engine = Engine::open(&root).unwrap();
+    let g = engine.group(1).unwrap();
+    assert_eq!(g.last_index().unwrap(), 52);
+    assert_eq!(g.entries(40, 53, None, ctx()).unwrap(), group1(40, 52));
+    drop(g);
+    engine.close().unwrap();
+    ok(&["verify", p(&root)]);
+}

@@ -5,10 +5,14 @@
 //! Owns: finding the first damage anywhere in the log (every live entry of every file checked,
 //! payloads included, as open checks a tail), cutting the log there, and lowering the stored
 //! commit index and checkpoint to the last entry left; the node then catches up from its
-//! leader. [`check`] says what [`repair`] would do without changing anything. What open tidies
-//! by itself (an empty tail, leftovers) is not a repair. Must never: run
-//! without the directory lock, change anything before every check has passed, or touch the
-//! snapshot, the hard state's term and vote, or any entry before the first damage.
+//! leader. In a group directory of an engine root, the engine fields of the meta page are
+//! rewritten to the cut too (the engine trusts them instead of scanning), and the repair is
+//! refused unless the engine was closed cleanly (its journal then holds nothing for replay to
+//! put back past the cut). [`check`] says what [`repair`] would do without changing anything.
+//! What open tidies by itself (an empty tail, leftovers) is not a repair. Must never: run
+//! without the directory lock (and an engine root's), change anything before every check has
+//! passed, or touch the snapshot, the hard state's term and vote, or any entry before the
+//! first damage.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +20,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::options::RecoveryMode;
-use crate::store::log_file::SLOTS_PER_FILE;
+use crate::proto::{EngineGroupRecord, MetaRecord};
+use crate::store::log_file::{PAYLOAD_START, SLOTS_PER_FILE};
 use crate::store::meta::{self, MetaFile};
 use crate::store::recovery::{self, LogPlan, Scan};
 use crate::store::storage;
@@ -96,11 +101,20 @@ pub fn repair<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairRep
     if !r.needed {
         return Ok(RepairReport { done: false, ..r });
     }
-    if (r.commit_after, r.checkpoint_after) != (r.commit_before, r.checkpoint_before) {
+    let engine = meta
+        .engine
+        .as_ref()
+        .and_then(|e| engine_fields_cut(e, &plan, &r));
+    if (r.commit_after, r.checkpoint_after) != (r.commit_before, r.checkpoint_before)
+        || engine.is_some()
+    {
         if let Some(hs) = meta.hard_state.as_mut() {
             hs.commit = r.commit_after;
         }
         meta.checkpoint_index = r.checkpoint_after;
+        if let Some(e) = engine {
+            meta.engine = Some(e);
+        }
         meta_file.store(&meta)?;
         meta_file.flush()?;
     }
@@ -115,10 +129,32 @@ pub fn repair<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairRep
     Ok(r)
 }
 
+/// An engine group's fields for the log as the cut leaves it, when the cut lies before the log's
+/// end they record (`Engine::open` trusts them: it zeroes the slots past `last_index` and
+/// removes the files after `last_file_id`, so the cut must be there). Written as the engine
+/// writes them (`GroupFiles::engine_record`); the journal position stays: after a clean close
+/// the journal holds no record after it for replay to apply.
+fn engine_fields_cut(
+    eng: &EngineGroupRecord,
+    plan: &LogPlan,
+    r: &RepairReport,
+) -> Option<EngineGroupRecord> {
+    if r.last_index >= eng.last_index {
+        return None;
+    }
+    let tail = plan.files.back();
+    Some(EngineGroupRecord {
+        last_index: r.last_index,
+        tail_payload_end: tail.map_or(PAYLOAD_START, |f| f.payload_used() + PAYLOAD_START),
+        last_file_id: tail.map_or(0, |f| f.id()),
+        ..*eng
+    })
+}
+
 /// The log scanned whole, as open scans a tail, in the default recovery mode.
 fn plan(
     dir: &Path,
-    meta: &crate::proto::MetaRecord,
+    meta: &MetaRecord,
     ids: Vec<u64>,
     read_only: bool,
     cipher: Option<&Cipher>,
@@ -133,7 +169,7 @@ fn plan(
 
 fn report(
     dir: &Path,
-    meta: &crate::proto::MetaRecord,
+    meta: &MetaRecord,
     plan: &LogPlan,
     leftovers: Vec<PathBuf>,
     done: bool,
