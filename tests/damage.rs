@@ -38,7 +38,7 @@ use layout::{
     META_FILE, META_MAGIC_AT, META_MIN_REGION, META_RECORD_AT, META_RECORD_LEN_AT, META_SEQ_AT,
     META_VERSION_AT, PAYLOADS_AT, SLOTS_PER_FILE, SLOT_AREA_LEN, SLOT_CRC_AT, SLOT_DATA_LEN_AT,
     SLOT_FLAGS_AT, SLOT_INDEX_AT, SLOT_LEN, SLOT_OFFSET_AT, SLOT_TERM_AT, SNAP_DATA_AT,
-    SNAP_ENVELOPE_AT,
+    SNAP_ENVELOPE_AT, SNAP_ENVELOPE_LEN_AT,
 };
 
 const MODES: [RecoveryMode; 2] = [
@@ -1343,6 +1343,46 @@ fn snapshot_file_damage_is_an_error_naming_it() {
         fs::remove_file(rel(d.path())).unwrap();
         let e = must_fail(d.path(), mode, &when);
         is_missing(&e, name, &when);
+    }
+}
+
+/// FORMAT.md: the snapshot header is zero from the end of its checksum up to 4096. A byte set
+/// there is damage (the header's checksum does not cover it): open and verify refuse it, naming
+/// the file and the byte's offset.
+#[test]
+fn snapshot_header_padding_must_be_zero() {
+    let base = tempfile::tempdir().unwrap();
+    let (snap, _) = build_snap_store(base.path());
+    let name = PathBuf::from("snap").join(snap.file_name().unwrap());
+    let name = name.to_str().unwrap();
+    let envelope_len =
+        u32::from_le_bytes(read_at(&snap, SNAP_ENVELOPE_LEN_AT, 4).try_into().unwrap()) as u64;
+    let padding = SNAP_ENVELOPE_AT + envelope_len + 4..SNAP_DATA_AT;
+    assert!(
+        read_at(&snap, padding.start, padding.clone().count())
+            .iter()
+            .all(|&b| b == 0),
+        "the writer leaves the padding zero"
+    );
+    for at in [padding.start, padding.start + 1000, SNAP_DATA_AT - 1] {
+        let byte = at..at + 1;
+        let byte = std::slice::from_ref(&byte);
+        let what = format!("padding byte {at} set");
+        let damaged = copy_of(base.path());
+        xor_at(&damaged.path().join(name), at, 0x01);
+        let verify = raftwal::inspect::Inspector::open(damaged.path())
+            .unwrap_or_else(|e| panic!("{what}: inspector: {e}"))
+            .verify(&mut |_| {});
+        let e = verify
+            .err()
+            .unwrap_or_else(|| panic!("{what}: verify passed"));
+        assert_corrupt(&e, name, byte, &what);
+        for mode in MODES {
+            let when = format!("{what}, {mode:?}");
+            let d = copy_of(damaged.path());
+            let e = must_fail(d.path(), mode, &when);
+            assert_corrupt(&e, name, byte, &when);
+        }
     }
 }
 

@@ -243,6 +243,16 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
         crc_at,
     )?;
     check.version(le::u32_at(h, H_VERSION), SNAP_FORMAT_VERSION)?;
+    // The checksum does not cover the rest of the block, which the writer leaves zero: a byte
+    // set there is damage too.
+    let padding = crc_at + H_CRC_LEN;
+    if let Some(k) = h[padding..].iter().position(|&b| b != 0) {
+        return Err(Error::corrupt(
+            path,
+            (padding + k) as u64,
+            "snapshot header padding is not zero",
+        ));
+    }
     SnapshotEnvelope::decode(&h[H_ENVELOPE..crc_at])
         .map_err(|e| Error::corrupt(path, H_ENVELOPE as u64, format!("snapshot envelope: {e}")))
 }
