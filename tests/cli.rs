@@ -344,6 +344,59 @@ stderr: {}",
     assert!(err.contains("index 64000"), "{err}");
 }
 
+/// Open reads the snapshot file the meta page names to its last byte and refuses it damaged or
+/// missing: inspect predicts that refusal (its report says open will fail, and why; exit 1) as
+/// it does committed damage, and verify fails on it too.
+#[test]
+fn inspect_exits_1_when_open_will_fail_on_the_snapshot_file() {
+    let tmp = TempDir::new().unwrap();
+    for damage in ["data byte flipped", "file deleted"] {
+        let dir = tmp.path().join(damage.replace(' ', "-"));
+        roots::copy_tree(wal(), &dir);
+        let snap = inspect_json(&dir)["snapshot"]["file"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let snap = dir.join("snap").join(Path::new(&snap).file_name().unwrap());
+        let snap_name = snap.file_name().unwrap().to_str().unwrap().to_string();
+        if damage == "file deleted" {
+            fs::remove_file(&snap).unwrap();
+        } else {
+            flip(&snap, SNAP_DATA_AT + 150_000);
+        }
+        let opened = tmp.path().join("opened");
+        let _ = fs::remove_dir_all(&opened);
+        roots::copy_tree(&dir, &opened);
+        let refused = DiskStorage::open(&opened).map(drop).unwrap_err();
+        // What open says, of `dir`.
+        let refused = refused.to_string().replace(p(&opened), p(&dir));
+
+        let run = raftwal(&["inspect", p(&dir)]);
+        assert_eq!(
+            run.code, 1,
+            "{damage}: open refuses ({refused}), yet inspect exits {}\nstdout: {}\nstderr: {}",
+            run.code, run.stdout, run.stderr
+        );
+        assert!(
+            run.stdout.contains("open            will fail"),
+            "{damage}: {}",
+            run.stdout
+        );
+        assert_eq!(
+            run.stderr.trim_end(),
+            format!("raftwal: open will fail: {refused}"),
+            "{damage}"
+        );
+        assert!(run.stderr.contains(&snap_name), "{damage}: {}", run.stderr);
+        let run = raftwal(&["inspect", p(&dir), "--json"]);
+        assert_eq!(run.code, 1, "{damage}");
+        let j: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(j["open_error"], refused, "{damage}: {j}");
+        let err = fails(&["verify", p(&dir)], 1);
+        assert!(err.contains(&snap_name), "{damage}: {err}");
+    }
+}
+
 /// `raftwal repair`: without `--accept-data-loss` it refuses (exit 1), says what it would drop
 /// and changes nothing; with it, the log is cut before the damage, the commit index lowered to
 /// match, and the directory opens in both recovery modes with every entry before the damage.

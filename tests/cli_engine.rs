@@ -612,6 +612,56 @@ fn verify_root_checks_the_journal_and_every_group() {
     assert_eq!(groups[0]["entries_checked"], 10);
 }
 
+/// A group's snapshot file damaged or deleted: `Engine::open` does not read group snapshot
+/// files (the group's `snapshot()` fails on it later), so `inspect ROOT` agrees that open
+/// succeeds; `verify ROOT` reads the file and fails on it (exit 1), naming it.
+#[test]
+fn a_damaged_group_snapshot_file_fails_verify_and_inspect_agrees_with_open() {
+    let tmp = TempDir::new().unwrap();
+    for damage in ["data byte flipped", "file deleted"] {
+        let root = tmp.path().join(damage.replace(' ', "-"));
+        roots::copy_tree(image(), &root);
+        let snap_dir = root.join("groups").join("7").join("snap");
+        let snap = fs::read_dir(&snap_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "snap"))
+            .unwrap();
+        let snap_name = snap.file_name().unwrap().to_str().unwrap().to_string();
+        if damage == "file deleted" {
+            fs::remove_file(&snap).unwrap();
+        } else {
+            flip(&snap, 4096 + 100);
+        }
+        let opened = tmp.path().join("opened");
+        let _ = fs::remove_dir_all(&opened);
+        roots::copy_tree(&root, &opened);
+        let engine = Engine::open(&opened);
+        let inspect = raftwal(&["inspect", p(&root), "--json"]);
+        let doc = json(&inspect.stdout);
+        match &engine {
+            Ok(_) => {
+                assert_eq!(inspect.code, 0, "{damage}: {}", inspect.stderr);
+                assert_eq!(doc["open_error"], Value::Null, "{damage}: {doc}");
+            }
+            Err(e) => {
+                assert_eq!(inspect.code, 1, "{damage}: open refuses ({e})");
+                assert!(doc["open_error"].is_string(), "{damage}: {doc}");
+            }
+        }
+        if let Ok(engine) = engine {
+            let g = engine.group(7).unwrap();
+            let got = g.snapshot(0, 0).map(|s| s.data.len());
+            assert!(
+                got.is_err(),
+                "{damage}: the group serves its snapshot: {got:?}"
+            );
+        }
+        let err = fails(&["verify", p(&root)], 1).stderr;
+        assert!(err.contains(&snap_name), "{damage}: {err}");
+    }
+}
+
 /// A damaged record the checkpoint covers: open fails (what follows it cannot be read).
 #[test]
 fn a_damaged_checkpointed_journal_record_fails_open_and_verify() {

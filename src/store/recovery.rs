@@ -84,12 +84,7 @@ pub(crate) fn recover(
     if let Some(e) = plan.committed_damage.take() {
         return Err(copies.explain(e));
     }
-    // The snapshot the meta page names must be whole: read and checked to its last byte
-    // (streamed, so a snapshot of any size takes one buffer of memory).
-    if let Some(s) = meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
-        let mut reader = snap::SnapshotReader::open(dir, s, cipher)?;
-        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| reader.error_from(e))?;
-    }
+    check_snapshot_file(dir, &meta, cipher)?;
 
     // Every check passed: now tidy up.
     let doomed = listing.leftovers.iter().chain(&plan.remove);
@@ -132,6 +127,21 @@ pub(crate) fn recover(
         ),
         broken_snapshot_files,
     })
+}
+
+/// The snapshot the meta page names must be whole: read and checked to its last byte
+/// (streamed, so a snapshot of any size takes one buffer of memory). Open refuses the
+/// directory otherwise; the tools call this to say so before open does.
+pub(crate) fn check_snapshot_file(
+    dir: &Path,
+    meta: &MetaRecord,
+    cipher: Option<&Cipher>,
+) -> Result<()> {
+    if let Some(s) = meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
+        let mut reader = snap::SnapshotReader::open(dir, s, cipher)?;
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| reader.error_from(e))?;
+    }
+    Ok(())
 }
 
 /// Indexes in the meta page must be in the range the engine does arithmetic on.

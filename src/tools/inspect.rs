@@ -182,7 +182,8 @@ pub struct Summary {
     /// Damage that ends the log early (open would cut it there by default).
     pub tail_damage: Option<String>,
     /// Why a default-mode open of the directory would fail (e.g. damage at or below the
-    /// durable commit index, which cannot be cut), or `None` when it would succeed.
+    /// durable commit index, which cannot be cut, or a snapshot file damaged or missing), or
+    /// `None` when it would succeed.
     pub open_error: Option<String>,
     /// Which copy of the meta state is in use, and what the other one holds.
     pub meta_copies: MetaCopiesInfo,
@@ -258,6 +259,8 @@ pub struct Inspector {
 
 impl Inspector {
     /// Opens `dir` read-only. A missing directory or `wal.meta` is an error; nothing is created.
+    /// Reads what open reads to decide whether it would refuse the directory
+    /// ([`Summary::open_error`]): the log's tail, and the snapshot file to its last byte.
     pub fn open<P: AsRef<Path>>(dir: P) -> Result<Inspector> {
         Self::open_with_key(dir, None)
     }
@@ -278,6 +281,17 @@ impl Inspector {
         let plan = recovery::plan_log(&dir, &meta, listing.ids, scan, cipher.as_ref())
             .map_err(|e| copies.explain(e))?;
         let committed_damage = plan.committed_damage.map(|e| copies.explain(e));
+        // Open refuses committed damage first, then a snapshot file that is not whole: the
+        // same check, so that the summary says what open will say. Not when a live store
+        // wrote its meta page since: the file read may be one a newer snapshot replaced
+        // (and removed), which open, reading the new page, would not meet.
+        let open_error = match &committed_damage {
+            Some(e) => Some(e.to_string()),
+            None => recovery::check_snapshot_file(&dir, &meta, cipher.as_ref())
+                .err()
+                .filter(|_| !meta_moved_on(&dir, &meta, copies.seq, cipher.as_ref()))
+                .map(|e| e.to_string()),
+        };
         let files: Vec<LogFile> = plan.files.into_iter().collect();
         let snap = meta.snapshot.as_ref().filter(|s| s.index > 0);
         let snap_index = snap.map_or(0, |s| s.index);
@@ -322,7 +336,7 @@ impl Inspector {
             last_index: last.max(snap_index),
             files: file_infos,
             tail_damage: plan.tail_damage.as_ref().map(Error::to_string),
-            open_error: committed_damage.as_ref().map(Error::to_string),
+            open_error,
             meta_copies: MetaCopiesInfo::from(&copies),
             leftover_files: listing.leftovers.into_iter().chain(plan.remove).collect(),
         };
