@@ -204,6 +204,76 @@ fn json_failures_are_one_object_on_stdout_and_one_line_on_stderr() {
 // archives: messages that say what is wrong
 // ---------------------------------------------------------------------------------------------
 
+/// Stdout is one JSON document whose `ok` is not false; returns it.
+fn json_report(run: &Run) -> Value {
+    let v: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", run.stdout));
+    assert_ne!(v["ok"], false, "{v}");
+    v
+}
+
+/// A path that is not UTF-8 is shown in `--json` output lossily (U+FFFD for what is not UTF-8,
+/// as the text output shows it): every command prints one valid JSON document and exits with
+/// its own outcome, here success, having done its work.
+#[test]
+fn json_output_shows_a_non_utf8_path_lossily() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = TempDir::new().unwrap();
+    let odd = |name: &[u8]| tmp.path().join(OsStr::from_bytes(name));
+    let (dir, archive, restored) = (odd(b"st\xffore"), odd(b"o\xff.tgz"), odd(b"n\xffew"));
+    fs::rename(write_dir(&tmp, "wal"), &dir).unwrap();
+    let shown = |path: &Path| path.to_string_lossy().into_owned();
+    assert!(shown(&dir).contains('\u{fffd}'));
+    let run = |args: &[&OsStr]| json_report(&raftwal(args));
+    let (json, s) = (OsStr::new("--json"), OsStr::new("snapshot"));
+
+    let doc = run(&["inspect".as_ref(), dir.as_os_str(), json]);
+    assert_eq!(doc["dir"], shown(&dir));
+    let snap = doc["snapshot"]["file"].as_str().unwrap();
+    assert!(snap.starts_with(&shown(&dir)), "{doc}");
+    assert_eq!(
+        run(&["verify".as_ref(), dir.as_os_str(), json])["dir"],
+        shown(&dir)
+    );
+    assert_eq!(
+        run(&["repair".as_ref(), dir.as_os_str(), json])["dir"],
+        shown(&dir)
+    );
+    let dump = ok(&["dump".as_ref(), dir.as_os_str(), json]);
+    assert_eq!(dump.lines().count() as u64, LAST - SNAP_INDEX);
+
+    let doc = run(&[
+        s,
+        "save".as_ref(),
+        dir.as_os_str(),
+        archive.as_os_str(),
+        json,
+    ]);
+    assert!(archive.is_file(), "save wrote no archive: {doc}");
+    assert_eq!(doc["archive"], shown(&archive));
+    for cmd in ["status", "verify"] {
+        let doc = run(&[s, cmd.as_ref(), archive.as_os_str(), json]);
+        assert_eq!(doc["archive"], shown(&archive), "{cmd}");
+    }
+    ok(&[
+        s,
+        "restore".as_ref(),
+        archive.as_os_str(),
+        restored.as_os_str(),
+    ]);
+    assert!(restored.join("wal.meta").is_file());
+
+    let root = odd(b"ro\xffot");
+    let engine = raftwal::Engine::open(&root).unwrap();
+    engine.create_group(1, 1).unwrap();
+    engine.close().unwrap();
+    for cmd in ["inspect", "verify"] {
+        let doc = run(&[cmd.as_ref(), root.as_os_str(), json]);
+        assert_eq!(doc["root"], shown(&root), "{cmd}");
+    }
+}
+
 #[test]
 fn snapshot_status_of_a_directory_is_a_usage_error_not_damage() {
     let tmp = TempDir::new().unwrap();

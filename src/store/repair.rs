@@ -32,6 +32,7 @@ use crate::sys::fsutil;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RepairReport {
     /// The WAL directory.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub dir: PathBuf,
     /// The first damage in the log (file, offset, what is wrong), when there is any.
     pub damage: Option<String>,
@@ -39,6 +40,7 @@ pub struct RepairReport {
     pub last_index: u64,
     /// Files removed (only by a repair that is `needed`): log files after the damage, and
     /// leftovers open would remove anyway.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub removed_files: Vec<PathBuf>,
     /// The stored commit index before the repair.
     pub commit_before: u64,

@@ -10,6 +10,9 @@
 //! reported rather than refused; anything open would refuse in every mode is an error here too.
 //!
 //! An engine root (`raftwal::Engine`) is read by [`engine::EngineInspector`], with the same rules.
+//!
+//! The reports serialize (for `--json`) with their paths shown lossily: U+FFFD for what is not
+//! UTF-8, so that any directory's report serializes.
 
 pub mod engine;
 
@@ -106,6 +109,7 @@ pub struct SnapshotInfo {
     /// CRC32C of the snapshot data.
     pub data_crc32c: u32,
     /// The snapshot data file, when the snapshot has data.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub file: Option<PathBuf>,
 }
 
@@ -158,6 +162,7 @@ pub struct LogFileInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Summary {
     /// The WAL directory.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub dir: PathBuf,
     /// Format version of `wal.meta`.
     pub format_version: u32,
@@ -188,6 +193,7 @@ pub struct Summary {
     /// Which copy of the meta state is in use, and what the other one holds.
     pub meta_copies: MetaCopiesInfo,
     /// Files in the directory that open would remove (obsolete, empty tail, leftovers).
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub leftover_files: Vec<PathBuf>,
 }
 

@@ -10,3 +10,4 @@ pub mod archive;
 #[cfg(feature = "archive")]
 pub mod endpoint;
 pub mod inspect;
+pub(crate) mod json_path;

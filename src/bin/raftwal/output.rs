@@ -87,6 +87,12 @@ impl Failure {
         }
     }
 
+    /// A report could not be serialized as JSON (a bug: paths are shown lossily, see
+    /// [`shown`]).
+    pub fn serialize(e: serde_json::Error) -> Failure {
+        Failure::new(format!("serialize the report as JSON: {e}"), 2, "invariant")
+    }
+
     /// The failure as `--json` shows it: `{"kind", "message", "exit_code"}`, and `path` and
     /// `offset` when the error names them.
     pub fn json(&self) -> serde_json::Value {
@@ -192,9 +198,12 @@ impl Out {
         writeln!(self.0, "{s}").map_err(Failure::stdout)
     }
 
-    /// Writes `value` as pretty JSON on its own.
+    /// Writes `value` as pretty JSON on its own. Serialized whole before any of it is
+    /// written: a value that cannot be is a failure with nothing on stdout, never half a
+    /// document.
     pub fn json_pretty(&mut self, value: &impl serde::Serialize) -> CmdResult {
-        serde_json::to_writer_pretty(&mut self.0, value).map_err(|e| Failure::stdout(e.into()))?;
+        let doc = serde_json::to_vec_pretty(value).map_err(Failure::serialize)?;
+        self.0.write_all(&doc).map_err(Failure::stdout)?;
         self.line("")
     }
 
@@ -229,7 +238,7 @@ impl Out {
         let Some(mut failure) = failure else {
             return self.json_pretty(value);
         };
-        let mut doc = serde_json::to_value(value).map_err(|e| Failure::stdout(e.into()))?;
+        let mut doc = serde_json::to_value(value).map_err(Failure::serialize)?;
         if let serde_json::Value::Object(fields) = &mut doc {
             fields.insert("ok".into(), false.into());
             fields.insert("error".into(), failure.json());
@@ -240,9 +249,10 @@ impl Out {
         Err(failure)
     }
 
-    /// Writes `value` as one line of JSON (for JSON lines output).
+    /// Writes `value` as one line of JSON (for JSON lines output), serialized whole first.
     pub fn json_line(&mut self, value: &impl serde::Serialize) -> CmdResult {
-        serde_json::to_writer(&mut self.0, value).map_err(|e| Failure::stdout(e.into()))?;
+        let line = serde_json::to_vec(value).map_err(Failure::serialize)?;
+        self.0.write_all(&line).map_err(Failure::stdout)?;
         self.line("")
     }
 
@@ -464,6 +474,13 @@ pub fn read_key(path: &std::path::Path) -> Result<[u8; 32], Failure> {
 /// The `--key-file` key, if one was given.
 pub fn key() -> Option<[u8; 32]> {
     KEY.get().copied()
+}
+
+/// A path as the reports show it, text or JSON: each byte sequence that is not UTF-8 as
+/// U+FFFD (JSON strings are UTF-8; a script gets a document it can parse, and the path as
+/// `display` shows it).
+pub fn shown(path: &Path) -> std::borrow::Cow<'_, str> {
+    path.to_string_lossy()
 }
 
 /// Opens a WAL directory read-only, with the `--key-file` key when one was given.

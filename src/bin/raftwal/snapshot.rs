@@ -8,6 +8,7 @@
 //! rules) is `raftwal::archive`, the pull from a node `raftwal::endpoint`. Must never: overwrite an existing file or directory, or change
 //! the directory it saves from or the archive it reads.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -155,11 +156,12 @@ pub fn run(cmd: Command) -> CmdResult {
 }
 
 /// What `snapshot save --json` prints: where the archive came from and went, what is in it.
+/// Paths are shown lossily, as `output::shown` says.
 #[derive(Serialize)]
 struct SaveJson<'a> {
-    archive: &'a Path,
+    archive: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    dir: Option<&'a Path>,
+    dir: Option<Cow<'a, str>>,
     /// The group of the engine root `dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     group: Option<u64>,
@@ -186,8 +188,8 @@ fn save(dir: &Path, group: Option<u64>, out_path: &Path, json: bool) -> CmdResul
         let meta = result.map_err(|e| output::engine_failure(dir, e))?;
         return print_saved(
             &SaveJson {
-                archive: out_path,
-                dir: Some(dir),
+                archive: output::shown(out_path),
+                dir: Some(output::shown(dir)),
                 group: Some(id),
                 endpoint: None,
                 archive_bytes: None,
@@ -211,8 +213,8 @@ fn save(dir: &Path, group: Option<u64>, out_path: &Path, json: bool) -> CmdResul
     let meta = result?;
     print_saved(
         &SaveJson {
-            archive: out_path,
-            dir: Some(dir),
+            archive: output::shown(out_path),
+            dir: Some(output::shown(dir)),
             group: None,
             endpoint: None,
             archive_bytes: None,
@@ -231,7 +233,7 @@ fn pull(endpoint: &str, timeout: Duration, out_path: &Path, json: bool) -> CmdRe
     let status = result?;
     print_saved(
         &SaveJson {
-            archive: out_path,
+            archive: output::shown(out_path),
             dir: None,
             group: None,
             endpoint: Some(endpoint),
@@ -262,7 +264,7 @@ fn print_saved(saved: &SaveJson, json: bool) -> CmdResult {
         meta.term,
         conf_state(meta),
         meta.size,
-        saved.archive.display()
+        saved.archive
     ))?;
     out.finish()
 }
@@ -270,7 +272,7 @@ fn print_saved(saved: &SaveJson, json: bool) -> CmdResult {
 /// An archive's status as `--json` prints it: the archive's own fields, then its metadata.
 #[derive(Serialize)]
 struct StatusJson<'a> {
-    archive: &'a Path,
+    archive: Cow<'a, str>,
     archive_bytes: u64,
     archive_sha256: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -300,7 +302,7 @@ fn print_status(file: &Path, s: &ArchiveStatus, json: bool, ok: Option<bool>) ->
     let mut out = Out::new();
     if json {
         out.json_pretty(&StatusJson {
-            archive: file,
+            archive: output::shown(file),
             archive_bytes: s.archive_bytes,
             archive_sha256: &s.archive_sha256,
             ok,

@@ -31,7 +31,7 @@ pub struct Args {
 
 #[derive(Serialize)]
 struct Report {
-    dir: PathBuf,
+    dir: String,
     ok: bool,
     #[serde(flatten)]
     checked: raftwal::inspect::VerifyReport,
@@ -63,7 +63,7 @@ pub fn run(args: Args) -> CmdResult {
     let mut out = Out::new();
     if args.json {
         out.json_pretty(&Report {
-            dir: args.dir,
+            dir: output::shown(&args.dir).into_owned(),
             ok: true,
             checked,
         })?;

@@ -28,6 +28,7 @@ use crate::tools::inspect::{
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EngineSummary {
     /// The engine root.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub root: PathBuf,
     /// Format version of `engine.meta`.
     pub format_version: u32,
@@ -48,6 +49,7 @@ pub struct EngineSummary {
     pub groups: Vec<GroupSummary>,
     /// `groups/<id>.tmp` and `groups/<id>.removing`: a creation or removal cut short, which
     /// open deletes.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub leftover_dirs: Vec<PathBuf>,
     /// Why a default open of the root would fail, or `None` when it would succeed. With one
     /// group read ([`EngineInspector::open_group`](super::EngineInspector::open_group)), only
@@ -62,6 +64,7 @@ pub struct EngineSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct JournalSummary {
     /// The journal directory.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub dir: PathBuf,
     /// The segment files, by id.
     pub segments: Vec<SegmentInfo>,
@@ -119,6 +122,7 @@ pub struct SegmentInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SpareInfo {
     /// Its path.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub path: PathBuf,
     /// File size, in bytes.
     pub size_bytes: u64,
@@ -176,6 +180,7 @@ pub struct GroupSummary {
     /// The group's id.
     pub group_id: u64,
     /// Its directory (`groups/<id>`).
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub dir: PathBuf,
     /// Tells this group from a removed one with the same id (`None`: its meta page is
     /// unreadable).
@@ -188,6 +193,7 @@ pub struct GroupSummary {
     pub files: Vec<LogFileInfo>,
     /// Files open removes: obsolete ones, files made after the meta page (the journal makes
     /// them again), `*.tmp` leftovers.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub leftover_files: Vec<PathBuf>,
     /// As its own files hold it.
     pub in_files: Option<GroupState>,
@@ -203,6 +209,7 @@ pub struct GroupSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EngineVerifyReport {
     /// The engine root.
+    #[serde(serialize_with = "crate::tools::json_path::lossy")]
     pub root: PathBuf,
     /// No damage found anywhere (`damage` is empty).
     pub ok: bool,
