@@ -11,6 +11,7 @@ mod roots;
 #[path = "common/truncations.rs"]
 mod truncations;
 
+use std::fs;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -281,6 +282,40 @@ fn a_closed_engine_releases_its_lock_and_its_handles_fail() {
     }
     let e = Engine::open(dir.path()).unwrap();
     assert_eq!(e.group(7).unwrap().last_index().unwrap(), 2);
+}
+
+/// Only the engine creates groups: `DiskStorage::open` refuses to create a new WAL directory
+/// (missing or empty) in an engine root's `groups/`, however the path is spelled (a plain WAL
+/// directory there has no engine record, and `Engine::open` would refuse the root). An existing
+/// group of a cleanly closed root still opens.
+#[test]
+fn disk_storage_never_creates_a_wal_directory_among_an_engine_roots_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let e = Engine::open(&root).unwrap();
+    drop(e.create_group(1, 1).unwrap());
+    e.close().unwrap();
+    let groups = root.join("groups");
+    fs::create_dir(groups.join("8")).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&groups, &link).unwrap();
+    for new in [
+        groups.join("7"),
+        groups.join("8"),
+        root.join("journal").join("..").join("groups").join("7"),
+        link.join("7"),
+    ] {
+        let r = DiskStorage::open(&new);
+        assert!(
+            matches!(r, Err(Error::InvalidArgument(_))),
+            "{new:?}: {r:?}"
+        );
+        assert!(!groups.join("7").exists());
+    }
+    fs::remove_dir(groups.join("8")).unwrap();
+    drop(DiskStorage::open(groups.join("1")).unwrap());
+    let e = Engine::open(&root).unwrap();
+    assert_eq!(e.group_ids(), vec![1]);
 }
 
 #[test]

@@ -179,7 +179,9 @@ impl DiskStorage {
         Self::open_with(dir, Options::default())
     }
 
-    /// Opens the WAL in `dir`, creating it (and `dir`) if needed, recovering it otherwise.
+    /// Opens the WAL in `dir`, creating it (and `dir`) if needed, recovering it otherwise. A new
+    /// WAL directory (missing or empty) in an engine root's `groups/` is refused
+    /// (`Error::InvalidArgument`): groups are the engine's to create.
     ///
     /// ```
     /// use raftwal::{DiskStorage, Options, RecoveryMode};
@@ -196,6 +198,7 @@ impl DiskStorage {
     pub fn open_with<P: AsRef<Path>>(dir: P, opts: Options) -> Result<DiskStorage, Error> {
         let timer = Timer::start();
         let dir = dir.as_ref().to_path_buf();
+        refuse_new_store_among_groups(&dir)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = fsutil::lock_dir(&dir)?;
         let engine_lock = engine_root_lock(&dir)?;
@@ -452,8 +455,32 @@ pub(crate) fn check_engine_group_closed(dir: &Path) -> Result<()> {
     }
 }
 
-/// The engine root a directory is a group of (`ROOT/groups/<id>` with `ROOT/engine.meta`).
-fn engine_root_of(dir: &Path) -> Option<PathBuf> {
+/// A new WAL directory (missing, or an empty directory) inside an engine root's `groups/` is
+/// refused: only `Engine::create_group` makes a group there (a plain WAL directory has no
+/// engine record, and `Engine::open` would refuse the root).
+fn refuse_new_store_among_groups(dir: &Path) -> Result<()> {
+    let Some(root) = engine_root_of(dir) else {
+        return Ok(());
+    };
+    let is_new = match std::fs::read_dir(dir) {
+        Ok(mut rd) => rd.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    if !is_new {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "refuse to create a WAL directory at {}: it is in the groups directory of the engine root {}, where only the engine creates groups (Engine::create_group); a plain WAL directory there would make Engine::open refuse the root",
+        dir.display(),
+        root.display()
+    )))
+}
+
+/// The engine root a directory is a group of (`ROOT/groups/<id>` with `ROOT/engine.meta`),
+/// judged by the directory the path names: `..` and symbolic links are resolved as far as the
+/// path exists.
+pub(crate) fn engine_root_of(dir: &Path) -> Option<PathBuf> {
+    let dir = resolved(dir);
     let parent = dir.parent()?;
     if parent.file_name()? != "groups" {
         return None;
@@ -462,6 +489,25 @@ fn engine_root_of(dir: &Path) -> Option<PathBuf> {
     root.join("engine.meta")
         .is_file()
         .then(|| root.to_path_buf())
+}
+
+/// `path` with `..` and symbolic links resolved as far as it exists, the missing rest appended
+/// as spelled (as written when not even that can be done).
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            resolved(parent).join(name)
+        }
+        _ => path.to_path_buf(),
+    }
 }
 
 fn check_engine_closed(dir: &Path, root: &Path) -> Result<()> {
