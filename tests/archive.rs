@@ -605,6 +605,39 @@ fn restore_refuses_a_non_empty_target_and_leaves_it_untouched() {
     assert_eq!(fs::read(&file).unwrap(), b"x");
 }
 
+/// Two restores into the same new (or empty) directory at once: one restores, the other is
+/// refused and removes nothing of the first's.
+#[test]
+fn concurrent_restores_into_one_directory_leave_one_whole_restore() {
+    let f = fixture();
+    for (i, target) in [f.path("new").join("nested"), f.path("empty")]
+        .iter()
+        .enumerate()
+    {
+        if i == 1 {
+            fs::create_dir(target).unwrap();
+        }
+        let results: Vec<_> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        archive::restore(
+                            &f.archive,
+                            target,
+                            &RestoreOptions::default(),
+                            &mut |_| {},
+                        )
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{target:?}: {results:?}");
+        check_restored(target, &f, &voters_123(), 0);
+    }
+}
+
 #[test]
 fn restore_refuses_a_damaged_archive_and_creates_nothing() {
     let f = fixture();

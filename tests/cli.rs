@@ -21,7 +21,7 @@ use std::time::SystemTime;
 use raft::prelude::*;
 use raft::{GetEntriesContext, Storage};
 use raftwal::endpoint::{serve_archive, PULL_MAGIC};
-use raftwal::{DiskStorage, MetaInfo, Options};
+use raftwal::{DiskStorage, Engine, MetaInfo, Options};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -855,6 +855,77 @@ fn snapshot_restore_refuses_a_non_empty_target() {
     let run = raftwal(&["snapshot", "restore", p(&archive), p(wal())]);
     assert_ne!(run.code, 0);
     assert_eq!(tree_state(wal()), before);
+}
+
+/// `NEW_DIR` is judged as the directory it names, not as it is spelled: `T/new/..` names `T`
+/// once `new` exists, and a symbolic link names what it points to. Restore refuses both when
+/// that directory is not empty, and never creates, writes or removes anything in it (the
+/// clean-up of a failed restore included: here `T` is a store another process holds open).
+#[test]
+fn snapshot_restore_through_dotdot_or_a_symlink_never_touches_the_directory_it_names() {
+    let tmp = TempDir::new().unwrap();
+    let archive = tmp.path().join("backup.tar.gz");
+    ok(&["snapshot", "save", p(wal()), p(&archive)]);
+
+    let busy = tmp.path().join("busy");
+    fs::create_dir(&busy).unwrap();
+    fs::write(busy.join("keep.txt"), b"keep").unwrap();
+    let live = tmp.path().join("live");
+    write_dir(&live, 10, None);
+    let open = DiskStorage::open(&live).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&busy, &link).unwrap();
+
+    for (names, target) in [
+        (&busy, busy.join("new").join("..")),
+        (&live, live.join("new").join("..")),
+        (&busy, link.clone()),
+        (&busy, link.join("new").join("..")),
+    ] {
+        let before = tree_state(names);
+        let line = fails(&["snapshot", "restore", p(&archive), p(&target)], 2);
+        assert!(line.contains(p(&target)), "{target:?}: {line}");
+        assert_eq!(
+            tree_state(names),
+            before,
+            "restore into {target:?} touched {names:?}"
+        );
+    }
+    drop(open);
+    DiskStorage::open(&live).unwrap();
+}
+
+/// `ROOT/groups/<id>` of an engine root is the engine's to create (`Engine::create_group`): a
+/// plain WAL directory there has no engine record, and the engine would no longer open. Restore
+/// refuses it (exit code 2), however the path is spelled, and creates nothing.
+#[test]
+fn snapshot_restore_refuses_a_new_directory_among_an_engine_roots_groups() {
+    let tmp = TempDir::new().unwrap();
+    let archive = tmp.path().join("backup.tar.gz");
+    ok(&["snapshot", "save", p(wal()), p(&archive)]);
+    let root = tmp.path().join("root");
+    let engine = Engine::open(&root).unwrap();
+    drop(engine.create_group(1, 1).unwrap());
+    engine.close().unwrap();
+
+    let groups = root.join("groups");
+    for target in [
+        groups.join("7"),
+        groups.join("..").join("groups").join("8"),
+        groups.join("7").join("..").join("9"),
+    ] {
+        let before = tree_state(&root);
+        let line = fails(&["snapshot", "restore", p(&archive), p(&target)], 2);
+        assert!(line.contains(p(&target)), "{target:?}: {line}");
+        assert_eq!(
+            tree_state(&root),
+            before,
+            "restore into {target:?} changed the root"
+        );
+    }
+    let engine = Engine::open(&root).unwrap();
+    assert_eq!(engine.group_ids(), vec![1]);
+    engine.close().unwrap();
 }
 
 #[test]

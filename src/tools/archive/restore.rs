@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use raft::prelude::{ConfState, HardState, Snapshot, SnapshotMetadata};
 use sha2::{Digest, Sha256};
@@ -21,7 +21,7 @@ use super::{ArchiveMeta, FirstError, RestoreOptions, STATE_MEMBER};
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::store::meta::MetaInfo;
-use crate::store::storage::DiskStorage;
+use crate::store::storage::{engine_root_of, DiskStorage};
 use crate::sys::fsutil;
 
 /// `state.bin` streamed out of the archive (second pass) into `install_snapshot_from`: its
@@ -69,12 +69,12 @@ impl Read for StateStream<'_, '_> {
     }
 }
 
-/// State of a restore target before restore touches it.
-enum Target {
-    /// It does not exist; these are it and its missing ancestors, deepest first.
-    Missing(Vec<PathBuf>),
-    /// An empty directory.
-    Empty,
+/// Where a restore writes: the directory `NEW_DIR` names (`..` and symbolic links resolved as
+/// far as the path exists), and the directories of it that do not exist yet.
+struct Place {
+    dir: PathBuf,
+    /// Missing directories to make, outermost first; the last is `dir` when it is missing.
+    missing: Vec<PathBuf>,
 }
 
 fn refused(dir: &Path, why: &str) -> Error {
@@ -85,58 +85,151 @@ fn refused(dir: &Path, why: &str) -> Error {
     )
 }
 
-fn check_target(dir: &Path) -> Result<Target> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => {
-            let mut rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
-            match rd.next() {
-                None => Ok(Target::Empty),
-                Some(Ok(_)) => Err(refused(
-                    dir,
-                    "the directory is not empty (restore never overwrites)",
-                )),
-                Some(Err(e)) => Err(Error::io("read directory", dir, e)),
-            }
+/// Resolves `spelled` and checks it, changing nothing: the directory it names must be missing or
+/// empty, and not a new group of an engine root. A `..` after a missing directory is refused: it
+/// would name a directory other than the one restore creates.
+fn check_target(spelled: &Path) -> Result<Place> {
+    let place = resolve(spelled, spelled)?;
+    if let Some(root) = engine_root_of(&place.dir) {
+        return Err(Error::InvalidArgument(format!(
+            "refuse to restore into {}: it is in the groups directory of the engine root {}, where only the engine creates groups",
+            spelled.display(),
+            root.display()
+        )));
+    }
+    if place.missing.is_empty() {
+        check_empty(spelled, &place.dir)?;
+    }
+    Ok(place)
+}
+
+fn resolve(path: &Path, spelled: &Path) -> Result<Place> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => {
+            let dir = fs::canonicalize(path)
+                .map_err(|e| Error::io("refuse to restore into", spelled, e))?;
+            Ok(Place {
+                dir,
+                missing: Vec::new(),
+            })
         }
-        Ok(_) => Err(refused(dir, "it exists and is not a directory")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut missing = vec![dir.to_path_buf()];
-            let mut p = dir.parent();
-            while let Some(a) = p.filter(|a| !a.as_os_str().is_empty()) {
-                if fs::symlink_metadata(a).is_ok() {
-                    break;
-                }
-                missing.push(a.to_path_buf());
-                p = a.parent();
-            }
-            Ok(Target::Missing(missing))
+            let Some(Component::Normal(name)) = path.components().next_back() else {
+                return Err(Error::InvalidArgument(format!(
+                    "refuse to restore into {}: a `..` after a directory that does not exist names another directory than the one restore would create",
+                    spelled.display()
+                )));
+            };
+            let mut place = resolve(&fsutil::parent_dir(path), spelled)?;
+            place.dir.push(name);
+            place.missing.push(place.dir.clone());
+            Ok(place)
         }
-        Err(e) => Err(Error::io("stat", dir, e)),
+        Err(e) => Err(Error::io("stat", path, e)),
     }
 }
 
-/// Removes what a failed restore created.
-fn undo(dir: &Path, target: &Target) {
-    match target {
-        Target::Missing(created) => {
-            let _ = fs::remove_dir_all(dir);
-            for a in created.iter().skip(1) {
-                let _ = fs::remove_dir(a);
+fn check_empty(spelled: &Path, dir: &Path) -> Result<()> {
+    if !fs::metadata(dir)
+        .map_err(|e| Error::io("stat", dir, e))?
+        .is_dir()
+    {
+        return Err(refused(spelled, "it exists and is not a directory"));
+    }
+    let mut rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    match rd.next() {
+        None => Ok(()),
+        Some(Ok(_)) => Err(refused(
+            spelled,
+            "the directory is not empty (restore never overwrites)",
+        )),
+        Some(Err(e)) => Err(Error::io("read directory", dir, e)),
+    }
+}
+
+/// The target directory, held by this restore: made (with its missing parents, each made by this
+/// restore or by no one) and locked (`flock` on the directory itself, so a second restore into it
+/// is refused), then found empty under the lock. Only what is listed here is ever removed.
+struct Claim {
+    dir: PathBuf,
+    /// Directories this restore made, outermost first.
+    created: Vec<PathBuf>,
+    _lock: fs::File,
+}
+
+fn claim(spelled: &Path, place: Place) -> Result<Claim> {
+    let mut created = Vec::new();
+    for d in &place.missing {
+        match fs::create_dir(d) {
+            Ok(()) => created.push(d.clone()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                remove_empty(&created);
+                return Err(Error::io("create directory", d, e));
             }
         }
-        Target::Empty => {
-            if let Ok(rd) = fs::read_dir(dir) {
-                for ent in rd.flatten() {
-                    let p = ent.path();
-                    let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                    let _ = if is_dir {
-                        fs::remove_dir_all(&p)
-                    } else {
-                        fs::remove_file(&p)
-                    };
-                }
+    }
+    let locked = lock_and_check(spelled, &place.dir);
+    match locked {
+        Ok(lock) => Ok(Claim {
+            dir: place.dir,
+            created,
+            _lock: lock,
+        }),
+        Err(e) => {
+            // The target may be another restore's now: only the empty parents made here go.
+            remove_empty(&created);
+            Err(e)
+        }
+    }
+}
+
+fn lock_and_check(spelled: &Path, dir: &Path) -> Result<fs::File> {
+    use fs2::FileExt;
+    let f = fs::File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    if let Err(e) = f.try_lock_exclusive() {
+        if e.kind() == fs2::lock_contended_error().kind() {
+            return Err(refused(spelled, "another restore is writing into it"));
+        }
+        return Err(Error::io("lock", dir, e));
+    }
+    check_empty(spelled, dir)?;
+    Ok(f)
+}
+
+/// Removes the directories in `dirs` that are empty, deepest first.
+fn remove_empty(dirs: &[PathBuf]) {
+    for d in dirs.iter().rev() {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+impl Claim {
+    /// Removes what a failed restore wrote (all of it: the directory was empty under the lock),
+    /// and the directories it made.
+    fn undo(&self) {
+        if self.created.last() == Some(&self.dir) {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else if let Ok(rd) = fs::read_dir(&self.dir) {
+            for ent in rd.flatten() {
+                let p = ent.path();
+                let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                let _ = if is_dir {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
             }
         }
+        remove_empty(&self.created);
+    }
+
+    /// Makes the directories this restore made durable in their parents.
+    fn sync(&self) -> Result<()> {
+        for d in &self.created {
+            fsutil::sync_dir(&fsutil::parent_dir(d))?;
+        }
+        Ok(())
     }
 }
 
@@ -177,8 +270,10 @@ fn check_options(opts: &RestoreOptions) -> Result<()> {
 }
 
 /// Restores the archive into a fresh WAL directory `new_dir`. In order: the options are checked;
-/// `new_dir` must be missing or an empty directory (never overwritten: `Error::Io` of kind
-/// `AlreadyExists` otherwise); the whole archive is verified (nothing is written if it fails);
+/// `new_dir` must name a missing or an empty directory, judged as the directory it names (`..`
+/// and symbolic links resolved; never overwritten: `Error::Io` of kind `AlreadyExists`
+/// otherwise, also while another restore holds it; `Error::InvalidArgument` for a `..` after a
+/// missing directory, or a new group directory of an engine root); the whole archive is verified (nothing is written if it fails);
 /// then a WAL directory is created with [`DiskStorage::open`] (default [`Options`]; see
 /// [`restore_with_store_options`]), the snapshot installed with
 /// `install_snapshot_from` streaming `state.bin` out of the archive a second time (the hashes of
@@ -186,7 +281,7 @@ fn check_options(opts: &RestoreOptions) -> Result<()> {
 /// restore), with the conf state replaced by `voters` (as voters only) when given,
 /// `MetaInfo::RaftId` set when given, and the hard state set to term = snapshot term, commit =
 /// snapshot index, so raft-rs starts from the snapshot. If anything fails once the directory
-/// exists, what restore created is removed. `progress(n)` is told of each `n` bytes of
+/// exists, what restore created is removed (and nothing else). `progress(n)` is told of each `n` bytes of
 /// `state.bin` read, in both passes (2 × size in all). Returns the archive's metadata (with its
 /// own conf state, whatever `voters` says).
 pub fn restore(
@@ -210,20 +305,15 @@ pub fn restore_with_store_options(
     check_options(opts)?;
     check_target(new_dir)?;
     let verified = verify_full(archive, false, progress)?;
-    let target = check_target(new_dir)?;
-    if let Target::Missing(_) = target {
-        if let Err(e) = fs::create_dir_all(new_dir) {
-            undo(new_dir, &target);
-            return Err(Error::io("create directory", new_dir, e));
-        }
-    }
-    match install(archive, new_dir, opts, store, &verified, progress) {
+    let claim = claim(new_dir, check_target(new_dir)?)?;
+    // The store is opened through the resolved path: the one checked and locked.
+    match install(archive, &claim.dir, opts, store, &verified, progress) {
         Ok(()) => {
-            fsutil::sync_dir(&fsutil::parent_dir(new_dir))?;
+            claim.sync()?;
             Ok(verified.status.meta)
         }
         Err(e) => {
-            undo(new_dir, &target);
+            claim.undo();
             Err(e)
         }
     }
