@@ -40,7 +40,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::batch;
 use super::checkpoint::Checkpointer;
 use super::group::{self, Change, Group};
-use super::journal::Journal;
+use super::journal::{Journal, RootState};
 use super::open_threads::{beside, in_parallel};
 use super::replayed;
 use super::{commit, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
@@ -98,10 +98,12 @@ pub(crate) fn open(
             opts.journal_segment_bytes,
             max_spares(&opts),
             cipher.clone(),
-            checkpoint_seq,
+            RootState {
+                checkpoint_seq,
+                closed_cleanly: !root_record.open,
+            },
             mode,
             super::checkpoint::held_run_bytes(&opts),
-            !root_record.open,
         )
     };
     // An existing journal is read on a thread of its own while the groups are read: its read

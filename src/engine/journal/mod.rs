@@ -40,7 +40,7 @@ pub(crate) mod held;
 mod open;
 
 pub(crate) use header::{read_header_of, Header, H_FIRST_SEQ, H_ID};
-pub(crate) use open::{follows, page_past_end, segments_missing, torn_end, Follow};
+pub(crate) use open::{follows, page_past_end, segments_missing, torn_end, Follow, RootState};
 
 use header::encode_header;
 
@@ -528,12 +528,14 @@ mod tests {
             segment_bytes,
             spares,
             None,
-            checkpoint,
+            open::RootState {
+                checkpoint_seq: checkpoint,
+                // As after a clean close: appends go on in the last segment (after a crash a
+                // new one starts: tests/engine_power_loss.rs, `..._revives_a_record_left_...`).
+                closed_cleanly: true,
+            },
             RecoveryMode::AbsoluteConsistency,
             held::MAX_RUN_BYTES,
-            // As after a clean close: appends go on in the last segment (after a crash a new
-            // one starts: tests/engine_power_loss.rs, `..._revives_a_record_left_past_...`).
-            true,
         )
         .expect("open");
         opened.journal.tidy().expect("tidy");

@@ -20,12 +20,20 @@ use crate::error::{Error, Result};
 use crate::options::RecoveryMode;
 use crate::sys::crypto::Cipher;
 
+/// What `engine.meta` says of the journal.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RootState {
+    /// The checkpoint: records up to it are in the groups' files.
+    pub checkpoint_seq: u64,
+    /// The engine that wrote the journal last was closed (`engine.meta` not marked open).
+    pub closed_cleanly: bool,
+}
+
 impl Journal {
-    /// Opens (or creates) the journal in `dir` and reads every record after `checkpoint_seq`
-    /// (keeping up to `max_spares` trimmed segments for reuse); `closed_cleanly`: the engine
-    /// that wrote it last was closed (`engine.meta` not marked open). Nothing in `dir` is changed
-    /// (but its creation): what open found to tidy is tidied by [`Journal::tidy`], once the
-    /// engine's open has checked everything else.
+    /// Opens (or creates) the journal in `dir` and reads every record after the root's
+    /// checkpoint (keeping up to `max_spares` trimmed segments for reuse). Nothing in `dir` is
+    /// changed (but its creation): what open found to tidy is tidied by [`Journal::tidy`], once
+    /// the engine's open has checked everything else.
     /// A torn end (a record with the next sequence number whose checksum fails) is cut in
     /// `TolerateTailCorruption` and an error in `AbsoluteConsistency`; records missing in the
     /// middle (a segment that ends before the next one begins) are an error in both. A torn
@@ -37,11 +45,14 @@ impl Journal {
         segment_bytes: u64,
         max_spares: usize,
         cipher: Option<Cipher>,
-        checkpoint_seq: u64,
+        root: RootState,
         mode: RecoveryMode,
         held_run_bytes: u64,
-        closed_cleanly: bool,
     ) -> Result<Opened> {
+        let RootState {
+            checkpoint_seq,
+            closed_cleanly,
+        } = root;
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let mut ids = Vec::new();
         let mut spares = Vec::new();
