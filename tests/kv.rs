@@ -341,6 +341,126 @@ async fn a_deposed_leader_fails_its_pending_writes_at_once() -> Result {
     Ok(())
 }
 
+/// A membership change raft refused must not be acknowledged. raft-rs turns a conf change
+/// proposed while an earlier one is unapplied into an empty normal entry; the node used to
+/// match its pending change on the node id only, so the earlier AddNode(4)'s entry, applied
+/// later, answered a RemoveNode(4) (or an AddNode(4) at another address) with `Membership`.
+/// Checked from node 3's log (raftwal::inspect): an acknowledged change must be a committed
+/// conf change entry at the index and with the change the answer names.
+async fn a_refused_membership_change_is_not_acknowledged() -> Result {
+    for second in [
+        Request::RemoveNode { id: 4 },
+        Request::AddNode {
+            id: 4,
+            addr: "127.0.0.1:10".into(),
+        },
+    ] {
+        refused_membership_change(second).await?;
+    }
+    Ok(())
+}
+
+async fn refused_membership_change(second: Request) -> Result {
+    use protobuf::Message as _;
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    let peers = FakePeers::start(&c, 3).await?;
+    c.start(3).map_err(e2s)?;
+    let led = wait_status(&c, 3, "leader", |s| s.role == "Leader").await?;
+    // Commit the leader's empty entry: raft accepts conf changes once it is applied.
+    peers.ack(1, led.term, led.last_index);
+    wait_status(&c, 3, "applied its empty entry", |s| {
+        s.applied >= led.last_index
+    })
+    .await?;
+    // AddNode(4), which cannot commit (no peer acknowledges it): answered "retry" after 5 s.
+    let add = call_once(
+        c.addr(3),
+        Request::AddNode {
+            id: 4,
+            addr: "127.0.0.1:9".into(),
+        },
+    )
+    .await?;
+    let add_index = led.last_index + 1;
+    wait_status(&c, 3, "the AddNode saved", |s| s.last_index >= add_index).await?;
+    let add_answer = add.await.map_err(e2s)??;
+    if !matches!(
+        add_answer,
+        Response::Error {
+            retryable: true,
+            ..
+        }
+    ) {
+        return Err(format!("AddNode(4) answered {add_answer:?}"));
+    }
+    // The operator tries another change of node 4 while the AddNode is still unapplied.
+    let (want_type, want_ctx) = match &second {
+        Request::AddNode { addr, .. } => ("AddNode", addr.clone()),
+        _ => ("RemoveNode", String::new()),
+    };
+    let pending = call_once(c.addr(3), second.clone()).await?;
+    wait_status(&c, 3, "the second change proposed", |s| {
+        s.last_index > add_index
+    })
+    .await?;
+    let last = c
+        .status(3)
+        .await
+        .map(|s| s.last_index)
+        .unwrap_or(add_index + 1);
+    peers.ack(1, led.term, last);
+    let answer = pending.await.map_err(e2s)??;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.kill(3);
+    // Independent check: the conf changes in node 3's committed log.
+    let inspector = raftwal::inspect::Inspector::open(c.dir(3)).map_err(e2s)?;
+    let first = inspector.summary().first_index;
+    let commit = inspector
+        .hard_state()
+        .commit
+        .min(inspector.summary().last_index);
+    let mut changes = Vec::new();
+    for e in inspector.entries(first, commit + 1).map_err(e2s)? {
+        if e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChange {
+            let cc = raft::eraftpb::ConfChange::parse_from_bytes(&e.data).map_err(e2s)?;
+            let ctx = String::from_utf8_lossy(&cc.context).into_owned();
+            changes.push((
+                e.index,
+                format!("{:?}", cc.get_change_type()),
+                cc.node_id,
+                ctx,
+            ));
+        }
+    }
+    // The AddNode's snapshot may have compacted the log: an acknowledgement must at least
+    // name an index past the AddNode's (the second change was appended after it), and a
+    // RemoveNode's must leave node 4 out of the stored membership.
+    let voters = inspector.summary().conf_state.voters.clone();
+    match &answer {
+        Response::Membership { index, .. } if *index <= add_index => Err(format!(
+            "{second:?} was acknowledged with {answer:?}, the index of the earlier AddNode(4) at {add_index}"
+        )),
+        Response::Membership { .. } if want_type == "RemoveNode" && voters.contains(&4) => {
+            Err(format!(
+                "{second:?} was acknowledged with {answer:?}, but node 4 is a voter in the stored conf state {voters:?}"
+            ))
+        }
+        Response::Membership { index, .. }
+            if *index >= first
+                && !changes
+                .iter()
+                .any(|(i, t, id, ctx)| i == index && t == want_type && *id == 4 && *ctx == want_ctx) =>
+        {
+            Err(format!(
+                "{second:?} was acknowledged with {answer:?}, but no committed entry at that index makes that change (conf changes in log {first}..={commit}: {changes:?})"
+            ))
+        }
+        Response::Membership { .. } | Response::Error { .. } => Ok(()),
+        other => Err(format!("{second:?} answered {other:?}")),
+    }
+}
+
 /// Concurrent clients increment counters with compare-and-swap while nodes are killed with
 /// SIGKILL (the leader among them) and restarted, some kept down until the leader compacted
 /// past their log so they can only catch up by snapshot. Every counter must end equal to its
@@ -1112,7 +1232,10 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 14] = [
+    let scenarios: [(&str, Scenario); 15] = [
+        ("a_refused_membership_change_is_not_acknowledged", || {
+            Box::pin(a_refused_membership_change_is_not_acknowledged())
+        }),
         ("a_lone_voter_restarts_after_snapshots_and_a_kill", || {
             Box::pin(a_lone_voter_restarts_after_snapshots_and_a_kill())
         }),

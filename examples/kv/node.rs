@@ -139,6 +139,22 @@ impl Shared {
 
 type Reply = oneshot::Sender<Response>;
 
+/// The membership change this leader proposed, waiting for its entry to be applied.
+///
+/// raft-rs does not fail a conf change it refuses (one proposed while an earlier one is
+/// unapplied, e.g. right after an election): it appends an empty normal entry in its place. So
+/// the change is answered only by the entry at the index raft appended it at, in the term it
+/// was appended in, and only if that entry is a conf change making this very change; any other
+/// entry applied there means it was not made.
+struct PendingConf {
+    index: u64,
+    term: u64,
+    /// (type, node, context) as `conf_changes` reads them back from the entry.
+    change: (ConfChangeType, u64, Vec<u8>),
+    since: Instant,
+    reply: Reply,
+}
+
 /// A write this process proposed, waiting for its entry to be applied.
 ///
 /// It is keyed by the index raft appended it at and holds the term it was appended in: an
@@ -163,8 +179,8 @@ pub struct Node {
     /// Joined a running cluster and has no membership yet: it must start from the leader's
     /// snapshot, never from an append of the log's first entries.
     uninitialized: bool,
-    /// The conf change in flight from this leader: (node added, since, answer).
-    pending_conf: Option<(u64, Instant, Reply)>,
+    /// The conf change in flight from this leader.
+    pending_conf: Option<PendingConf>,
     /// Snapshot at the next chance whatever the log length (a node was just added).
     snapshot_due: bool,
     /// A background snapshot is being written (at most one at a time).
@@ -610,8 +626,32 @@ impl Node {
             }
             None => cc.set_change_type(ConfChangeType::RemoveNode),
         }
+        let change = (cc.get_change_type(), id, cc.context.to_vec());
         match self.raw.propose_conf_change(vec![], cc) {
-            Ok(()) => self.pending_conf = Some((id, Instant::now(), reply)),
+            Ok(()) => {
+                // raft appended an entry last in its log, in its current term: this change,
+                // or an empty normal entry if it refused the change.
+                let log = &self.raw.raft.raft_log;
+                let index = log.last_index();
+                let appended = log
+                    .entries(index, None, GetEntriesContext::empty(false))
+                    .ok()
+                    .and_then(|mut es| es.pop().filter(|e| e.index == index));
+                if appended.is_some_and(|e| conf_changes(&e) == [change.clone()]) {
+                    self.pending_conf = Some(PendingConf {
+                        index,
+                        term: self.raw.raft.term,
+                        change,
+                        since: Instant::now(),
+                        reply,
+                    });
+                } else {
+                    let _ = reply.send(Response::retryable(format!(
+                        "raft refused the membership change (an earlier one, at index {}, is not applied yet); nothing was changed: retry",
+                        self.raw.raft.pending_conf_index
+                    )));
+                }
+            }
             Err(e) => {
                 let _ = reply.send(Response::retryable(format!("conf change dropped: {e}")));
             }
@@ -655,9 +695,9 @@ impl Node {
                 ));
             }
         }
-        if self.pending_conf.as_ref().is_some_and(|(_, t, _)| late(t)) {
-            if let Some((_, _, reply)) = self.pending_conf.take() {
-                let _ = reply.send(Response::retryable(
+        if self.pending_conf.as_ref().is_some_and(|p| late(&p.since)) {
+            if let Some(p) = self.pending_conf.take() {
+                let _ = p.reply.send(Response::retryable(
                     "the membership change was not applied in time; check the status before retrying",
                 ));
             }
@@ -714,8 +754,8 @@ impl Node {
         for (_, _, reply) in self.reads_deferred.drain(..) {
             let _ = reply.send(Response::retryable(msg.clone()));
         }
-        if let Some((_, _, reply)) = self.pending_conf.take() {
-            let _ = reply.send(Response::retryable(msg.clone()));
+        if let Some(p) = self.pending_conf.take() {
+            let _ = p.reply.send(Response::retryable(msg.clone()));
         }
     }
 
@@ -830,6 +870,9 @@ impl Node {
         // Applied entries at the indexes of writes proposed here: (index, term, what the entry
         // was: (origin, req, outcome) for a command).
         let mut settled = Vec::new();
+        // The entry applied at the pending membership change's index: (index, term, its
+        // changes, the voters after it if it was a conf change raft applied).
+        let mut conf_settled = None;
         {
             let shared = self.shared.clone();
             let mut sm = shared.sm.write();
@@ -864,12 +907,28 @@ impl Node {
                             }
                             None => {}
                         }
-                        self.apply_conf_change(e, change.as_ref());
+                        let voters = self.apply_conf_change(e, change.as_ref());
+                        if self
+                            .pending_conf
+                            .as_ref()
+                            .is_some_and(|p| p.index == e.index)
+                        {
+                            conf_settled = Some((e.index, e.term, conf_changes(e), voters));
+                        }
+                        continue;
                     }
+                }
+                if self
+                    .pending_conf
+                    .as_ref()
+                    .is_some_and(|p| p.index == e.index)
+                {
+                    conf_settled = Some((e.index, e.term, Vec::new(), None));
                 }
             }
         }
         self.raw.store().set_uint(MetaInfo::CheckpointIndex, last);
+        self.settle_conf(conf_settled);
         for (index, term, command) in settled {
             let Some(p) = self.proposals.remove(&index) else {
                 continue;
@@ -898,7 +957,43 @@ impl Node {
         }
     }
 
-    fn apply_conf_change(&mut self, e: &Entry, change: Option<&MemberChange>) {
+    /// Answers the pending membership change once the entry at its index is applied (or the
+    /// state went past its index without it): with the new voters only if that entry is the
+    /// change proposed, in the term it was proposed in.
+    fn settle_conf(
+        &mut self,
+        settled: Option<(
+            u64,
+            u64,
+            Vec<(ConfChangeType, u64, Vec<u8>)>,
+            Option<Vec<u64>>,
+        )>,
+    ) {
+        let applied = self.shared.sm.read().applied;
+        let Some(p) = self.pending_conf.take_if(|p| p.index <= applied) else {
+            return;
+        };
+        let response = match settled {
+            Some((index, term, changes, Some(voters)))
+                if index == p.index && term == p.term && changes == [p.change.clone()] =>
+            {
+                Response::Membership { index, voters }
+            }
+            Some((index, term, ..)) => Response::retryable(format!(
+                "another entry (term {term}) was applied at index {index}, where this membership change was proposed in term {}: nothing was changed by it (retry)",
+                p.term
+            )),
+            None => Response::retryable(format!(
+                "the state went past index {} without applying this membership change there (retry)",
+                p.index
+            )),
+        };
+        let _ = p.reply.send(response);
+    }
+
+    /// Applies a committed conf change to raft and stores the new conf state; returns the
+    /// voters after it, or `None` if raft or storage refused it.
+    fn apply_conf_change(&mut self, e: &Entry, change: Option<&MemberChange>) -> Option<Vec<u64>> {
         use protobuf::Message as _;
         let cs = if e.get_entry_type() == EntryType::EntryConfChange {
             ConfChange::parse_from_bytes(&e.data)
@@ -928,9 +1023,6 @@ impl Node {
                 })
                 .map_err(|err| err.to_string())
         });
-        let changed = change.map(|c| match c {
-            MemberChange::Added(id, _) | MemberChange::Removed(id) => *id,
-        });
         match result {
             Ok(voters) => {
                 eprintln!(
@@ -942,16 +1034,12 @@ impl Node {
                 if matches!(change, Some(MemberChange::Added(..))) {
                     self.snapshot_due = true;
                 }
-                if changed.is_some() && self.pending_conf.as_ref().map(|p| p.0) == changed {
-                    if let Some((_, _, reply)) = self.pending_conf.take() {
-                        let _ = reply.send(Response::Membership {
-                            index: e.index,
-                            voters,
-                        });
-                    }
-                }
+                Some(voters)
             }
-            Err(err) => eprintln!("node {}: conf change at {}: {err}", self.shared.id, e.index),
+            Err(err) => {
+                eprintln!("node {}: conf change at {}: {err}", self.shared.id, e.index);
+                None
+            }
         }
     }
 
