@@ -502,6 +502,11 @@ impl Node {
                     )));
                     return;
                 }
+                // Checked where the request arrived too; never proposed past the limit.
+                if let Err(e) = op.check_size() {
+                    let _ = reply.send(Response::fatal(e));
+                    return;
+                }
                 let req = self.next_req;
                 self.next_req += 1;
                 let cmd = Command {

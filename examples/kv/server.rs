@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::client::Conn;
 use crate::node::{local_read, Event, Shared};
-use crate::state::Op;
+use crate::state::{check_write_size, Op};
 use crate::wire::{
     read_frame, write_frame, ClientFrame, Consistency, Request, Response, ServerFrame,
     CLIENT_MAGIC, PEER_MAGIC,
@@ -165,6 +165,16 @@ impl Net {
                 ..
             } => return local_read(&self.shared.sm.read(), &request),
             _ => {}
+        }
+        // Refused where it arrives, before it is forwarded or proposed: a key or value the
+        // state could not snapshot and restore would stop every node from restarting.
+        let size = match &request {
+            Request::Write { key, value, .. } => check_write_size(key, Some(value)),
+            Request::Delete { key, .. } => check_write_size(key, None),
+            _ => Ok(()),
+        };
+        if let Err(e) = size {
+            return Response::fatal(e);
         }
         let leader = match self.wait_leader().await {
             Some(l) => l,

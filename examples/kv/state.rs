@@ -23,8 +23,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::wire::{Item, Response, Session, WatchEvent};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RWKVSM02";
-/// Largest key or value a snapshot may declare (a damaged length must not allocate wildly).
-const MAX_FIELD: usize = 64 << 20;
+/// Largest key or value (or any other string field) the state holds: a write over it is refused
+/// when received (`Op::check_size`), a snapshot never encodes one, and decoding refuses to
+/// declare one (a damaged length must not allocate wildly). One constant for all three, so a
+/// state that was accepted is always one its snapshot can restore.
+pub const MAX_FIELD: usize = 64 << 20;
 
 /// A write, as proposed and stored in the raft log (JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +52,31 @@ pub enum Op {
         key: String,
         expected: Option<u64>,
     },
+}
+
+impl Op {
+    /// Refuses a key or value the state could not snapshot and restore (over [`MAX_FIELD`]).
+    pub fn check_size(&self) -> Result<(), String> {
+        match self {
+            Op::Put { key, value, .. } => check_write_size(key, Some(value)),
+            Op::Delete { key, .. } => check_write_size(key, None),
+        }
+    }
+}
+
+/// Refuses a write whose key or value is over [`MAX_FIELD`]. Every string a write stores — its
+/// key, its value, and the key a failed compare-and-swap keeps in its session's outcome — is
+/// one of these.
+pub fn check_write_size(key: &str, value: Option<&str>) -> Result<(), String> {
+    for (what, s) in [("key", Some(key)), ("value", value)] {
+        if let Some(s) = s.filter(|s| s.len() > MAX_FIELD) {
+            return Err(format!(
+                "the {what} is {} bytes, over the {MAX_FIELD}-byte limit on a key or value; nothing was written",
+                s.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What applying a write did; kept per session so a retry gets the same answer.
@@ -281,6 +309,7 @@ impl StateMachine {
     /// The state as snapshot bytes, produced as they are read: the map is never copied whole.
     pub fn snapshot_stream(&self) -> SnapshotStream<'_> {
         let mut buf = Vec::with_capacity(64 << 10);
+        let mut failed = None;
         buf.extend_from_slice(SNAPSHOT_MAGIC);
         buf.extend_from_slice(&self.applied.to_le_bytes());
         buf.extend_from_slice(&(self.sessions.len() as u64).to_le_bytes());
@@ -300,20 +329,25 @@ impl StateMachine {
                     buf.push(1);
                     buf.extend_from_slice(&expected.to_le_bytes());
                     buf.extend_from_slice(&current.to_le_bytes());
-                    put_str(&mut buf, key);
+                    if let Err(e) = put_str(&mut buf, key) {
+                        failed.get_or_insert(e.to_string());
+                    }
                 }
             }
         }
         buf.extend_from_slice(&(self.members.len() as u64).to_le_bytes());
         for (id, addr) in &self.members {
             buf.extend_from_slice(&id.to_le_bytes());
-            put_str(&mut buf, addr);
+            if let Err(e) = put_str(&mut buf, addr) {
+                failed.get_or_insert(e.to_string());
+            }
         }
         buf.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
         SnapshotStream {
             buf,
             pos: 0,
             items: self.map.iter(),
+            failed,
         }
     }
 
@@ -396,9 +430,20 @@ impl StateMachine {
     }
 }
 
-fn put_str(buf: &mut Vec<u8>, s: &str) {
+/// Appends a string field; refuses one the decoder would refuse (over [`MAX_FIELD`]).
+fn put_str(buf: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    if s.len() > MAX_FIELD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a field of {} bytes is over the {MAX_FIELD}-byte limit: no snapshot could restore it",
+                s.len()
+            ),
+        ));
+    }
     buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
     buf.extend_from_slice(s.as_bytes());
+    Ok(())
 }
 
 fn get_u64<R: Read>(r: &mut R) -> io::Result<u64> {
@@ -427,16 +472,22 @@ pub struct SnapshotStream<'a> {
     buf: Vec<u8>,
     pos: usize,
     items: std::collections::btree_map::Iter<'a, String, Value>,
+    /// A field the decoder would refuse: the stream fails rather than end in a snapshot that
+    /// cannot be restored.
+    failed: Option<String>,
 }
 
 impl Read for SnapshotStream<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone()));
+        }
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
             for (k, v) in self.items.by_ref() {
-                put_str(&mut self.buf, k);
-                put_str(&mut self.buf, &v.value);
+                put_str(&mut self.buf, k)?;
+                put_str(&mut self.buf, &v.value)?;
                 self.buf.extend_from_slice(&v.version.to_le_bytes());
                 if self.buf.len() >= 64 << 10 {
                     break;
