@@ -533,6 +533,87 @@ async fn an_oversized_write_is_refused_and_nodes_restart_after_a_snapshot() -> R
     }
 }
 
+/// An added node must be able to join after the cluster is killed right after the add. The
+/// snapshot every replica takes after applying an AddNode (node.rs `snapshot_due`) was once
+/// asked for in memory only: a replica killed after its checkpoint passed the AddNode but
+/// before that snapshot was stored replayed the AddNode in `recover()`, which never asked for
+/// it again. Its stored snapshot (if any) predated the change, or its log still started at 1,
+/// and the new node, started with --join, never caught up (it refuses a snapshot that does not
+/// list it, and drops appends from index 1). Now a node whose stored snapshot's membership is
+/// not its current one snapshots at start.
+async fn a_node_added_just_before_a_full_kill_can_join() -> Result {
+    // With no snapshot before the add (the log starts at 1), and with one before it.
+    for snapshot_every in [1_000_000, 20] {
+        added_just_before_a_full_kill(snapshot_every).await?;
+    }
+    Ok(())
+}
+
+async fn added_just_before_a_full_kill(snapshot_every: u64) -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), snapshot_every)?;
+    c.start_all().map_err(e2s)?;
+    c.wait_leader(Duration::from_secs(20)).await?;
+    let mut client = Client::new(c.addrs());
+    client.attempt_timeout = Duration::from_secs(10);
+    // A state large enough that the snapshot after the AddNode takes a while to write.
+    let chunk = "y".repeat(2 << 20);
+    for i in 0..24 {
+        client
+            .write_cas(&format!("big/{i}"), &chunk, None)
+            .await
+            .map_err(e2s)?;
+    }
+    let new = c.reserve_node().map_err(e2s)?;
+    let (index, voters) = client
+        .add_node(new, &c.addr(new).to_string())
+        .await
+        .map_err(e2s)?;
+    // A few small writes: every replica's checkpoint passes the AddNode on disk.
+    for i in 0..3 {
+        client
+            .write_cas(&format!("after/{i}"), "x", None)
+            .await
+            .map_err(e2s)?;
+    }
+    for id in [1, 2, 3] {
+        c.kill(id);
+    }
+    let mut disk = Vec::new();
+    for id in [1u64, 2, 3] {
+        let i = raftwal::inspect::Inspector::open(c.dir(id)).map_err(e2s)?;
+        let s = i.summary();
+        disk.push(format!(
+            "node {id}: checkpoint {}, snapshot {:?}, log {}..{}",
+            s.checkpoint_index,
+            s.snapshot
+                .as_ref()
+                .map(|s| (s.index, s.conf_state.voters.clone())),
+            s.first_index,
+            s.last_index
+        ));
+    }
+    c.start_all().map_err(e2s)?; // 1, 2, 3 and the new node (with --join)
+    let start = Instant::now();
+    loop {
+        c.check_alive()?;
+        if c.status(new).await.is_some_and(|s| s.applied >= index) {
+            println!("    snapshot every {snapshot_every}: on disk at the kill: {disk:?}");
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap_or(0);
+            return Err(format!(
+                "node {new}, added at index {index} (voters {voters:?}; acknowledged), never caught up in 30 s after the cluster was SIGKILLed and restarted: {:?}\non disk at the kill: {disk:?}\nleader {leader}: {:?}\nnode {new}'s log:\n{}",
+                c.status(new).await,
+                c.status(leader).await,
+                c.log_tail(new, 5)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Concurrent clients increment counters with compare-and-swap while nodes are killed with
 /// SIGKILL (the leader among them) and restarted, some kept down until the leader compacted
 /// past their log so they can only catch up by snapshot. Every counter must end equal to its
@@ -1304,7 +1385,10 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 16] = [
+    let scenarios: [(&str, Scenario); 17] = [
+        ("a_node_added_just_before_a_full_kill_can_join", || {
+            Box::pin(a_node_added_just_before_a_full_kill_can_join())
+        }),
         (
             "an_oversized_write_is_refused_and_nodes_restart_after_a_snapshot",
             || Box::pin(an_oversized_write_is_refused_and_nodes_restart_after_a_snapshot()),

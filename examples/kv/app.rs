@@ -115,7 +115,12 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         serve_metrics(addr)?;
     }
     let started = Instant::now();
-    let (store, sm, applied) = node::recover(&cfg)?;
+    let node::Recovered {
+        store,
+        sm,
+        applied,
+        snapshot_due,
+    } = node::recover(&cfg)?;
     let recovered = started.elapsed();
     let snapshot_index = store.uint(raftwal::MetaInfo::SnapshotIndex);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -147,7 +152,20 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         events: events_tx,
     });
     runtime.spawn(server::serve(listener, shared.clone()));
-    let node = Node::new(&cfg, store, applied, shared, runtime.handle().clone())?;
+    if snapshot_due {
+        eprintln!(
+            "node {}: its stored snapshot predates its membership: snapshotting at once",
+            args.id
+        );
+    }
+    let node = Node::new(
+        &cfg,
+        store,
+        applied,
+        snapshot_due,
+        shared,
+        runtime.handle().clone(),
+    )?;
     eprintln!(
         "node {} listening on {listen}: recovered to applied index {applied} (snapshot {snapshot_index}) in {:.1} ms",
         args.id,

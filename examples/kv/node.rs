@@ -221,10 +221,37 @@ fn raft_config(id: u64, applied: u64) -> RaftConfig {
     }
 }
 
+/// What a node starts from: its storage, its state machine rebuilt to `applied`, and whether
+/// it must snapshot at once.
+pub struct Recovered {
+    pub store: DiskStorage,
+    pub sm: StateMachine,
+    pub applied: u64,
+    /// The stored snapshot (or, with none, the log's start) predates the current membership:
+    /// a conf change was replayed. A node added by it must be sent a snapshot that lists it
+    /// (raft-rs refuses one that does not), and the snapshot every replica takes after an
+    /// AddNode was only asked for in memory by the previous process, so it is asked again.
+    pub snapshot_due: bool,
+}
+
+/// Whether two conf states name the same members in the same roles.
+fn same_membership(a: &ConfState, b: &ConfState) -> bool {
+    let sorted = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v
+    };
+    sorted(&a.voters) == sorted(&b.voters)
+        && sorted(&a.learners) == sorted(&b.learners)
+        && sorted(&a.voters_outgoing) == sorted(&b.voters_outgoing)
+        && sorted(&a.learners_next) == sorted(&b.learners_next)
+        && a.auto_leave == b.auto_leave
+}
+
 /// Opens the node's directory and rebuilds its state machine: the snapshot, then the log up
 /// to the checkpoint (the applied index persisted by the previous run). Returns what raft
 /// starts from.
-pub fn recover(cfg: &Config) -> Result<(DiskStorage, StateMachine, u64), String> {
+pub fn recover(cfg: &Config) -> Result<Recovered, String> {
     let ctx = |what: &str, e: raftwal::Error| format!("{}: {what}: {e}", cfg.dir.display());
     let store = DiskStorage::open(&cfg.dir).map_err(|e| ctx("open", e))?;
     match store.uint(MetaInfo::RaftId) {
@@ -249,8 +276,11 @@ pub fn recover(cfg: &Config) -> Result<(DiskStorage, StateMachine, u64), String>
     }
     let snapshot_index = store.uint(MetaInfo::SnapshotIndex);
     let mut sm = StateMachine::default();
+    // The membership the stored snapshot holds (none without a snapshot).
+    let mut snapshot_conf = None;
     if snapshot_index > 0 {
         let reader = store.snapshot_reader().map_err(|e| ctx("snapshot", e))?;
+        snapshot_conf = Some(reader.metadata().get_conf_state().clone());
         sm = StateMachine::decode(reader)?;
         if sm.applied != snapshot_index {
             return Err(format!(
@@ -265,6 +295,7 @@ pub fn recover(cfg: &Config) -> Result<(DiskStorage, StateMachine, u64), String>
         .map_err(|e| ctx("checkpoint", e))?
         .min(state.hard_state.commit)
         .max(snapshot_index);
+    let mut replayed_conf_change = false;
     while sm.applied < checkpoint {
         let entries = store
             .entries(
@@ -282,10 +313,26 @@ pub fn recover(cfg: &Config) -> Result<(DiskStorage, StateMachine, u64), String>
             ));
         }
         for e in &entries {
-            apply_entry(&mut sm, e);
+            if let Applied::ConfChange(_) = apply_entry(&mut sm, e) {
+                replayed_conf_change = true;
+            }
         }
     }
-    Ok((store, sm, checkpoint))
+    // The stored conf state is the one after every applied conf change (set as each applied).
+    let current = store
+        .initial_state()
+        .map_err(|e| format!("{}: initial state: {e}", cfg.dir.display()))?
+        .conf_state;
+    let snapshot_due = match &snapshot_conf {
+        Some(cs) => !same_membership(cs, &current),
+        None => replayed_conf_change,
+    };
+    Ok(Recovered {
+        store,
+        sm,
+        applied: checkpoint,
+        snapshot_due,
+    })
 }
 
 /// The changes a conf change entry makes: (type, node, context).
@@ -386,6 +433,7 @@ impl Node {
         cfg: &Config,
         store: DiskStorage,
         applied: u64,
+        snapshot_due: bool,
         shared: Arc<Shared>,
         rt: tokio::runtime::Handle,
     ) -> Result<Node, String> {
@@ -407,7 +455,7 @@ impl Node {
             rt,
             uninitialized,
             pending_conf: None,
-            snapshot_due: false,
+            snapshot_due,
             snapshot_in_flight: false,
             pulls: Vec::new(),
             snapshot_every: cfg.snapshot_every.max(1),
