@@ -149,10 +149,20 @@ type Reply = oneshot::Sender<Response>;
 struct PendingConf {
     index: u64,
     term: u64,
-    /// (type, node, context) as `conf_changes` reads them back from the entry.
-    change: (ConfChangeType, u64, Vec<u8>),
+    /// As `conf_changes` reads it back from the entry.
+    change: Change,
     since: Instant,
     reply: Reply,
+}
+
+/// The entry applied at the pending membership change's index.
+struct ConfApplied {
+    index: u64,
+    term: u64,
+    /// Its conf changes (none for a normal entry).
+    changes: Vec<Change>,
+    /// The voters after it, if it was a conf change raft applied.
+    voters: Option<Vec<u64>>,
 }
 
 /// A write this process proposed, waiting for its entry to be applied.
@@ -335,8 +345,11 @@ pub fn recover(cfg: &Config) -> Result<Recovered, String> {
     })
 }
 
-/// The changes a conf change entry makes: (type, node, context).
-fn conf_changes(e: &Entry) -> Vec<(ConfChangeType, u64, Vec<u8>)> {
+/// One change a conf change entry makes: (type, node, context).
+type Change = (ConfChangeType, u64, Vec<u8>);
+
+/// The changes a conf change entry makes.
+fn conf_changes(e: &Entry) -> Vec<Change> {
     use protobuf::Message as _;
     match e.get_entry_type() {
         EntryType::EntryConfChange => ConfChange::parse_from_bytes(&e.data)
@@ -966,7 +979,12 @@ impl Node {
                             .as_ref()
                             .is_some_and(|p| p.index == e.index)
                         {
-                            conf_settled = Some((e.index, e.term, conf_changes(e), voters));
+                            conf_settled = Some(ConfApplied {
+                                index: e.index,
+                                term: e.term,
+                                changes: conf_changes(e),
+                                voters,
+                            });
                         }
                         continue;
                     }
@@ -976,7 +994,12 @@ impl Node {
                     .as_ref()
                     .is_some_and(|p| p.index == e.index)
                 {
-                    conf_settled = Some((e.index, e.term, Vec::new(), None));
+                    conf_settled = Some(ConfApplied {
+                        index: e.index,
+                        term: e.term,
+                        changes: Vec::new(),
+                        voters: None,
+                    });
                 }
             }
         }
@@ -1013,28 +1036,26 @@ impl Node {
     /// Answers the pending membership change once the entry at its index is applied (or the
     /// state went past its index without it): with the new voters only if that entry is the
     /// change proposed, in the term it was proposed in.
-    fn settle_conf(
-        &mut self,
-        settled: Option<(
-            u64,
-            u64,
-            Vec<(ConfChangeType, u64, Vec<u8>)>,
-            Option<Vec<u64>>,
-        )>,
-    ) {
+    fn settle_conf(&mut self, settled: Option<ConfApplied>) {
         let applied = self.shared.sm.read().applied;
         let Some(p) = self.pending_conf.take_if(|p| p.index <= applied) else {
             return;
         };
         let response = match settled {
-            Some((index, term, changes, Some(voters)))
-                if index == p.index && term == p.term && changes == [p.change.clone()] =>
-            {
-                Response::Membership { index, voters }
+            Some(a) if a.index != p.index || a.term != p.term || a.changes != [p.change.clone()] => {
+                Response::retryable(format!(
+                    "another entry (term {}) was applied at index {}, where this membership change was proposed in term {}: nothing was changed by it (retry)",
+                    a.term, a.index, p.term
+                ))
             }
-            Some((index, term, ..)) => Response::retryable(format!(
-                "another entry (term {term}) was applied at index {index}, where this membership change was proposed in term {}: nothing was changed by it (retry)",
-                p.term
+            Some(ConfApplied {
+                index,
+                voters: Some(voters),
+                ..
+            }) => Response::Membership { index, voters },
+            Some(a) => Response::fatal(format!(
+                "the membership change was committed at index {} but raft or storage refused to apply it (see the node's log)",
+                a.index
             )),
             None => Response::retryable(format!(
                 "the state went past index {} without applying this membership change there (retry)",
