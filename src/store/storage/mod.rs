@@ -477,10 +477,15 @@ fn refuse_new_store_among_groups(dir: &Path) -> Result<()> {
 }
 
 /// The engine root a directory is a group of (`ROOT/groups/<id>` with `ROOT/engine.meta`),
-/// judged by the directory the path names: `..` and symbolic links are resolved as far as the
-/// path exists.
+/// judged by the path as written and by the directory it names (`..` and symbolic links
+/// resolved as far as the path exists): either makes it a group. A root whose `groups` is a
+/// link elsewhere is found through the path as written, a group reached through `..` or a
+/// link to it through the resolved one.
 pub(crate) fn engine_root_of(dir: &Path) -> Option<PathBuf> {
-    let dir = resolved(dir);
+    engine_root_as_spelled(dir).or_else(|| engine_root_as_spelled(&resolved(dir)))
+}
+
+fn engine_root_as_spelled(dir: &Path) -> Option<PathBuf> {
     let parent = dir.parent()?;
     if parent.file_name()? != "groups" {
         return None;

@@ -90,7 +90,7 @@ fn refused(dir: &Path, why: &str) -> Error {
 /// would name a directory other than the one restore creates.
 fn check_target(spelled: &Path) -> Result<Place> {
     let place = resolve(spelled, spelled)?;
-    if let Some(root) = engine_root_of(&place.dir) {
+    if let Some(root) = engine_root_of(spelled) {
         return Err(Error::InvalidArgument(format!(
             "refuse to restore into {}: it is in the groups directory of the engine root {}, where only the engine creates groups",
             spelled.display(),
