@@ -228,6 +228,9 @@ pub(crate) struct LogPlan {
     /// Files to remove: obsolete, an empty tail, or files after the end of the log (newest
     /// first, so that a crash part way leaves the log's files without a gap).
     pub remove: Vec<PathBuf>,
+    /// Whole-log scan only: damage to the header of a file wholly below the snapshot, which
+    /// open refuses; the file is in `remove` (it holds nothing of the log), the log goes on.
+    pub compacted_damage: Option<Error>,
 }
 
 /// Works out which files hold the log and where it ends, changing nothing on disk.
@@ -306,6 +309,7 @@ pub(crate) fn plan_log(
 
     let scanned_from = files.len();
     let mut tail_damage = None;
+    let mut compacted_damage = None;
     let mut tail_good = SLOTS_PER_FILE as u32;
     let mut kept = zone;
     for pos in zone..ids.len() {
@@ -327,6 +331,21 @@ pub(crate) fn plan_log(
         // log are an empty tail (what a crash during rotation leaves), not damage.
         let later = first_with_header(dir, &ids[pos + 1..], cipher.is_some(), scan.whole_log)?;
         let header = match log_file::peek_header(&path, id, cipher.is_some()) {
+            Err(e @ Error::Corrupt { .. })
+                if scan.whole_log
+                    && wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)? =>
+            {
+                compacted_damage = Some(e);
+                // A file wholly below the snapshot (left by a crash before cleanup): nothing
+                // in it is part of the log, so it goes with the files before it, never ends
+                // the log (which would drop the live files after it).
+                for f in files.drain(..) {
+                    remove.push(f.path().to_path_buf());
+                }
+                remove.push(path);
+                kept = pos + 1;
+                continue;
+            }
             Err(e @ Error::Corrupt { .. }) if scan.whole_log => {
                 tail_damage = Some(e);
                 break;
@@ -434,6 +453,7 @@ pub(crate) fn plan_log(
         tail_damage,
         committed_damage,
         remove,
+        compacted_damage,
     })
 }
 
@@ -474,6 +494,31 @@ fn first_with_header(
         }
     }
     Ok(None)
+}
+
+/// For a file `id` whose header is damaged: whether the first later file of `later` that
+/// opens (its header valid) shows that every index `id` could hold lies at or below
+/// `snap_index` (files are consecutive, each 30,000 indexes after the one before).
+fn wholly_compacted(
+    dir: &Path,
+    later: &[u64],
+    id: u64,
+    snap_index: u64,
+    cipher: Option<&Cipher>,
+) -> Result<bool> {
+    for &next in later {
+        let path = dir.join(log_file::file_name(next));
+        let Ok(f) = LogFile::open(&path, next, Access::ReadOnly, cipher) else {
+            continue;
+        };
+        let files_between = next - id; // `id`'s base is this many files before `next`'s
+        let last_of_id = f
+            .base()
+            .checked_sub((files_between - 1) * SLOTS_PER_FILE)
+            .and_then(|b| b.checked_sub(1));
+        return Ok(last_of_id.is_some_and(|last| last <= snap_index));
+    }
+    Ok(false)
 }
 
 /// A file's base must follow the previous file's: 30,000 indexes later.
