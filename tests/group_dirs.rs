@@ -184,9 +184,10 @@ fn restore_refuses_a_new_group_dir_through_symlinked_groups() {
 }
 
 /// A crash between a snapshot's meta page and the removal of the log files wholly below it
-/// leaves such a file (open reads it as "wholly compacted", `check_sealed`). Its header damaged
-/// as well, open refuses the directory; `repair` must cut nothing of the live log after the
-/// snapshot (the damaged file holds nothing of the log).
+/// leaves such a file (open reads it as "wholly compacted", `check_sealed`), here with its
+/// header damaged too. It holds nothing of the log: open once refused the directory (docs/DESIGN.md §4:
+/// damage below the snapshot never fails open), and `repair` once cut the live log after the
+/// snapshot there.
 #[test]
 fn repair_keeps_the_live_log_when_only_a_wholly_compacted_files_header_is_damaged() {
     use raft::Storage as _;
@@ -227,13 +228,43 @@ fn repair_keeps_the_live_log_when_only_a_wholly_compacted_files_header_is_damage
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
     drop(f);
+    // Not part of the log: `verify` reports it, open (either mode) removes it and keeps the
+    // log whole; `repair` finds nothing to do.
+    let inspector = raftwal::inspect::Inspector::open(&dir).expect("inspect");
+    let verified = inspector.verify(&mut |_| {});
     assert!(
-        DiskStorage::open(&dir).is_err(),
-        "open refuses the damaged header (a sealed file's damage)"
+        verified
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("00001.wal")),
+        "verify reports the damaged header: {verified:?}"
     );
+    drop(inspector);
+    let strict = raftwal::Options {
+        recovery_mode: raftwal::RecoveryMode::AbsoluteConsistency,
+        ..Default::default()
+    };
+    let s = DiskStorage::open_with(&dir, strict.clone())
+        .expect("strict open: damage below the snapshot never fails open");
+    assert_eq!(
+        (s.first_index().unwrap(), s.last_index().unwrap()),
+        (30_051, 30_100)
+    );
+    assert_eq!(s.initial_state().unwrap().hard_state.commit, 30_100);
+    s.close().unwrap();
+    assert!(
+        !file1.exists(),
+        "open removed the compacted file with the damaged header"
+    );
+    // And repair, on a copy of the damaged directory, cuts nothing of the live log.
+    fs::copy(&saved, &file1).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file1)
+        .unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    drop(f);
     let r = raftwal::repair::repair(&dir, None);
-    // Refusing (as before the whole-log scan cut at headers) keeps the data; cutting must not
-    // reach the live log. Now the compacted file goes and the log stays whole.
     assert!(
         dir.join("00002.wal").exists(),
         "repair removed 00002.wal (committed entries 30,051..=30,100 after the snapshot) over damage in a file wholly below the snapshot: {r:?}"
@@ -243,18 +274,7 @@ fn repair_keeps_the_live_log_when_only_a_wholly_compacted_files_header_is_damage
         r.commit_after, 30_100,
         "repair lowered the commit index: {r:?}"
     );
-    assert!(
-        !file1.exists(),
-        "the compacted file with the damaged header is removed"
-    );
-    let s = DiskStorage::open_with(
-        &dir,
-        raftwal::Options {
-            recovery_mode: raftwal::RecoveryMode::AbsoluteConsistency,
-            ..Default::default()
-        },
-    )
-    .expect("strict open after the repair");
+    let s = DiskStorage::open_with(&dir, strict).expect("strict open after repair");
     assert_eq!(
         (s.first_index().unwrap(), s.last_index().unwrap()),
         (30_051, 30_100)

@@ -228,8 +228,9 @@ pub(crate) struct LogPlan {
     /// Files to remove: obsolete, an empty tail, or files after the end of the log (newest
     /// first, so that a crash part way leaves the log's files without a gap).
     pub remove: Vec<PathBuf>,
-    /// Whole-log scan only: damage to the header of a file wholly below the snapshot, which
-    /// open refuses; the file is in `remove` (it holds nothing of the log), the log goes on.
+    /// Damage to the header of a file wholly below the snapshot (a crash left it before
+    /// cleanup): the file is in `remove` with those before it (it holds nothing of the log),
+    /// and the log goes on.
     pub compacted_damage: Option<Error>,
 }
 
@@ -292,13 +293,25 @@ pub(crate) fn plan_log(
     let mut files: VecDeque<LogFile> = VecDeque::with_capacity(ids.len());
     // The term of the entry the next file's first live slot follows.
     let mut prev_term = snap_term;
-    for &id in &ids[..zone] {
-        let f = LogFile::open(
-            &dir.join(log_file::file_name(id)),
-            id,
-            access(false),
-            cipher,
-        )?;
+    let mut compacted_damage = None;
+    for (pos, &id) in ids[..zone].iter().enumerate() {
+        let path = dir.join(log_file::file_name(id));
+        let f = match LogFile::open(&path, id, access(false), cipher) {
+            // A file wholly below the snapshot (left by a crash before cleanup) holds nothing
+            // of the log: damage to its header never fails open (docs/DESIGN.md §4). It goes,
+            // with the files before it; `verify` still reports it.
+            Err(e @ Error::Corrupt { .. })
+                if wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)? =>
+            {
+                compacted_damage = Some(e);
+                for f in files.drain(..) {
+                    remove.push(f.path().to_path_buf());
+                }
+                remove.push(path);
+                continue;
+            }
+            f => f?,
+        };
         check_base(&f, files.back())?;
         let (payload_end, last_term) = check_sealed(&f, snap_index)?;
         prev_term = prev_term.max(last_term);
@@ -309,7 +322,6 @@ pub(crate) fn plan_log(
 
     let scanned_from = files.len();
     let mut tail_damage = None;
-    let mut compacted_damage = None;
     let mut tail_good = SLOTS_PER_FILE as u32;
     let mut kept = zone;
     for pos in zone..ids.len() {
@@ -332,8 +344,7 @@ pub(crate) fn plan_log(
         let later = first_with_header(dir, &ids[pos + 1..], cipher.is_some(), scan.whole_log)?;
         let header = match log_file::peek_header(&path, id, cipher.is_some()) {
             Err(e @ Error::Corrupt { .. })
-                if scan.whole_log
-                    && wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)? =>
+                if wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)? =>
             {
                 compacted_damage = Some(e);
                 // A file wholly below the snapshot (left by a crash before cleanup): nothing

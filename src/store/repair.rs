@@ -185,7 +185,6 @@ fn report(
     // Removing an empty tail, obsolete files or leftovers loses nothing, and open does it by
     // itself: on their own they are not a repair.
     let needed = plan.tail_damage.is_some()
-        || plan.compacted_damage.is_some()
         || commit_after != commit_before
         || checkpoint_after != checkpoint_before;
     let removed_files = if needed {
@@ -195,11 +194,7 @@ fn report(
     };
     RepairReport {
         dir: dir.to_path_buf(),
-        damage: plan
-            .tail_damage
-            .as_ref()
-            .or(plan.compacted_damage.as_ref())
-            .map(Error::to_string),
+        damage: plan.tail_damage.as_ref().map(Error::to_string),
         last_index,
         removed_files,
         commit_before,

@@ -256,6 +256,9 @@ pub struct Inspector {
     /// Damage that ends the log early; and that a default-mode open refuses.
     tail_damage: Option<Error>,
     committed_damage: Option<Error>,
+    /// Damage to the header of a log file wholly below the snapshot: not part of the log
+    /// (open removes the file), but damage `verify` reports.
+    compacted_damage: Option<Error>,
     /// Damage in the meta copy not in use.
     meta_damage: Option<Error>,
     /// The sequence number of the meta copy read.
@@ -354,6 +357,7 @@ impl Inspector {
             last,
             tail_damage: plan.tail_damage,
             committed_damage,
+            compacted_damage: plan.compacted_damage,
             meta_damage,
             meta_seq: copies.seq,
             summary,
@@ -401,7 +405,10 @@ impl Inspector {
             }
             report.files_checked += 1;
         }
-        if let Some(damage) = self.committed_damage.as_ref().or(self.tail_damage.as_ref()) {
+        let log_damage = (self.committed_damage.as_ref())
+            .or(self.tail_damage.as_ref())
+            .or(self.compacted_damage.as_ref());
+        if let Some(damage) = log_damage {
             return Err(same_damage(damage));
         }
         if let Some(s) = self.meta.snapshot.as_ref().filter(|s| s.data_len > 0) {
