@@ -280,7 +280,9 @@ impl State {
             }
             return Ok(Vec::new());
         }
-        self.wal.entries(low, high, max_size)
+        let out = self.wal.entries(low, high, max_size)?;
+        self.wal.check_terms(&out, self.first_index())?;
+        Ok(out)
     }
 
     /// `raft::Storage::term`.

@@ -269,6 +269,34 @@ impl Wal {
         (checked.slot.index == index).then_some(checked.slot.term)
     }
 
+    /// With a run table kept ([`Wal::track_terms`]): that `entries` (just read, checksums
+    /// verified) have the terms [`Wal::term_of_live`] gives, so that `entries()` and `term()`
+    /// never disagree. They can only where a slot's term breaks the log's order with a valid
+    /// checksum (forged: every save keeps terms in order), which the table, built by binary
+    /// search, does not see; such a slot is damage.
+    pub(crate) fn check_terms(&self, entries: &[Entry], live_from: u64) -> Result<()> {
+        if !self.track_terms {
+            return Ok(());
+        }
+        for e in entries {
+            match self.term_of_live(e.index, live_from) {
+                Some(t) if t != e.term => {
+                    let (pos, k) = self.locate(e.index);
+                    return Err(Error::corrupt(
+                        self.files[pos].path(),
+                        k as u64 * log_file::SLOT_SIZE as u64,
+                        format!(
+                            "slot {k} holds index {} with term {}, out of the log's term order (its run holds term {t})",
+                            e.index, e.term
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Term of a held index, read from its slot (the payload is not touched).
     pub(crate) fn term(&self, index: u64) -> Result<u64> {
         if !self.contains(index) {
