@@ -39,6 +39,30 @@ impl TermRuns {
         n.checked_sub(1).map(|k| self.runs[k].1)
     }
 
+    /// The first of `entries` (consecutive) whose term is not the one the table gives its
+    /// index, among those the table covers: one search for the first entry's run, then a walk
+    /// along the runs.
+    pub(crate) fn first_disagreeing<'a>(&self, entries: &'a [Entry]) -> Option<&'a Entry> {
+        let first = entries.first()?;
+        let mut k = self
+            .runs
+            .partition_point(|&(start, _)| start <= first.index)
+            .checked_sub(1);
+        for e in entries {
+            while self
+                .runs
+                .get(k.map_or(0, |k| k + 1))
+                .is_some_and(|&(s, _)| s <= e.index)
+            {
+                k = Some(k.map_or(0, |k| k + 1));
+            }
+            if k.is_some_and(|k| self.runs[k].1 != e.term) {
+                return Some(e);
+            }
+        }
+        None
+    }
+
     /// Notes `entries` (consecutive, terms non-decreasing) written to the files from their first
     /// index on, replacing whatever the table said from there.
     pub(crate) fn written(&mut self, entries: &[Entry]) {
@@ -174,5 +198,28 @@ mod tests {
         assert!(TermRuns::build(1, 100, |i| (i != 1).then_some(1)).is_none());
         assert!(TermRuns::build(1, 100, |i| (i != 100).then_some(1)).is_none());
         assert!(TermRuns::build(5, 4, |_| None).is_some_and(|r| r.term(5).is_none()));
+    }
+
+    /// `first_disagreeing` against a lookup per entry: the first entry whose term is not its
+    /// run's, across run boundaries, and nothing for entries before the first run.
+    #[test]
+    fn the_first_entry_off_its_run_is_found() {
+        let mut runs = TermRuns::default();
+        runs.written(&entries(5, &[1, 1, 2, 2, 2, 4, 4]));
+        assert!(runs
+            .first_disagreeing(&entries(5, &[1, 1, 2, 2, 2, 4, 4]))
+            .is_none());
+        assert!(runs.first_disagreeing(&entries(7, &[2, 2, 2, 4])).is_none());
+        assert!(runs
+            .first_disagreeing(&entries(1, &[9, 9, 9, 9, 1]))
+            .is_none());
+        for (at, bad) in [(5u64, 2u64), (6, 0), (7, 1), (9, 3), (11, 5)] {
+            let mut terms = vec![1, 1, 2, 2, 2, 4, 4];
+            terms[(at - 5) as usize] = bad;
+            let got = runs.first_disagreeing(&entries(5, &terms)).map(|e| e.index);
+            assert_eq!(got, Some(at), "term {bad} at {at}");
+            let tail = &entries(5, &terms)[(at - 5) as usize..];
+            assert_eq!(runs.first_disagreeing(tail).map(|e| e.index), Some(at));
+        }
     }
 }

@@ -275,26 +275,32 @@ impl Wal {
     /// checksum (forged: every save keeps terms in order), which the table, built by binary
     /// search, does not see; such a slot is damage.
     pub(crate) fn check_terms(&self, entries: &[Entry], live_from: u64) -> Result<()> {
-        if !self.track_terms {
+        let Some(first) = entries.first().filter(|_| self.track_terms) else {
+            return Ok(());
+        };
+        // Builds the table if no lookup has yet (as `term()` would).
+        if self.term_of_live(first.index, live_from).is_none() {
             return Ok(());
         }
-        for e in entries {
-            match self.term_of_live(e.index, live_from) {
-                Some(t) if t != e.term => {
-                    let (pos, k) = self.locate(e.index);
-                    return Err(Error::corrupt(
-                        self.files[pos].path(),
-                        k as u64 * log_file::SLOT_SIZE as u64,
-                        format!(
-                            "slot {k} holds index {} with term {}, out of the log's term order (its run holds term {t})",
-                            e.index, e.term
-                        ),
-                    ));
-                }
-                _ => {}
+        let Some(Some(runs)) = self.terms.get() else {
+            return Ok(()); // no table: `term()` reads each index's own slot, as this did
+        };
+        match runs.first_disagreeing(entries) {
+            None => Ok(()),
+            Some(e) => {
+                let (pos, k) = self.locate(e.index);
+                Err(Error::corrupt(
+                    self.files[pos].path(),
+                    k as u64 * log_file::SLOT_SIZE as u64,
+                    format!(
+                        "slot {k} holds index {} with term {}, out of the log's term order (its run holds term {})",
+                        e.index,
+                        e.term,
+                        runs.term(e.index).unwrap_or(0)
+                    ),
+                ))
             }
         }
-        Ok(())
     }
 
     /// Term of a held index, read from its slot (the payload is not touched).
