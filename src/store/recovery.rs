@@ -297,17 +297,11 @@ pub(crate) fn plan_log(
     for (pos, &id) in ids[..zone].iter().enumerate() {
         let path = dir.join(log_file::file_name(id));
         let f = match LogFile::open(&path, id, access(false), cipher) {
-            // A file wholly below the snapshot (left by a crash before cleanup) holds nothing
-            // of the log: damage to its header never fails open (docs/DESIGN.md §4). It goes,
-            // with the files before it; `verify` still reports it.
             Err(e @ Error::Corrupt { .. })
                 if wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)? =>
             {
                 compacted_damage = Some(e);
-                for f in files.drain(..) {
-                    remove.push(f.path().to_path_buf());
-                }
-                remove.push(path);
+                set_aside_compacted(&mut files, &mut remove, path);
                 continue;
             }
             f => f?,
@@ -347,13 +341,7 @@ pub(crate) fn plan_log(
                 if wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)? =>
             {
                 compacted_damage = Some(e);
-                // A file wholly below the snapshot (left by a crash before cleanup): nothing
-                // in it is part of the log, so it goes with the files before it, never ends
-                // the log (which would drop the live files after it).
-                for f in files.drain(..) {
-                    remove.push(f.path().to_path_buf());
-                }
-                remove.push(path);
+                set_aside_compacted(&mut files, &mut remove, path);
                 kept = pos + 1;
                 continue;
             }
@@ -505,6 +493,15 @@ fn first_with_header(
         }
     }
     Ok(None)
+}
+
+/// A file wholly below the snapshot whose header is damaged (a crash left it before cleanup):
+/// it holds nothing of the log, so damage to it never fails open (docs/DESIGN.md §4) nor ends
+/// the log (which would drop the live files after it). It goes to `remove`, with the files
+/// before it (all below the snapshot too); `verify` still reports it.
+fn set_aside_compacted(files: &mut VecDeque<LogFile>, remove: &mut Vec<PathBuf>, path: PathBuf) {
+    remove.extend(files.drain(..).map(|f| f.path().to_path_buf()));
+    remove.push(path);
 }
 
 /// For a file `id` whose header is damaged: whether the first later file of `later` that
