@@ -9,6 +9,15 @@ use std::path::Path;
 
 use raftwal::{DiskStorage, Engine};
 
+/// Moves `root`'s `groups/` to `<tmp>/fast-disk` (another disk, say) and leaves a symbolic
+/// link in its place; returns where the groups now are.
+fn link_groups_elsewhere(tmp: &Path, root: &Path) -> std::path::PathBuf {
+    let real = tmp.join("fast-disk");
+    fs::rename(root.join("groups"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, root.join("groups")).unwrap();
+    real
+}
+
 fn make_root_with_group(root: &Path) {
     let e = Engine::open(root).unwrap();
     e.create_group(1, 1).unwrap();
@@ -37,9 +46,7 @@ fn disk_storage_open_refuses_group_of_running_engine_through_symlinked_groups() 
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     make_root_with_group(&root);
-    let real = tmp.path().join("fast-disk");
-    fs::rename(root.join("groups"), &real).unwrap();
-    std::os::unix::fs::symlink(&real, root.join("groups")).unwrap();
+    link_groups_elsewhere(tmp.path(), &root);
     let e = Engine::open(&root).unwrap();
     assert!(
         e.group(1).is_some(),
@@ -60,9 +67,7 @@ fn disk_storage_open_refuses_group_of_crashed_engine_through_symlinked_groups() 
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     make_root_with_group(&root);
-    let real = tmp.path().join("fast-disk");
-    fs::rename(root.join("groups"), &real).unwrap();
-    std::os::unix::fs::symlink(&real, root.join("groups")).unwrap();
+    let real = link_groups_elsewhere(tmp.path(), &root);
     let e = Engine::open(&root).unwrap();
     std::mem::forget(e); // a crash: engine.meta stays marked open
                          // (the root's flock is held by the leaked engine in this process; a crashed process
@@ -124,9 +129,7 @@ fn repair_refuses_a_running_engines_group_through_symlinked_groups() {
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x01], at).unwrap();
     drop(f);
-    let real = tmp.path().join("fast-disk");
-    fs::rename(root.join("groups"), &real).unwrap();
-    std::os::unix::fs::symlink(&real, root.join("groups")).unwrap();
+    link_groups_elsewhere(tmp.path(), &root);
     let e = Engine::open(&root).unwrap();
     let r = raftwal::repair::repair(root.join("groups/1"), None);
     e.close().unwrap();
@@ -167,9 +170,7 @@ fn restore_refuses_a_new_group_dir_through_symlinked_groups() {
         plain.is_err(),
         "control: restore into a new group dir was accepted"
     );
-    let real = tmp.path().join("fast-disk");
-    fs::rename(root.join("groups"), &real).unwrap();
-    std::os::unix::fs::symlink(&real, root.join("groups")).unwrap();
+    link_groups_elsewhere(tmp.path(), &root);
     let linked = archive::restore(
         &tar,
         &root.join("groups/7"),
