@@ -958,8 +958,9 @@ impl Node {
                     };
                     settled.push((e.index, e.term, command));
                 }
-                match applied {
-                    Applied::Nothing | Applied::Command { .. } => {}
+                // A conf change: (its changes, the voters after it if raft applied it).
+                let conf = match applied {
+                    Applied::Nothing | Applied::Command { .. } => None,
                     Applied::ConfChange(change) => {
                         match &change {
                             Some(MemberChange::Added(id, addr)) => {
@@ -974,31 +975,20 @@ impl Node {
                             None => {}
                         }
                         let voters = self.apply_conf_change(e, change.as_ref());
-                        if self
-                            .pending_conf
-                            .as_ref()
-                            .is_some_and(|p| p.index == e.index)
-                        {
-                            conf_settled = Some(ConfApplied {
-                                index: e.index,
-                                term: e.term,
-                                changes: conf_changes(e),
-                                voters,
-                            });
-                        }
-                        continue;
+                        Some((conf_changes(e), voters))
                     }
-                }
+                };
                 if self
                     .pending_conf
                     .as_ref()
                     .is_some_and(|p| p.index == e.index)
                 {
+                    let (changes, voters) = conf.unwrap_or_default();
                     conf_settled = Some(ConfApplied {
                         index: e.index,
                         term: e.term,
-                        changes: Vec::new(),
-                        voters: None,
+                        changes,
+                        voters,
                     });
                 }
             }
