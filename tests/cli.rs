@@ -28,6 +28,8 @@ use tempfile::TempDir;
 
 #[path = "common/entries.rs"]
 mod entries;
+#[path = "common/fixture.rs"]
+mod fixture;
 #[path = "common/layout.rs"]
 mod layout;
 #[path = "common/roots.rs"]
@@ -87,14 +89,13 @@ fn write_dir(dir: &Path, last: u64, snapshot_at: Option<u64>) {
 
 /// The shared directory: 65,000 entries, a snapshot at 40,000 with 300,000 bytes of data.
 fn wal() -> &'static Path {
-    static DIR: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let tmp = TempDir::new().unwrap();
-        let dir = tmp.path().join("wal");
-        write_dir(&dir, LAST, Some(SNAP_INDEX));
-        (tmp, dir)
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        fixture::shared("cli-wal", |dir| {
+            write_dir(&dir.join("wal"), LAST, Some(SNAP_INDEX))
+        })
+        .join("wal")
     })
-    .1
 }
 
 /// A copy of the shared directory, to damage.

@@ -20,6 +20,8 @@ use std::time::{Instant, SystemTime};
 
 #[path = "common/entries.rs"]
 mod entries;
+#[path = "common/fixture.rs"]
+mod fixture;
 #[path = "common/layout.rs"]
 mod layout;
 #[path = "common/roots.rs"]
@@ -221,15 +223,13 @@ fn crash_image(root: &Path, key: Option<[u8; 32]>, segment_bytes: Option<u64>) {
 
 /// The shared crash image (plaintext), written once.
 fn image() -> &'static Path {
-    static ROOT: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
-    &ROOT
-        .get_or_init(|| {
-            let tmp = TempDir::new().unwrap();
-            let root = tmp.path().join("root");
-            crash_image(&root, None, None);
-            (tmp, root)
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        fixture::shared("cli-engine-crash-image", |dir| {
+            crash_image(&dir.join("root"), None, None)
         })
-        .1
+        .join("root")
+    })
 }
 
 /// A copy of the crash image, to damage or to open.
