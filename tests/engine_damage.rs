@@ -666,3 +666,83 @@ fn a_root_never_written_opens_without_a_segment() {
     std::fs::remove_dir_all(image.join("journal")).unwrap();
     Engine::open(&image).unwrap().close().unwrap();
 }
+
+/// A forged slot with a valid checksum whose term breaks the group's term order, in the middle
+/// of a file (open reads a group's slots only at the ends): `term()` answers from the group's
+/// run table, `entries()` read the slot, and the two once disagreed on that index (as
+/// `DiskStorage` did before `open_dir` fuzz run 7 found it). `entries()` over it is now damage
+/// naming the group's file, whether `term()` has built the table first or not; reads that do
+/// not cover the slot, and `term()` of every index, are unchanged.
+#[test]
+fn a_forged_slot_out_of_term_order_is_damage_never_a_disagreement() {
+    use fuzz::layout::{slot_data_len, slot_of, slot_payload_offset, SLOT_CRC_AT, SLOT_LEN};
+    use raft::{GetEntriesContext, Storage};
+    use std::os::unix::fs::FileExt;
+
+    const FORGED: u64 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    {
+        let e = raftwal::Engine::open(&root).unwrap();
+        e.create_group(1, 1).unwrap();
+        // Terms 1 for 1..=50, 2 for 51..=100.
+        let es: Vec<raft::prelude::Entry> = (1..=100)
+            .map(|i| fuzz::entries::entry_in_group(i, 1 + u64::from(i > 50), 1))
+            .collect();
+        let mut hs = raft::prelude::HardState::default();
+        (hs.term, hs.commit) = (2, 100);
+        let mut b = raftwal::WriteBatch::new();
+        b.save(1, &hs, &es, &Default::default());
+        e.write(&mut b).unwrap();
+        e.close().unwrap();
+    }
+    let file = root.join("groups/1").join(fuzz::layout::log_name(1));
+    {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file)
+            .unwrap();
+        let at = slot_of(1, FORGED);
+        let mut slot = [0u8; SLOT_LEN as usize];
+        f.read_exact_at(&mut slot, at).unwrap();
+        assert_eq!(u64::from_le_bytes(slot[..8].try_into().unwrap()), 1);
+        slot[..8].copy_from_slice(&3u64.to_le_bytes());
+        let mut payload = vec![0u8; slot_data_len(&slot) as usize];
+        f.read_exact_at(&mut payload, slot_payload_offset(&slot))
+            .unwrap();
+        let crc_at = SLOT_CRC_AT as usize;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&slot[..crc_at]), &payload);
+        slot[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&slot, at).unwrap();
+    }
+    let ctx = || GetEntriesContext::empty(false);
+    for term_first in [true, false] {
+        let e = raftwal::Engine::open(&root).unwrap();
+        let g = e.group(1).unwrap();
+        if term_first {
+            assert_eq!(g.term(FORGED).unwrap(), 1, "the run table's term");
+        }
+        match g.entries(FORGED - 2, FORGED + 3, None, ctx()) {
+            Ok(es) => {
+                let read = es[2].term;
+                let table = g.term(FORGED).unwrap();
+                panic!("term_first {term_first}: entries() read term {read}, term() says {table}");
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                assert!(
+                    msg.contains("00001.wal") && msg.contains("term order"),
+                    "term_first {term_first}: {msg}"
+                );
+            }
+        }
+        // Around it, the log reads as written; every index's term is its run's.
+        assert_eq!(g.entries(1, FORGED, None, ctx()).unwrap().len(), 11);
+        assert_eq!(g.entries(FORGED + 1, 101, None, ctx()).unwrap().len(), 88);
+        for i in 1..=100 {
+            assert_eq!(g.term(i).unwrap(), 1 + u64::from(i > 50), "index {i}");
+        }
+        e.close().unwrap();
+    }
+}

@@ -285,6 +285,14 @@ impl Wal {
         let Some(Some(runs)) = self.terms.get() else {
             return Ok(()); // no table: `term()` reads each index's own slot, as this did
         };
+        self.check_term_order(runs, entries)
+    }
+
+    /// `Ok` if every one of `entries` (read from these files) has the term `runs` gives its
+    /// index; else the damage of the first that does not, naming its file and slot: a slot
+    /// whose checksum holds but whose term breaks the log's order (open checks a sealed file's
+    /// slots only at its ends), which `term()`, answering from the runs, would contradict.
+    pub(crate) fn check_term_order(&self, runs: &TermRuns, entries: &[Entry]) -> Result<()> {
         match runs.first_disagreeing(entries) {
             None => Ok(()),
             Some(e) => {
