@@ -71,8 +71,10 @@ struct Store {
     handles: AtomicUsize,
     /// The handles `save` records its metrics through.
     save_metrics: SaveMetrics,
-    /// Holds the directory's exclusive lock; released when dropped (after `inner`).
-    _lock: fsutil::DirLock,
+    /// Holds the directory's exclusive lock; released when dropped (after `inner`) and no
+    /// other holder is left (`snapshot restore` keeps one until it has undone a failed restore:
+    /// [`DiskStorage::open_under`]).
+    _lock: Arc<fsutil::DirLock>,
     /// For the directory of an engine group: the engine root's lock, held so that no engine
     /// opens the root meanwhile.
     _engine_lock: Option<fsutil::DirLock>,
@@ -196,11 +198,36 @@ impl DiskStorage {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_with<P: AsRef<Path>>(dir: P, opts: Options) -> Result<DiskStorage, Error> {
+        Self::open_locked(dir.as_ref(), opts, None)
+    }
+
+    /// [`DiskStorage::open_with`] in a directory whose lock the caller took
+    /// ([`fsutil::lock_dir`]) and keeps: the lock is let go when both the caller and the store
+    /// have dropped it. `snapshot restore` claims the new directory with it, so that no node
+    /// opens the directory between restore's check that it is empty and the restore's end, nor
+    /// before restore has undone a failed one (whose undo would then remove the node's files).
+    #[cfg(feature = "archive")]
+    pub(crate) fn open_under(
+        dir: &Path,
+        opts: Options,
+        held: Arc<fsutil::DirLock>,
+    ) -> Result<DiskStorage, Error> {
+        Self::open_locked(dir, opts, Some(held))
+    }
+
+    fn open_locked(
+        dir: &Path,
+        opts: Options,
+        held: Option<Arc<fsutil::DirLock>>,
+    ) -> Result<DiskStorage, Error> {
         let timer = Timer::start();
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         refuse_new_store_among_groups(&dir)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock = fsutil::lock_dir(&dir)?;
+        let lock = match held {
+            Some(lock) => lock,
+            None => Arc::new(fsutil::lock_dir(&dir)?),
+        };
         let engine_lock = engine_root_lock(&dir)?;
         let cipher = opts.encryption_key.as_ref().map(Cipher::new);
         let mut r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;

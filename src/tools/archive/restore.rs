@@ -12,6 +12,7 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use raft::prelude::{ConfState, HardState, Snapshot, SnapshotMetadata};
 use sha2::{Digest, Sha256};
@@ -22,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::store::meta::MetaInfo;
 use crate::store::storage::{engine_root_of, DiskStorage};
-use crate::sys::fsutil;
+use crate::sys::fsutil::{self, DirLock};
 
 /// `state.bin` streamed out of the archive (second pass) into `install_snapshot_from`: its
 /// SHA-256 is checked again when it ends, and a mismatch is an error from the read that would
@@ -149,11 +150,15 @@ fn check_empty(spelled: &Path, dir: &Path) -> Result<()> {
 
 /// The target directory, held by this restore: made (with its missing parents, each made by this
 /// restore or by no one) and locked (`flock` on the directory itself, so a second restore into it
-/// is refused), then found empty under the lock. Only what is listed here is ever removed.
+/// is refused), then found empty under the lock, then the store's own lock taken (its `LOCK`
+/// file), so that no node opens a store there until the restore has ended and, if it failed,
+/// been undone. Only what is listed here is ever removed.
 struct Claim {
     dir: PathBuf,
     /// Directories this restore made, outermost first.
     created: Vec<PathBuf>,
+    /// The store's lock, shared with the store restore opens (`DiskStorage::open_under`).
+    store_lock: Arc<DirLock>,
     _lock: fs::File,
 }
 
@@ -169,15 +174,25 @@ fn claim(spelled: &Path, place: Place) -> Result<Claim> {
             }
         }
     }
-    let locked = lock_and_check(spelled, &place.dir);
+    let locked = lock_and_check(spelled, &place.dir).and_then(|lock| {
+        // Until here a node may have opened a store in the directory (then it is not empty, or
+        // the store's lock is taken); from here on none can.
+        match fsutil::lock_dir(&place.dir) {
+            Ok(store_lock) => Ok((lock, store_lock)),
+            Err(Error::Locked { .. }) => Err(refused(spelled, "a store is being opened in it")),
+            Err(e) => Err(e),
+        }
+    });
     match locked {
-        Ok(lock) => Ok(Claim {
+        Ok((lock, store_lock)) => Ok(Claim {
             dir: place.dir,
             created,
+            store_lock: Arc::new(store_lock),
             _lock: lock,
         }),
         Err(e) => {
-            // The target may be another restore's now: only the empty parents made here go.
+            // The target may be another restore's or a node's now: only the empty parents made
+            // here go (a `LOCK` file this restore made may stay: an empty store's lock file).
             remove_empty(&created);
             Err(e)
         }
@@ -272,8 +287,10 @@ fn check_options(opts: &RestoreOptions) -> Result<()> {
 /// Restores the archive into a fresh WAL directory `new_dir`. In order: the options are checked;
 /// `new_dir` must name a missing or an empty directory, judged as the directory it names (`..`
 /// and symbolic links resolved; never overwritten: `Error::Io` of kind `AlreadyExists`
-/// otherwise, also while another restore holds it; `Error::InvalidArgument` for a `..` after a
-/// missing directory, or a new group directory of an engine root); the whole archive is verified (nothing is written if it fails);
+/// otherwise, also while another restore or an open store holds it; `Error::InvalidArgument` for a `..` after a
+/// missing directory, or a new group directory of an engine root); the whole archive is verified
+/// (nothing is written if it fails); the directory is claimed (found empty again, and the store's
+/// lock taken and held to the end, so that no node opens a store there meanwhile);
 /// then a WAL directory is created with [`DiskStorage::open`] (default [`Options`]; see
 /// [`restore_with_store_options`]), the snapshot installed with
 /// `install_snapshot_from` streaming `state.bin` out of the archive a second time (the hashes of
@@ -306,8 +323,10 @@ pub fn restore_with_store_options(
     check_target(new_dir)?;
     let verified = verify_full(archive, false, progress)?;
     let claim = claim(new_dir, check_target(new_dir)?)?;
+    #[cfg(test)]
+    tests::AFTER_CLAIM.with(|hook| hook.take().map(|f| f(&claim.dir)));
     // The store is opened through the resolved path: the one checked and locked.
-    match install(archive, &claim.dir, opts, store, &verified, progress) {
+    match install(archive, &claim, opts, store, &verified, progress) {
         Ok(()) => {
             claim.sync()?;
             Ok(verified.status.meta)
@@ -321,7 +340,7 @@ pub fn restore_with_store_options(
 
 fn install(
     archive: &Path,
-    new_dir: &Path,
+    claim: &Claim,
     opts: &RestoreOptions,
     store: &Options,
     verified: &Verified,
@@ -351,7 +370,7 @@ fn install(
     };
     md.set_conf_state(cs);
 
-    let storage = DiskStorage::open_with(new_dir, store.clone())?;
+    let storage = DiskStorage::open_under(&claim.dir, store.clone(), claim.store_lock.clone())?;
     let mut stream = StateStream {
         r: &mut r,
         sha: Sha256::new(),
@@ -372,4 +391,89 @@ fn install(
     hs.commit = meta.index;
     storage.save(&hs, &[], &Snapshot::default())?;
     storage.close()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use raft::prelude::{Entry, HardState, Snapshot};
+    use raft::Storage;
+
+    use super::*;
+    use crate::tools::archive::save_dir_snapshot;
+
+    /// What runs right after a claim (`AFTER_CLAIM`).
+    type Hook = Box<dyn FnOnce(&Path)>;
+
+    thread_local! {
+        /// Runs once, right after the next restore on this thread has claimed its directory:
+        /// the moment a node starting in the same directory could open a store there.
+        pub(super) static AFTER_CLAIM: Cell<Option<Hook>> = const { Cell::new(None) };
+    }
+
+    fn entry(index: u64) -> Entry {
+        let mut e = Entry::default();
+        (e.index, e.term, e.data) = (index, 1, vec![index as u8; 8].into());
+        e
+    }
+
+    /// A node opening a store in the directory a restore has just claimed (found empty):
+    /// before the claim took the store's lock, the node's open succeeded, restore's own open
+    /// then failed on the lock, and its undo removed the node's files (the node's acknowledged
+    /// entries gone, under a running node). Now the node is refused until the restore ends,
+    /// and the restore succeeds.
+    #[test]
+    fn a_node_opening_the_claimed_directory_never_loses_its_files() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let wal = tmp.path().join("wal");
+        {
+            let s = DiskStorage::open(&wal).expect("open");
+            let mut hs = HardState::default();
+            (hs.term, hs.commit) = (1, 10);
+            let es: Vec<Entry> = (1..=10).map(entry).collect();
+            s.save(&hs, &es, &Snapshot::default()).expect("save");
+            s.create_snapshot(8, None, b"state".to_vec())
+                .expect("snapshot");
+            s.close().expect("close");
+        }
+        let archive = tmp.path().join("backup.tar.gz");
+        save_dir_snapshot(&wal, &archive, &mut |_| {}).expect("save archive");
+
+        let target = tmp.path().join("restored");
+        std::fs::create_dir(&target).expect("mkdir");
+        let node: std::rc::Rc<Cell<Option<Result<DiskStorage>>>> = Default::default();
+        let seen = node.clone();
+        AFTER_CLAIM.with(|hook| {
+            hook.set(Some(Box::new(move |dir: &Path| {
+                // The node starts: opens the empty directory and writes an entry.
+                let opened = DiskStorage::open(dir).and_then(|s| {
+                    let mut hs = HardState::default();
+                    (hs.term, hs.commit) = (1, 1);
+                    s.save(&hs, &[entry(1)], &Snapshot::default())?;
+                    Ok(s)
+                });
+                seen.set(Some(opened));
+            })))
+        });
+        let restored = restore(&archive, &target, &RestoreOptions::default(), &mut |_| {});
+        let node = node.take().expect("the hook ran");
+        match (&restored, &node) {
+            (Ok(_), Err(Error::Locked { .. })) => {}
+            (Err(e), Ok(s)) => panic!(
+                "restore failed ({e}) after the node opened; the node's log now ends at {:?}, \
+                 its wal.meta exists: {}",
+                s.last_index(),
+                target.join("wal.meta").exists()
+            ),
+            (r, n) => panic!("restore {r:?}, node {:?}", n.as_ref().map(|_| ())),
+        }
+        drop(node);
+        let s = DiskStorage::open(&target).expect("open the restored store");
+        assert_eq!(
+            s.first_index().expect("first"),
+            9,
+            "the archive's snapshot at 8"
+        );
+    }
 }
