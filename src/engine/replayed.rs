@@ -129,6 +129,102 @@ pub(crate) fn check_commit(part: &Decoded, last_index: u64) -> Result<(), String
     Ok(())
 }
 
+/// What replay makes of a group's log, in numbers only: where it starts, what its files hold,
+/// the entries replay puts past them (the tail), and the highest truncation replayed. Open
+/// checks every record against it before it changes anything (`engine::recovery`), and the
+/// tools replay into it (`raftwal inspect|verify`), so both follow a part the way a group's
+/// `apply` does.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LogShape {
+    pub snapshot_index: u64,
+    /// The files' last index (0 once a snapshot install dropped them).
+    pub files_last: u64,
+    /// The entries past the files: `[tail_start, tail_start + tail_len)`.
+    pub tail_start: u64,
+    pub tail_len: u64,
+    /// Normal entries below this index read back with empty data.
+    pub truncated_below: u64,
+}
+
+impl LogShape {
+    /// A group's log as its meta page leaves it: its snapshot, its files' last index.
+    pub(crate) fn new(snapshot_index: u64, files_last: u64) -> LogShape {
+        LogShape {
+            snapshot_index,
+            files_last,
+            ..LogShape::default()
+        }
+    }
+
+    pub(crate) fn first_index(&self) -> u64 {
+        self.snapshot_index.saturating_add(1)
+    }
+
+    /// As the group's log gives it: the tail's last entry, else the files' or the snapshot's.
+    pub(crate) fn last_index(&self) -> u64 {
+        if self.tail_len > 0 {
+            self.tail_start + self.tail_len - 1
+        } else {
+            self.files_last.max(self.snapshot_index)
+        }
+    }
+
+    /// The last index read from the files (below the tail).
+    pub(crate) fn files_upper(&self) -> u64 {
+        if self.tail_len > 0 {
+            self.files_last.min(self.tail_start - 1)
+        } else {
+            self.files_last
+        }
+    }
+
+    /// The files' slots `[from, to)` open seals again with their data dropped once replay has
+    /// applied a `truncate_entries_until` (each checked first, `Wal::clear_data`): from the
+    /// log's first index to the highest replayed truncation, the files' end or the tail's
+    /// start, whichever comes first.
+    pub(crate) fn files_cleared(&self) -> Option<(u64, u64)> {
+        let to = self
+            .truncated_below
+            .min(self.files_upper().saturating_add(1));
+        (self.files_last > 0 && self.first_index() < to).then(|| (self.first_index(), to))
+    }
+
+    /// The rules open's replay applies to a part for this group, in its order: the part's own
+    /// shape, the part settled against the snapshot, no gap after the log, its commit within
+    /// the log. The reason, if one fails.
+    pub(crate) fn check(&self, part: &mut Decoded) -> Result<(), String> {
+        check_shape(part)?;
+        let last = self.last_index();
+        settle(part, self.snapshot_index);
+        check_continues(part, last)?;
+        check_commit(part, last)
+    }
+
+    /// Follows a checked part: an install replaces the log (the files' entries and the tail
+    /// go), entries go to the tail (an overwrite cuts what follows, as the group's tail does),
+    /// a truncation raises the mark.
+    pub(crate) fn take(&mut self, part: &Decoded) {
+        if let Some(s) = &part.snapshot {
+            self.snapshot_index = s.index;
+            self.files_last = 0;
+            self.tail_len = 0;
+        }
+        if let Some(e0) = part.entries.first() {
+            let i = e0.index;
+            if self.tail_len > 0 && i >= self.tail_start {
+                self.tail_len = i - self.tail_start;
+            } else {
+                self.tail_start = i;
+                self.tail_len = 0;
+            }
+            self.tail_len += part.entries.len() as u64;
+        }
+        if let Some(index) = part.truncate {
+            self.truncated_below = self.truncated_below.max(index);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,7 +189,9 @@ impl EngineInspector {
         if lo < split {
             read_files(disk, &g.files, lo, split, last, &mut out)?;
             for e in out.iter_mut() {
-                if e.index < rp.truncated_below && e.get_entry_type() == EntryType::EntryNormal {
+                if e.index < rp.shape.truncated_below
+                    && e.get_entry_type() == EntryType::EntryNormal
+                {
                     e.data = Bytes::new();
                 }
             }
@@ -197,8 +199,8 @@ impl EngineInspector {
         if split < hi {
             let kept = rp.kept.as_deref().unwrap_or(&[]);
             let range = split
-                .checked_sub(rp.tail_start)
-                .map(|from| from as usize..(hi - rp.tail_start) as usize);
+                .checked_sub(rp.shape.tail_start)
+                .map(|from| from as usize..(hi - rp.shape.tail_start) as usize);
             match range.and_then(|r| kept.get(r)) {
                 Some(es) => out.extend_from_slice(es),
                 None => {

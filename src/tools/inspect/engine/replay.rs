@@ -16,7 +16,7 @@ use raft::prelude::{Entry, EntryType};
 use super::group::GroupDisk;
 use super::report::GroupJournalInfo;
 use super::root::Journaled;
-use crate::engine::replayed;
+use crate::engine::replayed::{self, LogShape};
 use crate::engine::scan::Part;
 use crate::error::Error;
 use crate::proto::{HardStateRecord, MetaRecord};
@@ -30,15 +30,10 @@ pub(super) struct Replay {
     /// The journal record the group's meta page reflects.
     durable_seq: u64,
     pub(super) meta: MetaRecord,
-    /// The files' last index (0 once a snapshot install dropped them).
-    files_last: u64,
-    /// The entries past the files: `[tail_start, tail_start + tail_len)`.
-    pub(super) tail_start: u64,
-    pub(super) tail_len: u64,
-    /// Those entries, when they are to be read (one group).
+    /// The log in numbers, as open's replay follows it (its snapshot index is `meta`'s).
+    pub(super) shape: LogShape,
+    /// The entries past the files (`shape`'s tail), when they are to be read (one group).
     pub(super) kept: Option<Vec<Entry>>,
-    /// Normal entries below this index read back with empty data.
-    pub(super) truncated_below: u64,
     pub(super) info: GroupJournalInfo,
     /// A part that contradicts the log (replay stops there for this group).
     pub(super) damage: Option<Error>,
@@ -49,36 +44,24 @@ impl Replay {
         Replay {
             incarnation: d.eng.incarnation,
             durable_seq: d.eng.journal_seq,
+            shape: LogShape::new(d.meta.snapshot.as_ref().map_or(0, |s| s.index), d.wal_last),
             meta: d.meta.clone(),
-            files_last: d.wal_last,
             kept: keep.then(Vec::new),
             ..Replay::default()
         }
     }
 
-    fn snapshot_index(&self) -> u64 {
-        self.meta.snapshot.as_ref().map_or(0, |s| s.index)
-    }
-
     pub(super) fn first_index(&self) -> u64 {
-        self.snapshot_index().saturating_add(1)
+        self.shape.first_index()
     }
 
     pub(super) fn last_index(&self) -> u64 {
-        if self.tail_len > 0 {
-            self.tail_start + self.tail_len - 1
-        } else {
-            self.files_last.max(self.snapshot_index())
-        }
+        self.shape.last_index()
     }
 
     /// The last index read from the files.
     pub(super) fn files_upper(&self) -> u64 {
-        if self.tail_len > 0 {
-            self.files_last.min(self.tail_start - 1)
-        } else {
-            self.files_last
-        }
+        self.shape.files_upper()
     }
 
     /// Applies a part of record `rec` (its incarnation is one the root gave out).
@@ -108,7 +91,7 @@ impl Replay {
             return;
         }
         let mut part = part;
-        if let Err(reason) = self.check(&mut part) {
+        if let Err(reason) = self.shape.check(&mut part) {
             self.damage = Some(Error::corrupt(
                 &rec.path,
                 rec.offset,
@@ -125,35 +108,35 @@ impl Replay {
             info.first_seq.get_or_insert(rec.seq);
             info.last_seq = Some(rec.seq);
         }
+        // Where the log's ends and tail go, as open's replay has them.
+        let before = self.shape.clone();
+        self.shape.take(&part);
+        let installs = part.snapshot.is_some();
         if let Some(s) = part.snapshot {
             info.snapshot_installed = Some(s.index);
             // The snapshot replaces the log: the files' entries and the tail go.
             self.meta.conf_state = s.conf_state.clone();
             self.meta.snapshot = Some(s);
-            self.files_last = 0;
-            self.tail_len = 0;
             if let Some(k) = &mut self.kept {
                 k.clear();
             }
         }
         if let Some(e0) = part.entries.first() {
-            let i = e0.index;
-            let n = part.entries.len() as u64;
-            self.info.entries += n;
+            self.info.entries += part.entries.len() as u64;
             self.info.payload_bytes += part
                 .entries
                 .iter()
                 .map(|e| (e.data.len() + e.context.len()) as u64)
                 .sum::<u64>();
-            if self.tail_len > 0 && i >= self.tail_start {
-                self.tail_len = i - self.tail_start;
-            } else {
-                self.tail_start = i;
-                self.tail_len = 0;
-            }
-            self.tail_len += n;
             if let Some(k) = &mut self.kept {
-                k.truncate((i.saturating_sub(self.tail_start)) as usize);
+                // What the tail kept before this part, up to where the part starts (the whole
+                // tail restarts at it when it starts below the tail, or an install cleared it).
+                let keep = if !installs && before.tail_len > 0 {
+                    e0.index.saturating_sub(before.tail_start)
+                } else {
+                    0
+                };
+                k.truncate(keep as usize);
                 // Copies: the segment's buffer can go once it is scanned.
                 k.extend(part.entries.iter().map(|e| Entry {
                     data: Bytes::copy_from_slice(&e.data),
@@ -174,8 +157,7 @@ impl Replay {
             self.meta.checkpoint_index = checkpoint;
         }
         if let Some(index) = part.truncate {
-            self.truncated_below = self.truncated_below.max(index);
-            self.info.truncated_below = Some(self.truncated_below);
+            self.info.truncated_below = Some(self.shape.truncated_below);
             if let Some(k) = &mut self.kept {
                 for e in k.iter_mut() {
                     if e.index < index && e.get_entry_type() == EntryType::EntryNormal {
@@ -186,26 +168,10 @@ impl Replay {
         }
     }
 
-    /// The files' slots `[from, to)` that open seals again with their data dropped once its
-    /// replay has applied a `truncate_entries_until` (each checked first, `Wal::clear_data`):
-    /// from the log's first index to the highest replayed truncation, the files' end or the
-    /// tail's start, whichever comes first. Damage there fails open, so the root checks them
-    /// too (`group::check_cleared`).
+    /// The files' slots that open seals again after replaying a truncation
+    /// ([`LogShape::files_cleared`]). Damage there fails open, so the root checks them too
+    /// (`group::check_cleared`).
     pub(super) fn files_cleared(&self) -> Option<(u64, u64)> {
-        let to = self
-            .truncated_below
-            .min(self.files_upper().saturating_add(1));
-        (self.files_last > 0 && self.first_index() < to).then(|| (self.first_index(), to))
-    }
-
-    /// The rules open's replay applies ([`replayed`]: the part's own shape, the part settled
-    /// against the meta page's snapshot, its commit within the log), and no gap after the log.
-    fn check(&self, part: &mut Part) -> std::result::Result<(), String> {
-        // In open's order (`engine::recovery::replay`): shape, settle, gap, commit.
-        replayed::check_shape(part)?;
-        let last = self.last_index();
-        replayed::settle(part, self.snapshot_index());
-        replayed::check_continues(part, last)?;
-        replayed::check_commit(part, last)
+        self.shape.files_cleared()
     }
 }

@@ -407,7 +407,8 @@ impl GroupRead {
             .collect();
         let snap_index = d.meta.snapshot.as_ref().map_or(0, |s| s.index);
         let mut journal = self.replay.info.clone();
-        journal.entries_from = (self.replay.tail_len > 0).then_some(self.replay.tail_start);
+        journal.entries_from =
+            (self.replay.shape.tail_len > 0).then_some(self.replay.shape.tail_start);
         GroupSummary {
             group_id: id,
             dir: self.dir.clone(),
