@@ -16,15 +16,13 @@
 //! brings the group back whole, and when no snapshot the group made on its own since (which the
 //! journal does not hold) is lost. Otherwise open refuses, in both modes, naming `wal.meta`.
 //!
-//! Everything is read and checked (the groups, the journal) before anything is changed (files
-//! removed, slots zeroed, journal segments recycled): an open that fails on damage found there
-//! changes nothing. Replay's own refusals come later: a part no commit writes (forged with a
-//! valid checksum), and a damaged slot below a replayed `truncate_entries_until` (every group's
-//! slots are checked before any is cleared). By then open has marked `engine.meta` open, made
-//! checkpointed segments spares, and carried out the snapshot installs replayed before the
-//! refused record (each group's meta page and files as the install leaves them). The next open
-//! finds the same records and meets the same refusal; what it changed is what that open would
-//! have changed first (docs/RELIABILITY.md).
+//! Everything is read and checked (the groups, the journal) before anything is changed (a new
+//! root's `engine.meta` made, files removed, slots zeroed, journal segments recycled,
+//! `engine.meta` marked open): an open that fails changes nothing. That includes replay's own
+//! refusals, a part no commit writes (forged with a valid checksum) and a damaged slot below a
+//! replayed `truncate_entries_until`: every record is decoded and checked against the groups as
+//! read before the first change ([`check_replay`], following each group's log through the
+//! records in numbers, [`LogShape`]), and replay then applies the decoded records.
 //!
 //! Owns: what an engine root holds at open, and the order: groups as their meta pages say,
 //! then the journal. Must never: read a group's whole slot area, apply a record before the
@@ -42,7 +40,7 @@ use super::checkpoint::Checkpointer;
 use super::group::{self, Change, Group};
 use super::journal::{Journal, RootState};
 use super::open_threads::{beside, in_parallel};
-use super::replayed;
+use super::replayed::{self, LogShape};
 use super::{commit, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
 use crate::error::{Error, Result};
 use crate::options::RecoveryMode;
@@ -67,22 +65,29 @@ pub(crate) fn open(
 ) -> Result<Shared> {
     let mode = opts.recovery_mode;
     let root_file = root.join(<EngineRecord as PageRecord>::FILE);
-    let (mut root_meta, mut root_record) = if root_file.exists() {
-        MetaFile::<EngineRecord>::open(&root, None)?
+    // A new root's `engine.meta` is made once every check has passed (a refused open changes
+    // nothing); until then its record is the fresh one. A root whose groups outlived its
+    // `engine.meta` is refused (no group holds an incarnation below a fresh root's next).
+    let (root_meta, mut root_record) = if root_file.exists() {
+        let (m, r) = MetaFile::<EngineRecord>::open(&root, None)?;
+        (Some(m), r)
     } else {
         let fresh = EngineRecord {
             checkpoint_seq: 0,
             next_incarnation: 1,
             open: false,
         };
-        (MetaFile::create(&root, &fresh, None)?, fresh)
+        (None, fresh)
     };
     if mode == RecoveryMode::AbsoluteConsistency {
-        if let Some(e) = root_meta.copies().damage(root_meta.path()) {
+        if let Some(e) = root_meta
+            .as_ref()
+            .and_then(|m| m.copies().damage(&root_file))
+        {
             return Err(e);
         }
     }
-    check_root_numbers(root_meta.path(), &root_record)?;
+    check_root_numbers(&root_file, &root_record)?;
 
     // Not capped at the cores: from a cold cache each group's reads (directory, meta page,
     // header, a slot page) wait on the device, and the threads keep that many in flight
@@ -137,21 +142,24 @@ pub(crate) fn open(
     }
     // With engine.meta's newest copy damaged, the older one in use (tolerant mode) may
     // predate groups created since: none of the incarnations on disk is given out again.
-    root_record.next_incarnation = next_incarnation_in_use(
-        root_meta.copies(),
-        root_record.next_incarnation,
-        read.groups.iter().map(|g| g.eng.incarnation).chain(
-            opened
-                .records
-                .iter()
-                .filter_map(|r| batch::decode(&r.body, r.seq).ok())
-                .flatten()
-                .map(|p| p.incarnation),
+    root_record.next_incarnation = match &root_meta {
+        None => root_record.next_incarnation,
+        Some(m) => next_incarnation_in_use(
+            m.copies(),
+            root_record.next_incarnation,
+            read.groups.iter().map(|g| g.eng.incarnation).chain(
+                opened
+                    .records
+                    .iter()
+                    .filter_map(|r| batch::decode(&r.body, r.seq).ok())
+                    .flatten()
+                    .map(|p| p.incarnation),
+            ),
         ),
-    );
+    };
     for g in &read.groups {
         check_incarnation(
-            root_meta.path(),
+            &root_file,
             g.id,
             g.meta_file.path(),
             g.eng.incarnation,
@@ -159,7 +167,13 @@ pub(crate) fn open(
         )?;
         check_fallback_snapshot(g, &opened.records)?;
     }
-    // Every check passed: now the tidying.
+    // Replay's own checks, before anything changes: every record decoded once here.
+    let records = check_replay(&read.groups, opened.records, root_record.next_incarnation)?;
+    // Every check passed: now the tidying (and a new root's `engine.meta`).
+    let mut root_meta = match root_meta {
+        Some(m) => m,
+        None => MetaFile::create(&root, &root_record, None)?,
+    };
     let groups = finish_groups(&root, read, cipher.as_ref(), threads)?;
     opened.journal.tidy()?;
     if new_journal {
@@ -210,7 +224,7 @@ pub(crate) fn open(
             journal.write_directly();
         }
     }
-    replay(&shared, opened.records)?;
+    replay(&shared, records)?;
     Ok(shared)
 }
 
@@ -806,16 +820,80 @@ fn check_fallback_snapshot(g: &ReadGroup, records: &[super::journal::Record]) ->
     check_fallback_snapshot_files(&g.dir, g.meta_file.copies(), snapshot.as_ref())
 }
 
-/// Applies the journal's records after the checkpoint to the groups they name, then zeroes the
-/// slots past each replayed group's end that earlier writes may have left.
-fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
+/// A journal record after the checkpoint with its parts, decoded once ([`check_replay`]).
+struct Decoded {
+    rec: super::journal::Record,
+    parts: Vec<batch::Decoded>,
+}
+
+/// Replay's checks, made on the groups as read, before open changes anything (so that an open
+/// that refuses changes nothing, as for damage found while reading): every record after the
+/// checkpoint decoded, each part checked as [`replay`] checks it against its group's log as
+/// the records before it leave it ([`LogShape`]: whose part it is, its own shape, no gap, its
+/// commit within the log), then the slots each group's replayed truncations will seal again
+/// (`LogFile::verify_slot`, as `Wal::clear_data` checks each). The tools replay into the same
+/// [`LogShape`]. Returns the decoded records (parts settled against the snapshots they meet)
+/// for [`replay`], which checks them again as it applies them.
+fn check_replay(
+    groups: &[ReadGroup],
+    records: Vec<super::journal::Record>,
+    next_incarnation: u64,
+) -> Result<Vec<Decoded>> {
+    let mut shapes: BTreeMap<u64, (&ReadGroup, LogShape)> = groups
+        .iter()
+        .map(|g| {
+            let snapshot = g.meta.snapshot.as_ref().map_or(0, |s| s.index);
+            (g.id, (g, LogShape::new(snapshot, g.wal_last)))
+        })
+        .collect();
+    let mut decoded = Vec::with_capacity(records.len());
+    for rec in records {
+        let mut parts = batch::decode_at(&rec.body, rec.seq, &rec.segment, rec.at)?;
+        for part in &mut parts {
+            replayed::check_given_out(part, next_incarnation)
+                .map_err(|e| malformed(&rec, part.group_id, e))?;
+            let Some((g, shape)) = shapes.get_mut(&part.group_id) else {
+                continue;
+            };
+            if !replayed::is_for(part, g.eng.incarnation).map_err(|e| malformed(&rec, g.id, e))?
+                || rec.seq <= g.eng.journal_seq
+            {
+                continue;
+            }
+            replayed::check_shape(part).map_err(|e| malformed(&rec, g.id, e))?;
+            let last = shape.last_index();
+            replayed::settle(part, shape.snapshot_index);
+            check_contiguous(g.id, &g.dir, part, &rec, last)?;
+            replayed::check_commit(part, last).map_err(|e| malformed(&rec, g.id, e))?;
+            shape.take(part);
+        }
+        decoded.push(Decoded { rec, parts });
+    }
+    for (g, shape) in shapes.values() {
+        let Some((from, to)) = shape.files_cleared() else {
+            continue;
+        };
+        for f in &g.files {
+            let base = f.base();
+            for index in from.max(base)..to.min(base.saturating_add(SLOTS_PER_FILE)) {
+                // `index - base` < SLOTS_PER_FILE: it fits a u32.
+                f.verify_slot((index - base) as u32)?;
+            }
+        }
+    }
+    Ok(decoded)
+}
+
+/// Applies the journal's records after the checkpoint (decoded and checked by
+/// [`check_replay`]) to the groups they name, then zeroes the slots past each replayed group's
+/// end that earlier writes may have left.
+fn replay(shared: &Shared, records: Vec<Decoded>) -> Result<()> {
     let groups = shared.groups.read();
     let next_incarnation = shared.root_meta.lock().1.next_incarnation;
     // Each group's highest replayed `truncate_entries_until`: its files' part is applied once
     // replay ends (`Group::clear_files_below`).
     let mut truncated: BTreeMap<u64, u64> = BTreeMap::new();
-    for rec in records {
-        let parts = batch::decode_at(&rec.body, rec.seq, &rec.segment, rec.at)?;
+    for Decoded { rec, parts } in records {
         for mut part in parts {
             replayed::check_given_out(&part, next_incarnation)
                 .map_err(|e| malformed(&rec, part.group_id, e))?;
@@ -833,7 +911,7 @@ fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
             let (snapshot, last) =
                 g.with_log(|log| Ok((log.snapshot_index(), log.last_index())))?;
             replayed::settle(&mut part, snapshot);
-            check_contiguous(g, &part, &rec, last)?;
+            check_contiguous(g.id, &g.dir, &part, &rec, last)?;
             replayed::check_commit(&part, last).map_err(|e| malformed(&rec, g.id, e))?;
             let change = Change {
                 snapshot: part.snapshot.as_ref(),
@@ -887,21 +965,22 @@ fn malformed(rec: &super::journal::Record, group: u64, reason: String) -> Error 
 /// means the meta page's state is older than the journal's (its newest copy lost to damage, and
 /// the records in between trimmed), and applying it would leave a log with a hole.
 fn check_contiguous(
-    g: &Group,
+    id: u64,
+    dir: &Path,
     part: &batch::Decoded,
     rec: &super::journal::Record,
     last: u64,
 ) -> Result<()> {
     replayed::check_continues(part, last).map_err(|reason| {
         Error::corrupt(
-            g.dir.join(crate::store::meta::META_FILE),
+            dir.join(crate::store::meta::META_FILE),
             0,
             format!(
                 "journal record {} ({} at offset {}) holds group {}'s {reason}: the newest state of the meta page is lost (or the record is damaged)",
                 rec.seq,
                 rec.segment.display(),
                 rec.at,
-                g.id
+                id
             ),
         )
     })

@@ -20,8 +20,8 @@
 //! copied under another journal segment's name), or, from operation byte `0xf0` on, a meta page
 //! copy or a live journal record rewritten with forged fields and a valid checksum
 //! ([`forge_meta`], [`forge_record`]); the result is opened in `AbsoluteConsistency` and in
-//! `TolerateTailCorruption`. Nothing may panic; open returns a root or a typed error; every
-//! group of an opened root is read in full, and every entry and snapshot read back must be
+//! `TolerateTailCorruption`. Nothing may panic; open returns a root or a typed error, and an
+//! open that fails leaves every file as it was; every group of an opened root is read in full, and every entry and snapshot read back must be
 //! genuine (its group's payload for its index and term, its group's snapshot data; with a
 //! forgery, its group's payload and any snapshot a page may name), terms must agree with
 //! entries and never decrease, the commit must lie within the log, and a root opened strictly
@@ -754,35 +754,25 @@ enum Opened {
     ReadError(String),
 }
 
+/// Opens the image in `mode` and reads every group; an open that fails must leave every file
+/// as it was (a refused open changes nothing, replay's refusals included).
 fn open_and_read(img: &Img, mode: RecoveryMode, forged: Forged) -> Result<Opened, String> {
-    open_and_read_checked(img, mode, false, forged)
-}
-
-/// [`open_and_read`]; with `unchanged`, an open that fails must leave every file as it was.
-fn open_and_read_checked(
-    img: &Img,
-    mode: RecoveryMode,
-    unchanged: bool,
-    forged: Forged,
-) -> Result<Opened, String> {
     let tmp = scratch_dir("raftwal-fuzz-engine");
     let dir = tmp.path().join("root");
     write_image(img, &dir)?;
     let e = match Engine::open_with(&dir, opts(mode)) {
         Ok(e) => e,
         Err(err) => {
-            if unchanged {
-                let after = read_image(&dir);
-                let changed: Vec<&String> = img
-                    .keys()
-                    .chain(after.keys())
-                    .filter(|k| img.get(*k) != after.get(*k))
-                    .collect();
-                ensure!(
-                    changed.is_empty(),
-                    "{mode:?}: the open failed ({err}) but changed {changed:?}"
-                );
-            }
+            let after = read_image(&dir);
+            let changed: Vec<&String> = img
+                .keys()
+                .chain(after.keys())
+                .filter(|k| img.get(*k) != after.get(*k))
+                .collect();
+            ensure!(
+                changed.is_empty(),
+                "{mode:?}: the open failed ({err}) but changed {changed:?}"
+            );
             return Ok(Opened::Refused(err.to_string()));
         }
     };
@@ -1645,22 +1635,10 @@ pub fn run_damage(class: Class, n: u64) -> Result<DamageStats, String> {
     let mut out = DamageStats::default();
     let last_seg = t.segments.last().expect("segments").clone();
     let full = t.views.last().expect("views");
-    let strict = |img: &Img| {
-        open_and_read_checked(
-            img,
-            RecoveryMode::AbsoluteConsistency,
-            true,
-            Forged::default(),
-        )
-    };
-    let tolerant = |img: &Img| {
-        open_and_read_checked(
-            img,
-            RecoveryMode::TolerateTailCorruption,
-            true,
-            Forged::default(),
-        )
-    };
+    let strict =
+        |img: &Img| open_and_read(img, RecoveryMode::AbsoluteConsistency, Forged::default());
+    let tolerant =
+        |img: &Img| open_and_read(img, RecoveryMode::TolerateTailCorruption, Forged::default());
     let refused_naming = |o: Opened, file: &str, mode: &str| -> Result<(), String> {
         match o {
             Opened::Refused(m) if names(&m, file) => Ok(()),
