@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::node::{self, Config, Node, Shared};
 use crate::server;
-use crate::wire::NodeStatus;
+use crate::wire::{parse_peer_frame_limit, NodeStatus, MAX_FRAME};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct NodeArgs {
@@ -42,6 +42,10 @@ pub struct NodeArgs {
     /// log files) in Prometheus text format over HTTP at this address (any path, e.g. /metrics).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<SocketAddr>,
+    /// The largest frame on a peer connection, in bytes; every node of a cluster must use the
+    /// same. Hidden: for tests, which shrink it to show large messages crossing it.
+    #[arg(long, hide = true, default_value_t = MAX_FRAME, value_parser = parse_peer_frame_limit)]
+    pub peer_frame_limit: usize,
 }
 
 /// Histogram buckets of the `*_seconds` metrics: 100 µs to 10 s (an fsync that takes longer
@@ -150,6 +154,7 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         status: Mutex::new(NodeStatus::default()),
         leader: AtomicU64::new(0),
         events: events_tx,
+        peer_frame_limit: args.peer_frame_limit,
     });
     runtime.spawn(server::serve(listener, shared.clone()));
     if snapshot_due {

@@ -22,7 +22,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::wire::{
     read_frame, write_frame, ClientFrame, Consistency, Item, NodeStatus, Request, Response,
-    ServerFrame, Session, WatchEvent, CLIENT_MAGIC,
+    ServerFrame, Session, WatchEvent, CLIENT_MAGIC, MAX_FRAME,
 };
 
 type Pending = Arc<Mutex<HashMap<u64, (UnboundedSender<Response>, bool)>>>;
@@ -55,7 +55,7 @@ impl Conn {
         tokio::spawn(async move {
             let mut r = BufReader::new(r);
             let mut buf = Vec::new();
-            while let Ok(true) = read_frame(&mut r, &mut buf).await {
+            while let Ok(true) = read_frame(&mut r, &mut buf, MAX_FRAME).await {
                 let Ok(frame) = serde_json::from_slice::<ServerFrame>(&buf) else {
                     break;
                 };
@@ -104,7 +104,7 @@ impl Conn {
         let body = serde_json::to_vec(&frame).map_err(|e| format!("encode request: {e}"))?;
         let mut w = self.writer.lock().await;
         let sent = async {
-            write_frame(&mut *w, &body).await?;
+            write_frame(&mut *w, &body, MAX_FRAME).await?;
             w.flush().await
         }
         .await;

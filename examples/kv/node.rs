@@ -129,6 +129,8 @@ pub struct Shared {
     /// The leader this node knows of (0: none).
     pub leader: AtomicU64,
     pub events: Sender<Event>,
+    /// The largest frame on a peer connection (`node --peer-frame-limit`).
+    pub peer_frame_limit: usize,
 }
 
 impl Shared {

@@ -29,6 +29,8 @@ pub struct LocalCluster {
     /// Running nodes stopped with SIGSTOP.
     paused: BTreeSet<u64>,
     pub snapshot_every: u64,
+    /// Passed to every node as `--peer-frame-limit` (the node's default when `None`).
+    pub peer_frame_limit: Option<usize>,
 }
 
 /// A loopback port below the kernel's ephemeral range (so no outgoing connection takes it
@@ -76,6 +78,7 @@ impl LocalCluster {
             children: BTreeMap::new(),
             paused: BTreeSet::new(),
             snapshot_every,
+            peer_frame_limit: None,
         })
     }
 
@@ -159,6 +162,9 @@ impl LocalCluster {
             .arg(peers_arg(&peers));
         if !self.initial.contains(&id) {
             cmd.arg("--join");
+        }
+        if let Some(limit) = self.peer_frame_limit {
+            cmd.arg("--peer-frame-limit").arg(limit.to_string());
         }
         let child = cmd
             .arg("--snapshot-every")

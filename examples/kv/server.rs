@@ -21,7 +21,7 @@ use crate::node::{local_read, Event, Shared};
 use crate::state::{check_write_size, Op};
 use crate::wire::{
     read_frame, write_frame, ClientFrame, Consistency, Request, Response, ServerFrame,
-    CLIENT_MAGIC, PEER_MAGIC,
+    CLIENT_MAGIC, MAX_FRAME, PEER_MAGIC,
 };
 
 /// How long a request may wait for a leader to be known.
@@ -78,7 +78,8 @@ impl Net {
     async fn peer_in(&self, stream: TcpStream) {
         let mut r = BufReader::with_capacity(256 << 10, stream);
         let mut buf = Vec::new();
-        while let Ok(true) = read_frame(&mut r, &mut buf).await {
+        let limit = self.shared.peer_frame_limit;
+        while let Ok(true) = read_frame(&mut r, &mut buf, limit).await {
             match Message::parse_from_bytes(&buf) {
                 Ok(m)
                     if m.to != self.shared.id
@@ -112,7 +113,7 @@ impl Net {
                 let Ok(body) = serde_json::to_vec(&frame) else {
                     continue;
                 };
-                if write_frame(&mut w, &body).await.is_err() {
+                if write_frame(&mut w, &body, MAX_FRAME).await.is_err() {
                     return;
                 }
                 // Flush once the queue is drained: answers that are ready together share a write.
@@ -123,7 +124,7 @@ impl Net {
         });
         let mut r = BufReader::new(r);
         let mut buf = Vec::new();
-        while let Ok(true) = read_frame(&mut r, &mut buf).await {
+        while let Ok(true) = read_frame(&mut r, &mut buf, MAX_FRAME).await {
             let frame: ClientFrame = match serde_json::from_slice(&buf) {
                 Ok(f) => f,
                 Err(e) => {
@@ -394,7 +395,7 @@ async fn peer_out(
             }
         }
         let ok = match conn.as_mut() {
-            Some(w) => write_batch(w, &batch).await,
+            Some(w) => write_batch(w, &batch, shared.peer_frame_limit).await,
             None => false,
         };
         if !ok {
@@ -420,12 +421,12 @@ async fn connect_peer(addr: SocketAddr) -> Option<BufWriter<TcpStream>> {
     Some(w)
 }
 
-async fn write_batch(w: &mut BufWriter<TcpStream>, batch: &[Message]) -> bool {
+async fn write_batch(w: &mut BufWriter<TcpStream>, batch: &[Message], limit: usize) -> bool {
     for m in batch {
         let Ok(body) = m.write_to_bytes() else {
             return false;
         };
-        if write_frame(w, &body).await.is_err() {
+        if write_frame(w, &body, limit).await.is_err() {
             return false;
         }
     }

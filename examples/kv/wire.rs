@@ -26,8 +26,27 @@ pub const CLIENT_MAGIC: [u8; 8] = *b"RWKVCLNT";
 /// Largest frame accepted. Raft messages carrying a snapshot are the largest.
 pub const MAX_FRAME: usize = 256 << 20;
 
-/// Reads one frame into `buf`. `Ok(false)` on a clean end of stream before a frame starts.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<bool> {
+/// The smallest frame limit a node takes for its peer connections (`node --peer-frame-limit`).
+pub const MIN_PEER_FRAME: usize = 4 << 10;
+
+/// Parses `node --peer-frame-limit`: bytes, from [`MIN_PEER_FRAME`] to [`MAX_FRAME`].
+pub fn parse_peer_frame_limit(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(MIN_PEER_FRAME..=MAX_FRAME).contains(&n) {
+        return Err(format!(
+            "{n}: a peer frame limit is from {MIN_PEER_FRAME} to {MAX_FRAME} bytes"
+        ));
+    }
+    Ok(n)
+}
+
+/// Reads one frame of at most `limit` bytes into `buf`. `Ok(false)` on a clean end of stream
+/// before a frame starts.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<bool> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -35,10 +54,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> i
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes is larger than the {MAX_FRAME}-byte limit"),
+            format!("frame of {len} bytes is larger than the {limit}-byte limit"),
         ));
     }
     buf.clear();
@@ -47,15 +66,22 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> i
     Ok(true)
 }
 
-/// Writes one frame (not flushed).
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
+/// Writes one frame of at most `limit` bytes (not flushed).
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    body: &[u8],
+    limit: usize,
+) -> io::Result<()> {
     let len = u32::try_from(body.len())
         .ok()
-        .filter(|&n| n as usize <= MAX_FRAME)
+        .filter(|&n| n as usize <= limit)
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("frame of {} bytes is too large", body.len()),
+                format!(
+                    "frame of {} bytes is larger than the {limit}-byte limit",
+                    body.len()
+                ),
             )
         })?;
     w.write_all(&len.to_be_bytes()).await?;

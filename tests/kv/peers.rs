@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::procs::LocalCluster;
-use crate::wire::{read_frame, write_frame, NodeStatus, PEER_MAGIC};
+use crate::wire::{read_frame, write_frame, NodeStatus, MAX_FRAME, PEER_MAGIC};
 
 enum Out {
     Send(Message),
@@ -86,7 +86,7 @@ async fn listen(listener: TcpListener, id: u64, reply: UnboundedSender<Out>) {
                 return;
             }
             let mut buf = Vec::new();
-            while let Ok(true) = read_frame(&mut r, &mut buf).await {
+            while let Ok(true) = read_frame(&mut r, &mut buf, MAX_FRAME).await {
                 let Ok(m) = Message::parse_from_bytes(&buf) else {
                     return;
                 };
@@ -135,7 +135,7 @@ async fn to_node(addr: SocketAddr, mut rx: UnboundedReceiver<Out>) {
         let Ok(body) = m.write_to_bytes() else {
             continue;
         };
-        if write_frame(w, &body).await.is_err() || w.flush().await.is_err() {
+        if write_frame(w, &body, MAX_FRAME).await.is_err() || w.flush().await.is_err() {
             conn = None;
         }
     }
