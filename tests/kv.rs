@@ -550,6 +550,112 @@ async fn an_oversized_write_is_refused_and_nodes_restart_after_a_snapshot() -> R
     }
 }
 
+/// A follower catches up through a snapshot larger than a peer frame: the state is ~6 MB while
+/// nodes run with a 1 MiB frame limit on their peer connections (the default is 256 MiB; the
+/// same holds at that scale). A snapshot once travelled as one frame, so a state over the limit
+/// could never reach a lagging or new follower: the leader's write was refused, again and again.
+/// A follower kept down until the leader compacted past it, then a new node, must each catch up
+/// by a snapshot sent in chunks and serve every value.
+async fn a_follower_catches_up_through_a_snapshot_larger_than_a_frame() -> Result {
+    const LIMIT: usize = 1 << 20;
+    const KEYS: usize = 6;
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 4)?;
+    c.peer_frame_limit = Some(LIMIT);
+    c.start_all().map_err(e2s)?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let mut client = Client::new(c.addrs());
+    client.attempt_timeout = Duration::from_secs(10);
+    // Each value alone fits a frame (an append carries it), all of them together do not.
+    let value = |i: usize| char::from(b'a' + i as u8).to_string().repeat(1_000_000);
+    let lagging = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
+    c.kill(lagging);
+    let held = raftwal::inspect::Inspector::open(c.dir(lagging))
+        .map_err(e2s)?
+        .summary()
+        .last_index;
+    let mut last = 0;
+    for i in 0..KEYS {
+        last = client
+            .write_cas(&format!("big/{i}"), &value(i), None)
+            .await
+            .map_err(e2s)?;
+    }
+    // Enough small writes after them for a snapshot (one every 4 entries) past them all.
+    for i in 0..5 {
+        client
+            .write_cas(&format!("small/{i}"), "x", None)
+            .await
+            .map_err(e2s)?;
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    wait_status(&c, leader, "a snapshot past every big write", |s| {
+        s.snapshot_index >= last && s.first_index > held + 1
+    })
+    .await?;
+    c.start(lagging).map_err(e2s)?;
+    caught_up_by_chunks(&c, lagging, last, LIMIT, KEYS, &value).await?;
+
+    let new = c.reserve_node().map_err(e2s)?;
+    let (index, _) = client
+        .add_node(new, &c.addr(new).to_string())
+        .await
+        .map_err(e2s)?;
+    c.start(new).map_err(e2s)?;
+    caught_up_by_chunks(&c, new, index, LIMIT, KEYS, &value).await
+}
+
+/// Waits up to 20 s for node `id` to apply `index` after installing a snapshot, received in
+/// chunks of at most `limit` bytes, then checks it serves `keys` values `value(i)` as `big/{i}`.
+async fn caught_up_by_chunks(
+    c: &LocalCluster,
+    id: u64,
+    index: u64,
+    limit: usize,
+    keys: usize,
+    value: &dyn Fn(usize) -> String,
+) -> Result {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = c.status(id).await.filter(|s| s.applied >= index) {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let leader = c.status(1).await.map_or(0, |s| s.leader);
+            return Err(format!(
+                "node {id} did not catch up to {index} in 20 s with a {limit}-byte peer frame limit: {:?}\nits log:\n{}\nthe leader's (node {leader}) log:\n{}",
+                c.status(id).await,
+                c.log_tail(id, 8),
+                c.log_tail(leader, 8)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if status.snapshots_installed == 0 {
+        return Err(format!(
+            "node {id} caught up without a snapshot: {status:?}"
+        ));
+    }
+    let log = std::fs::read_to_string(c.log(id)).map_err(e2s)?;
+    let received = log
+        .lines()
+        .find(|l| l.contains("received a snapshot"))
+        .ok_or_else(|| format!("node {id}'s log names no snapshot received:\n{log}"))?;
+    println!("    {received}");
+    let mut reader = Client::pinned(c.addr(id));
+    for i in 0..keys {
+        let key = format!("big/{i}");
+        let got = reader
+            .read(&key, Consistency::Eventual)
+            .await
+            .map_err(e2s)?;
+        if got.map(|item| item.value) != Some(value(i)) {
+            return Err(format!("node {id} does not serve {key} as written"));
+        }
+    }
+    Ok(())
+}
+
 /// An added node must be able to join after the cluster is killed right after the add. The
 /// snapshot every replica takes after applying an AddNode (node.rs `snapshot_due`) was once
 /// asked for in memory only: a replica killed after its checkpoint passed the AddNode but
@@ -990,7 +1096,8 @@ async fn new_node_joins_by_snapshot() -> Result {
 }
 
 /// Connections that send junk — unknown magic, oversized or cut frames, bad JSON, bad raft
-/// protobuf, a pull abandoned at once — are dropped; the node keeps serving.
+/// protobuf, a snapshot chunk with no head, a head announcing too much, the first peer
+/// protocol, a pull abandoned at once — are dropped; the node keeps serving.
 async fn junk_connections_leave_the_node_serving() -> Result {
     use tokio::io::AsyncWriteExt;
     let root = tempfile::tempdir().map_err(e2s)?;
@@ -1005,27 +1112,39 @@ async fn junk_connections_leave_the_node_serving() -> Result {
         [&wire::CLIENT_MAGIC[..], &3u32.to_be_bytes(), b"{x}"].concat(),
         [&wire::PEER_MAGIC[..], &8u32.to_be_bytes(), &[0xff; 8]].concat(),
         [&wire::PEER_MAGIC[..], &(100u32 << 20).to_be_bytes()].concat(),
+        // A snapshot chunk with no head; a head announcing more than a snapshot may hold.
+        [
+            &wire::PEER_MAGIC[..],
+            &3u32.to_be_bytes(),
+            &[wire::FRAME_SNAPSHOT_CHUNK, 1, 2],
+        ]
+        .concat(),
+        [
+            &wire::PEER_MAGIC[..],
+            &13u32.to_be_bytes(),
+            &[wire::FRAME_SNAPSHOT_HEAD],
+            &(wire::MAX_SNAPSHOT + 1).to_be_bytes(),
+            &[0; 4],
+        ]
+        .concat(),
+        // The first peer protocol: refused as a whole.
+        [&wire::PEER_MAGIC_V1[..], &8u32.to_be_bytes(), &[0x08; 8]].concat(),
         raftwal::endpoint::PULL_MAGIC.to_vec(),
         Vec::new(),
     ];
     // A well-formed raft message addressed to another node, and one from a stranger.
     for (from, to) in [(leader, 99), (77, leader)] {
-        use protobuf::Message as _;
         let mut m = raft::eraftpb::Message::default();
         m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
         m.from = from;
         m.to = to;
         m.term = 1_000_000;
         m.commit = 1_000_000;
-        let body = m.write_to_bytes().map_err(e2s)?;
-        junk.push(
-            [
-                &wire::PEER_MAGIC[..],
-                &(body.len() as u32).to_be_bytes(),
-                &body,
-            ]
-            .concat(),
-        );
+        let mut bytes = wire::PEER_MAGIC.to_vec();
+        wire::write_peer_message(&mut bytes, &m, wire::MAX_FRAME)
+            .await
+            .map_err(e2s)?;
+        junk.push(bytes);
     }
     for id in c.ids() {
         for bytes in &junk {
@@ -1402,7 +1521,11 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 17] = [
+    let scenarios: [(&str, Scenario); 18] = [
+        (
+            "a_follower_catches_up_through_a_snapshot_larger_than_a_frame",
+            || Box::pin(a_follower_catches_up_through_a_snapshot_larger_than_a_frame()),
+        ),
         ("a_node_added_just_before_a_full_kill_can_join", || {
             Box::pin(a_node_added_just_before_a_full_kill_can_join())
         }),

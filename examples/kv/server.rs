@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,8 +19,9 @@ use crate::client::Conn;
 use crate::node::{local_read, Event, Shared};
 use crate::state::{check_write_size, Op};
 use crate::wire::{
-    read_frame, write_frame, ClientFrame, Consistency, Request, Response, ServerFrame,
-    CLIENT_MAGIC, MAX_FRAME, PEER_MAGIC,
+    read_frame, read_peer_message, write_frame, write_peer_message, ClientFrame, Consistency,
+    PeerMessage, Request, Response, ServerFrame, CLIENT_MAGIC, MAX_FRAME, PEER_MAGIC,
+    PEER_MAGIC_V1,
 };
 
 /// How long a request may wait for a leader to be known.
@@ -65,6 +65,12 @@ impl Net {
         }
         if magic == PEER_MAGIC {
             self.peer_in(stream).await;
+        } else if magic == PEER_MAGIC_V1 {
+            eprintln!(
+                "node {}: refused a peer connection in the first peer protocol ({}): that node needs an upgrade",
+                self.shared.id,
+                String::from_utf8_lossy(&PEER_MAGIC_V1)
+            );
         } else if magic == CLIENT_MAGIC {
             self.client(stream).await;
         } else if magic == raftwal::endpoint::PULL_MAGIC {
@@ -75,31 +81,43 @@ impl Net {
     /// Raft messages from a peer, handed to the raft thread. Peers are trusted as raft-rs trusts
     /// them (no authentication here, as in etcd without TLS): a message must only come from a
     /// listed peer and be addressed to this node, which stops a misdirected connection.
+    /// A broken stream (a snapshot cut short or failing its checksum among others, see `wire`)
+    /// drops the connection with what it had: raft only ever gets whole messages.
     async fn peer_in(&self, stream: TcpStream) {
+        let id = self.shared.id;
+        let addr = stream
+            .peer_addr()
+            .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
+        let limit = self.shared.peer_frame_limit;
         let mut r = BufReader::with_capacity(256 << 10, stream);
         let mut buf = Vec::new();
-        let limit = self.shared.peer_frame_limit;
-        while let Ok(true) = read_frame(&mut r, &mut buf, limit).await {
-            match Message::parse_from_bytes(&buf) {
-                Ok(m)
-                    if m.to != self.shared.id
-                        || !self.shared.peers.read().contains_key(&m.from) =>
-                {
-                    eprintln!(
-                        "node {}: dropped a raft message from {} to {}: not a peer's message to this node",
-                        self.shared.id, m.from, m.to
-                    );
-                    return;
-                }
-                Ok(m) => {
-                    if self.shared.events.send(Event::Raft(Box::new(m))).is_err() {
+        loop {
+            let PeerMessage { message: m, chunks } =
+                match read_peer_message(&mut r, &mut buf, limit).await {
+                    Ok(Some(got)) => got,
+                    Ok(None) => return,
+                    Err(e) => {
+                        eprintln!("node {id}: dropped the peer connection from {addr}: {e}");
                         return;
                     }
-                }
-                Err(e) => {
-                    eprintln!("node {}: bad raft message from a peer: {e}", self.shared.id);
-                    return;
-                }
+                };
+            if m.to != id || !self.shared.peers.read().contains_key(&m.from) {
+                eprintln!(
+                    "node {id}: dropped a raft message from {} to {}: not a peer's message to this node",
+                    m.from, m.to
+                );
+                return;
+            }
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                eprintln!(
+                    "node {id}: received a snapshot at index {} from node {}: {} bytes in {chunks} chunk(s)",
+                    m.get_snapshot().get_metadata().index,
+                    m.from,
+                    m.get_snapshot().get_data().len()
+                );
+            }
+            if self.shared.events.send(Event::Raft(Box::new(m))).is_err() {
+                return;
             }
         }
     }
@@ -367,8 +385,10 @@ impl Net {
 }
 
 /// Starts the link that carries raft messages to peer `to`: connects (and reconnects) and
-/// writes each message as a frame. While the peer is unreachable its messages are dropped and
-/// raft is told, so it probes again later instead of waiting.
+/// writes each message in peer frames (one, or a snapshot's head and chunks: see `wire`).
+/// While the peer is unreachable its messages are dropped and raft is told, so it probes again
+/// later instead of waiting; a snapshot's outcome, written out whole or not, is reported to
+/// raft either way.
 pub fn peer_link(shared: Arc<Shared>, to: u64, addr: SocketAddr) -> UnboundedSender<Message> {
     let (tx, rx) = unbounded_channel();
     tokio::spawn(peer_out(shared, to, addr, rx));
@@ -395,7 +415,24 @@ async fn peer_out(
             }
         }
         let ok = match conn.as_mut() {
-            Some(w) => write_batch(w, &batch, shared.peer_frame_limit).await,
+            Some(w) => match write_batch(w, &batch, shared.peer_frame_limit).await {
+                Ok(snapshots) => {
+                    for (index, bytes, chunks) in snapshots {
+                        eprintln!(
+                            "node {}: sent a snapshot at index {index} to node {to}: {bytes} bytes in {chunks} chunk(s)",
+                            shared.id
+                        );
+                    }
+                    true
+                }
+                Err(e) => {
+                    eprintln!(
+                        "node {}: dropped the connection to node {to} ({addr}): {e}",
+                        shared.id
+                    );
+                    false
+                }
+            },
             None => false,
         };
         if !ok {
@@ -421,14 +458,21 @@ async fn connect_peer(addr: SocketAddr) -> Option<BufWriter<TcpStream>> {
     Some(w)
 }
 
-async fn write_batch(w: &mut BufWriter<TcpStream>, batch: &[Message], limit: usize) -> bool {
+/// Writes and flushes a batch of raft messages; returns the snapshots in it: (index, bytes,
+/// chunks).
+async fn write_batch(
+    w: &mut BufWriter<TcpStream>,
+    batch: &[Message],
+    limit: usize,
+) -> std::io::Result<Vec<(u64, usize, usize)>> {
+    let mut snapshots = Vec::new();
     for m in batch {
-        let Ok(body) = m.write_to_bytes() else {
-            return false;
-        };
-        if write_frame(w, &body, limit).await.is_err() {
-            return false;
+        let chunks = write_peer_message(w, m, limit).await?;
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            let s = m.get_snapshot();
+            snapshots.push((s.get_metadata().index, s.get_data().len(), chunks));
         }
     }
-    w.flush().await.is_ok()
+    w.flush().await?;
+    Ok(snapshots)
 }

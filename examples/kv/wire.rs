@@ -3,27 +3,56 @@
 //! Every node listens on one port. A connection opens with an 8-byte magic that says what it
 //! carries:
 //!
-//! * [`PEER_MAGIC`]: raft messages from one node to another, one direction only; each frame's
-//!   body is a raft-rs `Message` in protobuf;
-//! * [`CLIENT_MAGIC`]: client requests ([`ClientFrame`]) and answers ([`ServerFrame`]) in JSON.
-//!   Requests carry an id and may be pipelined; answers come back tagged with it, in any order.
-//!   A watch answers many times under its request's id;
+//! * [`PEER_MAGIC`]: raft messages from one node to another, one direction only, in typed
+//!   frames (below);
+//! * [`CLIENT_MAGIC`]: client requests ([`ClientFrame`]) and answers ([`ServerFrame`]) in JSON,
+//!   one per frame. Requests carry an id and may be pipelined; answers come back tagged with it,
+//!   in any order. A watch answers many times under its request's id;
 //! * `raftwal::endpoint::PULL_MAGIC`: `raftwal snapshot save --endpoint` pulling an archive.
 //!
-//! A frame is a big-endian `u32` length followed by that many bytes.
+//! A frame is a big-endian `u32` length followed by that many bytes, at most a limit:
+//! [`MAX_FRAME`] on client connections; on peer connections the node's `--peer-frame-limit`
+//! (hidden, for tests; [`MAX_FRAME`] by default), which every node of a cluster shares.
+//!
+//! On a peer connection the first byte of a frame says what the rest is:
+//!
+//! * [`FRAME_MESSAGE`] (0): one raft-rs `Message` in protobuf. Every message but one carrying
+//!   snapshot data travels so, whole, in one frame;
+//! * [`FRAME_SNAPSHOT_HEAD`] (1): a message carrying snapshot data (a `MsgSnapshot`), without
+//!   the data: its length (`u64`, big-endian, at most [`MAX_SNAPSHOT`]), its CRC-32C (`u32`,
+//!   big-endian), then the `Message` in protobuf with `snapshot.data` empty;
+//! * [`FRAME_SNAPSHOT_CHUNK`] (2): the next bytes (at least one) of the data a head announced.
+//!
+//! A head is followed by chunks, and by nothing else, until they add up to the length it
+//! announced (none for an empty one). The receiver hands the message on, its data whole, only
+//! then and only if the data's CRC-32C is the one announced: raft-rs needs `snapshot.data`
+//! whole, and a snapshot is bounded by [`MAX_SNAPSHOT`], not by a frame. A sender cuts the
+//! data into chunks as large as a frame allows. Anything else on a peer connection — an empty
+//! frame, an unknown kind, a chunk with no head before it, another frame where a chunk is
+//! due, an empty chunk, a chunk past the announced length, a head announcing more than
+//! [`MAX_SNAPSHOT`], the connection ending inside a frame or a snapshot, a CRC that does not
+//! match — is an error, and the receiver drops the connection with what it had of the
+//! snapshot.
 //!
 //! This module owns the byte formats only: it never touches storage, raft state or sockets'
-//! lifetimes.
+//! lifetimes, and never hands on part of a snapshot.
 
 use std::io;
 
+use bytes::Bytes;
+use protobuf::Message as _;
+use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub const PEER_MAGIC: [u8; 8] = *b"RWKVPEER";
+/// Peer connections in typed frames. Its first version (`RWKVPEER`) carried every raft message
+/// as one untyped frame; a node refuses it.
+pub const PEER_MAGIC: [u8; 8] = *b"RWKVPER2";
+/// The first version of [`PEER_MAGIC`], named in the error a node logs when it hears it.
+pub const PEER_MAGIC_V1: [u8; 8] = *b"RWKVPEER";
 pub const CLIENT_MAGIC: [u8; 8] = *b"RWKVCLNT";
 
-/// Largest frame accepted. Raft messages carrying a snapshot are the largest.
+/// Largest frame accepted (on peer connections, unless `--peer-frame-limit` lowers it).
 pub const MAX_FRAME: usize = 256 << 20;
 
 /// The smallest frame limit a node takes for its peer connections (`node --peer-frame-limit`).
@@ -86,6 +115,268 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
         })?;
     w.write_all(&len.to_be_bytes()).await?;
     w.write_all(body).await
+}
+
+/// Peer frame kinds (the module comment describes each).
+pub const FRAME_MESSAGE: u8 = 0;
+pub const FRAME_SNAPSHOT_HEAD: u8 = 1;
+pub const FRAME_SNAPSHOT_CHUNK: u8 = 2;
+
+/// The most snapshot data a head may announce: a sanity bound on the memory a head makes a
+/// receiver set aside (it holds the data whole, as raft-rs needs it). A state this large is far
+/// past what this service, which holds its state in memory, is made for.
+pub const MAX_SNAPSHOT: u64 = 64 << 30;
+
+/// A snapshot head's fields before its message: the data's length and CRC-32C.
+const HEAD_FIELDS: usize = 12;
+
+/// A raft message read from a peer connection.
+#[derive(Debug)]
+pub struct PeerMessage {
+    pub message: Message,
+    /// How many chunk frames its snapshot data came in (0: it came in one frame).
+    pub chunks: usize,
+}
+
+fn invalid_data(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Writes one frame on a peer connection: its length, `kind`, then `fields` and `body`.
+async fn write_typed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: u8,
+    fields: &[u8],
+    body: &[u8],
+    limit: usize,
+) -> io::Result<()> {
+    let len = 1 + fields.len() + body.len();
+    let len = u32::try_from(len)
+        .ok()
+        .filter(|&n| n as usize <= limit)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a peer frame of {len} bytes is larger than the {limit}-byte limit"),
+            )
+        })?;
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    head[4] = kind;
+    w.write_all(&head).await?;
+    w.write_all(fields).await?;
+    w.write_all(body).await
+}
+
+/// Writes raft message `m` on a peer connection in frames of at most `limit` bytes (not
+/// flushed): one frame, or a snapshot head and the data's chunks if it carries snapshot data.
+/// The data is never copied into a message buffer: each chunk is written from `m`'s own
+/// bytes. Returns the number of chunks.
+pub async fn write_peer_message<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    m: &Message,
+    limit: usize,
+) -> io::Result<usize> {
+    let encode = |m: &Message| {
+        m.write_to_bytes().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("encode a {:?}: {e}", m.get_msg_type()),
+            )
+        })
+    };
+    if m.get_snapshot().get_data().is_empty() {
+        write_typed(w, FRAME_MESSAGE, &[], &encode(m)?, limit).await?;
+        return Ok(0);
+    }
+    // The message without its data (sharing, not copying, the data's buffer).
+    let mut head = m.clone();
+    let data: Bytes = head.mut_snapshot().take_data();
+    let total = data.len() as u64;
+    if total > MAX_SNAPSHOT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a snapshot of {total} bytes is over the {MAX_SNAPSHOT}-byte limit"),
+        ));
+    }
+    let mut fields = [0u8; HEAD_FIELDS];
+    fields[..8].copy_from_slice(&total.to_be_bytes());
+    fields[8..].copy_from_slice(&crc32c::crc32c(&data).to_be_bytes());
+    write_typed(w, FRAME_SNAPSHOT_HEAD, &fields, &encode(&head)?, limit).await?;
+    let chunk = limit.saturating_sub(1).max(1);
+    let mut chunks = 0;
+    for part in data.chunks(chunk) {
+        write_typed(w, FRAME_SNAPSHOT_CHUNK, &[], part, limit).await?;
+        chunks += 1;
+    }
+    Ok(chunks)
+}
+
+/// Reads the length and kind of the next frame on a peer connection; `None` on a clean end
+/// of stream, before the frame's first byte. Returns the kind and the length after it.
+async fn read_typed_head<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: usize,
+) -> io::Result<Option<(u8, usize)>> {
+    let mut len = [0u8; 4];
+    if r.read(&mut len[..1]).await? == 0 {
+        return Ok(None);
+    }
+    r.read_exact(&mut len[1..]).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 {
+        return Err(invalid_data("an empty peer frame (no kind)".into()));
+    }
+    if len > limit {
+        return Err(invalid_data(format!(
+            "a peer frame of {len} bytes is larger than the {limit}-byte limit"
+        )));
+    }
+    let mut kind = [0u8];
+    r.read_exact(&mut kind).await?;
+    Ok(Some((kind[0], len - 1)))
+}
+
+fn decode(body: &[u8], what: &str) -> io::Result<Message> {
+    Message::parse_from_bytes(body)
+        .map_err(|e| invalid_data(format!("{what}: bad raft message: {e}")))
+}
+
+/// Reads the next raft message from a peer connection whose frames are at most `limit` bytes,
+/// its snapshot data reassembled and checked if it has any. `Ok(None)` on a clean end of stream
+/// between messages; an error (the connection must then be dropped) on anything the module
+/// comment does not allow. `buf` is scratch space, kept between calls.
+pub async fn read_peer_message<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<Option<PeerMessage>> {
+    let Some((kind, len)) = read_typed_head(r, limit).await? else {
+        return Ok(None);
+    };
+    match kind {
+        FRAME_MESSAGE => {
+            read_body(r, buf, len).await?;
+            let message = decode(buf, "a message frame")?;
+            Ok(Some(PeerMessage { message, chunks: 0 }))
+        }
+        FRAME_SNAPSHOT_HEAD => read_snapshot(r, buf, len, limit).await.map(Some),
+        FRAME_SNAPSHOT_CHUNK => Err(invalid_data(
+            "a snapshot chunk with no snapshot head before it".into(),
+        )),
+        other => Err(invalid_data(format!(
+            "a peer frame of unknown kind {other}"
+        ))),
+    }
+}
+
+async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    len: usize,
+) -> io::Result<()> {
+    buf.clear();
+    buf.resize(len, 0);
+    r.read_exact(buf).await.map(|_| ())
+}
+
+/// Reads a snapshot head of `len` bytes (after its kind), then the chunks of its data.
+async fn read_snapshot<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    len: usize,
+    limit: usize,
+) -> io::Result<PeerMessage> {
+    if len < HEAD_FIELDS {
+        return Err(invalid_data(format!(
+            "a snapshot head of {len} bytes, short of its {HEAD_FIELDS} bytes of length and CRC"
+        )));
+    }
+    read_body(r, buf, len).await?;
+    let mut total = [0u8; 8];
+    total.copy_from_slice(&buf[..8]);
+    let total = u64::from_be_bytes(total);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&buf[8..HEAD_FIELDS]);
+    let crc = u32::from_be_bytes(crc);
+    if total > MAX_SNAPSHOT {
+        return Err(invalid_data(format!(
+            "a snapshot head announcing {total} bytes, over the {MAX_SNAPSHOT}-byte limit"
+        )));
+    }
+    let mut message = decode(&buf[HEAD_FIELDS..], "a snapshot head")?;
+    let (index, from) = (message.get_snapshot().get_metadata().index, message.from);
+    let context = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("the snapshot at index {index} from node {from}: {e}"),
+        )
+    };
+    if !message.has_snapshot() || !message.get_snapshot().get_data().is_empty() {
+        return Err(context(invalid_data(
+            "its head holds no snapshot, or data of its own".into(),
+        )));
+    }
+    let total = usize::try_from(total)
+        .map_err(|_| context(invalid_data(format!("{total} bytes do not fit in memory"))))?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(total).map_err(|e| {
+        context(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("no memory for its {total} bytes: {e}"),
+        ))
+    })?;
+    let mut chunks = 0;
+    while data.len() < total {
+        let got = data.len();
+        let at = |e: io::Error| {
+            let what = match e.kind() {
+                io::ErrorKind::UnexpectedEof => "the connection ended".to_string(),
+                _ => e.to_string(),
+            };
+            context(io::Error::new(
+                e.kind(),
+                format!("after {got} of its {total} bytes: {what}"),
+            ))
+        };
+        let (kind, n) = match read_typed_head(r, limit).await {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                return Err(at(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection ended",
+                )))
+            }
+            Err(e) => return Err(at(e)),
+        };
+        if kind != FRAME_SNAPSHOT_CHUNK {
+            return Err(at(invalid_data(format!(
+                "a frame of kind {kind} where a chunk was due"
+            ))));
+        }
+        if n == 0 {
+            return Err(at(invalid_data("an empty chunk".into())));
+        }
+        if n > total - got {
+            return Err(at(invalid_data(format!(
+                "a chunk of {n} bytes where {} were left: past the announced length",
+                total - got
+            ))));
+        }
+        data.resize(got + n, 0);
+        if let Err(e) = r.read_exact(&mut data[got..]).await {
+            return Err(at(e));
+        }
+        chunks += 1;
+    }
+    let actual = crc32c::crc32c(&data);
+    if actual != crc {
+        return Err(context(invalid_data(format!(
+            "its {total} bytes have CRC-32C {actual:#010x}, its head announced {crc:#010x}"
+        ))));
+    }
+    message.mut_snapshot().set_data(Bytes::from(data));
+    Ok(PeerMessage { message, chunks })
 }
 
 /// How fresh a read must be.
@@ -249,5 +540,286 @@ impl Response {
             message: message.into(),
             retryable: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::MessageType;
+
+    fn heartbeat(term: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        m.from = 1;
+        m.to = 2;
+        m.term = term;
+        m
+    }
+
+    /// A MsgSnapshot from node 1 to node 2 carrying `len` bytes of data that differ from byte
+    /// to byte (so a moved or dropped byte changes the checksum).
+    fn snapshot(len: usize) -> Message {
+        let mut m = heartbeat(3);
+        m.set_msg_type(MessageType::MsgSnapshot);
+        let s = m.mut_snapshot();
+        s.mut_metadata().index = 7;
+        s.mut_metadata().term = 3;
+        s.mut_metadata().mut_conf_state().voters = vec![1, 2];
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        s.set_data(data.into());
+        m
+    }
+
+    /// The bytes `write_peer_message` sends for `msgs`, and the chunks of each.
+    async fn encode(msgs: &[Message], limit: usize) -> io::Result<(Vec<u8>, Vec<usize>)> {
+        let mut out = Vec::new();
+        let mut chunks = Vec::new();
+        for m in msgs {
+            chunks.push(write_peer_message(&mut out, m, limit).await?);
+        }
+        Ok((out, chunks))
+    }
+
+    /// Reads messages from `bytes` until the end or an error; returns those read and the
+    /// error, if any.
+    async fn decode_all(mut bytes: &[u8], limit: usize) -> (Vec<PeerMessage>, Option<io::Error>) {
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            match read_peer_message(&mut bytes, &mut buf, limit).await {
+                Ok(Some(m)) => got.push(m),
+                Ok(None) => return (got, None),
+                Err(e) => return (got, Some(e)),
+            }
+        }
+    }
+
+    /// One frame of `kind` with `body`, its length as given.
+    fn frame(len: u32, kind: u8, body: &[u8]) -> Vec<u8> {
+        [&len.to_be_bytes()[..], &[kind], body].concat()
+    }
+
+    /// A snapshot head frame announcing `total` bytes with checksum `crc` for message `m`.
+    fn head(total: u64, crc: u32, m: &Message) -> io::Result<Vec<u8>> {
+        let body = m.write_to_bytes().map_err(io::Error::other)?;
+        let fields = [&total.to_be_bytes()[..], &crc.to_be_bytes()].concat();
+        let len = (1 + fields.len() + body.len()) as u32;
+        Ok([frame(len, FRAME_SNAPSHOT_HEAD, &fields), body].concat())
+    }
+
+    /// `snapshot(len)`'s message without its data, and the data.
+    fn split(len: usize) -> (Message, Vec<u8>) {
+        let mut m = snapshot(len);
+        let data = m.mut_snapshot().take_data().to_vec();
+        (m, data)
+    }
+
+    /// Checks that reading `bytes` gives no message at all and an error of `kind` whose text
+    /// contains `says`.
+    async fn refused(bytes: &[u8], limit: usize, kind: io::ErrorKind, says: &str) {
+        let (got, err) = decode_all(bytes, limit).await;
+        assert!(got.is_empty(), "{says}: messages handed on: {got:?}");
+        let err = err.unwrap_or_else(|| panic!("{says}: no error"));
+        assert_eq!(err.kind(), kind, "{says}: {err}");
+        assert!(err.to_string().contains(says), "{says}: {err}");
+    }
+
+    #[tokio::test]
+    async fn messages_and_snapshots_round_trip_at_any_frame_limit() -> io::Result<()> {
+        for limit in [64, 65, 1000, 1 << 20] {
+            let chunk = limit - 1;
+            for len in [
+                0,
+                1,
+                chunk - 1,
+                chunk,
+                chunk + 1,
+                2 * chunk,
+                2 * chunk + 1,
+                5000,
+            ] {
+                let msgs = [heartbeat(1), snapshot(len), heartbeat(2), snapshot(len + 1)];
+                let (bytes, chunks) = encode(&msgs, limit).await?;
+                let want: Vec<usize> = msgs
+                    .iter()
+                    .map(|m| m.get_snapshot().get_data().len().div_ceil(chunk))
+                    .collect();
+                assert_eq!(chunks, want, "limit {limit}, {len} bytes");
+                let (got, err) = decode_all(&bytes, limit).await;
+                assert!(err.is_none(), "limit {limit}, {len} bytes: {err:?}");
+                let back: Vec<&Message> = got.iter().map(|p| &p.message).collect();
+                assert_eq!(back, msgs.iter().collect::<Vec<_>>());
+                assert_eq!(got.iter().map(|p| p.chunks).collect::<Vec<_>>(), want);
+            }
+        }
+        // A head has to fit a frame: a sender refuses a limit too small for it.
+        let err = encode(&[snapshot(1000)], 8).await.err();
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_ordinary_message_costs_one_byte_more_than_its_protobuf() -> io::Result<()> {
+        let m = heartbeat(5);
+        let (bytes, _) = encode(std::slice::from_ref(&m), MAX_FRAME).await?;
+        let body = m.write_to_bytes().map_err(io::Error::other)?;
+        assert_eq!(bytes, frame(body.len() as u32 + 1, FRAME_MESSAGE, &body));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_anywhere_hands_on_only_whole_messages() -> io::Result<()> {
+        let msgs = [heartbeat(1), snapshot(300), heartbeat(2)];
+        let (bytes, _) = encode(&msgs, 64).await?;
+        // Where each message's frames end.
+        let mut ends = Vec::new();
+        for i in 1..=msgs.len() {
+            ends.push(encode(&msgs[..i], 64).await?.0.len());
+        }
+        for cut in 0..bytes.len() {
+            let (got, err) = decode_all(&bytes[..cut], 64).await;
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            assert_eq!(got.len(), whole, "cut at {cut}");
+            for (p, m) in got.iter().zip(&msgs) {
+                assert_eq!(&p.message, m, "cut at {cut}");
+            }
+            match err {
+                None => assert!(cut == 0 || ends.contains(&cut), "cut at {cut}: no error"),
+                Some(e) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_whose_bytes_changed_is_refused() -> io::Result<()> {
+        let (bytes, _) = encode(&[snapshot(300)], 64).await?;
+        let (head_frame, _) = encode(&[split(300).0], 64).await?;
+        // The message without its data travels in one frame, its head's length less the fields.
+        let data_from = head_frame.len() + HEAD_FIELDS + 5;
+        for at in [data_from, data_from + 150, bytes.len() - 1] {
+            let mut changed = bytes.clone();
+            changed[at] ^= 0x20;
+            refused(&changed, 64, io::ErrorKind::InvalidData, "CRC-32C").await;
+        }
+        // The announced checksum itself (after the length, the kind and the total).
+        let mut changed = bytes.clone();
+        changed[4 + 1 + 8] ^= 1;
+        refused(&changed, 64, io::ErrorKind::InvalidData, "CRC-32C").await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn chunks_that_do_not_add_up_to_the_announced_length_are_refused() -> io::Result<()> {
+        let (m, data) = split(100);
+        let crc = crc32c::crc32c(&data);
+        let chunk = |part: &[u8]| frame(part.len() as u32 + 1, FRAME_SNAPSHOT_CHUNK, part);
+        // One byte short, then the end of the stream.
+        let short = [head(100, crc, &m)?, chunk(&data[..99])].concat();
+        refused(
+            &short,
+            1024,
+            io::ErrorKind::UnexpectedEof,
+            "after 99 of its 100",
+        )
+        .await;
+        // Announced one byte less than the chunks carry.
+        let long = [head(99, crc, &m)?, chunk(&data)].concat();
+        refused(
+            &long,
+            1024,
+            io::ErrorKind::InvalidData,
+            "a chunk of 100 bytes where 99 were left",
+        )
+        .await;
+        // Another message where a chunk is due.
+        let (hb, _) = encode(&[heartbeat(1)], 1024).await?;
+        let interleaved = [head(100, crc, &m)?, chunk(&data[..50]), hb].concat();
+        refused(
+            &interleaved,
+            1024,
+            io::ErrorKind::InvalidData,
+            "where a chunk was due",
+        )
+        .await;
+        // An empty chunk (which would let a stream go on forever without progress).
+        let empty = [head(100, crc, &m)?, frame(1, FRAME_SNAPSHOT_CHUNK, &[])].concat();
+        refused(&empty, 1024, io::ErrorKind::InvalidData, "an empty chunk").await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn malformed_frames_and_heads_are_refused() -> io::Result<()> {
+        use io::ErrorKind::{InvalidData, UnexpectedEof};
+        let (m, data) = split(10);
+        let crc = crc32c::crc32c(&data);
+        let with_data = snapshot(10);
+        let cases: Vec<(Vec<u8>, io::ErrorKind, &str)> = vec![
+            (
+                frame(4, FRAME_SNAPSHOT_CHUNK, b"abc"),
+                InvalidData,
+                "no snapshot head before it",
+            ),
+            (
+                head(MAX_SNAPSHOT + 1, 0, &m)?,
+                InvalidData,
+                "over the 68719476736-byte limit",
+            ),
+            (
+                head(u64::MAX, 0, &m)?,
+                InvalidData,
+                "over the 68719476736-byte limit",
+            ),
+            (
+                0u32.to_be_bytes().to_vec(),
+                InvalidData,
+                "an empty peer frame",
+            ),
+            (frame(2, 9, b"x"), InvalidData, "unknown kind 9"),
+            (
+                frame(2000, FRAME_MESSAGE, b""),
+                InvalidData,
+                "larger than the 1024-byte limit",
+            ),
+            (
+                frame(5, FRAME_SNAPSHOT_HEAD, b"abcd"),
+                InvalidData,
+                "short of its 12 bytes",
+            ),
+            (
+                frame(5, FRAME_MESSAGE, &[0xff; 4]),
+                InvalidData,
+                "bad raft message",
+            ),
+            // A head whose message carries its data inline, or carries no snapshot at all.
+            (head(0, 0, &with_data)?, InvalidData, "data of its own"),
+            (
+                head(10, crc, &heartbeat(1))?,
+                InvalidData,
+                "holds no snapshot",
+            ),
+            // Cut inside a frame's length, and inside its body.
+            (vec![0, 0], UnexpectedEof, ""),
+            (frame(100, FRAME_MESSAGE, b"abc"), UnexpectedEof, ""),
+        ];
+        for (bytes, kind, says) in cases {
+            refused(&bytes, 1024, kind, says).await;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_leaves_the_next_one_whole() -> io::Result<()> {
+        let m = snapshot(500);
+        let (bytes, _) = encode(std::slice::from_ref(&m), 100).await?;
+        let mut buf = Vec::new();
+        let mut cut = &bytes[..bytes.len() / 2];
+        assert!(read_peer_message(&mut cut, &mut buf, 100).await.is_err());
+        // A new connection, the same scratch buffer.
+        let mut whole = &bytes[..];
+        let got = read_peer_message(&mut whole, &mut buf, 100).await?;
+        assert_eq!(got.map(|p| p.message), Some(m));
+        Ok(())
     }
 }

@@ -11,14 +11,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::procs::LocalCluster;
-use crate::wire::{read_frame, write_frame, NodeStatus, MAX_FRAME, PEER_MAGIC};
+use crate::wire::{read_peer_message, write_peer_message, NodeStatus, MAX_FRAME, PEER_MAGIC};
 
 enum Out {
     Send(Message),
@@ -86,10 +85,8 @@ async fn listen(listener: TcpListener, id: u64, reply: UnboundedSender<Out>) {
                 return;
             }
             let mut buf = Vec::new();
-            while let Ok(true) = read_frame(&mut r, &mut buf, MAX_FRAME).await {
-                let Ok(m) = Message::parse_from_bytes(&buf) else {
-                    return;
-                };
+            while let Ok(Some(got)) = read_peer_message(&mut r, &mut buf, MAX_FRAME).await {
+                let m = got.message;
                 let answer = match m.get_msg_type() {
                     MessageType::MsgRequestPreVote => Some(MessageType::MsgRequestPreVoteResponse),
                     MessageType::MsgRequestVote => Some(MessageType::MsgRequestVoteResponse),
@@ -132,10 +129,7 @@ async fn to_node(addr: SocketAddr, mut rx: UnboundedReceiver<Out>) {
             }
         }
         let Some(w) = conn.as_mut() else { continue };
-        let Ok(body) = m.write_to_bytes() else {
-            continue;
-        };
-        if write_frame(w, &body, MAX_FRAME).await.is_err() || w.flush().await.is_err() {
+        if write_peer_message(w, &m, MAX_FRAME).await.is_err() || w.flush().await.is_err() {
             conn = None;
         }
     }
