@@ -66,6 +66,8 @@ pub enum Event {
     PullSnapshot {
         reply: oneshot::Sender<Result<SnapshotReader, String>>,
     },
+    /// A snapshot for peer `to` was written out whole (`ok`), or could not be: raft-rs is told
+    /// either way (`report_snapshot`), and sends another one later if it must.
     SnapshotSent {
         to: u64,
         ok: bool,
@@ -827,16 +829,28 @@ impl Node {
         }
     }
 
+    /// Hands each message to its peer's link. A snapshot that cannot reach one is reported
+    /// failed (through the event channel, so after this Ready): raft-rs sends a peer it sent a
+    /// snapshot no entries and no other snapshot until it hears how that one went.
     fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             let to = m.to;
-            match self.outbox.get(&to) {
-                Some(tx) => {
-                    if tx.send(m).is_err() {
-                        self.raw.report_unreachable(to);
-                    }
+            let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let handed = match self.outbox.get(&to) {
+                Some(tx) => tx.send(m).is_ok(),
+                None => {
+                    eprintln!("node {}: no address for node {to}", self.shared.id);
+                    false
                 }
-                None => eprintln!("node {}: no address for node {to}", self.shared.id),
+            };
+            if !handed {
+                self.raw.report_unreachable(to);
+                if snapshot {
+                    let _ = self
+                        .shared
+                        .events
+                        .send(Event::SnapshotSent { to, ok: false });
+                }
             }
         }
     }
