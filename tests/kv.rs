@@ -656,6 +656,105 @@ async fn caught_up_by_chunks(
     Ok(())
 }
 
+/// A snapshot stream that breaks — the connection cut mid-snapshot, a chunk changed (the
+/// checksum no longer matches), a head announcing fewer bytes than its chunks carry — is
+/// dropped with a logged error and nothing of it reaches raft; the next, whole stream installs.
+/// Node 3 is real; the test plays node 1, a leader of a newer term, writing raw peer bytes.
+async fn a_broken_snapshot_stream_is_dropped_and_the_next_one_installs() -> Result {
+    use tokio::io::AsyncWriteExt;
+    const LIMIT: usize = wire::MIN_PEER_FRAME;
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.peer_frame_limit = Some(LIMIT);
+    c.start(3).map_err(e2s)?;
+    wait_status(&c, 3, "serving", |_| true).await?;
+    // The state at index 8, several frames' worth.
+    let value = |i: u64| format!("{i}").repeat(3000);
+    let mut sm = StateMachine::default();
+    for i in 1..=8u64 {
+        sm.apply(i, &put(&format!("s/{i}"), &value(i), None, None));
+    }
+    let mut data = Vec::new();
+    sm.snapshot_stream().read_to_end(&mut data).map_err(e2s)?;
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+    m.from = 1;
+    m.to = 3;
+    m.term = 5;
+    let snap = m.mut_snapshot();
+    snap.mut_metadata().index = 8;
+    snap.mut_metadata().term = 5;
+    snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+    snap.set_data(data.into());
+    let mut whole = wire::PEER_MAGIC.to_vec();
+    let chunks = wire::write_peer_message(&mut whole, &m, LIMIT)
+        .await
+        .map_err(e2s)?;
+    if chunks < 3 {
+        return Err(format!("the snapshot is {chunks} chunk(s), not several"));
+    }
+    let mut changed = whole.clone();
+    if let Some(last) = changed.last_mut() {
+        *last ^= 1;
+    }
+    // The head's length field (after the magic, the frame's length and its kind), one less.
+    let mut shorter = whole.clone();
+    let at = wire::PEER_MAGIC.len() + 4 + 1;
+    let total = m.get_snapshot().get_data().len() as u64 - 1;
+    shorter[at..at + 8].copy_from_slice(&total.to_be_bytes());
+    let broken = [
+        ("cut mid-snapshot", whole[..whole.len() / 2].to_vec()),
+        ("a chunk changed", changed),
+        ("a head announcing one byte less", shorter),
+    ];
+    let addr = c.addr(3);
+    let send = |bytes: Vec<u8>| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(e2s)?;
+        s.write_all(&bytes).await.map_err(e2s)?;
+        s.shutdown().await.map_err(e2s)
+    };
+    let log = c.log(3);
+    let dropped = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("dropped the peer connection")
+            .count()
+    };
+    for (what, bytes) in broken {
+        let before = dropped();
+        send(bytes).await?;
+        let start = Instant::now();
+        while dropped() == before {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(format!("{what}: no error logged:\n{}", c.log_tail(3, 5)));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.check_alive()?;
+        let s = c.status(3).await.ok_or("no status")?;
+        if s.snapshots_installed != 0 || s.applied != 0 {
+            return Err(format!("{what}: the node took something of it: {s:?}"));
+        }
+    }
+    println!("    {}", c.log_tail(3, 3).replace('\n', "\n    "));
+    send(whole).await?;
+    wait_status(&c, 3, "the whole snapshot installed", |s| {
+        s.snapshots_installed == 1 && s.applied == 8
+    })
+    .await?;
+    let mut reader = Client::pinned(c.addr(3));
+    for i in 1..=8u64 {
+        let got = reader
+            .read(&format!("s/{i}"), Consistency::Eventual)
+            .await
+            .map_err(e2s)?;
+        if got.map(|item| item.value) != Some(value(i)) {
+            return Err(format!("s/{i} is not served as the snapshot holds it"));
+        }
+    }
+    Ok(())
+}
+
 /// An added node must be able to join after the cluster is killed right after the add. The
 /// snapshot every replica takes after applying an AddNode (node.rs `snapshot_due`) was once
 /// asked for in memory only: a replica killed after its checkpoint passed the AddNode but
@@ -1521,10 +1620,14 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 18] = [
+    let scenarios: [(&str, Scenario); 19] = [
         (
             "a_follower_catches_up_through_a_snapshot_larger_than_a_frame",
             || Box::pin(a_follower_catches_up_through_a_snapshot_larger_than_a_frame()),
+        ),
+        (
+            "a_broken_snapshot_stream_is_dropped_and_the_next_one_installs",
+            || Box::pin(a_broken_snapshot_stream_is_dropped_and_the_next_one_installs()),
         ),
         ("a_node_added_just_before_a_full_kill_can_join", || {
             Box::pin(a_node_added_just_before_a_full_kill_can_join())
