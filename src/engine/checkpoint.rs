@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::commit::lead;
-use super::group::Group;
+use super::group::{Group, JournalPos};
 use super::journal::Journal;
 use super::{EngineOptions, Shared};
 use crate::error::{Error, Result};
@@ -310,7 +310,11 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
         let mut fg = g.files.write();
         let Some(f) = fg.as_mut() else { continue };
         f.captured_files = None;
-        if f.durable_seq < record_seq(record) {
+        let durable = JournalPos {
+            seq: f.durable_seq,
+            parts: f.durable_parts,
+        };
+        if durable < record_pos(record) {
             f.store(record)?;
             f.durable_files = *files;
         }
@@ -404,7 +408,7 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
                     // A commit added to it since the tail was written.
                     return Ok(Err(b.files.durable_seq.max(last_checkpoint)));
                 }
-                let at = super::group::reflected_seq(shared, b.log);
+                let at = super::group::reflected_pos(shared, b.log);
                 b.log.dirty = false;
                 let files = b.files.wal.file_ids();
                 b.files.captured_files = Some(files);
@@ -461,8 +465,14 @@ fn start_writeback_paced(shared: &Shared, captured: &Captured) -> Result<()> {
 }
 
 /// The journal position a captured record reflects.
-fn record_seq(record: &MetaRecord) -> u64 {
-    record.engine.as_ref().map_or(0, |e| e.journal_seq)
+fn record_pos(record: &MetaRecord) -> JournalPos {
+    record
+        .engine
+        .as_ref()
+        .map_or(JournalPos::default(), |e| JournalPos {
+            seq: e.journal_seq,
+            parts: e.journal_parts,
+        })
 }
 
 /// Flushes the file system holding the engine root: every group's files in one call. Through

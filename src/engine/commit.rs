@@ -446,9 +446,13 @@ fn commit(
     });
     #[cfg(test)]
     tests::BEFORE_APPLY.pass(&shared.root);
+    // Each group's parts in the record, numbered in its order as replay numbers them.
+    let mut numbered: std::collections::BTreeMap<u64, u32> = Default::default();
     for ((_, parts), recs) in accepted.iter_mut().zip(&installs) {
         for (part, rec) in parts.iter_mut().zip(recs) {
-            apply_live(shared, groups, part, rec.as_ref(), seq)
+            let n = numbered.entry(part.group_id).or_default();
+            *n += 1;
+            apply_live(shared, groups, part, rec.as_ref(), seq, *n)
                 .inspect_err(|e| shared.poison(e))?;
         }
     }
@@ -463,14 +467,15 @@ fn commit(
     Ok(())
 }
 
-/// Applies a live part (checked, journaled) to its group; its entries move into the group's
-/// tail.
+/// Applies a live part (checked, journaled; the `number`th of record `seq`'s parts for its
+/// group) to its group; its entries move into the group's tail.
 fn apply_live(
     shared: &Shared,
     groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
     part: &mut Part,
     snapshot: Option<&SnapshotRecord>,
     seq: u64,
+    number: u32,
 ) -> Result<()> {
     let g = groups
         .get(&part.group_id)
@@ -482,6 +487,7 @@ fn apply_live(
         conf_state: part.conf_state.as_ref().map(ConfStateRecord::from),
         ints: part.ints,
         truncate: part.truncate,
+        part: number,
     };
     g.apply(shared, change, seq)
 }

@@ -37,7 +37,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::batch;
 use super::checkpoint::Checkpointer;
-use super::group::{self, Change, Group};
+use super::group::{self, Change, Group, JournalPos};
 use super::journal::{Journal, RootState};
 use super::open_threads::{beside, in_parallel};
 use super::replayed::{self, LogShape};
@@ -246,16 +246,17 @@ fn check_journal_found(
     if let Some(e) = super::journal::segments_missing(dir, checkpoint_seq, segment_files) {
         return Err(e);
     }
+    let needed = |g: &ReadGroup| JournalPos::of_page(&g.eng).last_needed();
     let ahead = read
         .groups
         .iter()
-        .filter(|g| g.eng.journal_seq > last_seq)
-        .max_by_key(|g| g.eng.journal_seq);
+        .filter(|g| needed(g) > last_seq)
+        .max_by_key(|g| needed(g));
     match ahead {
         Some(g) => Err(super::journal::page_past_end(
             dir,
             g.meta_file.path(),
-            g.eng.journal_seq,
+            needed(g),
             last_seq,
         )),
         None => Ok(()),
@@ -622,7 +623,7 @@ fn finish_group(g: ReadGroup, cipher: Option<&Cipher>) -> Result<Group> {
         meta,
         wal,
         meta_file,
-        eng.journal_seq,
+        JournalPos::of_page(&eng),
         durable_files,
         last_term,
     ))
@@ -849,15 +850,19 @@ fn check_replay(
     let mut decoded = Vec::with_capacity(records.len());
     for rec in records {
         let mut parts = batch::decode_at(&rec.body, rec.seq, &rec.segment, rec.at)?;
+        let mut numbered: BTreeMap<u64, u32> = BTreeMap::new();
         for part in &mut parts {
             replayed::check_given_out(part, next_incarnation)
                 .map_err(|e| malformed(&rec, part.group_id, e))?;
             let Some((g, shape)) = shapes.get_mut(&part.group_id) else {
                 continue;
             };
-            if !replayed::is_for(part, g.eng.incarnation).map_err(|e| malformed(&rec, g.id, e))?
-                || rec.seq <= g.eng.journal_seq
-            {
+            if !replayed::is_for(part, g.eng.incarnation).map_err(|e| malformed(&rec, g.id, e))? {
+                continue;
+            }
+            let number = numbered.entry(g.id).or_default();
+            *number += 1;
+            if JournalPos::of_page(&g.eng).reflects(rec.seq, *number) {
                 continue;
             }
             replayed::check_shape(part).map_err(|e| malformed(&rec, g.id, e))?;
@@ -894,6 +899,7 @@ fn replay(shared: &Shared, records: Vec<Decoded>) -> Result<()> {
     // replay ends (`Group::clear_files_below`).
     let mut truncated: BTreeMap<u64, u64> = BTreeMap::new();
     for Decoded { rec, parts } in records {
+        let mut numbered: BTreeMap<u64, u32> = BTreeMap::new();
         for mut part in parts {
             replayed::check_given_out(&part, next_incarnation)
                 .map_err(|e| malformed(&rec, part.group_id, e))?;
@@ -903,8 +909,13 @@ fn replay(shared: &Shared, records: Vec<Decoded>) -> Result<()> {
             if !replayed::is_for(&part, g.incarnation).map_err(|e| malformed(&rec, g.id, e))? {
                 continue;
             }
-            let durable_seq = g.files.read().as_ref().map_or(u64::MAX, |f| f.durable_seq);
-            if rec.seq <= durable_seq {
+            let number = numbered.entry(g.id).or_default();
+            *number += 1;
+            let durable = g.files.read().as_ref().map(|f| JournalPos {
+                seq: f.durable_seq,
+                parts: f.durable_parts,
+            });
+            if durable.is_none_or(|d| d.reflects(rec.seq, *number)) {
                 continue;
             }
             replayed::check_shape(&part).map_err(|e| malformed(&rec, g.id, e))?;
@@ -920,6 +931,7 @@ fn replay(shared: &Shared, records: Vec<Decoded>) -> Result<()> {
                 conf_state: part.conf_state.clone(),
                 ints: part.ints,
                 truncate: None,
+                part: *number,
             };
             g.apply(shared, change, rec.seq)?;
             if let Some(index) = part.truncate {

@@ -14,9 +14,11 @@ use std::ops::Range;
 
 use raft::prelude::{Entry, EntryType};
 
-/// One journaled append (or overwrite, from its first index on).
+/// One journaled append (or overwrite, from its first index on): part `part` (from 1) of
+/// record `seq`'s parts for the group.
 pub(crate) struct Op {
     pub seq: u64,
+    pub part: u32,
     pub entries: Vec<Entry>,
 }
 
@@ -60,9 +62,10 @@ impl Tail {
         (!self.entries.is_empty()).then(|| self.start + self.entries.len() as u64 - 1)
     }
 
-    /// Adds journal record `seq`'s `entries` (contiguous, checked against the log): the
-    /// operation keeps them, the view a copy of each (a few reference counts, not the bytes).
-    pub(crate) fn push(&mut self, seq: u64, entries: Vec<Entry>) {
+    /// Adds the `entries` of part `part` of journal record `seq` (contiguous, checked against
+    /// the log): the operation keeps them, the view a copy of each (a few reference counts, not
+    /// the bytes).
+    pub(crate) fn push(&mut self, seq: u64, part: u32, entries: Vec<Entry>) {
         let Some(e0) = entries.first() else { return };
         let i = e0.index;
         if !self.entries.is_empty() && i >= self.start {
@@ -76,7 +79,7 @@ impl Tail {
             .iter()
             .map(|e| (e.data.len() + e.context.len()) as u64)
             .sum::<u64>();
-        self.ops.push_back(Op { seq, entries });
+        self.ops.push_back(Op { seq, part, entries });
     }
 
     /// Takes the operations, oldest first, and empties the tail.
@@ -107,7 +110,7 @@ impl Tail {
                 break;
             };
             taken += size(&next.entries);
-            op.seq = next.seq;
+            (op.seq, op.part) = (next.seq, next.part);
             op.entries.extend(next.entries);
         }
         self.bytes -= taken;
@@ -134,9 +137,9 @@ impl Tail {
         self.start += drop as u64;
     }
 
-    /// The sequence number of the oldest operation.
-    pub(crate) fn first_seq(&self) -> Option<u64> {
-        self.ops.front().map(|o| o.seq)
+    /// The record and part of the oldest operation.
+    pub(crate) fn first_pos(&self) -> Option<(u64, u32)> {
+        self.ops.front().map(|o| (o.seq, o.part))
     }
 
     /// The term of `index`, if the tail holds it.

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::proto::{EngineGroupRecord, HardStateRecord, SnapshotRecord};
 use crate::store::terms::TermRuns;
 
-use super::{Both, Change, Group, GroupFiles, GroupLog};
+use super::{Both, Change, Group, GroupFiles, GroupLog, JournalPos};
 
 impl Group {
     /// Applies `change` (part of journal record `seq`), which was checked against the log (or
@@ -52,7 +52,8 @@ impl Group {
                 shared.unwritten.lock().push(self.id);
             }
             let before = log.tail.bytes();
-            log.tail.push(seq, std::mem::take(&mut change.entries));
+            log.tail
+                .push(seq, change.part, std::mem::take(&mut change.entries));
             let figure = crate::engine::checkpoint::group_write_bytes(self.id);
             if before < figure && log.tail.bytes() >= figure {
                 shared
@@ -61,7 +62,9 @@ impl Group {
             }
         }
         apply_meta(log, change);
-        log.applied_seq = log.applied_seq.max(seq);
+        if (seq, change.part) > (log.applied_seq, log.applied_parts) {
+            (log.applied_seq, log.applied_parts) = (seq, change.part);
+        }
     }
 
     /// [`Group::apply`] of a change that touches the files.
@@ -76,7 +79,13 @@ impl Group {
         let before = log.tail.bytes();
         let r = (|| {
             if let Some(rec) = change.snapshot {
-                self.install(shared, log, files, rec, seq)?;
+                self.install(
+                    shared,
+                    log,
+                    files,
+                    rec,
+                    JournalPos::before(seq, change.part),
+                )?;
             }
             self.apply_log(shared, log, change, seq);
             if let Some(index) = change.truncate {
@@ -126,15 +135,16 @@ impl Group {
     }
 
     /// Installs a snapshot (its file written and durable): the meta page naming it (and the
-    /// journal replayed from its record on) is made durable first, then every log file goes
-    /// (as `DiskStorage` does).
+    /// journal replayed from the install's part on, `at`: the parts before it in its record
+    /// are reflected, their entries replaced by it) is made durable first, then every log file
+    /// goes (as `DiskStorage` does).
     fn install(
         &self,
         shared: &Shared,
         log: &mut GroupLog,
         files: &mut GroupFiles,
         rec: &SnapshotRecord,
-        seq: u64,
+        at: JournalPos,
     ) -> Result<()> {
         // The entries before it are replaced: the tail goes with the files.
         let _ = log.tail.take();
@@ -145,7 +155,8 @@ impl Group {
         shared.journal.lock().sync()?;
         let mut record = log.meta.clone();
         record.engine = Some(EngineGroupRecord {
-            journal_seq: seq - 1,
+            journal_seq: at.seq,
+            journal_parts: at.parts,
             last_index: rec.index,
             tail_payload_end: 0,
             incarnation: self.incarnation,
@@ -168,13 +179,13 @@ impl Group {
         let _w = self.writing.lock();
         let mut lg = self.log.write();
         let log = lg.as_mut().ok_or_else(|| self.closed())?;
-        let first_seq = log.tail.first_seq();
+        let first = log.tail.first_pos();
         let before = log.tail.bytes();
         let Some(op) = log.tail.pop(max_bytes) else {
             return Ok(false);
         };
         shared.account_tail(before, log.tail.bytes());
-        let op_seq = first_seq.unwrap_or(op.seq);
+        let (op_seq, op_part) = first.unwrap_or((op.seq, op.part));
         let start = op.entries.first().map_or(0, |e| e.index);
         let mut fg = self.files.write();
         let files = fg.as_mut().ok_or_else(|| self.closed())?;
@@ -185,12 +196,15 @@ impl Group {
         if let Some(id) = destructive {
             // An overwrite that removes files the durable meta page relies on: first a durable
             // meta page that does not (the log as ending just before the overwrite, the journal
-            // replayed from the overwrite's record on). Done with both halves held (rare).
+            // replayed from the overwrite's part on: the parts before it in its record are in
+            // the files, up to where it cuts them). Done with both halves held (rare).
             shared.journal.lock().sync()?;
             files.wal.flush()?;
             let mut record = log.meta.clone();
+            let at = JournalPos::before(op_seq, op_part);
             record.engine = Some(EngineGroupRecord {
-                journal_seq: op_seq - 1,
+                journal_seq: at.seq,
+                journal_parts: at.parts,
                 last_index: start - 1,
                 tail_payload_end: files.wal.payload_end_of(id),
                 incarnation: self.incarnation,
@@ -287,7 +301,7 @@ impl Group {
                 }
                 shared.journal.lock().sync()?;
                 files.wal.flush()?;
-                let at = reflected_seq(shared, log);
+                let at = reflected_pos(shared, log);
                 let record = files.meta_record(&log.meta, at, self.incarnation);
                 files.store_durable(&record)?;
                 log.dirty = false;
@@ -304,18 +318,24 @@ impl Group {
 /// The journal position a group's state reflects while its log is held (with an empty tail,
 /// its files hold that state): every record up to the engine's applied position is applied to
 /// it (a commit publishes its position after all its parts), and of the record being applied
-/// now, the one after, some parts may be and others not (a commit holds one group for one
-/// part at a time, and a record may hold several parts for a group). So that record is not
-/// reflected: replay applies it again, the parts already in the files included (an overwrite
-/// with the same entries, the same meta changes).
-pub(crate) fn reflected_seq(shared: &Shared, log: &GroupLog) -> u64 {
+/// now, the one after, the parts for the group applied so far (a commit holds one group for
+/// one part at a time, and a record may hold several parts for a group): replay applies the
+/// rest of that record's parts, and only those (applied again, an earlier part could conflict
+/// with what a later one left: entries past an install or an overwrite below them).
+pub(crate) fn reflected_pos(shared: &Shared, log: &GroupLog) -> JournalPos {
     let engine = shared
         .applied_seq
         .load(std::sync::atomic::Ordering::Acquire);
     if log.applied_seq > engine {
-        log.applied_seq - 1
+        JournalPos {
+            seq: log.applied_seq - 1,
+            parts: log.applied_parts,
+        }
     } else {
-        engine
+        JournalPos {
+            seq: engine,
+            parts: 0,
+        }
     }
 }
 

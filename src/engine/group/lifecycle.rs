@@ -17,7 +17,7 @@ use crate::store::snap_build::Builds;
 use crate::store::wal::Wal;
 use crate::sys::fsutil;
 
-use super::{Group, GroupFiles, GroupLog};
+use super::{Group, GroupFiles, GroupLog, JournalPos};
 /// Creates group `group_id` under the engine root, durably: its directory is made under a
 /// temporary name with its meta page, then renamed into place.
 pub(crate) fn create(
@@ -68,7 +68,10 @@ pub(crate) fn create(
         meta,
         wal,
         meta_file,
-        journal_seq,
+        JournalPos {
+            seq: journal_seq,
+            parts: 0,
+        },
         (1, 0),
         None,
     ))
@@ -84,7 +87,7 @@ pub(crate) fn assemble(
     meta: MetaRecord,
     wal: Wal,
     meta_file: MetaFile,
-    durable_seq: u64,
+    durable: JournalPos,
     durable_files: (u64, u64),
     files_last_term: Option<u64>,
 ) -> Group {
@@ -105,13 +108,16 @@ pub(crate) fn assemble(
             files_last_term,
             terms: None,
             dirty: false,
-            applied_seq: durable_seq,
+            // The last part applied, as the page's position says (module `apply`).
+            applied_seq: durable.last_needed(),
+            applied_parts: durable.parts,
             ints_dirty: false,
         })),
         files: RwLock::new(Some(GroupFiles {
             wal,
             meta_file,
-            durable_seq,
+            durable_seq: durable.seq,
+            durable_parts: durable.parts,
             durable_files,
             captured_files: None,
         })),

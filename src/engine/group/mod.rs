@@ -33,7 +33,7 @@ use crate::store::wal::Wal;
 mod apply;
 mod lifecycle;
 
-pub(crate) use apply::reflected_seq;
+pub(crate) use apply::reflected_pos;
 pub(crate) use lifecycle::{assemble, create, remove};
 
 /// One group of an engine.
@@ -63,6 +63,46 @@ pub(crate) struct Group {
     pub builds: Builds,
 }
 
+/// A position in the journal as a group's meta page records it: every record up to `seq`, and
+/// of record `seq + 1` the first `parts` parts for the group (a record may hold several parts
+/// for one group, and a page may be stored between two of them: replay skips the parts a page
+/// reflects and applies the rest; docs/FORMAT.md, `journal_parts`).
+/// Positions order as `(seq, parts)` do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct JournalPos {
+    pub seq: u64,
+    pub parts: u32,
+}
+
+impl JournalPos {
+    /// The position a group's meta page records.
+    pub(crate) fn of_page(eng: &EngineGroupRecord) -> JournalPos {
+        JournalPos {
+            seq: eng.journal_seq,
+            parts: eng.journal_parts,
+        }
+    }
+
+    /// The position just before part `part` (from 1) of record `seq`.
+    pub(crate) fn before(seq: u64, part: u32) -> JournalPos {
+        JournalPos {
+            seq: seq.saturating_sub(1),
+            parts: part.saturating_sub(1),
+        }
+    }
+
+    /// Whether part `part` (from 1) of record `seq` for the group is reflected at this position.
+    pub(crate) fn reflects(&self, seq: u64, part: u32) -> bool {
+        seq <= self.seq || (seq == self.seq.saturating_add(1) && part <= self.parts)
+    }
+
+    /// The last record the position needs the journal to hold (the record after `seq` when it
+    /// reflects some of its parts).
+    pub(crate) fn last_needed(&self) -> u64 {
+        self.seq.saturating_add(u64::from(self.parts > 0))
+    }
+}
+
 /// A group's log as raft sees it.
 pub(crate) struct GroupLog {
     /// The meta record with every journaled change (hard state, conf state, snapshot, ids).
@@ -82,6 +122,9 @@ pub(crate) struct GroupLog {
     /// The last journal record applied to the group (or its meta page's position, if later):
     /// the group's state reflects every record up to it that names the group, and none after.
     pub applied_seq: u64,
+    /// Of record `applied_seq`, the parts for the group applied (a record may hold several;
+    /// 0 when its meta page's position is a whole record).
+    pub applied_parts: u32,
     /// Raft id, group id or checkpoint changed (`set_uint`) since they were last journaled.
     pub ints_dirty: bool,
 }
@@ -90,8 +133,10 @@ pub(crate) struct GroupLog {
 pub(crate) struct GroupFiles {
     pub wal: Wal,
     pub meta_file: MetaFile,
-    /// The journal position the group's durable meta page reflects.
+    /// The journal position the group's durable meta page reflects: every record up to
+    /// `durable_seq`, and the first `durable_parts` parts for the group of the record after.
     pub durable_seq: u64,
+    pub durable_parts: u32,
     /// Ids of the log files the durable meta page relies on (`first > last`: none).
     pub durable_files: (u64, u64),
     /// Ids of the log files that a meta record captured by a running checkpoint relies on,
@@ -110,6 +155,8 @@ pub(crate) struct Change<'a> {
     pub conf_state: Option<ConfStateRecord>,
     pub ints: Option<[u64; 3]>,
     pub truncate: Option<u64>,
+    /// Which of its record's parts for the group this is, from 1, in the record's order.
+    pub part: u32,
 }
 
 impl GroupLog {
@@ -166,10 +213,11 @@ impl GroupFiles {
     }
 
     /// The engine fields of the meta page for the files as they are now, reflecting the journal
-    /// up to `journal_seq`.
-    fn engine_record(&self, journal_seq: u64, incarnation: u64) -> EngineGroupRecord {
+    /// up to `at` ([`JournalPos`]).
+    fn engine_record(&self, at: JournalPos, incarnation: u64) -> EngineGroupRecord {
         EngineGroupRecord {
-            journal_seq,
+            journal_seq: at.seq,
+            journal_parts: at.parts,
             last_index: self.wal.last(),
             tail_payload_end: self.wal.tail_payload_end(),
             incarnation,
@@ -181,11 +229,11 @@ impl GroupFiles {
     pub(crate) fn meta_record(
         &self,
         meta: &MetaRecord,
-        journal_seq: u64,
+        at: JournalPos,
         incarnation: u64,
     ) -> MetaRecord {
         let mut m = meta.clone();
-        m.engine = Some(self.engine_record(journal_seq, incarnation));
+        m.engine = Some(self.engine_record(at, incarnation));
         m
     }
 
@@ -194,6 +242,7 @@ impl GroupFiles {
         self.meta_file.store(record)?;
         if let Some(e) = &record.engine {
             self.durable_seq = e.journal_seq;
+            self.durable_parts = e.journal_parts;
             self.durable_files = (self.wal.file_ids().0, e.last_file_id);
         }
         Ok(())

@@ -17,7 +17,7 @@ use super::group::GroupDisk;
 use super::report::GroupJournalInfo;
 use super::root::Journaled;
 use crate::engine::replayed::{self, LogShape};
-use crate::engine::scan::Part;
+use crate::engine::scan::{JournalPos, Part};
 use crate::error::Error;
 use crate::proto::{HardStateRecord, MetaRecord};
 
@@ -27,8 +27,10 @@ use crate::proto::{HardStateRecord, MetaRecord};
 #[derive(Default)]
 pub(super) struct Replay {
     incarnation: u64,
-    /// The journal record the group's meta page reflects.
-    durable_seq: u64,
+    /// The journal position the group's meta page reflects.
+    page: JournalPos,
+    /// The record whose parts for the group are being numbered, and the parts seen of it.
+    numbering: (u64, u32),
     pub(super) meta: MetaRecord,
     /// The log in numbers, as open's replay follows it (its snapshot index is `meta`'s).
     pub(super) shape: LogShape,
@@ -43,7 +45,7 @@ impl Replay {
     pub(super) fn new(d: &GroupDisk, keep: bool) -> Replay {
         Replay {
             incarnation: d.eng.incarnation,
-            durable_seq: d.eng.journal_seq,
+            page: JournalPos::of_page(&d.eng),
             shape: LogShape::new(d.meta.snapshot.as_ref().map_or(0, |s| s.index), d.wal_last),
             meta: d.meta.clone(),
             kept: keep.then(Vec::new),
@@ -83,7 +85,12 @@ impl Replay {
             }
             Ok(true) => {}
         }
-        if rec.seq <= self.durable_seq {
+        // Numbered as open numbers a record's parts for a group (`engine::recovery::replay`).
+        if self.numbering.0 != rec.seq {
+            self.numbering = (rec.seq, 0);
+        }
+        self.numbering.1 += 1;
+        if self.page.reflects(rec.seq, self.numbering.1) {
             self.info.parts_in_files += 1;
             return;
         }

@@ -17,7 +17,7 @@ use super::group::{check_cleared, read_group, GroupRead};
 use super::is_damage;
 use super::replay::Replay;
 use crate::engine::replayed;
-use crate::engine::scan::{self, JournalScan, Part, RecordAt};
+use crate::engine::scan::{self, JournalPos, JournalScan, Part, RecordAt};
 use crate::error::{Error, Result};
 use crate::proto::EngineRecord;
 use crate::store::log_file::{Access, LogFile};
@@ -292,20 +292,21 @@ fn page_past_journal(
     let Some(d) = groups
         .values()
         .filter_map(|g| g.disk.as_ref().ok())
-        .filter(|d| d.eng.journal_seq > last)
-        .max_by_key(|d| d.eng.journal_seq)
+        .filter(|d| JournalPos::of_page(&d.eng).last_needed() > last)
+        .max_by_key(|d| JournalPos::of_page(&d.eng).last_needed())
     else {
         return Ok(None);
     };
     let (now, _) = meta::read_only::<EngineRecord>(root, None)?;
     let again = scan::scan(&journal.dir, now.checkpoint_seq, cipher, &mut |_| Ok(()))?;
-    if again.damage.is_none() && d.eng.journal_seq < again.next_seq {
+    let needed = JournalPos::of_page(&d.eng).last_needed();
+    if again.damage.is_none() && needed < again.next_seq {
         return Ok(None);
     }
     Ok(Some(scan::page_past_end(
         &journal.dir,
         &d.dir.join(meta::META_FILE),
-        d.eng.journal_seq,
+        needed,
         last,
     )))
 }
