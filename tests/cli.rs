@@ -650,6 +650,69 @@ fn verify_names_the_damaged_file_and_offset_with_exit_code_1() {
     ok(&["dump", p(&dir), "--from", "44990", "--to", "44999"]);
 }
 
+/// With the key, `verify` authenticates every sealed payload, as a read does: a ciphertext byte
+/// flipped with its slot CRC fixed up is damage (exit code 1) naming the file, slot and index,
+/// and `dump` refuses the entry rather than printing it. Review 33 found `verify` checking the
+/// CRC only: it passed (exit 0) a store whose entry 2 the node could not read.
+#[test]
+fn verify_with_the_key_names_an_entry_that_fails_authentication() {
+    let tmp = TempDir::new().unwrap();
+    let key = [0x42u8; 32];
+    let key_file = tmp.path().join("key");
+    fs::write(&key_file, hex(&key)).unwrap();
+    let k = p(&key_file);
+    let dir = tmp.path().join("wal");
+    let opts = || Options {
+        encryption_key: Some(key),
+        ..Default::default()
+    };
+    let store = DiskStorage::open_with(&dir, opts()).unwrap();
+    let es: Vec<Entry> = (1..=3).map(|i| command_entry(i, 1)).collect();
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = 3;
+    store.save(&hs, &es, &Snapshot::default()).unwrap();
+    store.close().unwrap();
+    assert!(ok(&["verify", p(&dir), "--key-file", k]).contains("3 entries"));
+
+    let wal = dir.join(layout::log_name(1));
+    let mut bytes = fs::read(&wal).unwrap();
+    let (at, _) = layout::sealed_payload(&bytes, 1);
+    bytes[(at + layout::SEALED_CIPHERTEXT_AT) as usize] ^= 0x01;
+    layout::fix_sealed_slot_crc(&mut bytes, 1);
+    fs::write(&wal, &bytes).unwrap();
+    // The node cannot read entry 2.
+    let store = DiskStorage::open_with(&dir, opts()).unwrap();
+    assert!(store
+        .entries(2, 3, None, GetEntriesContext::empty(false))
+        .is_err());
+    store.close().unwrap();
+
+    let err = fails(&["verify", p(&dir), "--key-file", k], 1);
+    assert!(
+        err.contains(&format!("{} at offset {at}", wal.display()))
+            && err.contains("slot 1 (index 2)")
+            && err.contains("fails authentication"),
+        "{err}"
+    );
+    fails(&["verify", p(&dir), "--key-file", k, "--json"], 1);
+    let run = raftwal(&["dump", p(&dir), "--key-file", k]);
+    assert_eq!(
+        run.code, 1,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stderr.contains("index 2") && run.stderr.contains("fails authentication"),
+        "{}",
+        run.stderr
+    );
+    let printed: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(printed.len(), 1, "{}", run.stdout);
+    assert!(printed[0].starts_with("index=1 "), "{}", run.stdout);
+    assert!(ok(&["dump", p(&dir), "--key-file", k, "--from", "3"]).starts_with("index=3 "));
+}
+
 #[test]
 fn verify_reports_a_damaged_snapshot_file() {
     let tmp = TempDir::new().unwrap();

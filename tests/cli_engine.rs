@@ -1603,6 +1603,65 @@ fn an_encrypted_root_is_read_with_its_key() {
     assert!(run.stderr.contains("raftwal: "), "{}", run.stderr);
 }
 
+/// With the key, `verify ROOT` (and `--group`) authenticates every sealed payload of every
+/// group, as a read does: a ciphertext byte of group 1's entry 30 flipped with its slot CRC fixed
+/// up is damage (exit code 1) naming the file, slot and index, and `dump --group 1` refuses the
+/// entry. Review 33 found verify checking the CRC only, so it passed such a root.
+#[test]
+fn verify_root_with_the_key_names_a_group_entry_that_fails_authentication() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("root");
+    crash_image(&root, Some(KEY), None);
+    let key_file = tmp.path().join("key");
+    fs::write(&key_file, KEY).unwrap();
+    let k = p(&key_file);
+    ok(&["verify", p(&root), "--key-file", k]);
+
+    let wal = root.join("groups/1").join(layout::log_name(1));
+    let mut bytes = fs::read(&wal).unwrap();
+    let (at, _) = layout::sealed_payload(&bytes, 29);
+    bytes[(at + layout::SEALED_CIPHERTEXT_AT) as usize] ^= 0x01;
+    layout::fix_sealed_slot_crc(&mut bytes, 29);
+    fs::write(&wal, &bytes).unwrap();
+
+    let named = |s: &str| {
+        s.contains(&format!("groups/1/00001.wal at offset {at}"))
+            && s.contains("slot 29 (index 30)")
+            && s.contains("fails authentication")
+    };
+    for args in [
+        vec!["verify", p(&root), "--key-file", k],
+        vec!["verify", p(&root), "--key-file", k, "--group", "1"],
+    ] {
+        let run = fails(&args, 1);
+        assert!(named(&run.stderr), "{args:?}: {}", run.stderr);
+    }
+    let run = fails(&["verify", p(&root), "--key-file", k, "--json"], 1);
+    let doc = json(&run.stdout);
+    let damage = group(&doc, 1)["damage"].as_array().unwrap();
+    assert!(
+        damage.iter().any(|d| named(d.as_str().unwrap())),
+        "{damage:?}"
+    );
+    ok(&["verify", p(&root), "--key-file", k, "--group", "2"]);
+    let run = fails(&["dump", p(&root), "--group", "1", "--key-file", k], 1);
+    assert!(
+        run.stderr.contains("index 30") && run.stderr.contains("fails authentication"),
+        "{}",
+        run.stderr
+    );
+    ok(&[
+        "dump",
+        p(&root),
+        "--group",
+        "1",
+        "--key-file",
+        k,
+        "--from",
+        "31",
+    ]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // beside a live engine
 // ---------------------------------------------------------------------------------------------

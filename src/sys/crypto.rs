@@ -10,7 +10,7 @@
 //! failed, or seal without a fresh nonce.
 
 use aes_gcm::aead::{Aead, AeadCore, AeadInPlace, KeyInit, OsRng, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 
 /// Bytes a sealed message adds to its plaintext: nonce and tag.
 pub(crate) const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
@@ -71,6 +71,26 @@ impl Cipher {
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
             .ok()
     }
+
+    /// Whether a sealed message opens, as [`Cipher::open`] would, with its plaintext discarded:
+    /// the check `verify` makes of every sealed payload. `scratch` holds the ciphertext while it
+    /// is checked (pass the same buffer for every message, to spare an allocation each); it is
+    /// left empty.
+    pub(crate) fn authenticates(&self, aad: &[u8], sealed: &[u8], scratch: &mut Vec<u8>) -> bool {
+        if sealed.len() < OVERHEAD {
+            return false;
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        scratch.clear();
+        scratch.extend_from_slice(ct);
+        let ok = self
+            .aead
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, scratch, Tag::from_slice(tag))
+            .is_ok();
+        scratch.clear();
+        ok
+    }
 }
 
 #[cfg(test)]
@@ -88,6 +108,14 @@ mod tests {
         t[NONCE_LEN] ^= 1;
         assert_eq!(c.open(b"aad", &t), None);
         assert_eq!(Cipher::new(&[8; 32]).open(b"aad", &s), None);
+        // authenticates() agrees with open(), the scratch buffer reused and left empty.
+        let mut scratch = Vec::new();
+        assert!(c.authenticates(b"aad", &s, &mut scratch));
+        assert!(scratch.is_empty());
+        assert!(!c.authenticates(b"other", &s, &mut scratch));
+        assert!(!c.authenticates(b"aad", &t, &mut scratch));
+        assert!(!c.authenticates(b"aad", &s[..OVERHEAD - 1], &mut scratch));
+        assert!(!Cipher::new(&[8; 32]).authenticates(b"aad", &s, &mut scratch));
         // A fresh nonce every time: the same plaintext never seals the same way twice.
         assert_ne!(c.seal(b"aad", &[b"x"]), c.seal(b"aad", &[b"x"]));
     }

@@ -3,8 +3,9 @@
 //!
 //! Owns: opening a directory without the lock and without changing a byte (files opened
 //! read-only, nothing created, removed or repaired), a summary of what is there, a full check of
-//! every checksum, and reads of entries and of the snapshot. Must never: write, create, rename or
-//! remove anything; it describes damage instead (the tail's damage in `Summary::tail_damage`).
+//! every checksum (and, with the key, of every seal), and reads of entries and of the snapshot.
+//! Must never: write, create, rename or remove anything; it describes damage instead (the tail's
+//! damage in `Summary::tail_damage`).
 //!
 //! It reads the directory as open would in `TolerateTailCorruption` mode, so a damaged tail is
 //! reported rather than refused; anything open would refuse in every mode is an error here too.
@@ -238,7 +239,8 @@ impl From<&Copies> for MetaCopiesInfo {
 pub struct VerifyReport {
     /// Log files checked.
     pub files_checked: u64,
-    /// Entries whose slot and payload checksums were checked.
+    /// Entries whose slot and payload checksums were checked (and, in an encrypted store,
+    /// whose sealed payloads were authenticated).
     pub entries_checked: u64,
     /// Payload bytes checked.
     pub payload_bytes_checked: u64,
@@ -389,15 +391,18 @@ impl Inspector {
 
     /// Checks every checksum: every slot and payload of every file up to the end of the log
     /// (entries at or below the snapshot index included), the snapshot file to its last byte,
-    /// and both copies of the meta state. `progress` is told how many bytes were checked as it
+    /// and both copies of the meta state. In an encrypted store (opened with its key) every
+    /// sealed payload is opened too, as a read opens it, and every snapshot chunk: what fails
+    /// authentication is damage. `progress` is told how many bytes were checked as it
     /// goes. The first damage is the error, naming the file and offset; damage that ends the
     /// log counts (open would cut the log there, or refuse it), and so does a damaged copy of
     /// the meta state that open does not use.
     pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
+        let mut scratch = Vec::new();
         for (f, info) in self.files.iter().zip(&self.summary.files) {
             for k in 0..info.entries as u32 {
-                let c = f.verify_slot(k)?;
+                let c = f.verify_entry(k, &mut scratch)?;
                 let bytes = c.payload_end - c.slot.offset;
                 report.entries_checked += 1;
                 report.payload_bytes_checked += bytes;

@@ -154,6 +154,29 @@ pub fn slot_data_len(slot: &[u8]) -> u64 {
     u64::from(u32::from_le_bytes(slot[at..at + 4].try_into().unwrap()))
 }
 
+/// The extent `[offset, end)` of slot `k`'s sealed payload in a log file's bytes: the context
+/// length C (u32) at its offset, then nonce, D + C ciphertext bytes (D from the slot) and tag.
+pub fn sealed_payload(file: &[u8], k: u64) -> (u64, u64) {
+    let slot = &file[slot_at(k) as usize..slot_at(k + 1) as usize];
+    let at = slot_payload_offset(slot);
+    let c = &file[at as usize..(at + CONTEXT_LEN_LEN) as usize];
+    let ctx_len = u64::from(u32::from_le_bytes(c.try_into().unwrap()));
+    let end = at + SEALED_CIPHERTEXT_AT + slot_data_len(slot) + ctx_len + TAG_LEN;
+    (at, end)
+}
+
+/// Rewrites slot `k`'s CRC32C (its bytes `[0, SLOT_CRC_AT)`, then its sealed payload) to match
+/// what the file holds now: a forgery anyone can make, no key needed.
+pub fn fix_sealed_slot_crc(file: &mut [u8], k: u64) {
+    let (at, end) = sealed_payload(file, k);
+    let slot = slot_at(k) as usize;
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&file[slot..slot + SLOT_CRC_AT as usize]),
+        &file[at as usize..end as usize],
+    );
+    file[slot + SLOT_CRC_AT as usize..slot + SLOT_LEN as usize].copy_from_slice(&crc.to_le_bytes());
+}
+
 // ---------------------------------------------------------------------------------------------
 // snap/<term>-<index>.snap
 // ---------------------------------------------------------------------------------------------

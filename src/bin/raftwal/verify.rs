@@ -1,5 +1,7 @@
 //! `raftwal verify DIR [--json]`: checks every checksum — every slot and payload of every log
 //! file, and the snapshot file to its last byte — and names the first damage by file and offset.
+//! An encrypted store needs its key (`--key-file`; without it the command is refused, exit code
+//! 2), and with it every sealed payload and snapshot chunk is authenticated, as reads do.
 //!
 //! On an engine root, `raftwal verify ROOT [--group ID] [--json]` checks `engine.meta`, the
 //! journal and every group (or one), and reports every damage it finds (module `engine`).

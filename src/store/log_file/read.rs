@@ -1,10 +1,12 @@
-//! The read path of a `LogFile`: decoding and range-checking slots, verifying their CRC32C, the
-//! per-file "verified" watermark, and entries built as zero-copy views of the map.
+//! The read path of a `LogFile`: decoding and range-checking slots, verifying their CRC32C (and,
+//! for the tools' `verify`, opening sealed payloads without building entries), the per-file
+//! "verified" watermark, and entries built as zero-copy views of the map.
 //!
 //! Owns: what a slot must satisfy to be read, and the errors that name a bad one. Must never:
 //! write a byte of the file (only `set_recovered`, at open, moves the payload end), or decide
 //! what a damaged slot means for the log (that is `wal` and `recovery`).
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -158,6 +160,37 @@ impl LogFile {
 
     /// Range checks and the CRC32C of slot `k` and its payload.
     pub(crate) fn verify_slot(&self, k: u32) -> Result<CheckedSlot> {
+        self.checked_payload(k).map(|(c, _)| c)
+    }
+
+    /// Everything a read of slot `k` checks: [`LogFile::verify_slot`], and in a sealed file the
+    /// payload opened (authenticated) with the file's cipher, its plaintext discarded. What the
+    /// tools' `verify` runs on every entry; `scratch` is the cipher's working buffer (pass the
+    /// same one for every slot). A payload that fails to open is damage naming the slot.
+    pub(crate) fn verify_entry(&self, k: u32, scratch: &mut Vec<u8>) -> Result<CheckedSlot> {
+        let (c, payload) = self.checked_payload(k)?;
+        let Some(cipher) = &self.cipher else {
+            return Ok(c);
+        };
+        // The sealed message follows the context length (check_slot laid it out so).
+        let sealed = payload
+            .get((c.data_end - c.slot.offset) as usize..)
+            .unwrap_or_default();
+        if cipher.authenticates(&entry_aad(&c.slot), sealed, scratch) {
+            return Ok(c);
+        }
+        Err(Error::corrupt(
+            &self.path,
+            c.slot.offset,
+            format!(
+                "slot {k} (index {}): sealed payload [{}, {}) fails authentication (altered, or sealed under another key)",
+                c.slot.index, c.slot.offset, c.payload_end
+            ),
+        ))
+    }
+
+    /// [`LogFile::verify_slot`], with the payload it checked.
+    fn checked_payload(&self, k: u32) -> Result<(CheckedSlot, Cow<'_, [u8]>)> {
         let c = self.check_slot(k)?;
         let b = self.slot_bytes(k);
         // The checks above put the payload inside the file.
@@ -178,7 +211,7 @@ impl LogFile {
                 ),
             ));
         }
-        Ok(c)
+        Ok((c, payload))
     }
 
     /// Slots `[0, n)` are known good and the next payload goes at `payload_end` (what recovery

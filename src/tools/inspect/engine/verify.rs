@@ -1,7 +1,8 @@
 //! `EngineInspector::verify`: every checksum of an engine root, and the report of what was
 //! found: both copies of `engine.meta`, the journal's records (checked as `root` read them), every
-//! part against its group, and each group's meta copies, slots, payloads and snapshot file, with
-//! the bytes read reported to a progress callback.
+//! part against its group, and each group's meta copies, slots, payloads (in an encrypted root,
+//! each sealed payload opened, as a read opens it) and snapshot file, with the bytes read
+//! reported to a progress callback.
 //!
 //! Owns: what `verify` lists as damage (each naming its file and offset) and telling damage from
 //! a group a live engine changed while it was checked. Must never: stop at the first damage,
@@ -47,8 +48,8 @@ impl EngineInspector {
     /// Checks everything: both copies of `engine.meta`, every record of every live journal
     /// segment (checksum, sequence, framing), every journal part against the group it names,
     /// and every group as `verify DIR` checks a directory (both meta copies, every slot and
-    /// payload of every file up to the end its meta page records, the snapshot file to its last
-    /// byte). A group's files lagging its journal is not damage. Damage does not stop the
+    /// payload of every file up to the end its meta page records, each sealed payload opened
+    /// with the key, the snapshot file to its last byte). A group's files lagging its journal is not damage. Damage does not stop the
     /// check: the report lists all of it, each naming its file and offset.
     ///
     /// When damage is found in a root marked open (a live engine may have changed a file
@@ -149,6 +150,7 @@ impl EngineInspector {
             Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => Ok(e),
             e => Err(e),
         };
+        let mut scratch = Vec::new();
         for f in &disk.files {
             let file = match LogFile::open(&f.path, f.id, Access::ReadOnly, self.cipher.as_ref()) {
                 Ok(file) => file,
@@ -158,7 +160,7 @@ impl EngineInspector {
                 }
             };
             for k in 0..f.entries as u32 {
-                match file.verify_slot(k) {
+                match file.verify_entry(k, &mut scratch) {
                     Ok(s) => {
                         let bytes = s.payload_end - s.slot.offset;
                         c.entries_checked += 1;
