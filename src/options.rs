@@ -1,6 +1,10 @@
 //! How a `DiskStorage` is opened: durability, recovery strictness, encryption.
 //!
-//! Owns: the option values and their defaults. Must never: hold state that changes after open.
+//! Owns: the option values and their defaults, and how an encryption key is shown in Debug
+//! output (never its bytes: `Some(<redacted>)`, for `EngineOptions` too). Must never: hold state
+//! that changes after open.
+
+use std::fmt;
 
 /// What open does when the tail of the log is damaged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -14,8 +18,8 @@ pub enum RecoveryMode {
     AbsoluteConsistency,
 }
 
-/// Options for [`crate::DiskStorage::open_with`].
-#[derive(Clone, Debug)]
+/// Options for [`crate::DiskStorage::open_with`]. Debug shows every field but the key's bytes.
+#[derive(Clone)]
 pub struct Options {
     /// `true` (default): every mutating call returns only after its writes are on disk.
     /// `false`: nothing is flushed until [`crate::DiskStorage::sync`] (or close/drop).
@@ -42,5 +46,37 @@ impl Default for Options {
             encryption_key: None,
             recycle_log_files: true,
         }
+    }
+}
+
+/// Every field; the key only as present or not (a node's options in a log line or a panic
+/// message must not carry it). Destructured, so that a new field fails to build until it is
+/// shown here.
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Options {
+            sync_writes,
+            recovery_mode,
+            encryption_key,
+            recycle_log_files,
+        } = self;
+        f.debug_struct("Options")
+            .field("sync_writes", sync_writes)
+            .field("recovery_mode", recovery_mode)
+            .field("encryption_key", &RedactedKey(encryption_key))
+            .field("recycle_log_files", recycle_log_files)
+            .finish()
+    }
+}
+
+/// An optional encryption key in Debug output: `Some(<redacted>)` or `None`.
+pub(crate) struct RedactedKey<'a>(pub(crate) &'a Option<[u8; 32]>);
+
+impl fmt::Debug for RedactedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Some(_) => "Some(<redacted>)",
+            None => "None",
+        })
     }
 }

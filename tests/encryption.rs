@@ -538,3 +538,50 @@ fn verify_with_the_key_authenticates_every_entry() {
     std::fs::write(&wal, &original).unwrap();
     verify(dir.path()).unwrap();
 }
+
+/// `Options` and `EngineOptions` print every field in Debug but the key: `{:?}` of a node's
+/// configuration (a log line, a panic message) must not write it out. Review 33 found both
+/// deriving Debug, printing all 32 key bytes.
+#[test]
+fn options_debug_never_prints_the_key() {
+    let key: [u8; 32] = core::array::from_fn(|i| 200 + i as u8);
+    let listed = format!("{key:?}"); // "[200, 201, ..., 231]"
+    let listed = &listed[1..listed.len() - 1];
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let engine = raftwal::EngineOptions {
+        encryption_key: Some(key),
+        ..Default::default()
+    };
+    for (what, shown, fields) in [
+        (
+            "Options",
+            [format!("{:?}", keyed(key)), format!("{:#?}", keyed(key))],
+            &["sync_writes", "recovery_mode", "recycle_log_files"][..],
+        ),
+        (
+            "EngineOptions",
+            [format!("{engine:?}"), format!("{engine:#?}")],
+            &[
+                "sync_writes",
+                "recovery_mode",
+                "max_open_files",
+                "journal_segment_bytes",
+                "checkpoint_bytes",
+                "recovery_threads",
+            ][..],
+        ),
+    ] {
+        for s in shown {
+            assert!(
+                !s.contains(listed) && !s.contains(&hex) && !s.contains("231"),
+                "{what} prints the key: {s}"
+            );
+            assert!(s.contains("encryption_key: Some(<redacted>)"), "{s}");
+            for f in fields {
+                assert!(s.contains(f), "{what} leaves out {f}: {s}");
+            }
+        }
+    }
+    assert!(format!("{:?}", Options::default()).contains("encryption_key: None"));
+    assert!(format!("{:?}", raftwal::EngineOptions::default()).contains("encryption_key: None"));
+}

@@ -55,7 +55,7 @@ pub use batch::WriteBatch;
 pub use handle::GroupStorage;
 
 use crate::error::{Error, Result};
-use crate::options::RecoveryMode;
+use crate::options::{RecoveryMode, RedactedKey};
 use crate::proto::EngineRecord;
 use crate::store::meta::MetaFile;
 use crate::sys::crypto::Cipher;
@@ -68,8 +68,8 @@ pub(crate) const GROUPS_DIR: &str = "groups";
 /// Directory of the journal under an engine root.
 pub(crate) const JOURNAL_DIR: &str = "journal";
 
-/// How an [`Engine`] is opened.
-#[derive(Clone, Debug)]
+/// How an [`Engine`] is opened. Debug shows every field but the key's bytes.
+#[derive(Clone)]
 pub struct EngineOptions {
     /// `true` (default): [`Engine::write`] returns once every part of the batch is durable
     /// (one journal flush per commit, shared by concurrent callers). `false`: nothing is flushed
@@ -113,6 +113,31 @@ impl Default for EngineOptions {
             checkpoint_bytes: 64 << 20,
             recovery_threads: 16,
         }
+    }
+}
+
+/// Every field; the key only as present or not (as `Options` shows it). Destructured, so that a
+/// new field fails to build until it is shown here.
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let EngineOptions {
+            sync_writes,
+            recovery_mode,
+            encryption_key,
+            max_open_files,
+            journal_segment_bytes,
+            checkpoint_bytes,
+            recovery_threads,
+        } = self;
+        f.debug_struct("EngineOptions")
+            .field("sync_writes", sync_writes)
+            .field("recovery_mode", recovery_mode)
+            .field("encryption_key", &RedactedKey(encryption_key))
+            .field("max_open_files", max_open_files)
+            .field("journal_segment_bytes", journal_segment_bytes)
+            .field("checkpoint_bytes", checkpoint_bytes)
+            .field("recovery_threads", recovery_threads)
+            .finish()
     }
 }
 
