@@ -674,6 +674,9 @@ fn verify_with_the_key_names_an_entry_that_fails_authentication() {
     store.save(&hs, &es, &Snapshot::default()).unwrap();
     store.close().unwrap();
     assert!(ok(&["verify", p(&dir), "--key-file", k]).contains("3 entries"));
+    // Without the key verify is refused (the meta page is sealed), as docs/RELIABILITY.md says.
+    let err = fails(&["verify", p(&dir)], 2);
+    assert!(err.contains("encrypted"), "{err}");
 
     let wal = dir.join(layout::log_name(1));
     let mut bytes = fs::read(&wal).unwrap();

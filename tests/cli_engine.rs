@@ -1650,6 +1650,10 @@ fn verify_root_with_the_key_names_a_group_entry_that_fails_authentication() {
         "{}",
         run.stderr
     );
+    // The entries before it are printed, it is not.
+    let printed: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(printed.len(), 29, "{}", run.stdout);
+    assert!(printed[28].starts_with("index=29 "), "{}", run.stdout);
     ok(&[
         "dump",
         p(&root),
