@@ -1,20 +1,26 @@
-//! The `wal.meta` page: raft id, group id, checkpoint, hard state, conf state, snapshot metadata.
+//! The `wal.meta` page: raft id, group id, checkpoint, hard state, conf state, snapshot metadata
+//! (and, with the same layout, an engine root's `engine.meta`).
 //!
-//! Owns: the byte layout of `wal.meta` and its crash-atomic update. The file holds two copies
-//! ("regions") of the state, each with a sequence number and a CRC32C; an update writes the copy
-//! that does not hold the newest state, so a torn write can only damage the older copy, and on
-//! open the newest valid copy wins. Must never: overwrite the copy holding the newest durable
-//! state, or decide what the state means for the log (that is `storage`).
+//! Owns: the byte layout of `wal.meta` and its crash-atomic update, and whether its encryption
+//! fits the key it is opened with. The file holds two copies ("regions") of the state, each with
+//! a sequence number and a CRC32C; an update writes the copy that does not hold the newest
+//! state, so a torn write can only damage the older copy, and on open the newest valid copy
+//! wins. A store's or a root's page always exists, so its flag (bit 0: the record sealed) is
+//! what tells an encrypted store or root from a plaintext one: a sealed page without a key, a
+//! plaintext page with one, or a key that does not open the record is `Error::Encryption`
+//! naming the file. Must never: overwrite the copy holding the newest durable state, or decide
+//! what the state means for the log (that is `storage`).
 //!
 //! Region layout (little-endian), regions at offsets 0 and `file_len / 2`:
 //! ```text
 //! 0   magic "RWALMETA"      8
 //! 8   format version u32    4
-//! 12  flags u32             4   (0: plaintext)
+//! 12  flags u32             4   (bit 0: the record is sealed; 0: plaintext)
 //! 16  sequence u64          8   (newest valid copy wins)
 //! 24  record length u32     4
 //! 28  CRC32C u32            4   (over bytes [0, 28) and the record)
-//! 32  record                    (protobuf MetaRecord, proto/raftwal.proto)
+//! 32  record                    (protobuf MetaRecord or EngineRecord, proto/raftwal.proto;
+//!                               sealed: nonce, ciphertext, tag)
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -40,16 +46,32 @@ pub(crate) trait PageRecord: prost::Message + Default + Clone {
     const MAGIC: &'static [u8; 8];
     /// The file's name in its directory.
     const FILE: &'static str;
+    /// The start of a sealed record's associated data (then the sequence number): a record
+    /// sealed for one kind of page does not open as the other's.
+    const SEAL_LABEL: &'static [u8; 12];
+    /// Why a sealed page is refused when no key is given.
+    const SEALED_WITHOUT_KEY: &'static str = "the store is encrypted: open it with its key";
+    /// Why a plaintext page is refused when a key is given.
+    const PLAIN_WITH_KEY: &'static str =
+        "the store is not encrypted: refusing to open it with a key";
 }
 
 impl PageRecord for MetaRecord {
     const MAGIC: &'static [u8; 8] = b"RWALMETA";
     const FILE: &'static str = META_FILE;
+    const SEAL_LABEL: &'static [u8; 12] = b"raftwal-meta";
 }
 
 impl PageRecord for EngineRecord {
     const MAGIC: &'static [u8; 8] = b"RWALROOT";
     const FILE: &'static str = "engine.meta";
+    const SEAL_LABEL: &'static [u8; 12] = b"raftwal-root";
+    const SEALED_WITHOUT_KEY: &'static str =
+        "the engine root is encrypted (engine.meta is sealed): open it with its key";
+    // A root that an earlier raftwal made with a key has groups and journal segments sealed but
+    // an `engine.meta` in plaintext: nothing in it tells it from a plaintext root (with no
+    // group, nothing proves the key), so it is refused, and the message says so.
+    const PLAIN_WITH_KEY: &'static str = "the engine root is not encrypted (engine.meta is not sealed): refusing to open it with a key (a root made with a key by a raftwal that did not seal engine.meta looks the same, and this version does not open it: docs/FORMAT.md, \"Encryption\")";
 }
 /// Region flag: the record is sealed with the store's key (AES-256-GCM).
 const FLAG_ENCRYPTED: u32 = 1;
@@ -466,15 +488,16 @@ fn newest_copy<R: PageRecord>(
 fn record_body<R: PageRecord>(record: &R, seq: u64, cipher: Option<&Cipher>) -> Vec<u8> {
     let plain = record.encode_to_vec();
     match cipher {
-        Some(c) => c.seal(&meta_aad(seq), &[&plain]),
+        Some(c) => c.seal(&meta_aad::<R>(seq), &[&plain]),
         None => plain,
     }
 }
 
-/// Associated data of a sealed meta record: binds it to its sequence number.
-fn meta_aad(seq: u64) -> [u8; 20] {
+/// Associated data of a sealed meta record: binds it to its kind of page and its sequence
+/// number.
+fn meta_aad<R: PageRecord>(seq: u64) -> [u8; 20] {
     let mut aad = [0u8; 20];
-    aad[..12].copy_from_slice(b"raftwal-meta");
+    aad[..12].copy_from_slice(R::SEAL_LABEL);
     aad[12..].copy_from_slice(&seq.to_le_bytes());
     aad
 }
@@ -537,7 +560,7 @@ fn decode_region<R: PageRecord>(
         (false, None) => body,
         (true, Some(c)) => {
             plain = c
-                .open(&meta_aad(seq), body)
+                .open(&meta_aad::<R>(seq), body)
                 .ok_or_else(|| Error::Encryption {
                     path: path.to_path_buf(),
                     reason: "the key does not open the meta page (wrong key, or altered data)"
@@ -548,13 +571,13 @@ fn decode_region<R: PageRecord>(
         (true, None) => {
             return Err(Error::Encryption {
                 path: path.to_path_buf(),
-                reason: "the store is encrypted: open it with its key".to_string(),
+                reason: R::SEALED_WITHOUT_KEY.to_string(),
             })
         }
         (false, Some(_)) => {
             return Err(Error::Encryption {
                 path: path.to_path_buf(),
-                reason: "the store is not encrypted: refusing to open it with a key".to_string(),
+                reason: R::PLAIN_WITH_KEY.to_string(),
             })
         }
     };
@@ -601,6 +624,45 @@ mod tests {
             msg.contains("engine.meta") && !msg.contains("wal.meta"),
             "{msg}"
         );
+    }
+
+    /// An engine root's page is sealed like a group's, checked against the key the same way
+    /// (with its own reasons), and under its own associated data: a sealed `engine.meta` copy
+    /// relabelled as a `wal.meta` one (magic and checksum fixed) does not open.
+    #[test]
+    fn a_sealed_engine_page_needs_its_key_and_opens_as_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, other) = (Cipher::new(&[1; 32]), Cipher::new(&[2; 32]));
+        let root = EngineRecord {
+            checkpoint_seq: 7,
+            next_incarnation: 3,
+            open: false,
+        };
+        MetaFile::create(dir.path(), &root, Some(&key)).unwrap();
+        let (got, _) = read_only::<EngineRecord>(dir.path(), Some(&key)).unwrap();
+        assert_eq!(got, root);
+        for (cipher, words) in [(None, "is encrypted"), (Some(&other), "does not open")] {
+            match read_only::<EngineRecord>(dir.path(), cipher) {
+                Err(Error::Encryption { path, reason }) => {
+                    assert!(path.ends_with(EngineRecord::FILE));
+                    assert!(reason.contains(words), "{reason}");
+                }
+                got => panic!("{words}: {:?}", got.map(|(r, _)| r)),
+            }
+        }
+        let mut bytes = std::fs::read(dir.path().join(EngineRecord::FILE)).unwrap();
+        bytes[R_MAGIC..R_MAGIC + 8].copy_from_slice(MetaRecord::MAGIC);
+        let len = le::u32_at(&bytes, R_LEN) as usize;
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&bytes[..R_CRC]),
+            &bytes[R_RECORD..R_RECORD + len],
+        );
+        bytes[R_CRC..R_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(dir.path().join(META_FILE), &bytes).unwrap();
+        assert!(matches!(
+            read_only::<MetaRecord>(dir.path(), Some(&key)),
+            Err(Error::Encryption { .. })
+        ));
     }
 
     #[test]
