@@ -1666,6 +1666,52 @@ fn verify_root_with_the_key_names_a_group_entry_that_fails_authentication() {
     ]);
 }
 
+/// A root's encryption is its `engine.meta`'s: on a root with no group (before the first, or
+/// every group removed) the tools refuse a key that does not fit as `Engine::open` does, exit 2
+/// naming `engine.meta` (no key, another key, a key for a plaintext root), and read it with its
+/// own. (They once read such a root whatever key they were given, and so did open.)
+#[test]
+fn the_tools_refuse_a_key_that_does_not_fit_a_root_without_groups() {
+    let tmp = TempDir::new().unwrap();
+    let keyed = tmp.path().join("keyed");
+    let e = Engine::open_with(&keyed, opts(Some(KEY), None)).unwrap();
+    e.create_group(3, 33).unwrap();
+    e.remove_group(3).unwrap();
+    e.close().unwrap();
+    let plain = tmp.path().join("plain");
+    Engine::open_with(&plain, opts(None, None))
+        .unwrap()
+        .close()
+        .unwrap();
+    let key_file = tmp.path().join("key");
+    fs::write(
+        &key_file,
+        KEY.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    )
+    .unwrap();
+    let wrong = tmp.path().join("wrong");
+    fs::write(&wrong, [7u8; 32]).unwrap();
+    let k = p(&key_file);
+    for cmd in ["inspect", "verify"] {
+        for (root, key, words) in [
+            (&keyed, None, "is encrypted"),
+            (&keyed, Some(p(&wrong)), "does not open"),
+            (&plain, Some(k), "not encrypted"),
+        ] {
+            let mut args = vec![cmd, p(root)];
+            args.extend(key.map(|k| ["--key-file", k]).into_iter().flatten());
+            let run = fails(&args, 2);
+            assert!(
+                run.stderr.contains("engine.meta") && run.stderr.contains(words),
+                "{args:?}: {}",
+                run.stderr
+            );
+        }
+        ok(&[cmd, p(&keyed), "--key-file", k]);
+        ok(&[cmd, p(&plain)]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // beside a live engine
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,12 @@
 //! error at open (and changes no file); altered or moved ciphertext never reads back, even with
 //! its CRC fixed up; no nonce repeats among the store's seals (entry payloads, also when a
 //! conflicting append rewrites an entry, meta records, snapshot chunks).
+//!
+//! Engine roots (`EngineOptions { encryption_key, .. }`): `engine.meta` is sealed with the
+//! root's key, so a missing or wrong key, or a key for a plaintext root, is `Error::Encryption`
+//! and changes nothing — with groups and without (a root with no group once opened with none or
+//! with any key) — and a group directory of an encrypted root needs the key for
+//! `DiskStorage::open` and `raftwal repair`, which read the root's open flag.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -12,7 +18,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use raft::prelude::*;
 use raft::{GetEntriesContext, Storage, StorageError};
-use raftwal::{DiskStorage, Error, Options, RecoveryMode};
+use raftwal::{DiskStorage, Engine, EngineOptions, Error, Options, RecoveryMode};
 
 #[path = "common/entries.rs"]
 mod entries;
@@ -20,9 +26,10 @@ mod entries;
 mod layout;
 
 use entries::{marked_entry, MARKER};
-use layout::{log_name, META_FILE, META_MAGIC};
+use layout::{log_name, ENGINE_META_FILE, ENGINE_META_MAGIC, META_FILE, META_MAGIC};
 
 const KEY: [u8; 32] = [0x42; 32];
+const OTHER_KEY: [u8; 32] = [0x17; 32];
 
 // The layout (docs/FORMAT.md, tests/common/layout.rs) as offsets into a file's bytes.
 const SLOT_LEN: usize = layout::SLOT_LEN as usize;
@@ -584,4 +591,259 @@ fn options_debug_never_prints_the_key() {
     }
     assert!(format!("{:?}", Options::default()).contains("encryption_key: None"));
     assert!(format!("{:?}", raftwal::EngineOptions::default()).contains("encryption_key: None"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// engine roots
+// ---------------------------------------------------------------------------------------------
+
+fn engine_keyed(key: Option<[u8; 32]>) -> EngineOptions {
+    EngineOptions {
+        encryption_key: key,
+        recovery_threads: 1,
+        ..Default::default()
+    }
+}
+
+/// An engine root made with `key`, holding groups 1..=`groups` (five marked entries each),
+/// closed cleanly.
+fn engine_root(root: &Path, key: Option<[u8; 32]>, groups: u64) {
+    let e = Engine::open_with(root, engine_keyed(key)).unwrap();
+    for g in 1..=groups {
+        let gs = e.create_group(g, 1).unwrap();
+        let es: Vec<Entry> = (1..=5).map(|i| marked_entry(i, 1)).collect();
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.commit = 5;
+        gs.save(&hs, &es, &Snapshot::default()).unwrap();
+    }
+    e.close().unwrap();
+}
+
+/// `Engine::open_with(root, key)` is `Error::Encryption` naming `engine.meta`, and changes no
+/// file, byte for byte.
+fn engine_refused(root: &Path, key: Option<[u8; 32]>, what: &str) {
+    let before = tree(root);
+    match Engine::open_with(root, engine_keyed(key)) {
+        Err(Error::Encryption { path, reason }) => {
+            assert!(!reason.is_empty(), "{what}");
+            assert_eq!(path, root.join(ENGINE_META_FILE), "{what}: {reason}");
+        }
+        Err(e) => panic!("{what}: wrong error: {e}"),
+        Ok(e) => {
+            e.close().unwrap();
+            panic!("{what}: opened");
+        }
+    }
+    assert_tree_eq(&before, &tree(root));
+}
+
+/// A root with no group records its encryption all the same: made with a key, before its first
+/// group, it refuses an open with no key (which once opened it, and wrote the next group's
+/// entries in plaintext into its files and the journal); with every group removed, it refuses an
+/// open with another key (which once opened it, and wrote it under that key from then on).
+/// Either refusal changes nothing.
+#[test]
+fn engine_root_without_groups_refuses_no_key_or_a_wrong_key() {
+    let mut problems = Vec::new();
+    // (a) a root made with a key, before its first group (a node that creates its groups when
+    // they are assigned to it), restarted with the key missing from its configuration.
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        engine_root(&root, Some(KEY), 0);
+        let before = tree(&root);
+        match Engine::open_with(&root, engine_keyed(None)) {
+            Err(Error::Encryption { .. }) => assert_tree_eq(&before, &tree(&root)),
+            Err(e) => problems.push(format!("made with a key, opened with none: {e}")),
+            Ok(e) => {
+                let g = e.create_group(1, 1).unwrap();
+                let mut hs = HardState::default();
+                hs.term = 1;
+                hs.commit = 1;
+                g.save(&hs, &[marked_entry(1, 1)], &Snapshot::default())
+                    .unwrap();
+                e.close().unwrap();
+                let leaked: Vec<_> = files_under(&root)
+                    .into_iter()
+                    .filter(|f| contains(&std::fs::read(f).unwrap(), MARKER))
+                    .collect();
+                problems.push(format!(
+                    "made with a key, opened with none: opened; a new group's entry is in \
+                     plaintext in {leaked:?}"
+                ));
+            }
+        }
+    }
+    // (b) every group removed, closed cleanly, reopened with another key.
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        engine_root(&root, Some(KEY), 2);
+        let e = Engine::open_with(&root, engine_keyed(Some(KEY))).unwrap();
+        e.remove_group(1).unwrap();
+        e.remove_group(2).unwrap();
+        e.close().unwrap();
+        let before = tree(&root);
+        match Engine::open_with(&root, engine_keyed(Some(OTHER_KEY))) {
+            Err(Error::Encryption { .. }) => assert_tree_eq(&before, &tree(&root)),
+            Err(e) => problems.push(format!("groups removed, wrong key: {e}")),
+            Ok(e) => {
+                e.close().unwrap();
+                problems.push(format!(
+                    "groups removed, wrong key: opened (files changed: {})",
+                    tree(&root) != before
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// An engine root's encryption is its `engine.meta`'s: a key that does not fit (none, another,
+/// or one for a plaintext root) is refused naming `engine.meta`, with groups, without, and
+/// once every group is removed; the tools reading the root (`EngineInspector`, as `raftwal
+/// inspect|verify ROOT`) refuse it alike. Nothing changes, and the root then opens with its
+/// own key (or none) with its groups whole.
+#[test]
+fn an_engine_root_refuses_a_key_that_does_not_fit_and_changes_nothing() {
+    use raftwal::inspect::engine::EngineInspector;
+    for (groups, removed) in [(0u64, false), (2, false), (2, true)] {
+        for (made_with, opened_with, what) in [
+            (Some(KEY), None, "no key"),
+            (Some(KEY), Some(OTHER_KEY), "wrong key"),
+            (None, Some(KEY), "key on a plaintext root"),
+        ] {
+            let what = format!("{what}, {groups} groups (removed: {removed})");
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().join("root");
+            engine_root(&root, made_with, groups);
+            if removed {
+                let e = Engine::open_with(&root, engine_keyed(made_with)).unwrap();
+                for g in 1..=groups {
+                    e.remove_group(g).unwrap();
+                }
+                e.close().unwrap();
+            }
+            engine_refused(&root, opened_with, &what);
+            match EngineInspector::open_with_key(&root, opened_with) {
+                Err(Error::Encryption { path, .. }) => {
+                    assert_eq!(path, root.join(ENGINE_META_FILE), "{what}")
+                }
+                Err(e) => panic!("{what}: the tools: wrong error: {e}"),
+                Ok(_) => panic!("{what}: the tools read the root"),
+            }
+            let e = Engine::open_with(&root, engine_keyed(made_with)).unwrap();
+            let live = if removed { 0 } else { groups };
+            assert_eq!(e.group_ids().len() as u64, live, "{what}");
+            for g in 1..=live {
+                let gs = e.group(g).unwrap();
+                assert_eq!(gs.last_index().unwrap(), 5, "{what}");
+            }
+            e.close().unwrap();
+        }
+    }
+}
+
+/// `engine.meta`'s copies are sealed on an encrypted root (flag bit 0, from the root's first
+/// open) and plaintext on a plaintext one.
+#[test]
+fn engine_meta_is_sealed_exactly_when_the_root_has_a_key() {
+    for key in [Some(KEY), None] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        engine_root(&root, key, 0);
+        let b = std::fs::read(root.join(ENGINE_META_FILE)).unwrap();
+        let region = b.len() / 2;
+        for base in [0, region] {
+            let r = &b[base..base + region];
+            assert_eq!(&r[..8], ENGINE_META_MAGIC);
+            let flags = u32::from_le_bytes(r[META_FLAGS_AT..META_FLAGS_AT + 4].try_into().unwrap());
+            assert_eq!(flags & 1 != 0, key.is_some(), "copy at {base}, key {key:?}");
+        }
+    }
+}
+
+/// A root made with a key by a raftwal that left `engine.meta` in plaintext (its groups and
+/// journal sealed) is refused with its key, naming `engine.meta` and saying why, and changes
+/// nothing: it cannot be told from a plaintext root opened with a key.
+#[test]
+fn an_encrypted_root_with_a_plaintext_engine_meta_is_refused_saying_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    engine_root(&root, Some(KEY), 2);
+    // engine.meta as the earlier raftwal wrote it: one plaintext copy, next incarnation 3.
+    let record = [0x10u8, 0x03];
+    let region = layout::META_MIN_REGION as usize;
+    let mut b = vec![0u8; 2 * region];
+    b[..8].copy_from_slice(ENGINE_META_MAGIC);
+    b[layout::META_VERSION_AT as usize..][..4].copy_from_slice(&1u32.to_le_bytes());
+    b[META_SEQ_AT..][..8].copy_from_slice(&1u64.to_le_bytes());
+    let len_at = layout::META_RECORD_LEN_AT as usize;
+    b[len_at..][..4].copy_from_slice(&(record.len() as u32).to_le_bytes());
+    b[META_RECORD_AT..][..record.len()].copy_from_slice(&record);
+    let crc_at = layout::META_CRC_AT as usize;
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..crc_at]), &record);
+    b[crc_at..][..4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(root.join(ENGINE_META_FILE), &b).unwrap();
+    // The page itself is valid: a plaintext open gets past it (to the sealed groups).
+    let before = tree(&root);
+    match Engine::open_with(&root, engine_keyed(None)) {
+        Err(Error::Encryption { path, .. }) => {
+            assert!(path.starts_with(root.join("groups")), "{}", path.display())
+        }
+        Err(e) => panic!("wrong error without a key: {e}"),
+        Ok(_) => panic!("opened without a key"),
+    }
+    assert_tree_eq(&before, &tree(&root));
+    match Engine::open_with(&root, engine_keyed(Some(KEY))) {
+        Err(Error::Encryption { path, reason }) => {
+            assert_eq!(path, root.join(ENGINE_META_FILE));
+            assert!(reason.contains("did not seal engine.meta"), "{reason}");
+        }
+        Err(e) => panic!("wrong error with the key: {e}"),
+        Ok(_) => panic!("opened with the key"),
+    }
+    assert_tree_eq(&before, &tree(&root));
+}
+
+/// A group directory of an encrypted root, closed cleanly, opens as a `DiskStorage` (and is
+/// checked by `repair::check`) with the root's key, which reads the root's open flag in its
+/// sealed `engine.meta`; without the key, or with another, both are `Error::Encryption` and
+/// change nothing.
+#[test]
+fn a_group_of_an_encrypted_root_opens_as_a_disk_storage_with_the_roots_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    engine_root(&root, Some(KEY), 2);
+    let group = root.join("groups").join("1");
+    let before = tree(&root);
+    for key in [None, Some(OTHER_KEY)] {
+        let opts = Options {
+            encryption_key: key,
+            ..Default::default()
+        };
+        match DiskStorage::open_with(&group, opts) {
+            Err(Error::Encryption { .. }) => {}
+            Err(e) => panic!("key {key:?}: wrong error: {e}"),
+            Ok(_) => panic!("key {key:?}: the group opened"),
+        }
+        match raftwal::repair::check(&group, key) {
+            Err(Error::Encryption { .. }) => {}
+            Err(e) => panic!("key {key:?}: repair::check: wrong error: {e}"),
+            Ok(_) => panic!("key {key:?}: repair::check read the group"),
+        }
+    }
+    // DiskStorage::open takes the directory's lock file, whichever way it ends.
+    let after: BTreeMap<_, _> = tree(&root)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with("LOCK") || before.contains_key(p))
+        .collect();
+    assert_tree_eq(&before, &after);
+    let report = raftwal::repair::check(&group, Some(KEY)).unwrap();
+    assert!(!report.needed);
+    let s = DiskStorage::open_with(&group, keyed(KEY)).unwrap();
+    let want: Vec<Entry> = (1..=5).map(|i| marked_entry(i, 1)).collect();
+    assert_eq!(all(&s), want);
+    s.close().unwrap();
 }

@@ -5,6 +5,7 @@
 //! ```text
 //! ROOT/LOCK            held while an Engine has the root open
 //! ROOT/engine.meta     root state: checkpoint sequence number, next incarnation, open flag
+//!                      (sealed with the root's key when it has one)
 //! ROOT/journal/        the shared journal (module `journal`)
 //! ROOT/groups/<id>/    one directory per group: wal.meta, NNNNN.wal, snap/ (as a DiskStorage)
 //! ```
@@ -78,7 +79,10 @@ pub struct EngineOptions {
     /// What open does with a torn end of the journal: cut it (default), or refuse
     /// (`AbsoluteConsistency`, which also refuses a damaged meta copy of any group).
     pub recovery_mode: RecoveryMode,
-    /// Key for encryption at rest (AES-256-GCM) of the journal and every group. Default `None`.
+    /// Key for encryption at rest (AES-256-GCM) of the journal, every group and the root's
+    /// `engine.meta`, whose sealed record makes the root encrypted from its first open: an
+    /// open with no key, another key, or a key for a plaintext root is `Error::Encryption`,
+    /// whether or not the root has groups. Default `None`.
     pub encryption_key: Option<[u8; 32]>,
     /// Descriptors the engine may hold at once (default 256). The engine keeps a handful (the
     /// root's lock, the journal) whatever the number of groups; group files are kept as maps,

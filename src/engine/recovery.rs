@@ -24,6 +24,10 @@
 //! read before the first change ([`check_replay`], following each group's log through the
 //! records in numbers, [`LogShape`]), and replay then applies the decoded records.
 //!
+//! The root's key is checked first, against `engine.meta`, whose record is sealed with it (a
+//! new root's is made sealed): a missing or wrong key, or a key for a plaintext root, is
+//! `Error::Encryption` naming `engine.meta`, whether or not the root has groups.
+//!
 //! Owns: what an engine root holds at open, and the order: groups as their meta pages say,
 //! then the journal. Must never: read a group's whole slot area, apply a record before the
 //! groups it names are open, or change a file before every check has passed.
@@ -68,8 +72,11 @@ pub(crate) fn open(
     // A new root's `engine.meta` is made once every check has passed (a refused open changes
     // nothing); until then its record is the fresh one. A root whose groups outlived its
     // `engine.meta` is refused (no group holds an incarnation below a fresh root's next).
+    // `engine.meta` is sealed with the root's key: its flag says whether the root is encrypted,
+    // with or without groups, and a key that does not fit is refused here, before anything else
+    // is read.
     let (root_meta, mut root_record) = if root_file.exists() {
-        let (m, r) = MetaFile::<EngineRecord>::open(&root, None)?;
+        let (m, r) = MetaFile::<EngineRecord>::open(&root, cipher.as_ref())?;
         (Some(m), r)
     } else {
         let fresh = EngineRecord {
@@ -172,7 +179,7 @@ pub(crate) fn open(
     // Every check passed: now the tidying (and a new root's `engine.meta`).
     let mut root_meta = match root_meta {
         Some(m) => m,
-        None => MetaFile::create(&root, &root_record, None)?,
+        None => MetaFile::create(&root, &root_record, cipher.as_ref())?,
     };
     let groups = finish_groups(&root, read, cipher.as_ref(), threads)?;
     opened.journal.tidy()?;

@@ -69,8 +69,8 @@ impl RepairReport {
 /// group directory of an engine root that an engine has open or did not close cleanly.
 pub fn check<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairReport> {
     let dir = dir.as_ref();
-    storage::check_engine_group_closed(dir)?;
     let cipher = key.as_ref().map(Cipher::new);
+    storage::check_engine_group_closed(dir, cipher.as_ref())?;
     let listing = recovery::list_dir(dir)?;
     let (meta, _) = meta::read_only(dir, cipher.as_ref())?;
     recovery::check_meta_bounds(dir, &meta)?;
@@ -93,8 +93,8 @@ pub fn repair<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairRep
         });
     }
     let _lock = fsutil::lock_dir(dir)?;
-    let _engine_lock = storage::engine_root_lock(dir)?;
     let cipher = key.as_ref().map(Cipher::new);
+    let _engine_lock = storage::engine_root_lock(dir, cipher.as_ref())?;
     let listing = recovery::list_dir(dir)?;
     let (mut meta_file, mut meta) = MetaFile::open(dir, cipher.as_ref())?;
     recovery::check_meta_bounds(dir, &meta)?;

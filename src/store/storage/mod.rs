@@ -183,7 +183,9 @@ impl DiskStorage {
 
     /// Opens the WAL in `dir`, creating it (and `dir`) if needed, recovering it otherwise. A new
     /// WAL directory (missing or empty) in an engine root's `groups/` is refused
-    /// (`Error::InvalidArgument`): groups are the engine's to create.
+    /// (`Error::InvalidArgument`): groups are the engine's to create. An existing group of an
+    /// engine root opens once the engine closed it cleanly (its `engine.meta` says so), with the
+    /// root's key: `engine.meta` is sealed with it, as the group is.
     ///
     /// ```
     /// use raftwal::{DiskStorage, Options, RecoveryMode};
@@ -228,8 +230,8 @@ impl DiskStorage {
             Some(lock) => lock,
             None => Arc::new(fsutil::lock_dir(&dir)?),
         };
-        let engine_lock = engine_root_lock(&dir)?;
         let cipher = opts.encryption_key.as_ref().map(Cipher::new);
+        let engine_lock = engine_root_lock(&dir, cipher.as_ref())?;
         let mut r = recovery::recover(&dir, opts.recovery_mode, cipher.as_ref())?;
         r.wal
             .set_recycle(opts.sync_writes && opts.recycle_log_files);
@@ -460,12 +462,17 @@ impl DiskStorage {
 
 /// For a group directory of an engine root: takes the root's lock (refused while an engine
 /// has the root open) and checks that the engine was closed cleanly (else the group's latest
-/// state may be in the engine's journal only). `DiskStorage::open` and `raftwal repair` take it.
-pub(crate) fn engine_root_lock(dir: &Path) -> Result<Option<fsutil::DirLock>> {
+/// state may be in the engine's journal only). `DiskStorage::open` and `raftwal repair` take it,
+/// with the key they open the group with (`cipher`): the root's `engine.meta` is sealed with the
+/// same key as its groups.
+pub(crate) fn engine_root_lock(
+    dir: &Path,
+    cipher: Option<&Cipher>,
+) -> Result<Option<fsutil::DirLock>> {
     match engine_root_of(dir) {
         Some(root) => {
             let lock = fsutil::lock_dir(&root)?;
-            check_engine_closed(dir, &root)?;
+            check_engine_closed(dir, &root, cipher)?;
             Ok(Some(lock))
         }
         None => Ok(None),
@@ -475,9 +482,9 @@ pub(crate) fn engine_root_lock(dir: &Path) -> Result<Option<fsutil::DirLock>> {
 /// For a group directory of an engine root: the check of [`engine_root_lock`] without the lock
 /// (the read-only tools take none). An engine marks its root open before it replays anything,
 /// so this refuses a running engine's group as well as a crashed one's.
-pub(crate) fn check_engine_group_closed(dir: &Path) -> Result<()> {
+pub(crate) fn check_engine_group_closed(dir: &Path, cipher: Option<&Cipher>) -> Result<()> {
     match engine_root_of(dir) {
-        Some(root) => check_engine_closed(dir, &root),
+        Some(root) => check_engine_closed(dir, &root, cipher),
         None => Ok(()),
     }
 }
@@ -542,9 +549,12 @@ fn resolved(path: &Path) -> PathBuf {
     }
 }
 
-fn check_engine_closed(dir: &Path, root: &Path) -> Result<()> {
+/// Whether the engine at `root` closed cleanly, from its `engine.meta` (opened with `cipher`:
+/// a key that does not fit the root is `Error::Encryption` naming `engine.meta`, as it would
+/// be for the group's own meta page).
+fn check_engine_closed(dir: &Path, root: &Path, cipher: Option<&Cipher>) -> Result<()> {
     use crate::proto::EngineRecord;
-    let (record, _) = crate::store::meta::read_only::<EngineRecord>(root, None)?;
+    let (record, _) = crate::store::meta::read_only::<EngineRecord>(root, cipher)?;
     if record.open {
         return Err(Error::InvalidArgument(format!(
             "{} is a group of the engine at {}, which is open or was not closed cleanly: the group's latest state may be in the engine's journal; close the engine, or open it (Engine::open) to replay the journal and close it",

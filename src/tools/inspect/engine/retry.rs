@@ -39,7 +39,7 @@ pub(super) fn read_with_retries(
         match read_root(root, cipher, only) {
             Ok(r) if r.clean() || !r.record.open || last => return Ok(r),
             Ok(_) => {}
-            Err(e) if last || !transient(&e) || !marked_open(root) => return Err(e),
+            Err(e) if last || !transient(&e) || !marked_open(root, cipher) => return Err(e),
             Err(_) => {}
         }
         std::thread::sleep(RETRY_PAUSE);
@@ -60,8 +60,8 @@ fn transient(e: &Error) -> bool {
     )
 }
 
-fn marked_open(root: &Path) -> bool {
-    meta::read_only::<EngineRecord>(root, None).is_ok_and(|(r, _)| r.open)
+fn marked_open(root: &Path, cipher: Option<&Cipher>) -> bool {
+    meta::read_only::<EngineRecord>(root, cipher).is_ok_and(|(r, _)| r.open)
 }
 
 impl RootRead {

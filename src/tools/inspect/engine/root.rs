@@ -1,6 +1,9 @@
 //! One read of an engine root: `engine.meta`, the journal's records after the checkpoint
 //! (through `crate::engine::scan`), `engine.meta` again, the groups under `groups/` (each read
 //! by `group`), then every journal part dealt out to the group it names (`replay` applies it).
+//! `engine.meta` is read with the key given (its record is sealed on an encrypted root): a
+//! missing or wrong key, or a key for a plaintext root, is `Error::Encryption` naming it, as
+//! `Engine::open` refuses it.
 //!
 //! Owns: the order of the reads (what makes a live engine's checkpoints harmless, see
 //! `read_root`), the listing of `groups/` and its leftovers, and the damage only the whole root
@@ -103,7 +106,7 @@ pub(super) fn read_root(
     cipher: Option<&Cipher>,
     only: Option<u64>,
 ) -> Result<RootRead> {
-    let (record, root_copies) = meta::read_only::<EngineRecord>(root, None)?;
+    let (record, root_copies) = meta::read_only::<EngineRecord>(root, cipher)?;
     let root_meta = root.join(<EngineRecord as meta::PageRecord>::FILE);
     scan::check_root_numbers(&root_meta, &record)?;
     let mut records = Vec::new();
@@ -123,7 +126,7 @@ pub(super) fn read_root(
         },
     )?;
     // Groups created while the journal was read have incarnations the first read did not know.
-    let (changed, next_incarnation) = match meta::read_only::<EngineRecord>(root, None) {
+    let (changed, next_incarnation) = match meta::read_only::<EngineRecord>(root, cipher) {
         Ok((after, copies)) => (
             after != record || copies.seq != root_copies.seq,
             after.next_incarnation.max(record.next_incarnation),
@@ -297,7 +300,7 @@ fn page_past_journal(
     else {
         return Ok(None);
     };
-    let (now, _) = meta::read_only::<EngineRecord>(root, None)?;
+    let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
     let again = scan::scan(&journal.dir, now.checkpoint_seq, cipher, &mut |_| Ok(()))?;
     let needed = JournalPos::of_page(&d.eng).last_needed();
     if again.damage.is_none() && needed < again.next_seq {
