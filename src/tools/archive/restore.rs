@@ -221,12 +221,15 @@ fn remove_empty(dirs: &[PathBuf]) {
 
 impl Claim {
     /// Removes what a failed restore wrote (all of it: the directory was empty under the lock),
-    /// and the directories it made.
+    /// and the directories it made. The store's lock file goes last: once it is unlinked, a
+    /// node's open makes a new one and takes its lock (the held lock is on the old file), so
+    /// anything still left to remove after it could be that node's.
     fn undo(&self) {
-        if self.created.last() == Some(&self.dir) {
-            let _ = fs::remove_dir_all(&self.dir);
-        } else if let Ok(rd) = fs::read_dir(&self.dir) {
+        if let Ok(rd) = fs::read_dir(&self.dir) {
             for ent in rd.flatten() {
+                if ent.file_name() == fsutil::LOCK_FILE {
+                    continue;
+                }
                 let p = ent.path();
                 let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
                 let _ = if is_dir {
@@ -234,8 +237,17 @@ impl Claim {
                 } else {
                     fs::remove_file(&p)
                 };
+                #[cfg(test)]
+                tests::DURING_UNDO.with(|hook| {
+                    if let Some(f) = hook.take() {
+                        f(&self.dir);
+                        hook.set(Some(f));
+                    }
+                });
             }
         }
+        let _ = fs::remove_file(self.dir.join(fsutil::LOCK_FILE));
+        // The directories this restore made, if empty (a node may be in the target already).
         remove_empty(&self.created);
     }
 
@@ -405,11 +417,15 @@ mod tests {
 
     /// What runs right after a claim (`AFTER_CLAIM`).
     type Hook = Box<dyn FnOnce(&Path)>;
+    /// What runs after each removal of a failed restore's undo (`DURING_UNDO`).
+    type StepHook = Box<dyn Fn(&Path)>;
 
     thread_local! {
         /// Runs once, right after the next restore on this thread has claimed its directory:
         /// the moment a node starting in the same directory could open a store there.
         pub(super) static AFTER_CLAIM: Cell<Option<Hook>> = const { Cell::new(None) };
+        /// Runs after each file or directory a failed restore's undo removes.
+        pub(super) static DURING_UNDO: Cell<Option<StepHook>> = const { Cell::new(None) };
     }
 
     fn entry(index: u64) -> Entry {
@@ -475,5 +491,69 @@ mod tests {
             9,
             "the archive's snapshot at 8"
         );
+    }
+
+    /// A restore that fails after its claim (the archive cut short under it) undoes what it
+    /// wrote, and a node trying to open a store in the directory at every step of that undo is
+    /// refused (the restore still holds the store's lock file) until the undo has ended; the
+    /// directory is then empty and the node's store opens. The undo once removed the lock file
+    /// among the rest, in the directory's order: a node could then make a new one, open, and
+    /// have its files removed by the rest of the undo (found by a review).
+    #[test]
+    fn a_node_is_refused_at_every_step_of_a_failed_restores_undo() {
+        use std::rc::Rc;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let wal = tmp.path().join("wal");
+        {
+            let s = DiskStorage::open(&wal).expect("open");
+            let mut hs = HardState::default();
+            (hs.term, hs.commit) = (1, 10);
+            let es: Vec<Entry> = (1..=10).map(entry).collect();
+            s.save(&hs, &es, &Snapshot::default()).expect("save");
+            s.create_snapshot(8, None, vec![7u8; 200_000])
+                .expect("snapshot");
+            s.close().expect("close");
+        }
+        let archive = tmp.path().join("backup.tar.gz");
+        save_dir_snapshot(&wal, &archive, &mut |_| {}).expect("save archive");
+        let target = tmp.path().join("restored");
+        std::fs::create_dir(&target).expect("mkdir");
+
+        // The archive cut short once the restore has claimed the directory: install fails.
+        let cut = archive.clone();
+        AFTER_CLAIM.with(|hook| {
+            hook.set(Some(Box::new(move |_: &Path| {
+                let len = std::fs::metadata(&cut).expect("archive").len();
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&cut)
+                    .expect("open");
+                f.set_len(len / 2).expect("cut the archive");
+            })))
+        });
+        let steps: Rc<Cell<(u32, u32)>> = Default::default();
+        let seen = steps.clone();
+        DURING_UNDO.with(|hook| {
+            hook.set(Some(Box::new(move |dir: &Path| {
+                let (n, opened) = seen.get();
+                let node = DiskStorage::open(dir);
+                seen.set((n + 1, opened + u32::from(node.is_ok())));
+            })))
+        });
+        let restored = restore(&archive, &target, &RestoreOptions::default(), &mut |_| {});
+        DURING_UNDO.with(|hook| hook.set(None));
+        assert!(restored.is_err(), "the cut archive restored");
+        let (n, opened) = steps.get();
+        assert!(n >= 2, "the undo removed {n} entries");
+        assert_eq!(
+            opened, 0,
+            "a node opened a store during {opened} of {n} undo steps"
+        );
+        let left: Vec<_> = std::fs::read_dir(&target)
+            .expect("read")
+            .flatten()
+            .collect();
+        assert!(left.is_empty(), "left after the undo: {left:?}");
+        DiskStorage::open(&target).expect("a node opens the emptied directory");
     }
 }
