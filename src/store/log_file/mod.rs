@@ -35,9 +35,10 @@ mod slot;
 mod write;
 
 pub(crate) use header::{peek_base, peek_header, HeaderPeek, HEADER_OFFSET};
+use slot::SealBinding;
 pub(crate) use slot::{SLOTS_PER_FILE, SLOT_SIZE};
 
-use header::{decode_header, encode_header, HEADER_SIZE};
+use header::{decode_header, encode_header, seal_binding, HEADER_SIZE, LOG_FORMAT_VERSION};
 pub(crate) use write::PastEnd;
 use write::{
     ACTIVE_MAP_RESERVE, ENGINE_INITIAL_RESERVE, ENGINE_MAP_RESERVE, INITIAL_PAYLOAD_RESERVE,
@@ -212,6 +213,9 @@ pub(crate) struct LogFile {
     cipher: Option<Cipher>,
     /// The header says the file ahead of this one may not have been flushed when it was made.
     prev_unflushed: bool,
+    /// The header's format version: how this file's seals bind their slots (`seal_binding`),
+    /// for every entry written to it; kept when the header is rewritten.
+    version: u32,
 }
 
 /// Buffers the writer reuses from save to save (one per log, not per file): small payloads
@@ -277,7 +281,13 @@ impl LogFile {
                 zero_first_mib(&file, &path)?;
             }
             file.write_all_at(
-                &encode_header(id, base, cipher.is_some(), prev_unflushed),
+                &encode_header(
+                    LOG_FORMAT_VERSION,
+                    id,
+                    base,
+                    cipher.is_some(),
+                    prev_unflushed,
+                ),
                 HEADER_OFFSET as u64,
             )
             .map_err(|e| Error::io("write header", &path, e))
@@ -328,7 +338,13 @@ impl LogFile {
             fsutil::rename_no_replace(spare, &path)?;
             renamed = true;
             file.write_all_at(
-                &encode_header(id, base, cipher.is_some(), prev_unflushed),
+                &encode_header(
+                    LOG_FORMAT_VERSION,
+                    id,
+                    base,
+                    cipher.is_some(),
+                    prev_unflushed,
+                ),
                 HEADER_OFFSET as u64,
             )
             .map_err(|e| Error::io("write header", &path, e))?;
@@ -418,7 +434,7 @@ impl LogFile {
         let mut h = [0u8; HEADER_SIZE];
         map.read_head(&file, HEADER_OFFSET, &mut h)
             .map_err(|e| Error::io("read header", path, e))?;
-        let (base, prev_unflushed) = decode_header(path, &h, id, cipher.is_some())?;
+        let header = decode_header(path, &h, id, cipher.is_some())?;
         let (handle, detached) = if access == Access::Detached {
             // The map keeps the file reachable; the descriptor goes to the caller, who drops
             // it (engines cap them).
@@ -429,7 +445,7 @@ impl LogFile {
         let f = LogFile {
             path: path.to_path_buf(),
             id,
-            base,
+            base: header.base,
             handle,
             map,
             payload_end: PAYLOAD_START,
@@ -441,7 +457,8 @@ impl LogFile {
             writeback_at: PAYLOAD_START
                 + u64::from(crc32c::crc32c(path.as_os_str().as_encoded_bytes())) % WRITEBACK_BYTES,
             cipher: cipher.cloned(),
-            prev_unflushed,
+            prev_unflushed: header.prev_unflushed,
+            version: header.version,
         };
         Ok((f, detached))
     }
@@ -462,7 +479,13 @@ impl LogFile {
         if !self.prev_unflushed {
             return Ok(());
         }
-        let header = encode_header(self.id, self.base, self.cipher.is_some(), false);
+        let header = encode_header(
+            self.version,
+            self.id,
+            self.base,
+            self.cipher.is_some(),
+            false,
+        );
         let sink = sink_of(&mut self.handle, &self.path)?;
         self.map.writable(&self.path)?.write(
             sink,
@@ -477,6 +500,11 @@ impl LogFile {
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// How this file's sealed payloads are bound to their slots (its header's version).
+    fn seal_binding(&self) -> SealBinding {
+        seal_binding(self.version)
     }
 
     pub(crate) fn base(&self) -> u64 {
@@ -577,6 +605,74 @@ mod tests {
                 path.display(),
                 meta.len()
             );
+        }
+    }
+
+    /// A file keeps the seal binding of its header's version: a version-1 file (made here by
+    /// rewriting a new file's header, as an older build wrote it) seals what is appended to it
+    /// under index, term and type, through a rewrite of its header too; a new file is version
+    /// 2 and binds the data length as well. Both read back, before and after a reopen.
+    #[test]
+    fn a_file_seals_as_its_header_version_says() {
+        use raft::eraftpb::Entry;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cipher = Cipher::new(&[7; 32]);
+        let entry = |index: u64| {
+            let mut e = Entry::default();
+            e.index = index;
+            e.term = 2;
+            e.data = vec![index as u8; 21].into();
+            e.context = b"ctx".to_vec().into();
+            e
+        };
+        let mut scratch = Scratch::default();
+        for (id, version, binding) in [
+            (1, 1, SealBinding::IndexTermType),
+            (2, LOG_FORMAT_VERSION, SealBinding::WithDataLen),
+        ] {
+            let base = (id - 1) * SLOTS_PER_FILE + 1;
+            let f = LogFile::create(
+                dir.path(),
+                id,
+                base,
+                0,
+                Some(&cipher),
+                true,
+                Flavor::Unsynced,
+            )
+            .expect("create");
+            let path = f.path().to_path_buf();
+            drop(f);
+            if version != LOG_FORMAT_VERSION {
+                let h = encode_header(version, id, base, true, true);
+                let file = open_rw(&path).expect("open");
+                file.write_all_at(&h, HEADER_OFFSET as u64).expect("header");
+            }
+            let mut f = LogFile::open(&path, id, Access::Append, Some(&cipher)).expect("open");
+            assert_eq!((f.version, f.seal_binding()), (version, binding));
+            let written = vec![entry(base), entry(base + 1)];
+            f.write_entries(0, &written, &mut scratch).expect("write");
+            f.clear_prev_unflushed().expect("clear");
+            f.flush().expect("flush");
+            let end = f.payload_end;
+            drop(f);
+            let mut f = LogFile::open(&path, id, Access::Append, Some(&cipher)).expect("reopen");
+            assert_eq!(f.version, version, "a rewritten header keeps its version");
+            assert!(!f.prev_unflushed());
+            f.set_recovered(0, end);
+            let mut got = Vec::new();
+            f.read_entries(0, 2, &mut got, |_| true).expect("read");
+            assert_eq!(got, written);
+            // The payload opens under the file's binding, and only under it.
+            let c = f.check_slot(1).expect("slot");
+            let sealed = f
+                .map
+                .read(c.data_end as usize, c.payload_end as usize)
+                .expect("payload");
+            for b in [SealBinding::IndexTermType, SealBinding::WithDataLen] {
+                let opened = cipher.open(slot::entry_aad(&c.slot, b).as_bytes(), &sealed);
+                assert_eq!(opened.is_some(), b == binding, "{version}: {b:?}");
+            }
         }
     }
 

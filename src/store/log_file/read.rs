@@ -2,9 +2,10 @@
 //! for the tools' `verify`, opening sealed payloads without building entries), the per-file
 //! "verified" watermark, and entries built as zero-copy views of the map.
 //!
-//! Owns: what a slot must satisfy to be read, and the errors that name a bad one. Must never:
-//! write a byte of the file (only `set_recovered`, at open, moves the payload end), or decide
-//! what a damaged slot means for the log (that is `wal` and `recovery`).
+//! Owns: what a slot must satisfy to be read (a sealed payload: that it opens under the
+//! associated data of the file's version and holds D + C bytes), and the errors that name a bad
+//! one. Must never: write a byte of the file (only `set_recovered`, at open, moves the payload
+//! end), or decide what a damaged slot means for the log (that is `wal` and `recovery`).
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
@@ -176,7 +177,11 @@ impl LogFile {
         let sealed = payload
             .get((c.data_end - c.slot.offset) as usize..)
             .unwrap_or_default();
-        if cipher.authenticates(&entry_aad(&c.slot), sealed, scratch) {
+        if cipher.authenticates(
+            entry_aad(&c.slot, self.seal_binding()).as_bytes(),
+            sealed,
+            scratch,
+        ) {
             return Ok(c);
         }
         Err(Error::corrupt(
@@ -345,9 +350,16 @@ impl LogFile {
         let (data, context) = if let Some(cipher) = &self.cipher {
             // Sealed: opened (and so authenticated) on every read; the plaintext is a copy.
             let sealed = self.map.read(c.data_end as usize, c.payload_end as usize)?;
-            let plain = Bytes::from(cipher.open(&entry_aad(s), &sealed)?);
-            let split = (s.data_len as usize).min(plain.len());
-            (plain.slice(..split), plain.slice(split..))
+            let plain = cipher.open(entry_aad(s, self.seal_binding()).as_bytes(), &sealed)?;
+            // The plaintext is data and context, D + C bytes as the slot and the payload's
+            // context length say (`extent` sized the sealed bytes by them; from format version
+            // 2 the seal binds D, and so C).
+            let d = s.data_len as usize;
+            if plain.len() + crypto::OVERHEAD != sealed.len() || plain.len() < d {
+                return None;
+            }
+            let plain = Bytes::from(plain);
+            (plain.slice(..d), plain.slice(d..))
         } else {
             let context = if s.flags & FLAG_CONTEXT != 0 {
                 self.map

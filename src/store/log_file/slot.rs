@@ -1,10 +1,11 @@
 //! The slot codec: the 32-byte slot (term, index, payload offset, type, flags, data length,
-//! CRC32C), its flags and entry type codes, the range-checked form of a slot, and the one
-//! function that computes a slot's CRC32C.
+//! CRC32C), its flags and entry type codes, the range-checked form of a slot, the one
+//! function that computes a slot's CRC32C, and the associated data that binds a sealed payload
+//! to its slot (by the file's format version).
 //!
-//! Owns: the byte layout of a slot (see docs/FORMAT.md) and what its CRC covers. Must never:
-//! touch a file or its map, or judge a slot against the file that holds it (its index, its
-//! payload's place: that is `read`).
+//! Owns: the byte layout of a slot (see docs/FORMAT.md), what its CRC covers and what a seal's
+//! associated data binds. Must never: touch a file or its map, or judge a slot against the file
+//! that holds it (its index, its payload's place: that is `read`).
 
 use raft::prelude::EntryType;
 
@@ -95,14 +96,51 @@ pub(super) fn entry_type_from_code(c: u8) -> Option<EntryType> {
     }
 }
 
-/// Associated data of a sealed payload: the entry's index, term and type, so a payload moved to
-/// another slot (or a slot rewritten around an old payload) fails to open.
-pub(super) fn entry_aad(s: &Slot) -> [u8; 17] {
-    let mut aad = [0u8; 17];
-    aad[..8].copy_from_slice(&s.index.to_le_bytes());
-    aad[8..16].copy_from_slice(&s.term.to_le_bytes());
-    aad[16] = s.entry_type;
-    aad
+/// How a log file binds a sealed payload to its slot, by the file's format version (see
+/// `header`): which slot fields the associated data holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SealBinding {
+    /// Format version 1: index, term and type. The data length D is outside the seal, so the
+    /// split of the plaintext between data and context is not authenticated; read only (and
+    /// kept for entries appended to a version-1 file, which must read back under its version).
+    IndexTermType,
+    /// Format version 2 on: index, term, type and the data length D. With D bound, the context
+    /// length (the plaintext's length less D) is bound too.
+    WithDataLen,
+}
+
+/// Bytes of the longest associated data ([`SealBinding::WithDataLen`]).
+const ENTRY_AAD_MAX: usize = 21;
+
+/// Associated data of a sealed payload (see [`entry_aad`]).
+pub(super) struct EntryAad {
+    bytes: [u8; ENTRY_AAD_MAX],
+    len: usize,
+}
+
+impl EntryAad {
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Associated data of a sealed payload: the entry's index (u64), term (u64) and type (u8), then
+/// (from format version 2) its data length D (u32). A payload moved to another slot, a slot
+/// rewritten around an old payload, or a payload whose data/context split was moved (D and
+/// the context length changed together) then fails to open.
+pub(super) fn entry_aad(s: &Slot, binding: SealBinding) -> EntryAad {
+    let mut bytes = [0u8; ENTRY_AAD_MAX];
+    bytes[..8].copy_from_slice(&s.index.to_le_bytes());
+    bytes[8..16].copy_from_slice(&s.term.to_le_bytes());
+    bytes[16] = s.entry_type;
+    let len = match binding {
+        SealBinding::IndexTermType => 17,
+        SealBinding::WithDataLen => {
+            bytes[17..21].copy_from_slice(&s.data_len.to_le_bytes());
+            ENTRY_AAD_MAX
+        }
+    };
+    EntryAad { bytes, len }
 }
 
 /// Why a slot failed its range checks (turned into an `Error` off the hot path).
@@ -156,6 +194,41 @@ mod tests {
         let mut b = [0u8; SLOT_SIZE];
         s.encode_fields(&mut b);
         assert_eq!(Slot::decode(&b), s);
+    }
+
+    #[test]
+    fn the_associated_data_binds_the_data_length_from_version_2() {
+        let s = Slot {
+            term: 0x0102,
+            index: 0x0a0b,
+            offset: 1 << 20,
+            entry_type: 2,
+            flags: FLAG_SEALED,
+            data_len: 0x0403_0201,
+            crc: 0,
+        };
+        let mut v1 = vec![
+            0x0b, 0x0a, 0, 0, 0, 0, 0, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 2,
+        ];
+        assert_eq!(
+            entry_aad(&s, SealBinding::IndexTermType).as_bytes(),
+            &v1[..]
+        );
+        v1.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(entry_aad(&s, SealBinding::WithDataLen).as_bytes(), &v1[..]);
+        // Another split of the same plaintext: another associated data (version 2 only).
+        let moved = Slot {
+            data_len: s.data_len - 4,
+            ..s
+        };
+        assert_eq!(
+            entry_aad(&moved, SealBinding::IndexTermType).as_bytes(),
+            entry_aad(&s, SealBinding::IndexTermType).as_bytes()
+        );
+        assert_ne!(
+            entry_aad(&moved, SealBinding::WithDataLen).as_bytes(),
+            entry_aad(&s, SealBinding::WithDataLen).as_bytes()
+        );
     }
 
     #[test]
