@@ -2,8 +2,11 @@
 //! page's record and snapshot data with AES-256-GCM. Checked here: everything round-trips; no
 //! plaintext reaches the disk; a wrong or missing key (or a key for a plaintext store) is a clear
 //! error at open (and changes no file); altered or moved ciphertext never reads back, even with
-//! its CRC fixed up; no nonce repeats among the store's seals (entry payloads, also when a
-//! conflicting append rewrites an entry, meta records, snapshot chunks).
+//! its CRC fixed up, nor does a payload whose split between data and context was moved; log
+//! files of format version 1 (sealed without the data length in the associated data) still read,
+//! in a store, an engine group and a reused spare; no nonce repeats among the store's seals
+//! (entry payloads, also when a conflicting append rewrites an entry, meta records, snapshot
+//! chunks).
 //!
 //! Engine roots (`EngineOptions { encryption_key, .. }`): `engine.meta` is sealed with the
 //! root's key, so a missing or wrong key, or a key for a plaintext root, is `Error::Encryption`
@@ -342,6 +345,280 @@ fn altered_ciphertext_never_reads_back_even_with_its_crc_fixed() {
         let s = open_whole(dir.path(), mode);
         assert_fails_authentication(&s, &original, 150);
     }
+}
+
+/// The format version in the header of log file `path`.
+fn log_version(path: &Path) -> u32 {
+    let bytes = std::fs::read(path).unwrap();
+    let at = (layout::FILE_HEADER_AT + layout::FILE_VERSION_AT) as usize;
+    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+/// Found by review 33 (`defect_sealed_payload_data_context_split_is_not_authenticated`, which
+/// failed before the fix: the entry read back authenticated as data "transfer ", context "100
+/// to alicectx"). The data length D (in the slot) and the context length C (before the nonce)
+/// lay outside the seal and its associated data: moving bytes from the data to the context
+/// (D - 12, C + 12, the slot's CRC fixed up: no key needed) changed the entry undetected. A
+/// version-2 log file binds D in the associated data (and so C, the rest of the plaintext):
+/// the entry fails authentication, in the store and in the read-only tools, naming the file.
+#[test]
+fn a_moved_split_between_data_and_context_fails_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut written = Entry::default();
+    written.index = 1;
+    written.term = 1;
+    written.data = Bytes::from_static(b"transfer 100 to alice");
+    written.context = Bytes::from_static(b"ctx");
+    {
+        let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.commit = 1;
+        s.save(&hs, &[written.clone()], &Snapshot::default())
+            .unwrap();
+        s.close().unwrap();
+    }
+    let path = dir.path().join(log_name(1));
+    assert_eq!(log_version(&path), layout::LOG_FORMAT_VERSION);
+    let mut b = std::fs::read(&path).unwrap();
+    let (off, d) = slot(&b, 0);
+    let c = u32::from_le_bytes(b[off..off + 4].try_into().unwrap());
+    assert_eq!((d, c), (21, 3));
+    let d_at = layout::SLOT_DATA_LEN_AT as usize;
+    b[d_at..d_at + 4].copy_from_slice(&(d as u32 - 12).to_le_bytes());
+    b[off..off + 4].copy_from_slice(&(c + 12).to_le_bytes());
+    fix_crc(&mut b, 0);
+    std::fs::write(&path, &b).unwrap();
+
+    // The CRC is right: the store opens whole, and only authentication can catch the move.
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 1));
+    match s.entries(1, 2, None, GetEntriesContext::empty(false)) {
+        Ok(got) => assert_eq!(
+            got,
+            vec![written],
+            "an altered (data, context) split was accepted as authentic: data {:?}, context {:?}",
+            String::from_utf8_lossy(&got[0].data),
+            String::from_utf8_lossy(&got[0].context),
+        ),
+        Err(raft::Error::Store(StorageError::Other(inner))) => match inner.downcast_ref() {
+            Some(Error::Corrupt {
+                path: p, reason, ..
+            }) => {
+                assert_eq!(*p, path);
+                assert!(reason.ends_with("or it fails authentication"), "{reason}");
+            }
+            _ => panic!("wrong error: {inner}"),
+        },
+        Err(e) => panic!("wrong error: {e:?}"),
+    }
+    drop(s);
+    let insp = raftwal::inspect::Inspector::open_with_key(dir.path(), Some(KEY)).unwrap();
+    match insp.entries(1, 2) {
+        Err(Error::Corrupt { path: p, .. }) => assert_eq!(p, path),
+        other => panic!("the inspector read the moved split as {other:?}"),
+    }
+}
+
+/// Rewrites log file `path` of a store sealed under `KEY` as a build before format version 2
+/// wrote it (docs/FORMAT.md): header version 1 (its CRC fixed), and every payload opened under
+/// version 2's associated data (index, term, type, D) and sealed again, under a fresh nonce,
+/// under version 1's (index, term, type); lengths do not change, each slot's CRC is fixed.
+/// Returns how many payloads were sealed again.
+fn rewrite_as_version_1(path: &Path) -> usize {
+    use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+    use aes_gcm::{Aes256Gcm, Nonce};
+    let cipher = Aes256Gcm::new((&KEY).into());
+    let mut b = std::fs::read(path).unwrap();
+    let h = layout::FILE_HEADER_AT as usize;
+    let v = h + layout::FILE_VERSION_AT as usize;
+    assert_eq!(log_version(path), layout::LOG_FORMAT_VERSION);
+    b[v..v + 4].copy_from_slice(&layout::LOG_FORMAT_VERSION_1.to_le_bytes());
+    let crc_at = h + layout::FILE_CRC_AT as usize;
+    let crc = crc32c::crc32c(&b[h..crc_at]);
+    b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    let mut n = 0;
+    for k in 0..layout::SLOTS_PER_FILE as usize {
+        let s = &b[k * SLOT_LEN..(k + 1) * SLOT_LEN];
+        let u64_at =
+            |at: u64| u64::from_le_bytes(s[at as usize..at as usize + 8].try_into().unwrap());
+        let (term, index) = (u64_at(layout::SLOT_TERM_AT), u64_at(layout::SLOT_INDEX_AT));
+        if index == 0 {
+            continue;
+        }
+        let entry_type = s[layout::SLOT_TYPE_AT as usize];
+        assert_ne!(
+            s[layout::SLOT_FLAGS_AT as usize] & layout::SLOT_FLAG_SEALED,
+            0
+        );
+        let (off, d) = slot(&b, k);
+        let (at, end) = (off + CONTEXT_LEN_LEN, payload_end(&b, k));
+        let sealed = &b[at..end];
+        let aad = |version| layout::entry_aad(version, index, term, entry_type, d as u32);
+        let plain = cipher
+            .decrypt(
+                Nonce::from_slice(&sealed[..NONCE_LEN]),
+                Payload {
+                    msg: &sealed[NONCE_LEN..],
+                    aad: &aad(layout::LOG_FORMAT_VERSION),
+                },
+            )
+            .expect("a version-2 payload opens under the associated data FORMAT.md gives");
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let again = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &plain,
+                    aad: &aad(layout::LOG_FORMAT_VERSION_1),
+                },
+            )
+            .unwrap();
+        assert_eq!(NONCE_LEN + again.len(), end - at);
+        b[at..at + NONCE_LEN].copy_from_slice(&nonce);
+        b[at + NONCE_LEN..end].copy_from_slice(&again);
+        fix_crc(&mut b, k);
+        n += 1;
+    }
+    std::fs::write(path, &b).unwrap();
+    n
+}
+
+/// A log file written before format version 2 (sealed under index, term and type alone) still
+/// reads, in the store and in the read-only tools; entries appended to it are sealed as its
+/// version says (it keeps version 1), and the next file the log starts is version 2. A
+/// plaintext file of version 1 reads too.
+#[test]
+fn a_version_1_log_file_still_reads_and_the_next_file_is_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let es = build(dir.path());
+    let first = dir.path().join(log_name(1));
+    assert_eq!(rewrite_as_version_1(&first), 200);
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    assert_eq!(all(&s), es[100..].to_vec());
+    drop(s);
+    let insp = raftwal::inspect::Inspector::open_with_key(dir.path(), Some(KEY)).unwrap();
+    insp.verify(&mut |_| {}).unwrap();
+    assert_eq!(insp.entries(101, 201).unwrap(), es[100..].to_vec());
+    drop(insp);
+
+    // Appended across the end of the version-1 file into a new one.
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    let last = layout::SLOTS_PER_FILE + 10;
+    let more: Vec<Entry> = (201..=last).map(|i| marked_entry(i, 1)).collect();
+    for batch in more.chunks(5_000) {
+        s.save(&HardState::default(), batch, &Snapshot::default())
+            .unwrap();
+    }
+    s.close().unwrap();
+    assert_eq!(log_version(&first), layout::LOG_FORMAT_VERSION_1);
+    assert_eq!(
+        log_version(&dir.path().join(log_name(2))),
+        layout::LOG_FORMAT_VERSION
+    );
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    assert_eq!(s.last_index().unwrap(), last);
+    let around = s
+        .entries(
+            layout::SLOTS_PER_FILE - 5,
+            last + 1,
+            None,
+            GetEntriesContext::empty(false),
+        )
+        .unwrap();
+    assert_eq!(
+        around,
+        more[more.len() - 16..].to_vec(),
+        "across the version-1 file's end"
+    );
+    assert_eq!(all(&s), [&es[100..], &more[..]].concat());
+    drop(s);
+
+    // Plaintext: a version-1 header alone (nothing is sealed).
+    let plain = tempfile::tempdir().unwrap();
+    let s = DiskStorage::open(plain.path()).unwrap();
+    let es: Vec<Entry> = (1..=50).map(|i| marked_entry(i, 1)).collect();
+    s.save(&HardState::default(), &es, &Snapshot::default())
+        .unwrap();
+    s.close().unwrap();
+    let path = plain.path().join(log_name(1));
+    assert_eq!(log_version(&path), layout::LOG_FORMAT_VERSION);
+    let mut b = std::fs::read(&path).unwrap();
+    let h = layout::FILE_HEADER_AT as usize;
+    let v = h + layout::FILE_VERSION_AT as usize;
+    b[v..v + 4].copy_from_slice(&layout::LOG_FORMAT_VERSION_1.to_le_bytes());
+    let crc_at = h + layout::FILE_CRC_AT as usize;
+    let crc = crc32c::crc32c(&b[h..crc_at]);
+    b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let s = DiskStorage::open(plain.path()).unwrap();
+    assert_eq!(all(&s), es);
+}
+
+/// A spare (`spare.wal`) that was a version-1 file becomes a version-2 file when the log reuses
+/// it: its header is written again, at the new version, and what is sealed into it reads back.
+#[test]
+fn a_reused_spare_of_version_1_is_rewritten_at_version_2() {
+    let old = tempfile::tempdir().unwrap();
+    build(old.path());
+    let v1 = old.path().join(log_name(1));
+    rewrite_as_version_1(&v1);
+    let dir = tempfile::tempdir().unwrap();
+    let spare = dir.path().join(layout::SPARE_FILE);
+    std::fs::copy(&v1, &spare).unwrap();
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let spare_ino = ino(&spare);
+    let es: Vec<Entry> = (1..=50).map(|i| marked_entry(i, 1)).collect();
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    s.save(&HardState::default(), &es, &Snapshot::default())
+        .unwrap();
+    s.close().unwrap();
+    let first = dir.path().join(log_name(1));
+    assert!(!spare.exists(), "the spare was not reused");
+    assert_eq!(ino(&first), spare_ino, "file 1 is not the spare");
+    assert_eq!(log_version(&first), layout::LOG_FORMAT_VERSION);
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    assert_eq!(all(&s), es);
+}
+
+/// An engine group's log file of version 1 reads back too, through the engine and the tools.
+#[test]
+fn an_engine_groups_version_1_log_file_still_reads() {
+    let root = tempfile::tempdir().unwrap();
+    let opts = || raftwal::EngineOptions {
+        encryption_key: Some(KEY),
+        recovery_threads: 1,
+        ..Default::default()
+    };
+    let es: Vec<Entry> = (1..=60).map(|i| marked_entry(i, 1)).collect();
+    {
+        let e = raftwal::Engine::open_with(root.path(), opts()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&HardState::default(), &es[..50], &Snapshot::default())
+            .unwrap();
+        e.close().unwrap();
+    }
+    let file = root.path().join("groups/1").join(log_name(1));
+    assert_eq!(rewrite_as_version_1(&file), 50);
+    let read = |g: &raftwal::GroupStorage, hi: u64| {
+        g.entries(1, hi + 1, None, GetEntriesContext::empty(false))
+            .unwrap()
+    };
+    {
+        let e = raftwal::Engine::open_with(root.path(), opts()).unwrap();
+        let g = e.group(1).unwrap();
+        assert_eq!(read(&g, 50), es[..50].to_vec());
+        g.save(&HardState::default(), &es[50..], &Snapshot::default())
+            .unwrap();
+        e.close().unwrap();
+    }
+    assert_eq!(log_version(&file), layout::LOG_FORMAT_VERSION_1);
+    let e = raftwal::Engine::open_with(root.path(), opts()).unwrap();
+    assert_eq!(read(&e.group(1).unwrap(), 60), es);
+    e.close().unwrap();
+    let insp =
+        raftwal::inspect::engine::EngineInspector::open_group(root.path(), Some(KEY), 1).unwrap();
+    assert_eq!(insp.entries(1, 61).unwrap(), es);
 }
 
 #[test]

@@ -12,8 +12,19 @@
 //! each test uses part of it.
 #![allow(dead_code)]
 
-/// The format version every header and meta region carries.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version of meta regions and journal segment headers.
+pub const META_FORMAT_VERSION: u32 = 1;
+pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// The format version a new log file's header carries: 2, whose seals bind the data length
+/// (see [`entry_aad`]).
+pub const LOG_FORMAT_VERSION: u32 = 2;
+/// The log file version before it, still read: its seals bind index, term and type alone.
+pub const LOG_FORMAT_VERSION_1: u32 = 1;
+/// The format version a new snapshot file's header carries: 2, whose envelope in an encrypted
+/// store holds the conf state sealed (field 8), not in plaintext (field 3).
+pub const SNAP_FORMAT_VERSION: u32 = 2;
+/// The snapshot file version before it, still read: the conf state in plaintext.
+pub const SNAP_FORMAT_VERSION_1: u32 = 1;
 
 // ---------------------------------------------------------------------------------------------
 // file names (FORMAT.md: "A WAL directory holds", "Engine roots")
@@ -129,6 +140,21 @@ pub const NONCE_LEN: u64 = 12;
 pub const TAG_LEN: u64 = 16;
 /// A sealed payload: context length C (u32) | nonce | ciphertext (D + C bytes) | tag.
 pub const SEALED_CIPHERTEXT_AT: u64 = CONTEXT_LEN_LEN + NONCE_LEN;
+
+/// The associated data of a sealed payload (FORMAT.md, "Encryption"): index (u64) | term (u64)
+/// | entry type (u8), then, in a log file of version 2, the data length D (u32).
+pub fn entry_aad(version: u32, index: u64, term: u64, entry_type: u8, data_len: u32) -> Vec<u8> {
+    let mut aad = [
+        &index.to_le_bytes()[..],
+        &term.to_le_bytes()[..],
+        &[entry_type][..],
+    ]
+    .concat();
+    if version >= LOG_FORMAT_VERSION {
+        aad.extend_from_slice(&data_len.to_le_bytes());
+    }
+    aad
+}
 
 /// The offset of slot `k` in a log file.
 pub fn slot_at(k: u64) -> u64 {
