@@ -1,16 +1,17 @@
 //! Snapshot data files: `snap/<term>-<index>.snap`, written and read as streams.
 //!
 //! Owns: the layout of a snapshot file (a 4 KiB header block holding a checksummed
-//! `SnapshotEnvelope`, then the data), its durable creation (temporary name, fsync, rename,
-//! directory fsync) from any `Read` in bounded memory, verified streaming reads, and the
-//! housekeeping of `snap/` (older files removed, damaged ones renamed `.broken`). Must never:
-//! name a file in the meta page (that is `storage`, and only once the file is durable), or let a
-//! reader finish without its checksum checked.
+//! `SnapshotEnvelope`, then the data) and its format versions, its durable creation (temporary
+//! name, fsync, rename, directory fsync) from any `Read` in bounded memory, verified streaming
+//! reads, and the housekeeping of `snap/` (older files removed, damaged ones renamed `.broken`).
+//! Must never: name a file in the meta page (that is `storage`, and only once the file is
+//! durable), let a reader finish without its checksum checked, or write a conf state in
+//! plaintext with a key.
 //!
 //! Header block (little-endian):
 //! ```text
 //! 0      magic "RWALSNAP"        8
-//! 8      format version u32      4
+//! 8      format version u32      4   (2; 1 still read)
 //! 12     envelope length u32     4
 //! 16     envelope                n   (protobuf SnapshotEnvelope: index, term, conf state,
 //!                                     data length, data CRC32C)
@@ -18,6 +19,13 @@
 //! ..4096 zero
 //! 4096   data
 //! ```
+//!
+//! In an encrypted store the data is sealed in chunks, and (format version 2) so is the conf
+//! state: the envelope keeps index, term, lengths, CRC and the `sealed` flag in plaintext (so
+//! the stored bytes are checked without the key), and holds the conf state only as
+//! `sealed_conf_state`, bound to the snapshot's index and term, opened (so authenticated)
+//! whenever the file is opened with the key. A version-1 file of an encrypted store, written
+//! before, holds its conf state in plaintext and still reads.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -37,7 +45,11 @@ use crate::sys::le;
 /// Directory of snapshot files inside a WAL directory.
 pub(crate) const SNAP_DIR: &str = "snap";
 const MAGIC: &[u8; 8] = b"RWALSNAP";
-const SNAP_FORMAT_VERSION: u32 = 1;
+/// Version of the snapshot file layout that new files get: 2, whose envelope in an encrypted
+/// store holds the conf state sealed (`sealed_conf_state`), not in plaintext (`conf_state`).
+const SNAP_FORMAT_VERSION: u32 = 2;
+/// The last version whose encrypted envelopes hold the conf state in plaintext.
+const SNAP_VERSION_PLAIN_CONF: u32 = 1;
 /// Size of the header block; data starts here.
 pub(crate) const HEADER_BLOCK: usize = 4096;
 // Header fields: each offset is the previous one plus the previous field's size; the CRC32C
@@ -95,6 +107,16 @@ fn chunk_aad(index: u64, term: u64, chunk: u64, last: bool) -> [u8; 25] {
     aad[8..16].copy_from_slice(&term.to_le_bytes());
     aad[16..24].copy_from_slice(&chunk.to_le_bytes());
     aad[24] = last as u8;
+    aad
+}
+
+/// Associated data of a sealed conf state: what it is, and the snapshot (index, term) whose
+/// envelope holds it, so a sealed conf state copied into another snapshot's header fails to open.
+fn conf_aad(index: u64, term: u64) -> [u8; 37] {
+    let mut aad = [0u8; 37];
+    aad[..21].copy_from_slice(b"raftwal-snapshot-conf");
+    aad[21..29].copy_from_slice(&index.to_le_bytes());
+    aad[29..37].copy_from_slice(&term.to_le_bytes());
     aad
 }
 
@@ -163,7 +185,7 @@ pub(crate) fn write_from(
             data_crc32c: crc,
             plain_len,
         };
-        let header = encode_header(index, term, conf_state, written, cipher.is_some())?;
+        let header = encode_header(index, term, conf_state, written, cipher)?;
         f.seek(SeekFrom::Start(0))
             .and_then(|_| f.write_all(&header))
             .map_err(|e| Error::io("write header", &tmp, e))?;
@@ -187,21 +209,31 @@ pub(crate) fn write_from(
     Ok(written)
 }
 
+/// The header block of a new file (format version [`SNAP_FORMAT_VERSION`]): with `cipher`, the
+/// conf state sealed, none of it in plaintext.
 fn encode_header(
     index: u64,
     term: u64,
     conf_state: &ConfStateRecord,
     w: Written,
-    sealed: bool,
+    cipher: Option<&Cipher>,
 ) -> Result<Vec<u8>> {
+    let (plain_conf, sealed_conf) = match cipher {
+        None => (Some(conf_state.clone()), Vec::new()),
+        Some(c) => (
+            None,
+            c.seal(&conf_aad(index, term), &[&conf_state.encode_to_vec()]),
+        ),
+    };
     let envelope = SnapshotEnvelope {
         index,
         term,
-        conf_state: Some(conf_state.clone()),
+        conf_state: plain_conf,
         data_len: w.data_len,
         data_crc32c: w.data_crc32c,
-        sealed,
+        sealed: cipher.is_some(),
         plain_len: w.plain_len,
+        sealed_conf_state: sealed_conf,
     }
     .encode_to_vec();
     if H_ENVELOPE + envelope.len() + H_CRC_LEN > HEADER_BLOCK {
@@ -221,7 +253,11 @@ fn encode_header(
     Ok(header)
 }
 
-fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
+/// Checks a header block and returns its envelope and format version. Where the conf state
+/// lies is checked against the version and the `sealed` flag (an encrypted envelope of version
+/// 2 holds it sealed and only sealed; any other holds no sealed one); the sealed one is opened
+/// by [`FileReader::open`], which has the key.
+fn decode_header(path: &Path, h: &[u8]) -> Result<(SnapshotEnvelope, u32)> {
     let check = Checks {
         path,
         at: 0,
@@ -242,7 +278,8 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
         crc32c::crc32c(&h[..crc_at]) == le::u32_at(h, crc_at),
         crc_at,
     )?;
-    check.version(le::u32_at(h, H_VERSION), SNAP_FORMAT_VERSION)?;
+    let version = le::u32_at(h, H_VERSION);
+    check.version(version, SNAP_FORMAT_VERSION)?;
     // The checksum does not cover the rest of the block, which the writer leaves zero: a byte
     // set there is damage too.
     let padding = crc_at + H_CRC_LEN;
@@ -253,8 +290,35 @@ fn decode_header(path: &Path, h: &[u8]) -> Result<SnapshotEnvelope> {
             "snapshot header padding is not zero",
         ));
     }
-    SnapshotEnvelope::decode(&h[H_ENVELOPE..crc_at])
-        .map_err(|e| Error::corrupt(path, H_ENVELOPE as u64, format!("snapshot envelope: {e}")))
+    let env = SnapshotEnvelope::decode(&h[H_ENVELOPE..crc_at])
+        .map_err(|e| Error::corrupt(path, H_ENVELOPE as u64, format!("snapshot envelope: {e}")))?;
+    let conf_sealed = env.sealed && version > SNAP_VERSION_PLAIN_CONF;
+    let misplaced = if conf_sealed {
+        if env.conf_state.is_some() {
+            Some("holds its conf state in plaintext")
+        } else if env.sealed_conf_state.len() < crypto::OVERHEAD {
+            Some("holds no sealed conf state")
+        } else {
+            None
+        }
+    } else if !env.sealed_conf_state.is_empty() {
+        Some("holds a sealed conf state")
+    } else {
+        None
+    };
+    if let Some(what) = misplaced {
+        let kind = if env.sealed {
+            "an encrypted"
+        } else {
+            "a plaintext"
+        };
+        return Err(Error::corrupt(
+            path,
+            H_ENVELOPE as u64,
+            format!("the envelope of {kind} snapshot of format version {version} {what}"),
+        ));
+    }
+    Ok((env, version))
 }
 
 /// A snapshot file's data as a stream. Its header was checked on open; the data's length and
@@ -326,7 +390,7 @@ impl FileReader {
         let mut header = vec![0u8; HEADER_BLOCK];
         file.read_exact(&mut header)
             .map_err(|e| Error::io("read", path, e))?;
-        let env = decode_header(path, &header)?;
+        let (env, version) = decode_header(path, &header)?;
         if let Some((index, term, data_len, data_crc)) = expect {
             if (env.index, env.term, env.data_len, env.data_crc32c)
                 != (index, term, data_len, data_crc)
@@ -362,6 +426,19 @@ impl FileReader {
                 path: path.to_path_buf(),
                 reason: "the snapshot is plaintext in a store opened with a key".to_string(),
             });
+        }
+        if let Some(c) = cipher.filter(|_| env.sealed && version > SNAP_VERSION_PLAIN_CONF) {
+            // decode_header saw a sealed conf state; it must open, as a conf state.
+            let opened = c
+                .open(&conf_aad(env.index, env.term), &env.sealed_conf_state)
+                .and_then(|p| ConfStateRecord::decode(&p[..]).ok());
+            if opened.is_none() {
+                return Err(Error::corrupt(
+                    path,
+                    H_ENVELOPE as u64,
+                    "the snapshot's sealed conf state fails authentication (altered, moved from another snapshot, or another key)",
+                ));
+            }
         }
         Ok(FileReader {
             path: path.to_path_buf(),
@@ -649,6 +726,114 @@ impl Read for SnapshotReader {
         match &mut self.file {
             Some(f) => f.read(buf),
             None => Ok(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf() -> ConfStateRecord {
+        ConfStateRecord {
+            voters: vec![0x0123_4567_89ab, 2, 3],
+            learners: vec![0x0abc_def0_1234],
+            ..Default::default()
+        }
+    }
+
+    const WRITTEN: Written = Written {
+        data_len: 100,
+        data_crc32c: 7,
+        plain_len: 72,
+    };
+
+    /// A header block holding `env` at format `version`, its CRC right.
+    fn block(env: &SnapshotEnvelope, version: u32) -> Vec<u8> {
+        let body = env.encode_to_vec();
+        let mut h = vec![0u8; HEADER_BLOCK];
+        h[H_MAGIC..H_VERSION].copy_from_slice(MAGIC);
+        h[H_VERSION..H_ENVELOPE_LEN].copy_from_slice(&version.to_le_bytes());
+        h[H_ENVELOPE_LEN..H_ENVELOPE].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        let crc_at = H_ENVELOPE + body.len();
+        h[H_ENVELOPE..crc_at].copy_from_slice(&body);
+        let crc = crc32c::crc32c(&h[..crc_at]);
+        h[crc_at..crc_at + H_CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn an_encrypted_header_holds_the_conf_state_sealed_and_bound_to_its_snapshot() {
+        let path = Path::new("/x/snap/a.snap");
+        let c = Cipher::new(&[9; 32]);
+        let h = encode_header(40, 5, &conf(), WRITTEN, Some(&c)).expect("encode");
+        let (env, version) = decode_header(path, &h).expect("decode");
+        assert_eq!(version, SNAP_FORMAT_VERSION);
+        assert!(env.sealed && env.conf_state.is_none());
+        let plain = c
+            .open(&conf_aad(40, 5), &env.sealed_conf_state)
+            .expect("opens");
+        assert_eq!(
+            ConfStateRecord::decode(&plain[..]).expect("decodes"),
+            conf()
+        );
+        // Bound to index and term: under another snapshot's, it does not open.
+        assert!(c.open(&conf_aad(41, 5), &env.sealed_conf_state).is_none());
+        assert!(c.open(&conf_aad(40, 6), &env.sealed_conf_state).is_none());
+        // Neither distinctive member id in plaintext anywhere in the block.
+        for id in [conf().voters[0], conf().learners[0]] {
+            let mut v = Vec::new();
+            prost::encoding::encode_varint(id, &mut v);
+            assert!(!h.windows(v.len()).any(|w| w == v), "{id:#x} in plaintext");
+        }
+        // A plaintext store's header: the conf state as it is, nothing sealed.
+        let h = encode_header(40, 5, &conf(), WRITTEN, None).expect("encode");
+        let (env, version) = decode_header(path, &h).expect("decode");
+        assert_eq!(version, SNAP_FORMAT_VERSION);
+        assert_eq!((env.sealed, env.conf_state), (false, Some(conf())));
+        assert!(env.sealed_conf_state.is_empty());
+    }
+
+    #[test]
+    fn a_conf_state_where_the_version_does_not_put_it_is_damage() {
+        let path = Path::new("/x/snap/a.snap");
+        let c = Cipher::new(&[9; 32]);
+        let sealed_conf = c.seal(&conf_aad(40, 5), &[&conf().encode_to_vec()]);
+        let env = |sealed: bool, plain: bool, sealed_conf: &[u8]| SnapshotEnvelope {
+            index: 40,
+            term: 5,
+            conf_state: plain.then(conf),
+            data_len: 100,
+            data_crc32c: 7,
+            sealed,
+            plain_len: 72,
+            sealed_conf_state: sealed_conf.to_vec(),
+        };
+        // (envelope, version, accepted)
+        for (e, version, ok) in [
+            (env(true, false, &sealed_conf), 2, true),
+            (env(true, true, &[]), 1, true),
+            (env(false, true, &[]), 1, true),
+            (env(false, true, &[]), 2, true),
+            (env(true, true, &[]), 2, false),
+            (env(true, true, &sealed_conf), 2, false),
+            (env(true, false, &[]), 2, false),
+            (
+                env(true, false, &sealed_conf[..crypto::OVERHEAD - 1]),
+                2,
+                false,
+            ),
+            (env(true, false, &sealed_conf), 1, false),
+            (env(false, true, &sealed_conf), 2, false),
+        ] {
+            let what = format!("{e:?} at version {version}");
+            match decode_header(path, &block(&e, version)) {
+                Ok((got, v)) if ok => assert_eq!((got, v), (e, version), "{what}"),
+                Err(Error::Corrupt {
+                    path: p, offset, ..
+                }) if !ok => assert_eq!((p.as_path(), offset), (path, H_ENVELOPE as u64), "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
         }
     }
 }
