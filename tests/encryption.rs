@@ -4,7 +4,9 @@
 //! error at open (and changes no file); altered or moved ciphertext never reads back, even with
 //! its CRC fixed up, nor does a payload whose split between data and context was moved; log
 //! files of format version 1 (sealed without the data length in the associated data) still read,
-//! in a store, an engine group and a reused spare; no nonce repeats among the store's seals
+//! in a store, an engine group and a reused spare; snapshot files hold their conf state sealed
+//! (format version 2: no member id in plaintext; altered or moved, it fails open), and version-1
+//! ones (conf state in plaintext) still read; no nonce repeats among the store's seals
 //! (entry payloads, also when a conflicting append rewrites an entry, meta records, snapshot
 //! chunks).
 //!
@@ -619,6 +621,342 @@ fn an_engine_groups_version_1_log_file_still_reads() {
     let insp =
         raftwal::inspect::engine::EngineInspector::open_group(root.path(), Some(KEY), 1).unwrap();
     assert_eq!(insp.entries(1, 61).unwrap(), es);
+}
+
+// ---------------------------------------------------------------------------------------------
+// snapshot files: the conf state (FORMAT.md, "snap/<term>-<index>.snap")
+// ---------------------------------------------------------------------------------------------
+
+const SNAP_VERSION_AT: usize = layout::SNAP_VERSION_AT as usize;
+const SNAP_ENVELOPE_LEN_AT: usize = layout::SNAP_ENVELOPE_LEN_AT as usize;
+const SNAP_ENVELOPE_AT: usize = layout::SNAP_ENVELOPE_AT as usize;
+/// SnapshotEnvelope fields (proto/raftwal.proto): the plaintext conf state, the sealed one.
+const ENV_CONF_STATE: u64 = 3;
+const ENV_SEALED_CONF_STATE: u64 = 8;
+
+/// Protobuf varint bytes of `v`.
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+/// Reads a varint at `*at` in `b`, moving `at` past it.
+fn read_varint(b: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = b[*at];
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            break;
+        }
+    }
+    v
+}
+
+/// The fields of an envelope (varint and length-delimited only, all an envelope holds): each
+/// field number and its whole encoding (key included).
+fn envelope_fields(m: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < m.len() {
+        let from = at;
+        let key = read_varint(m, &mut at);
+        match key & 7 {
+            0 => {
+                read_varint(m, &mut at);
+            }
+            2 => {
+                let n = read_varint(m, &mut at) as usize;
+                at += n;
+            }
+            w => panic!("wire type {w} in an envelope"),
+        }
+        out.push((key >> 3, m[from..at].to_vec()));
+    }
+    out
+}
+
+/// The one snapshot file under `dir` (`snap/`), its header's version and envelope fields.
+fn snap_header(dir: &Path) -> (PathBuf, u32, Vec<(u64, Vec<u8>)>) {
+    let files: Vec<_> = files_under(&dir.join("snap"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let b = std::fs::read(&files[0]).unwrap();
+    let version = u32::from_le_bytes(b[SNAP_VERSION_AT..SNAP_VERSION_AT + 4].try_into().unwrap());
+    let n = u32::from_le_bytes(
+        b[SNAP_ENVELOPE_LEN_AT..SNAP_ENVELOPE_LEN_AT + 4]
+            .try_into()
+            .unwrap(),
+    ) as usize;
+    let fields = envelope_fields(&b[SNAP_ENVELOPE_AT..SNAP_ENVELOPE_AT + n]);
+    (files[0].clone(), version, fields)
+}
+
+/// Writes the header of snapshot file `path` again as FORMAT.md lays it out: `version`, the
+/// envelope made of `fields`, its CRC32C, zeroes to the data.
+fn write_snap_header(path: &Path, version: u32, fields: &[(u64, Vec<u8>)]) {
+    let env: Vec<u8> = fields.iter().flat_map(|(_, f)| f.clone()).collect();
+    let mut b = std::fs::read(path).unwrap();
+    b[SNAP_VERSION_AT..SNAP_VERSION_AT + 4].copy_from_slice(&version.to_le_bytes());
+    b[SNAP_ENVELOPE_LEN_AT..SNAP_ENVELOPE_LEN_AT + 4]
+        .copy_from_slice(&(env.len() as u32).to_le_bytes());
+    let crc_at = SNAP_ENVELOPE_AT + env.len();
+    b[SNAP_ENVELOPE_AT..crc_at].copy_from_slice(&env);
+    let crc = crc32c::crc32c(&b[..crc_at]);
+    b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    b[crc_at + 4..SNAP_DATA_AT].fill(0);
+    std::fs::write(path, &b).unwrap();
+}
+
+/// A membership whose ids are distinctive (searched for as the varints an envelope encodes).
+fn distinctive_conf_state() -> ConfState {
+    let mut cs = ConfState::default();
+    cs.voters = vec![0x0123_4567_89ab_cdef >> 1, 0x0fed_cba9_8765_4321 >> 1];
+    cs.learners = vec![0x0abc_def0_1234_5678 >> 1];
+    cs
+}
+
+/// A store (or, with `engine`, group 1 of an engine root) under `dir`, sealed under `KEY` when
+/// `key`: entries 1..=3, `cs` set, a snapshot at 2 with 1,000 bytes of data.
+fn store_with_snapshot(dir: &Path, key: bool, engine: bool, cs: &ConfState) {
+    let es: Vec<Entry> = (1..=3).map(|i| marked_entry(i, 1)).collect();
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = 3;
+    if engine {
+        let e = raftwal::Engine::open_with(dir, engine_opts(key)).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs, &es, &Snapshot::default()).unwrap();
+        g.set_conf_state(cs).unwrap();
+        g.create_snapshot(2, None, vec![7u8; 1000]).unwrap();
+        e.close().unwrap();
+    } else {
+        let opts = if key { keyed(KEY) } else { Options::default() };
+        let s = DiskStorage::open_with(dir, opts).unwrap();
+        s.save(&hs, &es, &Snapshot::default()).unwrap();
+        s.set_conf_state(cs).unwrap();
+        s.create_snapshot(2, None, vec![7u8; 1000]).unwrap();
+        s.close().unwrap();
+    }
+}
+
+fn engine_opts(key: bool) -> raftwal::EngineOptions {
+    raftwal::EngineOptions {
+        encryption_key: key.then_some(KEY),
+        recovery_threads: 1,
+        ..Default::default()
+    }
+}
+
+/// Reads the snapshot of the store or group 1 of the root at `dir` (sealed under `KEY` when
+/// `key`) through the store or engine and through the read-only tools: its conf state and data.
+fn read_snapshot(dir: &Path, key: bool, engine: bool) -> Result<(ConfState, Vec<u8>), Error> {
+    let k = key.then_some(KEY);
+    let (from_store, via_tools) = if engine {
+        let e = raftwal::Engine::open_with(dir, engine_opts(key))?;
+        let snap = e.group(1).unwrap().snapshot(0, 0).map_err(to_error)?;
+        e.close()?;
+        let insp = raftwal::inspect::engine::EngineInspector::open_group(dir, k, 1)?;
+        let mut r = insp.snapshot_reader()?;
+        let mut data = Vec::new();
+        r.read_to_end(&mut data).unwrap();
+        (snap, (r.metadata().get_conf_state().clone(), data))
+    } else {
+        let opts = if key { keyed(KEY) } else { Options::default() };
+        let s = DiskStorage::open_with(dir, opts)?;
+        let snap = s.snapshot(0, 0).map_err(to_error)?;
+        s.close()?;
+        let insp = raftwal::inspect::Inspector::open_with_key(dir, k)?;
+        insp.verify(&mut |_| {})?;
+        let mut r = insp.snapshot_reader()?;
+        let mut data = Vec::new();
+        r.read_to_end(&mut data).unwrap();
+        (snap, (r.metadata().get_conf_state().clone(), data))
+    };
+    let store = (
+        from_store.get_metadata().get_conf_state().clone(),
+        from_store.data.to_vec(),
+    );
+    assert_eq!(store, via_tools, "the store and the tools disagree");
+    Ok(store)
+}
+
+/// The raftwal error inside a `raft::Error` from the `Storage` trait.
+fn to_error(e: raft::Error) -> Error {
+    match e {
+        raft::Error::Store(StorageError::Other(inner)) => match inner.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(other) => panic!("not a raftwal error: {other}"),
+        },
+        other => panic!("not a store error: {other:?}"),
+    }
+}
+
+/// Found by review 33 (`defect_snapshot_file_holds_the_conf_state_in_plaintext`, which failed
+/// before the fix: each member id in plaintext in the snapshot file of an encrypted store and of
+/// an encrypted engine group). The meta page and the journal seal the conf state; the snapshot
+/// file's envelope held it in plaintext. A snapshot file of format version 2 in an encrypted
+/// store holds it sealed (envelope field 8), bound to the snapshot's index and term, and no
+/// plaintext one (field 3); the snapshot reads back through the store, the engine and the tools.
+/// A plaintext store's file holds the conf state as before.
+#[test]
+fn snapshot_files_hold_the_conf_state_sealed() {
+    let cs = distinctive_conf_state();
+    let needles: Vec<(u64, Vec<u8>)> = cs
+        .voters
+        .iter()
+        .chain(&cs.learners)
+        .map(|&id| (id, varint(id)))
+        .collect();
+    for engine in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        store_with_snapshot(root.path(), true, engine, &cs);
+        let dir = if engine {
+            root.path().join("groups/1")
+        } else {
+            root.path().to_path_buf()
+        };
+        let mut leaks = Vec::new();
+        for f in files_under(root.path()) {
+            let b = std::fs::read(&f).unwrap();
+            for (id, n) in &needles {
+                if contains(&b, n) {
+                    leaks.push(format!("member {id:#x} in plaintext in {}", f.display()));
+                }
+            }
+        }
+        assert!(leaks.is_empty(), "{leaks:#?}");
+        let (_, version, fields) = snap_header(&dir);
+        assert_eq!(version, layout::SNAP_FORMAT_VERSION);
+        let numbers: Vec<u64> = fields.iter().map(|(n, _)| *n).collect();
+        assert!(numbers.contains(&ENV_SEALED_CONF_STATE), "{numbers:?}");
+        assert!(!numbers.contains(&ENV_CONF_STATE), "{numbers:?}");
+        let (got, data) = read_snapshot(root.path(), true, engine).unwrap();
+        assert_eq!(
+            (got, data),
+            (cs.clone(), vec![7u8; 1000]),
+            "engine {engine}"
+        );
+    }
+    // Plaintext: the conf state in the envelope, nothing sealed.
+    let dir = tempfile::tempdir().unwrap();
+    store_with_snapshot(dir.path(), false, false, &cs);
+    let (path, version, fields) = snap_header(dir.path());
+    assert_eq!(version, layout::SNAP_FORMAT_VERSION);
+    let numbers: Vec<u64> = fields.iter().map(|(n, _)| *n).collect();
+    assert!(numbers.contains(&ENV_CONF_STATE), "{numbers:?}");
+    assert!(!numbers.contains(&ENV_SEALED_CONF_STATE), "{numbers:?}");
+    assert!(contains(&std::fs::read(path).unwrap(), &needles[0].1));
+    assert_eq!(
+        read_snapshot(dir.path(), false, false).unwrap(),
+        (cs, vec![7u8; 1000])
+    );
+}
+
+/// The sealed conf state is authenticated whenever the file is opened with the key: altered (its
+/// header's CRC fixed up, no key needed), or taken from another snapshot's header, it fails open
+/// (`Error::Corrupt` naming the snapshot file), in the store and in the tools.
+#[test]
+fn an_altered_or_moved_sealed_conf_state_fails_open() {
+    let cs = distinctive_conf_state();
+    let dir = tempfile::tempdir().unwrap();
+    store_with_snapshot(dir.path(), true, false, &cs);
+    let (path, version, fields) = snap_header(dir.path());
+    let sealed_at = fields
+        .iter()
+        .position(|(n, _)| *n == ENV_SEALED_CONF_STATE)
+        .unwrap();
+    // Another snapshot's sealed conf state (index 3, the same membership and key).
+    let other = tempfile::tempdir().unwrap();
+    {
+        store_with_snapshot(other.path(), true, false, &cs);
+        let s = DiskStorage::open_with(other.path(), keyed(KEY)).unwrap();
+        s.create_snapshot(3, None, vec![7u8; 1000]).unwrap();
+        s.close().unwrap();
+    }
+    let (_, _, other_fields) = snap_header(other.path());
+    let moved = other_fields
+        .into_iter()
+        .find(|(n, _)| *n == ENV_SEALED_CONF_STATE)
+        .unwrap();
+    let mut altered = fields[sealed_at].clone();
+    *altered.1.last_mut().unwrap() ^= 0x01;
+    let original = std::fs::read(&path).unwrap();
+    for (what, field) in [("altered", altered), ("moved", moved)] {
+        let mut f = fields.clone();
+        f[sealed_at] = field;
+        write_snap_header(&path, version, &f);
+        match read_snapshot(dir.path(), true, false) {
+            Err(Error::Corrupt {
+                path: p, reason, ..
+            }) => {
+                assert_eq!(p, path, "{what}");
+                assert!(reason.contains("fails authentication"), "{what}: {reason}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        std::fs::write(&path, &original).unwrap();
+    }
+    assert_eq!(
+        read_snapshot(dir.path(), true, false).unwrap(),
+        (cs, vec![7u8; 1000])
+    );
+}
+
+/// A snapshot file of an encrypted store written before format version 2 (the conf state in
+/// plaintext, nothing of it sealed; made here by hand as FORMAT.md describes it) still reads, in
+/// a store and an engine group, through the tools too; the same envelope under version 2 is
+/// refused (it must hold the conf state sealed).
+#[test]
+fn an_encrypted_snapshot_file_of_version_1_still_reads() {
+    let mut cs = ConfState::default();
+    cs.voters = vec![1, 2, 3];
+    // ConfStateRecord { voters: [1, 2, 3] } (packed), as envelope field 3.
+    let plain_conf = [
+        vec![(ENV_CONF_STATE << 3 | 2) as u8, 5],
+        vec![0x0a, 3, 1, 2, 3],
+    ]
+    .concat();
+    for engine in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        store_with_snapshot(root.path(), true, engine, &cs);
+        let dir = if engine {
+            root.path().join("groups/1")
+        } else {
+            root.path().to_path_buf()
+        };
+        let (path, _, fields) = snap_header(&dir);
+        let mut v1: Vec<(u64, Vec<u8>)> = fields
+            .into_iter()
+            .filter(|(n, _)| *n != ENV_SEALED_CONF_STATE)
+            .collect();
+        let at = v1.iter().position(|(n, _)| *n > ENV_CONF_STATE).unwrap();
+        v1.insert(at, (ENV_CONF_STATE, plain_conf.clone()));
+        write_snap_header(&path, layout::SNAP_FORMAT_VERSION_1, &v1);
+        assert_eq!(
+            read_snapshot(root.path(), true, engine).unwrap(),
+            (cs.clone(), vec![7u8; 1000]),
+            "engine {engine}"
+        );
+        write_snap_header(&path, layout::SNAP_FORMAT_VERSION, &v1);
+        match read_snapshot(root.path(), true, engine) {
+            Err(Error::Corrupt {
+                path: p, reason, ..
+            }) => {
+                assert_eq!(p, path);
+                assert!(reason.contains("in plaintext"), "{reason}");
+            }
+            other => panic!("engine {engine}: {other:?}"),
+        }
+    }
 }
 
 #[test]
