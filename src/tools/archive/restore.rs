@@ -191,8 +191,11 @@ fn claim(spelled: &Path, place: Place) -> Result<Claim> {
             _lock: lock,
         }),
         Err(e) => {
-            // The target may be another restore's or a node's now: only the empty parents made
-            // here go (a `LOCK` file this restore made may stay: an empty store's lock file).
+            // The target may be another restore's or a node's now, even one this restore made
+            // (another restore that found it made claims it before this one locks it): only
+            // the empty parents made here go, never the target (a `LOCK` file this restore
+            // made may stay: an empty store's lock file).
+            created.retain(|d| *d != place.dir);
             remove_empty(&created);
             Err(e)
         }
