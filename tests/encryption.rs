@@ -479,6 +479,8 @@ fn rewrite_as_version_1(path: &Path) -> usize {
         assert_eq!(NONCE_LEN + again.len(), end - at);
         b[at..at + NONCE_LEN].copy_from_slice(&nonce);
         b[at + NONCE_LEN..end].copy_from_slice(&again);
+        // Version 1 knew no flag saying the seal binds the data length.
+        b[k * SLOT_LEN + layout::SLOT_FLAGS_AT as usize] &= !layout::SLOT_FLAG_BINDS_LEN;
         fix_crc(&mut b, k);
         n += 1;
     }
@@ -487,9 +489,9 @@ fn rewrite_as_version_1(path: &Path) -> usize {
 }
 
 /// A log file written before format version 2 (sealed under index, term and type alone) still
-/// reads, in the store and in the read-only tools; entries appended to it are sealed as its
-/// version says (it keeps version 1), and the next file the log starts is version 2. A
-/// plaintext file of version 1 reads too.
+/// reads, in the store and in the read-only tools; entries appended to it (it keeps version 1)
+/// are sealed binding their data length, as their slots say (`SLOT_FLAG_BINDS_LEN`), and the
+/// next file the log starts is version 2. A plaintext file of version 1 reads too.
 #[test]
 fn a_version_1_log_file_still_reads_and_the_next_file_is_version_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -1461,4 +1463,86 @@ fn a_group_of_an_encrypted_root_opens_as_a_disk_storage_with_the_roots_key() {
     let want: Vec<Entry> = (1..=5).map(|i| marked_entry(i, 1)).collect();
     assert_eq!(all(&s), want);
     s.close().unwrap();
+}
+
+fn save_one(s: &DiskStorage, e: Entry) {
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = e.index;
+    s.save(&hs, &[e], &Snapshot::default()).unwrap();
+}
+
+fn ctx_entry(index: u64) -> Entry {
+    let mut e = Entry::default();
+    e.index = index;
+    e.term = 1;
+    e.data = Bytes::from_static(b"transfer 100 to alice");
+    e.context = Bytes::from_static(b"ctx");
+    e
+}
+
+/// The header is not authenticated, so its version cannot choose how new entries are sealed:
+/// lowered from 2 to 1 (CRC fixed, no key) while the store is closed, it once made every entry
+/// appended afterwards sealed without its data length, and a moved data/context split in them
+/// read back as authentic (found by a review). Every seal this build makes binds the data
+/// length and says so in its slot (`FLAG_BINDS_LEN`); clearing that flag only makes the entry
+/// fail to open.
+#[test]
+fn a_downgraded_header_never_makes_new_entries_splittable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+        let mut e = ctx_entry(1);
+        e.data = Bytes::from_static(b"first");
+        save_one(&s, e);
+        s.close().unwrap();
+    }
+    let path = dir.path().join(log_name(1));
+    assert_eq!(log_version(&path), layout::LOG_FORMAT_VERSION);
+    // The attacker (no key): header version 2 -> 1, header CRC fixed.
+    let mut b = std::fs::read(&path).unwrap();
+    let h = layout::FILE_HEADER_AT as usize;
+    let v = h + layout::FILE_VERSION_AT as usize;
+    b[v..v + 4].copy_from_slice(&1u32.to_le_bytes());
+    let crc_at = h + layout::FILE_CRC_AT as usize;
+    let crc = crc32c::crc32c(&b[h..crc_at]);
+    b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    // The node runs on and appends entry 2.
+    let written = ctx_entry(2);
+    {
+        let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+        save_one(&s, written.clone());
+        s.close().unwrap();
+    }
+    // The attacker moves entry 2's data/context split (D - 12, C + 12, slot CRC fixed).
+    let mut b = std::fs::read(&path).unwrap();
+    let (off, d) = slot(&b, 1);
+    let c = u32::from_le_bytes(b[off..off + 4].try_into().unwrap());
+    assert_eq!((d, c), (21, 3));
+    let d_at = SLOT_LEN + layout::SLOT_DATA_LEN_AT as usize;
+    b[d_at..d_at + 4].copy_from_slice(&(d as u32 - 12).to_le_bytes());
+    b[off..off + 4].copy_from_slice(&(c + 12).to_le_bytes());
+    fix_crc(&mut b, 1);
+    std::fs::write(&path, &b).unwrap();
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    // The split moved, nothing can read back as written: the read must fail authentication.
+    if let Ok(got) = s.entries(2, 3, None, GetEntriesContext::empty(false)) {
+        panic!(
+            "after a header downgrade, a moved split was accepted as authentic: data {:?}, context {:?}",
+            String::from_utf8_lossy(&got[0].data),
+            String::from_utf8_lossy(&got[0].context),
+        );
+    }
+    drop(s);
+    // Clearing the slot's flag that says its seal binds the data length (CRC fixed) does not
+    // help: the entry then fails to open.
+    let mut b = std::fs::read(&path).unwrap();
+    b[SLOT_LEN + layout::SLOT_FLAGS_AT as usize] &= !layout::SLOT_FLAG_BINDS_LEN;
+    fix_crc(&mut b, 1);
+    std::fs::write(&path, &b).unwrap();
+    let s = DiskStorage::open_with(dir.path(), keyed(KEY)).unwrap();
+    assert!(s
+        .entries(2, 3, None, GetEntriesContext::empty(false))
+        .is_err());
 }

@@ -108,6 +108,9 @@ pub const SLOT_FLAG_CONTEXT: u8 = 1;
 pub const SLOT_FLAG_SEALED: u8 = 2;
 /// Slot flag bit 2: data dropped by `truncate_entries_until`.
 pub const SLOT_FLAG_DATA_DROPPED: u8 = 4;
+/// Slot flag bit 3 (sealed slots only): the seal binds the data length, whatever the file's
+/// version (every seal since format version 2's fix sets it).
+pub const SLOT_FLAG_BINDS_LEN: u8 = 8;
 
 /// The slot array: [`SLOTS_PER_FILE`] slots from offset 0.
 pub const SLOT_AREA_LEN: u64 = SLOTS_PER_FILE * SLOT_LEN;

@@ -608,12 +608,13 @@ mod tests {
         }
     }
 
-    /// A file keeps the seal binding of its header's version: a version-1 file (made here by
-    /// rewriting a new file's header, as an older build wrote it) seals what is appended to it
-    /// under index, term and type, through a rewrite of its header too; a new file is version
-    /// 2 and binds the data length as well. Both read back, before and after a reopen.
+    /// A file keeps its header's version, through a rewrite of its header too: a version-1
+    /// file (made here by rewriting a new file's header, as an older build wrote it) and a new
+    /// file (version 2). What is appended to either is sealed binding the data length, and its
+    /// slots say so (`FLAG_BINDS_LEN`): the header, not authenticated, never decides how a new
+    /// entry is sealed. Both read back, before and after a reopen.
     #[test]
-    fn a_file_seals_as_its_header_version_says() {
+    fn a_file_keeps_its_version_and_every_new_seal_binds_the_data_length() {
         use raft::eraftpb::Entry;
         let dir = tempfile::tempdir().expect("tempdir");
         let cipher = Cipher::new(&[7; 32]);
@@ -663,15 +664,20 @@ mod tests {
             let mut got = Vec::new();
             f.read_entries(0, 2, &mut got, |_| true).expect("read");
             assert_eq!(got, written);
-            // The payload opens under the file's binding, and only under it.
+            // The payload opens binding the data length, and only so, whatever the version.
             let c = f.check_slot(1).expect("slot");
+            assert_ne!(c.slot.flags & slot::FLAG_BINDS_LEN, 0);
             let sealed = f
                 .map
                 .read(c.data_end as usize, c.payload_end as usize)
                 .expect("payload");
             for b in [SealBinding::IndexTermType, SealBinding::WithDataLen] {
                 let opened = cipher.open(slot::entry_aad(&c.slot, b).as_bytes(), &sealed);
-                assert_eq!(opened.is_some(), b == binding, "{version}: {b:?}");
+                assert_eq!(
+                    opened.is_some(),
+                    b == SealBinding::WithDataLen,
+                    "{version}: {b:?}"
+                );
             }
         }
     }

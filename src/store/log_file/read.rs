@@ -14,9 +14,9 @@ use bytes::Bytes;
 use raft::prelude::{Entry, EntryType};
 
 use super::slot::{
-    entry_aad, entry_type_from_code, slot_crc, CheckedSlot, Slot, SlotFault, FLAG_CONTEXT,
-    FLAG_DATA_DROPPED, FLAG_SEALED, KNOWN_FLAGS, MAX_ENTRY_TYPE, MAX_OFFSET, SLOT_DATA_LEN,
-    SLOT_INDEX, SLOT_OFFSET, SLOT_SIZE, SLOT_TERM,
+    entry_aad, entry_type_from_code, slot_crc, CheckedSlot, Slot, SlotFault, FLAG_BINDS_LEN,
+    FLAG_CONTEXT, FLAG_DATA_DROPPED, FLAG_SEALED, KNOWN_FLAGS, MAX_ENTRY_TYPE, MAX_OFFSET,
+    SLOT_DATA_LEN, SLOT_INDEX, SLOT_OFFSET, SLOT_SIZE, SLOT_TERM,
 };
 use super::{LogFile, PAYLOAD_START};
 use crate::error::{Error, Result};
@@ -74,6 +74,7 @@ impl LogFile {
             || s.flags & !KNOWN_FLAGS != 0
             || sealed != self.cipher.is_some()
             || (sealed && s.flags & FLAG_CONTEXT != 0)
+            || (!sealed && s.flags & FLAG_BINDS_LEN != 0)
         {
             return Err(SlotFault::UnknownTypeOrFlags(s));
         }
@@ -178,7 +179,7 @@ impl LogFile {
             .get((c.data_end - c.slot.offset) as usize..)
             .unwrap_or_default();
         if cipher.authenticates(
-            entry_aad(&c.slot, self.seal_binding()).as_bytes(),
+            entry_aad(&c.slot, c.slot.seal_binding(self.seal_binding())).as_bytes(),
             sealed,
             scratch,
         ) {
@@ -350,7 +351,8 @@ impl LogFile {
         let (data, context) = if let Some(cipher) = &self.cipher {
             // Sealed: opened (and so authenticated) on every read; the plaintext is a copy.
             let sealed = self.map.read(c.data_end as usize, c.payload_end as usize)?;
-            let plain = cipher.open(entry_aad(s, self.seal_binding()).as_bytes(), &sealed)?;
+            let binding = s.seal_binding(self.seal_binding());
+            let plain = cipher.open(entry_aad(s, binding).as_bytes(), &sealed)?;
             // The plaintext is data and context, D + C bytes as the slot and the payload's
             // context length say (`extent` sized the sealed bytes by them; from format version
             // 2 the seal binds D, and so C).

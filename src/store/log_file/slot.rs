@@ -36,7 +36,13 @@ pub(super) const FLAG_SEALED: u8 = 2;
 /// Slot flag: `truncate_entries_until` dropped the data: the entry reads back with empty data
 /// (its payload bytes stay, still covered by the CRC).
 pub(super) const FLAG_DATA_DROPPED: u8 = 4;
-pub(super) const KNOWN_FLAGS: u8 = FLAG_CONTEXT | FLAG_SEALED | FLAG_DATA_DROPPED;
+/// Slot flag (with [`FLAG_SEALED`] only): the payload's seal binds the data length
+/// ([`SealBinding::WithDataLen`]) whatever the file's version. Every seal this build makes sets
+/// it: a file's header is not authenticated, so its version cannot decide how new entries are
+/// sealed (a header lowered to version 1 would make them splittable). Cleared by an attacker,
+/// the entry only fails to open (its seal was made with the longer associated data).
+pub(super) const FLAG_BINDS_LEN: u8 = 8;
+pub(super) const KNOWN_FLAGS: u8 = FLAG_CONTEXT | FLAG_SEALED | FLAG_DATA_DROPPED | FLAG_BINDS_LEN;
 /// Largest value the 6-byte offset field holds.
 pub(super) const MAX_OFFSET: u64 = (1 << 48) - 1;
 
@@ -96,17 +102,31 @@ pub(super) fn entry_type_from_code(c: u8) -> Option<EntryType> {
     }
 }
 
-/// How a log file binds a sealed payload to its slot, by the file's format version (see
-/// `header`): which slot fields the associated data holds.
+/// How a sealed payload is bound to its slot: which slot fields the associated data holds. By
+/// the slot's [`FLAG_BINDS_LEN`], else by its file's format version (see `header`); see
+/// [`Slot::seal_binding`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SealBinding {
     /// Format version 1: index, term and type. The data length D is outside the seal, so the
-    /// split of the plaintext between data and context is not authenticated; read only (and
-    /// kept for entries appended to a version-1 file, which must read back under its version).
+    /// split of the plaintext between data and context is not authenticated; read only: no
+    /// seal is made so any more (entries appended to a version-1 file set [`FLAG_BINDS_LEN`]).
     IndexTermType,
     /// Format version 2 on: index, term, type and the data length D. With D bound, the context
     /// length (the plaintext's length less D) is bound too.
     WithDataLen,
+}
+
+impl Slot {
+    /// How this sealed slot's payload is bound, in a file whose header says `file`: with the
+    /// data length if the slot says so or the file is of version 2 on (an honest slot of such a
+    /// file always says so; a cleared flag changes nothing), else as version 1 sealed it.
+    pub(super) fn seal_binding(&self, file: SealBinding) -> SealBinding {
+        if self.flags & FLAG_BINDS_LEN != 0 {
+            SealBinding::WithDataLen
+        } else {
+            file
+        }
+    }
 }
 
 /// Bytes of the longest associated data ([`SealBinding::WithDataLen`]).

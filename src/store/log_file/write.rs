@@ -16,8 +16,9 @@ use std::sync::atomic::Ordering;
 use raft::prelude::{Entry, EntryType};
 
 use super::slot::{
-    entry_aad, entry_type_code, slot_crc, SealBinding, Slot, FLAG_CONTEXT, FLAG_DATA_DROPPED,
-    FLAG_SEALED, MAX_OFFSET, SLOTS_PER_FILE, SLOT_AREA, SLOT_CRC, SLOT_INDEX, SLOT_SIZE, SLOT_TERM,
+    entry_aad, entry_type_code, slot_crc, SealBinding, Slot, FLAG_BINDS_LEN, FLAG_CONTEXT,
+    FLAG_DATA_DROPPED, FLAG_SEALED, MAX_OFFSET, SLOTS_PER_FILE, SLOT_AREA, SLOT_CRC, SLOT_INDEX,
+    SLOT_SIZE, SLOT_TERM,
 };
 use super::{open_rw, sink_of, Handle, LogFile, Scratch, PAGE, PAYLOAD_START};
 use crate::error::{Error, Result};
@@ -231,8 +232,7 @@ impl LogFile {
         scratch: &mut Scratch,
     ) -> Result<()> {
         if let Some(cipher) = &self.cipher {
-            let (payloads, slots) =
-                seal_entries(cipher, self.seal_binding(), self.payload_end, entries);
+            let (payloads, slots) = seal_entries(cipher, self.payload_end, entries);
             return self.write_sealed(first_slot, entries.len(), &payloads, &slots);
         }
         let start = self.payload_end;
@@ -505,15 +505,10 @@ impl LogFile {
 }
 
 /// Seals `entries` (for an encrypted store) as payloads that start at file offset `start`:
-/// each under a fresh nonce, bound to its slot as the file's version says (`binding`: index,
-/// term, type and, from version 2, data length). Returns the payload bytes and the encoded
-/// slots describing them.
-fn seal_entries(
-    cipher: &Cipher,
-    binding: SealBinding,
-    start: u64,
-    entries: &[Entry],
-) -> (Vec<u8>, Vec<u8>) {
+/// each under a fresh nonce, bound to its slot by index, term, type and data length, whatever
+/// the file's version, which its slot says (`FLAG_BINDS_LEN`). Returns the payload bytes and
+/// the encoded slots describing them.
+fn seal_entries(cipher: &Cipher, start: u64, entries: &[Entry]) -> (Vec<u8>, Vec<u8>) {
     let mut payloads = Vec::new();
     let mut slots = Vec::with_capacity(entries.len() * SLOT_SIZE);
     for e in entries {
@@ -522,15 +517,16 @@ fn seal_entries(
             index: e.index,
             offset: start + payloads.len() as u64,
             entry_type: entry_type_code(e.entry_type),
-            flags: FLAG_SEALED,
+            flags: FLAG_SEALED | FLAG_BINDS_LEN,
             data_len: e.data.len() as u32,
             crc: 0,
         };
         let p0 = payloads.len();
         payloads.extend_from_slice(&(e.context.len() as u32).to_le_bytes());
-        payloads.extend_from_slice(
-            &cipher.seal(entry_aad(&slot, binding).as_bytes(), &[&e.data, &e.context]),
-        );
+        payloads.extend_from_slice(&cipher.seal(
+            entry_aad(&slot, SealBinding::WithDataLen).as_bytes(),
+            &[&e.data, &e.context],
+        ));
         let mut b = [0u8; SLOT_SIZE];
         slot.encode_fields(&mut b);
         let crc = slot_crc(&b, &[&payloads[p0..]]);
