@@ -755,6 +755,130 @@ async fn a_broken_snapshot_stream_is_dropped_and_the_next_one_installs() -> Resu
     Ok(())
 }
 
+/// With a small `--peer-frame-limit`, ordinary raft traffic still flows: raft-rs batches up to
+/// `max_size_per_msg` (1 MiB, node.rs) of entries into one MsgAppend, and a single entry may be
+/// up to MAX_FIELD (64 MiB); a message larger than a frame goes as a message head and chunks
+/// (wire.rs). (1) A follower that lags by 30 writes of 400 bytes catches up; (2) a 5000-byte
+/// value commits. Both once stalled for good: the link refused the frame, dropped the
+/// connection, and raft sent the same append again (found by a review).
+async fn small_peer_frames_still_carry_ordinary_appends() -> Result {
+    const LIMIT: usize = wire::MIN_PEER_FRAME;
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.peer_frame_limit = Some(LIMIT);
+    c.start_all().map_err(e2s)?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let mut client = Client::new(c.addrs());
+    client.attempt_timeout = Duration::from_secs(10);
+    client.write_cas("first", "x", None).await.map_err(e2s)?;
+    let lagging = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
+    c.kill(lagging);
+    let mut last = 0;
+    for i in 0..30 {
+        last = client
+            .write_cas(&format!("k/{i}"), &"v".repeat(400), None)
+            .await
+            .map_err(e2s)?;
+    }
+    c.start(lagging).map_err(e2s)?;
+    let mut problems = Vec::new();
+    let start = Instant::now();
+    loop {
+        if c.status(lagging).await.is_some_and(|s| s.applied >= last) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap_or(0);
+            problems.push(format!(
+                "(1) follower {lagging} did not catch up to {last} in 20 s with {LIMIT}-byte peer frames: {:?}\n  leader {leader}'s log:\n{}",
+                c.status(lagging).await,
+                c.log_tail(leader, 4)
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let big = "w".repeat(5000);
+    match tokio::time::timeout(Duration::from_secs(25), client.write_cas("big", &big, None)).await {
+        Ok(Ok(_)) => {}
+        other => {
+            let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap_or(0);
+            problems.push(format!(
+                "(2) a 5000-byte value did not commit with {LIMIT}-byte peer frames: {:?}\n  leader {leader}'s log:\n{}",
+                other.map(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+                c.log_tail(leader, 4)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// A peer connection whose snapshot head names a node that is not a peer (or is not addressed
+/// to this node) is dropped at the head. `peer_in` (server.rs) once checked `from`/`to` only
+/// after the whole announced data (up to MAX_SNAPSHOT, 64 GiB) was reserved and received: anyone
+/// who could connect made the node buffer that much per connection (found by a review).
+async fn a_strangers_snapshot_head_is_dropped_at_once() -> Result {
+    use protobuf::Message as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LIMIT: usize = wire::MIN_PEER_FRAME;
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.peer_frame_limit = Some(LIMIT);
+    c.start(3).map_err(e2s)?;
+    wait_status(&c, 3, "serving", |_| true).await?;
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+    m.from = 99; // not a peer
+    m.to = 3;
+    m.term = 5;
+    m.mut_snapshot().mut_metadata().index = 8;
+    m.mut_snapshot().mut_metadata().term = 5;
+    let body = m.write_to_bytes().map_err(e2s)?;
+    let total: u64 = 1 << 30;
+    let mut bytes = wire::PEER_MAGIC.to_vec();
+    bytes.extend_from_slice(&((1 + 12 + body.len()) as u32).to_be_bytes());
+    bytes.push(wire::FRAME_SNAPSHOT_HEAD);
+    bytes.extend_from_slice(&total.to_be_bytes());
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    bytes.extend_from_slice(&body);
+    let mut s = tokio::net::TcpStream::connect(c.addr(3))
+        .await
+        .map_err(e2s)?;
+    s.write_all(&bytes).await.map_err(e2s)?;
+    // 32 MiB of chunks: a node that dropped the connection at the head refuses them.
+    let chunk = [
+        &((LIMIT) as u32).to_be_bytes()[..],
+        &[wire::FRAME_SNAPSHOT_CHUNK],
+        &vec![7u8; LIMIT - 1],
+    ]
+    .concat();
+    let mut sent = 0usize;
+    let start = Instant::now();
+    while sent < 32 << 20 && start.elapsed() < Duration::from_secs(30) {
+        if s.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += LIMIT - 1;
+    }
+    let mut one = [0u8; 1];
+    let closed = matches!(
+        tokio::time::timeout(Duration::from_secs(3), s.read(&mut one)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    );
+    c.check_alive()?;
+    if sent >= 32 << 20 && !closed {
+        return Err(format!(
+            "node 3 kept a snapshot stream from non-peer node 99 open and took {sent} bytes of its data (head announced {total}); log:\n{}",
+            c.log_tail(3, 3)
+        ));
+    }
+    Ok(())
+}
+
 /// An added node must be able to join after the cluster is killed right after the add. The
 /// snapshot every replica takes after applying an AddNode (node.rs `snapshot_due`) was once
 /// asked for in memory only: a replica killed after its checkpoint passed the AddNode but
@@ -1620,7 +1744,13 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 19] = [
+    let scenarios: [(&str, Scenario); 21] = [
+        ("small_peer_frames_still_carry_ordinary_appends", || {
+            Box::pin(small_peer_frames_still_carry_ordinary_appends())
+        }),
+        ("a_strangers_snapshot_head_is_dropped_at_once", || {
+            Box::pin(a_strangers_snapshot_head_is_dropped_at_once())
+        }),
         (
             "a_follower_catches_up_through_a_snapshot_larger_than_a_frame",
             || Box::pin(a_follower_catches_up_through_a_snapshot_larger_than_a_frame()),

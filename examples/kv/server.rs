@@ -91,9 +91,12 @@ impl Net {
         let limit = self.shared.peer_frame_limit;
         let mut r = BufReader::with_capacity(256 << 10, stream);
         let mut buf = Vec::new();
+        // A message must come from a listed peer, addressed to this node: checked as soon as
+        // the reader knows both (a head's, before its chunks are taken in).
+        let accept = |from: u64, to: u64| to == id && self.shared.peers.read().contains_key(&from);
         loop {
             let PeerMessage { message: m, chunks } =
-                match read_peer_message(&mut r, &mut buf, limit).await {
+                match read_peer_message(&mut r, &mut buf, limit, accept).await {
                     Ok(Some(got)) => got,
                     Ok(None) => return,
                     Err(e) => {
