@@ -872,11 +872,14 @@ fn check_replay(
             if JournalPos::of_page(&g.eng).reflects(rec.seq, *number) {
                 continue;
             }
-            replayed::check_shape(part).map_err(|e| malformed(&rec, g.id, e))?;
-            let last = shape.last_index();
-            replayed::settle(part, shape.snapshot_index);
-            check_contiguous(g.id, &g.dir, part, &rec, last)?;
-            replayed::check_commit(part, last).map_err(|e| malformed(&rec, g.id, e))?;
+            check_part(
+                &rec,
+                g.id,
+                &g.dir,
+                part,
+                shape.snapshot_index,
+                shape.last_index(),
+            )?;
             shape.take(part);
         }
         decoded.push(Decoded { rec, parts });
@@ -925,12 +928,9 @@ fn replay(shared: &Shared, records: Vec<Decoded>) -> Result<()> {
             if durable.is_none_or(|d| d.reflects(rec.seq, *number)) {
                 continue;
             }
-            replayed::check_shape(&part).map_err(|e| malformed(&rec, g.id, e))?;
             let (snapshot, last) =
                 g.with_log(|log| Ok((log.snapshot_index(), log.last_index())))?;
-            replayed::settle(&mut part, snapshot);
-            check_contiguous(g.id, &g.dir, &part, &rec, last)?;
-            replayed::check_commit(&part, last).map_err(|e| malformed(&rec, g.id, e))?;
+            check_part(&rec, g.id, &g.dir, &mut part, snapshot, last)?;
             let change = Change {
                 snapshot: part.snapshot.as_ref(),
                 entries: std::mem::take(&mut part.entries),
@@ -951,16 +951,10 @@ fn replay(shared: &Shared, records: Vec<Decoded>) -> Result<()> {
             .applied_seq
             .store(rec.seq, std::sync::atomic::Ordering::Release);
     }
-    // Every group's slots checked before any is written: an open that fails on a damaged one
-    // changes nothing. Each group's descriptor then goes into the budget, as a commit's does.
-    let truncated: Vec<(&std::sync::Arc<Group>, u64)> = truncated
-        .into_iter()
-        .filter_map(|(id, index)| Some((groups.get(&id)?, index)))
-        .collect();
-    for (g, index) in &truncated {
-        g.check_files_below(*index)?;
-    }
-    for (g, index) in truncated {
+    // Every group's slots were checked before open changed anything (`check_replay`). Each
+    // group's descriptor then goes into the budget, as a commit's does.
+    for (id, index) in truncated {
+        let Some(g) = groups.get(&id) else { continue };
         g.clear_files_below(index)?;
         g.settle_fds(shared);
     }
@@ -978,6 +972,24 @@ fn malformed(rec: &super::journal::Record, group: u64, reason: String) -> Error 
             rec.seq
         ),
     )
+}
+
+/// Replay's rules for a part of record `rec` for group `id` (directory `dir`), whose log has
+/// its snapshot at `snapshot` and ends at `last`, in open's order: the part's own shape, the
+/// part settled against the snapshot ([`replayed::settle`], which changes it), no gap, its
+/// commit within the log. [`check_replay`] and [`replay`] both ask them.
+fn check_part(
+    rec: &super::journal::Record,
+    id: u64,
+    dir: &Path,
+    part: &mut batch::Decoded,
+    snapshot: u64,
+    last: u64,
+) -> Result<()> {
+    replayed::check_shape(part).map_err(|e| malformed(rec, id, e))?;
+    replayed::settle(part, snapshot);
+    check_contiguous(id, dir, part, rec, last)?;
+    replayed::check_commit(part, last).map_err(|e| malformed(rec, id, e))
 }
 
 /// A replayed part's entries must continue the group's log as its meta page left it: a gap

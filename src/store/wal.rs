@@ -563,21 +563,6 @@ impl Wal {
         Ok(())
     }
 
-    /// Checks each held slot of `[from, to)` as [`Wal::clear_data`] does before it seals one
-    /// again (slot and payload checksums, index), writing nothing.
-    pub(crate) fn check_slots(&self, from: u64, to: u64) -> Result<()> {
-        if self.files.is_empty() {
-            return Ok(());
-        }
-        let end = to.min(self.last + 1);
-        for (pos, slots) in spans(self.first(), from.max(self.first()), end) {
-            for s in slots {
-                self.files[pos].verify_slot(s)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Makes Normal entries in `[from, to)` (those held) read back with empty data, each slot
     /// checked before it is sealed again; the indexes an earlier call cleared (and nothing has
     /// written since) are not read again.

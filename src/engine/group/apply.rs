@@ -117,20 +117,12 @@ impl Group {
     /// Done once replay ends, because the files are as the writes after those records left
     /// them: an overwrite written into them since cut the slots past it, which the page (not
     /// stored since) still counts, and which the tail now replaces. Open checks every group's
-    /// range first ([`Group::check_files_below`]), so that an open that fails on a damaged
-    /// slot has changed no group's files.
+    /// range before it changes anything (`recovery::check_replay`), so that an open that fails
+    /// on a damaged slot has changed no group's files.
     pub(crate) fn clear_files_below(&self, index: u64) -> Result<()> {
         self.with_both(|b| {
             let (first, to) = files_cleared(b.log, index);
             b.files.wal.clear_data(first, to)
-        })
-    }
-
-    /// [`Group::clear_files_below`]'s checks of the slots, writing nothing.
-    pub(crate) fn check_files_below(&self, index: u64) -> Result<()> {
-        self.with_both(|b| {
-            let (first, to) = files_cleared(b.log, index);
-            b.files.wal.check_slots(first, to)
         })
     }
 
