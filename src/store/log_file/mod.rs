@@ -178,6 +178,22 @@ fn payload_reserve(hint: u64) -> u64 {
     reserve.clamp(1 << 20, 1 << 30).next_multiple_of(1 << 20)
 }
 
+/// Writes the header of a log file made new (created, or a spare taken in) at `path`: this
+/// build's format version, its id and base, whether it is sealed and whether the file before it
+/// was unflushed; not flushed.
+fn write_new_header(
+    file: &File,
+    path: &Path,
+    id: u64,
+    base: u64,
+    sealed: bool,
+    prev_unflushed: bool,
+) -> Result<()> {
+    let h = encode_header(LOG_FORMAT_VERSION, id, base, sealed, prev_unflushed);
+    file.write_all_at(&h, HEADER_OFFSET as u64)
+        .map_err(|e| Error::io("write header", path, e))
+}
+
 /// Writes the first MiB of a log file (slot area, header page and the pages up to the first
 /// payload) as zeroes, one page per write: the page cache then holds the area in single pages,
 /// and a slot write dirties one page, not a large folio written back whole.
@@ -280,17 +296,7 @@ impl LogFile {
             if flavor == Flavor::Synced {
                 zero_first_mib(&file, &path)?;
             }
-            file.write_all_at(
-                &encode_header(
-                    LOG_FORMAT_VERSION,
-                    id,
-                    base,
-                    cipher.is_some(),
-                    prev_unflushed,
-                ),
-                HEADER_OFFSET as u64,
-            )
-            .map_err(|e| Error::io("write header", &path, e))
+            write_new_header(&file, &path, id, base, cipher.is_some(), prev_unflushed)
         };
         let access = if flavor == Flavor::Engine {
             Access::Detached
@@ -337,17 +343,7 @@ impl LogFile {
                 .map_err(|e| Error::io("fdatasync", spare, e))?;
             fsutil::rename_no_replace(spare, &path)?;
             renamed = true;
-            file.write_all_at(
-                &encode_header(
-                    LOG_FORMAT_VERSION,
-                    id,
-                    base,
-                    cipher.is_some(),
-                    prev_unflushed,
-                ),
-                HEADER_OFFSET as u64,
-            )
-            .map_err(|e| Error::io("write header", &path, e))?;
+            write_new_header(&file, &path, id, base, cipher.is_some(), prev_unflushed)?;
             let mut f = LogFile::open(&path, id, Access::Append, cipher)?;
             f.dirty = true;
             Ok(f)
