@@ -437,6 +437,24 @@ mod tests {
         e
     }
 
+    /// An archive `backup.tar.gz` in `dir` of a store (also in `dir`) holding entries 1..=10,
+    /// committed, and a snapshot at 8 holding `state`.
+    fn archive_in(dir: &Path, state: Vec<u8>) -> PathBuf {
+        let wal = dir.join("wal");
+        {
+            let s = DiskStorage::open(&wal).expect("open");
+            let mut hs = HardState::default();
+            (hs.term, hs.commit) = (1, 10);
+            let es: Vec<Entry> = (1..=10).map(entry).collect();
+            s.save(&hs, &es, &Snapshot::default()).expect("save");
+            s.create_snapshot(8, None, state).expect("snapshot");
+            s.close().expect("close");
+        }
+        let archive = dir.join("backup.tar.gz");
+        save_dir_snapshot(&wal, &archive, &mut |_| {}).expect("save archive");
+        archive
+    }
+
     /// A node opening a store in the directory a restore has just claimed (found empty):
     /// before the claim took the store's lock, the node's open succeeded, restore's own open
     /// then failed on the lock, and its undo removed the node's files (the node's acknowledged
@@ -445,19 +463,7 @@ mod tests {
     #[test]
     fn a_node_opening_the_claimed_directory_never_loses_its_files() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let wal = tmp.path().join("wal");
-        {
-            let s = DiskStorage::open(&wal).expect("open");
-            let mut hs = HardState::default();
-            (hs.term, hs.commit) = (1, 10);
-            let es: Vec<Entry> = (1..=10).map(entry).collect();
-            s.save(&hs, &es, &Snapshot::default()).expect("save");
-            s.create_snapshot(8, None, b"state".to_vec())
-                .expect("snapshot");
-            s.close().expect("close");
-        }
-        let archive = tmp.path().join("backup.tar.gz");
-        save_dir_snapshot(&wal, &archive, &mut |_| {}).expect("save archive");
+        let archive = archive_in(tmp.path(), b"state".to_vec());
 
         let target = tmp.path().join("restored");
         std::fs::create_dir(&target).expect("mkdir");
@@ -506,19 +512,7 @@ mod tests {
     fn a_node_is_refused_at_every_step_of_a_failed_restores_undo() {
         use std::rc::Rc;
         let tmp = tempfile::tempdir().expect("tempdir");
-        let wal = tmp.path().join("wal");
-        {
-            let s = DiskStorage::open(&wal).expect("open");
-            let mut hs = HardState::default();
-            (hs.term, hs.commit) = (1, 10);
-            let es: Vec<Entry> = (1..=10).map(entry).collect();
-            s.save(&hs, &es, &Snapshot::default()).expect("save");
-            s.create_snapshot(8, None, vec![7u8; 200_000])
-                .expect("snapshot");
-            s.close().expect("close");
-        }
-        let archive = tmp.path().join("backup.tar.gz");
-        save_dir_snapshot(&wal, &archive, &mut |_| {}).expect("save archive");
+        let archive = archive_in(tmp.path(), vec![7u8; 200_000]);
         let target = tmp.path().join("restored");
         std::fs::create_dir(&target).expect("mkdir");
 
