@@ -642,18 +642,11 @@ async fn caught_up_by_chunks(
         .find(|l| l.contains("received a snapshot"))
         .ok_or_else(|| format!("node {id}'s log names no snapshot received:\n{log}"))?;
     println!("    {received}");
-    let mut reader = Client::pinned(c.addr(id));
-    for i in 0..keys {
-        let key = format!("big/{i}");
-        let got = reader
-            .read(&key, Consistency::Eventual)
-            .await
-            .map_err(e2s)?;
-        if got.map(|item| item.value) != Some(value(i)) {
-            return Err(format!("node {id} does not serve {key} as written"));
-        }
-    }
-    Ok(())
+    serves_as_written(
+        c.addr(id),
+        (0..keys).map(|i| (format!("big/{i}"), value(i))),
+    )
+    .await
 }
 
 /// A snapshot stream that breaks — the connection cut mid-snapshot, a chunk changed (the
@@ -742,14 +735,23 @@ async fn a_broken_snapshot_stream_is_dropped_and_the_next_one_installs() -> Resu
         s.snapshots_installed == 1 && s.applied == 8
     })
     .await?;
-    let mut reader = Client::pinned(c.addr(3));
-    for i in 1..=8u64 {
+    serves_as_written(c.addr(3), (1..=8u64).map(|i| (format!("s/{i}"), value(i)))).await
+}
+
+/// Reads each key of `keys` from the node at `addr` alone (an eventual read: what it has
+/// applied) and checks that it holds the value given.
+async fn serves_as_written(
+    addr: std::net::SocketAddr,
+    keys: impl IntoIterator<Item = (String, String)>,
+) -> Result {
+    let mut reader = Client::pinned(addr);
+    for (key, want) in keys {
         let got = reader
-            .read(&format!("s/{i}"), Consistency::Eventual)
+            .read(&key, Consistency::Eventual)
             .await
             .map_err(e2s)?;
-        if got.map(|item| item.value) != Some(value(i)) {
-            return Err(format!("s/{i} is not served as the snapshot holds it"));
+        if got.map(|item| item.value) != Some(want) {
+            return Err(format!("{addr} does not serve {key} as written"));
         }
     }
     Ok(())
