@@ -23,8 +23,12 @@ mod node;
 mod peers;
 #[path = "../examples/kv/procs.rs"]
 mod procs;
+#[path = "kv/proxy.rs"]
+mod proxy;
 #[path = "../examples/kv/server.rs"]
 mod server;
+#[path = "../examples/kv/stall.rs"]
+mod stall;
 #[path = "../examples/kv/state.rs"]
 mod state;
 #[path = "../examples/kv/wire.rs"]
@@ -816,6 +820,121 @@ async fn small_peer_frames_still_carry_ordinary_appends() -> Result {
         Ok(())
     } else {
         Err(problems.join("\n"))
+    }
+}
+
+/// A peer connection that goes silent without closing (a partition, a vanished host, a
+/// firewall that forgot the flow: no FIN, no RST) must not hold a follower back for good. Every
+/// node reaches the others through a proxy; once a leader is up, the connections into one
+/// follower are black-holed, and writes go on until the leader's link to it has filled the
+/// socket buffers. The link once wrote into that connection for ever (TCP gives up on it after
+/// about 15 minutes), so the follower never heard from the leader again, and with pre-vote and
+/// check-quorum it could not unseat it either: it stayed behind, while every message for it
+/// queued in memory. A link that makes no progress for a while is now dropped and made anew.
+async fn a_black_holed_peer_link_is_dropped_and_the_follower_catches_up() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    let mut proxies = BTreeMap::new();
+    let mut taken: Vec<u16> = c.addrs().iter().map(|a| a.port()).collect();
+    for id in c.ids() {
+        let port = procs::free_port(&taken).map_err(e2s)?;
+        taken.push(port);
+        let proxy = proxy::Proxy::start(([127, 0, 0, 1], port).into(), c.addr(id)).await?;
+        c.routes.insert(id, proxy.addr);
+        proxies.insert(id, proxy);
+    }
+    c.start_all().map_err(e2s)?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let mut client = Client::new(c.addrs());
+    client.attempt_timeout = Duration::from_secs(10);
+    client.write_cas("first", "x", None).await.map_err(e2s)?;
+    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
+    proxies[&follower].black_hole();
+    // 24 MiB: more than the leader's socket and the proxy's buffers take in (4 MiB of send
+    // buffer at most here, and a receive window that stops growing once nothing reads it).
+    let value = "v".repeat(256 << 10);
+    let mut last = 0;
+    for i in 0..96 {
+        last = client
+            .write_cas(&format!("k/{i}"), &value, None)
+            .await
+            .map_err(e2s)?;
+    }
+    let start = Instant::now();
+    loop {
+        if c.status(follower).await.is_some_and(|s| s.applied >= last) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let now = c.wait_leader(Duration::from_secs(5)).await.unwrap_or(0);
+            return Err(format!(
+                "follower {follower} did not catch up to {last} within 30 s of the writes after its incoming connections were black-holed: {:?}\n  leader {now}'s log:\n{}",
+                c.status(follower).await,
+                c.log_tail(now, 4)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.check_alive()?;
+    serves_as_written(c.addr(follower), [("k/95".to_string(), value)]).await
+}
+
+/// A peer connection that stops in the middle of a message is dropped after the stall limit
+/// (examples/kv/stall.rs), with what it had sent; one that is quiet between messages is not.
+/// The reader once waited for the rest for ever.
+async fn a_peer_message_stalled_halfway_is_dropped() -> Result {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.start(3).map_err(e2s)?;
+    wait_status(&c, 3, "serving", |_| true).await?;
+    let connect = || async {
+        let mut s = tokio::net::TcpStream::connect(c.addr(3))
+            .await
+            .map_err(e2s)?;
+        s.write_all(&wire::PEER_MAGIC).await.map_err(e2s)?;
+        Ok::<_, String>(s)
+    };
+    let closed_within = |mut s: tokio::net::TcpStream, limit: Duration| async move {
+        let mut one = [0u8; 1];
+        matches!(
+            tokio::time::timeout(limit, s.read(&mut one)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    };
+    // Quiet between messages: still open after twice the limit.
+    let quiet = connect().await?;
+    let half = connect().await?;
+    let mut half = half;
+    // A message frame announcing 1,000 bytes, of which 10 come.
+    let mut bytes = 1000u32.to_be_bytes().to_vec();
+    bytes.push(wire::FRAME_MESSAGE);
+    bytes.extend_from_slice(&[0u8; 9]);
+    half.write_all(&bytes).await.map_err(e2s)?;
+    let start = Instant::now();
+    let half_closed = closed_within(half, stall::PEER_STALL * 3).await;
+    let took = start.elapsed();
+    let quiet_closed =
+        closed_within(quiet, stall::PEER_STALL * 2 - took.min(stall::PEER_STALL)).await;
+    c.check_alive()?;
+    let mut problems = Vec::new();
+    if !half_closed {
+        problems.push(format!(
+            "a message stalled after 10 of 1,000 bytes kept its connection open for {:?}",
+            stall::PEER_STALL * 3
+        ));
+    }
+    if quiet_closed {
+        problems.push("a connection quiet between messages was dropped".to_string());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}; node 3's log:\n{}",
+            problems.join("; "),
+            c.log_tail(3, 3)
+        ))
     }
 }
 
@@ -1746,7 +1865,14 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 21] = [
+    let scenarios: [(&str, Scenario); 23] = [
+        ("a_peer_message_stalled_halfway_is_dropped", || {
+            Box::pin(a_peer_message_stalled_halfway_is_dropped())
+        }),
+        (
+            "a_black_holed_peer_link_is_dropped_and_the_follower_catches_up",
+            || Box::pin(a_black_holed_peer_link_is_dropped_and_the_follower_catches_up()),
+        ),
         ("small_peer_frames_still_carry_ordinary_appends", || {
             Box::pin(small_peer_frames_still_carry_ordinary_appends())
         }),

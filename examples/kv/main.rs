@@ -19,6 +19,7 @@ mod demo;
 mod node;
 mod procs;
 mod server;
+mod stall;
 mod state;
 mod wire;
 

@@ -31,6 +31,9 @@ pub struct LocalCluster {
     pub snapshot_every: u64,
     /// Passed to every node as `--peer-frame-limit` (the node's default when `None`).
     pub peer_frame_limit: Option<usize>,
+    /// Where the other nodes reach a node, when not at the address it listens on (a proxy
+    /// in between, for the tests).
+    pub routes: BTreeMap<u64, SocketAddr>,
 }
 
 /// A loopback port below the kernel's ephemeral range (so no outgoing connection takes it
@@ -79,6 +82,7 @@ impl LocalCluster {
             paused: BTreeSet::new(),
             snapshot_every,
             peer_frame_limit: None,
+            routes: BTreeMap::new(),
         })
     }
 
@@ -145,12 +149,16 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.log(id))?;
-        // The initial nodes and this one; nodes added later are learned from the log.
+        // The initial nodes and this one; nodes added later are learned from the log. The
+        // others by their routes; this one by the address it listens on.
         let peers: BTreeMap<u64, SocketAddr> = self
             .peers
             .iter()
             .filter(|(i, _)| self.initial.contains(i) || **i == id)
-            .map(|(i, a)| (*i, *a))
+            .map(|(i, a)| match self.routes.get(i) {
+                Some(route) if *i != id => (*i, *route),
+                _ => (*i, *a),
+            })
             .collect();
         let mut cmd = Command::new(&self.exe);
         cmd.args(&self.prefix)

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::{Message, MessageType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
 use crate::client::Conn;
 use crate::node::{local_read, Event, Shared};
+use crate::stall::{Stall, PEER_STALL};
 use crate::state::{check_write_size, Op};
 use crate::wire::{
     read_frame, read_peer_message, write_frame, write_peer_message, ClientFrame, Consistency,
@@ -82,19 +83,32 @@ impl Net {
     /// them (no authentication here, as in etcd without TLS): a message must only come from a
     /// listed peer and be addressed to this node, which stops a misdirected connection.
     /// A broken stream (a snapshot cut short or failing its checksum among others, see `wire`)
-    /// drops the connection with what it had: raft only ever gets whole messages.
+    /// drops the connection with what it had: raft only ever gets whole messages. So does a
+    /// message that stops arriving halfway for [`PEER_STALL`] (a connection gone silent).
     async fn peer_in(&self, stream: TcpStream) {
         let id = self.shared.id;
         let addr = stream
             .peer_addr()
             .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
         let limit = self.shared.peer_frame_limit;
-        let mut r = BufReader::with_capacity(256 << 10, stream);
+        let mut r = BufReader::with_capacity(256 << 10, Stall::new(stream, PEER_STALL));
         let mut buf = Vec::new();
         // A message must come from a listed peer, addressed to this node: checked as soon as
         // the reader knows both (a head's, before its chunks are taken in).
         let accept = |from: u64, to: u64| to == id && self.shared.peers.read().contains_key(&from);
         loop {
+            // Quiet between messages for as long as the peer likes; once one has begun, the
+            // rest must keep coming.
+            r.get_mut().watch_reads(false);
+            match r.fill_buf().await {
+                Ok([]) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("node {id}: dropped the peer connection from {addr}: {e}");
+                    return;
+                }
+            }
+            r.get_mut().watch_reads(true);
             let PeerMessage { message: m, chunks } =
                 match read_peer_message(&mut r, &mut buf, limit, accept).await {
                     Ok(Some(got)) => got,
@@ -391,7 +405,8 @@ impl Net {
 /// writes each message in peer frames (one, or a snapshot's head and chunks: see `wire`).
 /// While the peer is unreachable its messages are dropped and raft is told, so it probes again
 /// later instead of waiting; a snapshot's outcome, written out whole or not, is reported to
-/// raft either way.
+/// raft either way. A connection that takes no byte for [`PEER_STALL`] counts as broken (one
+/// gone silent without closing would otherwise hold the link until TCP gives up on it).
 pub fn peer_link(shared: Arc<Shared>, to: u64, addr: SocketAddr) -> UnboundedSender<Message> {
     let (tx, rx) = unbounded_channel();
     tokio::spawn(peer_out(shared, to, addr, rx));
@@ -404,7 +419,7 @@ async fn peer_out(
     addr: SocketAddr,
     mut rx: UnboundedReceiver<Message>,
 ) {
-    let mut conn: Option<BufWriter<TcpStream>> = None;
+    let mut conn: Option<BufWriter<Stall<TcpStream>>> = None;
     let mut retry_at = Instant::now();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -450,13 +465,13 @@ async fn peer_out(
     }
 }
 
-async fn connect_peer(addr: SocketAddr) -> Option<BufWriter<TcpStream>> {
+async fn connect_peer(addr: SocketAddr) -> Option<BufWriter<Stall<TcpStream>>> {
     let stream = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
         .await
         .ok()?
         .ok()?;
     let _ = stream.set_nodelay(true);
-    let mut w = BufWriter::with_capacity(256 << 10, stream);
+    let mut w = BufWriter::with_capacity(256 << 10, Stall::new(stream, PEER_STALL));
     w.write_all(&PEER_MAGIC).await.ok()?;
     Some(w)
 }
@@ -464,7 +479,7 @@ async fn connect_peer(addr: SocketAddr) -> Option<BufWriter<TcpStream>> {
 /// Writes and flushes a batch of raft messages; returns the snapshots in it: (index, bytes,
 /// chunks).
 async fn write_batch(
-    w: &mut BufWriter<TcpStream>,
+    w: &mut BufWriter<Stall<TcpStream>>,
     batch: &[Message],
     limit: usize,
 ) -> std::io::Result<Vec<(u64, usize, usize)>> {
