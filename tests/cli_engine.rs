@@ -1867,6 +1867,45 @@ fn a_journal_gone_after_the_checkpoint_fails_open_and_the_tools() {
     }
 }
 
+/// A young root (written, killed before any checkpoint) whose journal directory is gone:
+/// `inspect` says open will fail, naming the journal, and `verify` fails, as `Engine::open`
+/// refuses it (`tests/engine_damage.rs` `a_young_roots_lost_journal_is_refused_naming_it`).
+/// Before `engine.meta` said the journal had begun, the tools, like open, saw a root never
+/// written, with its group empty.
+#[test]
+fn a_young_roots_lost_journal_fails_open_and_the_tools() {
+    let tmp = TempDir::new().unwrap();
+    let live = tmp.path().join("live");
+    let e = Engine::open(&live).unwrap();
+    e.create_group(1, 1).unwrap();
+    let es: Vec<Entry> = (1..=10).map(|i| entry_in_group(i, 1, 1)).collect();
+    let mut hs = HardState::default();
+    (hs.term, hs.commit) = (1, 10);
+    let mut b = WriteBatch::new();
+    b.save(1, &hs, &es, &Snapshot::default());
+    e.write(&mut b).unwrap();
+    let root = tmp.path().join("young");
+    roots::kill_image(&live, &root);
+    e.close().unwrap();
+    assert_eq!(inspect_json(&root)["checkpoint_seq"].as_u64(), Some(0));
+    let journal = root.join("journal");
+    fs::remove_dir_all(&journal).unwrap();
+    let err = open_copy_fails(
+        &root,
+        &tmp.path().join("opened"),
+        EngineOptions::default(),
+        "opened without the journal's records",
+    );
+    assert!(err.contains("first open"), "{err}");
+    let open_error = open_will_fail(&root);
+    assert!(
+        open_error.starts_with("journal: ") && open_error.contains(p(&journal)),
+        "{open_error}"
+    );
+    let run = fails(&["verify", p(&root)], 1);
+    assert!(run.stderr.contains("first open"), "{}", run.stderr);
+}
+
 /// A group's `.wal` header and a checkpointed journal record both damaged: open reads the
 /// groups before the journal and names the `.wal` file; "open will fail" names it too (it once named the
 /// journal record).

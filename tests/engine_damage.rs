@@ -559,7 +559,7 @@ fn journal_missing(
             reason
         }
         Err(e) => panic!("{what}: another error: {e}"),
-        Ok(_) => panic!("{what}: opened without entries 11 to 20"),
+        Ok(_) => panic!("{what}: opened, without the records the lost journal held"),
     }
 }
 
@@ -647,11 +647,10 @@ fn a_journal_gone_behind_a_groups_meta_page_is_refused_naming_it() {
     assert_eq!(e.group(1).unwrap().last_index().unwrap(), 20);
 }
 
-/// A root made and never written has no journal segment, closed or killed (its first open
-/// marks `engine.meta` open before any segment exists): it opens, and so does one whose
-/// journal directory was never made.
+/// A root made and never written has a journal segment from its first open on (holding only
+/// its header), closed or killed: it opens again, and so do its kill images.
 #[test]
-fn a_root_never_written_opens_without_a_segment() {
+fn a_root_never_written_opens_again_with_its_first_segment() {
     use raftwal::Engine;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
@@ -661,10 +660,102 @@ fn a_root_never_written_opens_without_a_segment() {
     roots::kill_image(&root, &image);
     e.close().unwrap();
     for r in [&root, &image] {
+        let segments = std::fs::read_dir(r.join("journal"))
+            .unwrap()
+            .filter(|ent| {
+                let name = ent.as_ref().unwrap().file_name();
+                let name = name.to_str().unwrap();
+                name.ends_with(".jnl") && !name.starts_with("spare-")
+            })
+            .count();
+        assert!(
+            segments >= 1,
+            "{}: no segment after the first open",
+            r.display()
+        );
         Engine::open(r).unwrap().close().unwrap();
     }
-    std::fs::remove_dir_all(image.join("journal")).unwrap();
-    Engine::open(&image).unwrap().close().unwrap();
+}
+
+/// A young root (no checkpoint yet, no group page reflecting a record) whose journal is lost:
+/// its directory, its segments, or its segments left only as spares. Open once started a
+/// journal afresh and opened the group empty: ten acknowledged entries and the hard state
+/// gone without a word, as nothing on disk told such a root from one never written. Now the
+/// root's first open makes a segment durable and then says so in `engine.meta`, and open
+/// refuses a lost journal in both modes, naming it, changing nothing. A root never written
+/// whose journal is removed is refused the same way (it is damage too). The kill image with
+/// its journal opens whole.
+#[test]
+fn a_young_roots_lost_journal_is_refused_naming_it() {
+    use raft::Storage;
+    use raftwal::{Engine, EngineOptions, RecoveryMode};
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage); 3] = [
+        ("the directory removed", |j| {
+            std::fs::remove_dir_all(j).unwrap()
+        }),
+        ("its segments removed", |j| {
+            for ent in std::fs::read_dir(j).unwrap() {
+                std::fs::remove_file(ent.unwrap().path()).unwrap();
+            }
+        }),
+        ("its segments renamed as spares", |j| {
+            for ent in std::fs::read_dir(j).unwrap() {
+                let p = ent.unwrap().path();
+                let name = p.file_name().unwrap().to_str().unwrap().to_string();
+                if !name.starts_with("spare-") {
+                    std::fs::rename(&p, j.join(format!("spare-{name}"))).unwrap();
+                }
+            }
+        }),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (written, never) = (dir.path().join("written"), dir.path().join("never"));
+    let e = Engine::open(&written).unwrap();
+    e.create_group(1, 1).unwrap();
+    e.write(&mut batch_of(1, 10)).unwrap();
+    let young = dir.path().join("young");
+    roots::kill_image(&written, &young);
+    e.close().unwrap();
+    Engine::open(&never).unwrap().close().unwrap();
+    {
+        let whole = dir.path().join("whole");
+        roots::copy_tree(&young, &whole);
+        let e = Engine::open(&whole).unwrap();
+        let g = e.group(1).unwrap();
+        assert_eq!(
+            g.last_index().unwrap(),
+            10,
+            "the kill image with its journal"
+        );
+        e.close().unwrap();
+    }
+    for (image, name) in [(&young, "written, killed"), (&never, "never written")] {
+        for (what, damage) in damages {
+            for mode in [
+                RecoveryMode::TolerateTailCorruption,
+                RecoveryMode::AbsoluteConsistency,
+            ] {
+                let case = format!("{name}: {what}, {mode:?}");
+                let copy = dir.path().join("case");
+                let _ = std::fs::remove_dir_all(&copy);
+                roots::copy_tree(image, &copy);
+                let journal = copy.join("journal");
+                damage(&journal);
+                let before = fuzz::open_engine::read_image(&copy);
+                let opts = EngineOptions {
+                    recovery_mode: mode,
+                    ..Default::default()
+                };
+                let reason = journal_missing(Engine::open_with(&copy, opts), &journal, &case);
+                assert!(reason.contains("first open"), "{case}: {reason}");
+                assert!(
+                    before == fuzz::open_engine::read_image(&copy),
+                    "{case}: the refused open changed the root"
+                );
+            }
+        }
+    }
 }
 
 /// A forged slot with a valid checksum whose term breaks the group's term order, in the middle

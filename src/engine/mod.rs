@@ -652,15 +652,18 @@ mod tests {
             journal_segment_bytes: 64 << 10,
             ..Default::default()
         };
-        let e = Engine::open_with(dir.path(), opts).unwrap();
-        let g = e.create_group(1, 1).unwrap();
-        // The preparer makes the second segment and stops there until released.
+        // The preparer makes the second segment and stops there until released (set before
+        // open: the first segment is made by open, and the preparer starts on the second
+        // right after).
         let (paused, paused_rx) = channel();
         let (release, release_rx) = channel::<()>();
-        segments::tests::pause_next_preparation(&e.shared.root, move || {
+        segments::tests::pause_next_preparation(dir.path(), move || {
             let _ = paused.send(());
             let _ = release_rx.recv_timeout(Duration::from_secs(30));
         });
+        let e = Engine::open_with(dir.path(), opts).unwrap();
+        assert_eq!(e.shared.root, dir.path());
+        let g = e.create_group(1, 1).unwrap();
         let big = |from: u64, n: u64| {
             (from..from + n)
                 .map(|index| {
@@ -671,7 +674,7 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        // The first segment, made by the commit; the preparer then makes the second.
+        // Into the first segment; the preparer has made the second (or is making it).
         g.save(&hard_state(1, 0), &big(1, 1), &Default::default())
             .unwrap();
         paused_rx

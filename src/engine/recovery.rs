@@ -83,6 +83,7 @@ pub(crate) fn open(
             checkpoint_seq: 0,
             next_incarnation: 1,
             open: false,
+            journal_begun: false,
         };
         (None, fresh)
     };
@@ -101,6 +102,7 @@ pub(crate) fn open(
     // (docs/PERFORMANCE.md, "Reopen from a cold cache"); warm, they cost nothing measurable.
     let threads = opts.recovery_threads;
     let checkpoint_seq = root_record.checkpoint_seq;
+    let begun = root_record.journal_begun;
     let journal_dir = root.join(JOURNAL_DIR);
     let new_journal = !journal_dir.exists();
     let read_all = || read_groups(&root, mode, cipher.as_ref(), checkpoint_seq, threads);
@@ -133,7 +135,13 @@ pub(crate) fn open(
         let read = read_all()?;
         if new_journal {
             // Refused before the directory is made (a refused open changes nothing).
-            check_journal_found(&journal_dir, checkpoint_seq, None, checkpoint_seq, &read)?;
+            check_journal_found(
+                &journal_dir,
+                (checkpoint_seq, begun),
+                None,
+                checkpoint_seq,
+                &read,
+            )?;
         }
         (read, open_journal()?)
     };
@@ -141,7 +149,7 @@ pub(crate) fn open(
         // An existing journal, once read (a new one was checked before it was made).
         check_journal_found(
             &journal_dir,
-            checkpoint_seq,
+            (checkpoint_seq, begun),
             Some(opened.segment_files),
             opened.journal.last_seq(),
             &read,
@@ -183,6 +191,10 @@ pub(crate) fn open(
     };
     let groups = finish_groups(&root, read, cipher.as_ref(), threads)?;
     opened.journal.tidy()?;
+    // A segment durable before `engine.meta` says the journal has begun: from then on a
+    // journal found with no segment lost its records (a young root's too, with no checkpoint
+    // yet to tell).
+    opened.journal.begin()?;
     if new_journal {
         // The journal's directory entry, durable before a record in it is acknowledged (the
         // segments' names are made durable in it, but a power loss could lose the directory).
@@ -191,6 +203,7 @@ pub(crate) fn open(
     // Marked open before anything is replayed: from now on a group directory may depend on
     // the journal, and `DiskStorage::open` refuses it until a clean close.
     root_record.open = true;
+    root_record.journal_begun = true;
     root_meta.store(&root_record)?;
     root_meta.flush()?;
 
@@ -236,21 +249,22 @@ pub(crate) fn open(
 }
 
 /// The journal holds every record the root says it wrote: a segment file once `engine.meta`
-/// names a checkpoint ([`segments_missing`](super::journal::segments_missing)), and every
-/// record a group's meta page reflects ([`page_past_end`](super::journal::page_past_end);
-/// `last_seq`: the journal's last record, or its checkpoint). Lost segments are an error
-/// naming the journal's directory, rather than a journal started afresh without their
-/// records, which gives their sequence numbers out again. A root with no checkpoint and no
-/// page past the journal's end may have lost records all the same: nothing on disk tells it
-/// from one never written.
+/// names a checkpoint or says the journal has begun (`root`: both;
+/// [`segments_missing`](super::journal::segments_missing)), and every record a group's meta
+/// page reflects ([`page_past_end`](super::journal::page_past_end); `last_seq`: the journal's
+/// last record, or its checkpoint). Lost segments are an error naming the journal's
+/// directory, rather than a journal started afresh without their records, which gives their
+/// sequence numbers out again. A root an earlier build made, with no checkpoint and no page
+/// past the journal's end, may have lost records all the same: nothing on it tells that from
+/// a root never written (its next open marks the journal begun).
 fn check_journal_found(
     dir: &Path,
-    checkpoint_seq: u64,
+    (checkpoint_seq, begun): (u64, bool),
     segment_files: Option<usize>,
     last_seq: u64,
     read: &ReadGroups,
 ) -> Result<()> {
-    if let Some(e) = super::journal::segments_missing(dir, checkpoint_seq, segment_files) {
+    if let Some(e) = super::journal::segments_missing(dir, checkpoint_seq, begun, segment_files) {
         return Err(e);
     }
     let needed = |g: &ReadGroup| JournalPos::of_page(&g.eng).last_needed();

@@ -95,14 +95,14 @@ pub(crate) struct JournalScan {
     pub damage: Option<Error>,
 }
 
-/// Reads the journal in `dir` as `Journal::open` would after checkpoint `checkpoint_seq`,
-/// calling `on_record` with every record after the checkpoint, in order. Damage that open
+/// Reads the journal in `dir` as `Journal::open` would after checkpoint `checkpoint_seq` (with
+/// `begun`, `engine.meta`'s word that the journal has held a segment), calling `on_record` with every record after the checkpoint, in order. Damage that open
 /// refuses ends the scan and is returned in [`JournalScan::damage`] (with what was read before
 /// it), as is an error `on_record` returns; I/O errors, a key that does not fit and a newer
 /// format are errors.
 pub(crate) fn scan(
     dir: &Path,
-    checkpoint_seq: u64,
+    (checkpoint_seq, begun): (u64, bool),
     cipher: Option<&Cipher>,
     on_record: &mut dyn FnMut(RecordAt<'_>) -> Result<()>,
 ) -> Result<JournalScan> {
@@ -113,10 +113,10 @@ pub(crate) fn scan(
     };
     let listing = match fs::read_dir(dir) {
         Ok(l) => l,
-        // A root whose journal was never made (open makes it), unless a checkpoint says it
+        // A root whose journal was never made (open makes it), unless `engine.meta` says it
         // was.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            out.damage = journal::segments_missing(dir, checkpoint_seq, None);
+            out.damage = journal::segments_missing(dir, checkpoint_seq, begun, None);
             return Ok(out);
         }
         Err(e) => return Err(Error::io("read directory", dir, e)),
@@ -136,7 +136,7 @@ pub(crate) fn scan(
     }
     ids.sort_unstable();
     out.spares.sort();
-    if let Some(e) = journal::segments_missing(dir, checkpoint_seq, Some(ids.len())) {
+    if let Some(e) = journal::segments_missing(dir, checkpoint_seq, begun, Some(ids.len())) {
         out.damage = Some(e);
         return Ok(out);
     }

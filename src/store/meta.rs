@@ -637,6 +637,7 @@ mod tests {
             checkpoint_seq: 7,
             next_incarnation: 3,
             open: false,
+            journal_begun: true,
         };
         MetaFile::create(dir.path(), &root, Some(&key)).unwrap();
         let (got, _) = read_only::<EngineRecord>(dir.path(), Some(&key)).unwrap();

@@ -240,6 +240,18 @@ impl Journal {
         Ok(())
     }
 
+    /// Makes sure the journal has a segment whose header is durable, starting one (at the next
+    /// sequence number, holding no record) if open found none: from then on `engine.meta` can
+    /// say the journal has begun ([`segments_missing`]), and a journal found with no segment
+    /// is one that lost its records, not one never written. Open, before `engine.meta` says so.
+    pub(crate) fn begin(&mut self) -> Result<()> {
+        if !self.segments.is_empty() {
+            return Ok(());
+        }
+        self.rotate(self.next_seq, 0)?;
+        self.sync()
+    }
+
     /// Appends from now on bypass the page cache when the file system takes direct writes
     /// (module `direct`): for an engine that flushes every commit. Without `sync_writes` the
     /// page cache is what makes an append cheap, so it stays.

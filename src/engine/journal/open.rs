@@ -346,28 +346,34 @@ pub(crate) fn torn_end(path: &Path, want: u64, first_seq: u64) -> Error {
     )
 }
 
-/// The journal lost from a root whose `engine.meta` names checkpoint `checkpoint_seq`: from
-/// the first record on, the journal always has a segment file (the one written last is never
-/// trimmed, and the next is durable under its name before the one before it goes). `None`
-/// while it has one (`segment_files`: the files in `dir` named like a segment; `None` for a
-/// missing directory), or with no checkpoint yet (a root never written has none either).
+/// The journal lost from a root whose `engine.meta` names checkpoint `checkpoint_seq`, or says
+/// the journal has begun (`begun`: an open made sure it held a segment, [`Journal::begin`]):
+/// from then on the journal always has a segment file (the one written last is never trimmed,
+/// and the next is durable under its name before the one before it goes). `None` while it has
+/// one (`segment_files`: the files in `dir` named like a segment; `None` for a missing
+/// directory), or for a root that has neither (never opened by a build that marks the journal
+/// begun, and with no checkpoint: nothing on disk tells its lost journal from none written).
 pub(crate) fn segments_missing(
     dir: &Path,
     checkpoint_seq: u64,
+    begun: bool,
     segment_files: Option<usize>,
 ) -> Option<Error> {
-    if checkpoint_seq == 0 || segment_files.is_some_and(|n| n > 0) {
+    if (checkpoint_seq == 0 && !begun) || segment_files.is_some_and(|n| n > 0) {
         return None;
     }
     let found = match segment_files {
         None => "the directory is missing",
         Some(_) => "it holds no segment",
     };
+    let said = if checkpoint_seq > 0 {
+        format!("engine.meta's checkpoint is at journal record {checkpoint_seq}, but {found}: the records after the checkpoint are lost")
+    } else {
+        format!("engine.meta says the journal has held a segment since the root's first open, but {found}: every record written since is lost")
+    };
     Some(Error::MissingFile {
         path: dir.to_path_buf(),
-        reason: format!(
-            "engine.meta's checkpoint is at journal record {checkpoint_seq}, but {found}: the records after the checkpoint are lost"
-        ),
+        reason: said,
     })
 }
 

@@ -112,7 +112,7 @@ pub(super) fn read_root(
     let mut records = Vec::new();
     let journal = scan::scan(
         &root.join(scan::JOURNAL_DIR),
-        record.checkpoint_seq,
+        (record.checkpoint_seq, record.journal_begun),
         cipher,
         &mut |rec: RecordAt<'_>| {
             let parts = scan::decode_parts_at(&rec.body, rec.seq, rec.path, rec.offset)?;
@@ -301,7 +301,12 @@ fn page_past_journal(
         return Ok(None);
     };
     let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
-    let again = scan::scan(&journal.dir, now.checkpoint_seq, cipher, &mut |_| Ok(()))?;
+    let again = scan::scan(
+        &journal.dir,
+        (now.checkpoint_seq, now.journal_begun),
+        cipher,
+        &mut |_| Ok(()),
+    )?;
     let needed = JournalPos::of_page(&d.eng).last_needed();
     if again.damage.is_none() && needed < again.next_seq {
         return Ok(None);
