@@ -17,6 +17,11 @@
 //! in the batch when they are applied, and a snapshot durable ahead of it is one a kill leaves
 //! past the durable commit, which raft refuses to start from.
 //!
+//! Both rules are checked as the node runs, so that a run (and `tests/multiraft.rs`) fails when
+//! one is broken, which a clean stop and restart never shows: every entry applied must already
+//! be in the engine with its term, and every message that promises something on disk (a vote
+//! request, a vote, an accepted append or snapshot) must find it durable when it leaves.
+//!
 //! Owns: the node's engine, raft nodes and state machines, its writer thread, and the node's
 //! figures on the [`Board`]. Must never: send a persisted message before the batch holding its
 //! Ready is durable, call `step`/`propose` between a group's `ready()` and its
@@ -428,8 +433,10 @@ impl Node {
                 self.dirty = true;
             }
         }
+        // Messages first: what they promise is then checked against the engine while nothing
+        // of their groups is at the writer (see `flush`).
+        self.flush()?;
         self.submit()?;
-        self.flush();
         self.publish(false);
         Ok(())
     }
@@ -615,10 +622,19 @@ impl Node {
         Ok(())
     }
 
-    /// Sends the outbox, one event per destination; a down node is reported unreachable.
-    fn flush(&mut self) {
+    /// Sends the outbox, one event per destination; a down node is reported unreachable. Every
+    /// message that promises something on disk (a vote, a vote request, an append or snapshot
+    /// accepted) is first checked against the group's durable state ([`check_durable`]): an error
+    /// stops the node, and the run fails.
+    fn flush(&mut self) -> Result<(), String> {
         if self.outbox.is_empty() {
-            return;
+            return Ok(());
+        }
+        for (_, gid, m) in &self.outbox {
+            if let Some(g) = self.groups.get((*gid - 1) as usize) {
+                check_durable(g.raw.store().disk(), m)
+                    .map_err(|e| format!("node {} group {gid}: {e}", self.id))?;
+            }
         }
         let mut by_node: Vec<Vec<(u64, Message)>> = vec![Vec::new(); PEERS.len()];
         let mut snapshots = Vec::new();
@@ -655,6 +671,7 @@ impl Node {
                 g.raw.report_snapshot(to, status);
             }
         }
+        Ok(())
     }
 
     /// Puts every group's view and the node's figures on the board.
@@ -701,8 +718,8 @@ impl Node {
                     self.ready(i)?;
                 }
             }
+            self.flush()?;
             self.submit()?;
-            self.flush();
             if self.in_flight.is_none() {
                 break;
             }
@@ -735,6 +752,50 @@ impl Node {
     }
 }
 
+/// What a message promises about its sender's disk is durable there (raft-rs: persisted
+/// messages leave only after the Ready holding them is persisted): a vote request or a granted
+/// vote needs the hard state with that term and vote, an accepted append (or snapshot) needs the
+/// log up to the index it acknowledges, any of them the term it carries. Called with nothing of
+/// the group at the writer, so the group's storage shows exactly what is durable.
+fn check_durable(disk: &raftwal::GroupStorage, m: &Message) -> Result<(), String> {
+    let (vote, index) = match m.get_msg_type() {
+        MessageType::MsgRequestVote => (Some(m.from), None),
+        MessageType::MsgRequestVoteResponse if !m.reject => (Some(m.to), None),
+        MessageType::MsgAppendResponse if !m.reject => (None, Some(m.index)),
+        _ => return Ok(()),
+    };
+    let hs = disk
+        .initial_state()
+        .map_err(|e| format!("read the hard state: {e}"))?
+        .hard_state;
+    let bad = |what: String| {
+        Err(format!(
+            "{:?} to {} (term {}, index {}) sent before {what} is durable",
+            m.get_msg_type(),
+            m.to,
+            m.term,
+            m.index
+        ))
+    };
+    if hs.term < m.term {
+        return bad(format!("term {} (durable: {})", m.term, hs.term));
+    }
+    if let Some(v) = vote {
+        if hs.term == m.term && hs.vote != v {
+            return bad(format!("the vote for {v} (durable: {})", hs.vote));
+        }
+    }
+    if let Some(i) = index {
+        let last = disk
+            .last_index()
+            .map_err(|e| format!("read the last index: {e}"))?;
+        if last < i {
+            return bad(format!("the log up to {i} (durable: {last})"));
+        }
+    }
+    Ok(())
+}
+
 /// Applies committed entries to a group's state machine and answers the proposals this node
 /// made among them.
 fn apply(
@@ -744,6 +805,18 @@ fn apply(
     replies: &Sender<Reply>,
 ) -> Result<(), String> {
     for e in entries {
+        // raft-rs hands out only entries persisted here (on_persist_ready after the batch was
+        // durable): the engine must already hold each one, with its term.
+        match g.raw.store().disk().term(e.index) {
+            Ok(t) if t == e.term => {}
+            other => {
+                return Err(format!(
+                    "node {node} group {}: entry {} (term {}) applied before it is durable here \
+                     (the engine has {other:?})",
+                    g.id, e.index, e.term
+                ))
+            }
+        }
         let put =
             g.sm.apply(e)
                 .map_err(|err| format!("node {node} group {}: {err}", g.id))?;
