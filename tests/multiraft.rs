@@ -62,6 +62,25 @@ fn three_nodes_64_groups_restart_and_catch_up_by_snapshot() {
     );
 }
 
+/// The report's per-node figures over the workload come from the workload's commits only: a
+/// commit before it (the start's elections put every group in one) is not one of them.
+#[test]
+fn report_figures_come_from_the_workloads_commits() {
+    let ms = Duration::from_millis(1);
+    let mut s = node::Stats::default();
+    s.record_commit(64, 64, 0, 0, ms); // the start: every group's vote in one commit
+    let before = s.clone();
+    for _ in 0..10 {
+        s.record_commit(3, 3, 12, 12 << 10, ms);
+    }
+    let d = scenario::during(&before, &s);
+    assert_eq!((d.commits, d.groups, d.entries), (10, 30, 120));
+    assert_eq!(
+        d.max_groups, 3,
+        "the most groups in one of the workload's commits"
+    );
+}
+
 fn terms(es: &[Entry]) -> Vec<(u64, u64)> {
     es.iter().map(|e| (e.index, e.term)).collect()
 }

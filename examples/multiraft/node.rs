@@ -114,6 +114,27 @@ pub struct Stats {
     pub snapshots_installed: u64,
 }
 
+impl Stats {
+    /// One `Engine::write` of `parts` parts for `groups` groups, `entries` entries of `bytes`
+    /// bytes, that took `took`.
+    pub fn record_commit(
+        &mut self,
+        groups: u64,
+        parts: u64,
+        entries: u64,
+        bytes: u64,
+        took: Duration,
+    ) {
+        self.commits += 1;
+        self.parts += parts;
+        self.groups += groups;
+        self.max_groups = self.max_groups.max(groups);
+        self.entries += entries;
+        self.bytes += bytes;
+        self.write_time += took;
+    }
+}
+
 /// A running node: its thread, ended by [`Event::Stop`].
 pub struct NodeHandle {
     pub id: u64,
@@ -592,14 +613,8 @@ impl Node {
             .ok_or_else(|| format!("node {}: batch {seq} reported, not the one sent", self.id))?;
         self.durable = seq;
         let groups = b.groups();
-        let s = &mut self.stats;
-        s.commits += 1;
-        s.parts += b.parts;
-        s.groups += groups;
-        s.max_groups = s.max_groups.max(groups);
-        s.entries += b.entries;
-        s.bytes += b.bytes;
-        s.write_time += took;
+        self.stats
+            .record_commit(groups, b.parts, b.entries, b.bytes, took);
         for p in b.readies {
             let g = &mut self.groups[p.group];
             g.durable_commit = g.durable_commit.max(p.commit);

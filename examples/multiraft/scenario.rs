@@ -197,18 +197,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         "snapshots taken"
     );
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-        let d = Stats {
-            commits: a.commits - b.commits,
-            parts: a.parts - b.parts,
-            groups: a.groups - b.groups,
-            max_groups: a.max_groups,
-            entries: a.entries - b.entries,
-            bytes: a.bytes - b.bytes,
-            write_time: a.write_time - b.write_time,
-            snapshots_taken: a.snapshots_taken - b.snapshots_taken,
-            snapshots_installed: a.snapshots_installed - b.snapshots_installed,
-            ..Stats::default()
-        };
+        let d = during(b, a);
         let n = d.commits.max(1) as f64;
         println!(
             "  {:<5} {:>8} {:>10.0} {:>14.1} {:>10} {:>15.1} {:>7.1} {:>11.2} ms {:>16}",
@@ -235,6 +224,22 @@ pub fn run(o: &Options) -> Result<Report, String> {
     r.acked = c.acked.len() as u64;
     check(o, &c, &sms, &mut r)?;
     Ok(r)
+}
+
+/// A node's figures between two readings of them (`before`, then `after`).
+pub fn during(b: &Stats, a: &Stats) -> Stats {
+    Stats {
+        commits: a.commits - b.commits,
+        parts: a.parts - b.parts,
+        groups: a.groups - b.groups,
+        max_groups: a.max_groups,
+        entries: a.entries - b.entries,
+        bytes: a.bytes - b.bytes,
+        write_time: a.write_time - b.write_time,
+        snapshots_taken: a.snapshots_taken - b.snapshots_taken,
+        snapshots_installed: a.snapshots_installed - b.snapshots_installed,
+        ..Stats::default()
+    }
 }
 
 /// The checks of the end state; what fails goes to `r.problems`.
