@@ -28,7 +28,7 @@
 //! `advance_append_async`, store a snapshot past the group's durable commit, or call
 //! `Engine::write` from the raft thread.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -101,6 +101,9 @@ pub struct Stats {
     /// Groups with a part in a commit, added up over the commits; the most in one commit.
     pub groups: u64,
     pub max_groups: u64,
+    /// Commits by the number of groups with a part in them (so that the most in one commit
+    /// can be had for a stretch of the run, see `scenario::during`).
+    pub groups_per_commit: BTreeMap<u64, u64>,
     pub entries: u64,
     pub bytes: u64,
     /// Time spent inside `Engine::write`.
@@ -129,6 +132,7 @@ impl Stats {
         self.parts += parts;
         self.groups += groups;
         self.max_groups = self.max_groups.max(groups);
+        *self.groups_per_commit.entry(groups).or_default() += 1;
         self.entries += entries;
         self.bytes += bytes;
         self.write_time += took;

@@ -226,13 +226,20 @@ pub fn run(o: &Options) -> Result<Report, String> {
     Ok(r)
 }
 
-/// A node's figures between two readings of them (`before`, then `after`).
+/// A node's figures between two readings of them (`before`, then `after`); the most groups
+/// in one commit is over the commits between them, not since the node started.
 pub fn during(b: &Stats, a: &Stats) -> Stats {
+    let max_groups = a
+        .groups_per_commit
+        .iter()
+        .rev()
+        .find(|(g, n)| b.groups_per_commit.get(g).copied().unwrap_or(0) < **n)
+        .map_or(0, |(g, _)| *g);
     Stats {
         commits: a.commits - b.commits,
         parts: a.parts - b.parts,
         groups: a.groups - b.groups,
-        max_groups: a.max_groups,
+        max_groups,
         entries: a.entries - b.entries,
         bytes: a.bytes - b.bytes,
         write_time: a.write_time - b.write_time,
