@@ -938,6 +938,63 @@ async fn a_peer_message_stalled_halfway_is_dropped() -> Result {
     }
 }
 
+/// A peer's newer connection closes its older one: a link makes a new connection only once
+/// it gave up the old one (broken, or stalled: examples/kv/stall.rs), so the older one is dead
+/// to its sender. One that went silent between messages (a partition) was once kept for ever,
+/// with its task and buffers: one more per link after every such break.
+async fn a_peers_newer_connection_replaces_its_older_one() -> Result {
+    use protobuf::Message as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.start(3).map_err(e2s)?;
+    wait_status(&c, 3, "serving", |_| true).await?;
+    // A heartbeat from node 1 to node 3, as one message frame.
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    (m.from, m.to, m.term) = (1, 3, 1);
+    let body = m.write_to_bytes().map_err(e2s)?;
+    let mut frame = ((1 + body.len()) as u32).to_be_bytes().to_vec();
+    frame.push(wire::FRAME_MESSAGE);
+    frame.extend_from_slice(&body);
+    let connect = || async {
+        let mut s = tokio::net::TcpStream::connect(c.addr(3))
+            .await
+            .map_err(e2s)?;
+        s.write_all(&wire::PEER_MAGIC).await.map_err(e2s)?;
+        s.write_all(&frame).await.map_err(e2s)?;
+        Ok::<_, String>(s)
+    };
+    async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        let mut one = [0u8; 1];
+        matches!(
+            tokio::time::timeout(limit, s.read(&mut one)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+    let mut older = connect().await?;
+    // Quiet between messages, the older connection stays while it is the only one.
+    if closed_within(&mut older, stall::PEER_STALL * 2).await {
+        return Err(format!(
+            "node 3 dropped a peer connection quiet between messages; its log:\n{}",
+            c.log_tail(3, 3)
+        ));
+    }
+    let mut newer = connect().await?;
+    let older_closed = closed_within(&mut older, stall::PEER_STALL).await;
+    let newer_closed = closed_within(&mut newer, Duration::from_millis(500)).await;
+    c.check_alive()?;
+    if !older_closed || newer_closed {
+        return Err(format!(
+            "after node 1's second connection: the older one {}, the newer one {}; node 3's log:\n{}",
+            if older_closed { "closed" } else { "still open" },
+            if newer_closed { "closed" } else { "open" },
+            c.log_tail(3, 3)
+        ));
+    }
+    Ok(())
+}
+
 /// A peer connection whose snapshot head names a node that is not a peer (or is not addressed
 /// to this node) is dropped at the head. `peer_in` (server.rs) once checked `from`/`to` only
 /// after the whole announced data (up to MAX_SNAPSHOT, 64 GiB) was reserved and received: anyone
@@ -1865,7 +1922,10 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 23] = [
+    let scenarios: [(&str, Scenario); 24] = [
+        ("a_peers_newer_connection_replaces_its_older_one", || {
+            Box::pin(a_peers_newer_connection_replaces_its_older_one())
+        }),
         ("a_peer_message_stalled_halfway_is_dropped", || {
             Box::pin(a_peer_message_stalled_halfway_is_dropped())
         }),

@@ -13,7 +13,7 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::client::Conn;
 use crate::node::{local_read, Event, Shared};
@@ -34,6 +34,10 @@ pub struct Net {
     shared: Arc<Shared>,
     /// The connection requests are forwarded on, and the leader it goes to.
     forward: tokio::sync::Mutex<Option<(u64, Arc<Conn>)>>,
+    /// Each peer's newest incoming connection (its serial number, and how to close it).
+    inbound: parking_lot::Mutex<std::collections::HashMap<u64, (u64, Arc<Notify>)>>,
+    /// Serial numbers of incoming peer connections.
+    serial: std::sync::atomic::AtomicU64,
 }
 
 /// Accepts connections until the process ends.
@@ -41,6 +45,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let net = Arc::new(Net {
         shared,
         forward: tokio::sync::Mutex::new(None),
+        inbound: Default::default(),
+        serial: Default::default(),
     });
     loop {
         match listener.accept().await {
@@ -84,12 +90,39 @@ impl Net {
     /// listed peer and be addressed to this node, which stops a misdirected connection.
     /// A broken stream (a snapshot cut short or failing its checksum among others, see `wire`)
     /// drops the connection with what it had: raft only ever gets whole messages. So does a
-    /// message that stops arriving halfway for [`PEER_STALL`] (a connection gone silent).
+    /// message that stops arriving halfway for [`PEER_STALL`] (a connection gone silent), and
+    /// a peer's newer connection closes its older one once it delivers a message: a link
+    /// connects again only after giving up the connection before, which a partition may have
+    /// left open here, silent between messages, for ever.
     async fn peer_in(&self, stream: TcpStream) {
-        let id = self.shared.id;
         let addr = stream
             .peer_addr()
             .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
+        let serial = self
+            .serial
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let replaced = Arc::new(Notify::new());
+        let mut from = None;
+        self.read_peer(stream, &addr, serial, &replaced, &mut from)
+            .await;
+        if let Some(from) = from {
+            let mut inbound = self.inbound.lock();
+            if inbound.get(&from).is_some_and(|(s, _)| *s == serial) {
+                inbound.remove(&from);
+            }
+        }
+    }
+
+    /// [`Net::peer_in`]'s loop; `from`: the peer the connection was registered for.
+    async fn read_peer(
+        &self,
+        stream: TcpStream,
+        addr: &str,
+        serial: u64,
+        replaced: &Arc<Notify>,
+        from: &mut Option<u64>,
+    ) {
+        let id = self.shared.id;
         let limit = self.shared.peer_frame_limit;
         let mut r = BufReader::with_capacity(256 << 10, Stall::new(stream, PEER_STALL));
         let mut buf = Vec::new();
@@ -97,12 +130,23 @@ impl Net {
         // the reader knows both (a head's, before its chunks are taken in).
         let accept = |from: u64, to: u64| to == id && self.shared.peers.read().contains_key(&from);
         loop {
-            // Quiet between messages for as long as the peer likes; once one has begun, the
-            // rest must keep coming.
+            // Quiet between messages for as long as the peer likes (unless a newer connection
+            // of its replaces this one); once one has begun, the rest must keep coming.
             r.get_mut().watch_reads(false);
-            match r.fill_buf().await {
-                Ok([]) => return,
-                Ok(_) => {}
+            let filled = tokio::select! {
+                biased;
+                () = replaced.notified() => {
+                    eprintln!(
+                        "node {id}: closed the peer connection from {addr}: node {} connected again",
+                        from.unwrap_or(0)
+                    );
+                    return;
+                }
+                filled = r.fill_buf() => filled.map(|b| b.is_empty()),
+            };
+            match filled {
+                Ok(true) => return,
+                Ok(false) => {}
                 Err(e) => {
                     eprintln!("node {id}: dropped the peer connection from {addr}: {e}");
                     return;
@@ -124,6 +168,22 @@ impl Net {
                     m.from, m.to
                 );
                 return;
+            }
+            if *from != Some(m.from) {
+                // This connection is the peer's newest: the one registered before it goes.
+                let older = self
+                    .inbound
+                    .lock()
+                    .insert(m.from, (serial, replaced.clone()));
+                if let Some((_, older)) = older.filter(|(s, _)| *s != serial) {
+                    older.notify_one();
+                }
+                if let Some(before) = from.replace(m.from) {
+                    let mut inbound = self.inbound.lock();
+                    if inbound.get(&before).is_some_and(|(s, _)| *s == serial) {
+                        inbound.remove(&before);
+                    }
+                }
             }
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 eprintln!(
