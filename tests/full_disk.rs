@@ -20,6 +20,7 @@ use layout::SLOTS_PER_FILE;
 
 const CHILD_ENV: &str = "RAFTWAL_FULL_DISK_CHILD_DIR";
 const ROTATION_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_ROTATION_CHILD_DIR";
+const ENGINE_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_ENGINE_CHILD_DIR";
 const LIMIT: u64 = 24 << 20;
 
 fn set_fsize_limit(soft: u64) {
@@ -174,6 +175,80 @@ fn full_disk_at_rotation_child() {
     println!("CHILD-OK {last}");
 }
 
+/// Runs in the child: an `Engine` with four groups writes rounds until a group's file cannot
+/// grow (6 MiB file-size limit; 1 MiB journal segments, so the journal's files never reach
+/// it). The write fails naming that file; the engine stops (every later write fails, saying
+/// to open it again) but still hands out its groups, whose calls fail with the same reason;
+/// close works; reopened once space is back, every group holds exactly the acknowledged
+/// entries and takes new writes. (`group()` once answered `None` for every group of a stopped
+/// engine, as if it had none, while `group_ids()` still listed them.)
+#[test]
+fn full_disk_engine_child() {
+    use raftwal::{Engine, EngineOptions, WriteBatch};
+    let Some(dir) = child_dir(ENGINE_CHILD_ENV) else {
+        return;
+    };
+    let opts = || EngineOptions {
+        journal_segment_bytes: 1 << 20,
+        checkpoint_bytes: 4 << 20,
+        ..EngineOptions::default()
+    };
+    let big = |index: u64| filled_entry(index, 1, (index % 251) as u8, 4096);
+    let round = |last: u64| {
+        let es: Vec<Entry> = (last + 1..=last + 16).map(big).collect();
+        let mut hs = HardState::default();
+        (hs.term, hs.commit) = (1, last);
+        let mut b = WriteBatch::new();
+        for g in 1..=4 {
+            b.save(g, &hs, &es, &Snapshot::default());
+        }
+        b
+    };
+    let e = Engine::open_with(&dir, opts()).unwrap();
+    for g in 1..=4 {
+        e.create_group(g, 1).unwrap();
+    }
+    set_fsize_limit(6 << 20);
+    let mut last = 0;
+    let err = loop {
+        match e.write(&mut round(last)) {
+            Ok(()) => last += 16,
+            Err(err) => break err.to_string(),
+        }
+        assert!(last < 100_000, "the file-size limit never bit");
+    };
+    println!("write failed after index {last}: {err}");
+    assert!(
+        err.contains("/groups/") && err.contains(".wal"),
+        "the error names the group file that could not grow: {err}"
+    );
+    let again = e.write(&mut round(last)).unwrap_err().to_string();
+    assert!(again.contains("open it again"), "{again}");
+    assert_eq!(e.group_ids(), vec![1, 2, 3, 4]);
+    for g in 1..=4 {
+        let handle = e
+            .group(g)
+            .unwrap_or_else(|| panic!("group {g} of a stopped engine: no handle"));
+        let got = handle.last_index().map_err(|e| e.to_string());
+        assert!(
+            got.as_ref().is_err_and(|m| m.contains("open it again")),
+            "group {g}: {got:?}"
+        );
+    }
+    set_fsize_limit(libc::RLIM_INFINITY);
+    e.close().unwrap();
+    let e = Engine::open_with(&dir, opts()).unwrap();
+    for g in 1..=4 {
+        let s = e.group(g).unwrap();
+        assert_eq!(s.last_index().unwrap(), last, "group {g}");
+        let es = s.entries(1, last + 1, None, ctx()).unwrap();
+        assert!(es.iter().all(|x| *x == big(x.index)), "group {g}'s entries");
+    }
+    e.write(&mut round(last)).unwrap();
+    e.close().unwrap();
+    println!("CHILD-OK {last}");
+}
+
 /// Runs test `name` of this binary in a child process with `env` naming a fresh directory.
 fn run_child(name: &str, env: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -202,4 +277,10 @@ fn space_running_out_when_a_new_file_is_due_fails_cleanly_and_recovers() {
 fn save_fails_cleanly_when_space_runs_out_and_works_again_after() {
     let stdout = run_child("full_disk_child", CHILD_ENV);
     assert!(stdout.contains("save failed after index"), "{stdout}");
+}
+
+#[test]
+fn an_engine_out_of_space_fails_its_writes_keeps_its_groups_and_reopens_whole() {
+    let stdout = run_child("full_disk_engine_child", ENGINE_CHILD_ENV);
+    assert!(stdout.contains("write failed after index"), "{stdout}");
 }

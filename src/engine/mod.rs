@@ -316,11 +316,10 @@ impl Engine {
         Ok(GroupStorage::new(Arc::clone(&self.shared), group))
     }
 
-    /// A handle to group `group_id`, if the engine has it.
+    /// A handle to group `group_id`, if the engine has it. An engine stopped by a failed write
+    /// still hands out its groups (as [`Engine::group_ids`] still lists them): every call on
+    /// the handle fails with [`Error::Poisoned`], naming the failure.
     pub fn group(&self, group_id: u64) -> Option<GroupStorage> {
-        if self.shared.check_usable().is_err() {
-            return None;
-        }
         let g = self.shared.groups.read().get(&group_id).cloned()?;
         Some(GroupStorage::new(Arc::clone(&self.shared), g))
     }
