@@ -21,6 +21,7 @@ use layout::SLOTS_PER_FILE;
 const CHILD_ENV: &str = "RAFTWAL_FULL_DISK_CHILD_DIR";
 const ROTATION_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_ROTATION_CHILD_DIR";
 const ENGINE_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_ENGINE_CHILD_DIR";
+const JOURNAL_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_JOURNAL_CHILD_DIR";
 const LIMIT: u64 = 24 << 20;
 
 fn set_fsize_limit(soft: u64) {
@@ -249,6 +250,67 @@ fn full_disk_engine_child() {
     println!("CHILD-OK {last}");
 }
 
+/// Runs in the child: the journal is what runs out (its 2 MiB segment written past a 1.5 MiB
+/// file-size limit; the groups' files stay under it). The commit fails naming the segment,
+/// changes nothing, and the engine goes on: once space is back the same write succeeds
+/// without a reopen, and reopened, every group holds exactly the acknowledged entries.
+#[test]
+fn full_disk_journal_child() {
+    use raftwal::{Engine, EngineOptions, WriteBatch};
+    let Some(dir) = child_dir(JOURNAL_CHILD_ENV) else {
+        return;
+    };
+    let opts = || EngineOptions {
+        journal_segment_bytes: 2 << 20,
+        ..EngineOptions::default()
+    };
+    let big = |index: u64| filled_entry(index, 1, (index % 251) as u8, 4096);
+    let round = |last: u64| {
+        let es: Vec<Entry> = (last + 1..=last + 16).map(big).collect();
+        let mut hs = HardState::default();
+        (hs.term, hs.commit) = (1, last);
+        let mut b = WriteBatch::new();
+        for g in 1..=4 {
+            b.save(g, &hs, &es, &Snapshot::default());
+        }
+        b
+    };
+    let e = Engine::open_with(&dir, opts()).unwrap();
+    for g in 1..=4 {
+        e.create_group(g, 1).unwrap();
+    }
+    set_fsize_limit(1536 << 10);
+    let mut last = 0;
+    let err = loop {
+        match e.write(&mut round(last)) {
+            Ok(()) => last += 16,
+            Err(err) => break err.to_string(),
+        }
+        assert!(last < 100_000, "the file-size limit never bit");
+    };
+    println!("write failed after index {last}: {err}");
+    assert!(
+        err.contains("/journal/") && err.contains(".jnl"),
+        "the error names the journal segment: {err}"
+    );
+    for g in 1..=4 {
+        assert_eq!(e.group(g).unwrap().last_index().unwrap(), last, "group {g}");
+    }
+    set_fsize_limit(libc::RLIM_INFINITY);
+    e.write(&mut round(last)).unwrap();
+    last += 16;
+    e.close().unwrap();
+    let e = Engine::open_with(&dir, opts()).unwrap();
+    for g in 1..=4 {
+        let s = e.group(g).unwrap();
+        assert_eq!(s.last_index().unwrap(), last, "group {g}");
+        let es = s.entries(1, last + 1, None, ctx()).unwrap();
+        assert!(es.iter().all(|x| *x == big(x.index)), "group {g}'s entries");
+    }
+    e.close().unwrap();
+    println!("CHILD-OK {last}");
+}
+
 /// Runs test `name` of this binary in a child process with `env` naming a fresh directory.
 fn run_child(name: &str, env: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -282,5 +344,11 @@ fn save_fails_cleanly_when_space_runs_out_and_works_again_after() {
 #[test]
 fn an_engine_out_of_space_fails_its_writes_keeps_its_groups_and_reopens_whole() {
     let stdout = run_child("full_disk_engine_child", ENGINE_CHILD_ENV);
+    assert!(stdout.contains("write failed after index"), "{stdout}");
+}
+
+#[test]
+fn a_journal_out_of_space_fails_the_commit_and_goes_on_once_space_is_back() {
+    let stdout = run_child("full_disk_journal_child", JOURNAL_CHILD_ENV);
     assert!(stdout.contains("write failed after index"), "{stdout}");
 }
