@@ -354,11 +354,17 @@ fn apply_meta(log: &mut GroupLog, change: &Change<'_>) {
     if let Some(cs) = &change.conf_state {
         log.meta.conf_state = Some(cs.clone());
     }
-    if let Some([raft_id, group_id, checkpoint]) = change.ints {
-        log.meta.raft_id = raft_id;
-        log.meta.group_id = group_id;
-        log.meta.checkpoint_index = checkpoint;
-        log.ints_dirty = false;
+    if let Some(ints) = change.ints {
+        let m = &mut log.meta;
+        // A live commit journaled the integers `set_uint` had left in the log; a `set_uint`
+        // between its journal record and this apply changed them since: they stay, still to be
+        // journaled (putting the journaled ones back would undo it, and lose it for good).
+        // Replay (no `set_uint` runs) always takes them.
+        let current = [m.raft_id, m.group_id, m.checkpoint_index];
+        if !log.ints_dirty || current == ints {
+            [m.raft_id, m.group_id, m.checkpoint_index] = ints;
+            log.ints_dirty = false;
+        }
     }
     log.dirty = true;
 }
