@@ -328,9 +328,14 @@ fn tree(root: &std::path::Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
 #[test]
 fn close_while_other_threads_are_inside_the_engine() {
     const GROUPS: u64 = 4;
-    for round in 0..6 {
+    for round in 0..10 {
         let dir = tempfile::tempdir().unwrap();
-        let e = Engine::open_with(dir.path(), small()).unwrap();
+        // Checkpoints nudged by nearly every commit: close meets one running.
+        let opts = EngineOptions {
+            checkpoint_bytes: 4 << 10,
+            ..small()
+        };
+        let e = Engine::open_with(dir.path(), opts).unwrap();
         let handles: Vec<GroupStorage> = (1..=GROUPS)
             .map(|g| e.create_group(g, 1).unwrap())
             .collect();
@@ -411,7 +416,12 @@ fn close_while_other_threads_are_inside_the_engine() {
             started.wait();
             std::thread::sleep(std::time::Duration::from_millis(30 + 20 * round));
             closed.store(true, Ordering::Release);
-            e.close().expect("close");
+            // Half the rounds close, half drop (which does the same).
+            if round % 2 == 0 {
+                e.close().expect("close");
+            } else {
+                drop(e);
+            }
             returned.store(true, Ordering::Release);
             // What close left, compared with what is there once every thread has given up.
             let before = tree(dir.path());
@@ -448,4 +458,352 @@ fn close_while_other_threads_are_inside_the_engine() {
             }
         }
     }
+}
+
+/// One thread writes group 1 with `Engine::write` while another, through its `GroupStorage`,
+/// takes snapshots just below what was acknowledged, truncates, sets the conf state, reads
+/// the checkpoint and syncs. Every call succeeds, and the group reads as the model says (the
+/// acknowledged entries after the last snapshot, data cleared below the last truncation, the
+/// last conf state), live and after reopen.
+#[test]
+fn group_storage_calls_beside_engine_writes_of_the_same_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let model: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let (snap_at, cut_at, voters) = {
+        let e = Engine::open_with(dir.path(), small()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        let res = std::thread::scope(|s| {
+            let (e, acked, stop, model) = (&e, &acked, &stop, &model);
+            let writer = s.spawn(move || {
+                let mut last = 0;
+                while !stop.load(Ordering::Acquire) || last < 300 {
+                    let es = entries(last + 1, last + 3, 1, 1);
+                    let mut b = WriteBatch::new();
+                    b.save(1, &hs(1, last), &es, &Snapshot::default());
+                    e.write(&mut b)
+                        .unwrap_or_else(|err| panic!("write {}: {err}", last + 1));
+                    model.lock().unwrap().extend(es);
+                    last += 3;
+                    acked.store(last, Ordering::Release);
+                }
+            });
+            let (mut snap_at, mut cut_at, mut voters) = (0u64, 0u64, 0u64);
+            let mut round = 0u64;
+            while acked.load(Ordering::Acquire) < 600 {
+                round += 1;
+                let last = acked.load(Ordering::Acquire);
+                match round % 4 {
+                    0 if last > snap_at + 10 => {
+                        let at = last - 5;
+                        g.create_snapshot(at, None, vec![round as u8; 200])
+                            .unwrap_or_else(|err| panic!("create_snapshot({at}): {err}"));
+                        snap_at = at;
+                    }
+                    1 if last > cut_at + 2 => {
+                        let at = last - 1;
+                        g.truncate_entries_until(at)
+                            .unwrap_or_else(|err| panic!("truncate_entries_until({at}): {err}"));
+                        cut_at = at;
+                    }
+                    2 => {
+                        voters = round;
+                        let mut cs = ConfState::default();
+                        cs.voters = vec![1, voters];
+                        g.set_conf_state(&cs).unwrap();
+                    }
+                    _ => {
+                        g.set_uint(MetaInfo::CheckpointIndex, round);
+                        g.sync().unwrap();
+                        assert_eq!(g.checkpoint().unwrap(), round);
+                    }
+                }
+            }
+            stop.store(true, Ordering::Release);
+            writer.join().unwrap();
+            (snap_at, cut_at, voters)
+        });
+        let check = |g: &GroupStorage, when: &str| {
+            let want: Vec<Entry> = model
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|x| x.index > res.0)
+                .map(|x| {
+                    let mut x = x.clone();
+                    if x.index < res.1 && x.get_entry_type() == EntryType::EntryNormal {
+                        x.data = bytes::Bytes::new();
+                    }
+                    x
+                })
+                .collect();
+            assert_eq!(g.first_index().unwrap(), res.0 + 1, "{when}");
+            assert_eq!(all(g), want, "{when}");
+            assert_eq!(
+                g.initial_state().unwrap().conf_state.voters,
+                vec![1, res.2],
+                "{when}"
+            );
+        };
+        check(&g, "live");
+        e.close().unwrap();
+        res
+    };
+    let e = Engine::open(dir.path()).unwrap();
+    let g = e.group(1).unwrap();
+    assert_eq!(g.first_index().unwrap(), snap_at + 1, "after reopen");
+    let want: Vec<Entry> = model
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|x| x.index > snap_at)
+        .map(|x| {
+            let mut x = x.clone();
+            if x.index < cut_at && x.get_entry_type() == EntryType::EntryNormal {
+                x.data = bytes::Bytes::new();
+            }
+            x
+        })
+        .collect();
+    assert_eq!(all(&g), want, "after reopen");
+    assert_eq!(
+        g.initial_state().unwrap().conf_state.voters,
+        vec![1, voters],
+        "after reopen"
+    );
+}
+
+/// One thread removes and creates group 1 over and over while others write batches naming
+/// group 1 and their own group: a batch that meets group 1 missing (or a log it does not
+/// follow) fails whole, the others' groups hold exactly what was acknowledged, the engine keeps
+/// working, and a reopen finds group 1 whole or absent.
+#[test]
+fn remove_and_create_beside_writes_naming_the_group() {
+    const WRITERS: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let models: Vec<Mutex<Vec<Entry>>> = (0..WRITERS).map(|_| Mutex::new(Vec::new())).collect();
+    let stop = AtomicBool::new(false);
+    let oks = AtomicU64::new(0);
+    {
+        let e = Engine::open_with(dir.path(), small()).unwrap();
+        e.create_group(1, 1).unwrap();
+        for w in 0..WRITERS {
+            e.create_group(10 + w, 1).unwrap();
+        }
+        std::thread::scope(|s| {
+            let (e, models, stop, oks) = (&e, &models, &stop, &oks);
+            let mut writers = Vec::new();
+            for w in 0..WRITERS {
+                writers.push(s.spawn(move || {
+                    let gid = 10 + w;
+                    let mut last = 0;
+                    let mut rounds = 0;
+                    while !stop.load(Ordering::Acquire) {
+                        rounds += 1;
+                        let one = e.group(1).and_then(|g| g.last_index().ok()).unwrap_or(0);
+                        let mine = entries(last + 1, last + 2, 1, gid);
+                        let mut b = WriteBatch::new();
+                        b.save(gid, &hs(1, last), &mine, &Snapshot::default());
+                        b.save(
+                            1,
+                            &HardState::default(),
+                            &entries(one + 1, one + 1, 1, 1),
+                            &Snapshot::default(),
+                        );
+                        match e.write(&mut b) {
+                            Ok(()) => {
+                                models[w as usize].lock().unwrap().extend(mine);
+                                last += 2;
+                                oks.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(Error::Group { group_id: 1, .. }) => {}
+                            Err(err) => panic!("writer {w} round {rounds}: {err}"),
+                        }
+                        let g = e.group(gid).unwrap();
+                        assert_eq!(
+                            all(&g),
+                            *models[w as usize].lock().unwrap(),
+                            "writer {w} round {rounds}"
+                        );
+                    }
+                }));
+            }
+            for round in 0..150 {
+                e.remove_group(1)
+                    .unwrap_or_else(|err| panic!("remove round {round}: {err}"));
+                e.create_group(1, 1)
+                    .unwrap_or_else(|err| panic!("create round {round}: {err}"));
+                if round % 10 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            stop.store(true, Ordering::Release);
+            for w in writers {
+                w.join().unwrap();
+            }
+        });
+        // Still working.
+        let mut b = WriteBatch::new();
+        b.save(
+            1,
+            &HardState::default(),
+            &entries(1, 1, 1, 1),
+            &Snapshot::default(),
+        );
+        let one = e.group(1).unwrap().last_index().unwrap();
+        b.clear();
+        b.save(
+            1,
+            &HardState::default(),
+            &entries(one + 1, one + 1, 1, 1),
+            &Snapshot::default(),
+        );
+        e.write(&mut b).unwrap();
+        e.close().unwrap();
+    }
+    assert!(oks.load(Ordering::Relaxed) > 0);
+    let e = Engine::open(dir.path()).unwrap();
+    let mut want_ids = vec![1];
+    want_ids.extend((0..WRITERS).map(|w| 10 + w));
+    assert_eq!(e.group_ids(), want_ids);
+    let one = e.group(1).unwrap();
+    let n = one.last_index().unwrap();
+    assert_eq!(all(&one), entries(1, n, 1, 1));
+    for w in 0..WRITERS {
+        let g = e.group(10 + w).unwrap();
+        assert_eq!(all(&g), *models[w as usize].lock().unwrap(), "writer {w}");
+    }
+}
+
+const FULL_CHILD_ENV: &str = "RAFTWAL_ENGINE_CONCURRENCY_FULL_CHILD_DIR";
+
+/// Runs in a child process whose files may not grow past 8 MiB (RLIMIT_FSIZE: writes past it
+/// fail with EFBIG, as a full disk's fail with ENOSPC): one thread installs a snapshot of
+/// 16 MiB into group 1 (its file cannot be written: the install fails), another appends small
+/// entries to group 2, a third keeps commits going so that the two meet in merged commits.
+/// Group 2's appends must all succeed: the install's failure is its own.
+#[test]
+fn a_snapshot_install_that_cannot_be_written_fails_alone_child() {
+    let Some(dir) = std::env::var_os(FULL_CHILD_ENV) else {
+        return;
+    };
+    // SAFETY: plain libc calls, made before this test starts any thread.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim), 0);
+        lim.rlim_cur = 8 << 20;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+    let opts = EngineOptions {
+        journal_segment_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let e = Engine::open_with(&dir, opts).unwrap();
+    let g1 = e.create_group(1, 1).unwrap();
+    g1.save(&hs(1, 0), &entries(1, 3, 1, 1), &Snapshot::default())
+        .unwrap();
+    e.create_group(2, 1).unwrap();
+    e.create_group(3, 1).unwrap();
+    let stop = AtomicBool::new(false);
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let installs_failed = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let (e, stop, failures, installs_failed) = (&e, &stop, &failures, &installs_failed);
+        // The pace: commits back to back, so that the others queue behind them and merge.
+        s.spawn(move || {
+            let mut last = 0;
+            while !stop.load(Ordering::Acquire) {
+                let mut b = WriteBatch::new();
+                b.save(
+                    3,
+                    &hs(1, last),
+                    &entries(last + 1, last + 1, 1, 3),
+                    &Snapshot::default(),
+                );
+                match e.write(&mut b) {
+                    Ok(()) => last += 1,
+                    Err(err) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("append {} to group 3: {err}", last + 1)),
+                }
+            }
+        });
+        let appender = s.spawn(move || {
+            let mut last = 0;
+            let mut model = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                let es = entries(last + 1, last + 1, 1, 2);
+                let mut b = WriteBatch::new();
+                b.save(2, &hs(1, last), &es, &Snapshot::default());
+                match e.write(&mut b) {
+                    Ok(()) => {
+                        model.extend(es);
+                        last += 1;
+                    }
+                    Err(err) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("append {} to group 2: {err}", last + 1)),
+                }
+            }
+            model
+        });
+        let data = bytes::Bytes::from(vec![9u8; 16 << 20]);
+        for k in 0..30u64 {
+            let mut snap = Snapshot::default();
+            snap.mut_metadata().index = 10 * (k + 1);
+            snap.mut_metadata().term = 1;
+            snap.data = data.clone();
+            let mut b = WriteBatch::new();
+            b.save(1, &hs(1, 10 * (k + 1)), &[], &snap);
+            if e.write(&mut b).is_err() {
+                installs_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        stop.store(true, Ordering::Release);
+        let model = appender.join().unwrap();
+        assert_eq!(all(&e.group(2).unwrap()), model);
+    });
+    assert_eq!(
+        installs_failed.load(Ordering::Relaxed),
+        30,
+        "installs past the limit"
+    );
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} appends to groups 2 and 3 failed with the install into group 1, the first: {}",
+        failures.len(),
+        failures[0]
+    );
+    println!("CHILD-OK");
+}
+
+#[test]
+fn a_snapshot_install_that_cannot_be_written_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_snapshot_install_that_cannot_be_written_fails_alone_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(FULL_CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("CHILD-OK"),
+        "child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
 }
