@@ -371,13 +371,13 @@ fn close_while_other_threads_are_inside_the_engine() {
                             Err(_) if closed.load(Ordering::Acquire) => break,
                             Err(err) => panic!("group {}: save {i}: {err}", k + 1),
                         }
-                        if i % 16 == 0 {
+                        if i.is_multiple_of(16) {
                             let _ = g.truncate_entries_until(i / 2);
                         }
-                        if i % 40 == 0 {
-                            if g.create_snapshot(i - 10, None, vec![7u8; 100]).is_ok() {
-                                snapshot_at[k].fetch_max(i - 10, Ordering::AcqRel);
-                            }
+                        if i.is_multiple_of(40)
+                            && g.create_snapshot(i - 10, None, vec![7u8; 100]).is_ok()
+                        {
+                            snapshot_at[k].fetch_max(i - 10, Ordering::AcqRel);
                         }
                     }
                     // Everything fails from now on.
@@ -629,12 +629,12 @@ fn remove_and_create_beside_writes_naming_the_group() {
                     }
                 }));
             }
-            for round in 0..150 {
+            for round in 0..150u64 {
                 e.remove_group(1)
                     .unwrap_or_else(|err| panic!("remove round {round}: {err}"));
                 e.create_group(1, 1)
                     .unwrap_or_else(|err| panic!("create round {round}: {err}"));
-                if round % 10 == 0 {
+                if round.is_multiple_of(10) {
                     std::thread::yield_now();
                 }
             }
