@@ -329,14 +329,22 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
     // files are written: taken with the checks, so that one held by the application fails
     // only the batch that installs into its group.
     let mut writers: HashMap<u64, MutexGuard<'_, ()>> = HashMap::new();
+    // Per accepted batch, its installed snapshots' files, written (durably) with its checks:
+    // one that cannot be written (a full disk) fails that batch alone, before the batches
+    // after it are checked against a log it would have left.
+    let mut installs: Vec<Vec<Option<SnapshotRecord>>> = Vec::new();
     for (w, parts) in batches.iter().zip(taken) {
-        let outcome = check_batch(&groups, &shadows, &parts)
-            .and_then(|mine| Ok((mine, install_writers(&groups, &writers, &parts)?)));
+        let outcome = check_batch(&groups, &shadows, &parts).and_then(|mine| {
+            let new_writers = install_writers(&groups, &writers, &parts)?;
+            let recs = write_snapshot_files(shared, &groups, &parts)?;
+            Ok((mine, new_writers, recs))
+        });
         match outcome {
-            Ok((mine, new_writers)) => {
+            Ok((mine, new_writers, recs)) => {
                 shadows.extend(mine);
                 writers.extend(new_writers);
                 accepted.push((w, parts));
+                installs.push(recs);
             }
             Err(e) => set(w, Err(e)),
         }
@@ -344,7 +352,7 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
     if accepted.is_empty() {
         return;
     }
-    match commit(shared, &groups, &mut accepted) {
+    match commit(shared, &groups, &mut accepted, &installs) {
         Ok(()) => {
             for (w, _) in &accepted {
                 set(w, Ok(()));
@@ -371,23 +379,12 @@ fn commit(
     shared: &Shared,
     groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
     accepted: &mut [(&Waiter, Vec<Part>)],
+    installs: &[Vec<Option<SnapshotRecord>>],
 ) -> Result<()> {
     let timer = crate::metrics::Timer::start();
-    // Installed snapshots' data goes to their files, durably, before the record names them.
-    let mut installs: Vec<Vec<Option<SnapshotRecord>>> = Vec::with_capacity(accepted.len());
-    for (_, parts) in accepted.iter() {
-        let mut recs = Vec::with_capacity(parts.len());
-        for part in parts {
-            recs.push(match &part.snapshot {
-                Some(s) => Some(write_snapshot_file(shared, groups, part.group_id, s)?),
-                None => None,
-            });
-        }
-        installs.push(recs);
-    }
     check_space(shared, accepted)?;
     let mut body = batch::Body::default();
-    for ((_, parts), recs) in accepted.iter_mut().zip(&installs) {
+    for ((_, parts), recs) in accepted.iter_mut().zip(installs) {
         for (part, rec) in parts.iter_mut().zip(recs) {
             let g = groups
                 .get(&part.group_id)
@@ -448,7 +445,7 @@ fn commit(
     tests::BEFORE_APPLY.pass(&shared.root);
     // Each group's parts in the record, numbered in its order as replay numbers them.
     let mut numbered: std::collections::BTreeMap<u64, u32> = Default::default();
-    for ((_, parts), recs) in accepted.iter_mut().zip(&installs) {
+    for ((_, parts), recs) in accepted.iter_mut().zip(installs) {
         for (part, rec) in parts.iter_mut().zip(recs) {
             let n = numbered.entry(part.group_id).or_default();
             *n += 1;
@@ -517,6 +514,28 @@ fn install_writers<'g>(
         mine.insert(id, writer);
     }
     Ok(mine)
+}
+
+/// Writes the data of the snapshots `parts` install to their groups' snapshot files (durable),
+/// before any record names them; describes each (`None` for a part that installs none). An
+/// error names the group.
+fn write_snapshot_files(
+    shared: &Shared,
+    groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
+    parts: &[Part],
+) -> Result<Vec<Option<SnapshotRecord>>> {
+    parts
+        .iter()
+        .map(|part| match &part.snapshot {
+            Some(s) => write_snapshot_file(shared, groups, part.group_id, s)
+                .map(Some)
+                .map_err(|e| Error::Group {
+                    group_id: part.group_id,
+                    source: Box::new(e),
+                }),
+            None => Ok(None),
+        })
+        .collect()
 }
 
 /// Writes an installed snapshot's data to the group's snapshot file (durable) and describes it.
