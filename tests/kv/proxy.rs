@@ -20,6 +20,9 @@ pub struct Proxy {
     generation: Arc<AtomicU64>,
     /// Set when the proxy is dropped: every connection closes.
     closed: Arc<AtomicBool>,
+    /// Black-holed connections the node behind the proxy has closed since (its end of the
+    /// connection ended: it gave the connection up).
+    closed_by_node: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -31,11 +34,12 @@ impl Proxy {
             .map_err(|e| format!("proxy: listen on {addr}: {e}"))?;
         let generation = Arc::new(AtomicU64::new(0));
         let closed = Arc::new(AtomicBool::new(false));
-        let (g, end) = (generation.clone(), closed.clone());
+        let closed_by_node = Arc::new(AtomicU64::new(0));
+        let (g, end, by_node) = (generation.clone(), closed.clone(), closed_by_node.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let born = g.load(Ordering::SeqCst);
-                let (g, end) = (g.clone(), end.clone());
+                let (g, end, by_node) = (g.clone(), end.clone(), by_node.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(to).await else {
                         return;
@@ -44,8 +48,8 @@ impl Proxy {
                     let _ = server.set_nodelay(true);
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let up = tokio::spawn(pipe(cr, sw, born, g.clone(), end.clone()));
-                    let down = tokio::spawn(pipe(sr, cw, born, g, end));
+                    let up = tokio::spawn(pipe(cr, sw, born, g.clone(), end.clone(), None));
+                    let down = tokio::spawn(pipe(sr, cw, born, g, end, Some(by_node)));
                     let _ = tokio::join!(up, down);
                 });
             }
@@ -54,8 +58,14 @@ impl Proxy {
             addr,
             generation,
             closed,
+            closed_by_node,
             task,
         })
+    }
+
+    /// How many black-holed connections the node has closed its end of.
+    pub fn closed_by_node(&self) -> u64 {
+        self.closed_by_node.load(Ordering::SeqCst)
     }
 
     /// Every connection open now stops forwarding for good, and stays open.
@@ -72,13 +82,16 @@ impl Drop for Proxy {
 }
 
 /// Copies `r` to `w` while the connection's generation is current; then holds both halves
-/// open, reading and writing nothing, until the proxy is dropped.
+/// open, writing nothing, until the proxy is dropped. `node_end`: `r` is the node's end (the
+/// direction from the node): once black-holed it is still read, what comes lost in the hole,
+/// to count the node closing it (nothing of that reaches the other end either).
 async fn pipe(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
     born: u64,
     generation: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
+    node_end: Option<Arc<AtomicU64>>,
 ) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -86,6 +99,21 @@ async fn pipe(
             return;
         }
         if generation.load(Ordering::SeqCst) != born {
+            if let Some(count) = &node_end {
+                loop {
+                    if closed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let n = tokio::select! {
+                        n = r.read(&mut buf) => n,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => continue,
+                    };
+                    if matches!(n, Ok(0) | Err(_)) {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            }
             while !closed.load(Ordering::SeqCst) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
