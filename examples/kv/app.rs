@@ -155,6 +155,7 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         leader: AtomicU64::new(0),
         events: events_tx,
         peer_frame_limit: args.peer_frame_limit,
+        answered: Mutex::new(Default::default()),
     });
     runtime.spawn(server::serve(listener, shared.clone()));
     if snapshot_due {

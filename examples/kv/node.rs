@@ -133,6 +133,10 @@ pub struct Shared {
     pub events: Sender<Event>,
     /// The largest frame on a peer connection (`node --peer-frame-limit`).
     pub peer_frame_limit: usize,
+    /// When each peer last answered this node's heartbeats or appends (its
+    /// `MsgHeartbeatResponse` or `MsgAppendResponse` arrived): a link that keeps sending them
+    /// and hears no answer is taken for dead (`server::peer_out`).
+    pub answered: Mutex<HashMap<u64, Instant>>,
 }
 
 impl Shared {

@@ -185,6 +185,12 @@ impl Net {
                     }
                 }
             }
+            if matches!(
+                m.get_msg_type(),
+                MessageType::MsgHeartbeatResponse | MessageType::MsgAppendResponse
+            ) {
+                self.shared.answered.lock().insert(m.from, Instant::now());
+            }
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 eprintln!(
                     "node {id}: received a snapshot at index {} from node {}: {} bytes in {chunks} chunk(s)",
@@ -481,16 +487,46 @@ async fn peer_out(
 ) {
     let mut conn: Option<BufWriter<Stall<TcpStream>>> = None;
     let mut retry_at = Instant::now();
+    // The first heartbeat or append written on this connection since the peer last answered
+    // one (`Shared::answered`).
+    let mut unanswered_since: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(m) = rx.try_recv() {
             batch.push(m);
+        }
+        // A link whose heartbeats and appends go unanswered for PEER_STALL is taken for dead,
+        // however few bytes they are: a connection gone silent (a partition) takes them into
+        // its socket buffer without a word, and a quiet cluster's never fill it for the stall
+        // to show. The peer may be down or cut off; a new connection costs nothing then.
+        if let (Some(since), Some(_)) = (unanswered_since, conn.as_ref()) {
+            let answered = shared.answered.lock().get(&to).copied();
+            if answered.is_some_and(|at| at >= since) {
+                unanswered_since = None;
+            } else if since.elapsed() >= PEER_STALL {
+                eprintln!(
+                    "node {}: dropped the connection to node {to} ({addr}): no answer to its heartbeats or appends for {PEER_STALL:?}",
+                    shared.id
+                );
+                conn = None;
+                unanswered_since = None;
+                let _ = shared.events.send(Event::Unreachable { to });
+            }
         }
         if conn.is_none() && Instant::now() >= retry_at {
             conn = connect_peer(addr).await;
             if conn.is_none() {
                 retry_at = Instant::now() + Duration::from_millis(200);
             }
+        }
+        let asks = batch.iter().any(|m| {
+            matches!(
+                m.get_msg_type(),
+                MessageType::MsgHeartbeat | MessageType::MsgAppend
+            )
+        });
+        if asks && conn.is_some() && unanswered_since.is_none() {
+            unanswered_since = Some(Instant::now());
         }
         let ok = match conn.as_mut() {
             Some(w) => match write_batch(w, &batch, shared.peer_frame_limit).await {
@@ -515,6 +551,7 @@ async fn peer_out(
         };
         if !ok {
             conn = None;
+            unanswered_since = None;
             let _ = shared.events.send(Event::Unreachable { to });
         }
         for m in &batch {
