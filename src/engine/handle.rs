@@ -217,17 +217,17 @@ impl GroupStorage {
             }
             return Err(e);
         }
-        let done = self
-            .group
-            .with_both(|b| {
-                b.files.wal.remove_files_below(index)?;
-                b.files.durable_files = b.files.wal.file_ids();
-                Ok(())
-            })
-            .and_then(|()| {
-                let keep = snap::file_name(term, index);
-                snap::tidy(&self.group.dir, Some(&keep), false).map(drop)
-            });
+        // The older snapshot files go with the group held too: a close waits for it, and a
+        // group it closed is never touched again (the root's lock is released at the end of
+        // close, and another engine may own these files then).
+        let done = self.group.with_both(|b| {
+            b.files.wal.remove_files_below(index)?;
+            b.files.durable_files = b.files.wal.file_ids();
+            #[cfg(test)]
+            tests::BEFORE_SNAP_TIDY.pass(&self.shared.root);
+            let keep = snap::file_name(term, index);
+            snap::tidy(&self.group.dir, Some(&keep), false).map(drop)
+        });
         if let Err(e) = &done {
             // The group's files may be part way: stop (opening again replays the journal).
             if matches!(e, Error::Io { .. }) {
@@ -478,5 +478,75 @@ impl Storage for GroupStorage {
         snap.set_metadata(reader.metadata().clone());
         snap.data = data.into();
         Ok(snap)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::engine::pauses::Pauses;
+
+    /// The point of `create_snapshot` after the group took the snapshot and before the older
+    /// snapshot files go.
+    pub(crate) static BEFORE_SNAP_TIDY: Pauses = Pauses::new();
+
+    /// `create_snapshot` racing `Engine::close`: once close has returned, no file of the root
+    /// changes (SPEC §9: a handle never touches the files again; the root's lock is released,
+    /// so another engine may own them by then). The snapshot's removal of older snapshot files
+    /// once ran outside the group's lock, and so after a close that came in between.
+    #[test]
+    fn a_snapshot_racing_close_touches_no_file_after_close_returned() {
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let e = crate::Engine::open(dir.path()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        let mut hs = raft::prelude::HardState::default();
+        (hs.term, hs.commit) = (1, 20);
+        let es: Vec<raft::prelude::Entry> = (1..=20)
+            .map(|i| {
+                let mut en = raft::prelude::Entry::default();
+                (en.index, en.term) = (i, 1);
+                en
+            })
+            .collect();
+        g.save(&hs, &es, &Default::default()).unwrap();
+        g.create_snapshot(10, None, b"older".to_vec()).unwrap();
+        let snaps = dir.path().join("groups/1/snap");
+        let listing = move || {
+            let mut v: Vec<String> = std::fs::read_dir(&snaps)
+                .unwrap()
+                .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // At the pause, close runs on another thread, which lists the snapshot files as soon
+        // as close has returned; the pause waits for that (3 s at most: a close that waits
+        // for the snapshot cannot return before the pause ends).
+        let (closed_tx, closed_rx) = channel::<Vec<String>>();
+        let (returned_tx, returned_rx) = channel::<()>();
+        let e = std::sync::Arc::new(parking_lot::Mutex::new(Some(e)));
+        let e2 = std::sync::Arc::clone(&e);
+        let list = listing.clone();
+        BEFORE_SNAP_TIDY.add(dir.path(), move || {
+            let e3 = std::sync::Arc::clone(&e2);
+            std::thread::spawn(move || {
+                let engine = e3.lock().take();
+                if let Some(engine) = engine {
+                    engine.close().unwrap();
+                }
+                let _ = closed_tx.send(list());
+                let _ = returned_tx.send(());
+            });
+            let _ = returned_rx.recv_timeout(Duration::from_secs(3));
+        });
+        let r = g.create_snapshot(15, None, b"newer".to_vec());
+        let at_close = closed_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(
+            at_close,
+            listing(),
+            "snapshot files changed after close returned (the snapshot: {r:?})"
+        );
+        drop(e);
     }
 }
