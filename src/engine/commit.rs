@@ -321,6 +321,8 @@ fn gone(group_id: u64) -> Error {
 
 /// Makes one commit of `batches` (the caller leads) and sets every batch's result.
 fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
+    // An install's time counts from here: its snapshot file is written with its batch's checks.
+    let timer = crate::metrics::Timer::start();
     let set = |w: &Waiter, r: Result<()>| *w.result.lock() = Some(r);
     if let Err(e) = shared.check_usable() {
         for w in batches {
@@ -372,7 +374,7 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
     if accepted.is_empty() {
         return;
     }
-    match commit(shared, &groups, &mut accepted, &installs) {
+    match commit(shared, &groups, &mut accepted, &installs, timer) {
         Ok(()) => {
             for (w, _) in &accepted {
                 set(w, Ok(()));
@@ -400,8 +402,8 @@ fn commit(
     groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
     accepted: &mut [(&Waiter, Vec<Part>)],
     installs: &[Vec<Option<SnapshotRecord>>],
+    timer: crate::metrics::Timer,
 ) -> Result<()> {
-    let timer = crate::metrics::Timer::start();
     check_space(shared, accepted)?;
     let mut body = batch::Body::default();
     for ((_, parts), recs) in accepted.iter_mut().zip(installs) {
