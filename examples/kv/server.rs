@@ -525,8 +525,10 @@ async fn peer_out(
                 MessageType::MsgHeartbeat | MessageType::MsgAppend
             )
         });
-        if asks && conn.is_some() && unanswered_since.is_none() {
-            unanswered_since = Some(Instant::now());
+        if !asks {
+            // A leader's batches carry heartbeats every few ticks: one without them is a node
+            // that no longer leads (its earlier asks are not this link's to judge any more).
+            unanswered_since = None;
         }
         let ok = match conn.as_mut() {
             Some(w) => match write_batch(w, &batch, shared.peer_frame_limit).await {
@@ -553,6 +555,10 @@ async fn peer_out(
             conn = None;
             unanswered_since = None;
             let _ = shared.events.send(Event::Unreachable { to });
+        } else if asks && unanswered_since.is_none() {
+            // From when the asks are written out: a long write (a snapshot ahead of them) is
+            // not the peer's silence.
+            unanswered_since = Some(Instant::now());
         }
         for m in &batch {
             if m.get_msg_type() == MessageType::MsgSnapshot {
