@@ -570,47 +570,64 @@ fn journal_missing(
 /// them (and give their sequence numbers out again).
 #[test]
 fn a_journal_gone_from_a_root_with_a_checkpoint_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = killed_after_the_checkpoint(dir.path());
+    each_lost_journal_is_refused(&image, &dir.path().join("case"), "checkpoint", "");
+}
+
+/// A root's journal lost: the directory removed, its segments removed, or its segments left
+/// only as spares.
+type JournalLoss = (&'static str, fn(&std::path::Path));
+const JOURNAL_LOSSES: [JournalLoss; 3] = [
+    ("the directory removed", |j| {
+        std::fs::remove_dir_all(j).unwrap()
+    }),
+    ("its segments removed", |j| {
+        for ent in std::fs::read_dir(j).unwrap() {
+            std::fs::remove_file(ent.unwrap().path()).unwrap();
+        }
+    }),
+    ("its segments renamed as spares", |j| {
+        for ent in std::fs::read_dir(j).unwrap() {
+            let p = ent.unwrap().path();
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            if !name.starts_with("spare-") {
+                std::fs::rename(&p, j.join(format!("spare-{name}"))).unwrap();
+            }
+        }
+    }),
+];
+
+/// Each of [`JOURNAL_LOSSES`] done to a copy of `image` (at `copy`), opened in both modes: open
+/// refuses, naming the journal directory with a reason that contains `says`, and changes no
+/// file. `name`: the image, for the messages.
+fn each_lost_journal_is_refused(
+    image: &std::path::Path,
+    copy: &std::path::Path,
+    says: &str,
+    name: &str,
+) {
     use raftwal::{Engine, EngineOptions, RecoveryMode};
-    type Damage = fn(&std::path::Path);
-    let damages: [(&str, Damage); 3] = [
-        ("the directory removed", |j| {
-            std::fs::remove_dir_all(j).unwrap()
-        }),
-        ("its segments removed", |j| {
-            for ent in std::fs::read_dir(j).unwrap() {
-                std::fs::remove_file(ent.unwrap().path()).unwrap();
-            }
-        }),
-        ("its segments renamed as spares", |j| {
-            for ent in std::fs::read_dir(j).unwrap() {
-                let p = ent.unwrap().path();
-                let name = p.file_name().unwrap().to_str().unwrap().to_string();
-                if !name.starts_with("spare-") {
-                    std::fs::rename(&p, j.join(format!("spare-{name}"))).unwrap();
-                }
-            }
-        }),
-    ];
-    for (what, damage) in damages {
+    for (what, lose) in JOURNAL_LOSSES {
         for mode in [
             RecoveryMode::TolerateTailCorruption,
             RecoveryMode::AbsoluteConsistency,
         ] {
-            let dir = tempfile::tempdir().unwrap();
-            let image = killed_after_the_checkpoint(dir.path());
-            let journal = image.join("journal");
-            damage(&journal);
-            let before = fuzz::open_engine::read_image(&image);
+            let case = format!("{name}{what}, {mode:?}");
+            let _ = std::fs::remove_dir_all(copy);
+            roots::copy_tree(image, copy);
+            let journal = copy.join("journal");
+            lose(&journal);
+            let before = fuzz::open_engine::read_image(copy);
             let opts = EngineOptions {
                 recovery_mode: mode,
                 ..Default::default()
             };
-            let case = format!("{what}, {mode:?}");
-            let reason = journal_missing(Engine::open_with(&image, opts), &journal, &case);
-            assert!(reason.contains("checkpoint"), "{case}: {reason}");
+            let reason = journal_missing(Engine::open_with(copy, opts), &journal, &case);
+            assert!(reason.contains(says), "{case}: {reason}");
             assert!(
-                before == fuzz::open_engine::read_image(&image),
-                "{what}, {mode:?}: the refused open changed the root"
+                before == fuzz::open_engine::read_image(copy),
+                "{case}: the refused open changed the root"
             );
         }
     }
@@ -688,27 +705,7 @@ fn a_root_never_written_opens_again_with_its_first_segment() {
 #[test]
 fn a_young_roots_lost_journal_is_refused_naming_it() {
     use raft::Storage;
-    use raftwal::{Engine, EngineOptions, RecoveryMode};
-    type Damage = fn(&std::path::Path);
-    let damages: [(&str, Damage); 3] = [
-        ("the directory removed", |j| {
-            std::fs::remove_dir_all(j).unwrap()
-        }),
-        ("its segments removed", |j| {
-            for ent in std::fs::read_dir(j).unwrap() {
-                std::fs::remove_file(ent.unwrap().path()).unwrap();
-            }
-        }),
-        ("its segments renamed as spares", |j| {
-            for ent in std::fs::read_dir(j).unwrap() {
-                let p = ent.unwrap().path();
-                let name = p.file_name().unwrap().to_str().unwrap().to_string();
-                if !name.starts_with("spare-") {
-                    std::fs::rename(&p, j.join(format!("spare-{name}"))).unwrap();
-                }
-            }
-        }),
-    ];
+    use raftwal::Engine;
     let dir = tempfile::tempdir().unwrap();
     let (written, never) = (dir.path().join("written"), dir.path().join("never"));
     let e = Engine::open(&written).unwrap();
@@ -730,31 +727,8 @@ fn a_young_roots_lost_journal_is_refused_naming_it() {
         );
         e.close().unwrap();
     }
-    for (image, name) in [(&young, "written, killed"), (&never, "never written")] {
-        for (what, damage) in damages {
-            for mode in [
-                RecoveryMode::TolerateTailCorruption,
-                RecoveryMode::AbsoluteConsistency,
-            ] {
-                let case = format!("{name}: {what}, {mode:?}");
-                let copy = dir.path().join("case");
-                let _ = std::fs::remove_dir_all(&copy);
-                roots::copy_tree(image, &copy);
-                let journal = copy.join("journal");
-                damage(&journal);
-                let before = fuzz::open_engine::read_image(&copy);
-                let opts = EngineOptions {
-                    recovery_mode: mode,
-                    ..Default::default()
-                };
-                let reason = journal_missing(Engine::open_with(&copy, opts), &journal, &case);
-                assert!(reason.contains("first open"), "{case}: {reason}");
-                assert!(
-                    before == fuzz::open_engine::read_image(&copy),
-                    "{case}: the refused open changed the root"
-                );
-            }
-        }
+    for (image, name) in [(&young, "written, killed: "), (&never, "never written: ")] {
+        each_lost_journal_is_refused(image, &dir.path().join("case"), "first open", name);
     }
 }
 
