@@ -176,6 +176,57 @@ fn full_disk_at_rotation_child() {
     println!("CHILD-OK {last}");
 }
 
+/// The groups of the engine tests below.
+const GROUPS: u64 = 4;
+
+/// Entry `index` of the engine tests: 4 KiB of data, term 1.
+fn engine_entry(index: u64) -> Entry {
+    filled_entry(index, 1, (index % 251) as u8, 4096)
+}
+
+/// One round of the engine tests: 16 entries after `last` for every group.
+fn engine_round(last: u64) -> raftwal::WriteBatch {
+    let es: Vec<Entry> = (last + 1..=last + 16).map(engine_entry).collect();
+    let mut hs = HardState::default();
+    (hs.term, hs.commit) = (1, last);
+    let mut b = raftwal::WriteBatch::new();
+    for g in 1..=GROUPS {
+        b.save(g, &hs, &es, &Snapshot::default());
+    }
+    b
+}
+
+/// Writes rounds into `e` until one is refused: the last index written and the refusal.
+fn engine_rounds_until_refused(e: &raftwal::Engine) -> (u64, String) {
+    let mut last = 0;
+    loop {
+        match e.write(&mut engine_round(last)) {
+            Ok(()) => last += 16,
+            Err(err) => {
+                let err = err.to_string();
+                println!("write failed after index {last}: {err}");
+                return (last, err);
+            }
+        }
+        assert!(last < 100_000, "the file-size limit never bit");
+    }
+}
+
+/// Reopens the engine at `dir`: every group holds exactly entries 1..=last, as written.
+fn engine_holds(dir: &std::ffi::OsStr, opts: raftwal::EngineOptions, last: u64) -> raftwal::Engine {
+    let e = raftwal::Engine::open_with(dir, opts).unwrap();
+    for g in 1..=GROUPS {
+        let s = e.group(g).unwrap();
+        assert_eq!(s.last_index().unwrap(), last, "group {g}");
+        let es = s.entries(1, last + 1, None, ctx()).unwrap();
+        assert!(
+            es.iter().all(|x| *x == engine_entry(x.index)),
+            "group {g}'s entries"
+        );
+    }
+    e
+}
+
 /// Runs in the child: an `Engine` with four groups writes rounds until a group's file cannot
 /// grow (6 MiB file-size limit; 1 MiB journal segments, so the journal's files never reach
 /// it). The write fails naming that file; the engine stops (every later write fails, saying
@@ -185,7 +236,7 @@ fn full_disk_at_rotation_child() {
 /// engine, as if it had none, while `group_ids()` still listed them.)
 #[test]
 fn full_disk_engine_child() {
-    use raftwal::{Engine, EngineOptions, WriteBatch};
+    use raftwal::{Engine, EngineOptions};
     let Some(dir) = child_dir(ENGINE_CHILD_ENV) else {
         return;
     };
@@ -194,39 +245,20 @@ fn full_disk_engine_child() {
         checkpoint_bytes: 4 << 20,
         ..EngineOptions::default()
     };
-    let big = |index: u64| filled_entry(index, 1, (index % 251) as u8, 4096);
-    let round = |last: u64| {
-        let es: Vec<Entry> = (last + 1..=last + 16).map(big).collect();
-        let mut hs = HardState::default();
-        (hs.term, hs.commit) = (1, last);
-        let mut b = WriteBatch::new();
-        for g in 1..=4 {
-            b.save(g, &hs, &es, &Snapshot::default());
-        }
-        b
-    };
     let e = Engine::open_with(&dir, opts()).unwrap();
-    for g in 1..=4 {
+    for g in 1..=GROUPS {
         e.create_group(g, 1).unwrap();
     }
     set_fsize_limit(6 << 20);
-    let mut last = 0;
-    let err = loop {
-        match e.write(&mut round(last)) {
-            Ok(()) => last += 16,
-            Err(err) => break err.to_string(),
-        }
-        assert!(last < 100_000, "the file-size limit never bit");
-    };
-    println!("write failed after index {last}: {err}");
+    let (last, err) = engine_rounds_until_refused(&e);
     assert!(
         err.contains("/groups/") && err.contains(".wal"),
         "the error names the group file that could not grow: {err}"
     );
-    let again = e.write(&mut round(last)).unwrap_err().to_string();
+    let again = e.write(&mut engine_round(last)).unwrap_err().to_string();
     assert!(again.contains("open it again"), "{again}");
     assert_eq!(e.group_ids(), vec![1, 2, 3, 4]);
-    for g in 1..=4 {
+    for g in 1..=GROUPS {
         let handle = e
             .group(g)
             .unwrap_or_else(|| panic!("group {g} of a stopped engine: no handle"));
@@ -238,14 +270,8 @@ fn full_disk_engine_child() {
     }
     set_fsize_limit(libc::RLIM_INFINITY);
     e.close().unwrap();
-    let e = Engine::open_with(&dir, opts()).unwrap();
-    for g in 1..=4 {
-        let s = e.group(g).unwrap();
-        assert_eq!(s.last_index().unwrap(), last, "group {g}");
-        let es = s.entries(1, last + 1, None, ctx()).unwrap();
-        assert!(es.iter().all(|x| *x == big(x.index)), "group {g}'s entries");
-    }
-    e.write(&mut round(last)).unwrap();
+    let e = engine_holds(&dir, opts(), last);
+    e.write(&mut engine_round(last)).unwrap();
     e.close().unwrap();
     println!("CHILD-OK {last}");
 }
@@ -256,7 +282,7 @@ fn full_disk_engine_child() {
 /// without a reopen, and reopened, every group holds exactly the acknowledged entries.
 #[test]
 fn full_disk_journal_child() {
-    use raftwal::{Engine, EngineOptions, WriteBatch};
+    use raftwal::{Engine, EngineOptions};
     let Some(dir) = child_dir(JOURNAL_CHILD_ENV) else {
         return;
     };
@@ -264,50 +290,24 @@ fn full_disk_journal_child() {
         journal_segment_bytes: 2 << 20,
         ..EngineOptions::default()
     };
-    let big = |index: u64| filled_entry(index, 1, (index % 251) as u8, 4096);
-    let round = |last: u64| {
-        let es: Vec<Entry> = (last + 1..=last + 16).map(big).collect();
-        let mut hs = HardState::default();
-        (hs.term, hs.commit) = (1, last);
-        let mut b = WriteBatch::new();
-        for g in 1..=4 {
-            b.save(g, &hs, &es, &Snapshot::default());
-        }
-        b
-    };
     let e = Engine::open_with(&dir, opts()).unwrap();
-    for g in 1..=4 {
+    for g in 1..=GROUPS {
         e.create_group(g, 1).unwrap();
     }
     set_fsize_limit(1536 << 10);
-    let mut last = 0;
-    let err = loop {
-        match e.write(&mut round(last)) {
-            Ok(()) => last += 16,
-            Err(err) => break err.to_string(),
-        }
-        assert!(last < 100_000, "the file-size limit never bit");
-    };
-    println!("write failed after index {last}: {err}");
+    let (mut last, err) = engine_rounds_until_refused(&e);
     assert!(
         err.contains("/journal/") && err.contains(".jnl"),
         "the error names the journal segment: {err}"
     );
-    for g in 1..=4 {
+    for g in 1..=GROUPS {
         assert_eq!(e.group(g).unwrap().last_index().unwrap(), last, "group {g}");
     }
     set_fsize_limit(libc::RLIM_INFINITY);
-    e.write(&mut round(last)).unwrap();
+    e.write(&mut engine_round(last)).unwrap();
     last += 16;
     e.close().unwrap();
-    let e = Engine::open_with(&dir, opts()).unwrap();
-    for g in 1..=4 {
-        let s = e.group(g).unwrap();
-        assert_eq!(s.last_index().unwrap(), last, "group {g}");
-        let es = s.entries(1, last + 1, None, ctx()).unwrap();
-        assert!(es.iter().all(|x| *x == big(x.index)), "group {g}'s entries");
-    }
-    e.close().unwrap();
+    engine_holds(&dir, opts(), last).close().unwrap();
     println!("CHILD-OK {last}");
 }
 
