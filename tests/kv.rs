@@ -833,21 +833,7 @@ async fn small_peer_frames_still_carry_ordinary_appends() -> Result {
 /// queued in memory. A link that makes no progress for a while is now dropped and made anew.
 async fn a_black_holed_peer_link_is_dropped_and_the_follower_catches_up() -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
-    let mut c = cluster(root.path(), 10_000)?;
-    let mut proxies = BTreeMap::new();
-    let mut taken: Vec<u16> = c.addrs().iter().map(|a| a.port()).collect();
-    for id in c.ids() {
-        let port = procs::free_port(&taken).map_err(e2s)?;
-        taken.push(port);
-        let proxy = proxy::Proxy::start(([127, 0, 0, 1], port).into(), c.addr(id)).await?;
-        c.routes.insert(id, proxy.addr);
-        proxies.insert(id, proxy);
-    }
-    c.start_all().map_err(e2s)?;
-    let leader = c.wait_leader(Duration::from_secs(20)).await?;
-    let mut client = Client::new(c.addrs());
-    client.attempt_timeout = Duration::from_secs(10);
-    client.write_cas("first", "x", None).await.map_err(e2s)?;
+    let (mut c, proxies, leader, mut client) = proxied_cluster(root.path()).await?;
     let follower = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
     proxies[&follower].black_hole();
     // 24 MiB: more than the leader's socket and the proxy's buffers take in (4 MiB of send
@@ -860,23 +846,40 @@ async fn a_black_holed_peer_link_is_dropped_and_the_follower_catches_up() -> Res
             .await
             .map_err(e2s)?;
     }
+    applies(
+        &mut c,
+        follower,
+        last,
+        Duration::from_secs(30),
+        "after 24 MiB of writes, its incoming connections black-holed",
+    )
+    .await?;
+    c.check_alive()?;
+    serves_as_written(c.addr(follower), [("k/95".to_string(), value)]).await
+}
+
+/// Waits until node `id` has applied index `at_least`; after `within`, an error saying `what`,
+/// with the node's status and the end of the leader's log.
+async fn applies(
+    c: &mut LocalCluster,
+    id: u64,
+    at_least: u64,
+    within: Duration,
+    what: &str,
+) -> Result {
     let start = Instant::now();
-    loop {
-        if c.status(follower).await.is_some_and(|s| s.applied >= last) {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let now = c.wait_leader(Duration::from_secs(5)).await.unwrap_or(0);
+    while c.status(id).await.is_none_or(|s| s.applied < at_least) {
+        if start.elapsed() > within {
+            let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap_or(0);
             return Err(format!(
-                "follower {follower} did not catch up to {last} within 30 s of the writes after its incoming connections were black-holed: {:?}\n  leader {now}'s log:\n{}",
-                c.status(follower).await,
-                c.log_tail(now, 4)
+                "node {id} did not apply {at_least} within {within:?} {what}: {:?}\n  leader {leader}'s log:\n{}",
+                c.status(id).await,
+                c.log_tail(leader, 4)
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    c.check_alive()?;
-    serves_as_written(c.addr(follower), [("k/95".to_string(), value)]).await
+    Ok(())
 }
 
 /// Every node behind a proxy (tests/kv/proxy.rs), as in
@@ -934,20 +937,14 @@ async fn a_black_holed_link_with_little_traffic_is_dropped_too() -> Result {
             .map_err(e2s)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let start = Instant::now();
-    loop {
-        if c.status(follower).await.is_some_and(|s| s.applied >= last) {
-            break;
-        }
-        if start.elapsed() > stall::PEER_STALL * 8 {
-            return Err(format!(
-                "follower {follower} did not catch up to {last} within {:?} of five small writes after its incoming connections were black-holed: {:?}",
-                stall::PEER_STALL * 8,
-                c.status(follower).await,
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    applies(
+        &mut c,
+        follower,
+        last,
+        stall::PEER_STALL * 8,
+        "of five small writes, its incoming connections black-holed",
+    )
+    .await?;
     c.check_alive()?;
     Ok(())
 }
@@ -974,15 +971,14 @@ async fn a_black_holed_connection_the_sender_replaced_is_closed_by_its_receiver(
             .await
             .map_err(e2s)?;
     }
-    let start = Instant::now();
-    while c.status(follower).await.is_none_or(|s| s.applied < last) {
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(format!(
-                "follower {follower} did not catch up to {last} (the test above covers that)"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    applies(
+        &mut c,
+        follower,
+        last,
+        Duration::from_secs(30),
+        "(a_black_holed_peer_link_is_dropped_and_the_follower_catches_up covers that)",
+    )
+    .await?;
     // The leader talks to the follower on a new connection: the old one is dead.
     let start = Instant::now();
     while proxies[&follower].closed_by_node() == 0 {
