@@ -469,10 +469,7 @@ fn record_pos(record: &MetaRecord) -> JournalPos {
     record
         .engine
         .as_ref()
-        .map_or(JournalPos::default(), |e| JournalPos {
-            seq: e.journal_seq,
-            parts: e.journal_parts,
-        })
+        .map_or(JournalPos::default(), JournalPos::of_page)
 }
 
 /// Flushes the file system holding the engine root: every group's files in one call. Through

@@ -114,15 +114,10 @@ fn queue(shared: &Shared, parts: Vec<Part>) -> Result<()> {
                     process(shared, &batches)
                 }));
                 if let Err(payload) = led {
-                    let e = Error::invariant("a commit panicked; open the engine again");
-                    shared.poison(&e);
+                    let panicked = || Error::invariant("a commit panicked; open the engine again");
+                    shared.poison(&panicked());
                     for w in &batches {
-                        let mut r = w.result.lock();
-                        if r.is_none() {
-                            *r = Some(Err(Error::invariant(
-                                "a commit panicked; open the engine again",
-                            )));
-                        }
+                        w.result.lock().get_or_insert_with(|| Err(panicked()));
                     }
                     drop(_lead);
                     std::panic::resume_unwind(payload);
