@@ -106,10 +106,15 @@ impl Net {
         self.read_peer(stream, &addr, serial, &replaced, &mut from)
             .await;
         if let Some(from) = from {
-            let mut inbound = self.inbound.lock();
-            if inbound.get(&from).is_some_and(|(s, _)| *s == serial) {
-                inbound.remove(&from);
-            }
+            self.unregister(from, serial);
+        }
+    }
+
+    /// Forgets connection `serial` as peer `from`'s newest, if it still is.
+    fn unregister(&self, from: u64, serial: u64) {
+        let mut inbound = self.inbound.lock();
+        if inbound.get(&from).is_some_and(|(s, _)| *s == serial) {
+            inbound.remove(&from);
         }
     }
 
@@ -179,10 +184,7 @@ impl Net {
                     older.notify_one();
                 }
                 if let Some(before) = from.replace(m.from) {
-                    let mut inbound = self.inbound.lock();
-                    if inbound.get(&before).is_some_and(|(s, _)| *s == serial) {
-                        inbound.remove(&before);
-                    }
+                    self.unregister(before, serial);
                 }
             }
             if matches!(

@@ -68,6 +68,28 @@ impl<S> Stall<S> {
     }
 }
 
+impl<S> Stall<S> {
+    /// What a poll of the inner stream (`polled`) means under the limit: progress resets the
+    /// timer; `Pending`, when watched, runs it and fails once it fires.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+        watched: bool,
+        what: &str,
+        none: T,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending if watched => self.pending(cx, what).map(|r| r.map(|()| none)),
+            Poll::Pending => Poll::Pending,
+            ready => {
+                self.timer = None;
+                ready
+            }
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Stall<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -75,14 +97,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Stall<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Pending if this.reads => this.pending(cx, "delivered"),
-            Poll::Pending => Poll::Pending,
-            ready => {
-                this.timer = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let watched = this.reads;
+        this.watch(cx, polled, watched, "delivered", ())
     }
 }
 
@@ -93,13 +110,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Pending => this.pending(cx, "accepted").map(|r| r.map(|()| 0)),
-            ready => {
-                this.timer = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, polled, true, "accepted", 0)
     }
 
     fn poll_write_vectored(
@@ -108,13 +120,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => this.pending(cx, "accepted").map(|r| r.map(|()| 0)),
-            ready => {
-                this.timer = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled, true, "accepted", 0)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -123,13 +130,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Pending => this.pending(cx, "accepted"),
-            ready => {
-                this.timer = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, polled, true, "accepted", ())
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
