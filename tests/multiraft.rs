@@ -76,7 +76,8 @@ fn report_figures_come_from_the_workloads_commits() {
     let d = scenario::during(&before, &s);
     assert_eq!((d.commits, d.groups, d.entries), (10, 30, 120));
     assert_eq!(
-        d.max_groups, 3,
+        d.max_groups(),
+        3,
         "the most groups in one of the workload's commits"
     );
 }

@@ -98,9 +98,8 @@ pub struct Stats {
     pub commits: u64,
     /// Parts (one group's Ready each) written by them.
     pub parts: u64,
-    /// Groups with a part in a commit, added up over the commits; the most in one commit.
+    /// Groups with a part in a commit, added up over the commits.
     pub groups: u64,
-    pub max_groups: u64,
     /// Commits by the number of groups with a part in them (so that the most in one commit
     /// can be had for a stretch of the run, see `scenario::during`).
     pub groups_per_commit: BTreeMap<u64, u64>,
@@ -118,6 +117,15 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The most groups with a part in one commit.
+    pub fn max_groups(&self) -> u64 {
+        self.groups_per_commit
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// One `Engine::write` of `parts` parts for `groups` groups, `entries` entries of `bytes`
     /// bytes, that took `took`.
     pub fn record_commit(
@@ -131,7 +139,6 @@ impl Stats {
         self.commits += 1;
         self.parts += parts;
         self.groups += groups;
-        self.max_groups = self.max_groups.max(groups);
         *self.groups_per_commit.entry(groups).or_default() += 1;
         self.entries += entries;
         self.bytes += bytes;

@@ -205,7 +205,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
             d.commits,
             d.commits as f64 / r.workload.as_secs_f64(),
             d.groups as f64 / n,
-            d.max_groups,
+            d.max_groups(),
             d.entries as f64 / n,
             d.bytes as f64 / r.workload.as_secs_f64() / (1 << 20) as f64,
             d.write_time.as_secs_f64() * 1e3 / n,
@@ -229,17 +229,19 @@ pub fn run(o: &Options) -> Result<Report, String> {
 /// A node's figures between two readings of them (`before`, then `after`); the most groups
 /// in one commit is over the commits between them, not since the node started.
 pub fn during(b: &Stats, a: &Stats) -> Stats {
-    let max_groups = a
+    let groups_per_commit = a
         .groups_per_commit
         .iter()
-        .rev()
-        .find(|(g, n)| b.groups_per_commit.get(g).copied().unwrap_or(0) < **n)
-        .map_or(0, |(g, _)| *g);
+        .filter_map(|(g, n)| {
+            let before = b.groups_per_commit.get(g).copied().unwrap_or(0);
+            (*n > before).then(|| (*g, n - before))
+        })
+        .collect();
     Stats {
         commits: a.commits - b.commits,
         parts: a.parts - b.parts,
         groups: a.groups - b.groups,
-        max_groups,
+        groups_per_commit,
         entries: a.entries - b.entries,
         bytes: a.bytes - b.bytes,
         write_time: a.write_time - b.write_time,
