@@ -196,49 +196,53 @@ pub async fn write_peer_message<W: AsyncWrite + Unpin>(
             )
         })
     };
-    let chunk = limit.saturating_sub(1).max(1);
     if m.get_snapshot().get_data().is_empty() {
         let body = encode(m)?;
         if body.len() < limit {
             write_typed(w, FRAME_MESSAGE, &[], &body, limit).await?;
             return Ok(0);
         }
-        let total = body.len() as u64;
-        if total > MAX_SNAPSHOT {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a message of {total} bytes is over the {MAX_SNAPSHOT}-byte limit"),
-            ));
-        }
+        let total = within_limit(body.len(), "message")?;
         let mut fields = [0u8; MESSAGE_HEAD_FIELDS];
         fields[..8].copy_from_slice(&total.to_be_bytes());
         fields[8..12].copy_from_slice(&crc32c::crc32c(&body).to_be_bytes());
         fields[12..20].copy_from_slice(&m.from.to_be_bytes());
         fields[20..].copy_from_slice(&m.to.to_be_bytes());
         write_typed(w, FRAME_MESSAGE_HEAD, &fields, &[], limit).await?;
-        let mut chunks = 0;
-        for part in body.chunks(chunk) {
-            write_typed(w, FRAME_SNAPSHOT_CHUNK, &[], part, limit).await?;
-            chunks += 1;
-        }
-        return Ok(chunks);
+        return write_chunks(w, &body, limit).await;
     }
     // The message without its data (sharing, not copying, the data's buffer).
     let mut head = m.clone();
     let data: Bytes = head.mut_snapshot().take_data();
-    let total = data.len() as u64;
-    if total > MAX_SNAPSHOT {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("a snapshot of {total} bytes is over the {MAX_SNAPSHOT}-byte limit"),
-        ));
-    }
+    let total = within_limit(data.len(), "snapshot")?;
     let mut fields = [0u8; HEAD_FIELDS];
     fields[..8].copy_from_slice(&total.to_be_bytes());
     fields[8..].copy_from_slice(&crc32c::crc32c(&data).to_be_bytes());
     write_typed(w, FRAME_SNAPSHOT_HEAD, &fields, &encode(&head)?, limit).await?;
+    write_chunks(w, &data, limit).await
+}
+
+/// `len` bytes of a `what` sent as a head and chunks, as the head's length field, refused past
+/// [`MAX_SNAPSHOT`].
+fn within_limit(len: usize, what: &str) -> io::Result<u64> {
+    let total = len as u64;
+    if total > MAX_SNAPSHOT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a {what} of {total} bytes is over the {MAX_SNAPSHOT}-byte limit"),
+        ));
+    }
+    Ok(total)
+}
+
+/// Writes `bytes` as chunk frames of at most `limit` bytes; returns how many.
+async fn write_chunks<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+    limit: usize,
+) -> io::Result<usize> {
     let mut chunks = 0;
-    for part in data.chunks(chunk) {
+    for part in bytes.chunks(limit.saturating_sub(1).max(1)) {
         write_typed(w, FRAME_SNAPSHOT_CHUNK, &[], part, limit).await?;
         chunks += 1;
     }
