@@ -807,3 +807,90 @@ fn a_snapshot_install_that_cannot_be_written_fails_alone() {
         out.status
     );
 }
+
+/// Snapshot data an application streams in: its second read waits until the test lets it go
+/// on (the test closes the engine meanwhile), then it yields the rest.
+struct HeldReader {
+    left: usize,
+    reads: usize,
+    started: std::sync::mpsc::Sender<()>,
+    go_on: std::sync::mpsc::Receiver<()>,
+}
+
+impl std::io::Read for HeldReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reads += 1;
+        if self.reads == 2 {
+            self.started.send(()).unwrap();
+            self.go_on.recv().unwrap();
+        }
+        let n = buf.len().min(self.left).min(4096);
+        buf[..n].fill(0x5a);
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// A `create_snapshot_from` whose data is still being read when `close` returns touches no
+/// file after that (SPEC §9: a handle never touches the files again; the root's lock is gone
+/// and another engine may own them): its write stops at the next step and fails, whatever its
+/// reader does, and close does not wait for the reader. The next open finds the group whole,
+/// with its older snapshot.
+#[test]
+fn a_snapshot_streaming_while_close_runs_touches_no_file_after_close_returned() {
+    for key in [None, Some([7u8; 32])] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EngineOptions {
+            encryption_key: key,
+            ..Default::default()
+        };
+        let e = Engine::open_with(dir.path(), opts.clone()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 20), &entries(1, 20, 1, 1), &Snapshot::default())
+            .unwrap();
+        g.create_snapshot(5, None, vec![1u8; 100]).unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (go_on, go_on_rx) = std::sync::mpsc::channel();
+        let reader = HeldReader {
+            left: 3 << 20,
+            reads: 0,
+            started: started_tx,
+            go_on: go_on_rx,
+        };
+        let streaming = std::thread::spawn({
+            let g = g.clone();
+            move || g.create_snapshot_from(10, None, reader)
+        });
+        started.recv().unwrap();
+        e.close().unwrap();
+        let at_close = tree(dir.path());
+        go_on.send(()).unwrap();
+        let result = streaming.join().unwrap();
+        assert!(
+            matches!(result, Err(Error::Closed { .. })),
+            "key {key:?}: the snapshot streamed across close: {result:?}"
+        );
+        let after = tree(dir.path());
+        let changed: Vec<_> = after
+            .iter()
+            .filter(|(p, bytes)| at_close.get(*p) != Some(*bytes))
+            .map(|(p, _)| p.clone())
+            .chain(at_close.keys().filter(|p| !after.contains_key(*p)).cloned())
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "key {key:?}: files changed after close returned: {changed:?}"
+        );
+        let e = Engine::open_with(dir.path(), opts).unwrap();
+        let g = e.group(1).unwrap();
+        assert_eq!(g.snapshot(0, 0).unwrap().get_metadata().index, 5);
+        assert_eq!(g.first_index().unwrap(), 6);
+        assert_eq!(all(&g), entries(6, 20, 1, 1), "key {key:?}");
+        e.close().unwrap();
+        let leftovers: Vec<_> = tree(dir.path())
+            .into_keys()
+            .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "key {key:?}: {leftovers:?}");
+    }
+}

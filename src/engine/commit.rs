@@ -573,6 +573,8 @@ fn write_snapshot_file(
         &cs,
         &s.data[..],
         shared.cipher.as_ref(),
+        // Installs are written inside a commit, and close waits for the commit it is in.
+        &snap::Unstoppable,
     )?;
     Ok(SnapshotRecord {
         index: md.index,

@@ -153,6 +153,7 @@ impl GroupStorage {
             &cs,
             data,
             self.shared.cipher.as_ref(),
+            &*self.shared,
         )?;
         let record = SnapshotRecord {
             index,
@@ -209,7 +210,11 @@ impl GroupStorage {
                 })
                 .unwrap_or(true);
             if record.data_len > 0 && !named {
-                let _ = std::fs::remove_file(snap::path(&self.group.dir, term, index));
+                // Not once the engine is closing: the next open's tidy removes it then.
+                let _ = snap::Gate::pass(&*self.shared, || {
+                    let _ = std::fs::remove_file(snap::path(&self.group.dir, term, index));
+                    Ok(())
+                });
             }
             if matches!(e, Error::Io { .. }) {
                 // The group's files may be part way: stop (opening again replays the journal).

@@ -59,6 +59,7 @@ use crate::error::{Error, Result};
 use crate::options::{RecoveryMode, RedactedKey};
 use crate::proto::EngineRecord;
 use crate::store::meta::MetaFile;
+use crate::store::snap;
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
 use group::Group;
@@ -189,6 +190,36 @@ pub(crate) struct Shared {
     pub tails_due: AtomicBool,
     /// The root's lock; released by close (handles may outlive the engine).
     pub lock: Mutex<Option<fsutil::DirLock>>,
+    /// Held shared by each step of an application's snapshot write that touches files
+    /// ([`snap::Gate`]); close takes it alone once `stopping` is set, so that no such step
+    /// runs after close returns, without waiting for the application's reader.
+    pub snapshot_steps: RwLock<()>,
+    /// The `.tmp` files of the application's snapshot writes in progress: close removes those
+    /// whose writes it stopped.
+    pub snapshot_tmps: Mutex<Vec<PathBuf>>,
+}
+
+/// An application's snapshot write (`create_snapshot_from`) stops at its next step that
+/// touches files once the engine is closing.
+impl snap::Gate for Shared {
+    fn pass<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _step = self.snapshot_steps.read();
+        if self.stopping() {
+            return Err(Error::Closed {
+                what: format!("the engine at {} (closing)", self.root.display()),
+            });
+        }
+        self.check_usable()?;
+        step()
+    }
+
+    fn tmp_file(&self, tmp: &Path, exists: bool) {
+        let mut tmps = self.snapshot_tmps.lock();
+        tmps.retain(|t| t != tmp);
+        if exists {
+            tmps.push(tmp.to_path_buf());
+        }
+    }
 }
 
 impl Shared {
@@ -398,6 +429,14 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     }
     drop(groups);
     shared.stopping.store(true, Ordering::Release);
+    // A step of an application's snapshot write in progress ends; later ones see `stopping`,
+    // and touch no file again: their `.tmp` files go now.
+    {
+        let _steps = shared.snapshot_steps.write();
+        for tmp in shared.snapshot_tmps.lock().drain(..) {
+            let _ = fs::remove_file(tmp);
+        }
+    }
     segments::stop(shared);
     checkpoint::stop(shared);
     // Meta integers set since their group's last write (`set_uint`) are journaled first, as

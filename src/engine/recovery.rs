@@ -231,6 +231,8 @@ pub(crate) fn open(
         tail_bytes: AtomicU64::new(0),
         tails_due: AtomicBool::new(false),
         lock: Mutex::new(Some(lock)),
+        snapshot_steps: RwLock::new(()),
+        snapshot_tmps: Mutex::new(Vec::new()),
     };
     // The journal as found, durable, and a torn end cut durably, before anything is replayed
     // (replay may change a group's files in place, as the record it applies says: a record a

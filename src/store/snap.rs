@@ -120,8 +120,31 @@ fn conf_aad(index: u64, term: u64) -> [u8; 37] {
     aad
 }
 
+/// What may stop a snapshot write part way: [`write_from`] runs each step that touches the
+/// files through [`Gate::pass`], and never reads the data inside one (an application's reader
+/// may block for as long as it likes without holding anything up).
+pub(crate) trait Gate {
+    /// Runs `step`, or refuses it with an error: the write stops there, touching no file
+    /// again.
+    fn pass<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T>;
+
+    /// Called inside a step: the write's `.tmp` file now exists (`true`), or is gone or
+    /// renamed (`false`). Whoever refuses a write's steps removes the `.tmp` it left.
+    fn tmp_file(&self, _tmp: &Path, _exists: bool) {}
+}
+
+/// A write nothing stops (a `DiskStorage`'s: the store lives as long as the handle writing).
+pub(crate) struct Unstoppable;
+
+impl Gate for Unstoppable {
+    fn pass<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        step()
+    }
+}
+
 /// Streams `data` into a new snapshot file for `term`/`index` and makes it durable. Memory use is
-/// one buffer, whatever the size of the data. Empty data leaves no file (`data_len` 0).
+/// one buffer, whatever the size of the data. Empty data leaves no file (`data_len` 0). Every
+/// step that touches the files goes through `gate`.
 pub(crate) fn write_from(
     dir: &Path,
     index: u64,
@@ -129,26 +152,33 @@ pub(crate) fn write_from(
     conf_state: &ConfStateRecord,
     mut data: impl Read,
     cipher: Option<&Cipher>,
+    gate: &impl Gate,
 ) -> Result<Written> {
     let snap_dir = dir.join(SNAP_DIR);
-    if !snap_dir.exists() {
-        fs::create_dir(&snap_dir).map_err(|e| Error::io("create directory", &snap_dir, e))?;
-        fsutil::sync_dir(dir)?;
-    }
     let name = file_name(term, index);
     let tmp = snap_dir.join(format!("{name}.tmp"));
     let path = snap_dir.join(&name);
-    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let mut f = gate.pass(|| {
+        if !snap_dir.exists() {
+            fs::create_dir(&snap_dir).map_err(|e| Error::io("create directory", &snap_dir, e))?;
+            fsutil::sync_dir(dir)?;
+        }
+        let f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        gate.tmp_file(&tmp, true);
+        Ok(f)
+    })?;
     let result = (|| {
-        f.write_all(&[0u8; HEADER_BLOCK])
-            .map_err(|e| Error::io("write", &tmp, e))?;
+        gate.pass(|| {
+            f.write_all(&[0u8; HEADER_BLOCK])
+                .map_err(|e| Error::io("write", &tmp, e))
+        })?;
         let mut crc = 0u32;
         let mut len = 0u64;
         let mut plain_len = 0u64;
         let mut store = |bytes: &[u8]| -> Result<()> {
             crc = crc32c::crc32c_append(crc, bytes);
             len += bytes.len() as u64;
-            f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))
+            gate.pass(|| f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e)))
         };
         let read_err = |e| Error::io("read snapshot data for", &path, e);
         match cipher {
@@ -186,26 +216,39 @@ pub(crate) fn write_from(
             plain_len,
         };
         let header = encode_header(index, term, conf_state, written, cipher)?;
-        f.seek(SeekFrom::Start(0))
-            .and_then(|_| f.write_all(&header))
-            .map_err(|e| Error::io("write header", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        gate.pass(|| {
+            f.seek(SeekFrom::Start(0))
+                .and_then(|_| f.write_all(&header))
+                .map_err(|e| Error::io("write header", &tmp, e))?;
+            f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
+        })?;
         Ok(written)
     })();
     drop(f);
     let written = match result {
         Ok(w) if w.data_len > 0 => w,
         Ok(w) => {
-            fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+            gate.pass(|| {
+                fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+                gate.tmp_file(&tmp, false);
+                Ok(())
+            })?;
             return Ok(w);
         }
         Err(e) => {
-            let _ = fs::remove_file(&tmp);
+            let _ = gate.pass(|| {
+                let _ = fs::remove_file(&tmp);
+                gate.tmp_file(&tmp, false);
+                Ok(())
+            });
             return Err(e);
         }
     };
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-    fsutil::sync_dir(&snap_dir)?;
+    gate.pass(|| {
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+        gate.tmp_file(&tmp, false);
+        fsutil::sync_dir(&snap_dir)
+    })?;
     Ok(written)
 }
 

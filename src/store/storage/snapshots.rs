@@ -57,7 +57,15 @@ impl DiskStorage {
         cs: &ConfStateRecord,
         data: impl Read,
     ) -> Result<SnapshotRecord> {
-        let written = snap::write_from(&self.s.dir, index, term, cs, data, self.s.cipher.as_ref())?;
+        let written = snap::write_from(
+            &self.s.dir,
+            index,
+            term,
+            cs,
+            data,
+            self.s.cipher.as_ref(),
+            &snap::Unstoppable,
+        )?;
         Ok(SnapshotRecord {
             index,
             term,
