@@ -156,6 +156,7 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         events: events_tx,
         peer_frame_limit: args.peer_frame_limit,
         answered: Mutex::new(Default::default()),
+        reconnected: Mutex::new(Default::default()),
     });
     runtime.spawn(server::serve(listener, shared.clone()));
     if snapshot_due {

@@ -9,7 +9,7 @@
 //! It never does network I/O (messages go to the peer senders' channels) and never waits on a
 //! client: answers go into oneshot channels that may already be closed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,6 +137,11 @@ pub struct Shared {
     /// `MsgHeartbeatResponse` or `MsgAppendResponse` arrived): a link that keeps sending them
     /// and hears no answer is taken for dead (`server::peer_out`).
     pub answered: Mutex<HashMap<u64, Instant>>,
+    /// Peers that connected to this node again (they gave up their link to this node, for
+    /// one because it went unanswered): this node's link to each is remade too
+    /// (`server::peer_out`), since a connection that went silent one way may have gone
+    /// silent the other way as well, which the side that only answers never sees.
+    pub reconnected: Mutex<HashSet<u64>>,
 }
 
 impl Shared {

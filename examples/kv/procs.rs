@@ -34,6 +34,9 @@ pub struct LocalCluster {
     /// Where the other nodes reach a node, when not at the address it listens on (a proxy
     /// in between, for the tests).
     pub routes: BTreeMap<u64, SocketAddr>,
+    /// Where node `from` reaches node `to` (keyed `(from, to)`), over `routes`: a proxy on
+    /// one direction of one link, for the tests.
+    pub link_routes: BTreeMap<(u64, u64), SocketAddr>,
 }
 
 /// A loopback port below the kernel's ephemeral range (so no outgoing connection takes it
@@ -83,6 +86,7 @@ impl LocalCluster {
             snapshot_every,
             peer_frame_limit: None,
             routes: BTreeMap::new(),
+            link_routes: BTreeMap::new(),
         })
     }
 
@@ -155,9 +159,12 @@ impl LocalCluster {
             .peers
             .iter()
             .filter(|(i, _)| self.initial.contains(i) || **i == id)
-            .map(|(i, a)| match self.routes.get(i) {
-                Some(route) if *i != id => (*i, *route),
-                _ => (*i, *a),
+            .map(|(i, a)| {
+                let route = self.link_routes.get(&(id, *i)).or(self.routes.get(i));
+                match route {
+                    Some(route) if *i != id => (*i, *route),
+                    _ => (*i, *a),
+                }
             })
             .collect();
         let mut cmd = Command::new(&self.exe);

@@ -38,6 +38,8 @@ pub struct Net {
     inbound: parking_lot::Mutex<std::collections::HashMap<u64, (u64, Arc<Notify>)>>,
     /// Serial numbers of incoming peer connections.
     serial: std::sync::atomic::AtomicU64,
+    /// Peers that have connected to this node since it started.
+    connected_before: parking_lot::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Accepts connections until the process ends.
@@ -47,6 +49,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         forward: tokio::sync::Mutex::new(None),
         inbound: Default::default(),
         serial: Default::default(),
+        connected_before: Default::default(),
     });
     loop {
         match listener.accept().await {
@@ -182,6 +185,10 @@ impl Net {
                     .insert(m.from, (serial, replaced.clone()));
                 if let Some((_, older)) = older.filter(|(s, _)| *s != serial) {
                     older.notify_one();
+                }
+                // Connected again (the older connection closed or not): see `peer_out`.
+                if !self.connected_before.lock().insert(m.from) {
+                    self.shared.reconnected.lock().insert(m.from);
                 }
                 if let Some(before) = from.replace(m.from) {
                     self.unregister(before, serial);
@@ -492,10 +499,28 @@ async fn peer_out(
     // The first heartbeat or append written on this connection since the peer last answered
     // one (`Shared::answered`).
     let mut unanswered_since: Option<Instant> = None;
+    // When this link was last remade because the peer connected to this node again.
+    let mut remade_for_peer: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(m) = rx.try_recv() {
             batch.push(m);
+        }
+        // The peer took its link to this node for dead and connected again: this link may
+        // be dead too without this node seeing it (a follower only answers, and answers are
+        // not answered). Once per two stall limits at most: the peer sees this link's new
+        // connection replace the older one and may remake its own again, once.
+        if shared.reconnected.lock().remove(&to)
+            && conn.is_some()
+            && remade_for_peer.is_none_or(|at| at.elapsed() >= PEER_STALL * 2)
+        {
+            eprintln!(
+                "node {}: remade the connection to node {to} ({addr}): it connected to this node again",
+                shared.id
+            );
+            conn = None;
+            unanswered_since = None;
+            remade_for_peer = Some(Instant::now());
         }
         // A link whose heartbeats and appends go unanswered for PEER_STALL is taken for dead,
         // however few bytes they are: a connection gone silent (a partition) takes them into
