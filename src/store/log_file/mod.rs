@@ -609,6 +609,63 @@ mod tests {
     /// file (version 2). What is appended to either is sealed binding the data length, and its
     /// slots say so (`FLAG_BINDS_LEN`): the header, not authenticated, never decides how a new
     /// entry is sealed. Both read back, before and after a reopen.
+    /// Engine files written at the same pace start their write-back at different rounds, each
+    /// at points `WRITEBACK_BYTES` apart from an offset of its own (its phase). A checkpoint
+    /// starts every file's write-back at once (`start_writeback_now`); each file must keep its
+    /// phase after that, and after each step of its own. A checkpoint once restarted every
+    /// file's count from where it stood, so that from the first checkpoint on every group
+    /// became due in the same round, one step later and every step after: all their
+    /// write-back at once, and a slow commit each time (docs/PERFORMANCE.md, "The write-back's
+    /// phase, lost at each checkpoint").
+    #[test]
+    fn each_engine_file_keeps_its_write_back_phase_through_checkpoints() {
+        use raft::eraftpb::Entry;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files: Vec<LogFile> = (0..8)
+            .map(|g| {
+                let d = dir.path().join(format!("group-{g}"));
+                std::fs::create_dir(&d).expect("mkdir");
+                LogFile::create(&d, 1, 1, 0, None, false, Flavor::Engine).expect("create")
+            })
+            .collect();
+        let phase = |f: &LogFile| (f.writeback_at - PAYLOAD_START) % WRITEBACK_BYTES;
+        let phases: Vec<u64> = files.iter().map(phase).collect();
+        let mut distinct = phases.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(
+            distinct.len() > 4,
+            "the paths give the files different phases: {phases:?}"
+        );
+        let mut scratch = Scratch::default();
+        let mut steps = 0;
+        for index in 1..=300u64 {
+            let mut e = Entry::default();
+            (e.index, e.term) = (index, 1);
+            e.data = vec![index as u8; 4000].into();
+            for f in &mut files {
+                f.write_entries((index - 1) as u32, std::slice::from_ref(&e), &mut scratch)
+                    .expect("write");
+                steps += u32::from(f.writeback_due());
+                f.start_writeback();
+            }
+            if index % 70 == 0 {
+                // A checkpoint.
+                for f in &mut files {
+                    f.start_writeback_now();
+                }
+            }
+            for (g, (f, p)) in files.iter().zip(&phases).enumerate() {
+                assert_eq!(phase(f), *p, "file {g} after entry {index}");
+                assert!(
+                    f.writeback_at > f.payload_end,
+                    "file {g} after entry {index}"
+                );
+            }
+        }
+        assert!(steps >= 8 * 3, "every file took its own steps: {steps}");
+    }
+
     #[test]
     fn a_file_keeps_its_version_and_every_new_seal_binds_the_data_length() {
         use raft::eraftpb::Entry;

@@ -175,7 +175,7 @@ impl LogFile {
     pub(crate) fn start_writeback(&mut self) {
         if let Handle::Detached(Some(file)) = &self.handle {
             if self.payload_end >= self.writeback_at {
-                self.writeback_at = self.payload_end + WRITEBACK_BYTES;
+                self.writeback_at = self.next_writeback_at();
                 advise_writeback(file, std::mem::take(&mut self.unstarted));
             }
         }
@@ -196,10 +196,22 @@ impl LogFile {
         match self.with_fd(|file| Ok(advise_writeback(file, ranges))) {
             Ok(started) => {
                 self.unstarted = [None, None];
-                self.writeback_at = self.payload_end + WRITEBACK_BYTES;
+                self.writeback_at = self.next_writeback_at();
                 started
             }
             Err(_) => 0,
+        }
+    }
+
+    /// The file's first write-back point past its payloads: points lie `WRITEBACK_BYTES` apart
+    /// from the offset the file was opened with (its phase), so that files of different groups,
+    /// written at the same pace, keep starting their write-back at different rounds, whatever
+    /// a step overshot and however many checkpoints started all of them at once
+    /// ([`LogFile::start_writeback_now`]). A point not reached yet stays.
+    fn next_writeback_at(&self) -> u64 {
+        match self.payload_end.checked_sub(self.writeback_at) {
+            None => self.writeback_at,
+            Some(behind) => self.writeback_at + (behind / WRITEBACK_BYTES + 1) * WRITEBACK_BYTES,
         }
     }
 
