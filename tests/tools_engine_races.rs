@@ -1,0 +1,196 @@
+//! The read-only tools on an engine root at the moments a live engine leaves it in (found by
+//! the loop in tests/tools_engine_live.rs): each test sets up, with the public API only, the
+//! files as a tool reading beside the engine finds them, and checks that the tool reports a
+//! state the engine had and no damage.
+
+#[path = "common/entries.rs"]
+mod entries;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use raft::prelude::*;
+use raft::Storage;
+use raftwal::inspect::engine::EngineInspector;
+use raftwal::{Engine, EngineOptions};
+
+use entries::filled_entry;
+
+fn hs(term: u64, commit: u64) -> HardState {
+    let mut h = HardState::default();
+    (h.term, h.vote, h.commit) = (term, 1, commit);
+    h
+}
+
+fn es(lo: u64, hi: u64, term: u64, len: usize) -> Vec<Entry> {
+    (lo..hi)
+        .map(|i| filled_entry(i, term, i as u8, len))
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for ent in fs::read_dir(from).unwrap() {
+        let ent = ent.unwrap();
+        let t = to.join(ent.file_name());
+        if ent.file_type().unwrap().is_dir() {
+            copy_dir(&ent.path(), &t);
+        } else if ent.file_name() != "LOCK" {
+            fs::copy(ent.path(), &t).unwrap();
+        }
+    }
+}
+
+/// A received snapshot installed into a group while a tool reads the root: the tool reads
+/// `engine.meta` and the journal first, then the groups' directories. The journal it read ends
+/// before the install's record; the group's meta page it reads is the one the install stored
+/// (it names the snapshot and reflects the journal up to just before the install's record,
+/// whose entries and hard state it does not hold). The tool shows the group with the snapshot
+/// but without the rest of the install's part (log [6, 5], hard state commit 3): a state the
+/// engine never had (before: log [1, 5] commit 3; after: log [6, 8] commit 7).
+///
+/// The moment is made by copying: `engine.meta` and the journal before the install, the
+/// group's directory after it (what the tool's reads see, in its order).
+#[test]
+fn an_install_between_the_journal_read_and_the_group_read_shows_no_half_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let image = tmp.path().join("image");
+    let e = Engine::open(&root).unwrap();
+    let g = e.create_group(1, 1).unwrap();
+    g.save(&hs(1, 3), &es(1, 6, 1, 10), &Snapshot::default())
+        .unwrap();
+    // The tool reads engine.meta and the journal ...
+    fs::create_dir_all(&image).unwrap();
+    fs::copy(root.join("engine.meta"), image.join("engine.meta")).unwrap();
+    copy_dir(&root.join("journal"), &image.join("journal"));
+    // ... the engine installs a received snapshot at 5 with entries 6..=8, commit 7 ...
+    let mut snap = Snapshot::default();
+    snap.mut_metadata().index = 5;
+    snap.mut_metadata().term = 2;
+    snap.mut_metadata().mut_conf_state().voters = vec![1];
+    snap.data = b"state at 5".to_vec().into();
+    g.save(&hs(2, 7), &es(6, 9, 2, 10), &snap).unwrap();
+    assert_eq!((g.first_index().unwrap(), g.last_index().unwrap()), (6, 8));
+    // ... then the tool reads the group's directory.
+    copy_dir(&root.join("groups"), &image.join("groups"));
+
+    let ins = EngineInspector::open_group(&image, None, 1).unwrap();
+    let s = ins.summary();
+    let a = s.groups[0].after_replay.as_ref().unwrap();
+    let seen = (
+        a.first_index,
+        a.last_index,
+        a.hard_state.commit,
+        a.snapshot.as_ref().map_or(0, |s| s.index),
+    );
+    assert!(
+        seen == (1, 5, 3, 0) || seen == (6, 8, 7, 5),
+        "the tool shows group 1 as log [{}, {}], commit {}, snapshot {}: neither the state \
+         before the install (log [1, 5], commit 3) nor after it (log [6, 8], commit 7)",
+        seen.0,
+        seen.1,
+        seen.2,
+        seen.3
+    );
+    e.close().unwrap();
+}
+
+/// A group removed by the engine after an inspector read it: its snapshot, asked for then, is
+/// gone with the group. That is a live engine at work, not damage: the error must not be
+/// `MissingFile` ("the meta page names this snapshot file", exit code 1 for `raftwal snapshot
+/// save --group`, which opens the inspector and then reads the snapshot).
+#[test]
+fn a_group_removed_after_the_read_is_no_missing_snapshot_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path()).unwrap();
+    let g = e.create_group(1, 1).unwrap();
+    g.save(&hs(1, 10), &es(1, 11, 1, 10), &Snapshot::default())
+        .unwrap();
+    g.create_snapshot(5, None, b"at 5".to_vec()).unwrap();
+    let ins = EngineInspector::open_group(tmp.path(), None, 1).unwrap();
+    e.remove_group(1).unwrap();
+    match ins.snapshot_reader() {
+        Ok(r) => assert_eq!(r.metadata().index, 5),
+        Err(err) => assert!(
+            !matches!(
+                err,
+                raftwal::Error::MissingFile { .. } | raftwal::Error::Corrupt { .. }
+            ),
+            "a group removed by the engine is reported as damage: {err}"
+        ),
+    }
+    e.close().unwrap();
+}
+
+/// An overwrite below a group's files' end, written into the files by the engine's background
+/// writer before a checkpoint stores the group's next meta page: the files' slots past the
+/// overwrite are cut, while the page (and the journal after it, which holds the overwrite) still
+/// counts them. Open replays the overwrite; `raftwal verify ROOT` reported the cut slots as
+/// damage ("slot N holds index 0 where index M belongs", exit 1), on each of its reads.
+#[test]
+fn verify_beside_an_overwrite_written_before_its_checkpoint_finds_no_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    {
+        let e = Engine::open(&root).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 50), &es(1, 101, 1, 1000), &Snapshot::default())
+            .unwrap();
+        e.close().unwrap();
+    }
+    // The page now says: log 1..=100 in the files. Reopened, with checkpoints 5 s apart.
+    let e = Engine::open_with(&root, EngineOptions::default()).unwrap();
+    let opened = Instant::now();
+    let g = e.group(1).unwrap();
+    let wal = root.join("groups/1/00001.wal");
+    let before = fs::read(&wal).unwrap();
+    // An overwrite from 51 (term 2) to 90, 40 KiB: past its group's figure; another group's
+    // 30 KiB puts the tails past the writer's threshold, so the writer writes it.
+    g.save(&hs(2, 50), &es(51, 91, 2, 1000), &Snapshot::default())
+        .unwrap();
+    let g2 = e.create_group(2, 2).unwrap();
+    g2.save(&hs(1, 0), &es(1, 31, 1, 1000), &Snapshot::default())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while fs::read(&wal).unwrap() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never wrote the overwrite"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let out = Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .args(["verify", root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    // No checkpoint meanwhile (one runs 5 s after the open): the page is the close's.
+    let quiet = opened.elapsed() < Duration::from_secs(4);
+    assert_eq!(g.last_index().unwrap(), 90);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The damage is not there: a copy of the root as it is opens with the whole log.
+    let image = tmp.path().join("image");
+    copy_dir(&root, &image);
+    {
+        let copy = Engine::open(&image).unwrap();
+        let c = copy.group(1).unwrap();
+        assert_eq!((c.first_index().unwrap(), c.last_index().unwrap()), (1, 90));
+        let got = c
+            .entries(1, 91, None, raft::GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got, [es(1, 51, 1, 1000), es(51, 91, 2, 1000)].concat());
+        copy.close().unwrap();
+    }
+    if quiet {
+        assert!(
+            out.status.success(),
+            "verify beside the engine: exit {:?}\n{stdout}{stderr}",
+            out.status.code()
+        );
+    }
+    e.close().unwrap();
+}
