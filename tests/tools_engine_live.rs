@@ -508,6 +508,9 @@ fn check_opened_group(
             }
         }
         Err(raftwal::Error::NoSnapshot { .. }) => {}
+        // The group was removed since it was read (its snapshot with it).
+        Err(raftwal::Error::UnknownGroup { .. })
+            if later().iter().any(|m| !m.groups.contains_key(&gid)) => {}
         Err(e) => {
             let w2 = later();
             let states: Vec<Option<u64>> = w2
@@ -573,9 +576,9 @@ fn check_json(j: &serde_json::Value, window: &[Model]) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "a timing-driven loop for reviews (fails on what tests/tools_engine_races.rs reduces \
-            unless RAFTWAL_TOOLS_LIVE_SKIP_KNOWN is set): cargo test --test tools_engine_live \
-            -- --ignored"]
+#[ignore = "a timing-driven loop for reviews (what it finds is reduced to deterministic tests: \
+            tests/tools_engine_races.rs, tools::inspect::engine::root): cargo test --test \
+            tools_engine_live -- --ignored"]
 fn the_tools_report_a_state_the_engine_had_while_it_writes() {
     let seeds: u64 = std::env::var("RAFTWAL_TOOLS_LIVE_SEEDS")
         .ok()

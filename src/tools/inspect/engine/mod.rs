@@ -41,7 +41,7 @@ use bytes::Bytes;
 use raft::prelude::{Entry, EntryType};
 
 use crate::error::{Error, Result};
-use crate::proto::EngineRecord;
+use crate::proto::{EngineRecord, MetaRecord};
 use crate::store::meta;
 use crate::store::snap::SnapshotReader;
 use crate::sys::crypto::Cipher;
@@ -220,10 +220,29 @@ impl EngineInspector {
         let (g, disk) = self.only()?;
         match g.replay.meta.snapshot.as_ref().filter(|s| s.index > 0) {
             // Beside a live engine that replaced it since: the one the meta page names now.
-            Some(s) => super::open_snapshot(&disk.dir, s, self.cipher.as_ref()),
+            Some(s) => match super::open_snapshot(&disk.dir, s, self.cipher.as_ref()) {
+                Err(Error::MissingFile { .. }) if self.group_gone(disk) => {
+                    Err(Error::UnknownGroup {
+                        group_id: disk.meta.group_id,
+                    })
+                }
+                r => r,
+            },
             None => Err(Error::NoSnapshot {
                 path: disk.dir.clone(),
             }),
+        }
+    }
+
+    /// Whether the group read is gone since: removed by a live engine (its meta page with
+    /// it), or removed and created again (another incarnation's page). Its files went with it,
+    /// which is not damage.
+    fn group_gone(&self, disk: &GroupDisk) -> bool {
+        match meta::read_only::<MetaRecord>(&disk.dir, self.cipher.as_ref()) {
+            Ok((now, _)) => now
+                .engine
+                .is_none_or(|e| e.incarnation != disk.eng.incarnation),
+            Err(_) => !disk.dir.join(meta::META_FILE).exists(),
         }
     }
 }

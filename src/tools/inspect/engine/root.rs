@@ -12,13 +12,14 @@
 //! take the lock, write, create, rename or remove anything, or map a file; a read that is not
 //! clean is read again by `retry`, not here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::group::{check_cleared, read_group, GroupRead};
 use super::is_damage;
 use super::replay::Replay;
+use super::retry::moved_on;
 use crate::engine::replayed;
 use crate::engine::scan::{self, JournalPos, JournalScan, Part, RecordAt};
 use crate::error::{Error, Result};
@@ -48,6 +49,9 @@ pub(super) struct RootRead {
     /// `engine.meta` changed while the journal was read (a checkpoint ran, or a group was
     /// created): harmless unless the journal looked damaged, which is read again.
     pub(super) changed: bool,
+    /// The journal, read again after the groups, no longer followed the first read (a
+    /// checkpoint trimmed it meanwhile): the root is read again.
+    pub(super) journal_moved: bool,
 }
 
 /// The groups under `root/groups` (canonical names, ascending) and the leftovers of creations
@@ -106,6 +110,25 @@ pub(super) fn read_root(
     cipher: Option<&Cipher>,
     only: Option<u64>,
 ) -> Result<RootRead> {
+    read_root_with(root, cipher, only, &mut |_| {})
+}
+
+/// Where [`read_root_with`] lets a test's live engine move on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Between {
+    /// The journal is read, the groups not yet.
+    JournalAndGroups,
+    /// The groups are read, the journal not again yet.
+    GroupsAndJournal,
+}
+
+/// [`read_root`], with `between` run between its reads.
+fn read_root_with(
+    root: &Path,
+    cipher: Option<&Cipher>,
+    only: Option<u64>,
+    between: &mut dyn FnMut(Between),
+) -> Result<RootRead> {
     let (record, root_copies) = meta::read_only::<EngineRecord>(root, cipher)?;
     let root_meta = root.join(<EngineRecord as meta::PageRecord>::FILE);
     scan::check_root_numbers(&root_meta, &record)?;
@@ -133,6 +156,7 @@ pub(super) fn read_root(
         ),
         Err(_) => (true, record.next_incarnation),
     };
+    between(Between::JournalAndGroups);
 
     let (group_ids, leftover_dirs) = list_groups(root)?;
     if let Some(id) = only.filter(|id| !group_ids.contains(id)) {
@@ -177,8 +201,39 @@ pub(super) fn read_root(
         .iter()
         .find(|(_, g)| g.disk.is_err())
         .map(|(&id, _)| id);
+    // A live engine went on while the groups were read: the records it appended since are
+    // replayed too (a group's page may already hold part of one: an install stores the page
+    // naming its snapshot before its record is applied, the page reflecting the record before).
+    let mut journal_moved = false;
+    let mut next_seq = journal.next_seq;
+    between(Between::GroupsAndJournal);
+    if record.open && journal.damage.is_none() {
+        match records_since(root, journal.next_seq, cipher) {
+            // Only while the groups they name still have the pages read: a page stored since
+            // without a record (an application's `create_snapshot`) is not what they follow.
+            Ok(Some((later, end))) => {
+                let named: BTreeSet<u64> = later
+                    .iter()
+                    .flat_map(|r| r.parts.iter().map(|p| p.group_id))
+                    .collect();
+                let moved = named
+                    .iter()
+                    .filter_map(|id| groups.get(id))
+                    .any(|g| g.disk.as_ref().is_ok_and(|d| moved_on(d, cipher)));
+                if moved {
+                    journal_moved = true;
+                } else {
+                    records.extend(later);
+                    next_seq = end;
+                }
+            }
+            Ok(None) => {}
+            Err(e) if is_damage(&e) || matches!(e, Error::Io { .. }) => journal_moved = true,
+            Err(e) => return Err(e),
+        }
+    }
     let journal_behind = match &journal.damage {
-        None => page_past_journal(root, &journal, &groups, cipher)?,
+        None => page_past_journal(root, &journal, next_seq, &groups, cipher)?,
         Some(_) => None,
     };
     // The next incarnation as open uses it, and every group's below it (as open checks).
@@ -277,21 +332,82 @@ pub(super) fn read_root(
         journal_behind,
         parts_for_removed_groups: removed,
         changed,
+        journal_moved,
     })
 }
 
-/// A group's meta page that reflects a record past the end of `journal` (as read): segments
-/// were lost (`scan::page_past_end`, which open refuses), unless a live
-/// engine made the group durable after the journal was read. So the journal's end is read
-/// again (with `engine.meta`'s checkpoint now, as a trim since may have taken the record):
-/// a page is stored only once the journal is flushed up to the record it reflects.
+/// The journal's records from `from` on, read again after the groups (see [`read_root`]),
+/// with one past the last; `None` when there are none. A checkpoint since that trimmed
+/// records below them (they no longer follow the first read's) is an error: the root is read
+/// again.
+fn records_since(
+    root: &Path,
+    from: u64,
+    cipher: Option<&Cipher>,
+) -> Result<Option<(Vec<Journaled>, u64)>> {
+    let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
+    let dir = root.join(scan::JOURNAL_DIR);
+    if now.checkpoint_seq >= from {
+        // The records from `from` to the checkpoint are not read again (a scan starts after
+        // the checkpoint), and the groups read may not reflect them.
+        return Err(Error::corrupt(
+            root.join(<EngineRecord as meta::PageRecord>::FILE),
+            0,
+            format!(
+                "a checkpoint at record {} ran while the groups were read (the journal read ended at {from})",
+                now.checkpoint_seq
+            ),
+        ));
+    }
+    let mut later = Vec::new();
+    let again = scan::scan(
+        &dir,
+        (now.checkpoint_seq, now.journal_begun),
+        cipher,
+        &mut |rec: RecordAt<'_>| {
+            if rec.seq >= from {
+                let parts = scan::decode_parts_at(&rec.body, rec.seq, rec.path, rec.offset)?;
+                later.push(Journaled {
+                    seq: rec.seq,
+                    path: rec.path.to_path_buf(),
+                    offset: rec.offset,
+                    parts,
+                });
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(e) = again.damage {
+        return Err(e);
+    }
+    match later.first() {
+        None => Ok(None),
+        Some(first) if first.seq == from => Ok(Some((later, again.next_seq))),
+        Some(first) => Err(Error::corrupt(
+            &first.path,
+            first.offset,
+            format!(
+                "the journal read again starts at record {}, not at {from} where the first read ended (a checkpoint trimmed it meanwhile)",
+                first.seq
+            ),
+        )),
+    }
+}
+
+/// A group's meta page that reflects a record past the end of `journal` (as read, up to
+/// `next_seq` with the records read again after the groups): segments were lost
+/// (`scan::page_past_end`, which open refuses), unless a live engine made the group durable
+/// after the journal was read. So the journal's end is read again (with `engine.meta`'s
+/// checkpoint now, as a trim since may have taken the record): a page is stored only once the
+/// journal is flushed up to the record it reflects.
 fn page_past_journal(
     root: &Path,
     journal: &JournalScan,
+    next_seq: u64,
     groups: &BTreeMap<u64, GroupRead>,
     cipher: Option<&Cipher>,
 ) -> Result<Option<Error>> {
-    let last = journal.next_seq.saturating_sub(1);
+    let last = next_seq.saturating_sub(1);
     let Some(d) = groups
         .values()
         .filter_map(|g| g.disk.as_ref().ok())
@@ -317,4 +433,119 @@ fn page_past_journal(
         needed,
         last,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_root_with, Between};
+    use crate::Engine;
+    use raft::prelude::{Entry, HardState, Snapshot};
+
+    fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
+        (lo..=hi)
+            .map(|i| {
+                let mut e = Entry::default();
+                (e.index, e.term) = (i, term);
+                e.data = vec![i as u8; 10].into();
+                e
+            })
+            .collect()
+    }
+
+    fn hs(term: u64, commit: u64) -> HardState {
+        let mut h = HardState::default();
+        (h.term, h.vote, h.commit) = (term, 1, commit);
+        h
+    }
+
+    /// A received snapshot installed by a live engine after the reader read the journal and
+    /// before it read the group: the group's meta page then names the snapshot and reflects
+    /// the journal up to just before the install's record, which the journal read did not
+    /// hold. The group was shown with the snapshot and without the rest of the install's part
+    /// (log [6, 5], commit 3): a state the engine never had (found by the loop in
+    /// tests/tools_engine_live.rs). The records appended meanwhile are read after the groups
+    /// and replayed too.
+    #[test]
+    fn an_install_between_the_journal_read_and_the_group_read_shows_no_half_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 3), &entries(1, 5, 1), &Snapshot::default())
+            .unwrap();
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 5;
+        snap.mut_metadata().term = 2;
+        snap.mut_metadata().mut_conf_state().voters = vec![1];
+        snap.data = b"state at 5".to_vec().into();
+        let read = read_root_with(dir.path(), None, Some(1), &mut |at| {
+            if at == Between::JournalAndGroups {
+                g.save(&hs(2, 7), &entries(6, 8, 2), &snap).unwrap();
+            }
+        })
+        .unwrap();
+        let r = &read.groups[&1].replay;
+        let seen = (
+            r.first_index(),
+            r.last_index(),
+            r.meta.hard_state.as_ref().map_or(0, |h| h.commit),
+            r.meta.snapshot.as_ref().map_or(0, |s| s.index),
+        );
+        assert_eq!(
+            seen,
+            (6, 8, 7, 5),
+            "the group as read: log [{}, {}], commit {}, snapshot {} (before the install: [1, 5] \
+             commit 3; after: [6, 8] commit 7)",
+            seen.0,
+            seen.1,
+            seen.2,
+            seen.3
+        );
+        e.close().unwrap();
+    }
+
+    /// An application's `create_snapshot` (which stores the group's meta page without a
+    /// journal record) and then an append, after the reader read the group and before it read
+    /// the journal again: the append's record does not follow the page read (it follows the
+    /// snapshot's page). Replayed onto it, the group showed the compacted entries with the
+    /// appended ones (log [1, 8], snapshot 0), a state the engine never had (found by the loop
+    /// in tests/tools_engine_live.rs, with the fix above). Records read again are kept only
+    /// while the pages of the groups they name have not moved on; the read is then not clean
+    /// (the tools read the root again).
+    #[test]
+    fn a_snapshot_taken_between_the_group_read_and_the_journal_read_again_mixes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 5), &entries(1, 5, 1), &Snapshot::default())
+            .unwrap();
+        let read = read_root_with(dir.path(), None, Some(1), &mut |at| {
+            if at == Between::GroupsAndJournal {
+                g.create_snapshot(4, None, b"at 4".to_vec()).unwrap();
+                g.save(&hs(1, 8), &entries(6, 8, 1), &Snapshot::default())
+                    .unwrap();
+            }
+        })
+        .unwrap();
+        let r = &read.groups[&1].replay;
+        let seen = (
+            r.first_index(),
+            r.last_index(),
+            r.meta.hard_state.as_ref().map_or(0, |h| h.commit),
+            r.meta.snapshot.as_ref().map_or(0, |s| s.index),
+        );
+        assert!(
+            seen == (1, 5, 5, 0) || seen == (5, 8, 8, 4),
+            "the group as read: log [{}, {}], commit {}, snapshot {} (before: [1, 5] commit 5; \
+             after: [5, 8] commit 8, snapshot 4)",
+            seen.0,
+            seen.1,
+            seen.2,
+            seen.3
+        );
+        assert!(
+            read.journal_moved,
+            "a read that mixed nothing only by leaving records out is not clean"
+        );
+        e.close().unwrap();
+    }
 }
