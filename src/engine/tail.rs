@@ -65,7 +65,15 @@ impl Tail {
     /// Adds the `entries` of part `part` of journal record `seq` (contiguous, checked against
     /// the log): the operation keeps them, the view a copy of each (a few reference counts, not
     /// the bytes).
-    pub(crate) fn push(&mut self, seq: u64, part: u32, entries: Vec<Entry>) {
+    pub(crate) fn push(&mut self, seq: u64, part: u32, mut entries: Vec<Entry>) {
+        // Reads see what the files (and a replay) will hand back: an entry's index, term, type,
+        // data and context, none of the other fields a caller's `Entry` may carry
+        // (`sync_log`, unknown fields), which would also change its `compute_size()` and so
+        // where `entries()` cuts at a `max_size`.
+        for e in &mut entries {
+            e.sync_log = false;
+            e.unknown_fields = Default::default();
+        }
         let Some(e0) = entries.first() else { return };
         let i = e0.index;
         if !self.entries.is_empty() && i >= self.start {
