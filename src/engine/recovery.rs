@@ -958,7 +958,7 @@ fn replay(shared: &Shared, records: Vec<Decoded>) -> Result<()> {
             };
             g.apply(shared, change, rec.seq)?;
             if let Some(index) = part.truncate {
-                g.clear_tail_below(index)?;
+                g.clear_tail_below(shared, index)?;
                 let t = truncated.entry(g.id).or_default();
                 *t = (*t).max(index);
             }

@@ -105,10 +105,12 @@ impl Group {
     /// Replay's part of a `truncate_entries_until` applied at once: the tail's entries below
     /// `index` (those the records before it pushed; the entries of later records keep their
     /// data). The files' part waits for the end of replay ([`Group::clear_files_below`]).
-    pub(crate) fn clear_tail_below(&self, index: u64) -> Result<()> {
+    pub(crate) fn clear_tail_below(&self, shared: &Shared, index: u64) -> Result<()> {
         let mut lg = self.log.write();
         let log = lg.as_mut().ok_or_else(|| self.closed())?;
+        let before = log.tail.bytes();
         log.tail.clear_data_below(index);
+        shared.account_tail(before, log.tail.bytes());
         Ok(())
     }
 
