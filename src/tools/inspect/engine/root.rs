@@ -549,3 +549,78 @@ mod tests {
         e.close().unwrap();
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use super::{read_root_with, Between};
+    use crate::Engine;
+    use raft::prelude::{Entry, HardState, Snapshot};
+
+    fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
+        (lo..=hi)
+            .map(|i| {
+                let mut e = Entry::default();
+                (e.index, e.term) = (i, term);
+                e.data = vec![i as u8; 10].into();
+                e
+            })
+            .collect()
+    }
+
+    fn hs(term: u64, commit: u64) -> HardState {
+        let mut h = HardState::default();
+        (h.term, h.vote, h.commit) = (term, 1, commit);
+        h
+    }
+
+    /// Group 1 installs a received snapshot between the journal read and the group reads
+    /// (its page reflects the record before the install's), and group 2, another group,
+    /// takes an application snapshot and appends between the group reads and the journal
+    /// read again. Group 2's page moved on; group 1's did not: group 1's records read again
+    /// still follow its page and must still be replayed, or group 1 is shown half installed
+    /// (log [6, 5], the old hard state), a state the engine never had.
+    #[test]
+    fn another_group_moving_on_leaves_no_half_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g1 = e.create_group(1, 1).unwrap();
+        let g2 = e.create_group(2, 1).unwrap();
+        g1.save(&hs(1, 3), &entries(1, 5, 1), &Snapshot::default())
+            .unwrap();
+        g2.save(&hs(1, 5), &entries(1, 5, 1), &Snapshot::default())
+            .unwrap();
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 5;
+        snap.mut_metadata().term = 2;
+        snap.mut_metadata().mut_conf_state().voters = vec![1];
+        snap.data = b"state at 5".to_vec().into();
+        let read = read_root_with(dir.path(), None, None, &mut |at| match at {
+            Between::JournalAndGroups => {
+                g1.save(&hs(2, 7), &entries(6, 8, 2), &snap).unwrap();
+            }
+            Between::GroupsAndJournal => {
+                g2.create_snapshot(4, None, b"at 4".to_vec()).unwrap();
+                g2.save(&hs(1, 8), &entries(6, 8, 1), &Snapshot::default())
+                    .unwrap();
+            }
+        })
+        .unwrap();
+        let r = &read.groups[&1].replay;
+        let seen = (
+            r.first_index(),
+            r.last_index(),
+            r.meta.hard_state.as_ref().map_or(0, |h| h.commit),
+            r.meta.snapshot.as_ref().map_or(0, |s| s.index),
+        );
+        assert!(
+            seen == (1, 5, 3, 0) || seen == (6, 8, 7, 5),
+            "group 1 as read: log [{}, {}], commit {}, snapshot {} (before the install: [1, 5] \
+             commit 3; after: [6, 8] commit 7)",
+            seen.0,
+            seen.1,
+            seen.2,
+            seen.3
+        );
+        e.close().unwrap();
+    }
+}
