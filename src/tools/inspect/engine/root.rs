@@ -216,16 +216,22 @@ fn read_root_with(
                     .iter()
                     .flat_map(|r| r.parts.iter().map(|p| p.group_id))
                     .collect();
-                let moved = named
-                    .iter()
-                    .filter_map(|id| groups.get(id))
-                    .any(|g| g.disk.as_ref().is_ok_and(|d| moved_on(d, cipher)));
-                if moved {
-                    journal_moved = true;
-                } else {
-                    records.extend(later);
-                    next_seq = end;
-                }
+                // Per group: a group whose page moved on keeps none of them (the read is then
+                // not clean); every other group keeps its own (an install's page may need them).
+                let moved: BTreeSet<u64> = named
+                    .into_iter()
+                    .filter(|id| {
+                        groups
+                            .get(id)
+                            .is_some_and(|g| g.disk.as_ref().is_ok_and(|d| moved_on(d, cipher)))
+                    })
+                    .collect();
+                journal_moved = !moved.is_empty();
+                records.extend(later.into_iter().map(|mut r| {
+                    r.parts.retain(|p| !moved.contains(&p.group_id));
+                    r
+                }));
+                next_seq = end;
             }
             Ok(None) => {}
             Err(e) if is_damage(&e) || matches!(e, Error::Io { .. }) => journal_moved = true,
