@@ -146,6 +146,8 @@ impl GroupStorage {
             };
             Ok((self.group.term(log, index)?, cs))
         })?;
+        #[cfg(test)]
+        tests::BEFORE_SNAP_WRITE.pass(&self.shared.root);
         let written = snap::write_from(
             &self.group.dir,
             index,
@@ -493,6 +495,52 @@ pub(crate) mod tests {
     /// The point of `create_snapshot` after the group took the snapshot and before the older
     /// snapshot files go.
     pub(crate) static BEFORE_SNAP_TIDY: Pauses = Pauses::new();
+
+    /// The point of `create_snapshot` after its checks and before its file is written.
+    pub(crate) static BEFORE_SNAP_WRITE: Pauses = Pauses::new();
+
+    /// A `create_snapshot` on a handle whose group is removed and created again (same id)
+    /// while it runs must not write into the new group's directory: its file, renamed there,
+    /// replaced the new group's own snapshot file of the same name (the new group then could
+    /// not read its snapshot), and stayed there.
+    #[test]
+    fn a_snapshot_of_a_removed_group_leaves_the_new_group_of_the_same_id_alone() {
+        use raft::Storage;
+        let dir = tempfile::tempdir().unwrap();
+        let e = std::sync::Arc::new(crate::Engine::open(dir.path()).unwrap());
+        let mut hs = raft::prelude::HardState::default();
+        (hs.term, hs.commit) = (1, 5);
+        let es: Vec<raft::prelude::Entry> = (1..=5)
+            .map(|i| {
+                let mut en = raft::prelude::Entry::default();
+                (en.index, en.term) = (i, 1);
+                en
+            })
+            .collect();
+        let old = e.create_group(1, 1).unwrap();
+        old.save(&hs, &es, &Default::default()).unwrap();
+        let e2 = std::sync::Arc::clone(&e);
+        let (hs2, es2) = (hs.clone(), es.clone());
+        BEFORE_SNAP_WRITE.add(dir.path(), move || {
+            e2.remove_group(1).unwrap();
+            let new = e2.create_group(1, 1).unwrap();
+            new.save(&hs2, &es2, &Default::default()).unwrap();
+            new.create_snapshot(3, None, b"the new group's".to_vec())
+                .unwrap();
+        });
+        let r = old.create_snapshot(3, None, b"the removed group's state".to_vec());
+        assert!(r.is_err(), "the removed group took a snapshot");
+        let new = e.group(1).unwrap();
+        let s = new.snapshot(3, 0);
+        assert!(
+            s.as_ref()
+                .is_ok_and(|s| &s.data[..] == b"the new group's"),
+            "the new group's snapshot: {s:?} (the removed group's write: {r:?})"
+        );
+        drop(new);
+        drop(old);
+        std::sync::Arc::try_unwrap(e).unwrap().close().unwrap();
+    }
 
     /// `create_snapshot` racing `Engine::close`: once close has returned, no file of the root
     /// changes (SPEC §9: a handle never touches the files again; the root's lock is released,
