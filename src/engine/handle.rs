@@ -155,7 +155,7 @@ impl GroupStorage {
             &cs,
             data,
             self.shared.cipher.as_ref(),
-            &*self.shared,
+            &SnapshotGate(&self.shared, &self.group),
         )?;
         let record = SnapshotRecord {
             index,
@@ -213,7 +213,7 @@ impl GroupStorage {
                 .unwrap_or(true);
             if record.data_len > 0 && !named {
                 // Not once the engine is closing: the next open's tidy removes it then.
-                let _ = snap::Gate::pass(&*self.shared, || {
+                let _ = snap::Gate::pass(&SnapshotGate(&self.shared, &self.group), || {
                     let _ = std::fs::remove_file(snap::path(&self.group.dir, term, index));
                     Ok(())
                 });
@@ -488,6 +488,29 @@ impl Storage for GroupStorage {
     }
 }
 
+/// The gate of an application's snapshot write for one group: the engine's
+/// ([`Shared`]'s), and the group still open. Removing the group closes it and then waits for
+/// the step in progress (`group::remove`), so that no step of the write touches the directory
+/// once the removal began: a group created again with the same id has the same one.
+struct SnapshotGate<'a>(&'a Shared, &'a Group);
+
+impl snap::Gate for SnapshotGate<'_> {
+    fn pass<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.0.pass(|| {
+            if self.1.log.read().is_none() {
+                return Err(Error::Closed {
+                    what: format!("group {}", self.1.id),
+                });
+            }
+            step()
+        })
+    }
+
+    fn tmp_file(&self, tmp: &Path, exists: bool) {
+        self.0.tmp_file(tmp, exists)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use crate::engine::pauses::Pauses;
@@ -533,8 +556,7 @@ pub(crate) mod tests {
         let new = e.group(1).unwrap();
         let s = new.snapshot(3, 0);
         assert!(
-            s.as_ref()
-                .is_ok_and(|s| &s.data[..] == b"the new group's"),
+            s.as_ref().is_ok_and(|s| &s.data[..] == b"the new group's"),
             "the new group's snapshot: {s:?} (the removed group's write: {r:?})"
         );
         drop(new);
