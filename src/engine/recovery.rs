@@ -247,6 +247,24 @@ pub(crate) fn open(
         }
     }
     replay(&shared, records)?;
+    // Snapshot files no group names: an application's write that a close (or a crash)
+    // stopped after its file was renamed and before the group took it, or an install's file
+    // written before its record. Only groups with a `snap/` directory cost more than a lookup.
+    for g in shared.groups.read().values() {
+        let current = g.with_log(|log| {
+            Ok(log
+                .meta
+                .snapshot
+                .as_ref()
+                .filter(|s| s.data_len > 0)
+                .map(|s| (s.term, s.index)))
+        })?;
+        let keep = current.map(|(term, index)| crate::store::snap::file_name(term, index));
+        crate::store::snap::tidy(&g.dir, keep.as_deref(), false)?;
+        if let Some(t) = current {
+            *g.tidied.lock() = t;
+        }
+    }
     Ok(shared)
 }
 
