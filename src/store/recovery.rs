@@ -168,6 +168,8 @@ pub(crate) fn check_meta_bounds(dir: &Path, meta: &MetaRecord) -> Result<()> {
 /// What is in the directory: log file ids (sorted) and leftover temporary files of ours.
 pub(crate) struct Listing {
     pub ids: Vec<u64>,
+    /// A `snap/` directory is there (from the listing's own entry types, no extra call).
+    pub has_snap_dir: bool,
     pub leftovers: Vec<PathBuf>,
 }
 
@@ -175,12 +177,17 @@ pub(crate) struct Listing {
 pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
     let mut ids = Vec::new();
     let mut leftovers = Vec::new();
+    let mut has_snap_dir = false;
     let rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
     for ent in rd {
         let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
-        let is_file = ent.file_type().map(|t| t.is_file()).unwrap_or(false);
+        let kind = ent.file_type().ok();
+        let is_file = kind.is_some_and(|t| t.is_file());
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
+        if name == crate::store::snap::SNAP_DIR && kind.is_some_and(|t| t.is_dir()) {
+            has_snap_dir = true;
+        }
         if !is_file {
             continue;
         }
@@ -194,7 +201,11 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
         }
     }
     ids.sort_unstable();
-    Ok(Listing { ids, leftovers })
+    Ok(Listing {
+        ids,
+        leftovers,
+        has_snap_dir,
+    })
 }
 
 /// How [`plan_log`] reads the log.
