@@ -996,6 +996,85 @@ async fn a_follower_whose_link_to_the_leader_went_silent_catches_up() -> Result 
     Ok(())
 }
 
+/// Two followers' links to each other gone silent both ways (a middlebox that forgot idle
+/// flows: followers never talk to each other while a leader leads), then the leader dies. The
+/// two must elect one of them; neither link carries heartbeats or appends, so no stall limit
+/// ever judges them, and their (pre-)votes vanish in the hole.
+async fn followers_whose_links_to_each_other_went_silent_elect_a_leader() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let (mut c, proxies, first, _client) = link_proxied_cluster(root.path()).await?;
+    let wait = Duration::from_secs(20);
+    // A leader F that then becomes a follower: its link to the other follower exists (a link
+    // connects at its first message, and followers send each other none).
+    c.kill(first);
+    let f = c.wait_leader(wait).await?;
+    c.start(first).map_err(e2s)?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    c.pause(f).map_err(e2s)?;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    c.resume(f).map_err(e2s)?;
+    let leader = c.wait_leader(wait).await?;
+    if leader == f {
+        return Err(format!("node {f} led again after a pause of 2 s"));
+    }
+    let g = c
+        .ids()
+        .into_iter()
+        .find(|&i| i != f && i != leader)
+        .unwrap_or(f);
+    proxies[&(f, g)].black_hole();
+    proxies[&(g, f)].black_hole();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.kill(leader);
+    let within = stall::PEER_STALL * 4;
+    match c.wait_leader(within).await {
+        Ok(_) => {}
+        Err(e) => {
+            return Err(format!(
+                "followers {f} and {g}, their links to each other black-holed, elected no leader {within:?} after leader {leader} died: {e}\n  node {f}:\n{}\n  node {g}:\n{}",
+                c.log_tail(f, 6),
+                c.log_tail(g, 6)
+            ))
+        }
+    }
+    c.check_alive()?;
+    Ok(())
+}
+
+/// A follower's connection for forwarding requests to the leader gone silent (the direction
+/// from the follower to the leader black-holed, then new connections pass again). Requests
+/// sent to that follower must be served again once the network heals.
+async fn a_followers_silent_forwarding_connection_is_made_anew() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let (mut c, proxies, leader, _client) = link_proxied_cluster(root.path()).await?;
+    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
+    let mut pinned = Client::pinned(c.addr(follower));
+    pinned.attempt_timeout = Duration::from_secs(30);
+    pinned.deadline = Duration::from_secs(30);
+    // The follower forwards this one: its forwarding connection is open.
+    pinned
+        .write_cas("forwarded/0", "v", None)
+        .await
+        .map_err(e2s)?;
+    proxies[&(follower, leader)].black_hole();
+    let start = Instant::now();
+    let result = pinned.write_cas("forwarded/1", "v", None).await;
+    let took = start.elapsed();
+    if let Err(e) = result {
+        return Err(format!(
+            "a write sent to follower {follower} after its connection to leader {leader} was black-holed (new ones pass) failed after {took:?}: {e}"
+        ));
+    }
+    let limit = Duration::from_secs(20);
+    if took > limit {
+        return Err(format!(
+            "a write sent to follower {follower} after its connection to leader {leader} was black-holed took {took:?} (more than {limit:?})"
+        ));
+    }
+    c.check_alive()?;
+    Ok(())
+}
+
 /// A black-holed link into a follower while the cluster is not busy: a few small writes, no
 /// more than the socket buffers take in for hours. The stall limit (examples/kv/stall.rs) only
 /// sees the kernel stop taking bytes, which heartbeats and small appends never make it do, so
@@ -2118,7 +2197,15 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 27] = [
+    let scenarios: [(&str, Scenario); 29] = [
+        (
+            "followers_whose_links_to_each_other_went_silent_elect_a_leader",
+            || Box::pin(followers_whose_links_to_each_other_went_silent_elect_a_leader()),
+        ),
+        (
+            "a_followers_silent_forwarding_connection_is_made_anew",
+            || Box::pin(a_followers_silent_forwarding_connection_is_made_anew()),
+        ),
         (
             "a_follower_whose_link_to_the_leader_went_silent_catches_up",
             || Box::pin(a_follower_whose_link_to_the_leader_went_silent_catches_up()),

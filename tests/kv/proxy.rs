@@ -5,6 +5,8 @@
 //! It owns its listener and every connection it proxied; it never closes a black-holed one
 //! (they stay open, silent, until the proxy is dropped). Connections made after
 //! [`Proxy::black_hole`] are forwarded again, as a new flow through a healed network is.
+//! [`Proxy::partition`] models a partition that lasts: every connection, the ones made later
+//! included, is black-holed until [`Proxy::heal`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +25,8 @@ pub struct Proxy {
     /// Black-holed connections the node behind the proxy has closed since (its end of the
     /// connection ended: it gave the connection up).
     closed_by_node: Arc<AtomicU64>,
+    /// While set, new connections are black-holed from their first byte.
+    partitioned: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -35,10 +39,17 @@ impl Proxy {
         let generation = Arc::new(AtomicU64::new(0));
         let closed = Arc::new(AtomicBool::new(false));
         let closed_by_node = Arc::new(AtomicU64::new(0));
+        let partitioned = Arc::new(AtomicBool::new(false));
         let (g, end, by_node) = (generation.clone(), closed.clone(), closed_by_node.clone());
+        let cut = partitioned.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let born = g.load(Ordering::SeqCst);
+                // A generation that is never current: black-holed from birth.
+                let born = if cut.load(Ordering::SeqCst) {
+                    u64::MAX
+                } else {
+                    g.load(Ordering::SeqCst)
+                };
                 let (g, end, by_node) = (g.clone(), end.clone(), by_node.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(to).await else {
@@ -59,6 +70,7 @@ impl Proxy {
             generation,
             closed,
             closed_by_node,
+            partitioned,
             task,
         })
     }
@@ -71,6 +83,23 @@ impl Proxy {
     /// Every connection open now stops forwarding for good, and stays open.
     pub fn black_hole(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Black-holes every connection open now, and every new one until [`Proxy::heal`]: a
+    /// partition that lasts (connections still open, their bytes lost, as behind a firewall
+    /// that drops them).
+    pub fn partition(&self) {
+        self.partitioned.store(true, Ordering::SeqCst);
+        self.black_hole();
+    }
+
+    /// New connections are forwarded again; those black-holed stay silent.
+    pub fn heal(&self) {
+        self.partitioned.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned.load(Ordering::SeqCst)
     }
 }
 
