@@ -401,9 +401,18 @@ impl Net {
             .await
         {
             Ok(r) => r,
-            Err(e) => Response::retryable(format!(
-                "forwarded to leader {leader}: {e}; a write's outcome is unknown"
-            )),
+            Err(e) => {
+                // The leader answers within RAFT_WAIT: a connection that did not (gone silent
+                // without closing, as through a partition) is given up, else every request
+                // forwarded on it would wait for nothing until the leader changes.
+                let mut slot = self.forward.lock().await;
+                if slot.as_ref().is_some_and(|(_, c)| Arc::ptr_eq(c, &conn)) {
+                    *slot = None;
+                }
+                Response::retryable(format!(
+                    "forwarded to leader {leader}: {e}; a write's outcome is unknown"
+                ))
+            }
         }
     }
 
