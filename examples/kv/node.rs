@@ -133,9 +133,9 @@ pub struct Shared {
     pub events: Sender<Event>,
     /// The largest frame on a peer connection (`node --peer-frame-limit`).
     pub peer_frame_limit: usize,
-    /// When each peer last answered this node's heartbeats or appends (its
-    /// `MsgHeartbeatResponse` or `MsgAppendResponse` arrived): a link that keeps sending them
-    /// and hears no answer is taken for dead (`server::peer_out`).
+    /// When each peer last answered this node's heartbeats, appends or (pre-)votes (the
+    /// response arrived): a link that keeps sending them and hears no answer is taken for dead
+    /// (`server::peer_out`).
     pub answered: Mutex<HashMap<u64, Instant>>,
     /// Peers that connected to this node again (they gave up their link to this node, for
     /// one because it went unanswered): this node's link to each is remade too

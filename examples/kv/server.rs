@@ -196,7 +196,10 @@ impl Net {
             }
             if matches!(
                 m.get_msg_type(),
-                MessageType::MsgHeartbeatResponse | MessageType::MsgAppendResponse
+                MessageType::MsgHeartbeatResponse
+                    | MessageType::MsgAppendResponse
+                    | MessageType::MsgRequestVoteResponse
+                    | MessageType::MsgRequestPreVoteResponse
             ) {
                 self.shared.answered.lock().insert(m.from, Instant::now());
             }
@@ -531,7 +534,7 @@ async fn peer_out(
             unanswered_since = None;
             remade_for_peer = Some(Instant::now());
         }
-        // A link whose heartbeats and appends go unanswered for PEER_STALL is taken for dead,
+        // A link whose heartbeats, appends or votes go unanswered for PEER_STALL is taken for dead,
         // however few bytes they are: a connection gone silent (a partition) takes them into
         // its socket buffer without a word, and a quiet cluster's never fill it for the stall
         // to show. The peer may be down or cut off; a new connection costs nothing then.
@@ -541,7 +544,7 @@ async fn peer_out(
                 unanswered_since = None;
             } else if since.elapsed() >= PEER_STALL {
                 eprintln!(
-                    "node {}: dropped the connection to node {to} ({addr}): no answer to its heartbeats or appends for {PEER_STALL:?}",
+                    "node {}: dropped the connection to node {to} ({addr}): no answer to its heartbeats, appends or votes for {PEER_STALL:?}",
                     shared.id
                 );
                 conn = None;
@@ -555,15 +558,22 @@ async fn peer_out(
                 retry_at = Instant::now() + Duration::from_millis(200);
             }
         }
+        // A candidate's (pre-)votes are asks too: between two followers no heartbeat ever
+        // flows, so a connection of theirs that went silent was only found (never) by the
+        // votes of the election it then failed.
         let asks = batch.iter().any(|m| {
             matches!(
                 m.get_msg_type(),
-                MessageType::MsgHeartbeat | MessageType::MsgAppend
+                MessageType::MsgHeartbeat
+                    | MessageType::MsgAppend
+                    | MessageType::MsgRequestVote
+                    | MessageType::MsgRequestPreVote
             )
         });
         if !asks {
-            // A leader's batches carry heartbeats every few ticks: one without them is a node
-            // that no longer leads (its earlier asks are not this link's to judge any more).
+            // A leader's batches carry heartbeats every few ticks, a candidate's its votes:
+            // one without them is a node that no longer leads or campaigns (its earlier asks
+            // are not this link's to judge any more).
             unanswered_since = None;
         }
         let ok = match conn.as_mut() {
