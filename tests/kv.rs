@@ -912,7 +912,20 @@ async fn link_proxied_cluster(
     u64,
     Client,
 )> {
-    let mut c = cluster(root, 10_000)?;
+    link_proxied_cluster_with(root, 10_000).await
+}
+
+/// [`link_proxied_cluster`], its nodes snapshotting every `snapshot_every` entries.
+async fn link_proxied_cluster_with(
+    root: &std::path::Path,
+    snapshot_every: u64,
+) -> Result<(
+    LocalCluster,
+    BTreeMap<(u64, u64), proxy::Proxy>,
+    u64,
+    Client,
+)> {
+    let mut c = cluster(root, snapshot_every)?;
     let mut proxies = BTreeMap::new();
     let mut taken: Vec<u16> = c.addrs().iter().map(|a| a.port()).collect();
     for from in c.ids() {
@@ -2197,7 +2210,10 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 29] = [
+    let scenarios: [(&str, Scenario); 30] = [
+        ("linearizable_under_network_faults", || {
+            Box::pin(linearizable::linearizable_under_network_faults())
+        }),
         (
             "followers_whose_links_to_each_other_went_silent_elect_a_leader",
             || Box::pin(followers_whose_links_to_each_other_went_silent_elect_a_leader()),

@@ -134,6 +134,12 @@ impl LocalCluster {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// Node `id`'s process id, while it runs.
+    #[allow(dead_code)] // used by tests/kv.rs
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children.get(&id).map(Child::id)
+    }
+
     pub fn is_running(&self, id: u64) -> bool {
         self.children.contains_key(&id)
     }

@@ -16,9 +16,10 @@ use raft::eraftpb::Entry;
 use crate::client::Client;
 use crate::lin::{self, Call, Ret};
 use crate::procs::LocalCluster;
+use crate::proxy::Proxy;
 use crate::state::{Command, Op};
 use crate::wire::{Consistency, Request, Response, Session};
-use crate::{cluster, e2s, Result};
+use crate::{cluster, e2s, link_proxied_cluster_with, Result};
 
 const CLIENTS: u64 = 10;
 const KEYS: u64 = 4;
@@ -413,6 +414,196 @@ async fn nemesis_with_snapshots(c: &mut LocalCluster, rng: &mut Rng) -> Result<V
     Ok(done)
 }
 
+/// Every proxy of a link-proxied cluster (tests/kv.rs `link_proxied_cluster`), keyed
+/// `(from, to)`.
+type Links = BTreeMap<(u64, u64), Proxy>;
+
+/// How long the network nemesis runs its faults.
+const NETWORK_FAULTS_FOR: Duration = Duration::from_secs(30);
+
+/// What the network nemesis saw besides the faults it made: the problems (a leader that kept
+/// leading cut off from every peer) and the largest memory a node had.
+#[derive(Default)]
+struct Watched {
+    problems: Vec<String>,
+    max_rss_kib: u64,
+}
+
+/// A node's resident memory (KiB), from /proc.
+fn rss_kib(c: &LocalCluster, id: u64) -> u64 {
+    let Some(pid) = c.pid(id) else { return 0 };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Sleeps `ms`, sampling the nodes' memory every 250 ms.
+async fn hold(c: &LocalCluster, ms: u64, watched: &mut Watched) {
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        for id in c.ids() {
+            watched.max_rss_kib = watched.max_rss_kib.max(rss_kib(c, id));
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        tokio::time::sleep(left.min(Duration::from_millis(250))).await;
+    }
+}
+
+/// If `id` led when it was cut off from every peer (`was_leader`), it must have stepped down
+/// (check-quorum: an election timeout is 0.5 to 1 s here) after `ms` of the cut.
+async fn cut_off(
+    c: &LocalCluster,
+    id: u64,
+    was_leader: bool,
+    ms: u64,
+    what: &str,
+    watched: &mut Watched,
+) {
+    let check_after = 2000;
+    if !was_leader || ms < check_after + 200 {
+        hold(c, ms, watched).await;
+        return;
+    }
+    hold(c, check_after, watched).await;
+    if let Some(s) = c.status(id).await.filter(|s| s.role == "Leader") {
+        watched.problems.push(format!(
+            "node {id} still led (term {}) {check_after} ms after {what}",
+            s.term
+        ));
+    }
+    hold(c, ms - check_after, watched).await;
+}
+
+/// Network faults with the clients running, for [`NETWORK_FAULTS_FOR`]: black-holed single
+/// directions (the connections open now; new ones pass), partitions of one direction, of a
+/// node's incoming links, of a node both ways (lasting: new connections black-holed too, until
+/// healed), with a SIGKILL and restart or a SIGSTOP and SIGCONT of a node among them. Every
+/// link is healed at the end.
+async fn nemesis_network(
+    c: &mut LocalCluster,
+    links: &Links,
+    rng: &mut Rng,
+    watched: &mut Watched,
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let start = Instant::now();
+    let ids = c.ids();
+    let pick = |rng: &mut Rng| ids[rng.below(ids.len() as u64) as usize];
+    let mut processes = 0;
+    hold(c, 1000, watched).await;
+    let mut round = 0u64;
+    while start.elapsed() < NETWORK_FAULTS_FOR {
+        round += 1;
+        let ms = 1000 + rng.below(3000);
+        let leader = c
+            .status(ids[0])
+            .await
+            .map_or(0, |s| s.leader)
+            .max(c.status(ids[1]).await.map_or(0, |s| s.leader));
+        // The leader half the time, when one is known.
+        let n = if leader != 0 && rng.below(2) == 0 {
+            leader
+        } else {
+            pick(rng)
+        };
+        let at = start.elapsed().as_secs_f64();
+        // A process fault in every fourth round at least once.
+        let kind = if round.is_multiple_of(4) && processes == 0 {
+            4 + rng.below(2)
+        } else {
+            rng.below(6)
+        };
+        match kind {
+            0 => {
+                let to = other_than(c, n, rng);
+                links[&(n, to)].black_hole();
+                done.push(format!("{at:.1} s: black-hole {n}->{to}"));
+                hold(c, ms, watched).await;
+            }
+            1 => {
+                let to = other_than(c, n, rng);
+                links[&(n, to)].partition();
+                hold(c, ms, watched).await;
+                links[&(n, to)].heal();
+                done.push(format!("{at:.1} s: partition {n}->{to} for {ms} ms"));
+            }
+            2 => {
+                for from in ids.iter().filter(|&&i| i != n) {
+                    links[&(*from, n)].partition();
+                }
+                let what = format!("its incoming links were cut ({at:.1} s)");
+                cut_off(c, n, n == leader, ms, &what, watched).await;
+                for from in ids.iter().filter(|&&i| i != n) {
+                    links[&(*from, n)].heal();
+                }
+                done.push(format!(
+                    "{at:.1} s: partition the links into {n}{} for {ms} ms",
+                    if n == leader { " (leader)" } else { "" }
+                ));
+            }
+            3 => {
+                for other in ids.iter().filter(|&&i| i != n) {
+                    links[&(*other, n)].partition();
+                    links[&(n, *other)].partition();
+                }
+                let what = format!("it was partitioned away ({at:.1} s)");
+                cut_off(c, n, n == leader, ms, &what, watched).await;
+                for other in ids.iter().filter(|&&i| i != n) {
+                    links[&(*other, n)].heal();
+                    links[&(n, *other)].heal();
+                }
+                done.push(format!(
+                    "{at:.1} s: partition {n}{} both ways for {ms} ms",
+                    if n == leader { " (leader)" } else { "" }
+                ));
+            }
+            4 => {
+                processes += 1;
+                c.kill(n);
+                hold(c, ms, watched).await;
+                c.start(n).map_err(e2s)?;
+                done.push(format!("{at:.1} s: SIGKILL {n}, restart {ms} ms later"));
+            }
+            _ => {
+                processes += 1;
+                c.pause(n).map_err(e2s)?;
+                hold(c, ms, watched).await;
+                c.resume(n).map_err(e2s)?;
+                done.push(format!("{at:.1} s: SIGSTOP {n} for {ms} ms"));
+            }
+        }
+        c.check_alive()?;
+        hold(c, 300 + rng.below(1200), watched).await;
+    }
+    for p in links.values() {
+        p.heal();
+    }
+    Ok(done)
+}
+
+/// Counts the lines of node `id`'s log that contain `what`.
+fn log_count(c: &LocalCluster, id: u64, what: &str) -> usize {
+    std::fs::read_to_string(c.log(id))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what))
+        .count()
+}
+
+/// The clients of [`linearizable_under_kills_pauses_and_restarts`] on a cluster with a proxy
+/// on each direction of each link, under network faults (`nemesis_network`): the history must
+/// be linearizable, every acknowledged write in the log at its index, every node must apply
+/// the same last index within 4 stall limits of the heal, a leader cut off from its peers must
+/// step down, no node may die, and links may not be remade more than a few times a second.
+pub async fn linearizable_under_network_faults() -> Result {
+    run(Schedule::Network).await
+}
+
 /// Clients on 4 keys with kills, pauses and restarts around them (issue 12's fresh-leader
 /// cycle among them); every key's history must be linearizable, and every acknowledged write
 /// must be in the log at its version. The log is never compacted, so the audit reads them all.
@@ -432,17 +623,25 @@ pub async fn linearizable_across_snapshot_installs() -> Result {
 enum Schedule {
     Faults,
     Snapshots,
+    Network,
 }
 
 async fn run(schedule: Schedule) -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
     let snapshot_every = match schedule {
-        Schedule::Faults => 1_000_000,
+        Schedule::Faults | Schedule::Network => 1_000_000,
         Schedule::Snapshots => 200,
     };
-    let mut c = cluster(root.path(), snapshot_every)?;
-    c.start_all().map_err(e2s)?;
+    let (mut c, links) = if schedule == Schedule::Network {
+        let (c, links, _, _) = link_proxied_cluster_with(root.path(), snapshot_every).await?;
+        (c, links)
+    } else {
+        let mut c = cluster(root.path(), snapshot_every)?;
+        c.start_all().map_err(e2s)?;
+        (c, Links::new())
+    };
     c.wait_leader(Duration::from_secs(20)).await?;
+    let mut watched = Watched::default();
     let seed = seed();
     let origin = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -453,7 +652,9 @@ async fn run(schedule: Schedule) -> Result {
     let faults = match schedule {
         Schedule::Faults => nemesis(&mut c, &mut rng).await,
         Schedule::Snapshots => nemesis_with_snapshots(&mut c, &mut rng).await,
+        Schedule::Network => nemesis_network(&mut c, &links, &mut rng, &mut watched).await,
     };
+    let healed = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let mut records = Vec::new();
     for t in tasks {
@@ -480,9 +681,60 @@ async fn run(schedule: Schedule) -> Result {
         })
         .max()
         .unwrap_or(0);
-    c.wait_converged(last, Duration::from_secs(20)).await?;
+    let converge_within = match schedule {
+        Schedule::Network => crate::stall::PEER_STALL * 4,
+        _ => Duration::from_secs(20),
+    };
+    let converged = c
+        .wait_converged(last, converge_within.saturating_sub(healed.elapsed()))
+        .await
+        .map_err(|e| {
+            let tails: Vec<String> = c
+                .ids()
+                .into_iter()
+                .map(|id| format!("  node {id}:\n{}", c.log_tail(id, 8)))
+                .collect();
+            format!(
+                "seed {seed}: {e} ({:?} after the faults ended)\n{}",
+                healed.elapsed(),
+                tails.join("\n")
+            )
+        })?;
+    let converged_after = healed.elapsed();
+    c.check_alive()?;
     for id in c.ids() {
         c.kill(id);
+    }
+    if schedule == Schedule::Network {
+        let faults = faults.join("; ");
+        if !watched.problems.is_empty() {
+            return Err(format!(
+                "seed {seed}: {}\n    faults: {faults}",
+                watched.problems.join("\n    ")
+            ));
+        }
+        let mut links_remade = Vec::new();
+        for id in c.ids() {
+            let silent = log_count(&c, id, "no answer to its");
+            let remade = log_count(&c, id, "remade the connection");
+            let dropped = log_count(&c, id, "dropped the connection");
+            let secs = origin.elapsed().as_secs();
+            // Storms: more than one link remade a second for want of answers (a stall limit is
+            // 5 s, a node has 2 links), or remade because the peer connected again.
+            if silent + remade > secs as usize {
+                return Err(format!(
+                    "seed {seed}: node {id} remade its links {silent} times for want of answers and {remade} times because a peer connected again in {secs} s\n    faults: {faults}"
+                ));
+            }
+            links_remade.push(format!(
+                "node {id}: {dropped} dropped ({silent} unanswered), {remade} remade for the peer"
+            ));
+        }
+        println!(
+            "    network: converged at index {converged} {converged_after:.1?} after the heal; largest node RSS {} MiB; {}",
+            watched.max_rss_kib >> 10,
+            links_remade.join("; ")
+        );
     }
     let log = committed_log(&c)?;
     let (report, (audited, compacted)) = match (verdict, audit(&records, &log)) {
