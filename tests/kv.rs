@@ -1088,6 +1088,44 @@ async fn a_followers_silent_forwarding_connection_is_made_anew() -> Result {
     Ok(())
 }
 
+/// A follower killed behind something that accepts connections for it (here its proxy; a load
+/// balancer or a sidecar alike) while the leader is busy: each connection the leader's link
+/// makes is taken, then reset. The link waited 200 ms before connecting again only when the
+/// connect itself failed, so it connected again at every batch of messages (every write),
+/// a connection and a log line each: a strong read makes a batch of heartbeats (read index),
+/// so with clients reading, hundreds a second.
+async fn a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let (mut c, _proxies, leader, _) = link_proxied_cluster(root.path()).await?;
+    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap_or(1);
+    let mut client = Client::pinned(c.addr(leader));
+    let line = format!("node {leader}: dropped the connection to node {follower}");
+    let count = |c: &LocalCluster| c.log_tail(leader, 100_000).matches(&line).count();
+    let before = count(&c);
+    c.kill(follower);
+    let start = Instant::now();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        // A strong read makes the leader send a heartbeat round of its own (read index).
+        client
+            .read("busy", Consistency::Strong)
+            .await
+            .map_err(e2s)?;
+        i += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let dropped = count(&c) - before;
+    // One connection every 200 ms, and some slack.
+    let limit = (secs * 5.0) as usize + 5;
+    if dropped > limit {
+        return Err(format!(
+            "leader {leader} dropped {dropped} connections to killed follower {follower} in {secs:.1} s ({i} strong reads; at most {limit} expected)"
+        ));
+    }
+    c.check_alive()?;
+    Ok(())
+}
+
 /// A black-holed link into a follower while the cluster is not busy: a few small writes, no
 /// more than the socket buffers take in for hours. The stall limit (examples/kv/stall.rs) only
 /// sees the kernel stop taking bytes, which heartbeats and small appends never make it do, so
@@ -2210,7 +2248,11 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 30] = [
+    let scenarios: [(&str, Scenario); 31] = [
+        (
+            "a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate",
+            || Box::pin(a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate()),
+        ),
         ("linearizable_under_network_faults", || {
             Box::pin(linearizable::linearizable_under_network_faults())
         }),
