@@ -592,6 +592,10 @@ async fn peer_out(
                         "node {}: dropped the connection to node {to} ({addr}): {e}",
                         shared.id
                     );
+                    // As after a failed connect: something that takes connections for a dead
+                    // peer (a proxy, a load balancer) and resets them would otherwise be
+                    // connected to again at every batch (every strong read makes one).
+                    retry_at = Instant::now() + Duration::from_millis(200);
                     false
                 }
             },

@@ -720,10 +720,11 @@ async fn run(schedule: Schedule) -> Result {
             let dropped = log_count(&c, id, "dropped the connection");
             let secs = origin.elapsed().as_secs();
             // Storms: more than one link remade a second for want of answers (a stall limit is
-            // 5 s, a node has 2 links), or remade because the peer connected again.
-            if silent + remade > secs as usize {
+            // 5 s, a node has 2 links) or because the peer connected again, or more than 10
+            // connections dropped a second (one per link every 200 ms to a dead peer).
+            if silent + remade > secs as usize || dropped > 10 * secs as usize {
                 return Err(format!(
-                    "seed {seed}: node {id} remade its links {silent} times for want of answers and {remade} times because a peer connected again in {secs} s\n    faults: {faults}"
+                    "seed {seed}: node {id} dropped its links {dropped} times ({silent} for want of answers) and remade them {remade} times because a peer connected again in {secs} s\n    faults: {faults}"
                 ));
             }
             links_remade.push(format!(
