@@ -211,13 +211,13 @@ fn read_root_with(
         match records_since(root, journal.next_seq, cipher) {
             // Only while the groups they name still have the pages read: a page stored since
             // without a record (an application's `create_snapshot`) is not what they follow.
-            Ok(Some((later, end))) => {
+            // Per group: a group whose page moved on keeps none of them (the read is then not
+            // clean); every other group keeps its own (an install's page may need them).
+            Ok(Since::Records(later, end)) => {
                 let named: BTreeSet<u64> = later
                     .iter()
                     .flat_map(|r| r.parts.iter().map(|p| p.group_id))
                     .collect();
-                // Per group: a group whose page moved on keeps none of them (the read is then
-                // not clean); every other group keeps its own (an install's page may need them).
                 let moved: BTreeSet<u64> = named
                     .into_iter()
                     .filter(|id| {
@@ -233,7 +233,9 @@ fn read_root_with(
                 }));
                 next_seq = end;
             }
-            Ok(None) => {}
+            Ok(Since::Nothing) => {}
+            Ok(Since::Trimmed) => journal_moved = true,
+            // Damage the first read did not meet, or a file gone: a live engine moved on.
             Err(e) if is_damage(&e) || matches!(e, Error::Io { .. }) => journal_moved = true,
             Err(e) => return Err(e),
         }
@@ -342,32 +344,28 @@ fn read_root_with(
     })
 }
 
-/// The journal's records from `from` on, read again after the groups (see [`read_root`]),
-/// with one past the last; `None` when there are none. A checkpoint since that trimmed
-/// records below them (they no longer follow the first read's) is an error: the root is read
-/// again.
-fn records_since(
-    root: &Path,
-    from: u64,
-    cipher: Option<&Cipher>,
-) -> Result<Option<(Vec<Journaled>, u64)>> {
+/// What [`records_since`] found.
+enum Since {
+    /// No record from `from` on.
+    Nothing,
+    /// The records from `from` on, and one past the last.
+    Records(Vec<Journaled>, u64),
+    /// A checkpoint since passed `from` (or trimmed the records from it): they no longer
+    /// follow the first read's, and the root is read again.
+    Trimmed,
+}
+
+/// The journal's records from `from` on, read again after the groups (see [`read_root`]).
+fn records_since(root: &Path, from: u64, cipher: Option<&Cipher>) -> Result<Since> {
     let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
-    let dir = root.join(scan::JOURNAL_DIR);
     if now.checkpoint_seq >= from {
         // The records from `from` to the checkpoint are not read again (a scan starts after
         // the checkpoint), and the groups read may not reflect them.
-        return Err(Error::corrupt(
-            root.join(<EngineRecord as meta::PageRecord>::FILE),
-            0,
-            format!(
-                "a checkpoint at record {} ran while the groups were read (the journal read ended at {from})",
-                now.checkpoint_seq
-            ),
-        ));
+        return Ok(Since::Trimmed);
     }
     let mut later = Vec::new();
     let again = scan::scan(
-        &dir,
+        &root.join(scan::JOURNAL_DIR),
         (now.checkpoint_seq, now.journal_begun),
         cipher,
         &mut |rec: RecordAt<'_>| {
@@ -386,18 +384,11 @@ fn records_since(
     if let Some(e) = again.damage {
         return Err(e);
     }
-    match later.first() {
-        None => Ok(None),
-        Some(first) if first.seq == from => Ok(Some((later, again.next_seq))),
-        Some(first) => Err(Error::corrupt(
-            &first.path,
-            first.offset,
-            format!(
-                "the journal read again starts at record {}, not at {from} where the first read ended (a checkpoint trimmed it meanwhile)",
-                first.seq
-            ),
-        )),
-    }
+    Ok(match later.first() {
+        None => Since::Nothing,
+        Some(first) if first.seq == from => Since::Records(later, again.next_seq),
+        Some(_) => Since::Trimmed,
+    })
 }
 
 /// A group's meta page that reflects a record past the end of `journal` (as read, up to
@@ -464,6 +455,18 @@ mod tests {
         h
     }
 
+    /// Group `id` as a read shows it after replay: (first index, last index, commit, snapshot
+    /// index).
+    fn shown(read: &super::RootRead, id: u64) -> (u64, u64, u64, u64) {
+        let r = &read.groups[&id].replay;
+        (
+            r.first_index(),
+            r.last_index(),
+            r.meta.hard_state.as_ref().map_or(0, |h| h.commit),
+            r.meta.snapshot.as_ref().map_or(0, |s| s.index),
+        )
+    }
+
     /// A received snapshot installed by a live engine after the reader read the journal and
     /// before it read the group: the group's meta page then names the snapshot and reflects
     /// the journal up to just before the install's record, which the journal read did not
@@ -489,13 +492,7 @@ mod tests {
             }
         })
         .unwrap();
-        let r = &read.groups[&1].replay;
-        let seen = (
-            r.first_index(),
-            r.last_index(),
-            r.meta.hard_state.as_ref().map_or(0, |h| h.commit),
-            r.meta.snapshot.as_ref().map_or(0, |s| s.index),
-        );
+        let seen = shown(&read, 1);
         assert_eq!(
             seen,
             (6, 8, 7, 5),
@@ -532,13 +529,7 @@ mod tests {
             }
         })
         .unwrap();
-        let r = &read.groups[&1].replay;
-        let seen = (
-            r.first_index(),
-            r.last_index(),
-            r.meta.hard_state.as_ref().map_or(0, |h| h.commit),
-            r.meta.snapshot.as_ref().map_or(0, |s| s.index),
-        );
+        let seen = shown(&read, 1);
         assert!(
             seen == (1, 5, 5, 0) || seen == (5, 8, 8, 4),
             "the group as read: log [{}, {}], commit {}, snapshot {} (before: [1, 5] commit 5; \
@@ -553,30 +544,6 @@ mod tests {
             "a read that mixed nothing only by leaving records out is not clean"
         );
         e.close().unwrap();
-    }
-}
-
-#[cfg(test)]
-mod review_tests {
-    use super::{read_root_with, Between};
-    use crate::Engine;
-    use raft::prelude::{Entry, HardState, Snapshot};
-
-    fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
-        (lo..=hi)
-            .map(|i| {
-                let mut e = Entry::default();
-                (e.index, e.term) = (i, term);
-                e.data = vec![i as u8; 10].into();
-                e
-            })
-            .collect()
-    }
-
-    fn hs(term: u64, commit: u64) -> HardState {
-        let mut h = HardState::default();
-        (h.term, h.vote, h.commit) = (term, 1, commit);
-        h
     }
 
     /// Group 1 installs a received snapshot between the journal read and the group reads
@@ -611,13 +578,7 @@ mod review_tests {
             }
         })
         .unwrap();
-        let r = &read.groups[&1].replay;
-        let seen = (
-            r.first_index(),
-            r.last_index(),
-            r.meta.hard_state.as_ref().map_or(0, |h| h.commit),
-            r.meta.snapshot.as_ref().map_or(0, |s| s.index),
-        );
+        let seen = shown(&read, 1);
         assert!(
             seen == (1, 5, 3, 0) || seen == (6, 8, 7, 5),
             "group 1 as read: log [{}, {}], commit {}, snapshot {} (before the install: [1, 5] \
