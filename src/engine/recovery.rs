@@ -473,8 +473,14 @@ fn read_group(
         ));
     }
     let copies = meta_file.copies().clone();
-    let files = read_files(dir, &meta, &eng, cipher).map_err(|e| copies.explain(e))?;
-    let (files, next_file_id, wal_last, remove, past_end, has_snap_dir) = files;
+    let FilesRead {
+        files,
+        next_file_id,
+        wal_last,
+        remove,
+        past_end,
+        has_snap_dir,
+    } = read_files(dir, &meta, &eng, cipher).map_err(|e| copies.explain(e))?;
     Ok(ReadGroup {
         id,
         dir: dir.to_path_buf(),
@@ -490,17 +496,15 @@ fn read_group(
     })
 }
 
-/// What [`read_files`] finds: the files, the next file id, the files' last index, the files to
-/// remove, what lies past the log in the last file, and whether the group has a `snap/`
-/// directory.
-type FilesRead = (
-    std::collections::VecDeque<LogFile>,
-    u64,
-    u64,
-    Vec<PathBuf>,
-    Option<PastEnd>,
-    bool,
-);
+/// What [`read_files`] finds (the fields of [`ReadGroup`] of the same names).
+struct FilesRead {
+    files: std::collections::VecDeque<LogFile>,
+    next_file_id: u64,
+    wal_last: u64,
+    remove: Vec<PathBuf>,
+    past_end: Option<PastEnd>,
+    has_snap_dir: bool,
+}
 
 /// The files a group's meta page relies on, mapped, and what open removes or clears.
 fn read_files(
@@ -618,14 +622,14 @@ fn read_files(
             reason: format!("the meta page says the log ends at index {last} in it"),
         });
     }
-    Ok((
+    Ok(FilesRead {
         files,
         next_file_id,
         wal_last,
         remove,
         past_end,
         has_snap_dir,
-    ))
+    })
 }
 
 /// Where a group's log ends: at `last` (its meta page's), or just before the first file's
