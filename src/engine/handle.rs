@@ -527,6 +527,20 @@ pub(crate) mod tests {
     /// The point of `create_snapshot` after its file is written and before the group takes it.
     pub(crate) static AFTER_SNAP_WRITE: Pauses = Pauses::new();
 
+    /// A hard state committing entries 1..=`n` of term 1, and those entries.
+    fn log(n: u64) -> (raft::prelude::HardState, Vec<raft::prelude::Entry>) {
+        let mut hs = raft::prelude::HardState::default();
+        (hs.term, hs.commit) = (1, n);
+        let es = (1..=n)
+            .map(|i| {
+                let mut en = raft::prelude::Entry::default();
+                (en.index, en.term) = (i, 1);
+                en
+            })
+            .collect();
+        (hs, es)
+    }
+
     /// A close that comes after an application's snapshot file is written and before the
     /// group takes it: the file, which no meta page names, must not stay in the group's
     /// directory for good (close said the next open removes it; the engine's open has no
@@ -537,15 +551,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = crate::Engine::open(dir.path()).unwrap();
         let g = e.create_group(1, 1).unwrap();
-        let mut hs = raft::prelude::HardState::default();
-        (hs.term, hs.commit) = (1, 5);
-        let es: Vec<raft::prelude::Entry> = (1..=5)
-            .map(|i| {
-                let mut en = raft::prelude::Entry::default();
-                (en.index, en.term) = (i, 1);
-                en
-            })
-            .collect();
+        let (hs, es) = log(5);
         g.save(&hs, &es, &Default::default()).unwrap();
         let e = std::sync::Arc::new(parking_lot::Mutex::new(Some(e)));
         let e2 = std::sync::Arc::clone(&e);
@@ -596,15 +602,7 @@ pub(crate) mod tests {
         use raft::Storage;
         let dir = tempfile::tempdir().unwrap();
         let e = std::sync::Arc::new(crate::Engine::open(dir.path()).unwrap());
-        let mut hs = raft::prelude::HardState::default();
-        (hs.term, hs.commit) = (1, 5);
-        let es: Vec<raft::prelude::Entry> = (1..=5)
-            .map(|i| {
-                let mut en = raft::prelude::Entry::default();
-                (en.index, en.term) = (i, 1);
-                en
-            })
-            .collect();
+        let (hs, es) = log(5);
         let old = e.create_group(1, 1).unwrap();
         old.save(&hs, &es, &Default::default()).unwrap();
         let e2 = std::sync::Arc::clone(&e);
@@ -640,15 +638,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = crate::Engine::open(dir.path()).unwrap();
         let g = e.create_group(1, 1).unwrap();
-        let mut hs = raft::prelude::HardState::default();
-        (hs.term, hs.commit) = (1, 20);
-        let es: Vec<raft::prelude::Entry> = (1..=20)
-            .map(|i| {
-                let mut en = raft::prelude::Entry::default();
-                (en.index, en.term) = (i, 1);
-                en
-            })
-            .collect();
+        let (hs, es) = log(20);
         g.save(&hs, &es, &Default::default()).unwrap();
         g.create_snapshot(10, None, b"older".to_vec()).unwrap();
         let snaps = dir.path().join("groups/1/snap");
