@@ -892,9 +892,7 @@ async fn proxied_cluster(
     let mut proxies = BTreeMap::new();
     let mut taken: Vec<u16> = c.addrs().iter().map(|a| a.port()).collect();
     for id in c.ids() {
-        let port = procs::free_port(&taken).map_err(e2s)?;
-        taken.push(port);
-        let proxy = proxy::Proxy::start(([127, 0, 0, 1], port).into(), c.addr(id)).await?;
+        let proxy = proxy_to(&c, &mut taken, id).await?;
         c.routes.insert(id, proxy.addr);
         proxies.insert(id, proxy);
     }
@@ -930,15 +928,20 @@ async fn link_proxied_cluster_with(
     let mut taken: Vec<u16> = c.addrs().iter().map(|a| a.port()).collect();
     for from in c.ids() {
         for to in c.ids().into_iter().filter(|&to| to != from) {
-            let port = procs::free_port(&taken).map_err(e2s)?;
-            taken.push(port);
-            let proxy = proxy::Proxy::start(([127, 0, 0, 1], port).into(), c.addr(to)).await?;
+            let proxy = proxy_to(&c, &mut taken, to).await?;
             c.link_routes.insert((from, to), proxy.addr);
             proxies.insert((from, to), proxy);
         }
     }
     let (leader, client) = start_with_a_first_write(&mut c).await?;
     Ok((c, proxies, leader, client))
+}
+
+/// A proxy to node `to` on a free loopback port, not one of `taken` (which it joins).
+async fn proxy_to(c: &LocalCluster, taken: &mut Vec<u16>, to: u64) -> Result<proxy::Proxy> {
+    let port = procs::free_port(taken).map_err(e2s)?;
+    taken.push(port);
+    proxy::Proxy::start(([127, 0, 0, 1], port).into(), c.addr(to)).await
 }
 
 /// Starts every node; returns the leader and a client once a first write is applied
