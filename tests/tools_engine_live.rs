@@ -190,38 +190,6 @@ fn count_wal_files(root: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// With `RAFTWAL_TOOLS_LIVE_SKIP_KNOWN` set: the problems tests/tools_engine_races.rs reduces
-/// (an install read half, a removed group's snapshot, cut slots verified), left out to look
-/// for others.
-fn known(p: &str) -> bool {
-    if std::env::var_os("RAFTWAL_TOOLS_LIVE_SKIP_KNOWN").is_none() {
-        return false;
-    }
-    let half_install = p.contains("shown as (") && {
-        // "(first, last, ..., snap)" with first == last + 1 == snap + 1
-        let t = &p[p.find("shown as (").unwrap() + 10..];
-        let n: Vec<u64> = t
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|x| !x.is_empty())
-            .take(6)
-            .map(|x| x.parse().unwrap())
-            .collect();
-        n.len() == 6 && n[0] == n[1] + 1 && n[5] == n[1]
-    };
-    half_install
-        || ((p.contains("snapshot_reader") || p.contains("snapshot save")) && p.contains("None])"))
-        || p.contains("holds index 0 where index")
-        || p.split("entries [").nth(1).is_some_and(|t| {
-            let n: Vec<u64> = t
-                .split(|c: char| !c.is_ascii_digit())
-                .filter(|x| !x.is_empty())
-                .take(2)
-                .map(|x| x.parse().unwrap())
-                .collect();
-            n.len() == 2 && n[0] == n[1] + 1
-        })
-}
-
 /// With `RAFTWAL_TOOLS_LIVE_STRACE=DIR`, each run of the binary goes under `strace -f`, its
 /// trace of the calls that could change a file kept in `DIR` (checked by hand afterwards).
 fn bin(args: &[&str]) -> (i32, String, String) {
@@ -406,7 +374,7 @@ fn run_seed(seed: u64, secs: u64) -> (usize, usize, Vec<String>) {
             problems.push(format!("{}: took {took:?}", found.0));
         }
         slowest = slowest.max(took);
-        for p in found.1.into_iter().filter(|p| !known(p)) {
+        for p in found.1 {
             problems.push(format!("{}: {p}", found.0));
         }
     }
