@@ -223,6 +223,22 @@ impl snap::Gate for Shared {
 }
 
 impl Shared {
+    /// Ends the application's snapshot writes into `dir` (every group's with `None`), once
+    /// what refuses their next steps is set (`stopping`, or the group closed): a step in
+    /// progress ends first, and the `.tmp` files of the writes go.
+    pub(crate) fn end_snapshot_writes(&self, dir: Option<&Path>) {
+        let _steps = self.snapshot_steps.write();
+        self.snapshot_tmps.lock().retain(|t| {
+            let ended = dir.is_none_or(|d| t.starts_with(d));
+            if ended {
+                let _ = fs::remove_file(t);
+            }
+            !ended
+        });
+    }
+}
+
+impl Shared {
     /// Neither closed nor stopped (two loads; [`Shared::check_usable`] says why not).
     #[inline]
     pub(crate) fn usable(&self) -> bool {
@@ -429,14 +445,8 @@ fn close(shared: &Arc<Shared>) -> Result<()> {
     }
     drop(groups);
     shared.stopping.store(true, Ordering::Release);
-    // A step of an application's snapshot write in progress ends; later ones see `stopping`,
-    // and touch no file again: their `.tmp` files go now.
-    {
-        let _steps = shared.snapshot_steps.write();
-        for tmp in shared.snapshot_tmps.lock().drain(..) {
-            let _ = fs::remove_file(tmp);
-        }
-    }
+    // Application snapshot writes: later steps see `stopping` and touch no file again.
+    shared.end_snapshot_writes(None);
     segments::stop(shared);
     checkpoint::stop(shared);
     // Meta integers set since their group's last write (`set_uint`) are journaled first, as

@@ -134,15 +134,8 @@ pub(crate) fn assemble(
 pub(crate) fn remove(shared: &Shared, g: &Group) -> Result<()> {
     // Its tail goes with it, out of the engine's count.
     shared.account_tail(g.close(), 0);
-    // A step of an application's snapshot write to it in progress ends; later ones find the
-    // group closed. Its `.tmp` files go with the directory.
-    {
-        let _steps = shared.snapshot_steps.write();
-        shared
-            .snapshot_tmps
-            .lock()
-            .retain(|t| !t.starts_with(&g.dir));
-    }
+    // Application snapshot writes to it: later steps find the group closed.
+    shared.end_snapshot_writes(Some(&g.dir));
     shared.open_files.forget(g.id);
     let groups = shared.root.join(GROUPS_DIR);
     let doomed = groups.join(format!("{}.removing", g.id));
