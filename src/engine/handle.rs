@@ -543,7 +543,7 @@ pub(crate) mod tests {
 
     /// A close that comes after an application's snapshot file is written and before the
     /// group takes it: the file, which no meta page names, must not stay in the group's
-    /// directory for good (close said the next open removes it; the engine's open has no
+    /// directory for good (close said the next open removes it; the engine's open had no
     /// tidy of snapshot files, and a checkpoint tidies only a group whose snapshot changed).
     #[test]
     fn a_snapshot_file_close_kept_from_its_group_does_not_stay() {
