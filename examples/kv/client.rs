@@ -34,6 +34,16 @@ pub struct Conn {
     pending: Pending,
     next: AtomicU64,
     closed: Arc<AtomicBool>,
+    /// The task reading answers. It holds the socket's read half: dropping the writer alone
+    /// only shuts the socket for writing, and on a connection gone silent (no FIN, no RST
+    /// ever comes) the read would wait, task and socket kept, for as long as the process runs.
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl Conn {
@@ -52,7 +62,7 @@ impl Conn {
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let (p, c) = (pending.clone(), closed.clone());
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut r = BufReader::new(r);
             let mut buf = Vec::new();
             while let Ok(true) = read_frame(&mut r, &mut buf, MAX_FRAME).await {
@@ -70,13 +80,15 @@ impl Conn {
             }
             c.store(true, Ordering::Release);
             p.lock().clear(); // every waiter sees its channel close
-        });
+        })
+        .abort_handle();
         Ok(Arc::new(Conn {
             addr,
             writer: tokio::sync::Mutex::new(writer),
             pending,
             next: AtomicU64::new(1),
             closed,
+            reader,
         }))
     }
 

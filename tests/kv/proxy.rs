@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -27,7 +28,16 @@ pub struct Proxy {
     closed_by_node: Arc<AtomicU64>,
     /// While set, new connections are black-holed from their first byte.
     partitioned: Arc<AtomicBool>,
+    /// Every connection proxied: the connecting end's address, the generation it forwards
+    /// in, and the first bytes it sent (up to 8: the kind of connection, by its magic).
+    conns: Arc<Mutex<Vec<Accepted>>>,
     task: JoinHandle<()>,
+}
+
+struct Accepted {
+    from: SocketAddr,
+    born: u64,
+    first: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Proxy {
@@ -42,14 +52,22 @@ impl Proxy {
         let partitioned = Arc::new(AtomicBool::new(false));
         let (g, end, by_node) = (generation.clone(), closed.clone(), closed_by_node.clone());
         let cut = partitioned.clone();
+        let conns: Arc<Mutex<Vec<Accepted>>> = Arc::default();
+        let seen = conns.clone();
         let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
+            while let Ok((client, from)) = listener.accept().await {
                 // A generation that is never current: black-holed from birth.
                 let born = if cut.load(Ordering::SeqCst) {
                     u64::MAX
                 } else {
                     g.load(Ordering::SeqCst)
                 };
+                let first: Arc<Mutex<Vec<u8>>> = Arc::default();
+                seen.lock().push(Accepted {
+                    from,
+                    born,
+                    first: first.clone(),
+                });
                 let (g, end, by_node) = (g.clone(), end.clone(), by_node.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(to).await else {
@@ -59,8 +77,8 @@ impl Proxy {
                     let _ = server.set_nodelay(true);
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let up = tokio::spawn(pipe(cr, sw, born, g.clone(), end.clone(), None));
-                    let down = tokio::spawn(pipe(sr, cw, born, g, end, Some(by_node)));
+                    let up = tokio::spawn(pipe(cr, sw, born, g.clone(), end.clone(), Up(first)));
+                    let down = tokio::spawn(pipe(sr, cw, born, g, end, Down(by_node)));
                     let _ = tokio::join!(up, down);
                 });
             }
@@ -71,8 +89,20 @@ impl Proxy {
             closed,
             closed_by_node,
             partitioned,
+            conns,
             task,
         })
+    }
+
+    /// The connecting ends of the black-holed connections whose first bytes were `magic`.
+    pub fn black_holed_from(&self, magic: &[u8]) -> Vec<SocketAddr> {
+        let now = self.generation.load(Ordering::SeqCst);
+        self.conns
+            .lock()
+            .iter()
+            .filter(|c| c.born != now && c.first.lock().starts_with(magic))
+            .map(|c| c.from)
+            .collect()
     }
 
     /// How many black-holed connections the node has closed its end of.
@@ -110,17 +140,25 @@ impl Drop for Proxy {
     }
 }
 
+/// Which way a [`pipe`] copies.
+enum Direction {
+    /// From the connecting end: its first bytes are kept here.
+    Up(Arc<Mutex<Vec<u8>>>),
+    /// From the node: once black-holed its end is still read, what comes lost in the hole,
+    /// to count the node closing it here (nothing of that reaches the other end either).
+    Down(Arc<AtomicU64>),
+}
+use Direction::{Down, Up};
+
 /// Copies `r` to `w` while the connection's generation is current; then holds both halves
-/// open, writing nothing, until the proxy is dropped. `node_end`: `r` is the node's end (the
-/// direction from the node): once black-holed it is still read, what comes lost in the hole,
-/// to count the node closing it (nothing of that reaches the other end either).
+/// open, writing nothing, until the proxy is dropped.
 async fn pipe(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
     born: u64,
     generation: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
-    node_end: Option<Arc<AtomicU64>>,
+    direction: Direction,
 ) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -128,7 +166,7 @@ async fn pipe(
             return;
         }
         if generation.load(Ordering::SeqCst) != born {
-            if let Some(count) = &node_end {
+            if let Down(count) = &direction {
                 loop {
                     if closed.load(Ordering::SeqCst) {
                         return;
@@ -160,6 +198,11 @@ async fn pipe(
                 return;
             }
             Ok(n) => {
+                if let Up(first) = &direction {
+                    let mut first = first.lock();
+                    let more = 8usize.saturating_sub(first.len()).min(n);
+                    first.extend_from_slice(&buf[..more]);
+                }
                 if generation.load(Ordering::SeqCst) != born {
                     // The bytes read are lost in the hole, as on the wire.
                     continue;
