@@ -500,6 +500,22 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// For tests elsewhere in the crate (the tools' reads beside a live engine): checkpoints run
+/// when the test says.
+#[cfg(test)]
+impl Engine {
+    /// Stops the background thread (its writer passes and checkpoints); close still runs its
+    /// final checkpoint.
+    pub(crate) fn stop_background(&self) {
+        checkpoint::stop(&self.shared);
+    }
+
+    /// Runs a checkpoint now, as the background thread does: the journal trimmed behind it.
+    pub(crate) fn checkpoint_now(&self) -> Result<(), Error> {
+        checkpoint::run(&self.shared, false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

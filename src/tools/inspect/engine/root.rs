@@ -118,8 +118,10 @@ pub(super) fn read_root(
 enum Between {
     /// The journal is read, the groups not yet.
     JournalAndGroups,
-    /// The groups are read, the journal not again yet.
+    /// The groups are read, those whose pages moved on not again yet.
     GroupsAndJournal,
+    /// The groups whose pages moved on are read again, the journal not yet.
+    ReadAgainAndJournal,
 }
 
 /// [`read_root`], with `between` run between its reads.
@@ -168,33 +170,7 @@ fn read_root_with(
         .filter(|&&id| only.is_none() || only == Some(id))
     {
         let dir = scan::group_dir(root, id);
-        let disk = match read_group(&dir, id, cipher, record.checkpoint_seq) {
-            Ok(d) => Ok(d),
-            Err(e) if is_damage(&e) => Err(e),
-            Err(e) => return Err(e),
-        };
-        let files = match (&disk, only) {
-            (Ok(d), Some(_)) => d
-                .files
-                .iter()
-                .map(|f| LogFile::open(&f.path, f.id, Access::ReadOnly, cipher))
-                .collect::<Result<Vec<_>>>()?,
-            _ => Vec::new(),
-        };
-        let replay = match &disk {
-            Ok(d) => Replay::new(d, only.is_some()),
-            Err(_) => Replay::default(),
-        };
-        groups.insert(
-            id,
-            GroupRead {
-                dir,
-                disk,
-                files,
-                replay,
-                cleared_damage: None,
-            },
-        );
+        groups.insert(id, read_one(dir, id, cipher, record.checkpoint_seq, only)?);
     }
 
     let first_read_error = groups
@@ -208,16 +184,33 @@ fn read_root_with(
     let mut next_seq = journal.next_seq;
     between(Between::GroupsAndJournal);
     if record.open && journal.damage.is_none() {
+        // The groups whose pages moved on since they were read (a checkpoint stored them, or
+        // an application's snapshot) are read again, before the journal: a page is stored only
+        // once the journal holds what it reflects, and the records after it are read below.
+        // Without this a checkpoint during the group reads (which trims the records read
+        // again) left every read of a root slower to read than a checkpoint's period unclean.
+        reread_moved(root, cipher, only, &mut groups)?;
+        between(Between::ReadAgainAndJournal);
         match records_since(root, journal.next_seq, cipher) {
             // Only while the groups they name still have the pages read: a page stored since
             // without a record (an application's `create_snapshot`) is not what they follow.
             // Per group: a group whose page moved on keeps none of them (the read is then not
-            // clean); every other group keeps its own (an install's page may need them).
-            Ok(Since::Records(later, end)) => {
-                let named: BTreeSet<u64> = later
-                    .iter()
-                    .flat_map(|r| r.parts.iter().map(|p| p.group_id))
-                    .collect();
+            // clean); every other group keeps its own (an install's page may need them). When a
+            // checkpoint trimmed records read again (`trimmed`), any group may have had parts
+            // in them: every group whose page moved on since it was read counts.
+            Ok(Since::Records {
+                later,
+                end,
+                trimmed,
+            }) => {
+                let named: BTreeSet<u64> = if trimmed {
+                    groups.keys().copied().collect()
+                } else {
+                    later
+                        .iter()
+                        .flat_map(|r| r.parts.iter().map(|p| p.group_id))
+                        .collect()
+                };
                 let moved: BTreeSet<u64> = named
                     .into_iter()
                     .filter(|id| {
@@ -344,25 +337,96 @@ fn read_root_with(
     })
 }
 
+/// One group read: its directory (damage open refuses kept as the group's error; any other
+/// error is the read's), its files copied when it is the one group read (`only`), and its
+/// replay started from its page.
+fn read_one(
+    dir: PathBuf,
+    id: u64,
+    cipher: Option<&Cipher>,
+    checkpoint_seq: u64,
+    only: Option<u64>,
+) -> Result<GroupRead> {
+    let disk = match read_group(&dir, id, cipher, checkpoint_seq) {
+        Ok(d) => Ok(d),
+        Err(e) if is_damage(&e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    let files = match (&disk, only) {
+        (Ok(d), Some(_)) => d
+            .files
+            .iter()
+            .map(|f| LogFile::open(&f.path, f.id, Access::ReadOnly, cipher))
+            .collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    let replay = match &disk {
+        Ok(d) => Replay::new(d, only.is_some()),
+        Err(_) => Replay::default(),
+    };
+    Ok(GroupRead {
+        dir,
+        disk,
+        files,
+        replay,
+        cleared_damage: None,
+    })
+}
+
+/// Reads again each group whose meta page moved on since it was read (see [`read_root`]),
+/// against the checkpoint `engine.meta` names now. A group that cannot be read again (gone,
+/// or met mid-change) keeps its first read: its page moved on, so the records read again
+/// leave it out and the read is not clean.
+fn reread_moved(
+    root: &Path,
+    cipher: Option<&Cipher>,
+    only: Option<u64>,
+    groups: &mut BTreeMap<u64, GroupRead>,
+) -> Result<()> {
+    let moved: Vec<u64> = groups
+        .iter()
+        .filter(|(_, g)| g.disk.as_ref().is_ok_and(|d| moved_on(d, cipher)))
+        .map(|(&id, _)| id)
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
+    for id in moved {
+        let dir = scan::group_dir(root, id);
+        match read_one(dir, id, cipher, now.checkpoint_seq, only) {
+            Ok(again) if again.disk.is_ok() => {
+                groups.insert(id, again);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// What [`records_since`] found.
 enum Since {
     /// No record from `from` on.
     Nothing,
-    /// The records from `from` on, and one past the last.
-    Records(Vec<Journaled>, u64),
-    /// A checkpoint since passed `from` (or trimmed the records from it): they no longer
-    /// follow the first read's, and the root is read again.
+    /// The records from `from` on, but those a checkpoint since trimmed (`trimmed`: the ones
+    /// up to its sequence number are gone, the rest follow it), and one past the last.
+    Records {
+        later: Vec<Journaled>,
+        end: u64,
+        trimmed: bool,
+    },
+    /// The records read again do not follow the first read's (a second checkpoint passed
+    /// the first one read again): the root is read again.
     Trimmed,
 }
 
 /// The journal's records from `from` on, read again after the groups (see [`read_root`]).
 fn records_since(root: &Path, from: u64, cipher: Option<&Cipher>) -> Result<Since> {
     let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
-    if now.checkpoint_seq >= from {
-        // The records from `from` to the checkpoint are not read again (a scan starts after
-        // the checkpoint), and the groups read may not reflect them.
-        return Ok(Since::Trimmed);
-    }
+    // A scan starts after the checkpoint: records from `from` up to it, if any, are not read
+    // again (the groups whose pages do not reflect them moved on since they were read).
+    let trimmed = now.checkpoint_seq >= from;
+    let first = from.max(now.checkpoint_seq + 1);
     let mut later = Vec::new();
     let again = scan::scan(
         &root.join(scan::JOURNAL_DIR),
@@ -385,8 +449,17 @@ fn records_since(root: &Path, from: u64, cipher: Option<&Cipher>) -> Result<Sinc
         return Err(e);
     }
     Ok(match later.first() {
-        None => Since::Nothing,
-        Some(first) if first.seq == from => Since::Records(later, again.next_seq),
+        None if !trimmed => Since::Nothing,
+        None => Since::Records {
+            later,
+            end: again.next_seq.max(first),
+            trimmed,
+        },
+        Some(r) if r.seq == first => Since::Records {
+            later,
+            end: again.next_seq,
+            trimmed,
+        },
         Some(_) => Since::Trimmed,
     })
 }
@@ -513,45 +586,54 @@ mod tests {
     /// appended ones (log [1, 8], snapshot 0), a state the engine never had (found by the loop
     /// in tests/tools_engine_live.rs, with the fix above). Records read again are kept only
     /// while the pages of the groups they name have not moved on; the read is then not clean
-    /// (the tools read the root again).
+    /// (the tools read the root again). A group whose page moved on before the journal is read
+    /// again is read again itself first: that read is clean and shows the group as it is.
     #[test]
     fn a_snapshot_taken_between_the_group_read_and_the_journal_read_again_mixes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Engine::open(dir.path()).unwrap();
-        let g = e.create_group(1, 1).unwrap();
-        g.save(&hs(1, 5), &entries(1, 5, 1), &Snapshot::default())
+        for moment in [Between::ReadAgainAndJournal, Between::GroupsAndJournal] {
+            let dir = tempfile::tempdir().unwrap();
+            let e = Engine::open(dir.path()).unwrap();
+            let g = e.create_group(1, 1).unwrap();
+            g.save(&hs(1, 5), &entries(1, 5, 1), &Snapshot::default())
+                .unwrap();
+            let read = read_root_with(dir.path(), None, Some(1), &mut |at| {
+                if at == moment {
+                    g.create_snapshot(4, None, b"at 4".to_vec()).unwrap();
+                    g.save(&hs(1, 8), &entries(6, 8, 1), &Snapshot::default())
+                        .unwrap();
+                }
+            })
             .unwrap();
-        let read = read_root_with(dir.path(), None, Some(1), &mut |at| {
-            if at == Between::GroupsAndJournal {
-                g.create_snapshot(4, None, b"at 4".to_vec()).unwrap();
-                g.save(&hs(1, 8), &entries(6, 8, 1), &Snapshot::default())
-                    .unwrap();
+            let seen = shown(&read, 1);
+            assert!(
+                seen == (1, 5, 5, 0) || seen == (5, 8, 8, 4),
+                "{moment:?}: the group as read: log [{}, {}], commit {}, snapshot {} (before: \
+                 [1, 5] commit 5; after: [5, 8] commit 8, snapshot 4)",
+                seen.0,
+                seen.1,
+                seen.2,
+                seen.3
+            );
+            if moment == Between::ReadAgainAndJournal {
+                assert!(
+                    read.journal_moved,
+                    "a read that mixed nothing only by leaving records out is not clean"
+                );
+            } else {
+                assert_eq!(seen, (5, 8, 8, 4), "the group read again");
+                assert!(!read.journal_moved, "the group read again: a clean read");
             }
-        })
-        .unwrap();
-        let seen = shown(&read, 1);
-        assert!(
-            seen == (1, 5, 5, 0) || seen == (5, 8, 8, 4),
-            "the group as read: log [{}, {}], commit {}, snapshot {} (before: [1, 5] commit 5; \
-             after: [5, 8] commit 8, snapshot 4)",
-            seen.0,
-            seen.1,
-            seen.2,
-            seen.3
-        );
-        assert!(
-            read.journal_moved,
-            "a read that mixed nothing only by leaving records out is not clean"
-        );
-        e.close().unwrap();
+            e.close().unwrap();
+        }
     }
 
     /// Group 1 installs a received snapshot between the journal read and the group reads
     /// (its page reflects the record before the install's), and group 2, another group,
-    /// takes an application snapshot and appends between the group reads and the journal
-    /// read again. Group 2's page moved on; group 1's did not: group 1's records read again
-    /// still follow its page and must still be replayed, or group 1 is shown half installed
-    /// (log [6, 5], the old hard state), a state the engine never had.
+    /// takes an application snapshot and appends between the group reads (those read again
+    /// included) and the journal read again. Group 2's page moved on; group 1's did not:
+    /// group 1's records read again still follow its page and must still be replayed, or
+    /// group 1 is shown half installed (log [6, 5], the old hard state), a state the engine
+    /// never had.
     #[test]
     fn another_group_moving_on_leaves_no_half_install() {
         let dir = tempfile::tempdir().unwrap();
@@ -571,7 +653,10 @@ mod tests {
             Between::JournalAndGroups => {
                 g1.save(&hs(2, 7), &entries(6, 8, 2), &snap).unwrap();
             }
-            Between::GroupsAndJournal => {
+            Between::GroupsAndJournal => {}
+            // After the groups whose pages moved on are read again: group 2's moves on for
+            // good, and its records read again are left out.
+            Between::ReadAgainAndJournal => {
                 g2.create_snapshot(4, None, b"at 4".to_vec()).unwrap();
                 g2.save(&hs(1, 8), &entries(6, 8, 1), &Snapshot::default())
                     .unwrap();
@@ -587,6 +672,42 @@ mod tests {
             seen.1,
             seen.2,
             seen.3
+        );
+        e.close().unwrap();
+    }
+
+    /// A checkpoint between the group reads and the journal read again: it stores the pages
+    /// of the groups written since and trims the records read after the first read. Every
+    /// record read again was then dropped and the read called not clean, so a root whose
+    /// groups take longer to read than a checkpoint's period was never read clean (the tools
+    /// report the last of their reads). The groups whose pages moved on are read again: their
+    /// new pages follow the records that remain.
+    #[test]
+    fn a_checkpoint_between_the_group_reads_and_the_journal_read_again_leaves_the_read_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        e.stop_background();
+        let g1 = e.create_group(1, 1).unwrap();
+        let g2 = e.create_group(2, 1).unwrap();
+        g1.save(&hs(1, 3), &entries(1, 5, 1), &Snapshot::default())
+            .unwrap();
+        g2.save(&hs(1, 2), &entries(1, 2, 1), &Snapshot::default())
+            .unwrap();
+        let read = read_root_with(dir.path(), None, None, &mut |at| {
+            if at == Between::GroupsAndJournal {
+                g1.save(&hs(1, 7), &entries(6, 8, 1), &Snapshot::default())
+                    .unwrap();
+                e.checkpoint_now().unwrap();
+                g2.save(&hs(1, 4), &entries(3, 4, 1), &Snapshot::default())
+                    .unwrap();
+            }
+        })
+        .unwrap();
+        assert_eq!(shown(&read, 1), (1, 8, 7, 0), "group 1 as read");
+        assert_eq!(shown(&read, 2), (1, 4, 4, 0), "group 2 as read");
+        assert!(
+            !read.journal_moved,
+            "a read that shows every group as the engine left it is clean"
         );
         e.close().unwrap();
     }
