@@ -151,7 +151,7 @@ fn read_root_with(
         },
     )?;
     // Groups created while the journal was read have incarnations the first read did not know.
-    let (changed, next_incarnation) = match meta::read_only::<EngineRecord>(root, cipher) {
+    let (changed, mut next_incarnation) = match meta::read_only::<EngineRecord>(root, cipher) {
         Ok((after, copies)) => (
             after != record || copies.seq != root_copies.seq,
             after.next_incarnation.max(record.next_incarnation),
@@ -202,7 +202,10 @@ fn read_root_with(
                 later,
                 end,
                 trimmed,
+                given_out,
             }) => {
+                // Groups created meanwhile hold incarnations given out since the first read.
+                next_incarnation = next_incarnation.max(given_out);
                 let named: BTreeSet<u64> = if trimmed {
                     groups.keys().copied().collect()
                 } else {
@@ -281,7 +284,14 @@ fn read_root_with(
             }
             match groups.get_mut(&part.group_id) {
                 Some(g) => g.replay.apply(&rec, part),
-                None if !group_ids.contains(&part.group_id) => removed += 1,
+                // A group the listing misses that existed before the read began (its
+                // incarnation was given out by then) was removed; one given out since was
+                // created after the listing, a live engine going on.
+                None if !group_ids.contains(&part.group_id)
+                    && part.incarnation < record.next_incarnation =>
+                {
+                    removed += 1
+                }
                 None => {}
             }
         }
@@ -414,6 +424,9 @@ enum Since {
         later: Vec<Journaled>,
         end: u64,
         trimmed: bool,
+        /// `engine.meta`'s next incarnation read after them: every part read holds one
+        /// below it (an incarnation is durable there before a group takes it).
+        given_out: u64,
     },
     /// The records read again do not follow the first read's (a second checkpoint passed
     /// the first one read again): the root is read again.
@@ -448,17 +461,23 @@ fn records_since(root: &Path, from: u64, cipher: Option<&Cipher>) -> Result<Sinc
     if let Some(e) = again.damage {
         return Err(e);
     }
+    let given_out = meta::read_only::<EngineRecord>(root, cipher)?
+        .0
+        .next_incarnation
+        .max(now.next_incarnation);
     Ok(match later.first() {
         None if !trimmed => Since::Nothing,
         None => Since::Records {
             later,
             end: again.next_seq.max(first),
             trimmed,
+            given_out,
         },
         Some(r) if r.seq == first => Since::Records {
             later,
             end: again.next_seq,
             trimmed,
+            given_out,
         },
         Some(_) => Since::Trimmed,
     })
@@ -672,6 +691,48 @@ mod tests {
             seen.1,
             seen.2,
             seen.3
+        );
+        e.close().unwrap();
+    }
+
+    /// A group created after the reader listed the groups, with writes whose records the
+    /// journal read again holds: its parts were taken for damage ("a part for group 3 of
+    /// incarnation 3, which the root never gave out": the incarnation was checked against
+    /// `engine.meta` as read before the groups), and without that check they counted as
+    /// parts for removed groups.
+    #[test]
+    fn a_group_created_after_the_listing_is_neither_damage_nor_a_removed_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g1 = e.create_group(1, 1).unwrap();
+        let g2 = e.create_group(2, 1).unwrap();
+        g1.save(&hs(1, 1), &entries(1, 2, 1), &Snapshot::default())
+            .unwrap();
+        g2.save(&hs(1, 1), &entries(1, 2, 1), &Snapshot::default())
+            .unwrap();
+        let mut later = None;
+        let read = read_root_with(dir.path(), None, None, &mut |at| match at {
+            Between::JournalAndGroups => e.remove_group(2).unwrap(),
+            Between::GroupsAndJournal => {
+                let g3 = e.create_group(3, 1).unwrap();
+                g3.save(&hs(1, 2), &entries(1, 3, 1), &Snapshot::default())
+                    .unwrap();
+                g3.save(&hs(1, 3), &entries(4, 4, 1), &Snapshot::default())
+                    .unwrap();
+                later = Some(g3);
+            }
+            Between::ReadAgainAndJournal => {}
+        })
+        .unwrap();
+        assert!(
+            read.part_damage.is_none(),
+            "group 3's parts taken for damage: {:?}",
+            read.part_damage
+        );
+        assert_eq!(
+            read.parts_for_removed_groups, 1,
+            "group 2's part (its save; the group removed before the listing) and none of group \
+             3's (created after it)"
         );
         e.close().unwrap();
     }
