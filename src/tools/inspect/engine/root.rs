@@ -202,10 +202,7 @@ fn read_root_with(
                 later,
                 end,
                 trimmed,
-                given_out,
             }) => {
-                // Groups created meanwhile hold incarnations given out since the first read.
-                next_incarnation = next_incarnation.max(given_out);
                 let named: BTreeSet<u64> = if trimmed {
                     groups.keys().copied().collect()
                 } else {
@@ -235,6 +232,13 @@ fn read_root_with(
             Err(e) if is_damage(&e) || matches!(e, Error::Io { .. }) => journal_moved = true,
             Err(e) => return Err(e),
         }
+    }
+    // Groups created during the read hold incarnations given out after `engine.meta` was read
+    // above (a listed group's, or a part's in the records read again): it is read again now
+    // that every group and record is read, as an incarnation is durable there before a group
+    // takes it.
+    if let Ok((now, _)) = meta::read_only::<EngineRecord>(root, cipher) {
+        next_incarnation = next_incarnation.max(now.next_incarnation);
     }
     let journal_behind = match &journal.damage {
         None => page_past_journal(root, &journal, next_seq, &groups, cipher)?,
@@ -424,9 +428,6 @@ enum Since {
         later: Vec<Journaled>,
         end: u64,
         trimmed: bool,
-        /// `engine.meta`'s next incarnation read after them: every part read holds one
-        /// below it (an incarnation is durable there before a group takes it).
-        given_out: u64,
     },
     /// The records read again do not follow the first read's (a second checkpoint passed
     /// the first one read again): the root is read again.
@@ -461,23 +462,17 @@ fn records_since(root: &Path, from: u64, cipher: Option<&Cipher>) -> Result<Sinc
     if let Some(e) = again.damage {
         return Err(e);
     }
-    let given_out = meta::read_only::<EngineRecord>(root, cipher)?
-        .0
-        .next_incarnation
-        .max(now.next_incarnation);
     Ok(match later.first() {
         None if !trimmed => Since::Nothing,
         None => Since::Records {
             later,
             end: again.next_seq.max(first),
             trimmed,
-            given_out,
         },
         Some(r) if r.seq == first => Since::Records {
             later,
             end: again.next_seq,
             trimmed,
-            given_out,
         },
         Some(_) => Since::Trimmed,
     })
@@ -733,6 +728,31 @@ mod tests {
             read.parts_for_removed_groups, 1,
             "group 2's part (its save; the group removed before the listing) and none of group \
              3's (created after it)"
+        );
+        e.close().unwrap();
+    }
+
+    /// A group created (and nothing written to it) after the journal was read and before the
+    /// groups were listed: its incarnation is past `engine.meta`'s next one as read before
+    /// the groups.
+    #[test]
+    fn a_group_created_before_the_listing_is_no_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g1 = e.create_group(1, 1).unwrap();
+        g1.save(&hs(1, 1), &entries(1, 2, 1), &Snapshot::default())
+            .unwrap();
+        let mut later = None;
+        let read = read_root_with(dir.path(), None, None, &mut |at| {
+            if at == Between::JournalAndGroups {
+                later = Some(e.create_group(3, 1).unwrap());
+            }
+        })
+        .unwrap();
+        assert!(
+            read.groups[&3].disk.is_ok(),
+            "group 3 as read: {:?}",
+            read.groups[&3].disk.as_ref().err()
         );
         e.close().unwrap();
     }
