@@ -118,6 +118,8 @@ pub(super) fn read_root(
 enum Between {
     /// The journal is read, the groups not yet.
     JournalAndGroups,
+    /// The groups are listed, none read yet.
+    ListingAndGroups,
     /// The groups are read, those whose pages moved on not again yet.
     GroupsAndJournal,
     /// The groups whose pages moved on are read again, the journal not yet.
@@ -160,17 +162,33 @@ fn read_root_with(
     };
     between(Between::JournalAndGroups);
 
-    let (group_ids, leftover_dirs) = list_groups(root)?;
+    let (mut group_ids, leftover_dirs) = list_groups(root)?;
     if let Some(id) = only.filter(|id| !group_ids.contains(id)) {
         return Err(Error::UnknownGroup { group_id: id });
     }
+    between(Between::ListingAndGroups);
     let mut groups = BTreeMap::new();
+    let mut removed_meanwhile = Vec::new();
     for &id in group_ids
         .iter()
         .filter(|&&id| only.is_none() || only == Some(id))
     {
         let dir = scan::group_dir(root, id);
-        groups.insert(id, read_one(dir, id, cipher, record.checkpoint_seq, only)?);
+        let read = read_one(dir.clone(), id, cipher, record.checkpoint_seq, only);
+        // A group whose directory went while it was read was removed meanwhile (a live
+        // engine): as if not listed, not an error or damage of its files.
+        let gone = read.as_ref().map_or(true, |g| g.disk.is_err()) && !dir.exists();
+        match read {
+            _ if gone => removed_meanwhile.push(id),
+            Ok(g) => {
+                groups.insert(id, g);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    group_ids.retain(|id| !removed_meanwhile.contains(id));
+    if let Some(id) = only.filter(|id| !group_ids.contains(id)) {
+        return Err(Error::UnknownGroup { group_id: id });
     }
 
     let first_read_error = groups
@@ -667,7 +685,7 @@ mod tests {
             Between::JournalAndGroups => {
                 g1.save(&hs(2, 7), &entries(6, 8, 2), &snap).unwrap();
             }
-            Between::GroupsAndJournal => {}
+            Between::ListingAndGroups | Between::GroupsAndJournal => {}
             // After the groups whose pages moved on are read again: group 2's moves on for
             // good, and its records read again are left out.
             Between::ReadAgainAndJournal => {
@@ -716,7 +734,7 @@ mod tests {
                     .unwrap();
                 later = Some(g3);
             }
-            Between::ReadAgainAndJournal => {}
+            Between::ListingAndGroups | Between::ReadAgainAndJournal => {}
         })
         .unwrap();
         assert!(
@@ -754,6 +772,30 @@ mod tests {
             "group 3 as read: {:?}",
             read.groups[&3].disk.as_ref().err()
         );
+        e.close().unwrap();
+    }
+
+    /// A group removed after the listing, before its read: the read failed on its meta page
+    /// ("No such file or directory"), or took files gone mid-read for damage, so a root a
+    /// live engine removes groups from could end its reads with an error.
+    #[test]
+    fn a_group_removed_after_the_listing_is_read_as_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        for id in 1..=3 {
+            let g = e.create_group(id, 1).unwrap();
+            g.save(&hs(1, 1), &entries(1, 2, 1), &Snapshot::default())
+                .unwrap();
+        }
+        let read = read_root_with(dir.path(), None, None, &mut |at| {
+            if at == Between::ListingAndGroups {
+                e.remove_group(2).unwrap();
+            }
+        })
+        .unwrap();
+        let ids: Vec<u64> = read.groups.keys().copied().collect();
+        assert_eq!(ids, [1, 3], "the groups read");
+        assert!(read.groups.values().all(|g| g.disk.is_ok()));
         e.close().unwrap();
     }
 
