@@ -1113,20 +1113,79 @@ async fn a_followers_silent_forwarding_connection_is_made_anew() -> Result {
     Ok(())
 }
 
+/// A client that vanishes without a FIN or RST (its host gone, a partition for good) leaves
+/// its connection to a node open there, a task reading it for as long as the node runs: the
+/// node only ever waits for the client's next request. TCP keepalive makes the kernel probe
+/// an idle connection and close it when nothing answers; the node sets it on every connection
+/// it accepts. Seen in the kernel's table: an idle connection with keepalive has its timer
+/// armed (`tr` 2 in /proc/net/tcp), one without has none (0).
+async fn an_idle_client_connection_is_probed_by_tcp_keepalive() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let exe = std::env::current_exe().map_err(e2s)?;
+    let mut c = LocalCluster::new(exe, vec!["node".into()], root.path(), 1, 20).map_err(e2s)?;
+    c.start(1).map_err(e2s)?;
+    wait_status(&c, 1, "leader", |s| s.role == "Leader").await?;
+    let node = c.addr(1);
+    let mut stream = tokio::net::TcpStream::connect(node).await.map_err(e2s)?;
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &wire::CLIENT_MAGIC)
+        .await
+        .map_err(e2s)?;
+    let local = stream.local_addr().map_err(e2s)?;
+    let start = Instant::now();
+    loop {
+        // The node's end: from its port to the client's.
+        let timer = tcp_timer(node, local)?;
+        if timer == Some(2) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            return Err(format!(
+                "node 1's end of an idle client connection ({node} -> {local}) has timer {timer:?} \
+                 in /proc/net/tcp, not keepalive's (2)"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The timer field (`tr`: 0 none, 1 retransmit, 2 keepalive, ...) of the TCP connection from
+/// `local` to `remote` in the kernel's table, if it is there.
+fn tcp_timer(local: SocketAddr, remote: SocketAddr) -> Result<Option<u32>> {
+    let table =
+        std::fs::read_to_string("/proc/net/tcp").map_err(|e| format!("/proc/net/tcp: {e}"))?;
+    let (l, r) = (
+        hex_addr(local).ok_or("an IPv6 address")?,
+        hex_addr(remote).ok_or("an IPv6 address")?,
+    );
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 5 && f[1] == l && f[2] == r {
+            let timer = f[5].split(':').next().unwrap_or("");
+            return u32::from_str_radix(timer, 16)
+                .map(Some)
+                .map_err(|e| format!("timer {:?} in /proc/net/tcp: {e}", f[5]));
+        }
+    }
+    Ok(None)
+}
+
+/// An IPv4 socket address as /proc/net/tcp writes it.
+fn hex_addr(a: SocketAddr) -> Option<String> {
+    match a {
+        SocketAddr::V4(v4) => Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        )),
+        SocketAddr::V6(_) => None,
+    }
+}
+
 /// Which of the TCP connections from `locals` to `remote` a process still holds open (the
 /// kernel's table in /proc/net/tcp: a socket no process holds has inode 0, and one fully
 /// closed on both sides is gone).
 fn held_sockets(locals: &[SocketAddr], remote: SocketAddr) -> Result<Vec<SocketAddr>> {
-    fn hex(a: SocketAddr) -> Option<String> {
-        match a {
-            SocketAddr::V4(v4) => Some(format!(
-                "{:08X}:{:04X}",
-                u32::from_le_bytes(v4.ip().octets()),
-                v4.port()
-            )),
-            SocketAddr::V6(_) => None,
-        }
-    }
+    let hex = hex_addr;
     let table =
         std::fs::read_to_string("/proc/net/tcp").map_err(|e| format!("/proc/net/tcp: {e}"))?;
     let remote_hex = hex(remote).ok_or("an IPv6 proxy address")?;
@@ -2304,7 +2363,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 31] = [
+    let scenarios: [(&str, Scenario); 32] = [
         (
             "a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate",
             || Box::pin(a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate()),
@@ -2315,6 +2374,10 @@ fn main() -> ExitCode {
         (
             "followers_whose_links_to_each_other_went_silent_elect_a_leader",
             || Box::pin(followers_whose_links_to_each_other_went_silent_elect_a_leader()),
+        ),
+        (
+            "an_idle_client_connection_is_probed_by_tcp_keepalive",
+            || Box::pin(an_idle_client_connection_is_probed_by_tcp_keepalive()),
         ),
         (
             "a_followers_silent_forwarding_connection_is_made_anew",
