@@ -1117,7 +1117,8 @@ async fn a_followers_silent_forwarding_connection_is_made_anew() -> Result {
 /// its connection to a node open there, a task reading it for as long as the node runs: the
 /// node only ever waits for the client's next request. TCP keepalive makes the kernel probe
 /// an idle connection and close it when nothing answers; the node sets it on every connection
-/// it accepts. Seen in the kernel's table: an idle connection with keepalive has its timer
+/// it accepts, the client on every connection it makes (a watch waits for a node's next event
+/// as long). Seen in the kernel's table: an idle connection with keepalive has its timer
 /// armed (`tr` 2 in /proc/net/tcp), one without has none (0).
 async fn an_idle_client_connection_is_probed_by_tcp_keepalive() -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
@@ -1131,21 +1132,54 @@ async fn an_idle_client_connection_is_probed_by_tcp_keepalive() -> Result {
         .await
         .map_err(e2s)?;
     let local = stream.local_addr().map_err(e2s)?;
+    // And the client's own: a connection of this crate's client (a watch waits on it).
+    let conn = Conn::connect(node, Duration::from_secs(1)).await?;
     let start = Instant::now();
     loop {
         // The node's end: from its port to the client's.
         let timer = tcp_timer(node, local)?;
-        if timer == Some(2) {
+        // The client's end of every connection to the node but the raw one above.
+        let clients = tcp_timers_to(node)?;
+        let ours: Vec<_> = clients.iter().filter(|(l, _)| *l != local).collect();
+        if timer == Some(2) && !ours.is_empty() && ours.iter().all(|(_, t)| *t == 2) {
+            drop(conn);
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(5) {
             return Err(format!(
                 "node 1's end of an idle client connection ({node} -> {local}) has timer {timer:?} \
-                 in /proc/net/tcp, not keepalive's (2)"
+                 in /proc/net/tcp, the client's ends {ours:?}; keepalive's is 2"
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The local ends and timers of the established TCP connections to `remote` in the kernel's
+/// table (state 01; closed ones linger in TIME_WAIT, timer 3).
+fn tcp_timers_to(remote: SocketAddr) -> Result<Vec<(SocketAddr, u32)>> {
+    let table =
+        std::fs::read_to_string("/proc/net/tcp").map_err(|e| format!("/proc/net/tcp: {e}"))?;
+    let r = hex_addr(remote).ok_or("an IPv6 address")?;
+    let mut out = Vec::new();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 5 && f[2] == r && f[3] == "01" {
+            let parse = |l: &str| -> Option<SocketAddr> {
+                let (ip, port) = l.split_once(':')?;
+                let ip = u32::from_str_radix(ip, 16).ok()?.to_le_bytes();
+                Some((ip, u16::from_str_radix(port, 16).ok()?).into())
+            };
+            let timer = f[5]
+                .split(':')
+                .next()
+                .and_then(|t| u32::from_str_radix(t, 16).ok());
+            if let (Some(l), Some(t)) = (parse(f[1]), timer) {
+                out.push((l, t));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The timer field (`tr`: 0 none, 1 retransmit, 2 keepalive, ...) of the TCP connection from

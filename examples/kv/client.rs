@@ -25,6 +25,27 @@ use crate::wire::{
     ServerFrame, Session, WatchEvent, CLIENT_MAGIC, MAX_FRAME,
 };
 
+/// How long a connection may sit idle before the kernel probes the other end ([`keepalive`]).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Time between unanswered probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the kernel closes the connection.
+pub const KEEPALIVE_PROBES: u32 = 3;
+
+/// Sets TCP keepalive on a connection: every one a node accepts, every [`Conn`]. Whoever waits
+/// on a connection whose other end vanished (its host gone, a partition for good: no FIN or
+/// RST ever comes) otherwise waits for ever: a node for the next request of a client gone (the
+/// connection and its reading task kept for as long as the node runs), a watch for the next
+/// event of a node gone. Peers' links are judged by their answers (examples/kv/server.rs) and
+/// get it too.
+pub fn keepalive(stream: &TcpStream) -> std::io::Result<()> {
+    let k = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&k)
+}
+
 type Pending = Arc<Mutex<HashMap<u64, (UnboundedSender<Response>, bool)>>>;
 
 /// One client connection to one node.
@@ -53,6 +74,7 @@ impl Conn {
             .map_err(|_| format!("connect to {addr}: timed out"))?
             .map_err(|e| format!("connect to {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
+        keepalive(&stream).map_err(|e| format!("{addr}: TCP keepalive: {e}"))?;
         let (r, w) = stream.into_split();
         let mut writer = BufWriter::new(w);
         writer

@@ -65,27 +65,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// TCP keepalive on an accepted connection: idle this long, the kernel probes the other end
-/// every [`KEEPALIVE_INTERVAL`] and closes the connection after [`KEEPALIVE_PROBES`]
-/// unanswered probes. A client whose host vanished (no FIN or RST ever comes) otherwise keeps
-/// its connection, and the task reading it, here for as long as the node runs; peers' links
-/// are judged by their answers (see [`Net::peer_in`]) but get it too.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_PROBES: u32 = 3;
-
-fn keepalive(stream: &TcpStream) -> std::io::Result<()> {
-    let k = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_PROBES);
-    socket2::SockRef::from(stream).set_tcp_keepalive(&k)
-}
-
 impl Net {
     async fn connection(self: Arc<Self>, mut stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        if let Err(e) = keepalive(&stream) {
+        if let Err(e) = crate::client::keepalive(&stream) {
             eprintln!("node {}: TCP keepalive not set: {e}", self.shared.id);
         }
         let mut magic = [0u8; 8];
