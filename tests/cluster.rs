@@ -111,10 +111,18 @@ struct Node {
     snapshots_received: Vec<(u64, u64)>,
 }
 
+/// Where a reopened node resumes: its stored checkpoint, but never below its snapshot (a
+/// snapshot from the leader is applied whatever the checkpoint says, and the checkpoint moved
+/// to it reaches the disk only with the next flushed write).
+fn resume_index(store: &DiskStorage) -> Res<u64> {
+    let checkpoint = store.checkpoint().map_err(err("checkpoint"))?;
+    Ok(checkpoint.max(store.uint(MetaInfo::SnapshotIndex)))
+}
+
 /// Rebuilds a state machine from a directory: the snapshot's data, then every log entry up to the
 /// stored checkpoint.
 fn rebuild(store: &DiskStorage) -> Res<StateMachine> {
-    let checkpoint = store.checkpoint().map_err(err("checkpoint"))?;
+    let checkpoint = resume_index(store)?;
     let snap_index = store.uint(MetaInfo::SnapshotIndex);
     let mut sm = if snap_index > 0 {
         let snap = store.snapshot(0, 0).map_err(err("snapshot() on reopen"))?;
@@ -169,7 +177,7 @@ fn open_raw(id: u64, dir: &Path, opts: Options) -> Res<(RawNode<DiskStorage>, St
             .map_err(err("set_conf_state"))?;
     }
     let sm = rebuild(&store)?;
-    let checkpoint = store.checkpoint().map_err(err("checkpoint"))?;
+    let checkpoint = resume_index(&store)?;
     let raw =
         RawNode::new(&config(id, checkpoint), store, &logger()).map_err(err("RawNode::new"))?;
     Ok((raw, sm))
@@ -403,7 +411,7 @@ impl Cluster {
             return Err(format!("node {id} is running"));
         }
         let (raw, rebuilt) = open_raw(id, &n.dir, opts)?;
-        let checkpoint = raw.store().checkpoint().map_err(err("checkpoint"))?;
+        let checkpoint = resume_index(raw.store())?;
         if rebuilt != n.sm {
             return Err(format!(
                 "node {id}: state rebuilt from its directory (applied {}, {} data entries) differs from \
@@ -892,4 +900,56 @@ fn lagging_follower_catches_up_by_snapshot() {
 
     finish_with(&mut c, leader, &mut expected, items("d", 0..40), 20);
     assert_reopen_keeps_everything(&mut c);
+}
+
+/// A node killed after it saved a leader's snapshot and before its next flushed write: the
+/// snapshot is durable, the checkpoint `ready.rs` moved to it is not (`set_uint` reaches the
+/// disk with the next flushed write), so the directory holds a snapshot past the checkpoint.
+/// Built here with the store's own calls, in the order `ready.rs` makes them. The node must
+/// start again, from the snapshot: raft-rs started below its snapshot panics ("applied(3) is out
+/// of range [prev_applied(10), ...]").
+#[test]
+fn a_node_killed_right_after_installing_a_snapshot_restarts_from_it() {
+    let (_tmp, dirs) = tempdirs();
+    let dir = &dirs[2];
+    {
+        let s = DiskStorage::open(dir).unwrap();
+        s.set_conf_state(&ConfState::from((IDS.to_vec(), vec![])))
+            .unwrap();
+        let ents: Vec<Entry> = (1..=3)
+            .map(|i| {
+                let mut e = Entry::default();
+                (e.index, e.term) = (i, 1);
+                e.data = Bytes::from(format!("e{i}"));
+                e
+            })
+            .collect();
+        let mut hs = HardState::default();
+        (hs.term, hs.commit) = (1, 3);
+        s.save(&hs, &ents, &Snapshot::default()).unwrap();
+        s.set_uint(MetaInfo::CheckpointIndex, 3); // applied 1..=3
+        s.sync().unwrap();
+        // The leader's snapshot at 10, saved by the follower's Ready (the kill comes before the
+        // checkpoint set after it is flushed).
+        let sm = StateMachine {
+            applied: 10,
+            data: (1..=10)
+                .map(|i| (i, Bytes::from(format!("e{i}"))))
+                .collect(),
+        };
+        let mut snap = Snapshot::default();
+        snap.data = sm.encode();
+        let md = snap.mut_metadata();
+        (md.index, md.term) = (10, 2);
+        md.set_conf_state(ConfState::from((IDS.to_vec(), vec![])));
+        (hs.term, hs.commit) = (2, 10);
+        s.save(&hs, &[], &snap).unwrap();
+        s.close().unwrap();
+    }
+    let (raw, sm) = open_raw(3, dir, Options::default()).unwrap();
+    assert_eq!(sm.applied, 10, "rebuilt from the snapshot");
+    assert_eq!(
+        raw.raft.raft_log.applied, 10,
+        "raft resumes after the snapshot"
+    );
 }

@@ -63,7 +63,10 @@ fn start_node(
     if !store.initial_state()?.initialized() {
         store.set_conf_state(&ConfState::from((IDS.to_vec(), vec![])))?;
     }
-    let checkpoint = store.checkpoint()?;
+    // Never below the snapshot: one installed from a leader is applied whatever the checkpoint
+    // says, and the checkpoint moved to it is durable only with the next flushed write (raft-rs
+    // started below its snapshot panics).
+    let checkpoint = store.checkpoint()?.max(store.uint(MetaInfo::SnapshotIndex));
     let mut sm = StateMachine::default();
     if store.uint(MetaInfo::SnapshotIndex) > 0 {
         sm = StateMachine::decode(&store.snapshot(0, 0)?.data)?;
