@@ -47,7 +47,7 @@ pub struct Router {
 }
 
 impl Router {
-    fn new(board: Arc<Board>) -> Router {
+    pub fn new(board: Arc<Board>) -> Router {
         Router {
             nodes: RwLock::new(PEERS.iter().map(|_| None).collect()),
             board,
@@ -139,7 +139,7 @@ pub struct Board {
 }
 
 impl Board {
-    fn new(nodes: usize) -> Board {
+    pub fn new(nodes: usize) -> Board {
         Board {
             state: Mutex::new((vec![NodeView::default(); nodes], Vec::new())),
             cv: Condvar::new(),

@@ -557,13 +557,16 @@ impl Node {
     /// Stores group `i`'s staged snapshot once a durable hard state commits its index. A
     /// snapshot stored past the durable commit is one a kill can leave behind it, and raft
     /// refuses to start from that ("hs.commit is out of range"); one a received snapshot has
-    /// overtaken is dropped.
+    /// overtaken is dropped. The group's storage says which snapshot it holds: the batch that
+    /// made the commit durable may also have installed a leader's snapshot, whose Ready is
+    /// handled after this one's (`persisted`), and storing an older one fails.
     fn snapshot_if_durable(&mut self, i: usize) -> Result<(), String> {
         let g = &mut self.groups[i];
         let Some(index) = g.staged.as_ref().map(|(index, _)| *index) else {
             return Ok(());
         };
-        if index <= g.snapshot_index {
+        let stored = g.raw.store().disk().uint(MetaInfo::SnapshotIndex);
+        if index <= g.snapshot_index.max(stored) {
             g.staged = None;
         } else if index <= g.durable_commit {
             if let Some((index, data)) = g.staged.take() {
@@ -871,5 +874,96 @@ fn writer(engine: Arc<Engine>, jobs: Receiver<Job>, tx: Sender<Event>) {
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(t: MessageType, term: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        (m.from, m.to, m.term) = (1, 2, term);
+        m
+    }
+
+    /// Waits for the writer's report of the batch at the writer and hands it to the node.
+    fn persisted(n: &mut Node, rx: &Receiver<Event>) -> Result<(), String> {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(ev @ Event::Persisted { .. }) => n.handle(ev).map(|_| ()),
+            Ok(_) => Err("an event other than the writer's report".into()),
+            Err(e) => Err(format!("no report from the writer: {e}")),
+        }
+    }
+
+    /// A follower's snapshot, taken as it applied up to 8 and waiting for a durable commit of 8,
+    /// and the leader's snapshot at 20 in the same batch as the hard state committing 8 (the
+    /// writer was busy while both Readies came). The batch is durable with the leader's snapshot
+    /// stored; the follower's own, now older than the group's snapshot, must be dropped, not
+    /// stored (the engine refuses it, SnapshotOutOfDate, and the node used to stop on that).
+    #[test]
+    fn a_staged_snapshot_overtaken_in_the_same_batch_is_dropped() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let board = Arc::new(Board::new(PEERS.len()));
+        let router = Arc::new(Router::new(Arc::clone(&board)));
+        let (tx, rx) = mpsc::channel();
+        let (replies, _replies_rx) = mpsc::channel();
+        let cfg = NodeConfig {
+            id: 2, // group 1 is node 1's to campaign for: node 2 waits as a follower
+            root: dir.path().join("node2"),
+            groups: 1,
+            tick: Duration::from_millis(20),
+            compact_every: 5,
+        };
+        let mut n = Node::open(cfg, tx, router, board, replies).expect("open node 2");
+
+        // Leader 1, term 2, appends 1..=8; the batch holding them is durable.
+        let mut app = msg(MessageType::MsgAppend, 2);
+        app.set_entries(
+            (1..=8)
+                .map(|i| {
+                    let mut e = Entry::default();
+                    (e.index, e.term) = (i, 2);
+                    e
+                })
+                .collect(),
+        );
+        n.handle(Event::Raft(vec![(1, app)])).unwrap();
+        n.round().unwrap();
+        persisted(&mut n, &rx).unwrap();
+        n.round().unwrap();
+
+        // A heartbeat commits 8: applied at once (durable here), the group's snapshot taken at 8
+        // and kept until the hard state committing 8 is durable. The batch is still collecting.
+        let mut hb = msg(MessageType::MsgHeartbeat, 2);
+        hb.commit = 8;
+        n.handle(Event::Raft(vec![(1, hb)])).unwrap();
+        n.ready(0).unwrap();
+        assert_eq!(n.groups[0].sm.applied, 8);
+        assert_eq!(n.groups[0].staged.as_ref().map(|s| s.0), Some(8));
+        assert!(n.in_flight.is_none());
+
+        // The leader's snapshot at 20 joins the same batch.
+        let mut snap = msg(MessageType::MsgSnapshot, 2);
+        let sm = StateMachine {
+            applied: 20,
+            ..Default::default()
+        };
+        let s = snap.mut_snapshot();
+        s.data = sm.encode();
+        let md = s.mut_metadata();
+        (md.index, md.term) = (20, 2);
+        md.set_conf_state(ConfState::from((PEERS.to_vec(), vec![])));
+        n.handle(Event::Raft(vec![(1, snap)])).unwrap();
+        n.ready(0).unwrap();
+        n.submit().unwrap();
+        persisted(&mut n, &rx).expect("the batch with the leader's snapshot is handled");
+
+        let g = &n.groups[0];
+        assert_eq!(g.sm.applied, 20, "the leader's snapshot is installed");
+        assert!(g.staged.is_none(), "the overtaken snapshot is dropped");
+        assert_eq!(g.raw.store().disk().uint(MetaInfo::SnapshotIndex), 20);
+        n.shutdown(rx).expect("stop");
     }
 }
