@@ -540,7 +540,7 @@ fn page_past_journal(
 #[cfg(test)]
 mod tests {
     use super::{read_root_with, Between};
-    use crate::Engine;
+    use crate::{Engine, GroupStorage};
     use raft::prelude::{Entry, HardState, Snapshot};
 
     fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
@@ -558,6 +558,33 @@ mod tests {
         let mut h = HardState::default();
         (h.term, h.vote, h.commit) = (term, 1, commit);
         h
+    }
+
+    /// An engine in a new directory holding groups `(id, last index, commit)`, each with
+    /// entries 1 to its last index at term 1.
+    fn root_with(groups: &[(u64, u64, u64)]) -> (tempfile::TempDir, Engine, Vec<GroupStorage>) {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let handles = groups
+            .iter()
+            .map(|&(id, last, commit)| {
+                let g = e.create_group(id, 1).unwrap();
+                g.save(&hs(1, commit), &entries(1, last, 1), &Snapshot::default())
+                    .unwrap();
+                g
+            })
+            .collect();
+        (dir, e, handles)
+    }
+
+    /// A snapshot received from a leader: index 5, term 2.
+    fn received_at_5() -> Snapshot {
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 5;
+        snap.mut_metadata().term = 2;
+        snap.mut_metadata().mut_conf_state().voters = vec![1];
+        snap.data = b"state at 5".to_vec().into();
+        snap
     }
 
     /// Group `id` as a read shows it after replay: (first index, last index, commit, snapshot
@@ -581,16 +608,8 @@ mod tests {
     /// and replayed too.
     #[test]
     fn an_install_between_the_journal_read_and_the_group_read_shows_no_half_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Engine::open(dir.path()).unwrap();
-        let g = e.create_group(1, 1).unwrap();
-        g.save(&hs(1, 3), &entries(1, 5, 1), &Snapshot::default())
-            .unwrap();
-        let mut snap = Snapshot::default();
-        snap.mut_metadata().index = 5;
-        snap.mut_metadata().term = 2;
-        snap.mut_metadata().mut_conf_state().voters = vec![1];
-        snap.data = b"state at 5".to_vec().into();
+        let (dir, e, gs) = root_with(&[(1, 5, 3)]);
+        let (g, snap) = (&gs[0], received_at_5());
         let read = read_root_with(dir.path(), None, Some(1), &mut |at| {
             if at == Between::JournalAndGroups {
                 g.save(&hs(2, 7), &entries(6, 8, 2), &snap).unwrap();
@@ -623,11 +642,8 @@ mod tests {
     #[test]
     fn a_snapshot_taken_between_the_group_read_and_the_journal_read_again_mixes_nothing() {
         for moment in [Between::ReadAgainAndJournal, Between::GroupsAndJournal] {
-            let dir = tempfile::tempdir().unwrap();
-            let e = Engine::open(dir.path()).unwrap();
-            let g = e.create_group(1, 1).unwrap();
-            g.save(&hs(1, 5), &entries(1, 5, 1), &Snapshot::default())
-                .unwrap();
+            let (dir, e, gs) = root_with(&[(1, 5, 5)]);
+            let g = &gs[0];
             let read = read_root_with(dir.path(), None, Some(1), &mut |at| {
                 if at == moment {
                     g.create_snapshot(4, None, b"at 4".to_vec()).unwrap();
@@ -668,19 +684,8 @@ mod tests {
     /// never had.
     #[test]
     fn another_group_moving_on_leaves_no_half_install() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Engine::open(dir.path()).unwrap();
-        let g1 = e.create_group(1, 1).unwrap();
-        let g2 = e.create_group(2, 1).unwrap();
-        g1.save(&hs(1, 3), &entries(1, 5, 1), &Snapshot::default())
-            .unwrap();
-        g2.save(&hs(1, 5), &entries(1, 5, 1), &Snapshot::default())
-            .unwrap();
-        let mut snap = Snapshot::default();
-        snap.mut_metadata().index = 5;
-        snap.mut_metadata().term = 2;
-        snap.mut_metadata().mut_conf_state().voters = vec![1];
-        snap.data = b"state at 5".to_vec().into();
+        let (dir, e, gs) = root_with(&[(1, 5, 3), (2, 5, 5)]);
+        let (g1, g2, snap) = (&gs[0], &gs[1], received_at_5());
         let read = read_root_with(dir.path(), None, None, &mut |at| match at {
             Between::JournalAndGroups => {
                 g1.save(&hs(2, 7), &entries(6, 8, 2), &snap).unwrap();
@@ -715,14 +720,7 @@ mod tests {
     /// parts for removed groups.
     #[test]
     fn a_group_created_after_the_listing_is_neither_damage_nor_a_removed_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Engine::open(dir.path()).unwrap();
-        let g1 = e.create_group(1, 1).unwrap();
-        let g2 = e.create_group(2, 1).unwrap();
-        g1.save(&hs(1, 1), &entries(1, 2, 1), &Snapshot::default())
-            .unwrap();
-        g2.save(&hs(1, 1), &entries(1, 2, 1), &Snapshot::default())
-            .unwrap();
+        let (dir, e, _groups) = root_with(&[(1, 2, 1), (2, 2, 1)]);
         let mut later = None;
         let read = read_root_with(dir.path(), None, None, &mut |at| match at {
             Between::JournalAndGroups => e.remove_group(2).unwrap(),
@@ -755,11 +753,7 @@ mod tests {
     /// the groups.
     #[test]
     fn a_group_created_before_the_listing_is_no_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Engine::open(dir.path()).unwrap();
-        let g1 = e.create_group(1, 1).unwrap();
-        g1.save(&hs(1, 1), &entries(1, 2, 1), &Snapshot::default())
-            .unwrap();
+        let (dir, e, _groups) = root_with(&[(1, 2, 1)]);
         let mut later = None;
         let read = read_root_with(dir.path(), None, None, &mut |at| {
             if at == Between::JournalAndGroups {
@@ -780,13 +774,7 @@ mod tests {
     /// live engine removes groups from could end its reads with an error.
     #[test]
     fn a_group_removed_after_the_listing_is_read_as_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Engine::open(dir.path()).unwrap();
-        for id in 1..=3 {
-            let g = e.create_group(id, 1).unwrap();
-            g.save(&hs(1, 1), &entries(1, 2, 1), &Snapshot::default())
-                .unwrap();
-        }
+        let (dir, e, _groups) = root_with(&[(1, 2, 1), (2, 2, 1), (3, 2, 1)]);
         let read = read_root_with(dir.path(), None, None, &mut |at| {
             if at == Between::ListingAndGroups {
                 e.remove_group(2).unwrap();
@@ -807,15 +795,9 @@ mod tests {
     /// new pages follow the records that remain.
     #[test]
     fn a_checkpoint_between_the_group_reads_and_the_journal_read_again_leaves_the_read_clean() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = Engine::open(dir.path()).unwrap();
+        let (dir, e, gs) = root_with(&[(1, 5, 3), (2, 2, 2)]);
         e.stop_background();
-        let g1 = e.create_group(1, 1).unwrap();
-        let g2 = e.create_group(2, 1).unwrap();
-        g1.save(&hs(1, 3), &entries(1, 5, 1), &Snapshot::default())
-            .unwrap();
-        g2.save(&hs(1, 2), &entries(1, 2, 1), &Snapshot::default())
-            .unwrap();
+        let (g1, g2) = (&gs[0], &gs[1]);
         let read = read_root_with(dir.path(), None, None, &mut |at| {
             if at == Between::GroupsAndJournal {
                 g1.save(&hs(1, 7), &entries(6, 8, 1), &Snapshot::default())
