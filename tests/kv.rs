@@ -267,16 +267,22 @@ async fn a_restarted_leader_answers_each_write_with_its_own_entry() -> Result {
     Ok(())
 }
 
+/// A one-node cluster in `root` (snapshots every 20 entries), its node started and leading.
+async fn lone_leader(root: &std::path::Path) -> Result<LocalCluster> {
+    let exe = std::env::current_exe().map_err(e2s)?;
+    let mut c = LocalCluster::new(exe, vec!["node".into()], root, 1, 20).map_err(e2s)?;
+    c.start(1).map_err(e2s)?;
+    wait_status(&c, 1, "leader", |s| s.role == "Leader").await?;
+    Ok(c)
+}
+
 /// A lone voter commits through raft's `LightReady`, whose commit no later Ready's hard state
 /// carries: the node saves it there. It once never did, so its durable commit stayed 0 while
 /// it snapshotted and moved its checkpoint; killed, it could never start again (raft refuses a
 /// commit below the snapshot: "hs.commit 0 is out of range [40, 46]"). Found by a review.
 async fn a_lone_voter_restarts_after_snapshots_and_a_kill() -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
-    let exe = std::env::current_exe().map_err(e2s)?;
-    let mut c = LocalCluster::new(exe, vec!["node".into()], root.path(), 1, 20).map_err(e2s)?;
-    c.start(1).map_err(e2s)?;
-    wait_status(&c, 1, "leader", |s| s.role == "Leader").await?;
+    let mut c = lone_leader(root.path()).await?;
     for i in 0..45u64 {
         let answer = call_once(c.addr(1), session_write(&format!("k{i}"), i + 1))
             .await?
@@ -1122,10 +1128,7 @@ async fn a_followers_silent_forwarding_connection_is_made_anew() -> Result {
 /// armed (`tr` 2 in /proc/net/tcp), one without has none (0).
 async fn an_idle_client_connection_is_probed_by_tcp_keepalive() -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
-    let exe = std::env::current_exe().map_err(e2s)?;
-    let mut c = LocalCluster::new(exe, vec!["node".into()], root.path(), 1, 20).map_err(e2s)?;
-    c.start(1).map_err(e2s)?;
-    wait_status(&c, 1, "leader", |s| s.role == "Leader").await?;
+    let c = lone_leader(root.path()).await?;
     let node = c.addr(1);
     let mut stream = tokio::net::TcpStream::connect(node).await.map_err(e2s)?;
     tokio::io::AsyncWriteExt::write_all(&mut stream, &wire::CLIENT_MAGIC)
