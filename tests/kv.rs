@@ -472,6 +472,89 @@ async fn refused_membership_change(second: Request) -> Result {
     }
 }
 
+/// A leader that removed itself serves no strong read and takes no write. raft-rs keeps a
+/// removed leader leading (it does not step down) and, when the one voter left is another
+/// node, answers its ReadIndex at once, as a lone voter's, asking no one: that voter may
+/// already lead a newer term and have acknowledged writes the removed node never hears of
+/// (it is no longer a member: nobody sends it anything). Node 3 is real, nodes 1 and 2 are
+/// played by the test: node 3 removes node 1, then itself, leaving node 2 the only voter.
+async fn a_removed_leader_serves_no_strong_read() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    let peers = FakePeers::start(&c, 3).await?;
+    c.start(3).map_err(e2s)?;
+    let led = wait_status(&c, 3, "leader", |s| s.role == "Leader").await?;
+    peers.ack(1, led.term, led.last_index);
+    wait_status(&c, 3, "applied its empty entry", |s| {
+        s.applied >= led.last_index
+    })
+    .await?;
+    // k = "old", acknowledged; then node 1 removed; then node 3 itself.
+    let steps = [
+        (
+            Request::Write {
+                key: "k".into(),
+                value: "old".into(),
+                expected_version: None,
+                session: None,
+            },
+            1,
+        ),
+        (Request::RemoveNode { id: 1 }, 2),
+        (Request::RemoveNode { id: 3 }, 2),
+    ];
+    for (request, acker) in steps {
+        let before = c.status(3).await.ok_or("status of node 3")?.last_index;
+        let pending = call_once(c.addr(3), request.clone()).await?;
+        let saved = wait_status(&c, 3, "the request saved", |s| s.last_index > before).await?;
+        peers.ack(acker, led.term, saved.last_index);
+        match pending.await.map_err(e2s)?? {
+            Response::Written { .. } | Response::Membership { .. } => {}
+            other => return Err(format!("{request:?} answered {other:?}")),
+        }
+    }
+    let removed = wait_status(&c, 3, "applied its own removal", |s| s.voters == vec![2]).await?;
+    // Node 2, the only voter, may lead a newer term by now and have acknowledged a write of
+    // k: node 3 cannot know, so it must not answer as if it did.
+    let read = call_once(
+        c.addr(3),
+        Request::Read {
+            key: "k".into(),
+            consistency: Consistency::Strong,
+        },
+    )
+    .await?;
+    let answer = read.await.map_err(e2s)??;
+    if !matches!(
+        answer,
+        Response::Error {
+            retryable: true,
+            ..
+        }
+    ) {
+        return Err(format!(
+            "node 3, removed (voters {:?}, role {}), answered a strong read of k with {answer:?}",
+            removed.voters, removed.role
+        ));
+    }
+    let write = call_once(
+        c.addr(3),
+        Request::Write {
+            key: "k".into(),
+            value: "new".into(),
+            expected_version: None,
+            session: None,
+        },
+    )
+    .await?;
+    match write.await.map_err(e2s)?? {
+        Response::Error {
+            retryable: true, ..
+        } => Ok(()),
+        other => Err(format!("node 3, removed, answered a write with {other:?}")),
+    }
+}
+
 /// A key or value over the snapshot's field limit (`state::MAX_FIELD`) is refused when it
 /// arrives, with a clear error, and one exactly at the limit is written, snapshotted and
 /// restored. Writes once took anything up to the 256 MiB frame while a snapshot refused to
@@ -2465,6 +2548,9 @@ fn main() -> ExitCode {
         ),
         ("a_refused_membership_change_is_not_acknowledged", || {
             Box::pin(a_refused_membership_change_is_not_acknowledged())
+        }),
+        ("a_removed_leader_serves_no_strong_read", || {
+            Box::pin(a_removed_leader_serves_no_strong_read())
         }),
         ("a_lone_voter_restarts_after_snapshots_and_a_kill", || {
             Box::pin(a_lone_voter_restarts_after_snapshots_and_a_kill())
