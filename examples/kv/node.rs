@@ -548,8 +548,30 @@ impl Node {
         }
     }
 
+    /// Leads, as a voter. raft-rs keeps a leader that removed itself leading (it does not step
+    /// down; check-quorum deposes it later) and, when the one voter left is another node,
+    /// answers its ReadIndex at once as a lone voter's, asking no one, although that voter may
+    /// lead a newer term already. Such a node serves nothing as leader: no write, no strong
+    /// read, no membership change.
     fn is_leader(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader
+        self.raw.raft.state == StateRole::Leader && self.is_voter()
+    }
+
+    fn is_voter(&self) -> bool {
+        self.raw.raft.prs().conf().voters().contains(self.shared.id)
+    }
+
+    /// The answer to what only a leader serves, when this node is not one.
+    fn not_leading(&self) -> Response {
+        let id = self.shared.id;
+        Response::retryable(if self.is_voter() {
+            format!(
+                "node {id} is not the leader (leader: {})",
+                self.raw.raft.leader_id
+            )
+        } else {
+            format!("node {id} is not a voter (it was removed or has not joined yet)")
+        })
     }
 
     fn handle(&mut self, ev: Event) {
@@ -570,10 +592,7 @@ impl Node {
             }
             Event::Propose { op, session, reply } => {
                 if !self.is_leader() {
-                    let _ = reply.send(Response::retryable(format!(
-                        "node {} is not the leader (leader: {})",
-                        self.shared.id, self.raw.raft.leader_id
-                    )));
+                    let _ = reply.send(self.not_leading());
                     return;
                 }
                 // Checked where the request arrived too; never proposed past the limit.
@@ -619,10 +638,7 @@ impl Node {
             }
             Event::Read { request, reply } => {
                 if !self.is_leader() {
-                    let _ = reply.send(Response::retryable(format!(
-                        "node {} is not the leader",
-                        self.shared.id
-                    )));
+                    let _ = reply.send(self.not_leading());
                 } else if !self.raw.raft.commit_to_current_term() {
                     // raft-rs drops a ReadIndex until the leader has committed in its term.
                     self.reads_deferred.push((Instant::now(), request, reply));
@@ -681,13 +697,11 @@ impl Node {
     /// new node starts from a snapshot whose membership includes it (raft-rs refuses one that
     /// does not), whichever node leads by then.
     /// Removing a voter (`addr: None`) drops its link once applied; a leader that removes
-    /// itself steps down, as raft-rs does.
+    /// itself serves nothing more as leader (see [`Node::is_leader`]) until check-quorum
+    /// deposes it.
     fn change_voters(&mut self, id: u64, addr: Option<SocketAddr>, reply: Reply) {
         if !self.is_leader() {
-            let _ = reply.send(Response::retryable(format!(
-                "node {} is not the leader",
-                self.shared.id
-            )));
+            let _ = reply.send(self.not_leading());
             return;
         }
         if self.pending_conf.is_some() {
@@ -800,9 +814,10 @@ impl Node {
         }
         if let Some(term) = self.leading {
             eprintln!(
-                "node {}: no longer leader of term {term} (now {:?} in term {}): failing {} pending write(s) and {} read(s)",
+                "node {}: no longer leader of term {term} (now {:?}{} in term {}): failing {} pending write(s) and {} read(s)",
                 self.shared.id,
                 self.raw.raft.state,
+                if self.is_voter() { "" } else { ", not a voter" },
                 self.raw.raft.term,
                 self.proposals.len(),
                 self.reads_in_flight.len() + self.reads_to_apply.len() + self.reads_deferred.len()
