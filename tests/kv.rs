@@ -2483,7 +2483,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 32] = [
+    let scenarios: [(&str, Scenario); 33] = [
         (
             "a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate",
             || Box::pin(a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate()),
@@ -2596,6 +2596,9 @@ fn main() -> ExitCode {
         }),
         ("linearizable_across_snapshot_installs", || {
             Box::pin(linearizable::linearizable_across_snapshot_installs())
+        }),
+        ("linearizable_across_membership_changes", || {
+            Box::pin(linearizable::linearizable_across_membership_changes())
         }),
     ];
     let runtime = match tokio::runtime::Builder::new_multi_thread()

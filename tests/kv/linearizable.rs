@@ -414,6 +414,218 @@ async fn nemesis_with_snapshots(c: &mut LocalCluster, rng: &mut Rng) -> Result<V
     Ok(done)
 }
 
+/// Polls the members `ids` until they all name one leader among them, and returns it.
+async fn member_leader(c: &LocalCluster, ids: &[u64]) -> Result<u64> {
+    let start = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for &id in ids {
+            seen.push(c.status(id).await.map_or(0, |s| s.leader));
+        }
+        if let Some(&l) = seen.first() {
+            if ids.contains(&l) && !c.is_paused(l) && seen.iter().all(|&x| x == l) {
+                return Ok(l);
+            }
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err(format!(
+                "members {ids:?} agreed on no leader among them in 20 s: {seen:?}"
+            ));
+        }
+        sleep_ms(20).await;
+    }
+}
+
+/// Waits until every node of `ids` sees exactly `ids` as the voters.
+async fn wait_voters(c: &LocalCluster, ids: &[u64]) -> Result<()> {
+    let mut want = ids.to_vec();
+    want.sort_unstable();
+    let start = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for &id in ids {
+            seen.push((id, c.status(id).await.map(|s| s.voters)));
+        }
+        if seen.iter().all(|(_, v)| v.as_ref() == Some(&want)) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err(format!(
+                "the members did not all see voters {want:?} in 20 s: {seen:?}"
+            ));
+        }
+        sleep_ms(20).await;
+    }
+}
+
+/// A client of the members `ids` for membership changes.
+fn admin(c: &LocalCluster, ids: &[u64]) -> Client {
+    let mut a = Client::new(ids.iter().map(|&i| c.addr(i)).collect());
+    a.deadline = Duration::from_secs(20);
+    a.attempt_timeout = Duration::from_secs(8);
+    a
+}
+
+/// Adds node `id` through the members `ids` until a change is acknowledged that lists it (a
+/// change refused, or whose outcome is unknown, is asked again: adding a voter twice changes
+/// nothing).
+async fn add_until_member(c: &LocalCluster, ids: &[u64], id: u64) -> Result<u64> {
+    let start = Instant::now();
+    loop {
+        match admin(c, ids).add_node(id, &c.addr(id).to_string()).await {
+            Ok((index, voters)) if voters.contains(&id) => return Ok(index),
+            Ok((index, voters)) => {
+                return Err(format!(
+                    "adding node {id} was acknowledged at {index} with voters {voters:?}"
+                ))
+            }
+            Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                return Err(format!("node {id} could not be added in 30 s: {e}"))
+            }
+            Err(_) => sleep_ms(100).await,
+        }
+    }
+}
+
+/// Removes node `id` through the members `ids`; the answer must leave it out.
+async fn remove_member(c: &LocalCluster, ids: &[u64], id: u64) -> Result<u64> {
+    let (index, voters) = admin(c, ids)
+        .remove_node(id)
+        .await
+        .map_err(|e| format!("remove node {id}: {e}"))?;
+    if voters.contains(&id) {
+        return Err(format!(
+            "removing node {id} was acknowledged at {index} with voters {voters:?}"
+        ));
+    }
+    Ok(index)
+}
+
+/// Runs node `id`, no longer a member, with its old directory for `ms` while the members `ids`
+/// serve: it must not disturb them (their leader and term stay) nor lead.
+async fn run_removed(
+    c: &mut LocalCluster,
+    id: u64,
+    ids: &[u64],
+    ms: u64,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let l = member_leader(c, ids).await?;
+    let term = c.status(l).await.map_or(0, |s| s.term);
+    c.start(id).map_err(e2s)?;
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        if let Some(s) = c.status(id).await.filter(|s| s.role == "Leader") {
+            problems.push(format!("removed node {id} leads (term {})", s.term));
+            break;
+        }
+        sleep_ms(50).await;
+    }
+    let now = member_leader(c, ids).await?;
+    let now_term = c.status(now).await.map_or(0, |s| s.term);
+    if (now, now_term) != (l, term) {
+        problems.push(format!(
+            "while removed node {id} ran, the members' leader went from {l} (term {term}) to {now} (term {now_term})"
+        ));
+    }
+    c.kill(id);
+    Ok(())
+}
+
+/// Membership changes with the clients running: a node added while a follower is paused (it
+/// joins by snapshot and must make the quorum); the leader removing itself; the leader killed
+/// right after a membership change reached it; removed nodes restarted from their old
+/// directories (one that applied its removal, one that never heard of it); a SIGKILL of
+/// every member at the end. Node ids 4 and 5 are reserved in `c` for the nodes added.
+async fn nemesis_membership(
+    c: &mut LocalCluster,
+    rng: &mut Rng,
+    problems: &mut Vec<String>,
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let mut members = vec![1, 2, 3];
+    sleep_ms(1000).await;
+
+    let l = member_leader(c, &members).await?;
+    let f = *members.iter().find(|&&i| i != l).unwrap_or(&l);
+    c.pause(f).map_err(e2s)?;
+    let index = add_until_member(c, &members, 4).await?;
+    c.start(4).map_err(e2s)?;
+    members.push(4);
+    sleep_ms(1500).await;
+    c.resume(f).map_err(e2s)?;
+    wait_voters(c, &members).await?;
+    done.push(format!(
+        "SIGSTOP follower {f}, add node 4 (at {index}), SIGCONT {f} 1.5 s later"
+    ));
+    sleep_ms(1000).await;
+
+    let removed_leader = member_leader(c, &members).await?;
+    let index = remove_member(c, &members, removed_leader).await?;
+    members.retain(|&i| i != removed_leader);
+    sleep_ms(2000).await;
+    c.kill(removed_leader);
+    wait_voters(c, &members).await?;
+    done.push(format!(
+        "leader {removed_leader} removes itself (at {index}), SIGKILL it 2 s later"
+    ));
+    sleep_ms(1000).await;
+
+    let l = member_leader(c, &members).await?;
+    let (ids, addr) = (members.clone(), c.addr(5).to_string());
+    let mut a = admin(c, &ids);
+    a.deadline = Duration::from_secs(3);
+    let first = tokio::spawn(async move { a.add_node(5, &addr).await });
+    let after = rng.below(40);
+    sleep_ms(after).await;
+    c.kill(l);
+    sleep_ms(1000).await;
+    c.start(l).map_err(e2s)?;
+    let first = first.await.map_err(e2s)?;
+    let index = add_until_member(c, &members, 5).await?;
+    c.start(5).map_err(e2s)?;
+    members.push(5);
+    wait_voters(c, &members).await?;
+    done.push(format!(
+        "add node 5, SIGKILL leader {l} {after} ms later, restart it 1 s later (first answer: {}), added at {index}",
+        match first {
+            Ok((i, _)) => format!("added at {i}"),
+            Err(e) => format!("{e}"),
+        }
+    ));
+    sleep_ms(1000).await;
+
+    run_removed(c, removed_leader, &members, 3000, problems).await?;
+    done.push(format!(
+        "restart removed node {removed_leader} from its directory for 3 s"
+    ));
+    sleep_ms(500).await;
+
+    let l = member_leader(c, &members).await?;
+    let others: Vec<u64> = members.iter().copied().filter(|&i| i != l).collect();
+    let f = others[rng.below(others.len() as u64) as usize];
+    c.pause(f).map_err(e2s)?;
+    let index = remove_member(c, &members, f).await?;
+    members.retain(|&i| i != f);
+    c.kill(f);
+    wait_voters(c, &members).await?;
+    run_removed(c, f, &members, 3000, problems).await?;
+    done.push(format!(
+        "SIGSTOP follower {f}, remove it (at {index}), SIGKILL it, restart it from its directory (it never heard of its removal) for 3 s"
+    ));
+    sleep_ms(500).await;
+
+    for &id in &members {
+        c.kill(id);
+    }
+    for &id in &members {
+        c.start(id).map_err(e2s)?;
+    }
+    done.push(format!("SIGKILL the members {members:?}, restart them"));
+    sleep_ms(2000).await;
+    Ok(done)
+}
+
 /// Every proxy of a link-proxied cluster (tests/kv.rs `link_proxied_cluster`), keyed
 /// `(from, to)`.
 type Links = BTreeMap<(u64, u64), Proxy>;
@@ -604,6 +816,15 @@ pub async fn linearizable_under_network_faults() -> Result {
     run(Schedule::Network).await
 }
 
+/// The clients of [`linearizable_under_kills_pauses_and_restarts`] across membership changes
+/// (`nemesis_membership`): nodes added (by snapshot) and removed, the leader among them, with
+/// kills and pauses in between, removed nodes restarted from their old directories. The history
+/// must be linearizable, every acknowledged write in a log at its index (or compacted by the
+/// snapshots the additions take), and removed nodes must neither lead nor disturb the members.
+pub async fn linearizable_across_membership_changes() -> Result {
+    run(Schedule::Membership).await
+}
+
 /// Clients on 4 keys with kills, pauses and restarts around them (issue 12's fresh-leader
 /// cycle among them); every key's history must be linearizable, and every acknowledged write
 /// must be in the log at its version. The log is never compacted, so the audit reads them all.
@@ -624,12 +845,13 @@ enum Schedule {
     Faults,
     Snapshots,
     Network,
+    Membership,
 }
 
 async fn run(schedule: Schedule) -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
     let snapshot_every = match schedule {
-        Schedule::Faults | Schedule::Network => 1_000_000,
+        Schedule::Faults | Schedule::Network | Schedule::Membership => 1_000_000,
         Schedule::Snapshots => 200,
     };
     let (mut c, links) = if schedule == Schedule::Network {
@@ -641,6 +863,12 @@ async fn run(schedule: Schedule) -> Result {
         (c, Links::new())
     };
     c.wait_leader(Duration::from_secs(20)).await?;
+    if schedule == Schedule::Membership {
+        // Nodes 4 and 5, added by the nemesis; the clients know their addresses from the start.
+        for _ in 0..2 {
+            c.reserve_node().map_err(e2s)?;
+        }
+    }
     let mut watched = Watched::default();
     let seed = seed();
     let origin = Instant::now();
@@ -653,6 +881,7 @@ async fn run(schedule: Schedule) -> Result {
         Schedule::Faults => nemesis(&mut c, &mut rng).await,
         Schedule::Snapshots => nemesis_with_snapshots(&mut c, &mut rng).await,
         Schedule::Network => nemesis_network(&mut c, &links, &mut rng, &mut watched).await,
+        Schedule::Membership => nemesis_membership(&mut c, &mut rng, &mut watched.problems).await,
     };
     let healed = Instant::now();
     stop.store(true, Ordering::Relaxed);
@@ -705,6 +934,13 @@ async fn run(schedule: Schedule) -> Result {
     for id in c.ids() {
         c.kill(id);
     }
+    if schedule == Schedule::Membership && !watched.problems.is_empty() {
+        return Err(format!(
+            "seed {seed}: {}\n    faults: {}",
+            watched.problems.join("\n    "),
+            faults.join("; ")
+        ));
+    }
     if schedule == Schedule::Network {
         let faults = faults.join("; ");
         if !watched.problems.is_empty() {
@@ -739,7 +975,9 @@ async fn run(schedule: Schedule) -> Result {
     }
     let log = committed_log(&c)?;
     let (report, (audited, compacted)) = match (verdict, audit(&records, &log)) {
-        (Ok(report), Ok(audit)) if schedule == Schedule::Snapshots || audit.1 == 0 => {
+        (Ok(report), Ok(audit))
+            if matches!(schedule, Schedule::Snapshots | Schedule::Membership) || audit.1 == 0 =>
+        {
             (report, audit)
         }
         (Ok(_), Ok((_, compacted))) => {
@@ -774,7 +1012,7 @@ async fn run(schedule: Schedule) -> Result {
         report.steps,
         log.entries.len(),
         if compacted > 0 {
-            format!(" ({compacted} more were below every node's snapshot)")
+            format!(" ({compacted} more were in a snapshot, compacted from the logs that held them)")
         } else {
             String::new()
         }
@@ -787,19 +1025,20 @@ async fn run(schedule: Schedule) -> Result {
 struct CommittedLog {
     /// index -> (a node holding it, the entry)
     entries: BTreeMap<u64, (u64, Entry)>,
-    /// Below this index no node holds entries any more.
-    first: u64,
+    /// Below this index some node compacted its log: an entry missing below it may be in
+    /// that node's snapshot (compaction only covers committed entries).
+    compacted_below: u64,
 }
 
 /// Every node's committed entries (up to its stored commit index).
 fn committed_log(c: &LocalCluster) -> Result<CommittedLog> {
     let mut log: BTreeMap<u64, (u64, Entry)> = BTreeMap::new();
-    let mut lowest = u64::MAX;
+    let mut highest = 0;
     for id in c.ids() {
         let dir = c.dir(id);
         let inspector = raftwal::inspect::Inspector::open(&dir).map_err(e2s)?;
         let first = inspector.summary().first_index;
-        lowest = lowest.min(first);
+        highest = highest.max(first);
         let commit = inspector
             .hard_state()
             .commit
@@ -822,7 +1061,7 @@ fn committed_log(c: &LocalCluster) -> Result<CommittedLog> {
     }
     Ok(CommittedLog {
         entries: log,
-        first: lowest,
+        compacted_below: highest,
     })
 }
 
@@ -848,11 +1087,14 @@ fn audit(records: &[Record], log: &CommittedLog) -> Result<(usize, usize)> {
             },
             Call::Read => continue,
         };
-        if n < log.first {
-            compacted += 1;
-            continue;
-        }
         let Some((node, entry)) = log.entries.get(&n) else {
+            // Not in a log that holds it as committed: in a snapshot, if a node compacted past
+            // it. A node whose log starts lower may stop short of it (one removed from the
+            // cluster, or left behind, before `n` committed).
+            if n < log.compacted_below {
+                compacted += 1;
+                continue;
+            }
             return Err(format!(
                 "{} was acknowledged at index {n}, which no node's log holds as committed",
                 r.op
