@@ -1950,6 +1950,76 @@ async fn follower_forwards_and_watches() -> Result {
 /// leader, the new node starts with `--join`, catches up by snapshot, then counts in the
 /// quorum (a write succeeds with one of the first three nodes down) and recovers its own
 /// directory after a SIGKILL; removed again, the three others carry on.
+/// A node started with `--join` and `--peers` naming one running follower and itself, as the
+/// README shows, catches up from the leader it was not told of. The leader's messages were
+/// dropped as a stranger's (`peer_in` takes raft messages from listed peers only), so the new
+/// node never got its snapshot while that leader led; and it had no address to answer it.
+async fn a_node_joins_when_told_of_a_follower_only() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.start_all().map_err(e2s)?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let mut client = Client::new(c.addrs());
+    client.write_cas("j/k", "x", Some(0)).await.map_err(e2s)?;
+    let new = c.reserve_node().map_err(e2s)?;
+    let (index, _) = client
+        .add_node(new, &c.addr(new).to_string())
+        .await
+        .map_err(e2s)?;
+    let follower = c
+        .ids()
+        .into_iter()
+        .find(|&i| i != leader && i != new)
+        .ok_or("no follower")?;
+    let peers = format!("{follower}={},{new}={}", c.addr(follower), c.addr(new));
+    let log = std::fs::File::create(c.log(new)).map_err(e2s)?;
+    let child = std::process::Command::new(std::env::current_exe().map_err(e2s)?)
+        .args([
+            "node",
+            "--id",
+            &new.to_string(),
+            "--join",
+            "--peers",
+            &peers,
+        ])
+        .arg("--dir")
+        .arg(c.dir(new))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(e2s)?)
+        .stderr(log)
+        .spawn()
+        .map_err(e2s)?;
+    let _node = Killed(child);
+    let start = Instant::now();
+    loop {
+        if c.status(new).await.is_some_and(|s| s.applied >= index) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let now = c.wait_leader(Duration::from_secs(5)).await.unwrap_or(0);
+            return Err(format!(
+                "node {new}, told of follower {follower} only, did not catch up to its AddNode at {index} in 15 s (leader {leader}, now {now}): {:?}\nits log:\n{}",
+                c.status(new).await,
+                c.log_tail(new, 6)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Writes go on through the leader, with the new node a voter.
+    let v = client
+        .write_cas("j/after", "x", Some(0))
+        .await
+        .map_err(e2s)?;
+    let start = Instant::now();
+    while c.status(new).await.is_none_or(|s| s.applied < v) {
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err(format!("node {new} did not apply the write at {v}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 async fn new_node_joins_by_snapshot() -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
     let mut c = cluster(root.path(), 100)?;
@@ -2483,7 +2553,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 33] = [
+    let scenarios: [(&str, Scenario); 34] = [
         (
             "a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate",
             || Box::pin(a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate()),
@@ -2581,6 +2651,9 @@ fn main() -> ExitCode {
         }),
         ("new_node_joins_by_snapshot", || {
             Box::pin(new_node_joins_by_snapshot())
+        }),
+        ("a_node_joins_when_told_of_a_follower_only", || {
+            Box::pin(a_node_joins_when_told_of_a_follower_only())
         }),
         ("junk_connections_leave_the_node_serving", || {
             Box::pin(junk_connections_leave_the_node_serving())
