@@ -80,6 +80,8 @@ pub enum Event {
     Unreachable {
         to: u64,
     },
+    /// Nodes a peer knows the address of (for a joining node: see [`learn_peers`]).
+    Learned(Vec<(u64, SocketAddr)>),
 }
 
 /// The node's `DiskStorage`, shared between raft (which owns a `RawNode<Store>`) and the
@@ -505,6 +507,9 @@ impl Node {
             node.link(id, addr);
         }
         node.publish_status();
+        if node.uninitialized {
+            node.rt.spawn(learn_peers(node.shared.clone()));
+        }
         Ok(node)
     }
 
@@ -662,6 +667,11 @@ impl Node {
                 self.raw.report_snapshot(to, status);
             }
             Event::Unreachable { to } => self.raw.report_unreachable(to),
+            Event::Learned(peers) => {
+                for (id, addr) in peers {
+                    self.link(id, addr);
+                }
+            }
             Event::SnapshotDone { index, result } => {
                 self.snapshot_in_flight = false;
                 if let Err(e) = &result {
@@ -1246,9 +1256,56 @@ impl Node {
                 v.sort_unstable();
                 v
             },
+            peers: self.shared.peers.read().clone(),
         };
         drop(sm);
         *self.shared.status.lock() = status;
+    }
+}
+
+/// A node that joins a running cluster knows only the nodes `--peers` named, maybe not the
+/// leader: it takes raft messages from known nodes only, and could not answer the others. So
+/// until it has a membership (the leader's snapshot), it asks the nodes it knows for the
+/// addresses they know, every half second, and links those.
+async fn learn_peers(shared: Arc<Shared>) {
+    loop {
+        if !shared.status.lock().voters.is_empty() {
+            return;
+        }
+        let known: Vec<SocketAddr> = shared
+            .peers
+            .read()
+            .iter()
+            .filter(|(&id, _)| id != shared.id)
+            .map(|(_, &addr)| addr)
+            .collect();
+        for addr in known {
+            let mut c = crate::client::Client::pinned(addr);
+            c.deadline = Duration::from_millis(500);
+            c.attempt_timeout = Duration::from_millis(500);
+            let Ok(status) = c.status().await else {
+                continue;
+            };
+            let new: Vec<(u64, SocketAddr)> = {
+                let peers = shared.peers.read();
+                status
+                    .peers
+                    .into_iter()
+                    .filter(|(id, _)| !peers.contains_key(id))
+                    .collect()
+            };
+            if !new.is_empty() {
+                eprintln!(
+                    "node {}: learned the addresses of nodes {:?} from {addr}",
+                    shared.id,
+                    new.iter().map(|(id, _)| id).collect::<Vec<_>>()
+                );
+                if shared.events.send(Event::Learned(new)).is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -584,6 +584,10 @@ pub struct NodeStatus {
     pub snapshots_installed: u64,
     pub keys: usize,
     pub voters: Vec<u64>,
+    /// Every node this one knows the address of, itself included (a node joining the cluster
+    /// learns the others' from it: see `node::learn_peers`).
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<u64, std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
