@@ -2020,6 +2020,65 @@ async fn a_node_joins_when_told_of_a_follower_only() -> Result {
     Ok(())
 }
 
+/// A node that was down while nodes were added catches up from a leader among them. It knows
+/// its peers from `--peers` and from the conf changes it applied; the leader, added while it
+/// was down, was a stranger to it (`peer_in` takes raft messages from known peers only), so it
+/// dropped every message of that leader and stayed behind for as long as that node led. Node 3
+/// is down while nodes 4, 5 and 6 are added and node 1 removed; node 2, if it leads, is paused
+/// until one of the new nodes does; node 3 comes back knowing nodes 1 and 2 only.
+async fn a_node_catches_up_from_a_leader_added_while_it_was_down() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.start_all().map_err(e2s)?;
+    c.wait_leader(Duration::from_secs(20)).await?;
+    c.kill(3);
+    let mut client = Client::new(c.addrs());
+    for _ in 0..3 {
+        let new = c.reserve_node().map_err(e2s)?;
+        let (index, _) = client
+            .add_node(new, &c.addr(new).to_string())
+            .await
+            .map_err(e2s)?;
+        c.start(new).map_err(e2s)?;
+        wait_status(&c, new, "joined", |s| s.applied >= index).await?;
+    }
+    let mut client = Client::new(c.addrs());
+    client.remove_node(1).await.map_err(e2s)?;
+    c.kill(1);
+    if c.wait_leader(Duration::from_secs(20)).await? == 2 {
+        c.pause(2).map_err(e2s)?;
+        let start = Instant::now();
+        while c.status(4).await.is_none_or(|s| s.leader < 4) {
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err("no new node took over from node 2".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.resume(2).map_err(e2s)?;
+    }
+    let v = client
+        .write_cas("k", "after the changes", Some(0))
+        .await
+        .map_err(e2s)?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    if leader < 4 {
+        return Err(format!("node {leader} leads, not one of the new nodes"));
+    }
+    c.start(3).map_err(e2s)?;
+    let start = Instant::now();
+    while c.status(3).await.is_none_or(|s| s.applied < v) {
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err(format!(
+                "node 3 did not catch up to {v} in 15 s from leader {leader}: {:?}\nits log:\n{}",
+                c.status(3).await,
+                c.log_tail(3, 6)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 async fn new_node_joins_by_snapshot() -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
     let mut c = cluster(root.path(), 100)?;
@@ -2553,7 +2612,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 34] = [
+    let scenarios: [(&str, Scenario); 35] = [
         (
             "a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate",
             || Box::pin(a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate()),
@@ -2652,6 +2711,10 @@ fn main() -> ExitCode {
         ("new_node_joins_by_snapshot", || {
             Box::pin(new_node_joins_by_snapshot())
         }),
+        (
+            "a_node_catches_up_from_a_leader_added_while_it_was_down",
+            || Box::pin(a_node_catches_up_from_a_leader_added_while_it_was_down()),
+        ),
         ("a_node_joins_when_told_of_a_follower_only", || {
             Box::pin(a_node_joins_when_told_of_a_follower_only())
         }),
