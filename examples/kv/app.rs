@@ -157,6 +157,7 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         peer_frame_limit: args.peer_frame_limit,
         answered: Mutex::new(Default::default()),
         reconnected: Mutex::new(Default::default()),
+        stranger: Default::default(),
     });
     runtime.spawn(server::serve(listener, shared.clone()));
     if snapshot_due {

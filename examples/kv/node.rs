@@ -144,6 +144,10 @@ pub struct Shared {
     /// (`server::peer_out`), since a connection that went silent one way may have gone
     /// silent the other way as well, which the side that only answers never sees.
     pub reconnected: Mutex<HashSet<u64>>,
+    /// Notified when a node this one knows no address of sent it a raft message (one added
+    /// while this node was down or before it joined, perhaps leading): [`learn_peers`] asks
+    /// the known nodes for the addresses they know.
+    pub stranger: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -507,9 +511,7 @@ impl Node {
             node.link(id, addr);
         }
         node.publish_status();
-        if node.uninitialized {
-            node.rt.spawn(learn_peers(node.shared.clone()));
-        }
+        node.rt.spawn(learn_peers(node.shared.clone()));
         Ok(node)
     }
 
@@ -1263,14 +1265,16 @@ impl Node {
     }
 }
 
-/// A node that joins a running cluster knows only the nodes `--peers` named, maybe not the
-/// leader: it takes raft messages from known nodes only, and could not answer the others. So
-/// until it has a membership (the leader's snapshot), it asks the nodes it knows for the
-/// addresses they know, every half second, and links those.
+/// A node knows the nodes `--peers` named and those the conf changes it applied added. One
+/// that joins a running cluster, or was down while nodes were added, may not know the leader:
+/// it takes raft messages from known nodes only, and could not answer the others. So while it
+/// has no membership (joining, until the leader's snapshot), every half second, and whenever a
+/// stranger sent it a raft message, at most every half second, it asks the nodes it knows for
+/// the addresses they know, and links those.
 async fn learn_peers(shared: Arc<Shared>) {
     loop {
         if !shared.status.lock().voters.is_empty() {
-            return;
+            shared.stranger.notified().await;
         }
         let known: Vec<SocketAddr> = shared
             .peers

@@ -139,7 +139,14 @@ impl Net {
         let mut buf = Vec::new();
         // A message must come from a listed peer, addressed to this node: checked as soon as
         // the reader knows both (a head's, before its chunks are taken in).
-        let accept = |from: u64, to: u64| to == id && self.shared.peers.read().contains_key(&from);
+        let accept = |from: u64, to: u64| {
+            let known = self.shared.peers.read().contains_key(&from);
+            if to == id && !known {
+                // Maybe a node added while this one was down: see `node::learn_peers`.
+                self.shared.stranger.notify_one();
+            }
+            to == id && known
+        };
         loop {
             // Quiet between messages for as long as the peer likes (unless a newer connection
             // of its replaces this one); once one has begun, the rest must keep coming.
