@@ -2079,6 +2079,76 @@ async fn a_node_catches_up_from_a_leader_added_while_it_was_down() -> Result {
     Ok(())
 }
 
+/// A node added while a partition cuts an old node off both ways joins by snapshot and makes
+/// the quorum with the two others (four voters, one of them unreachable); writes go on; once
+/// healed, the cut-off node learns of the new node from the log and every node applies the
+/// same last write with the same four voters.
+async fn a_node_added_while_an_old_one_is_partitioned_away_and_all_converge() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let (mut c, mut links, leader, mut client) = link_proxied_cluster(root.path()).await?;
+    let cut = c
+        .ids()
+        .into_iter()
+        .find(|&i| i != leader)
+        .ok_or("no follower")?;
+    for other in c.ids().into_iter().filter(|&i| i != cut) {
+        links[&(cut, other)].partition();
+        links[&(other, cut)].partition();
+    }
+    let new = c.reserve_node().map_err(e2s)?;
+    // The new node's own links go through proxies too, its link to the cut-off node cut.
+    let mut taken: Vec<u16> = c.addrs().iter().map(|a| a.port()).collect();
+    taken.extend(links.values().map(|p| p.addr.port()));
+    for to in c.ids().into_iter().filter(|&to| to != new) {
+        let proxy = proxy_to(&c, &mut taken, to).await?;
+        c.link_routes.insert((new, to), proxy.addr);
+        links.insert((new, to), proxy);
+    }
+    links[&(new, cut)].partition();
+    for i in 0..20 {
+        client
+            .write_cas(&format!("before/{i}"), "x", Some(0))
+            .await
+            .map_err(e2s)?;
+    }
+    let (index, voters) = client
+        .add_node(new, &c.addr(new).to_string())
+        .await
+        .map_err(e2s)?;
+    c.start(new).map_err(e2s)?;
+    wait_status(&c, new, "joined", |s| {
+        s.applied >= index && s.voters == voters
+    })
+    .await?;
+    let mut last = 0;
+    for i in 0..20 {
+        last = client
+            .write_cas(&format!("after/{i}"), "x", Some(0))
+            .await
+            .map_err(e2s)?;
+    }
+    for p in links.values() {
+        p.heal();
+    }
+    for id in c.ids() {
+        wait_status(&c, id, "converged", |s| {
+            s.applied >= last && s.voters == voters
+        })
+        .await?;
+    }
+    let got = Client::pinned(c.addr(cut))
+        .list("after/", Consistency::Eventual)
+        .await
+        .map_err(e2s)?;
+    if got.len() != 20 {
+        return Err(format!(
+            "node {cut} holds {} of the 20 later keys",
+            got.len()
+        ));
+    }
+    Ok(())
+}
+
 async fn new_node_joins_by_snapshot() -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
     let mut c = cluster(root.path(), 100)?;
@@ -2612,7 +2682,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 35] = [
+    let scenarios: [(&str, Scenario); 36] = [
         (
             "a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate",
             || Box::pin(a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate()),
@@ -2711,6 +2781,10 @@ fn main() -> ExitCode {
         ("new_node_joins_by_snapshot", || {
             Box::pin(new_node_joins_by_snapshot())
         }),
+        (
+            "a_node_added_while_an_old_one_is_partitioned_away_and_all_converge",
+            || Box::pin(a_node_added_while_an_old_one_is_partitioned_away_and_all_converge()),
+        ),
         (
             "a_node_catches_up_from_a_leader_added_while_it_was_down",
             || Box::pin(a_node_catches_up_from_a_leader_added_while_it_was_down()),
