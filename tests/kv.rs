@@ -555,6 +555,63 @@ async fn a_removed_leader_serves_no_strong_read() -> Result {
     }
 }
 
+/// The same as [`a_removed_leader_serves_no_strong_read`] with real nodes: of two voters, the
+/// leader removes itself and is paused; the other node leads alone and takes a write; a
+/// strong read sent to the removed node while it is paused is answered when it resumes, and
+/// must not miss that write.
+async fn a_removed_leader_resumed_after_the_last_voter_moved_on_reads_nothing_stale() -> Result {
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let mut c = cluster(root.path(), 10_000)?;
+    c.start_all().map_err(e2s)?;
+    let first = c.wait_leader(Duration::from_secs(20)).await?;
+    let mut client = Client::new(c.addrs());
+    client.write_cas("k", "old", None).await.map_err(e2s)?;
+    let gone = c
+        .ids()
+        .into_iter()
+        .find(|&i| i != first)
+        .ok_or("no follower")?;
+    client.remove_node(gone).await.map_err(e2s)?;
+    c.kill(gone);
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let last = c
+        .ids()
+        .into_iter()
+        .find(|&i| i != leader && i != gone)
+        .ok_or("no other node")?;
+    let (_, voters) = client.remove_node(leader).await.map_err(e2s)?;
+    if voters != vec![last] {
+        return Err(format!("voters after removing leader {leader}: {voters:?}"));
+    }
+    wait_status(&c, last, "applied the removal", |s| s.voters == vec![last]).await?;
+    c.pause(leader).map_err(e2s)?;
+    wait_status(&c, last, "leads alone", |s| s.role == "Leader").await?;
+    let mut alone = Client::pinned(c.addr(last));
+    let new = alone.write_cas("k", "new", None).await.map_err(e2s)?;
+    let read = call_once(
+        c.addr(leader),
+        Request::Read {
+            key: "k".into(),
+            consistency: Consistency::Strong,
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.resume(leader).map_err(e2s)?;
+    match read.await.map_err(e2s)?? {
+        Response::Value { item, .. } if item.as_ref().is_none_or(|i| i.version < new) => {
+            Err(format!(
+                "removed node {leader} answered a strong read of k with {item:?} after node {last} wrote k at {new}"
+            ))
+        }
+        Response::Value { .. }
+        | Response::Error {
+            retryable: true, ..
+        } => Ok(()),
+        other => Err(format!("removed node {leader} answered a strong read with {other:?}")),
+    }
+}
+
 /// A key or value over the snapshot's field limit (`state::MAX_FIELD`) is refused when it
 /// arrives, with a clear error, and one exactly at the limit is written, snapshotted and
 /// restored. Writes once took anything up to the 256 MiB frame while a snapshot refused to
@@ -2682,7 +2739,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 36] = [
+    let scenarios: [(&str, Scenario); 37] = [
         (
             "a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate",
             || Box::pin(a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate()),
@@ -2751,6 +2808,14 @@ fn main() -> ExitCode {
         ("a_removed_leader_serves_no_strong_read", || {
             Box::pin(a_removed_leader_serves_no_strong_read())
         }),
+        (
+            "a_removed_leader_resumed_after_the_last_voter_moved_on_reads_nothing_stale",
+            || {
+                Box::pin(
+                    a_removed_leader_resumed_after_the_last_voter_moved_on_reads_nothing_stale(),
+                )
+            },
+        ),
         ("a_lone_voter_restarts_after_snapshots_and_a_kill", || {
             Box::pin(a_lone_voter_restarts_after_snapshots_and_a_kill())
         }),
