@@ -514,18 +514,25 @@ async fn run_removed(
     let term = c.status(l).await.map_or(0, |s| s.term);
     c.start(id).map_err(e2s)?;
     let end = Instant::now() + Duration::from_millis(ms);
+    // The highest term the removed node was seen in.
+    let mut its_term = 0;
     while Instant::now() < end {
-        if let Some(s) = c.status(id).await.filter(|s| s.role == "Leader") {
-            problems.push(format!("removed node {id} leads (term {})", s.term));
-            break;
+        if let Some(s) = c.status(id).await {
+            its_term = its_term.max(s.term);
+            if s.role == "Leader" {
+                problems.push(format!("removed node {id} leads (term {})", s.term));
+                break;
+            }
         }
         sleep_ms(50).await;
     }
     let now = member_leader(c, ids).await?;
     let now_term = c.status(now).await.map_or(0, |s| s.term);
-    if (now, now_term) != (l, term) {
+    // An election of the members' own (a heartbeat late on a busy machine) is not the removed
+    // node's doing unless it reached that term itself: nobody tells a removed node of a term.
+    if (now, now_term) != (l, term) && its_term >= now_term {
         problems.push(format!(
-            "while removed node {id} ran, the members' leader went from {l} (term {term}) to {now} (term {now_term})"
+            "while removed node {id} ran (reaching term {its_term}), the members' leader went from {l} (term {term}) to {now} (term {now_term})"
         ));
     }
     c.kill(id);
@@ -549,7 +556,11 @@ async fn nemesis_membership(
     let l = member_leader(c, &members).await?;
     let f = *members.iter().find(|&&i| i != l).unwrap_or(&l);
     c.pause(f).map_err(e2s)?;
-    let index = add_until_member(c, &members, 4).await?;
+    // Asked of the others: SIGSTOP takes a moment to stop every thread of a busy process, and
+    // a paused node that forwarded the change just before stopping holds its answer (while
+    // the change, applied, leaves a quorum only with node 4, started once it is answered).
+    let running: Vec<u64> = members.iter().copied().filter(|&i| i != f).collect();
+    let index = add_until_member(c, &running, 4).await?;
     c.start(4).map_err(e2s)?;
     members.push(4);
     sleep_ms(1500).await;
@@ -605,7 +616,8 @@ async fn nemesis_membership(
     let others: Vec<u64> = members.iter().copied().filter(|&i| i != l).collect();
     let f = others[rng.below(others.len() as u64) as usize];
     c.pause(f).map_err(e2s)?;
-    let index = remove_member(c, &members, f).await?;
+    let running: Vec<u64> = members.iter().copied().filter(|&i| i != f).collect();
+    let index = remove_member(c, &running, f).await?;
     members.retain(|&i| i != f);
     c.kill(f);
     wait_voters(c, &members).await?;
