@@ -2753,7 +2753,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 37] = [
+    let scenarios: [(&str, Scenario); 38] = [
         (
             "a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate",
             || Box::pin(a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate()),
