@@ -61,7 +61,23 @@ const ENV_SEED: &str = "RAFTWAL_ENGINE_SIGKILL_SEED";
 const ENV_MODE: &str = "RAFTWAL_ENGINE_SIGKILL_MODE";
 const CHILD_TEST: &str = "engine_sigkill_child";
 
+/// Rounds in `cargo test`. A longer run by hand: `RAFTWAL_ENGINE_SIGKILL_ROUNDS=1000` (and
+/// `RAFTWAL_ENGINE_SIGKILL_FIRST=250` to start at another round: each round's seeds come from
+/// its number); `RAFTWAL_ENGINE_SIGKILL_KEEP=DIR` keeps a copy of the root as the kills left it
+/// when a round's check fails (docs/RELIABILITY.md: a loss seen once in about 4,000 rounds).
 const ROUNDS: u64 = 30;
+
+/// The rounds to run: `first..first + count`.
+fn rounds() -> std::ops::Range<u64> {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let first = var("RAFTWAL_ENGINE_SIGKILL_FIRST", 0);
+    first..first + var("RAFTWAL_ENGINE_SIGKILL_ROUNDS", ROUNDS)
+}
 /// Group ids `1..=48`, between 8 and 32 of them at a time.
 const LIMITS: Limits = Limits {
     max_id: 48,
@@ -244,9 +260,25 @@ impl Acks {
 
 /// Opens `root` and checks it ([`check_root`]); returns the model of what was found.
 fn verify(root: &Path, what: &str, before: &Model, inflight: Option<(&Op, &Model)>) -> Model {
+    // The root as the kills left it, for a failing check (`RAFTWAL_ENGINE_SIGKILL_KEEP`).
+    let keep = std::env::var_os("RAFTWAL_ENGINE_SIGKILL_KEEP").map(PathBuf::from);
+    let as_killed = keep.as_ref().map(|dir| {
+        let copy = dir.join(format!("as-killed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        roots::kill_image(root, &copy);
+        copy
+    });
     let e = Engine::open_with(root, engine_opts())
         .unwrap_or_else(|e| panic!("{what}: open after SIGKILL: {e}"));
-    let found = check_root(&e, before, inflight).unwrap_or_else(|err| panic!("{what}: {err}"));
+    let found = check_root(&e, before, inflight).unwrap_or_else(|err| {
+        let kept = as_killed.as_ref().map_or(String::new(), |c| {
+            format!(" (the root as killed: {})", c.display())
+        });
+        panic!("{what}: {err}{kept}")
+    });
+    if let Some(copy) = as_killed {
+        let _ = std::fs::remove_dir_all(copy);
+    }
     e.close().unwrap_or_else(|e| panic!("{what}: close: {e}"));
     found
 }
@@ -273,7 +305,9 @@ fn engine_sigkill_rounds() {
     let (mut in_flight_kills, mut recovery_kills, mut copies, mut ops) = (0, 0, 0, 0u64);
     // Operations in flight found done, and found not done.
     let (mut done, mut undone) = (0, 0);
-    for round in 0..ROUNDS {
+    let rounds = rounds();
+    let count = rounds.end - rounds.start;
+    for round in rounds {
         let what = format!("round {round}");
         let mut r = Rng(splitmix(0x5EED_0000 + round));
         let seed = splitmix(round ^ 0xC0FFEE);
@@ -414,7 +448,7 @@ fn engine_sigkill_rounds() {
         s.close().unwrap();
     }
     eprintln!(
-        "{ROUNDS} rounds, {ops} operations acknowledged, {in_flight_kills} kills with an operation \
+        "{count} rounds, {ops} operations acknowledged, {in_flight_kills} kills with an operation \
          in flight ({done} found done, {undone} not done), {recovery_kills} kills during \
          recovery, {copies} copies checked, {} groups at the end, {:.1?}",
         model.groups.len(),
