@@ -2003,10 +2003,6 @@ async fn follower_forwards_and_watches() -> Result {
     Ok(())
 }
 
-/// A fourth node added to a running, compacted cluster: the conf change goes through the
-/// leader, the new node starts with `--join`, catches up by snapshot, then counts in the
-/// quorum (a write succeeds with one of the first three nodes down) and recovers its own
-/// directory after a SIGKILL; removed again, the three others carry on.
 /// A node started with `--join` and `--peers` naming one running follower and itself, as the
 /// README shows, catches up from the leader it was not told of. The leader's messages were
 /// dropped as a stranger's (`peer_in` takes raft messages from listed peers only), so the new
@@ -2220,6 +2216,10 @@ async fn a_node_added_while_an_old_one_is_partitioned_away_and_all_converge() ->
     Ok(())
 }
 
+/// A fourth node added to a running, compacted cluster: the conf change goes through the
+/// leader, the new node starts with `--join`, catches up by snapshot, then counts in the
+/// quorum (a write succeeds with one of the first three nodes down) and recovers its own
+/// directory after a SIGKILL; removed again, the three others carry on.
 async fn new_node_joins_by_snapshot() -> Result {
     let root = tempfile::tempdir().map_err(e2s)?;
     let mut c = cluster(root.path(), 100)?;
