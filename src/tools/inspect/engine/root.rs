@@ -587,6 +587,11 @@ mod tests {
         snap
     }
 
+    /// [`shown`]'s figures in words, for failure messages.
+    fn described((first, last, commit, snapshot): (u64, u64, u64, u64)) -> String {
+        format!("log [{first}, {last}], commit {commit}, snapshot {snapshot}")
+    }
+
     /// Group `id` as a read shows it after replay: (first index, last index, commit, snapshot
     /// index).
     fn shown(read: &super::RootRead, id: u64) -> (u64, u64, u64, u64) {
@@ -620,12 +625,9 @@ mod tests {
         assert_eq!(
             seen,
             (6, 8, 7, 5),
-            "the group as read: log [{}, {}], commit {}, snapshot {} (before the install: [1, 5] \
+            "the group as read: {} (before the install: [1, 5] \
              commit 3; after: [6, 8] commit 7)",
-            seen.0,
-            seen.1,
-            seen.2,
-            seen.3
+            described(seen)
         );
         e.close().unwrap();
     }
@@ -655,12 +657,9 @@ mod tests {
             let seen = shown(&read, 1);
             assert!(
                 seen == (1, 5, 5, 0) || seen == (5, 8, 8, 4),
-                "{moment:?}: the group as read: log [{}, {}], commit {}, snapshot {} (before: \
+                "{moment:?}: the group as read: {} (before: \
                  [1, 5] commit 5; after: [5, 8] commit 8, snapshot 4)",
-                seen.0,
-                seen.1,
-                seen.2,
-                seen.3
+                described(seen)
             );
             if moment == Between::ReadAgainAndJournal {
                 assert!(
@@ -703,12 +702,9 @@ mod tests {
         let seen = shown(&read, 1);
         assert!(
             seen == (1, 5, 3, 0) || seen == (6, 8, 7, 5),
-            "group 1 as read: log [{}, {}], commit {}, snapshot {} (before the install: [1, 5] \
+            "group 1 as read: {} (before the install: [1, 5] \
              commit 3; after: [6, 8] commit 7)",
-            seen.0,
-            seen.1,
-            seen.2,
-            seen.3
+            described(seen)
         );
         e.close().unwrap();
     }
