@@ -2063,14 +2063,14 @@ async fn a_node_joins_when_told_of_a_follower_only() -> Result {
         .write_cas("j/after", "x", Some(0))
         .await
         .map_err(e2s)?;
-    let start = Instant::now();
-    while c.status(new).await.is_none_or(|s| s.applied < v) {
-        if start.elapsed() > Duration::from_secs(15) {
-            return Err(format!("node {new} did not apply the write at {v}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    applies(
+        &mut c,
+        new,
+        v,
+        Duration::from_secs(15),
+        "(the write after it joined)",
+    )
+    .await
 }
 
 /// A node that was down while nodes were added catches up from a leader among them. It knows
@@ -2118,18 +2118,14 @@ async fn a_node_catches_up_from_a_leader_added_while_it_was_down() -> Result {
         return Err(format!("node {leader} leads, not one of the new nodes"));
     }
     c.start(3).map_err(e2s)?;
-    let start = Instant::now();
-    while c.status(3).await.is_none_or(|s| s.applied < v) {
-        if start.elapsed() > Duration::from_secs(15) {
-            return Err(format!(
-                "node 3 did not catch up to {v} in 15 s from leader {leader}: {:?}\nits log:\n{}",
-                c.status(3).await,
-                c.log_tail(3, 6)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    applies(
+        &mut c,
+        3,
+        v,
+        Duration::from_secs(15),
+        &format!("(catching up from leader {leader})"),
+    )
+    .await
 }
 
 /// A node added while a partition cuts an old node off both ways joins by snapshot and makes
