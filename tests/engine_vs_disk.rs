@@ -31,6 +31,12 @@ use raft::prelude::*;
 use raft::{GetEntriesContext, Storage, StorageError};
 use raftwal::{DiskStorage, Engine, EngineOptions, Error, GroupStorage, MetaInfo, Options};
 
+#[path = "common/fuzz/mod.rs"]
+mod fuzz;
+
+// The inherent calls both stores share, as the fuzz targets compare them.
+use fuzz::ops_model::Store;
+
 const SEEDS: u64 = 40;
 const STEPS: usize = 250;
 const GROUP: u64 = 1;
@@ -87,37 +93,6 @@ impl Rng {
 // ---------------------------------------------------------------------------------------------
 // the two stores
 // ---------------------------------------------------------------------------------------------
-
-/// `DiskStorage`'s inherent reads, for both stores.
-trait Inherent: Storage {
-    fn n_entries(&self) -> usize;
-    fn get_uint(&self, key: MetaInfo) -> u64;
-    fn get_checkpoint(&self) -> Result<u64, Error>;
-}
-
-impl Inherent for DiskStorage {
-    fn n_entries(&self) -> usize {
-        self.num_entries()
-    }
-    fn get_uint(&self, key: MetaInfo) -> u64 {
-        self.uint(key)
-    }
-    fn get_checkpoint(&self) -> Result<u64, Error> {
-        self.checkpoint()
-    }
-}
-
-impl Inherent for GroupStorage {
-    fn n_entries(&self) -> usize {
-        self.num_entries()
-    }
-    fn get_uint(&self, key: MetaInfo) -> u64 {
-        self.uint(key)
-    }
-    fn get_checkpoint(&self) -> Result<u64, Error> {
-        self.checkpoint()
-    }
-}
 
 struct Pair {
     disk_dir: PathBuf,
@@ -274,7 +249,7 @@ fn show<T: std::fmt::Debug>(r: &raft::Result<T>) -> String {
 
 /// Observes `a` and `b` with the same queries (chosen from `a`'s indexes) and returns the
 /// first observation that differs.
-fn compare<A: Inherent, B: Inherent>(a: &A, b: &B, r: &mut Rng) -> Result<(), String> {
+fn compare<A: Store, B: Store>(a: &A, b: &B, r: &mut Rng) -> Result<(), String> {
     let mut checks: Vec<(String, String, String)> = Vec::new();
     let mut push = |what: String, x: String, y: String| checks.push((what, x, y));
     let is = |x: raft::Result<RaftState>| x.map(|s| (s.hard_state, s.conf_state));
@@ -289,8 +264,8 @@ fn compare<A: Inherent, B: Inherent>(a: &A, b: &B, r: &mut Rng) -> Result<(), St
     push("last_index".into(), show(&la), show(&b.last_index()));
     push(
         "num_entries".into(),
-        a.n_entries().to_string(),
-        b.n_entries().to_string(),
+        a.num_entries().to_string(),
+        b.num_entries().to_string(),
     );
     for key in [
         MetaInfo::RaftId,
@@ -301,14 +276,14 @@ fn compare<A: Inherent, B: Inherent>(a: &A, b: &B, r: &mut Rng) -> Result<(), St
     ] {
         push(
             format!("uint({key:?})"),
-            a.get_uint(key).to_string(),
-            b.get_uint(key).to_string(),
+            a.uint(key).to_string(),
+            b.uint(key).to_string(),
         );
     }
     push(
         "checkpoint".into(),
-        format!("{:?}", a.get_checkpoint().map_err(|e| err_kind(&e))),
-        format!("{:?}", b.get_checkpoint().map_err(|e| err_kind(&e))),
+        format!("{:?}", a.checkpoint().map_err(|e| err_kind(&e))),
+        format!("{:?}", b.checkpoint().map_err(|e| err_kind(&e))),
     );
     let (first, last) = (fa.unwrap_or(1), la.unwrap_or(0));
     // term(i) across [first-2, last+2]: every index of a short log, else edges and samples.
@@ -394,7 +369,7 @@ fn compare<A: Inherent, B: Inherent>(a: &A, b: &B, r: &mut Rng) -> Result<(), St
         }
     }
     // snapshot(request_index, to)
-    let si = a.get_uint(MetaInfo::SnapshotIndex);
+    let si = a.uint(MetaInfo::SnapshotIndex);
     for req in [0, si, si + 1, last, last + 1] {
         let sn = |s: raft::Result<Snapshot>| s.map(|s| (s.get_metadata().clone(), s.data));
         push(
