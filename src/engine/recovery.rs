@@ -192,7 +192,7 @@ pub(crate) fn open(
     let with_snap_dir: Vec<u64> = read
         .groups
         .iter()
-        .filter(|g| g.has_snap_dir)
+        .filter(|g| g.found.has_snap_dir)
         .map(|g| g.id)
         .collect();
     let groups = finish_groups(&root, read, cipher.as_ref(), threads)?;
@@ -413,22 +413,15 @@ struct ReadGroup {
     meta_file: MetaFile,
     meta: MetaRecord,
     eng: EngineGroupRecord,
-    /// The files the meta page relies on, mapped.
-    files: std::collections::VecDeque<LogFile>,
-    next_file_id: u64,
-    wal_last: u64,
-    /// Files open removes: obsolete ones, files made after the meta page, `*.tmp` leftovers.
-    remove: Vec<PathBuf>,
-    /// What lies past the log in its last file (slots open zeroes, the last entry's term).
-    past_end: Option<PastEnd>,
-    /// The group's directory holds `snap/` (open tidies only those: see [`open`]).
-    has_snap_dir: bool,
+    /// Its files, as [`read_files`] found them.
+    found: FilesRead,
 }
 
 impl ReadGroup {
     /// Finishing it changes its files: files to remove, or slots past its log to zero.
     fn changes_files(&self) -> bool {
-        !self.remove.is_empty() || self.past_end.as_ref().is_some_and(|p| !p.stale.is_empty())
+        let f = &self.found;
+        !f.remove.is_empty() || f.past_end.as_ref().is_some_and(|p| !p.stale.is_empty())
     }
 }
 
@@ -473,36 +466,28 @@ fn read_group(
         ));
     }
     let copies = meta_file.copies().clone();
-    let FilesRead {
-        files,
-        next_file_id,
-        wal_last,
-        remove,
-        past_end,
-        has_snap_dir,
-    } = read_files(dir, &meta, &eng, cipher).map_err(|e| copies.explain(e))?;
+    let found = read_files(dir, &meta, &eng, cipher).map_err(|e| copies.explain(e))?;
     Ok(ReadGroup {
         id,
         dir: dir.to_path_buf(),
         meta_file,
         meta,
         eng,
-        files,
-        next_file_id,
-        wal_last,
-        remove,
-        past_end,
-        has_snap_dir,
+        found,
     })
 }
 
-/// What [`read_files`] finds (the fields of [`ReadGroup`] of the same names).
+/// What [`read_files`] finds in a group's directory.
 struct FilesRead {
+    /// The files the meta page relies on, mapped.
     files: std::collections::VecDeque<LogFile>,
     next_file_id: u64,
     wal_last: u64,
+    /// Files open removes: obsolete ones, files made after the meta page, `*.tmp` leftovers.
     remove: Vec<PathBuf>,
+    /// What lies past the log in its last file (slots open zeroes, the last entry's term).
     past_end: Option<PastEnd>,
+    /// The group's directory holds `snap/` (open tidies only those: see [`open`]).
     has_snap_dir: bool,
 }
 
@@ -657,12 +642,15 @@ fn finish_group(g: ReadGroup, cipher: Option<&Cipher>) -> Result<Group> {
         meta_file,
         meta,
         eng,
-        mut files,
-        next_file_id,
-        wal_last,
-        remove,
-        past_end,
-        has_snap_dir: _,
+        found:
+            FilesRead {
+                mut files,
+                next_file_id,
+                wal_last,
+                remove,
+                past_end,
+                has_snap_dir: _,
+            },
     } = g;
     let mut last_term = None;
     if let (Some(past), Some(tail)) = (past_end, files.back_mut()) {
@@ -912,7 +900,7 @@ fn check_replay(
         .iter()
         .map(|g| {
             let snapshot = g.meta.snapshot.as_ref().map_or(0, |s| s.index);
-            (g.id, (g, LogShape::new(snapshot, g.wal_last)))
+            (g.id, (g, LogShape::new(snapshot, g.found.wal_last)))
         })
         .collect();
     let mut decoded = Vec::with_capacity(records.len());
@@ -949,7 +937,7 @@ fn check_replay(
         let Some((from, to)) = shape.files_cleared() else {
             continue;
         };
-        for f in &g.files {
+        for f in &g.found.files {
             let base = f.base();
             for index in from.max(base)..to.min(base.saturating_add(SLOTS_PER_FILE)) {
                 // `index - base` < SLOTS_PER_FILE: it fits a u32.
