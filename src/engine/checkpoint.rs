@@ -10,7 +10,9 @@
 //! flushes the file system (`syncfs`: every group's files in one device flush); (3) stores
 //! the captured meta records (a group that made itself durable since, for a snapshot or a
 //! removal of files, is left alone: its page is newer); (4) flushes the file system again; (5)
-//! records `S` as the checkpoint in `engine.meta`, durably; (6) trims the journal up to `S`.
+//! records `S` as the checkpoint in `engine.meta`, durably (waiting out a group's removal under
+//! way: a group the capture no longer saw is gone for good, its directory renamed away, before
+//! a checkpoint passes its records: `group::remove`); (6) trims the journal up to `S`.
 //! A crash anywhere leaves every group either at its old meta page or at its new one, with the
 //! journal holding every record after it that names the group.
 //!
@@ -683,6 +685,69 @@ mod tests {
         assert_eq!(g.entries(1, 71, None, ctx()).expect("entries"), want);
         assert_eq!(g.last_index().expect("last"), 70);
         e.close().expect("close");
+    }
+
+    /// A checkpoint while a group is being removed, then a kill before the removal's rename:
+    /// the group's directory is still there, so its records after its meta page must still be
+    /// in the journal. The checkpoint ran after the removal took the group out of the engine
+    /// and did not see it: it recorded a position past the group's records and trimmed them,
+    /// and open found the group with its log as its creation page left it (seen in
+    /// tests/engine_sigkill.rs: once in about 4,000 rounds, a `remove_group` in flight).
+    #[test]
+    fn a_checkpoint_during_a_removal_leaves_the_group_whole_or_absent_after_a_kill() {
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let engine = engine_by_hand(&root);
+        engine.create_group(1, 1).expect("group 1");
+        engine.create_group(2, 1).expect("group 2");
+        let mut b = WriteBatch::new();
+        b.save(1, &hs(20), &entries(1, 21, 100), &Snapshot::default());
+        b.save(2, &hs(5), &entries(1, 6, 100), &Snapshot::default());
+        engine.write(&mut b).expect("write");
+        // At the pause, a checkpoint runs on another thread, as the background thread would
+        // (given two seconds: one that waits for the removal cannot end before the pause
+        // does), then the root is copied as a kill there would leave it.
+        let image = dir.path().join("image");
+        let (shared, from, to) = (Arc::clone(&engine.shared), root.clone(), image.clone());
+        let checkpoint = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&checkpoint);
+        crate::engine::group::lifecycle_tests::BEFORE_RENAME.add(&root, move || {
+            let (done_tx, done_rx) = channel();
+            *slot.lock() = Some(std::thread::spawn(move || {
+                let r = run(&shared, false);
+                let _ = done_tx.send(());
+                r
+            }));
+            let _ = done_rx.recv_timeout(Duration::from_secs(2));
+            kill_image(&from, &to);
+        });
+        engine.remove_group(1).expect("remove group 1");
+        let ran = checkpoint.lock().take().expect("the pause ran");
+        ran.join().expect("no panic").expect("the checkpoint");
+        let e = Engine::open(&image).expect("open after the kill");
+        if let Some(g) = e.group(1) {
+            assert_eq!(
+                (
+                    g.first_index().expect("first"),
+                    g.last_index().expect("last")
+                ),
+                (1, 20),
+                "group 1, present after a kill during its removal, lost entries"
+            );
+            assert_eq!(
+                g.entries(1, 21, None, ctx()).expect("entries"),
+                entries(1, 21, 100)
+            );
+            assert_eq!(g.initial_state().expect("state").hard_state, hs(20));
+        }
+        let g2 = e.group(2).expect("group 2");
+        assert_eq!(
+            g2.entries(1, 6, None, ctx()).expect("entries"),
+            entries(1, 6, 100)
+        );
+        e.close().expect("close");
+        engine.close().expect("close");
     }
 
     /// A removed group's tail leaves the engine's count of tail bytes with it (the count bounds

@@ -153,6 +153,9 @@ pub struct Engine {
 }
 
 /// What the engine's handles share.
+/// `engine.meta` and the record it holds.
+pub(crate) type RootMeta = (MetaFile<EngineRecord>, EngineRecord);
+
 pub(crate) struct Shared {
     pub root: PathBuf,
     pub opts: EngineOptions,
@@ -169,8 +172,9 @@ pub(crate) struct Shared {
     pub pipeline_cv: Condvar,
     /// Every journal record up to this sequence number is applied to the groups.
     pub applied_seq: AtomicU64,
-    /// `engine.meta`.
-    pub root_meta: Mutex<(MetaFile<EngineRecord>, EngineRecord)>,
+    /// `engine.meta`. A checkpoint records its position under this lock, and a removal holds
+    /// it until the removal is durable (`group::remove`).
+    pub root_meta: Mutex<RootMeta>,
     pub closed: AtomicBool,
     /// Why the engine stopped, after a write failed between its journal record and its apply.
     pub poisoned: Mutex<Option<String>>,
@@ -386,6 +390,8 @@ impl Engine {
             g.builds.stop();
         }
         let _lead = commit::lead_usable(&self.shared)?;
+        // No checkpoint is recorded from here until the removal is durable (`group::remove`).
+        let no_checkpoint = self.shared.root_meta.lock();
         let g = self
             .shared
             .groups
@@ -393,7 +399,7 @@ impl Engine {
             .remove(&group_id)
             .ok_or(Error::UnknownGroup { group_id })?;
         crate::metrics::engine_groups(-1);
-        group::remove(&self.shared, &g)
+        group::remove(&self.shared, &g, no_checkpoint)
     }
 
     /// Writes `batch` (emptied, whatever the outcome): every part is checked first, each against

@@ -6,10 +6,10 @@
 
 use std::path::PathBuf;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::engine::tail::Tail;
-use crate::engine::{Shared, GROUPS_DIR};
+use crate::engine::{RootMeta, Shared, GROUPS_DIR};
 use crate::error::{Error, Result};
 use crate::proto::{EngineGroupRecord, MetaRecord};
 use crate::store::meta::MetaFile;
@@ -131,7 +131,18 @@ pub(crate) fn assemble(
 
 /// Removes a group's files, durably: its directory is renamed away (`<id>.removing`), then
 /// deleted. A crash part way leaves the renamed directory, which open deletes.
-pub(crate) fn remove(shared: &Shared, g: &Group) -> Result<()> {
+///
+/// `no_checkpoint` is the root record's lock, taken before the group left the engine: no
+/// checkpoint is recorded until the rename is durable. A checkpoint that no longer saw the
+/// group (or found it closed) did not store its meta page, so the records after that page must
+/// stay in the journal for as long as a crash can leave the directory in place; recorded past
+/// them, a kill before the rename left the group as an old page said, its later writes gone
+/// (tests/engine_sigkill.rs found it). A failed rename stops the engine for the same reason.
+pub(crate) fn remove(
+    shared: &Shared,
+    g: &Group,
+    no_checkpoint: MutexGuard<'_, RootMeta>,
+) -> Result<()> {
     // Its tail goes with it, out of the engine's count.
     shared.account_tail(g.close(), 0);
     // Application snapshot writes to it: later steps find the group closed.
@@ -139,8 +150,20 @@ pub(crate) fn remove(shared: &Shared, g: &Group) -> Result<()> {
     shared.open_files.forget(g.id);
     let groups = shared.root.join(GROUPS_DIR);
     let doomed = groups.join(format!("{}.removing", g.id));
-    fsutil::rename_no_replace(&g.dir, &doomed)?;
-    fsutil::sync_dir(&groups)?;
+    #[cfg(test)]
+    tests::BEFORE_RENAME.pass(&shared.root);
+    fsutil::rename_no_replace(&g.dir, &doomed)
+        .and_then(|()| fsutil::sync_dir(&groups))
+        .inspect_err(|e| shared.poison(e))?;
+    drop(no_checkpoint);
     std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))?;
     fsutil::sync_dir(&groups)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::engine::pauses::Pauses;
+
+    /// A removal, its group out of the engine and closed, before its directory is renamed away.
+    pub(crate) static BEFORE_RENAME: Pauses = Pauses::new();
 }

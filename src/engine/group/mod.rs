@@ -34,6 +34,8 @@ mod apply;
 mod lifecycle;
 
 pub(crate) use apply::reflected_pos;
+#[cfg(test)]
+pub(crate) use lifecycle::tests as lifecycle_tests;
 pub(crate) use lifecycle::{assemble, create, remove};
 
 /// One group of an engine.
