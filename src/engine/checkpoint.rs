@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::commit::lead;
+use super::commit;
 use super::group::{Group, JournalPos};
 use super::journal::Journal;
 use super::{EngineOptions, Shared};
@@ -103,7 +103,13 @@ pub(crate) struct Checkpointer {
     signal: Mutex<Signal>,
     cv: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Groups whose snapshot files a checkpoint left untidied (the journal was full), with the
+    /// snapshot to keep: the next checkpoint tidies them.
+    untidied: Mutex<Vec<Untidied>>,
 }
+
+/// A group whose snapshot files are to be tidied, and the snapshot (term, index) to keep.
+type Untidied = (Arc<Group>, (u64, u64));
 
 #[derive(Default)]
 struct Signal {
@@ -341,19 +347,34 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     //    page names any more.
     shared.journal.lock().trim(seq)?;
     shared.journal_cv.notify_all();
-    // Only groups whose snapshot changed since their files were last tidied; with the pipeline
-    // held (once for all): a commit installing a snapshot holds the group's `snap_writer` from
-    // its checks until the file is written, and refuses the install when it finds it taken
-    // (which must then mean the application's writer, never this tidy).
-    let to_tidy: Vec<_> = captured
-        .iter()
-        .filter_map(|(g, record, _)| {
-            let s = record.snapshot.as_ref().filter(|s| s.data_len > 0)?;
-            (*g.tidied.lock() != (s.term, s.index)).then_some((g, (s.term, s.index)))
-        })
-        .collect();
+    // Only groups whose snapshot changed since their files were last tidied (and those an
+    // earlier checkpoint left); with the pipeline held (once for all): a commit installing a
+    // snapshot holds the group's `snap_writer` from its checks until the file is written, and
+    // refuses the install when it finds it taken (which must then mean the application's
+    // writer, never this tidy).
+    let mut to_tidy = std::mem::take(&mut *shared.checkpointer.untidied.lock());
+    to_tidy.extend(captured.iter().filter_map(|(g, record, _)| {
+        let s = record.snapshot.as_ref().filter(|s| s.data_len > 0)?;
+        (*g.tidied.lock() != (s.term, s.index)).then(|| (Arc::clone(g), (s.term, s.index)))
+    }));
     if !to_tidy.is_empty() {
-        let _lead = (!closing).then(|| lead(shared));
+        #[cfg(test)]
+        tests::BEFORE_TIDY.pass(&shared.root);
+        // Not while the journal is full: a commit may hold the lead waiting for room, which
+        // only the next checkpoint of this thread makes (the trim above may not have made
+        // enough: commits went on during the capture). The files wait for that checkpoint.
+        let lead = if closing {
+            None
+        } else {
+            let full = || journal_full(&shared.opts, &shared.journal.lock());
+            match commit::lead_unless(shared, full) {
+                Some(lead) => Some(lead),
+                None => {
+                    shared.checkpointer.untidied.lock().extend(to_tidy);
+                    return Ok(());
+                }
+            }
+        };
         for (g, (term, index)) in to_tidy {
             // Not while a snapshot of the group is being written (its file is not named yet).
             let Some(_writer) = g.snap_writer.try_lock() else {
@@ -370,6 +391,7 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
                 *g.tidied.lock() = (term, index);
             }
         }
+        drop(lead);
     }
     Ok(())
 }
@@ -486,6 +508,10 @@ fn syncfs(shared: &Shared) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::pauses::Pauses;
+
+    /// A checkpoint, its journal trimmed, before it takes the lead to tidy snapshot files.
+    pub(super) static BEFORE_TIDY: Pauses = Pauses::new();
     use crate::engine::{Engine, EngineOptions, WriteBatch};
     use raft::prelude::{Entry, HardState, Snapshot};
     use raft::{GetEntriesContext, Storage};
@@ -747,6 +773,95 @@ mod tests {
             entries(1, 6, 100)
         );
         e.close().expect("close");
+        engine.close().expect("close");
+    }
+
+    /// A commit waits for journal room holding the pipeline's lead; the checkpoint meant to
+    /// make it trims only up to what it captured, which can leave the journal still full
+    /// (commits went on meanwhile), and then, to tidy a group's snapshot files, waited for the
+    /// lead: neither ever went on (seen as a hang of tests/engine_sigkill.rs with checkpoints
+    /// of 64 KiB: the commit in `commit`, the checkpoint in `lead`). The tidy now waits for
+    /// the lead only while the journal has room, and leaves the files for the next checkpoint.
+    #[test]
+    fn a_checkpoint_never_waits_for_the_lead_of_a_commit_waiting_for_journal_room() {
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = EngineOptions {
+            checkpoint_bytes: 4 << 10,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open_with(dir.path(), opts).expect("open");
+        stop(&engine.shared);
+        let g = engine.create_group(1, 1).expect("group 1");
+        engine.create_group(2, 1).expect("group 2");
+        let mut b = WriteBatch::new();
+        b.save(1, &hs(10), &entries(1, 11, 100), &Snapshot::default());
+        engine.write(&mut b).expect("write");
+        // A snapshot with data, not yet tidied by a checkpoint, and group 1 changed since: the
+        // next checkpoint captures it and tidies its snapshot files.
+        g.create_snapshot(5, None, b"state".to_vec())
+            .expect("snapshot");
+        let mut b = WriteBatch::new();
+        b.save(1, &hs(11), &entries(11, 12, 100), &Snapshot::default());
+        engine.write(&mut b).expect("write");
+        // Before the tidy: commits to group 2 fill the journal past its bound, then one more
+        // commit waits for room, holding the lead.
+        let shared = Arc::clone(&engine.shared);
+        let (waiting_tx, waiting_rx) = channel();
+        BEFORE_TIDY.add(dir.path(), move || {
+            let mut next = 1;
+            while !journal_full(&shared.opts, &shared.journal.lock()) {
+                let mut b = WriteBatch::new();
+                b.save(
+                    2,
+                    &hs(next),
+                    &entries(next, next + 8, 1000),
+                    &Snapshot::default(),
+                );
+                super::super::commit::write(&shared, std::mem::take(&mut b.parts))
+                    .expect("fill the journal");
+                next += 8;
+            }
+            let s = Arc::clone(&shared);
+            let waiting = std::thread::spawn(move || {
+                let mut b = WriteBatch::new();
+                b.save(
+                    2,
+                    &hs(next),
+                    &entries(next, next + 1, 10),
+                    &Snapshot::default(),
+                );
+                super::super::commit::write(&s, std::mem::take(&mut b.parts))
+            });
+            // Until that commit leads (and so waits for room).
+            while !shared.pipeline.lock().led() {
+                std::thread::yield_now();
+            }
+            let _ = waiting_tx.send(waiting);
+        });
+        let (done_tx, done_rx) = channel();
+        let s = Arc::clone(&engine.shared);
+        std::thread::spawn(move || {
+            // The checkpoint with the pause, then (as the background thread would) the next.
+            let r = run(&s, false).and_then(|()| run(&s, false));
+            let _ = done_tx.send(r.map_err(|e| e.to_string()));
+        });
+        let done = done_rx.recv_timeout(Duration::from_secs(20));
+        assert!(
+            done.is_ok(),
+            "the checkpoint waits for the lead of a commit that waits for the checkpoint"
+        );
+        done.expect("ended").expect("the checkpoints");
+        assert_eq!(
+            *engine.shared.groups.read()[&1].tidied.lock(),
+            (1, 5),
+            "group 1's snapshot files were left untidied"
+        );
+        let waiting = waiting_rx.recv().expect("the waiting commit");
+        waiting
+            .join()
+            .expect("no panic")
+            .expect("the commit that waited for room");
         engine.close().expect("close");
     }
 

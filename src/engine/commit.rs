@@ -37,6 +37,14 @@ pub(crate) struct Queue {
     waiting: Vec<Arc<Waiter>>,
 }
 
+#[cfg(test)]
+impl Queue {
+    /// Someone leads the pipeline.
+    pub(crate) fn led(&self) -> bool {
+        self.leading
+    }
+}
+
 /// A caller's batch and, once its commit is done, its result.
 pub(crate) struct Waiter {
     parts: Mutex<Vec<Part>>,
@@ -64,6 +72,22 @@ pub(crate) fn lead_usable(shared: &Shared) -> Result<Lead<'_>> {
     let lead = lead(shared);
     shared.check_usable()?;
     Ok(lead)
+}
+
+/// [`lead`], unless `give_up` says so while someone else leads (it is asked without the
+/// pipeline's lock held, at least every few milliseconds): `None` then.
+pub(crate) fn lead_unless(shared: &Shared, give_up: impl Fn() -> bool) -> Option<Lead<'_>> {
+    let mut q = shared.pipeline.lock();
+    while q.leading {
+        if MutexGuard::unlocked(&mut q, &give_up) {
+            return None;
+        }
+        shared
+            .pipeline_cv
+            .wait_for(&mut q, std::time::Duration::from_millis(5));
+    }
+    q.leading = true;
+    Some(Lead { shared })
 }
 
 /// Waits for the pipeline to be free and takes it.
