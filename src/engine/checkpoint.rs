@@ -12,7 +12,8 @@
 //! removal of files, is left alone: its page is newer); (4) flushes the file system again; (5)
 //! records `S` as the checkpoint in `engine.meta`, durably (waiting out a group's removal under
 //! way: a group the capture no longer saw is gone for good, its directory renamed away, before
-//! a checkpoint passes its records: `group::remove`); (6) trims the journal up to `S`.
+//! a checkpoint passes its records: `group::remove`; and never once the engine is stopped, as a
+//! removal whose rename failed stops it); (6) trims the journal up to `S`.
 //! A crash anywhere leaves every group either at its old meta page or at its new one, with the
 //! journal holding every record after it that names the group.
 //!
@@ -333,6 +334,13 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     }
     {
         let mut root = shared.root_meta.lock();
+        // Not on a stopped engine, checked under the lock a removal holds until its rename is
+        // durable or has failed: a removal whose rename failed stops the engine with its
+        // group out of the engine and its directory in place, and the records after that
+        // group's page must stay in the journal (so must those of a group whose apply failed
+        // part way). The check before this checkpoint began does not cover what stopped the
+        // engine while it ran.
+        shared.check_usable()?;
         let (file, record) = &mut *root;
         if record.checkpoint_seq < seq || closing {
             record.checkpoint_seq = record.checkpoint_seq.max(seq);
@@ -863,6 +871,65 @@ mod tests {
             .expect("no panic")
             .expect("the commit that waited for room");
         engine.close().expect("close");
+    }
+
+    /// A removal whose rename fails stops the engine (its group is out of the engine, closed,
+    /// its directory still in place): a checkpoint waiting for the removal must not record a
+    /// position past the group's records once it goes on. It did: the removal's failure
+    /// released the root record's lock, the checkpoint (not seeing the group) recorded the
+    /// engine's applied position, and open found the group with its log as its creation page
+    /// left it. The rename fails here because `<id>.removing` exists (a removal of the same id
+    /// whose deletion failed leaves it), made at the pause before the rename.
+    #[test]
+    fn a_checkpoint_after_a_failed_removal_leaves_the_group_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let engine = engine_by_hand(&root);
+        engine.create_group(1, 1).expect("group 1");
+        engine.create_group(2, 1).expect("group 2");
+        let mut b = WriteBatch::new();
+        b.save(1, &hs(20), &entries(1, 21, 100), &Snapshot::default());
+        b.save(2, &hs(5), &entries(1, 6, 100), &Snapshot::default());
+        engine.write(&mut b).expect("write");
+        // At the pause the rename's target is made, and a checkpoint starts on another thread
+        // (it waits for the root record's lock the removal holds, or runs once it is free).
+        let shared = Arc::clone(&engine.shared);
+        let doomed = root.join("groups").join("1.removing");
+        let checkpoint = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&checkpoint);
+        crate::engine::group::lifecycle_tests::BEFORE_RENAME.add(&root, move || {
+            std::fs::create_dir(&doomed).expect("the rename's target");
+            *slot.lock() = Some(std::thread::spawn(move || run(&shared, false)));
+        });
+        let removed = engine.remove_group(1);
+        assert!(removed.is_err(), "the removal's rename failed: {removed:?}");
+        let ran = checkpoint.lock().take().expect("the pause ran");
+        // Its outcome aside (a stopped engine may refuse it): what it recorded is what counts.
+        let _ = ran.join().expect("no panic");
+        let image = dir.path().join("image");
+        kill_image(&root, &image);
+        let e = Engine::open(&image).expect("open after the kill");
+        let g = e.group(1).expect("group 1, whose removal failed");
+        assert_eq!(
+            (
+                g.first_index().expect("first"),
+                g.last_index().expect("last")
+            ),
+            (1, 20),
+            "group 1, whose removal failed, lost entries"
+        );
+        assert_eq!(
+            g.entries(1, 21, None, ctx()).expect("entries"),
+            entries(1, 21, 100)
+        );
+        assert_eq!(g.initial_state().expect("state").hard_state, hs(20));
+        let g2 = e.group(2).expect("group 2");
+        assert_eq!(
+            g2.entries(1, 6, None, ctx()).expect("entries"),
+            entries(1, 6, 100)
+        );
+        e.close().expect("close");
+        drop(engine);
     }
 
     /// A removed group's tail leaves the engine's count of tail bytes with it (the count bounds

@@ -137,7 +137,9 @@ pub(crate) fn assemble(
 /// group (or found it closed) did not store its meta page, so the records after that page must
 /// stay in the journal for as long as a crash can leave the directory in place; recorded past
 /// them, a kill before the rename left the group as an old page said, its later writes gone
-/// (tests/engine_sigkill.rs found it). A failed rename stops the engine for the same reason.
+/// (tests/engine_sigkill.rs found it). A failed rename stops the engine for the same reason,
+/// before the lock is released: a checkpoint that waited for it then records nothing
+/// (`checkpoint::run` checks under the lock).
 pub(crate) fn remove(
     shared: &Shared,
     g: &Group,
