@@ -86,12 +86,26 @@ const LIMITS: Limits = Limits {
     big_percent: 10,
 };
 
+/// The engine's options, in the child and the parent alike. `checkpoint_bytes` may come from
+/// `RAFTWAL_ENGINE_SIGKILL_CHECKPOINT_BYTES` (a long run by hand: smaller, checkpoints run all
+/// the time and land in more of the windows a kill can hit).
 fn engine_opts() -> EngineOptions {
+    let checkpoint_bytes = std::env::var("RAFTWAL_ENGINE_SIGKILL_CHECKPOINT_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 20);
     EngineOptions {
         journal_segment_bytes: 256 << 10,
-        checkpoint_bytes: 1 << 20,
+        checkpoint_bytes,
         ..Default::default()
     }
+}
+
+/// A long run by hand may aim its kills: `RAFTWAL_ENGINE_SIGKILL_AT=remove_group` kills every
+/// round at the first `BEGIN` (after the round's threshold) of an operation whose summary
+/// starts so (`Op::summary`: `remove_group`, `create_group`, `create_snapshot`, `write`, ...).
+fn kill_at() -> Option<String> {
+    std::env::var("RAFTWAL_ENGINE_SIGKILL_AT").ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,17 +333,35 @@ fn engine_sigkill_rounds() {
         // or at the first BEGIN after the threshold, with its operation in flight.
         let threshold = r.range(20, 1_200);
         let extra = r.below(4);
-        let at_begin = r.chance(40);
+        let aimed = kill_at();
+        let at_begin = r.chance(40) || aimed.is_some();
         let delay = Duration::from_micros(r.below(2_000));
         let mut acks = Acks::default();
         let mut after_threshold = None;
+        // The child's operations as the parent's generator draws them (for an aimed kill).
+        let mut gen = (Rng(splitmix(seed)), model.clone(), Vec::<String>::new());
+        let mut summary = |n: u64| {
+            let (g, m, done) = &mut gen;
+            while (done.len() as u64) < n {
+                let op = m.gen_op(g, &LIMITS);
+                m.apply(&op);
+                done.push(op.summary());
+            }
+            done[n as usize - 1].clone()
+        };
         loop {
             let l = next_line(&mut child, &what);
             acks.take(&l, &what);
             if acks.acked >= threshold {
                 let n = after_threshold.get_or_insert(0);
                 *n += 1;
-                if (at_begin && l.starts_with("BEGIN ")) || (!at_begin && *n > extra) {
+                let begun = l.strip_prefix("BEGIN ").and_then(|n| n.parse().ok());
+                let aimed_at = match (&aimed, begun) {
+                    (None, _) => true,
+                    (Some(kind), Some(n)) => summary(n).starts_with(kind.as_str()),
+                    (Some(_), None) => false,
+                };
+                if (at_begin && begun.is_some() && aimed_at) || (!at_begin && *n > extra) {
                     break;
                 }
             }
