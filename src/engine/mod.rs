@@ -152,10 +152,10 @@ pub struct Engine {
     shared: Arc<Shared>,
 }
 
-/// What the engine's handles share.
 /// `engine.meta` and the record it holds.
 pub(crate) type RootMeta = (MetaFile<EngineRecord>, EngineRecord);
 
+/// What the engine's handles share.
 pub(crate) struct Shared {
     pub root: PathBuf,
     pub opts: EngineOptions,
