@@ -85,10 +85,14 @@ pub(crate) fn journal_full(opts: &EngineOptions, journal: &Journal) -> bool {
     journal.held() >= journal_bound(opts)
 }
 
-/// Bytes of records the journal holds after its last trim at which commits wait.
+/// Bytes of records the journal holds after its last trim at which commits wait: at least
+/// one, so that a journal holding no record is never full. With `checkpoint_bytes` 0 (a
+/// checkpoint after every write) a bound of 0 had the journal full whatever a trim left, and
+/// every commit waited for room no checkpoint could make.
 fn journal_bound(opts: &EngineOptions) -> u64 {
     opts.checkpoint_bytes
         .saturating_mul(JOURNAL_HELD_CHECKPOINTS)
+        .max(1)
 }
 
 /// The runs the journal counts what it holds in (module `journal::held`): a 64th of the bound
@@ -1170,5 +1174,31 @@ mod tests {
         assert_eq!(g.term(29_989).expect("term"), 1);
         assert_eq!(g.term(29_999).expect("term"), 2);
         drop(others);
+    }
+
+    /// `checkpoint_bytes: 0` (a checkpoint after every write) bounds the journal at 0 bytes:
+    /// the journal counted as full whatever it held, so every commit waited for room that no
+    /// trim could make (checkpoints ran, the journal stayed "full"), until close.
+    #[test]
+    fn writes_go_on_with_checkpoint_bytes_zero() {
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = EngineOptions {
+            checkpoint_bytes: 0,
+            ..EngineOptions::default()
+        };
+        let engine = Arc::new(Engine::open_with(dir.path(), opts).expect("open"));
+        let g = engine.create_group(1, 1).expect("group 1");
+        let (done_tx, done_rx) = channel();
+        // Not scoped: with the defect the writes never return, and the test must fail rather
+        // than wait for them.
+        std::thread::spawn(move || {
+            let r = (1..=3u64)
+                .try_for_each(|i| g.save(&hs(i), &entries(i, i + 1, 100), &Snapshot::default()));
+            let _ = done_tx.send(r.map_err(|e| e.to_string()));
+        });
+        let done = done_rx.recv_timeout(Duration::from_secs(20));
+        assert!(done.is_ok(), "three writes still waiting after 20 s");
+        done.expect("ended").expect("the writes");
     }
 }
