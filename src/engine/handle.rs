@@ -137,7 +137,9 @@ impl GroupStorage {
         cs: Option<&ConfState>,
         data: R,
     ) -> Result<(), Error> {
-        let _writer = self.group.snap_writer.lock();
+        #[cfg(test)]
+        tests::BEFORE_SNAP_WRITER.pass(&self.shared.root);
+        let _writer = self.snap_writer()?;
         let (term, cs) = self.read(|log| {
             self.check_snapshot_index(log, index)?;
             let cs = match cs {
@@ -244,6 +246,25 @@ impl GroupStorage {
             }
         }
         done
+    }
+
+    /// The group's snapshot writer, waited for until the engine closes or the group is
+    /// removed (both cancel the group's builds first, then wait for the build running). The
+    /// write holding it may be waiting for its application's reader, which close and removal
+    /// never wait for (its next step fails instead); a build's write waiting here for ever made
+    /// them wait for that reader all the same.
+    fn snap_writer(&self) -> Result<parking_lot::MutexGuard<'_, ()>> {
+        loop {
+            let wait = std::time::Duration::from_millis(10);
+            if let Some(writer) = self.group.snap_writer.try_lock_for(wait) {
+                return Ok(writer);
+            }
+            if self.group.builds.cancelled() {
+                return Err(Error::Closed {
+                    what: format!("group {} (closing, or being removed)", self.group.id),
+                });
+            }
+        }
     }
 
     fn check_snapshot_index(&self, log: &GroupLog, index: u64) -> Result<()> {
@@ -521,6 +542,9 @@ pub(crate) mod tests {
     /// snapshot files go.
     pub(crate) static BEFORE_SNAP_TIDY: Pauses = Pauses::new();
 
+    /// The point of `create_snapshot` before it takes the group's snapshot writer.
+    pub(crate) static BEFORE_SNAP_WRITER: Pauses = Pauses::new();
+
     /// The point of `create_snapshot` after its checks and before its file is written.
     pub(crate) static BEFORE_SNAP_WRITE: Pauses = Pauses::new();
 
@@ -678,5 +702,99 @@ pub(crate) mod tests {
             "snapshot files changed after close returned (the snapshot: {r:?})"
         );
         drop(e);
+    }
+
+    /// A reader that hands out a byte at a time, and at its first read says so and then waits
+    /// (30 s at most) to be let go on.
+    struct Held {
+        started: Option<std::sync::mpsc::Sender<()>>,
+        go_on: std::sync::mpsc::Receiver<()>,
+        left: usize,
+    }
+
+    impl std::io::Read for Held {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if let Some(started) = self.started.take() {
+                let _ = started.send(());
+                let _ = self.go_on.recv_timeout(std::time::Duration::from_secs(30));
+            }
+            let n = buf.len().min(self.left).min(1);
+            buf[..n].fill(7);
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    /// Close and `remove_group` do not wait for an application's snapshot reader (the write
+    /// stops at its next step instead), but they wait for the group's snapshot build. A build
+    /// whose write waited for the group's snapshot writer, held by the application's
+    /// `create_snapshot_from` whose reader blocks, made them wait for that reader after all:
+    /// here for ever, as the reader goes on only once they returned.
+    #[test]
+    fn close_and_removal_wait_for_no_application_reader_through_a_build() {
+        use raft::Storage;
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        for removal in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let e = crate::Engine::open(dir.path()).unwrap();
+            let g = e.create_group(1, 1).unwrap();
+            let (hs, es) = log(20);
+            g.save(&hs, &es, &Default::default()).unwrap();
+            g.create_snapshot(5, None, b"older".to_vec()).unwrap();
+            g.set_snapshot_builder(|_: &crate::SnapshotRequest| {
+                Ok(crate::BuiltSnapshot {
+                    index: 15,
+                    conf_state: None,
+                    data: Box::new(std::io::Cursor::new(b"built".to_vec())),
+                })
+            });
+            // The application's write, its reader blocked, holding the snapshot writer.
+            let (started_tx, started) = channel();
+            let (go_on, go_on_rx) = channel();
+            let reader = Held {
+                started: Some(started_tx),
+                go_on: go_on_rx,
+                left: 4096,
+            };
+            let streaming = std::thread::spawn({
+                let g = g.clone();
+                move || g.create_snapshot_from(10, None, reader)
+            });
+            started
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the application's write reads its data");
+            // The build, its data built, about to wait for the snapshot writer.
+            let (reached_tx, reached) = channel();
+            BEFORE_SNAP_WRITER.add(dir.path(), move || {
+                let _ = reached_tx.send(());
+            });
+            assert!(g.snapshot(15, 0).is_err(), "a build starts");
+            reached
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the build writes its snapshot");
+            let (done_tx, done) = channel();
+            std::thread::spawn(move || {
+                let r = if removal {
+                    let r = e.remove_group(1);
+                    drop(e);
+                    r
+                } else {
+                    e.close()
+                };
+                let _ = done_tx.send(r.map_err(|e| e.to_string()));
+            });
+            let r = done.recv_timeout(Duration::from_secs(20));
+            let _ = go_on.send(());
+            let what = if removal { "remove_group" } else { "close" };
+            assert!(
+                r.is_ok(),
+                "{what} still waiting after 20 s for the application's reader"
+            );
+            r.unwrap().unwrap();
+            let written = streaming.join().unwrap();
+            assert!(written.is_err(), "{what}: {written:?}");
+            drop(g);
+        }
     }
 }

@@ -228,6 +228,11 @@ impl Builds {
         Ok(())
     }
 
+    /// The store is closing (or the engine's group being removed): [`Builds::stop`] was called.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.inner.cancel.load(Ordering::Acquire)
+    }
+
     pub(crate) fn status(&self) -> SnapshotBuildStatus {
         let state = self.inner.state.lock();
         SnapshotBuildStatus {
