@@ -183,14 +183,27 @@ fn background(weak: Weak<Shared>) {
                 shared.opts.checkpoint_bytes,
             );
         let write = checkpoint || nudged || writer_due(&shared);
-        let done = if checkpoint {
+        if checkpoint {
             last = Instant::now();
-            run(&shared, false)
-        } else if write {
-            write_tails(&shared, Pass::Due)
-        } else {
-            Ok(())
-        };
+        }
+        // A panic here (a bug) must not end the only thread that trims the journal with the
+        // engine still running: commits would wait for room for ever once the journal is full.
+        // The engine stops (its files may be part way), and the panic goes on in this thread.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if checkpoint {
+                run(&shared, false)
+            } else if write {
+                write_tails(&shared, Pass::Due)
+            } else {
+                Ok(())
+            }
+        }))
+        .unwrap_or_else(|payload| {
+            shared.poison(&Error::invariant(
+                "a checkpoint panicked; open the engine again",
+            ));
+            std::panic::resume_unwind(payload)
+        });
         if let Err(e) = done {
             // The groups' files are in an unknown state after a failed write or flush: stop
             // the engine (opening it again replays the journal).
@@ -310,6 +323,8 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     write_tails(shared, Pass::All)?;
     // 1. Capture, group by group, with commits going on: each group's meta record as its
     //    files hold it, and the journal position that record reflects.
+    #[cfg(test)]
+    tests::BEFORE_CAPTURE.pass(&shared.root);
     let (seq, captured) = capture(shared)?;
     // Paced by the commits' flushes: without `sync_writes` there are none to pace it by.
     if !closing && shared.opts.sync_writes {
@@ -524,6 +539,9 @@ mod tests {
 
     /// A checkpoint, its journal trimmed, before it takes the lead to tidy snapshot files.
     pub(super) static BEFORE_TIDY: Pauses = Pauses::new();
+
+    /// A checkpoint, the tails written, before its capture.
+    pub(super) static BEFORE_CAPTURE: Pauses = Pauses::new();
     use crate::engine::{Engine, EngineOptions, WriteBatch};
     use raft::prelude::{Entry, HardState, Snapshot};
     use raft::{GetEntriesContext, Storage};
@@ -1200,5 +1218,43 @@ mod tests {
         let done = done_rx.recv_timeout(Duration::from_secs(20));
         assert!(done.is_ok(), "three writes still waiting after 20 s");
         done.expect("ended").expect("the writes");
+    }
+
+    /// A panic in the background thread (a bug; here a pause that panics in its first
+    /// checkpoint) ended the only thread that trims the journal, and left the engine running:
+    /// once the journal reached its bound, every commit waited for room for ever (until
+    /// close). The engine now stops, and the commits waiting fail.
+    #[test]
+    fn a_checkpoint_that_panics_stops_the_engine_rather_than_leave_commits_waiting() {
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = EngineOptions {
+            checkpoint_bytes: 4 << 10,
+            ..EngineOptions::default()
+        };
+        BEFORE_CAPTURE.add(dir.path(), || {
+            panic!("a bug in the checkpoint (a test's pause)")
+        });
+        let engine = Engine::open_with(dir.path(), opts).expect("open");
+        let g = engine.create_group(1, 1).expect("group 1");
+        let (done_tx, done_rx) = channel();
+        // Not scoped: with the defect the writes never return, and the test must fail rather
+        // than wait for them. 40 writes of 8 KiB: five times the journal's bound (64 KiB).
+        std::thread::spawn(move || {
+            let r = (1..=40u64).try_for_each(|i| {
+                g.save(&hs(i), &entries(i, i + 1, 8 << 10), &Snapshot::default())
+            });
+            let _ = done_tx.send(r.map_err(|e| e.to_string()));
+        });
+        let done = done_rx.recv_timeout(Duration::from_secs(20));
+        assert!(done.is_ok(), "writes still waiting for room after 20 s");
+        let failed = done.expect("ended");
+        assert!(
+            failed
+                .as_ref()
+                .is_err_and(|m| m.contains("a checkpoint panicked")),
+            "the writes: {failed:?}"
+        );
+        drop(engine);
     }
 }
