@@ -455,9 +455,10 @@ fn commit(
             if !preparing && (!full || shared.stopping()) {
                 break;
             }
+            // A failed checkpoint or preparer (an error, or a panic: a bug) stops the engine:
+            // this commit fails with it rather than wait for room or a segment no one makes.
+            shared.check_usable()?;
             if full {
-                // A failed checkpoint poisons the engine: this commit fails with it.
-                shared.check_usable()?;
                 shared.checkpointer.nudge();
             }
             shared

@@ -708,6 +708,47 @@ mod tests {
         assert_eq!(g1.first_index().unwrap(), 51);
     }
 
+    /// A panic in the segment preparer (a bug; here a pause that panics after its job) left
+    /// the next segment marked as being prepared, and the commit that needed it waited for it
+    /// for ever with the engine still running (found by a review of the engine's waits). The
+    /// engine now stops, and the commit waiting fails.
+    #[test]
+    fn a_preparer_that_panics_stops_the_engine_rather_than_leave_a_commit_waiting() {
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EngineOptions {
+            journal_segment_bytes: 64 << 10,
+            ..Default::default()
+        };
+        segments::tests::pause_next_preparation(dir.path(), || {
+            panic!("a bug in the segment preparer (a test's pause)")
+        });
+        // Never dropped while a write may wait (close would wait for it): closed at the end.
+        let e = std::mem::ManuallyDrop::new(Engine::open_with(dir.path(), opts).unwrap());
+        let g = e.create_group(1, 1).unwrap();
+        let (done_tx, done_rx) = channel();
+        // Not scoped: with the defect the writes never return, and the test must fail rather
+        // than wait for them. 20 writes of 10 KiB: past the first segment.
+        std::thread::spawn(move || {
+            let r = (1..=20u64).try_for_each(|i| {
+                let mut en = raft::prelude::Entry::default();
+                (en.index, en.term) = (i, 1);
+                en.data = vec![7u8; 10 << 10].into();
+                g.save(&hard_state(1, 0), &[en], &Default::default())
+            });
+            let _ = done_tx.send(r.map_err(|e| e.to_string()));
+        });
+        let done = done_rx.recv_timeout(Duration::from_secs(20));
+        assert!(
+            done.is_ok(),
+            "writes still waiting for the next segment after 20 s"
+        );
+        let err = done.unwrap().expect_err("the engine stopped");
+        assert!(err.contains("panicked"), "{err}");
+        let _ = std::mem::ManuallyDrop::into_inner(e).close();
+    }
+
     /// A commit that waits for the next journal segment while it is being prepared goes on
     /// waiting when the engine starts to close: the preparer finishes that segment before it
     /// stops, and a commit that made the same segment itself (as it once did, leaving its wait

@@ -233,9 +233,22 @@ fn background(weak: Weak<Shared>) {
                 }
             }
         };
-        let result = job.run_checked();
-        #[cfg(test)]
-        tests::AFTER_JOB.pass(&shared.root);
+        // A panic here (a bug) must not leave the segment marked as being prepared with the
+        // engine still running: a commit that needs it would wait for it for ever. The engine
+        // stops (the waiting commit fails), and the panic goes on in this thread.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let result = job.run_checked();
+            #[cfg(test)]
+            tests::AFTER_JOB.pass(&shared.root);
+            result
+        }))
+        .unwrap_or_else(|payload| {
+            shared.poison(&Error::invariant(
+                "the journal's segment preparer panicked; open the engine again",
+            ));
+            shared.journal_cv.notify_all();
+            std::panic::resume_unwind(payload)
+        });
         let mut j = shared.journal.lock();
         j.finish_preparation(result);
         shared.journal_cv.notify_all();
