@@ -239,7 +239,8 @@ pub(crate) fn group_write_bytes(id: u64) -> u64 {
 /// `PERIOD` passed with anything in the journal or the tails since (after a reopen the tails
 /// hold what replay put there, with nothing appended yet).
 fn checkpoint_due(appended: u64, tail_bytes: u64, since_last: Duration, every: u64) -> bool {
-    appended >= every || (since_last >= PERIOD && (appended > 0 || tail_bytes > 0))
+    (appended > 0 && appended >= every)
+        || (since_last >= PERIOD && (appended > 0 || tail_bytes > 0))
 }
 
 /// Whether the writer has a [`Pass::Due`] to make: a group's tail reached its figure since the
@@ -1003,6 +1004,10 @@ mod tests {
         );
         assert!(!checkpoint_due(0, 0, later, every), "nothing to do");
         assert!(!checkpoint_due(1, 100, soon, every), "not yet");
+        // `checkpoint_bytes` 0: a checkpoint after every write, none while nothing is written
+        // (an idle engine once ran one, a `syncfs`, every 20 ms).
+        assert!(checkpoint_due(1, 0, soon, 0), "a write, with a step of 0");
+        assert!(!checkpoint_due(0, 0, soon, 0), "idle, with a step of 0");
     }
 
     /// The writer makes a pass only when some group's tail reached its figure: tails that are
