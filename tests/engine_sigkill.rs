@@ -64,7 +64,7 @@ const CHILD_TEST: &str = "engine_sigkill_child";
 /// Rounds in `cargo test`. A longer run by hand: `RAFTWAL_ENGINE_SIGKILL_ROUNDS=1000` (and
 /// `RAFTWAL_ENGINE_SIGKILL_FIRST=250` to start at another round: each round's seeds come from
 /// its number); `RAFTWAL_ENGINE_SIGKILL_KEEP=DIR` keeps a copy of the root as the kills left it
-/// when a round's check fails (docs/RELIABILITY.md: a loss seen once in about 4,000 rounds).
+/// when a round's check fails (docs/RELIABILITY.md: the long runs, and the loss they found).
 const ROUNDS: u64 = 30;
 
 /// The rounds to run: `first..first + count`.
