@@ -42,6 +42,8 @@ use raft::Storage;
 use raftwal::WriteBatch;
 use raftwal::{DiskStorage, Engine, EngineOptions, Error, GroupStorage, Options, RecoveryMode};
 
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/fuzz/mod.rs"]
 mod fuzz;
 
@@ -55,18 +57,6 @@ use fuzz::util::{scratch_dir, splitmix};
 /// `RAFTWAL_ENGINE_MODEL_FIRST=10000` to start elsewhere: each case's seed comes from its
 /// number). 4,000 cases take about 200 s in a release build.
 const CASES: u64 = 16;
-
-/// The cases to run: `first..first + count`.
-fn cases() -> std::ops::Range<u64> {
-    let var = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let first = var("RAFTWAL_ENGINE_MODEL_FIRST", 0);
-    first..first + var("RAFTWAL_ENGINE_MODEL_CASES", CASES)
-}
 const STEPS: usize = 120;
 /// Group ids are drawn from `1..=MAX_ID`, so removed ids come back.
 const MAX_ID: u64 = 8;
@@ -710,7 +700,11 @@ fn run_case(case: u64) -> Result<Stats, String> {
 fn engine_model_random_sequences() {
     let started = Instant::now();
     let mut total = Stats::default();
-    let cases = cases();
+    let cases = env::env_range(
+        "RAFTWAL_ENGINE_MODEL_FIRST",
+        "RAFTWAL_ENGINE_MODEL_CASES",
+        CASES,
+    );
     let count = cases.end - cases.start;
     for case in cases {
         let t = Instant::now();

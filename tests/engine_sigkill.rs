@@ -51,6 +51,8 @@ use raftwal::{DiskStorage, Engine, EngineOptions, Error, Options, RecoveryMode};
 
 #[path = "common/engine_ops.rs"]
 mod engine_ops;
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/roots.rs"]
 mod roots;
 
@@ -67,17 +69,6 @@ const CHILD_TEST: &str = "engine_sigkill_child";
 /// when a round's check fails (docs/RELIABILITY.md: the long runs, and the loss they found).
 const ROUNDS: u64 = 30;
 
-/// The rounds to run: `first..first + count`.
-fn rounds() -> std::ops::Range<u64> {
-    let var = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let first = var("RAFTWAL_ENGINE_SIGKILL_FIRST", 0);
-    first..first + var("RAFTWAL_ENGINE_SIGKILL_ROUNDS", ROUNDS)
-}
 /// Group ids `1..=48`, between 8 and 32 of them at a time.
 const LIMITS: Limits = Limits {
     max_id: 48,
@@ -319,7 +310,11 @@ fn engine_sigkill_rounds() {
     let (mut in_flight_kills, mut recovery_kills, mut copies, mut ops) = (0, 0, 0, 0u64);
     // Operations in flight found done, and found not done.
     let (mut done, mut undone) = (0, 0);
-    let rounds = rounds();
+    let rounds = env::env_range(
+        "RAFTWAL_ENGINE_SIGKILL_FIRST",
+        "RAFTWAL_ENGINE_SIGKILL_ROUNDS",
+        ROUNDS,
+    );
     let count = rounds.end - rounds.start;
     for round in rounds {
         let what = format!("round {round}");
