@@ -207,6 +207,24 @@ fn session_write(key: &str, client: u64) -> Request {
     }
 }
 
+/// An unconditional write of `key`, outside any session.
+fn plain_write(key: &str, value: &str) -> Request {
+    Request::Write {
+        key: key.into(),
+        value: value.into(),
+        expected_version: None,
+        session: None,
+    }
+}
+
+/// A strong (linearizable) read of `key`.
+fn strong_read(key: &str) -> Request {
+    Request::Read {
+        key: key.into(),
+        consistency: Consistency::Strong,
+    }
+}
+
 /// Sends `request` to the node at `addr` once (no retry) and waits up to 30 s for its answer.
 async fn call_once(
     addr: std::net::SocketAddr,
@@ -491,15 +509,7 @@ async fn a_removed_leader_serves_no_strong_read() -> Result {
     .await?;
     // k = "old", acknowledged; then node 1 removed; then node 3 itself.
     let steps = [
-        (
-            Request::Write {
-                key: "k".into(),
-                value: "old".into(),
-                expected_version: None,
-                session: None,
-            },
-            1,
-        ),
+        (plain_write("k", "old"), 1),
         (Request::RemoveNode { id: 1 }, 2),
         (Request::RemoveNode { id: 3 }, 2),
     ];
@@ -516,14 +526,7 @@ async fn a_removed_leader_serves_no_strong_read() -> Result {
     let removed = wait_status(&c, 3, "applied its own removal", |s| s.voters == vec![2]).await?;
     // Node 2, the only voter, may lead a newer term by now and have acknowledged a write of
     // k: node 3 cannot know, so it must not answer as if it did.
-    let read = call_once(
-        c.addr(3),
-        Request::Read {
-            key: "k".into(),
-            consistency: Consistency::Strong,
-        },
-    )
-    .await?;
+    let read = call_once(c.addr(3), strong_read("k")).await?;
     let answer = read.await.map_err(e2s)??;
     if !matches!(
         answer,
@@ -537,16 +540,7 @@ async fn a_removed_leader_serves_no_strong_read() -> Result {
             removed.voters, removed.role
         ));
     }
-    let write = call_once(
-        c.addr(3),
-        Request::Write {
-            key: "k".into(),
-            value: "new".into(),
-            expected_version: None,
-            session: None,
-        },
-    )
-    .await?;
+    let write = call_once(c.addr(3), plain_write("k", "new")).await?;
     match write.await.map_err(e2s)?? {
         Response::Error {
             retryable: true, ..
@@ -588,14 +582,7 @@ async fn a_removed_leader_resumed_after_the_last_voter_moved_on_reads_nothing_st
     wait_status(&c, last, "leads alone", |s| s.role == "Leader").await?;
     let mut alone = Client::pinned(c.addr(last));
     let new = alone.write_cas("k", "new", None).await.map_err(e2s)?;
-    let read = call_once(
-        c.addr(leader),
-        Request::Read {
-            key: "k".into(),
-            consistency: Consistency::Strong,
-        },
-    )
-    .await?;
+    let read = call_once(c.addr(leader), strong_read("k")).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     c.resume(leader).map_err(e2s)?;
     match read.await.map_err(e2s)?? {
