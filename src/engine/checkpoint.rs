@@ -874,8 +874,9 @@ mod tests {
                 );
                 super::super::commit::write(&s, std::mem::take(&mut b.parts))
             });
-            // Until that commit leads (and so waits for room).
-            while !shared.pipeline.lock().led() {
+            // Until that commit leads (and so waits for room), or ended (it failed: the test
+            // then fails on its result, rather than wait here).
+            while !shared.pipeline.lock().led() && !waiting.is_finished() {
                 std::thread::yield_now();
             }
             let _ = waiting_tx.send(waiting);
