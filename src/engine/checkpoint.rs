@@ -385,6 +385,11 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
         let s = record.snapshot.as_ref().filter(|s| s.data_len > 0)?;
         (*g.tidied.lock() != (s.term, s.index)).then(|| (Arc::clone(g), (s.term, s.index)))
     }));
+    // Each group once, with its newest snapshot (captured after those left before): checkpoints
+    // left untidied one after another, while the journal stays full, must not pile up entries.
+    to_tidy.reverse();
+    let mut seen = std::collections::HashSet::new();
+    to_tidy.retain(|(g, _)| seen.insert(g.id));
     if !to_tidy.is_empty() {
         #[cfg(test)]
         tests::BEFORE_TIDY.pass(&shared.root);
