@@ -40,14 +40,17 @@
 //! same way), and then `engine_ops::check_root`: the groups of the model after every operation
 //! that returned (a write with `sync_writes: true` is durable when it returns) and, for the groups
 //! the operation in flight changes, as before it or as after it, exactly: every entry and term,
-//! hard state, conf state, snapshot; a group being created is absent or empty, one being removed
+//! hard state, conf state, snapshot, the data a truncation cleared, raft id and checkpoint index
+//! (one of those set since the group's last journaled write); a group being created is absent or
+//! empty, one being removed
 //! whole or absent; no payload of one group in another. Every few mixes the recovered root also
 //! takes a write to every group, is closed and opened in `AbsoluteConsistency`, and must hold it.
 //!
 //! # The scripts
 //!
 //! Seeded operations from `engine_ops::Model::gen_op` on 4-8 groups (batches across groups,
-//! saves, received snapshots, compaction, conf states, group creation and removal), with journal
+//! saves, received snapshots, compaction, conf states, `truncate_entries_until`, `set_uint`,
+//! syncs, group creation and removal), with journal
 //! segments of 32 KiB (rotation and the recycled spare), the engine closed and opened again every
 //! 10-25 operations (the closing checkpoint, the journal trimmed, recovery): the opens and closes
 //! are recorded too. Script `deterministic` checkpoints only at close and on the operations that
@@ -819,7 +822,10 @@ enum Step {
 impl Step {
     /// Whether everything before it is durable once it returned, whatever `sync_writes` says.
     fn acknowledges(&self) -> bool {
-        matches!(self, Step::Reopen | Step::Sync(_))
+        matches!(
+            self,
+            Step::Reopen | Step::Sync(_) | Step::Op(Op::Sync { .. })
+        )
     }
 }
 

@@ -13,7 +13,10 @@
 //! seed and the model of the root the parent hands it (`model.txt`, written by the parent): batches
 //! of `Engine::write` with 1-6 parts across the groups (appends, overwrites of an uncommitted
 //! suffix with a higher term, hard states), one group's `GroupStorage::save`, received snapshots,
-//! `create_snapshot` (compaction), `set_conf_state`, `create_group`, `remove_group`. Before each
+//! `create_snapshot` (compaction), `set_conf_state`, `truncate_entries_until` (any index: 0, at
+//! or below the snapshot, in the log, at or past its end), `set_uint` (raft id, checkpoint index:
+//! read back at once with `uint` and `checkpoint`), `GroupStorage::sync`, `Engine::sync`,
+//! `create_group`, `remove_group`; about one entry in eight a conf change. Before each
 //! operation it prints `BEGIN n`, after it returned `ACK n` (one write per line). Entry payloads
 //! encode group, index and term; snapshot data encodes group and index; conf states the group.
 //!
@@ -28,8 +31,12 @@
 //! * the set of groups is the model's after the acknowledged operations; a group being created
 //!   in flight is absent or present and empty, one being removed is present (whole) or absent;
 //! * every group not touched by the operation in flight is exactly the model's: first and last
-//!   index, every entry (index, term, payload) and term, hard state, conf state, snapshot (index,
-//!   term, conf state, data); a group touched by it is exactly as before it or exactly as after;
+//!   index, every entry (index, term, type, payload) and term, hard state, conf state, snapshot
+//!   (index, term, conf state, data), the Normal entries whose data a truncation cleared (those
+//!   the log held when it ran: read back empty, every other entry with its data), raft id and
+//!   checkpoint index (as the group's last journaled write, `sync` or `create_snapshot` made them
+//!   durable, or one of the values `set_uint` gave them since); a group touched by it is exactly
+//!   as before it or exactly as after (a truncation whole or not at all);
 //! * every payload read is the one of its own group, index and term: an entry or snapshot of one
 //!   group found in another is named as such.
 //!
@@ -288,6 +295,22 @@ fn verify(root: &Path, what: &str, before: &Model, inflight: Option<(&Op, &Model
     found
 }
 
+/// Whether `found` (integers as read) is the state `m` (integers possibly still to be made
+/// durable) describes.
+fn same_state(found: &Model, m: &Model) -> bool {
+    found.groups.len() == m.groups.len()
+        && found.groups.iter().all(|(gid, f)| {
+            m.groups.get(gid).is_some_and(|g| {
+                let mut g = g.clone();
+                if g.ints_may_be((f.raft_id, f.checkpoint)) {
+                    (g.raft_id, g.checkpoint) = (f.raft_id, f.checkpoint);
+                    g.pending.clear();
+                }
+                g == *f
+            })
+        })
+}
+
 fn test_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
@@ -310,6 +333,8 @@ fn engine_sigkill_rounds() {
     let (mut in_flight_kills, mut recovery_kills, mut copies, mut ops) = (0, 0, 0, 0u64);
     // Operations in flight found done, and found not done.
     let (mut done, mut undone) = (0, 0);
+    // Of the operations acknowledged; and the groups found with data a truncation cleared.
+    let (mut truncations, mut set_uints, mut syncs, mut cleared) = (0, 0, 0, 0);
     let rounds = env::env_range(
         "RAFTWAL_ENGINE_SIGKILL_FIRST",
         "RAFTWAL_ENGINE_SIGKILL_ROUNDS",
@@ -379,6 +404,12 @@ fn engine_sigkill_rounds() {
         let mut before = model.clone();
         for _ in 0..acks.acked {
             let op = before.gen_op(&mut g, &LIMITS);
+            match op {
+                Op::Truncate { .. } => truncations += 1,
+                Op::SetUint { .. } => set_uints += 1,
+                Op::Sync { .. } => syncs += 1,
+                _ => {}
+            }
             before.apply(&op);
         }
         ops += acks.acked;
@@ -431,12 +462,17 @@ fn engine_sigkill_rounds() {
             started.elapsed()
         );
         if let Some((_, after)) = &inflight {
-            if found == *after {
+            if same_state(&found, after) {
                 done += 1;
-            } else if found == before {
+            } else if same_state(&found, &before) {
                 undone += 1;
             }
         }
+        cleared += found
+            .groups
+            .iter()
+            .filter(|(gid, g)| g.cleared_seen(**gid) > g.snap_index + 1)
+            .count();
         model = found;
     }
     // A clean close: every group directory is a DiskStorage directory with its group's state.
@@ -475,9 +511,10 @@ fn engine_sigkill_rounds() {
         s.close().unwrap();
     }
     eprintln!(
-        "{count} rounds, {ops} operations acknowledged, {in_flight_kills} kills with an operation \
-         in flight ({done} found done, {undone} not done), {recovery_kills} kills during \
-         recovery, {copies} copies checked, {} groups at the end, {:.1?}",
+        "{count} rounds, {ops} operations acknowledged ({truncations} truncations, {set_uints} \
+         set_uint, {syncs} syncs), {in_flight_kills} kills with an operation in flight ({done} \
+         found done, {undone} not done), {recovery_kills} kills during recovery, {copies} copies \
+         checked, {cleared} groups found with data cleared, {} groups at the end, {:.1?}",
         model.groups.len(),
         started.elapsed()
     );

@@ -1,7 +1,8 @@
 //! The operations, the model and the checks shared by the engine's crash tests
 //! (tests/engine_sigkill.rs, tests/engine_power_loss.rs; included with `#[path]`): a seeded
 //! generator of valid operations on an engine root ([`Model::gen_op`]: batches across groups,
-//! saves, received snapshots, compaction, conf states, group creation and removal), the model of
+//! saves, received snapshots, compaction, conf states, `truncate_entries_until`, `set_uint`,
+//! `sync`, group creation and removal; entries Normal or conf changes, [`op_entry`]), the model of
 //! what the root holds after them (docs/DESIGN.md §4 per group, written for these tests,
 //! independent of the engine's code), how to run an operation on an `Engine` ([`run_op`]), and the
 //! check of an opened root against the model ([`check_root`]): every group exactly as the model
@@ -19,12 +20,31 @@ use std::path::Path;
 use bytes::Bytes;
 use raft::prelude::*;
 use raft::{GetEntriesContext, Storage};
-use raftwal::{Engine, Error, WriteBatch};
+use raftwal::{DiskStorage, Engine, Error, GroupStorage, MetaInfo, WriteBatch};
 
 #[path = "entries.rs"]
 mod entries;
 
 use entries::entry_in_group;
+
+/// The type of group `gid`'s entry at `index` of `term` ([`op_entry`]): a conf change for about
+/// one entry in eight (`truncate_entries_until` keeps their data), Normal otherwise.
+pub fn entry_kind(gid: u64, index: u64, term: u64) -> EntryType {
+    match splitmix(gid << 40 ^ index ^ term << 20 ^ 0xC0_FC4A) % 16 {
+        0 => EntryType::EntryConfChange,
+        1 => EntryType::EntryConfChangeV2,
+        _ => EntryType::EntryNormal,
+    }
+}
+
+/// Group `gid`'s entry at `index` of `term` as the generated operations write it:
+/// `entries::entry_in_group` (its payload names group, index and term) of the type
+/// [`entry_kind`] gives.
+pub fn op_entry(index: u64, term: u64, gid: u64) -> Entry {
+    let mut e = entry_in_group(index, term, gid);
+    e.set_entry_type(entry_kind(gid, index, term));
+    e
+}
 
 /// How many groups the generator keeps, and their ids.
 #[derive(Clone, Copy, Debug)]
@@ -102,7 +122,15 @@ pub fn hard_state(h: (u64, u64, u64)) -> HardState {
 /// One group as docs/DESIGN.md §4 says it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
+    /// Raft id and checkpoint index (`MetaInfo::RaftId`, `MetaInfo::CheckpointIndex`) as the
+    /// group's last journaled write (or its `sync`, or `create_snapshot`) made them durable.
     pub raft_id: u64,
+    pub checkpoint: u64,
+    /// The pair (raft id, checkpoint index) after each `set_uint` since then, oldest first: in
+    /// memory, and durable at the latest with the group's next journaled write; a background
+    /// checkpoint may store any of them before (docs/DESIGN.md §4: "`set_uint` changes the meta
+    /// page in memory; it becomes durable with the next flushed write, `sync()`, `close()`").
+    pub pending: Vec<(u64, u64)>,
     pub snap_index: u64,
     pub snap_term: u64,
     pub snap_voters: Vec<u64>,
@@ -111,28 +139,59 @@ pub struct Group {
     /// (term, vote, commit); (0, 0, 0) never stored.
     pub hs: (u64, u64, u64),
     pub voters: Vec<u64>,
-    /// `truncate_entries_until`: entries below it read back with empty data (normalized by
-    /// [`Group::cleared_to`]).
-    pub truncated: u64,
+    /// `truncate_entries_until`: the Normal entries in `[snap_index + 1, cleared_to)` read back
+    /// with empty data, every other entry with its own. Within `[snap_index + 1, last + 1]`: a
+    /// truncation clears the entries the log holds when it runs (not those written after it,
+    /// past where the log then ended, nor those an overwrite writes again).
+    pub cleared_to: u64,
 }
 
 impl Group {
     pub fn new(raft_id: u64) -> Group {
         Group {
             raft_id,
+            checkpoint: 0,
+            pending: Vec::new(),
             snap_index: 0,
             snap_term: 0,
             snap_voters: Vec::new(),
             terms: Vec::new(),
             hs: (0, 0, 0),
             voters: Vec::new(),
-            truncated: 0,
+            cleared_to: 1,
         }
     }
 
-    /// Where the log's entries with their data cleared end: entries `[snap_index + 1, it)`.
-    pub fn cleared_to(&self) -> u64 {
-        self.truncated.clamp(self.snap_index + 1, self.last() + 1)
+    /// Where the data cleared ends as a read can tell (the entries of group `gid`): one past
+    /// the last Normal entry below [`Group::cleared_to`], `snap_index + 1` when there is none.
+    pub fn cleared_seen(&self, gid: u64) -> u64 {
+        let mut i = self.cleared_to.min(self.last() + 1);
+        while i > self.snap_index + 1 {
+            if entry_kind(gid, i - 1, self.term_at(i - 1)) == EntryType::EntryNormal {
+                return i;
+            }
+            i -= 1;
+        }
+        self.snap_index + 1
+    }
+
+    /// Raft id and checkpoint index in memory (what `uint` returns).
+    pub fn ints(&self) -> (u64, u64) {
+        self.pending
+            .last()
+            .copied()
+            .unwrap_or((self.raft_id, self.checkpoint))
+    }
+
+    /// The integers in memory made durable (a journaled write of the group, its `sync`).
+    pub fn ints_durable(&mut self) {
+        (self.raft_id, self.checkpoint) = self.ints();
+        self.pending.clear();
+    }
+
+    /// Whether a read of raft id and checkpoint index after a crash may give `ints`.
+    pub fn ints_may_be(&self, ints: (u64, u64)) -> bool {
+        ints == (self.raft_id, self.checkpoint) || self.pending.contains(&ints)
     }
     pub fn last(&self) -> u64 {
         self.snap_index + self.terms.len() as u64
@@ -187,10 +246,22 @@ pub enum Op {
     Remove {
         gid: u64,
     },
-    /// `GroupStorage::truncate_entries_until` (never generated: scripts name it).
+    /// `GroupStorage::truncate_entries_until`: any index (0, at or below the snapshot, in the
+    /// log, at or past its end).
     Truncate {
         gid: u64,
         index: u64,
+    },
+    /// `GroupStorage::set_uint` of raft id or checkpoint index (then `uint` and `checkpoint`
+    /// must read it back).
+    SetUint {
+        gid: u64,
+        key: MetaInfo,
+        value: u64,
+    },
+    /// `GroupStorage::sync` of group `Some(gid)`, `Engine::sync` for `None`.
+    Sync {
+        gid: Option<u64>,
     },
 }
 
@@ -212,6 +283,11 @@ impl Op {
             Op::Truncate { gid, index } => {
                 format!("truncate_entries_until({index}) of group {gid}")
             }
+            Op::SetUint { gid, key, value } => {
+                format!("set_uint({key:?}, {value}) of group {gid}")
+            }
+            Op::Sync { gid: Some(gid) } => format!("sync of group {gid}"),
+            Op::Sync { gid: None } => "sync of the engine".to_string(),
         }
     }
 
@@ -224,7 +300,11 @@ impl Op {
             | Op::SetConfState { gid, .. }
             | Op::Create { gid, .. }
             | Op::Remove { gid }
-            | Op::Truncate { gid, .. } => vec![*gid],
+            | Op::Truncate { gid, .. }
+            | Op::SetUint { gid, .. }
+            | Op::Sync { gid: Some(gid) } => vec![*gid],
+            // Engine::sync journals no group's integers (only `GroupStorage::sync` does).
+            Op::Sync { gid: None } => Vec::new(),
         };
         g.sort_unstable();
         g.dedup();
@@ -244,14 +324,19 @@ impl Model {
             g.snap_voters = v.clone();
             g.voters = v.clone();
             g.terms.clear();
+            g.cleared_to = i + 1;
         }
         if !p.terms.is_empty() {
             g.terms.truncate((p.first - g.snap_index - 1) as usize);
             g.terms.extend_from_slice(&p.terms);
+            // The entries written from `first` on carry their data.
+            g.cleared_to = g.cleared_to.min(p.first);
         }
         if p.hs != (0, 0, 0) {
             g.hs = p.hs;
         }
+        // Every part journals the group's integers set since its last journaled write.
+        g.ints_durable();
     }
 
     pub fn apply(&mut self, op: &Op) {
@@ -265,9 +350,14 @@ impl Model {
                 g.snap_index = *index;
                 g.snap_term = term;
                 g.snap_voters = cs.clone().unwrap_or_else(|| g.voters.clone());
+                g.cleared_to = g.cleared_to.max(index + 1);
+                // The meta page is stored durably with the snapshot, the integers in it.
+                g.ints_durable();
             }
             Op::SetConfState { gid, voters } => {
-                self.groups.get_mut(gid).expect("live").voters = voters.clone();
+                let g = self.groups.get_mut(gid).expect("live");
+                g.voters = voters.clone();
+                g.ints_durable();
             }
             Op::Create { gid, raft_id } => {
                 self.groups.insert(*gid, Group::new(*raft_id));
@@ -277,8 +367,27 @@ impl Model {
             }
             Op::Truncate { gid, index } => {
                 let g = self.groups.get_mut(gid).expect("live");
-                g.truncated = g.truncated.max(*index);
+                // The entries the log holds now: not those written later past its end.
+                g.cleared_to = g.cleared_to.max((*index).min(g.last() + 1));
+                g.ints_durable();
             }
+            Op::SetUint { gid, key, value } => {
+                let g = self.groups.get_mut(gid).expect("live");
+                let (mut raft_id, mut checkpoint) = g.ints();
+                match key {
+                    MetaInfo::RaftId => raft_id = *value,
+                    MetaInfo::CheckpointIndex => checkpoint = *value,
+                    // Ignored by the engine (not generated).
+                    MetaInfo::GroupId | MetaInfo::SnapshotIndex | MetaInfo::SnapshotTerm => {}
+                }
+                if (raft_id, checkpoint) != g.ints() {
+                    g.pending.push((raft_id, checkpoint));
+                }
+            }
+            Op::Sync { gid: Some(gid) } => {
+                self.groups.get_mut(gid).expect("live").ints_durable();
+            }
+            Op::Sync { gid: None } => {}
         }
     }
 
@@ -370,7 +479,39 @@ impl Model {
                 voters: voters(gid, r.next()),
             };
         }
-        if x < 25 {
+        if x < 14 {
+            let gid = pick(r, &live);
+            let g = &self.groups[&gid];
+            let (s, l) = (g.snap_index, g.last());
+            let index = match r.below(12) {
+                0 => 0,
+                1 => r.range(0, s),
+                2 => l,
+                3 => l + 1,
+                4 => l + r.range(2, 300),
+                5 => u64::MAX,
+                _ => r.range(s + 1, l + 1),
+            };
+            return Op::Truncate { gid, index };
+        }
+        if x < 16 {
+            let gid = pick(r, &live);
+            let g = &self.groups[&gid];
+            let (key, value) = if r.chance(70) {
+                (
+                    MetaInfo::CheckpointIndex,
+                    r.range(g.snap_index, g.snap_index.max(g.hs.2) + 3),
+                )
+            } else {
+                (MetaInfo::RaftId, gid * 10 + r.range(1, 9))
+            };
+            return Op::SetUint { gid, key, value };
+        }
+        if x < 17 {
+            let gid = r.chance(70).then(|| pick(r, &live));
+            return Op::Sync { gid };
+        }
+        if x < 31 {
             let gid = pick(r, &live);
             return Op::Save(self.gen_part(r, gid, limits));
         }
@@ -385,8 +526,9 @@ impl Model {
         Op::Write(parts)
     }
 
-    // A line per group: `gid raft snap_i snap_t snap_voters hs_t hs_v hs_c voters last runs`,
-    // voters as `a.b`, runs of terms as `first:term,...`.
+    // A line per group: `gid raft snap_i snap_t snap_voters hs_t hs_v hs_c voters last runs
+    // cleared_to checkpoint pending`, voters as `a.b`, runs of terms as `first:term,...`, pending
+    // integers as `raft:checkpoint,...`; `-` for an empty list.
     pub fn save(&self, path: &Path) {
         let mut out = String::new();
         let list = |v: &[u64]| {
@@ -406,9 +548,14 @@ impl Model {
                     runs.push(format!("{}:{t}", g.snap_index + 1 + k as u64));
                 }
             }
+            let pending = g
+                .pending
+                .iter()
+                .map(|(r, c)| format!("{r}:{c}"))
+                .collect::<Vec<_>>();
             let _ = writeln!(
                 out,
-                "{gid} {} {} {} {} {} {} {} {} {} {}",
+                "{gid} {} {} {} {} {} {} {} {} {} {} {} {} {}",
                 g.raft_id,
                 g.snap_index,
                 g.snap_term,
@@ -422,6 +569,13 @@ impl Model {
                     "-".to_string()
                 } else {
                     runs.join(",")
+                },
+                g.cleared_to,
+                g.checkpoint,
+                if pending.is_empty() {
+                    "-".to_string()
+                } else {
+                    pending.join(",")
                 }
             );
         }
@@ -456,17 +610,30 @@ impl Model {
                     terms.extend((*from..=to).map(|_| *t));
                 }
             }
+            let pending = if f[13] == "-" {
+                Vec::new()
+            } else {
+                f[13]
+                    .split(',')
+                    .map(|p| {
+                        let (a, b) = p.split_once(':').unwrap();
+                        (a.parse().unwrap(), b.parse().unwrap())
+                    })
+                    .collect()
+            };
             m.groups.insert(
                 gid,
                 Group {
                     raft_id: n(1),
+                    checkpoint: n(12),
+                    pending,
                     snap_index,
                     snap_term: n(3),
                     snap_voters: list(f[4]),
                     hs: (n(5), n(6), n(7)),
                     voters: list(f[8]),
                     terms,
-                    truncated: 0,
+                    cleared_to: n(11),
                 },
             );
         }
@@ -483,7 +650,7 @@ pub fn part_parts(p: &Part) -> (HardState, Vec<Entry>, Snapshot) {
         .terms
         .iter()
         .enumerate()
-        .map(|(k, t)| entry_in_group(p.first + k as u64, *t, p.gid))
+        .map(|(k, t)| op_entry(p.first + k as u64, *t, p.gid))
         .collect();
     let mut snap = Snapshot::default();
     if let Some((i, t, v)) = &p.snapshot {
@@ -526,18 +693,61 @@ pub fn run_op(e: &Engine, op: &Op) -> Result<(), Error> {
         Op::Create { gid, raft_id } => e.create_group(*gid, *raft_id).map(drop),
         Op::Remove { gid } => e.remove_group(*gid),
         Op::Truncate { gid, index } => group(gid).truncate_entries_until(*index),
+        Op::SetUint { gid, key, value } => {
+            let g = group(gid);
+            g.set_uint(*key, *value);
+            assert_eq!(g.uint(*key), *value, "group {gid}: uint after set_uint");
+            if *key == MetaInfo::CheckpointIndex {
+                assert_eq!(
+                    g.checkpoint()?,
+                    *value,
+                    "group {gid}: checkpoint after set_uint"
+                );
+            }
+            Ok(())
+        }
+        Op::Sync { gid: Some(gid) } => group(gid).sync(),
+        Op::Sync { gid: None } => e.sync(),
     }
 }
 
-/// A group of an open root as read back: every payload checked against its group, index and
-/// term; then compared with the candidates (the model's states it may be in).
-pub fn check_group<S: Storage>(s: &S, gid: u64, want: &[&Group]) -> Result<usize, String> {
+/// The meta integers of a group's storage (`GroupStorage` and `DiskStorage` alike).
+pub trait Uints {
+    fn get_uint(&self, key: MetaInfo) -> u64;
+    fn get_checkpoint(&self) -> Result<u64, Error>;
+}
+
+impl Uints for GroupStorage {
+    fn get_uint(&self, key: MetaInfo) -> u64 {
+        self.uint(key)
+    }
+    fn get_checkpoint(&self) -> Result<u64, Error> {
+        self.checkpoint()
+    }
+}
+
+impl Uints for DiskStorage {
+    fn get_uint(&self, key: MetaInfo) -> u64 {
+        self.uint(key)
+    }
+    fn get_checkpoint(&self) -> Result<u64, Error> {
+        self.checkpoint()
+    }
+}
+
+/// A group of an open root as read back: every entry's type and payload checked against its
+/// group, index and term (the data of Normal entries a truncation cleared a prefix of the log,
+/// empty), the meta integers; then compared with the candidates (the model's states it may be
+/// in). Returns the candidate it matched, its integers as read (durable now).
+pub fn check_group<S: Storage + Uints>(s: &S, gid: u64, want: &[&Group]) -> Result<Group, String> {
     let first = s.first_index().map_err(|e| format!("first_index: {e}"))?;
     let last = s.last_index().map_err(|e| format!("last_index: {e}"))?;
     let snap_index = first - 1;
     let mut terms = Vec::new();
-    // Entries read back with their data cleared (`truncate_entries_until`): a prefix.
+    // Normal entries read back with their data cleared (`truncate_entries_until`): those of a
+    // prefix of the log. `cleared_to`: one past the last of them.
     let mut cleared_to = first;
+    let mut kept_normal = None;
     let mut lo = first;
     while lo <= last {
         let hi = (lo + 2_000).min(last + 1);
@@ -549,10 +759,36 @@ pub fn check_group<S: Storage>(s: &S, gid: u64, want: &[&Group]) -> Result<usize
         }
         for (k, e) in got.iter().enumerate() {
             let i = lo + k as u64;
-            let want = entry_in_group(i, e.term, gid);
-            let cleared = e.data.is_empty() && cleared_to == i;
+            let want = op_entry(i, e.term, gid);
+            let normal = want.get_entry_type() == EntryType::EntryNormal;
+            if e.get_entry_type() != want.get_entry_type() {
+                return Err(format!(
+                    "entry {i} (term {}) is a {:?}, group {gid}'s entry {i} of its term a {:?}",
+                    e.term,
+                    e.get_entry_type(),
+                    want.get_entry_type()
+                ));
+            }
+            // (Every entry written carries data.)
+            let cleared = e.data.is_empty() && e.index == i;
+            if cleared && !normal {
+                return Err(format!(
+                    "entry {i} (term {}), a {:?}, reads back with its data dropped",
+                    e.term,
+                    e.get_entry_type()
+                ));
+            }
             if cleared {
+                if let Some(j) = kept_normal {
+                    return Err(format!(
+                        "entry {i} (term {}) reads back with its data dropped, but Normal entry \
+                         {j} before it with its data: no truncation clears that",
+                        e.term
+                    ));
+                }
                 cleared_to = i + 1;
+            } else if normal && kept_normal.is_none() {
+                kept_normal = Some(i);
             }
             if e.index != i || (e.data != want.data && !cleared) || e.context != want.context {
                 let tag = String::from_utf8_lossy(&e.data[..e.data.len().min(24)]).to_string();
@@ -594,31 +830,66 @@ pub fn check_group<S: Storage>(s: &S, gid: u64, want: &[&Group]) -> Result<usize
             return Err(format!("term({snap_index}) is not the snapshot's term"));
         }
     }
+    let ints = (
+        s.get_uint(MetaInfo::RaftId),
+        s.get_uint(MetaInfo::CheckpointIndex),
+    );
+    let checkpoint = s
+        .get_checkpoint()
+        .map_err(|e| format!("checkpoint(): {e}"))?;
+    if checkpoint != ints.1 {
+        return Err(format!(
+            "checkpoint() is {checkpoint}, uint(CheckpointIndex) {}",
+            ints.1
+        ));
+    }
+    let meta = (
+        s.get_uint(MetaInfo::GroupId),
+        s.get_uint(MetaInfo::SnapshotIndex),
+        s.get_uint(MetaInfo::SnapshotTerm),
+    );
+    if meta != (gid, snap_index, snap_term) {
+        return Err(format!(
+            "uint(GroupId, SnapshotIndex, SnapshotTerm) is {meta:?}, not {:?}",
+            (gid, snap_index, snap_term)
+        ));
+    }
     let seen = Group {
-        raft_id: 0,
+        raft_id: ints.0,
+        checkpoint: ints.1,
+        pending: Vec::new(),
         snap_index,
         snap_term,
         snap_voters,
         terms,
         hs,
         voters: st.conf_state.voters.clone(),
-        truncated: cleared_to,
+        cleared_to,
     };
-    for (k, w) in want.iter().enumerate() {
-        let mut w = (*w).clone();
-        w.raft_id = 0;
-        w.truncated = w.cleared_to();
+    for w in want {
+        if !w.ints_may_be(ints) {
+            continue;
+        }
+        let mut found = (*w).clone();
+        (found.raft_id, found.checkpoint) = ints;
+        found.pending.clear();
+        let mut w = found.clone();
+        w.cleared_to = w.cleared_seen(gid);
         // The commit reported is at least the snapshot's index (its entries are committed).
         w.hs.2 = w.hs.2.max(w.snap_index);
         if w == seen {
-            return Ok(k);
+            return Ok(found);
         }
     }
     Err(format!(
         "group {gid} holds none of the states it may be in:\n got  {}\n want {}",
         show(&seen),
         want.iter()
-            .map(|w| show(w))
+            .map(|w| {
+                let mut w = (*w).clone();
+                w.cleared_to = w.cleared_seen(gid);
+                show(&w)
+            })
             .collect::<Vec<_>>()
             .join("\n   or ")
     ))
@@ -627,7 +898,7 @@ pub fn check_group<S: Storage>(s: &S, gid: u64, want: &[&Group]) -> Result<usize
 pub fn show(g: &Group) -> String {
     format!(
         "snapshot {}@t{} cs {:?}, log [{}, {}] last term {}, hs {:?}, cs {:?}, data cleared \
-         below {}",
+         below {}, raft id and checkpoint {:?}{}",
         g.snap_index,
         g.snap_term,
         g.snap_voters,
@@ -636,7 +907,13 @@ pub fn show(g: &Group) -> String {
         g.terms.last().copied().unwrap_or(0),
         g.hs,
         g.voters,
-        g.cleared_to()
+        g.cleared_to,
+        (g.raft_id, g.checkpoint),
+        if g.pending.is_empty() {
+            String::new()
+        } else {
+            format!(" (or, set since, {:?})", g.pending)
+        }
     )
 }
 
@@ -688,8 +965,8 @@ pub fn check_root(
         let g = e
             .group(gid)
             .ok_or_else(|| format!("group {gid} is listed but group({gid}) is None"))?;
-        let k = check_group(&g, gid, &cands).map_err(|err| format!("group {gid}: {err}"))?;
-        found.groups.insert(gid, cands[k].clone());
+        let got = check_group(&g, gid, &cands).map_err(|err| format!("group {gid}: {err}"))?;
+        found.groups.insert(gid, got);
     }
     Ok(found)
 }
@@ -741,8 +1018,8 @@ pub fn check_root_window(
         let g = e
             .group(gid)
             .ok_or_else(|| format!("group {gid} is listed but group({gid}) is None"))?;
-        let k = check_group(&g, gid, &cands).map_err(|err| format!("group {gid}: {err}"))?;
-        found.groups.insert(gid, cands[k].clone());
+        let got = check_group(&g, gid, &cands).map_err(|err| format!("group {gid}: {err}"))?;
+        found.groups.insert(gid, got);
     }
     Ok(found)
 }
