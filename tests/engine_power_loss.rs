@@ -77,6 +77,8 @@ use raftwal::{Engine, EngineOptions, RecoveryMode};
 
 #[path = "common/engine_ops.rs"]
 mod engine_ops;
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/layout.rs"]
 mod layout;
 #[path = "common/roots.rs"]
@@ -1176,6 +1178,39 @@ fn power_loss_unsynced_writes() {
     });
     report(&a);
     report(&b);
+}
+
+/// More seeded scripts, for long runs by hand: `RAFTWAL_ENGINE_POWER_LOSS_SCRIPTS=30` (and
+/// `RAFTWAL_ENGINE_POWER_LOSS_FIRST=100` to start at another script: each one's seed comes from
+/// its number), by turns with `sync_writes` and no background checkpoint, with the background
+/// checkpoint, and without `sync_writes`. None in `cargo test`.
+#[test]
+fn power_loss_more_scripts_by_hand() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let scripts = env::env_range(
+        "RAFTWAL_ENGINE_POWER_LOSS_FIRST",
+        "RAFTWAL_ENGINE_POWER_LOSS_SCRIPTS",
+        0,
+    );
+    let mut tallies = Vec::new();
+    for k in scripts {
+        let seed = splitmix(0x5EED_1000 + k);
+        let name = format!("script {k}");
+        let sc = match k % 3 {
+            0 => synced(&name, seed, 100, 4),
+            1 => Script {
+                checkpoint_bytes: 48 << 10,
+                ..synced(&name, seed, 70, 4)
+            },
+            _ => Script {
+                sync_writes: false,
+                sync_percent: 15,
+                ..synced(&name, seed, 80, 3)
+            },
+        };
+        tallies.push(run_script(&sc));
+    }
+    tallies.iter().for_each(report);
 }
 
 /// One part of a write: `n` entries of term 1 for group `gid` from `first`, commit `commit`.
