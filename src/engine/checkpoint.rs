@@ -298,7 +298,7 @@ fn write_tails_held(shared: &Shared, pass: Pass, held_max: u64) -> Result<()> {
                 Err(e) => return Err(e),
             }
         }
-        g.settle_fds(shared);
+        g.settle_fds(shared, true);
     }
     if !waiting.is_empty() {
         relist(&mut shared.unwritten.lock(), waiting);
@@ -451,7 +451,7 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
         }
         let mut got = Ok(Err(0));
         for _ in 0..CAPTURE_TRIES {
-            if let Err(e) = g.write_tail(shared) {
+            if let Err(e) = g.write_tail(shared, true) {
                 // Removed since it was looked up (removal takes the pipeline, this does not):
                 // its tail and its files are gone with it, nothing was half written.
                 if g.log.read().is_none() {

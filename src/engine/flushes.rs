@@ -5,7 +5,10 @@
 //! device with the flush and holds it up; started just after one, it has the gap until the
 //! next commit (docs/PERFORMANCE.md, "Write-back between flushes"). So the committer marks
 //! its flush, and the writer, before it starts a write-back, waits a bounded time for the
-//! flush in flight to end.
+//! next flush to end, and then starts about a record's worth before it waits again
+//! ([`Flushes::pace`]; docs/PERFORMANCE.md, "Write-back paced by the flushes"). Calls that
+//! settle a group's files outside the writer only wait out the flush in flight
+//! ([`Flushes::wait_out`]).
 //!
 //! Owns: that mark. Must never: make a commit wait (the committer only sets and clears it,
 //! under a lock the writer holds for a load and never while it sleeps; when
@@ -30,6 +33,10 @@ const MAX_WAIT: Duration = Duration::from_millis(3);
 /// idle (rounds at 1,024 groups take 10-30 ms; docs/PERFORMANCE.md).
 const MAX_WAIT_NEXT: Duration = Duration::from_millis(50);
 
+/// Write-back the writer may start after a flush's end before it waits for the next one: at
+/// least this, else the last commit's record ([`Flushes::pace`]).
+const PACE_MIN_BYTES: u64 = 64 << 10;
+
 /// The committer's journal flushes, as the writer sees them.
 #[derive(Default)]
 pub(crate) struct Flushes {
@@ -40,6 +47,21 @@ pub(crate) struct Flushes {
     /// For [`Flushes::wait_next`]: a flush's end is published under this lock.
     lock: Mutex<()>,
     cv: Condvar,
+    /// The write-back started since the last flush's end ([`Flushes::pace`]).
+    pace: Mutex<Pace>,
+}
+
+/// What [`Flushes::pace`] let start since the flush `epoch` (the count of flushes ended) ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Pace {
+    epoch: u64,
+    /// Bytes of write-back started in this epoch.
+    started: u64,
+    /// A pace waited for this epoch's flush to end: the gap after it is the writer's.
+    entered: bool,
+    /// No flush ended within a wait in this epoch: no commits flush; nothing waits until one
+    /// does.
+    idle: bool,
 }
 
 /// A flush in flight; dropping it (whatever the flush's outcome) marks it ended.
@@ -80,6 +102,48 @@ impl Flushes {
         }
         self.wait_end_after(seen, MAX_WAIT);
         true
+    }
+
+    /// Before `bytes` of the groups' write-back start: waits (up to [`MAX_WAIT`]) for the next
+    /// journal flush to end, unless a wait already ended with the last flush's end and less
+    /// than a record's worth (at least [`PACE_MIN_BYTES`]) was started since. So each piece of
+    /// write-back starts in the gap right after a flush, where the commit's CPU work leaves the
+    /// device idle, a record's worth at most, instead of beside the next flush: write-back
+    /// started while a commit prepares its record reaches the device with that commit's flush
+    /// and holds it up (docs/PERFORMANCE.md, "Write-back paced by the flushes"). With no flush
+    /// ending within a wait (no commits, or commits without flushes), nothing waits again
+    /// until one ends. Advice to the writer only, as [`Flushes::wait_out`].
+    pub(crate) fn pace(&self, bytes: u64) {
+        self.pace_for(bytes, MAX_WAIT);
+    }
+
+    fn pace_for(&self, bytes: u64, max: Duration) {
+        let seen = self.ended.load(Ordering::SeqCst);
+        let mut p = self.pace.lock();
+        if p.epoch != seen {
+            *p = Pace {
+                epoch: seen,
+                ..Pace::default()
+            };
+        }
+        let budget = PACE_MIN_BYTES.max(self.last_bytes());
+        if !p.idle && (!p.entered || p.started + bytes > budget) {
+            // Not while holding the pace: a commit never takes it, but another writer may.
+            drop(p);
+            let ended = self.wait_end_after(seen, max);
+            p = self.pace.lock();
+            let now = self.ended.load(Ordering::SeqCst);
+            if ended {
+                *p = Pace {
+                    epoch: now,
+                    entered: true,
+                    ..Pace::default()
+                };
+            } else if p.epoch == now {
+                p.idle = true;
+            }
+        }
+        p.started += bytes;
     }
 
     /// Sleeps until more than `seen` flushes have ended; false if that takes longer than `max`.
@@ -163,6 +227,88 @@ mod tests {
             waiter.join().expect("waiter"),
             "a flush ended during the wait"
         );
+    }
+
+    /// Write-back starts right after a flush's end, a record's worth (at least
+    /// `PACE_MIN_BYTES`) per flush: a pace waits for the next flush to end unless one already
+    /// waited for the last end and the budget is not spent; with no flush ending, nothing
+    /// waits again until one does. (Waits here are long, so that only a flush ends them.)
+    #[test]
+    fn write_back_is_paced_a_record_after_each_flush() {
+        let f = std::sync::Arc::new(Flushes::default());
+        let long = Duration::from_secs(30);
+        let state = |f: &Flushes| *f.pace.lock();
+        // Waits for the flush in flight to end, then the gap is the writer's.
+        let flush = f.start(8 << 10);
+        let waiter = {
+            let f = f.clone();
+            std::thread::spawn(move || f.pace_for(10 << 10, long))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "the pace waits for the flush's end");
+        drop(flush);
+        waiter.join().expect("pace");
+        let entered = Pace {
+            epoch: 1,
+            started: 10 << 10,
+            entered: true,
+            idle: false,
+        };
+        assert_eq!(state(&f), entered);
+        // Within the budget (PACE_MIN_BYTES: the last record was smaller): no wait.
+        f.pace_for(50 << 10, long);
+        assert_eq!(state(&f).started, 60 << 10);
+        assert_eq!(state(&f).epoch, 1);
+        // Past it: the next flush's end.
+        let waiter = {
+            let f = f.clone();
+            std::thread::spawn(move || f.pace_for(10 << 10, long))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "past the budget, the pace waits");
+        drop(f.start(1 << 20));
+        waiter.join().expect("pace");
+        assert_eq!(
+            state(&f),
+            Pace {
+                epoch: 2,
+                ..entered
+            }
+        );
+        // A larger record makes a larger budget.
+        f.pace_for((1 << 20) - (10 << 10), long);
+        assert_eq!(state(&f).epoch, 2, "within the last record's size");
+        // A flush ended that this writer did not wait for: the next piece waits for the next
+        // flush (the gap after that one may be nearly over).
+        drop(f.start(1));
+        let waiter = {
+            let f = f.clone();
+            std::thread::spawn(move || f.pace_for(1, long))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !waiter.is_finished(),
+            "a gap not waited for is not the writer's"
+        );
+        drop(f.start(1));
+        waiter.join().expect("pace");
+        assert_eq!(state(&f).epoch, 4);
+        // No flush within the wait: idle, and nothing waits until a flush ends.
+        let g = Flushes::default();
+        g.pace_for(1, Duration::from_millis(1));
+        assert!(state(&g).idle);
+        g.pace_for(1 << 30, long);
+        assert_eq!(state(&g).started, (1 << 30) + 1, "no wait while idle");
+        drop(g.start(1));
+        let g = std::sync::Arc::new(g);
+        let waiter = {
+            let g = g.clone();
+            std::thread::spawn(move || g.pace_for(1, long))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "a flush ended: pacing again");
+        drop(g.start(1));
+        waiter.join().expect("pace");
     }
 
     /// The writer's wait for the flush in flight ends with that flush's notice, not by the

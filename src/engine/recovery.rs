@@ -1005,7 +1005,7 @@ fn replay(shared: &Shared, records: Vec<Decoded>) -> Result<()> {
     for (id, index) in truncated {
         let Some(g) = groups.get(&id) else { continue };
         g.clear_files_below(index)?;
-        g.settle_fds(shared);
+        g.settle_fds(shared, false);
     }
     Ok(())
 }

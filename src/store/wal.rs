@@ -135,9 +135,9 @@ impl Wal {
             .sum()
     }
 
-    /// Whether [`Wal::settle_fds`] would start a write-back now.
-    pub(crate) fn writeback_due(&self) -> bool {
-        self.files.back().is_some_and(LogFile::writeback_due)
+    /// The bytes whose write-back [`Wal::settle_fds`] would start now (0: none).
+    pub(crate) fn writeback_due(&self) -> u64 {
+        self.files.back().map_or(0, LogFile::writeback_due)
     }
 
     /// After a write: starts the write-back of what the last file was written (see

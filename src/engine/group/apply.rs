@@ -31,8 +31,9 @@ impl Group {
     ) -> Result<()> {
         if change.snapshot.is_some() || change.truncate.is_some() {
             let r = self.with_both(|b| self.apply_both(shared, b, &mut change, seq));
-            // The change may have opened a descriptor: into the budget with it.
-            self.settle_fds(shared);
+            // The change may have opened a descriptor: into the budget with it. Unpaced: this
+            // commit holds the lead, and no flush comes until it is done.
+            self.settle_fds(shared, false);
             return r;
         }
         let mut lg = self.log.write();
@@ -231,24 +232,29 @@ impl Group {
         Ok(true)
     }
 
-    /// Moves the whole tail into the files (unflushed).
-    pub(crate) fn write_tail(self: &Arc<Self>, shared: &Shared) -> Result<()> {
+    /// Moves the whole tail into the files (unflushed); `paced`: the write-back it starts as
+    /// the writer's is ([`Group::settle_fds`]).
+    pub(crate) fn write_tail(self: &Arc<Self>, shared: &Shared, paced: bool) -> Result<()> {
         while self.write_tail_op(shared, u64::MAX)? {}
-        self.settle_fds(shared);
+        self.settle_fds(shared, paced);
         Ok(())
     }
 
-    /// After writes: starts the write-back of what they wrote (just after the commits' journal
-    /// flush in flight, if one is: module `flushes`), keeps the last file's descriptor (in the
-    /// engine's budget of open files, module `fds`) and closes the others.
-    pub(crate) fn settle_fds(self: &Arc<Self>, shared: &Shared) {
+    /// After writes: starts the write-back of what they wrote, keeps the last file's descriptor
+    /// (in the engine's budget of open files, module `fds`) and closes the others. `paced` (the
+    /// writer's thread): the write-back starts in the gap after a journal flush, a record's
+    /// worth per flush ([`super::super::flushes::Flushes::pace`]); else (a commit, an
+    /// application's call, open) just after the flush in flight, if one is.
+    pub(crate) fn settle_fds(self: &Arc<Self>, shared: &Shared, paced: bool) {
         // Waited for with no lock held: the group's readers and commits go on meanwhile.
         let due = self
             .files
             .read()
             .as_ref()
-            .is_some_and(|f| f.wal.writeback_due());
-        if due {
+            .map_or(0, |f| f.wal.writeback_due());
+        if due > 0 && paced {
+            shared.flushes.pace(due);
+        } else if due > 0 {
             shared.flushes.wait_out();
         }
         let holds = self
@@ -282,7 +288,7 @@ impl Group {
     ) -> Result<bool> {
         let mut change = Some(change);
         for _ in 0..DURABLE_TRIES {
-            self.write_tail(shared)?;
+            self.write_tail(shared, false)?;
             // No commit between its checks and its apply: `change` sees the log every commit
             // was checked against, and none checked before it is applied after it.
             let _checked = self.checked.write();

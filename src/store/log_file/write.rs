@@ -60,8 +60,11 @@ pub(super) const ENGINE_INITIAL_RESERVE: u64 = 16 << 10;
 /// Largest growth step of an engine group file's payload area.
 const ENGINE_MAX_GROWTH: u64 = 4 << 20;
 
-/// Payload bytes of an engine file written between two starts of its write-back.
-pub(super) const WRITEBACK_BYTES: u64 = 256 << 10;
+/// Payload bytes of an engine file written between two starts of its write-back: about what a
+/// commit of 16 groups carries, so that the engine's writer, which starts a record's worth of
+/// write-back after each journal flush, never starts a step too large for the gap before the
+/// next one (docs/PERFORMANCE.md, "Write-back paced by the flushes"; 256 KiB before).
+pub(super) const WRITEBACK_BYTES: u64 = 64 << 10;
 
 /// Starts the write-back of `ranges` of `file` (`POSIX_FADV_DONTNEED` on each, see
 /// [`LogFile::start_writeback`]); returns the bytes of the ranges whose advice succeeded.
@@ -215,9 +218,18 @@ impl LogFile {
         }
     }
 
-    /// Whether [`LogFile::start_writeback`] would start a write-back now.
-    pub(crate) fn writeback_due(&self) -> bool {
-        matches!(self.handle, Handle::Detached(Some(_))) && self.payload_end >= self.writeback_at
+    /// The bytes whose write-back [`LogFile::start_writeback`] would start now (0: none).
+    pub(crate) fn writeback_due(&self) -> u64 {
+        if matches!(self.handle, Handle::Detached(Some(_))) && self.payload_end >= self.writeback_at
+        {
+            self.unstarted
+                .iter()
+                .flatten()
+                .map(|(from, to)| to - from)
+                .sum()
+        } else {
+            0
+        }
     }
 
     /// Closes the descriptor a detached file opened to be written (engine files keep none
