@@ -46,7 +46,18 @@
 //! and the child checks the same within its own process. At the end the root is opened, checked
 //! and closed cleanly, and every group directory must open with `DiskStorage::open` holding its
 //! group's whole state.
+//!
+//! Encrypted rounds: one round in eight (which ones follows from the round's number,
+//! [`encrypted`]; `RAFTWAL_ENGINE_SIGKILL_ENCRYPT=all` for all) run on a second root, opened by every engine of the round (the child, the
+//! children killed during recovery, the parent's checks) and by the final `DiskStorage::open`s
+//! with [`KEY`] (`EngineOptions::encryption_key`: sealed journal records, sealed payloads and
+//! slots, sealed meta pages). Each root keeps its key for life, and its own model: a plaintext
+//! round goes on from where the last plaintext round left its root, an encrypted round from
+//! where the last encrypted one left the other. The first time each root is checked after a
+//! kill, it is also opened with a key that does not fit it (no key or another key for the
+//! encrypted root, a key for the plaintext one): `Error::Encryption`, and no file changed.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -68,6 +79,8 @@ use engine_ops::{check_group, check_root, run_op, splitmix, Limits, Model, Op, R
 const ENV_ROOT: &str = "RAFTWAL_ENGINE_SIGKILL_ROOT";
 const ENV_SEED: &str = "RAFTWAL_ENGINE_SIGKILL_SEED";
 const ENV_MODE: &str = "RAFTWAL_ENGINE_SIGKILL_MODE";
+/// Set (to anything) for a child of an encrypted round: it opens the root with [`KEY`].
+const ENV_KEYED: &str = "RAFTWAL_ENGINE_SIGKILL_KEYED";
 const CHILD_TEST: &str = "engine_sigkill_child";
 
 /// Rounds in `cargo test`. A longer run by hand: `RAFTWAL_ENGINE_SIGKILL_ROUNDS=1000` (and
@@ -87,7 +100,7 @@ const LIMITS: Limits = Limits {
 /// The engine's options, in the child and the parent alike. `checkpoint_bytes` may come from
 /// `RAFTWAL_ENGINE_SIGKILL_CHECKPOINT_BYTES` (a long run by hand: smaller, checkpoints run all
 /// the time and land in more of the windows a kill can hit).
-fn engine_opts() -> EngineOptions {
+fn engine_opts(key: Option<[u8; 32]>) -> EngineOptions {
     let checkpoint_bytes = std::env::var("RAFTWAL_ENGINE_SIGKILL_CHECKPOINT_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -95,7 +108,25 @@ fn engine_opts() -> EngineOptions {
     EngineOptions {
         journal_segment_bytes: 256 << 10,
         checkpoint_bytes,
+        encryption_key: key,
         ..Default::default()
+    }
+}
+
+/// The key of the encrypted rounds' root; [`OTHER_KEY`] is one that does not fit it.
+const KEY: [u8; 32] = *b"raftwal engine sigkill test key!";
+const OTHER_KEY: [u8; 32] = *b"not the key of the encrypted rt!";
+
+/// Whether round `round` runs encrypted, on the encrypted root: one round in eight, from the
+/// round's number (rounds 3, 17 and 18 of `cargo test`'s 30).
+/// `RAFTWAL_ENGINE_SIGKILL_ENCRYPT=all` makes every round encrypted (a long run by hand),
+/// `none` none.
+fn encrypted(round: u64) -> bool {
+    match std::env::var("RAFTWAL_ENGINE_SIGKILL_ENCRYPT").as_deref() {
+        Ok("all") => true,
+        Ok("none") => false,
+        Ok(other) => panic!("RAFTWAL_ENGINE_SIGKILL_ENCRYPT={other}: want all or none"),
+        Err(_) => splitmix(round ^ 0xE4C2_7E57).is_multiple_of(8),
     }
 }
 
@@ -129,8 +160,9 @@ fn engine_sigkill_child() {
     let root = PathBuf::from(root);
     let seed: u64 = std::env::var(ENV_SEED).unwrap().parse().unwrap();
     let mode = std::env::var(ENV_MODE).unwrap();
+    let key = std::env::var_os(ENV_KEYED).map(|_| KEY);
     line("OPENING");
-    let e = Engine::open_with(&root, engine_opts()).expect("child: open");
+    let e = Engine::open_with(&root, engine_opts(key)).expect("child: open");
     line("OPENED");
     if mode == "open" {
         std::thread::sleep(Duration::from_secs(30));
@@ -171,13 +203,19 @@ struct Spawned {
     stderr: std::thread::JoinHandle<String>,
 }
 
-fn spawn(root: &Path, seed: u64, mode: &str) -> Spawned {
+fn spawn(root: &Path, seed: u64, mode: &str, key: Option<[u8; 32]>) -> Spawned {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut child = Command::new(exe)
-        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads", "1"])
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads", "1"])
         .env(ENV_ROOT, root)
         .env(ENV_SEED, seed.to_string())
         .env(ENV_MODE, mode)
+        .env_remove(ENV_KEYED);
+    if let Some(k) = key {
+        assert_eq!(k, KEY, "a child knows one key");
+        cmd.env(ENV_KEYED, "1");
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -271,7 +309,13 @@ impl Acks {
 }
 
 /// Opens `root` and checks it ([`check_root`]); returns the model of what was found.
-fn verify(root: &Path, what: &str, before: &Model, inflight: Option<(&Op, &Model)>) -> Model {
+fn verify(
+    root: &Path,
+    key: Option<[u8; 32]>,
+    what: &str,
+    before: &Model,
+    inflight: Option<(&Op, &Model)>,
+) -> Model {
     // The root as the kills left it, for a failing check (`RAFTWAL_ENGINE_SIGKILL_KEEP`).
     let keep = std::env::var_os("RAFTWAL_ENGINE_SIGKILL_KEEP").map(PathBuf::from);
     let as_killed = keep.as_ref().map(|dir| {
@@ -280,7 +324,7 @@ fn verify(root: &Path, what: &str, before: &Model, inflight: Option<(&Op, &Model
         roots::kill_image(root, &copy);
         copy
     });
-    let e = Engine::open_with(root, engine_opts())
+    let e = Engine::open_with(root, engine_opts(key))
         .unwrap_or_else(|e| panic!("{what}: open after SIGKILL: {e}"));
     let found = check_root(&e, before, inflight).unwrap_or_else(|err| {
         let kept = as_killed.as_ref().map_or(String::new(), |c| {
@@ -311,6 +355,52 @@ fn same_state(found: &Model, m: &Model) -> bool {
         })
 }
 
+/// Every file under `dir` (the lock file aside), by path, with its bytes.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for ent in std::fs::read_dir(&d).expect("read a directory") {
+            let ent = ent.expect("an entry");
+            if ent.file_type().expect("its type").is_dir() {
+                out.insert(ent.path(), Vec::new());
+                todo.push(ent.path());
+            } else if ent.file_name() != "LOCK" {
+                out.insert(ent.path(), std::fs::read(ent.path()).expect("read a file"));
+            }
+        }
+    }
+    out
+}
+
+/// A root a kill left, opened with keys that do not fit it (`keys`): each open is
+/// `Error::Encryption` and changes nothing, byte for byte.
+fn refuses_keys(root: &Path, keys: &[Option<[u8; 32]>], what: &str) {
+    let before = tree(root);
+    for key in keys {
+        let which = match key {
+            None => "no key",
+            Some(k) if *k == KEY => "the key of the encrypted root",
+            Some(_) => "another key",
+        };
+        match Engine::open_with(root, engine_opts(*key)) {
+            Err(Error::Encryption { .. }) => {}
+            Err(e) => panic!("{what}: opened with {which}: not Error::Encryption but {e:?}"),
+            Ok(_) => panic!("{what}: opened with {which}: the open succeeded"),
+        }
+        let after = tree(root);
+        let changed: Vec<_> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|p| before.get(*p) != after.get(*p))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "{what}: the open with {which} changed {changed:?}"
+        );
+    }
+}
+
 fn test_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
@@ -324,12 +414,33 @@ fn test_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// One of the test's roots: the plaintext one or the encrypted one, with its model and key.
+struct Root {
+    path: PathBuf,
+    key: Option<[u8; 32]>,
+    model: Model,
+    /// Whether a round has run on it.
+    used: bool,
+    /// Whether it was opened with keys that do not fit it.
+    keys_refused: bool,
+}
+
 #[test]
 fn engine_sigkill_rounds() {
     let started = Instant::now();
     let tmp = test_dir();
-    let root = tmp.path().join("root");
-    let mut model = Model::default();
+    let mut roots = [None, Some(KEY)].map(|key| Root {
+        path: tmp.path().join(if key.is_some() {
+            "root-encrypted"
+        } else {
+            "root"
+        }),
+        key,
+        model: Model::default(),
+        used: false,
+        keys_refused: false,
+    });
+    let mut encrypted_rounds = 0;
     let (mut in_flight_kills, mut recovery_kills, mut copies, mut ops) = (0, 0, 0, 0u64);
     // Operations in flight found done, and found not done.
     let (mut done, mut undone) = (0, 0);
@@ -342,16 +453,34 @@ fn engine_sigkill_rounds() {
     );
     let count = rounds.end - rounds.start;
     for round in rounds {
-        let what = format!("round {round}");
+        let enc = encrypted(round);
+        encrypted_rounds += usize::from(enc);
+        let Root {
+            path: root,
+            key,
+            model,
+            used,
+            keys_refused,
+        } = &mut roots[usize::from(enc)];
+        let (root, key) = (root.as_path(), *key);
+        *used = true;
+        let what = format!("round {round}{}", if enc { " (encrypted)" } else { "" });
         let mut r = Rng(splitmix(0x5EED_0000 + round));
         let seed = splitmix(round ^ 0xC0FFEE);
-        model.save(&model_path(&root));
-        let mut child = spawn(&root, seed, "write");
+        model.save(&model_path(root));
+        let mut child = spawn(root, seed, "write", key);
         assert_eq!(next_line(&mut child, &what), "OPENING");
         assert_eq!(next_line(&mut child, &what), "OPENED");
         // Kill after `threshold` acknowledgements and `extra` more lines (then a short delay),
         // or at the first BEGIN after the threshold, with its operation in flight.
-        let threshold = r.range(20, 1_200);
+        let mut threshold = r.range(20, 1_200);
+        if enc && cfg!(debug_assertions) {
+            // Unoptimised, the cipher's generic code (instantiated in raftwal, built at
+            // opt-level 0 whatever Cargo.toml says of aes-gcm) seals and opens about 10x
+            // slower than a plaintext round writes and reads: rounds of 20-79 acknowledgements
+            // keep `cargo test`'s time (+7%). A release build runs them whole.
+            threshold = 20 + threshold % 60;
+        }
         let extra = r.below(4);
         let aimed = kill_at();
         let at_begin = r.chance(40) || aimed.is_some();
@@ -391,7 +520,7 @@ fn engine_sigkill_rounds() {
         }
         assert!(
             matches!(
-                Engine::open_with(&root, engine_opts()),
+                Engine::open_with(root, engine_opts(key)),
                 Err(Error::Locked { .. })
             ),
             "{what}: a second Engine on the root of a running child must be refused"
@@ -423,7 +552,7 @@ fn engine_sigkill_rounds() {
         // Kills during recovery: the next open must recover from those too.
         let kills = if r.chance(35) { r.range(1, 3) } else { 0 };
         for k in 0..kills {
-            let mut c = spawn(&root, 0, "open");
+            let mut c = spawn(root, 0, "open", key);
             assert_eq!(next_line(&mut c, &what), "OPENING");
             std::thread::sleep(Duration::from_micros(r.below(8_000)));
             let rest = kill(c, &format!("{what}, recovery kill {k}"));
@@ -434,13 +563,23 @@ fn engine_sigkill_rounds() {
         let checked = if check_copy {
             copies += 1;
             let copy = tmp.path().join(format!("copy{round}"));
-            roots::kill_image(&root, &copy);
+            roots::kill_image(root, &copy);
             copy
         } else {
-            root.clone()
+            root.to_path_buf()
         };
+        // Once per root: keys that do not fit it are refused, and change nothing.
+        if !*keys_refused {
+            *keys_refused = true;
+            let wrong = match key {
+                Some(_) => vec![None, Some(OTHER_KEY)],
+                None => vec![Some(KEY)],
+            };
+            refuses_keys(&checked, &wrong, &what);
+        }
         let found = verify(
             &checked,
+            key,
             &what,
             &before,
             inflight.as_ref().map(|(op, after)| (op, after)),
@@ -473,49 +612,62 @@ fn engine_sigkill_rounds() {
             .iter()
             .filter(|(gid, g)| g.cleared_seen(**gid) > g.snap_index + 1)
             .count();
-        model = found;
+        *model = found;
     }
     // A clean close: every group directory is a DiskStorage directory with its group's state.
-    let e = Engine::open_with(&root, engine_opts()).expect("final open");
-    assert_eq!(
-        e.group_ids(),
-        model.groups.keys().copied().collect::<Vec<_>>()
-    );
-    for (gid, g) in &model.groups {
-        check_group(&e.group(*gid).unwrap(), *gid, &[g])
-            .unwrap_or_else(|err| panic!("final: group {gid}: {err}"));
-    }
-    e.close().expect("final close");
-    for (gid, g) in &model.groups {
-        let dir = root.join("groups").join(gid.to_string());
-        let s = DiskStorage::open_with(
-            &dir,
-            Options {
-                recovery_mode: RecoveryMode::AbsoluteConsistency,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("DiskStorage::open of group {gid} after a clean close: {e}"));
-        check_group(&s, *gid, &[g])
-            .unwrap_or_else(|err| panic!("group {gid} as a DiskStorage: {err}"));
+    for Root {
+        path: root,
+        key,
+        model,
+        ..
+    } in roots.iter().filter(|r| r.used)
+    {
+        let e = Engine::open_with(root, engine_opts(*key)).expect("final open");
         assert_eq!(
-            s.uint(raftwal::MetaInfo::RaftId),
-            g.raft_id,
-            "group {gid}'s raft id"
+            e.group_ids(),
+            model.groups.keys().copied().collect::<Vec<_>>()
         );
-        assert_eq!(
-            s.uint(raftwal::MetaInfo::GroupId),
-            *gid,
-            "group {gid}'s group id"
-        );
-        s.close().unwrap();
+        for (gid, g) in &model.groups {
+            check_group(&e.group(*gid).unwrap(), *gid, &[g])
+                .unwrap_or_else(|err| panic!("final: group {gid}: {err}"));
+        }
+        e.close().expect("final close");
+        for (gid, g) in &model.groups {
+            let dir = root.join("groups").join(gid.to_string());
+            let s = DiskStorage::open_with(
+                &dir,
+                Options {
+                    recovery_mode: RecoveryMode::AbsoluteConsistency,
+                    encryption_key: *key,
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| {
+                panic!("DiskStorage::open of group {gid} after a clean close: {e}")
+            });
+            check_group(&s, *gid, &[g])
+                .unwrap_or_else(|err| panic!("group {gid} as a DiskStorage: {err}"));
+            assert_eq!(
+                s.uint(raftwal::MetaInfo::RaftId),
+                g.raft_id,
+                "group {gid}'s raft id"
+            );
+            assert_eq!(
+                s.uint(raftwal::MetaInfo::GroupId),
+                *gid,
+                "group {gid}'s group id"
+            );
+            s.close().unwrap();
+        }
     }
     eprintln!(
-        "{count} rounds, {ops} operations acknowledged ({truncations} truncations, {set_uints} \
-         set_uint, {syncs} syncs), {in_flight_kills} kills with an operation in flight ({done} \
-         found done, {undone} not done), {recovery_kills} kills during recovery, {copies} copies \
-         checked, {cleared} groups found with data cleared, {} groups at the end, {:.1?}",
-        model.groups.len(),
+        "{count} rounds ({encrypted_rounds} encrypted), {ops} operations acknowledged \
+         ({truncations} truncations, {set_uints} set_uint, {syncs} syncs), {in_flight_kills} \
+         kills with an operation in flight ({done} found done, {undone} not done), \
+         {recovery_kills} kills during recovery, {copies} copies checked, {cleared} groups found \
+         with data cleared, {} + {} groups at the end, {:.1?}",
+        roots[0].model.groups.len(),
+        roots[1].model.groups.len(),
         started.elapsed()
     );
     assert!(
