@@ -8,6 +8,7 @@ mod entries;
 mod layout;
 #[path = "common/roots.rs"]
 mod roots;
+use roots::tree;
 #[path = "common/truncations.rs"]
 mod truncations;
 
@@ -740,24 +741,6 @@ fn a_torn_tail_cut_by_open_stays_cut_through_more_writes_and_a_kill() {
             e.close().unwrap();
         }
     }
-}
-
-/// Every file under `root` (the lock file aside) with its bytes.
-fn tree(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        for ent in std::fs::read_dir(&dir).unwrap() {
-            let ent = ent.unwrap();
-            if ent.file_type().unwrap().is_dir() {
-                out.insert(ent.path(), Vec::new());
-                todo.push(ent.path());
-            } else if ent.file_name() != "LOCK" {
-                out.insert(ent.path(), std::fs::read(ent.path()).unwrap());
-            }
-        }
-    }
-    out
 }
 
 /// Flips a bit in the record of copy `copy` (1 or 2) of `wal.meta`.

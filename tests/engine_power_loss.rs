@@ -100,6 +100,7 @@ mod env;
 mod layout;
 #[path = "common/roots.rs"]
 mod roots;
+use roots::tree;
 
 use engine_ops::{check_root_window, run_op, splitmix, Limits, Model, Op, Part, Rng};
 use layout::segment_name;
@@ -667,24 +668,6 @@ fn script_key(seed: u64) -> Option<[u8; 32]> {
         Err(_) => ENCRYPTED_SEEDS.contains(&seed) || (seed >= SEEDED && (seed - SEEDED) % 2 == 1),
     };
     encrypted.then_some(KEY)
-}
-
-/// Every file under `dir`, by path, with its bytes (a directory with none).
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for ent in fs::read_dir(&d).expect("read a directory") {
-            let ent = ent.expect("an entry");
-            if ent.file_type().expect("its type").is_dir() {
-                out.insert(ent.path(), Vec::new());
-                todo.push(ent.path());
-            } else if ent.file_name() != "LOCK" {
-                out.insert(ent.path(), fs::read(ent.path()).expect("read a file"));
-            }
-        }
-    }
-    out
 }
 
 /// The encrypted root in `dir` (one a power loss left) opened with no key and with another

@@ -57,7 +57,6 @@
 //! kill, it is also opened with a key that does not fit it (no key or another key for the
 //! encrypted root, a key for the plaintext one): `Error::Encryption`, and no file changed.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -73,6 +72,7 @@ mod engine_ops;
 mod env;
 #[path = "common/roots.rs"]
 mod roots;
+use roots::tree;
 
 use engine_ops::{check_group, check_root, run_op, splitmix, Limits, Model, Op, Rng};
 
@@ -353,24 +353,6 @@ fn same_state(found: &Model, m: &Model) -> bool {
                 g == *f
             })
         })
-}
-
-/// Every file under `dir` (the lock file aside), by path, with its bytes.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for ent in std::fs::read_dir(&d).expect("read a directory") {
-            let ent = ent.expect("an entry");
-            if ent.file_type().expect("its type").is_dir() {
-                out.insert(ent.path(), Vec::new());
-                todo.push(ent.path());
-            } else if ent.file_name() != "LOCK" {
-                out.insert(ent.path(), std::fs::read(ent.path()).expect("read a file"));
-            }
-        }
-    }
-    out
 }
 
 /// A root a kill left, opened with keys that do not fit it (`keys`): each open is

@@ -5,9 +5,10 @@
 //! of it).
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Copies the root at `from` into `to` as a kill leaves it: every file as the page cache holds
 /// it, the lock file aside.
@@ -24,6 +25,25 @@ pub fn kill_image(from: &Path, to: &Path) {
 /// anything that does not copy: for a root or a directory nothing has open.
 pub fn copy_tree(from: &Path, to: &Path) {
     copy(from, to, false);
+}
+
+/// Every file under `root` (the lock file aside), by path, with its bytes; each directory with
+/// none: to tell that an open which failed changed nothing, byte for byte.
+pub fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for ent in fs::read_dir(&dir).expect("read a directory") {
+            let ent = ent.expect("an entry");
+            if ent.file_type().expect("its type").is_dir() {
+                out.insert(ent.path(), Vec::new());
+                todo.push(ent.path());
+            } else if ent.file_name() != "LOCK" {
+                out.insert(ent.path(), fs::read(ent.path()).expect("read a file"));
+            }
+        }
+    }
+    out
 }
 
 fn copy(from: &Path, to: &Path, live: bool) {
