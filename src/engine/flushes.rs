@@ -238,6 +238,13 @@ mod tests {
         let f = std::sync::Arc::new(Flushes::default());
         let long = Duration::from_secs(30);
         let state = |f: &Flushes| *f.pace.lock();
+        // A pace that must not wait: one that waited would give up only after `long` (and
+        // leave the state as a wait that saw no flush would).
+        let at_once = |f: &Flushes, bytes: u64| {
+            let started = Instant::now();
+            f.pace_for(bytes, long);
+            assert!(started.elapsed() < long, "a pace of {bytes} bytes waited");
+        };
         // Waits for the flush in flight to end, then the gap is the writer's.
         let flush = f.start(8 << 10);
         let waiter = {
@@ -256,7 +263,7 @@ mod tests {
         };
         assert_eq!(state(&f), entered);
         // Within the budget (PACE_MIN_BYTES: the last record was smaller): no wait.
-        f.pace_for(50 << 10, long);
+        at_once(&f, 50 << 10);
         assert_eq!(state(&f).started, 60 << 10);
         assert_eq!(state(&f).epoch, 1);
         // Past it: the next flush's end.
@@ -276,7 +283,7 @@ mod tests {
             }
         );
         // A larger record makes a larger budget.
-        f.pace_for((1 << 20) - (10 << 10), long);
+        at_once(&f, (1 << 20) - (10 << 10));
         assert_eq!(state(&f).epoch, 2, "within the last record's size");
         // A flush ended that this writer did not wait for: the next piece waits for the next
         // flush (the gap after that one may be nearly over).
@@ -297,7 +304,7 @@ mod tests {
         let g = Flushes::default();
         g.pace_for(1, Duration::from_millis(1));
         assert!(state(&g).idle);
-        g.pace_for(1 << 30, long);
+        at_once(&g, 1 << 30);
         assert_eq!(state(&g).started, (1 << 30) + 1, "no wait while idle");
         drop(g.start(1));
         let g = std::sync::Arc::new(g);
