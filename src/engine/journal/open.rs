@@ -251,6 +251,7 @@ impl Journal {
                 max_spares,
                 next: Next::Idle,
                 stalled: false,
+                releases: Default::default(),
             },
             appended: 0,
             held,
