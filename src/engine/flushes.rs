@@ -44,6 +44,9 @@ pub(crate) struct Flushes {
     ended: AtomicU64,
     /// Bytes of the record the last flush started carried.
     last_bytes: AtomicU64,
+    /// Bytes of the records of every flush started so far (the pace at which trimmed journal
+    /// segments are given back: module `release`).
+    flushed_bytes: AtomicU64,
     /// For [`Flushes::wait_next`]: a flush's end is published under this lock.
     lock: Mutex<()>,
     cv: Condvar,
@@ -72,8 +75,14 @@ impl Flushes {
     /// dropped.
     pub(crate) fn start(&self, bytes: u64) -> InFlight<'_> {
         self.last_bytes.store(bytes, Ordering::Relaxed);
+        self.flushed_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.in_flight.store(true, Ordering::SeqCst);
         InFlight(self)
+    }
+
+    /// Bytes of the records of every flush started so far.
+    pub(crate) fn flushed_bytes(&self) -> u64 {
+        self.flushed_bytes.load(Ordering::Relaxed)
     }
 
     /// Bytes of the record the last flush carried (0 before the first).

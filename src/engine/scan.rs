@@ -37,7 +37,7 @@ pub(crate) struct SegmentScan {
     pub path: PathBuf,
     pub len: u64,
     /// The first sequence number its header names; `None` when it has no header (prepared,
-    /// never written: open keeps it as a spare when it is the last segment).
+    /// never written: open removes it).
     pub first_seq: Option<u64>,
     /// Records at or below the checkpoint only: open removes it without reading it.
     pub obsolete: bool,
@@ -142,9 +142,10 @@ pub(crate) fn scan(
     }
 
     // Headers first, as open reads them. Each segment is read through the descriptor opened
-    // here from then on: a live engine's checkpoint may retire a segment (rename it to a
-    // spare, or remove it) while this scan runs, and the descriptor keeps reading the bytes
-    // the listing named.
+    // here from then on: a live engine's checkpoint may retire a segment while this scan runs.
+    // Renamed to a spare, the descriptor keeps reading the bytes the listing named; renamed to
+    // `<id>.jnl.tmp` and shrunk (module `release`), it reads short: an I/O error, for which
+    // the tools read a root marked open again (`tools::inspect::engine::retry`).
     let mut opened = Vec::with_capacity(ids.len());
     for &id in &ids {
         let path = dir.join(format!("{id:016}.jnl"));

@@ -20,8 +20,7 @@
 //! Taking it at rotation then costs one header write, flushed with the commit's records.
 //!
 //! A trimmed segment that is not kept as a spare is renamed `<id>.jnl.tmp` and given back to
-//! the file system by the same thread when it has no segment to prepare: shrunk by a step
-//! right after each journal flush, then removed ([`Release`]), never under the journal's lock.
+//! the file system by the same thread, in turns between its preparations (module `release`).
 //!
 //! Owns: the spare files, the prepared segment, the trimmed segments being given back and the
 //! thread that does both. Must never: hand out a file whose name is not durable or whose
@@ -39,6 +38,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::journal::SEGMENT_HEADER;
+use super::release::{self, Release, Releasing};
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::sys::fsutil;
@@ -47,18 +47,10 @@ use crate::sys::fsutil;
 const SPARE_PREFIX: &str = "spare-";
 /// How often the preparing thread looks for a stop when nothing wakes it.
 const IDLE: Duration = Duration::from_millis(200);
-/// The least a step of giving back a trimmed segment shrinks it by ([`Release`]).
-const RELEASE_STEP: u64 = 1 << 20;
 
 /// The name of the spare that was segment `id`.
 pub(crate) fn spare_name(id: u64) -> String {
     format!("{SPARE_PREFIX}{id:016}.jnl")
-}
-
-/// The name a trimmed segment that is not kept takes while the file system gets its blocks
-/// back ([`Release`]): open removes any file of this form it finds (module `journal`).
-pub(crate) fn release_name(id: u64) -> String {
-    format!("{id:016}.jnl.tmp")
 }
 
 /// Whether `name` is a spare's file name.
@@ -91,49 +83,15 @@ pub(crate) struct Pool {
     pub segment_bytes: u64,
     /// Spare files, oldest first.
     pub spares: Vec<PathBuf>,
-    /// Spares kept at most; a trimmed segment beyond them is removed.
+    /// Spares kept at most; a trimmed segment beyond them is given back (module `release`).
     pub max_spares: usize,
     pub next: Next,
     /// The last preparation failed: the thread waits for the next rotation before it tries
     /// again (the commit path then makes its segment itself and reports what fails).
     pub stalled: bool,
     /// Trimmed segments not kept as spares, renamed, that the thread gives back to the file
-    /// system a step after each journal flush, oldest first.
+    /// system (module `release`), oldest first.
     pub releases: VecDeque<Release>,
-}
-
-/// A trimmed segment being given back to the file system: shrunk a step at a time, then
-/// removed. On this disk (mounted with `discard`) the blocks a removal frees are discarded
-/// before it returns, about 0.3 ms per MiB, and a journal flush issued meanwhile waits behind
-/// them: removing a 32 MiB segment at once held a commit's flush for 7-9 ms, shrinking it by
-/// 1 MiB after each flush left the flushes as they were (docs/PERFORMANCE.md, "Trimmed
-/// segments given back a step at a time"). Its records all lie at or below a durable
-/// checkpoint, and its name (`<id>.jnl.tmp`) is one that open removes, so a crash part way
-/// leaves nothing open reads.
-pub(crate) struct Release {
-    pub path: PathBuf,
-    /// Its length now.
-    pub len: u64,
-}
-
-impl Release {
-    /// Shrinks the file by `step` bytes (at least one), or removes it once that leaves
-    /// nothing. Returns whether it is gone.
-    pub(crate) fn step(&mut self, step: u64) -> Result<bool> {
-        let len = self.len.saturating_sub(step.max(1));
-        if len == 0 {
-            fs::remove_file(&self.path).map_err(|e| Error::io("remove", &self.path, e))?;
-            return Ok(true);
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| Error::io("open", &self.path, e))?;
-        file.set_len(len)
-            .map_err(|e| Error::io("shrink", &self.path, e))?;
-        self.len = len;
-        Ok(false)
-    }
 }
 
 /// What the thread does for one preparation, decided under the journal's lock.
@@ -178,10 +136,8 @@ impl Pool {
     /// one is wanted; false if not (the caller hands it to the thread to give back: module
     /// `journal`, `Journal::trim`).
     ///
-    /// A segment id can be used twice (open turns a prepared, never written newest segment into
-    /// a spare, and the next segment takes its id again), so a spare of that name may still be
-    /// waiting: it is never replaced (that would leave it listed twice), the trimmed segment is
-    /// given back instead.
+    /// Should a spare of that name still be waiting (an id used twice), it is never replaced
+    /// (that would leave it listed twice): the trimmed segment is given back instead.
     pub(crate) fn recycle(&mut self, path: &Path, id: u64, len: u64) -> bool {
         if self.spares.len() < self.max_spares && len == self.segment_bytes {
             let spare = self.dir.join(spare_name(id));
@@ -247,7 +203,8 @@ pub(crate) struct Preparer {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Starts the thread (it holds the engine only weakly, and only while it prepares a segment).
+/// Starts the thread (it holds the engine only weakly, and only while it prepares a segment,
+/// gives back trimmed ones, or waits for either).
 pub(crate) fn start(shared: &Arc<Shared>) -> Result<()> {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let handle = std::thread::Builder::new()
@@ -272,31 +229,44 @@ pub(crate) fn stop(shared: &Shared) {
 /// What the thread does next.
 enum Work {
     Prepare(Job),
-    Release(Release),
+    /// A turn of giving back trimmed segments; whether it catches up (module `release`).
+    Release(bool),
 }
 
 fn background(weak: Weak<Shared>) {
+    let mut releasing = Releasing::default();
+    let mut prepared_last = false;
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let work = {
             let mut j = shared.journal.lock();
             if shared.stopping() {
+                releasing.put_back(&mut j);
                 return;
             }
-            // A segment to prepare comes first: a rotation without one makes its own on the
-            // commit path.
-            if let Some(job) = j.begin_preparation() {
-                Work::Prepare(job)
-            } else if let Some(release) = j.take_release() {
-                Work::Release(release)
+            // A segment to prepare comes first (a rotation without one makes its own on the
+            // commit path), but not twice in a row while trimmed segments wait: with every
+            // commit larger than a segment, each one rotates, and they would never get a turn.
+            let job = if prepared_last && releasing.pending(&j) {
+                None
             } else {
+                j.begin_preparation()
+            };
+            let bound = release::backlog_bound(&shared.opts);
+            if let Some(job) = job {
+                Work::Prepare(job)
+            } else if let Some(catch_up) = releasing.begin_turn(&mut j, bound) {
+                Work::Release(catch_up)
+            } else {
+                prepared_last = false;
                 let _ = shared.journal_cv.wait_for(&mut j, IDLE);
                 continue;
             }
         };
+        prepared_last = matches!(work, Work::Prepare(_));
         match work {
             Work::Prepare(job) => prepare(&shared, job),
-            Work::Release(release) => release_step(&shared, release),
+            Work::Release(catch_up) => release_turn(&shared, &mut releasing, catch_up),
         }
     }
 }
@@ -323,25 +293,24 @@ fn prepare(shared: &Shared, job: Job) {
     shared.journal_cv.notify_all();
 }
 
-/// One step of giving back a trimmed segment ([`Release`]), without the journal's lock: right
-/// after the next journal flush ends, in the gap before the one after, as many bytes as that
-/// flush carried (at least [`RELEASE_STEP`]), so that the journal is given back as fast as it
-/// is written. With no flush ending within a wait (an idle engine, or one without
-/// `sync_writes`) the file is removed at once: there is no flush to hold up.
-fn release_step(shared: &Shared, mut release: Release) {
-    let step = if shared.flushes.wait_next() {
-        RELEASE_STEP.max(shared.flushes.last_bytes())
-    } else {
-        u64::MAX
-    };
-    #[cfg(test)]
-    tests::BEFORE_RELEASE_STEP.pass(&shared.root);
-    match release.step(step) {
-        Ok(true) => {}
-        Ok(false) => shared.journal.lock().keep_release(release),
-        // As a failed removal in a checkpoint's trim did: the journal directory is not what
-        // the engine left it. The file holds no record past a durable checkpoint.
-        Err(e) => shared.poison(&e),
+/// A turn of giving back trimmed segments (module `release`). A failed shrink or removal
+/// stops the engine, as a failed removal in a checkpoint's trim did: the journal directory is
+/// not what the engine left there (the file holds no record past a durable checkpoint; open
+/// removes it). A panic (a bug) stops it too, then goes on in this thread.
+fn release_turn(shared: &Shared, releasing: &mut Releasing, catch_up: bool) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        releasing.turn(shared, catch_up)
+    }))
+    .unwrap_or_else(|payload| {
+        shared.poison(&Error::invariant(
+            "the journal thread panicked giving back a segment; open the engine again",
+        ));
+        shared.journal_cv.notify_all();
+        std::panic::resume_unwind(payload)
+    });
+    if let Err(e) = result {
+        shared.poison(&e);
+        shared.journal_cv.notify_all();
     }
 }
 
@@ -363,36 +332,8 @@ pub(crate) mod tests {
     /// (the window in which no one else may make that file).
     pub(super) static AFTER_JOB: Pauses = Pauses::new();
 
-    /// Before a step of giving back a trimmed segment, without the journal's lock.
-    pub(crate) static BEFORE_RELEASE_STEP: Pauses = Pauses::new();
-
     /// Makes the preparer of the engine at `root` run `f` after its next job (once).
     pub(crate) fn pause_next_preparation(root: &Path, f: impl FnOnce() + Send + 'static) {
         AFTER_JOB.add(root, f);
-    }
-
-    /// A release shrinks its file by the step asked (at least a byte) and says it is gone only
-    /// once the step that removes it ran; a file that vanished under it is an error naming it.
-    #[test]
-    fn a_release_shrinks_by_its_steps_then_removes_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(super::release_name(7));
-        std::fs::write(&path, vec![1u8; (3 << 20) + 100]).unwrap();
-        let mut r = super::Release {
-            path: path.clone(),
-            len: (3 << 20) + 100,
-        };
-        let len = || std::fs::metadata(&path).unwrap().len();
-        assert!(!r.step(1 << 20).unwrap());
-        assert_eq!((len(), r.len), ((2 << 20) + 100, (2 << 20) + 100));
-        assert!(!r.step(0).unwrap());
-        assert_eq!(len(), (2 << 20) + 99);
-        assert!(!r.step(2 << 20).unwrap());
-        assert_eq!(len(), 99);
-        assert!(r.step(1 << 20).unwrap());
-        assert!(!path.exists());
-        let mut gone = super::Release { path, len: 5 };
-        let err = gone.step(1).unwrap_err().to_string();
-        assert!(err.contains(&super::release_name(7)), "{err}");
     }
 }

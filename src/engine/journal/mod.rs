@@ -30,7 +30,8 @@ use bytes::Bytes;
 
 use self::held::Held;
 use super::record;
-use super::segments::{self, Job, Next, Pool, Prepared, Release};
+use super::release::{self, Release};
+use super::segments::{Job, Next, Pool, Prepared};
 use crate::error::{Error, Result};
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
@@ -89,8 +90,8 @@ struct Segment {
     first_seq: u64,
     /// Started while records before it were not flushed (its header's flag).
     prev_unflushed: bool,
-    /// Found by open rather than started by this engine: once trimmed it is removed, never
-    /// kept as a spare. Past where its records end it may hold records of a life that
+    /// Found by open rather than started by this engine: once trimmed it is given back to the
+    /// file system (module `release`), never kept as a spare. Past where its records end it may hold records of a life that
     /// crashed, with sequence numbers still to come (their pages kept by a power loss, an
     /// earlier one's lost): reused, a new record ending where one of them begins would bring
     /// it back. A segment this engine started holds nothing after its records but what its
@@ -406,15 +407,19 @@ impl Journal {
         !fits && matches!(self.pool.next, Next::Preparing(_))
     }
 
-    /// The oldest trimmed segment the thread is to give back a step of, if any (module
-    /// `segments`, `Release`); it hands it back with [`Journal::keep_release`] until it is gone.
+    /// The oldest trimmed segment waiting to be given back, if any (module `release`).
     pub(crate) fn take_release(&mut self) -> Option<Release> {
         self.pool.releases.pop_front()
     }
 
-    /// Puts back a trimmed segment the thread gave back a step of, first in line.
+    /// Puts back a trimmed segment the thread was giving back, first in line (it stops).
     pub(crate) fn keep_release(&mut self, release: Release) {
         self.pool.releases.push_front(release);
+    }
+
+    /// Bytes of the trimmed segments waiting in line to be given back.
+    pub(crate) fn releases_bytes(&self) -> u64 {
+        self.pool.releases.iter().map(|r| r.len).sum()
     }
 
     /// The preparation the thread should run now, if any (module `segments`).
@@ -514,11 +519,10 @@ impl Journal {
 
     /// Drops the segments whose records all lie at or below `seq` (a checkpoint covers them):
     /// they become spares (as many as are kept, of the usual size), or are renamed for the
-    /// journal thread to give back to the file system a step at a time (module `segments`,
-    /// `Release`). Removed here at once, under the journal's lock, a 32 MiB segment took
-    /// 5-10 ms on this disk and a trim after a long checkpoint removed eight, holding every
-    /// commit for 40-60 ms (docs/PERFORMANCE.md, "Trimmed segments given back a step at a
-    /// time").
+    /// journal thread to give back to the file system in turns (module `release`). Removed
+    /// here at once, under the journal's lock, a 32 MiB segment took 5-10 ms on this disk and
+    /// a trim after a long checkpoint removed eight, holding every commit for 40-60 ms
+    /// (docs/PERFORMANCE.md, "Trimmed segments given back a step at a time").
     pub(crate) fn trim(&mut self, seq: u64) -> Result<()> {
         let obsolete = self
             .segments
@@ -527,29 +531,24 @@ impl Journal {
             .count();
         let trimmed: Vec<Segment> = self.segments.drain(..obsolete).collect();
         for seg in trimmed {
-            if !seg.found {
-                let len = fs::metadata(&seg.path).map_or(0, |m| m.len());
-                if self.pool.recycle(&seg.path, seg.id, len) {
-                    continue;
-                }
+            let len = fs::metadata(&seg.path).map_or(0, |m| m.len());
+            if seg.found || !self.pool.recycle(&seg.path, seg.id, len) {
+                self.release(seg.path, seg.id, len)?;
             }
-            self.release(seg.path, seg.id)?;
         }
         self.appended = 0;
         self.held.trim(seq);
         Ok(())
     }
 
-    /// Hands the trimmed segment at `path` (once segment `id`) to the journal thread, renamed
-    /// so that open removes it if a crash comes first; removed at once if that name is taken.
-    fn release(&mut self, path: PathBuf, id: u64) -> Result<()> {
-        let to = self.dir.join(segments::release_name(id));
+    /// Hands the trimmed segment at `path` (once segment `id`, `len` bytes) to the journal
+    /// thread, renamed so that open removes it if a crash comes first; removed at once if that
+    /// name is taken.
+    fn release(&mut self, path: PathBuf, id: u64, len: u64) -> Result<()> {
+        let to = self.dir.join(release::release_name(id));
         if fsutil::rename_no_replace(&path, &to).is_err() {
             return fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e));
         }
-        let len = fs::metadata(&to)
-            .map_err(|e| Error::io("stat", &to, e))?
-            .len();
         self.pool.releases.push_back(Release { path: to, len });
         Ok(())
     }
