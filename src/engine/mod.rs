@@ -842,6 +842,27 @@ mod tests {
         assert_eq!(g.snapshot(0, 0).unwrap().get_metadata().index, 60);
     }
 
+    /// The trimmed segments waiting in `journal` to be given back: how many, and their bytes.
+    fn waiting_to_be_given_back(journal: &Path) -> (usize, u64) {
+        std::fs::read_dir(journal)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl.tmp"))
+            .fold((0, 0), |(n, bytes), e| {
+                (n + 1, bytes + e.metadata().map_or(0, |m| m.len()))
+            })
+    }
+
+    /// Waits up to 20 s for every trimmed segment in `journal` to be given back; what is left.
+    fn given_back_within_20s(journal: &Path) -> (usize, u64) {
+        use std::time::{Duration, Instant};
+        let since = Instant::now();
+        while waiting_to_be_given_back(journal).0 > 0 && since.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        waiting_to_be_given_back(journal)
+    }
+
     /// The segments a checkpoint trims and does not keep as spares are given back by the
     /// journal thread a step at a time, without the journal's lock: a commit goes on while a
     /// step is under way. Removed by the trim under that lock, a 32 MiB segment held every
@@ -851,19 +872,10 @@ mod tests {
     #[test]
     fn trimmed_segments_are_given_back_without_holding_commits() {
         use std::sync::mpsc::channel;
-        use std::time::{Duration, Instant};
+        use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let journal = root.join(JOURNAL_DIR);
-        let releasing = || {
-            std::fs::read_dir(&journal)
-                .unwrap()
-                .filter(|e| {
-                    let name = e.as_ref().unwrap().file_name();
-                    name.to_string_lossy().ends_with(".jnl.tmp")
-                })
-                .count()
-        };
         let opts = EngineOptions {
             journal_segment_bytes: 64 << 10,
             // Two spares at most (module `recovery`); commits wait at 1 MiB held.
@@ -905,12 +917,12 @@ mod tests {
             Some(Ok(())),
             "a commit waited for a step of giving back a trimmed segment"
         );
-        // The rest follows, a step after each flush, or at once with no flush to wait for.
-        let since = Instant::now();
-        while releasing() > 0 && since.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(releasing(), 0, "trimmed segments left after 20 s");
+        // The rest follows, a turn after each flush, or at once with no flush to wait for.
+        assert_eq!(
+            given_back_within_20s(&journal),
+            (0, 0),
+            "trimmed segments left after 20 s"
+        );
         e.close().unwrap();
         let e = Engine::open(&root).unwrap();
         let g = e.group(1).unwrap();
@@ -931,18 +943,8 @@ mod tests {
     /// flush's turn to each wait for the journal's lock.
     #[test]
     fn trimmed_segments_are_given_back_as_fast_as_the_journal_grows() {
-        use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().unwrap();
         let journal = dir.path().join(JOURNAL_DIR);
-        let waiting = || -> u64 {
-            std::fs::read_dir(&journal)
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl.tmp"))
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        };
         let opts = EngineOptions {
             journal_segment_bytes: 64 << 10,
             checkpoint_bytes: 64 << 10,
@@ -963,17 +965,17 @@ mod tests {
             en.data = vec![i as u8; 100 << 10].into();
             g.save(&hard_state(1, i), &[en], &Default::default())
                 .unwrap();
-            most = most.max(waiting());
+            most = most.max(waiting_to_be_given_back(&journal).1);
         }
         assert!(
             most <= bound + trims,
             "{most} bytes waited to be given back (bound {bound} + {trims})"
         );
-        let since = Instant::now();
-        while waiting() > 0 && since.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(waiting(), 0, "trimmed segments left 20 s after the commits");
+        assert_eq!(
+            given_back_within_20s(&journal),
+            (0, 0),
+            "trimmed segments left 20 s after the commits"
+        );
         e.close().unwrap();
     }
 }
