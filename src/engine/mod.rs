@@ -978,4 +978,106 @@ mod tests {
         );
         e.close().unwrap();
     }
+
+    /// Copies the tree at `from` into `to` (a root's files as a kill would leave them, while
+    /// nothing writes them).
+    fn copy_root(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for ent in std::fs::read_dir(from).unwrap() {
+            let ent = ent.unwrap();
+            let dest = to.join(ent.file_name());
+            if ent.file_type().unwrap().is_dir() {
+                copy_root(&ent.path(), &dest);
+            } else {
+                std::fs::copy(ent.path(), &dest).unwrap();
+            }
+        }
+    }
+
+    /// A trimmed segment caught while it is given back, in each state a crash can leave:
+    /// renamed and whole, renamed and shrunk (to a page, a byte, nothing), and, on a file
+    /// system that kept a shrink but not the rename before it, under its own name shrunk. Open
+    /// reads the journal as the checkpoint left it, removes the file, and the group reads back
+    /// as written.
+    #[test]
+    fn a_segment_caught_while_given_back_never_troubles_open() {
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let caught = dir.path().join("caught");
+        let opts = EngineOptions {
+            journal_segment_bytes: 64 << 10,
+            checkpoint_bytes: 64 << 10,
+            ..Default::default()
+        };
+        let e = Engine::open_with(&root, opts.clone()).unwrap();
+        checkpoint::stop(&e.shared);
+        let g = e.create_group(1, 1).unwrap();
+        let data = |i: u64| -> bytes::Bytes { vec![i as u8; 10 << 10].into() };
+        for i in 1..=40u64 {
+            let mut en = raft::prelude::Entry::default();
+            (en.index, en.term, en.data) = (i, 1, data(i));
+            g.save(&hard_state(1, i), &[en], &Default::default())
+                .unwrap();
+        }
+        let (tx, rx) = channel();
+        let (from, to) = (root.clone(), caught.clone());
+        release::tests::BEFORE_TURN.add(&root, move || {
+            copy_root(&from, &to);
+            let _ = tx.send(());
+        });
+        checkpoint::run(&e.shared, false).unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("no trimmed segment was given back");
+        e.close().unwrap();
+        let journal = caught.join(JOURNAL_DIR);
+        let renamed: Vec<PathBuf> = std::fs::read_dir(&journal)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".jnl.tmp"))
+            .collect();
+        assert!(!renamed.is_empty(), "no segment caught being given back");
+        let variants: [(Option<u64>, bool); 7] = [
+            (None, false),
+            (Some(4096), false),
+            (Some(1), false),
+            (Some(0), false),
+            (Some(4096), true),
+            (Some(100), true),
+            (Some(0), true),
+        ];
+        for (i, (len, rename_lost)) in variants.into_iter().enumerate() {
+            let at = dir.path().join(format!("variant{i}"));
+            copy_root(&caught, &at);
+            let journal = at.join(JOURNAL_DIR);
+            let mut left = Vec::new();
+            for p in &renamed {
+                let mut p = journal.join(p.file_name().unwrap());
+                if let Some(len) = len {
+                    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+                    f.set_len(len).unwrap();
+                }
+                if rename_lost {
+                    let name = p.file_name().unwrap().to_string_lossy().to_string();
+                    let back = journal.join(name.trim_end_matches(".tmp"));
+                    std::fs::rename(&p, &back).unwrap();
+                    p = back;
+                }
+                left.push(p);
+            }
+            let what = format!("variant {i}: length {len:?}, rename lost {rename_lost}");
+            let e = Engine::open_with(&at, opts.clone())
+                .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
+            let g = e.group(1).unwrap();
+            let read = g
+                .entries(1, 41, u64::MAX, raft::GetEntriesContext::empty(false))
+                .unwrap_or_else(|err| panic!("{what}: {err}"));
+            assert_eq!(read.len(), 40, "{what}");
+            assert!(read.iter().all(|en| en.data == data(en.index)), "{what}");
+            for p in &left {
+                assert!(!p.exists(), "{what}: {} left", p.display());
+            }
+            e.close().unwrap();
+        }
+    }
 }
