@@ -1080,4 +1080,73 @@ mod tests {
             e.close().unwrap();
         }
     }
+
+    /// A step of giving back a trimmed segment that fails (here its file was removed by hand
+    /// before the turn) stops the engine, naming the file, and the thread lets that file go
+    /// rather than try it again at every turn (it once did: a turn every 50 ms, each failing
+    /// again, until close).
+    #[test]
+    fn a_failed_step_stops_the_engine_once_and_lets_the_file_go() {
+        use std::sync::atomic::AtomicUsize;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let opts = EngineOptions {
+            journal_segment_bytes: 64 << 10,
+            // One spare: the trim below gives back every other segment.
+            checkpoint_bytes: 32 << 10,
+            ..Default::default()
+        };
+        let e = Engine::open_with(&root, opts).unwrap();
+        checkpoint::stop(&e.shared);
+        let g = e.create_group(1, 1).unwrap();
+        for i in 1..=20u64 {
+            let mut en = raft::prelude::Entry::default();
+            (en.index, en.term) = (i, 1);
+            en.data = vec![i as u8; 10 << 10].into();
+            g.save(&hard_state(1, i), &[en], &Default::default())
+                .unwrap();
+        }
+        let turns = Arc::new(AtomicUsize::new(0));
+        let removed = Arc::new(AtomicUsize::new(0));
+        let journal = root.join(JOURNAL_DIR);
+        // The first turn removes every file waiting, so that each step on them fails.
+        let (j, t, r) = (journal.clone(), Arc::clone(&turns), Arc::clone(&removed));
+        release::tests::BEFORE_TURN.add(&root, move || {
+            for ent in std::fs::read_dir(&j).unwrap() {
+                let p = ent.unwrap().path();
+                if p.to_string_lossy().ends_with(".jnl.tmp") {
+                    std::fs::remove_file(p).unwrap();
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            t.fetch_add(1, Ordering::SeqCst);
+        });
+        for _ in 0..20 {
+            let t = Arc::clone(&turns);
+            release::tests::BEFORE_TURN.add(&root, move || {
+                t.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        checkpoint::run(&e.shared, false).unwrap();
+        let since = std::time::Instant::now();
+        while e.shared.check_usable().is_ok() && since.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let err = e
+            .shared
+            .check_usable()
+            .expect_err("the failed step stopped the engine");
+        assert!(err.to_string().contains(".jnl.tmp"), "{err}");
+        // Ten idle waits' worth (50 ms each): a turn for each file, none again.
+        std::thread::sleep(Duration::from_millis(500));
+        let removed = removed.load(Ordering::SeqCst);
+        assert!(removed > 0, "no trimmed segment was waiting");
+        assert_eq!(
+            turns.load(Ordering::SeqCst),
+            removed,
+            "turns for {removed} files"
+        );
+        let _ = e.close();
+    }
 }

@@ -135,6 +135,12 @@ impl Releasing {
         Ok(())
     }
 
+    /// Lets go of the held file after a step on it failed (the engine stops; open removes it),
+    /// so that the next turn does not try it again and again.
+    pub(crate) fn abandon(&mut self) {
+        self.current = None;
+    }
+
     /// Hands the held file back to the queue (the thread stops; a clean close removes it).
     pub(crate) fn put_back(&mut self, j: &mut Journal) {
         if let Some(held) = self.current.take() {

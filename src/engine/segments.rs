@@ -295,8 +295,9 @@ fn prepare(shared: &Shared, job: Job) {
 
 /// A turn of giving back trimmed segments (module `release`). A failed shrink or removal
 /// stops the engine, as a failed removal in a checkpoint's trim did: the journal directory is
-/// not what the engine left there (the file holds no record past a durable checkpoint; open
-/// removes it). A panic (a bug) stops it too, then goes on in this thread.
+/// not what the engine left there. The file is let go (it holds no record past a durable
+/// checkpoint; open removes it). A panic (a bug) stops the engine too, then goes on in this
+/// thread.
 fn release_turn(shared: &Shared, releasing: &mut Releasing, catch_up: bool) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         releasing.turn(shared, catch_up)
@@ -309,6 +310,7 @@ fn release_turn(shared: &Shared, releasing: &mut Releasing, catch_up: bool) {
         std::panic::resume_unwind(payload)
     });
     if let Err(e) = result {
+        releasing.abandon();
         shared.poison(&e);
         shared.journal_cv.notify_all();
     }
