@@ -271,23 +271,28 @@ fn background(weak: Weak<Shared>) {
     }
 }
 
-fn prepare(shared: &Shared, job: Job) {
-    // A panic here (a bug) must not leave the segment marked as being prepared with the
-    // engine still running: a commit that needs it would wait for it for ever. The engine
-    // stops (the waiting commit fails), and the panic goes on in this thread.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let result = job.run_checked();
-        #[cfg(test)]
-        tests::AFTER_JOB.pass(&shared.root);
-        result
-    }))
-    .unwrap_or_else(|payload| {
-        shared.poison(&Error::invariant(
-            "the journal's segment preparer panicked; open the engine again",
-        ));
+/// Runs `f`; a panic in it (a bug) stops the engine first (with `reason`), wakes whoever
+/// waits on the journal (a commit waiting for the segment being prepared fails instead of
+/// waiting for ever), then goes on in this thread.
+fn stopping_on_panic<T>(shared: &Shared, reason: &str, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        shared.poison(&Error::invariant(reason));
         shared.journal_cv.notify_all();
         std::panic::resume_unwind(payload)
-    });
+    })
+}
+
+fn prepare(shared: &Shared, job: Job) {
+    let result = stopping_on_panic(
+        shared,
+        "the journal's segment preparer panicked; open the engine again",
+        || {
+            let result = job.run_checked();
+            #[cfg(test)]
+            tests::AFTER_JOB.pass(&shared.root);
+            result
+        },
+    );
     let mut j = shared.journal.lock();
     j.finish_preparation(result);
     shared.journal_cv.notify_all();
@@ -296,19 +301,13 @@ fn prepare(shared: &Shared, job: Job) {
 /// A turn of giving back trimmed segments (module `release`). A failed shrink or removal
 /// stops the engine, as a failed removal in a checkpoint's trim did: the journal directory is
 /// not what the engine left there. The file is let go (it holds no record past a durable
-/// checkpoint; open removes it). A panic (a bug) stops the engine too, then goes on in this
-/// thread.
+/// checkpoint; open removes it).
 fn release_turn(shared: &Shared, releasing: &mut Releasing, catch_up: bool) {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        releasing.turn(shared, catch_up)
-    }))
-    .unwrap_or_else(|payload| {
-        shared.poison(&Error::invariant(
-            "the journal thread panicked giving back a segment; open the engine again",
-        ));
-        shared.journal_cv.notify_all();
-        std::panic::resume_unwind(payload)
-    });
+    let result = stopping_on_panic(
+        shared,
+        "the journal thread panicked giving back a segment; open the engine again",
+        || releasing.turn(shared, catch_up),
+    );
     if let Err(e) = result {
         releasing.abandon();
         shared.poison(&e);

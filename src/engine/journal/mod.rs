@@ -91,11 +91,12 @@ struct Segment {
     /// Started while records before it were not flushed (its header's flag).
     prev_unflushed: bool,
     /// Found by open rather than started by this engine: once trimmed it is given back to the
-    /// file system (module `release`), never kept as a spare. Past where its records end it may hold records of a life that
-    /// crashed, with sequence numbers still to come (their pages kept by a power loss, an
-    /// earlier one's lost): reused, a new record ending where one of them begins would bring
-    /// it back. A segment this engine started holds nothing after its records but what its
-    /// earlier lives left there (all trimmed, so numbered below anything still to come).
+    /// file system (module `release`), never kept as a spare. Past where its records end it
+    /// may hold records of a life that crashed, with sequence numbers still to come (their
+    /// pages kept by a power loss, an earlier one's lost): reused, a new record ending where
+    /// one of them begins would bring it back. A segment this engine started holds nothing
+    /// after its records but what its earlier lives left there (all trimmed, so numbered below
+    /// anything still to come).
     found: bool,
 }
 
