@@ -863,6 +863,36 @@ mod tests {
         waiting_to_be_given_back(journal)
     }
 
+    /// Entry `i`'s payload in [`segments_to_trim`]: 10 KiB.
+    fn ten_kib(i: u64) -> bytes::Bytes {
+        vec![i as u8; 10 << 10].into()
+    }
+
+    /// An engine at `root` with 64 KiB journal segments and `checkpoint_bytes`, its checkpoints
+    /// run by hand (the next one trims every segment the writes filled at once), and group 1
+    /// holding entries 1 to `n` of term 1 ([`ten_kib`]; 40 fill six segments and more).
+    fn segments_to_trim(
+        root: &Path,
+        checkpoint_bytes: u64,
+        n: u64,
+    ) -> (Engine, GroupStorage, EngineOptions) {
+        let opts = EngineOptions {
+            journal_segment_bytes: 64 << 10,
+            checkpoint_bytes,
+            ..Default::default()
+        };
+        let e = Engine::open_with(root, opts.clone()).unwrap();
+        checkpoint::stop(&e.shared);
+        let g = e.create_group(1, 1).unwrap();
+        for i in 1..=n {
+            let mut en = raft::prelude::Entry::default();
+            (en.index, en.term, en.data) = (i, 1, ten_kib(i));
+            g.save(&hard_state(1, i), &[en], &Default::default())
+                .unwrap();
+        }
+        (e, g, opts)
+    }
+
     /// The segments a checkpoint trims and does not keep as spares are given back by the
     /// journal thread a step at a time, without the journal's lock: a commit goes on while a
     /// step is under way. Removed by the trim under that lock, a 32 MiB segment held every
@@ -876,25 +906,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let journal = root.join(JOURNAL_DIR);
-        let opts = EngineOptions {
-            journal_segment_bytes: 64 << 10,
-            // Two spares at most (module `recovery`); commits wait at 1 MiB held.
-            checkpoint_bytes: 64 << 10,
-            ..Default::default()
-        };
-        let e = Engine::open_with(&root, opts).unwrap();
-        // Checkpoints by hand: the one below trims every segment the writes filled at once.
-        checkpoint::stop(&e.shared);
-        let g = e.create_group(1, 1).unwrap();
+        // Two spares at most (module `recovery`); commits wait at 1 MiB held.
+        let (e, _g, _) = segments_to_trim(&root, 64 << 10, 40);
         e.create_group(2, 1).unwrap();
-        let data = |i: u64| -> bytes::Bytes { vec![i as u8; 10 << 10].into() };
-        // 40 entries of 10 KiB: six segments and more.
-        for i in 1..=40u64 {
-            let mut en = raft::prelude::Entry::default();
-            (en.index, en.term, en.data) = (i, 1, data(i));
-            g.save(&hard_state(1, i), &[en], &Default::default())
-                .unwrap();
-        }
         let shared = Arc::clone(&e.shared);
         let (tx, rx) = channel();
         release::tests::BEFORE_TURN.add(&root, move || {
@@ -929,7 +943,7 @@ mod tests {
         let read = g.entries(1, 41, u64::MAX, raft::GetEntriesContext::empty(false));
         let read = read.unwrap();
         assert_eq!(read.len(), 40);
-        assert!(read.iter().all(|en| en.data == data(en.index)));
+        assert!(read.iter().all(|en| en.data == ten_kib(en.index)));
         assert_eq!(e.group(2).unwrap().last_index().unwrap(), 1);
     }
 
@@ -1005,21 +1019,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let caught = dir.path().join("caught");
-        let opts = EngineOptions {
-            journal_segment_bytes: 64 << 10,
-            checkpoint_bytes: 64 << 10,
-            ..Default::default()
-        };
-        let e = Engine::open_with(&root, opts.clone()).unwrap();
-        checkpoint::stop(&e.shared);
-        let g = e.create_group(1, 1).unwrap();
-        let data = |i: u64| -> bytes::Bytes { vec![i as u8; 10 << 10].into() };
-        for i in 1..=40u64 {
-            let mut en = raft::prelude::Entry::default();
-            (en.index, en.term, en.data) = (i, 1, data(i));
-            g.save(&hard_state(1, i), &[en], &Default::default())
-                .unwrap();
-        }
+        let (e, _g, opts) = segments_to_trim(&root, 64 << 10, 40);
         let (tx, rx) = channel();
         let (from, to) = (root.clone(), caught.clone());
         release::tests::BEFORE_TURN.add(&root, move || {
@@ -1073,7 +1073,7 @@ mod tests {
                 .entries(1, 41, u64::MAX, raft::GetEntriesContext::empty(false))
                 .unwrap_or_else(|err| panic!("{what}: {err}"));
             assert_eq!(read.len(), 40, "{what}");
-            assert!(read.iter().all(|en| en.data == data(en.index)), "{what}");
+            assert!(read.iter().all(|en| en.data == ten_kib(en.index)), "{what}");
             for p in &left {
                 assert!(!p.exists(), "{what}: {} left", p.display());
             }
@@ -1091,22 +1091,8 @@ mod tests {
         use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        let opts = EngineOptions {
-            journal_segment_bytes: 64 << 10,
-            // One spare: the trim below gives back every other segment.
-            checkpoint_bytes: 32 << 10,
-            ..Default::default()
-        };
-        let e = Engine::open_with(&root, opts).unwrap();
-        checkpoint::stop(&e.shared);
-        let g = e.create_group(1, 1).unwrap();
-        for i in 1..=20u64 {
-            let mut en = raft::prelude::Entry::default();
-            (en.index, en.term) = (i, 1);
-            en.data = vec![i as u8; 10 << 10].into();
-            g.save(&hard_state(1, i), &[en], &Default::default())
-                .unwrap();
-        }
+        // One spare: the trim below gives back every other segment.
+        let (e, _g, _) = segments_to_trim(&root, 32 << 10, 20);
         let turns = Arc::new(AtomicUsize::new(0));
         let removed = Arc::new(AtomicUsize::new(0));
         let journal = root.join(JOURNAL_DIR);
