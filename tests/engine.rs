@@ -796,12 +796,7 @@ fn refused_unchanged(root: &std::path::Path, modes: &[raftwal::RecoveryMode], wo
                 }
             }
         }
-        let after = tree(root);
-        let changed: Vec<_> = before
-            .keys()
-            .chain(after.keys())
-            .filter(|k| before.get(*k) != after.get(*k))
-            .collect();
+        let changed = roots::changed(&before, &tree(root));
         assert!(
             changed.is_empty(),
             "{mode:?}: a refused open changed the root: {changed:?}"

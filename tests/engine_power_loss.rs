@@ -681,12 +681,7 @@ fn refuses_other_keys(dir: &Path) -> Result<(), String> {
             Err(e) => return Err(format!("opened with {which}: not Error::Encryption: {e:?}")),
             Ok(_) => return Err(format!("opened with {which}: the open succeeded")),
         }
-        let after = tree(dir);
-        let changed: Vec<_> = before
-            .keys()
-            .chain(after.keys())
-            .filter(|p| before.get(*p) != after.get(*p))
-            .collect();
+        let changed = roots::changed(&before, &tree(dir));
         if !changed.is_empty() {
             return Err(format!("the open with {which} changed {changed:?}"));
         }

@@ -370,12 +370,7 @@ fn refuses_keys(root: &Path, keys: &[Option<[u8; 32]>], what: &str) {
             Err(e) => panic!("{what}: opened with {which}: not Error::Encryption but {e:?}"),
             Ok(_) => panic!("{what}: opened with {which}: the open succeeded"),
         }
-        let after = tree(root);
-        let changed: Vec<_> = before
-            .keys()
-            .chain(after.keys())
-            .filter(|p| before.get(*p) != after.get(*p))
-            .collect();
+        let changed = roots::changed(&before, &tree(root));
         assert!(
             changed.is_empty(),
             "{what}: the open with {which} changed {changed:?}"

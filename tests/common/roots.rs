@@ -46,6 +46,20 @@ pub fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// The paths whose bytes differ between two [`tree`]s of a root, or that only one of them
+/// holds: empty when nothing changed.
+pub fn changed(
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    after: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<PathBuf> {
+    let paths: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    paths
+        .into_iter()
+        .filter(|p| before.get(*p) != after.get(*p))
+        .cloned()
+        .collect()
+}
+
 fn copy(from: &Path, to: &Path, live: bool) {
     fs::create_dir_all(to).expect("create the copy");
     for ent in fs::read_dir(from).expect("read the root") {
