@@ -20,7 +20,8 @@
 //! Between checkpoints the same thread is the groups' writer: it moves the tails (entries
 //! journaled but not yet in a group's files) into the files, a group at a time once its tail
 //! holds its own figure of 16-32 KiB ([`Pass::Due`]), so that each group's file takes few,
-//! larger writes; a checkpoint writes every tail ([`Pass::All`]).
+//! larger writes; a checkpoint writes every tail ([`Pass::All`]). While commits wait for room
+//! in the journal, a second thread joins these passes over the groups (module `joined`).
 //!
 //! Owns: the background thread that runs checkpoints (when the journal has grown by
 //! `checkpoint_bytes`, and every few seconds while anything changed) and writes the tails, and
@@ -28,7 +29,7 @@
 //! page it covers is durable, or let its thread outlive the engine.
 
 use std::fs::File;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +38,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::commit;
 use super::group::{Group, JournalPos};
+use super::joined;
 use super::journal::Journal;
 use super::{EngineOptions, Shared};
 use crate::error::{Error, Result};
@@ -111,6 +113,13 @@ pub(crate) struct Checkpointer {
     /// Groups whose snapshot files a checkpoint left untidied (the journal was full), with the
     /// snapshot to keep: the next checkpoint tidies them.
     untidied: Mutex<Vec<Untidied>>,
+    /// Commits waiting for room in the journal: a pass's second thread works while any does
+    /// (module `joined`).
+    room_waits: AtomicUsize,
+    /// Items the second thread of a pass has taken, over the engine's life.
+    joined_items: AtomicU64,
+    /// A pass's second thread is at work (one at a time, whatever passes run inside others).
+    helping: AtomicBool,
 }
 
 /// A group whose snapshot files are to be tidied, and the snapshot (term, index) to keep.
@@ -127,6 +136,45 @@ impl Checkpointer {
     pub(crate) fn nudge(&self) {
         self.signal.lock().nudged = true;
         self.cv.notify_one();
+    }
+
+    /// Commits waiting for room in the journal now.
+    pub(crate) fn room_waits(&self) -> usize {
+        self.room_waits.load(Ordering::Acquire)
+    }
+
+    /// Counts a commit as waiting for room in the journal until the returned value is dropped.
+    pub(crate) fn waiting_for_room(&self) -> RoomWait<'_> {
+        self.room_waits.fetch_add(1, Ordering::AcqRel);
+        RoomWait(self)
+    }
+
+    /// Claims the engine's one second thread for a pass: false if a pass has it.
+    pub(crate) fn claim_helper(&self) -> bool {
+        self.helping
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Gives the second thread back, after it took `n` items.
+    pub(crate) fn helper_left(&self, n: u64) {
+        self.joined_items.fetch_add(n, Ordering::Relaxed);
+        self.helping.store(false, Ordering::Release);
+    }
+
+    /// Items the second thread of a pass has taken so far.
+    #[cfg(test)]
+    pub(crate) fn joined_items_so_far(&self) -> u64 {
+        self.joined_items.load(Ordering::Relaxed)
+    }
+}
+
+/// A commit waiting for room in the journal ([`Checkpointer::waiting_for_room`]).
+pub(crate) struct RoomWait<'a>(&'a Checkpointer);
+
+impl Drop for RoomWait<'_> {
+    fn drop(&mut self) {
+        self.0.room_waits.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -264,26 +312,30 @@ fn write_tails_held(shared: &Shared, pass: Pass, held_max: u64) -> Result<()> {
     let all = pass == Pass::All;
     // Past the bound, tails are written whatever their size, in the list's order, until the
     // tails hold half the bound: not all at once.
-    let mut bounded = !all && shared.tail_bytes.load(Ordering::Acquire) >= held_max;
-    let ids = std::mem::take(&mut *shared.unwritten.lock());
-    let mut waiting = Vec::new();
+    let bounded = AtomicBool::new(!all && shared.tail_bytes.load(Ordering::Acquire) >= held_max);
+    let mut ids = std::mem::take(&mut *shared.unwritten.lock());
     // Newest first: a commit applies its parts in the order the groups came (oldest first),
     // so the commit and the writer meet on one group at most instead of following each
     // other from group to group.
-    for id in ids.into_iter().rev() {
+    ids.reverse();
+    // The groups left waiting, newest first as the pass met them.
+    let waiting = joined::each(shared, &ids, |&id| {
         let Some(g) = shared.groups.read().get(&id).cloned() else {
-            continue;
+            return Ok(None);
         };
-        if bounded && shared.tail_bytes.load(Ordering::Acquire) < held_max / 2 {
-            bounded = false;
+        if bounded.load(Ordering::Relaxed)
+            && shared.tail_bytes.load(Ordering::Acquire) < held_max / 2
+        {
+            bounded.store(false, Ordering::Relaxed);
         }
         match g.tail_held() {
             // Written meanwhile (a snapshot of the group), or the group closed: the next
             // commit to it lists it again.
-            None => continue,
-            Some(bytes) if !all && !bounded && bytes < group_write_bytes(id) => {
-                waiting.push(id);
-                continue;
+            None => return Ok(None),
+            Some(bytes)
+                if !all && !bounded.load(Ordering::Relaxed) && bytes < group_write_bytes(id) =>
+            {
+                return Ok(Some(id));
             }
             Some(_) => {}
         }
@@ -299,7 +351,8 @@ fn write_tails_held(shared: &Shared, pass: Pass, held_max: u64) -> Result<()> {
             }
         }
         g.settle_fds(shared, true);
-    }
+        Ok(None)
+    })?;
     if !waiting.is_empty() {
         relist(&mut shared.unwritten.lock(), waiting);
     }
@@ -335,9 +388,11 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     // 3. The meta pages. Each relies on the files it was captured with, all still there: a
     //    write that would have removed one stored a durable page of its own first, newer than
     //    the captured one, which is then passed by (`GroupFiles::captured_files`).
-    for (g, record, files) in &captured {
+    joined::each(shared, &captured, |(g, record, files)| {
         let mut fg = g.files.write();
-        let Some(f) = fg.as_mut() else { continue };
+        let Some(f) = fg.as_mut() else {
+            return Ok(None::<()>);
+        };
         f.captured_files = None;
         let durable = JournalPos {
             seq: f.durable_seq,
@@ -347,7 +402,8 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
             f.store(record)?;
             f.durable_files = *files;
         }
-    }
+        Ok(None)
+    })?;
     // 4. The meta pages, durable.
     if !captured.is_empty() {
         syncfs(shared)?;
@@ -443,11 +499,10 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
     let mut seq = shared.applied_seq.load(Ordering::Acquire);
     let last_checkpoint = shared.root_meta.lock().1.checkpoint_seq;
     let groups: Vec<Arc<Group>> = shared.groups.read().values().cloned().collect();
-    let mut captured = Vec::new();
-    for g in groups {
+    let got = joined::each(shared, &groups, |g| {
         let dirty = g.with_log(|log| Ok(log.dirty)).unwrap_or(false);
         if !dirty {
-            continue;
+            return Ok(None);
         }
         let mut got = Ok(Err(0));
         for _ in 0..CAPTURE_TRIES {
@@ -478,13 +533,20 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
                 break;
             }
         }
-        match got {
-            Ok(Ok((record, files))) => captured.push((g, record, files)),
+        Ok(match got {
+            Ok(Ok((record, files))) => Some(Ok((Arc::clone(g), record, files))),
             // Left for the next checkpoint: the records after its durable page (or after the
             // last checkpoint, which covered it) must stay in the journal.
-            Ok(Err(bound)) => seq = seq.min(bound),
+            Ok(Err(bound)) => Some(Err(bound)),
             // Closed or removed meanwhile: nothing of it to keep.
-            Err(_) => {}
+            Err(_) => None,
+        })
+    })?;
+    let mut captured = Vec::with_capacity(got.len());
+    for g in got {
+        match g {
+            Ok(c) => captured.push(c),
+            Err(bound) => seq = seq.min(bound),
         }
     }
     // No group's meta page may be durable ahead of the journal.
@@ -498,26 +560,38 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
 /// that write-back (about half a write-back step per file: 16-25 MiB at 128 groups) went to
 /// the device in one burst, a `syncfs` of 14-24 ms beside which commits took 3-7 ms
 /// (docs/PERFORMANCE.md, "The checkpoint's flush, paced"). With no commit within
-/// `MAX_WAIT_NEXT` (an idle engine), or the engine closing, the rest is started at once.
-/// Advice only: the `syncfs` makes it all durable.
+/// `MAX_WAIT_NEXT` (an idle engine, commits waiting for room in the journal, or the engine
+/// closing), the rest is started at once, on a second thread too while commits wait (module
+/// `joined`: at 10,000 groups that start allocates their blocks, seconds of one core). Advice
+/// only: the `syncfs` makes it all durable.
 fn start_writeback_paced(shared: &Shared, captured: &Captured) -> Result<()> {
-    let mut paced = true;
+    let start = |g: &Group| {
+        g.files
+            .write()
+            .as_mut()
+            .map_or(0, |f| f.wal.start_writeback_now())
+    };
     let mut piece = 0;
+    let mut rest = captured.as_slice();
     shared.flushes.wait_out();
-    for (g, _, _) in captured {
-        if paced && piece >= MIN_PACED_BYTES.max(shared.flushes.last_bytes()) {
-            paced = !shared.stopping() && shared.flushes.wait_next();
+    while let Some(((g, _, _), after)) = rest.split_first() {
+        if piece >= MIN_PACED_BYTES.max(shared.flushes.last_bytes()) {
+            let paced = !shared.stopping() && shared.flushes.wait_next();
             piece = 0;
             if writer_due(shared) {
                 write_tails(shared, Pass::Due)?;
             }
+            if !paced {
+                break;
+            }
         }
-        piece += g
-            .files
-            .write()
-            .as_mut()
-            .map_or(0, |f| f.wal.start_writeback_now());
+        piece += start(g);
+        rest = after;
     }
+    joined::each(shared, rest, |(g, _, _)| {
+        start(g);
+        Ok(None::<()>)
+    })?;
     Ok(())
 }
 
@@ -1253,5 +1327,122 @@ mod tests {
             "the writes: {failed:?}"
         );
         drop(engine);
+    }
+
+    /// The payload of group `id`'s entry `index` in the test below: the model it checks by.
+    fn payload(id: u64, index: u64) -> Vec<u8> {
+        let mut p = format!("group {id} entry {index} ").into_bytes();
+        p.resize(200, (id ^ index) as u8);
+        p
+    }
+
+    /// The descriptors this process holds on files under `root`.
+    fn fds_under(root: &std::path::Path) -> usize {
+        let Ok(list) = std::fs::read_dir("/proc/self/fd") else {
+            return 0;
+        };
+        list.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(root))
+            .count()
+    }
+
+    /// Every group holds entries 1..=`last`, as [`payload`] made them.
+    fn assert_holds(engine: &Engine, groups: u64, last: u64, what: &str) {
+        for id in 1..=groups {
+            let g = engine.group(id).expect("group");
+            let got = g.entries(1, last + 1, None, ctx()).expect("entries");
+            let want: Vec<Vec<u8>> = (1..=last).map(|i| payload(id, i)).collect();
+            let got: Vec<Vec<u8>> = got.iter().map(|e| e.data.to_vec()).collect();
+            assert!(got == want, "{what}: group {id} holds other entries");
+        }
+    }
+
+    /// A checkpoint of 300 groups, paused before its capture while commits fill the journal
+    /// to its bound and one more waits for room: the capture and the meta pages then take a
+    /// second thread (module `joined`). Every entry is in its group after the checkpoint,
+    /// after a kill (the root copied while open) and after a clean close, and the descriptors
+    /// under the root stay within `max_open_files` with two threads writing groups.
+    #[test]
+    fn a_second_thread_joins_a_checkpoint_while_commits_wait_for_room() {
+        use std::sync::mpsc::channel;
+        const GROUPS: u64 = 300;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let opts = EngineOptions {
+            checkpoint_bytes: 16 << 10,
+            max_open_files: 24,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open_with(&root, opts.clone()).expect("open");
+        stop(&engine.shared);
+        let round = |shared: &Shared, index: u64| {
+            let mut b = WriteBatch::new();
+            for id in 1..=GROUPS {
+                let mut e = Entry::default();
+                e.index = index;
+                e.term = 1;
+                e.data = payload(id, index).into();
+                b.save(id, &hs(index), &[e], &Snapshot::default());
+            }
+            super::super::commit::write(shared, std::mem::take(&mut b.parts))
+        };
+        for id in 1..=GROUPS {
+            engine.create_group(id, 1).expect("group");
+        }
+        round(&engine.shared, 1).expect("round 1");
+        // At the pause: rounds until the journal is full, then one more, which waits for room.
+        let shared = Arc::clone(&engine.shared);
+        let (last_tx, last_rx) = channel();
+        BEFORE_CAPTURE.add(&root, move || {
+            let mut index = 2;
+            while !journal_full(&shared.opts, &shared.journal.lock()) {
+                round(&shared, index).expect("fill the journal");
+                index += 1;
+            }
+            let s = Arc::clone(&shared);
+            let waiting = std::thread::spawn(move || round(&s, index));
+            while shared.checkpointer.room_waits() == 0 && !waiting.is_finished() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = last_tx.send((index, waiting));
+        });
+        let most_fds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (done_tx, done_rx) = channel();
+        let s = Arc::clone(&engine.shared);
+        let (most, under) = (Arc::clone(&most_fds), root.clone());
+        std::thread::spawn(move || {
+            let checkpoint = std::thread::spawn(move || run(&s, false));
+            while !checkpoint.is_finished() {
+                most.fetch_max(fds_under(&under), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = done_tx.send(checkpoint.join().map(|r| r.map_err(|e| e.to_string())));
+        });
+        let done = done_rx.recv_timeout(Duration::from_secs(60));
+        assert!(done.is_ok(), "the checkpoint did not end within 60 s");
+        done.expect("ended")
+            .expect("no panic")
+            .expect("the checkpoint");
+        let (last, waiting) = last_rx.recv().expect("the waiting round");
+        waiting
+            .join()
+            .expect("no panic")
+            .expect("the round that waited for room");
+        let joined = engine.shared.checkpointer.joined_items_so_far();
+        assert!(joined > 0, "no second thread joined the checkpoint");
+        let most = most_fds.load(Ordering::Relaxed);
+        assert!(
+            most <= opts.max_open_files,
+            "{most} descriptors under the root, more than max_open_files"
+        );
+        assert_holds(&engine, GROUPS, last, "after the checkpoint");
+        let image = dir.path().join("killed");
+        kill_image(&root, &image);
+        let killed = Engine::open(&image).expect("open the killed copy");
+        assert_holds(&killed, GROUPS, last, "after a kill");
+        drop(killed);
+        engine.close().expect("close");
+        let reopened = Engine::open(&root).expect("reopen");
+        assert_holds(&reopened, GROUPS, last, "after a clean close");
     }
 }

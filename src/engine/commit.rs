@@ -446,6 +446,7 @@ fn commit(
         // and the replay at open stay bounded however far the groups' files fall behind
         // (docs/PERFORMANCE.md, "A bounded journal"). A checkpoint trims before it needs the
         // lead this commit holds.
+        let mut room_wait = None;
         loop {
             let full = super::checkpoint::journal_full(&shared.opts, &journal);
             let preparing = journal.must_wait(len);
@@ -460,11 +461,15 @@ fn commit(
             shared.check_usable()?;
             if full {
                 shared.checkpointer.nudge();
+                // Counted while it waits: a checkpoint's pass takes a second thread meanwhile
+                // (module `joined`).
+                room_wait.get_or_insert_with(|| shared.checkpointer.waiting_for_room());
             }
             shared
                 .journal_cv
                 .wait_for(&mut journal, std::time::Duration::from_millis(100));
         }
+        drop(room_wait);
         let seq = journal.append(&pieces)?;
         if shared.opts.sync_writes {
             // A failed flush leaves the record's durability unknown: stop.

@@ -21,8 +21,10 @@ use super::group::Group;
 
 /// Descriptors `max_open_files` leaves to the engine itself: the root's lock, the journal's
 /// segments (current and prepared), `engine.meta`, one opened for a moment (a flush, a
-/// snapshot file, the root for `syncfs`, a file mapped again as it grows), and a group being
-/// written (its descriptors before it is noted here, its second file at a rotation).
+/// snapshot file, the root for `syncfs`, a file mapped again as it grows), and the groups being
+/// written (by the writer, and by its second thread while commits wait for journal room,
+/// module `joined`: each one's descriptors before it is noted here, its second file at a
+/// rotation).
 const RESERVED: usize = 16;
 
 /// The groups holding a write descriptor, least recently written first.

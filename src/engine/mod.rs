@@ -33,6 +33,7 @@ mod fds;
 mod flushes;
 mod group;
 mod handle;
+mod joined;
 mod journal;
 mod open_threads;
 #[cfg(test)]
