@@ -89,13 +89,22 @@ const CHILD_TEST: &str = "engine_sigkill_child";
 /// when a round's check fails (docs/RELIABILITY.md: the long runs, and the loss they found).
 const ROUNDS: u64 = 30;
 
-/// Group ids `1..=48`, between 8 and 32 of them at a time.
-const LIMITS: Limits = Limits {
-    max_id: 48,
-    min_live: 8,
-    max_live: 32,
-    big_percent: 10,
-};
+/// Group ids `1..=48`, between 8 and 32 of them at a time. A long run by hand may keep more:
+/// `RAFTWAL_ENGINE_SIGKILL_GROUPS=128` keeps up to 128 (ids `1..=192`, at least 32), so that a
+/// checkpoint's passes are long enough for a second thread to join them while commits wait
+/// for room in the journal (module `engine::joined`: 64 groups or more).
+fn limits() -> Limits {
+    let max_live: usize = std::env::var("RAFTWAL_ENGINE_SIGKILL_GROUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    Limits {
+        max_id: max_live as u64 * 3 / 2,
+        min_live: max_live / 4,
+        max_live,
+        big_percent: 10,
+    }
+}
 
 /// The engine's options, in the child and the parent alike. `checkpoint_bytes` may come from
 /// `RAFTWAL_ENGINE_SIGKILL_CHECKPOINT_BYTES` (a long run by hand: smaller, checkpoints run all
@@ -179,7 +188,7 @@ fn engine_sigkill_child() {
         if started.elapsed() > Duration::from_secs(40) {
             break;
         }
-        let op = model.gen_op(&mut r, &LIMITS);
+        let op = model.gen_op(&mut r, &limits());
         line(&format!("BEGIN {n}"));
         run_op(&e, &op).unwrap_or_else(|err| panic!("child: operation {n} {op:?}: {err}"));
         line(&format!("ACK {n}"));
@@ -469,7 +478,7 @@ fn engine_sigkill_rounds() {
         let mut summary = |n: u64| {
             let (g, m, done) = &mut gen;
             while (done.len() as u64) < n {
-                let op = m.gen_op(g, &LIMITS);
+                let op = m.gen_op(g, &limits());
                 m.apply(&op);
                 done.push(op.summary());
             }
@@ -509,7 +518,7 @@ fn engine_sigkill_rounds() {
         let mut g = Rng(splitmix(seed));
         let mut before = model.clone();
         for _ in 0..acks.acked {
-            let op = before.gen_op(&mut g, &LIMITS);
+            let op = before.gen_op(&mut g, &limits());
             match op {
                 Op::Truncate { .. } => truncations += 1,
                 Op::SetUint { .. } => set_uints += 1,
@@ -520,7 +529,7 @@ fn engine_sigkill_rounds() {
         }
         ops += acks.acked;
         let inflight = (acks.begun > acks.acked).then(|| {
-            let op = before.gen_op(&mut g, &LIMITS);
+            let op = before.gen_op(&mut g, &limits());
             let mut after = before.clone();
             after.apply(&op);
             (op, after)
