@@ -176,12 +176,18 @@ mod tests {
         (got, ran.into_inner())
     }
 
+    /// An engine with no checkpoint thread: a checkpoint of its own would take the second
+    /// thread.
+    fn without_checkpoints(root: &std::path::Path) -> Engine {
+        let engine = Engine::open(root).expect("open");
+        crate::engine::checkpoint::stop(&engine.shared);
+        engine
+    }
+
     #[test]
     fn a_second_thread_takes_a_share_only_while_a_commit_waits_for_room() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::open(dir.path()).expect("open");
-        // No checkpoint of its own meanwhile: it would take the second thread.
-        crate::engine::checkpoint::stop(&engine.shared);
+        let engine = without_checkpoints(dir.path());
         let shared = &engine.shared;
         let me = std::thread::current().id();
         let expected: Vec<usize> = (0..400).filter(|i| i % 3 != 0).collect();
@@ -220,9 +226,7 @@ mod tests {
     #[test]
     fn the_first_failure_in_the_items_order_ends_the_pass_on_both_threads() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::open(dir.path()).expect("open");
-        // No checkpoint of its own meanwhile: it would take the second thread.
-        crate::engine::checkpoint::stop(&engine.shared);
+        let engine = without_checkpoints(dir.path());
         let shared = &engine.shared;
         let _wait = shared.checkpointer.waiting_for_room();
         let items: Vec<usize> = (0..1000).collect();
