@@ -90,14 +90,15 @@ const CHILD_TEST: &str = "engine_sigkill_child";
 const ROUNDS: u64 = 30;
 
 /// Group ids `1..=48`, between 8 and 32 of them at a time. A long run by hand may keep more:
-/// `RAFTWAL_ENGINE_SIGKILL_GROUPS=128` keeps up to 128 (ids `1..=192`, at least 32), so that a
+/// `RAFTWAL_ENGINE_SIGKILL_GROUPS=128` keeps up to 128 (ids `1..=192`, at least 32; 4 or more), so that a
 /// checkpoint's passes are long enough for a second thread to join them while commits wait
 /// for room in the journal (module `engine::joined`: 64 groups or more).
 fn limits() -> Limits {
     let max_live: usize = std::env::var("RAFTWAL_ENGINE_SIGKILL_GROUPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+        .unwrap_or(32)
+        .max(4);
     Limits {
         max_id: max_live as u64 * 3 / 2,
         min_live: max_live / 4,

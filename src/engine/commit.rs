@@ -464,6 +464,9 @@ fn commit(
                 // Counted while it waits: a checkpoint's pass takes a second thread meanwhile
                 // (module `joined`).
                 room_wait.get_or_insert_with(|| shared.checkpointer.waiting_for_room());
+            } else {
+                // Waiting for the next segment only: no more a wait for room.
+                room_wait = None;
             }
             shared
                 .journal_cv

@@ -20,8 +20,9 @@ use parking_lot::Mutex;
 use super::group::Group;
 
 /// Descriptors `max_open_files` leaves to the engine itself: the root's lock, the journal's
-/// segments (current and prepared), `engine.meta`, one opened for a moment (a flush, a
-/// snapshot file, the root for `syncfs`, a file mapped again as it grows), and the groups being
+/// segments (current and prepared), `engine.meta`, one opened for a moment by each thread at
+/// work (a flush, a snapshot file, the root for `syncfs`, a file mapped again as it grows, a
+/// meta page stored, a write-back started), and the groups being
 /// written (by the writer, and by its second thread while commits wait for journal room,
 /// module `joined`: each one's descriptors before it is noted here, its second file at a
 /// rotation).

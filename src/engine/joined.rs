@@ -27,10 +27,11 @@ use crate::error::Result;
 /// costs about as much as it saves.
 const JOIN_AT_LEAST: usize = 64;
 
-/// Runs `f` on each of `items` in order, on this thread and, from the moment a commit waits
-/// for room in the journal, on a second thread as well (until no commit waits). Returns what
-/// each item gave (`None`s left out), in the items' order; the first error (in the items'
-/// order) once both threads have stopped, the items after it left undone.
+/// Runs `f` on each of `items`, handed out in the list's order to this thread and, from the
+/// moment a commit waits for room in the journal, to a second thread as well (until no commit
+/// waits). Returns what the items gave (`None`s left out), in the items' order; or the first
+/// error in the items' order, once both threads have stopped: no item is handed out after a
+/// failure, though the other thread may have run items after the failed one meanwhile.
 pub(crate) fn each<I, T, F>(shared: &Shared, items: &[I], f: F) -> Result<Vec<T>>
 where
     I: Sync,
@@ -46,9 +47,14 @@ where
         got: Mutex::new(Vec::new()),
     };
     std::thread::scope(|scope| {
+        // A panic on this thread (a bug) stops the second one at its next item.
+        let _stop = StopOnPanic(&pass.failed);
         let mut mine = Vec::new();
+        // A thread that could not be had is not asked for again in this pass.
+        let mut no_thread = false;
         loop {
-            if shared.checkpointer.room_waits() > 0
+            if !no_thread
+                && shared.checkpointer.room_waits() > 0
                 && items
                     .len()
                     .saturating_sub(pass.next.load(Ordering::Relaxed))
@@ -57,16 +63,18 @@ where
             {
                 let pass = &pass;
                 let started = std::thread::Builder::new()
-                    .name("raftwal-checkpoint-2".to_string())
+                    .name("raftwal-ckpt-2".to_string())
                     .spawn_scoped(scope, move || {
+                        let mut leave = Leave {
+                            shared,
+                            pass,
+                            took: 0,
+                        };
                         let mut theirs = Vec::new();
-                        let mut took = 0;
                         while shared.checkpointer.room_waits() > 0 && pass.take(&mut theirs, true) {
-                            took += 1;
+                            leave.took += 1;
                         }
-                        pass.started.store(true, Ordering::Release);
                         pass.got.lock().append(&mut theirs);
-                        shared.checkpointer.helper_left(took);
                     });
                 match started {
                     // In tests, the second thread is sure of its share however slowly it
@@ -77,7 +85,10 @@ where
                     #[cfg(not(test))]
                     Ok(_) => {}
                     // No thread to be had: this one goes on alone.
-                    Err(_) => shared.checkpointer.helper_left(0),
+                    Err(_) => {
+                        shared.checkpointer.helper_left(0);
+                        no_thread = true;
+                    }
                 }
             }
             if !pass.take(&mut mine, false) {
@@ -98,6 +109,36 @@ where
     Ok(out)
 }
 
+/// Marks a pass failed if its thread unwinds from a panic, so that the other thread takes no
+/// more items.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The second thread leaving its pass, however it leaves: a panic (a bug) stops the pass, and
+/// the thread is given back to the engine in every case.
+struct Leave<'a, I, F, T> {
+    shared: &'a Shared,
+    pass: &'a Pass<'a, I, F, T>,
+    took: u64,
+}
+
+impl<I, F, T> Drop for Leave<'_, I, F, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.pass.failed.store(true, Ordering::Release);
+        }
+        self.pass.started.store(true, Ordering::Release);
+        self.shared.checkpointer.helper_left(self.took);
+    }
+}
+
 /// A pass's list and where it stands.
 struct Pass<'a, I, F, T> {
     items: &'a [I],
@@ -108,7 +149,8 @@ struct Pass<'a, I, F, T> {
     failed: AtomicBool,
     /// The second thread has taken an item, or left.
     started: AtomicBool,
-    /// What each item gave, by its place in the list (each thread's share once it stopped).
+    /// What the items gave, values and errors (not `None`s), by their places in the list (each
+    /// thread's share once it stopped).
     got: Mutex<Vec<(usize, Result<Option<T>>)>>,
 }
 
@@ -129,11 +171,14 @@ where
         if second {
             self.started.store(true, Ordering::Release);
         }
-        let r = (self.f)(item);
-        if r.is_err() {
-            self.failed.store(true, Ordering::Release);
+        match (self.f)(item) {
+            Ok(None) => {}
+            Err(e) => {
+                self.failed.store(true, Ordering::Release);
+                out.push((at, Err(e)));
+            }
+            r => out.push((at, r)),
         }
-        out.push((at, r));
         true
     }
 
@@ -230,10 +275,17 @@ mod tests {
         let shared = &engine.shared;
         let _wait = shared.checkpointer.waiting_for_room();
         let items: Vec<usize> = (0..1000).collect();
-        let ran = Mutex::new(0usize);
+        let ran = Mutex::new(Vec::new());
         let r = each(shared, &items, |&i| {
+            ran.lock().push(std::thread::current().id());
+            // Until both threads have run one (up to 20 s): each is sure of a share.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while ran.lock().iter().collect::<HashSet<_>>().len() < 2
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             std::thread::sleep(std::time::Duration::from_micros(100));
-            *ran.lock() += 1;
             if i >= 300 && i % 50 == 0 {
                 return Err(Error::invariant(format!("item {i} failed")));
             }
@@ -241,9 +293,51 @@ mod tests {
         });
         let err = r.expect_err("a failed item fails the pass").to_string();
         assert!(err.contains("item 300 failed"), "{err}");
+        let ran = ran.into_inner();
+        let threads: HashSet<&ThreadId> = ran.iter().collect();
+        assert_eq!(threads.len(), 2, "the pass ran on one thread");
         // Item 350 fails too, whichever thread runs it, and the other thread has at most one
         // item in hand when it does: neither takes another, and items past 352 never run.
+        assert!(
+            ran.len() < 400,
+            "items ran after the failures: {}",
+            ran.len()
+        );
+    }
+
+    /// A panic on the second thread (a bug) stops the pass on this thread too, at its next
+    /// item, reaches the caller, and gives the second thread back to the engine.
+    #[test]
+    fn a_panic_on_the_second_thread_stops_the_pass_and_gives_the_thread_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = without_checkpoints(dir.path());
+        let shared = &engine.shared;
+        let wait = shared.checkpointer.waiting_for_room();
+        let items: Vec<usize> = (0..1000).collect();
+        let ran = Mutex::new(0usize);
+        let me = std::thread::current().id();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            each(shared, &items, |&i| {
+                *ran.lock() += 1;
+                if std::thread::current().id() != me {
+                    panic!("a bug on the second thread (the test's), at item {i}");
+                }
+                // 5 s for the whole list: the second thread's unwinding has that long to stop it.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                Ok(Some(i))
+            })
+        }));
+        assert!(caught.is_err(), "the panic did not reach the caller");
         let ran = ran.into_inner();
-        assert!(ran < 400, "items ran after the failures: {ran}");
+        assert!(
+            ran < 100,
+            "this thread went on after the panic: {ran} items ran"
+        );
+        drop(wait);
+        assert!(
+            shared.checkpointer.claim_helper(),
+            "the second thread was not given back"
+        );
+        shared.checkpointer.helper_left(0);
     }
 }
