@@ -200,21 +200,27 @@ mod tests {
     use std::collections::HashSet;
     use std::thread::ThreadId;
 
-    /// What the items gave and the threads that ran them. With `second`, each item, once
-    /// noted, waits (up to 20 s) until two threads have run one, so that each of the two is
-    /// sure of a share however the machine schedules them.
+    /// Notes the thread running an item in `ran`; with `two`, then waits (up to 20 s) until
+    /// two threads have run one, so that each of them is sure of a share however the machine
+    /// schedules them.
+    fn noted(ran: &Mutex<Vec<ThreadId>>, two: bool) {
+        ran.lock().push(std::thread::current().id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while two
+            && ran.lock().iter().collect::<HashSet<_>>().len() < 2
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// What the items gave and the threads that ran them; with `second`, each item waits
+    /// until two threads have run one ([`noted`]).
     fn run_all(shared: &Shared, n: usize, second: bool) -> (Vec<usize>, Vec<ThreadId>) {
         let items: Vec<usize> = (0..n).collect();
         let ran = Mutex::new(Vec::new());
         let got = each(shared, &items, |&i| {
-            ran.lock().push(std::thread::current().id());
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while second
-                && ran.lock().iter().collect::<HashSet<_>>().len() < 2
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            noted(&ran, second);
             Ok((i % 3 != 0).then_some(i))
         })
         .expect("no item fails");
@@ -277,14 +283,7 @@ mod tests {
         let items: Vec<usize> = (0..1000).collect();
         let ran = Mutex::new(Vec::new());
         let r = each(shared, &items, |&i| {
-            ran.lock().push(std::thread::current().id());
-            // Until both threads have run one (up to 20 s): each is sure of a share.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while ran.lock().iter().collect::<HashSet<_>>().len() < 2
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            noted(&ran, true);
             std::thread::sleep(std::time::Duration::from_micros(100));
             if i >= 300 && i % 50 == 0 {
                 return Err(Error::invariant(format!("item {i} failed")));
