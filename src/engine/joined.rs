@@ -231,7 +231,7 @@ mod tests {
     /// thread.
     fn without_checkpoints(root: &std::path::Path) -> Engine {
         let engine = Engine::open(root).expect("open");
-        crate::engine::checkpoint::stop(&engine.shared);
+        engine.stop_background();
         engine
     }
 
