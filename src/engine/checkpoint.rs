@@ -490,6 +490,18 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
 /// What a checkpoint captured: per group, the meta record to store and the files it relies on.
 type Captured = Vec<(Arc<Group>, MetaRecord, (u64, u64))>;
 
+/// What the capture made of one changed group. Moved into the captured list at once, never
+/// held: the small variant's waste costs nothing a box per group would not cost more.
+#[allow(clippy::large_enum_variant)]
+enum Caught {
+    /// Its record, to store.
+    Taken((Arc<Group>, MetaRecord, (u64, u64))),
+    /// Left for the next checkpoint (commits kept adding to it): the records after this
+    /// position (its durable page's, or the last checkpoint's, which covered it) must stay in
+    /// the journal.
+    Left(u64),
+}
+
 /// Captures every changed group's meta record, without holding the pipeline: the group's tail
 /// is written, then, with the group held, a record of its state is taken if the files hold all
 /// of it (else the group waits for the next checkpoint, still changed). Returns the checkpoint:
@@ -536,19 +548,17 @@ fn capture(shared: &Shared) -> Result<(u64, Captured)> {
             }
         }
         Ok(match got {
-            Ok(Ok((record, files))) => Some(Ok((Arc::clone(g), record, files))),
-            // Left for the next checkpoint: the records after its durable page (or after the
-            // last checkpoint, which covered it) must stay in the journal.
-            Ok(Err(bound)) => Some(Err(bound)),
+            Ok(Ok((record, files))) => Some(Caught::Taken((Arc::clone(g), record, files))),
+            Ok(Err(bound)) => Some(Caught::Left(bound)),
             // Closed or removed meanwhile: nothing of it to keep.
             Err(_) => None,
         })
     })?;
     let mut captured = Vec::with_capacity(got.len());
-    for g in got {
-        match g {
-            Ok(c) => captured.push(c),
-            Err(bound) => seq = seq.min(bound),
+    for caught in got {
+        match caught {
+            Caught::Taken(c) => captured.push(c),
+            Caught::Left(bound) => seq = seq.min(bound),
         }
     }
     // No group's meta page may be durable ahead of the journal.
