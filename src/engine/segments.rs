@@ -16,6 +16,12 @@
 //!   commits. Once checkpoints trim the journal, its segments are spares;
 //! * its header page zero and its name durable before it is handed out (the zeroed header is
 //!   flushed before the rename, so a spare's old header is never found under the new name).
+//!   A spare's next page, where the first record goes, is zeroed with it: a clean close can
+//!   leave a segment holding only its header ([`super::journal::Journal::close_clean`]), and
+//!   open reads the body of whatever record header it finds there, to tell a record whose
+//!   sequence number field alone is damaged from the end (a recycled segment's old first
+//!   record: 4 MiB at each reopen of 1,024 groups, docs/PERFORMANCE.md, "Reopen: a spare's
+//!   old first record").
 //!
 //! Taking it at rotation then costs one header write, flushed with the commit's records.
 //!
@@ -37,7 +43,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::journal::SEGMENT_HEADER;
+use super::journal::{PAGE, SEGMENT_HEADER};
 use super::release::{self, Release, Releasing};
 use super::Shared;
 use crate::error::{Error, Result};
@@ -161,8 +167,19 @@ impl Job {
                     .write(true)
                     .open(spare)
                     .map_err(|e| Error::io("open", spare, e))?;
-                file.write_all_at(&[0u8; SEGMENT_HEADER as usize], 0)
-                    .map_err(|e| Error::io("write", spare, e))?;
+                // The header page, and the page where the first record goes: a segment a
+                // clean close leaves holding only its header is otherwise read at the next
+                // open up to its old first record's end (module doc).
+                let len = file
+                    .metadata()
+                    .map_err(|e| Error::io("stat", spare, e))?
+                    .len();
+                let zeroed = (SEGMENT_HEADER + PAGE).min(len).max(SEGMENT_HEADER);
+                file.write_all_at(
+                    &[0u8; (SEGMENT_HEADER + PAGE) as usize][..zeroed as usize],
+                    0,
+                )
+                .map_err(|e| Error::io("write", spare, e))?;
                 file.sync_data()
                     .map_err(|e| Error::io("fdatasync", spare, e))?;
                 fsutil::rename_no_replace(spare, &self.path)?;

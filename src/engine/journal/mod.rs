@@ -51,7 +51,7 @@ pub(crate) const SEGMENT_HEADER: u64 = 4096;
 
 /// Records are written to the end of their last page, zeros after them: a write never covers
 /// part of a page the cache does not hold (which a recycled segment's would need read first).
-const PAGE: u64 = 4096;
+pub(crate) const PAGE: u64 = 4096;
 static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
 
 /// Record bytes in the last segment from which a clean close starts a segment of its own
@@ -911,6 +911,51 @@ mod tests {
         let ids: Vec<u64> = opened.journal.segments.iter().map(|s| s.id).collect();
         assert_eq!(ids, vec![2]);
         assert_eq!(opened.journal.next_seq, 31);
+    }
+
+    /// A clean close that starts its segment from a recycled spare leaves nothing of the
+    /// spare's earlier life where the first record goes: the next open reads no record and no
+    /// byte of one. (Before, the spare's old first record was there, and open read its body
+    /// whole, up to a segment, to tell it from a record whose sequence number field alone was
+    /// damaged: about 4 MiB at each reopen of 1,024 groups, 40 MiB at 10,000.)
+    #[test]
+    fn a_segment_made_from_a_spare_holds_zeros_where_its_first_record_goes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        // 4 MiB segments hold three 1 MiB records; one spare is kept.
+        let mut j = open_sized(&dir, 4 << 20, 1, 0).journal;
+        let record = |seq: u64| -> Vec<u8> { vec![seq as u8; 1 << 20] };
+        for seq in 1..=3 {
+            assert_eq!(j.append(&[&record(seq)]).expect("append"), seq);
+        }
+        prepare(&mut j);
+        assert_eq!(j.append(&[&record(4)]).expect("append"), 4);
+        j.sync().expect("sync");
+        // Segment 1 (records 1-3) becomes the spare, and segment 3 is made from it.
+        j.trim(3).expect("trim");
+        assert_eq!(j.pool.spares.len(), 1, "segment 1 kept as the spare");
+        for seq in 5..=6 {
+            assert_eq!(j.append(&[&record(seq)]).expect("append"), seq);
+        }
+        j.sync().expect("sync");
+        prepare(&mut j);
+        j.close_clean(6).expect("close");
+        drop(j);
+        assert_eq!(names(&dir), vec![segment_name(3)]);
+        let bytes = fs::read(dir.join(segment_name(3))).expect("read");
+        let first = SEGMENT_HEADER as usize..(SEGMENT_HEADER + PAGE) as usize;
+        assert!(
+            bytes[first].iter().all(|&b| b == 0),
+            "the page where segment 3's first record goes holds bytes of segment 1's records"
+        );
+        let mut opened = open_sized(&dir, 4 << 20, 1, 6);
+        assert!(opened.records.is_empty());
+        assert_eq!(opened.journal.append(&[b"after"]).expect("append"), 7);
+        opened.journal.sync().expect("sync");
+        drop(opened);
+        let reopened = open_sized(&dir, 4 << 20, 1, 6);
+        let seqs: Vec<u64> = reopened.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![7]);
     }
 
     /// A record larger than a direct write's piece is written in several, in order.
