@@ -93,7 +93,9 @@ pub struct EngineOptions {
     /// last file's descriptor; the others' are opened only for the moment one is needed.
     pub max_open_files: usize,
     /// Bytes of each journal segment file (default 32 MiB; a commit larger than that gets a
-    /// segment of its own size).
+    /// segment of its own size). A new root's first segment is written whole with zeros when
+    /// the root is created (about 30 ms for 32 MiB on the disk of docs/PERFORMANCE.md), so that
+    /// its first commits do not each convert reserved blocks.
     pub journal_segment_bytes: u64,
     /// Journal bytes written since the last checkpoint after which a checkpoint runs in the
     /// background (default 64 MiB). While a checkpoint runs, commits go on; once the journal

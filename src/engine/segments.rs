@@ -13,7 +13,10 @@
 //!   writes their conversion (the inode-table block). Filling new files with zeros first was
 //!   measured and not kept (docs/PERFORMANCE.md, "Block-level traces"): fewer slow rounds, the
 //!   same p99, and rounds of 30-54 ms while the 32 MiB of zeros are flushed beside the
-//!   commits. Once checkpoints trim the journal, its segments are spares;
+//!   commits. Once checkpoints trim the journal, its segments are spares. A new root's
+//!   first segment, made at open with nothing beside it, is written with zeros to its end
+//!   ([`Fill::Zeros`]): a fresh root's first 32 MiB of commits otherwise all pay the
+//!   conversions (docs/PERFORMANCE.md, "A new root's first segment written, not reserved");
 //! * its header page zero and its name durable before it is handed out (the zeroed header is
 //!   flushed before the rename, so a spare's old header is never found under the new name).
 //!   A spare's next page, where the first record goes, is zeroed with it: a clean close can
@@ -107,6 +110,24 @@ pub(crate) struct Job {
     spare: Option<PathBuf>,
     len: u64,
     dir: PathBuf,
+    /// How a new file (no spare) gets its blocks.
+    fill: Fill,
+}
+
+/// How a new segment file (one not made from a spare) gets its blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// Reserved with `fallocate`: fast, but the blocks are unwritten extents, and the flush of
+    /// every commit that writes into one carries the extent's conversion. Segments made on
+    /// the commit path, and those the thread prepares beside running commits (zeros written
+    /// there measured worse than the conversions: docs/PERFORMANCE.md, "A new root's first
+    /// segment written, not reserved").
+    Reserve,
+    /// Written with zeros (direct writes of 1 MiB where the file system takes them) and
+    /// flushed, so that its commits flush their records alone, as in a spare: a new root's
+    /// first segment, made at open (a fresh root's rounds at N = 16 took a quarter longer in
+    /// unwritten extents).
+    Zeros,
 }
 
 impl Pool {
@@ -115,8 +136,9 @@ impl Pool {
         writing && !self.stalled && matches!(self.next, Next::Idle)
     }
 
-    /// Reserves segment `id` for the thread and hands it the work (a spare if there is one).
-    pub(crate) fn begin(&mut self, id: u64, path: PathBuf) -> Job {
+    /// Reserves segment `id` for the thread and hands it the work (a spare if there is one,
+    /// else a new file filled as `fill` says).
+    pub(crate) fn begin(&mut self, id: u64, path: PathBuf, fill: Fill) -> Job {
         self.next = Next::Preparing(id);
         Job {
             id,
@@ -124,6 +146,7 @@ impl Pool {
             spare: (!self.spares.is_empty()).then(|| self.spares.remove(0)),
             len: self.segment_bytes,
             dir: self.dir.clone(),
+            fill,
         }
     }
 
@@ -192,7 +215,12 @@ impl Job {
                     .create_new(true)
                     .open(&self.path)
                     .map_err(|e| Error::io("create", &self.path, e))?;
-                if let Err(e) = fsutil::allocate(&file, &self.path, self.len) {
+                let made =
+                    fsutil::allocate(&file, &self.path, self.len).and_then(|()| match self.fill {
+                        Fill::Reserve => Ok(()),
+                        Fill::Zeros => write_zeros(&file, &self.path, self.len),
+                    });
+                if let Err(e) = made {
                     drop(file);
                     let _ = fs::remove_file(&self.path);
                     return Err(e);
@@ -212,6 +240,51 @@ impl Job {
             len,
         })
     }
+}
+
+/// Writes zeros over `[0, len)` of the new segment `file` at `path` and flushes them, so that
+/// its blocks are written extents before a commit writes there ([`Fill::Zeros`]). Direct
+/// writes of 1 MiB from an aligned buffer where the file system takes them (no page cache to
+/// fill, then write back and free); through the page cache where it does not, or from the
+/// first direct write it refuses.
+fn write_zeros(file: &File, path: &Path, len: u64) -> Result<()> {
+    const PIECE: u64 = 1 << 20;
+    const ALIGN: usize = 4096;
+    use rustix::fs::{Mode, OFlags};
+    let mut direct = rustix::fs::open(
+        path,
+        OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+    .map(File::from);
+    let buf = vec![0u8; PIECE as usize + ALIGN];
+    // The first aligned address in `buf` (plain arithmetic on the address; the `ALIGN` extra
+    // bytes leave room for it).
+    let addr = buf.as_ptr() as usize;
+    let start = addr.next_multiple_of(ALIGN) - addr;
+    let zeros = &buf[start..start + PIECE as usize];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(PIECE);
+        let piece = &zeros[..n as usize];
+        let aligned = n.is_multiple_of(ALIGN as u64);
+        let done = aligned
+            && direct
+                .as_ref()
+                .is_some_and(|d| d.write_all_at(piece, at).is_ok());
+        if !done {
+            if aligned {
+                // Refused (or never opened): the page cache from here on.
+                direct = None;
+            }
+            file.write_all_at(piece, at)
+                .map_err(|e| Error::io("write zeros to", path, e))?;
+        }
+        at += n;
+    }
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", path, e))
 }
 
 /// The preparing thread and how to stop it.
