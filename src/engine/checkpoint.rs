@@ -13,7 +13,8 @@
 //! records `S` as the checkpoint in `engine.meta`, durably (waiting out a group's removal under
 //! way: a group the capture no longer saw is gone for good, its directory renamed away, before
 //! a checkpoint passes its records: `group::remove`; and never once the engine is stopped, as a
-//! removal whose rename failed stops it); (6) trims the journal up to `S`.
+//! removal whose rename failed stops it); (6) trims the journal up to `S`, and gives back itself
+//! what waits to be given back past its bound (module `release`).
 //! A crash anywhere leaves every group either at its old meta page or at its new one, with the
 //! journal holding every record after it that names the group.
 //!
@@ -433,6 +434,7 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     //    page names any more.
     shared.journal.lock().trim(seq)?;
     shared.journal_cv.notify_all();
+    super::release::give_back_past_bound(shared)?;
     // Only groups whose snapshot changed since their files were last tidied (and those an
     // earlier checkpoint left); with the pipeline held (once for all): a commit installing a
     // snapshot holds the group's `snap_writer` from its checks until the file is written, and
