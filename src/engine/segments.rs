@@ -118,15 +118,16 @@ pub(crate) struct Job {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fill {
     /// Reserved with `fallocate`: fast, but the blocks are unwritten extents, and the flush of
-    /// every commit that writes into one carries the extent's conversion. Segments made on
-    /// the commit path, and those the thread prepares beside running commits (zeros written
-    /// there measured worse than the conversions: docs/PERFORMANCE.md, "A new root's first
-    /// segment written, not reserved").
+    /// every commit that writes into one carries the extent's conversion. Every segment but a
+    /// new journal's first: those made on the commit path, by a clean close or by open's
+    /// cut, and those the thread prepares beside running commits (zeros written there
+    /// measured worse than the conversions: docs/PERFORMANCE.md, "A new root's first segment
+    /// written, not reserved").
     Reserve,
-    /// Written with zeros (direct writes of 1 MiB where the file system takes them) and
-    /// flushed, so that its commits flush their records alone, as in a spare: a new root's
-    /// first segment, made at open (a fresh root's rounds at N = 16 took a quarter longer in
-    /// unwritten extents).
+    /// Written with zeros (direct writes of 1 MiB where the file system takes them; its first
+    /// [`ZEROS_AT_MOST`] bytes, the rest reserved) and flushed, so that its commits flush their
+    /// records alone, as in a spare: a new journal's first segment, made at open (a fresh
+    /// root's rounds at N = 16 took a quarter longer in unwritten extents).
     Zeros,
 }
 
@@ -180,8 +181,9 @@ impl Pool {
 }
 
 impl Job {
-    /// Makes the segment: the spare renamed (its header zeroed and flushed first), or a new
-    /// file allocated; then the directory flushed.
+    /// Makes the segment: the spare renamed (its header page and the page where the first
+    /// record goes zeroed and flushed first), or a new file allocated (and, [`Fill::Zeros`],
+    /// written with zeros and flushed); then the directory flushed.
     pub(crate) fn run(self) -> Result<Prepared> {
         let file = match &self.spare {
             Some(spare) => {
@@ -218,7 +220,7 @@ impl Job {
                 let made =
                     fsutil::allocate(&file, &self.path, self.len).and_then(|()| match self.fill {
                         Fill::Reserve => Ok(()),
-                        Fill::Zeros => write_zeros(&file, &self.path, self.len),
+                        Fill::Zeros => write_zeros(&file, &self.path, self.len.min(ZEROS_AT_MOST)),
                     });
                 if let Err(e) = made {
                     drop(file);
@@ -241,6 +243,10 @@ impl Job {
         })
     }
 }
+
+/// The most of a segment [`Fill::Zeros`] writes: a root made with very large segments does not
+/// write them whole at open (32 MiB took 27-29 ms on the disk of docs/PERFORMANCE.md).
+const ZEROS_AT_MOST: u64 = 64 << 20;
 
 /// Writes zeros over `[0, len)` of the new segment `file` at `path` and flushes them, so that
 /// its blocks are written extents before a commit writes there ([`Fill::Zeros`]). Direct

@@ -4,7 +4,7 @@
 //! checkpoints, behind which the journal is trimmed. At open, the records after the last
 //! checkpoint are replayed into the groups.
 //!
-//! Owns: the segment files (`journal/<id>.jnl`, fixed size, every block written; the spares and
+//! Owns: the segment files (`journal/<id>.jnl`, fixed size, every block allocated; the spares and
 //! the next segment are module `segments`; the record framing is module `record`; the count of
 //! what it holds after its last trim is module `held`), the scan at open and what counts as its
 //! torn tail. Must never: hand out a record whose checksum fails, return records out of
@@ -950,6 +950,7 @@ mod tests {
         }
         j.sync().expect("sync");
         prepare(&mut j);
+        assert!(j.pool.spares.is_empty(), "segment 3 made from the spare");
         j.close_clean(6).expect("close");
         drop(j);
         assert_eq!(names(&dir), vec![segment_name(3)]);
