@@ -866,6 +866,38 @@ mod tests {
         waiting_to_be_given_back(journal)
     }
 
+    /// Segments and checkpoints of 64 KiB: every commit below is larger than a segment (it
+    /// rotates, and its grown segment is never kept as a spare).
+    fn small_journal() -> EngineOptions {
+        EngineOptions {
+            journal_segment_bytes: 64 << 10,
+            checkpoint_bytes: 64 << 10,
+            ..Default::default()
+        }
+    }
+
+    /// 300 commits of 100 KiB to a new group 1 of `e` ([`small_journal`]): 30 MiB through
+    /// segments of 64 KiB. Returns the most bytes seen waiting to be given back in `journal`
+    /// after any of them, and what may wait: the bound (module `release`) and what two trims
+    /// free (each at most the journal's bound on what it holds, 16 checkpoints, and the
+    /// records appended while its checkpoint ran: a turn may come only after the next trim on
+    /// a busy machine).
+    fn commits_larger_than_segments(e: &Engine, journal: &Path) -> (u64, u64) {
+        let opts = small_journal();
+        let limit = release::backlog_bound(&opts) + 64 * opts.checkpoint_bytes;
+        let g = e.create_group(1, 1).unwrap();
+        let mut most = 0;
+        for i in 1..=300u64 {
+            let mut en = raft::prelude::Entry::default();
+            (en.index, en.term) = (i, 1);
+            en.data = vec![i as u8; 100 << 10].into();
+            g.save(&hard_state(1, i), &[en], &Default::default())
+                .unwrap();
+            most = most.max(waiting_to_be_given_back(journal).1);
+        }
+        (most, limit)
+    }
+
     /// Entry `i`'s payload in [`segments_to_trim`]: 10 KiB.
     fn ten_kib(i: u64) -> bytes::Bytes {
         vec![i as u8; 10 << 10].into()
@@ -962,31 +994,11 @@ mod tests {
     fn trimmed_segments_are_given_back_as_fast_as_the_journal_grows() {
         let dir = tempfile::tempdir().unwrap();
         let journal = dir.path().join(JOURNAL_DIR);
-        let opts = EngineOptions {
-            journal_segment_bytes: 64 << 10,
-            checkpoint_bytes: 64 << 10,
-            ..Default::default()
-        };
-        let bound = release::backlog_bound(&opts);
-        // What two trims may free (each at most the journal's bound on what it holds, 16
-        // checkpoints, and the records appended while its checkpoint ran): a turn may come
-        // only after the next trim on a busy machine.
-        let trims = 64 * opts.checkpoint_bytes;
-        let e = Engine::open_with(dir.path(), opts).unwrap();
-        let g = e.create_group(1, 1).unwrap();
-        let mut most = 0;
-        // 300 commits of 100 KiB: 30 MiB through segments of 64 KiB.
-        for i in 1..=300u64 {
-            let mut en = raft::prelude::Entry::default();
-            (en.index, en.term) = (i, 1);
-            en.data = vec![i as u8; 100 << 10].into();
-            g.save(&hard_state(1, i), &[en], &Default::default())
-                .unwrap();
-            most = most.max(waiting_to_be_given_back(&journal).1);
-        }
+        let e = Engine::open_with(dir.path(), small_journal()).unwrap();
+        let (most, limit) = commits_larger_than_segments(&e, &journal);
         assert!(
-            most <= bound + trims,
-            "{most} bytes waited to be given back (bound {bound} + {trims})"
+            most <= limit,
+            "{most} bytes waited to be given back (bound and two trims: {limit})"
         );
         assert_eq!(
             given_back_within_20s(&journal),
@@ -1007,37 +1019,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let journal = root.join(JOURNAL_DIR);
-        let opts = EngineOptions {
-            journal_segment_bytes: 64 << 10,
-            checkpoint_bytes: 64 << 10,
-            ..Default::default()
-        };
-        let bound = release::backlog_bound(&opts);
-        let trims = 64 * opts.checkpoint_bytes;
         let (hold_tx, hold_rx) = channel::<()>();
         let (held_tx, held_rx) = channel::<()>();
         release::tests::BEFORE_TURN.add(&root, move || {
             let _ = held_tx.send(());
             let _ = hold_rx.recv();
         });
-        let e = Engine::open_with(&root, opts).unwrap();
-        let g = e.create_group(1, 1).unwrap();
-        let mut most = 0;
-        for i in 1..=300u64 {
-            let mut en = raft::prelude::Entry::default();
-            (en.index, en.term) = (i, 1);
-            en.data = vec![i as u8; 100 << 10].into();
-            g.save(&hard_state(1, i), &[en], &Default::default())
-                .unwrap();
-            most = most.max(waiting_to_be_given_back(&journal).1);
-        }
+        let e = Engine::open_with(&root, small_journal()).unwrap();
+        let (most, limit) = commits_larger_than_segments(&e, &journal);
         held_rx
             .try_recv()
             .expect("the journal thread never came to a turn of giving back");
         drop(hold_tx);
         assert!(
-            most <= bound + trims,
-            "{most} bytes waited to be given back with the journal thread held (bound {bound} + {trims})"
+            most <= limit,
+            "{most} bytes waited to be given back with the journal thread held (bound and two trims: {limit})"
         );
         assert_eq!(
             given_back_within_20s(&journal),
