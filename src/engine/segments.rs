@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::journal::{PAGE, SEGMENT_HEADER};
+use super::journal::{direct, PAGE, SEGMENT_HEADER};
 use super::release::{self, Release, Releasing};
 use super::Shared;
 use crate::error::{Error, Result};
@@ -250,45 +250,26 @@ const ZEROS_AT_MOST: u64 = 64 << 20;
 
 /// Writes zeros over `[0, len)` of the new segment `file` at `path` and flushes them, so that
 /// its blocks are written extents before a commit writes there ([`Fill::Zeros`]). Direct
-/// writes of 1 MiB from an aligned buffer where the file system takes them (no page cache to
-/// fill, then write back and free); through the page cache where it does not, or from the
-/// first direct write it refuses.
+/// writes of 1 MiB from the journal's aligned buffer where the file system takes them (no page
+/// cache to fill, then write back and free); the rest (an unaligned end, or all of it where
+/// direct writes are not taken or one is refused) through the page cache.
 fn write_zeros(file: &File, path: &Path, len: u64) -> Result<()> {
     const PIECE: u64 = 1 << 20;
-    const ALIGN: usize = 4096;
-    use rustix::fs::{Mode, OFlags};
-    let mut direct = rustix::fs::open(
-        path,
-        OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()
-    .map(File::from);
-    let buf = vec![0u8; PIECE as usize + ALIGN];
-    // The first aligned address in `buf` (plain arithmetic on the address; the `ALIGN` extra
-    // bytes leave room for it).
-    let addr = buf.as_ptr() as usize;
-    let start = addr.next_multiple_of(ALIGN) - addr;
-    let zeros = &buf[start..start + PIECE as usize];
     let mut at = 0;
-    while at < len {
-        let n = (len - at).min(PIECE);
-        let piece = &zeros[..n as usize];
-        let aligned = n.is_multiple_of(ALIGN as u64);
-        let done = aligned
-            && direct
-                .as_ref()
-                .is_some_and(|d| d.write_all_at(piece, at).is_ok());
-        if !done {
-            if aligned {
-                // Refused (or never opened): the page cache from here on.
-                direct = None;
+    if let Some(d) = direct::open_direct(path) {
+        let mut buf = direct::AlignedBuf::default();
+        let zeros = buf.get(PIECE as usize);
+        zeros.fill(0);
+        let aligned_end = len - len % direct::ALIGN as u64;
+        while at < aligned_end {
+            let n = (aligned_end - at).min(PIECE);
+            if d.write_all_at(&zeros[..n as usize], at).is_err() {
+                break;
             }
-            file.write_all_at(piece, at)
-                .map_err(|e| Error::io("write zeros to", path, e))?;
+            at += n;
         }
-        at += n;
     }
+    fsutil::write_zeroes(file, path, at, len)?;
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", path, e))
 }

@@ -276,7 +276,8 @@ pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
     }
 }
 
-fn write_zeroes(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
+/// Writes zeroes over `[from, to)` of `file` through the page cache, a MiB at a time.
+pub(crate) fn write_zeroes(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let zeroes = vec![0u8; 1 << 20];
     let mut at = from;

@@ -21,7 +21,7 @@ use std::path::Path;
 
 /// The alignment of a direct write's offset, length and memory: a page, which covers every
 /// logical block size a Linux block device reports (512 to 4,096 bytes).
-const ALIGN: usize = 4096;
+pub(crate) const ALIGN: usize = 4096;
 
 /// The largest single direct write: a record larger than this is written in pieces of this
 /// size, one after the other, so the buffer stays small whatever the commit.
@@ -29,13 +29,13 @@ const PIECE: usize = 8 << 20;
 
 /// A page-aligned, reusable buffer (a `Vec` with room to start at an aligned address).
 #[derive(Default)]
-pub(super) struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     bytes: Vec<u8>,
 }
 
 impl AlignedBuf {
     /// `len` bytes starting at an aligned address (contents unspecified).
-    fn get(&mut self, len: usize) -> &mut [u8] {
+    pub(crate) fn get(&mut self, len: usize) -> &mut [u8] {
         if self.bytes.len() < len + ALIGN {
             self.bytes = vec![0; (len + ALIGN).next_multiple_of(ALIGN)];
         }
@@ -45,6 +45,18 @@ impl AlignedBuf {
         let start = addr.next_multiple_of(ALIGN) - addr;
         &mut self.bytes[start..start + len]
     }
+}
+
+/// A descriptor of `path` for direct writes; `None` when its file system does not take them.
+pub(crate) fn open_direct(path: &Path) -> Option<File> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        path,
+        OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+    .map(File::from)
 }
 
 /// The direct descriptor of one segment and the carry of its last write.
@@ -59,15 +71,8 @@ pub(super) struct Direct {
 impl Direct {
     /// Opens `path` for direct writes; `None` when its file system does not take them.
     pub(super) fn open(path: &Path) -> Option<Direct> {
-        use rustix::fs::{Mode, OFlags};
-        let fd = rustix::fs::open(
-            path,
-            OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
         Some(Direct {
-            file: File::from(fd),
+            file: open_direct(path)?,
             carry: Vec::new(),
             carry_at: None,
         })

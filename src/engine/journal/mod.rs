@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
 
-mod direct;
+pub(super) mod direct;
 mod header;
 pub(crate) mod held;
 mod open;
