@@ -184,12 +184,13 @@ fn engine_sigkill_child() {
     );
     let mut model = Model::load(&model_path(&root));
     let mut r = Rng(splitmix(seed));
+    let limits = limits();
     let started = Instant::now();
     for n in 1..=100_000u64 {
         if started.elapsed() > Duration::from_secs(40) {
             break;
         }
-        let op = model.gen_op(&mut r, &limits());
+        let op = model.gen_op(&mut r, &limits);
         line(&format!("BEGIN {n}"));
         run_op(&e, &op).unwrap_or_else(|err| panic!("child: operation {n} {op:?}: {err}"));
         line(&format!("ACK {n}"));
@@ -439,6 +440,7 @@ fn engine_sigkill_rounds() {
         ROUNDS,
     );
     let count = rounds.end - rounds.start;
+    let limits = limits();
     for round in rounds {
         let enc = encrypted(round);
         encrypted_rounds += usize::from(enc);
@@ -479,7 +481,7 @@ fn engine_sigkill_rounds() {
         let mut summary = |n: u64| {
             let (g, m, done) = &mut gen;
             while (done.len() as u64) < n {
-                let op = m.gen_op(g, &limits());
+                let op = m.gen_op(g, &limits);
                 m.apply(&op);
                 done.push(op.summary());
             }
@@ -519,7 +521,7 @@ fn engine_sigkill_rounds() {
         let mut g = Rng(splitmix(seed));
         let mut before = model.clone();
         for _ in 0..acks.acked {
-            let op = before.gen_op(&mut g, &limits());
+            let op = before.gen_op(&mut g, &limits);
             match op {
                 Op::Truncate { .. } => truncations += 1,
                 Op::SetUint { .. } => set_uints += 1,
@@ -530,7 +532,7 @@ fn engine_sigkill_rounds() {
         }
         ops += acks.acked;
         let inflight = (acks.begun > acks.acked).then(|| {
-            let op = before.gen_op(&mut g, &limits());
+            let op = before.gen_op(&mut g, &limits);
             let mut after = before.clone();
             after.apply(&op);
             (op, after)
