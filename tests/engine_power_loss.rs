@@ -83,6 +83,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::hash::{Hash, Hasher};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -207,28 +208,47 @@ struct Capture {
 /// Reads the whole root through the page cache (the lock file aside). Entries that vanish while
 /// it reads (another thread of the engine removing them) are left out.
 fn capture(root: &Path, prev: &BTreeMap<u64, FileVer>) -> Result<Capture, String> {
+    capture_with(root, prev, &mut |_| {})
+}
+
+/// [`capture`], calling `listed` with each directory's path once its listing is open (a test
+/// moves things there).
+fn capture_with(
+    root: &Path,
+    prev: &BTreeMap<u64, FileVer>,
+    listed: &mut dyn FnMut(&Path),
+) -> Result<Capture, String> {
     let md = fs::metadata(root).map_err(|e| format!("stat the root: {e}"))?;
     let mut c = Capture {
         root: md.ino(),
         ..Capture::default()
     };
-    walk(root, md.ino(), true, prev, &mut c)?;
+    walk(root, root, md.ino(), true, prev, &mut c, listed)?;
     Ok(c)
 }
 
+/// Records directory `ino`, shown as `dir` and opened at `at`, and everything below it.
 fn walk(
     dir: &Path,
+    at: &Path,
     ino: u64,
     top: bool,
     prev: &BTreeMap<u64, FileVer>,
     c: &mut Capture,
+    listed: &mut dyn FnMut(&Path),
 ) -> Result<(), String> {
     let mut listing = BTreeMap::new();
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
+    // Everything below is read through the directory's descriptor (its `/proc/self/fd` link
+    // names the inode, not the path), so that a rename of it or of a parent while the walk
+    // runs changes nothing it reads: each listing is one the directory held.
+    let handle = match fs::File::open(at) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("read_dir {}: {e}", dir.display())),
+        Err(e) => return Err(format!("open {}: {e}", dir.display())),
     };
+    let here = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    let rd = fs::read_dir(&here).map_err(|e| format!("read_dir {}: {e}", dir.display()))?;
+    listed(dir);
     for ent in rd {
         let Ok(ent) = ent else { continue };
         let name = ent.file_name().to_string_lossy().into_owned();
@@ -236,9 +256,9 @@ fn walk(
             continue;
         }
         let Ok(md) = ent.metadata() else { continue };
-        let path = ent.path();
+        let path = here.join(&name);
         if md.is_dir() {
-            walk(&path, md.ino(), false, prev, c)?;
+            walk(&dir.join(&name), &path, md.ino(), false, prev, c, listed)?;
         } else if md.is_file() {
             match fs::read(&path) {
                 Ok(b) => {
@@ -246,7 +266,7 @@ fn walk(
                     c.files.insert(md.ino(), v);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(format!("read {}: {e}", path.display())),
+                Err(e) => return Err(format!("read {}: {e}", dir.join(&name).display())),
             }
         } else {
             continue;
@@ -1776,5 +1796,40 @@ fn revived_past_a_clean_end(closed: bool) {
         0,
         "closed {closed}: group 2 holds an entry no acknowledged write made (an earlier \
          life's record past the end open found, reached by a record ending where it begins)"
+    );
+}
+
+/// A capture records every directory's listing as the directory held it, whatever moves
+/// meanwhile: a group directory renamed away (`remove_group`'s first step) while a background
+/// thread's flush captures the root is read whole or not at all. Its files were once read by
+/// path, so those under the old name went missing from its listing; a mix then paired the
+/// parent's listing before the rename with that listing, a group directory without its
+/// `wal.meta` that no instant of the engine ever left (seeded script 7020, four violations
+/// "open .../groups/10/wal.meta: No such file or directory").
+#[test]
+fn a_capture_reads_a_directory_renamed_meanwhile_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let group = root.join("groups").join("10");
+    fs::create_dir_all(&group).unwrap();
+    for name in ["wal.meta", "00000000000000000001.wal"] {
+        fs::write(group.join(name), name.as_bytes()).unwrap();
+    }
+    let ino = fs::metadata(&group).unwrap().ino();
+    let mut moved = false;
+    let c = capture_with(&root, &BTreeMap::new(), &mut |dir: &Path| {
+        if !moved && fs::metadata(dir).is_ok_and(|m| m.ino() == ino) {
+            moved = true;
+            fs::rename(&group, root.join("groups").join("10.removing")).unwrap();
+        }
+    })
+    .unwrap();
+    assert!(moved, "the walk never listed the group directory");
+    let listing = c.dirs.get(&ino).expect("the group directory's listing");
+    let names: Vec<&str> = listing.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["00000000000000000001.wal", "wal.meta"],
+        "the group directory's listing"
     );
 }
