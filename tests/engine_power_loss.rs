@@ -76,7 +76,9 @@
 //! (`power_loss_seeded_scripts`; `RAFTWAL_ENGINE_POWER_LOSS_FIRST` to start elsewhere,
 //! `RAFTWAL_ENGINE_POWER_LOSS_STEPS` steps each, 80 by default), every other one encrypted;
 //! `RAFTWAL_ENGINE_POWER_LOSS_ENCRYPT=all` (or `none`) makes every script of the binary
-//! encrypted (or plaintext).
+//! encrypted (or plaintext); `RAFTWAL_ENGINE_POWER_LOSS_JITTER_MS=30` sleeps up to 30 ms
+//! (seeded) after each step, so that the background threads run at other points between the
+//! operations.
 
 #![cfg(target_os = "linux")]
 
@@ -1061,6 +1063,8 @@ fn run_script(sc: &Script<'_>) -> Tally {
     models.push(first);
     PHASE.store(2, Ordering::SeqCst);
     observe_now();
+    let jitter_ms = jitter_ms();
+    let mut jitter = Rng(sc.seed ^ 0x6A09_E667_F3BC_C908);
     let mut next_reopen = if sc.plan.is_empty() {
         r.range(10, 25)
     } else {
@@ -1120,6 +1124,11 @@ fn run_script(sc: &Script<'_>) -> Tally {
         }
         PHASE.store(2 * k, Ordering::SeqCst);
         observe_now();
+        if let Some(ms) = jitter_ms {
+            // The background threads (the writer's 20 ms passes, the journal thread) run at
+            // other points between the operations than in a run at full speed.
+            std::thread::sleep(Duration::from_micros(jitter.below(ms * 1000 + 1)));
+        }
     }
     PHASE.store(2 * steps + 1, Ordering::SeqCst);
     engine.take().unwrap().close().unwrap();
@@ -1279,6 +1288,19 @@ fn power_loss_engine_root() {
     report(&a);
     report(&b);
     report(&c);
+}
+
+/// `RAFTWAL_ENGINE_POWER_LOSS_JITTER_MS=30` (a long run by hand): after each step a script
+/// sleeps up to that many milliseconds (seeded), so that the background threads' work (the
+/// writer's passes every 20 ms, the journal thread's preparations) lands at other points
+/// between the operations than at full speed, where a script's 80 steps take about 150 ms.
+fn jitter_ms() -> Option<u64> {
+    let v = std::env::var("RAFTWAL_ENGINE_POWER_LOSS_JITTER_MS").ok()?;
+    Some(
+        v.parse().unwrap_or_else(|_| {
+            panic!("RAFTWAL_ENGINE_POWER_LOSS_JITTER_MS={v}: want milliseconds")
+        }),
+    )
 }
 
 /// Seeded scripts for a long run by hand: `RAFTWAL_ENGINE_POWER_LOSS_SCRIPTS=40` (none in
