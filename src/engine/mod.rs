@@ -856,14 +856,19 @@ mod tests {
             })
     }
 
-    /// Waits up to 20 s for every trimmed segment in `journal` to be given back; what is left.
-    fn given_back_within_20s(journal: &Path) -> (usize, u64) {
+    /// Waits up to 20 s for every trimmed segment in `journal` to be given back, and asserts
+    /// that none is left (`after`: what the 20 s followed, for the message).
+    fn assert_given_back_within_20s(journal: &Path, after: &str) {
         use std::time::{Duration, Instant};
         let since = Instant::now();
         while waiting_to_be_given_back(journal).0 > 0 && since.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        waiting_to_be_given_back(journal)
+        assert_eq!(
+            waiting_to_be_given_back(journal),
+            (0, 0),
+            "trimmed segments left 20 s after {after}"
+        );
     }
 
     /// Segments and checkpoints of 64 KiB: every commit below is larger than a segment (it
@@ -967,11 +972,7 @@ mod tests {
             "a commit waited for a step of giving back a trimmed segment"
         );
         // The rest follows, a turn after each flush, or at once with no flush to wait for.
-        assert_eq!(
-            given_back_within_20s(&journal),
-            (0, 0),
-            "trimmed segments left after 20 s"
-        );
+        assert_given_back_within_20s(&journal, "the checkpoint");
         e.close().unwrap();
         let e = Engine::open(&root).unwrap();
         let g = e.group(1).unwrap();
@@ -1000,11 +1001,7 @@ mod tests {
             most <= limit,
             "{most} bytes waited to be given back (bound and two trims: {limit})"
         );
-        assert_eq!(
-            given_back_within_20s(&journal),
-            (0, 0),
-            "trimmed segments left 20 s after the commits"
-        );
+        assert_given_back_within_20s(&journal, "the commits");
         e.close().unwrap();
     }
 
@@ -1035,11 +1032,7 @@ mod tests {
             most <= limit,
             "{most} bytes waited to be given back with the journal thread held (bound and two trims: {limit})"
         );
-        assert_eq!(
-            given_back_within_20s(&journal),
-            (0, 0),
-            "trimmed segments left 20 s after the thread was let go"
-        );
+        assert_given_back_within_20s(&journal, "the thread was let go");
         e.close().unwrap();
         let e = Engine::open(&root).unwrap();
         assert_eq!(e.group(1).unwrap().last_index().unwrap(), 300);
