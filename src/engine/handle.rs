@@ -340,13 +340,20 @@ impl GroupStorage {
     /// write, [`GroupStorage::sync`], or the engine's close (or drop). The group id is the
     /// engine's (its directory's name, which open checks against the meta page), and snapshot
     /// index and term are set by snapshots only: setting them is ignored, as is any call once
-    /// the group is closed.
+    /// the group is closed or the engine's close has begun.
     pub fn set_uint(&self, key: MetaInfo, value: u64) {
         if self.shared.check_usable().is_err() {
             return;
         }
         let mut lg = self.group.log.write();
         let Some(log) = lg.as_mut() else { return };
+        // Once close has begun, as after it: close journals the integers set before, group by
+        // group under this lock, after it marked the engine stopping, so that a value set here
+        // is either journaled by close or never taken (its final checkpoint stores changed
+        // groups only: one taken later was read back and then lost).
+        if self.shared.stopping() {
+            return;
+        }
         let slot = match key {
             MetaInfo::RaftId => &mut log.meta.raft_id,
             MetaInfo::CheckpointIndex => &mut log.meta.checkpoint_index,
