@@ -22,6 +22,7 @@ const CHILD_ENV: &str = "RAFTWAL_FULL_DISK_CHILD_DIR";
 const ROTATION_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_ROTATION_CHILD_DIR";
 const ENGINE_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_ENGINE_CHILD_DIR";
 const JOURNAL_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_JOURNAL_CHILD_DIR";
+const LARGE_COMMIT_CHILD_ENV: &str = "RAFTWAL_FULL_DISK_LARGE_COMMIT_CHILD_DIR";
 const LIMIT: u64 = 24 << 20;
 
 fn set_fsize_limit(soft: u64) {
@@ -311,6 +312,63 @@ fn full_disk_journal_child() {
     println!("CHILD-OK {last}");
 }
 
+/// Runs in the child: a commit larger than a journal segment takes the segment prepared for
+/// it and grows it past a file-size limit (8 MiB for a 16 MiB record). The commit fails naming
+/// the segment and changes nothing; once space is back, commits go on through many more
+/// segments without a reopen, and reopened, every group holds exactly the acknowledged
+/// entries. (The failed segment once stayed on disk under its id, and every later segment
+/// with that id failed to be made: "create .../0000000000000002.jnl: File exists", for ever,
+/// the engine not stopped; found by a review.)
+#[test]
+fn full_disk_large_commit_child() {
+    use raftwal::{Engine, EngineOptions};
+    let Some(dir) = child_dir(LARGE_COMMIT_CHILD_ENV) else {
+        return;
+    };
+    let opts = || EngineOptions {
+        journal_segment_bytes: 64 << 10,
+        ..EngineOptions::default()
+    };
+    let e = Engine::open_with(&dir, opts()).unwrap();
+    for g in 1..=GROUPS {
+        e.create_group(g, 1).unwrap();
+    }
+    e.write(&mut engine_round(0)).unwrap();
+    let mut last = 16;
+    // The next segment, prepared by the engine's thread: the large commit takes it.
+    let next = std::path::Path::new(&dir).join("journal/0000000000000002.jnl");
+    let t0 = std::time::Instant::now();
+    while !next.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "no segment prepared at {next:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    set_fsize_limit(8 << 20);
+    let big: Vec<Entry> = (last + 1..=last + 16)
+        .map(|i| filled_entry(i, 1, (i % 251) as u8, 1 << 20))
+        .collect();
+    let mut b = raftwal::WriteBatch::new();
+    b.save(1, &HardState::default(), &big, &Snapshot::default());
+    let err = e.write(&mut b).unwrap_err().to_string();
+    println!("write failed after index {last}: {err}");
+    assert!(err.contains("/journal/") && err.contains(".jnl"), "{err}");
+    set_fsize_limit(libc::RLIM_INFINITY);
+    for g in 1..=GROUPS {
+        assert_eq!(e.group(g).unwrap().last_index().unwrap(), last, "group {g}");
+    }
+    // 64 KiB of records a round: a segment or more each.
+    for _ in 0..40 {
+        e.write(&mut engine_round(last))
+            .unwrap_or_else(|err| panic!("the round after index {last}, space back: {err}"));
+        last += 16;
+    }
+    e.close().unwrap();
+    engine_holds(&dir, opts(), last).close().unwrap();
+    println!("CHILD-OK {last}");
+}
+
 /// Runs test `name` of this binary in a child process with `env` naming a fresh directory.
 fn run_child(name: &str, env: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -350,5 +408,11 @@ fn an_engine_out_of_space_fails_its_writes_keeps_its_groups_and_reopens_whole() 
 #[test]
 fn a_journal_out_of_space_fails_the_commit_and_goes_on_once_space_is_back() {
     let stdout = run_child("full_disk_journal_child", JOURNAL_CHILD_ENV);
+    assert!(stdout.contains("write failed after index"), "{stdout}");
+}
+
+#[test]
+fn a_commit_larger_than_a_segment_refused_for_space_leaves_later_segments_free() {
+    let stdout = run_child("full_disk_large_commit_child", LARGE_COMMIT_CHILD_ENV);
     assert!(stdout.contains("write failed after index"), "{stdout}");
 }

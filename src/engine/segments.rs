@@ -230,17 +230,25 @@ impl Job {
                 file
             }
         };
-        fsutil::sync_dir(&self.dir)?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", &self.path, e))?
-            .len();
-        Ok(Prepared {
-            id: self.id,
-            path: self.path,
-            file,
-            len,
-        })
+        let named = fsutil::sync_dir(&self.dir).and_then(|()| {
+            file.metadata()
+                .map_err(|e| Error::io("stat", &self.path, e))
+        });
+        match named {
+            Ok(meta) => Ok(Prepared {
+                id: self.id,
+                path: self.path,
+                file,
+                len: meta.len(),
+            }),
+            Err(e) => {
+                // Its id must stay free for the next preparation (a blank segment, which open
+                // would remove too).
+                drop(file);
+                let _ = fs::remove_file(&self.path);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -393,8 +401,9 @@ fn release_turn(shared: &Shared, releasing: &mut Releasing, catch_up: bool) {
 }
 
 impl Job {
-    /// [`Job::run`], keeping what is needed to undo the reservation when it fails.
-    fn run_checked(self) -> std::result::Result<Prepared, (Error, Option<PathBuf>)> {
+    /// [`Job::run`], keeping what is needed to undo the reservation when it fails: the spare
+    /// it took, if it is still there under its own name.
+    pub(crate) fn run_checked(self) -> std::result::Result<Prepared, (Error, Option<PathBuf>)> {
         let spare = self.spare.clone();
         self.run().map_err(|e| (e, spare.filter(|p| p.exists())))
     }

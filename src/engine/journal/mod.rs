@@ -475,9 +475,17 @@ impl Journal {
             None => {
                 self.pool.stalled = false;
                 let job = self.pool.begin(id, self.dir.join(segment_name(id)), fill);
-                let made = job.run();
+                let made = job.run_checked();
                 self.pool.next = Next::Idle;
-                made?
+                made.map_err(|(e, spare)| {
+                    // A spare the job did not get to rename goes: kept, it would fail the
+                    // next rotation too; dropped from the list only, it would stay on disk
+                    // past a clean close, which removes the spares it lists.
+                    if let Some(spare) = spare {
+                        let _ = std::fs::remove_file(spare);
+                    }
+                    e
+                })?
             }
         };
         let Prepared {
@@ -487,19 +495,29 @@ impl Journal {
             mut len,
         } = p;
         let mut room = len;
-        if len < need {
-            // A commit larger than a segment: the file grows to hold it, to the end of its
-            // last page (a whole page, so that the record is written directly like any other;
-            // an odd size would send it through the page cache).
-            len = need.next_multiple_of(PAGE);
-            crate::sys::fsutil::allocate(&file, &path, len)?;
-            room = need;
-        }
         let prev_unflushed =
             !self.unflushed.is_empty() || self.writer.as_ref().is_some_and(|w| w.dirty);
         let header = encode_header(id, seq, self.cipher.is_some(), prev_unflushed);
-        file.write_all_at(&header, 0)
-            .map_err(|e| Error::io("write header", &path, e))?;
+        let started = (|| {
+            if len < need {
+                // A commit larger than a segment: the file grows to hold it, to the end of its
+                // last page (a whole page, so that the record is written directly like any
+                // other; an odd size would send it through the page cache).
+                len = need.next_multiple_of(PAGE);
+                crate::sys::fsutil::allocate(&file, &path, len)?;
+                room = need;
+            }
+            file.write_all_at(&header, 0)
+                .map_err(|e| Error::io("write header", &path, e))
+        })();
+        if let Err(e) = started {
+            // The segment holds no record, and its id is the next rotation's again: its file
+            // goes (else every later segment with that id fails to be made, "File exists").
+            // Not flushed: a blank segment found at open is removed.
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         if let Some(old) = self.writer.take() {
             if old.dirty {
                 self.unflushed.push((old.file, old.path));
