@@ -1133,4 +1133,39 @@ mod tests {
         assert_eq!(opened.records.len(), 1);
         assert_eq!(names(&dir), [segment_name(1)]);
     }
+
+    /// A segment whose header (its checksum valid) names record 0 as its first, which no
+    /// writer gives out, opens in both modes without an overflow: the record before the first
+    /// expected was taken as `0 - 1` (a panic in a debug build; found by a review).
+    #[test]
+    fn a_segment_claiming_record_0_first_opens_without_overflow() {
+        for mode in [
+            RecoveryMode::AbsoluteConsistency,
+            RecoveryMode::TolerateTailCorruption,
+        ] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let dir = tmp.path().join("journal");
+            fs::create_dir(&dir).expect("mkdir");
+            let mut page = vec![0u8; PAGE as usize];
+            page[..header::H_LEN].copy_from_slice(&encode_header(1, 0, false, false));
+            fs::write(dir.join(segment_name(1)), &page).expect("write");
+            let opened = Journal::open(
+                &dir,
+                64 << 10,
+                2,
+                None,
+                open::RootState {
+                    checkpoint_seq: 0,
+                    closed_cleanly: true,
+                },
+                mode,
+                held::MAX_RUN_BYTES,
+            );
+            if let Ok(mut opened) = opened {
+                assert!(opened.records.is_empty());
+                // Sequence numbers from 1, as in a new journal.
+                assert_eq!(opened.journal.append(&[b"one"]).expect("append"), 1);
+            }
+        }
+    }
 }

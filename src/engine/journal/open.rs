@@ -234,7 +234,7 @@ impl Journal {
         let after_end: Vec<PathBuf> = segments.drain(keep..).map(|s| s.path).collect();
         leftovers.extend(after_end);
         let last_seq = expected
-            .map_or(checkpoint_seq, |e| e - 1)
+            .map_or(checkpoint_seq, |e| e.saturating_sub(1))
             .max(checkpoint_seq);
 
         let mut journal = Journal {
