@@ -26,6 +26,7 @@ mod roots;
 
 use fuzz::open_engine::{run, run_damage, template_summary, CLASSES, FORGE_OP, FORGE_RECORD_OP};
 use fuzz::util::splitmix;
+use fuzz::{entries, layout};
 
 const PER_CLASS: u64 = 30;
 const RANDOM_INPUTS: u64 = 300;
@@ -809,5 +810,186 @@ fn a_forged_slot_out_of_term_order_is_damage_never_a_disagreement() {
             assert_eq!(g.term(i).unwrap(), 1 + u64::from(i > 50), "index {i}");
         }
         e.close().unwrap();
+    }
+}
+
+/// Group 1 of a new engine at `root` holding entries `1..=last` (term 1, commit `last`), written
+/// in batches of 1,000.
+fn group_with(root: &std::path::Path, last: u64) -> raftwal::Engine {
+    let e = raftwal::Engine::open(root).unwrap();
+    e.create_group(1, 1).unwrap();
+    for lo in (1..=last).step_by(1000) {
+        let hi = (lo + 999).min(last);
+        let es: Vec<raft::prelude::Entry> = (lo..=hi)
+            .map(|i| entries::entry_in_group(i, 1, 1))
+            .collect();
+        let mut hs = raft::prelude::HardState::default();
+        (hs.term, hs.vote, hs.commit) = (1, 1, hi);
+        let mut b = raftwal::WriteBatch::new();
+        b.save(1, &hs, &es, &raft::prelude::Snapshot::default());
+        e.write(&mut b).unwrap();
+    }
+    e
+}
+
+/// Opens the root in `mode`: group 1's (first, last) index.
+fn group_range(root: &std::path::Path, mode: raftwal::RecoveryMode) -> Result<(u64, u64), String> {
+    use raft::Storage;
+    let opts = raftwal::EngineOptions {
+        recovery_mode: mode,
+        ..Default::default()
+    };
+    let e = raftwal::Engine::open_with(root, opts).map_err(|e| e.to_string())?;
+    let g = e.group(1).unwrap();
+    let range = (g.first_index().unwrap(), g.last_index().unwrap());
+    e.close().unwrap();
+    Ok(range)
+}
+
+/// What the read-only tools say of the root: the error a default open would meet, or group 1's
+/// (first, last) index.
+fn tools_range(root: &std::path::Path) -> Result<(u64, u64), String> {
+    let ins = raftwal::inspect::engine::EngineInspector::open_once(root, None, None)
+        .map_err(|e| e.to_string())?;
+    let sum = ins.summary();
+    if let Some(e) = &sum.open_error {
+        return Err(e.clone());
+    }
+    let g = sum.groups.iter().find(|g| g.group_id == 1).unwrap();
+    let st = g.after_replay.as_ref().unwrap();
+    Ok((st.first_index, st.last_index))
+}
+
+/// Flips a bit of the header of `file` (at its `at`-th byte), or sets its base to `base` with
+/// its checksum made valid again.
+fn rewrite_header(file: &std::path::Path, at: Option<u64>, base: Option<u64>) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let mut h = [0u8; layout::FILE_HEADER_LEN as usize];
+    f.read_exact_at(&mut h, layout::FILE_HEADER_AT).unwrap();
+    if let Some(at) = at {
+        h[at as usize] ^= 0x40;
+    }
+    if let Some(base) = base {
+        let b = layout::FILE_BASE_AT as usize;
+        h[b..b + 8].copy_from_slice(&base.to_le_bytes());
+        let c = layout::FILE_CRC_AT as usize;
+        let crc = crc32c::crc32c(&h[..c]);
+        h[c..c + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+    f.write_all_at(&h, layout::FILE_HEADER_AT).unwrap();
+}
+
+/// A log file wholly below a group's snapshot, left by a crash before its removal, whose
+/// header is damaged: open, in both modes, keeps the log whole and removes the file (docs/
+/// DESIGN.md §4: damage at or below the snapshot index never fails open), and the tools say
+/// so before it. Open once refused the root in both modes ("log file header checksum
+/// mismatch" on the file), where a `DiskStorage` directory opens (found by a review).
+#[test]
+fn a_wholly_compacted_files_damaged_header_never_fails_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let file1 = root.join("groups/1/00001.wal");
+    let saved = tmp.path().join("00001.wal.saved");
+    group_with(&root, 30_100).close().unwrap();
+    std::fs::copy(&file1, &saved).unwrap();
+    let e = raftwal::Engine::open(&root).unwrap();
+    e.group(1)
+        .unwrap()
+        .create_snapshot(30_050, None, b"state".to_vec())
+        .unwrap();
+    e.close().unwrap();
+    assert!(!file1.exists(), "the snapshot removed the file below it");
+    let mode = raftwal::RecoveryMode::TolerateTailCorruption;
+    // The crash lost the removal: the file intact opens as part of nothing.
+    std::fs::copy(&saved, &file1).unwrap();
+    assert_eq!(group_range(&root, mode), Ok((30_051, 30_100)));
+    for at in [0, 8, layout::FILE_BASE_AT, layout::FILE_CRC_AT] {
+        for mode in [
+            raftwal::RecoveryMode::TolerateTailCorruption,
+            raftwal::RecoveryMode::AbsoluteConsistency,
+        ] {
+            std::fs::copy(&saved, &file1).unwrap();
+            rewrite_header(&file1, Some(at), None);
+            assert_eq!(
+                tools_range(&root),
+                Ok((30_051, 30_100)),
+                "the tools, header byte {at} damaged"
+            );
+            assert_eq!(
+                group_range(&root, mode),
+                Ok((30_051, 30_100)),
+                "{mode:?}, header byte {at} damaged"
+            );
+            assert!(!file1.exists(), "{mode:?}: open removed the file");
+            assert_eq!(group_range(&root, mode), Ok((30_051, 30_100)));
+        }
+    }
+}
+
+/// A group's first log file whose header (its checksum valid: a writer's bug, or a forgery)
+/// says it starts past the snapshot and the index after it: open refuses it in both modes,
+/// naming that file, and changes nothing; the tools say so. With a snapshot and no entry past
+/// it, open once served a log `[11, 999]` whose every entry and term was `Unavailable`, and
+/// zeroed the file's slots; without a snapshot it named the file, present, as missing (found
+/// by a review).
+#[test]
+fn a_first_file_starting_past_the_snapshot_is_refused_naming_it() {
+    for snapshot in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let e = group_with(&root, 10);
+        if snapshot {
+            e.group(1)
+                .unwrap()
+                .create_snapshot(10, None, b"s".to_vec())
+                .unwrap();
+        }
+        e.close().unwrap();
+        let file1 = root.join("groups/1/00001.wal");
+        rewrite_header(&file1, None, Some(1000));
+        let before = std::fs::read(&file1).unwrap();
+        let tools = tools_range(&root);
+        assert!(
+            tools.as_ref().is_err_and(|e| e.contains("00001.wal")),
+            "snapshot {snapshot}: the tools say {tools:?}"
+        );
+        for mode in [
+            raftwal::RecoveryMode::TolerateTailCorruption,
+            raftwal::RecoveryMode::AbsoluteConsistency,
+        ] {
+            let got = raftwal::Engine::open_with(
+                &root,
+                raftwal::EngineOptions {
+                    recovery_mode: mode,
+                    ..Default::default()
+                },
+            );
+            let err = match got {
+                Err(e) => e,
+                Ok(e) => {
+                    use raft::Storage;
+                    let g = e.group(1).unwrap();
+                    panic!(
+                        "snapshot {snapshot}, {mode:?}: opened, log [{}, {}]",
+                        g.first_index().unwrap(),
+                        g.last_index().unwrap()
+                    );
+                }
+            };
+            assert!(
+                matches!(&err, raftwal::Error::Corrupt { path, .. } if *path == file1),
+                "snapshot {snapshot}, {mode:?}: {err}"
+            );
+            assert_eq!(
+                std::fs::read(&file1).unwrap(),
+                before,
+                "open changed the file"
+            );
+        }
     }
 }

@@ -521,6 +521,7 @@ fn read_files(
     let mut next_file_id = first_file_id.max(tail_id + 1);
     let mut wal_last = 0;
     let mut past_end = None;
+    let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
     if let Some(&first_id) = ids.first() {
         // Files wholly below the snapshot may be gone from the front; none may be missing
         // after the first one left.
@@ -560,10 +561,28 @@ fn read_files(
                 past_end = Some(past);
                 f
             } else {
-                LogFile::open(&path, want, Access::Detached, cipher)?
+                match LogFile::open(&path, want, Access::Detached, cipher) {
+                    // Wholly below the snapshot (a crash kept it before its removal): nothing
+                    // of the log, so its damage never fails open (docs/DESIGN.md §4). It goes,
+                    // with the files before it, as in a `DiskStorage` directory.
+                    Err(Error::Corrupt { .. })
+                        if dir_recovery::wholly_compacted(
+                            dir,
+                            &(want + 1..=tail_id).collect::<Vec<_>>(),
+                            want,
+                            snap_index,
+                            cipher,
+                        )? =>
+                    {
+                        remove.extend(files.drain(..).map(|f| f.path().to_path_buf()));
+                        remove.push(path);
+                        continue;
+                    }
+                    f => f?,
+                }
             };
             if let Some(first) = files.front() {
-                let expected = LogFile::base(first) + SLOTS_PER_FILE * (want - first_id);
+                let expected = LogFile::base(first) + SLOTS_PER_FILE * (want - first.id());
                 if f.base() != expected {
                     return Err(Error::corrupt(
                         f.path(),
@@ -589,15 +608,16 @@ fn read_files(
             f.set_recovered(0, end);
         }
         let base = files.front().map_or(1, LogFile::base);
-        let snap_index = meta.snapshot.as_ref().map_or(0, |s| s.index);
-        if last > snap_index && base > snap_index + 1 {
-            return Err(Error::MissingFile {
-                path: dir.join(log_file::file_name(first_id.saturating_sub(1).max(1))),
-                reason: format!(
-                    "the snapshot ends at index {snap_index} but the first log file, {}, starts at index {base}",
-                    log_file::file_name(first_id)
-                ),
-            });
+        // The log goes on from the snapshot: the first file must hold index `snap_index + 1`
+        // or an index before it, whatever the page says of the log's end.
+        if let Some(first) = files.front().filter(|_| base > snap_index + 1) {
+            return Err(dir_recovery::late_first_file(
+                dir,
+                first.id(),
+                first_file_id,
+                base,
+                snap_index,
+            ));
         }
         next_file_id = tail_id + 1;
         wal_last = log_end(last, base);

@@ -426,18 +426,13 @@ pub(crate) fn plan_log(
         .front()
         .filter(|_| last > snap_index && wal_first > snap_index + 1)
     {
-        let missing = if first.id() > first_file_id {
-            first.id() - 1
-        } else {
-            first_file_id
-        };
-        return Err(Error::MissingFile {
-            path: dir.join(log_file::file_name(missing)),
-            reason: format!(
-                "the snapshot ends at index {snap_index} but the first log file, {}, starts at index {wal_first}",
-                log_file::file_name(first.id())
-            ),
-        });
+        return Err(late_first_file(
+            dir,
+            first.id(),
+            first_file_id,
+            wal_first,
+            snap_index,
+        ));
     }
     let end = last.max(snap_index);
     let committed_damage = (commit > end).then(|| {
@@ -506,6 +501,34 @@ fn first_with_header(
     Ok(None)
 }
 
+/// The error for a log (a `DiskStorage` directory's, an engine group's) whose first log file (`first_id`, present) starts at `base`, past
+/// the index after the snapshot's: the file before it is missing, or, when it is the first file
+/// the meta page names, its own header is wrong (it is there: never reported missing).
+pub(crate) fn late_first_file(
+    dir: &Path,
+    first_id: u64,
+    first_file_id: u64,
+    base: u64,
+    snap_index: u64,
+) -> Error {
+    let reason = format!(
+        "the snapshot ends at index {snap_index} but the first log file, {}, starts at index {base}",
+        log_file::file_name(first_id)
+    );
+    if first_id > first_file_id {
+        Error::MissingFile {
+            path: dir.join(log_file::file_name(first_id - 1)),
+            reason,
+        }
+    } else {
+        Error::corrupt(
+            dir.join(log_file::file_name(first_id)),
+            log_file::HEADER_OFFSET as u64,
+            format!("{reason}, and the meta page names it as the first"),
+        )
+    }
+}
+
 /// A file wholly below the snapshot whose header is damaged (a crash left it before cleanup):
 /// it holds nothing of the log, so damage to it never fails open (docs/DESIGN.md §4) nor ends
 /// the log (which would drop the live files after it). It goes to `remove`, with the files
@@ -518,7 +541,7 @@ fn set_aside_compacted(files: &mut VecDeque<LogFile>, remove: &mut Vec<PathBuf>,
 /// For a file `id` whose header is damaged: whether the first later file of `later` that
 /// opens (its header valid) shows that every index `id` could hold lies at or below
 /// `snap_index` (files are consecutive, each 30,000 indexes after the one before).
-fn wholly_compacted(
+pub(crate) fn wholly_compacted(
     dir: &Path,
     later: &[u64],
     id: u64,

@@ -150,7 +150,18 @@ fn group_files(
                     ),
                 });
             }
-            let Some((base, len)) = log_file::peek_base(&path, want, cipher.is_some())? else {
+            let peeked = log_file::peek_base(&path, want, cipher.is_some());
+            // Wholly below the snapshot, its header damaged: open removes it with the files
+            // before it, and the log opens without them (`engine::recovery::read_files`).
+            if matches!(peeked, Err(Error::Corrupt { .. }) | Ok(None))
+                && want < tail_id
+                && wholly_below(dir, want, tail_id, snap_index, cipher.is_some())
+            {
+                leftovers.extend(files.drain(..).map(|f| f.path));
+                leftovers.push(path);
+                continue;
+            }
+            let Some((base, len)) = peeked? else {
                 return Err(Error::corrupt(
                     &path,
                     log_file::HEADER_OFFSET as u64,
@@ -158,7 +169,7 @@ fn group_files(
                 ));
             };
             if let Some(first) = files.first() {
-                let expected = first.base + SLOTS_PER_FILE * (want - first_id);
+                let expected = first.base + SLOTS_PER_FILE * (want - first.id);
                 if base != expected {
                     return Err(Error::corrupt(
                         &path,
@@ -176,14 +187,14 @@ fn group_files(
             });
         }
         let base = files.first().map_or(1, |f| f.base);
-        if last > snap_index && base > snap_index + 1 {
-            return Err(Error::MissingFile {
-                path: dir.join(log_file::file_name(first_id.saturating_sub(1).max(1))),
-                reason: format!(
-                    "the snapshot ends at index {snap_index} but the first log file, {}, starts at index {base}",
-                    log_file::file_name(first_id)
-                ),
-            });
+        if let Some(first) = files.first().filter(|_| base > snap_index + 1) {
+            return Err(recovery::late_first_file(
+                dir,
+                first.id,
+                first_file_id,
+                base,
+                snap_index,
+            ));
         }
         wal_last = last.max(base - 1);
         if let Some(tail) = files.last_mut() {
@@ -231,6 +242,23 @@ pub(super) fn check_cleared(
         }
     }
     Ok(())
+}
+
+/// Whether file `id` of a group, its header unreadable, lies wholly at or below `snap_index`,
+/// as the first later file up to `tail_id` whose header reads shows (files are consecutive,
+/// each 30,000 indexes after the one before; `store::recovery::wholly_compacted` for open).
+fn wholly_below(dir: &Path, id: u64, tail_id: u64, snap_index: u64, encrypted: bool) -> bool {
+    for next in id + 1..=tail_id {
+        let path = dir.join(log_file::file_name(next));
+        let Ok(Some((base, _))) = log_file::peek_base(&path, next, encrypted) else {
+            continue;
+        };
+        return base
+            .checked_sub((next - id - 1) * SLOTS_PER_FILE)
+            .and_then(|b| b.checked_sub(1))
+            .is_some_and(|last| last <= snap_index);
+    }
+    false
 }
 
 /// Entries `[lo, hi)` from a group's files (`last`: the log's last index, for errors).
