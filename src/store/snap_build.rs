@@ -296,7 +296,9 @@ fn closing() -> Error {
 }
 
 /// A data reader that fails once the store is closing, so that a write in progress stops at
-/// its next chunk.
+/// its next chunk; and fails, for good, where the builder's reader panics (a panic in the
+/// write would unwind the build thread past its bookkeeping: `running` for ever, no build
+/// again), so that the write fails as for any read error and removes its `.tmp`.
 struct Cancellable {
     data: Box<dyn Read + Send>,
     cancel: Arc<AtomicBool>,
@@ -307,6 +309,26 @@ impl Read for Cancellable {
         if self.cancel.load(Ordering::Acquire) {
             return Err(io::Error::other("the store is closing"));
         }
-        self.data.read(buf)
+        // The reader is never read again after a panic: its state is not relied on.
+        match panic::catch_unwind(AssertUnwindSafe(|| self.data.read(buf))) {
+            Ok(read) => read,
+            Err(_) => {
+                self.data = Box::new(Panicked);
+                Err(io::Error::other(
+                    "the snapshot builder's data reader panicked",
+                ))
+            }
+        }
+    }
+}
+
+/// What a builder's reader becomes once it panicked.
+struct Panicked;
+
+impl Read for Panicked {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::other(
+            "the snapshot builder's data reader panicked",
+        ))
     }
 }
