@@ -427,7 +427,7 @@ fn a_groups_id_is_the_engines_and_set_uint_cannot_change_it() {
     assert_eq!(all(&g), entries(1, 3, 1, 3));
 }
 
-/// Only the application's own snapshot writing may make an install wait ("retry the install"):
+/// Only the application's own snapshot writing may make an install wait (once, refuse it):
 /// the background checkpoint tidying a group's snapshot files must not.
 #[test]
 fn a_background_checkpoint_never_makes_an_install_fail() {

@@ -438,8 +438,8 @@ pub(crate) fn run(shared: &Shared, closing: bool) -> Result<()> {
     // Only groups whose snapshot changed since their files were last tidied (and those an
     // earlier checkpoint left); with the pipeline held (once for all): a commit installing a
     // snapshot holds the group's `snap_writer` from its checks until the file is written, and
-    // refuses the install when it finds it taken (which must then mean the application's
-    // writer, never this tidy).
+    // hands the install back to wait outside the pipeline when it finds it taken (which must
+    // then mean the application's writer, never this tidy).
     let mut to_tidy = std::mem::take(&mut *shared.checkpointer.untidied.lock());
     to_tidy.extend(captured.iter().filter_map(|(g, record, _)| {
         let s = record.snapshot.as_ref().filter(|s| s.data_len > 0)?;

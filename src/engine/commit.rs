@@ -49,6 +49,10 @@ impl Queue {
 pub(crate) struct Waiter {
     parts: Mutex<Vec<Part>>,
     result: Mutex<Option<Result<()>>>,
+    /// Set by the leader with the result when the batch installs a snapshot into a group whose
+    /// snapshot the application is writing: the parts are handed back, untouched, for the
+    /// caller to queue again once that write is over (a `DiskStorage` install waits for it).
+    busy: Mutex<Option<Arc<Group>>>,
 }
 
 /// Leadership of the pipeline: held, no commit runs. Released when dropped (a panic included).
@@ -107,22 +111,42 @@ pub(crate) fn write(shared: &Shared, parts: Vec<Part>) -> Result<()> {
         return Ok(());
     }
     let timer = crate::metrics::Timer::start();
-    queue(shared, parts)?;
+    let mut parts = parts;
+    loop {
+        let me = queue(shared, parts);
+        let busy = me.busy.lock().take();
+        match busy {
+            // Waited for with nothing held: the application's write ends, and its snapshot
+            // takes effect (which may lead the pipeline), before the install is checked again.
+            Some(g) => {
+                drop(g.snap_writer.lock());
+                parts = std::mem::take(&mut *me.parts.lock());
+            }
+            None => {
+                let r = me.result.lock().take();
+                r.unwrap_or_else(|| {
+                    Err(Error::invariant("a commit left a batch without a result"))
+                })?;
+                break;
+            }
+        }
+    }
     timer.took(crate::metrics::Took::EngineWrite);
     Ok(())
 }
 
-/// [`write`], unmeasured.
-fn queue(shared: &Shared, parts: Vec<Part>) -> Result<()> {
+/// [`write`], unmeasured: queues the batch and returns once its commit set its result.
+fn queue(shared: &Shared, parts: Vec<Part>) -> Arc<Waiter> {
     let me = Arc::new(Waiter {
         parts: Mutex::new(parts),
         result: Mutex::new(None),
+        busy: Mutex::new(None),
     });
     let mut q = shared.pipeline.lock();
     q.waiting.push(Arc::clone(&me));
     loop {
-        if let Some(r) = me.result.lock().take() {
-            return r;
+        if me.result.lock().is_some() {
+            return me;
         }
         if !q.leading {
             q.leading = true;
@@ -375,13 +399,22 @@ fn process(shared: &Shared, batches: &[Arc<Waiter>]) {
     // after it are checked against a log it would have left.
     let mut installs: Vec<Vec<Option<SnapshotRecord>>> = Vec::new();
     for (w, parts) in batches.iter().zip(taken) {
+        let new_writers = match install_writers(&groups, &writers, &parts) {
+            Ok(mine) => mine,
+            Err(busy) => {
+                // Handed back whole (nothing of it checked or written), to come again.
+                *w.parts.lock() = parts;
+                *w.busy.lock() = Some(Arc::clone(busy));
+                set(w, Ok(()));
+                continue;
+            }
+        };
         let outcome = check_batch(&groups, &shadows, &parts).and_then(|mine| {
-            let new_writers = install_writers(&groups, &writers, &parts)?;
             let recs = write_snapshot_files(shared, &groups, &parts)?;
-            Ok((mine, new_writers, recs))
+            Ok((mine, recs))
         });
         match outcome {
-            Ok((mine, new_writers, recs)) => {
+            Ok((mine, recs)) => {
                 shadows.extend(mine);
                 writers.extend(new_writers);
                 accepted.push((w, parts));
@@ -540,28 +573,23 @@ fn apply_live(
 }
 
 /// The snapshot writers of the groups `parts` install into, but those in `held` (taken for an
-/// earlier batch of the commit): an error naming the group if the application holds one (it is
-/// writing a snapshot of that group; the install is refused, to be retried).
+/// earlier batch of the commit); a group missing is left to the checks. `Err` names a group
+/// whose writer the application holds (it is writing a snapshot of that group): the batch
+/// waits for that write outside the pipeline ([`write`]) rather than hold every commit behind
+/// an application's reader.
 fn install_writers<'g>(
     groups: &'g RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
     held: &HashMap<u64, MutexGuard<'g, ()>>,
     parts: &[Part],
-) -> Result<HashMap<u64, MutexGuard<'g, ()>>> {
+) -> std::result::Result<HashMap<u64, MutexGuard<'g, ()>>, &'g Arc<Group>> {
     let mut mine = HashMap::new();
     for part in parts.iter().filter(|p| p.snapshot.is_some()) {
         let id = part.group_id;
         if held.contains_key(&id) || mine.contains_key(&id) {
             continue;
         }
-        let g = groups.get(&id).ok_or_else(|| gone(id))?;
-        let writer = g.snap_writer.try_lock().ok_or_else(|| Error::Group {
-            group_id: id,
-            source: Box::new(Error::InvalidArgument(
-                "the application is writing a snapshot of this group: retry the install"
-                    .to_string(),
-            )),
-        })?;
-        mine.insert(id, writer);
+        let Some(g) = groups.get(&id) else { continue };
+        mine.insert(id, g.snap_writer.try_lock().ok_or(g)?);
     }
     Ok(mine)
 }
