@@ -602,18 +602,34 @@ fn write_snapshot_files(
     groups: &RwLockReadGuard<'_, std::collections::BTreeMap<u64, Arc<Group>>>,
     parts: &[Part],
 ) -> Result<Vec<Option<SnapshotRecord>>> {
-    parts
-        .iter()
-        .map(|part| match &part.snapshot {
-            Some(s) => write_snapshot_file(shared, groups, part.group_id, s)
-                .map(Some)
-                .map_err(|e| Error::Group {
+    let mut written = Vec::with_capacity(parts.len());
+    for part in parts {
+        let Some(s) = &part.snapshot else {
+            written.push(None);
+            continue;
+        };
+        match write_snapshot_file(shared, groups, part.group_id, s) {
+            Ok(rec) => written.push(Some(rec)),
+            Err(e) => {
+                // The batch fails whole: the files written for its parts before this one go
+                // too (no record will name them; each is new, a stale install being refused
+                // by the checks). Left, they stayed until the next open.
+                for (part, rec) in parts.iter().zip(&written) {
+                    let (Some(rec), Some(g)) = (rec, groups.get(&part.group_id)) else {
+                        continue;
+                    };
+                    if rec.data_len > 0 {
+                        let _ = std::fs::remove_file(snap::path(&g.dir, rec.term, rec.index));
+                    }
+                }
+                return Err(Error::Group {
                     group_id: part.group_id,
                     source: Box::new(e),
-                }),
-            None => Ok(None),
-        })
-        .collect()
+                });
+            }
+        }
+    }
+    Ok(written)
 }
 
 /// Writes an installed snapshot's data to the group's snapshot file (durable) and describes it.
