@@ -2020,3 +2020,115 @@ fn repair_of_an_engine_group_rewrites_the_engine_fields_to_the_cut() {
     engine.close().unwrap();
     ok(&["verify", p(&root)]);
 }
+
+/// A cleanly closed root holding groups `ids`, each with entries 1 to 10 (commit 10).
+fn closed_root(root: &Path, ids: &[u64]) {
+    let e = Engine::open(root).unwrap();
+    let mut b = WriteBatch::new();
+    for &id in ids {
+        e.create_group(id, 1).unwrap();
+        b.save(
+            id,
+            &hs(1, 1, 10),
+            &entries(1, 10, 1, id),
+            &Snapshot::default(),
+        );
+    }
+    e.write(&mut b).unwrap();
+    e.close().unwrap();
+}
+
+/// Four ways the tools once judged a root otherwise than open does (found by a review,
+/// 2026-12-06), each checked against `Engine::open` on a copy; each failed before its fix:
+/// - a `wal.meta` beside `engine.meta`: open refuses the root, `inspect` said it opens (exit 0);
+/// - two damaged groups: open named the first its directory listed, the tools the lowest id
+///   (open now reads the groups in id order);
+/// - segments lost behind a group's meta page: open and `inspect` refuse, `verify` said ok;
+/// - a group's log file cut short: open names it at its end, the tools at offset 960,000 with
+///   "no file header".
+#[test]
+fn the_tools_judge_a_root_as_open_does() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    let root = tmp.path().join("wal-meta");
+    closed_root(&root, &[1]);
+    fs::copy(root.join("groups/1/wal.meta"), root.join("wal.meta")).unwrap();
+    let tools = open_will_fail(&root);
+    let copy = tmp.path().join("c1");
+    let open = open_copy_fails(&root, &copy, opts(None, None), "a wal.meta");
+    assert_eq!(tools, open.replace(p(&copy), p(&root)));
+    assert_eq!(raftwal(&["verify", p(&root)]).code, 1);
+
+    let root = tmp.path().join("two-damaged");
+    let ids: Vec<u64> = (1..=8).collect();
+    closed_root(&root, &ids);
+    for id in [3, 6] {
+        fs::write(
+            root.join(format!("groups/{id}/wal.meta")),
+            b"not a meta page",
+        )
+        .unwrap();
+    }
+    let tools = open_will_fail(&root);
+    let open = open_copy_fails(
+        &root,
+        &tmp.path().join("c2"),
+        opts(None, None),
+        "two damaged",
+    );
+    assert!(open.contains("groups/3/wal.meta"), "open: {open}");
+    assert!(tools.contains("groups/3/wal.meta"), "tools: {tools}");
+
+    let live = tmp.path().join("live");
+    let e = Engine::open(&live).unwrap();
+    let g = e.create_group(1, 1).unwrap();
+    g.save(&hs(1, 1, 10), &entries(1, 10, 1, 1), &Snapshot::default())
+        .unwrap();
+    g.create_snapshot(5, None, Bytes::from_static(b"at 5"))
+        .unwrap();
+    let root = tmp.path().join("journal-behind");
+    roots::kill_image(&live, &root);
+    drop(g);
+    e.close().unwrap();
+    for ent in fs::read_dir(root.join("journal")).unwrap() {
+        let path = ent.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".jnl") && !name.starts_with("spare-") {
+            let mut b = fs::read(&path).unwrap();
+            let at = layout::SEGMENT_RECORDS_AT as usize;
+            if b.len() > at {
+                b[at..].fill(0);
+            }
+            fs::write(&path, b).unwrap();
+        }
+    }
+    let tools = open_will_fail(&root);
+    let open = open_copy_fails(
+        &root,
+        &tmp.path().join("c3"),
+        opts(None, None),
+        "lost records",
+    );
+    assert!(
+        open.contains("journal ends") && tools.contains("journal ends"),
+        "open: {open}\ntools: {tools}"
+    );
+    let verify = raftwal(&["verify", p(&root)]);
+    assert_eq!(verify.code, 1, "verify: {}{}", verify.stdout, verify.stderr);
+
+    let root = tmp.path().join("cut-file");
+    closed_root(&root, &[1]);
+    let wal = root.join("groups/1").join(layout::log_name(1));
+    OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let tools = open_will_fail(&root);
+    let copy = tmp.path().join("c4");
+    let open = open_copy_fails(&root, &copy, opts(None, None), "a cut file");
+    assert!(open.contains("at offset 4096"), "open: {open}");
+    let open = open.replace(p(&copy), p(&root));
+    assert!(tools.ends_with(&open), "open: {open}\ntools: {tools}");
+}

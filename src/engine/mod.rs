@@ -316,11 +316,8 @@ impl Engine {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(root.join(GROUPS_DIR))
             .map_err(|e| Error::io("create directory", root.join(GROUPS_DIR), e))?;
-        if root.join(crate::store::meta::META_FILE).exists() {
-            return Err(Error::InvalidArgument(format!(
-                "{} is a DiskStorage directory (it has a wal.meta), not an engine root",
-                root.display()
-            )));
+        if let Some(e) = disk_storage_dir(&root) {
+            return Err(e);
         }
         let lock = fsutil::lock_dir(&root)?;
         let cipher = opts.encryption_key.as_ref().map(Cipher::new);
@@ -440,6 +437,17 @@ impl Drop for Engine {
         // Errors cannot be returned from drop; `close()` is the way to see them.
         let _ = close(&self.shared);
     }
+}
+
+/// The error for a root that holds a `wal.meta` (a `DiskStorage` directory, never opened as an
+/// engine root); `None` for any other. The read-only tools report it as open's.
+pub(crate) fn disk_storage_dir(root: &Path) -> Option<Error> {
+    root.join(crate::store::meta::META_FILE).exists().then(|| {
+        Error::InvalidArgument(format!(
+            "{} is a DiskStorage directory (it has a wal.meta), not an engine root",
+            root.display()
+        ))
+    })
 }
 
 /// Closes the engine once (later calls find it closed and return Ok).

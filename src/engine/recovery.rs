@@ -359,6 +359,9 @@ fn read_groups(
             leftovers.push(ent.path());
         }
     }
+    // By id, whatever order the directory lists them in: of several damaged groups, open
+    // names the lowest's, as the read-only tools do.
+    found.sort_unstable_by_key(|&(_, id)| id);
     let groups = in_parallel(threads, found, |(path, id)| {
         read_group(&path, id, mode, cipher, checkpoint_seq)
     })

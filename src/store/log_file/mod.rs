@@ -143,6 +143,13 @@ fn open_sized(path: &Path, writable: bool) -> Result<(File, u64)> {
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?
         .len();
+    check_len(path, len)?;
+    Ok((file, len))
+}
+
+/// A log file of `len` bytes is damaged if shorter than its slot area (and header): named at
+/// its end, as open and the read-only tools name it.
+pub(crate) fn check_len(path: &Path, len: u64) -> Result<()> {
     if len < PAYLOAD_START {
         return Err(Error::corrupt(
             path,
@@ -150,7 +157,7 @@ fn open_sized(path: &Path, writable: bool) -> Result<(File, u64)> {
             format!("log file is {len} bytes, shorter than its {PAYLOAD_START}-byte slot area"),
         ));
     }
-    Ok((file, len))
+    Ok(())
 }
 
 /// Opens an existing log file read-write, for the moment a descriptor is needed.

@@ -8,6 +8,7 @@
 //! Must never: look at the journal (`replay` brings a group up to date), write, create, rename
 //! or remove anything, or map a file (files are read with `pread` into copies).
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use raft::prelude::Entry;
@@ -161,7 +162,15 @@ fn group_files(
                 leftovers.push(path);
                 continue;
             }
-            let Some((base, len)) = peeked? else {
+            let peeked = peeked?;
+            // A file cut short is named at its end, as open names it.
+            if peeked.is_none() {
+                let len = fs::metadata(&path)
+                    .map_err(|e| Error::io("stat", &path, e))?
+                    .len();
+                log_file::check_len(&path, len)?;
+            }
+            let Some((base, len)) = peeked else {
                 return Err(Error::corrupt(
                     &path,
                     log_file::HEADER_OFFSET as u64,

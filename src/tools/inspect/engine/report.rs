@@ -329,9 +329,14 @@ impl RootRead {
             g.disk.as_ref().err().map(|e| format!("group {id}: {e}"))
         };
         let open_error = self
-            .first_read_error
-            .and_then(|id| self.groups.get_key_value(&id))
-            .and_then(|(id, g)| group_error(id, g))
+            .disk_storage_dir
+            .as_ref()
+            .map(|e| e.to_string())
+            .or_else(|| {
+                self.first_read_error
+                    .and_then(|id| self.groups.get_key_value(&id))
+                    .and_then(|(id, g)| group_error(id, g))
+            })
             .or_else(|| j.damage.as_ref().map(|e| format!("journal: {e}")))
             .or_else(|| {
                 self.journal_behind

@@ -45,6 +45,8 @@ pub(super) struct RootRead {
     pub(super) first_read_error: Option<u64>,
     /// A group's meta page reflecting a record past the journal's end: segments lost.
     pub(super) journal_behind: Option<Error>,
+    /// The root holds a `wal.meta`: open refuses it before reading anything else.
+    pub(super) disk_storage_dir: Option<Error>,
     pub(super) parts_for_removed_groups: u64,
     /// `engine.meta` changed while the journal was read (a checkpoint ran, or a group was
     /// created): harmless unless the journal looked damaged, which is read again.
@@ -363,6 +365,7 @@ fn read_root_with(
         part_damage,
         first_read_error,
         journal_behind,
+        disk_storage_dir: crate::engine::disk_storage_dir(root),
         parts_for_removed_groups: removed,
         changed,
         journal_moved,

@@ -103,11 +103,20 @@ impl EngineInspector {
         if let Some(e) = &r.part_damage {
             journal.damage.push(e.to_string());
         }
+        // Segments lost behind a group's meta page: open refuses the root for it.
+        if let Some(e) = &r.journal_behind {
+            journal.damage.push(e.to_string());
+        }
         let mut groups = Vec::new();
         for (&id, g) in &r.groups {
             groups.push(self.verify_group(id, g, progress)?);
         }
-        let mut damage: Vec<String> = engine_meta_damage.iter().cloned().collect();
+        let mut damage: Vec<String> = r
+            .disk_storage_dir
+            .iter()
+            .map(|e| e.to_string())
+            .chain(engine_meta_damage.iter().cloned())
+            .collect();
         damage.extend(journal.damage.iter().cloned());
         for g in &groups {
             damage.extend(
