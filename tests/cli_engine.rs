@@ -2132,3 +2132,73 @@ fn the_tools_judge_a_root_as_open_does() {
     let open = open.replace(p(&copy), p(&root));
     assert!(tools.ends_with(&open), "open: {open}\ntools: {tools}");
 }
+
+/// Alters one byte of the sealed body of record `seq` in `segment_path` and fixes the record's
+/// checksum again (which needs no key): what only tampering, or a writer's bug, leaves.
+fn alter_sealed_record(segment_path: &Path, seq: u64) {
+    let at = record_offsets(segment_path)[&seq];
+    let mut b = fs::read(segment_path).unwrap();
+    let u32_at =
+        |b: &[u8], o: u64| u32::from_le_bytes(b[o as usize..o as usize + 4].try_into().unwrap());
+    let len = u32_at(&b, at + RECORD_LEN_AT) as u64;
+    b[(at + RECORD_BODY_AT + 12) as usize] ^= 0x01;
+    let crc =
+        crc32c::crc32c(&b[(at + RECORD_SEQ_AT) as usize..(at + RECORD_BODY_AT + len) as usize]);
+    b[(at + RECORD_CRC_AT) as usize..(at + RECORD_CRC_AT + 4) as usize]
+        .copy_from_slice(&crc.to_le_bytes());
+    fs::write(segment_path, b).unwrap();
+}
+
+/// A sealed journal record altered with its checksum fixed, opened with the root's own key:
+/// damage (`Corrupt` naming the segment, `verify` exit 1), never "the key does not fit"; and,
+/// once the checkpoint covers the record, the root opens and the tools read it as open does
+/// (open checks such a record's checksum, not its seal). Open reported `Error::Encryption`
+/// ("fails authentication with this key") and `verify` exit 2 for the first, and the tools
+/// refused the second root (exit 2) where open opened it (found by a review, 2026-12-06).
+#[test]
+fn an_altered_sealed_record_is_damage_and_is_read_as_open_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("key");
+    fs::write(&key_file, KEY).unwrap();
+    let k = p(&key_file);
+    let write = |root: &Path| {
+        let e = Engine::open_with(root, opts(Some(KEY), None)).unwrap();
+        e.create_group(1, 1).unwrap();
+        let mut b = WriteBatch::new();
+        b.save(1, &hs(1, 1, 5), &entries(1, 5, 1, 1), &Snapshot::default());
+        e.write(&mut b).unwrap();
+        e
+    };
+    // After a crash: the record lies after the checkpoint, open replays it.
+    let live = tmp.path().join("live");
+    let root = tmp.path().join("crashed");
+    let e = write(&live);
+    roots::kill_image(&live, &root);
+    e.close().unwrap();
+    let seq = *record_offsets(&segment(&root)).keys().last().unwrap();
+    alter_sealed_record(&segment(&root), seq);
+    let copy = tmp.path().join("crashed-copy");
+    roots::copy_tree(&root, &copy);
+    match Engine::open_with(&copy, opts(Some(KEY), None)) {
+        Err(raftwal::Error::Corrupt { path, .. }) => assert_eq!(path, segment(&copy)),
+        other => panic!("the root's own key, an altered record: {:?}", other.err()),
+    }
+    let run = fails(&["verify", p(&root), "--key-file", k], 1);
+    assert!(
+        run.stderr.contains("fails authentication"),
+        "{}",
+        run.stderr
+    );
+
+    // After a clean close: the checkpoint covers the record.
+    let root = tmp.path().join("closed");
+    write(&root).close().unwrap();
+    let seq = *record_offsets(&segment(&root)).keys().last().unwrap();
+    alter_sealed_record(&segment(&root), seq);
+    ok(&["inspect", p(&root), "--key-file", k]);
+    ok(&["verify", p(&root), "--key-file", k]);
+    Engine::open_with(&root, opts(Some(KEY), None))
+        .unwrap()
+        .close()
+        .unwrap();
+}

@@ -204,7 +204,20 @@ pub(crate) fn read_in(
     cipher: Option<&Cipher>,
     path: &Path,
 ) -> Scan {
-    read_record(&mut segment.clone(), at, want, cipher, path, Body::Keep)
+    read_in_as(segment, at, want, cipher, path, Body::Keep)
+}
+
+/// [`read_in`], the body kept or only checked as `body` says (a record the checkpoint covers
+/// is checked as open checks it: its checksum, its seal unopened).
+pub(crate) fn read_in_as(
+    segment: &Bytes,
+    at: usize,
+    want: u64,
+    cipher: Option<&Cipher>,
+    path: &Path,
+    body: Body,
+) -> Scan {
+    read_record(&mut segment.clone(), at, want, cipher, path, body)
 }
 
 fn read(
@@ -266,11 +279,16 @@ fn read(
     let body = match cipher {
         Some(c) => match c.open(&seq.to_le_bytes(), &stored) {
             Some(plain) => Bytes::from(plain),
+            // The key opened `engine.meta` before any record is read (open and the tools
+            // alike): a record whose checksum holds and whose seal does not was altered.
             None => {
-                return Err(Error::Encryption {
-                    path: path.to_path_buf(),
-                    reason: format!("journal record {seq} fails authentication with this key"),
-                })
+                return Err(Error::corrupt(
+                    path,
+                    at as u64,
+                    format!(
+                        "journal record {seq} fails authentication (its checksum holds: its sealed body was altered)"
+                    ),
+                ))
             }
         },
         None => stored,

@@ -258,7 +258,13 @@ pub(crate) fn scan(
         let mut at = SEGMENT_HEADER as usize;
         let mut want = first_seq;
         let ended = loop {
-            match record::read_in(&bytes, at, want, cipher, &path) {
+            // As open reads it: a record the checkpoint covers is checked, its seal unopened.
+            let body = if want > checkpoint_seq {
+                record::Body::Keep
+            } else {
+                record::Body::Check
+            };
+            match record::read_in_as(&bytes, at, want, cipher, &path, body) {
                 Scan::Record { body, next } => {
                     let stored = (next - at) as u64;
                     let seg = &mut out.segments[i];
