@@ -407,7 +407,9 @@ impl Engine {
     /// the state the parts before it leave; an invalid part fails the whole batch
     /// (`Error::Group` names the group) and nothing of it is written. With `sync_writes`, the
     /// batch is durable when this returns. Calls from many threads at once are merged into
-    /// shared commits, one journal flush each.
+    /// shared commits, one journal flush each. A part installing a snapshot into a group whose
+    /// own snapshot the application is writing (`create_snapshot_from`, a builder) waits for
+    /// that write to end, as `DiskStorage::save` does; other callers' commits go on meanwhile.
     pub fn write(&self, batch: &mut WriteBatch) -> Result<(), Error> {
         commit::write(&self.shared, std::mem::take(&mut batch.parts))
     }
