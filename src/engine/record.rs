@@ -204,20 +204,7 @@ pub(crate) fn read_in(
     cipher: Option<&Cipher>,
     path: &Path,
 ) -> Scan {
-    read_in_as(segment, at, want, cipher, path, Body::Keep)
-}
-
-/// [`read_in`], the body kept or only checked as `body` says (a record the checkpoint covers
-/// is checked as open checks it: its checksum, its seal unopened).
-pub(crate) fn read_in_as(
-    segment: &Bytes,
-    at: usize,
-    want: u64,
-    cipher: Option<&Cipher>,
-    path: &Path,
-    body: Body,
-) -> Scan {
-    read_record(&mut segment.clone(), at, want, cipher, path, body)
+    read_record(&mut segment.clone(), at, want, cipher, path, Body::Keep)
 }
 
 fn read(

@@ -264,7 +264,7 @@ pub(crate) fn scan(
             } else {
                 record::Body::Check
             };
-            match record::read_in_as(&bytes, at, want, cipher, &path, body) {
+            match record::read_record(&mut bytes.clone(), at, want, cipher, &path, body) {
                 Scan::Record { body, next } => {
                     let stored = (next - at) as u64;
                     let seg = &mut out.segments[i];
