@@ -223,8 +223,7 @@ impl Job {
                         Fill::Zeros => write_zeros(&file, &self.path, self.len.min(ZEROS_AT_MOST)),
                     });
                 if let Err(e) = made {
-                    drop(file);
-                    let _ = fs::remove_file(&self.path);
+                    discard(file, &self.path);
                     return Err(e);
                 }
                 file
@@ -242,14 +241,19 @@ impl Job {
                 len: meta.len(),
             }),
             Err(e) => {
-                // Its id must stay free for the next preparation (a blank segment, which open
-                // would remove too).
-                drop(file);
-                let _ = fs::remove_file(&self.path);
+                discard(file, &self.path);
                 Err(e)
             }
         }
     }
+}
+
+/// Drops a segment that failed to be made or started, holding no record, and removes its file,
+/// so that its id stays free for the next preparation (else that one fails: "File exists").
+/// Not flushed: a blank segment found at open is removed.
+pub(crate) fn discard(file: File, path: &Path) {
+    drop(file);
+    let _ = fs::remove_file(path);
 }
 
 /// The most of a segment [`Fill::Zeros`] writes: a root made with very large segments does not

@@ -285,6 +285,7 @@ where
     let data = Box::new(Cancellable {
         data: built.data,
         cancel: Arc::clone(cancel),
+        panicked: false,
     });
     write(BuiltSnapshot { data, ..built })
 }
@@ -302,6 +303,8 @@ fn closing() -> Error {
 struct Cancellable {
     data: Box<dyn Read + Send>,
     cancel: Arc<AtomicBool>,
+    /// The builder's reader panicked: it is never read again (its state is not relied on).
+    panicked: bool,
 }
 
 impl Read for Cancellable {
@@ -309,24 +312,12 @@ impl Read for Cancellable {
         if self.cancel.load(Ordering::Acquire) {
             return Err(io::Error::other("the store is closing"));
         }
-        // The reader is never read again after a panic: its state is not relied on.
-        match panic::catch_unwind(AssertUnwindSafe(|| self.data.read(buf))) {
-            Ok(read) => read,
-            Err(_) => {
-                self.data = Box::new(Panicked);
-                Err(io::Error::other(
-                    "the snapshot builder's data reader panicked",
-                ))
+        if !self.panicked {
+            match panic::catch_unwind(AssertUnwindSafe(|| self.data.read(buf))) {
+                Ok(read) => return read,
+                Err(_) => self.panicked = true,
             }
         }
-    }
-}
-
-/// What a builder's reader becomes once it panicked.
-struct Panicked;
-
-impl Read for Panicked {
-    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
         Err(io::Error::other(
             "the snapshot builder's data reader panicked",
         ))

@@ -511,11 +511,8 @@ impl Journal {
                 .map_err(|e| Error::io("write header", &path, e))
         })();
         if let Err(e) = started {
-            // The segment holds no record, and its id is the next rotation's again: its file
-            // goes (else every later segment with that id fails to be made, "File exists").
-            // Not flushed: a blank segment found at open is removed.
-            drop(file);
-            let _ = std::fs::remove_file(&path);
+            // Its id is the next rotation's again.
+            segments::discard(file, &path);
             return Err(e);
         }
         if let Some(old) = self.writer.take() {

@@ -156,7 +156,13 @@ fn group_files(
             // before it, and the log opens without them (`engine::recovery::read_files`).
             if matches!(peeked, Err(Error::Corrupt { .. }) | Ok(None))
                 && want < tail_id
-                && wholly_below(dir, want, tail_id, snap_index, cipher.is_some())
+                && recovery::wholly_compacted(
+                    dir,
+                    &(want + 1..=tail_id).collect::<Vec<_>>(),
+                    want,
+                    snap_index,
+                    cipher,
+                )?
             {
                 leftovers.extend(files.drain(..).map(|f| f.path));
                 leftovers.push(path);
@@ -251,23 +257,6 @@ pub(super) fn check_cleared(
         }
     }
     Ok(())
-}
-
-/// Whether file `id` of a group, its header unreadable, lies wholly at or below `snap_index`,
-/// as the first later file up to `tail_id` whose header reads shows (files are consecutive,
-/// each 30,000 indexes after the one before; `store::recovery::wholly_compacted` for open).
-fn wholly_below(dir: &Path, id: u64, tail_id: u64, snap_index: u64, encrypted: bool) -> bool {
-    for next in id + 1..=tail_id {
-        let path = dir.join(log_file::file_name(next));
-        let Ok(Some((base, _))) = log_file::peek_base(&path, next, encrypted) else {
-            continue;
-        };
-        return base
-            .checked_sub((next - id - 1) * SLOTS_PER_FILE)
-            .and_then(|b| b.checked_sub(1))
-            .is_some_and(|last| last <= snap_index);
-    }
-    false
 }
 
 /// Entries `[lo, hi)` from a group's files (`last`: the log's last index, for errors).
