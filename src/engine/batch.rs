@@ -244,109 +244,145 @@ pub(crate) fn encode(
     }
 }
 
-/// [`decode`] of the record at `offset` in segment `path`: a body that does not parse although
+/// [`parts`] of the record at `offset` in segment `path`: a body that does not parse although
 /// its checksum matches is damage at that place (an error naming the segment), for open's
 /// replay and the read-only tools alike.
-pub(crate) fn decode_at(
+pub(crate) fn parts_at<'a>(
     body: &Bytes,
     seq: u64,
-    path: &std::path::Path,
+    path: &'a std::path::Path,
     offset: u64,
-) -> Result<Vec<Decoded>> {
-    decode(body, seq).map_err(|e| {
-        let reason = match e {
-            Error::Invariant(reason) => reason,
-            e => e.to_string(),
-        };
-        Error::corrupt(path, offset, reason)
+) -> impl Iterator<Item = Result<Decoded>> + 'a {
+    parts(body, seq).map(move |p| {
+        p.map_err(|e| {
+            let reason = match e {
+                Error::Invariant(reason) => reason,
+                e => e.to_string(),
+            };
+            Error::corrupt(path, offset, reason)
+        })
     })
 }
 
-/// Reads the parts of a journal record's body (record `seq`, for error messages). Entry data
-/// and contexts are views of `body`.
-///
-/// A body that does not parse is [`Error::Invariant`]: its checksum (or, encrypted, its
-/// authentication) passed, so it holds bytes the engine wrote and cannot read back. Callers
-/// that know the record's place use [`decode_at`], which reports it as damage there.
+/// [`parts`] of a record collected: for the tests.
+#[cfg(test)]
 pub(crate) fn decode(body: &Bytes, seq: u64) -> Result<Vec<Decoded>> {
+    parts(body, seq).collect()
+}
+
+/// The parts of a journal record's body (record `seq`, for error messages), decoded one at a
+/// time as the iterator is advanced: a reader holds one part at a time, so the heap it takes
+/// follows the record's bytes, never its count of parts (a part with no section is 17 bytes,
+/// its decoded form some hundreds). Entry data and contexts are views of `body`.
+///
+/// A body that does not parse is [`Error::Invariant`], the iterator's last item: its checksum
+/// (or, encrypted, its authentication) passed, so it holds bytes the engine wrote and cannot
+/// read back. Callers that know the record's place use [`parts_at`], which reports it as
+/// damage there.
+pub(crate) fn parts(body: &Bytes, seq: u64) -> Parts {
+    Parts {
+        rest: body.clone(),
+        seq,
+        failed: false,
+    }
+}
+
+/// The iterator [`parts`] returns.
+pub(crate) struct Parts {
+    rest: Bytes,
+    seq: u64,
+    /// A part did not parse: nothing follows the error.
+    failed: bool,
+}
+
+impl Iterator for Parts {
+    type Item = Result<Decoded>;
+
+    fn next(&mut self) -> Option<Result<Decoded>> {
+        if self.failed || !self.rest.has_remaining() {
+            return None;
+        }
+        let part = decode_part(&mut self.rest, self.seq);
+        self.failed = part.is_err();
+        Some(part)
+    }
+}
+
+/// Reads one part from the front of `b` (a body of record `seq`).
+fn decode_part(b: &mut Bytes, seq: u64) -> Result<Decoded> {
     let bad = |what: &str| {
         Error::invariant(format!(
             "journal record {seq} is malformed ({what}) although its checksum matches"
         ))
     };
-    let mut b = body.clone();
-    let mut parts = Vec::new();
-    while b.has_remaining() {
-        if b.remaining() < 17 {
-            return Err(bad("a part header is cut short"));
-        }
-        let mut p = Decoded {
-            group_id: b.get_u64_le(),
-            incarnation: b.get_u64_le(),
-            ..Decoded::default()
-        };
-        let kinds = b.get_u8();
-        let take_u32 = |b: &mut Bytes| (b.remaining() >= 4).then(|| b.get_u32_le() as usize);
-        let take = |b: &mut Bytes, n: usize| (b.remaining() >= n).then(|| b.split_to(n));
-        if kinds & KIND_SNAPSHOT != 0 {
-            let n = take_u32(&mut b).ok_or_else(|| bad("snapshot length"))?;
-            let raw = take(&mut b, n).ok_or_else(|| bad("snapshot record"))?;
-            p.snapshot = Some(SnapshotRecord::decode(raw).map_err(|_| bad("snapshot record"))?);
-        }
-        if kinds & KIND_ENTRIES != 0 {
-            let n = take_u32(&mut b).ok_or_else(|| bad("entry count"))?;
-            let mut entries = Vec::with_capacity(n.min(b.remaining() / 25));
-            for _ in 0..n {
-                if b.remaining() < 25 {
-                    return Err(bad("an entry header is cut short"));
-                }
-                let mut e = Entry::default();
-                e.index = b.get_u64_le();
-                e.term = b.get_u64_le();
-                e.set_entry_type(match b.get_u8() {
-                    0 => EntryType::EntryNormal,
-                    1 => EntryType::EntryConfChange,
-                    2 => EntryType::EntryConfChangeV2,
-                    _ => return Err(bad("entry type")),
-                });
-                let dl = b.get_u32_le() as usize;
-                let cl = b.get_u32_le() as usize;
-                e.data = take(&mut b, dl).ok_or_else(|| bad("entry data"))?;
-                e.context = take(&mut b, cl).ok_or_else(|| bad("entry context"))?;
-                entries.push(e);
-            }
-            p.entries = entries;
-        }
-        if kinds & KIND_HARD_STATE != 0 {
-            if b.remaining() < 24 {
-                return Err(bad("hard state"));
-            }
-            let mut hs = HardState::default();
-            hs.term = b.get_u64_le();
-            hs.vote = b.get_u64_le();
-            hs.commit = b.get_u64_le();
-            p.hard_state = Some(hs);
-        }
-        if kinds & KIND_CONF_STATE != 0 {
-            let n = take_u32(&mut b).ok_or_else(|| bad("conf state length"))?;
-            let raw = take(&mut b, n).ok_or_else(|| bad("conf state"))?;
-            p.conf_state = Some(ConfStateRecord::decode(raw).map_err(|_| bad("conf state"))?);
-        }
-        if kinds & KIND_INTS != 0 {
-            if b.remaining() < 24 {
-                return Err(bad("meta integers"));
-            }
-            p.ints = Some([b.get_u64_le(), b.get_u64_le(), b.get_u64_le()]);
-        }
-        if kinds & KIND_TRUNCATE != 0 {
-            if b.remaining() < 8 {
-                return Err(bad("truncate index"));
-            }
-            p.truncate = Some(b.get_u64_le());
-        }
-        parts.push(p);
+    if b.remaining() < 17 {
+        return Err(bad("a part header is cut short"));
     }
-    Ok(parts)
+    let mut p = Decoded {
+        group_id: b.get_u64_le(),
+        incarnation: b.get_u64_le(),
+        ..Decoded::default()
+    };
+    let kinds = b.get_u8();
+    let take_u32 = |b: &mut Bytes| (b.remaining() >= 4).then(|| b.get_u32_le() as usize);
+    let take = |b: &mut Bytes, n: usize| (b.remaining() >= n).then(|| b.split_to(n));
+    if kinds & KIND_SNAPSHOT != 0 {
+        let n = take_u32(b).ok_or_else(|| bad("snapshot length"))?;
+        let raw = take(b, n).ok_or_else(|| bad("snapshot record"))?;
+        p.snapshot = Some(SnapshotRecord::decode(raw).map_err(|_| bad("snapshot record"))?);
+    }
+    if kinds & KIND_ENTRIES != 0 {
+        let n = take_u32(b).ok_or_else(|| bad("entry count"))?;
+        let mut entries = Vec::with_capacity(n.min(b.remaining() / 25));
+        for _ in 0..n {
+            if b.remaining() < 25 {
+                return Err(bad("an entry header is cut short"));
+            }
+            let mut e = Entry::default();
+            e.index = b.get_u64_le();
+            e.term = b.get_u64_le();
+            e.set_entry_type(match b.get_u8() {
+                0 => EntryType::EntryNormal,
+                1 => EntryType::EntryConfChange,
+                2 => EntryType::EntryConfChangeV2,
+                _ => return Err(bad("entry type")),
+            });
+            let dl = b.get_u32_le() as usize;
+            let cl = b.get_u32_le() as usize;
+            e.data = take(b, dl).ok_or_else(|| bad("entry data"))?;
+            e.context = take(b, cl).ok_or_else(|| bad("entry context"))?;
+            entries.push(e);
+        }
+        p.entries = entries;
+    }
+    if kinds & KIND_HARD_STATE != 0 {
+        if b.remaining() < 24 {
+            return Err(bad("hard state"));
+        }
+        let mut hs = HardState::default();
+        hs.term = b.get_u64_le();
+        hs.vote = b.get_u64_le();
+        hs.commit = b.get_u64_le();
+        p.hard_state = Some(hs);
+    }
+    if kinds & KIND_CONF_STATE != 0 {
+        let n = take_u32(b).ok_or_else(|| bad("conf state length"))?;
+        let raw = take(b, n).ok_or_else(|| bad("conf state"))?;
+        p.conf_state = Some(ConfStateRecord::decode(raw).map_err(|_| bad("conf state"))?);
+    }
+    if kinds & KIND_INTS != 0 {
+        if b.remaining() < 24 {
+            return Err(bad("meta integers"));
+        }
+        p.ints = Some([b.get_u64_le(), b.get_u64_le(), b.get_u64_le()]);
+    }
+    if kinds & KIND_TRUNCATE != 0 {
+        if b.remaining() < 8 {
+            return Err(bad("truncate index"));
+        }
+        p.truncate = Some(b.get_u64_le());
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@
 //! refusals, a part no commit writes (forged with a valid checksum) and a damaged slot below a
 //! replayed `truncate_entries_until`: every record is decoded and checked against the groups as
 //! read before the first change ([`check_replay`], following each group's log through the
-//! records in numbers, [`LogShape`]), and replay then applies the decoded records.
+//! records in numbers, [`LogShape`]), and replay then applies the records, decoding them
+//! again. Each pass holds one part decoded at a time: a record of many small parts costs heap
+//! in proportion to its bytes, not to its count of parts.
 //!
 //! The root's key is checked first, against `engine.meta`, whose record is sealed with it (a
 //! new root's is made sealed): a missing or wrong key, or a key for a plaintext root, is
@@ -166,8 +168,7 @@ pub(crate) fn open(
                 opened
                     .records
                     .iter()
-                    .filter_map(|r| batch::decode(&r.body, r.seq).ok())
-                    .flatten()
+                    .flat_map(|r| batch::parts(&r.body, r.seq).map_while(Result::ok))
                     .map(|p| p.incarnation),
             ),
         ),
@@ -182,8 +183,9 @@ pub(crate) fn open(
         )?;
         check_fallback_snapshot(g, &opened.records)?;
     }
-    // Replay's own checks, before anything changes: every record decoded once here.
-    let records = check_replay(&read.groups, opened.records, root_record.next_incarnation)?;
+    // Replay's own checks, before anything changes: every record decoded here (and again
+    // by `replay`, one part at a time).
+    check_replay(&read.groups, &opened.records, root_record.next_incarnation)?;
     // Every check passed: now the tidying (and a new root's `engine.meta`).
     let mut root_meta = match root_meta {
         Some(m) => m,
@@ -252,7 +254,7 @@ pub(crate) fn open(
             journal.write_directly();
         }
     }
-    replay(&shared, records)?;
+    replay(&shared, opened.records)?;
     // Snapshot files no group names: an application's write that a close (or a crash)
     // stopped after its file was renamed and before the group took it, or an install's file
     // written before its record. Only the groups whose listing showed a `snap/` directory: the
@@ -886,7 +888,8 @@ fn check_fallback_snapshot(g: &ReadGroup, records: &[super::journal::Record]) ->
     }
     let mut snapshot = g.meta.snapshot.clone();
     for rec in records.iter().filter(|r| r.seq > g.eng.journal_seq) {
-        for part in batch::decode_at(&rec.body, rec.seq, &rec.segment, rec.at)? {
+        for part in batch::parts_at(&rec.body, rec.seq, &rec.segment, rec.at) {
+            let part = part?;
             if part.group_id == g.id && part.incarnation == g.eng.incarnation {
                 // As replay takes it: an install older than the snapshot is in the past
                 // (`replayed::settle`).
@@ -900,25 +903,19 @@ fn check_fallback_snapshot(g: &ReadGroup, records: &[super::journal::Record]) ->
     check_fallback_snapshot_files(&g.dir, g.meta_file.copies(), snapshot.as_ref())
 }
 
-/// A journal record after the checkpoint with its parts, decoded once ([`check_replay`]).
-struct Decoded {
-    rec: super::journal::Record,
-    parts: Vec<batch::Decoded>,
-}
-
 /// Replay's checks, made on the groups as read, before open changes anything (so that an open
 /// that refuses changes nothing, as for damage found while reading): every record after the
 /// checkpoint decoded, each part checked as [`replay`] checks it against its group's log as
 /// the records before it leave it ([`LogShape`]: whose part it is, its own shape, no gap, its
 /// commit within the log), then the slots each group's replayed truncations will seal again
 /// (`LogFile::verify_slot`, as `Wal::clear_data` checks each). The tools replay into the same
-/// [`LogShape`]. Returns the decoded records (parts settled against the snapshots they meet)
-/// for [`replay`], which checks them again as it applies them.
+/// [`LogShape`]. [`replay`] decodes the records again, and checks each part again as it
+/// applies it: neither holds more than one part decoded at a time.
 fn check_replay(
     groups: &[ReadGroup],
-    records: Vec<super::journal::Record>,
+    records: &[super::journal::Record],
     next_incarnation: u64,
-) -> Result<Vec<Decoded>> {
+) -> Result<()> {
     let mut shapes: BTreeMap<u64, (&ReadGroup, LogShape)> = groups
         .iter()
         .map(|g| {
@@ -926,17 +923,16 @@ fn check_replay(
             (g.id, (g, LogShape::new(snapshot, g.found.wal_last)))
         })
         .collect();
-    let mut decoded = Vec::with_capacity(records.len());
     for rec in records {
-        let mut parts = batch::decode_at(&rec.body, rec.seq, &rec.segment, rec.at)?;
         let mut numbered: BTreeMap<u64, u32> = BTreeMap::new();
-        for part in &mut parts {
+        for part in batch::parts_at(&rec.body, rec.seq, &rec.segment, rec.at) {
+            let part = &mut part?;
             replayed::check_given_out(part, next_incarnation)
-                .map_err(|e| malformed(&rec, part.group_id, e))?;
+                .map_err(|e| malformed(rec, part.group_id, e))?;
             let Some((g, shape)) = shapes.get_mut(&part.group_id) else {
                 continue;
             };
-            if !replayed::is_for(part, g.eng.incarnation).map_err(|e| malformed(&rec, g.id, e))? {
+            if !replayed::is_for(part, g.eng.incarnation).map_err(|e| malformed(rec, g.id, e))? {
                 continue;
             }
             let number = numbered.entry(g.id).or_default();
@@ -945,7 +941,7 @@ fn check_replay(
                 continue;
             }
             check_part(
-                &rec,
+                rec,
                 g.id,
                 &g.dir,
                 part,
@@ -954,7 +950,6 @@ fn check_replay(
             )?;
             shape.take(part);
         }
-        decoded.push(Decoded { rec, parts });
     }
     for (g, shape) in shapes.values() {
         let Some((from, to)) = shape.files_cleared() else {
@@ -968,21 +963,22 @@ fn check_replay(
             }
         }
     }
-    Ok(decoded)
+    Ok(())
 }
 
-/// Applies the journal's records after the checkpoint (decoded and checked by
-/// [`check_replay`]) to the groups they name, then zeroes the slots past each replayed group's
-/// end that earlier writes may have left.
-fn replay(shared: &Shared, records: Vec<Decoded>) -> Result<()> {
+/// Applies the journal's records after the checkpoint (checked by [`check_replay`]) to the
+/// groups they name, then zeroes the slots past each replayed group's end that earlier writes
+/// may have left.
+fn replay(shared: &Shared, records: Vec<super::journal::Record>) -> Result<()> {
     let groups = shared.groups.read();
     let next_incarnation = shared.root_meta.lock().1.next_incarnation;
     // Each group's highest replayed `truncate_entries_until`: its files' part is applied once
     // replay ends (`Group::clear_files_below`).
     let mut truncated: BTreeMap<u64, u64> = BTreeMap::new();
-    for Decoded { rec, parts } in records {
+    for rec in records {
         let mut numbered: BTreeMap<u64, u32> = BTreeMap::new();
-        for mut part in parts {
+        for part in batch::parts_at(&rec.body, rec.seq, &rec.segment, rec.at) {
+            let mut part = part?;
             replayed::check_given_out(&part, next_incarnation)
                 .map_err(|e| malformed(&rec, part.group_id, e))?;
             let Some(g) = groups.get(&part.group_id) else {

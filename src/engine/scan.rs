@@ -21,7 +21,7 @@ use super::segments;
 use crate::error::{Error, Result};
 use crate::sys::crypto::Cipher;
 
-pub(crate) use super::batch::{decode_at as decode_parts_at, Decoded as Part};
+pub(crate) use super::batch::{parts_at, Decoded as Part};
 pub(crate) use super::group::JournalPos;
 pub(crate) use super::journal::page_past_end;
 pub(crate) use super::recovery::{

@@ -91,12 +91,43 @@ pub(super) fn list_groups(root: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
     Ok((ids, leftovers))
 }
 
-/// A journal record after the checkpoint, its parts decoded.
+/// A journal record after the checkpoint, its body checked to decode ([`Journaled::read`]):
+/// its parts are decoded again, one at a time, each time they are walked
+/// ([`Journaled::parts`]), as open's replay does, so that the heap a read takes follows the
+/// records' bytes, not their count of parts.
 pub(super) struct Journaled {
     pub(super) seq: u64,
     pub(super) path: PathBuf,
     pub(super) offset: u64,
-    parts: Vec<Part>,
+    body: bytes::Bytes,
+    /// Groups whose parts in this record are passed over (their pages moved on since the
+    /// record was read: see [`read_root`]).
+    passed_over: std::sync::Arc<BTreeSet<u64>>,
+}
+
+impl Journaled {
+    /// A record the scan read, once each of its parts decodes (an error names the record's
+    /// segment and offset).
+    fn read(rec: RecordAt<'_>) -> Result<Journaled> {
+        for part in scan::parts_at(&rec.body, rec.seq, rec.path, rec.offset) {
+            part?;
+        }
+        Ok(Journaled {
+            seq: rec.seq,
+            path: rec.path.to_path_buf(),
+            offset: rec.offset,
+            body: rec.body,
+            passed_over: Default::default(),
+        })
+    }
+
+    /// The record's parts, in order, but those of the groups passed over.
+    fn parts(&self) -> impl Iterator<Item = Result<Part>> + '_ {
+        scan::parts_at(&self.body, self.seq, &self.path, self.offset).filter(|p| {
+            p.as_ref()
+                .map_or(true, |p| !self.passed_over.contains(&p.group_id))
+        })
+    }
 }
 
 /// Reads the root once: `engine.meta`, the journal after its checkpoint, `engine.meta` again,
@@ -144,13 +175,7 @@ fn read_root_with(
         (record.checkpoint_seq, record.journal_begun),
         cipher,
         &mut |rec: RecordAt<'_>| {
-            let parts = scan::decode_parts_at(&rec.body, rec.seq, rec.path, rec.offset)?;
-            records.push(Journaled {
-                seq: rec.seq,
-                path: rec.path.to_path_buf(),
-                offset: rec.offset,
-                parts,
-            });
+            records.push(Journaled::read(rec)?);
             Ok(())
         },
     )?;
@@ -226,10 +251,13 @@ fn read_root_with(
                 let named: BTreeSet<u64> = if trimmed {
                     groups.keys().copied().collect()
                 } else {
-                    later
-                        .iter()
-                        .flat_map(|r| r.parts.iter().map(|p| p.group_id))
-                        .collect()
+                    let mut named = BTreeSet::new();
+                    for r in &later {
+                        for p in r.parts() {
+                            named.insert(p?.group_id);
+                        }
+                    }
+                    named
                 };
                 let moved: BTreeSet<u64> = named
                     .into_iter()
@@ -240,8 +268,9 @@ fn read_root_with(
                     })
                     .collect();
                 journal_moved = !moved.is_empty();
+                let moved = std::sync::Arc::new(moved);
                 records.extend(later.into_iter().map(|mut r| {
-                    r.parts.retain(|p| !moved.contains(&p.group_id));
+                    r.passed_over = moved.clone();
                     r
                 }));
                 next_seq = end;
@@ -272,9 +301,11 @@ fn read_root_with(
             .values()
             .filter_map(|g| g.disk.as_ref().ok().map(|d| d.eng.incarnation))
             .chain(
+                // Every record's parts decoded when it was read (`Journaled::read`).
                 records
                     .iter()
-                    .flat_map(|r| r.parts.iter().map(|p| p.incarnation)),
+                    .flat_map(|r| r.parts().map_while(Result::ok))
+                    .map(|p| p.incarnation),
             ),
     );
     for (&id, g) in groups.iter_mut() {
@@ -291,8 +322,9 @@ fn read_root_with(
     }
     let mut part_damage = None;
     let mut removed = 0u64;
-    for mut rec in records {
-        for part in std::mem::take(&mut rec.parts) {
+    for rec in records {
+        for part in rec.parts() {
+            let part = part?;
             if let Err(reason) = replayed::check_given_out(&part, next_incarnation) {
                 if part_damage.is_none() {
                     part_damage = Some(Error::corrupt(
@@ -469,13 +501,7 @@ fn records_since(root: &Path, from: u64, cipher: Option<&Cipher>) -> Result<Sinc
         cipher,
         &mut |rec: RecordAt<'_>| {
             if rec.seq >= from {
-                let parts = scan::decode_parts_at(&rec.body, rec.seq, rec.path, rec.offset)?;
-                later.push(Journaled {
-                    seq: rec.seq,
-                    path: rec.path.to_path_buf(),
-                    offset: rec.offset,
-                    parts,
-                });
+                later.push(Journaled::read(rec)?);
             }
             Ok(())
         },
