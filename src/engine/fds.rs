@@ -26,7 +26,7 @@ use super::group::Group;
 /// written (by the writer, and by its second thread while commits wait for journal room,
 /// module `joined`: each one's descriptors before it is noted here, its second file at a
 /// rotation).
-const RESERVED: usize = 16;
+pub(crate) const RESERVED: usize = 16;
 
 /// The groups holding a write descriptor, least recently written first.
 pub(crate) struct OpenFiles {

@@ -90,7 +90,8 @@ pub struct EngineOptions {
     /// Descriptors the engine may hold at once (default 256). The engine keeps a handful (the
     /// root's lock, the journal) whatever the number of groups; group files are kept as maps,
     /// and of the groups written most recently, up to `max_open_files` less 16, each keeps its
-    /// last file's descriptor; the others' are opened only for the moment one is needed.
+    /// last file's descriptor; the others' are opened only for the moment one is needed. Below
+    /// 16, open refuses it (`Error::InvalidArgument`).
     pub max_open_files: usize,
     /// Bytes of each journal segment file (default 32 MiB; a commit larger than that gets a
     /// segment of its own size). A new root's first segment (up to 64 MiB of it) is written
@@ -314,6 +315,13 @@ impl Engine {
     pub fn open_with<P: AsRef<Path>>(root: P, opts: EngineOptions) -> Result<Engine, Error> {
         let timer = crate::metrics::Timer::start();
         let root = root.as_ref().to_path_buf();
+        if opts.max_open_files < fds::RESERVED {
+            return Err(Error::InvalidArgument(format!(
+                "max_open_files {} is below the {} descriptors the engine keeps for itself",
+                opts.max_open_files,
+                fds::RESERVED
+            )));
+        }
         fs::create_dir_all(root.join(GROUPS_DIR))
             .map_err(|e| Error::io("create directory", root.join(GROUPS_DIR), e))?;
         if let Some(e) = disk_storage_dir(&root) {
@@ -393,6 +401,13 @@ impl Engine {
         let _lead = commit::lead_usable(&self.shared)?;
         // No checkpoint is recorded from here until the removal is durable (`group::remove`).
         let no_checkpoint = self.shared.root_meta.lock();
+        if !self.shared.groups.read().contains_key(&group_id) {
+            return Err(Error::UnknownGroup { group_id });
+        }
+        // What an earlier removal of this id failed to delete (`<id>.removing`, left until the
+        // next open) goes first, while nothing has changed: the rename below must not meet it,
+        // as a failed rename stops the engine. Failing to delete it fails this removal alone.
+        group::clear_leftover(&self.shared, group_id)?;
         let g = self
             .shared
             .groups

@@ -682,6 +682,9 @@ fn finish_group(g: ReadGroup, cipher: Option<&Cipher>) -> Result<Group> {
         for (lo, hi) in past.stale {
             tail.zero_slots(lo, hi)?;
         }
+        // Clearing opened the file's descriptor; no group keeps one from open: the budget
+        // (module `fds`) does not know them yet, and every group so cleared would keep its own.
+        tail.release_fd();
         // The term of the log's last entry, as the files' lookup gives it (0 unless the slot
         // holds that index), read with the slots past it.
         last_term = past

@@ -151,7 +151,7 @@ pub(crate) fn remove(
     shared.end_snapshot_writes(Some(&g.dir));
     shared.open_files.forget(g.id);
     let groups = shared.root.join(GROUPS_DIR);
-    let doomed = groups.join(format!("{}.removing", g.id));
+    let doomed = removing_dir(shared, g.id);
     #[cfg(test)]
     tests::BEFORE_RENAME.pass(&shared.root);
     fsutil::rename_no_replace(&g.dir, &doomed)
@@ -160,6 +160,23 @@ pub(crate) fn remove(
     drop(no_checkpoint);
     std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))?;
     fsutil::sync_dir(&groups)
+}
+
+/// Where a removal of group `id` renames its directory before deleting it.
+fn removing_dir(shared: &Shared, id: u64) -> std::path::PathBuf {
+    shared.root.join(GROUPS_DIR).join(format!("{id}.removing"))
+}
+
+/// Deletes what an earlier removal of group `id` renamed away and then failed to delete (open
+/// deletes it too), so that the next removal's rename finds its name free. An error names the
+/// leftover; nothing else has changed.
+pub(crate) fn clear_leftover(shared: &Shared, id: u64) -> Result<()> {
+    let leftover = removing_dir(shared, id);
+    match std::fs::symlink_metadata(&leftover) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("stat", &leftover, e)),
+        Ok(_) => std::fs::remove_dir_all(&leftover).map_err(|e| Error::io("remove", &leftover, e)),
+    }
 }
 
 #[cfg(test)]
