@@ -2310,6 +2310,54 @@ async fn new_node_joins_by_snapshot() -> Result {
     Ok(())
 }
 
+/// Connections that send a frame's head announcing nearly `MAX_FRAME` bytes and then nothing
+/// (two on the peer port's protocol, two on the client's): the node's memory grows with the
+/// bytes that arrive, not with what a head announces. It allocated the whole length at the head
+/// and held it while the connection stayed open: 617 MiB for these four (found by a review,
+/// 2026-12-07).
+async fn a_frame_head_alone_does_not_make_the_node_allocate_its_length() -> Result {
+    use tokio::io::AsyncWriteExt;
+    fn rss_kib(pid: u32) -> Result<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(e2s)?;
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| "no VmRSS".to_string())
+    }
+    let root = tempfile::tempdir().map_err(e2s)?;
+    let c = lone_leader(root.path()).await?;
+    let pid = c.pid(1).ok_or("no pid")?;
+    let before = rss_kib(pid)?;
+    let len = (wire::MAX_FRAME as u32) - 1;
+    let mut held = Vec::new();
+    for magic in [
+        wire::PEER_MAGIC,
+        wire::PEER_MAGIC,
+        wire::CLIENT_MAGIC,
+        wire::CLIENT_MAGIC,
+    ] {
+        let mut s = tokio::net::TcpStream::connect(c.addr(1))
+            .await
+            .map_err(e2s)?;
+        let mut head = magic.to_vec();
+        head.extend_from_slice(&len.to_be_bytes());
+        head.push(wire::FRAME_MESSAGE);
+        s.write_all(&head).await.map_err(e2s)?;
+        // And nothing more, the connection kept open.
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid)?;
+    drop(held);
+    let grew_mib = after.saturating_sub(before) / 1024;
+    if grew_mib > 64 {
+        return Err(format!(
+            "4 connections that sent a frame's head each (13 bytes) made the node's resident memory grow by {grew_mib} MiB ({before} -> {after} KiB)"
+        ));
+    }
+    Ok(())
+}
+
 /// Connections that send junk — unknown magic, oversized or cut frames, bad JSON, bad raft
 /// protobuf, a snapshot chunk with no head, a head announcing too much, the first peer
 /// protocol, a pull abandoned at once — are dropped; the node keeps serving.
@@ -2736,7 +2784,7 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: [(&str, Scenario); 38] = [
+    let scenarios: [(&str, Scenario); 39] = [
         (
             "a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate",
             || Box::pin(a_link_to_a_dead_node_behind_a_proxy_reconnects_at_a_bounded_rate()),
@@ -2857,6 +2905,10 @@ fn main() -> ExitCode {
         ("junk_connections_leave_the_node_serving", || {
             Box::pin(junk_connections_leave_the_node_serving())
         }),
+        (
+            "a_frame_head_alone_does_not_make_the_node_allocate_its_length",
+            || Box::pin(a_frame_head_alone_does_not_make_the_node_allocate_its_length()),
+        ),
         ("snapshot_pull_restore_and_full_restart", || {
             Box::pin(snapshot_pull_restore_and_full_restart())
         }),

@@ -1191,6 +1191,12 @@ impl Node {
         self.snapshot_due = false;
         let copy = self.shared.sm.read().snapshot_copy();
         let index = copy.applied;
+        // The conf state as of the copy's index, read here, on the thread that applies conf
+        // changes: read by the snapshot thread later (`None`), it could be that of a conf
+        // change applied after the copy.
+        let conf_state = raft::Storage::initial_state(self.raw.store())
+            .map_err(|e| format!("read the conf state for the snapshot at {index}: {e}"))?
+            .conf_state;
         let store = self.raw.store().clone();
         let events = self.shared.events.clone();
         self.snapshot_in_flight = true;
@@ -1199,7 +1205,7 @@ impl Node {
             .spawn(move || {
                 let started = Instant::now();
                 let result = store
-                    .create_snapshot_from(index, None, copy.snapshot_stream())
+                    .create_snapshot_from(index, Some(&conf_state), copy.snapshot_stream())
                     .map(|()| (started.elapsed().as_secs_f64() * 1e3, store.num_log_files()))
                     .map_err(|e| e.to_string());
                 let _ = events.send(Event::SnapshotDone { index, result });

@@ -96,9 +96,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             format!("frame of {len} bytes is larger than the {limit}-byte limit"),
         ));
     }
-    buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await?;
+    read_body(r, buf, len).await?;
     Ok(true)
 }
 
@@ -356,14 +354,33 @@ pub async fn read_peer_message<R: AsyncRead + Unpin>(
     }
 }
 
+/// Reads a body of `len` bytes into `buf` (emptied first).
 async fn read_body<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
     len: usize,
 ) -> io::Result<()> {
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await.map(|_| ())
+    read_appending(r, buf, len).await
+}
+
+/// Appends exactly `len` bytes from `r` to `buf`, which grows with the bytes that arrive, never
+/// with what a head announced: a head alone, its body never sent, once made the node allocate
+/// the whole length (up to `MAX_FRAME`) and hold it while the connection stayed open.
+async fn read_appending<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    len: usize,
+) -> io::Result<()> {
+    buf.reserve(len.min(64 << 10));
+    let got = (&mut *r).take(len as u64).read_to_end(buf).await?;
+    if got < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection ended inside a frame",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a snapshot head of `len` bytes (after its kind), then the chunks of its data.
@@ -463,8 +480,7 @@ async fn read_chunks<R: AsyncRead + Unpin>(
                 total - got
             ))));
         }
-        data.resize(got + n, 0);
-        if let Err(e) = r.read_exact(&mut data[got..]).await {
+        if let Err(e) = read_appending(r, &mut data, n).await {
             return Err(at(e));
         }
         chunks += 1;
