@@ -181,3 +181,47 @@ fn store_overlay_merges_staged_writes_over_the_durable_log() {
     assert_eq!(s.first_index().unwrap(), g.first_index().unwrap());
     engine.close().expect("close");
 }
+
+/// A kill between a group's `create_group` and the `set_conf_state` of its voters, during a
+/// node's first start, left the group with no voters; the next start found the group and set
+/// none, and raft-rs never lets a node that is no voter campaign: the group had no leader for
+/// good (found by a review, 2026-12-07). Every node here holds group 1 as that kill leaves it.
+#[test]
+fn a_group_created_but_killed_before_its_voters_were_set_elects_a_leader() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("run");
+    for id in node::PEERS {
+        let e = Engine::open(root.join(format!("node{id}"))).expect("open");
+        e.create_group(1, id).expect("create group 1");
+        e.close().expect("close");
+    }
+    let mut c = cluster::Cluster::start(root.clone(), 1, Duration::from_millis(20), 0);
+    let led = c.board.wait(
+        "group 1 to elect a leader after the restart",
+        Duration::from_secs(30),
+        cluster::all_led,
+    );
+    let _ = c.stop_all();
+    let voters: Vec<Vec<u64>> = node::PEERS
+        .iter()
+        .map(|id| {
+            let e = Engine::open(root.join(format!("node{id}"))).expect("reopen");
+            let g = e.group(1).expect("group 1");
+            let v = raft::Storage::initial_state(&g)
+                .expect("state")
+                .conf_state
+                .voters;
+            e.close().expect("close");
+            v
+        })
+        .collect();
+    assert!(
+        led.is_ok(),
+        "{}; voters stored per node: {voters:?}",
+        led.unwrap_err()
+    );
+    assert!(
+        voters.iter().all(|v| v == &node::PEERS.to_vec()),
+        "{voters:?}"
+    );
+}

@@ -306,13 +306,15 @@ impl Node {
             let what = || format!("node {id} group {gid}");
             let disk = match engine.group(gid) {
                 Some(g) => g,
-                None => {
-                    let g = engine.create_group(gid, id).map_err(err(what()))?;
-                    g.set_conf_state(&ConfState::from((PEERS.to_vec(), vec![])))
-                        .map_err(err(what()))?;
-                    g
-                }
+                None => engine.create_group(gid, id).map_err(err(what()))?,
             };
+            // The voters are set whenever the group has none, not only when it was just made:
+            // a kill between `create_group` and this left a group with no voters, which
+            // raft-rs never lets campaign (it had no leader for good).
+            if !disk.initial_state().map_err(err(what()))?.initialized() {
+                disk.set_conf_state(&ConfState::from((PEERS.to_vec(), vec![])))
+                    .map_err(err(what()))?;
+            }
             // The state machine is in memory: it restarts from the group's snapshot (if any)
             // and raft hands it every committed entry after that again.
             let mut sm = StateMachine::default();
