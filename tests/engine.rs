@@ -1088,6 +1088,116 @@ fn a_truncation_that_opens_a_file_keeps_it_within_max_open_files() {
     }
 }
 
+/// A snapshot builder's data: blocks at its first read until `gate` opens (after telling
+/// `started`), then yields `left` bytes.
+struct HeldData {
+    started: Option<std::sync::mpsc::Sender<u64>>,
+    group: u64,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    left: usize,
+}
+
+impl std::io::Read for HeldData {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(started) = self.started.take() {
+            let _ = started.send(self.group);
+            let (open, cv) = &*self.gate;
+            let mut g = open.lock().unwrap();
+            while !*g {
+                g = cv.wait(g).unwrap();
+            }
+        }
+        let n = buf.len().min(self.left);
+        buf[..n].fill(7);
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// Many groups' snapshot builds at once (raft asking each group for a snapshot: a follower
+/// back after a partition), each builder's data streaming slowly: the snapshot files being
+/// written stay few, and the descriptors under the root within `max_open_files`; every build
+/// then completes. Each build once kept its file open while its data streamed: 45 descriptors
+/// with 40 builds and `max_open_files` 24 (found by a review, 2026-12-07).
+#[test]
+fn many_groups_snapshot_builds_keep_descriptors_within_max_open_files() {
+    const GROUPS: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let opts = EngineOptions {
+        max_open_files: 24,
+        ..small()
+    };
+    let e = Engine::open_with(&root, opts.clone()).unwrap();
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let mut handles = Vec::new();
+    for g in 1..=GROUPS {
+        let s = e.create_group(g, 1).unwrap();
+        s.save(&hs(1, 1, 5), &entries(1, 5, 1, g), &Snapshot::default())
+            .unwrap();
+        let (tx, gate) = (std::sync::Mutex::new(started_tx.clone()), gate.clone());
+        s.set_snapshot_builder(move |_: &raftwal::SnapshotRequest| {
+            Ok(raftwal::BuiltSnapshot {
+                index: 5,
+                conf_state: None,
+                data: Box::new(HeldData {
+                    started: Some(tx.lock().unwrap().clone()),
+                    group: g,
+                    gate: gate.clone(),
+                    left: 64 << 10,
+                }),
+            })
+        });
+        // raft asks for a snapshot: the build starts, the answer is "not yet".
+        assert!(s.snapshot(5, 0).is_err(), "group {g}: a build starts");
+        handles.push(s);
+    }
+    // The builds whose data is streaming (their files open), once no more start.
+    let first = started
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a build streams its data");
+    let mut streaming = vec![first];
+    while let Ok(g) = started.recv_timeout(std::time::Duration::from_millis(500)) {
+        streaming.push(g);
+    }
+    let held: Vec<_> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|d| std::fs::read_link(d.ok()?.path()).ok())
+        .filter(|p| p.starts_with(&root))
+        .collect();
+    let (open, cv) = &*gate;
+    *open.lock().unwrap() = true;
+    cv.notify_all();
+    assert!(
+        held.len() <= opts.max_open_files,
+        "{} descriptors under the root with {} builds streaming, max_open_files {}",
+        held.len(),
+        streaming.len(),
+        opts.max_open_files
+    );
+    // Every build completes: each group's snapshot is at 5.
+    let t0 = std::time::Instant::now();
+    for s in &handles {
+        while s.snapshot_build_status().stored == 0 {
+            let status = s.snapshot_build_status();
+            assert!(
+                status.failed == 0,
+                "a build failed: {:?}",
+                status.last_error
+            );
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(120),
+                "the builds did not complete"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(s.snapshot(5, 0).unwrap().get_metadata().index, 5);
+    }
+    drop(handles);
+    e.close().unwrap();
+}
+
 /// A removal whose deletion failed (EIO, a read-only file system, an immutable file) leaves
 /// `groups/<id>.removing` until the next open, while a group of that id may be made again. Its
 /// removal then met the leftover at its rename: it failed, and stopped the engine for every
