@@ -1504,3 +1504,221 @@ fn installing_an_empty_snapshot_is_a_typed_error() {
         Err(Error::NoSnapshot { .. })
     ));
 }
+
+/// What `verify` passes, `restore` restores: an archive whose meta.json is well formed and whose
+/// hashes all match must not verify "ok" and then be refused by restore (an operator checks
+/// backups with `verify`; the day they restore one is the day it must work). An index past the
+/// log's largest and a conf state too large for a snapshot file's header once verified (found
+/// by a review, 2026-12-07).
+#[test]
+fn an_archive_that_verifies_is_one_that_restores() {
+    let f = fixture();
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        // Past the largest index the log holds (install refuses it).
+        (
+            "index-past-max.tar.gz",
+            Box::new(|v| v["index"] = serde_json::json!((1u64 << 62) + 1)),
+        ),
+        // A conf state that does not fit the snapshot file's 4 KiB header block.
+        (
+            "huge-conf.tar.gz",
+            Box::new(|v| {
+                v["conf_state"]["voters"] = serde_json::json!((1u64..=3000).collect::<Vec<_>>())
+            }),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, edit) in cases {
+        let p = with_meta(&f, name, edit);
+        let verified = archive::verify_archive(&p, &mut |_| {});
+        let target = f.path(&format!("restored-{name}"));
+        let restored = archive::restore(&p, &target, &RestoreOptions::default(), &mut |_| {});
+        if verified.is_ok() != restored.is_ok() {
+            wrong.push(format!(
+                "{name}: verify {:?}, restore {:?}",
+                verified.map(|_| "ok"),
+                restored.map(|_| "ok")
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "verify and restore disagree:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// An archive whose meta.json conf state no raft-rs node can start from (a node both voter and
+/// learner; learners_next without a joint configuration) is refused by verify and restore. It
+/// once verified and restored "ok" into a store on which `RawNode::new` panics (found by a
+/// review, 2026-12-07).
+#[test]
+fn a_conf_state_raft_cannot_start_from_is_refused() {
+    let f = fixture();
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "voter-and-learner.tar.gz",
+            serde_json::json!({"voters": [1, 2, 3], "learners": [3], "voters_outgoing": [],
+                               "learners_next": [], "auto_leave": false}),
+        ),
+        (
+            "learners-next-not-joint.tar.gz",
+            serde_json::json!({"voters": [1, 2, 3], "learners": [], "voters_outgoing": [],
+                               "learners_next": [4], "auto_leave": false}),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, cs) in cases {
+        let p = with_meta(&f, name, |v| v["conf_state"] = cs);
+        let verified = archive::verify_archive(&p, &mut |_| {}).is_ok();
+        let target = f.path(&format!("restored-{name}"));
+        let restored = archive::restore(&p, &target, &RestoreOptions::default(), &mut |_| {});
+        if restored.is_err() {
+            // Refused, and by verify too: an archive that verifies restores.
+            assert!(!verified, "{name}: verify ok, restore {restored:?}");
+            continue;
+        }
+        let started = std::panic::catch_unwind(|| {
+            let s = DiskStorage::open(&target).unwrap();
+            let cfg = raft::Config {
+                id: 1,
+                applied: SNAP_AT,
+                ..Default::default()
+            };
+            let logger = slog::Logger::root(slog::Discard, slog::o!());
+            RawNode::new(&cfg, s, &logger).map(|_| ())
+        });
+        match started {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => wrong.push(format!(
+                "{name}: verify ok={verified}, restore ok, RawNode::new: {e}"
+            )),
+            Err(_) => wrong.push(format!(
+                "{name}: verify ok={verified}, restore ok, RawNode::new panicked"
+            )),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "restored stores raft cannot start from:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// A restore killed half-way (SIGKILL, a power cut, an OOM kill) leaves no store in NEW_DIR,
+/// and a restore run again into it gives the whole store. Restore once wrote straight into
+/// NEW_DIR (`DiskStorage::open` makes an empty store's wal.meta first, then the snapshot streams
+/// in): a kill left an empty store there (raft id 0, no snapshot), which a node would start
+/// from, and which a second restore refused as not empty (found by a review, 2026-12-07). It
+/// now builds the store beside NEW_DIR and renames it into place, as etcdutl does.
+#[test]
+fn a_restore_killed_half_way_leaves_no_store_and_runs_again() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = tmp.path().join("wal");
+    // 32 MiB of incompressible data: the install takes long enough to be caught in it.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut data = Vec::with_capacity(32 << 20);
+    while data.len() < 32 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    build_store(&wal, &data);
+    drop(data);
+    let backup = tmp.path().join("big.tar.gz");
+    archive::save_dir_snapshot(&wal, &backup, &mut |_| {}).unwrap();
+
+    let target = tmp.path().join("restored");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .args(["snapshot", "restore"])
+        .arg(&backup)
+        .arg(&target)
+        .args(["--raft-id", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until restore has begun writing the new store (beside the target), then kill it.
+    let staged = tmp.path().join(".restored.restoring");
+    let start = Instant::now();
+    while !staged.join("wal.meta").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restore ended before it was caught"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "restore never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "restore ended before it was killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let left: Vec<_> = fs::read_dir(&target)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.iter().all(|n| n == "LOCK"),
+        "a killed restore left {left:?} in the target"
+    );
+    // Run again: the whole store, and nothing left beside it.
+    archive::restore(
+        &backup,
+        &target,
+        &RestoreOptions {
+            raft_id: Some(1),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        !staged.exists(),
+        "the killed restore's store is left beside the target"
+    );
+    let s = DiskStorage::open(&target).unwrap();
+    assert_eq!(
+        (s.uint(MetaInfo::SnapshotIndex), s.uint(MetaInfo::RaftId)),
+        (SNAP_AT, 1)
+    );
+    assert_eq!(s.initial_state().unwrap().hard_state.commit, SNAP_AT);
+}
+
+/// A gzip bomb is refused: verify once accepted any amount of zero bytes after the tar
+/// end-of-archive marker ("zero blocks may pad the tar stream"), so a 1.2 MB file that inflates
+/// to 1 GiB verified "ok" (and `status`, `restore` and a pull read all of it, every time; found
+/// by a review, 2026-12-07). A tar writer pads to one record at most (GNU tar: 10,240 bytes);
+/// verify allows 64 KiB. Here 64 MiB of zeros.
+#[test]
+fn a_gzip_bomb_of_zero_padding_is_refused() {
+    let f = fixture();
+    let (meta, state, sums_bytes) = good_members(&f);
+    let tar = tar_bytes(&three(&meta, &state, &sums_bytes));
+    let p = f.path("bomb.tar.gz");
+    let mut e = GzEncoder::new(File::create(&p).unwrap(), Compression::best());
+    e.write_all(&tar).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        e.write_all(&zeros).unwrap();
+    }
+    e.finish().unwrap().sync_all().unwrap();
+    let file_len = fs::metadata(&p).unwrap().len();
+    let started = std::time::Instant::now();
+    let verified = archive::verify_archive(&p, &mut |_| {});
+    assert!(
+        verified.is_err(),
+        "a {file_len}-byte archive holding 64 MiB of zeros after the tar end-of-archive marker verified ok (in {:?})",
+        started.elapsed()
+    );
+}

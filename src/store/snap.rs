@@ -252,6 +252,21 @@ pub(crate) fn write_from(
     Ok(written)
 }
 
+/// Whether a snapshot at `index`, `term` with `conf_state` fits a new file's header block,
+/// encrypted or not, whatever its data's length: what a restore checks before it writes
+/// anything (and what the archive tools check, so that an archive they pass restores).
+pub(crate) fn check_header_fits(index: u64, term: u64, conf_state: &ConfStateRecord) -> Result<()> {
+    let largest = Written {
+        data_len: u64::MAX,
+        data_crc32c: u32::MAX,
+        plain_len: u64::MAX,
+    };
+    // A seal is as long under any key: this one only measures.
+    let measure = Cipher::new(&[0; 32]);
+    encode_header(index, term, conf_state, largest, None)?;
+    encode_header(index, term, conf_state, largest, Some(&measure)).map(|_| ())
+}
+
 /// The header block of a new file (format version [`SNAP_FORMAT_VERSION`]): with `cipher`, the
 /// conf state sealed, none of it in plaintext.
 fn encode_header(

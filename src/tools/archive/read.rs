@@ -18,10 +18,13 @@ use flate2::bufread::GzDecoder;
 use sha2::{Digest, Sha256};
 
 use super::{
-    invalid, sha256_hex, ArchiveStatus, MetaJson, VersionOnly, BLOCK, CHUNK, FORMAT_VERSION,
-    GZIP_MAGIC, MEMBERS, META_LIMIT, META_MEMBER, STATE_MEMBER, SUMS_LIMIT, SUMS_MEMBER,
+    invalid, sha256_hex, ArchiveStatus, ConfStateJson, MetaJson, VersionOnly, BLOCK, CHUNK,
+    FORMAT_VERSION, GZIP_MAGIC, MEMBERS, META_LIMIT, META_MEMBER, STATE_MEMBER, SUMS_LIMIT,
+    SUMS_MEMBER,
 };
 use crate::error::{Error, Result};
+use crate::store::log_file::MAX_INDEX;
+use crate::store::snap;
 use crate::sys::fsutil;
 
 /// The archive file as read: every byte is hashed and counted, and an I/O error of the file
@@ -368,6 +371,14 @@ impl ArchiveReader {
                 )));
             }
             after += n as u64;
+            // A tar record pads to at most 10 KiB (GNU tar; 64 KiB at the largest blocking
+            // factor): more is no padding but a gzip bomb (1 GiB of zeros in a 1.2 MB file
+            // once verified, read whole by every status, verify and restore).
+            if after > MAX_PADDING {
+                return Err(self.invalid(format!(
+                    "more than {MAX_PADDING} zero bytes after the tar end-of-archive marker: no tar pads so much"
+                )));
+            }
         }
         // The gzip stream ended, its trailer checked. Nothing may follow it.
         let path = self.path;
@@ -411,6 +422,9 @@ impl ArchiveReader {
     }
 }
 
+/// Zero bytes allowed after the tar end-of-archive marker (record padding).
+const MAX_PADDING: u64 = 64 << 10;
+
 /// Parses and checks `meta.json`.
 fn parse_meta(path: &Path, bytes: &[u8]) -> Result<MetaJson> {
     let version: VersionOnly = serde_json::from_slice(bytes)
@@ -432,7 +446,71 @@ fn parse_meta(path: &Path, bytes: &[u8]) -> Result<MetaJson> {
             "meta.json says index 0, which is no snapshot",
         ));
     }
+    // What a restore refuses, refused here too: an archive that verifies restores.
+    if meta.index > MAX_INDEX {
+        return Err(invalid(
+            path,
+            format!(
+                "meta.json says index {}, past the largest index a log holds ({MAX_INDEX})",
+                meta.index
+            ),
+        ));
+    }
+    check_conf_state(&meta.conf_state).map_err(|why| {
+        invalid(
+            path,
+            format!("meta.json's conf state {why}: raft-rs cannot start from it"),
+        )
+    })?;
+    let record = crate::proto::ConfStateRecord::from(&meta.conf_state);
+    snap::check_header_fits(meta.index, meta.term, &record).map_err(|e| {
+        invalid(
+            path,
+            format!("meta.json's conf state cannot be stored in a snapshot file: {e}"),
+        )
+    })?;
     Ok(meta)
+}
+
+/// A conf state raft-rs can restore (`RawNode::new` panics on one it cannot): no node 0, no
+/// node twice in a list, no learner that is a voter of either configuration, `learners_next`
+/// only outgoing voters that are not incoming ones, `auto_leave` only in a joint
+/// configuration.
+fn check_conf_state(cs: &ConfStateJson) -> std::result::Result<(), String> {
+    for (name, ids) in [
+        ("voters", &cs.voters),
+        ("learners", &cs.learners),
+        ("voters_outgoing", &cs.voters_outgoing),
+        ("learners_next", &cs.learners_next),
+    ] {
+        if ids.contains(&0) {
+            return Err(format!("names node 0 among its {name}"));
+        }
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        if distinct.len() != ids.len() {
+            return Err(format!("names a node twice among its {name}"));
+        }
+    }
+    if let Some(id) = cs
+        .learners
+        .iter()
+        .find(|id| cs.voters.contains(id) || cs.voters_outgoing.contains(id))
+    {
+        return Err(format!("names node {id} both a learner and a voter"));
+    }
+    if let Some(id) = cs
+        .learners_next
+        .iter()
+        .find(|id| !cs.voters_outgoing.contains(id) || cs.voters.contains(id))
+    {
+        return Err(format!(
+            "names node {id} among learners_next, which holds outgoing voters that are not incoming ones"
+        ));
+    }
+    if cs.auto_leave && cs.voters_outgoing.is_empty() {
+        return Err("sets auto_leave outside a joint configuration".to_string());
+    }
+    Ok(())
 }
 
 fn is_sha256_hex(s: &str) -> bool {
