@@ -554,3 +554,56 @@ fn the_server_writes_the_documented_bytes() {
     let status = archive::verify_archive(&file, &mut |_| {}).unwrap();
     assert_eq!(status.meta, meta);
 }
+
+/// A peer that keeps the connection alive by trickling bytes after a whole, valid archive (512
+/// zero bytes every 100 ms, never closing): the client follows the gzip stream as it arrives
+/// and refuses the first byte after its end, keeping nothing. It once looked at nothing until
+/// the peer closed: `--timeout` bounds each read, not the pull, so the peer held it for ever
+/// (and a fast one filled the disk; found by a review, 2026-12-07).
+#[test]
+fn a_peer_that_trickles_for_ever_does_not_hold_the_client_for_ever() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let bytes = archive_bytes();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_server = stop.clone();
+    let (addr, server) = serve_one(move |mut conn| {
+        read_magic(&mut conn);
+        conn.write_all(&[endpoint::STATUS_ARCHIVE]).unwrap();
+        conn.write_all(&bytes).unwrap();
+        while !stop_server.load(Ordering::Relaxed) {
+            if conn.write_all(&[0u8; 512]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let tmp = TempDir::new().unwrap();
+    let out = out_path(&tmp);
+    let (done, finished) = mpsc::channel();
+    let target = out.clone();
+    let client = thread::spawn(move || {
+        let r = pull_archive(&addr, &target, Duration::from_secs(1), &mut |_| {});
+        let _ = done.send(r.map(|_| ()));
+    });
+    let outcome = finished.recv_timeout(Duration::from_secs(20));
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    client.join().unwrap();
+    match outcome {
+        Ok(Err(Error::InvalidArchive { reason, .. })) => {
+            assert!(reason.contains("after the archive's gzip stream"), "{reason}")
+        }
+        Ok(other) => panic!("the pull: {other:?}"),
+        Err(_) => panic!(
+            "the pull (timeout 1 s) was still running after 20 s of a peer trickling 512 bytes per 100 ms"
+        ),
+    }
+    assert!(!out.exists(), "the archive was kept");
+    let mut tmp_name = out.clone().into_os_string();
+    tmp_name.push(".tmp");
+    assert!(
+        !std::path::Path::new(&tmp_name).exists(),
+        "OUT.tmp was left"
+    );
+}

@@ -19,7 +19,8 @@
 //! The end of the archive is the end of the connection, so a server that stops half-way looks
 //! like a complete, shorter stream: the client catches that (and any changed byte) by verifying
 //! the whole archive — gzip trailer, tar end-of-archive marker, the SHA-256 of every member —
-//! before it keeps it.
+//! before it keeps it. It follows the gzip stream as it arrives, and refuses a byte after the
+//! stream's end at once (a server that goes on sending would otherwise hold it for ever).
 //!
 //! A node usually serves other protocols on the same port: it reads the first 8 bytes of a
 //! connection itself and, when they are [`PULL_MAGIC`], answers with [`serve_archive`] (or
@@ -226,15 +227,23 @@ fn remote_error(conn: &mut TcpStream, addr: &str, timeout: Duration) -> Error {
 }
 
 /// Copies the connection to its end into `file`.
+/// Receives the archive into `file` up to the server closing the connection. The gzip stream
+/// is followed as it arrives (decoded and dropped): a byte after its end is refused at once
+/// (`Error::InvalidArchive` naming `out`), so a server that goes on sending after the archive
+/// (a trickle that never ends) cannot hold the pull for ever; each read still waits at most
+/// `timeout`. Damage inside the stream is left to the verification of the whole file, which
+/// names it.
 fn receive(
     conn: &mut TcpStream,
     file: &mut impl Write,
-    tmp: &Path,
+    (tmp, out): (&Path, &Path),
     addr: &str,
     timeout: Duration,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let mut buf = vec![0u8; CHUNK];
+    // `None` once the stream is found damaged (the verification reports it).
+    let mut gz = Some(flate2::write::GzDecoder::new(io::sink()));
     loop {
         let n = match conn.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -242,9 +251,31 @@ fn receive(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(network("receive the archive from", addr, e, timeout)),
         };
-        file.write_all(&buf[..n])
+        let mut taken = 0;
+        while let Some(d) = gz.as_mut().filter(|_| taken < n) {
+            match d.write(&buf[taken..n]) {
+                // The gzip stream has ended: the rest is past the archive.
+                Ok(0) => break,
+                Ok(k) => taken += k,
+                Err(_) => {
+                    gz = None;
+                    taken = n;
+                }
+            }
+        }
+        let taken = if gz.is_none() { n } else { taken };
+        file.write_all(&buf[..taken])
             .map_err(|e| Error::io("write", tmp, e))?;
-        progress(n as u64);
+        progress(taken as u64);
+        if taken < n {
+            return Err(Error::InvalidArchive {
+                path: out.to_path_buf(),
+                reason: format!(
+                    "as received from {addr} (not kept): {} byte(s) after the archive's gzip stream, before the node closed the connection",
+                    n - taken
+                ),
+            });
+        }
     }
 }
 
@@ -301,7 +332,7 @@ pub fn pull_archive(
         }
     }
     let tmp = new.tmp_path().to_path_buf();
-    receive(&mut conn, new.file(), &tmp, addr, timeout, progress)?;
+    receive(&mut conn, new.file(), (&tmp, out), addr, timeout, progress)?;
     drop(conn);
     // Verified through the page cache; `commit` fsyncs before the file takes its name.
     let status = archive::verify_archive(&tmp, &mut |_| {}).map_err(|e| match e {
