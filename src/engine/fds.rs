@@ -14,17 +14,15 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::group::Group;
 
 /// Descriptors `max_open_files` leaves to the engine itself: the root's lock, the journal's
 /// segments (current and prepared), `engine.meta`, one opened for a moment by each thread at
 /// work (a flush, a snapshot file, the root for `syncfs`, a file mapped again as it grows, a
-/// meta page stored, a write-back started), the snapshot files being written
-/// ([`SNAPSHOT_WRITES`]), and the groups being
+/// meta page stored, a write-back started), and the groups being
 /// written (by the writer, and by its second thread while commits wait for journal room,
 /// module `joined`: each one's descriptors before it is noted here, its second file at a
 /// rotation).
@@ -67,47 +65,5 @@ impl OpenFiles {
     /// Forgets group `id` (its descriptors were closed with it).
     pub(crate) fn forget(&self, id: u64) {
         self.order.lock().retain(|(g, _)| *g != id);
-    }
-}
-
-/// Snapshot files written at once: each keeps its descriptor while the application's data
-/// streams into it (`GroupStorage::create_snapshot_from`, and the snapshot builds, which call
-/// it), for as long as the application's reader takes. Part of [`RESERVED`].
-pub(crate) const SNAPSHOT_WRITES: usize = 2;
-
-/// The snapshot files being written, at most [`SNAPSHOT_WRITES`] at once whatever the number
-/// of groups: many groups asked for a snapshot at once (a follower back after a partition)
-/// once held one descriptor each, past `max_open_files`.
-#[derive(Default)]
-pub(crate) struct SnapshotWrites {
-    busy: Mutex<usize>,
-    cv: Condvar,
-}
-
-/// A turn to write a snapshot file; dropping it gives the turn to the next writer.
-pub(crate) struct SnapshotWrite<'a>(&'a SnapshotWrites);
-
-impl SnapshotWrites {
-    /// Waits for a turn; `None` once `give_up` says so (asked every 10 ms while waiting: the
-    /// group closing or being removed, so that its build's thread can be joined). A writer
-    /// takes its group's snapshot lock before its turn, never the other way round: a turn is
-    /// never held by a thread that waits for a group's lock.
-    pub(crate) fn enter(&self, give_up: impl Fn() -> bool) -> Option<SnapshotWrite<'_>> {
-        let mut busy = self.busy.lock();
-        while *busy >= SNAPSHOT_WRITES {
-            if give_up() {
-                return None;
-            }
-            self.cv.wait_for(&mut busy, Duration::from_millis(10));
-        }
-        *busy += 1;
-        Some(SnapshotWrite(self))
-    }
-}
-
-impl Drop for SnapshotWrite<'_> {
-    fn drop(&mut self) {
-        *self.0.busy.lock() -= 1;
-        self.0.cv.notify_one();
     }
 }

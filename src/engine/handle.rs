@@ -150,14 +150,6 @@ impl GroupStorage {
         })?;
         #[cfg(test)]
         tests::BEFORE_SNAP_WRITE.pass(&self.shared.root);
-        // A few snapshot files are open at once, whatever the number of groups (module `fds`).
-        let turn = self
-            .shared
-            .snapshot_writes
-            .enter(|| self.group.builds.cancelled())
-            .ok_or_else(|| Error::Closed {
-                what: format!("group {} (closing, or being removed)", self.group.id),
-            })?;
         let written = snap::write_from(
             &self.group.dir,
             index,
@@ -167,7 +159,6 @@ impl GroupStorage {
             self.shared.cipher.as_ref(),
             &SnapshotGate(&self.shared, &self.group),
         )?;
-        drop(turn);
         #[cfg(test)]
         tests::AFTER_SNAP_WRITE.pass(&self.shared.root);
         let record = SnapshotRecord {

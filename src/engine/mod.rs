@@ -192,8 +192,6 @@ pub(crate) struct Shared {
     pub unwritten: Mutex<Vec<u64>>,
     /// The groups that keep their last file's descriptor between writes.
     pub open_files: fds::OpenFiles,
-    /// Turns to write a snapshot file (a few at once, whatever the number of groups).
-    pub snapshot_writes: fds::SnapshotWrites,
     /// Payload bytes in all the groups' tails.
     pub tail_bytes: AtomicU64,
     /// A group's tail reached its figure (`checkpoint::group_write_bytes`) since the writer's

@@ -236,7 +236,6 @@ pub(crate) fn open(
         flushes: Default::default(),
         unwritten: Mutex::new(Vec::new()),
         open_files,
-        snapshot_writes: Default::default(),
         tail_bytes: AtomicU64::new(0),
         tails_due: AtomicBool::new(false),
         lock: Mutex::new(Some(lock)),
