@@ -11,7 +11,7 @@
 //! data or more than 64 KiB of zero padding after the tar end-of-archive marker, and a
 //! `meta.json` a restore would refuse: an index past the log's largest, a conf state raft-rs
 //! cannot start from or too large for a snapshot file's header); and restoring one into a fresh
-//! WAL directory, built beside it and renamed into place.
+//! WAL directory.
 //! Must never: hold `state.bin` whole in memory, overwrite an existing archive or a non-empty
 //! directory, write anything for an archive that fails verification, install data whose hash it
 //! has not checked, or leave a half-restored directory behind.

@@ -137,85 +137,14 @@ fn check_empty(spelled: &Path, dir: &Path) -> Result<()> {
     {
         return Err(refused(spelled, "it exists and is not a directory"));
     }
-    // A store's lock file alone holds nothing (a restore killed before its rename leaves one):
-    // empty. A node holding its lock is met by the claim (`fsutil::lock_dir`).
-    let rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
-        if ent.file_name() != fsutil::LOCK_FILE {
-            return Err(refused(
-                spelled,
-                "the directory is not empty (restore never overwrites)",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Where a restore into `dir` builds the store before renaming it into place: a hidden sibling
-/// (the same parent, so the rename is atomic), `.<name>.restoring`.
-fn staging_dir(dir: &Path) -> Result<PathBuf> {
-    let name = dir.file_name().ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "refuse to restore into {}: it has no name to build the store beside it under",
-            dir.display()
-        ))
-    })?;
-    let mut staged = std::ffi::OsString::from(".");
-    staged.push(name);
-    staged.push(".restoring");
-    Ok(fsutil::parent_dir(dir).join(staged))
-}
-
-/// The store being built beside the claimed directory, its own lock held: a restore killed at
-/// any point leaves the claimed directory as it found it (empty, or holding the claim's lock
-/// file), never a store holding less than the archive. The next restore into the same
-/// directory (which holds the claim first) removes what a killed one left here.
-struct Staging {
-    dir: PathBuf,
-    lock: Arc<DirLock>,
-}
-
-impl Staging {
-    fn make(claim: &Claim) -> Result<Staging> {
-        let dir = staging_dir(&claim.dir)?;
-        match fs::symlink_metadata(&dir) {
-            Ok(_) => fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("stat", &dir, e)),
-        }
-        fs::create_dir(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        match fsutil::lock_dir(&dir) {
-            Ok(lock) => Ok(Staging {
-                dir,
-                lock: Arc::new(lock),
-            }),
-            Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
-    }
-
-    /// Renames the store, closed and durable, into the claimed directory (empty but for the
-    /// claim's lock file, removed first: a node that opens a store there meanwhile makes the
-    /// rename fail, and keeps its store), then makes the rename durable. The store's lock is
-    /// held until the restore returns. An error says whether the claimed directory's lock file
-    /// is still the claim's (`false` once removed: it may be a node's by then).
-    fn move_into(&self, claim: &Claim) -> std::result::Result<(), (Error, bool)> {
-        fsutil::sync_dir(&self.dir).map_err(|e| (e, true))?;
-        let lock = claim.dir.join(fsutil::LOCK_FILE);
-        fs::remove_file(&lock).map_err(|e| (Error::io("remove", &lock, e), true))?;
-        #[cfg(test)]
-        tests::BEFORE_RENAME.with(|hook| hook.take().map(|f| f(&claim.dir)));
-        fs::rename(&self.dir, &claim.dir)
-            .map_err(|e| Error::io("rename", &self.dir, e))
-            .and_then(|()| fsutil::sync_dir(&fsutil::parent_dir(&claim.dir)))
-            .map_err(|e| (e, false))
-    }
-
-    fn remove(&self) {
-        let _ = fs::remove_dir_all(&self.dir);
+    let mut rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    match rd.next() {
+        None => Ok(()),
+        Some(Ok(_)) => Err(refused(
+            spelled,
+            "the directory is not empty (restore never overwrites)",
+        )),
+        Some(Err(e)) => Err(Error::io("read directory", dir, e)),
     }
 }
 
@@ -228,9 +157,8 @@ struct Claim {
     dir: PathBuf,
     /// Directories this restore made, outermost first.
     created: Vec<PathBuf>,
-    /// The store's lock in the directory, held so that no node opens a store there until the
-    /// restore's store is renamed onto it (that store holds a lock of its own, [`Staging`]).
-    _store_lock: DirLock,
+    /// The store's lock, shared with the store restore opens (`DiskStorage::open_under`).
+    store_lock: Arc<DirLock>,
     _lock: fs::File,
 }
 
@@ -259,7 +187,7 @@ fn claim(spelled: &Path, place: Place) -> Result<Claim> {
         Ok((lock, store_lock)) => Ok(Claim {
             dir: place.dir,
             created,
-            _store_lock: store_lock,
+            store_lock: Arc::new(store_lock),
             _lock: lock,
         }),
         Err(e) => {
@@ -295,14 +223,34 @@ fn remove_empty(dirs: &[PathBuf]) {
 }
 
 impl Claim {
-    /// Removes what a failed restore left in the claimed directory: the claim's lock file, if
-    /// it is still the claim's (`lock_file_ours`), and the directories the claim made, if
-    /// empty (a node may be in the target already). The store was built beside it
-    /// ([`Staging`]): nothing else of it is there.
-    fn undo(&self, lock_file_ours: bool) {
-        if lock_file_ours {
-            let _ = fs::remove_file(self.dir.join(fsutil::LOCK_FILE));
+    /// Removes what a failed restore wrote (all of it: the directory was empty under the lock),
+    /// and the directories it made. The store's lock file goes last: once it is unlinked, a
+    /// node's open makes a new one and takes its lock (the held lock is on the old file), so
+    /// anything still left to remove after it could be that node's.
+    fn undo(&self) {
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for ent in rd.flatten() {
+                if ent.file_name() == fsutil::LOCK_FILE {
+                    continue;
+                }
+                let p = ent.path();
+                let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                let _ = if is_dir {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                #[cfg(test)]
+                tests::DURING_UNDO.with(|hook| {
+                    if let Some(f) = hook.take() {
+                        f(&self.dir);
+                        hook.set(Some(f));
+                    }
+                });
+            }
         }
+        let _ = fs::remove_file(self.dir.join(fsutil::LOCK_FILE));
+        // The directories this restore made, if empty (a node may be in the target already).
         remove_empty(&self.created);
     }
 
@@ -358,12 +306,8 @@ fn check_options(opts: &RestoreOptions) -> Result<()> {
 /// missing directory, or a new group directory of an engine root); the whole archive is verified
 /// (nothing is written if it fails); the directory is claimed (found empty again, and the store's
 /// lock taken and held to the end, so that no node opens a store there meanwhile);
-/// then a WAL directory is created beside it, `.<name>.restoring` in the same parent, with
-/// [`DiskStorage::open`] (default [`Options`]; see [`restore_with_store_options`]) and, once
-/// whole, closed and durable, renamed onto `new_dir`: a restore killed at any point leaves
-/// `new_dir` as it found it (empty but for a store's lock file, which the next restore takes
-/// for empty; it removes what the killed one left beside it), never a store holding less than
-/// the archive. In that directory the snapshot is installed with
+/// then a WAL directory is created with [`DiskStorage::open`] (default [`Options`]; see
+/// [`restore_with_store_options`]), the snapshot installed with
 /// `install_snapshot_from` streaming `state.bin` out of the archive a second time (the hashes of
 /// all three members and the archive's structure checked again: a changed file fails the
 /// restore), with the conf state replaced by `voters` (as voters only) when given,
@@ -396,23 +340,14 @@ pub fn restore_with_store_options(
     let claim = claim(new_dir, check_target(new_dir)?)?;
     #[cfg(test)]
     tests::AFTER_CLAIM.with(|hook| hook.take().map(|f| f(&claim.dir)));
-    // Built beside the resolved path (the one checked and locked), then renamed onto it.
-    let staging = match Staging::make(&claim) {
-        Ok(staging) => staging,
-        Err(e) => {
-            claim.undo(true);
-            return Err(e);
-        }
-    };
-    let built = install(archive, &staging, opts, store, &verified, progress).map_err(|e| (e, true));
-    match built.and_then(|()| staging.move_into(&claim)) {
+    // The store is opened through the resolved path: the one checked and locked.
+    match install(archive, &claim, opts, store, &verified, progress) {
         Ok(()) => {
             claim.sync()?;
             Ok(verified.status.meta)
         }
-        Err((e, lock_file_ours)) => {
-            staging.remove();
-            claim.undo(lock_file_ours);
+        Err(e) => {
+            claim.undo();
             Err(e)
         }
     }
@@ -420,7 +355,7 @@ pub fn restore_with_store_options(
 
 fn install(
     archive: &Path,
-    staging: &Staging,
+    claim: &Claim,
     opts: &RestoreOptions,
     store: &Options,
     verified: &Verified,
@@ -450,7 +385,7 @@ fn install(
     };
     md.set_conf_state(cs);
 
-    let storage = DiskStorage::open_under(&staging.dir, store.clone(), staging.lock.clone())?;
+    let storage = DiskStorage::open_under(&claim.dir, store.clone(), claim.store_lock.clone())?;
     let mut stream = StateStream {
         r: &mut r,
         sha: Sha256::new(),
@@ -485,14 +420,15 @@ mod tests {
 
     /// What runs right after a claim (`AFTER_CLAIM`).
     type Hook = Box<dyn FnOnce(&Path)>;
+    /// What runs after each removal of a failed restore's undo (`DURING_UNDO`).
+    type StepHook = Box<dyn Fn(&Path)>;
 
     thread_local! {
         /// Runs once, right after the next restore on this thread has claimed its directory:
         /// the moment a node starting in the same directory could open a store there.
         pub(super) static AFTER_CLAIM: Cell<Option<Hook>> = const { Cell::new(None) };
-        /// Runs once, right before the next restore on this thread renames its store into
-        /// place (the claim's lock file removed).
-        pub(super) static BEFORE_RENAME: Cell<Option<Hook>> = const { Cell::new(None) };
+        /// Runs after each file or directory a failed restore's undo removes.
+        pub(super) static DURING_UNDO: Cell<Option<StepHook>> = const { Cell::new(None) };
     }
 
     fn entry(index: u64) -> Entry {
@@ -566,12 +502,15 @@ mod tests {
         );
     }
 
-    /// A restore that fails after its claim (the archive cut short under it) leaves the
-    /// directory empty and nothing beside it: the store was built beside the directory and is
-    /// removed; a node's store then opens there. (The store was once built in the directory
-    /// itself, and a failed restore's undo removed its files one by one.)
+    /// A restore that fails after its claim (the archive cut short under it) undoes what it
+    /// wrote, and a node trying to open a store in the directory at every step of that undo is
+    /// refused (the restore still holds the store's lock file) until the undo has ended; the
+    /// directory is then empty and the node's store opens. The undo once removed the lock file
+    /// among the rest, in the directory's order: a node could then make a new one, open, and
+    /// have its files removed by the rest of the undo (found by a review).
     #[test]
-    fn a_failed_restore_leaves_the_directory_empty_and_nothing_beside_it() {
+    fn a_node_is_refused_at_every_step_of_a_failed_restores_undo() {
+        use std::rc::Rc;
         let tmp = tempfile::tempdir().expect("tempdir");
         let archive = archive_in(tmp.path(), vec![7u8; 200_000]);
         let target = tmp.path().join("restored");
@@ -589,55 +528,29 @@ mod tests {
                 f.set_len(len / 2).expect("cut the archive");
             })))
         });
+        let steps: Rc<Cell<(u32, u32)>> = Default::default();
+        let seen = steps.clone();
+        DURING_UNDO.with(|hook| {
+            hook.set(Some(Box::new(move |dir: &Path| {
+                let (n, opened) = seen.get();
+                let node = DiskStorage::open(dir);
+                seen.set((n + 1, opened + u32::from(node.is_ok())));
+            })))
+        });
         let restored = restore(&archive, &target, &RestoreOptions::default(), &mut |_| {});
+        DURING_UNDO.with(|hook| hook.set(None));
         assert!(restored.is_err(), "the cut archive restored");
+        let (n, opened) = steps.get();
+        assert!(n >= 2, "the undo removed {n} entries");
+        assert_eq!(
+            opened, 0,
+            "a node opened a store during {opened} of {n} undo steps"
+        );
         let left: Vec<_> = std::fs::read_dir(&target)
             .expect("read")
             .flatten()
             .collect();
-        assert!(left.is_empty(), "left after the failure: {left:?}");
-        let staged = staging_dir(&std::fs::canonicalize(&target).expect("target")).expect("name");
-        assert!(!staged.exists(), "{} left beside it", staged.display());
+        assert!(left.is_empty(), "left after the undo: {left:?}");
         DiskStorage::open(&target).expect("a node opens the emptied directory");
-    }
-
-    /// A node that opens a store in the claimed directory in the moment between the claim's
-    /// lock file's removal and the rename keeps its store: the rename fails (the directory is
-    /// not empty), the restore fails and removes only what it built beside it, never the
-    /// node's lock file.
-    #[test]
-    fn a_node_opening_the_directory_before_the_rename_keeps_its_store() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let archive = archive_in(tmp.path(), b"state".to_vec());
-        let target = tmp.path().join("restored");
-        let node: std::rc::Rc<Cell<Option<DiskStorage>>> = Default::default();
-        let seen = node.clone();
-        BEFORE_RENAME.with(|hook| {
-            hook.set(Some(Box::new(move |dir: &Path| {
-                let s = DiskStorage::open(dir).expect("the node opens the emptied directory");
-                let mut hs = HardState::default();
-                (hs.term, hs.commit) = (1, 1);
-                s.save(&hs, &[entry(1)], &Snapshot::default())
-                    .expect("save");
-                seen.set(Some(s));
-            })))
-        });
-        let restored = restore(&archive, &target, &RestoreOptions::default(), &mut |_| {});
-        assert!(restored.is_err(), "restored over the node's store");
-        let s = node.take().expect("the hook ran");
-        assert_eq!(s.last_index().expect("last"), 1);
-        assert!(
-            target.join(fsutil::LOCK_FILE).exists(),
-            "the node's lock file"
-        );
-        assert!(
-            matches!(DiskStorage::open(&target), Err(Error::Locked { .. })),
-            "the node still holds its store's lock"
-        );
-        drop(s);
-        let s = DiskStorage::open(&target).expect("the node's store opens again");
-        assert_eq!(s.last_index().expect("last"), 1);
-        let staged = staging_dir(&std::fs::canonicalize(&target).expect("target")).expect("name");
-        assert!(!staged.exists(), "{} left beside it", staged.display());
     }
 }
