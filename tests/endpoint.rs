@@ -607,3 +607,46 @@ fn a_peer_that_trickles_for_ever_does_not_hold_the_client_for_ever() {
         "OUT.tmp was left"
     );
 }
+
+/// A peer that sends bytes that are no gzip stream and then trickles (512 zero bytes every
+/// 100 ms, never closing): the pull is refused as soon as the stream does not decode. The
+/// first fix for the trickle after an archive left this case waiting for the peer to close
+/// (found by a review of that fix, 2026-12-07).
+#[test]
+fn a_peer_that_sends_no_gzip_stream_then_trickles_does_not_hold_the_pull() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_server = stop.clone();
+    let (addr, server) = serve_one(move |mut conn| {
+        read_magic(&mut conn);
+        conn.write_all(&[endpoint::STATUS_ARCHIVE]).unwrap();
+        conn.write_all(b"this is no gzip stream").unwrap();
+        while !stop_server.load(Ordering::Relaxed) {
+            if conn.write_all(&[0u8; 512]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let tmp = TempDir::new().unwrap();
+    let out = out_path(&tmp);
+    let (done, finished) = mpsc::channel();
+    let target = out.clone();
+    let client = thread::spawn(move || {
+        let r = pull_archive(&addr, &target, Duration::from_secs(1), &mut |_| {});
+        let _ = done.send(r.map(|_| ()));
+    });
+    let outcome = finished.recv_timeout(Duration::from_secs(20));
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    client.join().unwrap();
+    match outcome {
+        Ok(Err(Error::InvalidArchive { reason, .. })) => {
+            assert!(reason.contains("not a gzip stream"), "{reason}")
+        }
+        Ok(other) => panic!("the pull: {other:?}"),
+        Err(_) => panic!("the pull was still running after 20 s of a peer trickling after bytes that are no gzip stream"),
+    }
+    assert!(!out.exists(), "the archive was kept");
+}

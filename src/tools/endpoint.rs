@@ -231,8 +231,9 @@ fn remote_error(conn: &mut TcpStream, addr: &str, timeout: Duration) -> Error {
 /// is followed as it arrives (decoded and dropped): a byte after its end is refused at once
 /// (`Error::InvalidArchive` naming `out`), so a server that goes on sending after the archive
 /// (a trickle that never ends) cannot hold the pull for ever; each read still waits at most
-/// `timeout`. Damage inside the stream is left to the verification of the whole file, which
-/// names it.
+/// `timeout`. A stream that does not decode is refused as soon as it does not (the server may
+/// go on sending after it too); damage the decoder does not see (a changed byte inside a
+/// member, a cut) is left to the verification of the whole file, which names it.
 fn receive(
     conn: &mut TcpStream,
     file: &mut impl Write,
@@ -242,8 +243,11 @@ fn receive(
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let mut buf = vec![0u8; CHUNK];
-    // `None` once the stream is found damaged (the verification reports it).
-    let mut gz = Some(flate2::write::GzDecoder::new(io::sink()));
+    let mut gz = flate2::write::GzDecoder::new(io::sink());
+    let refused = |reason: String| Error::InvalidArchive {
+        path: out.to_path_buf(),
+        reason: format!("as received from {addr} (not kept): {reason}"),
+    };
     loop {
         let n = match conn.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -252,29 +256,23 @@ fn receive(
             Err(e) => return Err(network("receive the archive from", addr, e, timeout)),
         };
         let mut taken = 0;
-        while let Some(d) = gz.as_mut().filter(|_| taken < n) {
-            match d.write(&buf[taken..n]) {
+        while taken < n {
+            match gz.write(&buf[taken..n]) {
                 // The gzip stream has ended: the rest is past the archive.
                 Ok(0) => break,
                 Ok(k) => taken += k,
-                Err(_) => {
-                    gz = None;
-                    taken = n;
-                }
+                // No archive follows (the server may go on sending for ever).
+                Err(e) => return Err(refused(format!("not a gzip stream: {e}"))),
             }
         }
-        let taken = if gz.is_none() { n } else { taken };
         file.write_all(&buf[..taken])
             .map_err(|e| Error::io("write", tmp, e))?;
         progress(taken as u64);
         if taken < n {
-            return Err(Error::InvalidArchive {
-                path: out.to_path_buf(),
-                reason: format!(
-                    "as received from {addr} (not kept): {} byte(s) after the archive's gzip stream, before the node closed the connection",
-                    n - taken
-                ),
-            });
+            return Err(refused(format!(
+                "{} byte(s) after the archive's gzip stream, before the node closed the connection",
+                n - taken
+            )));
         }
     }
 }
