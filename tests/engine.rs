@@ -1126,6 +1126,49 @@ fn a_removal_meeting_an_earlier_removals_leftover_completes_and_the_engine_goes_
     e.close().unwrap();
 }
 
+/// A removal that cannot delete an earlier removal's leftover (here a file where the
+/// directory would be, standing in for EIO or an immutable file) fails alone: the group stays,
+/// and its snapshot builds go on. It once stopped the group's builds first, for good: raft's
+/// `snapshot()` answered "temporarily unavailable" for ever (found by a review, 2026-12-07).
+#[test]
+fn a_removal_failing_on_a_leftover_leaves_the_groups_snapshot_builds_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let e = Engine::open_with(&root, small()).unwrap();
+    let g = e.create_group(5, 1).unwrap();
+    g.save(&hs(1, 1, 5), &entries(1, 5, 1, 5), &Snapshot::default())
+        .unwrap();
+    std::fs::write(root.join("groups/5.removing"), b"not a directory").unwrap();
+    assert!(e.remove_group(5).is_err());
+    assert!(e.group(5).is_some(), "the group stays");
+    g.set_snapshot_builder(|_: &raftwal::SnapshotRequest| {
+        Ok(raftwal::BuiltSnapshot {
+            index: 5,
+            conf_state: None,
+            data: Box::new(&b"state"[..]),
+        })
+    });
+    let t0 = std::time::Instant::now();
+    loop {
+        match g.snapshot(5, 0) {
+            Ok(s) => {
+                assert_eq!(s.get_metadata().index, 5);
+                break;
+            }
+            Err(err) => {
+                let status = g.snapshot_build_status();
+                assert!(
+                    t0.elapsed() < std::time::Duration::from_secs(60) && status.failed == 0,
+                    "no snapshot built after the failed removal: {err}; {status:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+    drop(g);
+    e.close().unwrap();
+}
+
 /// The engine keeps 16 descriptors of `max_open_files` for itself (the lock, `engine.meta`,
 /// the journal's segments, files opened for a moment): a smaller setting, which it could never
 /// keep to, is refused before anything is made (it was taken, and 5 descriptors were held with

@@ -393,6 +393,12 @@ impl Engine {
     /// deleted). Handles to it fail from then on.
     pub fn remove_group(&self, group_id: u64) -> Result<(), Error> {
         self.shared.check_usable()?;
+        // What an earlier removal of this id failed to delete goes before anything is stopped:
+        // failing that, this removal fails alone and the group goes on (its builds too). Done
+        // again below under the lead, against a removal of the same id meanwhile.
+        if self.shared.groups.read().contains_key(&group_id) {
+            group::clear_leftover(&self.shared, group_id)?;
+        }
         // Its snapshot build ends first (it may need the commit pipeline to finish).
         let group = self.shared.groups.read().get(&group_id).cloned();
         if let Some(g) = group {
