@@ -363,6 +363,18 @@ pub(crate) fn plan_log(
             header => header?,
         };
         if header == HeaderPeek::Absent {
+            // A file wholly below the snapshot whose header never reached the disk (or was
+            // zeroed since) holds nothing of the log: set aside, as a damaged header is.
+            if later.is_some() && wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)? {
+                compacted_damage = Some(Error::corrupt(
+                    &path,
+                    log_file::HEADER_OFFSET as u64,
+                    "no file header",
+                ));
+                set_aside_compacted(&mut files, &mut remove, path);
+                kept = pos + 1;
+                continue;
+            }
             if let Some(next) = later {
                 tail_damage = Some(Error::corrupt(
                     &path,
@@ -612,7 +624,14 @@ fn committed_loss(
         end + 1
     );
     match (damage, tail) {
-        (Some(Error::Corrupt { path, offset, reason }), _) => Error::Corrupt {
+        (
+            Some(Error::Corrupt {
+                path,
+                offset,
+                reason,
+            }),
+            _,
+        ) => Error::Corrupt {
             path: path.clone(),
             offset: *offset,
             reason: format!("{reason}; {why}"),
@@ -629,13 +648,27 @@ fn committed_loss(
                 format!("slot {k} (index {}) is empty; {why}", end + 1),
             )
         }
-        _ => Error::MissingFile {
-            path: dir.join(log_file::file_name(next_file_id)),
-            reason: format!(
-                "the log ends at index {end}, the file that would hold index {} is not there; {why}",
-                end + 1
-            ),
-        },
+        _ => {
+            let path = dir.join(log_file::file_name(next_file_id));
+            if path.exists() {
+                // There, but without a header (zeroed, or cut shorter than its place).
+                return Error::corrupt(
+                    &path,
+                    log_file::HEADER_OFFSET as u64,
+                    format!(
+                        "no file header, but index {}, at or below the commit index, belongs in this file; {why}",
+                        end + 1
+                    ),
+                );
+            }
+            Error::MissingFile {
+                path,
+                reason: format!(
+                    "the log ends at index {end}, the file that would hold index {} is not there; {why}",
+                    end + 1
+                ),
+            }
+        }
     }
 }
 

@@ -74,6 +74,9 @@ pub fn check<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairRepo
     let listing = recovery::list_dir(dir)?;
     let (meta, _) = meta::read_only(dir, cipher.as_ref())?;
     recovery::check_meta_bounds(dir, &meta)?;
+    // Damage open refuses and a cut cannot mend: an error naming it, never "nothing to
+    // repair" (the snapshot file is read whole, as open reads it).
+    recovery::check_snapshot_file(dir, &meta, cipher.as_ref())?;
     let plan = plan(dir, &meta, listing.ids, true, cipher.as_ref())?;
     Ok(report(dir, &meta, &plan, listing.leftovers, false))
 }
@@ -98,6 +101,7 @@ pub fn repair<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairRep
     let listing = recovery::list_dir(dir)?;
     let (mut meta_file, mut meta) = MetaFile::open(dir, cipher.as_ref())?;
     recovery::check_meta_bounds(dir, &meta)?;
+    recovery::check_snapshot_file(dir, &meta, cipher.as_ref())?;
     let mut plan = plan(dir, &meta, listing.ids, false, cipher.as_ref())?;
     let r = report(dir, &meta, &plan, listing.leftovers, true);
     if !r.needed {
@@ -194,7 +198,12 @@ fn report(
     };
     RepairReport {
         dir: dir.to_path_buf(),
-        damage: plan.tail_damage.as_ref().map(Error::to_string),
+        // The damage the cut is for: in the tail, or what makes committed entries go.
+        damage: plan
+            .tail_damage
+            .as_ref()
+            .or(plan.committed_damage.as_ref())
+            .map(Error::to_string),
         last_index,
         removed_files,
         commit_before,

@@ -1,0 +1,221 @@
+//! `raftwal repair` and the read-only tools against `DiskStorage::open` on damaged directories:
+//! a repair cuts only what open cannot keep, names the damage it cuts for, and never calls a
+//! directory whole that open refuses; errors name the file that is damaged (found by a review
+//! on 2026-12-07: each test failed before its fix).
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use raft::prelude::*;
+use raft::Storage;
+use raftwal::{DiskStorage, Options, RecoveryMode};
+
+/// Where a log file's header lies (docs/FORMAT.md: after the 30,000 slots of 32 bytes).
+const HEADER_AT: u64 = 960_000;
+
+fn entry(i: u64) -> Entry {
+    let mut e = Entry::default();
+    (e.index, e.term, e.data) = (i, 1, format!("entry-{i}").into_bytes().into());
+    e
+}
+
+/// Entries 1..=`last`, committed, saved 1,000 at a time.
+fn write_log(store: &DiskStorage, last: u64) {
+    for lo in (1..=last).step_by(1000) {
+        let hi = (lo + 999).min(last);
+        let mut hs = HardState::default();
+        (hs.term, hs.vote, hs.commit) = (1, 1, hi);
+        let es: Vec<Entry> = (lo..=hi).map(entry).collect();
+        store.save(&hs, &es, &Snapshot::default()).unwrap();
+    }
+}
+
+fn store_with(dir: &Path, last: u64, snap: Option<u64>) {
+    let opts = Options {
+        sync_writes: false,
+        ..Default::default()
+    };
+    let s = DiskStorage::open_with(dir, opts).unwrap();
+    write_log(&s, last);
+    if let Some(at) = snap {
+        s.create_snapshot(at, None, vec![7u8; 10_000]).unwrap();
+    }
+    s.close().unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap().map(Result::unwrap) {
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else if e.file_name() != "LOCK" {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn write_at(p: &Path, at: u64, b: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .write_all_at(b, at)
+        .unwrap();
+}
+
+fn flip(p: &Path, at: u64) {
+    let mut b = [0u8];
+    fs::File::open(p)
+        .unwrap()
+        .read_exact_at(&mut b, at)
+        .unwrap();
+    write_at(p, at, &[b[0] ^ 0x10]);
+}
+
+/// Opens a copy of `dir` (open may change what it opens) in `mode`: its first and last index.
+fn open_copy(dir: &Path, mode: RecoveryMode) -> raftwal::Result<(u64, u64)> {
+    let probe = dir.with_extension("probe");
+    let _ = fs::remove_dir_all(&probe);
+    copy_dir(dir, &probe);
+    let opts = Options {
+        recovery_mode: mode,
+        ..Default::default()
+    };
+    let s = DiskStorage::open_with(&probe, opts)?;
+    Ok((s.first_index().unwrap(), s.last_index().unwrap()))
+}
+
+/// A file wholly below the snapshot, left by a crash before its removal reached the disk, with
+/// no header (zeroed, or cut to 4 KiB): open sets it aside in both modes and keeps the live
+/// log; repair finds nothing to cut. Repair once took the file for the end of the log (no
+/// header, a file after it), removed both files and lowered the commit index to the snapshot.
+#[test]
+fn repair_keeps_the_live_log_when_a_wholly_compacted_file_has_no_header() {
+    for damage in ["header zeroed", "file cut to 4 KiB"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        let store = DiskStorage::open(&dir).unwrap();
+        write_log(&store, 30_100);
+        let (file1, saved) = (dir.join("00001.wal"), tmp.path().join("saved"));
+        fs::copy(&file1, &saved).unwrap();
+        store
+            .create_snapshot(30_050, None, b"state".to_vec())
+            .unwrap();
+        store.close().unwrap();
+        // A crash before the removal reached the disk.
+        fs::copy(&saved, &file1).unwrap();
+        if damage == "header zeroed" {
+            write_at(&file1, HEADER_AT, &[0u8; 36]);
+        } else {
+            OpenOptions::new()
+                .write(true)
+                .open(&file1)
+                .unwrap()
+                .set_len(4096)
+                .unwrap();
+        }
+        for mode in [
+            RecoveryMode::TolerateTailCorruption,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            assert_eq!(open_copy(&dir, mode).unwrap(), (30_051, 30_100), "{mode:?}");
+        }
+        let plan = raftwal::repair::check(&dir, None).unwrap();
+        assert_eq!(
+            (plan.needed, plan.last_index, plan.commit_after),
+            (false, 30_100, 30_100),
+            "{damage}: repair cuts live committed entries open keeps: {plan:?}"
+        );
+    }
+}
+
+fn committed_tail(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("wal");
+    store_with(&dir, 30_100, None);
+    dir
+}
+
+/// A committed file whose header sector reads as zeros: open and verify name the file at its
+/// header's offset as damaged. They once said the file "is not there", naming a file that is.
+#[test]
+fn a_zeroed_header_of_a_committed_file_is_named_damaged_not_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = committed_tail(tmp.path());
+    write_at(&dir.join("00002.wal"), HEADER_AT, &[0u8; 36]);
+    let err = open_copy(&dir, RecoveryMode::TolerateTailCorruption).unwrap_err();
+    let verify = raftwal::inspect::Inspector::open(&dir)
+        .unwrap()
+        .verify(&mut |_| {})
+        .unwrap_err();
+    for e in [err, verify] {
+        assert!(
+            matches!(&e, raftwal::Error::Corrupt { offset: HEADER_AT, path, .. } if path.ends_with("00002.wal"))
+                && !e.to_string().contains("is not there"),
+            "{e}"
+        );
+    }
+}
+
+/// A repair that lowers the commit index names the damage it cuts for: the tail file's zeroed
+/// header, or the tail file gone. Its report once said no damage (`null` in its JSON).
+#[test]
+fn repair_names_the_damage_it_drops_committed_entries_for() {
+    for damage in ["header zeroed", "file deleted"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = committed_tail(tmp.path());
+        let tail = dir.join("00002.wal");
+        if damage == "file deleted" {
+            fs::remove_file(&tail).unwrap();
+        } else {
+            write_at(&tail, HEADER_AT, &[0u8; 36]);
+        }
+        let plan = raftwal::repair::check(&dir, None).unwrap();
+        assert_eq!((plan.commit_before, plan.commit_after), (30_100, 30_000));
+        assert!(
+            plan.damage
+                .as_deref()
+                .is_some_and(|d| d.contains("00002.wal")),
+            "{damage}: 100 committed entries dropped, no damage named: {plan:?}"
+        );
+    }
+}
+
+/// The current snapshot file damaged: open refuses in both modes, and so does repair, naming
+/// the file (a cut of the log cannot mend it). Repair once said "nothing to repair ... the log
+/// is whole" and exited 0, with and without `--accept-data-loss`.
+#[test]
+fn repair_does_not_call_a_directory_open_refuses_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    store_with(&dir, 2_000, Some(1_500));
+    let snap = fs::read_dir(dir.join("snap"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    flip(&snap, 5_000);
+    for mode in [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        assert!(open_copy(&dir, mode).is_err(), "{mode:?}");
+    }
+    for flag in [None, Some("--accept-data-loss")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
+            .arg("repair")
+            .arg(&dir)
+            .args(flag)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() != Some(0) && !stdout.contains("nothing to repair"),
+            "{flag:?}: exit {:?}: {stdout}",
+            out.status.code()
+        );
+        assert!(stderr.contains(".snap"), "{flag:?}: {stderr}");
+    }
+}
