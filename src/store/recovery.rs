@@ -208,6 +208,27 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
     })
 }
 
+/// The file a restore (`raftwal snapshot restore`) makes, durably, in its new directory before
+/// anything else and removes once the store there is whole and durable: a directory holding it
+/// is a restore that did not finish, never a store.
+pub(crate) const RESTORING_FILE: &str = "RESTORING";
+
+/// Refuses a directory a restore did not finish ([`RESTORING_FILE`]): what is there may be an
+/// empty store that the restore made before its snapshot streamed in. Open, `repair` and the
+/// read-only tools all ask this.
+pub(crate) fn refuse_unfinished_restore(dir: &Path) -> Result<()> {
+    let marker = dir.join(RESTORING_FILE);
+    match fs::symlink_metadata(&marker) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("stat", &marker, e)),
+        Ok(_) => Err(Error::InvalidArgument(format!(
+            "{} holds a restore that did not finish ({} is there): not a store; run the restore again into it, which starts afresh",
+            dir.display(),
+            marker.display()
+        ))),
+    }
+}
+
 /// How [`plan_log`] reads the log.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Scan {

@@ -71,6 +71,7 @@ pub fn check<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairRepo
     let dir = dir.as_ref();
     let cipher = key.as_ref().map(Cipher::new);
     storage::check_engine_group_closed(dir, cipher.as_ref())?;
+    recovery::refuse_unfinished_restore(dir)?;
     let listing = recovery::list_dir(dir)?;
     let (meta, _) = meta::read_only(dir, cipher.as_ref())?;
     recovery::check_meta_bounds(dir, &meta)?;
@@ -98,6 +99,7 @@ pub fn repair<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<RepairRep
     let _lock = fsutil::lock_dir(dir)?;
     let cipher = key.as_ref().map(Cipher::new);
     let _engine_lock = storage::engine_root_lock(dir, cipher.as_ref())?;
+    recovery::refuse_unfinished_restore(dir)?;
     let listing = recovery::list_dir(dir)?;
     let (mut meta_file, mut meta) = MetaFile::open(dir, cipher.as_ref())?;
     recovery::check_meta_bounds(dir, &meta)?;

@@ -280,6 +280,7 @@ impl Inspector {
     pub fn open_with_key<P: AsRef<Path>>(dir: P, key: Option<[u8; 32]>) -> Result<Inspector> {
         let dir = dir.as_ref().to_path_buf();
         let cipher = key.as_ref().map(Cipher::new);
+        recovery::refuse_unfinished_restore(&dir)?;
         let listing = recovery::list_dir(&dir)?;
         let (meta, copies) = meta::read_only(&dir, cipher.as_ref())?;
         let meta_damage = copies.damage(&dir.join(META_FILE));

@@ -227,8 +227,13 @@ impl DiskStorage {
         refuse_new_store_among_groups(&dir)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = match held {
+            // A restore opening the store it is making (it holds the lock).
             Some(lock) => lock,
-            None => Arc::new(fsutil::lock_dir(&dir)?),
+            None => {
+                let lock = Arc::new(fsutil::lock_dir(&dir)?);
+                crate::store::recovery::refuse_unfinished_restore(&dir)?;
+                lock
+            }
         };
         let cipher = opts.encryption_key.as_ref().map(Cipher::new);
         let engine_lock = engine_root_lock(&dir, cipher.as_ref())?;

@@ -22,6 +22,7 @@ use super::{ArchiveMeta, FirstError, RestoreOptions, STATE_MEMBER};
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::store::meta::MetaInfo;
+use crate::store::recovery::RESTORING_FILE;
 use crate::store::storage::{engine_root_of, DiskStorage};
 use crate::sys::fsutil::{self, DirLock};
 
@@ -137,15 +138,28 @@ fn check_empty(spelled: &Path, dir: &Path) -> Result<()> {
     {
         return Err(refused(spelled, "it exists and is not a directory"));
     }
-    let mut rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
-    match rd.next() {
-        None => Ok(()),
-        Some(Ok(_)) => Err(refused(
-            spelled,
-            "the directory is not empty (restore never overwrites)",
-        )),
-        Some(Err(e)) => Err(Error::io("read directory", dir, e)),
+    // A restore that did not finish (its marker there) is started afresh; a store's lock file
+    // alone holds nothing (a restore killed before its marker leaves one). A node holding the
+    // lock is met by the claim (`fsutil::lock_dir`).
+    if unfinished(dir) {
+        return Ok(());
     }
+    let rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
+        if ent.file_name() != fsutil::LOCK_FILE {
+            return Err(refused(
+                spelled,
+                "the directory is not empty (restore never overwrites)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A restore into `dir` began and did not finish: its marker is there.
+fn unfinished(dir: &Path) -> bool {
+    fs::symlink_metadata(dir.join(RESTORING_FILE)).is_ok_and(|m| m.is_file())
 }
 
 /// The target directory, held by this restore: made (with its missing parents, each made by this
@@ -184,12 +198,19 @@ fn claim(spelled: &Path, place: Place) -> Result<Claim> {
         }
     });
     match locked {
-        Ok((lock, store_lock)) => Ok(Claim {
-            dir: place.dir,
-            created,
-            store_lock: Arc::new(store_lock),
-            _lock: lock,
-        }),
+        Ok((lock, store_lock)) => {
+            let claim = Claim {
+                dir: place.dir,
+                created,
+                store_lock: Arc::new(store_lock),
+                _lock: lock,
+            };
+            if let Err(e) = claim.mark() {
+                claim.undo();
+                return Err(e);
+            }
+            Ok(claim)
+        }
         Err(e) => {
             // The target may be another restore's or a node's now, even one this restore made
             // (another restore that found it made claims it before this one locks it): only
@@ -223,14 +244,31 @@ fn remove_empty(dirs: &[PathBuf]) {
 }
 
 impl Claim {
-    /// Removes what a failed restore wrote (all of it: the directory was empty under the lock),
-    /// and the directories it made. The store's lock file goes last: once it is unlinked, a
-    /// node's open makes a new one and takes its lock (the held lock is on the old file), so
-    /// anything still left to remove after it could be that node's.
-    fn undo(&self) {
+    /// Makes the directory's marker ([`RESTORING_FILE`]) durable before anything else is
+    /// written there, so that until [`Claim::unmark`] no open takes what a killed restore left
+    /// for a store. What an unfinished restore left (its marker there) is removed first.
+    fn mark(&self) -> Result<()> {
+        let marker = self.dir.join(RESTORING_FILE);
+        if unfinished(&self.dir) {
+            self.clear(&[fsutil::LOCK_FILE, RESTORING_FILE]);
+        }
+        let f = fs::File::create(&marker).map_err(|e| Error::io("create", &marker, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &marker, e))?;
+        fsutil::sync_dir(&self.dir)
+    }
+
+    /// Removes the marker once the store is whole and durable, durably.
+    fn unmark(&self) -> Result<()> {
+        let marker = self.dir.join(RESTORING_FILE);
+        fs::remove_file(&marker).map_err(|e| Error::io("remove", &marker, e))?;
+        fsutil::sync_dir(&self.dir)
+    }
+
+    /// Removes every entry of the directory but those named in `keep`.
+    fn clear(&self, keep: &[&str]) {
         if let Ok(rd) = fs::read_dir(&self.dir) {
             for ent in rd.flatten() {
-                if ent.file_name() == fsutil::LOCK_FILE {
+                if keep.iter().any(|k| ent.file_name() == *k) {
                     continue;
                 }
                 let p = ent.path();
@@ -249,6 +287,14 @@ impl Claim {
                 });
             }
         }
+    }
+
+    /// Removes what a failed restore wrote (all of it: the directory was empty under the lock),
+    /// and the directories it made. The store's lock file goes last: once it is unlinked, a
+    /// node's open makes a new one and takes its lock (the held lock is on the old file), so
+    /// anything still left to remove after it could be that node's.
+    fn undo(&self) {
+        self.clear(&[fsutil::LOCK_FILE]);
         let _ = fs::remove_file(self.dir.join(fsutil::LOCK_FILE));
         // The directories this restore made, if empty (a node may be in the target already).
         remove_empty(&self.created);
@@ -306,7 +352,10 @@ fn check_options(opts: &RestoreOptions) -> Result<()> {
 /// missing directory, or a new group directory of an engine root); the whole archive is verified
 /// (nothing is written if it fails); the directory is claimed (found empty again, and the store's
 /// lock taken and held to the end, so that no node opens a store there meanwhile);
-/// then a WAL directory is created with [`DiskStorage::open`] (default [`Options`]; see
+/// then a marker (`RESTORING`) is made durable in it, which open, `repair` and the read-only
+/// tools refuse until the restore removes it once the store is whole and durable (a restore
+/// killed part way leaves a directory no node starts from, and a restore run again into it
+/// starts afresh); then a WAL directory is created with [`DiskStorage::open`] (default [`Options`]; see
 /// [`restore_with_store_options`]), the snapshot installed with
 /// `install_snapshot_from` streaming `state.bin` out of the archive a second time (the hashes of
 /// all three members and the archive's structure checked again: a changed file fails the
@@ -341,7 +390,7 @@ pub fn restore_with_store_options(
     #[cfg(test)]
     tests::AFTER_CLAIM.with(|hook| hook.take().map(|f| f(&claim.dir)));
     // The store is opened through the resolved path: the one checked and locked.
-    match install(archive, &claim, opts, store, &verified, progress) {
+    match install(archive, &claim, opts, store, &verified, progress).and_then(|()| claim.unmark()) {
         Ok(()) => {
             claim.sync()?;
             Ok(verified.status.meta)
