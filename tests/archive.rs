@@ -1617,7 +1617,12 @@ fn a_directory_an_unfinished_restore_left_is_refused_and_restored_afresh() {
         let s = DiskStorage::open(&target).unwrap();
         s.close().unwrap();
     }
-    fs::write(target.join("RESTORING"), b"").unwrap();
+    // The marker as docs/FORMAT.md gives it.
+    fs::write(
+        target.join("RESTORING"),
+        b"raftwal: a snapshot restore into this directory has not finished\n",
+    )
+    .unwrap();
     let refused = |what: &str, r: Result<(), Error>| match r {
         Err(Error::InvalidArgument(reason)) => {
             assert!(reason.contains("RESTORING"), "{what}: {reason}")

@@ -213,20 +213,52 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
 /// is a restore that did not finish, never a store.
 pub(crate) const RESTORING_FILE: &str = "RESTORING";
 
-/// Refuses a directory a restore did not finish ([`RESTORING_FILE`]): what is there may be an
+/// What the marker holds: a file of that name with other bytes is no restore's (and is
+/// ignored, as any other unknown file is).
+pub(crate) const RESTORING_MAGIC: &[u8] =
+    b"raftwal: a snapshot restore into this directory has not finished\n";
+
+/// Whether `dir` holds a restore's marker ([`RESTORING_FILE`] holding [`RESTORING_MAGIC`]).
+pub(crate) fn restore_unfinished(dir: &Path) -> Result<bool> {
+    let marker = dir.join(RESTORING_FILE);
+    match fs::symlink_metadata(&marker) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("stat", &marker, e)),
+        Ok(m) if !m.is_file() || m.len() != RESTORING_MAGIC.len() as u64 => return Ok(false),
+        Ok(_) => {}
+    }
+    let bytes = fs::read(&marker).map_err(|e| Error::io("read", &marker, e))?;
+    Ok(bytes == RESTORING_MAGIC)
+}
+
+/// Refuses a directory a restore did not finish (its marker there): what is there may be an
 /// empty store that the restore made before its snapshot streamed in. Open, `repair` and the
 /// read-only tools all ask this.
 pub(crate) fn refuse_unfinished_restore(dir: &Path) -> Result<()> {
-    let marker = dir.join(RESTORING_FILE);
-    match fs::symlink_metadata(&marker) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("stat", &marker, e)),
-        Ok(_) => Err(Error::InvalidArgument(format!(
-            "{} holds a restore that did not finish ({} is there): not a store; run the restore again into it, which starts afresh",
-            dir.display(),
-            marker.display()
-        ))),
+    if !restore_unfinished(dir)? {
+        return Ok(());
     }
+    Err(Error::InvalidArgument(format!(
+        "{} holds a restore that did not finish ({} is there): not a store; run the restore again into it, which starts afresh",
+        dir.display(),
+        dir.join(RESTORING_FILE).display()
+    )))
+}
+
+/// Whether a restore can have written the directory entry `name` (`wal.meta`, a log file, a
+/// spare, a file being created, `snap/`, the lock and the marker): what a restore into a
+/// directory its unfinished predecessor left may remove. Anything else there is not a
+/// restore's, and the directory is refused.
+pub(crate) fn restore_may_have_written(name: &str) -> bool {
+    name == META_FILE
+        || name == crate::store::snap::SNAP_DIR
+        || name == crate::sys::fsutil::LOCK_FILE
+        || name == RESTORING_FILE
+        || name == "spare.wal"
+        || log_file::parse_file_name(name).is_some()
+        || name
+            .strip_suffix(".tmp")
+            .is_some_and(|n| n == META_FILE || log_file::parse_file_name(n).is_some())
 }
 
 /// How [`plan_log`] reads the log.

@@ -22,7 +22,7 @@ use super::{ArchiveMeta, FirstError, RestoreOptions, STATE_MEMBER};
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::store::meta::MetaInfo;
-use crate::store::recovery::RESTORING_FILE;
+use crate::store::recovery::{self, RESTORING_FILE};
 use crate::store::storage::{engine_root_of, DiskStorage};
 use crate::sys::fsutil::{self, DirLock};
 
@@ -138,16 +138,20 @@ fn check_empty(spelled: &Path, dir: &Path) -> Result<()> {
     {
         return Err(refused(spelled, "it exists and is not a directory"));
     }
-    // A restore that did not finish (its marker there) is started afresh; a store's lock file
-    // alone holds nothing (a restore killed before its marker leaves one). A node holding the
-    // lock is met by the claim (`fsutil::lock_dir`).
-    if unfinished(dir) {
-        return Ok(());
-    }
+    // A restore that did not finish (its marker there) is started afresh, if the directory
+    // holds nothing a restore cannot have written; a store's lock file alone holds nothing (a
+    // restore killed before its marker leaves one). A node holding the lock is met by the
+    // claim (`fsutil::lock_dir`).
+    let unfinished = recovery::restore_unfinished(dir)?;
     let rd = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
     for ent in rd {
         let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
-        if ent.file_name() != fsutil::LOCK_FILE {
+        let name = ent.file_name();
+        let leftover = unfinished
+            && name
+                .to_str()
+                .is_some_and(recovery::restore_may_have_written);
+        if name != fsutil::LOCK_FILE && !leftover {
             return Err(refused(
                 spelled,
                 "the directory is not empty (restore never overwrites)",
@@ -155,11 +159,6 @@ fn check_empty(spelled: &Path, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A restore into `dir` began and did not finish: its marker is there.
-fn unfinished(dir: &Path) -> bool {
-    fs::symlink_metadata(dir.join(RESTORING_FILE)).is_ok_and(|m| m.is_file())
 }
 
 /// The target directory, held by this restore: made (with its missing parents, each made by this
@@ -249,11 +248,16 @@ impl Claim {
     /// for a store. What an unfinished restore left (its marker there) is removed first.
     fn mark(&self) -> Result<()> {
         let marker = self.dir.join(RESTORING_FILE);
-        if unfinished(&self.dir) {
-            self.clear(&[fsutil::LOCK_FILE, RESTORING_FILE]);
+        if recovery::restore_unfinished(&self.dir)? {
+            // Found again under the lock (`check_empty`): only what a restore writes.
+            self.clear(&[fsutil::LOCK_FILE, RESTORING_FILE])?;
+            fsutil::sync_dir(&self.dir)?;
+            return Ok(());
         }
-        let f = fs::File::create(&marker).map_err(|e| Error::io("create", &marker, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &marker, e))?;
+        let mut f = fs::File::create(&marker).map_err(|e| Error::io("create", &marker, e))?;
+        io::Write::write_all(&mut f, recovery::RESTORING_MAGIC)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io("write", &marker, e))?;
         fsutil::sync_dir(&self.dir)
     }
 
@@ -264,29 +268,39 @@ impl Claim {
         fsutil::sync_dir(&self.dir)
     }
 
-    /// Removes every entry of the directory but those named in `keep`.
-    fn clear(&self, keep: &[&str]) {
-        if let Ok(rd) = fs::read_dir(&self.dir) {
-            for ent in rd.flatten() {
-                if keep.iter().any(|k| ent.file_name() == *k) {
-                    continue;
-                }
-                let p = ent.path();
-                let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                let _ = if is_dir {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
-                #[cfg(test)]
-                tests::DURING_UNDO.with(|hook| {
-                    if let Some(f) = hook.take() {
-                        f(&self.dir);
-                        hook.set(Some(f));
-                    }
-                });
+    /// Removes every entry of the directory but those named in `keep`, and only what a restore
+    /// writes (anything else there is not a restore's: an error, nothing of it removed).
+    fn clear(&self, keep: &[&str]) -> Result<()> {
+        let rd = fs::read_dir(&self.dir).map_err(|e| Error::io("read directory", &self.dir, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io("read directory", &self.dir, e))?;
+            let name = ent.file_name();
+            if keep.iter().any(|k| name == *k) {
+                continue;
             }
+            let p = ent.path();
+            if !name
+                .to_str()
+                .is_some_and(recovery::restore_may_have_written)
+            {
+                return Err(refused(&p, "a restore never wrote it"));
+            }
+            let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            }
+            .map_err(|e| Error::io("remove", &p, e))?;
+            #[cfg(test)]
+            tests::DURING_UNDO.with(|hook| {
+                if let Some(f) = hook.take() {
+                    f(&self.dir);
+                    hook.set(Some(f));
+                }
+            });
         }
+        Ok(())
     }
 
     /// Removes what a failed restore wrote (all of it: the directory was empty under the lock),
@@ -294,7 +308,15 @@ impl Claim {
     /// node's open makes a new one and takes its lock (the held lock is on the old file), so
     /// anything still left to remove after it could be that node's.
     fn undo(&self) {
-        self.clear(&[fsutil::LOCK_FILE]);
+        // The marker goes after the rest is gone, durably: a kill part way through never
+        // leaves a store without it.
+        let cleared = self
+            .clear(&[fsutil::LOCK_FILE, RESTORING_FILE])
+            .and_then(|()| fsutil::sync_dir(&self.dir));
+        if cleared.is_ok() {
+            let _ = fs::remove_file(self.dir.join(RESTORING_FILE));
+            let _ = fsutil::sync_dir(&self.dir);
+        }
         let _ = fs::remove_file(self.dir.join(fsutil::LOCK_FILE));
         // The directories this restore made, if empty (a node may be in the target already).
         remove_empty(&self.created);
@@ -601,5 +623,46 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "left after the undo: {left:?}");
         DiskStorage::open(&target).expect("a node opens the emptied directory");
+    }
+
+    /// A file named `RESTORING` in a stopped node's store (the operator's, a script's: not a
+    /// restore's marker) never lets a restore remove the store or anything else there; nor
+    /// does a real marker let it remove what a restore never writes (an engine root's
+    /// `engine.meta`, a file of the operator's). Both were removed once (found by a review,
+    /// 2026-12-07).
+    #[test]
+    fn a_marker_never_lets_restore_remove_what_no_restore_wrote() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let archive = archive_in(tmp.path(), b"state".to_vec());
+        let node = tmp.path().join("node");
+        {
+            let s = DiskStorage::open(&node).expect("open");
+            let mut hs = HardState::default();
+            (hs.term, hs.commit) = (5, 40);
+            let es: Vec<Entry> = (1..=40).map(entry).collect();
+            s.save(&hs, &es, &Snapshot::default()).expect("save");
+            s.close().expect("close");
+        }
+        std::fs::write(node.join("notes.txt"), b"operator notes").expect("notes");
+        for marker in [&b""[..], recovery::RESTORING_MAGIC] {
+            std::fs::write(node.join(RESTORING_FILE), marker).expect("marker");
+            let r = restore(&archive, &node, &RestoreOptions::default(), &mut |_| {});
+            assert!(
+                r.is_err(),
+                "restored over a node's store (marker {marker:?})"
+            );
+            assert!(node.join("notes.txt").exists() && node.join("wal.meta").exists());
+        }
+        // An engine root holding the marker.
+        let root = tmp.path().join("engine");
+        {
+            let e = crate::Engine::open(&root).expect("engine");
+            e.create_group(1, 1).expect("group");
+            e.close().expect("close");
+        }
+        std::fs::write(root.join(RESTORING_FILE), recovery::RESTORING_MAGIC).expect("marker");
+        let r = restore(&archive, &root, &RestoreOptions::default(), &mut |_| {});
+        assert!(r.is_err(), "restored over an engine root");
+        assert!(root.join("engine.meta").exists() && root.join("groups/1").exists());
     }
 }
