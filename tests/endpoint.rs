@@ -555,22 +555,19 @@ fn the_server_writes_the_documented_bytes() {
     assert_eq!(status.meta, meta);
 }
 
-/// A peer that keeps the connection alive by trickling bytes after a whole, valid archive (512
-/// zero bytes every 100 ms, never closing): the client follows the gzip stream as it arrives
-/// and refuses the first byte after its end, keeping nothing. It once looked at nothing until
-/// the peer closed: `--timeout` bounds each read, not the pull, so the peer held it for ever
-/// (and a fast one filled the disk; found by a review, 2026-12-07).
-#[test]
-fn a_peer_that_trickles_for_ever_does_not_hold_the_client_for_ever() {
+/// Pulls from a peer that sends `first` after the archive status and then trickles 512 zero
+/// bytes every 100 ms, never closing (until the pull has ended or 20 s have passed): the pull
+/// must end refused (`InvalidArchive` whose reason holds `refused_for`), keeping neither `OUT`
+/// nor `OUT.tmp`.
+fn pull_from_a_trickling_peer(first: Vec<u8>, refused_for: &str) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let bytes = archive_bytes();
     let stop = Arc::new(AtomicBool::new(false));
     let stop_server = stop.clone();
     let (addr, server) = serve_one(move |mut conn| {
         read_magic(&mut conn);
         conn.write_all(&[endpoint::STATUS_ARCHIVE]).unwrap();
-        conn.write_all(&bytes).unwrap();
+        conn.write_all(&first).unwrap();
         while !stop_server.load(Ordering::Relaxed) {
             if conn.write_all(&[0u8; 512]).is_err() {
                 return;
@@ -592,7 +589,7 @@ fn a_peer_that_trickles_for_ever_does_not_hold_the_client_for_ever() {
     client.join().unwrap();
     match outcome {
         Ok(Err(Error::InvalidArchive { reason, .. })) => {
-            assert!(reason.contains("after the archive's gzip stream"), "{reason}")
+            assert!(reason.contains(refused_for), "{reason}")
         }
         Ok(other) => panic!("the pull: {other:?}"),
         Err(_) => panic!(
@@ -608,45 +605,20 @@ fn a_peer_that_trickles_for_ever_does_not_hold_the_client_for_ever() {
     );
 }
 
-/// A peer that sends bytes that are no gzip stream and then trickles (512 zero bytes every
-/// 100 ms, never closing): the pull is refused as soon as the stream does not decode. The
-/// first fix for the trickle after an archive left this case waiting for the peer to close
-/// (found by a review of that fix, 2026-12-07).
+/// A peer that keeps the connection alive by trickling bytes after a whole, valid archive (512
+/// zero bytes every 100 ms, never closing): the client follows the gzip stream as it arrives
+/// and refuses the first byte after its end, keeping nothing. It once looked at nothing until
+/// the peer closed: `--timeout` bounds each read, not the pull, so the peer held it for ever
+/// (and a fast one filled the disk; found by a review, 2026-12-07).
+#[test]
+fn a_peer_that_trickles_for_ever_does_not_hold_the_client_for_ever() {
+    pull_from_a_trickling_peer(archive_bytes(), "after the archive's gzip stream");
+}
+
+/// A peer that sends bytes that are no gzip stream and then trickles: the pull is refused as
+/// soon as the stream does not decode. The first fix for the trickle after an archive left
+/// this case waiting for the peer to close (found by a review of that fix, 2026-12-07).
 #[test]
 fn a_peer_that_sends_no_gzip_stream_then_trickles_does_not_hold_the_pull() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_server = stop.clone();
-    let (addr, server) = serve_one(move |mut conn| {
-        read_magic(&mut conn);
-        conn.write_all(&[endpoint::STATUS_ARCHIVE]).unwrap();
-        conn.write_all(b"this is no gzip stream").unwrap();
-        while !stop_server.load(Ordering::Relaxed) {
-            if conn.write_all(&[0u8; 512]).is_err() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    });
-    let tmp = TempDir::new().unwrap();
-    let out = out_path(&tmp);
-    let (done, finished) = mpsc::channel();
-    let target = out.clone();
-    let client = thread::spawn(move || {
-        let r = pull_archive(&addr, &target, Duration::from_secs(1), &mut |_| {});
-        let _ = done.send(r.map(|_| ()));
-    });
-    let outcome = finished.recv_timeout(Duration::from_secs(20));
-    stop.store(true, Ordering::Relaxed);
-    server.join().unwrap();
-    client.join().unwrap();
-    match outcome {
-        Ok(Err(Error::InvalidArchive { reason, .. })) => {
-            assert!(reason.contains("not a gzip stream"), "{reason}")
-        }
-        Ok(other) => panic!("the pull: {other:?}"),
-        Err(_) => panic!("the pull was still running after 20 s of a peer trickling after bytes that are no gzip stream"),
-    }
-    assert!(!out.exists(), "the archive was kept");
+    pull_from_a_trickling_peer(b"this is no gzip stream".to_vec(), "not a gzip stream");
 }
