@@ -193,10 +193,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
         }
         if let Some(id) = log_file::parse_file_name(name) {
             ids.push(id);
-        } else if name
-            .strip_suffix(".tmp")
-            .is_some_and(|n| log_file::parse_file_name(n).is_some() || n == META_FILE)
-        {
+        } else if is_tmp_leftover(name) {
             leftovers.push(dir.join(name));
         }
     }
@@ -254,11 +251,15 @@ pub(crate) fn restore_may_have_written(name: &str) -> bool {
         || name == crate::store::snap::SNAP_DIR
         || name == crate::sys::fsutil::LOCK_FILE
         || name == RESTORING_FILE
-        || name == "spare.wal"
+        || name == crate::store::wal::SPARE_NAME
         || log_file::parse_file_name(name).is_some()
-        || name
-            .strip_suffix(".tmp")
-            .is_some_and(|n| n == META_FILE || log_file::parse_file_name(n).is_some())
+        || is_tmp_leftover(name)
+}
+
+/// A log file or `wal.meta` being created (`<name>.tmp`): removed at open.
+fn is_tmp_leftover(name: &str) -> bool {
+    name.strip_suffix(".tmp")
+        .is_some_and(|n| n == META_FILE || log_file::parse_file_name(n).is_some())
 }
 
 /// How [`plan_log`] reads the log.
