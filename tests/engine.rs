@@ -1328,6 +1328,148 @@ fn truncations_replayed_at_open_keep_descriptors_within_max_open_files() {
     e.close().unwrap();
 }
 
+/// The descriptors this process holds of any file under `root`.
+fn open_files_under(root: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|d| std::fs::read_link(d.ok()?.path()).ok())
+        .filter(|p| p.starts_with(root))
+        .count()
+}
+
+/// Snapshot data that comes a piece at a time: the first `first` bytes at once, the rest once
+/// `waiting` says so (an application streaming its state machine while it is busy elsewhere).
+struct Held {
+    data: Vec<u8>,
+    first: usize,
+    at: usize,
+    waited: bool,
+    waiting: Arc<(std::sync::Mutex<(usize, bool)>, std::sync::Condvar)>,
+}
+
+impl std::io::Read for Held {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.first && !self.waited {
+            self.waited = true;
+            let (lock, cv) = &*self.waiting;
+            let mut state = lock.lock().unwrap();
+            state.0 += 1;
+            cv.notify_all();
+            while !state.1 {
+                state = cv.wait(state).unwrap();
+            }
+        }
+        let end = if self.at < self.first {
+            self.first
+        } else {
+            self.data.len()
+        };
+        let n = buf.len().min(end - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Many groups build snapshots at once (raft asking each for one: followers back after a
+/// partition), each builder's data streaming slowly: the snapshot files' descriptors stay within
+/// `max_open_files`. Each build once kept its file's descriptor while its data streamed: 45
+/// descriptors under the root with 40 builds and `max_open_files` 24 (found by a review,
+/// 2026-12-07). Every build completes, and what it wrote is read back.
+#[test]
+fn many_slow_snapshot_builds_keep_descriptors_within_max_open_files() {
+    const GROUPS: u64 = 40;
+    const MAX_OPEN_FILES: usize = 24;
+    // Past one write of the engine's (256 KiB), so part of each file is written before the wait.
+    const FIRST: usize = 300 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let opts = EngineOptions {
+        max_open_files: MAX_OPEN_FILES,
+        ..small()
+    };
+    let e = Engine::open_with(&root, opts.clone()).unwrap();
+    let mut b = WriteBatch::new();
+    for g in 1..=GROUPS + 1 {
+        e.create_group(g, 1).unwrap();
+        b.save(g, &hs(1, 1, 4), &entries(1, 4, 1, g), &Snapshot::default());
+    }
+    e.write(&mut b).unwrap();
+    let data = |g: u64| -> Vec<u8> {
+        (0..FIRST + 1000)
+            .map(|i| (i as u64 * 31 + g) as u8)
+            .collect()
+    };
+    let waiting = Arc::new((
+        std::sync::Mutex::new((0usize, false)),
+        std::sync::Condvar::new(),
+    ));
+    let builds: Vec<_> = (1..=GROUPS)
+        .map(|g| {
+            let s = e.group(g).unwrap();
+            let held = Held {
+                data: data(g),
+                first: FIRST,
+                at: 0,
+                waited: false,
+                waiting: waiting.clone(),
+            };
+            std::thread::spawn(move || s.create_snapshot_from(3, None, held))
+        })
+        .collect();
+    let (lock, cv) = &*waiting;
+    let mut state = lock.lock().unwrap();
+    while state.0 < GROUPS as usize {
+        state = cv.wait(state).unwrap();
+    }
+    // Every build now waits for its data, its first part written.
+    let tmps = fs::read_dir(root.join("groups"))
+        .unwrap()
+        .filter(|d| {
+            fs::read_dir(d.as_ref().unwrap().path().join("snap"))
+                .map(|s| s.count() > 0)
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(tmps, GROUPS as usize, "every build's file is begun");
+    let held = open_files_under(&root);
+    // A build whose data is at hand completes while the others wait for theirs (the
+    // application's raft thread asking for one snapshot while it feeds the others' data): a
+    // bound on the builds at once, tried first, kept it waiting for ever.
+    let (done, finished) = std::sync::mpsc::channel();
+    let other = e.group(GROUPS + 1).unwrap();
+    std::thread::spawn(move || {
+        let _ = done.send(other.create_snapshot_from(3, None, &data(GROUPS + 1)[..]));
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a build with its data at hand completes while others wait")
+        .unwrap();
+    state.1 = true;
+    cv.notify_all();
+    drop(state);
+    for (g, build) in (1..=GROUPS).zip(builds) {
+        build
+            .join()
+            .unwrap()
+            .unwrap_or_else(|err| panic!("group {g}: {err}"));
+    }
+    assert!(
+        held <= MAX_OPEN_FILES,
+        "{held} descriptors under the root with {GROUPS} builds waiting for data, \
+         max_open_files {MAX_OPEN_FILES}"
+    );
+    e.close().unwrap();
+    let e = Engine::open_with(&root, opts).unwrap();
+    for g in 1..=GROUPS + 1 {
+        let s = e.group(g).unwrap();
+        let snap = s.snapshot(0, 0).unwrap();
+        assert_eq!(snap.get_metadata().index, 3, "group {g}");
+        assert_eq!(&snap.data[..], &data(g)[..], "group {g}");
+    }
+    e.close().unwrap();
+}
+
 /// Everything a reopened root answers for each of its groups: ids, hard and conf states, the
 /// snapshot's index, the whole log.
 fn root_state(e: &Engine) -> Vec<(u64, HardState, u64, Vec<Entry>)> {

@@ -7,7 +7,11 @@
 //! descriptor, and once more groups hold one than the budget (`max_open_files` less what the engine
 //! keeps for itself), the least recently written group's are closed.
 //!
-//! Owns: the order of the groups that hold descriptors. Must never: be taken with a group's lock
+//! The application's snapshot writes (`create_snapshot_from`) hold their file's descriptor
+//! only inside a step ([`crate::store::snap::Gate`]), and at most [`SNAPSHOT_FILES`] such steps
+//! run at once, however many groups build snapshots.
+//!
+//! Owns: the order of the groups that hold descriptors, the snapshot writes' turns. Must never: be taken with a group's lock
 //! held (it takes groups' locks to close their descriptors), or let the groups' descriptors
 //! exceed the budget by more than the groups being written at that moment (each noted once its
 //! write ends).
@@ -15,14 +19,15 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::group::Group;
 
 /// Descriptors `max_open_files` leaves to the engine itself: the root's lock, the journal's
 /// segments (current and prepared), `engine.meta`, one opened for a moment by each thread at
-/// work (a flush, a snapshot file, the root for `syncfs`, a file mapped again as it grows, a
-/// meta page stored, a write-back started), and the groups being
+/// work (a flush, the root for `syncfs`, a file mapped again as it grows, a
+/// meta page stored, a write-back started), the application's snapshot writes'
+/// [`SNAPSHOT_FILES`], and the groups being
 /// written (by the writer, and by its second thread while commits wait for journal room,
 /// module `joined`: each one's descriptors before it is noted here, its second file at a
 /// rotation).
@@ -65,5 +70,46 @@ impl OpenFiles {
     /// Forgets group `id` (its descriptors were closed with it).
     pub(crate) fn forget(&self, id: u64) {
         self.order.lock().retain(|(g, _)| *g != id);
+    }
+}
+
+/// Steps of the application's snapshot writes that may hold a descriptor at once (a step writes
+/// one chunk of a file into the page cache, or flushes it: none waits for the application).
+pub(crate) const SNAPSHOT_FILES: usize = 2;
+
+/// Turns for the steps of the application's snapshot writes: at most [`SNAPSHOT_FILES`] run at
+/// once. A step waits only for other steps, each of which ends without waiting for anything
+/// but the disk.
+pub(crate) struct SnapshotTurns {
+    running: Mutex<usize>,
+    ended: Condvar,
+}
+
+/// A step's turn, given back when dropped.
+pub(crate) struct Turn<'a>(&'a SnapshotTurns);
+
+impl SnapshotTurns {
+    pub(crate) fn new() -> SnapshotTurns {
+        SnapshotTurns {
+            running: Mutex::new(0),
+            ended: Condvar::new(),
+        }
+    }
+
+    /// Waits until fewer than [`SNAPSHOT_FILES`] steps run, and counts this one.
+    pub(crate) fn take(&self) -> Turn<'_> {
+        let mut running = self.running.lock();
+        while *running >= SNAPSHOT_FILES {
+            self.ended.wait(&mut running);
+        }
+        *running += 1;
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.running.lock() -= 1;
+        self.0.ended.notify_one();
     }
 }

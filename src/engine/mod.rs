@@ -206,6 +206,8 @@ pub(crate) struct Shared {
     /// The `.tmp` files of the application's snapshot writes in progress: close removes those
     /// whose writes it stopped.
     pub snapshot_tmps: Mutex<Vec<PathBuf>>,
+    /// Turns for those steps: the descriptors they hold stay within `max_open_files`.
+    pub snapshot_turns: fds::SnapshotTurns,
 }
 
 /// An application's snapshot write (`create_snapshot_from`) stops at its next step that
@@ -213,6 +215,9 @@ pub(crate) struct Shared {
 impl snap::Gate for Shared {
     fn pass<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T> {
         let _step = self.snapshot_steps.read();
+        // Taken inside the shared hold: a step waiting for a turn never holds a turn while it
+        // waits for `snapshot_steps`, which close may be waiting to take alone.
+        let _turn = self.snapshot_turns.take();
         if self.stopping() {
             return Err(Error::Closed {
                 what: format!("the engine at {} (closing)", self.root.display()),

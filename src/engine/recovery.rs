@@ -47,7 +47,7 @@ use super::group::{self, Change, Group, JournalPos};
 use super::journal::{Journal, RootState};
 use super::open_threads::{beside, in_parallel};
 use super::replayed::{self, LogShape};
-use super::{commit, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
+use super::{commit, fds, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
 use crate::error::{Error, Result};
 use crate::options::RecoveryMode;
 use crate::proto::{EngineGroupRecord, EngineRecord, MetaRecord, SnapshotRecord};
@@ -240,6 +240,7 @@ pub(crate) fn open(
         tails_due: AtomicBool::new(false),
         lock: Mutex::new(Some(lock)),
         snapshot_steps: RwLock::new(()),
+        snapshot_turns: fds::SnapshotTurns::new(),
         snapshot_tmps: Mutex::new(Vec::new()),
     };
     // The journal as found, durable, and a torn end cut durably, before anything is replayed

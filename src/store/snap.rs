@@ -28,7 +28,8 @@
 //! before, holds its conf state in plaintext and still reads.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -144,7 +145,11 @@ impl Gate for Unstoppable {
 
 /// Streams `data` into a new snapshot file for `term`/`index` and makes it durable. Memory use is
 /// one buffer, whatever the size of the data. Empty data leaves no file (`data_len` 0). Every
-/// step that touches the files goes through `gate`.
+/// step that touches the files goes through `gate`, and holds the file's descriptor only while
+/// it runs: a write waiting for its data holds none (many groups' builds streaming at once stay
+/// within an engine's `max_open_files`). The last step's `fsync` covers every step's writes:
+/// it flushes the file, not what one descriptor wrote, and the file's checksum is checked
+/// whenever it is read.
 pub(crate) fn write_from(
     dir: &Path,
     index: u64,
@@ -158,18 +163,25 @@ pub(crate) fn write_from(
     let name = file_name(term, index);
     let tmp = snap_dir.join(format!("{name}.tmp"));
     let path = snap_dir.join(&name);
-    let mut f = gate.pass(|| {
+    gate.pass(|| {
         if !snap_dir.exists() {
             fs::create_dir(&snap_dir).map_err(|e| Error::io("create directory", &snap_dir, e))?;
             fsutil::sync_dir(dir)?;
         }
-        let f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
         gate.tmp_file(&tmp, true);
-        Ok(f)
+        Ok(())
     })?;
+    let reopen = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("open", &tmp, e))
+    };
     let result = (|| {
         gate.pass(|| {
-            f.write_all(&[0u8; HEADER_BLOCK])
+            reopen()?
+                .write_all_at(&[0u8; HEADER_BLOCK], 0)
                 .map_err(|e| Error::io("write", &tmp, e))
         })?;
         let mut crc = 0u32;
@@ -177,8 +189,13 @@ pub(crate) fn write_from(
         let mut plain_len = 0u64;
         let mut store = |bytes: &[u8]| -> Result<()> {
             crc = crc32c::crc32c_append(crc, bytes);
+            let at = HEADER_BLOCK as u64 + len;
             len += bytes.len() as u64;
-            gate.pass(|| f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e)))
+            gate.pass(|| {
+                reopen()?
+                    .write_all_at(bytes, at)
+                    .map_err(|e| Error::io("write", &tmp, e))
+            })
         };
         let read_err = |e| Error::io("read snapshot data for", &path, e);
         match cipher {
@@ -217,14 +234,13 @@ pub(crate) fn write_from(
         };
         let header = encode_header(index, term, conf_state, written, cipher)?;
         gate.pass(|| {
-            f.seek(SeekFrom::Start(0))
-                .and_then(|_| f.write_all(&header))
+            let f = reopen()?;
+            f.write_all_at(&header, 0)
                 .map_err(|e| Error::io("write header", &tmp, e))?;
             f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
         })?;
         Ok(written)
     })();
-    drop(f);
     let written = match result {
         Ok(w) if w.data_len > 0 => w,
         Ok(w) => {
