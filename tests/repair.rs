@@ -219,3 +219,153 @@ fn repair_does_not_call_a_directory_open_refuses_whole() {
         assert!(stderr.contains(".snap"), "{flag:?}: {stderr}");
     }
 }
+
+/// The snapshot at the log's last index, which ends a full file: the file is the last one and
+/// wholly below the snapshot. Its header damaged (a byte flipped) or gone (zeroed), it holds
+/// nothing of the log: open sets it aside in both modes, losing nothing, and the log goes on
+/// after the snapshot; repair finds nothing to cut. Open once refused it in both modes (no
+/// later file told where it starts); found by a review (2026-12-07).
+#[test]
+fn the_last_file_wholly_below_the_snapshot_with_a_damaged_header_is_set_aside() {
+    for damage in ["header flipped", "header zeroed"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        store_with(&dir, 30_000, Some(30_000));
+        let file1 = dir.join("00001.wal");
+        assert!(file1.exists(), "the last file stays after the snapshot");
+        if damage == "header flipped" {
+            flip(&file1, HEADER_AT + 9);
+        } else {
+            write_at(&file1, HEADER_AT, &[0u8; 36]);
+        }
+        for mode in [
+            RecoveryMode::TolerateTailCorruption,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            assert_eq!(
+                open_copy(&dir, mode).map_err(|e| e.to_string()),
+                Ok((30_001, 30_000)),
+                "{damage}, {mode:?}"
+            );
+        }
+        let plan = raftwal::repair::check(&dir, None).unwrap();
+        assert_eq!(
+            (plan.needed, plan.last_index, plan.commit_after),
+            (false, 30_000, 30_000),
+            "{damage}: {plan:?}"
+        );
+        if damage == "header flipped" {
+            // `verify` still reports the damage.
+            let verify = raftwal::inspect::Inspector::open(&dir)
+                .unwrap()
+                .verify(&mut |_| {})
+                .unwrap_err();
+            assert!(verify.to_string().contains("00001.wal"), "{verify}");
+        }
+        // The log goes on after the snapshot, and reads back after another open.
+        let s = DiskStorage::open(&dir).unwrap();
+        let mut hs = HardState::default();
+        (hs.term, hs.vote, hs.commit) = (1, 1, 30_002);
+        s.save(&hs, &[entry(30_001), entry(30_002)], &Snapshot::default())
+            .unwrap();
+        s.close().unwrap();
+        let s = DiskStorage::open(&dir).unwrap();
+        assert_eq!(
+            (s.first_index().unwrap(), s.last_index().unwrap()),
+            (30_001, 30_002)
+        );
+        assert_eq!(
+            s.entries(30_001, 30_003, None, raft::GetEntriesContext::empty(false))
+                .unwrap(),
+            vec![entry(30_001), entry(30_002)],
+            "{damage}"
+        );
+    }
+}
+
+/// A file whose last slot lies at or below the snapshot's index only because that slot is
+/// damaged (its index field flipped) holds live entries: open and repair never set it aside for
+/// it. The tail file's header damaged too, open refuses in both modes (committed entries are in
+/// it), naming the file.
+#[test]
+fn a_damaged_last_slot_never_makes_a_live_file_look_wholly_below_the_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    store_with(&dir, 30_000, Some(10));
+    let file1 = dir.join("00001.wal");
+    // Slot 29,999's index field (8 bytes at 8) says 5: below the snapshot.
+    write_at(&file1, 29_999 * 32 + 8, &5u64.to_le_bytes());
+    flip(&file1, HEADER_AT + 9);
+    for mode in [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        let err = open_copy(&dir, mode).unwrap_err();
+        assert!(err.to_string().contains("00001.wal"), "{mode:?}: {err}");
+    }
+}
+
+/// The first live file gone after a snapshot (`00002.wal`, the snapshot having removed
+/// `00001.wal`): open refuses, naming it, and `repair --accept-data-loss` cuts the log to the
+/// snapshot (every later entry, committed or not, goes: the node catches up from its leader),
+/// after which the store opens and the log goes on. Repair once refused too, leaving no way
+/// out; found by a review (2026-12-07).
+#[test]
+fn repair_cuts_to_the_snapshot_when_the_first_live_file_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    store_with(&dir, 60_100, Some(30_050));
+    assert!(!dir.join("00001.wal").exists());
+    fs::remove_file(dir.join("00002.wal")).unwrap();
+    for mode in [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        let err = open_copy(&dir, mode).unwrap_err();
+        assert!(err.to_string().contains("00002.wal"), "{mode:?}: {err}");
+    }
+    let plan = raftwal::repair::check(&dir, None).unwrap();
+    assert_eq!(
+        (
+            plan.needed,
+            plan.last_index,
+            plan.commit_before,
+            plan.commit_after
+        ),
+        (true, 30_050, 60_100, 30_050),
+        "{plan:?}"
+    );
+    assert!(
+        plan.damage
+            .as_deref()
+            .is_some_and(|d| d.contains("00002.wal")),
+        "{plan:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .arg("repair")
+        .arg(&dir)
+        .arg("--accept-data-loss")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = DiskStorage::open(&dir).unwrap();
+    assert_eq!(
+        (s.first_index().unwrap(), s.last_index().unwrap()),
+        (30_051, 30_050)
+    );
+    assert_eq!(s.initial_state().unwrap().hard_state.commit, 30_050);
+    let mut hs = HardState::default();
+    (hs.term, hs.vote, hs.commit) = (1, 1, 30_051);
+    s.save(&hs, &[entry(30_051)], &Snapshot::default()).unwrap();
+    s.close().unwrap();
+    let s = DiskStorage::open(&dir).unwrap();
+    assert_eq!(
+        (s.first_index().unwrap(), s.last_index().unwrap()),
+        (30_051, 30_051)
+    );
+}

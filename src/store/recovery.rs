@@ -403,7 +403,9 @@ pub(crate) fn plan_log(
         let later = first_with_header(dir, &ids[pos + 1..], cipher.is_some(), scan.whole_log)?;
         let header = match log_file::peek_header(&path, id, cipher.is_some()) {
             Err(e @ Error::Corrupt { .. })
-                if wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)? =>
+                if wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)?
+                    || (pos + 1 == ids.len()
+                        && last_file_compacted(&path, snap_index, cipher.is_some())?) =>
             {
                 compacted_damage = Some(e);
                 set_aside_compacted(&mut files, &mut remove, path);
@@ -484,7 +486,7 @@ pub(crate) fn plan_log(
         Some(f) => f.id() + 1,
         None => ids.get(zone).copied().unwrap_or(first_file_id),
     };
-    let last = files.back().map_or(0, |f| f.base() + tail_good as u64 - 1);
+    let mut last = files.back().map_or(0, |f| f.base() + tail_good as u64 - 1);
     let wal_first = files.front().map_or(0, |f| f.base());
     // The files must hold every index from the snapshot on up to `last` (an empty last file
     // claims the indexes before its base: the files before it must be there).
@@ -492,13 +494,14 @@ pub(crate) fn plan_log(
         .front()
         .filter(|_| last > snap_index && wal_first > snap_index + 1)
     {
-        return Err(late_first_file(
-            dir,
-            first.id(),
-            first_file_id,
-            wal_first,
-            snap_index,
-        ));
+        let late = late_first_file(dir, first.id(), first_file_id, wal_first, snap_index);
+        if !scan.whole_log {
+            return Err(late);
+        }
+        // The whole-log scan (`repair`): the log ends at the snapshot, its files all go.
+        remove.extend(files.drain(..).rev().map(|f| f.path().to_path_buf()));
+        tail_damage = Some(late);
+        last = 0;
     }
     let end = last.max(snap_index);
     let committed_damage = (commit > end).then(|| {
@@ -530,18 +533,23 @@ pub(crate) fn plan_log(
 
 /// Position in `ids` of the first file of the tail zone (see [`plan_log`]): walking back from
 /// the last file, the first whose header is there and does not say that the file before it may
-/// be unflushed. Files without a header, or whose header says so, belong to the zone.
+/// be unflushed. Files without a header, with a damaged one, or whose header says so, belong to
+/// the zone.
 fn tail_zone_start(dir: &Path, ids: &[u64], encrypted: bool) -> Result<usize> {
     for (pos, &id) in ids.iter().enumerate().rev() {
         let path = dir.join(log_file::file_name(id));
-        match log_file::peek_header(&path, id, encrypted)? {
-            HeaderPeek::Present {
+        match log_file::peek_header(&path, id, encrypted) {
+            Ok(HeaderPeek::Present {
                 prev_unflushed: false,
-            } => return Ok(pos),
-            HeaderPeek::Present {
+            }) => return Ok(pos),
+            Ok(HeaderPeek::Present {
                 prev_unflushed: true,
-            }
-            | HeaderPeek::Absent => {}
+            })
+            | Ok(HeaderPeek::Absent) => {}
+            // A damaged header: the zone's scan decides what it means (the file may lie
+            // wholly below the snapshot), or names it.
+            Err(Error::Corrupt { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(0)
@@ -627,6 +635,14 @@ pub(crate) fn wholly_compacted(
         return Ok(last_of_id.is_some_and(|last| last <= snap_index));
     }
     Ok(false)
+}
+
+/// For the last log file, whose header is damaged (no later file tells where it starts):
+/// whether its own last slot, its checksum good, holds an index at or below `snap_index` (the
+/// snapshot at the log's last index, which ends a full file). Every index the file holds is
+/// then at or below the snapshot: it holds nothing of the log.
+fn last_file_compacted(path: &Path, snap_index: u64, encrypted: bool) -> Result<bool> {
+    Ok(log_file::last_slot_index(path, encrypted)?.is_some_and(|last| last <= snap_index))
 }
 
 /// A file's base must follow the previous file's: 30,000 indexes later.

@@ -35,6 +35,7 @@ mod slot;
 mod write;
 
 pub(crate) use header::{peek_base, peek_header, HeaderPeek, HEADER_OFFSET};
+pub(crate) use read::last_slot_index;
 use slot::SealBinding;
 pub(crate) use slot::{SLOTS_PER_FILE, SLOT_SIZE};
 

@@ -8,6 +8,9 @@
 //! end), or decide what a damaged slot means for the log (that is `wal` and `recovery`).
 
 use std::borrow::Cow;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -16,7 +19,7 @@ use raft::prelude::{Entry, EntryType};
 use super::slot::{
     entry_aad, entry_type_from_code, slot_crc, CheckedSlot, Slot, SlotFault, FLAG_BINDS_LEN,
     FLAG_CONTEXT, FLAG_DATA_DROPPED, FLAG_SEALED, KNOWN_FLAGS, MAX_ENTRY_TYPE, MAX_OFFSET,
-    SLOT_DATA_LEN, SLOT_INDEX, SLOT_OFFSET, SLOT_SIZE, SLOT_TERM,
+    SLOTS_PER_FILE, SLOT_DATA_LEN, SLOT_INDEX, SLOT_OFFSET, SLOT_SIZE, SLOT_TERM,
 };
 use super::{LogFile, PAYLOAD_START};
 use crate::error::{Error, Result};
@@ -65,58 +68,13 @@ impl LogFile {
     /// The checks of [`LogFile::check_slot`], with a small error so the read path stays lean.
     #[inline]
     fn extent(&self, k: u32) -> std::result::Result<CheckedSlot, SlotFault> {
-        let s = self.slot(k);
-        if s.index != self.base + k as u64 {
-            return Err(SlotFault::WrongIndex(s));
-        }
-        let sealed = s.flags & FLAG_SEALED != 0;
-        if s.entry_type > MAX_ENTRY_TYPE
-            || s.flags & !KNOWN_FLAGS != 0
-            || sealed != self.cipher.is_some()
-            || (sealed && s.flags & FLAG_CONTEXT != 0)
-            || (!sealed && s.flags & FLAG_BINDS_LEN != 0)
-        {
-            return Err(SlotFault::UnknownTypeOrFlags(s));
-        }
-        let len = self.len();
-        if sealed {
-            let o = s.offset as usize;
-            let Some(b) = self.map.read(o, o.saturating_add(4)) else {
-                return Err(SlotFault::PayloadOutOfRange(s));
-            };
-            let ctx_len = le::u32_at(&b, 0) as u64;
-            let sealed_len = crypto::OVERHEAD as u64 + s.data_len as u64 + ctx_len;
-            return match (s.offset + 4).checked_add(sealed_len) {
-                Some(end) if s.offset >= PAYLOAD_START && end <= len => Ok(CheckedSlot {
-                    slot: s,
-                    data_end: s.offset + 4,
-                    payload_end: end,
-                }),
-                _ => Err(SlotFault::ContextOutOfRange(s, ctx_len)),
-            };
-        }
-        let data_end = match s.offset.checked_add(s.data_len as u64) {
-            Some(end) if s.offset >= PAYLOAD_START && end <= len => end,
-            _ => return Err(SlotFault::PayloadOutOfRange(s)),
-        };
-        let payload_end = if s.flags & FLAG_CONTEXT != 0 {
-            let d = data_end as usize;
-            let Some(b) = self.map.read(d, d + 4) else {
-                return Err(SlotFault::ContextOutOfRange(s, 0));
-            };
-            let ctx_len = le::u32_at(&b, 0) as u64;
-            match (data_end + 4).checked_add(ctx_len) {
-                Some(end) if end <= len => end,
-                _ => return Err(SlotFault::ContextOutOfRange(s, ctx_len)),
-            }
-        } else {
-            data_end
-        };
-        Ok(CheckedSlot {
-            slot: s,
-            data_end,
-            payload_end,
-        })
+        extent_of(
+            self.slot(k),
+            self.base + k as u64,
+            self.cipher.is_some(),
+            self.len(),
+            |from, to| self.map.read(from, to),
+        )
     }
 
     /// Describes a failed slot check (the cold path).
@@ -404,4 +362,107 @@ impl LogFile {
             ),
         )
     }
+}
+
+/// The checks of [`LogFile::check_slot`] for slot `s`, which must hold index `expected`, of a
+/// file of `len` bytes (sealed payloads when `encrypted`) whose bytes `read` reads.
+#[inline]
+fn extent_of<'a>(
+    s: Slot,
+    expected: u64,
+    encrypted: bool,
+    len: u64,
+    read: impl Fn(usize, usize) -> Option<Cow<'a, [u8]>>,
+) -> std::result::Result<CheckedSlot, SlotFault> {
+    if s.index != expected {
+        return Err(SlotFault::WrongIndex(s));
+    }
+    let sealed = s.flags & FLAG_SEALED != 0;
+    if s.entry_type > MAX_ENTRY_TYPE
+        || s.flags & !KNOWN_FLAGS != 0
+        || sealed != encrypted
+        || (sealed && s.flags & FLAG_CONTEXT != 0)
+        || (!sealed && s.flags & FLAG_BINDS_LEN != 0)
+    {
+        return Err(SlotFault::UnknownTypeOrFlags(s));
+    }
+    if sealed {
+        let o = s.offset as usize;
+        let Some(b) = read(o, o.saturating_add(4)) else {
+            return Err(SlotFault::PayloadOutOfRange(s));
+        };
+        let ctx_len = le::u32_at(&b, 0) as u64;
+        let sealed_len = crypto::OVERHEAD as u64 + s.data_len as u64 + ctx_len;
+        return match (s.offset + 4).checked_add(sealed_len) {
+            Some(end) if s.offset >= PAYLOAD_START && end <= len => Ok(CheckedSlot {
+                slot: s,
+                data_end: s.offset + 4,
+                payload_end: end,
+            }),
+            _ => Err(SlotFault::ContextOutOfRange(s, ctx_len)),
+        };
+    }
+    let data_end = match s.offset.checked_add(s.data_len as u64) {
+        Some(end) if s.offset >= PAYLOAD_START && end <= len => end,
+        _ => return Err(SlotFault::PayloadOutOfRange(s)),
+    };
+    let payload_end = if s.flags & FLAG_CONTEXT != 0 {
+        let d = data_end as usize;
+        let Some(b) = read(d, d + 4) else {
+            return Err(SlotFault::ContextOutOfRange(s, 0));
+        };
+        let ctx_len = le::u32_at(&b, 0) as u64;
+        match (data_end + 4).checked_add(ctx_len) {
+            Some(end) if end <= len => end,
+            _ => return Err(SlotFault::ContextOutOfRange(s, ctx_len)),
+        }
+    } else {
+        data_end
+    };
+    Ok(CheckedSlot {
+        slot: s,
+        data_end,
+        payload_end,
+    })
+}
+
+/// The index in the last slot of the log file at `path`, read without its header (which may be
+/// damaged): `Some` only when the slot's checksum, payload included, is good. The slots of a
+/// file hold consecutive indexes, so no index the file holds is above it. `None` for a file
+/// shorter than its slot area, or whose last slot is empty or damaged.
+pub(crate) fn last_slot_index(path: &Path, encrypted: bool) -> Result<Option<u64>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len < PAYLOAD_START {
+        return Ok(None);
+    }
+    let mut b = [0u8; SLOT_SIZE];
+    file.read_exact_at(&mut b, (SLOTS_PER_FILE - 1) * SLOT_SIZE as u64)
+        .map_err(|e| Error::io("read last slot", path, e))?;
+    let s = Slot::decode(&b);
+    let read = |from: usize, to: usize| {
+        let mut buf = vec![0u8; to.checked_sub(from)?];
+        file.read_exact_at(&mut buf, from as u64).ok()?;
+        Some(Cow::Owned(buf))
+    };
+    let Ok(c) = extent_of(s, s.index, encrypted, len, read) else {
+        return Ok(None);
+    };
+    // The payload's checksum, read a piece at a time (its length comes from a slot not yet
+    // known good).
+    let mut crc = slot_crc(&b, &[]);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut at = c.slot.offset;
+    while at < c.payload_end {
+        let n = buf.len().min((c.payload_end - at) as usize);
+        if file.read_exact_at(&mut buf[..n], at).is_err() {
+            return Ok(None);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        at += n as u64;
+    }
+    Ok((crc == s.crc).then_some(s.index))
 }
