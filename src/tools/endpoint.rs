@@ -20,7 +20,8 @@
 //! like a complete, shorter stream: the client catches that (and any changed byte) by verifying
 //! the whole archive — gzip trailer, tar end-of-archive marker, the SHA-256 of every member —
 //! before it keeps it. It follows the gzip stream as it arrives, and refuses a byte after the
-//! stream's end at once (a server that goes on sending would otherwise hold it for ever).
+//! stream's end at once, and a stream holding more than the archive's `meta.json` allows (a
+//! server that goes on sending would otherwise hold it for ever).
 //!
 //! A node usually serves other protocols on the same port: it reads the first 8 bytes of a
 //! connection itself and, when they are [`PULL_MAGIC`], answers with [`serve_archive`] (or
@@ -234,6 +235,50 @@ fn remote_error(conn: &mut TcpStream, addr: &str, timeout: Duration) -> Error {
 /// `timeout`. A stream that does not decode is refused as soon as it does not (the server may
 /// go on sending after it too); damage the decoder does not see (a changed byte inside a
 /// member, a cut) is left to the verification of the whole file, which names it.
+/// Where a pull's gzip stream decodes to: its first bytes kept until they tell the most an
+/// archive with that `meta.json` can hold ([`archive::longest_archive`]), then only counted,
+/// and refused past that (a peer sending a gzip stream that never ends).
+#[derive(Default)]
+struct Bounded {
+    /// The first header and `meta.json`, while the bound is not known.
+    head: Vec<u8>,
+    longest: Option<u64>,
+    taken: u64,
+    /// Why the stream was refused, once it is.
+    refused: Option<String>,
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.taken += buf.len() as u64;
+        if self.longest.is_none() {
+            // `head` grows only to the first header and a `meta.json` within its limit.
+            self.head.extend_from_slice(buf);
+            match archive::longest_archive(&self.head) {
+                Ok(None) => {}
+                Ok(Some(longest)) => {
+                    self.longest = Some(longest);
+                    self.head = Vec::new();
+                }
+                Err(reason) => self.refused = Some(reason),
+            }
+        }
+        if let Some(longest) = self.longest.filter(|&l| self.taken > l) {
+            self.refused = Some(format!(
+                "its gzip stream holds more than {longest} bytes, more than its meta.json allows"
+            ));
+        }
+        match &self.refused {
+            Some(reason) => Err(io::Error::new(io::ErrorKind::InvalidData, reason.clone())),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn receive(
     conn: &mut TcpStream,
     file: &mut impl Write,
@@ -243,7 +288,7 @@ fn receive(
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let mut buf = vec![0u8; CHUNK];
-    let mut gz = flate2::write::GzDecoder::new(io::sink());
+    let mut gz = flate2::write::GzDecoder::new(Bounded::default());
     let refused = |reason: String| Error::InvalidArchive {
         path: out.to_path_buf(),
         reason: format!("as received from {addr} (not kept): {reason}"),
@@ -261,6 +306,11 @@ fn receive(
                 // The gzip stream has ended: the rest is past the archive.
                 Ok(0) => break,
                 Ok(k) => taken += k,
+                // More than the archive can hold (the gzip stream may go on for ever).
+                Err(_) if gz.get_ref().refused.is_some() => {
+                    let reason = gz.get_mut().refused.take().unwrap_or_default();
+                    return Err(refused(reason));
+                }
                 // No archive follows (the server may go on sending for ever).
                 Err(e) => return Err(refused(format!("not a gzip stream: {e}"))),
             }

@@ -45,6 +45,7 @@ mod read;
 mod restore;
 mod write;
 
+pub(crate) use read::longest_archive;
 pub use read::{archive_status, verify_archive};
 pub use restore::{restore, restore_with_store_options};
 pub use write::{

@@ -425,6 +425,55 @@ impl ArchiveReader {
 /// Zero bytes allowed after the tar end-of-archive marker (record padding).
 const MAX_PADDING: u64 = 64 << 10;
 
+/// The most bytes an archive's tar stream (the gzip stream's content) can hold, from its first
+/// bytes `head` as they arrive: `Ok(None)` until they hold the first header and `meta.json`;
+/// then the three members at the sizes `meta.json` and the limits allow, their headers and
+/// padding, the end-of-archive marker and the most padding after it. A pull bounds what it
+/// takes from a peer by it (a peer could send a gzip stream that never ends). An archive that
+/// cannot be one (the first member is not `meta.json`, or `meta.json` gives no size) is
+/// `Err` with the reason. The whole archive is verified later, as any archive.
+pub(crate) fn longest_archive(head: &[u8]) -> std::result::Result<Option<u64>, String> {
+    let Some(block) = head.get(..BLOCK) else {
+        return Ok(None);
+    };
+    let h = tar::Header::from_byte_slice(block);
+    if h.path_bytes().as_ref() != META_MEMBER.as_bytes() {
+        return Err(format!(
+            "its first member is {:?}, not {META_MEMBER}",
+            String::from_utf8_lossy(&h.path_bytes())
+        ));
+    }
+    let meta_len = h
+        .entry_size()
+        .map_err(|e| format!("{META_MEMBER}: unreadable size: {e}"))?;
+    if meta_len > META_LIMIT {
+        return Err(format!(
+            "{META_MEMBER} is {meta_len} bytes; at most {META_LIMIT} are allowed"
+        ));
+    }
+    let Some(meta) = head.get(BLOCK..BLOCK + meta_len as usize) else {
+        return Ok(None);
+    };
+    #[derive(serde::Deserialize)]
+    struct SizeOnly {
+        size: u64,
+    }
+    let state_len = serde_json::from_slice::<SizeOnly>(meta)
+        .map_err(|e| format!("{META_MEMBER} gives no size of {STATE_MEMBER}: {e}"))?
+        .size;
+    let member = |len: u64| {
+        (BLOCK as u64)
+            .saturating_add(len.saturating_add(BLOCK as u64 - 1) / BLOCK as u64 * BLOCK as u64)
+    };
+    Ok(Some(
+        member(meta_len)
+            .saturating_add(member(state_len))
+            .saturating_add(member(SUMS_LIMIT))
+            .saturating_add(2 * BLOCK as u64)
+            .saturating_add(MAX_PADDING),
+    ))
+}
+
 /// Parses and checks `meta.json`.
 fn parse_meta(path: &Path, bytes: &[u8]) -> Result<MetaJson> {
     let version: VersionOnly = serde_json::from_slice(bytes)
