@@ -1035,6 +1035,38 @@ mod tests {
         drop(engine);
     }
 
+    /// A removal deletes its group's renamed directory with the commit lead released: a commit
+    /// to another group made while the deletion is held up completes (deleting a large group's
+    /// files takes a while, and every group's commits waited for it). It once held the lead
+    /// until the directory was gone (a review's suspicion, 2026-12-07).
+    #[test]
+    fn commits_to_other_groups_go_on_while_a_removed_groups_directory_is_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let engine = two_groups_written(&root);
+        let g2 = engine.group(2).expect("group 2");
+        let during = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&during);
+        crate::engine::group::lifecycle_tests::BEFORE_DELETE.add(&root, move || {
+            let (done, finished) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let r = g2.save(&hs(6), &entries(6, 7, 100), &Snapshot::default());
+                let _ = done.send(r.map_err(|e| e.to_string()));
+            });
+            *slot.lock() = Some(finished.recv_timeout(std::time::Duration::from_secs(10)));
+        });
+        engine.remove_group(1).expect("remove");
+        let during = during.lock().take().expect("the pause ran");
+        assert!(
+            matches!(during, Ok(Ok(()))),
+            "a commit to group 2 while group 1's directory was deleted: {during:?}"
+        );
+        assert!(!root.join("groups").join("1.removing").exists());
+        let g = engine.group(2).expect("group 2");
+        assert_eq!(g.last_index().expect("last"), 6);
+        engine.close().expect("close");
+    }
+
     /// A removed group's tail leaves the engine's count of tail bytes with it (the count bounds
     /// what the tails hold: a leak would make every pass write every tail).
     #[test]

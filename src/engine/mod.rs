@@ -208,6 +208,10 @@ pub(crate) struct Shared {
     pub snapshot_tmps: Mutex<Vec<PathBuf>>,
     /// Turns for those steps: the descriptors they hold stay within `max_open_files`.
     pub snapshot_turns: fds::SnapshotTurns,
+    /// Held by a removal from its start until its group's directory is deleted (with the
+    /// commit lead released by then): a removal of the same id never meets a deletion in
+    /// progress. (Close cannot meet one: it takes the engine, which `remove_group` borrows.)
+    pub removals: Mutex<()>,
 }
 
 /// An application's snapshot write (`create_snapshot_from`) stops at its next step that
@@ -398,6 +402,8 @@ impl Engine {
     /// deleted). Handles to it fail from then on.
     pub fn remove_group(&self, group_id: u64) -> Result<(), Error> {
         self.shared.check_usable()?;
+        // Held until the directory is deleted, after the commit lead is released.
+        let _removal = self.shared.removals.lock();
         // What an earlier removal of this id failed to delete goes before anything is stopped:
         // failing that, this removal fails alone and the group goes on (its builds too). Done
         // again below under the lead, against a removal of the same id meanwhile.
@@ -409,7 +415,7 @@ impl Engine {
         if let Some(g) = group {
             g.builds.stop();
         }
-        let _lead = commit::lead_usable(&self.shared)?;
+        let lead = commit::lead_usable(&self.shared)?;
         // No checkpoint is recorded from here until the removal is durable (`group::remove`).
         let no_checkpoint = self.shared.root_meta.lock();
         if !self.shared.groups.read().contains_key(&group_id) {
@@ -426,7 +432,10 @@ impl Engine {
             .remove(&group_id)
             .ok_or(Error::UnknownGroup { group_id })?;
         crate::metrics::engine_groups(-1);
-        group::remove(&self.shared, &g, no_checkpoint)
+        let doomed = group::remove(&self.shared, &g, no_checkpoint)?;
+        // The removal is durable: commits go on while its files are deleted.
+        drop(lead);
+        group::delete_removed(&self.shared, &doomed)
     }
 
     /// Writes `batch` (emptied, whatever the outcome): every part is checked first, each against

@@ -241,6 +241,7 @@ pub(crate) fn open(
         lock: Mutex::new(Some(lock)),
         snapshot_steps: RwLock::new(()),
         snapshot_turns: fds::SnapshotTurns::new(),
+        removals: Mutex::new(()),
         snapshot_tmps: Mutex::new(Vec::new()),
     };
     // The journal as found, durable, and a torn end cut durably, before anything is replayed

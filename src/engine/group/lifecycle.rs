@@ -129,8 +129,9 @@ pub(crate) fn assemble(
     }
 }
 
-/// Removes a group's files, durably: its directory is renamed away (`<id>.removing`), then
-/// deleted. A crash part way leaves the renamed directory, which open deletes.
+/// Removes a group's files, durably: its directory is renamed away (`<id>.removing`); the
+/// caller then deletes it ([`delete_removed`]) once it has released the commit lead. A crash
+/// part way leaves the renamed directory, which open deletes. Returns the renamed directory.
 ///
 /// `no_checkpoint` is the root record's lock, taken before the group left the engine: no
 /// checkpoint is recorded until the rename is durable. A checkpoint that no longer saw the
@@ -144,7 +145,7 @@ pub(crate) fn remove(
     shared: &Shared,
     g: &Group,
     no_checkpoint: MutexGuard<'_, RootMeta>,
-) -> Result<()> {
+) -> Result<std::path::PathBuf> {
     // Its tail goes with it, out of the engine's count.
     shared.account_tail(g.close(), 0);
     // Application snapshot writes to it: later steps find the group closed.
@@ -158,8 +159,18 @@ pub(crate) fn remove(
         .and_then(|()| fsutil::sync_dir(&groups))
         .inspect_err(|e| shared.poison(e))?;
     drop(no_checkpoint);
-    std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))?;
-    fsutil::sync_dir(&groups)
+    Ok(doomed)
+}
+
+/// Deletes the directory [`remove`] renamed away, durably. Runs with the commit lead released
+/// (every group's commits would wait for a large group's files to go) and the engine's
+/// `removals` lock held (a later removal of the same id, whose rename takes the same name,
+/// waits for it).
+pub(crate) fn delete_removed(shared: &Shared, doomed: &std::path::Path) -> Result<()> {
+    #[cfg(test)]
+    tests::BEFORE_DELETE.pass(&shared.root);
+    std::fs::remove_dir_all(doomed).map_err(|e| Error::io("remove", doomed, e))?;
+    fsutil::sync_dir(&shared.root.join(GROUPS_DIR))
 }
 
 /// Where a removal of group `id` renames its directory before deleting it.
@@ -185,4 +196,7 @@ pub(crate) mod tests {
 
     /// A removal, its group out of the engine and closed, before its directory is renamed away.
     pub(crate) static BEFORE_RENAME: Pauses = Pauses::new();
+
+    /// A removal, its directory renamed away (durably), before it is deleted.
+    pub(crate) static BEFORE_DELETE: Pauses = Pauses::new();
 }

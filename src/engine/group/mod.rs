@@ -36,7 +36,7 @@ mod lifecycle;
 pub(crate) use apply::reflected_pos;
 #[cfg(test)]
 pub(crate) use lifecycle::tests as lifecycle_tests;
-pub(crate) use lifecycle::{assemble, clear_leftover, create, remove};
+pub(crate) use lifecycle::{assemble, clear_leftover, create, delete_removed, remove};
 
 /// One group of an engine.
 pub(crate) struct Group {
