@@ -20,15 +20,22 @@ fn entry(i: u64) -> Entry {
     e
 }
 
-/// Entries 1..=`last`, committed, saved 1,000 at a time.
-fn write_log(store: &DiskStorage, last: u64) {
+/// Entries 1..=`last`, committed, saved 1,000 at a time by `save`.
+fn write_entries(last: u64, save: impl Fn(&HardState, &[Entry])) {
     for lo in (1..=last).step_by(1000) {
         let hi = (lo + 999).min(last);
         let mut hs = HardState::default();
         (hs.term, hs.vote, hs.commit) = (1, 1, hi);
         let es: Vec<Entry> = (lo..=hi).map(entry).collect();
-        store.save(&hs, &es, &Snapshot::default()).unwrap();
+        save(&hs, &es);
     }
+}
+
+/// Entries 1..=`last`, committed, saved 1,000 at a time.
+fn write_log(store: &DiskStorage, last: u64) {
+    write_entries(last, |hs, es| {
+        store.save(hs, es, &Snapshot::default()).unwrap()
+    });
 }
 
 fn store_with(dir: &Path, last: u64, snap: Option<u64>) {
@@ -368,4 +375,93 @@ fn repair_cuts_to_the_snapshot_when_the_first_live_file_is_missing() {
         (s.first_index().unwrap(), s.last_index().unwrap()),
         (30_051, 30_051)
     );
+}
+
+/// The last file wholly below the snapshot, its header damaged, with a file before it that a
+/// crash kept (its removal never reached the disk): open sets both aside, as repair does, and
+/// the log goes on. Open once refused it (the scan of the file before it met the damaged header
+/// first) while repair called the directory whole; found by a review of the change that set
+/// such a file aside (2026-12-07).
+#[test]
+fn a_damaged_last_file_below_the_snapshot_goes_with_the_files_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let s = DiskStorage::open(&dir).unwrap();
+    write_log(&s, 60_000);
+    let (file1, saved) = (dir.join("00001.wal"), tmp.path().join("saved"));
+    fs::copy(&file1, &saved).unwrap();
+    s.create_snapshot(60_000, None, b"state".to_vec()).unwrap();
+    s.close().unwrap();
+    // A crash before the removal of 00001.wal reached the disk; then 00002.wal's header rots.
+    fs::copy(&saved, &file1).unwrap();
+    flip(&dir.join("00002.wal"), HEADER_AT + 9);
+    for mode in [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        assert_eq!(
+            open_copy(&dir, mode).map_err(|e| e.to_string()),
+            Ok((60_001, 60_000)),
+            "{mode:?}"
+        );
+    }
+    let plan = raftwal::repair::check(&dir, None).unwrap();
+    assert_eq!((plan.needed, plan.last_index), (false, 60_000), "{plan:?}");
+    let s = DiskStorage::open(&dir).unwrap();
+    let mut hs = HardState::default();
+    (hs.term, hs.vote, hs.commit) = (1, 1, 60_001);
+    s.save(&hs, &[entry(60_001)], &Snapshot::default()).unwrap();
+    s.close().unwrap();
+    let s = DiskStorage::open(&dir).unwrap();
+    assert_eq!(
+        (s.first_index().unwrap(), s.last_index().unwrap()),
+        (60_001, 60_001)
+    );
+}
+
+/// The same damage in an engine group (its last file wholly below the snapshot, its header
+/// damaged): `Engine::open` refuses it, so repair on the group's directory must not call it
+/// whole: it cuts the file, and the engine then opens. Repair once found "nothing to repair"
+/// (exit 0) for it, and the engine could not open (found by a review, 2026-12-07).
+#[test]
+fn repair_on_an_engine_group_agrees_with_engine_open_on_a_damaged_last_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let e = raftwal::Engine::open(&root).unwrap();
+    let g = e.create_group(1, 1).unwrap();
+    write_entries(30_000, |hs, es| {
+        g.save(hs, es, &Snapshot::default()).unwrap()
+    });
+    g.create_snapshot(30_000, None, b"state".to_vec()).unwrap();
+    drop(g);
+    e.close().unwrap();
+    let gdir = root.join("groups/1");
+    assert!(gdir.join("00001.wal").exists());
+    flip(&gdir.join("00001.wal"), HEADER_AT + 9);
+    assert!(
+        raftwal::Engine::open(&root).is_err(),
+        "the engine refuses it"
+    );
+    let plan = raftwal::repair::check(&gdir, None).unwrap();
+    assert!(plan.needed, "{plan:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .arg("repair")
+        .arg(&gdir)
+        .arg("--accept-data-loss")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = raftwal::Engine::open(&root).unwrap();
+    let g = e.group(1).unwrap();
+    assert_eq!(
+        (g.first_index().unwrap(), g.last_index().unwrap()),
+        (30_001, 30_000)
+    );
+    drop(g);
+    e.close().unwrap();
 }

@@ -330,6 +330,15 @@ pub(crate) fn plan_log(
     }
     ids.retain(|&id| id >= first_file_id);
 
+    // The last file, its header damaged, is set aside when its own last slot shows it wholly
+    // below the snapshot. Not in an engine group's directory: `Engine::open` keeps no such
+    // rule (it refuses the file), and a repair must not call whole what it refuses.
+    let last_compacted = |path: &Path| -> Result<bool> {
+        if meta.engine.is_some() {
+            return Ok(false);
+        }
+        last_file_compacted(path, snap_index, cipher.is_some())
+    };
     let zone = if scan.whole_log {
         0
     } else {
@@ -400,12 +409,17 @@ pub(crate) fn plan_log(
         }
         // The first later file with a header, if any: files without one after the end of the
         // log are an empty tail (what a crash during rotation leaves), not damage.
-        let later = first_with_header(dir, &ids[pos + 1..], cipher.is_some(), scan.whole_log)?;
+        let later = first_with_header(
+            dir,
+            &ids[pos + 1..],
+            cipher.is_some(),
+            scan.whole_log,
+            &last_compacted,
+        )?;
         let header = match log_file::peek_header(&path, id, cipher.is_some()) {
             Err(e @ Error::Corrupt { .. })
                 if wholly_compacted(dir, &ids[pos + 1..], id, snap_index, cipher)?
-                    || (pos + 1 == ids.len()
-                        && last_file_compacted(&path, snap_index, cipher.is_some())?) =>
+                    || (pos + 1 == ids.len() && last_compacted(&path)?) =>
             {
                 compacted_damage = Some(e);
                 set_aside_compacted(&mut files, &mut remove, path);
@@ -557,18 +571,22 @@ fn tail_zone_start(dir: &Path, ids: &[u64], encrypted: bool) -> Result<usize> {
 
 /// The first of `ids` whose file has a header. `damaged_counts`: a damaged header counts as
 /// one (the whole-log scan, which ends the log at the first damage, whatever follows it).
+/// Otherwise a damaged header is an error naming it, unless it is the last file's and
+/// `last_compacted` says the scan sets it aside (it holds nothing of the log).
 fn first_with_header(
     dir: &Path,
     ids: &[u64],
     encrypted: bool,
     damaged_counts: bool,
+    last_compacted: &dyn Fn(&Path) -> Result<bool>,
 ) -> Result<Option<u64>> {
-    for &id in ids {
+    for (pos, &id) in ids.iter().enumerate() {
         let path = dir.join(log_file::file_name(id));
         match log_file::peek_header(&path, id, encrypted) {
             Ok(HeaderPeek::Absent) => {}
             Ok(HeaderPeek::Present { .. }) => return Ok(Some(id)),
             Err(Error::Corrupt { .. }) if damaged_counts => return Ok(Some(id)),
+            Err(Error::Corrupt { .. }) if pos + 1 == ids.len() && last_compacted(&path)? => {}
             Err(e) => return Err(e),
         }
     }
