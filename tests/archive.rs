@@ -1747,3 +1747,89 @@ fn a_gzip_bomb_of_zero_padding_is_refused() {
         started.elapsed()
     );
 }
+
+/// A store at `dir` (with `key`, if any) whose conf state has `n` voters with 6-byte ids, and a
+/// snapshot taken at its last entry: whether the snapshot could be taken (its file's 4 KiB
+/// header holds the conf state: in plaintext, or sealed, which is longer).
+fn snapshot_with_voters(dir: &Path, n: u64, key: Option<[u8; 32]>) -> bool {
+    let opts = Options {
+        encryption_key: key,
+        ..Default::default()
+    };
+    let s = DiskStorage::open_with(dir, opts).unwrap();
+    let mut hs = HardState::default();
+    (hs.term, hs.commit) = (1, 2);
+    s.save(
+        &hs,
+        &[text_entry(1, 1), text_entry(2, 1)],
+        &Snapshot::default(),
+    )
+    .unwrap();
+    let mut cs = ConfState::default();
+    cs.voters = (0..n).map(|i| (1 << 40) + i).collect();
+    s.set_conf_state(&cs).unwrap();
+    let taken = s.create_snapshot(2, None, b"state".to_vec()).is_ok();
+    s.close().unwrap();
+    taken
+}
+
+/// The most voters (6-byte ids) whose conf state a snapshot file's header holds, with `key`.
+fn most_voters(tmp: &Path, key: Option<[u8; 32]>) -> u64 {
+    let (mut fits, mut too_many) = (1u64, 2_000u64);
+    while too_many - fits > 1 {
+        let mid = (fits + too_many) / 2;
+        let dir = tmp.join(format!("probe-{}-{mid}", key.is_some()));
+        if snapshot_with_voters(&dir, mid, key) {
+            fits = mid;
+        } else {
+            too_many = mid;
+        }
+    }
+    fits
+}
+
+/// A conf state that fits a plaintext snapshot file's header but not a sealed one (sealed, it
+/// is longer): a plaintext store snapshots it, and its archive verifies and restores into a
+/// plaintext store; a restore that would encrypt the store refuses it before writing anything.
+/// verify once refused such an archive, saved from a live store, measuring the sealed header
+/// whatever the restore (a review's suspicion, 2026-12-07).
+#[test]
+fn an_archive_whose_conf_state_fits_only_a_plaintext_header_verifies_and_restores_plaintext() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Some([7u8; 32]);
+    let (plain, sealed) = (most_voters(tmp.path(), None), most_voters(tmp.path(), key));
+    assert!(sealed < plain, "sealed {sealed}, plaintext {plain} voters");
+    let wal = tmp.path().join("wal");
+    assert!(snapshot_with_voters(&wal, plain, None));
+    let out = tmp.path().join("backup.tar.gz");
+    let meta = archive::save_dir_snapshot(&wal, &out, &mut |_| {}).unwrap();
+    assert_eq!(meta.conf_state.voters.len() as u64, plain);
+    archive::verify_archive(&out, &mut |_| {}).unwrap();
+    let restored = tmp.path().join("restored");
+    archive::restore(&out, &restored, &RestoreOptions::default(), &mut |_| {}).unwrap();
+    let s = DiskStorage::open(&restored).unwrap();
+    assert_eq!(s.snapshot(0, 0).unwrap().get_metadata().index, 2);
+    assert_eq!(
+        s.initial_state().unwrap().conf_state.voters.len() as u64,
+        plain
+    );
+    s.close().unwrap();
+    let encrypted = tmp.path().join("encrypted");
+    let store = Options {
+        encryption_key: key,
+        ..Default::default()
+    };
+    let err = archive::restore_with_store_options(
+        &out,
+        &encrypted,
+        &RestoreOptions::default(),
+        &store,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("conf state"), "{err}");
+    assert!(
+        !encrypted.exists() || fs::read_dir(&encrypted).unwrap().next().is_none(),
+        "a refused restore left files"
+    );
+}

@@ -268,19 +268,32 @@ pub(crate) fn write_from(
     Ok(written)
 }
 
-/// Whether a snapshot at `index`, `term` with `conf_state` fits a new file's header block,
-/// encrypted or not, whatever its data's length: what a restore checks before it writes
-/// anything (and what the archive tools check, so that an archive they pass restores).
-pub(crate) fn check_header_fits(index: u64, term: u64, conf_state: &ConfStateRecord) -> Result<()> {
-    let largest = Written {
-        data_len: u64::MAX,
+/// Whether a snapshot at `index`, `term` with `conf_state` and `plain_len` bytes of data fits a
+/// new file's header block (sealed with `encrypted`: a sealed conf state is longer, and so is
+/// the stored data), whatever its checksum: what a restore checks before it writes anything,
+/// and the archive tools check for a plaintext store (an archive they pass restores into one).
+pub(crate) fn check_header_fits(
+    index: u64,
+    term: u64,
+    conf_state: &ConfStateRecord,
+    plain_len: u64,
+    encrypted: bool,
+) -> Result<()> {
+    // Each sealed chunk (the last one may be short) carries a nonce and a tag.
+    let chunks = plain_len.div_ceil(SEAL_CHUNK as u64);
+    let data_len = match encrypted {
+        false => plain_len,
+        true => plain_len.saturating_add(chunks.saturating_mul(crypto::OVERHEAD as u64)),
+    };
+    let w = Written {
+        data_len,
+        // The longest a checksum encodes to.
         data_crc32c: u32::MAX,
-        plain_len: u64::MAX,
+        plain_len,
     };
     // A seal is as long under any key: this one only measures.
     let measure = Cipher::new(&[0; 32]);
-    encode_header(index, term, conf_state, largest, None)?;
-    encode_header(index, term, conf_state, largest, Some(&measure)).map(|_| ())
+    encode_header(index, term, conf_state, w, encrypted.then_some(&measure)).map(|_| ())
 }
 
 /// The header block of a new file (format version [`SNAP_FORMAT_VERSION`]): with `cipher`, the

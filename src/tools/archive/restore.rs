@@ -21,8 +21,10 @@ use super::read::{verify_full, ArchiveReader, Verified};
 use super::{ArchiveMeta, FirstError, RestoreOptions, STATE_MEMBER};
 use crate::error::{Error, Result};
 use crate::options::Options;
+use crate::proto::ConfStateRecord;
 use crate::store::meta::MetaInfo;
 use crate::store::recovery::{self, RESTORING_FILE};
+use crate::store::snap;
 use crate::store::storage::{engine_root_of, DiskStorage};
 use crate::sys::fsutil::{self, DirLock};
 
@@ -408,6 +410,17 @@ pub fn restore_with_store_options(
     check_options(opts)?;
     check_target(new_dir)?;
     let verified = verify_full(archive, false, progress)?;
+    // The snapshot file's header must hold the conf state as this store keeps it (sealed with a
+    // key, which makes it longer), before anything is written.
+    let meta = &verified.status.meta;
+    let cs = ConfStateRecord::from(&restored_conf_state(opts, meta));
+    let encrypted = store.encryption_key.is_some();
+    snap::check_header_fits(meta.index, meta.term, &cs, meta.size, encrypted).map_err(|e| {
+        Error::InvalidArchive {
+            path: archive.to_path_buf(),
+            reason: format!("its conf state cannot be stored in this store's snapshot file: {e}"),
+        }
+    })?;
     let claim = claim(new_dir, check_target(new_dir)?)?;
     #[cfg(test)]
     tests::AFTER_CLAIM.with(|hook| hook.take().map(|f| f(&claim.dir)));
@@ -421,6 +434,17 @@ pub fn restore_with_store_options(
             claim.undo();
             Err(e)
         }
+    }
+}
+
+/// The conf state a restore stores: the archive's, or the voters `opts` replaces it with.
+fn restored_conf_state(opts: &RestoreOptions, meta: &ArchiveMeta) -> ConfState {
+    match &opts.voters {
+        Some(voters) => ConfState {
+            voters: voters.clone(),
+            ..Default::default()
+        },
+        None => ConfState::from(&meta.conf_state),
     }
 }
 
@@ -447,14 +471,7 @@ fn install(
     let mut md = SnapshotMetadata::default();
     md.index = meta.index;
     md.term = meta.term;
-    let cs = match &opts.voters {
-        Some(voters) => ConfState {
-            voters: voters.clone(),
-            ..Default::default()
-        },
-        None => ConfState::from(&meta.conf_state),
-    };
-    md.set_conf_state(cs);
+    md.set_conf_state(restored_conf_state(opts, meta));
 
     let storage = DiskStorage::open_under(&claim.dir, store.clone(), claim.store_lock.clone())?;
     let mut stream = StateStream {
