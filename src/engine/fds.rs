@@ -113,3 +113,46 @@ impl Drop for Turn<'_> {
         self.0.ended.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Barrier;
+
+    use super::*;
+
+    /// However many threads take turns at once, at most `SNAPSHOT_FILES` hold one at a time,
+    /// and every thread gets its turn.
+    #[test]
+    fn at_most_snapshot_files_turns_are_held_at_once() {
+        const THREADS: usize = 16;
+        let turns = SnapshotTurns::new();
+        let (holding, most, done) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        let start = Barrier::new(THREADS);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    start.wait();
+                    for _ in 0..50 {
+                        let _turn = turns.take();
+                        let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        holding.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(done.load(Ordering::SeqCst), THREADS);
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            (1..=SNAPSHOT_FILES).contains(&most),
+            "{most} turns held at once"
+        );
+    }
+}
