@@ -246,6 +246,7 @@ pub(crate) fn refuse_unfinished_restore(dir: &Path) -> Result<()> {
 /// spare, a file being created, `snap/`, the lock and the marker): what a restore into a
 /// directory its unfinished predecessor left may remove. Anything else there is not a
 /// restore's, and the directory is refused.
+#[cfg(feature = "archive")]
 pub(crate) fn restore_may_have_written(name: &str) -> bool {
     name == META_FILE
         || name == crate::store::snap::SNAP_DIR

@@ -272,6 +272,7 @@ pub(crate) fn write_from(
 /// new file's header block (sealed with `encrypted`: a sealed conf state is longer, and so is
 /// the stored data), whatever its checksum: what a restore checks before it writes anything,
 /// and the archive tools check for a plaintext store (an archive they pass restores into one).
+#[cfg(feature = "archive")]
 pub(crate) fn check_header_fits(
     index: u64,
     term: u64,
