@@ -804,4 +804,71 @@ pub(crate) mod tests {
             drop(g);
         }
     }
+
+    /// A removal of group 2 never waits for group 1's build: group 1's builder waits for the
+    /// application's thread (allowed: it is not the thread removing group 1), which removes
+    /// group 2 before it answers. The lock of removals, once taken before a removal stopped
+    /// its group's builds, made the two wait for each other for ever (found by a review,
+    /// 2026-12-07).
+    #[test]
+    fn removing_another_group_does_not_wait_for_a_removed_groups_build() {
+        use raft::Storage;
+        use std::sync::mpsc::{channel, RecvTimeoutError};
+        use std::sync::{Arc, Mutex as StdMutex};
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let e = Arc::new(crate::Engine::open(dir.path()).unwrap());
+        let g1 = e.create_group(1, 1).unwrap();
+        e.create_group(2, 2).unwrap();
+        let (hs, es) = log(20);
+        g1.save(&hs, &es, &Default::default()).unwrap();
+        g1.create_snapshot(5, None, b"older".to_vec()).unwrap();
+        let (cancel_seen_tx, cancel_seen) = channel::<()>();
+        let (answer, answer_rx) = channel::<()>();
+        let answer_rx = StdMutex::new(answer_rx);
+        let cancel_seen_tx = StdMutex::new(cancel_seen_tx);
+        g1.set_snapshot_builder(move |req: &crate::SnapshotRequest| {
+            // Asks the application's thread for its state and waits for the answer.
+            let rx = answer_rx.lock().unwrap();
+            let mut told = false;
+            loop {
+                match rx.recv_timeout(Duration::from_millis(10)) {
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if req.cancelled() && !told {
+                            told = true;
+                            let _ = cancel_seen_tx.lock().unwrap().send(());
+                        }
+                    }
+                }
+            }
+            Ok(crate::BuiltSnapshot {
+                index: 15,
+                conf_state: None,
+                data: Box::new(std::io::Cursor::new(b"built".to_vec())),
+            })
+        });
+        assert!(g1.snapshot(15, 0).is_err(), "a build starts");
+        drop(g1);
+        // An admin thread removes group 1: it cancels the build and waits for it.
+        let e1 = Arc::clone(&e);
+        let removed1 = std::thread::spawn(move || e1.remove_group(1));
+        cancel_seen
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the removal of group 1 cancels the build");
+        // The application's thread removes group 2, then answers the builder.
+        let (done_tx, done) = channel();
+        let e2 = Arc::clone(&e);
+        std::thread::spawn(move || {
+            let _ = done_tx.send(e2.remove_group(2).map_err(|e| e.to_string()));
+        });
+        let r = done.recv_timeout(Duration::from_secs(10));
+        let _ = answer.send(());
+        removed1.join().unwrap().unwrap();
+        assert!(
+            r.is_ok(),
+            "remove_group(2) still waiting after 10 s for group 1's build (a deadlock while the builder waits for this thread)"
+        );
+        r.unwrap().unwrap();
+    }
 }

@@ -402,12 +402,11 @@ impl Engine {
     /// deleted). Handles to it fail from then on.
     pub fn remove_group(&self, group_id: u64) -> Result<(), Error> {
         self.shared.check_usable()?;
-        // Held until the directory is deleted, after the commit lead is released.
-        let _removal = self.shared.removals.lock();
         // What an earlier removal of this id failed to delete goes before anything is stopped:
         // failing that, this removal fails alone and the group goes on (its builds too). Done
         // again below under the lead, against a removal of the same id meanwhile.
         if self.shared.groups.read().contains_key(&group_id) {
+            let _removal = self.shared.removals.lock();
             group::clear_leftover(&self.shared, group_id)?;
         }
         // Its snapshot build ends first (it may need the commit pipeline to finish).
@@ -415,6 +414,9 @@ impl Engine {
         if let Some(g) = group {
             g.builds.stop();
         }
+        // Held until the directory is deleted, after the commit lead is released; never
+        // while a build is waited for (a builder may wait for a thread removing another group).
+        let _removal = self.shared.removals.lock();
         let lead = commit::lead_usable(&self.shared)?;
         // No checkpoint is recorded from here until the removal is durable (`group::remove`).
         let no_checkpoint = self.shared.root_meta.lock();
