@@ -465,3 +465,40 @@ fn repair_on_an_engine_group_agrees_with_engine_open_on_a_damaged_last_file() {
     drop(g);
     e.close().unwrap();
 }
+
+/// Below the snapshot, a kept file with no header (zeroed) before the last file, whose header
+/// is damaged: open (both modes) and verify keep the log, and repair's check reports nothing
+/// to cut. The whole-log scan once took the damaged last file for a later header and reported
+/// "no file header, but 00003.wal exists after it" (found by a review, 2026-12-07).
+#[test]
+fn open_and_repair_agree_on_an_empty_header_before_a_damaged_last_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let s = DiskStorage::open(&dir).unwrap();
+    write_log(&s, 90_000);
+    let (file2, saved) = (dir.join("00002.wal"), tmp.path().join("saved"));
+    fs::copy(&file2, &saved).unwrap();
+    s.create_snapshot(90_000, None, b"state".to_vec()).unwrap();
+    s.close().unwrap();
+    assert!(!file2.exists() && dir.join("00003.wal").exists());
+    // A crash kept 00002.wal, whose header then reads as zeros; 00003.wal's header rots.
+    fs::copy(&saved, &file2).unwrap();
+    write_at(&file2, HEADER_AT, &[0u8; 36]);
+    flip(&dir.join("00003.wal"), HEADER_AT + 9);
+    let mut opened = Vec::new();
+    for mode in [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        opened.push(open_copy(&dir, mode).map_err(|e| e.to_string()));
+    }
+    let verify = raftwal::inspect::Inspector::open(&dir)
+        .unwrap()
+        .verify(&mut |_| {})
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let plan = raftwal::repair::check(&dir, None).unwrap();
+    assert_eq!(opened, vec![Ok((90_001, 90_000)); 2]);
+    assert_eq!(verify, Ok(()));
+    assert!(!plan.needed, "{plan:?}");
+}

@@ -586,8 +586,8 @@ fn first_with_header(
         match log_file::peek_header(&path, id, encrypted) {
             Ok(HeaderPeek::Absent) => {}
             Ok(HeaderPeek::Present { .. }) => return Ok(Some(id)),
-            Err(Error::Corrupt { .. }) if damaged_counts => return Ok(Some(id)),
             Err(Error::Corrupt { .. }) if pos + 1 == ids.len() && last_compacted(&path)? => {}
+            Err(Error::Corrupt { .. }) if damaged_counts => return Ok(Some(id)),
             Err(e) => return Err(e),
         }
     }

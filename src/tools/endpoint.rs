@@ -227,14 +227,6 @@ fn remote_error(conn: &mut TcpStream, addr: &str, timeout: Duration) -> Error {
     }
 }
 
-/// Copies the connection to its end into `file`.
-/// Receives the archive into `file` up to the server closing the connection. The gzip stream
-/// is followed as it arrives (decoded and dropped): a byte after its end is refused at once
-/// (`Error::InvalidArchive` naming `out`), so a server that goes on sending after the archive
-/// (a trickle that never ends) cannot hold the pull for ever; each read still waits at most
-/// `timeout`. A stream that does not decode is refused as soon as it does not (the server may
-/// go on sending after it too); damage the decoder does not see (a changed byte inside a
-/// member, a cut) is left to the verification of the whole file, which names it.
 /// Where a pull's gzip stream decodes to: its first bytes kept until they tell the most an
 /// archive with that `meta.json` can hold ([`archive::longest_archive`]), then only counted,
 /// and refused past that (a peer sending a gzip stream that never ends).
@@ -279,6 +271,13 @@ impl Write for Bounded {
     }
 }
 
+/// Receives the archive into `file` up to the server closing the connection. The gzip stream
+/// is followed as it arrives (decoded and dropped): a byte after its end is refused at once
+/// (`Error::InvalidArchive` naming `out`), so a server that goes on sending after the archive
+/// (a trickle that never ends) cannot hold the pull for ever; each read still waits at most
+/// `timeout`. A stream that does not decode is refused as soon as it does not (the server may
+/// go on sending after it too); damage the decoder does not see (a changed byte inside a
+/// member, a cut) is left to the verification of the whole file, which names it.
 fn receive(
     conn: &mut TcpStream,
     file: &mut impl Write,
