@@ -2053,3 +2053,56 @@ fn a_snapshot_above_the_stored_commit_leaves_a_group_that_restarts() {
     let node = raft::RawNode::new(&config, g, &logger).expect("the group's node restarts");
     assert_eq!(node.raft.raft_log.committed, 8);
 }
+
+/// A `DiskStorage` on a cleanly closed group's directory reads the group whole, and refuses to
+/// change its log (`InvalidArgument` naming the engine root): `Engine::open` trusts the log's
+/// end as the engine recorded it, so entries appended, overwritten or cut behind its back were
+/// lost or came back (the engine then held a commit index past its log: raft-rs panicked on
+/// it). Hard states, conf states and meta integers it may still store (the engine reads them).
+/// Found by a review (2026-12-07).
+#[test]
+fn a_disk_storage_on_a_group_directory_never_changes_the_log_the_engine_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let e = Engine::open(&root).unwrap();
+    let g = e.create_group(1, 1).unwrap();
+    g.save(&hs(1, 1, 3), &entries(1, 10, 1, 1), &Snapshot::default())
+        .unwrap();
+    drop(g);
+    e.close().unwrap();
+    let gdir = root.join("groups/1");
+    let d = DiskStorage::open(&gdir).unwrap();
+    assert_eq!(all_disk(&d), entries(1, 10, 1, 1));
+    let refused = |r: Result<(), Error>, what: &str| match r {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("engine"), "{what}: {why}"),
+        other => panic!("{what}: {other:?}"),
+    };
+    refused(
+        d.save(&hs(1, 1, 12), &entries(11, 12, 1, 1), &Snapshot::default()),
+        "an append",
+    );
+    refused(
+        d.save(&hs(2, 1, 3), &entries(5, 7, 2, 1), &Snapshot::default()),
+        "an overwrite",
+    );
+    refused(d.create_snapshot(8, None, b"state".to_vec()), "a snapshot");
+    let mut snap = Snapshot::default();
+    snap.mut_metadata().index = 50;
+    snap.mut_metadata().term = 1;
+    snap.data = b"received".to_vec().into();
+    refused(d.save(&hs(1, 1, 50), &[], &snap), "a received snapshot");
+    // What the engine reads from the meta page goes through.
+    d.save(&hs(3, 2, 5), &[], &Snapshot::default()).unwrap();
+    d.close().unwrap();
+    let e = Engine::open(&root).unwrap();
+    let g = e.group(1).unwrap();
+    assert_eq!(all(&g), entries(1, 10, 1, 1));
+    assert_eq!(g.initial_state().unwrap().hard_state, hs(3, 2, 5));
+    drop(g);
+    e.close().unwrap();
+}
+
+fn all_disk(d: &DiskStorage) -> Vec<Entry> {
+    let (lo, hi) = (d.first_index().unwrap(), d.last_index().unwrap());
+    d.entries(lo, hi + 1, None, ctx()).unwrap()
+}

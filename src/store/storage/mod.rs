@@ -315,6 +315,9 @@ impl DiskStorage {
     pub fn save(&self, hs: &HardState, entries: &[Entry], snap: &Snapshot) -> Result<(), Error> {
         let timer = Timer::start();
         let snap_index = snap.get_metadata().index;
+        if !entries.is_empty() || snap_index > 0 {
+            self.refuse_log_change("save entries or a snapshot")?;
+        }
         // A snapshot file is written only while holding `snap_writer` (taken before `inner`).
         let _writer = (snap_index > 0).then(|| self.s.snap_writer.lock());
         let mut inner = self.s.inner.write();
@@ -337,6 +340,22 @@ impl DiskStorage {
         }
         self.s.save_metrics.saved(timer);
         Ok(())
+    }
+
+    /// Refuses a change to the log (entries, snapshots) in the directory of an engine group:
+    /// `Engine::open` trusts the log's end as the engine recorded it in the group's meta page
+    /// (docs/FORMAT.md), so what a `DiskStorage` appended, overwrote or cut there would be lost
+    /// or come back. Hard states, conf states and meta integers, which the engine reads from
+    /// the page, may still change.
+    fn refuse_log_change(&self, what: &str) -> Result<()> {
+        match engine_root_of(&self.s.dir).filter(|_| self.s._engine_lock.is_some()) {
+            Some(root) => Err(Error::InvalidArgument(format!(
+                "refuse to {what} in {}: it is a group of the engine root {}, whose log only the engine changes (Engine::open trusts where the engine recorded its end); open the root with Engine::open to write to it",
+                self.s.dir.display(),
+                root.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Replaces the current conf state (the one `initial_state()` returns).

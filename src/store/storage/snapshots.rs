@@ -142,6 +142,7 @@ impl DiskStorage {
         data: R,
     ) -> Result<(), Error> {
         let timer = Timer::start();
+        self.refuse_log_change("create a snapshot")?;
         let _writer = self.s.snap_writer.lock();
         let (term, cs) = {
             let inner = self.s.inner.read();
@@ -213,6 +214,7 @@ impl DiskStorage {
         metadata: &SnapshotMetadata,
         data: R,
     ) -> Result<(), Error> {
+        self.refuse_log_change("install a snapshot")?;
         let _writer = self.s.snap_writer.lock();
         let mut inner = self.s.inner.write();
         if metadata.index > MAX_INDEX {
