@@ -366,15 +366,8 @@ fn repair_cuts_to_the_snapshot_when_the_first_live_file_is_missing() {
         (30_051, 30_050)
     );
     assert_eq!(s.initial_state().unwrap().hard_state.commit, 30_050);
-    let mut hs = HardState::default();
-    (hs.term, hs.vote, hs.commit) = (1, 1, 30_051);
-    s.save(&hs, &[entry(30_051)], &Snapshot::default()).unwrap();
     s.close().unwrap();
-    let s = DiskStorage::open(&dir).unwrap();
-    assert_eq!(
-        (s.first_index().unwrap(), s.last_index().unwrap()),
-        (30_051, 30_051)
-    );
+    goes_on_after_the_snapshot(&dir, 30_050);
 }
 
 /// The last file wholly below the snapshot, its header damaged, with a file before it that a
@@ -407,15 +400,36 @@ fn a_damaged_last_file_below_the_snapshot_goes_with_the_files_before_it() {
     }
     let plan = raftwal::repair::check(&dir, None).unwrap();
     assert_eq!((plan.needed, plan.last_index), (false, 60_000), "{plan:?}");
-    let s = DiskStorage::open(&dir).unwrap();
-    let mut hs = HardState::default();
-    (hs.term, hs.vote, hs.commit) = (1, 1, 60_001);
-    s.save(&hs, &[entry(60_001)], &Snapshot::default()).unwrap();
-    s.close().unwrap();
-    let s = DiskStorage::open(&dir).unwrap();
+    goes_on_after_the_snapshot(&dir, 60_000);
+}
+
+/// The store at `dir`, its log ending at its snapshot (`snap`), takes the next entry, which
+/// reads back after another open.
+fn goes_on_after_the_snapshot(dir: &Path, snap: u64) {
+    let s = DiskStorage::open(dir).unwrap();
     assert_eq!(
         (s.first_index().unwrap(), s.last_index().unwrap()),
-        (60_001, 60_001)
+        (snap + 1, snap)
+    );
+    let mut hs = HardState::default();
+    (hs.term, hs.vote, hs.commit) = (1, 1, snap + 1);
+    s.save(&hs, &[entry(snap + 1)], &Snapshot::default())
+        .unwrap();
+    s.close().unwrap();
+    let s = DiskStorage::open(dir).unwrap();
+    assert_eq!(
+        (s.first_index().unwrap(), s.last_index().unwrap()),
+        (snap + 1, snap + 1)
+    );
+    assert_eq!(
+        s.entries(
+            snap + 1,
+            snap + 2,
+            None,
+            raft::GetEntriesContext::empty(false)
+        )
+        .unwrap(),
+        vec![entry(snap + 1)]
     );
 }
 

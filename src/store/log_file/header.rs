@@ -178,17 +178,23 @@ pub(crate) fn peek_base(path: &Path, id: u64, encrypted: bool) -> Result<Option<
     Ok(Some((d.base, len)))
 }
 
-/// The header bytes of the log file at `path` and the file's length, without mapping it;
-/// `None` when the file is shorter than its slot area or its header bytes are all zero.
-fn read_header(path: &Path) -> Result<Option<([u8; HEADER_SIZE], u64)>> {
+/// The log file at `path`, opened to read without mapping it, and its length; `None` when it is
+/// shorter than its slot area (and header).
+pub(super) fn open_past_slot_area(path: &Path) -> Result<Option<(File, u64)>> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?
         .len();
-    if len < PAYLOAD_START {
+    Ok((len >= PAYLOAD_START).then_some((file, len)))
+}
+
+/// The header bytes of the log file at `path` and the file's length, without mapping it;
+/// `None` when the file is shorter than its slot area or its header bytes are all zero.
+fn read_header(path: &Path) -> Result<Option<([u8; HEADER_SIZE], u64)>> {
+    let Some((file, len)) = open_past_slot_area(path)? else {
         return Ok(None);
-    }
+    };
     let mut h = [0u8; HEADER_SIZE];
     file.read_exact_at(&mut h, HEADER_OFFSET as u64)
         .map_err(|e| Error::io("read header", path, e))?;

@@ -8,7 +8,6 @@
 //! end), or decide what a damaged slot means for the log (that is `wal` and `recovery`).
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -431,14 +430,9 @@ fn extent_of<'a>(
 /// file hold consecutive indexes, so no index the file holds is above it. `None` for a file
 /// shorter than its slot area, or whose last slot is empty or damaged.
 pub(crate) fn last_slot_index(path: &Path, encrypted: bool) -> Result<Option<u64>> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
-    if len < PAYLOAD_START {
+    let Some((file, len)) = super::header::open_past_slot_area(path)? else {
         return Ok(None);
-    }
+    };
     let mut b = [0u8; SLOT_SIZE];
     file.read_exact_at(&mut b, (SLOTS_PER_FILE - 1) * SLOT_SIZE as u64)
         .map_err(|e| Error::io("read last slot", path, e))?;
