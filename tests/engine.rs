@@ -2068,11 +2068,27 @@ fn a_disk_storage_on_a_group_directory_never_changes_the_log_the_engine_trusts()
     let g = e.create_group(1, 1).unwrap();
     g.save(&hs(1, 1, 3), &entries(1, 10, 1, 1), &Snapshot::default())
         .unwrap();
+    g.create_snapshot(2, None, b"at 2".to_vec()).unwrap();
     drop(g);
     e.close().unwrap();
     let gdir = root.join("groups/1");
     let d = DiskStorage::open(&gdir).unwrap();
-    assert_eq!(all_disk(&d), entries(1, 10, 1, 1));
+    assert_eq!(all_disk(&d), entries(3, 10, 1, 1));
+    // A snapshot builder never runs there (its snapshot would be refused): the stored snapshot
+    // is served, as without one (checked once the store is closed: close waits for a build).
+    let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = built.clone();
+    d.set_snapshot_builder(move |_: &raftwal::SnapshotRequest| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err("never asked".into())
+    });
+    assert_eq!(d.snapshot(2, 0).unwrap().get_metadata().index, 2);
+    assert!(matches!(
+        d.snapshot(8, 0),
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable
+        ))
+    ));
     let refused = |r: Result<(), Error>, what: &str| match r {
         Err(Error::InvalidArgument(why)) => assert!(why.contains("engine"), "{what}: {why}"),
         other => panic!("{what}: {other:?}"),
@@ -2094,9 +2110,14 @@ fn a_disk_storage_on_a_group_directory_never_changes_the_log_the_engine_trusts()
     // What the engine reads from the meta page goes through.
     d.save(&hs(3, 2, 5), &[], &Snapshot::default()).unwrap();
     d.close().unwrap();
+    assert_eq!(
+        built.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a build ran"
+    );
     let e = Engine::open(&root).unwrap();
     let g = e.group(1).unwrap();
-    assert_eq!(all(&g), entries(1, 10, 1, 1));
+    assert_eq!(all(&g), entries(3, 10, 1, 1));
     assert_eq!(g.initial_state().unwrap().hard_state, hs(3, 2, 5));
     drop(g);
     e.close().unwrap();

@@ -76,8 +76,9 @@ struct Store {
     /// [`DiskStorage::open_under`]).
     _lock: Arc<fsutil::DirLock>,
     /// For the directory of an engine group: the engine root's lock, held so that no engine
-    /// opens the root meanwhile.
-    _engine_lock: Option<fsutil::DirLock>,
+    /// opens the root meanwhile, and the root (decided once, at open: the store then refuses
+    /// to change the log, [`DiskStorage::refuse_log_change`]).
+    engine_root: Option<(fsutil::DirLock, PathBuf)>,
 }
 
 impl Clone for DiskStorage {
@@ -263,7 +264,7 @@ impl DiskStorage {
             handles: AtomicUsize::new(1),
             save_metrics: SaveMetrics::new(),
             _lock: lock,
-            _engine_lock: engine_lock,
+            engine_root: engine_lock,
         };
         Ok(DiskStorage {
             s: Arc::new(store),
@@ -348,8 +349,8 @@ impl DiskStorage {
     /// or come back. Hard states, conf states and meta integers, which the engine reads from
     /// the page, may still change.
     fn refuse_log_change(&self, what: &str) -> Result<()> {
-        match engine_root_of(&self.s.dir).filter(|_| self.s._engine_lock.is_some()) {
-            Some(root) => Err(Error::InvalidArgument(format!(
+        match &self.s.engine_root {
+            Some((_, root)) => Err(Error::InvalidArgument(format!(
                 "refuse to {what} in {}: it is a group of the engine root {}, whose log only the engine changes (Engine::open trusts where the engine recorded its end); open the root with Engine::open to write to it",
                 self.s.dir.display(),
                 root.display()
@@ -492,12 +493,12 @@ impl DiskStorage {
 pub(crate) fn engine_root_lock(
     dir: &Path,
     cipher: Option<&Cipher>,
-) -> Result<Option<fsutil::DirLock>> {
+) -> Result<Option<(fsutil::DirLock, PathBuf)>> {
     match engine_root_of(dir) {
         Some(root) => {
             let lock = fsutil::lock_dir(&root)?;
             check_engine_closed(dir, &root, cipher)?;
-            Ok(Some(lock))
+            Ok(Some((lock, root)))
         }
         None => Ok(None),
     }
@@ -661,7 +662,9 @@ impl Storage for DiskStorage {
                 inner.meta.conf_state.as_ref(),
                 request_index,
             );
-            if serves || !self.s.builds.has_builder() {
+            // A group of an engine root takes no snapshot of its own (its log is the
+            // engine's): the stored one is served, as without a builder.
+            if serves || !self.s.builds.has_builder() || self.s.engine_root.is_some() {
                 return Ok(inner.snapshot(&self.s.dir, self.s.cipher.as_ref(), request_index)?);
             }
         }

@@ -278,6 +278,9 @@ impl DiskStorage {
     /// the build thread. `builder` must not own a handle to this store (the store would never
     /// close) nor wait for the thread that drops the last handle.
     ///
+    /// On the directory of an engine group (whose log only the engine changes) a builder never
+    /// runs: `snapshot()` answers with the stored snapshot, as without one.
+    ///
     /// [`Storage::snapshot`]: https://docs.rs/raft/0.7/raft/storage/trait.Storage.html#tymethod.snapshot
     pub fn set_snapshot_builder(&self, builder: impl SnapshotBuilder) {
         self.s.builds.set_builder(Arc::new(builder));
