@@ -208,9 +208,11 @@ pub(crate) struct Shared {
     pub snapshot_tmps: Mutex<Vec<PathBuf>>,
     /// Turns for those steps: the descriptors they hold stay within `max_open_files`.
     pub snapshot_turns: fds::SnapshotTurns,
-    /// Held by a removal from its start until its group's directory is deleted (with the
-    /// commit lead released by then): a removal of the same id never meets a deletion in
-    /// progress. (Close cannot meet one: it takes the engine, which `remove_group` borrows.)
+    /// Held by a removal while it clears an earlier removal's leftover, and again from before
+    /// it takes the commit lead until its group's directory is deleted (the lead released by
+    /// then), never while it waits for its group's snapshot build: a removal of the same id
+    /// never meets a deletion in progress. (Close cannot meet one: it takes the engine, which
+    /// `remove_group` borrows.)
     pub removals: Mutex<()>,
 }
 
