@@ -1030,16 +1030,20 @@ fn snapshot_save_with_endpoint_pulls_from_a_running_node() {
     write_dir(&node_dir, 100, Some(80));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    // The node holds its directory open (and locked) and answers two pulls.
+    // The node holds its directory open (and locked) and answers three pulls (the third client
+    // goes away half-way).
     let node = thread::spawn(move || {
         let store = DiskStorage::open(&node_dir).unwrap();
-        for _ in 0..2 {
+        for pull in 0..3 {
             let (mut conn, _) = listener.accept().unwrap();
             let mut magic = [0u8; 8];
             conn.read_exact(&mut magic).unwrap();
             assert_eq!(magic, PULL_MAGIC);
             let mut reader = store.snapshot_reader().unwrap();
-            serve_archive(&mut conn, &mut reader, &mut |_| {}).unwrap();
+            let served = serve_archive(&mut conn, &mut reader, &mut |_| {});
+            if pull < 2 {
+                served.unwrap();
+            }
         }
     });
 
@@ -1063,11 +1067,12 @@ fn snapshot_save_with_endpoint_pulls_from_a_running_node() {
         &addr,
         "--timeout",
         "5",
+        "--deadline",
+        "60",
         p(&archive2),
         "--json",
     ]))
     .unwrap();
-    node.join().unwrap();
     let bytes = fs::read(&archive2).unwrap();
     assert_eq!(j["endpoint"], addr.as_str());
     assert_eq!(j["archive"], p(&archive2));
@@ -1078,6 +1083,25 @@ fn snapshot_save_with_endpoint_pulls_from_a_running_node() {
     assert_eq!(j["state_sha256"], sha256_hex(&snapshot_data()));
     assert_eq!(j["archive_bytes"], bytes.len());
     assert_eq!(j["archive_sha256"], sha256_hex(&bytes));
+
+    // An archive larger than --max-size is refused (exit 1), nothing kept.
+    let archive3 = tmp.path().join("pulled-3.tar.gz");
+    let err = fails(
+        &[
+            "snapshot",
+            "save",
+            "--endpoint",
+            &addr,
+            "--max-size",
+            "4096",
+            p(&archive3),
+        ],
+        1,
+    );
+    assert!(err.contains("more than the 4096 bytes"), "{err}");
+    node.join().unwrap();
+    assert!(!archive3.exists());
+    assert!(!tmp.path().join("pulled-3.tar.gz.tmp").exists());
 
     // Never over an existing file (refused before connecting: the node has stopped).
     let before = fs::read(&archive).unwrap();
@@ -1120,6 +1144,8 @@ fn snapshot_save_takes_a_directory_or_an_endpoint_not_both() {
     );
     assert!(err.contains("--endpoint"), "{err}");
     fails(&["snapshot", "save", "--timeout", "5", dir, out], 2);
+    fails(&["snapshot", "save", "--deadline", "5", dir, out], 2);
+    fails(&["snapshot", "save", "--max-size", "5", dir, out], 2);
     fails(&["snapshot", "save", out], 2);
     fails(&["snapshot", "save", "--endpoint", "127.0.0.1:1"], 2);
     fails(
@@ -1134,6 +1160,20 @@ fn snapshot_save_takes_a_directory_or_an_endpoint_not_both() {
         ],
         2,
     );
+    for zero in ["--deadline", "--max-size"] {
+        fails(
+            &[
+                "snapshot",
+                "save",
+                "--endpoint",
+                "127.0.0.1:1",
+                zero,
+                "0",
+                out,
+            ],
+            2,
+        );
+    }
     assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     // The directory form is unchanged, and has --json too.
     let j: Value = serde_json::from_str(&ok(&["snapshot", "save", dir, out, "--json"])).unwrap();

@@ -21,7 +21,9 @@
 //! the whole archive — gzip trailer, tar end-of-archive marker, the SHA-256 of every member —
 //! before it keeps it. It follows the gzip stream as it arrives, and refuses a byte after the
 //! stream's end at once, and a stream holding more than the archive's `meta.json` allows (a
-//! server that goes on sending would otherwise hold it for ever).
+//! server that goes on sending would otherwise hold it for ever). A server whose `meta.json`
+//! lies is bounded by the caller's [`PullLimits`] ([`pull_archive_within`]): a deadline on
+//! the whole pull, a maximum size of the archive.
 //!
 //! A node usually serves other protocols on the same port: it reads the first 8 bytes of a
 //! connection itself and, when they are [`PULL_MAGIC`], answers with [`serve_archive`] (or
@@ -35,7 +37,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::store::snap::SnapshotReader;
@@ -116,19 +118,86 @@ pub fn serve_error<W: Write>(mut out: W, message: &str) -> Result<(), Error> {
 // client side
 // ---------------------------------------------------------------------------------------------
 
-/// `Error::Network` for step `op` with `addr`; a timeout says how long was waited.
-fn network(op: &'static str, addr: &str, e: io::Error, timeout: Duration) -> Error {
-    let source = match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("timed out: nothing within {timeout:?}"),
-        ),
-        _ => e,
-    };
-    Error::Network {
-        op,
-        addr: addr.to_string(),
-        source,
+/// Bounds a caller puts on one whole pull, beyond the `timeout` on each step. A peer can keep
+/// within that timeout and within the archive its own `meta.json` describes while the pull
+/// goes on for ever: a trickle, or a `meta.json` that claims a `state.bin` of exabytes. Only the
+/// caller knows how large an archive it expects and how long it may wait.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PullLimits {
+    /// The most archive bytes the pull takes from the node (what `OUT` would hold): a node
+    /// sending more is refused before the byte past this is written. `None`: bounded only by
+    /// what the archive's `meta.json` allows.
+    pub max_bytes: Option<u64>,
+    /// The longest the pull may take from its start to the node closing the connection after
+    /// the archive (resolving, connecting, receiving; the verification of what was received,
+    /// at most `max_bytes`, is local and not counted). `None`: only `timeout` on each step.
+    pub deadline: Option<Duration>,
+}
+
+/// A pull's time limits: `timeout` on each step, and the caller's deadline on the whole.
+struct Clock {
+    timeout: Duration,
+    /// The deadline as the caller gave it, and the instant it passes (`None`: no deadline,
+    /// or one too far away to be an instant).
+    deadline: Option<(Duration, Instant)>,
+}
+
+impl Clock {
+    fn new(timeout: Duration, deadline: Option<Duration>) -> Clock {
+        let now = Instant::now();
+        Clock {
+            timeout,
+            deadline: deadline.and_then(|d| now.checked_add(d).map(|at| (d, at))),
+        }
+    }
+
+    /// The longest the next step may wait: `timeout`, less as the deadline nears; `None` once
+    /// the deadline has passed.
+    fn wait(&self) -> Option<Duration> {
+        match self.deadline {
+            None => Some(self.timeout),
+            Some((_, at)) => at
+                .checked_duration_since(Instant::now())
+                .filter(|left| !left.is_zero())
+                .map(|left| left.min(self.timeout)),
+        }
+    }
+
+    /// `Error::Network` for step `op` with `addr`; a timeout says how long was waited, or that
+    /// the pull's deadline passed.
+    fn network(&self, op: &'static str, addr: &str, e: io::Error) -> Error {
+        let source = match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => match self.deadline {
+                Some((d, _)) if self.wait().is_none() => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the pull's deadline of {d:?} passed"),
+                ),
+                _ => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("timed out: nothing within {:?}", self.timeout),
+                ),
+            },
+            _ => e,
+        };
+        Error::Network {
+            op,
+            addr: addr.to_string(),
+            source,
+        }
+    }
+
+    /// With a deadline, sets the connection's read and write timeouts to the next step's wait
+    /// (step `op`'s error once the deadline has passed); without one they stay `timeout`.
+    fn arm(&self, conn: &TcpStream, op: &'static str, addr: &str) -> Result<()> {
+        if self.deadline.is_none() {
+            return Ok(());
+        }
+        let wait = self
+            .wait()
+            .ok_or_else(|| self.network(op, addr, io::ErrorKind::TimedOut.into()))?;
+        conn.set_read_timeout(Some(wait))
+            .and_then(|()| conn.set_write_timeout(Some(wait)))
+            .map_err(|e| self.network("set timeouts on the connection to", addr, e))
     }
 }
 
@@ -141,20 +210,24 @@ fn protocol(op: &'static str, addr: &str, reason: String) -> Error {
     }
 }
 
-/// Resolves `addr` and connects to the first of its addresses that answers within `timeout`,
-/// with `timeout` as the read and write timeout of the connection.
-fn connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
+/// Resolves `addr` and connects to the first of its addresses that answers within the clock's
+/// wait, with `timeout` as the read and write timeout of the connection.
+fn connect(addr: &str, clock: &Clock) -> Result<TcpStream> {
+    const OP: &str = "connect to";
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .map_err(|e| network("resolve", addr, e, timeout))?
+        .map_err(|e| clock.network("resolve", addr, e))?
         .collect();
     let mut last = None;
     for a in &addrs {
-        match TcpStream::connect_timeout(a, timeout) {
+        let Some(wait) = clock.wait() else {
+            return Err(clock.network(OP, addr, io::ErrorKind::TimedOut.into()));
+        };
+        match TcpStream::connect_timeout(a, wait) {
             Ok(conn) => {
-                conn.set_read_timeout(Some(timeout))
-                    .and_then(|()| conn.set_write_timeout(Some(timeout)))
-                    .map_err(|e| network("set timeouts on the connection to", addr, e, timeout))?;
+                conn.set_read_timeout(Some(clock.timeout))
+                    .and_then(|()| conn.set_write_timeout(Some(clock.timeout)))
+                    .map_err(|e| clock.network("set timeouts on the connection to", addr, e))?;
                 return Ok(conn);
             }
             Err(e) => last = Some(e),
@@ -163,7 +236,7 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
     let e = last.unwrap_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, "the name resolves to no address")
     });
-    Err(network("connect to", addr, e, timeout))
+    Err(clock.network(OP, addr, e))
 }
 
 /// `read_exact`, with a connection closed early described as `early`.
@@ -175,15 +248,18 @@ fn read_exact(conn: &mut TcpStream, buf: &mut [u8], early: &str) -> io::Result<(
 }
 
 /// Reads the rest of a status-1 answer into `Error::Remote` (or the error reading it).
-fn remote_error(conn: &mut TcpStream, addr: &str, timeout: Duration) -> Error {
+fn remote_error(conn: &mut TcpStream, addr: &str, clock: &Clock) -> Error {
     const OP: &str = "read the error message from";
+    if let Err(e) = clock.arm(conn, OP, addr) {
+        return e;
+    }
     let mut len = [0u8; 4];
     if let Err(e) = read_exact(
         conn,
         &mut len,
         "the connection closed inside the error message's length",
     ) {
-        return network(OP, addr, e, timeout);
+        return clock.network(OP, addr, e);
     }
     let len = u32::from_be_bytes(len);
     let Some(len) = usize::try_from(len)
@@ -204,7 +280,7 @@ fn remote_error(conn: &mut TcpStream, addr: &str, timeout: Duration) -> Error {
         &mut message,
         "the connection closed inside the error message",
     ) {
-        return network(OP, addr, e, timeout);
+        return clock.network(OP, addr, e);
     }
     // The message goes to a terminal as one line: control characters are shown escaped.
     let reason: String = String::from_utf8_lossy(&message)
@@ -275,30 +351,40 @@ impl Write for Bounded {
 /// is followed as it arrives (decoded and dropped): a byte after its end is refused at once
 /// (`Error::InvalidArchive` naming `out`), so a server that goes on sending after the archive
 /// (a trickle that never ends) cannot hold the pull for ever; each read still waits at most
-/// `timeout`. A stream that does not decode is refused as soon as it does not (the server may
-/// go on sending after it too); damage the decoder does not see (a changed byte inside a
-/// member, a cut) is left to the verification of the whole file, which names it.
+/// the clock's wait. A stream that does not decode is refused as soon as it does not (the
+/// server may go on sending after it too); damage the decoder does not see (a changed byte
+/// inside a member, a cut) is left to the verification of the whole file, which names it.
+/// More than `max_bytes` is refused before the byte past it is written.
 fn receive(
     conn: &mut TcpStream,
     file: &mut impl Write,
     (tmp, out): (&Path, &Path),
     addr: &str,
-    timeout: Duration,
+    (clock, max_bytes): (&Clock, Option<u64>),
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
+    const OP: &str = "receive the archive from";
     let mut buf = vec![0u8; CHUNK];
     let mut gz = flate2::write::GzDecoder::new(Bounded::default());
     let refused = |reason: String| Error::InvalidArchive {
         path: out.to_path_buf(),
         reason: format!("as received from {addr} (not kept): {reason}"),
     };
+    let mut received = 0u64;
     loop {
+        clock.arm(conn, OP, addr)?;
         let n = match conn.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(network("receive the archive from", addr, e, timeout)),
+            Err(e) => return Err(clock.network(OP, addr, e)),
         };
+        received += n as u64;
+        if let Some(max) = max_bytes.filter(|&max| received > max) {
+            return Err(refused(format!(
+                "more than the {max} bytes this pull takes at most"
+            )));
+        }
         let mut taken = 0;
         while taken < n {
             match gz.write(&buf[taken..n]) {
@@ -339,10 +425,28 @@ fn receive(
 /// `Error::Network` naming `addr`; an archive that fails verification (cut short, a changed
 /// byte) is `Error::InvalidArchive` naming `out` and `addr`. On any error neither `out` nor
 /// `<out>.tmp` is left behind.
+///
+/// The pull is bounded only by `timeout` on each step and by what the archive's `meta.json`
+/// allows: [`pull_archive_within`] takes the caller's bounds on the whole pull as well.
 pub fn pull_archive(
     addr: &str,
     out: &Path,
     timeout: Duration,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveStatus, Error> {
+    pull_archive_within(addr, out, timeout, PullLimits::default(), progress)
+}
+
+/// [`pull_archive`] within the caller's `limits`: an archive larger than `limits.max_bytes` is
+/// refused (`Error::InvalidArchive` naming `out` and `addr`) with no more than that written,
+/// and a pull still receiving when `limits.deadline` passes is `Error::Network` (kind
+/// `TimedOut`, the message naming the deadline); either way neither `out` nor `<out>.tmp` is
+/// left behind. A zero deadline is `Error::InvalidArgument`.
+pub fn pull_archive_within(
+    addr: &str,
+    out: &Path,
+    timeout: Duration,
+    limits: PullLimits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveStatus, Error> {
     if timeout.is_zero() {
@@ -350,24 +454,32 @@ pub fn pull_archive(
             "a snapshot pull needs a timeout above zero".to_string(),
         ));
     }
+    if limits.deadline.is_some_and(|d| d.is_zero()) {
+        return Err(Error::InvalidArgument(
+            "a snapshot pull's deadline, when given, must be above zero".to_string(),
+        ));
+    }
+    let clock = Clock::new(timeout, limits.deadline);
     // Created first (it refuses an existing `out`, and a leftover `<out>.tmp`) so that nothing
     // reaches the node for a refused target; it is removed when `new` is dropped without a
     // commit, on every error below.
     let mut new = NewFile::create(out)?;
-    let mut conn = connect(addr, timeout)?;
+    let mut conn = connect(addr, &clock)?;
+    clock.arm(&conn, "send the pull request to", addr)?;
     conn.write_all(&PULL_MAGIC)
         .and_then(|()| conn.flush())
-        .map_err(|e| network("send the pull request to", addr, e, timeout))?;
+        .map_err(|e| clock.network("send the pull request to", addr, e))?;
+    clock.arm(&conn, "read the answer from", addr)?;
     let mut status = [0u8; 1];
     read_exact(
         &mut conn,
         &mut status,
         "the connection closed before the status byte (is it a raftwal node?)",
     )
-    .map_err(|e| network("read the answer from", addr, e, timeout))?;
+    .map_err(|e| clock.network("read the answer from", addr, e))?;
     match status[0] {
         STATUS_ARCHIVE => {}
-        STATUS_ERROR => return Err(remote_error(&mut conn, addr, timeout)),
+        STATUS_ERROR => return Err(remote_error(&mut conn, addr, &clock)),
         other => {
             return Err(protocol(
                 "read the answer from",
@@ -379,7 +491,14 @@ pub fn pull_archive(
         }
     }
     let tmp = new.tmp_path().to_path_buf();
-    receive(&mut conn, new.file(), (&tmp, out), addr, timeout, progress)?;
+    receive(
+        &mut conn,
+        new.file(),
+        (&tmp, out),
+        addr,
+        (&clock, limits.max_bytes),
+        progress,
+    )?;
     drop(conn);
     // Verified through the page cache; `commit` fsyncs before the file takes its name.
     let status = archive::verify_archive(&tmp, &mut |_| {}).map_err(|e| match e {

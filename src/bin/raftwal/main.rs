@@ -10,7 +10,8 @@
 //!                                              group (or one) before and after replay
 //! raftwal dump ROOT --group ID [...]           a group's entries as an opened engine serves them
 //! raftwal snapshot save ROOT --group ID OUT.tar.gz [--json]
-//! raftwal snapshot save --endpoint ADDR OUT.tar.gz [--timeout SECS] [--json]
+//! raftwal snapshot save --endpoint ADDR OUT.tar.gz [--timeout SECS] [--deadline SECS]
+//!                      [--max-size BYTES] [--json]
 //!                                              the same, pulled from a running node over TCP
 //! raftwal snapshot status FILE [--json]        an archive's index, term, membership, size, sha256
 //! raftwal snapshot verify FILE [--json]        every hash in an archive

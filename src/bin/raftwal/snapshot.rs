@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raftwal::archive::{self, ArchiveMeta, ArchiveStatus, RestoreOptions};
-use raftwal::endpoint;
+use raftwal::endpoint::{self, PullLimits};
 use serde::Serialize;
 
 use crate::output::{self, CmdResult, Failure, Out, Progress};
@@ -44,6 +44,14 @@ pub enum Command {
         /// any read or write) [default: 30]
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
         timeout: Option<u64>,
+        /// With --endpoint: give up once the pull has taken SECS seconds in all (a node that
+        /// keeps sending within --timeout) [default: none]
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        deadline: Option<u64>,
+        /// With --endpoint: refuse an archive larger than BYTES, writing no more than that
+        /// [default: none, only what the archive's meta.json allows]
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+        max_size: Option<u64>,
         /// Print as JSON
         #[arg(long)]
         json: bool,
@@ -109,6 +117,8 @@ pub fn run(cmd: Command) -> CmdResult {
             group,
             endpoint,
             timeout,
+            deadline,
+            max_size,
             json,
             key,
         } => {
@@ -124,10 +134,20 @@ pub fn run(cmd: Command) -> CmdResult {
                 // With --endpoint the one path given is OUT.
                 (Some(endpoint), Some(out), None) | (Some(endpoint), None, Some(out)) => {
                     let timeout = Duration::from_secs(timeout.unwrap_or(PULL_TIMEOUT_SECS));
-                    pull(&endpoint, timeout, &out, json)
+                    let limits = PullLimits {
+                        max_bytes: max_size,
+                        deadline: deadline.map(Duration::from_secs),
+                    };
+                    pull(&endpoint, (timeout, limits), &out, json)
                 }
                 (None, _, _) if timeout.is_some() => {
                     Err(usage("--timeout applies to --endpoint only"))
+                }
+                (None, _, _) if deadline.is_some() => {
+                    Err(usage("--deadline applies to --endpoint only"))
+                }
+                (None, _, _) if max_size.is_some() => {
+                    Err(usage("--max-size applies to --endpoint only"))
                 }
                 (None, Some(dir), Some(out)) => {
                     key.load()?;
@@ -226,9 +246,16 @@ fn save(dir: &Path, group: Option<u64>, out_path: &Path, json: bool) -> CmdResul
 }
 
 /// `snapshot save --endpoint`: the archive pulled from a running node, verified before it is kept.
-fn pull(endpoint: &str, timeout: Duration, out_path: &Path, json: bool) -> CmdResult {
+fn pull(
+    endpoint: &str,
+    (timeout, limits): (Duration, PullLimits),
+    out_path: &Path,
+    json: bool,
+) -> CmdResult {
     let progress = Progress::received("pull");
-    let result = endpoint::pull_archive(endpoint, out_path, timeout, &mut |n| progress.inc(n));
+    let result = endpoint::pull_archive_within(endpoint, out_path, timeout, limits, &mut |n| {
+        progress.inc(n)
+    });
     progress.finish();
     let status = result?;
     print_saved(
