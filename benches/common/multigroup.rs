@@ -11,9 +11,11 @@
 //! the resident memory after reopen.
 //!
 //! Beside each run's time the workload notes what the run cost the machine (`Usage`): CPU time
-//! of the whole process, and the bytes the disk under the run's directory wrote and the time it
-//! was busy (Linux's `/sys/dev/block/MAJOR:MINOR/stat`; left out where that is missing), to
-//! tell a run bound by the device from one bound by the processors.
+//! of the whole process, and what the disk under the run's directory did: bytes written, time
+//! busy, the size and wait of its write requests, its flushes and their wait (Linux's
+//! `/sys/dev/block/MAJOR:MINOR/stat`; left out where that is missing), to tell a run bound by
+//! the device from one bound by the processors, and a journal flush queued behind the groups'
+//! write-back from one that is slow on its own.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -146,7 +148,37 @@ fn run_per_group(load: &Load, root: &Path) -> (f64, Vec<u64>, Usage) {
 struct Usage {
     wall_s: f64,
     cpu_s: f64,
-    device: Option<(u64, u64)>,
+    device: Option<Device>,
+}
+
+/// A block device's counters (Linux's `Documentation/block/stat.rst`), or their growth over a run.
+#[derive(Clone, Copy, Default)]
+struct Device {
+    /// Bytes written.
+    bytes: u64,
+    /// Milliseconds with I/O in flight.
+    busy_ms: u64,
+    /// Write requests completed.
+    writes: u64,
+    /// Milliseconds the write requests waited, summed over requests.
+    write_ms: u64,
+    /// Flush requests completed (0 where the kernel does not count them).
+    flushes: u64,
+    /// Milliseconds the flush requests waited, summed.
+    flush_ms: u64,
+}
+
+impl Device {
+    fn since(self, before: Device) -> Device {
+        Device {
+            bytes: self.bytes.saturating_sub(before.bytes),
+            busy_ms: self.busy_ms.saturating_sub(before.busy_ms),
+            writes: self.writes.saturating_sub(before.writes),
+            write_ms: self.write_ms.saturating_sub(before.write_ms),
+            flushes: self.flushes.saturating_sub(before.flushes),
+            flush_ms: self.flush_ms.saturating_sub(before.flush_ms),
+        }
+    }
 }
 
 /// CPU time of the whole process so far (every thread, user and system).
@@ -155,8 +187,8 @@ fn cpu_seconds() -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
-/// (bytes written, milliseconds busy) so far of the block device holding `dir`.
-fn device_counters(dir: &Path) -> Option<(u64, u64)> {
+/// The counters so far of the block device holding `dir`.
+fn device_counters(dir: &Path) -> Option<Device> {
     let dev = std::fs::metadata(dir).ok()?.dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
@@ -164,8 +196,16 @@ fn device_counters(dir: &Path) -> Option<(u64, u64)> {
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0))
         .collect();
-    // Fields: sectors (512 B) written at 6, time with I/O in flight (ms) at 9.
-    Some((f.get(6)? * 512, *f.get(9)?))
+    // Fields: writes completed at 4, sectors (512 B) written at 6, write ticks (ms) at 7, time
+    // with I/O in flight (ms) at 9, flushes completed at 15 and flush ticks at 16.
+    Some(Device {
+        bytes: f.get(6)? * 512,
+        busy_ms: *f.get(9)?,
+        writes: *f.get(4)?,
+        write_ms: *f.get(7)?,
+        flushes: f.get(15).copied().unwrap_or(0),
+        flush_ms: f.get(16).copied().unwrap_or(0),
+    })
 }
 
 /// `timed_calls`, and what the calls cost the machine.
@@ -176,7 +216,7 @@ fn measured(dir: &Path, n: usize, f: impl FnMut(usize)) -> (f64, Vec<u64>, Usage
     let usage = Usage {
         wall_s: secs,
         cpu_s: cpu1 - cpu0,
-        device: dev0.zip(dev1).map(|(a, b)| (b.0 - a.0, b.1 - a.1)),
+        device: dev0.zip(dev1).map(|(a, b)| b.since(a)),
     };
     (secs, lat, usage)
 }
@@ -196,19 +236,34 @@ fn usage_note(usages: &[(&'static str, Vec<Usage>)], payload: u64, rounds: u64) 
             let mut line = format!("{name} CPU {per_round:.2} ms per round ({cores:.2} cores)");
             if u.iter().all(|u| u.device.is_some()) {
                 let dev = |u: &Usage| u.device.unwrap_or_default();
-                let written = med(u.iter().map(|u| dev(u).0 as f64 / payload as f64).collect());
+                let written = med(u.iter().map(|u| dev(u).bytes as f64 / payload as f64).collect());
                 let busy = med(
                     u.iter()
-                        .map(|u| dev(u).1 as f64 / (u.wall_s * 1e3) * 100.0)
+                        .map(|u| dev(u).busy_ms as f64 / (u.wall_s * 1e3) * 100.0)
                         .collect(),
                 );
                 let rate = med(
                     u.iter()
-                        .map(|u| dev(u).0 as f64 / u.wall_s / (1 << 20) as f64)
+                        .map(|u| dev(u).bytes as f64 / u.wall_s / (1 << 20) as f64)
                         .collect(),
                 );
+                let per = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+                let request_kib = med(
+                    u.iter()
+                        .map(|u| per(dev(u).bytes, dev(u).writes) / 1024.0)
+                        .collect(),
+                );
+                let write_wait = med(u.iter().map(|u| per(dev(u).write_ms, dev(u).writes)).collect());
+                let flushes = med(
+                    u.iter()
+                        .map(|u| dev(u).flushes as f64 / rounds as f64)
+                        .collect(),
+                );
+                let flush_wait = med(u.iter().map(|u| per(dev(u).flush_ms, dev(u).flushes)).collect());
                 line += &format!(
-                    ", device wrote {written:.2}x the payload ({rate:.0} MiB/s), busy {busy:.0}% of the run"
+                    ", device wrote {written:.2}x the payload ({rate:.0} MiB/s), busy {busy:.0}% of \
+                     the run, {request_kib:.0} KiB per write request, {write_wait:.2} ms per write \
+                     request, {flushes:.2} flushes per round at {flush_wait:.2} ms"
                 );
             }
             line
