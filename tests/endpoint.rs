@@ -620,6 +620,28 @@ fn pull_from_an_endless_peer_within(
     outcome
 }
 
+/// A peer's `feed` for [`pull_from_an_endless_peer`]: a gzip stream (at `level`) of `head`,
+/// then of `chunk()` after `chunk()`, each flushed, `pause` after each, until stopped.
+fn gzip_feed(
+    head: Vec<u8>,
+    level: flate2::Compression,
+    pause: Duration,
+    mut chunk: impl FnMut() -> Vec<u8> + Send + 'static,
+) -> impl FnOnce(&mut TcpStream, &dyn Fn() -> bool) + Send + 'static {
+    move |conn: &mut TcpStream, stopped: &dyn Fn() -> bool| {
+        let mut gz = flate2::write::GzEncoder::new(conn, level);
+        if gz.write_all(&head).is_err() {
+            return;
+        }
+        while !stopped() {
+            if gz.write_all(&chunk()).and_then(|()| gz.flush()).is_err() {
+                return;
+            }
+            thread::sleep(pause);
+        }
+    }
+}
+
 /// Pulls from a peer that sends `first` after the archive status and then trickles 512 zero
 /// bytes every 100 ms, never closing.
 fn pull_from_a_trickling_peer(first: Vec<u8>, refused_for: &str) {
@@ -665,18 +687,8 @@ fn a_peer_streaming_an_endless_gzip_stream_does_not_hold_the_pull() {
     flate2::read::GzDecoder::new(&archive_bytes()[..])
         .read_to_end(&mut tar)
         .unwrap();
-    let feed = move |conn: &mut TcpStream, stopped: &dyn Fn() -> bool| {
-        let mut gz = flate2::write::GzEncoder::new(conn, flate2::Compression::fast());
-        if gz.write_all(&tar).is_err() {
-            return;
-        }
-        let zeros = vec![0u8; 1 << 20];
-        while !stopped() {
-            if gz.write_all(&zeros).and_then(|()| gz.flush()).is_err() {
-                return;
-            }
-        }
-    };
+    let zeros = || vec![0u8; 1 << 20];
+    let feed = gzip_feed(tar, flate2::Compression::fast(), Duration::ZERO, zeros);
     pull_from_an_endless_peer(
         feed,
         "than its meta.json allows",
@@ -719,18 +731,8 @@ fn lying_tar_head() -> Vec<u8> {
 #[test]
 fn a_peer_whose_meta_json_lies_is_held_to_the_callers_deadline() {
     let head = lying_tar_head();
-    let feed = move |conn: &mut TcpStream, stopped: &dyn Fn() -> bool| {
-        let mut gz = flate2::write::GzEncoder::new(conn, flate2::Compression::fast());
-        if gz.write_all(&head).is_err() {
-            return;
-        }
-        let zeros = vec![0u8; 1 << 20];
-        while !stopped() {
-            if gz.write_all(&zeros).and_then(|()| gz.flush()).is_err() {
-                return;
-            }
-        }
-    };
+    let zeros = || vec![0u8; 1 << 20];
+    let feed = gzip_feed(head, flate2::Compression::fast(), Duration::ZERO, zeros);
     let limits = PullLimits {
         deadline: Some(Duration::from_secs(2)),
         ..PullLimits::default()
@@ -750,18 +752,12 @@ fn a_peer_whose_meta_json_lies_is_held_to_the_callers_deadline() {
 #[test]
 fn a_peer_trickling_within_a_lying_meta_json_is_held_to_the_callers_deadline() {
     let head = lying_tar_head();
-    let feed = move |conn: &mut TcpStream, stopped: &dyn Fn() -> bool| {
-        let mut gz = flate2::write::GzEncoder::new(conn, flate2::Compression::fast());
-        if gz.write_all(&head).is_err() {
-            return;
-        }
-        while !stopped() {
-            if gz.write_all(&[7u8; 512]).and_then(|()| gz.flush()).is_err() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let feed = gzip_feed(
+        head,
+        flate2::Compression::fast(),
+        Duration::from_millis(100),
+        || vec![7u8; 512],
+    );
     let limits = PullLimits {
         deadline: Some(Duration::from_secs(2)),
         ..PullLimits::default()
@@ -779,25 +775,18 @@ fn a_peer_trickling_within_a_lying_meta_json_is_held_to_the_callers_deadline() {
 #[test]
 fn a_peer_whose_meta_json_lies_is_held_to_the_callers_max_bytes() {
     let head = lying_tar_head();
-    let feed = move |conn: &mut TcpStream, stopped: &dyn Fn() -> bool| {
-        let mut gz = flate2::write::GzEncoder::new(conn, flate2::Compression::none());
-        if gz.write_all(&head).is_err() {
-            return;
-        }
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut noise = vec![0u8; 64 << 10];
-        while !stopped() {
-            for b in noise.iter_mut() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise = move || {
+        (0..64 << 10)
+            .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                *b = x as u8;
-            }
-            if gz.write_all(&noise).and_then(|()| gz.flush()).is_err() {
-                return;
-            }
-        }
+                x as u8
+            })
+            .collect()
     };
+    let feed = gzip_feed(head, flate2::Compression::none(), Duration::ZERO, noise);
     const MAX: u64 = 1 << 20;
     let limits = PullLimits {
         max_bytes: Some(MAX),
