@@ -793,12 +793,7 @@ fn a_peer_whose_meta_json_lies_is_held_to_the_callers_max_bytes() {
         ..PullLimits::default()
     };
     let (err, received) = pull_from_an_endless_peer_within(feed, limits, "sending noise");
-    match &err {
-        Error::InvalidArchive { reason, .. } => {
-            assert!(reason.contains("more than the 1048576 bytes"), "{reason}")
-        }
-        other => panic!("the pull: {other:?}"),
-    }
+    assert_larger_than(&err, MAX);
     assert!(received <= MAX, "{received} bytes were written");
 }
 
@@ -824,35 +819,124 @@ fn an_archive_of_exactly_max_bytes_pulls_and_one_byte_less_refuses_it() {
             assert_eq!(status.archive_bytes, len);
             assert_eq!(fs::read(out_path(&tmp)).unwrap(), bytes);
         } else {
-            match r.unwrap_err() {
-                Error::InvalidArchive { reason, .. } => {
-                    assert!(
-                        reason.contains(&format!("more than the {max} bytes")),
-                        "{reason}"
-                    )
-                }
-                other => panic!("the pull: {other:?}"),
-            }
+            assert_larger_than(&r.unwrap_err(), max);
             assert_nothing_left(&tmp);
         }
     }
 }
 
+/// The refusal of an archive larger than the caller's `max` bytes: the caller's limit, not
+/// damage (`Network`, kind `FileTooLarge`, naming the limit).
+fn assert_larger_than(err: &Error, max: u64) {
+    match err {
+        Error::Network { source, .. } => {
+            assert_eq!(source.kind(), io::ErrorKind::FileTooLarge, "{err}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("larger than the {max} bytes")),
+                "{err}"
+            );
+        }
+        other => panic!("the pull: {other:?}"),
+    }
+}
+
+/// An archive of exactly `max_bytes` followed by a byte of junk is refused for the junk, not
+/// for its size (found by a review: every byte read was counted, the junk with the archive).
 #[test]
-fn a_zero_deadline_is_an_invalid_argument() {
+fn junk_after_an_archive_of_exactly_max_bytes_is_named_as_junk() {
+    let bytes = archive_bytes();
+    let mut answer = vec![endpoint::STATUS_ARCHIVE];
+    answer.extend_from_slice(&bytes);
+    answer.push(0x5a);
     let tmp = TempDir::new().unwrap();
+    let (addr, server) = serve_raw(answer);
     let limits = PullLimits {
-        deadline: Some(Duration::ZERO),
+        max_bytes: Some(bytes.len() as u64),
         ..PullLimits::default()
     };
-    let err = pull_archive_within(
-        &free_port_addr(),
-        &out_path(&tmp),
-        TIMEOUT,
-        limits,
-        &mut |_| {},
-    )
-    .unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    let err = pull_archive_within(&addr, &out_path(&tmp), TIMEOUT, limits, &mut |_| {});
+    server.join().unwrap();
+    match err.unwrap_err() {
+        Error::InvalidArchive { reason, .. } => {
+            assert!(
+                reason.contains("after the archive's gzip stream"),
+                "{reason}"
+            )
+        }
+        other => panic!("the pull: {other:?}"),
+    }
     assert_nothing_left(&tmp);
+}
+
+/// An error answer (status 1) whose message trickles in a byte every 200 ms, each read well
+/// within the 1 s timeout: the deadline ends the pull. Each read once waited the whole
+/// timeout afresh, so a 64 KiB message held a 2 s deadline for hours (found by a review).
+#[test]
+fn a_trickled_error_message_is_held_to_the_callers_deadline() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_server = stop.clone();
+    let (addr, server) = serve_one(move |mut conn| {
+        read_magic(&mut conn);
+        let mut head = vec![endpoint::STATUS_ERROR];
+        head.extend_from_slice(&(MAX_ERROR_MESSAGE as u32).to_be_bytes());
+        conn.write_all(&head).unwrap();
+        while !stop_server.load(Ordering::Relaxed) {
+            if conn.write_all(b"x").is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let tmp = TempDir::new().unwrap();
+    let target = out_path(&tmp);
+    let (done, finished) = mpsc::channel();
+    let client = thread::spawn(move || {
+        let limits = PullLimits {
+            deadline: Some(Duration::from_secs(2)),
+            ..PullLimits::default()
+        };
+        let r = pull_archive_within(&addr, &target, Duration::from_secs(1), limits, &mut |_| {});
+        let _ = done.send(r.map(|_| ()));
+    });
+    let outcome = finished.recv_timeout(Duration::from_secs(20));
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    client.join().unwrap();
+    match outcome {
+        Ok(Err(err @ Error::Network { .. })) => {
+            assert!(err.to_string().contains("deadline of 2s"), "{err}")
+        }
+        Ok(other) => panic!("the pull: {other:?}"),
+        Err(_) => panic!("the pull (deadline 2 s) was still running after 20 s"),
+    }
+    assert_nothing_left(&tmp);
+}
+
+#[test]
+fn a_zero_deadline_or_maximum_size_is_an_invalid_argument() {
+    for limits in [
+        PullLimits {
+            deadline: Some(Duration::ZERO),
+            ..PullLimits::default()
+        },
+        PullLimits {
+            max_bytes: Some(0),
+            ..PullLimits::default()
+        },
+    ] {
+        let tmp = TempDir::new().unwrap();
+        let err = pull_archive_within(
+            &free_port_addr(),
+            &out_path(&tmp),
+            TIMEOUT,
+            limits,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert_nothing_left(&tmp);
+    }
 }

@@ -124,9 +124,9 @@ pub fn serve_error<W: Write>(mut out: W, message: &str) -> Result<(), Error> {
 /// caller knows how large an archive it expects and how long it may wait.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PullLimits {
-    /// The most archive bytes the pull takes from the node (what `OUT` would hold): a node
-    /// sending more is refused before the byte past this is written. `None`: bounded only by
-    /// what the archive's `meta.json` allows.
+    /// The most archive bytes the pull takes from the node (what `OUT` would hold): a larger
+    /// archive is refused before the byte past this is written. `None`: bounded only by what
+    /// the archive's `meta.json` allows.
     pub max_bytes: Option<u64>,
     /// The longest the pull may take from its start to the node closing the connection after
     /// the archive (resolving, connecting, receiving; the verification of what was received,
@@ -210,14 +210,41 @@ fn protocol(op: &'static str, addr: &str, reason: String) -> Error {
     }
 }
 
+/// The addresses `addr` resolves to. With a deadline the resolver (which has no time limit of
+/// ours) runs on a thread of its own, waited for at most the clock's wait; when that passes
+/// first the thread is left to finish and its answer is dropped. Without one, or when no thread
+/// can be started, it runs here.
+fn resolve(addr: &str, clock: &Clock) -> Result<Vec<SocketAddr>> {
+    const OP: &str = "resolve";
+    let lookup = |name: &str| name.to_socket_addrs().map(|a| a.collect::<Vec<_>>());
+    if clock.deadline.is_none() {
+        return lookup(addr).map_err(|e| clock.network(OP, addr, e));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = addr.to_string();
+    let started = std::thread::Builder::new()
+        .name("raftwal-resolve".into())
+        .spawn(move || {
+            // The receiver is gone once the wait is over: the answer is not wanted then.
+            let _ = tx.send(lookup(&name));
+        });
+    if started.is_err() {
+        return lookup(addr).map_err(|e| clock.network(OP, addr, e));
+    }
+    let wait = clock
+        .wait()
+        .ok_or_else(|| clock.network(OP, addr, io::ErrorKind::TimedOut.into()))?;
+    match rx.recv_timeout(wait) {
+        Ok(found) => found.map_err(|e| clock.network(OP, addr, e)),
+        Err(_) => Err(clock.network(OP, addr, io::ErrorKind::TimedOut.into())),
+    }
+}
+
 /// Resolves `addr` and connects to the first of its addresses that answers within the clock's
 /// wait, with `timeout` as the read and write timeout of the connection.
 fn connect(addr: &str, clock: &Clock) -> Result<TcpStream> {
     const OP: &str = "connect to";
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| clock.network("resolve", addr, e))?
-        .collect();
+    let addrs = resolve(addr, clock)?;
     let mut last = None;
     for a in &addrs {
         let Some(wait) = clock.wait() else {
@@ -239,27 +266,44 @@ fn connect(addr: &str, clock: &Clock) -> Result<TcpStream> {
     Err(clock.network(OP, addr, e))
 }
 
-/// `read_exact`, with a connection closed early described as `early`.
-fn read_exact(conn: &mut TcpStream, buf: &mut [u8], early: &str) -> io::Result<()> {
-    conn.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => io::Error::new(io::ErrorKind::UnexpectedEof, early),
-        _ => e,
-    })
+/// Fills `buf` from the connection within the clock: each read waits at most the clock's wait
+/// (so a peer sending a byte at a time is still held to the deadline); a connection closed
+/// early is described as `early`. Errors are step `op`'s.
+fn read_exact(
+    conn: &mut TcpStream,
+    buf: &mut [u8],
+    early: &str,
+    clock: &Clock,
+    (op, addr): (&'static str, &str),
+) -> Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        clock.arm(conn, op, addr)?;
+        match conn.read(&mut buf[at..]) {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, early);
+                return Err(clock.network(op, addr, e));
+            }
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(clock.network(op, addr, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Reads the rest of a status-1 answer into `Error::Remote` (or the error reading it).
 fn remote_error(conn: &mut TcpStream, addr: &str, clock: &Clock) -> Error {
     const OP: &str = "read the error message from";
-    if let Err(e) = clock.arm(conn, OP, addr) {
-        return e;
-    }
     let mut len = [0u8; 4];
     if let Err(e) = read_exact(
         conn,
         &mut len,
         "the connection closed inside the error message's length",
+        clock,
+        (OP, addr),
     ) {
-        return clock.network(OP, addr, e);
+        return e;
     }
     let len = u32::from_be_bytes(len);
     let Some(len) = usize::try_from(len)
@@ -279,8 +323,10 @@ fn remote_error(conn: &mut TcpStream, addr: &str, clock: &Clock) -> Error {
         conn,
         &mut message,
         "the connection closed inside the error message",
+        clock,
+        (OP, addr),
     ) {
-        return clock.network(OP, addr, e);
+        return e;
     }
     // The message goes to a terminal as one line: control characters are shown escaped.
     let reason: String = String::from_utf8_lossy(&message)
@@ -354,7 +400,7 @@ impl Write for Bounded {
 /// the clock's wait. A stream that does not decode is refused as soon as it does not (the
 /// server may go on sending after it too); damage the decoder does not see (a changed byte
 /// inside a member, a cut) is left to the verification of the whole file, which names it.
-/// More than `max_bytes` is refused before the byte past it is written.
+/// An archive of more than `max_bytes` is refused before the byte past them is written.
 fn receive(
     conn: &mut TcpStream,
     file: &mut impl Write,
@@ -379,12 +425,6 @@ fn receive(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(clock.network(OP, addr, e)),
         };
-        received += n as u64;
-        if let Some(max) = max_bytes.filter(|&max| received > max) {
-            return Err(refused(format!(
-                "more than the {max} bytes this pull takes at most"
-            )));
-        }
         let mut taken = 0;
         while taken < n {
             match gz.write(&buf[taken..n]) {
@@ -399,6 +439,15 @@ fn receive(
                 // No archive follows (the server may go on sending for ever).
                 Err(e) => return Err(refused(format!("not a gzip stream: {e}"))),
             }
+        }
+        // Counted inside the gzip stream: bytes after it are refused below as such.
+        received += taken as u64;
+        if let Some(max) = max_bytes.filter(|&max| received > max) {
+            let e = io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("the archive is larger than the {max} bytes this pull takes at most"),
+            );
+            return Err(clock.network(OP, addr, e));
         }
         file.write_all(&buf[..taken])
             .map_err(|e| Error::io("write", tmp, e))?;
@@ -438,10 +487,11 @@ pub fn pull_archive(
 }
 
 /// [`pull_archive`] within the caller's `limits`: an archive larger than `limits.max_bytes` is
-/// refused (`Error::InvalidArchive` naming `out` and `addr`) with no more than that written,
-/// and a pull still receiving when `limits.deadline` passes is `Error::Network` (kind
-/// `TimedOut`, the message naming the deadline); either way neither `out` nor `<out>.tmp` is
-/// left behind. A zero deadline is `Error::InvalidArgument`.
+/// refused with no more than that written (`Error::Network` naming `addr`, kind
+/// `FileTooLarge`: the caller's limit, not damage), and a pull not done when `limits.deadline`
+/// passes is `Error::Network` (kind `TimedOut`, the message naming the deadline), whatever step
+/// it was in, a byte at a time or not; either way neither `out` nor `<out>.tmp` is left behind.
+/// A zero deadline or maximum size is `Error::InvalidArgument`.
 pub fn pull_archive_within(
     addr: &str,
     out: &Path,
@@ -454,9 +504,10 @@ pub fn pull_archive_within(
             "a snapshot pull needs a timeout above zero".to_string(),
         ));
     }
-    if limits.deadline.is_some_and(|d| d.is_zero()) {
+    if limits.deadline.is_some_and(|d| d.is_zero()) || limits.max_bytes == Some(0) {
         return Err(Error::InvalidArgument(
-            "a snapshot pull's deadline, when given, must be above zero".to_string(),
+            "a snapshot pull's deadline and maximum size, when given, must be above zero"
+                .to_string(),
         ));
     }
     let clock = Clock::new(timeout, limits.deadline);
@@ -469,14 +520,14 @@ pub fn pull_archive_within(
     conn.write_all(&PULL_MAGIC)
         .and_then(|()| conn.flush())
         .map_err(|e| clock.network("send the pull request to", addr, e))?;
-    clock.arm(&conn, "read the answer from", addr)?;
     let mut status = [0u8; 1];
     read_exact(
         &mut conn,
         &mut status,
         "the connection closed before the status byte (is it a raftwal node?)",
-    )
-    .map_err(|e| clock.network("read the answer from", addr, e))?;
+        &clock,
+        ("read the answer from", addr),
+    )?;
     match status[0] {
         STATUS_ARCHIVE => {}
         STATUS_ERROR => return Err(remote_error(&mut conn, addr, &clock)),
