@@ -143,3 +143,81 @@ fn verify_beside_an_overwrite_written_before_its_checkpoint_finds_no_damage() {
     }
     e.close().unwrap();
 }
+
+/// `verify` on a root read before an overwrite whose record was appended after the read, the
+/// engine's writer having cut the slots past it since (its page not stored yet): the slots it
+/// meets cut are explained by a fresh read of the group's journal records, not damage. Beside
+/// an engine that keeps overwriting, every attempt of `verify` read the root before some cut,
+/// so the retries did not help (a review: 4 of 50 and 9 of 43 runs of `raftwal verify ROOT`
+/// reported "slot 400 holds index 0 where index 401 belongs"); `open_once` reads once, as every
+/// attempt of that loop did.
+#[test]
+fn verify_beside_an_overwrite_appended_after_the_read_finds_no_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    {
+        let e = Engine::open(&root).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 50), &es(1, 101, 1, 1000), &Snapshot::default())
+            .unwrap();
+        e.close().unwrap();
+    }
+    let e = Engine::open_with(&root, EngineOptions::default()).unwrap();
+    let page = root.join("groups/1/wal.meta");
+    let page_at_open = fs::read(&page).unwrap();
+    let g = e.group(1).unwrap();
+    let wal = root.join("groups/1/00001.wal");
+    let before = fs::read(&wal).unwrap();
+    // The tool reads the root now: the journal holds no overwrite yet.
+    let mut inspector = EngineInspector::open_once(&root, None, None).unwrap();
+    g.save(&hs(2, 50), &es(51, 91, 2, 1000), &Snapshot::default())
+        .unwrap();
+    let g2 = e.create_group(2, 2).unwrap();
+    g2.save(&hs(1, 0), &es(1, 31, 1, 1000), &Snapshot::default())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while fs::read(&wal).unwrap() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never wrote the overwrite"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let report = inspector.verify(&mut |_| {}).unwrap();
+    // The moment holds while no checkpoint stored the group's page since the open.
+    let quiet = fs::read(&page).unwrap() == page_at_open;
+    if quiet {
+        assert!(report.ok, "verify beside the engine: {:?}", report.damage);
+    }
+    e.close().unwrap();
+}
+
+/// `verify` of a root read while it was cleanly closed, an engine opening it meanwhile (a
+/// node restarting), taking a snapshot that replaces a group's snapshot file, and closing
+/// again: the root is read again, not reported damaged. A root read as closed was never read
+/// again: "missing .../snap/...: the meta page names this snapshot file", 3 of 3 (a review).
+#[test]
+fn verify_of_a_closed_root_an_engine_opens_meanwhile_finds_no_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    {
+        let e = Engine::open(&root).unwrap();
+        let g = e.create_group(2, 1).unwrap();
+        g.save(&hs(1, 10), &es(1, 11, 1, 100), &Snapshot::default())
+            .unwrap();
+        g.create_snapshot(5, None, vec![5u8; 64]).unwrap();
+        e.close().unwrap();
+    }
+    let mut inspector = EngineInspector::open_with_key(&root, None).unwrap();
+    {
+        let e = Engine::open(&root).unwrap();
+        let g = e.group(2).unwrap();
+        g.create_snapshot(8, None, vec![8u8; 64]).unwrap();
+        e.close().unwrap();
+    }
+    let report = inspector.verify(&mut |_| {}).unwrap();
+    assert!(report.ok, "verify across the restart: {:?}", report.damage);
+    assert_eq!(report.groups.len(), 1);
+    assert!(report.groups[0].snapshot_bytes_checked > 0);
+}

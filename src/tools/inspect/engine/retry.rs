@@ -1,12 +1,12 @@
-//! Riding out a live engine: the tools run beside an engine holding the root's lock, so when the
-//! root is marked open and what was read is not clean (a checkpoint moved on, a record was in
-//! flight, a file went), it is read again, a few times, with a pause between, before anything is
-//! reported.
+//! Riding out a live engine: the tools run beside an engine holding the root's lock, so when
+//! the root is marked open (or was opened or closed since it was read) and what was read is not
+//! clean (a checkpoint moved on, a record was in flight, a file went), it is read again, a few
+//! times, with a pause between, before anything is reported.
 //!
 //! Owns: how many reads and how long between them, what counts as clean, which errors a live
-//! engine can cause, and whether a group's meta page moved on under the reader. Must never: read
-//! again a root that is not marked open, read again without bound, or take the lock (it waits
-//! for the engine, never stops it).
+//! engine can cause, and whether the root or a group's meta page moved on under the reader.
+//! Must never: read again a root that no engine had open while it was read, read again without
+//! bound, or take the lock (it waits for the engine, never stops it).
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub(super) fn read_with_retries(
         attempt += 1;
         let last = attempt >= attempts;
         match read_root(root, cipher, only) {
-            Ok(r) if r.clean() || !r.record.open || last => return Ok(r),
+            Ok(r) if r.clean() || !live(root, cipher, &r) || last => return Ok(r),
             Ok(_) => {}
             Err(e) if last || !transient(&e) || !marked_open(root, cipher) => return Err(e),
             Err(_) => {}
@@ -58,6 +58,15 @@ fn transient(e: &Error) -> bool {
         e,
         Error::Io { .. } | Error::Corrupt { .. } | Error::MissingFile { .. }
     )
+}
+
+/// Whether an engine may have changed the root while `read` was taken: it was marked open, or
+/// `engine.meta` is no longer the copy read (an engine opened or closed it since: a node
+/// restarting beside the reader), or can no longer be read.
+pub(super) fn live(root: &Path, cipher: Option<&Cipher>, read: &RootRead) -> bool {
+    read.record.open
+        || meta::read_only::<EngineRecord>(root, cipher)
+            .map_or(true, |(_, copies)| copies.seq != read.root_copies.seq)
 }
 
 fn marked_open(root: &Path, cipher: Option<&Cipher>) -> bool {

@@ -13,7 +13,8 @@ use std::path::Path;
 
 use super::group::GroupRead;
 use super::report::{EngineVerifyReport, GroupCheck, JournalCheck};
-use super::retry::{moved_on, read_with_retries, RETRY_PAUSE};
+use super::retry::{live, moved_on, read_with_retries, RETRY_PAUSE};
+use super::root::read_root;
 use super::{is_damage, EngineInspector};
 use crate::error::{Error, Result};
 use crate::proto::{EngineRecord, SnapshotRecord};
@@ -52,15 +53,18 @@ impl EngineInspector {
     /// with the key, the snapshot file to its last byte). A group's files lagging its journal is not damage. Damage does not stop the
     /// check: the report lists all of it, each naming its file and offset.
     ///
-    /// When damage is found in a root marked open (a live engine may have changed a file
+    /// When damage is found in a root marked open, or whose `engine.meta` changed since it
+    /// was read (a live engine, or one opened or closed meanwhile, may have changed a file
     /// while it was read), the root is read and checked again, a few times; the last check is
-    /// the report, and the summary is that read's.
+    /// the report, and the summary is that read's. A slot that fails in such a root is first
+    /// checked against a fresh read of its group's journal records: an overwrite appended
+    /// since explains it.
     pub fn verify(&mut self, progress: &mut dyn FnMut(u64)) -> Result<EngineVerifyReport> {
         let mut attempt = 1;
         loop {
             let report = self.verify_once(progress)?;
             let settled = report.ok && report.groups.iter().all(|g| !g.changed_while_checked);
-            if settled || !self.read.record.open || attempt >= self.attempts {
+            if settled || attempt >= self.attempts || !self.live() {
                 return Ok(report);
             }
             attempt += 1;
@@ -72,6 +76,27 @@ impl EngineInspector {
                 self.attempts,
             )?;
             self.summary = self.read.summary();
+        }
+    }
+
+    /// Whether an engine may have changed the root while it was checked: it was marked open
+    /// when read, or `engine.meta` is no longer the copy read (an engine opened or closed it
+    /// since: a node restarting beside the tool), or can no longer be read.
+    fn live(&self) -> bool {
+        live(&self.root, self.cipher.as_ref(), &self.read)
+    }
+
+    /// Whether the journal now replaces group `id`'s log past an index below `index`: an
+    /// overwrite appended after the root was read, whose slots past it the engine's writer may
+    /// have cut before a checkpoint stores the group's page (a slot there is never read by
+    /// open). Read again only for a group with a slot that failed, in a live root.
+    fn replaced_since_read(&self, id: u64, index: u64) -> bool {
+        match read_root(&self.root, self.cipher.as_ref(), Some(id)) {
+            Ok(fresh) => fresh
+                .groups
+                .get(&id)
+                .is_some_and(|g| g.replay.files_upper() < index),
+            Err(_) => false,
         }
     }
 
@@ -181,6 +206,11 @@ impl EngineInspector {
                         progress(bytes + log_file::SLOT_SIZE as u64);
                     }
                     Err(_) if f.base + u64::from(k) > replaced_after => break,
+                    Err(_)
+                        if self.live() && self.replaced_since_read(id, f.base + u64::from(k)) =>
+                    {
+                        break
+                    }
                     Err(e) => {
                         c.damage.push(found(e)?.to_string());
                         break;
@@ -201,7 +231,7 @@ impl EngineInspector {
                 Err(e) => c.damage.push(found(e)?.to_string()),
             }
         }
-        if !c.damage.is_empty() && self.read.record.open && moved_on(disk, self.cipher.as_ref()) {
+        if !c.damage.is_empty() && self.live() && moved_on(disk, self.cipher.as_ref()) {
             c.damage.clear();
             c.changed_while_checked = true;
         }
