@@ -39,13 +39,17 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `DATA_LEN` bytes of xorshift output: incompressible, so the archive is about as large.
 fn snapshot_data() -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..DATA_LEN)
+    xorshift(&mut 0x9e37_79b9_7f4a_7c15, DATA_LEN)
+}
+
+/// `n` bytes of xorshift output from state `x` (left where the next call goes on).
+fn xorshift(x: &mut u64, n: usize) -> Vec<u8> {
+    (0..n)
         .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x as u8
         })
         .collect()
 }
@@ -776,16 +780,7 @@ fn a_peer_trickling_within_a_lying_meta_json_is_held_to_the_callers_deadline() {
 fn a_peer_whose_meta_json_lies_is_held_to_the_callers_max_bytes() {
     let head = lying_tar_head();
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let noise = move || {
-        (0..64 << 10)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
+    let noise = move || xorshift(&mut x, 64 << 10);
     let feed = gzip_feed(head, flate2::Compression::none(), Duration::ZERO, noise);
     const MAX: u64 = 1 << 20;
     let limits = PullLimits {

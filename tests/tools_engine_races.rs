@@ -77,47 +77,86 @@ fn a_group_removed_after_the_read_is_no_missing_snapshot_file() {
 /// overwrite are cut, while the page (and the journal after it, which holds the overwrite) still
 /// counts them. Open replays the overwrite; `raftwal verify ROOT` reported the cut slots as
 /// damage ("slot N holds index 0 where index M belongs", exit 1), on each of its reads.
+/// A moment a live engine leaves an engine root in: group 1's page says log 1..=100 in its
+/// files (the root closed and reopened, checkpoints 5 s apart); `before(root)` runs; then an
+/// overwrite from 51 (term 2) to 90 is committed, and written into the files by the engine's
+/// writer, cutting the slots past it, before a checkpoint stores the group's page (if one
+/// did, `quiet` says so: the moment is gone).
+struct Overwritten {
+    tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    engine: Engine,
+    page: std::path::PathBuf,
+    page_at_open: Vec<u8>,
+}
+
+impl Overwritten {
+    fn new<T>(before: impl FnOnce(&Path) -> T) -> (Overwritten, T) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        {
+            let e = Engine::open(&root).unwrap();
+            let g = e.create_group(1, 1).unwrap();
+            g.save(&hs(1, 50), &es(1, 101, 1, 1000), &Snapshot::default())
+                .unwrap();
+            e.close().unwrap();
+        }
+        let engine = Engine::open_with(&root, EngineOptions::default()).unwrap();
+        let page = root.join("groups/1/wal.meta");
+        let page_at_open = fs::read(&page).unwrap();
+        let g = engine.group(1).unwrap();
+        let wal = root.join("groups/1/00001.wal");
+        let before_bytes = fs::read(&wal).unwrap();
+        let t = before(&root);
+        // The overwrite, 40 KiB: past its group's figure; another group's 30 KiB puts the
+        // tails past the writer's threshold, so the writer writes it.
+        g.save(&hs(2, 50), &es(51, 91, 2, 1000), &Snapshot::default())
+            .unwrap();
+        let g2 = engine.create_group(2, 2).unwrap();
+        g2.save(&hs(1, 0), &es(1, 31, 1, 1000), &Snapshot::default())
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while fs::read(&wal).unwrap() == before_bytes {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never wrote the overwrite"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let o = Overwritten {
+            tmp,
+            root,
+            engine,
+            page,
+            page_at_open,
+        };
+        (o, t)
+    }
+
+    /// No checkpoint stored group 1's page since the open: the cut slots are still counted.
+    fn quiet(&self) -> bool {
+        fs::read(&self.page).unwrap() == self.page_at_open
+    }
+}
+
 #[test]
 fn verify_beside_an_overwrite_written_before_its_checkpoint_finds_no_damage() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    {
-        let e = Engine::open(&root).unwrap();
-        let g = e.create_group(1, 1).unwrap();
-        g.save(&hs(1, 50), &es(1, 101, 1, 1000), &Snapshot::default())
-            .unwrap();
-        e.close().unwrap();
-    }
-    // The page now says: log 1..=100 in the files. Reopened, with checkpoints 5 s apart.
-    let e = Engine::open_with(&root, EngineOptions::default()).unwrap();
-    let page = root.join("groups/1/wal.meta");
-    let page_at_open = fs::read(&page).unwrap();
-    let g = e.group(1).unwrap();
-    let wal = root.join("groups/1/00001.wal");
-    let before = fs::read(&wal).unwrap();
-    // An overwrite from 51 (term 2) to 90, 40 KiB: past its group's figure; another group's
-    // 30 KiB puts the tails past the writer's threshold, so the writer writes it.
-    g.save(&hs(2, 50), &es(51, 91, 2, 1000), &Snapshot::default())
-        .unwrap();
-    let g2 = e.create_group(2, 2).unwrap();
-    g2.save(&hs(1, 0), &es(1, 31, 1, 1000), &Snapshot::default())
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while fs::read(&wal).unwrap() == before {
-        assert!(
-            Instant::now() < deadline,
-            "the writer never wrote the overwrite"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(50));
+    let (o, ()) = Overwritten::new(|_| ());
     let out = Command::new(env!("CARGO_BIN_EXE_raftwal"))
-        .args(["verify", root.to_str().unwrap()])
+        .args(["verify", o.root.to_str().unwrap()])
         .output()
         .unwrap();
     // The moment holds while no checkpoint (one runs 5 s after the open) stored the group's
     // page since the open: verify then met the cut slots the page still counts.
-    let quiet = fs::read(&page).unwrap() == page_at_open;
+    let quiet = o.quiet();
+    let Overwritten {
+        tmp,
+        root,
+        engine: e,
+        ..
+    } = o;
+    let g = e.group(1).unwrap();
     assert_eq!(g.last_index().unwrap(), 90);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -153,44 +192,14 @@ fn verify_beside_an_overwrite_written_before_its_checkpoint_finds_no_damage() {
 /// attempt of that loop did.
 #[test]
 fn verify_beside_an_overwrite_appended_after_the_read_finds_no_damage() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    {
-        let e = Engine::open(&root).unwrap();
-        let g = e.create_group(1, 1).unwrap();
-        g.save(&hs(1, 50), &es(1, 101, 1, 1000), &Snapshot::default())
-            .unwrap();
-        e.close().unwrap();
-    }
-    let e = Engine::open_with(&root, EngineOptions::default()).unwrap();
-    let page = root.join("groups/1/wal.meta");
-    let page_at_open = fs::read(&page).unwrap();
-    let g = e.group(1).unwrap();
-    let wal = root.join("groups/1/00001.wal");
-    let before = fs::read(&wal).unwrap();
-    // The tool reads the root now: the journal holds no overwrite yet.
-    let mut inspector = EngineInspector::open_once(&root, None, None).unwrap();
-    g.save(&hs(2, 50), &es(51, 91, 2, 1000), &Snapshot::default())
-        .unwrap();
-    let g2 = e.create_group(2, 2).unwrap();
-    g2.save(&hs(1, 0), &es(1, 31, 1, 1000), &Snapshot::default())
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while fs::read(&wal).unwrap() == before {
-        assert!(
-            Instant::now() < deadline,
-            "the writer never wrote the overwrite"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(50));
+    // The tool reads the root before the overwrite: the journal holds none yet.
+    let (o, mut inspector) =
+        Overwritten::new(|root| EngineInspector::open_once(root, None, None).unwrap());
     let report = inspector.verify(&mut |_| {}).unwrap();
-    // The moment holds while no checkpoint stored the group's page since the open.
-    let quiet = fs::read(&page).unwrap() == page_at_open;
-    if quiet {
+    if o.quiet() {
         assert!(report.ok, "verify beside the engine: {:?}", report.damage);
     }
-    e.close().unwrap();
+    o.engine.close().unwrap();
 }
 
 /// `verify` of a root read while it was cleanly closed, an engine opening it meanwhile (a
