@@ -9,12 +9,13 @@
 //! report as damage what a live engine's work explains, or write, create, rename or remove
 //! anything.
 
+use std::cell::OnceCell;
 use std::path::Path;
 
 use super::group::GroupRead;
 use super::report::{EngineVerifyReport, GroupCheck, JournalCheck};
 use super::retry::{live, moved_on, read_with_retries, RETRY_PAUSE};
-use super::root::read_root;
+use super::root::{read_root, RootRead};
 use super::{is_damage, EngineInspector};
 use crate::error::{Error, Result};
 use crate::proto::{EngineRecord, SnapshotRecord};
@@ -86,18 +87,30 @@ impl EngineInspector {
         live(&self.root, self.cipher.as_ref(), &self.read)
     }
 
-    /// Whether the journal now replaces group `id`'s log past an index below `index`: an
-    /// overwrite appended after the root was read, whose slots past it the engine's writer may
-    /// have cut before a checkpoint stores the group's page (a slot there is never read by
-    /// open). Read again only for a group with a slot that failed, in a live root.
-    fn replaced_since_read(&self, id: u64, index: u64) -> bool {
-        match read_root(&self.root, self.cipher.as_ref(), Some(id)) {
-            Ok(fresh) => fresh
-                .groups
-                .get(&id)
-                .is_some_and(|g| g.replay.files_upper() < index),
-            Err(_) => false,
-        }
+    /// Whether the journal now replaces group `id`'s log (`g`, as first read) past an index
+    /// below `index`: an overwrite appended after the root was read, whose slots past it the
+    /// engine's writer may have cut before a checkpoint stores the group's page (a slot there
+    /// is never read by open). `fresh` is the root read again, once per check and only when a
+    /// slot fails in a live root; a group it could not read whole, or whose incarnation
+    /// changed, explains nothing.
+    fn replaced_since_read(
+        &self,
+        (id, g): (u64, &GroupRead),
+        index: u64,
+        fresh: &OnceCell<Option<RootRead>>,
+    ) -> bool {
+        let fresh = fresh.get_or_init(|| read_root(&self.root, self.cipher.as_ref(), None).ok());
+        let Some(fresh) = fresh else {
+            return false;
+        };
+        let first = g.disk.as_ref().map(|d| d.eng.incarnation).ok();
+        fresh.groups.get(&id).is_some_and(|f| {
+            f.replay.damage.is_none()
+                && f.disk
+                    .as_ref()
+                    .is_ok_and(|d| Some(d.eng.incarnation) == first)
+                && f.replay.files_upper() < index
+        })
     }
 
     fn verify_once(&self, progress: &mut dyn FnMut(u64)) -> Result<EngineVerifyReport> {
@@ -133,8 +146,9 @@ impl EngineInspector {
             journal.damage.push(e.to_string());
         }
         let mut groups = Vec::new();
+        let fresh = OnceCell::new();
         for (&id, g) in &r.groups {
-            groups.push(self.verify_group(id, g, progress)?);
+            groups.push(self.verify_group((id, g), &fresh, progress)?);
         }
         let mut damage: Vec<String> = r
             .disk_storage_dir
@@ -162,8 +176,8 @@ impl EngineInspector {
 
     fn verify_group(
         &self,
-        id: u64,
-        g: &GroupRead,
+        (id, g): (u64, &GroupRead),
+        fresh: &OnceCell<Option<RootRead>>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<GroupCheck> {
         let mut c = GroupCheck {
@@ -207,7 +221,8 @@ impl EngineInspector {
                     }
                     Err(_) if f.base + u64::from(k) > replaced_after => break,
                     Err(_)
-                        if self.live() && self.replaced_since_read(id, f.base + u64::from(k)) =>
+                        if self.live()
+                            && self.replaced_since_read((id, g), f.base + u64::from(k), fresh) =>
                     {
                         break
                     }
