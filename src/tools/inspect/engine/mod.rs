@@ -104,8 +104,8 @@ impl EngineInspector {
     /// image of a killed engine): what is read is not read again, however it looks, by the
     /// open or by [`EngineInspector::verify`] (a root marked open and not clean is read again
     /// after a pause otherwise, in case a live engine moved on under the reader). `verify` may
-    /// still read one group's journal records again, to explain a slot that fails in a root
-    /// marked open; on a root no engine writes that finds what the first read found.
+    /// still read the root once more, to explain a slot that fails in a root marked open; on a
+    /// root no engine writes that finds what the first read found.
     #[doc(hidden)]
     pub fn open_once<P: AsRef<Path>>(
         root: P,

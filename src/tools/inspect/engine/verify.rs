@@ -58,8 +58,8 @@ impl EngineInspector {
     /// was read (a live engine, or one opened or closed meanwhile, may have changed a file
     /// while it was read), the root is read and checked again, a few times; the last check is
     /// the report, and the summary is that read's. A slot that fails in such a root is first
-    /// checked against a fresh read of its group's journal records: an overwrite appended
-    /// since explains it.
+    /// checked against the root read again (once per check, shared by the groups): an
+    /// overwrite appended since explains it.
     pub fn verify(&mut self, progress: &mut dyn FnMut(u64)) -> Result<EngineVerifyReport> {
         let mut attempt = 1;
         loop {
