@@ -337,6 +337,58 @@ pub(crate) fn scan(
     Ok(out)
 }
 
+impl JournalScan {
+    /// Whether the journal has moved on since this scan: a segment file started or retired
+    /// since (the listing no longer names the segments scanned), or a record with the next
+    /// sequence number now lying where the last segment's records ended (an append in
+    /// progress counts: its header is written with the record). A listing or read that fails
+    /// counts as moved on. Costs one directory listing and one read of a record header; for a
+    /// live engine's readers, who read the root again only when it has (verify's read again
+    /// of a slot cut since: `tools::inspect::engine::verify`).
+    pub(crate) fn moved_on_since(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Ok(listing) = fs::read_dir(&self.dir) else {
+            return true;
+        };
+        let mut ids = Vec::new();
+        for ent in listing {
+            let Ok(ent) = ent else {
+                return true;
+            };
+            if let Some(id) = ent
+                .file_name()
+                .to_str()
+                .and_then(journal::parse_segment_name)
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        if !ids.iter().eq(self.segments.iter().map(|s| &s.id)) {
+            return true;
+        }
+        // Records go on in the last segment with a header, or start a prepared (blank) one
+        // after it; each is read where its records ended (a blank one: after its header).
+        let from = self
+            .segments
+            .iter()
+            .rposition(|s| s.first_seq.is_some())
+            .unwrap_or(0);
+        self.segments[from..].iter().any(|s| {
+            let mut h = [0u8; RECORD_HEADER];
+            match fs::File::open(&s.path).and_then(|f| f.read_exact_at(&mut h, s.end)) {
+                Ok(()) => record::header_seq(&h) == Some(self.next_seq),
+                // Records ended within a header's length of the file's end: nothing appended,
+                // unless the file grew.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    fs::metadata(&s.path).map_or(true, |m| m.len() != s.len)
+                }
+                Err(_) => true,
+            }
+        })
+    }
+}
+
 /// Every byte of segment `s` (its length as the scan found it), read through `file`, the
 /// descriptor the scan opened it with.
 fn read_whole(file: &fs::File, s: &SegmentScan) -> Result<Bytes> {

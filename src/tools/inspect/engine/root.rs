@@ -841,4 +841,47 @@ mod tests {
         );
         e.close().unwrap();
     }
+
+    /// What verify's reads again hinge on (`verify`): the journal read has moved on only when
+    /// a record was appended after it (in the segment being written or in the prepared one
+    /// after it) or a segment was started or retired; an idle engine and a closed root's
+    /// journal have not, so a killed image is read again once per check, not once per slot.
+    #[test]
+    fn the_journal_moved_on_since_a_read_only_when_records_or_segments_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::EngineOptions {
+            journal_segment_bytes: 64 << 10,
+            ..crate::EngineOptions::default()
+        };
+        let e = Engine::open_with(dir.path(), opts).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        let read = || super::read_root(dir.path(), None, None).unwrap().journal;
+        let r = read();
+        assert!(!r.moved_on_since(), "an idle engine's journal moved on");
+        g.save(&hs(1, 0), &entries(1, 1, 1), &Snapshot::default())
+            .unwrap();
+        assert!(r.moved_on_since(), "a record appended since is not seen");
+        let r = read();
+        assert!(!r.moved_on_since());
+        // Past the segment's end: the records go on in a segment started since.
+        let segments = |j: &crate::engine::scan::JournalScan| j.segments.len();
+        let before = segments(&r);
+        let mut next = 2;
+        let mut big = Vec::new();
+        while segments(&read()) == before {
+            big.clear();
+            for mut en in entries(next, next + 7, 1) {
+                en.data = vec![7u8; 1000].into();
+                big.push(en);
+            }
+            next += 8;
+            g.save(&hs(1, 0), &big, &Snapshot::default()).unwrap();
+            assert!(next < 10_000, "the journal never started a segment");
+        }
+        assert!(r.moved_on_since(), "a segment started since is not seen");
+        e.close().unwrap();
+        let r = read();
+        assert!(!r.moved_on_since(), "a closed root's journal moved on");
+        assert!(!read().moved_on_since());
+    }
 }

@@ -9,7 +9,7 @@
 //! report as damage what a live engine's work explains, or write, create, rename or remove
 //! anything.
 
-use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::path::Path;
 
 use super::group::GroupRead;
@@ -58,8 +58,9 @@ impl EngineInspector {
     /// was read (a live engine, or one opened or closed meanwhile, may have changed a file
     /// while it was read), the root is read and checked again, a few times; the last check is
     /// the report, and the summary is that read's. A slot that fails in such a root is first
-    /// checked against the root read again (once per check, shared by the groups): an
-    /// overwrite appended since explains it.
+    /// checked against the root read again (shared by the groups, and read once more when the
+    /// journal has moved on since, a few times per check): an overwrite appended since
+    /// explains it.
     pub fn verify(&mut self, progress: &mut dyn FnMut(u64)) -> Result<EngineVerifyReport> {
         let mut attempt = 1;
         loop {
@@ -90,27 +91,36 @@ impl EngineInspector {
     /// Whether the journal now replaces group `id`'s log (`g`, as first read) past an index
     /// below `index`: an overwrite appended after the root was read, whose slots past it the
     /// engine's writer may have cut before a checkpoint stores the group's page (a slot there
-    /// is never read by open). `fresh` is the root read again, once per check and only when a
-    /// slot fails in a live root; a group it could not read whole, or whose incarnation
-    /// changed, explains nothing.
-    fn replaced_since_read(
-        &self,
-        (id, g): (u64, &GroupRead),
-        index: u64,
-        fresh: &OnceCell<Option<RootRead>>,
-    ) -> bool {
-        let fresh = fresh.get_or_init(|| read_root(&self.root, self.cipher.as_ref(), None).ok());
-        let Some(fresh) = fresh else {
-            return false;
-        };
+    /// is never read by open). `fresh` is the root read again, taken only when a slot fails in a
+    /// live root and shared by the groups; when it does not explain the slot and the journal
+    /// has moved on since it was taken (the overwrite may have been appended after it), it is
+    /// taken again, at most [`FRESH_READS`] times per check. A group a read could not read
+    /// whole, or whose incarnation changed, explains nothing.
+    fn replaced_since_read(&self, (id, g): (u64, &GroupRead), index: u64, fresh: &Fresh) -> bool {
         let first = g.disk.as_ref().map(|d| d.eng.incarnation).ok();
-        fresh.groups.get(&id).is_some_and(|f| {
-            f.replay.damage.is_none()
-                && f.disk
-                    .as_ref()
-                    .is_ok_and(|d| Some(d.eng.incarnation) == first)
-                && f.replay.files_upper() < index
-        })
+        let explains = |read: &RootRead| {
+            read.groups.get(&id).is_some_and(|f| {
+                f.replay.damage.is_none()
+                    && f.disk
+                        .as_ref()
+                        .is_ok_and(|d| Some(d.eng.incarnation) == first)
+                    && f.replay.files_upper() < index
+            })
+        };
+        let mut fresh = fresh.borrow_mut();
+        loop {
+            let stale = match &fresh.read {
+                Some(read) if explains(read) => return true,
+                Some(read) => read.journal.moved_on_since(),
+                // Not taken yet, or a read that failed (a live engine's moment): take one.
+                None => true,
+            };
+            if !stale || fresh.taken >= FRESH_READS {
+                return false;
+            }
+            fresh.taken += 1;
+            fresh.read = read_root(&self.root, self.cipher.as_ref(), None).ok();
+        }
     }
 
     fn verify_once(&self, progress: &mut dyn FnMut(u64)) -> Result<EngineVerifyReport> {
@@ -146,7 +156,7 @@ impl EngineInspector {
             journal.damage.push(e.to_string());
         }
         let mut groups = Vec::new();
-        let fresh = OnceCell::new();
+        let fresh = Fresh::default();
         for (&id, g) in &r.groups {
             groups.push(self.verify_group((id, g), &fresh, progress)?);
         }
@@ -177,7 +187,7 @@ impl EngineInspector {
     fn verify_group(
         &self,
         (id, g): (u64, &GroupRead),
-        fresh: &OnceCell<Option<RootRead>>,
+        fresh: &Fresh,
         progress: &mut dyn FnMut(u64),
     ) -> Result<GroupCheck> {
         let mut c = GroupCheck {
@@ -254,6 +264,20 @@ impl EngineInspector {
         Ok(c)
     }
 }
+
+/// Reads of the root again in one check (see [`EngineInspector::verify`]): beside an engine that
+/// keeps overwriting, a group checked after one can meet a cut made after it. Bounded, so that
+/// a damaged root beside a busy engine is not read again for each damaged slot.
+const FRESH_READS: usize = 4;
+
+/// The root as last read again during one check, and how many times it was.
+#[derive(Default)]
+struct FreshRead {
+    read: Option<RootRead>,
+    taken: usize,
+}
+
+type Fresh = RefCell<FreshRead>;
 
 /// Reads a snapshot file to its last byte (checking its checksum), reporting bytes as read.
 fn read_snapshot(
