@@ -406,3 +406,47 @@ fn verify_beside_an_overwrite_appended_after_the_shared_read_again_finds_no_dama
     }
     engine.close().unwrap();
 }
+
+/// A live engine's group with a damaged committed slot (index 5, which the engine serves
+/// from it) whose meta page the engine stores while `verify` checks the group (a snapshot
+/// taken at index 2): the slot still belongs to the group's log and still fails. It is damage,
+/// whatever else changed. The check cleared a moved-on group's damage ("changed while it was
+/// checked ... ok"), so damage in a busy group passed (a review's suspicion, 2026-12-07).
+#[test]
+fn damage_a_group_keeps_while_its_page_moves_on_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    {
+        let e = Engine::open(&root).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 20), &es(1, 21, 1, 100), &Snapshot::default())
+            .unwrap();
+        e.close().unwrap();
+    }
+    let e = Engine::open(&root).unwrap();
+    damage_slot(&root.join("groups/1/00001.wal"), 4);
+    let g = e.group(1).unwrap();
+    let mut inspector = EngineInspector::open_once(&root, None, None).unwrap();
+    let mut snapshot_taken = false;
+    let report = inspector
+        .verify(&mut |_| {
+            if !snapshot_taken {
+                snapshot_taken = true;
+                g.create_snapshot(2, None, b"at 2".to_vec()).unwrap();
+            }
+        })
+        .unwrap();
+    assert!(snapshot_taken);
+    assert!(
+        !report.ok && report.damage.iter().any(|d| d.contains("00001.wal")),
+        "verify passed a damaged slot of a group that moved on: {:?}",
+        report.groups
+    );
+    // Independent check: the engine, asked for index 5, meets the damaged slot.
+    let read = g.entries(5, 6, u64::MAX, raft::GetEntriesContext::empty(false));
+    assert!(
+        read.is_err(),
+        "the engine read index 5 from the damaged slot"
+    );
+    e.close().unwrap();
+}
