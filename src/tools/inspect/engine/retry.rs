@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::group::GroupDisk;
-use super::root::{read_root, RootRead};
+use super::root::{read_root_with, Between, RootRead};
 use crate::error::{Error, Result};
 use crate::proto::EngineRecord;
 use crate::store::meta;
@@ -23,7 +23,8 @@ pub(super) const ATTEMPTS: usize = 3;
 /// Pause between them: long enough for a record in flight or a checkpoint step to finish.
 pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-/// Reads the root, again while it is marked open and what was read is not clean (a live engine
+/// Reads the root, again while it is marked open (or was opened or closed since the read began)
+/// and what was read is not clean or failed as a live engine can make it fail (a live engine
 /// moves on under the reader), at most `attempts` times ([`ATTEMPTS`] but in tests); the last
 /// read is what is reported.
 pub(super) fn read_with_retries(
@@ -32,14 +33,27 @@ pub(super) fn read_with_retries(
     only: Option<u64>,
     attempts: usize,
 ) -> Result<RootRead> {
+    read_with_retries_with(root, cipher, (only, attempts), &mut |_| {})
+}
+
+/// [`read_with_retries`], with `between` run between the reads of each attempt.
+fn read_with_retries_with(
+    root: &Path,
+    cipher: Option<&Cipher>,
+    (only, attempts): (Option<u64>, usize),
+    between: &mut dyn FnMut(Between),
+) -> Result<RootRead> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let last = attempt >= attempts;
-        match read_root(root, cipher, only) {
+        let before = engine_state(root, cipher);
+        match read_root_with(root, cipher, only, between) {
             Ok(r) if r.clean() || !live(root, cipher, &r) || last => return Ok(r),
             Ok(_) => {}
-            Err(e) if last || !transient(&e) || !marked_open(root, cipher) => return Err(e),
+            Err(e) if last || !transient(&e) || !live_across(root, cipher, before) => {
+                return Err(e)
+            }
             Err(_) => {}
         }
         std::thread::sleep(RETRY_PAUSE);
@@ -69,8 +83,20 @@ pub(super) fn live(root: &Path, cipher: Option<&Cipher>, read: &RootRead) -> boo
             .map_or(true, |(_, copies)| copies.seq != read.root_copies.seq)
 }
 
-fn marked_open(root: &Path, cipher: Option<&Cipher>) -> bool {
-    meta::read_only::<EngineRecord>(root, cipher).is_ok_and(|(r, _)| r.open)
+/// `engine.meta` as an engine leaves it: marked open or not, and the sequence number of the
+/// copy read (`None` if it cannot be read).
+fn engine_state(root: &Path, cipher: Option<&Cipher>) -> Option<(bool, u64)> {
+    meta::read_only::<EngineRecord>(root, cipher)
+        .ok()
+        .map(|(r, copies)| (r.open, copies.seq))
+}
+
+/// Whether an engine may have changed the root during a read that failed, `engine.meta`
+/// having been `before` when it began: marked open then or now, or stored since (an engine
+/// opened and closed it meanwhile: a node restarting beside the reader).
+fn live_across(root: &Path, cipher: Option<&Cipher>, before: Option<(bool, u64)>) -> bool {
+    let now = engine_state(root, cipher);
+    before.is_some_and(|(open, _)| open) || now.is_some_and(|(open, _)| open) || now != before
 }
 
 impl RootRead {
@@ -90,5 +116,70 @@ impl RootRead {
                         .as_ref()
                         .is_ok_and(|d| !matches!(d.copies.other, meta::OtherCopy::Damaged { .. }))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_with_retries_with, Between, ATTEMPTS};
+    use crate::Engine;
+    use raft::prelude::{Entry, HardState, Snapshot};
+
+    /// `dump --group`'s read of a root closed when it began: between the group's meta page
+    /// and its log files, an engine opens the root (a node restarting), takes a snapshot that
+    /// removes the group's first `.wal` file, and closes again. The file's absence is that
+    /// engine's doing, not an error of the tool: the root is read again. The error path asked
+    /// only whether the root was marked open now, so the read failed ("No such file or
+    /// directory" on `00001.wal`).
+    #[test]
+    fn a_file_an_engine_opened_and_closed_meanwhile_removed_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let last = crate::store::log_file::SLOTS_PER_FILE + 5;
+        {
+            let e = Engine::open(&root).unwrap();
+            let g = e.create_group(1, 1).unwrap();
+            let mut hs = HardState::default();
+            (hs.term, hs.vote) = (1, 1);
+            let mut next = 1;
+            while next <= last {
+                let batch: Vec<Entry> = (next..(next + 5_000).min(last + 1))
+                    .map(|i| {
+                        let mut en = Entry::default();
+                        (en.index, en.term) = (i, 1);
+                        en
+                    })
+                    .collect();
+                next += batch.len() as u64;
+                hs.commit = next - 1;
+                g.save(&hs, &batch, &Snapshot::default()).unwrap();
+            }
+            e.close().unwrap();
+        }
+        let first_wal = root.join("groups/1/00001.wal");
+        assert!(first_wal.exists());
+        let mut restarted = false;
+        let read = read_with_retries_with(&root, None, (Some(1), ATTEMPTS), &mut |at| {
+            if at == Between::PageAndFiles && !restarted {
+                restarted = true;
+                let e = Engine::open(&root).unwrap();
+                let g = e.group(1).unwrap();
+                g.create_snapshot(last - 2, None, b"snap".to_vec()).unwrap();
+                e.close().unwrap();
+                assert!(!first_wal.exists(), "the snapshot left the first file");
+            }
+        });
+        assert!(restarted);
+        let read = match read {
+            Ok(r) => r,
+            Err(e) => panic!("the read across a restart failed: {e}"),
+        };
+        let g = &read.groups[&1];
+        let snap = g.replay.meta.snapshot.as_ref().map_or(0, |s| s.index);
+        assert_eq!(
+            snap,
+            last - 2,
+            "the read shows the group before the restart"
+        );
     }
 }

@@ -148,7 +148,7 @@ pub(super) fn read_root(
 
 /// Where [`read_root_with`] lets a test's live engine move on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Between {
+pub(super) enum Between {
     /// The journal is read, the groups not yet.
     JournalAndGroups,
     /// The groups are listed, none read yet.
@@ -157,10 +157,12 @@ enum Between {
     GroupsAndJournal,
     /// The groups whose pages moved on are read again, the journal not yet.
     ReadAgainAndJournal,
+    /// In a read of one group, its meta page is read, its log files not opened yet.
+    PageAndFiles,
 }
 
 /// [`read_root`], with `between` run between its reads.
-fn read_root_with(
+pub(super) fn read_root_with(
     root: &Path,
     cipher: Option<&Cipher>,
     only: Option<u64>,
@@ -201,7 +203,13 @@ fn read_root_with(
         .filter(|&&id| only.is_none() || only == Some(id))
     {
         let dir = scan::group_dir(root, id);
-        let read = read_one(dir.clone(), id, cipher, record.checkpoint_seq, only);
+        let read = read_one(
+            dir.clone(),
+            id,
+            cipher,
+            (record.checkpoint_seq, only),
+            between,
+        );
         // A group whose directory went while it was read was removed meanwhile (a live
         // engine): as if not listed, not an error or damage of its files.
         let gone = read.as_ref().map_or(true, |g| g.disk.is_err()) && !dir.exists();
@@ -411,14 +419,17 @@ fn read_one(
     dir: PathBuf,
     id: u64,
     cipher: Option<&Cipher>,
-    checkpoint_seq: u64,
-    only: Option<u64>,
+    (checkpoint_seq, only): (u64, Option<u64>),
+    between: &mut dyn FnMut(Between),
 ) -> Result<GroupRead> {
     let disk = match read_group(&dir, id, cipher, checkpoint_seq) {
         Ok(d) => Ok(d),
         Err(e) if is_damage(&e) => Err(e),
         Err(e) => return Err(e),
     };
+    if only.is_some() && disk.is_ok() {
+        between(Between::PageAndFiles);
+    }
     let files = match (&disk, only) {
         (Ok(d), Some(_)) => d
             .files
@@ -461,7 +472,7 @@ fn reread_moved(
     let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
     for id in moved {
         let dir = scan::group_dir(root, id);
-        match read_one(dir, id, cipher, now.checkpoint_seq, only) {
+        match read_one(dir, id, cipher, (now.checkpoint_seq, only), &mut |_| {}) {
             Ok(again) if again.disk.is_ok() => {
                 groups.insert(id, again);
             }
@@ -718,7 +729,7 @@ mod tests {
             Between::JournalAndGroups => {
                 g1.save(&hs(2, 7), &entries(6, 8, 2), &snap).unwrap();
             }
-            Between::ListingAndGroups | Between::GroupsAndJournal => {}
+            Between::ListingAndGroups | Between::GroupsAndJournal | Between::PageAndFiles => {}
             // After the groups whose pages moved on are read again: group 2's moves on for
             // good, and its records read again are left out.
             Between::ReadAgainAndJournal => {
@@ -757,7 +768,7 @@ mod tests {
                     .unwrap();
                 later = Some(g3);
             }
-            Between::ListingAndGroups | Between::ReadAgainAndJournal => {}
+            Between::ListingAndGroups | Between::ReadAgainAndJournal | Between::PageAndFiles => {}
         })
         .unwrap();
         assert!(
