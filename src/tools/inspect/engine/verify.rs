@@ -9,13 +9,12 @@
 //! report as damage what a live engine's work explains, or write, create, rename or remove
 //! anything.
 
-use std::cell::RefCell;
+use std::cell::OnceCell;
 use std::path::Path;
-use std::rc::Rc;
 
 use super::group::GroupRead;
 use super::report::{EngineVerifyReport, GroupCheck, JournalCheck};
-use super::retry::{live, moved_on, read_with_retries, RETRY_PAUSE};
+use super::retry::{live, moved_on, read_with_retries, ATTEMPTS, RETRY_PAUSE};
 use super::root::{read_root, RootRead};
 use super::{is_damage, EngineInspector};
 use crate::error::{Error, Result};
@@ -59,9 +58,9 @@ impl EngineInspector {
     /// was read (a live engine, or one opened or closed meanwhile, may have changed a file
     /// while it was read), the root is read and checked again, a few times; the last check is
     /// the report, and the summary is that read's. A slot that fails in such a root is first
-    /// checked against the root read again (shared by the groups, and read once more when the
-    /// journal has moved on since, a few times per check): an overwrite appended since
-    /// explains it.
+    /// checked against the root read again (shared by the groups; the group alone read again
+    /// when the journal has moved on since): an overwrite appended since explains it. A group
+    /// whose page moved on while it was checked is checked again as it is now.
     pub fn verify(&mut self, progress: &mut dyn FnMut(u64)) -> Result<EngineVerifyReport> {
         let mut attempt = 1;
         loop {
@@ -93,11 +92,18 @@ impl EngineInspector {
     /// below `index`: an overwrite appended after the root was read, whose slots past it the
     /// engine's writer may have cut before a checkpoint stores the group's page (a slot there
     /// is never read by open). `fresh` is the root read again, taken only when a slot fails in a
-    /// live root and shared by the groups; when it does not explain the slot and the journal
-    /// has moved on since it was taken (the overwrite may have been appended after it), it is
-    /// taken again, at most [`FRESH_READS`] times per check. A group a read could not read
-    /// whole, or whose incarnation changed, explains nothing.
-    fn replaced_since_read(&self, (id, g): (u64, &GroupRead), index: u64, fresh: &Fresh) -> bool {
+    /// live root and shared by the groups (a killed engine's image, its journal standing still,
+    /// is read again once per check however many slots fail). When it does not explain the slot
+    /// and the journal has moved on since it was taken, the overwrite may have been appended
+    /// after it: the group alone is read again, now that the slot was met failing (once per
+    /// failing slot, at most one a file). A group a read could not read whole, or whose
+    /// incarnation changed, explains nothing.
+    fn replaced_since_read(
+        &self,
+        (id, g): (u64, &GroupRead),
+        index: u64,
+        fresh: &OnceCell<Option<RootRead>>,
+    ) -> bool {
         let first = g.disk.as_ref().map(|d| d.eng.incarnation).ok();
         let explains = |read: &RootRead| {
             read.groups.get(&id).is_some_and(|f| {
@@ -108,47 +114,13 @@ impl EngineInspector {
                     && f.replay.files_upper() < index
             })
         };
-        let mut fresh = fresh.borrow_mut();
-        loop {
-            let stale = match &fresh.read {
-                Some(read) if explains(read) => return true,
-                Some(read) => read.journal.moved_on_since(),
-                // Not taken yet, or a read that failed (a live engine's moment): take one.
-                None => true,
-            };
-            if !stale || fresh.taken >= FRESH_READS {
-                return false;
-            }
-            fresh.taken += 1;
-            fresh.read = read_root(&self.root, self.cipher.as_ref(), None)
-                .ok()
-                .map(Rc::new);
+        let shared = fresh.get_or_init(|| read_root(&self.root, self.cipher.as_ref(), None).ok());
+        match shared {
+            Some(read) if explains(read) => return true,
+            Some(read) if !read.journal.moved_on_since() => return false,
+            _ => {}
         }
-    }
-
-    /// A read of the root in which group `id`'s meta page is the one stored now (or the group
-    /// is gone): the check's read again if it is, else the root read again, within the check's
-    /// [`FRESH_READS`]; `None` once they are spent.
-    fn current_read(&self, id: u64, fresh: &Fresh) -> Option<Rc<RootRead>> {
-        let mut fresh = fresh.borrow_mut();
-        let current = |r: &RootRead| {
-            r.groups.get(&id).is_some_and(|g| {
-                g.disk
-                    .as_ref()
-                    .is_ok_and(|d| !moved_on(d, self.cipher.as_ref()))
-            })
-        };
-        if let Some(r) = fresh.read.as_ref().filter(|r| current(r)) {
-            return Some(Rc::clone(r));
-        }
-        if fresh.taken >= FRESH_READS {
-            return None;
-        }
-        fresh.taken += 1;
-        fresh.read = read_root(&self.root, self.cipher.as_ref(), None)
-            .ok()
-            .map(Rc::new);
-        fresh.read.clone()
+        read_root(&self.root, self.cipher.as_ref(), Some(id)).is_ok_and(|r| explains(&r))
     }
 
     fn verify_once(&self, progress: &mut dyn FnMut(u64)) -> Result<EngineVerifyReport> {
@@ -184,7 +156,7 @@ impl EngineInspector {
             journal.damage.push(e.to_string());
         }
         let mut groups = Vec::new();
-        let fresh = Fresh::default();
+        let fresh = OnceCell::new();
         for (&id, g) in &r.groups {
             groups.push(self.verify_group((id, g), &fresh, progress)?);
         }
@@ -213,13 +185,14 @@ impl EngineInspector {
     }
 
     /// Checks group `id` (`g`, as read). When damage is found in a live root and the group's
-    /// meta page moved on meanwhile, the group is checked again as the root holds it now (the
-    /// damage a live engine's change explains is gone then; damage the group keeps is not),
-    /// while the check's reads again last; only then is its damage put down to the change.
+    /// meta page moved on meanwhile, the group is read again and checked as the root holds it
+    /// now (the damage a live engine's change explains is gone then; damage the group keeps is
+    /// not), up to [`ATTEMPTS`] times; only a group that keeps moving (or is removed) has its
+    /// damage put down to the change.
     fn verify_group(
         &self,
         (id, g): (u64, &GroupRead),
-        fresh: &Fresh,
+        fresh: &OnceCell<Option<RootRead>>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<GroupCheck> {
         let mut c = self.check_group((id, g), fresh, progress)?;
@@ -231,9 +204,14 @@ impl EngineInspector {
         if c.damage.is_empty() || !self.live() || !moved(g) {
             return Ok(c);
         }
-        while let Some(now) = self.current_read(id, fresh) {
+        for _ in 0..ATTEMPTS {
+            let now = match read_root(&self.root, self.cipher.as_ref(), Some(id)) {
+                Ok(now) => now,
+                Err(Error::UnknownGroup { .. }) => break, // removed since
+                Err(_) => continue,                       // met mid-change: read again
+            };
             let Some(g) = now.groups.get(&id) else {
-                break; // removed since
+                break;
             };
             if g.disk.is_err() {
                 continue; // its page met mid-store: read again
@@ -253,7 +231,7 @@ impl EngineInspector {
     fn check_group(
         &self,
         (id, g): (u64, &GroupRead),
-        fresh: &Fresh,
+        fresh: &OnceCell<Option<RootRead>>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<GroupCheck> {
         let mut c = GroupCheck {
@@ -326,20 +304,6 @@ impl EngineInspector {
         Ok(c)
     }
 }
-
-/// Reads of the root again in one check (see [`EngineInspector::verify`]): beside an engine that
-/// keeps overwriting, a group checked after one can meet a cut made after it. Bounded, so that
-/// a damaged root beside a busy engine is not read again for each damaged slot.
-const FRESH_READS: usize = 4;
-
-/// The root as last read again during one check, and how many times it was.
-#[derive(Default)]
-struct FreshRead {
-    read: Option<Rc<RootRead>>,
-    taken: usize,
-}
-
-type Fresh = RefCell<FreshRead>;
 
 /// Reads a snapshot file to its last byte (checking its checksum), reporting bytes as read.
 fn read_snapshot(
