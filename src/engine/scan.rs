@@ -339,14 +339,15 @@ pub(crate) fn scan(
 
 impl JournalScan {
     /// Whether the journal has moved on since this scan: a segment file started or retired
-    /// since (the listing no longer names the segments scanned), or a record with the next
-    /// sequence number now lying where the last segment's records ended (an append in
-    /// progress counts: its header is written with the record). A listing or read that fails
-    /// counts as moved on. Costs one directory listing and one read of a record header; for a
-    /// live engine's readers, who read the root again only when it has (verify's read again
-    /// of a slot cut since: `tools::inspect::engine::verify`).
-    pub(crate) fn moved_on_since(&self) -> bool {
-        use std::os::unix::fs::FileExt;
+    /// since (the listing no longer names the segments scanned), or a whole record with the
+    /// next sequence number now lying where the records ended (in the last segment with a
+    /// header, or at the start of a prepared one after it). A record met torn there, as a
+    /// killed engine leaves its tail, is not one: its writer never finished it, so nothing the
+    /// engine did after it can be on disk. A listing or read that fails counts as moved on.
+    /// Costs one directory listing and a record's read; for a live engine's readers, who read
+    /// the root again only when it has (verify's read again of a slot cut since:
+    /// `tools::inspect::engine::verify`). A scan that met damage has not moved on.
+    pub(crate) fn moved_on_since(&self, cipher: Option<&Cipher>) -> bool {
         let Ok(listing) = fs::read_dir(&self.dir) else {
             return true;
         };
@@ -367,23 +368,31 @@ impl JournalScan {
         if !ids.iter().eq(self.segments.iter().map(|s| &s.id)) {
             return true;
         }
-        // Records go on in the last segment with a header, or start a prepared (blank) one
-        // after it; each is read where its records ended (a blank one: after its header).
+        if self.damage.is_some() {
+            return false;
+        }
         let from = self
             .segments
             .iter()
             .rposition(|s| s.first_seq.is_some())
             .unwrap_or(0);
         self.segments[from..].iter().any(|s| {
-            let mut h = [0u8; RECORD_HEADER];
-            match fs::File::open(&s.path).and_then(|f| f.read_exact_at(&mut h, s.end)) {
-                Ok(()) => record::header_seq(&h) == Some(self.next_seq),
-                // Records ended within a header's length of the file's end: nothing appended,
-                // unless the file grew.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    fs::metadata(&s.path).map_or(true, |m| m.len() != s.len)
-                }
-                Err(_) => true,
+            let Ok(file) = fs::File::open(&s.path) else {
+                return true;
+            };
+            let Ok(mut src) = record::SegmentFile::new(&file, &s.path) else {
+                return true;
+            };
+            match record::read_record(
+                &mut src,
+                s.end as usize,
+                self.next_seq,
+                cipher,
+                &s.path,
+                record::Body::Check,
+            ) {
+                Scan::Record { .. } | Scan::Bad(_) => true,
+                Scan::End | Scan::Torn(_) => false,
             }
         })
     }
