@@ -576,7 +576,7 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use raft::Storage;
 
@@ -1100,7 +1100,7 @@ mod tests {
 
     /// Copies the tree at `from` into `to` (a root's files as a kill would leave them, while
     /// nothing writes them).
-    fn copy_root(from: &Path, to: &Path) {
+    pub(crate) fn copy_root(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for ent in std::fs::read_dir(from).unwrap() {
             let ent = ent.unwrap();

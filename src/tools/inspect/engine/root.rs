@@ -909,18 +909,6 @@ mod tests {
     /// looked at the record's header alone and read it again four times per check).
     #[test]
     fn a_torn_record_a_killed_engine_left_is_no_journal_moving_on() {
-        fn copy(from: &std::path::Path, to: &std::path::Path) {
-            std::fs::create_dir_all(to).unwrap();
-            for ent in std::fs::read_dir(from).unwrap() {
-                let ent = ent.unwrap();
-                let t = to.join(ent.file_name());
-                if ent.file_type().unwrap().is_dir() {
-                    copy(&ent.path(), &t);
-                } else if ent.file_name() != "LOCK" {
-                    std::fs::copy(ent.path(), &t).unwrap();
-                }
-            }
-        }
         let (dir, e, gs) = root_with(&[(1, 2, 1)]);
         let read = |root: &std::path::Path| super::read_root(root, None, None).unwrap().journal;
         let before = read(dir.path());
@@ -935,7 +923,7 @@ mod tests {
             .unwrap();
         let image_dir = tempfile::tempdir().unwrap();
         let image = image_dir.path().join("root");
-        copy(dir.path(), &image);
+        crate::engine::tests::copy_root(dir.path(), &image);
         e.close().unwrap();
         // A byte of the last record's body (after its 16-byte header) flipped: torn.
         let seg = image.join("journal").join(path.file_name().unwrap());
