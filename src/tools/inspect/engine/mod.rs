@@ -75,7 +75,14 @@ pub struct EngineInspector {
     /// Reads of a root marked open that was not read clean ([`ATTEMPTS`]; 1 for a root no
     /// engine is writing, [`EngineInspector::open_once`]).
     attempts: usize,
+    /// A test's live engine, moving on between the steps of each read `verify` takes again.
+    #[cfg(test)]
+    between: Option<std::sync::Mutex<ReadHook>>,
 }
+
+/// A test's hook into the reads `verify` takes again ([`root::read_root_with`]).
+#[cfg(test)]
+type ReadHook = Box<dyn FnMut(root::Between) + Send>;
 
 impl EngineInspector {
     /// Opens the engine root `root` read-only (`key`: its encryption key, if it has one) and
@@ -130,6 +137,8 @@ impl EngineInspector {
             read,
             summary,
             attempts,
+            #[cfg(test)]
+            between: None,
         })
     }
 

@@ -52,8 +52,64 @@ pub(super) struct RootRead {
     /// created): harmless unless the journal looked damaged, which is read again.
     pub(super) changed: bool,
     /// The journal, read again after the groups, no longer followed the first read (a
-    /// checkpoint trimmed it meanwhile): the root is read again.
+    /// checkpoint trimmed it meanwhile), or the read passed over records for groups whose
+    /// pages moved on meanwhile: the read is not clean.
     pub(super) journal_moved: bool,
+    /// What the records the read passed over may have changed in each group's files (the
+    /// groups passed over, see [`Journaled`]); `None` when the journal moved in a way the read
+    /// cannot account for (records trimmed before they were read again, a segment gone).
+    pub(super) passed_over: Option<BTreeMap<u64, Touched>>,
+    /// One past the last record the read replayed or passed over.
+    pub(super) next_seq: u64,
+}
+
+impl RootRead {
+    /// Whether the records this read passed over leave group `id`'s slot for `index` as it
+    /// was: none of their parts for the group overwrites from `index` or below, installs a
+    /// snapshot or truncates above it. Then the read's copy of that slot is what the root held
+    /// for it, the journal's moving on notwithstanding. False when the read cannot tell.
+    pub(super) fn passed_over_leaves(&self, id: u64, index: u64) -> bool {
+        if !self.journal_moved {
+            return true;
+        }
+        self.passed_over
+            .as_ref()
+            .is_some_and(|m| m.get(&id).is_none_or(|t| t.leaves(index)))
+    }
+}
+
+/// What a group's journal parts may change in its files' slots: an overwrite cuts (and the
+/// engine's writer rewrites) the slots from its first index on, an install replaces every
+/// slot, a `truncate_entries_until` seals again the slots below its index with their data
+/// dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Touched {
+    /// The lowest index an overwrite or install may change from (0: every slot).
+    from: Option<u64>,
+    /// The highest truncation: slots below it may be sealed again.
+    below: u64,
+}
+
+impl Touched {
+    /// Follows part `p` for the group.
+    fn take(&mut self, p: &Part) {
+        let from = if p.snapshot.is_some() {
+            Some(0)
+        } else {
+            p.entries.first().map(|e| e.index)
+        };
+        if let Some(f) = from {
+            self.from = Some(self.from.map_or(f, |g| g.min(f)));
+        }
+        if let Some(t) = p.truncate {
+            self.below = self.below.max(t);
+        }
+    }
+
+    /// Whether the slot for `index` is left as it was.
+    pub(super) fn leaves(&self, index: u64) -> bool {
+        self.from.is_none_or(|f| index < f) && index >= self.below
+    }
 }
 
 /// The groups under `root/groups` (canonical names, ascending) and the leftovers of creations
@@ -234,6 +290,7 @@ pub(super) fn read_root_with(
     // replayed too (a group's page may already hold part of one: an install stores the page
     // naming its snapshot before its record is applied, the page reflecting the record before).
     let mut journal_moved = false;
+    let mut passed_over = Some(BTreeMap::new());
     let mut next_seq = journal.next_seq;
     between(Between::GroupsAndJournal);
     if record.open && journal.damage.is_none() {
@@ -276,6 +333,20 @@ pub(super) fn read_root_with(
                     })
                     .collect();
                 journal_moved = !moved.is_empty();
+                passed_over = if trimmed {
+                    None
+                } else {
+                    let mut touched = BTreeMap::<u64, Touched>::new();
+                    for r in &later {
+                        for p in scan::parts_at(&r.body, r.seq, &r.path, r.offset) {
+                            let p = p?;
+                            if moved.contains(&p.group_id) {
+                                touched.entry(p.group_id).or_default().take(&p);
+                            }
+                        }
+                    }
+                    Some(touched)
+                };
                 let moved = std::sync::Arc::new(moved);
                 records.extend(later.into_iter().map(|mut r| {
                     r.passed_over = moved.clone();
@@ -284,9 +355,11 @@ pub(super) fn read_root_with(
                 next_seq = end;
             }
             Ok(Since::Nothing) => {}
-            Ok(Since::Trimmed) => journal_moved = true,
+            Ok(Since::Trimmed) => (journal_moved, passed_over) = (true, None),
             // Damage the first read did not meet, or a file gone: a live engine moved on.
-            Err(e) if is_damage(&e) || matches!(e, Error::Io { .. }) => journal_moved = true,
+            Err(e) if is_damage(&e) || matches!(e, Error::Io { .. }) => {
+                (journal_moved, passed_over) = (true, None)
+            }
             Err(e) => return Err(e),
         }
     }
@@ -409,6 +482,8 @@ pub(super) fn read_root_with(
         parts_for_removed_groups: removed,
         changed,
         journal_moved,
+        passed_over,
+        next_seq,
     })
 }
 
@@ -501,9 +576,17 @@ enum Since {
 /// The journal's records from `from` on, read again after the groups (see [`read_root`]).
 fn records_since(root: &Path, from: u64, cipher: Option<&Cipher>) -> Result<Since> {
     let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
-    // A scan starts after the checkpoint: records from `from` up to it, if any, are not read
-    // again (the groups whose pages do not reflect them moved on since they were read).
     let trimmed = now.checkpoint_seq >= from;
+    // A checkpoint since covers records from `from` on: they are read again from `from` while
+    // the segments holding them are live (a checkpoint retires only whole segments behind it),
+    // so that what they change in the groups passed over is known.
+    if trimmed {
+        if let Some(since) = records_from(root, from, now.journal_begun, cipher)? {
+            return Ok(since);
+        }
+    }
+    // Else a scan starts after the checkpoint: records from `from` up to it are not read
+    // again (the groups whose pages do not reflect them moved on since they were read).
     let first = from.max(now.checkpoint_seq + 1);
     let mut later = Vec::new();
     let again = scan::scan(
@@ -533,6 +616,65 @@ fn records_since(root: &Path, from: u64, cipher: Option<&Cipher>) -> Result<Sinc
             trimmed,
         },
         Some(_) => Since::Trimmed,
+    })
+}
+
+/// What the journal's records from `from` on may have changed in group `id`'s files: `None`
+/// when a scan from there cannot read them all (a segment holding some retired since, or one
+/// met changing).
+pub(super) fn touched_since(
+    root: &Path,
+    from: u64,
+    id: u64,
+    cipher: Option<&Cipher>,
+) -> Result<Option<Touched>> {
+    let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
+    let mut touched = Touched::default();
+    let mut first = None;
+    let again = scan::scan(
+        &root.join(scan::JOURNAL_DIR),
+        (from.saturating_sub(1), now.journal_begun),
+        cipher,
+        &mut |rec: RecordAt<'_>| {
+            first.get_or_insert(rec.seq);
+            for p in scan::parts_at(&rec.body, rec.seq, rec.path, rec.offset) {
+                let p = p?;
+                if p.group_id == id {
+                    touched.take(&p);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let whole = again.damage.is_none() && first.is_none_or(|f| f == from);
+    Ok(whole.then_some(touched))
+}
+
+/// The journal's records from `from` on, as a scan from there finds them: `None` when it
+/// cannot read them all (a segment holding some retired since, or one met changing).
+fn records_from(
+    root: &Path,
+    from: u64,
+    begun: bool,
+    cipher: Option<&Cipher>,
+) -> Result<Option<Since>> {
+    let mut later = Vec::new();
+    let again = scan::scan(
+        &root.join(scan::JOURNAL_DIR),
+        (from.saturating_sub(1), begun),
+        cipher,
+        &mut |rec: RecordAt<'_>| {
+            later.push(Journaled::read(rec)?);
+            Ok(())
+        },
+    )?;
+    Ok(match later.first() {
+        Some(r) if again.damage.is_none() && r.seq == from => Some(Since::Records {
+            later,
+            end: again.next_seq,
+            trimmed: false,
+        }),
+        _ => None,
     })
 }
 
@@ -578,12 +720,12 @@ fn page_past_journal(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::{read_root_with, Between};
     use crate::{Engine, GroupStorage};
     use raft::prelude::{Entry, HardState, Snapshot};
 
-    fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
+    pub(crate) fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
         (lo..=hi)
             .map(|i| {
                 let mut e = Entry::default();
@@ -594,7 +736,7 @@ mod tests {
             .collect()
     }
 
-    fn hs(term: u64, commit: u64) -> HardState {
+    pub(crate) fn hs(term: u64, commit: u64) -> HardState {
         let mut h = HardState::default();
         (h.term, h.vote, h.commit) = (term, 1, commit);
         h
@@ -851,6 +993,41 @@ mod tests {
             "a read that shows every group as the engine left it is clean"
         );
         e.close().unwrap();
+    }
+
+    /// What journal parts may change in a group's slots (verify's settling of a slot a read
+    /// passed over records for): an overwrite from its first index on, an install every slot,
+    /// a truncation the slots below it.
+    #[test]
+    fn touched_slots_are_those_an_overwrite_an_install_or_a_truncation_may_change() {
+        use super::Touched;
+        use crate::engine::scan::Part;
+        let mut t = Touched::default();
+        assert!(t.leaves(1) && t.leaves(u64::MAX), "no part changes nothing");
+        let mut p = Part {
+            entries: entries(7, 9, 2),
+            ..Part::default()
+        };
+        t.take(&p);
+        p.entries = entries(12, 12, 2);
+        t.take(&p);
+        assert!(
+            t.leaves(6) && !t.leaves(7) && !t.leaves(12),
+            "an overwrite from 7"
+        );
+        t.take(&Part {
+            truncate: Some(4),
+            ..Part::default()
+        });
+        assert!(!t.leaves(3) && t.leaves(4) && t.leaves(6) && !t.leaves(7));
+        t.take(&Part {
+            snapshot: Some(Default::default()),
+            ..Part::default()
+        });
+        assert!(
+            !t.leaves(4) && !t.leaves(5),
+            "an install replaces every slot"
+        );
     }
 
     /// What verify's reads again hinge on (`verify`): the journal read has moved on only when
