@@ -338,6 +338,40 @@ pub(crate) fn scan(
 }
 
 impl JournalScan {
+    /// The segment ids the journal's directory lists now, ascending; `None` when it cannot be
+    /// listed.
+    fn listing_now(&self) -> Option<Vec<u64>> {
+        let mut ids = Vec::new();
+        for ent in fs::read_dir(&self.dir).ok()? {
+            if let Some(id) = ent
+                .ok()?
+                .file_name()
+                .to_str()
+                .and_then(journal::parse_segment_name)
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Some(ids)
+    }
+
+    /// Whether this scan read every record from its start to the journal's end as it was
+    /// when the scan began: no damage, no records lost or left after a torn end, and every
+    /// segment it read still listed (a live engine's checkpoint retires a segment by renaming
+    /// it to a spare and zeroing its first pages, which a scan reading it meanwhile can meet
+    /// as the journal's end). Segments started since hold only records written after it began.
+    pub(crate) fn read_whole_journal(&self) -> bool {
+        if self.damage.is_some() || self.lost.is_some() || self.segments.iter().any(|s| s.after_end)
+        {
+            return false;
+        }
+        self.listing_now().is_some_and(|ids| {
+            self.segments
+                .iter()
+                .all(|s| ids.binary_search(&s.id).is_ok())
+        })
+    }
     /// Whether the journal has moved on since this scan: a segment file started or retired
     /// since (the listing no longer names the segments scanned), or a whole record with the
     /// next sequence number now lying where the records ended (in the last segment with a
@@ -348,23 +382,9 @@ impl JournalScan {
     /// the root again only when it has (verify's read again of a slot cut since:
     /// `tools::inspect::engine::verify`). A scan that met damage has not moved on.
     pub(crate) fn moved_on_since(&self, cipher: Option<&Cipher>) -> bool {
-        let Ok(listing) = fs::read_dir(&self.dir) else {
+        let Some(ids) = self.listing_now() else {
             return true;
         };
-        let mut ids = Vec::new();
-        for ent in listing {
-            let Ok(ent) = ent else {
-                return true;
-            };
-            if let Some(id) = ent
-                .file_name()
-                .to_str()
-                .and_then(journal::parse_segment_name)
-            {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
         if !ids.iter().eq(self.segments.iter().map(|s| &s.id)) {
             return true;
         }

@@ -64,17 +64,15 @@ pub(super) struct RootRead {
 }
 
 impl RootRead {
-    /// Whether the records this read passed over leave group `id`'s slot for `index` as it
-    /// was: none of their parts for the group overwrites from `index` or below, installs a
-    /// snapshot or truncates above it. Then the read's copy of that slot is what the root held
-    /// for it, the journal's moving on notwithstanding. False when the read cannot tell.
-    pub(super) fn passed_over_leaves(&self, id: u64, index: u64) -> bool {
+    /// What the records this read passed over may have changed in group `id`'s slots
+    /// (nothing when it passed over none of the group's); `None` when the read cannot tell.
+    /// What they leave as it was, the read's copy of the slot area holds as the root did.
+    pub(super) fn passed_over_for(&self, id: u64) -> Option<Touched> {
         if !self.journal_moved {
-            return true;
+            return Some(Touched::default());
         }
-        self.passed_over
-            .as_ref()
-            .is_some_and(|m| m.get(&id).is_none_or(|t| t.leaves(index)))
+        let m = self.passed_over.as_ref()?;
+        Some(m.get(&id).copied().unwrap_or_default())
     }
 }
 
@@ -108,7 +106,24 @@ impl Touched {
 
     /// Whether the slot for `index` is left as it was.
     pub(super) fn leaves(&self, index: u64) -> bool {
-        self.from.is_none_or(|f| index < f) && index >= self.below
+        !self.cuts(index) && index >= self.below
+    }
+
+    /// Whether an overwrite or an install may have cut the slot for `index` (a truncation
+    /// aside).
+    pub(super) fn cuts(&self, index: u64) -> bool {
+        self.from.is_some_and(|f| index >= f)
+    }
+
+    /// What `self`'s parts and `other`'s together may change.
+    pub(super) fn and(self, other: Touched) -> Touched {
+        Touched {
+            from: match (self.from, other.from) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            below: self.below.max(other.below),
+        }
     }
 }
 
@@ -367,8 +382,17 @@ pub(super) fn read_root_with(
     // above (a listed group's, or a part's in the records read again): it is read again now
     // that every group and record is read, as an incarnation is durable there before a group
     // takes it.
-    if let Ok((now, _)) = meta::read_only::<EngineRecord>(root, cipher) {
-        next_incarnation = next_incarnation.max(now.next_incarnation);
+    match meta::read_only::<EngineRecord>(root, cipher) {
+        Ok((now, copies)) => {
+            next_incarnation = next_incarnation.max(now.next_incarnation);
+            // A root read closed that an engine opened meanwhile (or that changed): its
+            // journal was not read again above, and the engine may have written since.
+            if !record.open && (now != record || copies.seq != root_copies.seq) {
+                (journal_moved, passed_over) = (true, None);
+            }
+        }
+        Err(_) if !record.open => (journal_moved, passed_over) = (true, None),
+        Err(_) => {}
     }
     let journal_behind = match &journal.damage {
         None => page_past_journal(root, &journal, next_seq, &groups, cipher)?,
@@ -646,7 +670,7 @@ pub(super) fn touched_since(
             Ok(())
         },
     )?;
-    let whole = again.damage.is_none() && first.is_none_or(|f| f == from);
+    let whole = again.read_whole_journal() && first.is_none_or(|f| f == from);
     Ok(whole.then_some(touched))
 }
 
@@ -669,7 +693,7 @@ fn records_from(
         },
     )?;
     Ok(match later.first() {
-        Some(r) if again.damage.is_none() && r.seq == from => Some(Since::Records {
+        Some(r) if again.read_whole_journal() && r.seq == from => Some(Since::Records {
             later,
             end: again.next_seq,
             trimmed: false,
@@ -1077,6 +1101,67 @@ pub(super) mod tests {
         let r = read();
         assert!(!r.moved_on_since(None), "a closed root's journal moved on");
         assert!(!read().moved_on_since(None));
+    }
+
+    /// A read is whole only while every segment it read is still listed after it: a live
+    /// engine retires a segment by renaming it to a spare and zeroing its first pages, which a
+    /// read meeting it then takes for the journal's end (a review, 2026-12-07).
+    #[test]
+    fn a_journal_read_is_whole_only_while_its_segments_are_still_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        g.save(&hs(1, 0), &entries(1, 3, 1), &Snapshot::default())
+            .unwrap();
+        let r = super::read_root(dir.path(), None, None).unwrap().journal;
+        assert!(r.read_whole_journal());
+        g.save(&hs(1, 0), &entries(4, 4, 1), &Snapshot::default())
+            .unwrap();
+        assert!(r.read_whole_journal(), "a record appended since");
+        let live = r
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.first_seq.is_some())
+            .unwrap();
+        let away = live.path.with_extension("moved");
+        std::fs::rename(&live.path, &away).unwrap();
+        assert!(!r.read_whole_journal(), "a segment it read renamed away");
+        std::fs::rename(&away, &live.path).unwrap();
+        e.close().unwrap();
+    }
+
+    /// A root read closed that an engine opens while it is read: the read did not read the
+    /// journal again after the groups (a closed root's journal stands still), so what it
+    /// holds of a group settles none of its slots (the engine may have overwritten them since;
+    /// a review, 2026-12-07).
+    #[test]
+    fn a_root_read_closed_that_an_engine_opens_meanwhile_settles_no_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = Engine::open(dir.path()).unwrap();
+            let g = e.create_group(1, 1).unwrap();
+            g.save(&hs(1, 3), &entries(1, 3, 1), &Snapshot::default())
+                .unwrap();
+            e.close().unwrap();
+        }
+        let read = super::read_root(dir.path(), None, Some(1)).unwrap();
+        assert!(
+            read.passed_over_for(1).is_some(),
+            "a closed root read alone"
+        );
+        let mut opened = None;
+        let read = read_root_with(dir.path(), None, Some(1), &mut |at| {
+            if at == Between::JournalAndGroups && opened.is_none() {
+                opened = Some(Engine::open(dir.path()).unwrap());
+            }
+        })
+        .unwrap();
+        assert!(
+            read.passed_over_for(1).is_none(),
+            "a read across an engine's open settled the group's slots"
+        );
+        opened.unwrap().close().unwrap();
     }
 
     /// A killed engine's image whose last record is torn (the journal's end as the crash
