@@ -475,6 +475,42 @@ mod tests {
         f.write_all_at(&b, at).unwrap();
     }
 
+    /// Verifies the root of `e` (in `dir`, whose group 1 has a damaged slot for index 5) with
+    /// a hook that, at `step` of every read verify takes again, saves two entries to group 1
+    /// (then truncates its log 10 below them, with `truncate`) and runs a checkpoint; asserts
+    /// that it ran at least twice and that the damage is reported (`what`: the case, for the
+    /// message).
+    fn verify_moving_group(
+        dir: &std::path::Path,
+        e: &Arc<Engine>,
+        (step, truncate): (Between, bool),
+        what: &str,
+    ) {
+        let mut ins = EngineInspector::open_once(dir, None, None).unwrap();
+        let next = Arc::new(AtomicU64::new(21));
+        let (engine, at) = (e.clone(), next.clone());
+        ins.between = Some(Mutex::new(Box::new(move |now| {
+            if now == step {
+                let i = at.fetch_add(2, Ordering::Relaxed);
+                let g = engine.group(1).unwrap();
+                g.save(&hs(1, i + 1), &entries(i, i + 1, 1), &Snapshot::default())
+                    .unwrap();
+                if truncate {
+                    g.truncate_entries_until(i - 9).unwrap();
+                }
+                engine.checkpoint_now().unwrap();
+            }
+        })));
+        let report = ins.verify(&mut |_| {}).unwrap();
+        let moves = (next.load(Ordering::Relaxed) - 21) / 2;
+        assert!(moves >= 2, "verify read the group again {moves} times");
+        assert!(
+            !report.ok && report.damage.iter().any(|d| d.contains("00001.wal")),
+            "verify passed a damaged slot of {what}: {:?}",
+            report.groups
+        );
+    }
+
     /// A group appended to without pause, its page stored by a checkpoint every little while,
     /// with a damaged committed slot (index 5, which the engine serves and cannot read): here
     /// every read `verify` takes again meets a record for the group appended meanwhile and its
@@ -496,26 +532,8 @@ mod tests {
         let e = Arc::new(Engine::open(dir.path()).unwrap());
         e.stop_background();
         damage_slot(&dir.path().join("groups/1/00001.wal"), 4);
-        let mut ins = EngineInspector::open_once(dir.path(), None, None).unwrap();
-        let next = Arc::new(AtomicU64::new(21));
-        let (engine, at) = (e.clone(), next.clone());
-        ins.between = Some(Mutex::new(Box::new(move |now| {
-            if now == step {
-                let i = at.fetch_add(2, Ordering::Relaxed);
-                let g = engine.group(1).unwrap();
-                g.save(&hs(1, i + 1), &entries(i, i + 1, 1), &Snapshot::default())
-                    .unwrap();
-                engine.checkpoint_now().unwrap();
-            }
-        })));
-        let report = ins.verify(&mut |_| {}).unwrap();
-        let moves = (next.load(Ordering::Relaxed) - 21) / 2;
-        assert!(moves >= 2, "verify read the group again {moves} times");
-        assert!(
-            !report.ok && report.damage.iter().any(|d| d.contains("00001.wal")),
-            "verify passed a damaged slot of a group it met moving on in each read ({step:?}): {:?}",
-            report.groups
-        );
+        let what = format!("a group it met moving on in each read ({step:?})");
+        verify_moving_group(dir.path(), &e, (step, false), &what);
         // Independent check: the engine, asked for index 5, meets the damaged slot.
         let g = e.group(1).unwrap();
         assert!(
@@ -543,32 +561,12 @@ mod tests {
         e.checkpoint_now().unwrap();
         // The slot rots after its data was dropped: this engine clears no slot twice.
         damage_slot(&dir.path().join("groups/1/00001.wal"), 4);
-        let mut ins = EngineInspector::open_once(dir.path(), None, None).unwrap();
-        let next = Arc::new(AtomicU64::new(21));
-        let (engine, at) = (e.clone(), next.clone());
-        ins.between = Some(Mutex::new(Box::new(move |now| {
-            if now == Between::ReadAgainAndJournal {
-                let i = at.fetch_add(2, Ordering::Relaxed);
-                let g = engine.group(1).unwrap();
-                g.save(&hs(1, i + 1), &entries(i, i + 1, 1), &Snapshot::default())
-                    .unwrap();
-                g.truncate_entries_until(i - 9).unwrap();
-                engine.checkpoint_now().unwrap();
-            }
-        })));
-        let report = ins.verify(&mut |_| {}).unwrap();
-        let moves = (next.load(Ordering::Relaxed) - 21) / 2;
-        assert!(moves >= 2, "verify read the group again {moves} times");
-        assert!(
-            !report.ok && report.damage.iter().any(|d| d.contains("00001.wal")),
-            "verify passed a damaged slot below a busy group's truncations: {:?}",
-            report.groups
-        );
+        let what = "a group truncating below it in each read";
+        verify_moving_group(dir.path(), &e, (Between::ReadAgainAndJournal, true), what);
         // Independent check: this engine checked the slot before (it serves it from memory
         // now); reopened, it meets the damage.
-        drop(ins);
         let Ok(e) = Arc::try_unwrap(e) else {
-            panic!("the engine is still held, though the hook that held it is dropped");
+            panic!("the engine is still held, though the inspector holding the hook is gone");
         };
         e.close().unwrap();
         let e = Engine::open(dir.path()).unwrap();
