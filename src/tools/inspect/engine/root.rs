@@ -96,12 +96,10 @@ impl Touched {
         } else {
             p.entries.first().map(|e| e.index)
         };
-        if let Some(f) = from {
-            self.from = Some(self.from.map_or(f, |g| g.min(f)));
-        }
-        if let Some(t) = p.truncate {
-            self.below = self.below.max(t);
-        }
+        *self = self.and(Touched {
+            from,
+            below: p.truncate.unwrap_or(0),
+        });
     }
 
     /// Whether the slot for `index` is left as it was.
@@ -118,10 +116,7 @@ impl Touched {
     /// What `self`'s parts and `other`'s together may change.
     pub(super) fn and(self, other: Touched) -> Touched {
         Touched {
-            from: match (self.from, other.from) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            from: self.from.into_iter().chain(other.from).min(),
             below: self.below.max(other.below),
         }
     }
@@ -328,16 +323,21 @@ pub(super) fn read_root_with(
                 end,
                 trimmed,
             }) => {
-                let named: BTreeSet<u64> = if trimmed {
-                    groups.keys().copied().collect()
-                } else {
-                    let mut named = BTreeSet::new();
+                // What the records change, per group they name (every group when some were
+                // trimmed: then what they change is unknown).
+                let mut touched = BTreeMap::<u64, Touched>::new();
+                if !trimmed {
                     for r in &later {
                         for p in r.parts() {
-                            named.insert(p?.group_id);
+                            let p = p?;
+                            touched.entry(p.group_id).or_default().take(&p);
                         }
                     }
-                    named
+                }
+                let named: Vec<u64> = if trimmed {
+                    groups.keys().copied().collect()
+                } else {
+                    touched.keys().copied().collect()
                 };
                 let moved: BTreeSet<u64> = named
                     .into_iter()
@@ -348,20 +348,8 @@ pub(super) fn read_root_with(
                     })
                     .collect();
                 journal_moved = !moved.is_empty();
-                passed_over = if trimmed {
-                    None
-                } else {
-                    let mut touched = BTreeMap::<u64, Touched>::new();
-                    for r in &later {
-                        for p in scan::parts_at(&r.body, r.seq, &r.path, r.offset) {
-                            let p = p?;
-                            if moved.contains(&p.group_id) {
-                                touched.entry(p.group_id).or_default().take(&p);
-                            }
-                        }
-                    }
-                    Some(touched)
-                };
+                touched.retain(|id, _| moved.contains(id));
+                passed_over = (!trimmed).then_some(touched);
                 let moved = std::sync::Arc::new(moved);
                 records.extend(later.into_iter().map(|mut r| {
                     r.passed_over = moved.clone();
@@ -654,28 +642,20 @@ pub(super) fn touched_since(
 ) -> Result<Option<Touched>> {
     let (now, _) = meta::read_only::<EngineRecord>(root, cipher)?;
     let mut touched = Touched::default();
-    let mut first = None;
-    let again = scan::scan(
-        &root.join(scan::JOURNAL_DIR),
-        (from.saturating_sub(1), now.journal_begun),
-        cipher,
-        &mut |rec: RecordAt<'_>| {
-            first.get_or_insert(rec.seq);
-            for p in scan::parts_at(&rec.body, rec.seq, rec.path, rec.offset) {
-                let p = p?;
-                if p.group_id == id {
-                    touched.take(&p);
-                }
+    let end = scan_from(root, (from, now.journal_begun), cipher, &mut |rec| {
+        for p in scan::parts_at(&rec.body, rec.seq, rec.path, rec.offset) {
+            let p = p?;
+            if p.group_id == id {
+                touched.take(&p);
             }
-            Ok(())
-        },
-    )?;
-    let whole = again.read_whole_journal() && first.is_none_or(|f| f == from);
-    Ok(whole.then_some(touched))
+        }
+        Ok(())
+    })?;
+    Ok(end.map(|_| touched))
 }
 
-/// The journal's records from `from` on, as a scan from there finds them: `None` when it
-/// cannot read them all (a segment holding some retired since, or one met changing).
+/// The journal's records from `from` on, as a scan from there finds them: `None` when there
+/// are none or it cannot read them all (see [`scan_from`]).
 fn records_from(
     root: &Path,
     from: u64,
@@ -683,23 +663,39 @@ fn records_from(
     cipher: Option<&Cipher>,
 ) -> Result<Option<Since>> {
     let mut later = Vec::new();
+    let end = scan_from(root, (from, begun), cipher, &mut |rec| {
+        later.push(Journaled::read(rec)?);
+        Ok(())
+    })?;
+    Ok(end.filter(|_| !later.is_empty()).map(|end| Since::Records {
+        later,
+        end,
+        trimmed: false,
+    }))
+}
+
+/// Scans the journal's records from `from` on (`begun`: `engine.meta`'s word that the journal
+/// has held a segment), calling `on_record` with each: one past the last, when the scan read
+/// every one of them from `from` on (the first is `from`, none was trimmed or met changing:
+/// `JournalScan::read_whole_journal`); `None` otherwise.
+fn scan_from(
+    root: &Path,
+    (from, begun): (u64, bool),
+    cipher: Option<&Cipher>,
+    on_record: &mut dyn FnMut(RecordAt<'_>) -> Result<()>,
+) -> Result<Option<u64>> {
+    let mut first = None;
     let again = scan::scan(
         &root.join(scan::JOURNAL_DIR),
         (from.saturating_sub(1), begun),
         cipher,
         &mut |rec: RecordAt<'_>| {
-            later.push(Journaled::read(rec)?);
-            Ok(())
+            first.get_or_insert(rec.seq);
+            on_record(rec)
         },
     )?;
-    Ok(match later.first() {
-        Some(r) if again.read_whole_journal() && r.seq == from => Some(Since::Records {
-            later,
-            end: again.next_seq,
-            trimmed: false,
-        }),
-        _ => None,
-    })
+    let whole = again.read_whole_journal() && first.is_none_or(|f| f == from);
+    Ok(whole.then_some(again.next_seq))
 }
 
 /// A group's meta page that reflects a record past the end of `journal` (as read, up to

@@ -12,7 +12,7 @@
 use std::cell::OnceCell;
 use std::path::Path;
 
-use super::group::{FileAt, GroupRead};
+use super::group::{FileAt, GroupDisk, GroupRead};
 use super::report::{EngineVerifyReport, GroupCheck, JournalCheck};
 use super::retry::{live, moved_on, read_with_retries, ATTEMPTS, RETRY_PAUSE};
 use super::root::{read_root, touched_since, RootRead};
@@ -222,22 +222,12 @@ impl EngineInspector {
         if c.damage.is_empty() || !self.live() || !moved(g) {
             return Ok(c);
         }
-        for _ in 0..ATTEMPTS {
-            let now = match self.read_again(Some(id)) {
-                Ok(now) => now,
-                Err(Error::UnknownGroup { .. }) => break, // removed since
-                Err(_) => continue,                       // met mid-change: read again
-            };
-            let Some(g) = now.groups.get(&id) else {
-                break;
-            };
-            if g.disk.is_err() {
-                continue; // its page met mid-store: read again
-            }
+        let settled = self.on_group_read_again(id, |_, g, _| {
             let (again, _) = self.check_group((id, g), fresh, &mut |_| {})?;
-            if !moved(g) {
-                return Ok(again);
-            }
+            Ok((!moved(g)).then_some(again))
+        })?;
+        if let Some(again) = settled {
+            return Ok(again);
         }
         // The group kept moving: its damage is put down to the engine, but for a slot that
         // still fails, in a file and at an index its page still counts (checked alone, a
@@ -265,29 +255,18 @@ impl EngineInspector {
     fn still_fails(&self, (id, first): (u64, u64), s: &FailedSlot) -> bool {
         let cipher = self.cipher.as_ref();
         let mut scratch = Vec::new();
-        for _ in 0..ATTEMPTS {
-            let now = match self.read_again(Some(id)) {
-                Ok(now) => now,
-                Err(Error::UnknownGroup { .. }) => return false,
-                Err(_) => continue,
-            };
-            let Some(g) = now.groups.get(&id) else {
-                return false;
-            };
-            let Ok(d) = &g.disk else {
-                continue;
-            };
+        let settled = self.on_group_read_again(id, |now, g, d| {
             if d.eng.incarnation != first {
-                return false;
+                return Ok(Some(false));
             }
             // Records the read passed over (the group's page moved on while it was read) it
             // cannot account for, or a journal it could not read whole: the replay may lack an
             // overwrite.
             let Some(passed) = now.passed_over_for(id) else {
-                continue;
+                return Ok(None);
             };
             if now.journal.damage.is_some() || g.replay.damage.is_some() {
-                continue;
+                return Ok(None);
             }
             // A read of one group holds its files, copied, in the page's order.
             let Some((f, file)) = d
@@ -296,34 +275,59 @@ impl EngineInspector {
                 .zip(&g.files)
                 .find(|(f, _)| f.id == s.file_id)
             else {
-                return false;
+                return Ok(Some(false));
             };
             if s.index < f.base || s.index >= f.base + f.entries || s.index > g.replay.files_upper()
             {
-                return false;
+                return Ok(Some(false));
             }
             let k = (s.index - f.base) as u32;
             if file.check_slot(k).is_ok() && file.verify_entry(k, &mut scratch).is_ok() {
-                return false;
+                return Ok(Some(false));
             }
             // The payload (and the bytes of it a slot's own check reads, the context's length
             // in some) was read after the read ended: an overwrite appended since may have cut
             // it.
             let Ok(Some(since)) = touched_since(&self.root, now.next_seq, id, cipher) else {
-                continue;
+                return Ok(None);
             };
             let touched = passed.and(since);
-            if touched.leaves(s.index) {
-                return true;
-            }
-            // Only a truncation may have changed it: that rewrites a slot once, from one valid
-            // state to another (the engine checks the slot first, and keeps its payload), so a
-            // slot met the same in a copy taken now was not met mid-rewrite.
-            if !touched.cuts(s.index) && same_slot_now(f, k, file, cipher) {
-                return true;
+            // Only a truncation may have changed it otherwise: that rewrites a slot once, from
+            // one valid state to another (the engine checks the slot first, and keeps its
+            // payload), so a slot met the same in a copy taken now was not met mid-rewrite.
+            let settled = touched.leaves(s.index)
+                || (!touched.cuts(s.index) && same_slot_now(f, k, file, cipher));
+            Ok(settled.then_some(true))
+        });
+        matches!(settled, Ok(Some(true)))
+    }
+
+    /// Reads group `id` alone again, up to [`ATTEMPTS`] times, and hands each read that read
+    /// its page (`now`, the group in it, its disk state) to `settle` until that settles
+    /// (`Some`). A read that met the root mid-change, or a page mid-store, is taken again;
+    /// `None` once the group is gone (removed since) or no read settled.
+    fn on_group_read_again<T>(
+        &self,
+        id: u64,
+        mut settle: impl FnMut(&RootRead, &GroupRead, &GroupDisk) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        for _ in 0..ATTEMPTS {
+            let now = match self.read_again(Some(id)) {
+                Ok(now) => now,
+                Err(Error::UnknownGroup { .. }) => return Ok(None),
+                Err(_) => continue,
+            };
+            let Some(g) = now.groups.get(&id) else {
+                return Ok(None);
+            };
+            let Ok(d) = &g.disk else {
+                continue;
+            };
+            if let Some(t) = settle(&now, g, d)? {
+                return Ok(Some(t));
             }
         }
-        false
+        Ok(None)
     }
 
     /// [`EngineInspector::verify_group`]'s check of the group as read once, with the slots
