@@ -55,6 +55,11 @@ pub(crate) fn header_seq(h: &[u8]) -> Option<u64> {
     (h.len() >= R_SEQ + 8).then(|| le::u64_at(h, R_SEQ))
 }
 
+/// The body length field of the record header at the start of `h` (16 bytes or more).
+pub(crate) fn header_len(h: &[u8]) -> Option<usize> {
+    (h.len() >= RECORD_HEADER).then(|| le::u32_at(h, R_LEN) as usize)
+}
+
 /// What reading at a position of a segment found.
 pub(crate) enum Scan {
     /// The record `want`, its body, and where the next one starts. The body is empty when it
