@@ -993,3 +993,103 @@ fn a_first_file_starting_past_the_snapshot_is_refused_naming_it() {
         }
     }
 }
+
+/// A journal record after the checkpoint whose part has a kinds bit no version defines (0x40),
+/// its checksum valid: a writer from a later version, or a bug. Open refuses it in both modes,
+/// naming the segment and the kinds byte, and changes nothing. Such a bit was once ignored: the
+/// part decoded as if it were clear, and a section it announced would have been read as the next
+/// part (found by reading the code, 2026-12-05).
+#[test]
+fn a_journal_part_with_a_kind_no_version_defines_is_refused_naming_its_segment() {
+    use layout::{
+        PART_KINDS_AT, PART_KIND_ENTRIES, PART_SECTIONS_AT, RECORD_BODY_AT, RECORD_CRC_AT,
+        RECORD_LEN_AT, RECORD_SEQ_AT, SEGMENT_RECORDS_AT,
+    };
+    const UNDEFINED_KIND: u8 = 0x40;
+    let dir = tempfile::tempdir().unwrap();
+    let image = killed_after_the_checkpoint(dir.path());
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    // The record holding entries 11 to 20 of group 1 (the first entry's index leads its
+    // ENTRIES section, after the count), read by docs/FORMAT.md's layout.
+    let mut forged = None;
+    for seg in std::fs::read_dir(image.join("journal")).unwrap().flatten() {
+        let path = seg.path();
+        if path.extension().is_none_or(|x| x != "jnl") {
+            continue;
+        }
+        let mut b = std::fs::read(&path).unwrap();
+        let mut at = SEGMENT_RECORDS_AT as usize;
+        while at + RECORD_BODY_AT as usize <= b.len() {
+            let len = u32_at(&b, at + RECORD_LEN_AT as usize) as usize;
+            let body_at = at + RECORD_BODY_AT as usize;
+            if len == 0 || body_at + len > b.len() {
+                break;
+            }
+            let crc_of = |b: &[u8]| crc32c::crc32c(&b[at + RECORD_SEQ_AT as usize..body_at + len]);
+            if crc_of(&b) != u32_at(&b, at + RECORD_CRC_AT as usize) {
+                break;
+            }
+            let kinds_at = body_at + PART_KINDS_AT as usize;
+            let first_index_at = body_at + PART_SECTIONS_AT as usize + 4;
+            let group = u64::from_le_bytes(b[body_at..body_at + 8].try_into().unwrap());
+            let first =
+                u64::from_le_bytes(b[first_index_at..first_index_at + 8].try_into().unwrap());
+            if group == 1 && b[kinds_at] & PART_KIND_ENTRIES != 0 && first == 11 {
+                b[kinds_at] |= UNDEFINED_KIND;
+                let crc = crc_of(&b);
+                b[at + RECORD_CRC_AT as usize..][..4].copy_from_slice(&crc.to_le_bytes());
+                std::fs::write(&path, &b).unwrap();
+                forged = Some((path.clone(), at));
+                break;
+            }
+            at = layout::next_record_at(at as u64, len as u64) as usize;
+        }
+    }
+    let (segment, at) = forged.expect("the record of entries 11 to 20 is in a live segment");
+    let before = roots::tree(&image);
+    for mode in [
+        raftwal::RecoveryMode::TolerateTailCorruption,
+        raftwal::RecoveryMode::AbsoluteConsistency,
+    ] {
+        let opts = raftwal::EngineOptions {
+            recovery_mode: mode,
+            ..Default::default()
+        };
+        match raftwal::Engine::open_with(&image, opts) {
+            Ok(e) => {
+                let g = e.group(1).unwrap();
+                panic!(
+                    "{mode:?}: opened with the part's unknown kind ignored, log {:?}..={:?}",
+                    raft::Storage::first_index(&g),
+                    raft::Storage::last_index(&g)
+                );
+            }
+            Err(raftwal::Error::Corrupt {
+                path,
+                offset,
+                reason,
+            }) => {
+                assert_eq!(
+                    (path, offset),
+                    (segment.clone(), at as u64),
+                    "{mode:?}: {reason}"
+                );
+                assert!(reason.contains("kinds"), "{mode:?}: {reason}");
+            }
+            Err(err) => panic!("{mode:?}: another error: {err}"),
+        }
+        assert!(
+            roots::tree(&image) == before,
+            "{mode:?}: the refused open changed the root"
+        );
+    }
+    // The read-only tools read the record as open does, and say open fails there.
+    let report = raftwal::inspect::engine::EngineInspector::open_once(&image, None, None).unwrap();
+    let why = report.summary().open_error.clone();
+    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains(&name) && w.contains("kinds")),
+        "the tools: {why:?}"
+    );
+}

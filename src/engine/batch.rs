@@ -7,8 +7,8 @@
 //!
 //! A journal record's body is its parts back to back (little-endian):
 //! ```text
-//! part:  group id u64 | incarnation u64 | kinds u8 (bits below), then the sections of the
-//!        kinds present, in this order:
+//! part:  group id u64 | incarnation u64 | kinds u8 (bits below; any other bit set is
+//!        refused), then the sections of the kinds present, in this order:
 //!   SNAPSHOT   length u32 | SnapshotRecord (protobuf): a snapshot installed, its data file
 //!              already written and durable
 //!   ENTRIES    count u32 | per entry: index u64 | term u64 | type u8 | data length u32 |
@@ -32,6 +32,10 @@ const KIND_HARD_STATE: u8 = 4;
 const KIND_CONF_STATE: u8 = 8;
 const KIND_INTS: u8 = 16;
 const KIND_TRUNCATE: u8 = 32;
+/// Every kind a part may hold: a kinds byte with another bit set is refused, never read as if
+/// the bit were clear (the section it announces would be taken for the next part).
+const KINDS_DEFINED: u8 =
+    KIND_SNAPSHOT | KIND_ENTRIES | KIND_HARD_STATE | KIND_CONF_STATE | KIND_INTS | KIND_TRUNCATE;
 
 /// Many groups' saves, written together by [`crate::Engine::write`]: one journal record, one
 /// flush. Parts for the same group apply in the order they were added.
@@ -324,6 +328,13 @@ fn decode_part(b: &mut Bytes, seq: u64) -> Result<Decoded> {
         ..Decoded::default()
     };
     let kinds = b.get_u8();
+    if kinds & !KINDS_DEFINED != 0 {
+        return Err(bad(&format!(
+            "a part of group {} has kinds 0x{kinds:02x}, bits 0x{:02x} of which no part kind defines",
+            p.group_id,
+            kinds & !KINDS_DEFINED
+        )));
+    }
     let take_u32 = |b: &mut Bytes| (b.remaining() >= 4).then(|| b.get_u32_le() as usize);
     let take = |b: &mut Bytes, n: usize| (b.remaining() >= n).then(|| b.split_to(n));
     if kinds & KIND_SNAPSHOT != 0 {
@@ -450,6 +461,31 @@ mod tests {
             // Its checksum would have passed: what the engine wrote, it cannot read (a bug).
             if let Err(e) = decode(&Bytes::copy_from_slice(&body[..cut]), 1) {
                 assert!(matches!(e, Error::Invariant(_)), "cut at {cut}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_kind_no_part_defines_is_refused_by_name() {
+        let part = Part {
+            group_id: 3,
+            truncate: Some(5),
+            ..Part::default()
+        };
+        let mut body = Body::default();
+        encode(&mut body, &part, 1, None);
+        let clean = body.concat();
+        assert!(decode(&Bytes::from(clean.clone()), 1).is_ok());
+        // The kinds byte follows the group id and the incarnation.
+        for bit in [64u8, 128] {
+            let mut b = clean.clone();
+            b[16] |= bit;
+            match decode(&Bytes::from(b), 1) {
+                Err(Error::Invariant(reason)) => {
+                    assert!(reason.contains(&format!("bits 0x{bit:02x}")), "{reason}");
+                    assert!(reason.contains("group 3"), "{reason}");
+                }
+                other => panic!("kinds bit {bit:#x}: {other:?}"),
             }
         }
     }
