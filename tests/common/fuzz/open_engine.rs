@@ -169,6 +169,9 @@ struct Forged {
     /// For each group (by id), the highest index a forged truncation names (added to a record,
     /// or its index changed): its Normal entries below it may read back empty.
     truncated_below: [u64; GROUPS as usize + 1],
+    /// The sequence number of a record whose part was given a kinds bit no kind defines
+    /// (docs/FORMAT.md, "Journal record"): replayed, it must be refused.
+    undefined_kind: Option<u64>,
 }
 
 /// Reads group `gid` in full; every entry and the snapshot must be genuine. With a forgery (a
@@ -930,16 +933,13 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
             // A journal record with a forged field and a valid checksum.
             stats.mutations += 1;
             forged.any = true;
-            if let Some((gid, index)) = forge_record(
+            forge_record(
                 &mut img,
                 &mut recs,
                 usize::from(op - FORGE_RECORD_OP),
                 &mut r,
-            ) {
-                if let Some(t) = forged.truncated_below.get_mut(gid as usize) {
-                    *t = (*t).max(index);
-                }
-            }
+                &mut forged,
+            );
             continue;
         }
         // Offsets mostly near interesting places: the start, the payload area, the end.
@@ -1001,6 +1001,20 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
     if let Some(tools) = &tools {
         compare_tools(tools, &strict, &tolerant)?;
     }
+    // A record after the checkpoint that still holds a part with a kind no version defines,
+    // its checksum valid, is refused by a strict open (one that opens reads every record after
+    // the checkpoint; a tolerant one may cut the journal before it at other damage).
+    if let Some(seq) = forged.undefined_kind {
+        if root_checkpoint(&img).is_some_and(|cp| cp < seq)
+            && holds_undefined_kind(&img, &recs, seq)
+        {
+            ensure!(
+                matches!(strict, Opened::Refused(_)),
+                "strict: record {seq} holds a part with an undefined kind: {}",
+                describe(&strict)
+            );
+        }
+    }
     if let (Opened::Root(s), Opened::Root(t)) = (&strict, &tolerant) {
         ensure!(
             s == t,
@@ -1024,6 +1038,8 @@ use layout::{
     PART_KIND_HARD_STATE as KIND_HARD_STATE, PART_KIND_INTS as KIND_INTS,
     PART_KIND_SNAPSHOT as KIND_SNAPSHOT, PART_KIND_TRUNCATE as KIND_TRUNCATE,
 };
+const KINDS_DEFINED: u8 =
+    KIND_SNAPSHOT | KIND_ENTRIES | KIND_HARD_STATE | KIND_CONF_STATE | KIND_INTS | KIND_TRUNCATE;
 const PART_INCARNATION_AT: usize = layout::PART_INCARNATION_AT as usize;
 const PART_KINDS_AT: usize = layout::PART_KINDS_AT as usize;
 const PART_SECTIONS_AT: usize = layout::PART_SECTIONS_AT as usize;
@@ -1117,6 +1133,7 @@ fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
         // The group id is left alone: a part moved to another group with its incarnation is
         // a record no check can tell from a genuine one.
         out.push((p.at + PART_INCARNATION_AT, 8, "incarnation"));
+        out.push((p.at + PART_KINDS_AT, 1, "kinds"));
         for &(kind, at, end) in &p.sections {
             match kind {
                 KIND_SNAPSHOT => out.push((at, 4, "snapshot length")),
@@ -1164,13 +1181,32 @@ fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
 /// a snapshot). A record whose length changes moves the records after it in its segment
 /// (`recs` follows them). Open must refuse the record (naming its segment or the group's meta
 /// page) or open a root whose logs are logs: contiguous, terms that agree, commits within the
-/// log, every group's data its own. Returns the group and index of a truncation it forged
-/// (the group's Normal entries below it may then read back empty).
+/// log, every group's data its own. A part's kinds byte may get a known bit flipped (its
+/// sections then read as others) or a bit no kind defines, which open must refuse. Notes in
+/// `forged` the group and index of a truncation it forged (the group's Normal entries below
+/// it may then read back empty) and a record given an undefined kind.
 fn forge_record(
     img: &mut Img,
     recs: &mut [Rec],
     which: usize,
     r: &mut Reader,
+    forged: &mut Forged,
+) {
+    let truncation = forge_record_fields(img, recs, which, r, forged);
+    if let Some((gid, index)) = truncation {
+        if let Some(t) = forged.truncated_below.get_mut(gid as usize) {
+            *t = (*t).max(index);
+        }
+    }
+}
+
+/// [`forge_record`]'s forgery; returns the truncation it forged.
+fn forge_record_fields(
+    img: &mut Img,
+    recs: &mut [Rec],
+    which: usize,
+    r: &mut Reader,
+    forged: &mut Forged,
 ) -> Option<(u64, u64)> {
     if recs.is_empty() {
         return None;
@@ -1207,8 +1243,25 @@ fn forge_record(
                 return None;
             }
             for _ in 0..1 + r.u8() % 3 {
-                let (at, width, what) = fields[usize::from(r.u16()) % fields.len()];
+                let pick = usize::from(r.u16());
+                // One pick in eight a kinds byte, whatever the count of the other fields.
+                let kinds: Vec<_> = fields.iter().filter(|f| f.2 == "kinds").collect();
+                let (at, width, what) = if pick % 8 == 0 && !kinds.is_empty() {
+                    *kinds[pick / 8 % kinds.len()]
+                } else {
+                    fields[pick % fields.len()]
+                };
                 match width {
+                    1 if what == "kinds" => {
+                        body[at] ^= match r.u8() % 3 {
+                            0 => 1 << (r.u8() % 6),
+                            1 => 0x40 << (r.u8() % 2),
+                            _ => r.u8(),
+                        };
+                        if body[at] & !KINDS_DEFINED != 0 {
+                            forged.undefined_kind = Some(recs[k].seq);
+                        }
+                    }
                     1 => {
                         body[at] = match r.u8() % 3 {
                             0 => body[at].wrapping_add(1),
@@ -1371,6 +1424,32 @@ fn forge_snapshot_field(rec: &mut PbMsg, r: &mut Reader) {
             pb_set_sub(rec, sub, Some(&m));
         }
     }
+}
+
+/// Whether record `seq` lies in `img` where `recs` places it, whole, its sequence number and
+/// checksum valid, with a part whose kinds byte has a bit no kind defines.
+fn holds_undefined_kind(img: &Img, recs: &[Rec], seq: u64) -> bool {
+    let Some(rec) = recs.iter().find(|r| r.seq == seq) else {
+        return false;
+    };
+    let Some(Some(b)) = img.get(&rec.file) else {
+        return false;
+    };
+    let Some(h) = b.get(rec.at..rec.at + RECORD_HEADER_LEN) else {
+        return false;
+    };
+    let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap());
+    let len = u32_at(RECORD_LEN_AT) as usize;
+    let Some(body) = b.get(rec.at + RECORD_HEADER_LEN..rec.at + RECORD_HEADER_LEN + len) else {
+        return false;
+    };
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[RECORD_SEQ_AT..]), body);
+    let seq_now = u64::from_le_bytes(h[RECORD_SEQ_AT..RECORD_SEQ_AT + 8].try_into().unwrap());
+    crc == u32_at(RECORD_CRC_AT)
+        && seq_now == seq
+        && layout_parts(body)
+            .iter()
+            .any(|p| p.kinds & !KINDS_DEFINED != 0)
 }
 
 /// Writes `body` as live record `k`'s, sealed with a valid checksum. A body of another length
