@@ -166,6 +166,12 @@ struct Device {
     flushes: u64,
     /// Milliseconds the flush requests waited, summed.
     flush_ms: u64,
+    /// Read requests completed.
+    reads: u64,
+    /// Bytes read.
+    read_bytes: u64,
+    /// Milliseconds the read requests waited, summed over requests.
+    read_ms: u64,
 }
 
 impl Device {
@@ -177,6 +183,9 @@ impl Device {
             write_ms: self.write_ms.saturating_sub(before.write_ms),
             flushes: self.flushes.saturating_sub(before.flushes),
             flush_ms: self.flush_ms.saturating_sub(before.flush_ms),
+            reads: self.reads.saturating_sub(before.reads),
+            read_bytes: self.read_bytes.saturating_sub(before.read_bytes),
+            read_ms: self.read_ms.saturating_sub(before.read_ms),
         }
     }
 }
@@ -196,8 +205,9 @@ fn device_counters(dir: &Path) -> Option<Device> {
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0))
         .collect();
-    // Fields: writes completed at 4, sectors (512 B) written at 6, write ticks (ms) at 7, time
-    // with I/O in flight (ms) at 9, flushes completed at 15 and flush ticks at 16.
+    // Fields: reads completed at 0, sectors (512 B) read at 2, read ticks (ms) at 3, writes
+    // completed at 4, sectors written at 6, write ticks (ms) at 7, time with I/O in flight (ms)
+    // at 9, flushes completed at 15 and flush ticks at 16.
     Some(Device {
         bytes: f.get(6)? * 512,
         busy_ms: *f.get(9)?,
@@ -205,6 +215,9 @@ fn device_counters(dir: &Path) -> Option<Device> {
         write_ms: *f.get(7)?,
         flushes: f.get(15).copied().unwrap_or(0),
         flush_ms: f.get(16).copied().unwrap_or(0),
+        reads: *f.first()?,
+        read_bytes: f.get(2)? * 512,
+        read_ms: *f.get(3)?,
     })
 }
 
@@ -515,34 +528,43 @@ fn drop_page_cache() -> bool {
 /// next reopen (from a cold cache) starts from a closed root as this one did, not from one a
 /// process left open.
 pub fn reopen_child(contender: &str, root: &Path, groups: u64) {
+    let start = device_counters(root);
     let t = Instant::now();
+    let now = || (t.elapsed(), device_counters(root));
     match contender {
         "raftwal" => {
             let e = Engine::open_with(root, engine_opts()).expect("reopen");
-            let opened = t.elapsed();
+            let opened = now();
             for g in 1..=groups {
                 use raft::Storage;
                 let s = e.group(g).expect("group");
                 let last = s.last_index().expect("last_index");
                 s.term(last).expect("term");
             }
-            report(opened, t.elapsed());
+            report(start, opened, now());
             e.close().expect("close after reopen");
         }
         _ => {
             let e = ReEngine::open(engine_cfg(root)).expect("reopen");
-            let opened = t.elapsed();
+            let opened = now();
             for g in 1..=groups {
                 let last = e.last_index(g).expect("last_index");
                 e.get_entry::<M>(g, last).expect("get_entry");
             }
-            report(opened, t.elapsed());
+            report(start, opened, now());
             drop(e);
         }
     }
 }
 
-fn report(opened: std::time::Duration, read: std::time::Duration) {
+/// Prints the reopen's time and resident memory, and what the device read meanwhile (the
+/// read requests, their bytes and mean wait: from a cold cache, what bounds a reopen), open
+/// and then the reads of every group's last entry, each as `(elapsed, device counters)`.
+fn report(
+    start: Option<Device>,
+    opened: (std::time::Duration, Option<Device>),
+    read: (std::time::Duration, Option<Device>),
+) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let rss = status
         .lines()
@@ -552,10 +574,26 @@ fn report(opened: std::time::Duration, read: std::time::Duration) {
         .nth(1)
         .unwrap_or("?")
         .to_string();
+    let reads = |d: Device| {
+        format!(
+            "{} reads, {} KiB, {:.0} us mean wait",
+            d.reads,
+            d.read_bytes >> 10,
+            d.read_ms as f64 * 1e3 / d.reads.max(1) as f64
+        )
+    };
+    let device = match (start, opened.1, read.1) {
+        (Some(a), Some(b), Some(c)) => format!(
+            "; device: open {}, the last entries {}",
+            reads(b.since(a)),
+            reads(c.since(b))
+        ),
+        _ => String::new(),
+    };
     println!(
-        "reopen {:.1} ms (and the last entry of every group read: {:.1} ms), resident {} KiB after",
-        opened.as_secs_f64() * 1e3,
-        read.as_secs_f64() * 1e3,
+        "reopen {:.1} ms (and the last entry of every group read: {:.1} ms), resident {} KiB after{device}",
+        opened.0.as_secs_f64() * 1e3,
+        read.0.as_secs_f64() * 1e3,
         rss
     );
 }
