@@ -169,9 +169,9 @@ struct Forged {
     /// For each group (by id), the highest index a forged truncation names (added to a record,
     /// or its index changed): its Normal entries below it may read back empty.
     truncated_below: [u64; GROUPS as usize + 1],
-    /// The sequence number of a record whose part was given a kinds bit no kind defines
-    /// (docs/FORMAT.md, "Journal record"): replayed, it must be refused.
-    undefined_kind: Option<u64>,
+    /// The sequence numbers of records whose part was given a kinds bit no kind defines
+    /// (docs/FORMAT.md, "Journal record"; 0: none): replayed, such a record must be refused.
+    undefined_kind: [u64; 8],
 }
 
 /// Reads group `gid` in full; every entry and the snapshot must be genuine. With a forgery (a
@@ -1002,11 +1002,15 @@ pub fn run(data: &[u8]) -> Result<Stats, String> {
         compare_tools(tools, &strict, &tolerant)?;
     }
     // A record after the checkpoint that still holds a part with a kind no version defines,
-    // its checksum valid, is refused by a strict open (one that opens reads every record after
-    // the checkpoint; a tolerant one may cut the journal before it at other damage).
-    if let Some(seq) = forged.undefined_kind {
-        if root_checkpoint(&img).is_some_and(|cp| cp < seq)
-            && holds_undefined_kind(&img, &recs, seq)
+    // whole and with a valid checksum, which every record from the checkpoint to it leads to
+    // unbroken (so that no earlier record ends the journal before it), is refused by a strict
+    // open (a tolerant one may also cut the journal at damage elsewhere).
+    if let Some(cp) = root_checkpoint(&img) {
+        if let Some(seq) = forged
+            .undefined_kind
+            .into_iter()
+            .filter(|&s| s > cp)
+            .find(|&s| reaches_undefined_kind(&img, &recs, cp, s))
         {
             ensure!(
                 matches!(strict, Opened::Refused(_)),
@@ -1259,7 +1263,11 @@ fn forge_record_fields(
                             _ => r.u8(),
                         };
                         if body[at] & !KINDS_DEFINED != 0 {
-                            forged.undefined_kind = Some(recs[k].seq);
+                            let seq = recs[k].seq;
+                            if let Some(free) = forged.undefined_kind.iter_mut().find(|s| **s == 0)
+                            {
+                                *free = seq;
+                            }
                         }
                     }
                     1 => {
@@ -1426,30 +1434,48 @@ fn forge_snapshot_field(rec: &mut PbMsg, r: &mut Reader) {
     }
 }
 
-/// Whether record `seq` lies in `img` where `recs` places it, whole, its sequence number and
-/// checksum valid, with a part whose kinds byte has a bit no kind defines.
-fn holds_undefined_kind(img: &Img, recs: &[Rec], seq: u64) -> bool {
-    let Some(rec) = recs.iter().find(|r| r.seq == seq) else {
-        return false;
+/// Whether record `seq` holds a part whose kinds byte has a bit no kind defines, and it and
+/// every record from `checkpoint + 1` to it lie in `img` where `recs` places them, whole, with
+/// their sequence numbers and valid checksums, each in the segment of the one before it or the
+/// next segment's first: a journal an open reads up to record `seq`.
+fn reaches_undefined_kind(img: &Img, recs: &[Rec], checkpoint: u64, seq: u64) -> bool {
+    let body = |want: u64| -> Option<(&Rec, &[u8])> {
+        let rec = recs.iter().find(|r| r.seq == want)?;
+        let Some(Some(b)) = img.get(&rec.file) else {
+            return None;
+        };
+        let h = b.get(rec.at..rec.at + RECORD_HEADER_LEN)?;
+        let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap());
+        let len = u32_at(RECORD_LEN_AT) as usize;
+        let body = b.get(rec.at + RECORD_HEADER_LEN..rec.at + RECORD_HEADER_LEN + len)?;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[RECORD_SEQ_AT..]), body);
+        let seq_now = u64::from_le_bytes(h[RECORD_SEQ_AT..RECORD_SEQ_AT + 8].try_into().unwrap());
+        (crc == u32_at(RECORD_CRC_AT) && seq_now == want).then_some((rec, body))
     };
-    let Some(Some(b)) = img.get(&rec.file) else {
-        return false;
-    };
-    let Some(h) = b.get(rec.at..rec.at + RECORD_HEADER_LEN) else {
-        return false;
-    };
-    let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap());
-    let len = u32_at(RECORD_LEN_AT) as usize;
-    let Some(body) = b.get(rec.at + RECORD_HEADER_LEN..rec.at + RECORD_HEADER_LEN + len) else {
-        return false;
-    };
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[RECORD_SEQ_AT..]), body);
-    let seq_now = u64::from_le_bytes(h[RECORD_SEQ_AT..RECORD_SEQ_AT + 8].try_into().unwrap());
-    crc == u32_at(RECORD_CRC_AT)
-        && seq_now == seq
-        && layout_parts(body)
-            .iter()
-            .any(|p| p.kinds & !KINDS_DEFINED != 0)
+    let mut before: Option<&Rec> = None;
+    for want in checkpoint + 1..=seq {
+        let Some((rec, b)) = body(want) else {
+            return false;
+        };
+        // In the segment of the record before, right after it, or first in another segment.
+        let follows = before.is_none_or(|p| {
+            if p.file == rec.file {
+                rec.at == (p.at + p.len).next_multiple_of(RECORD_ALIGN)
+            } else {
+                rec.at == layout::SEGMENT_RECORDS_AT as usize
+            }
+        });
+        if !follows {
+            return false;
+        }
+        if want == seq {
+            return layout_parts(b)
+                .iter()
+                .any(|p| p.kinds & !KINDS_DEFINED != 0);
+        }
+        before = Some(rec);
+    }
+    false
 }
 
 /// Writes `body` as live record `k`'s, sealed with a valid checksum. A body of another length
