@@ -277,6 +277,14 @@ pub(crate) fn open(
             *g.tidied.lock() = t;
         }
     }
+    // What a restarted node reads at once, asked for last (open's own reads and flushes never
+    // queue behind it) and read while the caller goes on: from a cold cache, each group's
+    // first `term()` read a slot page, group after group on the caller's thread. On this
+    // thread: asking waits while the device's queue is full, and a thread of its own raced
+    // the caller's first lookups and saved little (docs/PERFORMANCE.md).
+    for g in groups.values() {
+        g.prefetch_first_slot();
+    }
     drop(groups);
     Ok(shared)
 }

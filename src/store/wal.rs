@@ -256,6 +256,15 @@ impl Wal {
         })
     }
 
+    /// Asks for the slot page of held `index` ahead of a read of it, without waiting
+    /// ([`LogFile::prefetch_slot`]); nothing for an index the files do not hold.
+    pub(crate) fn prefetch_slot_of(&self, index: u64) {
+        if self.contains(index) {
+            let (pos, k) = self.locate(index);
+            self.files[pos].prefetch_slot(k);
+        }
+    }
+
     /// Term of held `index` from its slot checked against its payload's checksum (whatever the
     /// file's verified watermark says): what the run table is built from, so that a damaged
     /// slot fails the build (lookups then read each index's own slot) rather than lend a

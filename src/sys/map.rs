@@ -163,6 +163,16 @@ impl FileMap {
         let _ = self.raw.advise_range(memmap2::Advice::Random, 0, head);
     }
 
+    /// Asks the kernel to read `[start, start + len)` of the file into the page cache, without
+    /// waiting for it (`MADV_WILLNEED`): a later fault there finds the page. Advice only: a
+    /// refusal (a range past the map, say) changes nothing.
+    pub(crate) fn will_need(&self, start: usize, len: usize) {
+        let len = len.min(self.raw.len().saturating_sub(start));
+        if len > 0 {
+            let _ = self.raw.advise_range(memmap2::Advice::WillNeed, start, len);
+        }
+    }
+
     /// A watch on every mapping this map has made. Once the `FileMap` is dropped, the watch is
     /// [`MapWatch::in_use`] exactly while a handed-out view lives.
     pub(crate) fn watch(&self) -> MapWatch {
@@ -436,6 +446,13 @@ impl FileView {
     pub(crate) fn set_frozen(&mut self, end: usize) {
         if let FileView::Mapped(m) = self {
             m.set_frozen(end);
+        }
+    }
+
+    /// See [`FileMap::will_need`]; a copy reads with `pread` when asked, so nothing to do.
+    pub(crate) fn will_need(&self, start: usize, len: usize) {
+        if let FileView::Mapped(m) = self {
+            m.will_need(start, len);
         }
     }
 

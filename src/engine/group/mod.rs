@@ -364,6 +364,20 @@ impl Group {
         }
     }
 
+    /// Asks for the slot page of the log's first index ahead of the first `term()`, without
+    /// waiting for it: that lookup builds the term runs ([`Group::build_terms`]) by a binary
+    /// search from the first index, whose first probe would otherwise read that page from the
+    /// device then, group after group on the caller's thread (docs/PERFORMANCE.md, "Reopen from
+    /// a cold cache, counted in device reads"). Nothing when the files do not hold it.
+    pub(crate) fn prefetch_first_slot(&self) {
+        let Some(first) = self.log.read().as_ref().map(GroupLog::first_index) else {
+            return;
+        };
+        if let Some(files) = self.files.read().as_ref() {
+            files.wal.prefetch_slot_of(first);
+        }
+    }
+
     /// Builds the files' term runs (module `terms`) if they are not known and the files hold
     /// the whole log (no tail).
     #[cold]

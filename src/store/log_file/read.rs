@@ -20,7 +20,7 @@ use super::slot::{
     FLAG_CONTEXT, FLAG_DATA_DROPPED, FLAG_SEALED, KNOWN_FLAGS, MAX_ENTRY_TYPE, MAX_OFFSET,
     SLOTS_PER_FILE, SLOT_DATA_LEN, SLOT_INDEX, SLOT_OFFSET, SLOT_SIZE, SLOT_TERM,
 };
-use super::{LogFile, PAYLOAD_START};
+use super::{LogFile, PAGE, PAYLOAD_START};
 use crate::error::{Error, Result};
 use crate::sys::crypto;
 use crate::sys::le;
@@ -39,6 +39,13 @@ impl LogFile {
     /// The raw fields of slot `k` (no checks). `k < SLOTS_PER_FILE`.
     pub(crate) fn slot(&self, k: u32) -> Slot {
         Slot::decode(self.slot_bytes(k))
+    }
+
+    /// Asks for the page holding slot `k` ahead of a read of it ([`FileView::will_need`]),
+    /// without waiting for it.
+    pub(crate) fn prefetch_slot(&self, k: u32) {
+        let page = u64::from(k) * SLOT_SIZE as u64 / PAGE as u64 * PAGE as u64;
+        self.map.will_need(page as usize, PAGE);
     }
 
     /// Term and index fields of slot `k` (no other field is decoded). `k < SLOTS_PER_FILE`.

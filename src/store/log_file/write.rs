@@ -602,6 +602,26 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn asking_for_a_slot_page_reads_nothing_wrong_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut f, mut scratch) = engine_file(dir.path());
+        let written = entries(1, 200, 100);
+        f.write_entries(0, &written, &mut scratch).expect("write");
+        let before = std::fs::read(&f.path).expect("read");
+        // Slots in the area, the last one, and far past the map (nothing to ask for).
+        for k in [0, 1, 199, 200, SLOTS_PER_FILE as u32 - 1, u32::MAX] {
+            f.prefetch_slot(k);
+        }
+        assert!(
+            std::fs::read(&f.path).expect("read") == before,
+            "advice writes nothing"
+        );
+        for (k, e) in written.iter().enumerate() {
+            assert_eq!(f.slot_term_index(k as u32), (e.term, e.index));
+        }
+    }
+
     /// A new engine group's log file (id 1, from index 1) in `dir`, and a writer's buffers.
     fn engine_file(dir: &std::path::Path) -> (LogFile, Scratch) {
         let f = LogFile::create(dir, 1, 1, 0, None, false, Flavor::Engine).expect("create");
