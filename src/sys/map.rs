@@ -164,10 +164,11 @@ impl FileMap {
     }
 
     /// Asks the kernel to read `[start, start + len)` of the file into the page cache, without
-    /// waiting for it (`MADV_WILLNEED`): a later fault there finds the page. Advice only: a
-    /// refusal (a range past the map, say) changes nothing.
+    /// waiting for it (`MADV_WILLNEED`): a later fault there finds the page. Only the file's
+    /// `[0, len)` is asked for, never the address space reserved past it. Advice only: a
+    /// refusal changes nothing.
     pub(crate) fn will_need(&self, start: usize, len: usize) {
-        let len = len.min(self.raw.len().saturating_sub(start));
+        let len = len.min(self.len.saturating_sub(start));
         if len > 0 {
             let _ = self.raw.advise_range(memmap2::Advice::WillNeed, start, len);
         }

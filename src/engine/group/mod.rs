@@ -368,9 +368,15 @@ impl Group {
     /// waiting for it: that lookup builds the term runs ([`Group::build_terms`]) by a binary
     /// search from the first index, whose first probe would otherwise read that page from the
     /// device then, group after group on the caller's thread (docs/PERFORMANCE.md, "Reopen from
-    /// a cold cache, counted in device reads"). Nothing when the files do not hold it.
+    /// a cold cache, counted in device reads"). Only that probe's page: a log of many slot
+    /// pages still reads the search's later probes (about log2 of its pages) on the caller's
+    /// thread. Nothing when the runs will not be built from the files (a tail replay left in
+    /// memory answers the last entries) or the files do not hold the first index.
     pub(crate) fn prefetch_first_slot(&self) {
-        let Some(first) = self.log.read().as_ref().map(GroupLog::first_index) else {
+        let first = self.log.read().as_ref().and_then(|log| {
+            (log.terms.is_none() && log.tail.files_hold_all()).then(|| log.first_index())
+        });
+        let Some(first) = first else {
             return;
         };
         if let Some(files) = self.files.read().as_ref() {
