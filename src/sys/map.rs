@@ -486,6 +486,32 @@ mod tests {
         (path, file)
     }
 
+    /// Advice for ranges in the file, across its end, inside the reserved address space past
+    /// it and far past the reservation (offsets near `usize::MAX` too): nothing panics and the
+    /// file's bytes read back as they were.
+    #[test]
+    fn asking_for_pages_anywhere_never_panics_or_changes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 3 * 4096;
+        let (path, file) = sized_file(dir.path(), len);
+        file.write_all_at(&[7u8; 3 * 4096], 0).unwrap();
+        // 64 KiB of address space reserved past a 12 KiB file.
+        let map = FileMap::new(&file, &path, len, 64 << 10, 4096).unwrap();
+        assert_eq!(map.len, len);
+        for (start, n) in [
+            (0, 4096),
+            (8192, 8192),
+            (len, 4096),
+            (32 << 10, 4096),
+            (1 << 40, 4096),
+            (usize::MAX - 10, 4096),
+        ] {
+            map.will_need(start, n);
+        }
+        assert!(map.bytes().iter().all(|&b| b == 7));
+        assert_eq!(map.bytes().len(), len);
+    }
+
     /// Growth past the reserved address space maps the file anew. Views of the old mapping
     /// stay valid and unchanged, and the map's watch still sees them (the file must not be
     /// reused while they live); once they are dropped, nothing is watched.
