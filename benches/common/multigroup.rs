@@ -424,6 +424,11 @@ pub fn workload(
 
 /// The footprint at `load` (N = 1,024 after 50 rounds): written once per contender, then
 /// measured (disk, descriptors while open) and reopened in a child process (time, RSS).
+/// How long the footprint waits, the engines open and idle, before it measures their disk
+/// again: longer than raftwal's checkpoint period (5 s, `PERIOD` in src/engine/checkpoint.rs),
+/// so that a checkpoint has trimmed the journal the burst filled.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(7);
+
 pub fn footprint(load: &Load) -> Vec<String> {
     let mut lines = Vec::new();
     for c in [C::Raftwal, C::RaftEngine] {
@@ -456,6 +461,15 @@ pub fn footprint(load: &Load) -> Vec<String> {
                     journal as f64 / (1 << 20) as f64,
                     took.as_secs_f64() * 1e3
                 ));
+                // The figure above is the burst's peak: the journal holds every round until a
+                // checkpoint has the groups' files durable. Idle, one runs within its period.
+                std::thread::sleep(IDLE);
+                lines.push(format!(
+                    "raftwal: disk {:.1} MiB still open after {} s idle (journal {:.1} MiB)",
+                    disk_bytes(&root) as f64 / (1 << 20) as f64,
+                    IDLE.as_secs(),
+                    disk_bytes(&root.join("journal")) as f64 / (1 << 20) as f64
+                ));
                 e.close().expect("close");
                 lines.push(format!(
                     "raftwal: disk {:.1} MiB after close",
@@ -477,6 +491,12 @@ pub fn footprint(load: &Load) -> Vec<String> {
                 lines.push(format!(
                     "raft-engine: disk {:.1} MiB while open, {held} descriptors held",
                     disk_bytes(&root) as f64 / (1 << 20) as f64
+                ));
+                std::thread::sleep(IDLE);
+                lines.push(format!(
+                    "raft-engine: disk {:.1} MiB still open after {} s idle",
+                    disk_bytes(&root) as f64 / (1 << 20) as f64,
+                    IDLE.as_secs()
                 ));
                 drop(engine);
                 lines.push(format!(
