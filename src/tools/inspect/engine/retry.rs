@@ -108,7 +108,7 @@ impl RootRead {
             && j.lost.is_none()
             && self.part_damage.is_none()
             && self.journal_behind.is_none()
-            && !self.journal_moved
+            && !self.journal_moved()
             && self.groups.values().all(|g| {
                 g.replay.damage.is_none()
                     && g.cleared_damage.is_none()

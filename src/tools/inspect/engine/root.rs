@@ -51,26 +51,27 @@ pub(super) struct RootRead {
     /// `engine.meta` changed while the journal was read (a checkpoint ran, or a group was
     /// created): harmless unless the journal looked damaged, which is read again.
     pub(super) changed: bool,
-    /// The journal, read again after the groups, no longer followed the first read (a
-    /// checkpoint trimmed it meanwhile), or the read passed over records for groups whose
-    /// pages moved on meanwhile: the read is not clean.
-    pub(super) journal_moved: bool,
     /// What the records the read passed over may have changed in each group's files (the
-    /// groups passed over, see [`Journaled`]); `None` when the journal moved in a way the read
-    /// cannot account for (records trimmed before they were read again, a segment gone).
+    /// groups passed over, whose pages moved on meanwhile, see [`Journaled`]; empty when it
+    /// passed over none); `None` when the journal moved in a way the read cannot account for
+    /// (records trimmed before they were read again, a segment gone, a closed root opened).
     pub(super) passed_over: Option<BTreeMap<u64, Touched>>,
     /// One past the last record the read replayed or passed over.
     pub(super) next_seq: u64,
 }
 
 impl RootRead {
+    /// The journal, read again after the groups, no longer followed the first read (a
+    /// checkpoint trimmed it meanwhile), or the read passed over records for groups whose
+    /// pages moved on meanwhile: the read is not clean.
+    pub(super) fn journal_moved(&self) -> bool {
+        self.passed_over.as_ref().is_none_or(|m| !m.is_empty())
+    }
+
     /// What the records this read passed over may have changed in group `id`'s slots
     /// (nothing when it passed over none of the group's); `None` when the read cannot tell.
     /// What they leave as it was, the read's copy of the slot area holds as the root did.
     pub(super) fn passed_over_for(&self, id: u64) -> Option<Touched> {
-        if !self.journal_moved {
-            return Some(Touched::default());
-        }
         let m = self.passed_over.as_ref()?;
         Some(m.get(&id).copied().unwrap_or_default())
     }
@@ -299,7 +300,6 @@ pub(super) fn read_root_with(
     // A live engine went on while the groups were read: the records it appended since are
     // replayed too (a group's page may already hold part of one: an install stores the page
     // naming its snapshot before its record is applied, the page reflecting the record before).
-    let mut journal_moved = false;
     let mut passed_over = Some(BTreeMap::new());
     let mut next_seq = journal.next_seq;
     between(Between::GroupsAndJournal);
@@ -347,9 +347,10 @@ pub(super) fn read_root_with(
                             .is_some_and(|g| g.disk.as_ref().is_ok_and(|d| moved_on(d, cipher)))
                     })
                     .collect();
-                journal_moved = !moved.is_empty();
                 touched.retain(|id, _| moved.contains(id));
-                passed_over = (!trimmed).then_some(touched);
+                // Trimmed records passed over for a group that moved: what they changed is
+                // unknown.
+                passed_over = (!trimmed || moved.is_empty()).then_some(touched);
                 let moved = std::sync::Arc::new(moved);
                 records.extend(later.into_iter().map(|mut r| {
                     r.passed_over = moved.clone();
@@ -358,11 +359,9 @@ pub(super) fn read_root_with(
                 next_seq = end;
             }
             Ok(Since::Nothing) => {}
-            Ok(Since::Trimmed) => (journal_moved, passed_over) = (true, None),
+            Ok(Since::Trimmed) => passed_over = None,
             // Damage the first read did not meet, or a file gone: a live engine moved on.
-            Err(e) if is_damage(&e) || matches!(e, Error::Io { .. }) => {
-                (journal_moved, passed_over) = (true, None)
-            }
+            Err(e) if is_damage(&e) || matches!(e, Error::Io { .. }) => passed_over = None,
             Err(e) => return Err(e),
         }
     }
@@ -376,10 +375,10 @@ pub(super) fn read_root_with(
             // A root read closed that an engine opened meanwhile (or that changed): its
             // journal was not read again above, and the engine may have written since.
             if !record.open && (now != record || copies.seq != root_copies.seq) {
-                (journal_moved, passed_over) = (true, None);
+                passed_over = None;
             }
         }
-        Err(_) if !record.open => (journal_moved, passed_over) = (true, None),
+        Err(_) if !record.open => passed_over = None,
         Err(_) => {}
     }
     let journal_behind = match &journal.damage {
@@ -493,7 +492,6 @@ pub(super) fn read_root_with(
         disk_storage_dir: crate::engine::disk_storage_dir(root),
         parts_for_removed_groups: removed,
         changed,
-        journal_moved,
         passed_over,
         next_seq,
     })
@@ -865,12 +863,12 @@ pub(super) mod tests {
             );
             if moment == Between::ReadAgainAndJournal {
                 assert!(
-                    read.journal_moved,
+                    read.journal_moved(),
                     "a read that mixed nothing only by leaving records out is not clean"
                 );
             } else {
                 assert_eq!(seen, (5, 8, 8, 4), "the group read again");
-                assert!(!read.journal_moved, "the group read again: a clean read");
+                assert!(!read.journal_moved(), "the group read again: a clean read");
             }
             e.close().unwrap();
         }
@@ -1009,7 +1007,7 @@ pub(super) mod tests {
         assert_eq!(shown(&read, 1), (1, 8, 7, 0), "group 1 as read");
         assert_eq!(shown(&read, 2), (1, 4, 4, 0), "group 2 as read");
         assert!(
-            !read.journal_moved,
+            !read.journal_moved(),
             "a read that shows every group as the engine left it is clean"
         );
         e.close().unwrap();
