@@ -762,7 +762,9 @@ pub(super) mod tests {
 
     /// An engine in a new directory holding groups `(id, last index, commit)`, each with
     /// entries 1 to its last index at term 1.
-    fn root_with(groups: &[(u64, u64, u64)]) -> (tempfile::TempDir, Engine, Vec<GroupStorage>) {
+    pub(crate) fn root_with(
+        groups: &[(u64, u64, u64)],
+    ) -> (tempfile::TempDir, Engine, Vec<GroupStorage>) {
         let dir = tempfile::tempdir().unwrap();
         let e = Engine::open(dir.path()).unwrap();
         let handles = groups
@@ -1131,14 +1133,8 @@ pub(super) mod tests {
     /// a review, 2026-12-07).
     #[test]
     fn a_root_read_closed_that_an_engine_opens_meanwhile_settles_no_slot() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let e = Engine::open(dir.path()).unwrap();
-            let g = e.create_group(1, 1).unwrap();
-            g.save(&hs(1, 3), &entries(1, 3, 1), &Snapshot::default())
-                .unwrap();
-            e.close().unwrap();
-        }
+        let (dir, e, _) = root_with(&[(1, 3, 3)]);
+        e.close().unwrap();
         let read = super::read_root(dir.path(), None, Some(1)).unwrap();
         assert!(
             read.passed_over_for(1).is_some(),

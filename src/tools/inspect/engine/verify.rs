@@ -459,7 +459,7 @@ mod tests {
     use raft::prelude::Snapshot;
     use raft::Storage;
 
-    use super::super::root::tests::{entries, hs};
+    use super::super::root::tests::{entries, hs, root_with};
     use super::super::root::Between;
     use super::super::EngineInspector;
     use crate::Engine;
@@ -477,6 +477,14 @@ mod tests {
         f.read_exact_at(&mut b, at).unwrap();
         b[0] ^= 0x5a;
         f.write_all_at(&b, at).unwrap();
+    }
+
+    /// Whether engine `e` reads index 5 of group 1: the tests' check of slot damage there, by
+    /// the engine rather than by the tools under test.
+    fn reads_index_5(e: &Engine) -> bool {
+        let g = e.group(1).unwrap();
+        g.entries(5, 6, u64::MAX, raft::GetEntriesContext::empty(false))
+            .is_ok()
     }
 
     /// Verifies the root of `e` (in `dir`, whose group 1 has a damaged slot for index 5) with
@@ -525,24 +533,16 @@ mod tests {
     /// damage is reported. It was put down to the engine at work before (a review's busy-group
     /// driver passed it 5 of 5 runs, 2026-12-07): such a read settled no slot.
     fn damage_in_a_group_each_read_meets_moving_on_is_reported(step: Between) {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let e = Engine::open(dir.path()).unwrap();
-            let g = e.create_group(1, 1).unwrap();
-            g.save(&hs(1, 20), &entries(1, 20, 1), &Snapshot::default())
-                .unwrap();
-            e.close().unwrap();
-        }
+        let (dir, e, _) = root_with(&[(1, 20, 20)]);
+        e.close().unwrap();
         let e = Arc::new(Engine::open(dir.path()).unwrap());
         e.stop_background();
         damage_slot(&dir.path().join("groups/1/00001.wal"), 4);
         let what = format!("a group it met moving on in each read ({step:?})");
         verify_moving_group(dir.path(), &e, (step, false), &what);
         // Independent check: the engine, asked for index 5, meets the damaged slot.
-        let g = e.group(1).unwrap();
         assert!(
-            g.entries(5, 6, u64::MAX, raft::GetEntriesContext::empty(false))
-                .is_err(),
+            !reads_index_5(&e),
             "the engine read index 5 from the damaged slot"
         );
     }
@@ -573,11 +573,8 @@ mod tests {
             panic!("the engine is still held, though the inspector holding the hook is gone");
         };
         e.close().unwrap();
-        let e = Engine::open(dir.path()).unwrap();
-        let g = e.group(1).unwrap();
         assert!(
-            g.entries(5, 6, u64::MAX, raft::GetEntriesContext::empty(false))
-                .is_err(),
+            !reads_index_5(&Engine::open(dir.path()).unwrap()),
             "the reopened engine read index 5 from the damaged slot"
         );
     }
