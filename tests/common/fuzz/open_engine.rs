@@ -174,6 +174,15 @@ struct Forged {
     undefined_kind: [u64; 8],
 }
 
+impl Forged {
+    /// Notes a truncation forged for group `gid` at `index`.
+    fn truncated(&mut self, gid: u64, index: u64) {
+        if let Some(t) = self.truncated_below.get_mut(gid as usize) {
+            *t = (*t).max(index);
+        }
+    }
+}
+
 /// Reads group `gid` in full; every entry and the snapshot must be genuine. With a forgery (a
 /// meta page or a record rewritten with a valid checksum), an entry of the group's own moved
 /// to another index or term is genuine too, and so is a snapshot with no data: a page may say
@@ -1188,30 +1197,14 @@ fn record_fields(body: &[u8]) -> Vec<(usize, usize, &'static str)> {
 /// log, every group's data its own. A part's kinds byte may get a known bit flipped (its
 /// sections then read as others) or a bit no kind defines, which open must refuse. Notes in
 /// `forged` the group and index of a truncation it forged (the group's Normal entries below
-/// it may then read back empty) and a record given an undefined kind.
+/// it may then read back empty), each of them, and a record given an undefined kind.
 fn forge_record(
     img: &mut Img,
     recs: &mut [Rec],
     which: usize,
     r: &mut Reader,
     forged: &mut Forged,
-) {
-    let truncation = forge_record_fields(img, recs, which, r, forged);
-    if let Some((gid, index)) = truncation {
-        if let Some(t) = forged.truncated_below.get_mut(gid as usize) {
-            *t = (*t).max(index);
-        }
-    }
-}
-
-/// [`forge_record`]'s forgery; returns the truncation it forged.
-fn forge_record_fields(
-    img: &mut Img,
-    recs: &mut [Rec],
-    which: usize,
-    r: &mut Reader,
-    forged: &mut Forged,
-) -> Option<(u64, u64)> {
+) -> Option<()> {
     if recs.is_empty() {
         return None;
     }
@@ -1239,7 +1232,6 @@ fn forge_record_fields(
         k = j;
     }
     let mut body = body_of(img, &recs[k])?;
-    let mut truncation = None;
     match mode {
         0 | 1 => {
             let fields = record_fields(&body);
@@ -1296,7 +1288,7 @@ fn forge_record_fields(
                                 .iter()
                                 .find(|p| p.at < at && at < p.end)
                                 .map_or(0, |p| p.gid);
-                            truncation = Some((gid, v));
+                            forged.truncated(gid, v);
                         }
                     }
                 }
@@ -1366,7 +1358,7 @@ fn forge_record_fields(
                 }
                 KIND_TRUNCATE => {
                     let v = forged_value(r, near);
-                    truncation = Some((p.gid, v));
+                    forged.truncated(p.gid, v);
                     u64s(&mut section, &[v]);
                 }
                 KIND_CONF_STATE => {
@@ -1399,7 +1391,7 @@ fn forge_record_fields(
         }
     }
     put_record(img, recs, k, &body);
-    truncation
+    Some(())
 }
 
 /// One field of a `SnapshotRecord` (proto/raftwal.proto) set to a forged value, or its conf
