@@ -506,7 +506,12 @@ fn commit(
                 .wait_for(&mut journal, std::time::Duration::from_millis(100));
         }
         drop(room_wait);
+        let resting = journal.is_resting();
         let seq = journal.append(&pieces)?;
+        if resting {
+            // The journal thread prepares the next segment again.
+            shared.journal_cv.notify_all();
+        }
         if shared.opts.sync_writes {
             // A failed flush leaves the record's durability unknown: stop.
             let _flush = shared.flushes.start(len as u64);
