@@ -508,6 +508,110 @@ pub(crate) mod tests {
         }
     }
 
+    /// A journal caught resting, in each state a kill or a power loss can leave: its spares
+    /// and prepared segment renamed to be given back, whole or shrunk, or with the renames
+    /// lost (a spare under its own name, the prepared segment with its zero header). Open
+    /// reads the journal as the checkpoint left it, removes what the rest left, and the group
+    /// reads back as written and takes new entries.
+    #[test]
+    fn a_journal_caught_resting_never_troubles_open() {
+        use crate::engine::tests::copy_root;
+        use crate::engine::{checkpoint, release, Engine, EngineOptions, JOURNAL_DIR};
+        use raft::Storage;
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let caught = dir.path().join("caught");
+        let journal = root.join(JOURNAL_DIR);
+        let opts = EngineOptions {
+            journal_segment_bytes: 64 << 10,
+            checkpoint_bytes: 64 << 10,
+            ..Default::default()
+        };
+        let e = Engine::open_with(&root, opts.clone()).unwrap();
+        checkpoint::stop(&e.shared);
+        e.shared.journal.lock().set_rest_after(Duration::MAX);
+        let g = e.create_group(1, 1).unwrap();
+        save_ten_kib(&g, 1, 40);
+        checkpoint::run(&e.shared, false).unwrap();
+        let kept = |(s, n, o): (usize, usize, usize)| s >= 1 && n == 2 && o == 0;
+        let now = wait_for_listing(&journal, kept);
+        assert!(
+            kept(now),
+            "a spare, the live and the prepared segment: {now:?}"
+        );
+        let before: Vec<String> = std::fs::read_dir(&journal)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let (tx, rx) = channel();
+        let (from, to) = (root.clone(), caught.clone());
+        release::tests::BEFORE_TURN.add(&root, move || {
+            copy_root(&from, &to);
+            let _ = tx.send(());
+        });
+        e.shared.journal.lock().set_rest_after(Duration::ZERO);
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the journal never rested");
+        e.close().unwrap();
+        let renamed: Vec<String> = std::fs::read_dir(caught.join(JOURNAL_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".jnl.tmp"))
+            .collect();
+        assert_eq!(
+            renamed.len(),
+            now.0 + 1,
+            "the spares and the prepared segment"
+        );
+        for (i, (len, rename_lost)) in [(None, false), (Some(4096), false), (None, true)]
+            .into_iter()
+            .enumerate()
+        {
+            let at = dir.path().join(format!("variant{i}"));
+            copy_root(&caught, &at);
+            let journal = at.join(JOURNAL_DIR);
+            let mut left = Vec::new();
+            for name in &renamed {
+                let mut p = journal.join(name);
+                if let Some(len) = len {
+                    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+                    f.set_len(len).unwrap();
+                }
+                if rename_lost {
+                    // Back under the name it had before the rest.
+                    let seg = name.trim_end_matches(".tmp");
+                    let spare = format!("spare-{seg}");
+                    let back = journal.join(if before.contains(&spare) { &spare } else { seg });
+                    std::fs::rename(&p, &back).unwrap();
+                    p = back;
+                }
+                left.push(p);
+            }
+            let what = format!("variant {i}: length {len:?}, renames lost {rename_lost}");
+            let e = Engine::open_with(&at, opts.clone())
+                .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
+            let g = e.group(1).unwrap();
+            let read = g
+                .entries(1, 41, u64::MAX, raft::GetEntriesContext::empty(false))
+                .unwrap_or_else(|err| panic!("{what}: {err}"));
+            assert_eq!(read.len(), 40, "{what}");
+            for en in &read {
+                assert_eq!(en.data[..], vec![en.index as u8; 10 << 10][..], "{what}");
+            }
+            if !rename_lost {
+                for p in &left {
+                    assert!(!p.exists(), "{what}: {} left", p.display());
+                }
+            }
+            save_ten_kib(&g, 41, 60);
+            e.close().unwrap();
+            let e = Engine::open_with(&at, opts.clone()).unwrap();
+            assert_eq!(e.group(1).unwrap().last_index().unwrap(), 60, "{what}");
+            e.close().unwrap();
+        }
+    }
+
     /// An idle engine's journal rests: once nothing was appended for a while and a checkpoint
     /// covers every record, its spares and its prepared next segment are given back, and only
     /// the segment being written stays; not while a record waits for a checkpoint. The next
