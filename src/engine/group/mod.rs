@@ -368,9 +368,10 @@ impl Group {
     /// waiting for it: that lookup builds the term runs ([`Group::build_terms`]) by a binary
     /// search from the first index, whose first probe would otherwise read that page from the
     /// device then, group after group on the caller's thread (docs/PERFORMANCE.md, "Reopen from
-    /// a cold cache, counted in device reads"). Only that probe's page: a log of many slot
-    /// pages still reads the search's later probes (about log2 of its pages) on the caller's
-    /// thread. Nothing when the runs will not be built from the files (a tail replay left in
+    /// a cold cache, counted in device reads"). Only that probe's page: the search's next read
+    /// is the last index's slot, which open read, and a log of one term needs no other; a log
+    /// whose term changes still reads a binary search's probes per change (about log2 of its
+    /// slot pages) on the caller's thread. Nothing when the runs will not be built from the files (a tail replay left in
     /// memory answers the last entries) or the files do not hold the first index.
     pub(crate) fn prefetch_first_slot(&self) {
         let first = self.log.read().as_ref().and_then(|log| {
