@@ -506,10 +506,10 @@ fn commit(
                 .wait_for(&mut journal, std::time::Duration::from_millis(100));
         }
         drop(room_wait);
-        let resting = journal.is_resting();
         let seq = journal.append(&pieces)?;
-        if resting {
-            // The journal thread prepares the next segment again.
+        if journal.wakes_preparer() {
+            // After a rest, the segment being written is half full: the journal thread
+            // prepares the next one.
             shared.journal_cv.notify_all();
         }
         if shared.opts.sync_writes {

@@ -1,24 +1,26 @@
 //! Trimmed journal segments given back to the file system a step at a time.
 //!
 //! A checkpoint's trim keeps some segments as spares (module `segments`); each other one it
-//! renames `<id>.jnl.tmp` (a name open removes) and queues as a [`Release`]. On this disk
-//! (ext4 mounted with `discard`) a removal discards the blocks it frees before it returns,
-//! about 0.3 ms per MiB, and a journal flush issued meanwhile waits behind them: removed at
-//! once, under the journal's lock, a 32 MiB segment held a commit's flush for 7-9 ms, and a
-//! trim after a long checkpoint removed eight (docs/PERFORMANCE.md, "Trimmed segments given
-//! back a step at a time"). So the journal thread gives them back in turns ([`Releasing`]):
-//! right after a journal flush ends, as many bytes as the journal flushed since the last turn
-//! (at least [`STEP`]), shrinking the oldest file and removing it once nothing is left, and
-//! going on to the next with what the turn has left: the journal is given back as fast as it
-//! is written. With no flush ending within a wait (an idle engine, or one without
-//! `sync_writes`), or with more waiting than [`backlog_bound`], a turn gives back all it holds
-//! without waiting; and a checkpoint that leaves more than that waiting gives back the excess
-//! itself ([`give_back_past_bound`]), so the bound holds when the journal thread is starved.
+//! renames `<id>.jnl.tmp` (a name open removes) and queues as a [`Release`], and so does a
+//! journal at rest with its spares and its prepared segment (`Journal::rest_if_idle`). On
+//! this disk (ext4 mounted with `discard`) a removal discards the blocks it frees before it
+//! returns, about 0.3 ms per MiB, and a journal flush issued meanwhile waits behind them:
+//! removed at once, under the journal's lock, a 32 MiB segment held a commit's flush for 7-9
+//! ms, and a trim after a long checkpoint removed eight (docs/PERFORMANCE.md, "Trimmed
+//! segments given back a step at a time"). So the journal thread gives them back in turns
+//! ([`Releasing`]): right after a journal flush ends, as many bytes as the journal flushed
+//! since the last turn (at least [`STEP`]), shrinking the oldest file and removing it once
+//! nothing is left, and going on to the next with what the turn has left: the journal is
+//! given back as fast as it is written. With no flush ending within a wait (an idle engine, or
+//! one without `sync_writes`), or with more waiting than [`backlog_bound`], a turn gives back
+//! all it holds without waiting; and a checkpoint that leaves more than that waiting gives back
+//! the excess itself ([`give_back_past_bound`]), so the bound holds when the journal thread is
+//! starved.
 //!
 //! Owns: the queue entries and the thread's side of the turns. Must never: touch a file a trim
-//! did not rename (each holds only records at or below a durable checkpoint), shrink or remove
-//! a file while holding the journal's lock (a commit holds it through its flush), or let what
-//! waits to be given back grow without bound.
+//! or a rest did not rename (each holds no record, or only records at or below a durable
+//! checkpoint), shrink or remove a file while holding the journal's lock (a commit holds it
+//! through its flush), or let what waits to be given back grow without bound.
 
 use std::fs::{self, OpenOptions};
 use std::path::PathBuf;
@@ -71,7 +73,8 @@ pub(crate) fn give_back_past_bound(shared: &Shared) -> Result<()> {
     }
 }
 
-/// A trimmed segment being given back to the file system: shrunk a step at a time, then
+/// A trimmed segment (or a spare or prepared segment a rest gave up) being given back to the
+/// file system: shrunk a step at a time, then
 /// removed.
 pub(crate) struct Release {
     pub path: PathBuf,

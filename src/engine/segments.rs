@@ -31,10 +31,17 @@
 //! A trimmed segment that is not kept as a spare is renamed `<id>.jnl.tmp` and given back to
 //! the file system by the same thread, in turns between its preparations (module `release`).
 //!
-//! Owns: the spare files, the prepared segment, the trimmed segments being given back and the
-//! thread that does both. Must never: hand out a file whose name is not durable or whose
-//! header is not zero, let two segments be prepared under one id, or shrink a file that holds
-//! a record not yet covered by a durable checkpoint.
+//! At rest (nothing appended for [`REST_AFTER`], every record covered by a checkpoint) the
+//! thread gives back the spares and the prepared segment the same way, and none is made or
+//! kept until an append ends the rest; the next segment is then prepared only once the one
+//! being written is half full (`Pool::lazy`), so the first rotation after a long rest may
+//! make its segment on the commit path, and the segments of the first burst after it are new
+//! files (docs/PERFORMANCE.md, "The journal at rest gives back its spares").
+//!
+//! Owns: the spare files, the prepared segment, the trimmed segments being given back, the
+//! rest, and the thread that does all of it. Must never: hand out a file whose name is not
+//! durable or whose header is not zero, let two segments be prepared under one id, or shrink a
+//! file that holds a record not yet covered by a durable checkpoint.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -114,6 +121,11 @@ pub(crate) struct Pool {
     /// The journal is at rest ([`super::journal::Journal::rest_if_idle`]): its spares and
     /// prepared segment were given back, and none is made or kept until the next append.
     pub resting: bool,
+    /// The journal rested since the last preparation began: the next segment is prepared only
+    /// once the one being written is half full (the append that fills it so far wakes the
+    /// thread), so that an engine committing now and then, each commit ending a rest, does not
+    /// make and give back a whole segment for each.
+    pub lazy: bool,
     /// How long nothing must be appended before the journal rests ([`REST_AFTER`]).
     pub rest_after: Duration,
 }
@@ -153,15 +165,21 @@ pub(crate) enum Fill {
 }
 
 impl Pool {
-    /// Whether the thread has work: a journal with a segment being written needs its next one.
-    pub(crate) fn wants_preparation(&self, writing: bool) -> bool {
-        writing && !self.stalled && !self.resting && matches!(self.next, Next::Idle)
+    /// Whether the thread has work: a journal with a segment being written needs its next one
+    /// (after a rest, once that one is `half_full`).
+    pub(crate) fn wants_preparation(&self, writing: bool, half_full: bool) -> bool {
+        writing
+            && !self.stalled
+            && !self.resting
+            && (!self.lazy || half_full)
+            && matches!(self.next, Next::Idle)
     }
 
     /// Reserves segment `id` for the thread and hands it the work (a spare if there is one,
     /// else a new file filled as `fill` says).
     pub(crate) fn begin(&mut self, id: u64, path: PathBuf, fill: Fill) -> Job {
         self.next = Next::Preparing(id);
+        self.lazy = false;
         Job {
             id,
             path,
@@ -654,8 +672,9 @@ pub(crate) mod tests {
             !e.shared.journal.lock().is_resting(),
             "rested with a record not checkpointed"
         );
-        // Its rotation may have taken the prepared segment, and the next one the spare.
-        let (spares, segments, others) = listed(&journal);
+        // Its rotation may have taken the prepared segment, and the next one the spare; what
+        // the checkpoint trimmed and did not keep is given back meanwhile.
+        let (spares, segments, others) = wait_for_listing(&journal, |l| l.2 == 0);
         assert!(
             spares + segments >= 2 && others == 0,
             "{:?}",
@@ -675,7 +694,13 @@ pub(crate) mod tests {
         checkpoint::run(&e.shared, false).unwrap();
         let now = wait_for_listing(&journal, kept);
         assert!(kept(now), "after the rest ended: {now:?}");
+
+        // Closed while it rests: nothing left but the segment in use.
+        e.shared.journal.lock().set_rest_after(Duration::ZERO);
+        let rested = wait_for_listing(&journal, |l| l == (0, 1, 0));
+        assert_eq!(rested, (0, 1, 0), "at rest again");
         e.close().unwrap();
+        assert_eq!(listed(&journal), (0, 1, 0), "after a close at rest");
 
         let e = Engine::open_with(dir.path(), opts).unwrap();
         let g = e.group(1).unwrap();

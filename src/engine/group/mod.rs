@@ -371,8 +371,9 @@ impl Group {
     /// a cold cache, counted in device reads"). Only that probe's page: the search's next read
     /// is the last index's slot, which open read, and a log of one term needs no other; a log
     /// whose term changes still reads a binary search's probes per change (about log2 of its
-    /// slot pages) on the caller's thread. Nothing when the runs will not be built from the files (a tail replay left in
-    /// memory answers the last entries) or the files do not hold the first index.
+    /// slot pages) on the caller's thread. Nothing when the runs will not be built from the
+    /// files (a tail replay left in memory answers the last entries) or the files do not hold
+    /// the first index.
     pub(crate) fn prefetch_first_slot(&self) {
         let first = self.log.read().as_ref().and_then(|log| {
             (log.terms.is_none() && log.tail.files_hold_all()).then(|| log.first_index())

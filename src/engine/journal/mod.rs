@@ -292,8 +292,8 @@ impl Journal {
     /// Appends a record whose body is `pieces` back to back (sealed when the engine is
     /// encrypted) and returns its sequence number. Nothing is flushed: see [`Journal::sync`].
     pub(crate) fn append(&mut self, pieces: &[&[u8]]) -> Result<u64> {
-        // A rest ends: the journal thread prepares the next segment again (the caller wakes
-        // it: [`Journal::is_resting`]).
+        // A rest ends: the journal thread prepares the next segment again once this one is
+        // half full (the caller wakes it then: [`Journal::wakes_preparer`]).
         self.pool.resting = false;
         self.last_append = std::time::Instant::now();
         let seq = self.next_seq;
@@ -417,10 +417,32 @@ impl Journal {
         !fits && matches!(self.pool.next, Next::Preparing(_))
     }
 
-    /// Whether the journal rests ([`Journal::rest_if_idle`]): the next append ends it, and its
-    /// caller then wakes the journal thread to prepare the next segment.
+    /// Whether the journal rests ([`Journal::rest_if_idle`]): the next append ends it.
+    #[cfg(test)]
     pub(crate) fn is_resting(&self) -> bool {
         self.pool.resting
+    }
+
+    /// Whether the segment being written holds half the records it has room for.
+    fn half_full(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| {
+            (w.offset - SEGMENT_HEADER).saturating_mul(2) >= w.room.saturating_sub(SEGMENT_HEADER)
+        })
+    }
+
+    /// After an append: whether the journal thread must be woken to prepare the next segment,
+    /// which it waits to do after a rest until the segment being written is half full (module
+    /// `segments`, `Pool::lazy`): true from the append that gets it there until the thread
+    /// begins. Otherwise the thread prepares at its own next round (every 200 ms at most, or at
+    /// a checkpoint's trim); a burst may then fill the next segment first, and its commit makes
+    /// one itself. Waking the thread at every rotation was measured and not kept: no more
+    /// throughput, and some slower rounds (docs/PERFORMANCE.md, "Rotations on the commit
+    /// path").
+    pub(crate) fn wakes_preparer(&self) -> bool {
+        self.pool.lazy
+            && self
+                .pool
+                .wants_preparation(self.writer.is_some(), self.half_full())
     }
 
     /// Rests the journal once it is idle: nothing appended for [`segments::REST_AFTER`] and
@@ -437,14 +459,17 @@ impl Journal {
         if self.pool.resting || !idle || matches!(self.pool.next, Next::Preparing(_)) {
             return Ok(false);
         }
-        self.pool.resting = true;
-        for spare in std::mem::take(&mut self.pool.spares) {
+        (self.pool.resting, self.pool.lazy) = (true, true);
+        // Each spare leaves the list once it is handed over: one that fails stays listed with
+        // those after it, as they are on disk (the engine stops; open recycles or removes them).
+        while let Some(spare) = self.pool.spares.first().cloned() {
             let len = fs::metadata(&spare).map_or(0, |m| m.len());
             match segments::spare_id(&spare) {
                 Some(id) => self.release(spare, id, len)?,
                 // Never: the pool lists only the spares it named ([`segments::spare_name`]).
                 None => fs::remove_file(&spare).map_err(|e| Error::io("remove", &spare, e))?,
             }
+            self.pool.spares.remove(0);
         }
         if let Next::Ready(p) = std::mem::replace(&mut self.pool.next, Next::Idle) {
             let Prepared {
@@ -482,7 +507,10 @@ impl Journal {
 
     /// The preparation the thread should run now, if any (module `segments`).
     pub(crate) fn begin_preparation(&mut self) -> Option<Job> {
-        if !self.pool.wants_preparation(self.writer.is_some()) {
+        if !self
+            .pool
+            .wants_preparation(self.writer.is_some(), self.half_full())
+        {
             return None;
         }
         let id = self.next_id();
@@ -691,6 +719,94 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// A rest hands the spares and the prepared segment over to be given back (renamed
+    /// `<id>.jnl.tmp`) and keeps none; after it, the next segment is prepared only once the
+    /// segment being written is half full (the append that gets it there asks for the
+    /// thread), and none is kept as a spare until then, so that a commit now and then does
+    /// not make and give back a whole segment each. Records and reopen are as without a rest.
+    #[test]
+    fn after_a_rest_the_next_segment_waits_for_half_the_one_being_written() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let mut j = open(&dir, 0).journal;
+        let record = |seq: u64| -> Vec<u8> { vec![seq as u8; 1000] };
+        // Past two segments of 64 KiB, then a trim: segments 1 and 2 become the spares.
+        let mut seq = 0;
+        while j.segments.len() < 3 {
+            seq += 1;
+            assert_eq!(j.append(&[&record(seq)]).expect("append"), seq);
+        }
+        j.sync().expect("sync");
+        prepare(&mut j);
+        let trimmed = seq;
+        j.trim(trimmed).expect("trim");
+        assert_eq!(j.pool.spares.len(), 2);
+        assert!(matches!(j.pool.next, Next::Ready(_)));
+        assert!(!j.half_full(), "the segment being written holds one record");
+
+        assert!(!j.rest_if_idle().expect("rest"), "not idle for 5 s yet");
+        j.set_rest_after(std::time::Duration::ZERO);
+        assert!(j.rest_if_idle().expect("rest"));
+        assert!(!j.rest_if_idle().expect("rest"), "rests once");
+        assert!(j.pool.spares.is_empty() && matches!(j.pool.next, Next::Idle));
+        let given: Vec<&Path> = j.pool.releases.iter().map(|r| r.path.as_path()).collect();
+        assert_eq!(given.len(), 3, "the two spares and the prepared segment");
+        let listed = names(&dir);
+        for p in given {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                name.ends_with(".jnl.tmp") && listed.contains(&name),
+                "{name}"
+            );
+        }
+        assert!(
+            listed.iter().all(|n| !segments::is_spare_name(n)),
+            "{listed:?}"
+        );
+        assert!(j.begin_preparation().is_none(), "resting");
+
+        // The next appends end the rest; the thread is asked for once the segment is half full.
+        let mut asked = false;
+        let mut under_half = 0;
+        while !asked {
+            seq += 1;
+            assert_eq!(j.append(&[&record(seq)]).expect("append"), seq);
+            asked = j.wakes_preparer();
+            assert_eq!(asked, j.half_full(), "record {seq}");
+            let job = j.begin_preparation();
+            assert_eq!(job.is_some(), asked, "record {seq}");
+            match job {
+                Some(job) => {
+                    assert!(!j.wakes_preparer(), "asked until the preparation began");
+                    let r = job.run().map_err(|e| (e, None));
+                    j.finish_preparation(r);
+                }
+                None => under_half += 1,
+            }
+        }
+        assert!(under_half > 10, "{under_half} appends before half");
+        assert_eq!(j.segments.len(), 1, "no rotation before half");
+        // The next rotation takes the prepared segment, and the journal prepares as before.
+        let before = j.segments.len();
+        while j.segments.len() == before {
+            seq += 1;
+            assert_eq!(j.append(&[&record(seq)]).expect("append"), seq);
+        }
+        assert!(
+            matches!(j.pool.next, Next::Idle),
+            "the rotation took the prepared segment"
+        );
+        assert!(!j.wakes_preparer() && j.begin_preparation().is_some());
+        j.sync().expect("sync");
+        drop(j);
+        let reopened = open(&dir, trimmed);
+        let seqs: Vec<u64> = reopened.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (trimmed + 1..=seq).collect::<Vec<_>>());
+        assert!(names(&reopened.journal.dir)
+            .iter()
+            .all(|n| !n.ends_with(".tmp")));
     }
 
     #[test]

@@ -253,6 +253,7 @@ impl Journal {
                 stalled: false,
                 releases: Default::default(),
                 resting: false,
+                lazy: false,
                 rest_after: segments::REST_AFTER,
             },
             last_append: std::time::Instant::now(),
