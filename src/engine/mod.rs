@@ -964,8 +964,26 @@ pub(crate) mod tests {
     }
 
     /// Entry `i`'s payload in [`segments_to_trim`]: 10 KiB.
-    fn ten_kib(i: u64) -> bytes::Bytes {
+    pub(crate) fn ten_kib(i: u64) -> bytes::Bytes {
         vec![i as u8; 10 << 10].into()
+    }
+
+    /// Opens the root at `at` (a variant of a root caught part way: `what`) and checks that
+    /// group 1 reads back entries 1 to 40 as [`segments_to_trim`] wrote them.
+    pub(crate) fn open_reading_forty(
+        at: &Path,
+        opts: &EngineOptions,
+        what: &str,
+    ) -> (Engine, GroupStorage) {
+        let e = Engine::open_with(at, opts.clone())
+            .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
+        let g = e.group(1).unwrap();
+        let read = g
+            .entries(1, 41, u64::MAX, raft::GetEntriesContext::empty(false))
+            .unwrap_or_else(|err| panic!("{what}: {err}"));
+        assert_eq!(read.len(), 40, "{what}");
+        assert!(read.iter().all(|en| en.data == ten_kib(en.index)), "{what}");
+        (e, g)
     }
 
     /// An engine at `root` with 64 KiB journal segments and `checkpoint_bytes`, its checkpoints
@@ -1171,14 +1189,7 @@ pub(crate) mod tests {
                 left.push(p);
             }
             let what = format!("variant {i}: length {len:?}, rename lost {rename_lost}");
-            let e = Engine::open_with(&at, opts.clone())
-                .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
-            let g = e.group(1).unwrap();
-            let read = g
-                .entries(1, 41, u64::MAX, raft::GetEntriesContext::empty(false))
-                .unwrap_or_else(|err| panic!("{what}: {err}"));
-            assert_eq!(read.len(), 40, "{what}");
-            assert!(read.iter().all(|en| en.data == ten_kib(en.index)), "{what}");
+            let (e, _) = open_reading_forty(&at, &opts, &what);
             for p in &left {
                 assert!(!p.exists(), "{what}: {} left", p.display());
             }

@@ -515,11 +515,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// Group 1's entries `from..=to`, 10 KiB each, saved one by one.
+    /// Group 1's entries `from..=to`, 10 KiB each (`ten_kib`), saved one by one.
     fn save_ten_kib(g: &crate::GroupStorage, from: u64, to: u64) {
         for i in from..=to {
             let mut en = raft::prelude::Entry::default();
-            (en.index, en.term, en.data) = (i, 1, vec![i as u8; 10 << 10].into());
+            (en.index, en.term, en.data) = (i, 1, crate::engine::tests::ten_kib(i));
             let mut hs = raft::prelude::HardState::default();
             (hs.term, hs.commit) = (1, i);
             g.save(&hs, &[en], &Default::default()).unwrap();
@@ -533,7 +533,7 @@ pub(crate) mod tests {
     /// reads back as written and takes new entries.
     #[test]
     fn a_journal_caught_resting_never_troubles_open() {
-        use crate::engine::tests::copy_root;
+        use crate::engine::tests::{copy_root, open_reading_forty};
         use crate::engine::{checkpoint, release, Engine, EngineOptions, JOURNAL_DIR};
         use raft::Storage;
         use std::sync::mpsc::channel;
@@ -607,16 +607,7 @@ pub(crate) mod tests {
                 left.push(p);
             }
             let what = format!("variant {i}: length {len:?}, renames lost {rename_lost}");
-            let e = Engine::open_with(&at, opts.clone())
-                .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
-            let g = e.group(1).unwrap();
-            let read = g
-                .entries(1, 41, u64::MAX, raft::GetEntriesContext::empty(false))
-                .unwrap_or_else(|err| panic!("{what}: {err}"));
-            assert_eq!(read.len(), 40, "{what}");
-            for en in &read {
-                assert_eq!(en.data[..], vec![en.index as u8; 10 << 10][..], "{what}");
-            }
+            let (e, g) = open_reading_forty(&at, &opts, &what);
             if !rename_lost {
                 for p in &left {
                     assert!(!p.exists(), "{what}: {} left", p.display());
@@ -709,8 +700,8 @@ pub(crate) mod tests {
         assert_eq!(read.len(), 80);
         for en in &read {
             assert_eq!(
-                (en.term, &en.data[..]),
-                (1, &vec![en.index as u8; 10 << 10][..])
+                (en.term, &en.data),
+                (1, &crate::engine::tests::ten_kib(en.index))
             );
         }
         assert_eq!(g.initial_state().unwrap().hard_state.commit, 80);
