@@ -121,6 +121,10 @@ pub(crate) fn open(
             mode,
             super::checkpoint::held_run_bytes(&opts),
         )
+        .map(|mut opened| {
+            opened.journal.set_rest_after(opts.journal_rest_after);
+            opened
+        })
     };
     // An existing journal is read on a thread of its own while the groups are read: its read
     // waits on the disk (direct appends leave no segment in the page cache), the groups' on

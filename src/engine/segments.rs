@@ -126,12 +126,14 @@ pub(crate) struct Pool {
     /// thread), so that an engine committing now and then, each commit ending a rest, does not
     /// make and give back a whole segment for each.
     pub lazy: bool,
-    /// How long nothing must be appended before the journal rests ([`REST_AFTER`]).
+    /// How long nothing must be appended before the journal rests
+    /// (`EngineOptions::journal_rest_after`).
     pub rest_after: Duration,
 }
 
 /// How long an engine appends nothing (every record covered by a checkpoint) before its
-/// journal gives back the spares and the prepared segment: one checkpoint period. They only
+/// journal gives back the spares and the prepared segment, by default
+/// (`EngineOptions::journal_rest_after`): one checkpoint period. They only
 /// speed up the rotations of a burst of commits; at rest they held 160 MiB of the 413 MiB an
 /// engine of 1,024 groups kept on disk (docs/PERFORMANCE.md, "Disk while open, at rest").
 pub(crate) const REST_AFTER: Duration = Duration::from_secs(5);

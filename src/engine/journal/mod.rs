@@ -445,7 +445,8 @@ impl Journal {
                 .wants_preparation(self.writer.is_some(), self.half_full())
     }
 
-    /// Rests the journal once it is idle: nothing appended for [`segments::REST_AFTER`] and
+    /// Rests the journal once it is idle: nothing appended for a while
+    /// (`EngineOptions::journal_rest_after`, by default [`segments::REST_AFTER`]) and
     /// every record covered by the checkpoint it was last trimmed to. The spares and the
     /// prepared next segment (none holds a record) are handed to the journal thread to give
     /// back, as a trim hands over the segments it does not keep (renamed `<id>.jnl.tmp`,
@@ -484,8 +485,7 @@ impl Journal {
         Ok(true)
     }
 
-    /// Sets how long the journal waits, idle, before it rests (tests).
-    #[cfg(test)]
+    /// Sets how long the journal waits, idle, before it rests (`EngineOptions`).
     pub(crate) fn set_rest_after(&mut self, after: std::time::Duration) {
         self.pool.rest_after = after;
     }
