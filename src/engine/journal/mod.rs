@@ -450,9 +450,11 @@ impl Journal {
     /// every record covered by the checkpoint it was last trimmed to. The spares and the
     /// prepared next segment (none holds a record) are handed to the journal thread to give
     /// back, as a trim hands over the segments it does not keep (renamed `<id>.jnl.tmp`,
-    /// module `release`), and none is made or kept again until the next append. They only
-    /// spare a burst of commits the making of files at its rotations; an idle engine of 1,024
-    /// groups kept 160 MiB in them (docs/PERFORMANCE.md, "Disk while open, at rest"). Returns
+    /// module `release`); none is made or kept again until the next append, and after it the
+    /// next segment is prepared once the one in use is half full ([`Journal::wakes_preparer`]).
+    /// They only spare a burst of commits the making of files at its rotations; an idle engine
+    /// of 1,024 groups kept 128 MiB in them, its journal 160 MiB (docs/PERFORMANCE.md, "Disk
+    /// while open, at rest"). Returns
     /// whether it began to rest now. Not while a segment is being prepared (the next call
     /// rests once it is ready).
     pub(crate) fn rest_if_idle(&mut self) -> Result<bool> {
@@ -724,8 +726,8 @@ mod tests {
     /// A rest hands the spares and the prepared segment over to be given back (renamed
     /// `<id>.jnl.tmp`) and keeps none; after it, the next segment is prepared only once the
     /// segment being written is half full (the append that gets it there asks for the
-    /// thread), and none is kept as a spare until then, so that a commit now and then does
-    /// not make and give back a whole segment each. Records and reopen are as without a rest.
+    /// thread), so that a commit now and then does not make and give back a whole segment
+    /// each. Records and reopen are as without a rest.
     #[test]
     fn after_a_rest_the_next_segment_waits_for_half_the_one_being_written() {
         let tmp = tempfile::tempdir().expect("tempdir");
