@@ -811,6 +811,46 @@ mod tests {
             .all(|n| !n.ends_with(".tmp")));
     }
 
+    /// A spare that can be neither renamed nor removed (gone from under the journal) fails the
+    /// rest, naming it, and stays listed with the spares after it and the prepared segment,
+    /// all still on disk: none drops out of the list while its file stays (before, the list
+    /// was emptied first, and the spares after a failure were on disk but listed nowhere).
+    #[test]
+    fn a_spare_the_rest_cannot_hand_over_stays_listed_with_those_after_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let mut j = open(&dir, 0).journal;
+        let mut seq = 0;
+        while j.segments.len() < 3 {
+            seq += 1;
+            assert_eq!(j.append(&[&vec![seq as u8; 1000]]).expect("append"), seq);
+        }
+        j.sync().expect("sync");
+        prepare(&mut j);
+        j.trim(seq).expect("trim");
+        let spares = j.pool.spares.clone();
+        assert_eq!(spares.len(), 2);
+        fs::remove_file(&spares[0]).expect("remove by hand");
+        j.set_rest_after(std::time::Duration::ZERO);
+        let err = j.rest_if_idle().expect_err("a spare gone").to_string();
+        let name = spares[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(err.contains(&name), "{err}");
+        assert_eq!(
+            j.pool.spares, spares,
+            "the failed spare and the one after it"
+        );
+        assert!(spares[1].exists());
+        assert!(
+            matches!(j.pool.next, Next::Ready(_)),
+            "the prepared segment kept"
+        );
+        assert!(j.pool.releases.is_empty());
+    }
+
     #[test]
     fn records_survive_rotations_recycled_segments_and_reopen() {
         let tmp = tempfile::tempdir().expect("tempdir");
