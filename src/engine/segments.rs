@@ -69,21 +69,22 @@ pub(crate) fn spare_name(id: u64) -> String {
     format!("{SPARE_PREFIX}{id:016}.jnl")
 }
 
+/// The id of the segment the spare named `name` was; `None` if `name` is not a spare's.
+fn spare_id_of(name: &str) -> Option<u64> {
+    name.strip_prefix(SPARE_PREFIX)
+        .and_then(|rest| rest.strip_suffix(".jnl"))
+        .filter(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse().ok())
+}
+
 /// The id of the segment the spare at `path` was, from its name.
 pub(crate) fn spare_id(path: &Path) -> Option<u64> {
-    let name = path.file_name()?.to_str()?;
-    is_spare_name(name).then(|| {
-        name[SPARE_PREFIX.len()..SPARE_PREFIX.len() + 16]
-            .parse()
-            .ok()
-    })?
+    spare_id_of(path.file_name()?.to_str()?)
 }
 
 /// Whether `name` is a spare's file name.
 pub(crate) fn is_spare_name(name: &str) -> bool {
-    name.strip_prefix(SPARE_PREFIX)
-        .and_then(|rest| rest.strip_suffix(".jnl"))
-        .is_some_and(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_digit()))
+    spare_id_of(name).is_some()
 }
 
 /// A segment ready to be written: named, header page zero, blocks reserved, name durable.
@@ -118,9 +119,10 @@ pub(crate) struct Pool {
     /// Trimmed segments not kept as spares, renamed, that the thread gives back to the file
     /// system (module `release`), oldest first.
     pub releases: VecDeque<Release>,
-    /// The journal is at rest ([`super::journal::Journal::rest_if_idle`]): its spares and
-    /// prepared segment were given back, and none is made or kept until the next append.
-    pub resting: bool,
+    /// The journal's next sequence number when it last began to rest
+    /// ([`super::journal::Journal::rest_if_idle`]): it rests while no record was appended
+    /// since (its spares and prepared segment given back, none made until an append).
+    pub rested_at: Option<u64>,
     /// The journal rested since the last preparation began: the next segment is prepared only
     /// once the one being written is half full (the append that fills it so far wakes the
     /// thread), so that an engine committing now and then, each commit ending a rest, does not
@@ -168,11 +170,11 @@ pub(crate) enum Fill {
 
 impl Pool {
     /// Whether the thread has work: a journal with a segment being written needs its next one
-    /// (after a rest, once that one is `half_full`).
-    pub(crate) fn wants_preparation(&self, writing: bool, half_full: bool) -> bool {
+    /// (none while `resting`; after a rest, once that one is `half_full`).
+    pub(crate) fn wants_preparation(&self, writing: bool, resting: bool, half_full: bool) -> bool {
         writing
             && !self.stalled
-            && !self.resting
+            && !resting
             && (!self.lazy || half_full)
             && matches!(self.next, Next::Idle)
     }
@@ -208,10 +210,9 @@ impl Pool {
     /// `journal`, `Journal::trim`).
     ///
     /// Should a spare of that name still be waiting (an id used twice), it is never replaced
-    /// (that would leave it listed twice): the trimmed segment is given back instead. None is
-    /// kept while the journal rests.
+    /// (that would leave it listed twice): the trimmed segment is given back instead.
     pub(crate) fn recycle(&mut self, path: &Path, id: u64, len: u64) -> bool {
-        if !self.resting && self.spares.len() < self.max_spares && len == self.segment_bytes {
+        if self.spares.len() < self.max_spares && len == self.segment_bytes {
             let spare = self.dir.join(spare_name(id));
             if !self.spares.contains(&spare) && fsutil::rename_no_replace(path, &spare).is_ok() {
                 self.spares.push(spare);
@@ -395,8 +396,8 @@ fn background(weak: Weak<Shared>) {
                     Ok(true) => continue,
                     Ok(false) => {}
                     // A spare that can be neither renamed nor removed: the journal directory
-                    // is not what the engine left there, as in a failed turn.
-                    // It stops the engine (open tidies the files left).
+                    // is not what the engine left there, as in a failed turn. It stops the
+                    // engine (open tidies the files left).
                     Err(e) => {
                         shared.poison(&e);
                         shared.journal_cv.notify_all();

@@ -147,9 +147,10 @@ pub(crate) struct Journal {
     direct_buf: direct::AlignedBuf,
     /// Records appended directly (tests check that the direct path was taken).
     direct_appends: u64,
-    /// When the last append came (or open, before any): the journal rests once nothing came
-    /// for a while ([`Journal::rest_if_idle`]).
-    last_append: std::time::Instant,
+    /// The next sequence number as the journal thread last saw it change, and when (open, to
+    /// begin with): the journal rests once it stood still for a while
+    /// ([`Journal::rest_if_idle`]). Kept off the commit path: an append only moves the number.
+    quiet_since: (u64, std::time::Instant),
 }
 
 /// What the scan at open found.
@@ -292,10 +293,6 @@ impl Journal {
     /// Appends a record whose body is `pieces` back to back (sealed when the engine is
     /// encrypted) and returns its sequence number. Nothing is flushed: see [`Journal::sync`].
     pub(crate) fn append(&mut self, pieces: &[&[u8]]) -> Result<u64> {
-        // A rest ends: the journal thread prepares the next segment again once this one is
-        // half full (the caller wakes it then: [`Journal::wakes_preparer`]).
-        self.pool.resting = false;
-        self.last_append = std::time::Instant::now();
         let seq = self.next_seq;
         let sealed;
         let stored: &[&[u8]] = match &self.cipher {
@@ -417,10 +414,11 @@ impl Journal {
         !fits && matches!(self.pool.next, Next::Preparing(_))
     }
 
-    /// Whether the journal rests ([`Journal::rest_if_idle`]): the next append ends it.
-    #[cfg(test)]
+    /// Whether the journal rests ([`Journal::rest_if_idle`]): no record was appended since it
+    /// began to; the next append ends it (the journal thread then prepares the next segment
+    /// once the one in use is half full: [`Journal::wakes_preparer`]).
     pub(crate) fn is_resting(&self) -> bool {
-        self.pool.resting
+        self.pool.rested_at == Some(self.next_seq)
     }
 
     /// Whether the segment being written holds half the records it has room for.
@@ -440,9 +438,11 @@ impl Journal {
     /// path").
     pub(crate) fn wakes_preparer(&self) -> bool {
         self.pool.lazy
-            && self
-                .pool
-                .wants_preparation(self.writer.is_some(), self.half_full())
+            && self.pool.wants_preparation(
+                self.writer.is_some(),
+                self.is_resting(),
+                self.half_full(),
+            )
     }
 
     /// Rests the journal once it is idle: nothing appended for a while
@@ -458,11 +458,14 @@ impl Journal {
     /// whether it began to rest now. Not while a segment is being prepared (the next call
     /// rests once it is ready).
     pub(crate) fn rest_if_idle(&mut self) -> Result<bool> {
-        let idle = self.held() == 0 && self.last_append.elapsed() >= self.pool.rest_after;
-        if self.pool.resting || !idle || matches!(self.pool.next, Next::Preparing(_)) {
+        if self.quiet_since.0 != self.next_seq {
+            self.quiet_since = (self.next_seq, std::time::Instant::now());
+        }
+        let idle = self.held() == 0 && self.quiet_since.1.elapsed() >= self.pool.rest_after;
+        if self.is_resting() || !idle || matches!(self.pool.next, Next::Preparing(_)) {
             return Ok(false);
         }
-        (self.pool.resting, self.pool.lazy) = (true, true);
+        (self.pool.rested_at, self.pool.lazy) = (Some(self.next_seq), true);
         // Each spare leaves the list once it is handed over: one that fails stays listed with
         // those after it, as they are on disk (the engine stops; open recycles or removes them).
         while let Some(spare) = self.pool.spares.first().cloned() {
@@ -511,7 +514,7 @@ impl Journal {
     pub(crate) fn begin_preparation(&mut self) -> Option<Job> {
         if !self
             .pool
-            .wants_preparation(self.writer.is_some(), self.half_full())
+            .wants_preparation(self.writer.is_some(), self.is_resting(), self.half_full())
         {
             return None;
         }

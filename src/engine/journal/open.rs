@@ -252,11 +252,11 @@ impl Journal {
                 next: Next::Idle,
                 stalled: false,
                 releases: Default::default(),
-                resting: false,
+                rested_at: None,
                 lazy: false,
                 rest_after: segments::REST_AFTER,
             },
-            last_append: std::time::Instant::now(),
+            quiet_since: (last_seq + 1, std::time::Instant::now()),
             appended: 0,
             held,
             // New records go on in the last segment only after a clean close (every record
