@@ -726,6 +726,23 @@ mod tests {
         v
     }
 
+    /// A journal in `dir` (64 KiB segments, two spares kept) appended records of 1,000 bytes
+    /// (record `seq` holds `seq as u8`) past two segments, flushed, its next segment prepared,
+    /// then trimmed to its last record: segments 1 and 2 are the spares. Returns it and the
+    /// last record.
+    fn two_spares(dir: &Path) -> (Journal, u64) {
+        let mut j = open(dir, 0).journal;
+        let mut seq = 0;
+        while j.segments.len() < 3 {
+            seq += 1;
+            assert_eq!(j.append(&[&vec![seq as u8; 1000]]).expect("append"), seq);
+        }
+        j.sync().expect("sync");
+        prepare(&mut j);
+        j.trim(seq).expect("trim");
+        (j, seq)
+    }
+
     /// A rest hands the spares and the prepared segment over to be given back (renamed
     /// `<id>.jnl.tmp`) and keeps none; after it, the next segment is prepared only once the
     /// segment being written is half full (the append that gets it there asks for the
@@ -735,18 +752,9 @@ mod tests {
     fn after_a_rest_the_next_segment_waits_for_half_the_one_being_written() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("journal");
-        let mut j = open(&dir, 0).journal;
         let record = |seq: u64| -> Vec<u8> { vec![seq as u8; 1000] };
-        // Past two segments of 64 KiB, then a trim: segments 1 and 2 become the spares.
-        let mut seq = 0;
-        while j.segments.len() < 3 {
-            seq += 1;
-            assert_eq!(j.append(&[&record(seq)]).expect("append"), seq);
-        }
-        j.sync().expect("sync");
-        prepare(&mut j);
-        let trimmed = seq;
-        j.trim(trimmed).expect("trim");
+        let (mut j, trimmed) = two_spares(&dir);
+        let mut seq = trimmed;
         assert_eq!(j.pool.spares.len(), 2);
         assert!(matches!(j.pool.next, Next::Ready(_)));
         assert!(!j.half_full(), "the segment being written holds one record");
@@ -821,16 +829,7 @@ mod tests {
     #[test]
     fn a_spare_the_rest_cannot_hand_over_stays_listed_with_those_after_it() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("journal");
-        let mut j = open(&dir, 0).journal;
-        let mut seq = 0;
-        while j.segments.len() < 3 {
-            seq += 1;
-            assert_eq!(j.append(&[&vec![seq as u8; 1000]]).expect("append"), seq);
-        }
-        j.sync().expect("sync");
-        prepare(&mut j);
-        j.trim(seq).expect("trim");
+        let (mut j, _) = two_spares(&tmp.path().join("journal"));
         let spares = j.pool.spares.clone();
         assert_eq!(spares.len(), 2);
         fs::remove_file(&spares[0]).expect("remove by hand");
