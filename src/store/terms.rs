@@ -107,10 +107,16 @@ impl TermRuns {
     ) -> Option<TermRuns> {
         let mut runs = Vec::new();
         let mut start = first;
+        // The last index's term, read once, after the first run's start.
+        let mut last_term = None;
         while start <= last {
             let term = term_at(start)?;
             runs.push((start, term));
-            if term_at(last)? == term {
+            let end = match last_term {
+                Some(t) => t,
+                None => *last_term.insert(term_at(last)?),
+            };
+            if end == term {
                 break;
             }
             // The first index after `start` whose term is above `term` (`last`'s is).
