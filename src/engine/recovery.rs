@@ -563,7 +563,16 @@ fn read_files(
                 // entries.
                 let first_base = files.front().map(LogFile::base);
                 let (f, past) = LogFile::open_engine_tail(&path, want, cipher, |base| {
-                    first_slot_past(last, first_base.unwrap_or(base), base)
+                    // The log's first index is in this file when it is the group's first.
+                    let log_from = first_base
+                        .is_none()
+                        .then(|| (snap_index + 1).saturating_sub(base))
+                        .filter(|&k| k < SLOTS_PER_FILE)
+                        .map(|k| k as u32);
+                    (
+                        first_slot_past(last, first_base.unwrap_or(base), base),
+                        log_from,
+                    )
                 })?;
                 if last >= f.base().saturating_add(SLOTS_PER_FILE) {
                     return Err(Error::corrupt(

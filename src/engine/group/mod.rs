@@ -373,7 +373,8 @@ impl Group {
     /// whose term changes still reads a binary search's probes per change (about log2 of its
     /// slot pages) on the caller's thread. Nothing when the runs will not be built from the
     /// files (a tail replay left in memory answers the last entries) or the files do not hold
-    /// the first index.
+    /// the first index. A short log's first slot page came with open's read of its last slot
+    /// (`LogFile::past_end`): the page is then in the page cache, and asking reads nothing.
     pub(crate) fn prefetch_first_slot(&self) {
         let first = self.log.read().as_ref().and_then(|log| {
             (log.terms.is_none() && log.tail.files_hold_all()).then(|| log.first_index())

@@ -383,13 +383,14 @@ impl LogFile {
 
     /// Opens the last file of an engine group at open ([`LogFile::open`], detached) and looks
     /// past the end of its log on the descriptor it was opened with, before that goes (read
-    /// only: [`PastEnd`]). `first_past(base)`: the first slot past the log, for the file's
-    /// first index `base` as its header gives it.
+    /// only: [`PastEnd`]). `slots(base)`, for the file's first index `base` as its header
+    /// gives it: the first slot past the log, and the slot of the log's first index when this
+    /// file holds it ([`LogFile::past_end`]).
     pub(crate) fn open_engine_tail(
         path: &Path,
         id: u64,
         cipher: Option<&Cipher>,
-        first_past: impl FnOnce(u64) -> u32,
+        slots: impl FnOnce(u64) -> (u32, Option<u32>),
     ) -> Result<(LogFile, PastEnd)> {
         let (f, fd) = LogFile::open_keeping(path, id, Access::Detached, cipher)?;
         let Some(fd) = fd else {
@@ -398,8 +399,8 @@ impl LogFile {
                 path.display()
             )));
         };
-        let from = first_past(f.base).min(SLOTS_PER_FILE as u32);
-        let past = f.past_end(&fd, from)?;
+        let (from, log_from) = slots(f.base);
+        let past = f.past_end(&fd, from.min(SLOTS_PER_FILE as u32), log_from)?;
         Ok((f, past))
     }
 

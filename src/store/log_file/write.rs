@@ -414,17 +414,21 @@ impl LogFile {
     }
 
     /// What lies past the end of an engine group's log in this, its last file, at open:
-    /// `from` is the first slot past the end its meta page records. Read only, on `file` (the
-    /// descriptor the file was opened with): the caller zeroes the runs found
-    /// ([`LogFile::zero_slots`]) once every group has been read. Only the slot pages that hold
-    /// data are read (`SEEK_DATA`), so a sparse slot area is not.
-    pub(crate) fn past_end(&self, file: &File, from: u32) -> Result<PastEnd> {
+    /// `from` is the first slot past the end its meta page records, `log_from` the slot of
+    /// the log's first index when this file holds it. Read only, on `file` (the descriptor the
+    /// file was opened with): the caller zeroes the runs found ([`LogFile::zero_slots`]) once
+    /// every group has been read. Only the slot pages that hold data are read (`SEEK_DATA`),
+    /// so a sparse slot area is not.
+    pub(crate) fn past_end(
+        &self,
+        file: &File,
+        from: u32,
+        log_from: Option<u32>,
+    ) -> Result<PastEnd> {
         use rustix::fs::{seek, SeekFrom};
         let last_slot = match from.checked_sub(1) {
             Some(k) => {
-                let mut b = [0u8; SLOT_SIZE];
-                file.read_exact_at(&mut b, u64::from(k) * SLOT_SIZE as u64)
-                    .map_err(|e| Error::io("read slot of", &self.path, e))?;
+                let b = read_last_slot(file, &self.path, k, log_from)?;
                 Some((le::u64_at(&b, SLOT_TERM), le::u64_at(&b, SLOT_INDEX)))
             }
             None => None,
@@ -560,6 +564,44 @@ fn seal_entries(cipher: &Cipher, start: u64, entries: &[Entry]) -> (Vec<u8>, Vec
     (payloads, slots)
 }
 
+/// Slot pages read in one request with the last slot's at open when the log's first slot
+/// lies that close before it.
+const READ_TOGETHER: u64 = 8;
+
+/// Slot `k` of `file`, the log's last, read with `pread`; with it, when the log's first slot
+/// `log_from` lies in this file no more than [`READ_TOGETHER`] pages before it, every page
+/// from the first slot's on, in the same request. A restarted node's first `term()` of the
+/// group reads the first slot (the term runs' build, module `terms`): from a cold cache that
+/// was a device read of its own per group, where a request of a few pages costs the device
+/// about what one page does (docs/PERFORMANCE.md, "Reopen: the first slot read with the
+/// last").
+fn read_last_slot(
+    file: &File,
+    path: &Path,
+    k: u32,
+    log_from: Option<u32>,
+) -> Result<[u8; SLOT_SIZE]> {
+    let at = u64::from(k) * SLOT_SIZE as u64;
+    let page = PAGE as u64;
+    let start = match log_from {
+        Some(first) if first <= k => {
+            let first_page = u64::from(first) * SLOT_SIZE as u64 / page * page;
+            if at / page * page - first_page < READ_TOGETHER * page {
+                first_page
+            } else {
+                at
+            }
+        }
+        _ => at,
+    };
+    let mut buf = vec![0u8; (at - start) as usize + SLOT_SIZE];
+    file.read_exact_at(&mut buf, start)
+        .map_err(|e| Error::io("read slot of", path, e))?;
+    let mut b = [0u8; SLOT_SIZE];
+    b.copy_from_slice(&buf[buf.len() - SLOT_SIZE..]);
+    Ok(b)
+}
+
 /// The first and last slot in `[a, b)` of `file` that is not all zero, read with `pread`.
 fn nonzero_slots(file: &File, path: &Path, a: u32, b: u32) -> Result<Option<(u32, u32)>> {
     const CHUNK: usize = 16 << 10;
@@ -628,6 +670,45 @@ mod tests {
         (f, Scratch::default())
     }
 
+    /// The last slot open reads is the same whether the log's first slot is read with it
+    /// (the same page, a few pages before, one page too far, in another file) or not.
+    #[test]
+    fn the_last_slot_reads_the_same_with_the_first_slot_or_without() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut f, mut scratch) = engine_file(dir.path());
+        // Slots 0..2,000 (16 slot pages), the term growing every 100 entries.
+        let mut written = entries(1, 2_000, 100);
+        for e in &mut written {
+            e.term = 1 + e.index / 100;
+        }
+        f.write_entries(0, &written, &mut scratch).expect("write");
+        let raw = std::fs::File::open(&f.path).expect("open");
+        let per_page = (PAGE / SLOT_SIZE) as u32;
+        for from in [1, 2, 100, per_page, per_page + 1, 1_000, 2_000] {
+            let alone = f.past_end(&raw, from, None).expect("past end");
+            let e = &written[from as usize - 1];
+            assert_eq!(
+                alone.last_slot,
+                Some((e.term, e.index)),
+                "slot {}",
+                from - 1
+            );
+            let k = from - 1;
+            let with_first = [
+                0,
+                k,
+                k / per_page * per_page,
+                k.saturating_sub((READ_TOGETHER as u32 - 1) * per_page),
+                k.saturating_sub(READ_TOGETHER as u32 * per_page),
+                k + 1,
+            ];
+            for first in with_first {
+                let together = f.past_end(&raw, from, Some(first)).expect("past end");
+                assert_eq!(together, alone, "last slot {k}, the log's first {first}");
+            }
+        }
+    }
+
     /// Open clears the slots a group's file holds past the end its meta page records: every
     /// slot from there on reads zero afterwards, those before it and the header are as they
     /// were, and the slot pages that held nothing stay holes.
@@ -659,7 +740,7 @@ mod tests {
         let before = std::fs::read(&path).expect("read");
         let (mut g, past) = LogFile::open_engine_tail(&path, 1, None, |base| {
             assert_eq!(base, 1, "the header's first index");
-            100
+            (100, Some(0))
         })
         .expect("open");
         let unchanged = std::fs::read(&path).expect("read");
