@@ -125,6 +125,7 @@ pub(crate) fn open(
             opened.journal.set_rest_after(opts.journal_rest_after);
             opened
         })
+        .map_err(|e| older_root_copy(root_meta.as_ref(), &root_file, e))
     };
     // An existing journal is read on a thread of its own while the groups are read: its read
     // waits on the disk (direct appends leave no segment in the page cache), the groups' on
@@ -177,6 +178,17 @@ pub(crate) fn open(
             ),
         ),
     };
+    if let (None, Some(g)) = (&root_meta, read.groups.first()) {
+        return Err(Error::MissingFile {
+            path: root_file,
+            reason: format!(
+                "the root holds groups ({} of them, group {} first, whose meta page is {}), but no engine.meta: the root's checkpoint and the incarnations it gave out are lost",
+                read.groups.len(),
+                g.id,
+                g.meta_file.path().display()
+            ),
+        });
+    }
     for g in &read.groups {
         check_incarnation(
             &root_file,
@@ -734,6 +746,31 @@ fn finish_group(g: ReadGroup, cipher: Option<&Cipher>) -> Result<Group> {
         durable_files,
         last_term,
     ))
+}
+
+/// `e`, the journal's refusal, when `engine.meta`'s other copy is damaged: an error naming
+/// `engine.meta` there, with `e` in its reason. The copy in use may be older than the journal
+/// (its checkpoint before the segments the journal has kept since), which the journal then
+/// refuses as records missing after the checkpoint: what is damaged is the newer copy.
+fn older_root_copy(
+    root_meta: Option<&MetaFile<EngineRecord>>,
+    root_file: &Path,
+    e: Error,
+) -> Error {
+    match root_meta.and_then(|m| m.copies().damage(root_file)) {
+        Some(Error::Corrupt {
+            path,
+            offset,
+            reason,
+        }) => Error::Corrupt {
+            path,
+            offset,
+            reason: format!(
+                "{reason}; the journal does not go on from the checkpoint of the copy in use: {e}"
+            ),
+        },
+        _ => e,
+    }
 }
 
 /// The copy of a group's meta page in use while the other copy is damaged: the damaged one

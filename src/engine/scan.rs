@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::journal::{self, Follow, Header, SEGMENT_HEADER};
-use super::record::{self, Scan, RECORD_HEADER};
+use super::journal::{self, lost_after_end, Follow, Header, SEGMENT_HEADER};
+use super::record::{self, Scan};
 use super::segments;
 use crate::error::{Error, Result};
 use crate::sys::crypto::Cipher;
@@ -245,6 +245,15 @@ pub(crate) fn scan(
         let skipped_only_checkpointed =
             first_seq > e && first_seq <= checkpoint_seq.saturating_add(1);
         if first_seq != e && !skipped_only_checkpointed && (expected.is_some() || first_seq > e) {
+            // A segment between this one and the one before it whose header reads as never
+            // written (as open names it).
+            let blank = n
+                .checked_sub(1)
+                .and_then(|p| (live[p] + 1..i).find(|&j| out.segments[j].first_seq.is_none()));
+            if let (Some(j), true) = (blank, expected.is_some()) {
+                out.damage = Some(journal::blank_between(&out.segments[j].path, e, first_seq));
+                return Ok(out);
+            }
             out.damage = Some(Error::corrupt(
                 &path,
                 journal::H_FIRST_SEQ as u64,
@@ -474,91 +483,13 @@ fn records_after_end(
     }))
 }
 
-/// Whether the body of a plain record header at `p` (record `seq`) holds parts that decode
-/// back to back, each for an incarnation other than 0, as every record's does (the first
-/// [`PARTS_CHECKED`] of them, the rest left to the checksum): a necessary check far cheaper
-/// than the checksum over the body its length field names. Bytes of a segment's earlier life
-/// that pass for a header (an entry's index where a sequence number would be, tens of MiB for
-/// a length) once cost the tools seconds of checksums per scan of a recycled segment.
-fn parts_decode(bytes: &Bytes, p: usize, seq: u64) -> bool {
-    let body_at = p + RECORD_HEADER;
-    let Some(len) = bytes.get(p..body_at).and_then(record::header_len) else {
-        return false;
-    };
-    if body_at.saturating_add(len) > bytes.len() {
-        return false;
-    }
-    let body = bytes.slice(body_at..body_at + len);
-    // Every part names an incarnation the root gave out, never 0 (zeros decode as parts).
-    super::batch::parts(&body, seq)
-        .take(PARTS_CHECKED)
-        .all(|part| part.is_ok_and(|p| p.incarnation != 0))
-}
-
-/// The parts of a would-be record [`parts_decode`] decodes at most.
-const PARTS_CHECKED: usize = 64;
-
-/// Looks past the end of the last segment's records (at `end`, where record `want` was
-/// expected) for valid records with later sequence numbers: evidence that records were written
-/// after the one that ends the journal there, which a default open would drop. Records are
-/// 8-byte aligned, so every aligned offset is a candidate; a recycled segment's old records
-/// have lower sequence numbers and never match.
-fn lost_after_end(
-    bytes: &Bytes,
-    end: usize,
-    want: u64,
-    cipher: Option<&Cipher>,
-    path: &Path,
-    torn: Option<&Error>,
-) -> Option<Error> {
-    let seq_at = |p: usize| record::header_seq(bytes.get(p..p + RECORD_HEADER)?);
-    let mut p = end.next_multiple_of(8);
-    let found = loop {
-        if p + RECORD_HEADER > bytes.len() {
-            return None;
-        }
-        if let Some(seq) = seq_at(p).filter(|&s| s >= want && s - want < 1 << 32) {
-            if cipher.is_some() || parts_decode(bytes, p, seq) {
-                if let Scan::Record { next, .. } = record::read_in(bytes, p, seq, cipher, path) {
-                    break (p, seq, next);
-                }
-            }
-        }
-        p += 8;
-    };
-    let (first_at, first_seq, mut next) = found;
-    let mut last_seq = first_seq;
-    while let Scan::Record { next: n, .. } =
-        record::read_in(bytes, next, last_seq.saturating_add(1), cipher, path)
-    {
-        last_seq = last_seq.saturating_add(1);
-        next = n;
-    }
-    let why = match torn {
-        Some(Error::Corrupt { reason, .. }) => format!("record {want} fails its checks: {reason}"),
-        Some(e) => format!("record {want} fails its checks: {e}"),
-        None => format!("no record {want} follows record {}", want.saturating_sub(1)),
-    };
-    let records = if first_seq == last_seq {
-        format!("record {first_seq}")
-    } else {
-        format!("records {first_seq}..={last_seq}")
-    };
-    Some(Error::corrupt(
-        path,
-        end as u64,
-        format!(
-            "the journal ends here ({why}), but {records} lie after it, from offset {first_at}: they were written later (with sync_writes, acknowledged), and a default open drops them"
-        ),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
     use raft::prelude::{Entry, HardState, Snapshot};
 
-    use super::{parts_decode, JOURNAL_DIR, SEGMENT_HEADER};
+    use super::journal::parts_decode;
+    use super::{JOURNAL_DIR, SEGMENT_HEADER};
     use crate::Engine;
 
     /// The check that comes before a checksum in the search for records after the journal's

@@ -36,13 +36,19 @@ use crate::error::{Error, Result};
 use crate::sys::crypto::Cipher;
 use crate::sys::fsutil;
 
+mod after_end;
 pub(super) mod direct;
 mod header;
 pub(crate) mod held;
 mod open;
 
+pub(crate) use after_end::lost_after_end;
+#[cfg(test)]
+pub(crate) use after_end::parts_decode;
 pub(crate) use header::{read_header_of, Header, H_FIRST_SEQ, H_ID};
-pub(crate) use open::{follows, page_past_end, segments_missing, torn_end, Follow, RootState};
+pub(crate) use open::{
+    blank_between, follows, page_past_end, segments_missing, torn_end, Follow, RootState,
+};
 
 use header::encode_header;
 

@@ -75,6 +75,8 @@ impl Journal {
         let mut segments = Vec::new();
         // Segments no longer needed (once segment `id`): removed (`Segment::found`).
         let mut unused = Vec::new();
+        // Those whose header is all zeros (taken for never written).
+        let mut blank = Vec::new();
         for &id in &ids {
             let path = dir.join(segment_name(id));
             match read_header(&path, id, cipher.is_some())? {
@@ -113,7 +115,10 @@ impl Journal {
                 // or a trimmed segment whose header was zeroed for its next use while its rename
                 // to a spare did not reach the disk. (A live segment lost this way leaves records
                 // missing, which the scan below refuses.)
-                Header::Blank => unused.push((path, id)),
+                Header::Blank => {
+                    blank.push(id);
+                    unused.push((path, id))
+                }
             }
         }
         // Segments whose records all lie at or below the checkpoint are obsolete.
@@ -154,6 +159,14 @@ impl Journal {
                 && !skipped_only_checkpointed
                 && (expected.is_some() || seg.first_seq > e)
             {
+                // A segment between this one and the one before it whose header reads as
+                // never written: its header is what was lost, records `e` on with it.
+                let before = pos.checked_sub(1).map(|p| segments[p].id);
+                if let Some(&id) =
+                    before.and_then(|b| blank.iter().find(|&&id| id > b && id < seg.id))
+                {
+                    return Err(blank_between(&dir.join(segment_name(id)), e, seg.first_seq));
+                }
                 return Err(Error::corrupt(
                     &seg.path,
                     H_FIRST_SEQ as u64,
@@ -211,6 +224,27 @@ impl Journal {
                         return Err(e);
                     }
                 }
+                // After a crash, records with the next sequence numbers past the end are a
+                // torn end (a power loss kept a later record's page, lost an earlier one's) or
+                // damage to records that were acknowledged: a default open cuts them, as it
+                // cuts a torn record.
+                (None, true)
+                    if mode == RecoveryMode::AbsoluteConsistency
+                        && !closed_cleanly
+                        && want > checkpoint_seq =>
+                {
+                    let bytes = fs::read(&seg.path).map_err(|e| Error::io("read", &seg.path, e))?;
+                    if let Some(e) = super::lost_after_end(
+                        &bytes.into(),
+                        end.0,
+                        want,
+                        cipher.as_ref(),
+                        &seg.path,
+                        None,
+                    ) {
+                        return Err(e);
+                    }
+                }
                 (None, true) => {}
                 // A record that fails its checks before the last segment is damage: records
                 // after it (in the next segments) were acknowledged. Unless the next segment
@@ -227,6 +261,13 @@ impl Journal {
                 }
                 // An earlier segment ends where the next begins (checked above).
                 (None, false) => {}
+            }
+        }
+        if mode == RecoveryMode::AbsoluteConsistency && !closed_cleanly {
+            let after = segments.get(keep.wrapping_sub(1)).map_or(0, |s| s.id);
+            let want = expected.unwrap_or(checkpoint_seq + 1);
+            for &id in blank.iter().filter(|&&b| b > after) {
+                blank_holding_records(&dir.join(segment_name(id)), want, cipher.as_ref())?;
             }
         }
         // Segments after a torn end hold records never acknowledged: removed (as spares, their
@@ -306,6 +347,46 @@ impl Journal {
             records,
             segment_files: ids.len(),
         })
+    }
+}
+
+/// A segment whose header reads as never written (`path`) between segments that hold records,
+/// the one before it ending before record `want`, the one after it starting at `next_first`:
+/// its header is damaged, and the records from `want` on were in it. An error naming it
+/// (open's and the tools' alike).
+pub(crate) fn blank_between(path: &Path, want: u64, next_first: u64) -> Error {
+    Error::corrupt(
+        path,
+        0,
+        format!(
+            "the segment's header is all zeros, as if it were never written, but it lies between segments that hold records (the one before ends before record {want}, the next starts at record {next_first}): its header is damaged, and records {want}..{next_first} were in it"
+        ),
+    )
+}
+
+/// A segment whose header reads as never written, after the journal's last segment (from
+/// `AbsoluteConsistency` after a crash): an error if it starts with record `want`, the one
+/// the journal would go on with. Its header is damaged, or it was not flushed while the record
+/// was (no record in it was then acknowledged): a default open removes it all the same.
+fn blank_holding_records(path: &Path, want: u64, cipher: Option<&Cipher>) -> Result<()> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut src = SegmentFile::new(&file, path)?;
+    match record::read_record(
+        &mut src,
+        SEGMENT_HEADER as usize,
+        want,
+        cipher,
+        path,
+        Body::Check,
+    ) {
+        Scan::Record { .. } => Err(Error::corrupt(
+            path,
+            0,
+            format!(
+                "the segment's header is all zeros, as if it were never written, but record {want}, the next after the journal's end, starts it: its header is damaged or was not flushed with the record, and a default open drops it"
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -1,0 +1,274 @@
+//! Damage to an engine root's shared files that would drop acknowledged records or be blamed on
+//! the wrong file (docs/DESIGN.md §9 "Faults": a torn end of the shared files is the tail, cut by
+//! default and an error in `AbsoluteConsistency`; damage is an error naming the damaged file).
+//! Found by an outside test of the engine as a black box (2026-12-07): each case below was a
+//! silent open, or an error naming another file or the wrong fault, before its fix.
+//!
+//! Most roots are kill images (the engine still open when the root is copied) of group 1 written
+//! one entry of 3,000 bytes per commit, one journal record each, in 64 KiB segments, so that the
+//! journal holds several segments after its checkpoint. The records are found in the segments by
+//! docs/FORMAT.md's layout ("Journal segment", "Journal record"), not by the engine's code.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use raft::prelude::{Entry, HardState};
+use raft::Storage;
+use raftwal::{Engine, EngineOptions, Error, RecoveryMode, WriteBatch};
+
+#[path = "common/roots.rs"]
+mod roots;
+
+/// docs/FORMAT.md: the segment's header page; records start after it.
+const SEGMENT_HEADER: u64 = 4096;
+/// docs/FORMAT.md: a record's header (body length u32, CRC u32, sequence number u64).
+const RECORD_HEADER: u64 = 16;
+
+fn opts(mode: RecoveryMode) -> EngineOptions {
+    EngineOptions {
+        journal_segment_bytes: 64 << 10,
+        recovery_mode: mode,
+        ..Default::default()
+    }
+}
+
+/// Entry `i` of term 1 for group 1 (3,000 bytes), with a hard state committing it.
+fn commit(e: &Engine, i: u64) {
+    let mut entry = Entry::default();
+    (entry.index, entry.term) = (i, 1);
+    entry.data = vec![(i % 251) as u8; 3_000].into();
+    let mut hs = HardState::default();
+    (hs.term, hs.commit) = (1, i);
+    let mut b = WriteBatch::new();
+    b.save(1, &hs, &[entry], &Default::default());
+    e.write(&mut b).expect("write");
+}
+
+/// A kill image of a root whose journal holds entries 1 to `n` after its checkpoint (group 1
+/// created and closed, then `n` commits, the engine still open).
+fn killed_after(dir: &Path, n: u64) -> PathBuf {
+    let root = dir.join("root");
+    let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
+    e.create_group(1, 1).expect("create");
+    e.close().expect("close");
+    let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
+    for i in 1..=n {
+        commit(&e, i);
+    }
+    let image = dir.join("image");
+    roots::kill_image(&root, &image);
+    e.close().expect("close");
+    image
+}
+
+/// The journal's segment files (`<id>.jnl`), in id order.
+fn segments(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("journal"))
+        .expect("journal")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The records of a segment: (offset, bytes with padding, sequence number), read back to back
+/// from its header page on while each has the next sequence number.
+fn records(segment: &Path) -> Vec<(u64, u64, u64)> {
+    let bytes = std::fs::read(segment).expect("read");
+    let first = u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"));
+    let mut out = Vec::new();
+    let mut at = SEGMENT_HEADER;
+    while at + RECORD_HEADER <= bytes.len() as u64 {
+        let p = at as usize;
+        let len = u64::from(u32::from_le_bytes(bytes[p..p + 4].try_into().expect("4")));
+        let seq = u64::from_le_bytes(bytes[p + 8..p + 16].try_into().expect("8"));
+        if seq != first + out.len() as u64 || len == 0 {
+            break;
+        }
+        let size = (RECORD_HEADER + len).next_multiple_of(8);
+        out.push((at, size, seq));
+        at += size;
+    }
+    out
+}
+
+fn zero(file: &Path, at: u64, n: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .expect("open")
+        .write_all_at(&vec![0u8; n as usize], at)
+        .expect("zero");
+}
+
+/// Group 1's last index after a default open of a copy of `root`.
+fn default_last(root: &Path, dir: &Path) -> u64 {
+    let copy = dir.join("default");
+    roots::copy_tree(root, &copy);
+    let e = Engine::open_with(&copy, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
+    let last = e.group(1).expect("group").last_index().expect("last");
+    e.close().expect("close");
+    last
+}
+
+/// The file an open of `root` in `mode` refuses, and why; it must refuse.
+fn refused(root: &Path, mode: RecoveryMode, what: &str) -> (PathBuf, String) {
+    match Engine::open_with(root, opts(mode)) {
+        Err(Error::Corrupt { path, reason, .. }) | Err(Error::MissingFile { path, reason }) => {
+            (path, reason)
+        }
+        Err(e) => panic!("{what}: another error: {e}"),
+        Ok(e) => {
+            let last = e.group(1).map(|g| g.last_index().expect("last"));
+            panic!("{what}: opened in {mode:?}, group 1's log ending at {last:?}")
+        }
+    }
+}
+
+/// A record of the last segment zeroed, records after it intact: a torn end in the default
+/// mode (cut there), refused in `AbsoluteConsistency`, naming the segment. It used to open in
+/// both modes as if the journal ended cleanly at the zeroed record.
+#[test]
+fn a_zeroed_record_with_records_after_it_is_refused_in_absolute_consistency() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = killed_after(dir.path(), 6);
+    let segs = segments(&root);
+    let last = segs
+        .iter()
+        .rev()
+        .find(|s| !records(s).is_empty())
+        .expect("a segment with records")
+        .clone();
+    let recs = records(&last);
+    assert!(recs.len() >= 3, "records {recs:?}");
+    let (at, size, seq) = recs[recs.len() - 3];
+    zero(&last, at, size);
+    let (path, reason) = refused(&root, RecoveryMode::AbsoluteConsistency, "zeroed record");
+    assert_eq!(path, last, "{reason}");
+    assert!(reason.contains(&format!("record {seq}")), "{reason}");
+    assert_eq!(
+        default_last(&root, dir.path()),
+        seq - 1,
+        "the default open cuts there"
+    );
+}
+
+/// The last segment's header zeroed, its records intact: refused in `AbsoluteConsistency`,
+/// naming the segment (it used to be taken for a segment never written, and removed, in both
+/// modes); the default open ends the journal before it.
+#[test]
+fn a_zeroed_header_of_the_last_segment_is_refused_in_absolute_consistency() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = killed_after(dir.path(), 40);
+    let segs = segments(&root);
+    let last = segs
+        .iter()
+        .rev()
+        .find(|s| !records(s).is_empty())
+        .expect("a segment with records")
+        .clone();
+    assert!(segs.len() >= 3, "segments {segs:?}");
+    let first = records(&last)[0].2;
+    zero(&last, 0, 36);
+    let (path, reason) = refused(&root, RecoveryMode::AbsoluteConsistency, "zeroed header");
+    assert_eq!(path, last, "{reason}");
+    assert_eq!(
+        default_last(&root, dir.path()),
+        first - 1,
+        "the default open ends before it"
+    );
+}
+
+/// A segment's header zeroed in the middle of the journal: refused in both modes, naming that
+/// segment (the refusal used to name the segment after it, intact, as starting too late).
+#[test]
+fn a_zeroed_header_in_the_middle_of_the_journal_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = killed_after(dir.path(), 40);
+    let segs: Vec<PathBuf> = segments(&root)
+        .into_iter()
+        .filter(|s| !records(s).is_empty())
+        .collect();
+    assert!(segs.len() >= 3, "segments {segs:?}");
+    let middle = segs[segs.len() / 2].clone();
+    zero(&middle, 0, 36);
+    for mode in [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        let (path, reason) = refused(&root, mode, "zeroed middle header");
+        assert_eq!(path, middle, "{mode:?}: {reason}");
+    }
+    // The tools name it too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .arg("verify")
+        .arg(&root)
+        .output()
+        .expect("raftwal verify");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "verify passed a damaged root: {said}"
+    );
+    let name = middle.file_name().expect("name").to_string_lossy();
+    assert!(said.contains(&*name), "verify names {name}: {said}");
+}
+
+/// After a clean close, `engine.meta`'s newest copy damaged: the older copy's checkpoint
+/// predates the journal (trimmed since). Both modes refuse naming `engine.meta` (the default
+/// open used to name a journal segment, intact, as starting too late).
+#[test]
+fn a_damaged_newest_engine_meta_copy_is_named_when_the_older_one_predates_the_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
+    e.create_group(1, 1).expect("create");
+    for i in 1..=40 {
+        commit(&e, i);
+    }
+    e.close().expect("close");
+    let meta = root.join("engine.meta");
+    let bytes = std::fs::read(&meta).expect("read");
+    // docs/FORMAT.md: two copies, one per half; each copy's sequence number at its offset 16.
+    let half = bytes.len() / 2;
+    let seq = |at: usize| u64::from_le_bytes(bytes[at + 16..at + 24].try_into().expect("8"));
+    let newest = if seq(0) > seq(half) { 0 } else { half };
+    let mut damaged = bytes.clone();
+    damaged[newest + 32] ^= 1;
+    std::fs::write(&meta, damaged).expect("write");
+    for mode in [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        let (path, reason) = refused(&root, mode, "damaged engine.meta copy");
+        assert_eq!(path, meta, "{mode:?}: {reason}");
+    }
+}
+
+/// `engine.meta` deleted from a root that holds groups: refused in both modes as a missing
+/// file named `engine.meta` (it used to be called damage at its offset 0, an incarnation the
+/// fresh record it stood in for had not given out).
+#[test]
+fn a_missing_engine_meta_beside_groups_is_named_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
+    e.create_group(1, 1).expect("create");
+    commit(&e, 1);
+    e.close().expect("close");
+    let meta = root.join("engine.meta");
+    std::fs::remove_file(&meta).expect("remove");
+    for mode in [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::AbsoluteConsistency,
+    ] {
+        match Engine::open_with(&root, opts(mode)) {
+            Err(Error::MissingFile { path, reason }) => assert_eq!(path, meta, "{reason}"),
+            Err(e) => panic!("{mode:?}: another error: {e}"),
+            Ok(_) => panic!("{mode:?}: opened without engine.meta"),
+        }
+        assert!(!meta.exists(), "a refused open makes no engine.meta");
+    }
+}
