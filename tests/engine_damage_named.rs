@@ -271,4 +271,17 @@ fn a_missing_engine_meta_beside_groups_is_named_missing() {
         }
         assert!(!meta.exists(), "a refused open makes no engine.meta");
     }
+    // The tools read it as an engine root whose engine.meta is missing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .arg("verify")
+        .arg(&root)
+        .output()
+        .expect("raftwal verify");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "verify passed: {said}");
+    assert!(
+        said.contains("engine.meta"),
+        "verify names engine.meta: {said}"
+    );
 }

@@ -54,10 +54,15 @@ pub use report::{
 use retry::{read_with_retries, ATTEMPTS};
 use root::{list_groups, RootRead};
 
-/// Whether `path` is an engine root (it holds `engine.meta`) rather than a WAL directory.
+/// Whether `path` is an engine root (it holds `engine.meta`, or, without a `wal.meta`, an
+/// engine's `groups/` or `journal/`: a root that lost its `engine.meta`, which the tools then
+/// report missing) rather than a WAL directory.
 pub fn is_engine_root(path: &Path) -> bool {
     path.join(<EngineRecord as meta::PageRecord>::FILE)
         .is_file()
+        || (!path.join(crate::store::meta::META_FILE).exists()
+            && (path.join(crate::engine::GROUPS_DIR).is_dir()
+                || path.join(crate::engine::JOURNAL_DIR).is_dir()))
 }
 
 /// The ids of the groups under an engine root, ascending (directory names only: nothing is
