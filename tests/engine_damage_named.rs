@@ -61,6 +61,37 @@ fn killed_after(dir: &Path, n: u64) -> PathBuf {
     image
 }
 
+const BOTH_MODES: [RecoveryMode; 2] = [
+    RecoveryMode::TolerateTailCorruption,
+    RecoveryMode::AbsoluteConsistency,
+];
+
+/// The last of `segments` that holds records.
+fn last_with_records(segments: &[PathBuf]) -> PathBuf {
+    segments
+        .iter()
+        .rev()
+        .find(|s| !records(s).is_empty())
+        .expect("a segment with records")
+        .clone()
+}
+
+/// What `raftwal verify ROOT` says of `root`, which it must fail.
+fn verify_refuses(root: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
+        .arg("verify")
+        .arg(root)
+        .output()
+        .expect("raftwal verify");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "verify passed a damaged root: {said}"
+    );
+    said
+}
+
 /// The journal's segment files (`<id>.jnl`), in id order.
 fn segments(root: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("journal"))
@@ -134,12 +165,7 @@ fn a_zeroed_record_with_records_after_it_is_refused_in_absolute_consistency() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = killed_after(dir.path(), 6);
     let segs = segments(&root);
-    let last = segs
-        .iter()
-        .rev()
-        .find(|s| !records(s).is_empty())
-        .expect("a segment with records")
-        .clone();
+    let last = last_with_records(&segs);
     let recs = records(&last);
     assert!(recs.len() >= 3, "records {recs:?}");
     let (at, size, seq) = recs[recs.len() - 3];
@@ -162,12 +188,7 @@ fn a_zeroed_header_of_the_last_segment_is_refused_in_absolute_consistency() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = killed_after(dir.path(), 40);
     let segs = segments(&root);
-    let last = segs
-        .iter()
-        .rev()
-        .find(|s| !records(s).is_empty())
-        .expect("a segment with records")
-        .clone();
+    let last = last_with_records(&segs);
     assert!(segs.len() >= 3, "segments {segs:?}");
     let first = records(&last)[0].2;
     zero(&last, 0, 36);
@@ -193,25 +214,12 @@ fn a_zeroed_header_in_the_middle_of_the_journal_is_named() {
     assert!(segs.len() >= 3, "segments {segs:?}");
     let middle = segs[segs.len() / 2].clone();
     zero(&middle, 0, 36);
-    for mode in [
-        RecoveryMode::TolerateTailCorruption,
-        RecoveryMode::AbsoluteConsistency,
-    ] {
+    for mode in BOTH_MODES {
         let (path, reason) = refused(&root, mode, "zeroed middle header");
         assert_eq!(path, middle, "{mode:?}: {reason}");
     }
     // The tools name it too.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
-        .arg("verify")
-        .arg(&root)
-        .output()
-        .expect("raftwal verify");
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "verify passed a damaged root: {said}"
-    );
+    let said = verify_refuses(&root);
     let name = middle.file_name().expect("name").to_string_lossy();
     assert!(said.contains(&*name), "verify names {name}: {said}");
 }
@@ -238,10 +246,7 @@ fn a_damaged_newest_engine_meta_copy_is_named_when_the_older_one_predates_the_jo
     let mut damaged = bytes.clone();
     damaged[newest + 32] ^= 1;
     std::fs::write(&meta, damaged).expect("write");
-    for mode in [
-        RecoveryMode::TolerateTailCorruption,
-        RecoveryMode::AbsoluteConsistency,
-    ] {
+    for mode in BOTH_MODES {
         let (path, reason) = refused(&root, mode, "damaged engine.meta copy");
         assert_eq!(path, meta, "{mode:?}: {reason}");
     }
@@ -260,10 +265,7 @@ fn a_missing_engine_meta_beside_groups_is_named_missing() {
     e.close().expect("close");
     let meta = root.join("engine.meta");
     std::fs::remove_file(&meta).expect("remove");
-    for mode in [
-        RecoveryMode::TolerateTailCorruption,
-        RecoveryMode::AbsoluteConsistency,
-    ] {
+    for mode in BOTH_MODES {
         match Engine::open_with(&root, opts(mode)) {
             Err(Error::MissingFile { path, reason }) => assert_eq!(path, meta, "{reason}"),
             Err(e) => panic!("{mode:?}: another error: {e}"),
@@ -272,14 +274,7 @@ fn a_missing_engine_meta_beside_groups_is_named_missing() {
         assert!(!meta.exists(), "a refused open makes no engine.meta");
     }
     // The tools read it as an engine root whose engine.meta is missing.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
-        .arg("verify")
-        .arg(&root)
-        .output()
-        .expect("raftwal verify");
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "verify passed: {said}");
+    let said = verify_refuses(&root);
     assert!(
         said.contains("engine.meta"),
         "verify names engine.meta: {said}"
