@@ -76,7 +76,8 @@ fn last_with_records(segments: &[PathBuf]) -> PathBuf {
         .clone()
 }
 
-/// What `raftwal verify ROOT` says of `root`, which it must fail.
+/// What `raftwal verify ROOT` says of `root`, which it must fail as damage (exit code 1,
+/// README "exit code").
 fn verify_refuses(root: &Path) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftwal"))
         .arg("verify")
@@ -85,9 +86,10 @@ fn verify_refuses(root: &Path) -> String {
         .expect("raftwal verify");
     let said =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "verify passed a damaged root: {said}"
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "verify of a damaged root: {said}"
     );
     said
 }

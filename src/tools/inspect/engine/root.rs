@@ -235,8 +235,16 @@ pub(super) fn read_root_with(
     only: Option<u64>,
     between: &mut dyn FnMut(Between),
 ) -> Result<RootRead> {
-    let (record, root_copies) = meta::read_only::<EngineRecord>(root, cipher)?;
     let root_meta = root.join(<EngineRecord as meta::PageRecord>::FILE);
+    if !root_meta.exists() {
+        // An engine root (`is_engine_root`: its groups or journal) without it, as open
+        // refuses it: damage, not a directory mistyped.
+        return Err(Error::MissingFile {
+            path: root_meta,
+            reason: "the root holds an engine's groups or journal, but no engine.meta: the root's checkpoint and the incarnations it gave out are lost".into(),
+        });
+    }
+    let (record, root_copies) = meta::read_only::<EngineRecord>(root, cipher)?;
     scan::check_root_numbers(&root_meta, &record)?;
     let mut records = Vec::new();
     let journal = scan::scan(
