@@ -1071,6 +1071,25 @@ pub(super) mod tests {
         };
         let e = Engine::open_with(dir.path(), opts).unwrap();
         let g = e.create_group(1, 1).unwrap();
+        // The journal thread prepares the next segment on its own rounds: a listing that
+        // gains it moved on. Once it is there, nothing but commits changes the journal (the
+        // test failed under load when the preparer came between a read and its check).
+        let jnl = dir.path().join(crate::engine::JOURNAL_DIR);
+        let listed = || {
+            std::fs::read_dir(&jnl)
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    let name = name.to_string_lossy();
+                    name.ends_with(".jnl") && !name.starts_with("spare")
+                })
+                .count()
+        };
+        let waited = std::time::Instant::now();
+        while listed() < 2 {
+            assert!(waited.elapsed().as_secs() < 20, "no segment prepared");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let read = || super::read_root(dir.path(), None, None).unwrap().journal;
         let r = read();
         assert!(!r.moved_on_since(None), "an idle engine's journal moved on");
