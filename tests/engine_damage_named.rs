@@ -282,3 +282,32 @@ fn a_missing_engine_meta_beside_groups_is_named_missing() {
         "verify names engine.meta: {said}"
     );
 }
+
+/// A record zeroed below what a group's meta page says is durable: a checkpoint stored the
+/// page (records 1 to 10 in the group's files) and the kill came before `engine.meta` took its
+/// checkpoint, so the journal still holds those records after the root's checkpoint. The
+/// default open's cut at the zeroed record would lose records the page reflects, so it
+/// refuses; it named the journal directory, as if segments were missing, and now names the
+/// segment and the zeroed record, as `AbsoluteConsistency` does.
+#[test]
+fn a_cut_below_records_a_meta_page_reflects_names_the_damaged_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = killed_after(dir.path(), 10);
+    // The groups as the original root's close left them: pages at record 10, files durable.
+    let closed_groups = dir.path().join("root").join("groups");
+    std::fs::remove_dir_all(root.join("groups")).expect("remove");
+    roots::copy_tree(&closed_groups, &root.join("groups"));
+    let last = last_with_records(&segments(&root));
+    let recs = records(&last);
+    assert!(recs.len() >= 6, "records {recs:?}");
+    let (at, size, seq) = recs[3];
+    zero(&last, at, size);
+    for mode in BOTH_MODES {
+        let (path, reason) = refused(&root, mode, "zeroed durable record");
+        assert_eq!(path, last, "{mode:?}: {reason}");
+        assert!(
+            reason.contains(&format!("record {seq}")),
+            "{mode:?}: {reason}"
+        );
+    }
+}

@@ -44,7 +44,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::batch;
 use super::checkpoint::Checkpointer;
 use super::group::{self, Change, Group, JournalPos};
-use super::journal::{Journal, RootState};
+use super::journal::{Journal, Opened, RootState};
 use super::open_threads::{beside, in_parallel};
 use super::replayed::{self, LogShape};
 use super::{commit, fds, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
@@ -160,7 +160,8 @@ pub(crate) fn open(
             Some(opened.segment_files),
             opened.journal.last_seq(),
             &read,
-        )?;
+        )
+        .map_err(|e| cut_before_durable(&mut opened, cipher.as_ref(), e))?;
     }
     // With engine.meta's newest copy damaged, the older one in use (tolerant mode) may
     // predate groups created since: none of the incarnations on disk is given out again.
@@ -338,6 +339,45 @@ fn check_journal_found(
             last_seq,
         )),
         None => Ok(()),
+    }
+}
+
+/// `e`, a group's meta page past the end of the journal: the page shows that records after
+/// the journal's end were durable. When the journal ends in a segment that is there, at a
+/// torn record the default mode cut (`Opened::cut`), or where the last segment's records end
+/// with valid later records after them (a zeroed record: `journal::lost_after_end`), what is
+/// damaged is that segment there: the error names it, with `e` in its reason (not the
+/// journal's directory, as if segments were missing, which stays the error otherwise).
+fn cut_before_durable(opened: &mut Opened, cipher: Option<&Cipher>, e: Error) -> Error {
+    let Error::MissingFile { reason: past, .. } = &e else {
+        return e;
+    };
+    let at_end = match (opened.cut.take(), opened.clean_end.take()) {
+        (Some(cut), _) => Some(cut),
+        (None, Some((path, offset, want))) => match std::fs::read(&path) {
+            Ok(bytes) => super::journal::lost_after_end(
+                &bytes.into(),
+                offset as usize,
+                want,
+                cipher,
+                &path,
+                None,
+            ),
+            Err(_) => None,
+        },
+        (None, None) => None,
+    };
+    match at_end {
+        Some(Error::Corrupt {
+            path,
+            offset,
+            reason,
+        }) => Error::Corrupt {
+            path,
+            offset,
+            reason: format!("{reason}; and records after it were durable: {past}"),
+        },
+        _ => e,
     }
 }
 

@@ -166,6 +166,13 @@ pub(crate) struct Opened {
     pub records: Vec<Record>,
     /// Files named like a segment, live or not (a blank or recycled header too).
     pub segment_files: usize,
+    /// The torn end the default mode cut the journal at (the record that failed its checks, or
+    /// the segment after the torn end), should the rest of the root show that records after it
+    /// were durable: then that is what is damaged.
+    pub cut: Option<Error>,
+    /// Where the last segment's records end when no torn record ends them: its path, the
+    /// offset, and the sequence number the next record would have.
+    pub clean_end: Option<(PathBuf, u64, u64)>,
 }
 
 impl Journal {

@@ -135,6 +135,8 @@ impl Journal {
         let mut expected = None::<u64>;
         let mut tail = None::<(u64, bool)>; // where the last segment's records end; torn?
         let mut keep = segments.len(); // segments from here on lie after a torn end
+        let mut cut = None; // the torn end cut (default mode)
+        let mut clean_end = None; // where the last segment's records end, if not torn
         let n = segments.len();
         for (pos, seg) in segments.iter().enumerate() {
             let last = pos + 1 == n;
@@ -146,6 +148,7 @@ impl Journal {
                     if mode == RecoveryMode::AbsoluteConsistency {
                         return Err(e);
                     }
+                    cut = Some(e);
                     keep = pos;
                     tail = tail.map(|(at, _)| (at, true));
                     break;
@@ -223,6 +226,7 @@ impl Journal {
                     if mode == RecoveryMode::AbsoluteConsistency {
                         return Err(e);
                     }
+                    cut = Some(e);
                 }
                 // After a crash, records with the next sequence numbers past the end are a
                 // torn end (a power loss kept a later record's page, lost an earlier one's) or
@@ -245,7 +249,7 @@ impl Journal {
                         return Err(e);
                     }
                 }
-                (None, true) => {}
+                (None, true) => clean_end = Some((seg.path.clone(), end.0 as u64, want)),
                 // A record that fails its checks before the last segment is damage: records
                 // after it (in the next segments) were acknowledged. Unless the next segment
                 // starts at that very record (an earlier open cut the journal there and started
@@ -346,6 +350,8 @@ impl Journal {
             journal,
             records,
             segment_files: ids.len(),
+            cut,
+            clean_end,
         })
     }
 }
