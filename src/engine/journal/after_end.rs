@@ -40,11 +40,18 @@ pub(crate) fn parts_decode(bytes: &Bytes, p: usize, seq: u64) -> bool {
 /// The parts of a would-be record [`parts_decode`] decodes at most.
 const PARTS_CHECKED: usize = 64;
 
+/// Bytes a record takes at least: its header and a body of one byte, padded to 8.
+const MIN_RECORD: u64 = (RECORD_HEADER as u64 + 1).next_multiple_of(8);
+
 /// Looks past the end of the last segment's records (at `end`, where record `want` was
 /// expected) for valid records with later sequence numbers: evidence that records were written
 /// after the one that ends the journal there, which a default open would drop. Records are
 /// 8-byte aligned, so every aligned offset is a candidate; a recycled segment's old records
-/// have lower sequence numbers and never match.
+/// have lower sequence numbers and never match. A candidate numbered `s` at `p` counts only
+/// if the records before it that are not there (`want` to `s - 1`) could have filled the bytes
+/// from `end` to `p`: a record `s` far ahead of the space before it is not this journal's
+/// (record-shaped bytes an application stored as entry data, in a recycled segment: their
+/// checksum covers only their own sequence number and body).
 pub(crate) fn lost_after_end(
     bytes: &Bytes,
     end: usize,
@@ -59,7 +66,10 @@ pub(crate) fn lost_after_end(
         if p + RECORD_HEADER > bytes.len() {
             return None;
         }
-        if let Some(seq) = seq_at(p).filter(|&s| s >= want && s - want < 1 << 32) {
+        let room = (p - end) as u64;
+        if let Some(seq) =
+            seq_at(p).filter(|&s| s > want && (s - want).saturating_mul(MIN_RECORD) <= room)
+        {
             if cipher.is_some() || parts_decode(bytes, p, seq) {
                 if let Scan::Record { next, .. } = record::read_in(bytes, p, seq, cipher, path) {
                     break (p, seq, next);
@@ -93,4 +103,72 @@ pub(crate) fn lost_after_end(
             "the journal ends here ({why}), but {records} lie after it, from offset {first_at}: they were written later (with sync_writes, acknowledged), and a default open drops them"
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use raft::prelude::{Entry, HardState, Snapshot};
+
+    use super::lost_after_end;
+    use crate::engine::journal::SEGMENT_HEADER;
+    use crate::engine::record::{self, RECORD_HEADER};
+    use crate::Engine;
+
+    /// A segment holding two records of group 1 (three entries of 100 bytes each), its bytes.
+    fn two_records() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        for first in [1u64, 4] {
+            let mut hs = HardState::default();
+            (hs.term, hs.commit) = (1, first + 2);
+            let entries: Vec<Entry> = (first..first + 3)
+                .map(|i| {
+                    let mut en = Entry::default();
+                    (en.index, en.term, en.data) = (i, 1, vec![i as u8; 100].into());
+                    en
+                })
+                .collect();
+            g.save(&hs, &entries, &Snapshot::default()).unwrap();
+        }
+        let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("journal"))
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
+            .collect();
+        segments.sort();
+        std::fs::read(&segments[0]).unwrap()
+    }
+
+    /// The first record zeroed: the second, right after it, is a record lost past the end.
+    /// Renumbered far ahead (its checksum made again, as bytes an application stored could
+    /// carry), it no longer is: the records before it could not have filled the space.
+    #[test]
+    fn a_record_counts_as_lost_only_if_the_missing_ones_fit_before_it() {
+        let bytes = two_records();
+        let at = SEGMENT_HEADER as usize;
+        let seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+        let len = record::header_len(&bytes[at..]).unwrap();
+        let second = at + record::stored_len(len) as usize;
+        let mut zeroed = bytes.clone();
+        zeroed[at..second].fill(0);
+        let path = std::path::Path::new("segment");
+        let found = lost_after_end(&Bytes::from(zeroed.clone()), at, seq, None, path, None);
+        assert!(found.is_some(), "the second record, after the zeroed first");
+
+        for ahead in [100u64, 1_000, 1 << 31] {
+            let mut forged = zeroed.clone();
+            let len2 = record::header_len(&forged[second..]).unwrap();
+            let body = forged[second + RECORD_HEADER..second + RECORD_HEADER + len2].to_vec();
+            let h = record::encode_header(seq + ahead, &[&body]);
+            forged[second..second + RECORD_HEADER].copy_from_slice(&h);
+            let found = lost_after_end(&Bytes::from(forged), at, seq, None, path, None);
+            assert!(
+                found.is_none(),
+                "record {} ahead of the space: {found:?}",
+                seq + ahead
+            );
+        }
+    }
 }
