@@ -98,6 +98,18 @@ pub(crate) fn open(
         }
     }
     check_root_numbers(&root_file, &root_record)?;
+    // Groups without `engine.meta`: refused before the journal is read (whose checkpoint
+    // would read as 0, and a trimmed journal as records missing).
+    if root_meta.is_none() {
+        if let Some(id) = any_group_dir(&root)? {
+            return Err(Error::MissingFile {
+                path: root_file,
+                reason: format!(
+                    "the root holds groups (group {id}'s directory among them), but no engine.meta: the root's checkpoint and the incarnations it gave out are lost"
+                ),
+            });
+        }
+    }
 
     // Not capped at the cores: from a cold cache each group's reads (directory, meta page,
     // header, a slot page) wait on the device, and the threads keep that many in flight
@@ -117,6 +129,9 @@ pub(crate) fn open(
             RootState {
                 checkpoint_seq,
                 closed_cleanly: !root_record.open,
+                older_copy: root_meta
+                    .as_ref()
+                    .and_then(|m| m.copies().damage(&root_file)),
             },
             mode,
             super::checkpoint::held_run_bytes(&opts),
@@ -125,7 +140,6 @@ pub(crate) fn open(
             opened.journal.set_rest_after(opts.journal_rest_after);
             opened
         })
-        .map_err(|e| older_root_copy(root_meta.as_ref(), &root_file, e))
     };
     // An existing journal is read on a thread of its own while the groups are read: its read
     // waits on the disk (direct appends leave no segment in the page cache), the groups' on
@@ -179,17 +193,6 @@ pub(crate) fn open(
             ),
         ),
     };
-    if let (None, Some(g)) = (&root_meta, read.groups.first()) {
-        return Err(Error::MissingFile {
-            path: root_file,
-            reason: format!(
-                "the root holds groups ({} of them, group {} first, whose meta page is {}), but no engine.meta: the root's checkpoint and the incarnations it gave out are lost",
-                read.groups.len(),
-                g.id,
-                g.meta_file.path().display()
-            ),
-        });
-    }
     for g in &read.groups {
         check_incarnation(
             &root_file,
@@ -468,6 +471,23 @@ fn finish_groups(
         fsutil::sync_dir(&root.join(GROUPS_DIR))?;
     }
     Ok(groups)
+}
+
+/// The id of a group directory under `root/groups`, if there is one (none, or no `groups/`).
+fn any_group_dir(root: &Path) -> Result<Option<u64>> {
+    let dir = root.join(GROUPS_DIR);
+    let listing = match fs::read_dir(&dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read directory", &dir, e)),
+    };
+    for ent in listing {
+        let ent = ent.map_err(|e| Error::io("read directory", &dir, e))?;
+        if let Some(id) = ent.file_name().to_str().and_then(parse_group_name) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// A group directory's name: its id in decimal, canonical spelling only.
@@ -786,31 +806,6 @@ fn finish_group(g: ReadGroup, cipher: Option<&Cipher>) -> Result<Group> {
         durable_files,
         last_term,
     ))
-}
-
-/// `e`, the journal's refusal, when `engine.meta`'s other copy is damaged: an error naming
-/// `engine.meta` there, with `e` in its reason. The copy in use may be older than the journal
-/// (its checkpoint before the segments the journal has kept since), which the journal then
-/// refuses as records missing after the checkpoint: what is damaged is the newer copy.
-fn older_root_copy(
-    root_meta: Option<&MetaFile<EngineRecord>>,
-    root_file: &Path,
-    e: Error,
-) -> Error {
-    match root_meta.and_then(|m| m.copies().damage(root_file)) {
-        Some(Error::Corrupt {
-            path,
-            offset,
-            reason,
-        }) => Error::Corrupt {
-            path,
-            offset,
-            reason: format!(
-                "{reason}; the journal does not go on from the checkpoint of the copy in use: {e}"
-            ),
-        },
-        _ => e,
-    }
 }
 
 /// The copy of a group's meta page in use while the other copy is damaged: the damaged one

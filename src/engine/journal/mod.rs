@@ -166,9 +166,8 @@ pub(crate) struct Opened {
     pub records: Vec<Record>,
     /// Files named like a segment, live or not (a blank or recycled header too).
     pub segment_files: usize,
-    /// The torn end the default mode cut the journal at (the record that failed its checks, or
-    /// the segment after the torn end), should the rest of the root show that records after it
-    /// were durable: then that is what is damaged.
+    /// The torn record the default mode cut the last segment at, should the rest of the root
+    /// show that records after it were durable: then that record is what is damaged.
     pub cut: Option<Error>,
     /// Where the last segment's records end when no torn record ends them: its path, the
     /// offset, and the sequence number the next record would have.
@@ -707,6 +706,7 @@ mod tests {
                 // As after a clean close: appends go on in the last segment (after a crash a
                 // new one starts: tests/engine_power_loss.rs, `..._revives_a_record_left_...`).
                 closed_cleanly: true,
+                older_copy: None,
             },
             RecoveryMode::AbsoluteConsistency,
             held::MAX_RUN_BYTES,
@@ -1382,6 +1382,7 @@ mod tests {
                 open::RootState {
                     checkpoint_seq: 0,
                     closed_cleanly: true,
+                    older_copy: None,
                 },
                 mode,
                 held::MAX_RUN_BYTES,

@@ -21,12 +21,16 @@ use crate::options::RecoveryMode;
 use crate::sys::crypto::Cipher;
 
 /// What `engine.meta` says of the journal.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub(crate) struct RootState {
     /// The checkpoint: records up to it are in the groups' files.
     pub checkpoint_seq: u64,
     /// The engine that wrote the journal last was closed (`engine.meta` not marked open).
     pub closed_cleanly: bool,
+    /// The damage in `engine.meta`'s newer copy when the checkpoint is the older copy's
+    /// (`Copies::damage`): a journal whose first segment starts after that checkpoint is then
+    /// refused naming `engine.meta`, whose lost copy held a later one.
+    pub older_copy: Option<Error>,
 }
 
 impl Journal {
@@ -52,6 +56,7 @@ impl Journal {
         let RootState {
             checkpoint_seq,
             closed_cleanly,
+            older_copy,
         } = root;
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let mut ids = Vec::new();
@@ -148,7 +153,9 @@ impl Journal {
                     if mode == RecoveryMode::AbsoluteConsistency {
                         return Err(e);
                     }
-                    cut = Some(e);
+                    // Not kept as the cut (`Opened::cut`): this segment is whole; should pages
+                    // show records after it durable, what is lost is the end of the one before
+                    // or segments between, which the journal's refusal names.
                     keep = pos;
                     tail = tail.map(|(at, _)| (at, true));
                     break;
@@ -169,6 +176,27 @@ impl Journal {
                     before.and_then(|b| blank.iter().find(|&&id| id > b && id < seg.id))
                 {
                     return Err(blank_between(&dir.join(segment_name(id)), e, seg.first_seq));
+                }
+                // The journal's first segment after a checkpoint read from `engine.meta`'s
+                // older copy: the newer, damaged one held a later checkpoint.
+                if let (
+                    None,
+                    Some(Error::Corrupt {
+                        path,
+                        offset,
+                        reason,
+                    }),
+                ) = (expected, older_copy.as_ref())
+                {
+                    return Err(Error::corrupt(
+                        path,
+                        *offset,
+                        format!(
+                            "{reason}; the journal does not go on from the checkpoint of the copy in use, record {checkpoint_seq}: its first live segment, {}, starts at record {}",
+                            seg.path.display(),
+                            seg.first_seq
+                        ),
+                    ));
                 }
                 return Err(Error::corrupt(
                     &seg.path,
