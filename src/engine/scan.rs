@@ -56,6 +56,8 @@ pub(crate) struct SegmentScan {
     /// It lies after a torn end (records missing before it, or before a segment before it,
     /// that was started unflushed): open removes it, with its records.
     pub after_end: bool,
+    /// Its header is all zeros (a recycled header is not).
+    pub blank: bool,
 }
 
 /// A record after the checkpoint, handed to the scan's caller in sequence order.
@@ -164,6 +166,7 @@ pub(crate) fn scan(
         };
         // As open decides (module `journal`): a blank header, or a recycled segment's old one,
         // marks a file that holds no record after the checkpoint.
+        let blank = matches!(header, Header::Blank);
         let (first_seq, prev_unflushed) = match header {
             Header::Valid {
                 first_seq,
@@ -198,6 +201,7 @@ pub(crate) fn scan(
             cut: None,
             prev_unflushed,
             after_end: false,
+            blank,
         });
     }
     // Segments whose records all lie at or below the checkpoint are obsolete (as open decides,
@@ -249,7 +253,7 @@ pub(crate) fn scan(
             // written (as open names it).
             let blank = n
                 .checked_sub(1)
-                .and_then(|p| (live[p] + 1..i).find(|&j| out.segments[j].first_seq.is_none()));
+                .and_then(|p| (live[p] + 1..i).find(|&j| out.segments[j].blank));
             if let (Some(j), true) = (blank, expected.is_some()) {
                 out.damage = Some(journal::blank_between(&out.segments[j].path, e, first_seq));
                 return Ok(out);

@@ -54,15 +54,22 @@ pub use report::{
 use retry::{read_with_retries, ATTEMPTS};
 use root::{list_groups, RootRead};
 
-/// Whether `path` is an engine root (it holds `engine.meta`, or, without a `wal.meta`, an
-/// engine's `groups/` or `journal/`: a root that lost its `engine.meta`, which the tools then
-/// report missing) rather than a WAL directory.
+/// Whether `path` is an engine root (it holds `engine.meta`, or, without a `wal.meta`, a group
+/// directory in `groups/` or a segment in `journal/`: a root that lost its `engine.meta`, which
+/// the tools then report missing; empty ones are what a first open that failed leaves, which
+/// open takes for a new root) rather than a WAL directory.
 pub fn is_engine_root(path: &Path) -> bool {
+    let holds = |dir: &str, name_ok: &dyn Fn(&str) -> bool| {
+        std::fs::read_dir(path.join(dir)).is_ok_and(|mut l| {
+            l.any(|e| e.is_ok_and(|e| e.file_name().to_str().is_some_and(name_ok)))
+        })
+    };
     path.join(<EngineRecord as meta::PageRecord>::FILE)
         .is_file()
         || (!path.join(crate::store::meta::META_FILE).exists()
-            && (path.join(crate::engine::GROUPS_DIR).is_dir()
-                || path.join(crate::engine::JOURNAL_DIR).is_dir()))
+            && (holds(crate::engine::GROUPS_DIR, &|n| {
+                crate::engine::scan::parse_group_name(n).is_some()
+            }) || holds(crate::engine::JOURNAL_DIR, &|n| n.ends_with(".jnl"))))
 }
 
 /// The ids of the groups under an engine root, ascending (directory names only: nothing is

@@ -1067,6 +1067,8 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opts = crate::EngineOptions {
             journal_segment_bytes: 64 << 10,
+            // No rest (which gives the prepared segment back) however slow the test runs.
+            journal_rest_after: std::time::Duration::MAX,
             ..crate::EngineOptions::default()
         };
         let e = Engine::open_with(dir.path(), opts).unwrap();
