@@ -44,6 +44,19 @@ fn commit(e: &Engine, i: u64) {
     e.write(&mut b).expect("write");
 }
 
+/// A root closed cleanly after group 1 took entries 1 to `n`, one commit each (its journal
+/// trimmed by the close's checkpoint once it spans segments).
+fn closed_after(dir: &Path, n: u64) -> PathBuf {
+    let root = dir.join("root");
+    let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
+    e.create_group(1, 1).expect("create");
+    for i in 1..=n {
+        commit(&e, i);
+    }
+    e.close().expect("close");
+    root
+}
+
 /// A kill image of a root whose journal holds entries 1 to `n` after its checkpoint (group 1
 /// created and closed, then `n` commits, the engine still open).
 fn killed_after(dir: &Path, n: u64) -> PathBuf {
@@ -74,6 +87,25 @@ fn last_with_records(segments: &[PathBuf]) -> PathBuf {
         .find(|s| !records(s).is_empty())
         .expect("a segment with records")
         .clone()
+}
+
+/// A torn end at `segment`: `AbsoluteConsistency` refuses `root` naming it (the reason is
+/// returned), a default open of a copy cuts group 1's log at `last_kept`.
+fn strict_refuses_default_cuts(
+    root: &Path,
+    dir: &Path,
+    segment: &Path,
+    last_kept: u64,
+    what: &str,
+) -> String {
+    let (path, reason) = refused(root, RecoveryMode::AbsoluteConsistency, what);
+    assert_eq!(path, segment, "{what}: {reason}");
+    assert_eq!(
+        default_last(root, dir),
+        last_kept,
+        "{what}: the default open cuts there"
+    );
+    reason
 }
 
 /// What `raftwal verify ROOT` says of `root`, which it must fail as damage (exit code 1,
@@ -172,14 +204,8 @@ fn a_zeroed_record_with_records_after_it_is_refused_in_absolute_consistency() {
     assert!(recs.len() >= 3, "records {recs:?}");
     let (at, size, seq) = recs[recs.len() - 3];
     zero(&last, at, size);
-    let (path, reason) = refused(&root, RecoveryMode::AbsoluteConsistency, "zeroed record");
-    assert_eq!(path, last, "{reason}");
+    let reason = strict_refuses_default_cuts(&root, dir.path(), &last, seq - 1, "zeroed record");
     assert!(reason.contains(&format!("record {seq}")), "{reason}");
-    assert_eq!(
-        default_last(&root, dir.path()),
-        seq - 1,
-        "the default open cuts there"
-    );
 }
 
 /// The last segment's header zeroed, its records intact: refused in `AbsoluteConsistency`,
@@ -194,13 +220,7 @@ fn a_zeroed_header_of_the_last_segment_is_refused_in_absolute_consistency() {
     assert!(segs.len() >= 3, "segments {segs:?}");
     let first = records(&last)[0].2;
     zero(&last, 0, 36);
-    let (path, reason) = refused(&root, RecoveryMode::AbsoluteConsistency, "zeroed header");
-    assert_eq!(path, last, "{reason}");
-    assert_eq!(
-        default_last(&root, dir.path()),
-        first - 1,
-        "the default open ends before it"
-    );
+    strict_refuses_default_cuts(&root, dir.path(), &last, first - 1, "zeroed header");
 }
 
 /// A segment's header zeroed in the middle of the journal: refused in both modes, naming that
@@ -232,13 +252,7 @@ fn a_zeroed_header_in_the_middle_of_the_journal_is_named() {
 #[test]
 fn a_damaged_newest_engine_meta_copy_is_named_when_the_older_one_predates_the_journal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("root");
-    let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
-    e.create_group(1, 1).expect("create");
-    for i in 1..=40 {
-        commit(&e, i);
-    }
-    e.close().expect("close");
+    let root = closed_after(dir.path(), 40);
     let meta = root.join("engine.meta");
     let bytes = std::fs::read(&meta).expect("read");
     // docs/FORMAT.md: two copies, one per half; each copy's sequence number at its offset 16.
@@ -261,13 +275,7 @@ fn a_damaged_newest_engine_meta_copy_is_named_when_the_older_one_predates_the_jo
 #[test]
 fn a_missing_engine_meta_beside_groups_is_named_missing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("root");
-    let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
-    e.create_group(1, 1).expect("create");
-    for i in 1..=40 {
-        commit(&e, i);
-    }
-    e.close().expect("close");
+    let root = closed_after(dir.path(), 40);
     let first = records(&segments(&root)[0]);
     assert!(
         first.first().is_none_or(|r| r.2 > 1),
