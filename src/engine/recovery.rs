@@ -357,17 +357,12 @@ fn cut_before_durable(opened: &mut Opened, cipher: Option<&Cipher>, e: Error) ->
     };
     let at_end = match (opened.cut.take(), opened.clean_end.take()) {
         (Some(cut), _) => Some(cut),
-        (None, Some((path, offset, want))) => match std::fs::read(&path) {
-            Ok(bytes) => super::journal::lost_after_end(
-                &bytes.into(),
-                offset as usize,
-                want,
-                cipher,
-                &path,
-                None,
-            ),
-            Err(_) => None,
-        },
+        // Unreadable, it is not named: the journal's refusal stands.
+        (None, Some((path, offset, want))) => {
+            super::journal::lost_in_segment(&path, offset, want, cipher)
+                .ok()
+                .flatten()
+        }
         (None, None) => None,
     };
     match at_end {
@@ -474,7 +469,7 @@ fn finish_groups(
 }
 
 /// The id of a group directory under `root/groups`, if there is one (none, or no `groups/`).
-fn any_group_dir(root: &Path) -> Result<Option<u64>> {
+pub(crate) fn any_group_dir(root: &Path) -> Result<Option<u64>> {
     let dir = root.join(GROUPS_DIR);
     let listing = match fs::read_dir(&dir) {
         Ok(l) => l,

@@ -25,8 +25,8 @@ pub(crate) use super::batch::{parts_at, Decoded as Part};
 pub(crate) use super::group::JournalPos;
 pub(crate) use super::journal::page_past_end;
 pub(crate) use super::recovery::{
-    check_fallback_snapshot_files, check_group_numbers, check_incarnation, check_meta_fallback,
-    check_root_numbers, next_incarnation_in_use, parse_group_name,
+    any_group_dir, check_fallback_snapshot_files, check_group_numbers, check_incarnation,
+    check_meta_fallback, check_root_numbers, next_incarnation_in_use, parse_group_name,
 };
 pub(crate) use super::{group_dir, GROUPS_DIR, JOURNAL_DIR};
 

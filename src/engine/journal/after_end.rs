@@ -40,6 +40,25 @@ pub(crate) fn parts_decode(bytes: &Bytes, p: usize, seq: u64) -> bool {
 /// The parts of a would-be record [`parts_decode`] decodes at most.
 const PARTS_CHECKED: usize = 64;
 
+/// [`lost_after_end`] on segment `path` as it is on disk (read whole), for the end of its
+/// records at `end`, where record `want` was expected, and no torn record there.
+pub(crate) fn lost_in_segment(
+    path: &Path,
+    end: u64,
+    want: u64,
+    cipher: Option<&Cipher>,
+) -> crate::error::Result<Option<Error>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    Ok(lost_after_end(
+        &bytes.into(),
+        end as usize,
+        want,
+        cipher,
+        path,
+        None,
+    ))
+}
+
 /// Bytes a record takes at least: its header and a body of one byte, padded to 8.
 const MIN_RECORD: u64 = (RECORD_HEADER as u64 + 1).next_multiple_of(8);
 

@@ -42,9 +42,9 @@ mod header;
 pub(crate) mod held;
 mod open;
 
-pub(crate) use after_end::lost_after_end;
 #[cfg(test)]
 pub(crate) use after_end::parts_decode;
+pub(crate) use after_end::{lost_after_end, lost_in_segment};
 pub(crate) use header::{read_header_of, Header, H_FIRST_SEQ, H_ID};
 pub(crate) use open::{
     blank_between, follows, page_past_end, segments_missing, torn_end, Follow, RootState,

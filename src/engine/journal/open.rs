@@ -265,15 +265,9 @@ impl Journal {
                         && !closed_cleanly
                         && want > checkpoint_seq =>
                 {
-                    let bytes = fs::read(&seg.path).map_err(|e| Error::io("read", &seg.path, e))?;
-                    if let Some(e) = super::lost_after_end(
-                        &bytes.into(),
-                        end.0,
-                        want,
-                        cipher.as_ref(),
-                        &seg.path,
-                        None,
-                    ) {
+                    let lost =
+                        super::lost_in_segment(&seg.path, end.0 as u64, want, cipher.as_ref())?;
+                    if let Some(e) = lost {
                         return Err(e);
                     }
                 }
@@ -296,7 +290,11 @@ impl Journal {
             }
         }
         if mode == RecoveryMode::AbsoluteConsistency && !closed_cleanly {
-            let after = segments.get(keep.wrapping_sub(1)).map_or(0, |s| s.id);
+            // The last segment kept (all of them: a torn end was refused above).
+            let after = keep
+                .checked_sub(1)
+                .and_then(|k| segments.get(k))
+                .map_or(0, |s| s.id);
             let want = expected.unwrap_or(checkpoint_seq + 1);
             for &id in blank.iter().filter(|&&b| b > after) {
                 blank_holding_records(&dir.join(segment_name(id)), want, cipher.as_ref())?;

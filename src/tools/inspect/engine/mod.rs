@@ -59,17 +59,15 @@ use root::{list_groups, RootRead};
 /// the tools then report missing; empty ones are what a first open that failed leaves, which
 /// open takes for a new root) rather than a WAL directory.
 pub fn is_engine_root(path: &Path) -> bool {
-    let holds = |dir: &str, name_ok: &dyn Fn(&str) -> bool| {
-        std::fs::read_dir(path.join(dir)).is_ok_and(|mut l| {
-            l.any(|e| e.is_ok_and(|e| e.file_name().to_str().is_some_and(name_ok)))
+    let a_segment = || {
+        std::fs::read_dir(path.join(crate::engine::JOURNAL_DIR)).is_ok_and(|mut l| {
+            l.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".jnl")))
         })
     };
     path.join(<EngineRecord as meta::PageRecord>::FILE)
         .is_file()
         || (!path.join(crate::store::meta::META_FILE).exists()
-            && (holds(crate::engine::GROUPS_DIR, &|n| {
-                crate::engine::scan::parse_group_name(n).is_some()
-            }) || holds(crate::engine::JOURNAL_DIR, &|n| n.ends_with(".jnl"))))
+            && (crate::engine::scan::any_group_dir(path).is_ok_and(|g| g.is_some()) || a_segment()))
 }
 
 /// The ids of the groups under an engine root, ascending (directory names only: nothing is
