@@ -418,7 +418,10 @@ fn blank_holding_records(path: &Path, want: u64, cipher: Option<&Cipher>) -> Res
                 "the segment's header is all zeros, as if it were never written, but record {want}, the next after the journal's end, starts it: its header is damaged or was not flushed with the record, and a default open drops it"
             ),
         )),
-        _ => Ok(()),
+        // The file could not be read, or record `want` in it cannot be opened (altered sealed
+        // bytes): an error, as the scan of the segments with a header makes it.
+        Scan::Bad(e) => Err(e),
+        Scan::End | Scan::Torn(_) => Ok(()),
     }
 }
 
