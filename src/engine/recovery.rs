@@ -44,7 +44,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::batch;
 use super::checkpoint::Checkpointer;
 use super::group::{self, Change, Group, JournalPos};
-use super::journal::{Journal, Opened, RootState};
+use super::journal::{Journal, LastEnd, Opened, RootState};
 use super::open_threads::{beside, in_parallel};
 use super::replayed::{self, LogShape};
 use super::{commit, fds, EngineOptions, Shared, GROUPS_DIR, JOURNAL_DIR};
@@ -347,7 +347,7 @@ fn check_journal_found(
 
 /// `e`, a group's meta page past the end of the journal: the page shows that records after
 /// the journal's end were durable. When the journal ends in a segment that is there, at a
-/// torn record the default mode cut (`Opened::cut`), or where the last segment's records end
+/// torn record the default mode cut (`LastEnd::Torn`), or where the last segment's records end
 /// with valid later records after them (a zeroed record: `journal::lost_after_end`), what is
 /// damaged is that segment there: the error names it, with `e` in its reason (not the
 /// journal's directory, as if segments were missing, which stays the error otherwise).
@@ -355,15 +355,15 @@ fn cut_before_durable(opened: &mut Opened, cipher: Option<&Cipher>, e: Error) ->
     let Error::MissingFile { reason: past, .. } = &e else {
         return e;
     };
-    let at_end = match (opened.cut.take(), opened.clean_end.take()) {
-        (Some(cut), _) => Some(cut),
+    let at_end = match opened.end.take() {
+        Some(LastEnd::Torn(cut)) => Some(cut),
         // Unreadable, it is not named: the journal's refusal stands.
-        (None, Some((path, offset, want))) => {
+        Some(LastEnd::Clean { path, offset, want }) => {
             super::journal::lost_in_segment(&path, offset, want, cipher)
                 .ok()
                 .flatten()
         }
-        (None, None) => None,
+        None => None,
     };
     match at_end {
         Some(Error::Corrupt {

@@ -166,12 +166,22 @@ pub(crate) struct Opened {
     pub records: Vec<Record>,
     /// Files named like a segment, live or not (a blank or recycled header too).
     pub segment_files: usize,
-    /// The torn record the default mode cut the last segment at, should the rest of the root
-    /// show that records after it were durable: then that record is what is damaged.
-    pub cut: Option<Error>,
-    /// Where the last segment's records end when no torn record ends them: its path, the
-    /// offset, and the sequence number the next record would have.
-    pub clean_end: Option<(PathBuf, u64, u64)>,
+    /// How the last segment's records end, should the rest of the root show that records
+    /// after that were durable: then what ends them there is what is damaged.
+    pub end: Option<LastEnd>,
+}
+
+/// How the records of the journal's last segment end ([`Opened::end`]).
+#[derive(Debug)]
+pub(crate) enum LastEnd {
+    /// At a torn record, which the default mode cut: why it fails.
+    Torn(Error),
+    /// Cleanly, in the segment at `path` at `offset`, where record `want` would go.
+    Clean {
+        path: PathBuf,
+        offset: u64,
+        want: u64,
+    },
 }
 
 impl Journal {

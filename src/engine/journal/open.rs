@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use super::header::{read_header, Header, H_FIRST_SEQ, H_ID};
 use super::held::Held;
 use super::{
-    parse_segment_name, segment_name, Journal, Opened, Record, Segment, Writer, SEGMENT_HEADER,
+    parse_segment_name, segment_name, Journal, LastEnd, Opened, Record, Segment, Writer,
+    SEGMENT_HEADER,
 };
 use crate::engine::record::{self, Body, Scan, SegmentFile};
 use crate::engine::segments::{self, Next, Pool};
@@ -140,8 +141,7 @@ impl Journal {
         let mut expected = None::<u64>;
         let mut tail = None::<(u64, bool)>; // where the last segment's records end; torn?
         let mut keep = segments.len(); // segments from here on lie after a torn end
-        let mut cut = None; // the torn end cut (default mode)
-        let mut clean_end = None; // where the last segment's records end, if not torn
+        let mut last_end = None; // how the last segment's records end
         let n = segments.len();
         for (pos, seg) in segments.iter().enumerate() {
             let last = pos + 1 == n;
@@ -153,7 +153,7 @@ impl Journal {
                     if mode == RecoveryMode::AbsoluteConsistency {
                         return Err(e);
                     }
-                    // Not kept as the cut (`Opened::cut`): this segment is whole; should pages
+                    // Not kept as the end (`LastEnd::Torn`): this segment is whole; should pages
                     // show records after it durable, what is lost is the end of the one before
                     // or segments between, which the journal's refusal names.
                     keep = pos;
@@ -254,7 +254,7 @@ impl Journal {
                     if mode == RecoveryMode::AbsoluteConsistency {
                         return Err(e);
                     }
-                    cut = Some(e);
+                    last_end = Some(LastEnd::Torn(e));
                 }
                 // After a crash, records with the next sequence numbers past the end are a
                 // torn end (a power loss kept a later record's page, lost an earlier one's) or
@@ -271,7 +271,13 @@ impl Journal {
                         return Err(e);
                     }
                 }
-                (None, true) => clean_end = Some((seg.path.clone(), end.0 as u64, want)),
+                (None, true) => {
+                    last_end = Some(LastEnd::Clean {
+                        path: seg.path.clone(),
+                        offset: end.0 as u64,
+                        want,
+                    })
+                }
                 // A record that fails its checks before the last segment is damage: records
                 // after it (in the next segments) were acknowledged. Unless the next segment
                 // starts at that very record (an earlier open cut the journal there and started
@@ -376,8 +382,7 @@ impl Journal {
             journal,
             records,
             segment_files: ids.len(),
-            cut,
-            clean_end,
+            end: last_end,
         })
     }
 }
