@@ -6,7 +6,8 @@
 //! Owns: the description of the journal as open would find it (live and obsolete segments, the
 //! records after the checkpoint, where the journal ends and why) and one thing open does not
 //! look for: valid records lying after the end of the last segment (a damaged record followed by
-//! records that were written after it), which a default open would drop. Must never: create,
+//! records that were written after it, or the next record starting a file after it whose header
+//! reads as zeros), which a default open would drop. Must never: create,
 //! remove, rename, write or map a file (segments are read with `read`, into memory, one at a
 //! time), or take the root's lock; damage is described, never repaired.
 
@@ -347,7 +348,44 @@ pub(crate) fn scan(
         }
         expected = Some(want);
     }
+    if out.damage.is_none() && out.lost.is_none() && !out.segments.iter().any(|s| s.after_end) {
+        let after = live.last().map_or(0, |&i| i + 1);
+        let want = expected.unwrap_or(checkpoint_seq.saturating_add(1));
+        out.lost = blank_holding_records(&out.segments, &opened, after, want, cipher)?;
+        if out.lost.is_some() {
+            // Not a torn tail: the records went on in the next file (the loss names it).
+            out.torn = None;
+        }
+    }
     Ok(out)
+}
+
+/// A file among `segments[after..]` (read through `files`) whose header reads as never
+/// written and whose first record is `want`, the one the journal would go on with: an error
+/// naming it (its header damaged, or not flushed with the record), as the strict open after a
+/// crash refuses it and a default open removes it with its records. Beside a live engine such
+/// a file may be the segment being started: the engine writes a segment's header before its
+/// first record, so the header, read again after the record was seen, is no longer all zeros
+/// then.
+fn blank_holding_records(
+    segments: &[SegmentScan],
+    files: &[fs::File],
+    after: usize,
+    want: u64,
+    cipher: Option<&Cipher>,
+) -> Result<Option<Error>> {
+    for (s, file) in segments.iter().zip(files).skip(after) {
+        if !s.blank || !journal::blank_starts_with(file, &s.path, want, cipher)? {
+            continue;
+        }
+        if matches!(
+            journal::read_header_of(file, &s.path, s.id, cipher.is_some()),
+            Ok(Header::Blank)
+        ) {
+            return Ok(Some(journal::blank_holding(&s.path, want)));
+        }
+    }
+    Ok(None)
 }
 
 impl JournalScan {
@@ -492,8 +530,10 @@ mod tests {
     use bytes::Bytes;
     use raft::prelude::{Entry, HardState, Snapshot};
 
+    use std::os::unix::fs::FileExt;
+
     use super::journal::parts_decode;
-    use super::{JOURNAL_DIR, SEGMENT_HEADER};
+    use super::{blank_holding_records, SegmentScan, JOURNAL_DIR, SEGMENT_HEADER};
     use crate::Engine;
 
     /// The check that comes before a checksum in the search for records after the journal's
@@ -543,5 +583,80 @@ mod tests {
             "a body whose second part is zeros (incarnation 0)"
         );
         e.close().unwrap();
+    }
+
+    /// A file after the journal's last segment whose header the scan read as all zeros and
+    /// whose first record is the next one: damage while its header still reads as zeros, not
+    /// once it reads as a header (a live engine starting the segment, header first, between
+    /// the scan's read of the headers and its read of the record).
+    #[test]
+    fn a_blank_file_holding_the_next_record_is_damage_only_while_its_header_stays_blank() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        let g = e.create_group(1, 1).unwrap();
+        let mut en = Entry::default();
+        (en.index, en.term) = (1, 1);
+        g.save(&HardState::default(), &[en], &Snapshot::default())
+            .unwrap();
+        let jdir = dir.path().join(JOURNAL_DIR);
+        let mut paths: Vec<_> = std::fs::read_dir(&jdir)
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
+            .collect();
+        paths.sort();
+        // The segment holding the record, as the scan would have found it blank.
+        let path = paths
+            .iter()
+            .find(|p| std::fs::read(p).unwrap()[..8] != [0u8; 8])
+            .unwrap()
+            .clone();
+        let bytes = std::fs::read(&path).unwrap();
+        let at = SEGMENT_HEADER as usize;
+        let seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap());
+        let id: u64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let seen = SegmentScan {
+            id,
+            path: path.clone(),
+            len: bytes.len() as u64,
+            first_seq: None,
+            obsolete: false,
+            records: 0,
+            last_seq: None,
+            end: SEGMENT_HEADER,
+            cut: None,
+            prev_unflushed: false,
+            after_end: false,
+            blank: true,
+        };
+        let check = || {
+            let file = std::fs::File::open(&path).unwrap();
+            blank_holding_records(std::slice::from_ref(&seen), &[file], 0, seq, None).unwrap()
+        };
+        assert!(check().is_none(), "its header reads as a header now");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(&[0u8; 36], 0)
+            .unwrap();
+        let lost = check().expect("a blank header before the next record");
+        assert!(
+            lost.to_string().contains(&format!("record {seq}")),
+            "{lost}"
+        );
+        assert!(
+            blank_holding_records(
+                std::slice::from_ref(&seen),
+                &[std::fs::File::open(&path).unwrap()],
+                0,
+                seq + 1,
+                None
+            )
+            .unwrap()
+            .is_none(),
+            "another record than the next"
+        );
+        drop(e);
     }
 }

@@ -47,7 +47,8 @@ pub(crate) use after_end::parts_decode;
 pub(crate) use after_end::{lost_after_end, lost_in_segment};
 pub(crate) use header::{read_header_of, Header, H_FIRST_SEQ, H_ID};
 pub(crate) use open::{
-    blank_between, follows, page_past_end, segments_missing, torn_end, Follow, RootState,
+    blank_between, blank_holding, blank_starts_with, follows, page_past_end, segments_missing,
+    torn_end, Follow, RootState,
 };
 
 use header::encode_header;

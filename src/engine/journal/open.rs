@@ -407,7 +407,23 @@ pub(crate) fn blank_between(path: &Path, want: u64, next_first: u64) -> Error {
 /// was (no record in it was then acknowledged): a default open removes it all the same.
 fn blank_holding_records(path: &Path, want: u64, cipher: Option<&Cipher>) -> Result<()> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut src = SegmentFile::new(&file, path)?;
+    if blank_starts_with(&file, path, want, cipher)? {
+        return Err(blank_holding(path, want));
+    }
+    Ok(())
+}
+
+/// Whether record `want` starts the segment file `file` (at `path`), whose header was read as
+/// all zeros. An unreadable file, or a record `want` there that cannot be opened (altered
+/// sealed bytes), is an error, as the scan of the segments with a header makes it. Open's and
+/// the tools' alike.
+pub(crate) fn blank_starts_with(
+    file: &File,
+    path: &Path,
+    want: u64,
+    cipher: Option<&Cipher>,
+) -> Result<bool> {
+    let mut src = SegmentFile::new(file, path)?;
     match record::read_record(
         &mut src,
         SEGMENT_HEADER as usize,
@@ -416,18 +432,23 @@ fn blank_holding_records(path: &Path, want: u64, cipher: Option<&Cipher>) -> Res
         path,
         Body::Check,
     ) {
-        Scan::Record { .. } => Err(Error::corrupt(
-            path,
-            0,
-            format!(
-                "the segment's header is all zeros, as if it were never written, but record {want}, the next after the journal's end, starts it: its header is damaged or was not flushed with the record, and a default open drops it"
-            ),
-        )),
-        // The file could not be read, or record `want` in it cannot be opened (altered sealed
-        // bytes): an error, as the scan of the segments with a header makes it.
+        Scan::Record { .. } => Ok(true),
         Scan::Bad(e) => Err(e),
-        Scan::End | Scan::Torn(_) => Ok(()),
+        Scan::End | Scan::Torn(_) => Ok(false),
     }
+}
+
+/// A segment whose header reads as never written (`path`), after the journal's last segment,
+/// that record `want`, the next after the journal's end, starts: an error naming it (open's and
+/// the tools' alike).
+pub(crate) fn blank_holding(path: &Path, want: u64) -> Error {
+    Error::corrupt(
+        path,
+        0,
+        format!(
+            "the segment's header is all zeros, as if it were never written, but record {want}, the next after the journal's end, starts it: its header is damaged or was not flushed with the record, and a default open drops it"
+        ),
+    )
 }
 
 /// How a segment goes on from the one before it, whose records end before record `want`.
