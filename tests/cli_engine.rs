@@ -1196,7 +1196,7 @@ fn a_group_meta_fallback_the_journal_cannot_make_whole_is_refused() {
     let words = [
         "groups/1/wal.meta at offset",
         "copy 2 of the meta state is damaged",
-        "copy 1 (sequence 1) reflects the journal up to record 0",
+        "copy 1 (sequence 2) reflects the journal up to record 0",
         "only the records after the checkpoint, record 1",
     ];
     let run = fails(&["inspect", p(&root), "--json"], 1);

@@ -883,7 +883,7 @@ fn a_meta_fallback_the_journal_cannot_make_whole_is_refused_and_changes_nothing(
             "groups/1/wal.meta",
             &format!("copy {newest} of the meta state is damaged"),
             &format!(
-                "copy {} (sequence 1) reflects the journal up to record 0",
+                "copy {} (sequence 2) reflects the journal up to record 0",
                 3 - newest
             ),
             "the checkpoint, record 1",

@@ -334,3 +334,64 @@ fn a_cut_below_records_a_meta_page_reflects_names_the_damaged_record() {
         );
     }
 }
+
+/// Group 1's `wal.meta` with one of its two copies (each a half of the file, docs/FORMAT.md)
+/// overwritten with zeros, `newest` or the older one; returns the page's path.
+fn zero_meta_copy(root: &Path, newest: bool) -> PathBuf {
+    let meta = root.join("groups").join("1").join("wal.meta");
+    let bytes = std::fs::read(&meta).expect("read");
+    let half = bytes.len() / 2;
+    let seq = |at: usize| u64::from_le_bytes(bytes[at + 16..at + 24].try_into().expect("8"));
+    let newer = if seq(0) > seq(half) { 0 } else { half };
+    let at = if newest { newer } else { half - newer };
+    zero(&meta, at as u64, half as u64);
+    meta
+}
+
+/// After a clean close, the newest copy of a group's meta page zero-filled: the older copy's
+/// position predates the journal (trimmed since), so what the records after it changed is
+/// nowhere. Both modes refuse naming `wal.meta`, and so does `raftwal verify`. A copy of zeros
+/// was taken for one never written: both modes opened with the older copy, the group's log
+/// cut back and its commit index with it (found by an outside differential test of verify and
+/// open, 2026-12-08). A group whose page was stored once since it was made (its older copy
+/// the page `create_group` wrote) is refused the same way.
+#[test]
+fn a_zeroed_newest_meta_copy_of_a_group_is_refused() {
+    for commits in [40, 1] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = closed_after(dir.path(), commits);
+        let meta = zero_meta_copy(&root, true);
+        for mode in BOTH_MODES {
+            let (path, reason) = refused(&root, mode, "zeroed newest meta copy");
+            assert_eq!(path, meta, "{commits} commits, {mode:?}: {reason}");
+        }
+        let said = verify_refuses(&root);
+        assert!(said.contains("wal.meta"), "verify names wal.meta: {said}");
+    }
+}
+
+/// The older copy of a group's meta page zero-filled: the newest copy holds every change (a
+/// clean close's checkpoint covers them), so the default open serves every entry;
+/// `AbsoluteConsistency` refuses naming `wal.meta`, as it refuses any damaged copy, and
+/// `raftwal verify` reports it (it said ok: a copy of zeros was taken for one never written).
+#[test]
+fn a_zeroed_older_meta_copy_of_a_group_is_reported_and_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = closed_after(dir.path(), 40);
+    let meta = zero_meta_copy(&root, false);
+    let said = verify_refuses(&root);
+    assert!(said.contains("wal.meta"), "verify names wal.meta: {said}");
+    let (path, reason) = refused(
+        &root,
+        RecoveryMode::AbsoluteConsistency,
+        "zeroed older copy",
+    );
+    assert_eq!(path, meta, "{reason}");
+    let copy = dir.path().join("default");
+    roots::copy_tree(&root, &copy);
+    let e = Engine::open_with(&copy, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
+    let g = e.group(1).expect("group");
+    assert_eq!(g.last_index().expect("last"), 40);
+    assert_eq!(g.initial_state().expect("state").hard_state.commit, 40);
+    e.close().expect("close");
+}

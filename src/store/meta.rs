@@ -5,7 +5,9 @@
 //! fits the key it is opened with. The file holds two copies ("regions") of the state, each with
 //! a sequence number and a CRC32C; an update writes the copy that does not hold the newest
 //! state, so a torn write can only damage the older copy, and on open the newest valid copy
-//! wins. A store's or a root's page always exists, so its flag (bit 0: the record sealed) is
+//! wins. A file is made with the state in both copies, so a copy of all zeros is damage (the
+//! copy left may be the older state), never a copy not yet written (but in a file as versions
+//! before 2026-12-08 made it). A store's or a root's page always exists, so its flag (bit 0: the record sealed) is
 //! what tells an encrypted store or root from a plaintext one: a sealed page without a key, a
 //! plaintext page with one, or a key that does not open the record is `Error::Encryption`
 //! naming the file. Must never: overwrite the copy holding the newest durable state, or decide
@@ -109,7 +111,8 @@ pub enum MetaInfo {
 pub(crate) enum OtherCopy {
     /// Valid, holding an older state (this sequence number).
     Older { seq: u64 },
-    /// All zero: never written (a new `wal.meta` holds one copy).
+    /// All zero: never written (region 1 of a file as versions before 2026-12-08 created it,
+    /// never updated since; the files made now hold two copies from the start).
     Blank,
     /// Written but invalid (`reason`, at `offset` in the file): a damaged copy, or an update
     /// torn by a crash before it was acknowledged (the two look the same on disk).
@@ -239,19 +242,27 @@ impl<R: PageRecord> MetaFile<R> {
         &self.path
     }
 
-    /// Creates the file holding `record` (durably: temporary file, fsync, rename, dir fsync).
+    /// Creates the file holding `record` (durably: temporary file, fsync, rename, dir fsync),
+    /// in both copies (sequences 2 and 1), so that no copy of the file is ever all zeros.
     pub(crate) fn create(dir: &Path, record: &R, cipher: Option<&Cipher>) -> Result<MetaFile<R>> {
-        Self::write_new(dir, record, 1, cipher)?;
+        Self::write_new(dir, record, 2, cipher)?;
         let (meta, _) = Self::open(dir, cipher)?;
         Ok(meta)
     }
 
-    /// Writes a fresh `wal.meta` with `record` in region 0 under sequence `seq`.
+    /// Writes a fresh file with `record` in region 0 under sequence `seq` (at least 2) and in
+    /// region 1 under `seq - 1`: the same state in both, the copy in region 0 the newest. A copy
+    /// of all zeros is then damage, never a copy not yet written (docs/FORMAT.md, `wal.meta`).
     fn write_new(dir: &Path, record: &R, seq: u64, cipher: Option<&Cipher>) -> Result<()> {
         let body = record_body(record, seq, cipher);
-        let region = (R_RECORD + body.len()).next_power_of_two().max(MIN_REGION);
+        let older = record_body(record, seq - 1, cipher);
+        let region = (R_RECORD + body.len().max(older.len()))
+            .next_power_of_two()
+            .max(MIN_REGION);
         let mut bytes = vec![0u8; region * 2];
-        encode_region::<R>(&mut bytes[..region], seq, &body, cipher.is_some());
+        let sealed = cipher.is_some();
+        encode_region::<R>(&mut bytes[..region], seq, &body, sealed);
+        encode_region::<R>(&mut bytes[region..], seq - 1, &older, sealed);
         fsutil::write_atomic(dir, R::FILE, &bytes)
     }
 
@@ -451,9 +462,24 @@ fn newest_copy<R: PageRecord>(
             _ => {}
         }
     }
-    let other_of = |r: std::result::Result<&(u64, R), &Error>, at: usize| match r {
+    // A copy of all zeros was never written only in a file as versions before 2026-12-08
+    // created it (region 0 under sequence 1, region 1 zeros) and never updated since. Anywhere
+    // else it is damage (zeros where a copy was): the other copy may be the older state.
+    let other_of = |r: std::result::Result<&(u64, R), &Error>, at: usize, seq: u64| match r {
         Ok((seq, _)) => OtherCopy::Older { seq: *seq },
-        Err(_) if bytes[at..at + region].iter().all(|&b| b == 0) => OtherCopy::Blank,
+        Err(_) if bytes[at..at + region].iter().all(|&b| b == 0) => {
+            if at == region && seq == 1 {
+                OtherCopy::Blank
+            } else {
+                OtherCopy::Damaged {
+                    offset: at as u64,
+                    reason: format!(
+                        "all zeros where a copy was written (the copy at offset {} holds sequence {seq})",
+                        region - at
+                    ),
+                }
+            }
+        }
         Err(Error::Corrupt { offset, reason, .. }) => OtherCopy::Damaged {
             offset: *offset,
             reason: reason.clone(),
@@ -474,8 +500,8 @@ fn newest_copy<R: PageRecord>(
         } else {
             (pick(1, sb, OtherCopy::Older { seq: sa }), rb)
         }),
-        (Ok((sa, ra)), b @ Err(_)) => Ok((pick(0, sa, other_of(b.as_ref(), region)), ra)),
-        (a @ Err(_), Ok((sb, rb))) => Ok((pick(1, sb, other_of(a.as_ref(), 0)), rb)),
+        (Ok((sa, ra)), b @ Err(_)) => Ok((pick(0, sa, other_of(b.as_ref(), region, sa)), ra)),
+        (a @ Err(_), Ok((sb, rb))) => Ok((pick(1, sb, other_of(a.as_ref(), 0, sb)), rb)),
         (Err(_), Err(_)) => Err(Error::corrupt(
             path,
             0,
