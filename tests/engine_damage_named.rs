@@ -395,3 +395,94 @@ fn a_zeroed_older_meta_copy_of_a_group_is_reported_and_opens() {
     assert_eq!(g.initial_state().expect("state").hard_state.commit, 40);
     e.close().expect("close");
 }
+
+/// A kill image of a root closed cleanly after entries 1 to 20, then reopened and written
+/// entries 21 and 22: the close's checkpoint lies in the last segment, which goes on with the
+/// two records after it (docs/FORMAT.md: after a clean close, new records go on in the last
+/// segment).
+fn checkpoint_in_the_last_segment(dir: &Path) -> PathBuf {
+    let root = closed_after(dir, 20);
+    let e = Engine::open_with(&root, opts(RecoveryMode::TolerateTailCorruption)).expect("open");
+    commit(&e, 21);
+    commit(&e, 22);
+    let image = dir.join("image");
+    roots::kill_image(&root, &image);
+    e.close().expect("close");
+    image
+}
+
+/// The last segment cut at a record boundary below the checkpoint: the records from there up
+/// to the checkpoint were durable before it was stored, and the two after it were
+/// acknowledged. Both modes refuse naming the segment, and so does `raftwal verify`; both
+/// opened, the journal taken to end there and entries 21 and 22 gone (found by an outside
+/// differential test of verify and open, 2026-12-08).
+#[test]
+fn the_last_segment_cut_below_the_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = checkpoint_in_the_last_segment(dir.path());
+    let last = last_with_records(&segments(&image));
+    let recs = records(&last);
+    // Its first record is one the close's checkpoint covers (entry 20's or before).
+    assert!(recs.len() >= 3 && recs[0].2 <= 20, "records {recs:?}");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .expect("open")
+        .set_len(recs[0].0)
+        .expect("cut");
+    for mode in BOTH_MODES {
+        let (path, reason) = refused(&image, mode, "last segment cut below the checkpoint");
+        assert_eq!(path, last, "{mode:?}: {reason}");
+        assert!(reason.contains("checkpoint"), "{mode:?}: {reason}");
+    }
+    let said = verify_refuses(&image);
+    let name = last.file_name().expect("name").to_string_lossy();
+    assert!(said.contains(&*name), "verify names {name}: {said}");
+}
+
+/// Every segment with a header of its own removed, or its header zeroed, a file of zeros
+/// named like the next segment left (a prepared one): the journal that held the records after
+/// the checkpoint is gone. Both modes refuse naming the journal's directory, and so does
+/// `raftwal verify`; both opened (the zero-header file counted as a segment), entries 21 and
+/// 22 gone (found by the same outside test).
+#[test]
+fn a_journal_left_with_no_segment_header_is_refused() {
+    for zeroed in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = checkpoint_in_the_last_segment(dir.path());
+        let segs = segments(&image);
+        let mut next = 0;
+        for s in &segs {
+            let bytes = std::fs::read(s).expect("read");
+            let id: u64 = s
+                .file_stem()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+                .expect("segment id");
+            next = next.max(id + 1);
+            if bytes.len() >= 8 && bytes[..8] != [0u8; 8] {
+                if zeroed {
+                    zero(s, 0, 36);
+                } else {
+                    std::fs::remove_file(s).expect("remove");
+                }
+            }
+        }
+        let prepared = image.join("journal").join(format!("{next:016}.jnl"));
+        std::fs::write(&prepared, vec![0u8; 64 << 10]).expect("prepared");
+        for mode in BOTH_MODES {
+            match Engine::open_with(&image, opts(mode)) {
+                Err(Error::MissingFile { path, reason }) => {
+                    assert_eq!(path, image.join("journal"), "{zeroed} {mode:?}: {reason}")
+                }
+                Err(e) => panic!("{zeroed} {mode:?}: another error: {e}"),
+                Ok(e) => {
+                    let last = e.group(1).map(|g| g.last_index().expect("last"));
+                    panic!("{zeroed} {mode:?}: opened, group 1's log ending at {last:?}")
+                }
+            }
+        }
+        let said = verify_refuses(&image);
+        assert!(said.contains("journal"), "verify names the journal: {said}");
+    }
+}

@@ -321,7 +321,7 @@ pub(crate) fn open(
 fn check_journal_found(
     dir: &Path,
     (checkpoint_seq, begun): (u64, bool),
-    segment_files: Option<usize>,
+    segment_files: Option<(usize, usize)>,
     last_seq: u64,
     read: &ReadGroups,
 ) -> Result<()> {

@@ -139,9 +139,11 @@ pub(crate) fn scan(
     }
     ids.sort_unstable();
     out.spares.sort();
-    if let Some(e) = journal::segments_missing(dir, checkpoint_seq, begun, Some(ids.len())) {
-        out.damage = Some(e);
-        return Ok(out);
+    if ids.is_empty() {
+        out.damage = journal::segments_missing(dir, checkpoint_seq, begun, Some((0, 0)));
+        if out.damage.is_some() {
+            return Ok(out);
+        }
     }
 
     // Headers first, as open reads them. Each segment is read through the descriptor opened
@@ -210,6 +212,16 @@ pub(crate) fn scan(
     let with_header: Vec<usize> = (0..out.segments.len())
         .filter(|&i| out.segments[i].first_seq.is_some())
         .collect();
+    // Files named like segments, none with a header of its own: as open decides.
+    if let Some(e) = journal::segments_missing(
+        dir,
+        checkpoint_seq,
+        begun,
+        Some((with_header.len(), ids.len())),
+    ) {
+        out.damage = Some(e);
+        return Ok(out);
+    }
     let keep_from = with_header
         .windows(2)
         .position(|w| out.segments[w[1]].first_seq > Some(checkpoint_seq.saturating_add(1)))
@@ -337,6 +349,16 @@ pub(crate) fn scan(
                 }
             }
             Some(e) => out.torn = Some(e),
+            // The last segment's records end at or below the checkpoint (as open decides).
+            None if last && want <= checkpoint_seq => {
+                out.damage = Some(journal::ends_below_checkpoint(
+                    &path,
+                    at as u64,
+                    want,
+                    checkpoint_seq,
+                ));
+                return Ok(out);
+            }
             None => {}
         }
         if last {

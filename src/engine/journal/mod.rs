@@ -47,8 +47,8 @@ pub(crate) use after_end::parts_decode;
 pub(crate) use after_end::{lost_after_end, lost_in_segment};
 pub(crate) use header::{read_header_of, Header, H_FIRST_SEQ, H_ID};
 pub(crate) use open::{
-    blank_between, blank_holding, blank_starts_with, follows, page_past_end, segments_missing,
-    torn_end, Follow, RootState,
+    blank_between, blank_holding, blank_starts_with, ends_below_checkpoint, follows, page_past_end,
+    segments_missing, torn_end, Follow, RootState,
 };
 
 use header::encode_header;
@@ -105,6 +105,9 @@ struct Segment {
     /// after its records but what its earlier lives left there (all trimmed, so numbered below
     /// anything still to come).
     found: bool,
+    /// Its header is durable: found by open (open flushes what it keeps), or flushed by a
+    /// [`Journal::sync`] since it was started. [`Journal::trim`] keeps the newest such segment.
+    header_durable: bool,
 }
 
 /// The segment records are appended to.
@@ -165,8 +168,9 @@ pub(crate) struct Opened {
     pub journal: Journal,
     /// Records after the checkpoint, in sequence order.
     pub records: Vec<Record>,
-    /// Files named like a segment, live or not (a blank or recycled header too).
-    pub segment_files: usize,
+    /// Files named like a segment with a valid header of their own (live or not), and all the
+    /// files named like one (a blank or recycled header too).
+    pub segment_files: (usize, usize),
     /// How the last segment's records end, should the rest of the root show that records
     /// after that were durable: then what ends them there is what is damaged.
     pub end: Option<LastEnd>,
@@ -413,6 +417,9 @@ impl Journal {
             timer.fsync(Synced::Journal);
             w.dirty = false;
         }
+        for seg in &mut self.segments {
+            seg.header_durable = true;
+        }
         Ok(())
     }
 
@@ -637,6 +644,7 @@ impl Journal {
             first_seq: seq,
             prev_unflushed,
             found: false,
+            header_durable: false,
         });
         let direct = if self.direct {
             direct::Direct::open(&path)
@@ -661,12 +669,23 @@ impl Journal {
     /// here at once, under the journal's lock, a 32 MiB segment took 5-10 ms on this disk and
     /// a trim after a long checkpoint removed eight, holding every commit for 40-60 ms
     /// (docs/PERFORMANCE.md, "Trimmed segments given back a step at a time").
+    ///
+    /// The newest segment whose header is durable stays, obsolete or not: a segment started
+    /// since the last flush may have its header in the page cache only, and a journal left
+    /// with no segment whose header is durable reads at open as one that lost its segments
+    /// ([`segments_missing`]). With `sync_writes` every commit flushes before the journal's
+    /// lock is let go, so this keeps nothing more; without it, a segment until the next flush.
     pub(crate) fn trim(&mut self, seq: u64) -> Result<()> {
         let obsolete = self
             .segments
             .windows(2)
             .take_while(|w| w[1].first_seq <= seq + 1)
             .count();
+        let obsolete = self
+            .segments
+            .iter()
+            .rposition(|s| s.header_durable)
+            .map_or(0, |durable| obsolete.min(durable));
         let trimmed: Vec<Segment> = self.segments.drain(..obsolete).collect();
         for seg in trimmed {
             let len = fs::metadata(&seg.path).map_or(0, |m| m.len());

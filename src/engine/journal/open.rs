@@ -95,6 +95,7 @@ impl Journal {
                     first_seq,
                     prev_unflushed,
                     found: true,
+                    header_durable: true,
                 }),
                 // A recycled segment whose rename or new header did not reach the disk: what it
                 // holds is its previous life's records (trimmed, so all at or below a durable
@@ -127,6 +128,7 @@ impl Journal {
                 }
             }
         }
+        let with_header = segments.len();
         // Segments whose records all lie at or below the checkpoint are obsolete.
         let keep_from = segments
             .windows(2)
@@ -245,6 +247,14 @@ impl Journal {
                 if let Some(e) = end.1 {
                     return Err(e);
                 }
+            }
+            if end.1.is_none() && last && want <= checkpoint_seq {
+                return Err(ends_below_checkpoint(
+                    &seg.path,
+                    at as u64,
+                    want,
+                    checkpoint_seq,
+                ));
             }
             expected = Some(want);
             // Where this segment's records end, should the journal end there.
@@ -381,7 +391,7 @@ impl Journal {
         Ok(Opened {
             journal,
             records,
-            segment_files: ids.len(),
+            segment_files: (with_header, ids.len()),
             end: last_end,
         })
     }
@@ -495,23 +505,29 @@ pub(crate) fn torn_end(path: &Path, want: u64, first_seq: u64) -> Error {
 
 /// The journal lost from a root whose `engine.meta` names checkpoint `checkpoint_seq`, or says
 /// the journal has begun (`begun`: an open made sure it held a segment, [`Journal::begin`]):
-/// from then on the journal always has a segment file (the one written last is never trimmed,
-/// and the next is durable under its name before the one before it goes). `None` while it has
-/// one (`segment_files`: the files in `dir` named like a segment; `None` for a missing
-/// directory), or for a root that has neither (never opened by a build that marks the journal
+/// from then on the journal always has a segment whose header is durable (the one written last
+/// is never trimmed, and [`Journal::trim`] keeps the newest whose header was flushed). `None`
+/// while it has one (`segment_files`: the files in `dir` named like a segment with a valid
+/// header of their own, and all the files named like one; `None` for a missing directory), or
+/// for a root that has neither (never opened by a build that marks the journal
 /// begun, and with no checkpoint: nothing on disk tells its lost journal from none written).
 pub(crate) fn segments_missing(
     dir: &Path,
     checkpoint_seq: u64,
     begun: bool,
-    segment_files: Option<usize>,
+    segment_files: Option<(usize, usize)>,
 ) -> Option<Error> {
-    if (checkpoint_seq == 0 && !begun) || segment_files.is_some_and(|n| n > 0) {
+    if (checkpoint_seq == 0 && !begun) || segment_files.is_some_and(|(valid, _)| valid > 0) {
         return None;
     }
+    let named;
     let found = match segment_files {
         None => "the directory is missing",
-        Some(_) => "it holds no segment",
+        Some((_, 0)) => "it holds no segment",
+        Some((_, n)) => {
+            named = format!("none of the {n} files named like a segment has a header of its own (all zeros, or an earlier life's): no segment with a header is left");
+            &named
+        }
     };
     let said = if checkpoint_seq > 0 {
         format!("engine.meta's checkpoint is at journal record {checkpoint_seq}, but {found}: the records after the checkpoint are lost")
@@ -522,6 +538,26 @@ pub(crate) fn segments_missing(
         path: dir.to_path_buf(),
         reason: said,
     })
+}
+
+/// The journal's last segment (`path`), whose records end at `offset` before record `want`,
+/// at or below the checkpoint (`checkpoint_seq`): the records from `want` up to the checkpoint
+/// were durable before the checkpoint was stored, and the segment holding the checkpoint's
+/// record is never trimmed while it is the last one, so its end was cut off (and with it any
+/// acknowledged record after the checkpoint). An error in both modes, naming the segment.
+pub(crate) fn ends_below_checkpoint(
+    path: &Path,
+    offset: u64,
+    want: u64,
+    checkpoint_seq: u64,
+) -> Error {
+    Error::corrupt(
+        path,
+        offset,
+        format!(
+            "the journal's last segment ends before record {want}, but engine.meta's checkpoint is at record {checkpoint_seq}: records {want}..={checkpoint_seq} were durable before the checkpoint was stored, so the segment's end is lost (with any record acknowledged after the checkpoint)"
+        ),
+    )
 }
 
 /// A group's meta page (`page`) that reflects journal record `page_seq`, past the end of the
