@@ -558,6 +558,17 @@ mod tests {
     use super::{blank_holding_records, SegmentScan, JOURNAL_DIR, SEGMENT_HEADER};
     use crate::Engine;
 
+    /// The journal's segment files under `root`, in id order.
+    fn segment_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(root.join(JOURNAL_DIR))
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The check that comes before a checksum in the search for records after the journal's
     /// end (`lost_after_end`): a record's body is parts back to back. A written record passes;
     /// bytes of a segment's earlier life shaped like a header, naming a MiB of body whose
@@ -578,12 +589,7 @@ mod tests {
             })
             .collect();
         g.save(&hs, &entries, &Snapshot::default()).unwrap();
-        let mut segments: Vec<_> = std::fs::read_dir(dir.path().join(JOURNAL_DIR))
-            .unwrap()
-            .map(|d| d.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
-            .collect();
-        segments.sort();
+        let segments = segment_files(dir.path());
         let bytes = Bytes::from(std::fs::read(&segments[0]).unwrap());
         let at = SEGMENT_HEADER as usize;
         let seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap());
@@ -620,13 +626,7 @@ mod tests {
         (en.index, en.term) = (1, 1);
         g.save(&HardState::default(), &[en], &Snapshot::default())
             .unwrap();
-        let jdir = dir.path().join(JOURNAL_DIR);
-        let mut paths: Vec<_> = std::fs::read_dir(&jdir)
-            .unwrap()
-            .map(|d| d.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
-            .collect();
-        paths.sort();
+        let paths = segment_files(dir.path());
         // The segment holding the record, as the scan would have found it blank.
         let path = paths
             .iter()
