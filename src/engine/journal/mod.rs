@@ -786,6 +786,35 @@ mod tests {
         (j, seq)
     }
 
+    /// A trim never leaves the journal without a segment whose header was flushed: records
+    /// appended past a rotation without a flush, a trim covering every record keeps the
+    /// segment before the new one (whose header may be in the page cache only: open would
+    /// find no segment with a header after a power loss); once flushed, it goes.
+    #[test]
+    fn a_trim_keeps_the_newest_segment_whose_header_was_flushed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut j = open(dir.path(), 0).journal;
+        let mut seq = 1;
+        assert_eq!(j.append(&[&vec![1u8; 1000]]).expect("append"), seq);
+        j.sync().expect("sync");
+        let first = j.segments[0].id;
+        while j.segments.len() < 2 {
+            seq += 1;
+            assert_eq!(j.append(&[&vec![seq as u8; 1000]]).expect("append"), seq);
+        }
+        j.trim(seq).expect("trim");
+        assert_eq!(
+            j.segments[0].id, first,
+            "the only segment with a flushed header"
+        );
+        j.sync().expect("sync");
+        j.trim(seq).expect("trim");
+        assert!(
+            j.segments.iter().all(|s| s.id != first),
+            "trimmed once the next one's header was flushed"
+        );
+    }
+
     /// A rest hands the spares and the prepared segment over to be given back (renamed
     /// `<id>.jnl.tmp`) and keeps none; after it, the next segment is prepared only once the
     /// segment being written is half full (the append that gets it there asks for the
