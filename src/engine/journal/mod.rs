@@ -417,7 +417,12 @@ impl Journal {
             timer.fsync(Synced::Journal);
             w.dirty = false;
         }
-        for seg in &mut self.segments {
+        // Those started since the last flush: the newest ones (every commit flushes, so
+        // usually none, and never a walk over every segment).
+        for seg in self.segments.iter_mut().rev() {
+            if seg.header_durable {
+                break;
+            }
             seg.header_durable = true;
         }
         Ok(())
