@@ -139,12 +139,6 @@ pub(crate) fn scan(
     }
     ids.sort_unstable();
     out.spares.sort();
-    if ids.is_empty() {
-        out.damage = journal::segments_missing(dir, checkpoint_seq, begun, Some((0, 0)));
-        if out.damage.is_some() {
-            return Ok(out);
-        }
-    }
 
     // Headers first, as open reads them. Each segment is read through the descriptor opened
     // here from then on: a live engine's checkpoint may retire a segment while this scan runs.
@@ -212,7 +206,7 @@ pub(crate) fn scan(
     let with_header: Vec<usize> = (0..out.segments.len())
         .filter(|&i| out.segments[i].first_seq.is_some())
         .collect();
-    // Files named like segments, none with a header of its own: as open decides.
+    // No file named like a segment, or none with a header of its own: as open decides.
     if let Some(e) = journal::segments_missing(
         dir,
         checkpoint_seq,
@@ -373,7 +367,7 @@ pub(crate) fn scan(
     if out.damage.is_none() && out.lost.is_none() && !out.segments.iter().any(|s| s.after_end) {
         let after = live.last().map_or(0, |&i| i + 1);
         let want = expected.unwrap_or(checkpoint_seq.saturating_add(1));
-        out.lost = blank_holding_records(&out.segments, &opened, after, want, cipher)?;
+        out.lost = next_record_in_blank_file(&out.segments, &opened, after, want, cipher)?;
         if out.lost.is_some() {
             // Not a torn tail: the records went on in the next file (the loss names it).
             out.torn = None;
@@ -389,7 +383,7 @@ pub(crate) fn scan(
 /// a file may be the segment being started: the engine writes a segment's header before its
 /// first record, so the header, read again after the record was seen, is no longer all zeros
 /// then.
-fn blank_holding_records(
+fn next_record_in_blank_file(
     segments: &[SegmentScan],
     files: &[fs::File],
     after: usize,
@@ -555,7 +549,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     use super::journal::parts_decode;
-    use super::{blank_holding_records, SegmentScan, JOURNAL_DIR, SEGMENT_HEADER};
+    use super::{next_record_in_blank_file, SegmentScan, JOURNAL_DIR, SEGMENT_HEADER};
     use crate::Engine;
 
     /// The journal's segment files under `root`, in id order.
@@ -653,7 +647,7 @@ mod tests {
         };
         let check = || {
             let file = std::fs::File::open(&path).unwrap();
-            blank_holding_records(std::slice::from_ref(&seen), &[file], 0, seq, None).unwrap()
+            next_record_in_blank_file(std::slice::from_ref(&seen), &[file], 0, seq, None).unwrap()
         };
         assert!(check().is_none(), "its header reads as a header now");
         std::fs::OpenOptions::new()
@@ -668,7 +662,7 @@ mod tests {
             "{lost}"
         );
         assert!(
-            blank_holding_records(
+            next_record_in_blank_file(
                 std::slice::from_ref(&seen),
                 &[std::fs::File::open(&path).unwrap()],
                 0,

@@ -7,11 +7,11 @@
 //! state, so a torn write can only damage the older copy, and on open the newest valid copy
 //! wins. A file is made with the state in both copies, so a copy of all zeros is damage (the
 //! copy left may be the older state), never a copy not yet written (but in a file as versions
-//! before 2026-12-08 made it). A store's or a root's page always exists, so its flag (bit 0: the record sealed) is
-//! what tells an encrypted store or root from a plaintext one: a sealed page without a key, a
-//! plaintext page with one, or a key that does not open the record is `Error::Encryption`
-//! naming the file. Must never: overwrite the copy holding the newest durable state, or decide
-//! what the state means for the log (that is `storage`).
+//! before 2026-12-08 made it). A store's or a root's page always exists, so its flag (bit 0:
+//! the record sealed) is what tells an encrypted store or root from a plaintext one: a sealed
+//! page without a key, a plaintext page with one, or a key that does not open the record is
+//! `Error::Encryption` naming the file. Must never: overwrite the copy holding the newest
+//! durable state, or decide what the state means for the log (that is `storage`).
 //!
 //! Region layout (little-endian), regions at offsets 0 and `file_len / 2`:
 //! ```text
